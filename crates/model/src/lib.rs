@@ -1,0 +1,13 @@
+//! cutover's shared vocabulary.
+//!
+//! Everything here is plain data plus the arithmetic that belongs to it (the traffic-shift schedule
+//! of a deployment config, how a duration prints). No IO, no clock, no serde: the crates at process
+//! boundaries (`routes`, `store`, the HTTP API) convert by hand.
+
+mod config;
+mod lifecycle;
+mod time;
+
+pub use config::{ConfigError, DeploymentConfig, PREDEFINED_CONFIGS, Shift, TrafficRouting};
+pub use lifecycle::{DeploymentStatus, ErrorCode, LifecycleEvent, LifecycleEventStatus};
+pub use time::{Timestamp, format_duration, parse_duration};

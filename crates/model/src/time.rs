@@ -1,0 +1,136 @@
+//! Wall-clock timestamps in milliseconds, and durations as people write them (`90s`, `5m`, `1h30m`).
+
+use std::fmt;
+use std::time::Duration;
+
+/// Milliseconds since the Unix epoch.
+///
+/// Wall-clock rather than monotonic so that deadlines stored in the database survive a restart of
+/// the control plane. Only the control plane's clock module produces them from the OS clock; the
+/// pure crates receive them as arguments.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub u64);
+
+impl Timestamp {
+    pub const ZERO: Timestamp = Timestamp(0);
+
+    pub fn from_millis(ms: u64) -> Timestamp {
+        Timestamp(ms)
+    }
+
+    pub fn as_millis(self) -> u64 {
+        self.0
+    }
+
+    /// `self + d`, saturating.
+    pub fn add(self, d: Duration) -> Timestamp {
+        Timestamp(self.0.saturating_add(d.as_millis().min(u64::MAX as u128) as u64))
+    }
+
+    /// How long after `earlier` this is; zero when `earlier` is later.
+    pub fn since(self, earlier: Timestamp) -> Duration {
+        Duration::from_millis(self.0.saturating_sub(earlier.0))
+    }
+}
+
+impl fmt::Display for Timestamp {
+    /// Prints the offset from the epoch as a humane duration (`5m20s`): in tests the epoch is the
+    /// start of the scenario, which makes traces read like a timeline.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&format_duration(Duration::from_millis(self.0)))
+    }
+}
+
+/// Formats a duration the way `parse_duration` reads it: `0s`, `250ms`, `10s`, `5m`, `1h2m3s`.
+pub fn format_duration(d: Duration) -> String {
+    let total_ms = d.as_millis();
+    if total_ms == 0 {
+        return "0s".to_string();
+    }
+    if total_ms < 1000 {
+        return format!("{total_ms}ms");
+    }
+    let ms = total_ms % 1000;
+    let total_s = total_ms / 1000;
+    let (h, m, s) = (total_s / 3600, (total_s / 60) % 60, total_s % 60);
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    if s > 0 || ms > 0 {
+        if ms > 0 {
+            out.push_str(&format!("{s}.{ms:03}s"));
+        } else {
+            out.push_str(&format!("{s}s"));
+        }
+    }
+    out
+}
+
+/// Parses `250ms`, `10s`, `5m`, `2h`, `1h30m`, `1m30s`. A bare integer is rejected: callers decide
+/// what a unitless number means (AWS fields are whole minutes) before calling this.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("empty duration; write it like `30s`, `5m` or `1h30m`".to_string());
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(format!("invalid duration `{text}`; write it like `30s`, `5m` or `1h30m`"));
+        }
+        let n: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("invalid duration `{text}`: number too large"))?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let part = match unit {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.saturating_mul(60)),
+            "h" => Duration::from_secs(n.saturating_mul(3600)),
+            "" => {
+                return Err(format!(
+                    "duration `{text}` has no unit; write `{n}s` for seconds or `{n}m` for minutes"
+                ));
+            }
+            other => {
+                return Err(format!(
+                    "unknown unit `{other}` in duration `{text}`; use ms, s, m or h"
+                ));
+            }
+        };
+        total = total.saturating_add(part);
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_round_trip_through_text() {
+        for text in ["0s", "250ms", "10s", "5m", "1h", "1h30m", "1m30s", "2h0m5s"] {
+            let d = parse_duration(text).unwrap();
+            assert_eq!(parse_duration(&format_duration(d)).unwrap(), d, "{text}");
+        }
+        assert_eq!(format_duration(Duration::from_secs(320)), "5m20s");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1.500s");
+    }
+
+    #[test]
+    fn durations_without_units_are_rejected_with_advice() {
+        let err = parse_duration("5").unwrap_err();
+        assert!(err.contains("`5s`"), "{err}");
+        assert!(parse_duration("5d").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("").is_err());
+    }
+}

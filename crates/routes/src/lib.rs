@@ -1,0 +1,284 @@
+//! The routing table of cutover's load balancer.
+//!
+//! The control plane computes a whole [`RouteTable`] from its state and sends it to the data plane
+//! with a version number; the data plane swaps it in atomically and reports the version it serves.
+//! Both sides use these types, so they cannot disagree about what a table means. The serde form is
+//! the wire protocol between the two (`PUT /v1/routes` on the data plane's admin address), so
+//! changes here must stay backward compatible or bump [`PROTOCOL_VERSION`].
+//!
+//! Invariant: this crate knows nothing of deployments, services or colours. A blue/green shift is
+//! just a change of weights in a [`ForwardAction`].
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// Bumped on any incompatible change of the wire form.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// ALB's weight range for a weighted forward.
+pub const WEIGHT_MAX: u16 = 999;
+
+/// Everything the data plane serves.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteTable {
+    /// Monotonically increasing; the data plane ignores a table older than the one it serves.
+    pub version: u64,
+    /// By listener name.
+    pub listeners: BTreeMap<String, Listener>,
+    /// By target-group name.
+    pub target_groups: BTreeMap<String, TargetGroup>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    /// Address and port to accept connections on.
+    pub bind: SocketAddr,
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// The default action; listener rules (path/host conditions) may come later.
+    pub action: Action,
+}
+
+/// Certificate and key files (PEM) for an HTTPS listener.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub certificate_file: String,
+    pub key_file: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Action {
+    Forward(ForwardAction),
+    FixedResponse(FixedResponse),
+    Redirect(Redirect),
+}
+
+/// A (weighted) forward over up to five target groups.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardAction {
+    pub target_groups: Vec<WeightedTargetGroup>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightedTargetGroup {
+    pub name: String,
+    /// 0..=999, as on ALB. Requests split in proportion to the weights; a group at weight 0 gets
+    /// nothing but stays referenced (and therefore health-checked), as CodeDeploy keeps the idle
+    /// target group in the production rule.
+    pub weight: u16,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FixedResponse {
+    pub status_code: u16,
+    #[serde(default)]
+    pub content_type: Option<String>,
+    #[serde(default)]
+    pub body: String,
+}
+
+/// ALB's redirect action. `None` parts keep the request's own (`#{protocol}`, `#{host}`… on AWS).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Redirect {
+    #[serde(default)]
+    pub protocol: Option<String>,
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub path: Option<String>,
+    /// 301 or 302.
+    pub status_code: u16,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetGroup {
+    pub health_check: HealthCheck,
+    /// How long a deregistered target may finish its in-flight requests, in milliseconds.
+    pub deregistration_delay_ms: u64,
+    #[serde(default)]
+    pub algorithm: Algorithm,
+    /// Registered targets. A target that disappears from this list starts draining.
+    pub targets: Vec<Target>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Algorithm {
+    #[default]
+    RoundRobin,
+    LeastOutstandingRequests,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    pub addr: SocketAddr,
+}
+
+/// ALB's health-check settings for a target group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    pub enabled: bool,
+    pub path: String,
+    /// `None` means the traffic port.
+    #[serde(default)]
+    pub port: Option<u16>,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+    /// Inclusive ranges of accepted status codes: `200` is `[(200, 200)]`, `200-299,302` is
+    /// `[(200, 299), (302, 302)]`.
+    pub matcher: Vec<(u16, u16)>,
+}
+
+impl Default for HealthCheck {
+    /// ALB's defaults for an HTTP target group.
+    fn default() -> Self {
+        HealthCheck {
+            enabled: true,
+            path: "/".to_string(),
+            port: None,
+            interval_ms: 30_000,
+            timeout_ms: 5_000,
+            healthy_threshold: 5,
+            unhealthy_threshold: 2,
+            matcher: vec![(200, 200)],
+        }
+    }
+}
+
+impl HealthCheck {
+    pub fn matches(&self, status: u16) -> bool {
+        self.matcher.iter().any(|&(lo, hi)| (lo..=hi).contains(&status))
+    }
+}
+
+/// Parses an ALB matcher: `200`, `200-299`, `200,202,300-399`.
+pub fn parse_matcher(text: &str) -> Result<Vec<(u16, u16)>, String> {
+    let mut ranges = Vec::new();
+    for part in text.split(',') {
+        let part = part.trim();
+        let parse = |s: &str| -> Result<u16, String> {
+            let code: u16 = s
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{s}` is not an HTTP status code in matcher `{text}`"))?;
+            if !(100..=599).contains(&code) {
+                return Err(format!("status code {code} in matcher `{text}` is not 100-599"));
+            }
+            Ok(code)
+        };
+        let range = match part.split_once('-') {
+            Some((lo, hi)) => (parse(lo)?, parse(hi)?),
+            None => {
+                let code = parse(part)?;
+                (code, code)
+            }
+        };
+        if range.0 > range.1 {
+            return Err(format!("range `{part}` in matcher `{text}` is backwards"));
+        }
+        ranges.push(range);
+    }
+    Ok(ranges)
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the data plane reports back.
+
+/// `GET /v1/routes` and the answer to `PUT /v1/routes`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    /// The version now served.
+    pub version: u64,
+}
+
+/// ALB's target health states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetState {
+    Initial,
+    Healthy,
+    Unhealthy,
+    Draining,
+    Unused,
+    Unavailable,
+}
+
+/// `GET /v1/health`: the health of every target the data plane knows, by target group.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthReport {
+    /// The route-table version the data plane serves.
+    pub version: u64,
+    pub target_groups: BTreeMap<String, Vec<TargetHealth>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetHealth {
+    pub addr: SocketAddr,
+    pub state: TargetState,
+    /// ALB's reason codes: `Elb.InitialHealthChecking`, `Target.ResponseCodeMismatch`,
+    /// `Target.Timeout`, `Target.FailedHealthChecks`, `Target.DeregistrationInProgress`…
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Human-readable detail, e.g. `health check returned 503`.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Requests in flight to this target right now.
+    #[serde(default)]
+    pub in_flight: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matchers_parse_like_alb() {
+        assert_eq!(parse_matcher("200").unwrap(), vec![(200, 200)]);
+        assert_eq!(parse_matcher("200-299,302").unwrap(), vec![(200, 299), (302, 302)]);
+        assert!(parse_matcher("299-200").unwrap_err().contains("backwards"));
+        assert!(parse_matcher("ok").is_err());
+    }
+
+    #[test]
+    fn a_table_round_trips_through_json() {
+        let mut table = RouteTable { version: 7, ..RouteTable::default() };
+        table.target_groups.insert(
+            "blue".into(),
+            TargetGroup {
+                health_check: HealthCheck::default(),
+                deregistration_delay_ms: 300_000,
+                algorithm: Algorithm::RoundRobin,
+                targets: vec![Target { addr: "127.0.0.1:8080".parse().unwrap() }],
+            },
+        );
+        table.listeners.insert(
+            "prod".into(),
+            Listener {
+                bind: "127.0.0.1:8000".parse().unwrap(),
+                tls: None,
+                action: Action::Forward(ForwardAction {
+                    target_groups: vec![WeightedTargetGroup { name: "blue".into(), weight: 100 }],
+                }),
+            },
+        );
+        let json = serde_json::to_string(&table).unwrap();
+        assert_eq!(serde_json::from_str::<RouteTable>(&json).unwrap(), table);
+    }
+}
