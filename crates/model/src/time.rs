@@ -23,7 +23,7 @@ impl Timestamp {
     }
 
     /// `self + d`, saturating.
-    pub fn add(self, d: Duration) -> Timestamp {
+    pub fn saturating_add(self, d: Duration) -> Timestamp {
         Timestamp(self.0.saturating_add(d.as_millis().min(u64::MAX as u128) as u64))
     }
 
