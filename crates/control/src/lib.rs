@@ -1,1 +1,191 @@
-//! control (being written).
+//! cutover's control plane.
+//!
+//! [`serve`] runs it: the HTTP API, and the engine loop ([`engine`]) that owns all state changes.
+//! The data plane runs as its own process ([`lb`]); tasks run under a [`runtime::Runtime`].
+//! Everything is stored in SQLite ([`store`]) before it is acted upon, so the process can be
+//! killed at any moment and started again.
+
+pub mod api;
+mod apply;
+mod clock;
+mod declared;
+mod deployment;
+pub mod engine;
+mod error;
+mod hooks;
+mod http;
+pub mod lb;
+mod routing;
+mod state;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+pub use error::ApiError;
+
+/// How to start the control plane (`cutover up`).
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    /// Address of the HTTP API.
+    pub listen: SocketAddr,
+    /// Required on every request when set; generated when the API listens beyond loopback.
+    pub token: Option<String>,
+    /// Admin address of the data plane, when one must be started (port 0: any free port).
+    pub lb_admin: SocketAddr,
+    pub lb_threads: usize,
+}
+
+/// What `cutover up` records so that the CLI and a later `cutover up` find the running pieces.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ApiRecord {
+    pub url: String,
+    pub pid: u32,
+}
+
+pub fn api_record_path(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("api.json")
+}
+
+/// Runs the control plane until it is told to shut down (Ctrl-C, SIGTERM or `cutover down`).
+/// Ctrl-C stops only the control plane: the data plane and the tasks keep serving.
+pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    let store = Arc::new(
+        store::Store::open(&config.data_dir.join("state.db"))
+            .with_context(|| format!("opening {}", config.data_dir.join("state.db").display()))?,
+    );
+
+    let warnings = Vec::new();
+    let mut runtimes: BTreeMap<String, Arc<dyn runtime::Runtime>> = BTreeMap::new();
+    let process = runtime::ProcessRuntime::new(config.data_dir.join("tasks"))
+        .map_err(|err| anyhow::anyhow!("starting the process runtime: {err}"))?;
+    runtimes.insert("process".into(), Arc::new(process));
+    // DOCKER_RUNTIME_PLACEHOLDER
+
+    let (lb, adopted) = lb::ensure_running(&config.data_dir, config.lb_admin, config.lb_threads).await?;
+    info!(admin = %lb.admin_addr(), adopted, "load balancer ready");
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding the API to {}", config.listen))?;
+    let local = listener.local_addr()?;
+    let token = match (&config.token, local.ip().is_loopback()) {
+        (Some(token), _) => Some(token.clone()),
+        (None, true) => None,
+        (None, false) => {
+            let token = generate_token();
+            let path = config.data_dir.join("token");
+            write_private(&path, token.as_bytes())?;
+            warn!("the API listens on {local}, beyond loopback: it requires the token in {}", path.display());
+            Some(token)
+        }
+    };
+    let url = format!("http://{}", if local.ip().is_unspecified() { SocketAddr::new([127, 0, 0, 1].into(), local.port()) } else { local });
+    lb::write_atomically(
+        &api_record_path(&config.data_dir),
+        serde_json::to_string(&ApiRecord { url: url.clone(), pid: std::process::id() })?.as_bytes(),
+    )?;
+
+    let shared = Arc::new(engine::Shared::default());
+    let (tx, rx) = mpsc::channel(1024);
+    let mut engine = engine::Engine::new(
+        store.clone(),
+        runtimes.clone(),
+        lb.clone(),
+        shared.clone(),
+        url.clone(),
+        config.data_dir.clone(),
+        config.lb_threads,
+        tx.clone(),
+    );
+    engine.recover().await.context("recovering state")?;
+    let engine_done = tokio::spawn(engine.run(rx));
+
+    let status = api::StatusView {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        data_dir: config.data_dir.display().to_string(),
+        api: url.clone(),
+        lb_admin: lb.admin_addr().to_string(),
+        routes_version: 0,
+        runtimes: runtimes.keys().cloned().collect(),
+        warnings,
+    };
+    let state = http::AppState {
+        store,
+        shared: shared.clone(),
+        tx,
+        token,
+        status: Arc::new(status),
+        runtimes: Arc::new(runtimes),
+        lb,
+    };
+    info!(api = %url, data_dir = %config.data_dir.display(), "cutover is up");
+    let down = shared.clone();
+    let data_dir = config.data_dir.clone();
+    axum::serve(listener, http::router(state))
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate() => {}
+                _ = down.shutdown.notified() => {
+                    // `cutover down`: the tasks are stopped; stop the data plane too.
+                    if let Some(record) = lb::read_record(&data_dir) {
+                        stop_pid(record.pid);
+                    }
+                }
+            }
+        })
+        .await?;
+    engine_done.abort();
+    let _ = std::fs::remove_file(api_record_path(&config.data_dir));
+    Ok(())
+}
+
+async fn terminate() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut signal) => {
+            signal.recv().await;
+        }
+        Err(_) => std::future::pending().await,
+    }
+}
+
+/// Sends SIGTERM to a process we started (the data plane), which then shuts down gracefully.
+#[allow(unsafe_code)]
+pub fn stop_pid(pid: u32) {
+    let Ok(pid) = libc::pid_t::try_from(pid) else { return };
+    // SAFETY: kill(2) has no memory-safety preconditions; a stale pid at worst signals nothing
+    // or, if reused, a process of our own user that the caller recorded.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+}
+
+fn generate_token() -> String {
+    use rand::Rng;
+    let bytes: [u8; 24] = rand::rng().random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(bytes)?;
+    Ok(())
+}

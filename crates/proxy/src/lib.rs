@@ -1,1 +1,156 @@
-//! proxy (being written).
+//! cutover's data plane: an Application Load Balancer on one machine.
+//!
+//! It serves the [`routes::RouteTable`] the control plane sends to its admin API: listeners
+//! (HTTP, HTTPS with HTTP/2 by ALPN), weighted forwards over target groups, fixed responses and
+//! redirects, health checks with ALB's states and reason codes, draining on deregistration,
+//! WebSocket pass-through, and metrics. A new table replaces the old one atomically; a request
+//! picks its route once and is never disturbed by a later change.
+//!
+//! Layout: [`state`] applies tables, [`listener`] accepts connections, [`forward`] handles a
+//! request, [`target`] holds per-target state and pools, [`health`] checks targets, [`admin`]
+//! serves the admin API, [`metrics`] counts.
+
+mod admin;
+mod clock;
+mod conn_io;
+mod forward;
+mod health;
+mod listener;
+mod metrics;
+mod state;
+mod target;
+mod tls;
+mod tunnel;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::sync::watch;
+
+use crate::state::Shared;
+use crate::target::lock;
+
+/// How long a stopping data plane lets open requests finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    /// Admin API address; must be a loopback address.
+    pub admin_addr: SocketAddr,
+    /// The last applied RouteTable is persisted here (atomically: write tmp + rename) and loaded
+    /// at start.
+    pub state_file: Option<PathBuf>,
+    /// Tokio worker threads (for [`run_blocking`]).
+    pub worker_threads: usize,
+}
+
+/// A running data plane started with [`start`].
+pub struct ProxyHandle {
+    shared: Arc<Shared>,
+    admin_addr: SocketAddr,
+    admin_stop: watch::Sender<bool>,
+}
+
+/// Builds a multi-thread tokio runtime with `worker_threads` and serves until SIGTERM/SIGINT.
+pub fn run_blocking(config: ProxyConfig) -> anyhow::Result<()> {
+    // A load balancer holds two descriptors per proxied connection; the default soft limit
+    // (often 1024) would cap it far below what the machine allows.
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::warn!("cannot raise the open-file limit: {e}");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.worker_threads.max(1))
+        .thread_name("cutover-lb")
+        .enable_all()
+        .build()
+        .context("cannot build the tokio runtime")?;
+    runtime.block_on(async move {
+        let handle = start(config).await?;
+        wait_for_signal().await?;
+        tracing::info!("stopping: closing listeners and letting open requests finish");
+        handle.shutdown().await;
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+/// For in-process tests: start on the current runtime; returns when listening.
+pub async fn start(config: ProxyConfig) -> anyhow::Result<ProxyHandle> {
+    if !config.admin_addr.ip().is_loopback() {
+        anyhow::bail!(
+            "admin address {} is not a loopback address; the admin API has no authentication, \
+             so bind it to 127.0.0.1 or [::1]",
+            config.admin_addr
+        );
+    }
+    clock::ensure_started();
+    let shared = Arc::new(Shared::new(config.state_file.clone()));
+    if let Some(path) = &config.state_file
+        && let Some(table) = state::read_state(path)?
+    {
+        let version = table.version;
+        state::apply(&shared, table, false).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot serve the table saved in {} (version {version}): {}",
+                path.display(),
+                e.message
+            )
+        })?;
+    }
+    let admin = tokio::net::TcpListener::bind(config.admin_addr)
+        .await
+        .with_context(|| format!("cannot listen on admin address {}", config.admin_addr))?;
+    let admin_addr = admin.local_addr()?;
+    let (admin_stop, stop_rx) = watch::channel(false);
+    admin::spawn(shared.clone(), admin, stop_rx);
+    tracing::info!(%admin_addr, "load balancer admin API listening");
+    Ok(ProxyHandle { shared, admin_addr, admin_stop })
+}
+
+impl ProxyHandle {
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// Stops accepting, lets open requests finish (up to 10 s), then closes everything.
+    pub async fn shutdown(self) {
+        self.shared.shutting_down.store(true, Ordering::SeqCst);
+        self.admin_stop.send_replace(true);
+        let listeners: Vec<_> = lock(&self.shared.listeners).drain().map(|(_, l)| l).collect();
+        for l in &listeners {
+            l.stop.send_replace(true);
+        }
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        while self.shared.client_conns.load(Ordering::Relaxed) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let groups: Vec<_> = std::mem::take(&mut *lock(&self.shared.groups)).into_values().collect();
+        for g in groups {
+            for t in g.all_targets() {
+                t.close();
+            }
+        }
+    }
+}
+
+/// Resolves once a stop/close flag turns true (or its sender is gone). Wraps `wait_for`, whose
+/// result holds a lock guard that must not live inside a `select!` of a spawned task.
+pub(crate) async fn flag_set(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}

@@ -41,7 +41,15 @@ pub struct Listener {
     pub tls: Option<TlsConfig>,
     /// The default action; listener rules (path/host conditions) may come later.
     pub action: Action,
+    /// ALB's `idle_timeout.timeout_seconds`, in milliseconds: a client connection with no data
+    /// either way for this long is closed, and a target that sends no response headers for this
+    /// long is answered with 504. `None` means ALB's default, [`DEFAULT_IDLE_TIMEOUT_MS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_ms: Option<u64>,
 }
+
+/// ALB's default idle timeout (60 s).
+pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 60_000;
 
 /// Certificate and key files (PEM) for an HTTPS listener.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -208,6 +216,20 @@ pub struct Applied {
     pub version: u64,
 }
 
+/// `GET /v1/routes`: the table the data plane serves (version 0 and an empty table before the
+/// first `PUT`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServedRoutes {
+    pub version: u64,
+    pub table: RouteTable,
+}
+
+/// The body of every 4xx/5xx answer of the admin API: what went wrong and what to fix.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminError {
+    pub error: String,
+}
+
 /// ALB's target health states.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -244,6 +266,119 @@ pub struct TargetHealth {
     pub in_flight: u64,
 }
 
+// ---------------------------------------------------------------------------------------------
+// Metrics: `GET /v1/metrics` on the data plane.
+
+/// Upper bounds, in microseconds, of the response-time histogram buckets (a last, implicit
+/// bucket is `+Inf`). Fixed so that snapshots taken at different times can be subtracted.
+pub const RESPONSE_TIME_BUCKETS_US: [u64; 14] = [
+    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    2_500_000, 5_000_000, 10_000_000,
+];
+
+/// `GET /v1/metrics`: cumulative counters since the data plane started, like Prometheus counters.
+///
+/// The control plane turns them into per-period values (CloudWatch's `Sum` over a period) by
+/// subtracting two snapshots. Counters of a target group or target restart from zero when it is
+/// removed and added again, and all of them when `started_at_unix_ms` changes (a restart of the
+/// data plane); a consumer treats a decrease as such a reset.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetricsSnapshot {
+    /// The route-table version served when the snapshot was taken.
+    pub version: u64,
+    /// When this data-plane process started (Unix epoch, ms): identifies the counter epoch.
+    pub started_at_unix_ms: u64,
+    /// When the snapshot was taken (Unix epoch, ms).
+    pub taken_at_unix_ms: u64,
+    /// Client connections open right now, over all listeners.
+    pub client_connections: u64,
+    /// By listener name.
+    #[serde(default)]
+    pub listeners: BTreeMap<String, ListenerMetrics>,
+    /// By target-group name; includes groups that left the table while their targets drain.
+    #[serde(default)]
+    pub target_groups: BTreeMap<String, TargetGroupMetrics>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerMetrics {
+    pub bind: Option<SocketAddr>,
+    /// Every request the listener answered, whatever its action.
+    pub requests: u64,
+    /// Client connections open right now.
+    pub active_connections: u64,
+    /// Answers of a fixed-response action.
+    pub fixed_responses: u64,
+    /// Answers of a redirect action.
+    pub redirects: u64,
+    /// 4xx the load balancer generated itself (malformed or smuggling requests: 400).
+    pub elb_4xx: u64,
+    /// 503 for a forward whose weights are all zero (no target group can be chosen).
+    pub elb_503_no_group: u64,
+}
+
+/// Counters of requests for which a target group (and usually a target) was chosen.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestCounters {
+    /// ALB's `RequestCount`: requests routed to this group or target.
+    pub requests: u64,
+    /// ALB's `HTTPCode_Target_2XX_Count` and siblings: status codes the targets sent.
+    pub target_2xx: u64,
+    pub target_3xx: u64,
+    pub target_4xx: u64,
+    pub target_5xx: u64,
+    /// Status 1xx (101 Switching Protocols for WebSocket upgrades).
+    #[serde(default)]
+    pub target_1xx: u64,
+    /// ALB's `HTTPCode_ELB_502_Count`: the target refused, reset or answered garbage.
+    pub elb_502: u64,
+    /// ALB's `HTTPCode_ELB_503_Count`: no registered target to send to.
+    pub elb_503: u64,
+    /// ALB's `HTTPCode_ELB_504_Count`: the target sent no response headers within the idle timeout.
+    pub elb_504: u64,
+    /// ALB's `TargetConnectionErrorCount`: failed connects to a target.
+    pub target_connection_errors: u64,
+    /// ALB's `TargetResponseTime`: from sending the request to receiving the response headers.
+    pub response_time: Histogram,
+}
+
+/// A cumulative histogram: `buckets[i]` counts observations `<= RESPONSE_TIME_BUCKETS_US[i]`;
+/// observations above the last bound are only in `count`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Histogram {
+    pub buckets: Vec<u64>,
+    pub sum_us: u64,
+    pub count: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetGroupMetrics {
+    #[serde(flatten)]
+    pub counters: RequestCounters,
+    /// ALB's `UnhealthyRoutingRequestCount`: requests routed by fail-open.
+    pub unhealthy_routing_requests: u64,
+    /// ALB's `HealthyHostCount` / `UnHealthyHostCount` right now (draining targets are in neither).
+    pub healthy_host_count: u64,
+    pub unhealthy_host_count: u64,
+    /// Open connections to this group's targets right now (pooled, in use and upgraded).
+    pub active_connections: u64,
+    pub targets: Vec<TargetMetrics>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetMetrics {
+    pub addr: SocketAddr,
+    pub state: TargetState,
+    #[serde(flatten)]
+    pub counters: RequestCounters,
+    /// Requests in flight right now.
+    pub in_flight: u64,
+    /// Open connections to the target right now (pooled, in use and upgraded).
+    pub active_connections: u64,
+    /// Upgraded (WebSocket) tunnels and other long-lived connections open right now.
+    pub long_lived_connections: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,6 +408,7 @@ mod tests {
             Listener {
                 bind: "127.0.0.1:8000".parse().unwrap(),
                 tls: None,
+                idle_timeout_ms: None,
                 action: Action::Forward(ForwardAction {
                     target_groups: vec![WeightedTargetGroup { name: "blue".into(), weight: 100 }],
                 }),

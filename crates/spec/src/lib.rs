@@ -1,1 +1,37 @@
-//! spec (being written).
+//! Parsers and validators for the files cutover users already have: ECS task definitions
+//! (`taskdef.json`), CodeDeploy AppSpecs for ECS (`appspec.yaml` or `.json`) and cutover's own
+//! declarative file (`cutover.yaml`).
+//!
+//! Pure: every function takes text and returns a value or [`Errors`]; nothing here reads a file.
+//! Every diagnostic names the file, the line and column (1-based, in characters), the field path
+//! (`containerDefinitions[0].portMappings[0].containerPort`) and what to do about it.
+//!
+//! Limits: files over [`FILE_SIZE_MAX`] (1 MiB) are refused before parsing; nesting is capped at
+//! [`DEPTH_MAX`]; YAML aliases may add at most [`ALIAS_NODES_MAX`] values (billion-laughs files
+//! fail fast); [`text_from_bytes`] turns raw bytes into text with the size and UTF-8 checks done
+//! first.
+
+mod appspec;
+mod cutover_file;
+mod decode;
+mod diag;
+mod json;
+mod taskdef;
+mod tree;
+mod validate;
+mod yaml;
+
+pub use appspec::{AppSpec, TaskDefinitionRef, check_appspec_against, parse_appspec};
+pub use cutover_file::{
+    AutoRollback, CutoverFile, DeploymentGroupSpec, HookAction, HookSpec, ListenerAction,
+    ListenerRef, ListenerSpec, LoadBalancerSpec, RuntimeKind, ServiceLoadBalancer, ServiceSpec,
+    TargetGroupSpec, check_service_against, parse_cutover_file, resolve_deployment_config,
+};
+pub use decode::ERRORS_MAX;
+pub use diag::{Diagnostic, Errors, Parsed, Severity};
+pub use taskdef::{
+    ContainerDefinition, ContainerDependency, ContainerHealthCheck, DependencyCondition,
+    KeyValuePair, PortMapping, TaskDefinition, parse_task_definition, substitute_image_placeholder,
+};
+pub use tree::{ALIAS_NODES_MAX, DEPTH_MAX, FILE_SIZE_MAX};
+pub use validate::{FileKind, detect_kind, text_from_bytes, validate};

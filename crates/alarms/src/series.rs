@@ -1,0 +1,678 @@
+//! Time series of samples, aggregated into fixed periods with every statistic, in bounded memory.
+//!
+//! A [`MetricSeries`] keeps one bucket per `resolution` (1 s by default) holding the exact sample
+//! count, sum, minimum and maximum, and the distribution of values for percentiles. Queries
+//! ([`MetricSeries::stats`]) merge the buckets of any period that is a multiple of the resolution.
+//!
+//! # Percentiles
+//!
+//! **Nearest rank**, never interpolated: `pP` of `n` samples is the sample of rank
+//! `max(1, ⌈P/100 × n⌉)` in ascending order, so it is always a value that was recorded. `p0` is the
+//! minimum and `p100` the maximum.
+//!
+//! The distribution is kept **exactly** (each distinct value with its count) while a bucket, or a
+//! period being queried, holds at most [`EXACT_DISTINCT_VALUES_MAX`] distinct values. That covers
+//! every small sample count, and also any number of samples fed from a fixed-bucket histogram (the
+//! data plane's response-time histogram has 15 bucket bounds). Beyond that the bucket switches to a
+//! logarithmic histogram (a DDSketch) whose answers are within [`SKETCH_RELATIVE_ERROR`] (2 %) of
+//! the true sample at that rank, clamped to the exact minimum and maximum. The histogram keeps at
+//! most [`SKETCH_BINS_MAX`] bins per sign; beyond ~28 000× between the smallest and largest value
+//! the lowest bins are merged, which only coarsens the lowest percentiles. `SampleCount`, `Sum`,
+//! `Average`, `Minimum` and `Maximum` are always exact.
+//!
+//! # Retention and memory
+//!
+//! A series keeps the buckets whose end is later than `latest − retention`, where `latest` is the
+//! latest time it was given (by [`MetricSeries::record`] or [`MetricSeries::prune`]): at most
+//! `retention / resolution + 1` buckets, which [`SeriesConfig::new`] caps at [`BUCKETS_MAX`]. A
+//! bucket takes at most about 2 KiB (128 distinct values, or 2 × 256 histogram bins), so the worst
+//! case of the default configuration (1 s for 3 h, like CloudWatch's high-resolution metrics) is
+//! about 22 MiB per series and the usual case (counters, histogram-fed latencies) a few hundred
+//! KiB. A [`MetricStore`] holds at most [`SERIES_MAX`] series.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use model::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::metric::{Datapoint, MetricId, Percentile, Period, Statistic};
+
+/// Distinct values a bucket (or a queried period) keeps exactly before switching to a histogram.
+pub const EXACT_DISTINCT_VALUES_MAX: usize = 128;
+/// Bins per sign of the logarithmic histogram.
+pub const SKETCH_BINS_MAX: usize = 256;
+/// Relative error of a percentile read from the logarithmic histogram.
+pub const SKETCH_RELATIVE_ERROR: f64 = 0.02;
+/// Most buckets one series may retain (`retention / resolution`).
+pub const BUCKETS_MAX: u64 = 100_000;
+/// Most series in a [`MetricStore`].
+pub const SERIES_MAX: usize = 10_000;
+
+/// `γ = (1 + α) / (1 − α)`: bin `k` holds the values in `(γ^(k−1), γ^k]`.
+fn ln_gamma() -> f64 {
+    ((1.0 + SKETCH_RELATIVE_ERROR) / (1.0 - SKETCH_RELATIVE_ERROR)).ln()
+}
+
+/// A dense run of histogram bins for values of one sign, by magnitude.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct Bins {
+    /// Key of `counts[0]`.
+    offset: i32,
+    counts: Vec<u64>,
+}
+
+impl Bins {
+    fn key(magnitude: f64) -> i32 {
+        // `magnitude` is finite and positive, so the key is within ±40 000.
+        (magnitude.ln() / ln_gamma()).ceil() as i32
+    }
+
+    /// The value reported for bin `key`: the point of least relative error within the bin.
+    fn value(key: i32) -> f64 {
+        let gamma = ln_gamma().exp();
+        (f64::from(key) * ln_gamma()).exp() * 2.0 / (1.0 + gamma)
+    }
+
+    fn add(&mut self, key: i32, n: u64) {
+        if self.counts.is_empty() {
+            self.offset = key;
+            self.counts.push(n);
+            return;
+        }
+        let (lo, hi, k) = (
+            i64::from(self.offset),
+            i64::from(self.offset) + self.counts.len() as i64 - 1,
+            i64::from(key),
+        );
+        let new_hi = hi.max(k);
+        let new_lo = lo.min(k).max(new_hi - SKETCH_BINS_MAX as i64 + 1);
+        if new_lo != lo || new_hi != hi {
+            // Bins below `new_lo` collapse into it: the histogram forgets the smallest magnitudes
+            // first, which keeps the high percentiles (what alarms watch) accurate.
+            let mut counts = vec![0u64; (new_hi - new_lo + 1) as usize];
+            for (i, c) in self.counts.iter().enumerate() {
+                let at = (lo + i as i64).max(new_lo) - new_lo;
+                counts[at as usize] += c;
+            }
+            self.offset = new_lo as i32;
+            self.counts = counts;
+        }
+        let at = k.max(new_lo) - new_lo;
+        self.counts[at as usize] += n;
+    }
+
+    fn merge(&mut self, other: &Bins) {
+        for (i, &c) in other.counts.iter().enumerate() {
+            if c > 0 {
+                self.add(other.offset + i as i32, c);
+            }
+        }
+    }
+}
+
+/// The logarithmic histogram used once a bucket has too many distinct values.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct Sketch {
+    negative: Bins,
+    zero: u64,
+    positive: Bins,
+}
+
+impl Sketch {
+    fn add(&mut self, value: f64, n: u64) {
+        if value > 0.0 {
+            self.positive.add(Bins::key(value), n);
+        } else if value < 0.0 {
+            self.negative.add(Bins::key(-value), n);
+        } else {
+            self.zero += n;
+        }
+    }
+
+    /// The value at 1-based `rank`, ascending.
+    fn at_rank(&self, rank: u64) -> f64 {
+        let mut seen = 0u64;
+        for (i, &c) in self.negative.counts.iter().enumerate().rev() {
+            seen += c;
+            if seen >= rank {
+                return -Bins::value(self.negative.offset + i as i32);
+            }
+        }
+        seen += self.zero;
+        if seen >= rank {
+            return 0.0;
+        }
+        for (i, &c) in self.positive.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return Bins::value(self.positive.offset + i as i32);
+            }
+        }
+        // Unreachable while counts add up; the caller clamps to the maximum anyway.
+        f64::INFINITY
+    }
+}
+
+/// The distribution of a bucket's values.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+enum Values {
+    /// Distinct values, ascending, with their counts.
+    Exact(Vec<(f64, u64)>),
+    Sketch(Sketch),
+}
+
+impl Values {
+    fn add(&mut self, value: f64, n: u64) {
+        match self {
+            Values::Exact(pairs) => {
+                match pairs.binary_search_by(|(v, _)| v.total_cmp(&value)) {
+                    Ok(i) => pairs[i].1 += n,
+                    Err(i) => pairs.insert(i, (value, n)),
+                }
+                if pairs.len() > EXACT_DISTINCT_VALUES_MAX {
+                    self.make_sketch();
+                }
+            }
+            Values::Sketch(sketch) => sketch.add(value, n),
+        }
+    }
+
+    fn make_sketch(&mut self) {
+        if let Values::Exact(pairs) = self {
+            let mut sketch = Sketch::default();
+            for &(v, n) in pairs.iter() {
+                sketch.add(v, n);
+            }
+            *self = Values::Sketch(sketch);
+        }
+    }
+
+    fn merge(&mut self, other: &Values) {
+        match (&mut *self, other) {
+            (Values::Exact(_), Values::Exact(theirs)) => {
+                for &(v, n) in theirs {
+                    self.add(v, n);
+                }
+            }
+            (Values::Sketch(mine), Values::Exact(theirs)) => {
+                for &(v, n) in theirs {
+                    mine.add(v, n);
+                }
+            }
+            (_, Values::Sketch(theirs)) => {
+                self.make_sketch();
+                if let Values::Sketch(mine) = self {
+                    mine.negative.merge(&theirs.negative);
+                    mine.zero += theirs.zero;
+                    mine.positive.merge(&theirs.positive);
+                }
+            }
+        }
+    }
+
+    fn at_rank(&self, rank: u64) -> f64 {
+        match self {
+            Values::Exact(pairs) => {
+                let mut seen = 0u64;
+                for &(v, n) in pairs {
+                    seen += n;
+                    if seen >= rank {
+                        return v;
+                    }
+                }
+                pairs.last().map_or(f64::NAN, |&(v, _)| v)
+            }
+            Values::Sketch(sketch) => sketch.at_rank(rank),
+        }
+    }
+}
+
+/// The samples of one bucket or period.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Aggregate {
+    count: u64,
+    sum: f64,
+    min: f64,
+    max: f64,
+    values: Values,
+}
+
+impl Aggregate {
+    fn new(value: f64, n: u64) -> Aggregate {
+        Aggregate {
+            count: n,
+            sum: value * n as f64,
+            min: value,
+            max: value,
+            values: Values::Exact(vec![(value, n)]),
+        }
+    }
+
+    fn add(&mut self, value: f64, n: u64) {
+        self.count = self.count.saturating_add(n);
+        self.sum += value * n as f64;
+        self.min = self.min.min(value);
+        self.max = self.max.max(value);
+        self.values.add(value, n);
+    }
+
+    fn merge(&mut self, other: &Aggregate) {
+        self.count = self.count.saturating_add(other.count);
+        self.sum += other.sum;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+        self.values.merge(&other.values);
+    }
+}
+
+/// Every statistic of one period that holds at least one sample.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeriodStats {
+    pub start: Timestamp,
+    pub period: Period,
+    agg: Aggregate,
+}
+
+impl PeriodStats {
+    pub fn sample_count(&self) -> u64 {
+        self.agg.count
+    }
+
+    pub fn sum(&self) -> f64 {
+        self.agg.sum
+    }
+
+    pub fn average(&self) -> f64 {
+        self.agg.sum / self.agg.count as f64
+    }
+
+    pub fn minimum(&self) -> f64 {
+        self.agg.min
+    }
+
+    pub fn maximum(&self) -> f64 {
+        self.agg.max
+    }
+
+    /// Nearest rank; exact while the period holds at most [`EXACT_DISTINCT_VALUES_MAX`] distinct
+    /// values ([`PeriodStats::percentiles_are_exact`]).
+    pub fn percentile(&self, p: Percentile) -> f64 {
+        // Rank 1 is the minimum and rank n the maximum, both known exactly.
+        let rank = p.rank(self.agg.count);
+        if rank <= 1 {
+            return self.agg.min;
+        }
+        if rank >= self.agg.count {
+            return self.agg.max;
+        }
+        self.agg.values.at_rank(rank).clamp(self.agg.min, self.agg.max)
+    }
+
+    pub fn percentiles_are_exact(&self) -> bool {
+        matches!(self.agg.values, Values::Exact(_))
+    }
+
+    pub fn value(&self, statistic: Statistic) -> f64 {
+        match statistic {
+            Statistic::SampleCount => self.agg.count as f64,
+            Statistic::Sum => self.sum(),
+            Statistic::Average => self.average(),
+            Statistic::Minimum => self.minimum(),
+            Statistic::Maximum => self.maximum(),
+            Statistic::Percentile(p) => self.percentile(p),
+        }
+    }
+
+    /// True when `statistic` is a percentile and the period has fewer samples than
+    /// [`Percentile::low_sample_threshold`].
+    pub fn is_low_sample(&self, statistic: Statistic) -> bool {
+        statistic
+            .percentile()
+            .and_then(Percentile::low_sample_threshold)
+            .is_some_and(|min| self.agg.count < min)
+    }
+
+    pub fn datapoint(&self, statistic: Statistic) -> Datapoint {
+        Datapoint { start: self.start, value: self.value(statistic), sample_count: self.agg.count }
+    }
+}
+
+/// How finely a series keeps its samples and for how long.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "SeriesConfigWire", into = "SeriesConfigWire")]
+pub struct SeriesConfig {
+    resolution: Period,
+    retention: Duration,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SeriesConfigWire {
+    resolution_secs: u32,
+    retention_secs: u64,
+}
+
+impl TryFrom<SeriesConfigWire> for SeriesConfig {
+    type Error = String;
+    fn try_from(wire: SeriesConfigWire) -> Result<SeriesConfig, String> {
+        SeriesConfig::new(
+            Period::from_secs(wire.resolution_secs)?,
+            Duration::from_secs(wire.retention_secs),
+        )
+    }
+}
+
+impl From<SeriesConfig> for SeriesConfigWire {
+    fn from(config: SeriesConfig) -> SeriesConfigWire {
+        SeriesConfigWire {
+            resolution_secs: config.resolution.secs(),
+            retention_secs: config.retention.as_secs(),
+        }
+    }
+}
+
+impl Default for SeriesConfig {
+    /// 1 s buckets kept for 3 hours (CloudWatch keeps 1 s data for 3 hours too).
+    fn default() -> SeriesConfig {
+        SeriesConfig { resolution: Period::ONE_SECOND, retention: Duration::from_secs(3 * 3600) }
+    }
+}
+
+impl SeriesConfig {
+    /// `retention` must be a whole number of seconds, at least one `resolution`, and at most
+    /// [`BUCKETS_MAX`] resolutions.
+    pub fn new(resolution: Period, retention: Duration) -> Result<SeriesConfig, String> {
+        if retention.subsec_nanos() != 0 || retention < resolution.as_duration() {
+            return Err(format!(
+                "retention {} must be a whole number of seconds and at least the resolution ({resolution})",
+                model::format_duration(retention)
+            ));
+        }
+        let buckets = retention.as_secs() / u64::from(resolution.secs());
+        if buckets > BUCKETS_MAX {
+            return Err(format!(
+                "retention {} at resolution {resolution} keeps {buckets} buckets per series; at \
+                 most {BUCKETS_MAX} are allowed: shorten the retention or coarsen the resolution",
+                model::format_duration(retention)
+            ));
+        }
+        Ok(SeriesConfig { resolution, retention })
+    }
+
+    pub fn resolution(&self) -> Period {
+        self.resolution
+    }
+
+    pub fn retention(&self) -> Duration {
+        self.retention
+    }
+}
+
+/// A sample that was not recorded.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum RecordError {
+    #[error("sample value {0} is not a finite number; record only finite values")]
+    NotFinite(f64),
+    #[error(
+        "sample at {at} is older than the series keeps (its oldest bucket may start at \
+         {horizon}); record samples within the retention"
+    )]
+    TooOld { at: Timestamp, horizon: Timestamp },
+    #[error(
+        "the store already holds {SERIES_MAX} series; prune it or record fewer distinct metrics"
+    )]
+    TooManySeries,
+    #[error("invalid metric: {0}")]
+    InvalidMetric(String),
+}
+
+/// A query with a period the series cannot produce.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "period {period} is not a multiple of the series resolution {resolution}; use a multiple of \
+     {resolution}"
+)]
+pub struct PeriodError {
+    pub period: Period,
+    pub resolution: Period,
+}
+
+/// The samples of one metric, bucketed by `resolution` and bounded by `retention`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MetricSeries {
+    id: MetricId,
+    config: SeriesConfig,
+    /// By bucket index (`time / resolution`).
+    buckets: BTreeMap<u64, Aggregate>,
+    /// The latest time this series was given.
+    #[serde(with = "crate::wire::ts")]
+    latest: Timestamp,
+}
+
+impl MetricSeries {
+    pub fn new(id: MetricId, config: SeriesConfig) -> MetricSeries {
+        MetricSeries { id, config, buckets: BTreeMap::new(), latest: Timestamp::ZERO }
+    }
+
+    pub fn id(&self) -> &MetricId {
+        &self.id
+    }
+
+    pub fn config(&self) -> SeriesConfig {
+        self.config
+    }
+
+    /// Buckets retained.
+    pub fn len(&self) -> usize {
+        self.buckets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
+    }
+
+    /// One sample at `at`: a gauge reading, a latency, or a per-interval count.
+    pub fn record(&mut self, at: Timestamp, value: f64) -> Result<(), RecordError> {
+        self.record_n(at, value, 1)
+    }
+
+    /// `count` samples of the same value at `at` (CloudWatch's `Values`/`Counts`), e.g. one bucket
+    /// of a histogram. A zero count records nothing.
+    pub fn record_n(&mut self, at: Timestamp, value: f64, count: u64) -> Result<(), RecordError> {
+        if !value.is_finite() {
+            return Err(RecordError::NotFinite(value));
+        }
+        let horizon = self.horizon(self.latest.max(at));
+        if at < horizon {
+            return Err(RecordError::TooOld { at, horizon });
+        }
+        self.prune(at);
+        if count == 0 {
+            return Ok(());
+        }
+        // -0.0 and 0.0 are one value.
+        let value = if value == 0.0 { 0.0 } else { value };
+        let index = self.config.resolution.index_of(at);
+        match self.buckets.get_mut(&index) {
+            Some(agg) => agg.add(value, count),
+            None => {
+                self.buckets.insert(index, Aggregate::new(value, count));
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets the buckets that ended at or before `now − retention`. Recording prunes too; call
+    /// this for series that stopped receiving samples.
+    pub fn prune(&mut self, now: Timestamp) {
+        self.latest = self.latest.max(now);
+        let horizon = self.horizon(self.latest);
+        let first_kept = self.config.resolution.index_of(horizon);
+        while let Some(entry) = self.buckets.first_entry() {
+            if *entry.key() >= first_kept {
+                break;
+            }
+            entry.remove();
+        }
+    }
+
+    /// The start of the oldest bucket that can still be retained at `latest`.
+    fn horizon(&self, latest: Timestamp) -> Timestamp {
+        let res = self.config.resolution.millis();
+        let cutoff = latest.as_millis().saturating_sub(self.config.retention.as_millis() as u64);
+        // A bucket is kept while its end is later than the cutoff.
+        Timestamp::from_millis(cutoff / res * res)
+    }
+
+    /// The statistics of every period of length `period` that starts in `[from, to)` (`from`
+    /// rounded down to the period) and holds at least one sample, oldest first. Periods without
+    /// samples are absent, as in CloudWatch.
+    pub fn stats(
+        &self,
+        period: Period,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<PeriodStats>, PeriodError> {
+        let res = self.config.resolution;
+        if !period.secs().is_multiple_of(res.secs()) {
+            return Err(PeriodError { period, resolution: res });
+        }
+        let per = u64::from(period.secs() / res.secs());
+        let first = period.index_of(from) * per;
+        let end = to.as_millis().div_ceil(period.millis()) * per;
+        let mut out: Vec<PeriodStats> = Vec::new();
+        for (&index, agg) in self.buckets.range(first..end) {
+            let start = period.start_of(index / per);
+            match out.last_mut() {
+                Some(last) if last.start == start => last.agg.merge(agg),
+                _ => out.push(PeriodStats { start, period, agg: agg.clone() }),
+            }
+        }
+        Ok(out)
+    }
+
+    /// One statistic of every period with samples in `[from, to)`, oldest first.
+    pub fn datapoints(
+        &self,
+        period: Period,
+        statistic: Statistic,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<Datapoint>, PeriodError> {
+        Ok(self.stats(period, from, to)?.iter().map(|s| s.datapoint(statistic)).collect())
+    }
+}
+
+/// All the series of one control plane, by metric id, with one configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(from = "StoreWire", into = "StoreWire")]
+pub struct MetricStore {
+    config: SeriesConfig,
+    series: BTreeMap<MetricId, MetricSeries>,
+}
+
+/// JSON maps need string keys; the series carry their ids.
+#[derive(Serialize, Deserialize)]
+struct StoreWire {
+    config: SeriesConfig,
+    series: Vec<MetricSeries>,
+}
+
+impl From<StoreWire> for MetricStore {
+    fn from(wire: StoreWire) -> MetricStore {
+        let series = wire
+            .series
+            .into_iter()
+            .take(SERIES_MAX)
+            .map(|mut s| {
+                s.config = wire.config;
+                (s.id.clone(), s)
+            })
+            .collect();
+        MetricStore { config: wire.config, series }
+    }
+}
+
+impl From<MetricStore> for StoreWire {
+    fn from(store: MetricStore) -> StoreWire {
+        StoreWire { config: store.config, series: store.series.into_values().collect() }
+    }
+}
+
+impl Default for MetricStore {
+    fn default() -> MetricStore {
+        MetricStore::new(SeriesConfig::default())
+    }
+}
+
+impl MetricStore {
+    pub fn new(config: SeriesConfig) -> MetricStore {
+        MetricStore { config, series: BTreeMap::new() }
+    }
+
+    pub fn config(&self) -> SeriesConfig {
+        self.config
+    }
+
+    pub fn record(&mut self, id: &MetricId, at: Timestamp, value: f64) -> Result<(), RecordError> {
+        self.record_n(id, at, value, 1)
+    }
+
+    /// Creates the series on its first sample; the id is validated then.
+    pub fn record_n(
+        &mut self,
+        id: &MetricId,
+        at: Timestamp,
+        value: f64,
+        count: u64,
+    ) -> Result<(), RecordError> {
+        if let Some(series) = self.series.get_mut(id) {
+            return series.record_n(at, value, count);
+        }
+        id.validate().map_err(RecordError::InvalidMetric)?;
+        if self.series.len() >= SERIES_MAX {
+            return Err(RecordError::TooManySeries);
+        }
+        let mut series = MetricSeries::new(id.clone(), self.config);
+        series.record_n(at, value, count)?;
+        self.series.insert(id.clone(), series);
+        Ok(())
+    }
+
+    pub fn series(&self, id: &MetricId) -> Option<&MetricSeries> {
+        self.series.get(id)
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = &MetricId> {
+        self.series.keys()
+    }
+
+    /// Prunes every series and forgets those left empty.
+    pub fn prune(&mut self, now: Timestamp) {
+        self.series.retain(|_, s| {
+            s.prune(now);
+            !s.is_empty()
+        });
+    }
+
+    /// Forgets one series (e.g. when its target group is deleted).
+    pub fn remove(&mut self, id: &MetricId) -> Option<MetricSeries> {
+        self.series.remove(id)
+    }
+}
+
+impl fmt::Display for PeriodStats {
+    /// `12:00:01 n=3 sum=12.0 min=1.0 max=7.0`, for debugging and test traces.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} n={} sum={:?} min={:?} max={:?}",
+            crate::alarm::clock(self.start),
+            self.agg.count,
+            self.agg.sum,
+            self.agg.min,
+            self.agg.max
+        )
+    }
+}

@@ -1,0 +1,324 @@
+//! UPLOAD_ARTIFACTS: finds the files an `artifacts` section names in the source directory and
+//! copies them into the caller's output directory (blocking IO; the runner calls it off the
+//! async threads).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::buildspec::Artifacts;
+use crate::glob::Glob;
+
+/// One artifact a build produced: a directory of files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArtifactOutput {
+    /// `None` for the primary artifact, the `secondary-artifacts` key otherwise.
+    pub identifier: Option<String>,
+    /// `name`, expanded in the build's shell (`app-$(date +%F)` → `app-2026-08-01`).
+    pub name: Option<String>,
+    /// Where the files are.
+    pub dir: PathBuf,
+    /// The files, relative to `dir`, sorted.
+    pub files: Vec<PathBuf>,
+    pub bytes: u64,
+}
+
+pub(crate) struct Limits {
+    pub files_max: usize,
+    pub bytes_max: u64,
+    /// Directory entries a walk may look at, so `**/*` over a huge tree fails instead of
+    /// running for hours.
+    pub entries_max: usize,
+}
+
+#[derive(Debug)]
+pub(crate) struct Collected {
+    pub files: Vec<PathBuf>,
+    pub bytes: u64,
+    /// Log lines: patterns that matched nothing, symlinks skipped.
+    pub warnings: Vec<String>,
+}
+
+/// Copies what `spec` selects from `src` into `dest` (created). `skip` are directories never
+/// looked into (the output directories, when the caller put them inside the source directory).
+/// The error is CodeBuild's CLIENT_ERROR message.
+pub(crate) fn collect(
+    src: &Path,
+    spec: &Artifacts,
+    dest: &Path,
+    skip: &[PathBuf],
+    limits: &Limits,
+) -> Result<Collected, String> {
+    let src = fs::canonicalize(src)
+        .map_err(|e| format!("the source directory {} is not readable: {e}", src.display()))?;
+    let mut walker = Walker { root: src.clone(), skip, entries: 0, limits, warnings: Vec::new() };
+    let bases = base_dirs(&mut walker, spec.base_directory.as_ref())?;
+    // Destination path → (source path, how it was named in messages).
+    let mut chosen: BTreeMap<PathBuf, (PathBuf, String)> = BTreeMap::new();
+    for base in &bases {
+        let mut found: BTreeMap<Vec<String>, PathBuf> = BTreeMap::new();
+        for pattern in &spec.files {
+            let before = found.len();
+            walker.matching(base, pattern, &mut found)?;
+            if found.len() == before {
+                walker.warnings.push(format!(
+                    "Skipping invalid file path {pattern}: nothing matches it under {}",
+                    shown(&src, base)
+                ));
+            }
+        }
+        found.retain(|rel, _| !excluded(rel, &spec.exclude_paths));
+        for (rel, path) in found {
+            let dest_rel = if spec.discard_paths {
+                PathBuf::from(rel.last().cloned().unwrap_or_default())
+            } else {
+                rel.iter().collect()
+            };
+            let label = shown(&src, &path);
+            if let Some((_, other)) = chosen.get(&dest_rel) {
+                return Err(format!(
+                    "`{other}` and `{label}` would both be written as `{}`{}; rename one or \
+                     exclude it with exclude-paths",
+                    dest_rel.display(),
+                    if spec.discard_paths { " (discard-paths: yes)" } else { "" }
+                ));
+            }
+            chosen.insert(dest_rel, (path, label));
+        }
+    }
+    if chosen.is_empty() {
+        return Err("no matching artifact paths found".to_string());
+    }
+    if chosen.len() > limits.files_max {
+        return Err(format!(
+            "the artifact has {} files, more than the limit of {}; narrow `files` or use \
+             exclude-paths",
+            chosen.len(),
+            limits.files_max
+        ));
+    }
+    let mut bytes = 0u64;
+    for (path, _) in chosen.values() {
+        bytes += fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    }
+    if bytes > limits.bytes_max {
+        return Err(format!(
+            "the artifact is {bytes} bytes, more than the limit of {} bytes",
+            limits.bytes_max
+        ));
+    }
+    fs::create_dir_all(dest)
+        .map_err(|e| format!("cannot create the artifact directory {}: {e}", dest.display()))?;
+    for (dest_rel, (path, label)) in &chosen {
+        let to = dest.join(dest_rel);
+        if let Some(parent) = to.parent() {
+            fs::create_dir_all(parent)
+                .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        }
+        fs::copy(path, &to).map_err(|e| format!("cannot copy `{label}`: {e}"))?;
+    }
+    Ok(Collected { files: chosen.into_keys().collect(), bytes, warnings: walker.warnings })
+}
+
+/// A path relative to the source directory, for messages.
+fn shown(src: &Path, path: &Path) -> String {
+    match path.strip_prefix(src) {
+        Ok(rel) if rel.as_os_str().is_empty() => ".".to_string(),
+        Ok(rel) => rel.display().to_string(),
+        Err(_) => path.display().to_string(),
+    }
+}
+
+/// Whether `exclude-paths` drops a file: a pattern matches the file or a directory above it.
+fn excluded(rel: &[String], exclude: &[Glob]) -> bool {
+    let names: Vec<&str> = rel.iter().map(String::as_str).collect();
+    exclude.iter().any(|g| (1..=names.len()).any(|n| g.matches(&names[..n])))
+}
+
+struct Walker<'a> {
+    root: PathBuf,
+    skip: &'a [PathBuf],
+    entries: usize,
+    limits: &'a Limits,
+    warnings: Vec<String>,
+}
+
+enum Kind {
+    File(PathBuf),
+    Dir(PathBuf),
+    Other,
+}
+
+impl Walker<'_> {
+    fn base_dir_missing(&self, what: &str) -> String {
+        format!(
+            "base-directory `{what}` does not exist in the source directory after the build; \
+             check the path (it is relative to CODEBUILD_SRC_DIR)"
+        )
+    }
+
+    /// What `path` is, following a symlink only when it stays inside the source directory.
+    fn kind(&mut self, path: &Path) -> Kind {
+        let Ok(meta) = fs::symlink_metadata(path) else { return Kind::Other };
+        if meta.is_file() {
+            return Kind::File(path.to_path_buf());
+        }
+        if meta.is_dir() {
+            return if self.skip.iter().any(|s| s == path) {
+                Kind::Other
+            } else {
+                Kind::Dir(path.to_path_buf())
+            };
+        }
+        if meta.file_type().is_symlink() {
+            match fs::canonicalize(path) {
+                Ok(target) if target.starts_with(&self.root) && target.is_file() => {
+                    return Kind::File(path.to_path_buf());
+                }
+                Ok(target) if target.is_dir() => {
+                    // Directory links are not followed: they can loop, and what they point at
+                    // is reachable by its own path.
+                    return Kind::Other;
+                }
+                Ok(_) => self.warnings.push(format!(
+                    "skipped {}: it is a symlink to a file outside the source directory",
+                    shown(&self.root, path)
+                )),
+                Err(_) => {}
+            }
+        }
+        Kind::Other
+    }
+
+    fn count(&mut self) -> Result<(), String> {
+        self.entries += 1;
+        if self.entries > self.limits.entries_max {
+            return Err(format!(
+                "the artifact patterns looked at more than {} files and directories; narrow \
+                 `files` or base-directory",
+                self.limits.entries_max
+            ));
+        }
+        Ok(())
+    }
+
+    /// Every file under `dir`, with its names relative to `dir` prefixed by `rel`.
+    fn files_under(
+        &mut self,
+        dir: &Path,
+        rel: &mut Vec<String>,
+        out: &mut dyn FnMut(&[String], PathBuf),
+    ) -> Result<(), String> {
+        let Ok(read) = fs::read_dir(dir) else { return Ok(()) };
+        let mut children: Vec<_> = read.filter_map(Result::ok).map(|e| e.path()).collect();
+        children.sort();
+        for child in children {
+            self.count()?;
+            let name = child.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            rel.push(name);
+            match self.kind(&child) {
+                Kind::File(p) => out(rel, p),
+                Kind::Dir(d) => self.files_under(&d, rel, out)?,
+                Kind::Other => {}
+            }
+            rel.pop();
+        }
+        Ok(())
+    }
+
+    fn matching(
+        &mut self,
+        base: &Path,
+        pattern: &Glob,
+        found: &mut BTreeMap<Vec<String>, PathBuf>,
+    ) -> Result<(), String> {
+        if pattern.is_literal() {
+            let names: Vec<String> = pattern
+                .as_str()
+                .split('/')
+                .filter(|s| !s.is_empty() && *s != ".")
+                .map(str::to_string)
+                .collect();
+            let path = names.iter().fold(base.to_path_buf(), |p, n| p.join(n));
+            match self.kind(&path) {
+                Kind::File(p) => {
+                    found.insert(names, p);
+                }
+                // A directory named outright means everything in it.
+                Kind::Dir(d) => {
+                    let mut rel = names.clone();
+                    self.files_under(&d, &mut rel, &mut |r, p| {
+                        found.insert(r.to_vec(), p);
+                    })?;
+                }
+                Kind::Other => {}
+            }
+            return Ok(());
+        }
+        let prefix = pattern.literal_prefix();
+        let start = prefix.iter().fold(base.to_path_buf(), |p, n| p.join(n));
+        let Kind::Dir(start) = self.kind(&start) else { return Ok(()) };
+        let mut rel = prefix.clone();
+        self.files_under(&start, &mut rel, &mut |r, p| {
+            let names: Vec<&str> = r.iter().map(String::as_str).collect();
+            if pattern.matches(&names) {
+                found.insert(r.to_vec(), p);
+            }
+        })
+    }
+
+    /// Directories (at any depth) whose path relative to the source directory matches `g`.
+    fn dirs_matching(
+        &mut self,
+        dir: &Path,
+        rel: &mut Vec<String>,
+        g: &Glob,
+        out: &mut Vec<PathBuf>,
+    ) -> Result<(), String> {
+        let Ok(read) = fs::read_dir(dir) else { return Ok(()) };
+        let mut children: Vec<_> = read.filter_map(Result::ok).map(|e| e.path()).collect();
+        children.sort();
+        for child in children {
+            self.count()?;
+            if let Kind::Dir(d) = self.kind(&child) {
+                rel.push(child.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+                let names: Vec<&str> = rel.iter().map(String::as_str).collect();
+                if g.matches(&names) {
+                    out.push(d.clone());
+                }
+                self.dirs_matching(&d, rel, g, out)?;
+                rel.pop();
+            }
+        }
+        Ok(())
+    }
+}
+
+fn base_dirs(w: &mut Walker<'_>, base: Option<&Glob>) -> Result<Vec<PathBuf>, String> {
+    let Some(g) = base else { return Ok(vec![w.root.clone()]) };
+    if g.is_literal() {
+        let path = g
+            .as_str()
+            .split('/')
+            .filter(|s| !s.is_empty() && *s != ".")
+            .fold(w.root.clone(), |p, n| p.join(n));
+        // A base directory that is itself a link is fine as long as it stays inside.
+        let real = fs::canonicalize(&path).map_err(|_| w.base_dir_missing(g.as_str()))?;
+        if !real.is_dir() {
+            return Err(w.base_dir_missing(g.as_str()));
+        }
+        if !real.starts_with(&w.root) {
+            return Err(format!(
+                "base-directory `{g}` leads outside the source directory (through a symlink)"
+            ));
+        }
+        return Ok(vec![real]);
+    }
+    let mut out = Vec::new();
+    let root = w.root.clone();
+    w.dirs_matching(&root, &mut Vec::new(), g, &mut out)?;
+    if out.is_empty() {
+        return Err(w.base_dir_missing(g.as_str()));
+    }
+    Ok(out)
+}

@@ -1,0 +1,1 @@
+//! Artifact collection through real builds.

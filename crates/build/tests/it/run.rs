@@ -1,0 +1,1 @@
+//! Real builds: bash runs the phases in a temporary source directory.

@@ -1,0 +1,254 @@
+//! The control plane's HTTP API wire types (`/v1/...`), shared by the server and the CLI.
+//!
+//! These are the only control-plane types that are serialised; domain types convert into them by
+//! hand. Field names are snake_case; AWS names appear in values (`InProgress`,
+//! `CodeDeployDefault.ECSAllAtOnce`), not in keys. See `docs/api.md`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Every error answer: a message that says what to do, and the diagnostics of a bad file.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub diagnostics: Vec<String>,
+}
+
+/// A file sent by the CLI: its name (for error messages), its text, and the directory it was
+/// read from (relative `image` directories of the process runtime resolve against it).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FileUpload {
+    pub name: String,
+    pub text: String,
+    #[serde(default)]
+    pub base_dir: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ApplyRequest {
+    pub file: FileUpload,
+    /// Files the cutover.yaml refers to (task definitions of services), by the path written in it.
+    #[serde(default)]
+    pub referenced: BTreeMap<String, FileUpload>,
+    /// Only compute the plan.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ApplyResponse {
+    pub plan: Vec<PlanItem>,
+    pub applied: bool,
+    #[serde(default)]
+    pub notes: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanItem {
+    /// `load_balancer`, `target_group`, `service`, `deployment_config`, `deployment_group`,
+    /// `hook`, `task_definition`.
+    pub kind: String,
+    pub name: String,
+    /// `create`, `update` or `no change`.
+    pub action: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StatusView {
+    pub version: String,
+    pub data_dir: String,
+    pub api: String,
+    pub lb_admin: String,
+    pub routes_version: u64,
+    pub runtimes: Vec<String>,
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ServiceView {
+    pub name: String,
+    pub runtime: String,
+    pub desired_count: u32,
+    pub running_count: u32,
+    /// The PRIMARY task set's task definition (`family:revision`).
+    pub task_definition: Option<String>,
+    pub container_name: Option<String>,
+    pub container_port: Option<u16>,
+    pub deployment_group: Option<String>,
+    pub task_sets: Vec<TaskSetView>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TaskSetView {
+    pub id: String,
+    pub status: String,
+    pub task_definition: String,
+    pub target_group: Option<String>,
+    pub deployment_id: Option<String>,
+    pub desired_count: u32,
+    pub running_count: u32,
+    pub healthy_count: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TaskView {
+    pub id: String,
+    pub service: String,
+    pub task_set_id: String,
+    pub task_definition: String,
+    pub runtime: String,
+    pub last_status: String,
+    pub desired_status: String,
+    pub health: String,
+    pub addr: Option<String>,
+    pub target_group: Option<String>,
+    pub started_at: Option<u64>,
+    pub stopped_at: Option<u64>,
+    pub stopped_reason: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TargetGroupView {
+    pub name: String,
+    pub health_check: routes::HealthCheck,
+    pub deregistration_delay_ms: u64,
+    pub algorithm: routes::Algorithm,
+    /// Targets registered by hand (`targets:` in cutover.yaml, `target-groups register`).
+    pub manual_targets: Vec<String>,
+    /// Every target the load balancer knows for this group, with ALB health.
+    pub targets: Vec<routes::TargetHealth>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RegisterTargetRequest {
+    pub addr: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TaskDefinitionView {
+    pub family: String,
+    pub revision: u32,
+    pub arn: String,
+    pub status: String,
+    pub registered_at: u64,
+    pub body: serde_json::Value,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RegisterTaskDefinitionRequest {
+    pub file: FileUpload,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeploymentConfigView {
+    pub name: String,
+    pub routing: String,
+    pub predefined: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PreviewView {
+    pub name: String,
+    pub routing: String,
+    /// One line per step: offset from the start of the deployment, and what happens.
+    pub steps: Vec<PreviewStep>,
+    pub total_ms: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PreviewStep {
+    pub at_ms: u64,
+    pub what: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CreateDeploymentRequest {
+    /// `application/group`.
+    pub group: String,
+    /// A task definition to register first; its revision replaces the AppSpec's TaskDefinition.
+    #[serde(default)]
+    pub task_definition: Option<FileUpload>,
+    pub appspec: FileUpload,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Override the group's deployment config for this deployment.
+    #[serde(default)]
+    pub deployment_config: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StopRequest {
+    /// None: roll back iff the group's auto-rollback includes DEPLOYMENT_STOP_ON_REQUEST.
+    #[serde(default)]
+    pub rollback: Option<bool>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ContinueRequest {
+    /// `READY_WAIT` or `TERMINATION_WAIT`.
+    pub wait: String,
+}
+
+/// `PutLifecycleEventHookExecutionStatus`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HookStatusRequest {
+    /// `Succeeded` or `Failed`.
+    pub status: String,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeploymentView {
+    pub id: String,
+    pub application: String,
+    pub deployment_group: String,
+    pub status: String,
+    pub deployment_config: String,
+    pub routing: String,
+    pub task_definition: String,
+    pub description: Option<String>,
+    pub created_at: u64,
+    pub updated_at: u64,
+    pub completed_at: Option<u64>,
+    pub current_event: Option<String>,
+    pub lifecycle_events: Vec<LifecycleEventView>,
+    pub traffic: TrafficView,
+    pub blue: Option<TaskSetView>,
+    pub green: Option<TaskSetView>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub rolled_back: bool,
+    /// The next scheduled step, when one is pending (e.g. the next traffic shift).
+    pub next_step_at: Option<u64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LifecycleEventView {
+    pub event: String,
+    pub status: String,
+    pub start_time: Option<u64>,
+    pub end_time: Option<u64>,
+    pub message: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct TrafficView {
+    pub blue_target_group: String,
+    pub green_target_group: String,
+    pub production_green_percent: u8,
+    pub test_to_green: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EventView {
+    pub seq: i64,
+    pub at: u64,
+    pub kind: String,
+    pub message: String,
+}

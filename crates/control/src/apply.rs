@@ -1,0 +1,553 @@
+//! `cutover apply`, task-definition registration and deployment creation: everything that turns
+//! user files into stored state. Each validates all of its input before writing anything, and
+//! writes in one transaction.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use model::{LifecycleEvent, Timestamp};
+use rollout::{AutoRollback, Hook, Rollout, RolloutSpec};
+use store::{Store, TaskSetRow};
+
+use crate::api::{self, ApplyResponse, PlanItem};
+use crate::declared::*;
+use crate::deployment::{self, DeploymentBody, HookTargetDoc};
+use crate::engine::Engine;
+use crate::error::ApiError;
+use crate::state::{self, Snapshot};
+
+/// `family:revision` → (family, revision).
+pub fn split_revision(id: &str) -> Option<(String, u32)> {
+    let (family, revision) = id.rsplit_once(':')?;
+    Some((family.to_string(), revision.parse().ok()?))
+}
+
+/// Parses and validates a task definition file, and makes the process runtime's relative
+/// `image` directories absolute (relative to the file's own directory), so that the stored
+/// revision means the same thing whoever starts its tasks.
+pub fn load_task_definition(file: &api::FileUpload) -> Result<spec::TaskDefinition, ApiError> {
+    let parsed = spec::parse_task_definition(&file.name, &file.text)
+        .map_err(|errors| ApiError::invalid_file(&file.name, &errors))?;
+    let mut td = parsed.value;
+    if let Some(base) = &file.base_dir {
+        for container in &mut td.container_definitions {
+            let candidate = Path::new(base).join(&container.image);
+            if !Path::new(&container.image).is_absolute() && candidate.is_dir() {
+                if let Ok(absolute) = candidate.canonicalize() {
+                    container.image = absolute.display().to_string();
+                }
+            }
+        }
+    }
+    Ok(td)
+}
+
+/// Registers a revision unless the family's latest active revision is identical; returns it.
+fn register_if_changed(
+    tx: &store::Tx<'_>,
+    td: &spec::TaskDefinition,
+    now: Timestamp,
+) -> store::Result<(u32, bool)> {
+    let body = serde_json::to_string(td)?;
+    if let Some(latest) = tx.task_definition_latest(&td.family)? {
+        let same = serde_json::from_str::<spec::TaskDefinition>(&latest.body).is_ok_and(|l| l == *td);
+        if same {
+            return Ok((latest.revision, false));
+        }
+    }
+    Ok((tx.task_definition_register(&td.family, &body, now.as_millis())?, true))
+}
+
+pub fn register_task_definition(
+    store: &Store,
+    file: &api::FileUpload,
+    now: Timestamp,
+) -> Result<(String, u32), ApiError> {
+    let td = load_task_definition(file)?;
+    let body = serde_json::to_string(&td)?;
+    let revision = store.transaction(|tx| tx.task_definition_register(&td.family, &body, now.as_millis()))?;
+    Ok((td.family, revision))
+}
+
+/// Looks a task definition up by `family:revision` or `family` (latest active).
+fn find_registered(tx: &store::Tx<'_>, reference: &str) -> store::Result<Option<store::TaskDefinitionRow>> {
+    match split_revision(reference) {
+        Some((family, revision)) => tx.task_definition_get(&family, revision),
+        None => tx.task_definition_latest(reference),
+    }
+}
+
+fn check_lb_container(
+    service: &spec::ServiceSpec,
+    td: &spec::TaskDefinition,
+    file: &str,
+) -> Result<(), ApiError> {
+    let Some(lb) = &service.load_balancer else { return Ok(()) };
+    let Some(container) = td.container(&lb.container_name) else {
+        return Err(ApiError::bad_request(format!(
+            "{file}: service {}: load_balancer.container_name `{}` is not a container of task \
+             definition {} (containers: {}); fix one of the two",
+            service.name,
+            lb.container_name,
+            td.family,
+            td.container_definitions.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+        )));
+    };
+    if !container.port_mappings.iter().any(|p| p.container_port == lb.container_port) {
+        return Err(ApiError::bad_request(format!(
+            "{file}: service {}: load_balancer.container_port {} is not a containerPort of container \
+             `{}` (mapped: {:?}); add a portMappings entry or fix the port",
+            service.name,
+            lb.container_port,
+            container.name,
+            container.port_mappings.iter().map(|p| p.container_port).collect::<Vec<_>>()
+        )));
+    }
+    Ok(())
+}
+
+fn plan_item(kind: &str, name: &str, before: Option<&str>, after: &str) -> PlanItem {
+    let action = match before {
+        None => "create",
+        Some(before) if before == after => "no change",
+        Some(_) => "update",
+    };
+    PlanItem { kind: kind.to_string(), name: name.to_string(), action: action.to_string(), detail: None }
+}
+
+pub async fn apply(engine: &mut Engine, request: api::ApplyRequest, now: Timestamp) -> Result<ApplyResponse, ApiError> {
+    let file_name = request.file.name.clone();
+    let parsed = spec::parse_cutover_file(&file_name, &request.file.text)
+        .map_err(|errors| ApiError::invalid_file(&file_name, &errors))?;
+    let mut notes: Vec<String> = parsed.notes.iter().map(|d| d.to_string()).collect();
+    let file = parsed.value;
+
+    // Resolve every service's task definition before anything else.
+    let mut service_tds: BTreeMap<String, (spec::TaskDefinition, Option<u32>)> = BTreeMap::new();
+    for service in &file.services {
+        let td = match request.referenced.get(&service.task_definition) {
+            Some(upload) => (load_task_definition(upload)?, None),
+            None => {
+                let row = engine.store.read(|tx| find_registered(tx, &service.task_definition))?.ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "{file_name}: service {}: task_definition `{}` is neither a file next to {file_name} \
+                         nor a registered task definition (`cutover task-definitions list`); fix the path",
+                        service.name, service.task_definition
+                    ))
+                })?;
+                (serde_json::from_str(&row.body)?, Some(row.revision))
+            }
+        };
+        check_lb_container(service, &td.0, &file_name)?;
+        service_tds.insert(service.name.clone(), td);
+    }
+
+    let current = engine.store.read(Snapshot::load)?;
+    let mut plan = Vec::new();
+    let mut writes: Vec<(&'static str, String, String)> = Vec::new();
+    let mut candidate = current.clone();
+
+    macro_rules! declare {
+        ($kind:expr, $name:expr, $doc:expr, $list:ident) => {{
+            let doc = $doc;
+            let body = serde_json::to_string(&doc)?;
+            let before = engine.store.read(|tx| tx.resource_get($kind, &$name))?;
+            let item = plan_item($kind, &$name, before.as_deref(), &body);
+            if item.action != "no change" {
+                writes.push(($kind, $name.clone(), body));
+            }
+            plan.push(item);
+            candidate.$list.retain(|d| d.name != doc.name);
+            candidate.$list.push(doc);
+        }};
+    }
+
+    for lb in &file.load_balancers {
+        declare!(KIND_LOAD_BALANCER, lb.name, load_balancer_doc(lb), load_balancers);
+    }
+    for tg in &file.target_groups {
+        declare!(KIND_TARGET_GROUP, tg.name, target_group_doc(tg), target_groups);
+    }
+    for config in &file.deployment_configs {
+        declare!(KIND_DEPLOYMENT_CONFIG, config.name, DeploymentConfigDoc::from_model(config), deployment_configs);
+    }
+    for hook in &file.hooks {
+        declare!(KIND_HOOK, hook.name, hook_doc(hook), hooks);
+    }
+
+    // Services: a new one gets its first task set; an existing one keeps its tasks (a new task
+    // definition is released with `cutover deploy`, as on ECS with the CODE_DEPLOY controller).
+    let mut new_services = Vec::new();
+    let mut revisions_to_register = Vec::new();
+    for service in &file.services {
+        let existing: Option<ServiceDoc> = engine.store.read(|tx| state::doc(tx, KIND_SERVICE, &service.name))?;
+        let (td, registered_revision) = &service_tds[&service.name];
+        let runtime = match service.runtime {
+            spec::RuntimeKind::Process => "process",
+            spec::RuntimeKind::Docker => "docker",
+        };
+        let task_definition = match (&existing, registered_revision) {
+            (Some(existing), _) => {
+                let existing_td = split_revision(&existing.task_definition)
+                    .and_then(|(f, r)| engine.store.read(|tx| tx.task_definition_get(&f, r)).ok().flatten())
+                    .and_then(|row| serde_json::from_str::<spec::TaskDefinition>(&row.body).ok());
+                if existing_td.as_ref() != Some(td) {
+                    notes.push(format!(
+                        "service {}: its task definition in {file_name} differs from the running one; \
+                         apply does not replace running tasks: release it with `cutover deploy`",
+                        service.name
+                    ));
+                }
+                if existing.runtime != runtime {
+                    return Err(ApiError::conflict(format!(
+                        "service {}: the runtime cannot change from {} to {runtime} in place",
+                        service.name, existing.runtime
+                    )));
+                }
+                existing.task_definition.clone()
+            }
+            (None, Some(revision)) => format!("{}:{revision}", td.family),
+            (None, None) => {
+                revisions_to_register.push(service.name.clone());
+                plan.push(PlanItem {
+                    kind: "task_definition".into(),
+                    name: td.family.clone(),
+                    action: "create".into(),
+                    detail: Some("registered as a new revision unless identical to the latest".into()),
+                });
+                // The revision is known once registered; the document is completed then.
+                format!("{}:?", td.family)
+            }
+        };
+        let doc = ServiceDoc {
+            name: service.name.clone(),
+            runtime: runtime.to_string(),
+            task_definition,
+            desired_count: service.desired_count,
+            load_balancer: service.load_balancer.as_ref().map(|lb| ServiceLbDoc {
+                target_group: lb.target_group.clone(),
+                container_name: lb.container_name.clone(),
+                container_port: lb.container_port,
+            }),
+            network: service.network.clone(),
+        };
+        if existing.is_none() {
+            new_services.push(service.name.clone());
+        }
+        declare!(KIND_SERVICE, service.name, doc, services);
+    }
+
+    for group in &file.deployment_groups {
+        let doc = deployment_group_doc(group);
+        let key = doc.key();
+        let state: GroupState = current.group_states.get(&key).cloned().unwrap_or_default();
+        let changed = engine
+            .store
+            .read(|tx| tx.resource_get(KIND_DEPLOYMENT_GROUP, &key))?
+            .is_some_and(|before| before != serde_json::to_string(&doc).unwrap_or_default());
+        if changed {
+            if let Some(active) = &state.active_deployment {
+                return Err(ApiError::conflict(format!(
+                    "deployment group {key} has deployment {active} in progress; wait for it \
+                     (`cutover deployments watch {active}`) or stop it before changing the group"
+                )));
+            }
+        }
+        let body = serde_json::to_string(&doc)?;
+        let before = engine.store.read(|tx| tx.resource_get(KIND_DEPLOYMENT_GROUP, &key))?;
+        let mut item = plan_item(KIND_DEPLOYMENT_GROUP, &key, before.as_deref(), &body);
+        item.name = key.clone();
+        if item.action != "no change" {
+            writes.push((KIND_DEPLOYMENT_GROUP, key.clone(), body));
+        }
+        plan.push(item);
+        candidate.groups.retain(|g| g.key() != key);
+        candidate.groups.push(doc);
+    }
+
+    if request.dry_run {
+        return Ok(ApplyResponse { plan, applied: false, notes });
+    }
+
+    // The data plane validates listeners (ports free, certificates load) before anything is
+    // stored: if it refuses the candidate table, nothing changes anywhere.
+    let candidate_table = candidate.route_table(0);
+    engine.try_routes(candidate_table).await.map_err(|err| {
+        ApiError::bad_request(format!("the load balancer refused the new configuration, nothing was changed: {err:#}"))
+    })?;
+
+    engine.store.transaction(|tx| {
+        let ms = now.as_millis();
+        for (kind, name, body) in &writes {
+            tx.resource_put(kind, name, body, ms)?;
+        }
+        for service_name in &revisions_to_register {
+            let (td, _) = &service_tds[service_name];
+            let (revision, _) = register_if_changed(tx, td, now)?;
+            let mut doc: ServiceDoc = state::doc(tx, KIND_SERVICE, service_name)?
+                .ok_or_else(|| store::Error::Conflict(format!("service {service_name} vanished")))?;
+            doc.task_definition = format!("{}:{revision}", td.family);
+            tx.resource_put(KIND_SERVICE, service_name, &serde_json::to_string(&doc)?, ms)?;
+        }
+        for service in &file.services {
+            let doc: ServiceDoc = state::doc(tx, KIND_SERVICE, &service.name)?
+                .ok_or_else(|| store::Error::Conflict(format!("service {} vanished", service.name)))?;
+            let sets = tx.task_set_list()?;
+            if new_services.contains(&service.name) && !sets.iter().any(|s| s.service == service.name) {
+                tx.task_set_put(&TaskSetRow {
+                    id: deployment::new_id("ts"),
+                    service: service.name.clone(),
+                    task_definition: doc.task_definition.clone(),
+                    target_group: doc.load_balancer.as_ref().map(|lb| lb.target_group.clone()),
+                    status: "PRIMARY".into(),
+                    deployment_id: None,
+                    desired_count: doc.desired_count,
+                    created_at: ms,
+                    updated_at: ms,
+                })?;
+            } else {
+                for mut set in sets.into_iter().filter(|s| s.service == service.name && s.status != "DRAINING") {
+                    if set.desired_count != doc.desired_count {
+                        set.desired_count = doc.desired_count;
+                        set.updated_at = ms;
+                        tx.task_set_put(&set)?;
+                    }
+                }
+            }
+        }
+        for group in &file.deployment_groups {
+            let key = format!("{}/{}", group.application, group.name);
+            let mut state: GroupState = state::doc(tx, KIND_GROUP_STATE, &key)?.unwrap_or_default();
+            if state.primary_task_set.is_none() {
+                state.primary_task_set = tx
+                    .task_set_list()?
+                    .into_iter()
+                    .find(|s| s.service == group.service && s.status == "PRIMARY")
+                    .map(|s| s.id);
+                tx.resource_put(KIND_GROUP_STATE, &key, &serde_json::to_string(&state)?, ms)?;
+            }
+        }
+        Ok(())
+    })?;
+    engine.forget_pushed_routes();
+    engine.reconcile().await;
+    Ok(ApplyResponse { plan, applied: true, notes })
+}
+
+/// Validates a deployment request completely, then creates the deployment and its state machine.
+pub fn create_deployment(
+    engine: &mut Engine,
+    request: api::CreateDeploymentRequest,
+    now: Timestamp,
+) -> Result<(String, Rollout), ApiError> {
+    let snapshot = engine.store.read(Snapshot::load)?;
+    let group = snapshot.group(&request.group).cloned().ok_or_else(|| {
+        let known: Vec<String> = snapshot.groups.iter().map(|g| g.key()).collect();
+        ApiError::not_found(format!(
+            "no deployment group `{}`; groups are named application/group ({})",
+            request.group,
+            if known.is_empty() { "none applied yet: run `cutover apply -f cutover.yaml`".to_string() } else { known.join(", ") }
+        ))
+    })?;
+    let key = group.key();
+    let group_state = snapshot.group_states.get(&key).cloned().unwrap_or_default();
+    if let Some(active) = &group_state.active_deployment {
+        return Err(ApiError::conflict(format!(
+            "deployment group {key} already has an active deployment {active}; one deployment runs \
+             per group at a time (as on CodeDeploy): wait for it (`cutover deployments watch {active}`) \
+             or stop it (`cutover deployments stop {active}`)"
+        )));
+    }
+    if let Some(leftover) = &group_state.leftover_deployment {
+        return Err(ApiError::conflict(format!(
+            "deployment {leftover} of group {key} ended without rolling back and left its green tasks \
+             in place; roll it back first (`cutover deployments rollback {leftover}`)"
+        )));
+    }
+
+    let appspec_file = &request.appspec.name;
+    let appspec = spec::parse_appspec(appspec_file, &request.appspec.text)
+        .map_err(|errors| ApiError::invalid_file(appspec_file, &errors))?
+        .value;
+    let (td, registered) = match &request.task_definition {
+        Some(upload) => (load_task_definition(upload)?, None),
+        None => {
+            let reference = match &appspec.task_definition {
+                spec::TaskDefinitionRef::Revision { family, revision } => format!("{family}:{revision}"),
+                spec::TaskDefinitionRef::Latest { family } => family.clone(),
+                spec::TaskDefinitionRef::Placeholder(p) => {
+                    return Err(ApiError::bad_request(format!(
+                        "{appspec_file}: TaskDefinition is the placeholder {p}; pass the task definition \
+                         with `--task-definition taskdef.json`"
+                    )))
+                }
+            };
+            let row = engine.store.read(|tx| find_registered(tx, &reference))?.ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "{appspec_file}: TaskDefinition `{reference}` is not registered (`cutover task-definitions list`)"
+                ))
+            })?;
+            if row.status != "ACTIVE" {
+                return Err(ApiError::bad_request(format!(
+                    "{appspec_file}: task definition {reference} is INACTIVE and cannot start new tasks"
+                )));
+            }
+            (serde_json::from_str::<spec::TaskDefinition>(&row.body)?, Some(row.revision))
+        }
+    };
+    spec::check_appspec_against(appspec_file, &request.appspec.text, &appspec, &td)
+        .map_err(|errors| ApiError::invalid_file(appspec_file, &errors))?;
+
+    let config_name = request.deployment_config.clone().unwrap_or_else(|| group.deployment_config.clone());
+    let custom: Vec<model::DeploymentConfig> = snapshot.deployment_configs.iter().map(|d| d.to_model()).collect();
+    let config = spec::resolve_deployment_config(&config_name, &custom).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "deployment config `{config_name}` is neither predefined (CodeDeployDefault.ECS…) nor declared \
+             under deployment_configs in cutover.yaml"
+        ))
+    })?;
+
+    let hook_timeout = Duration::from_millis(group.hook_timeout_ms);
+    let mut hook_docs: BTreeMap<String, HookTargetDoc> = BTreeMap::new();
+    let mut hooks: BTreeMap<LifecycleEvent, Hook> = BTreeMap::new();
+    for event in LifecycleEvent::HOOKABLE {
+        let named = appspec.hooks.get(&event).cloned().map(|n| (n, appspec_file.as_str())).or_else(|| {
+            group.hooks.get(event.as_str()).cloned().map(|n| (n, "deployment group hooks"))
+        });
+        if let Some((name, source)) = named {
+            let doc = deployment::resolve_hook(&snapshot, &name, hook_timeout, event, source)?;
+            hooks.insert(event, Hook { name: doc.name.clone(), timeout: Duration::from_millis(doc.timeout_ms) });
+            hook_docs.insert(event.as_str().to_string(), doc);
+        }
+    }
+
+    let blue_id = group_state.primary_task_set.clone().ok_or_else(|| {
+        ApiError::conflict(format!("service {} has no running task set to deploy over; apply it first", group.service))
+    })?;
+    let blue = snapshot
+        .task_set(&blue_id)
+        .cloned()
+        .ok_or_else(|| ApiError::internal(format!("primary task set {blue_id} is missing")))?;
+    let blue_tg = blue.target_group.clone().unwrap_or_else(|| group.target_groups[0].clone());
+    let green_tg = if group.target_groups[0] == blue_tg { group.target_groups[1].clone() } else { group.target_groups[0].clone() };
+
+    let id = deployment::new_deployment_id();
+    let spec = RolloutSpec {
+        deployment_id: id.clone(),
+        routing: config.routing,
+        has_test_listener: group.test_listener.is_some(),
+        hooks,
+        ready_wait: group.ready_wait_ms.map(Duration::from_millis),
+        termination_wait: Duration::from_millis(group.termination_wait_ms),
+        auto_rollback: AutoRollback {
+            on_failure: group.auto_rollback.on_failure,
+            on_alarm: group.auto_rollback.on_alarm,
+            on_stop_request: group.auto_rollback.on_stop_request,
+        },
+        install_timeout: Duration::from_secs(3600),
+    };
+
+    let machine = Rollout::new(spec, now);
+    let machine_json = serde_json::to_string(&machine)?;
+    let id_for_tx = id.clone();
+    engine.store.transaction(|tx| {
+        let revision = match registered {
+            Some(revision) => revision,
+            None => register_if_changed(tx, &td, now)?.0,
+        };
+        let body = DeploymentBody {
+            application: group.application.clone(),
+            deployment_group: group.name.clone(),
+            service: group.service.clone(),
+            task_definition: format!("{}:{revision}", td.family),
+            container_name: appspec.container_name.clone(),
+            container_port: appspec.container_port,
+            deployment_config: config.name.clone(),
+            routing: config.routing.to_string(),
+            description: request.description.clone(),
+            blue_task_set: blue_id.clone(),
+            green_task_set: None,
+            blue_target_group: blue_tg.clone(),
+            green_target_group: green_tg.clone(),
+            hooks: hook_docs.clone(),
+            route_production_green_percent: 0,
+            route_test_to_green: false,
+            green_was_healthy: false,
+            green_failure_reported: false,
+            error_code: None,
+            error_message: None,
+            rolled_back: false,
+        };
+        tx.deployment_put(&store::DeploymentRow {
+            id: id_for_tx.clone(),
+            application: group.application.clone(),
+            deployment_group: group.name.clone(),
+            status: machine.status().as_str().to_string(),
+            body: serde_json::to_string(&body)?,
+            machine: machine_json.clone(),
+            created_at: now.as_millis(),
+            updated_at: now.as_millis(),
+            completed_at: None,
+        })?;
+        tx.event_append(
+            &id_for_tx,
+            now.as_millis(),
+            "created",
+            &format!("deploying {} to {key} with {} ({})", body.task_definition, config.name, config.routing),
+        )?;
+        let mut state = group_state.clone();
+        state.active_deployment = Some(id_for_tx.clone());
+        tx.resource_put(KIND_GROUP_STATE, &key, &serde_json::to_string(&state)?, now.as_millis())?;
+        Ok(())
+    })?;
+    Ok((id, machine))
+}
+
+/// Converts a stored task definition into what a runtime starts.
+pub fn task_spec(
+    task_id: &str,
+    service: &ServiceDoc,
+    revision: &str,
+    deployment_id: Option<String>,
+    td: &spec::TaskDefinition,
+    lb_container: Option<(String, u16)>,
+) -> runtime::TaskSpec {
+    runtime::TaskSpec {
+        task_id: task_id.to_string(),
+        service: service.name.clone(),
+        revision: revision.to_string(),
+        deployment_id,
+        containers: td
+            .container_definitions
+            .iter()
+            .map(|c| runtime::ContainerSpec {
+                name: c.name.clone(),
+                image: c.image.clone(),
+                essential: c.essential,
+                entry_point: c.entry_point.clone(),
+                command: c.command.clone(),
+                environment: c.environment.iter().map(|kv| (kv.name.clone(), kv.value.clone())).collect(),
+                working_directory: c.working_directory.clone(),
+                ports: c.port_mappings.iter().map(|p| p.container_port).collect(),
+                health_check: c.health_check.as_ref().map(|h| runtime::HealthCheckSpec {
+                    command: h.command.clone(),
+                    interval: Duration::from_secs(h.interval.into()),
+                    timeout: Duration::from_secs(h.timeout.into()),
+                    retries: h.retries,
+                    start_period: Duration::from_secs(h.start_period.into()),
+                }),
+                stop_timeout: Duration::from_secs(c.stop_timeout.unwrap_or(30).into()),
+                cpu: c.cpu,
+                memory_mib: c.memory,
+                memory_reservation_mib: c.memory_reservation,
+                depends_on: c.depends_on.iter().map(|d| (d.container_name.clone(), d.condition.as_str().to_string())).collect(),
+                labels: c.docker_labels.clone(),
+            })
+            .collect(),
+        lb_container,
+        cpu: td.cpu.clone(),
+        memory: td.memory.clone(),
+        network: service.network.clone(),
+    }
+}

@@ -1,0 +1,240 @@
+//! Declared resources as the control plane stores them (JSON documents in `store`), and their
+//! conversion from the parsed `cutover.yaml`.
+//!
+//! `apply` compares these documents to decide between create, update and no change, so they hold
+//! exactly what the user declared, already resolved (durations in milliseconds, a service's task
+//! definition as `family:revision`).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub const KIND_LOAD_BALANCER: &str = "load_balancer";
+pub const KIND_TARGET_GROUP: &str = "target_group";
+pub const KIND_SERVICE: &str = "service";
+pub const KIND_DEPLOYMENT_CONFIG: &str = "deployment_config";
+pub const KIND_DEPLOYMENT_GROUP: &str = "deployment_group";
+pub const KIND_HOOK: &str = "hook";
+/// Not declared by users: the engine's bookkeeping per deployment group.
+pub const KIND_GROUP_STATE: &str = "group_state";
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadBalancerDoc {
+    pub name: String,
+    pub listeners: Vec<ListenerDoc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerDoc {
+    pub name: String,
+    pub bind: SocketAddr,
+    pub tls: Option<routes::TlsConfig>,
+    /// A forward with no target groups means "managed by a deployment group".
+    pub action: routes::Action,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetGroupDoc {
+    pub name: String,
+    pub health_check: routes::HealthCheck,
+    pub deregistration_delay_ms: u64,
+    pub algorithm: routes::Algorithm,
+    /// Targets registered by hand, as ALB's IP targets.
+    pub targets: Vec<SocketAddr>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceDoc {
+    pub name: String,
+    /// `process` or `docker`.
+    pub runtime: String,
+    /// `family:revision` of the task definition the service was created with.
+    pub task_definition: String,
+    pub desired_count: u32,
+    pub load_balancer: Option<ServiceLbDoc>,
+    pub network: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceLbDoc {
+    pub target_group: String,
+    pub container_name: String,
+    pub container_port: u16,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentConfigDoc {
+    pub name: String,
+    /// `AllAtOnce`, `TimeBasedCanary` or `TimeBasedLinear`.
+    pub kind: String,
+    pub percentage: u8,
+    pub interval_ms: u64,
+}
+
+impl DeploymentConfigDoc {
+    pub fn from_model(config: &model::DeploymentConfig) -> DeploymentConfigDoc {
+        let (kind, percentage, interval) = match config.routing {
+            model::TrafficRouting::AllAtOnce => ("AllAtOnce", 100, Duration::ZERO),
+            model::TrafficRouting::Canary { percent, interval } => {
+                ("TimeBasedCanary", percent, interval)
+            }
+            model::TrafficRouting::Linear { percent, interval } => {
+                ("TimeBasedLinear", percent, interval)
+            }
+        };
+        DeploymentConfigDoc {
+            name: config.name.clone(),
+            kind: kind.to_string(),
+            percentage,
+            interval_ms: interval.as_millis() as u64,
+        }
+    }
+
+    pub fn to_model(&self) -> model::DeploymentConfig {
+        let interval = Duration::from_millis(self.interval_ms);
+        let routing = match self.kind.as_str() {
+            "TimeBasedCanary" => model::TrafficRouting::Canary { percent: self.percentage, interval },
+            "TimeBasedLinear" => model::TrafficRouting::Linear { percent: self.percentage, interval },
+            _ => model::TrafficRouting::AllAtOnce,
+        };
+        model::DeploymentConfig { name: self.name.clone(), routing }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentGroupDoc {
+    pub application: String,
+    pub name: String,
+    pub service: String,
+    pub deployment_config: String,
+    pub target_groups: [String; 2],
+    pub production_listener: ListenerRefDoc,
+    pub test_listener: Option<ListenerRefDoc>,
+    /// STOP_DEPLOYMENT with this wait; `None` is CONTINUE_DEPLOYMENT.
+    pub ready_wait_ms: Option<u64>,
+    pub termination_wait_ms: u64,
+    pub auto_rollback: AutoRollbackDoc,
+    pub hook_timeout_ms: u64,
+    /// Default hooks by lifecycle event name, used when the AppSpec names none for that event.
+    pub hooks: BTreeMap<String, String>,
+    pub alarms: Vec<String>,
+}
+
+impl DeploymentGroupDoc {
+    /// `application/name`, the key used everywhere.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.application, self.name)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerRefDoc {
+    pub load_balancer: String,
+    pub listener: String,
+}
+
+impl std::fmt::Display for ListenerRefDoc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.load_balancer, self.listener)
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AutoRollbackDoc {
+    pub on_failure: bool,
+    pub on_alarm: bool,
+    pub on_stop_request: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookDoc {
+    pub name: String,
+    /// argv of a command hook.
+    pub command: Option<Vec<String>>,
+    /// URL of an HTTP hook.
+    pub url: Option<String>,
+    pub timeout_ms: Option<u64>,
+}
+
+/// The engine's bookkeeping for one deployment group.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupState {
+    /// The task set serving production when no deployment is active (ECS's PRIMARY).
+    pub primary_task_set: Option<String>,
+    /// The deployment in progress, if any (one per group).
+    pub active_deployment: Option<String>,
+    /// A deployment that ended without rollback and left green running (stop without rollback,
+    /// failure without auto-rollback); its routing stays in force until it is rolled back.
+    pub leftover_deployment: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// From the parsed file.
+
+pub fn load_balancer_doc(lb: &spec::LoadBalancerSpec) -> LoadBalancerDoc {
+    LoadBalancerDoc {
+        name: lb.name.clone(),
+        listeners: lb
+            .listeners
+            .iter()
+            .map(|l| ListenerDoc {
+                name: l.name.clone(),
+                bind: l.bind,
+                tls: l.tls.clone(),
+                action: match &l.default_action {
+                    spec::ListenerAction::Forward(groups) => {
+                        routes::Action::Forward(routes::ForwardAction { target_groups: groups.clone() })
+                    }
+                    spec::ListenerAction::FixedResponse(r) => routes::Action::FixedResponse(r.clone()),
+                    spec::ListenerAction::Redirect(r) => routes::Action::Redirect(r.clone()),
+                },
+            })
+            .collect(),
+    }
+}
+
+pub fn target_group_doc(tg: &spec::TargetGroupSpec) -> TargetGroupDoc {
+    TargetGroupDoc {
+        name: tg.name.clone(),
+        health_check: tg.health_check.clone(),
+        deregistration_delay_ms: tg.deregistration_delay.as_millis() as u64,
+        algorithm: tg.algorithm,
+        targets: tg.targets.clone(),
+    }
+}
+
+pub fn deployment_group_doc(g: &spec::DeploymentGroupSpec) -> DeploymentGroupDoc {
+    let listener_ref = |r: &spec::ListenerRef| ListenerRefDoc {
+        load_balancer: r.load_balancer.clone(),
+        listener: r.listener.clone(),
+    };
+    DeploymentGroupDoc {
+        application: g.application.clone(),
+        name: g.name.clone(),
+        service: g.service.clone(),
+        deployment_config: g.deployment_config.clone(),
+        target_groups: g.target_groups.clone(),
+        production_listener: listener_ref(&g.production_listener),
+        test_listener: g.test_listener.as_ref().map(listener_ref),
+        ready_wait_ms: g.ready_wait.map(|d| d.as_millis() as u64),
+        termination_wait_ms: g.termination_wait.as_millis() as u64,
+        auto_rollback: AutoRollbackDoc {
+            on_failure: g.auto_rollback.on_failure,
+            on_alarm: g.auto_rollback.on_alarm,
+            on_stop_request: g.auto_rollback.on_stop_request,
+        },
+        hook_timeout_ms: g.hook_timeout.as_millis() as u64,
+        hooks: g.hooks.iter().map(|(event, hook)| (event.as_str().to_string(), hook.clone())).collect(),
+        alarms: g.alarms.clone(),
+    }
+}
+
+pub fn hook_doc(h: &spec::HookSpec) -> HookDoc {
+    let (command, url) = match &h.action {
+        spec::HookAction::Command { argv } => (Some(argv.clone()), None),
+        spec::HookAction::Http { url } => (None, Some(url.clone())),
+    };
+    HookDoc { name: h.name.clone(), command, url, timeout_ms: h.timeout.map(|d| d.as_millis() as u64) }
+}

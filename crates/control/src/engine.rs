@@ -1,0 +1,1040 @@
+//! The reconcile loop: the one task that changes the control plane's state.
+//!
+//! Every mutation (API commands, hook results, task start/stop results, timer ticks) arrives as a
+//! [`Msg`] on one channel and is handled to completion before the next, so there are no races
+//! between, say, a rollback and a scheduled traffic shift. Each pass:
+//!
+//! 1. reads target health from the data plane and task state from the runtimes;
+//! 2. keeps every task set at its desired count (replacing tasks that exited or went unhealthy)
+//!    and stops drained tasks;
+//! 3. feeds each active deployment's state machine (green healthy / green failing / deadlines)
+//!    and performs its effects, writing them to the store first;
+//! 4. recomputes the routing table and sends it to the data plane when it changed.
+//!
+//! Slow work (starting and stopping tasks, running hooks) runs in spawned tasks that report back
+//! as messages, so a 30-second graceful stop never delays a rollback.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use model::{DeploymentStatus, Timestamp};
+use rollout::{Effect, Input, Rollout};
+use routes::{HealthReport, RouteTable, TargetState};
+use runtime::{Runtime, TaskHandle, TaskState};
+use store::{DeploymentRow, Store, TaskRow, TaskSetRow};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn};
+
+use crate::api;
+use crate::clock;
+use crate::declared::*;
+use crate::deployment::{self, DeploymentBody};
+use crate::error::ApiError;
+use crate::hooks::{self, HookContext, HookRun};
+use crate::lb::LbClient;
+use crate::state::{self, Snapshot};
+
+pub type Reply = oneshot::Sender<Result<serde_json::Value, ApiError>>;
+
+pub enum Msg {
+    Command(Command, Reply),
+    HookDone { deployment_id: String, execution_id: String, succeeded: bool, message: String },
+    TaskStarted { task_id: String, result: Result<TaskHandle, String> },
+    TaskStopped { task_id: String },
+}
+
+pub enum Command {
+    Apply(api::ApplyRequest),
+    CreateDeployment(api::CreateDeploymentRequest),
+    Stop { id: String, rollback: Option<bool> },
+    Continue { id: String, wait: String },
+    HookStatus { id: String, execution_id: String, succeeded: bool, message: String },
+    RegisterTaskDefinition(api::FileUpload),
+    DeregisterTaskDefinition { family: String, revision: u32 },
+    RegisterTarget { target_group: String, addr: String, register: bool },
+    /// Stop every task and the data plane, then exit (`cutover down`).
+    Shutdown,
+}
+
+/// What the HTTP handlers may read without going through the loop.
+#[derive(Default)]
+pub struct Shared {
+    pub health: RwLock<HealthReport>,
+    pub routes_version: RwLock<u64>,
+    pub shutdown: tokio::sync::Notify,
+}
+
+/// Failures of one task set's tasks in a row, for backoff and for failing a green task set.
+#[derive(Clone, Debug, Default)]
+struct FailureRecord {
+    count: u32,
+    last_reason: String,
+    last_at: Timestamp,
+}
+
+/// A green task set whose tasks failed this many times in a row fails its deployment.
+const GREEN_FAILURES_MAX: u32 = 3;
+/// Tick of the loop when nothing else wakes it.
+const TICK: Duration = Duration::from_millis(100);
+
+pub struct Engine {
+    pub store: Arc<Store>,
+    pub runtimes: BTreeMap<String, Arc<dyn Runtime>>,
+    pub lb: LbClient,
+    pub shared: Arc<Shared>,
+    pub api_url: String,
+    pub data_dir: std::path::PathBuf,
+    pub lb_threads: usize,
+    machines: BTreeMap<String, Rollout>,
+    routes_version: u64,
+    last_pushed: Option<RouteTable>,
+    tx: mpsc::Sender<Msg>,
+    running_hooks: HashMap<(String, String), tokio::task::JoinHandle<()>>,
+    failures: HashMap<String, FailureRecord>,
+    /// Routes version at which a deactivating task left the table; the data plane releasing it
+    /// (no longer listing it) after that version means its drain is over.
+    removed_at_version: HashMap<String, u64>,
+    health_fresh: bool,
+    shutting_down: bool,
+}
+
+impl Engine {
+    pub fn new(
+        store: Arc<Store>,
+        runtimes: BTreeMap<String, Arc<dyn Runtime>>,
+        lb: LbClient,
+        shared: Arc<Shared>,
+        api_url: String,
+        data_dir: std::path::PathBuf,
+        lb_threads: usize,
+        tx: mpsc::Sender<Msg>,
+    ) -> Engine {
+        Engine {
+            store,
+            runtimes,
+            lb,
+            shared,
+            api_url,
+            data_dir,
+            lb_threads,
+            machines: BTreeMap::new(),
+            routes_version: 0,
+            last_pushed: None,
+            tx,
+            running_hooks: HashMap::new(),
+            failures: HashMap::new(),
+            removed_at_version: HashMap::new(),
+            health_fresh: false,
+            shutting_down: false,
+        }
+    }
+
+    /// Brings the world in line with the store after a (re)start: adopts tasks that are still
+    /// running, forgets the ones that died while we were away, removes ones we no longer own,
+    /// restores deployments, and sends the data plane the table it should serve.
+    pub async fn recover(&mut self) -> anyhow::Result<()> {
+        let now = clock::now();
+        let served = self.lb.served_version().await.unwrap_or(0);
+        let stored: u64 = self
+            .store
+            .read(|tx| tx.meta_get("routes_version"))?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        self.routes_version = served.max(stored);
+
+        let mut owned: HashMap<String, (String, TaskHandle)> = HashMap::new();
+        for (kind, rt) in &self.runtimes {
+            match rt.list_owned().await {
+                Ok(handles) => {
+                    for handle in handles {
+                        owned.insert(handle.task_id.clone(), (kind.clone(), handle));
+                    }
+                }
+                Err(err) => warn!("listing {kind} tasks: {err}"),
+            }
+        }
+        let tasks = self.store.read(|tx| tx.task_list(0))?;
+        let mut adopted = 0;
+        for mut task in tasks {
+            if task.last_status == "STOPPED" {
+                continue;
+            }
+            match owned.remove(&task.id) {
+                Some((_, handle)) => {
+                    adopted += 1;
+                    task.handle = Some(serde_json::to_string(&handle)?);
+                    task.addr = handle.addr.map(|a| a.to_string());
+                    if task.last_status == "PROVISIONING" {
+                        task.last_status = "RUNNING".into();
+                        task.started_at = Some(now.as_millis());
+                    }
+                    if task.last_status == "STOPPING" {
+                        task.last_status = "DEACTIVATING".into();
+                        task.stop_at = Some(now.as_millis());
+                    }
+                }
+                None => {
+                    task.last_status = "STOPPED".into();
+                    task.desired_status = "STOPPED".into();
+                    task.stopped_at = Some(now.as_millis());
+                    task.stopped_reason
+                        .get_or_insert_with(|| "task was gone when the control plane restarted".into());
+                    self.note_failure(&task.task_set_id, "task exited while the control plane was down", now);
+                }
+            }
+            self.store.transaction(|tx| tx.task_put(&task))?;
+        }
+        for (task_id, (kind, handle)) in owned {
+            warn!(task = %task_id, "removing a {kind} task this control plane no longer owns");
+            if let Some(rt) = self.runtimes.get(&kind) {
+                let _ = rt.stop(&handle).await;
+                let _ = rt.remove(&handle).await;
+            }
+        }
+        info!(adopted, "tasks adopted after start");
+
+        let active = self.store.read(|tx| tx.deployment_list_active())?;
+        for row in active {
+            match serde_json::from_str::<Rollout>(&row.machine) {
+                Ok(mut machine) => {
+                    machine.resume(now);
+                    info!(deployment = %row.id, status = %machine.status(), "resuming deployment");
+                    self.machines.insert(row.id.clone(), machine);
+                    self.drive(&row.id, now)?;
+                }
+                Err(err) => warn!(deployment = %row.id, "cannot restore deployment state: {err}"),
+            }
+        }
+        self.reconcile().await;
+        Ok(())
+    }
+
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(msg) => self.handle(msg).await,
+                    None => return,
+                },
+                _ = tick.tick() => {}
+            }
+            self.reconcile().await;
+            if self.shutting_down && self.all_tasks_stopped() {
+                self.shared.shutdown.notify_waiters();
+                return;
+            }
+        }
+    }
+
+    fn all_tasks_stopped(&self) -> bool {
+        self.store
+            .read(|tx| tx.task_list(0))
+            .map(|tasks| tasks.iter().all(|t| t.last_status == "STOPPED"))
+            .unwrap_or(true)
+    }
+
+    async fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Command(command, reply) => {
+                let result = self.command(command).await;
+                let _ = reply.send(result);
+            }
+            Msg::HookDone { deployment_id, execution_id, succeeded, message } => {
+                self.running_hooks.remove(&(deployment_id.clone(), execution_id.clone()));
+                let input = Input::HookResult { execution_id, succeeded, message };
+                if let Err(err) = self.feed(&deployment_id, input) {
+                    info!(deployment = %deployment_id, "hook result not used: {}", err.body.error);
+                }
+            }
+            Msg::TaskStarted { task_id, result } => {
+                if let Err(err) = self.task_started(&task_id, result) {
+                    warn!(task = %task_id, "recording task start: {err}");
+                }
+            }
+            Msg::TaskStopped { task_id } => {
+                let now = clock::now();
+                let result = self.store.transaction(|tx| {
+                    if let Some(mut task) = tx.task_get(&task_id)? {
+                        task.last_status = "STOPPED".into();
+                        task.stopped_at = Some(now.as_millis());
+                        tx.task_put(&task)?;
+                    }
+                    Ok(())
+                });
+                if let Err(err) = result {
+                    warn!(task = %task_id, "recording task stop: {err}");
+                }
+            }
+        }
+    }
+
+    async fn command(&mut self, command: Command) -> Result<serde_json::Value, ApiError> {
+        let now = clock::now();
+        match command {
+            Command::Apply(request) => {
+                let response = crate::apply::apply(self, request, now).await?;
+                Ok(serde_json::to_value(response)?)
+            }
+            Command::CreateDeployment(request) => {
+                let id = self.create_deployment(request, now)?;
+                self.drive(&id, now)?;
+                self.reconcile().await;
+                Ok(serde_json::to_value(self.deployment_view(&id)?)?)
+            }
+            Command::Stop { id, rollback } => {
+                self.feed(&id, Input::Stop { rollback })?;
+                self.reconcile().await;
+                Ok(serde_json::to_value(self.deployment_view(&id)?)?)
+            }
+            Command::Continue { id, wait } => {
+                let input = match wait.as_str() {
+                    "READY_WAIT" => Input::ContinueReadyWait,
+                    "TERMINATION_WAIT" => Input::ContinueTerminationWait,
+                    other => {
+                        return Err(ApiError::bad_request(format!(
+                            "unknown wait `{other}`; use READY_WAIT or TERMINATION_WAIT"
+                        )))
+                    }
+                };
+                self.feed(&id, input)?;
+                self.reconcile().await;
+                Ok(serde_json::to_value(self.deployment_view(&id)?)?)
+            }
+            Command::HookStatus { id, execution_id, succeeded, message } => {
+                if let Some(handle) = self.running_hooks.remove(&(id.clone(), execution_id.clone())) {
+                    handle.abort();
+                }
+                self.feed(&id, Input::HookResult { execution_id, succeeded, message })?;
+                self.reconcile().await;
+                Ok(serde_json::json!({ "status": "accepted" }))
+            }
+            Command::RegisterTaskDefinition(file) => {
+                let (family, revision) = crate::apply::register_task_definition(&self.store, &file, now)?;
+                Ok(serde_json::json!({
+                    "family": family,
+                    "revision": revision,
+                    "arn": spec::TaskDefinitionRef::arn(&family, revision),
+                }))
+            }
+            Command::DeregisterTaskDefinition { family, revision } => {
+                let found = self
+                    .store
+                    .transaction(|tx| tx.task_definition_set_status(&family, revision, "INACTIVE"))?;
+                if !found {
+                    return Err(ApiError::not_found(format!("no task definition {family}:{revision}")));
+                }
+                Ok(serde_json::json!({ "family": family, "revision": revision, "status": "INACTIVE" }))
+            }
+            Command::RegisterTarget { target_group, addr, register } => {
+                let addr: std::net::SocketAddr = addr.parse().map_err(|_| {
+                    ApiError::bad_request(format!("`{addr}` is not an address:port such as 127.0.0.1:9000"))
+                })?;
+                let mut doc: TargetGroupDoc = self
+                    .store
+                    .read(|tx| state::doc(tx, KIND_TARGET_GROUP, &target_group))?
+                    .ok_or_else(|| ApiError::not_found(format!("no target group `{target_group}`")))?;
+                if register {
+                    if !doc.targets.contains(&addr) {
+                        doc.targets.push(addr);
+                    }
+                } else {
+                    doc.targets.retain(|t| *t != addr);
+                }
+                let body = serde_json::to_string(&doc)?;
+                self.store.transaction(|tx| tx.resource_put(KIND_TARGET_GROUP, &target_group, &body, now.as_millis()))?;
+                self.reconcile().await;
+                Ok(serde_json::to_value(doc)?)
+            }
+            Command::Shutdown => {
+                self.shutting_down = true;
+                let result = self.store.transaction(|tx| {
+                    for mut ts in tx.task_set_list()? {
+                        ts.status = "DRAINING".into();
+                        ts.desired_count = 0;
+                        tx.task_set_put(&ts)?;
+                    }
+                    Ok(())
+                });
+                result?;
+                // Stop at once rather than after the drain: the operator asked for everything to go.
+                let tasks = self.store.read(|tx| tx.task_list(0))?;
+                for task in tasks.into_iter().filter(|t| t.last_status != "STOPPED") {
+                    self.begin_stop(task, now, "cutover down")?;
+                }
+                Ok(serde_json::json!({ "status": "stopping" }))
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Deployments.
+
+    fn create_deployment(&mut self, request: api::CreateDeploymentRequest, now: Timestamp) -> Result<String, ApiError> {
+        let (id, machine) = crate::apply::create_deployment(self, request, now)?;
+        self.machines.insert(id.clone(), machine);
+        Ok(id)
+    }
+
+    /// Feeds one input to a deployment's machine and performs what it decides.
+    pub fn feed(&mut self, id: &str, input: Input) -> Result<(), ApiError> {
+        let now = clock::now();
+        let Some(machine) = self.machines.get_mut(id) else {
+            let exists = self.store.read(|tx| tx.deployment_get(id))?.is_some();
+            return Err(if exists {
+                ApiError::conflict(format!("deployment {id} has already completed"))
+            } else {
+                ApiError::not_found(format!("no deployment {id}; `cutover deployments list` shows them"))
+            });
+        };
+        machine.handle_input(input, now).map_err(|err| ApiError::conflict(err.to_string()))?;
+        self.drive(id, now)
+    }
+
+    /// Performs every pending effect of a deployment, recording each one and the machine's new
+    /// snapshot in one transaction before any side effect that leaves the process happens.
+    fn drive(&mut self, id: &str, now: Timestamp) -> Result<(), ApiError> {
+        let Some(machine) = self.machines.get_mut(id) else { return Ok(()) };
+        let mut effects = Vec::new();
+        while let Some(effect) = machine.poll_effect() {
+            effects.push(effect);
+        }
+        let machine_json = serde_json::to_string(&*machine)?;
+        let status = machine.status();
+        let finished = machine.is_finished();
+        if effects.is_empty() {
+            return Ok(());
+        }
+        let mut hooks_to_run = Vec::new();
+        let mut hooks_to_cancel = Vec::new();
+        let mut tasks_to_stop = Vec::new();
+        self.store.transaction(|tx| {
+            let mut row = tx
+                .deployment_get(id)?
+                .ok_or_else(|| store::Error::Conflict(format!("deployment {id} vanished")))?;
+            let mut body: DeploymentBody = serde_json::from_str(&row.body)?;
+            let group_key = format!("{}/{}", body.application, body.deployment_group);
+            let mut group_state: GroupState =
+                state::doc(tx, KIND_GROUP_STATE, &group_key)?.unwrap_or_default();
+            for effect in &effects {
+                tx.event_append(id, now.as_millis(), "effect", &effect.to_string())?;
+                match effect {
+                    Effect::Status(_) | Effect::Event { .. } => {}
+                    Effect::StartGreen => {
+                        if body.green_task_set.is_none() {
+                            let service: ServiceDoc = state::doc(tx, KIND_SERVICE, &body.service)?
+                                .ok_or_else(|| store::Error::Conflict(format!("service {} vanished", body.service)))?;
+                            let ts = TaskSetRow {
+                                id: deployment::new_id("ts"),
+                                service: body.service.clone(),
+                                task_definition: body.task_definition.clone(),
+                                target_group: Some(body.green_target_group.clone()),
+                                status: "ACTIVE".into(),
+                                deployment_id: Some(id.to_string()),
+                                desired_count: service.desired_count,
+                                created_at: now.as_millis(),
+                                updated_at: now.as_millis(),
+                            };
+                            tx.task_set_put(&ts)?;
+                            body.green_task_set = Some(ts.id);
+                        }
+                    }
+                    Effect::RunHook { event, execution_id, hook, timeout } => {
+                        hooks_to_run.push((*event, execution_id.clone(), hook.clone(), *timeout));
+                    }
+                    Effect::CancelHook { execution_id } => hooks_to_cancel.push(execution_id.clone()),
+                    Effect::Route { production_green_percent, test_to_green } => {
+                        body.route_production_green_percent = *production_green_percent;
+                        body.route_test_to_green = *test_to_green;
+                    }
+                    Effect::StopGreen => {
+                        if let Some(green) = &body.green_task_set {
+                            tasks_to_stop.extend(drain_task_set(tx, green, now)?);
+                        }
+                    }
+                    Effect::TerminateBlue => {
+                        tasks_to_stop.extend(drain_task_set(tx, &body.blue_task_set, now)?);
+                        if let Some(green_id) = &body.green_task_set {
+                            if let Some(mut green) = tx.task_set_get(green_id)? {
+                                green.status = "PRIMARY".into();
+                                green.updated_at = now.as_millis();
+                                tx.task_set_put(&green)?;
+                            }
+                            group_state.primary_task_set = Some(green_id.clone());
+                        }
+                    }
+                    Effect::Finished(outcome) => {
+                        body.rolled_back = outcome.rolled_back;
+                        if let Some((code, message)) = &outcome.error {
+                            body.error_code = Some(code.as_str().to_string());
+                            body.error_message = Some(message.clone());
+                        }
+                        row.completed_at = Some(now.as_millis());
+                        group_state.active_deployment = None;
+                        let green_left_running = outcome.status != DeploymentStatus::Succeeded
+                            && !outcome.rolled_back
+                            && body.green_task_set.is_some();
+                        if green_left_running {
+                            group_state.leftover_deployment = Some(id.to_string());
+                        }
+                    }
+                }
+            }
+            row.status = status.as_str().to_string();
+            row.machine = machine_json.clone();
+            row.body = serde_json::to_string(&body)?;
+            row.updated_at = now.as_millis();
+            if finished && row.completed_at.is_none() {
+                row.completed_at = Some(now.as_millis());
+            }
+            tx.deployment_put(&row)?;
+            tx.resource_put(KIND_GROUP_STATE, &group_key, &serde_json::to_string(&group_state)?, now.as_millis())?;
+            Ok(())
+        })?;
+        for effect in &effects {
+            info!(deployment = %id, "{effect}");
+        }
+        for execution_id in hooks_to_cancel {
+            if let Some(handle) = self.running_hooks.remove(&(id.to_string(), execution_id)) {
+                handle.abort();
+            }
+        }
+        for (event, execution_id, hook, timeout) in hooks_to_run {
+            self.spawn_hook(id, event, execution_id, &hook, timeout)?;
+        }
+        for task in tasks_to_stop {
+            self.note_removal(&task);
+        }
+        if finished {
+            self.machines.remove(id);
+        }
+        Ok(())
+    }
+
+    fn spawn_hook(
+        &mut self,
+        id: &str,
+        event: model::LifecycleEvent,
+        execution_id: String,
+        hook_name: &str,
+        timeout: Duration,
+    ) -> Result<(), ApiError> {
+        let (body, snapshot) = self.store.read(|tx| {
+            let row = tx.deployment_get(id)?.ok_or_else(|| store::Error::Conflict(format!("no deployment {id}")))?;
+            let body: DeploymentBody = serde_json::from_str(&row.body)?;
+            Ok((body, Snapshot::load(tx)?))
+        })?;
+        let group = snapshot.group(&format!("{}/{}", body.application, body.deployment_group)).cloned();
+        let target = body.hooks.get(event.as_str()).filter(|h| h.name == hook_name).map(|h| h.target());
+        let ctx = HookContext {
+            deployment_id: id.to_string(),
+            execution_id: execution_id.clone(),
+            event: event.as_str().to_string(),
+            test_url: group.as_ref().and_then(|g| g.test_listener.as_ref()).and_then(|l| snapshot.listener_url(l)),
+            production_url: group.as_ref().and_then(|g| snapshot.listener_url(&g.production_listener)),
+            api_url: self.api_url.clone(),
+            callback_url: format!("{}/v1/deployments/{id}/lifecycle-hooks/{execution_id}", self.api_url),
+        };
+        let tx = self.tx.clone();
+        let deployment_id = id.to_string();
+        let exec = execution_id.clone();
+        let hook_name = hook_name.to_string();
+        let handle = tokio::spawn(async move {
+            let run = match target {
+                Some(target) => hooks::run(target, ctx, timeout).await,
+                None => HookRun::Done {
+                    succeeded: false,
+                    message: format!("hook `{hook_name}` is not resolved for this deployment"),
+                },
+            };
+            if let HookRun::Done { succeeded, message } = run {
+                let _ = tx.send(Msg::HookDone { deployment_id, execution_id: exec, succeeded, message }).await;
+            }
+        });
+        self.running_hooks.insert((id.to_string(), execution_id), handle);
+        Ok(())
+    }
+
+    pub fn deployment_view(&self, id: &str) -> Result<api::DeploymentView, ApiError> {
+        deployment_view(&self.store, &self.shared, id)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // The pass.
+
+    pub async fn reconcile(&mut self) {
+        let now = clock::now();
+        self.refresh_health().await;
+        if let Err(err) = self.refresh_tasks(now).await {
+            warn!("refreshing tasks: {err}");
+        }
+        if let Err(err) = self.schedule(now) {
+            warn!("scheduling tasks: {}", err.body.error);
+        }
+        if let Err(err) = self.advance_deployments(now) {
+            warn!("advancing deployments: {}", err.body.error);
+        }
+        if let Err(err) = self.push_routes().await {
+            warn!("updating the load balancer: {err:#}");
+        }
+    }
+
+    async fn refresh_health(&mut self) {
+        match self.lb.health().await {
+            Ok(report) => {
+                self.health_fresh = report.version >= self.routes_version;
+                *self.shared.health.write().unwrap_or_else(|p| p.into_inner()) = report;
+            }
+            Err(err) => {
+                self.health_fresh = false;
+                warn!("the load balancer does not answer ({err}); restarting it");
+                self.last_pushed = None;
+            }
+        }
+    }
+
+    fn target_state(&self, target_group: &str, addr: &str) -> Option<routes::TargetHealth> {
+        let health = self.shared.health.read().unwrap_or_else(|p| p.into_inner());
+        health
+            .target_groups
+            .get(target_group)?
+            .iter()
+            .find(|t| t.addr.to_string() == addr)
+            .cloned()
+    }
+
+    async fn refresh_tasks(&mut self, now: Timestamp) -> anyhow::Result<()> {
+        let (tasks, task_sets) = self.store.read(|tx| Ok((tx.task_list(0)?, tx.task_set_list()?)))?;
+        for mut task in tasks {
+            let before = task.clone();
+            match task.last_status.as_str() {
+                "RUNNING" => {
+                    let Some(rt) = self.runtimes.get(&task.runtime).cloned() else { continue };
+                    let Some(handle) = task.handle.as_deref().and_then(|h| serde_json::from_str::<TaskHandle>(h).ok())
+                    else {
+                        continue;
+                    };
+                    match rt.inspect(&handle).await {
+                        TaskState::Running { health } => {
+                            let tg = task_sets.iter().find(|ts| ts.id == task.task_set_id).and_then(|ts| ts.target_group.clone());
+                            let lb_state = match (&tg, &task.addr) {
+                                (Some(tg), Some(addr)) => self.target_state(tg, addr).map(|t| t.state),
+                                _ => None,
+                            };
+                            let container_unhealthy = matches!(health, runtime::Health::Unhealthy);
+                            task.health = match (container_unhealthy, lb_state, tg.is_some()) {
+                                (true, _, _) => "UNHEALTHY",
+                                (false, Some(TargetState::Healthy), _) => "HEALTHY",
+                                (false, Some(TargetState::Unhealthy), _) => "UNHEALTHY",
+                                (false, None, false) if matches!(health, runtime::Health::Healthy) => "HEALTHY",
+                                _ => "UNKNOWN",
+                            }
+                            .to_string();
+                            if task.health == "HEALTHY" {
+                                self.failures.remove(&task.task_set_id);
+                            }
+                            if container_unhealthy && task.desired_status == "RUNNING" {
+                                // ECS replaces a task whose essential container is unhealthy.
+                                self.note_failure(&task.task_set_id, "container health check failed", now);
+                                self.store.transaction(|tx| tx.task_put(&task))?;
+                                self.begin_stop(task, now, "task failed its container health check").map_err(|e| anyhow::anyhow!(e.body.error))?;
+                                continue;
+                            }
+                        }
+                        TaskState::Exited { code, reason } => {
+                            task.last_status = "STOPPED".into();
+                            task.desired_status = "STOPPED".into();
+                            task.stopped_at = Some(now.as_millis());
+                            task.health = "UNKNOWN".into();
+                            let reason = match code {
+                                Some(code) => format!("{reason} (exit code {code})"),
+                                None => reason,
+                            };
+                            if before.desired_status == "RUNNING" {
+                                self.note_failure(&task.task_set_id, &reason, now);
+                            }
+                            task.stopped_reason = Some(reason);
+                            let _ = rt.remove(&handle).await;
+                        }
+                        TaskState::Gone => {
+                            task.last_status = "STOPPED".into();
+                            task.desired_status = "STOPPED".into();
+                            task.stopped_at = Some(now.as_millis());
+                            task.stopped_reason.get_or_insert_with(|| "task disappeared from its runtime".into());
+                            if before.desired_status == "RUNNING" {
+                                self.note_failure(&task.task_set_id, "task disappeared from its runtime", now);
+                            }
+                        }
+                    }
+                }
+                "DEACTIVATING" => {
+                    let drained = task.stop_at.is_none_or(|at| now.as_millis() >= at) || self.released(&task);
+                    if drained {
+                        self.begin_stop(task, now, "").map_err(|e| anyhow::anyhow!(e.body.error))?;
+                        continue;
+                    }
+                }
+                _ => {}
+            }
+            if task != before {
+                self.store.transaction(|tx| tx.task_put(&task))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the data plane has let go of a deactivating task (its drain finished early
+    /// because nothing was in flight).
+    fn released(&self, task: &TaskRow) -> bool {
+        let (Some(addr), Some(removed_at)) = (&task.addr, self.removed_at_version.get(&task.id)) else {
+            return false;
+        };
+        let health = self.shared.health.read().unwrap_or_else(|p| p.into_inner());
+        health.version >= *removed_at
+            && !health.target_groups.values().flatten().any(|t| t.addr.to_string() == *addr)
+    }
+
+    fn note_failure(&mut self, task_set_id: &str, reason: &str, now: Timestamp) {
+        let record = self.failures.entry(task_set_id.to_string()).or_default();
+        record.count += 1;
+        record.last_reason = reason.to_string();
+        record.last_at = now;
+    }
+
+    fn note_removal(&mut self, task: &TaskRow) {
+        self.removed_at_version.insert(task.id.clone(), self.routes_version + 1);
+    }
+
+    /// Takes a task out of service and stops it in the background.
+    fn begin_stop(&mut self, mut task: TaskRow, now: Timestamp, reason: &str) -> Result<(), ApiError> {
+        task.desired_status = "STOPPED".into();
+        task.last_status = "STOPPING".into();
+        if !reason.is_empty() {
+            task.stopped_reason.get_or_insert_with(|| reason.to_string());
+        }
+        self.store.transaction(|tx| tx.task_put(&task))?;
+        self.removed_at_version.remove(&task.id);
+        let rt = self.runtimes.get(&task.runtime).cloned();
+        let handle = task.handle.as_deref().and_then(|h| serde_json::from_str::<TaskHandle>(h).ok());
+        let tx = self.tx.clone();
+        let task_id = task.id.clone();
+        let _ = now;
+        tokio::spawn(async move {
+            if let (Some(rt), Some(handle)) = (rt, handle) {
+                if let Err(err) = rt.stop(&handle).await {
+                    warn!(task = %task_id, "stopping task: {err}");
+                }
+                let _ = rt.remove(&handle).await;
+            }
+            let _ = tx.send(Msg::TaskStopped { task_id }).await;
+        });
+        Ok(())
+    }
+
+    /// Keeps every task set at its desired count.
+    fn schedule(&mut self, now: Timestamp) -> Result<(), ApiError> {
+        let snapshot = self.store.read(Snapshot::load)?;
+        for ts in &snapshot.task_sets {
+            let live: Vec<&TaskRow> = snapshot
+                .tasks
+                .iter()
+                .filter(|t| t.task_set_id == ts.id && t.desired_status == "RUNNING" && t.last_status != "STOPPED")
+                .collect();
+            if ts.status == "DRAINING" {
+                let remaining = snapshot.tasks.iter().any(|t| t.task_set_id == ts.id && t.last_status != "STOPPED");
+                if live.is_empty() && !remaining {
+                    self.store.transaction(|tx| tx.task_set_delete(&ts.id))?;
+                    self.failures.remove(&ts.id);
+                }
+                continue;
+            }
+            let desired = ts.desired_count as usize;
+            if live.len() > desired {
+                let mut extra: Vec<&TaskRow> = live.clone();
+                extra.sort_by_key(|t| std::cmp::Reverse(t.created_at));
+                let stop: Vec<String> = extra.iter().take(live.len() - desired).map(|t| t.id.clone()).collect();
+                let deactivated = self.store.transaction(|tx| {
+                    let mut out = Vec::new();
+                    for id in &stop {
+                        if let Some(task) = tx.task_get(id)? {
+                            out.push(deactivate(tx, task, ts, now)?);
+                        }
+                    }
+                    Ok(out)
+                })?;
+                for task in deactivated {
+                    self.note_removal(&task);
+                }
+                continue;
+            }
+            if live.len() < desired && !self.shutting_down {
+                if let Some(record) = self.failures.get(&ts.id) {
+                    // Exponential backoff between attempts after failures, capped like ECS's
+                    // throttle (ECS goes up to 15 minutes; a local runtime recovers faster).
+                    let backoff_ms = (250u64 << record.count.min(6)).min(15_000);
+                    if now.as_millis() < record.last_at.as_millis() + backoff_ms {
+                        continue;
+                    }
+                }
+                for _ in live.len()..desired {
+                    self.start_task(&snapshot, ts, now)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn start_task(&mut self, snapshot: &Snapshot, ts: &TaskSetRow, now: Timestamp) -> Result<(), ApiError> {
+        let service = snapshot
+            .service(&ts.service)
+            .ok_or_else(|| ApiError::internal(format!("task set {} has no service {}", ts.id, ts.service)))?;
+        let rt = self.runtimes.get(&service.runtime).cloned().ok_or_else(|| {
+            ApiError::conflict(format!(
+                "service {} uses the {} runtime, which is not available: see `cutover up`'s output",
+                service.name, service.runtime
+            ))
+        })?;
+        let (family, revision) = crate::apply::split_revision(&ts.task_definition)
+            .ok_or_else(|| ApiError::internal(format!("bad task definition id {}", ts.task_definition)))?;
+        let td_row = self
+            .store
+            .read(|tx| tx.task_definition_get(&family, revision))?
+            .ok_or_else(|| ApiError::internal(format!("task definition {} is missing", ts.task_definition)))?;
+        let td: spec::TaskDefinition = serde_json::from_str(&td_row.body)?;
+        let task_id = deployment::new_id("t");
+        let lb_container = match (&ts.deployment_id, &service.load_balancer) {
+            (Some(deployment_id), _) => self
+                .store
+                .read(|tx| tx.deployment_get(deployment_id))?
+                .and_then(|row| serde_json::from_str::<DeploymentBody>(&row.body).ok())
+                .map(|body| (body.container_name, body.container_port)),
+            (None, Some(lb)) => Some((lb.container_name.clone(), lb.container_port)),
+            (None, None) => None,
+        };
+        let task_spec = crate::apply::task_spec(&task_id, service, &ts.task_definition, ts.deployment_id.clone(), &td, lb_container);
+        let row = TaskRow {
+            id: task_id.clone(),
+            task_set_id: ts.id.clone(),
+            service: ts.service.clone(),
+            runtime: service.runtime.clone(),
+            last_status: "PROVISIONING".into(),
+            desired_status: "RUNNING".into(),
+            health: "UNKNOWN".into(),
+            handle: None,
+            addr: None,
+            stop_at: None,
+            stopped_reason: None,
+            created_at: now.as_millis(),
+            started_at: None,
+            stopped_at: None,
+        };
+        self.store.transaction(|tx| tx.task_put(&row))?;
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let result = rt.start(task_spec).await.map_err(|err| err.to_string());
+            let _ = tx.send(Msg::TaskStarted { task_id, result }).await;
+        });
+        Ok(())
+    }
+
+    fn task_started(&mut self, task_id: &str, result: Result<TaskHandle, String>) -> anyhow::Result<()> {
+        let now = clock::now();
+        let Some(mut task) = self.store.read(|tx| tx.task_get(task_id))? else { return Ok(()) };
+        match result {
+            Ok(handle) => {
+                task.handle = Some(serde_json::to_string(&handle)?);
+                task.addr = handle.addr.map(|a| a.to_string());
+                task.started_at = Some(now.as_millis());
+                if task.desired_status == "STOPPED" {
+                    // Stopped while starting (a rollback overtook it): stop it now.
+                    self.store.transaction(|tx| tx.task_put(&task))?;
+                    self.begin_stop(task, now, "").map_err(|e| anyhow::anyhow!(e.body.error))?;
+                    return Ok(());
+                }
+                task.last_status = "RUNNING".into();
+            }
+            Err(reason) => {
+                warn!(task = %task_id, "task failed to start: {reason}");
+                task.last_status = "STOPPED".into();
+                task.desired_status = "STOPPED".into();
+                task.stopped_at = Some(now.as_millis());
+                task.stopped_reason = Some(format!("task failed to start: {reason}"));
+                self.note_failure(&task.task_set_id, &format!("task failed to start: {reason}"), now);
+            }
+        }
+        self.store.transaction(|tx| tx.task_put(&task))?;
+        Ok(())
+    }
+
+    /// Tells each active deployment what it waits for, and fires due deadlines.
+    fn advance_deployments(&mut self, now: Timestamp) -> Result<(), ApiError> {
+        let ids: Vec<String> = self.machines.keys().cloned().collect();
+        for id in ids {
+            let Some(row) = self.store.read(|tx| tx.deployment_get(&id))? else { continue };
+            let mut body: DeploymentBody = serde_json::from_str(&row.body)?;
+            let mut input = None;
+            if let Some(green_id) = body.green_task_set.clone() {
+                let (tasks, ts) = self.store.read(|tx| Ok((tx.task_list(0)?, tx.task_set_get(&green_id)?)))?;
+                let desired = ts.as_ref().map_or(0, |ts| ts.desired_count) as usize;
+                let green_tasks: Vec<&TaskRow> = tasks
+                    .iter()
+                    .filter(|t| t.task_set_id == green_id && t.desired_status == "RUNNING" && t.last_status == "RUNNING")
+                    .collect();
+                let healthy = green_tasks.iter().filter(|t| t.health == "HEALTHY").count();
+                let machine = &self.machines[&id];
+                let installing = machine.current_event() == Some(model::LifecycleEvent::Install);
+                let failures = self.failures.get(&green_id).cloned().unwrap_or_default();
+                if !body.green_failure_reported && failures.count >= GREEN_FAILURES_MAX {
+                    body.green_failure_reported = true;
+                    input = Some(Input::GreenUnhealthy {
+                        reason: format!(
+                            "green tasks failed {} times in a row; last: {}",
+                            failures.count, failures.last_reason
+                        ),
+                    });
+                } else if installing && desired > 0 && healthy >= desired && self.health_fresh {
+                    body.green_was_healthy = true;
+                    input = Some(Input::GreenHealthy);
+                } else if body.green_was_healthy
+                    && !installing
+                    && !body.green_failure_reported
+                    && self.health_fresh
+                    && healthy == 0
+                    && machine.status() != DeploymentStatus::Succeeded
+                {
+                    body.green_failure_reported = true;
+                    input = Some(Input::GreenUnhealthy {
+                        reason: format!("green target group {} has no healthy targets", body.green_target_group),
+                    });
+                }
+            }
+            if input.is_some() {
+                let mut row = row.clone();
+                row.body = serde_json::to_string(&body)?;
+                self.store.transaction(|tx| tx.deployment_put(&row))?;
+            }
+            if let Some(input) = input {
+                let is_healthy = matches!(input, Input::GreenHealthy);
+                if let Err(err) = self.feed(&id, input) {
+                    if !is_healthy {
+                        warn!(deployment = %id, "{}", err.body.error);
+                    }
+                }
+            }
+            if let Some(machine) = self.machines.get_mut(&id) {
+                if machine.poll_timeout().is_some_and(|at| at <= now) {
+                    machine.handle_timeout(now);
+                }
+            }
+            self.drive(&id, now)?;
+        }
+        Ok(())
+    }
+
+    /// Sends a candidate table (from `apply`) to the data plane: it validates listeners and
+    /// certificates, and refuses the table as a whole if anything is wrong.
+    pub async fn try_routes(&mut self, mut table: RouteTable) -> anyhow::Result<()> {
+        let version = self.routes_version + 1;
+        self.store.transaction(|tx| tx.meta_set("routes_version", &version.to_string()))?;
+        table.version = version;
+        self.lb.put_routes(&table).await?;
+        self.routes_version = version;
+        table.version = 0;
+        self.last_pushed = Some(table);
+        Ok(())
+    }
+
+    pub fn forget_pushed_routes(&mut self) {
+        self.last_pushed = None;
+    }
+
+    async fn push_routes(&mut self) -> anyhow::Result<()> {
+        let snapshot = self.store.read(Snapshot::load)?;
+        let mut table = snapshot.route_table(0);
+        let unchanged = self.last_pushed.as_ref().is_some_and(|last| *last == table);
+        if unchanged {
+            return Ok(());
+        }
+        let version = self.routes_version + 1;
+        self.store.transaction(|tx| tx.meta_set("routes_version", &version.to_string()))?;
+        table.version = version;
+        if let Err(err) = self.lb.put_routes(&table).await {
+            // Perhaps the data plane died: start it again (it restores its last table from its
+            // state file) and retry once.
+            let preferred = self.lb.admin_addr();
+            crate::lb::ensure_running(&self.data_dir, preferred, self.lb_threads).await?;
+            self.lb.put_routes(&table).await.map_err(|retry| anyhow::anyhow!("{err:#}; retry: {retry:#}"))?;
+        }
+        self.routes_version = version;
+        *self.shared.routes_version.write().unwrap_or_else(|p| p.into_inner()) = version;
+        table.version = 0;
+        self.last_pushed = Some(table);
+        Ok(())
+    }
+}
+
+/// Takes every live task of a task set out of its target group; they stop after their drain.
+/// Returns the tasks deactivated.
+fn drain_task_set(tx: &store::Tx<'_>, task_set_id: &str, now: Timestamp) -> store::Result<Vec<TaskRow>> {
+    let Some(mut ts) = tx.task_set_get(task_set_id)? else { return Ok(Vec::new()) };
+    ts.status = "DRAINING".into();
+    ts.desired_count = 0;
+    ts.updated_at = now.as_millis();
+    tx.task_set_put(&ts)?;
+    let mut out = Vec::new();
+    for task in tx.task_list(0)? {
+        if task.task_set_id == task_set_id && task.desired_status == "RUNNING" && task.last_status != "STOPPED" {
+            out.push(deactivate(tx, task, &ts, now)?);
+        }
+    }
+    Ok(out)
+}
+
+/// ECS's DEACTIVATING: the task leaves its target group now and is stopped when the target
+/// group's deregistration delay ends (or earlier, once the load balancer has released it).
+fn deactivate(tx: &store::Tx<'_>, mut task: TaskRow, ts: &TaskSetRow, now: Timestamp) -> store::Result<TaskRow> {
+    let delay_ms = match &ts.target_group {
+        Some(tg) => state::doc::<TargetGroupDoc>(tx, KIND_TARGET_GROUP, tg)?.map_or(0, |d| d.deregistration_delay_ms),
+        None => 0,
+    };
+    task.desired_status = "STOPPED".into();
+    if task.last_status == "RUNNING" {
+        task.last_status = "DEACTIVATING".into();
+        task.stop_at = Some(now.as_millis() + delay_ms);
+    }
+    tx.task_put(&task)?;
+    Ok(task)
+}
+
+pub fn deployment_view(store: &Store, _shared: &Shared, id: &str) -> Result<api::DeploymentView, ApiError> {
+    let (row, sets, tasks): (DeploymentRow, Vec<TaskSetRow>, Vec<TaskRow>) = store
+        .read(|tx| {
+            let row = tx.deployment_get(id)?;
+            Ok(row.map(|row| (row, tx.task_set_list(), tx.task_list(0))))
+        })?
+        .map(|(row, sets, tasks)| Ok::<_, store::Error>((row, sets?, tasks?)))
+        .transpose()?
+        .ok_or_else(|| ApiError::not_found(format!("no deployment {id}; `cutover deployments list` shows them")))?;
+    let body: DeploymentBody = serde_json::from_str(&row.body)?;
+    let machine: Rollout = serde_json::from_str(&row.machine)?;
+    let set_view = |set_id: &str| sets.iter().find(|s| s.id == set_id).map(|s| task_set_view(s, &tasks));
+    let blue = set_view(&body.blue_task_set);
+    let green = body.green_task_set.as_deref().and_then(set_view);
+    Ok(deployment::view(&row, &body, &machine, blue, green))
+}
+
+pub fn task_set_view(ts: &TaskSetRow, tasks: &[TaskRow]) -> api::TaskSetView {
+    let mine = tasks.iter().filter(|t| t.task_set_id == ts.id);
+    api::TaskSetView {
+        id: ts.id.clone(),
+        status: ts.status.clone(),
+        task_definition: ts.task_definition.clone(),
+        target_group: ts.target_group.clone(),
+        deployment_id: ts.deployment_id.clone(),
+        desired_count: ts.desired_count,
+        running_count: mine.clone().filter(|t| t.last_status == "RUNNING").count() as u32,
+        healthy_count: mine.filter(|t| t.last_status == "RUNNING" && t.health == "HEALTHY").count() as u32,
+    }
+}

@@ -1,0 +1,163 @@
+//! Runs lifecycle hooks: a command, or an HTTP call, in place of CodeDeploy's Lambda functions.
+//!
+//! A command hook reports by its exit status (0 = Succeeded), or earlier through the API
+//! (`PUT /v1/deployments/{id}/lifecycle-hooks/{execution}`), whichever comes first. An HTTP hook
+//! receives CodeDeploy's payload (`DeploymentId`, `LifecycleEventHookExecutionId`) plus cutover's
+//! URLs; a non-2xx answer fails it at once, otherwise the result must come through the API, as with
+//! `PutLifecycleEventHookExecutionStatus`. An answer whose JSON body carries `"status":
+//! "Succeeded"` or `"Failed"` settles it directly. The per-hook timeout is enforced by the
+//! deployment state machine.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+
+/// What a hook gets to know about the deployment it validates.
+#[derive(Clone, Debug)]
+pub struct HookContext {
+    pub deployment_id: String,
+    pub execution_id: String,
+    pub event: String,
+    pub test_url: Option<String>,
+    pub production_url: Option<String>,
+    pub api_url: String,
+    pub callback_url: String,
+}
+
+#[derive(Clone, Debug)]
+pub enum HookTarget {
+    Command(Vec<String>),
+    Http(String),
+}
+
+/// The result of running a hook, when the hook itself settles it.
+#[derive(Debug)]
+pub enum HookRun {
+    Done { succeeded: bool, message: String },
+    /// An HTTP hook accepted the call; its result comes through the API.
+    AwaitingCallback,
+}
+
+/// Bound on the hook output kept in the deployment's history.
+const OUTPUT_TAIL_BYTES: usize = 2048;
+
+pub async fn run(target: HookTarget, ctx: HookContext, timeout: Duration) -> HookRun {
+    match target {
+        HookTarget::Command(argv) => run_command(argv, &ctx, timeout).await,
+        HookTarget::Http(url) => run_http(&url, &ctx).await,
+    }
+}
+
+async fn run_command(argv: Vec<String>, ctx: &HookContext, timeout: Duration) -> HookRun {
+    let Some((program, args)) = argv.split_first() else {
+        return HookRun::Done { succeeded: false, message: "hook command is empty".into() };
+    };
+    let mut command = tokio::process::Command::new(program);
+    command
+        .args(args)
+        .env("CUTOVER_DEPLOYMENT_ID", &ctx.deployment_id)
+        .env("CUTOVER_HOOK_EXECUTION_ID", &ctx.execution_id)
+        .env("CUTOVER_LIFECYCLE_EVENT", &ctx.event)
+        .env("CUTOVER_API_URL", &ctx.api_url)
+        .env("CUTOVER_HOOK_CALLBACK_URL", &ctx.callback_url)
+        // CodeDeploy's payload names, for scripts ported from Lambda hooks.
+        .env("DeploymentId", &ctx.deployment_id)
+        .env("LifecycleEventHookExecutionId", &ctx.execution_id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // A cancelled hook (the deployment stopped) must not keep running.
+        .kill_on_drop(true);
+    if let Some(url) = &ctx.test_url {
+        command.env("CUTOVER_TEST_URL", url);
+    }
+    if let Some(url) = &ctx.production_url {
+        command.env("CUTOVER_PRODUCTION_URL", url);
+    }
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(err) => {
+            return HookRun::Done {
+                succeeded: false,
+                message: format!("could not start hook command `{program}`: {err}"),
+            }
+        }
+    };
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    let read_all = async move {
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        if let Some(s) = stdout.as_mut() {
+            let _ = s.take(1 << 20).read_to_end(&mut out).await;
+        }
+        if let Some(s) = stderr.as_mut() {
+            let _ = s.take(1 << 20).read_to_end(&mut err).await;
+        }
+        out.extend_from_slice(&err);
+        out
+    };
+    // The state machine owns the timeout; this one only keeps a runaway hook from living forever.
+    let waited = tokio::time::timeout(timeout + Duration::from_secs(5), async {
+        let (output, status) = tokio::join!(read_all, child.wait());
+        (output, status)
+    })
+    .await;
+    match waited {
+        Ok((output, Ok(status))) => {
+            let tail = tail(&output);
+            let succeeded = status.success();
+            let message = match (succeeded, tail.is_empty()) {
+                (true, _) => format!("hook command exited 0{}", prefixed(&tail)),
+                (false, _) => format!("hook command failed ({status}){}", prefixed(&tail)),
+            };
+            HookRun::Done { succeeded, message }
+        }
+        Ok((_, Err(err))) => HookRun::Done { succeeded: false, message: format!("hook command: {err}") },
+        Err(_) => HookRun::Done {
+            succeeded: false,
+            message: format!("hook command did not finish within {}", model::format_duration(timeout)),
+        },
+    }
+}
+
+fn prefixed(tail: &str) -> String {
+    if tail.is_empty() { String::new() } else { format!(": {tail}") }
+}
+
+fn tail(output: &[u8]) -> String {
+    let start = output.len().saturating_sub(OUTPUT_TAIL_BYTES);
+    String::from_utf8_lossy(&output[start..]).trim().replace('\n', " | ")
+}
+
+async fn run_http(url: &str, ctx: &HookContext) -> HookRun {
+    let client = match reqwest::Client::builder().timeout(Duration::from_secs(30)).no_proxy().build() {
+        Ok(client) => client,
+        Err(err) => return HookRun::Done { succeeded: false, message: format!("HTTP client: {err}") },
+    };
+    let payload = serde_json::json!({
+        "DeploymentId": ctx.deployment_id,
+        "LifecycleEventHookExecutionId": ctx.execution_id,
+        "LifecycleEvent": ctx.event,
+        "TestUrl": ctx.test_url,
+        "ProductionUrl": ctx.production_url,
+        "CallbackUrl": ctx.callback_url,
+    });
+    let response = match client.post(url).json(&payload).send().await {
+        Ok(response) => response,
+        Err(err) => {
+            return HookRun::Done { succeeded: false, message: format!("calling hook {url}: {err}") }
+        }
+    };
+    let status = response.status();
+    if !status.is_success() {
+        return HookRun::Done { succeeded: false, message: format!("hook {url} answered {status}") };
+    }
+    let body: serde_json::Value = response.json().await.unwrap_or(serde_json::Value::Null);
+    match body.get("status").and_then(|s| s.as_str()) {
+        Some("Succeeded") => HookRun::Done { succeeded: true, message: format!("hook {url} answered Succeeded") },
+        Some("Failed") => HookRun::Done { succeeded: false, message: format!("hook {url} answered Failed") },
+        _ => HookRun::AwaitingCallback,
+    }
+}

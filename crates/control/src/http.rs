@@ -1,0 +1,515 @@
+//! The HTTP API (`/v1/...`): handlers that read the store directly and send every mutation to
+//! the engine's loop. See `docs/api.md`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use store::Store;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::api::*;
+use crate::declared::*;
+use crate::deployment::DeploymentBody;
+use crate::engine::{self, Command, Msg, Shared};
+use crate::error::ApiError;
+use crate::state::{self, Snapshot};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<Store>,
+    pub shared: Arc<Shared>,
+    pub tx: mpsc::Sender<Msg>,
+    pub token: Option<String>,
+    pub status: Arc<StatusView>,
+    pub runtimes: Arc<std::collections::BTreeMap<String, Arc<dyn runtime::Runtime>>>,
+    pub lb: crate::lb::LbClient,
+}
+
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/apply", post(apply))
+        .route("/v1/services", get(services))
+        .route("/v1/services/{name}", get(service))
+        .route("/v1/tasks", get(tasks))
+        .route("/v1/tasks/{id}/logs", get(task_logs))
+        .route("/v1/target-groups", get(target_groups))
+        .route("/v1/target-groups/{name}", get(target_group))
+        .route("/v1/target-groups/{name}/targets", post(register_target).delete(deregister_target))
+        .route("/v1/task-definitions", get(task_definitions).post(register_task_definition))
+        .route("/v1/task-definitions/{id}", get(task_definition).delete(deregister_task_definition))
+        .route("/v1/deployment-configs", get(deployment_configs))
+        .route("/v1/deployment-configs/{name}/preview", get(preview))
+        .route("/v1/deployments", get(deployments).post(create_deployment))
+        .route("/v1/deployments/{id}", get(deployment))
+        .route("/v1/deployments/{id}/events", get(deployment_events))
+        .route("/v1/deployments/{id}/stop", post(stop))
+        .route("/v1/deployments/{id}/rollback", post(rollback))
+        .route("/v1/deployments/{id}/continue", post(continue_deployment))
+        .route("/v1/deployments/{id}/lifecycle-hooks/{execution}", put(hook_status))
+        .route("/v1/shutdown", post(shutdown))
+        .route("/v1/metrics", get(metrics_json))
+        .route("/metrics", get(metrics_text))
+        .layer(middleware::from_fn_with_state(state.clone(), require_token));
+    api.with_state(state)
+}
+
+/// The API runs builds and commands: with a token configured, every request must carry it.
+async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if let Some(token) = &state.token {
+        let presented = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let ok = presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes()));
+        if !ok {
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "this API needs a token: pass --token or set CUTOVER_TOKEN (see `cutover up` output)",
+            )
+            .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn send(state: &AppState, command: Command) -> Result<Json<serde_json::Value>, ApiError> {
+    let (reply, answer) = oneshot::channel();
+    state
+        .tx
+        .send(Msg::Command(command, reply))
+        .await
+        .map_err(|_| ApiError::internal("the control plane is shutting down"))?;
+    let value = answer.await.map_err(|_| ApiError::internal("the control plane dropped the request"))??;
+    Ok(Json(value))
+}
+
+async fn status(State(state): State<AppState>) -> Json<StatusView> {
+    let mut view = (*state.status).clone();
+    view.routes_version = *state.shared.routes_version.read().unwrap_or_else(|p| p.into_inner());
+    Json(view)
+}
+
+async fn apply(State(state): State<AppState>, Json(request): Json<ApplyRequest>) -> Result<Json<serde_json::Value>, ApiError> {
+    send(&state, Command::Apply(request)).await
+}
+
+fn snapshot(state: &AppState) -> Result<Snapshot, ApiError> {
+    Ok(state.store.read(Snapshot::load)?)
+}
+
+fn service_view(snapshot: &Snapshot, service: &ServiceDoc) -> ServiceView {
+    let sets: Vec<TaskSetView> = snapshot
+        .task_sets
+        .iter()
+        .filter(|ts| ts.service == service.name)
+        .map(|ts| engine::task_set_view(ts, &snapshot.tasks))
+        .collect();
+    let primary = sets.iter().find(|s| s.status == "PRIMARY");
+    ServiceView {
+        name: service.name.clone(),
+        runtime: service.runtime.clone(),
+        desired_count: service.desired_count,
+        running_count: sets.iter().filter(|s| s.status != "DRAINING").map(|s| s.running_count).sum(),
+        task_definition: primary.map(|p| p.task_definition.clone()),
+        container_name: service.load_balancer.as_ref().map(|lb| lb.container_name.clone()),
+        container_port: service.load_balancer.as_ref().map(|lb| lb.container_port),
+        deployment_group: snapshot.group_of_service(&service.name).map(|g| g.key()),
+        task_sets: sets,
+    }
+}
+
+async fn services(State(state): State<AppState>) -> Result<Json<Vec<ServiceView>>, ApiError> {
+    let snapshot = snapshot(&state)?;
+    Ok(Json(snapshot.services.iter().map(|s| service_view(&snapshot, s)).collect()))
+}
+
+async fn service(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<ServiceView>, ApiError> {
+    let snapshot = snapshot(&state)?;
+    let service = snapshot
+        .service(&name)
+        .ok_or_else(|| ApiError::not_found(format!("no service `{name}`; `cutover services list` shows them")))?;
+    Ok(Json(service_view(&snapshot, service)))
+}
+
+#[derive(Deserialize)]
+struct TaskQuery {
+    service: Option<String>,
+    #[serde(default)]
+    all: bool,
+}
+
+async fn tasks(State(state): State<AppState>, Query(query): Query<TaskQuery>) -> Result<Json<Vec<TaskView>>, ApiError> {
+    let (tasks, sets) = state.store.read(|tx| {
+        Ok((tx.task_list(if query.all { state::STOPPED_TASKS_KEPT } else { 20 })?, tx.task_set_list()?))
+    })?;
+    let views = tasks
+        .into_iter()
+        .filter(|t| query.service.as_ref().is_none_or(|s| *s == t.service))
+        .map(|t| {
+            let set = sets.iter().find(|s| s.id == t.task_set_id);
+            TaskView {
+                id: t.id,
+                service: t.service,
+                task_set_id: t.task_set_id,
+                task_definition: set.map(|s| s.task_definition.clone()).unwrap_or_default(),
+                runtime: t.runtime,
+                last_status: t.last_status,
+                desired_status: t.desired_status,
+                health: t.health,
+                addr: t.addr,
+                target_group: set.and_then(|s| s.target_group.clone()),
+                started_at: t.started_at,
+                stopped_at: t.stopped_at,
+                stopped_reason: t.stopped_reason,
+            }
+        })
+        .collect();
+    Ok(Json(views))
+}
+
+#[derive(Deserialize)]
+struct LogQuery {
+    #[serde(default)]
+    follow: bool,
+}
+
+/// A task's output: every container's log, prefixed with the container name when there are
+/// several. With `follow`, the response streams new lines as they are written.
+async fn task_logs(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<LogQuery>,
+) -> Result<Response, ApiError> {
+    let task = state
+        .store
+        .read(|tx| tx.task_get(&id))?
+        .ok_or_else(|| ApiError::not_found(format!("no task {id}; `cutover tasks list` shows them")))?;
+    let rt = state
+        .runtimes
+        .get(&task.runtime)
+        .cloned()
+        .ok_or_else(|| ApiError::conflict(format!("the {} runtime is not available", task.runtime)))?;
+    let files = rt.log_files(&id);
+    let mut contents = Vec::new();
+    let mut offsets = Vec::new();
+    for (_, path) in &files {
+        let data = tokio::fs::read(path).await.unwrap_or_default();
+        offsets.push(data.len() as u64);
+        contents.extend_from_slice(&data);
+    }
+    if !query.follow {
+        return Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], contents).into_response());
+    }
+    let store = state.store.clone();
+    let stream = futures_util::stream::unfold(
+        (Some(contents), files, offsets, store, id),
+        |(first, files, mut offsets, store, id)| async move {
+            if let Some(first) = first {
+                return Some((Ok::<_, Infallible>(first), (None, files, offsets, store, id)));
+            }
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let mut chunk = Vec::new();
+                for ((_, path), offset) in files.iter().zip(offsets.iter_mut()) {
+                    if let Ok(data) = tokio::fs::read(path).await {
+                        if (data.len() as u64) > *offset {
+                            chunk.extend_from_slice(&data[*offset as usize..]);
+                            *offset = data.len() as u64;
+                        }
+                    }
+                }
+                if !chunk.is_empty() {
+                    return Some((Ok(chunk), (None, files, offsets, store, id)));
+                }
+                let stopped = store.read(|tx| tx.task_get(&id)).ok().flatten().is_none_or(|t| t.last_status == "STOPPED");
+                if stopped {
+                    return None;
+                }
+            }
+        },
+    );
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], Body::from_stream(stream)).into_response())
+}
+
+fn target_group_view(state: &AppState, doc: TargetGroupDoc) -> TargetGroupView {
+    let health = state.shared.health.read().unwrap_or_else(|p| p.into_inner());
+    TargetGroupView {
+        targets: health.target_groups.get(&doc.name).cloned().unwrap_or_default(),
+        name: doc.name,
+        health_check: doc.health_check,
+        deregistration_delay_ms: doc.deregistration_delay_ms,
+        algorithm: doc.algorithm,
+        manual_targets: doc.targets.iter().map(|t| t.to_string()).collect(),
+    }
+}
+
+async fn target_groups(State(state): State<AppState>) -> Result<Json<Vec<TargetGroupView>>, ApiError> {
+    let docs: Vec<TargetGroupDoc> = state.store.read(|tx| state::docs(tx, KIND_TARGET_GROUP))?;
+    Ok(Json(docs.into_iter().map(|d| target_group_view(&state, d)).collect()))
+}
+
+async fn target_group(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<TargetGroupView>, ApiError> {
+    let doc: TargetGroupDoc = state
+        .store
+        .read(|tx| state::doc(tx, KIND_TARGET_GROUP, &name))?
+        .ok_or_else(|| ApiError::not_found(format!("no target group `{name}`")))?;
+    Ok(Json(target_group_view(&state, doc)))
+}
+
+async fn register_target(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Json(request): Json<RegisterTargetRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    send(&state, Command::RegisterTarget { target_group: name, addr: request.addr, register: true }).await
+}
+
+async fn deregister_target(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Json(request): Json<RegisterTargetRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    send(&state, Command::RegisterTarget { target_group: name, addr: request.addr, register: false }).await
+}
+
+fn task_definition_view(row: store::TaskDefinitionRow) -> TaskDefinitionView {
+    TaskDefinitionView {
+        arn: spec::TaskDefinitionRef::arn(&row.family, row.revision),
+        family: row.family,
+        revision: row.revision,
+        status: row.status,
+        registered_at: row.registered_at,
+        body: serde_json::from_str(&row.body).unwrap_or(serde_json::Value::Null),
+    }
+}
+
+async fn task_definitions(State(state): State<AppState>) -> Result<Json<Vec<TaskDefinitionView>>, ApiError> {
+    let rows = state.store.read(|tx| tx.task_definition_list())?;
+    Ok(Json(rows.into_iter().map(task_definition_view).collect()))
+}
+
+fn parse_td_id(id: &str) -> Result<(String, Option<u32>), ApiError> {
+    let id = id.rsplit('/').next().unwrap_or(id);
+    match id.rsplit_once(':') {
+        Some((family, revision)) => {
+            let revision = revision
+                .parse()
+                .map_err(|_| ApiError::bad_request(format!("`{id}` is not family:revision")))?;
+            Ok((family.to_string(), Some(revision)))
+        }
+        None => Ok((id.to_string(), None)),
+    }
+}
+
+async fn task_definition(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<TaskDefinitionView>, ApiError> {
+    let (family, revision) = parse_td_id(&id)?;
+    let row = state
+        .store
+        .read(|tx| match revision {
+            Some(revision) => tx.task_definition_get(&family, revision),
+            None => tx.task_definition_latest(&family),
+        })?
+        .ok_or_else(|| ApiError::not_found(format!("no task definition `{id}`")))?;
+    Ok(Json(task_definition_view(row)))
+}
+
+async fn register_task_definition(
+    State(state): State<AppState>,
+    Json(request): Json<RegisterTaskDefinitionRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    send(&state, Command::RegisterTaskDefinition(request.file)).await
+}
+
+async fn deregister_task_definition(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+    let (family, revision) = parse_td_id(&id)?;
+    let revision =
+        revision.ok_or_else(|| ApiError::bad_request("deregister needs family:revision, e.g. web:3"))?;
+    send(&state, Command::DeregisterTaskDefinition { family, revision }).await
+}
+
+async fn deployment_configs(State(state): State<AppState>) -> Result<Json<Vec<DeploymentConfigView>>, ApiError> {
+    let mut views: Vec<DeploymentConfigView> = model::PREDEFINED_CONFIGS
+        .iter()
+        .map(|(name, routing)| DeploymentConfigView { name: name.to_string(), routing: routing.to_string(), predefined: true })
+        .collect();
+    let custom: Vec<DeploymentConfigDoc> = state.store.read(|tx| state::docs(tx, KIND_DEPLOYMENT_CONFIG))?;
+    views.extend(custom.into_iter().map(|d| DeploymentConfigView {
+        name: d.name.clone(),
+        routing: d.to_model().routing.to_string(),
+        predefined: false,
+    }));
+    Ok(Json(views))
+}
+
+#[derive(Deserialize)]
+struct PreviewQuery {
+    /// Preview with a deployment group's settings (test listener, waits, hooks).
+    group: Option<String>,
+}
+
+async fn preview(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(query): Query<PreviewQuery>,
+) -> Result<Json<PreviewView>, ApiError> {
+    let snapshot = snapshot(&state)?;
+    let custom: Vec<model::DeploymentConfig> = snapshot.deployment_configs.iter().map(|d| d.to_model()).collect();
+    let config = spec::resolve_deployment_config(&name, &custom).ok_or_else(|| {
+        ApiError::not_found(format!("no deployment config `{name}`; `cutover deployment-configs list` shows them"))
+    })?;
+    let group = match &query.group {
+        Some(key) => Some(snapshot.group(key).cloned().ok_or_else(|| ApiError::not_found(format!("no deployment group `{key}`")))?),
+        None => None,
+    };
+    let hooks = group
+        .as_ref()
+        .map(|g| {
+            g.hooks
+                .iter()
+                .filter_map(|(event, name)| {
+                    Some((
+                        model::LifecycleEvent::parse(event)?,
+                        rollout::Hook { name: name.clone(), timeout: Duration::from_millis(g.hook_timeout_ms) },
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let spec = rollout::RolloutSpec {
+        deployment_id: "preview".into(),
+        routing: config.routing,
+        has_test_listener: group.as_ref().is_none_or(|g| g.test_listener.is_some()),
+        hooks,
+        ready_wait: group.as_ref().and_then(|g| g.ready_wait_ms).map(Duration::from_millis),
+        termination_wait: group.as_ref().map_or(Duration::ZERO, |g| Duration::from_millis(g.termination_wait_ms)),
+        auto_rollback: rollout::AutoRollback { on_failure: true, on_alarm: true, on_stop_request: false },
+        install_timeout: Duration::from_secs(3600),
+    };
+    let steps: Vec<PreviewStep> = rollout::preview(&spec)
+        .into_iter()
+        .map(|(at, effect)| PreviewStep { at_ms: at.as_millis() as u64, what: effect.to_string() })
+        .collect();
+    Ok(Json(PreviewView {
+        name: config.name.clone(),
+        routing: config.routing.to_string(),
+        total_ms: steps.last().map_or(0, |s| s.at_ms),
+        steps,
+    }))
+}
+
+#[derive(Deserialize)]
+struct DeploymentsQuery {
+    group: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn deployments(
+    State(state): State<AppState>,
+    Query(query): Query<DeploymentsQuery>,
+) -> Result<Json<Vec<DeploymentView>>, ApiError> {
+    let rows = state.store.read(|tx| tx.deployment_list(query.limit.unwrap_or(50).min(1000)))?;
+    let mut views = Vec::new();
+    for row in rows {
+        let body: DeploymentBody = serde_json::from_str(&row.body)?;
+        if query.group.as_ref().is_some_and(|g| *g != format!("{}/{}", body.application, body.deployment_group)) {
+            continue;
+        }
+        views.push(engine::deployment_view(&state.store, &state.shared, &row.id)?);
+    }
+    Ok(Json(views))
+}
+
+async fn create_deployment(
+    State(state): State<AppState>,
+    Json(request): Json<CreateDeploymentRequest>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    Ok((StatusCode::CREATED, send(&state, Command::CreateDeployment(request)).await?))
+}
+
+async fn deployment(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<DeploymentView>, ApiError> {
+    Ok(Json(engine::deployment_view(&state.store, &state.shared, &id)?))
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    #[serde(default)]
+    after: i64,
+}
+
+async fn deployment_events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<EventsQuery>,
+) -> Result<Json<Vec<EventView>>, ApiError> {
+    let rows = state.store.read(|tx| tx.event_list(&id, query.after))?;
+    Ok(Json(rows.into_iter().map(|e| EventView { seq: e.seq, at: e.at, kind: e.kind, message: e.message }).collect()))
+}
+
+async fn stop(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Option<Json<StopRequest>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let rollback = body.and_then(|Json(b)| b.rollback);
+    send(&state, Command::Stop { id, rollback }).await
+}
+
+async fn rollback(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+    send(&state, Command::Stop { id, rollback: Some(true) }).await
+}
+
+async fn continue_deployment(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Json(request): Json<ContinueRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    send(&state, Command::Continue { id, wait: request.wait }).await
+}
+
+async fn hook_status(
+    State(state): State<AppState>,
+    Path((id, execution_id)): Path<(String, String)>,
+    Json(request): Json<HookStatusRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let succeeded = match request.status.as_str() {
+        "Succeeded" => true,
+        "Failed" => false,
+        other => {
+            return Err(ApiError::bad_request(format!("status `{other}` is not Succeeded or Failed")));
+        }
+    };
+    let message = request.message.unwrap_or_else(|| format!("reported {} through the API", request.status));
+    send(&state, Command::HookStatus { id, execution_id, succeeded, message }).await
+}
+
+async fn shutdown(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    send(&state, Command::Shutdown).await
+}
+
+async fn metrics_json(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    state.lb.metrics_json().await.map(Json).map_err(|err| ApiError::new(StatusCode::BAD_GATEWAY, format!("load balancer metrics: {err}")))
+}
+
+async fn metrics_text(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let text = state
+        .lb
+        .metrics_text()
+        .await
+        .map_err(|err| ApiError::new(StatusCode::BAD_GATEWAY, format!("load balancer metrics: {err}")))?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}

@@ -1,0 +1,96 @@
+//! Computes the load balancer's routing table from the control plane's state.
+//!
+//! Pure: the same state always gives the same table, so after a restart the control plane sends
+//! the data plane exactly what it already serves, and nothing moves.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use routes::{Action, ForwardAction, Listener, RouteTable, Target, TargetGroup, WeightedTargetGroup};
+
+use crate::declared::{DeploymentGroupDoc, LoadBalancerDoc, TargetGroupDoc};
+
+/// How one deployment group routes right now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupRouting {
+    pub group: DeploymentGroupDoc,
+    /// The target group blue (the primary task set) is in.
+    pub blue_target_group: String,
+    pub production_green_percent: u8,
+    pub test_to_green: bool,
+}
+
+impl GroupRouting {
+    pub fn green_target_group(&self) -> &str {
+        let [a, b] = &self.group.target_groups;
+        if *a == self.blue_target_group { b } else { a }
+    }
+}
+
+/// Listener name in the table: `load_balancer/listener`.
+pub fn listener_key(load_balancer: &str, listener: &str) -> String {
+    format!("{load_balancer}/{listener}")
+}
+
+pub fn compute(
+    version: u64,
+    load_balancers: &[LoadBalancerDoc],
+    target_groups: &[TargetGroupDoc],
+    groups: &[GroupRouting],
+    task_targets: &BTreeMap<String, Vec<SocketAddr>>,
+) -> RouteTable {
+    let mut table = RouteTable { version, ..RouteTable::default() };
+    for tg in target_groups {
+        let mut targets: Vec<Target> = tg.targets.iter().map(|addr| Target { addr: *addr }).collect();
+        if let Some(addrs) = task_targets.get(&tg.name) {
+            targets.extend(addrs.iter().map(|addr| Target { addr: *addr }));
+        }
+        targets.sort();
+        targets.dedup();
+        table.target_groups.insert(
+            tg.name.clone(),
+            TargetGroup {
+                health_check: tg.health_check.clone(),
+                deregistration_delay_ms: tg.deregistration_delay_ms,
+                algorithm: tg.algorithm,
+                targets,
+            },
+        );
+    }
+    for lb in load_balancers {
+        for listener in &lb.listeners {
+            let key = listener_key(&lb.name, &listener.name);
+            let action = managed_action(&lb.name, &listener.name, groups)
+                .unwrap_or_else(|| listener.action.clone());
+            table.listeners.insert(
+                key,
+                Listener { bind: listener.bind, tls: listener.tls.clone(), idle_timeout_ms: None, action },
+            );
+        }
+    }
+    table
+}
+
+/// The action of a listener that is a deployment group's production or test listener. Both target
+/// groups stay in the forward, the idle one at weight 0, as CodeDeploy leaves an ALB rule: the idle
+/// group stays referenced and health-checked, ready for the next deployment.
+fn managed_action(lb: &str, listener: &str, groups: &[GroupRouting]) -> Option<Action> {
+    for routing in groups {
+        let is = |r: &crate::declared::ListenerRefDoc| r.load_balancer == lb && r.listener == listener;
+        let green_percent = if is(&routing.group.production_listener) {
+            routing.production_green_percent
+        } else if routing.group.test_listener.as_ref().is_some_and(is) {
+            if routing.test_to_green { 100 } else { 0 }
+        } else {
+            continue;
+        };
+        let green_percent = u16::from(green_percent.min(100));
+        return Some(Action::Forward(ForwardAction {
+            target_groups: vec![
+                WeightedTargetGroup { name: routing.blue_target_group.clone(), weight: 100 - green_percent },
+                WeightedTargetGroup { name: routing.green_target_group().to_string(), weight: green_percent },
+            ],
+        }));
+    }
+    None
+}

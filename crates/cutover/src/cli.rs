@@ -1,0 +1,513 @@
+//! Command-line interface: argument definitions and what each command does.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand, ValueEnum};
+use control::api::*;
+
+use crate::client::Client;
+use crate::render;
+
+#[derive(Parser, Debug)]
+#[command(name = "cutover", version, about = "Blue/green releases on one machine: CodeDeploy, ECS and an ALB in one program")]
+pub struct Args {
+    /// The control plane's API; by default the one recorded in the data directory, else
+    /// http://127.0.0.1:7400.
+    #[arg(long, global = true, env = "CUTOVER_API")]
+    api: Option<String>,
+    /// API token (needed when the API listens beyond loopback).
+    #[arg(long, global = true, env = "CUTOVER_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Where cutover keeps its state.
+    #[arg(long, global = true, env = "CUTOVER_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Output format of read commands.
+    #[arg(long, short, global = true, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Start the control plane, the load balancer and the runtimes (foreground; Ctrl-C stops the
+    /// control plane only: the load balancer and the tasks keep serving).
+    Up {
+        /// Address of the HTTP API. Beyond loopback, a token is required.
+        #[arg(long, default_value = "127.0.0.1:7400")]
+        listen: SocketAddr,
+        /// Admin address of the load balancer, if one must be started.
+        #[arg(long, default_value = "127.0.0.1:7401")]
+        lb_admin: SocketAddr,
+        /// Worker threads of the load balancer.
+        #[arg(long, default_value_t = 2)]
+        lb_threads: usize,
+    },
+    /// Stop everything `cutover up` started: tasks, load balancer, control plane.
+    Down,
+    /// Run the load balancer (data plane) alone; `cutover up` starts it for you.
+    Lb {
+        #[arg(long)]
+        admin: SocketAddr,
+        #[arg(long)]
+        state_file: Option<PathBuf>,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
+    /// Show what is running.
+    Status,
+    /// Apply cutover.yaml: print the plan, then make it so.
+    Apply {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// Only print the plan.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Check files (taskdef.json, appspec.yaml, cutover.yaml) without changing anything.
+    Validate {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Start a blue/green deployment in a deployment group.
+    Deploy {
+        /// `application/group`.
+        #[arg(long)]
+        group: String,
+        /// A task definition to register and deploy (replaces the AppSpec's TaskDefinition).
+        #[arg(long)]
+        task_definition: Option<PathBuf>,
+        #[arg(long)]
+        appspec: PathBuf,
+        /// Use this deployment config instead of the group's.
+        #[arg(long)]
+        config: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        /// Show progress and exit 0 only if the deployment succeeds.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Deployments: list, inspect, watch, stop, continue, roll back.
+    #[command(subcommand)]
+    Deployments(DeploymentsCommand),
+    #[command(subcommand)]
+    Services(ServicesCommand),
+    #[command(subcommand)]
+    Tasks(TasksCommand),
+    /// A task's output (stdout and stderr of its containers).
+    Logs {
+        task: String,
+        #[arg(long, short)]
+        follow: bool,
+    },
+    #[command(subcommand, name = "target-groups")]
+    TargetGroups(TargetGroupsCommand),
+    #[command(subcommand, name = "task-definitions")]
+    TaskDefinitions(TaskDefinitionsCommand),
+    #[command(subcommand, name = "deployment-configs")]
+    DeploymentConfigs(DeploymentConfigsCommand),
+    /// Report a lifecycle hook's result (PutLifecycleEventHookExecutionStatus).
+    #[command(subcommand)]
+    Hooks(HooksCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum DeploymentsCommand {
+    List {
+        #[arg(long)]
+        group: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    Get { id: String },
+    /// Follow a deployment live until it ends.
+    Watch { id: String },
+    /// Stop a deployment; rolls back if the group's auto-rollback includes
+    /// DEPLOYMENT_STOP_ON_REQUEST, unless told otherwise.
+    Stop {
+        id: String,
+        #[arg(long, conflicts_with = "no_rollback")]
+        rollback: bool,
+        #[arg(long)]
+        no_rollback: bool,
+    },
+    /// Continue a deployment waiting in its ready wait (READY_WAIT) or end its termination wait
+    /// early (TERMINATION_WAIT).
+    Continue {
+        id: String,
+        #[arg(long, value_parser = ["READY_WAIT", "TERMINATION_WAIT"])]
+        wait: Option<String>,
+    },
+    /// Put all traffic back on blue and stop green.
+    Rollback { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum ServicesCommand {
+    List,
+    Get { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum TasksCommand {
+    List {
+        #[arg(long)]
+        service: Option<String>,
+        /// Include stopped tasks.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TargetGroupsCommand {
+    List,
+    Get { name: String },
+    /// Register an IP target by hand (as ALB's `ip` targets).
+    Register { name: String, addr: String },
+    Deregister { name: String, addr: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum TaskDefinitionsCommand {
+    List,
+    /// `family:revision`, `family` (latest) or an ARN.
+    Get { id: String },
+    Register { file: PathBuf },
+    Deregister { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum DeploymentConfigsCommand {
+    List,
+    /// Print the exact traffic-shift schedule of a config before anyone runs it.
+    Preview {
+        name: String,
+        /// Include a deployment group's test listener, waits and hooks.
+        #[arg(long)]
+        group: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum HooksCommand {
+    Report {
+        deployment: String,
+        execution: String,
+        #[arg(long, value_parser = ["Succeeded", "Failed"])]
+        status: String,
+        #[arg(long)]
+        message: Option<String>,
+    },
+}
+
+pub fn default_data_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME") {
+        return PathBuf::from(dir).join("cutover");
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".local/share/cutover"),
+        None => PathBuf::from(".cutover"),
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CUTOVER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
+    let api = args.api.clone().unwrap_or_else(|| {
+        std::fs::read_to_string(control::api_record_path(&data_dir))
+            .ok()
+            .and_then(|text| serde_json::from_str::<control::ApiRecord>(&text).ok())
+            .map(|record| record.url)
+            .unwrap_or_else(|| "http://127.0.0.1:7400".to_string())
+    });
+    let token = args.token.clone().or_else(|| std::fs::read_to_string(data_dir.join("token")).ok());
+    let client = Client::new(api, token.clone());
+    let json = args.output == Output::Json;
+
+    match args.command {
+        Command::Up { listen, lb_admin, lb_threads } => {
+            init_tracing();
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(control::serve(control::ServerConfig {
+                data_dir,
+                listen,
+                token,
+                lb_admin,
+                lb_threads,
+            }))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Lb { admin, state_file, threads } => {
+            init_tracing();
+            proxy::run_blocking(proxy::ProxyConfig { admin_addr: admin, state_file, worker_threads: threads })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Down => down(&client, &data_dir),
+        Command::Status => {
+            let status: StatusView = client.get("/v1/status")?;
+            render::print(json, &status, render::status)
+        }
+        Command::Apply { file, dry_run } => apply(&client, &file, dry_run, json),
+        Command::Validate { files } => validate(&files),
+        Command::Deploy { group, task_definition, appspec, config, description, wait } => {
+            let request = CreateDeploymentRequest {
+                group,
+                task_definition: task_definition.as_deref().map(upload).transpose()?,
+                appspec: upload(&appspec)?,
+                description,
+                deployment_config: config,
+            };
+            let view: DeploymentView = client.post("/v1/deployments", &request)?;
+            if json && !wait {
+                return render::print(true, &view, render::deployment);
+            }
+            println!("deployment {} created in {}/{} ({})", view.id, view.application, view.deployment_group, view.routing);
+            if wait {
+                return render::watch(&client, &view.id, json);
+            }
+            println!("follow it with: cutover deployments watch {}", view.id);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Deployments(command) => deployments(&client, command, json),
+        Command::Services(ServicesCommand::List) => {
+            let services: Vec<ServiceView> = client.get("/v1/services")?;
+            render::print(json, &services, render::services)
+        }
+        Command::Services(ServicesCommand::Get { name }) => {
+            let service: ServiceView = client.get(&format!("/v1/services/{name}"))?;
+            render::print(json, &service, render::service)
+        }
+        Command::Tasks(TasksCommand::List { service, all }) => {
+            let mut path = format!("/v1/tasks?all={all}");
+            if let Some(service) = service {
+                path.push_str(&format!("&service={service}"));
+            }
+            let tasks: Vec<TaskView> = client.get(&path)?;
+            render::print(json, &tasks, render::tasks)
+        }
+        Command::Logs { task, follow } => {
+            let mut response = client.get_text(&format!("/v1/tasks/{task}/logs?follow={follow}"))?;
+            std::io::copy(&mut response, &mut std::io::stdout().lock())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::TargetGroups(command) => target_groups(&client, command, json),
+        Command::TaskDefinitions(command) => task_definitions(&client, command, json),
+        Command::DeploymentConfigs(DeploymentConfigsCommand::List) => {
+            let configs: Vec<DeploymentConfigView> = client.get("/v1/deployment-configs")?;
+            render::print(json, &configs, render::deployment_configs)
+        }
+        Command::DeploymentConfigs(DeploymentConfigsCommand::Preview { name, group }) => {
+            let mut path = format!("/v1/deployment-configs/{name}/preview");
+            if let Some(group) = group {
+                path.push_str(&format!("?group={group}"));
+            }
+            let preview: PreviewView = client.get(&path)?;
+            render::print(json, &preview, render::preview)
+        }
+        Command::Hooks(HooksCommand::Report { deployment, execution, status, message }) => {
+            let _: serde_json::Value = client.put(
+                &format!("/v1/deployments/{deployment}/lifecycle-hooks/{execution}"),
+                &HookStatusRequest { status, message },
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Reads a file for the API, with the directory it came from.
+fn upload(path: &Path) -> anyhow::Result<FileUpload> {
+    const FILE_BYTES_MAX: u64 = 1 << 20;
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut text = String::new();
+    let read = file.take(FILE_BYTES_MAX + 1).read_to_string(&mut text);
+    read.with_context(|| format!("{} is not a UTF-8 text file", path.display()))?;
+    if text.len() as u64 > FILE_BYTES_MAX {
+        bail!("{} is larger than 1 MiB; cutover's files are small, is this the right file?", path.display());
+    }
+    let base_dir = path
+        .parent()
+        .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+        .and_then(|p| p.canonicalize().ok())
+        .map(|p| p.display().to_string());
+    Ok(FileUpload { name: path.display().to_string(), text, base_dir })
+}
+
+fn apply(client: &Client, file: &Path, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
+    let upload_file = upload(file)?;
+    // Send the task definitions the file refers to by path, so the server validates everything.
+    let mut referenced = std::collections::BTreeMap::new();
+    if let Ok(parsed) = spec::parse_cutover_file(&upload_file.name, &upload_file.text) {
+        let base = file.parent().unwrap_or(Path::new("."));
+        for service in &parsed.value.services {
+            let path = base.join(&service.task_definition);
+            if path.is_file() {
+                referenced.insert(service.task_definition.clone(), upload(&path)?);
+            }
+        }
+    }
+    let request = ApplyRequest { file: upload_file, referenced, dry_run };
+    let response: ApplyResponse = client.post("/v1/apply", &request)?;
+    render::print(json, &response, render::apply)
+}
+
+fn validate(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let mut failed = false;
+    for path in files {
+        let file = match upload(path) {
+            Ok(file) => file,
+            Err(err) => {
+                eprintln!("{}: {err:#}", path.display());
+                failed = true;
+                continue;
+            }
+        };
+        match spec::validate(&file.name, &file.text) {
+            Ok(notes) => {
+                for note in notes {
+                    println!("{note}");
+                }
+                println!("{}: ok", path.display());
+            }
+            Err(errors) => {
+                eprintln!("{errors}");
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+fn down(client: &Client, data_dir: &Path) -> anyhow::Result<ExitCode> {
+    match client.post::<_, serde_json::Value>("/v1/shutdown", &serde_json::json!({})) {
+        Ok(_) => {
+            let deadline = std::time::Instant::now() + Duration::from_secs(120);
+            while std::time::Instant::now() < deadline {
+                if client.get::<StatusView>("/v1/status").is_err() {
+                    println!("cutover is down: tasks stopped, load balancer stopped");
+                    return Ok(ExitCode::SUCCESS);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            bail!("cutover did not stop within 120s")
+        }
+        Err(err) => {
+            // No control plane: stop what it left behind directly.
+            if let Some(record) = control::lb::read_record(data_dir) {
+                control::stop_pid(record.pid);
+                println!("load balancer (pid {}) stopped; control plane was not running ({err:#})", record.pid);
+            } else {
+                println!("nothing to stop: {err:#}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn deployments(client: &Client, command: DeploymentsCommand, json: bool) -> anyhow::Result<ExitCode> {
+    match command {
+        DeploymentsCommand::List { group, limit } => {
+            let mut path = format!("/v1/deployments?limit={limit}");
+            if let Some(group) = group {
+                path.push_str(&format!("&group={group}"));
+            }
+            let list: Vec<DeploymentView> = client.get(&path)?;
+            render::print(json, &list, render::deployments)
+        }
+        DeploymentsCommand::Get { id } => {
+            let view: DeploymentView = client.get(&format!("/v1/deployments/{id}"))?;
+            render::print(json, &view, render::deployment)
+        }
+        DeploymentsCommand::Watch { id } => render::watch(client, &id, json),
+        DeploymentsCommand::Stop { id, rollback, no_rollback } => {
+            let rollback = if rollback { Some(true) } else if no_rollback { Some(false) } else { None };
+            let view: DeploymentView = client.post(&format!("/v1/deployments/{id}/stop"), &StopRequest { rollback })?;
+            render::print(json, &view, render::deployment)
+        }
+        DeploymentsCommand::Continue { id, wait } => {
+            let wait = match wait {
+                Some(wait) => wait,
+                None => {
+                    let view: DeploymentView = client.get(&format!("/v1/deployments/{id}"))?;
+                    if view.status == "Baking" { "TERMINATION_WAIT".into() } else { "READY_WAIT".into() }
+                }
+            };
+            let view: DeploymentView = client.post(&format!("/v1/deployments/{id}/continue"), &ContinueRequest { wait })?;
+            render::print(json, &view, render::deployment)
+        }
+        DeploymentsCommand::Rollback { id } => {
+            let view: DeploymentView = client.post(&format!("/v1/deployments/{id}/rollback"), &serde_json::json!({}))?;
+            render::print(json, &view, render::deployment)
+        }
+    }
+}
+
+fn target_groups(client: &Client, command: TargetGroupsCommand, json: bool) -> anyhow::Result<ExitCode> {
+    match command {
+        TargetGroupsCommand::List => {
+            let list: Vec<TargetGroupView> = client.get("/v1/target-groups")?;
+            render::print(json, &list, render::target_groups)
+        }
+        TargetGroupsCommand::Get { name } => {
+            let view: TargetGroupView = client.get(&format!("/v1/target-groups/{name}"))?;
+            render::print(json, &view, render::target_group)
+        }
+        TargetGroupsCommand::Register { name, addr } => {
+            let _: serde_json::Value =
+                client.post(&format!("/v1/target-groups/{name}/targets"), &RegisterTargetRequest { addr: addr.clone() })?;
+            println!("registered {addr} in {name}");
+            Ok(ExitCode::SUCCESS)
+        }
+        TargetGroupsCommand::Deregister { name, addr } => {
+            let _: serde_json::Value =
+                client.delete(&format!("/v1/target-groups/{name}/targets"), &RegisterTargetRequest { addr: addr.clone() })?;
+            println!("deregistered {addr} from {name}; it drains for the group's deregistration delay");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn task_definitions(client: &Client, command: TaskDefinitionsCommand, json: bool) -> anyhow::Result<ExitCode> {
+    match command {
+        TaskDefinitionsCommand::List => {
+            let list: Vec<TaskDefinitionView> = client.get("/v1/task-definitions")?;
+            render::print(json, &list, render::task_definitions)
+        }
+        TaskDefinitionsCommand::Get { id } => {
+            let view: TaskDefinitionView = client.get(&format!("/v1/task-definitions/{}", id.rsplit('/').next().unwrap_or(&id)))?;
+            render::print(json, &view, |v| serde_json::to_string_pretty(&v.body).unwrap_or_default())
+        }
+        TaskDefinitionsCommand::Register { file } => {
+            let answer: serde_json::Value =
+                client.post("/v1/task-definitions", &RegisterTaskDefinitionRequest { file: upload(&file)? })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            } else {
+                println!("registered {}", answer["arn"].as_str().unwrap_or_default());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        TaskDefinitionsCommand::Deregister { id } => {
+            let _: serde_json::Value = client.delete(&format!("/v1/task-definitions/{id}"), &serde_json::json!({}))?;
+            println!("{id} is INACTIVE: running tasks keep running; no new task can use it");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,370 @@
+//! How the CLI shows things: aligned tables for people, JSON (`--output json`) for programs, and
+//! the live view of `deployments watch` / `deploy --wait`.
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use control::api::*;
+use serde::Serialize;
+
+use crate::client::Client;
+
+pub fn print<T: Serialize>(json: bool, value: &T, text: impl Fn(&T) -> String) -> anyhow::Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        let out = text(value);
+        print!("{out}");
+        if !out.ends_with('\n') {
+            println!();
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Left-aligned columns, two spaces apart.
+pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |cells: Vec<String>, out: &mut String| {
+        let mut text = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                text.push_str(cell);
+            } else {
+                let _ = write!(text, "{cell:<width$}  ", width = widths[i]);
+            }
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(header.iter().map(|h| h.to_string()).collect(), &mut out);
+    for row in rows {
+        line(row, &mut out);
+    }
+    out
+}
+
+fn or_dash(value: Option<impl ToString>) -> String {
+    value.map_or_else(|| "-".to_string(), |v| v.to_string())
+}
+
+fn time(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    format!("{h:02}:{m:02}:{s:02}.{:03}", ms % 1000)
+}
+
+pub fn status(s: &StatusView) -> String {
+    let mut out = format!(
+        "cutover {}\napi: {}\ndata dir: {}\nload balancer admin: {} (routing table v{})\nruntimes: {}\n",
+        s.version,
+        s.api,
+        s.data_dir,
+        s.lb_admin,
+        s.routes_version,
+        s.runtimes.join(", ")
+    );
+    for warning in &s.warnings {
+        let _ = writeln!(out, "warning: {warning}");
+    }
+    out
+}
+
+pub fn apply(response: &ApplyResponse) -> String {
+    let mut out = table(
+        &["KIND", "NAME", "ACTION"],
+        response
+            .plan
+            .iter()
+            .map(|p| vec![p.kind.clone(), p.name.clone(), p.action.clone()])
+            .collect(),
+    );
+    for note in &response.notes {
+        let _ = writeln!(out, "note: {note}");
+    }
+    let changes = response.plan.iter().filter(|p| p.action != "no change").count();
+    let _ = writeln!(
+        out,
+        "{}",
+        match (response.applied, changes) {
+            (_, 0) => "no changes".to_string(),
+            (true, n) => format!("applied {n} change(s)"),
+            (false, n) => format!("{n} change(s) planned; run without --dry-run to apply"),
+        }
+    );
+    out
+}
+
+pub fn services(list: &Vec<ServiceView>) -> String {
+    table(
+        &["NAME", "RUNTIME", "DESIRED", "RUNNING", "TASK DEFINITION", "DEPLOYMENT GROUP"],
+        list.iter()
+            .map(|s| {
+                vec![
+                    s.name.clone(),
+                    s.runtime.clone(),
+                    s.desired_count.to_string(),
+                    s.running_count.to_string(),
+                    or_dash(s.task_definition.as_ref()),
+                    or_dash(s.deployment_group.as_ref()),
+                ]
+            })
+            .collect(),
+    )
+}
+
+pub fn service(s: &ServiceView) -> String {
+    let mut out = services(&vec![s.clone()]);
+    out.push('\n');
+    out.push_str(&table(
+        &["TASK SET", "STATUS", "TASK DEFINITION", "TARGET GROUP", "DESIRED", "RUNNING", "HEALTHY"],
+        s.task_sets
+            .iter()
+            .map(|t| {
+                vec![
+                    t.id.clone(),
+                    t.status.clone(),
+                    t.task_definition.clone(),
+                    or_dash(t.target_group.as_ref()),
+                    t.desired_count.to_string(),
+                    t.running_count.to_string(),
+                    t.healthy_count.to_string(),
+                ]
+            })
+            .collect(),
+    ));
+    out
+}
+
+pub fn tasks(list: &Vec<TaskView>) -> String {
+    table(
+        &["TASK", "SERVICE", "TASK DEFINITION", "STATUS", "HEALTH", "ADDRESS", "TARGET GROUP", "STOPPED REASON"],
+        list.iter()
+            .map(|t| {
+                vec![
+                    t.id.clone(),
+                    t.service.clone(),
+                    t.task_definition.clone(),
+                    t.last_status.clone(),
+                    t.health.clone(),
+                    or_dash(t.addr.as_ref()),
+                    or_dash(t.target_group.as_ref()),
+                    or_dash(t.stopped_reason.as_ref()),
+                ]
+            })
+            .collect(),
+    )
+}
+
+pub fn target_groups(list: &Vec<TargetGroupView>) -> String {
+    table(
+        &["NAME", "HEALTHY", "TARGETS", "HEALTH CHECK", "DEREGISTRATION DELAY"],
+        list.iter()
+            .map(|t| {
+                let healthy = t.targets.iter().filter(|x| x.state == routes::TargetState::Healthy).count();
+                vec![
+                    t.name.clone(),
+                    healthy.to_string(),
+                    t.targets.len().to_string(),
+                    format!("GET {} every {}ms", t.health_check.path, t.health_check.interval_ms),
+                    format!("{}ms", t.deregistration_delay_ms),
+                ]
+            })
+            .collect(),
+    )
+}
+
+pub fn target_group(t: &TargetGroupView) -> String {
+    let mut out = target_groups(&vec![t.clone()]);
+    out.push('\n');
+    out.push_str(&table(
+        &["TARGET", "STATE", "REASON", "IN FLIGHT", "DESCRIPTION"],
+        t.targets
+            .iter()
+            .map(|x| {
+                vec![
+                    x.addr.to_string(),
+                    format!("{:?}", x.state).to_lowercase(),
+                    or_dash(x.reason.as_ref()),
+                    x.in_flight.to_string(),
+                    or_dash(x.description.as_ref()),
+                ]
+            })
+            .collect(),
+    ));
+    out
+}
+
+pub fn task_definitions(list: &Vec<TaskDefinitionView>) -> String {
+    table(
+        &["TASK DEFINITION", "STATUS", "ARN"],
+        list.iter().map(|t| vec![format!("{}:{}", t.family, t.revision), t.status.clone(), t.arn.clone()]).collect(),
+    )
+}
+
+pub fn deployment_configs(list: &Vec<DeploymentConfigView>) -> String {
+    table(
+        &["NAME", "ROUTING", "KIND"],
+        list.iter()
+            .map(|c| vec![c.name.clone(), c.routing.clone(), if c.predefined { "predefined" } else { "custom" }.to_string()])
+            .collect(),
+    )
+}
+
+pub fn preview(p: &PreviewView) -> String {
+    let mut out = format!("{} ({})\n", p.name, p.routing);
+    out.push_str(&table(
+        &["AT", "STEP"],
+        p.steps.iter().map(|s| vec![format!("+{}", fmt_ms(s.at_ms)), s.what.clone()]).collect(),
+    ));
+    let _ = writeln!(out, "total: {} when hooks and health checks are instant", fmt_ms(p.total_ms));
+    out
+}
+
+fn fmt_ms(ms: u64) -> String {
+    let secs = ms / 1000;
+    match (secs / 60, secs % 60, ms % 1000) {
+        (0, s, 0) => format!("{s}s"),
+        (0, s, r) => format!("{s}.{r:03}s"),
+        (m, 0, 0) => format!("{m}m"),
+        (m, s, _) => format!("{m}m{s}s"),
+    }
+}
+
+pub fn deployments(list: &Vec<DeploymentView>) -> String {
+    table(
+        &["DEPLOYMENT", "GROUP", "STATUS", "TASK DEFINITION", "CONFIG", "CREATED", "ERROR"],
+        list.iter()
+            .map(|d| {
+                vec![
+                    d.id.clone(),
+                    format!("{}/{}", d.application, d.deployment_group),
+                    d.status.clone(),
+                    d.task_definition.clone(),
+                    d.deployment_config.clone(),
+                    time(d.created_at),
+                    or_dash(d.error_code.as_ref()),
+                ]
+            })
+            .collect(),
+    )
+}
+
+fn traffic_line(d: &DeploymentView) -> String {
+    let green = d.traffic.production_green_percent;
+    format!(
+        "production: blue {}% / green {}%   test: {}",
+        100 - u32::from(green),
+        green,
+        if d.traffic.test_to_green { "green" } else { "blue" }
+    )
+}
+
+fn set_line(label: &str, set: &Option<TaskSetView>) -> String {
+    match set {
+        Some(s) => format!(
+            "{label}: {} {} in {} — {}/{} running, {} healthy",
+            s.id,
+            s.task_definition,
+            s.target_group.as_deref().unwrap_or("-"),
+            s.running_count,
+            s.desired_count,
+            s.healthy_count
+        ),
+        None => format!("{label}: -"),
+    }
+}
+
+pub fn deployment(d: &DeploymentView) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "deployment {}  {}/{}  {}", d.id, d.application, d.deployment_group, d.status);
+    let _ = writeln!(out, "task definition: {}   config: {} ({})", d.task_definition, d.deployment_config, d.routing);
+    let _ = writeln!(out, "{}", traffic_line(d));
+    let _ = writeln!(out, "{}", set_line("blue ", &d.blue));
+    let _ = writeln!(out, "{}", set_line("green", &d.green));
+    if let Some(code) = &d.error_code {
+        let _ = writeln!(out, "error: {code}: {}", d.error_message.as_deref().unwrap_or(""));
+    }
+    if d.rolled_back {
+        let _ = writeln!(out, "rolled back: production and test traffic are on blue");
+    }
+    out.push('\n');
+    out.push_str(&table(
+        &["LIFECYCLE EVENT", "STATUS", "START", "END", "MESSAGE"],
+        d.lifecycle_events
+            .iter()
+            .map(|e| {
+                vec![
+                    e.event.clone(),
+                    e.status.clone(),
+                    e.start_time.map_or("-".into(), time),
+                    e.end_time.map_or("-".into(), time),
+                    or_dash(e.message.as_ref()),
+                ]
+            })
+            .collect(),
+    ));
+    out
+}
+
+/// Follows a deployment until it ends; exit 0 only if it succeeded.
+pub fn watch(client: &Client, id: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let mut after = 0i64;
+    let mut last_line = String::new();
+    loop {
+        let events: Vec<EventView> = client.get(&format!("/v1/deployments/{id}/events?after={after}"))?;
+        let view: DeploymentView = client.get(&format!("/v1/deployments/{id}"))?;
+        for event in &events {
+            after = after.max(event.seq);
+            if json {
+                println!("{}", serde_json::to_string(event)?);
+            } else {
+                println!("{}  {}", time(event.at), event.message);
+            }
+        }
+        let line = format!(
+            "[{}] {}  {}  green {}/{} healthy",
+            view.status,
+            view.current_event.as_deref().unwrap_or("-"),
+            traffic_line(&view),
+            view.green.as_ref().map_or(0, |g| g.healthy_count),
+            view.green.as_ref().map_or(0, |g| g.desired_count),
+        );
+        if line != last_line && !json {
+            println!("{line}");
+            last_line = line;
+        }
+        if view.completed_at.is_some() {
+            if json {
+                println!("{}", serde_json::to_string(&view)?);
+            } else {
+                println!("{}", outcome_line(&view));
+            }
+            return Ok(if view.status == "Succeeded" { ExitCode::SUCCESS } else { ExitCode::from(1) });
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+pub fn outcome_line(d: &DeploymentView) -> String {
+    match d.status.as_str() {
+        "Succeeded" => format!(
+            "deployment {} succeeded: {} now serves 100% of production from {}",
+            d.id, d.task_definition, d.traffic.green_target_group
+        ),
+        status => format!(
+            "deployment {} {}: {}{}",
+            d.id,
+            status.to_lowercase(),
+            d.error_message.as_deref().unwrap_or("no reason recorded"),
+            if d.rolled_back { "; rolled back: all traffic is on blue" } else { "" }
+        ),
+    }
+}

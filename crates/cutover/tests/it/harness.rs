@@ -1,0 +1,371 @@
+//! A cutover installation for one test: data directory, ports, the example app, the `cutover up`
+//! process, a load client, and helpers that wait for conditions with deadlines.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+pub const CUTOVER: &str = env!("CARGO_BIN_EXE_cutover");
+
+/// The demo app, built once per test run (it lives in another package of the workspace).
+pub fn demo_app() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let exe_dir = Path::new(CUTOVER).parent().expect("binary has a directory").to_path_buf();
+        let path = exe_dir.join("cutover-demo-app");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let profile_release = exe_dir.ends_with("release");
+        let mut command = Command::new(cargo);
+        command.args(["build", "--quiet", "-p", "demo-app"]);
+        if profile_release {
+            command.arg("--release");
+        }
+        let status = command.status().expect("running cargo build -p demo-app");
+        assert!(status.success(), "building demo-app failed");
+        assert!(path.exists(), "{} missing after build", path.display());
+        path
+    })
+    .clone()
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Waits for `condition` with a deadline, polling every 50 ms; panics with `what` on timeout.
+#[track_caller]
+pub fn wait_for<T>(what: &str, timeout: Duration, mut condition: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = condition() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub struct Options {
+    pub config: &'static str,
+    pub hooks: &'static str,
+    pub termination_wait: &'static str,
+    pub auto_rollback: &'static str,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            config: "{ name: quick-canary, type: TimeBasedCanary, percentage: 20, interval: 3s }",
+            hooks: "",
+            termination_wait: "1s",
+            auto_rollback: "[DEPLOYMENT_FAILURE, DEPLOYMENT_STOP_ON_REQUEST]",
+        }
+    }
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub prod: SocketAddr,
+    pub test: SocketAddr,
+    api_port: u16,
+    up: Option<Child>,
+}
+
+impl Cluster {
+    pub fn start(options: Options) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let app = dir.path().join("app");
+        std::fs::create_dir_all(&app).unwrap();
+        std::fs::copy(demo_app(), app.join("cutover-demo-app")).unwrap();
+        let prod: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let test: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let taskdef = |version: &str| {
+            format!(
+                r#"{{"family": "web", "containerDefinitions": [{{"name": "web", "image": "app",
+                    "command": ["cutover-demo-app"], "essential": true, "stopTimeout": 2,
+                    "portMappings": [{{"containerPort": 8080}}],
+                    "environment": [{{"name": "APP_VERSION", "value": "{version}"}}]}}]}}"#
+            )
+        };
+        std::fs::write(dir.path().join("taskdef.json"), taskdef("v1")).unwrap();
+        std::fs::write(dir.path().join("taskdef-v2.json"), taskdef("v2")).unwrap();
+        std::fs::write(dir.path().join("appspec.yaml"), appspec("")).unwrap();
+        let health = "{ path: /health, interval: 1s, timeout: 500ms, healthy_threshold: 2, unhealthy_threshold: 2, matcher: \"200\" }";
+        let yaml = format!(
+            r#"load_balancers:
+  - name: web
+    listeners:
+      - {{ name: prod, port: {prod_port} }}
+      - {{ name: test, port: {test_port} }}
+target_groups:
+  - {{ name: web-blue, health_check: {health}, deregistration_delay: 1s }}
+  - {{ name: web-green, health_check: {health}, deregistration_delay: 1s }}
+services:
+  - name: web
+    runtime: process
+    task_definition: taskdef.json
+    desired_count: 2
+    load_balancer: {{ target_group: web-blue, container_name: web, container_port: 8080 }}
+deployment_configs:
+  - {config}
+deployment_groups:
+  - application: web
+    name: web-prod
+    service: web
+    deployment_config: quick-canary
+    target_groups: [web-blue, web-green]
+    production_listener: web/prod
+    test_listener: web/test
+    termination_wait: {termination_wait}
+    auto_rollback: {auto_rollback}
+hooks:
+  - {{ name: pass, run: "curl -fsS $CUTOVER_TEST_URL/ >/dev/null", timeout: 10s }}
+  - {{ name: fail, run: "echo validation failed >&2; exit 3", timeout: 10s }}
+{extra_hooks}"#,
+            prod_port = prod.port(),
+            test_port = test.port(),
+            config = options.config,
+            termination_wait = options.termination_wait,
+            auto_rollback = options.auto_rollback,
+            extra_hooks = options.hooks,
+        );
+        std::fs::write(dir.path().join("cutover.yaml"), yaml).unwrap();
+        let mut cluster = Cluster { dir, prod, test, api_port: free_port(), up: None };
+        cluster.up();
+        cluster
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Starts `cutover up` and waits until its API answers.
+    pub fn up(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.path("up.log")).unwrap();
+        let child = Command::new(CUTOVER)
+            .args(["up", "--listen", &format!("127.0.0.1:{}", self.api_port), "--lb-admin", "127.0.0.1:0", "--lb-threads", "1"])
+            .env("CUTOVER_DATA_DIR", self.data_dir())
+            .env("CUTOVER_LOG", "info")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.up = Some(child);
+        wait_for("cutover up to answer", Duration::from_secs(30), || self.cli(&["status"]).status.success().then_some(()));
+    }
+
+    /// `kill -9` of the control plane.
+    pub fn kill_control_plane(&mut self) {
+        let mut child = self.up.take().expect("cutover up is running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(CUTOVER)
+            .args(args)
+            .env("CUTOVER_DATA_DIR", self.data_dir())
+            .env("CUTOVER_API", format!("http://127.0.0.1:{}", self.api_port))
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap()
+    }
+
+    #[track_caller]
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let output = self.cli(args);
+        let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+        assert!(
+            output.status.success(),
+            "cutover {args:?} failed: {}\nstdout: {stdout}\nstderr: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.extend(["--output", "json"]);
+        serde_json::from_str(&self.cli_ok(&all)).unwrap()
+    }
+
+    /// Applies the cluster's cutover.yaml and waits until production serves v1 from two tasks.
+    pub fn apply_and_wait_for_v1(&self) {
+        self.cli_ok(&["apply", "-f", "cutover.yaml"]);
+        wait_for("production to serve v1 from 2 healthy tasks", Duration::from_secs(30), || {
+            let tg = self.json(&["target-groups", "get", "web-blue"]);
+            let healthy = tg["targets"].as_array()?.iter().filter(|t| t["state"] == "healthy").count();
+            (healthy == 2 && get(self.prod, "/").ok()?.1 == "v1").then_some(())
+        });
+    }
+
+    pub fn deployment(&self, id: &str) -> serde_json::Value {
+        self.json(&["deployments", "get", id])
+    }
+
+    /// Live demo-app processes started from this cluster's app directory.
+    pub fn app_processes(&self) -> usize {
+        let exe = self.path("app").join("cutover-demo-app").canonicalize().unwrap();
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().chars().all(|c| c.is_ascii_digit()))
+            .filter(|e| std::fs::read_link(e.path().join("exe")).is_ok_and(|p| p == exe))
+            .filter(|e| {
+                // Zombies keep their exe link on some kernels; count only live processes.
+                std::fs::read_to_string(e.path().join("stat"))
+                    .is_ok_and(|s| s.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
+            })
+            .count()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if self.up.is_some() {
+            let _ = self.cli(&["down"]);
+        } else if let Some(record) = control::lb::read_record(&self.data_dir()) {
+            control::stop_pid(record.pid);
+        }
+        if let Some(mut child) = self.up.take() {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if child.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn appspec(hook: &str) -> String {
+    let hooks = if hook.is_empty() { String::new() } else { format!("Hooks:\n  - AfterAllowTestTraffic: \"{hook}\"\n") };
+    format!(
+        "version: 0.0\nResources:\n  - TargetService:\n      Type: AWS::ECS::Service\n      Properties:\n        \
+         TaskDefinition: <TASK_DEFINITION>\n        LoadBalancerInfo:\n          ContainerName: \"web\"\n          \
+         ContainerPort: 8080\n{hooks}"
+    )
+}
+
+/// One HTTP/1.1 GET on a fresh connection: (status, X-Version header).
+pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")?;
+    read_response(&mut BufReader::new(stream))
+}
+
+fn read_response(reader: &mut impl BufRead) -> std::io::Result<(u16, String)> {
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let status: u16 = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad status line {line:?}"))
+    })?;
+    let mut version = String::new();
+    let mut length = 0usize;
+    loop {
+        line.clear();
+        reader.read_line(&mut line)?;
+        let trimmed = line.trim_end();
+        if trimmed.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = trimmed.split_once(':') {
+            match name.to_ascii_lowercase().as_str() {
+                "x-version" => version = value.trim().to_string(),
+                "content-length" => length = value.trim().parse().unwrap_or(0),
+                _ => {}
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body)?;
+    Ok((status, version))
+}
+
+/// What the load client saw: (milliseconds since start, status or 0 for a transport error,
+/// version).
+pub type Sample = (u64, u16, String);
+
+/// Clients that call the production listener as fast as they can on keep-alive connections
+/// (reconnecting when the server closes one), recording every answer.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    samples: Arc<Mutex<Vec<Sample>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    pub fn start(addr: SocketAddr, clients: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let started = Instant::now();
+        let threads = (0..clients)
+            .map(|_| {
+                let stop = stop.clone();
+                let samples = samples.clone();
+                std::thread::spawn(move || {
+                    let mut conn: Option<BufReader<TcpStream>> = None;
+                    while !stop.load(Ordering::Relaxed) {
+                        let at = started.elapsed().as_millis() as u64;
+                        let result = (|| -> std::io::Result<(u16, String)> {
+                            if conn.is_none() {
+                                let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+                                stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+                                stream.set_nodelay(true)?;
+                                conn = Some(BufReader::new(stream));
+                            }
+                            let reader = conn.as_mut().unwrap();
+                            reader.get_mut().write_all(b"GET / HTTP/1.1\r\nHost: load\r\n\r\n")?;
+                            read_response(reader)
+                        })();
+                        let sample = match result {
+                            Ok((status, version)) => (at, status, version),
+                            Err(err) => {
+                                // A connection the server closed between requests is not a failed
+                                // request: retry it once on a fresh connection.
+                                let was_open = conn.take().is_some();
+                                if was_open && matches!(err.kind(), std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe) {
+                                    continue;
+                                }
+                                (at, 0, err.to_string())
+                            }
+                        };
+                        samples.lock().unwrap().push(sample);
+                    }
+                })
+            })
+            .collect();
+        Load { stop, samples, threads }
+    }
+
+    pub fn samples(&self) -> Vec<Sample> {
+        self.samples.lock().unwrap().clone()
+    }
+
+    pub fn finish(self) -> Vec<Sample> {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads {
+            thread.join().unwrap();
+        }
+        let samples = self.samples.lock().unwrap().clone();
+        samples
+    }
+}
+
+/// Requests that did not get a 200, with what happened.
+pub fn failures(samples: &[Sample]) -> Vec<&Sample> {
+    samples.iter().filter(|(_, status, _)| *status != 200).collect()
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests: the real `cutover` binary, real processes, real sockets.
+//!
+//! Each test starts its own `cutover up` on free loopback ports with its own data directory, so
+//! tests run in parallel without sharing anything.
+
+mod bad_input;
+mod harness;
+mod release;
+mod restart;

@@ -1,0 +1,190 @@
+//! The admin API on a loopback address: `PUT/GET /v1/routes`, `GET /v1/health`,
+//! `GET /v1/metrics` (JSON) and `GET /metrics` (Prometheus text).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use routes::{
+    AdminError, HealthReport, ListenerMetrics, MetricsSnapshot, RouteTable, ServedRoutes,
+    TargetGroupMetrics, TargetMetrics,
+};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::metrics::{self as m};
+use crate::state::{self, Shared};
+use crate::target::lock;
+
+/// Largest route table accepted.
+const MAX_TABLE_BYTES: usize = 16 * 1024 * 1024;
+
+pub fn spawn(shared: Arc<Shared>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((stream, _)) = accepted else {
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                        continue;
+                    };
+                    let shared = shared.clone();
+                    let mut stop = stop.clone();
+                    tokio::spawn(async move {
+                        let svc = service_fn(move |req| {
+                            let shared = shared.clone();
+                            async move { Ok::<_, Infallible>(handle(&shared, req).await) }
+                        });
+                        let conn = hyper::server::conn::http1::Builder::new()
+                            .timer(TokioTimer::new())
+                            .serve_connection(TokioIo::new(stream), svc);
+                        tokio::pin!(conn);
+                        tokio::select! {
+                            _ = conn.as_mut() => {}
+                            _ = crate::flag_set(&mut stop) => {
+                                conn.as_mut().graceful_shutdown();
+                                let _ = conn.await;
+                            }
+                        }
+                    });
+                }
+                _ = crate::flag_set(&mut stop) => break,
+            }
+        }
+    });
+}
+
+fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Full<Bytes>> {
+    let body = serde_json::to_vec(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}").into_bytes());
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    r
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response<Full<Bytes>> {
+    json(status, &AdminError { error: message.into() })
+}
+
+async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_string();
+    match (req.method().clone(), path.as_str()) {
+        (Method::PUT, "/v1/routes") => {
+            let body = match Limited::new(req.into_body(), MAX_TABLE_BYTES).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(e) => {
+                    return error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("cannot read the table (at most {MAX_TABLE_BYTES} bytes): {e}"),
+                    );
+                }
+            };
+            let table: RouteTable = match serde_json::from_slice(&body) {
+                Ok(t) => t,
+                Err(e) => return error(StatusCode::BAD_REQUEST, format!("the body is not a route table: {e}")),
+            };
+            match state::apply(shared, table, true).await {
+                Ok(applied) => json(StatusCode::OK, &applied),
+                Err(e) => error(e.status, e.message),
+            }
+        }
+        (Method::GET, "/v1/routes") => {
+            let c = shared.table.load();
+            json(StatusCode::OK, &ServedRoutes { version: c.table.version, table: c.table.clone() })
+        }
+        (Method::GET, "/v1/health") => json(StatusCode::OK, &health_report(shared)),
+        (Method::GET, "/v1/metrics") => json(StatusCode::OK, &snapshot(shared)),
+        (Method::GET, "/metrics") => {
+            let mut r = Response::new(Full::new(Bytes::from(m::prometheus(&snapshot(shared)))));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }
+        (_, "/v1/routes") => error(StatusCode::METHOD_NOT_ALLOWED, "use GET or PUT on /v1/routes"),
+        (_, "/v1/health" | "/v1/metrics" | "/metrics") => {
+            error(StatusCode::METHOD_NOT_ALLOWED, format!("use GET on {path}"))
+        }
+        _ => error(
+            StatusCode::NOT_FOUND,
+            format!("no {path}; try /v1/routes, /v1/health, /v1/metrics or /metrics"),
+        ),
+    }
+}
+
+pub fn health_report(shared: &Shared) -> HealthReport {
+    let version = shared.version();
+    let groups = lock(&shared.groups).clone();
+    HealthReport {
+        version,
+        target_groups: groups
+            .iter()
+            .map(|(name, g)| (name.clone(), g.all_targets().iter().map(|t| t.report()).collect()))
+            .collect(),
+    }
+}
+
+pub fn snapshot(shared: &Shared) -> MetricsSnapshot {
+    let compiled = shared.table.load_full();
+    let groups = lock(&shared.groups).clone();
+    let listeners = lock(&shared.listeners).clone();
+    let mut snap = MetricsSnapshot {
+        version: compiled.table.version,
+        started_at_unix_ms: shared.started_at_unix_ms,
+        taken_at_unix_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+        client_connections: shared.client_conns.load(Ordering::Relaxed),
+        ..MetricsSnapshot::default()
+    };
+    for (name, l) in &compiled.table.listeners {
+        let Some(ls) = listeners.get(&l.bind) else { continue };
+        let c = &ls.counters;
+        snap.listeners.insert(
+            name.clone(),
+            ListenerMetrics {
+                bind: Some(l.bind),
+                requests: c.get(m::L_REQUESTS),
+                active_connections: ls.conns.load(Ordering::Relaxed),
+                fixed_responses: c.get(m::L_FIXED),
+                redirects: c.get(m::L_REDIRECT),
+                elb_4xx: c.get(m::L_ELB4XX),
+                elb_503_no_group: c.get(m::L_ELB503),
+            },
+        );
+    }
+    for (name, g) in &groups {
+        let targets = g.all_targets();
+        let registered = g.registered.load_full();
+        snap.target_groups.insert(
+            name.clone(),
+            TargetGroupMetrics {
+                counters: g.counters.request_counters(),
+                unhealthy_routing_requests: g.counters.get(m::FAIL_OPEN),
+                healthy_host_count: registered.iter().filter(|t| t.healthy()).count() as u64,
+                unhealthy_host_count: registered.iter().filter(|t| t.unhealthy()).count() as u64,
+                active_connections: targets.iter().map(|t| t.conns.load(Ordering::Relaxed)).sum(),
+                targets: targets
+                    .iter()
+                    .map(|t| TargetMetrics {
+                        addr: t.addr,
+                        state: t.state(),
+                        counters: t.counters.request_counters(),
+                        in_flight: t.in_flight.load(Ordering::Relaxed),
+                        active_connections: t.conns.load(Ordering::Relaxed),
+                        long_lived_connections: t.long_lived.load(Ordering::Relaxed),
+                    })
+                    .collect(),
+            },
+        );
+    }
+    snap
+}

@@ -1,0 +1,222 @@
+//! Listener sockets and client connections: accept, TLS with ALPN, HTTP/1.1 or HTTP/2, idle
+//! timeout and graceful close when the listener goes away or the process stops.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use http::HeaderValue;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::conn_io::{ConnIo, ConnShared, MAX_HEAD};
+use crate::forward::{self, ConnCtx};
+use crate::metrics::Counters;
+use crate::state::Shared;
+
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const ACCEPT_BACKLOG: u32 = 4096;
+
+/// What a listener's connections share; lives as long as the listener's bind address is in the
+/// table, whatever its name, action or TLS settings become.
+pub struct ListenerShared {
+    pub slot: usize,
+    pub bind: SocketAddr,
+    pub counters: Counters,
+    pub conns: AtomicU64,
+    pub port_header: HeaderValue,
+    pub tls: ArcSwapOption<TlsAcceptor>,
+    pub idle_timeout_ms: AtomicU64,
+    /// Turns true when the listener is removed or the process stops.
+    pub stop: watch::Sender<bool>,
+}
+
+impl ListenerShared {
+    pub fn new(slot: usize, bind: SocketAddr, tls: Option<TlsAcceptor>, idle_ms: u64) -> Self {
+        ListenerShared {
+            slot,
+            bind,
+            counters: Counters::default(),
+            conns: AtomicU64::new(0),
+            port_header: HeaderValue::from(bind.port()),
+            tls: ArcSwapOption::from(tls.map(Arc::new)),
+            idle_timeout_ms: AtomicU64::new(idle_ms),
+            stop: watch::channel(false).0,
+        }
+    }
+}
+
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    socket.listen(ACCEPT_BACKLOG)
+}
+
+pub fn spawn_accept(shared: Arc<Shared>, ls: Arc<ListenerShared>, socket: TcpListener) {
+    tokio::spawn(async move {
+        let mut stop = ls.stop.subscribe();
+        loop {
+            tokio::select! {
+                accepted = socket.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let _ = stream.set_nodelay(true);
+                        tokio::spawn(serve(stream, peer, ls.clone(), shared.clone()));
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(bind = %ls.bind, "accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                },
+                _ = crate::flag_set(&mut stop) => break,
+            }
+        }
+        tracing::info!(bind = %ls.bind, "listener closed");
+    });
+}
+
+/// Counts an open client connection while alive.
+struct ConnGuard(Arc<Shared>, Arc<ListenerShared>);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0.client_conns.fetch_sub(1, Ordering::Relaxed);
+        self.1.conns.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn serve(stream: TcpStream, peer: SocketAddr, ls: Arc<ListenerShared>, shared: Arc<Shared>) {
+    shared.client_conns.fetch_add(1, Ordering::Relaxed);
+    ls.conns.fetch_add(1, Ordering::Relaxed);
+    let _guard = ConnGuard(shared.clone(), ls.clone());
+    let io_shared = Arc::new(ConnShared::new());
+    let client_ip = HeaderValue::from_str(&peer.ip().to_canonical().to_string())
+        .unwrap_or(HeaderValue::from_static("unknown"));
+    let acceptor = ls.tls.load_full();
+    let ctx = |h2: bool, tls: bool| {
+        Arc::new(ConnCtx {
+            shared: shared.clone(),
+            listener: ls.clone(),
+            io: io_shared.clone(),
+            client_ip: client_ip.clone(),
+            tls,
+            h2,
+        })
+    };
+    match acceptor {
+        None => {
+            let io = ConnIo::new(stream, io_shared.clone(), true);
+            serve_h1(io, ctx(false, false)).await;
+        }
+        Some(acceptor) => {
+            let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, "TLS handshake failed: {e}");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            if h2 {
+                serve_h2(ConnIo::new(tls, io_shared.clone(), false), ctx(true, true)).await;
+            } else {
+                serve_h1(ConnIo::new(tls, io_shared.clone(), true), ctx(false, true)).await;
+            }
+        }
+    }
+}
+
+/// When to look at the connection's idle time again.
+fn next_check(ls: &ListenerShared, io: &ConnShared) -> Option<Duration> {
+    let idle_ms = ls.idle_timeout_ms.load(Ordering::Relaxed);
+    let idle_for = io.idle_ms();
+    if idle_for >= idle_ms { None } else { Some(Duration::from_millis(idle_ms - idle_for + 25)) }
+}
+
+async fn serve_h1<I>(io: ConnIo<I>, ctx: Arc<ConnCtx>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let ls = ctx.listener.clone();
+    let conn_io = ctx.io.clone();
+    let idle = Duration::from_millis(ls.idle_timeout_ms.load(Ordering::Relaxed));
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(idle)
+        .keep_alive(true)
+        .max_buf_size(2 * MAX_HEAD);
+    let svc = service_fn(move |req| {
+        let ctx = ctx.clone();
+        async move { Ok::<_, Infallible>(forward::handle(ctx, req).await) }
+    });
+    let conn = builder.serve_connection(TokioIo::new(io), svc).with_upgrades();
+    tokio::pin!(conn);
+    let mut stop = ls.stop.subscribe();
+    let mut closing = false;
+    let tick = tokio::time::sleep(idle);
+    tokio::pin!(tick);
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => break,
+            _ = crate::flag_set(&mut stop), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = tick.as_mut(), if !closing => match next_check(&ls, &conn_io) {
+                Some(wait) => tick.as_mut().reset(tokio::time::Instant::now() + wait),
+                None => {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            },
+        }
+    }
+}
+
+async fn serve_h2<I>(io: ConnIo<I>, ctx: Arc<ConnCtx>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let ls = ctx.listener.clone();
+    let conn_io = ctx.io.clone();
+    let idle = Duration::from_millis(ls.idle_timeout_ms.load(Ordering::Relaxed));
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder.timer(TokioTimer::new()).max_concurrent_streams(256);
+    let svc = service_fn(move |req| {
+        let ctx = ctx.clone();
+        async move { Ok::<_, Infallible>(forward::handle(ctx, req).await) }
+    });
+    let conn = builder.serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    let mut stop = ls.stop.subscribe();
+    let mut closing = false;
+    let tick = tokio::time::sleep(idle);
+    tokio::pin!(tick);
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => break,
+            _ = crate::flag_set(&mut stop), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = tick.as_mut(), if !closing => match next_check(&ls, &conn_io) {
+                Some(wait) => tick.as_mut().reset(tokio::time::Instant::now() + wait),
+                None => {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            },
+        }
+    }
+}

@@ -1,0 +1,382 @@
+//! Lock-free counters for the request path and their rendering as JSON snapshots and Prometheus
+//! text.
+//!
+//! Every counter is sharded by worker thread (each shard on its own cache lines), so two threads
+//! counting requests for the same target never bounce a cache line between cores; a snapshot sums
+//! the shards.
+
+use std::cell::Cell;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use routes::{Histogram, MetricsSnapshot, RESPONSE_TIME_BUCKETS_US, RequestCounters, TargetState};
+
+pub const REQUESTS: usize = 0;
+pub const T1XX: usize = 1;
+pub const T2XX: usize = 2;
+pub const T3XX: usize = 3;
+pub const T4XX: usize = 4;
+pub const T5XX: usize = 5;
+pub const ELB502: usize = 6;
+pub const ELB503: usize = 7;
+pub const ELB504: usize = 8;
+pub const CONN_ERRORS: usize = 9;
+pub const FAIL_OPEN: usize = 10;
+const SUM_US: usize = 11;
+const COUNT: usize = 12;
+const BUCKET0: usize = 13;
+const N_BUCKETS: usize = RESPONSE_TIME_BUCKETS_US.len() + 1;
+const N_FIELDS: usize = BUCKET0 + N_BUCKETS;
+
+/// Listener counters reuse the same storage with their own field names.
+pub const L_REQUESTS: usize = 0;
+pub const L_FIXED: usize = 1;
+pub const L_REDIRECT: usize = 2;
+pub const L_ELB4XX: usize = 3;
+pub const L_ELB503: usize = 4;
+
+const SHARDS: usize = 8;
+
+#[repr(align(128))]
+struct Shard([AtomicU64; N_FIELDS]);
+
+/// A set of monotonic counters plus a response-time histogram.
+pub struct Counters {
+    shards: Box<[Shard]>,
+}
+
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+/// This thread's shard; worker threads get distinct shards while there are no more than
+/// `SHARDS` of them.
+#[inline]
+pub fn shard_index() -> usize {
+    SHARD.with(|s| {
+        let v = s.get();
+        if v != usize::MAX {
+            return v;
+        }
+        let v = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS;
+        s.set(v);
+        v
+    })
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            shards: (0..SHARDS)
+                .map(|_| Shard(std::array::from_fn(|_| AtomicU64::new(0))))
+                .collect(),
+        }
+    }
+}
+
+impl Counters {
+    #[inline]
+    pub fn add(&self, field: usize, n: u64) {
+        self.shards[shard_index()].0[field].fetch_add(n, Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub fn inc(&self, field: usize) {
+        self.add(field, 1);
+    }
+
+    /// Counts a target's status code in its class.
+    #[inline]
+    pub fn status(&self, status: u16) {
+        let field = match status {
+            100..=199 => T1XX,
+            200..=299 => T2XX,
+            300..=399 => T3XX,
+            400..=499 => T4XX,
+            _ => T5XX,
+        };
+        self.inc(field);
+    }
+
+    #[inline]
+    pub fn observe_us(&self, us: u64) {
+        let shard = &self.shards[shard_index()].0;
+        let bucket = RESPONSE_TIME_BUCKETS_US
+            .iter()
+            .position(|&bound| us <= bound)
+            .unwrap_or(RESPONSE_TIME_BUCKETS_US.len());
+        shard[BUCKET0 + bucket].fetch_add(1, Ordering::Relaxed);
+        shard[SUM_US].fetch_add(us, Ordering::Relaxed);
+        shard[COUNT].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, field: usize) -> u64 {
+        self.shards.iter().map(|s| s.0[field].load(Ordering::Relaxed)).sum()
+    }
+
+    pub fn request_counters(&self) -> RequestCounters {
+        let mut buckets = Vec::with_capacity(RESPONSE_TIME_BUCKETS_US.len());
+        let mut running = 0;
+        for i in 0..RESPONSE_TIME_BUCKETS_US.len() {
+            running += self.get(BUCKET0 + i);
+            buckets.push(running);
+        }
+        RequestCounters {
+            requests: self.get(REQUESTS),
+            target_1xx: self.get(T1XX),
+            target_2xx: self.get(T2XX),
+            target_3xx: self.get(T3XX),
+            target_4xx: self.get(T4XX),
+            target_5xx: self.get(T5XX),
+            elb_502: self.get(ELB502),
+            elb_503: self.get(ELB503),
+            elb_504: self.get(ELB504),
+            target_connection_errors: self.get(CONN_ERRORS),
+            response_time: Histogram {
+                buckets,
+                sum_us: self.get(SUM_US),
+                count: self.get(COUNT),
+            },
+        }
+    }
+}
+
+/// A sequence number per thread: round robin and weighted choice without a shared counter.
+pub struct Sequence {
+    shards: Box<[PaddedCounter]>,
+}
+
+#[repr(align(128))]
+struct PaddedCounter(AtomicUsize);
+
+impl Default for Sequence {
+    fn default() -> Self {
+        Sequence { shards: (0..SHARDS).map(|_| PaddedCounter(AtomicUsize::new(0))).collect() }
+    }
+}
+
+impl Sequence {
+    #[inline]
+    pub fn next(&self) -> usize {
+        self.shards[shard_index()].0.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+fn escape(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+fn state_name(state: TargetState) -> &'static str {
+    match state {
+        TargetState::Initial => "initial",
+        TargetState::Healthy => "healthy",
+        TargetState::Unhealthy => "unhealthy",
+        TargetState::Draining => "draining",
+        TargetState::Unused => "unused",
+        TargetState::Unavailable => "unavailable",
+    }
+}
+
+/// Renders a snapshot in Prometheus' text exposition format (0.0.4).
+pub fn prometheus(s: &MetricsSnapshot) -> String {
+    let mut out = String::with_capacity(4096);
+    let family = |out: &mut String, name: &str, kind: &str, help: &str| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    };
+    family(&mut out, "cutover_lb_routes_version", "gauge", "Route-table version served.");
+    let _ = writeln!(out, "cutover_lb_routes_version {}", s.version);
+    family(&mut out, "cutover_lb_client_connections", "gauge", "Open client connections.");
+    let _ = writeln!(out, "cutover_lb_client_connections {}", s.client_connections);
+
+    family(&mut out, "cutover_lb_listener_requests_total", "counter", "Requests per listener.");
+    for (name, l) in &s.listeners {
+        let _ = writeln!(
+            out,
+            "cutover_lb_listener_requests_total{{listener=\"{}\"}} {}",
+            escape(name),
+            l.requests
+        );
+    }
+    family(&mut out, "cutover_lb_listener_connections", "gauge", "Open client connections.");
+    for (name, l) in &s.listeners {
+        let _ = writeln!(
+            out,
+            "cutover_lb_listener_connections{{listener=\"{}\"}} {}",
+            escape(name),
+            l.active_connections
+        );
+    }
+    family(
+        &mut out,
+        "cutover_lb_listener_responses_total",
+        "counter",
+        "Responses a listener generated itself (fixed, redirect, 400, 503 with no group).",
+    );
+    for (name, l) in &s.listeners {
+        let n = escape(name);
+        for (kind, v) in [
+            ("fixed_response", l.fixed_responses),
+            ("redirect", l.redirects),
+            ("elb_4xx", l.elb_4xx),
+            ("elb_503_no_group", l.elb_503_no_group),
+        ] {
+            let _ = writeln!(
+                out,
+                "cutover_lb_listener_responses_total{{listener=\"{n}\",kind=\"{kind}\"}} {v}"
+            );
+        }
+    }
+
+    family(
+        &mut out,
+        "cutover_lb_target_group_requests_total",
+        "counter",
+        "Requests routed to a target group, including those answered 503 for lack of targets.",
+    );
+    for (g, m) in &s.target_groups {
+        let _ = writeln!(
+            out,
+            "cutover_lb_target_group_requests_total{{target_group=\"{}\"}} {}",
+            escape(g),
+            m.counters.requests
+        );
+    }
+    family(
+        &mut out,
+        "cutover_lb_elb_responses_total",
+        "counter",
+        "5xx the load balancer generated itself, per target group.",
+    );
+    for (g, m) in &s.target_groups {
+        let g = escape(g);
+        for (code, v) in
+            [("502", m.counters.elb_502), ("503", m.counters.elb_503), ("504", m.counters.elb_504)]
+        {
+            let _ = writeln!(
+                out,
+                "cutover_lb_elb_responses_total{{target_group=\"{g}\",code=\"{code}\"}} {v}"
+            );
+        }
+    }
+    family(&mut out, "cutover_lb_unhealthy_routing_requests_total", "counter", "Fail-open requests.");
+    for (g, m) in &s.target_groups {
+        let _ = writeln!(
+            out,
+            "cutover_lb_unhealthy_routing_requests_total{{target_group=\"{}\"}} {}",
+            escape(g),
+            m.unhealthy_routing_requests
+        );
+    }
+    family(&mut out, "cutover_lb_healthy_hosts", "gauge", "Healthy targets per group.");
+    for (g, m) in &s.target_groups {
+        let _ = writeln!(
+            out,
+            "cutover_lb_healthy_hosts{{target_group=\"{}\"}} {}",
+            escape(g),
+            m.healthy_host_count
+        );
+    }
+    family(&mut out, "cutover_lb_unhealthy_hosts", "gauge", "Unhealthy targets per group.");
+    for (g, m) in &s.target_groups {
+        let _ = writeln!(
+            out,
+            "cutover_lb_unhealthy_hosts{{target_group=\"{}\"}} {}",
+            escape(g),
+            m.unhealthy_host_count
+        );
+    }
+
+    let targets: Vec<(String, &routes::TargetMetrics)> = s
+        .target_groups
+        .iter()
+        .flat_map(|(g, m)| {
+            m.targets.iter().map(move |t| (format!("target_group=\"{}\",target=\"{}\"", escape(g), t.addr), t))
+        })
+        .collect();
+
+    family(&mut out, "cutover_lb_requests_total", "counter", "Requests sent to a target.");
+    for (l, t) in &targets {
+        let _ = writeln!(out, "cutover_lb_requests_total{{{l}}} {}", t.counters.requests);
+    }
+    family(&mut out, "cutover_lb_target_responses_total", "counter", "Status codes from targets.");
+    for (l, t) in &targets {
+        let c = &t.counters;
+        for (class, v) in [
+            ("1xx", c.target_1xx),
+            ("2xx", c.target_2xx),
+            ("3xx", c.target_3xx),
+            ("4xx", c.target_4xx),
+            ("5xx", c.target_5xx),
+        ] {
+            let _ = writeln!(out, "cutover_lb_target_responses_total{{{l},code_class=\"{class}\"}} {v}");
+        }
+    }
+    family(
+        &mut out,
+        "cutover_lb_target_elb_responses_total",
+        "counter",
+        "502/504 the load balancer generated for a target.",
+    );
+    for (l, t) in &targets {
+        let c = &t.counters;
+        for (code, v) in [("502", c.elb_502), ("504", c.elb_504)] {
+            let _ = writeln!(out, "cutover_lb_target_elb_responses_total{{{l},code=\"{code}\"}} {v}");
+        }
+    }
+    family(
+        &mut out,
+        "cutover_lb_target_connection_errors_total",
+        "counter",
+        "Failed connects to a target.",
+    );
+    for (l, t) in &targets {
+        let _ = writeln!(
+            out,
+            "cutover_lb_target_connection_errors_total{{{l}}} {}",
+            t.counters.target_connection_errors
+        );
+    }
+    family(
+        &mut out,
+        "cutover_lb_target_response_seconds",
+        "histogram",
+        "Time from sending a request to a target to receiving its response headers.",
+    );
+    for (l, t) in &targets {
+        let h = &t.counters.response_time;
+        for (bound, v) in RESPONSE_TIME_BUCKETS_US.iter().zip(&h.buckets) {
+            let _ = writeln!(
+                out,
+                "cutover_lb_target_response_seconds_bucket{{{l},le=\"{}\"}} {v}",
+                *bound as f64 / 1e6
+            );
+        }
+        let _ = writeln!(out, "cutover_lb_target_response_seconds_bucket{{{l},le=\"+Inf\"}} {}", h.count);
+        let _ = writeln!(out, "cutover_lb_target_response_seconds_sum{{{l}}} {}", h.sum_us as f64 / 1e6);
+        let _ = writeln!(out, "cutover_lb_target_response_seconds_count{{{l}}} {}", h.count);
+    }
+    family(&mut out, "cutover_lb_active_connections", "gauge", "Open connections to a target.");
+    for (l, t) in &targets {
+        let _ = writeln!(out, "cutover_lb_active_connections{{{l}}} {}", t.active_connections);
+    }
+    family(&mut out, "cutover_lb_in_flight_requests", "gauge", "Requests in flight to a target.");
+    for (l, t) in &targets {
+        let _ = writeln!(out, "cutover_lb_in_flight_requests{{{l}}} {}", t.in_flight);
+    }
+    family(
+        &mut out,
+        "cutover_lb_long_lived_connections",
+        "gauge",
+        "Upgraded (WebSocket) connections open to a target.",
+    );
+    for (l, t) in &targets {
+        let _ = writeln!(out, "cutover_lb_long_lived_connections{{{l}}} {}", t.long_lived_connections);
+    }
+    family(&mut out, "cutover_lb_target_health", "gauge", "1 for the state a target is in.");
+    for (l, t) in &targets {
+        let _ = writeln!(out, "cutover_lb_target_health{{{l},state=\"{}\"}} 1", state_name(t.state));
+    }
+    out
+}

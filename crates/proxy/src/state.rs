@@ -1,0 +1,609 @@
+//! The data plane's state and how a new route table becomes live: validate everything, bind new
+//! sockets, persist, then swap one `ArcSwap` so that every request sees either the old table or
+//! the new one.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode};
+use routes::{
+    Action, Applied, DEFAULT_IDLE_TIMEOUT_MS, FixedResponse, Listener, Redirect, RouteTable,
+    TargetGroup, WEIGHT_MAX,
+};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::listener::{self, ListenerShared};
+use crate::metrics::Sequence;
+use crate::target::{GroupCfg, GroupRt, TargetRt, lock};
+use crate::{health, tls};
+
+/// ALB's quotas, so a table stays a size the data plane can serve.
+const MAX_LISTENERS: usize = 50;
+const MAX_GROUPS: usize = 100;
+const MAX_GROUPS_PER_FORWARD: usize = 5;
+const MAX_TARGETS_PER_GROUP: usize = 1000;
+const MAX_FIXED_BODY: usize = 64 * 1024;
+
+pub struct Shared {
+    pub table: ArcSwap<Compiled>,
+    pub groups: Mutex<BTreeMap<String, Arc<GroupRt>>>,
+    pub listeners: Mutex<HashMap<SocketAddr, Arc<ListenerShared>>>,
+    next_slot: AtomicUsize,
+    apply_lock: tokio::sync::Mutex<()>,
+    state_file: Option<PathBuf>,
+    pub started_at_unix_ms: u64,
+    pub client_conns: AtomicU64,
+    pub shutting_down: AtomicBool,
+}
+
+/// A route table compiled for the request path.
+pub struct Compiled {
+    pub table: RouteTable,
+    /// False until the first table is applied (any version is accepted then).
+    pub applied: bool,
+    /// By listener slot (stable per bind address).
+    pub slots: Vec<Option<Route>>,
+}
+
+pub struct Route {
+    pub action: CompiledAction,
+    pub idle_timeout: Duration,
+}
+
+pub enum CompiledAction {
+    Forward(Forward),
+    Fixed(Fixed),
+    Redirect(Redirect),
+}
+
+pub struct Forward {
+    /// (cumulative weight, group), only groups with weight > 0.
+    pub groups: Vec<(u32, Arc<GroupRt>)>,
+    pub total: u32,
+    seq: Sequence,
+}
+
+impl Forward {
+    /// Weighted choice without shared state: a per-thread counter spread by Fibonacci hashing is
+    /// a low-discrepancy sequence, so every window of requests splits close to the weights.
+    #[inline]
+    pub fn choose(&self) -> Option<&Arc<GroupRt>> {
+        match self.groups.len() {
+            0 => None,
+            1 => Some(&self.groups[0].1),
+            _ => {
+                let n = self.seq.next() as u64;
+                let x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+                let r = ((x * self.total as u64) >> 32) as u32;
+                self.groups.iter().find(|(cum, _)| r < *cum).map(|(_, g)| g)
+            }
+        }
+    }
+}
+
+pub struct Fixed {
+    pub status: StatusCode,
+    pub content_type: HeaderValue,
+    pub body: Bytes,
+}
+
+/// Why a table was refused; `status` is the admin API's answer.
+#[derive(Debug)]
+pub struct ApplyError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+fn bad(message: String) -> ApplyError {
+    ApplyError { status: StatusCode::BAD_REQUEST, message }
+}
+
+fn conflict(message: String) -> ApplyError {
+    ApplyError { status: StatusCode::CONFLICT, message }
+}
+
+impl Shared {
+    pub fn new(state_file: Option<PathBuf>) -> Self {
+        let started_at_unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        Shared {
+            table: ArcSwap::from_pointee(Compiled {
+                table: RouteTable::default(),
+                applied: false,
+                slots: Vec::new(),
+            }),
+            groups: Mutex::new(BTreeMap::new()),
+            listeners: Mutex::new(HashMap::new()),
+            next_slot: AtomicUsize::new(0),
+            apply_lock: tokio::sync::Mutex::new(()),
+            state_file,
+            started_at_unix_ms,
+            client_conns: AtomicU64::new(0),
+            shutting_down: AtomicBool::new(false),
+        }
+    }
+
+    pub fn version(&self) -> u64 {
+        self.table.load().table.version
+    }
+}
+
+/// Validates, binds, persists and swaps in `table`; answers only once it is live.
+pub async fn apply(shared: &Arc<Shared>, table: RouteTable, persist: bool) -> Result<Applied, ApplyError> {
+    let _one_at_a_time = shared.apply_lock.lock().await;
+    if shared.shutting_down.load(Ordering::SeqCst) {
+        return Err(ApplyError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: "the load balancer is shutting down".into(),
+        });
+    }
+    let current = shared.table.load_full();
+    if current.applied {
+        let served = current.table.version;
+        if table.version < served {
+            return Err(conflict(format!(
+                "version {} is older than the served version {served}; send a version >= {served}",
+                table.version
+            )));
+        }
+        if table.version == served {
+            if table == current.table {
+                return Ok(Applied { version: served });
+            }
+            return Err(conflict(format!(
+                "version {served} is already served with different content; send the change as version {}",
+                served + 1
+            )));
+        }
+    }
+    validate(&table).map_err(bad)?;
+
+    let mut acceptors: HashMap<SocketAddr, Option<TlsAcceptor>> = HashMap::new();
+    for (name, l) in &table.listeners {
+        let acceptor = match &l.tls {
+            Some(cfg) => Some(tls::acceptor(cfg).map_err(|e| bad(format!("listener `{name}`: {e}")))?),
+            None => None,
+        };
+        acceptors.insert(l.bind, acceptor);
+    }
+
+    // Bind what is new; if any bind fails, the ones made so far are dropped with this map.
+    let existing: BTreeSet<SocketAddr> = lock(&shared.listeners).keys().copied().collect();
+    let mut bound: HashMap<SocketAddr, TcpListener> = HashMap::new();
+    for (name, l) in &table.listeners {
+        if existing.contains(&l.bind) {
+            continue;
+        }
+        let socket = listener::bind(l.bind).map_err(|e| {
+            conflict(format!(
+                "listener `{name}`: cannot listen on {}: {e}; free the port or choose another bind address",
+                l.bind
+            ))
+        })?;
+        bound.insert(l.bind, socket);
+    }
+
+    if persist && let Some(path) = &shared.state_file {
+        write_state(path, &table).map_err(|e| ApplyError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: format!("cannot persist the table to state file {}: {e}", path.display()),
+        })?;
+    }
+
+    commit(shared, table, acceptors, bound);
+    Ok(Applied { version: shared.version() })
+}
+
+/// From here on nothing can fail: the table is valid and every socket is bound.
+fn commit(
+    shared: &Arc<Shared>,
+    table: RouteTable,
+    mut acceptors: HashMap<SocketAddr, Option<TlsAcceptor>>,
+    mut bound: HashMap<SocketAddr, TcpListener>,
+) {
+    let mut groups_out: HashMap<String, Arc<GroupRt>> = HashMap::new();
+    {
+        let mut groups = lock(&shared.groups);
+        for (name, tg) in &table.target_groups {
+            let cfg = group_cfg(tg);
+            let group = groups
+                .entry(name.clone())
+                .or_insert_with(|| Arc::new(GroupRt::new(name, cfg.clone())))
+                .clone();
+            if **group.cfg.load() != cfg {
+                group.cfg.store(Arc::new(cfg));
+            }
+            set_targets(shared, &group, tg);
+            groups_out.insert(name.clone(), group);
+        }
+        for (name, group) in groups.iter() {
+            if !table.target_groups.contains_key(name) {
+                set_targets(shared, group, &TargetGroup { targets: Vec::new(), ..empty_group(group) });
+            }
+        }
+        groups.retain(|name, g| {
+            table.target_groups.contains_key(name) || !lock(&g.draining).is_empty()
+        });
+    }
+
+    let mut new_listeners = Vec::new();
+    let mut removed = Vec::new();
+    let mut slot_of: HashMap<SocketAddr, usize> = HashMap::new();
+    {
+        let mut listeners = lock(&shared.listeners);
+        for l in table.listeners.values() {
+            let acceptor = acceptors.remove(&l.bind).flatten();
+            let idle = l.idle_timeout_ms.unwrap_or(DEFAULT_IDLE_TIMEOUT_MS);
+            if let Some(ls) = listeners.get(&l.bind) {
+                ls.tls.store(acceptor.map(Arc::new));
+                ls.idle_timeout_ms.store(idle, Ordering::Relaxed);
+                slot_of.insert(l.bind, ls.slot);
+            } else if let Some(socket) = bound.remove(&l.bind) {
+                let slot = shared.next_slot.fetch_add(1, Ordering::Relaxed);
+                let ls = Arc::new(ListenerShared::new(slot, l.bind, acceptor, idle));
+                listeners.insert(l.bind, ls.clone());
+                slot_of.insert(l.bind, slot);
+                new_listeners.push((ls, socket));
+            }
+        }
+        let keep: BTreeSet<SocketAddr> = table.listeners.values().map(|l| l.bind).collect();
+        listeners.retain(|bind, ls| {
+            let stays = keep.contains(bind);
+            if !stays {
+                removed.push(ls.clone());
+            }
+            stays
+        });
+    }
+
+    let slots_len = shared.next_slot.load(Ordering::Relaxed);
+    let mut slots: Vec<Option<Route>> = (0..slots_len).map(|_| None).collect();
+    for l in table.listeners.values() {
+        let Some(&slot) = slot_of.get(&l.bind) else { continue };
+        slots[slot] = Some(Route {
+            action: compile_action(&l.action, &groups_out),
+            idle_timeout: Duration::from_millis(l.idle_timeout_ms.unwrap_or(DEFAULT_IDLE_TIMEOUT_MS)),
+        });
+    }
+    let version = table.version;
+    shared.table.store(Arc::new(Compiled { table, applied: true, slots }));
+
+    for (ls, socket) in new_listeners {
+        listener::spawn_accept(shared.clone(), ls, socket);
+    }
+    for ls in removed {
+        ls.stop.send_replace(true);
+    }
+    tracing::info!(version, "route table applied");
+}
+
+fn empty_group(group: &GroupRt) -> TargetGroup {
+    let cfg = group.cfg.load();
+    TargetGroup {
+        health_check: cfg.health_check.clone(),
+        deregistration_delay_ms: cfg.deregistration_delay.as_millis() as u64,
+        algorithm: cfg.algorithm,
+        targets: Vec::new(),
+    }
+}
+
+fn group_cfg(tg: &TargetGroup) -> GroupCfg {
+    GroupCfg {
+        health_check: tg.health_check.clone(),
+        deregistration_delay: Duration::from_millis(tg.deregistration_delay_ms),
+        algorithm: tg.algorithm,
+    }
+}
+
+/// Makes `tg.targets` the group's registered targets: keeps known ones (with their health),
+/// brings back draining ones, starts checks for new ones and drains the ones that left.
+fn set_targets(shared: &Arc<Shared>, group: &Arc<GroupRt>, tg: &TargetGroup) {
+    let old = group.registered.load_full();
+    let mut draining = lock(&group.draining);
+    let mut list = Vec::with_capacity(tg.targets.len());
+    for target in &tg.targets {
+        if let Some(t) = old.iter().find(|t| t.addr == target.addr) {
+            list.push(t.clone());
+        } else if let Some(pos) = draining.iter().position(|t| t.addr == target.addr) {
+            let t = draining.remove(pos);
+            t.undrain();
+            list.push(t);
+        } else {
+            let enabled = tg.health_check.enabled;
+            let t = Arc::new(TargetRt::new(target.addr, group.counters.clone(), enabled));
+            // The task also runs while checks are disabled, to notice when they come back.
+            health::spawn(group.clone(), t.clone());
+            list.push(t);
+        }
+    }
+    for t in old.iter() {
+        if !tg.targets.iter().any(|x| x.addr == t.addr) {
+            t.draining.store(true, Ordering::SeqCst);
+            draining.push(t.clone());
+            spawn_drain(shared.clone(), group.clone(), t.clone());
+        }
+    }
+    drop(draining);
+    if !tg.health_check.enabled {
+        for t in &list {
+            t.disable_checks();
+        }
+    }
+    group.registered.store(Arc::new(list));
+    group.recompute();
+}
+
+/// Drains a deregistered target: no new requests (it is out of the routable set already), and it
+/// is released when idle or when the delay ends, whichever comes first.
+fn spawn_drain(shared: Arc<Shared>, group: Arc<GroupRt>, target: Arc<TargetRt>) {
+    let delay = group.cfg.load().deregistration_delay;
+    let t = target.clone();
+    let task = tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + delay;
+        loop {
+            if t.is_idle() {
+                break;
+            }
+            tokio::select! {
+                _ = t.idle.notified() => {}
+                _ = tokio::time::sleep_until(deadline) => break,
+                // Belt and braces: an idle moment that raced the notification.
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+        release(&shared, &group, &t);
+    });
+    target.set_drain_task(task.abort_handle());
+}
+
+fn release(shared: &Shared, group: &Arc<GroupRt>, target: &Arc<TargetRt>) {
+    let mut groups = lock(&shared.groups);
+    let mut draining = lock(&group.draining);
+    let Some(pos) = draining.iter().position(|t| Arc::ptr_eq(t, target)) else { return };
+    draining.remove(pos);
+    let empty = draining.is_empty();
+    drop(draining);
+    // `close` aborts this very task's handle; nothing async follows, so that is harmless.
+    target.close();
+    let in_table = shared.table.load().table.target_groups.contains_key(&*group.name);
+    if empty && !in_table {
+        groups.remove(&*group.name);
+    }
+}
+
+fn compile_action(action: &Action, groups: &HashMap<String, Arc<GroupRt>>) -> CompiledAction {
+    match action {
+        Action::Forward(fwd) => {
+            let mut total = 0u32;
+            let mut list = Vec::new();
+            for w in &fwd.target_groups {
+                if w.weight == 0 {
+                    continue;
+                }
+                if let Some(g) = groups.get(&w.name) {
+                    total += w.weight as u32;
+                    list.push((total, g.clone()));
+                }
+            }
+            CompiledAction::Forward(Forward { groups: list, total, seq: Sequence::default() })
+        }
+        Action::FixedResponse(f) => CompiledAction::Fixed(Fixed {
+            status: StatusCode::from_u16(f.status_code).unwrap_or(StatusCode::OK),
+            content_type: f
+                .content_type
+                .as_deref()
+                .and_then(|c| HeaderValue::from_str(c).ok())
+                .unwrap_or(HeaderValue::from_static("text/plain; charset=utf-8")),
+            body: Bytes::from(f.body.clone()),
+        }),
+        Action::Redirect(r) => CompiledAction::Redirect(r.clone()),
+    }
+}
+
+/// Everything that can be checked without touching the machine.
+pub fn validate(table: &RouteTable) -> Result<(), String> {
+    if table.listeners.len() > MAX_LISTENERS {
+        return Err(format!("{} listeners; at most {MAX_LISTENERS}", table.listeners.len()));
+    }
+    if table.target_groups.len() > MAX_GROUPS {
+        return Err(format!("{} target groups; at most {MAX_GROUPS}", table.target_groups.len()));
+    }
+    let mut binds: HashMap<SocketAddr, &str> = HashMap::new();
+    for (name, l) in &table.listeners {
+        if let Some(other) = binds.insert(l.bind, name) {
+            return Err(format!(
+                "listeners `{other}` and `{name}` both bind {}; give each its own address",
+                l.bind
+            ));
+        }
+        validate_listener(name, l, table)?;
+    }
+    for (name, tg) in &table.target_groups {
+        validate_group(name, tg)?;
+    }
+    Ok(())
+}
+
+fn validate_listener(name: &str, l: &Listener, table: &RouteTable) -> Result<(), String> {
+    if l.bind.port() == 0 {
+        return Err(format!("listener `{name}`: bind {} needs a port (1-65535)", l.bind));
+    }
+    if let Some(ms) = l.idle_timeout_ms
+        && !(1..=4_000_000).contains(&ms)
+    {
+        return Err(format!("listener `{name}`: idle_timeout_ms {ms} is not 1-4000000"));
+    }
+    match &l.action {
+        Action::Forward(f) => {
+            if f.target_groups.len() > MAX_GROUPS_PER_FORWARD {
+                return Err(format!(
+                    "listener `{name}`: forward names {} target groups; at most {MAX_GROUPS_PER_FORWARD}",
+                    f.target_groups.len()
+                ));
+            }
+            let mut seen = BTreeSet::new();
+            for w in &f.target_groups {
+                if !table.target_groups.contains_key(&w.name) {
+                    return Err(format!(
+                        "listener `{name}`: forward references target group `{}`, which is not in target_groups",
+                        w.name
+                    ));
+                }
+                if !seen.insert(&w.name) {
+                    return Err(format!(
+                        "listener `{name}`: target group `{}` appears twice in one forward",
+                        w.name
+                    ));
+                }
+                if w.weight > WEIGHT_MAX {
+                    return Err(format!(
+                        "listener `{name}`: weight {} of target group `{}` is above {WEIGHT_MAX}",
+                        w.weight, w.name
+                    ));
+                }
+            }
+        }
+        Action::FixedResponse(FixedResponse { status_code, content_type, body }) => {
+            if !(200..=599).contains(status_code) || (300..400).contains(status_code) {
+                return Err(format!(
+                    "listener `{name}`: fixed response status {status_code} must be 2XX, 4XX or 5XX"
+                ));
+            }
+            if let Some(ct) = content_type
+                && HeaderValue::from_str(ct).is_err()
+            {
+                return Err(format!("listener `{name}`: content_type `{ct}` is not a header value"));
+            }
+            if body.len() > MAX_FIXED_BODY {
+                return Err(format!(
+                    "listener `{name}`: fixed response body is {} bytes; at most {MAX_FIXED_BODY}",
+                    body.len()
+                ));
+            }
+        }
+        Action::Redirect(r) => {
+            if r.status_code != 301 && r.status_code != 302 {
+                return Err(format!("listener `{name}`: redirect status {} must be 301 or 302", r.status_code));
+            }
+            if let Some(p) = &r.protocol
+                && !p.eq_ignore_ascii_case("http")
+                && !p.eq_ignore_ascii_case("https")
+            {
+                return Err(format!("listener `{name}`: redirect protocol `{p}` must be HTTP or HTTPS"));
+            }
+            if r.port == Some(0) {
+                return Err(format!("listener `{name}`: redirect port 0 is not a port"));
+            }
+            if let Some(h) = &r.host
+                && (h.is_empty() || h.contains(['/', ' ', '?', '#', '@']))
+            {
+                return Err(format!("listener `{name}`: redirect host `{h}` is not a host name"));
+            }
+            if let Some(p) = &r.path
+                && (!p.starts_with('/') || p.contains([' ', '?', '#']))
+            {
+                return Err(format!(
+                    "listener `{name}`: redirect path `{p}` must start with / and hold no query"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn validate_group(name: &str, tg: &TargetGroup) -> Result<(), String> {
+    let hc = &tg.health_check;
+    let at = |what: String| format!("target group `{name}`: {what}");
+    if !hc.path.starts_with('/') || hc.path.len() > 1024 || hc.path.contains([' ', '\r', '\n']) {
+        return Err(at(format!("health_check.path `{}` must start with / (1-1024 chars, no spaces)", hc.path)));
+    }
+    if hc.port == Some(0) {
+        return Err(at("health_check.port 0 is not a port; leave it out for the traffic port".into()));
+    }
+    if hc.interval_ms < 10 || hc.interval_ms > 300_000 {
+        return Err(at(format!("health_check.interval_ms {} is not 10-300000", hc.interval_ms)));
+    }
+    if hc.timeout_ms == 0 || hc.timeout_ms > 120_000 {
+        return Err(at(format!("health_check.timeout_ms {} is not 1-120000", hc.timeout_ms)));
+    }
+    for (field, v) in
+        [("healthy_threshold", hc.healthy_threshold), ("unhealthy_threshold", hc.unhealthy_threshold)]
+    {
+        if !(1..=10).contains(&v) {
+            return Err(at(format!("health_check.{field} {v} is not 1-10")));
+        }
+    }
+    if hc.matcher.is_empty() {
+        return Err(at("health_check.matcher is empty; use [[200, 200]] for ALB's default".into()));
+    }
+    for &(lo, hi) in &hc.matcher {
+        if !(100..=599).contains(&lo) || !(100..=599).contains(&hi) || lo > hi {
+            return Err(at(format!("health_check.matcher range {lo}-{hi} is not within 100-599 in order")));
+        }
+    }
+    if tg.deregistration_delay_ms > 3_600_000 {
+        return Err(at(format!(
+            "deregistration_delay_ms {} is above 3600000 (one hour)",
+            tg.deregistration_delay_ms
+        )));
+    }
+    if tg.targets.len() > MAX_TARGETS_PER_GROUP {
+        return Err(at(format!("{} targets; at most {MAX_TARGETS_PER_GROUP}", tg.targets.len())));
+    }
+    let mut seen = BTreeSet::new();
+    for t in &tg.targets {
+        if t.addr.port() == 0 {
+            return Err(at(format!("target {} needs a port", t.addr)));
+        }
+        if !seen.insert(t.addr) {
+            return Err(at(format!("target {} is registered twice", t.addr)));
+        }
+    }
+    Ok(())
+}
+
+/// Writes atomically: a crash leaves either the old file or the new one.
+fn write_state(path: &Path, table: &RouteTable) -> std::io::Result<()> {
+    let json = serde_json::to_vec_pretty(table).map_err(std::io::Error::other)?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&json)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent()
+        && let Ok(d) = std::fs::File::open(if dir.as_os_str().is_empty() { Path::new(".") } else { dir })
+    {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Loads the table saved by a previous run, if any.
+pub fn read_state(path: &Path) -> anyhow::Result<Option<RouteTable>> {
+    let text = match std::fs::read(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => anyhow::bail!("cannot read state file {}: {e}", path.display()),
+    };
+    let table = serde_json::from_slice(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "state file {} is not a route table ({e}); fix or delete it (the control plane will send the table again)",
+            path.display()
+        )
+    })?;
+    Ok(Some(table))
+}

@@ -1,0 +1,417 @@
+//! Live state of target groups and targets: health, in-flight requests, connection pools, draining.
+//!
+//! These objects outlive route-table versions: a new table that keeps a target keeps the same
+//! `TargetRt`, so health state and counters carry over and re-applying a table changes nothing.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use crossbeam_queue::ArrayQueue;
+use hyper::body::Incoming;
+use routes::{Algorithm, HealthCheck, TargetHealth, TargetState};
+use tokio::sync::{Notify, watch};
+use tokio::task::AbortHandle;
+
+use crate::metrics::{Counters, Sequence};
+
+/// A keep-alive connection to a target, ready for a request.
+pub type Sender = hyper::client::conn::http1::SendRequest<Incoming>;
+
+/// Idle keep-alive connections kept per target.
+const POOL_SIZE: usize = 1024;
+
+const H_INITIAL: u8 = 0;
+const H_HEALTHY: u8 = 1;
+const H_UNHEALTHY: u8 = 2;
+/// Health checks disabled: ALB's `unavailable`, and routable.
+const H_UNAVAILABLE: u8 = 3;
+
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves plain data behind, still usable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The result of one health check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Pass,
+    Mismatch(u16),
+    Timeout,
+    Failed(String),
+}
+
+#[derive(Default)]
+struct Detail {
+    reason: Option<&'static str>,
+    description: Option<String>,
+    passes: u32,
+    failures: u32,
+}
+
+#[derive(Default)]
+struct Tasks {
+    health: Option<AbortHandle>,
+    drain: Option<AbortHandle>,
+}
+
+pub struct TargetRt {
+    pub addr: SocketAddr,
+    pub in_flight: AtomicU64,
+    /// Upgraded (WebSocket) tunnels open to this target.
+    pub long_lived: AtomicU64,
+    /// Open connections to this target.
+    pub conns: AtomicU64,
+    health: AtomicU8,
+    pub draining: AtomicBool,
+    detail: Mutex<Detail>,
+    pub counters: Counters,
+    pub group_counters: Arc<Counters>,
+    pub pool: ArrayQueue<Sender>,
+    close: watch::Sender<bool>,
+    /// Woken when a draining target's last request or tunnel ends.
+    pub idle: Notify,
+    tasks: Mutex<Tasks>,
+}
+
+impl TargetRt {
+    pub fn new(addr: SocketAddr, group_counters: Arc<Counters>, checks_enabled: bool) -> Self {
+        let (health, detail) = if checks_enabled {
+            (
+                H_INITIAL,
+                Detail {
+                    reason: Some("Elb.InitialHealthChecking"),
+                    description: Some("Initial health checks in progress".into()),
+                    ..Detail::default()
+                },
+            )
+        } else {
+            (H_UNAVAILABLE, disabled_detail())
+        };
+        TargetRt {
+            addr,
+            in_flight: AtomicU64::new(0),
+            long_lived: AtomicU64::new(0),
+            conns: AtomicU64::new(0),
+            health: AtomicU8::new(health),
+            draining: AtomicBool::new(false),
+            detail: Mutex::new(detail),
+            counters: Counters::default(),
+            group_counters,
+            pool: ArrayQueue::new(POOL_SIZE),
+            close: watch::channel(false).0,
+            idle: Notify::new(),
+            tasks: Mutex::new(Tasks::default()),
+        }
+    }
+
+    /// Healthy, or not health-checked at all.
+    #[inline]
+    pub fn routable(&self) -> bool {
+        matches!(self.health.load(Ordering::Relaxed), H_HEALTHY | H_UNAVAILABLE)
+    }
+
+    pub fn state(&self) -> TargetState {
+        if self.draining.load(Ordering::SeqCst) {
+            return TargetState::Draining;
+        }
+        match self.health.load(Ordering::Relaxed) {
+            H_INITIAL => TargetState::Initial,
+            H_HEALTHY => TargetState::Healthy,
+            H_UNHEALTHY => TargetState::Unhealthy,
+            _ => TargetState::Unavailable,
+        }
+    }
+
+    pub fn report(&self) -> TargetHealth {
+        let state = self.state();
+        let (reason, description) = if state == TargetState::Draining {
+            (
+                Some("Target.DeregistrationInProgress".to_string()),
+                Some("Target deregistration is in progress".to_string()),
+            )
+        } else {
+            let d = lock(&self.detail);
+            (d.reason.map(str::to_string), d.description.clone())
+        };
+        TargetHealth {
+            addr: self.addr,
+            state,
+            reason,
+            description,
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Applies one health-check result with ALB's thresholds; true if routability changed.
+    pub fn record(&self, outcome: Outcome, hc: &HealthCheck) -> bool {
+        let mut d = lock(&self.detail);
+        let before = self.health.load(Ordering::Relaxed);
+        let mut next = before;
+        if before == H_UNAVAILABLE {
+            // Checks were just enabled again: start over.
+            next = H_INITIAL;
+            d.passes = 0;
+            d.failures = 0;
+        }
+        match outcome {
+            Outcome::Pass => {
+                d.failures = 0;
+                d.passes = d.passes.saturating_add(1);
+                let promote = match next {
+                    H_INITIAL => true,
+                    H_UNHEALTHY => d.passes >= hc.healthy_threshold,
+                    _ => false,
+                };
+                if promote || next == H_HEALTHY {
+                    next = H_HEALTHY;
+                    d.reason = None;
+                    d.description = None;
+                }
+            }
+            failure => {
+                d.passes = 0;
+                d.failures = d.failures.saturating_add(1);
+                let (reason, description) = match &failure {
+                    Outcome::Mismatch(code) => (
+                        "Target.ResponseCodeMismatch",
+                        format!("Health checks failed with these codes: [{code}]"),
+                    ),
+                    Outcome::Timeout => ("Target.Timeout", "Request timed out".to_string()),
+                    Outcome::Failed(why) => {
+                        ("Target.FailedHealthChecks", format!("Health checks failed: {why}"))
+                    }
+                    Outcome::Pass => unreachable_pass(),
+                };
+                if next == H_UNHEALTHY || d.failures >= hc.unhealthy_threshold {
+                    next = H_UNHEALTHY;
+                    d.reason = Some(reason);
+                    d.description = Some(description);
+                }
+            }
+        }
+        self.health.store(next, Ordering::Relaxed);
+        routable_code(before) != routable_code(next)
+    }
+
+    /// Health checks were switched off for the group; true if routability changed.
+    pub fn disable_checks(&self) -> bool {
+        let mut d = lock(&self.detail);
+        let before = self.health.swap(H_UNAVAILABLE, Ordering::Relaxed);
+        *d = disabled_detail();
+        routable_code(before) != routable_code(H_UNAVAILABLE)
+    }
+
+    pub fn healthy(&self) -> bool {
+        self.health.load(Ordering::Relaxed) == H_HEALTHY
+    }
+
+    pub fn unhealthy(&self) -> bool {
+        self.health.load(Ordering::Relaxed) == H_UNHEALTHY
+    }
+
+    /// A receiver that turns `true` when the target is released and its connections must close.
+    pub fn closed(&self) -> watch::Receiver<bool> {
+        self.close.subscribe()
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.in_flight.load(Ordering::SeqCst) == 0 && self.long_lived.load(Ordering::SeqCst) == 0
+    }
+
+    /// Ends every connection to the target (pooled, in use, upgraded) and its background tasks.
+    pub fn close(&self) {
+        self.close.send_replace(true);
+        while self.pool.pop().is_some() {}
+        let mut tasks = lock(&self.tasks);
+        if let Some(h) = tasks.health.take() {
+            h.abort();
+        }
+        if let Some(h) = tasks.drain.take() {
+            h.abort();
+        }
+    }
+
+    pub fn set_health_task(&self, handle: AbortHandle) {
+        lock(&self.tasks).health = Some(handle);
+    }
+
+    pub fn set_drain_task(&self, handle: AbortHandle) {
+        if let Some(old) = lock(&self.tasks).drain.replace(handle) {
+            old.abort();
+        }
+    }
+
+    /// Registered again while draining: stop draining, keep health and counters.
+    pub fn undrain(&self) {
+        if let Some(h) = lock(&self.tasks).drain.take() {
+            h.abort();
+        }
+        self.draining.store(false, Ordering::SeqCst);
+    }
+
+    /// Takes an idle keep-alive connection, skipping ones that closed or are still busy.
+    #[inline]
+    pub fn checkout(&self) -> Option<Sender> {
+        while let Some(sender) = self.pool.pop() {
+            if sender.is_ready() {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    #[inline]
+    pub fn end_request(&self) {
+        if self.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 && self.draining.load(Ordering::SeqCst) {
+            self.idle.notify_one();
+        }
+    }
+
+    pub fn end_long_lived(&self) {
+        if self.long_lived.fetch_sub(1, Ordering::SeqCst) == 1 && self.draining.load(Ordering::SeqCst)
+        {
+            self.idle.notify_one();
+        }
+    }
+}
+
+fn unreachable_pass() -> (&'static str, String) {
+    ("Target.FailedHealthChecks", "Health checks failed".to_string())
+}
+
+fn disabled_detail() -> Detail {
+    Detail {
+        reason: Some("Target.HealthCheckDisabled"),
+        description: Some("Health checks are disabled".into()),
+        ..Detail::default()
+    }
+}
+
+fn routable_code(h: u8) -> bool {
+    matches!(h, H_HEALTHY | H_UNAVAILABLE)
+}
+
+/// Counts a request in flight to a target until dropped.
+pub struct InFlight(pub Arc<TargetRt>);
+
+impl InFlight {
+    #[inline]
+    pub fn new(target: Arc<TargetRt>) -> Self {
+        target.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(target)
+    }
+}
+
+impl Drop for InFlight {
+    #[inline]
+    fn drop(&mut self) {
+        self.0.end_request();
+    }
+}
+
+/// A group's settings that may change from one table to the next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupCfg {
+    pub health_check: HealthCheck,
+    pub deregistration_delay: Duration,
+    pub algorithm: Algorithm,
+}
+
+/// The targets a request may go to right now.
+pub struct Routable {
+    pub targets: Vec<Arc<TargetRt>>,
+    /// No registered target is healthy, so all of them are used (ALB's fail-open).
+    pub fail_open: bool,
+    pub algorithm: Algorithm,
+}
+
+pub struct GroupRt {
+    pub name: Arc<str>,
+    pub counters: Arc<Counters>,
+    pub cfg: ArcSwap<GroupCfg>,
+    /// Registered (not draining) targets, in table order.
+    pub registered: ArcSwap<Vec<Arc<TargetRt>>>,
+    pub draining: Mutex<Vec<Arc<TargetRt>>>,
+    pub routable: ArcSwap<Routable>,
+    seq: Sequence,
+    recompute_lock: Mutex<()>,
+}
+
+impl GroupRt {
+    pub fn new(name: &str, cfg: GroupCfg) -> Self {
+        let algorithm = cfg.algorithm;
+        GroupRt {
+            name: name.into(),
+            counters: Arc::new(Counters::default()),
+            cfg: ArcSwap::from_pointee(cfg),
+            registered: ArcSwap::from_pointee(Vec::new()),
+            draining: Mutex::new(Vec::new()),
+            routable: ArcSwap::from_pointee(Routable {
+                targets: Vec::new(),
+                fail_open: false,
+                algorithm,
+            }),
+            seq: Sequence::default(),
+            recompute_lock: Mutex::new(()),
+        }
+    }
+
+    /// Rebuilds the routable set after a health or membership change.
+    pub fn recompute(&self) {
+        let _serialised = lock(&self.recompute_lock);
+        let registered = self.registered.load_full();
+        let algorithm = self.cfg.load().algorithm;
+        let healthy: Vec<_> = registered.iter().filter(|t| t.routable()).cloned().collect();
+        let routable = if healthy.is_empty() {
+            Routable {
+                targets: registered.to_vec(),
+                fail_open: !registered.is_empty(),
+                algorithm,
+            }
+        } else {
+            Routable { targets: healthy, fail_open: false, algorithm }
+        };
+        self.routable.store(Arc::new(routable));
+    }
+
+    /// Chooses a target for one request; `None` when the group has no registered target.
+    #[inline]
+    pub fn pick(&self) -> Option<(Arc<TargetRt>, bool)> {
+        let routable = self.routable.load();
+        let n = routable.targets.len();
+        let target = match n {
+            0 => return None,
+            1 => &routable.targets[0],
+            _ => {
+                let start = self.seq.next() % n;
+                match routable.algorithm {
+                    Algorithm::RoundRobin => &routable.targets[start],
+                    Algorithm::LeastOutstandingRequests => {
+                        let mut best = &routable.targets[start];
+                        let mut best_load = best.in_flight.load(Ordering::Relaxed);
+                        for i in 1..n {
+                            let t = &routable.targets[(start + i) % n];
+                            let load = t.in_flight.load(Ordering::Relaxed);
+                            if load < best_load {
+                                best = t;
+                                best_load = load;
+                            }
+                        }
+                        best
+                    }
+                }
+            }
+        };
+        Some((target.clone(), routable.fail_open))
+    }
+
+    /// Every target the group still has, registered first, then draining.
+    pub fn all_targets(&self) -> Vec<Arc<TargetRt>> {
+        let mut all = self.registered.load_full().to_vec();
+        all.extend(lock(&self.draining).iter().cloned());
+        all
+    }
+}

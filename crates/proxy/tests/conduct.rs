@@ -1,0 +1,173 @@
+//! What the load balancer does to requests on the way through: malformed and smuggling-shaped
+//! requests refused before any target sees them, forwarded headers, hop-by-hop headers, invalid
+//! header names, header size limits, and well-formed 502/504 answers for target failures.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::*;
+use http::Request;
+use routes::*;
+
+async fn setup() -> (Lb, Backend, std::net::SocketAddr) {
+    let lb = Lb::start(None).await;
+    let b = Backend::start("b").await;
+    let port = free_addr();
+    let check = HealthCheck { enabled: false, ..hc(1000) };
+    lb.apply(&table(1, vec![("web", listener(port, forward(&[("g", 1)])))], vec![("g", group(&[b.addr], check, 0))])).await;
+    (lb, b, port)
+}
+
+fn status_line(response: &str) -> &str {
+    response.lines().next().unwrap_or("")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_request_gets_400_and_never_reaches_a_target() {
+    let (lb, b, port) = setup().await;
+    for raw in [
+        &b"GET / HTTP/1.1\r\nHost: a\r\nNo colon here\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n",
+        b"GET /\x01 HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5x\r\n\r\nhello",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\nhello",
+    ] {
+        let answer = raw_exchange(port, raw).await;
+        assert!(status_line(&answer).starts_with("HTTP/1.1 400"), "{:?} got {answer:?}", String::from_utf8_lossy(raw));
+    }
+    assert_eq!(b.hits.load(Ordering::SeqCst), 0, "no malformed request reached the target");
+    lb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smuggling_attempts_are_refused_and_never_reach_a_target() {
+    let (lb, b, port) = setup().await;
+    let attempts: [(&str, &[u8]); 6] = [
+        ("CL.TE", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 13\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nSMUGGLED"),
+        ("TE.CL", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n8\r\nSMUGGLED\r\n0\r\n\r\n"),
+        ("duplicate Content-Length", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello"),
+        ("conflicting Content-Length", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"),
+        ("Content-Length list", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\nhello"),
+        ("TE.TE obfuscated", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-encoding: x\r\n\r\n0\r\n\r\n"),
+    ];
+    for (name, raw) in attempts {
+        let answer = raw_exchange(port, raw).await;
+        assert!(status_line(&answer).starts_with("HTTP/1.1 400"), "{name}: got {answer:?}");
+        assert!(!answer.contains("HTTP/1.1 200"), "{name}: a smuggled request was answered: {answer:?}");
+    }
+    // A clean request first, the smuggling one second on the same connection: the first is
+    // served, the second refused, and nothing after it is read.
+    let pipelined = b"GET / HTTP/1.1\r\nHost: a\r\n\r\nPOST / HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /after HTTP/1.1\r\nHost: a\r\n\r\n";
+    let answer = raw_exchange(port, pipelined).await;
+    assert_eq!(answer.matches("HTTP/1.1 200").count(), 1, "{answer:?}");
+    assert_eq!(answer.matches("HTTP/1.1 400").count(), 1, "{answer:?}");
+    assert_eq!(b.hits.load(Ordering::SeqCst), 1, "only the clean request reached the target");
+    assert!(lb.metrics().await.listeners["web"].elb_4xx >= 1);
+    lb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_and_chunked_requests_pass_intact() {
+    let (lb, b, port) = setup().await;
+    let raw = b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;x=y\r\n world\r\n0\r\n\r\nPOST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabcGET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+    let answer = raw_exchange(port, raw).await;
+    assert_eq!(answer.matches("HTTP/1.1 200").count(), 3, "{answer}");
+    assert!(answer.contains("body: hello world"), "{answer}");
+    assert!(answer.contains("body: abc"), "{answer}");
+    assert_eq!(b.hits.load(Ordering::SeqCst), 3);
+    lb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_headers_are_set_and_hop_by_hop_and_invalid_headers_dropped() {
+    let (lb, _b, port) = setup().await;
+    let raw = format!(
+        "GET /echo HTTP/1.1\r\nHost: shop\r\nX-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: ftp\r\n\
+Connection: keep-alive, X-Secret\r\nX-Secret: s\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\n\
+TE: trailers\r\nUpgrade: h2c\r\nX_Under: 1\r\nX-Fine: 1\r\n\r\n"
+    );
+    let answer = raw_exchange(port, raw.as_bytes()).await;
+    let body = answer.to_ascii_lowercase();
+    assert!(body.contains("x-forwarded-for: 203.0.113.9, 127.0.0.1\n"), "{answer}");
+    assert!(body.contains("x-forwarded-proto: http\n"), "{answer}");
+    assert!(body.contains(&format!("x-forwarded-port: {}\n", port.port())), "{answer}");
+    assert!(body.contains("host: shop\n"), "{answer}");
+    assert!(body.contains("x-fine: 1\n"), "{answer}");
+    for gone in ["x-secret", "keep-alive:", "proxy-connection", "\nte:", "upgrade", "x_under"] {
+        assert!(!body.split("\r\n\r\n").nth(1).unwrap_or("").contains(gone), "`{gone}` reached the target: {answer}");
+    }
+    lb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_headers_get_431() {
+    let (lb, b, port) = setup().await;
+    let raw = format!("GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n", "a".repeat(80 * 1024));
+    let answer = raw_exchange(port, raw.as_bytes()).await;
+    assert!(status_line(&answer).starts_with("HTTP/1.1 431"), "got {:?}", status_line(&answer));
+    assert_eq!(b.hits.load(Ordering::SeqCst), 0);
+    lb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_failures_become_well_formed_502_and_504() {
+    let lb = Lb::start(None).await;
+    let b = Backend::start("slow").await;
+    let dead = free_addr();
+    let (refused, timeout) = (free_addr(), free_addr());
+    let check = HealthCheck { enabled: false, ..hc(1000) };
+    let mut slow_listener = listener(timeout, forward(&[("slow", 1)]));
+    slow_listener.idle_timeout_ms = Some(300);
+    lb.apply(&table(
+        1,
+        vec![("refused", listener(refused, forward(&[("dead", 1)]))), ("timeout", slow_listener)],
+        vec![("dead", group(&[dead], check.clone(), 0)), ("slow", group(&[b.addr], check, 0))],
+    ))
+    .await;
+    let (status, body) = get(&lb.http, &format!("http://{refused}/")).await;
+    assert_eq!((status, body.as_str()), (502, "502 Bad Gateway\n"));
+    let (status, _) = get(&lb.http, &format!("http://{timeout}/slow?ms=2000")).await;
+    assert_eq!(status, 504);
+    let (status, _) = get(&lb.http, &format!("http://{timeout}/slow?ms=10")).await;
+    assert_eq!(status, 200, "the listener still serves after a 504");
+    let m = lb.metrics().await;
+    assert_eq!(m.target_groups["dead"].counters.elb_502, 1);
+    assert_eq!(m.target_groups["dead"].counters.target_connection_errors, 1);
+    assert_eq!(m.target_groups["slow"].counters.elb_504, 1);
+    let text = String::from(get(&lb.http, &format!("http://{}/metrics", lb.admin)).await.1);
+    assert!(text.contains("cutover_lb_elb_responses_total{target_group=\"dead\",code=\"502\"} 1"), "{text}");
+    assert!(text.contains("cutover_lb_routes_version 1"), "{text}");
+    lb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_client_connection_is_closed_after_the_idle_timeout() {
+    let lb = Lb::start(None).await;
+    let b = Backend::start("b").await;
+    let port = free_addr();
+    let mut l = listener(port, forward(&[("g", 1)]));
+    l.idle_timeout_ms = Some(200);
+    lb.apply(&table(1, vec![("web", l)], vec![("g", group(&[b.addr], HealthCheck { enabled: false, ..hc(1000) }, 0))])).await;
+    let started = std::time::Instant::now();
+    let answer = raw_exchange(port, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert!(status_line(&answer).starts_with("HTTP/1.1 200"), "{answer}");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(200) && waited < Duration::from_secs(2), "closed after {waited:?}");
+    let _ = Request::get("/").body(()).unwrap();
+    lb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_refuses_a_non_loopback_address() {
+    let err = proxy::start(proxy::ProxyConfig {
+        admin_addr: "0.0.0.0:0".parse().unwrap(),
+        state_file: None,
+        worker_threads: 1,
+    })
+    .await
+    .err()
+    .expect("refused");
+    assert!(err.to_string().contains("loopback"), "{err}");
+}

@@ -1,0 +1,167 @@
+//! Health checks with ALB semantics, fail-open, and 503 when a group has no targets.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::*;
+use routes::TargetState;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_move_targets_through_alb_states_by_thresholds_and_matcher() {
+    let lb = Lb::start(None).await;
+    let b = Backend::start("b").await;
+    let mut check = hc(50);
+    check.healthy_threshold = 3;
+    check.unhealthy_threshold = 2;
+    check.matcher = vec![(200, 204), (302, 302)];
+    let port = free_addr();
+    lb.apply(&table(1, vec![("web", listener(port, forward(&[("g", 1)])))], vec![("g", group(&[b.addr], check.clone(), 0))]))
+        .await;
+
+    // One passing check is enough from `initial`.
+    lb.wait_state("g", b.addr, TargetState::Healthy, WAIT).await;
+
+    // A code outside the matcher: unhealthy only after `unhealthy_threshold` failures.
+    let before = b.health_checks.load(Ordering::SeqCst);
+    b.health_status.store(503, Ordering::SeqCst);
+    lb.wait_state("g", b.addr, TargetState::Unhealthy, WAIT).await;
+    let failures = b.health_checks.load(Ordering::SeqCst) - before;
+    assert!(failures >= 2, "unhealthy after {failures} failing checks; threshold is 2");
+    let t = lb.target_state("g", b.addr).await.unwrap();
+    assert_eq!(t.reason.as_deref(), Some("Target.ResponseCodeMismatch"));
+    assert!(t.description.unwrap().contains("503"));
+
+    // A code inside the matcher list (302): healthy again only after `healthy_threshold` passes.
+    let before = b.health_checks.load(Ordering::SeqCst);
+    b.health_status.store(302, Ordering::SeqCst);
+    lb.wait_state("g", b.addr, TargetState::Healthy, WAIT).await;
+    let passes = b.health_checks.load(Ordering::SeqCst) - before;
+    assert!(passes >= 3, "healthy after {passes} passing checks; threshold is 3");
+
+    // Slower than the timeout: Target.Timeout.
+    b.health_delay_ms.store(400, Ordering::SeqCst);
+    lb.wait_state("g", b.addr, TargetState::Unhealthy, WAIT).await;
+    assert_eq!(lb.target_state("g", b.addr).await.unwrap().reason.as_deref(), Some("Target.Timeout"));
+    b.health_delay_ms.store(0, Ordering::SeqCst);
+    b.health_status.store(200, Ordering::SeqCst);
+    lb.wait_state("g", b.addr, TargetState::Healthy, WAIT).await;
+
+    // Nothing listening: Target.FailedHealthChecks.
+    let dead = free_addr();
+    lb.apply(&table(2, vec![("web", listener(port, forward(&[("g", 1)])))], vec![("g", group(&[b.addr, dead], check, 0))]))
+        .await;
+    lb.wait_state("g", dead, TargetState::Unhealthy, WAIT).await;
+    assert_eq!(
+        lb.target_state("g", dead).await.unwrap().reason.as_deref(),
+        Some("Target.FailedHealthChecks")
+    );
+    let m = lb.metrics().await;
+    assert_eq!(m.target_groups["g"].healthy_host_count, 1);
+    assert_eq!(m.target_groups["g"].unhealthy_host_count, 1);
+    lb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_target_is_checked_at_once_and_shows_initial_until_then() {
+    let lb = Lb::start(None).await;
+    let b = Backend::start("b").await;
+    b.health_delay_ms.store(300, Ordering::SeqCst);
+    // A 60 s interval: only the immediate first check can make it healthy within the deadline.
+    let mut check = hc(60_000);
+    check.timeout_ms = 5_000;
+    lb.apply(&table(1, vec![], vec![("g", group(&[b.addr], check, 0))])).await;
+    let t = lb.target_state("g", b.addr).await.unwrap();
+    assert_eq!(t.state, TargetState::Initial);
+    assert_eq!(t.reason.as_deref(), Some("Elb.InitialHealthChecking"));
+    lb.wait_state("g", b.addr, TargetState::Healthy, Duration::from_secs(5)).await;
+    lb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reapplying_a_table_keeps_health_state_and_counters() {
+    let lb = Lb::start(None).await;
+    let b = Backend::start("b").await;
+    let port = free_addr();
+    let mut check = hc(60_000);
+    check.timeout_ms = 1_000;
+    let make = |v| table(v, vec![("web", listener(port, forward(&[("g", 1)])))], vec![("g", group(&[b.addr], check.clone(), 1000))]);
+    lb.apply(&make(1)).await;
+    lb.wait_state("g", b.addr, TargetState::Healthy, WAIT).await;
+    for _ in 0..5 {
+        let (status, _) = get(&lb.http, &format!("http://{port}/")).await;
+        assert_eq!(status, 200);
+    }
+    let checks = b.health_checks.load(Ordering::SeqCst);
+    // Same content again (a restarted control plane), then a new version with the same targets.
+    lb.apply(&make(1)).await;
+    lb.apply(&make(2)).await;
+    let t = lb.target_state("g", b.addr).await.unwrap();
+    assert_eq!(t.state, TargetState::Healthy, "re-applying must not reset health");
+    assert_eq!(b.health_checks.load(Ordering::SeqCst), checks, "no new check, no new target");
+    let m = lb.metrics().await;
+    assert_eq!(m.version, 2);
+    assert_eq!(m.target_groups["g"].targets[0].counters.requests, 5);
+    assert_eq!(m.target_groups["g"].counters.target_2xx, 5);
+    lb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_unhealthy_fails_open_and_no_targets_is_503() {
+    let lb = Lb::start(None).await;
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    a.health_status.store(500, Ordering::SeqCst);
+    b.health_status.store(500, Ordering::SeqCst);
+    let port = free_addr();
+    lb.apply(&table(
+        1,
+        vec![("web", listener(port, forward(&[("g", 1)])))],
+        vec![("g", group(&[a.addr, b.addr], hc(50), 0)), ("empty", group(&[], hc(50), 0))],
+    ))
+    .await;
+    lb.wait_state("g", a.addr, TargetState::Unhealthy, WAIT).await;
+    lb.wait_state("g", b.addr, TargetState::Unhealthy, WAIT).await;
+    // Fail open: every registered target still gets traffic.
+    for _ in 0..20 {
+        let (status, _) = get(&lb.http, &format!("http://{port}/")).await;
+        assert_eq!(status, 200);
+    }
+    assert!(a.hits.load(Ordering::SeqCst) > 0 && b.hits.load(Ordering::SeqCst) > 0);
+    assert_eq!(lb.metrics().await.target_groups["g"].unhealthy_routing_requests, 20);
+
+    // One healthy target: only it gets traffic.
+    b.health_status.store(200, Ordering::SeqCst);
+    lb.wait_state("g", b.addr, TargetState::Healthy, WAIT).await;
+    let a_hits = a.hits.load(Ordering::SeqCst);
+    for _ in 0..20 {
+        let (status, body) = get(&lb.http, &format!("http://{port}/")).await;
+        assert_eq!((status, body.as_str()), (200, "b"));
+    }
+    assert_eq!(a.hits.load(Ordering::SeqCst), a_hits);
+
+    // A group without targets, and a forward whose weights are all zero: 503.
+    lb.apply(&table(
+        2,
+        vec![("web", listener(port, forward(&[("empty", 1)])))],
+        vec![("g", group(&[a.addr, b.addr], hc(50), 0)), ("empty", group(&[], hc(50), 0))],
+    ))
+    .await;
+    let (status, _) = get(&lb.http, &format!("http://{port}/")).await;
+    assert_eq!(status, 503);
+    lb.apply(&table(
+        3,
+        vec![("web", listener(port, forward(&[("g", 0), ("empty", 0)])))],
+        vec![("g", group(&[a.addr, b.addr], hc(50), 0)), ("empty", group(&[], hc(50), 0))],
+    ))
+    .await;
+    let (status, _) = get(&lb.http, &format!("http://{port}/")).await;
+    assert_eq!(status, 503);
+    let m = lb.metrics().await;
+    assert_eq!(m.target_groups["empty"].counters.elb_503, 1);
+    assert_eq!(m.listeners["web"].elb_503_no_group, 1);
+    lb.shutdown().await;
+}

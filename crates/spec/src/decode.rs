@@ -1,0 +1,429 @@
+//! Typed reading of a positioned document tree: every getter checks one value, reports a
+//! diagnostic at its position with its path when it is wrong, and lets the caller carry on so
+//! that one run reports every error of a file.
+
+use std::time::Duration;
+
+use crate::diag::{Diagnostic, Errors, Parsed, Pos, suggest};
+use crate::tree::{Entry, Format, Node, Value, child_key};
+
+/// Most errors reported for one file; the rest are counted in a last line.
+pub const ERRORS_MAX: usize = 50;
+
+pub(crate) struct Cx<'f> {
+    pub file: &'f str,
+    pub format: Format,
+    /// AppSpec keys are matched ignoring ASCII case, as aws-cli does.
+    pub ignore_case: bool,
+    errors: Vec<Diagnostic>,
+    notes: Vec<Diagnostic>,
+}
+
+/// What a unitless number means in a duration field.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BareNumber {
+    /// ALB fields count seconds (`HealthCheckIntervalSeconds`).
+    Seconds,
+    /// CodeDeploy fields count minutes (`terminationWaitTimeInMinutes`).
+    Minutes,
+    /// Fields with no AWS counterpart need a unit.
+    Rejected,
+}
+
+impl<'f> Cx<'f> {
+    pub fn new(file: &'f str, format: Format) -> Cx<'f> {
+        Cx { file, format, ignore_case: false, errors: Vec::new(), notes: Vec::new() }
+    }
+
+    pub fn error(&mut self, pos: Pos, path: &str, message: impl Into<String>) {
+        self.errors.push(Diagnostic::error(self.file, pos, path, message));
+    }
+
+    pub fn note(&mut self, pos: Pos, path: &str, message: impl Into<String>) {
+        self.notes.push(Diagnostic::note(self.file, pos, path, message));
+    }
+
+    pub fn error_count(&self) -> usize {
+        self.errors.len()
+    }
+
+    /// The parsed value with its notes, or every error in file order.
+    pub fn finish<T>(self, value: Option<T>) -> Result<Parsed<T>, Errors> {
+        let Cx { file, mut errors, mut notes, .. } = self;
+        match value {
+            Some(value) if errors.is_empty() => {
+                notes.sort_by_key(|d| (d.line, d.column));
+                Ok(Parsed { value, notes })
+            }
+            _ => {
+                if errors.is_empty() {
+                    // A getter returned None without saying why: a bug, reported rather
+                    // than hidden.
+                    errors.push(Diagnostic::error(file, Pos::UNKNOWN, "", "invalid file"));
+                }
+                Err(sorted_errors(file, errors))
+            }
+        }
+    }
+
+    pub fn list_word(&self) -> &'static str {
+        match self.format {
+            Format::Json => "array",
+            Format::Yaml => "list",
+        }
+    }
+
+    pub fn map_word(&self) -> &'static str {
+        match self.format {
+            Format::Json => "object",
+            Format::Yaml => "map",
+        }
+    }
+
+    /// How a value reads in a message: `string "3000"`, `integer 70000`, `list`.
+    pub fn describe(&self, node: &Node) -> String {
+        match &node.value {
+            Value::Null => match self.format {
+                Format::Json => "null".to_string(),
+                Format::Yaml => "nothing (null)".to_string(),
+            },
+            Value::Bool(b) => format!("boolean {b}"),
+            Value::Int(i) => format!("integer {i}"),
+            Value::Float(f) => format!("number {f:?}"),
+            Value::Str(s) => format!("string {}", quote(s)),
+            Value::Seq(_) => self.list_word().to_string(),
+            Value::Map(_) => self.map_word().to_string(),
+        }
+    }
+
+    /// `expected {expected}, found {what is there}` plus advice for the usual confusions.
+    pub fn type_error(&mut self, node: &Node, path: &str, expected: &str) {
+        let mut message = format!("expected {expected}, found {}", self.describe(node));
+        match (&node.value, expected) {
+            (Value::Str(s), "integer" | "number") if s.trim().parse::<i64>().is_ok() => {
+                message.push_str(&format!("; write the number without quotes: {}", s.trim()));
+            }
+            (Value::Str(s), "boolean")
+                if matches!(s.to_ascii_lowercase().as_str(), "true" | "false") =>
+            {
+                message.push_str(&format!("; write {} without quotes", s.to_ascii_lowercase()));
+            }
+            (Value::Str(s), "boolean")
+                if matches!(s.to_ascii_lowercase().as_str(), "yes" | "no" | "on" | "off") =>
+            {
+                message.push_str("; write true or false");
+            }
+            (Value::Int(_) | Value::Float(_) | Value::Bool(_), "string") => {
+                message.push_str("; put it in quotes to make it a string");
+            }
+            _ => {}
+        }
+        self.error(node.pos, path, message);
+    }
+
+    pub fn str<'n>(&mut self, node: &'n Node, path: &str) -> Option<&'n str> {
+        match &node.value {
+            Value::Str(s) => Some(s),
+            _ => {
+                self.type_error(node, path, "string");
+                None
+            }
+        }
+    }
+
+    pub fn string(&mut self, node: &Node, path: &str) -> Option<String> {
+        self.str(node, path).map(str::to_string)
+    }
+
+    /// A string that is not empty or blank.
+    pub fn nonempty(&mut self, node: &Node, path: &str) -> Option<String> {
+        let s = self.str(node, path)?;
+        if s.trim().is_empty() {
+            self.error(node.pos, path, "must not be empty");
+            return None;
+        }
+        Some(s.to_string())
+    }
+
+    pub fn bool(&mut self, node: &Node, path: &str) -> Option<bool> {
+        match node.value {
+            Value::Bool(b) => Some(b),
+            _ => {
+                self.type_error(node, path, "boolean");
+                None
+            }
+        }
+    }
+
+    /// An integer within `min..=max`; `what` names the range in the message ("a port").
+    pub fn int(
+        &mut self,
+        node: &Node,
+        path: &str,
+        min: i128,
+        max: i128,
+        what: &str,
+    ) -> Option<i128> {
+        let i = match node.value {
+            Value::Int(i) => i,
+            Value::Float(f) if f.fract() == 0.0 && f.is_finite() && f.abs() < 1e30 => {
+                // `80.0`: a number, but not an integer as ECS and CodeDeploy read them.
+                self.error(
+                    node.pos,
+                    path,
+                    format!("expected integer, found number {f}; write {}", f as i128),
+                );
+                return None;
+            }
+            _ => {
+                self.type_error(node, path, "integer");
+                return None;
+            }
+        };
+        if i < min || i > max {
+            self.error(
+                node.pos,
+                path,
+                format!("{i} is out of range: {what} must be {min} to {max}"),
+            );
+            return None;
+        }
+        Some(i)
+    }
+
+    pub fn u32(&mut self, node: &Node, path: &str, min: u32, max: u32, what: &str) -> Option<u32> {
+        self.int(node, path, min.into(), max.into(), what).and_then(|i| u32::try_from(i).ok())
+    }
+
+    pub fn port(&mut self, node: &Node, path: &str) -> Option<u16> {
+        self.int(node, path, 1, 65535, "a port").and_then(|i| u16::try_from(i).ok())
+    }
+
+    pub fn list<'n>(&mut self, node: &'n Node, path: &str) -> Option<&'n [Node]> {
+        match &node.value {
+            Value::Seq(items) => Some(items),
+            _ => {
+                let word = self.list_word();
+                self.type_error(node, path, word);
+                None
+            }
+        }
+    }
+
+    /// A list of strings; every bad element is reported.
+    pub fn strings(&mut self, node: &Node, path: &str) -> Option<Vec<String>> {
+        let items = self.list(node, path)?;
+        let mut out = Vec::with_capacity(items.len());
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            match self.string(item, &format!("{path}[{i}]")) {
+                Some(s) => out.push(s),
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    pub fn map<'n>(&mut self, node: &'n Node, path: &str) -> Option<Fields<'n>> {
+        match &node.value {
+            Value::Map(entries) => Some(Fields {
+                pos: node.pos,
+                path: path.to_string(),
+                entries,
+                used: vec![false; entries.len()],
+                ignore_case: self.ignore_case,
+            }),
+            _ => {
+                let word = self.map_word();
+                self.type_error(node, path, word);
+                None
+            }
+        }
+    }
+
+    /// `10s`, `5m`, `1h30m`, `500ms`; what a bare number means depends on the field.
+    pub fn duration(&mut self, node: &Node, path: &str, bare: BareNumber) -> Option<Duration> {
+        let bare_number = match &node.value {
+            Value::Int(i) => Some(*i),
+            Value::Str(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+                s.parse().ok()
+            }
+            _ => None,
+        };
+        if let Some(n) = bare_number {
+            if n < 0 {
+                self.error(
+                    node.pos,
+                    path,
+                    format!("{n} is negative; a duration must be 0 or more"),
+                );
+                return None;
+            }
+            let n = u64::try_from(n).unwrap_or(u64::MAX);
+            return match bare {
+                BareNumber::Seconds => Some(Duration::from_secs(n)),
+                BareNumber::Minutes => Some(Duration::from_secs(n.saturating_mul(60))),
+                BareNumber::Rejected => {
+                    self.error(
+                        node.pos,
+                        path,
+                        format!(
+                            "`{n}` has no unit; write `{n}s` for seconds or `{n}m` for minutes"
+                        ),
+                    );
+                    None
+                }
+            };
+        }
+        match &node.value {
+            Value::Str(s) => match model::parse_duration(s) {
+                Ok(d) => Some(d),
+                Err(message) => {
+                    self.error(node.pos, path, message);
+                    None
+                }
+            },
+            _ => {
+                self.type_error(node, path, "duration like `30s`, `5m` or `1h30m`");
+                None
+            }
+        }
+    }
+}
+
+fn sorted_errors(file: &str, mut errors: Vec<Diagnostic>) -> Errors {
+    errors.sort_by_key(|d| (d.line, d.column));
+    errors.dedup();
+    if errors.len() > ERRORS_MAX {
+        let more = errors.len() - ERRORS_MAX;
+        errors.truncate(ERRORS_MAX);
+        errors.push(Diagnostic::error(
+            file,
+            Pos::UNKNOWN,
+            "",
+            format!("{more} more errors not shown; fix these first"),
+        ));
+    }
+    Errors(errors)
+}
+
+/// A string for a message, shortened if long.
+pub(crate) fn quote(s: &str) -> String {
+    const SHOWN_MAX: usize = 60;
+    if s.chars().count() > SHOWN_MAX {
+        let head: String = s.chars().take(SHOWN_MAX).collect();
+        format!("{:?}…", head)
+    } else {
+        format!("{s:?}")
+    }
+}
+
+/// The fields of a map being read; keys not taken by the end are reported by [`Fields::finish`].
+pub(crate) struct Fields<'n> {
+    pub pos: Pos,
+    pub path: String,
+    entries: &'n [Entry],
+    used: Vec<bool>,
+    ignore_case: bool,
+}
+
+/// One field of a map: its value and the path of that value.
+pub(crate) struct Field<'n> {
+    pub node: &'n Node,
+    pub path: String,
+}
+
+impl<'n> Fields<'n> {
+    fn matches(&self, entry: &Entry, key: &str) -> bool {
+        if self.ignore_case { entry.key.eq_ignore_ascii_case(key) } else { entry.key == key }
+    }
+
+    /// The field `key`, present or not; an explicit `null` counts as absent.
+    pub fn get(&mut self, cx: &mut Cx<'_>, key: &str) -> Option<Field<'n>> {
+        let field = self.raw(cx, key)?;
+        if matches!(field.node.value, Value::Null) { None } else { Some(field) }
+    }
+
+    /// Like [`Fields::get`] but keeps an explicit `null`, for required fields.
+    fn raw(&mut self, cx: &mut Cx<'_>, key: &str) -> Option<Field<'n>> {
+        let mut found: Option<usize> = None;
+        for i in 0..self.entries.len() {
+            if !self.matches(&self.entries[i], key) {
+                continue;
+            }
+            self.used[i] = true;
+            match found {
+                None => found = Some(i),
+                Some(first) => {
+                    // Only reachable when keys are case-insensitive: the tree rejects exact
+                    // duplicates.
+                    let e = &self.entries[i];
+                    let first_line = self.entries[first].key_pos.line;
+                    cx.error(
+                        e.key_pos,
+                        &child_key(&self.path, &e.key),
+                        format!(
+                            "`{}` repeats `{}` from line {first_line} (keys are matched ignoring \
+                             case); keep one",
+                            e.key, self.entries[first].key
+                        ),
+                    );
+                }
+            }
+        }
+        let entry = &self.entries[found?];
+        Some(Field { node: &entry.value, path: child_key(&self.path, &entry.key) })
+    }
+
+    /// The field `key`, or an error at the map saying that it is missing and how to add it.
+    pub fn require(&mut self, cx: &mut Cx<'_>, key: &str, advice: &str) -> Option<Field<'n>> {
+        let field = self.raw(cx, key);
+        // A misspelling of the field is reported by `finish` with "did you mean"; saying that it
+        // is missing too would be the same mistake twice.
+        let misspelt = || {
+            self.entries
+                .iter()
+                .zip(&self.used)
+                .any(|(e, used)| !used && suggest(&e.key, [key]).is_some())
+        };
+        if field.is_none() && !misspelt() {
+            let mut message = format!("missing required field `{key}`");
+            if !advice.is_empty() {
+                message.push_str("; ");
+                message.push_str(advice);
+            }
+            cx.error(self.pos, &child_key(&self.path, key), message);
+        }
+        field
+    }
+
+    /// Reports what was not taken: fields cutover knows but does not use get a note with the
+    /// reason; anything else is an error, with the closest known name when there is one.
+    pub fn finish(self, cx: &mut Cx<'_>, known: &[&str], ignored: &[(&str, &str)]) {
+        for (entry, used) in self.entries.iter().zip(&self.used) {
+            if *used {
+                continue;
+            }
+            let path = child_key(&self.path, &entry.key);
+            let reason = ignored.iter().find(|(name, _)| self.matches(entry, name));
+            if let Some((_, reason)) = reason {
+                cx.note(entry.key_pos, &path, format!("ignored: {reason}"));
+                continue;
+            }
+            let candidates = known.iter().chain(ignored.iter().map(|(n, _)| n)).copied();
+            let mut message = format!("unknown field `{}`", entry.key);
+            match suggest(&entry.key, candidates) {
+                Some(s) if !self.ignore_case && s.eq_ignore_ascii_case(&entry.key) => {
+                    message.push_str(&format!(
+                        "; did you mean `{s}`? (field names are case-sensitive)"
+                    ));
+                }
+                Some(s) => message.push_str(&format!("; did you mean `{s}`?")),
+                None => {
+                    message.push_str(&format!("; expected one of: {}", known.join(", ")));
+                }
+            }
+            cx.error(entry.key_pos, &path, message);
+        }
+    }
+}

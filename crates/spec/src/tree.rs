@@ -1,0 +1,186 @@
+//! A document tree that remembers where every value and key was written, built from JSON or YAML
+//! under the crate's limits, so that semantic errors found after parsing still point at a line.
+
+use crate::diag::{Diagnostic, Errors, Pos};
+use crate::{json, yaml};
+
+/// Files larger than this are refused before any parsing.
+pub const FILE_SIZE_MAX: usize = 1024 * 1024;
+/// Deepest nesting of lists and maps accepted; the files cutover reads need fewer than ten.
+pub const DEPTH_MAX: usize = 64;
+/// Most nodes that YAML aliases may add to a document in total. Bounds "billion laughs" files,
+/// whose aliases of aliases expand exponentially.
+pub const ALIAS_NODES_MAX: usize = 10_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Format {
+    Json,
+    Yaml,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Node {
+    pub pos: Pos,
+    pub value: Value,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Value {
+    Null,
+    Bool(bool),
+    Int(i128),
+    Float(f64),
+    Str(String),
+    Seq(Vec<Node>),
+    Map(Vec<Entry>),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Entry {
+    pub key: String,
+    pub key_pos: Pos,
+    pub value: Node,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Document {
+    pub format: Format,
+    pub root: Node,
+}
+
+impl Node {
+    pub fn entries(&self) -> Option<&[Entry]> {
+        match &self.value {
+            Value::Map(entries) => Some(entries),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match &self.value {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The value of `key` in a map, matched exactly or ignoring ASCII case.
+    pub fn get(&self, key: &str, ignore_case: bool) -> Option<&Node> {
+        self.entries()?
+            .iter()
+            .find(|e| if ignore_case { e.key.eq_ignore_ascii_case(key) } else { e.key == key })
+            .map(|e| &e.value)
+    }
+}
+
+/// Which syntaxes a file may be written in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Syntax {
+    /// JSON only (task definitions, as ECS reads them).
+    Json,
+    /// JSON when the text starts with `{` or `[`, YAML otherwise.
+    JsonOrYaml,
+}
+
+/// Checks the size limit first (so a huge input costs nothing), then parses.
+pub(crate) fn parse(file: &str, text: &str, syntax: Syntax) -> Result<Document, Errors> {
+    check_size(file, text.len())?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let first = text.trim_start().chars().next();
+    if first.is_none() {
+        return Err(Errors::one(Diagnostic::error(file, Pos::new(1, 1), "", "the file is empty")));
+    }
+    let as_json = syntax == Syntax::Json || matches!(first, Some('{' | '['));
+    let (format, root) = if as_json {
+        (Format::Json, json::parse(text).map_err(|e| e.into_errors(file))?)
+    } else {
+        (Format::Yaml, yaml::parse(text).map_err(|e| e.into_errors(file))?)
+    };
+    if matches!(root.value, Value::Null) {
+        return Err(Errors::one(Diagnostic::error(
+            file,
+            root.pos,
+            "",
+            "the file has no content (only comments or `null`)",
+        )));
+    }
+    Ok(Document { format, root })
+}
+
+pub(crate) fn check_size(file: &str, len: usize) -> Result<(), Errors> {
+    if len > FILE_SIZE_MAX {
+        return Err(Errors::one(Diagnostic::error(
+            file,
+            Pos::UNKNOWN,
+            "",
+            format!(
+                "the file is {} bytes, more than the {FILE_SIZE_MAX}-byte (1 MiB) limit; is this \
+                 the right file?",
+                len
+            ),
+        )));
+    }
+    Ok(())
+}
+
+/// A syntax error with the path of the innermost container being parsed when it happened.
+#[derive(Debug)]
+pub(crate) struct SyntaxError {
+    pub pos: Pos,
+    pub path: String,
+    pub message: String,
+}
+
+impl SyntaxError {
+    pub fn into_errors(self, file: &str) -> Errors {
+        Errors::one(Diagnostic::error(file, self.pos, &self.path, self.message))
+    }
+}
+
+/// One step of a field path.
+#[derive(Clone, Debug)]
+pub(crate) enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+/// Renders `a.b[0].c`; keys that are not identifiers are quoted: `dockerLabels["com.x"]`.
+/// Paths deeper than any real file are cut short with `…`.
+pub(crate) fn render_path(segments: &[Seg]) -> String {
+    const SHOWN_MAX: usize = 12;
+    let mut out = String::new();
+    for (i, seg) in segments.iter().enumerate() {
+        if i == SHOWN_MAX {
+            out.push('…');
+            break;
+        }
+        match seg {
+            Seg::Key(k) => push_key(&mut out, k),
+            Seg::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
+}
+
+/// Appends `.key` (or `key` at the root) to a rendered path.
+pub(crate) fn push_key(path: &mut String, key: &str) {
+    let plain =
+        !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if plain {
+        if !path.is_empty() {
+            path.push('.');
+        }
+        path.push_str(key);
+    } else {
+        path.push_str(&format!("[{key:?}]"));
+    }
+}
+
+pub(crate) fn child_key(path: &str, key: &str) -> String {
+    let mut out = path.to_string();
+    push_key(&mut out, key);
+    out
+}
+
+pub(crate) fn child_index(path: &str, index: usize) -> String {
+    format!("{path}[{index}]")
+}

@@ -1,0 +1,396 @@
+//! Builds a positioned document tree from YAML events (saphyr-parser), resolving plain scalars
+//! with the YAML 1.2 core schema and expanding aliases under a budget.
+//!
+//! The budget is why this is not a general-purpose loader: a "billion laughs" file (aliases of
+//! lists of aliases) would otherwise expand to gigabytes from a few hundred bytes.
+
+use std::collections::{HashMap, HashSet};
+
+use saphyr_parser::{Event, Parser, ScalarStyle, Span, Tag};
+
+use crate::diag::Pos;
+use crate::tree::{ALIAS_NODES_MAX, DEPTH_MAX, Entry, Node, Seg, SyntaxError, Value, render_path};
+
+enum Frame {
+    Seq {
+        pos: Pos,
+        anchor: usize,
+        items: Vec<Node>,
+        size: usize,
+    },
+    Map {
+        pos: Pos,
+        anchor: usize,
+        entries: Vec<Entry>,
+        key: Option<(String, Pos)>,
+        keys: HashSet<String>,
+        size: usize,
+    },
+}
+
+struct Builder {
+    stack: Vec<Frame>,
+    /// Completed anchored nodes and how many nodes each holds.
+    anchors: HashMap<usize, (Node, usize)>,
+    /// Nodes copied for anchors and aliases so far, bounded by `ALIAS_NODES_MAX`: the anchor
+    /// table holds copies too, so nested anchors would cost memory even without an alias.
+    copied_nodes: usize,
+    root: Option<Node>,
+    documents: usize,
+}
+
+pub(crate) fn parse(text: &str) -> Result<Node, SyntaxError> {
+    let mut b = Builder {
+        stack: Vec::new(),
+        anchors: HashMap::new(),
+        copied_nodes: 0,
+        root: None,
+        documents: 0,
+    };
+    for event in Parser::new_from_str(text) {
+        let (event, span) = event.map_err(|e| {
+            let m = e.marker();
+            b.error(Pos::new(m.line(), m.col() + 1), yaml_hint(e.info()))
+        })?;
+        b.event(event, span)?;
+    }
+    Ok(b.root.unwrap_or(Node { pos: Pos::new(1, 1), value: Value::Null }))
+}
+
+/// saphyr's messages, with advice for the mistakes people make most.
+fn yaml_hint(info: &str) -> String {
+    if info.contains("tab") {
+        format!("invalid YAML: {info}; indent with spaces, YAML does not allow tabs there")
+    } else if info.contains("recursion limit") {
+        format!("invalid YAML: {info}; the nesting is far deeper than cutover's files need")
+    } else if info.contains("mapping values are not allowed") {
+        format!(
+            "invalid YAML: {info}; is a `: ` inside an unquoted value (quote it), or is the \
+             indentation off?"
+        )
+    } else {
+        format!("invalid YAML: {info}")
+    }
+}
+
+fn pos_of(span: &Span) -> Pos {
+    Pos::new(span.start.line(), span.start.col() + 1)
+}
+
+impl Builder {
+    fn path(&self) -> String {
+        let mut segs = Vec::new();
+        for frame in &self.stack {
+            match frame {
+                Frame::Seq { items, .. } => segs.push(Seg::Index(items.len())),
+                Frame::Map { key: Some((k, _)), .. } => segs.push(Seg::Key(k.clone())),
+                Frame::Map { .. } => break,
+            }
+        }
+        render_path(&segs)
+    }
+
+    fn error(&self, pos: Pos, message: String) -> SyntaxError {
+        SyntaxError { pos, path: self.path(), message }
+    }
+
+    fn awaiting_key(&self) -> bool {
+        matches!(self.stack.last(), Some(Frame::Map { key: None, .. }))
+    }
+
+    fn event(&mut self, event: Event<'_>, span: Span) -> Result<(), SyntaxError> {
+        let pos = pos_of(&span);
+        match event {
+            Event::StreamStart | Event::StreamEnd | Event::DocumentEnd | Event::Nothing => Ok(()),
+            Event::DocumentStart(_) => {
+                self.documents += 1;
+                if self.documents > 1 {
+                    return Err(self.error(
+                        pos,
+                        "a second YAML document (after `---`); a file holds one document"
+                            .to_string(),
+                    ));
+                }
+                Ok(())
+            }
+            Event::Scalar(text, style, anchor, tag) => {
+                if self.awaiting_key() {
+                    if anchor != 0 {
+                        return Err(
+                            self.error(pos, "anchors on keys are not supported".to_string())
+                        );
+                    }
+                    return self.key(text.into_owned(), pos);
+                }
+                let value = self.scalar(&text, style, tag.as_deref(), pos)?;
+                self.complete(Node { pos, value }, 1, anchor)
+            }
+            Event::SequenceStart(anchor, tag) => {
+                self.open(pos, tag.as_deref())?;
+                self.stack.push(Frame::Seq { pos, anchor, items: Vec::new(), size: 1 });
+                Ok(())
+            }
+            Event::MappingStart(anchor, tag) => {
+                self.open(pos, tag.as_deref())?;
+                self.stack.push(Frame::Map {
+                    pos,
+                    anchor,
+                    entries: Vec::new(),
+                    key: None,
+                    keys: HashSet::new(),
+                    size: 1,
+                });
+                Ok(())
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                let (node, size, anchor) = match self.stack.pop() {
+                    Some(Frame::Seq { pos, anchor, items, size }) => {
+                        (Node { pos, value: Value::Seq(items) }, size, anchor)
+                    }
+                    Some(Frame::Map { pos, anchor, entries, size, .. }) => {
+                        (Node { pos, value: Value::Map(entries) }, size, anchor)
+                    }
+                    None => return Ok(()),
+                };
+                self.complete(node, size, anchor)
+            }
+            Event::Alias(id) => {
+                if self.awaiting_key() {
+                    return Err(self.error(pos, "aliases as keys are not supported".to_string()));
+                }
+                let Some((_, size)) = self.anchors.get(&id) else {
+                    return Err(self.error(
+                        pos,
+                        "this alias refers to a value that contains it; recursive YAML is not \
+                         supported"
+                            .to_string(),
+                    ));
+                };
+                let size = *size;
+                self.copy(size, pos)?;
+                let node = self
+                    .anchors
+                    .get(&id)
+                    .map(|(node, _)| node.clone())
+                    .unwrap_or(Node { pos, value: Value::Null });
+                self.complete(node, size, 0)
+            }
+        }
+    }
+
+    fn open(&mut self, pos: Pos, tag: Option<&Tag>) -> Result<(), SyntaxError> {
+        if self.awaiting_key() {
+            return Err(self.error(
+                pos,
+                "a list or map used as a key is not supported; keys are plain names".to_string(),
+            ));
+        }
+        if let Some(tag) = tag
+            && !(tag.is_yaml_core_schema() && matches!(tag.suffix.as_str(), "seq" | "map"))
+        {
+            return Err(self.error(pos, unsupported_tag(tag)));
+        }
+        if self.stack.len() >= DEPTH_MAX {
+            return Err(self.error(
+                pos,
+                format!(
+                    "nesting is deeper than {DEPTH_MAX} levels; cutover's files need far fewer"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn key(&mut self, key: String, pos: Pos) -> Result<(), SyntaxError> {
+        if key == "<<" {
+            return Err(self.error(
+                pos,
+                "YAML merge keys (`<<`) are not supported; use an alias (`*name`) for the whole \
+                 value instead"
+                    .to_string(),
+            ));
+        }
+        let duplicate = match self.stack.last() {
+            Some(Frame::Map { keys, entries, .. }) if keys.contains(&key) => {
+                entries.iter().find(|e| e.key == key).map(|e| e.key_pos.line)
+            }
+            _ => None,
+        };
+        if let Some(line) = duplicate {
+            let message = format!("duplicate key `{key}` (first written on line {line}); keep one");
+            if let Some(Frame::Map { key: slot, .. }) = self.stack.last_mut() {
+                *slot = Some((key, pos));
+            }
+            return Err(self.error(pos, message));
+        }
+        if let Some(Frame::Map { key: slot, keys, .. }) = self.stack.last_mut() {
+            keys.insert(key.clone());
+            *slot = Some((key, pos));
+        }
+        Ok(())
+    }
+
+    /// Counts `size` copied nodes against the budget, before copying them.
+    fn copy(&mut self, size: usize, pos: Pos) -> Result<(), SyntaxError> {
+        self.copied_nodes = self.copied_nodes.saturating_add(size);
+        if self.copied_nodes > ALIAS_NODES_MAX {
+            return Err(self.error(
+                pos,
+                format!(
+                    "YAML anchors and aliases here copy more than {ALIAS_NODES_MAX} values (a \
+                     \"billion laughs\" file?); write the values out or use fewer aliases"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Attaches a finished node to its parent, or makes it the document's root.
+    fn complete(&mut self, node: Node, size: usize, anchor: usize) -> Result<(), SyntaxError> {
+        if anchor != 0 {
+            self.copy(size, node.pos)?;
+            self.anchors.insert(anchor, (node.clone(), size));
+        }
+        match self.stack.last_mut() {
+            None => self.root = Some(node),
+            Some(Frame::Seq { items, size: total, .. }) => {
+                *total = total.saturating_add(size);
+                items.push(node);
+            }
+            Some(Frame::Map { entries, key, size: total, .. }) => {
+                *total = total.saturating_add(size);
+                if let Some((key, key_pos)) = key.take() {
+                    entries.push(Entry { key, key_pos, value: node });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn scalar(
+        &self,
+        text: &str,
+        style: ScalarStyle,
+        tag: Option<&Tag>,
+        pos: Pos,
+    ) -> Result<Value, SyntaxError> {
+        if let Some(tag) = tag {
+            if !tag.is_yaml_core_schema() {
+                return Err(self.error(pos, unsupported_tag(tag)));
+            }
+            if tag.suffix == "str" {
+                return Ok(Value::Str(text.to_string()));
+            }
+        }
+        if style != ScalarStyle::Plain {
+            return Ok(Value::Str(text.to_string()));
+        }
+        Ok(resolve_plain(text))
+    }
+}
+
+fn unsupported_tag(tag: &Tag) -> String {
+    format!(
+        "YAML tag `{tag}` is not supported; cutover files are plain YAML (no CloudFormation \
+         functions like !Ref)"
+    )
+}
+
+/// YAML 1.2 core schema resolution of a plain scalar.
+fn resolve_plain(text: &str) -> Value {
+    match text {
+        "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
+        "true" | "True" | "TRUE" => return Value::Bool(true),
+        "false" | "False" | "FALSE" => return Value::Bool(false),
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
+            return Value::Float(f64::INFINITY);
+        }
+        "-.inf" | "-.Inf" | "-.INF" => return Value::Float(f64::NEG_INFINITY),
+        ".nan" | ".NaN" | ".NAN" => return Value::Float(f64::NAN),
+        _ => {}
+    }
+    let unsigned = text.strip_prefix(['-', '+']).unwrap_or(text);
+    if !unsigned.is_empty() && unsigned.bytes().all(|b| b.is_ascii_digit()) {
+        return match text.parse::<i128>() {
+            Ok(i) => Value::Int(i),
+            Err(_) => Value::Float(text.parse().unwrap_or(f64::INFINITY)),
+        };
+    }
+    if let Some(octal) = text.strip_prefix("0o")
+        && let Ok(i) = i128::from_str_radix(octal, 8)
+        && !octal.starts_with(['+', '-'])
+    {
+        return Value::Int(i);
+    }
+    if let Some(hex) = text.strip_prefix("0x")
+        && let Ok(i) = i128::from_str_radix(hex, 16)
+        && !hex.starts_with(['+', '-'])
+    {
+        return Value::Int(i);
+    }
+    if is_core_float(unsigned)
+        && let Ok(f) = text.parse::<f64>()
+    {
+        return Value::Float(f);
+    }
+    Value::Str(text.to_string())
+}
+
+/// `(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?`
+fn is_core_float(s: &str) -> bool {
+    let (mantissa, exponent) = match s.find(['e', 'E']) {
+        Some(i) => (&s[..i], Some(&s[i + 1..])),
+        None => (s, None),
+    };
+    let mantissa_ok = match mantissa.split_once('.') {
+        Some((int, frac)) => {
+            int.bytes().all(|b| b.is_ascii_digit())
+                && frac.bytes().all(|b| b.is_ascii_digit())
+                && !(int.is_empty() && frac.is_empty())
+        }
+        None => !mantissa.is_empty() && mantissa.bytes().all(|b| b.is_ascii_digit()),
+    };
+    let exponent_ok = exponent.is_none_or(|e| {
+        let digits = e.strip_prefix(['-', '+']).unwrap_or(e);
+        !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+    });
+    mantissa_ok && exponent_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_scalars_resolve_with_the_core_schema() {
+        assert_eq!(resolve_plain("0.0"), Value::Float(0.0));
+        assert_eq!(resolve_plain("8080"), Value::Int(8080));
+        assert_eq!(resolve_plain("0x1F"), Value::Int(31));
+        assert_eq!(resolve_plain("1e3"), Value::Float(1000.0));
+        assert_eq!(resolve_plain("127.0.0.1"), Value::Str("127.0.0.1".into()));
+        assert_eq!(resolve_plain("yes"), Value::Str("yes".into()));
+        assert_eq!(resolve_plain("10s"), Value::Str("10s".into()));
+        assert_eq!(resolve_plain("~"), Value::Null);
+    }
+
+    #[test]
+    fn positions_and_aliases() {
+        let root = parse("a: &x\n  b: 1\nc: *x\nd: [1, 'two']\n").unwrap();
+        let Value::Map(entries) = &root.value else { panic!("not a map") };
+        assert_eq!(entries.len(), 3);
+        // A value with an anchor starts at the anchor.
+        assert_eq!(entries[0].value.pos, Pos::new(1, 4));
+        assert_eq!(entries[1].value, entries[0].value);
+        assert_eq!(entries[2].key_pos, Pos::new(4, 1));
+    }
+
+    #[test]
+    fn duplicate_keys_and_second_documents_are_errors() {
+        let e = parse("a: 1\nb: 2\na: 3\n").unwrap_err();
+        assert_eq!(
+            (e.pos, e.message.as_str()),
+            (Pos::new(3, 1), "duplicate key `a` (first written on line 1); keep one")
+        );
+        assert!(parse("a: 1\n---\nb: 2\n").unwrap_err().message.contains("second YAML document"));
+    }
+}
