@@ -892,9 +892,12 @@ impl Text<'_> {
             }
             Decision::PrematureAlarmRule | Decision::PrematureAlarmGuard => {
                 let age = real.first().map_or(0, |&i| slots.len() - i);
+                let which = match real.len() {
+                    1 => "the only datapoint".to_string(),
+                    k => format!("all {k} datapoints"),
+                };
                 let head = format!(
-                    "all {} received in the last {} {} {} the threshold ({threshold})",
-                    count(real.len(), "datapoint"),
+                    "{which} received in the last {} {} {} the threshold ({threshold})",
                     count(age, "period"),
                     list(&breaching),
                     verb(breaching.len(), op),

@@ -25,10 +25,12 @@
 //! A series keeps the buckets whose end is later than `latest − retention`, where `latest` is the
 //! latest time it was given (by [`MetricSeries::record`] or [`MetricSeries::prune`]): at most
 //! `retention / resolution + 1` buckets, which [`SeriesConfig::new`] caps at [`BUCKETS_MAX`]. A
-//! bucket takes at most about 2 KiB (128 distinct values, or 2 × 256 histogram bins), so the worst
-//! case of the default configuration (1 s for 3 h, like CloudWatch's high-resolution metrics) is
-//! about 22 MiB per series and the usual case (counters, histogram-fed latencies) a few hundred
-//! KiB. A [`MetricStore`] holds at most [`SERIES_MAX`] series.
+//! bucket takes at most about 2 KiB while exact (128 values with counts) and 4 KiB as a histogram
+//! (2 × 256 bins), so the worst case of the default configuration (1 s for 3 h, like CloudWatch's
+//! high-resolution metrics) is about 43 MiB per series, reached only by samples of both signs
+//! spread over many decades every second; counters and histogram-fed latencies take about 1 MiB.
+//! A [`MetricStore`] holds at most [`SERIES_MAX`] series. The window follows the latest
+//! time seen, so a sample stamped far in the future (a clock jump) ages everything before it out.
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -33,26 +33,44 @@ pub(crate) struct Limits {
 
 #[derive(Debug)]
 pub(crate) struct Collected {
-    pub files: Vec<PathBuf>,
-    pub bytes: u64,
+    /// The files copied, relative to `dest`, and their total size; the error is CodeBuild's
+    /// CLIENT_ERROR message.
+    pub result: Result<(Vec<PathBuf>, u64), String>,
     /// Log lines: patterns that matched nothing, symlinks skipped.
     pub warnings: Vec<String>,
 }
 
 /// Copies what `spec` selects from `src` into `dest` (created). `skip` are directories never
 /// looked into (the output directories, when the caller put them inside the source directory).
-/// The error is CodeBuild's CLIENT_ERROR message.
 pub(crate) fn collect(
     src: &Path,
     spec: &Artifacts,
     dest: &Path,
     skip: &[PathBuf],
     limits: &Limits,
-) -> Result<Collected, String> {
-    let src = fs::canonicalize(src)
-        .map_err(|e| format!("the source directory {} is not readable: {e}", src.display()))?;
+) -> Collected {
+    let src = match fs::canonicalize(src) {
+        Ok(src) => src,
+        Err(e) => {
+            return Collected {
+                result: Err(format!("the source directory {} is not readable: {e}", src.display())),
+                warnings: Vec::new(),
+            };
+        }
+    };
     let mut walker = Walker { root: src.clone(), skip, entries: 0, limits, warnings: Vec::new() };
-    let bases = base_dirs(&mut walker, spec.base_directory.as_ref())?;
+    let result = copy_selected(&mut walker, spec, dest);
+    Collected { result, warnings: walker.warnings }
+}
+
+fn copy_selected(
+    walker: &mut Walker<'_>,
+    spec: &Artifacts,
+    dest: &Path,
+) -> Result<(Vec<PathBuf>, u64), String> {
+    let src = walker.root.clone();
+    let limits = walker.limits;
+    let bases = base_dirs(walker, spec.base_directory.as_ref())?;
     // Destination path → (source path, how it was named in messages).
     let mut chosen: BTreeMap<PathBuf, (PathBuf, String)> = BTreeMap::new();
     for base in &bases {
@@ -117,7 +135,7 @@ pub(crate) fn collect(
         }
         fs::copy(path, &to).map_err(|e| format!("cannot copy `{label}`: {e}"))?;
     }
-    Ok(Collected { files: chosen.into_keys().collect(), bytes, warnings: walker.warnings })
+    Ok((chosen.into_keys().collect(), bytes))
 }
 
 /// A path relative to the source directory, for messages.
@@ -214,7 +232,8 @@ impl Walker<'_> {
         children.sort();
         for child in children {
             self.count()?;
-            let name = child.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name =
+                child.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             rel.push(name);
             match self.kind(&child) {
                 Kind::File(p) => out(rel, p),
@@ -281,7 +300,9 @@ impl Walker<'_> {
         for child in children {
             self.count()?;
             if let Kind::Dir(d) = self.kind(&child) {
-                rel.push(child.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+                rel.push(
+                    child.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+                );
                 let names: Vec<&str> = rel.iter().map(String::as_str).collect();
                 if g.matches(&names) {
                     out.push(d.clone());

@@ -365,7 +365,10 @@ fn read_env(cx: &mut Cx<'_>, field: &Field<'_>) -> Option<Env> {
     if let Some(field) = f.get("variables") {
         env.variables = read_variables(cx, &field, true);
     }
-    for (key, store) in [("parameter-store", "AWS Systems Manager Parameter Store"), ("secrets-manager", "AWS Secrets Manager")] {
+    for (key, store) in [
+        ("parameter-store", "AWS Systems Manager Parameter Store"),
+        ("secrets-manager", "AWS Secrets Manager"),
+    ] {
         let Some(field) = f.get(key) else { continue };
         let vars = read_variables(cx, &field, false);
         if !vars.is_empty() {
@@ -498,9 +501,12 @@ fn read_variables(cx: &mut Cx<'_>, field: &Field<'_>, plain: bool) -> Vec<(Strin
         }
         if matches!(entry.value.value, Value::Null) {
             cx.error(
-                entry.value.pos,
+                entry.key_pos,
                 &path,
-                format!("`{}` has no value; write `{}: \"\"` for an empty one", entry.key, entry.key),
+                format!(
+                    "`{}` has no value; write `{}: \"\"` for an empty one",
+                    entry.key, entry.key
+                ),
             );
             continue;
         }
@@ -564,7 +570,11 @@ fn read_exported(cx: &mut Cx<'_>, field: &Field<'_>, env: &Env) -> Vec<String> {
 
 fn read_phases(cx: &mut Cx<'_>, field: &Field<'_>) -> Option<Phases> {
     if matches!(field.node.value, Value::Null) {
-        cx.error(field.node.pos, &field.path, "`phases` is empty; add a `build:` phase with `commands:`");
+        cx.error(
+            field.key_pos,
+            &field.path,
+            "`phases` is empty; add a `build:` phase with `commands:`",
+        );
         return None;
     }
     let mut f = cx.map(field.node, &field.path)?;
@@ -586,13 +596,14 @@ fn read_phase(cx: &mut Cx<'_>, field: &Field<'_>, phase: PhaseType) -> Option<Ph
     let needs_commands = phase != PhaseType::Install;
     if matches!(field.node.value, Value::Null) {
         cx.error(
-            field.node.pos,
+            field.key_pos,
             &field.path,
             "the phase is empty; add `commands:` with a list of commands, or remove the phase",
         );
         return None;
     }
     let mut f = cx.map(field.node, &field.path)?;
+    f.pos = field.key_pos;
     let errors_before = cx.error_count();
     let mut out = Phase::default();
     if let Some(field) = f.get("run-as") {
@@ -624,11 +635,7 @@ fn read_phase(cx: &mut Cx<'_>, field: &Field<'_>, phase: PhaseType) -> Option<Ph
             "only the `install` phase has `runtime-versions`",
         ));
     }
-    f.finish(
-        cx,
-        &["run-as", "on-failure", "runtime-versions", "commands", "finally"],
-        &others,
-    );
+    f.finish(cx, &["run-as", "on-failure", "runtime-versions", "commands", "finally"], &others);
     (cx.error_count() == errors_before).then_some(out)
 }
 
@@ -706,7 +713,10 @@ fn parse_on_failure(s: &str) -> Result<OnFailure, String> {
     };
     if let Err(e) = regex::RegexBuilder::new(pattern).size_limit(1 << 20).build() {
         let first = e.to_string().lines().last().unwrap_or("invalid").trim().to_string();
-        return Err(format!("the retry pattern {} is not a valid regular expression: {first}", quote(pattern)));
+        return Err(format!(
+            "the retry pattern {} is not a valid regular expression: {first}",
+            quote(pattern)
+        ));
     }
     Ok(OnFailure::Retry { count, pattern: pattern.to_string() })
 }
@@ -714,7 +724,7 @@ fn parse_on_failure(s: &str) -> Result<OnFailure, String> {
 fn read_commands(cx: &mut Cx<'_>, field: &Field<'_>) -> Vec<Command> {
     if matches!(field.node.value, Value::Null) {
         cx.error(
-            field.node.pos,
+            field.key_pos,
             &field.path,
             "no commands; write them as a list: `- echo hello` on the next lines",
         );
@@ -761,7 +771,11 @@ fn read_commands(cx: &mut Cx<'_>, field: &Field<'_>) -> Vec<Command> {
             _ => {
                 let text = item.raw.clone();
                 if text.trim().is_empty() {
-                    cx.error(item.pos, &path, "an empty command; write a command or remove the line");
+                    cx.error(
+                        item.pos,
+                        &path,
+                        "an empty command; write a command or remove the line",
+                    );
                 } else {
                     out.push(Command { text, line: item.pos.line });
                 }
@@ -786,13 +800,14 @@ fn read_artifacts(cx: &mut Cx<'_>, field: &Field<'_>, primary: bool) -> Option<A
     if matches!(field.node.value, Value::Null) {
         let what = if primary { "`artifacts`" } else { "this artifact" };
         cx.error(
-            field.node.pos,
+            field.key_pos,
             &field.path,
             format!("{what} is empty; add `files:` below it (indented), or remove it"),
         );
         return None;
     }
     let mut f = cx.map(field.node, &field.path)?;
+    f.pos = field.key_pos;
     let errors_before = cx.error_count();
     let advice = if primary {
         "add `files:` with the paths to keep (CodeBuild requires it even when only \
@@ -812,8 +827,10 @@ fn read_artifacts(cx: &mut Cx<'_>, field: &Field<'_>, primary: bool) -> Option<A
             }
         }
     });
-    let discard_paths =
-        f.get("discard-paths").and_then(|field| cx.yes_no(field.node, &field.path)).unwrap_or(false);
+    let discard_paths = f
+        .get("discard-paths")
+        .and_then(|field| cx.yes_no(field.node, &field.path))
+        .unwrap_or(false);
     let exclude_paths = f.get("exclude-paths").map(|field| globs(cx, &field)).unwrap_or_default();
     if let Some(field) = f.get("enable-symlinks")
         && cx.yes_no(field.node, &field.path).is_some()
@@ -828,7 +845,11 @@ fn read_artifacts(cx: &mut Cx<'_>, field: &Field<'_>, primary: bool) -> Option<A
     if let Some(field) = f.get("s3-prefix")
         && cx.text(field.node, &field.path).is_some()
     {
-        cx.note(field.key_pos, &field.path, "accepted, ignored: cutover keeps artifacts itself, not in S3");
+        cx.note(
+            field.key_pos,
+            &field.path,
+            "accepted, ignored: cutover keeps artifacts itself, not in S3",
+        );
     }
     let mut secondary = Vec::new();
     if let Some(field) = f.get("secondary-artifacts") {
@@ -900,6 +921,7 @@ fn globs(cx: &mut Cx<'_>, field: &Field<'_>) -> Vec<Glob> {
 
 fn read_cache(cx: &mut Cx<'_>, field: &Field<'_>) {
     let Some(mut f) = cx.map(field.node, &field.path) else { return };
+    f.pos = field.key_pos;
     if let Some(paths) = f.require(cx, "paths", "add `paths:` with the directories to cache") {
         let _ = cx.texts_or_one(paths.node, &paths.path);
     }
@@ -914,7 +936,11 @@ fn read_cache(cx: &mut Cx<'_>, field: &Field<'_>) {
         && a != "restore"
         && a != "save"
     {
-        cx.error(action.node.pos, &action.path, format!("expected restore or save, found {}", quote(&a)));
+        cx.error(
+            action.node.pos,
+            &action.path,
+            format!("expected restore or save, found {}", quote(&a)),
+        );
     }
     f.finish(cx, &["paths", "key", "fallback-keys", "action"], &[]);
     cx.note(
@@ -946,6 +972,7 @@ fn read_reports(cx: &mut Cx<'_>, field: &Field<'_>) {
     for entry in entries {
         let path = crate::yaml::child_key(&field.path, &entry.key);
         let Some(mut f) = cx.map(&entry.value, &path) else { continue };
+        f.pos = entry.key_pos;
         if let Some(files) = f.require(cx, "files", "add `files:` with the report files") {
             let _ = globs(cx, &files);
         }
@@ -962,7 +989,11 @@ fn read_reports(cx: &mut Cx<'_>, field: &Field<'_>) {
             cx.error(
                 format.node.pos,
                 &format.path,
-                format!("unknown report format {}; expected one of: {}", quote(&s), REPORT_FORMATS.join(", ")),
+                format!(
+                    "unknown report format {}; expected one of: {}",
+                    quote(&s),
+                    REPORT_FORMATS.join(", ")
+                ),
             );
         }
         f.finish(cx, &["files", "base-directory", "discard-paths", "file-format"], &[]);

@@ -59,7 +59,13 @@ impl<'f> Cx<'f> {
             }
             _ => {
                 if errors.is_empty() {
-                    errors.push(diagnostic(Severity::Error, file, Pos::UNKNOWN, "", "invalid file"));
+                    errors.push(diagnostic(
+                        Severity::Error,
+                        file,
+                        Pos::UNKNOWN,
+                        "",
+                        "invalid file",
+                    ));
                 }
                 errors.sort_by_key(|d| (d.line, d.column));
                 errors.dedup();
@@ -132,11 +138,7 @@ impl<'f> Cx<'f> {
 
     /// A list of non-empty strings, or one string standing for a list of one (CodeBuild reads
     /// `files: imageDetail.json` that way). Each item comes with its position and path.
-    pub fn texts_or_one(
-        &mut self,
-        node: &Node,
-        path: &str,
-    ) -> Option<Vec<(String, Pos, String)>> {
+    pub fn texts_or_one(&mut self, node: &Node, path: &str) -> Option<Vec<(String, Pos, String)>> {
         if node.is_scalar() && !matches!(node.value, Value::Null) {
             return self.nonempty(node, path).map(|s| vec![(s, node.pos, path.to_string())]);
         }

@@ -25,7 +25,10 @@ enum Tok {
     Star,
     /// `?`: one character.
     One,
-    Class { negated: bool, ranges: Vec<(char, char)> },
+    Class {
+        negated: bool,
+        ranges: Vec<(char, char)>,
+    },
 }
 
 impl fmt::Debug for Glob {

@@ -188,7 +188,11 @@ fn read_definitions(cx: &mut Cx<'_>, root: &Node) -> Option<Vec<ImageDefinition>
         for (key, got) in [("name", name.is_some()), ("imageUri", uri.is_some())] {
             let written = entries.iter().any(|e| e.key == key || suggest(&e.key, [key]).is_some());
             if !got && !written {
-                cx.error(item.pos, &child_key(&path, key), format!("missing required field `{key}`"));
+                cx.error(
+                    item.pos,
+                    &child_key(&path, key),
+                    format!("missing required field `{key}`"),
+                );
             }
         }
         if let (Some(name), Some(image_uri)) = (name, uri) {
@@ -215,9 +219,16 @@ fn unknown(cx: &mut Cx<'_>, entry: &Entry, known: &[&str], parent: &str) {
         Some(s) => cx.error(
             entry.key_pos,
             &path,
-            format!("unknown field `{}`; did you mean `{s}`? (field names are case-sensitive)", entry.key),
+            format!(
+                "unknown field `{}`; did you mean `{s}`? (field names are case-sensitive)",
+                entry.key
+            ),
         ),
-        None => cx.note(entry.key_pos, &path, format!("ignored: `{}` is not read by the deploy", entry.key)),
+        None => cx.note(
+            entry.key_pos,
+            &path,
+            format!("ignored: `{}` is not read by the deploy", entry.key),
+        ),
     }
 }
 
@@ -338,7 +349,11 @@ fn from_json(v: &serde_json::Value) -> Node {
         serde_json::Value::Object(map) => node(
             Value::Map(
                 map.iter()
-                    .map(|(k, v)| Entry { key: k.clone(), key_pos: Pos::UNKNOWN, value: from_json(v) })
+                    .map(|(k, v)| Entry {
+                        key: k.clone(),
+                        key_pos: Pos::UNKNOWN,
+                        value: from_json(v),
+                    })
                     .collect(),
             ),
             String::new(),

@@ -170,7 +170,13 @@ impl Builder {
             }
             Event::MappingStart(anchor, tag) => {
                 self.open(pos, tag.as_deref())?;
-                self.stack.push(Frame::Map { pos, anchor, entries: Vec::new(), key: None, size: 1 });
+                self.stack.push(Frame::Map {
+                    pos,
+                    anchor,
+                    entries: Vec::new(),
+                    key: None,
+                    size: 1,
+                });
                 Ok(())
             }
             Event::SequenceEnd | Event::MappingEnd => {

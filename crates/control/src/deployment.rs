@@ -131,7 +131,9 @@ pub fn view(
     blue: Option<api::TaskSetView>,
     green: Option<api::TaskSetView>,
 ) -> DeploymentView {
-    let (green_percent, test_to_green) = machine.routing();
+    // The body, not the machine, is the truth for routing: a finished deployment rolled back
+    // by request afterwards changes routing without its machine.
+    let (green_percent, test_to_green) = (body.route_production_green_percent, body.route_test_to_green);
     let outcome = machine.outcome();
     DeploymentView {
         id: row.id.clone(),
@@ -161,7 +163,7 @@ pub fn view(
         error_message: outcome
             .and_then(|o| o.error.as_ref().map(|(_, m)| m.clone()))
             .or_else(|| body.error_message.clone()),
-        rolled_back: outcome.is_some_and(|o| o.rolled_back),
+        rolled_back: outcome.is_some_and(|o| o.rolled_back) || body.rolled_back,
         next_step_at: machine.poll_timeout().map(Timestamp::as_millis),
     }
 }

@@ -285,6 +285,11 @@ impl Engine {
                 Ok(serde_json::to_value(self.deployment_view(&id)?)?)
             }
             Command::Stop { id, rollback } => {
+                if !self.machines.contains_key(&id) && rollback == Some(true) && self.is_leftover(&id)? {
+                    self.roll_back_leftover(&id, now)?;
+                    self.reconcile().await;
+                    return Ok(serde_json::to_value(self.deployment_view(&id)?)?);
+                }
                 self.feed(&id, Input::Stop { rollback })?;
                 self.reconcile().await;
                 Ok(serde_json::to_value(self.deployment_view(&id)?)?)
@@ -376,6 +381,43 @@ impl Engine {
         let (id, machine) = crate::apply::create_deployment(self, request, now)?;
         self.machines.insert(id.clone(), machine);
         Ok(id)
+    }
+
+    fn is_leftover(&self, id: &str) -> Result<bool, ApiError> {
+        let snapshot = self.store.read(Snapshot::load)?;
+        Ok(snapshot.group_states.values().any(|s| s.leftover_deployment.as_deref() == Some(id)))
+    }
+
+    /// Rolls back a deployment that ended without rolling back (stopped without rollback, or
+    /// failed with auto-rollback off) and left green in place: production and test traffic go
+    /// back to blue in one routing change, and green drains and stops.
+    fn roll_back_leftover(&mut self, id: &str, now: Timestamp) -> Result<(), ApiError> {
+        let drained = self.store.transaction(|tx| {
+            let mut row = tx
+                .deployment_get(id)?
+                .ok_or_else(|| store::Error::Conflict(format!("deployment {id} vanished")))?;
+            let mut body: DeploymentBody = serde_json::from_str(&row.body)?;
+            body.route_production_green_percent = 0;
+            body.route_test_to_green = false;
+            body.rolled_back = true;
+            let drained = match &body.green_task_set {
+                Some(green) => drain_task_set(tx, green, now)?,
+                None => Vec::new(),
+            };
+            let key = format!("{}/{}", body.application, body.deployment_group);
+            let mut group_state: GroupState = state::doc(tx, KIND_GROUP_STATE, &key)?.unwrap_or_default();
+            group_state.leftover_deployment = None;
+            tx.resource_put(KIND_GROUP_STATE, &key, &serde_json::to_string(&group_state)?, now.as_millis())?;
+            row.body = serde_json::to_string(&body)?;
+            row.updated_at = now.as_millis();
+            tx.deployment_put(&row)?;
+            tx.event_append(id, now.as_millis(), "rollback", "rolled back by request: production and test traffic on blue, green stopping")?;
+            Ok(drained)
+        })?;
+        for task in drained {
+            self.note_removal(&task);
+        }
+        Ok(())
     }
 
     /// Feeds one input to a deployment's machine and performs what it decides.

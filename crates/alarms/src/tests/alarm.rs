@@ -246,13 +246,13 @@ fn the_premature_alarm_guard_waits_until_the_breach_is_m_periods_old() {
         "- - X - - - - -",
         expect![[r#"
             INSUF INSUF INSUF INSUF ALARM ALARM ALARM INSUF
-            12:00:05 INSUFFICIENT_DATA -> ALARM: Threshold Crossed: all 1 datapoint received in the last 3 periods [10.0 (12:00:02)] was greater than or equal to the threshold (5.0) and the oldest is 3 periods old, at least the 3 datapoints to alarm; the other periods had no data, treated as [Missing] (minimum 3 datapoints for INSUFFICIENT_DATA -> ALARM transition).
+            12:00:05 INSUFFICIENT_DATA -> ALARM: Threshold Crossed: the only datapoint received in the last 3 periods [10.0 (12:00:02)] was greater than or equal to the threshold (5.0) and the oldest is 3 periods old, at least the 3 datapoints to alarm; the other periods had no data, treated as [Missing] (minimum 3 datapoints for INSUFFICIENT_DATA -> ALARM transition).
             12:00:08 ALARM -> INSUFFICIENT_DATA: Insufficient Data: no datapoints were received for 5 periods and 3 missing datapoints were treated as [Missing].
         "#]],
     );
     let e = run(&spec(3, 3, TreatMissingData::Missing), "- - - - X", OK);
     assert_eq!((e.state, e.data.decision), (OK, Decision::PrematureAlarmGuard));
-    expect![[r#"all 1 datapoint received in the last 1 period [10.0 (12:00:04)] was greater than or equal to the threshold (5.0), fewer than the 3 datapoints to alarm, and the oldest is only 1 period old: the state stays OK until more data arrives or it is 3 periods old (premature-alarm guard)."#]]
+    expect!["the only datapoint received in the last 1 period [10.0 (12:00:04)] was greater than or equal to the threshold (5.0), fewer than the 3 datapoints to alarm, and the oldest is only 1 period old: the state stays OK until more data arrives or it is 3 periods old (premature-alarm guard)."]
         .assert_eq(&e.reason);
 }
 
@@ -280,11 +280,11 @@ fn reasons_name_how_missing_data_was_treated() {
     }
     expect![[r#"
         missing - - - - -: INSUFFICIENT_DATA NoData: Insufficient Data: no datapoints were received for 5 periods and 3 missing datapoints were treated as [Missing].
-        missing - - - - X: OK PrematureAlarmGuard: all 1 datapoint received in the last 1 period [10.0 (12:00:04)] was greater than or equal to the threshold (5.0), fewer than the 3 datapoints to alarm, and the oldest is only 1 period old: the state stays OK until more data arrives or it is 3 periods old (premature-alarm guard).
-        missing - - X - -: ALARM PrematureAlarmRule: Threshold Crossed: all 1 datapoint received in the last 3 periods [10.0 (12:00:02)] was greater than or equal to the threshold (5.0) and the oldest is 3 periods old, at least the 3 datapoints to alarm; the other periods had no data, treated as [Missing] (minimum 3 datapoints for OK -> ALARM transition).
+        missing - - - - X: OK PrematureAlarmGuard: the only datapoint received in the last 1 period [10.0 (12:00:04)] was greater than or equal to the threshold (5.0), fewer than the 3 datapoints to alarm, and the oldest is only 1 period old: the state stays OK until more data arrives or it is 3 periods old (premature-alarm guard).
+        missing - - X - -: ALARM PrematureAlarmRule: Threshold Crossed: the only datapoint received in the last 3 periods [10.0 (12:00:02)] was greater than or equal to the threshold (5.0) and the oldest is 3 periods old, at least the 3 datapoints to alarm; the other periods had no data, treated as [Missing] (minimum 3 datapoints for OK -> ALARM transition).
         ignore - - - - -: OK NoData: no datapoints were received for 5 periods and missing data is treated as [Ignore]: the state stays OK.
-        ignore - - - - X: OK PrematureAlarmGuard: all 1 datapoint received in the last 1 period [10.0 (12:00:04)] was greater than or equal to the threshold (5.0), fewer than the 3 datapoints to alarm, and the oldest is only 1 period old: the state stays OK until more data arrives or it is 3 periods old (premature-alarm guard).
-        ignore - - X - -: OK PrematureAlarmRule: all 1 datapoint received in the last 3 periods [10.0 (12:00:02)] was greater than or equal to the threshold (5.0) and the oldest is 3 periods old, at least the 3 datapoints to alarm; the other periods had no data and missing data is treated as [Ignore]: the state stays OK.
+        ignore - - - - X: OK PrematureAlarmGuard: the only datapoint received in the last 1 period [10.0 (12:00:04)] was greater than or equal to the threshold (5.0), fewer than the 3 datapoints to alarm, and the oldest is only 1 period old: the state stays OK until more data arrives or it is 3 periods old (premature-alarm guard).
+        ignore - - X - -: OK PrematureAlarmRule: the only datapoint received in the last 3 periods [10.0 (12:00:02)] was greater than or equal to the threshold (5.0) and the oldest is 3 periods old, at least the 3 datapoints to alarm; the other periods had no data and missing data is treated as [Ignore]: the state stays OK.
         breaching - - - - -: ALARM NoData: Threshold Crossed: no datapoints were received for 5 periods and 3 missing datapoints were treated as [Breaching].
         breaching - - - - X: ALARM Threshold: Threshold Crossed: 3 out of the last 3 datapoints [missing (12:00:02), missing (12:00:03), 10.0 (12:00:04)] were greater than or equal to the threshold (5.0) (2 missing datapoints treated as [Breaching]) (minimum 3 datapoints for OK -> ALARM transition).
         breaching - - X - -: ALARM Threshold: Threshold Crossed: 3 out of the last 3 datapoints [10.0 (12:00:02), missing (12:00:03), missing (12:00:04)] were greater than or equal to the threshold (5.0) (2 missing datapoints treated as [Breaching]) (minimum 3 datapoints for OK -> ALARM transition).

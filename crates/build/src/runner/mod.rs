@@ -284,7 +284,8 @@ const RETRY_CAPTURE_MAX: usize = 256 * 1024;
 pub async fn run(build: &BuildSpec, ctx: BuildContext, log: impl LogSink) -> BuildResult {
     let started = Instant::now();
     let started_at = now();
-    let source_dir = std::path::absolute(&ctx.source_dir).unwrap_or_else(|_| ctx.source_dir.clone());
+    let source_dir =
+        std::path::absolute(&ctx.source_dir).unwrap_or_else(|_| ctx.source_dir.clone());
     let env = environment(build, &ctx, &source_dir, started_at);
     let secrets = secret_pairs(build, &ctx, &env);
     let (masker, short) = Masker::new(secrets.iter().map(|(k, v)| (k.as_str(), v.as_str())));
@@ -300,7 +301,8 @@ pub async fn run(build: &BuildSpec, ctx: BuildContext, log: impl LogSink) -> Bui
     }
     for v in &ctx.variables {
         if v.name.starts_with("CODEBUILD_") || v.name.starts_with("CUTOVER_") {
-            logger.system(None, &format!("warning: variable {} is reserved and was not set", v.name));
+            logger
+                .system(None, &format!("warning: variable {} is reserved and was not set", v.name));
         }
     }
     let deadline = started + ctx.timeout;
@@ -327,11 +329,7 @@ pub async fn run(build: &BuildSpec, ctx: BuildContext, log: impl LogSink) -> Bui
     result.ended_at = now();
     runner.log.essential(
         None,
-        &format!(
-            "Build {} in {}",
-            result.status.as_str(),
-            model::format_duration(result.duration)
-        ),
+        &format!("Build {} in {}", result.status.as_str(), model::format_duration(result.duration)),
     );
     result.log = runner.log.stats();
     result
@@ -377,7 +375,11 @@ fn environment(
 
 /// Values to mask: variables the caller marked secret, the names a buildspec expects from a
 /// secret store, and every variable whose name looks secret.
-fn secret_pairs(build: &BuildSpec, ctx: &BuildContext, env: &[(String, String)]) -> Vec<(String, String)> {
+fn secret_pairs(
+    build: &BuildSpec,
+    ctx: &BuildContext,
+    env: &[(String, String)],
+) -> Vec<(String, String)> {
     let store: Vec<&str> = build.env.secret_names().collect();
     let mut out: Vec<(String, String)> = ctx
         .variables
@@ -472,7 +474,8 @@ impl<S: LogSink> Runner<'_, S> {
             phases.push(record);
         }
 
-        let exported = if status.is_none() { self.capture_exported().await } else { BTreeMap::new() };
+        let exported =
+            if status.is_none() { self.capture_exported().await } else { BTreeMap::new() };
 
         let mut outputs = Vec::new();
         if let Some(reason) = &aborted {
@@ -494,7 +497,8 @@ impl<S: LogSink> Runner<'_, S> {
             outputs = collected;
             phases.push(record);
         }
-        let status = status.unwrap_or(if failed { BuildStatus::Failed } else { BuildStatus::Succeeded });
+        let status =
+            status.unwrap_or(if failed { BuildStatus::Failed } else { BuildStatus::Succeeded });
         self.result(status, phases, exported, outputs)
     }
 
@@ -540,9 +544,7 @@ impl<S: LogSink> Runner<'_, S> {
             self.ctx.limits.log_line_bytes_max,
         )
         .await
-        .map_err(|e| {
-            format!("{} in {}: {e}", program.display(), self.ctx.source_dir.display())
-        })?;
+        .map_err(|e| format!("{} in {}: {e}", program.display(), self.ctx.source_dir.display()))?;
         self.shell = Some(shell);
         Ok(())
     }
@@ -553,9 +555,11 @@ impl<S: LogSink> Runner<'_, S> {
         let started_at = now();
         let mut attempts = 0;
         let retry = match &phase.on_failure {
-            Some(OnFailure::Retry { count, pattern }) => {
-                regex::RegexBuilder::new(pattern).size_limit(1 << 20).build().ok().map(|r| (*count, r))
-            }
+            Some(OnFailure::Retry { count, pattern }) => regex::RegexBuilder::new(pattern)
+                .size_limit(1 << 20)
+                .build()
+                .ok()
+                .map(|r| (*count, r)),
             _ => None,
         };
         let (end, contexts) = loop {
@@ -597,7 +601,10 @@ impl<S: LogSink> Runner<'_, S> {
             End::Stopped => PhaseStatus::Stopped,
             End::Fault => PhaseStatus::Fault,
         };
-        self.log.essential(Some(phase_type), &format!("Phase complete: {phase_type} State: {}", status.as_str()));
+        self.log.essential(
+            Some(phase_type),
+            &format!("Phase complete: {phase_type} State: {}", status.as_str()),
+        );
         for c in &contexts {
             self.log.essential(
                 Some(phase_type),
@@ -618,7 +625,8 @@ impl<S: LogSink> Runner<'_, S> {
     /// Runs commands until the first failure (the rest of the block is skipped, §6.2).
     async fn run_block(&mut self, commands: &[Command]) -> (End, Vec<PhaseContext>) {
         for command in commands {
-            self.log.system(self.phase, &format!("Running command {}", shown_command(&command.text)));
+            self.log
+                .system(self.phase, &format!("Running command {}", shown_command(&command.text)));
             let outcome = self.exec(&command.text, true).await;
             let shown = shown_command(&command.text);
             let (end, context) = match outcome {
@@ -632,7 +640,9 @@ impl<S: LogSink> Runner<'_, S> {
                         End::Failed,
                         context(
                             "COMMAND_EXECUTION_ERROR",
-                            &format!("Error while executing command: {shown}. Reason: exit status {code}"),
+                            &format!(
+                                "Error while executing command: {shown}. Reason: exit status {code}"
+                            ),
                         ),
                     )
                 }
@@ -661,7 +671,9 @@ impl<S: LogSink> Runner<'_, S> {
                         End::Failed,
                         context(
                             "COMMAND_EXECUTION_ERROR",
-                            &format!("Error while executing command: {shown}. Reason: the shell exited with status {code}"),
+                            &format!(
+                                "Error while executing command: {shown}. Reason: the shell exited with status {code}"
+                            ),
                         ),
                     )
                 }
@@ -719,7 +731,8 @@ impl<S: LogSink> Runner<'_, S> {
 
     /// Runs an internal command whose result is written to a private file, and reads the file.
     async fn exec_capture(&mut self, script: &str, max: usize) -> Option<Vec<u8>> {
-        let dir = std::env::temp_dir().join(format!("cutover-build-{:032x}", rand::random::<u128>()));
+        let dir =
+            std::env::temp_dir().join(format!("cutover-build-{:032x}", rand::random::<u128>()));
         let made = {
             use std::os::unix::fs::DirBuilderExt;
             std::fs::DirBuilder::new().mode(0o700).create(&dir)
@@ -747,11 +760,16 @@ impl<S: LogSink> Runner<'_, S> {
         }
         let script: String = names
             .iter()
-            .map(|n| format!("if [ \"${{{n}+set}}\" = set ]; then printf '%s=%s\\0' {n} \"${n}\"; fi; "))
+            .map(|n| {
+                format!("if [ \"${{{n}+set}}\" = set ]; then printf '%s=%s\\0' {n} \"${n}\"; fi; ")
+            })
             .collect();
         let max = self.ctx.limits.exported_bytes_max;
         let Some(bytes) = self.exec_capture(script.trim_end_matches("; "), max + 1).await else {
-            self.log.system(None, "warning: could not read the exported variables from the build's shell");
+            self.log.system(
+                None,
+                "warning: could not read the exported variables from the build's shell",
+            );
             return out;
         };
         if bytes.len() > max {
@@ -775,7 +793,8 @@ impl<S: LogSink> Runner<'_, S> {
         }
         for n in names {
             if !out.contains_key(n) && !self.log.masker().is_secret(n) {
-                self.log.system(None, &format!("exported variable {n} is not set; it is not exported"));
+                self.log
+                    .system(None, &format!("exported variable {n} is not set; it is not exported"));
             }
         }
         out
@@ -818,7 +837,11 @@ impl<S: LogSink> Runner<'_, S> {
         let mut jobs: Vec<(Option<String>, Artifacts, PathBuf)> =
             vec![(None, spec.clone(), self.ctx.artifacts_dir.join("primary"))];
         for (id, a) in &spec.secondary {
-            jobs.push((Some(id.clone()), a.clone(), self.ctx.artifacts_dir.join("secondary").join(id)));
+            jobs.push((
+                Some(id.clone()),
+                a.clone(),
+                self.ctx.artifacts_dir.join("secondary").join(id),
+            ));
         }
         let skip: Vec<PathBuf> = std::fs::create_dir_all(&self.ctx.artifacts_dir)
             .ok()
@@ -859,29 +882,37 @@ impl<S: LogSink> Runner<'_, S> {
                     return (record(PhaseStatus::Stopped, vec![context("BUILD_STOPPED", message)]), outputs);
                 }
             };
-            let label = identifier.as_deref().map(|i| format!("secondary artifact {i}")).unwrap_or_else(|| "artifact".into());
-            match outcome {
-                Ok(Ok(collected)) => {
-                    for w in &collected.warnings {
-                        self.log.system(Some(phase), w);
-                    }
+            let label = identifier
+                .as_deref()
+                .map(|i| format!("secondary artifact {i}"))
+                .unwrap_or_else(|| "artifact".into());
+            if let Ok(collected) = &outcome {
+                for w in &collected.warnings {
+                    self.log.system(Some(phase), w);
+                }
+            }
+            match outcome.map(|c| c.result) {
+                Ok(Ok((files, bytes))) => {
                     self.log.system(
                         Some(phase),
-                        &format!("Collected {} files ({} bytes) for the {label}", collected.files.len(), collected.bytes),
+                        &format!("Collected {} files ({bytes} bytes) for the {label}", files.len()),
                     );
-                    outputs.push(ArtifactOutput {
-                        identifier,
-                        name,
-                        dir: dest,
-                        files: collected.files,
-                        bytes: collected.bytes,
-                    });
+                    outputs.push(ArtifactOutput { identifier, name, dir: dest, files, bytes });
                 }
                 Ok(Err(message)) => {
                     let message = format!("{label}: {message}");
-                    self.log.essential(Some(phase), "Phase complete: UPLOAD_ARTIFACTS State: CLIENT_ERROR");
-                    self.log.essential(Some(phase), &format!("Phase context status code: CLIENT_ERROR Message: {message}"));
-                    return (record(PhaseStatus::ClientError, vec![context("CLIENT_ERROR", &message)]), outputs);
+                    self.log.essential(
+                        Some(phase),
+                        "Phase complete: UPLOAD_ARTIFACTS State: CLIENT_ERROR",
+                    );
+                    self.log.essential(
+                        Some(phase),
+                        &format!("Phase context status code: CLIENT_ERROR Message: {message}"),
+                    );
+                    return (
+                        record(PhaseStatus::ClientError, vec![context("CLIENT_ERROR", &message)]),
+                        outputs,
+                    );
                 }
                 Err(message) => {
                     self.log.essential(Some(phase), &message);

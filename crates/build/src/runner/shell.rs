@@ -385,11 +385,7 @@ mod tests {
         let got = lines_of(&input, 10).await;
         assert_eq!(
             got,
-            [
-                "line xxxxxxxxxx … [line truncated: 990 more bytes not shown]",
-                "done 1",
-                "line next"
-            ]
+            ["line xxxxxxxxxx … [line truncated: 990 more bytes not shown]", "done 1", "line next"]
         );
     }
 

@@ -47,7 +47,10 @@ fn ecr_source_image_detail_parses_every_field() {
     assert_eq!(parsed.value.image_size_in_bytes, Some(44_728_918));
     assert_eq!(parsed.value.image_tags, ["latest"]);
     assert_eq!(parsed.value.repository_name.as_deref(), Some("dk-image-repo"));
-    assert_eq!(build::render(&parsed.notes), "note: imageDetail.json:10:3: Extra: ignored: `Extra` is not read by the deploy\n");
+    assert_eq!(
+        build::render(&parsed.notes),
+        "note: imageDetail.json:10:3: Extra: ignored: `Extra` is not read by the deploy\n"
+    );
 }
 
 #[test]
@@ -56,7 +59,7 @@ fn image_detail_mistakes() {
     detail_errors(
         r#"{"Version":"1.0","ImageURI":"123.dkr.ecr.us-east-1.amazonaws.com/app:"}"#,
         expect![[r#"
-            imageDetail.json:1:30: ImageURI: the image "123.dkr.ecr.us-east-1.amazonaws.com/app:" ends with `:`, so its tag is empty; was the tag variable (such as IMAGE_TAG) empty when the file was written?
+            imageDetail.json:1:29: ImageURI: the image "123.dkr.ecr.us-east-1.amazonaws.com/app:" ends with `:`, so its tag is empty; was the tag variable (such as IMAGE_TAG) empty when the file was written?
         "#]],
     );
     detail_errors(
@@ -114,8 +117,9 @@ fn image_definitions_parse_and_reject_mistakes() {
     definitions_errors(
         "[\n  {\"name\": \"web\", \"imageURI\": \"repo/web:1\"},\n  {\"name\": \"api\", \"imageUri\": \"repo/api:2\"},\n  {\"imageUri\": \"x\"},\n  {\"name\": \"api\", \"imageUri\": \"repo/api:3\"}\n]",
         expect![[r#"
-            imagedefinitions.json:2:18: imageURI: unknown field `imageURI`; did you mean `imageUri`? (field names are case-sensitive)
+            imagedefinitions.json:2:19: [0].imageURI: unknown field `imageURI`; did you mean `imageUri`? (field names are case-sensitive)
             imagedefinitions.json:4:3: [2].name: missing required field `name`
+            imagedefinitions.json:5:3: [3].name: container `api` is listed twice (first at [1]); keep one
         "#]],
     );
     definitions_errors(

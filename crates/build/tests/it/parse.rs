@@ -25,8 +25,8 @@ fn version_and_phases_are_required() {
         "buildspec.yml",
         "env:\n  variables:\n    A: b\n",
         expect![[r#"
-            buildspec.yml:1:1: phases: missing required field `phases`; add `phases:` with at least a `build:` phase
             buildspec.yml:1:1: version: missing required field `version`; add `version: 0.2` at the top
+            buildspec.yml:1:1: phases: missing required field `phases`; add `phases:` with at least a `build:` phase
         "#]],
     );
     check_errors(
@@ -47,7 +47,7 @@ fn commands_must_be_a_list_of_strings() {
             buildspec.yml:4:15: phases.pre_build.commands: expected a list of commands, found string "make"; write each command on its own line starting with `- `
             buildspec.yml:7:9: phases.build.commands[0]: this command was read as a map because it contains `: ` (after "echo \"a\""); put the whole command in quotes
             buildspec.yml:8:8: phases.build.commands[1]: an empty command; write the command after `- ` or remove the line
-            buildspec.yml:9:15: phases.post_build.commands: missing required field `commands`; add `commands:` with a list of commands
+            buildspec.yml:9:3: phases.post_build.commands: missing required field `commands`; add `commands:` with a list of commands
         "#]],
     );
 }
@@ -178,7 +178,7 @@ phases:
             buildspec.yml:3:10: env.shell: `powershell.exe` is a Windows shell; cutover runs builds on Linux: write `shell: bash` or `shell: /bin/sh`
             buildspec.yml:5:5: env.variables.CODEBUILD_BUILD_ID: names starting with `CODEBUILD_` are reserved for the variables the build runner sets; rename `CODEBUILD_BUILD_ID`
             buildspec.yml:6:5: env.variables.my-var: "my-var" is not a shell variable name; use letters, digits and `_`, not starting with a digit
-            buildspec.yml:7:11: env.variables.EMPTY: `EMPTY` has no value; write `EMPTY: ""` for an empty one
+            buildspec.yml:7:5: env.variables.EMPTY: `EMPTY` has no value; write `EMPTY: ""` for an empty one
             buildspec.yml:11:7: env.exported-variables[0]: variables starting with `AWS_` cannot be exported; rename `AWS_REGION`
             buildspec.yml:12:7: env.exported-variables[1]: `TOKEN` comes from a secret store and secrets cannot be exported; export a value derived from it under another name if a later stage needs one
             buildspec.yml:14:7: env.exported-variables[3]: `TAG` is listed twice; keep one
@@ -245,7 +245,7 @@ artifacts:
             buildspec.yml:7:18: artifacts.discard-paths: expected yes or no, found "maybe"
             buildspec.yml:8:19: artifacts.exclude-paths[0]: `/abs` is absolute; paths are relative to the source directory (CODEBUILD_SRC_DIR) or to base-directory: remove the leading `/`
             buildspec.yml:10:5: artifacts.secondary-artifacts["bad id"]: "bad id" is not an artifact identifier; use up to 100 letters, digits, `_` and `-`
-            buildspec.yml:13:7: artifacts.secondary-artifacts.docs.files: missing required field `files`; add `files:` with the paths to keep
+            buildspec.yml:12:5: artifacts.secondary-artifacts.docs.files: missing required field `files`; add `files:` with the paths to keep
         "#]],
     );
 }
@@ -267,7 +267,7 @@ fn yaml_syntax_errors_point_at_the_spot() {
         "buildspec.yml",
         "version: 0.2\nphases:\n  build:\n    commands:\n      - echo a: b: c\n",
         expect![[r#"
-            buildspec.yml:5:17: phases.build.commands[0]: invalid YAML: mapping values are not allowed in this context; a command containing `: ` must be quoted (wrap the whole command in '…'), or the indentation is off
+            buildspec.yml:5:18: phases.build.commands[0]: invalid YAML: mapping values are not allowed in this context; a command containing `: ` must be quoted (wrap the whole command in '…'), or the indentation is off
         "#]],
     );
     check_errors(

@@ -69,6 +69,33 @@ fn quickstart_example_parses_to_what_it_says() {
 }
 
 #[test]
+fn quickstart_files_validate_together() {
+    let taskdef = include_str!("../../../../examples/quickstart/taskdef.json");
+    let taskdef_v2 = include_str!("../../../../examples/quickstart/taskdef-v2.json");
+    let appspec = include_str!("../../../../examples/quickstart/appspec.yaml");
+    let file = parse_cutover_file("cutover.yaml", QUICKSTART).unwrap().value;
+    let spec = spec::parse_appspec("appspec.yaml", appspec).unwrap();
+    assert_eq!(spec.notes, vec![]);
+    for (name, text) in [("taskdef.json", taskdef), ("taskdef-v2.json", taskdef_v2)] {
+        let td = parse_task_definition(name, text).unwrap().value;
+        let service = file.service("web").unwrap();
+        assert_eq!(spec::check_service_against("cutover.yaml", QUICKSTART, service, &td), Ok(()));
+        assert_eq!(spec::check_appspec_against("appspec.yaml", appspec, &spec.value, &td), Ok(()));
+    }
+    for hook in spec.value.hooks.values() {
+        assert!(file.hook(hook).is_some(), "the AppSpec's hook {hook} is declared in cutover.yaml");
+    }
+    check(
+        "taskdef.json",
+        taskdef,
+        expect![[r#"
+            note: taskdef.json:14:3: networkMode: ignored: cutover gives every task its own address, as awsvpc does
+            note: taskdef.json:15:3: requiresCompatibilities: ignored: cutover runs tasks with its own runtime (process or docker), not EC2 or Fargate
+        "#]],
+    );
+}
+
+#[test]
 fn the_docs_show_the_quickstart_example_verbatim() {
     let body: String =
         QUICKSTART.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n");
