@@ -251,9 +251,7 @@ fn read_root(cx: &mut Cx<'_>, root: &Node) -> Option<BuildSpec> {
         cx.error(root.pos, "", "the file has no content; a buildspec starts with `version: 0.2`");
         return None;
     }
-    let Some(mut f) = cx.map(root, "") else {
-        return None;
-    };
+    let mut f = cx.map(root, "")?;
     let version_ok = read_version(cx, &mut f);
     let run_as = f.get("run-as").and_then(|field| noted_text(cx, &field, RUN_AS_NOTE));
     let env = match f.get("env") {
@@ -392,17 +390,16 @@ fn read_env(cx: &mut Cx<'_>, field: &Field<'_>) -> Option<Env> {
     if let Some(field) = f.get("exported-variables") {
         env.exported_variables = read_exported(cx, &field, &env);
     }
-    if let Some(field) = f.get("git-credential-helper") {
-        if let Some(on) = cx.yes_no(field.node, &field.path) {
-            env.git_credential_helper = on;
-            if on {
-                cx.note(
-                    field.key_pos,
-                    &field.path,
-                    "accepted, ignored: git runs with the credentials of the user that runs \
-                     cutover",
-                );
-            }
+    if let Some(field) = f.get("git-credential-helper")
+        && let Some(on) = cx.yes_no(field.node, &field.path)
+    {
+        env.git_credential_helper = on;
+        if on {
+            cx.note(
+                field.key_pos,
+                &field.path,
+                "accepted, ignored: git runs with the credentials of the user that runs cutover",
+            );
         }
     }
     f.finish(

@@ -21,7 +21,7 @@ pub use buildspec::{
 pub use decode::ERRORS_MAX;
 pub use glob::Glob;
 pub use image::{
-    IMAGE_DEFINITIONS_SIZE_MAX, IMAGE_DETAIL_SIZE_MAX, ImageDefinition, ImageDetail,
+    IMAGE_DEFINITIONS_SIZE_MAX, IMAGE_DETAIL_SIZE_MAX, IMAGE_URI_MAX, ImageDefinition, ImageDetail,
     check_image_uri, parse_image_definitions, parse_image_detail,
 };
 pub use runner::{

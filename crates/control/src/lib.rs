@@ -59,17 +59,47 @@ pub fn api_record_path(data_dir: &std::path::Path) -> PathBuf {
 pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    // One control plane per data directory: two would fight over the same tasks and routes.
+    // The lock is released by the OS when the process dies, even by `kill -9`.
+    let lock_path = config.data_dir.join("control.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("opening {}", lock_path.display()))?;
+    if lock.try_lock().is_err() {
+        anyhow::bail!(
+            "another `cutover up` is already running for {}; stop it first (`cutover down`) or \
+             use another --data-dir",
+            config.data_dir.display()
+        );
+    }
     let store = Arc::new(
         store::Store::open(&config.data_dir.join("state.db"))
             .with_context(|| format!("opening {}", config.data_dir.join("state.db").display()))?,
     );
 
-    let warnings = Vec::new();
+    let mut warnings = Vec::new();
     let mut runtimes: BTreeMap<String, Arc<dyn runtime::Runtime>> = BTreeMap::new();
     let process = runtime::ProcessRuntime::new(config.data_dir.join("tasks"))
         .map_err(|err| anyhow::anyhow!("starting the process runtime: {err}"))?;
     runtimes.insert("process".into(), Arc::new(process));
-    // DOCKER_RUNTIME_PLACEHOLDER
+    match runtime::DockerRuntime::connect(config.data_dir.join("docker")).await {
+        Ok(docker) => {
+            runtimes.insert("docker".into(), Arc::new(docker));
+        }
+        Err(err) => {
+            let message = format!(
+                "docker runtime unavailable ({err}); services with `runtime: docker` will not start \
+                 tasks until the Docker Engine answers (set DOCKER_HOST if it is not at \
+                 unix:///var/run/docker.sock, then restart `cutover up`). Services on the process \
+                 runtime are not affected."
+            );
+            warn!("{message}");
+            warnings.push(message);
+        }
+    }
 
     let (lb, adopted) = lb::ensure_running(&config.data_dir, config.lb_admin, config.lb_threads).await?;
     info!(admin = %lb.admin_addr(), adopted, "load balancer ready");
@@ -147,6 +177,7 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         .await?;
     engine_done.abort();
     let _ = std::fs::remove_file(api_record_path(&config.data_dir));
+    drop(lock);
     Ok(())
 }
 

@@ -334,20 +334,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 /// Reads a file for the API, with the directory it came from.
 fn upload(path: &Path) -> anyhow::Result<FileUpload> {
-    const FILE_BYTES_MAX: u64 = 1 << 20;
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut text = String::new();
-    let read = file.take(FILE_BYTES_MAX + 1).read_to_string(&mut text);
-    read.with_context(|| format!("{} is not a UTF-8 text file", path.display()))?;
-    if text.len() as u64 > FILE_BYTES_MAX {
-        bail!("{} is larger than 1 MiB; cutover's files are small, is this the right file?", path.display());
-    }
+    // Read one byte past the limit so that `text_from_bytes` reports an oversized file without
+    // this process ever holding more than that.
+    let mut bytes = Vec::new();
+    file.take(spec::FILE_SIZE_MAX as u64 + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let name = path.display().to_string();
+    let text = spec::text_from_bytes(&name, &bytes).map_err(|errors| anyhow::anyhow!("{errors}"))?.to_string();
     let base_dir = path
         .parent()
         .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
         .and_then(|p| p.canonicalize().ok())
         .map(|p| p.display().to_string());
-    Ok(FileUpload { name: path.display().to_string(), text, base_dir })
+    Ok(FileUpload { name, text, base_dir })
 }
 
 fn apply(client: &Client, file: &Path, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
@@ -379,7 +380,14 @@ fn validate(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
                 continue;
             }
         };
-        match spec::validate(&file.name, &file.text) {
+        // buildspec.yml is validated by the build runner's own parser (spec cannot depend on it).
+        let result = match spec::detect_kind(&file.name, &file.text) {
+            Some(spec::FileKind::Buildspec) => {
+                build::parse_buildspec(&file.name, &file.text).map(|parsed| parsed.notes)
+            }
+            _ => spec::validate(&file.name, &file.text),
+        };
+        match result {
             Ok(notes) => {
                 for note in notes {
                     println!("{note}");

@@ -628,7 +628,8 @@ impl<S: LogSink> Runner<'_, S> {
             self.log
                 .system(self.phase, &format!("Running command {}", shown_command(&command.text)));
             let outcome = self.exec(&command.text, true).await;
-            let shown = shown_command(&command.text);
+            // Contexts are kept with the build record, so a secret in a command stays out of it too.
+            let shown = self.log.masker().mask(&shown_command(&command.text)).into_owned();
             let (end, context) = match outcome {
                 Outcome::Exited(0) => continue,
                 Outcome::Exited(code) => {
@@ -779,20 +780,23 @@ impl<S: LogSink> Runner<'_, S> {
             );
             return out;
         }
+        let mut refused = Vec::new();
         for record in bytes.split(|b| *b == 0).filter(|r| !r.is_empty()) {
             let record = String::from_utf8_lossy(record);
             let Some((name, value)) = record.split_once('=') else { continue };
+            // CodeBuild does not export secrets (§6.1); a copy of one is still one.
             if self.log.masker().is_secret(value) {
                 self.log.system(
                     None,
                     &format!("warning: exported variable {name} holds a secret value and was not exported"),
                 );
+                refused.push(name.to_string());
                 continue;
             }
             out.insert(name.to_string(), value.to_string());
         }
         for n in names {
-            if !out.contains_key(n) && !self.log.masker().is_secret(n) {
+            if !out.contains_key(n) && !refused.contains(n) {
                 self.log
                     .system(None, &format!("exported variable {n} is not set; it is not exported"));
             }

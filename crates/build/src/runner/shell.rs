@@ -119,6 +119,10 @@ impl Shell {
         stop: &mut Option<watch::Receiver<bool>>,
         mut on_line: impl FnMut(String),
     ) -> Outcome {
+        if Instant::now() >= deadline {
+            self.kill();
+            return Outcome::TimedOut;
+        }
         if self.exited.is_some() || self.killed {
             return Outcome::Fault("the build's shell is no longer running".to_string());
         }

@@ -404,6 +404,9 @@ phases:
       - echo "db=$DB_PASSWORD token=$API_TOKEN marked=$MARKED plain=$PLAIN"
       - echo the literal marked-secret-value in a command
       - echo "$MARKED" | rev | rev
+  post_build:
+    commands:
+      - test "$MARKED" = marked-secret-value-and-more
 "#,
         |_, ctx| {
             ctx.variables.push(BuildVariable {
@@ -419,7 +422,13 @@ phases:
         },
     )
     .await;
-    assert_eq!(ran.result.status, BuildStatus::Succeeded, "{}", ran.log.text());
+    assert_eq!(ran.result.status, BuildStatus::Failed, "{}", ran.log.text());
+    // The failure context is kept with the build record: the command in it is masked too.
+    let post = ran.result.phase(PhaseType::PostBuild).expect("post_build");
+    assert_eq!(
+        post.contexts[0].message,
+        "Error while executing command: test \"$MARKED\" = ***-and-more. Reason: exit status 1"
+    );
     let text = ran.log.text();
     for secret in ["pa55word-in-buildspec", "tok-1234567", "marked-secret-value"] {
         assert!(!text.contains(secret), "`{secret}` leaked into the log:\n{text}");
@@ -574,4 +583,36 @@ async fn a_missing_source_directory_is_a_fault() {
     assert_eq!(ran.result.status, BuildStatus::Fault);
     assert_eq!(ran.status(PhaseType::Install), PhaseStatus::Fault);
     assert!(ran.log.text().contains("Could not start the build's shell"), "{}", ran.log.text());
+}
+
+#[tokio::test]
+async fn dropping_a_running_build_kills_its_processes() {
+    let spec = parse(
+        "version: 0.2\nphases:\n  build:\n    commands:\n      - sleep 100 & echo $! > sleeper.pid; wait\n",
+    );
+    let fx = crate::fixture();
+    let ctx = fx.context();
+    let log = build::MemorySink::new();
+    let task = tokio::spawn({
+        let log = log.clone();
+        async move { build::run(&spec, ctx, log).await }
+    });
+    let pid_file = fx.src.join("sleeper.pid");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let pid = loop {
+        if let Ok(pid) = std::fs::read_to_string(&pid_file)
+            && pid.ends_with('\n')
+        {
+            break pid.trim().to_string();
+        }
+        assert!(Instant::now() < deadline, "the build never started:\n{}", log.text());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    task.abort();
+    let _ = task.await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !gone(&pid) {
+        assert!(Instant::now() < deadline, "process {pid} outlived its dropped build");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -764,7 +764,10 @@ impl DockerRuntime {
             timeout: Some(nanos(h.timeout)),
             retries: Some(i64::from(h.retries)),
             start_period: Some(nanos(h.start_period)),
-            ..Default::default()
+            // Engines with API 1.44+ probe this often during the start period, as the process
+            // runtime does; older ones ignore it and wait a full interval.
+            start_interval: (h.start_period > Duration::ZERO)
+                .then(|| nanos(h.interval.min(Duration::from_secs(1)))),
         });
 
         const MIB: i64 = 1024 * 1024;

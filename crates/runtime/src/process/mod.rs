@@ -1,8 +1,11 @@
 //! The process runtime: every container a local process, every task its own loopback address.
 //!
-//! - **Image.** `image` is an absolute path to a directory holding the program; see
-//!   [`launch`](self) rules: argv = `entryPoint ++ command`, argv[0] looked up in the image
-//!   directory first and then on `PATH`, `workingDirectory` relative to the image directory.
+//! - **Image.** `image` is an absolute path to a directory holding the program. argv =
+//!   `entryPoint ++ command`; `argv[0]` is looked up in the image directory first (as a path
+//!   relative to it), then on `PATH`; with an empty argv, the one executable file at the top of
+//!   the image directory runs. `workingDirectory` is relative to the image directory (default:
+//!   the image directory itself). Containers inherit only `PATH`, `HOME`, `USER`, `LOGNAME`,
+//!   `LANG`, `LC_ALL`, `LC_CTYPE`, `TZ` and `TMPDIR` from the control plane.
 //! - **Network.** Each task gets its own address in `127.77.0.0/16` (configurable with
 //!   [`ProcessRuntime::with_address_range`]), unique among the tasks of the state directory that
 //!   have not stopped, including ones started by an earlier control plane. All containers of a

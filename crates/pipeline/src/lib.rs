@@ -1,0 +1,1 @@
+//! CodePipeline executions as a pure state machine (work in progress).
