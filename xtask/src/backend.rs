@@ -29,12 +29,14 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         }
     }
     let addr = addr.context("--addr ADDR is required")?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()?;
     runtime.block_on(serve(addr))
 }
 
 async fn serve(addr: SocketAddr) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("bind {addr}"))?;
+    let listener =
+        tokio::net::TcpListener::bind(addr).await.with_context(|| format!("bind {addr}"))?;
     let hits = Arc::new(AtomicU64::new(0));
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
@@ -50,7 +52,9 @@ async fn serve(addr: SocketAddr) -> anyhow::Result<()> {
                 };
                 async move { Ok::<_, Infallible>(Response::new(Full::new(body))) }
             });
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
         });
     }
 }

@@ -28,7 +28,9 @@ fn parse(args: &[String]) -> anyhow::Result<Opts> {
     while let Some(a) = it.next() {
         let mut value = || it.next().with_context(|| format!("{a} needs a value"));
         match a.as_str() {
-            "--duration" => o.duration = value()?.trim_end_matches('s').parse().context("--duration SECS")?,
+            "--duration" => {
+                o.duration = value()?.trim_end_matches('s').parse().context("--duration SECS")?
+            }
             "--connections" => o.connections = value()?.parse().context("--connections N")?,
             "--threads" => {
                 o.threads = value()?
@@ -76,7 +78,17 @@ impl Proc {
 }
 
 impl Drop for Proc {
+    /// SIGTERM first: nginx's master only stops its workers when asked politely; SIGKILL would
+    /// orphan them with the listening socket.
     fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -161,10 +173,8 @@ fn parse_wrk(out: &str) -> anyhow::Result<Wrk> {
         } else if let Some(v) = l.strip_prefix("Non-2xx or 3xx responses:") {
             w.non_2xx = v.trim().parse().unwrap_or(0);
         } else if let Some(v) = l.strip_prefix("Socket errors:") {
-            w.socket_errors = v
-                .split(',')
-                .filter_map(|p| p.split_whitespace().last()?.parse::<u64>().ok())
-                .sum();
+            w.socket_errors =
+                v.split(',').filter_map(|p| p.split_whitespace().last()?.parse::<u64>().ok()).sum();
         }
     }
     if w.requests == 0 {
@@ -206,7 +216,11 @@ fn build_lb(root: &Path, target: &Path, which: &str) -> anyhow::Result<Lb> {
     if which != "example"
         && {
             eprintln!("building cutover (release)…");
-            Command::new(&cargo).args(["build", "--release", "-p", "cutover"]).current_dir(root).status()?.success()
+            Command::new(&cargo)
+                .args(["build", "--release", "-p", "cutover"])
+                .current_dir(root)
+                .status()?
+                .success()
         }
         && Command::new(&cutover)
             .args(["lb", "--help"])
@@ -218,7 +232,9 @@ fn build_lb(root: &Path, target: &Path, which: &str) -> anyhow::Result<Lb> {
         return Ok(Lb { bin: cutover, prefix: vec!["lb".into()] });
     }
     if which == "cutover" {
-        bail!("`cutover lb` is not available (cargo build --release -p cutover, then `cutover lb --help`)");
+        bail!(
+            "`cutover lb` is not available (cargo build --release -p cutover, then `cutover lb --help`)"
+        );
     }
     eprintln!("`cutover lb` is not there yet; using the proxy crate's `lb` example");
     let status = Command::new(&cargo)
@@ -244,7 +260,13 @@ fn health_check() -> HealthCheck {
     }
 }
 
-fn lb_table(version: u64, listen: SocketAddr, blue: SocketAddr, green: Option<SocketAddr>, green_pct: u16) -> RouteTable {
+fn lb_table(
+    version: u64,
+    listen: SocketAddr,
+    blue: SocketAddr,
+    green: Option<SocketAddr>,
+    green_pct: u16,
+) -> RouteTable {
     let mut t = RouteTable { version, ..RouteTable::default() };
     let group = |addr| TargetGroup {
         health_check: health_check(),
@@ -275,7 +297,12 @@ struct Cutover {
     admin: SocketAddr,
 }
 
-fn start_cutover(lb: &Lb, threads: usize, tmp: &Path, table: &RouteTable) -> anyhow::Result<Cutover> {
+fn start_cutover(
+    lb: &Lb,
+    threads: usize,
+    tmp: &Path,
+    table: &RouteTable,
+) -> anyhow::Result<Cutover> {
     let admin = free_addr()?;
     let log = std::fs::File::create(tmp.join(format!("cutover-{threads}.log")))?;
     let mut proc = Proc::spawn(
@@ -311,12 +338,18 @@ fn put_table(admin: SocketAddr, table: &RouteTable) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn nginx_conf(tmp: &Path, threads: usize, listen: SocketAddr, upstreams: &[(SocketAddr, u32)]) -> String {
-    let servers: String = upstreams.iter().map(|(a, w)| format!("    server {a} weight={w};\n")).collect();
+fn nginx_conf(
+    tmp: &Path,
+    threads: usize,
+    listen: SocketAddr,
+    upstreams: &[(SocketAddr, u32)],
+) -> String {
+    let servers: String =
+        upstreams.iter().map(|(a, w)| format!("    server {a} weight={w};\n")).collect();
     let t = tmp.display();
     format!(
         "worker_processes {threads};\npid {t}/nginx.pid;\nerror_log {t}/nginx-error.log error;\n\
-worker_rlimit_nofile 30000;\nevents {{ worker_connections 16384; }}\n\
+worker_rlimit_nofile 20000;\nevents {{ worker_connections 16384; }}\n\
 http {{\n  access_log off;\n  keepalive_requests 1000000;\n  client_body_temp_path {t}/nginx-body;\n  proxy_temp_path {t}/nginx-proxy;\n  fastcgi_temp_path {t}/nginx-fcgi;\n  uwsgi_temp_path {t}/nginx-uwsgi;\n  scgi_temp_path {t}/nginx-scgi;\n\
   upstream backend {{\n{servers}    keepalive 256;\n    keepalive_requests 1000000;\n  }}\n\
   server {{\n    listen {listen};\n    location / {{\n      proxy_pass http://backend;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n"
@@ -335,26 +368,45 @@ fn nginx_args(tmp: &Path) -> Vec<String> {
     ]
 }
 
-fn start_nginx(nginx: &Path, tmp: &Path, threads: usize, listen: SocketAddr, upstreams: &[(SocketAddr, u32)]) -> anyhow::Result<Proc> {
+fn start_nginx(
+    nginx: &Path,
+    tmp: &Path,
+    threads: usize,
+    listen: SocketAddr,
+    upstreams: &[(SocketAddr, u32)],
+) -> anyhow::Result<Proc> {
     std::fs::write(tmp.join("nginx.conf"), nginx_conf(tmp, threads, listen, upstreams))?;
     let mut p = Proc::spawn(
         "nginx",
-        Command::new(nginx).args(nginx_args(tmp)).args(["-g", "daemon off;"]).stdout(Stdio::null()).stderr(Stdio::null()),
+        Command::new(nginx)
+            .args(nginx_args(tmp))
+            .args(["-g", "daemon off;"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
     )?;
     wait_port(listen, "nginx", &mut p)?;
     Ok(p)
 }
 
-fn start_haproxy(haproxy: &Path, tmp: &Path, threads: usize, listen: SocketAddr, backend: SocketAddr) -> anyhow::Result<Proc> {
+fn start_haproxy(
+    haproxy: &Path,
+    tmp: &Path,
+    threads: usize,
+    listen: SocketAddr,
+    backend: SocketAddr,
+) -> anyhow::Result<Proc> {
     let cfg = format!(
-        "global\n  nbthread {threads}\n  maxconn 30000\n\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n  option http-keep-alive\n  http-reuse always\n\n\
+        "global\n  nbthread {threads}\n  maxconn 8000\n\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n  option http-keep-alive\n  http-reuse always\n\n\
 frontend fe\n  bind {listen}\n  default_backend be\n\nbackend be\n  server s1 {backend}\n"
     );
     let path = tmp.join("haproxy.cfg");
     std::fs::write(&path, cfg)?;
     let mut p = Proc::spawn(
         "haproxy",
-        Command::new(haproxy).args(["-f", &path.display().to_string(), "-db"]).stdout(Stdio::null()).stderr(Stdio::null()),
+        Command::new(haproxy)
+            .args(["-f", &path.display().to_string(), "-db"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(tmp.join("haproxy.log"))?),
     )?;
     wait_port(listen, "haproxy", &mut p)?;
     Ok(p)
@@ -366,7 +418,9 @@ fn start_backend(tmp: &Path, name: &str) -> anyhow::Result<(Proc, SocketAddr)> {
     let log = std::fs::File::create(tmp.join(format!("backend-{name}.log")))?;
     let mut p = Proc::spawn(
         "backend",
-        Command::new(exe).args(["backend", "--addr", &addr.to_string(), "--threads", "1", "--name", name]).stderr(log),
+        Command::new(exe)
+            .args(["backend", "--addr", &addr.to_string(), "--threads", "1", "--name", name])
+            .stderr(log),
     )?;
     wait_port(addr, "the backend", &mut p)?;
     Ok((p, addr))
@@ -393,7 +447,13 @@ struct Sweep {
 
 const SWEEP: [u16; 5] = [0, 10, 50, 100, 0];
 
-fn sweep(wrk: &Path, listen: SocketAddr, o: &Opts, green: SocketAddr, mut set: impl FnMut(usize, u16) -> anyhow::Result<()>) -> anyhow::Result<Sweep> {
+fn sweep(
+    wrk: &Path,
+    listen: SocketAddr,
+    o: &Opts,
+    green: SocketAddr,
+    mut set: impl FnMut(usize, u16) -> anyhow::Result<()>,
+) -> anyhow::Result<Sweep> {
     let before = hits(green)?;
     let child = wrk_cmd(wrk, listen, o, o.duration).spawn()?;
     let step = Duration::from_millis(o.duration * 1000 / SWEEP.len() as u64);
@@ -416,17 +476,24 @@ fn fmt_ms(v: f64) -> String {
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let o = parse(args)?;
-    let tools: Vec<(&str, Option<PathBuf>)> = ["wrk", "nginx", "haproxy"].iter().map(|t| (*t, find_tool(t))).collect();
+    let tools: Vec<(&str, Option<PathBuf>)> =
+        ["wrk", "nginx", "haproxy"].iter().map(|t| (*t, find_tool(t))).collect();
     let missing: Vec<&str> = tools.iter().filter(|(_, p)| p.is_none()).map(|(t, _)| *t).collect();
     if !missing.is_empty() {
-        bail!("missing {}; install them with: apt-get install -y wrk nginx haproxy", missing.join(", "));
+        bail!(
+            "missing {}; install them with: apt-get install -y wrk nginx haproxy",
+            missing.join(", ")
+        );
     }
     let [wrk, nginx, haproxy] = [0, 1, 2].map(|i| tools[i].1.clone().unwrap_or_default());
     if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
         eprintln!("warning: cannot raise the open-file limit: {e}");
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("workspace root")?.to_path_buf();
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    let root =
+        Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("workspace root")?.to_path_buf();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
     let lb = build_lb(&root, &target, &o.lb)?;
     let tmp = std::env::temp_dir().join(format!("cutover-bench-lb-{}", std::process::id()));
     std::fs::create_dir_all(&tmp)?;
@@ -435,7 +502,14 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     result
 }
 
-fn bench(o: &Opts, lb: &Lb, tmp: &Path, wrk: &Path, nginx: &Path, haproxy: &Path) -> anyhow::Result<()> {
+fn bench(
+    o: &Opts,
+    lb: &Lb,
+    tmp: &Path,
+    wrk: &Path,
+    nginx: &Path,
+    haproxy: &Path,
+) -> anyhow::Result<()> {
     let (_blue_proc, blue) = start_backend(tmp, "blue")?;
     let (_green_proc, green) = start_backend(tmp, "green")?;
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
@@ -444,16 +518,18 @@ fn bench(o: &Opts, lb: &Lb, tmp: &Path, wrk: &Path, nginx: &Path, haproxy: &Path
     let direct = run_wrk(wrk, blue, o)?;
     let mut rows: Vec<(usize, &str, Wrk)> = Vec::new();
     for &threads in &o.threads {
-        let listen = free_addr()?;
         {
+            let listen = free_addr()?;
             let _c = start_cutover(lb, threads, tmp, &lb_table(1, listen, blue, None, 0))?;
             rows.push((threads, "cutover", run_wrk(wrk, listen, o)?));
         }
         {
+            let listen = free_addr()?;
             let _n = start_nginx(nginx, tmp, threads, listen, &[(blue, 1)])?;
             rows.push((threads, "nginx", run_wrk(wrk, listen, o)?));
         }
         {
+            let listen = free_addr()?;
             let _h = start_haproxy(haproxy, tmp, threads, listen, blue)?;
             rows.push((threads, "haproxy", run_wrk(wrk, listen, o)?));
         }
@@ -466,7 +542,9 @@ fn bench(o: &Opts, lb: &Lb, tmp: &Path, wrk: &Path, nginx: &Path, haproxy: &Path
     let cutover_sweep = {
         let c = start_cutover(lb, threads, tmp, &lb_table(1, listen, blue, Some(green), 0))?;
         let _ = wrk_cmd(wrk, listen, o, 1).output()?;
-        sweep(wrk, listen, o, green, |i, pct| put_table(c.admin, &lb_table(1 + i as u64, listen, blue, Some(green), pct)))?
+        sweep(wrk, listen, o, green, |i, pct| {
+            put_table(c.admin, &lb_table(1 + i as u64, listen, blue, Some(green), pct))
+        })?
     };
     let nginx_sweep = {
         let upstreams = |pct: u16| -> Vec<(SocketAddr, u32)> {
@@ -476,11 +554,16 @@ fn bench(o: &Opts, lb: &Lb, tmp: &Path, wrk: &Path, nginx: &Path, haproxy: &Path
                 p => vec![(blue, (100 - p) as u32), (green, p as u32)],
             }
         };
+        let listen = free_addr()?;
         let _n = start_nginx(nginx, tmp, threads, listen, &upstreams(0))?;
         let _ = wrk_cmd(wrk, listen, o, 1).output()?;
         sweep(wrk, listen, o, green, |_, pct| {
-            std::fs::write(tmp.join("nginx.conf"), nginx_conf(tmp, threads, listen, &upstreams(pct)))?;
-            let status = Command::new(nginx).args(nginx_args(tmp)).args(["-s", "reload"]).status()?;
+            std::fs::write(
+                tmp.join("nginx.conf"),
+                nginx_conf(tmp, threads, listen, &upstreams(pct)),
+            )?;
+            let status =
+                Command::new(nginx).args(nginx_args(tmp)).args(["-s", "reload"]).status()?;
             if !status.success() {
                 bail!("nginx -s reload failed");
             }
@@ -490,13 +573,17 @@ fn bench(o: &Opts, lb: &Lb, tmp: &Path, wrk: &Path, nginx: &Path, haproxy: &Path
 
     // Memory: idle, then with 10,000 client connections open, then after one request on each.
     let (idle_kib, open_kib, used_kib, conns) = {
+        let listen = free_addr()?;
         let mut c = start_cutover(lb, threads, tmp, &lb_table(1, listen, blue, None, 0))?;
         std::thread::sleep(Duration::from_millis(300));
         let idle = rss_kib(c.proc.pid())?;
         let want = 10_000;
         let mut socks = Vec::with_capacity(want);
         for _ in 0..want {
-            socks.push(TcpStream::connect(listen).context("opening client connections (raise the open-file limit?)")?);
+            socks.push(
+                TcpStream::connect(listen)
+                    .context("opening client connections (raise the open-file limit?)")?,
+            );
         }
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -541,10 +628,21 @@ fn bench(o: &Opts, lb: &Lb, tmp: &Path, wrk: &Path, nginx: &Path, haproxy: &Path
         "{:<8} {:<9} {:>11} {:>9} {:>9}   {:>16} {:>16}",
         "threads", "server", "req/s", "p50", "p99", "vs nginx rps/p99", "vs haproxy rps/p99"
     );
-    println!("{:<8} {:<9} {:>11.0} {:>9} {:>9}", "-", "backend", direct.rps, fmt_ms(direct.p50_ms), fmt_ms(direct.p99_ms));
+    println!(
+        "{:<8} {:<9} {:>11.0} {:>9} {:>9}",
+        "-",
+        "backend",
+        direct.rps,
+        fmt_ms(direct.p50_ms),
+        fmt_ms(direct.p99_ms)
+    );
     for &threads in &o.threads {
-        let get = |name: &str| rows.iter().find(|(t, n, _)| *t == threads && *n == name).map(|r| r.2.clone());
-        let (Some(c), Some(n), Some(h)) = (get("cutover"), get("nginx"), get("haproxy")) else { continue };
+        let get = |name: &str| {
+            rows.iter().find(|(t, n, _)| *t == threads && *n == name).map(|r| r.2.clone())
+        };
+        let (Some(c), Some(n), Some(h)) = (get("cutover"), get("nginx"), get("haproxy")) else {
+            continue;
+        };
         for (name, w) in [("cutover", &c), ("nginx", &n), ("haproxy", &h)] {
             let ratios = if name == "cutover" {
                 format!(
@@ -574,9 +672,17 @@ fn bench(o: &Opts, lb: &Lb, tmp: &Path, wrk: &Path, nginx: &Path, haproxy: &Path
     }
     println!("(ratios: req/s higher is better, p99 lower is better)");
     println!();
-    println!("shift under load ({threads} threads): green weight 0→10→50→100→0 % during one {}s wrk run", o.duration);
-    println!("{:<26} {:>10} {:>8} {:>14} {:>12}", "", "requests", "non-2xx", "socket errors", "green served");
-    for (name, s) in [("cutover (PUT /v1/routes)", &cutover_sweep), ("nginx (nginx -s reload)", &nginx_sweep)] {
+    println!(
+        "shift under load ({threads} threads): green weight 0→10→50→100→0 % during one {}s wrk run",
+        o.duration
+    );
+    println!(
+        "{:<26} {:>10} {:>8} {:>14} {:>12}",
+        "", "requests", "non-2xx", "socket errors", "green served"
+    );
+    for (name, s) in
+        [("cutover (PUT /v1/routes)", &cutover_sweep), ("nginx (nginx -s reload)", &nginx_sweep)]
+    {
         println!(
             "{:<26} {:>10} {:>8} {:>14} {:>12}",
             name, s.wrk.requests, s.wrk.non_2xx, s.wrk.socket_errors, s.green_hits

@@ -97,6 +97,7 @@ pub struct Engine {
     removed_at_version: HashMap<String, u64>,
     health_fresh: bool,
     shutting_down: bool,
+    health_checked: HashMap<String, bool>,
 }
 
 impl Engine {
@@ -127,6 +128,7 @@ impl Engine {
             removed_at_version: HashMap::new(),
             health_fresh: false,
             shutting_down: false,
+            health_checked: HashMap::new(),
         }
     }
 
@@ -666,14 +668,11 @@ impl Engine {
                                 _ => None,
                             };
                             let container_unhealthy = matches!(health, runtime::Health::Unhealthy);
-                            task.health = match (container_unhealthy, lb_state, tg.is_some()) {
-                                (true, _, _) => "UNHEALTHY",
-                                (false, Some(TargetState::Healthy), _) => "HEALTHY",
-                                (false, Some(TargetState::Unhealthy), _) => "UNHEALTHY",
-                                (false, None, false) if matches!(health, runtime::Health::Healthy) => "HEALTHY",
-                                _ => "UNKNOWN",
-                            }
-                            .to_string();
+                            let checked = task_sets
+                                .iter()
+                                .find(|ts| ts.id == task.task_set_id)
+                                .is_some_and(|ts| self.has_container_health_check(&ts.task_definition));
+                            task.health = task_health(health, checked, lb_state, tg.is_some()).to_string();
                             if task.health == "HEALTHY" {
                                 self.failures.remove(&task.task_set_id);
                             }
@@ -736,6 +735,20 @@ impl Engine {
         let health = self.shared.health.read().unwrap_or_else(|p| p.into_inner());
         health.version >= *removed_at
             && !health.target_groups.values().flatten().any(|t| t.addr.to_string() == *addr)
+    }
+
+    /// Whether a task definition (`family:revision`) gives an essential container a health check.
+    fn has_container_health_check(&mut self, task_definition: &str) -> bool {
+        if let Some(known) = self.health_checked.get(task_definition) {
+            return *known;
+        }
+        let checked = crate::apply::split_revision(task_definition)
+            .and_then(|(family, revision)| self.store.read(|tx| tx.task_definition_get(&family, revision)).ok().flatten())
+            .and_then(|row| serde_json::from_str::<spec::TaskDefinition>(&row.body).ok())
+            .is_some_and(|td| td.container_definitions.iter().any(|c| c.essential && c.health_check.is_some()));
+        // Revisions are immutable, so the answer can be kept.
+        self.health_checked.insert(task_definition.to_string(), checked);
+        checked
     }
 
     fn note_failure(&mut self, task_set_id: &str, reason: &str, now: Timestamp) {
@@ -1014,6 +1027,23 @@ impl Engine {
         table.version = 0;
         self.last_pushed = Some(table);
         Ok(())
+    }
+}
+
+/// ECS's task health: with a container health check, the task is healthy only once the check
+/// says so (and, in a target group, the load balancer agrees); without one, the load balancer's
+/// view decides, and a task outside any target group is healthy while it runs.
+fn task_health(container: runtime::Health, checked: bool, lb: Option<TargetState>, in_target_group: bool) -> &'static str {
+    match (container, checked) {
+        (runtime::Health::Unhealthy, _) => return "UNHEALTHY",
+        (runtime::Health::Unknown, true) => return "UNKNOWN",
+        _ => {}
+    }
+    match (lb, in_target_group) {
+        (Some(TargetState::Healthy), _) => "HEALTHY",
+        (Some(TargetState::Unhealthy), _) => "UNHEALTHY",
+        (_, false) => "HEALTHY",
+        _ => "UNKNOWN",
     }
 }
 

@@ -13,7 +13,9 @@ fn main() -> anyhow::Result<()> {
             "--state-file" => state_file = Some(value()?.into()),
             "--threads" => threads = value()?.parse()?,
             "lb" => {}
-            other => anyhow::bail!("unknown argument {other}; use --admin, --state-file, --threads"),
+            other => {
+                anyhow::bail!("unknown argument {other}; use --admin, --state-file, --threads")
+            }
         }
     }
     proxy::run_blocking(proxy::ProxyConfig {

@@ -61,10 +61,12 @@ pub fn spawn(shared: Arc<Shared>, listener: TcpListener, mut stop: watch::Receiv
 }
 
 fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Full<Bytes>> {
-    let body = serde_json::to_vec(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}").into_bytes());
+    let body =
+        serde_json::to_vec(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}").into_bytes());
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
     r
 }
 
@@ -87,7 +89,12 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Full<B
             };
             let table: RouteTable = match serde_json::from_slice(&body) {
                 Ok(t) => t,
-                Err(e) => return error(StatusCode::BAD_REQUEST, format!("the body is not a route table: {e}")),
+                Err(e) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        format!("the body is not a route table: {e}"),
+                    );
+                }
             };
             match state::apply(shared, table, true).await {
                 Ok(applied) => json(StatusCode::OK, &applied),

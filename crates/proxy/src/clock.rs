@@ -16,14 +16,17 @@ static NOW_MS: AtomicU64 = AtomicU64::new(0);
 pub fn ensure_started() {
     STARTED.get_or_init(|| {
         let start = Instant::now();
-        let spawned = std::thread::Builder::new().name("cutover-lb-clock".into()).spawn(move || {
-            loop {
-                std::thread::sleep(TICK);
-                NOW_MS.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
-            }
-        });
+        let spawned =
+            std::thread::Builder::new().name("cutover-lb-clock".into()).spawn(move || {
+                loop {
+                    std::thread::sleep(TICK);
+                    NOW_MS.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+                }
+            });
         if let Err(e) = spawned {
-            tracing::error!("cannot start the idle-timeout clock thread ({e}); idle timeouts will not fire");
+            tracing::error!(
+                "cannot start the idle-timeout clock thread ({e}); idle timeouts will not fire"
+            );
         }
     });
 }

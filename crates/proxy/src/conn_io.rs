@@ -280,7 +280,8 @@ impl HeadScanner {
             }
             let b = data[i];
             i += 1;
-            let end_of_size = |value: u64| if value == 0 { Chunk::TrailerLineStart } else { Chunk::Data(value) };
+            let end_of_size =
+                |value: u64| if value == 0 { Chunk::TrailerLineStart } else { Chunk::Data(value) };
             chunk = match chunk {
                 Chunk::Size { any, value } => match b {
                     b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
@@ -450,7 +451,8 @@ GET /z HTTP/1.1\r\nHost: a\r\n\r\n";
     fn flags_the_request_with_both_framings_or_two_lengths() {
         let cl_te = b"GET / HTTP/1.1\r\nHost: a\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
         assert_eq!(scan_all(&[cl_te]).0, Some((1, 400)));
-        let te_cl = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-length: 4\r\n\r\n5c\r\n";
+        let te_cl =
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-length: 4\r\n\r\n5c\r\n";
         assert_eq!(scan_all(&[te_cl]).0, Some((0, 400)));
         let dup = b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc";
         assert_eq!(scan_all(&[dup]).0, Some((0, 400)));

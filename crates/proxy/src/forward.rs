@@ -79,7 +79,9 @@ impl Body for ProxyBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ProxyBody::Target(t) => t.inner.size_hint(),
-            ProxyBody::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            ProxyBody::Full(data) => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
         }
     }
 }
@@ -94,7 +96,10 @@ pub struct TargetBody {
 
 impl TargetBody {
     #[inline]
-    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if let Poll::Ready(None) = polled {
             self.give_back();
@@ -246,7 +251,8 @@ fn redirect(r: &routes::Redirect, req: &Request<Incoming>, ctx: &ConnCtx) -> Res
         return lb_response(StatusCode::BAD_REQUEST, true);
     };
     let mut resp = Response::new(ProxyBody::empty());
-    *resp.status_mut() = StatusCode::from_u16(r.status_code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+    *resp.status_mut() =
+        StatusCode::from_u16(r.status_code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
     resp.headers_mut().insert(header::LOCATION, location);
     resp.headers_mut().insert(header::SERVER, HeaderValue::from_static("cutover"));
     resp
@@ -323,7 +329,14 @@ async fn forward(
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
         ctx.io.stop_scan.store(true, Ordering::Relaxed);
         strip_hop_by_hop(resp.headers_mut(), true);
-        crate::tunnel::spawn(ctx.clone(), guard.0.clone(), client_upgrade, target_upgrade, websocket, timeout);
+        crate::tunnel::spawn(
+            ctx.clone(),
+            guard.0.clone(),
+            client_upgrade,
+            target_upgrade,
+            websocket,
+            timeout,
+        );
         let (parts, _) = resp.into_parts();
         return Response::from_parts(parts, ProxyBody::empty());
     }
@@ -332,12 +345,18 @@ async fn forward(
         strip_hop_by_hop(resp.headers_mut(), false);
     }
     let (parts, body) = resp.into_parts();
-    Response::from_parts(parts, ProxyBody::Target(TargetBody { inner: body, sender: Some(sender), guard }))
+    Response::from_parts(
+        parts,
+        ProxyBody::Target(TargetBody { inner: body, sender: Some(sender), guard }),
+    )
 }
 
 /// Sends over a pooled connection, or a new one; a request the pooled connection never took
 /// (it closed meanwhile) is retried on another.
-async fn send(t: &Arc<TargetRt>, mut req: Request<Incoming>) -> Result<(Response<Incoming>, Sender), SendError> {
+async fn send(
+    t: &Arc<TargetRt>,
+    mut req: Request<Incoming>,
+) -> Result<(Response<Incoming>, Sender), SendError> {
     for _ in 0..4 {
         let mut sender = match t.checkout() {
             Some(s) => s,
@@ -427,7 +446,14 @@ fn strip_hop_by_hop(h: &mut HeaderMap, allow_upgrade: bool) -> bool {
     for name in invalid {
         h.remove(name);
     }
-    for name in [&header::CONNECTION, &header::TRANSFER_ENCODING, &header::TE, &header::TRAILER, &KEEP_ALIVE, &PROXY_CONNECTION] {
+    for name in [
+        &header::CONNECTION,
+        &header::TRANSFER_ENCODING,
+        &header::TE,
+        &header::TRAILER,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+    ] {
         h.remove(name);
     }
     if upgrade {
@@ -449,7 +475,8 @@ fn prepare_request(ctx: &ConnCtx, req: &mut Request<Incoming>) -> bool {
         {
             req.headers_mut().insert(header::HOST, v);
         }
-        let pq = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let pq =
+            req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
         *req.uri_mut() = Uri::from(pq);
     }
     *req.version_mut() = Version::HTTP_11;
@@ -473,7 +500,8 @@ fn prepare_request(ctx: &ConnCtx, req: &mut Request<Incoming>) -> bool {
             }
         }
     }
-    let proto = if ctx.tls { HeaderValue::from_static("https") } else { HeaderValue::from_static("http") };
+    let proto =
+        if ctx.tls { HeaderValue::from_static("https") } else { HeaderValue::from_static("http") };
     h.insert(X_FORWARDED_PROTO.clone(), proto);
     h.insert(X_FORWARDED_PORT.clone(), ctx.listener.port_header.clone());
     upgrade

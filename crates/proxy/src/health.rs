@@ -44,7 +44,8 @@ pub fn spawn(group: Arc<GroupRt>, target: Arc<TargetRt>) -> tokio::task::AbortHa
 pub async fn probe(addr: SocketAddr, hc: &HealthCheck) -> Outcome {
     let addr = SocketAddr::new(addr.ip(), hc.port.unwrap_or(addr.port()));
     let check = async {
-        let stream = TcpStream::connect(addr).await.map_err(|e| format!("connect to {addr}: {e}"))?;
+        let stream =
+            TcpStream::connect(addr).await.map_err(|e| format!("connect to {addr}: {e}"))?;
         let _ = stream.set_nodelay(true);
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))

@@ -140,7 +140,8 @@ impl ProxyHandle {
         {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let groups: Vec<_> = std::mem::take(&mut *lock(&self.shared.groups)).into_values().collect();
+        let groups: Vec<_> =
+            std::mem::take(&mut *lock(&self.shared.groups)).into_values().collect();
         for g in groups {
             for t in g.all_targets() {
                 t.close();

@@ -98,6 +98,18 @@ async fn serve(stream: TcpStream, peer: SocketAddr, ls: Arc<ListenerShared>, sha
     shared.client_conns.fetch_add(1, Ordering::Relaxed);
     ls.conns.fetch_add(1, Ordering::Relaxed);
     let _guard = ConnGuard(shared.clone(), ls.clone());
+    // Until the client sends something, hold only the socket: hyper allocates its buffers as
+    // soon as it starts, and idle connections are the common case at scale.
+    let idle = Duration::from_millis(ls.idle_timeout_ms.load(Ordering::Relaxed));
+    let mut stop = ls.stop.subscribe();
+    tokio::select! {
+        ready = tokio::time::timeout(idle, stream.readable()) => {
+            if !matches!(ready, Ok(Ok(()))) {
+                return;
+            }
+        }
+        _ = crate::flag_set(&mut stop) => return,
+    }
     let io_shared = Arc::new(ConnShared::new());
     let client_ip = HeaderValue::from_str(&peer.ip().to_canonical().to_string())
         .unwrap_or(HeaderValue::from_static("unknown"));
@@ -118,14 +130,15 @@ async fn serve(stream: TcpStream, peer: SocketAddr, ls: Arc<ListenerShared>, sha
             serve_h1(io, ctx(false, false)).await;
         }
         Some(acceptor) => {
-            let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, "TLS handshake failed: {e}");
-                    return;
-                }
-                Err(_) => return,
-            };
+            let tls =
+                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, "TLS handshake failed: {e}");
+                        return;
+                    }
+                    Err(_) => return,
+                };
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
             if h2 {
                 serve_h2(ConnIo::new(tls, io_shared.clone(), false), ctx(true, true)).await;

@@ -134,11 +134,7 @@ impl Counters {
             elb_503: self.get(ELB503),
             elb_504: self.get(ELB504),
             target_connection_errors: self.get(CONN_ERRORS),
-            response_time: Histogram {
-                buckets,
-                sum_us: self.get(SUM_US),
-                count: self.get(COUNT),
-            },
+            response_time: Histogram { buckets, sum_us: self.get(SUM_US), count: self.get(COUNT) },
         }
     }
 }
@@ -260,7 +256,12 @@ pub fn prometheus(s: &MetricsSnapshot) -> String {
             );
         }
     }
-    family(&mut out, "cutover_lb_unhealthy_routing_requests_total", "counter", "Fail-open requests.");
+    family(
+        &mut out,
+        "cutover_lb_unhealthy_routing_requests_total",
+        "counter",
+        "Fail-open requests.",
+    );
     for (g, m) in &s.target_groups {
         let _ = writeln!(
             out,
@@ -292,7 +293,9 @@ pub fn prometheus(s: &MetricsSnapshot) -> String {
         .target_groups
         .iter()
         .flat_map(|(g, m)| {
-            m.targets.iter().map(move |t| (format!("target_group=\"{}\",target=\"{}\"", escape(g), t.addr), t))
+            m.targets
+                .iter()
+                .map(move |t| (format!("target_group=\"{}\",target=\"{}\"", escape(g), t.addr), t))
         })
         .collect();
 
@@ -310,7 +313,10 @@ pub fn prometheus(s: &MetricsSnapshot) -> String {
             ("4xx", c.target_4xx),
             ("5xx", c.target_5xx),
         ] {
-            let _ = writeln!(out, "cutover_lb_target_responses_total{{{l},code_class=\"{class}\"}} {v}");
+            let _ = writeln!(
+                out,
+                "cutover_lb_target_responses_total{{{l},code_class=\"{class}\"}} {v}"
+            );
         }
     }
     family(
@@ -322,7 +328,8 @@ pub fn prometheus(s: &MetricsSnapshot) -> String {
     for (l, t) in &targets {
         let c = &t.counters;
         for (code, v) in [("502", c.elb_502), ("504", c.elb_504)] {
-            let _ = writeln!(out, "cutover_lb_target_elb_responses_total{{{l},code=\"{code}\"}} {v}");
+            let _ =
+                writeln!(out, "cutover_lb_target_elb_responses_total{{{l},code=\"{code}\"}} {v}");
         }
     }
     family(
@@ -353,8 +360,16 @@ pub fn prometheus(s: &MetricsSnapshot) -> String {
                 *bound as f64 / 1e6
             );
         }
-        let _ = writeln!(out, "cutover_lb_target_response_seconds_bucket{{{l},le=\"+Inf\"}} {}", h.count);
-        let _ = writeln!(out, "cutover_lb_target_response_seconds_sum{{{l}}} {}", h.sum_us as f64 / 1e6);
+        let _ = writeln!(
+            out,
+            "cutover_lb_target_response_seconds_bucket{{{l},le=\"+Inf\"}} {}",
+            h.count
+        );
+        let _ = writeln!(
+            out,
+            "cutover_lb_target_response_seconds_sum{{{l}}} {}",
+            h.sum_us as f64 / 1e6
+        );
         let _ = writeln!(out, "cutover_lb_target_response_seconds_count{{{l}}} {}", h.count);
     }
     family(&mut out, "cutover_lb_active_connections", "gauge", "Open connections to a target.");
@@ -372,11 +387,13 @@ pub fn prometheus(s: &MetricsSnapshot) -> String {
         "Upgraded (WebSocket) connections open to a target.",
     );
     for (l, t) in &targets {
-        let _ = writeln!(out, "cutover_lb_long_lived_connections{{{l}}} {}", t.long_lived_connections);
+        let _ =
+            writeln!(out, "cutover_lb_long_lived_connections{{{l}}} {}", t.long_lived_connections);
     }
     family(&mut out, "cutover_lb_target_health", "gauge", "1 for the state a target is in.");
     for (l, t) in &targets {
-        let _ = writeln!(out, "cutover_lb_target_health{{{l},state=\"{}\"}} 1", state_name(t.state));
+        let _ =
+            writeln!(out, "cutover_lb_target_health{{{l},state=\"{}\"}} 1", state_name(t.state));
     }
     out
 }

@@ -138,7 +138,11 @@ impl Shared {
 }
 
 /// Validates, binds, persists and swaps in `table`; answers only once it is live.
-pub async fn apply(shared: &Arc<Shared>, table: RouteTable, persist: bool) -> Result<Applied, ApplyError> {
+pub async fn apply(
+    shared: &Arc<Shared>,
+    table: RouteTable,
+    persist: bool,
+) -> Result<Applied, ApplyError> {
     let _one_at_a_time = shared.apply_lock.lock().await;
     if shared.shutting_down.load(Ordering::SeqCst) {
         return Err(ApplyError {
@@ -170,7 +174,9 @@ pub async fn apply(shared: &Arc<Shared>, table: RouteTable, persist: bool) -> Re
     let mut acceptors: HashMap<SocketAddr, Option<TlsAcceptor>> = HashMap::new();
     for (name, l) in &table.listeners {
         let acceptor = match &l.tls {
-            Some(cfg) => Some(tls::acceptor(cfg).map_err(|e| bad(format!("listener `{name}`: {e}")))?),
+            Some(cfg) => {
+                Some(tls::acceptor(cfg).map_err(|e| bad(format!("listener `{name}`: {e}")))?)
+            }
             None => None,
         };
         acceptors.insert(l.bind, acceptor);
@@ -227,7 +233,11 @@ fn commit(
         }
         for (name, group) in groups.iter() {
             if !table.target_groups.contains_key(name) {
-                set_targets(shared, group, &TargetGroup { targets: Vec::new(), ..empty_group(group) });
+                set_targets(
+                    shared,
+                    group,
+                    &TargetGroup { targets: Vec::new(), ..empty_group(group) },
+                );
             }
         }
         groups.retain(|name, g| {
@@ -271,7 +281,9 @@ fn commit(
         let Some(&slot) = slot_of.get(&l.bind) else { continue };
         slots[slot] = Some(Route {
             action: compile_action(&l.action, &groups_out),
-            idle_timeout: Duration::from_millis(l.idle_timeout_ms.unwrap_or(DEFAULT_IDLE_TIMEOUT_MS)),
+            idle_timeout: Duration::from_millis(
+                l.idle_timeout_ms.unwrap_or(DEFAULT_IDLE_TIMEOUT_MS),
+            ),
         });
     }
     let version = table.version;
@@ -481,7 +493,9 @@ fn validate_listener(name: &str, l: &Listener, table: &RouteTable) -> Result<(),
             if let Some(ct) = content_type
                 && HeaderValue::from_str(ct).is_err()
             {
-                return Err(format!("listener `{name}`: content_type `{ct}` is not a header value"));
+                return Err(format!(
+                    "listener `{name}`: content_type `{ct}` is not a header value"
+                ));
             }
             if body.len() > MAX_FIXED_BODY {
                 return Err(format!(
@@ -492,13 +506,18 @@ fn validate_listener(name: &str, l: &Listener, table: &RouteTable) -> Result<(),
         }
         Action::Redirect(r) => {
             if r.status_code != 301 && r.status_code != 302 {
-                return Err(format!("listener `{name}`: redirect status {} must be 301 or 302", r.status_code));
+                return Err(format!(
+                    "listener `{name}`: redirect status {} must be 301 or 302",
+                    r.status_code
+                ));
             }
             if let Some(p) = &r.protocol
                 && !p.eq_ignore_ascii_case("http")
                 && !p.eq_ignore_ascii_case("https")
             {
-                return Err(format!("listener `{name}`: redirect protocol `{p}` must be HTTP or HTTPS"));
+                return Err(format!(
+                    "listener `{name}`: redirect protocol `{p}` must be HTTP or HTTPS"
+                ));
             }
             if r.port == Some(0) {
                 return Err(format!("listener `{name}`: redirect port 0 is not a port"));
@@ -524,10 +543,15 @@ fn validate_group(name: &str, tg: &TargetGroup) -> Result<(), String> {
     let hc = &tg.health_check;
     let at = |what: String| format!("target group `{name}`: {what}");
     if !hc.path.starts_with('/') || hc.path.len() > 1024 || hc.path.contains([' ', '\r', '\n']) {
-        return Err(at(format!("health_check.path `{}` must start with / (1-1024 chars, no spaces)", hc.path)));
+        return Err(at(format!(
+            "health_check.path `{}` must start with / (1-1024 chars, no spaces)",
+            hc.path
+        )));
     }
     if hc.port == Some(0) {
-        return Err(at("health_check.port 0 is not a port; leave it out for the traffic port".into()));
+        return Err(at(
+            "health_check.port 0 is not a port; leave it out for the traffic port".into()
+        ));
     }
     if hc.interval_ms < 10 || hc.interval_ms > 300_000 {
         return Err(at(format!("health_check.interval_ms {} is not 10-300000", hc.interval_ms)));
@@ -535,9 +559,10 @@ fn validate_group(name: &str, tg: &TargetGroup) -> Result<(), String> {
     if hc.timeout_ms == 0 || hc.timeout_ms > 120_000 {
         return Err(at(format!("health_check.timeout_ms {} is not 1-120000", hc.timeout_ms)));
     }
-    for (field, v) in
-        [("healthy_threshold", hc.healthy_threshold), ("unhealthy_threshold", hc.unhealthy_threshold)]
-    {
+    for (field, v) in [
+        ("healthy_threshold", hc.healthy_threshold),
+        ("unhealthy_threshold", hc.unhealthy_threshold),
+    ] {
         if !(1..=10).contains(&v) {
             return Err(at(format!("health_check.{field} {v} is not 1-10")));
         }
@@ -547,7 +572,9 @@ fn validate_group(name: &str, tg: &TargetGroup) -> Result<(), String> {
     }
     for &(lo, hi) in &hc.matcher {
         if !(100..=599).contains(&lo) || !(100..=599).contains(&hi) || lo > hi {
-            return Err(at(format!("health_check.matcher range {lo}-{hi} is not within 100-599 in order")));
+            return Err(at(format!(
+                "health_check.matcher range {lo}-{hi} is not within 100-599 in order"
+            )));
         }
     }
     if tg.deregistration_delay_ms > 3_600_000 {
@@ -585,7 +612,8 @@ fn write_state(path: &Path, table: &RouteTable) -> std::io::Result<()> {
     }
     std::fs::rename(&tmp, path)?;
     if let Some(dir) = path.parent()
-        && let Ok(d) = std::fs::File::open(if dir.as_os_str().is_empty() { Path::new(".") } else { dir })
+        && let Ok(d) =
+            std::fs::File::open(if dir.as_os_str().is_empty() { Path::new(".") } else { dir })
     {
         let _ = d.sync_all();
     }

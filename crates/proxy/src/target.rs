@@ -265,13 +265,16 @@ impl TargetRt {
 
     #[inline]
     pub fn end_request(&self) {
-        if self.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 && self.draining.load(Ordering::SeqCst) {
+        if self.in_flight.fetch_sub(1, Ordering::SeqCst) == 1
+            && self.draining.load(Ordering::SeqCst)
+        {
             self.idle.notify_one();
         }
     }
 
     pub fn end_long_lived(&self) {
-        if self.long_lived.fetch_sub(1, Ordering::SeqCst) == 1 && self.draining.load(Ordering::SeqCst)
+        if self.long_lived.fetch_sub(1, Ordering::SeqCst) == 1
+            && self.draining.load(Ordering::SeqCst)
         {
             self.idle.notify_one();
         }
@@ -366,11 +369,7 @@ impl GroupRt {
         let algorithm = self.cfg.load().algorithm;
         let healthy: Vec<_> = registered.iter().filter(|t| t.routable()).cloned().collect();
         let routable = if healthy.is_empty() {
-            Routable {
-                targets: registered.to_vec(),
-                fail_open: !registered.is_empty(),
-                algorithm,
-            }
+            Routable { targets: registered.to_vec(), fail_open: !registered.is_empty(), algorithm }
         } else {
             Routable { targets: healthy, fail_open: false, algorithm }
         };

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
+use routes::TlsConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use routes::TlsConfig;
 use tokio_rustls::TlsAcceptor;
 
 /// Builds an acceptor, or says which file is wrong and how.

@@ -19,8 +19,12 @@ async fn health_checks_move_targets_through_alb_states_by_thresholds_and_matcher
     check.unhealthy_threshold = 2;
     check.matcher = vec![(200, 204), (302, 302)];
     let port = free_addr();
-    lb.apply(&table(1, vec![("web", listener(port, forward(&[("g", 1)])))], vec![("g", group(&[b.addr], check.clone(), 0))]))
-        .await;
+    lb.apply(&table(
+        1,
+        vec![("web", listener(port, forward(&[("g", 1)])))],
+        vec![("g", group(&[b.addr], check.clone(), 0))],
+    ))
+    .await;
 
     // One passing check is enough from `initial`.
     lb.wait_state("g", b.addr, TargetState::Healthy, WAIT).await;
@@ -45,15 +49,22 @@ async fn health_checks_move_targets_through_alb_states_by_thresholds_and_matcher
     // Slower than the timeout: Target.Timeout.
     b.health_delay_ms.store(400, Ordering::SeqCst);
     lb.wait_state("g", b.addr, TargetState::Unhealthy, WAIT).await;
-    assert_eq!(lb.target_state("g", b.addr).await.unwrap().reason.as_deref(), Some("Target.Timeout"));
+    assert_eq!(
+        lb.target_state("g", b.addr).await.unwrap().reason.as_deref(),
+        Some("Target.Timeout")
+    );
     b.health_delay_ms.store(0, Ordering::SeqCst);
     b.health_status.store(200, Ordering::SeqCst);
     lb.wait_state("g", b.addr, TargetState::Healthy, WAIT).await;
 
     // Nothing listening: Target.FailedHealthChecks.
     let dead = free_addr();
-    lb.apply(&table(2, vec![("web", listener(port, forward(&[("g", 1)])))], vec![("g", group(&[b.addr, dead], check, 0))]))
-        .await;
+    lb.apply(&table(
+        2,
+        vec![("web", listener(port, forward(&[("g", 1)])))],
+        vec![("g", group(&[b.addr, dead], check, 0))],
+    ))
+    .await;
     lb.wait_state("g", dead, TargetState::Unhealthy, WAIT).await;
     assert_eq!(
         lb.target_state("g", dead).await.unwrap().reason.as_deref(),
@@ -88,7 +99,13 @@ async fn reapplying_a_table_keeps_health_state_and_counters() {
     let port = free_addr();
     let mut check = hc(60_000);
     check.timeout_ms = 1_000;
-    let make = |v| table(v, vec![("web", listener(port, forward(&[("g", 1)])))], vec![("g", group(&[b.addr], check.clone(), 1000))]);
+    let make = |v| {
+        table(
+            v,
+            vec![("web", listener(port, forward(&[("g", 1)])))],
+            vec![("g", group(&[b.addr], check.clone(), 1000))],
+        )
+    };
     lb.apply(&make(1)).await;
     lb.wait_state("g", b.addr, TargetState::Healthy, WAIT).await;
     for _ in 0..5 {

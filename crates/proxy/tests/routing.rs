@@ -37,7 +37,12 @@ async fn weighted_forward_splits_traffic_in_proportion_to_weights() {
         ]
     };
     for (version, (wb, wg)) in [(1, (10u16, 20u16)), (2, (900, 100))] {
-        lb.apply(&table(version, vec![("web", listener(port, forward(&[("blue", wb), ("green", wg)])))], groups())).await;
+        lb.apply(&table(
+            version,
+            vec![("web", listener(port, forward(&[("blue", wb), ("green", wg)])))],
+            groups(),
+        ))
+        .await;
         let n = 3000;
         let mut counts: HashMap<String, u32> = HashMap::new();
         for _ in 0..n {
@@ -53,7 +58,8 @@ async fn weighted_forward_splits_traffic_in_proportion_to_weights() {
         );
     }
     // Round robin inside blue: both targets get about half of blue's share.
-    let (a, b) = (blue[0].hits.load(Ordering::SeqCst) as f64, blue[1].hits.load(Ordering::SeqCst) as f64);
+    let (a, b) =
+        (blue[0].hits.load(Ordering::SeqCst) as f64, blue[1].hits.load(Ordering::SeqCst) as f64);
     assert!((a / (a + b) - 0.5).abs() < 0.05, "round robin split {a}/{b}");
     lb.shutdown().await;
 }
@@ -109,11 +115,16 @@ async fn a_websocket_survives_a_weight_change_and_is_closed_cleanly_when_its_tar
         table(
             version,
             vec![("web", listener(port, forward(&[("blue", wb), ("green", wg)])))],
-            vec![("blue", group(blue_targets, no_checks(), 400)), ("green", group(&[green.addr], no_checks(), 400))],
+            vec![
+                ("blue", group(blue_targets, no_checks(), 400)),
+                ("green", group(&[green.addr], no_checks(), 400)),
+            ],
         )
     };
     lb.apply(&tables(1, 100, 0, &[blue.addr])).await;
-    let (mut ws, resp) = tokio_tungstenite::connect_async(format!("ws://{port}/ws")).await.expect("websocket through the LB");
+    let (mut ws, resp) = tokio_tungstenite::connect_async(format!("ws://{port}/ws"))
+        .await
+        .expect("websocket through the LB");
     assert_eq!(resp.status(), 101);
     ws.send(Message::text("one")).await.unwrap();
     assert_eq!(ws.next().await.unwrap().unwrap().into_text().unwrap(), "blue: one");
@@ -134,7 +145,9 @@ async fn a_websocket_survives_a_weight_change_and_is_closed_cleanly_when_its_tar
     assert_eq!(lb.target_state("blue", blue.addr).await.unwrap().state, TargetState::Draining);
     ws.send(Message::text("three")).await.unwrap();
     assert_eq!(ws.next().await.unwrap().unwrap().into_text().unwrap(), "blue: three");
-    let closing = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("closed within the delay");
+    let closing = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("closed within the delay");
     match closing {
         Some(Ok(Message::Close(Some(frame)))) => assert_eq!(frame.code, CloseCode::Away),
         other => panic!("expected a Close frame (1001), got {other:?}"),
@@ -155,11 +168,18 @@ async fn reconfiguration_racing_heavy_concurrent_requests_drops_none() {
     let port = free_addr();
     let make = |version: u64| {
         let w = (version * 97 % 1000) as u16;
-        let blue_targets = if version % 3 == 0 { vec![b1.addr] } else { vec![b1.addr, b2.addr] };
+        let blue_targets =
+            if version.is_multiple_of(3) { vec![b1.addr] } else { vec![b1.addr, b2.addr] };
         table(
             version,
-            vec![("web", listener(port, forward(&[("blue", w.min(999)), ("green", 999 - w.min(999))])))],
-            vec![("blue", group(&blue_targets, no_checks(), 5_000)), ("green", group(&[g1.addr], no_checks(), 5_000))],
+            vec![(
+                "web",
+                listener(port, forward(&[("blue", w.min(999)), ("green", 999 - w.min(999))])),
+            )],
+            vec![
+                ("blue", group(&blue_targets, no_checks(), 5_000)),
+                ("green", group(&[g1.addr], no_checks(), 5_000)),
+            ],
         )
     };
     lb.apply(&make(1)).await;
@@ -174,7 +194,11 @@ async fn reconfiguration_racing_heavy_concurrent_requests_drops_none() {
             let mut failures = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 let resp = http
-                    .request(Request::get(format!("http://{port}/")).body(http_body_util::Full::new(Bytes::new())).unwrap())
+                    .request(
+                        Request::get(format!("http://{port}/"))
+                            .body(http_body_util::Full::new(Bytes::new()))
+                            .unwrap(),
+                    )
                     .await;
                 match resp {
                     Ok(r) if r.status() == 200 => {
@@ -198,7 +222,13 @@ async fn reconfiguration_racing_heavy_concurrent_requests_drops_none() {
         failures.extend(w.await.unwrap());
     }
     let ok = ok.load(Ordering::Relaxed);
-    assert!(failures.is_empty(), "{} of {} requests failed: {:?}", failures.len(), ok + failures.len() as u64, &failures[..failures.len().min(5)]);
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failures.len(),
+        ok + failures.len() as u64,
+        &failures[..failures.len().min(5)]
+    );
     assert!(ok > 1000, "only {ok} requests ran during the reconfigurations");
     lb.shutdown().await;
 }
@@ -238,7 +268,11 @@ async fn fixed_response_and_redirect_actions() {
         vec![],
     ))
     .await;
-    let resp = lb.http.request(Request::get(format!("http://{fixed_at}/x")).body(Default::default()).unwrap()).await.unwrap();
+    let resp = lb
+        .http
+        .request(Request::get(format!("http://{fixed_at}/x")).body(Default::default()).unwrap())
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 418);
     assert_eq!(resp.headers()["content-type"], "application/json");
     assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "{\"teapot\":true}");
@@ -265,7 +299,13 @@ async fn a_stale_version_is_refused_and_a_bad_table_leaves_the_old_one_serving()
     let lb = Lb::start(None).await;
     let b = Backend::start("b").await;
     let port = free_addr();
-    let good = |v| table(v, vec![("web", listener(port, forward(&[("g", 1)])))], vec![("g", group(&[b.addr], no_checks(), 0))]);
+    let good = |v| {
+        table(
+            v,
+            vec![("web", listener(port, forward(&[("g", 1)])))],
+            vec![("g", group(&[b.addr], no_checks(), 0))],
+        )
+    };
     lb.apply(&good(5)).await;
 
     let (status, body) = lb.put(&good(4)).await;
@@ -287,14 +327,20 @@ async fn a_stale_version_is_refused_and_a_bad_table_leaves_the_old_one_serving()
     for i in 0..6 {
         six.target_groups.insert(format!("g{i}"), group(&[], no_checks(), 0));
     }
-    six.listeners.get_mut("web").unwrap().action =
-        forward(&(0..6).map(|i| (Box::leak(format!("g{i}").into_boxed_str()) as &str, 1)).collect::<Vec<_>>());
+    six.listeners.get_mut("web").unwrap().action = forward(
+        &(0..6)
+            .map(|i| (Box::leak(format!("g{i}").into_boxed_str()) as &str, 1))
+            .collect::<Vec<_>>(),
+    );
     let mut tls = good(6);
-    tls.listeners.get_mut("web").unwrap().tls =
-        Some(TlsConfig { certificate_file: "/nonexistent/cert.pem".into(), key_file: "/nonexistent/key.pem".into() });
+    tls.listeners.get_mut("web").unwrap().tls = Some(TlsConfig {
+        certificate_file: "/nonexistent/cert.pem".into(),
+        key_file: "/nonexistent/key.pem".into(),
+    });
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let mut busy = good(6);
-    busy.listeners.insert("second".into(), listener(taken.local_addr().unwrap(), forward(&[("g", 1)])));
+    busy.listeners
+        .insert("second".into(), listener(taken.local_addr().unwrap(), forward(&[("g", 1)])));
     for (bad, status, needle) in [
         (unknown, 400, "nope"),
         (heavy, 400, "999"),
@@ -324,8 +370,17 @@ async fn listeners_are_added_changed_and_removed_without_a_restart() {
     // A keep-alive connection opened on v1 sees v2's action on its next request: same socket.
     let (status, _) = get(&lb.http, &format!("http://{one}/")).await;
     assert_eq!(status, 200);
-    let fixed = Action::FixedResponse(FixedResponse { status_code: 503, content_type: None, body: "maintenance".into() });
-    lb.apply(&table(2, vec![("one", listener(one, fixed)), ("two", listener(two, forward(&[("g", 1)])))], g())).await;
+    let fixed = Action::FixedResponse(FixedResponse {
+        status_code: 503,
+        content_type: None,
+        body: "maintenance".into(),
+    });
+    lb.apply(&table(
+        2,
+        vec![("one", listener(one, fixed)), ("two", listener(two, forward(&[("g", 1)])))],
+        g(),
+    ))
+    .await;
     assert_eq!(get(&lb.http, &format!("http://{one}/")).await, (503, "maintenance".to_string()));
     assert_eq!(get(&lb.http, &format!("http://{two}/")).await, (200, "b".to_string()));
     lb.apply(&table(3, vec![("two", listener(two, forward(&[("g", 1)])))], g())).await;
@@ -345,7 +400,11 @@ async fn the_state_file_restores_the_table_after_a_restart() {
     let _ = std::fs::remove_file(&state);
     let b = Backend::start("b").await;
     let port = free_addr();
-    let t = table(7, vec![("web", listener(port, forward(&[("g", 1)])))], vec![("g", group(&[b.addr], hc(50), 0))]);
+    let t = table(
+        7,
+        vec![("web", listener(port, forward(&[("g", 1)])))],
+        vec![("g", group(&[b.addr], hc(50), 0))],
+    );
 
     let lb = Lb::start(Some(state.clone())).await;
     lb.apply(&t).await;
@@ -384,23 +443,32 @@ async fn a_tls_listener_serves_http1_and_http2_by_alpn() {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert.cert.der().clone()).unwrap();
     for alpn in ["h2", "http/1.1"] {
-        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots.clone())
-            .with_no_client_auth();
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots.clone())
+        .with_no_client_auth();
         config.alpn_protocols = vec![alpn.as_bytes().to_vec()];
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
         let tcp = tokio::net::TcpStream::connect(port).await.unwrap();
-        let tls = connector.connect("localhost".try_into().unwrap(), tcp).await.expect("TLS handshake");
+        let tls =
+            connector.connect("localhost".try_into().unwrap(), tcp).await.expect("TLS handshake");
         assert_eq!(tls.get_ref().1.alpn_protocol(), Some(alpn.as_bytes()));
-        let req = Request::get(format!("https://localhost:{}/echo", port.port())).body(Empty::<Bytes>::new()).unwrap();
+        let req = Request::get(format!("https://localhost:{}/echo", port.port()))
+            .body(Empty::<Bytes>::new())
+            .unwrap();
         let resp = if alpn == "h2" {
-            let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await.unwrap();
+            let (mut sender, conn) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                    .await
+                    .unwrap();
             tokio::spawn(conn);
             sender.send_request(req).await.unwrap()
         } else {
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
             tokio::spawn(conn);
             let (mut parts, body) = req.into_parts();
             parts.uri = "/echo".parse().unwrap();
@@ -408,7 +476,8 @@ async fn a_tls_listener_serves_http1_and_http2_by_alpn() {
             sender.send_request(Request::from_parts(parts, body)).await.unwrap()
         };
         assert_eq!(resp.status(), 200, "over {alpn}");
-        let body = String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+        let body = String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec())
+            .unwrap();
         assert!(body.contains("x-forwarded-proto: https"), "over {alpn}: {body}");
         assert!(body.contains("host: localhost"), "over {alpn}: {body}");
     }

@@ -2,6 +2,11 @@
 //! AWS setup — load balancers and listeners, target groups, services, deployment configs,
 //! deployment groups and hooks — checked item by item and then across items, every error at
 //! the line that has to change. The user-facing reference is `docs/cutover-yaml.md`.
+//!
+//! Alarms and metric filters are in [`monitoring`], repositories and pipelines in [`pipelines`].
+
+mod monitoring;
+mod pipelines;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -17,7 +22,17 @@ use crate::diag::{Diagnostic, Errors, Parsed, Pos, suggest};
 use crate::taskdef::{TaskDefinition, optional};
 use crate::tree::{self, Node, Syntax, Value, child_index, child_key};
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub use monitoring::{
+    AlarmDecl, AlarmDimension, GREEN, LOAD_BALANCER_METRICS, MetricFilterDecl, SERVICE_DIMENSION,
+    TARGET_GROUP_DIMENSION,
+};
+pub use pipelines::{
+    ActionDecl, ActionKind, ApprovalAction, BranchFilter, BuildAction, DeployAction,
+    DeployEcsAction, DeploymentGroupRef, ExecutionMode, ImagePlaceholder, PipelineDecl,
+    PipelineSource, RepositoryDecl, SourceLocation, StageDecl, WebhookTrigger,
+};
+
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct CutoverFile {
     pub load_balancers: Vec<LoadBalancerSpec>,
     pub target_groups: Vec<TargetGroupSpec>,
@@ -25,6 +40,10 @@ pub struct CutoverFile {
     pub deployment_configs: Vec<DeploymentConfig>,
     pub deployment_groups: Vec<DeploymentGroupSpec>,
     pub hooks: Vec<HookSpec>,
+    pub alarms: Vec<AlarmDecl>,
+    pub metric_filters: Vec<MetricFilterDecl>,
+    pub repositories: Vec<RepositoryDecl>,
+    pub pipelines: Vec<PipelineDecl>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -122,7 +141,12 @@ pub struct DeploymentGroupSpec {
     pub hook_timeout: Duration,
     /// Hooks run when the AppSpec names none; values are declared hook names or URLs.
     pub hooks: BTreeMap<LifecycleEvent, String>,
+    /// Names of declared alarms (at most 10) watched from the moment green receives test traffic
+    /// until blue is gone.
     pub alarms: Vec<String>,
+    /// CodeDeploy's `ignorePollAlarmFailure`: when the state of an alarm cannot be read, go on
+    /// (`true`) or stop the deployment (`false`, the default).
+    pub ignore_poll_alarm_failure: bool,
 }
 
 /// A listener of a load balancer, written `web/prod`.
@@ -203,6 +227,22 @@ impl CutoverFile {
         self.hooks.iter().find(|h| h.name == name)
     }
 
+    pub fn alarm(&self, name: &str) -> Option<&AlarmDecl> {
+        self.alarms.iter().find(|a| a.spec.name == name)
+    }
+
+    pub fn metric_filter(&self, name: &str) -> Option<&MetricFilterDecl> {
+        self.metric_filters.iter().find(|f| f.spec.name == name)
+    }
+
+    pub fn repository(&self, name: &str) -> Option<&RepositoryDecl> {
+        self.repositories.iter().find(|r| r.name == name)
+    }
+
+    pub fn pipeline(&self, name: &str) -> Option<&PipelineDecl> {
+        self.pipelines.iter().find(|p| p.name == name)
+    }
+
     /// A predefined or declared deployment config.
     pub fn deployment_config(&self, name: &str) -> Option<DeploymentConfig> {
         resolve_deployment_config(name, &self.deployment_configs)
@@ -245,13 +285,17 @@ const TOP_FIELDS: &[&str] = &[
     "deployment_configs",
     "deployment_groups",
     "hooks",
+    "alarms",
+    "metric_filters",
+    "repositories",
+    "pipelines",
 ];
 
 /// Parses and checks a cutover.yaml.
 pub fn parse_cutover_file(file: &str, text: &str) -> Result<Parsed<CutoverFile>, Errors> {
     let doc = tree::parse(file, text, Syntax::JsonOrYaml)?;
     let mut cx = Cx::new(file, doc.format);
-    let parsed = cutover_file(&mut cx, &doc.root);
+    let parsed = cutover_file(&mut cx, &doc.root, text);
     cx.finish(parsed)
 }
 
@@ -284,6 +328,10 @@ struct Meta {
     configs: Vec<Named>,
     groups: Vec<GroupMeta>,
     hooks: Vec<Named>,
+    alarms: Vec<monitoring::AlarmMeta>,
+    filters: Vec<monitoring::FilterMeta>,
+    repositories: Vec<Named>,
+    pipelines: Vec<pipelines::PipelineMeta>,
 }
 
 struct LoadBalancerMeta {
@@ -328,11 +376,13 @@ struct GroupMeta {
     hooks: Vec<Named>,
     /// False when a listener reference is missing or not written `lb/listener`.
     listeners_valid: bool,
+    alarms: Vec<Named>,
     alarms_empty: bool,
     on_alarm: Option<Loc>,
 }
 
-fn cutover_file(cx: &mut Cx<'_>, root: &Node) -> Option<CutoverFile> {
+/// `text` is the whole file, for positions inside values (filter patterns).
+fn cutover_file(cx: &mut Cx<'_>, root: &Node, text: &str) -> Option<CutoverFile> {
     let mut f = cx.map(root, "")?;
     let mut meta = Meta::default();
     let load_balancers = section(cx, &mut f, "load_balancers", |cx, n, p| {
@@ -365,6 +415,26 @@ fn cutover_file(cx: &mut Cx<'_>, root: &Node) -> Option<CutoverFile> {
         meta.hooks.extend(m);
         spec
     });
+    let alarms = section(cx, &mut f, "alarms", |cx, n, p| {
+        let (spec, m) = monitoring::alarm(cx, n, p);
+        meta.alarms.push(m);
+        spec
+    });
+    let metric_filters = section(cx, &mut f, "metric_filters", |cx, n, p| {
+        let (spec, m) = monitoring::metric_filter(cx, n, p, text);
+        meta.filters.push(m);
+        spec
+    });
+    let repositories = section(cx, &mut f, "repositories", |cx, n, p| {
+        let (spec, m) = pipelines::repository(cx, n, p);
+        meta.repositories.extend(m);
+        spec
+    });
+    let pipelines = section(cx, &mut f, "pipelines", |cx, n, p| {
+        let (spec, m) = pipelines::pipeline(cx, n, p);
+        meta.pipelines.push(m);
+        spec
+    });
     f.finish(cx, TOP_FIELDS, &[]);
     cross_check(cx, &meta);
     Some(CutoverFile {
@@ -374,6 +444,10 @@ fn cutover_file(cx: &mut Cx<'_>, root: &Node) -> Option<CutoverFile> {
         deployment_configs: deployment_configs?,
         deployment_groups: deployment_groups?,
         hooks: hooks?,
+        alarms: alarms?,
+        metric_filters: metric_filters?,
+        repositories: repositories?,
+        pipelines: pipelines?,
     })
 }
 
@@ -1299,6 +1373,7 @@ const GROUP_FIELDS: &[&str] = &[
     "hook_timeout",
     "hooks",
     "alarms",
+    "ignore_poll_alarm_failure",
 ];
 
 fn deployment_group(
@@ -1529,11 +1604,15 @@ fn deployment_group(
             } else if out.contains(&s) {
                 cx.error(item.pos, &path, format!("alarm `{s}` is listed twice"));
                 ok = false;
+            } else {
+                meta.alarms.push((s.clone(), Loc::node(item, &path)));
             }
             out.push(s);
         }
         ok.then_some(out)
     });
+    let ignore_poll_alarm_failure =
+        optional(cx, &mut f, "ignore_poll_alarm_failure", |cx, i| cx.bool(i.node, &i.path));
     f.finish(cx, GROUP_FIELDS, &[]);
     meta.alarms_empty =
         matches!(alarms, Some(None)) || matches!(&alarms, Some(Some(a)) if a.is_empty());
@@ -1559,6 +1638,7 @@ fn deployment_group(
             hook_timeout: hook_timeout?.unwrap_or(HOOK_TIMEOUT_DEFAULT),
             hooks: hooks?.unwrap_or_default(),
             alarms,
+            ignore_poll_alarm_failure: ignore_poll_alarm_failure?.unwrap_or(false),
         })
     })();
     (spec, meta)
@@ -1815,6 +1895,15 @@ fn cross_check(cx: &mut Cx<'_>, meta: &Meta) {
     if refs_resolve {
         check_listener_actions(cx, meta, &listener_owner);
     }
+    monitoring::cross_check(
+        cx,
+        &meta.alarms,
+        &meta.filters,
+        &target_groups,
+        &services,
+        &meta.groups,
+    );
+    pipelines::cross_check(cx, &meta.repositories, &meta.pipelines, &meta.groups, &services);
     for t in &meta.target_groups {
         if let (Some((name, _)), Some(loc)) = (&t.name, &t.targets) {
             let used_by_service = meta

@@ -1,6 +1,7 @@
 //! Parsers and validators for the files cutover users already have: ECS task definitions
 //! (`taskdef.json`), CodeDeploy AppSpecs for ECS (`appspec.yaml` or `.json`) and cutover's own
-//! declarative file (`cutover.yaml`).
+//! declarative file (`cutover.yaml`: load balancers, services, deployment groups, alarms and
+//! metric filters, repositories and pipelines).
 //!
 //! Pure: every function takes text and returns a value or [`Errors`]; nothing here reads a file.
 //! Every diagnostic names the file, the line and column (1-based, in characters), the field path
@@ -23,9 +24,14 @@ mod yaml;
 
 pub use appspec::{AppSpec, TaskDefinitionRef, check_appspec_against, parse_appspec};
 pub use cutover_file::{
-    AutoRollback, CutoverFile, DeploymentGroupSpec, HookAction, HookSpec, ListenerAction,
-    ListenerRef, ListenerSpec, LoadBalancerSpec, RuntimeKind, ServiceLoadBalancer, ServiceSpec,
-    TargetGroupSpec, check_service_against, parse_cutover_file, resolve_deployment_config,
+    ActionDecl, ActionKind, AlarmDecl, AlarmDimension, ApprovalAction, AutoRollback, BranchFilter,
+    BuildAction, CutoverFile, DeployAction, DeployEcsAction, DeploymentGroupRef,
+    DeploymentGroupSpec, ExecutionMode, GREEN, HookAction, HookSpec, ImagePlaceholder,
+    LOAD_BALANCER_METRICS, ListenerAction, ListenerRef, ListenerSpec, LoadBalancerSpec,
+    MetricFilterDecl, PipelineDecl, PipelineSource, RepositoryDecl, RuntimeKind, SERVICE_DIMENSION,
+    ServiceLoadBalancer, ServiceSpec, SourceLocation, StageDecl, TARGET_GROUP_DIMENSION,
+    TargetGroupSpec, WebhookTrigger, check_service_against, parse_cutover_file,
+    resolve_deployment_config,
 };
 pub use decode::ERRORS_MAX;
 pub use diag::{Diagnostic, Errors, Parsed, Severity};

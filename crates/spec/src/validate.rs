@@ -47,13 +47,17 @@ fn by_content(text: &str) -> Option<FileKind> {
     if has_ci("Resources") && (version.is_none_or(is_zero)) {
         return Some(FileKind::AppSpec);
     }
-    const CUTOVER_KEYS: [&str; 6] = [
+    const CUTOVER_KEYS: [&str; 10] = [
         "load_balancers",
         "target_groups",
         "services",
         "deployment_configs",
         "deployment_groups",
         "hooks",
+        "alarms",
+        "metric_filters",
+        "repositories",
+        "pipelines",
     ];
     if CUTOVER_KEYS.iter().any(|k| has(k)) {
         return Some(FileKind::CutoverFile);

@@ -63,6 +63,11 @@ fn yaml_hint(info: &str) -> String {
         format!("invalid YAML: {info}; indent with spaces, YAML does not allow tabs there")
     } else if info.contains("recursion limit") {
         format!("invalid YAML: {info}; the nesting is far deeper than cutover's files need")
+    } else if info.contains("block scalar") {
+        format!(
+            "invalid YAML: {info}; a value starting with `>` or `|` begins a block of text: quote \
+             it, like `comparison: \">=\"`"
+        )
     } else if info.contains("mapping values are not allowed") {
         format!(
             "invalid YAML: {info}; is a `: ` inside an unquoted value (quote it), or is the \

@@ -32,6 +32,44 @@ pub fn demo_app() -> PathBuf {
     .clone()
 }
 
+/// A `FROM scratch` image holding a statically linked demo app, built once per test run with
+/// the real engine (`docker build`); no registry is involved.
+pub fn docker_image() -> String {
+    static IMAGE: OnceLock<String> = OnceLock::new();
+    IMAGE
+        .get_or_init(|| {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let target_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("demo-app-static");
+            let status = Command::new(cargo)
+                .args(["build", "--quiet", "--release", "-p", "demo-app", "--target", "x86_64-unknown-linux-gnu"])
+                .arg("--target-dir")
+                .arg(&target_dir)
+                .env("RUSTFLAGS", "-C target-feature=+crt-static")
+                .status()
+                .expect("building the static demo app");
+            assert!(status.success(), "building the static demo app failed");
+            let context = target_dir.join("image");
+            std::fs::create_dir_all(&context).unwrap();
+            std::fs::copy(target_dir.join("x86_64-unknown-linux-gnu/release/cutover-demo-app"), context.join("cutover-demo-app"))
+                .unwrap();
+            std::fs::write(
+                context.join("Dockerfile"),
+                "FROM scratch\nCOPY cutover-demo-app /cutover-demo-app\nENTRYPOINT [\"/cutover-demo-app\"]\n",
+            )
+            .unwrap();
+            let tag = "cutover-e2e/demo-app:latest";
+            let output = Command::new("docker")
+                .args(["build", "-q", "-t", tag])
+                .arg(&context)
+                .env("DOCKER_BUILDKIT", "0")
+                .output()
+                .expect("docker build");
+            assert!(output.status.success(), "docker build failed: {}", String::from_utf8_lossy(&output.stderr));
+            tag.to_string()
+        })
+        .clone()
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -50,6 +88,8 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut condition: impl FnMut() ->
 }
 
 pub struct Options {
+    /// Run the service's tasks as Docker containers of [`docker_image`] instead of processes.
+    pub docker: bool,
     pub config: &'static str,
     pub hooks: &'static str,
     pub termination_wait: &'static str,
@@ -59,6 +99,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Options {
         Options {
+            docker: false,
             config: "{ name: quick-canary, type: TimeBasedCanary, percentage: 20, interval: 3s }",
             hooks: "",
             termination_wait: "1s",
@@ -83,16 +124,26 @@ impl Cluster {
         std::fs::copy(demo_app(), app.join("cutover-demo-app")).unwrap();
         let prod: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let test: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let taskdef = |version: &str| {
+        let (image, command) = if options.docker {
+            (docker_image(), String::new())
+        } else {
+            ("app".to_string(), r#""command": ["cutover-demo-app"],"#.to_string())
+        };
+        let taskdef = |version: &str, extra: &str| {
             format!(
-                r#"{{"family": "web", "containerDefinitions": [{{"name": "web", "image": "app",
-                    "command": ["cutover-demo-app"], "essential": true, "stopTimeout": 2,
+                r#"{{"family": "web", "containerDefinitions": [{{"name": "web", "image": "{image}",
+                    {command} "essential": true, "stopTimeout": 2, {extra}
                     "portMappings": [{{"containerPort": 8080}}],
                     "environment": [{{"name": "APP_VERSION", "value": "{version}"}}]}}]}}"#
             )
         };
-        std::fs::write(dir.path().join("taskdef.json"), taskdef("v1")).unwrap();
-        std::fs::write(dir.path().join("taskdef-v2.json"), taskdef("v2")).unwrap();
+        std::fs::write(dir.path().join("taskdef.json"), taskdef("v1", "")).unwrap();
+        std::fs::write(dir.path().join("taskdef-v2.json"), taskdef("v2", "")).unwrap();
+        // v3's container health check probes a path that does not exist: it never turns healthy.
+        let failing_check = r#""healthCheck": {"command": ["CMD", "/cutover-demo-app", "probe", "/missing"], "interval": 5, "timeout": 2, "retries": 1},"#;
+        std::fs::write(dir.path().join("taskdef-v3.json"), taskdef("v3", failing_check)).unwrap();
+        let missing = taskdef("v4", "").replace(&image, "cutover-e2e/does-not-exist:v4");
+        std::fs::write(dir.path().join("taskdef-missing-image.json"), missing).unwrap();
         std::fs::write(dir.path().join("appspec.yaml"), appspec("")).unwrap();
         let health = "{ path: /health, interval: 1s, timeout: 500ms, healthy_threshold: 2, unhealthy_threshold: 2, matcher: \"200\" }";
         let yaml = format!(
@@ -106,7 +157,7 @@ target_groups:
   - {{ name: web-green, health_check: {health}, deregistration_delay: 1s }}
 services:
   - name: web
-    runtime: process
+    runtime: {runtime}
     task_definition: taskdef.json
     desired_count: 2
     load_balancer: {{ target_group: web-blue, container_name: web, container_port: 8080 }}
@@ -132,6 +183,7 @@ hooks:
             termination_wait = options.termination_wait,
             auto_rollback = options.auto_rollback,
             extra_hooks = options.hooks,
+            runtime = if options.docker { "docker" } else { "process" },
         );
         std::fs::write(dir.path().join("cutover.yaml"), yaml).unwrap();
         let mut cluster = Cluster { dir, prod, test, api_port: free_port(), up: None };
@@ -210,6 +262,16 @@ hooks:
 
     pub fn deployment(&self, id: &str) -> serde_json::Value {
         self.json(&["deployments", "get", id])
+    }
+
+    /// Running containers of this installation (Docker runtime).
+    pub fn containers(&self) -> Vec<String> {
+        let instance = std::fs::read_to_string(self.data_dir().join("docker/instance-id")).unwrap_or_default();
+        let output = Command::new("docker")
+            .args(["ps", "-q", "--filter", &format!("label=cutover.instance={}", instance.trim())])
+            .output()
+            .expect("docker ps");
+        String::from_utf8_lossy(&output.stdout).lines().map(str::to_string).collect()
     }
 
     /// Live demo-app processes started from this cluster's app directory.

@@ -117,7 +117,13 @@ impl Lb {
         self.health().await.target_groups.get(group)?.iter().find(|t| t.addr == addr).cloned()
     }
 
-    pub async fn wait_state(&self, group: &str, addr: SocketAddr, state: TargetState, within: Duration) {
+    pub async fn wait_state(
+        &self,
+        group: &str,
+        addr: SocketAddr,
+        state: TargetState,
+        within: Duration,
+    ) {
         wait_until(&format!("{addr} in `{group}` is {state:?}"), within, || async {
             self.target_state(group, addr).await.map(|t| t.state) == Some(state)
         })
@@ -171,10 +177,17 @@ pub fn listener(bind: SocketAddr, action: Action) -> Listener {
     Listener { bind, tls: None, action, idle_timeout_ms: None }
 }
 
-pub fn table(version: u64, listeners: Vec<(&str, Listener)>, groups: Vec<(&str, TargetGroup)>) -> RouteTable {
+pub fn table(
+    version: u64,
+    listeners: Vec<(&str, Listener)>,
+    groups: Vec<(&str, TargetGroup)>,
+) -> RouteTable {
     RouteTable {
         version,
-        listeners: listeners.into_iter().map(|(n, l)| (n.to_string(), l)).collect::<BTreeMap<_, _>>(),
+        listeners: listeners
+            .into_iter()
+            .map(|(n, l)| (n.to_string(), l))
+            .collect::<BTreeMap<_, _>>(),
         target_groups: groups.into_iter().map(|(n, g)| (n.to_string(), g)).collect(),
     }
 }
@@ -277,7 +290,8 @@ async fn backend_handle(s: BackendState, mut req: Request<Incoming>) -> Response
                 .iter()
                 .map(|(k, v)| format!("{k}: {}\n", v.to_str().unwrap_or("?")))
                 .collect();
-            let collected = req.body_mut().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let collected =
+                req.body_mut().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
             body.push_str(&format!("body: {}\n", String::from_utf8_lossy(&collected)));
         }
         "/ws" => {
@@ -287,7 +301,8 @@ async fn backend_handle(s: BackendState, mut req: Request<Incoming>) -> Response
                 *r.status_mut() = StatusCode::BAD_REQUEST;
                 return r;
             };
-            let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+            let accept =
+                tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
             let name = s.name.clone();
             tokio::spawn(async move {
                 let Ok(upgraded) = hyper::upgrade::on(&mut req).await else { return };

@@ -65,6 +65,9 @@ const LABEL_CONTAINER: &str = "cutover.container";
 const LABEL_STARTED: &str = "cutover.started-at-ms";
 const LABEL_SPEC: &str = "cutover.task-spec";
 const LABEL_MANAGED: &str = "cutover.managed";
+/// Which cutover installation (data directory) owns a container. Two installations may share
+/// one engine; each must only ever see, adopt and remove its own containers.
+const LABEL_INSTANCE: &str = "cutover.instance";
 
 /// Per-request limit of the engine client; long enough for a stop with the largest ECS
 /// stop timeout (120 s).
@@ -93,6 +96,8 @@ pub struct DockerRuntime {
 
 struct Inner {
     docker: Docker,
+    /// This installation's id, stored in `state_dir/instance-id` on first use.
+    instance: String,
     tasks_dir: PathBuf,
     ncpu: i64,
     credentials: Mutex<Vec<RegistryCredential>>,
@@ -135,9 +140,11 @@ impl DockerRuntime {
         let tasks_dir = state_dir.join("tasks");
         std::fs::create_dir_all(&tasks_dir)
             .map_err(|e| RuntimeError::io("cannot create", &tasks_dir, e))?;
+        let instance = instance_id(&state_dir)?;
         Ok(DockerRuntime {
             inner: Arc::new(Inner {
                 docker,
+                instance,
                 tasks_dir,
                 ncpu: info.ncpu.unwrap_or(1).max(1),
                 credentials: Mutex::new(Vec::new()),
@@ -277,6 +284,26 @@ fn engine_err(what: impl Into<String>, e: &DockerError) -> RuntimeError {
     RuntimeError::Engine { what: what.into(), message: engine_message(e) }
 }
 
+/// The id of this installation, created on first use (random, so that copies of a data directory
+/// made before first use do not collide).
+fn instance_id(state_dir: &Path) -> Result<String, RuntimeError> {
+    let path = state_dir.join("instance-id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        let id = id.trim();
+        if !id.is_empty() {
+            return Ok(id.to_string());
+        }
+    }
+    let id: String = {
+        use rand::Rng;
+        let n: u64 = rand::rng().random();
+        format!("{n:016x}")
+    };
+    std::fs::create_dir_all(state_dir).map_err(|e| RuntimeError::io("cannot create", state_dir, e))?;
+    std::fs::write(&path, &id).map_err(|e| RuntimeError::io("cannot write", &path, e))?;
+    Ok(id)
+}
+
 fn container_name(task_id: &str, container: &str) -> String {
     format!("cutover-{task_id}-{container}")
 }
@@ -392,7 +419,11 @@ impl Inner {
         };
         let options = ListContainersOptions {
             all: true,
-            filters: Some(HashMap::from([("label".to_string(), vec![label])])),
+            // Several label filters are ANDed by the engine.
+            filters: Some(HashMap::from([(
+                "label".to_string(),
+                vec![label, format!("{LABEL_INSTANCE}={}", self.instance)],
+            )])),
             ..Default::default()
         };
         self.docker
@@ -748,6 +779,7 @@ impl DockerRuntime {
         let mut labels: HashMap<String, String> =
             c.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         labels.insert(LABEL_TASK.into(), spec.task_id.clone());
+        labels.insert(LABEL_INSTANCE.into(), self.inner.instance.clone());
         labels.insert(LABEL_SERVICE.into(), spec.service.clone());
         labels.insert(LABEL_REVISION.into(), spec.revision.clone());
         if let Some(d) = &spec.deployment_id {

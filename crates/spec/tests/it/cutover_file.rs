@@ -152,6 +152,8 @@ deployment_groups:
     hook_timeout: 2m
     alarms: [api-5xx]
     hooks: { BeforeAllowTraffic: 'https://hooks.example.test/ready' }
+alarms:
+  - { name: api-5xx, metric: HTTPCode_Target_5XX_Count, target_group: green, statistic: Sum, period: 60, evaluation_periods: 1, threshold: 5, comparison: '>=' }
 ";
 
 #[test]
@@ -160,8 +162,8 @@ fn defaults_and_bare_numbers() {
         "cutover.yaml",
         DEFAULTS,
         expect![[r#"
-        ok
-    "#]],
+            note: cutover.yaml:49:71: alarms[0].target_group: `green` means the green target group of the deployment being watched, not the target group named `green`
+        "#]],
     );
     let file = parse_cutover_file("cutover.yaml", DEFAULTS).unwrap().value;
     let prod = file.listener(&ListenerRef::parse("web/prod").unwrap()).unwrap();
@@ -192,6 +194,11 @@ fn defaults_and_bare_numbers() {
         AutoRollback { on_failure: true, on_alarm: true, on_stop_request: false },
         "the default rolls back on failure, and on alarm when there are alarms"
     );
+    assert!(!group.ignore_poll_alarm_failure, "CodeDeploy's default");
+    let alarm = file.alarm("api-5xx").unwrap();
+    assert_eq!(alarm.spec.period.secs(), 60, "CloudWatch's Period counts seconds");
+    assert_eq!(alarm.spec.datapoints_to_alarm(), 1, "M defaults to N");
+    assert_eq!(alarm.spec.treat_missing_data, alarms::TreatMissingData::Missing);
 }
 
 /// The quickstart with one edit.
@@ -344,14 +351,14 @@ fn unknown_keys_get_a_suggestion() {
     let text = quickstart_with("desired_count: 2", "desired_cont: 2").replace(
         "deregistration_delay: 2s\n  - name: web-green",
         "deregistration_delay: 2s\n    healthcheck: {}\n  - name: web-green",
-    ) + "pipelines: []\n";
+    ) + "pipeline: []\n";
     check(
         "cutover.yaml",
         &text,
         expect![[r#"
             cutover.yaml:15:5: target_groups[0].healthcheck: unknown field `healthcheck`; did you mean `health_check`?
             cutover.yaml:24:5: services[0].desired_cont: unknown field `desired_cont`; did you mean `desired_count`?
-            cutover.yaml:45:1: pipelines: unknown field `pipelines`; expected one of: load_balancers, target_groups, services, deployment_configs, deployment_groups, hooks
+            cutover.yaml:45:1: pipeline: unknown field `pipeline`; did you mean `pipelines`?
         "#]],
     );
 }

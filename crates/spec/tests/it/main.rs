@@ -5,6 +5,8 @@
 mod appspec;
 mod cutover_file;
 mod limits;
+mod monitoring;
+mod pipelines;
 mod seeds;
 mod taskdef;
 
