@@ -179,6 +179,10 @@ pub struct CreateDeploymentRequest {
     /// Override the group's deployment config for this deployment.
     #[serde(default)]
     pub deployment_config: Option<String>,
+    /// Deploy even though one of the group's alarms is in ALARM, and do not watch the group's
+    /// alarms during this deployment (CodeDeploy's `overrideAlarmConfiguration`).
+    #[serde(default)]
+    pub ignore_alarms: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -251,4 +255,48 @@ pub struct EventView {
     pub at: u64,
     pub kind: String,
     pub message: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AlarmView {
+    /// The alarm's name, or `name@deployment` for an alarm on a deployment's green target group.
+    pub key: String,
+    pub name: String,
+    pub metric: String,
+    pub statistic: String,
+    pub period_secs: u64,
+    pub evaluation_periods: u32,
+    pub datapoints_to_alarm: u32,
+    pub comparison: String,
+    pub threshold: f64,
+    pub treat_missing_data: String,
+    pub state: String,
+    pub reason: String,
+    pub state_since: u64,
+    /// The datapoints and decision behind the current state.
+    pub reason_data: Option<serde_json::Value>,
+    pub history: Vec<AlarmTransitionView>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AlarmTransitionView {
+    pub at: u64,
+    pub from: String,
+    pub to: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MetricQueryView {
+    pub metric: String,
+    pub statistic: String,
+    pub period_secs: u64,
+    pub datapoints: Vec<MetricPointView>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MetricPointView {
+    pub start: u64,
+    pub value: f64,
+    pub sample_count: u64,
 }

@@ -175,6 +175,28 @@ pub async fn apply(engine: &mut Engine, request: api::ApplyRequest, now: Timesta
     for hook in &file.hooks {
         declare!(KIND_HOOK, hook.name, hook_doc(hook), hooks);
     }
+    for alarm in &file.alarms {
+        let name = alarm.name().to_string();
+        let doc = crate::monitor::AlarmDoc::from_decl(alarm);
+        let body = serde_json::to_string(&doc)?;
+        let before = engine.store.read(|tx| tx.resource_get(KIND_ALARM, &name))?;
+        let item = plan_item(KIND_ALARM, &name, before.as_deref(), &body);
+        if item.action != "no change" {
+            writes.push((KIND_ALARM, name.clone(), body));
+        }
+        plan.push(item);
+    }
+    for filter in &file.metric_filters {
+        let name = filter.spec.name.clone();
+        let doc = crate::monitor::MetricFilterDoc { service: filter.service.clone(), spec: filter.spec.clone() };
+        let body = serde_json::to_string(&doc)?;
+        let before = engine.store.read(|tx| tx.resource_get(KIND_METRIC_FILTER, &name))?;
+        let item = plan_item(KIND_METRIC_FILTER, &name, before.as_deref(), &body);
+        if item.action != "no change" {
+            writes.push((KIND_METRIC_FILTER, name.clone(), body));
+        }
+        plan.push(item);
+    }
 
     // Services: a new one gets its first task set; an existing one keeps its tasks (a new task
     // definition is released with `cutover deploy`, as on ECS with the CODE_DEPLOY controller).
@@ -366,6 +388,21 @@ pub fn create_deployment(
         )));
     }
 
+    // An alarm of the group already in ALARM blocks the deployment (CodeDeploy does the same),
+    // unless the caller overrides the alarm configuration for this deployment.
+    if !request.ignore_alarms {
+        for name in &group.alarms {
+            let saved: Option<alarms::Alarm> = engine.store.read(|tx| state::doc(tx, KIND_ALARM_STATE, name))?;
+            if let Some(alarm) = saved.filter(|a| a.state() == alarms::AlarmState::Alarm) {
+                return Err(ApiError::conflict(format!(
+                    "alarm {name} of deployment group {key} is in ALARM ({}); fix what it watches, or \
+                     deploy anyway with --ignore-alarms (the deployment then ignores the group's alarms)",
+                    alarm.reason()
+                )));
+            }
+        }
+    }
+
     let appspec_file = &request.appspec.name;
     let appspec = spec::parse_appspec(appspec_file, &request.appspec.text)
         .map_err(|errors| ApiError::invalid_file(appspec_file, &errors))?
@@ -478,6 +515,7 @@ pub fn create_deployment(
             error_code: None,
             error_message: None,
             rolled_back: false,
+            ignore_alarms: request.ignore_alarms,
         };
         tx.deployment_put(&store::DeploymentRow {
             id: id_for_tx.clone(),

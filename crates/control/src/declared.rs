@@ -17,6 +17,11 @@ pub const KIND_SERVICE: &str = "service";
 pub const KIND_DEPLOYMENT_CONFIG: &str = "deployment_config";
 pub const KIND_DEPLOYMENT_GROUP: &str = "deployment_group";
 pub const KIND_HOOK: &str = "hook";
+pub const KIND_ALARM: &str = "alarm";
+pub const KIND_METRIC_FILTER: &str = "metric_filter";
+/// Not declared by users: an alarm instance's state and history (`alarms::Alarm`), by instance
+/// key (`name`, or `name@deployment` for alarms on the green target group).
+pub const KIND_ALARM_STATE: &str = "alarm_state";
 /// Not declared by users: the engine's bookkeeping per deployment group.
 pub const KIND_GROUP_STATE: &str = "group_state";
 

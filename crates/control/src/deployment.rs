@@ -41,6 +41,9 @@ pub struct DeploymentBody {
     pub error_code: Option<String>,
     pub error_message: Option<String>,
     pub rolled_back: bool,
+    /// The deployment ignores its group's alarms (`--ignore-alarms`).
+    #[serde(default)]
+    pub ignore_alarms: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

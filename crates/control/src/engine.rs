@@ -61,6 +61,9 @@ pub enum Command {
 #[derive(Default)]
 pub struct Shared {
     pub health: RwLock<HealthReport>,
+    /// Metrics, metric filters and alarm instances. Held only for the length of synchronous
+    /// work, never across an await.
+    pub monitor: std::sync::Mutex<crate::monitor::Monitor>,
     pub routes_version: RwLock<u64>,
     pub shutdown: tokio::sync::Notify,
 }
@@ -98,6 +101,8 @@ pub struct Engine {
     health_fresh: bool,
     shutting_down: bool,
     health_checked: HashMap<String, bool>,
+    /// (deployment, alarm instance) pairs already handed to a deployment.
+    alarms_fed: std::collections::HashSet<(String, String)>,
 }
 
 impl Engine {
@@ -129,6 +134,7 @@ impl Engine {
             health_fresh: false,
             shutting_down: false,
             health_checked: HashMap::new(),
+            alarms_fed: std::collections::HashSet::new(),
         }
     }
 
@@ -195,6 +201,14 @@ impl Engine {
             }
         }
         info!(adopted, "tasks adopted after start");
+
+        let saved: Vec<(String, alarms::Alarm)> = self
+            .store
+            .read(|tx| tx.resource_list(KIND_ALARM_STATE))?
+            .into_iter()
+            .filter_map(|(key, body)| Some((key, serde_json::from_str(&body).ok()?)))
+            .collect();
+        self.monitor().restore(saved);
 
         let active = self.store.read(|tx| tx.deployment_list_active())?;
         for row in active {
@@ -611,6 +625,9 @@ impl Engine {
     pub async fn reconcile(&mut self) {
         let now = clock::now();
         self.refresh_health().await;
+        if let Err(err) = self.watch_alarms(now).await {
+            warn!("evaluating alarms: {err:#}");
+        }
         if let Err(err) = self.refresh_tasks(now).await {
             warn!("refreshing tasks: {err}");
         }
@@ -623,6 +640,89 @@ impl Engine {
         if let Err(err) = self.push_routes().await {
             warn!("updating the load balancer: {err:#}");
         }
+    }
+
+    fn monitor(&self) -> std::sync::MutexGuard<'_, crate::monitor::Monitor> {
+        self.shared.monitor.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Samples the data plane's metrics and task logs, evaluates alarms, and stops the
+    /// deployments whose alarms are in ALARM while they watch them.
+    async fn watch_alarms(&mut self, now: Timestamp) -> anyhow::Result<()> {
+        if self.monitor().should_poll(now) {
+            match self.lb.metrics_json().await.map(serde_json::from_value::<routes::MetricsSnapshot>) {
+                Ok(Ok(snapshot)) => self.monitor().record_snapshot(snapshot, now),
+                Ok(Err(err)) => warn!("the load balancer's metrics are unreadable: {err}"),
+                Err(err) => warn!("reading the load balancer's metrics: {err:#}"),
+            }
+        }
+        let (alarm_docs, filter_docs, tasks): (Vec<crate::monitor::AlarmDoc>, Vec<crate::monitor::MetricFilterDoc>, Vec<TaskRow>) =
+            self.store.read(|tx| Ok((state::docs(tx, KIND_ALARM)?, state::docs(tx, KIND_METRIC_FILTER)?, tx.task_list(0)?)))?;
+        let mut deployments = Vec::new();
+        let mut watching = Vec::new();
+        for (id, machine) in &self.machines {
+            let Some(row) = self.store.read(|tx| tx.deployment_get(id))? else { continue };
+            let body: DeploymentBody = serde_json::from_str(&row.body)?;
+            let group: Option<DeploymentGroupDoc> = self
+                .store
+                .read(|tx| state::doc(tx, KIND_DEPLOYMENT_GROUP, &format!("{}/{}", body.application, body.deployment_group)))?;
+            let watched = match (&group, body.ignore_alarms) {
+                (Some(group), false) => group.alarms.clone(),
+                _ => Vec::new(),
+            };
+            if is_watching_alarms(machine) {
+                watching.push((id.clone(), body.green_target_group.clone(), watched.clone()));
+            }
+            deployments.push((id.clone(), body.green_target_group.clone(), watched));
+        }
+        if alarm_docs.is_empty() && filter_docs.is_empty() {
+            return Ok(());
+        }
+        let mut logs: BTreeMap<String, Vec<std::path::PathBuf>> = BTreeMap::new();
+        for task in tasks.iter().filter(|t| t.last_status != "STOPPED") {
+            if let Some(rt) = self.runtimes.get(&task.runtime) {
+                logs.entry(task.service.clone()).or_default().extend(rt.log_files(&task.id).into_iter().map(|(_, p)| p));
+            }
+        }
+        let world = crate::monitor::World { alarms: &alarm_docs, filters: &filter_docs, deployments, logs };
+        let (_, changed) = self.monitor().evaluate(&world, now);
+        if !changed.is_empty() {
+            self.store.transaction(|tx| {
+                for (key, alarm) in &changed {
+                    tx.resource_put(KIND_ALARM_STATE, key, &serde_json::to_string(alarm)?, now.as_millis())?;
+                }
+                Ok(())
+            })?;
+        }
+        // Level-triggered, as CodeDeploy polls alarm states: an alarm in ALARM stops every
+        // deployment that watches it, also one that started watching after the alarm fired.
+        let mut to_feed = Vec::new();
+        {
+            let monitor = self.monitor();
+            for (id, green, watched) in &watching {
+                for name in watched {
+                    let key = match monitor.alarm(&format!("{name}@{id}")) {
+                        Some(_) => format!("{name}@{id}"),
+                        None => name.clone(),
+                    };
+                    let Some(alarm) = monitor.alarm(&key) else { continue };
+                    if alarm.state() != alarms::AlarmState::Alarm || self.alarms_fed.contains(&(id.clone(), key.clone())) {
+                        continue;
+                    }
+                    let requests = green_requests(monitor.store(), green, alarm.spec(), now);
+                    let reason = format!("alarm {name}: {} ({requests} requests on {green} in that window)", alarm.reason());
+                    to_feed.push((id.clone(), key, name.clone(), reason));
+                }
+            }
+        }
+        for (id, key, name, reason) in to_feed {
+            self.alarms_fed.insert((id.clone(), key));
+            self.store.transaction(|tx| tx.event_append(&id, now.as_millis(), "alarm", &reason))?;
+            if let Err(err) = self.feed(&id, Input::Alarm { name, reason }) {
+                warn!(deployment = %id, "alarm not taken: {}", err.body.error);
+            }
+        }
+        Ok(())
     }
 
     async fn refresh_health(&mut self) {
@@ -1028,6 +1128,31 @@ impl Engine {
         self.last_pushed = Some(table);
         Ok(())
     }
+}
+
+/// Whether a deployment is in the part of its life where alarms stop it: from test traffic (or
+/// production traffic, without a test listener) until blue is terminated.
+fn is_watching_alarms(machine: &Rollout) -> bool {
+    use model::LifecycleEvent::*;
+    if machine.is_finished() {
+        return false;
+    }
+    matches!(machine.status(), DeploymentStatus::Ready | DeploymentStatus::Baking)
+        || matches!(
+            machine.current_event(),
+            Some(AllowTestTraffic | AfterAllowTestTraffic | BeforeAllowTraffic | AllowTraffic | AfterAllowTraffic)
+        )
+}
+
+/// Requests the green target group received over an alarm's evaluation window: part of the
+/// explanation of a rollback.
+fn green_requests(store: &alarms::MetricStore, green: &str, spec: &alarms::AlarmSpec, now: Timestamp) -> u64 {
+    let id = alarms::MetricId::new("RequestCount").with("target_group", green);
+    let from = Timestamp(now.as_millis().saturating_sub(spec.lookback().as_millis() as u64));
+    store
+        .series(&id)
+        .and_then(|series| series.datapoints(spec.period, alarms::Statistic::Sum, from, now).ok())
+        .map_or(0, |points| points.iter().map(|p| p.value as u64).sum())
 }
 
 /// ECS's task health: with a container health check, the task is healthy only once the check

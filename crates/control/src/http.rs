@@ -56,6 +56,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/deployments/{id}/rollback", post(rollback))
         .route("/v1/deployments/{id}/continue", post(continue_deployment))
         .route("/v1/deployments/{id}/lifecycle-hooks/{execution}", put(hook_status))
+        .route("/v1/alarms", get(alarm_list))
+        .route("/v1/alarms/{name}", get(alarm_get))
+        .route("/v1/metrics/query", get(metrics_query))
         .route("/v1/shutdown", post(shutdown))
         .route("/v1/metrics", get(metrics_json))
         .route("/metrics", get(metrics_text))
@@ -512,4 +515,129 @@ async fn metrics_text(State(state): State<AppState>) -> Result<Response, ApiErro
         .await
         .map_err(|err| ApiError::new(StatusCode::BAD_GATEWAY, format!("load balancer metrics: {err}")))?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}
+
+fn alarm_view(key: &str, alarm: &alarms::Alarm) -> AlarmView {
+    let spec = alarm.spec();
+    AlarmView {
+        key: key.to_string(),
+        name: spec.name.clone(),
+        metric: spec.metric.to_string(),
+        statistic: spec.statistic.to_string(),
+        period_secs: spec.period.secs().into(),
+        evaluation_periods: spec.evaluation_periods,
+        datapoints_to_alarm: spec.datapoints_to_alarm(),
+        comparison: spec.comparison_operator.to_string(),
+        threshold: spec.threshold,
+        treat_missing_data: spec.treat_missing_data.as_str().to_string(),
+        state: alarm.state().as_str().to_string(),
+        reason: alarm.reason().to_string(),
+        state_since: alarm.state_since().as_millis(),
+        reason_data: alarm.reason_data().and_then(|d| serde_json::to_value(d).ok()),
+        history: alarm
+            .history()
+            .rev()
+            .map(|t| AlarmTransitionView {
+                at: t.time.as_millis(),
+                from: t.from.as_str().to_string(),
+                to: t.to.as_str().to_string(),
+                reason: t.reason.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// Every alarm instance: the live ones from the monitor, and declared alarms not evaluated yet.
+fn alarm_views(state: &AppState) -> Result<Vec<AlarmView>, ApiError> {
+    let declared: Vec<crate::monitor::AlarmDoc> = state.store.read(|tx| state::docs(tx, KIND_ALARM))?;
+    let saved: Vec<(String, String)> = state.store.read(|tx| tx.resource_list(KIND_ALARM_STATE))?;
+    let monitor = state.shared.monitor.lock().unwrap_or_else(|p| p.into_inner());
+    let mut views: Vec<AlarmView> = monitor.alarms().iter().map(|(key, alarm)| alarm_view(key, alarm)).collect();
+    for (key, body) in saved {
+        if views.iter().any(|v| v.key == key) {
+            continue;
+        }
+        if let Ok(alarm) = serde_json::from_str::<alarms::Alarm>(&body) {
+            views.push(alarm_view(&key, &alarm));
+        }
+    }
+    for doc in declared {
+        if !views.iter().any(|v| v.name == doc.spec.name) {
+            if let Ok(alarm) = alarms::Alarm::new(doc.spec.clone(), model::Timestamp::ZERO) {
+                let mut view = alarm_view(&doc.spec.name, &alarm);
+                view.reason = match doc.dimension {
+                    crate::monitor::DimensionDoc::Green => "watches the green target group of each deployment that lists it; none is running".into(),
+                    _ => "not evaluated yet".into(),
+                };
+                view.state_since = 0;
+                views.push(view);
+            }
+        }
+    }
+    views.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(views)
+}
+
+async fn alarm_list(State(state): State<AppState>) -> Result<Json<Vec<AlarmView>>, ApiError> {
+    Ok(Json(alarm_views(&state)?))
+}
+
+async fn alarm_get(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Vec<AlarmView>>, ApiError> {
+    let views: Vec<AlarmView> = alarm_views(&state)?.into_iter().filter(|v| v.name == name || v.key == name).collect();
+    if views.is_empty() {
+        return Err(ApiError::not_found(format!("no alarm `{name}`; `cutover alarms list` shows them")));
+    }
+    Ok(Json(views))
+}
+
+#[derive(Deserialize)]
+struct MetricQuery {
+    metric: String,
+    target_group: Option<String>,
+    service: Option<String>,
+    #[serde(default = "default_statistic")]
+    statistic: String,
+    #[serde(default = "default_period")]
+    period: u32,
+    /// How far back, in seconds.
+    #[serde(default = "default_since")]
+    since: u64,
+}
+
+fn default_statistic() -> String {
+    "Sum".into()
+}
+
+fn default_period() -> u32 {
+    1
+}
+
+fn default_since() -> u64 {
+    300
+}
+
+async fn metrics_query(State(state): State<AppState>, Query(query): Query<MetricQuery>) -> Result<Json<MetricQueryView>, ApiError> {
+    let statistic: alarms::Statistic =
+        query.statistic.parse().map_err(|err| ApiError::bad_request(format!("statistic: {err}")))?;
+    let period = alarms::Period::from_secs(query.period).map_err(|err| ApiError::bad_request(format!("period: {err}")))?;
+    let mut id = alarms::MetricId::new(query.metric.clone());
+    if let Some(tg) = &query.target_group {
+        id = id.with("target_group", tg.as_str());
+    }
+    if let Some(service) = &query.service {
+        id = id.with("service", service.as_str());
+    }
+    let now = crate::clock::now();
+    let from = model::Timestamp(now.as_millis().saturating_sub(query.since.saturating_mul(1000)));
+    let monitor = state.shared.monitor.lock().unwrap_or_else(|p| p.into_inner());
+    let datapoints = match monitor.store().series(&id) {
+        Some(series) => series
+            .datapoints(period, statistic, from, now)
+            .map_err(|err| ApiError::bad_request(format!("period: {err}")))?
+            .into_iter()
+            .map(|d| MetricPointView { start: d.start.as_millis(), value: d.value, sample_count: d.sample_count })
+            .collect(),
+        None => Vec::new(),
+    };
+    Ok(Json(MetricQueryView { metric: id.to_string(), statistic: statistic.to_string(), period_secs: period.secs().into(), datapoints }))
 }

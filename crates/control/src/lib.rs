@@ -15,6 +15,7 @@ mod error;
 mod hooks;
 mod http;
 pub mod lb;
+pub mod monitor;
 mod routing;
 mod state;
 

@@ -98,6 +98,10 @@ enum Command {
         /// Show progress and exit 0 only if the deployment succeeds.
         #[arg(long)]
         wait: bool,
+        /// Deploy even if one of the group's alarms is in ALARM; this deployment then ignores the
+        /// group's alarms (CodeDeploy's overrideAlarmConfiguration).
+        #[arg(long)]
+        ignore_alarms: bool,
     },
     /// Deployments: list, inspect, watch, stop, continue, roll back.
     #[command(subcommand)]
@@ -121,6 +125,33 @@ enum Command {
     /// Report a lifecycle hook's result (PutLifecycleEventHookExecutionStatus).
     #[command(subcommand)]
     Hooks(HooksCommand),
+    /// CloudWatch-style alarms: state, reason with the datapoints, history.
+    #[command(subcommand)]
+    Alarms(AlarmsCommand),
+    /// Query a metric (load-balancer metrics per target group, metric-filter counts per service).
+    Metrics {
+        /// e.g. RequestCount, HTTPCode_Target_5XX_Count, TargetResponseTime, or a filter's metric.
+        metric: String,
+        #[arg(long)]
+        target_group: Option<String>,
+        #[arg(long)]
+        service: Option<String>,
+        #[arg(long, default_value = "Sum")]
+        statistic: String,
+        /// Period in seconds.
+        #[arg(long, default_value_t = 1)]
+        period: u32,
+        /// How far back, in seconds.
+        #[arg(long, default_value_t = 60)]
+        since: u64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AlarmsCommand {
+    List,
+    Get { name: String },
+    History { name: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -267,13 +298,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Command::Apply { file, dry_run } => apply(&client, &file, dry_run, json),
         Command::Validate { files } => validate(&files),
-        Command::Deploy { group, task_definition, appspec, config, description, wait } => {
+        Command::Deploy { group, task_definition, appspec, config, description, wait, ignore_alarms } => {
             let request = CreateDeploymentRequest {
                 group,
                 task_definition: task_definition.as_deref().map(upload).transpose()?,
                 appspec: upload(&appspec)?,
                 description,
                 deployment_config: config,
+                ignore_alarms,
             };
             let view: DeploymentView = client.post("/v1/deployments", &request)?;
             if json && !wait {
@@ -321,6 +353,29 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             let preview: PreviewView = client.get(&path)?;
             render::print(json, &preview, render::preview)
+        }
+        Command::Alarms(AlarmsCommand::List) => {
+            let alarms: Vec<AlarmView> = client.get("/v1/alarms")?;
+            render::print(json, &alarms, render::alarms)
+        }
+        Command::Alarms(AlarmsCommand::Get { name }) => {
+            let alarms: Vec<AlarmView> = client.get(&format!("/v1/alarms/{name}"))?;
+            render::print(json, &alarms, render::alarm_details)
+        }
+        Command::Alarms(AlarmsCommand::History { name }) => {
+            let alarms: Vec<AlarmView> = client.get(&format!("/v1/alarms/{name}"))?;
+            render::print(json, &alarms, render::alarm_history)
+        }
+        Command::Metrics { metric, target_group, service, statistic, period, since } => {
+            let mut path = format!("/v1/metrics/query?metric={metric}&statistic={statistic}&period={period}&since={since}");
+            if let Some(tg) = target_group {
+                path.push_str(&format!("&target_group={tg}"));
+            }
+            if let Some(service) = service {
+                path.push_str(&format!("&service={service}"));
+            }
+            let view: MetricQueryView = client.get(&path)?;
+            render::print(json, &view, render::metric)
         }
         Command::Hooks(HooksCommand::Report { deployment, execution, status, message }) => {
             let _: serde_json::Value = client.put(

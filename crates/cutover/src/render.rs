@@ -368,3 +368,55 @@ pub fn outcome_line(d: &DeploymentView) -> String {
         ),
     }
 }
+
+pub fn alarms(list: &Vec<AlarmView>) -> String {
+    table(
+        &["ALARM", "STATE", "METRIC", "CONDITION", "SINCE"],
+        list.iter()
+            .map(|a| {
+                vec![
+                    a.key.clone(),
+                    a.state.clone(),
+                    a.metric.clone(),
+                    condition(a),
+                    if a.state_since == 0 { "-".into() } else { time(a.state_since) },
+                ]
+            })
+            .collect(),
+    )
+}
+
+fn condition(a: &AlarmView) -> String {
+    format!(
+        "{} {} {} for {} of {} × {}s (missing data: {})",
+        a.statistic, a.comparison, a.threshold, a.datapoints_to_alarm, a.evaluation_periods, a.period_secs, a.treat_missing_data
+    )
+}
+
+pub fn alarm_details(list: &Vec<AlarmView>) -> String {
+    let mut out = String::new();
+    for a in list {
+        let _ = writeln!(out, "{}  {}\n  {} {}\n  reason: {}", a.key, a.state, a.metric, condition(a), a.reason);
+    }
+    out
+}
+
+pub fn alarm_history(list: &Vec<AlarmView>) -> String {
+    table(
+        &["ALARM", "AT", "FROM", "TO", "REASON"],
+        list.iter()
+            .flat_map(|a| {
+                a.history.iter().map(|t| vec![a.key.clone(), time(t.at), t.from.clone(), t.to.clone(), t.reason.clone()])
+            })
+            .collect(),
+    )
+}
+
+pub fn metric(m: &MetricQueryView) -> String {
+    let mut out = format!("{} ({} per {}s)\n", m.metric, m.statistic, m.period_secs);
+    out.push_str(&table(
+        &["PERIOD START", "VALUE", "SAMPLES"],
+        m.datapoints.iter().map(|d| vec![time(d.start), format!("{}", d.value), d.sample_count.to_string()]).collect(),
+    ));
+    out
+}

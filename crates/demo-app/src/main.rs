@@ -18,6 +18,7 @@
 //!   by `$HEALTH_FILE` exists (so a test can flip health while it runs).
 //! - `GET /slow?ms=N`: answers after N milliseconds (at most 10 minutes).
 //! - `/echo` (any method): answers the request body.
+//! - `/fail` (any method): 500, and logs a line containing `Error`.
 //!
 //! Other behaviour: keep-alive, one thread per connection, one log line per request on stdout;
 //! `$EXIT_AFTER_MS` makes it exit with code 1 after that long (crash tests); SIGTERM or SIGINT
@@ -446,6 +447,15 @@ fn route(req: &Request, config: &Config) -> Response {
                 }
             }
         }
+        // A failure on demand: lets a test (or an operator) make one version misbehave at a
+        // chosen moment, e.g. through the test listener while the deployment bakes.
+        "/fail" => Response {
+            status: 500,
+            content_type: "application/json",
+            body: format!("{{\"error\":\"failure on request\",\"version\":{}}}", json_string(&config.version))
+                .into_bytes(),
+            note: Some("Error: failure on request (/fail)"),
+        },
         "/health" if req.method == "GET" || req.method == "HEAD" => {
             let flipped = config.health_file.as_ref().is_some_and(|f| f.exists());
             if config.fail_health || flipped {

@@ -86,8 +86,9 @@
 //!   debug-asserted, and release builds clamp to the latest time seen. Deadlines due at the same
 //!   time fire in execution, stage and action order.
 //! - **Restart** ([`Pipeline::resume`]): effects queued and not yet polled are kept; then every
-//!   action in progress is started again with the **same run number** and its original deadline,
-//!   and every cancellation not yet confirmed by a result is requested again. `StartAction` and
+//!   action in progress and not being cancelled is started again with the **same run number**
+//!   and its original deadline, and every cancellation not yet confirmed by a result is requested
+//!   again. `StartAction` and
 //!   `CancelAction` are therefore idempotent per (execution, stage, action, run): the control
 //!   plane adopts a job it already runs for that key (a deployment has its own persisted state)
 //!   instead of starting a second one. Deadlines are absolute: one that passed while the control
@@ -105,13 +106,13 @@
 //! # Effects
 //!
 //! `StartAction` means the action is `InProgress` from now on (no separate `ActionStatus` is
-//! emitted for the start). An action that ends emits `ActionStatus`, then `CancelAction` if the
-//! machine gave it up (timeout, abandon). Every other change of an execution, stage or action emits its whole
+//! emitted for the start). Every other change of an execution, stage or action emits its whole
 //! current state (`ExecutionStatus`, `StageStatus` with its timestamps, `ActionStatus` with its
-//! timestamps and external ref), so the control plane overwrites its copy. An execution ends with
-//! `ExecutionStatus` and then `Finished`, in the same call. Within one call the order is: the
-//! action, then its stage, then its execution, then the execution that moved into the stage it
-//! unlocked.
+//! timestamps and external ref), so the control plane overwrites its copy. An action the machine
+//! gives up (timeout, abandon) emits `ActionStatus` and then `CancelAction`. An execution ends
+//! with `ExecutionStatus` and then `Finished`, in the same call. Within one call the order is:
+//! the action, then its stage, then its execution, then the execution that moved into the stage
+//! it unlocked.
 //!
 //! # Wiring it into the control plane
 //!
@@ -337,7 +338,8 @@ pub enum InputError {
     #[error("`{stage}/{action}` is not a manual approval action")]
     NotAnApproval { stage: String, action: String },
     #[error(
-        "approval `{stage}/{action}` of execution `{execution_id}` is not waiting for a decision ({current})"
+        "approval `{stage}/{action}` of execution `{execution_id}` is not waiting for a decision \
+         ({current})"
     )]
     NoPendingApproval { execution_id: String, stage: String, action: String, current: String },
     #[error("execution `{execution_id}` has already finished ({status}); start a new execution")]

@@ -121,6 +121,25 @@ impl TryFrom<Snapshot> for Pipeline {
                 ));
             }
         }
+        let stages = s.spec.stages.len();
+        for rec in &s.active {
+            let in_range = match rec.position {
+                Position::InStage(i) | Position::Waiting(i) => i > 0 && i < stages,
+                Position::Done => false,
+            };
+            if !in_range || rec.status.is_terminal() {
+                return Err(format!(
+                    "active execution `{}` in the snapshot is not inside or in front of a stage",
+                    rec.id
+                ));
+            }
+        }
+        let known = |id: &String| s.active.iter().any(|it| it.id == *id);
+        if !s.locks.iter().all(|lock| lock.holder.iter().chain(&lock.waiting).all(known)) {
+            return Err(
+                "a stage lock in the snapshot names an execution that is not active".to_string()
+            );
+        }
         let mut history = s.history;
         while history.len() > HISTORY_MAX {
             history.pop_front();

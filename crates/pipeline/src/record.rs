@@ -112,8 +112,8 @@ macro_rules! display_as_str {
 display_as_str!(ExecutionStatus, StageStatus, ActionStatus);
 
 /// The id under which the control plane stores an artifact's content (content-addressed, e.g.
-/// `sha256-…`): 1 to [`ARTIFACT_ID_BYTES_MAX`] bytes of `A-Z a-z 0-9 : . _ -`, so that it prints on
-/// one line and can name a file.
+/// `sha256-…`): 1 to [`ARTIFACT_ID_BYTES_MAX`] bytes of `A-Z a-z 0-9 : . _ -`, so that it prints
+/// on one line and can name a file.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct ArtifactId(String);

@@ -127,8 +127,8 @@ impl ActionKind {
         ActionKind::ALL.into_iter().find(|it| it.as_str() == text)
     }
 
-    /// AWS's action timeouts (aws-semantics.md §5.3, §5.7): CodeBuild 8 h, CodeDeployToECS 5 days,
-    /// ECS 1 h, manual approval 7 days, anything else 1 h. A source action never waits (it
+    /// AWS's action timeouts (aws-semantics.md §5.3, §5.7): CodeBuild 8 h, CodeDeployToECS 5
+    /// days, ECS 1 h, manual approval 7 days, anything else 1 h. A source action never waits (it
     /// completes when the push arrives); its value is unused.
     pub fn default_timeout(self) -> Duration {
         const HOUR: u64 = 3600;
@@ -299,7 +299,8 @@ impl PipelineSpec {
                             return Err(err(
                                 path,
                                 format!(
-                                    "input artifact `{input}` is not produced by any action that runs before this one"
+                                    "input artifact `{input}` is not produced by any action \
+                                     that runs before this one"
                                 ),
                             ));
                         }

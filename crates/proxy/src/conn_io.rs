@@ -34,6 +34,10 @@ pub struct ConnShared {
     pub next_request: AtomicU64,
     /// Set when the connection stops being HTTP (after a 101 upgrade).
     pub stop_scan: AtomicBool,
+    /// `clock::now_ms()` when a request head began arriving in pieces, 0 when none is: the idle
+    /// watchdog closes a connection whose head takes longer than the idle timeout (slowloris),
+    /// which hyper's own header timer would do at the cost of a timer allocation per request.
+    pub partial_head_since_ms: AtomicU64,
 }
 
 impl ConnShared {
@@ -44,11 +48,20 @@ impl ConnShared {
             bad_status: AtomicU16::new(400),
             next_request: AtomicU64::new(0),
             stop_scan: AtomicBool::new(false),
+            partial_head_since_ms: AtomicU64::new(0),
         }
     }
 
     pub fn idle_ms(&self) -> u64 {
         clock::now_ms().saturating_sub(self.activity_ms.load(Ordering::Relaxed))
+    }
+
+    /// How long the current request head has been arriving, if it came in pieces.
+    pub fn partial_head_ms(&self) -> u64 {
+        match self.partial_head_since_ms.load(Ordering::Relaxed) {
+            0 => 0,
+            since => clock::now_ms().saturating_sub(since),
+        }
     }
 }
 
@@ -82,9 +95,18 @@ impl<I: AsyncRead + Unpin> AsyncRead for ConnIo<I> {
                 if let Some(scanner) = this.scanner.as_mut() {
                     if this.shared.stop_scan.load(Ordering::Relaxed) {
                         this.scanner = None;
-                    } else if let Some((index, status)) = scanner.feed(new) {
-                        this.shared.bad_status.store(status, Ordering::Relaxed);
-                        this.shared.bad_head.store(index, Ordering::Release);
+                        this.shared.partial_head_since_ms.store(0, Ordering::Relaxed);
+                    } else {
+                        let was_partial = scanner.in_partial_head();
+                        if let Some((index, status)) = scanner.feed(new) {
+                            this.shared.bad_status.store(status, Ordering::Relaxed);
+                            this.shared.bad_head.store(index, Ordering::Release);
+                        }
+                        let partial = scanner.in_partial_head();
+                        if partial != was_partial {
+                            let since = if partial { clock::now_ms().max(1) } else { 0 };
+                            this.shared.partial_head_since_ms.store(since, Ordering::Relaxed);
+                        }
                     }
                 }
             }
@@ -249,6 +271,11 @@ impl HeadScanner {
             }
         }
         None
+    }
+
+    /// A head has started but not ended.
+    pub fn in_partial_head(&self) -> bool {
+        !self.carry.is_empty()
     }
 
     fn after_head(&mut self, verdict: Verdict) -> Option<(u64, u16)> {

@@ -149,11 +149,26 @@ async fn serve(stream: TcpStream, peer: SocketAddr, ls: Arc<ListenerShared>, sha
     }
 }
 
-/// When to look at the connection's idle time again.
-fn next_check(ls: &ListenerShared, io: &ConnShared) -> Option<Duration> {
-    let idle_ms = ls.idle_timeout_ms.load(Ordering::Relaxed);
-    let idle_for = io.idle_ms();
-    if idle_for >= idle_ms { None } else { Some(Duration::from_millis(idle_ms - idle_for + 25)) }
+enum Check {
+    Again(Duration),
+    /// No byte either way for the idle timeout: close gracefully.
+    Idle,
+    /// One request head has been trickling in for the idle timeout: no request is in flight
+    /// yet, so the connection is simply dropped.
+    SlowHead,
+}
+
+fn next_check(ls: &ListenerShared, io: &ConnShared) -> Check {
+    let limit = ls.idle_timeout_ms.load(Ordering::Relaxed);
+    if io.partial_head_ms() >= limit {
+        return Check::SlowHead;
+    }
+    let used = io.idle_ms().max(io.partial_head_ms());
+    if used >= limit {
+        Check::Idle
+    } else {
+        Check::Again(Duration::from_millis((limit - used + 25).min(limit)))
+    }
 }
 
 async fn serve_h1<I>(io: ConnIo<I>, ctx: Arc<ConnCtx>)
@@ -166,7 +181,9 @@ where
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(idle)
+        // The idle watchdog below enforces both idle and slow-head limits without the timer
+        // allocation hyper makes per request head for this.
+        .header_read_timeout(None)
         .keep_alive(true)
         .max_buf_size(2 * MAX_HEAD);
     let svc = service_fn(move |req| {
@@ -187,11 +204,12 @@ where
                 closing = true;
             }
             _ = tick.as_mut(), if !closing => match next_check(&ls, &conn_io) {
-                Some(wait) => tick.as_mut().reset(tokio::time::Instant::now() + wait),
-                None => {
+                Check::Again(wait) => tick.as_mut().reset(tokio::time::Instant::now() + wait),
+                Check::Idle => {
                     conn.as_mut().graceful_shutdown();
                     closing = true;
                 }
+                Check::SlowHead => break,
             },
         }
     }
@@ -224,11 +242,12 @@ where
                 closing = true;
             }
             _ = tick.as_mut(), if !closing => match next_check(&ls, &conn_io) {
-                Some(wait) => tick.as_mut().reset(tokio::time::Instant::now() + wait),
-                None => {
+                Check::Again(wait) => tick.as_mut().reset(tokio::time::Instant::now() + wait),
+                Check::Idle => {
                     conn.as_mut().graceful_shutdown();
                     closing = true;
                 }
+                Check::SlowHead => break,
             },
         }
     }

@@ -193,3 +193,40 @@ async fn the_admin_api_refuses_a_non_loopback_address() {
     .expect("refused");
     assert!(err.to_string().contains("loopback"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_head_sent_too_slowly_is_cut_off_at_the_idle_timeout() {
+    let lb = Lb::start(None).await;
+    let b = Backend::start("b").await;
+    let port = free_addr();
+    let mut l = listener(port, forward(&[("g", 1)]));
+    l.idle_timeout_ms = Some(300);
+    let check = HealthCheck { enabled: false, ..hc(1000) };
+    lb.apply(&table(1, vec![("web", l)], vec![("g", group(&[b.addr], check, 0))])).await;
+    let mut s = tokio::net::TcpStream::connect(port).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+    let started = std::time::Instant::now();
+    // One header byte every 50 ms keeps the connection busy but never finishes the head.
+    let closed = loop {
+        if s.write_all(b"X").await.is_err() {
+            break true;
+        }
+        let mut buf = [0u8; 64];
+        match tokio::time::timeout(Duration::from_millis(50), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            _ => {}
+        }
+        if started.elapsed() > Duration::from_secs(5) {
+            break false;
+        }
+    };
+    assert!(closed, "a trickled head kept the connection open for 5 s");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "closed too early: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(b.hits.load(Ordering::SeqCst), 0);
+    lb.shutdown().await;
+}

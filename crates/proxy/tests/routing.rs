@@ -484,3 +484,48 @@ async fn a_tls_listener_serves_http1_and_http2_by_alpn() {
     lb.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_response_is_counted_while_draining_and_cut_when_the_delay_ends() {
+    let lb = Lb::start(None).await;
+    let old = Backend::start("old").await;
+    let port = free_addr();
+    let web = || vec![("web", listener(port, forward(&[("g", 1)])))];
+    lb.apply(&table(1, web(), vec![("g", group(&[old.addr], no_checks(), 500))])).await;
+    let resp = lb
+        .http
+        .request(Request::get(format!("http://{port}/stream")).body(Default::default()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(first, "tick 0\n");
+
+    lb.apply(&table(2, web(), vec![("g", group(&[], no_checks(), 500))])).await;
+    let drained_at = std::time::Instant::now();
+    let t = lb.target_state("g", old.addr).await.unwrap();
+    assert_eq!(
+        (t.state, t.in_flight),
+        (TargetState::Draining, 1),
+        "the open stream keeps the target draining"
+    );
+    let mut ticks = 1;
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(5), body.frame()).await {
+            Ok(Some(Ok(_))) => ticks += 1,
+            Ok(Some(Err(_))) | Ok(None) => break drained_at.elapsed(),
+            Err(_) => panic!("the stream was not cut within 5 s of deregistration"),
+        }
+    };
+    assert!(ticks > 3, "the stream kept flowing during the delay ({ticks} ticks)");
+    assert!(
+        ended >= Duration::from_millis(400) && ended < Duration::from_secs(3),
+        "cut {ended:?} after deregistration; the delay is 500 ms"
+    );
+    wait_until("the target is released", WAIT, || async {
+        lb.target_state("g", old.addr).await.is_none()
+    })
+    .await;
+    lb.shutdown().await;
+}

@@ -94,6 +94,10 @@ pub struct Options {
     pub hooks: &'static str,
     pub termination_wait: &'static str,
     pub auto_rollback: &'static str,
+    /// More keys of the deployment group (e.g. `alarms: [...]`), one per line, indented 4.
+    pub group_extra: &'static str,
+    /// More top-level sections (alarms, metric filters).
+    pub top_extra: &'static str,
 }
 
 impl Default for Options {
@@ -104,6 +108,8 @@ impl Default for Options {
             hooks: "",
             termination_wait: "1s",
             auto_rollback: "[DEPLOYMENT_FAILURE, DEPLOYMENT_STOP_ON_REQUEST]",
+            group_extra: "",
+            top_extra: "",
         }
     }
 }
@@ -139,6 +145,12 @@ impl Cluster {
         };
         std::fs::write(dir.path().join("taskdef.json"), taskdef("v1", "")).unwrap();
         std::fs::write(dir.path().join("taskdef-v2.json"), taskdef("v2", "")).unwrap();
+        // v2 whose `/` answers 500 (and logs an `Error` line) on 30% of requests.
+        let erroring = taskdef("v2", "").replace(
+            r#"{"name": "APP_VERSION", "value": "v2"}"#,
+            r#"{"name": "APP_VERSION", "value": "v2"}, {"name": "ERROR_RATE", "value": "0.3"}"#,
+        );
+        std::fs::write(dir.path().join("taskdef-v2-errors.json"), erroring).unwrap();
         // v3's container health check probes a path that does not exist: it never turns healthy.
         let failing_check = r#""healthCheck": {"command": ["CMD", "/cutover-demo-app", "probe", "/missing"], "interval": 5, "timeout": 2, "retries": 1},"#;
         std::fs::write(dir.path().join("taskdef-v3.json"), taskdef("v3", failing_check)).unwrap();
@@ -173,10 +185,12 @@ deployment_groups:
     test_listener: web/test
     termination_wait: {termination_wait}
     auto_rollback: {auto_rollback}
+{group_extra}
 hooks:
   - {{ name: pass, run: "curl -fsS $CUTOVER_TEST_URL/ >/dev/null", timeout: 10s }}
   - {{ name: fail, run: "echo validation failed >&2; exit 3", timeout: 10s }}
-{extra_hooks}"#,
+{extra_hooks}
+{top_extra}"#,
             prod_port = prod.port(),
             test_port = test.port(),
             config = options.config,
@@ -184,6 +198,8 @@ hooks:
             auto_rollback = options.auto_rollback,
             extra_hooks = options.hooks,
             runtime = if options.docker { "docker" } else { "process" },
+            group_extra = options.group_extra,
+            top_extra = options.top_extra,
         );
         std::fs::write(dir.path().join("cutover.yaml"), yaml).unwrap();
         let mut cluster = Cluster { dir, prod, test, api_port: free_port(), up: None };

@@ -260,7 +260,36 @@ impl Backend {
     }
 }
 
-async fn backend_handle(s: BackendState, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
+pub type BackendBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+fn full(body: impl Into<Bytes>) -> BackendBody {
+    Full::new(body.into()).map_err(|never| match never {}).boxed()
+}
+
+async fn backend_handle(s: BackendState, req: Request<Incoming>) -> Response<BackendBody> {
+    let path = req.uri().path().to_string();
+    if path == "/stream" {
+        s.hits.fetch_add(1, Ordering::SeqCst);
+        // 200 chunks, one every 50 ms: a response that outlives any test's drain delay.
+        let ticks = futures_util::stream::unfold(0u32, |i| async move {
+            if i >= 200 {
+                return None;
+            }
+            if i > 0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Some((Ok(hyper::body::Frame::data(Bytes::from(format!("tick {i}\n")))), i + 1))
+        });
+        return Response::new(BodyExt::boxed(http_body_util::StreamBody::new(ticks)));
+    }
+    let (parts, body) = backend_plain(s, req).await.into_parts();
+    Response::from_parts(
+        parts,
+        full(body.collect().await.map(|b| b.to_bytes()).unwrap_or_default()),
+    )
+}
+
+async fn backend_plain(s: BackendState, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     if path == "/health" {
         s.health_checks.fetch_add(1, Ordering::SeqCst);

@@ -1,0 +1,348 @@
+//! Metrics, log metric filters and alarms: the control plane's CloudWatch.
+//!
+//! Every pass of the engine calls [`Monitor::tick`]. It samples the data plane's cumulative
+//! counters (`GET /v1/metrics`) every [`POLL_INTERVAL`] and records the differences per target
+//! group into an `alarms::MetricStore` (1-second resolution), feeds new task-log lines through the
+//! declared metric filters, and evaluates every alarm right after each of its period boundaries.
+//! An alarm that goes to ALARM is handed to the deployments watching it as `Input::Alarm`, with a
+//! reason that carries the datapoints that decided.
+//!
+//! Alarms on the `green` dimension exist once per deployment (keyed `name@deployment`), on the
+//! target group that is green in that deployment; the others exist once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use alarms::{Alarm, AlarmSpec, AlarmState, MetricFilter, MetricFilterSpec, MetricId, MetricStore, SeriesConfig};
+use model::Timestamp;
+use routes::MetricsSnapshot;
+use serde::{Deserialize, Serialize};
+
+/// How often the data plane's counters are sampled: well inside the shortest (1 s) alarm period.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// How much metric history is kept.
+const RETENTION: Duration = Duration::from_secs(3 * 3600);
+/// At most this much of one log file is read per pass, so a chatty task cannot stall the loop.
+const LOG_READ_BYTES_MAX: u64 = 1 << 20;
+
+/// An alarm as stored: CloudWatch's definition and which series it watches.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AlarmDoc {
+    pub spec: AlarmSpec,
+    pub dimension: DimensionDoc,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DimensionDoc {
+    TargetGroup(String),
+    Green,
+    Service(String),
+}
+
+impl AlarmDoc {
+    pub fn from_decl(decl: &spec::AlarmDecl) -> AlarmDoc {
+        AlarmDoc {
+            spec: decl.spec.clone(),
+            dimension: match &decl.dimension {
+                spec::AlarmDimension::TargetGroup(tg) => DimensionDoc::TargetGroup(tg.clone()),
+                spec::AlarmDimension::Green => DimensionDoc::Green,
+                spec::AlarmDimension::Service(s) => DimensionDoc::Service(s.clone()),
+            },
+        }
+    }
+
+    /// The concrete alarm for a deployment whose green target group is `green` (None: outside
+    /// any deployment, where a `green` alarm has no series).
+    pub fn spec_for(&self, green: Option<&str>) -> Option<AlarmSpec> {
+        match (&self.dimension, green) {
+            (DimensionDoc::Green, None) => None,
+            (DimensionDoc::Green, Some(tg)) => {
+                let mut spec = self.spec.clone();
+                spec.metric = spec.metric.with("target_group", tg);
+                Some(spec)
+            }
+            _ => Some(self.spec.clone()),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MetricFilterDoc {
+    pub service: String,
+    pub spec: MetricFilterSpec,
+}
+
+/// An alarm instance that went to ALARM in this pass, for the deployments that watch it.
+#[derive(Clone, Debug)]
+pub struct Fired {
+    /// The declared alarm's name.
+    pub name: String,
+    /// Only this deployment watches it (`green` alarms); `None`: every deployment whose group
+    /// lists the alarm.
+    pub deployment: Option<String>,
+    pub reason: String,
+}
+
+/// What the monitor needs to know about the world in one pass.
+pub struct World<'a> {
+    pub alarms: &'a [AlarmDoc],
+    pub filters: &'a [MetricFilterDoc],
+    /// Active deployments: (id, green target group, alarm names its group lists).
+    pub deployments: Vec<(String, String, Vec<String>)>,
+    /// Log files of live tasks, by service.
+    pub logs: BTreeMap<String, Vec<PathBuf>>,
+}
+
+pub struct Monitor {
+    store: MetricStore,
+    last: Option<MetricsSnapshot>,
+    next_poll: Timestamp,
+    filters: Vec<(MetricFilterDoc, MetricFilter)>,
+    offsets: HashMap<PathBuf, u64>,
+    alarms: BTreeMap<String, Alarm>,
+    /// When each alarm instance is next evaluated.
+    due: HashMap<String, Timestamp>,
+}
+
+impl Default for Monitor {
+    fn default() -> Self {
+        Monitor::new()
+    }
+}
+
+impl Monitor {
+    pub fn new() -> Monitor {
+        let config = SeriesConfig::new(alarms::Period::from_secs(1).expect("invariant: 1 s is a valid period"), RETENTION)
+            .expect("invariant: 1 s resolution with 3 h retention is valid");
+        Monitor {
+            store: MetricStore::new(config),
+            last: None,
+            next_poll: Timestamp::ZERO,
+            filters: Vec::new(),
+            offsets: HashMap::new(),
+            alarms: BTreeMap::new(),
+            due: HashMap::new(),
+        }
+    }
+
+    pub fn store(&self) -> &MetricStore {
+        &self.store
+    }
+
+    pub fn alarm(&self, key: &str) -> Option<&Alarm> {
+        self.alarms.get(key)
+    }
+
+    pub fn alarms(&self) -> &BTreeMap<String, Alarm> {
+        &self.alarms
+    }
+
+    /// Restores alarm state and history kept in the store across a restart.
+    pub fn restore(&mut self, saved: Vec<(String, Alarm)>) {
+        self.alarms.extend(saved);
+    }
+
+    pub fn should_poll(&self, now: Timestamp) -> bool {
+        now >= self.next_poll
+    }
+
+    /// Records the differences between `snapshot` and the previous one.
+    pub fn record_snapshot(&mut self, snapshot: MetricsSnapshot, now: Timestamp) {
+        self.next_poll = now.saturating_add(POLL_INTERVAL);
+        let at = Timestamp(snapshot.taken_at_unix_ms.max(1)).min(now);
+        let previous = self.last.take().filter(|p| p.started_at_unix_ms == snapshot.started_at_unix_ms);
+        for (name, tg) in &snapshot.target_groups {
+            let before = previous.as_ref().and_then(|p| p.target_groups.get(name));
+            let delta = |now: u64, then: Option<u64>| match then {
+                // A counter that went down was reset (the group left the table and came back).
+                Some(then) if now >= then => now - then,
+                _ => now,
+            };
+            let c = &tg.counters;
+            let b = before.map(|b| &b.counters);
+            let counts = [
+                ("RequestCount", c.requests, b.map(|b| b.requests)),
+                ("HTTPCode_Target_2XX_Count", c.target_2xx, b.map(|b| b.target_2xx)),
+                ("HTTPCode_Target_3XX_Count", c.target_3xx, b.map(|b| b.target_3xx)),
+                ("HTTPCode_Target_4XX_Count", c.target_4xx, b.map(|b| b.target_4xx)),
+                ("HTTPCode_Target_5XX_Count", c.target_5xx, b.map(|b| b.target_5xx)),
+                ("HTTPCode_ELB_502_Count", c.elb_502, b.map(|b| b.elb_502)),
+                ("HTTPCode_ELB_503_Count", c.elb_503, b.map(|b| b.elb_503)),
+                ("HTTPCode_ELB_504_Count", c.elb_504, b.map(|b| b.elb_504)),
+                ("TargetConnectionErrorCount", c.target_connection_errors, b.map(|b| b.target_connection_errors)),
+            ];
+            let mut elb_5xx = 0;
+            for (metric, now_value, then_value) in counts {
+                let d = delta(now_value, then_value);
+                if metric.starts_with("HTTPCode_ELB_5") {
+                    elb_5xx += d;
+                }
+                self.record(metric, name, at, d as f64);
+            }
+            self.record("HTTPCode_ELB_5XX_Count", name, at, elb_5xx as f64);
+            self.record("HealthyHostCount", name, at, tg.healthy_host_count as f64);
+            self.record("UnHealthyHostCount", name, at, tg.unhealthy_host_count as f64);
+            // Latency: one sample per request at its bucket's upper bound (seconds).
+            let hist = &c.response_time;
+            let prev_hist = b.map(|b| &b.response_time);
+            let id = MetricId::new("TargetResponseTime").with("target_group", name.as_str());
+            let mut below = 0u64;
+            for (i, bound_us) in routes::RESPONSE_TIME_BUCKETS_US.iter().enumerate() {
+                let cumulative = delta(
+                    hist.buckets.get(i).copied().unwrap_or(0),
+                    prev_hist.map(|p| p.buckets.get(i).copied().unwrap_or(0)),
+                );
+                let in_bucket = cumulative.saturating_sub(below);
+                below = below.max(cumulative);
+                if in_bucket > 0 {
+                    let _ = self.store.record_n(&id, at, *bound_us as f64 / 1e6, in_bucket);
+                }
+            }
+            let total = delta(hist.count, prev_hist.map(|p| p.count));
+            let overflow = total.saturating_sub(below);
+            if overflow > 0 {
+                let largest = *routes::RESPONSE_TIME_BUCKETS_US.last().unwrap_or(&10_000_000) as f64 / 1e6;
+                let _ = self.store.record_n(&id, at, largest, overflow);
+            }
+        }
+        self.last = Some(snapshot);
+        self.store.prune(now);
+    }
+
+    fn record(&mut self, metric: &str, target_group: &str, at: Timestamp, value: f64) {
+        let id = MetricId::new(metric).with("target_group", target_group);
+        // A sample refused for age (the clock jumped) only loses that sample.
+        let _ = self.store.record(&id, at, value);
+    }
+
+    /// Reads new task-log lines through the declared filters, then evaluates every alarm that is
+    /// due. Returns the alarm instances that went to ALARM.
+    pub fn evaluate(&mut self, world: &World<'_>, now: Timestamp) -> (Vec<Fired>, Vec<(String, Alarm)>) {
+        self.sync_filters(world.filters);
+        self.read_logs(world, now);
+        for (_, filter) in &mut self.filters {
+            let _ = filter.flush(&mut self.store, now);
+        }
+        self.sync_alarms(world, now);
+
+        let mut fired = Vec::new();
+        let mut changed = Vec::new();
+        for (key, alarm) in &mut self.alarms {
+            // Evaluate right after each period boundary (and at once for a new alarm).
+            if self.due.get(key).is_some_and(|due| *due > now) {
+                continue;
+            }
+            self.due.insert(key.clone(), alarm.next_evaluation(now));
+            let Ok(evaluation) = alarm.evaluate(&self.store, now) else { continue };
+            if evaluation.changed() {
+                changed.push((key.clone(), alarm.clone()));
+                if evaluation.state == AlarmState::Alarm {
+                    let (name, deployment) = match key.split_once('@') {
+                        Some((name, deployment)) => (name.to_string(), Some(deployment.to_string())),
+                        None => (key.clone(), None),
+                    };
+                    fired.push(Fired { name, deployment, reason: evaluation.reason.clone() });
+                }
+            }
+        }
+        (fired, changed)
+    }
+
+    fn sync_filters(&mut self, declared: &[MetricFilterDoc]) {
+        let same = declared.len() == self.filters.len()
+            && declared.iter().zip(&self.filters).all(|(d, (have, _))| d == have);
+        if same {
+            return;
+        }
+        self.filters = declared
+            .iter()
+            .filter_map(|doc| MetricFilter::new(doc.spec.clone()).ok().map(|f| (doc.clone(), f)))
+            .collect();
+    }
+
+    fn read_logs(&mut self, world: &World<'_>, now: Timestamp) {
+        if self.filters.is_empty() {
+            return;
+        }
+        for (service, files) in &world.logs {
+            if !self.filters.iter().any(|(doc, _)| doc.service == *service) {
+                continue;
+            }
+            for path in files {
+                let lines = read_new_lines(path, self.offsets.entry(path.clone()).or_insert(0));
+                for line in lines {
+                    for (doc, filter) in &mut self.filters {
+                        if doc.service == *service {
+                            let _ = filter.ingest(&mut self.store, now, &line);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Keeps one alarm instance per declared alarm (and per deployment for `green` alarms).
+    fn sync_alarms(&mut self, world: &World<'_>, now: Timestamp) {
+        let mut wanted: BTreeMap<String, AlarmSpec> = BTreeMap::new();
+        for doc in world.alarms {
+            match doc.dimension {
+                DimensionDoc::Green => {
+                    for (deployment, green, watched) in &world.deployments {
+                        if watched.contains(&doc.spec.name) {
+                            if let Some(spec) = doc.spec_for(Some(green)) {
+                                wanted.insert(format!("{}@{deployment}", doc.spec.name), spec);
+                            }
+                        }
+                    }
+                }
+                _ => {
+                    if let Some(spec) = doc.spec_for(None) {
+                        wanted.insert(doc.spec.name.clone(), spec);
+                    }
+                }
+            }
+        }
+        self.alarms.retain(|key, _| wanted.contains_key(key));
+        self.due.retain(|key, _| wanted.contains_key(key));
+        for (key, spec) in wanted {
+            match self.alarms.get_mut(&key) {
+                Some(alarm) if alarm.spec() == &spec => {}
+                Some(alarm) => {
+                    let _ = alarm.update_spec(spec);
+                }
+                None => {
+                    if let Ok(alarm) = Alarm::new(spec, now) {
+                        self.alarms.insert(key, alarm);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Lines appended to `path` since `offset` (complete lines only), advancing `offset`.
+fn read_new_lines(path: &PathBuf, offset: &mut u64) -> Vec<String> {
+    let Ok(mut file) = std::fs::File::open(path) else { return Vec::new() };
+    let Ok(len) = file.metadata().map(|m| m.len()) else { return Vec::new() };
+    if len < *offset {
+        // Truncated or replaced: start over.
+        *offset = 0;
+    }
+    if len == *offset || file.seek(SeekFrom::Start(*offset)).is_err() {
+        return Vec::new();
+    }
+    let mut bytes = Vec::new();
+    if file.take(LOG_READ_BYTES_MAX).read_to_end(&mut bytes).is_err() {
+        return Vec::new();
+    }
+    let mut complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    if complete == 0 && bytes.len() as u64 == LOG_READ_BYTES_MAX {
+        // One line longer than the read limit: take it as it is rather than wait forever.
+        complete = bytes.len();
+    }
+    *offset += complete as u64;
+    String::from_utf8_lossy(&bytes[..complete]).lines().map(str::to_string).collect()
+}
