@@ -20,10 +20,18 @@ struct Opts {
     threads: Vec<usize>,
     /// `auto`: `cutover lb` if it builds and has the subcommand, else the proxy example.
     lb: String,
+    /// Parts to run: throughput, shift, memory (all by default).
+    only: Vec<String>,
 }
 
 fn parse(args: &[String]) -> anyhow::Result<Opts> {
-    let mut o = Opts { duration: 10, connections: 64, threads: vec![1, 2], lb: "auto".into() };
+    let mut o = Opts {
+        duration: 10,
+        connections: 64,
+        threads: vec![1, 2],
+        lb: "auto".into(),
+        only: Vec::new(),
+    };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = || it.next().with_context(|| format!("{a} needs a value"));
@@ -39,10 +47,16 @@ fn parse(args: &[String]) -> anyhow::Result<Opts> {
                     .collect::<Result<_, _>>()?
             }
             "--lb" => o.lb = value()?.clone(),
+            "--only" => o.only = value()?.split(',').map(str::to_string).collect(),
             other => bail!(
-                "unknown option {other}; use --duration SECS, --connections N, --threads 1,2, --lb auto|cutover|example"
+                "unknown option {other}; use --duration SECS, --connections N, --threads 1,2, --lb auto|cutover|example, --only throughput,shift,memory"
             ),
         }
+    }
+    if let Some(part) =
+        o.only.iter().find(|p| !["throughput", "shift", "memory"].contains(&p.as_str()))
+    {
+        bail!("--only takes throughput, shift and/or memory, not {part}");
     }
     if !["auto", "cutover", "example"].contains(&o.lb.as_str()) {
         bail!("--lb must be auto, cutover or example");
@@ -74,6 +88,12 @@ impl Proc {
             bail!("{} exited early ({status})", self.name);
         }
         Ok(())
+    }
+}
+
+impl Opts {
+    fn runs(&self, part: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|p| p == part)
     }
 }
 
@@ -515,9 +535,9 @@ fn bench(
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     eprintln!("measuring: wrk -c{} -d{}s per run, {cores} cores…", o.connections, o.duration);
 
-    let direct = run_wrk(wrk, blue, o)?;
+    let direct = if o.runs("throughput") { run_wrk(wrk, blue, o)? } else { Wrk::default() };
     let mut rows: Vec<(usize, &str, Wrk)> = Vec::new();
-    for &threads in &o.threads {
+    for &threads in o.threads.iter().filter(|_| o.runs("throughput")) {
         {
             let listen = free_addr()?;
             let _c = start_cutover(lb, threads, tmp, &lb_table(1, listen, blue, None, 0))?;
@@ -539,162 +559,181 @@ fn bench(
     // Shift under load, with the most threads asked for.
     let threads = *o.threads.iter().max().unwrap_or(&2);
     let listen = free_addr()?;
-    let cutover_sweep = {
-        let c = start_cutover(lb, threads, tmp, &lb_table(1, listen, blue, Some(green), 0))?;
-        let _ = wrk_cmd(wrk, listen, o, 1).output()?;
-        sweep(wrk, listen, o, green, |i, pct| {
-            put_table(c.admin, &lb_table(1 + i as u64, listen, blue, Some(green), pct))
-        })?
-    };
-    let nginx_sweep = {
-        let upstreams = |pct: u16| -> Vec<(SocketAddr, u32)> {
-            match pct {
-                0 => vec![(blue, 1)],
-                100 => vec![(green, 1)],
-                p => vec![(blue, (100 - p) as u32), (green, p as u32)],
-            }
+    let sweeps = if !o.runs("shift") {
+        None
+    } else {
+        let cutover_sweep = {
+            let c = start_cutover(lb, threads, tmp, &lb_table(1, listen, blue, Some(green), 0))?;
+            let _ = wrk_cmd(wrk, listen, o, 1).output()?;
+            sweep(wrk, listen, o, green, |i, pct| {
+                put_table(c.admin, &lb_table(1 + i as u64, listen, blue, Some(green), pct))
+            })?
         };
-        let listen = free_addr()?;
-        let _n = start_nginx(nginx, tmp, threads, listen, &upstreams(0))?;
-        let _ = wrk_cmd(wrk, listen, o, 1).output()?;
-        sweep(wrk, listen, o, green, |_, pct| {
-            std::fs::write(
-                tmp.join("nginx.conf"),
-                nginx_conf(tmp, threads, listen, &upstreams(pct)),
-            )?;
-            let status =
-                Command::new(nginx).args(nginx_args(tmp)).args(["-s", "reload"]).status()?;
-            if !status.success() {
-                bail!("nginx -s reload failed");
-            }
-            Ok(())
-        })?
+        let nginx_sweep = {
+            let upstreams = |pct: u16| -> Vec<(SocketAddr, u32)> {
+                match pct {
+                    0 => vec![(blue, 1)],
+                    100 => vec![(green, 1)],
+                    p => vec![(blue, (100 - p) as u32), (green, p as u32)],
+                }
+            };
+            let listen = free_addr()?;
+            let _n = start_nginx(nginx, tmp, threads, listen, &upstreams(0))?;
+            let _ = wrk_cmd(wrk, listen, o, 1).output()?;
+            sweep(wrk, listen, o, green, |_, pct| {
+                std::fs::write(
+                    tmp.join("nginx.conf"),
+                    nginx_conf(tmp, threads, listen, &upstreams(pct)),
+                )?;
+                let status =
+                    Command::new(nginx).args(nginx_args(tmp)).args(["-s", "reload"]).status()?;
+                if !status.success() {
+                    bail!("nginx -s reload failed");
+                }
+                Ok(())
+            })?
+        };
+        Some((cutover_sweep, nginx_sweep))
     };
 
     // Memory: idle, then with 10,000 client connections open, then after one request on each.
-    let (idle_kib, open_kib, used_kib, conns) = {
-        let listen = free_addr()?;
-        let mut c = start_cutover(lb, threads, tmp, &lb_table(1, listen, blue, None, 0))?;
-        std::thread::sleep(Duration::from_millis(300));
-        let idle = rss_kib(c.proc.pid())?;
-        let want = 10_000;
-        let mut socks = Vec::with_capacity(want);
-        for _ in 0..want {
-            socks.push(
-                TcpStream::connect(listen)
-                    .context("opening client connections (raise the open-file limit?)")?,
-            );
-        }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let (_, body) = http(c.admin, "GET", "/v1/metrics", "")?;
-            let m: MetricsSnapshot = serde_json::from_str(&body)?;
-            if m.client_connections >= want as u64 {
-                break;
+    let memory = if !o.runs("memory") {
+        None
+    } else {
+        Some({
+            let listen = free_addr()?;
+            let mut c = start_cutover(lb, threads, tmp, &lb_table(1, listen, blue, None, 0))?;
+            std::thread::sleep(Duration::from_millis(300));
+            let idle = rss_kib(c.proc.pid())?;
+            let want = 10_000;
+            let mut socks = Vec::with_capacity(want);
+            for _ in 0..want {
+                socks.push(
+                    TcpStream::connect(listen)
+                        .context("opening client connections (raise the open-file limit?)")?,
+                );
             }
-            if Instant::now() > deadline {
-                bail!("only {} of {want} connections accepted within 30 s", m.client_connections);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let open = rss_kib(c.proc.pid())?;
-        let mut buf = [0u8; 512];
-        for s in &mut socks {
-            s.write_all(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")?;
-            let mut got = Vec::new();
-            while !got.ends_with(b"hello, world\n") {
-                let n = s.read(&mut buf)?;
-                if n == 0 {
-                    bail!("connection closed before the answer");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let (_, body) = http(c.admin, "GET", "/v1/metrics", "")?;
+                let m: MetricsSnapshot = serde_json::from_str(&body)?;
+                if m.client_connections >= want as u64 {
+                    break;
                 }
-                got.extend_from_slice(&buf[..n]);
+                if Instant::now() > deadline {
+                    bail!(
+                        "only {} of {want} connections accepted within 30 s",
+                        m.client_connections
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(50));
             }
-        }
-        let used = rss_kib(c.proc.pid())?;
-        c.proc.check_alive()?;
-        (idle, open, used, socks.len())
+            let open = rss_kib(c.proc.pid())?;
+            let mut buf = [0u8; 512];
+            for s in &mut socks {
+                s.write_all(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")?;
+                let mut got = Vec::new();
+                while !got.ends_with(b"hello, world\n") {
+                    let n = s.read(&mut buf)?;
+                    if n == 0 {
+                        bail!("connection closed before the answer");
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                }
+            }
+            let used = rss_kib(c.proc.pid())?;
+            c.proc.check_alive()?;
+            (idle, open, used, socks.len())
+        })
     };
 
-    println!();
-    println!(
-        "cutover bench-lb ({}) — wrk -t{} -c{} -d{}s --latency; backend: 1 thread, 13-byte body; {cores} cores shared by wrk, proxy and backend",
-        lb.bin.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
-        o.connections.min(2),
-        o.connections,
-        o.duration
-    );
-    println!();
-    println!(
-        "{:<8} {:<9} {:>11} {:>9} {:>9}   {:>16} {:>16}",
-        "threads", "server", "req/s", "p50", "p99", "vs nginx rps/p99", "vs haproxy rps/p99"
-    );
-    println!(
-        "{:<8} {:<9} {:>11.0} {:>9} {:>9}",
-        "-",
-        "backend",
-        direct.rps,
-        fmt_ms(direct.p50_ms),
-        fmt_ms(direct.p99_ms)
-    );
-    for &threads in &o.threads {
-        let get = |name: &str| {
-            rows.iter().find(|(t, n, _)| *t == threads && *n == name).map(|r| r.2.clone())
-        };
-        let (Some(c), Some(n), Some(h)) = (get("cutover"), get("nginx"), get("haproxy")) else {
-            continue;
-        };
-        for (name, w) in [("cutover", &c), ("nginx", &n), ("haproxy", &h)] {
-            let ratios = if name == "cutover" {
-                format!(
-                    "   {:>7.2}x /{:>5.2}x {:>8.2}x /{:>5.2}x",
-                    c.rps / n.rps,
-                    c.p99_ms / n.p99_ms,
-                    c.rps / h.rps,
-                    c.p99_ms / h.p99_ms
-                )
-            } else {
-                String::new()
+    if o.runs("throughput") {
+        println!();
+        println!(
+            "cutover bench-lb ({}) — wrk -t{} -c{} -d{}s --latency; backend: 1 thread, 13-byte body; {cores} cores shared by wrk, proxy and backend",
+            lb.bin.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+            o.connections.min(2),
+            o.connections,
+            o.duration
+        );
+        println!();
+        println!(
+            "{:<8} {:<9} {:>11} {:>9} {:>9}   {:>16} {:>16}",
+            "threads", "server", "req/s", "p50", "p99", "vs nginx rps/p99", "vs haproxy rps/p99"
+        );
+        println!(
+            "{:<8} {:<9} {:>11.0} {:>9} {:>9}",
+            "-",
+            "backend",
+            direct.rps,
+            fmt_ms(direct.p50_ms),
+            fmt_ms(direct.p99_ms)
+        );
+        for &threads in &o.threads {
+            let get = |name: &str| {
+                rows.iter().find(|(t, n, _)| *t == threads && *n == name).map(|r| r.2.clone())
             };
-            let errors = if w.non_2xx + w.socket_errors > 0 {
-                format!("  ({} non-2xx, {} socket errors)", w.non_2xx, w.socket_errors)
-            } else {
-                String::new()
+            let (Some(c), Some(n), Some(h)) = (get("cutover"), get("nginx"), get("haproxy")) else {
+                continue;
             };
+            for (name, w) in [("cutover", &c), ("nginx", &n), ("haproxy", &h)] {
+                let ratios = if name == "cutover" {
+                    format!(
+                        "   {:>7.2}x /{:>5.2}x {:>8.2}x /{:>5.2}x",
+                        c.rps / n.rps,
+                        c.p99_ms / n.p99_ms,
+                        c.rps / h.rps,
+                        c.p99_ms / h.p99_ms
+                    )
+                } else {
+                    String::new()
+                };
+                let errors = if w.non_2xx + w.socket_errors > 0 {
+                    format!("  ({} non-2xx, {} socket errors)", w.non_2xx, w.socket_errors)
+                } else {
+                    String::new()
+                };
+                println!(
+                    "{:<8} {:<9} {:>11.0} {:>9} {:>9}{ratios}{errors}",
+                    threads,
+                    name,
+                    w.rps,
+                    fmt_ms(w.p50_ms),
+                    fmt_ms(w.p99_ms)
+                );
+            }
+        }
+        println!("(ratios: req/s higher is better, p99 lower is better)");
+    }
+    if let Some((cutover_sweep, nginx_sweep)) = &sweeps {
+        println!();
+        println!(
+            "shift under load ({threads} threads): green weight 0→10→50→100→0 % during one {}s wrk run",
+            o.duration
+        );
+        println!(
+            "{:<26} {:>10} {:>8} {:>14} {:>12}",
+            "", "requests", "non-2xx", "socket errors", "green served"
+        );
+        for (name, s) in [
+            ("cutover (PUT /v1/routes)", &cutover_sweep),
+            ("nginx (nginx -s reload)", &nginx_sweep),
+        ] {
             println!(
-                "{:<8} {:<9} {:>11.0} {:>9} {:>9}{ratios}{errors}",
-                threads,
-                name,
-                w.rps,
-                fmt_ms(w.p50_ms),
-                fmt_ms(w.p99_ms)
+                "{:<26} {:>10} {:>8} {:>14} {:>12}",
+                name, s.wrk.requests, s.wrk.non_2xx, s.wrk.socket_errors, s.green_hits
             );
         }
     }
-    println!("(ratios: req/s higher is better, p99 lower is better)");
-    println!();
-    println!(
-        "shift under load ({threads} threads): green weight 0→10→50→100→0 % during one {}s wrk run",
-        o.duration
-    );
-    println!(
-        "{:<26} {:>10} {:>8} {:>14} {:>12}",
-        "", "requests", "non-2xx", "socket errors", "green served"
-    );
-    for (name, s) in
-        [("cutover (PUT /v1/routes)", &cutover_sweep), ("nginx (nginx -s reload)", &nginx_sweep)]
-    {
+    if let Some((idle_kib, open_kib, used_kib, conns)) = memory {
+        println!();
         println!(
-            "{:<26} {:>10} {:>8} {:>14} {:>12}",
-            name, s.wrk.requests, s.wrk.non_2xx, s.wrk.socket_errors, s.green_hits
+            "cutover resident memory ({threads} threads): idle {:.1} MiB; {conns} open client connections {:.1} MiB; after one request on each {:.1} MiB ({:.1} KiB per connection)",
+            idle_kib as f64 / 1024.0,
+            open_kib as f64 / 1024.0,
+            used_kib as f64 / 1024.0,
+            (used_kib.saturating_sub(idle_kib)) as f64 / conns as f64
         );
     }
-    println!();
-    println!(
-        "cutover resident memory ({threads} threads): idle {:.1} MiB; {conns} open client connections {:.1} MiB; after one request on each {:.1} MiB ({:.1} KiB per connection)",
-        idle_kib as f64 / 1024.0,
-        open_kib as f64 / 1024.0,
-        used_kib as f64 / 1024.0,
-        (used_kib.saturating_sub(idle_kib)) as f64 / conns as f64
-    );
     Ok(())
 }

@@ -1235,3 +1235,23 @@ pub fn task_set_view(ts: &TaskSetRow, tasks: &[TaskRow]) -> api::TaskSetView {
         healthy_count: mine.filter(|t| t.last_status == "RUNNING" && t.health == "HEALTHY").count() as u32,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use runtime::Health;
+
+    #[test]
+    fn task_health_follows_ecs() {
+        // A container check that has not answered yet keeps the task UNKNOWN, whatever the LB says.
+        assert_eq!(task_health(Health::Unknown, true, Some(TargetState::Healthy), true), "UNKNOWN");
+        assert_eq!(task_health(Health::Healthy, true, Some(TargetState::Healthy), true), "HEALTHY");
+        assert_eq!(task_health(Health::Unhealthy, true, Some(TargetState::Healthy), true), "UNHEALTHY");
+        // Without a container check the load balancer decides.
+        assert_eq!(task_health(Health::Unknown, false, Some(TargetState::Healthy), true), "HEALTHY");
+        assert_eq!(task_health(Health::Unknown, false, Some(TargetState::Unhealthy), true), "UNHEALTHY");
+        assert_eq!(task_health(Health::Unknown, false, Some(TargetState::Initial), true), "UNKNOWN");
+        // Outside any target group, a running task is healthy.
+        assert_eq!(task_health(Health::Unknown, false, None, false), "HEALTHY");
+    }
+}

@@ -94,3 +94,77 @@ fn managed_action(lb: &str, listener: &str, groups: &[GroupRouting]) -> Option<A
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::declared::{AutoRollbackDoc, ListenerDoc, ListenerRefDoc};
+
+    fn group() -> DeploymentGroupDoc {
+        DeploymentGroupDoc {
+            application: "web".into(),
+            name: "prod".into(),
+            service: "web".into(),
+            deployment_config: "CodeDeployDefault.ECSAllAtOnce".into(),
+            target_groups: ["blue".into(), "green".into()],
+            production_listener: ListenerRefDoc { load_balancer: "lb".into(), listener: "prod".into() },
+            test_listener: Some(ListenerRefDoc { load_balancer: "lb".into(), listener: "test".into() }),
+            ready_wait_ms: None,
+            termination_wait_ms: 0,
+            auto_rollback: AutoRollbackDoc::default(),
+            hook_timeout_ms: 60_000,
+            hooks: BTreeMap::new(),
+            alarms: Vec::new(),
+        }
+    }
+
+    fn lb() -> LoadBalancerDoc {
+        let listener = |name: &str, port: u16| ListenerDoc {
+            name: name.into(),
+            bind: SocketAddr::from(([127, 0, 0, 1], port)),
+            tls: None,
+            action: Action::Forward(ForwardAction { target_groups: Vec::new() }),
+        };
+        LoadBalancerDoc { name: "lb".into(), listeners: vec![listener("prod", 8000), listener("test", 8001)] }
+    }
+
+    fn weights(table: &RouteTable, listener: &str) -> Vec<(String, u16)> {
+        match &table.listeners[listener].action {
+            Action::Forward(f) => f.target_groups.iter().map(|t| (t.name.clone(), t.weight)).collect(),
+            other => panic!("not a forward: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_shift_keeps_both_target_groups_in_the_production_forward() {
+        let routing = GroupRouting {
+            group: group(),
+            blue_target_group: "green".into(),
+            production_green_percent: 10,
+            test_to_green: true,
+        };
+        let table = compute(3, &[lb()], &[], &[routing], &BTreeMap::new());
+        assert_eq!(table.version, 3);
+        // Blue is in the group's second target group this time: roles alternate.
+        assert_eq!(weights(&table, "lb/prod"), [("green".to_string(), 90), ("blue".to_string(), 10)]);
+        assert_eq!(weights(&table, "lb/test"), [("green".to_string(), 0), ("blue".to_string(), 100)]);
+    }
+
+    #[test]
+    fn without_a_deployment_blue_takes_everything_and_tasks_become_targets() {
+        let routing =
+            GroupRouting { group: group(), blue_target_group: "blue".into(), production_green_percent: 0, test_to_green: false };
+        let tg = TargetGroupDoc {
+            name: "blue".into(),
+            health_check: routes::HealthCheck::default(),
+            deregistration_delay_ms: 1000,
+            algorithm: routes::Algorithm::RoundRobin,
+            targets: vec![SocketAddr::from(([10, 0, 0, 9], 80))],
+        };
+        let tasks = BTreeMap::from([("blue".to_string(), vec![SocketAddr::from(([127, 77, 0, 2], 8080))])]);
+        let table = compute(1, &[lb()], &[tg], &[routing], &tasks);
+        assert_eq!(weights(&table, "lb/prod"), [("blue".to_string(), 100), ("green".to_string(), 0)]);
+        let targets: Vec<String> = table.target_groups["blue"].targets.iter().map(|t| t.addr.to_string()).collect();
+        assert_eq!(targets, ["10.0.0.9:80", "127.77.0.2:8080"]);
+    }
+}

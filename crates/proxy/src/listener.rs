@@ -110,6 +110,12 @@ async fn serve(stream: TcpStream, peer: SocketAddr, ls: Arc<ListenerShared>, sha
         }
         _ = crate::flag_set(&mut stop) => return,
     }
+    // Boxed so that the waiting task above stays small: the serving future holds hyper's and
+    // rustls' connection state inline, several KiB that an idle connection should not carry.
+    Box::pin(serve_active(stream, peer, ls, shared)).await;
+}
+
+async fn serve_active(stream: TcpStream, peer: SocketAddr, ls: Arc<ListenerShared>, shared: Arc<Shared>) {
     let io_shared = Arc::new(ConnShared::new());
     let client_ip = HeaderValue::from_str(&peer.ip().to_canonical().to_string())
         .unwrap_or(HeaderValue::from_static("unknown"));
@@ -250,5 +256,27 @@ where
                 Check::SlowHead => break,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// An idle client connection costs its task's future; keep that small (see `serve`).
+    #[test]
+    fn an_idle_connection_task_is_small() {
+        fn size<F: std::future::Future>(_: &F) -> usize {
+            size_of::<F>()
+        }
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let shared = std::sync::Arc::new(crate::state::Shared::new(None));
+            let ls = std::sync::Arc::new(super::ListenerShared::new(0, addr, None, 60_000));
+            let fut = super::serve(stream, addr, ls, shared);
+            let bytes = size(&fut);
+            assert!(bytes < 1024, "the connection task is {bytes} bytes");
+        });
     }
 }

@@ -14,6 +14,9 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::{Deserialize, Serialize};
 
+mod pipelines;
+pub use pipelines::*;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("database error: {0}")]
@@ -57,6 +60,23 @@ CREATE TABLE deployment_events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, deployment_id TEXT NOT NULL, at INTEGER NOT NULL,
     kind TEXT NOT NULL, message TEXT NOT NULL);
 CREATE INDEX events_by_deployment ON deployment_events (deployment_id, seq);
+"#, r#"
+CREATE TABLE ci_repositories (name TEXT PRIMARY KEY, created_at INTEGER NOT NULL);
+CREATE TABLE ci_pipelines (
+    name TEXT PRIMARY KEY, definition TEXT NOT NULL, machine TEXT NOT NULL,
+    pending_definition TEXT, version INTEGER NOT NULL, updated_at INTEGER NOT NULL);
+CREATE TABLE ci_executions (
+    pipeline TEXT NOT NULL, id TEXT NOT NULL, seq INTEGER NOT NULL, status TEXT NOT NULL,
+    record TEXT NOT NULL, started_at INTEGER NOT NULL, ended_at INTEGER,
+    PRIMARY KEY (pipeline, id));
+CREATE UNIQUE INDEX ci_executions_by_id ON ci_executions (id);
+CREATE INDEX ci_executions_by_seq ON ci_executions (pipeline, seq);
+CREATE TABLE ci_builds (
+    id TEXT PRIMARY KEY, pipeline TEXT NOT NULL, execution_id TEXT NOT NULL, status TEXT NOT NULL,
+    body TEXT NOT NULL, started_at INTEGER NOT NULL, ended_at INTEGER);
+CREATE TABLE ci_jobs (key TEXT PRIMARY KEY, external_ref TEXT NOT NULL, created_at INTEGER NOT NULL);
+CREATE TABLE ci_sources (
+    pipeline TEXT PRIMARY KEY, last_commit TEXT NOT NULL, checked_at INTEGER NOT NULL);
 "#];
 
 /// The database. Cheap to share behind an `Arc`; every call holds the connection for the length
