@@ -42,10 +42,8 @@ pub fn store(data_dir: &Path, staged: &Path) -> Result<String, String> {
 
 /// A fresh staging directory under `DATA_DIR/artifacts/.staging`.
 pub fn staging(data_dir: &Path) -> Result<PathBuf, String> {
-    let p = data_dir
-        .join("artifacts")
-        .join(".staging")
-        .join(format!("{:016x}", rand::random::<u64>()));
+    let p =
+        data_dir.join("artifacts").join(".staging").join(format!("{:016x}", rand::random::<u64>()));
     fs::create_dir_all(p.parent().unwrap_or(&p)).map_err(|e| format!("{}: {e}", p.display()))?;
     Ok(p)
 }

@@ -101,7 +101,12 @@ impl PipelineDef {
                 webhook_secret_env: secret,
                 branch: d.source.branch.clone(),
                 includes: d.source.branches.as_ref().map(|it| it.includes.clone()),
-                excludes: d.source.branches.as_ref().map(|it| it.excludes.clone()).unwrap_or_default(),
+                excludes: d
+                    .source
+                    .branches
+                    .as_ref()
+                    .map(|it| it.excludes.clone())
+                    .unwrap_or_default(),
                 output_artifact: d.source.output_artifact.clone(),
             },
             stages: d

@@ -103,7 +103,10 @@ pub fn is_commit_id(s: &str) -> bool {
 
 /// The commit a branch points at in a local repository, if the branch exists.
 pub fn local_head(repo: &Path, branch: &str) -> Result<Option<String>, String> {
-    let out = git(Some(repo), &["for-each-ref", "--format=%(objectname)", &format!("refs/heads/{branch}")])?;
+    let out = git(
+        Some(repo),
+        &["for-each-ref", "--format=%(objectname)", &format!("refs/heads/{branch}")],
+    )?;
     Ok(out.lines().next().map(str::to_string).filter(|s| is_commit_id(s)))
 }
 

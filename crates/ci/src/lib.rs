@@ -1,1 +1,138 @@
-//! cutover pipelines.
+//! cutover's pipelines (issue 5): repositories cutover hosts over git's smart HTTP protocol,
+//! watched repositories polled at an interval, GitHub/Gitea push webhooks, and the driver that
+//! runs one `pipeline::Pipeline` machine per declared pipeline, performing its effects with
+//! `build` (CodeBuild's buildspec) and a [`Deployer`] the control plane implements.
+//!
+//! # What the control plane does with it
+//!
+//! - `cutover up`: [`Ci::start`] with the data directory, the API's public URL and token, a
+//!   [`Deployer`] and the store; nest [`router`] into the API server (its `/v1/webhooks/…` route
+//!   must stay reachable without the API token: it is authenticated by its HMAC signature; every
+//!   other route checks the token itself).
+//! - `cutover apply`: [`Ci::apply`] with the file's `repositories` and `pipelines`.
+//!
+//! # Rules
+//!
+//! - **State.** Every pipeline's definition and machine snapshot live in SQLite
+//!   (`ci_pipelines`); the snapshot is written after every step and before its effects are
+//!   performed, so `kill -9` loses nothing: the next start restores every machine and calls
+//!   `resume`, which starts again every action that was in progress. A build in progress is run
+//!   again (same run number, a new build id); a deployment that was started is adopted by the id
+//!   recorded in `ci_jobs`, not started twice. A push recorded by the hook but not yet turned into
+//!   an execution is picked up at the next start.
+//! - **Executions** are `{pipeline}-{n}` (unique across pipelines, so `approvals approve ID`
+//!   needs no pipeline name). Their long-term history is `ci_executions`, one row per execution,
+//!   updated after every step that touched it.
+//! - **A changed definition** (`apply`) keeps the history: an idle pipeline gets a new machine at
+//!   once (version + 1); one with unfinished executions keeps running the old definition until
+//!   they finish, then switches (`update_pending` in the API meanwhile). Retrying a stage of an
+//!   execution that ran under an older definition is refused, as in CodePipeline.
+//! - **Sources.** A push to a hosted repository is recorded by its `post-receive` hook in
+//!   `repos/NAME.git/pushes/` and starts every pipeline whose source is that repository and whose
+//!   branch rules take the pushed branch (one execution per pushed branch and pipeline). A URL
+//!   source is polled with `git ls-remote` every `poll_interval` (every minute when it has
+//!   neither a poll interval nor a webhook); the first poll of a new pipeline starts it when the
+//!   branch exists, as CodePipeline does when a pipeline is created; a changed head is fetched
+//!   into `mirrors/PIPELINE.git` and starts an execution.
+//! - **Artifacts** are stored content-addressed in `artifacts/sha256-<hex>` (the hash of a
+//!   manifest of paths, modes and content hashes). Retention keeps the artifacts of every
+//!   unfinished execution and of the newest [`artifacts::KEEP_EXECUTIONS`] executions of each
+//!   pipeline; the rest are deleted (after a 10-minute grace period).
+//! - **Builds** run in `work/<build-id>/src`, a copy of the first input artifact; other inputs
+//!   are copied to `work/<build-id>/in/<artifact>` and named by `CODEBUILD_SRC_DIR_<artifact>`.
+//!   The first declared output is the buildspec's primary artifact, the others its secondary
+//!   artifacts of the same identifier. Logs go to `builds/<build-id>.log` and are kept; build
+//!   ids are `{pipeline}-b{n}`. Besides CodeBuild's variables a build gets `CUTOVER_PIPELINE`,
+//!   `CUTOVER_EXECUTION_ID`, `CUTOVER_COMMIT`, `CUTOVER_BRANCH`.
+//! - **Deployments** go through the [`Deployer`]; the action succeeds only when the deployment
+//!   ends `Succeeded`. Stopping an execution stops its running deployment (cutover's difference
+//!   from AWS; the deployer rolls back as the group says).
+
+pub mod api;
+mod artifacts;
+mod def;
+mod driver;
+mod git;
+mod githttp;
+mod jobs;
+mod routes;
+mod webhook;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+pub use artifacts::KEEP_EXECUTIONS;
+pub use driver::Ci;
+pub use routes::router;
+
+/// How `Ci` is set up.
+#[derive(Clone, Debug)]
+pub struct CiConfig {
+    pub data_dir: PathBuf,
+    /// The API's URL as clients see it, like `http://127.0.0.1:7070` (`clone_url` is
+    /// `{api_url}/git/NAME.git`).
+    pub api_url: String,
+    /// The API token; `None` allows every request (a loopback-only API).
+    pub token: Option<String>,
+}
+
+/// A file handed to the deployer, as `cutover deploy --task-definition FILE` reads one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileText {
+    /// For diagnostics, like `source/taskdef.json`.
+    pub name: String,
+    pub text: String,
+    /// The directory relative paths in the file are resolved against (the artifact's).
+    pub base_dir: Option<String>,
+}
+
+/// How a deployment stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeploymentState {
+    InProgress,
+    Succeeded,
+    Failed { message: String },
+    Stopped { message: String },
+}
+
+/// What the control plane does for the deploy actions.
+#[async_trait]
+pub trait Deployer: Send + Sync {
+    /// Registers the task definition as a new revision, writes it into the AppSpec's
+    /// `<TASK_DEFINITION>`, and starts a deployment in `group` (`application/group`).
+    async fn deploy(
+        &self,
+        group: &str,
+        task_definition: FileText,
+        appspec: FileText,
+        description: String,
+    ) -> Result<String, String>;
+    async fn deployment_state(&self, id: &str) -> Result<DeploymentState, String>;
+    /// Stops the deployment, rolling back as its group says.
+    async fn stop(&self, id: &str) -> Result<(), String>;
+    /// The ECS action: a new revision of the service's task definition with these containers'
+    /// images, deployed through the service's group if it has one, else by replacing tasks.
+    async fn deploy_image_definitions(
+        &self,
+        service: &str,
+        images: Vec<(String, String)>,
+    ) -> Result<String, String>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Internal(String),
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+pub(crate) type Shared = Arc<driver::Inner>;

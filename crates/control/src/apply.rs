@@ -33,10 +33,11 @@ pub fn load_task_definition(file: &api::FileUpload) -> Result<spec::TaskDefiniti
     if let Some(base) = &file.base_dir {
         for container in &mut td.container_definitions {
             let candidate = Path::new(base).join(&container.image);
-            if !Path::new(&container.image).is_absolute() && candidate.is_dir() {
-                if let Ok(absolute) = candidate.canonicalize() {
-                    container.image = absolute.display().to_string();
-                }
+            if !Path::new(&container.image).is_absolute()
+                && candidate.is_dir()
+                && let Ok(absolute) = candidate.canonicalize()
+            {
+                container.image = absolute.display().to_string();
             }
         }
     }
@@ -51,7 +52,8 @@ fn register_if_changed(
 ) -> store::Result<(u32, bool)> {
     let body = serde_json::to_string(td)?;
     if let Some(latest) = tx.task_definition_latest(&td.family)? {
-        let same = serde_json::from_str::<spec::TaskDefinition>(&latest.body).is_ok_and(|l| l == *td);
+        let same =
+            serde_json::from_str::<spec::TaskDefinition>(&latest.body).is_ok_and(|l| l == *td);
         if same {
             return Ok((latest.revision, false));
         }
@@ -66,12 +68,16 @@ pub fn register_task_definition(
 ) -> Result<(String, u32), ApiError> {
     let td = load_task_definition(file)?;
     let body = serde_json::to_string(&td)?;
-    let revision = store.transaction(|tx| tx.task_definition_register(&td.family, &body, now.as_millis()))?;
+    let revision =
+        store.transaction(|tx| tx.task_definition_register(&td.family, &body, now.as_millis()))?;
     Ok((td.family, revision))
 }
 
 /// Looks a task definition up by `family:revision` or `family` (latest active).
-fn find_registered(tx: &store::Tx<'_>, reference: &str) -> store::Result<Option<store::TaskDefinitionRow>> {
+fn find_registered(
+    tx: &store::Tx<'_>,
+    reference: &str,
+) -> store::Result<Option<store::TaskDefinitionRow>> {
     match split_revision(reference) {
         Some((family, revision)) => tx.task_definition_get(&family, revision),
         None => tx.task_definition_latest(reference),
@@ -113,10 +119,19 @@ fn plan_item(kind: &str, name: &str, before: Option<&str>, after: &str) -> PlanI
         Some(before) if before == after => "no change",
         Some(_) => "update",
     };
-    PlanItem { kind: kind.to_string(), name: name.to_string(), action: action.to_string(), detail: None }
+    PlanItem {
+        kind: kind.to_string(),
+        name: name.to_string(),
+        action: action.to_string(),
+        detail: None,
+    }
 }
 
-pub async fn apply(engine: &mut Engine, request: api::ApplyRequest, now: Timestamp) -> Result<ApplyResponse, ApiError> {
+pub async fn apply(
+    engine: &mut Engine,
+    request: api::ApplyRequest,
+    now: Timestamp,
+) -> Result<ApplyResponse, ApiError> {
     let file_name = request.file.name.clone();
     let parsed = spec::parse_cutover_file(&file_name, &request.file.text)
         .map_err(|errors| ApiError::invalid_file(&file_name, &errors))?;
@@ -170,7 +185,12 @@ pub async fn apply(engine: &mut Engine, request: api::ApplyRequest, now: Timesta
         declare!(KIND_TARGET_GROUP, tg.name, target_group_doc(tg), target_groups);
     }
     for config in &file.deployment_configs {
-        declare!(KIND_DEPLOYMENT_CONFIG, config.name, DeploymentConfigDoc::from_model(config), deployment_configs);
+        declare!(
+            KIND_DEPLOYMENT_CONFIG,
+            config.name,
+            DeploymentConfigDoc::from_model(config),
+            deployment_configs
+        );
     }
     for hook in &file.hooks {
         declare!(KIND_HOOK, hook.name, hook_doc(hook), hooks);
@@ -188,7 +208,10 @@ pub async fn apply(engine: &mut Engine, request: api::ApplyRequest, now: Timesta
     }
     for filter in &file.metric_filters {
         let name = filter.spec.name.clone();
-        let doc = crate::monitor::MetricFilterDoc { service: filter.service.clone(), spec: filter.spec.clone() };
+        let doc = crate::monitor::MetricFilterDoc {
+            service: filter.service.clone(),
+            spec: filter.spec.clone(),
+        };
         let body = serde_json::to_string(&doc)?;
         let before = engine.store.read(|tx| tx.resource_get(KIND_METRIC_FILTER, &name))?;
         let item = plan_item(KIND_METRIC_FILTER, &name, before.as_deref(), &body);
@@ -203,7 +226,8 @@ pub async fn apply(engine: &mut Engine, request: api::ApplyRequest, now: Timesta
     let mut new_services = Vec::new();
     let mut revisions_to_register = Vec::new();
     for service in &file.services {
-        let existing: Option<ServiceDoc> = engine.store.read(|tx| state::doc(tx, KIND_SERVICE, &service.name))?;
+        let existing: Option<ServiceDoc> =
+            engine.store.read(|tx| state::doc(tx, KIND_SERVICE, &service.name))?;
         let (td, registered_revision) = &service_tds[&service.name];
         let runtime = match service.runtime {
             spec::RuntimeKind::Process => "process",
@@ -212,7 +236,9 @@ pub async fn apply(engine: &mut Engine, request: api::ApplyRequest, now: Timesta
         let task_definition = match (&existing, registered_revision) {
             (Some(existing), _) => {
                 let existing_td = split_revision(&existing.task_definition)
-                    .and_then(|(f, r)| engine.store.read(|tx| tx.task_definition_get(&f, r)).ok().flatten())
+                    .and_then(|(f, r)| {
+                        engine.store.read(|tx| tx.task_definition_get(&f, r)).ok().flatten()
+                    })
                     .and_then(|row| serde_json::from_str::<spec::TaskDefinition>(&row.body).ok());
                 if existing_td.as_ref() != Some(td) {
                     notes.push(format!(
@@ -236,7 +262,9 @@ pub async fn apply(engine: &mut Engine, request: api::ApplyRequest, now: Timesta
                     kind: "task_definition".into(),
                     name: td.family.clone(),
                     action: "create".into(),
-                    detail: Some("registered as a new revision unless identical to the latest".into()),
+                    detail: Some(
+                        "registered as a new revision unless identical to the latest".into(),
+                    ),
                 });
                 // The revision is known once registered; the document is completed then.
                 format!("{}:?", td.family)
@@ -268,13 +296,11 @@ pub async fn apply(engine: &mut Engine, request: api::ApplyRequest, now: Timesta
             .store
             .read(|tx| tx.resource_get(KIND_DEPLOYMENT_GROUP, &key))?
             .is_some_and(|before| before != serde_json::to_string(&doc).unwrap_or_default());
-        if changed {
-            if let Some(active) = &state.active_deployment {
-                return Err(ApiError::conflict(format!(
-                    "deployment group {key} has deployment {active} in progress; wait for it \
+        if changed && let Some(active) = &state.active_deployment {
+            return Err(ApiError::conflict(format!(
+                "deployment group {key} has deployment {active} in progress; wait for it \
                      (`cutover deployments watch {active}`) or stop it before changing the group"
-                )));
-            }
+            )));
         }
         let body = serde_json::to_string(&doc)?;
         let before = engine.store.read(|tx| tx.resource_get(KIND_DEPLOYMENT_GROUP, &key))?;
@@ -296,7 +322,9 @@ pub async fn apply(engine: &mut Engine, request: api::ApplyRequest, now: Timesta
     // stored: if it refuses the candidate table, nothing changes anywhere.
     let candidate_table = candidate.route_table(0);
     engine.try_routes(candidate_table).await.map_err(|err| {
-        ApiError::bad_request(format!("the load balancer refused the new configuration, nothing was changed: {err:#}"))
+        ApiError::bad_request(format!(
+            "the load balancer refused the new configuration, nothing was changed: {err:#}"
+        ))
     })?;
 
     engine.store.transaction(|tx| {
@@ -307,16 +335,22 @@ pub async fn apply(engine: &mut Engine, request: api::ApplyRequest, now: Timesta
         for service_name in &revisions_to_register {
             let (td, _) = &service_tds[service_name];
             let (revision, _) = register_if_changed(tx, td, now)?;
-            let mut doc: ServiceDoc = state::doc(tx, KIND_SERVICE, service_name)?
-                .ok_or_else(|| store::Error::Conflict(format!("service {service_name} vanished")))?;
+            let mut doc: ServiceDoc =
+                state::doc(tx, KIND_SERVICE, service_name)?.ok_or_else(|| {
+                    store::Error::Conflict(format!("service {service_name} vanished"))
+                })?;
             doc.task_definition = format!("{}:{revision}", td.family);
             tx.resource_put(KIND_SERVICE, service_name, &serde_json::to_string(&doc)?, ms)?;
         }
         for service in &file.services {
-            let doc: ServiceDoc = state::doc(tx, KIND_SERVICE, &service.name)?
-                .ok_or_else(|| store::Error::Conflict(format!("service {} vanished", service.name)))?;
+            let doc: ServiceDoc =
+                state::doc(tx, KIND_SERVICE, &service.name)?.ok_or_else(|| {
+                    store::Error::Conflict(format!("service {} vanished", service.name))
+                })?;
             let sets = tx.task_set_list()?;
-            if new_services.contains(&service.name) && !sets.iter().any(|s| s.service == service.name) {
+            if new_services.contains(&service.name)
+                && !sets.iter().any(|s| s.service == service.name)
+            {
                 tx.task_set_put(&TaskSetRow {
                     id: deployment::new_id("ts"),
                     service: service.name.clone(),
@@ -329,7 +363,9 @@ pub async fn apply(engine: &mut Engine, request: api::ApplyRequest, now: Timesta
                     updated_at: ms,
                 })?;
             } else {
-                for mut set in sets.into_iter().filter(|s| s.service == service.name && s.status != "DRAINING") {
+                for mut set in
+                    sets.into_iter().filter(|s| s.service == service.name && s.status != "DRAINING")
+                {
                     if set.desired_count != doc.desired_count {
                         set.desired_count = doc.desired_count;
                         set.updated_at = ms;
@@ -369,7 +405,11 @@ pub fn create_deployment(
         ApiError::not_found(format!(
             "no deployment group `{}`; groups are named application/group ({})",
             request.group,
-            if known.is_empty() { "none applied yet: run `cutover apply -f cutover.yaml`".to_string() } else { known.join(", ") }
+            if known.is_empty() {
+                "none applied yet: run `cutover apply -f cutover.yaml`".to_string()
+            } else {
+                known.join(", ")
+            }
         ))
     })?;
     let key = group.key();
@@ -392,7 +432,8 @@ pub fn create_deployment(
     // unless the caller overrides the alarm configuration for this deployment.
     if !request.ignore_alarms {
         for name in &group.alarms {
-            let saved: Option<alarms::Alarm> = engine.store.read(|tx| state::doc(tx, KIND_ALARM_STATE, name))?;
+            let saved: Option<alarms::Alarm> =
+                engine.store.read(|tx| state::doc(tx, KIND_ALARM_STATE, name))?;
             if let Some(alarm) = saved.filter(|a| a.state() == alarms::AlarmState::Alarm) {
                 return Err(ApiError::conflict(format!(
                     "alarm {name} of deployment group {key} is in ALARM ({}); fix what it watches, or \
@@ -411,13 +452,15 @@ pub fn create_deployment(
         Some(upload) => (load_task_definition(upload)?, None),
         None => {
             let reference = match &appspec.task_definition {
-                spec::TaskDefinitionRef::Revision { family, revision } => format!("{family}:{revision}"),
+                spec::TaskDefinitionRef::Revision { family, revision } => {
+                    format!("{family}:{revision}")
+                }
                 spec::TaskDefinitionRef::Latest { family } => family.clone(),
                 spec::TaskDefinitionRef::Placeholder(p) => {
                     return Err(ApiError::bad_request(format!(
                         "{appspec_file}: TaskDefinition is the placeholder {p}; pass the task definition \
                          with `--task-definition taskdef.json`"
-                    )))
+                    )));
                 }
             };
             let row = engine.store.read(|tx| find_registered(tx, &reference))?.ok_or_else(|| {
@@ -436,8 +479,10 @@ pub fn create_deployment(
     spec::check_appspec_against(appspec_file, &request.appspec.text, &appspec, &td)
         .map_err(|errors| ApiError::invalid_file(appspec_file, &errors))?;
 
-    let config_name = request.deployment_config.clone().unwrap_or_else(|| group.deployment_config.clone());
-    let custom: Vec<model::DeploymentConfig> = snapshot.deployment_configs.iter().map(|d| d.to_model()).collect();
+    let config_name =
+        request.deployment_config.clone().unwrap_or_else(|| group.deployment_config.clone());
+    let custom: Vec<model::DeploymentConfig> =
+        snapshot.deployment_configs.iter().map(|d| d.to_model()).collect();
     let config = spec::resolve_deployment_config(&config_name, &custom).ok_or_else(|| {
         ApiError::bad_request(format!(
             "deployment config `{config_name}` is neither predefined (CodeDeployDefault.ECS…) nor declared \
@@ -449,25 +494,36 @@ pub fn create_deployment(
     let mut hook_docs: BTreeMap<String, HookTargetDoc> = BTreeMap::new();
     let mut hooks: BTreeMap<LifecycleEvent, Hook> = BTreeMap::new();
     for event in LifecycleEvent::HOOKABLE {
-        let named = appspec.hooks.get(&event).cloned().map(|n| (n, appspec_file.as_str())).or_else(|| {
-            group.hooks.get(event.as_str()).cloned().map(|n| (n, "deployment group hooks"))
-        });
+        let named =
+            appspec.hooks.get(&event).cloned().map(|n| (n, appspec_file.as_str())).or_else(|| {
+                group.hooks.get(event.as_str()).cloned().map(|n| (n, "deployment group hooks"))
+            });
         if let Some((name, source)) = named {
             let doc = deployment::resolve_hook(&snapshot, &name, hook_timeout, event, source)?;
-            hooks.insert(event, Hook { name: doc.name.clone(), timeout: Duration::from_millis(doc.timeout_ms) });
+            hooks.insert(
+                event,
+                Hook { name: doc.name.clone(), timeout: Duration::from_millis(doc.timeout_ms) },
+            );
             hook_docs.insert(event.as_str().to_string(), doc);
         }
     }
 
     let blue_id = group_state.primary_task_set.clone().ok_or_else(|| {
-        ApiError::conflict(format!("service {} has no running task set to deploy over; apply it first", group.service))
+        ApiError::conflict(format!(
+            "service {} has no running task set to deploy over; apply it first",
+            group.service
+        ))
     })?;
     let blue = snapshot
         .task_set(&blue_id)
         .cloned()
         .ok_or_else(|| ApiError::internal(format!("primary task set {blue_id} is missing")))?;
     let blue_tg = blue.target_group.clone().unwrap_or_else(|| group.target_groups[0].clone());
-    let green_tg = if group.target_groups[0] == blue_tg { group.target_groups[1].clone() } else { group.target_groups[0].clone() };
+    let green_tg = if group.target_groups[0] == blue_tg {
+        group.target_groups[1].clone()
+    } else {
+        group.target_groups[0].clone()
+    };
 
     let id = deployment::new_deployment_id();
     let spec = RolloutSpec {
@@ -532,7 +588,10 @@ pub fn create_deployment(
             &id_for_tx,
             now.as_millis(),
             "created",
-            &format!("deploying {} to {key} with {} ({})", body.task_definition, config.name, config.routing),
+            &format!(
+                "deploying {} to {key} with {} ({})",
+                body.task_definition, config.name, config.routing
+            ),
         )?;
         let mut state = group_state.clone();
         state.active_deployment = Some(id_for_tx.clone());
@@ -565,7 +624,11 @@ pub fn task_spec(
                 essential: c.essential,
                 entry_point: c.entry_point.clone(),
                 command: c.command.clone(),
-                environment: c.environment.iter().map(|kv| (kv.name.clone(), kv.value.clone())).collect(),
+                environment: c
+                    .environment
+                    .iter()
+                    .map(|kv| (kv.name.clone(), kv.value.clone()))
+                    .collect(),
                 working_directory: c.working_directory.clone(),
                 ports: c.port_mappings.iter().map(|p| p.container_port).collect(),
                 health_check: c.health_check.as_ref().map(|h| runtime::HealthCheckSpec {
@@ -579,7 +642,11 @@ pub fn task_spec(
                 cpu: c.cpu,
                 memory_mib: c.memory,
                 memory_reservation_mib: c.memory_reservation,
-                depends_on: c.depends_on.iter().map(|d| (d.container_name.clone(), d.condition.as_str().to_string())).collect(),
+                depends_on: c
+                    .depends_on
+                    .iter()
+                    .map(|d| (d.container_name.clone(), d.condition.as_str().to_string()))
+                    .collect(),
                 labels: c.docker_labels.clone(),
             })
             .collect(),

@@ -100,8 +100,12 @@ impl DeploymentConfigDoc {
     pub fn to_model(&self) -> model::DeploymentConfig {
         let interval = Duration::from_millis(self.interval_ms);
         let routing = match self.kind.as_str() {
-            "TimeBasedCanary" => model::TrafficRouting::Canary { percent: self.percentage, interval },
-            "TimeBasedLinear" => model::TrafficRouting::Linear { percent: self.percentage, interval },
+            "TimeBasedCanary" => {
+                model::TrafficRouting::Canary { percent: self.percentage, interval }
+            }
+            "TimeBasedLinear" => {
+                model::TrafficRouting::Linear { percent: self.percentage, interval }
+            }
             _ => model::TrafficRouting::AllAtOnce,
         };
         model::DeploymentConfig { name: self.name.clone(), routing }
@@ -190,9 +194,13 @@ pub fn load_balancer_doc(lb: &spec::LoadBalancerSpec) -> LoadBalancerDoc {
                 tls: l.tls.clone(),
                 action: match &l.default_action {
                     spec::ListenerAction::Forward(groups) => {
-                        routes::Action::Forward(routes::ForwardAction { target_groups: groups.clone() })
+                        routes::Action::Forward(routes::ForwardAction {
+                            target_groups: groups.clone(),
+                        })
                     }
-                    spec::ListenerAction::FixedResponse(r) => routes::Action::FixedResponse(r.clone()),
+                    spec::ListenerAction::FixedResponse(r) => {
+                        routes::Action::FixedResponse(r.clone())
+                    }
                     spec::ListenerAction::Redirect(r) => routes::Action::Redirect(r.clone()),
                 },
             })
@@ -231,7 +239,11 @@ pub fn deployment_group_doc(g: &spec::DeploymentGroupSpec) -> DeploymentGroupDoc
             on_stop_request: g.auto_rollback.on_stop_request,
         },
         hook_timeout_ms: g.hook_timeout.as_millis() as u64,
-        hooks: g.hooks.iter().map(|(event, hook)| (event.as_str().to_string(), hook.clone())).collect(),
+        hooks: g
+            .hooks
+            .iter()
+            .map(|(event, hook)| (event.as_str().to_string(), hook.clone()))
+            .collect(),
         alarms: g.alarms.clone(),
     }
 }
@@ -241,5 +253,10 @@ pub fn hook_doc(h: &spec::HookSpec) -> HookDoc {
         spec::HookAction::Command { argv } => (Some(argv.clone()), None),
         spec::HookAction::Http { url } => (None, Some(url.clone())),
     };
-    HookDoc { name: h.name.clone(), command, url, timeout_ms: h.timeout.map(|d| d.as_millis() as u64) }
+    HookDoc {
+        name: h.name.clone(),
+        command,
+        url,
+        timeout_ms: h.timeout.map(|d| d.as_millis() as u64),
+    }
 }

@@ -94,7 +94,11 @@ pub fn resolve_hook(
         "{source}: the {event} hook `{name}` is neither a hook declared under `hooks:` in \
          cutover.yaml ({}) nor an http(s) URL; declare it (e.g. `- {{ name: {name}, run: \"./test.sh\" }}`) \
          and apply again",
-        if declared.is_empty() { "none declared".to_string() } else { format!("declared: {}", declared.join(", ")) }
+        if declared.is_empty() {
+            "none declared".to_string()
+        } else {
+            format!("declared: {}", declared.join(", "))
+        }
     )))
 }
 
@@ -136,7 +140,8 @@ pub fn view(
 ) -> DeploymentView {
     // The body, not the machine, is the truth for routing: a finished deployment rolled back
     // by request afterwards changes routing without its machine.
-    let (green_percent, test_to_green) = (body.route_production_green_percent, body.route_test_to_green);
+    let (green_percent, test_to_green) =
+        (body.route_production_green_percent, body.route_test_to_green);
     let outcome = machine.outcome();
     DeploymentView {
         id: row.id.clone(),

@@ -47,12 +47,30 @@ pub enum Msg {
 pub enum Command {
     Apply(api::ApplyRequest),
     CreateDeployment(api::CreateDeploymentRequest),
-    Stop { id: String, rollback: Option<bool> },
-    Continue { id: String, wait: String },
-    HookStatus { id: String, execution_id: String, succeeded: bool, message: String },
+    Stop {
+        id: String,
+        rollback: Option<bool>,
+    },
+    Continue {
+        id: String,
+        wait: String,
+    },
+    HookStatus {
+        id: String,
+        execution_id: String,
+        succeeded: bool,
+        message: String,
+    },
     RegisterTaskDefinition(api::FileUpload),
-    DeregisterTaskDefinition { family: String, revision: u32 },
-    RegisterTarget { target_group: String, addr: String, register: bool },
+    DeregisterTaskDefinition {
+        family: String,
+        revision: u32,
+    },
+    RegisterTarget {
+        target_group: String,
+        addr: String,
+        register: bool,
+    },
     /// Stop every task and the data plane, then exit (`cutover down`).
     Shutdown,
 }
@@ -80,6 +98,14 @@ struct FailureRecord {
 const GREEN_FAILURES_MAX: u32 = 3;
 /// Tick of the loop when nothing else wakes it.
 const TICK: Duration = Duration::from_millis(100);
+
+/// Where the engine lives: its API's URL (given to hooks), data directory, and how many threads a
+/// data plane it (re)starts gets.
+pub struct EngineSettings {
+    pub api_url: String,
+    pub data_dir: std::path::PathBuf,
+    pub lb_threads: usize,
+}
 
 pub struct Engine {
     pub store: Arc<Store>,
@@ -111,11 +137,10 @@ impl Engine {
         runtimes: BTreeMap<String, Arc<dyn Runtime>>,
         lb: LbClient,
         shared: Arc<Shared>,
-        api_url: String,
-        data_dir: std::path::PathBuf,
-        lb_threads: usize,
+        settings: EngineSettings,
         tx: mpsc::Sender<Msg>,
     ) -> Engine {
+        let EngineSettings { api_url, data_dir, lb_threads } = settings;
         Engine {
             store,
             runtimes,
@@ -186,9 +211,14 @@ impl Engine {
                     task.last_status = "STOPPED".into();
                     task.desired_status = "STOPPED".into();
                     task.stopped_at = Some(now.as_millis());
-                    task.stopped_reason
-                        .get_or_insert_with(|| "task was gone when the control plane restarted".into());
-                    self.note_failure(&task.task_set_id, "task exited while the control plane was down", now);
+                    task.stopped_reason.get_or_insert_with(|| {
+                        "task was gone when the control plane restarted".into()
+                    });
+                    self.note_failure(
+                        &task.task_set_id,
+                        "task exited while the control plane was down",
+                        now,
+                    );
                 }
             }
             self.store.transaction(|tx| tx.task_put(&task))?;
@@ -301,7 +331,10 @@ impl Engine {
                 Ok(serde_json::to_value(self.deployment_view(&id)?)?)
             }
             Command::Stop { id, rollback } => {
-                if !self.machines.contains_key(&id) && rollback == Some(true) && self.is_leftover(&id)? {
+                if !self.machines.contains_key(&id)
+                    && rollback == Some(true)
+                    && self.is_leftover(&id)?
+                {
                     self.roll_back_leftover(&id, now)?;
                     self.reconcile().await;
                     return Ok(serde_json::to_value(self.deployment_view(&id)?)?);
@@ -317,7 +350,7 @@ impl Engine {
                     other => {
                         return Err(ApiError::bad_request(format!(
                             "unknown wait `{other}`; use READY_WAIT or TERMINATION_WAIT"
-                        )))
+                        )));
                     }
                 };
                 self.feed(&id, input)?;
@@ -325,7 +358,8 @@ impl Engine {
                 Ok(serde_json::to_value(self.deployment_view(&id)?)?)
             }
             Command::HookStatus { id, execution_id, succeeded, message } => {
-                if let Some(handle) = self.running_hooks.remove(&(id.clone(), execution_id.clone())) {
+                if let Some(handle) = self.running_hooks.remove(&(id.clone(), execution_id.clone()))
+                {
                     handle.abort();
                 }
                 self.feed(&id, Input::HookResult { execution_id, succeeded, message })?;
@@ -333,7 +367,8 @@ impl Engine {
                 Ok(serde_json::json!({ "status": "accepted" }))
             }
             Command::RegisterTaskDefinition(file) => {
-                let (family, revision) = crate::apply::register_task_definition(&self.store, &file, now)?;
+                let (family, revision) =
+                    crate::apply::register_task_definition(&self.store, &file, now)?;
                 Ok(serde_json::json!({
                     "family": family,
                     "revision": revision,
@@ -341,22 +376,30 @@ impl Engine {
                 }))
             }
             Command::DeregisterTaskDefinition { family, revision } => {
-                let found = self
-                    .store
-                    .transaction(|tx| tx.task_definition_set_status(&family, revision, "INACTIVE"))?;
+                let found = self.store.transaction(|tx| {
+                    tx.task_definition_set_status(&family, revision, "INACTIVE")
+                })?;
                 if !found {
-                    return Err(ApiError::not_found(format!("no task definition {family}:{revision}")));
+                    return Err(ApiError::not_found(format!(
+                        "no task definition {family}:{revision}"
+                    )));
                 }
-                Ok(serde_json::json!({ "family": family, "revision": revision, "status": "INACTIVE" }))
+                Ok(
+                    serde_json::json!({ "family": family, "revision": revision, "status": "INACTIVE" }),
+                )
             }
             Command::RegisterTarget { target_group, addr, register } => {
                 let addr: std::net::SocketAddr = addr.parse().map_err(|_| {
-                    ApiError::bad_request(format!("`{addr}` is not an address:port such as 127.0.0.1:9000"))
+                    ApiError::bad_request(format!(
+                        "`{addr}` is not an address:port such as 127.0.0.1:9000"
+                    ))
                 })?;
                 let mut doc: TargetGroupDoc = self
                     .store
                     .read(|tx| state::doc(tx, KIND_TARGET_GROUP, &target_group))?
-                    .ok_or_else(|| ApiError::not_found(format!("no target group `{target_group}`")))?;
+                    .ok_or_else(|| {
+                        ApiError::not_found(format!("no target group `{target_group}`"))
+                    })?;
                 if register {
                     if !doc.targets.contains(&addr) {
                         doc.targets.push(addr);
@@ -365,7 +408,9 @@ impl Engine {
                     doc.targets.retain(|t| *t != addr);
                 }
                 let body = serde_json::to_string(&doc)?;
-                self.store.transaction(|tx| tx.resource_put(KIND_TARGET_GROUP, &target_group, &body, now.as_millis()))?;
+                self.store.transaction(|tx| {
+                    tx.resource_put(KIND_TARGET_GROUP, &target_group, &body, now.as_millis())
+                })?;
                 self.reconcile().await;
                 Ok(serde_json::to_value(doc)?)
             }
@@ -393,7 +438,11 @@ impl Engine {
     // -----------------------------------------------------------------------------------------
     // Deployments.
 
-    fn create_deployment(&mut self, request: api::CreateDeploymentRequest, now: Timestamp) -> Result<String, ApiError> {
+    fn create_deployment(
+        &mut self,
+        request: api::CreateDeploymentRequest,
+        now: Timestamp,
+    ) -> Result<String, ApiError> {
         let (id, machine) = crate::apply::create_deployment(self, request, now)?;
         self.machines.insert(id.clone(), machine);
         Ok(id)
@@ -421,13 +470,24 @@ impl Engine {
                 None => Vec::new(),
             };
             let key = format!("{}/{}", body.application, body.deployment_group);
-            let mut group_state: GroupState = state::doc(tx, KIND_GROUP_STATE, &key)?.unwrap_or_default();
+            let mut group_state: GroupState =
+                state::doc(tx, KIND_GROUP_STATE, &key)?.unwrap_or_default();
             group_state.leftover_deployment = None;
-            tx.resource_put(KIND_GROUP_STATE, &key, &serde_json::to_string(&group_state)?, now.as_millis())?;
+            tx.resource_put(
+                KIND_GROUP_STATE,
+                &key,
+                &serde_json::to_string(&group_state)?,
+                now.as_millis(),
+            )?;
             row.body = serde_json::to_string(&body)?;
             row.updated_at = now.as_millis();
             tx.deployment_put(&row)?;
-            tx.event_append(id, now.as_millis(), "rollback", "rolled back by request: production and test traffic on blue, green stopping")?;
+            tx.event_append(
+                id,
+                now.as_millis(),
+                "rollback",
+                "rolled back by request: production and test traffic on blue, green stopping",
+            )?;
             Ok(drained)
         })?;
         for task in drained {
@@ -444,7 +504,9 @@ impl Engine {
             return Err(if exists {
                 ApiError::conflict(format!("deployment {id} has already completed"))
             } else {
-                ApiError::not_found(format!("no deployment {id}; `cutover deployments list` shows them"))
+                ApiError::not_found(format!(
+                    "no deployment {id}; `cutover deployments list` shows them"
+                ))
             });
         };
         machine.handle_input(input, now).map_err(|err| ApiError::conflict(err.to_string()))?;
@@ -483,7 +545,12 @@ impl Engine {
                     Effect::StartGreen => {
                         if body.green_task_set.is_none() {
                             let service: ServiceDoc = state::doc(tx, KIND_SERVICE, &body.service)?
-                                .ok_or_else(|| store::Error::Conflict(format!("service {} vanished", body.service)))?;
+                                .ok_or_else(|| {
+                                    store::Error::Conflict(format!(
+                                        "service {} vanished",
+                                        body.service
+                                    ))
+                                })?;
                             let ts = TaskSetRow {
                                 id: deployment::new_id("ts"),
                                 service: body.service.clone(),
@@ -502,7 +569,9 @@ impl Engine {
                     Effect::RunHook { event, execution_id, hook, timeout } => {
                         hooks_to_run.push((*event, execution_id.clone(), hook.clone(), *timeout));
                     }
-                    Effect::CancelHook { execution_id } => hooks_to_cancel.push(execution_id.clone()),
+                    Effect::CancelHook { execution_id } => {
+                        hooks_to_cancel.push(execution_id.clone())
+                    }
                     Effect::Route { production_green_percent, test_to_green } => {
                         body.route_production_green_percent = *production_green_percent;
                         body.route_test_to_green = *test_to_green;
@@ -548,7 +617,12 @@ impl Engine {
                 row.completed_at = Some(now.as_millis());
             }
             tx.deployment_put(&row)?;
-            tx.resource_put(KIND_GROUP_STATE, &group_key, &serde_json::to_string(&group_state)?, now.as_millis())?;
+            tx.resource_put(
+                KIND_GROUP_STATE,
+                &group_key,
+                &serde_json::to_string(&group_state)?,
+                now.as_millis(),
+            )?;
             Ok(())
         })?;
         for effect in &effects {
@@ -580,20 +654,32 @@ impl Engine {
         timeout: Duration,
     ) -> Result<(), ApiError> {
         let (body, snapshot) = self.store.read(|tx| {
-            let row = tx.deployment_get(id)?.ok_or_else(|| store::Error::Conflict(format!("no deployment {id}")))?;
+            let row = tx
+                .deployment_get(id)?
+                .ok_or_else(|| store::Error::Conflict(format!("no deployment {id}")))?;
             let body: DeploymentBody = serde_json::from_str(&row.body)?;
             Ok((body, Snapshot::load(tx)?))
         })?;
-        let group = snapshot.group(&format!("{}/{}", body.application, body.deployment_group)).cloned();
-        let target = body.hooks.get(event.as_str()).filter(|h| h.name == hook_name).map(|h| h.target());
+        let group =
+            snapshot.group(&format!("{}/{}", body.application, body.deployment_group)).cloned();
+        let target =
+            body.hooks.get(event.as_str()).filter(|h| h.name == hook_name).map(|h| h.target());
         let ctx = HookContext {
             deployment_id: id.to_string(),
             execution_id: execution_id.clone(),
             event: event.as_str().to_string(),
-            test_url: group.as_ref().and_then(|g| g.test_listener.as_ref()).and_then(|l| snapshot.listener_url(l)),
-            production_url: group.as_ref().and_then(|g| snapshot.listener_url(&g.production_listener)),
+            test_url: group
+                .as_ref()
+                .and_then(|g| g.test_listener.as_ref())
+                .and_then(|l| snapshot.listener_url(l)),
+            production_url: group
+                .as_ref()
+                .and_then(|g| snapshot.listener_url(&g.production_listener)),
             api_url: self.api_url.clone(),
-            callback_url: format!("{}/v1/deployments/{id}/lifecycle-hooks/{execution_id}", self.api_url),
+            callback_url: format!(
+                "{}/v1/deployments/{id}/lifecycle-hooks/{execution_id}",
+                self.api_url
+            ),
         };
         let tx = self.tx.clone();
         let deployment_id = id.to_string();
@@ -608,7 +694,9 @@ impl Engine {
                 },
             };
             if let HookRun::Done { succeeded, message } = run {
-                let _ = tx.send(Msg::HookDone { deployment_id, execution_id: exec, succeeded, message }).await;
+                let _ = tx
+                    .send(Msg::HookDone { deployment_id, execution_id: exec, succeeded, message })
+                    .await;
             }
         });
         self.running_hooks.insert((id.to_string(), execution_id), handle);
@@ -650,22 +738,40 @@ impl Engine {
     /// deployments whose alarms are in ALARM while they watch them.
     async fn watch_alarms(&mut self, now: Timestamp) -> anyhow::Result<()> {
         if self.monitor().should_poll(now) {
-            match self.lb.metrics_json().await.map(serde_json::from_value::<routes::MetricsSnapshot>) {
+            match self
+                .lb
+                .metrics_json()
+                .await
+                .map(serde_json::from_value::<routes::MetricsSnapshot>)
+            {
                 Ok(Ok(snapshot)) => self.monitor().record_snapshot(snapshot, now),
                 Ok(Err(err)) => warn!("the load balancer's metrics are unreadable: {err}"),
                 Err(err) => warn!("reading the load balancer's metrics: {err:#}"),
             }
         }
-        let (alarm_docs, filter_docs, tasks): (Vec<crate::monitor::AlarmDoc>, Vec<crate::monitor::MetricFilterDoc>, Vec<TaskRow>) =
-            self.store.read(|tx| Ok((state::docs(tx, KIND_ALARM)?, state::docs(tx, KIND_METRIC_FILTER)?, tx.task_list(0)?)))?;
+        let (alarm_docs, filter_docs, tasks): (
+            Vec<crate::monitor::AlarmDoc>,
+            Vec<crate::monitor::MetricFilterDoc>,
+            Vec<TaskRow>,
+        ) = self.store.read(|tx| {
+            Ok((
+                state::docs(tx, KIND_ALARM)?,
+                state::docs(tx, KIND_METRIC_FILTER)?,
+                tx.task_list(0)?,
+            ))
+        })?;
         let mut deployments = Vec::new();
         let mut watching = Vec::new();
         for (id, machine) in &self.machines {
             let Some(row) = self.store.read(|tx| tx.deployment_get(id))? else { continue };
             let body: DeploymentBody = serde_json::from_str(&row.body)?;
-            let group: Option<DeploymentGroupDoc> = self
-                .store
-                .read(|tx| state::doc(tx, KIND_DEPLOYMENT_GROUP, &format!("{}/{}", body.application, body.deployment_group)))?;
+            let group: Option<DeploymentGroupDoc> = self.store.read(|tx| {
+                state::doc(
+                    tx,
+                    KIND_DEPLOYMENT_GROUP,
+                    &format!("{}/{}", body.application, body.deployment_group),
+                )
+            })?;
             let watched = match (&group, body.ignore_alarms) {
                 (Some(group), false) => group.alarms.clone(),
                 _ => Vec::new(),
@@ -681,15 +787,23 @@ impl Engine {
         let mut logs: BTreeMap<String, Vec<std::path::PathBuf>> = BTreeMap::new();
         for task in tasks.iter().filter(|t| t.last_status != "STOPPED") {
             if let Some(rt) = self.runtimes.get(&task.runtime) {
-                logs.entry(task.service.clone()).or_default().extend(rt.log_files(&task.id).into_iter().map(|(_, p)| p));
+                logs.entry(task.service.clone())
+                    .or_default()
+                    .extend(rt.log_files(&task.id).into_iter().map(|(_, p)| p));
             }
         }
-        let world = crate::monitor::World { alarms: &alarm_docs, filters: &filter_docs, deployments, logs };
+        let world =
+            crate::monitor::World { alarms: &alarm_docs, filters: &filter_docs, deployments, logs };
         let (_, changed) = self.monitor().evaluate(&world, now);
         if !changed.is_empty() {
             self.store.transaction(|tx| {
                 for (key, alarm) in &changed {
-                    tx.resource_put(KIND_ALARM_STATE, key, &serde_json::to_string(alarm)?, now.as_millis())?;
+                    tx.resource_put(
+                        KIND_ALARM_STATE,
+                        key,
+                        &serde_json::to_string(alarm)?,
+                        now.as_millis(),
+                    )?;
                 }
                 Ok(())
             })?;
@@ -706,11 +820,16 @@ impl Engine {
                         None => name.clone(),
                     };
                     let Some(alarm) = monitor.alarm(&key) else { continue };
-                    if alarm.state() != alarms::AlarmState::Alarm || self.alarms_fed.contains(&(id.clone(), key.clone())) {
+                    if alarm.state() != alarms::AlarmState::Alarm
+                        || self.alarms_fed.contains(&(id.clone(), key.clone()))
+                    {
                         continue;
                     }
                     let requests = green_requests(monitor.store(), green, alarm.spec(), now);
-                    let reason = format!("alarm {name}: {} ({requests} requests on {green} in that window)", alarm.reason());
+                    let reason = format!(
+                        "alarm {name}: {} ({requests} requests on {green} in that window)",
+                        alarm.reason()
+                    );
                     to_feed.push((id.clone(), key, name.clone(), reason));
                 }
             }
@@ -741,46 +860,60 @@ impl Engine {
 
     fn target_state(&self, target_group: &str, addr: &str) -> Option<routes::TargetHealth> {
         let health = self.shared.health.read().unwrap_or_else(|p| p.into_inner());
-        health
-            .target_groups
-            .get(target_group)?
-            .iter()
-            .find(|t| t.addr.to_string() == addr)
-            .cloned()
+        health.target_groups.get(target_group)?.iter().find(|t| t.addr.to_string() == addr).cloned()
     }
 
     async fn refresh_tasks(&mut self, now: Timestamp) -> anyhow::Result<()> {
-        let (tasks, task_sets) = self.store.read(|tx| Ok((tx.task_list(0)?, tx.task_set_list()?)))?;
+        let (tasks, task_sets) =
+            self.store.read(|tx| Ok((tx.task_list(0)?, tx.task_set_list()?)))?;
         for mut task in tasks {
             let before = task.clone();
             match task.last_status.as_str() {
                 "RUNNING" => {
                     let Some(rt) = self.runtimes.get(&task.runtime).cloned() else { continue };
-                    let Some(handle) = task.handle.as_deref().and_then(|h| serde_json::from_str::<TaskHandle>(h).ok())
+                    let Some(handle) = task
+                        .handle
+                        .as_deref()
+                        .and_then(|h| serde_json::from_str::<TaskHandle>(h).ok())
                     else {
                         continue;
                     };
                     match rt.inspect(&handle).await {
                         TaskState::Running { health } => {
-                            let tg = task_sets.iter().find(|ts| ts.id == task.task_set_id).and_then(|ts| ts.target_group.clone());
+                            let tg = task_sets
+                                .iter()
+                                .find(|ts| ts.id == task.task_set_id)
+                                .and_then(|ts| ts.target_group.clone());
                             let lb_state = match (&tg, &task.addr) {
-                                (Some(tg), Some(addr)) => self.target_state(tg, addr).map(|t| t.state),
+                                (Some(tg), Some(addr)) => {
+                                    self.target_state(tg, addr).map(|t| t.state)
+                                }
                                 _ => None,
                             };
                             let container_unhealthy = matches!(health, runtime::Health::Unhealthy);
-                            let checked = task_sets
-                                .iter()
-                                .find(|ts| ts.id == task.task_set_id)
-                                .is_some_and(|ts| self.has_container_health_check(&ts.task_definition));
-                            task.health = task_health(health, checked, lb_state, tg.is_some()).to_string();
+                            let checked =
+                                task_sets.iter().find(|ts| ts.id == task.task_set_id).is_some_and(
+                                    |ts| self.has_container_health_check(&ts.task_definition),
+                                );
+                            task.health =
+                                task_health(health, checked, lb_state, tg.is_some()).to_string();
                             if task.health == "HEALTHY" {
                                 self.failures.remove(&task.task_set_id);
                             }
                             if container_unhealthy && task.desired_status == "RUNNING" {
                                 // ECS replaces a task whose essential container is unhealthy.
-                                self.note_failure(&task.task_set_id, "container health check failed", now);
+                                self.note_failure(
+                                    &task.task_set_id,
+                                    "container health check failed",
+                                    now,
+                                );
                                 self.store.transaction(|tx| tx.task_put(&task))?;
-                                self.begin_stop(task, now, "task failed its container health check").map_err(|e| anyhow::anyhow!(e.body.error))?;
+                                self.begin_stop(
+                                    task,
+                                    now,
+                                    "task failed its container health check",
+                                )
+                                .map_err(|e| anyhow::anyhow!(e.body.error))?;
                                 continue;
                             }
                         }
@@ -803,17 +936,24 @@ impl Engine {
                             task.last_status = "STOPPED".into();
                             task.desired_status = "STOPPED".into();
                             task.stopped_at = Some(now.as_millis());
-                            task.stopped_reason.get_or_insert_with(|| "task disappeared from its runtime".into());
+                            task.stopped_reason
+                                .get_or_insert_with(|| "task disappeared from its runtime".into());
                             if before.desired_status == "RUNNING" {
-                                self.note_failure(&task.task_set_id, "task disappeared from its runtime", now);
+                                self.note_failure(
+                                    &task.task_set_id,
+                                    "task disappeared from its runtime",
+                                    now,
+                                );
                             }
                         }
                     }
                 }
                 "DEACTIVATING" => {
-                    let drained = task.stop_at.is_none_or(|at| now.as_millis() >= at) || self.released(&task);
+                    let drained =
+                        task.stop_at.is_none_or(|at| now.as_millis() >= at) || self.released(&task);
                     if drained {
-                        self.begin_stop(task, now, "").map_err(|e| anyhow::anyhow!(e.body.error))?;
+                        self.begin_stop(task, now, "")
+                            .map_err(|e| anyhow::anyhow!(e.body.error))?;
                         continue;
                     }
                 }
@@ -829,7 +969,8 @@ impl Engine {
     /// Whether the data plane has let go of a deactivating task (its drain finished early
     /// because nothing was in flight).
     fn released(&self, task: &TaskRow) -> bool {
-        let (Some(addr), Some(removed_at)) = (&task.addr, self.removed_at_version.get(&task.id)) else {
+        let (Some(addr), Some(removed_at)) = (&task.addr, self.removed_at_version.get(&task.id))
+        else {
             return false;
         };
         let health = self.shared.health.read().unwrap_or_else(|p| p.into_inner());
@@ -843,9 +984,13 @@ impl Engine {
             return *known;
         }
         let checked = crate::apply::split_revision(task_definition)
-            .and_then(|(family, revision)| self.store.read(|tx| tx.task_definition_get(&family, revision)).ok().flatten())
+            .and_then(|(family, revision)| {
+                self.store.read(|tx| tx.task_definition_get(&family, revision)).ok().flatten()
+            })
             .and_then(|row| serde_json::from_str::<spec::TaskDefinition>(&row.body).ok())
-            .is_some_and(|td| td.container_definitions.iter().any(|c| c.essential && c.health_check.is_some()));
+            .is_some_and(|td| {
+                td.container_definitions.iter().any(|c| c.essential && c.health_check.is_some())
+            });
         // Revisions are immutable, so the answer can be kept.
         self.health_checked.insert(task_definition.to_string(), checked);
         checked
@@ -863,7 +1008,12 @@ impl Engine {
     }
 
     /// Takes a task out of service and stops it in the background.
-    fn begin_stop(&mut self, mut task: TaskRow, now: Timestamp, reason: &str) -> Result<(), ApiError> {
+    fn begin_stop(
+        &mut self,
+        mut task: TaskRow,
+        now: Timestamp,
+        reason: &str,
+    ) -> Result<(), ApiError> {
         task.desired_status = "STOPPED".into();
         task.last_status = "STOPPING".into();
         if !reason.is_empty() {
@@ -872,7 +1022,8 @@ impl Engine {
         self.store.transaction(|tx| tx.task_put(&task))?;
         self.removed_at_version.remove(&task.id);
         let rt = self.runtimes.get(&task.runtime).cloned();
-        let handle = task.handle.as_deref().and_then(|h| serde_json::from_str::<TaskHandle>(h).ok());
+        let handle =
+            task.handle.as_deref().and_then(|h| serde_json::from_str::<TaskHandle>(h).ok());
         let tx = self.tx.clone();
         let task_id = task.id.clone();
         let _ = now;
@@ -895,10 +1046,17 @@ impl Engine {
             let live: Vec<&TaskRow> = snapshot
                 .tasks
                 .iter()
-                .filter(|t| t.task_set_id == ts.id && t.desired_status == "RUNNING" && t.last_status != "STOPPED")
+                .filter(|t| {
+                    t.task_set_id == ts.id
+                        && t.desired_status == "RUNNING"
+                        && t.last_status != "STOPPED"
+                })
                 .collect();
             if ts.status == "DRAINING" {
-                let remaining = snapshot.tasks.iter().any(|t| t.task_set_id == ts.id && t.last_status != "STOPPED");
+                let remaining = snapshot
+                    .tasks
+                    .iter()
+                    .any(|t| t.task_set_id == ts.id && t.last_status != "STOPPED");
                 if live.is_empty() && !remaining {
                     self.store.transaction(|tx| tx.task_set_delete(&ts.id))?;
                     self.failures.remove(&ts.id);
@@ -909,7 +1067,8 @@ impl Engine {
             if live.len() > desired {
                 let mut extra: Vec<&TaskRow> = live.clone();
                 extra.sort_by_key(|t| std::cmp::Reverse(t.created_at));
-                let stop: Vec<String> = extra.iter().take(live.len() - desired).map(|t| t.id.clone()).collect();
+                let stop: Vec<String> =
+                    extra.iter().take(live.len() - desired).map(|t| t.id.clone()).collect();
                 let deactivated = self.store.transaction(|tx| {
                     let mut out = Vec::new();
                     for id in &stop {
@@ -941,22 +1100,29 @@ impl Engine {
         Ok(())
     }
 
-    fn start_task(&mut self, snapshot: &Snapshot, ts: &TaskSetRow, now: Timestamp) -> Result<(), ApiError> {
-        let service = snapshot
-            .service(&ts.service)
-            .ok_or_else(|| ApiError::internal(format!("task set {} has no service {}", ts.id, ts.service)))?;
+    fn start_task(
+        &mut self,
+        snapshot: &Snapshot,
+        ts: &TaskSetRow,
+        now: Timestamp,
+    ) -> Result<(), ApiError> {
+        let service = snapshot.service(&ts.service).ok_or_else(|| {
+            ApiError::internal(format!("task set {} has no service {}", ts.id, ts.service))
+        })?;
         let rt = self.runtimes.get(&service.runtime).cloned().ok_or_else(|| {
             ApiError::conflict(format!(
                 "service {} uses the {} runtime, which is not available: see `cutover up`'s output",
                 service.name, service.runtime
             ))
         })?;
-        let (family, revision) = crate::apply::split_revision(&ts.task_definition)
-            .ok_or_else(|| ApiError::internal(format!("bad task definition id {}", ts.task_definition)))?;
-        let td_row = self
-            .store
-            .read(|tx| tx.task_definition_get(&family, revision))?
-            .ok_or_else(|| ApiError::internal(format!("task definition {} is missing", ts.task_definition)))?;
+        let (family, revision) =
+            crate::apply::split_revision(&ts.task_definition).ok_or_else(|| {
+                ApiError::internal(format!("bad task definition id {}", ts.task_definition))
+            })?;
+        let td_row =
+            self.store.read(|tx| tx.task_definition_get(&family, revision))?.ok_or_else(|| {
+                ApiError::internal(format!("task definition {} is missing", ts.task_definition))
+            })?;
         let td: spec::TaskDefinition = serde_json::from_str(&td_row.body)?;
         let task_id = deployment::new_id("t");
         let lb_container = match (&ts.deployment_id, &service.load_balancer) {
@@ -968,7 +1134,14 @@ impl Engine {
             (None, Some(lb)) => Some((lb.container_name.clone(), lb.container_port)),
             (None, None) => None,
         };
-        let task_spec = crate::apply::task_spec(&task_id, service, &ts.task_definition, ts.deployment_id.clone(), &td, lb_container);
+        let task_spec = crate::apply::task_spec(
+            &task_id,
+            service,
+            &ts.task_definition,
+            ts.deployment_id.clone(),
+            &td,
+            lb_container,
+        );
         let row = TaskRow {
             id: task_id.clone(),
             task_set_id: ts.id.clone(),
@@ -994,7 +1167,11 @@ impl Engine {
         Ok(())
     }
 
-    fn task_started(&mut self, task_id: &str, result: Result<TaskHandle, String>) -> anyhow::Result<()> {
+    fn task_started(
+        &mut self,
+        task_id: &str,
+        result: Result<TaskHandle, String>,
+    ) -> anyhow::Result<()> {
         let now = clock::now();
         let Some(mut task) = self.store.read(|tx| tx.task_get(task_id))? else { return Ok(()) };
         match result {
@@ -1016,7 +1193,11 @@ impl Engine {
                 task.desired_status = "STOPPED".into();
                 task.stopped_at = Some(now.as_millis());
                 task.stopped_reason = Some(format!("task failed to start: {reason}"));
-                self.note_failure(&task.task_set_id, &format!("task failed to start: {reason}"), now);
+                self.note_failure(
+                    &task.task_set_id,
+                    &format!("task failed to start: {reason}"),
+                    now,
+                );
             }
         }
         self.store.transaction(|tx| tx.task_put(&task))?;
@@ -1031,11 +1212,16 @@ impl Engine {
             let mut body: DeploymentBody = serde_json::from_str(&row.body)?;
             let mut input = None;
             if let Some(green_id) = body.green_task_set.clone() {
-                let (tasks, ts) = self.store.read(|tx| Ok((tx.task_list(0)?, tx.task_set_get(&green_id)?)))?;
+                let (tasks, ts) =
+                    self.store.read(|tx| Ok((tx.task_list(0)?, tx.task_set_get(&green_id)?)))?;
                 let desired = ts.as_ref().map_or(0, |ts| ts.desired_count) as usize;
                 let green_tasks: Vec<&TaskRow> = tasks
                     .iter()
-                    .filter(|t| t.task_set_id == green_id && t.desired_status == "RUNNING" && t.last_status == "RUNNING")
+                    .filter(|t| {
+                        t.task_set_id == green_id
+                            && t.desired_status == "RUNNING"
+                            && t.last_status == "RUNNING"
+                    })
                     .collect();
                 let healthy = green_tasks.iter().filter(|t| t.health == "HEALTHY").count();
                 let machine = &self.machines[&id];
@@ -1061,7 +1247,10 @@ impl Engine {
                 {
                     body.green_failure_reported = true;
                     input = Some(Input::GreenUnhealthy {
-                        reason: format!("green target group {} has no healthy targets", body.green_target_group),
+                        reason: format!(
+                            "green target group {} has no healthy targets",
+                            body.green_target_group
+                        ),
                     });
                 }
             }
@@ -1072,16 +1261,16 @@ impl Engine {
             }
             if let Some(input) = input {
                 let is_healthy = matches!(input, Input::GreenHealthy);
-                if let Err(err) = self.feed(&id, input) {
-                    if !is_healthy {
-                        warn!(deployment = %id, "{}", err.body.error);
-                    }
+                if let Err(err) = self.feed(&id, input)
+                    && !is_healthy
+                {
+                    warn!(deployment = %id, "{}", err.body.error);
                 }
             }
-            if let Some(machine) = self.machines.get_mut(&id) {
-                if machine.poll_timeout().is_some_and(|at| at <= now) {
-                    machine.handle_timeout(now);
-                }
+            if let Some(machine) = self.machines.get_mut(&id)
+                && machine.poll_timeout().is_some_and(|at| at <= now)
+            {
+                machine.handle_timeout(now);
             }
             self.drive(&id, now)?;
         }
@@ -1120,7 +1309,10 @@ impl Engine {
             // state file) and retry once.
             let preferred = self.lb.admin_addr();
             crate::lb::ensure_running(&self.data_dir, preferred, self.lb_threads).await?;
-            self.lb.put_routes(&table).await.map_err(|retry| anyhow::anyhow!("{err:#}; retry: {retry:#}"))?;
+            self.lb
+                .put_routes(&table)
+                .await
+                .map_err(|retry| anyhow::anyhow!("{err:#}; retry: {retry:#}"))?;
         }
         self.routes_version = version;
         *self.shared.routes_version.write().unwrap_or_else(|p| p.into_inner()) = version;
@@ -1140,13 +1332,24 @@ fn is_watching_alarms(machine: &Rollout) -> bool {
     matches!(machine.status(), DeploymentStatus::Ready | DeploymentStatus::Baking)
         || matches!(
             machine.current_event(),
-            Some(AllowTestTraffic | AfterAllowTestTraffic | BeforeAllowTraffic | AllowTraffic | AfterAllowTraffic)
+            Some(
+                AllowTestTraffic
+                    | AfterAllowTestTraffic
+                    | BeforeAllowTraffic
+                    | AllowTraffic
+                    | AfterAllowTraffic
+            )
         )
 }
 
 /// Requests the green target group received over an alarm's evaluation window: part of the
 /// explanation of a rollback.
-fn green_requests(store: &alarms::MetricStore, green: &str, spec: &alarms::AlarmSpec, now: Timestamp) -> u64 {
+fn green_requests(
+    store: &alarms::MetricStore,
+    green: &str,
+    spec: &alarms::AlarmSpec,
+    now: Timestamp,
+) -> u64 {
     let id = alarms::MetricId::new("RequestCount").with("target_group", green);
     let from = Timestamp(now.as_millis().saturating_sub(spec.lookback().as_millis() as u64));
     store
@@ -1158,7 +1361,12 @@ fn green_requests(store: &alarms::MetricStore, green: &str, spec: &alarms::Alarm
 /// ECS's task health: with a container health check, the task is healthy only once the check
 /// says so (and, in a target group, the load balancer agrees); without one, the load balancer's
 /// view decides, and a task outside any target group is healthy while it runs.
-fn task_health(container: runtime::Health, checked: bool, lb: Option<TargetState>, in_target_group: bool) -> &'static str {
+fn task_health(
+    container: runtime::Health,
+    checked: bool,
+    lb: Option<TargetState>,
+    in_target_group: bool,
+) -> &'static str {
     match (container, checked) {
         (runtime::Health::Unhealthy, _) => return "UNHEALTHY",
         (runtime::Health::Unknown, true) => return "UNKNOWN",
@@ -1174,7 +1382,11 @@ fn task_health(container: runtime::Health, checked: bool, lb: Option<TargetState
 
 /// Takes every live task of a task set out of its target group; they stop after their drain.
 /// Returns the tasks deactivated.
-fn drain_task_set(tx: &store::Tx<'_>, task_set_id: &str, now: Timestamp) -> store::Result<Vec<TaskRow>> {
+fn drain_task_set(
+    tx: &store::Tx<'_>,
+    task_set_id: &str,
+    now: Timestamp,
+) -> store::Result<Vec<TaskRow>> {
     let Some(mut ts) = tx.task_set_get(task_set_id)? else { return Ok(Vec::new()) };
     ts.status = "DRAINING".into();
     ts.desired_count = 0;
@@ -1182,7 +1394,10 @@ fn drain_task_set(tx: &store::Tx<'_>, task_set_id: &str, now: Timestamp) -> stor
     tx.task_set_put(&ts)?;
     let mut out = Vec::new();
     for task in tx.task_list(0)? {
-        if task.task_set_id == task_set_id && task.desired_status == "RUNNING" && task.last_status != "STOPPED" {
+        if task.task_set_id == task_set_id
+            && task.desired_status == "RUNNING"
+            && task.last_status != "STOPPED"
+        {
             out.push(deactivate(tx, task, &ts, now)?);
         }
     }
@@ -1191,9 +1406,15 @@ fn drain_task_set(tx: &store::Tx<'_>, task_set_id: &str, now: Timestamp) -> stor
 
 /// ECS's DEACTIVATING: the task leaves its target group now and is stopped when the target
 /// group's deregistration delay ends (or earlier, once the load balancer has released it).
-fn deactivate(tx: &store::Tx<'_>, mut task: TaskRow, ts: &TaskSetRow, now: Timestamp) -> store::Result<TaskRow> {
+fn deactivate(
+    tx: &store::Tx<'_>,
+    mut task: TaskRow,
+    ts: &TaskSetRow,
+    now: Timestamp,
+) -> store::Result<TaskRow> {
     let delay_ms = match &ts.target_group {
-        Some(tg) => state::doc::<TargetGroupDoc>(tx, KIND_TARGET_GROUP, tg)?.map_or(0, |d| d.deregistration_delay_ms),
+        Some(tg) => state::doc::<TargetGroupDoc>(tx, KIND_TARGET_GROUP, tg)?
+            .map_or(0, |d| d.deregistration_delay_ms),
         None => 0,
     };
     task.desired_status = "STOPPED".into();
@@ -1205,7 +1426,11 @@ fn deactivate(tx: &store::Tx<'_>, mut task: TaskRow, ts: &TaskSetRow, now: Times
     Ok(task)
 }
 
-pub fn deployment_view(store: &Store, _shared: &Shared, id: &str) -> Result<api::DeploymentView, ApiError> {
+pub fn deployment_view(
+    store: &Store,
+    _shared: &Shared,
+    id: &str,
+) -> Result<api::DeploymentView, ApiError> {
     let (row, sets, tasks): (DeploymentRow, Vec<TaskSetRow>, Vec<TaskRow>) = store
         .read(|tx| {
             let row = tx.deployment_get(id)?;
@@ -1213,10 +1438,15 @@ pub fn deployment_view(store: &Store, _shared: &Shared, id: &str) -> Result<api:
         })?
         .map(|(row, sets, tasks)| Ok::<_, store::Error>((row, sets?, tasks?)))
         .transpose()?
-        .ok_or_else(|| ApiError::not_found(format!("no deployment {id}; `cutover deployments list` shows them")))?;
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "no deployment {id}; `cutover deployments list` shows them"
+            ))
+        })?;
     let body: DeploymentBody = serde_json::from_str(&row.body)?;
     let machine: Rollout = serde_json::from_str(&row.machine)?;
-    let set_view = |set_id: &str| sets.iter().find(|s| s.id == set_id).map(|s| task_set_view(s, &tasks));
+    let set_view =
+        |set_id: &str| sets.iter().find(|s| s.id == set_id).map(|s| task_set_view(s, &tasks));
     let blue = set_view(&body.blue_task_set);
     let green = body.green_task_set.as_deref().and_then(set_view);
     Ok(deployment::view(&row, &body, &machine, blue, green))
@@ -1232,7 +1462,8 @@ pub fn task_set_view(ts: &TaskSetRow, tasks: &[TaskRow]) -> api::TaskSetView {
         deployment_id: ts.deployment_id.clone(),
         desired_count: ts.desired_count,
         running_count: mine.clone().filter(|t| t.last_status == "RUNNING").count() as u32,
-        healthy_count: mine.filter(|t| t.last_status == "RUNNING" && t.health == "HEALTHY").count() as u32,
+        healthy_count: mine.filter(|t| t.last_status == "RUNNING" && t.health == "HEALTHY").count()
+            as u32,
     }
 }
 
@@ -1246,11 +1477,23 @@ mod tests {
         // A container check that has not answered yet keeps the task UNKNOWN, whatever the LB says.
         assert_eq!(task_health(Health::Unknown, true, Some(TargetState::Healthy), true), "UNKNOWN");
         assert_eq!(task_health(Health::Healthy, true, Some(TargetState::Healthy), true), "HEALTHY");
-        assert_eq!(task_health(Health::Unhealthy, true, Some(TargetState::Healthy), true), "UNHEALTHY");
+        assert_eq!(
+            task_health(Health::Unhealthy, true, Some(TargetState::Healthy), true),
+            "UNHEALTHY"
+        );
         // Without a container check the load balancer decides.
-        assert_eq!(task_health(Health::Unknown, false, Some(TargetState::Healthy), true), "HEALTHY");
-        assert_eq!(task_health(Health::Unknown, false, Some(TargetState::Unhealthy), true), "UNHEALTHY");
-        assert_eq!(task_health(Health::Unknown, false, Some(TargetState::Initial), true), "UNKNOWN");
+        assert_eq!(
+            task_health(Health::Unknown, false, Some(TargetState::Healthy), true),
+            "HEALTHY"
+        );
+        assert_eq!(
+            task_health(Health::Unknown, false, Some(TargetState::Unhealthy), true),
+            "UNHEALTHY"
+        );
+        assert_eq!(
+            task_health(Health::Unknown, false, Some(TargetState::Initial), true),
+            "UNKNOWN"
+        );
         // Outside any target group, a running task is healthy.
         assert_eq!(task_health(Health::Unknown, false, None, false), "HEALTHY");
     }

@@ -1,8 +1,8 @@
 //! The API's error type: an HTTP status and a message that says what to do.
 
+use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 
 use crate::api::ErrorBody;
 
@@ -39,7 +39,10 @@ impl ApiError {
         ApiError {
             status: StatusCode::BAD_REQUEST,
             body: ErrorBody {
-                error: format!("{file} is not valid ({} error(s)); nothing was changed", diagnostics.len()),
+                error: format!(
+                    "{file} is not valid ({} error(s)); nothing was changed",
+                    diagnostics.len()
+                ),
                 diagnostics,
             },
         }

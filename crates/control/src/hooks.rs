@@ -34,7 +34,10 @@ pub enum HookTarget {
 /// The result of running a hook, when the hook itself settles it.
 #[derive(Debug)]
 pub enum HookRun {
-    Done { succeeded: bool, message: String },
+    Done {
+        succeeded: bool,
+        message: String,
+    },
     /// An HTTP hook accepted the call; its result comes through the API.
     AwaitingCallback,
 }
@@ -81,7 +84,7 @@ async fn run_command(argv: Vec<String>, ctx: &HookContext, timeout: Duration) ->
             return HookRun::Done {
                 succeeded: false,
                 message: format!("could not start hook command `{program}`: {err}"),
-            }
+            };
         }
     };
     let mut stdout = child.stdout.take();
@@ -114,10 +117,15 @@ async fn run_command(argv: Vec<String>, ctx: &HookContext, timeout: Duration) ->
             };
             HookRun::Done { succeeded, message }
         }
-        Ok((_, Err(err))) => HookRun::Done { succeeded: false, message: format!("hook command: {err}") },
+        Ok((_, Err(err))) => {
+            HookRun::Done { succeeded: false, message: format!("hook command: {err}") }
+        }
         Err(_) => HookRun::Done {
             succeeded: false,
-            message: format!("hook command did not finish within {}", model::format_duration(timeout)),
+            message: format!(
+                "hook command did not finish within {}",
+                model::format_duration(timeout)
+            ),
         },
     }
 }
@@ -132,10 +140,13 @@ fn tail(output: &[u8]) -> String {
 }
 
 async fn run_http(url: &str, ctx: &HookContext) -> HookRun {
-    let client = match reqwest::Client::builder().timeout(Duration::from_secs(30)).no_proxy().build() {
-        Ok(client) => client,
-        Err(err) => return HookRun::Done { succeeded: false, message: format!("HTTP client: {err}") },
-    };
+    let client =
+        match reqwest::Client::builder().timeout(Duration::from_secs(30)).no_proxy().build() {
+            Ok(client) => client,
+            Err(err) => {
+                return HookRun::Done { succeeded: false, message: format!("HTTP client: {err}") };
+            }
+        };
     let payload = serde_json::json!({
         "DeploymentId": ctx.deployment_id,
         "LifecycleEventHookExecutionId": ctx.execution_id,
@@ -147,17 +158,27 @@ async fn run_http(url: &str, ctx: &HookContext) -> HookRun {
     let response = match client.post(url).json(&payload).send().await {
         Ok(response) => response,
         Err(err) => {
-            return HookRun::Done { succeeded: false, message: format!("calling hook {url}: {err}") }
+            return HookRun::Done {
+                succeeded: false,
+                message: format!("calling hook {url}: {err}"),
+            };
         }
     };
     let status = response.status();
     if !status.is_success() {
-        return HookRun::Done { succeeded: false, message: format!("hook {url} answered {status}") };
+        return HookRun::Done {
+            succeeded: false,
+            message: format!("hook {url} answered {status}"),
+        };
     }
     let body: serde_json::Value = response.json().await.unwrap_or(serde_json::Value::Null);
     match body.get("status").and_then(|s| s.as_str()) {
-        Some("Succeeded") => HookRun::Done { succeeded: true, message: format!("hook {url} answered Succeeded") },
-        Some("Failed") => HookRun::Done { succeeded: false, message: format!("hook {url} answered Failed") },
+        Some("Succeeded") => {
+            HookRun::Done { succeeded: true, message: format!("hook {url} answered Succeeded") }
+        }
+        Some("Failed") => {
+            HookRun::Done { succeeded: false, message: format!("hook {url} answered Failed") }
+        }
         _ => HookRun::AwaitingCallback,
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -97,7 +97,8 @@ async fn send(state: &AppState, command: Command) -> Result<Json<serde_json::Val
         .send(Msg::Command(command, reply))
         .await
         .map_err(|_| ApiError::internal("the control plane is shutting down"))?;
-    let value = answer.await.map_err(|_| ApiError::internal("the control plane dropped the request"))??;
+    let value =
+        answer.await.map_err(|_| ApiError::internal("the control plane dropped the request"))??;
     Ok(Json(value))
 }
 
@@ -107,7 +108,10 @@ async fn status(State(state): State<AppState>) -> Json<StatusView> {
     Json(view)
 }
 
-async fn apply(State(state): State<AppState>, Json(request): Json<ApplyRequest>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn apply(
+    State(state): State<AppState>,
+    Json(request): Json<ApplyRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     send(&state, Command::Apply(request)).await
 }
 
@@ -127,7 +131,11 @@ fn service_view(snapshot: &Snapshot, service: &ServiceDoc) -> ServiceView {
         name: service.name.clone(),
         runtime: service.runtime.clone(),
         desired_count: service.desired_count,
-        running_count: sets.iter().filter(|s| s.status != "DRAINING").map(|s| s.running_count).sum(),
+        running_count: sets
+            .iter()
+            .filter(|s| s.status != "DRAINING")
+            .map(|s| s.running_count)
+            .sum(),
         task_definition: primary.map(|p| p.task_definition.clone()),
         container_name: service.load_balancer.as_ref().map(|lb| lb.container_name.clone()),
         container_port: service.load_balancer.as_ref().map(|lb| lb.container_port),
@@ -141,11 +149,14 @@ async fn services(State(state): State<AppState>) -> Result<Json<Vec<ServiceView>
     Ok(Json(snapshot.services.iter().map(|s| service_view(&snapshot, s)).collect()))
 }
 
-async fn service(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<ServiceView>, ApiError> {
+async fn service(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<ServiceView>, ApiError> {
     let snapshot = snapshot(&state)?;
-    let service = snapshot
-        .service(&name)
-        .ok_or_else(|| ApiError::not_found(format!("no service `{name}`; `cutover services list` shows them")))?;
+    let service = snapshot.service(&name).ok_or_else(|| {
+        ApiError::not_found(format!("no service `{name}`; `cutover services list` shows them"))
+    })?;
     Ok(Json(service_view(&snapshot, service)))
 }
 
@@ -156,9 +167,15 @@ struct TaskQuery {
     all: bool,
 }
 
-async fn tasks(State(state): State<AppState>, Query(query): Query<TaskQuery>) -> Result<Json<Vec<TaskView>>, ApiError> {
+async fn tasks(
+    State(state): State<AppState>,
+    Query(query): Query<TaskQuery>,
+) -> Result<Json<Vec<TaskView>>, ApiError> {
     let (tasks, sets) = state.store.read(|tx| {
-        Ok((tx.task_list(if query.all { state::STOPPED_TASKS_KEPT } else { 20 })?, tx.task_set_list()?))
+        Ok((
+            tx.task_list(if query.all { state::STOPPED_TASKS_KEPT } else { 20 })?,
+            tx.task_set_list()?,
+        ))
     })?;
     let views = tasks
         .into_iter()
@@ -198,15 +215,12 @@ async fn task_logs(
     Path(id): Path<String>,
     Query(query): Query<LogQuery>,
 ) -> Result<Response, ApiError> {
-    let task = state
-        .store
-        .read(|tx| tx.task_get(&id))?
-        .ok_or_else(|| ApiError::not_found(format!("no task {id}; `cutover tasks list` shows them")))?;
-    let rt = state
-        .runtimes
-        .get(&task.runtime)
-        .cloned()
-        .ok_or_else(|| ApiError::conflict(format!("the {} runtime is not available", task.runtime)))?;
+    let task = state.store.read(|tx| tx.task_get(&id))?.ok_or_else(|| {
+        ApiError::not_found(format!("no task {id}; `cutover tasks list` shows them"))
+    })?;
+    let rt = state.runtimes.get(&task.runtime).cloned().ok_or_else(|| {
+        ApiError::conflict(format!("the {} runtime is not available", task.runtime))
+    })?;
     let files = rt.log_files(&id);
     let mut contents = Vec::new();
     let mut offsets = Vec::new();
@@ -216,7 +230,9 @@ async fn task_logs(
         contents.extend_from_slice(&data);
     }
     if !query.follow {
-        return Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], contents).into_response());
+        return Ok(
+            ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], contents).into_response()
+        );
     }
     let store = state.store.clone();
     let stream = futures_util::stream::unfold(
@@ -229,24 +245,29 @@ async fn task_logs(
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 let mut chunk = Vec::new();
                 for ((_, path), offset) in files.iter().zip(offsets.iter_mut()) {
-                    if let Ok(data) = tokio::fs::read(path).await {
-                        if (data.len() as u64) > *offset {
-                            chunk.extend_from_slice(&data[*offset as usize..]);
-                            *offset = data.len() as u64;
-                        }
+                    if let Ok(data) = tokio::fs::read(path).await
+                        && (data.len() as u64) > *offset
+                    {
+                        chunk.extend_from_slice(&data[*offset as usize..]);
+                        *offset = data.len() as u64;
                     }
                 }
                 if !chunk.is_empty() {
                     return Some((Ok(chunk), (None, files, offsets, store, id)));
                 }
-                let stopped = store.read(|tx| tx.task_get(&id)).ok().flatten().is_none_or(|t| t.last_status == "STOPPED");
+                let stopped = store
+                    .read(|tx| tx.task_get(&id))
+                    .ok()
+                    .flatten()
+                    .is_none_or(|t| t.last_status == "STOPPED");
                 if stopped {
                     return None;
                 }
             }
         },
     );
-    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], Body::from_stream(stream)).into_response())
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], Body::from_stream(stream))
+        .into_response())
 }
 
 fn target_group_view(state: &AppState, doc: TargetGroupDoc) -> TargetGroupView {
@@ -261,12 +282,17 @@ fn target_group_view(state: &AppState, doc: TargetGroupDoc) -> TargetGroupView {
     }
 }
 
-async fn target_groups(State(state): State<AppState>) -> Result<Json<Vec<TargetGroupView>>, ApiError> {
+async fn target_groups(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<TargetGroupView>>, ApiError> {
     let docs: Vec<TargetGroupDoc> = state.store.read(|tx| state::docs(tx, KIND_TARGET_GROUP))?;
     Ok(Json(docs.into_iter().map(|d| target_group_view(&state, d)).collect()))
 }
 
-async fn target_group(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<TargetGroupView>, ApiError> {
+async fn target_group(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<TargetGroupView>, ApiError> {
     let doc: TargetGroupDoc = state
         .store
         .read(|tx| state::doc(tx, KIND_TARGET_GROUP, &name))?
@@ -279,7 +305,8 @@ async fn register_target(
     Path(name): Path<String>,
     Json(request): Json<RegisterTargetRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    send(&state, Command::RegisterTarget { target_group: name, addr: request.addr, register: true }).await
+    send(&state, Command::RegisterTarget { target_group: name, addr: request.addr, register: true })
+        .await
 }
 
 async fn deregister_target(
@@ -287,7 +314,11 @@ async fn deregister_target(
     Path(name): Path<String>,
     Json(request): Json<RegisterTargetRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    send(&state, Command::RegisterTarget { target_group: name, addr: request.addr, register: false }).await
+    send(
+        &state,
+        Command::RegisterTarget { target_group: name, addr: request.addr, register: false },
+    )
+    .await
 }
 
 fn task_definition_view(row: store::TaskDefinitionRow) -> TaskDefinitionView {
@@ -301,7 +332,9 @@ fn task_definition_view(row: store::TaskDefinitionRow) -> TaskDefinitionView {
     }
 }
 
-async fn task_definitions(State(state): State<AppState>) -> Result<Json<Vec<TaskDefinitionView>>, ApiError> {
+async fn task_definitions(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<TaskDefinitionView>>, ApiError> {
     let rows = state.store.read(|tx| tx.task_definition_list())?;
     Ok(Json(rows.into_iter().map(task_definition_view).collect()))
 }
@@ -319,7 +352,10 @@ fn parse_td_id(id: &str) -> Result<(String, Option<u32>), ApiError> {
     }
 }
 
-async fn task_definition(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<TaskDefinitionView>, ApiError> {
+async fn task_definition(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<TaskDefinitionView>, ApiError> {
     let (family, revision) = parse_td_id(&id)?;
     let row = state
         .store
@@ -338,19 +374,29 @@ async fn register_task_definition(
     send(&state, Command::RegisterTaskDefinition(request.file)).await
 }
 
-async fn deregister_task_definition(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn deregister_task_definition(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let (family, revision) = parse_td_id(&id)?;
-    let revision =
-        revision.ok_or_else(|| ApiError::bad_request("deregister needs family:revision, e.g. web:3"))?;
+    let revision = revision
+        .ok_or_else(|| ApiError::bad_request("deregister needs family:revision, e.g. web:3"))?;
     send(&state, Command::DeregisterTaskDefinition { family, revision }).await
 }
 
-async fn deployment_configs(State(state): State<AppState>) -> Result<Json<Vec<DeploymentConfigView>>, ApiError> {
+async fn deployment_configs(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<DeploymentConfigView>>, ApiError> {
     let mut views: Vec<DeploymentConfigView> = model::PREDEFINED_CONFIGS
         .iter()
-        .map(|(name, routing)| DeploymentConfigView { name: name.to_string(), routing: routing.to_string(), predefined: true })
+        .map(|(name, routing)| DeploymentConfigView {
+            name: name.to_string(),
+            routing: routing.to_string(),
+            predefined: true,
+        })
         .collect();
-    let custom: Vec<DeploymentConfigDoc> = state.store.read(|tx| state::docs(tx, KIND_DEPLOYMENT_CONFIG))?;
+    let custom: Vec<DeploymentConfigDoc> =
+        state.store.read(|tx| state::docs(tx, KIND_DEPLOYMENT_CONFIG))?;
     views.extend(custom.into_iter().map(|d| DeploymentConfigView {
         name: d.name.clone(),
         routing: d.to_model().routing.to_string(),
@@ -371,12 +417,20 @@ async fn preview(
     Query(query): Query<PreviewQuery>,
 ) -> Result<Json<PreviewView>, ApiError> {
     let snapshot = snapshot(&state)?;
-    let custom: Vec<model::DeploymentConfig> = snapshot.deployment_configs.iter().map(|d| d.to_model()).collect();
+    let custom: Vec<model::DeploymentConfig> =
+        snapshot.deployment_configs.iter().map(|d| d.to_model()).collect();
     let config = spec::resolve_deployment_config(&name, &custom).ok_or_else(|| {
-        ApiError::not_found(format!("no deployment config `{name}`; `cutover deployment-configs list` shows them"))
+        ApiError::not_found(format!(
+            "no deployment config `{name}`; `cutover deployment-configs list` shows them"
+        ))
     })?;
     let group = match &query.group {
-        Some(key) => Some(snapshot.group(key).cloned().ok_or_else(|| ApiError::not_found(format!("no deployment group `{key}`")))?),
+        Some(key) => Some(
+            snapshot
+                .group(key)
+                .cloned()
+                .ok_or_else(|| ApiError::not_found(format!("no deployment group `{key}`")))?,
+        ),
         None => None,
     };
     let hooks = group
@@ -387,7 +441,10 @@ async fn preview(
                 .filter_map(|(event, name)| {
                     Some((
                         model::LifecycleEvent::parse(event)?,
-                        rollout::Hook { name: name.clone(), timeout: Duration::from_millis(g.hook_timeout_ms) },
+                        rollout::Hook {
+                            name: name.clone(),
+                            timeout: Duration::from_millis(g.hook_timeout_ms),
+                        },
                     ))
                 })
                 .collect()
@@ -399,8 +456,14 @@ async fn preview(
         has_test_listener: group.as_ref().is_none_or(|g| g.test_listener.is_some()),
         hooks,
         ready_wait: group.as_ref().and_then(|g| g.ready_wait_ms).map(Duration::from_millis),
-        termination_wait: group.as_ref().map_or(Duration::ZERO, |g| Duration::from_millis(g.termination_wait_ms)),
-        auto_rollback: rollout::AutoRollback { on_failure: true, on_alarm: true, on_stop_request: false },
+        termination_wait: group
+            .as_ref()
+            .map_or(Duration::ZERO, |g| Duration::from_millis(g.termination_wait_ms)),
+        auto_rollback: rollout::AutoRollback {
+            on_failure: true,
+            on_alarm: true,
+            on_stop_request: false,
+        },
         install_timeout: Duration::from_secs(3600),
     };
     let steps: Vec<PreviewStep> = rollout::preview(&spec)
@@ -429,7 +492,11 @@ async fn deployments(
     let mut views = Vec::new();
     for row in rows {
         let body: DeploymentBody = serde_json::from_str(&row.body)?;
-        if query.group.as_ref().is_some_and(|g| *g != format!("{}/{}", body.application, body.deployment_group)) {
+        if query
+            .group
+            .as_ref()
+            .is_some_and(|g| *g != format!("{}/{}", body.application, body.deployment_group))
+        {
             continue;
         }
         views.push(engine::deployment_view(&state.store, &state.shared, &row.id)?);
@@ -444,7 +511,10 @@ async fn create_deployment(
     Ok((StatusCode::CREATED, send(&state, Command::CreateDeployment(request)).await?))
 }
 
-async fn deployment(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<DeploymentView>, ApiError> {
+async fn deployment(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<DeploymentView>, ApiError> {
     Ok(Json(engine::deployment_view(&state.store, &state.shared, &id)?))
 }
 
@@ -460,7 +530,11 @@ async fn deployment_events(
     Query(query): Query<EventsQuery>,
 ) -> Result<Json<Vec<EventView>>, ApiError> {
     let rows = state.store.read(|tx| tx.event_list(&id, query.after))?;
-    Ok(Json(rows.into_iter().map(|e| EventView { seq: e.seq, at: e.at, kind: e.kind, message: e.message }).collect()))
+    Ok(Json(
+        rows.into_iter()
+            .map(|e| EventView { seq: e.seq, at: e.at, kind: e.kind, message: e.message })
+            .collect(),
+    ))
 }
 
 async fn stop(
@@ -472,7 +546,10 @@ async fn stop(
     send(&state, Command::Stop { id, rollback }).await
 }
 
-async fn rollback(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn rollback(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     send(&state, Command::Stop { id, rollback: Some(true) }).await
 }
 
@@ -493,10 +570,13 @@ async fn hook_status(
         "Succeeded" => true,
         "Failed" => false,
         other => {
-            return Err(ApiError::bad_request(format!("status `{other}` is not Succeeded or Failed")));
+            return Err(ApiError::bad_request(format!(
+                "status `{other}` is not Succeeded or Failed"
+            )));
         }
     };
-    let message = request.message.unwrap_or_else(|| format!("reported {} through the API", request.status));
+    let message =
+        request.message.unwrap_or_else(|| format!("reported {} through the API", request.status));
     send(&state, Command::HookStatus { id, execution_id, succeeded, message }).await
 }
 
@@ -505,15 +585,15 @@ async fn shutdown(State(state): State<AppState>) -> Result<Json<serde_json::Valu
 }
 
 async fn metrics_json(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    state.lb.metrics_json().await.map(Json).map_err(|err| ApiError::new(StatusCode::BAD_GATEWAY, format!("load balancer metrics: {err}")))
+    state.lb.metrics_json().await.map(Json).map_err(|err| {
+        ApiError::new(StatusCode::BAD_GATEWAY, format!("load balancer metrics: {err}"))
+    })
 }
 
 async fn metrics_text(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let text = state
-        .lb
-        .metrics_text()
-        .await
-        .map_err(|err| ApiError::new(StatusCode::BAD_GATEWAY, format!("load balancer metrics: {err}")))?;
+    let text = state.lb.metrics_text().await.map_err(|err| {
+        ApiError::new(StatusCode::BAD_GATEWAY, format!("load balancer metrics: {err}"))
+    })?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
@@ -549,10 +629,12 @@ fn alarm_view(key: &str, alarm: &alarms::Alarm) -> AlarmView {
 
 /// Every alarm instance: the live ones from the monitor, and declared alarms not evaluated yet.
 fn alarm_views(state: &AppState) -> Result<Vec<AlarmView>, ApiError> {
-    let declared: Vec<crate::monitor::AlarmDoc> = state.store.read(|tx| state::docs(tx, KIND_ALARM))?;
+    let declared: Vec<crate::monitor::AlarmDoc> =
+        state.store.read(|tx| state::docs(tx, KIND_ALARM))?;
     let saved: Vec<(String, String)> = state.store.read(|tx| tx.resource_list(KIND_ALARM_STATE))?;
     let monitor = state.shared.monitor.lock().unwrap_or_else(|p| p.into_inner());
-    let mut views: Vec<AlarmView> = monitor.alarms().iter().map(|(key, alarm)| alarm_view(key, alarm)).collect();
+    let mut views: Vec<AlarmView> =
+        monitor.alarms().iter().map(|(key, alarm)| alarm_view(key, alarm)).collect();
     for (key, body) in saved {
         if views.iter().any(|v| v.key == key) {
             continue;
@@ -562,16 +644,16 @@ fn alarm_views(state: &AppState) -> Result<Vec<AlarmView>, ApiError> {
         }
     }
     for doc in declared {
-        if !views.iter().any(|v| v.name == doc.spec.name) {
-            if let Ok(alarm) = alarms::Alarm::new(doc.spec.clone(), model::Timestamp::ZERO) {
-                let mut view = alarm_view(&doc.spec.name, &alarm);
-                view.reason = match doc.dimension {
+        if !views.iter().any(|v| v.name == doc.spec.name)
+            && let Ok(alarm) = alarms::Alarm::new(doc.spec.clone(), model::Timestamp::ZERO)
+        {
+            let mut view = alarm_view(&doc.spec.name, &alarm);
+            view.reason = match doc.dimension {
                     crate::monitor::DimensionDoc::Green => "watches the green target group of each deployment that lists it; none is running".into(),
                     _ => "not evaluated yet".into(),
                 };
-                view.state_since = 0;
-                views.push(view);
-            }
+            view.state_since = 0;
+            views.push(view);
         }
     }
     views.sort_by(|a, b| a.key.cmp(&b.key));
@@ -582,10 +664,16 @@ async fn alarm_list(State(state): State<AppState>) -> Result<Json<Vec<AlarmView>
     Ok(Json(alarm_views(&state)?))
 }
 
-async fn alarm_get(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Vec<AlarmView>>, ApiError> {
-    let views: Vec<AlarmView> = alarm_views(&state)?.into_iter().filter(|v| v.name == name || v.key == name).collect();
+async fn alarm_get(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<AlarmView>>, ApiError> {
+    let views: Vec<AlarmView> =
+        alarm_views(&state)?.into_iter().filter(|v| v.name == name || v.key == name).collect();
     if views.is_empty() {
-        return Err(ApiError::not_found(format!("no alarm `{name}`; `cutover alarms list` shows them")));
+        return Err(ApiError::not_found(format!(
+            "no alarm `{name}`; `cutover alarms list` shows them"
+        )));
     }
     Ok(Json(views))
 }
@@ -616,10 +704,16 @@ fn default_since() -> u64 {
     300
 }
 
-async fn metrics_query(State(state): State<AppState>, Query(query): Query<MetricQuery>) -> Result<Json<MetricQueryView>, ApiError> {
-    let statistic: alarms::Statistic =
-        query.statistic.parse().map_err(|err| ApiError::bad_request(format!("statistic: {err}")))?;
-    let period = alarms::Period::from_secs(query.period).map_err(|err| ApiError::bad_request(format!("period: {err}")))?;
+async fn metrics_query(
+    State(state): State<AppState>,
+    Query(query): Query<MetricQuery>,
+) -> Result<Json<MetricQueryView>, ApiError> {
+    let statistic: alarms::Statistic = query
+        .statistic
+        .parse()
+        .map_err(|err| ApiError::bad_request(format!("statistic: {err}")))?;
+    let period = alarms::Period::from_secs(query.period)
+        .map_err(|err| ApiError::bad_request(format!("period: {err}")))?;
     let mut id = alarms::MetricId::new(query.metric.clone());
     if let Some(tg) = &query.target_group {
         id = id.with("target_group", tg.as_str());
@@ -635,9 +729,18 @@ async fn metrics_query(State(state): State<AppState>, Query(query): Query<Metric
             .datapoints(period, statistic, from, now)
             .map_err(|err| ApiError::bad_request(format!("period: {err}")))?
             .into_iter()
-            .map(|d| MetricPointView { start: d.start.as_millis(), value: d.value, sample_count: d.sample_count })
+            .map(|d| MetricPointView {
+                start: d.start.as_millis(),
+                value: d.value,
+                sample_count: d.sample_count,
+            })
             .collect(),
         None => Vec::new(),
     };
-    Ok(Json(MetricQueryView { metric: id.to_string(), statistic: statistic.to_string(), period_secs: period.secs().into(), datapoints }))
+    Ok(Json(MetricQueryView {
+        metric: id.to_string(),
+        statistic: statistic.to_string(),
+        period_secs: period.secs().into(),
+        datapoints,
+    }))
 }

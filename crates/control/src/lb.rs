@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use routes::{Applied, HealthReport, RouteTable};
 use serde::{Deserialize, Serialize};
 
@@ -50,8 +50,14 @@ impl LbClient {
 
     /// The routing-table version the data plane serves, or an error when it does not answer.
     pub async fn served_version(&self) -> anyhow::Result<u64> {
-        let answer: RoutesAnswer =
-            self.http.get(format!("{}/v1/routes", self.base)).send().await?.error_for_status()?.json().await?;
+        let answer: RoutesAnswer = self
+            .http
+            .get(format!("{}/v1/routes", self.base))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
         Ok(answer.version)
     }
 
@@ -67,17 +73,38 @@ impl LbClient {
     }
 
     pub async fn health(&self) -> anyhow::Result<HealthReport> {
-        Ok(self.http.get(format!("{}/v1/health", self.base)).send().await?.error_for_status()?.json().await?)
+        Ok(self
+            .http
+            .get(format!("{}/v1/health", self.base))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?)
     }
 
     /// The data plane's cumulative metrics, as JSON (passed through to the API).
     pub async fn metrics_json(&self) -> anyhow::Result<serde_json::Value> {
-        Ok(self.http.get(format!("{}/v1/metrics", self.base)).send().await?.error_for_status()?.json().await?)
+        Ok(self
+            .http
+            .get(format!("{}/v1/metrics", self.base))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?)
     }
 
     /// Prometheus text of the data plane.
     pub async fn metrics_text(&self) -> anyhow::Result<String> {
-        Ok(self.http.get(format!("{}/metrics", self.base)).send().await?.error_for_status()?.text().await?)
+        Ok(self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?)
     }
 }
 
@@ -118,7 +145,8 @@ pub async fn ensure_running(
         .append(true)
         .open(&log_path)
         .with_context(|| format!("opening {}", log_path.display()))?;
-    let exe = std::env::current_exe().context("locating the cutover binary to start `cutover lb`")?;
+    let exe =
+        std::env::current_exe().context("locating the cutover binary to start `cutover lb`")?;
     let mut command = std::process::Command::new(exe);
     command
         .arg("lb")
@@ -157,13 +185,15 @@ pub async fn ensure_running(
 }
 
 fn free_loopback_port(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
-    let listener = std::net::TcpListener::bind(addr).context("finding a free port for the load balancer's admin API")?;
+    let listener = std::net::TcpListener::bind(addr)
+        .context("finding a free port for the load balancer's admin API")?;
     Ok(listener.local_addr()?)
 }
 
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} into place", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} into place", tmp.display()))?;
     Ok(())
 }

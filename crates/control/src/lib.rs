@@ -102,7 +102,8 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         }
     }
 
-    let (lb, adopted) = lb::ensure_running(&config.data_dir, config.lb_admin, config.lb_threads).await?;
+    let (lb, adopted) =
+        lb::ensure_running(&config.data_dir, config.lb_admin, config.lb_threads).await?;
     info!(admin = %lb.admin_addr(), adopted, "load balancer ready");
 
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -116,11 +117,21 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
             let token = generate_token();
             let path = config.data_dir.join("token");
             write_private(&path, token.as_bytes())?;
-            warn!("the API listens on {local}, beyond loopback: it requires the token in {}", path.display());
+            warn!(
+                "the API listens on {local}, beyond loopback: it requires the token in {}",
+                path.display()
+            );
             Some(token)
         }
     };
-    let url = format!("http://{}", if local.ip().is_unspecified() { SocketAddr::new([127, 0, 0, 1].into(), local.port()) } else { local });
+    let url = format!(
+        "http://{}",
+        if local.ip().is_unspecified() {
+            SocketAddr::new([127, 0, 0, 1].into(), local.port())
+        } else {
+            local
+        }
+    );
     lb::write_atomically(
         &api_record_path(&config.data_dir),
         serde_json::to_string(&ApiRecord { url: url.clone(), pid: std::process::id() })?.as_bytes(),
@@ -133,9 +144,11 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         runtimes.clone(),
         lb.clone(),
         shared.clone(),
-        url.clone(),
-        config.data_dir.clone(),
-        config.lb_threads,
+        engine::EngineSettings {
+            api_url: url.clone(),
+            data_dir: config.data_dir.clone(),
+            lb_threads: config.lb_threads,
+        },
         tx.clone(),
     );
     engine.recover().await.context("recovering state")?;

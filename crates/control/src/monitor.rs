@@ -15,7 +15,10 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use alarms::{Alarm, AlarmSpec, AlarmState, MetricFilter, MetricFilterSpec, MetricId, MetricStore, SeriesConfig};
+use alarms::{
+    Alarm, AlarmSpec, AlarmState, MetricFilter, MetricFilterSpec, MetricId, MetricStore,
+    SeriesConfig,
+};
 use model::Timestamp;
 use routes::MetricsSnapshot;
 use serde::{Deserialize, Serialize};
@@ -115,8 +118,11 @@ impl Default for Monitor {
 
 impl Monitor {
     pub fn new() -> Monitor {
-        let config = SeriesConfig::new(alarms::Period::from_secs(1).expect("invariant: 1 s is a valid period"), RETENTION)
-            .expect("invariant: 1 s resolution with 3 h retention is valid");
+        let config = SeriesConfig::new(
+            alarms::Period::from_secs(1).expect("invariant: 1 s is a valid period"),
+            RETENTION,
+        )
+        .expect("invariant: 1 s resolution with 3 h retention is valid");
         Monitor {
             store: MetricStore::new(config),
             last: None,
@@ -153,7 +159,8 @@ impl Monitor {
     pub fn record_snapshot(&mut self, snapshot: MetricsSnapshot, now: Timestamp) {
         self.next_poll = now.saturating_add(POLL_INTERVAL);
         let at = Timestamp(snapshot.taken_at_unix_ms.max(1)).min(now);
-        let previous = self.last.take().filter(|p| p.started_at_unix_ms == snapshot.started_at_unix_ms);
+        let previous =
+            self.last.take().filter(|p| p.started_at_unix_ms == snapshot.started_at_unix_ms);
         for (name, tg) in &snapshot.target_groups {
             let before = previous.as_ref().and_then(|p| p.target_groups.get(name));
             let delta = |now: u64, then: Option<u64>| match then {
@@ -172,7 +179,11 @@ impl Monitor {
                 ("HTTPCode_ELB_502_Count", c.elb_502, b.map(|b| b.elb_502)),
                 ("HTTPCode_ELB_503_Count", c.elb_503, b.map(|b| b.elb_503)),
                 ("HTTPCode_ELB_504_Count", c.elb_504, b.map(|b| b.elb_504)),
-                ("TargetConnectionErrorCount", c.target_connection_errors, b.map(|b| b.target_connection_errors)),
+                (
+                    "TargetConnectionErrorCount",
+                    c.target_connection_errors,
+                    b.map(|b| b.target_connection_errors),
+                ),
             ];
             let mut elb_5xx = 0;
             for (metric, now_value, then_value) in counts {
@@ -204,7 +215,8 @@ impl Monitor {
             let total = delta(hist.count, prev_hist.map(|p| p.count));
             let overflow = total.saturating_sub(below);
             if overflow > 0 {
-                let largest = *routes::RESPONSE_TIME_BUCKETS_US.last().unwrap_or(&10_000_000) as f64 / 1e6;
+                let largest =
+                    *routes::RESPONSE_TIME_BUCKETS_US.last().unwrap_or(&10_000_000) as f64 / 1e6;
                 let _ = self.store.record_n(&id, at, largest, overflow);
             }
         }
@@ -220,7 +232,11 @@ impl Monitor {
 
     /// Reads new task-log lines through the declared filters, then evaluates every alarm that is
     /// due. Returns the alarm instances that went to ALARM.
-    pub fn evaluate(&mut self, world: &World<'_>, now: Timestamp) -> (Vec<Fired>, Vec<(String, Alarm)>) {
+    pub fn evaluate(
+        &mut self,
+        world: &World<'_>,
+        now: Timestamp,
+    ) -> (Vec<Fired>, Vec<(String, Alarm)>) {
         self.sync_filters(world.filters);
         self.read_logs(world, now);
         for (_, filter) in &mut self.filters {
@@ -241,7 +257,9 @@ impl Monitor {
                 changed.push((key.clone(), alarm.clone()));
                 if evaluation.state == AlarmState::Alarm {
                     let (name, deployment) = match key.split_once('@') {
-                        Some((name, deployment)) => (name.to_string(), Some(deployment.to_string())),
+                        Some((name, deployment)) => {
+                            (name.to_string(), Some(deployment.to_string()))
+                        }
                         None => (key.clone(), None),
                     };
                     fired.push(Fired { name, deployment, reason: evaluation.reason.clone() });
@@ -291,10 +309,10 @@ impl Monitor {
             match doc.dimension {
                 DimensionDoc::Green => {
                     for (deployment, green, watched) in &world.deployments {
-                        if watched.contains(&doc.spec.name) {
-                            if let Some(spec) = doc.spec_for(Some(green)) {
-                                wanted.insert(format!("{}@{deployment}", doc.spec.name), spec);
-                            }
+                        if watched.contains(&doc.spec.name)
+                            && let Some(spec) = doc.spec_for(Some(green))
+                        {
+                            wanted.insert(format!("{}@{deployment}", doc.spec.name), spec);
                         }
                     }
                 }

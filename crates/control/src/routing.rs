@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use routes::{Action, ForwardAction, Listener, RouteTable, Target, TargetGroup, WeightedTargetGroup};
+use routes::{
+    Action, ForwardAction, Listener, RouteTable, Target, TargetGroup, WeightedTargetGroup,
+};
 
 use crate::declared::{DeploymentGroupDoc, LoadBalancerDoc, TargetGroupDoc};
 
@@ -41,7 +43,8 @@ pub fn compute(
 ) -> RouteTable {
     let mut table = RouteTable { version, ..RouteTable::default() };
     for tg in target_groups {
-        let mut targets: Vec<Target> = tg.targets.iter().map(|addr| Target { addr: *addr }).collect();
+        let mut targets: Vec<Target> =
+            tg.targets.iter().map(|addr| Target { addr: *addr }).collect();
         if let Some(addrs) = task_targets.get(&tg.name) {
             targets.extend(addrs.iter().map(|addr| Target { addr: *addr }));
         }
@@ -64,7 +67,12 @@ pub fn compute(
                 .unwrap_or_else(|| listener.action.clone());
             table.listeners.insert(
                 key,
-                Listener { bind: listener.bind, tls: listener.tls.clone(), idle_timeout_ms: None, action },
+                Listener {
+                    bind: listener.bind,
+                    tls: listener.tls.clone(),
+                    idle_timeout_ms: None,
+                    action,
+                },
             );
         }
     }
@@ -76,7 +84,8 @@ pub fn compute(
 /// group stays referenced and health-checked, ready for the next deployment.
 fn managed_action(lb: &str, listener: &str, groups: &[GroupRouting]) -> Option<Action> {
     for routing in groups {
-        let is = |r: &crate::declared::ListenerRefDoc| r.load_balancer == lb && r.listener == listener;
+        let is =
+            |r: &crate::declared::ListenerRefDoc| r.load_balancer == lb && r.listener == listener;
         let green_percent = if is(&routing.group.production_listener) {
             routing.production_green_percent
         } else if routing.group.test_listener.as_ref().is_some_and(is) {
@@ -87,8 +96,14 @@ fn managed_action(lb: &str, listener: &str, groups: &[GroupRouting]) -> Option<A
         let green_percent = u16::from(green_percent.min(100));
         return Some(Action::Forward(ForwardAction {
             target_groups: vec![
-                WeightedTargetGroup { name: routing.blue_target_group.clone(), weight: 100 - green_percent },
-                WeightedTargetGroup { name: routing.green_target_group().to_string(), weight: green_percent },
+                WeightedTargetGroup {
+                    name: routing.blue_target_group.clone(),
+                    weight: 100 - green_percent,
+                },
+                WeightedTargetGroup {
+                    name: routing.green_target_group().to_string(),
+                    weight: green_percent,
+                },
             ],
         }));
     }
@@ -107,8 +122,14 @@ mod tests {
             service: "web".into(),
             deployment_config: "CodeDeployDefault.ECSAllAtOnce".into(),
             target_groups: ["blue".into(), "green".into()],
-            production_listener: ListenerRefDoc { load_balancer: "lb".into(), listener: "prod".into() },
-            test_listener: Some(ListenerRefDoc { load_balancer: "lb".into(), listener: "test".into() }),
+            production_listener: ListenerRefDoc {
+                load_balancer: "lb".into(),
+                listener: "prod".into(),
+            },
+            test_listener: Some(ListenerRefDoc {
+                load_balancer: "lb".into(),
+                listener: "test".into(),
+            }),
             ready_wait_ms: None,
             termination_wait_ms: 0,
             auto_rollback: AutoRollbackDoc::default(),
@@ -125,12 +146,17 @@ mod tests {
             tls: None,
             action: Action::Forward(ForwardAction { target_groups: Vec::new() }),
         };
-        LoadBalancerDoc { name: "lb".into(), listeners: vec![listener("prod", 8000), listener("test", 8001)] }
+        LoadBalancerDoc {
+            name: "lb".into(),
+            listeners: vec![listener("prod", 8000), listener("test", 8001)],
+        }
     }
 
     fn weights(table: &RouteTable, listener: &str) -> Vec<(String, u16)> {
         match &table.listeners[listener].action {
-            Action::Forward(f) => f.target_groups.iter().map(|t| (t.name.clone(), t.weight)).collect(),
+            Action::Forward(f) => {
+                f.target_groups.iter().map(|t| (t.name.clone(), t.weight)).collect()
+            }
             other => panic!("not a forward: {other:?}"),
         }
     }
@@ -146,14 +172,24 @@ mod tests {
         let table = compute(3, &[lb()], &[], &[routing], &BTreeMap::new());
         assert_eq!(table.version, 3);
         // Blue is in the group's second target group this time: roles alternate.
-        assert_eq!(weights(&table, "lb/prod"), [("green".to_string(), 90), ("blue".to_string(), 10)]);
-        assert_eq!(weights(&table, "lb/test"), [("green".to_string(), 0), ("blue".to_string(), 100)]);
+        assert_eq!(
+            weights(&table, "lb/prod"),
+            [("green".to_string(), 90), ("blue".to_string(), 10)]
+        );
+        assert_eq!(
+            weights(&table, "lb/test"),
+            [("green".to_string(), 0), ("blue".to_string(), 100)]
+        );
     }
 
     #[test]
     fn without_a_deployment_blue_takes_everything_and_tasks_become_targets() {
-        let routing =
-            GroupRouting { group: group(), blue_target_group: "blue".into(), production_green_percent: 0, test_to_green: false };
+        let routing = GroupRouting {
+            group: group(),
+            blue_target_group: "blue".into(),
+            production_green_percent: 0,
+            test_to_green: false,
+        };
         let tg = TargetGroupDoc {
             name: "blue".into(),
             health_check: routes::HealthCheck::default(),
@@ -161,10 +197,15 @@ mod tests {
             algorithm: routes::Algorithm::RoundRobin,
             targets: vec![SocketAddr::from(([10, 0, 0, 9], 80))],
         };
-        let tasks = BTreeMap::from([("blue".to_string(), vec![SocketAddr::from(([127, 77, 0, 2], 8080))])]);
+        let tasks =
+            BTreeMap::from([("blue".to_string(), vec![SocketAddr::from(([127, 77, 0, 2], 8080))])]);
         let table = compute(1, &[lb()], &[tg], &[routing], &tasks);
-        assert_eq!(weights(&table, "lb/prod"), [("blue".to_string(), 100), ("green".to_string(), 0)]);
-        let targets: Vec<String> = table.target_groups["blue"].targets.iter().map(|t| t.addr.to_string()).collect();
+        assert_eq!(
+            weights(&table, "lb/prod"),
+            [("blue".to_string(), 100), ("green".to_string(), 0)]
+        );
+        let targets: Vec<String> =
+            table.target_groups["blue"].targets.iter().map(|t| t.addr.to_string()).collect();
         assert_eq!(targets, ["10.0.0.9:80", "127.77.0.2:8080"]);
     }
 }

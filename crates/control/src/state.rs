@@ -34,7 +34,9 @@ pub fn docs<T: DeserializeOwned>(tx: &Tx<'_>, kind: &str) -> store::Result<Vec<T
 }
 
 pub fn doc<T: DeserializeOwned>(tx: &Tx<'_>, kind: &str, name: &str) -> store::Result<Option<T>> {
-    tx.resource_get(kind, name)?.map(|body| serde_json::from_str(&body).map_err(store::Error::from)).transpose()
+    tx.resource_get(kind, name)?
+        .map(|body| serde_json::from_str(&body).map_err(store::Error::from))
+        .transpose()
 }
 
 /// Tasks kept in history after they stop.
@@ -105,7 +107,7 @@ impl Snapshot {
     pub fn group_routings(&self) -> Vec<GroupRouting> {
         self.groups
             .iter()
-            .filter_map(|group| {
+            .map(|group| {
                 let state = self.group_states.get(&group.key()).cloned().unwrap_or_default();
                 let deployment = state
                     .active_deployment
@@ -113,12 +115,12 @@ impl Snapshot {
                     .or(state.leftover_deployment.as_ref())
                     .and_then(|id| self.routing_deployments.get(id));
                 if let Some(body) = deployment {
-                    return Some(GroupRouting {
+                    return GroupRouting {
                         group: group.clone(),
                         blue_target_group: body.blue_target_group.clone(),
                         production_green_percent: body.route_production_green_percent,
                         test_to_green: body.route_test_to_green,
-                    });
+                    };
                 }
                 let blue = state
                     .primary_task_set
@@ -131,12 +133,12 @@ impl Snapshot {
                             .map(|lb| lb.target_group.clone())
                     })
                     .unwrap_or_else(|| group.target_groups[0].clone());
-                Some(GroupRouting {
+                GroupRouting {
                     group: group.clone(),
                     blue_target_group: blue,
                     production_green_percent: 0,
                     test_to_green: false,
-                })
+                }
             })
             .collect()
     }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use control::api::*;
 
@@ -14,7 +14,11 @@ use crate::client::Client;
 use crate::render;
 
 #[derive(Parser, Debug)]
-#[command(name = "cutover", version, about = "Blue/green releases on one machine: CodeDeploy, ECS and an ALB in one program")]
+#[command(
+    name = "cutover",
+    version,
+    about = "Blue/green releases on one machine: CodeDeploy, ECS and an ALB in one program"
+)]
 pub struct Args {
     /// The control plane's API; by default the one recorded in the data directory, else
     /// http://127.0.0.1:7400.
@@ -162,9 +166,13 @@ enum DeploymentsCommand {
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
-    Get { id: String },
+    Get {
+        id: String,
+    },
     /// Follow a deployment live until it ends.
-    Watch { id: String },
+    Watch {
+        id: String,
+    },
     /// Stop a deployment; rolls back if the group's auto-rollback includes
     /// DEPLOYMENT_STOP_ON_REQUEST, unless told otherwise.
     Stop {
@@ -182,7 +190,9 @@ enum DeploymentsCommand {
         wait: Option<String>,
     },
     /// Put all traffic back on blue and stop green.
-    Rollback { id: String },
+    Rollback {
+        id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -205,19 +215,33 @@ enum TasksCommand {
 #[derive(Subcommand, Debug)]
 enum TargetGroupsCommand {
     List,
-    Get { name: String },
+    Get {
+        name: String,
+    },
     /// Register an IP target by hand (as ALB's `ip` targets).
-    Register { name: String, addr: String },
-    Deregister { name: String, addr: String },
+    Register {
+        name: String,
+        addr: String,
+    },
+    Deregister {
+        name: String,
+        addr: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 enum TaskDefinitionsCommand {
     List,
     /// `family:revision`, `family` (latest) or an ARN.
-    Get { id: String },
-    Register { file: PathBuf },
-    Deregister { id: String },
+    Get {
+        id: String,
+    },
+    Register {
+        file: PathBuf,
+    },
+    Deregister {
+        id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -288,7 +312,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Command::Lb { admin, state_file, threads } => {
             init_tracing();
-            proxy::run_blocking(proxy::ProxyConfig { admin_addr: admin, state_file, worker_threads: threads })?;
+            proxy::run_blocking(proxy::ProxyConfig {
+                admin_addr: admin,
+                state_file,
+                worker_threads: threads,
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Down => down(&client, &data_dir),
@@ -298,7 +326,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Command::Apply { file, dry_run } => apply(&client, &file, dry_run, json),
         Command::Validate { files } => validate(&files),
-        Command::Deploy { group, task_definition, appspec, config, description, wait, ignore_alarms } => {
+        Command::Deploy {
+            group,
+            task_definition,
+            appspec,
+            config,
+            description,
+            wait,
+            ignore_alarms,
+        } => {
             let request = CreateDeploymentRequest {
                 group,
                 task_definition: task_definition.as_deref().map(upload).transpose()?,
@@ -311,7 +347,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             if json && !wait {
                 return render::print(true, &view, render::deployment);
             }
-            println!("deployment {} created in {}/{} ({})", view.id, view.application, view.deployment_group, view.routing);
+            println!(
+                "deployment {} created in {}/{} ({})",
+                view.id, view.application, view.deployment_group, view.routing
+            );
             if wait {
                 return render::watch(&client, &view.id, json);
             }
@@ -336,7 +375,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             render::print(json, &tasks, render::tasks)
         }
         Command::Logs { task, follow } => {
-            let mut response = client.get_text(&format!("/v1/tasks/{task}/logs?follow={follow}"))?;
+            let mut response =
+                client.get_text(&format!("/v1/tasks/{task}/logs?follow={follow}"))?;
             std::io::copy(&mut response, &mut std::io::stdout().lock())?;
             Ok(ExitCode::SUCCESS)
         }
@@ -367,7 +407,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             render::print(json, &alarms, render::alarm_history)
         }
         Command::Metrics { metric, target_group, service, statistic, period, since } => {
-            let mut path = format!("/v1/metrics/query?metric={metric}&statistic={statistic}&period={period}&since={since}");
+            let mut path = format!(
+                "/v1/metrics/query?metric={metric}&statistic={statistic}&period={period}&since={since}"
+            );
             if let Some(tg) = target_group {
                 path.push_str(&format!("&target_group={tg}"));
             }
@@ -397,7 +439,9 @@ fn upload(path: &Path) -> anyhow::Result<FileUpload> {
         .read_to_end(&mut bytes)
         .with_context(|| format!("reading {}", path.display()))?;
     let name = path.display().to_string();
-    let text = spec::text_from_bytes(&name, &bytes).map_err(|errors| anyhow::anyhow!("{errors}"))?.to_string();
+    let text = spec::text_from_bytes(&name, &bytes)
+        .map_err(|errors| anyhow::anyhow!("{errors}"))?
+        .to_string();
     let base_dir = path
         .parent()
         .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
@@ -475,7 +519,10 @@ fn down(client: &Client, data_dir: &Path) -> anyhow::Result<ExitCode> {
             // No control plane: stop what it left behind directly.
             if let Some(record) = control::lb::read_record(data_dir) {
                 control::stop_pid(record.pid);
-                println!("load balancer (pid {}) stopped; control plane was not running ({err:#})", record.pid);
+                println!(
+                    "load balancer (pid {}) stopped; control plane was not running ({err:#})",
+                    record.pid
+                );
             } else {
                 println!("nothing to stop: {err:#}");
             }
@@ -484,7 +531,11 @@ fn down(client: &Client, data_dir: &Path) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn deployments(client: &Client, command: DeploymentsCommand, json: bool) -> anyhow::Result<ExitCode> {
+fn deployments(
+    client: &Client,
+    command: DeploymentsCommand,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     match command {
         DeploymentsCommand::List { group, limit } => {
             let mut path = format!("/v1/deployments?limit={limit}");
@@ -500,8 +551,15 @@ fn deployments(client: &Client, command: DeploymentsCommand, json: bool) -> anyh
         }
         DeploymentsCommand::Watch { id } => render::watch(client, &id, json),
         DeploymentsCommand::Stop { id, rollback, no_rollback } => {
-            let rollback = if rollback { Some(true) } else if no_rollback { Some(false) } else { None };
-            let view: DeploymentView = client.post(&format!("/v1/deployments/{id}/stop"), &StopRequest { rollback })?;
+            let rollback = if rollback {
+                Some(true)
+            } else if no_rollback {
+                Some(false)
+            } else {
+                None
+            };
+            let view: DeploymentView =
+                client.post(&format!("/v1/deployments/{id}/stop"), &StopRequest { rollback })?;
             render::print(json, &view, render::deployment)
         }
         DeploymentsCommand::Continue { id, wait } => {
@@ -509,20 +567,30 @@ fn deployments(client: &Client, command: DeploymentsCommand, json: bool) -> anyh
                 Some(wait) => wait,
                 None => {
                     let view: DeploymentView = client.get(&format!("/v1/deployments/{id}"))?;
-                    if view.status == "Baking" { "TERMINATION_WAIT".into() } else { "READY_WAIT".into() }
+                    if view.status == "Baking" {
+                        "TERMINATION_WAIT".into()
+                    } else {
+                        "READY_WAIT".into()
+                    }
                 }
             };
-            let view: DeploymentView = client.post(&format!("/v1/deployments/{id}/continue"), &ContinueRequest { wait })?;
+            let view: DeploymentView = client
+                .post(&format!("/v1/deployments/{id}/continue"), &ContinueRequest { wait })?;
             render::print(json, &view, render::deployment)
         }
         DeploymentsCommand::Rollback { id } => {
-            let view: DeploymentView = client.post(&format!("/v1/deployments/{id}/rollback"), &serde_json::json!({}))?;
+            let view: DeploymentView =
+                client.post(&format!("/v1/deployments/{id}/rollback"), &serde_json::json!({}))?;
             render::print(json, &view, render::deployment)
         }
     }
 }
 
-fn target_groups(client: &Client, command: TargetGroupsCommand, json: bool) -> anyhow::Result<ExitCode> {
+fn target_groups(
+    client: &Client,
+    command: TargetGroupsCommand,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     match command {
         TargetGroupsCommand::List => {
             let list: Vec<TargetGroupView> = client.get("/v1/target-groups")?;
@@ -533,33 +601,48 @@ fn target_groups(client: &Client, command: TargetGroupsCommand, json: bool) -> a
             render::print(json, &view, render::target_group)
         }
         TargetGroupsCommand::Register { name, addr } => {
-            let _: serde_json::Value =
-                client.post(&format!("/v1/target-groups/{name}/targets"), &RegisterTargetRequest { addr: addr.clone() })?;
+            let _: serde_json::Value = client.post(
+                &format!("/v1/target-groups/{name}/targets"),
+                &RegisterTargetRequest { addr: addr.clone() },
+            )?;
             println!("registered {addr} in {name}");
             Ok(ExitCode::SUCCESS)
         }
         TargetGroupsCommand::Deregister { name, addr } => {
-            let _: serde_json::Value =
-                client.delete(&format!("/v1/target-groups/{name}/targets"), &RegisterTargetRequest { addr: addr.clone() })?;
-            println!("deregistered {addr} from {name}; it drains for the group's deregistration delay");
+            let _: serde_json::Value = client.delete(
+                &format!("/v1/target-groups/{name}/targets"),
+                &RegisterTargetRequest { addr: addr.clone() },
+            )?;
+            println!(
+                "deregistered {addr} from {name}; it drains for the group's deregistration delay"
+            );
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
-fn task_definitions(client: &Client, command: TaskDefinitionsCommand, json: bool) -> anyhow::Result<ExitCode> {
+fn task_definitions(
+    client: &Client,
+    command: TaskDefinitionsCommand,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     match command {
         TaskDefinitionsCommand::List => {
             let list: Vec<TaskDefinitionView> = client.get("/v1/task-definitions")?;
             render::print(json, &list, render::task_definitions)
         }
         TaskDefinitionsCommand::Get { id } => {
-            let view: TaskDefinitionView = client.get(&format!("/v1/task-definitions/{}", id.rsplit('/').next().unwrap_or(&id)))?;
-            render::print(json, &view, |v| serde_json::to_string_pretty(&v.body).unwrap_or_default())
+            let view: TaskDefinitionView = client
+                .get(&format!("/v1/task-definitions/{}", id.rsplit('/').next().unwrap_or(&id)))?;
+            render::print(json, &view, |v| {
+                serde_json::to_string_pretty(&v.body).unwrap_or_default()
+            })
         }
         TaskDefinitionsCommand::Register { file } => {
-            let answer: serde_json::Value =
-                client.post("/v1/task-definitions", &RegisterTaskDefinitionRequest { file: upload(&file)? })?;
+            let answer: serde_json::Value = client.post(
+                "/v1/task-definitions",
+                &RegisterTaskDefinitionRequest { file: upload(&file)? },
+            )?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&answer)?);
             } else {
@@ -568,7 +651,8 @@ fn task_definitions(client: &Client, command: TaskDefinitionsCommand, json: bool
             Ok(ExitCode::SUCCESS)
         }
         TaskDefinitionsCommand::Deregister { id } => {
-            let _: serde_json::Value = client.delete(&format!("/v1/task-definitions/{id}"), &serde_json::json!({}))?;
+            let _: serde_json::Value =
+                client.delete(&format!("/v1/task-definitions/{id}"), &serde_json::json!({}))?;
             println!("{id} is INACTIVE: running tasks keep running; no new task can use it");
             Ok(ExitCode::SUCCESS)
         }

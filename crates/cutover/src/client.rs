@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use control::api::ErrorBody;
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 pub struct Client {
     http: reqwest::blocking::Client,
@@ -31,7 +31,10 @@ impl Client {
         request
     }
 
-    fn finish<T: DeserializeOwned>(&self, response: reqwest::Result<reqwest::blocking::Response>) -> anyhow::Result<T> {
+    fn finish<T: DeserializeOwned>(
+        &self,
+        response: reqwest::Result<reqwest::blocking::Response>,
+    ) -> anyhow::Result<T> {
         let response = response.map_err(|err| {
             if err.is_connect() {
                 anyhow::anyhow!(
@@ -57,7 +60,8 @@ impl Client {
                 Err(_) => bail!("{status}: {text}"),
             }
         }
-        serde_json::from_str(&text).with_context(|| format!("unexpected answer from {}: {text}", self.base))
+        serde_json::from_str(&text)
+            .with_context(|| format!("unexpected answer from {}: {text}", self.base))
     }
 
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
@@ -65,7 +69,10 @@ impl Client {
     }
 
     pub fn get_text(&self, path: &str) -> anyhow::Result<reqwest::blocking::Response> {
-        let response = self.request(reqwest::Method::GET, path).timeout(Duration::from_secs(24 * 3600)).send()?;
+        let response = self
+            .request(reqwest::Method::GET, path)
+            .timeout(Duration::from_secs(24 * 3600))
+            .send()?;
         if !response.status().is_success() {
             let text = response.text().unwrap_or_default();
             match serde_json::from_str::<ErrorBody>(&text) {
@@ -76,15 +83,27 @@ impl Client {
         Ok(response)
     }
 
-    pub fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> anyhow::Result<T> {
+    pub fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
         self.finish(self.request(reqwest::Method::POST, path).json(body).send())
     }
 
-    pub fn put<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> anyhow::Result<T> {
+    pub fn put<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
         self.finish(self.request(reqwest::Method::PUT, path).json(body).send())
     }
 
-    pub fn delete<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> anyhow::Result<T> {
+    pub fn delete<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
         self.finish(self.request(reqwest::Method::DELETE, path).json(body).send())
     }
 }

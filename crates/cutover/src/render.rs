@@ -1,6 +1,10 @@
 //! How the CLI shows things: aligned tables for people, JSON (`--output json`) for programs, and
 //! the live view of `deployments watch` / `deploy --wait`.
 
+// The renderers are passed to `print` as `Fn(&T)` for the very type the API returned (often a
+// `Vec`), so they take `&Vec<…>` rather than a slice.
+#![allow(clippy::ptr_arg)]
+
 use std::fmt::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -10,7 +14,11 @@ use serde::Serialize;
 
 use crate::client::Client;
 
-pub fn print<T: Serialize>(json: bool, value: &T, text: impl Fn(&T) -> String) -> anyhow::Result<ExitCode> {
+pub fn print<T: Serialize>(
+    json: bool,
+    value: &T,
+    text: impl Fn(&T) -> String,
+) -> anyhow::Result<ExitCode> {
     if json {
         println!("{}", serde_json::to_string_pretty(value)?);
     } else {
@@ -145,7 +153,16 @@ pub fn service(s: &ServiceView) -> String {
 
 pub fn tasks(list: &Vec<TaskView>) -> String {
     table(
-        &["TASK", "SERVICE", "TASK DEFINITION", "STATUS", "HEALTH", "ADDRESS", "TARGET GROUP", "STOPPED REASON"],
+        &[
+            "TASK",
+            "SERVICE",
+            "TASK DEFINITION",
+            "STATUS",
+            "HEALTH",
+            "ADDRESS",
+            "TARGET GROUP",
+            "STOPPED REASON",
+        ],
         list.iter()
             .map(|t| {
                 vec![
@@ -168,7 +185,8 @@ pub fn target_groups(list: &Vec<TargetGroupView>) -> String {
         &["NAME", "HEALTHY", "TARGETS", "HEALTH CHECK", "DEREGISTRATION DELAY"],
         list.iter()
             .map(|t| {
-                let healthy = t.targets.iter().filter(|x| x.state == routes::TargetState::Healthy).count();
+                let healthy =
+                    t.targets.iter().filter(|x| x.state == routes::TargetState::Healthy).count();
                 vec![
                     t.name.clone(),
                     healthy.to_string(),
@@ -205,7 +223,9 @@ pub fn target_group(t: &TargetGroupView) -> String {
 pub fn task_definitions(list: &Vec<TaskDefinitionView>) -> String {
     table(
         &["TASK DEFINITION", "STATUS", "ARN"],
-        list.iter().map(|t| vec![format!("{}:{}", t.family, t.revision), t.status.clone(), t.arn.clone()]).collect(),
+        list.iter()
+            .map(|t| vec![format!("{}:{}", t.family, t.revision), t.status.clone(), t.arn.clone()])
+            .collect(),
     )
 }
 
@@ -213,7 +233,13 @@ pub fn deployment_configs(list: &Vec<DeploymentConfigView>) -> String {
     table(
         &["NAME", "ROUTING", "KIND"],
         list.iter()
-            .map(|c| vec![c.name.clone(), c.routing.clone(), if c.predefined { "predefined" } else { "custom" }.to_string()])
+            .map(|c| {
+                vec![
+                    c.name.clone(),
+                    c.routing.clone(),
+                    if c.predefined { "predefined" } else { "custom" }.to_string(),
+                ]
+            })
             .collect(),
     )
 }
@@ -284,8 +310,16 @@ fn set_line(label: &str, set: &Option<TaskSetView>) -> String {
 
 pub fn deployment(d: &DeploymentView) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "deployment {}  {}/{}  {}", d.id, d.application, d.deployment_group, d.status);
-    let _ = writeln!(out, "task definition: {}   config: {} ({})", d.task_definition, d.deployment_config, d.routing);
+    let _ = writeln!(
+        out,
+        "deployment {}  {}/{}  {}",
+        d.id, d.application, d.deployment_group, d.status
+    );
+    let _ = writeln!(
+        out,
+        "task definition: {}   config: {} ({})",
+        d.task_definition, d.deployment_config, d.routing
+    );
     let _ = writeln!(out, "{}", traffic_line(d));
     let _ = writeln!(out, "{}", set_line("blue ", &d.blue));
     let _ = writeln!(out, "{}", set_line("green", &d.green));
@@ -319,7 +353,8 @@ pub fn watch(client: &Client, id: &str, json: bool) -> anyhow::Result<ExitCode> 
     let mut after = 0i64;
     let mut last_line = String::new();
     loop {
-        let events: Vec<EventView> = client.get(&format!("/v1/deployments/{id}/events?after={after}"))?;
+        let events: Vec<EventView> =
+            client.get(&format!("/v1/deployments/{id}/events?after={after}"))?;
         let view: DeploymentView = client.get(&format!("/v1/deployments/{id}"))?;
         for event in &events {
             after = after.max(event.seq);
@@ -347,7 +382,11 @@ pub fn watch(client: &Client, id: &str, json: bool) -> anyhow::Result<ExitCode> 
             } else {
                 println!("{}", outcome_line(&view));
             }
-            return Ok(if view.status == "Succeeded" { ExitCode::SUCCESS } else { ExitCode::from(1) });
+            return Ok(if view.status == "Succeeded" {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            });
         }
         std::thread::sleep(Duration::from_millis(250));
     }
@@ -389,14 +428,28 @@ pub fn alarms(list: &Vec<AlarmView>) -> String {
 fn condition(a: &AlarmView) -> String {
     format!(
         "{} {} {} for {} of {} × {}s (missing data: {})",
-        a.statistic, a.comparison, a.threshold, a.datapoints_to_alarm, a.evaluation_periods, a.period_secs, a.treat_missing_data
+        a.statistic,
+        a.comparison,
+        a.threshold,
+        a.datapoints_to_alarm,
+        a.evaluation_periods,
+        a.period_secs,
+        a.treat_missing_data
     )
 }
 
 pub fn alarm_details(list: &Vec<AlarmView>) -> String {
     let mut out = String::new();
     for a in list {
-        let _ = writeln!(out, "{}  {}\n  {} {}\n  reason: {}", a.key, a.state, a.metric, condition(a), a.reason);
+        let _ = writeln!(
+            out,
+            "{}  {}\n  {} {}\n  reason: {}",
+            a.key,
+            a.state,
+            a.metric,
+            condition(a),
+            a.reason
+        );
     }
     out
 }
@@ -406,7 +459,9 @@ pub fn alarm_history(list: &Vec<AlarmView>) -> String {
         &["ALARM", "AT", "FROM", "TO", "REASON"],
         list.iter()
             .flat_map(|a| {
-                a.history.iter().map(|t| vec![a.key.clone(), time(t.at), t.from.clone(), t.to.clone(), t.reason.clone()])
+                a.history.iter().map(|t| {
+                    vec![a.key.clone(), time(t.at), t.from.clone(), t.to.clone(), t.reason.clone()]
+                })
             })
             .collect(),
     )
@@ -416,7 +471,10 @@ pub fn metric(m: &MetricQueryView) -> String {
     let mut out = format!("{} ({} per {}s)\n", m.metric, m.statistic, m.period_secs);
     out.push_str(&table(
         &["PERIOD START", "VALUE", "SAMPLES"],
-        m.datapoints.iter().map(|d| vec![time(d.start), format!("{}", d.value), d.sample_count.to_string()]).collect(),
+        m.datapoints
+            .iter()
+            .map(|d| vec![time(d.start), format!("{}", d.value), d.sample_count.to_string()])
+            .collect(),
     ));
     out
 }

@@ -452,8 +452,11 @@ fn route(req: &Request, config: &Config) -> Response {
         "/fail" => Response {
             status: 500,
             content_type: "application/json",
-            body: format!("{{\"error\":\"failure on request\",\"version\":{}}}", json_string(&config.version))
-                .into_bytes(),
+            body: format!(
+                "{{\"error\":\"failure on request\",\"version\":{}}}",
+                json_string(&config.version)
+            )
+            .into_bytes(),
             note: Some("Error: failure on request (/fail)"),
         },
         "/health" if req.method == "GET" || req.method == "HEAD" => {

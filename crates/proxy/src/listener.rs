@@ -102,9 +102,11 @@ async fn serve(stream: TcpStream, peer: SocketAddr, ls: Arc<ListenerShared>, sha
     // soon as it starts, and idle connections are the common case at scale.
     let idle = Duration::from_millis(ls.idle_timeout_ms.load(Ordering::Relaxed));
     let mut stop = ls.stop.subscribe();
+    // `peek`, not `readable`: tokio reports a fresh socket readable before any byte arrives.
+    let mut first = [0u8; 1];
     tokio::select! {
-        ready = tokio::time::timeout(idle, stream.readable()) => {
-            if !matches!(ready, Ok(Ok(()))) {
+        peeked = tokio::time::timeout(idle, stream.peek(&mut first)) => {
+            if !matches!(peeked, Ok(Ok(n)) if n > 0) {
                 return;
             }
         }
@@ -115,7 +117,12 @@ async fn serve(stream: TcpStream, peer: SocketAddr, ls: Arc<ListenerShared>, sha
     Box::pin(serve_active(stream, peer, ls, shared)).await;
 }
 
-async fn serve_active(stream: TcpStream, peer: SocketAddr, ls: Arc<ListenerShared>, shared: Arc<Shared>) {
+async fn serve_active(
+    stream: TcpStream,
+    peer: SocketAddr,
+    ls: Arc<ListenerShared>,
+    shared: Arc<Shared>,
+) {
     let io_shared = Arc::new(ConnShared::new());
     let client_ip = HeaderValue::from_str(&peer.ip().to_canonical().to_string())
         .unwrap_or(HeaderValue::from_static("unknown"));

@@ -198,9 +198,12 @@ impl Rollout {
             | Phase::Install { deadline }
             | Phase::ReadyWait { deadline }
             | Phase::TerminationWait { deadline } => Some(*deadline),
-            Phase::Shift { t0, applied } => {
-                self.spec.routing.schedule().get(*applied).map(|shift| t0.saturating_add(shift.after))
-            }
+            Phase::Shift { t0, applied } => self
+                .spec
+                .routing
+                .schedule()
+                .get(*applied)
+                .map(|shift| t0.saturating_add(shift.after)),
         }
     }
 
@@ -266,7 +269,8 @@ impl Rollout {
                     );
                 }
                 Phase::Install { .. } => {
-                    self.phase = Phase::Install { deadline: now.saturating_add(self.spec.install_timeout) };
+                    self.phase =
+                        Phase::Install { deadline: now.saturating_add(self.spec.install_timeout) };
                 }
                 Phase::Created
                 | Phase::ReadyWait { .. }
@@ -597,7 +601,8 @@ impl Rollout {
                 self.begin_event(E::Install, now);
                 self.green = Green::Starting;
                 self.emit(Effect::StartGreen);
-                self.phase = Phase::Install { deadline: now.saturating_add(self.spec.install_timeout) };
+                self.phase =
+                    Phase::Install { deadline: now.saturating_add(self.spec.install_timeout) };
                 Flow::Wait
             }
             Step::Event(E::AllowTestTraffic) => {
@@ -633,8 +638,9 @@ impl Rollout {
                     return Flow::Next;
                 }
                 self.set_status(DeploymentStatus::Baking);
-                self.phase =
-                    Phase::TerminationWait { deadline: now.saturating_add(self.spec.termination_wait) };
+                self.phase = Phase::TerminationWait {
+                    deadline: now.saturating_add(self.spec.termination_wait),
+                };
                 Flow::Wait
             }
             Step::Event(E::End) => {

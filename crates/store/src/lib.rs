@@ -11,7 +11,7 @@
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::{Deserialize, Serialize};
 
 mod pipelines;
@@ -25,7 +25,9 @@ pub enum Error {
     Json(#[from] serde_json::Error),
     #[error("{0}")]
     Conflict(String),
-    #[error("the database at {path} was written by a newer cutover (schema {found}, this build knows {known}); upgrade cutover")]
+    #[error(
+        "the database at {path} was written by a newer cutover (schema {found}, this build knows {known}); upgrade cutover"
+    )]
     SchemaTooNew { path: String, found: i64, known: i64 },
 }
 
@@ -33,7 +35,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Migrations, applied in order; the index + 1 is the schema version. Never edit one that has
 /// shipped: add a new one.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE resources (
     kind TEXT NOT NULL, name TEXT NOT NULL, body TEXT NOT NULL, updated_at INTEGER NOT NULL,
@@ -60,7 +63,8 @@ CREATE TABLE deployment_events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, deployment_id TEXT NOT NULL, at INTEGER NOT NULL,
     kind TEXT NOT NULL, message TEXT NOT NULL);
 CREATE INDEX events_by_deployment ON deployment_events (deployment_id, seq);
-"#, r#"
+"#,
+    r#"
 CREATE TABLE ci_repositories (name TEXT PRIMARY KEY, created_at INTEGER NOT NULL);
 CREATE TABLE ci_pipelines (
     name TEXT PRIMARY KEY, definition TEXT NOT NULL, machine TEXT NOT NULL,
@@ -77,7 +81,8 @@ CREATE TABLE ci_builds (
 CREATE TABLE ci_jobs (key TEXT PRIMARY KEY, external_ref TEXT NOT NULL, created_at INTEGER NOT NULL);
 CREATE TABLE ci_sources (
     pipeline TEXT PRIMARY KEY, last_commit TEXT NOT NULL, checked_at INTEGER NOT NULL);
-"#];
+"#,
+];
 
 /// The database. Cheap to share behind an `Arc`; every call holds the connection for the length
 /// of one statement or transaction, which for this workload is microseconds.
@@ -300,7 +305,11 @@ impl Tx<'_> {
         Ok(revision)
     }
 
-    pub fn task_definition_get(&self, family: &str, revision: u32) -> Result<Option<TaskDefinitionRow>> {
+    pub fn task_definition_get(
+        &self,
+        family: &str,
+        revision: u32,
+    ) -> Result<Option<TaskDefinitionRow>> {
         Ok(self
             .tx
             .query_row(
@@ -334,7 +343,12 @@ impl Tx<'_> {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    pub fn task_definition_set_status(&self, family: &str, revision: u32, status: &str) -> Result<bool> {
+    pub fn task_definition_set_status(
+        &self,
+        family: &str,
+        revision: u32,
+        status: &str,
+    ) -> Result<bool> {
         let n = self.tx.execute(
             "UPDATE task_definitions SET status = ?3 WHERE family = ?1 AND revision = ?2",
             params![family, revision, status],
@@ -511,7 +525,13 @@ impl Tx<'_> {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    pub fn event_append(&self, deployment_id: &str, at: u64, kind: &str, message: &str) -> Result<i64> {
+    pub fn event_append(
+        &self,
+        deployment_id: &str,
+        at: u64,
+        kind: &str,
+        message: &str,
+    ) -> Result<i64> {
         self.tx.execute(
             "INSERT INTO deployment_events (deployment_id, at, kind, message) VALUES (?1, ?2, ?3, ?4)",
             params![deployment_id, at as i64, kind, message],
@@ -540,8 +560,7 @@ impl Tx<'_> {
 
 const TASK_COLUMNS: &str = "id, task_set_id, service, runtime, last_status, desired_status, health, \
      handle, addr, stop_at, stopped_reason, created_at, started_at, stopped_at";
-const DEPLOYMENT_COLUMNS: &str =
-    "id, application, deployment_group, status, body, machine, created_at, updated_at, completed_at";
+const DEPLOYMENT_COLUMNS: &str = "id, application, deployment_group, status, body, machine, created_at, updated_at, completed_at";
 
 fn opt_u64(v: Option<i64>) -> Option<u64> {
     v.map(|v| v as u64)

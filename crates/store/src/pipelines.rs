@@ -139,7 +139,11 @@ impl Tx<'_> {
         Ok(())
     }
 
-    fn ci_execution_rows(&self, sql: &str, p: &[&dyn rusqlite::ToSql]) -> Result<Vec<CiExecutionRow>> {
+    fn ci_execution_rows(
+        &self,
+        sql: &str,
+        p: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<CiExecutionRow>> {
         let mut stmt = self.tx.prepare(sql)?;
         let rows = stmt.query_map(p, |r| {
             Ok(CiExecutionRow {

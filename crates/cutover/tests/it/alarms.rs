@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use crate::harness::*;
 
-const SLOW_CANARY: &str = "{ name: quick-canary, type: TimeBasedCanary, percentage: 20, interval: 20s }";
+const SLOW_CANARY: &str =
+    "{ name: quick-canary, type: TimeBasedCanary, percentage: 20, interval: 20s }";
 const ROLLBACK_ON_ALARM: &str = "[DEPLOYMENT_FAILURE, DEPLOYMENT_STOP_ON_ALARM]";
 
 const GREEN_5XX: &str = r#"alarms:
@@ -13,7 +14,16 @@ const GREEN_5XX: &str = r#"alarms:
 "#;
 
 fn deploy(cluster: &Cluster, taskdef: &str) -> (std::process::Output, String) {
-    let output = cluster.cli(&["deploy", "--group", "web/web-prod", "--task-definition", taskdef, "--appspec", "appspec.yaml", "--wait"]);
+    let output = cluster.cli(&[
+        "deploy",
+        "--group",
+        "web/web-prod",
+        "--task-definition",
+        taskdef,
+        "--appspec",
+        "appspec.yaml",
+        "--wait",
+    ]);
     let id = cluster.json(&["deployments", "list"])[0]["id"].as_str().unwrap().to_string();
     (output, id)
 }
@@ -50,16 +60,24 @@ fn a_5xx_alarm_on_green_rolls_the_canary_back_before_the_next_shift() {
     let message = view["error_message"].as_str().unwrap();
     assert!(message.contains("green-5xx"), "the reason names the alarm: {message}");
     assert!(message.contains("threshold"), "the reason carries the threshold: {message}");
-    assert!(message.contains("requests on web-green"), "the reason counts green's requests: {message}");
+    assert!(
+        message.contains("requests on web-green"),
+        "the reason counts green's requests: {message}"
+    );
 
     // Production never went past the canary step, and went back to blue within the 20 s step.
     let history = effects(&cluster, &id);
-    assert!(!history.iter().any(|m| m.contains("green=100%")), "production reached 100% green: {history:?}");
+    assert!(
+        !history.iter().any(|m| m.contains("green=100%")),
+        "production reached 100% green: {history:?}"
+    );
     let v2: Vec<&Sample> = samples.iter().filter(|s| s.2 == "v2").collect();
     assert!(!v2.is_empty(), "green never served production");
     let window_ms = v2.last().unwrap().0 - v2.first().unwrap().0;
     assert!(window_ms < 10_000, "green served production for {window_ms} ms");
-    wait_for("green's tasks to stop", Duration::from_secs(30), || (cluster.app_processes() == 2).then_some(()));
+    wait_for("green's tasks to stop", Duration::from_secs(30), || {
+        (cluster.app_processes() == 2).then_some(())
+    });
     assert_eq!(get(cluster.prod, "/").unwrap().1, "v1");
 }
 
@@ -105,14 +123,29 @@ fn an_alarm_already_in_alarm_blocks_a_deployment_unless_overridden() {
     wait_for("the alarm to be in ALARM", Duration::from_secs(20), || {
         (cluster.json(&["alarms", "get", "blue-has-hosts"])[0]["state"] == "ALARM").then_some(())
     });
-    let output = cluster.cli(&["deploy", "--group", "web/web-prod", "--task-definition", "taskdef-v2.json", "--appspec", "appspec.yaml"]);
+    let output = cluster.cli(&[
+        "deploy",
+        "--group",
+        "web/web-prod",
+        "--task-definition",
+        "taskdef-v2.json",
+        "--appspec",
+        "appspec.yaml",
+    ]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(stderr.contains("blue-has-hosts") && stderr.contains("--ignore-alarms"), "{stderr}");
     assert_eq!(cluster.json(&["deployments", "list"]).as_array().unwrap().len(), 0);
 
     cluster.cli_ok(&[
-        "deploy", "--group", "web/web-prod", "--task-definition", "taskdef-v2.json", "--appspec", "appspec.yaml", "--wait",
+        "deploy",
+        "--group",
+        "web/web-prod",
+        "--task-definition",
+        "taskdef-v2.json",
+        "--appspec",
+        "appspec.yaml",
+        "--wait",
         "--ignore-alarms",
     ]);
     assert_eq!(get(cluster.prod, "/").unwrap().1, "v2");
@@ -129,20 +162,34 @@ fn an_alarm_during_the_termination_wait_rolls_back_to_the_warm_blue() {
         ..Options::default()
     });
     cluster.apply_and_wait_for_v1();
-    let created = cluster.json(&["deploy", "--group", "web/web-prod", "--task-definition", "taskdef-v2.json", "--appspec", "appspec.yaml"]);
+    let created = cluster.json(&[
+        "deploy",
+        "--group",
+        "web/web-prod",
+        "--task-definition",
+        "taskdef-v2.json",
+        "--appspec",
+        "appspec.yaml",
+    ]);
     let id = created["id"].as_str().unwrap().to_string();
-    wait_for("the termination wait (Baking)", Duration::from_secs(30), || (cluster.deployment(&id)["status"] == "Baking").then_some(()));
+    wait_for("the termination wait (Baking)", Duration::from_secs(30), || {
+        (cluster.deployment(&id)["status"] == "Baking").then_some(())
+    });
     assert_eq!(get(cluster.prod, "/").unwrap().1, "v2");
 
     // Green misbehaves while blue is still warm.
     for _ in 0..5 {
         let _ = get(cluster.prod, "/fail");
     }
-    wait_for("the rollback", Duration::from_secs(20), || cluster.deployment(&id)["completed_at"].is_u64().then_some(()));
+    wait_for("the rollback", Duration::from_secs(20), || {
+        cluster.deployment(&id)["completed_at"].is_u64().then_some(())
+    });
     let view = cluster.deployment(&id);
     assert_eq!(view["status"], "Stopped", "{view}");
     assert_eq!(view["rolled_back"], true);
-    wait_for("production back on v1", Duration::from_secs(10), || (get(cluster.prod, "/").ok()?.1 == "v1").then_some(()));
+    wait_for("production back on v1", Duration::from_secs(10), || {
+        (get(cluster.prod, "/").ok()?.1 == "v1").then_some(())
+    });
 }
 
 #[test]
@@ -157,16 +204,36 @@ fn an_alarm_that_flaps_once_inside_m_of_n_does_not_roll_back() {
         ..Options::default()
     });
     cluster.apply_and_wait_for_v1();
-    let created = cluster.json(&["deploy", "--group", "web/web-prod", "--task-definition", "taskdef-v2.json", "--appspec", "appspec.yaml"]);
+    let created = cluster.json(&[
+        "deploy",
+        "--group",
+        "web/web-prod",
+        "--task-definition",
+        "taskdef-v2.json",
+        "--appspec",
+        "appspec.yaml",
+    ]);
     let id = created["id"].as_str().unwrap().to_string();
     wait_for("the canary step", Duration::from_secs(30), || {
         (cluster.deployment(&id)["traffic"]["production_green_percent"] == 20).then_some(())
     });
     // One bad second on green (through the test listener, which serves green): 1 of 3 breaching.
     let _ = get(cluster.test, "/fail");
-    wait_for("the deployment to finish", Duration::from_secs(60), || cluster.deployment(&id)["completed_at"].is_u64().then_some(()));
+    wait_for("the deployment to finish", Duration::from_secs(60), || {
+        cluster.deployment(&id)["completed_at"].is_u64().then_some(())
+    });
     let view = cluster.deployment(&id);
-    assert_eq!(view["status"], "Succeeded", "one breaching datapoint of three must not stop it: {view}");
+    assert_eq!(
+        view["status"], "Succeeded",
+        "one breaching datapoint of three must not stop it: {view}"
+    );
     let alarm = cluster.json(&["alarms", "list"]);
-    assert!(alarm.as_array().unwrap().iter().all(|a| a["history"].as_array().unwrap().iter().all(|t| t["to"] != "ALARM")), "{alarm}");
+    assert!(
+        alarm.as_array().unwrap().iter().all(|a| a["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["to"] != "ALARM")),
+        "{alarm}"
+    );
 }

@@ -9,7 +9,11 @@ fn invalid_files_are_refused_and_change_nothing() {
 
     // A cutover.yaml whose deployment group uses the same target group twice.
     let yaml = std::fs::read_to_string(cluster.path("cutover.yaml")).unwrap();
-    std::fs::write(cluster.path("bad.yaml"), yaml.replace("[web-blue, web-green]", "[web-blue, web-blue]")).unwrap();
+    std::fs::write(
+        cluster.path("bad.yaml"),
+        yaml.replace("[web-blue, web-green]", "[web-blue, web-blue]"),
+    )
+    .unwrap();
     let output = cluster.cli(&["apply", "-f", "bad.yaml"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
@@ -19,9 +23,16 @@ fn invalid_files_are_refused_and_change_nothing() {
     assert_eq!(validate.status.code(), Some(1));
 
     // An AppSpec naming a container the task definition does not have.
-    std::fs::write(cluster.path("appspec-bad.yaml"), appspec("").replace("\"web\"", "\"api\"")).unwrap();
+    std::fs::write(cluster.path("appspec-bad.yaml"), appspec("").replace("\"web\"", "\"api\""))
+        .unwrap();
     let output = cluster.cli(&[
-        "deploy", "--group", "web/web-prod", "--task-definition", "taskdef-v2.json", "--appspec", "appspec-bad.yaml",
+        "deploy",
+        "--group",
+        "web/web-prod",
+        "--task-definition",
+        "taskdef-v2.json",
+        "--appspec",
+        "appspec-bad.yaml",
     ]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
@@ -34,11 +45,23 @@ fn invalid_files_are_refused_and_change_nothing() {
 
     // A second deployment while one is active is refused with the id of the active one.
     let created = cluster.json(&[
-        "deploy", "--group", "web/web-prod", "--task-definition", "taskdef-v2.json", "--appspec", "appspec.yaml",
+        "deploy",
+        "--group",
+        "web/web-prod",
+        "--task-definition",
+        "taskdef-v2.json",
+        "--appspec",
+        "appspec.yaml",
     ]);
     let id = created["id"].as_str().unwrap();
     let output = cluster.cli(&[
-        "deploy", "--group", "web/web-prod", "--task-definition", "taskdef-v2.json", "--appspec", "appspec.yaml",
+        "deploy",
+        "--group",
+        "web/web-prod",
+        "--task-definition",
+        "taskdef-v2.json",
+        "--appspec",
+        "appspec.yaml",
     ]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());

@@ -25,7 +25,14 @@ fn docker_canary_release_then_a_crashed_container_and_a_missing_image() {
     // v1 → v2 through the canary, under load.
     let load = Load::start(cluster.prod, 4);
     cluster.cli_ok(&[
-        "deploy", "--group", "web/web-prod", "--task-definition", "taskdef-v2.json", "--appspec", "appspec.yaml", "--wait",
+        "deploy",
+        "--group",
+        "web/web-prod",
+        "--task-definition",
+        "taskdef-v2.json",
+        "--appspec",
+        "appspec.yaml",
+        "--wait",
     ]);
     let samples = load.finish();
     assert_eq!(failures(&samples), Vec::<&Sample>::new());
@@ -33,23 +40,37 @@ fn docker_canary_release_then_a_crashed_container_and_a_missing_image() {
     let last_v1 = samples.iter().rposition(|s| s.2 == "v1").expect("production never served v1");
     assert!(first_v2 < last_v1, "the split never held both versions");
     assert_eq!(samples.last().unwrap().2, "v2");
-    wait_for("blue's containers to go", Duration::from_secs(60), || (cluster.containers().len() == 2).then_some(()));
+    wait_for("blue's containers to go", Duration::from_secs(60), || {
+        (cluster.containers().len() == 2).then_some(())
+    });
 
     // A container killed by hand is replaced by the scheduler.
     let victim = cluster.containers()[0].clone();
-    assert!(std::process::Command::new("docker").args(["kill", &victim]).status().unwrap().success());
+    assert!(
+        std::process::Command::new("docker").args(["kill", &victim]).status().unwrap().success()
+    );
     wait_for("a replacement container to be healthy", Duration::from_secs(60), || {
         let containers = cluster.containers();
         let tasks = cluster.json(&["tasks", "list", "--service", "web"]);
-        let healthy = tasks.as_array()?.iter().filter(|t| t["last_status"] == "RUNNING" && t["health"] == "HEALTHY").count();
+        let healthy = tasks
+            .as_array()?
+            .iter()
+            .filter(|t| t["last_status"] == "RUNNING" && t["health"] == "HEALTHY")
+            .count();
         (containers.len() == 2 && !containers.contains(&victim) && healthy == 2).then_some(())
     });
 
     // An image that cannot be pulled fails the deployment with the engine's own message, and
     // production stays on v2.
     let output = cluster.cli(&[
-        "deploy", "--group", "web/web-prod", "--task-definition", "taskdef-missing-image.json", "--appspec",
-        "appspec.yaml", "--wait",
+        "deploy",
+        "--group",
+        "web/web-prod",
+        "--task-definition",
+        "taskdef-missing-image.json",
+        "--appspec",
+        "appspec.yaml",
+        "--wait",
     ]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(1), "{stdout}");
@@ -57,7 +78,10 @@ fn docker_canary_release_then_a_crashed_container_and_a_missing_image() {
     let view = cluster.deployment(&id);
     assert_eq!(view["status"], "Failed", "{view}");
     let message = view["error_message"].as_str().unwrap();
-    assert!(message.contains("cutover-e2e/does-not-exist"), "the reason names the image: {message}");
+    assert!(
+        message.contains("cutover-e2e/does-not-exist"),
+        "the reason names the image: {message}"
+    );
     assert_eq!(view["rolled_back"], true);
     assert_eq!(get(cluster.prod, "/").unwrap().1, "v2");
 }
@@ -68,7 +92,14 @@ fn docker_green_failing_its_container_health_check_never_gets_production_traffic
     cluster.apply_and_wait_for_v1();
     let load = Load::start(cluster.prod, 2);
     let output = cluster.cli(&[
-        "deploy", "--group", "web/web-prod", "--task-definition", "taskdef-v3.json", "--appspec", "appspec.yaml", "--wait",
+        "deploy",
+        "--group",
+        "web/web-prod",
+        "--task-definition",
+        "taskdef-v3.json",
+        "--appspec",
+        "appspec.yaml",
+        "--wait",
     ]);
     let samples = load.finish();
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -80,16 +111,26 @@ fn docker_green_failing_its_container_health_check_never_gets_production_traffic
     assert_eq!(view["status"], "Failed", "{view}");
     assert_eq!(view["rolled_back"], true);
     assert!(view["error_message"].as_str().unwrap().contains("health check"), "{view}");
-    wait_for("v3's containers to be removed", Duration::from_secs(60), || (cluster.containers().len() == 2).then_some(()));
+    wait_for("v3's containers to be removed", Duration::from_secs(60), || {
+        (cluster.containers().len() == 2).then_some(())
+    });
 }
 
 #[test]
 fn docker_control_plane_killed_mid_deployment_adopts_its_containers() {
-    let mut cluster = docker_cluster("{ name: quick-canary, type: TimeBasedCanary, percentage: 20, interval: 6s }");
+    let mut cluster = docker_cluster(
+        "{ name: quick-canary, type: TimeBasedCanary, percentage: 20, interval: 6s }",
+    );
     cluster.apply_and_wait_for_v1();
     let load = Load::start(cluster.prod, 2);
     let created = cluster.json(&[
-        "deploy", "--group", "web/web-prod", "--task-definition", "taskdef-v2.json", "--appspec", "appspec.yaml",
+        "deploy",
+        "--group",
+        "web/web-prod",
+        "--task-definition",
+        "taskdef-v2.json",
+        "--appspec",
+        "appspec.yaml",
     ]);
     let id = created["id"].as_str().unwrap().to_string();
     wait_for("the canary step", Duration::from_secs(60), || {
@@ -113,5 +154,7 @@ fn docker_control_plane_killed_mid_deployment_adopts_its_containers() {
     assert_eq!(cluster.deployment(&id)["status"], "Succeeded");
     let samples = load.finish();
     assert_eq!(failures(&samples), Vec::<&Sample>::new());
-    wait_for("no stray containers", Duration::from_secs(60), || (cluster.containers().len() == 2).then_some(()));
+    wait_for("no stray containers", Duration::from_secs(60), || {
+        (cluster.containers().len() == 2).then_some(())
+    });
 }

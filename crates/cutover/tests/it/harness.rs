@@ -217,9 +217,21 @@ hooks:
 
     /// Starts `cutover up` and waits until its API answers.
     pub fn up(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.path("up.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path("up.log"))
+            .unwrap();
         let child = Command::new(CUTOVER)
-            .args(["up", "--listen", &format!("127.0.0.1:{}", self.api_port), "--lb-admin", "127.0.0.1:0", "--lb-threads", "1"])
+            .args([
+                "up",
+                "--listen",
+                &format!("127.0.0.1:{}", self.api_port),
+                "--lb-admin",
+                "127.0.0.1:0",
+                "--lb-threads",
+                "1",
+            ])
             .env("CUTOVER_DATA_DIR", self.data_dir())
             .env("CUTOVER_LOG", "info")
             .stdout(log.try_clone().unwrap())
@@ -227,7 +239,9 @@ hooks:
             .spawn()
             .unwrap();
         self.up = Some(child);
-        wait_for("cutover up to answer", Duration::from_secs(30), || self.cli(&["status"]).status.success().then_some(()));
+        wait_for("cutover up to answer", Duration::from_secs(30), || {
+            self.cli(&["status"]).status.success().then_some(())
+        });
     }
 
     /// `kill -9` of the control plane.
@@ -271,7 +285,8 @@ hooks:
         self.cli_ok(&["apply", "-f", "cutover.yaml"]);
         wait_for("production to serve v1 from 2 healthy tasks", Duration::from_secs(30), || {
             let tg = self.json(&["target-groups", "get", "web-blue"]);
-            let healthy = tg["targets"].as_array()?.iter().filter(|t| t["state"] == "healthy").count();
+            let healthy =
+                tg["targets"].as_array()?.iter().filter(|t| t["state"] == "healthy").count();
             (healthy == 2 && get(self.prod, "/").ok()?.1 == "v1").then_some(())
         });
     }
@@ -282,7 +297,8 @@ hooks:
 
     /// Running containers of this installation (Docker runtime).
     pub fn containers(&self) -> Vec<String> {
-        let instance = std::fs::read_to_string(self.data_dir().join("docker/instance-id")).unwrap_or_default();
+        let instance =
+            std::fs::read_to_string(self.data_dir().join("docker/instance-id")).unwrap_or_default();
         let output = Command::new("docker")
             .args(["ps", "-q", "--filter", &format!("label=cutover.instance={}", instance.trim())])
             .output()
@@ -300,8 +316,9 @@ hooks:
             .filter(|e| std::fs::read_link(e.path().join("exe")).is_ok_and(|p| p == exe))
             .filter(|e| {
                 // Zombies keep their exe link on some kernels; count only live processes.
-                std::fs::read_to_string(e.path().join("stat"))
-                    .is_ok_and(|s| s.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
+                std::fs::read_to_string(e.path().join("stat")).is_ok_and(|s| {
+                    s.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+                })
             })
             .count()
     }
@@ -329,7 +346,11 @@ impl Drop for Cluster {
 }
 
 pub fn appspec(hook: &str) -> String {
-    let hooks = if hook.is_empty() { String::new() } else { format!("Hooks:\n  - AfterAllowTestTraffic: \"{hook}\"\n") };
+    let hooks = if hook.is_empty() {
+        String::new()
+    } else {
+        format!("Hooks:\n  - AfterAllowTestTraffic: \"{hook}\"\n")
+    };
     format!(
         "version: 0.0\nResources:\n  - TargetService:\n      Type: AWS::ECS::Service\n      Properties:\n        \
          TaskDefinition: <TASK_DEFINITION>\n        LoadBalancerInfo:\n          ContainerName: \"web\"\n          \
@@ -348,9 +369,13 @@ pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
 fn read_response(reader: &mut impl BufRead) -> std::io::Result<(u16, String)> {
     let mut line = String::new();
     reader.read_line(&mut line)?;
-    let status: u16 = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad status line {line:?}"))
-    })?;
+    let status: u16 =
+        line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("bad status line {line:?}"),
+            )
+        })?;
     let mut version = String::new();
     let mut length = 0usize;
     loop {
@@ -400,7 +425,8 @@ impl Load {
                         let at = started.elapsed().as_millis() as u64;
                         let result = (|| -> std::io::Result<(u16, String)> {
                             if conn.is_none() {
-                                let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+                                let stream =
+                                    TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
                                 stream.set_read_timeout(Some(Duration::from_secs(5)))?;
                                 stream.set_nodelay(true)?;
                                 conn = Some(BufReader::new(stream));
@@ -415,7 +441,14 @@ impl Load {
                                 // A connection the server closed between requests is not a failed
                                 // request: retry it once on a fresh connection.
                                 let was_open = conn.take().is_some();
-                                if was_open && matches!(err.kind(), std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe) {
+                                if was_open
+                                    && matches!(
+                                        err.kind(),
+                                        std::io::ErrorKind::UnexpectedEof
+                                            | std::io::ErrorKind::ConnectionReset
+                                            | std::io::ErrorKind::BrokenPipe
+                                    )
+                                {
                                     continue;
                                 }
                                 (at, 0, err.to_string())
@@ -438,8 +471,7 @@ impl Load {
         for thread in self.threads {
             thread.join().unwrap();
         }
-        let samples = self.samples.lock().unwrap().clone();
-        samples
+        self.samples.lock().unwrap().clone()
     }
 }
 

@@ -19,10 +19,21 @@ fn canary_release_moves_production_to_green_with_zero_failed_requests() {
     });
     let load = Load::start(cluster.prod, 4);
     let output = cluster.cli(&[
-        "deploy", "--group", "web/web-prod", "--task-definition", "taskdef-v2.json", "--appspec", "appspec.yaml", "--wait",
+        "deploy",
+        "--group",
+        "web/web-prod",
+        "--task-definition",
+        "taskdef-v2.json",
+        "--appspec",
+        "appspec.yaml",
+        "--wait",
     ]);
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "deploy failed: {stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "deploy failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(stdout.contains("succeeded"), "{stdout}");
     let test_saw_v2_after = test_watch.join().unwrap();
     let samples = load.finish();
@@ -33,10 +44,16 @@ fn canary_release_moves_production_to_green_with_zero_failed_requests() {
     // Production moved: v1 only, then a canary window with both, then v2 only.
     let first_v2 = samples.iter().position(|s| s.2 == "v2").expect("production never served v2");
     let last_v1 = samples.iter().rposition(|s| s.2 == "v1").expect("production never served v1");
-    assert!(first_v2 < last_v1, "no window served both versions: the split never moved through a canary");
+    assert!(
+        first_v2 < last_v1,
+        "no window served both versions: the split never moved through a canary"
+    );
     let window = &samples[first_v2..=last_v1];
     let green_share = window.iter().filter(|s| s.2 == "v2").count() as f64 / window.len() as f64;
-    assert!((0.05..0.6).contains(&green_share), "green's share during the canary was {green_share:.2}, not about 20%");
+    assert!(
+        (0.05..0.6).contains(&green_share),
+        "green's share during the canary was {green_share:.2}, not about 20%"
+    );
     assert!(samples.last().unwrap().2 == "v2", "production does not end on v2");
     let first_v2_ms = Duration::from_millis(samples[first_v2].0);
     assert!(
@@ -53,10 +70,15 @@ fn canary_release_moves_production_to_green_with_zero_failed_requests() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| (e["event"].as_str().unwrap().to_string(), e["status"].as_str().unwrap().to_string()))
+        .map(|e| {
+            (e["event"].as_str().unwrap().to_string(), e["status"].as_str().unwrap().to_string())
+        })
         .collect();
     for event in ["Install", "AllowTestTraffic", "AllowTraffic", "End"] {
-        assert!(events.contains(&(event.to_string(), "Succeeded".to_string())), "{event} not Succeeded in {events:?}");
+        assert!(
+            events.contains(&(event.to_string(), "Succeeded".to_string())),
+            "{event} not Succeeded in {events:?}"
+        );
     }
     wait_for("blue's tasks to stop after the termination wait", Duration::from_secs(30), || {
         (cluster.app_processes() == 2).then_some(())
@@ -73,15 +95,29 @@ fn failing_test_traffic_hook_rolls_back_before_production_sees_green() {
 
     let load = Load::start(cluster.prod, 2);
     let output = cluster.cli(&[
-        "deploy", "--group", "web/web-prod", "--task-definition", "taskdef-v2.json", "--appspec", "appspec-fail.yaml", "--wait",
+        "deploy",
+        "--group",
+        "web/web-prod",
+        "--task-definition",
+        "taskdef-v2.json",
+        "--appspec",
+        "appspec-fail.yaml",
+        "--wait",
     ]);
     let samples = load.finish();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(1), "deploy --wait must exit 1 when the deployment fails: {stdout}");
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "deploy --wait must exit 1 when the deployment fails: {stdout}"
+    );
     assert!(stdout.contains("rolled back"), "{stdout}");
 
     assert_eq!(failures(&samples), Vec::<&Sample>::new());
-    assert!(samples.iter().all(|s| s.2 == "v1"), "production served green although its test hook failed");
+    assert!(
+        samples.iter().all(|s| s.2 == "v1"),
+        "production served green although its test hook failed"
+    );
 
     let id = cluster.json(&["deployments", "list"])[0]["id"].as_str().unwrap().to_string();
     let view = cluster.deployment(&id);
@@ -92,11 +128,20 @@ fn failing_test_traffic_hook_rolls_back_before_production_sees_green() {
     assert_eq!(view["traffic"]["production_green_percent"], 0);
     assert_eq!(view["traffic"]["test_to_green"], false);
     assert_eq!(get(cluster.test, "/").unwrap().1, "v1", "the test listener is back on blue");
-    wait_for("green's tasks to stop", Duration::from_secs(30), || (cluster.app_processes() == 2).then_some(()));
+    wait_for("green's tasks to stop", Duration::from_secs(30), || {
+        (cluster.app_processes() == 2).then_some(())
+    });
 
     // The group accepts the next deployment once this one is over.
     cluster.cli_ok(&[
-        "deploy", "--group", "web/web-prod", "--task-definition", "taskdef-v2.json", "--appspec", "appspec.yaml", "--wait",
+        "deploy",
+        "--group",
+        "web/web-prod",
+        "--task-definition",
+        "taskdef-v2.json",
+        "--appspec",
+        "appspec.yaml",
+        "--wait",
     ]);
     assert_eq!(get(cluster.prod, "/").unwrap().1, "v2");
 }

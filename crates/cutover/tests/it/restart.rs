@@ -14,7 +14,13 @@ fn control_plane_killed_mid_shift_resumes_and_adopts_tasks() {
     let load = Load::start(cluster.prod, 2);
 
     let created = cluster.json(&[
-        "deploy", "--group", "web/web-prod", "--task-definition", "taskdef-v2.json", "--appspec", "appspec.yaml",
+        "deploy",
+        "--group",
+        "web/web-prod",
+        "--task-definition",
+        "taskdef-v2.json",
+        "--appspec",
+        "appspec.yaml",
     ]);
     let id = created["id"].as_str().unwrap().to_string();
     wait_for("the canary step (20% on green)", Duration::from_secs(30), || {

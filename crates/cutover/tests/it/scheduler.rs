@@ -15,30 +15,49 @@ fn a_task_that_exits_is_replaced_and_the_replacement_is_listed() {
 
     let load = Load::start(cluster.prod, 2);
     // SIGKILL: the task dies without draining, as a crash would.
-    assert!(std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap().success());
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
 
-    let replacement = wait_for("a replacement task to run and be healthy", Duration::from_secs(30), || {
-        let tasks = cluster.json(&["tasks", "list", "--service", "web"]);
-        let running: Vec<serde_json::Value> = tasks
-            .as_array()?
-            .iter()
-            .filter(|t| t["last_status"] == "RUNNING" && t["health"] == "HEALTHY")
-            .cloned()
-            .collect();
-        (running.len() == 2 && running.iter().all(|t| t["id"] != victim_id.as_str())).then_some(running)
-    });
+    let replacement =
+        wait_for("a replacement task to run and be healthy", Duration::from_secs(30), || {
+            let tasks = cluster.json(&["tasks", "list", "--service", "web"]);
+            let running: Vec<serde_json::Value> = tasks
+                .as_array()?
+                .iter()
+                .filter(|t| t["last_status"] == "RUNNING" && t["health"] == "HEALTHY")
+                .cloned()
+                .collect();
+            (running.len() == 2 && running.iter().all(|t| t["id"] != victim_id.as_str()))
+                .then_some(running)
+        });
     assert_eq!(replacement.len(), 2);
     let all = cluster.json(&["tasks", "list", "--all"]);
-    let stopped = all.as_array().unwrap().iter().find(|t| t["id"] == victim_id.as_str()).expect("the dead task is listed");
+    let stopped = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == victim_id.as_str())
+        .expect("the dead task is listed");
     assert_eq!(stopped["last_status"], "STOPPED");
     assert!(stopped["stopped_reason"].as_str().unwrap().contains("exit"), "{stopped}");
 
     // Killing a target can fail the requests in flight on it (as on ALB); once the replacement
     // serves, no request fails.
     let mark = load.samples().len();
-    wait_for("300 more requests", Duration::from_secs(30), || (load.samples().len() > mark + 300).then_some(()));
+    wait_for("300 more requests", Duration::from_secs(30), || {
+        (load.samples().len() > mark + 300).then_some(())
+    });
     let samples = load.finish();
-    assert!(failures(&samples[mark..]).is_empty(), "requests fail after the replacement: {:?}", failures(&samples[mark..]));
+    assert!(
+        failures(&samples[mark..]).is_empty(),
+        "requests fail after the replacement: {:?}",
+        failures(&samples[mark..])
+    );
     let failed_during = failures(&samples[..mark]).len();
     assert!(failed_during < 50, "{failed_during} requests failed while the task was replaced");
 }
@@ -51,7 +70,13 @@ fn stop_without_rollback_keeps_the_split_until_rolled_back() {
     });
     cluster.apply_and_wait_for_v1();
     let created = cluster.json(&[
-        "deploy", "--group", "web/web-prod", "--task-definition", "taskdef-v2.json", "--appspec", "appspec.yaml",
+        "deploy",
+        "--group",
+        "web/web-prod",
+        "--task-definition",
+        "taskdef-v2.json",
+        "--appspec",
+        "appspec.yaml",
     ]);
     let id = created["id"].as_str().unwrap().to_string();
     wait_for("the canary step", Duration::from_secs(30), || {
@@ -60,14 +85,26 @@ fn stop_without_rollback_keeps_the_split_until_rolled_back() {
     let view = cluster.json(&["deployments", "stop", &id, "--no-rollback"]);
     assert_eq!(view["status"], "Stopped");
     assert_eq!(view["error_code"], "MANUAL_STOP");
-    assert_eq!(view["traffic"]["production_green_percent"], 20, "stop without rollback leaves the split: {view}");
+    assert_eq!(
+        view["traffic"]["production_green_percent"], 20,
+        "stop without rollback leaves the split: {view}"
+    );
 
     // A new deployment is refused until the leftover green is dealt with.
     let output = cluster.cli(&[
-        "deploy", "--group", "web/web-prod", "--task-definition", "taskdef-v2.json", "--appspec", "appspec.yaml",
+        "deploy",
+        "--group",
+        "web/web-prod",
+        "--task-definition",
+        "taskdef-v2.json",
+        "--appspec",
+        "appspec.yaml",
     ]);
     assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains(&format!("cutover deployments rollback {id}")));
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains(&format!("cutover deployments rollback {id}"))
+    );
 
     let view = cluster.json(&["deployments", "rollback", &id]);
     assert_eq!(view["traffic"]["production_green_percent"], 0);

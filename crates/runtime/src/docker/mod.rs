@@ -299,7 +299,8 @@ fn instance_id(state_dir: &Path) -> Result<String, RuntimeError> {
         let n: u64 = rand::rng().random();
         format!("{n:016x}")
     };
-    std::fs::create_dir_all(state_dir).map_err(|e| RuntimeError::io("cannot create", state_dir, e))?;
+    std::fs::create_dir_all(state_dir)
+        .map_err(|e| RuntimeError::io("cannot create", state_dir, e))?;
     std::fs::write(&path, &id).map_err(|e| RuntimeError::io("cannot write", &path, e))?;
     Ok(id)
 }

@@ -1,0 +1,129 @@
+//! `POST /v1/webhooks/{pipeline}`: GitHub- and Gitea-style push events, verified with
+//! `X-Hub-Signature-256` (HMAC-SHA256 of the raw body with the secret in the environment variable
+//! the pipeline names). A valid push to a branch the pipeline takes fetches the pipeline's URL and
+//! starts an execution at the pushed commit.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::api::WebhookResult;
+use crate::routes::error;
+use crate::{Shared, git};
+
+fn ignored(why: &str) -> Response {
+    (StatusCode::OK, Json(WebhookResult { execution_id: None, ignored: Some(why.into()) }))
+        .into_response()
+}
+
+/// Whether `header` is `sha256=<hex>` of the body under `secret`, compared in constant time.
+pub fn signature_ok(secret: &[u8], body: &[u8], header: Option<&str>) -> bool {
+    let Some(hex_sig) = header.and_then(|h| h.trim().strip_prefix("sha256=")) else { return false };
+    let Ok(sig) = hex::decode(hex_sig) else { return false };
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else { return false };
+    mac.update(body);
+    mac.verify_slice(&sig).is_ok()
+}
+
+pub async fn handle(
+    State(inner): State<Shared>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(def) = inner.def(&name) else {
+        return error(StatusCode::NOT_FOUND, format!("no pipeline `{name}`"));
+    };
+    let (Some(url), Some(secret_env)) =
+        (def.source.url.clone(), def.source.webhook_secret_env.clone())
+    else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "pipeline `{name}` has no webhook; give its source `url` and `webhook: {{secret_env: …}}`"
+            ),
+        );
+    };
+    let secret = std::env::var(&secret_env).unwrap_or_default();
+    if secret.is_empty() {
+        tracing::warn!(
+            pipeline = name,
+            "webhook refused: the environment variable {secret_env} of `cutover up` is not set"
+        );
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "webhook secret not configured on the server".into(),
+        );
+    }
+    let sig = headers.get("x-hub-signature-256").and_then(|v| v.to_str().ok());
+    if !signature_ok(secret.as_bytes(), &body, sig) {
+        let why =
+            if sig.is_none() { "missing X-Hub-Signature-256" } else { "bad X-Hub-Signature-256" };
+        tracing::warn!(pipeline = name, "webhook refused: {why}");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            format!("{why}: sign the body with HMAC-SHA256 and the pipeline's secret"),
+        );
+    }
+    let event = ["x-github-event", "x-gitea-event", "x-gogs-event"]
+        .iter()
+        .find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()))
+        .unwrap_or("push");
+    if event != "push" {
+        return ignored(&format!("`{event}` events do not start pipelines"));
+    }
+    let Ok(payload) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return error(StatusCode::BAD_REQUEST, "the push event is not JSON".into());
+    };
+    let s = |v: &serde_json::Value| v.as_str().map(str::to_string);
+    let Some(r) = s(&payload["ref"]) else {
+        return error(StatusCode::BAD_REQUEST, "the push event has no `ref`".into());
+    };
+    let Some(branch) = r.strip_prefix("refs/heads/").map(str::to_string) else {
+        return ignored("not a branch push");
+    };
+    let after = s(&payload["after"]).unwrap_or_default();
+    if after.is_empty() || after.bytes().all(|b| b == b'0') {
+        return ignored("branch deleted");
+    }
+    if !git::is_commit_id(&after) {
+        return error(StatusCode::BAD_REQUEST, "`after` is not a commit id".into());
+    }
+    if !def.triggers_on(&branch) {
+        return ignored(&format!("branch `{branch}` does not start this pipeline"));
+    }
+    let pushed_by = s(&payload["pusher"]["name"])
+        .or_else(|| s(&payload["pusher"]["login"]))
+        .or_else(|| s(&payload["sender"]["login"]))
+        .unwrap_or_default();
+    let mirror = inner.mirror_dir(&name);
+    let (m, b, a) = (mirror.clone(), branch.clone(), after.clone());
+    let fetched = tokio::task::spawn_blocking(move || {
+        git::fetch_into_mirror(&m, &url, &b)?;
+        git::git(Some(&m), &["cat-file", "-e", &format!("{a}^{{commit}}")])
+            .map_err(|_| format!("commit {a} is not on branch {b} of the source"))
+    })
+    .await;
+    match fetched {
+        Ok(Ok(_)) => {}
+        Ok(Err(err)) => {
+            return error(StatusCode::BAD_GATEWAY, format!("fetching the source failed: {err}"));
+        }
+        Err(err) => return error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+    }
+    if branch == def.source.branch {
+        let now = inner.now().as_millis();
+        let _ = inner.store.transaction(|tx| tx.ci_source_set(&name, &after, now));
+    }
+    match inner.trigger(&name, mirror, after, branch, pushed_by).await {
+        Ok(id) => {
+            (StatusCode::ACCEPTED, Json(WebhookResult { execution_id: Some(id), ignored: None }))
+                .into_response()
+        }
+        Err(err) => crate::routes::err_response(err),
+    }
+}

@@ -1,0 +1,402 @@
+//! End-to-end tests of `ci` at its boundary: real git over HTTP, real builds in bash, a fake
+//! deployer.
+
+mod common;
+
+use std::time::Duration;
+
+use ci::DeploymentState;
+use common::*;
+
+fn app_files(buildspec: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("buildspec.yml", buildspec.to_string()),
+        ("taskdef.json", TASKDEF.to_string()),
+        ("appspec.yaml", APPSPEC.to_string()),
+    ]
+}
+
+fn as_refs(files: &[(&'static str, String)]) -> Vec<(&'static str, &str)> {
+    files.iter().map(|(a, b)| (*a, b.as_str())).collect()
+}
+
+fn release_pipeline() -> spec::PipelineDecl {
+    pipeline(
+        "web",
+        source_repo("app"),
+        vec![
+            stage("Build", vec![build_action("image", Some("build"))]),
+            stage("Deploy", vec![deploy_action(Some("build"))]),
+        ],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn git_push_builds_and_hands_the_image_to_the_deployer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let deployer = FakeDeployer::new(DeploymentState::Succeeded);
+    let server = Server::start(&tmp.path().join("data"), Some("s3cret"), deployer.clone()).await;
+    let plan = server
+        .ci()
+        .apply(&[spec::RepositoryDecl { name: "app".into() }], &[release_pipeline()])
+        .unwrap();
+    assert_eq!(plan.len(), 2, "{plan:?}");
+    let (s, repo) = server.get("/v1/repos/app").await;
+    assert_eq!(s, 200);
+    assert_eq!(repo["clone_url"], format!("{}/git/app.git", server.url));
+
+    let work = tmp.path().join("work");
+    work_repo(&work, &as_refs(&app_files(BUILDSPEC_OK)));
+    let commit = git_ok(&work, &["rev-parse", "HEAD"]);
+    let out = push(&work, &server.remote("app")).await;
+    assert!(out.status.success(), "push: {}", String::from_utf8_lossy(&out.stderr));
+
+    let execs = server.wait_executions("web", 1).await;
+    let id = execs[0]["id"].as_str().unwrap().to_string();
+    let exec = server.wait_status("web", &id, "Succeeded").await;
+    assert_eq!(exec["commit"], commit);
+    assert_eq!(exec["pushed_by"], "tester");
+    assert_eq!(exec["deployments"], serde_json::json!(["d-1"]));
+    let stages: Vec<_> =
+        exec["stages"].as_array().unwrap().iter().map(|s| s["status"].clone()).collect();
+    assert_eq!(stages, vec!["Succeeded", "Succeeded", "Succeeded"]);
+    assert!(exec["stages"][1]["duration_ms"].is_u64());
+
+    let calls = deployer.calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].group, "web/web-prod");
+    let td = &calls[0].task_definition.text;
+    assert!(td.contains(&format!("\"registry.local/web:{commit}\"")), "{td}");
+    assert!(!td.contains("<IMAGE1_NAME>"), "{td}");
+    assert!(
+        calls[0].appspec.text.contains("TaskDefinition: <TASK_DEFINITION>"),
+        "left for the deployer"
+    );
+
+    let build_id = exec["builds"][0].as_str().unwrap();
+    let (s, build) = server.get(&format!("/v1/builds/{build_id}")).await;
+    assert_eq!(s, 200);
+    assert_eq!(build["status"], "SUCCEEDED");
+    assert!(
+        build["phases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["phase"] == "BUILD" && p["status"] == "SUCCEEDED"),
+        "{build:#}"
+    );
+    let log = server.get_text(&format!("/v1/builds/{build_id}/logs?follow=true")).await;
+    assert!(log.contains(&format!("building {commit}")), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_push_is_refused_when_a_token_is_set() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &tmp.path().join("data"),
+        Some("s3cret"),
+        FakeDeployer::new(DeploymentState::Succeeded),
+    )
+    .await;
+    server
+        .ci()
+        .apply(&[spec::RepositoryDecl { name: "app".into() }], &[release_pipeline()])
+        .unwrap();
+    let work = tmp.path().join("work");
+    work_repo(&work, &as_refs(&app_files(BUILDSPEC_OK)));
+    let out = push(&work, &format!("{}/git/app.git", server.url)).await;
+    assert!(!out.status.success(), "an anonymous push must fail");
+    let wrong = server.url.replace("http://", "http://x:wrong@") + "/git/app.git";
+    let out = push(&work, &wrong).await;
+    assert!(!out.status.success(), "a push with a wrong token must fail");
+    let (s, _) = reqwest::get(format!("{}/v1/pipelines", server.url))
+        .await
+        .map(|r| (r.status().as_u16(), ()))
+        .unwrap();
+    assert_eq!(s, 401);
+    assert!(server.executions("web").await.is_empty());
+    let heads = git_ok(&server.data_dir.join("repos/app.git"), &["for-each-ref", "refs/heads"]);
+    assert!(heads.is_empty(), "nothing was pushed: {heads}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_build_fails_the_execution_and_never_deploys() {
+    let tmp = tempfile::tempdir().unwrap();
+    let deployer = FakeDeployer::new(DeploymentState::Succeeded);
+    let server = Server::start(&tmp.path().join("data"), None, deployer.clone()).await;
+    server
+        .ci()
+        .apply(&[spec::RepositoryDecl { name: "app".into() }], &[release_pipeline()])
+        .unwrap();
+    let failing = "version: 0.2\nphases:\n  build:\n    commands:\n      - echo compiling\n      - exit 3\nartifacts:\n  files:\n    - '**/*'\n";
+    let work = tmp.path().join("work");
+    work_repo(&work, &as_refs(&app_files(failing)));
+    assert!(push(&work, &server.remote("app")).await.status.success());
+    let id = server.wait_executions("web", 1).await[0]["id"].as_str().unwrap().to_string();
+    let exec = server.wait_status("web", &id, "Failed").await;
+    assert_eq!(exec["stages"][1]["status"], "Failed");
+    assert!(exec["stages"][2]["status"].is_null(), "deploy stage never started: {exec:#}");
+    let build_id = exec["builds"][0].as_str().unwrap();
+    let (_, build) = server.get(&format!("/v1/builds/{build_id}")).await;
+    assert_eq!(build["status"], "FAILED");
+    assert!(deployer.calls().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_quick_pushes_supersede_the_waiting_execution() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gate = tmp.path().join("gate");
+    let deployer = FakeDeployer::new(DeploymentState::Succeeded);
+    let server = Server::start(&tmp.path().join("data"), None, deployer.clone()).await;
+    server
+        .ci()
+        .apply(&[spec::RepositoryDecl { name: "app".into() }], &[release_pipeline()])
+        .unwrap();
+    let gated = BUILDSPEC_OK.replace(
+        "      - echo \"building",
+        &format!(
+            "      - while [ ! -e {} ]; do sleep 0.05; done\n      - echo \"building",
+            gate.display()
+        ),
+    );
+    let work = tmp.path().join("work");
+    work_repo(&work, &as_refs(&app_files(&gated)));
+    assert!(push(&work, &server.remote("app")).await.status.success());
+    let first = server.wait_executions("web", 1).await[0]["id"].as_str().unwrap().to_string();
+    // The first execution holds the Build stage (its build waits for the gate).
+    let ok = wait_until(Duration::from_secs(30), || async {
+        server.execution("web", &first).await["stages"][1]["status"] == "InProgress"
+    })
+    .await;
+    assert!(ok, "first execution never entered Build");
+    commit(&work, &[("v", "2")], "second");
+    assert!(push(&work, &server.remote("app")).await.status.success());
+    server.wait_executions("web", 2).await;
+    let third_commit = commit(&work, &[("v", "3")], "third");
+    assert!(push(&work, &server.remote("app")).await.status.success());
+    let execs = server.wait_executions("web", 3).await;
+    let (third, second) = (
+        execs[0]["id"].as_str().unwrap().to_string(),
+        execs[1]["id"].as_str().unwrap().to_string(),
+    );
+    server.wait_status("web", &second, "Superseded").await;
+    std::fs::write(&gate, "open").unwrap();
+    server.wait_status("web", &first, "Succeeded").await;
+    let done = server.wait_status("web", &third, "Succeeded").await;
+    assert_eq!(done["commit"], third_commit);
+    assert_eq!(deployer.calls().len(), 2, "the superseded execution never deployed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvals_are_approved_and_rejected_through_the_api() {
+    let tmp = tempfile::tempdir().unwrap();
+    let deployer = FakeDeployer::new(DeploymentState::Succeeded);
+    let server = Server::start(&tmp.path().join("data"), Some("t0ken"), deployer.clone()).await;
+    let p = pipeline(
+        "gated",
+        source_repo("app"),
+        vec![stage("Approve", vec![approval_action()]), stage("Deploy", vec![deploy_action(None)])],
+    );
+    server.ci().apply(&[spec::RepositoryDecl { name: "app".into() }], &[p]).unwrap();
+    let work = tmp.path().join("work");
+    work_repo(
+        &work,
+        &[
+            ("taskdef.json", TASKDEF.replace("<IMAGE1_NAME>", "img:1").as_str()),
+            ("appspec.yaml", APPSPEC),
+        ],
+    );
+    assert!(push(&work, &server.remote("app")).await.status.success());
+    let id = server.wait_executions("gated", 1).await[0]["id"].as_str().unwrap().to_string();
+    let ok = wait_until(Duration::from_secs(30), || async {
+        server.execution("gated", &id).await["stages"][1]["status"] == "InProgress"
+    })
+    .await;
+    assert!(ok, "approval stage not reached");
+    let (s, v) = server
+        .post(
+            &format!("/v1/approvals/{id}/approve"),
+            serde_json::json!({"comment": "ship it", "by": "ops"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let exec = server.wait_status("gated", &id, "Succeeded").await;
+    assert_eq!(exec["stages"][1]["actions"][0]["decision"]["comment"], "ship it");
+    assert_eq!(deployer.calls().len(), 1);
+
+    // A second push, rejected.
+    commit(&work, &[("v", "2")], "second");
+    assert!(push(&work, &server.remote("app")).await.status.success());
+    let id2 = server.wait_executions("gated", 2).await[0]["id"].as_str().unwrap().to_string();
+    let ok = wait_until(Duration::from_secs(30), || async {
+        server.execution("gated", &id2).await["stages"][1]["status"] == "InProgress"
+    })
+    .await;
+    assert!(ok, "approval stage not reached");
+    let (s, v) = server
+        .post(&format!("/v1/approvals/{id2}/reject"), serde_json::json!({"comment": "not today"}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    server.wait_status("gated", &id2, "Failed").await;
+    assert_eq!(deployer.calls().len(), 1, "a rejected release is not deployed");
+    let (s, _) = server.post(&format!("/v1/approvals/{id2}/approve"), serde_json::json!({})).await;
+    assert_eq!(s, 409, "nothing waits any more");
+}
+
+fn url_pipeline(
+    name: &str,
+    url: &str,
+    poll: Option<Duration>,
+    webhook: Option<&str>,
+) -> spec::PipelineDecl {
+    let source = spec::PipelineSource {
+        location: spec::SourceLocation::Url {
+            url: url.into(),
+            poll_interval: poll,
+            webhook: webhook.map(|w| spec::WebhookTrigger { secret_env: w.into() }),
+        },
+        branch: "main".into(),
+        branches: None,
+        output_artifact: "source".into(),
+    };
+    pipeline(name, source, vec![stage("Deploy", vec![deploy_action(None)])])
+}
+
+fn sign(secret: &str, body: &[u8]) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_with_a_good_signature_triggers_and_a_bad_one_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    // SAFETY-free: set before any thread reads it; the name is unique to this test.
+    unsafe { std::env::set_var("CI_TEST_HOOK_SECRET", "hook-secret") };
+    let deployer = FakeDeployer::new(DeploymentState::Succeeded);
+    let server = Server::start(&tmp.path().join("data"), Some("api-token"), deployer.clone()).await;
+    let upstream = tmp.path().join("upstream");
+    work_repo(
+        &upstream,
+        &[
+            ("taskdef.json", TASKDEF.replace("<IMAGE1_NAME>", "img:1").as_str()),
+            ("appspec.yaml", APPSPEC),
+        ],
+    );
+    let head = git_ok(&upstream, &["rev-parse", "HEAD"]);
+    let url = format!("file://{}", upstream.display());
+    server
+        .ci()
+        .apply(&[], &[url_pipeline("hooked", &url, None, Some("CI_TEST_HOOK_SECRET"))])
+        .unwrap();
+
+    let body = serde_json::to_vec(&serde_json::json!({
+        "ref": "refs/heads/main", "after": head,
+        "pusher": {"name": "grace"}, "head_commit": {"message": "first"}
+    }))
+    .unwrap();
+    let client = reqwest::Client::new();
+    let hook = format!("{}/v1/webhooks/hooked", server.url);
+    let missing = client
+        .post(&hook)
+        .header("X-GitHub-Event", "push")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status().as_u16(), 401);
+    let bad = client
+        .post(&hook)
+        .header("X-GitHub-Event", "push")
+        .header("X-Hub-Signature-256", sign("wrong", &body))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status().as_u16(), 401);
+    assert!(server.executions("hooked").await.is_empty(), "no execution from a refused hook");
+
+    let good = client
+        .post(&hook)
+        .header("X-Gitea-Event", "push")
+        .header("X-Hub-Signature-256", sign("hook-secret", &body))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(good.status().as_u16(), 202);
+    let v: serde_json::Value = good.json().await.unwrap();
+    let id = v["execution_id"].as_str().unwrap().to_string();
+    let exec = server.wait_status("hooked", &id, "Succeeded").await;
+    assert_eq!(exec["commit"], head);
+    assert_eq!(exec["pushed_by"], "grace");
+
+    // Another branch does not start the pipeline.
+    let other =
+        serde_json::to_vec(&serde_json::json!({"ref": "refs/heads/dev", "after": head})).unwrap();
+    let resp = client
+        .post(&hook)
+        .header("X-Hub-Signature-256", sign("hook-secret", &other))
+        .body(other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(server.executions("hooked").await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watched_file_repository_is_polled_and_a_new_commit_triggers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let deployer = FakeDeployer::new(DeploymentState::Succeeded);
+    let server = Server::start(&tmp.path().join("data"), None, deployer.clone()).await;
+    let upstream = tmp.path().join("upstream");
+    work_repo(
+        &upstream,
+        &[
+            ("taskdef.json", TASKDEF.replace("<IMAGE1_NAME>", "img:1").as_str()),
+            ("appspec.yaml", APPSPEC),
+        ],
+    );
+    let url = format!("file://{}", upstream.display());
+    server
+        .ci()
+        .apply(&[], &[url_pipeline("watched", &url, Some(Duration::from_secs(1)), None)])
+        .unwrap();
+    // The first poll starts the pipeline on the current head, as creating a CodePipeline does.
+    let first = server.wait_executions("watched", 1).await[0]["id"].as_str().unwrap().to_string();
+    server.wait_status("watched", &first, "Succeeded").await;
+    let second_commit = commit(&upstream, &[("v", "2")], "second");
+    let execs = server.wait_executions("watched", 2).await;
+    assert_eq!(execs[0]["commit"], second_commit);
+    assert_eq!(execs[0]["message"], "second");
+    server.wait_status("watched", execs[0]["id"].as_str().unwrap(), "Succeeded").await;
+    assert_eq!(deployer.calls().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_resumes_an_execution_in_progress_and_adopts_its_deployment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let deployer = FakeDeployer::new(DeploymentState::InProgress);
+    let server = Server::start(&data, None, deployer.clone()).await;
+    server
+        .ci()
+        .apply(&[spec::RepositoryDecl { name: "app".into() }], &[release_pipeline()])
+        .unwrap();
+    let work = tmp.path().join("work");
+    work_repo(&work, &as_refs(&app_files(BUILDSPEC_OK)));
+    assert!(push(&work, &server.remote("app")).await.status.success());
+    let id = server.wait_executions("web", 1).await[0]["id"].as_str().unwrap().to_string();
+    let ok = wait_until(Duration::from_secs(60), || async { !deployer.calls().is_empty() }).await;
+    assert!(ok, "deployment never started");
+    let store = server.store.clone();
+    server.stop();
+
+    let server = Server::start_with(&data, None, deployer.clone(), store).await;
+    assert_eq!(server.execution("web", &id).await["status"], "InProgress");
+    deployer.set_outcome(DeploymentState::Succeeded);
+    server.wait_status("web", &id, "Succeeded").await;
+    assert_eq!(deployer.calls().len(), 1, "the running deployment was adopted, not started again");
+}
