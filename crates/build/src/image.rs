@@ -277,6 +277,10 @@ pub fn check_image_uri(uri: &str) -> Result<(), String> {
             quote(uri)
         ));
     }
+    // The process runtime's images are directories: an absolute path is a complete reference.
+    if uri.starts_with('/') {
+        return Ok(());
+    }
     if uri.ends_with(':') {
         return Err(format!(
             "the image {} ends with `:`, so its tag is empty; was the tag variable (such as \

@@ -345,17 +345,17 @@ impl Inner {
         }
         // A changed definition waits for the machine to be idle.
         let mut swapped = None;
-        if slot.machine.is_idle() {
-            if let Some(def) = slot.pending.take() {
-                match Pipeline::new(def.machine_spec(), now) {
-                    Ok(m) => {
-                        slot.machine = m;
-                        slot.def = def;
-                        slot.version += 1;
-                        swapped = Some(slot_row(name, slot, now.as_millis())?);
-                    }
-                    Err(e) => tracing::warn!(pipeline = name, "pending definition refused: {e}"),
+        if slot.machine.is_idle()
+            && let Some(def) = slot.pending.take()
+        {
+            match Pipeline::new(def.machine_spec(), now) {
+                Ok(m) => {
+                    slot.machine = m;
+                    slot.def = def;
+                    slot.version += 1;
+                    swapped = Some(slot_row(name, slot, now.as_millis())?);
                 }
+                Err(e) => tracing::warn!(pipeline = name, "pending definition refused: {e}"),
             }
         }
         let def = slot.def.clone();

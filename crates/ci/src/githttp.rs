@@ -90,10 +90,10 @@ pub async fn handle(
         let mut body = body;
         while let Some(frame) = body.frame().await {
             let Ok(frame) = frame else { break };
-            if let Ok(data) = frame.into_data() {
-                if stdin.write_all(&data).await.is_err() {
-                    break;
-                }
+            if let Ok(data) = frame.into_data()
+                && stdin.write_all(&data).await.is_err()
+            {
+                break;
             }
         }
         let _ = stdin.shutdown().await;

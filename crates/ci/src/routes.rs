@@ -53,14 +53,14 @@ pub fn user_of(headers: &HeaderMap) -> String {
     let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
         return "anonymous".into();
     };
-    if let Some(b) = value.trim().strip_prefix("Basic ") {
-        if let Ok(d) = base64::engine::general_purpose::STANDARD.decode(b.trim()) {
-            let text = String::from_utf8_lossy(&d);
-            let user = text.split(':').next().unwrap_or("");
-            let user: String = user.chars().filter(|c| !c.is_control()).take(64).collect();
-            if !user.is_empty() {
-                return user;
-            }
+    if let Some(b) = value.trim().strip_prefix("Basic ")
+        && let Ok(d) = base64::engine::general_purpose::STANDARD.decode(b.trim())
+    {
+        let text = String::from_utf8_lossy(&d);
+        let user = text.split(':').next().unwrap_or("");
+        let user: String = user.chars().filter(|c| !c.is_control()).take(64).collect();
+        if !user.is_empty() {
+            return user;
         }
     }
     "api".into()

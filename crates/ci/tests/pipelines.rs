@@ -16,7 +16,7 @@ fn app_files(buildspec: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
-fn as_refs(files: &[(&'static str, String)]) -> Vec<(&'static str, &str)> {
+fn as_refs<'a>(files: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
     files.iter().map(|(a, b)| (*a, b.as_str())).collect()
 }
 
@@ -272,8 +272,9 @@ fn sign(secret: &str, body: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_with_a_good_signature_triggers_and_a_bad_one_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    // SAFETY-free: set before any thread reads it; the name is unique to this test.
-    unsafe { std::env::set_var("CI_TEST_HOOK_SECRET", "hook-secret") };
+    // The secret comes from the environment of the process; cargo gives every test process
+    // CARGO_MANIFEST_DIR (setting a variable would need `unsafe`, which the workspace denies).
+    let secret = env!("CARGO_MANIFEST_DIR");
     let deployer = FakeDeployer::new(DeploymentState::Succeeded);
     let server = Server::start(&tmp.path().join("data"), Some("api-token"), deployer.clone()).await;
     let upstream = tmp.path().join("upstream");
@@ -288,7 +289,7 @@ async fn webhook_with_a_good_signature_triggers_and_a_bad_one_is_refused() {
     let url = format!("file://{}", upstream.display());
     server
         .ci()
-        .apply(&[], &[url_pipeline("hooked", &url, None, Some("CI_TEST_HOOK_SECRET"))])
+        .apply(&[], &[url_pipeline("hooked", &url, None, Some("CARGO_MANIFEST_DIR"))])
         .unwrap();
 
     let body = serde_json::to_vec(&serde_json::json!({
@@ -320,7 +321,7 @@ async fn webhook_with_a_good_signature_triggers_and_a_bad_one_is_refused() {
     let good = client
         .post(&hook)
         .header("X-Gitea-Event", "push")
-        .header("X-Hub-Signature-256", sign("hook-secret", &body))
+        .header("X-Hub-Signature-256", sign(secret, &body))
         .body(body.clone())
         .send()
         .await
@@ -337,7 +338,7 @@ async fn webhook_with_a_good_signature_triggers_and_a_bad_one_is_refused() {
         serde_json::to_vec(&serde_json::json!({"ref": "refs/heads/dev", "after": head})).unwrap();
     let resp = client
         .post(&hook)
-        .header("X-Hub-Signature-256", sign("hook-secret", &other))
+        .header("X-Hub-Signature-256", sign(secret, &other))
         .body(other)
         .send()
         .await
@@ -399,4 +400,35 @@ async fn a_restart_resumes_an_execution_in_progress_and_adopts_its_deployment() 
     deployer.set_outcome(DeploymentState::Succeeded);
     server.wait_status("web", &id, "Succeeded").await;
     assert_eq!(deployer.calls().len(), 1, "the running deployment was adopted, not started again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_an_execution_stops_its_running_deployment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let deployer = FakeDeployer::new(DeploymentState::InProgress);
+    let server = Server::start(&tmp.path().join("data"), None, deployer.clone()).await;
+    let p = pipeline("plain", source_repo("app"), vec![stage("Deploy", vec![deploy_action(None)])]);
+    server.ci().apply(&[spec::RepositoryDecl { name: "app".into() }], &[p]).unwrap();
+    let work = tmp.path().join("work");
+    work_repo(
+        &work,
+        &[
+            ("taskdef.json", TASKDEF.replace("<IMAGE1_NAME>", "img:1").as_str()),
+            ("appspec.yaml", APPSPEC),
+        ],
+    );
+    assert!(push(&work, &server.remote("app")).await.status.success());
+    let id = server.wait_executions("plain", 1).await[0]["id"].as_str().unwrap().to_string();
+    let ok = wait_until(Duration::from_secs(30), || async { !deployer.calls().is_empty() }).await;
+    assert!(ok, "deployment never started");
+    let (s, v) = server
+        .post(
+            &format!("/v1/pipelines/plain/executions/{id}/stop"),
+            serde_json::json!({"abandon": false}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let exec = server.wait_status("plain", &id, "Stopped").await;
+    assert_eq!(*deployer.stops.lock().unwrap(), vec!["d-1".to_string()]);
+    assert_eq!(exec["deployments"], serde_json::json!(["d-1"]));
 }

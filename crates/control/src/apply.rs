@@ -318,6 +318,35 @@ pub async fn apply(
         return Ok(ApplyResponse { plan, applied: false, notes });
     }
 
+    // Repositories and pipelines (validated by `ci` before it changes anything). A watched
+    // repository's relative path is relative to cutover.yaml, like every other path in it.
+    if !file.repositories.is_empty() || !file.pipelines.is_empty() {
+        let Some(ci) = engine.ci.clone() else {
+            return Err(ApiError::conflict("pipelines are not running in this control plane"));
+        };
+        let mut pipelines = file.pipelines.clone();
+        if let Some(base) = &request.file.base_dir {
+            for pipeline in &mut pipelines {
+                if let spec::SourceLocation::Url { url, .. } = &mut pipeline.source.location {
+                    if !url.contains("://") && !Path::new(url.as_str()).is_absolute() {
+                        *url = Path::new(base).join(url.as_str()).display().to_string();
+                    }
+                }
+            }
+        }
+        let items = ci.apply(&file.repositories, &pipelines).map_err(|err| match err {
+            ci::Error::Invalid(m) | ci::Error::NotFound(m) => ApiError::bad_request(m),
+            ci::Error::Conflict(m) => ApiError::conflict(m),
+            other => ApiError::internal(other.to_string()),
+        })?;
+        plan.extend(items.into_iter().map(|i| PlanItem {
+            kind: i.kind,
+            name: i.name,
+            action: if i.action == "unchanged" { "no change".into() } else { i.action },
+            detail: i.detail,
+        }));
+    }
+
     // The data plane validates listeners (ports free, certificates load) before anything is
     // stored: if it refuses the candidate table, nothing changes anywhere.
     let candidate_table = candidate.route_table(0);
@@ -655,4 +684,72 @@ pub fn task_spec(
         memory: td.memory.clone(),
         network: service.network.clone(),
     }
+}
+
+/// Builds the deployment of the ECS deploy action: the service's current task definition with
+/// the named containers' images replaced, and an AppSpec for the service's load-balanced
+/// container, deployed through the service's deployment group.
+pub fn image_definitions_deployment(
+    engine: &Engine,
+    service: &str,
+    images: &[(String, String)],
+) -> Result<api::CreateDeploymentRequest, ApiError> {
+    let snapshot = engine.store.read(Snapshot::load)?;
+    let doc = snapshot
+        .service(service)
+        .ok_or_else(|| ApiError::not_found(format!("no service `{service}`")))?;
+    let group = snapshot.group_of_service(service).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "service {service} is in no deployment group; the ECS deploy action releases through one \
+             (declare a deployment group for it, or use a `deploy` action)"
+        ))
+    })?;
+    let lb = doc.load_balancer.as_ref().ok_or_else(|| {
+        ApiError::bad_request(format!("service {service} has no load balancer to release behind"))
+    })?;
+    let primary = snapshot
+        .group_states
+        .get(&group.key())
+        .and_then(|s| s.primary_task_set.as_ref())
+        .and_then(|id| snapshot.task_set(id))
+        .map(|ts| ts.task_definition.clone())
+        .unwrap_or_else(|| doc.task_definition.clone());
+    let (family, revision) = split_revision(&primary)
+        .ok_or_else(|| ApiError::internal(format!("bad task definition id {primary}")))?;
+    let row = engine
+        .store
+        .read(|tx| tx.task_definition_get(&family, revision))?
+        .ok_or_else(|| ApiError::internal(format!("task definition {primary} is missing")))?;
+    let mut td: spec::TaskDefinition = serde_json::from_str(&row.body)?;
+    for (container, image) in images {
+        let Some(definition) = td.container_definitions.iter_mut().find(|c| c.name == *container)
+        else {
+            return Err(ApiError::bad_request(format!(
+                "imagedefinitions.json names container `{container}`, which task definition {primary} does not have"
+            )));
+        };
+        definition.image = image.clone();
+    }
+    let appspec = format!(
+        "version: 0.0\nResources:\n  - TargetService:\n      Type: AWS::ECS::Service\n      Properties:\n        \
+         TaskDefinition: <TASK_DEFINITION>\n        LoadBalancerInfo:\n          ContainerName: \"{}\"\n          \
+         ContainerPort: {}\n",
+        lb.container_name, lb.container_port
+    );
+    Ok(api::CreateDeploymentRequest {
+        group: group.key(),
+        task_definition: Some(api::FileUpload {
+            name: "imagedefinitions.json (task definition)".into(),
+            text: serde_json::to_string(&td)?,
+            base_dir: None,
+        }),
+        appspec: api::FileUpload {
+            name: "imagedefinitions.json (appspec)".into(),
+            text: appspec,
+            base_dir: None,
+        },
+        description: Some(format!("ECS deploy action: {} image(s)", images.len())),
+        deployment_config: None,
+        ignore_alarms: false,
+    })
 }

@@ -71,6 +71,12 @@ pub enum Command {
         addr: String,
         register: bool,
     },
+    /// The ECS deploy action (`imagedefinitions.json`): a new revision of the service's task
+    /// definition with these containers' images, deployed through the service's group.
+    DeployImages {
+        service: String,
+        images: Vec<(String, String)>,
+    },
     /// Stop every task and the data plane, then exit (`cutover down`).
     Shutdown,
 }
@@ -115,6 +121,8 @@ pub struct Engine {
     pub api_url: String,
     pub data_dir: std::path::PathBuf,
     pub lb_threads: usize,
+    /// Pipelines, when `cutover up` started them.
+    pub ci: Option<Arc<ci::Ci>>,
     machines: BTreeMap<String, Rollout>,
     routes_version: u64,
     last_pushed: Option<RouteTable>,
@@ -149,6 +157,7 @@ impl Engine {
             api_url,
             data_dir,
             lb_threads,
+            ci: None,
             machines: BTreeMap::new(),
             routes_version: 0,
             last_pushed: None,
@@ -413,6 +422,13 @@ impl Engine {
                 })?;
                 self.reconcile().await;
                 Ok(serde_json::to_value(doc)?)
+            }
+            Command::DeployImages { service, images } => {
+                let request = crate::apply::image_definitions_deployment(self, &service, &images)?;
+                let id = self.create_deployment(request, now)?;
+                self.drive(&id, now)?;
+                self.reconcile().await;
+                Ok(serde_json::to_value(self.deployment_view(&id)?)?)
             }
             Command::Shutdown => {
                 self.shutting_down = true;

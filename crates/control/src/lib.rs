@@ -16,6 +16,7 @@ mod hooks;
 mod http;
 pub mod lb;
 pub mod monitor;
+mod pipelines;
 mod routing;
 mod state;
 
@@ -151,6 +152,20 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         },
         tx.clone(),
     );
+    let deployer = Arc::new(pipelines::EngineDeployer { tx: tx.clone(), store: store.clone() });
+    let ci = Arc::new(
+        ci::Ci::start(
+            ci::CiConfig {
+                data_dir: config.data_dir.join("pipelines"),
+                api_url: url.clone(),
+                token: token.clone(),
+            },
+            deployer,
+            store.clone(),
+        )
+        .map_err(|err| anyhow::anyhow!("starting pipelines: {err}"))?,
+    );
+    engine.ci = Some(ci.clone());
     engine.recover().await.context("recovering state")?;
     let engine_done = tokio::spawn(engine.run(rx));
 
@@ -175,7 +190,9 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     info!(api = %url, data_dir = %config.data_dir.display(), "cutover is up");
     let down = shared.clone();
     let data_dir = config.data_dir.clone();
-    axum::serve(listener, http::router(state))
+    // The pipelines' routes check the token themselves (webhooks are signed instead).
+    let app = http::router(state).merge(ci::router(&ci));
+    axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}

@@ -132,6 +132,18 @@ enum Command {
     /// CloudWatch-style alarms: state, reason with the datapoints, history.
     #[command(subcommand)]
     Alarms(AlarmsCommand),
+    /// Git repositories hosted by cutover (`git push` starts their pipelines).
+    #[command(subcommand)]
+    Repos(ReposCommand),
+    /// Pipelines: source → build → deploy, and their executions.
+    #[command(subcommand)]
+    Pipelines(PipelinesCommand),
+    /// Manual approval actions.
+    #[command(subcommand)]
+    Approvals(ApprovalsCommand),
+    /// Builds run by pipelines (buildspec.yml).
+    #[command(subcommand)]
+    Builds(BuildsCommand),
     /// Query a metric (load-balancer metrics per target group, metric-filter counts per service).
     Metrics {
         /// e.g. RequestCount, HTTPCode_Target_5XX_Count, TargetResponseTime, or a filter's metric.
@@ -148,6 +160,84 @@ enum Command {
         /// How far back, in seconds.
         #[arg(long, default_value_t = 60)]
         since: u64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ReposCommand {
+    /// Host a git repository; prints the remote to add (`git remote add cutover URL`).
+    Create {
+        name: String,
+    },
+    List,
+    Get {
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PipelinesCommand {
+    List,
+    Get {
+        name: String,
+    },
+    /// Recent executions: commit, who pushed, status.
+    Executions {
+        name: String,
+    },
+    /// One execution, stage by stage, with timings and the deployment it started.
+    Execution {
+        name: String,
+        id: String,
+    },
+    /// Run the pipeline on its source's current head (or a given commit).
+    Start {
+        name: String,
+        #[arg(long)]
+        commit: Option<String>,
+    },
+    /// Stop an execution (also stops and rolls back its running deployment).
+    Stop {
+        name: String,
+        id: String,
+        /// Do not wait for running actions: mark them Abandoned at once.
+        #[arg(long)]
+        abandon: bool,
+    },
+    /// Retry the failed stage of an execution.
+    Retry {
+        name: String,
+        id: String,
+        #[arg(long)]
+        stage: String,
+        #[arg(long, value_parser = ["FAILED_ACTIONS", "ALL_ACTIONS"], default_value = "FAILED_ACTIONS")]
+        mode: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ApprovalsCommand {
+    Approve {
+        execution: String,
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    Reject {
+        execution: String,
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BuildsCommand {
+    Get {
+        id: String,
+    },
+    Logs {
+        id: String,
+        #[arg(long, short)]
+        follow: bool,
     },
 }
 
@@ -393,6 +483,32 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             let preview: PreviewView = client.get(&path)?;
             render::print(json, &preview, render::preview)
+        }
+        Command::Repos(command) => repos(&client, command, json),
+        Command::Pipelines(command) => pipelines(&client, command, json),
+        Command::Approvals(command) => {
+            let (execution, comment, verb) = match command {
+                ApprovalsCommand::Approve { execution, comment } => (execution, comment, "approve"),
+                ApprovalsCommand::Reject { execution, comment } => (execution, comment, "reject"),
+            };
+            let body = ci::api::ApprovalDecision { comment, ..Default::default() };
+            let answer: serde_json::Value =
+                client.post(&format!("/v1/approvals/{execution}/{verb}"), &body)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            } else {
+                println!("{verb}d {execution}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Builds(BuildsCommand::Get { id }) => {
+            let build: ci::api::Build = client.get(&format!("/v1/builds/{id}"))?;
+            render::print(json, &build, render::build)
+        }
+        Command::Builds(BuildsCommand::Logs { id, follow }) => {
+            let mut response = client.get_text(&format!("/v1/builds/{id}/logs?follow={follow}"))?;
+            std::io::copy(&mut response, &mut std::io::stdout().lock())?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Alarms(AlarmsCommand::List) => {
             let alarms: Vec<AlarmView> = client.get("/v1/alarms")?;
@@ -654,6 +770,97 @@ fn task_definitions(
             let _: serde_json::Value =
                 client.delete(&format!("/v1/task-definitions/{id}"), &serde_json::json!({}))?;
             println!("{id} is INACTIVE: running tasks keep running; no new task can use it");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn repos(client: &Client, command: ReposCommand, json: bool) -> anyhow::Result<ExitCode> {
+    match command {
+        ReposCommand::Create { name } => {
+            let repo: ci::api::Repository =
+                client.post("/v1/repos", &serde_json::json!({ "name": name }))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&repo)?);
+            } else {
+                println!(
+                    "repository {} is ready; add it as a remote:\n  git remote add cutover {}",
+                    repo.name, repo.clone_url
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ReposCommand::List => {
+            let list: Vec<ci::api::Repository> = client.get("/v1/repos")?;
+            render::print(json, &list, render::repositories)
+        }
+        ReposCommand::Get { name } => {
+            let repo: ci::api::Repository = client.get(&format!("/v1/repos/{name}"))?;
+            render::print(json, &vec![repo], render::repositories)
+        }
+    }
+}
+
+fn pipelines(client: &Client, command: PipelinesCommand, json: bool) -> anyhow::Result<ExitCode> {
+    match command {
+        PipelinesCommand::List => {
+            let list: Vec<ci::api::PipelineSummary> = client.get("/v1/pipelines")?;
+            render::print(json, &list, render::pipelines)
+        }
+        PipelinesCommand::Get { name } => {
+            let pipeline: ci::api::PipelineSummary =
+                client.get(&format!("/v1/pipelines/{name}"))?;
+            render::print(json, &vec![pipeline], render::pipelines)
+        }
+        PipelinesCommand::Executions { name } => {
+            let list: Vec<ci::api::ExecutionSummary> =
+                client.get(&format!("/v1/pipelines/{name}/executions"))?;
+            render::print(json, &list, render::executions)
+        }
+        PipelinesCommand::Execution { name, id } => {
+            let execution: ci::api::Execution =
+                client.get(&format!("/v1/pipelines/{name}/executions/{id}"))?;
+            render::print(json, &execution, render::execution)
+        }
+        PipelinesCommand::Start { name, commit } => {
+            let answer: serde_json::Value = client
+                .post(&format!("/v1/pipelines/{name}/start"), &ci::api::StartPipeline { commit })?;
+            println!(
+                "{}",
+                if json {
+                    serde_json::to_string_pretty(&answer)?
+                } else {
+                    format!("started: {answer}")
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        PipelinesCommand::Stop { name, id, abandon } => {
+            let body = ci::api::StopExecution { abandon, reason: None };
+            let answer: serde_json::Value =
+                client.post(&format!("/v1/pipelines/{name}/executions/{id}/stop"), &body)?;
+            println!(
+                "{}",
+                if json {
+                    serde_json::to_string_pretty(&answer)?
+                } else {
+                    format!("stopping {id}")
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        PipelinesCommand::Retry { name, id, stage, mode } => {
+            let body = ci::api::RetryExecution { stage, mode: Some(mode) };
+            let answer: serde_json::Value =
+                client.post(&format!("/v1/pipelines/{name}/executions/{id}/retry"), &body)?;
+            println!(
+                "{}",
+                if json {
+                    serde_json::to_string_pretty(&answer)?
+                } else {
+                    format!("retrying {id}")
+                }
+            );
             Ok(ExitCode::SUCCESS)
         }
     }

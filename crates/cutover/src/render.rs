@@ -478,3 +478,94 @@ pub fn metric(m: &MetricQueryView) -> String {
     ));
     out
 }
+
+pub fn repositories(list: &Vec<ci::api::Repository>) -> String {
+    table(
+        &["REPOSITORY", "CLONE URL"],
+        list.iter().map(|r| vec![r.name.clone(), r.clone_url.clone()]).collect(),
+    )
+}
+
+pub fn pipelines(list: &Vec<ci::api::PipelineSummary>) -> String {
+    table(
+        &["PIPELINE", "SOURCE", "BRANCH", "MODE", "STAGES", "LATEST"],
+        list.iter()
+            .map(|p| {
+                vec![
+                    p.name.clone(),
+                    p.source.clone(),
+                    p.branch.clone(),
+                    p.execution_mode.clone(),
+                    p.stages.join(" → "),
+                    p.latest_execution
+                        .as_ref()
+                        .map_or("-".into(), |e| format!("{} {}", e.id, e.status)),
+                ]
+            })
+            .collect(),
+    )
+}
+
+pub fn executions(list: &Vec<ci::api::ExecutionSummary>) -> String {
+    table(
+        &["EXECUTION", "STATUS", "COMMIT", "PUSHED BY", "STARTED", "MESSAGE"],
+        list.iter()
+            .map(|e| {
+                vec![
+                    e.id.clone(),
+                    e.status.clone(),
+                    e.commit.chars().take(10).collect(),
+                    e.pushed_by.clone(),
+                    time(e.started_at),
+                    e.status_message.clone().unwrap_or_else(|| e.message.clone()),
+                ]
+            })
+            .collect(),
+    )
+}
+
+pub fn execution(e: &ci::api::Execution) -> String {
+    let s = &e.summary;
+    let mut out =
+        format!("{} {}  commit {} on {} by {}\n", s.id, s.status, s.commit, s.branch, s.pushed_by);
+    let rows = e
+        .stages
+        .iter()
+        .flat_map(|stage| {
+            stage.actions.iter().map(move |a| {
+                vec![
+                    stage.name.clone(),
+                    a.name.clone(),
+                    a.status.clone().unwrap_or_else(|| "-".into()),
+                    a.duration_ms.map_or("-".into(), fmt_ms),
+                    a.external_ref.clone().unwrap_or_else(|| "-".into()),
+                    a.message.clone().unwrap_or_default(),
+                ]
+            })
+        })
+        .collect();
+    out.push_str(&table(&["STAGE", "ACTION", "STATUS", "DURATION", "REF", "MESSAGE"], rows));
+    out
+}
+
+pub fn build(b: &ci::api::Build) -> String {
+    let mut out = format!(
+        "build {} ({} #{}) {}  commit {}\n",
+        b.id, b.pipeline, b.build_number, b.status, b.commit
+    );
+    out.push_str(&table(
+        &["PHASE", "STATUS", "DURATION", "CONTEXT"],
+        b.phases
+            .iter()
+            .map(|p| {
+                vec![
+                    p.phase.clone(),
+                    p.status.clone(),
+                    fmt_ms(p.duration_ms),
+                    p.contexts.join("; "),
+                ]
+            })
+            .collect(),
+    ));
+    out
+}

@@ -18,10 +18,13 @@ pub struct DeployCall {
     pub description: String,
 }
 
+/// A `deploy_image_definitions` call: the service and its (container, image) pairs.
+pub type EcsCall = (String, Vec<(String, String)>);
+
 /// Deployments end with `outcome` (InProgress keeps them running until changed).
 pub struct FakeDeployer {
     pub calls: Mutex<Vec<DeployCall>>,
-    pub ecs_calls: Mutex<Vec<(String, Vec<(String, String)>)>>,
+    pub ecs_calls: Mutex<Vec<EcsCall>>,
     pub stops: Mutex<Vec<String>>,
     pub outcome: Mutex<DeploymentState>,
 }
@@ -90,6 +93,7 @@ impl Server {
         token: Option<&str>,
         deployer: Arc<FakeDeployer>,
     ) -> Server {
+        std::fs::create_dir_all(data_dir).expect("create the data dir");
         let store = Arc::new(store::Store::open(&data_dir.join("state.db")).expect("open store"));
         Server::start_with(data_dir, token, deployer, store).await
     }
@@ -179,16 +183,15 @@ impl Server {
 
     /// Waits until execution `id` has `status`.
     pub async fn wait_status(&self, pipeline: &str, id: &str, status: &str) -> serde_json::Value {
-        let mut last = serde_json::Value::Null;
-        let ok = wait_until(Duration::from_secs(60), || async {
+        let end = Instant::now() + Duration::from_secs(60);
+        loop {
             let (s, v) = self.get(&format!("/v1/pipelines/{pipeline}/executions/{id}")).await;
-            let done = s == 200 && v["status"] == status;
-            last = v;
-            done
-        })
-        .await;
-        assert!(ok, "execution {id} did not reach {status}; last: {last:#}");
-        last
+            if s == 200 && v["status"] == status {
+                return v;
+            }
+            assert!(Instant::now() < end, "execution {id} did not reach {status}; last: {v:#}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Waits for the pipeline to have `n` executions; returns them newest first.

@@ -43,7 +43,7 @@ fn a_5xx_alarm_on_green_rolls_the_canary_back_before_the_next_shift() {
         config: SLOW_CANARY,
         auto_rollback: ROLLBACK_ON_ALARM,
         group_extra: "    alarms: [green-5xx]",
-        top_extra: GREEN_5XX,
+        top_extra: GREEN_5XX.into(),
         ..Options::default()
     });
     cluster.apply_and_wait_for_v1();
@@ -91,7 +91,7 @@ fn an_alarm_on_error_log_lines_rolls_the_canary_back() {
   - { name: app-errors, service: web, pattern: Error, metric: AppErrors, default_value: 0 }
 alarms:
   - { name: app-errors, metric: AppErrors, service: web, statistic: Sum, period: 1s, evaluation_periods: 1, threshold: 1, comparison: ">=", treat_missing_data: notBreaching }
-"#,
+"#.into(),
         ..Options::default()
     });
     cluster.apply_and_wait_for_v1();
@@ -116,7 +116,7 @@ fn an_alarm_already_in_alarm_blocks_a_deployment_unless_overridden() {
         // Always in ALARM while blue serves: a stand-in for an alarm still firing.
         top_extra: r#"alarms:
   - { name: blue-has-hosts, metric: HealthyHostCount, target_group: web-blue, statistic: Minimum, period: 1s, evaluation_periods: 1, threshold: 1, comparison: ">=" }
-"#,
+"#.into(),
         ..Options::default()
     });
     cluster.apply_and_wait_for_v1();
@@ -158,7 +158,7 @@ fn an_alarm_during_the_termination_wait_rolls_back_to_the_warm_blue() {
         termination_wait: "30s",
         auto_rollback: ROLLBACK_ON_ALARM,
         group_extra: "    alarms: [green-5xx]",
-        top_extra: GREEN_5XX,
+        top_extra: GREEN_5XX.into(),
         ..Options::default()
     });
     cluster.apply_and_wait_for_v1();
@@ -200,7 +200,7 @@ fn an_alarm_that_flaps_once_inside_m_of_n_does_not_roll_back() {
         group_extra: "    alarms: [green-5xx-2-of-3]",
         top_extra: r#"alarms:
   - { name: green-5xx-2-of-3, metric: HTTPCode_Target_5XX_Count, target_group: green, statistic: Sum, period: 1s, evaluation_periods: 3, datapoints_to_alarm: 2, threshold: 1, comparison: ">=", treat_missing_data: notBreaching }
-"#,
+"#.into(),
         ..Options::default()
     });
     cluster.apply_and_wait_for_v1();

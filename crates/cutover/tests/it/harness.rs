@@ -97,7 +97,7 @@ pub struct Options {
     /// More keys of the deployment group (e.g. `alarms: [...]`), one per line, indented 4.
     pub group_extra: &'static str,
     /// More top-level sections (alarms, metric filters).
-    pub top_extra: &'static str,
+    pub top_extra: String,
 }
 
 impl Default for Options {
@@ -109,7 +109,7 @@ impl Default for Options {
             termination_wait: "1s",
             auto_rollback: "[DEPLOYMENT_FAILURE, DEPLOYMENT_STOP_ON_REQUEST]",
             group_extra: "",
-            top_extra: "",
+            top_extra: String::new(),
         }
     }
 }

@@ -7,6 +7,7 @@ mod alarms;
 mod bad_input;
 mod docker;
 mod harness;
+mod pipeline;
 mod release;
 mod restart;
 mod scheduler;

@@ -27,6 +27,10 @@ fn control_plane_killed_mid_shift_resumes_and_adopts_tasks() {
         (cluster.deployment(&id)["traffic"]["production_green_percent"] == 20).then_some(())
     });
     assert_eq!(cluster.app_processes(), 4, "blue and green should run two tasks each");
+    // The data plane serves the split (the store records a route before it is sent).
+    wait_for("production to serve the canary", Duration::from_secs(10), || {
+        load.samples().iter().rev().take(200).any(|s| s.2 == "v2").then_some(())
+    });
 
     cluster.kill_control_plane();
     // The data plane keeps serving the canary split while the control plane is dead.
