@@ -1,18 +1,22 @@
 //! Workspace automation. `cargo xtask bench-lb` measures cutover's load balancer against the
 //! backend alone, nginx and HAProxy with wrk; `cargo xtask backend` is the fixed HTTP backend the
-//! benchmark starts (a separate process so it never shares a runtime with what is measured).
+//! benchmark starts (a separate process so it never shares a runtime with what is measured);
+//! `cargo xtask bench-rollback` measures how fast an alarm puts a bad release back on blue.
 
 mod backend;
 mod bench;
+mod rollback;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("bench-lb") => bench::run(&args[1..]),
         Some("backend") => backend::run(&args[1..]),
+        Some("bench-rollback") => rollback::run(&args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask bench-lb [--duration SECS] [--connections N] [--threads 1,2] [--lb auto|cutover|example]\n       \
+                 cargo xtask bench-rollback [--runs N]\n       \
                  cargo xtask backend --addr ADDR [--threads N] [--name NAME]"
             );
             std::process::exit(2);

@@ -327,10 +327,11 @@ pub async fn apply(
         let mut pipelines = file.pipelines.clone();
         if let Some(base) = &request.file.base_dir {
             for pipeline in &mut pipelines {
-                if let spec::SourceLocation::Url { url, .. } = &mut pipeline.source.location {
-                    if !url.contains("://") && !Path::new(url.as_str()).is_absolute() {
-                        *url = Path::new(base).join(url.as_str()).display().to_string();
-                    }
+                if let spec::SourceLocation::Url { url, .. } = &mut pipeline.source.location
+                    && !url.contains("://")
+                    && !Path::new(url.as_str()).is_absolute()
+                {
+                    *url = Path::new(base).join(url.as_str()).display().to_string();
                 }
             }
         }
