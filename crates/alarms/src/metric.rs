@@ -138,12 +138,12 @@ impl Period {
     }
 
     /// The index of the period containing `t` (period `i` is `[i × len, (i + 1) × len)`).
-    pub(crate) fn index_of(self, t: Timestamp) -> u64 {
+    pub fn index_of(self, t: Timestamp) -> u64 {
         t.as_millis() / self.millis()
     }
 
     /// The start of period `index`.
-    pub(crate) fn start_of(self, index: u64) -> Timestamp {
+    pub fn start_of(self, index: u64) -> Timestamp {
         Timestamp::from_millis(index.saturating_mul(self.millis()))
     }
 }

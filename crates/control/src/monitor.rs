@@ -266,7 +266,71 @@ impl Monitor {
                 }
             }
         }
+        self.early_breaches(world, now, &mut fired, &mut changed);
         (fired, changed)
+    }
+
+    /// cutover sees every response, so it need not wait for a period to end when the answer is
+    /// already certain: for an alarm that needs one breaching datapoint (M = 1) on a statistic
+    /// that can only grow within a period (the Sum or SampleCount of a count, the Maximum) with a
+    /// "greater than" comparison, a period still open that already breaches will breach when it
+    /// closes. Such an alarm goes to ALARM at once, and says so in its reason; the regular
+    /// evaluation at the period's end confirms it. Everything else waits for complete periods,
+    /// as on CloudWatch.
+    fn early_breaches(
+        &mut self,
+        world: &World<'_>,
+        now: Timestamp,
+        fired: &mut Vec<Fired>,
+        changed: &mut Vec<(String, Alarm)>,
+    ) {
+        use alarms::{ComparisonOperator as Op, Statistic};
+        for (key, alarm) in &mut self.alarms {
+            let spec = alarm.spec();
+            if alarm.state() == AlarmState::Alarm || spec.datapoints_to_alarm() != 1 {
+                continue;
+            }
+            let growing_statistic = match spec.statistic {
+                Statistic::Maximum => true,
+                Statistic::Sum | Statistic::SampleCount => {
+                    only_positive_samples(&spec.metric, world.filters)
+                }
+                _ => false,
+            };
+            let greater = matches!(
+                spec.comparison_operator,
+                Op::GreaterThanThreshold | Op::GreaterThanOrEqualToThreshold
+            );
+            if !growing_statistic || !greater {
+                continue;
+            }
+            let Some(series) = self.store.series(&spec.metric) else { continue };
+            let open = spec.period.start_of(spec.period.index_of(now));
+            let Ok(points) = series.datapoints(spec.period, spec.statistic, open, now) else {
+                continue;
+            };
+            let Some(point) = points.last().filter(|p| p.start == open) else { continue };
+            if !spec.comparison_operator.breaches(point.value, spec.threshold) {
+                continue;
+            }
+            let reason = format!(
+                "Threshold Crossed early: the {}s period still open (since {}) already has {} {} {} {}, and that \
+                 can only grow until the period ends (1 datapoint needed)",
+                spec.period.secs(),
+                crate::monitor::clock_time(open),
+                spec.statistic,
+                point.value,
+                spec.comparison_operator,
+                spec.threshold
+            );
+            alarm.set_state(AlarmState::Alarm, &reason, now);
+            changed.push((key.clone(), alarm.clone()));
+            let (name, deployment) = match key.split_once('@') {
+                Some((name, deployment)) => (name.to_string(), Some(deployment.to_string())),
+                None => (key.clone(), None),
+            };
+            fired.push(Fired { name, deployment, reason });
+        }
     }
 
     fn sync_filters(&mut self, declared: &[MetricFilterDoc]) {
@@ -332,6 +396,11 @@ impl Monitor {
                     let _ = alarm.update_spec(spec);
                 }
                 None => {
+                    if key.contains('@') {
+                        // A deployment's green target group was idle (or blue) before: what its
+                        // series holds is about other tasks, not this release.
+                        self.store.remove(&spec.metric);
+                    }
                     if let Ok(alarm) = Alarm::new(spec, now) {
                         self.alarms.insert(key, alarm);
                     }
@@ -363,4 +432,23 @@ fn read_new_lines(path: &PathBuf, offset: &mut u64) -> Vec<String> {
     }
     *offset += complete as u64;
     String::from_utf8_lossy(&bytes[..complete]).lines().map(str::to_string).collect()
+}
+
+/// Whether every sample of a metric is a non-negative count: the load balancer's `…Count`
+/// counters (not the host-count gauges), and filters that count matching lines.
+fn only_positive_samples(metric: &MetricId, filters: &[MetricFilterDoc]) -> bool {
+    let name = metric.name.as_str();
+    if name.ends_with("Count") && !name.ends_with("HostCount") {
+        return true;
+    }
+    filters.iter().any(|f| {
+        f.spec.metric.name == metric.name
+            && f.spec.metric_value.parse::<f64>().is_ok_and(|v| v >= 0.0)
+    })
+}
+
+/// `HH:MM:SS` (UTC) of a timestamp, for reasons.
+pub fn clock_time(at: Timestamp) -> String {
+    let secs = at.as_millis() / 1000;
+    format!("{:02}:{:02}:{:02}", (secs / 3600) % 24, (secs / 60) % 60, secs % 60)
 }

@@ -95,7 +95,12 @@ pub fn apply(response: &ApplyResponse) -> String {
             .collect(),
     );
     for note in &response.notes {
-        let _ = writeln!(out, "note: {note}");
+        // Notes from file validation already carry their `note:` prefix.
+        if note.starts_with("note:") {
+            let _ = writeln!(out, "{note}");
+        } else {
+            let _ = writeln!(out, "note: {note}");
+        }
     }
     let changes = response.plan.iter().filter(|p| p.action != "no change").count();
     let _ = writeln!(
