@@ -43,6 +43,38 @@ pub struct ServerConfig {
     /// Admin address of the data plane, when one must be started (port 0: any free port).
     pub lb_admin: SocketAddr,
     pub lb_threads: usize,
+    /// A JSON file of registry credentials for image pulls:
+    /// `[{"server": "registry.example.com:5000", "username": "…", "password": "…"}]`.
+    pub registry_credentials: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+struct CredentialEntry {
+    server: String,
+    username: String,
+    password: String,
+}
+
+/// Reads the registry credentials file. Its content is never logged.
+fn read_credentials(path: &std::path::Path) -> anyhow::Result<Vec<runtime::RegistryCredential>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading registry credentials {}", path.display()))?;
+    let entries: Vec<CredentialEntry> = serde_json::from_str(&text).map_err(|err| {
+        anyhow::anyhow!(
+            "{}: line {} column {}: expected a JSON list of {{\"server\", \"username\", \"password\"}}",
+            path.display(),
+            err.line(),
+            err.column()
+        )
+    })?;
+    Ok(entries
+        .into_iter()
+        .map(|e| runtime::RegistryCredential {
+            server: e.server,
+            username: e.username,
+            password: e.password,
+        })
+        .collect())
 }
 
 /// What `cutover up` records so that the CLI and a later `cutover up` find the running pieces.
@@ -87,9 +119,13 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let process = runtime::ProcessRuntime::new(config.data_dir.join("tasks"))
         .map_err(|err| anyhow::anyhow!("starting the process runtime: {err}"))?;
     runtimes.insert("process".into(), Arc::new(process));
+    let credentials = match &config.registry_credentials {
+        Some(path) => read_credentials(path)?,
+        None => Vec::new(),
+    };
     match runtime::DockerRuntime::connect(config.data_dir.join("docker")).await {
         Ok(docker) => {
-            runtimes.insert("docker".into(), Arc::new(docker));
+            runtimes.insert("docker".into(), Arc::new(docker.with_credentials(credentials)));
         }
         Err(err) => {
             let message = format!(

@@ -57,6 +57,10 @@ enum Command {
         /// Worker threads of the load balancer.
         #[arg(long, default_value_t = 2)]
         lb_threads: usize,
+        /// Registry credentials for Docker image pulls: a JSON file
+        /// `[{"server": …, "username": …, "password": …}]`.
+        #[arg(long, env = "CUTOVER_REGISTRY_CREDENTIALS")]
+        registry_credentials: Option<PathBuf>,
     },
     /// Stop everything `cutover up` started: tasks, load balancer, control plane.
     Down,
@@ -388,7 +392,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let json = args.output == Output::Json;
 
     match args.command {
-        Command::Up { listen, lb_admin, lb_threads } => {
+        Command::Up { listen, lb_admin, lb_threads, registry_credentials } => {
             init_tracing();
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(control::serve(control::ServerConfig {
@@ -397,6 +401,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 token,
                 lb_admin,
                 lb_threads,
+                registry_credentials,
             }))?;
             Ok(ExitCode::SUCCESS)
         }
