@@ -842,8 +842,10 @@ impl Engine {
                         continue;
                     }
                     let requests = green_requests(monitor.store(), green, alarm.spec(), now);
+                    // The state machine names the alarm in the deployment's error; this adds
+                    // how much traffic green had.
                     let reason = format!(
-                        "alarm {name}: {} ({requests} requests on {green} in that window)",
+                        "{} ({requests} requests on {green} in that window)",
                         alarm.reason()
                     );
                     to_feed.push((id.clone(), key, name.clone(), reason));
@@ -852,7 +854,8 @@ impl Engine {
         }
         for (id, key, name, reason) in to_feed {
             self.alarms_fed.insert((id.clone(), key));
-            self.store.transaction(|tx| tx.event_append(&id, now.as_millis(), "alarm", &reason))?;
+            let event = format!("alarm {name} is in ALARM: {reason}");
+            self.store.transaction(|tx| tx.event_append(&id, now.as_millis(), "alarm", &event))?;
             if let Err(err) = self.feed(&id, Input::Alarm { name, reason }) {
                 warn!(deployment = %id, "alarm not taken: {}", err.body.error);
             }

@@ -313,14 +313,17 @@ impl Monitor {
             if !spec.comparison_operator.breaches(point.value, spec.threshold) {
                 continue;
             }
+            let relation = match spec.comparison_operator {
+                Op::GreaterThanThreshold => "greater than",
+                _ => "greater than or equal to",
+            };
             let reason = format!(
-                "Threshold Crossed early: the {}s period still open (since {}) already has {} {} {} {}, and that \
-                 can only grow until the period ends (1 datapoint needed)",
+                "Threshold Crossed early: the {}s period still open (since {}) already has {} {}, which is \
+                 {relation} the threshold ({}) and can only grow until the period ends (1 datapoint needed)",
                 spec.period.secs(),
                 crate::monitor::clock_time(open),
                 spec.statistic,
                 point.value,
-                spec.comparison_operator,
                 spec.threshold
             );
             alarm.set_state(AlarmState::Alarm, &reason, now);
