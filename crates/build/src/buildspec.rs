@@ -4,11 +4,34 @@
 
 use std::fmt;
 
-use spec::{Diagnostic, Errors, Parsed, Severity};
+use spec::syntax::{
+    Cx, Field, Fields, Format, Node, Other, Pos, Value, YamlOptions, child_key, quote,
+};
+use spec::{Diagnostic, Errors, FILE_SIZE_MAX, Parsed};
 
-use crate::decode::{Cx, Field, Fields, Other, diagnostic, quote};
 use crate::glob::Glob;
-use crate::yaml::{self, FILE_SIZE_MAX, Node, Pos, Value};
+
+/// `spec`'s YAML reader with a buildspec's advice, and without hex, octal, `.inf` and `.nan`
+/// numbers: CodeBuild reads those as text.
+pub(crate) const YAML: YamlOptions = YamlOptions {
+    one_document: "a buildspec is one document",
+    nesting: "a buildspec needs far fewer",
+    colon_hint: "a command containing `: ` must be quoted (wrap the whole command in '…'), or \
+                 the indentation is off",
+    recursion_hint: None,
+    block_scalar_hint: None,
+    tag_advice: "write plain YAML values",
+    alias_aside: "",
+    hex_octal_inf: false,
+    path_steps_max: usize::MAX,
+};
+
+/// A decoding context that reads values as CodeBuild does (`TAG: 1.10` is the text `1.10`).
+pub(crate) fn cx(file: &str) -> Cx<'_> {
+    let mut cx = Cx::new(file, Format::Yaml);
+    cx.as_written = true;
+    cx
+}
 
 /// A parsed buildspec.
 #[derive(Clone, Debug, PartialEq)]
@@ -217,7 +240,7 @@ pub fn looks_secret(name: &str) -> bool {
 /// change nothing in cutover (`run-as`, `parameter-store`, `cache`, `reports`…).
 pub fn parse_buildspec(file: &str, text: &str) -> Result<Parsed<BuildSpec>, Errors> {
     let one = |pos: Pos, path: &str, message: String| {
-        Errors(vec![diagnostic(Severity::Error, file, pos, path, message)])
+        Errors::one(Diagnostic::error(file, pos, path, message))
     };
     if text.len() > FILE_SIZE_MAX {
         return Err(one(
@@ -238,8 +261,9 @@ pub fn parse_buildspec(file: &str, text: &str) -> Result<Parsed<BuildSpec>, Erro
             "the file is empty; a buildspec starts with `version: 0.2` and has `phases:`".into(),
         ));
     }
-    let root = yaml::parse(text).map_err(|e| one(e.pos, &e.path, e.message))?;
-    let mut cx = Cx::new(file);
+    let root =
+        spec::syntax::parse_yaml_with(text, &YAML).map_err(|e| one(e.pos, &e.path, e.message))?;
+    let mut cx = cx(file);
     let spec = read_root(&mut cx, &root);
     cx.finish(spec)
 }
@@ -253,8 +277,8 @@ fn read_root(cx: &mut Cx<'_>, root: &Node) -> Option<BuildSpec> {
     }
     let mut f = cx.map(root, "")?;
     let version_ok = read_version(cx, &mut f);
-    let run_as = f.get("run-as").and_then(|field| noted_text(cx, &field, RUN_AS_NOTE));
-    let env = match f.get("env") {
+    let run_as = f.field(cx, "run-as").and_then(|field| noted_text(cx, &field, RUN_AS_NOTE));
+    let env = match f.field(cx, "env") {
         Some(field) if !matches!(field.node.value, Value::Null) => read_env(cx, &field),
         _ => Some(Env::default()),
     };
@@ -262,17 +286,17 @@ fn read_root(cx: &mut Cx<'_>, root: &Node) -> Option<BuildSpec> {
         Some(field) => read_phases(cx, &field),
         None => None,
     };
-    let artifacts = match f.get("artifacts") {
+    let artifacts = match f.field(cx, "artifacts") {
         Some(field) => read_artifacts(cx, &field, true).map(Some),
         None => Some(None),
     };
-    if let Some(field) = f.get("cache") {
+    if let Some(field) = f.field(cx, "cache") {
         read_cache(cx, &field);
     }
-    if let Some(field) = f.get("reports") {
+    if let Some(field) = f.field(cx, "reports") {
         read_reports(cx, &field);
     }
-    f.finish(
+    f.finish_with(
         cx,
         &TOP_KEYS,
         &[
@@ -348,7 +372,7 @@ fn read_version(cx: &mut Cx<'_>, f: &mut Fields<'_>) -> bool {
 
 /// A text value that is accepted and noted (`run-as`).
 fn noted_text(cx: &mut Cx<'_>, field: &Field<'_>, note: &str) -> Option<String> {
-    let value = cx.nonempty(field.node, &field.path)?;
+    let value = cx.nonempty_text(field.node, &field.path)?;
     cx.note(field.key_pos, &field.path, format!("accepted, {note}"));
     Some(value)
 }
@@ -357,17 +381,17 @@ fn read_env(cx: &mut Cx<'_>, field: &Field<'_>) -> Option<Env> {
     let mut f = cx.map(field.node, &field.path)?;
     let errors_before = cx.error_count();
     let mut env = Env::default();
-    if let Some(field) = f.get("shell") {
+    if let Some(field) = f.field(cx, "shell") {
         env.shell = read_shell(cx, &field).unwrap_or_default();
     }
-    if let Some(field) = f.get("variables") {
+    if let Some(field) = f.field(cx, "variables") {
         env.variables = read_variables(cx, &field, true);
     }
     for (key, store) in [
         ("parameter-store", "AWS Systems Manager Parameter Store"),
         ("secrets-manager", "AWS Secrets Manager"),
     ] {
-        let Some(field) = f.get(key) else { continue };
+        let Some(field) = f.field(cx, key) else { continue };
         let vars = read_variables(cx, &field, false);
         if !vars.is_empty() {
             let names: Vec<String> = vars.iter().map(|(k, _)| format!("`{k}`")).collect();
@@ -387,10 +411,10 @@ fn read_env(cx: &mut Cx<'_>, field: &Field<'_>) -> Option<Env> {
             env.secrets_manager = vars;
         }
     }
-    if let Some(field) = f.get("exported-variables") {
+    if let Some(field) = f.field(cx, "exported-variables") {
         env.exported_variables = read_exported(cx, &field, &env);
     }
-    if let Some(field) = f.get("git-credential-helper")
+    if let Some(field) = f.field(cx, "git-credential-helper")
         && let Some(on) = cx.yes_no(field.node, &field.path)
     {
         env.git_credential_helper = on;
@@ -402,7 +426,7 @@ fn read_env(cx: &mut Cx<'_>, field: &Field<'_>) -> Option<Env> {
             );
         }
     }
-    f.finish(
+    f.finish_with(
         cx,
         &[
             "shell",
@@ -418,7 +442,7 @@ fn read_env(cx: &mut Cx<'_>, field: &Field<'_>) -> Option<Env> {
 }
 
 fn read_shell(cx: &mut Cx<'_>, field: &Field<'_>) -> Option<Shell> {
-    let s = cx.nonempty(field.node, &field.path)?;
+    let s = cx.nonempty_text(field.node, &field.path)?;
     match s.as_str() {
         "bash" | "/bin/bash" => Some(Shell::Bash),
         "sh" | "/bin/sh" => Some(Shell::Sh),
@@ -492,7 +516,7 @@ fn read_variables(cx: &mut Cx<'_>, field: &Field<'_>, plain: bool) -> Vec<(Strin
     };
     let mut out = Vec::with_capacity(entries.len());
     for entry in entries {
-        let path = crate::yaml::child_key(&field.path, &entry.key);
+        let path = child_key(&field.path, &entry.key);
         if !check_name(cx, &entry.key, entry.key_pos, &path) {
             continue;
         }
@@ -532,7 +556,7 @@ fn read_exported(cx: &mut Cx<'_>, field: &Field<'_>, env: &Env) -> Vec<String> {
     let mut out: Vec<String> = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let path = format!("{}[{i}]", field.path);
-        let Some(name) = cx.nonempty(item, &path) else { continue };
+        let Some(name) = cx.nonempty_text(item, &path) else { continue };
         if !valid_name(&name) {
             check_name(cx, &name, item.pos, &path);
             continue;
@@ -579,13 +603,13 @@ fn read_phases(cx: &mut Cx<'_>, field: &Field<'_>) -> Option<Phases> {
     let mut phases = Phases::default();
     for phase in PhaseType::COMMAND_PHASES {
         let Some(key) = phase.key() else { continue };
-        let Some(field) = f.get(key) else { continue };
+        let Some(field) = f.field(cx, key) else { continue };
         let parsed = read_phase(cx, &field, phase);
         if let Some(slot) = phases.slot(phase) {
             *slot = parsed;
         }
     }
-    f.finish(cx, &["install", "pre_build", "build", "post_build"], &[]);
+    f.finish_with(cx, &["install", "pre_build", "build", "post_build"], &[]);
     (cx.error_count() == errors_before).then_some(phases)
 }
 
@@ -603,26 +627,26 @@ fn read_phase(cx: &mut Cx<'_>, field: &Field<'_>, phase: PhaseType) -> Option<Ph
     f.pos = field.key_pos;
     let errors_before = cx.error_count();
     let mut out = Phase::default();
-    if let Some(field) = f.get("run-as") {
+    if let Some(field) = f.field(cx, "run-as") {
         out.run_as = noted_text(cx, &field, RUN_AS_NOTE);
     }
-    if let Some(field) = f.get("on-failure") {
+    if let Some(field) = f.field(cx, "on-failure") {
         out.on_failure = read_on_failure(cx, &field);
     }
     if phase == PhaseType::Install
-        && let Some(field) = f.get("runtime-versions")
+        && let Some(field) = f.field(cx, "runtime-versions")
     {
         out.runtime_versions = read_runtime_versions(cx, &field);
     }
     let commands = if needs_commands {
         f.require(cx, "commands", "add `commands:` with a list of commands")
     } else {
-        f.get("commands")
+        f.field(cx, "commands")
     };
     if let Some(field) = commands {
         out.commands = read_commands(cx, &field);
     }
-    if let Some(field) = f.get("finally") {
+    if let Some(field) = f.field(cx, "finally") {
         out.finally = read_commands(cx, &field);
     }
     let mut others = vec![];
@@ -632,7 +656,11 @@ fn read_phase(cx: &mut Cx<'_>, field: &Field<'_>, phase: PhaseType) -> Option<Ph
             "only the `install` phase has `runtime-versions`",
         ));
     }
-    f.finish(cx, &["run-as", "on-failure", "runtime-versions", "commands", "finally"], &others);
+    f.finish_with(
+        cx,
+        &["run-as", "on-failure", "runtime-versions", "commands", "finally"],
+        &others,
+    );
     (cx.error_count() == errors_before).then_some(out)
 }
 
@@ -643,7 +671,7 @@ fn read_runtime_versions(cx: &mut Cx<'_>, field: &Field<'_>) -> Vec<(String, Str
     };
     let mut out = Vec::new();
     for entry in entries {
-        let path = crate::yaml::child_key(&field.path, &entry.key);
+        let path = child_key(&field.path, &entry.key);
         if let Some(v) = cx.text(&entry.value, &path) {
             out.push((entry.key.clone(), v));
         }
@@ -662,7 +690,7 @@ fn read_runtime_versions(cx: &mut Cx<'_>, field: &Field<'_>) -> Vec<(String, Str
 }
 
 fn read_on_failure(cx: &mut Cx<'_>, field: &Field<'_>) -> Option<OnFailure> {
-    let s = cx.nonempty(field.node, &field.path)?;
+    let s = cx.nonempty_text(field.node, &field.path)?;
     match parse_on_failure(&s) {
         Ok(v) => Some(v),
         Err(message) => {
@@ -735,7 +763,7 @@ fn read_commands(cx: &mut Cx<'_>, field: &Field<'_>) -> Vec<Command> {
                 format!(
                     "expected a list of commands, found {}; write each command on its own line \
                      starting with `- `",
-                    Cx::describe(field.node)
+                    cx.describe(field.node)
                 ),
             );
         } else {
@@ -774,7 +802,7 @@ fn read_commands(cx: &mut Cx<'_>, field: &Field<'_>) -> Vec<Command> {
                         "an empty command; write a command or remove the line",
                     );
                 } else {
-                    out.push(Command { text, line: item.pos.line });
+                    out.push(Command { text, line: item.pos.line as usize });
                 }
             }
         }
@@ -813,9 +841,9 @@ fn read_artifacts(cx: &mut Cx<'_>, field: &Field<'_>, primary: bool) -> Option<A
         "add `files:` with the paths to keep"
     };
     let files = f.require(cx, "files", advice).map(|field| globs(cx, &field)).unwrap_or_default();
-    let name = f.get("name").and_then(|field| cx.nonempty(field.node, &field.path));
-    let base_directory = f.get("base-directory").and_then(|field| {
-        let s = cx.nonempty(field.node, &field.path)?;
+    let name = f.field(cx, "name").and_then(|field| cx.nonempty_text(field.node, &field.path));
+    let base_directory = f.field(cx, "base-directory").and_then(|field| {
+        let s = cx.nonempty_text(field.node, &field.path)?;
         match Glob::new(&s) {
             Ok(g) => Some(g),
             Err(message) => {
@@ -825,11 +853,12 @@ fn read_artifacts(cx: &mut Cx<'_>, field: &Field<'_>, primary: bool) -> Option<A
         }
     });
     let discard_paths = f
-        .get("discard-paths")
+        .field(cx, "discard-paths")
         .and_then(|field| cx.yes_no(field.node, &field.path))
         .unwrap_or(false);
-    let exclude_paths = f.get("exclude-paths").map(|field| globs(cx, &field)).unwrap_or_default();
-    if let Some(field) = f.get("enable-symlinks")
+    let exclude_paths =
+        f.field(cx, "exclude-paths").map(|field| globs(cx, &field)).unwrap_or_default();
+    if let Some(field) = f.field(cx, "enable-symlinks")
         && cx.yes_no(field.node, &field.path).is_some()
     {
         cx.note(
@@ -839,7 +868,7 @@ fn read_artifacts(cx: &mut Cx<'_>, field: &Field<'_>, primary: bool) -> Option<A
              file inside the source directory is copied as that file",
         );
     }
-    if let Some(field) = f.get("s3-prefix")
+    if let Some(field) = f.field(cx, "s3-prefix")
         && cx.text(field.node, &field.path).is_some()
     {
         cx.note(
@@ -849,7 +878,7 @@ fn read_artifacts(cx: &mut Cx<'_>, field: &Field<'_>, primary: bool) -> Option<A
         );
     }
     let mut secondary = Vec::new();
-    if let Some(field) = f.get("secondary-artifacts") {
+    if let Some(field) = f.field(cx, "secondary-artifacts") {
         if primary {
             secondary = read_secondary(cx, &field);
         } else {
@@ -860,7 +889,7 @@ fn read_artifacts(cx: &mut Cx<'_>, field: &Field<'_>, primary: bool) -> Option<A
             );
         }
     }
-    f.finish(cx, &ARTIFACT_KEYS, &[]);
+    f.finish_with(cx, &ARTIFACT_KEYS, &[]);
     if cx.error_count() != errors_before {
         return None;
     }
@@ -879,7 +908,7 @@ fn read_secondary(cx: &mut Cx<'_>, field: &Field<'_>) -> Vec<(String, Artifacts)
     };
     let mut out = Vec::new();
     for entry in entries {
-        let path = crate::yaml::child_key(&field.path, &entry.key);
+        let path = child_key(&field.path, &entry.key);
         let id_ok = entry.key.len() <= 100
             && !entry.key.is_empty()
             && entry.key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
@@ -922,14 +951,14 @@ fn read_cache(cx: &mut Cx<'_>, field: &Field<'_>) {
     if let Some(paths) = f.require(cx, "paths", "add `paths:` with the directories to cache") {
         let _ = cx.texts_or_one(paths.node, &paths.path);
     }
-    if let Some(key) = f.get("key") {
-        cx.nonempty(key.node, &key.path);
+    if let Some(key) = f.field(cx, "key") {
+        cx.nonempty_text(key.node, &key.path);
     }
-    if let Some(keys) = f.get("fallback-keys") {
+    if let Some(keys) = f.field(cx, "fallback-keys") {
         let _ = cx.texts_or_one(keys.node, &keys.path);
     }
-    if let Some(action) = f.get("action")
-        && let Some(a) = cx.nonempty(action.node, &action.path)
+    if let Some(action) = f.field(cx, "action")
+        && let Some(a) = cx.nonempty_text(action.node, &action.path)
         && a != "restore"
         && a != "save"
     {
@@ -939,7 +968,7 @@ fn read_cache(cx: &mut Cx<'_>, field: &Field<'_>) {
             format!("expected restore or save, found {}", quote(&a)),
         );
     }
-    f.finish(cx, &["paths", "key", "fallback-keys", "action"], &[]);
+    f.finish_with(cx, &["paths", "key", "fallback-keys", "action"], &[]);
     cx.note(
         field.key_pos,
         &field.path,
@@ -967,20 +996,20 @@ fn read_reports(cx: &mut Cx<'_>, field: &Field<'_>) {
         return;
     };
     for entry in entries {
-        let path = crate::yaml::child_key(&field.path, &entry.key);
+        let path = child_key(&field.path, &entry.key);
         let Some(mut f) = cx.map(&entry.value, &path) else { continue };
         f.pos = entry.key_pos;
         if let Some(files) = f.require(cx, "files", "add `files:` with the report files") {
             let _ = globs(cx, &files);
         }
-        if let Some(dir) = f.get("base-directory") {
-            cx.nonempty(dir.node, &dir.path);
+        if let Some(dir) = f.field(cx, "base-directory") {
+            cx.nonempty_text(dir.node, &dir.path);
         }
-        if let Some(d) = f.get("discard-paths") {
+        if let Some(d) = f.field(cx, "discard-paths") {
             cx.yes_no(d.node, &d.path);
         }
-        if let Some(format) = f.get("file-format")
-            && let Some(s) = cx.nonempty(format.node, &format.path)
+        if let Some(format) = f.field(cx, "file-format")
+            && let Some(s) = cx.nonempty_text(format.node, &format.path)
             && !REPORT_FORMATS.contains(&s.as_str())
         {
             cx.error(
@@ -993,7 +1022,7 @@ fn read_reports(cx: &mut Cx<'_>, field: &Field<'_>) {
                 ),
             );
         }
-        f.finish(cx, &["files", "base-directory", "discard-paths", "file-format"], &[]);
+        f.finish_with(cx, &["files", "base-directory", "discard-paths", "file-format"], &[]);
     }
     cx.note(
         field.key_pos,
@@ -1006,4 +1035,48 @@ fn read_reports(cx: &mut Cx<'_>, field: &Field<'_>) {
 /// Renders diagnostics one per line (errors and notes), as `cutover validate` prints them.
 pub fn render(diagnostics: &[Diagnostic]) -> String {
     diagnostics.iter().map(|d| format!("{d}\n")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use spec::syntax::{Node, SyntaxError, suggest};
+
+    use super::*;
+
+    fn parse(text: &str) -> Result<Node, SyntaxError> {
+        spec::syntax::parse_yaml_with(text, &YAML)
+    }
+
+    #[test]
+    fn raw_text_survives_number_resolution() {
+        let root = parse("a: 1.10\nb: '007'\nc: 0x1F\n").unwrap();
+        let Value::Map(entries) = root.value else { panic!("not a map") };
+        assert_eq!(entries[0].value.value, Value::Float(1.1));
+        assert_eq!(entries[0].value.raw, "1.10");
+        assert_eq!(entries[1].value.value, Value::Str("007".into()));
+        assert_eq!(entries[1].key_pos, Pos::new(2, 1));
+        // CodeBuild has no hex numbers: `0x1F` stays text.
+        assert_eq!(entries[2].value.value, Value::Str("0x1F".into()));
+    }
+
+    #[test]
+    fn duplicates_and_second_documents_are_errors() {
+        let e = parse("a: 1\nb: 2\na: 3\n").unwrap_err();
+        assert_eq!(e.pos, Pos::new(3, 1));
+        assert_eq!(e.message, "duplicate key `a` (first written on line 1); keep one");
+        assert_eq!(
+            parse("a: 1\n---\nb: 2\n").unwrap_err().message,
+            "a second YAML document (after `---`); a buildspec is one document"
+        );
+    }
+
+    #[test]
+    fn suggestions_catch_separators_and_typos() {
+        let phases = ["install", "pre_build", "build", "post_build"];
+        assert_eq!(suggest("pre-build", phases), Some("pre_build"));
+        assert_eq!(suggest("prebuild", phases), Some("pre_build"));
+        assert_eq!(suggest("postbuild", phases), Some("post_build"));
+        assert_eq!(suggest("instal", phases), Some("install"));
+        assert_eq!(suggest("deploy", phases), None);
+    }
 }

@@ -2,10 +2,10 @@
 //! `imagedefinitions.json` (the ECS standard action, one image per container). Pure: text in,
 //! values or diagnostics with file:line:column out.
 
-use spec::{Errors, Parsed, Severity};
+use spec::syntax::{Cx, Entry, Node, Pos, Value, child_key, quote, suggest};
+use spec::{Diagnostic, Errors, Parsed};
 
-use crate::decode::{Cx, diagnostic, quote, suggest};
-use crate::yaml::{self, Entry, Node, Pos, Value, child_key};
+use crate::buildspec::{YAML, cx};
 
 /// Largest `imageDetail.json` accepted; the real file is under 1 KiB.
 pub const IMAGE_DETAIL_SIZE_MAX: usize = 100 * 1024;
@@ -49,7 +49,7 @@ const DETAIL_KEYS: [&str; 8] = [
 /// Parses `imageDetail.json`: `{"ImageURI": "registry/repo:tag", …}`.
 pub fn parse_image_detail(file: &str, text: &str) -> Result<Parsed<ImageDetail>, Errors> {
     let root = load(file, text, IMAGE_DETAIL_SIZE_MAX, DETAIL_EXAMPLE)?;
-    let mut cx = Cx::new(file);
+    let mut cx = cx(file);
     let value = read_detail(&mut cx, &root);
     cx.finish(value)
 }
@@ -137,7 +137,7 @@ pub fn parse_image_definitions(
     text: &str,
 ) -> Result<Parsed<Vec<ImageDefinition>>, Errors> {
     let root = load(file, text, IMAGE_DEFINITIONS_SIZE_MAX, DEFINITIONS_EXAMPLE)?;
-    let mut cx = Cx::new(file);
+    let mut cx = cx(file);
     let value = read_definitions(&mut cx, &root);
     cx.finish(value)
 }
@@ -180,7 +180,7 @@ fn read_definitions(cx: &mut Cx<'_>, root: &Node) -> Option<Vec<ImageDefinition>
         for entry in entries {
             let field_path = child_key(&path, &entry.key);
             match entry.key.as_str() {
-                "name" => name = cx.nonempty(&entry.value, &field_path),
+                "name" => name = cx.nonempty_text(&entry.value, &field_path),
                 "imageUri" => uri = image_uri(cx, &entry.value, &field_path),
                 _ => unknown(cx, entry, &["name", "imageUri"], &path),
             }
@@ -304,9 +304,7 @@ pub fn check_image_uri(uri: &str) -> Result<(), String> {
 /// Size check, JSON syntax check (serde_json's messages are the best for JSON), then the
 /// positioned tree for semantic errors.
 fn load(file: &str, text: &str, max: usize, example: &str) -> Result<Node, Errors> {
-    let one = |pos: Pos, message: String| {
-        Errors(vec![diagnostic(Severity::Error, file, pos, "", message)])
-    };
+    let one = |pos: Pos, message: String| Errors::one(Diagnostic::error(file, pos, "", message));
     if text.len() > max {
         return Err(one(
             Pos::UNKNOWN,
@@ -334,7 +332,7 @@ fn load(file: &str, text: &str, max: usize, example: &str) -> Result<Node, Error
     };
     // JSON is YAML's flow style, so the YAML reader gives positions; the few JSON texts it
     // refuses (tabs in odd places) still load, without positions.
-    Ok(yaml::parse(text).unwrap_or_else(|_| from_json(&value)))
+    Ok(spec::syntax::parse_yaml_with(text, &YAML).unwrap_or_else(|_| from_json(&value)))
 }
 
 fn from_json(v: &serde_json::Value) -> Node {

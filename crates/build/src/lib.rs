@@ -7,18 +7,15 @@
 
 mod artifacts;
 mod buildspec;
-mod decode;
 mod glob;
 mod image;
 mod runner;
-mod yaml;
 
 pub use artifacts::ArtifactOutput;
 pub use buildspec::{
     Artifacts, BuildSpec, Command, Env, OnFailure, Phase, PhaseType, Phases, RETRY_COUNT_MAX,
     Shell, looks_secret, parse_buildspec, render,
 };
-pub use decode::ERRORS_MAX;
 pub use glob::Glob;
 pub use image::{
     IMAGE_DEFINITIONS_SIZE_MAX, IMAGE_DETAIL_SIZE_MAX, IMAGE_URI_MAX, ImageDefinition, ImageDetail,
@@ -29,5 +26,6 @@ pub use runner::{
     LogSink, LogStats, LogStream, MemorySink, PhaseContext, PhaseRecord, PhaseStatus,
     SECRET_LEN_MIN, host_env, run,
 };
-pub use spec::{Diagnostic, Errors, Parsed, Severity};
-pub use yaml::{ALIAS_NODES_MAX, DEPTH_MAX, FILE_SIZE_MAX};
+pub use spec::{
+    ALIAS_NODES_MAX, DEPTH_MAX, Diagnostic, ERRORS_MAX, Errors, FILE_SIZE_MAX, Parsed, Severity,
+};

@@ -5,16 +5,21 @@
 use std::time::Duration;
 
 use crate::diag::{Diagnostic, Errors, Parsed, Pos, suggest};
-use crate::tree::{Entry, Format, Node, Value, child_key};
+use crate::tree::{Entry, Format, Node, Value, child_index, child_key};
 
 /// Most errors reported for one file; the rest are counted in a last line.
 pub const ERRORS_MAX: usize = 50;
 
-pub(crate) struct Cx<'f> {
+/// The diagnostics of one file being decoded: getters report into it and carry on, and
+/// [`Cx::finish`] turns it into the value with its notes or every error in file order.
+pub struct Cx<'f> {
     pub file: &'f str,
     pub format: Format,
     /// AppSpec keys are matched ignoring ASCII case, as aws-cli does.
     pub ignore_case: bool,
+    /// CodeBuild's reading (buildspecs): messages describe numbers as written (`number 1.10`)
+    /// and say "a list" and "a map" where a list or map was expected.
+    pub as_written: bool,
     errors: Vec<Diagnostic>,
     notes: Vec<Diagnostic>,
 }
@@ -32,7 +37,14 @@ pub(crate) enum BareNumber {
 
 impl<'f> Cx<'f> {
     pub fn new(file: &'f str, format: Format) -> Cx<'f> {
-        Cx { file, format, ignore_case: false, errors: Vec::new(), notes: Vec::new() }
+        Cx {
+            file,
+            format,
+            ignore_case: false,
+            as_written: false,
+            errors: Vec::new(),
+            notes: Vec::new(),
+        }
     }
 
     pub fn error(&mut self, pos: Pos, path: &str, message: impl Into<String>) {
@@ -67,6 +79,9 @@ impl<'f> Cx<'f> {
     }
 
     pub fn list_word(&self) -> &'static str {
+        if self.as_written {
+            return "a list";
+        }
         match self.format {
             Format::Json => "array",
             Format::Yaml => "list",
@@ -74,6 +89,9 @@ impl<'f> Cx<'f> {
     }
 
     pub fn map_word(&self) -> &'static str {
+        if self.as_written {
+            return "a map";
+        }
         match self.format {
             Format::Json => "object",
             Format::Yaml => "map",
@@ -89,6 +107,7 @@ impl<'f> Cx<'f> {
             },
             Value::Bool(b) => format!("boolean {b}"),
             Value::Int(i) => format!("integer {i}"),
+            Value::Float(_) if self.as_written => format!("number {}", node.raw),
             Value::Float(f) => format!("number {f:?}"),
             Value::Str(s) => format!("string {}", quote(s)),
             Value::Seq(_) => self.list_word().to_string(),
@@ -143,6 +162,67 @@ impl<'f> Cx<'f> {
             return None;
         }
         Some(s.to_string())
+    }
+
+    /// A string; numbers and booleans are taken as written (`TAG: 1.10` is `"1.10"`), as
+    /// CodeBuild reads them.
+    pub fn text(&mut self, node: &Node, path: &str) -> Option<String> {
+        match &node.value {
+            Value::Str(s) => Some(s.clone()),
+            Value::Bool(_) | Value::Int(_) | Value::Float(_) => Some(node.raw.clone()),
+            _ => {
+                self.type_error(node, path, "a string");
+                None
+            }
+        }
+    }
+
+    /// Like [`Cx::text`], but blank text is an error.
+    pub fn nonempty_text(&mut self, node: &Node, path: &str) -> Option<String> {
+        let s = self.text(node, path)?;
+        if s.trim().is_empty() {
+            self.error(node.pos, path, "must not be empty");
+            return None;
+        }
+        Some(s)
+    }
+
+    /// A list of non-empty texts, or one text standing for a list of one (CodeBuild reads
+    /// `files: imageDetail.json` that way). Each item comes with its position and path.
+    pub fn texts_or_one(&mut self, node: &Node, path: &str) -> Option<Vec<(String, Pos, String)>> {
+        if node.is_scalar() && !matches!(node.value, Value::Null) {
+            return self.nonempty_text(node, path).map(|s| vec![(s, node.pos, path.to_string())]);
+        }
+        let items = self.list(node, path)?;
+        let mut out = Vec::with_capacity(items.len());
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            let item_path = child_index(path, i);
+            match self.nonempty_text(item, &item_path) {
+                Some(s) => out.push((s, item.pos, item_path)),
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    /// `yes`/`no` (CodeBuild's spelling), `on`/`off` or `true`/`false`.
+    pub fn yes_no(&mut self, node: &Node, path: &str) -> Option<bool> {
+        match &node.value {
+            Value::Bool(b) => Some(*b),
+            Value::Str(s) => match s.to_ascii_lowercase().as_str() {
+                "yes" | "true" | "on" => Some(true),
+                "no" | "false" | "off" => Some(false),
+                _ => {
+                    self.error(node.pos, path, format!("expected yes or no, found {}", quote(s)));
+                    None
+                }
+            },
+            _ => {
+                self.type_error(node, path, "yes or no");
+                None
+            }
+        }
     }
 
     pub fn bool(&mut self, node: &Node, path: &str) -> Option<bool> {
@@ -242,7 +322,12 @@ impl<'f> Cx<'f> {
     }
 
     /// `10s`, `5m`, `1h30m`, `500ms`; what a bare number means depends on the field.
-    pub fn duration(&mut self, node: &Node, path: &str, bare: BareNumber) -> Option<Duration> {
+    pub(crate) fn duration(
+        &mut self,
+        node: &Node,
+        path: &str,
+        bare: BareNumber,
+    ) -> Option<Duration> {
         let bare_number = match &node.value {
             Value::Int(i) => Some(*i),
             Value::Str(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
@@ -331,7 +416,7 @@ fn sorted_errors(file: &str, mut errors: Vec<Diagnostic>) -> Errors {
 }
 
 /// A string for a message, shortened if long.
-pub(crate) fn quote(s: &str) -> String {
+pub fn quote(s: &str) -> String {
     const SHOWN_MAX: usize = 60;
     if s.chars().count() > SHOWN_MAX {
         let head: String = s.chars().take(SHOWN_MAX).collect();
@@ -342,7 +427,7 @@ pub(crate) fn quote(s: &str) -> String {
 }
 
 /// The fields of a map being read; keys not taken by the end are reported by [`Fields::finish`].
-pub(crate) struct Fields<'n> {
+pub struct Fields<'n> {
     pub pos: Pos,
     pub path: String,
     entries: &'n [Entry],
@@ -350,10 +435,22 @@ pub(crate) struct Fields<'n> {
     ignore_case: bool,
 }
 
-/// One field of a map: its value and the path of that value.
-pub(crate) struct Field<'n> {
+/// One field of a map: its value, the path of that value and where its key was written.
+pub struct Field<'n> {
     pub node: &'n Node,
     pub path: String,
+    pub key_pos: Pos,
+}
+
+/// How [`Fields::finish_with`] treats a key that is not among the fields a map reads.
+#[derive(Clone, Copy, Debug)]
+pub enum Other<'a> {
+    /// Accepted with a note `ignored: {reason}`; offered in suggestions only.
+    Ignored(&'a str, &'a str),
+    /// Accepted with a note `accepted, {reason}`; offered in suggestions and listed as expected.
+    Noted(&'a str, &'a str),
+    /// Known to belong elsewhere: an error with the advice saying where.
+    Misplaced(&'a str, &'a str),
 }
 
 impl<'n> Fields<'n> {
@@ -372,12 +469,12 @@ impl<'n> Fields<'n> {
 
     /// The field `key`, present or not; an explicit `null` counts as absent.
     pub fn get(&mut self, cx: &mut Cx<'_>, key: &str) -> Option<Field<'n>> {
-        let field = self.raw(cx, key)?;
+        let field = self.field(cx, key)?;
         if matches!(field.node.value, Value::Null) { None } else { Some(field) }
     }
 
-    /// Like [`Fields::get`] but keeps an explicit `null`, for required fields.
-    fn raw(&mut self, cx: &mut Cx<'_>, key: &str) -> Option<Field<'n>> {
+    /// Like [`Fields::get`] but keeps an explicit `null`.
+    pub fn field(&mut self, cx: &mut Cx<'_>, key: &str) -> Option<Field<'n>> {
         let mut found: Option<usize> = None;
         for i in 0..self.entries.len() {
             if !self.matches(&self.entries[i], key) {
@@ -404,12 +501,16 @@ impl<'n> Fields<'n> {
             }
         }
         let entry = &self.entries[found?];
-        Some(Field { node: &entry.value, path: child_key(&self.path, &entry.key) })
+        Some(Field {
+            node: &entry.value,
+            path: child_key(&self.path, &entry.key),
+            key_pos: entry.key_pos,
+        })
     }
 
     /// The field `key`, or an error at the map saying that it is missing and how to add it.
     pub fn require(&mut self, cx: &mut Cx<'_>, key: &str, advice: &str) -> Option<Field<'n>> {
-        let field = self.raw(cx, key);
+        let field = self.field(cx, key);
         // A misspelling of the field is reported by `finish` with "did you mean"; saying that it
         // is missing too would be the same mistake twice.
         let misspelt = || {
@@ -432,17 +533,50 @@ impl<'n> Fields<'n> {
     /// Reports what was not taken: fields cutover knows but does not use get a note with the
     /// reason; anything else is an error, with the closest known name when there is one.
     pub fn finish(self, cx: &mut Cx<'_>, known: &[&str], ignored: &[(&str, &str)]) {
+        let others: Vec<Other<'_>> =
+            ignored.iter().map(|(name, reason)| Other::Ignored(name, reason)).collect();
+        self.finish_with(cx, known, &others);
+    }
+
+    /// Like [`Fields::finish`], with each kind of other key treated as [`Other`] says.
+    pub fn finish_with(self, cx: &mut Cx<'_>, known: &[&str], others: &[Other<'_>]) {
         for (entry, used) in self.entries.iter().zip(&self.used) {
             if *used {
                 continue;
             }
             let path = child_key(&self.path, &entry.key);
-            let reason = ignored.iter().find(|(name, _)| self.matches(entry, name));
-            if let Some((_, reason)) = reason {
-                cx.note(entry.key_pos, &path, format!("ignored: {reason}"));
-                continue;
+            let other = others.iter().find(|o| match o {
+                Other::Ignored(k, _) | Other::Noted(k, _) | Other::Misplaced(k, _) => {
+                    self.matches(entry, k)
+                }
+            });
+            match other {
+                Some(Other::Ignored(_, reason)) => {
+                    cx.note(entry.key_pos, &path, format!("ignored: {reason}"));
+                    continue;
+                }
+                Some(Other::Noted(_, reason)) => {
+                    cx.note(entry.key_pos, &path, format!("accepted, {reason}"));
+                    continue;
+                }
+                Some(Other::Misplaced(_, advice)) => {
+                    cx.error(
+                        entry.key_pos,
+                        &path,
+                        format!("unknown field `{}` here; {advice}", entry.key),
+                    );
+                    continue;
+                }
+                None => {}
             }
-            let candidates = known.iter().chain(ignored.iter().map(|(n, _)| n)).copied();
+            let accepted = |listed: bool| {
+                others.iter().filter_map(move |o| match o {
+                    Other::Noted(k, _) => Some(*k),
+                    Other::Ignored(k, _) if !listed => Some(*k),
+                    Other::Ignored(..) | Other::Misplaced(..) => None,
+                })
+            };
+            let candidates = known.iter().copied().chain(accepted(false));
             let mut message = format!("unknown field `{}`", entry.key);
             match suggest(&entry.key, candidates) {
                 Some(s) if !self.ignore_case && s.eq_ignore_ascii_case(&entry.key) => {
@@ -452,7 +586,8 @@ impl<'n> Fields<'n> {
                 }
                 Some(s) => message.push_str(&format!("; did you mean `{s}`?")),
                 None => {
-                    message.push_str(&format!("; expected one of: {}", known.join(", ")));
+                    let listed: Vec<&str> = known.iter().copied().chain(accepted(true)).collect();
+                    message.push_str(&format!("; expected one of: {}", listed.join(", ")));
                 }
             }
             cx.error(entry.key_pos, &path, message);

@@ -26,16 +26,13 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
-    pub(crate) fn error(
-        file: &str,
-        pos: Pos,
-        path: &str,
-        message: impl Into<String>,
-    ) -> Diagnostic {
+    /// An error about `file` at `pos`, on the field at `path` (empty for the whole file).
+    pub fn error(file: &str, pos: Pos, path: &str, message: impl Into<String>) -> Diagnostic {
         Diagnostic::new(Severity::Error, file, pos, path, message.into())
     }
 
-    pub(crate) fn note(file: &str, pos: Pos, path: &str, message: impl Into<String>) -> Diagnostic {
+    /// A note: something accepted that the reader should know about.
+    pub fn note(file: &str, pos: Pos, path: &str, message: impl Into<String>) -> Diagnostic {
         Diagnostic::new(Severity::Note, file, pos, path, message.into())
     }
 
@@ -75,7 +72,7 @@ impl fmt::Display for Diagnostic {
 pub struct Errors(pub Vec<Diagnostic>);
 
 impl Errors {
-    pub(crate) fn one(diagnostic: Diagnostic) -> Errors {
+    pub fn one(diagnostic: Diagnostic) -> Errors {
         Errors(vec![diagnostic])
     }
 }
@@ -103,15 +100,15 @@ pub struct Parsed<T> {
 
 /// A 1-based line and column (in characters); `Pos::UNKNOWN` is 0:0.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) struct Pos {
+pub struct Pos {
     pub line: u32,
     pub column: u32,
 }
 
 impl Pos {
-    pub(crate) const UNKNOWN: Pos = Pos { line: 0, column: 0 };
+    pub const UNKNOWN: Pos = Pos { line: 0, column: 0 };
 
-    pub(crate) fn new(line: usize, column: usize) -> Pos {
+    pub fn new(line: usize, column: usize) -> Pos {
         let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         Pos { line: clamp(line), column: clamp(column) }
     }
@@ -121,10 +118,7 @@ impl Pos {
 ///
 /// Matches ignoring case and `_`/`-` first (`ContainerPort`, `container_port` → `containerPort`),
 /// then by edit distance: at most one edit for short names, a third of the length for longer ones.
-pub(crate) fn suggest<'c>(
-    word: &str,
-    candidates: impl IntoIterator<Item = &'c str>,
-) -> Option<&'c str> {
+pub fn suggest<'c>(word: &str, candidates: impl IntoIterator<Item = &'c str>) -> Option<&'c str> {
     let normal = |s: &str| -> String {
         s.chars().filter(|c| *c != '_' && *c != '-').flat_map(char::to_lowercase).collect()
     };

@@ -7,7 +7,9 @@
 use std::collections::HashMap;
 
 use crate::diag::Pos;
-use crate::tree::{DEPTH_MAX, Entry, Node, Seg, SyntaxError, Value, render_path};
+use crate::tree::{
+    DEPTH_MAX, Entry, Node, PATH_STEPS_SHOWN_MAX, Seg, SyntaxError, Value, render_path,
+};
 
 pub(crate) fn parse(text: &str) -> Result<Node, SyntaxError> {
     let mut p = Parser { text, bytes: text.as_bytes(), at: 0, cursor: Cursor::START, path: vec![] };
@@ -64,7 +66,11 @@ impl Parser<'_> {
     }
 
     fn error_at(&mut self, offset: usize, message: String) -> SyntaxError {
-        SyntaxError { pos: self.pos_at(offset), path: render_path(&self.path), message }
+        SyntaxError {
+            pos: self.pos_at(offset),
+            path: render_path(&self.path, PATH_STEPS_SHOWN_MAX),
+            message,
+        }
     }
 
     fn error_here(&mut self, message: String) -> SyntaxError {
@@ -119,7 +125,12 @@ impl Parser<'_> {
             }
             Some(_) => self.literal()?,
         };
-        Ok(Node { pos, value })
+        let raw = match &value {
+            Value::Str(s) => s.clone(),
+            Value::Seq(_) | Value::Map(_) => String::new(),
+            _ => self.text[start..self.at].to_string(),
+        };
+        Ok(Node { pos, value, raw })
     }
 
     fn literal(&mut self) -> Result<Value, SyntaxError> {

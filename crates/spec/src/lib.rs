@@ -11,12 +11,16 @@
 //! [`DEPTH_MAX`]; YAML aliases may add at most [`ALIAS_NODES_MAX`] values (billion-laughs files
 //! fail fast); [`text_from_bytes`] turns raw bytes into text with the size and UTF-8 checks done
 //! first.
+//!
+//! [`syntax`] opens the positioned YAML tree and the field decoding behind these parsers to other
+//! crates that read YAML files of their own.
 
 mod appspec;
 mod cutover_file;
 mod decode;
 mod diag;
 mod json;
+pub mod syntax;
 mod taskdef;
 mod tree;
 mod validate;

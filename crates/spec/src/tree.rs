@@ -12,20 +12,26 @@ pub const DEPTH_MAX: usize = 64;
 /// whose aliases of aliases expand exponentially.
 pub const ALIAS_NODES_MAX: usize = 10_000;
 
+/// The syntax a document was written in; messages name lists and maps as it does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Format {
+pub enum Format {
     Json,
     Yaml,
 }
 
+/// A value and where it starts.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Node {
+pub struct Node {
     pub pos: Pos,
     pub value: Value,
+    /// A scalar as written (after unquoting), so `1.10` can be read as the text `1.10` where a
+    /// file format wants that; empty for lists and maps.
+    pub raw: String,
 }
 
+/// A value resolved with the YAML 1.2 core schema (JSON's values are a subset).
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) enum Value {
+pub enum Value {
     Null,
     Bool(bool),
     Int(i128),
@@ -35,8 +41,9 @@ pub(crate) enum Value {
     Map(Vec<Entry>),
 }
 
+/// One key of a map, where the key was written, and its value.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Entry {
+pub struct Entry {
     pub key: String,
     pub key_pos: Pos,
     pub value: Node,
@@ -49,6 +56,10 @@ pub(crate) struct Document {
 }
 
 impl Node {
+    pub fn is_scalar(&self) -> bool {
+        !matches!(self.value, Value::Seq(_) | Value::Map(_))
+    }
+
     pub fn entries(&self) -> Option<&[Entry]> {
         match &self.value {
             Value::Map(entries) => Some(entries),
@@ -124,7 +135,7 @@ pub(crate) fn check_size(file: &str, len: usize) -> Result<(), Errors> {
 
 /// A syntax error with the path of the innermost container being parsed when it happened.
 #[derive(Debug)]
-pub(crate) struct SyntaxError {
+pub struct SyntaxError {
     pub pos: Pos,
     pub path: String,
     pub message: String,
@@ -143,13 +154,15 @@ pub(crate) enum Seg {
     Index(usize),
 }
 
+/// Most steps of a field path shown in this crate's messages; no real file nests deeper.
+pub(crate) const PATH_STEPS_SHOWN_MAX: usize = 12;
+
 /// Renders `a.b[0].c`; keys that are not identifiers are quoted: `dockerLabels["com.x"]`.
 /// Paths deeper than any real file are cut short with `…`.
-pub(crate) fn render_path(segments: &[Seg]) -> String {
-    const SHOWN_MAX: usize = 12;
+pub(crate) fn render_path(segments: &[Seg], shown_max: usize) -> String {
     let mut out = String::new();
     for (i, seg) in segments.iter().enumerate() {
-        if i == SHOWN_MAX {
+        if i == shown_max {
             out.push('…');
             break;
         }
@@ -162,7 +175,7 @@ pub(crate) fn render_path(segments: &[Seg]) -> String {
 }
 
 /// Appends `.key` (or `key` at the root) to a rendered path.
-pub(crate) fn push_key(path: &mut String, key: &str) {
+pub fn push_key(path: &mut String, key: &str) {
     let plain =
         !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if plain {
@@ -175,12 +188,14 @@ pub(crate) fn push_key(path: &mut String, key: &str) {
     }
 }
 
-pub(crate) fn child_key(path: &str, key: &str) -> String {
+/// `path` extended by `key`: `a.b`, or `a["b c"]` for a key that is not a plain name.
+pub fn child_key(path: &str, key: &str) -> String {
     let mut out = path.to_string();
     push_key(&mut out, key);
     out
 }
 
-pub(crate) fn child_index(path: &str, index: usize) -> String {
+/// `path` extended by a list index: `a[3]`.
+pub fn child_index(path: &str, index: usize) -> String {
     format!("{path}[{index}]")
 }

@@ -11,6 +11,49 @@ use saphyr_parser::{Event, Parser, ScalarStyle, Span, Tag};
 use crate::diag::Pos;
 use crate::tree::{ALIAS_NODES_MAX, DEPTH_MAX, Entry, Node, Seg, SyntaxError, Value, render_path};
 
+/// What the parser's messages advise and which scalars it resolves, for the kind of file being
+/// read: the machinery is shared, but a buildspec's advice is about commands, not cutover files.
+#[derive(Clone, Copy, Debug)]
+pub struct YamlOptions {
+    /// Follows "a second YAML document (after `---`); ".
+    pub one_document: &'static str,
+    /// Follows "nesting is deeper than 64 levels; ".
+    pub nesting: &'static str,
+    /// Follows "invalid YAML: {what saphyr said}; " for a `: ` where a value was expected.
+    pub colon_hint: &'static str,
+    /// Follows the same for saphyr's recursion limit; `None` adds no advice.
+    pub recursion_hint: Option<&'static str>,
+    /// Follows the same for a bad block scalar (`>` or `|`); `None` adds no advice.
+    pub block_scalar_hint: Option<&'static str>,
+    /// Follows "YAML tag `!x` is not supported; ".
+    pub tag_advice: &'static str,
+    /// Goes between "copy more than 10000 values" and "; write the values out…".
+    pub alias_aside: &'static str,
+    /// Also resolve `0x1F`, `0o17`, `.inf` and `.nan` as numbers (the whole YAML 1.2 core schema);
+    /// otherwise they stay strings.
+    pub hex_octal_inf: bool,
+    /// Field paths in messages show at most this many steps, then `…`.
+    pub path_steps_max: usize,
+}
+
+impl YamlOptions {
+    /// The options behind this crate's own files (appspec, cutover.yaml).
+    pub const CUTOVER: YamlOptions = YamlOptions {
+        one_document: "a file holds one document",
+        nesting: "cutover's files need far fewer",
+        colon_hint: "is a `: ` inside an unquoted value (quote it), or is the indentation off?",
+        recursion_hint: Some("the nesting is far deeper than cutover's files need"),
+        block_scalar_hint: Some(
+            "a value starting with `>` or `|` begins a block of text: quote it, like \
+             `comparison: \">=\"`",
+        ),
+        tag_advice: "cutover files are plain YAML (no CloudFormation functions like !Ref)",
+        alias_aside: " (a \"billion laughs\" file?)",
+        hex_octal_inf: true,
+        path_steps_max: crate::tree::PATH_STEPS_SHOWN_MAX,
+    };
+}
+
 enum Frame {
     Seq {
         pos: Pos,
@@ -28,7 +71,8 @@ enum Frame {
     },
 }
 
-struct Builder {
+struct Builder<'o> {
+    options: &'o YamlOptions,
     stack: Vec<Frame>,
     /// Completed anchored nodes and how many nodes each holds.
     anchors: HashMap<usize, (Node, usize)>,
@@ -39,8 +83,16 @@ struct Builder {
     documents: usize,
 }
 
+/// Parses one YAML document with this crate's messages.
 pub(crate) fn parse(text: &str) -> Result<Node, SyntaxError> {
+    parse_with(text, &YamlOptions::CUTOVER)
+}
+
+/// Parses one YAML document (JSON included: it is YAML's flow style) into a positioned tree,
+/// every scalar keeping the text it was written as in [`Node::raw`].
+pub fn parse_with(text: &str, options: &YamlOptions) -> Result<Node, SyntaxError> {
     let mut b = Builder {
+        options,
         stack: Vec::new(),
         anchors: HashMap::new(),
         copied_nodes: 0,
@@ -50,29 +102,27 @@ pub(crate) fn parse(text: &str) -> Result<Node, SyntaxError> {
     for event in Parser::new_from_str(text) {
         let (event, span) = event.map_err(|e| {
             let m = e.marker();
-            b.error(Pos::new(m.line(), m.col() + 1), yaml_hint(e.info()))
+            b.error(Pos::new(m.line(), m.col() + 1), yaml_hint(e.info(), options))
         })?;
         b.event(event, span)?;
     }
-    Ok(b.root.unwrap_or(Node { pos: Pos::new(1, 1), value: Value::Null }))
+    Ok(b.root.unwrap_or(Node { pos: Pos::new(1, 1), value: Value::Null, raw: String::new() }))
 }
 
 /// saphyr's messages, with advice for the mistakes people make most.
-fn yaml_hint(info: &str) -> String {
+fn yaml_hint(info: &str, options: &YamlOptions) -> String {
     if info.contains("tab") {
         format!("invalid YAML: {info}; indent with spaces, YAML does not allow tabs there")
-    } else if info.contains("recursion limit") {
-        format!("invalid YAML: {info}; the nesting is far deeper than cutover's files need")
-    } else if info.contains("block scalar") {
-        format!(
-            "invalid YAML: {info}; a value starting with `>` or `|` begins a block of text: quote \
-             it, like `comparison: \">=\"`"
-        )
+    } else if let Some(hint) = options.recursion_hint
+        && info.contains("recursion limit")
+    {
+        format!("invalid YAML: {info}; {hint}")
+    } else if let Some(hint) = options.block_scalar_hint
+        && info.contains("block scalar")
+    {
+        format!("invalid YAML: {info}; {hint}")
     } else if info.contains("mapping values are not allowed") {
-        format!(
-            "invalid YAML: {info}; is a `: ` inside an unquoted value (quote it), or is the \
-             indentation off?"
-        )
+        format!("invalid YAML: {info}; {}", options.colon_hint)
     } else {
         format!("invalid YAML: {info}")
     }
@@ -82,7 +132,7 @@ fn pos_of(span: &Span) -> Pos {
     Pos::new(span.start.line(), span.start.col() + 1)
 }
 
-impl Builder {
+impl Builder<'_> {
     fn path(&self) -> String {
         let mut segs = Vec::new();
         for frame in &self.stack {
@@ -92,7 +142,7 @@ impl Builder {
                 Frame::Map { .. } => break,
             }
         }
-        render_path(&segs)
+        render_path(&segs, self.options.path_steps_max)
     }
 
     fn error(&self, pos: Pos, message: String) -> SyntaxError {
@@ -112,8 +162,10 @@ impl Builder {
                 if self.documents > 1 {
                     return Err(self.error(
                         pos,
-                        "a second YAML document (after `---`); a file holds one document"
-                            .to_string(),
+                        format!(
+                            "a second YAML document (after `---`); {}",
+                            self.options.one_document
+                        ),
                     ));
                 }
                 Ok(())
@@ -128,7 +180,7 @@ impl Builder {
                     return self.key(text.into_owned(), pos);
                 }
                 let value = self.scalar(&text, style, tag.as_deref(), pos)?;
-                self.complete(Node { pos, value }, 1, anchor)
+                self.complete(Node { pos, value, raw: text.into_owned() }, 1, anchor)
             }
             Event::SequenceStart(anchor, tag) => {
                 self.open(pos, tag.as_deref())?;
@@ -150,10 +202,10 @@ impl Builder {
             Event::SequenceEnd | Event::MappingEnd => {
                 let (node, size, anchor) = match self.stack.pop() {
                     Some(Frame::Seq { pos, anchor, items, size }) => {
-                        (Node { pos, value: Value::Seq(items) }, size, anchor)
+                        (Node { pos, value: Value::Seq(items), raw: String::new() }, size, anchor)
                     }
                     Some(Frame::Map { pos, anchor, entries, size, .. }) => {
-                        (Node { pos, value: Value::Map(entries) }, size, anchor)
+                        (Node { pos, value: Value::Map(entries), raw: String::new() }, size, anchor)
                     }
                     None => return Ok(()),
                 };
@@ -173,11 +225,11 @@ impl Builder {
                 };
                 let size = *size;
                 self.copy(size, pos)?;
-                let node = self
-                    .anchors
-                    .get(&id)
-                    .map(|(node, _)| node.clone())
-                    .unwrap_or(Node { pos, value: Value::Null });
+                let node = self.anchors.get(&id).map(|(node, _)| node.clone()).unwrap_or(Node {
+                    pos,
+                    value: Value::Null,
+                    raw: String::new(),
+                });
                 self.complete(node, size, 0)
             }
         }
@@ -193,14 +245,12 @@ impl Builder {
         if let Some(tag) = tag
             && !(tag.is_yaml_core_schema() && matches!(tag.suffix.as_str(), "seq" | "map"))
         {
-            return Err(self.error(pos, unsupported_tag(tag)));
+            return Err(self.error(pos, unsupported_tag(tag, self.options)));
         }
         if self.stack.len() >= DEPTH_MAX {
             return Err(self.error(
                 pos,
-                format!(
-                    "nesting is deeper than {DEPTH_MAX} levels; cutover's files need far fewer"
-                ),
+                format!("nesting is deeper than {DEPTH_MAX} levels; {}", self.options.nesting),
             ));
         }
         Ok(())
@@ -242,8 +292,9 @@ impl Builder {
             return Err(self.error(
                 pos,
                 format!(
-                    "YAML anchors and aliases here copy more than {ALIAS_NODES_MAX} values (a \
-                     \"billion laughs\" file?); write the values out or use fewer aliases"
+                    "YAML anchors and aliases here copy more than {ALIAS_NODES_MAX} values{}; \
+                     write the values out or use fewer aliases",
+                    self.options.alias_aside
                 ),
             ));
         }
@@ -281,7 +332,7 @@ impl Builder {
     ) -> Result<Value, SyntaxError> {
         if let Some(tag) = tag {
             if !tag.is_yaml_core_schema() {
-                return Err(self.error(pos, unsupported_tag(tag)));
+                return Err(self.error(pos, unsupported_tag(tag, self.options)));
             }
             if tag.suffix == "str" {
                 return Ok(Value::Str(text.to_string()));
@@ -290,23 +341,27 @@ impl Builder {
         if style != ScalarStyle::Plain {
             return Ok(Value::Str(text.to_string()));
         }
-        Ok(resolve_plain(text))
+        Ok(resolve_plain_with(text, self.options.hex_octal_inf))
     }
 }
 
-fn unsupported_tag(tag: &Tag) -> String {
-    format!(
-        "YAML tag `{tag}` is not supported; cutover files are plain YAML (no CloudFormation \
-         functions like !Ref)"
-    )
+fn unsupported_tag(tag: &Tag, options: &YamlOptions) -> String {
+    format!("YAML tag `{tag}` is not supported; {}", options.tag_advice)
 }
 
 /// YAML 1.2 core schema resolution of a plain scalar.
+#[cfg(test)]
 fn resolve_plain(text: &str) -> Value {
+    resolve_plain_with(text, true)
+}
+
+/// Like the core schema, but without hex, octal, infinity and NaN unless `hex_octal_inf`.
+fn resolve_plain_with(text: &str, hex_octal_inf: bool) -> Value {
     match text {
         "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
         "true" | "True" | "TRUE" => return Value::Bool(true),
         "false" | "False" | "FALSE" => return Value::Bool(false),
+        _ if !hex_octal_inf => {}
         ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
             return Value::Float(f64::INFINITY);
         }
@@ -321,13 +376,15 @@ fn resolve_plain(text: &str) -> Value {
             Err(_) => Value::Float(text.parse().unwrap_or(f64::INFINITY)),
         };
     }
-    if let Some(octal) = text.strip_prefix("0o")
+    if hex_octal_inf
+        && let Some(octal) = text.strip_prefix("0o")
         && let Ok(i) = i128::from_str_radix(octal, 8)
         && !octal.starts_with(['+', '-'])
     {
         return Value::Int(i);
     }
-    if let Some(hex) = text.strip_prefix("0x")
+    if hex_octal_inf
+        && let Some(hex) = text.strip_prefix("0x")
         && let Ok(i) = i128::from_str_radix(hex, 16)
         && !hex.starts_with(['+', '-'])
     {

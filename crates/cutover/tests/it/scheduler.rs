@@ -58,8 +58,13 @@ fn a_task_that_exits_is_replaced_and_the_replacement_is_listed() {
         "requests fail after the replacement: {:?}",
         failures(&samples[mark..])
     );
-    let failed_during = failures(&samples[..mark]).len();
-    assert!(failed_during < 50, "{failed_during} requests failed while the task was replaced");
+    // The failures are the dead target's, and stop as soon as the exit is noticed: they all fall
+    // in a short window (their number depends on how fast the clients go, their span does not).
+    let failed = failures(&samples[..mark]);
+    if let (Some(first), Some(last)) = (failed.first(), failed.last()) {
+        let span_ms = last.0 - first.0;
+        assert!(span_ms < 2_000, "requests kept failing for {span_ms} ms after the task died");
+    }
 }
 
 #[test]
