@@ -637,19 +637,41 @@ fn down(client: &Client, data_dir: &Path) -> anyhow::Result<ExitCode> {
             bail!("cutover did not stop within 120s")
         }
         Err(err) => {
-            // No control plane: stop what it left behind directly.
+            // No control plane (it was killed): stop what it left behind directly, the tasks
+            // through their runtimes' own records and the load balancer through its pid.
+            println!("the control plane is not running ({err:#}); stopping what it left behind");
+            let stopped = tokio::runtime::Runtime::new()?.block_on(stop_orphaned_tasks(data_dir));
+            println!("{stopped} task(s) stopped");
             if let Some(record) = control::lb::read_record(data_dir) {
                 control::stop_pid(record.pid);
-                println!(
-                    "load balancer (pid {}) stopped; control plane was not running ({err:#})",
-                    record.pid
-                );
-            } else {
-                println!("nothing to stop: {err:#}");
+                println!("load balancer (pid {}) stopped", record.pid);
             }
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Stops every task the runtimes of `data_dir` still own.
+async fn stop_orphaned_tasks(data_dir: &Path) -> usize {
+    let mut runtimes: Vec<Box<dyn runtime::Runtime>> = Vec::new();
+    if let Ok(process) = runtime::ProcessRuntime::new(data_dir.join("tasks")) {
+        runtimes.push(Box::new(process));
+    }
+    if data_dir.join("docker").exists()
+        && let Ok(docker) = runtime::DockerRuntime::connect(data_dir.join("docker")).await
+    {
+        runtimes.push(Box::new(docker));
+    }
+    let mut stopped = 0;
+    for rt in &runtimes {
+        for handle in rt.list_owned().await.unwrap_or_default() {
+            if rt.stop(&handle).await.is_ok() {
+                let _ = rt.remove(&handle).await;
+                stopped += 1;
+            }
+        }
+    }
+    stopped
 }
 
 fn deployments(

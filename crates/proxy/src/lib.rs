@@ -62,8 +62,16 @@ pub fn run_blocking(config: ProxyConfig) -> anyhow::Result<()> {
     if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
         tracing::warn!("cannot raise the open-file limit: {e}");
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.worker_threads.max(1))
+    // With one worker, a current-thread runtime serves it: the same work without the wake-ups
+    // of a multi-thread scheduler handing tasks between its worker and its I/O driver.
+    let mut builder = if config.worker_threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(config.worker_threads);
+        builder
+    };
+    let runtime = builder
         .thread_name("cutover-lb")
         .enable_all()
         .build()
