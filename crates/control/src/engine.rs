@@ -810,7 +810,7 @@ impl Engine {
         }
         let world =
             crate::monitor::World { alarms: &alarm_docs, filters: &filter_docs, deployments, logs };
-        let (_, changed) = self.monitor().evaluate(&world, now);
+        let changed = self.monitor().evaluate(&world, now);
         if !changed.is_empty() {
             self.store.transaction(|tx| {
                 for (key, alarm) in &changed {

@@ -78,17 +78,6 @@ pub struct MetricFilterDoc {
     pub spec: MetricFilterSpec,
 }
 
-/// An alarm instance that went to ALARM in this pass, for the deployments that watch it.
-#[derive(Clone, Debug)]
-pub struct Fired {
-    /// The declared alarm's name.
-    pub name: String,
-    /// Only this deployment watches it (`green` alarms); `None`: every deployment whose group
-    /// lists the alarm.
-    pub deployment: Option<String>,
-    pub reason: String,
-}
-
 /// What the monitor needs to know about the world in one pass.
 pub struct World<'a> {
     pub alarms: &'a [AlarmDoc],
@@ -231,12 +220,9 @@ impl Monitor {
     }
 
     /// Reads new task-log lines through the declared filters, then evaluates every alarm that is
-    /// due. Returns the alarm instances that went to ALARM.
-    pub fn evaluate(
-        &mut self,
-        world: &World<'_>,
-        now: Timestamp,
-    ) -> (Vec<Fired>, Vec<(String, Alarm)>) {
+    /// due. Returns the alarm instances whose state changed, to be stored; which deployments an
+    /// alarm in ALARM stops is the engine's decision (it looks at every pass, not only at changes).
+    pub fn evaluate(&mut self, world: &World<'_>, now: Timestamp) -> Vec<(String, Alarm)> {
         self.sync_filters(world.filters);
         self.read_logs(world, now);
         for (_, filter) in &mut self.filters {
@@ -244,7 +230,6 @@ impl Monitor {
         }
         self.sync_alarms(world, now);
 
-        let mut fired = Vec::new();
         let mut changed = Vec::new();
         for (key, alarm) in &mut self.alarms {
             // Evaluate right after each period boundary (and at once for a new alarm).
@@ -255,19 +240,10 @@ impl Monitor {
             let Ok(evaluation) = alarm.evaluate(&self.store, now) else { continue };
             if evaluation.changed() {
                 changed.push((key.clone(), alarm.clone()));
-                if evaluation.state == AlarmState::Alarm {
-                    let (name, deployment) = match key.split_once('@') {
-                        Some((name, deployment)) => {
-                            (name.to_string(), Some(deployment.to_string()))
-                        }
-                        None => (key.clone(), None),
-                    };
-                    fired.push(Fired { name, deployment, reason: evaluation.reason.clone() });
-                }
             }
         }
-        self.early_breaches(world, now, &mut fired, &mut changed);
-        (fired, changed)
+        self.early_breaches(world, now, &mut changed);
+        changed
     }
 
     /// cutover sees every response, so it need not wait for a period to end when the answer is
@@ -281,7 +257,6 @@ impl Monitor {
         &mut self,
         world: &World<'_>,
         now: Timestamp,
-        fired: &mut Vec<Fired>,
         changed: &mut Vec<(String, Alarm)>,
     ) {
         use alarms::{ComparisonOperator as Op, Statistic};
@@ -328,11 +303,6 @@ impl Monitor {
             );
             alarm.set_state(AlarmState::Alarm, &reason, now);
             changed.push((key.clone(), alarm.clone()));
-            let (name, deployment) = match key.split_once('@') {
-                Some((name, deployment)) => (name.to_string(), Some(deployment.to_string())),
-                None => (key.clone(), None),
-            };
-            fired.push(Fired { name, deployment, reason });
         }
     }
 

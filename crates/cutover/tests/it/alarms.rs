@@ -14,16 +14,7 @@ const GREEN_5XX: &str = r#"alarms:
 "#;
 
 fn deploy(cluster: &Cluster, taskdef: &str) -> (std::process::Output, String) {
-    let output = cluster.cli(&[
-        "deploy",
-        "--group",
-        "web/web-prod",
-        "--task-definition",
-        taskdef,
-        "--appspec",
-        "appspec.yaml",
-        "--wait",
-    ]);
+    let output = cluster.cli(&deploy_args(taskdef, "appspec.yaml", &["--wait"]));
     let id = cluster.json(&["deployments", "list"])[0]["id"].as_str().unwrap().to_string();
     (output, id)
 }
@@ -123,31 +114,13 @@ fn an_alarm_already_in_alarm_blocks_a_deployment_unless_overridden() {
     wait_for("the alarm to be in ALARM", Duration::from_secs(20), || {
         (cluster.json(&["alarms", "get", "blue-has-hosts"])[0]["state"] == "ALARM").then_some(())
     });
-    let output = cluster.cli(&[
-        "deploy",
-        "--group",
-        "web/web-prod",
-        "--task-definition",
-        "taskdef-v2.json",
-        "--appspec",
-        "appspec.yaml",
-    ]);
+    let output = cluster.cli(&deploy_args("taskdef-v2.json", "appspec.yaml", &[]));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(stderr.contains("blue-has-hosts") && stderr.contains("--ignore-alarms"), "{stderr}");
     assert_eq!(cluster.json(&["deployments", "list"]).as_array().unwrap().len(), 0);
 
-    cluster.cli_ok(&[
-        "deploy",
-        "--group",
-        "web/web-prod",
-        "--task-definition",
-        "taskdef-v2.json",
-        "--appspec",
-        "appspec.yaml",
-        "--wait",
-        "--ignore-alarms",
-    ]);
+    cluster.cli_ok(&deploy_args("taskdef-v2.json", "appspec.yaml", &["--wait", "--ignore-alarms"]));
     assert_eq!(get(cluster.prod, "/").unwrap().1, "v2");
 }
 
@@ -162,15 +135,7 @@ fn an_alarm_during_the_termination_wait_rolls_back_to_the_warm_blue() {
         ..Options::default()
     });
     cluster.apply_and_wait_for_v1();
-    let created = cluster.json(&[
-        "deploy",
-        "--group",
-        "web/web-prod",
-        "--task-definition",
-        "taskdef-v2.json",
-        "--appspec",
-        "appspec.yaml",
-    ]);
+    let created = cluster.json(&deploy_args("taskdef-v2.json", "appspec.yaml", &[]));
     let id = created["id"].as_str().unwrap().to_string();
     wait_for("the termination wait (Baking)", Duration::from_secs(30), || {
         (cluster.deployment(&id)["status"] == "Baking").then_some(())
@@ -204,15 +169,7 @@ fn an_alarm_that_flaps_once_inside_m_of_n_does_not_roll_back() {
         ..Options::default()
     });
     cluster.apply_and_wait_for_v1();
-    let created = cluster.json(&[
-        "deploy",
-        "--group",
-        "web/web-prod",
-        "--task-definition",
-        "taskdef-v2.json",
-        "--appspec",
-        "appspec.yaml",
-    ]);
+    let created = cluster.json(&deploy_args("taskdef-v2.json", "appspec.yaml", &[]));
     let id = created["id"].as_str().unwrap().to_string();
     wait_for("the canary step", Duration::from_secs(30), || {
         (cluster.deployment(&id)["traffic"]["production_green_percent"] == 20).then_some(())

@@ -25,15 +25,7 @@ fn invalid_files_are_refused_and_change_nothing() {
     // An AppSpec naming a container the task definition does not have.
     std::fs::write(cluster.path("appspec-bad.yaml"), appspec("").replace("\"web\"", "\"api\""))
         .unwrap();
-    let output = cluster.cli(&[
-        "deploy",
-        "--group",
-        "web/web-prod",
-        "--task-definition",
-        "taskdef-v2.json",
-        "--appspec",
-        "appspec-bad.yaml",
-    ]);
+    let output = cluster.cli(&deploy_args("taskdef-v2.json", "appspec-bad.yaml", &[]));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(stderr.contains("appspec-bad.yaml") && stderr.contains("api"), "{stderr}");
@@ -44,25 +36,9 @@ fn invalid_files_are_refused_and_change_nothing() {
     assert_eq!(get(cluster.prod, "/").unwrap().1, "v1");
 
     // A second deployment while one is active is refused with the id of the active one.
-    let created = cluster.json(&[
-        "deploy",
-        "--group",
-        "web/web-prod",
-        "--task-definition",
-        "taskdef-v2.json",
-        "--appspec",
-        "appspec.yaml",
-    ]);
+    let created = cluster.json(&deploy_args("taskdef-v2.json", "appspec.yaml", &[]));
     let id = created["id"].as_str().unwrap();
-    let output = cluster.cli(&[
-        "deploy",
-        "--group",
-        "web/web-prod",
-        "--task-definition",
-        "taskdef-v2.json",
-        "--appspec",
-        "appspec.yaml",
-    ]);
+    let output = cluster.cli(&deploy_args("taskdef-v2.json", "appspec.yaml", &[]));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(stderr.contains(id) && stderr.contains("active deployment"), "{stderr}");

@@ -24,16 +24,7 @@ fn docker_canary_release_then_a_crashed_container_and_a_missing_image() {
 
     // v1 → v2 through the canary, under load.
     let load = Load::start(cluster.prod, 4);
-    cluster.cli_ok(&[
-        "deploy",
-        "--group",
-        "web/web-prod",
-        "--task-definition",
-        "taskdef-v2.json",
-        "--appspec",
-        "appspec.yaml",
-        "--wait",
-    ]);
+    cluster.cli_ok(&deploy_args("taskdef-v2.json", "appspec.yaml", &["--wait"]));
     let samples = load.finish();
     assert_eq!(failures(&samples), Vec::<&Sample>::new());
     let first_v2 = samples.iter().position(|s| s.2 == "v2").expect("production never served v2");
@@ -62,16 +53,8 @@ fn docker_canary_release_then_a_crashed_container_and_a_missing_image() {
 
     // An image that cannot be pulled fails the deployment with the engine's own message, and
     // production stays on v2.
-    let output = cluster.cli(&[
-        "deploy",
-        "--group",
-        "web/web-prod",
-        "--task-definition",
-        "taskdef-missing-image.json",
-        "--appspec",
-        "appspec.yaml",
-        "--wait",
-    ]);
+    let output =
+        cluster.cli(&deploy_args("taskdef-missing-image.json", "appspec.yaml", &["--wait"]));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(1), "{stdout}");
     let id = cluster.json(&["deployments", "list"])[0]["id"].as_str().unwrap().to_string();
@@ -91,16 +74,7 @@ fn docker_green_failing_its_container_health_check_never_gets_production_traffic
     let cluster = docker_cluster(CANARY);
     cluster.apply_and_wait_for_v1();
     let load = Load::start(cluster.prod, 2);
-    let output = cluster.cli(&[
-        "deploy",
-        "--group",
-        "web/web-prod",
-        "--task-definition",
-        "taskdef-v3.json",
-        "--appspec",
-        "appspec.yaml",
-        "--wait",
-    ]);
+    let output = cluster.cli(&deploy_args("taskdef-v3.json", "appspec.yaml", &["--wait"]));
     let samples = load.finish();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(1), "{stdout}");
@@ -123,15 +97,7 @@ fn docker_control_plane_killed_mid_deployment_adopts_its_containers() {
     );
     cluster.apply_and_wait_for_v1();
     let load = Load::start(cluster.prod, 2);
-    let created = cluster.json(&[
-        "deploy",
-        "--group",
-        "web/web-prod",
-        "--task-definition",
-        "taskdef-v2.json",
-        "--appspec",
-        "appspec.yaml",
-    ]);
+    let created = cluster.json(&deploy_args("taskdef-v2.json", "appspec.yaml", &[]));
     let id = created["id"].as_str().unwrap().to_string();
     wait_for("the canary step", Duration::from_secs(60), || {
         (cluster.deployment(&id)["traffic"]["production_green_percent"] == 20).then_some(())

@@ -343,6 +343,21 @@ impl Drop for Cluster {
     }
 }
 
+/// `deploy --group web/web-prod --task-definition TASKDEF --appspec APPSPEC`, then `extra`.
+pub fn deploy_args<'a>(taskdef: &'a str, appspec: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "deploy",
+        "--group",
+        "web/web-prod",
+        "--task-definition",
+        taskdef,
+        "--appspec",
+        appspec,
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
 pub fn appspec(hook: &str) -> String {
     let hooks = if hook.is_empty() {
         String::new()

@@ -18,16 +18,7 @@ fn canary_release_moves_production_to_green_with_zero_failed_requests() {
         })
     });
     let load = Load::start(cluster.prod, 4);
-    let output = cluster.cli(&[
-        "deploy",
-        "--group",
-        "web/web-prod",
-        "--task-definition",
-        "taskdef-v2.json",
-        "--appspec",
-        "appspec.yaml",
-        "--wait",
-    ]);
+    let output = cluster.cli(&deploy_args("taskdef-v2.json", "appspec.yaml", &["--wait"]));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -94,16 +85,7 @@ fn failing_test_traffic_hook_rolls_back_before_production_sees_green() {
     std::fs::write(cluster.path("appspec-fail.yaml"), appspec("fail")).unwrap();
 
     let load = Load::start(cluster.prod, 2);
-    let output = cluster.cli(&[
-        "deploy",
-        "--group",
-        "web/web-prod",
-        "--task-definition",
-        "taskdef-v2.json",
-        "--appspec",
-        "appspec-fail.yaml",
-        "--wait",
-    ]);
+    let output = cluster.cli(&deploy_args("taskdef-v2.json", "appspec-fail.yaml", &["--wait"]));
     let samples = load.finish();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(
@@ -133,15 +115,6 @@ fn failing_test_traffic_hook_rolls_back_before_production_sees_green() {
     });
 
     // The group accepts the next deployment once this one is over.
-    cluster.cli_ok(&[
-        "deploy",
-        "--group",
-        "web/web-prod",
-        "--task-definition",
-        "taskdef-v2.json",
-        "--appspec",
-        "appspec.yaml",
-        "--wait",
-    ]);
+    cluster.cli_ok(&deploy_args("taskdef-v2.json", "appspec.yaml", &["--wait"]));
     assert_eq!(get(cluster.prod, "/").unwrap().1, "v2");
 }

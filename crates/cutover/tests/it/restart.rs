@@ -13,15 +13,7 @@ fn control_plane_killed_mid_shift_resumes_and_adopts_tasks() {
     cluster.apply_and_wait_for_v1();
     let load = Load::start(cluster.prod, 2);
 
-    let created = cluster.json(&[
-        "deploy",
-        "--group",
-        "web/web-prod",
-        "--task-definition",
-        "taskdef-v2.json",
-        "--appspec",
-        "appspec.yaml",
-    ]);
+    let created = cluster.json(&deploy_args("taskdef-v2.json", "appspec.yaml", &[]));
     let id = created["id"].as_str().unwrap().to_string();
     wait_for("the canary step (20% on green)", Duration::from_secs(30), || {
         (cluster.deployment(&id)["traffic"]["production_green_percent"] == 20).then_some(())

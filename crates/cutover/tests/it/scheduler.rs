@@ -74,15 +74,7 @@ fn stop_without_rollback_keeps_the_split_until_rolled_back() {
         ..Options::default()
     });
     cluster.apply_and_wait_for_v1();
-    let created = cluster.json(&[
-        "deploy",
-        "--group",
-        "web/web-prod",
-        "--task-definition",
-        "taskdef-v2.json",
-        "--appspec",
-        "appspec.yaml",
-    ]);
+    let created = cluster.json(&deploy_args("taskdef-v2.json", "appspec.yaml", &[]));
     let id = created["id"].as_str().unwrap().to_string();
     wait_for("the canary step", Duration::from_secs(30), || {
         (cluster.deployment(&id)["traffic"]["production_green_percent"] == 20).then_some(())
@@ -96,15 +88,7 @@ fn stop_without_rollback_keeps_the_split_until_rolled_back() {
     );
 
     // A new deployment is refused until the leftover green is dealt with.
-    let output = cluster.cli(&[
-        "deploy",
-        "--group",
-        "web/web-prod",
-        "--task-definition",
-        "taskdef-v2.json",
-        "--appspec",
-        "appspec.yaml",
-    ]);
+    let output = cluster.cli(&deploy_args("taskdef-v2.json", "appspec.yaml", &[]));
     assert!(!output.status.success());
     assert!(
         String::from_utf8_lossy(&output.stderr)
