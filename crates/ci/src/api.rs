@@ -177,7 +177,9 @@ pub struct PlanItem {
     /// `repository` or `pipeline`.
     pub kind: String,
     pub name: String,
-    /// `create`, `update`, `update-pending`, `unchanged`.
+    /// `create`, `update`, `update-pending`, `unchanged`, `delete` (a pipeline no longer
+    /// declared) or `keep` (a repository no longer declared: its git data is never deleted by
+    /// apply).
     pub action: String,
     pub detail: Option<String>,
 }

@@ -113,15 +113,42 @@ impl Ci {
         self.inner.clone()
     }
 
-    /// Creates the declared repositories and creates or updates the declared pipelines; see the
-    /// crate docs for what a changed definition does. Validates everything first: on error
-    /// nothing changed.
+    /// Makes the pipelines what the declarations say, as `cutover apply` does: creates the
+    /// declared repositories, creates or updates the declared pipelines (see the crate docs for
+    /// what a changed definition does) and deletes the pipelines no longer declared, stopping
+    /// their unfinished executions. Repositories that are no longer declared are kept (`keep`).
+    /// Validates everything first: on error nothing changed.
     pub fn apply(
         &self,
         repositories: &[spec::RepositoryDecl],
         pipelines: &[spec::PipelineDecl],
     ) -> Result<Vec<crate::api::PlanItem>, Error> {
-        self.inner.apply(repositories, pipelines)
+        Ok(self.inner.apply_with(repositories, pipelines, |_| Ok(()))?.0)
+    }
+
+    /// [`Ci::apply`] with more writes of the caller in the same transaction: `also` runs inside
+    /// it, and when it fails nothing is changed, neither by `ci` nor by `also`.
+    pub fn apply_with<T>(
+        &self,
+        repositories: &[spec::RepositoryDecl],
+        pipelines: &[spec::PipelineDecl],
+        also: impl FnOnce(&store::Tx<'_>) -> store::Result<T>,
+    ) -> Result<(Vec<crate::api::PlanItem>, T), Error> {
+        self.inner.apply_with(repositories, pipelines, also)
+    }
+
+    /// What [`Ci::apply`] would do with these declarations now; changes nothing.
+    pub fn plan(
+        &self,
+        repositories: &[spec::RepositoryDecl],
+        pipelines: &[spec::PipelineDecl],
+    ) -> Result<Vec<crate::api::PlanItem>, Error> {
+        self.inner.plan(repositories, pipelines)
+    }
+
+    /// Deletes a hosted repository and its git data; refused while a pipeline builds from it.
+    pub fn delete_repository(&self, name: &str) -> Result<(), Error> {
+        self.inner.delete_repository(name)
     }
 
     /// Creates a hosted repository (`false`: it existed already).
@@ -184,12 +211,12 @@ impl Inner {
         Ok(self.store.transaction(|tx| tx.ci_repository_create(name, now))?)
     }
 
-    pub fn apply(
-        &self,
+    /// Checks the declarations and builds each pipeline's definition and a fresh machine for it.
+    fn validate(
         repositories: &[spec::RepositoryDecl],
         pipelines: &[spec::PipelineDecl],
-    ) -> Result<Vec<crate::api::PlanItem>, Error> {
-        let now = self.now();
+        now: Timestamp,
+    ) -> Result<Vec<(PipelineDef, Pipeline)>, Error> {
         for r in repositories {
             if !valid_name(&r.name) {
                 return Err(Error::Invalid(format!("repository `{}`: invalid name", r.name)));
@@ -205,71 +232,271 @@ impl Inner {
                 .map_err(|e| Error::Invalid(format!("pipeline `{}`: {e}", def.name)))?;
             defs.push((def, machine));
         }
+        Ok(defs)
+    }
+
+    /// What applying these declarations would do, item by item, given the pipelines as they
+    /// are now. Pure: the caller decides whether to carry it out.
+    fn decide(
+        &self,
+        slots: &BTreeMap<String, Slot>,
+        existing_repos: &HashSet<String>,
+        repositories: &[spec::RepositoryDecl],
+        defs: Vec<(PipelineDef, Pipeline)>,
+    ) -> (Vec<crate::api::PlanItem>, Vec<(String, Change)>, Vec<String>) {
         let mut plan = Vec::new();
-        let existing: HashSet<String> =
-            self.store.read(|tx| tx.ci_repository_list())?.into_iter().map(|r| r.0).collect();
         for r in repositories {
-            let created = self.create_repository(&r.name)?;
             plan.push(crate::api::PlanItem {
                 kind: "repository".into(),
                 name: r.name.clone(),
-                action: if created && !existing.contains(&r.name) { "create" } else { "unchanged" }
+                action: if existing_repos.contains(&r.name) { "unchanged" } else { "create" }
                     .into(),
                 detail: Some(self.clone_url(&r.name)),
             });
         }
-        let mut slots = lock(&self.slots);
-        let mut rows = Vec::new();
+        // A hosted repository holds the only copy of what was pushed to it: apply never deletes
+        // one, `DELETE /v1/repos/{name}` does.
+        let mut kept: Vec<&String> = existing_repos
+            .iter()
+            .filter(|name| !repositories.iter().any(|r| r.name == **name))
+            .collect();
+        kept.sort();
+        for name in kept {
+            plan.push(crate::api::PlanItem {
+                kind: "repository".into(),
+                name: name.clone(),
+                action: "keep".into(),
+                detail: Some(format!(
+                    "no longer in cutover.yaml; its git data is kept; delete it with `cutover \
+                     repos delete {name}`"
+                )),
+            });
+        }
+        let declared: HashSet<String> = defs.iter().map(|(d, _)| d.name.clone()).collect();
+        let mut changes = Vec::new();
         for (def, machine) in defs {
             let name = def.name.clone();
-            let action = match slots.get_mut(&name) {
-                None => {
-                    slots.insert(name.clone(), Slot { def, machine, version: 1, pending: None });
-                    "create"
-                }
+            let (action, change) = match slots.get(&name) {
+                None => ("create", Change::Create(def, machine)),
                 Some(slot) if slot.def == def => {
-                    if slot.pending.take().is_some() {
-                        "update"
+                    if slot.pending.is_some() {
+                        ("update", Change::DropPending)
                     } else {
-                        "unchanged"
+                        ("unchanged", Change::Unchanged)
                     }
                 }
-                Some(slot) if slot.machine.is_idle() => {
-                    slot.def = def;
-                    slot.machine = machine;
-                    slot.version += 1;
-                    slot.pending = None;
-                    "update"
-                }
-                Some(slot) => {
-                    slot.pending = Some(def);
-                    "update-pending"
-                }
+                Some(slot) if slot.machine.is_idle() => ("update", Change::Replace(def, machine)),
+                Some(_) => ("update-pending", Change::Pending(def)),
             };
-            if action != "unchanged" {
-                rows.push(name.clone());
-            }
             plan.push(crate::api::PlanItem {
                 kind: "pipeline".into(),
-                name,
+                name: name.clone(),
                 action: action.into(),
                 detail: None,
             });
+            changes.push((name, change));
         }
+        let mut deletes = Vec::new();
+        for (name, slot) in slots.iter().filter(|(name, _)| !declared.contains(*name)) {
+            let unfinished: Vec<&str> =
+                slot.machine.active().iter().map(|r| r.id.as_str()).collect();
+            plan.push(crate::api::PlanItem {
+                kind: "pipeline".into(),
+                name: name.clone(),
+                action: "delete".into(),
+                detail: Some(if unfinished.is_empty() {
+                    "its execution history is kept".to_string()
+                } else {
+                    format!(
+                        "stops and abandons its unfinished execution(s) {} (a running deployment \
+                         is stopped as its group says); its execution history is kept",
+                        unfinished.join(", ")
+                    )
+                }),
+            });
+            deletes.push(name.clone());
+        }
+        (plan, changes, deletes)
+    }
+
+    /// The plan [`Inner::apply_with`] would carry out now; changes nothing.
+    pub fn plan(
+        &self,
+        repositories: &[spec::RepositoryDecl],
+        pipelines: &[spec::PipelineDecl],
+    ) -> Result<Vec<crate::api::PlanItem>, Error> {
+        let defs = Self::validate(repositories, pipelines, self.now())?;
+        let existing: HashSet<String> =
+            self.store.read(|tx| tx.ci_repository_list())?.into_iter().map(|r| r.0).collect();
+        let slots = lock(&self.slots);
+        Ok(self.decide(&slots, &existing, repositories, defs).0)
+    }
+
+    /// Makes the pipelines subsystem what the declarations say: creates the declared
+    /// repositories, creates or updates the declared pipelines, and deletes the pipelines that
+    /// are no longer declared (stopping and abandoning their unfinished executions). Everything
+    /// is validated first, and every row is written in one transaction together with what `also`
+    /// writes, so either all of it happens or nothing does.
+    pub fn apply_with<T>(
+        self: &Arc<Self>,
+        repositories: &[spec::RepositoryDecl],
+        pipelines: &[spec::PipelineDecl],
+        also: impl FnOnce(&store::Tx<'_>) -> store::Result<T>,
+    ) -> Result<(Vec<crate::api::PlanItem>, T), Error> {
+        let now = self.now();
+        let defs = Self::validate(repositories, pipelines, now)?;
+        let existing: HashSet<String> =
+            self.store.read(|tx| tx.ci_repository_list())?.into_iter().map(|r| r.0).collect();
+        // The directories first: creating one is idempotent (it also reinstalls the hook), and a
+        // directory without its row is invisible, so a failed transaction leaves nothing behind
+        // that anyone sees.
+        for r in repositories {
+            git::init_bare(&self.repo_dir(&r.name), "main").map_err(Error::Internal)?;
+        }
+        // The pipelines stay locked from the decision to the change in memory, so no execution
+        // can start in between on a definition that is being replaced or deleted.
+        let mut slots = lock(&self.slots);
+        let (plan, changes, deletes) = self.decide(&slots, &existing, repositories, defs);
         let ms = now.as_millis();
-        let puts: Vec<store::CiPipelineRow> = rows
-            .iter()
-            .filter_map(|n| slots.get(n).map(|s| slot_row(n, s, ms)))
-            .collect::<Result<_, _>>()?;
-        drop(slots);
-        self.store.transaction(|tx| {
+        let mut puts = Vec::new();
+        for (name, change) in &changes {
+            let slot = slots.get(name);
+            let row = match (change, slot) {
+                (Change::Create(def, machine) | Change::Replace(def, machine), _) => {
+                    let version = slot.map_or(1, |s| s.version + 1);
+                    row_of(name, def, machine, None, version, ms)?
+                }
+                (Change::Pending(def), Some(s)) => {
+                    row_of(name, &s.def, &s.machine, Some(def), s.version, ms)?
+                }
+                (Change::DropPending, Some(s)) => {
+                    row_of(name, &s.def, &s.machine, None, s.version, ms)?
+                }
+                _ => continue,
+            };
+            puts.push(row);
+        }
+        let value = self.store.transaction(|tx| {
+            for r in repositories {
+                tx.ci_repository_create(&r.name, ms)?;
+            }
             for row in &puts {
                 tx.ci_pipeline_put(row)?;
             }
-            Ok(())
+            for name in &deletes {
+                tx.ci_pipeline_delete(name)?;
+            }
+            also(tx)
         })?;
+        for (name, change) in changes {
+            match change {
+                Change::Create(def, machine) => {
+                    slots.insert(name, Slot { def, machine, version: 1, pending: None });
+                }
+                Change::Replace(def, machine) => {
+                    if let Some(slot) = slots.get_mut(&name) {
+                        slot.def = def;
+                        slot.machine = machine;
+                        slot.version += 1;
+                        slot.pending = None;
+                    }
+                }
+                Change::Pending(def) => {
+                    if let Some(slot) = slots.get_mut(&name) {
+                        slot.pending = Some(def);
+                    }
+                }
+                Change::DropPending => {
+                    if let Some(slot) = slots.get_mut(&name) {
+                        slot.pending = None;
+                    }
+                }
+                Change::Unchanged => {}
+            }
+        }
+        let removed: Vec<(String, Slot)> =
+            deletes.into_iter().filter_map(|n| slots.remove(&n).map(|s| (n, s))).collect();
+        drop(slots);
+        for (name, slot) in removed {
+            self.stop_deleted(&name, slot);
+        }
         self.wake.notify_one();
-        Ok(plan)
+        Ok((plan, value))
+    }
+
+    /// Stops and abandons every unfinished execution of a pipeline that was just deleted (what
+    /// CodePipeline does when a pipeline is deleted mid-run): builds are killed, a running
+    /// deployment is stopped. The executions' final records are kept as history.
+    fn stop_deleted(self: &Arc<Self>, name: &str, mut slot: Slot) {
+        lock(&self.polls).remove(name);
+        let _ = std::fs::remove_dir_all(self.mirror_dir(name));
+        let now = self.now();
+        let ids: Vec<String> = slot.machine.active().iter().map(|r| r.id.clone()).collect();
+        for id in ids {
+            let input = Input::Stop {
+                execution_id: id.clone(),
+                abandon: true,
+                reason: "the pipeline was deleted (it is no longer in cutover.yaml)".into(),
+            };
+            if let Err(err) = slot.machine.handle_input(input, now) {
+                tracing::warn!(pipeline = name, execution = id, "stopping: {err}");
+            }
+        }
+        let mut effects = Vec::new();
+        while let Some(e) = slot.machine.poll_effect() {
+            effects.push(e);
+        }
+        let records = execution_rows(name, &slot.machine, &effects);
+        if let Err(err) = self.store.transaction(|tx| {
+            for r in &records {
+                tx.ci_execution_put(r)?;
+            }
+            Ok(())
+        }) {
+            tracing::warn!(pipeline = name, "recording the stopped executions: {err}");
+        }
+        for e in effects {
+            if matches!(e, Effect::CancelAction { .. }) {
+                crate::jobs::perform(self, name, &slot.def, e, Revision::default());
+            }
+        }
+        tracing::info!(pipeline = name, "pipeline deleted");
+    }
+
+    /// Deletes a hosted repository and its git data, unless a pipeline builds from it.
+    pub fn delete_repository(&self, name: &str) -> Result<(), Error> {
+        let slots = lock(&self.slots);
+        let mut users: Vec<&str> = slots
+            .iter()
+            .filter(|(_, s)| {
+                std::iter::once(&s.def)
+                    .chain(s.pending.as_ref())
+                    .any(|d| d.source.repository.as_deref() == Some(name))
+            })
+            .map(|(n, _)| n.as_str())
+            .collect();
+        users.sort();
+        if !users.is_empty() {
+            return Err(Error::Conflict(format!(
+                "repository `{name}` is the source of pipeline(s) {}; remove them from \
+                 cutover.yaml and apply first, then delete the repository",
+                users.join(", ")
+            )));
+        }
+        let deleted = self.store.transaction(|tx| tx.ci_repository_delete(name))?;
+        drop(slots);
+        if !deleted {
+            return Err(Error::NotFound(format!("no repository `{name}`")));
+        }
+        let dir = self.repo_dir(name);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(err) => Err(Error::Internal(format!(
+                "repository `{name}` is deleted, but its directory {} could not be removed: {err}",
+                dir.display()
+            ))),
+        }
     }
 
     /// Applies `f` to the pipeline's machine, persists it, records the executions it touched,
@@ -296,35 +523,7 @@ impl Inner {
         while let Some(e) = slot.machine.poll_effect() {
             effects.push(e);
         }
-        let mut touched: Vec<String> = Vec::new();
-        for e in &effects {
-            let id = match e {
-                Effect::ExecutionStatus { execution_id, .. }
-                | Effect::StageStatus { execution_id, .. }
-                | Effect::StartAction { execution_id, .. }
-                | Effect::CancelAction { execution_id, .. }
-                | Effect::ActionStatus { execution_id, .. }
-                | Effect::Finished { execution_id, .. } => execution_id,
-            };
-            if !touched.contains(id) {
-                touched.push(id.clone());
-            }
-        }
-        let records: Vec<store::CiExecutionRow> = touched
-            .iter()
-            .filter_map(|id| slot.machine.execution(id))
-            .filter_map(|rec| {
-                Some(store::CiExecutionRow {
-                    pipeline: name.to_string(),
-                    id: rec.id.clone(),
-                    seq: rec.seq,
-                    status: rec.status.as_str().to_string(),
-                    record: serde_json::to_string(rec).ok()?,
-                    started_at: rec.started.as_millis(),
-                    ended_at: rec.ended.map(|t| t.as_millis()),
-                })
-            })
-            .collect();
+        let records = execution_rows(name, &slot.machine, &effects);
         let mut starts = Vec::new();
         for e in effects {
             tracing::debug!(pipeline = name, "{e}");
@@ -561,21 +760,76 @@ impl Inner {
 
 const KEEP: u32 = artifacts::KEEP_EXECUTIONS;
 
-fn slot_row(name: &str, slot: &Slot, now: u64) -> Result<store::CiPipelineRow, Error> {
+/// The records of the executions `effects` touched, to be stored as their history.
+fn execution_rows(
+    name: &str,
+    machine: &Pipeline,
+    effects: &[Effect],
+) -> Vec<store::CiExecutionRow> {
+    let mut touched: Vec<String> = Vec::new();
+    for e in effects {
+        let id = match e {
+            Effect::ExecutionStatus { execution_id, .. }
+            | Effect::StageStatus { execution_id, .. }
+            | Effect::StartAction { execution_id, .. }
+            | Effect::CancelAction { execution_id, .. }
+            | Effect::ActionStatus { execution_id, .. }
+            | Effect::Finished { execution_id, .. } => execution_id,
+        };
+        if !touched.contains(id) {
+            touched.push(id.clone());
+        }
+    }
+    touched
+        .iter()
+        .filter_map(|id| machine.execution(id))
+        .filter_map(|rec| {
+            Some(store::CiExecutionRow {
+                pipeline: name.to_string(),
+                id: rec.id.clone(),
+                seq: rec.seq,
+                status: rec.status.as_str().to_string(),
+                record: serde_json::to_string(rec).ok()?,
+                started_at: rec.started.as_millis(),
+                ended_at: rec.ended.map(|t| t.as_millis()),
+            })
+        })
+        .collect()
+}
+
+/// What `apply` does to one declared pipeline.
+enum Change {
+    Create(PipelineDef, Pipeline),
+    /// An idle pipeline gets the new definition and a fresh machine at once.
+    Replace(PipelineDef, Pipeline),
+    /// A busy one switches when its executions have finished.
+    Pending(PipelineDef),
+    /// The definition went back to the one running: forget the pending one.
+    DropPending,
+    Unchanged,
+}
+
+fn row_of(
+    name: &str,
+    def: &PipelineDef,
+    machine: &Pipeline,
+    pending: Option<&PipelineDef>,
+    version: u64,
+    now: u64,
+) -> Result<store::CiPipelineRow, Error> {
     let j = |e: serde_json::Error| Error::Internal(format!("pipeline {name}: {e}"));
     Ok(store::CiPipelineRow {
         name: name.to_string(),
-        definition: serde_json::to_string(&slot.def).map_err(j)?,
-        machine: serde_json::to_string(&slot.machine).map_err(j)?,
-        pending_definition: slot
-            .pending
-            .as_ref()
-            .map(serde_json::to_string)
-            .transpose()
-            .map_err(j)?,
-        version: slot.version,
+        definition: serde_json::to_string(def).map_err(j)?,
+        machine: serde_json::to_string(machine).map_err(j)?,
+        pending_definition: pending.map(serde_json::to_string).transpose().map_err(j)?,
+        version,
         updated_at: now,
     })
+}
+
+fn slot_row(name: &str, slot: &Slot, now: u64) -> Result<store::CiPipelineRow, Error> {
+    row_of(name, &slot.def, &slot.machine, slot.pending.as_ref(), slot.version, now)
 }
 
 async fn run_loop(inner: Shared) {

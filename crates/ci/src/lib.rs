@@ -9,7 +9,11 @@
 //!   [`Deployer`] and the store; nest [`router`] into the API server (its `/v1/webhooks/…` route
 //!   must stay reachable without the API token: it is authenticated by its HMAC signature; every
 //!   other route checks the token itself).
-//! - `cutover apply`: [`Ci::apply`] with the file's `repositories` and `pipelines`.
+//! - `cutover apply`: [`Ci::plan`] for the plan, then [`Ci::apply_with`] with the file's
+//!   `repositories` and `pipelines` and the control plane's own writes, in one transaction.
+//!   Pipelines that are no longer declared are deleted (their unfinished executions are stopped
+//!   and abandoned, their history kept); hosted repositories that are no longer declared are
+//!   kept, and deleted only by `DELETE /v1/repos/{name}` once no pipeline uses them.
 //!
 //! # Rules
 //!

@@ -93,7 +93,7 @@ pub fn router(ci: &Ci) -> Router {
     let inner = ci.shared();
     let authed = Router::new()
         .route("/v1/repos", post(create_repo).get(list_repos))
-        .route("/v1/repos/{name}", get(get_repo))
+        .route("/v1/repos/{name}", get(get_repo).delete(delete_repo))
         .route("/git/{*rest}", any(crate::githttp::handle))
         .route("/v1/pipelines", get(list_pipelines))
         .route("/v1/pipelines/{name}", get(get_pipeline))
@@ -161,6 +161,17 @@ async fn get_repo(State(inner): State<Shared>, Path(name): Path<String>) -> Resp
             ),
         },
         Err(err) => err_response(err.into()),
+    }
+}
+
+/// Deletes the repository and its git data; 409 while a pipeline builds from it.
+async fn delete_repo(State(inner): State<Shared>, Path(name): Path<String>) -> Response {
+    let i = inner.clone();
+    let n = name.clone();
+    match tokio::task::spawn_blocking(move || i.delete_repository(&n)).await {
+        Ok(Ok(())) => Json(serde_json::json!({ "name": name, "deleted": true })).into_response(),
+        Ok(Err(err)) => err_response(err),
+        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
     }
 }
 

@@ -432,3 +432,129 @@ async fn stopping_an_execution_stops_its_running_deployment() {
     assert_eq!(*deployer.stops.lock().unwrap(), vec!["d-1".to_string()]);
     assert_eq!(exec["deployments"], serde_json::json!(["d-1"]));
 }
+
+/// (kind, name, action) of each plan item.
+fn items(plan: &[ci::api::PlanItem]) -> Vec<(&str, &str, &str)> {
+    plan.iter().map(|i| (i.kind.as_str(), i.name.as_str(), i.action.as_str())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_no_longer_declared_is_deleted_and_its_running_deployment_stopped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let deployer = FakeDeployer::new(DeploymentState::InProgress);
+    let server = Server::start(&tmp.path().join("data"), None, deployer.clone()).await;
+    let repos = [spec::RepositoryDecl { name: "app".into() }];
+    let p = pipeline("plain", source_repo("app"), vec![stage("Deploy", vec![deploy_action(None)])]);
+    server.ci().apply(&repos, &[p]).unwrap();
+    let work = tmp.path().join("work");
+    work_repo(
+        &work,
+        &[
+            ("taskdef.json", TASKDEF.replace("<IMAGE1_NAME>", "img:1").as_str()),
+            ("appspec.yaml", APPSPEC),
+        ],
+    );
+    assert!(push(&work, &server.remote("app")).await.status.success());
+    let id = server.wait_executions("plain", 1).await[0]["id"].as_str().unwrap().to_string();
+    let ok = wait_until(Duration::from_secs(30), || async { !deployer.calls().is_empty() }).await;
+    assert!(ok, "deployment never started");
+
+    // The plan says what goes, and changes nothing.
+    let plan = server.ci().plan(&repos, &[]).unwrap();
+    assert_eq!(items(&plan), [("repository", "app", "unchanged"), ("pipeline", "plain", "delete")]);
+    let detail = plan[1].detail.as_deref().unwrap();
+    assert!(detail.contains(&id), "the plan names the execution it stops: {detail}");
+    assert_eq!(server.get("/v1/pipelines").await.1.as_array().unwrap().len(), 1);
+    assert!(deployer.stops.lock().unwrap().is_empty());
+
+    // Applied without the pipeline (nor the repository): the pipeline goes, the repository stays.
+    let plan = server.ci().apply(&[], &[]).unwrap();
+    assert_eq!(items(&plan), [("repository", "app", "keep"), ("pipeline", "plain", "delete")]);
+    let keep = plan[0].detail.as_deref().unwrap();
+    assert!(
+        keep.contains("git data is kept") && keep.contains("cutover repos delete app"),
+        "{keep}"
+    );
+    assert_eq!(server.get("/v1/pipelines").await.1, serde_json::json!([]));
+    let (status, _) = server.get("/v1/pipelines/plain").await;
+    assert_eq!(status, 404);
+    // Its execution was stopped and abandoned, which stopped its deployment; history stays.
+    let ok = wait_until(Duration::from_secs(30), || async {
+        !deployer.stops.lock().unwrap().is_empty()
+    })
+    .await;
+    assert!(ok, "the running deployment was not stopped");
+    assert_eq!(*deployer.stops.lock().unwrap(), vec!["d-1".to_string()]);
+    let exec = server.execution("plain", &id).await;
+    assert_eq!(exec["status"], "Stopped", "{exec:#}");
+    let (status, repos) = server.get("/v1/repos").await;
+    assert_eq!((status, repos[0]["name"].clone()), (200, serde_json::json!("app")));
+    // Nothing left to delete.
+    assert_eq!(items(&server.ci().apply(&[], &[]).unwrap()), [("repository", "app", "keep")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repository_is_deleted_only_when_no_pipeline_builds_from_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let deployer = FakeDeployer::new(DeploymentState::Succeeded);
+    let data = tmp.path().join("data");
+    let server = Server::start(&data, None, deployer).await;
+    let repos = [spec::RepositoryDecl { name: "app".into() }];
+    server.ci().apply(&repos, &[release_pipeline()]).unwrap();
+    let work = tmp.path().join("work");
+    work_repo(&work, &as_refs(&app_files(BUILDSPEC_OK)));
+
+    let (status, body) = server.delete("/v1/repos/app").await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("web"), "names the pipeline: {body}");
+    assert!(data.join("repos/app.git/HEAD").exists());
+
+    server.ci().apply(&repos, &[]).unwrap();
+    let (status, body) = server.delete("/v1/repos/app").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(server.get("/v1/repos").await.1, serde_json::json!([]));
+    assert!(!data.join("repos/app.git").exists(), "its git data is gone");
+    assert!(!push(&work, &server.remote("app")).await.status.success(), "nothing to push to");
+    let (status, body) = server.delete("/v1/repos/app").await;
+    assert_eq!(status, 404, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_with_changes_nothing_when_the_callers_writes_fail() {
+    let tmp = tempfile::tempdir().unwrap();
+    let deployer = FakeDeployer::new(DeploymentState::Succeeded);
+    let server = Server::start(&tmp.path().join("data"), None, deployer).await;
+    let repos = [spec::RepositoryDecl { name: "app".into() }];
+    server.ci().apply(&repos, &[release_pipeline()]).unwrap();
+
+    // A new repository and pipeline, and the old pipeline deleted: all refused together.
+    let other = [spec::RepositoryDecl { name: "other".into() }];
+    let p =
+        pipeline("plain", source_repo("other"), vec![stage("Deploy", vec![deploy_action(None)])]);
+    let result = server.ci().apply_with(&other, &[p], |tx| {
+        tx.resource_put("probe", "x", "{}", 1)?;
+        Err::<(), _>(store::Error::Conflict("the caller refused".into()))
+    });
+    assert!(matches!(result, Err(ci::Error::Store(_))), "{result:?}");
+    let names: Vec<String> = server
+        .get("/v1/pipelines")
+        .await
+        .1
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["web"]);
+    let repos_now = server.get("/v1/repos").await.1;
+    assert_eq!(repos_now.as_array().unwrap().len(), 1, "{repos_now}");
+    assert_eq!(server.store.read(|tx| tx.resource_get("probe", "x")).unwrap(), None);
+    let rows: Vec<String> = server
+        .store
+        .read(|tx| tx.ci_pipeline_list())
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(rows, ["web"]);
+}

@@ -48,10 +48,12 @@ pub struct ApplyResponse {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlanItem {
     /// `load_balancer`, `target_group`, `service`, `deployment_config`, `deployment_group`,
-    /// `hook`, `task_definition`.
+    /// `hook`, `alarm`, `metric_filter`, `task_definition`, `repository`, `pipeline`.
     pub kind: String,
     pub name: String,
-    /// `create`, `update` or `no change`.
+    /// `create`, `update`, `update-pending` (a pipeline busy with executions switches when they
+    /// end), `no change`, `delete` (in the store, no longer in the file), or `keep` (a hosted
+    /// repository no longer in the file: apply never deletes git data).
     pub action: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,

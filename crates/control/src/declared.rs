@@ -46,8 +46,19 @@ pub struct TargetGroupDoc {
     pub health_check: routes::HealthCheck,
     pub deregistration_delay_ms: u64,
     pub algorithm: routes::Algorithm,
-    /// Targets registered by hand, as ALB's IP targets.
+    /// Static targets declared in cutover.yaml (`targets:`).
     pub targets: Vec<SocketAddr>,
+    /// IP targets registered by hand (`cutover target-groups register`). They belong to the
+    /// target group, not to the file: `apply` keeps them as long as the target group stays.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub registered: Vec<SocketAddr>,
+}
+
+impl TargetGroupDoc {
+    /// Every target registered by hand or declared, each once.
+    pub fn manual_targets(&self) -> impl Iterator<Item = &SocketAddr> {
+        self.targets.iter().chain(self.registered.iter().filter(|a| !self.targets.contains(a)))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -215,6 +226,7 @@ pub fn target_group_doc(tg: &spec::TargetGroupSpec) -> TargetGroupDoc {
         deregistration_delay_ms: tg.deregistration_delay.as_millis() as u64,
         algorithm: tg.algorithm,
         targets: tg.targets.clone(),
+        registered: Vec::new(),
     }
 }
 

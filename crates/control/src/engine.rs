@@ -410,11 +410,14 @@ impl Engine {
                         ApiError::not_found(format!("no target group `{target_group}`"))
                     })?;
                 if register {
-                    if !doc.targets.contains(&addr) {
-                        doc.targets.push(addr);
+                    if !doc.manual_targets().any(|t| *t == addr) {
+                        doc.registered.push(addr);
                     }
                 } else {
+                    // A declared target deregistered by hand comes back with the next apply,
+                    // as the file still says so.
                     doc.targets.retain(|t| *t != addr);
+                    doc.registered.retain(|t| *t != addr);
                 }
                 let body = serde_json::to_string(&doc)?;
                 self.store.transaction(|tx| {
@@ -1022,6 +1025,13 @@ impl Engine {
         record.last_at = now;
     }
 
+    /// Tasks that `apply` took out of their target groups (a deleted service's).
+    pub(crate) fn note_removals(&mut self, tasks: &[TaskRow]) {
+        for task in tasks {
+            self.note_removal(task);
+        }
+    }
+
     fn note_removal(&mut self, task: &TaskRow) {
         self.removed_at_version.insert(task.id.clone(), self.routes_version + 1);
     }
@@ -1401,7 +1411,7 @@ fn task_health(
 
 /// Takes every live task of a task set out of its target group; they stop after their drain.
 /// Returns the tasks deactivated.
-fn drain_task_set(
+pub(crate) fn drain_task_set(
     tx: &store::Tx<'_>,
     task_set_id: &str,
     now: Timestamp,

@@ -274,11 +274,11 @@ fn target_group_view(state: &AppState, doc: TargetGroupDoc) -> TargetGroupView {
     let health = state.shared.health.read().unwrap_or_else(|p| p.into_inner());
     TargetGroupView {
         targets: health.target_groups.get(&doc.name).cloned().unwrap_or_default(),
+        manual_targets: doc.manual_targets().map(|t| t.to_string()).collect(),
         name: doc.name,
         health_check: doc.health_check,
         deregistration_delay_ms: doc.deregistration_delay_ms,
         algorithm: doc.algorithm,
-        manual_targets: doc.targets.iter().map(|t| t.to_string()).collect(),
     }
 }
 

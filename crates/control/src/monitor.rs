@@ -140,6 +140,15 @@ impl Monitor {
         self.alarms.extend(saved);
     }
 
+    /// Forgets every instance of a deleted alarm (`name` and its `name@deployment` ones).
+    pub fn forget_alarm(&mut self, name: &str) {
+        let instance = |key: &String| {
+            key == name || key.strip_prefix(name).is_some_and(|rest| rest.starts_with('@'))
+        };
+        self.alarms.retain(|key, _| !instance(key));
+        self.due.retain(|key, _| !instance(key));
+    }
+
     pub fn should_poll(&self, now: Timestamp) -> bool {
         now >= self.next_poll
     }

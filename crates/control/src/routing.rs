@@ -44,7 +44,7 @@ pub fn compute(
     let mut table = RouteTable { version, ..RouteTable::default() };
     for tg in target_groups {
         let mut targets: Vec<Target> =
-            tg.targets.iter().map(|addr| Target { addr: *addr }).collect();
+            tg.manual_targets().map(|addr| Target { addr: *addr }).collect();
         if let Some(addrs) = task_targets.get(&tg.name) {
             targets.extend(addrs.iter().map(|addr| Target { addr: *addr }));
         }
@@ -196,6 +196,7 @@ mod tests {
             deregistration_delay_ms: 1000,
             algorithm: routes::Algorithm::RoundRobin,
             targets: vec![SocketAddr::from(([10, 0, 0, 9], 80))],
+            registered: vec![SocketAddr::from(([10, 0, 0, 7], 80))],
         };
         let tasks =
             BTreeMap::from([("blue".to_string(), vec![SocketAddr::from(([127, 77, 0, 2], 8080))])]);
@@ -206,6 +207,6 @@ mod tests {
         );
         let targets: Vec<String> =
             table.target_groups["blue"].targets.iter().map(|t| t.addr.to_string()).collect();
-        assert_eq!(targets, ["10.0.0.9:80", "127.77.0.2:8080"]);
+        assert_eq!(targets, ["10.0.0.7:80", "10.0.0.9:80", "127.77.0.2:8080"]);
     }
 }

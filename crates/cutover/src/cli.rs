@@ -75,7 +75,8 @@ enum Command {
     },
     /// Show what is running.
     Status,
-    /// Apply cutover.yaml: print the plan, then make it so.
+    /// Apply cutover.yaml: print the plan, then make it so. What the file no longer declares is
+    /// deleted (hosted repositories are kept: `cutover repos delete`).
     Apply {
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
@@ -175,6 +176,11 @@ enum ReposCommand {
     },
     List,
     Get {
+        name: String,
+    },
+    /// Delete a hosted repository and its git data (refused while a pipeline builds from it).
+    /// `apply` never deletes repositories: they hold the only copy of what was pushed.
+    Delete {
         name: String,
     },
 }
@@ -824,6 +830,16 @@ fn repos(client: &Client, command: ReposCommand, json: bool) -> anyhow::Result<E
         ReposCommand::Get { name } => {
             let repo: ci::api::Repository = client.get(&format!("/v1/repos/{name}"))?;
             render::print(json, &vec![repo], render::repositories)
+        }
+        ReposCommand::Delete { name } => {
+            let answer: serde_json::Value =
+                client.delete(&format!("/v1/repos/{name}"), &serde_json::json!({}))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            } else {
+                println!("repository {name} deleted, with its git data");
+            }
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

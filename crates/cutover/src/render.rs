@@ -86,12 +86,27 @@ pub fn status(s: &StatusView) -> String {
 }
 
 pub fn apply(response: &ApplyResponse) -> String {
+    // Terraform's markers: what is created, changed and destroyed stands out at a glance.
+    let marker = |action: &str| match action {
+        "create" => "+",
+        "update" | "update-pending" => "~",
+        "delete" => "-",
+        _ => "",
+    };
     let mut out = table(
-        &["KIND", "NAME", "ACTION"],
+        &["", "KIND", "NAME", "ACTION", "DETAIL"],
         response
             .plan
             .iter()
-            .map(|p| vec![p.kind.clone(), p.name.clone(), p.action.clone()])
+            .map(|p| {
+                vec![
+                    marker(&p.action).to_string(),
+                    p.kind.clone(),
+                    p.name.clone(),
+                    p.action.clone(),
+                    p.detail.clone().unwrap_or_default(),
+                ]
+            })
             .collect(),
     );
     for note in &response.notes {
@@ -102,7 +117,13 @@ pub fn apply(response: &ApplyResponse) -> String {
             let _ = writeln!(out, "note: {note}");
         }
     }
-    let changes = response.plan.iter().filter(|p| p.action != "no change").count();
+    let count = |actions: &[&str]| {
+        response.plan.iter().filter(|p| actions.contains(&p.action.as_str())).count()
+    };
+    let (create, update, delete) =
+        (count(&["create"]), count(&["update", "update-pending"]), count(&["delete"]));
+    let _ = writeln!(out, "plan: {create} to create, {update} to update, {delete} to delete");
+    let changes = create + update + delete;
     let _ = writeln!(
         out,
         "{}",

@@ -70,6 +70,12 @@ impl Tx<'_> {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// `false` when there was no such repository.
+    pub fn ci_repository_delete(&self, name: &str) -> Result<bool> {
+        let n = self.tx.execute("DELETE FROM ci_repositories WHERE name = ?1", [name])?;
+        Ok(n > 0)
+    }
+
     // -- pipelines
 
     pub fn ci_pipeline_put(&self, row: &CiPipelineRow) -> Result<()> {
@@ -98,6 +104,15 @@ impl Tx<'_> {
             params![name, machine, now as i64],
         )?;
         Ok(())
+    }
+
+    /// Forgets a pipeline's definition and machine, and the last commit seen on its watched
+    /// source (a pipeline created again under the same name starts afresh). Its executions and
+    /// builds stay: they are history.
+    pub fn ci_pipeline_delete(&self, name: &str) -> Result<bool> {
+        let n = self.tx.execute("DELETE FROM ci_pipelines WHERE name = ?1", [name])?;
+        self.tx.execute("DELETE FROM ci_sources WHERE pipeline = ?1", [name])?;
+        Ok(n > 0)
     }
 
     pub fn ci_pipeline_list(&self) -> Result<Vec<CiPipelineRow>> {

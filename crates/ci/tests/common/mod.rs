@@ -169,6 +169,12 @@ impl Server {
         (status, resp.json().await.unwrap_or(serde_json::Value::Null))
     }
 
+    pub async fn delete(&self, path: &str) -> (u16, serde_json::Value) {
+        let resp = self.req(reqwest::Method::DELETE, path).send().await.expect("DELETE");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
     pub async fn executions(&self, pipeline: &str) -> Vec<serde_json::Value> {
         let (s, v) = self.get(&format!("/v1/pipelines/{pipeline}/executions")).await;
         assert_eq!(s, 200, "{v}");

@@ -274,6 +274,24 @@ hooks:
         stdout
     }
 
+    /// One request to the control plane's API without the CLI, for what the CLI does not show
+    /// (the status code): (status, JSON answer or `Null`).
+    pub fn api(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let response = reqwest::blocking::Client::new()
+            .request(method, format!("http://127.0.0.1:{}{path}", self.api_port))
+            .json(body)
+            .timeout(Duration::from_secs(60))
+            .send()
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().unwrap_or(serde_json::Value::Null))
+    }
+
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
         let mut all = args.to_vec();
         all.extend(["--output", "json"]);

@@ -4,6 +4,7 @@
 //! tests run in parallel without sharing anything.
 
 mod alarms;
+mod apply;
 mod bad_input;
 mod docker;
 mod harness;
