@@ -22,6 +22,9 @@ struct Opts {
     lb: String,
     /// Parts to run: throughput, shift, memory (all by default).
     only: Vec<String>,
+    /// Throughput rounds; each round measures every server once, in turn, and the table shows
+    /// the median round, so a burst of background load cannot favour one server.
+    rounds: usize,
 }
 
 fn parse(args: &[String]) -> anyhow::Result<Opts> {
@@ -31,6 +34,7 @@ fn parse(args: &[String]) -> anyhow::Result<Opts> {
         threads: vec![1, 2],
         lb: "auto".into(),
         only: Vec::new(),
+        rounds: 3,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -47,9 +51,10 @@ fn parse(args: &[String]) -> anyhow::Result<Opts> {
                     .collect::<Result<_, _>>()?
             }
             "--lb" => o.lb = value()?.clone(),
+            "--rounds" => o.rounds = value()?.parse().context("--rounds N")?,
             "--only" => o.only = value()?.split(',').map(str::to_string).collect(),
             other => bail!(
-                "unknown option {other}; use --duration SECS, --connections N, --threads 1,2, --lb auto|cutover|example, --only throughput,shift,memory"
+                "unknown option {other}; use --duration SECS, --connections N, --threads 1,2, --rounds N, --lb auto|cutover|example, --only throughput,shift,memory"
             ),
         }
     }
@@ -61,8 +66,8 @@ fn parse(args: &[String]) -> anyhow::Result<Opts> {
     if !["auto", "cutover", "example"].contains(&o.lb.as_str()) {
         bail!("--lb must be auto, cutover or example");
     }
-    if o.duration < 2 || o.connections == 0 || o.threads.is_empty() {
-        bail!("--duration must be >= 2, --connections >= 1, --threads non-empty");
+    if o.duration < 2 || o.connections == 0 || o.threads.is_empty() || o.rounds == 0 {
+        bail!("--duration must be >= 2, --connections >= 1, --rounds >= 1, --threads non-empty");
     }
     Ok(o)
 }
@@ -162,6 +167,8 @@ struct Wrk {
     requests: u64,
     non_2xx: u64,
     socket_errors: u64,
+    /// CPU time the server's processes used per request (user + system), in microseconds.
+    cpu_us_per_request: f64,
 }
 
 fn ms(text: &str) -> f64 {
@@ -218,10 +225,63 @@ fn wrk_cmd(wrk: &Path, addr: SocketAddr, o: &Opts, seconds: u64) -> Command {
 }
 
 fn run_wrk(wrk: &Path, addr: SocketAddr, o: &Opts) -> anyhow::Result<Wrk> {
-    // Warm up pools and caches first.
+    run_wrk_measuring(wrk, addr, o, None)
+}
+
+/// One wrk run, after a one-second warm-up; with `server`, also the CPU time that process and
+/// its children (nginx's workers) used per request.
+fn run_wrk_measuring(
+    wrk: &Path,
+    addr: SocketAddr,
+    o: &Opts,
+    server: Option<u32>,
+) -> anyhow::Result<Wrk> {
     let _ = wrk_cmd(wrk, addr, o, 1).output()?;
+    let cpu_before = server.map(cpu_ns).transpose()?;
     let out = wrk_cmd(wrk, addr, o, o.duration).output().context("running wrk")?;
-    parse_wrk(&String::from_utf8_lossy(&out.stdout))
+    let mut w = parse_wrk(&String::from_utf8_lossy(&out.stdout))?;
+    if let (Some(pid), Some(before)) = (server, cpu_before) {
+        let ns = cpu_ns(pid)?.saturating_sub(before);
+        w.cpu_us_per_request = ns as f64 / 1e3 / w.requests as f64;
+    }
+    Ok(w)
+}
+
+/// Nanoseconds on a CPU of a process's threads and of its live child processes (nginx's workers),
+/// from the scheduler's own accounting (`/proc/PID/task/TID/schedstat`).
+fn cpu_ns(pid: u32) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .with_context(|| format!("reading /proc/{pid}/task"))?
+    {
+        let task = task?.path();
+        // A thread may end between listing and reading; it then counts for nothing.
+        let schedstat = std::fs::read_to_string(task.join("schedstat")).unwrap_or_default();
+        total +=
+            schedstat.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+        let children = std::fs::read_to_string(task.join("children")).unwrap_or_default();
+        for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+            total += cpu_ns(child).unwrap_or(0);
+        }
+    }
+    Ok(total)
+}
+
+fn median(mut runs: Vec<Wrk>) -> Wrk {
+    runs.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+    let mid = runs.len() / 2;
+    let mut m = runs[mid].clone();
+    // Latency and CPU medians are taken separately: the run with the median throughput need not
+    // have the median p99.
+    let pick = |f: fn(&Wrk) -> f64| {
+        let mut v: Vec<f64> = runs.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v[mid]
+    };
+    m.p50_ms = pick(|w| w.p50_ms);
+    m.p99_ms = pick(|w| w.p99_ms);
+    m.cpu_us_per_request = pick(|w| w.cpu_us_per_request);
+    m
 }
 
 struct Lb {
@@ -538,22 +598,26 @@ fn bench(
     let direct = if o.runs("throughput") { run_wrk(wrk, blue, o)? } else { Wrk::default() };
     let mut rows: Vec<(usize, &str, Wrk)> = Vec::new();
     for &threads in o.threads.iter().filter(|_| o.runs("throughput")) {
-        {
-            let listen = free_addr()?;
-            let _c = start_cutover(lb, threads, tmp, &lb_table(1, listen, blue, None, 0))?;
-            rows.push((threads, "cutover", run_wrk(wrk, listen, o)?));
+        // All three run side by side (idle unless measured); rounds interleave them.
+        let (c_listen, n_listen, h_listen) = (free_addr()?, free_addr()?, free_addr()?);
+        let c = start_cutover(lb, threads, tmp, &lb_table(1, c_listen, blue, None, 0))?;
+        let n = start_nginx(nginx, tmp, threads, n_listen, &[(blue, 1)])?;
+        let h = start_haproxy(haproxy, tmp, threads, h_listen, blue)?;
+        let servers = [
+            ("cutover", c_listen, c.proc.pid()),
+            ("nginx", n_listen, n.pid()),
+            ("haproxy", h_listen, h.pid()),
+        ];
+        let mut runs: Vec<Vec<Wrk>> = vec![Vec::new(); servers.len()];
+        for round in 0..o.rounds {
+            for (i, (_, listen, pid)) in servers.iter().enumerate() {
+                runs[i].push(run_wrk_measuring(wrk, *listen, o, Some(*pid))?);
+            }
+            eprintln!("  {threads} thread(s): round {} of {} done", round + 1, o.rounds);
         }
-        {
-            let listen = free_addr()?;
-            let _n = start_nginx(nginx, tmp, threads, listen, &[(blue, 1)])?;
-            rows.push((threads, "nginx", run_wrk(wrk, listen, o)?));
+        for ((name, _, _), runs) in servers.iter().zip(runs) {
+            rows.push((threads, name, median(runs)));
         }
-        {
-            let listen = free_addr()?;
-            let _h = start_haproxy(haproxy, tmp, threads, listen, blue)?;
-            rows.push((threads, "haproxy", run_wrk(wrk, listen, o)?));
-        }
-        eprintln!("  {threads} thread(s) done");
     }
 
     // Shift under load, with the most threads asked for.
@@ -650,24 +714,33 @@ fn bench(
     if o.runs("throughput") {
         println!();
         println!(
-            "cutover bench-lb ({}) — wrk -t{} -c{} -d{}s --latency; backend: 1 thread, 13-byte body; {cores} cores shared by wrk, proxy and backend",
+            "cutover bench-lb ({}) — wrk -t{} -c{} -d{}s --latency, median of {} interleaved rounds; backend: 1 thread, 13-byte body; {cores} cores shared by wrk, proxy and backend",
             lb.bin.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
             o.connections.min(2),
             o.connections,
-            o.duration
+            o.duration,
+            o.rounds
         );
         println!();
         println!(
-            "{:<8} {:<9} {:>11} {:>9} {:>9}   {:>16} {:>16}",
-            "threads", "server", "req/s", "p50", "p99", "vs nginx rps/p99", "vs haproxy rps/p99"
+            "{:<8} {:<9} {:>11} {:>9} {:>9} {:>9}   {:>16} {:>16}",
+            "threads",
+            "server",
+            "req/s",
+            "p50",
+            "p99",
+            "CPU/req",
+            "vs nginx rps/p99",
+            "vs haproxy rps/p99"
         );
         println!(
-            "{:<8} {:<9} {:>11.0} {:>9} {:>9}",
+            "{:<8} {:<9} {:>11.0} {:>9} {:>9} {:>9}",
             "-",
             "backend",
             direct.rps,
             fmt_ms(direct.p50_ms),
-            fmt_ms(direct.p99_ms)
+            fmt_ms(direct.p99_ms),
+            "-"
         );
         for &threads in &o.threads {
             let get = |name: &str| {
@@ -694,16 +767,19 @@ fn bench(
                     String::new()
                 };
                 println!(
-                    "{:<8} {:<9} {:>11.0} {:>9} {:>9}{ratios}{errors}",
+                    "{:<8} {:<9} {:>11.0} {:>9} {:>9} {:>9}{ratios}{errors}",
                     threads,
                     name,
                     w.rps,
                     fmt_ms(w.p50_ms),
-                    fmt_ms(w.p99_ms)
+                    fmt_ms(w.p99_ms),
+                    format!("{:.1}µs", w.cpu_us_per_request)
                 );
             }
         }
-        println!("(ratios: req/s higher is better, p99 lower is better)");
+        println!(
+            "(ratios: req/s higher is better, p99 lower is better; CPU/req: the server's user+system CPU time per request)"
+        );
     }
     if let Some((cutover_sweep, nginx_sweep)) = &sweeps {
         println!();

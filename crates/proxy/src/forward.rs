@@ -91,6 +91,8 @@ impl Body for ProxyBody {
 pub struct TargetBody {
     inner: Incoming,
     sender: Option<Sender>,
+    /// The worker whose pool the connection goes back to.
+    worker: usize,
     guard: InFlight,
 }
 
@@ -109,10 +111,8 @@ impl TargetBody {
 
     #[inline]
     fn give_back(&mut self) {
-        if let Some(sender) = self.sender.take()
-            && !sender.is_closed()
-        {
-            let _ = self.guard.0.pool.push(sender);
+        if let Some(sender) = self.sender.take() {
+            self.guard.0.give_back(self.worker, sender);
         }
     }
 }
@@ -285,7 +285,8 @@ async fn forward(
     let guard = InFlight::new(target);
     let t = &guard.0;
     let started = Instant::now();
-    let sent = tokio::time::timeout(timeout, send(t, req)).await;
+    let worker = crate::workers::current();
+    let sent = tokio::time::timeout(timeout, send(t, worker, req)).await;
     let (mut resp, sender) = match sent {
         Err(_elapsed) => {
             t.counters.inc(m::ELB504);
@@ -347,7 +348,7 @@ async fn forward(
     let (parts, body) = resp.into_parts();
     Response::from_parts(
         parts,
-        ProxyBody::Target(TargetBody { inner: body, sender: Some(sender), guard }),
+        ProxyBody::Target(TargetBody { inner: body, sender: Some(sender), worker, guard }),
     )
 }
 
@@ -355,10 +356,11 @@ async fn forward(
 /// (it closed meanwhile) is retried on another.
 async fn send(
     t: &Arc<TargetRt>,
+    worker: usize,
     mut req: Request<Incoming>,
 ) -> Result<(Response<Incoming>, Sender), SendError> {
     for _ in 0..4 {
-        let mut sender = match t.checkout() {
+        let mut sender = match t.checkout(worker) {
             Some(s) => s,
             None => connect(t).await?,
         };

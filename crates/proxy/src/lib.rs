@@ -21,6 +21,7 @@ mod state;
 mod target;
 mod tls;
 mod tunnel;
+mod workers;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -44,7 +45,8 @@ pub struct ProxyConfig {
     /// The last applied RouteTable is persisted here (atomically: write tmp + rename) and loaded
     /// at start.
     pub state_file: Option<PathBuf>,
-    /// Tokio worker threads (for [`run_blocking`]).
+    /// Worker threads serving client connections, each with its own single-threaded runtime
+    /// (see `workers`); at least one.
     pub worker_threads: usize,
 }
 
@@ -55,23 +57,16 @@ pub struct ProxyHandle {
     admin_stop: watch::Sender<bool>,
 }
 
-/// Builds a multi-thread tokio runtime with `worker_threads` and serves until SIGTERM/SIGINT.
+/// Serves with `worker_threads` workers until SIGTERM/SIGINT.
 pub fn run_blocking(config: ProxyConfig) -> anyhow::Result<()> {
     // A load balancer holds two descriptors per proxied connection; the default soft limit
     // (often 1024) would cap it far below what the machine allows.
     if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
         tracing::warn!("cannot raise the open-file limit: {e}");
     }
-    // With one worker, a current-thread runtime serves it: the same work without the wake-ups
-    // of a multi-thread scheduler handing tasks between its worker and its I/O driver.
-    let mut builder = if config.worker_threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder.worker_threads(config.worker_threads);
-        builder
-    };
-    let runtime = builder
+    // The caller's thread runs the admin API, health checks and accepting; the workers serve
+    // connections on their own threads.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .thread_name("cutover-lb")
         .enable_all()
         .build()
@@ -96,7 +91,7 @@ async fn wait_for_signal() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// For in-process tests: start on the current runtime; returns when listening.
+/// Starts the workers and the admin API on the current runtime; returns when listening.
 pub async fn start(config: ProxyConfig) -> anyhow::Result<ProxyHandle> {
     if !config.admin_addr.ip().is_loopback() {
         anyhow::bail!(
@@ -106,7 +101,7 @@ pub async fn start(config: ProxyConfig) -> anyhow::Result<ProxyHandle> {
         );
     }
     clock::ensure_started();
-    let shared = Arc::new(Shared::new(config.state_file.clone()));
+    let shared = Arc::new(Shared::new(config.state_file.clone(), config.worker_threads)?);
     if let Some(path) = &config.state_file
         && let Some(table) = state::read_state(path)?
     {
@@ -155,6 +150,16 @@ impl ProxyHandle {
                 t.close();
             }
         }
+        let shared = self.shared.clone();
+        let _ = tokio::task::spawn_blocking(move || shared.workers.stop_and_join()).await;
+    }
+}
+
+impl Drop for ProxyHandle {
+    /// A handle dropped without `shutdown` (a failed test, say) still ends its worker threads,
+    /// which would otherwise live on with the connections they serve.
+    fn drop(&mut self) {
+        self.shared.workers.stop();
     }
 }
 

@@ -61,15 +61,17 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(ACCEPT_BACKLOG)
 }
 
+/// Accepts connections on the caller's runtime until the listener stops, handing each to a
+/// worker.
 pub fn spawn_accept(shared: Arc<Shared>, ls: Arc<ListenerShared>, socket: TcpListener) {
     tokio::spawn(async move {
         let mut stop = ls.stop.subscribe();
         loop {
             tokio::select! {
-                accepted = socket.accept() => match accepted {
+                accepted = accept(&socket) => match accepted {
                     Ok((stream, peer)) => {
-                        let _ = stream.set_nodelay(true);
-                        tokio::spawn(serve(stream, peer, ls.clone(), shared.clone()));
+                        let (ls, shared2) = (ls.clone(), shared.clone());
+                        shared.workers.dispatch(stream, move |stream| serve(stream, peer, ls, shared2));
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: back off instead of spinning.
@@ -82,6 +84,14 @@ pub fn spawn_accept(shared: Arc<Shared>, ls: Arc<ListenerShared>, socket: TcpLis
         }
         tracing::info!(bind = %ls.bind, "listener closed");
     });
+}
+
+/// Accepts one connection, released from this runtime's reactor for the worker that will serve
+/// it (it stays non-blocking).
+async fn accept(socket: &TcpListener) -> std::io::Result<(std::net::TcpStream, SocketAddr)> {
+    let (stream, peer) = socket.accept().await?;
+    let _ = stream.set_nodelay(true);
+    Ok((stream.into_std()?, peer))
 }
 
 /// Counts an open client connection while alive.
@@ -279,7 +289,7 @@ mod tests {
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = l.local_addr().unwrap();
             let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-            let shared = std::sync::Arc::new(crate::state::Shared::new(None));
+            let shared = std::sync::Arc::new(crate::state::Shared::new(None, 1).unwrap());
             let ls = std::sync::Arc::new(super::ListenerShared::new(0, addr, None, 60_000));
             let fut = super::serve(stream, addr, ls, shared);
             let bytes = size(&fut);

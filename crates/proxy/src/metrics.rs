@@ -66,6 +66,11 @@ pub fn shard_index() -> usize {
     })
 }
 
+/// Gives this thread its own shard (a worker thread's index), so that workers never share one.
+pub fn set_shard(index: usize) {
+    SHARD.with(|s| s.set(index % SHARDS));
+}
+
 impl Default for Counters {
     fn default() -> Self {
         Counters {

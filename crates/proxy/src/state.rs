@@ -16,13 +16,14 @@ use routes::{
     Action, Applied, DEFAULT_IDLE_TIMEOUT_MS, FixedResponse, Listener, Redirect, RouteTable,
     TargetGroup, WEIGHT_MAX,
 };
-use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::listener::{self, ListenerShared};
 use crate::metrics::Sequence;
 use crate::target::{GroupCfg, GroupRt, TargetRt, lock};
+use crate::workers::Workers;
 use crate::{health, tls};
+use tokio::net::TcpListener;
 
 /// ALB's quotas, so a table stays a size the data plane can serve.
 const MAX_LISTENERS: usize = 50;
@@ -41,6 +42,7 @@ pub struct Shared {
     pub started_at_unix_ms: u64,
     pub client_conns: AtomicU64,
     pub shutting_down: AtomicBool,
+    pub workers: Workers,
 }
 
 /// A route table compiled for the request path.
@@ -110,12 +112,12 @@ fn conflict(message: String) -> ApplyError {
 }
 
 impl Shared {
-    pub fn new(state_file: Option<PathBuf>) -> Self {
+    pub fn new(state_file: Option<PathBuf>, worker_threads: usize) -> anyhow::Result<Self> {
         let started_at_unix_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        Shared {
+        Ok(Shared {
             table: ArcSwap::from_pointee(Compiled {
                 table: RouteTable::default(),
                 applied: false,
@@ -129,7 +131,8 @@ impl Shared {
             started_at_unix_ms,
             client_conns: AtomicU64::new(0),
             shutting_down: AtomicBool::new(false),
-        }
+            workers: Workers::start(worker_threads)?,
+        })
     }
 
     pub fn version(&self) -> u64 {
@@ -331,7 +334,12 @@ fn set_targets(shared: &Arc<Shared>, group: &Arc<GroupRt>, tg: &TargetGroup) {
             list.push(t);
         } else {
             let enabled = tg.health_check.enabled;
-            let t = Arc::new(TargetRt::new(target.addr, group.counters.clone(), enabled));
+            let t = Arc::new(TargetRt::new(
+                target.addr,
+                group.counters.clone(),
+                enabled,
+                shared.workers.count(),
+            ));
             // The task also runs while checks are disabled, to notice when they come back.
             health::spawn(group.clone(), t.clone());
             list.push(t);

@@ -20,8 +20,9 @@ use crate::metrics::{Counters, Sequence};
 /// A keep-alive connection to a target, ready for a request.
 pub type Sender = hyper::client::conn::http1::SendRequest<Incoming>;
 
-/// Idle keep-alive connections kept per target.
-const POOL_SIZE: usize = 1024;
+/// Idle keep-alive connections kept per target and worker (nginx's `keepalive`, which is also
+/// per worker, is usually set to a few dozen).
+const POOL_SIZE: usize = 512;
 
 const H_INITIAL: u8 = 0;
 const H_HEALTHY: u8 = 1;
@@ -69,7 +70,9 @@ pub struct TargetRt {
     detail: Mutex<Detail>,
     pub counters: Counters,
     pub group_counters: Arc<Counters>,
-    pub pool: ArrayQueue<Sender>,
+    /// Idle keep-alive connections, one pool per worker: a connection's I/O runs on the worker
+    /// that opened it, so only that worker may send on it.
+    pools: Box<[ArrayQueue<Sender>]>,
     close: watch::Sender<bool>,
     /// Woken when a draining target's last request or tunnel ends.
     pub idle: Notify,
@@ -77,7 +80,12 @@ pub struct TargetRt {
 }
 
 impl TargetRt {
-    pub fn new(addr: SocketAddr, group_counters: Arc<Counters>, checks_enabled: bool) -> Self {
+    pub fn new(
+        addr: SocketAddr,
+        group_counters: Arc<Counters>,
+        checks_enabled: bool,
+        workers: usize,
+    ) -> Self {
         let (health, detail) = if checks_enabled {
             (
                 H_INITIAL,
@@ -100,7 +108,7 @@ impl TargetRt {
             detail: Mutex::new(detail),
             counters: Counters::default(),
             group_counters,
-            pool: ArrayQueue::new(POOL_SIZE),
+            pools: (0..workers.max(1)).map(|_| ArrayQueue::new(POOL_SIZE)).collect(),
             close: watch::channel(false).0,
             idle: Notify::new(),
             tasks: Mutex::new(Tasks::default()),
@@ -224,7 +232,9 @@ impl TargetRt {
     /// Ends every connection to the target (pooled, in use, upgraded) and its background tasks.
     pub fn close(&self) {
         self.close.send_replace(true);
-        while self.pool.pop().is_some() {}
+        for pool in &self.pools {
+            while pool.pop().is_some() {}
+        }
         let mut tasks = lock(&self.tasks);
         if let Some(h) = tasks.health.take() {
             h.abort();
@@ -252,15 +262,25 @@ impl TargetRt {
         self.draining.store(false, Ordering::SeqCst);
     }
 
-    /// Takes an idle keep-alive connection, skipping ones that closed or are still busy.
+    /// Takes one of `worker`'s idle keep-alive connections, skipping ones that closed or are
+    /// still busy.
     #[inline]
-    pub fn checkout(&self) -> Option<Sender> {
-        while let Some(sender) = self.pool.pop() {
+    pub fn checkout(&self, worker: usize) -> Option<Sender> {
+        let pool = &self.pools[worker % self.pools.len()];
+        while let Some(sender) = pool.pop() {
             if sender.is_ready() {
                 return Some(sender);
             }
         }
         None
+    }
+
+    /// Keeps a connection `worker` opened for its next request (closed if the pool is full).
+    #[inline]
+    pub fn give_back(&self, worker: usize, sender: Sender) {
+        if !sender.is_closed() {
+            let _ = self.pools[worker % self.pools.len()].push(sender);
+        }
     }
 
     #[inline]
