@@ -383,6 +383,7 @@ async fn connect(t: &Arc<TargetRt>) -> Result<Sender, SendError> {
     };
     let _ = stream.set_nodelay(true);
     let (sender, conn) = hyper::client::conn::http1::Builder::new()
+        .writev(false)
         .handshake(TokioIo::new(stream))
         .await
         .map_err(|e| SendError::Connect(e.to_string()))?;

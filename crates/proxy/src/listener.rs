@@ -208,7 +208,8 @@ where
         // allocation hyper makes per request head for this.
         .header_read_timeout(None)
         .keep_alive(true)
-        .max_buf_size(2 * MAX_HEAD);
+        .max_buf_size(2 * MAX_HEAD)
+        .writev(false);
     let svc = service_fn(move |req| {
         let ctx = ctx.clone();
         async move { Ok::<_, Infallible>(forward::handle(ctx, req).await) }
