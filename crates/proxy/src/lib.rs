@@ -21,6 +21,7 @@ mod state;
 mod target;
 mod tls;
 mod tunnel;
+mod upstream;
 mod workers;
 
 use std::net::SocketAddr;
