@@ -13,13 +13,16 @@ use http::header::{self, HeaderName};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 
 use crate::conn_io::ConnShared;
 use crate::listener::ListenerShared;
 use crate::metrics::{self as m};
 use crate::state::{CompiledAction, Fixed, Shared};
-use crate::target::{InFlight, TargetRt};
-use crate::upstream::{self, UpstreamBody};
+use crate::target::{InFlight, Sender, TargetRt};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -51,13 +54,13 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = upstream::Error;
+    type Error = hyper::Error;
 
     #[inline]
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, upstream::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             ProxyBody::Target(t) => t.poll_frame(cx),
             ProxyBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
@@ -86,7 +89,8 @@ impl Body for ProxyBody {
 /// A target's response body: keeps the request counted in flight, and gives the keep-alive
 /// connection back to the pool once the body has been read to the end.
 pub struct TargetBody {
-    inner: UpstreamBody,
+    inner: Incoming,
+    sender: Option<Sender>,
     /// The worker whose pool the connection goes back to.
     worker: usize,
     guard: InFlight,
@@ -97,7 +101,7 @@ impl TargetBody {
     fn poll_frame(
         &mut self,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, upstream::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if let Poll::Ready(None) = polled {
             self.give_back();
@@ -105,12 +109,10 @@ impl TargetBody {
         polled
     }
 
-    /// Pools the connection if the body was read to its end and the connection is reusable;
-    /// a body abandoned midway takes its connection down with it.
     #[inline]
     fn give_back(&mut self) {
-        if let Some(conn) = self.inner.take_reusable() {
-            self.guard.0.give_back(self.worker, conn);
+        if let Some(sender) = self.sender.take() {
+            self.guard.0.give_back(self.worker, sender);
         }
     }
 }
@@ -118,7 +120,9 @@ impl TargetBody {
 impl Drop for TargetBody {
     fn drop(&mut self) {
         // hyper stops polling once a body says it has ended; the connection is reusable then.
-        self.give_back();
+        if self.inner.is_end_stream() {
+            self.give_back();
+        }
     }
 }
 
@@ -264,6 +268,11 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
+enum SendError {
+    Connect(String),
+    Response(hyper::Error),
+}
+
 async fn forward(
     ctx: Arc<ConnCtx>,
     mut req: Request<Incoming>,
@@ -277,14 +286,14 @@ async fn forward(
     let t = &guard.0;
     let started = Instant::now();
     let worker = crate::workers::current();
-    let sent = tokio::time::timeout(timeout, upstream::send(t, worker, req)).await;
-    let resp = match sent {
+    let sent = tokio::time::timeout(timeout, send(t, worker, req)).await;
+    let (mut resp, sender) = match sent {
         Err(_elapsed) => {
             t.counters.inc(m::ELB504);
             t.group_counters.inc(m::ELB504);
             return lb_response(StatusCode::GATEWAY_TIMEOUT, false);
         }
-        Ok(Err(upstream::Error::Connect(why))) => {
+        Ok(Err(SendError::Connect(why))) => {
             tracing::debug!(target = %t.addr, "connect failed: {why}");
             t.counters.inc(m::CONN_ERRORS);
             t.group_counters.inc(m::CONN_ERRORS);
@@ -292,7 +301,7 @@ async fn forward(
             t.group_counters.inc(m::ELB502);
             return lb_response(StatusCode::BAD_GATEWAY, false);
         }
-        Ok(Err(e)) => {
+        Ok(Err(SendError::Response(e))) => {
             tracing::debug!(target = %t.addr, "target failed: {e}");
             t.counters.inc(m::ELB502);
             t.group_counters.inc(m::ELB502);
@@ -314,35 +323,82 @@ async fn forward(
             t.group_counters.inc(m::ELB502);
             return lb_response(StatusCode::BAD_GATEWAY, false);
         };
+        let target_upgrade = hyper::upgrade::on(&mut resp);
         let websocket = resp
             .headers()
             .get(header::UPGRADE)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
-        let (mut parts, body) = resp.into_parts();
-        let Some((target_stream, leftover)) = body.into_upgrade() else {
-            t.counters.inc(m::ELB502);
-            t.group_counters.inc(m::ELB502);
-            return lb_response(StatusCode::BAD_GATEWAY, false);
-        };
         ctx.io.stop_scan.store(true, Ordering::Relaxed);
-        strip_hop_by_hop(&mut parts.headers, true);
+        strip_hop_by_hop(resp.headers_mut(), true);
         crate::tunnel::spawn(
             ctx.clone(),
             guard.0.clone(),
             client_upgrade,
-            target_stream,
-            leftover,
+            target_upgrade,
             websocket,
             timeout,
         );
+        let (parts, _) = resp.into_parts();
         return Response::from_parts(parts, ProxyBody::empty());
     }
 
-    let (mut parts, body) = resp.into_parts();
-    if needs_cleaning(&parts.headers) {
-        strip_hop_by_hop(&mut parts.headers, false);
+    if needs_cleaning(resp.headers()) {
+        strip_hop_by_hop(resp.headers_mut(), false);
     }
-    Response::from_parts(parts, ProxyBody::Target(TargetBody { inner: body, worker, guard }))
+    let (parts, body) = resp.into_parts();
+    Response::from_parts(
+        parts,
+        ProxyBody::Target(TargetBody { inner: body, sender: Some(sender), worker, guard }),
+    )
+}
+
+/// Sends over a pooled connection, or a new one; a request the pooled connection never took
+/// (it closed meanwhile) is retried on another.
+async fn send(
+    t: &Arc<TargetRt>,
+    worker: usize,
+    mut req: Request<Incoming>,
+) -> Result<(Response<Incoming>, Sender), SendError> {
+    for _ in 0..4 {
+        let mut sender = match t.checkout(worker) {
+            Some(s) => s,
+            None => connect(t).await?,
+        };
+        match sender.try_send_request(req).await {
+            Ok(resp) => return Ok((resp, sender)),
+            Err(mut e) => match e.take_message() {
+                Some(unsent) => req = unsent,
+                None => return Err(SendError::Response(e.into_error())),
+            },
+        }
+    }
+    Err(SendError::Connect("connections kept closing before the request could be sent".into()))
+}
+
+async fn connect(t: &Arc<TargetRt>) -> Result<Sender, SendError> {
+    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(t.addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(SendError::Connect(e.to_string())),
+        Err(_) => return Err(SendError::Connect("connect timed out".into())),
+    };
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) = hyper::client::conn::http1::Builder::new()
+        .writev(false)
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| SendError::Connect(e.to_string()))?;
+    t.conns.fetch_add(1, Ordering::Relaxed);
+    let mut closed = t.closed();
+    let target = t.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = conn.with_upgrades() => {}
+            // Released after draining: cut what is left.
+            _ = crate::flag_set(&mut closed) => {}
+        }
+        target.conns.fetch_sub(1, Ordering::Relaxed);
+    });
+    Ok(sender)
 }
 
 #[inline]

@@ -21,7 +21,6 @@ mod state;
 mod target;
 mod tls;
 mod tunnel;
-mod upstream;
 mod workers;
 
 use std::net::SocketAddr;

@@ -10,12 +10,15 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use crossbeam_queue::ArrayQueue;
+use hyper::body::Incoming;
 use routes::{Algorithm, HealthCheck, TargetHealth, TargetState};
 use tokio::sync::{Notify, watch};
 use tokio::task::AbortHandle;
 
 use crate::metrics::{Counters, Sequence};
-use crate::upstream::{Closer, UpstreamConn};
+
+/// A keep-alive connection to a target, ready for a request.
+pub type Sender = hyper::client::conn::http1::SendRequest<Incoming>;
 
 /// Idle keep-alive connections kept per target and worker (nginx's `keepalive`, which is also
 /// per worker, is usually set to a few dozen).
@@ -60,8 +63,8 @@ pub struct TargetRt {
     pub in_flight: AtomicU64,
     /// Upgraded (WebSocket) tunnels open to this target.
     pub long_lived: AtomicU64,
-    /// Cuts the target's connections when it is released; counts them.
-    pub closer: Arc<Closer>,
+    /// Open connections to this target.
+    pub conns: AtomicU64,
     health: AtomicU8,
     pub draining: AtomicBool,
     detail: Mutex<Detail>,
@@ -69,7 +72,7 @@ pub struct TargetRt {
     pub group_counters: Arc<Counters>,
     /// Idle keep-alive connections, one pool per worker: a connection's I/O runs on the worker
     /// that opened it, so only that worker may send on it.
-    pools: Box<[ArrayQueue<Box<UpstreamConn>>]>,
+    pools: Box<[ArrayQueue<Sender>]>,
     close: watch::Sender<bool>,
     /// Woken when a draining target's last request or tunnel ends.
     pub idle: Notify,
@@ -99,7 +102,7 @@ impl TargetRt {
             addr,
             in_flight: AtomicU64::new(0),
             long_lived: AtomicU64::new(0),
-            closer: Arc::new(Closer::default()),
+            conns: AtomicU64::new(0),
             health: AtomicU8::new(health),
             draining: AtomicBool::new(false),
             detail: Mutex::new(detail),
@@ -228,7 +231,6 @@ impl TargetRt {
 
     /// Ends every connection to the target (pooled, in use, upgraded) and its background tasks.
     pub fn close(&self) {
-        self.closer.close();
         self.close.send_replace(true);
         for pool in &self.pools {
             while pool.pop().is_some() {}
@@ -260,37 +262,24 @@ impl TargetRt {
         self.draining.store(false, Ordering::SeqCst);
     }
 
-    /// Open connections to this target (pooled or in use).
-    pub fn open_conns(&self) -> u64 {
-        self.closer.open()
-    }
-
-    /// Takes one of `worker`'s idle keep-alive connections, dropping ones the target closed
-    /// meanwhile.
+    /// Takes one of `worker`'s idle keep-alive connections, skipping ones that closed or are
+    /// still busy.
     #[inline]
-    pub fn checkout(&self, worker: usize) -> Option<Box<UpstreamConn>> {
+    pub fn checkout(&self, worker: usize) -> Option<Sender> {
         let pool = &self.pools[worker % self.pools.len()];
-        while let Some(mut conn) = pool.pop() {
-            if conn.still_open() {
-                return Some(conn);
+        while let Some(sender) = pool.pop() {
+            if sender.is_ready() {
+                return Some(sender);
             }
         }
         None
     }
 
-    /// Keeps a connection `worker` opened for its next request (closed if the pool is full or
-    /// the target was released).
+    /// Keeps a connection `worker` opened for its next request (closed if the pool is full).
     #[inline]
-    pub fn give_back(&self, worker: usize, conn: Box<UpstreamConn>) {
-        if self.closer.is_closed() {
-            return;
-        }
-        conn.park();
-        let pool = &self.pools[worker % self.pools.len()];
-        let _ = pool.push(conn);
-        // `close` may have emptied the pools between the check above and the push.
-        if self.closer.is_closed() {
-            while pool.pop().is_some() {}
+    pub fn give_back(&self, worker: usize, sender: Sender) {
+        if !sender.is_closed() {
+            let _ = self.pools[worker % self.pools.len()].push(sender);
         }
     }
 

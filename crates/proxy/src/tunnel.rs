@@ -9,11 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::Bytes;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::forward::ConnCtx;
 use crate::target::TargetRt;
@@ -76,14 +74,11 @@ impl Frames {
     }
 }
 
-/// Tunnels between the client's upgraded connection and the target's socket; `leftover` is what
-/// the target sent right after its 101 head, the first bytes the client gets.
 pub fn spawn(
     ctx: Arc<ConnCtx>,
     target: Arc<TargetRt>,
     client: OnUpgrade,
-    mut upstream: TcpStream,
-    leftover: Bytes,
+    upstream: OnUpgrade,
     websocket: bool,
     idle: Duration,
 ) {
@@ -92,9 +87,12 @@ pub fn spawn(
     let guard = LongLived(target);
     tokio::spawn(async move {
         let t = &guard.0;
-        let Ok(client) = client.await else { return };
+        let (client, upstream) = match tokio::join!(client, upstream) {
+            (Ok(c), Ok(u)) => (c, u),
+            _ => return,
+        };
         let (mut client_rd, mut client_wr) = tokio::io::split(TokioIo::new(client));
-        let (mut up_rd, mut up_wr) = upstream.split();
+        let (mut up_rd, mut up_wr) = tokio::io::split(TokioIo::new(upstream));
         let mut closed = t.closed();
         let mut stop = ctx.listener.stop.subscribe();
         let check = idle.min(Duration::from_secs(1));
@@ -106,15 +104,6 @@ pub fn spawn(
                 let _ = up_wr.shutdown().await;
             };
             let to_client = async {
-                if !leftover.is_empty() {
-                    mid_write = true;
-                    if client_wr.write_all(&leftover).await.is_ok() {
-                        mid_write = false;
-                        if websocket {
-                            frames.feed(&leftover);
-                        }
-                    }
-                }
                 let mut buf = vec![0u8; 16 * 1024];
                 loop {
                     let n = match up_rd.read(&mut buf).await {
