@@ -9,12 +9,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// mimalloc rather than the system allocator: the data plane (`cutover lb`) allocates and frees
-/// small buffers on every request, and mimalloc's thread-local free lists measured about 5 % less
-/// CPU per proxied request than glibc's malloc (`cargo xtask bench-lb`, CPU/req column).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let args = cli::Args::parse();
     match cli::run(args) {
