@@ -24,6 +24,11 @@ use crate::target::{InFlight, Sender, TargetRt};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Targets one request may try when connections are refused (nginx's `proxy_next_upstream
+/// error`): a task that just died, before the health checks notice, costs no request. Only a
+/// failed connect moves a request on — by then nothing of it has reached any target.
+const MAX_CONNECT_ATTEMPTS: usize = 3;
+
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
@@ -269,7 +274,8 @@ fn strip_port(host: &str) -> &str {
 }
 
 enum SendError {
-    Connect(String),
+    /// No connection to the target; the request, never sent, comes back for another target.
+    Connect(String, Box<Request<Incoming>>),
     Response(hyper::Error),
 }
 
@@ -281,34 +287,47 @@ async fn forward(
 ) -> Response<ProxyBody> {
     let upgrade = prepare_request(&ctx, &mut req);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    target.counters.inc(m::REQUESTS);
-    let guard = InFlight::new(target);
-    let t = &guard.0;
     let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + timeout;
     let worker = crate::workers::current();
-    let sent = tokio::time::timeout(timeout, send(t, worker, req)).await;
-    let (mut resp, sender) = match sent {
-        Err(_elapsed) => {
-            t.counters.inc(m::ELB504);
-            t.group_counters.inc(m::ELB504);
-            return lb_response(StatusCode::GATEWAY_TIMEOUT, false);
+    let mut target = target;
+    let mut attempt = 1;
+    let (guard, mut resp, sender) = loop {
+        target.counters.inc(m::REQUESTS);
+        let guard = InFlight::new(target);
+        let t = &guard.0;
+        match tokio::time::timeout_at(deadline, send(t, worker, req)).await {
+            Err(_elapsed) => {
+                t.counters.inc(m::ELB504);
+                t.group_counters.inc(m::ELB504);
+                return lb_response(StatusCode::GATEWAY_TIMEOUT, false);
+            }
+            Ok(Err(SendError::Connect(why, unsent))) => {
+                tracing::debug!(target = %t.addr, "connect failed: {why}");
+                t.counters.inc(m::CONN_ERRORS);
+                t.group_counters.inc(m::CONN_ERRORS);
+                if attempt < MAX_CONNECT_ATTEMPTS
+                    && let Some(next) = another_target(&ctx, t)
+                {
+                    attempt += 1;
+                    target = next;
+                    req = *unsent;
+                    continue;
+                }
+                t.counters.inc(m::ELB502);
+                t.group_counters.inc(m::ELB502);
+                return lb_response(StatusCode::BAD_GATEWAY, false);
+            }
+            Ok(Err(SendError::Response(e))) => {
+                tracing::debug!(target = %t.addr, "target failed: {e}");
+                t.counters.inc(m::ELB502);
+                t.group_counters.inc(m::ELB502);
+                return lb_response(StatusCode::BAD_GATEWAY, false);
+            }
+            Ok(Ok((resp, sender))) => break (guard, resp, sender),
         }
-        Ok(Err(SendError::Connect(why))) => {
-            tracing::debug!(target = %t.addr, "connect failed: {why}");
-            t.counters.inc(m::CONN_ERRORS);
-            t.group_counters.inc(m::CONN_ERRORS);
-            t.counters.inc(m::ELB502);
-            t.group_counters.inc(m::ELB502);
-            return lb_response(StatusCode::BAD_GATEWAY, false);
-        }
-        Ok(Err(SendError::Response(e))) => {
-            tracing::debug!(target = %t.addr, "target failed: {e}");
-            t.counters.inc(m::ELB502);
-            t.group_counters.inc(m::ELB502);
-            return lb_response(StatusCode::BAD_GATEWAY, false);
-        }
-        Ok(Ok(answer)) => answer,
     };
+    let t = &guard.0;
     let us = started.elapsed().as_micros() as u64;
     let status = resp.status();
     t.counters.observe_us(us);
@@ -352,6 +371,15 @@ async fn forward(
     )
 }
 
+/// The target group `failed` serves this listener's requests from, as the route table says now,
+/// and the next routable target in it.
+fn another_target(ctx: &ConnCtx, failed: &Arc<TargetRt>) -> Option<Arc<TargetRt>> {
+    let table = ctx.shared.table.load();
+    let route = table.slots.get(ctx.listener.slot)?.as_ref()?;
+    let CompiledAction::Forward(fwd) = &route.action else { return None };
+    fwd.groups.iter().find_map(|(_, group)| group.pick_after(failed))
+}
+
 /// Sends over a pooled connection, or a new one; a request the pooled connection never took
 /// (it closed meanwhile) is retried on another.
 async fn send(
@@ -362,7 +390,10 @@ async fn send(
     for _ in 0..4 {
         let mut sender = match t.checkout(worker) {
             Some(s) => s,
-            None => connect(t).await?,
+            None => match connect(t).await {
+                Ok(s) => s,
+                Err(why) => return Err(SendError::Connect(why, Box::new(req))),
+            },
         };
         match sender.try_send_request(req).await {
             Ok(resp) => return Ok((resp, sender)),
@@ -372,21 +403,24 @@ async fn send(
             },
         }
     }
-    Err(SendError::Connect("connections kept closing before the request could be sent".into()))
+    Err(SendError::Connect(
+        "connections kept closing before the request could be sent".into(),
+        Box::new(req),
+    ))
 }
 
-async fn connect(t: &Arc<TargetRt>) -> Result<Sender, SendError> {
+async fn connect(t: &Arc<TargetRt>) -> Result<Sender, String> {
     let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(t.addr)).await {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(SendError::Connect(e.to_string())),
-        Err(_) => return Err(SendError::Connect("connect timed out".into())),
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(_) => return Err("connect timed out".into()),
     };
     let _ = stream.set_nodelay(true);
     let (sender, conn) = hyper::client::conn::http1::Builder::new()
         .writev(false)
         .handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| SendError::Connect(e.to_string()))?;
+        .map_err(|e| e.to_string())?;
     t.conns.fetch_add(1, Ordering::Relaxed);
     let mut closed = t.closed();
     let target = t.clone();

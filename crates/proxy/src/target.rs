@@ -396,6 +396,16 @@ impl GroupRt {
         self.routable.store(Arc::new(routable));
     }
 
+    /// Another routable target of this group for a request `failed` could not take (its
+    /// connection was refused): the next one after it in the routable order. `None` when
+    /// `failed` is not (or no longer) routable here or is the only target.
+    pub fn pick_after(&self, failed: &Arc<TargetRt>) -> Option<Arc<TargetRt>> {
+        let routable = self.routable.load();
+        let n = routable.targets.len();
+        let at = routable.targets.iter().position(|t| Arc::ptr_eq(t, failed))?;
+        (n > 1).then(|| routable.targets[(at + 1) % n].clone())
+    }
+
     /// Chooses a target for one request; `None` when the group has no registered target.
     #[inline]
     pub fn pick(&self) -> Option<(Arc<TargetRt>, bool)> {

@@ -529,3 +529,45 @@ async fn a_streamed_response_is_counted_while_draining_and_cut_when_the_delay_en
     .await;
     lb.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_connection_moves_the_request_to_another_target() {
+    let lb = Lb::start(None).await;
+    let live = Backend::start("live").await;
+    // A target whose process is gone: nothing listens there, so connecting is refused at once —
+    // a task killed a moment ago, before any health check noticed.
+    let dead = free_addr();
+    let port = free_addr();
+    lb.apply(&table(
+        1,
+        vec![("web", listener(port, forward(&[("web", 1)])))],
+        vec![("web", group(&[dead, live.addr], no_checks(), 0))],
+    ))
+    .await;
+    let n = 200;
+    for _ in 0..n {
+        let (status, body) = get(&lb.http, &format!("http://{port}/")).await;
+        assert_eq!((status, body.as_str()), (200, "live"));
+    }
+    let metrics = lb.metrics().await;
+    let web = &metrics.target_groups["web"];
+    let dead_target = web.targets.iter().find(|t| t.addr == dead).expect("dead target listed");
+    assert!(
+        dead_target.counters.target_connection_errors >= (n / 2) as u64,
+        "round robin sent about half of the requests to the dead target first: {:?}",
+        dead_target.counters
+    );
+    assert_eq!(web.counters.elb_502, 0, "no request was answered 502: {:?}", web.counters);
+    assert_eq!(live.hits.load(Ordering::SeqCst), n as u64);
+
+    // With no other target to go to, a refused connection is a 502, as before.
+    lb.apply(&table(
+        2,
+        vec![("web", listener(port, forward(&[("web", 1)])))],
+        vec![("web", group(&[dead], no_checks(), 0))],
+    ))
+    .await;
+    let (status, _) = get(&lb.http, &format!("http://{port}/")).await;
+    assert_eq!(status, 502);
+    lb.shutdown().await;
+}

@@ -46,8 +46,8 @@ fn a_task_that_exits_is_replaced_and_the_replacement_is_listed() {
     assert_eq!(stopped["last_status"], "STOPPED");
     assert!(stopped["stopped_reason"].as_str().unwrap().contains("exit"), "{stopped}");
 
-    // Killing a target can fail the requests in flight on it (as on ALB); once the replacement
-    // serves, no request fails.
+    // Killing a target fails the requests already on their way to it (as on ALB); once the
+    // replacement serves, no request fails.
     let mark = load.samples().len();
     wait_for("300 more requests", Duration::from_secs(30), || {
         (load.samples().len() > mark + 300).then_some(())
@@ -58,13 +58,12 @@ fn a_task_that_exits_is_replaced_and_the_replacement_is_listed() {
         "requests fail after the replacement: {:?}",
         failures(&samples[mark..])
     );
-    // The failures are the dead target's, and stop as soon as the exit is noticed: they all fall
-    // in a short window (their number depends on how fast the clients go, their span does not).
+    // Only those: a request that finds the dead task's port refusing connections moves on to the
+    // other task (the load balancer's retry on a refused connect), so with two clients sending one
+    // request at a time, at most one request each was lost in flight, plus one each sent on a
+    // kept-alive connection the load balancer had not yet seen close.
     let failed = failures(&samples[..mark]);
-    if let (Some(first), Some(last)) = (failed.first(), failed.last()) {
-        let span_ms = last.0 - first.0;
-        assert!(span_ms < 2_000, "requests kept failing for {span_ms} ms after the task died");
-    }
+    assert!(failed.len() <= 4, "{} requests failed after the task died: {failed:?}", failed.len());
 }
 
 #[test]
