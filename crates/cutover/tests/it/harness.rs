@@ -2,7 +2,7 @@
 //! process, a load client, and helpers that wait for conditions with deadlines.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -70,29 +70,7 @@ pub fn docker_image() -> String {
         .clone()
 }
 
-/// A free port for something that binds it later (cutover's API, a listener in cutover.yaml).
-///
-/// Not `bind(127.0.0.1:0)`: that returns a port from the kernel's ephemeral range, which is free
-/// only until an outgoing connection — a health check, a load client — is given it as its local
-/// port, and then the later bind fails with "address in use". Ports below the ephemeral range are
-/// never handed out that way; a counter keeps this process's tests from picking the same one.
-pub fn free_port() -> u16 {
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
-        .unwrap_or(32768);
-    let (low, high) = (10_000u32, ephemeral_low.max(12_000));
-    // Start somewhere different in each test process so that two runs side by side rarely meet.
-    let start = std::process::id() * 97;
-    for _ in 0..(high - low) {
-        let port = low + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % (high - low);
-        if let Ok(l) = TcpListener::bind(("127.0.0.1", port as u16)) {
-            return l.local_addr().expect("local_addr").port();
-        }
-    }
-    panic!("no free port between {low} and {high}");
-}
+pub use testkit::free_port;
 
 /// Waits for `condition` with a deadline, polling every 50 ms; panics with `what` on timeout.
 #[track_caller]

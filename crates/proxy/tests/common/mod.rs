@@ -52,9 +52,9 @@ where
 
 /// An address for a proxy listener: the OS picks a free port, which is then released for the
 /// proxy to bind.
+/// A free address for a listener the load balancer binds later (see `testkit::free_port`).
 pub fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local_addr")
+    SocketAddr::from(([127, 0, 0, 1], testkit::free_port()))
 }
 
 pub struct Lb {
