@@ -16,6 +16,7 @@ use routes::{
     Action, Applied, DEFAULT_IDLE_TIMEOUT_MS, FixedResponse, Listener, Redirect, RouteTable,
     TargetGroup, WEIGHT_MAX,
 };
+use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::listener::{self, ListenerShared};
@@ -23,7 +24,6 @@ use crate::metrics::Sequence;
 use crate::target::{GroupCfg, GroupRt, TargetRt, lock};
 use crate::workers::Workers;
 use crate::{health, tls};
-use tokio::net::TcpListener;
 
 /// ALB's quotas, so a table stays a size the data plane can serve.
 const MAX_LISTENERS: usize = 50;

@@ -3,8 +3,6 @@
 //! blocks the deletion of its service, pipelines go and hosted repositories stay.
 
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -270,24 +268,6 @@ fn removing_a_service_whose_group_is_deploying_is_refused_and_changes_nothing() 
     });
     // Deployment history stays.
     assert_eq!(cluster.deployment(&id)["id"], id.as_str());
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let output = Command::new("git")
-        .args([
-            "-c",
-            "user.name=Tester",
-            "-c",
-            "user.email=tester@example.com",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("git");
-    assert!(output.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
 #[test]

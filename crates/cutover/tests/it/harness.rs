@@ -508,3 +508,22 @@ impl Load {
 pub fn failures(samples: &[Sample]) -> Vec<&Sample> {
     samples.iter().filter(|(_, status, _)| *status != 200).collect()
 }
+
+/// Runs git in `dir` as a fixed test identity, on `main`; panics with git's stderr on failure.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let output = Command::new("git")
+        .args([
+            "-c",
+            "user.name=Tester",
+            "-c",
+            "user.email=tester@example.com",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git");
+    assert!(output.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}

@@ -27,24 +27,6 @@ artifacts:
     - imageDetail.json
 "#;
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let output = Command::new("git")
-        .args([
-            "-c",
-            "user.name=Tester",
-            "-c",
-            "user.email=tester@example.com",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("git");
-    assert!(output.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
-}
-
 fn write_app(repo: &Path, version: &str, test_passes: bool, hook: &str) {
     let taskdef = format!(
         r#"{{"family": "web", "containerDefinitions": [{{"name": "web", "image": "<IMAGE1_NAME>",
