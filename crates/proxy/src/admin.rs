@@ -178,7 +178,7 @@ pub fn snapshot(shared: &Shared) -> MetricsSnapshot {
                 unhealthy_routing_requests: g.counters.get(m::FAIL_OPEN),
                 healthy_host_count: registered.iter().filter(|t| t.healthy()).count() as u64,
                 unhealthy_host_count: registered.iter().filter(|t| t.unhealthy()).count() as u64,
-                active_connections: targets.iter().map(|t| t.conns.load(Ordering::Relaxed)).sum(),
+                active_connections: targets.iter().map(|t| t.open_conns()).sum(),
                 targets: targets
                     .iter()
                     .map(|t| TargetMetrics {
@@ -186,7 +186,7 @@ pub fn snapshot(shared: &Shared) -> MetricsSnapshot {
                         state: t.state(),
                         counters: t.counters.request_counters(),
                         in_flight: t.in_flight.load(Ordering::Relaxed),
-                        active_connections: t.conns.load(Ordering::Relaxed),
+                        active_connections: t.open_conns(),
                         long_lived_connections: t.long_lived.load(Ordering::Relaxed),
                     })
                     .collect(),

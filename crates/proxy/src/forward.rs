@@ -4,7 +4,6 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -13,16 +12,14 @@ use http::header::{self, HeaderName};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
 use crate::conn_io::ConnShared;
 use crate::listener::ListenerShared;
 use crate::metrics::{self as m};
 use crate::state::{CompiledAction, Fixed, Shared};
-use crate::target::{InFlight, Sender, TargetRt};
-
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::target::{InFlight, TargetRt};
+use crate::upstream::UpstreamConn;
+use crate::upstream::{self, UpstreamBody};
 
 /// Targets one request may try when connections are refused (nginx's `proxy_next_upstream
 /// error`): a task that just died, before the health checks notice, costs no request. Only a
@@ -42,7 +39,6 @@ pub struct ConnCtx {
     pub io: Arc<ConnShared>,
     pub client_ip: HeaderValue,
     pub tls: bool,
-    pub h2: bool,
 }
 
 /// The body of every response the load balancer sends.
@@ -59,13 +55,13 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = upstream::Error;
 
     #[inline]
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, upstream::Error>>> {
         match self.get_mut() {
             ProxyBody::Target(t) => t.poll_frame(cx),
             ProxyBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
@@ -94,8 +90,7 @@ impl Body for ProxyBody {
 /// A target's response body: keeps the request counted in flight, and gives the keep-alive
 /// connection back to the pool once the body has been read to the end.
 pub struct TargetBody {
-    inner: Incoming,
-    sender: Option<Sender>,
+    inner: UpstreamBody,
     /// The worker whose pool the connection goes back to.
     worker: usize,
     guard: InFlight,
@@ -106,7 +101,7 @@ impl TargetBody {
     fn poll_frame(
         &mut self,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, upstream::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if let Poll::Ready(None) = polled {
             self.give_back();
@@ -114,10 +109,12 @@ impl TargetBody {
         polled
     }
 
+    /// Pools the connection if the body was read to its end and the connection is reusable;
+    /// a body abandoned midway takes its connection down with it.
     #[inline]
     fn give_back(&mut self) {
-        if let Some(sender) = self.sender.take() {
-            self.guard.0.give_back(self.worker, sender);
+        if let Some(conn) = self.inner.take_reusable() {
+            self.guard.0.give_back(self.worker, conn);
         }
     }
 }
@@ -125,13 +122,11 @@ impl TargetBody {
 impl Drop for TargetBody {
     fn drop(&mut self) {
         // hyper stops polling once a body says it has ended; the connection is reusable then.
-        if self.inner.is_end_stream() {
-            self.give_back();
-        }
+        self.give_back();
     }
 }
 
-fn lb_response(status: StatusCode, close: bool) -> Response<ProxyBody> {
+pub fn lb_response(status: StatusCode, close: bool) -> Response<ProxyBody> {
     let body: &'static str = match status.as_u16() {
         400 => "400 Bad Request\n",
         405 => "405 Method Not Allowed\n",
@@ -153,19 +148,58 @@ fn lb_response(status: StatusCode, close: bool) -> Response<ProxyBody> {
     r
 }
 
-/// Handles one client request; never fails.
+/// Where a request goes, decided once from the table it arrived under.
+pub enum Routed {
+    /// To this target, waiting at most this long for its answer.
+    Forward(Arc<TargetRt>, Duration),
+    /// The load balancer answers itself (fixed response, redirect, 503).
+    Respond(Response<ProxyBody>),
+}
+
+/// Picks the route of the connection's listener, a target group by weight and a target in it;
+/// counts the request. `redirect` builds a redirect from the request it knows.
+pub fn route(
+    ctx: &ConnCtx,
+    redirect: impl FnOnce(&routes::Redirect) -> Response<ProxyBody>,
+) -> Routed {
+    let lc = &ctx.listener.counters;
+    let table = ctx.shared.table.load();
+    let Some(route) = table.slots.get(ctx.listener.slot).and_then(Option::as_ref) else {
+        // The listener is being removed; this connection is closing.
+        return Routed::Respond(lb_response(StatusCode::SERVICE_UNAVAILABLE, true));
+    };
+    match &route.action {
+        CompiledAction::Fixed(f) => {
+            lc.inc(m::L_FIXED);
+            Routed::Respond(fixed(f))
+        }
+        CompiledAction::Redirect(r) => {
+            lc.inc(m::L_REDIRECT);
+            Routed::Respond(redirect(r))
+        }
+        CompiledAction::Forward(fwd) => {
+            let Some(group) = fwd.choose() else {
+                lc.inc(m::L_ELB503);
+                return Routed::Respond(lb_response(StatusCode::SERVICE_UNAVAILABLE, false));
+            };
+            group.counters.inc(m::REQUESTS);
+            let Some((target, fail_open)) = group.pick() else {
+                group.counters.inc(m::ELB503);
+                return Routed::Respond(lb_response(StatusCode::SERVICE_UNAVAILABLE, false));
+            };
+            if fail_open {
+                group.counters.inc(m::FAIL_OPEN);
+            }
+            Routed::Forward(target, route.idle_timeout)
+        }
+    }
+}
+
+/// Handles one HTTP/2 client request (HTTP/1 connections are served by [`crate::h1`]); never
+/// fails.
 pub async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Response<ProxyBody> {
     let lc = &ctx.listener.counters;
     lc.inc(m::L_REQUESTS);
-    if !ctx.h2 {
-        let index = ctx.io.next_request.fetch_add(1, Ordering::Relaxed);
-        if ctx.io.bad_head.load(Ordering::Acquire) <= index {
-            lc.inc(m::L_ELB4XX);
-            let status = StatusCode::from_u16(ctx.io.bad_status.load(Ordering::Relaxed))
-                .unwrap_or(StatusCode::BAD_REQUEST);
-            return lb_response(status, true);
-        }
-    }
     if conflicting_framing(req.headers()) {
         lc.inc(m::L_ELB4XX);
         return lb_response(StatusCode::BAD_REQUEST, true);
@@ -174,44 +208,22 @@ pub async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Response<Proxy
         lc.inc(m::L_ELB4XX);
         return lb_response(StatusCode::METHOD_NOT_ALLOWED, false);
     }
-
-    let (target, timeout) = {
-        let table = ctx.shared.table.load();
-        let Some(route) = table.slots.get(ctx.listener.slot).and_then(Option::as_ref) else {
-            // The listener is being removed; this connection is closing.
-            return lb_response(StatusCode::SERVICE_UNAVAILABLE, true);
-        };
-        match &route.action {
-            CompiledAction::Fixed(f) => {
-                lc.inc(m::L_FIXED);
-                return fixed(f);
-            }
-            CompiledAction::Redirect(r) => {
-                lc.inc(m::L_REDIRECT);
-                return redirect(r, &req, &ctx);
-            }
-            CompiledAction::Forward(fwd) => {
-                let Some(group) = fwd.choose() else {
-                    lc.inc(m::L_ELB503);
-                    return lb_response(StatusCode::SERVICE_UNAVAILABLE, false);
-                };
-                group.counters.inc(m::REQUESTS);
-                let Some((target, fail_open)) = group.pick() else {
-                    group.counters.inc(m::ELB503);
-                    return lb_response(StatusCode::SERVICE_UNAVAILABLE, false);
-                };
-                if fail_open {
-                    group.counters.inc(m::FAIL_OPEN);
-                }
-                (target, route.idle_timeout)
-            }
-        }
-    };
-    forward(ctx, req, target, timeout).await
+    let routed = route(&ctx, |r| {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()))
+            .unwrap_or("");
+        redirect(r, host, req.uri().path(), req.uri().query(), &ctx)
+    });
+    match routed {
+        Routed::Respond(resp) => resp,
+        Routed::Forward(target, timeout) => forward(ctx, req, target, timeout).await,
+    }
 }
 
-/// Smuggling-shaped framing that survived parsing (HTTP/2, where hyper's h1 normalising does
-/// not apply; the raw-head scanner covers HTTP/1).
+/// Smuggling-shaped framing in an HTTP/2 request (HTTP/1 heads are checked by [`crate::h1`]).
 #[inline]
 fn conflicting_framing(h: &HeaderMap) -> bool {
     let mut lengths = h.get_all(header::CONTENT_LENGTH).iter();
@@ -227,28 +239,29 @@ fn fixed(f: &Fixed) -> Response<ProxyBody> {
     r
 }
 
-fn redirect(r: &routes::Redirect, req: &Request<Incoming>, ctx: &ConnCtx) -> Response<ProxyBody> {
+/// A redirect for a request to `host` (the Host header, perhaps with a port), `path`, `query`.
+pub fn redirect(
+    r: &routes::Redirect,
+    host: &str,
+    path: &str,
+    query: Option<&str>,
+    ctx: &ConnCtx,
+) -> Response<ProxyBody> {
     let request_proto = if ctx.tls { "https" } else { "http" };
     let proto = r.protocol.as_deref().map(str::to_ascii_lowercase);
     let proto = proto.as_deref().unwrap_or(request_proto);
-    let request_host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))
-        .unwrap_or("");
     // The Host header may carry a port; the redirect's port decides.
-    let request_host = strip_port(request_host);
+    let request_host = strip_port(host);
     let host = r.host.as_deref().unwrap_or(request_host);
     let port = r.port.unwrap_or(ctx.listener.bind.port());
     let default_port = if proto == "https" { 443 } else { 80 };
-    let path = r.path.as_deref().unwrap_or(req.uri().path());
+    let path = r.path.as_deref().unwrap_or(path);
     let mut location = format!("{proto}://{host}");
     if port != default_port {
         location.push_str(&format!(":{port}"));
     }
     location.push_str(path);
-    if let Some(q) = req.uri().query() {
+    if let Some(q) = query {
         location.push('?');
         location.push_str(q);
     }
@@ -273,59 +286,42 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
-enum SendError {
-    /// No connection to the target; the request, never sent, comes back for another target.
-    Connect(String, Box<Request<Incoming>>),
-    Response(hyper::Error),
-}
-
 async fn forward(
     ctx: Arc<ConnCtx>,
     mut req: Request<Incoming>,
     target: Arc<TargetRt>,
     timeout: Duration,
 ) -> Response<ProxyBody> {
-    let upgrade = prepare_request(&ctx, &mut req);
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    prepare_request(&ctx, &mut req);
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + timeout;
     let worker = crate::workers::current();
-    let mut target = target;
-    let mut attempt = 1;
-    let (guard, mut resp, sender) = loop {
-        target.counters.inc(m::REQUESTS);
-        let guard = InFlight::new(target);
-        let t = &guard.0;
-        match tokio::time::timeout_at(deadline, send(t, worker, req)).await {
-            Err(_elapsed) => {
-                t.counters.inc(m::ELB504);
-                t.group_counters.inc(m::ELB504);
-                return lb_response(StatusCode::GATEWAY_TIMEOUT, false);
-            }
-            Ok(Err(SendError::Connect(why, unsent))) => {
-                tracing::debug!(target = %t.addr, "connect failed: {why}");
-                t.counters.inc(m::CONN_ERRORS);
-                t.group_counters.inc(m::CONN_ERRORS);
-                if attempt < MAX_CONNECT_ATTEMPTS
-                    && let Some(next) = another_target(&ctx, t)
-                {
-                    attempt += 1;
-                    target = next;
-                    req = *unsent;
-                    continue;
-                }
-                t.counters.inc(m::ELB502);
-                t.group_counters.inc(m::ELB502);
-                return lb_response(StatusCode::BAD_GATEWAY, false);
-            }
-            Ok(Err(SendError::Response(e))) => {
-                tracing::debug!(target = %t.addr, "target failed: {e}");
-                t.counters.inc(m::ELB502);
-                t.group_counters.inc(m::ELB502);
-                return lb_response(StatusCode::BAD_GATEWAY, false);
-            }
-            Ok(Ok((resp, sender))) => break (guard, resp, sender),
+    let first = target.clone();
+    let opened = tokio::time::timeout_at(deadline, open_upstream(&ctx, target, worker)).await;
+    let (guard, conn, reused) = match opened {
+        Err(_elapsed) => {
+            first.counters.inc(m::ELB504);
+            first.group_counters.inc(m::ELB504);
+            return lb_response(StatusCode::GATEWAY_TIMEOUT, false);
         }
+        Ok(Err(resp)) => return resp,
+        Ok(Ok(opened)) => opened,
+    };
+    let t = &guard.0;
+    let sent = tokio::time::timeout_at(deadline, upstream::send(t, conn, reused, req)).await;
+    let resp = match sent {
+        Err(_elapsed) => {
+            t.counters.inc(m::ELB504);
+            t.group_counters.inc(m::ELB504);
+            return lb_response(StatusCode::GATEWAY_TIMEOUT, false);
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(target = %t.addr, "target failed: {e}");
+            t.counters.inc(m::ELB502);
+            t.group_counters.inc(m::ELB502);
+            return lb_response(StatusCode::BAD_GATEWAY, false);
+        }
+        Ok(Ok(answer)) => answer,
     };
     let t = &guard.0;
     let us = started.elapsed().as_micros() as u64;
@@ -336,39 +332,51 @@ async fn forward(
     t.group_counters.status(status.as_u16());
 
     if status == StatusCode::SWITCHING_PROTOCOLS {
-        let Some(client_upgrade) = client_upgrade else {
-            // A target may not switch protocols unasked.
-            t.counters.inc(m::ELB502);
-            t.group_counters.inc(m::ELB502);
-            return lb_response(StatusCode::BAD_GATEWAY, false);
-        };
-        let target_upgrade = hyper::upgrade::on(&mut resp);
-        let websocket = resp
-            .headers()
-            .get(header::UPGRADE)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
-        ctx.io.stop_scan.store(true, Ordering::Relaxed);
-        strip_hop_by_hop(resp.headers_mut(), true);
-        crate::tunnel::spawn(
-            ctx.clone(),
-            guard.0.clone(),
-            client_upgrade,
-            target_upgrade,
-            websocket,
-            timeout,
-        );
-        let (parts, _) = resp.into_parts();
-        return Response::from_parts(parts, ProxyBody::empty());
+        // HTTP/2 has no upgrades, so none was asked for; a target may not switch unasked.
+        t.counters.inc(m::ELB502);
+        t.group_counters.inc(m::ELB502);
+        return lb_response(StatusCode::BAD_GATEWAY, false);
     }
 
-    if needs_cleaning(resp.headers()) {
-        strip_hop_by_hop(resp.headers_mut(), false);
+    let (mut parts, body) = resp.into_parts();
+    if needs_cleaning(&parts.headers) {
+        strip_hop_by_hop(&mut parts.headers);
     }
-    let (parts, body) = resp.into_parts();
-    Response::from_parts(
-        parts,
-        ProxyBody::Target(TargetBody { inner: body, sender: Some(sender), worker, guard }),
-    )
+    Response::from_parts(parts, ProxyBody::Target(TargetBody { inner: body, worker, guard }))
+}
+
+/// A connection to `target` for the next request, counted in flight; a refused connection moves
+/// the request to another target of the group. The error is the answer for the client.
+pub async fn open_upstream(
+    ctx: &ConnCtx,
+    target: Arc<TargetRt>,
+    worker: usize,
+) -> Result<(InFlight, Box<UpstreamConn>, bool), Response<ProxyBody>> {
+    let mut target = target;
+    let mut attempt = 1;
+    loop {
+        target.counters.inc(m::REQUESTS);
+        let guard = InFlight::new(target);
+        let t = &guard.0;
+        match upstream::checkout_or_connect(t, worker).await {
+            Ok((conn, reused)) => return Ok((guard, conn, reused)),
+            Err(e) => {
+                tracing::debug!(target = %t.addr, "{e}");
+                t.counters.inc(m::CONN_ERRORS);
+                t.group_counters.inc(m::CONN_ERRORS);
+                if attempt < MAX_CONNECT_ATTEMPTS
+                    && let Some(next) = another_target(ctx, t)
+                {
+                    attempt += 1;
+                    target = next;
+                    continue;
+                }
+                t.counters.inc(m::ELB502);
+                t.group_counters.inc(m::ELB502);
+                return Err(lb_response(StatusCode::BAD_GATEWAY, false));
+            }
+        }
+    }
 }
 
 /// The target group `failed` serves this listener's requests from, as the route table says now,
@@ -380,63 +388,8 @@ fn another_target(ctx: &ConnCtx, failed: &Arc<TargetRt>) -> Option<Arc<TargetRt>
     fwd.groups.iter().find_map(|(_, group)| group.pick_after(failed))
 }
 
-/// Sends over a pooled connection, or a new one; a request the pooled connection never took
-/// (it closed meanwhile) is retried on another.
-async fn send(
-    t: &Arc<TargetRt>,
-    worker: usize,
-    mut req: Request<Incoming>,
-) -> Result<(Response<Incoming>, Sender), SendError> {
-    for _ in 0..4 {
-        let mut sender = match t.checkout(worker) {
-            Some(s) => s,
-            None => match connect(t).await {
-                Ok(s) => s,
-                Err(why) => return Err(SendError::Connect(why, Box::new(req))),
-            },
-        };
-        match sender.try_send_request(req).await {
-            Ok(resp) => return Ok((resp, sender)),
-            Err(mut e) => match e.take_message() {
-                Some(unsent) => req = unsent,
-                None => return Err(SendError::Response(e.into_error())),
-            },
-        }
-    }
-    Err(SendError::Connect(
-        "connections kept closing before the request could be sent".into(),
-        Box::new(req),
-    ))
-}
-
-async fn connect(t: &Arc<TargetRt>) -> Result<Sender, String> {
-    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(t.addr)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(e.to_string()),
-        Err(_) => return Err("connect timed out".into()),
-    };
-    let _ = stream.set_nodelay(true);
-    let (sender, conn) = hyper::client::conn::http1::Builder::new()
-        .writev(false)
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
-    t.conns.fetch_add(1, Ordering::Relaxed);
-    let mut closed = t.closed();
-    let target = t.clone();
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = conn.with_upgrades() => {}
-            // Released after draining: cut what is left.
-            _ = crate::flag_set(&mut closed) => {}
-        }
-        target.conns.fetch_sub(1, Ordering::Relaxed);
-    });
-    Ok(sender)
-}
-
 #[inline]
-fn is_hop_by_hop(name: &HeaderName) -> bool {
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     name == header::CONNECTION
         || name == header::TRANSFER_ENCODING
         || name == header::TE
@@ -448,34 +401,28 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 
 /// ALB's `drop_invalid_header_fields`: only letters, digits and hyphens.
 #[inline]
-fn is_valid_name(name: &HeaderName) -> bool {
+pub fn is_valid_name(name: &HeaderName) -> bool {
     name.as_str().bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
 #[inline]
-fn needs_cleaning(h: &HeaderMap) -> bool {
+pub fn needs_cleaning(h: &HeaderMap) -> bool {
     h.keys().any(|k| is_hop_by_hop(k) || !is_valid_name(k))
 }
 
-/// Removes hop-by-hop headers (RFC 9110 §7.6.1) and invalid names; keeps `Upgrade` and sets
-/// `Connection: upgrade` when `upgrade` is allowed and asked for. Returns whether it was.
-fn strip_hop_by_hop(h: &mut HeaderMap, allow_upgrade: bool) -> bool {
+/// Removes hop-by-hop headers (RFC 9110 §7.6.1), those `Connection` lists, and invalid names.
+pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     let mut listed: Vec<HeaderName> = Vec::new();
-    let mut upgrade_token = false;
     for value in h.get_all(header::CONNECTION) {
         let Ok(value) = value.to_str() else { continue };
         for token in value.split(',') {
-            let token = token.trim();
-            if token.eq_ignore_ascii_case("upgrade") {
-                upgrade_token = true;
-            } else if let Ok(name) = HeaderName::from_bytes(token.as_bytes())
+            if let Ok(name) = HeaderName::from_bytes(token.trim().as_bytes())
                 && name != header::HOST
             {
                 listed.push(name);
             }
         }
     }
-    let upgrade = allow_upgrade && upgrade_token && h.contains_key(header::UPGRADE);
     for name in listed {
         h.remove(name);
     }
@@ -488,22 +435,17 @@ fn strip_hop_by_hop(h: &mut HeaderMap, allow_upgrade: bool) -> bool {
         &header::TRANSFER_ENCODING,
         &header::TE,
         &header::TRAILER,
+        &header::UPGRADE,
         &KEEP_ALIVE,
         &PROXY_CONNECTION,
     ] {
         h.remove(name);
     }
-    if upgrade {
-        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        h.remove(header::UPGRADE);
-    }
-    upgrade
 }
 
-/// Rewrites a client request for the target; returns whether it asks for a protocol upgrade.
+/// Rewrites an HTTP/2 client request for an HTTP/1.1 target.
 #[inline]
-fn prepare_request(ctx: &ConnCtx, req: &mut Request<Incoming>) -> bool {
+fn prepare_request(ctx: &ConnCtx, req: &mut Request<Incoming>) {
     if req.uri().scheme().is_some() || req.uri().authority().is_some() {
         // HTTP/2 (or absolute-form HTTP/1): the target gets origin form and a Host header.
         if !req.headers().contains_key(header::HOST)
@@ -518,7 +460,9 @@ fn prepare_request(ctx: &ConnCtx, req: &mut Request<Incoming>) -> bool {
     }
     *req.version_mut() = Version::HTTP_11;
     let h = req.headers_mut();
-    let upgrade = if needs_cleaning(h) { strip_hop_by_hop(h, !ctx.h2) } else { false };
+    if needs_cleaning(h) {
+        strip_hop_by_hop(h);
+    }
 
     let mut xff = h.get_all(&X_FORWARDED_FOR).iter();
     match (xff.next(), xff.next()) {
@@ -541,5 +485,4 @@ fn prepare_request(ctx: &ConnCtx, req: &mut Request<Incoming>) -> bool {
         if ctx.tls { HeaderValue::from_static("https") } else { HeaderValue::from_static("http") };
     h.insert(X_FORWARDED_PROTO.clone(), proto);
     h.insert(X_FORWARDED_PORT.clone(), ctx.listener.port_header.clone());
-    upgrade
 }

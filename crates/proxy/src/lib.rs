@@ -14,6 +14,7 @@ mod admin;
 mod clock;
 mod conn_io;
 mod forward;
+mod h1;
 mod health;
 mod listener;
 mod metrics;
@@ -21,6 +22,7 @@ mod state;
 mod target;
 mod tls;
 mod tunnel;
+mod upstream;
 mod workers;
 
 use std::net::SocketAddr;

@@ -16,7 +16,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use crate::conn_io::{ConnIo, ConnShared, MAX_HEAD};
+use crate::conn_io::{ConnIo, ConnShared};
 use crate::forward::{self, ConnCtx};
 use crate::metrics::Counters;
 use crate::state::Shared;
@@ -137,21 +137,17 @@ async fn serve_active(
     let client_ip = HeaderValue::from_str(&peer.ip().to_canonical().to_string())
         .unwrap_or(HeaderValue::from_static("unknown"));
     let acceptor = ls.tls.load_full();
-    let ctx = |h2: bool, tls: bool| {
+    let ctx = |tls: bool| {
         Arc::new(ConnCtx {
             shared: shared.clone(),
             listener: ls.clone(),
             io: io_shared.clone(),
             client_ip: client_ip.clone(),
             tls,
-            h2,
         })
     };
     match acceptor {
-        None => {
-            let io = ConnIo::new(stream, io_shared.clone(), true);
-            serve_h1(io, ctx(false, false)).await;
-        }
+        None => crate::h1::serve(stream, ctx(false)).await,
         Some(acceptor) => {
             let tls =
                 match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
@@ -164,79 +160,20 @@ async fn serve_active(
                 };
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
             if h2 {
-                serve_h2(ConnIo::new(tls, io_shared.clone(), false), ctx(true, true)).await;
+                serve_h2(ConnIo::new(tls, io_shared.clone()), ctx(true)).await;
             } else {
-                serve_h1(ConnIo::new(tls, io_shared.clone(), true), ctx(false, true)).await;
+                crate::h1::serve(tls, ctx(true)).await;
             }
         }
     }
 }
 
-enum Check {
-    Again(Duration),
-    /// No byte either way for the idle timeout: close gracefully.
-    Idle,
-    /// One request head has been trickling in for the idle timeout: no request is in flight
-    /// yet, so the connection is simply dropped.
-    SlowHead,
-}
-
-fn next_check(ls: &ListenerShared, io: &ConnShared) -> Check {
+/// When an HTTP/2 connection's watchdog should look again, or `None` when the connection has
+/// moved no byte for the idle timeout.
+fn next_check(ls: &ListenerShared, io: &ConnShared) -> Option<Duration> {
     let limit = ls.idle_timeout_ms.load(Ordering::Relaxed);
-    if io.partial_head_ms() >= limit {
-        return Check::SlowHead;
-    }
-    let used = io.idle_ms().max(io.partial_head_ms());
-    if used >= limit {
-        Check::Idle
-    } else {
-        Check::Again(Duration::from_millis((limit - used + 25).min(limit)))
-    }
-}
-
-async fn serve_h1<I>(io: ConnIo<I>, ctx: Arc<ConnCtx>)
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let ls = ctx.listener.clone();
-    let conn_io = ctx.io.clone();
-    let idle = Duration::from_millis(ls.idle_timeout_ms.load(Ordering::Relaxed));
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        // The idle watchdog below enforces both idle and slow-head limits without the timer
-        // allocation hyper makes per request head for this.
-        .header_read_timeout(None)
-        .keep_alive(true)
-        .max_buf_size(2 * MAX_HEAD)
-        .writev(false);
-    let svc = service_fn(move |req| {
-        let ctx = ctx.clone();
-        async move { Ok::<_, Infallible>(forward::handle(ctx, req).await) }
-    });
-    let conn = builder.serve_connection(TokioIo::new(io), svc).with_upgrades();
-    tokio::pin!(conn);
-    let mut stop = ls.stop.subscribe();
-    let mut closing = false;
-    let tick = tokio::time::sleep(idle);
-    tokio::pin!(tick);
-    loop {
-        tokio::select! {
-            _ = conn.as_mut() => break,
-            _ = crate::flag_set(&mut stop), if !closing => {
-                conn.as_mut().graceful_shutdown();
-                closing = true;
-            }
-            _ = tick.as_mut(), if !closing => match next_check(&ls, &conn_io) {
-                Check::Again(wait) => tick.as_mut().reset(tokio::time::Instant::now() + wait),
-                Check::Idle => {
-                    conn.as_mut().graceful_shutdown();
-                    closing = true;
-                }
-                Check::SlowHead => break,
-            },
-        }
-    }
+    let used = io.idle_ms();
+    (used < limit).then(|| Duration::from_millis((limit - used + 25).min(limit)))
 }
 
 async fn serve_h2<I>(io: ConnIo<I>, ctx: Arc<ConnCtx>)
@@ -266,12 +203,11 @@ where
                 closing = true;
             }
             _ = tick.as_mut(), if !closing => match next_check(&ls, &conn_io) {
-                Check::Again(wait) => tick.as_mut().reset(tokio::time::Instant::now() + wait),
-                Check::Idle => {
+                Some(wait) => tick.as_mut().reset(tokio::time::Instant::now() + wait),
+                None => {
                     conn.as_mut().graceful_shutdown();
                     closing = true;
                 }
-                Check::SlowHead => break,
             },
         }
     }

@@ -10,15 +10,12 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use crossbeam_queue::ArrayQueue;
-use hyper::body::Incoming;
 use routes::{Algorithm, HealthCheck, TargetHealth, TargetState};
 use tokio::sync::{Notify, watch};
 use tokio::task::AbortHandle;
 
 use crate::metrics::{Counters, Sequence};
-
-/// A keep-alive connection to a target, ready for a request.
-pub type Sender = hyper::client::conn::http1::SendRequest<Incoming>;
+use crate::upstream::{Closer, UpstreamConn};
 
 /// Idle keep-alive connections kept per target and worker (nginx's `keepalive`, which is also
 /// per worker, is usually set to a few dozen).
@@ -63,8 +60,8 @@ pub struct TargetRt {
     pub in_flight: AtomicU64,
     /// Upgraded (WebSocket) tunnels open to this target.
     pub long_lived: AtomicU64,
-    /// Open connections to this target.
-    pub conns: AtomicU64,
+    /// Cuts the target's connections when it is released; counts them.
+    pub closer: Arc<Closer>,
     health: AtomicU8,
     pub draining: AtomicBool,
     detail: Mutex<Detail>,
@@ -72,7 +69,7 @@ pub struct TargetRt {
     pub group_counters: Arc<Counters>,
     /// Idle keep-alive connections, one pool per worker: a connection's I/O runs on the worker
     /// that opened it, so only that worker may send on it.
-    pools: Box<[ArrayQueue<Sender>]>,
+    pools: Box<[ArrayQueue<Box<UpstreamConn>>]>,
     close: watch::Sender<bool>,
     /// Woken when a draining target's last request or tunnel ends.
     pub idle: Notify,
@@ -102,7 +99,7 @@ impl TargetRt {
             addr,
             in_flight: AtomicU64::new(0),
             long_lived: AtomicU64::new(0),
-            conns: AtomicU64::new(0),
+            closer: Arc::new(Closer::default()),
             health: AtomicU8::new(health),
             draining: AtomicBool::new(false),
             detail: Mutex::new(detail),
@@ -231,6 +228,7 @@ impl TargetRt {
 
     /// Ends every connection to the target (pooled, in use, upgraded) and its background tasks.
     pub fn close(&self) {
+        self.closer.close();
         self.close.send_replace(true);
         for pool in &self.pools {
             while pool.pop().is_some() {}
@@ -262,24 +260,37 @@ impl TargetRt {
         self.draining.store(false, Ordering::SeqCst);
     }
 
-    /// Takes one of `worker`'s idle keep-alive connections, skipping ones that closed or are
-    /// still busy.
+    /// Open connections to this target (pooled or in use).
+    pub fn open_conns(&self) -> u64 {
+        self.closer.open()
+    }
+
+    /// Takes one of `worker`'s idle keep-alive connections, dropping ones the target closed
+    /// meanwhile.
     #[inline]
-    pub fn checkout(&self, worker: usize) -> Option<Sender> {
+    pub fn checkout(&self, worker: usize) -> Option<Box<UpstreamConn>> {
         let pool = &self.pools[worker % self.pools.len()];
-        while let Some(sender) = pool.pop() {
-            if sender.is_ready() {
-                return Some(sender);
+        while let Some(mut conn) = pool.pop() {
+            if conn.still_open() {
+                return Some(conn);
             }
         }
         None
     }
 
-    /// Keeps a connection `worker` opened for its next request (closed if the pool is full).
+    /// Keeps a connection `worker` opened for its next request (closed if the pool is full or
+    /// the target was released).
     #[inline]
-    pub fn give_back(&self, worker: usize, sender: Sender) {
-        if !sender.is_closed() {
-            let _ = self.pools[worker % self.pools.len()].push(sender);
+    pub fn give_back(&self, worker: usize, conn: Box<UpstreamConn>) {
+        if self.closer.is_closed() {
+            return;
+        }
+        conn.park();
+        let pool = &self.pools[worker % self.pools.len()];
+        let _ = pool.push(conn);
+        // `close` may have emptied the pools between the check above and the push.
+        if self.closer.is_closed() {
+            while pool.pop().is_some() {}
         }
     }
 

@@ -6,13 +6,14 @@
 //! target→client stream sits at a frame boundary, and both sides then get a FIN, never a reset.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 
+use crate::clock;
 use crate::forward::ConnCtx;
 use crate::target::TargetRt;
 
@@ -74,42 +75,75 @@ impl Frames {
     }
 }
 
-pub fn spawn(
-    ctx: Arc<ConnCtx>,
-    target: Arc<TargetRt>,
-    client: OnUpgrade,
-    upstream: OnUpgrade,
-    websocket: bool,
-    idle: Duration,
-) {
-    // Counted before the 101 goes out, so a draining target never looks idle in between.
-    target.long_lived.fetch_add(1, Ordering::SeqCst);
-    let guard = LongLived(target);
-    tokio::spawn(async move {
-        let t = &guard.0;
-        let (client, upstream) = match tokio::join!(client, upstream) {
-            (Ok(c), Ok(u)) => (c, u),
-            _ => return,
-        };
-        let (mut client_rd, mut client_wr) = tokio::io::split(TokioIo::new(client));
-        let (mut up_rd, mut up_wr) = tokio::io::split(TokioIo::new(upstream));
+/// A tunnel about to open: counted against its target from before the 101 goes out, so a
+/// draining target never looks idle in between.
+pub struct Tunnel(LongLived);
+
+impl Tunnel {
+    pub fn open(target: Arc<TargetRt>) -> Tunnel {
+        target.long_lived.fetch_add(1, Ordering::SeqCst);
+        Tunnel(LongLived(target))
+    }
+
+    /// Copies bytes between the client and the target's socket until one side closes, the
+    /// tunnel idles, the listener stops or the target is released. `early` is what the client
+    /// sent after its request head, `leftover` what the target sent after its 101 head.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn run<C>(
+        self,
+        ctx: &ConnCtx,
+        client: &mut C,
+        early: Bytes,
+        mut upstream: TcpStream,
+        leftover: Bytes,
+        websocket: bool,
+        idle: Duration,
+    ) where
+        C: AsyncRead + AsyncWrite + Unpin,
+    {
+        let t = &(self.0).0;
+        let (mut client_rd, mut client_wr) = tokio::io::split(client);
+        let (mut up_rd, mut up_wr) = upstream.split();
         let mut closed = t.closed();
         let mut stop = ctx.listener.stop.subscribe();
         let check = idle.min(Duration::from_secs(1));
+        let activity = AtomicU64::new(clock::now_ms());
         let mut frames = Frames::default();
         let mut mid_write = false;
         let close = {
             let to_target = async {
-                let _ = tokio::io::copy(&mut client_rd, &mut up_wr).await;
+                if up_wr.write_all(&early).await.is_ok() {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    loop {
+                        let n = match client_rd.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        activity.store(clock::now_ms(), Ordering::Relaxed);
+                        if up_wr.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                }
                 let _ = up_wr.shutdown().await;
             };
             let to_client = async {
+                if !leftover.is_empty() {
+                    mid_write = true;
+                    if client_wr.write_all(&leftover).await.is_ok() {
+                        mid_write = false;
+                        if websocket {
+                            frames.feed(&leftover);
+                        }
+                    }
+                }
                 let mut buf = vec![0u8; 16 * 1024];
                 loop {
                     let n = match up_rd.read(&mut buf).await {
                         Ok(0) | Err(_) => break,
                         Ok(n) => n,
                     };
+                    activity.store(clock::now_ms(), Ordering::Relaxed);
                     mid_write = true;
                     if client_wr.write_all(&buf[..n]).await.is_err() {
                         break;
@@ -129,7 +163,7 @@ pub fn spawn(
                     _ = crate::flag_set(&mut closed) => break true,
                     _ = crate::flag_set(&mut stop) => break true,
                     _ = tokio::time::sleep(check) => {
-                        if ctx.io.idle_ms() >= idle.as_millis() as u64 {
+                        if clock::now_ms().saturating_sub(activity.load(Ordering::Relaxed)) >= idle.as_millis() as u64 {
                             break true;
                         }
                     }
@@ -144,7 +178,7 @@ pub fn spawn(
             let _ = tokio::time::timeout(limit, client_wr.shutdown()).await;
             let _ = tokio::time::timeout(limit, up_wr.shutdown()).await;
         }
-    });
+    }
 }
 
 #[cfg(test)]

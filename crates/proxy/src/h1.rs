@@ -1,0 +1,998 @@
+//! HTTP/1.1 client connections, served inline: one task per connection reads a request head,
+//! encodes the target's head straight from the client's bytes, exchanges it over a pooled
+//! target connection ([`crate::upstream`]) and writes the answer back — the shape of nginx's
+//! event loop. No per-request task, channel, timer or header map on the request side: on a path
+//! whose whole budget is a few microseconds, those were most of hyper's server cost.
+//!
+//! Timeouts are one watchdog per connection ([`Watch`]): the request loop only records what it
+//! is doing and when it last moved a byte; the watchdog's single timer fires at most once per
+//! idle period and decides from that record whether the connection idled, a head trickled, a
+//! target took too long (504) or a body stalled.
+//!
+//! What the conduct rules say (ALB's): a head over 64 KiB or a line over 16 KiB is refused with
+//! 431/414; both `Content-Length` and `Transfer-Encoding`, two lengths, a bad length, or a
+//! transfer coding other than a final `chunked` is 400 and closes the connection (request
+//! smuggling); header names other than letters, digits and hyphens are dropped; hop-by-hop
+//! headers (RFC 9110 §7.6.1) do not cross; `X-Forwarded-*` are set.
+
+use std::future::poll_fn;
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::{Pin, pin};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker, ready};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header;
+use http::{HeaderMap, Response, StatusCode};
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+use crate::clock;
+use crate::forward::{self, ConnCtx, ProxyBody, Routed};
+use crate::metrics as m;
+use crate::target::{InFlight, TargetRt, lock};
+use crate::upstream::{self, Chunked, Outgoing, Step, UpstreamBody};
+
+/// ALB's limits: the whole head, one header line, the request line.
+pub const MAX_HEAD: usize = 64 * 1024;
+const MAX_LINE: usize = 16 * 1024;
+const MAX_HEADERS: usize = 100;
+/// Room a read asks for; a typical request head fits many times over.
+const READ_SIZE: usize = 4096;
+
+static CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// What the request loop is doing, for the watchdog.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Phase {
+    /// Between requests, nothing buffered.
+    Idle,
+    /// A request head is arriving, since this time.
+    Head(u64),
+    /// Waiting on a target until this time (connect, send, response head): then 504.
+    Target(u64),
+    /// Moving a body either way; ends when no byte moved for the idle timeout.
+    Body,
+    /// An upgraded connection (see [`crate::tunnel`]).
+    Tunnel,
+}
+
+/// What the request loop tells its watchdog. Both run in one task, so every access is
+/// uncontended; atomics only because a connection's task must be `Send`.
+struct Watch {
+    /// The [`Phase`], with its time in `phase_at`.
+    phase: AtomicU8,
+    phase_at: AtomicU64,
+    /// `clock::now_ms()` of the last byte moved.
+    activity: AtomicU64,
+    /// The listener stopped: finish the request in flight and close.
+    closing: AtomicBool,
+    /// The target a request waits on, charged with the 504 if it times out.
+    target: Mutex<Option<Arc<TargetRt>>>,
+}
+
+impl Watch {
+    fn new() -> Self {
+        Watch {
+            phase: AtomicU8::new(0),
+            phase_at: AtomicU64::new(0),
+            activity: AtomicU64::new(clock::now_ms()),
+            closing: AtomicBool::new(false),
+            target: Mutex::new(None),
+        }
+    }
+
+    #[inline]
+    fn touch(&self) {
+        self.activity.store(clock::now_ms(), Relaxed);
+    }
+
+    #[inline]
+    fn set(&self, phase: Phase) {
+        let (kind, at) = match phase {
+            Phase::Idle => (0, 0),
+            Phase::Head(since) => (1, since),
+            Phase::Target(deadline) => (2, deadline),
+            Phase::Body => (3, 0),
+            Phase::Tunnel => (4, 0),
+        };
+        self.phase_at.store(at, Relaxed);
+        self.phase.store(kind, Relaxed);
+    }
+
+    #[inline]
+    fn phase(&self) -> Phase {
+        let at = self.phase_at.load(Relaxed);
+        match self.phase.load(Relaxed) {
+            0 => Phase::Idle,
+            1 => Phase::Head(at),
+            2 => Phase::Target(at),
+            3 => Phase::Body,
+            _ => Phase::Tunnel,
+        }
+    }
+
+    fn closing(&self) -> bool {
+        self.closing.load(Relaxed)
+    }
+
+    fn set_target(&self, target: Option<Arc<TargetRt>>) {
+        *lock(&self.target) = target;
+    }
+}
+
+/// Why the watchdog ended the request loop.
+enum Expired {
+    /// Idle between requests, a trickling head, or a stalled body: drop the connection.
+    Close,
+    /// A target did not answer in time: the client gets a 504.
+    Target,
+}
+
+/// When the watchdog should look again, or why it ends the connection.
+fn check(w: &Watch, idle_ms: u64) -> Result<u64, Expired> {
+    let now = clock::now_ms();
+    let idle_until = w.activity.load(Relaxed) + idle_ms;
+    let until = match w.phase() {
+        Phase::Idle | Phase::Body => idle_until,
+        Phase::Head(since) => since + idle_ms,
+        // The tunnel keeps its own time.
+        Phase::Tunnel => return Ok(idle_ms),
+        Phase::Target(deadline) => {
+            if now >= deadline {
+                return Err(Expired::Target);
+            }
+            return Ok(deadline - now);
+        }
+    };
+    if now >= until { Err(Expired::Close) } else { Ok(until - now) }
+}
+
+/// Serves an HTTP/1 client connection until it closes, idles out, or its listener stops.
+pub async fn serve<I>(io: I, ctx: Arc<ConnCtx>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let ls = ctx.listener.clone();
+    let idle_ms = ls.idle_timeout_ms.load(std::sync::atomic::Ordering::Relaxed);
+    let watch = Watch::new();
+    let mut conn = Conn {
+        io,
+        buf: BytesMut::with_capacity(READ_SIZE),
+        out: Vec::with_capacity(1024),
+        ctx: &ctx,
+        w: &watch,
+    };
+    let mut stop = ls.stop.subscribe();
+    let expired = {
+        let run = pin!(conn.run());
+        let mut run = run;
+        let tick = pin!(tokio::time::sleep(Duration::from_millis(idle_ms)));
+        let mut tick = tick;
+        let mut stopping = false;
+        loop {
+            tokio::select! {
+                biased;
+                () = run.as_mut() => return,
+                () = tick.as_mut() => match check(&watch, idle_ms) {
+                    // A little past the moment, as the clock is coarse.
+                    Ok(wait) => tick.as_mut().reset(
+                        tokio::time::Instant::now() + Duration::from_millis(wait + 5),
+                    ),
+                    Err(expired) => break expired,
+                },
+                () = crate::flag_set(&mut stop), if !stopping => {
+                    stopping = true;
+                    watch.closing.store(true, Relaxed);
+                    if watch.phase() == Phase::Idle {
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    let timed_out = match expired {
+        Expired::Target => lock(&watch.target).take(),
+        Expired::Close => None,
+    };
+    if let Some(t) = timed_out {
+        t.counters.inc(m::ELB504);
+        t.group_counters.inc(m::ELB504);
+        let resp = forward::lb_response(StatusCode::GATEWAY_TIMEOUT, true);
+        let _ = tokio::time::timeout(Duration::from_secs(1), conn.respond(resp, true, false)).await;
+    }
+}
+
+/// A client connection's state between requests.
+struct Conn<'a, I> {
+    io: I,
+    /// Bytes read from the client and not used yet.
+    buf: BytesMut,
+    /// The response head (and small bodies) being written; reused.
+    out: Vec<u8>,
+    ctx: &'a ConnCtx,
+    w: &'a Watch,
+}
+
+/// A request head, read and checked.
+struct Request {
+    /// Bytes of `buf` it took.
+    head_len: usize,
+    head_method: bool,
+    body: RequestBody,
+    /// The client keeps the connection open after this request (HTTP/1.1 without `close`, or
+    /// HTTP/1.0 with `keep-alive`).
+    keep_alive: bool,
+    http10: bool,
+    upgrade: bool,
+    expect_continue: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum RequestBody {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// What a head turned out to be.
+enum Parsed {
+    /// More bytes are needed.
+    Partial,
+    /// Refused with this status; the connection closes.
+    Bad(StatusCode),
+    Ok(Request, Action),
+}
+
+/// What to do with a request, decided while its head is borrowed.
+enum Action {
+    /// Forward to this target; its head is encoded in `Conn::out`.
+    Forward(Arc<TargetRt>, Duration),
+    Respond(Response<ProxyBody>),
+}
+
+impl<I> Conn<'_, I>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    /// The request loop; returns when the connection should close.
+    async fn run(&mut self) {
+        loop {
+            self.w.set(Phase::Idle);
+            let (req, action) = loop {
+                if !self.buf.is_empty() {
+                    match parse_request(&self.buf, self.ctx, &mut self.out) {
+                        Parsed::Ok(req, action) => break (req, action),
+                        Parsed::Bad(status) => {
+                            self.ctx.listener.counters.inc(m::L_ELB4XX);
+                            let resp = forward::lb_response(status, true);
+                            let _ = self.respond(resp, true, false).await;
+                            return;
+                        }
+                        Parsed::Partial => {
+                            if self.w.phase() == Phase::Idle {
+                                self.w.set(Phase::Head(clock::now_ms()));
+                            }
+                        }
+                    }
+                }
+                if self.read().await == 0 {
+                    return;
+                }
+            };
+            self.buf.advance(req.head_len);
+            let keep = match action {
+                Action::Respond(resp) => {
+                    let keep = req.keep_alive && req.body == RequestBody::None;
+                    self.respond(resp, !keep, req.head_method).await.is_ok() && keep
+                }
+                Action::Forward(target, timeout) => self.forward(&req, target, timeout).await,
+            };
+            if !keep || self.w.closing() {
+                return;
+            }
+        }
+    }
+
+    /// Reads more from the client; 0 on EOF or error.
+    async fn read(&mut self) -> usize {
+        if self.buf.capacity() - self.buf.len() < READ_SIZE / 4 {
+            self.buf.reserve(READ_SIZE);
+        }
+        let io = &mut self.io;
+        let buf = &mut self.buf;
+        match poll_fn(|cx| tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, buf)).await {
+            Ok(n) => {
+                if n > 0 {
+                    self.w.touch();
+                }
+                n
+            }
+            Err(_) => 0,
+        }
+    }
+
+    async fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        self.io.write_all(data).await?;
+        self.io.flush().await?;
+        self.w.touch();
+        Ok(())
+    }
+
+    /// Writes a response the load balancer makes itself (fixed, redirect, errors).
+    async fn respond(
+        &mut self,
+        resp: Response<ProxyBody>,
+        close: bool,
+        head_method: bool,
+    ) -> io::Result<()> {
+        let (parts, body) = resp.into_parts();
+        let body = match body {
+            ProxyBody::Full(data) => data.unwrap_or_default(),
+            ProxyBody::Target(_) => Bytes::new(),
+        };
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        encode_status(&mut out, parts.status, None);
+        for (name, value) in &parts.headers {
+            if name != header::CONNECTION && name != header::CONTENT_LENGTH {
+                push_header(&mut out, name.as_str().as_bytes(), value.as_bytes());
+            }
+        }
+        push_header(&mut out, b"content-length", body.len().to_string().as_bytes());
+        if close {
+            push_header(&mut out, b"connection", b"close");
+        }
+        out.extend_from_slice(b"\r\n");
+        if !head_method {
+            out.extend_from_slice(&body);
+        }
+        let written = self.write(&out).await;
+        self.out = out;
+        written
+    }
+
+    /// Forwards one request and streams the answer back; returns whether the connection may
+    /// carry another request.
+    async fn forward(&mut self, req: &Request, target: Arc<TargetRt>, timeout: Duration) -> bool {
+        let started = std::time::Instant::now();
+        self.w.set(Phase::Target(clock::now_ms() + timeout.as_millis() as u64));
+        self.w.set_target(Some(target.clone()));
+        let worker = crate::workers::current();
+        let (guard, mut conn, reused) = match forward::open_upstream(self.ctx, target, worker).await
+        {
+            Ok(opened) => opened,
+            Err(resp) => return self.respond_error(resp, req).await,
+        };
+        let t = guard.0.clone();
+        self.w.set_target(Some(t.clone()));
+
+        // The head, and as much of a declared-length body as already arrived, in one write.
+        let head = conn.head_buf();
+        std::mem::swap(head, &mut self.out);
+        // A client that sent body bytes already is not waiting for the 100.
+        let continue_sent = !req.expect_continue || !self.buf.is_empty();
+        let mut body = ClientBody {
+            io: &mut self.io,
+            buf: &mut self.buf,
+            state: BodyState::Done,
+            continue_sent,
+            continue_at: 0,
+            w: self.w,
+        };
+        let outgoing = match req.body {
+            RequestBody::None => Outgoing::Empty,
+            RequestBody::Length(n) => {
+                let now = (n as usize).min(body.buf.len());
+                if now > 0 && body.continue_sent {
+                    head.extend_from_slice(&body.buf[..now]);
+                    body.buf.advance(now);
+                }
+                let left = n - if body.continue_sent { now as u64 } else { 0 };
+                if left == 0 {
+                    Outgoing::Empty
+                } else {
+                    body.state = BodyState::Length(left);
+                    Outgoing::Length(left, body)
+                }
+            }
+            RequestBody::Chunked => {
+                body.state = BodyState::Chunked(Chunked::Size);
+                Outgoing::Chunked(body)
+            }
+        };
+        let sent = upstream::send_encoded(&t, conn, reused, req.head_method, outgoing).await;
+        let mut resp = match sent {
+            Ok(resp) => resp,
+            Err(e) => {
+                tracing::debug!(target = %t.addr, "target failed: {e}");
+                t.counters.inc(m::ELB502);
+                t.group_counters.inc(m::ELB502);
+                let resp = forward::lb_response(StatusCode::BAD_GATEWAY, true);
+                let _ = self.respond(resp, true, req.head_method).await;
+                return false;
+            }
+        };
+        self.w.set_target(None);
+        self.w.set(Phase::Body);
+        let us = started.elapsed().as_micros() as u64;
+        let status = resp.status();
+        t.counters.observe_us(us);
+        t.group_counters.observe_us(us);
+        t.counters.status(status.as_u16());
+        t.group_counters.status(status.as_u16());
+        // Whether the client's request body was read to its end: if not, the rest of it is
+        // still on the connection, which therefore cannot carry another request.
+        let body_done = match req.body {
+            RequestBody::None => true,
+            _ => resp.body().request_complete(),
+        };
+
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            if !req.upgrade {
+                // A target may not switch protocols unasked.
+                t.counters.inc(m::ELB502);
+                t.group_counters.inc(m::ELB502);
+                let resp = forward::lb_response(StatusCode::BAD_GATEWAY, true);
+                let _ = self.respond(resp, true, req.head_method).await;
+                return false;
+            }
+            return self.upgrade(resp, guard).await;
+        }
+
+        let mut keep = req.keep_alive && body_done && !self.w.closing();
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        let reason = resp.extensions().get::<hyper::ext::ReasonPhrase>().map(|r| r.as_bytes());
+        encode_status(&mut out, status, reason);
+        let framing = response_framing(&resp, req.head_method);
+        if forward::needs_cleaning(resp.headers()) {
+            forward::strip_hop_by_hop(resp.headers_mut());
+        }
+        if matches!(framing, Framing::Chunked | Framing::UntilClose) && req.http10 {
+            keep = false;
+        }
+        encode_headers(&mut out, resp.headers(), framing);
+        match framing {
+            Framing::Chunked if !req.http10 => {
+                push_header(&mut out, b"transfer-encoding", b"chunked");
+            }
+            Framing::UntilClose if !req.http10 => {
+                push_header(&mut out, b"transfer-encoding", b"chunked");
+            }
+            _ => {}
+        }
+        if !keep {
+            push_header(&mut out, b"connection", b"close");
+        } else if req.http10 {
+            push_header(&mut out, b"connection", b"keep-alive");
+        }
+        out.extend_from_slice(b"\r\n");
+        let chunked = matches!(framing, Framing::Chunked | Framing::UntilClose) && !req.http10;
+        let streamed = self.stream_body(resp.body_mut(), out, chunked).await;
+        self.out.clear();
+        match streamed {
+            Ok(()) => {
+                if let Some(conn) = resp.body_mut().take_reusable() {
+                    t.give_back(worker, conn);
+                }
+                drop(guard);
+                keep
+            }
+            Err(why) => {
+                tracing::debug!(target = %t.addr, "response body: {why}");
+                false
+            }
+        }
+    }
+
+    /// An error answer before anything of the target's reached the client.
+    async fn respond_error(&mut self, resp: Response<ProxyBody>, req: &Request) -> bool {
+        self.w.set_target(None);
+        let keep = req.keep_alive && req.body == RequestBody::None && !self.w.closing();
+        self.respond(resp, !keep, req.head_method).await.is_ok() && keep
+    }
+
+    /// Copies the response body to the client, after `out` (the head). Frames already read go
+    /// out with the head in one write; then each read from the target is one write.
+    async fn stream_body(
+        &mut self,
+        body: &mut UpstreamBody,
+        mut out: Vec<u8>,
+        chunked: bool,
+    ) -> Result<(), String> {
+        let mut body = Pin::new(body);
+        loop {
+            // Take what is already buffered without waiting, so small answers leave in one write.
+            let buffered = body.as_mut().poll_frame(&mut Context::from_waker(Waker::noop()));
+            let frame = match buffered {
+                Poll::Ready(frame) => frame,
+                Poll::Pending => {
+                    if !out.is_empty() {
+                        self.write(&out)
+                            .await
+                            .map_err(|e| format!("writing to the client: {e}"))?;
+                        out.clear();
+                    }
+                    poll_fn(|cx| body.as_mut().poll_frame(cx)).await
+                }
+            };
+            match frame {
+                None => {
+                    if chunked {
+                        out.extend_from_slice(b"0\r\n\r\n");
+                    }
+                    break;
+                }
+                Some(Err(e)) => {
+                    if !out.is_empty() {
+                        let _ = self.write(&out).await;
+                    }
+                    return Err(e.to_string());
+                }
+                Some(Ok(frame)) => {
+                    let Ok(data) = frame.into_data() else { continue };
+                    if data.is_empty() {
+                        continue;
+                    }
+                    if chunked {
+                        out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                        out.extend_from_slice(&data);
+                        out.extend_from_slice(b"\r\n");
+                    } else {
+                        out.extend_from_slice(&data);
+                    }
+                    // Large bodies go out as they come, not gathered.
+                    if out.len() >= 64 * 1024 {
+                        self.write(&out)
+                            .await
+                            .map_err(|e| format!("writing to the client: {e}"))?;
+                        out.clear();
+                    }
+                }
+            }
+        }
+        if !out.is_empty() {
+            self.write(&out).await.map_err(|e| format!("writing to the client: {e}"))?;
+        }
+        out.clear();
+        self.out = out;
+        Ok(())
+    }
+
+    /// After a 101: the head goes to the client, then bytes flow both ways until one side
+    /// closes (see [`crate::tunnel`]).
+    async fn upgrade(&mut self, resp: Response<UpstreamBody>, guard: InFlight) -> bool {
+        let t = guard.0.clone();
+        let websocket = resp
+            .headers()
+            .get(header::UPGRADE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        let reason = resp.extensions().get::<hyper::ext::ReasonPhrase>().map(|r| r.as_bytes());
+        encode_status(&mut out, resp.status(), reason);
+        let protocol = resp.headers().get(header::UPGRADE).cloned();
+        let mut headers = resp.headers().clone();
+        forward::strip_hop_by_hop(&mut headers);
+        encode_headers(&mut out, &headers, Framing::None);
+        if let Some(protocol) = protocol {
+            push_header(&mut out, b"upgrade", protocol.as_bytes());
+        }
+        push_header(&mut out, b"connection", b"upgrade");
+        out.extend_from_slice(b"\r\n");
+        let Some((upstream, leftover)) = resp.into_body().into_upgrade() else {
+            t.counters.inc(m::ELB502);
+            t.group_counters.inc(m::ELB502);
+            return false;
+        };
+        let idle = Duration::from_millis(
+            self.ctx.listener.idle_timeout_ms.load(std::sync::atomic::Ordering::Relaxed),
+        );
+        let tunnel = crate::tunnel::Tunnel::open(t);
+        drop(guard);
+        if self.write(&out).await.is_err() {
+            return false;
+        }
+        self.w.set(Phase::Tunnel);
+        let early = self.buf.split().freeze();
+        tunnel.run(self.ctx, &mut self.io, early, upstream, leftover, websocket, idle).await;
+        false
+    }
+}
+
+/// How the client gets the response body.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Framing {
+    /// No body (HEAD, 1xx, 204, 304).
+    None,
+    /// The target's `Content-Length`, kept.
+    Length,
+    /// Re-chunked for HTTP/1.1 clients.
+    Chunked,
+    /// The target closes to end it: chunked for HTTP/1.1 clients, close-delimited for 1.0.
+    UntilClose,
+}
+
+fn response_framing(resp: &Response<UpstreamBody>, head_method: bool) -> Framing {
+    let status = resp.status().as_u16();
+    if head_method || (100..200).contains(&status) || status == 204 || status == 304 {
+        return Framing::None;
+    }
+    let h = resp.headers();
+    if h.contains_key(header::TRANSFER_ENCODING) {
+        Framing::Chunked
+    } else if h.contains_key(header::CONTENT_LENGTH) {
+        Framing::Length
+    } else {
+        Framing::UntilClose
+    }
+}
+
+fn encode_status(out: &mut Vec<u8>, status: StatusCode, reason: Option<&[u8]>) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    let reason = reason.unwrap_or(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(reason);
+    out.extend_from_slice(b"\r\n");
+}
+
+#[inline]
+fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A target's headers for the client (already cleaned of hop-by-hop ones); `Content-Length` only
+/// where it frames the body or answers a HEAD.
+fn encode_headers(out: &mut Vec<u8>, headers: &HeaderMap, framing: Framing) {
+    for (name, value) in headers {
+        if name == header::CONTENT_LENGTH
+            && matches!(framing, Framing::Chunked | Framing::UntilClose)
+        {
+            continue;
+        }
+        push_header(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+}
+
+#[inline]
+fn name_is(name: &str, lower: &str) -> bool {
+    name.len() == lower.len() && name.eq_ignore_ascii_case(lower)
+}
+
+#[inline]
+fn valid_name(name: &str) -> bool {
+    name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+fn is_hop_by_hop(name: &str) -> bool {
+    name_is(name, "connection")
+        || name_is(name, "keep-alive")
+        || name_is(name, "proxy-connection")
+        || name_is(name, "te")
+        || name_is(name, "trailer")
+        || name_is(name, "transfer-encoding")
+        || name_is(name, "upgrade")
+}
+
+/// Parses and checks a request head at the front of `buf`, routes it, and for a forward
+/// encodes the target's head into `out`.
+fn parse_request(buf: &[u8], ctx: &ConnCtx, out: &mut Vec<u8>) -> Parsed {
+    let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_request_with_uninit_headers(
+        &mut req,
+        buf,
+        &mut headers,
+    );
+    let head_len = match parsed {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => {
+            return if buf.len() > MAX_HEAD {
+                Parsed::Bad(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+            } else if memchr::memchr(b'\n', buf).is_none() && buf.len() > MAX_LINE {
+                Parsed::Bad(StatusCode::URI_TOO_LONG)
+            } else {
+                Parsed::Partial
+            };
+        }
+        Err(httparse::Error::TooManyHeaders) => {
+            return Parsed::Bad(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        }
+        Err(_) => return Parsed::Bad(StatusCode::BAD_REQUEST),
+    };
+    if head_len > MAX_HEAD {
+        return Parsed::Bad(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    }
+    let (Some(method), Some(path), Some(version)) = (req.method, req.path, req.version) else {
+        return Parsed::Bad(StatusCode::BAD_REQUEST);
+    };
+    if method.len() + path.len() + 10 > MAX_LINE {
+        return Parsed::Bad(StatusCode::URI_TOO_LONG);
+    }
+    let http10 = version == 0;
+
+    // One pass for what the request says about itself.
+    let mut length: Option<u64> = None;
+    let mut lengths = 0;
+    let mut transfer_encoding = false;
+    let mut chunked_last = false;
+    let mut close = false;
+    let mut keep_alive_token = false;
+    let mut upgrade_token = false;
+    let mut upgrade_header = None;
+    let mut expect_continue = false;
+    let mut host = None;
+    let mut xff = 0;
+    let mut listed: Vec<&str> = Vec::new();
+    for h in req.headers.iter() {
+        if h.name.len() + h.value.len() + 4 > MAX_LINE {
+            return Parsed::Bad(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        }
+        let name = h.name;
+        if name_is(name, "content-length") {
+            lengths += 1;
+            match upstream::parse_length(h.value) {
+                Some(n) => length = Some(n),
+                None => return Parsed::Bad(StatusCode::BAD_REQUEST),
+            }
+        } else if name_is(name, "transfer-encoding") {
+            transfer_encoding = true;
+            let last = h.value.rsplit(|&b| b == b',').next().unwrap_or_default().trim_ascii();
+            chunked_last = last.eq_ignore_ascii_case(b"chunked");
+        } else if name_is(name, "connection") {
+            for token in h.value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive_token = true;
+                } else if token.eq_ignore_ascii_case(b"upgrade") {
+                    upgrade_token = true;
+                } else if let Ok(token) = std::str::from_utf8(token)
+                    && !token.is_empty()
+                    && !name_is(token, "host")
+                {
+                    listed.push(token);
+                }
+            }
+        } else if name_is(name, "upgrade") {
+            upgrade_header = Some(h.value);
+        } else if name_is(name, "expect") {
+            expect_continue = h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+        } else if name_is(name, "host") {
+            host = Some(h.value);
+        } else if name_is(name, "x-forwarded-for") {
+            xff += 1;
+        }
+    }
+    // Request smuggling shapes (RFC 9112 §6.3): refused, and the connection closed.
+    if lengths > 1 || (transfer_encoding && (lengths > 0 || !chunked_last || http10)) {
+        return Parsed::Bad(StatusCode::BAD_REQUEST);
+    }
+    let body = if transfer_encoding {
+        RequestBody::Chunked
+    } else {
+        match length {
+            Some(0) | None => RequestBody::None,
+            Some(n) => RequestBody::Length(n),
+        }
+    };
+    let keep_alive = if http10 { keep_alive_token && !close } else { !close };
+    let upgrade = upgrade_token && upgrade_header.is_some();
+    let head_method = method == "HEAD";
+    let request = |action| {
+        Parsed::Ok(
+            Request { head_len, head_method, body, keep_alive, http10, upgrade, expect_continue },
+            action,
+        )
+    };
+    let lc = &ctx.listener.counters;
+    lc.inc(m::L_REQUESTS);
+    if method == "CONNECT" {
+        lc.inc(m::L_ELB4XX);
+        return request(Action::Respond(forward::lb_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            false,
+        )));
+    }
+    // Origin form as it is; absolute form (a proxy's) becomes origin form plus Host.
+    let (target_path, authority) = if path.starts_with('/') || path == "*" {
+        (path, None)
+    } else if let Some(rest) =
+        path.strip_prefix("http://").or_else(|| path.strip_prefix("https://"))
+    {
+        let slash = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, p) = rest.split_at(slash);
+        (if p.is_empty() { "/" } else { p }, Some(authority))
+    } else {
+        return Parsed::Bad(StatusCode::BAD_REQUEST);
+    };
+
+    let redirect_host = authority.map(str::as_bytes).or(host);
+    let routed = forward::route(ctx, |r| {
+        let host = redirect_host.and_then(|h| std::str::from_utf8(h).ok()).unwrap_or("");
+        let (path, query) = match target_path.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (target_path, None),
+        };
+        forward::redirect(r, host, path, query, ctx)
+    });
+    let (target, timeout) = match routed {
+        Routed::Respond(resp) => return request(Action::Respond(resp)),
+        Routed::Forward(target, timeout) => (target, timeout),
+    };
+
+    out.clear();
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target_path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    if host.is_none()
+        && let Some(a) = authority
+    {
+        push_header(out, b"host", a.as_bytes());
+    }
+    let mut first_xff = true;
+    for h in req.headers.iter() {
+        let name = h.name;
+        if name_is(name, "x-forwarded-for") {
+            // Joined into one line, the client's address last.
+            if first_xff {
+                out.extend_from_slice(b"x-forwarded-for: ");
+                first_xff = false;
+            }
+            out.extend_from_slice(h.value);
+            out.extend_from_slice(b", ");
+            xff -= 1;
+            if xff == 0 {
+                out.extend_from_slice(ctx.client_ip.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+            continue;
+        }
+        let skip = is_hop_by_hop(name)
+            || !valid_name(name)
+            || name_is(name, "x-forwarded-proto")
+            || name_is(name, "x-forwarded-port")
+            || (expect_continue && name_is(name, "expect"))
+            || listed.iter().any(|l| name_is(name, l));
+        if !skip {
+            push_header(out, name.as_bytes(), h.value);
+        }
+    }
+    if first_xff {
+        push_header(out, b"x-forwarded-for", ctx.client_ip.as_bytes());
+    }
+    push_header(out, b"x-forwarded-proto", if ctx.tls { b"https" } else { b"http" });
+    push_header(out, b"x-forwarded-port", ctx.listener.port_header.as_bytes());
+    if upgrade && let Some(proto) = upgrade_header {
+        push_header(out, b"upgrade", proto);
+        push_header(out, b"connection", b"upgrade");
+    }
+    if body == RequestBody::Chunked {
+        push_header(out, b"transfer-encoding", b"chunked");
+    }
+    out.extend_from_slice(b"\r\n");
+    request(Action::Forward(target, timeout))
+}
+
+enum BodyState {
+    Length(u64),
+    Chunked(Chunked),
+    Done,
+}
+
+/// The client's request body as the target connection pulls it: read from the client
+/// connection, chunked framing decoded (the target gets it re-chunked, canonically).
+pub struct ClientBody<'a, I> {
+    io: &'a mut I,
+    buf: &'a mut BytesMut,
+    state: BodyState,
+    /// `100 Continue` went out (or was not asked for).
+    continue_sent: bool,
+    continue_at: usize,
+    w: &'a Watch,
+}
+
+impl<I: AsyncRead + AsyncWrite + Unpin> ClientBody<'_, I> {
+    fn poll_continue(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.continue_at < CONTINUE.len() {
+            let n = ready!(Pin::new(&mut *self.io).poll_write(cx, &CONTINUE[self.continue_at..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.continue_at += n;
+        }
+        ready!(Pin::new(&mut *self.io).poll_flush(cx))?;
+        self.continue_sent = true;
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < READ_SIZE / 4 {
+            self.buf.reserve(16 * 1024);
+        }
+        let n = ready!(tokio_util::io::poll_read_buf(Pin::new(&mut *self.io), cx, self.buf))?;
+        if n > 0 {
+            self.w.touch();
+        }
+        Poll::Ready(Ok(n))
+    }
+}
+
+impl<I: AsyncRead + AsyncWrite + Unpin> Body for ClientBody<'_, I> {
+    type Data = Bytes;
+    type Error = String;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, String>>> {
+        let this = self.get_mut();
+        if !this.continue_sent
+            && let Err(e) = ready!(this.poll_continue(cx))
+        {
+            this.state = BodyState::Done;
+            return Poll::Ready(Some(Err(format!("writing 100 Continue: {e}"))));
+        }
+        loop {
+            match &mut this.state {
+                BodyState::Done => return Poll::Ready(None),
+                BodyState::Length(left) => {
+                    if !this.buf.is_empty() {
+                        let n = this.buf.len().min(*left as usize).min(64 * 1024);
+                        *left -= n as u64;
+                        if *left == 0 {
+                            this.state = BodyState::Done;
+                        }
+                        return Poll::Ready(Some(Ok(Frame::data(this.buf.split_to(n).freeze()))));
+                    }
+                }
+                BodyState::Chunked(chunked) => match upstream::decode_chunked(chunked, this.buf) {
+                    Ok(Step::Frame(frame)) => return Poll::Ready(Some(Ok(frame))),
+                    Ok(Step::End) => {
+                        this.state = BodyState::Done;
+                        return Poll::Ready(None);
+                    }
+                    Ok(Step::More) => {}
+                    Err(e) => {
+                        this.state = BodyState::Done;
+                        return Poll::Ready(Some(Err(format!("request body: {e}"))));
+                    }
+                },
+            }
+            match ready!(this.poll_fill(cx)) {
+                Ok(0) => {
+                    this.state = BodyState::Done;
+                    return Poll::Ready(Some(Err("the client closed inside the body".into())));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    this.state = BodyState::Done;
+                    return Poll::Ready(Some(Err(format!("reading the body: {e}"))));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.state, BodyState::Done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.state {
+            BodyState::Length(n) => SizeHint::with_exact(n),
+            BodyState::Done => SizeHint::with_exact(0),
+            BodyState::Chunked(_) => SizeHint::default(),
+        }
+    }
+}

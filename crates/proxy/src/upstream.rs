@@ -1,0 +1,1008 @@
+//! The HTTP/1.1 client for target connections, driven inside the request's own future.
+//!
+//! hyper's client runs every connection as a task of its own and hands it each request through a
+//! channel, a oneshot for the answer, a `want` handshake and a channel for the response body:
+//! several task wake-ups and allocations per request, on a path whose whole budget is a few
+//! microseconds. Here the request's future writes the request head, reads the response head and
+//! gives hyper's server a body that reads the target's socket itself. An idle keep-alive
+//! connection is only a socket and its buffers, parked in the pool of the worker that opened it.
+//!
+//! What it deliberately does not do: pipelining (one request per connection at a time), HTTP/2
+//! to targets, HTTP/0.9 responses, obsolete header line folding, replaying a request whose body
+//! was streamed, or reusing a connection whose target sent more than the response it was asked
+//! for.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::{Future, poll_fn};
+use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
+use std::net::SocketAddr;
+use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker, ready};
+use std::time::Duration;
+
+use atomic_waker::AtomicWaker;
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderName};
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::net::TcpStream;
+
+use crate::target::{TargetRt, lock};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A response head larger than this is refused (ALB's limit for request heads, too).
+const MAX_HEAD: usize = 64 * 1024;
+const MAX_HEADERS: usize = 100;
+/// A chunk-size line with its extensions.
+const MAX_CHUNK_LINE: usize = 4096;
+/// The largest body frame handed to hyper's server at once.
+const MAX_FRAME: usize = 64 * 1024;
+/// How much room a read asks for: small answers arrive whole, big ones in large frames.
+const READ_SIZE: usize = 16 * 1024;
+
+/// Why a request to a target failed.
+#[derive(Debug)]
+pub enum Error {
+    /// No connection could be opened.
+    Connect(String),
+    /// The connection failed before any byte of a response arrived (write error, EOF, reset).
+    /// On a reused connection that usually means the target closed it while it sat idle.
+    NoResponse(io::Error),
+    /// The target broke the protocol or the connection after it began to answer.
+    Target(String),
+    /// The client's request body failed, or did not match its `Content-Length`.
+    RequestBody(String),
+    /// The target was released after draining; its connections are cut.
+    Closed,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Connect(why) => write!(f, "cannot connect: {why}"),
+            Error::NoResponse(e) => write!(f, "connection failed before a response: {e}"),
+            Error::Target(why) => write!(f, "{why}"),
+            Error::RequestBody(why) => write!(f, "request body: {why}"),
+            Error::Closed => write!(f, "the target was released"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+fn target_error(what: &str, e: io::Error) -> Error {
+    Error::Target(format!("{what}: {e}"))
+}
+
+/// Cuts a target's connections, in use or not, when the target is released: there is no
+/// connection task to tell, so each connection keeps a waker here that the request's future
+/// registers whenever it waits on the connection.
+pub struct Closer {
+    closed: AtomicBool,
+    /// Open connections to the target (pooled, in use).
+    open: AtomicU64,
+    next_id: AtomicU64,
+    wakers: Mutex<HashMap<u64, Arc<AtomicWaker>>>,
+}
+
+impl Default for Closer {
+    fn default() -> Self {
+        Closer {
+            closed: AtomicBool::new(false),
+            open: AtomicU64::new(0),
+            next_id: AtomicU64::new(0),
+            wakers: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl Closer {
+    #[inline]
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    pub fn open(&self) -> u64 {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Marks the target closed and wakes every request waiting on one of its connections.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        for waker in lock(&self.wakers).values() {
+            waker.wake();
+        }
+    }
+
+    fn enroll(self: &Arc<Self>) -> Enrolled {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let waker = Arc::new(AtomicWaker::new());
+        lock(&self.wakers).insert(id, waker.clone());
+        self.open.fetch_add(1, Ordering::Relaxed);
+        Enrolled { closer: self.clone(), id, waker }
+    }
+}
+
+/// One connection's place in its target's [`Closer`].
+struct Enrolled {
+    closer: Arc<Closer>,
+    id: u64,
+    waker: Arc<AtomicWaker>,
+}
+
+impl Enrolled {
+    /// Ready once the target is closed; until then the task is woken when it is.
+    #[inline]
+    fn poll_closed(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.closer.is_closed() {
+            return Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        // Checked again: `close` may have run between the first check and the registration.
+        if self.closer.is_closed() { Poll::Ready(()) } else { Poll::Pending }
+    }
+}
+
+impl Drop for Enrolled {
+    fn drop(&mut self) {
+        lock(&self.closer.wakers).remove(&self.id);
+        self.closer.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A connection to a target. Its socket is registered with the reactor of the worker that
+/// opened it, so only that worker may use it.
+pub struct UpstreamConn {
+    stream: TcpStream,
+    /// Bytes read from the target and not used yet.
+    buf: BytesMut,
+    /// The request head being written; kept so that its allocation is reused.
+    out: Vec<u8>,
+    enrolled: Enrolled,
+}
+
+impl UpstreamConn {
+    pub async fn connect(addr: SocketAddr, closer: &Arc<Closer>) -> Result<Box<Self>, Error> {
+        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(Error::Connect(e.to_string())),
+            Err(_) => return Err(Error::Connect("connect timed out".into())),
+        };
+        let _ = stream.set_nodelay(true);
+        Ok(Box::new(UpstreamConn {
+            stream,
+            buf: BytesMut::new(),
+            out: Vec::new(),
+            enrolled: closer.enroll(),
+        }))
+    }
+
+    /// Whether an idle connection still looks usable. Costs no syscall unless the reactor saw
+    /// the socket readable; then one read tells a closed or chattering connection (both are
+    /// dropped) from a stale readiness flag.
+    pub fn still_open(&mut self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.stream.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            Poll::Ready(Ok(())) => {
+                let mut probe = [0u8; 1];
+                matches!(self.stream.try_read(&mut probe),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+
+    /// Parks the connection: forgets the waker of the request that last used it, so that an
+    /// idle connection does not keep a finished task's memory alive.
+    pub fn park(&self) {
+        drop(self.enrolled.waker.take());
+    }
+
+    /// Reads more of the response into `buf`; `Ok(0)` is EOF. Ends with [`Error::Closed`] when
+    /// the target is released while this waits.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<usize, Error>> {
+        match poll_read_more(&self.stream, &mut self.buf, cx) {
+            Poll::Ready(Ok(n)) => Poll::Ready(Ok(n)),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(target_error("reading the response body", e))),
+            Poll::Pending => self.enrolled.poll_closed(cx).map(|()| Err(Error::Closed)),
+        }
+    }
+
+    /// The buffer the next request head is encoded into, emptied; whatever follows the head in
+    /// it (a small body) goes out in the same write.
+    pub fn head_buf(&mut self) -> &mut Vec<u8> {
+        self.out.clear();
+        &mut self.out
+    }
+
+    /// Writes the encoded request head (see [`UpstreamConn::head_buf`]) and the body, and reads
+    /// the response head. Returns the head and whether the whole request was written (a target
+    /// may answer before it has read the body).
+    async fn exchange<B>(&mut self, outgoing: Outgoing<B>) -> Result<(Head, bool), Error>
+    where
+        B: Body<Data = Bytes> + Unpin,
+        B::Error: fmt::Display,
+    {
+        let UpstreamConn { stream, buf, out, enrolled } = self;
+        let stream = &*stream;
+        let exchange = async move {
+            write_all(stream, out).await.map_err(Error::NoResponse)?;
+            match outgoing {
+                Outgoing::Empty => Ok((read_head(stream, buf).await?, true)),
+                Outgoing::Length(len, body) => {
+                    send_body_while_reading(stream, buf, body, Some(len)).await
+                }
+                Outgoing::Chunked(body) => send_body_while_reading(stream, buf, body, None).await,
+            }
+        };
+        let mut exchange = pin!(exchange);
+        poll_fn(|cx| match exchange.as_mut().poll(cx) {
+            Poll::Ready(done) => Poll::Ready(done),
+            Poll::Pending => enrolled.poll_closed(cx).map(|()| Err(Error::Closed)),
+        })
+        .await
+    }
+}
+
+/// Reads what the socket has into `buf`'s spare room (made at least [`READ_SIZE`] first).
+fn poll_read_more(
+    stream: &TcpStream,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    if buf.capacity() - buf.len() < READ_SIZE / 4 {
+        buf.reserve(READ_SIZE);
+    }
+    loop {
+        ready!(stream.poll_read_ready(cx))?;
+        match stream.try_read_buf(buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            done => return Poll::Ready(done),
+        }
+    }
+}
+
+async fn write_all(stream: &TcpStream, data: &[u8]) -> io::Result<()> {
+    write_all_vectored(stream, &mut [IoSlice::new(data)]).await
+}
+
+async fn write_all_vectored(stream: &TcpStream, mut bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
+    while !bufs.is_empty() {
+        match stream.try_write_vectored(bufs) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => stream.writable().await?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// How the request body goes to the target, after the head.
+pub enum Outgoing<B> {
+    Empty,
+    Length(u64, B),
+    Chunked(B),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    Empty,
+    Length,
+    Chunked,
+}
+
+impl<B> Outgoing<B> {
+    pub fn framing(&self) -> Framing {
+        match self {
+            Outgoing::Empty => Framing::Empty,
+            Outgoing::Length(..) => Framing::Length,
+            Outgoing::Chunked(_) => Framing::Chunked,
+        }
+    }
+}
+
+/// A body that has ended before it started (GET, `Content-Length: 0`) is not sent at all; a
+/// declared length is kept; anything else is streamed chunked.
+fn outgoing<B: Body>(parts: &Parts, body: B) -> Outgoing<B> {
+    if body.is_end_stream() || body.size_hint().exact() == Some(0) {
+        return Outgoing::Empty;
+    }
+    let mut lengths = parts.headers.get_all(header::CONTENT_LENGTH).iter();
+    match (lengths.next().map(|v| parse_length(v.as_bytes())), lengths.next()) {
+        (Some(Some(len)), None) => Outgoing::Length(len, body),
+        _ => Outgoing::Chunked(body),
+    }
+}
+
+pub fn parse_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
+/// The request head in one buffer, written with one syscall.
+pub fn encode_head(parts: &Parts, framing: Framing, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(parts.uri.path_and_query().map_or("/", |pq| pq.as_str()).as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &parts.headers {
+        // hyper's server answers the client's 100-continue itself once the body is read; passed
+        // on, the target would send a 100 of its own.
+        let skip = (name == header::EXPECT
+            && value.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+            || name == header::TRANSFER_ENCODING
+            || (framing == Framing::Chunked && name == header::CONTENT_LENGTH);
+        if skip {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if framing == Framing::Chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+enum BodyFailure {
+    /// The target stopped taking the body; it may still have answered.
+    Target,
+    /// The client's side is at fault: the exchange ends.
+    Client(Error),
+}
+
+/// Streams the request body while waiting for the response head, as a target may answer (and
+/// close) before it has read the whole body. Returns whether the body was sent whole.
+async fn send_body_while_reading<B>(
+    stream: &TcpStream,
+    buf: &mut BytesMut,
+    body: B,
+    length: Option<u64>,
+) -> Result<(Head, bool), Error>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: fmt::Display,
+{
+    let mut writing = pin!(write_body(stream, body, length));
+    let mut reading = pin!(read_head(stream, buf));
+    let mut written = None;
+    poll_fn(|cx| {
+        if written.is_none()
+            && let Poll::Ready(result) = writing.as_mut().poll(cx)
+        {
+            written = Some(match result {
+                Ok(()) => true,
+                Err(BodyFailure::Target) => false,
+                Err(BodyFailure::Client(e)) => return Poll::Ready(Err(e)),
+            });
+        }
+        let head = ready!(reading.as_mut().poll(cx))?;
+        Poll::Ready(Ok((head, written == Some(true))))
+    })
+    .await
+}
+
+/// Writes the body as is when its length was declared (refusing one that turns out longer or
+/// shorter), chunked otherwise, with the client's trailers if it sent any.
+async fn write_body<B>(
+    stream: &TcpStream,
+    mut body: B,
+    length: Option<u64>,
+) -> Result<(), BodyFailure>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: fmt::Display,
+{
+    let client = |why: String| BodyFailure::Client(Error::RequestBody(why));
+    let mut left = length.unwrap_or(0);
+    let mut trailers = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| client(e.to_string()))?;
+        let data = match frame.into_data() {
+            Ok(data) => data,
+            Err(frame) => {
+                trailers = frame.into_trailers().ok();
+                continue;
+            }
+        };
+        if data.is_empty() {
+            continue;
+        }
+        let written = if length.is_some() {
+            if data.len() as u64 > left {
+                return Err(client("longer than its Content-Length".into()));
+            }
+            left -= data.len() as u64;
+            write_all(stream, &data).await
+        } else {
+            let size = format!("{:x}\r\n", data.len());
+            let mut parts =
+                [IoSlice::new(size.as_bytes()), IoSlice::new(&data), IoSlice::new(b"\r\n")];
+            write_all_vectored(stream, &mut parts).await
+        };
+        written.map_err(|_| BodyFailure::Target)?;
+    }
+    if length.is_some() {
+        if left > 0 {
+            return Err(client("shorter than its Content-Length".into()));
+        }
+        return Ok(());
+    }
+    let mut last = b"0\r\n".to_vec();
+    for (name, value) in trailers.iter().flatten() {
+        last.extend_from_slice(name.as_str().as_bytes());
+        last.extend_from_slice(b": ");
+        last.extend_from_slice(value.as_bytes());
+        last.extend_from_slice(b"\r\n");
+    }
+    last.extend_from_slice(b"\r\n");
+    write_all(stream, &last).await.map_err(|_| BodyFailure::Target)
+}
+
+/// A final response head (informational ones are skipped, except 101).
+pub struct Head {
+    status: StatusCode,
+    version: Version,
+    headers: HeaderMap,
+    reason: Option<hyper::ext::ReasonPhrase>,
+}
+
+async fn read_head(stream: &TcpStream, buf: &mut BytesMut) -> Result<Head, Error> {
+    let mut answered = !buf.is_empty();
+    loop {
+        if let Some(head) = parse_head(buf)? {
+            return Ok(head);
+        }
+        if buf.len() >= MAX_HEAD {
+            return Err(Error::Target(format!("response head over {MAX_HEAD} bytes")));
+        }
+        let n = poll_fn(|cx| poll_read_more(stream, buf, cx)).await;
+        match n {
+            Ok(0) if !answered => {
+                return Err(Error::NoResponse(io::ErrorKind::UnexpectedEof.into()));
+            }
+            Err(e) if !answered => return Err(Error::NoResponse(e)),
+            Ok(0) => return Err(Error::Target("connection closed inside a response head".into())),
+            Err(e) => return Err(target_error("reading the response head", e)),
+            Ok(_) => answered = true,
+        }
+    }
+}
+
+/// Parses a complete response head off the front of `buf`; `None` when more bytes are needed.
+fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Error> {
+    loop {
+        if buf.is_empty() {
+            return Ok(None);
+        }
+        // Where each header's name and value are in `buf`, so the values can share its bytes.
+        let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+        let (len, code, version, reason, count) = {
+            let mut headers =
+                [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+            let mut res = httparse::Response::new(&mut []);
+            let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+                &mut res,
+                buf,
+                &mut headers,
+            );
+            let len = match parsed {
+                Ok(httparse::Status::Complete(len)) => len,
+                Ok(httparse::Status::Partial) => return Ok(None),
+                Err(e) => return Err(Error::Target(format!("malformed response head: {e}"))),
+            };
+            let base = buf.as_ptr() as usize;
+            for (span, h) in spans.iter_mut().zip(res.headers.iter()) {
+                let name = h.name.as_ptr() as usize - base;
+                let value = h.value.as_ptr() as usize - base;
+                *span = (
+                    name as u32,
+                    (name + h.name.len()) as u32,
+                    value as u32,
+                    (value + h.value.len()) as u32,
+                );
+            }
+            let code = res.code.unwrap_or(0);
+            let reason = res.reason.unwrap_or("");
+            let status = StatusCode::from_u16(code).ok();
+            // Like hyper: only a reason phrase other than the usual one is kept.
+            let reason = (status.and_then(|s| s.canonical_reason()) != Some(reason))
+                .then(|| hyper::ext::ReasonPhrase::try_from(reason.as_bytes()).ok())
+                .flatten();
+            let version = if res.version == Some(1) { Version::HTTP_11 } else { Version::HTTP_10 };
+            (len, status, version, reason, res.headers.len())
+        };
+        let Some(status) = code else {
+            return Err(Error::Target("response status out of range".into()));
+        };
+        if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+            buf.advance(len);
+            continue;
+        }
+        let head = buf.split_to(len).freeze();
+        let mut headers = HeaderMap::with_capacity(count);
+        for &(n0, n1, v0, v1) in &spans[..count] {
+            let name = HeaderName::from_bytes(&head[n0 as usize..n1 as usize]);
+            let value = HeaderValue::from_maybe_shared(head.slice(v0 as usize..v1 as usize));
+            match (name, value) {
+                (Ok(name), Ok(value)) => {
+                    headers.append(name, value);
+                }
+                _ => return Err(Error::Target("invalid header in the response".into())),
+            }
+        }
+        return Ok(Some(Head { status, version, headers, reason }));
+    }
+}
+
+/// How a response body is delimited (RFC 9112 §6.3).
+#[derive(Debug, PartialEq, Eq)]
+enum Delimit {
+    None,
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+/// Returns the framing and whether the connection must close after this response.
+fn response_framing(head: &Head, head_request: bool) -> Result<(Delimit, bool), Error> {
+    let status = head.status.as_u16();
+    if head_request || (100..200).contains(&status) || status == 204 || status == 304 {
+        return Ok((Delimit::None, false));
+    }
+    let h = &head.headers;
+    if h.contains_key(header::TRANSFER_ENCODING) {
+        let last = h.get_all(header::TRANSFER_ENCODING).iter().next_back();
+        let chunked = last
+            .and_then(|v| v.as_bytes().rsplit(|&b| b == b',').next())
+            .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        // With a Content-Length as well the message is suspect: decoded, but never reused.
+        let must_close = h.contains_key(header::CONTENT_LENGTH);
+        return Ok(if chunked {
+            (Delimit::Chunked, must_close)
+        } else {
+            (Delimit::UntilClose, true)
+        });
+    }
+    let mut lengths = h.get_all(header::CONTENT_LENGTH).iter();
+    match (lengths.next(), lengths.next()) {
+        (None, _) => Ok((Delimit::UntilClose, true)),
+        (Some(v), None) => match parse_length(v.as_bytes()) {
+            Some(n) => Ok((Delimit::Length(n), false)),
+            None => Err(Error::Target("invalid Content-Length in the response".into())),
+        },
+        (Some(_), Some(_)) => {
+            Err(Error::Target("more than one Content-Length in the response".into()))
+        }
+    }
+}
+
+/// Whether the connection may carry another request, by the response's version and
+/// `Connection` header.
+fn keep_alive(head: &Head) -> bool {
+    let mut keep = head.version == Version::HTTP_11;
+    for value in head.headers.get_all(header::CONNECTION) {
+        for token in value.as_bytes().split(|&b| b == b',') {
+            let token = token.trim_ascii();
+            if token.eq_ignore_ascii_case(b"close") {
+                return false;
+            }
+            if token.eq_ignore_ascii_case(b"keep-alive") {
+                keep = true;
+            }
+        }
+    }
+    keep
+}
+
+/// A connection for the next request to `target`: one of `worker`'s idle ones, or a new one.
+/// Says whether it was reused. A failure here means nothing of the request reached the target,
+/// so the request may go to another.
+pub async fn checkout_or_connect(
+    target: &TargetRt,
+    worker: usize,
+) -> Result<(Box<UpstreamConn>, bool), Error> {
+    if target.closer.is_closed() {
+        return Err(Error::Closed);
+    }
+    match target.checkout(worker) {
+        Some(conn) => Ok((conn, true)),
+        None => Ok((UpstreamConn::connect(target.addr, &target.closer).await?, false)),
+    }
+}
+
+/// Sends a request over `conn` (the HTTP/2 side's path; HTTP/1 clients encode their own head
+/// and call [`send_encoded`]).
+pub async fn send<B>(
+    target: &TargetRt,
+    mut conn: Box<UpstreamConn>,
+    reused: bool,
+    req: Request<B>,
+) -> Result<Response<UpstreamBody>, Error>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: fmt::Display,
+{
+    let (parts, body) = req.into_parts();
+    let outgoing = outgoing(&parts, body);
+    encode_head(&parts, outgoing.framing(), conn.head_buf());
+    send_encoded(target, conn, reused, parts.method == Method::HEAD, outgoing).await
+}
+
+/// Sends the head already in `conn`'s [`UpstreamConn::head_buf`], then `outgoing`. A request
+/// whose body is empty or went out with its head, which a reused connection failed before any
+/// answer, is sent once more on a new connection: the target most likely closed the idle
+/// connection as the request went out.
+pub async fn send_encoded<B>(
+    target: &TargetRt,
+    mut conn: Box<UpstreamConn>,
+    mut reused: bool,
+    head_request: bool,
+    outgoing: Outgoing<B>,
+) -> Result<Response<UpstreamBody>, Error>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: fmt::Display,
+{
+    let mut outgoing = Some(outgoing);
+    loop {
+        let out = outgoing.take().unwrap_or(Outgoing::Empty);
+        let replayable = matches!(out, Outgoing::Empty);
+        match conn.exchange(out).await {
+            Ok((head, request_complete)) => {
+                return into_response(conn, head, head_request, request_complete);
+            }
+            Err(Error::NoResponse(_)) if reused && replayable => {
+                reused = false;
+                let head = std::mem::take(&mut conn.out);
+                conn = UpstreamConn::connect(target.addr, &target.closer).await?;
+                conn.out = head;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn into_response(
+    conn: Box<UpstreamConn>,
+    head: Head,
+    head_request: bool,
+    request_complete: bool,
+) -> Result<Response<UpstreamBody>, Error> {
+    let (state, reusable) = if head.status == StatusCode::SWITCHING_PROTOCOLS {
+        if !request_complete {
+            return Err(Error::Target("switched protocols before the request was sent".into()));
+        }
+        (State::Done, false)
+    } else {
+        let (delimit, must_close) = response_framing(&head, head_request)?;
+        let reusable = request_complete && !must_close && keep_alive(&head);
+        let state = match delimit {
+            Delimit::None | Delimit::Length(0) => State::Done,
+            Delimit::Length(n) => State::Length(n),
+            Delimit::Chunked => State::Chunked(Chunked::Size),
+            Delimit::UntilClose => State::UntilClose,
+        };
+        (state, reusable)
+    };
+    let mut body = UpstreamBody { conn: Some(conn), state, reusable, request_complete };
+    body.settle();
+    let mut resp = Response::new(body);
+    *resp.status_mut() = head.status;
+    *resp.version_mut() = head.version;
+    *resp.headers_mut() = head.headers;
+    if let Some(reason) = head.reason {
+        resp.extensions_mut().insert(reason);
+    }
+    Ok(resp)
+}
+
+enum State {
+    Length(u64),
+    Chunked(Chunked),
+    UntilClose,
+    /// Read to its end.
+    Done,
+    /// Failed; the connection is gone.
+    Failed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Chunked {
+    Size,
+    Data(u64),
+    /// The CRLF after a chunk's data.
+    DataEnd,
+    Trailers,
+}
+
+/// What the buffered bytes of a chunked body give next.
+pub enum Step {
+    Frame(Frame<Bytes>),
+    End,
+    More,
+}
+
+/// A target's response body, read straight from its connection.
+pub struct UpstreamBody {
+    conn: Option<Box<UpstreamConn>>,
+    state: State,
+    /// Whether the connection may carry another request once this body has been read.
+    reusable: bool,
+    /// Whether the whole request went to the target before it answered.
+    request_complete: bool,
+}
+
+impl UpstreamBody {
+    /// Whether the whole request, body included, went out before the target answered.
+    pub fn request_complete(&self) -> bool {
+        self.request_complete
+    }
+
+    /// The connection, if the body was read to its end and the connection can be reused: the
+    /// response allowed it, the request was sent whole and the target sent nothing more.
+    pub fn take_reusable(&mut self) -> Option<Box<UpstreamConn>> {
+        let whole = matches!(self.state, State::Done) && self.reusable;
+        if whole && self.conn.as_ref().is_some_and(|c| c.buf.is_empty()) {
+            return self.conn.take();
+        }
+        None
+    }
+
+    /// After a 101: the raw connection and whatever the target sent past the response head.
+    pub fn into_upgrade(mut self) -> Option<(TcpStream, Bytes)> {
+        let conn = *self.conn.take()?;
+        let UpstreamConn { stream, buf, .. } = conn;
+        Some((stream, buf.freeze()))
+    }
+
+    fn fail(&mut self, e: Error) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        self.state = State::Failed;
+        self.conn = None;
+        Poll::Ready(Some(Err(e)))
+    }
+
+    /// Takes the next frame from bytes already read.
+    fn next_buffered(&mut self) -> Result<Step, Error> {
+        let Some(conn) = self.conn.as_mut() else { return Ok(Step::End) };
+        let buf = &mut conn.buf;
+        match &mut self.state {
+            State::Done | State::Failed => Ok(Step::End),
+            State::Length(left) => {
+                if buf.is_empty() {
+                    return Ok(Step::More);
+                }
+                let n = buf.len().min(MAX_FRAME).min(*left as usize);
+                *left -= n as u64;
+                if *left == 0 {
+                    self.state = State::Done;
+                }
+                Ok(Step::Frame(Frame::data(buf.split_to(n).freeze())))
+            }
+            State::UntilClose => {
+                if buf.is_empty() {
+                    return Ok(Step::More);
+                }
+                let n = buf.len().min(MAX_FRAME);
+                Ok(Step::Frame(Frame::data(buf.split_to(n).freeze())))
+            }
+            State::Chunked(chunked) => {
+                let step = decode_chunked(chunked, buf)?;
+                if matches!(step, Step::End) {
+                    self.state = State::Done;
+                }
+                Ok(step)
+            }
+        }
+    }
+
+    /// Moves a chunked body past framing bytes already read, so that a body whose end has
+    /// arrived says so at once: hyper's server then stops polling it and the connection goes
+    /// back to the pool without another read.
+    fn settle(&mut self) {
+        if let (State::Chunked(chunked), Some(conn)) = (&mut self.state, self.conn.as_mut())
+            && skip_framing(chunked, &mut conn.buf)
+        {
+            self.state = State::Done;
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let this = self.get_mut();
+        loop {
+            if matches!(this.state, State::Done | State::Failed) {
+                return Poll::Ready(None);
+            }
+            let Some(conn) = this.conn.as_mut() else { return Poll::Ready(None) };
+            if conn.enrolled.closer.is_closed() {
+                return this.fail(Error::Closed);
+            }
+            match this.next_buffered() {
+                Ok(Step::Frame(frame)) => {
+                    if frame.is_data() {
+                        this.settle();
+                    } else {
+                        this.state = State::Done;
+                    }
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                Ok(Step::End) => return Poll::Ready(None),
+                Ok(Step::More) => {}
+                Err(e) => return this.fail(e),
+            }
+            let Some(conn) = this.conn.as_mut() else { return Poll::Ready(None) };
+            match ready!(conn.poll_fill(cx)) {
+                Ok(0) if matches!(this.state, State::UntilClose) => {
+                    this.state = State::Done;
+                    return Poll::Ready(None);
+                }
+                Ok(0) => {
+                    return this
+                        .fail(Error::Target("connection closed inside the response body".into()));
+                }
+                Ok(_) => {}
+                Err(e) => return this.fail(e),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.state {
+            State::Length(n) => SizeHint::with_exact(n),
+            State::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+/// Decodes chunked framing from `buf` (a target's response or a client's request body).
+pub fn decode_chunked(state: &mut Chunked, buf: &mut BytesMut) -> Result<Step, Error> {
+    loop {
+        match *state {
+            Chunked::Size => {
+                let Some(nl) = memchr::memchr(b'\n', buf) else {
+                    if buf.len() > MAX_CHUNK_LINE {
+                        return Err(Error::Target("chunk size line too long".into()));
+                    }
+                    return Ok(Step::More);
+                };
+                if nl > MAX_CHUNK_LINE {
+                    return Err(Error::Target("chunk size line too long".into()));
+                }
+                let size = parse_chunk_size(&buf[..=nl])?;
+                buf.advance(nl + 1);
+                *state = if size == 0 { Chunked::Trailers } else { Chunked::Data(size) };
+            }
+            Chunked::Data(left) => {
+                if buf.is_empty() {
+                    return Ok(Step::More);
+                }
+                let n = buf.len().min(MAX_FRAME).min(left as usize);
+                *state = if left == n as u64 {
+                    Chunked::DataEnd
+                } else {
+                    Chunked::Data(left - n as u64)
+                };
+                return Ok(Step::Frame(Frame::data(buf.split_to(n).freeze())));
+            }
+            Chunked::DataEnd => {
+                if buf.len() < 2 {
+                    return Ok(Step::More);
+                }
+                if &buf[..2] != b"\r\n" {
+                    return Err(Error::Target("chunk data not followed by CRLF".into()));
+                }
+                buf.advance(2);
+                *state = Chunked::Size;
+            }
+            Chunked::Trailers => {
+                if buf.starts_with(b"\r\n") {
+                    buf.advance(2);
+                    return Ok(Step::End);
+                }
+                let Some(end) = memchr::memmem::find(buf, b"\r\n\r\n") else {
+                    if buf.len() > MAX_HEAD {
+                        return Err(Error::Target("response trailers too large".into()));
+                    }
+                    return Ok(Step::More);
+                };
+                let trailers = parse_trailers(&buf[..end + 4])?;
+                buf.advance(end + 4);
+                return Ok(Step::Frame(Frame::trailers(trailers)));
+            }
+        }
+    }
+}
+
+/// [`decode_chunked`] without producing anything: consumes the framing that is already
+/// buffered up to the next data or trailers. Returns true if that reached the body's end.
+/// Leaves anything malformed in place for `decode_chunked` to report.
+fn skip_framing(state: &mut Chunked, buf: &mut BytesMut) -> bool {
+    loop {
+        match *state {
+            Chunked::DataEnd if buf.starts_with(b"\r\n") => {
+                buf.advance(2);
+                *state = Chunked::Size;
+            }
+            Chunked::Size => {
+                let Some(nl) = memchr::memchr(b'\n', buf) else { return false };
+                let Ok(size) = parse_chunk_size(&buf[..=nl]) else { return false };
+                buf.advance(nl + 1);
+                *state = if size == 0 { Chunked::Trailers } else { Chunked::Data(size) };
+            }
+            Chunked::Trailers if buf.starts_with(b"\r\n") => {
+                buf.advance(2);
+                return true;
+            }
+            _ => return false,
+        }
+    }
+}
+
+/// `chunk-size [ chunk-ext ] CRLF`, strictly: hex digits that fit in 64 bits, extensions only
+/// after a `;`.
+fn parse_chunk_size(line: &[u8]) -> Result<u64, Error> {
+    let bad = |why: &str| Error::Target(format!("invalid chunk size line: {why}"));
+    let line = line.strip_suffix(b"\r\n").ok_or_else(|| bad("no CRLF"))?;
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 {
+        return Err(bad("no size"));
+    }
+    let mut size: u64 = 0;
+    for &b in &line[..digits] {
+        let digit = (b as char).to_digit(16).unwrap_or(0) as u64;
+        size = size
+            .checked_mul(16)
+            .and_then(|s| s.checked_add(digit))
+            .ok_or_else(|| bad("size overflows"))?;
+    }
+    let ext = line[digits..].trim_ascii_start();
+    if !ext.is_empty() && ext[0] != b';' {
+        return Err(bad("unexpected bytes after the size"));
+    }
+    if ext.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        return Err(bad("control character in an extension"));
+    }
+    Ok(size)
+}
+
+fn parse_trailers(block: &[u8]) -> Result<HeaderMap, Error> {
+    let mut parsed = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let bad = || Error::Target("malformed trailers".into());
+    let fields = match httparse::parse_headers(block, &mut parsed) {
+        Ok(httparse::Status::Complete((_, fields))) => fields,
+        _ => return Err(bad()),
+    };
+    let mut trailers = HeaderMap::with_capacity(fields.len());
+    for f in fields {
+        let name = HeaderName::from_bytes(f.name.as_bytes()).map_err(|_| bad())?;
+        let value = HeaderValue::from_bytes(f.value).map_err(|_| bad())?;
+        trailers.append(name, value);
+    }
+    Ok(trailers)
+}
