@@ -1,5 +1,6 @@
-//! Runs the data plane like `cutover lb` will: `lb --admin ADDR [--state-file PATH] [--threads N]`.
-//! Stand-in for the benchmark until the `cutover` binary has its `lb` subcommand.
+//! Runs the data plane alone, as `cutover lb` does: `lb --admin ADDR [--state-file PATH]
+//! [--threads N]`. It builds in seconds where the whole `cutover` binary takes minutes, which is
+//! what A/B measurements of a data-plane change want (`cargo xtask bench-lb --lb example`).
 
 fn main() -> anyhow::Result<()> {
     let mut admin = "127.0.0.1:9901".to_string();

@@ -142,11 +142,14 @@ fn check(w: &Watch, idle_ms: u64) -> Result<u64, Expired> {
         Phase::Head(since) => since + idle_ms,
         // The tunnel keeps its own time.
         Phase::Tunnel => return Ok(idle_ms),
+        // A request body still arriving (ALB's idle timeout counts bytes either way) holds the
+        // deadline off.
         Phase::Target(deadline) => {
-            if now >= deadline {
+            let until = deadline.max(idle_until);
+            if now >= until {
                 return Err(Expired::Target);
             }
-            return Ok(deadline - now);
+            return Ok(until - now);
         }
     };
     if now >= until { Err(Expired::Close) } else { Ok(until - now) }
@@ -268,6 +271,7 @@ where
                     match parse_request(&self.buf, self.ctx, &mut self.out) {
                         Parsed::Ok(req, action) => break (req, action),
                         Parsed::Bad(status) => {
+                            self.ctx.listener.counters.inc(m::L_REQUESTS);
                             self.ctx.listener.counters.inc(m::L_ELB4XX);
                             let resp = forward::lb_response(status, true);
                             let _ = self.respond(resp, true, false).await;

@@ -145,7 +145,10 @@ impl Tunnel {
                     };
                     activity.store(clock::now_ms(), Ordering::Relaxed);
                     mid_write = true;
-                    if client_wr.write_all(&buf[..n]).await.is_err() {
+                    // Flushed: a TLS stream may hold the last record back otherwise.
+                    if client_wr.write_all(&buf[..n]).await.is_err()
+                        || client_wr.flush().await.is_err()
+                    {
                         break;
                     }
                     mid_write = false;

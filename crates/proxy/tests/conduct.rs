@@ -4,7 +4,8 @@
 
 mod common;
 
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::*;
@@ -228,5 +229,146 @@ async fn a_request_head_sent_too_slowly_is_cut_off_at_the_idle_timeout() {
         started.elapsed()
     );
     assert_eq!(b.hits.load(Ordering::SeqCst), 0);
+    lb.shutdown().await;
+}
+
+/// Reads from `s` until `needle` has arrived (or the peer closes); returns all of it.
+async fn read_until(s: &mut tokio::net::TcpStream, needle: &str) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains(needle) {
+        match tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expect_100_continue_is_answered_before_the_body_is_sent() {
+    use tokio::io::AsyncWriteExt;
+    let (lb, _b, port) = setup().await;
+    let mut s = tokio::net::TcpStream::connect(port).await.unwrap();
+    s.write_all(
+        b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    // The client holds the body back until it is told to continue.
+    let interim = read_until(&mut s, "\r\n\r\n").await;
+    assert!(interim.starts_with("HTTP/1.1 100 Continue\r\n"), "{interim:?}");
+    s.write_all(b"hello").await.unwrap();
+    let answer = read_until(&mut s, "body: hello").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(!answer.to_ascii_lowercase().contains("expect:"), "the target got Expect: {answer}");
+    lb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_are_framed_for_each_client_version_and_method() {
+    let (lb, _b, port) = setup().await;
+
+    // An HTTP/1.1 client gets a body of unknown length chunked, and keeps its connection.
+    let answer = raw_exchange(
+        port,
+        b"GET /chunks HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let lower = answer.to_ascii_lowercase();
+    assert!(lower.contains("transfer-encoding: chunked\r\n"), "{answer}");
+    assert!(answer.contains("one\n") && answer.contains("three\n"), "{answer}");
+    assert!(answer.contains("0\r\n\r\n"), "the chunked body ends: {answer}");
+    assert_eq!(answer.matches("HTTP/1.1 200").count(), 2, "{answer}");
+
+    // An HTTP/1.0 client cannot read chunks: it gets the raw body, ended by the close.
+    let answer = raw_exchange(port, b"GET /chunks HTTP/1.0\r\nHost: a\r\n\r\n").await;
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or_default();
+    assert!(!head.to_ascii_lowercase().contains("transfer-encoding"), "{answer}");
+    assert!(head.to_ascii_lowercase().contains("connection: close"), "{answer}");
+    assert_eq!(body, "one\ntwo\nthree\n");
+
+    // HTTP/1.0 with keep-alive keeps the connection for a second request.
+    let answer = raw_exchange(
+        port,
+        b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET / HTTP/1.0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(answer.matches("HTTP/1.1 200").count(), 2, "{answer}");
+    assert!(answer.to_ascii_lowercase().contains("connection: keep-alive"), "{answer}");
+
+    // HEAD: the length of the body a GET would get, and no body.
+    let answer =
+        raw_exchange(port, b"HEAD / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await;
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or_default();
+    assert!(head.to_ascii_lowercase().contains("content-length: 1\r\n"), "{answer}");
+    assert_eq!(body, "");
+
+    // Absolute form, as a client configured for a proxy sends it: origin form plus Host.
+    let answer = raw_exchange(
+        port,
+        b"GET http://shop.example/echo?x=1 HTTP/1.1\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.to_ascii_lowercase().contains("host: shop.example\n"), "{answer}");
+    lb.shutdown().await;
+}
+
+/// A target that answers one request per connection with keep-alive, then closes the
+/// connection shortly after, as servers with a short keep-alive timeout do. Counts the
+/// connections it closed.
+async fn short_keep_alive_target() -> (std::net::SocketAddr, Arc<AtomicU64>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let closed = Arc::new(AtomicU64::new(0));
+    let counter = closed.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+                        _ => return,
+                    }
+                }
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                drop(s);
+                counter.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, closed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_connection_the_target_closed_is_replaced_without_an_error() {
+    let lb = Lb::start(None).await;
+    let (target, closed) = short_keep_alive_target().await;
+    let port = free_addr();
+    let check = HealthCheck { enabled: false, ..hc(1000) };
+    lb.apply(&table(
+        1,
+        vec![("web", listener(port, forward(&[("g", 1)])))],
+        vec![("g", group(&[target], check, 0))],
+    ))
+    .await;
+    for round in 1..=3u64 {
+        let (status, body) = get(&lb.http, &format!("http://{port}/")).await;
+        assert_eq!((status, body.as_str()), (200, "ok"), "round {round}");
+        // The target closes the keep-alive connection the load balancer pooled.
+        wait_until("the target closed its connection", Duration::from_secs(3), || {
+            let closed = closed.clone();
+            async move { closed.load(Ordering::SeqCst) >= round }
+        })
+        .await;
+    }
+    let m = lb.metrics().await;
+    assert_eq!(m.target_groups["g"].counters.elb_502, 0);
     lb.shutdown().await;
 }

@@ -193,8 +193,8 @@ pub fn table(
 }
 
 /// A tiny HTTP backend. `/health` answers `health_status` after `health_delay_ms`;
-/// `/slow?ms=N` answers after N ms; `/echo` returns the request headers; `/ws` is a WebSocket
-/// echo; anything else answers 200 with the backend's name. `hits` counts non-health requests.
+/// `/slow?ms=N` answers after N ms; `/echo` returns the request headers and body; `/chunks` and
+/// `/stream` answer chunked (at once; over 10 s); `/ws` is a WebSocket echo; anything else answers 200 with the backend's name. `hits` counts non-health requests.
 pub struct Backend {
     pub addr: SocketAddr,
     pub name: String,
@@ -268,6 +268,14 @@ fn full(body: impl Into<Bytes>) -> BackendBody {
 
 async fn backend_handle(s: BackendState, req: Request<Incoming>) -> Response<BackendBody> {
     let path = req.uri().path().to_string();
+    if path == "/chunks" {
+        s.hits.fetch_add(1, Ordering::SeqCst);
+        // Three frames at once and no length: hyper sends them chunked.
+        let parts =
+            ["one\n", "two\n", "three\n"].map(|p| Ok(hyper::body::Frame::data(Bytes::from(p))));
+        let body = http_body_util::StreamBody::new(futures_util::stream::iter(parts));
+        return Response::new(BodyExt::boxed(body));
+    }
     if path == "/stream" {
         s.hits.fetch_add(1, Ordering::SeqCst);
         // 200 chunks, one every 50 ms: a response that outlives any test's drain delay.
