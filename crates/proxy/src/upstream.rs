@@ -31,6 +31,7 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use crate::target::{TargetRt, lock};
@@ -262,15 +263,34 @@ fn poll_read_more(
     }
     loop {
         ready!(stream.poll_read_ready(cx))?;
+        let room = buf.capacity() - buf.len();
         match stream.try_read_buf(buf) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Ok(n) if n > 0 && n < room => {
+                // A read that did not fill the buffer drained the socket (epoll is
+                // edge-triggered), so its readiness is cleared now, without the extra read that
+                // would otherwise find it empty — as tokio's own `AsyncRead` does. No event is
+                // lost: readiness set by a newer event survives (tokio compares event ticks).
+                let _ = stream.try_io(Interest::READABLE, || {
+                    Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock))
+                });
+                return Poll::Ready(Ok(n));
+            }
             done => return Poll::Ready(done),
         }
     }
 }
 
-async fn write_all(stream: &TcpStream, data: &[u8]) -> io::Result<()> {
-    write_all_vectored(stream, &mut [IoSlice::new(data)]).await
+async fn write_all(stream: &TcpStream, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        match stream.try_write(data) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => stream.writable().await?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 async fn write_all_vectored(stream: &TcpStream, mut bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
