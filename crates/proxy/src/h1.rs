@@ -15,13 +15,13 @@
 //! smuggling); header names other than letters, digits and hyphens are dropped; hop-by-hop
 //! headers (RFC 9110 §7.6.1) do not cross; `X-Forwarded-*` are set.
 
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::{Pin, pin};
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64};
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
@@ -34,7 +34,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use crate::clock;
 use crate::forward::{self, ConnCtx, ProxyBody, Routed};
 use crate::metrics as m;
-use crate::target::{InFlight, TargetRt, lock};
+use crate::target::{InFlight, TargetRt};
 use crate::upstream::{self, Chunked, Outgoing, Step, UpstreamBody};
 
 /// ALB's limits: the whole head, one header line, the request line.
@@ -71,8 +71,8 @@ struct Watch {
     activity: AtomicU64,
     /// The listener stopped: finish the request in flight and close.
     closing: AtomicBool,
-    /// The target a request waits on, charged with the 504 if it times out.
-    target: Mutex<Option<Arc<TargetRt>>>,
+    /// The target did not answer in time: the waiting request ends with a 504.
+    timed_out: AtomicBool,
 }
 
 impl Watch {
@@ -82,7 +82,7 @@ impl Watch {
             phase_at: AtomicU64::new(0),
             activity: AtomicU64::new(clock::now_ms()),
             closing: AtomicBool::new(false),
-            target: Mutex::new(None),
+            timed_out: AtomicBool::new(false),
         }
     }
 
@@ -120,16 +120,25 @@ impl Watch {
         self.closing.load(Relaxed)
     }
 
-    fn set_target(&self, target: Option<Arc<TargetRt>>) {
-        *lock(&self.target) = target;
+    /// Runs `f` until it ends or the watchdog says the target took too long (`None`).
+    async fn until_timeout<F: Future>(&self, f: F) -> Option<F::Output> {
+        self.timed_out.store(false, Relaxed);
+        let mut f = pin!(f);
+        poll_fn(|cx| {
+            if self.timed_out.load(Relaxed) {
+                return Poll::Ready(None);
+            }
+            f.as_mut().poll(cx).map(Some)
+        })
+        .await
     }
 }
 
-/// Why the watchdog ended the request loop.
+/// What the watchdog found.
 enum Expired {
     /// Idle between requests, a trickling head, or a stalled body: drop the connection.
     Close,
-    /// A target did not answer in time: the client gets a 504.
+    /// A target did not answer in time: the request loop answers 504.
     Target,
 }
 
@@ -171,42 +180,34 @@ where
         w: &watch,
     };
     let mut stop = ls.stop.subscribe();
-    let expired = {
-        let run = pin!(conn.run());
-        let mut run = run;
-        let tick = pin!(tokio::time::sleep(Duration::from_millis(idle_ms)));
-        let mut tick = tick;
-        let mut stopping = false;
-        loop {
-            tokio::select! {
-                biased;
-                () = run.as_mut() => return,
-                () = tick.as_mut() => match check(&watch, idle_ms) {
-                    // A little past the moment, as the clock is coarse.
-                    Ok(wait) => tick.as_mut().reset(
-                        tokio::time::Instant::now() + Duration::from_millis(wait + 5),
-                    ),
-                    Err(expired) => break expired,
-                },
-                () = crate::flag_set(&mut stop), if !stopping => {
-                    stopping = true;
-                    watch.closing.store(true, Relaxed);
-                    if watch.phase() == Phase::Idle {
-                        return;
+    let mut run = pin!(conn.run());
+    let mut tick = pin!(tokio::time::sleep(Duration::from_millis(idle_ms)));
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            biased;
+            () = run.as_mut() => return,
+            () = tick.as_mut() => {
+                // A little past the moment, as the clock is coarse.
+                let wait = match check(&watch, idle_ms) {
+                    Ok(wait) => wait + 5,
+                    Err(Expired::Close) => return,
+                    Err(Expired::Target) => {
+                        // Seen by the request loop, polled first on the next turn.
+                        watch.timed_out.store(true, Relaxed);
+                        idle_ms
                     }
+                };
+                tick.as_mut().reset(tokio::time::Instant::now() + Duration::from_millis(wait));
+            }
+            () = crate::flag_set(&mut stop), if !stopping => {
+                stopping = true;
+                watch.closing.store(true, Relaxed);
+                if watch.phase() == Phase::Idle {
+                    return;
                 }
             }
         }
-    };
-    let timed_out = match expired {
-        Expired::Target => lock(&watch.target).take(),
-        Expired::Close => None,
-    };
-    if let Some(t) = timed_out {
-        t.counters.inc(m::ELB504);
-        t.group_counters.inc(m::ELB504);
-        let resp = forward::lb_response(StatusCode::GATEWAY_TIMEOUT, true);
-        let _ = tokio::time::timeout(Duration::from_secs(1), conn.respond(resp, true, false)).await;
     }
 }
 
@@ -334,6 +335,8 @@ where
         close: bool,
         head_method: bool,
     ) -> io::Result<()> {
+        // Writing to the client: a client that stops reading is cut at the idle timeout.
+        self.w.set(Phase::Body);
         let (parts, body) = resp.into_parts();
         let body = match body {
             ProxyBody::Full(data) => data.unwrap_or_default(),
@@ -365,15 +368,15 @@ where
     async fn forward(&mut self, req: &Request, target: Arc<TargetRt>, timeout: Duration) -> bool {
         let started = std::time::Instant::now();
         self.w.set(Phase::Target(clock::now_ms() + timeout.as_millis() as u64));
-        self.w.set_target(Some(target.clone()));
         let worker = crate::workers::current();
-        let (guard, mut conn, reused) = match forward::open_upstream(self.ctx, target, worker).await
-        {
-            Ok(opened) => opened,
-            Err(resp) => return self.respond_error(resp, req).await,
+        let opened =
+            self.w.until_timeout(forward::open_upstream(self.ctx, target.clone(), worker)).await;
+        let (guard, mut conn, reused) = match opened {
+            Some(Ok(opened)) => opened,
+            Some(Err(resp)) => return self.respond_error(resp, req).await,
+            None => return self.gateway_timeout(&target, req).await,
         };
         let t = guard.0.clone();
-        self.w.set_target(Some(t.clone()));
 
         // The head, and as much of a declared-length body as already arrived, in one write.
         let head = conn.head_buf();
@@ -409,10 +412,11 @@ where
                 Outgoing::Chunked(body)
             }
         };
-        let sent = upstream::send_encoded(&t, conn, reused, req.head_method, outgoing).await;
-        let mut resp = match sent {
-            Ok(resp) => resp,
-            Err(e) => {
+        let sent = upstream::send_encoded(&t, conn, reused, req.head_method, outgoing);
+        let mut resp = match self.w.until_timeout(sent).await {
+            None => return self.gateway_timeout(&t, req).await,
+            Some(Ok(resp)) => resp,
+            Some(Err(e)) => {
                 tracing::debug!(target = %t.addr, "target failed: {e}");
                 t.counters.inc(m::ELB502);
                 t.group_counters.inc(m::ELB502);
@@ -421,7 +425,6 @@ where
                 return false;
             }
         };
-        self.w.set_target(None);
         self.w.set(Phase::Body);
         let us = started.elapsed().as_micros() as u64;
         let status = resp.status();
@@ -494,9 +497,18 @@ where
         }
     }
 
+    /// The target did not answer within the listener's idle timeout. The connection closes: the
+    /// request's body may be half sent.
+    async fn gateway_timeout(&mut self, t: &TargetRt, req: &Request) -> bool {
+        t.counters.inc(m::ELB504);
+        t.group_counters.inc(m::ELB504);
+        let resp = forward::lb_response(StatusCode::GATEWAY_TIMEOUT, true);
+        let _ = self.respond(resp, true, req.head_method).await;
+        false
+    }
+
     /// An error answer before anything of the target's reached the client.
     async fn respond_error(&mut self, resp: Response<ProxyBody>, req: &Request) -> bool {
-        self.w.set_target(None);
         let keep = req.keep_alive && req.body == RequestBody::None && !self.w.closing();
         self.respond(resp, !keep, req.head_method).await.is_ok() && keep
     }
