@@ -389,29 +389,22 @@ fn another_target(ctx: &ConnCtx, failed: &Arc<TargetRt>) -> Option<Arc<TargetRt>
 }
 
 #[inline]
-pub fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == header::TRANSFER_ENCODING
-        || name == header::TE
-        || name == header::TRAILER
-        || name == header::UPGRADE
-        || name == KEEP_ALIVE
-        || name == PROXY_CONNECTION
-}
-
-/// ALB's `drop_invalid_header_fields`: only letters, digits and hyphens.
-#[inline]
-pub fn is_valid_name(name: &HeaderName) -> bool {
-    name.as_str().bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    crate::fields::is_hop_by_hop(name.as_str())
 }
 
 #[inline]
-pub fn needs_cleaning(h: &HeaderMap) -> bool {
+fn is_valid_name(name: &HeaderName) -> bool {
+    crate::fields::is_valid_name(name.as_str())
+}
+
+#[inline]
+fn needs_cleaning(h: &HeaderMap) -> bool {
     h.keys().any(|k| is_hop_by_hop(k) || !is_valid_name(k))
 }
 
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1), those `Connection` lists, and invalid names.
-pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+fn strip_hop_by_hop(h: &mut HeaderMap) {
     let mut listed: Vec<HeaderName> = Vec::new();
     for value in h.get_all(header::CONNECTION) {
         let Ok(value) = value.to_str() else { continue };

@@ -27,15 +27,16 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header;
-use http::{HeaderMap, Response, StatusCode};
+use http::{Response, StatusCode};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::clock;
+use crate::fields::{connection_listed, is_hop_by_hop, is_valid_name, name_is};
 use crate::forward::{self, ConnCtx, ProxyBody, Routed};
 use crate::metrics as m;
 use crate::target::{InFlight, TargetRt};
-use crate::upstream::{self, Chunked, Outgoing, Step, UpstreamBody};
+use crate::upstream::{self, Answer, Chunked, Head, Outgoing, Step, UpstreamBody};
 
 /// ALB's limits: the whole head, one header line, the request line.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -413,9 +414,9 @@ where
             }
         };
         let sent = upstream::send_encoded(&t, conn, reused, req.head_method, outgoing);
-        let mut resp = match self.w.until_timeout(sent).await {
+        let mut answer = match self.w.until_timeout(sent).await {
             None => return self.gateway_timeout(&t, req).await,
-            Some(Ok(resp)) => resp,
+            Some(Ok(answer)) => answer,
             Some(Err(e)) => {
                 tracing::debug!(target = %t.addr, "target failed: {e}");
                 t.counters.inc(m::ELB502);
@@ -427,7 +428,7 @@ where
         };
         self.w.set(Phase::Body);
         let us = started.elapsed().as_micros() as u64;
-        let status = resp.status();
+        let status = answer.head.status();
         t.counters.observe_us(us);
         t.group_counters.observe_us(us);
         t.counters.status(status.as_u16());
@@ -436,7 +437,7 @@ where
         // still on the connection, which therefore cannot carry another request.
         let body_done = match req.body {
             RequestBody::None => true,
-            _ => resp.body().request_complete(),
+            _ => answer.body.request_complete(),
         };
 
         if status == StatusCode::SWITCHING_PROTOCOLS {
@@ -448,22 +449,18 @@ where
                 let _ = self.respond(resp, true, req.head_method).await;
                 return false;
             }
-            return self.upgrade(resp, guard).await;
+            return self.upgrade(answer, guard).await;
         }
 
         let mut keep = req.keep_alive && body_done && !self.w.closing();
         let mut out = std::mem::take(&mut self.out);
         out.clear();
-        let reason = resp.extensions().get::<hyper::ext::ReasonPhrase>().map(|r| r.as_bytes());
-        encode_status(&mut out, status, reason);
-        let framing = response_framing(&resp, req.head_method);
-        if forward::needs_cleaning(resp.headers()) {
-            forward::strip_hop_by_hop(resp.headers_mut());
-        }
+        encode_status(&mut out, status, answer.head.reason());
+        let framing = response_framing(&answer.head, req.head_method);
         if matches!(framing, Framing::Chunked | Framing::UntilClose) && req.http10 {
             keep = false;
         }
-        encode_headers(&mut out, resp.headers(), framing);
+        encode_headers(&mut out, &answer.head, framing);
         match framing {
             Framing::Chunked if !req.http10 => {
                 push_header(&mut out, b"transfer-encoding", b"chunked");
@@ -480,11 +477,11 @@ where
         }
         out.extend_from_slice(b"\r\n");
         let chunked = matches!(framing, Framing::Chunked | Framing::UntilClose) && !req.http10;
-        let streamed = self.stream_body(resp.body_mut(), out, chunked).await;
+        let streamed = self.stream_body(&mut answer.body, out, chunked).await;
         self.out.clear();
         match streamed {
             Ok(()) => {
-                if let Some(conn) = resp.body_mut().take_reusable() {
+                if let Some(conn) = answer.body.take_reusable() {
                     t.give_back(worker, conn);
                 }
                 drop(guard);
@@ -582,26 +579,21 @@ where
 
     /// After a 101: the head goes to the client, then bytes flow both ways until one side
     /// closes (see [`crate::tunnel`]).
-    async fn upgrade(&mut self, resp: Response<UpstreamBody>, guard: InFlight) -> bool {
+    async fn upgrade(&mut self, answer: Answer, guard: InFlight) -> bool {
         let t = guard.0.clone();
-        let websocket = resp
-            .headers()
-            .get(header::UPGRADE)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+        let head = &answer.head;
+        let protocol = head.values("upgrade").next();
+        let websocket = protocol.is_some_and(|p| p.eq_ignore_ascii_case(b"websocket"));
         let mut out = std::mem::take(&mut self.out);
         out.clear();
-        let reason = resp.extensions().get::<hyper::ext::ReasonPhrase>().map(|r| r.as_bytes());
-        encode_status(&mut out, resp.status(), reason);
-        let protocol = resp.headers().get(header::UPGRADE).cloned();
-        let mut headers = resp.headers().clone();
-        forward::strip_hop_by_hop(&mut headers);
-        encode_headers(&mut out, &headers, Framing::None);
+        encode_status(&mut out, head.status(), head.reason());
+        encode_headers(&mut out, head, Framing::None);
         if let Some(protocol) = protocol {
-            push_header(&mut out, b"upgrade", protocol.as_bytes());
+            push_header(&mut out, b"upgrade", protocol);
         }
         push_header(&mut out, b"connection", b"upgrade");
         out.extend_from_slice(b"\r\n");
-        let Some((upstream, leftover)) = resp.into_body().into_upgrade() else {
+        let Some((upstream, leftover)) = answer.body.into_upgrade() else {
             t.counters.inc(m::ELB502);
             t.group_counters.inc(m::ELB502);
             return false;
@@ -634,15 +626,16 @@ enum Framing {
     UntilClose,
 }
 
-fn response_framing(resp: &Response<UpstreamBody>, head_method: bool) -> Framing {
-    let status = resp.status().as_u16();
+/// How the client gets the body of `head`'s response (the body itself was framed by
+/// [`upstream`], which refuses what it cannot delimit).
+fn response_framing(head: &Head, head_method: bool) -> Framing {
+    let status = head.status().as_u16();
     if head_method || (100..200).contains(&status) || status == 204 || status == 304 {
         return Framing::None;
     }
-    let h = resp.headers();
-    if h.contains_key(header::TRANSFER_ENCODING) {
+    if head.values("transfer-encoding").next().is_some() {
         Framing::Chunked
-    } else if h.contains_key(header::CONTENT_LENGTH) {
+    } else if head.values("content-length").next().is_some() {
         Framing::Length
     } else {
         Framing::UntilClose
@@ -666,37 +659,23 @@ fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// A target's headers for the client (already cleaned of hop-by-hop ones); `Content-Length` only
-/// where it frames the body or answers a HEAD.
-fn encode_headers(out: &mut Vec<u8>, headers: &HeaderMap, framing: Framing) {
-    for (name, value) in headers {
-        if name == header::CONTENT_LENGTH
-            && matches!(framing, Framing::Chunked | Framing::UntilClose)
-        {
-            continue;
+/// A target's fields for the client: hop-by-hop ones, those its `Connection` lists and invalid
+/// names dropped; `Content-Length` only where it frames the body or answers a HEAD.
+fn encode_headers(out: &mut Vec<u8>, head: &Head, framing: Framing) {
+    let rechunked = matches!(framing, Framing::Chunked | Framing::UntilClose);
+    let listing = head.values("connection").next().is_some();
+    for (name, value) in head.fields() {
+        let skip = is_hop_by_hop(name)
+            || !is_valid_name(name)
+            || (rechunked && name_is(name, "content-length"))
+            || (listing
+                && head
+                    .values("connection")
+                    .any(|c| connection_listed(c).any(|l| name_is(name, l))));
+        if !skip {
+            push_header(out, name.as_bytes(), value);
         }
-        push_header(out, name.as_str().as_bytes(), value.as_bytes());
     }
-}
-
-#[inline]
-fn name_is(name: &str, lower: &str) -> bool {
-    name.len() == lower.len() && name.eq_ignore_ascii_case(lower)
-}
-
-#[inline]
-fn valid_name(name: &str) -> bool {
-    name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-}
-
-fn is_hop_by_hop(name: &str) -> bool {
-    name_is(name, "connection")
-        || name_is(name, "keep-alive")
-        || name_is(name, "proxy-connection")
-        || name_is(name, "te")
-        || name_is(name, "trailer")
-        || name_is(name, "transfer-encoding")
-        || name_is(name, "upgrade")
 }
 
 /// Parses and checks a request head at the front of `buf`, routes it, and for a forward
@@ -773,13 +752,9 @@ fn parse_request(buf: &[u8], ctx: &ConnCtx, out: &mut Vec<u8>) -> Parsed {
                     keep_alive_token = true;
                 } else if token.eq_ignore_ascii_case(b"upgrade") {
                     upgrade_token = true;
-                } else if let Ok(token) = std::str::from_utf8(token)
-                    && !token.is_empty()
-                    && !name_is(token, "host")
-                {
-                    listed.push(token);
                 }
             }
+            listed.extend(connection_listed(h.value));
         } else if name_is(name, "upgrade") {
             upgrade_header = Some(h.value);
         } else if name_is(name, "expect") {
@@ -876,7 +851,7 @@ fn parse_request(buf: &[u8], ctx: &ConnCtx, out: &mut Vec<u8>) -> Parsed {
             continue;
         }
         let skip = is_hop_by_hop(name)
-            || !valid_name(name)
+            || !is_valid_name(name)
             || name_is(name, "x-forwarded-proto")
             || name_is(name, "x-forwarded-port")
             || (expect_continue && name_is(name, "expect"))

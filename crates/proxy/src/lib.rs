@@ -6,13 +6,16 @@
 //! WebSocket pass-through, and metrics. A new table replaces the old one atomically; a request
 //! picks its route once and is never disturbed by a later change.
 //!
-//! Layout: [`state`] applies tables, [`listener`] accepts connections, [`forward`] handles a
-//! request, [`target`] holds per-target state and pools, [`health`] checks targets, [`admin`]
-//! serves the admin API, [`metrics`] counts.
+//! Layout: [`state`] applies tables, [`listener`] accepts connections and hands them to
+//! [`workers`]; [`h1`] serves HTTP/1 connections and [`forward`] HTTP/2 requests (through
+//! hyper), both routing with [`forward::route`] and reaching targets through [`upstream`];
+//! [`tunnel`] carries upgraded connections; [`target`] holds per-target state and pools,
+//! [`health`] checks targets, [`admin`] serves the admin API, [`metrics`] counts.
 
 mod admin;
 mod clock;
 mod conn_io;
+mod fields;
 mod forward;
 mod h1;
 mod health;

@@ -34,6 +34,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
+use crate::fields::name_is;
 use crate::target::{TargetRt, lock};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -472,12 +473,61 @@ where
     write_all(stream, &last).await.map_err(|_| BodyFailure::Target)
 }
 
-/// A final response head (informational ones are skipped, except 101).
+/// A final response head as the target sent it (informational ones are skipped, except 101):
+/// its bytes, and where each field's name and value are in them. The HTTP/1 path copies fields
+/// straight to the client; HTTP/2 builds a header map ([`Answer::into_response`]).
 pub struct Head {
     status: StatusCode,
     version: Version,
-    headers: HeaderMap,
-    reason: Option<hyper::ext::ReasonPhrase>,
+    /// Where the reason phrase is, when it is not the usual one for the status.
+    reason: Option<(u32, u32)>,
+    bytes: Bytes,
+    /// Name start, name end, value start, value end.
+    fields: Vec<[u32; 4]>,
+}
+
+impl Head {
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The target's own reason phrase, if it is not the usual one.
+    pub fn reason(&self) -> Option<&[u8]> {
+        self.reason.map(|(a, b)| &self.bytes[a as usize..b as usize])
+    }
+
+    /// Each field's name and value, in the order the target sent them.
+    pub fn fields(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.fields.iter().map(|&[n0, n1, v0, v1]| {
+            // httparse admits only token characters (ASCII) in names.
+            let name = std::str::from_utf8(&self.bytes[n0 as usize..n1 as usize]).unwrap_or("");
+            (name, &self.bytes[v0 as usize..v1 as usize])
+        })
+    }
+
+    /// The values of the fields called `name` (lower case).
+    pub fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> {
+        self.fields().filter(move |(n, _)| name_is(n, name)).map(|(_, v)| v)
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.values(name).next().is_some()
+    }
+
+    fn header_map(&self) -> Result<HeaderMap, Error> {
+        let mut headers = HeaderMap::with_capacity(self.fields.len());
+        for &[n0, n1, v0, v1] in &self.fields {
+            let name = HeaderName::from_bytes(&self.bytes[n0 as usize..n1 as usize]);
+            let value = HeaderValue::from_maybe_shared(self.bytes.slice(v0 as usize..v1 as usize));
+            match (name, value) {
+                (Ok(name), Ok(value)) => {
+                    headers.append(name, value);
+                }
+                _ => return Err(Error::Target("invalid header in the response".into())),
+            }
+        }
+        Ok(headers)
+    }
 }
 
 async fn read_head(stream: &TcpStream, buf: &mut BytesMut) -> Result<Head, Error> {
@@ -508,9 +558,8 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Error> {
         if buf.is_empty() {
             return Ok(None);
         }
-        // Where each header's name and value are in `buf`, so the values can share its bytes.
-        let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
-        let (len, code, version, reason, count) = {
+        let mut fields = Vec::new();
+        let (len, code, version, reason) = {
             let mut headers =
                 [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
             let mut res = httparse::Response::new(&mut []);
@@ -525,25 +574,25 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Error> {
                 Err(e) => return Err(Error::Target(format!("malformed response head: {e}"))),
             };
             let base = buf.as_ptr() as usize;
-            for (span, h) in spans.iter_mut().zip(res.headers.iter()) {
-                let name = h.name.as_ptr() as usize - base;
-                let value = h.value.as_ptr() as usize - base;
-                *span = (
-                    name as u32,
-                    (name + h.name.len()) as u32,
-                    value as u32,
-                    (value + h.value.len()) as u32,
-                );
+            let at = |s: &[u8]| (s.as_ptr() as usize - base) as u32;
+            fields.reserve_exact(res.headers.len());
+            for h in res.headers.iter() {
+                let (name, value) = (at(h.name.as_bytes()), at(h.value));
+                fields.push([
+                    name,
+                    name + h.name.len() as u32,
+                    value,
+                    value + h.value.len() as u32,
+                ]);
             }
             let code = res.code.unwrap_or(0);
-            let reason = res.reason.unwrap_or("");
+            let phrase = res.reason.unwrap_or("");
             let status = StatusCode::from_u16(code).ok();
             // Like hyper: only a reason phrase other than the usual one is kept.
-            let reason = (status.and_then(|s| s.canonical_reason()) != Some(reason))
-                .then(|| hyper::ext::ReasonPhrase::try_from(reason.as_bytes()).ok())
-                .flatten();
+            let reason = (status.and_then(|s| s.canonical_reason()) != Some(phrase))
+                .then(|| (at(phrase.as_bytes()), at(phrase.as_bytes()) + phrase.len() as u32));
             let version = if res.version == Some(1) { Version::HTTP_11 } else { Version::HTTP_10 };
-            (len, status, version, reason, res.headers.len())
+            (len, status, version, reason)
         };
         let Some(status) = code else {
             return Err(Error::Target("response status out of range".into()));
@@ -552,19 +601,8 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Error> {
             buf.advance(len);
             continue;
         }
-        let head = buf.split_to(len).freeze();
-        let mut headers = HeaderMap::with_capacity(count);
-        for &(n0, n1, v0, v1) in &spans[..count] {
-            let name = HeaderName::from_bytes(&head[n0 as usize..n1 as usize]);
-            let value = HeaderValue::from_maybe_shared(head.slice(v0 as usize..v1 as usize));
-            match (name, value) {
-                (Ok(name), Ok(value)) => {
-                    headers.append(name, value);
-                }
-                _ => return Err(Error::Target("invalid header in the response".into())),
-            }
-        }
-        return Ok(Some(Head { status, version, headers, reason }));
+        let bytes = buf.split_to(len).freeze();
+        return Ok(Some(Head { status, version, reason, bytes, fields }));
     }
 }
 
@@ -583,24 +621,23 @@ fn response_framing(head: &Head, head_request: bool) -> Result<(Delimit, bool), 
     if head_request || (100..200).contains(&status) || status == 204 || status == 304 {
         return Ok((Delimit::None, false));
     }
-    let h = &head.headers;
-    if h.contains_key(header::TRANSFER_ENCODING) {
-        let last = h.get_all(header::TRANSFER_ENCODING).iter().next_back();
+    if head.has("transfer-encoding") {
+        let last = head.values("transfer-encoding").last();
         let chunked = last
-            .and_then(|v| v.as_bytes().rsplit(|&b| b == b',').next())
+            .and_then(|v| v.rsplit(|&b| b == b',').next())
             .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         // With a Content-Length as well the message is suspect: decoded, but never reused.
-        let must_close = h.contains_key(header::CONTENT_LENGTH);
+        let must_close = head.has("content-length");
         return Ok(if chunked {
             (Delimit::Chunked, must_close)
         } else {
             (Delimit::UntilClose, true)
         });
     }
-    let mut lengths = h.get_all(header::CONTENT_LENGTH).iter();
+    let mut lengths = head.values("content-length");
     match (lengths.next(), lengths.next()) {
         (None, _) => Ok((Delimit::UntilClose, true)),
-        (Some(v), None) => match parse_length(v.as_bytes()) {
+        (Some(v), None) => match parse_length(v) {
             Some(n) => Ok((Delimit::Length(n), false)),
             None => Err(Error::Target("invalid Content-Length in the response".into())),
         },
@@ -614,8 +651,8 @@ fn response_framing(head: &Head, head_request: bool) -> Result<(Delimit, bool), 
 /// `Connection` header.
 fn keep_alive(head: &Head) -> bool {
     let mut keep = head.version == Version::HTTP_11;
-    for value in head.headers.get_all(header::CONNECTION) {
-        for token in value.as_bytes().split(|&b| b == b',') {
+    for value in head.values("connection") {
+        for token in value.split(|&b| b == b',') {
             let token = token.trim_ascii();
             if token.eq_ignore_ascii_case(b"close") {
                 return false;
@@ -659,7 +696,9 @@ where
     let (parts, body) = req.into_parts();
     let outgoing = outgoing(&parts, body);
     encode_head(&parts, outgoing.framing(), conn.head_buf());
-    send_encoded(target, conn, reused, parts.method == Method::HEAD, outgoing).await
+    send_encoded(target, conn, reused, parts.method == Method::HEAD, outgoing)
+        .await?
+        .into_response()
 }
 
 /// Sends the head already in `conn`'s [`UpstreamConn::head_buf`], then `outgoing`. A request
@@ -672,7 +711,7 @@ pub async fn send_encoded<B>(
     mut reused: bool,
     head_request: bool,
     outgoing: Outgoing<B>,
-) -> Result<Response<UpstreamBody>, Error>
+) -> Result<Answer, Error>
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: fmt::Display,
@@ -683,7 +722,7 @@ where
         let replayable = matches!(out, Outgoing::Empty);
         match conn.exchange(out).await {
             Ok((head, request_complete)) => {
-                return into_response(conn, head, head_request, request_complete);
+                return into_answer(conn, head, head_request, request_complete);
             }
             Err(Error::NoResponse(_)) if reused && replayable => {
                 reused = false;
@@ -696,12 +735,34 @@ where
     }
 }
 
-fn into_response(
+/// A target's answer: its head, and its body read from the connection.
+pub struct Answer {
+    pub head: Head,
+    pub body: UpstreamBody,
+}
+
+impl Answer {
+    /// As hyper's server takes it.
+    pub fn into_response(self) -> Result<Response<UpstreamBody>, Error> {
+        let headers = self.head.header_map()?;
+        let reason = self.head.reason().and_then(|r| hyper::ext::ReasonPhrase::try_from(r).ok());
+        let mut resp = Response::new(self.body);
+        *resp.status_mut() = self.head.status;
+        *resp.version_mut() = self.head.version;
+        *resp.headers_mut() = headers;
+        if let Some(reason) = reason {
+            resp.extensions_mut().insert(reason);
+        }
+        Ok(resp)
+    }
+}
+
+fn into_answer(
     conn: Box<UpstreamConn>,
     head: Head,
     head_request: bool,
     request_complete: bool,
-) -> Result<Response<UpstreamBody>, Error> {
+) -> Result<Answer, Error> {
     let (state, reusable) = if head.status == StatusCode::SWITCHING_PROTOCOLS {
         if !request_complete {
             return Err(Error::Target("switched protocols before the request was sent".into()));
@@ -720,14 +781,7 @@ fn into_response(
     };
     let mut body = UpstreamBody { conn: Some(conn), state, reusable, request_complete };
     body.settle();
-    let mut resp = Response::new(body);
-    *resp.status_mut() = head.status;
-    *resp.version_mut() = head.version;
-    *resp.headers_mut() = head.headers;
-    if let Some(reason) = head.reason {
-        resp.extensions_mut().insert(reason);
-    }
-    Ok(resp)
+    Ok(Answer { head, body })
 }
 
 enum State {
