@@ -372,3 +372,40 @@ async fn a_pooled_connection_the_target_closed_is_replaced_without_an_error() {
     assert_eq!(m.target_groups["g"].counters.elb_502, 0);
     lb.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_stream_both_ways_with_either_framing() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (lb, _b, port) = setup().await;
+    // 3 MiB with a declared length, from hyper's client; /echo sends it back with its length.
+    let sent: String = (0..3 * 1024 * 1024).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+    let req = http::Request::post(format!("http://{port}/echo"))
+        .body(http_body_util::Full::new(bytes::Bytes::from(sent.clone())))
+        .unwrap();
+    let resp = lb.http.request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = http_body_util::BodyExt::collect(resp.into_body()).await.unwrap().to_bytes();
+    let body = String::from_utf8_lossy(&body);
+    assert!(body.ends_with(&format!("body: {sent}\n")), "the body came back changed");
+
+    // The same bytes chunked, 64 KiB a chunk, over a raw connection.
+    let mut s = tokio::net::TcpStream::connect(port).await.unwrap();
+    s.write_all(b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    for chunk in sent.as_bytes().chunks(64 * 1024) {
+        s.write_all(format!("{:x}\r\n", chunk.len()).as_bytes()).await.unwrap();
+        s.write_all(chunk).await.unwrap();
+        s.write_all(b"\r\n").await.unwrap();
+    }
+    s.write_all(b"0\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer))
+        .await
+        .expect("answered in time")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{}", &answer[..answer.len().min(200)]);
+    assert!(answer.ends_with(&format!("body: {sent}\n")), "the chunked body came back changed");
+    lb.shutdown().await;
+}
