@@ -45,6 +45,10 @@ const MAX_HEADERS: usize = 100;
 /// Room a read asks for; a typical request head fits many times over.
 const READ_SIZE: usize = 4096;
 
+/// How long a closing connection reads what the client still sends (nginx's
+/// `lingering_timeout`).
+const LINGER: Duration = Duration::from_secs(2);
+
 static CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// What the request loop is doing, for the watchdog.
@@ -60,6 +64,8 @@ enum Phase {
     Body,
     /// An upgraded connection (see [`crate::tunnel`]).
     Tunnel,
+    /// Closing; bounded by [`LINGER`].
+    Closing,
 }
 
 /// What the request loop tells its watchdog. Both run in one task, so every access is
@@ -100,6 +106,7 @@ impl Watch {
             Phase::Target(deadline) => (2, deadline),
             Phase::Body => (3, 0),
             Phase::Tunnel => (4, 0),
+            Phase::Closing => (5, 0),
         };
         self.phase_at.store(at, Relaxed);
         self.phase.store(kind, Relaxed);
@@ -113,7 +120,8 @@ impl Watch {
             1 => Phase::Head(at),
             2 => Phase::Target(at),
             3 => Phase::Body,
-            _ => Phase::Tunnel,
+            4 => Phase::Tunnel,
+            _ => Phase::Closing,
         }
     }
 
@@ -150,8 +158,8 @@ fn check(w: &Watch, idle_ms: u64) -> Result<u64, Expired> {
     let until = match w.phase() {
         Phase::Idle | Phase::Body => idle_until,
         Phase::Head(since) => since + idle_ms,
-        // The tunnel keeps its own time.
-        Phase::Tunnel => return Ok(idle_ms),
+        // These keep their own time.
+        Phase::Tunnel | Phase::Closing => return Ok(idle_ms),
         // A request body still arriving (ALB's idle timeout counts bytes either way) holds the
         // deadline off.
         Phase::Target(deadline) => {
@@ -204,7 +212,7 @@ where
             () = crate::flag_set(&mut stop), if !stopping => {
                 stopping = true;
                 watch.closing.store(true, Relaxed);
-                if watch.phase() == Phase::Idle {
+                if matches!(watch.phase(), Phase::Idle | Phase::Closing) {
                     return;
                 }
             }
@@ -264,8 +272,36 @@ impl<I> Conn<'_, I>
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
-    /// The request loop; returns when the connection should close.
+    /// Serves requests until the connection should close, then closes it.
     async fn run(&mut self) {
+        if self.requests().await {
+            self.linger().await;
+        }
+    }
+
+    /// nginx's lingering close: the response is followed by a FIN, and what the client still
+    /// sends (the rest of a refused body, pipelined requests) is read and dropped for a while.
+    /// Closing a socket with unread bytes would send a reset instead, which can destroy the
+    /// response before the client reads it.
+    async fn linger(&mut self) {
+        self.w.set(Phase::Closing);
+        if self.io.shutdown().await.is_err() {
+            return;
+        }
+        let drain = async {
+            loop {
+                self.buf.clear();
+                if self.read().await == 0 {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER, drain).await;
+    }
+
+    /// The request loop. Returns when the connection should close: true if the client is
+    /// still there, false once it closed or failed.
+    async fn requests(&mut self) -> bool {
         loop {
             self.w.set(Phase::Idle);
             let (req, action) = loop {
@@ -276,8 +312,7 @@ where
                             self.ctx.listener.counters.inc(m::L_REQUESTS);
                             self.ctx.listener.counters.inc(m::L_ELB4XX);
                             let resp = forward::lb_response(status, true);
-                            let _ = self.respond(resp, true, false).await;
-                            return;
+                            return self.respond(resp, true, false).await.is_ok();
                         }
                         Parsed::Partial => {
                             if self.w.phase() == Phase::Idle {
@@ -287,7 +322,7 @@ where
                     }
                 }
                 if self.read().await == 0 {
-                    return;
+                    return false;
                 }
             };
             self.buf.advance(req.head_len);
@@ -299,7 +334,7 @@ where
                 Action::Forward(target, timeout) => self.forward(&req, target, timeout).await,
             };
             if !keep || self.w.closing() {
-                return;
+                return true;
             }
         }
     }

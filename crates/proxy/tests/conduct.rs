@@ -409,3 +409,31 @@ async fn large_bodies_stream_both_ways_with_either_framing() {
     assert!(answer.ends_with(&format!("body: {sent}\n")), "the chunked body came back changed");
     lb.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_request_is_answered_cleanly_while_its_body_still_arrives() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (lb, b, port) = setup().await;
+    let (mut rd, mut wr) = tokio::net::TcpStream::connect(port).await.unwrap().into_split();
+    // A malformed head followed by a 4 MB body the load balancer will never read as a body.
+    let writer = tokio::spawn(async move {
+        let head = b"POST / HTTP/1.1\r\nHost: a\r\nBad Name: x\r\nContent-Length: 4000000\r\n\r\n";
+        let _ = wr.write_all(head).await;
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..60 {
+            if wr.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+        wr
+    });
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), rd.read_to_end(&mut got)).await;
+    let answer = String::from_utf8_lossy(&got);
+    assert!(status_line(&answer).starts_with("HTTP/1.1 400"), "{answer:?}");
+    // A FIN after the answer, not a reset that could have destroyed it.
+    assert!(matches!(read, Ok(Ok(_))), "the connection ended with {read:?}");
+    drop(writer.await);
+    assert_eq!(b.hits.load(Ordering::SeqCst), 0);
+    lb.shutdown().await;
+}
