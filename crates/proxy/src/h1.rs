@@ -643,7 +643,9 @@ where
         }
         self.w.set(Phase::Tunnel);
         let early = self.buf.split().freeze();
-        tunnel.run(self.ctx, &mut self.io, early, upstream, leftover, websocket, idle).await;
+        // Boxed: most connections never upgrade, and their tasks should not carry its room.
+        Box::pin(tunnel.run(self.ctx, &mut self.io, early, upstream, leftover, websocket, idle))
+            .await;
         false
     }
 }

@@ -148,23 +148,31 @@ async fn serve_active(
     };
     match acceptor {
         None => crate::h1::serve(stream, ctx(false)).await,
-        Some(acceptor) => {
-            let tls =
-                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, "TLS handshake failed: {e}");
-                        return;
-                    }
-                    Err(_) => return,
-                };
-            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            if h2 {
-                serve_h2(ConnIo::new(tls, io_shared.clone()), ctx(true)).await;
-            } else {
-                crate::h1::serve(tls, ctx(true)).await;
-            }
+        // Boxed: TLS state and hyper's HTTP/2 connection are large, and a plain connection's
+        // task should not carry room for them.
+        Some(acceptor) => Box::pin(serve_tls(stream, peer, acceptor, io_shared.clone(), ctx)).await,
+    }
+}
+
+async fn serve_tls(
+    stream: TcpStream,
+    peer: SocketAddr,
+    acceptor: Arc<TlsAcceptor>,
+    io_shared: Arc<ConnShared>,
+    ctx: impl Fn(bool) -> Arc<ConnCtx>,
+) {
+    let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, "TLS handshake failed: {e}");
+            return;
         }
+        Err(_) => return,
+    };
+    if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+        serve_h2(ConnIo::new(tls, io_shared), ctx(true)).await;
+    } else {
+        crate::h1::serve(tls, ctx(true)).await;
     }
 }
 
@@ -215,7 +223,8 @@ where
 
 #[cfg(test)]
 mod tests {
-    /// An idle client connection costs its task's future; keep that small (see `serve`).
+    /// An idle client connection costs its task's future; keep that small (see `serve`), and a
+    /// serving one not much more.
     #[test]
     fn an_idle_connection_task_is_small() {
         fn size<F: std::future::Future>(_: &F) -> usize {
@@ -230,7 +239,18 @@ mod tests {
             let ls = std::sync::Arc::new(super::ListenerShared::new(0, addr, None, 60_000));
             let fut = super::serve(stream, addr, ls, shared);
             let bytes = size(&fut);
+            let ls = std::sync::Arc::new(super::ListenerShared::new(0, addr, None, 60_000));
+            let shared = std::sync::Arc::new(crate::state::Shared::new(None, 1).unwrap());
+            let active = super::serve_active(
+                tokio::net::TcpStream::connect(addr).await.unwrap(),
+                addr,
+                ls.clone(),
+                shared.clone(),
+            );
             assert!(bytes < 1024, "the connection task is {bytes} bytes");
+            // Serving, it holds the request path's state inline (TLS and HTTP/2 are boxed).
+            let serving = size(&active);
+            assert!(serving < 6 * 1024, "the serving connection task is {serving} bytes");
         });
     }
 }

@@ -47,6 +47,8 @@ const MAX_CHUNK_LINE: usize = 4096;
 const MAX_FRAME: usize = 64 * 1024;
 /// How much room a read asks for: small answers arrive whole, big ones in large frames.
 const READ_SIZE: usize = 16 * 1024;
+/// Room for a response head (and a small body behind it): what an idle pooled connection keeps.
+const HEAD_READ_SIZE: usize = 4096;
 
 /// Why a request to a target failed.
 #[derive(Debug)]
@@ -210,7 +212,7 @@ impl UpstreamConn {
     /// Reads more of the response into `buf`; `Ok(0)` is EOF. Ends with [`Error::Closed`] when
     /// the target is released while this waits.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<usize, Error>> {
-        match poll_read_more(&self.stream, &mut self.buf, cx) {
+        match poll_read_more(&self.stream, &mut self.buf, READ_SIZE, cx) {
             Poll::Ready(Ok(n)) => Poll::Ready(Ok(n)),
             Poll::Ready(Err(e)) => Poll::Ready(Err(target_error("reading the response body", e))),
             Poll::Pending => self.enrolled.poll_closed(cx).map(|()| Err(Error::Closed)),
@@ -253,14 +255,16 @@ impl UpstreamConn {
     }
 }
 
-/// Reads what the socket has into `buf`'s spare room (made at least [`READ_SIZE`] first).
+/// Reads what the socket has into `buf`'s spare room (made `room` first if under a quarter of
+/// it).
 fn poll_read_more(
     stream: &TcpStream,
     buf: &mut BytesMut,
+    room: usize,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
-    if buf.capacity() - buf.len() < READ_SIZE / 4 {
-        buf.reserve(READ_SIZE);
+    if buf.capacity() - buf.len() < room / 4 {
+        buf.reserve(room);
     }
     loop {
         ready!(stream.poll_read_ready(cx))?;
@@ -539,7 +543,7 @@ async fn read_head(stream: &TcpStream, buf: &mut BytesMut) -> Result<Head, Error
         if buf.len() >= MAX_HEAD {
             return Err(Error::Target(format!("response head over {MAX_HEAD} bytes")));
         }
-        let n = poll_fn(|cx| poll_read_more(stream, buf, cx)).await;
+        let n = poll_fn(|cx| poll_read_more(stream, buf, HEAD_READ_SIZE, cx)).await;
         match n {
             Ok(0) if !answered => {
                 return Err(Error::NoResponse(io::ErrorKind::UnexpectedEof.into()));
