@@ -26,6 +26,39 @@ pub fn is_hop_by_hop(name: &str) -> bool {
         || name_is(name, "upgrade")
 }
 
+/// The fields the framing and hop-by-hop rules look at, recognised once per head so that
+/// later lookups compare a byte, not names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Known {
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    Upgrade,
+    /// Another hop-by-hop field.
+    HopByHop,
+    /// A name ALB drops (see [`is_valid_name`]).
+    Invalid,
+    Other,
+}
+
+pub fn classify(name: &str) -> Known {
+    if name_is(name, "content-length") {
+        Known::ContentLength
+    } else if name_is(name, "transfer-encoding") {
+        Known::TransferEncoding
+    } else if name_is(name, "connection") {
+        Known::Connection
+    } else if name_is(name, "upgrade") {
+        Known::Upgrade
+    } else if is_hop_by_hop(name) {
+        Known::HopByHop
+    } else if !is_valid_name(name) {
+        Known::Invalid
+    } else {
+        Known::Other
+    }
+}
+
 /// The field names a `Connection` value lists (besides `close`, `keep-alive` and `upgrade`,
 /// which say something about the connection itself); `Host` is never one.
 pub fn connection_listed(value: &[u8]) -> impl Iterator<Item = &str> {
@@ -50,5 +83,9 @@ mod tests {
         let listed: Vec<_> =
             connection_listed(b"keep-alive, X-Secret ,Upgrade, host,close").collect();
         assert_eq!(listed, ["X-Secret"]);
+        assert_eq!(classify("Content-Length"), Known::ContentLength);
+        assert_eq!(classify("keep-alive"), Known::HopByHop);
+        assert_eq!(classify("X_Under"), Known::Invalid);
+        assert_eq!(classify("Server"), Known::Other);
     }
 }

@@ -32,7 +32,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::clock;
-use crate::fields::{connection_listed, is_hop_by_hop, is_valid_name, name_is};
+use crate::fields::{Known, connection_listed, is_hop_by_hop, is_valid_name, name_is};
 use crate::forward::{self, ConnCtx, ProxyBody, Routed};
 use crate::metrics as m;
 use crate::target::{InFlight, TargetRt};
@@ -617,7 +617,7 @@ where
     async fn upgrade(&mut self, answer: Answer, guard: InFlight) -> bool {
         let t = guard.0.clone();
         let head = &answer.head;
-        let protocol = head.values("upgrade").next();
+        let protocol = head.values(Known::Upgrade).next();
         let websocket = protocol.is_some_and(|p| p.eq_ignore_ascii_case(b"websocket"));
         let mut out = std::mem::take(&mut self.out);
         out.clear();
@@ -670,9 +670,9 @@ fn response_framing(head: &Head, head_method: bool) -> Framing {
     if head_method || (100..200).contains(&status) || status == 204 || status == 304 {
         return Framing::None;
     }
-    if head.values("transfer-encoding").next().is_some() {
+    if head.values(Known::TransferEncoding).next().is_some() {
         Framing::Chunked
-    } else if head.values("content-length").next().is_some() {
+    } else if head.values(Known::ContentLength).next().is_some() {
         Framing::Length
     } else {
         Framing::UntilClose
@@ -700,17 +700,24 @@ fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 /// names dropped; `Content-Length` only where it frames the body or answers a HEAD.
 fn encode_headers(out: &mut Vec<u8>, head: &Head, framing: Framing) {
     let rechunked = matches!(framing, Framing::Chunked | Framing::UntilClose);
-    let listing = head.values("connection").next().is_some();
-    for (name, value) in head.fields() {
-        let skip = is_hop_by_hop(name)
-            || !is_valid_name(name)
-            || (rechunked && name_is(name, "content-length"))
-            || (listing
-                && head
-                    .values("connection")
-                    .any(|c| connection_listed(c).any(|l| name_is(name, l))));
+    let listing = head.values(Known::Connection).next().is_some();
+    for (name, value, known) in head.fields() {
+        let skip = match known {
+            Known::Other => {
+                listing
+                    && head.values(Known::Connection).any(|c| {
+                        connection_listed(c).any(|l| l.as_bytes().eq_ignore_ascii_case(name))
+                    })
+            }
+            Known::ContentLength => rechunked,
+            Known::TransferEncoding
+            | Known::Connection
+            | Known::Upgrade
+            | Known::HopByHop
+            | Known::Invalid => true,
+        };
         if !skip {
-            push_header(out, name.as_bytes(), value);
+            push_header(out, name, value);
         }
     }
 }

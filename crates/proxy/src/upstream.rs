@@ -34,7 +34,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-use crate::fields::name_is;
+use crate::fields::{Known, classify};
 use crate::target::{TargetRt, lock};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -486,8 +486,13 @@ pub struct Head {
     /// Where the reason phrase is, when it is not the usual one for the status.
     reason: Option<(u32, u32)>,
     bytes: Bytes,
+    fields: Vec<Field>,
+}
+
+struct Field {
     /// Name start, name end, value start, value end.
-    fields: Vec<[u32; 4]>,
+    span: [u32; 4],
+    known: Known,
 }
 
 impl Head {
@@ -500,27 +505,26 @@ impl Head {
         self.reason.map(|(a, b)| &self.bytes[a as usize..b as usize])
     }
 
-    /// Each field's name and value, in the order the target sent them.
-    pub fn fields(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.fields.iter().map(|&[n0, n1, v0, v1]| {
-            // httparse admits only token characters (ASCII) in names.
-            let name = std::str::from_utf8(&self.bytes[n0 as usize..n1 as usize]).unwrap_or("");
-            (name, &self.bytes[v0 as usize..v1 as usize])
+    /// Each field's name, value and kind, in the order the target sent them.
+    pub fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8], Known)> {
+        self.fields.iter().map(|f| {
+            let [n0, n1, v0, v1] = f.span.map(|i| i as usize);
+            (&self.bytes[n0..n1], &self.bytes[v0..v1], f.known)
         })
     }
 
-    /// The values of the fields called `name` (lower case).
-    pub fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> {
-        self.fields().filter(move |(n, _)| name_is(n, name)).map(|(_, v)| v)
+    /// The values of the fields of this kind.
+    pub fn values(&self, known: Known) -> impl Iterator<Item = &[u8]> {
+        self.fields().filter(move |f| f.2 == known).map(|f| f.1)
     }
 
-    fn has(&self, name: &str) -> bool {
-        self.values(name).next().is_some()
+    fn has(&self, known: Known) -> bool {
+        self.fields.iter().any(|f| f.known == known)
     }
 
     fn header_map(&self) -> Result<HeaderMap, Error> {
         let mut headers = HeaderMap::with_capacity(self.fields.len());
-        for &[n0, n1, v0, v1] in &self.fields {
+        for &Field { span: [n0, n1, v0, v1], .. } in &self.fields {
             let name = HeaderName::from_bytes(&self.bytes[n0 as usize..n1 as usize]);
             let value = HeaderValue::from_maybe_shared(self.bytes.slice(v0 as usize..v1 as usize));
             match (name, value) {
@@ -582,12 +586,10 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Error> {
             fields.reserve_exact(res.headers.len());
             for h in res.headers.iter() {
                 let (name, value) = (at(h.name.as_bytes()), at(h.value));
-                fields.push([
-                    name,
-                    name + h.name.len() as u32,
-                    value,
-                    value + h.value.len() as u32,
-                ]);
+                fields.push(Field {
+                    span: [name, name + h.name.len() as u32, value, value + h.value.len() as u32],
+                    known: classify(h.name),
+                });
             }
             let code = res.code.unwrap_or(0);
             let phrase = res.reason.unwrap_or("");
@@ -625,20 +627,20 @@ fn response_framing(head: &Head, head_request: bool) -> Result<(Delimit, bool), 
     if head_request || (100..200).contains(&status) || status == 204 || status == 304 {
         return Ok((Delimit::None, false));
     }
-    if head.has("transfer-encoding") {
-        let last = head.values("transfer-encoding").last();
+    if head.has(Known::TransferEncoding) {
+        let last = head.values(Known::TransferEncoding).last();
         let chunked = last
             .and_then(|v| v.rsplit(|&b| b == b',').next())
             .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         // With a Content-Length as well the message is suspect: decoded, but never reused.
-        let must_close = head.has("content-length");
+        let must_close = head.has(Known::ContentLength);
         return Ok(if chunked {
             (Delimit::Chunked, must_close)
         } else {
             (Delimit::UntilClose, true)
         });
     }
-    let mut lengths = head.values("content-length");
+    let mut lengths = head.values(Known::ContentLength);
     match (lengths.next(), lengths.next()) {
         (None, _) => Ok((Delimit::UntilClose, true)),
         (Some(v), None) => match parse_length(v) {
@@ -655,7 +657,7 @@ fn response_framing(head: &Head, head_request: bool) -> Result<(Delimit, bool), 
 /// `Connection` header.
 fn keep_alive(head: &Head) -> bool {
     let mut keep = head.version == Version::HTTP_11;
-    for value in head.values("connection") {
+    for value in head.values(Known::Connection) {
         for token in value.split(|&b| b == b',') {
             let token = token.trim_ascii();
             if token.eq_ignore_ascii_case(b"close") {
