@@ -4,8 +4,11 @@
 //! channel, a oneshot for the answer, a `want` handshake and a channel for the response body:
 //! several task wake-ups and allocations per request, on a path whose whole budget is a few
 //! microseconds. Here the request's future writes the request head, reads the response head and
-//! gives hyper's server a body that reads the target's socket itself. An idle keep-alive
-//! connection is only a socket and its buffers, parked in the pool of the worker that opened it.
+//! returns an [`Answer`]: the head as the target sent it, and a body that reads the target's
+//! socket itself. [`crate::h1`] encodes its own request head and copies the answer to its client
+//! as raw bytes; the HTTP/2 side ([`send`]) goes through `http` types and hyper's server. An idle
+//! keep-alive connection is only a socket and its buffers, parked in the pool of the worker that
+//! opened it.
 //!
 //! What it deliberately does not do: pipelining (one request per connection at a time), HTTP/2
 //! to targets, HTTP/0.9 responses, obsolete header line folding, replaying a request whose body
