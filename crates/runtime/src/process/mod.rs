@@ -72,6 +72,16 @@ struct Inner {
     tasks: Mutex<HashMap<String, Arc<Task>>>,
 }
 
+/// Where a runtime starts looking for free addresses: anywhere in the range, so that runtimes on
+/// other state directories (another installation, a concurrent test) rarely probe the same
+/// address at the same moment — the bind probe in `allocate` cannot see a task that has not
+/// bound yet. Reduced modulo the range's size where it is used.
+fn random_start() -> u32 {
+    use std::hash::BuildHasher;
+    // Each `RandomState` gets fresh keys, so this is a new well-mixed number on every call.
+    std::collections::hash_map::RandomState::new().hash_one(sys::now_ms()) as u32
+}
+
 impl ProcessRuntime {
     /// A runtime keeping its records and logs under `state_dir` (created if missing).
     pub fn new(state_dir: PathBuf) -> Result<ProcessRuntime, RuntimeError> {
@@ -85,14 +95,13 @@ impl ProcessRuntime {
             .write(true)
             .open(&lock_path)
             .map_err(|e| RuntimeError::io("cannot create", &lock_path, e))?;
-        let seed = sys::now_ms() ^ (u64::from(std::process::id()) << 20);
         Ok(ProcessRuntime {
             inner: Arc::new(Inner {
                 tasks_dir,
                 lock_path,
                 net: Ipv4Addr::new(127, 77, 0, 0),
                 prefix: 16,
-                cursor: Mutex::new((seed % 65_536) as u32),
+                cursor: Mutex::new(random_start()),
                 tasks: Mutex::new(HashMap::new()),
             }),
         })
@@ -119,7 +128,7 @@ impl ProcessRuntime {
             lock_path: self.inner.lock_path.clone(),
             net: Ipv4Addr::from(u32::from(net) & mask),
             prefix,
-            cursor: Mutex::new(0),
+            cursor: Mutex::new(random_start()),
             tasks: Mutex::new(HashMap::new()),
         });
         Ok(ProcessRuntime { inner })
@@ -590,7 +599,7 @@ impl Inner {
         let ports: Vec<u16> = spec.containers.iter().flat_map(|c| c.ports.clone()).collect();
         let mut cursor = lock(&self.cursor);
         for step in 0..size {
-            let offset = (*cursor + step) % size;
+            let offset = (*cursor % size + step) % size;
             let ip = Ipv4Addr::from(base + offset);
             let last = ip.octets()[3];
             if last == 0 || last == 255 || used.contains(&ip) {
