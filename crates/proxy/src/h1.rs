@@ -336,6 +336,18 @@ where
             if !keep || self.w.closing() {
                 return true;
             }
+            self.trim_buffers();
+        }
+    }
+
+    /// Gives back what a large request or response made the buffers grow to: a keep-alive
+    /// connection waits with small ones.
+    fn trim_buffers(&mut self) {
+        if self.buf.is_empty() && self.buf.capacity() > 2 * READ_SIZE {
+            self.buf = BytesMut::with_capacity(READ_SIZE);
+        }
+        if self.out.capacity() > 2 * READ_SIZE {
+            self.out = Vec::with_capacity(1024);
         }
     }
 

@@ -281,7 +281,7 @@ impl TargetRt {
     /// Keeps a connection `worker` opened for its next request (closed if the pool is full or
     /// the target was released).
     #[inline]
-    pub fn give_back(&self, worker: usize, conn: Box<UpstreamConn>) {
+    pub fn give_back(&self, worker: usize, mut conn: Box<UpstreamConn>) {
         if self.closer.is_closed() {
             return;
         }

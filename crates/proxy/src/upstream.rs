@@ -207,9 +207,13 @@ impl UpstreamConn {
     }
 
     /// Parks the connection: forgets the waker of the request that last used it, so that an
-    /// idle connection does not keep a finished task's memory alive.
-    pub fn park(&self) {
+    /// idle connection does not keep a finished task's memory alive, and drops a grown buffer.
+    pub fn park(&mut self) {
         drop(self.enrolled.waker.take());
+        // A large body made the read buffer grow; an idle connection waits with a small one.
+        if self.buf.is_empty() && self.buf.capacity() > 2 * HEAD_READ_SIZE {
+            self.buf = BytesMut::new();
+        }
     }
 
     /// Reads more of the response into `buf`; `Ok(0)` is EOF. Ends with [`Error::Closed`] when
