@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use crossbeam_queue::ArrayQueue;
 use routes::{Algorithm, HealthCheck, TargetHealth, TargetState};
 use tokio::sync::{Notify, watch};
 use tokio::task::AbortHandle;
@@ -68,8 +67,13 @@ pub struct TargetRt {
     pub counters: Counters,
     pub group_counters: Arc<Counters>,
     /// Idle keep-alive connections, one pool per worker: a connection's I/O runs on the worker
-    /// that opened it, so only that worker may send on it.
-    pools: Box<[ArrayQueue<Box<UpstreamConn>>]>,
+    /// that opened it, so only that worker may send on it. Last in, first out, as nginx's
+    /// `keepalive` cache: the warmest connection serves next, and ones left over from a burst
+    /// idle until the target closes them. The lock is only ever contended by `close`.
+    // Boxed: a connection moves between the pool, the request and its response body by
+    // pointer, and is several hundred bytes.
+    #[allow(clippy::vec_box)]
+    pools: Box<[Mutex<Vec<Box<UpstreamConn>>>]>,
     close: watch::Sender<bool>,
     /// Woken when a draining target's last request or tunnel ends.
     pub idle: Notify,
@@ -105,7 +109,7 @@ impl TargetRt {
             detail: Mutex::new(detail),
             counters: Counters::default(),
             group_counters,
-            pools: (0..workers.max(1)).map(|_| ArrayQueue::new(POOL_SIZE)).collect(),
+            pools: (0..workers.max(1)).map(|_| Mutex::new(Vec::new())).collect(),
             close: watch::channel(false).0,
             idle: Notify::new(),
             tasks: Mutex::new(Tasks::default()),
@@ -231,7 +235,7 @@ impl TargetRt {
         self.closer.close();
         self.close.send_replace(true);
         for pool in &self.pools {
-            while pool.pop().is_some() {}
+            lock(pool).clear();
         }
         let mut tasks = lock(&self.tasks);
         if let Some(h) = tasks.health.take() {
@@ -270,7 +274,7 @@ impl TargetRt {
     #[inline]
     pub fn checkout(&self, worker: usize) -> Option<Box<UpstreamConn>> {
         let pool = &self.pools[worker % self.pools.len()];
-        while let Some(mut conn) = pool.pop() {
+        while let Some(mut conn) = lock(pool).pop() {
             if conn.still_open() {
                 return Some(conn);
             }
@@ -287,10 +291,15 @@ impl TargetRt {
         }
         conn.park();
         let pool = &self.pools[worker % self.pools.len()];
-        let _ = pool.push(conn);
+        {
+            let mut pool = lock(pool);
+            if pool.len() < POOL_SIZE {
+                pool.push(conn);
+            }
+        }
         // `close` may have emptied the pools between the check above and the push.
         if self.closer.is_closed() {
-            while pool.pop().is_some() {}
+            lock(pool).clear();
         }
     }
 
