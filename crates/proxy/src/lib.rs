@@ -8,7 +8,8 @@
 //!
 //! Layout: [`state`] applies tables, [`listener`] accepts connections and hands them to
 //! [`workers`]; [`h1`] serves HTTP/1 connections and [`forward`] HTTP/2 requests (through
-//! hyper), both routing with [`forward::route`] and reaching targets through [`upstream`];
+//! hyper), both routing with [`forward::route`] and reaching targets through [`upstream`]
+//! ([`fields`] names the header fields that never cross);
 //! [`tunnel`] carries upgraded connections; [`target`] holds per-target state and pools,
 //! [`health`] checks targets, [`admin`] serves the admin API, [`metrics`] counts.
 
