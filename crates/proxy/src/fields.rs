@@ -1,6 +1,13 @@
 //! Header field names as they arrive on the wire, for the raw HTTP/1 paths ([`crate::h1`],
 //! [`crate::upstream`]) and, through `HeaderName::as_str`, for hyper's.
 
+/// ALB's limits on a head, applied to requests and to targets' responses alike: the whole head
+/// (larger is 431 for a request), and its number of fields.
+pub const MAX_HEAD: usize = 64 * 1024;
+pub const MAX_HEADERS: usize = 100;
+/// ALB's limit on one line of a request head (the request line: 414; a field: 431).
+pub const MAX_LINE: usize = 16 * 1024;
+
 /// `name` is `lower` (given in lower case), in any case.
 #[inline]
 pub fn name_is(name: &str, lower: &str) -> bool {

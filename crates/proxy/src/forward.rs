@@ -13,7 +13,6 @@ use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
-use crate::conn_io::ConnShared;
 use crate::listener::ListenerShared;
 use crate::metrics::{self as m};
 use crate::state::{CompiledAction, Fixed, Shared};
@@ -36,7 +35,6 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 pub struct ConnCtx {
     pub shared: Arc<Shared>,
     pub listener: Arc<ListenerShared>,
-    pub io: Arc<ConnShared>,
     pub client_ip: HeaderValue,
     pub tls: bool,
 }

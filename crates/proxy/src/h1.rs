@@ -16,7 +16,7 @@
 //! headers (RFC 9110 §7.6.1) do not cross; `X-Forwarded-*` are set.
 
 use std::future::{Future, poll_fn};
-use std::io;
+use std::io::{self, Write as _};
 use std::mem::MaybeUninit;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
@@ -32,16 +32,15 @@ use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::clock;
-use crate::fields::{Known, connection_listed, is_hop_by_hop, is_valid_name, name_is};
+use crate::fields::{
+    Known, MAX_HEAD, MAX_HEADERS, MAX_LINE, connection_listed, is_hop_by_hop, is_valid_name,
+    name_is,
+};
 use crate::forward::{self, ConnCtx, ProxyBody, Routed};
 use crate::metrics as m;
 use crate::target::{InFlight, TargetRt};
-use crate::upstream::{self, Answer, Chunked, Head, Outgoing, Step, UpstreamBody};
+use crate::upstream::{self, Answer, Chunked, Delimit, Head, Outgoing, Step, UpstreamBody};
 
-/// ALB's limits: the whole head, one header line, the request line.
-pub const MAX_HEAD: usize = 64 * 1024;
-const MAX_LINE: usize = 16 * 1024;
-const MAX_HEADERS: usize = 100;
 /// Room a read asks for; a typical request head fits many times over.
 const READ_SIZE: usize = 4096;
 
@@ -503,19 +502,16 @@ where
         let mut out = std::mem::take(&mut self.out);
         out.clear();
         encode_status(&mut out, status, answer.head.reason());
-        let framing = response_framing(&answer.head, req.head_method);
-        if matches!(framing, Framing::Chunked | Framing::UntilClose) && req.http10 {
+        // A body without a length goes to HTTP/1.1 clients re-chunked; an HTTP/1.0 client gets
+        // it raw and ended by the close.
+        let unsized_body = matches!(answer.delimit, Delimit::Chunked | Delimit::UntilClose);
+        let chunked = unsized_body && !req.http10;
+        if unsized_body && req.http10 {
             keep = false;
         }
-        encode_headers(&mut out, &answer.head, framing);
-        match framing {
-            Framing::Chunked if !req.http10 => {
-                push_header(&mut out, b"transfer-encoding", b"chunked");
-            }
-            Framing::UntilClose if !req.http10 => {
-                push_header(&mut out, b"transfer-encoding", b"chunked");
-            }
-            _ => {}
+        encode_headers(&mut out, &answer.head, unsized_body);
+        if chunked {
+            push_header(&mut out, b"transfer-encoding", b"chunked");
         }
         if !keep {
             push_header(&mut out, b"connection", b"close");
@@ -523,7 +519,6 @@ where
             push_header(&mut out, b"connection", b"keep-alive");
         }
         out.extend_from_slice(b"\r\n");
-        let chunked = matches!(framing, Framing::Chunked | Framing::UntilClose) && !req.http10;
         let streamed = self.stream_body(&mut answer.body, out, chunked).await;
         self.out.clear();
         match streamed {
@@ -600,7 +595,7 @@ where
                         continue;
                     }
                     if chunked {
-                        out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                        let _ = write!(out, "{:x}\r\n", data.len());
                         out.extend_from_slice(&data);
                         out.extend_from_slice(b"\r\n");
                     } else {
@@ -634,7 +629,7 @@ where
         let mut out = std::mem::take(&mut self.out);
         out.clear();
         encode_status(&mut out, head.status(), head.reason());
-        encode_headers(&mut out, head, Framing::None);
+        encode_headers(&mut out, head, false);
         if let Some(protocol) = protocol {
             push_header(&mut out, b"upgrade", protocol);
         }
@@ -662,35 +657,6 @@ where
     }
 }
 
-/// How the client gets the response body.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Framing {
-    /// No body (HEAD, 1xx, 204, 304).
-    None,
-    /// The target's `Content-Length`, kept.
-    Length,
-    /// Re-chunked for HTTP/1.1 clients.
-    Chunked,
-    /// The target closes to end it: chunked for HTTP/1.1 clients, close-delimited for 1.0.
-    UntilClose,
-}
-
-/// How the client gets the body of `head`'s response (the body itself was framed by
-/// [`upstream`], which refuses what it cannot delimit).
-fn response_framing(head: &Head, head_method: bool) -> Framing {
-    let status = head.status().as_u16();
-    if head_method || (100..200).contains(&status) || status == 204 || status == 304 {
-        return Framing::None;
-    }
-    if head.values(Known::TransferEncoding).next().is_some() {
-        Framing::Chunked
-    } else if head.values(Known::ContentLength).next().is_some() {
-        Framing::Length
-    } else {
-        Framing::UntilClose
-    }
-}
-
 fn encode_status(out: &mut Vec<u8>, status: StatusCode, reason: Option<&[u8]>) {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
@@ -709,9 +675,9 @@ fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 }
 
 /// A target's fields for the client: hop-by-hop ones, those its `Connection` lists and invalid
-/// names dropped; `Content-Length` only where it frames the body or answers a HEAD.
-fn encode_headers(out: &mut Vec<u8>, head: &Head, framing: Framing) {
-    let rechunked = matches!(framing, Framing::Chunked | Framing::UntilClose);
+/// names dropped; `Content-Length` too when the body is `rechunked` (it only ever frames the
+/// body or answers a HEAD).
+fn encode_headers(out: &mut Vec<u8>, head: &Head, rechunked: bool) {
     let listing = head.values(Known::Connection).next().is_some();
     for (name, value, known) in head.fields() {
         let skip = match known {

@@ -133,7 +133,6 @@ async fn serve_active(
     ls: Arc<ListenerShared>,
     shared: Arc<Shared>,
 ) {
-    let io_shared = Arc::new(ConnShared::new());
     let client_ip = HeaderValue::from_str(&peer.ip().to_canonical().to_string())
         .unwrap_or(HeaderValue::from_static("unknown"));
     let acceptor = ls.tls.load_full();
@@ -141,7 +140,6 @@ async fn serve_active(
         Arc::new(ConnCtx {
             shared: shared.clone(),
             listener: ls.clone(),
-            io: io_shared.clone(),
             client_ip: client_ip.clone(),
             tls,
         })
@@ -150,7 +148,7 @@ async fn serve_active(
         None => crate::h1::serve(stream, ctx(false)).await,
         // Boxed: TLS state and hyper's HTTP/2 connection are large, and a plain connection's
         // task should not carry room for them.
-        Some(acceptor) => Box::pin(serve_tls(stream, peer, acceptor, io_shared.clone(), ctx)).await,
+        Some(acceptor) => Box::pin(serve_tls(stream, peer, acceptor, ctx)).await,
     }
 }
 
@@ -158,7 +156,6 @@ async fn serve_tls(
     stream: TcpStream,
     peer: SocketAddr,
     acceptor: Arc<TlsAcceptor>,
-    io_shared: Arc<ConnShared>,
     ctx: impl Fn(bool) -> Arc<ConnCtx>,
 ) {
     let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
@@ -170,7 +167,7 @@ async fn serve_tls(
         Err(_) => return,
     };
     if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
-        serve_h2(ConnIo::new(tls, io_shared), ctx(true)).await;
+        serve_h2(tls, ctx(true)).await;
     } else {
         crate::h1::serve(tls, ctx(true)).await;
     }
@@ -184,12 +181,13 @@ fn next_check(ls: &ListenerShared, io: &ConnShared) -> Option<Duration> {
     (used < limit).then(|| Duration::from_millis((limit - used + 25).min(limit)))
 }
 
-async fn serve_h2<I>(io: ConnIo<I>, ctx: Arc<ConnCtx>)
+async fn serve_h2<I>(stream: I, ctx: Arc<ConnCtx>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let ls = ctx.listener.clone();
-    let conn_io = ctx.io.clone();
+    let conn_io = Arc::new(ConnShared::new());
+    let io = ConnIo::new(stream, conn_io.clone());
     let idle = Duration::from_millis(ls.idle_timeout_ms.load(Ordering::Relaxed));
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder.timer(TokioTimer::new()).max_concurrent_streams(256);

@@ -37,13 +37,10 @@ use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-use crate::fields::{Known, classify};
+use crate::fields::{Known, MAX_HEAD, MAX_HEADERS, classify};
 use crate::target::{TargetRt, lock};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// A response head larger than this is refused (ALB's limit for request heads, too).
-const MAX_HEAD: usize = 64 * 1024;
-const MAX_HEADERS: usize = 100;
 /// A chunk-size line with its extensions.
 const MAX_CHUNK_LINE: usize = 4096;
 /// The largest body frame handed to hyper's server at once.
@@ -620,8 +617,8 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Error> {
 }
 
 /// How a response body is delimited (RFC 9112 §6.3).
-#[derive(Debug, PartialEq, Eq)]
-enum Delimit {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delimit {
     None,
     Length(u64),
     Chunked,
@@ -751,6 +748,8 @@ where
 /// A target's answer: its head, and its body read from the connection.
 pub struct Answer {
     pub head: Head,
+    /// How the target delimits the body (`None` for HEAD, 1xx, 204, 304 and 101).
+    pub delimit: Delimit,
     pub body: UpstreamBody,
 }
 
@@ -776,11 +775,11 @@ fn into_answer(
     head_request: bool,
     request_complete: bool,
 ) -> Result<Answer, Error> {
-    let (state, reusable) = if head.status == StatusCode::SWITCHING_PROTOCOLS {
+    let (delimit, state, reusable) = if head.status == StatusCode::SWITCHING_PROTOCOLS {
         if !request_complete {
             return Err(Error::Target("switched protocols before the request was sent".into()));
         }
-        (State::Done, false)
+        (Delimit::None, State::Done, false)
     } else {
         let (delimit, must_close) = response_framing(&head, head_request)?;
         let reusable = request_complete && !must_close && keep_alive(&head);
@@ -790,11 +789,11 @@ fn into_answer(
             Delimit::Chunked => State::Chunked(Chunked::Size),
             Delimit::UntilClose => State::UntilClose,
         };
-        (state, reusable)
+        (delimit, state, reusable)
     };
     let mut body = UpstreamBody { conn: Some(conn), state, reusable, request_complete };
     body.settle();
-    Ok(Answer { head, body })
+    Ok(Answer { head, delimit, body })
 }
 
 enum State {
