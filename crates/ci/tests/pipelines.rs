@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::time::Duration;
 
 use ci::DeploymentState;
@@ -402,14 +403,14 @@ async fn a_restart_resumes_an_execution_in_progress_and_adopts_its_deployment() 
     assert_eq!(deployer.calls().len(), 1, "the running deployment was adopted, not started again");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stopping_an_execution_stops_its_running_deployment() {
-    let tmp = tempfile::tempdir().unwrap();
+/// A pipeline `plain` (repository `app`, one deploy stage) whose first execution has started a
+/// deployment that stays in progress. Returns the server, the deployer and the execution's id.
+async fn an_execution_deploying(tmp: &Path) -> (Server, std::sync::Arc<FakeDeployer>, String) {
     let deployer = FakeDeployer::new(DeploymentState::InProgress);
-    let server = Server::start(&tmp.path().join("data"), None, deployer.clone()).await;
+    let server = Server::start(&tmp.join("data"), None, deployer.clone()).await;
     let p = pipeline("plain", source_repo("app"), vec![stage("Deploy", vec![deploy_action(None)])]);
     server.ci().apply(&[spec::RepositoryDecl { name: "app".into() }], &[p]).unwrap();
-    let work = tmp.path().join("work");
+    let work = tmp.join("work");
     work_repo(
         &work,
         &[
@@ -421,6 +422,13 @@ async fn stopping_an_execution_stops_its_running_deployment() {
     let id = server.wait_executions("plain", 1).await[0]["id"].as_str().unwrap().to_string();
     let ok = wait_until(Duration::from_secs(30), || async { !deployer.calls().is_empty() }).await;
     assert!(ok, "deployment never started");
+    (server, deployer, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_an_execution_stops_its_running_deployment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (server, deployer, id) = an_execution_deploying(tmp.path()).await;
     let (s, v) = server
         .post(
             &format!("/v1/pipelines/plain/executions/{id}/stop"),
@@ -441,23 +449,8 @@ fn items(plan: &[ci::api::PlanItem]) -> Vec<(&str, &str, &str)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pipeline_no_longer_declared_is_deleted_and_its_running_deployment_stopped() {
     let tmp = tempfile::tempdir().unwrap();
-    let deployer = FakeDeployer::new(DeploymentState::InProgress);
-    let server = Server::start(&tmp.path().join("data"), None, deployer.clone()).await;
+    let (server, deployer, id) = an_execution_deploying(tmp.path()).await;
     let repos = [spec::RepositoryDecl { name: "app".into() }];
-    let p = pipeline("plain", source_repo("app"), vec![stage("Deploy", vec![deploy_action(None)])]);
-    server.ci().apply(&repos, &[p]).unwrap();
-    let work = tmp.path().join("work");
-    work_repo(
-        &work,
-        &[
-            ("taskdef.json", TASKDEF.replace("<IMAGE1_NAME>", "img:1").as_str()),
-            ("appspec.yaml", APPSPEC),
-        ],
-    );
-    assert!(push(&work, &server.remote("app")).await.status.success());
-    let id = server.wait_executions("plain", 1).await[0]["id"].as_str().unwrap().to_string();
-    let ok = wait_until(Duration::from_secs(30), || async { !deployer.calls().is_empty() }).await;
-    assert!(ok, "deployment never started");
 
     // The plan says what goes, and changes nothing.
     let plan = server.ci().plan(&repos, &[]).unwrap();
