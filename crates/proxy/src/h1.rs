@@ -635,7 +635,7 @@ where
         }
         push_header(&mut out, b"connection", b"upgrade");
         out.extend_from_slice(b"\r\n");
-        let Some((upstream, leftover)) = answer.body.into_upgrade() else {
+        let Some(upstream) = answer.body.into_upgrade() else {
             t.counters.inc(m::ELB502);
             t.group_counters.inc(m::ELB502);
             return false;
@@ -651,8 +651,7 @@ where
         self.w.set(Phase::Tunnel);
         let early = self.buf.split().freeze();
         // Boxed: most connections never upgrade, and their tasks should not carry its room.
-        Box::pin(tunnel.run(self.ctx, &mut self.io, early, upstream, leftover, websocket, idle))
-            .await;
+        Box::pin(tunnel.run(self.ctx, &mut self.io, early, upstream, websocket, idle)).await;
         false
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use routes::{Algorithm, HealthCheck, TargetHealth, TargetState};
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
 use crate::metrics::{Counters, Sequence};
@@ -74,7 +74,6 @@ pub struct TargetRt {
     // pointer, and is several hundred bytes.
     #[allow(clippy::vec_box)]
     pools: Box<[Mutex<Vec<Box<UpstreamConn>>>]>,
-    close: watch::Sender<bool>,
     /// Woken when a draining target's last request or tunnel ends.
     pub idle: Notify,
     tasks: Mutex<Tasks>,
@@ -110,7 +109,6 @@ impl TargetRt {
             counters: Counters::default(),
             group_counters,
             pools: (0..workers.max(1)).map(|_| Mutex::new(Vec::new())).collect(),
-            close: watch::channel(false).0,
             idle: Notify::new(),
             tasks: Mutex::new(Tasks::default()),
         }
@@ -221,11 +219,6 @@ impl TargetRt {
         self.health.load(Ordering::Relaxed) == H_UNHEALTHY
     }
 
-    /// A receiver that turns `true` when the target is released and its connections must close.
-    pub fn closed(&self) -> watch::Receiver<bool> {
-        self.close.subscribe()
-    }
-
     pub fn is_idle(&self) -> bool {
         self.in_flight.load(Ordering::SeqCst) == 0 && self.long_lived.load(Ordering::SeqCst) == 0
     }
@@ -233,7 +226,6 @@ impl TargetRt {
     /// Ends every connection to the target (pooled, in use, upgraded) and its background tasks.
     pub fn close(&self) {
         self.closer.close();
-        self.close.send_replace(true);
         for pool in &self.pools {
             lock(pool).clear();
         }

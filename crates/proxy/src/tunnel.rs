@@ -11,22 +11,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::clock;
 use crate::forward::ConnCtx;
 use crate::target::TargetRt;
+use crate::upstream::Upgraded;
 
 /// Close frame, status 1001 (going away), unmasked as a server sends it.
 const CLOSE_GOING_AWAY: [u8; 4] = [0x88, 0x02, 0x03, 0xE9];
-
-struct LongLived(Arc<TargetRt>);
-
-impl Drop for LongLived {
-    fn drop(&mut self) {
-        self.0.end_long_lived();
-    }
-}
 
 /// Tracks WebSocket frame boundaries in one direction, so a Close frame can be slipped in
 /// between two frames and never into the middle of one.
@@ -77,34 +69,37 @@ impl Frames {
 
 /// A tunnel about to open: counted against its target from before the 101 goes out, so a
 /// draining target never looks idle in between.
-pub struct Tunnel(LongLived);
+pub struct Tunnel(Arc<TargetRt>);
+
+impl Drop for Tunnel {
+    fn drop(&mut self) {
+        self.0.end_long_lived();
+    }
+}
 
 impl Tunnel {
     pub fn open(target: Arc<TargetRt>) -> Tunnel {
         target.long_lived.fetch_add(1, Ordering::SeqCst);
-        Tunnel(LongLived(target))
+        Tunnel(target)
     }
 
     /// Copies bytes between the client and the target's socket until one side closes, the
     /// tunnel idles, the listener stops or the target is released. `early` is what the client
-    /// sent after its request head, `leftover` what the target sent after its 101 head.
-    #[allow(clippy::too_many_arguments)]
+    /// sent after its request head.
     pub async fn run<C>(
         self,
         ctx: &ConnCtx,
         client: &mut C,
         early: Bytes,
-        mut upstream: TcpStream,
-        leftover: Bytes,
+        upstream: Upgraded,
         websocket: bool,
         idle: Duration,
     ) where
         C: AsyncRead + AsyncWrite + Unpin,
     {
-        let t = &(self.0).0;
         let (mut client_rd, mut client_wr) = tokio::io::split(client);
+        let Upgraded { stream: mut upstream, leftover, release } = upstream;
         let (mut up_rd, mut up_wr) = upstream.split();
-        let mut closed = t.closed();
         let mut stop = ctx.listener.stop.subscribe();
         let check = idle.min(Duration::from_secs(1));
         let activity = AtomicU64::new(clock::now_ms());
@@ -163,7 +158,7 @@ impl Tunnel {
             loop {
                 tokio::select! {
                     _ = both.as_mut() => break false,
-                    _ = crate::flag_set(&mut closed) => break true,
+                    _ = release.released() => break true,
                     _ = crate::flag_set(&mut stop) => break true,
                     _ = tokio::time::sleep(check) => {
                         if clock::now_ms().saturating_sub(activity.load(Ordering::Relaxed)) >= idle.as_millis() as u64 {

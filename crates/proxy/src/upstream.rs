@@ -160,6 +160,25 @@ impl Drop for Enrolled {
     }
 }
 
+/// A target connection after a 101, for a tunnel.
+pub struct Upgraded {
+    pub stream: TcpStream,
+    /// What the target sent right after its 101 head.
+    pub leftover: Bytes,
+    /// The connection stays counted among its target's, and learns when the target is released.
+    pub release: Release,
+}
+
+/// An upgraded connection's place in its target's [`Closer`].
+pub struct Release(Enrolled);
+
+impl Release {
+    /// Resolves once the target is released at the end of its deregistration delay.
+    pub async fn released(&self) {
+        poll_fn(|cx| self.0.poll_closed(cx)).await
+    }
+}
+
 /// A connection to a target. Its socket is registered with the reactor of the worker that
 /// opened it, so only that worker may use it.
 pub struct UpstreamConn {
@@ -849,10 +868,10 @@ impl UpstreamBody {
     }
 
     /// After a 101: the raw connection and whatever the target sent past the response head.
-    pub fn into_upgrade(mut self) -> Option<(TcpStream, Bytes)> {
+    pub fn into_upgrade(mut self) -> Option<Upgraded> {
         let conn = *self.conn.take()?;
-        let UpstreamConn { stream, buf, .. } = conn;
-        Some((stream, buf.freeze()))
+        let UpstreamConn { stream, buf, enrolled, .. } = conn;
+        Some(Upgraded { stream, leftover: buf.freeze(), release: Release(enrolled) })
     }
 
     fn fail(&mut self, e: Error) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
