@@ -185,7 +185,7 @@ pub fn snapshot(shared: &Shared) -> MetricsSnapshot {
                         addr: t.addr,
                         state: t.state(),
                         counters: t.counters.request_counters(),
-                        in_flight: t.in_flight.load(Ordering::Relaxed),
+                        in_flight: t.in_flight.total(),
                         active_connections: t.open_conns(),
                         long_lived_connections: t.long_lived.load(Ordering::Relaxed),
                     })

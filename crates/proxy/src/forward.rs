@@ -112,7 +112,7 @@ impl TargetBody {
     #[inline]
     fn give_back(&mut self) {
         if let Some(conn) = self.inner.take_reusable() {
-            self.guard.0.give_back(self.worker, conn);
+            self.guard.target.give_back(self.worker, conn);
         }
     }
 }
@@ -294,18 +294,18 @@ async fn forward(
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + timeout;
     let worker = crate::workers::current();
-    let first = target.clone();
-    let opened = tokio::time::timeout_at(deadline, open_upstream(&ctx, target, worker)).await;
-    let (guard, conn, reused) = match opened {
+    let mut guard = InFlight::new(target);
+    let opened = tokio::time::timeout_at(deadline, open_upstream(&ctx, &mut guard, worker)).await;
+    let t = &guard.target;
+    let (conn, reused) = match opened {
         Err(_elapsed) => {
-            first.counters.inc(m::ELB504);
-            first.group_counters.inc(m::ELB504);
+            t.counters.inc(m::ELB504);
+            t.group_counters.inc(m::ELB504);
             return lb_response(StatusCode::GATEWAY_TIMEOUT, false);
         }
         Ok(Err(resp)) => return resp,
         Ok(Ok(opened)) => opened,
     };
-    let t = &guard.0;
     let sent = tokio::time::timeout_at(deadline, upstream::send(t, conn, reused, req)).await;
     let resp = match sent {
         Err(_elapsed) => {
@@ -321,7 +321,7 @@ async fn forward(
         }
         Ok(Ok(answer)) => answer,
     };
-    let t = &guard.0;
+    let t = &guard.target;
     let us = started.elapsed().as_micros() as u64;
     let status = resp.status();
     t.counters.observe_us(us);
@@ -343,21 +343,21 @@ async fn forward(
     Response::from_parts(parts, ProxyBody::Target(TargetBody { inner: body, worker, guard }))
 }
 
-/// A connection to `target` for the next request, counted in flight; a refused connection moves
-/// the request to another target of the group. The error is the answer for the client.
+/// A connection for the request `guard` counts in flight to its target; a refused connection
+/// moves the request (and `guard`) to another target of the group. The caller holds the guard,
+/// so it still knows the target when this is cut short by a timeout. The error is the answer
+/// for the client.
 pub async fn open_upstream(
     ctx: &ConnCtx,
-    target: Arc<TargetRt>,
+    guard: &mut InFlight,
     worker: usize,
-) -> Result<(InFlight, Box<UpstreamConn>, bool), Response<ProxyBody>> {
-    let mut target = target;
+) -> Result<(Box<UpstreamConn>, bool), Response<ProxyBody>> {
     let mut attempt = 1;
     loop {
-        target.counters.inc(m::REQUESTS);
-        let guard = InFlight::new(target);
-        let t = &guard.0;
+        let t = &guard.target;
+        t.counters.inc(m::REQUESTS);
         match upstream::checkout_or_connect(t, worker).await {
-            Ok((conn, reused)) => return Ok((guard, conn, reused)),
+            Ok(opened) => return Ok(opened),
             Err(e) => {
                 tracing::debug!(target = %t.addr, "{e}");
                 t.counters.inc(m::CONN_ERRORS);
@@ -366,7 +366,7 @@ pub async fn open_upstream(
                     && let Some(next) = another_target(ctx, t)
                 {
                     attempt += 1;
-                    target = next;
+                    *guard = InFlight::new(next);
                     continue;
                 }
                 t.counters.inc(m::ELB502);

@@ -38,6 +38,7 @@ use crate::fields::{
 };
 use crate::forward::{self, ConnCtx, ProxyBody, Routed};
 use crate::metrics as m;
+use crate::sync::SideWaker;
 use crate::target::{InFlight, TargetRt};
 use crate::upstream::{self, Answer, Chunked, Delimit, Head, Outgoing, Step, UpstreamBody};
 
@@ -187,36 +188,48 @@ where
         ctx: &ctx,
         w: &watch,
     };
-    let mut stop = ls.stop.subscribe();
+    let mut stop_rx = ls.stop.subscribe();
+    let mut stop = pin!(crate::flag_set(&mut stop_rx));
     let mut run = pin!(conn.run());
     let mut tick = pin!(tokio::time::sleep(Duration::from_millis(idle_ms)));
     let mut stopping = false;
-    loop {
-        tokio::select! {
-            biased;
-            () = run.as_mut() => return,
-            () = tick.as_mut() => {
+    // A `select!` over the three, except that the watchdog's timer and the stop signal are
+    // polled only when they fired (see `SideWaker`), not on every wake-up of the request loop.
+    let side = SideWaker::new();
+    poll_fn(|cx| {
+        loop {
+            if run.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+            if !side.fired(cx) {
+                return Poll::Pending;
+            }
+            let mut side_cx = side.context();
+            if tick.as_mut().poll(&mut side_cx).is_ready() {
                 // A little past the moment, as the clock is coarse.
                 let wait = match check(&watch, idle_ms) {
                     Ok(wait) => wait + 5,
-                    Err(Expired::Close) => return,
+                    Err(Expired::Close) => return Poll::Ready(()),
                     Err(Expired::Target) => {
-                        // Seen by the request loop, polled first on the next turn.
+                        // Seen by the request loop, polled again right away.
                         watch.timed_out.store(true, Relaxed);
                         idle_ms
                     }
                 };
                 tick.as_mut().reset(tokio::time::Instant::now() + Duration::from_millis(wait));
+                // The reset timer registers its waker when next polled.
+                side.again();
             }
-            () = crate::flag_set(&mut stop), if !stopping => {
+            if !stopping && stop.as_mut().poll(&mut side_cx).is_ready() {
                 stopping = true;
                 watch.closing.store(true, Relaxed);
                 if matches!(watch.phase(), Phase::Idle | Phase::Closing) {
-                    return;
+                    return Poll::Ready(());
                 }
             }
         }
-    }
+    })
+    .await
 }
 
 /// A client connection's state between requests.
@@ -416,14 +429,15 @@ where
         let started = std::time::Instant::now();
         self.w.set(Phase::Target(clock::now_ms() + timeout.as_millis() as u64));
         let worker = crate::workers::current();
+        let mut guard = InFlight::new(target);
         let opened =
-            self.w.until_timeout(forward::open_upstream(self.ctx, target.clone(), worker)).await;
-        let (guard, mut conn, reused) = match opened {
+            self.w.until_timeout(forward::open_upstream(self.ctx, &mut guard, worker)).await;
+        let (mut conn, reused) = match opened {
             Some(Ok(opened)) => opened,
             Some(Err(resp)) => return self.respond_error(resp, req).await,
-            None => return self.gateway_timeout(&target, req).await,
+            None => return self.gateway_timeout(&guard.target, req).await,
         };
-        let t = guard.0.clone();
+        let t = &guard.target;
 
         // The head, and as much of a declared-length body as already arrived, in one write.
         let head = conn.head_buf();
@@ -459,9 +473,9 @@ where
                 Outgoing::Chunked(body)
             }
         };
-        let sent = upstream::send_encoded(&t, conn, reused, req.head_method, outgoing);
+        let sent = upstream::send_encoded(t, conn, reused, req.head_method, outgoing);
         let mut answer = match self.w.until_timeout(sent).await {
-            None => return self.gateway_timeout(&t, req).await,
+            None => return self.gateway_timeout(t, req).await,
             Some(Ok(answer)) => answer,
             Some(Err(e)) => {
                 tracing::debug!(target = %t.addr, "target failed: {e}");
@@ -622,7 +636,7 @@ where
     /// After a 101: the head goes to the client, then bytes flow both ways until one side
     /// closes (see [`crate::tunnel`]).
     async fn upgrade(&mut self, answer: Answer, guard: InFlight) -> bool {
-        let t = guard.0.clone();
+        let t = guard.target.clone();
         let head = &answer.head;
         let protocol = head.values(Known::Upgrade).next();
         let websocket = protocol.is_some_and(|p| p.eq_ignore_ascii_case(b"websocket"));

@@ -23,6 +23,7 @@ mod health;
 mod listener;
 mod metrics;
 mod state;
+mod sync;
 mod target;
 mod tls;
 mod tunnel;

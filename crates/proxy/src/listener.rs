@@ -2,9 +2,12 @@
 //! timeout and graceful close when the listener goes away or the process stops.
 
 use std::convert::Infallible;
+use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
@@ -20,6 +23,7 @@ use crate::conn_io::{ConnIo, ConnShared};
 use crate::forward::{self, ConnCtx};
 use crate::metrics::Counters;
 use crate::state::Shared;
+use crate::sync::SideWaker;
 
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const ACCEPT_BACKLOG: u32 = 4096;
@@ -196,27 +200,42 @@ where
         async move { Ok::<_, Infallible>(forward::handle(ctx, req).await) }
     });
     let conn = builder.serve_connection(TokioIo::new(io), svc);
-    tokio::pin!(conn);
-    let mut stop = ls.stop.subscribe();
+    let mut conn = pin!(conn);
+    let mut stop_rx = ls.stop.subscribe();
+    let mut stop = pin!(crate::flag_set(&mut stop_rx));
     let mut closing = false;
-    let tick = tokio::time::sleep(idle);
-    tokio::pin!(tick);
-    loop {
-        tokio::select! {
-            _ = conn.as_mut() => break,
-            _ = crate::flag_set(&mut stop), if !closing => {
+    let mut tick = pin!(tokio::time::sleep(idle));
+    // As `h1::serve`: the timer and the stop signal are polled only when they fired.
+    let side = SideWaker::new();
+    poll_fn(|cx| {
+        loop {
+            if conn.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+            if closing || !side.fired(cx) {
+                return Poll::Pending;
+            }
+            let mut side_cx = side.context();
+            if stop.as_mut().poll(&mut side_cx).is_ready() {
                 conn.as_mut().graceful_shutdown();
                 closing = true;
+                continue;
             }
-            _ = tick.as_mut(), if !closing => match next_check(&ls, &conn_io) {
-                Some(wait) => tick.as_mut().reset(tokio::time::Instant::now() + wait),
-                None => {
-                    conn.as_mut().graceful_shutdown();
-                    closing = true;
+            if tick.as_mut().poll(&mut side_cx).is_ready() {
+                match next_check(&ls, &conn_io) {
+                    Some(wait) => {
+                        tick.as_mut().reset(tokio::time::Instant::now() + wait);
+                        side.again();
+                    }
+                    None => {
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
                 }
-            },
+            }
         }
-    }
+    })
+    .await
 }
 
 #[cfg(test)]

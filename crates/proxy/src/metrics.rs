@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use routes::{Histogram, MetricsSnapshot, RESPONSE_TIME_BUCKETS_US, RequestCounters, TargetState};
 
+use crate::sync::CachePadded;
+
 pub const REQUESTS: usize = 0;
 pub const T1XX: usize = 1;
 pub const T2XX: usize = 2;
@@ -35,10 +37,10 @@ pub const L_REDIRECT: usize = 2;
 pub const L_ELB4XX: usize = 3;
 pub const L_ELB503: usize = 4;
 
-const SHARDS: usize = 8;
+/// Shards per counter; worker threads beyond this many share them.
+pub const SHARDS: usize = 8;
 
-#[repr(align(128))]
-struct Shard([AtomicU64; N_FIELDS]);
+type Shard = CachePadded<[AtomicU64; N_FIELDS]>;
 
 /// A set of monotonic counters plus a response-time histogram.
 pub struct Counters {
@@ -75,7 +77,7 @@ impl Default for Counters {
     fn default() -> Self {
         Counters {
             shards: (0..SHARDS)
-                .map(|_| Shard(std::array::from_fn(|_| AtomicU64::new(0))))
+                .map(|_| CachePadded(std::array::from_fn(|_| AtomicU64::new(0))))
                 .collect(),
         }
     }
@@ -146,15 +148,12 @@ impl Counters {
 
 /// A sequence number per thread: round robin and weighted choice without a shared counter.
 pub struct Sequence {
-    shards: Box<[PaddedCounter]>,
+    shards: Box<[CachePadded<AtomicUsize>]>,
 }
-
-#[repr(align(128))]
-struct PaddedCounter(AtomicUsize);
 
 impl Default for Sequence {
     fn default() -> Self {
-        Sequence { shards: (0..SHARDS).map(|_| PaddedCounter(AtomicUsize::new(0))).collect() }
+        Sequence { shards: (0..SHARDS).map(|_| CachePadded(AtomicUsize::new(0))).collect() }
     }
 }
 

@@ -13,7 +13,8 @@ use routes::{Algorithm, HealthCheck, TargetHealth, TargetState};
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
-use crate::metrics::{Counters, Sequence};
+use crate::metrics::{self, Counters, Sequence};
+use crate::sync::CachePadded;
 use crate::upstream::{Closer, UpstreamConn};
 
 /// Idle keep-alive connections kept per target and worker (nginx's `keepalive`, which is also
@@ -54,9 +55,15 @@ struct Tasks {
     drain: Option<AbortHandle>,
 }
 
+/// A worker's idle connections to one target.
+// Boxed: a connection moves between the pool, the request and its response body by pointer,
+// and is several hundred bytes.
+#[allow(clippy::vec_box)]
+type Pool = Mutex<Vec<Box<UpstreamConn>>>;
+
 pub struct TargetRt {
     pub addr: SocketAddr,
-    pub in_flight: AtomicU64,
+    pub in_flight: InFlightCount,
     /// Upgraded (WebSocket) tunnels open to this target.
     pub long_lived: AtomicU64,
     /// Cuts the target's connections when it is released; counts them.
@@ -69,11 +76,9 @@ pub struct TargetRt {
     /// Idle keep-alive connections, one pool per worker: a connection's I/O runs on the worker
     /// that opened it, so only that worker may send on it. Last in, first out, as nginx's
     /// `keepalive` cache: the warmest connection serves next, and ones left over from a burst
-    /// idle until the target closes them. The lock is only ever contended by `close`.
-    // Boxed: a connection moves between the pool, the request and its response body by
-    // pointer, and is several hundred bytes.
-    #[allow(clippy::vec_box)]
-    pools: Box<[Mutex<Vec<Box<UpstreamConn>>>]>,
+    /// idle until the target closes them. The lock is only ever contended by `close`; each
+    /// pool has its cache line, so workers taking and returning connections do not share one.
+    pools: Box<[CachePadded<Pool>]>,
     /// Woken when a draining target's last request or tunnel ends.
     pub idle: Notify,
     tasks: Mutex<Tasks>,
@@ -100,7 +105,7 @@ impl TargetRt {
         };
         TargetRt {
             addr,
-            in_flight: AtomicU64::new(0),
+            in_flight: InFlightCount::default(),
             long_lived: AtomicU64::new(0),
             closer: Arc::new(Closer::default()),
             health: AtomicU8::new(health),
@@ -108,7 +113,7 @@ impl TargetRt {
             detail: Mutex::new(detail),
             counters: Counters::default(),
             group_counters,
-            pools: (0..workers.max(1)).map(|_| Mutex::new(Vec::new())).collect(),
+            pools: (0..workers.max(1)).map(|_| CachePadded(Mutex::new(Vec::new()))).collect(),
             idle: Notify::new(),
             tasks: Mutex::new(Tasks::default()),
         }
@@ -148,7 +153,7 @@ impl TargetRt {
             state,
             reason,
             description,
-            in_flight: self.in_flight.load(Ordering::Relaxed),
+            in_flight: self.in_flight.total(),
         }
     }
 
@@ -220,7 +225,7 @@ impl TargetRt {
     }
 
     pub fn is_idle(&self) -> bool {
-        self.in_flight.load(Ordering::SeqCst) == 0 && self.long_lived.load(Ordering::SeqCst) == 0
+        self.in_flight.total() == 0 && self.long_lived.load(Ordering::SeqCst) == 0
     }
 
     /// Ends every connection to the target (pooled, in use, upgraded) and its background tasks.
@@ -295,11 +300,14 @@ impl TargetRt {
         }
     }
 
+    /// Ends a request counted by [`InFlight::new`] in `shard`; a draining target that has
+    /// nothing left in flight is told so.
     #[inline]
-    pub fn end_request(&self) {
-        if self.in_flight.fetch_sub(1, Ordering::SeqCst) == 1
-            && self.draining.load(Ordering::SeqCst)
-        {
+    fn end_request(&self, shard: usize) {
+        self.in_flight.shards[shard].fetch_sub(1, Ordering::SeqCst);
+        // Every count and this load are sequentially consistent: of requests ending at once on
+        // different workers, the last one to decrement sees the total at zero.
+        if self.draining.load(Ordering::SeqCst) && self.in_flight.total() == 0 {
             self.idle.notify_one();
         }
     }
@@ -329,21 +337,47 @@ fn routable_code(h: u8) -> bool {
     matches!(h, H_HEALTHY | H_UNAVAILABLE)
 }
 
+/// Requests in flight to a target, counted per thread shard (as the metrics are, see
+/// [`metrics::shard_index`]) so that workers starting and ending requests to the same target never
+/// write one cache line; readers sum the shards.
+pub struct InFlightCount {
+    shards: Box<[CachePadded<AtomicU64>]>,
+}
+
+impl Default for InFlightCount {
+    fn default() -> Self {
+        InFlightCount { shards: (0..metrics::SHARDS).map(|_| CachePadded::default()).collect() }
+    }
+}
+
+impl InFlightCount {
+    /// Requests in flight now. A shard never goes below zero (a request ends in the shard it
+    /// started in), so neither does the sum.
+    #[inline]
+    pub fn total(&self) -> u64 {
+        self.shards.iter().map(|s| s.load(Ordering::SeqCst)).sum()
+    }
+}
+
 /// Counts a request in flight to a target until dropped.
-pub struct InFlight(pub Arc<TargetRt>);
+pub struct InFlight {
+    pub target: Arc<TargetRt>,
+    shard: usize,
+}
 
 impl InFlight {
     #[inline]
     pub fn new(target: Arc<TargetRt>) -> Self {
-        target.in_flight.fetch_add(1, Ordering::SeqCst);
-        InFlight(target)
+        let shard = metrics::shard_index();
+        target.in_flight.shards[shard].fetch_add(1, Ordering::SeqCst);
+        InFlight { target, shard }
     }
 }
 
 impl Drop for InFlight {
     #[inline]
     fn drop(&mut self) {
-        self.0.end_request();
+        self.target.end_request(self.shard);
     }
 }
 
@@ -432,10 +466,10 @@ impl GroupRt {
                     Algorithm::RoundRobin => &routable.targets[start],
                     Algorithm::LeastOutstandingRequests => {
                         let mut best = &routable.targets[start];
-                        let mut best_load = best.in_flight.load(Ordering::Relaxed);
+                        let mut best_load = best.in_flight.total();
                         for i in 1..n {
                             let t = &routable.targets[(start + i) % n];
-                            let load = t.in_flight.load(Ordering::Relaxed);
+                            let load = t.in_flight.total();
                             if load < best_load {
                                 best = t;
                                 best_load = load;

@@ -392,6 +392,63 @@ async fn listeners_are_added_changed_and_removed_without_a_restart() {
     lb.shutdown().await;
 }
 
+/// Reads until the peer closes; what it sent.
+async fn read_to_close(s: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut got))
+        .await
+        .expect("the load balancer closed the connection")
+        .expect("a clean close, not a reset");
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_listener_closes_idle_connections_and_finishes_the_request_in_flight() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let lb = Lb::start(None).await;
+    let b = Backend::start("b").await;
+    let (one, two) = (free_addr(), free_addr());
+    let g = || vec![("g", group(&[b.addr], no_checks(), 0))];
+    lb.apply(&table(
+        1,
+        vec![
+            ("one", listener(one, forward(&[("g", 1)]))),
+            ("two", listener(two, forward(&[("g", 1)]))),
+        ],
+        g(),
+    ))
+    .await;
+
+    // A keep-alive connection that served one request and now idles.
+    let mut idle = tokio::net::TcpStream::connect(one).await.unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    let mut first = vec![0; 1024];
+    let mut got = String::new();
+    while !got.ends_with("\r\n\r\nb") {
+        let n = idle.read(&mut first).await.unwrap();
+        assert!(n > 0, "the first response arrives whole: {got:?}");
+        got.push_str(&String::from_utf8_lossy(&first[..n]));
+    }
+    // And one whose request is still at the target.
+    let mut busy = tokio::net::TcpStream::connect(one).await.unwrap();
+    busy.write_all(b"GET /slow?ms=1000 HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    wait_until("the slow request reaches the target", WAIT, || async {
+        b.hits.load(Ordering::SeqCst) == 2
+    })
+    .await;
+
+    lb.apply(&table(2, vec![("two", listener(two, forward(&[("g", 1)])))], g())).await;
+    assert_eq!(read_to_close(&mut idle).await, "", "the idle connection is closed at once");
+    let answer = read_to_close(&mut busy).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "the request in flight finishes: {answer:?}");
+    assert!(answer.to_ascii_lowercase().contains("connection: close\r\n"), "{answer:?}");
+    assert!(answer.ends_with("\r\n\r\nb"), "{answer:?}");
+    // The listener kept serves on.
+    assert_eq!(get(&lb.http, &format!("http://{two}/")).await.0, 200);
+    lb.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_state_file_restores_the_table_after_a_restart() {
     let dir = std::env::temp_dir().join(format!("cutover-proxy-state-{}", std::process::id()));
