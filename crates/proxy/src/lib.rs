@@ -11,7 +11,8 @@
 //! hyper), both routing with [`forward::route`] and reaching targets through [`upstream`]
 //! ([`fields`] names the header fields that never cross);
 //! [`tunnel`] carries upgraded connections; [`target`] holds per-target state and pools,
-//! [`health`] checks targets, [`admin`] serves the admin API, [`metrics`] counts.
+//! [`health`] checks targets, [`admin`] serves the admin API, [`metrics`] counts; [`sync`] has the
+//! padding and waking tools that keep workers from sharing cache lines.
 
 mod admin;
 mod clock;
