@@ -597,6 +597,9 @@ fn bench(
 
     let direct = if o.runs("throughput") { run_wrk(wrk, blue, o)? } else { Wrk::default() };
     let mut rows: Vec<(usize, &str, Wrk)> = Vec::new();
+    // Per thread count, cutover's and nginx's runs round by round: on a shared machine the
+    // spread between rounds says how far to trust the medians.
+    let mut rounds: Vec<(usize, Vec<Wrk>, Vec<Wrk>)> = Vec::new();
     for &threads in o.threads.iter().filter(|_| o.runs("throughput")) {
         // All three run side by side (idle unless measured); rounds interleave them.
         let (c_listen, n_listen, h_listen) = (free_addr()?, free_addr()?, free_addr()?);
@@ -615,6 +618,7 @@ fn bench(
             }
             eprintln!("  {threads} thread(s): round {} of {} done", round + 1, o.rounds);
         }
+        rounds.push((threads, runs[0].clone(), runs[1].clone()));
         for ((name, _, _), runs) in servers.iter().zip(runs) {
             rows.push((threads, name, median(runs)));
         }
@@ -780,6 +784,23 @@ fn bench(
         println!(
             "(ratios: req/s higher is better, p99 lower is better; CPU/req: the server's user+system CPU time per request)"
         );
+        println!();
+        println!("cutover / nginx round by round (rps ≥ 1 and p99 ≤ 1 is the target):");
+        for (threads, c, n) in &rounds {
+            let ratio = |f: fn(&Wrk) -> f64| -> Vec<f64> {
+                c.iter().zip(n).map(|(c, n)| f(c) / f(n)).collect()
+            };
+            let (rps, p99) = (ratio(|w| w.rps), ratio(|w| w.p99_ms));
+            let met = rps.iter().zip(&p99).filter(|(r, p)| **r >= 1.0 && **p <= 1.0).count();
+            let list =
+                |v: &[f64]| v.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(" ");
+            println!(
+                "  {threads} thread(s): rps {}   p99 {}   both met in {met} of {} rounds",
+                list(&rps),
+                list(&p99),
+                rps.len()
+            );
+        }
     }
     if let Some((cutover_sweep, nginx_sweep)) = &sweeps {
         println!();

@@ -16,7 +16,7 @@
 //! headers (RFC 9110 §7.6.1) do not cross; `X-Forwarded-*` are set.
 
 use std::future::{Future, poll_fn};
-use std::io::{self, Write as _};
+use std::io;
 use std::mem::MaybeUninit;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
@@ -129,17 +129,20 @@ impl Watch {
         self.closing.load(Relaxed)
     }
 
-    /// Runs `f` until it ends or the watchdog says the target took too long (`None`).
-    async fn until_timeout<F: Future>(&self, f: F) -> Option<F::Output> {
+    /// Runs `f` until it ends or the watchdog says the target took too long (`None`). Takes
+    /// the future pinned where the caller made it: a request's exchange with its target is a
+    /// large future, and moving it into this one would copy it on every request.
+    fn until_timeout<'a, F: Future>(
+        &'a self,
+        mut f: Pin<&'a mut F>,
+    ) -> impl Future<Output = Option<F::Output>> + 'a {
         self.timed_out.store(false, Relaxed);
-        let mut f = pin!(f);
-        poll_fn(|cx| {
+        poll_fn(move |cx| {
             if self.timed_out.load(Relaxed) {
                 return Poll::Ready(None);
             }
             f.as_mut().poll(cx).map(Some)
         })
-        .await
     }
 }
 
@@ -431,7 +434,7 @@ where
         let worker = crate::workers::current();
         let mut guard = InFlight::new(target);
         let opened =
-            self.w.until_timeout(forward::open_upstream(self.ctx, &mut guard, worker)).await;
+            self.w.until_timeout(pin!(forward::open_upstream(self.ctx, &mut guard, worker))).await;
         let (mut conn, reused) = match opened {
             Some(Ok(opened)) => opened,
             Some(Err(resp)) => return self.respond_error(resp, req).await,
@@ -473,8 +476,11 @@ where
                 Outgoing::Chunked(body)
             }
         };
-        let sent = upstream::send_encoded(t, conn, reused, req.head_method, outgoing);
-        let mut answer = match self.w.until_timeout(sent).await {
+        let sent = {
+            let exchange = pin!(upstream::send_encoded(t, conn, reused, req.head_method, outgoing));
+            self.w.until_timeout(exchange).await
+        };
+        let mut answer = match sent {
             None => return self.gateway_timeout(t, req).await,
             Some(Ok(answer)) => answer,
             Some(Err(e)) => {
@@ -574,12 +580,12 @@ where
         mut out: Vec<u8>,
         chunked: bool,
     ) -> Result<(), String> {
-        let mut body = Pin::new(body);
         loop {
             // Take what is already buffered without waiting, so small answers leave in one write.
-            let buffered = body.as_mut().poll_frame(&mut Context::from_waker(Waker::noop()));
-            let frame = match buffered {
-                Poll::Ready(frame) => frame,
+            let buffered =
+                body.poll_copy(&mut Context::from_waker(Waker::noop()), &mut out, chunked);
+            let copied = match buffered {
+                Poll::Ready(copied) => copied,
                 Poll::Pending => {
                     if !out.is_empty() {
                         self.write(&out)
@@ -587,34 +593,11 @@ where
                             .map_err(|e| format!("writing to the client: {e}"))?;
                         out.clear();
                     }
-                    poll_fn(|cx| body.as_mut().poll_frame(cx)).await
+                    poll_fn(|cx| body.poll_copy(cx, &mut out, chunked)).await
                 }
             };
-            match frame {
-                None => {
-                    if chunked {
-                        out.extend_from_slice(b"0\r\n\r\n");
-                    }
-                    break;
-                }
-                Some(Err(e)) => {
-                    if !out.is_empty() {
-                        let _ = self.write(&out).await;
-                    }
-                    return Err(e.to_string());
-                }
-                Some(Ok(frame)) => {
-                    let Ok(data) = frame.into_data() else { continue };
-                    if data.is_empty() {
-                        continue;
-                    }
-                    if chunked {
-                        let _ = write!(out, "{:x}\r\n", data.len());
-                        out.extend_from_slice(&data);
-                        out.extend_from_slice(b"\r\n");
-                    } else {
-                        out.extend_from_slice(&data);
-                    }
+            match copied {
+                Ok(true) => {
                     // Large bodies go out as they come, not gathered.
                     if out.len() >= 64 * 1024 {
                         self.write(&out)
@@ -622,6 +605,18 @@ where
                             .map_err(|e| format!("writing to the client: {e}"))?;
                         out.clear();
                     }
+                }
+                Ok(false) => {
+                    if chunked {
+                        out.extend_from_slice(b"0\r\n\r\n");
+                    }
+                    break;
+                }
+                Err(e) => {
+                    if !out.is_empty() {
+                        let _ = self.write(&out).await;
+                    }
+                    return Err(e.to_string());
                 }
             }
         }
@@ -984,7 +979,13 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Body for ClientBody<'_, I> {
                     }
                 }
                 BodyState::Chunked(chunked) => match upstream::decode_chunked(chunked, this.buf) {
-                    Ok(Step::Frame(frame)) => return Poll::Ready(Some(Ok(frame))),
+                    Ok(Step::Data(n)) => {
+                        return Poll::Ready(Some(Ok(Frame::data(this.buf.split_to(n).freeze()))));
+                    }
+                    Ok(Step::Trailers(trailers)) => {
+                        this.state = BodyState::Done;
+                        return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                    }
                     Ok(Step::End) => {
                         this.state = BodyState::Done;
                         return Poll::Ready(None);

@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::future::{Future, poll_fn};
-use std::io::{self, IoSlice};
+use std::io::{self, IoSlice, Write as _};
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
@@ -834,9 +834,13 @@ pub enum Chunked {
     Trailers,
 }
 
-/// What the buffered bytes of a chunked body give next.
+/// What the buffered bytes of a body give next.
 pub enum Step {
-    Frame(Frame<Bytes>),
+    /// The next `n` bytes of the buffer are body data, left there for the caller, who takes
+    /// them before asking again: a client on HTTP/1 copies them out, HTTP/2 splits them off.
+    Data(usize),
+    /// The body's trailer fields; the body has ended.
+    Trailers(HeaderMap),
     End,
     More,
 }
@@ -874,13 +878,89 @@ impl UpstreamBody {
         Some(Upgraded { stream, leftover: buf.freeze(), release: Release(enrolled) })
     }
 
-    fn fail(&mut self, e: Error) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+    fn fail(&mut self, e: Error) -> Poll<Result<Step, Error>> {
         self.state = State::Failed;
         self.conn = None;
-        Poll::Ready(Some(Err(e)))
+        Poll::Ready(Err(e))
     }
 
-    /// Takes the next frame from bytes already read.
+    /// The body's next step, reading from the target when nothing usable is buffered; never
+    /// `More`. After `Data(n)`, the caller takes the bytes with [`UpstreamBody::take`].
+    fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<Result<Step, Error>> {
+        loop {
+            if matches!(self.state, State::Done | State::Failed) {
+                return Poll::Ready(Ok(Step::End));
+            }
+            let Some(conn) = self.conn.as_mut() else { return Poll::Ready(Ok(Step::End)) };
+            if conn.enrolled.closer.is_closed() {
+                return self.fail(Error::Closed);
+            }
+            match self.next_buffered() {
+                Ok(Step::More) => {}
+                Ok(Step::Trailers(trailers)) => {
+                    self.state = State::Done;
+                    return Poll::Ready(Ok(Step::Trailers(trailers)));
+                }
+                Ok(step) => return Poll::Ready(Ok(step)),
+                Err(e) => return self.fail(e),
+            }
+            let Some(conn) = self.conn.as_mut() else { return Poll::Ready(Ok(Step::End)) };
+            match ready!(conn.poll_fill(cx)) {
+                Ok(0) if matches!(self.state, State::UntilClose) => {
+                    self.state = State::Done;
+                    return Poll::Ready(Ok(Step::End));
+                }
+                Ok(0) => {
+                    return self
+                        .fail(Error::Target("connection closed inside the response body".into()));
+                }
+                Ok(_) => {}
+                Err(e) => return self.fail(e),
+            }
+        }
+    }
+
+    /// Hands the `n` data bytes a `Step::Data(n)` announced to `f`, which consumes them.
+    fn take<R>(&mut self, n: usize, f: impl FnOnce(&mut BytesMut) -> R) -> R {
+        let conn = self.conn.as_mut().expect("data is announced only with its connection");
+        debug_assert!(conn.buf.len() >= n);
+        let taken = f(&mut conn.buf);
+        self.settle();
+        taken
+    }
+
+    /// Appends the body's next data to `out`, re-chunked when `rechunk`: an HTTP/1 client's
+    /// copy, without making a `Bytes` of each piece first. `Ok(false)` once the body has ended;
+    /// trailers are dropped, as a client on HTTP/1 is not known to accept them.
+    pub fn poll_copy(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut Vec<u8>,
+        rechunk: bool,
+    ) -> Poll<Result<bool, Error>> {
+        loop {
+            match ready!(self.poll_step(cx))? {
+                // An empty piece, copied as a chunk, would end the client's body early.
+                Step::Data(0) | Step::Trailers(_) => {}
+                Step::Data(n) => {
+                    self.take(n, |buf| {
+                        if rechunk {
+                            let _ = write!(out, "{n:x}\r\n");
+                        }
+                        out.extend_from_slice(&buf[..n]);
+                        if rechunk {
+                            out.extend_from_slice(b"\r\n");
+                        }
+                        buf.advance(n);
+                    });
+                    return Poll::Ready(Ok(true));
+                }
+                Step::End | Step::More => return Poll::Ready(Ok(false)),
+            }
+        }
+    }
+
+    /// Takes the next step from bytes already read.
     fn next_buffered(&mut self) -> Result<Step, Error> {
         let Some(conn) = self.conn.as_mut() else { return Ok(Step::End) };
         let buf = &mut conn.buf;
@@ -895,14 +975,13 @@ impl UpstreamBody {
                 if *left == 0 {
                     self.state = State::Done;
                 }
-                Ok(Step::Frame(Frame::data(buf.split_to(n).freeze())))
+                Ok(Step::Data(n))
             }
             State::UntilClose => {
                 if buf.is_empty() {
                     return Ok(Step::More);
                 }
-                let n = buf.len().min(MAX_FRAME);
-                Ok(Step::Frame(Frame::data(buf.split_to(n).freeze())))
+                Ok(Step::Data(buf.len().min(MAX_FRAME)))
             }
             State::Chunked(chunked) => {
                 let step = decode_chunked(chunked, buf)?;
@@ -935,41 +1014,14 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         let this = self.get_mut();
-        loop {
-            if matches!(this.state, State::Done | State::Failed) {
-                return Poll::Ready(None);
+        Poll::Ready(match ready!(this.poll_step(cx)) {
+            Ok(Step::Data(n)) => {
+                Some(Ok(Frame::data(this.take(n, |buf| buf.split_to(n).freeze()))))
             }
-            let Some(conn) = this.conn.as_mut() else { return Poll::Ready(None) };
-            if conn.enrolled.closer.is_closed() {
-                return this.fail(Error::Closed);
-            }
-            match this.next_buffered() {
-                Ok(Step::Frame(frame)) => {
-                    if frame.is_data() {
-                        this.settle();
-                    } else {
-                        this.state = State::Done;
-                    }
-                    return Poll::Ready(Some(Ok(frame)));
-                }
-                Ok(Step::End) => return Poll::Ready(None),
-                Ok(Step::More) => {}
-                Err(e) => return this.fail(e),
-            }
-            let Some(conn) = this.conn.as_mut() else { return Poll::Ready(None) };
-            match ready!(conn.poll_fill(cx)) {
-                Ok(0) if matches!(this.state, State::UntilClose) => {
-                    this.state = State::Done;
-                    return Poll::Ready(None);
-                }
-                Ok(0) => {
-                    return this
-                        .fail(Error::Target("connection closed inside the response body".into()));
-                }
-                Ok(_) => {}
-                Err(e) => return this.fail(e),
-            }
-        }
+            Ok(Step::Trailers(trailers)) => Some(Ok(Frame::trailers(trailers))),
+            Ok(Step::End | Step::More) => None,
+            Err(e) => Some(Err(e)),
+        })
     }
 
     fn is_end_stream(&self) -> bool {
@@ -1013,7 +1065,7 @@ pub fn decode_chunked(state: &mut Chunked, buf: &mut BytesMut) -> Result<Step, E
                 } else {
                     Chunked::Data(left - n as u64)
                 };
-                return Ok(Step::Frame(Frame::data(buf.split_to(n).freeze())));
+                return Ok(Step::Data(n));
             }
             Chunked::DataEnd => {
                 if buf.len() < 2 {
@@ -1038,7 +1090,7 @@ pub fn decode_chunked(state: &mut Chunked, buf: &mut BytesMut) -> Result<Step, E
                 };
                 let trailers = parse_trailers(&buf[..end + 4])?;
                 buf.advance(end + 4);
-                return Ok(Step::Frame(Frame::trailers(trailers)));
+                return Ok(Step::Trailers(trailers));
             }
         }
     }

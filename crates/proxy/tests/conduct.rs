@@ -373,6 +373,67 @@ async fn a_pooled_connection_the_target_closed_is_replaced_without_an_error() {
     lb.shutdown().await;
 }
 
+/// A keep-alive target that answers every request with `response`; counts its connections.
+async fn fixed_answer_target(response: &'static [u8]) -> (std::net::SocketAddr, Arc<AtomicU64>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let conns = Arc::new(AtomicU64::new(0));
+    let counter = conns.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut got = Vec::new();
+                loop {
+                    while let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                        got.drain(..end + 4);
+                        if s.write_all(response).await.is_err() {
+                            return;
+                        }
+                    }
+                    match s.read(&mut buf).await {
+                        Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+                        _ => return,
+                    }
+                }
+            });
+        }
+    });
+    (addr, conns)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_answer_with_trailers_ends_cleanly_and_its_connections_are_reused() {
+    let lb = Lb::start(None).await;
+    let (target, conns) = fixed_answer_target(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-Checksum: 7\r\n\r\n",
+    )
+    .await;
+    let port = free_addr();
+    let check = HealthCheck { enabled: false, ..hc(1000) };
+    lb.apply(&table(
+        1,
+        vec![("web", listener(port, forward(&[("g", 1)])))],
+        vec![("g", group(&[target], check, 0))],
+    ))
+    .await;
+    let answer = raw_exchange(
+        port,
+        b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    // Both answers whole, each body ended by its last chunk; the trailers, which an HTTP/1
+    // client did not say it accepts (TE: trailers), are dropped.
+    assert_eq!(answer.matches("HTTP/1.1 200").count(), 2, "{answer}");
+    assert_eq!(answer.matches("5\r\nhello\r\n0\r\n\r\n").count(), 2, "{answer}");
+    assert!(!answer.to_ascii_lowercase().contains("x-checksum"), "{answer}");
+    // The body's end was seen, so the target connection went back to the pool and served both.
+    assert_eq!(conns.load(Ordering::SeqCst), 1);
+    lb.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_bodies_stream_both_ways_with_either_framing() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
