@@ -198,7 +198,7 @@ where
     let mut stopping = false;
     // A `select!` over the three, except that the watchdog's timer and the stop signal are
     // polled only when they fired (see `SideWaker`), not on every wake-up of the request loop.
-    let side = SideWaker::new();
+    let mut side = SideWaker::new();
     poll_fn(|cx| {
         loop {
             if run.as_mut().poll(cx).is_ready() {

@@ -206,7 +206,7 @@ where
     let mut closing = false;
     let mut tick = pin!(tokio::time::sleep(idle));
     // As `h1::serve`: the timer and the stop signal are polled only when they fired.
-    let side = SideWaker::new();
+    let mut side = SideWaker::new();
     poll_fn(|cx| {
         loop {
             if conn.as_mut().poll(cx).is_ready() {

@@ -36,6 +36,9 @@ impl<T> Deref for CachePadded<T> {
 pub struct SideWaker {
     inner: Arc<Inner>,
     waker: Waker,
+    /// The task waker `inner.task` holds, as last registered: a task's waker rarely changes, so
+    /// comparing with it saves re-registering (two atomic exchanges) on every turn.
+    registered: Option<Waker>,
 }
 
 struct Inner {
@@ -59,15 +62,21 @@ impl SideWaker {
     /// registers them) on the task's first turn.
     pub fn new() -> Self {
         let inner = Arc::new(Inner { fired: AtomicBool::new(true), task: AtomicWaker::new() });
-        SideWaker { waker: Waker::from(inner.clone()), inner }
+        SideWaker { waker: Waker::from(inner.clone()), inner, registered: None }
     }
 
     /// Whether a secondary future was woken since the last call (which resets it); also
     /// remembers `cx`'s waker as the task to wake.
     #[inline]
-    pub fn fired(&self, cx: &Context<'_>) -> bool {
-        self.inner.task.register(cx.waker());
-        self.inner.fired.load(Ordering::Acquire) && self.inner.fired.swap(false, Ordering::AcqRel)
+    pub fn fired(&mut self, cx: &Context<'_>) -> bool {
+        let fired = self.inner.fired.load(Ordering::Acquire)
+            && self.inner.fired.swap(false, Ordering::AcqRel);
+        // A wake takes the registered waker, so after one the task's is registered again.
+        if fired || !self.registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            self.inner.task.register(cx.waker());
+            self.registered = Some(cx.waker().clone());
+        }
+        fired
     }
 
     /// The context to poll the secondary futures with.
@@ -104,7 +113,7 @@ mod tests {
         let count = Arc::new(Count(0.into()));
         let task = Waker::from(count.clone());
         let cx = Context::from_waker(&task);
-        let side = SideWaker::new();
+        let mut side = SideWaker::new();
         assert!(side.fired(&cx), "the first turn polls the secondary futures");
         assert!(!side.fired(&cx), "and the next does not, unless one was woken");
 
@@ -119,5 +128,16 @@ mod tests {
 
         side.again();
         assert!(side.fired(&cx), "again() asks for one more poll");
+
+        // A task that moved to another waker is woken through the new one.
+        let other = Arc::new(Count(0.into()));
+        let other_task = Waker::from(other.clone());
+        assert!(!side.fired(&Context::from_waker(&other_task)));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let mut rx = pin!(rx);
+        assert!(rx.as_mut().poll(&mut side.context()).is_pending());
+        tx.send(()).unwrap();
+        assert_eq!(other.0.load(Ordering::SeqCst), 1);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1, "the old waker is not woken again");
     }
 }
