@@ -28,8 +28,8 @@ impl<T> Deref for CachePadded<T> {
 /// listener's stop signal) and remembers that it did, so the task polls them only after one of
 /// them fired rather than on each of the two or three wake-ups every request causes. Polling a
 /// stop signal that has not fired is not free: a `tokio::sync::Notify` waiter takes the
-/// notifier's lock to check its waker, and that lock is shared by every connection of the
-/// listener on every worker.
+/// notifier's lock to check its waker, and a watch channel has eight such notifiers for all its
+/// receivers, so connections on different workers take the same locks.
 ///
 /// Use: poll the main future with the task's context; then, if [`SideWaker::fired`] says so,
 /// poll the secondary futures with [`SideWaker::context`].
