@@ -12,17 +12,23 @@ use common::*;
 use routes::*;
 
 async fn setup() -> (Lb, Backend, std::net::SocketAddr) {
-    let lb = Lb::start(None).await;
     let b = Backend::start("b").await;
+    let (lb, port) = lb_in_front_of(b.addr).await;
+    (lb, b, port)
+}
+
+/// A load balancer with one listener forwarding to `target`, unchecked; the listener's address.
+async fn lb_in_front_of(target: std::net::SocketAddr) -> (Lb, std::net::SocketAddr) {
+    let lb = Lb::start(None).await;
     let port = free_addr();
     let check = HealthCheck { enabled: false, ..hc(1000) };
     lb.apply(&table(
         1,
         vec![("web", listener(port, forward(&[("g", 1)])))],
-        vec![("g", group(&[b.addr], check, 0))],
+        vec![("g", group(&[target], check, 0))],
     ))
     .await;
-    (lb, b, port)
+    (lb, port)
 }
 
 fn status_line(response: &str) -> &str {
@@ -348,16 +354,8 @@ async fn short_keep_alive_target() -> (std::net::SocketAddr, Arc<AtomicU64>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pooled_connection_the_target_closed_is_replaced_without_an_error() {
-    let lb = Lb::start(None).await;
     let (target, closed) = short_keep_alive_target().await;
-    let port = free_addr();
-    let check = HealthCheck { enabled: false, ..hc(1000) };
-    lb.apply(&table(
-        1,
-        vec![("web", listener(port, forward(&[("g", 1)])))],
-        vec![("g", group(&[target], check, 0))],
-    ))
-    .await;
+    let (lb, port) = lb_in_front_of(target).await;
     for round in 1..=3u64 {
         let (status, body) = get(&lb.http, &format!("http://{port}/")).await;
         assert_eq!((status, body.as_str()), (200, "ok"), "round {round}");
@@ -406,19 +404,11 @@ async fn fixed_answer_target(response: &'static [u8]) -> (std::net::SocketAddr, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunked_answer_with_trailers_ends_cleanly_and_its_connections_are_reused() {
-    let lb = Lb::start(None).await;
     let (target, conns) = fixed_answer_target(
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-Checksum: 7\r\n\r\n",
     )
     .await;
-    let port = free_addr();
-    let check = HealthCheck { enabled: false, ..hc(1000) };
-    lb.apply(&table(
-        1,
-        vec![("web", listener(port, forward(&[("g", 1)])))],
-        vec![("g", group(&[target], check, 0))],
-    ))
-    .await;
+    let (lb, port) = lb_in_front_of(target).await;
     let answer = raw_exchange(
         port,
         b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
