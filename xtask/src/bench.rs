@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use routes::*;
 
+use crate::{free_addr, workspace};
+
 struct Opts {
     duration: u64,
     connections: u32,
@@ -125,10 +127,6 @@ fn find_tool(name: &str) -> Option<PathBuf> {
         .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from))
         .map(|d| d.join(name))
         .find(|p| p.is_file())
-}
-
-fn free_addr() -> anyhow::Result<SocketAddr> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
 fn wait_port(addr: SocketAddr, what: &str, proc: &mut Proc) -> anyhow::Result<()> {
@@ -383,7 +381,7 @@ fn start_cutover(
     tmp: &Path,
     table: &RouteTable,
 ) -> anyhow::Result<Cutover> {
-    let admin = free_addr()?;
+    let admin = free_addr();
     let log = std::fs::File::create(tmp.join(format!("cutover-{threads}.log")))?;
     let mut proc = Proc::spawn(
         "cutover lb",
@@ -493,7 +491,7 @@ frontend fe\n  bind {listen}\n  default_backend be\n\nbackend be\n  server s1 {b
 }
 
 fn start_backend(tmp: &Path, name: &str) -> anyhow::Result<(Proc, SocketAddr)> {
-    let addr = free_addr()?;
+    let addr = free_addr();
     let exe = std::env::current_exe()?;
     let log = std::fs::File::create(tmp.join(format!("backend-{name}.log")))?;
     let mut p = Proc::spawn(
@@ -569,11 +567,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
         eprintln!("warning: cannot raise the open-file limit: {e}");
     }
-    let root =
-        Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("workspace root")?.to_path_buf();
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
+    let (root, target) = workspace();
     let lb = build_lb(&root, &target, &o.lb)?;
     let tmp = std::env::temp_dir().join(format!("cutover-bench-lb-{}", std::process::id()));
     std::fs::create_dir_all(&tmp)?;
@@ -602,7 +596,7 @@ fn bench(
     let mut rounds: Vec<(usize, Vec<Wrk>, Vec<Wrk>)> = Vec::new();
     for &threads in o.threads.iter().filter(|_| o.runs("throughput")) {
         // All three run side by side (idle unless measured); rounds interleave them.
-        let (c_listen, n_listen, h_listen) = (free_addr()?, free_addr()?, free_addr()?);
+        let (c_listen, n_listen, h_listen) = (free_addr(), free_addr(), free_addr());
         let c = start_cutover(lb, threads, tmp, &lb_table(1, c_listen, blue, None, 0))?;
         let n = start_nginx(nginx, tmp, threads, n_listen, &[(blue, 1)])?;
         let h = start_haproxy(haproxy, tmp, threads, h_listen, blue)?;
@@ -626,7 +620,7 @@ fn bench(
 
     // Shift under load, with the most threads asked for.
     let threads = *o.threads.iter().max().unwrap_or(&2);
-    let listen = free_addr()?;
+    let listen = free_addr();
     let sweeps = if !o.runs("shift") {
         None
     } else {
@@ -645,7 +639,7 @@ fn bench(
                     p => vec![(blue, (100 - p) as u32), (green, p as u32)],
                 }
             };
-            let listen = free_addr()?;
+            let listen = free_addr();
             let _n = start_nginx(nginx, tmp, threads, listen, &upstreams(0))?;
             let _ = wrk_cmd(wrk, listen, o, 1).output()?;
             sweep(wrk, listen, o, green, |_, pct| {
@@ -669,7 +663,7 @@ fn bench(
         None
     } else {
         Some({
-            let listen = free_addr()?;
+            let listen = free_addr();
             let mut c = start_cutover(lb, threads, tmp, &lb_table(1, listen, blue, None, 0))?;
             std::thread::sleep(Duration::from_millis(300));
             let idle = rss_kib(c.proc.pid())?;

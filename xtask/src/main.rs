@@ -27,3 +27,20 @@ fn main() {
         std::process::exit(1);
     }
 }
+
+/// A loopback address for a server a benchmark starts next. Not port 0: see `testkit::free_port`.
+fn free_addr() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], testkit::free_port()))
+}
+
+/// The workspace root, and where cargo puts what it builds there (`CARGO_TARGET_DIR` when set).
+fn workspace() -> (std::path::PathBuf, std::path::PathBuf) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    (root, target)
+}

@@ -9,21 +9,15 @@
 //! failed in that window. CodeDeploy's equivalent is minutes: CloudWatch evaluates at most every
 //! 10 seconds (a minute for standard periods) and CodeDeploy polls alarms on its own schedule.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use testkit::http::{Load, get};
 
-struct Sample {
-    at: Duration,
-    status: u16,
-    version: String,
-}
+use crate::{free_addr, workspace};
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let mut runs = 5usize;
@@ -34,8 +28,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             other => bail!("unknown option {other}; usage: cargo xtask bench-rollback [--runs N]"),
         }
     }
-    let root =
-        Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("workspace root")?.to_path_buf();
+    let (root, target) = workspace();
     eprintln!("building cutover and the demo app (release)…");
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(["build", "--release", "--quiet", "-p", "cutover", "-p", "demo-app"])
@@ -44,12 +37,12 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     if !status.success() {
         bail!("cargo build failed");
     }
-    let bin = root.join("target/release");
+    let bin = target.join("release");
     let tmp = std::env::temp_dir().join(format!("cutover-bench-rollback-{}", std::process::id()));
     std::fs::create_dir_all(tmp.join("app"))?;
     std::fs::copy(bin.join("cutover-demo-app"), tmp.join("app/cutover-demo-app"))?;
-    let prod = free_addr()?;
-    let api = free_addr()?;
+    let prod = free_addr();
+    let api = free_addr();
     write_files(&tmp, prod)?;
 
     let cutover = bin.join("cutover");
@@ -87,7 +80,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     wait("cutover up", Duration::from_secs(30), || cli(&["status"]).is_ok())?;
     cli(&["apply", "-f", "cutover.yaml"])?;
     wait("v1 to serve", Duration::from_secs(30), || {
-        get(prod).is_ok_and(|(s, v)| s == 200 && v == "v1")
+        get(prod, "/").is_ok_and(|(s, v)| s == 200 && v == "v1")
     })?;
 
     println!(
@@ -131,7 +124,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         );
         windows.push(window);
         wait("production back on v1", Duration::from_secs(30), || {
-            get(prod).is_ok_and(|(_, v)| v == "v1")
+            get(prod, "/").is_ok_and(|(_, v)| v == "v1")
         })?;
     }
     windows.sort();
@@ -213,10 +206,6 @@ impl Drop for Guard {
     }
 }
 
-fn free_addr() -> anyhow::Result<SocketAddr> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
-}
-
 fn wait(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     while !ok() {
@@ -226,90 +215,4 @@ fn wait(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> anyhow::
         std::thread::sleep(Duration::from_millis(50));
     }
     Ok(())
-}
-
-fn get(addr: SocketAddr) -> anyhow::Result<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(stream, "GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")?;
-    read_response(&mut BufReader::new(stream))
-}
-
-fn read_response(reader: &mut impl BufRead) -> anyhow::Result<(u16, String)> {
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let status: u16 = line.split_whitespace().nth(1).context("status line")?.parse()?;
-    let (mut version, mut length) = (String::new(), 0usize);
-    loop {
-        line.clear();
-        reader.read_line(&mut line)?;
-        let trimmed = line.trim_end();
-        if trimmed.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = trimmed.split_once(':') {
-            match name.to_ascii_lowercase().as_str() {
-                "x-version" => version = value.trim().to_string(),
-                "content-length" => length = value.trim().parse().unwrap_or(0),
-                _ => {}
-            }
-        }
-    }
-    let mut body = vec![0; length];
-    std::io::Read::read_exact(reader, &mut body)?;
-    Ok((status, version))
-}
-
-struct Load {
-    stop: Arc<AtomicBool>,
-    samples: Arc<Mutex<Vec<Sample>>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(addr: SocketAddr, clients: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let samples = Arc::new(Mutex::new(Vec::new()));
-        let started = Instant::now();
-        let threads = (0..clients)
-            .map(|_| {
-                let (stop, samples) = (stop.clone(), samples.clone());
-                std::thread::spawn(move || {
-                    let mut conn: Option<BufReader<TcpStream>> = None;
-                    while !stop.load(Ordering::Relaxed) {
-                        let result = (|| -> anyhow::Result<(u16, String)> {
-                            if conn.is_none() {
-                                let stream =
-                                    TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-                                stream.set_nodelay(true)?;
-                                stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-                                conn = Some(BufReader::new(stream));
-                            }
-                            let reader = conn.as_mut().context("connection")?;
-                            reader.get_mut().write_all(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")?;
-                            read_response(reader)
-                        })();
-                        let at = started.elapsed();
-                        let sample = match result {
-                            Ok((status, version)) => Sample { at, status, version },
-                            Err(_) => {
-                                conn = None;
-                                Sample { at, status: 0, version: String::new() }
-                            }
-                        };
-                        samples.lock().unwrap_or_else(|p| p.into_inner()).push(sample);
-                    }
-                })
-            })
-            .collect();
-        Load { stop, samples, threads }
-    }
-
-    fn finish(self) -> Vec<Sample> {
-        self.stop.store(true, Ordering::Relaxed);
-        for thread in self.threads {
-            let _ = thread.join();
-        }
-        std::mem::take(&mut *self.samples.lock().unwrap_or_else(|p| p.into_inner()))
-    }
 }

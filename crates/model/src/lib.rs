@@ -1,11 +1,13 @@
 //! cutover's shared vocabulary.
 //!
 //! Everything here is plain data plus the arithmetic that belongs to it (the traffic-shift schedule
-//! of a deployment config, how a duration prints). No IO, no clock, no serde: the crates at process
-//! boundaries (`routes`, `store`, the HTTP API) convert by hand.
+//! of a deployment config, how a duration prints, how text from outside is bounded). No IO, no
+//! clock, no serde: the crates at process boundaries (`routes`, `store`, the HTTP API) convert by
+//! hand.
 
 mod config;
 mod lifecycle;
+pub mod text;
 mod time;
 
 pub use config::{ConfigError, DeploymentConfig, PREDEFINED_CONFIGS, Shift, TrafficRouting};

@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 
+use model::text::{one_line, truncate};
 use model::{Timestamp, format_duration};
 use serde::{Deserialize, Serialize};
 
@@ -1339,22 +1340,5 @@ fn describe(act: &ActionRecord) -> String {
 
 /// Text from outside, made safe for one-line output and bounded.
 fn clean_text(text: &str) -> String {
-    let text: String = text
-        .chars()
-        .take(TEXT_BYTES_MAX + 1)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    truncate(text.trim().to_string(), TEXT_BYTES_MAX)
-}
-
-fn truncate(mut text: String, bytes_max: usize) -> String {
-    if text.len() > bytes_max {
-        let mut end = bytes_max.saturating_sub('…'.len_utf8());
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-        text.push('…');
-    }
-    text
+    one_line(text, TEXT_BYTES_MAX)
 }

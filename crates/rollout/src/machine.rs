@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 
+use model::text::{one_line, truncate};
 use model::{
     DeploymentStatus, ErrorCode, LifecycleEvent, LifecycleEventStatus, Timestamp, format_duration,
 };
@@ -891,18 +892,5 @@ fn append_message(record: &mut EventRecord, message: &str) {
 
 /// Text from outside, made safe for one-line output and bounded.
 fn clean_text(text: &str) -> String {
-    let text: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
-    truncate(text, TEXT_BYTES_MAX)
-}
-
-fn truncate(mut text: String, bytes_max: usize) -> String {
-    if text.len() > bytes_max {
-        let mut end = bytes_max.saturating_sub('…'.len_utf8());
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-        text.push('…');
-    }
-    text
+    one_line(text, TEXT_BYTES_MAX)
 }

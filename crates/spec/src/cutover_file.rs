@@ -278,7 +278,8 @@ const FORWARD_TARGET_GROUPS_MAX: usize = 5;
 const NAME_LENGTH_MAX: usize = 100;
 const TARGET_GROUP_NAME_LENGTH_MAX: usize = 32;
 
-const TOP_FIELDS: &[&str] = &[
+/// The sections of a `cutover.yaml`; one of them at the top marks a file as one.
+pub(crate) const TOP_FIELDS: &[&str] = &[
     "load_balancers",
     "target_groups",
     "services",

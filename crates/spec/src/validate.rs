@@ -1,6 +1,7 @@
 //! `cutover validate`'s core: tell which kind of file a text is, check it, and turn raw bytes into
 //! text with the size and UTF-8 checks done before anything else.
 
+use crate::cutover_file;
 use crate::diag::{Diagnostic, Errors, Pos};
 use crate::tree::{self, Syntax, Value, check_size};
 use crate::{parse_appspec, parse_cutover_file, parse_task_definition};
@@ -47,19 +48,7 @@ fn by_content(text: &str) -> Option<FileKind> {
     if has_ci("Resources") && (version.is_none_or(is_zero)) {
         return Some(FileKind::AppSpec);
     }
-    const CUTOVER_KEYS: [&str; 10] = [
-        "load_balancers",
-        "target_groups",
-        "services",
-        "deployment_configs",
-        "deployment_groups",
-        "hooks",
-        "alarms",
-        "metric_filters",
-        "repositories",
-        "pipelines",
-    ];
-    if CUTOVER_KEYS.iter().any(|k| has(k)) {
+    if cutover_file::TOP_FIELDS.iter().any(|k| has(k)) {
         return Some(FileKind::CutoverFile);
     }
     let is_buildspec_version = |v: &Value| {

@@ -1,4 +1,6 @@
-//! What several crates' tests share (a dev-dependency only).
+//! What several crates' tests and the benchmarks share: free ports, and an HTTP load client.
+
+pub mod http;
 
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicU32, Ordering};

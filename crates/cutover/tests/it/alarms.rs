@@ -62,10 +62,10 @@ fn a_5xx_alarm_on_green_rolls_the_canary_back_before_the_next_shift() {
         !history.iter().any(|m| m.contains("green=100%")),
         "production reached 100% green: {history:?}"
     );
-    let v2: Vec<&Sample> = samples.iter().filter(|s| s.2 == "v2").collect();
+    let v2: Vec<&Sample> = samples.iter().filter(|s| s.version == "v2").collect();
     assert!(!v2.is_empty(), "green never served production");
-    let window_ms = v2.last().unwrap().0 - v2.first().unwrap().0;
-    assert!(window_ms < 10_000, "green served production for {window_ms} ms");
+    let window = v2.last().unwrap().at - v2.first().unwrap().at;
+    assert!(window < Duration::from_secs(10), "green served production for {window:?}");
     wait_for("green's tasks to stop", Duration::from_secs(30), || {
         (cluster.app_processes() == 2).then_some(())
     });

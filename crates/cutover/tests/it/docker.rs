@@ -27,10 +27,12 @@ fn docker_canary_release_then_a_crashed_container_and_a_missing_image() {
     cluster.cli_ok(&deploy_args("taskdef-v2.json", "appspec.yaml", &["--wait"]));
     let samples = load.finish();
     assert_eq!(failures(&samples), Vec::<&Sample>::new());
-    let first_v2 = samples.iter().position(|s| s.2 == "v2").expect("production never served v2");
-    let last_v1 = samples.iter().rposition(|s| s.2 == "v1").expect("production never served v1");
+    let first_v2 =
+        samples.iter().position(|s| s.version == "v2").expect("production never served v2");
+    let last_v1 =
+        samples.iter().rposition(|s| s.version == "v1").expect("production never served v1");
     assert!(first_v2 < last_v1, "the split never held both versions");
-    assert_eq!(samples.last().unwrap().2, "v2");
+    assert_eq!(samples.last().unwrap().version, "v2");
     wait_for("blue's containers to go", Duration::from_secs(60), || {
         (cluster.containers().len() == 2).then_some(())
     });
@@ -78,7 +80,7 @@ fn docker_green_failing_its_container_health_check_never_gets_production_traffic
     let samples = load.finish();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(1), "{stdout}");
-    assert!(samples.iter().all(|s| s.2 == "v1"), "production served the unhealthy v3");
+    assert!(samples.iter().all(|s| s.version == "v1"), "production served the unhealthy v3");
     assert_eq!(failures(&samples), Vec::<&Sample>::new());
     let id = cluster.json(&["deployments", "list"])[0]["id"].as_str().unwrap().to_string();
     let view = cluster.deployment(&id);

@@ -1,12 +1,10 @@
 //! A cutover installation for one test: data directory, ports, the example app, the `cutover up`
 //! process, a load client, and helpers that wait for conditions with deadlines.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub const CUTOVER: &str = env!("CARGO_BIN_EXE_cutover");
@@ -71,6 +69,7 @@ pub fn docker_image() -> String {
 }
 
 pub use testkit::free_port;
+pub use testkit::http::{Load, Sample, failures, get};
 
 /// Waits for `condition` with a deadline, polling every 50 ms; panics with `what` on timeout.
 #[track_caller]
@@ -385,128 +384,6 @@ pub fn appspec(hook: &str) -> String {
          TaskDefinition: <TASK_DEFINITION>\n        LoadBalancerInfo:\n          ContainerName: \"web\"\n          \
          ContainerPort: 8080\n{hooks}"
     )
-}
-
-/// One HTTP/1.1 GET on a fresh connection: (status, X-Version header).
-pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")?;
-    read_response(&mut BufReader::new(stream))
-}
-
-fn read_response(reader: &mut impl BufRead) -> std::io::Result<(u16, String)> {
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let status: u16 =
-        line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("bad status line {line:?}"),
-            )
-        })?;
-    let mut version = String::new();
-    let mut length = 0usize;
-    loop {
-        line.clear();
-        reader.read_line(&mut line)?;
-        let trimmed = line.trim_end();
-        if trimmed.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = trimmed.split_once(':') {
-            match name.to_ascii_lowercase().as_str() {
-                "x-version" => version = value.trim().to_string(),
-                "content-length" => length = value.trim().parse().unwrap_or(0),
-                _ => {}
-            }
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body)?;
-    Ok((status, version))
-}
-
-/// What the load client saw: (milliseconds since start, status or 0 for a transport error,
-/// version).
-pub type Sample = (u64, u16, String);
-
-/// Clients that call the production listener as fast as they can on keep-alive connections
-/// (reconnecting when the server closes one), recording every answer.
-pub struct Load {
-    stop: Arc<AtomicBool>,
-    samples: Arc<Mutex<Vec<Sample>>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Load {
-    pub fn start(addr: SocketAddr, clients: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let samples = Arc::new(Mutex::new(Vec::new()));
-        let started = Instant::now();
-        let threads = (0..clients)
-            .map(|_| {
-                let stop = stop.clone();
-                let samples = samples.clone();
-                std::thread::spawn(move || {
-                    let mut conn: Option<BufReader<TcpStream>> = None;
-                    while !stop.load(Ordering::Relaxed) {
-                        let at = started.elapsed().as_millis() as u64;
-                        let result = (|| -> std::io::Result<(u16, String)> {
-                            if conn.is_none() {
-                                let stream =
-                                    TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-                                stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-                                stream.set_nodelay(true)?;
-                                conn = Some(BufReader::new(stream));
-                            }
-                            let reader = conn.as_mut().unwrap();
-                            reader.get_mut().write_all(b"GET / HTTP/1.1\r\nHost: load\r\n\r\n")?;
-                            read_response(reader)
-                        })();
-                        let sample = match result {
-                            Ok((status, version)) => (at, status, version),
-                            Err(err) => {
-                                // A connection the server closed between requests is not a failed
-                                // request: retry it once on a fresh connection.
-                                let was_open = conn.take().is_some();
-                                if was_open
-                                    && matches!(
-                                        err.kind(),
-                                        std::io::ErrorKind::UnexpectedEof
-                                            | std::io::ErrorKind::ConnectionReset
-                                            | std::io::ErrorKind::BrokenPipe
-                                    )
-                                {
-                                    continue;
-                                }
-                                (at, 0, err.to_string())
-                            }
-                        };
-                        samples.lock().unwrap().push(sample);
-                    }
-                })
-            })
-            .collect();
-        Load { stop, samples, threads }
-    }
-
-    pub fn samples(&self) -> Vec<Sample> {
-        self.samples.lock().unwrap().clone()
-    }
-
-    pub fn finish(self) -> Vec<Sample> {
-        self.stop.store(true, Ordering::Relaxed);
-        for thread in self.threads {
-            thread.join().unwrap();
-        }
-        self.samples.lock().unwrap().clone()
-    }
-}
-
-/// Requests that did not get a 200, with what happened.
-pub fn failures(samples: &[Sample]) -> Vec<&Sample> {
-    samples.iter().filter(|(_, status, _)| *status != 200).collect()
 }
 
 /// Runs git in `dir` as a fixed test identity, on `main`; panics with git's stderr on failure.

@@ -127,13 +127,15 @@ pipelines:
         Vec::<&Sample>::new(),
         "requests failed during the pipeline's release"
     );
-    let first_v2 = samples.iter().position(|s| s.2 == "v2").expect("production never served v2");
-    let last_v1 = samples.iter().rposition(|s| s.2 == "v1").expect("production served v1 first");
+    let first_v2 =
+        samples.iter().position(|s| s.version == "v2").expect("production never served v2");
+    let last_v1 =
+        samples.iter().rposition(|s| s.version == "v1").expect("production served v1 first");
     assert!(first_v2 < last_v1, "production moved through a canary (both versions at once)");
-    assert_eq!(samples.last().unwrap().2, "v2");
+    assert_eq!(samples.last().unwrap().version, "v2");
     let test_saw_v2 = test_watch.join().unwrap();
     assert!(
-        test_saw_v2 <= Duration::from_millis(samples[first_v2].0 + 500),
+        test_saw_v2 <= samples[first_v2].at + Duration::from_millis(500),
         "the test listener served v2 first"
     );
     let deployments = execution["deployments"].as_array().unwrap();

@@ -33,23 +33,26 @@ fn canary_release_moves_production_to_green_with_zero_failed_requests() {
     assert_eq!(failures(&samples), Vec::<&Sample>::new(), "requests failed during the release");
 
     // Production moved: v1 only, then a canary window with both, then v2 only.
-    let first_v2 = samples.iter().position(|s| s.2 == "v2").expect("production never served v2");
-    let last_v1 = samples.iter().rposition(|s| s.2 == "v1").expect("production never served v1");
+    let first_v2 =
+        samples.iter().position(|s| s.version == "v2").expect("production never served v2");
+    let last_v1 =
+        samples.iter().rposition(|s| s.version == "v1").expect("production never served v1");
     assert!(
         first_v2 < last_v1,
         "no window served both versions: the split never moved through a canary"
     );
     let window = &samples[first_v2..=last_v1];
-    let green_share = window.iter().filter(|s| s.2 == "v2").count() as f64 / window.len() as f64;
+    let green_share =
+        window.iter().filter(|s| s.version == "v2").count() as f64 / window.len() as f64;
     assert!(
         (0.05..0.6).contains(&green_share),
         "green's share during the canary was {green_share:.2}, not about 20%"
     );
-    assert!(samples.last().unwrap().2 == "v2", "production does not end on v2");
-    let first_v2_ms = Duration::from_millis(samples[first_v2].0);
+    assert!(samples.last().unwrap().version == "v2", "production does not end on v2");
+    let first_v2_at = samples[first_v2].at;
     assert!(
-        test_saw_v2_after <= first_v2_ms + Duration::from_millis(500),
-        "the test listener served v2 at {test_saw_v2_after:?}, production already at {first_v2_ms:?}"
+        test_saw_v2_after <= first_v2_at + Duration::from_millis(500),
+        "the test listener served v2 at {test_saw_v2_after:?}, production already at {first_v2_at:?}"
     );
 
     // The deployment records every lifecycle event and ends with blue gone.
@@ -97,7 +100,7 @@ fn failing_test_traffic_hook_rolls_back_before_production_sees_green() {
 
     assert_eq!(failures(&samples), Vec::<&Sample>::new());
     assert!(
-        samples.iter().all(|s| s.2 == "v1"),
+        samples.iter().all(|s| s.version == "v1"),
         "production served green although its test hook failed"
     );
 

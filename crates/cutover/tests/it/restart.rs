@@ -21,7 +21,7 @@ fn control_plane_killed_mid_shift_resumes_and_adopts_tasks() {
     assert_eq!(cluster.app_processes(), 4, "blue and green should run two tasks each");
     // The data plane serves the split (the store records a route before it is sent).
     wait_for("production to serve the canary", Duration::from_secs(10), || {
-        load.samples().iter().rev().take(200).any(|s| s.2 == "v2").then_some(())
+        load.samples().iter().rev().take(200).any(|s| s.version == "v2").then_some(())
     });
 
     cluster.kill_control_plane();
@@ -30,7 +30,10 @@ fn control_plane_killed_mid_shift_resumes_and_adopts_tasks() {
     wait_for("traffic to keep flowing without a control plane", Duration::from_secs(10), || {
         (load.samples().len() > before + 100).then_some(())
     });
-    assert!(load.samples()[before..].iter().any(|s| s.2 == "v2"), "the canary split was lost");
+    assert!(
+        load.samples()[before..].iter().any(|s| s.version == "v2"),
+        "the canary split was lost"
+    );
 
     cluster.up();
     wait_for("the deployment to finish after the restart", Duration::from_secs(60), || {

@@ -50,7 +50,7 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 use tokio::sync::watch;
 
-use crate::process::store::{self, StoppedRecord};
+use crate::process::store::{self, StopCause, StoppedRecord};
 use crate::process::{DEPENDENCY_TIMEOUT, join_all, lock, valid_task_id, validate};
 use crate::{Health, Runtime, RuntimeError, TaskHandle, TaskSpec, TaskState};
 
@@ -187,13 +187,6 @@ struct Task {
     /// Turns true when the runtime is dropped or the task removed: exit watchers end.
     detach: watch::Sender<bool>,
     log_followers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
-}
-
-enum StopCause {
-    Requested,
-    EssentialExited(usize),
-    StartFailed(String),
-    Interrupted,
 }
 
 /// What a container is doing, from `inspect`.
@@ -646,41 +639,17 @@ impl Inner {
 
     async fn stopped_record(&self, task: &Task, cause: &StopCause) -> StoppedRecord {
         let at_ms = crate::process::sys::now_ms();
-        let ids = task.ids();
-        let observe = |i: usize| {
-            let cid = ids[i].clone();
-            async move {
-                match cid {
+        let exit = match cause.reported_container(&task.spec) {
+            Some(i) => {
+                let observed = match task.ids()[i].clone() {
                     Some(cid) => self.observe(&cid).await.unwrap_or_else(|_| Observed::missing()),
                     None => Observed::missing(),
-                }
-            }
-        };
-        let (code, reason) = match cause {
-            StopCause::EssentialExited(i) => {
-                let o = observe(*i).await;
-                (exit_code(&o), exit_reason(&task.spec.containers[*i].name, &o))
-            }
-            StopCause::Requested => {
-                let lb = task
-                    .spec
-                    .lb_container
-                    .as_ref()
-                    .and_then(|(n, _)| task.spec.containers.iter().position(|c| &c.name == n))
-                    .or_else(|| task.spec.containers.iter().position(|c| c.essential));
-                let code = match lb {
-                    Some(i) => exit_code(&observe(i).await),
-                    None => None,
                 };
-                (code, "stopped on request".to_string())
+                Some((exit_code(&observed), exit_reason(&task.spec.containers[i].name, &observed)))
             }
-            StopCause::StartFailed(r) => (None, format!("failed to start: {r}")),
-            StopCause::Interrupted => (
-                None,
-                "cutover stopped while it was starting this task, so it was stopped".to_string(),
-            ),
+            None => None,
         };
-        StoppedRecord { code, reason, at_ms }
+        cause.record(exit, at_ms)
     }
 
     async fn state(self: &Arc<Self>, task: &Arc<Task>) -> Result<TaskState, RuntimeError> {

@@ -41,7 +41,7 @@ use nix::sys::signal::Signal;
 use tokio::sync::watch;
 
 use self::launch::Launch;
-use self::store::{ExitRecord, StoppedRecord, TaskRecord};
+use self::store::{ExitRecord, StopCause, StoppedRecord, TaskRecord};
 use self::sys::ProcId;
 use crate::{ContainerSpec, Health, Runtime, RuntimeError, TaskHandle, TaskSpec, TaskState};
 
@@ -217,13 +217,6 @@ struct Container {
     health: watch::Sender<Health>,
 }
 
-enum StopCause {
-    Requested,
-    EssentialExited(usize),
-    StartFailed(String),
-    Interrupted,
-}
-
 impl Task {
     fn handle(&self) -> TaskHandle {
         TaskHandle {
@@ -330,30 +323,13 @@ impl Task {
 
     fn stopped_record(&self, cause: &StopCause) -> StoppedRecord {
         let at_ms = sys::now_ms();
-        let (code, reason) = match cause {
-            StopCause::EssentialExited(i) => {
-                let c = &self.containers[*i];
-                let e =
-                    (*c.exit.borrow()).unwrap_or(ExitRecord { code: None, signal: None, at_ms });
-                (exit_code(&e), exit_reason(&c.spec.name, &e))
-            }
-            StopCause::Requested => {
-                let lb = self
-                    .spec
-                    .lb_container
-                    .as_ref()
-                    .and_then(|(n, _)| self.containers.iter().find(|c| &c.spec.name == n))
-                    .or_else(|| self.containers.iter().find(|c| c.spec.essential));
-                let code = lb.and_then(|c| (*c.exit.borrow()).and_then(|e| exit_code(&e)));
-                (code, "stopped on request".to_string())
-            }
-            StopCause::StartFailed(r) => (None, format!("failed to start: {r}")),
-            StopCause::Interrupted => (
-                None,
-                "cutover stopped while it was starting this task, so it was stopped".to_string(),
-            ),
-        };
-        StoppedRecord { code, reason, at_ms }
+        let exit = cause.reported_container(&self.spec).map(|i| {
+            let c = &self.containers[i];
+            // No exit record: the container's leader exited while no runtime was watching.
+            let e = (*c.exit.borrow()).unwrap_or(ExitRecord { code: None, signal: None, at_ms });
+            (exit_code(&e), exit_reason(&c.spec.name, &e))
+        });
+        cause.record(exit, at_ms)
     }
 
     /// SIGTERM, wait up to the stop timeout, SIGKILL; then wait for the exit to be recorded.

@@ -46,11 +46,53 @@ pub struct ExitRecord {
     pub at_ms: u64,
 }
 
+/// How a task ended, as `inspect` reports it; both runtimes write it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoppedRecord {
     pub code: Option<i32>,
     pub reason: String,
     pub at_ms: u64,
+}
+
+/// Why a task stopped.
+pub enum StopCause {
+    Requested,
+    /// The essential container at this index exited.
+    EssentialExited(usize),
+    StartFailed(String),
+    Interrupted,
+}
+
+impl StopCause {
+    /// The container whose exit the record reports: the essential one that exited, or for a
+    /// requested stop the load-balanced container (else the first essential one). `None` when
+    /// the task never ran.
+    pub fn reported_container(&self, spec: &TaskSpec) -> Option<usize> {
+        match self {
+            StopCause::EssentialExited(i) => Some(*i),
+            StopCause::Requested => spec
+                .lb_container
+                .as_ref()
+                .and_then(|(name, _)| spec.containers.iter().position(|c| &c.name == name))
+                .or_else(|| spec.containers.iter().position(|c| c.essential)),
+            StopCause::StartFailed(_) | StopCause::Interrupted => None,
+        }
+    }
+
+    /// The record of the stop. `exit` is the reported container's exit code and the runtime's
+    /// sentence for how it exited, which becomes the reason when that exit stopped the task.
+    pub fn record(&self, exit: Option<(Option<i32>, String)>, at_ms: u64) -> StoppedRecord {
+        let (code, exit_reason) = exit.unzip();
+        let reason = match self {
+            StopCause::EssentialExited(_) => exit_reason.unwrap_or_default(),
+            StopCause::Requested => "stopped on request".to_string(),
+            StopCause::StartFailed(r) => format!("failed to start: {r}"),
+            StopCause::Interrupted => {
+                "cutover stopped while it was starting this task, so it was stopped".to_string()
+            }
+        };
+        StoppedRecord { code: code.flatten(), reason, at_ms }
+    }
 }
 
 pub fn task_file(dir: &Path) -> PathBuf {
