@@ -66,10 +66,13 @@ enum Command {
     Down,
     /// Run the load balancer (data plane) alone; `cutover up` starts it for you.
     Lb {
+        /// Address of the admin API (routing table, metrics); keep it on loopback.
         #[arg(long)]
         admin: SocketAddr,
+        /// Where the routing table is kept, so a restarted load balancer serves the last one.
         #[arg(long)]
         state_file: Option<PathBuf>,
+        /// Worker threads serving client connections.
         #[arg(long, default_value_t = 2)]
         threads: usize,
     },
@@ -78,6 +81,7 @@ enum Command {
     /// Apply cutover.yaml: print the plan, then make it so. What the file no longer declares is
     /// deleted (hosted repositories are kept: `cutover repos delete`).
     Apply {
+        /// The cutover.yaml to apply.
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
         /// Only print the plan.
@@ -86,6 +90,7 @@ enum Command {
     },
     /// Check files (taskdef.json, appspec.yaml, cutover.yaml) without changing anything.
     Validate {
+        /// Files to check; the kind is told from the content, then from the name.
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
@@ -97,11 +102,13 @@ enum Command {
         /// A task definition to register and deploy (replaces the AppSpec's TaskDefinition).
         #[arg(long)]
         task_definition: Option<PathBuf>,
+        /// The AppSpec (YAML or JSON), as CodeDeploy takes it.
         #[arg(long)]
         appspec: PathBuf,
         /// Use this deployment config instead of the group's.
         #[arg(long)]
         config: Option<String>,
+        /// Shown with the deployment in lists.
         #[arg(long)]
         description: Option<String>,
         /// Show progress and exit 0 only if the deployment succeeds.
@@ -115,20 +122,27 @@ enum Command {
     /// Deployments: list, inspect, watch, stop, continue, roll back.
     #[command(subcommand)]
     Deployments(DeploymentsCommand),
+    /// Services: desired and running counts, task sets, the task definition each runs.
     #[command(subcommand)]
     Services(ServicesCommand),
+    /// Tasks: where each one listens, its health and why it stopped.
     #[command(subcommand)]
     Tasks(TasksCommand),
     /// A task's output (stdout and stderr of its containers).
     Logs {
+        /// The task's id (`cutover tasks list`).
         task: String,
+        /// Keep printing new output until interrupted.
         #[arg(long, short)]
         follow: bool,
     },
+    /// Target groups: targets with their health (ALB's states and reasons), registering by hand.
     #[command(subcommand, name = "target-groups")]
     TargetGroups(TargetGroupsCommand),
+    /// Task definitions: revisions by family, as ECS registers them.
     #[command(subcommand, name = "task-definitions")]
     TaskDefinitions(TaskDefinitionsCommand),
+    /// Deployment configs (CodeDeployDefault.* and your own) and their exact schedules.
     #[command(subcommand, name = "deployment-configs")]
     DeploymentConfigs(DeploymentConfigsCommand),
     /// Report a lifecycle hook's result (PutLifecycleEventHookExecutionStatus).
@@ -153,10 +167,13 @@ enum Command {
     Metrics {
         /// e.g. RequestCount, HTTPCode_Target_5XX_Count, TargetResponseTime, or a filter's metric.
         metric: String,
+        /// The target group of a load-balancer metric.
         #[arg(long)]
         target_group: Option<String>,
+        /// The service of a metric filter's metric.
         #[arg(long)]
         service: Option<String>,
+        /// Sum, Average, Minimum, Maximum, SampleCount or a percentile such as p99.
         #[arg(long, default_value = "Sum")]
         statistic: String,
         /// Period in seconds.
@@ -171,38 +188,30 @@ enum Command {
 #[derive(Subcommand, Debug)]
 enum ReposCommand {
     /// Host a git repository; prints the remote to add (`git remote add cutover URL`).
-    Create {
-        name: String,
-    },
+    Create { name: String },
+    /// Every hosted repository with its clone URL.
     List,
-    Get {
-        name: String,
-    },
+    /// One repository's clone URL.
+    Get { name: String },
     /// Delete a hosted repository and its git data (refused while a pipeline builds from it).
     /// `apply` never deletes repositories: they hold the only copy of what was pushed.
-    Delete {
-        name: String,
-    },
+    Delete { name: String },
 }
 
 #[derive(Subcommand, Debug)]
 enum PipelinesCommand {
+    /// Every pipeline, with its latest execution.
     List,
-    Get {
-        name: String,
-    },
+    /// One pipeline: its source, branch, stages and latest execution.
+    Get { name: String },
     /// Recent executions: commit, who pushed, status.
-    Executions {
-        name: String,
-    },
+    Executions { name: String },
     /// One execution, stage by stage, with timings and the deployment it started.
-    Execution {
-        name: String,
-        id: String,
-    },
+    Execution { name: String, id: String },
     /// Run the pipeline on its source's current head (or a given commit).
     Start {
         name: String,
+        /// A commit of the source repository to run on instead of the head.
         #[arg(long)]
         commit: Option<String>,
     },
@@ -218,8 +227,10 @@ enum PipelinesCommand {
     Retry {
         name: String,
         id: String,
+        /// The failed stage to run again.
         #[arg(long)]
         stage: String,
+        /// Run only the stage's failed actions, or all of them (CodePipeline's retry modes).
         #[arg(long, value_parser = ["FAILED_ACTIONS", "ALL_ACTIONS"], default_value = "FAILED_ACTIONS")]
         mode: String,
     },
@@ -227,13 +238,19 @@ enum PipelinesCommand {
 
 #[derive(Subcommand, Debug)]
 enum ApprovalsCommand {
+    /// Approve the approval action an execution waits on; the pipeline goes on.
     Approve {
+        /// The pipeline execution's id.
         execution: String,
+        /// Kept with the decision in the execution's history.
         #[arg(long, default_value = "")]
         comment: String,
     },
+    /// Reject it; the stage fails.
     Reject {
+        /// The pipeline execution's id.
         execution: String,
+        /// Kept with the decision in the execution's history.
         #[arg(long, default_value = "")]
         comment: String,
     },
@@ -241,11 +258,12 @@ enum ApprovalsCommand {
 
 #[derive(Subcommand, Debug)]
 enum BuildsCommand {
-    Get {
-        id: String,
-    },
+    /// One build: its phases with their status and duration.
+    Get { id: String },
+    /// A build's output.
     Logs {
         id: String,
+        /// Keep printing new output until the build ends.
         #[arg(long, short)]
         follow: bool,
     },
@@ -253,32 +271,37 @@ enum BuildsCommand {
 
 #[derive(Subcommand, Debug)]
 enum AlarmsCommand {
+    /// Every alarm with its state.
     List,
+    /// One alarm: its state and the reason, with the datapoints that decided it.
     Get { name: String },
+    /// One alarm's state changes, oldest first, with their reasons.
     History { name: String },
 }
 
 #[derive(Subcommand, Debug)]
 enum DeploymentsCommand {
+    /// Recent deployments, newest first.
     List {
+        /// Only this deployment group's (`application/group`).
         #[arg(long)]
         group: Option<String>,
+        /// How many at most.
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
-    Get {
-        id: String,
-    },
+    /// One deployment: its lifecycle events, traffic split and outcome.
+    Get { id: String },
     /// Follow a deployment live until it ends.
-    Watch {
-        id: String,
-    },
+    Watch { id: String },
     /// Stop a deployment; rolls back if the group's auto-rollback includes
     /// DEPLOYMENT_STOP_ON_REQUEST, unless told otherwise.
     Stop {
         id: String,
+        /// Roll back whatever the group's setting.
         #[arg(long, conflicts_with = "no_rollback")]
         rollback: bool,
+        /// Leave traffic where it is; `deployments rollback` can still roll back later.
         #[arg(long)]
         no_rollback: bool,
     },
@@ -286,24 +309,27 @@ enum DeploymentsCommand {
     /// early (TERMINATION_WAIT).
     Continue {
         id: String,
+        /// Which wait to end; by default the one the deployment is in.
         #[arg(long, value_parser = ["READY_WAIT", "TERMINATION_WAIT"])]
         wait: Option<String>,
     },
     /// Put all traffic back on blue and stop green.
-    Rollback {
-        id: String,
-    },
+    Rollback { id: String },
 }
 
 #[derive(Subcommand, Debug)]
 enum ServicesCommand {
+    /// Every service with its desired and running counts.
     List,
+    /// One service: its task sets, target groups and deployment group.
     Get { name: String },
 }
 
 #[derive(Subcommand, Debug)]
 enum TasksCommand {
+    /// Running tasks (all of them with `--all`).
     List {
+        /// Only this service's tasks.
         #[arg(long)]
         service: Option<String>,
         /// Include stopped tasks.
@@ -314,38 +340,45 @@ enum TasksCommand {
 
 #[derive(Subcommand, Debug)]
 enum TargetGroupsCommand {
+    /// Every target group with its healthy and unhealthy counts.
     List,
-    Get {
-        name: String,
-    },
+    /// One target group: each target's state and the reason for it.
+    Get { name: String },
     /// Register an IP target by hand (as ALB's `ip` targets).
     Register {
         name: String,
+        /// `ip:port`.
         addr: String,
     },
+    /// Deregister a target: no new requests; it drains for the deregistration delay.
     Deregister {
         name: String,
+        /// `ip:port`.
         addr: String,
     },
 }
 
 #[derive(Subcommand, Debug)]
 enum TaskDefinitionsCommand {
+    /// Every family with its revisions.
     List,
-    /// `family:revision`, `family` (latest) or an ARN.
+    /// One revision as ECS JSON.
     Get {
+        /// `family:revision`, `family` (latest) or an ARN.
         id: String,
     },
-    Register {
-        file: PathBuf,
-    },
+    /// Register a taskdef.json as the family's next revision.
+    Register { file: PathBuf },
+    /// Mark a revision INACTIVE: running tasks keep it, new deployments cannot use it.
     Deregister {
+        /// `family:revision` or an ARN.
         id: String,
     },
 }
 
 #[derive(Subcommand, Debug)]
 enum DeploymentConfigsCommand {
+    /// The predefined CodeDeployDefault.ECS* configs and your own.
     List,
     /// Print the exact traffic-shift schedule of a config before anyone runs it.
     Preview {
@@ -358,11 +391,15 @@ enum DeploymentConfigsCommand {
 
 #[derive(Subcommand, Debug)]
 enum HooksCommand {
+    /// Report a hook's result before the hook ends; a command hook finds both ids in
+    /// `$CUTOVER_DEPLOYMENT_ID` and `$CUTOVER_HOOK_EXECUTION_ID`.
     Report {
         deployment: String,
+        /// The hook execution's id.
         execution: String,
         #[arg(long, value_parser = ["Succeeded", "Failed"])]
         status: String,
+        /// Why; shown in the deployment's lifecycle event.
         #[arg(long)]
         message: Option<String>,
     },
