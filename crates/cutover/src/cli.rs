@@ -340,7 +340,7 @@ enum TasksCommand {
 
 #[derive(Subcommand, Debug)]
 enum TargetGroupsCommand {
-    /// Every target group with its healthy and unhealthy counts.
+    /// Every target group: how many targets are healthy, its health check and deregistration delay.
     List,
     /// One target group: each target's state and the reason for it.
     Get { name: String },
@@ -360,7 +360,7 @@ enum TargetGroupsCommand {
 
 #[derive(Subcommand, Debug)]
 enum TaskDefinitionsCommand {
-    /// Every family with its revisions.
+    /// Every revision with its status (ACTIVE or INACTIVE).
     List,
     /// One revision as ECS JSON.
     Get {
