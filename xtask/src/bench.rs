@@ -25,7 +25,9 @@ struct Opts {
     /// Parts to run: throughput, shift, memory (all by default).
     only: Vec<String>,
     /// Throughput rounds; each round measures every server once, in turn, and the table shows
-    /// the median round, so a burst of background load cannot favour one server.
+    /// the median round, so a burst of background load cannot favour one server. Five, because on
+    /// a shared 2-core machine the p99 ratio to nginx from three rounds moved by up to a quarter
+    /// between runs.
     rounds: usize,
 }
 
@@ -36,7 +38,7 @@ fn parse(args: &[String]) -> anyhow::Result<Opts> {
         threads: vec![1, 2],
         lb: "auto".into(),
         only: Vec::new(),
-        rounds: 3,
+        rounds: 5,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
