@@ -366,7 +366,7 @@ fn lb_table(
             bind: listen,
             tls: None,
             idle_timeout_ms: None,
-            action: Action::Forward(ForwardAction { target_groups: weights }),
+            action: Action::Forward(ForwardAction::weighted(weights)),
         },
     );
     t

@@ -140,6 +140,17 @@ pub struct DeploymentGroupDoc {
     /// Default hooks by lifecycle event name, used when the AppSpec names none for that event.
     pub hooks: BTreeMap<String, String>,
     pub alarms: Vec<String>,
+    /// Preview routing on the production listener; absent in groups stored before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview: Option<PreviewDoc>,
+}
+
+/// The header or cookie whose value `green` or `blue` pins a production request during a
+/// deployment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviewDoc {
+    pub from: routes::PreviewFrom,
+    pub name: String,
 }
 
 impl DeploymentGroupDoc {
@@ -205,9 +216,7 @@ pub fn load_balancer_doc(lb: &spec::LoadBalancerSpec) -> LoadBalancerDoc {
                 tls: l.tls.clone(),
                 action: match &l.default_action {
                     spec::ListenerAction::Forward(groups) => {
-                        routes::Action::Forward(routes::ForwardAction {
-                            target_groups: groups.clone(),
-                        })
+                        routes::Action::Forward(routes::ForwardAction::weighted(groups.clone()))
                     }
                     spec::ListenerAction::FixedResponse(r) => {
                         routes::Action::FixedResponse(r.clone())
@@ -257,6 +266,7 @@ pub fn deployment_group_doc(g: &spec::DeploymentGroupSpec) -> DeploymentGroupDoc
             .map(|(event, hook)| (event.as_str().to_string(), hook.clone()))
             .collect(),
         alarms: g.alarms.clone(),
+        preview: g.preview.as_ref().map(|p| PreviewDoc { from: p.from, name: p.name.clone() }),
     }
 }
 

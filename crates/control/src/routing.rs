@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use routes::{
-    Action, ForwardAction, Listener, RouteTable, Target, TargetGroup, WeightedTargetGroup,
+    Action, ForwardAction, Listener, Preview, RouteTable, Target, TargetGroup, WeightedTargetGroup,
 };
 
 use crate::declared::{DeploymentGroupDoc, LoadBalancerDoc, TargetGroupDoc};
@@ -28,6 +28,10 @@ impl GroupRouting {
         if *a == self.blue_target_group { b } else { a }
     }
 }
+
+/// The preview values that pin a request to green or to blue.
+pub const GREEN: &str = "green";
+pub const BLUE: &str = "blue";
 
 /// Listener name in the table: `load_balancer/listener`.
 pub fn listener_key(load_balancer: &str, listener: &str) -> String {
@@ -94,17 +98,26 @@ fn managed_action(lb: &str, listener: &str, groups: &[GroupRouting]) -> Option<A
             continue;
         };
         let green_percent = u16::from(green_percent.min(100));
+        let (blue, green) = (&routing.blue_target_group, routing.green_target_group());
+        // Preview routing follows the test listener: from the moment green may be tested until
+        // the deployment ends or rolls back, a tester can pin production requests to either side.
+        let is_production = is(&routing.group.production_listener);
+        let preview =
+            routing.group.preview.as_ref().filter(|_| is_production && routing.test_to_green);
         return Some(Action::Forward(ForwardAction {
             target_groups: vec![
-                WeightedTargetGroup {
-                    name: routing.blue_target_group.clone(),
-                    weight: 100 - green_percent,
-                },
-                WeightedTargetGroup {
-                    name: routing.green_target_group().to_string(),
-                    weight: green_percent,
-                },
+                WeightedTargetGroup { name: blue.clone(), weight: 100 - green_percent },
+                WeightedTargetGroup { name: green.to_string(), weight: green_percent },
             ],
+            preview: preview.map(|p| Preview {
+                from: p.from,
+                name: p.name.clone(),
+                target_groups: [
+                    (GREEN.to_string(), green.to_string()),
+                    (BLUE.to_string(), blue.clone()),
+                ]
+                .into(),
+            }),
         }));
     }
     None
@@ -136,6 +149,7 @@ mod tests {
             hook_timeout_ms: 60_000,
             hooks: BTreeMap::new(),
             alarms: Vec::new(),
+            preview: None,
         }
     }
 
@@ -144,7 +158,7 @@ mod tests {
             name: name.into(),
             bind: SocketAddr::from(([127, 0, 0, 1], port)),
             tls: None,
-            action: Action::Forward(ForwardAction { target_groups: Vec::new() }),
+            action: Action::Forward(ForwardAction::weighted(Vec::new())),
         };
         LoadBalancerDoc {
             name: "lb".into(),
@@ -208,5 +222,43 @@ mod tests {
         let targets: Vec<String> =
             table.target_groups["blue"].targets.iter().map(|t| t.addr.to_string()).collect();
         assert_eq!(targets, ["10.0.0.7:80", "10.0.0.9:80", "127.77.0.2:8080"]);
+    }
+
+    #[test]
+    fn preview_routing_is_on_the_production_listener_only_while_green_serves_the_test_listener() {
+        let preview = |test_to_green: bool, production_green_percent: u8| {
+            let mut group = group();
+            group.preview = Some(crate::declared::PreviewDoc {
+                from: routes::PreviewFrom::Header,
+                name: "X-Deploy-Version".into(),
+            });
+            let routing = GroupRouting {
+                group,
+                blue_target_group: "green".into(),
+                production_green_percent,
+                test_to_green,
+            };
+            let table = compute(1, &[lb()], &[], &[routing], &BTreeMap::new());
+            let preview = |listener: &str| match &table.listeners[listener].action {
+                Action::Forward(f) => f.preview.clone(),
+                other => panic!("not a forward: {other:?}"),
+            };
+            (preview("lb/prod"), preview("lb/test"))
+        };
+        // During a deployment: the value `green` names green's target group, which this time is
+        // the group's `blue` (roles alternate), and `blue` names blue's.
+        let (production, test) = preview(true, 10);
+        let production = production.expect("preview on the production listener");
+        assert_eq!(production.name, "X-Deploy-Version");
+        assert_eq!(
+            production.target_groups,
+            BTreeMap::from([
+                (GREEN.to_string(), "blue".to_string()),
+                (BLUE.to_string(), "green".to_string())
+            ])
+        );
+        assert_eq!(test, None, "the test listener already serves green");
+        // Before test traffic, and after the deployment ends or rolls back: no preview.
+        assert_eq!(preview(false, 0), (None, None));
     }
 }

@@ -156,8 +156,11 @@ pub enum Routed {
 
 /// Picks the route of the connection's listener, a target group by weight and a target in it;
 /// counts the request. `redirect` builds a redirect from the request it knows.
-pub fn route(
+/// `headers` are the request's (name, value) pairs, read only when the forward has preview
+/// routing.
+pub fn route<'h>(
     ctx: &ConnCtx,
+    headers: impl IntoIterator<Item = (&'h [u8], &'h [u8])>,
     redirect: impl FnOnce(&routes::Redirect) -> Response<ProxyBody>,
 ) -> Routed {
     let lc = &ctx.listener.counters;
@@ -176,7 +179,8 @@ pub fn route(
             Routed::Respond(redirect(r))
         }
         CompiledAction::Forward(fwd) => {
-            let Some(group) = fwd.choose() else {
+            let previewed = fwd.preview.as_ref().and_then(|p| p.choose(headers));
+            let Some(group) = previewed.or_else(|| fwd.choose()) else {
                 lc.inc(m::L_ELB503);
                 return Routed::Respond(lb_response(StatusCode::SERVICE_UNAVAILABLE, false));
             };
@@ -206,7 +210,8 @@ pub async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Response<Proxy
         lc.inc(m::L_ELB4XX);
         return lb_response(StatusCode::METHOD_NOT_ALLOWED, false);
     }
-    let routed = route(&ctx, |r| {
+    let headers = req.headers().iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
+    let routed = route(&ctx, headers, |r| {
         let host = req
             .headers()
             .get(header::HOST)

@@ -839,7 +839,8 @@ fn parse_request(buf: &[u8], ctx: &ConnCtx, out: &mut Vec<u8>) -> Parsed {
     };
 
     let redirect_host = authority.map(str::as_bytes).or(host);
-    let routed = forward::route(ctx, |r| {
+    let headers = req.headers.iter().map(|h| (h.name.as_bytes(), h.value));
+    let routed = forward::route(ctx, headers, |r| {
         let host = redirect_host.and_then(|h| std::str::from_utf8(h).ok()).unwrap_or("");
         let (path, query) = match target_path.split_once('?') {
             Some((p, q)) => (p, Some(q)),

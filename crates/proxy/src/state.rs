@@ -13,8 +13,8 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 use routes::{
-    Action, Applied, DEFAULT_IDLE_TIMEOUT_MS, FixedResponse, Listener, Redirect, RouteTable,
-    TargetGroup, WEIGHT_MAX,
+    Action, Applied, DEFAULT_IDLE_TIMEOUT_MS, FixedResponse, Listener, Preview, PreviewFrom,
+    Redirect, RouteTable, TargetGroup, WEIGHT_MAX,
 };
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -70,6 +70,54 @@ pub struct Forward {
     pub groups: Vec<(u32, Arc<GroupRt>)>,
     pub total: u32,
     seq: Sequence,
+    /// Boxed: most forwards have none, and the route stays small.
+    pub preview: Option<Box<CompiledPreview>>,
+}
+
+/// [`routes::Preview`], ready for the request path.
+pub struct CompiledPreview {
+    from: PreviewFrom,
+    /// The header's name in lowercase, or the cookie's name as written.
+    name: Box<[u8]>,
+    /// Value → group, a handful at most.
+    groups: Vec<(Box<[u8]>, Arc<GroupRt>)>,
+}
+
+impl CompiledPreview {
+    /// The group a request chooses by its header or cookie, if it names one. The first header
+    /// (or cookie) of that name decides, as most servers read a single-valued field.
+    pub fn choose<'h>(
+        &self,
+        headers: impl IntoIterator<Item = (&'h [u8], &'h [u8])>,
+    ) -> Option<&Arc<GroupRt>> {
+        let named = |value: &[u8]| {
+            self.groups.iter().find(|(v, _)| **v == *value.trim_ascii()).map(|(_, g)| g)
+        };
+        for (name, value) in headers {
+            match self.from {
+                PreviewFrom::Header if name.eq_ignore_ascii_case(&self.name) => {
+                    return named(value);
+                }
+                PreviewFrom::Cookie if name.eq_ignore_ascii_case(b"cookie") => {
+                    // RFC 6265 §5.4: `name=value` pairs separated by `;` and a space.
+                    for pair in value.split(|&b| b == b';') {
+                        if let Some((cookie, value)) = split_once(pair.trim_ascii(), b'=')
+                            && *cookie == *self.name
+                        {
+                            return named(value);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+}
+
+fn split_once(bytes: &[u8], at: u8) -> Option<(&[u8], &[u8])> {
+    let i = bytes.iter().position(|&b| b == at)?;
+    Some((&bytes[..i], &bytes[i + 1..]))
 }
 
 impl Forward {
@@ -414,7 +462,28 @@ fn compile_action(action: &Action, groups: &HashMap<String, Arc<GroupRt>>) -> Co
                     list.push((total, g.clone()));
                 }
             }
-            CompiledAction::Forward(Forward { groups: list, total, seq: Sequence::default() })
+            let preview = fwd.preview.as_ref().map(|p| {
+                Box::new(CompiledPreview {
+                    from: p.from,
+                    name: match p.from {
+                        PreviewFrom::Header => p.name.to_ascii_lowercase().into_bytes().into(),
+                        PreviewFrom::Cookie => p.name.as_bytes().into(),
+                    },
+                    groups: p
+                        .target_groups
+                        .iter()
+                        .filter_map(|(value, tg)| {
+                            groups.get(tg).map(|g| (value.as_bytes().into(), g.clone()))
+                        })
+                        .collect(),
+                })
+            });
+            CompiledAction::Forward(Forward {
+                groups: list,
+                total,
+                seq: Sequence::default(),
+                preview,
+            })
         }
         Action::FixedResponse(f) => CompiledAction::Fixed(Fixed {
             status: StatusCode::from_u16(f.status_code).unwrap_or(StatusCode::OK),
@@ -427,6 +496,43 @@ fn compile_action(action: &Action, groups: &HashMap<String, Arc<GroupRt>>) -> Co
         }),
         Action::Redirect(r) => CompiledAction::Redirect(r.clone()),
     }
+}
+
+fn validate_preview(
+    listener: &str,
+    p: &Preview,
+    forwarded: &BTreeSet<&String>,
+) -> Result<(), String> {
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    };
+    if !token(&p.name) {
+        return Err(format!(
+            "listener `{listener}`: preview {} name {:?} is not a valid field or cookie name",
+            match p.from {
+                PreviewFrom::Header => "header",
+                PreviewFrom::Cookie => "cookie",
+            },
+            p.name
+        ));
+    }
+    for (value, tg) in &p.target_groups {
+        if value.is_empty()
+            || value.len() > 256
+            || value.bytes().any(|b| !b.is_ascii_graphic() || b == b';' || b == b',')
+        {
+            return Err(format!(
+                "listener `{listener}`: preview value {value:?} must be 1-256 visible characters without `;` or `,`"
+            ));
+        }
+        if !forwarded.contains(tg) {
+            return Err(format!(
+                "listener `{listener}`: preview value {value:?} names target group `{tg}`, which this forward does not"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Everything that can be checked without touching the machine.
@@ -490,6 +596,9 @@ fn validate_listener(name: &str, l: &Listener, table: &RouteTable) -> Result<(),
                         w.weight, w.name
                     ));
                 }
+            }
+            if let Some(p) = &f.preview {
+                validate_preview(name, p, &seen)?;
             }
         }
         Action::FixedResponse(FixedResponse { status_code, content_type, body }) => {
@@ -642,4 +751,58 @@ pub fn read_state(path: &Path) -> anyhow::Result<Option<RouteTable>> {
         )
     })?;
     Ok(Some(table))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::target::GroupCfg;
+
+    fn preview(from: PreviewFrom, name: &str) -> CompiledPreview {
+        let group = |name: &str| {
+            Arc::new(GroupRt::new(
+                name,
+                GroupCfg {
+                    health_check: routes::HealthCheck::default(),
+                    deregistration_delay: Duration::ZERO,
+                    algorithm: routes::Algorithm::default(),
+                },
+            ))
+        };
+        let mut fwd = routes::ForwardAction::weighted(Vec::new());
+        fwd.preview = Some(Preview {
+            from,
+            name: name.into(),
+            target_groups: BTreeMap::from([("green".to_string(), "g".to_string())]),
+        });
+        let groups = HashMap::from([("g".to_string(), group("g"))]);
+        match compile_action(&Action::Forward(fwd), &groups) {
+            CompiledAction::Forward(f) => *f.preview.expect("a preview was set"),
+            _ => unreachable!("a forward compiles to a forward"),
+        }
+    }
+
+    fn chosen(p: &CompiledPreview, headers: &[(&str, &str)]) -> Option<String> {
+        p.choose(headers.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())))
+            .map(|g| g.name.to_string())
+    }
+
+    #[test]
+    fn a_cookie_split_over_several_fields_is_found_as_http2_sends_it() {
+        let p = preview(PreviewFrom::Cookie, "deploy_version");
+        let h2 = [("cookie", "session=1"), ("cookie", "deploy_version=green"), ("cookie", "x=y")];
+        assert_eq!(chosen(&p, &h2).as_deref(), Some("g"));
+        assert_eq!(chosen(&p, &[("cookie", "deploy_versionx=green")]), None);
+        assert_eq!(chosen(&p, &[("cookie", "a=b;deploy_version=green")]).as_deref(), Some("g"));
+    }
+
+    #[test]
+    fn the_first_header_of_the_name_decides() {
+        let p = preview(PreviewFrom::Header, "X-Deploy-Version");
+        assert_eq!(chosen(&p, &[("x-deploy-version", "green")]).as_deref(), Some("g"));
+        assert_eq!(
+            chosen(&p, &[("X-DEPLOY-VERSION", "blue"), ("x-deploy-version", "green")]),
+            None
+        );
+    }
 }

@@ -628,3 +628,84 @@ async fn a_refused_connection_moves_the_request_to_another_target() {
     assert_eq!(status, 502);
     lb.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preview_routing_pins_a_request_to_the_group_its_header_or_cookie_names() {
+    let lb = Lb::start(None).await;
+    let (blue, green) = (Backend::start("blue").await, Backend::start("green").await);
+    let port = free_addr();
+    let with_preview = |version, from, name: &str| {
+        let mut t = table(
+            version,
+            vec![("web", listener(port, forward(&[("blue", 100), ("green", 0)])))],
+            vec![
+                ("blue", group(&[blue.addr], no_checks(), 0)),
+                ("green", group(&[green.addr], no_checks(), 0)),
+            ],
+        );
+        let Action::Forward(f) = &mut t.listeners.get_mut("web").unwrap().action else {
+            unreachable!()
+        };
+        f.preview = Some(Preview {
+            from,
+            name: name.into(),
+            target_groups: [("green".into(), "green".into()), ("blue".into(), "blue".into())]
+                .into(),
+        });
+        t
+    };
+    let get_with = |header: Option<(&'static str, &'static str)>| {
+        let http = lb.http.clone();
+        async move {
+            let mut req = Request::get(format!("http://{port}/"));
+            if let Some((name, value)) = header {
+                req = req.header(name, value);
+            }
+            let resp = http.request(req.body(Default::default()).unwrap()).await.unwrap();
+            assert_eq!(resp.status(), 200);
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            String::from_utf8_lossy(&body).into_owned()
+        }
+    };
+
+    // Green is at weight 0: only a request that names it gets there, every time.
+    lb.apply(&with_preview(1, PreviewFrom::Header, "X-Deploy-Version")).await;
+    for _ in 0..20 {
+        assert_eq!(get_with(Some(("x-deploy-version", "green"))).await, "green");
+        assert_eq!(get_with(Some(("X-Deploy-Version", " blue "))).await, "blue");
+        assert_eq!(get_with(None).await, "blue");
+        assert_eq!(get_with(Some(("x-deploy-version", "purple"))).await, "blue");
+        assert_eq!(get_with(Some(("cookie", "X-Deploy-Version=green"))).await, "blue");
+    }
+    let m = lb.metrics().await;
+    assert_eq!(m.target_groups["green"].counters.requests, 20, "{:?}", m.target_groups["green"]);
+
+    // By cookie: among other cookies, by exact name.
+    lb.apply(&with_preview(2, PreviewFrom::Cookie, "deploy_version")).await;
+    assert_eq!(
+        get_with(Some(("cookie", "session=abc; deploy_version=green; theme=dark"))).await,
+        "green"
+    );
+    assert_eq!(get_with(Some(("cookie", "deploy_version=blue"))).await, "blue");
+    assert_eq!(get_with(Some(("cookie", "Deploy_Version=green"))).await, "blue");
+    assert_eq!(get_with(Some(("deploy_version", "green"))).await, "blue");
+
+    // A preview may only name groups of its own forward, and only as a valid name.
+    let mut stray = with_preview(3, PreviewFrom::Header, "X-Deploy-Version");
+    stray.target_groups.insert("other".into(), group(&[], no_checks(), 0));
+    let Action::Forward(f) = &mut stray.listeners.get_mut("web").unwrap().action else {
+        unreachable!()
+    };
+    f.preview.as_mut().unwrap().target_groups.insert("other".into(), "other".into());
+    let (status, body) = lb.put(&stray).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("`other`"), "{body}");
+    let (status, body) = lb.put(&with_preview(3, PreviewFrom::Header, "X Deploy")).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        get_with(Some(("cookie", "deploy_version=green"))).await,
+        "green",
+        "version 2 still serves"
+    );
+    lb.shutdown().await;
+}

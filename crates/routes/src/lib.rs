@@ -72,6 +72,37 @@ pub enum Action {
 #[serde(deny_unknown_fields)]
 pub struct ForwardAction {
     pub target_groups: Vec<WeightedTargetGroup>,
+    /// Lets a request choose one of these target groups itself, whatever the weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview: Option<Preview>,
+}
+
+impl ForwardAction {
+    /// A weighted forward without preview routing.
+    pub fn weighted(target_groups: Vec<WeightedTargetGroup>) -> ForwardAction {
+        ForwardAction { target_groups, preview: None }
+    }
+}
+
+/// Preview routing (cutover's own; ALB has no equivalent): a request whose header or cookie
+/// `name` has one of the `target_groups` keys as its value goes to that target group, even at
+/// weight 0. Any other request follows the weights. The engine sets it on a production listener
+/// while green serves the test listener, so that a tester can pin themselves to green (or blue).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Preview {
+    pub from: PreviewFrom,
+    /// The header's name (any case) or the cookie's name (exact).
+    pub name: String,
+    /// Value → target group; each must be one of the forward's target groups.
+    pub target_groups: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PreviewFrom {
+    Header,
+    Cookie,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -410,7 +441,15 @@ mod tests {
                 tls: None,
                 idle_timeout_ms: None,
                 action: Action::Forward(ForwardAction {
-                    target_groups: vec![WeightedTargetGroup { name: "blue".into(), weight: 100 }],
+                    target_groups: vec![
+                        WeightedTargetGroup { name: "blue".into(), weight: 100 },
+                        WeightedTargetGroup { name: "green".into(), weight: 0 },
+                    ],
+                    preview: Some(Preview {
+                        from: PreviewFrom::Header,
+                        name: "X-Cutover-Preview".into(),
+                        target_groups: [("green".into(), "green".into())].into(),
+                    }),
                 }),
             },
         );

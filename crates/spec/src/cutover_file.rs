@@ -18,7 +18,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use model::{ConfigError, DeploymentConfig, LifecycleEvent, TrafficRouting, format_duration};
-use routes::{Algorithm, FixedResponse, HealthCheck, Redirect, TlsConfig, WeightedTargetGroup};
+use routes::{
+    Algorithm, FixedResponse, HealthCheck, PreviewFrom, Redirect, TlsConfig, WeightedTargetGroup,
+};
 
 use crate::appspec::{TaskDefinitionRef, hook_event};
 use crate::decode::{BareNumber, Cx, Field, Fields, quote};
@@ -155,6 +157,16 @@ pub struct DeploymentGroupSpec {
     /// CodeDeploy's `ignorePollAlarmFailure`: when the state of an alarm cannot be read, go on
     /// (`true`) or stop the deployment (`false`, the default).
     pub ignore_poll_alarm_failure: bool,
+    /// Preview routing on the production listener while green serves the test listener.
+    pub preview: Option<PreviewSpec>,
+}
+
+/// A request header or cookie whose value `green` or `blue` pins a request on the production
+/// listener to that target group during a deployment (cutover's own; CodeDeploy has none).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PreviewSpec {
+    pub from: PreviewFrom,
+    pub name: String,
 }
 
 /// A listener of a load balancer, written `web/prod`.
@@ -756,6 +768,7 @@ const GROUP_FIELDS: &[&str] = &[
     "hooks",
     "alarms",
     "ignore_poll_alarm_failure",
+    "preview",
 ];
 
 fn deployment_group(
@@ -995,6 +1008,7 @@ fn deployment_group(
     });
     let ignore_poll_alarm_failure =
         optional(cx, &mut f, "ignore_poll_alarm_failure", |cx, i| cx.bool(i.node, &i.path));
+    let preview = optional(cx, &mut f, "preview", preview);
     f.finish(cx, GROUP_FIELDS, &[]);
     meta.alarms_empty =
         matches!(alarms, Some(None)) || matches!(&alarms, Some(Some(a)) if a.is_empty());
@@ -1021,9 +1035,55 @@ fn deployment_group(
             hooks: hooks?.unwrap_or_default(),
             alarms,
             ignore_poll_alarm_failure: ignore_poll_alarm_failure?.unwrap_or(false),
+            preview: preview?,
         })
     })();
     (spec, meta)
+}
+
+const PREVIEW_FIELDS: &[&str] = &["header", "cookie"];
+
+/// `preview: { header: X-Deploy-Version }` or `preview: { cookie: deploy_version }`.
+fn preview(cx: &mut Cx<'_>, field: &Field<'_>) -> Option<PreviewSpec> {
+    let mut f = cx.map(field.node, &field.path)?;
+    let name = |cx: &mut Cx<'_>, n: &Field<'_>| {
+        let s = cx.nonempty(n.node, &n.path)?;
+        // RFC 9110 §5.6.2 tokens: what both a field name and a cookie name may be.
+        let token = s.len() <= 256
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !token {
+            cx.error(
+                n.node.pos,
+                &n.path,
+                format!(
+                    "{} is not a valid name: use letters, digits and `-` (such as X-Deploy-Version)",
+                    quote(&s)
+                ),
+            );
+            return None;
+        }
+        Some(s)
+    };
+    let header = optional(cx, &mut f, "header", name);
+    let cookie = optional(cx, &mut f, "cookie", name);
+    f.finish(cx, PREVIEW_FIELDS, &[]);
+    match (header?, cookie?) {
+        (Some(name), None) => Some(PreviewSpec { from: PreviewFrom::Header, name }),
+        (None, Some(name)) => Some(PreviewSpec { from: PreviewFrom::Cookie, name }),
+        (Some(_), Some(_)) => {
+            cx.error(field.node.pos, &field.path, "preview takes `header` or `cookie`, not both");
+            None
+        }
+        (None, None) => {
+            cx.error(
+                field.node.pos,
+                &field.path,
+                "preview needs a request header (`header: X-Deploy-Version`) or a cookie \
+                 (`cookie: deploy_version`) whose value `green` or `blue` picks a target group",
+            );
+            None
+        }
+    }
 }
 
 fn hook_timeout(cx: &mut Cx<'_>, field: &Field<'_>) -> Option<Duration> {

@@ -32,10 +32,10 @@ pub use cutover_file::{
     BuildAction, CutoverFile, DeployAction, DeployEcsAction, DeploymentGroupRef,
     DeploymentGroupSpec, ExecutionMode, GREEN, HookAction, HookSpec, ImagePlaceholder,
     LOAD_BALANCER_METRICS, ListenerAction, ListenerRef, ListenerSpec, LoadBalancerSpec,
-    MetricFilterDecl, PipelineDecl, PipelineSource, RepositoryDecl, RuntimeKind, SERVICE_DIMENSION,
-    ServiceLoadBalancer, ServiceSpec, SourceLocation, StageDecl, TARGET_GROUP_DIMENSION,
-    TargetGroupSpec, WebhookTrigger, check_service_against, parse_cutover_file,
-    resolve_deployment_config,
+    MetricFilterDecl, PipelineDecl, PipelineSource, PreviewSpec, RepositoryDecl, RuntimeKind,
+    SERVICE_DIMENSION, ServiceLoadBalancer, ServiceSpec, SourceLocation, StageDecl,
+    TARGET_GROUP_DIMENSION, TargetGroupSpec, WebhookTrigger, check_service_against,
+    parse_cutover_file, resolve_deployment_config,
 };
 pub use decode::ERRORS_MAX;
 pub use diag::{Diagnostic, Errors, Parsed, Severity};

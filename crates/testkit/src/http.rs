@@ -12,9 +12,23 @@ const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One GET on a fresh connection: the status and the `X-Version` header (empty when absent).
 pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    get_with(addr, path, &[])
+}
+
+/// [`get`] with more request headers.
+pub fn get_with(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
     stream.set_read_timeout(Some(READ_TIMEOUT))?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")?;
+    let mut head = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
     read_response(&mut BufReader::new(stream))
 }
 

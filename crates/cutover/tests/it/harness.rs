@@ -69,7 +69,7 @@ pub fn docker_image() -> String {
 }
 
 pub use testkit::free_port;
-pub use testkit::http::{Load, Sample, failures, get};
+pub use testkit::http::{Load, Sample, failures, get, get_with};
 
 /// Waits for `condition` with a deadline, polling every 50 ms; panics with `what` on timeout.
 #[track_caller]

@@ -121,3 +121,38 @@ fn failing_test_traffic_hook_rolls_back_before_production_sees_green() {
     cluster.cli_ok(&deploy_args("taskdef-v2.json", "appspec.yaml", &["--wait"]));
     assert_eq!(get(cluster.prod, "/").unwrap().1, "v2");
 }
+
+#[test]
+fn a_preview_header_pins_a_tester_to_green_on_production_until_the_rollback() {
+    // The ready wait holds the deployment while green serves the test listener.
+    let cluster = Cluster::start(Options {
+        group_extra: "    ready_wait: 10m\n    preview: { header: X-Deploy-Version }",
+        ..Options::default()
+    });
+    cluster.apply_and_wait_for_v1();
+    let pinned = |side| get_with(cluster.prod, "/", &[("X-Deploy-Version", side)]);
+    assert_eq!(pinned("green").unwrap(), (200, "v1".to_string()), "no green outside a deployment");
+
+    let created = cluster.json(&deploy_args("taskdef-v2.json", "appspec.yaml", &[]));
+    let id = created["id"].as_str().unwrap().to_string();
+    wait_for("the test listener to serve v2", Duration::from_secs(30), || {
+        (get(cluster.test, "/").ok()?.1 == "v2").then_some(())
+    });
+    // The test listener and the preview change in one routing table, so from now on the header
+    // reaches green every time, while production as a whole stays on blue.
+    for _ in 0..20 {
+        assert_eq!(pinned("green").unwrap(), (200, "v2".to_string()));
+        assert_eq!(pinned("blue").unwrap(), (200, "v1".to_string()));
+        assert_eq!(get(cluster.prod, "/").unwrap(), (200, "v1".to_string()));
+    }
+    assert_eq!(cluster.deployment(&id)["status"], "Ready");
+
+    cluster.cli_ok(&["deployments", "stop", &id, "--rollback"]);
+    wait_for("the rollback to end the preview", Duration::from_secs(30), || {
+        (pinned("green").ok()?.1 == "v1").then_some(())
+    });
+    wait_for("the deployment to end", Duration::from_secs(30), || {
+        cluster.deployment(&id)["completed_at"].is_u64().then_some(())
+    });
+    assert_eq!(pinned("green").unwrap(), (200, "v1".to_string()));
+}

@@ -165,12 +165,12 @@ pub fn group(targets: &[SocketAddr], health_check: HealthCheck, delay_ms: u64) -
 }
 
 pub fn forward(groups: &[(&str, u16)]) -> Action {
-    Action::Forward(ForwardAction {
-        target_groups: groups
+    Action::Forward(ForwardAction::weighted(
+        groups
             .iter()
             .map(|(name, weight)| WeightedTargetGroup { name: name.to_string(), weight: *weight })
             .collect(),
-    })
+    ))
 }
 
 pub fn listener(bind: SocketAddr, action: Action) -> Listener {

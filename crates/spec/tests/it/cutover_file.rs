@@ -6,8 +6,8 @@ use std::time::Duration;
 use expect_test::expect;
 use model::{DeploymentConfig, LifecycleEvent, TrafficRouting};
 use spec::{
-    AutoRollback, HookAction, ListenerAction, ListenerRef, RuntimeKind, parse_cutover_file,
-    parse_task_definition,
+    AutoRollback, HookAction, ListenerAction, ListenerRef, PreviewSpec, RuntimeKind,
+    parse_cutover_file, parse_task_definition,
 };
 
 use crate::check;
@@ -48,6 +48,10 @@ fn quickstart_example_parses_to_what_it_says() {
         AutoRollback { on_failure: true, on_alarm: false, on_stop_request: true }
     );
     assert_eq!(group.hook_timeout, Duration::from_secs(600));
+    assert_eq!(
+        group.preview,
+        Some(PreviewSpec { from: routes::PreviewFrom::Header, name: "X-Deploy-Version".into() })
+    );
     assert_eq!(
         group.hooks,
         BTreeMap::from([(LifecycleEvent::AfterAllowTestTraffic, "smoke-test".to_string())])
@@ -208,6 +212,42 @@ fn quickstart_with(from: &str, to: &str) -> String {
 }
 
 #[test]
+fn preview_takes_one_header_or_cookie_name() {
+    let preview = "preview: { header: X-Deploy-Version }";
+    let cookie = parse_cutover_file(
+        "cutover.yaml",
+        &quickstart_with(preview, "preview: { cookie: deploy_version }"),
+    )
+    .unwrap();
+    assert_eq!(
+        cookie.value.deployment_groups[0].preview,
+        Some(PreviewSpec { from: routes::PreviewFrom::Cookie, name: "deploy_version".into() })
+    );
+    check(
+        "cutover.yaml",
+        &quickstart_with(preview, "preview: { header: X-Deploy-Version, cookie: v }"),
+        expect![[r#"
+            cutover.yaml:39:14: deployment_groups[0].preview: preview takes `header` or `cookie`, not both
+        "#]],
+    );
+    check(
+        "cutover.yaml",
+        &quickstart_with(preview, "preview: {}"),
+        expect![[r#"
+            cutover.yaml:39:14: deployment_groups[0].preview: preview needs a request header (`header: X-Deploy-Version`) or a cookie (`cookie: deploy_version`) whose value `green` or `blue` picks a target group
+        "#]],
+    );
+    check(
+        "cutover.yaml",
+        &quickstart_with(preview, "preview: { header: \"X Deploy\", cokie: v }"),
+        expect![[r#"
+            cutover.yaml:39:24: deployment_groups[0].preview.header: "X Deploy" is not a valid name: use letters, digits and `-` (such as X-Deploy-Version)
+            cutover.yaml:39:36: deployment_groups[0].preview.cokie: unknown field `cokie`; did you mean `cookie`?
+        "#]],
+    );
+}
+
+#[test]
 fn custom_config_percentage_is_1_to_99() {
     check(
         "cutover.yaml",
@@ -314,7 +354,7 @@ fn unknown_listener_and_other_unknown_names() {
             cutover.yaml:32:14: deployment_groups[0].service: no service named `wbe`; did you mean `web`?
             cutover.yaml:33:24: deployment_groups[0].deployment_config: no deployment config named `CodeDeployDefault.ECSLinear10PercentEvery1Minute`; did you mean `CodeDeployDefault.ECSLinear10PercentEvery1Minutes`?
             cutover.yaml:36:20: deployment_groups[0].test_listener: no listener named `web/tset`; did you mean `web/test`?
-            cutover.yaml:40:30: deployment_groups[0].hooks.AfterAllowTestTraffic: no hook named `smoke-tset`; did you mean `smoke-test`?
+            cutover.yaml:41:30: deployment_groups[0].hooks.AfterAllowTestTraffic: no hook named `smoke-tset`; did you mean `smoke-test`?
         "#]],
     );
     check(
@@ -341,7 +381,7 @@ fn duplicate_names() {
             cutover.yaml:15:11: target_groups[1].name: duplicate target group name `web-blue` (first on line 12); names must be unique
             cutover.yaml:34:31: deployment_groups[0].target_groups[1]: no target group named `web-green`; declared target groups: web-blue
             cutover.yaml:36:20: deployment_groups[0].test_listener: the test listener is the production listener web/prod; use a second listener for test traffic
-            cutover.yaml:44:13: hooks[1].name: duplicate hook name `smoke-test` (first on line 43); names must be unique
+            cutover.yaml:45:13: hooks[1].name: duplicate hook name `smoke-test` (first on line 44); names must be unique
         "#]],
     );
 }
@@ -358,7 +398,7 @@ fn unknown_keys_get_a_suggestion() {
         expect![[r#"
             cutover.yaml:15:5: target_groups[0].healthcheck: unknown field `healthcheck`; did you mean `health_check`?
             cutover.yaml:24:5: services[0].desired_cont: unknown field `desired_cont`; did you mean `desired_count`?
-            cutover.yaml:45:1: pipeline: unknown field `pipeline`; did you mean `pipelines`?
+            cutover.yaml:46:1: pipeline: unknown field `pipeline`; did you mean `pipelines`?
         "#]],
     );
 }
@@ -526,11 +566,11 @@ fn hooks_have_exactly_one_action() {
         "cutover.yaml",
         &text,
         expect![[r#"
-            cutover.yaml:44:5: hooks[1]: a hook has exactly one of `command: [prog, args…]`, `run: "shell command"` or `url: http://…`
-            cutover.yaml:45:5: hooks[2]: a hook has exactly one of `command: [prog, args…]`, `run: "shell command"` or `url: http://…`
-            cutover.yaml:46:29: hooks[3].command: the command is empty; name the program to run first
-            cutover.yaml:47:23: hooks[4].url: "ftp://example.test/hook" is not an http:// or https:// URL
-            cutover.yaml:48:63: hooks[5].timeout: 2h is out of range: a hook may run for more than 0s and at most 1h
+            cutover.yaml:45:5: hooks[1]: a hook has exactly one of `command: [prog, args…]`, `run: "shell command"` or `url: http://…`
+            cutover.yaml:46:5: hooks[2]: a hook has exactly one of `command: [prog, args…]`, `run: "shell command"` or `url: http://…`
+            cutover.yaml:47:29: hooks[3].command: the command is empty; name the program to run first
+            cutover.yaml:48:23: hooks[4].url: "ftp://example.test/hook" is not an http:// or https:// URL
+            cutover.yaml:49:63: hooks[5].timeout: 2h is out of range: a hook may run for more than 0s and at most 1h
         "#]],
     );
 }
