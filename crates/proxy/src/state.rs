@@ -503,11 +503,7 @@ fn validate_preview(
     p: &Preview,
     forwarded: &BTreeSet<&String>,
 ) -> Result<(), String> {
-    let token = |s: &str| {
-        !s.is_empty()
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-    };
-    if !token(&p.name) {
+    if !Preview::is_valid_name(&p.name) {
         return Err(format!(
             "listener `{listener}`: preview {} name {:?} is not a valid field or cookie name",
             match p.from {
@@ -518,12 +514,10 @@ fn validate_preview(
         ));
     }
     for (value, tg) in &p.target_groups {
-        if value.is_empty()
-            || value.len() > 256
-            || value.bytes().any(|b| !b.is_ascii_graphic() || b == b';' || b == b',')
-        {
+        if !Preview::is_valid_value(value) {
             return Err(format!(
-                "listener `{listener}`: preview value {value:?} must be 1-256 visible characters without `;` or `,`"
+                "listener `{listener}`: preview value {value:?} must be 1-{} visible characters without `;` or `,`",
+                Preview::TEXT_MAX
             ));
         }
         if !forwarded.contains(tg) {

@@ -98,6 +98,23 @@ pub struct Preview {
     pub target_groups: BTreeMap<String, String>,
 }
 
+impl Preview {
+    /// Longest name and value, in bytes.
+    pub const TEXT_MAX: usize = 256;
+
+    /// A header or cookie name: an RFC 9110 token (§5.6.2), which both may be.
+    pub fn is_valid_name(name: &str) -> bool {
+        (1..=Self::TEXT_MAX).contains(&name.len())
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    }
+
+    /// A value: visible characters without the `;` and `,` that separate cookies and list items.
+    pub fn is_valid_value(value: &str) -> bool {
+        (1..=Self::TEXT_MAX).contains(&value.len())
+            && value.bytes().all(|b| b.is_ascii_graphic() && b != b';' && b != b',')
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PreviewFrom {
@@ -455,5 +472,19 @@ mod tests {
         );
         let json = serde_json::to_string(&table).unwrap();
         assert_eq!(serde_json::from_str::<RouteTable>(&json).unwrap(), table);
+    }
+
+    #[test]
+    fn preview_names_are_tokens_and_values_are_single_visible_words() {
+        for ok in ["X-Deploy-Version", "deploy_version", "a"] {
+            assert!(Preview::is_valid_name(ok), "{ok}");
+        }
+        for bad in ["", "X Deploy", "a:b", "a;b", "é", &"a".repeat(257)] {
+            assert!(!Preview::is_valid_name(bad), "{bad}");
+        }
+        assert!(Preview::is_valid_value("green"));
+        for bad in ["", "a b", "a;b", "a,b", "é"] {
+            assert!(!Preview::is_valid_value(bad), "{bad}");
+        }
     }
 }

@@ -1048,10 +1048,7 @@ fn preview(cx: &mut Cx<'_>, field: &Field<'_>) -> Option<PreviewSpec> {
     let mut f = cx.map(field.node, &field.path)?;
     let name = |cx: &mut Cx<'_>, n: &Field<'_>| {
         let s = cx.nonempty(n.node, &n.path)?;
-        // RFC 9110 §5.6.2 tokens: what both a field name and a cookie name may be.
-        let token = s.len() <= 256
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-        if !token {
+        if !routes::Preview::is_valid_name(&s) {
             cx.error(
                 n.node.pos,
                 &n.path,
