@@ -10,6 +10,8 @@ use routes::{
     Action, ForwardAction, Listener, Preview, RouteTable, Target, TargetGroup, WeightedTargetGroup,
 };
 
+use spec::PreviewSpec;
+
 use crate::declared::{DeploymentGroupDoc, LoadBalancerDoc, TargetGroupDoc};
 
 /// How one deployment group routes right now.
@@ -28,10 +30,6 @@ impl GroupRouting {
         if *a == self.blue_target_group { b } else { a }
     }
 }
-
-/// The preview values that pin a request to green or to blue.
-pub const GREEN: &str = "green";
-pub const BLUE: &str = "blue";
 
 /// Listener name in the table: `load_balancer/listener`.
 pub fn listener_key(load_balancer: &str, listener: &str) -> String {
@@ -113,8 +111,8 @@ fn managed_action(lb: &str, listener: &str, groups: &[GroupRouting]) -> Option<A
                 from: p.from,
                 name: p.name.clone(),
                 target_groups: [
-                    (GREEN.to_string(), green.to_string()),
-                    (BLUE.to_string(), blue.clone()),
+                    (PreviewSpec::GREEN.to_string(), green.to_string()),
+                    (PreviewSpec::BLUE.to_string(), blue.clone()),
                 ]
                 .into(),
             }),
@@ -253,8 +251,8 @@ mod tests {
         assert_eq!(
             production.target_groups,
             BTreeMap::from([
-                (GREEN.to_string(), "blue".to_string()),
-                (BLUE.to_string(), "green".to_string())
+                (PreviewSpec::GREEN.to_string(), "blue".to_string()),
+                (PreviewSpec::BLUE.to_string(), "green".to_string())
             ])
         );
         assert_eq!(test, None, "the test listener already serves green");

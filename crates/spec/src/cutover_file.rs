@@ -169,6 +169,12 @@ pub struct PreviewSpec {
     pub name: String,
 }
 
+impl PreviewSpec {
+    /// The values that pin a request to green and to blue.
+    pub const GREEN: &str = "green";
+    pub const BLUE: &str = "blue";
+}
+
 /// A listener of a load balancer, written `web/prod`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ListenerRef {
@@ -1075,8 +1081,12 @@ fn preview(cx: &mut Cx<'_>, field: &Field<'_>) -> Option<PreviewSpec> {
             cx.error(
                 field.node.pos,
                 &field.path,
-                "preview needs a request header (`header: X-Deploy-Version`) or a cookie \
-                 (`cookie: deploy_version`) whose value `green` or `blue` picks a target group",
+                format!(
+                    "preview needs a request header (`header: X-Deploy-Version`) or a cookie \
+                     (`cookie: deploy_version`) whose value `{}` or `{}` picks a target group",
+                    PreviewSpec::GREEN,
+                    PreviewSpec::BLUE
+                ),
             );
             None
         }

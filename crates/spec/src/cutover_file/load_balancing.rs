@@ -97,21 +97,7 @@ fn listener(cx: &mut Cx<'_>, node: &Node, path: &str) -> (Option<ListenerSpec>, 
             }
         }
     });
-    let https = optional(cx, &mut f, "protocol", |cx, p| {
-        let s = cx.str(p.node, &p.path)?;
-        match s.to_ascii_uppercase().as_str() {
-            "HTTP" => Some(false),
-            "HTTPS" => Some(true),
-            _ => {
-                cx.error(
-                    p.node.pos,
-                    &p.path,
-                    format!("protocol {} is not HTTP or HTTPS", quote(s)),
-                );
-                None
-            }
-        }
-    });
+    let https = optional(cx, &mut f, "protocol", |cx, p| Some(protocol(cx, p)? == "HTTPS"));
     let certificate = optional(cx, &mut f, "certificate_file", |cx, c| {
         cx.nonempty(c.node, &c.path).map(|s| (s, Loc::of(c)))
     });
@@ -341,20 +327,7 @@ fn redirect_action(cx: &mut Cx<'_>, field: &Field<'_>) -> Option<Redirect> {
             let code = cx.int(s.node, &s.path, 301, 302, "a redirect status code")?;
             u16::try_from(code).ok()
         });
-    let protocol = optional(cx, &mut f, "protocol", |cx, p| {
-        let s = cx.str(p.node, &p.path)?;
-        match s.to_ascii_uppercase().as_str() {
-            "HTTP" | "HTTPS" => Some(s.to_ascii_uppercase()),
-            _ => {
-                cx.error(
-                    p.node.pos,
-                    &p.path,
-                    format!("protocol {} is not HTTP or HTTPS", quote(s)),
-                );
-                None
-            }
-        }
-    });
+    let protocol = optional(cx, &mut f, "protocol", |cx, p| protocol(cx, p).map(str::to_string));
     let host = optional(cx, &mut f, "host", |cx, h| cx.nonempty(h.node, &h.path));
     let port = optional(cx, &mut f, "port", |cx, p| cx.port(p.node, &p.path));
     let path = optional(cx, &mut f, "path", |cx, p| {
@@ -640,4 +613,21 @@ fn health_check(cx: &mut Cx<'_>, field: &Field<'_>) -> Option<HealthCheck> {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// `protocol: HTTP` or `HTTPS`, in any case, as `"HTTP"` or `"HTTPS"`.
+fn protocol(cx: &mut Cx<'_>, field: &Field<'_>) -> Option<&'static str> {
+    let s = cx.str(field.node, &field.path)?;
+    match s.to_ascii_uppercase().as_str() {
+        "HTTP" => Some("HTTP"),
+        "HTTPS" => Some("HTTPS"),
+        _ => {
+            cx.error(
+                field.node.pos,
+                &field.path,
+                format!("protocol {} is not HTTP or HTTPS", quote(s)),
+            );
+            None
+        }
+    }
 }
