@@ -49,6 +49,7 @@
 //! ([`AlarmSpec::check_store`] tells when it does not).
 
 pub mod alarm;
+pub mod counter;
 pub mod filter;
 pub mod metric;
 pub mod series;
@@ -62,6 +63,7 @@ pub use alarm::{
     LowSampleCountPercentile, ReasonData, SpecError, Transition, TreatMissingData, Treatment,
     WindowPoint,
 };
+pub use counter::{Continuity, MAX_READING_GAP, Reading};
 pub use filter::{FilterError, FilterPattern, MetricFilter, MetricFilterSpec, PatternError};
 pub use metric::{Datapoint, MetricId, Percentile, Period, Statistic};
 pub use series::{MetricSeries, MetricStore, PeriodError, PeriodStats, RecordError, SeriesConfig};

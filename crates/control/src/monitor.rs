@@ -15,12 +15,13 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use alarms::counter::{self, Continuity};
 use alarms::{
     Alarm, AlarmSpec, AlarmState, MetricFilter, MetricFilterSpec, MetricId, MetricStore,
     SeriesConfig,
 };
 use model::Timestamp;
-use routes::MetricsSnapshot;
+use routes::{MetricsSnapshot, RequestCounters};
 use serde::{Deserialize, Serialize};
 
 /// How often the data plane's counters are sampled: well inside the shortest (1 s) alarm period.
@@ -93,7 +94,12 @@ pub struct Monitor {
     last: Option<MetricsSnapshot>,
     next_poll: Timestamp,
     filters: Vec<(MetricFilterDoc, MetricFilter)>,
+    /// How far each task log has been read (or skipped).
     offsets: HashMap<PathBuf, u64>,
+    /// Until the first pass over the task logs: logs already there when this monitor started
+    /// were written before it (a previous control plane counted their lines, or nobody was
+    /// counting), so their current length is a baseline, as for the load balancer's counters.
+    logs_baseline_pending: bool,
     alarms: BTreeMap<String, Alarm>,
     /// When each alarm instance is next evaluated.
     due: HashMap<String, Timestamp>,
@@ -118,6 +124,7 @@ impl Monitor {
             next_poll: Timestamp::ZERO,
             filters: Vec::new(),
             offsets: HashMap::new(),
+            logs_baseline_pending: true,
             alarms: BTreeMap::new(),
             due: HashMap::new(),
         }
@@ -153,73 +160,99 @@ impl Monitor {
         now >= self.next_poll
     }
 
-    /// Records the differences between `snapshot` and the previous one.
+    /// Records what the data plane counted since the previous snapshot. The counters are
+    /// cumulative since the data plane started; `alarms::counter` decides what a difference is:
+    /// the first snapshot after this monitor starts (a restart of the control plane) and one after
+    /// a gap are only baselines, so no datapoint ever holds requests from before a restart.
     pub fn record_snapshot(&mut self, snapshot: MetricsSnapshot, now: Timestamp) {
         self.next_poll = now.saturating_add(POLL_INTERVAL);
         let at = Timestamp(snapshot.taken_at_unix_ms.max(1)).min(now);
-        let previous =
-            self.last.take().filter(|p| p.started_at_unix_ms == snapshot.started_at_unix_ms);
+        let continuity = counter::continuity(self.last.as_ref().map(reading), reading(&snapshot));
+        let previous = self.last.take();
         for (name, tg) in &snapshot.target_groups {
-            let before = previous.as_ref().and_then(|p| p.target_groups.get(name));
-            let delta = |now: u64, then: Option<u64>| match then {
-                // A counter that went down was reset (the group left the table and came back).
-                Some(then) if now >= then => now - then,
-                _ => now,
-            };
-            let c = &tg.counters;
-            let b = before.map(|b| &b.counters);
-            let counts = [
-                ("RequestCount", c.requests, b.map(|b| b.requests)),
-                ("HTTPCode_Target_2XX_Count", c.target_2xx, b.map(|b| b.target_2xx)),
-                ("HTTPCode_Target_3XX_Count", c.target_3xx, b.map(|b| b.target_3xx)),
-                ("HTTPCode_Target_4XX_Count", c.target_4xx, b.map(|b| b.target_4xx)),
-                ("HTTPCode_Target_5XX_Count", c.target_5xx, b.map(|b| b.target_5xx)),
-                ("HTTPCode_ELB_502_Count", c.elb_502, b.map(|b| b.elb_502)),
-                ("HTTPCode_ELB_503_Count", c.elb_503, b.map(|b| b.elb_503)),
-                ("HTTPCode_ELB_504_Count", c.elb_504, b.map(|b| b.elb_504)),
-                (
-                    "TargetConnectionErrorCount",
-                    c.target_connection_errors,
-                    b.map(|b| b.target_connection_errors),
-                ),
-            ];
-            let mut elb_5xx = 0;
-            for (metric, now_value, then_value) in counts {
-                let d = delta(now_value, then_value);
-                if metric.starts_with("HTTPCode_ELB_5") {
-                    elb_5xx += d;
-                }
-                self.record(metric, name, at, d as f64);
-            }
-            self.record("HTTPCode_ELB_5XX_Count", name, at, elb_5xx as f64);
+            // Gauges are values of the moment: recorded at every snapshot, a baseline too.
             self.record("HealthyHostCount", name, at, tg.healthy_host_count as f64);
             self.record("UnHealthyHostCount", name, at, tg.unhealthy_host_count as f64);
-            // Latency: one sample per request at its bucket's upper bound (seconds).
-            let hist = &c.response_time;
-            let prev_hist = b.map(|b| &b.response_time);
-            let id = MetricId::new("TargetResponseTime").with("target_group", name.as_str());
-            let mut below = 0u64;
-            for (i, bound_us) in routes::RESPONSE_TIME_BUCKETS_US.iter().enumerate() {
-                let cumulative = delta(
-                    hist.buckets.get(i).copied().unwrap_or(0),
-                    prev_hist.map(|p| p.buckets.get(i).copied().unwrap_or(0)),
-                );
-                let in_bucket = cumulative.saturating_sub(below);
-                below = below.max(cumulative);
-                if in_bucket > 0 {
-                    let _ = self.store.record_n(&id, at, *bound_us as f64 / 1e6, in_bucket);
-                }
+            if continuity == Continuity::Baseline {
+                continue;
             }
-            let total = delta(hist.count, prev_hist.map(|p| p.count));
-            let overflow = total.saturating_sub(below);
-            if overflow > 0 {
-                let largest =
-                    *routes::RESPONSE_TIME_BUCKETS_US.last().unwrap_or(&10_000_000) as f64 / 1e6;
-                let _ = self.store.record_n(&id, at, largest, overflow);
-            }
+            let before = previous.as_ref().and_then(|p| p.target_groups.get(name));
+            let before = before.map(|b| &b.counters);
+            self.record_counts(name, &tg.counters, before, continuity, at);
+            self.record_response_times(name, &tg.counters.response_time, before, continuity, at);
         }
         self.last = Some(snapshot);
         self.store.prune(now);
+    }
+
+    /// ALB's `…Count` metrics of one target group: the increase of each counter.
+    fn record_counts(
+        &mut self,
+        target_group: &str,
+        counters: &RequestCounters,
+        before: Option<&RequestCounters>,
+        continuity: Continuity,
+        at: Timestamp,
+    ) {
+        type Counter = fn(&RequestCounters) -> u64;
+        const COUNTS: [(&str, Counter); 9] = [
+            ("RequestCount", |c| c.requests),
+            ("HTTPCode_Target_2XX_Count", |c| c.target_2xx),
+            ("HTTPCode_Target_3XX_Count", |c| c.target_3xx),
+            ("HTTPCode_Target_4XX_Count", |c| c.target_4xx),
+            ("HTTPCode_Target_5XX_Count", |c| c.target_5xx),
+            ("HTTPCode_ELB_502_Count", |c| c.elb_502),
+            ("HTTPCode_ELB_503_Count", |c| c.elb_503),
+            ("HTTPCode_ELB_504_Count", |c| c.elb_504),
+            ("TargetConnectionErrorCount", |c| c.target_connection_errors),
+        ];
+        let mut elb_5xx = 0;
+        for (metric, value) in COUNTS {
+            let Some(increase) = counter::increase(continuity, before.map(value), value(counters))
+            else {
+                continue;
+            };
+            if metric.starts_with("HTTPCode_ELB_5") {
+                elb_5xx += increase;
+            }
+            self.record(metric, target_group, at, increase as f64);
+        }
+        self.record("HTTPCode_ELB_5XX_Count", target_group, at, elb_5xx as f64);
+    }
+
+    /// `TargetResponseTime`: one sample per request at its bucket's upper bound (seconds).
+    fn record_response_times(
+        &mut self,
+        target_group: &str,
+        hist: &routes::Histogram,
+        before: Option<&RequestCounters>,
+        continuity: Continuity,
+        at: Timestamp,
+    ) {
+        let prev_hist = before.map(|b| &b.response_time);
+        let increase = |now: u64, then: Option<u64>| {
+            counter::increase(continuity, then, now).unwrap_or_default()
+        };
+        let id = MetricId::new("TargetResponseTime").with("target_group", target_group);
+        let mut below = 0u64;
+        for (i, bound_us) in routes::RESPONSE_TIME_BUCKETS_US.iter().enumerate() {
+            let cumulative = increase(
+                hist.buckets.get(i).copied().unwrap_or(0),
+                prev_hist.map(|p| p.buckets.get(i).copied().unwrap_or(0)),
+            );
+            let in_bucket = cumulative.saturating_sub(below);
+            below = below.max(cumulative);
+            if in_bucket > 0 {
+                let _ = self.store.record_n(&id, at, *bound_us as f64 / 1e6, in_bucket);
+            }
+        }
+        let total = increase(hist.count, prev_hist.map(|p| p.count));
+        let overflow = total.saturating_sub(below);
+        if overflow > 0 {
+            let largest =
+                *routes::RESPONSE_TIME_BUCKETS_US.last().unwrap_or(&10_000_000) as f64 / 1e6;
+            let _ = self.store.record_n(&id, at, largest, overflow);
+        }
     }
 
     fn record(&mut self, metric: &str, target_group: &str, at: Timestamp, value: f64) {
@@ -327,17 +360,25 @@ impl Monitor {
             .collect();
     }
 
+    /// Feeds the lines appended to task logs since the previous pass through their service's
+    /// filters. A log the monitor has not seen before is read from its start (a task started
+    /// since), except on the first pass (see `logs_baseline_pending`); the logs of a service
+    /// without filters are skipped to their end, since a filter counts only what is logged after
+    /// it exists, as CloudWatch's do.
     fn read_logs(&mut self, world: &World<'_>, now: Timestamp) {
-        if self.filters.is_empty() {
-            return;
-        }
+        let baseline = std::mem::take(&mut self.logs_baseline_pending);
         for (service, files) in &world.logs {
-            if !self.filters.iter().any(|(doc, _)| doc.service == *service) {
-                continue;
-            }
+            let filtered = self.filters.iter().any(|(doc, _)| doc.service == *service);
             for path in files {
-                let lines = read_new_lines(path, self.offsets.entry(path.clone()).or_insert(0));
-                for line in lines {
+                let offset = self
+                    .offsets
+                    .entry(path.clone())
+                    .or_insert_with(|| if baseline { log_length(path) } else { 0 });
+                if !filtered {
+                    *offset = log_length(path);
+                    continue;
+                }
+                for line in read_new_lines(path, offset) {
                     for (doc, filter) in &mut self.filters {
                         if doc.service == *service {
                             let _ = filter.ingest(&mut self.store, now, &line);
@@ -392,6 +433,20 @@ impl Monitor {
     }
 }
 
+/// What `alarms::counter` needs to know about a snapshot to subtract it from the next one.
+fn reading(snapshot: &MetricsSnapshot) -> counter::Reading {
+    counter::Reading {
+        source_started: Timestamp(snapshot.started_at_unix_ms),
+        taken: Timestamp(snapshot.taken_at_unix_ms),
+    }
+}
+
+/// The length of a task log now (0 when it cannot be read: it is read from its start once it
+/// can be).
+fn log_length(path: &PathBuf) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
 /// Lines appended to `path` since `offset` (complete lines only), advancing `offset`.
 fn read_new_lines(path: &PathBuf, offset: &mut u64) -> Vec<String> {
     let Ok(mut file) = std::fs::File::open(path) else { return Vec::new() };
@@ -433,4 +488,101 @@ fn only_positive_samples(metric: &MetricId, filters: &[MetricFilterDoc]) -> bool
 pub fn clock_time(at: Timestamp) -> String {
     let secs = at.as_millis() / 1000;
     format!("{:02}:{:02}:{:02}", (secs / 3600) % 24, (secs / 60) % 60, secs % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use alarms::{MetricId, Period, Statistic};
+    use routes::{MetricsSnapshot, TargetGroupMetrics};
+
+    use super::*;
+
+    /// 2026-01-01 00:00:00 UTC.
+    const T0: u64 = 1_767_225_600_000;
+
+    fn at(millis: u64) -> Timestamp {
+        Timestamp(T0 + millis)
+    }
+
+    /// A snapshot of a load balancer started an hour before T0 whose `web-blue` has served
+    /// `requests`, `errors` of them 5xx from its targets.
+    fn snapshot(taken: Timestamp, requests: u64, errors: u64) -> MetricsSnapshot {
+        let mut group = TargetGroupMetrics::default();
+        group.counters.requests = requests;
+        group.counters.target_5xx = errors;
+        MetricsSnapshot {
+            started_at_unix_ms: T0 - 3_600_000,
+            taken_at_unix_ms: taken.as_millis(),
+            target_groups: [("web-blue".to_string(), group)].into(),
+            ..MetricsSnapshot::default()
+        }
+    }
+
+    /// The Sum of `id` over the minute before `now`.
+    fn sum(monitor: &Monitor, id: &MetricId, now: Timestamp) -> f64 {
+        let Some(series) = monitor.store().series(id) else { return 0.0 };
+        let from = Timestamp(now.as_millis() - 60_000);
+        let points = series.datapoints(Period::ONE_SECOND, Statistic::Sum, from, now).unwrap();
+        points.iter().map(|p| p.value).sum()
+    }
+
+    #[test]
+    fn a_started_monitor_takes_the_load_balancers_counters_as_a_baseline() {
+        let mut monitor = Monitor::new();
+        monitor.record_snapshot(snapshot(at(0), 10_000, 20), at(0));
+        monitor.record_snapshot(snapshot(at(250), 10_007, 20), at(250));
+        let requests = MetricId::new("RequestCount").with("target_group", "web-blue");
+        let errors = MetricId::new("HTTPCode_Target_5XX_Count").with("target_group", "web-blue");
+        assert_eq!(sum(&monitor, &requests, at(2000)), 7.0, "only what was served since the start");
+        assert_eq!(sum(&monitor, &errors, at(2000)), 0.0, "the 20 old 5xx are not new");
+    }
+
+    fn app_errors_world<'a>(
+        filters: &'a [MetricFilterDoc],
+        logs: &[&std::path::Path],
+    ) -> World<'a> {
+        World {
+            alarms: &[],
+            filters,
+            deployments: Vec::new(),
+            logs: [("web".to_string(), logs.iter().map(|p| p.to_path_buf()).collect())].into(),
+        }
+    }
+
+    fn append(path: &std::path::Path, lines: &str) {
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+        file.write_all(lines.as_bytes()).unwrap();
+    }
+
+    #[test]
+    fn a_started_monitor_counts_only_log_lines_written_since() {
+        let dir = tempfile::tempdir().unwrap();
+        let (adopted, started_later) = (dir.path().join("adopted.log"), dir.path().join("new.log"));
+        // Lines a task logged before this monitor started (and a previous one counted).
+        append(&adopted, &"Error: old\n".repeat(20));
+        let metric = MetricId::new("AppErrors").with("service", "web");
+        let filters = [MetricFilterDoc {
+            service: "web".into(),
+            spec: MetricFilterSpec {
+                name: "app-errors".into(),
+                pattern: "Error".into(),
+                metric: metric.clone(),
+                metric_value: "1".into(),
+                default_value: None,
+            },
+        }];
+        let mut monitor = Monitor::new();
+        monitor.evaluate(&app_errors_world(&filters, &[&adopted]), at(0));
+        append(&adopted, "Error: new\n");
+        monitor.evaluate(&app_errors_world(&filters, &[&adopted]), at(1100));
+        assert_eq!(sum(&monitor, &metric, at(3000)), 1.0, "only the line written since");
+
+        // A task started since the monitor: every line of its log is new.
+        append(&started_later, "Error: one\nError: two\n");
+        monitor.evaluate(&app_errors_world(&filters, &[&adopted, &started_later]), at(2100));
+        monitor.evaluate(&app_errors_world(&filters, &[&adopted, &started_later]), at(3100));
+        assert_eq!(sum(&monitor, &metric, at(4000)), 3.0);
+    }
 }

@@ -2,6 +2,7 @@
 //! (`UPDATE_EXPECT=1` rewrites them).
 
 mod alarm;
+mod counter;
 mod filter;
 mod series;
 
