@@ -85,7 +85,7 @@ fn requests_served(cluster: &Cluster, target_group: &str) -> u64 {
 #[test]
 fn a_restart_mid_canary_neither_recounts_old_errors_nor_rolls_back_a_healthy_release() {
     let mut cluster = Cluster::start(Options {
-        config: "{ name: quick-canary, type: TimeBasedCanary, percentage: 10, interval: 20s }",
+        config: "{ name: quick-canary, type: TimeBasedCanary, percentage: 10, interval: 40s }",
         auto_rollback: "[DEPLOYMENT_FAILURE, DEPLOYMENT_STOP_ON_ALARM]",
         group_extra: "    alarms: [green-5xx, app-errors]",
         top_extra: TEN_SECOND_ALARMS.into(),
@@ -117,6 +117,15 @@ fn a_restart_mid_canary_neither_recounts_old_errors_nor_rolls_back_a_healthy_rel
     wait_for("the canary step (10% on green)", Duration::from_secs(30), || {
         (cluster.deployment(&id)["traffic"]["production_green_percent"] == 10).then_some(())
     });
+    // green-5xx has judged the canary (OK, stored) before the kill, so the restarted control
+    // plane evaluates the same alarm instance.
+    let key = format!("green-5xx@{id}");
+    wait_for("green-5xx to be OK on the canary", Duration::from_secs(30), || {
+        let alarms = cluster.json(&["alarms", "list"]);
+        let ok = alarms.as_array()?.iter().any(|a| a["key"] == key.as_str() && a["state"] == "OK");
+        ok.then_some(())
+    });
+    assert_eq!(cluster.deployment(&id)["traffic"]["production_green_percent"], 10);
     let served_before_kill = requests_served(&cluster, "web-blue");
     cluster.kill_control_plane();
     cluster.up();
