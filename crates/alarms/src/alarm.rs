@@ -301,6 +301,14 @@ impl AlarmSpec {
         self.period.as_duration().saturating_mul(self.evaluation_range())
     }
 
+    /// The first time at which an evaluation's range holds only periods that began after
+    /// `since` (for a reader of metrics that started at `since`, periods without data before it
+    /// are unknown rather than missing).
+    pub fn range_starts_after(&self, since: Timestamp) -> Timestamp {
+        let first_whole = self.period.index_of(since).saturating_add(1);
+        self.period.start_of(first_whole.saturating_add(u64::from(self.evaluation_range())))
+    }
+
     /// Every problem at once, each naming its field and the fix.
     pub fn validate(&self) -> Result<(), Vec<SpecError>> {
         let mut errors = Vec::new();

@@ -103,6 +103,8 @@ pub struct Monitor {
     alarms: BTreeMap<String, Alarm>,
     /// When each alarm instance is next evaluated.
     due: HashMap<String, Timestamp>,
+    /// The first evaluation of this monitor: no metric has data from before it.
+    started: Option<Timestamp>,
 }
 
 impl Default for Monitor {
@@ -127,6 +129,7 @@ impl Monitor {
             logs_baseline_pending: true,
             alarms: BTreeMap::new(),
             due: HashMap::new(),
+            started: None,
         }
     }
 
@@ -271,6 +274,7 @@ impl Monitor {
             let _ = filter.flush(&mut self.store, now);
         }
         self.sync_alarms(world, now);
+        let started = *self.started.get_or_insert(now);
 
         let mut changed = Vec::new();
         for (key, alarm) in &mut self.alarms {
@@ -279,6 +283,9 @@ impl Monitor {
                 continue;
             }
             self.due.insert(key.clone(), alarm.next_evaluation(now));
+            if blind_to_the_gap(alarm.spec(), started, now) {
+                continue;
+            }
             let Ok(evaluation) = alarm.evaluate(&self.store, now) else { continue };
             if evaluation.changed() {
                 changed.push((key.clone(), alarm.clone()));
@@ -433,6 +440,15 @@ impl Monitor {
     }
 }
 
+/// Whether an evaluation now would read periods from before this monitor started as missing
+/// data and count them as breaching: the time the control plane was down (or not yet up) is not
+/// evidence against a release, so such an alarm keeps its state until its evaluation range lies
+/// after the start. Other treatments of missing data cannot go to ALARM on a gap.
+fn blind_to_the_gap(spec: &AlarmSpec, started: Timestamp, now: Timestamp) -> bool {
+    spec.treat_missing_data == alarms::TreatMissingData::Breaching
+        && now < spec.range_starts_after(started)
+}
+
 /// What `alarms::counter` needs to know about a snapshot to subtract it from the next one.
 fn reading(snapshot: &MetricsSnapshot) -> counter::Reading {
     counter::Reading {
@@ -584,5 +600,39 @@ mod tests {
         monitor.evaluate(&app_errors_world(&filters, &[&adopted, &started_later]), at(2100));
         monitor.evaluate(&app_errors_world(&filters, &[&adopted, &started_later]), at(3100));
         assert_eq!(sum(&monitor, &metric, at(4000)), 3.0);
+    }
+
+    #[test]
+    fn a_restart_is_no_breach_for_an_alarm_that_treats_missing_data_as_breaching() {
+        let spec = AlarmSpec {
+            name: "blue-5xx".into(),
+            metric: MetricId::new("HTTPCode_Target_5XX_Count").with("target_group", "web-blue"),
+            statistic: Statistic::Sum,
+            period: Period::from_secs(10).unwrap(),
+            evaluation_periods: 1,
+            datapoints_to_alarm: None,
+            threshold: 10.0,
+            comparison_operator: alarms::ComparisonOperator::GreaterThanOrEqualToThreshold,
+            treat_missing_data: alarms::TreatMissingData::Breaching,
+            evaluate_low_sample_count_percentile: Default::default(),
+        };
+        let docs = [AlarmDoc {
+            spec: spec.clone(),
+            dimension: DimensionDoc::TargetGroup("web-blue".into()),
+        }];
+        let world =
+            World { alarms: &docs, filters: &[], deployments: Vec::new(), logs: BTreeMap::new() };
+        // OK before the restart, as stored; the restarted monitor has no history before `at(0)`.
+        let mut saved = Alarm::new(spec, at(0)).unwrap();
+        saved.set_state(AlarmState::Ok, "before the restart", at(0));
+        let mut monitor = Monitor::new();
+        monitor.restore(vec![("blue-5xx".into(), saved)]);
+        for pass in 0..=240 {
+            let now = at(pass * 250);
+            monitor.record_snapshot(snapshot(now, 10_000 + pass, 20), now);
+            monitor.evaluate(&world, now);
+            let alarm = monitor.alarm("blue-5xx").unwrap();
+            assert_eq!(alarm.state(), AlarmState::Ok, "at +{}ms: {}", pass * 250, alarm.reason());
+        }
     }
 }

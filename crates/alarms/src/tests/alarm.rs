@@ -491,3 +491,15 @@ fn update_spec_keeps_state_and_history() {
     assert!(alarm.update_spec(invalid).is_err());
     assert_eq!(alarm.spec().evaluation_periods, 1);
 }
+
+#[test]
+fn the_range_starts_after_a_time_once_its_oldest_period_began_after_it() {
+    // N = 1 → R = 3 periods of 1 s; started at 12:00:00.5: the first whole period after it is
+    // 12:00:01, so at 12:00:04 the range is 12:00:01–12:00:04.
+    let s = spec(1, 1, TreatMissingData::Breaching);
+    assert_eq!(s.range_starts_after(at(0.5)), at(4.0));
+    // Conservatively, the period in which the reader started is never taken as whole.
+    assert_eq!(s.range_starts_after(at(0.0)), at(4.0));
+    // N = 6 → R = 8.
+    assert_eq!(spec(6, 3, TreatMissingData::Breaching).range_starts_after(at(0.5)), at(9.0));
+}
