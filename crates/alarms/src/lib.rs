@@ -16,6 +16,7 @@
 //! - [`alarm`]: [`AlarmSpec`] and its validation, [`Alarm`] and the evaluation algorithm (M of N,
 //!   treat-missing-data, the premature-alarm guard, low-sample percentiles), reasons with the
 //!   numbers ([`ReasonData`]), and the bounded state history.
+//! - [`counter`]: cumulative counters to increases: baselines, resets, restarts of the source.
 //! - [`filter`]: the filter-pattern language (terms, `?` OR, `-` exclusion, phrases, JSON
 //!   selectors) and per-period metric values with `default_value`.
 //!
@@ -23,15 +24,16 @@
 //!
 //! Load-balancer metrics come from the data plane's `GET /v1/metrics` (`routes::MetricsSnapshot`),
 //! whose counters are cumulative since the data plane started. Poll it well inside the shortest
-//! alarm period (every 250 ms for 1 s alarms), subtract the previous snapshot of the same
-//! `started_at_unix_ms`, and record the differences at the snapshot's `taken_at_unix_ms`, per
+//! alarm period (every 250 ms for 1 s alarms), turn each counter into an increase with [`counter`]
+//! (the first snapshot after the reader starts, or after a gap, is only a baseline; a restarted
+//! data plane or a counter that went down counts from zero), and record the increases at the
+//! snapshot's `taken_at_unix_ms`, per
 //! target group (dimension `target_group=<name>`, and `target=<addr>` for per-target series):
 //! `RequestCount` = Δrequests, `HTTPCode_Target_2XX_Count` … `_5XX_Count` = Δtarget_Nxx,
 //! `HTTPCode_ELB_5XX_Count` = Δ(elb_502 + elb_503 + elb_504) (and the `_502/_503/_504` series),
 //! `TargetConnectionErrorCount`, all with [`MetricStore::record`], **including zeros**, so that a
 //! group that serves traffic without errors has a `Sum` of 0 rather than missing data (alarms on
-//! counts still use `treat_missing_data: notBreaching`, for when nothing is polled). A counter that
-//! went down, or a new `started_at_unix_ms`, is a reset: record the new value as the difference.
+//! counts still use `treat_missing_data: notBreaching`, for when nothing is polled).
 //! `TargetResponseTime` (seconds) comes from the Δ of the response-time histogram: record each
 //! bucket's Δcount with [`MetricStore::record_n`] at its upper bound
 //! (`routes::RESPONSE_TIME_BUCKETS_US[i]` / 10⁶; the overflow bucket at the largest bound), which
@@ -41,7 +43,8 @@
 //! `UnHealthyHostCount` are gauges: record the snapshot's value at each poll and alarm on
 //! `Minimum` or `Maximum`. Task logs (stdout/stderr lines from the process and Docker runtimes) go
 //! through each of the service's [`MetricFilter`]s with [`MetricFilter::ingest`] at the time the
-//! line was read (dimension `service=<name>`); before evaluating, call [`MetricFilter::flush`] and
+//! line was read (dimension `service=<name>`; a log already there when the reader starts is read
+//! from its end, as a counter's first value is a baseline); before evaluating, call [`MetricFilter::flush`] and
 //! [`Alarm::evaluate`] right after each period boundary ([`Alarm::next_evaluation`]), and feed a
 //! change to ALARM of a deployment group's alarm to `rollout` as `Input::Alarm { name, reason }`
 //! with the evaluation's reason; keep [`Evaluation::data`] with the deployment to show which

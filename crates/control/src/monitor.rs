@@ -7,6 +7,10 @@
 //! An alarm that goes to ALARM is handed to the deployments watching it as `Input::Alarm`, with a
 //! reason that carries the datapoints that decided.
 //!
+//! Nothing counted before a (re)start is counted again: the first reading of the data plane's
+//! counters is only a baseline (`alarms::counter`), and task logs already there are read from
+//! their end. The time the control plane was down is missing data for alarms.
+//!
 //! Alarms on the `green` dimension exist once per deployment (keyed `name@deployment`), on the
 //! target group that is green in that deployment; the others exist once.
 
