@@ -54,10 +54,18 @@ pub enum Continuity {
     Continues,
 }
 
+/// Whether a reading at `current` continues one at `previous` (None: the reader's first since it
+/// started): what was counted in between can be put at `current`. The same rule holds for any
+/// cumulative source, such as the lines appended to a log file.
+pub fn follows(previous: Option<Timestamp>, current: Timestamp) -> bool {
+    previous
+        .is_some_and(|previous| current >= previous && current.since(previous) <= MAX_READING_GAP)
+}
+
 /// How `current` follows `previous` (None: the reader's first reading since it started).
 pub fn continuity(previous: Option<Reading>, current: Reading) -> Continuity {
     let Some(previous) = previous else { return Continuity::Baseline };
-    if current.taken < previous.taken || current.taken.since(previous.taken) > MAX_READING_GAP {
+    if !follows(Some(previous.taken), current.taken) {
         return Continuity::Baseline;
     }
     if current.source_started == previous.source_started {

@@ -100,10 +100,11 @@ pub struct Monitor {
     filters: Vec<(MetricFilterDoc, MetricFilter)>,
     /// How far each task log has been read (or skipped).
     offsets: HashMap<PathBuf, u64>,
-    /// Until the first pass over the task logs: logs already there when this monitor started
-    /// were written before it (a previous control plane counted their lines, or nobody was
-    /// counting), so their current length is a baseline, as for the load balancer's counters.
-    logs_baseline_pending: bool,
+    /// When the task logs were last read. At the first pass (this monitor just started) and
+    /// after a gap, what the logs hold was written while nobody was reading (or was counted by a
+    /// previous control plane), so their current lengths are a baseline, as for the load
+    /// balancer's counters (`alarms::counter::follows`).
+    logs_read_at: Option<Timestamp>,
     alarms: BTreeMap<String, Alarm>,
     /// When each alarm instance is next evaluated.
     due: HashMap<String, Timestamp>,
@@ -130,7 +131,7 @@ impl Monitor {
             next_poll: Timestamp::ZERO,
             filters: Vec::new(),
             offsets: HashMap::new(),
-            logs_baseline_pending: true,
+            logs_read_at: None,
             alarms: BTreeMap::new(),
             due: HashMap::new(),
             started: None,
@@ -373,19 +374,19 @@ impl Monitor {
 
     /// Feeds the lines appended to task logs since the previous pass through their service's
     /// filters. A log the monitor has not seen before is read from its start (a task started
-    /// since), except on the first pass (see `logs_baseline_pending`); the logs of a service
-    /// without filters are skipped to their end, since a filter counts only what is logged after
-    /// it exists, as CloudWatch's do.
+    /// since), except when the logs are taken as a baseline (see `logs_read_at`); the logs of a
+    /// service without filters are skipped to their end, since a filter counts only what is
+    /// logged after it exists, as CloudWatch's do.
     fn read_logs(&mut self, world: &World<'_>, now: Timestamp) {
-        let baseline = std::mem::take(&mut self.logs_baseline_pending);
+        let continues = counter::follows(self.logs_read_at.replace(now), now);
         for (service, files) in &world.logs {
             let filtered = self.filters.iter().any(|(doc, _)| doc.service == *service);
             for path in files {
                 let offset = self
                     .offsets
                     .entry(path.clone())
-                    .or_insert_with(|| if baseline { log_length(path) } else { 0 });
-                if !filtered {
+                    .or_insert_with(|| if continues { 0 } else { log_length(path) });
+                if !filtered || !continues {
                     *offset = log_length(path);
                     continue;
                 }
@@ -604,6 +605,35 @@ mod tests {
         monitor.evaluate(&app_errors_world(&filters, &[&adopted, &started_later]), at(2100));
         monitor.evaluate(&app_errors_world(&filters, &[&adopted, &started_later]), at(3100));
         assert_eq!(sum(&monitor, &metric, at(4000)), 3.0);
+    }
+
+    #[test]
+    fn log_lines_written_while_the_monitor_stalled_are_skipped_not_put_into_one_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("task.log");
+        append(&log, "started\n");
+        let metric = MetricId::new("AppErrors").with("service", "web");
+        let filters = [MetricFilterDoc {
+            service: "web".into(),
+            spec: MetricFilterSpec {
+                name: "app-errors".into(),
+                pattern: "Error".into(),
+                metric: metric.clone(),
+                metric_value: "1".into(),
+                default_value: None,
+            },
+        }];
+        let mut monitor = Monitor::new();
+        monitor.evaluate(&app_errors_world(&filters, &[&log]), at(0));
+        // Nothing read for longer than the gap limit: these lines cannot be placed in time.
+        append(&log, &"Error: during the stall\n".repeat(30));
+        let after_stall = at(counter::MAX_READING_GAP.as_millis() as u64 + 1000);
+        monitor.evaluate(&app_errors_world(&filters, &[&log]), after_stall);
+        append(&log, "Error: after\n");
+        let next = Timestamp(after_stall.as_millis() + 1000);
+        monitor.evaluate(&app_errors_world(&filters, &[&log]), next);
+        monitor.evaluate(&app_errors_world(&filters, &[&log]), Timestamp(next.as_millis() + 1000));
+        assert_eq!(sum(&monitor, &metric, Timestamp(next.as_millis() + 2000)), 1.0);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The counter-to-datapoint rule: baselines, resets, restarts of the source, normal increases.
 
 use super::at;
-use crate::counter::{Continuity, MAX_READING_GAP, Reading, continuity, increase};
+use crate::counter::{Continuity, MAX_READING_GAP, Reading, continuity, follows, increase};
 
 /// A reading of a source that started at `started` seconds, taken at `taken` seconds.
 fn reading(started: f64, taken: f64) -> Reading {
@@ -70,4 +70,14 @@ fn a_gap_longer_than_the_limit_or_a_reading_back_in_time_is_a_baseline() {
     assert_eq!(restarted_long_ago, Continuity::Baseline);
     let backwards = continuity(Some(reading(0.0, 10.0)), reading(0.0, 9.0));
     assert_eq!(backwards, Continuity::Baseline);
+}
+
+#[test]
+fn a_reading_follows_the_previous_one_within_the_gap_limit_only() {
+    let gap = MAX_READING_GAP.as_secs_f64();
+    assert!(!follows(None, at(0.0)), "the first reading is a baseline");
+    assert!(follows(Some(at(0.0)), at(0.25)));
+    assert!(follows(Some(at(0.0)), at(gap)));
+    assert!(!follows(Some(at(0.0)), at(gap + 0.001)));
+    assert!(!follows(Some(at(1.0)), at(0.5)), "back in time");
 }
