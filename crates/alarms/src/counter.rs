@@ -9,9 +9,9 @@
 //! burst. So:
 //!
 //! - **Baseline.** The first reading after the reader starts, and any reading that follows a gap
-//!   longer than [`MAX_READING_GAP`] (the reader was stopped or stalled), is only a baseline for
-//!   the next one: it is never a datapoint. The time not covered is missing data, which alarms
-//!   treat with their `treat_missing_data` rule, as CloudWatch does when a metric stops arriving.
+//!   longer than [`MAX_READING_GAP`] (the reader stalled), is only a baseline for the next one:
+//!   it is never a datapoint. The time not covered is missing data, which alarms treat with their
+//!   `treat_missing_data` rule, as CloudWatch does when a metric stops arriving.
 //! - **Source restarted** (a new `started_at`, later than the previous reading): its counters
 //!   began at zero after the previous reading, so each whole value is the increase. This is
 //!   Prometheus' counter-reset rule, and it is exact here because the gap is bounded: all of it
@@ -31,7 +31,7 @@ use model::Timestamp;
 /// The longest time between two readings whose difference is still recorded: longer, and the
 /// increase is spread over too many seconds to be put at one instant (it would be a false burst),
 /// so the reading is a new baseline. Far above a 250 ms sampling interval, so that a busy control
-/// plane loses no data; short enough that a restart is always a gap.
+/// plane loses no data. (A restarted reader has no previous reading at all, however quick.)
 pub const MAX_READING_GAP: Duration = Duration::from_secs(5);
 
 /// When a source of cumulative counters started counting, and when it was read.
