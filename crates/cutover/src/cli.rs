@@ -436,6 +436,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     match args.command {
         Command::Up { listen, lb_admin, lb_threads, registry_credentials } => {
+            control::data_dir::private_by_default();
             init_tracing();
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(control::serve(control::ServerConfig {
@@ -449,6 +450,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Lb { admin, state_file, threads } => {
+            control::data_dir::private_by_default();
             init_tracing();
             proxy::run_blocking(proxy::ProxyConfig {
                 admin_addr: admin,

@@ -40,10 +40,12 @@ use serde::{Deserialize, Serialize};
 
 pub mod docker;
 mod error;
+mod host_env;
 pub mod process;
 
 pub use docker::{DockerRuntime, RegistryCredential};
 pub use error::RuntimeError;
+pub use host_env::{DEFAULT_PATH, HOST_VARIABLES, host_env};
 pub use process::ProcessRuntime;
 
 /// Runs tasks. Dyn-compatible: the control plane holds an `Arc<dyn Runtime>`.

@@ -127,29 +127,17 @@ impl BuildContext {
 
 /// The variables of this process a build needs to find tools and the Docker engine (`PATH`,
 /// `HOME`, `LANG`, `DOCKER_HOST`…), and nothing else: a control plane's own secrets stay out.
+/// The same base as every task and hook gets ([`runtime::host_env`]), plus what a build that
+/// talks to Docker or clones over SSH needs.
 pub fn host_env() -> Vec<(String, String)> {
-    const KEEP: [&str; 14] = [
-        "PATH",
-        "HOME",
-        "USER",
-        "LOGNAME",
-        "LANG",
-        "LC_ALL",
-        "TZ",
-        "TMPDIR",
+    runtime::host_env(&[
         "SSH_AUTH_SOCK",
         "DOCKER_HOST",
         "DOCKER_CONFIG",
         "DOCKER_CERT_PATH",
         "DOCKER_TLS_VERIFY",
         "DOCKER_CONTEXT",
-    ];
-    let mut env: Vec<(String, String)> =
-        KEEP.iter().filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v))).collect();
-    if !env.iter().any(|(k, _)| k == "PATH") {
-        env.push(("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()));
-    }
-    env
+    ])
 }
 
 /// How a build ended (CodeBuild's `buildStatus`).

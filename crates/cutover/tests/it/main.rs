@@ -12,3 +12,4 @@ mod pipeline;
 mod release;
 mod restart;
 mod scheduler;
+mod secrets;
