@@ -46,7 +46,7 @@ pub mod process;
 pub use docker::{DockerRuntime, RegistryCredential};
 pub use error::RuntimeError;
 pub use host_env::{DEFAULT_PATH, HOST_VARIABLES, host_env};
-pub use process::ProcessRuntime;
+pub use process::{ProcessRuntime, valid_task_id};
 
 /// Runs tasks. Dyn-compatible: the control plane holds an `Arc<dyn Runtime>`.
 #[async_trait::async_trait]
