@@ -50,17 +50,20 @@ fn answer_error(base: &str, path: &str, status: StatusCode, text: &str) -> Clien
     if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
         return ClientError::Unauthorized { base: base.to_string(), status };
     }
-    if let Ok(body) = serde_json::from_str::<ErrorBody>(text) {
-        let mut message = body.error;
-        for diagnostic in body.diagnostics {
-            message.push_str("\n  ");
-            message.push_str(&diagnostic);
+    let message = match serde_json::from_str::<ErrorBody>(text) {
+        Ok(body) => {
+            let mut message = body.error;
+            for diagnostic in body.diagnostics {
+                message.push_str("\n  ");
+                message.push_str(&diagnostic);
+            }
+            message
         }
+        Err(_) if !text.trim().is_empty() => format!("{status}: {}", text.trim()),
+        Err(_) => String::new(),
+    };
+    if !message.trim().is_empty() {
         return ClientError::Api(message);
-    }
-    let text = text.trim();
-    if !text.is_empty() {
-        return ClientError::Api(format!("{status}: {text}"));
     }
     let hint = if status == StatusCode::NOT_FOUND {
         "check the name or id (the `list` command of its kind shows them), and that this CLI is \
@@ -178,6 +181,9 @@ mod tests {
     #[test]
     fn an_answer_without_a_body_still_says_what_to_do() {
         let err = answer_error("http://127.0.0.1:1", "/v1/x", StatusCode::NOT_FOUND, "");
+        let empty = r#"{"error": " "}"#;
+        let empty_error = answer_error("http://127.0.0.1:1", "/v1/x", StatusCode::NOT_FOUND, empty);
+        assert_eq!(empty_error.to_string(), err.to_string());
         assert_eq!(
             err.to_string(),
             "cutover at http://127.0.0.1:1 answered 404 Not Found to /v1/x without saying why; \

@@ -164,6 +164,35 @@ fn up_refuses_a_load_balancer_admin_address_beyond_loopback_at_once_on_the_termi
 }
 
 #[test]
+fn up_reports_a_load_balancer_that_cannot_start_at_once_with_its_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    // The admin port is taken: the load balancer starts, cannot listen, and exits.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let admin = taken.local_addr().unwrap();
+    let started = Instant::now();
+    let mut child = Command::new(CUTOVER)
+        .args(["up", "--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--lb-admin", &admin.to_string()])
+        .env("CUTOVER_DATA_DIR", dir.path().join("data"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exited =
+        wait_for("cutover up to give up", Duration::from_secs(30), || child.try_wait().unwrap());
+    let took = started.elapsed();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(exited.code(), Some(2));
+    let stderr = stderr(&output);
+    assert!(
+        stderr.starts_with("error: the load balancer could not start (exit status: 2): error: ")
+            && stderr.contains(&format!("cannot listen on admin address {admin}")),
+        "{stderr}"
+    );
+    assert!(took < Duration::from_secs(10), "reported only after {took:?}");
+}
+
+#[test]
 fn log_files_written_by_up_hold_no_terminal_colour_codes() {
     let cluster = Cluster::start(Options::default());
     cluster.apply_and_wait_for_v1();
