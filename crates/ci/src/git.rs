@@ -57,7 +57,8 @@ pub fn install_hook(path: &Path) -> Result<(), String> {
 
 fn set_executable(path: &Path) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+    // Owner only: repositories live in the private data directory.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 

@@ -29,45 +29,52 @@ pub fn signature_ok(secret: &[u8], body: &[u8], header: Option<&str>) -> bool {
     mac.verify_slice(&sig).is_ok()
 }
 
+fn signature_problem(sig: Option<&str>) -> &'static str {
+    if sig.is_none() { "missing X-Hub-Signature-256" } else { "bad X-Hub-Signature-256" }
+}
+
+/// The one answer to a webhook that is not signed with its pipeline's secret.
+fn unauthorized(sig: Option<&str>) -> Response {
+    error(
+        StatusCode::UNAUTHORIZED,
+        format!(
+            "{}: sign the body with HMAC-SHA256 and the pipeline's secret",
+            signature_problem(sig)
+        ),
+    )
+}
+
 pub async fn handle(
     State(inner): State<Shared>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let sig = headers.get("x-hub-signature-256").and_then(|v| v.to_str().ok());
+    // Every refusal before the signature is checked answers exactly as a bad signature does, so
+    // that an unauthenticated caller learns nothing, not even which pipelines exist; the reason
+    // is in the server's log only.
+    let refuse = |reason: String| {
+        tracing::warn!(pipeline = ?name, "webhook refused: {reason}");
+        unauthorized(sig)
+    };
     let Some(def) = inner.def(&name) else {
-        return error(StatusCode::NOT_FOUND, format!("no pipeline `{name}`"));
+        return refuse("no such pipeline".into());
     };
     let (Some(url), Some(secret_env)) =
         (def.source.url.clone(), def.source.webhook_secret_env.clone())
     else {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!(
-                "pipeline `{name}` has no webhook; give its source `url` and `webhook: {{secret_env: …}}`"
-            ),
+        return refuse(
+            "the pipeline has no webhook; give its source `url` and `webhook: {secret_env: …}`"
+                .into(),
         );
     };
     let secret = std::env::var(&secret_env).unwrap_or_default();
     if secret.is_empty() {
-        tracing::warn!(
-            pipeline = name,
-            "webhook refused: the environment variable {secret_env} of `cutover up` is not set"
-        );
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "webhook secret not configured on the server".into(),
-        );
+        return refuse(format!("the environment variable {secret_env} of `cutover up` is not set"));
     }
-    let sig = headers.get("x-hub-signature-256").and_then(|v| v.to_str().ok());
     if !signature_ok(secret.as_bytes(), &body, sig) {
-        let why =
-            if sig.is_none() { "missing X-Hub-Signature-256" } else { "bad X-Hub-Signature-256" };
-        tracing::warn!(pipeline = name, "webhook refused: {why}");
-        return error(
-            StatusCode::UNAUTHORIZED,
-            format!("{why}: sign the body with HMAC-SHA256 and the pipeline's secret"),
-        );
+        return refuse(signature_problem(sig).into());
     }
     let event = ["x-github-event", "x-gitea-event", "x-gogs-event"]
         .iter()

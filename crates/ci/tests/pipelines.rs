@@ -349,6 +349,53 @@ async fn webhook_with_a_good_signature_triggers_and_a_bad_one_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_to_an_unknown_pipeline_is_refused_like_a_bad_signature() {
+    let tmp = tempfile::tempdir().unwrap();
+    let deployer = FakeDeployer::new(DeploymentState::Succeeded);
+    let server = Server::start(&tmp.path().join("data"), Some("api-token"), deployer).await;
+    let url = format!("file://{}", tmp.path().join("upstream").display());
+    server
+        .ci()
+        .apply(
+            &[],
+            &[
+                url_pipeline("hooked", &url, None, Some("CARGO_MANIFEST_DIR")),
+                url_pipeline("polled", &url, Some(Duration::from_secs(3600)), None),
+            ],
+        )
+        .unwrap();
+    let body =
+        br#"{"ref": "refs/heads/main", "after": "0123456789abcdef0123456789abcdef01234567"}"#;
+    let client = reqwest::Client::new();
+    let answer = |pipeline: &'static str, signature: Option<String>| {
+        let mut request = client
+            .post(format!("{}/v1/webhooks/{pipeline}", server.url))
+            .header("X-GitHub-Event", "push")
+            .body(body.to_vec());
+        if let Some(signature) = signature {
+            request = request.header("X-Hub-Signature-256", signature);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+
+    // A known pipeline with a wrong signature, and without one: the reference answers.
+    let bad = answer("hooked", Some(sign("wrong", body))).await;
+    let missing = answer("hooked", None).await;
+    assert_eq!(bad.0, 401, "{bad:?}");
+    assert_eq!(missing.0, 401, "{missing:?}");
+    // An unknown pipeline, and one without a webhook, answer exactly the same: the answer does
+    // not tell which pipelines exist.
+    for pipeline in ["no-such-pipeline", "polled"] {
+        assert_eq!(answer(pipeline, Some(sign("wrong", body))).await, bad, "{pipeline}");
+        assert_eq!(answer(pipeline, None).await, missing, "{pipeline}");
+    }
+    assert!(server.executions("hooked").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watched_file_repository_is_polled_and_a_new_commit_triggers() {
     let tmp = tempfile::tempdir().unwrap();
     let deployer = FakeDeployer::new(DeploymentState::Succeeded);

@@ -59,25 +59,15 @@ async fn run_command(argv: Vec<String>, ctx: &HookContext, timeout: Duration) ->
     let mut command = tokio::process::Command::new(program);
     command
         .args(args)
-        .env("CUTOVER_DEPLOYMENT_ID", &ctx.deployment_id)
-        .env("CUTOVER_HOOK_EXECUTION_ID", &ctx.execution_id)
-        .env("CUTOVER_LIFECYCLE_EVENT", &ctx.event)
-        .env("CUTOVER_API_URL", &ctx.api_url)
-        .env("CUTOVER_HOOK_CALLBACK_URL", &ctx.callback_url)
-        // CodeDeploy's payload names, for scripts ported from Lambda hooks.
-        .env("DeploymentId", &ctx.deployment_id)
-        .env("LifecycleEventHookExecutionId", &ctx.execution_id)
+        // A hook's output ends up in the deployment's history: it must never see `cutover up`'s
+        // secrets (API token, webhook secrets), so it starts from the environment tasks get.
+        .env_clear()
+        .envs(hook_env(ctx))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         // A cancelled hook (the deployment stopped) must not keep running.
         .kill_on_drop(true);
-    if let Some(url) = &ctx.test_url {
-        command.env("CUTOVER_TEST_URL", url);
-    }
-    if let Some(url) = &ctx.production_url {
-        command.env("CUTOVER_PRODUCTION_URL", url);
-    }
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(err) => {
@@ -128,6 +118,27 @@ async fn run_command(argv: Vec<String>, ctx: &HookContext, timeout: Duration) ->
             ),
         },
     }
+}
+
+/// A command hook's whole environment: [`runtime::host_env`] and the hook protocol's variables.
+fn hook_env(ctx: &HookContext) -> Vec<(String, String)> {
+    let mut env = runtime::host_env(&[]);
+    let mut set = |name: &str, value: &str| env.push((name.to_string(), value.to_string()));
+    set("CUTOVER_DEPLOYMENT_ID", &ctx.deployment_id);
+    set("CUTOVER_HOOK_EXECUTION_ID", &ctx.execution_id);
+    set("CUTOVER_LIFECYCLE_EVENT", &ctx.event);
+    set("CUTOVER_API_URL", &ctx.api_url);
+    set("CUTOVER_HOOK_CALLBACK_URL", &ctx.callback_url);
+    // CodeDeploy's payload names, for scripts ported from Lambda hooks.
+    set("DeploymentId", &ctx.deployment_id);
+    set("LifecycleEventHookExecutionId", &ctx.execution_id);
+    if let Some(url) = &ctx.test_url {
+        set("CUTOVER_TEST_URL", url);
+    }
+    if let Some(url) = &ctx.production_url {
+        set("CUTOVER_PRODUCTION_URL", url);
+    }
+    env
 }
 
 fn prefixed(tail: &str) -> String {

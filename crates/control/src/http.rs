@@ -433,49 +433,7 @@ async fn preview(
         ),
         None => None,
     };
-    let hooks = group
-        .as_ref()
-        .map(|g| {
-            g.hooks
-                .iter()
-                .filter_map(|(event, name)| {
-                    Some((
-                        model::LifecycleEvent::parse(event)?,
-                        rollout::Hook {
-                            name: name.clone(),
-                            timeout: Duration::from_millis(g.hook_timeout_ms),
-                        },
-                    ))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let spec = rollout::RolloutSpec {
-        deployment_id: "preview".into(),
-        routing: config.routing,
-        has_test_listener: group.as_ref().is_none_or(|g| g.test_listener.is_some()),
-        hooks,
-        ready_wait: group.as_ref().and_then(|g| g.ready_wait_ms).map(Duration::from_millis),
-        termination_wait: group
-            .as_ref()
-            .map_or(Duration::ZERO, |g| Duration::from_millis(g.termination_wait_ms)),
-        auto_rollback: rollout::AutoRollback {
-            on_failure: true,
-            on_alarm: true,
-            on_stop_request: false,
-        },
-        install_timeout: Duration::from_secs(3600),
-    };
-    let steps: Vec<PreviewStep> = rollout::preview(&spec)
-        .into_iter()
-        .map(|(at, effect)| PreviewStep { at_ms: at.as_millis() as u64, what: effect.to_string() })
-        .collect();
-    Ok(Json(PreviewView {
-        name: config.name.clone(),
-        routing: config.routing.to_string(),
-        total_ms: steps.last().map_or(0, |s| s.at_ms),
-        steps,
-    }))
+    Ok(Json(crate::preview::preview_view(&config, group.as_ref())))
 }
 
 #[derive(Deserialize)]

@@ -161,18 +161,25 @@ pub async fn ensure_running(
         .stderr(log);
     // Its own process group: Ctrl-C on `cutover up` must not take the data plane down with it.
     std::os::unix::process::CommandExt::process_group(&mut command, 0);
-    let child = command.spawn().context("starting the load balancer (`cutover lb`)")?;
+    let mut child = command.spawn().context("starting the load balancer (`cutover lb`)")?;
     let record = LbRecord { admin_addr, pid: child.id() };
     write_atomically(&record_path(data_dir), serde_json::to_string(&record)?.as_bytes())?;
-    // Not waited for: the data plane outlives us (dropping a std `Child` neither kills nor reaps
-    // it). `cutover down` stops it through the recorded pid.
-    drop(child);
 
     let client = LbClient::new(admin_addr);
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     loop {
         if client.served_version().await.is_ok() {
+            // Not waited for: the data plane outlives us (dropping a std `Child` neither kills
+            // nor reaps it). `cutover down` stops it through the recorded pid.
+            drop(child);
             return Ok((client, false));
+        }
+        // A load balancer that could not start says why in its log: say it now, not after
+        // the deadline.
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let last = log.lines().rev().find(|line| !line.trim().is_empty()).unwrap_or("");
+            bail!("the load balancer could not start ({status}): {}", last.trim());
         }
         if std::time::Instant::now() > deadline {
             bail!(

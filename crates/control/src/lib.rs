@@ -8,6 +8,7 @@
 pub mod api;
 mod apply;
 mod clock;
+pub mod data_dir;
 mod declared;
 mod deployment;
 pub mod engine;
@@ -17,6 +18,7 @@ mod http;
 pub mod lb;
 pub mod monitor;
 mod pipelines;
+pub mod preview;
 mod routing;
 mod state;
 
@@ -91,8 +93,14 @@ pub fn api_record_path(data_dir: &std::path::Path) -> PathBuf {
 /// Runs the control plane until it is told to shut down (Ctrl-C, SIGTERM or `cutover down`).
 /// Ctrl-C stops only the control plane: the data plane and the tasks keep serving.
 pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    let tightened = data_dir::prepare(&config.data_dir)?;
+    if tightened > 0 {
+        warn!(
+            "{tightened} files and directories under {} were readable by other users; they are \
+             private now (0700 directories, 0600 files), as cutover keeps its data directory",
+            config.data_dir.display()
+        );
+    }
     // One control plane per data directory: two would fight over the same tasks and routes.
     // The lock is released by the OS when the process dies, even by `kill -9`.
     let lock_path = config.data_dir.join("control.lock");

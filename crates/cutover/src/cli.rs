@@ -386,6 +386,10 @@ enum DeploymentConfigsCommand {
         /// Include a deployment group's test listener, waits and hooks.
         #[arg(long)]
         group: Option<String>,
+        /// Read the config (and the group) from this cutover.yaml instead of the running
+        /// control plane; predefined configs need neither.
+        #[arg(short = 'f', long = "file")]
+        file: Option<PathBuf>,
     },
 }
 
@@ -418,7 +422,38 @@ pub fn default_data_dir() -> PathBuf {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CUTOVER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    // Colours only on a terminal: `cutover up > up.log` must not fill the file with escapes.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi).init();
+}
+
+/// Why `cutover up` cannot start with these flags, before anything is started.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum UpFlagsError {
+    #[error(
+        "--lb-admin {0}: the load balancer's admin API has no authentication and must listen on \
+         loopback; use e.g. --lb-admin 127.0.0.1:{port}",
+        port = .0.port()
+    )]
+    AdminNotLoopback(SocketAddr),
+    #[error("--lb-threads 0: the load balancer needs at least one worker thread")]
+    NoThreads,
+}
+
+/// Checks `cutover up`'s flags, so that a bad one is refused at once and on the terminal.
+pub fn check_up_flags(lb_admin: SocketAddr, lb_threads: usize) -> Result<(), UpFlagsError> {
+    if !lb_admin.ip().is_loopback() {
+        return Err(UpFlagsError::AdminNotLoopback(lb_admin));
+    }
+    if lb_threads == 0 {
+        return Err(UpFlagsError::NoThreads);
+    }
+    Ok(())
+}
+
+/// Whether a command serves (`up`, `lb`) rather than answers and exits.
+pub fn is_server(args: &Args) -> bool {
+    matches!(args.command, Command::Up { .. } | Command::Lb { .. })
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -436,6 +471,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     match args.command {
         Command::Up { listen, lb_admin, lb_threads, registry_credentials } => {
+            check_up_flags(lb_admin, lb_threads)?;
+            control::data_dir::private_by_default();
             init_tracing();
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(control::serve(control::ServerConfig {
@@ -449,6 +486,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Lb { admin, state_file, threads } => {
+            control::data_dir::private_by_default();
             init_tracing();
             proxy::run_blocking(proxy::ProxyConfig {
                 admin_addr: admin,
@@ -513,6 +551,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             render::print(json, &tasks, render::tasks)
         }
         Command::Logs { task, follow } => {
+            if !runtime::valid_task_id(&task) {
+                bail!(
+                    "`{task}` is not a task id (1 to 128 of A-Z a-z 0-9 _ . -, not starting with \
+                     `.`); `cutover tasks list --all` shows them"
+                );
+            }
             let mut response =
                 client.get_text(&format!("/v1/tasks/{task}/logs?follow={follow}"))?;
             std::io::copy(&mut response, &mut std::io::stdout().lock())?;
@@ -524,7 +568,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let configs: Vec<DeploymentConfigView> = client.get("/v1/deployment-configs")?;
             render::print(json, &configs, render::deployment_configs)
         }
-        Command::DeploymentConfigs(DeploymentConfigsCommand::Preview { name, group }) => {
+        Command::DeploymentConfigs(DeploymentConfigsCommand::Preview { name, group, file }) => {
+            if let Some(preview) = offline_preview(&name, group.as_deref(), file.as_deref())? {
+                return render::print(json, &preview, render::preview);
+            }
             let mut path = format!("/v1/deployment-configs/{name}/preview");
             if let Some(group) = group {
                 path.push_str(&format!("?group={group}"));
@@ -671,17 +718,20 @@ fn down(client: &Client, data_dir: &Path) -> anyhow::Result<ExitCode> {
         Ok(_) => {
             let deadline = std::time::Instant::now() + Duration::from_secs(120);
             while std::time::Instant::now() < deadline {
-                if client.get::<StatusView>("/v1/status").is_err() {
-                    println!("cutover is down: tasks stopped, load balancer stopped");
-                    return Ok(ExitCode::SUCCESS);
+                match client.get::<StatusView>("/v1/status") {
+                    Err(err) if err.is_unreachable() => {
+                        println!("cutover is down: tasks stopped, load balancer stopped");
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                    _ => std::thread::sleep(Duration::from_millis(100)),
                 }
-                std::thread::sleep(Duration::from_millis(100));
             }
             bail!("cutover did not stop within 120s")
         }
-        Err(err) => {
-            // No control plane (it was killed): stop what it left behind directly, the tasks
-            // through their runtimes' own records and the load balancer through its pid.
+        // Only when nothing answers is the control plane gone (killed): then stop what it left
+        // behind directly. Any answer, a refused token included, comes from a running control
+        // plane that owns the tasks and the load balancer: touch nothing.
+        Err(err) if err.is_unreachable() => {
             println!("the control plane is not running ({err:#}); stopping what it left behind");
             let stopped = tokio::runtime::Runtime::new()?.block_on(stop_orphaned_tasks(data_dir));
             println!("{stopped} task(s) stopped");
@@ -691,7 +741,22 @@ fn down(client: &Client, data_dir: &Path) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Err(err) => bail!("{err}; nothing was stopped"),
     }
+}
+
+/// The preview that needs no control plane: from `file` when given, else of a predefined
+/// config without a group. `None`: ask the control plane.
+fn offline_preview(
+    name: &str,
+    group: Option<&str>,
+    file: Option<&Path>,
+) -> anyhow::Result<Option<PreviewView>> {
+    if let Some(path) = file {
+        let upload = upload(path)?;
+        return Ok(Some(control::preview::preview_file(name, group, &upload.name, &upload.text)?));
+    }
+    Ok(group.is_none().then(|| control::preview::preview_predefined(name)).flatten())
 }
 
 /// Stops every task the runtimes of `data_dir` still own.
@@ -866,7 +931,8 @@ fn repos(client: &Client, command: ReposCommand, json: bool) -> anyhow::Result<E
         }
         ReposCommand::Get { name } => {
             let repo: ci::api::Repository = client.get(&format!("/v1/repos/{name}"))?;
-            render::print(json, &vec![repo], render::repositories)
+            // One object in JSON, as every `get`; the text form shares the list's table.
+            render::print(json, &repo, |repo| render::repositories(&vec![repo.clone()]))
         }
         ReposCommand::Delete { name } => {
             let answer: serde_json::Value =
@@ -890,7 +956,7 @@ fn pipelines(client: &Client, command: PipelinesCommand, json: bool) -> anyhow::
         PipelinesCommand::Get { name } => {
             let pipeline: ci::api::PipelineSummary =
                 client.get(&format!("/v1/pipelines/{name}"))?;
-            render::print(json, &vec![pipeline], render::pipelines)
+            render::print(json, &pipeline, |pipeline| render::pipelines(&vec![pipeline.clone()]))
         }
         PipelinesCommand::Executions { name } => {
             let list: Vec<ci::api::ExecutionSummary> =

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, bail};
 use control::api::ErrorBody;
+use reqwest::StatusCode;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -11,6 +11,67 @@ pub struct Client {
     http: reqwest::blocking::Client,
     base: String,
     token: Option<String>,
+}
+
+/// Why a request to the API failed. Only [`ClientError::Unreachable`] means that no control
+/// plane runs there: an answer of any kind, a refusal of the token included, comes from one.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(
+        "cannot reach cutover at {base} ({source}); is `cutover up` running? (set --api or CUTOVER_API)"
+    )]
+    Unreachable { base: String, source: reqwest::Error },
+    #[error(
+        "cutover at {base} is running but refused the API token ({status}): give the token \
+         `cutover up` was started with, with --token or CUTOVER_TOKEN (when `cutover up` \
+         generated it, it is in DATA_DIR/token)"
+    )]
+    Unauthorized { base: String, status: StatusCode },
+    /// The API's own message, which says what to do.
+    #[error("{0}")]
+    Api(String),
+    #[error("cutover at {base} answered {status} to {path} without saying why; {hint}")]
+    Unexplained { base: String, path: String, status: StatusCode, hint: &'static str },
+    #[error("talking to {base}: {source}")]
+    Transport { base: String, source: reqwest::Error },
+    #[error("unexpected answer from {base} ({source}): {text}")]
+    Unexpected { base: String, text: String, source: serde_json::Error },
+}
+
+impl ClientError {
+    /// Whether no control plane answers at all (nothing listens, or it stopped).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, ClientError::Unreachable { .. })
+    }
+}
+
+/// The error for a non-2xx answer `text` to `path`: the API's message when it sent one.
+fn answer_error(base: &str, path: &str, status: StatusCode, text: &str) -> ClientError {
+    if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+        return ClientError::Unauthorized { base: base.to_string(), status };
+    }
+    let message = match serde_json::from_str::<ErrorBody>(text) {
+        Ok(body) => {
+            let mut message = body.error;
+            for diagnostic in body.diagnostics {
+                message.push_str("\n  ");
+                message.push_str(&diagnostic);
+            }
+            message
+        }
+        Err(_) if !text.trim().is_empty() => format!("{status}: {}", text.trim()),
+        Err(_) => String::new(),
+    };
+    if !message.trim().is_empty() {
+        return ClientError::Api(message);
+    }
+    let hint = if status == StatusCode::NOT_FOUND {
+        "check the name or id (the `list` command of its kind shows them), and that this CLI is \
+         the same version as `cutover up`"
+    } else {
+        "see the output of `cutover up`"
+    };
+    ClientError::Unexplained { base: base.to_string(), path: path.to_string(), status, hint }
 }
 
 impl Client {
@@ -31,79 +92,103 @@ impl Client {
         request
     }
 
-    fn finish<T: DeserializeOwned>(
+    /// Sends `request`; a 2xx answer is returned as it is, anything else as an error.
+    fn send(
         &self,
-        response: reqwest::Result<reqwest::blocking::Response>,
-    ) -> anyhow::Result<T> {
-        let response = response.map_err(|err| {
-            if err.is_connect() {
-                anyhow::anyhow!(
-                    "cannot reach cutover at {} ({err}); is `cutover up` running? (set --api or CUTOVER_API)",
-                    self.base
-                )
+        path: &str,
+        request: reqwest::blocking::RequestBuilder,
+    ) -> Result<reqwest::blocking::Response, ClientError> {
+        let response = request.send().map_err(|source| {
+            if source.is_connect() {
+                ClientError::Unreachable { base: self.base.clone(), source }
             } else {
-                anyhow::anyhow!("talking to {}: {err}", self.base)
+                ClientError::Transport { base: self.base.clone(), source }
             }
         })?;
         let status = response.status();
-        let text = response.text().context("reading the answer")?;
-        if !status.is_success() {
-            match serde_json::from_str::<ErrorBody>(&text) {
-                Ok(body) => {
-                    let mut message = body.error;
-                    for diagnostic in body.diagnostics {
-                        message.push_str("\n  ");
-                        message.push_str(&diagnostic);
-                    }
-                    bail!("{message}")
-                }
-                Err(_) => bail!("{status}: {text}"),
-            }
+        if status.is_success() {
+            return Ok(response);
         }
-        serde_json::from_str(&text)
-            .with_context(|| format!("unexpected answer from {}: {text}", self.base))
+        let text = response.text().unwrap_or_default();
+        Err(answer_error(&self.base, path, status, &text))
     }
 
-    pub fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
-        self.finish(self.request(reqwest::Method::GET, path).send())
+    fn json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        request: reqwest::blocking::RequestBuilder,
+    ) -> Result<T, ClientError> {
+        let text = self
+            .send(path, request)?
+            .text()
+            .map_err(|source| ClientError::Transport { base: self.base.clone(), source })?;
+        serde_json::from_str(&text).map_err(|source| ClientError::Unexpected {
+            base: self.base.clone(),
+            text,
+            source,
+        })
     }
 
-    pub fn get_text(&self, path: &str) -> anyhow::Result<reqwest::blocking::Response> {
-        let response = self
-            .request(reqwest::Method::GET, path)
-            .timeout(Duration::from_secs(24 * 3600))
-            .send()?;
-        if !response.status().is_success() {
-            let text = response.text().unwrap_or_default();
-            match serde_json::from_str::<ErrorBody>(&text) {
-                Ok(body) => bail!("{}", body.error),
-                Err(_) => bail!("{text}"),
-            }
-        }
-        Ok(response)
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.json(path, self.request(reqwest::Method::GET, path))
+    }
+
+    /// A streamed answer (logs), with no overall timeout.
+    pub fn get_text(&self, path: &str) -> Result<reqwest::blocking::Response, ClientError> {
+        let request =
+            self.request(reqwest::Method::GET, path).timeout(Duration::from_secs(24 * 3600));
+        self.send(path, request)
     }
 
     pub fn post<B: Serialize, T: DeserializeOwned>(
         &self,
         path: &str,
         body: &B,
-    ) -> anyhow::Result<T> {
-        self.finish(self.request(reqwest::Method::POST, path).json(body).send())
+    ) -> Result<T, ClientError> {
+        self.json(path, self.request(reqwest::Method::POST, path).json(body))
     }
 
     pub fn put<B: Serialize, T: DeserializeOwned>(
         &self,
         path: &str,
         body: &B,
-    ) -> anyhow::Result<T> {
-        self.finish(self.request(reqwest::Method::PUT, path).json(body).send())
+    ) -> Result<T, ClientError> {
+        self.json(path, self.request(reqwest::Method::PUT, path).json(body))
     }
 
     pub fn delete<B: Serialize, T: DeserializeOwned>(
         &self,
         path: &str,
         body: &B,
-    ) -> anyhow::Result<T> {
-        self.finish(self.request(reqwest::Method::DELETE, path).json(body).send())
+    ) -> Result<T, ClientError> {
+        self.json(path, self.request(reqwest::Method::DELETE, path).json(body))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_token_is_never_mistaken_for_anything_else() {
+        for status in [StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN] {
+            let err = answer_error("http://127.0.0.1:1", "/v1/status", status, r#"{"error":"x"}"#);
+            assert!(matches!(err, ClientError::Unauthorized { .. }), "{err}");
+            assert!(!err.is_unreachable());
+        }
+    }
+
+    #[test]
+    fn an_answer_without_a_body_still_says_what_to_do() {
+        let err = answer_error("http://127.0.0.1:1", "/v1/x", StatusCode::NOT_FOUND, "");
+        let empty = r#"{"error": " "}"#;
+        let empty_error = answer_error("http://127.0.0.1:1", "/v1/x", StatusCode::NOT_FOUND, empty);
+        assert_eq!(empty_error.to_string(), err.to_string());
+        assert_eq!(
+            err.to_string(),
+            "cutover at http://127.0.0.1:1 answered 404 Not Found to /v1/x without saying why; \
+             check the name or id (the `list` command of its kind shows them), and that this CLI \
+             is the same version as `cutover up`"
+        );
     }
 }

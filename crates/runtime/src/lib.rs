@@ -40,11 +40,13 @@ use serde::{Deserialize, Serialize};
 
 pub mod docker;
 mod error;
+mod host_env;
 pub mod process;
 
 pub use docker::{DockerRuntime, RegistryCredential};
 pub use error::RuntimeError;
-pub use process::ProcessRuntime;
+pub use host_env::{DEFAULT_PATH, HOST_VARIABLES, host_env};
+pub use process::{ProcessRuntime, valid_task_id};
 
 /// Runs tasks. Dyn-compatible: the control plane holds an `Arc<dyn Runtime>`.
 #[async_trait::async_trait]

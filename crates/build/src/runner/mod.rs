@@ -127,29 +127,17 @@ impl BuildContext {
 
 /// The variables of this process a build needs to find tools and the Docker engine (`PATH`,
 /// `HOME`, `LANG`, `DOCKER_HOST`…), and nothing else: a control plane's own secrets stay out.
+/// The same base as every task and hook gets ([`runtime::host_env`]), plus what a build that
+/// talks to Docker or clones over SSH needs.
 pub fn host_env() -> Vec<(String, String)> {
-    const KEEP: [&str; 14] = [
-        "PATH",
-        "HOME",
-        "USER",
-        "LOGNAME",
-        "LANG",
-        "LC_ALL",
-        "TZ",
-        "TMPDIR",
+    runtime::host_env(&[
         "SSH_AUTH_SOCK",
         "DOCKER_HOST",
         "DOCKER_CONFIG",
         "DOCKER_CERT_PATH",
         "DOCKER_TLS_VERIFY",
         "DOCKER_CONTEXT",
-    ];
-    let mut env: Vec<(String, String)> =
-        KEEP.iter().filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v))).collect();
-    if !env.iter().any(|(k, _)| k == "PATH") {
-        env.push(("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()));
-    }
-    env
+    ])
 }
 
 /// How a build ended (CodeBuild's `buildStatus`).
@@ -299,11 +287,8 @@ pub async fn run(build: &BuildSpec, ctx: BuildContext, log: impl LogSink) -> Bui
             ),
         );
     }
-    for v in &ctx.variables {
-        if v.name.starts_with("CODEBUILD_") || v.name.starts_with("CUTOVER_") {
-            logger
-                .system(None, &format!("warning: variable {} is reserved and was not set", v.name));
-        }
+    for v in ctx.variables.iter().filter(|v| is_builtin(&v.name)) {
+        logger.system(None, &format!("warning: variable {} is reserved and was not set", v.name));
     }
     let deadline = started + ctx.timeout;
     let mut ctx = ctx;
@@ -335,6 +320,29 @@ pub async fn run(build: &BuildSpec, ctx: BuildContext, log: impl LogSink) -> Bui
     result
 }
 
+/// The variables the runner sets itself, each as `CODEBUILD_NAME` and `CUTOVER_NAME`.
+const BUILTIN: [&str; 9] = [
+    "BUILD_ID",
+    "BUILD_NUMBER",
+    "SRC_DIR",
+    "SOURCE_VERSION",
+    "RESOLVED_SOURCE_VERSION",
+    "SOURCE_REPO_URL",
+    "BUILD_SUCCEEDING",
+    "START_TIME",
+    "INITIATOR",
+];
+
+/// Whether `name` is one of the runner's own variables, which a caller cannot set. Other names
+/// with these prefixes are the caller's to give (the pipeline's `CUTOVER_PIPELINE`,
+/// `CUTOVER_COMMIT`, a secondary source's `CODEBUILD_SRC_DIR_name`…).
+fn is_builtin(name: &str) -> bool {
+    ["CODEBUILD_", "CUTOVER_"]
+        .iter()
+        .filter_map(|prefix| name.strip_prefix(prefix))
+        .any(|rest| BUILTIN.contains(&rest))
+}
+
 /// The build's starting environment, later layers winning: the base, `env.variables`, the
 /// caller's variables, then the built-in `CODEBUILD_*`/`CUTOVER_*` variables.
 fn environment(
@@ -350,10 +358,8 @@ fn environment(
     for (k, v) in &build.env.variables {
         env.insert(k.clone(), v.clone());
     }
-    for v in &ctx.variables {
-        if !(v.name.starts_with("CODEBUILD_") || v.name.starts_with("CUTOVER_")) {
-            env.insert(v.name.clone(), v.value.clone());
-        }
+    for v in ctx.variables.iter().filter(|v| !is_builtin(&v.name)) {
+        env.insert(v.name.clone(), v.value.clone());
     }
     let mut builtin = |name: &str, value: Option<String>| {
         if let Some(value) = value {

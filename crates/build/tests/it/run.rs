@@ -37,6 +37,46 @@ phases:
 }
 
 #[tokio::test]
+async fn the_callers_own_cutover_variables_are_set_without_a_warning() {
+    let ran = run_build(
+        r#"version: 0.2
+phases:
+  build:
+    commands:
+      - echo "pipeline=$CUTOVER_PIPELINE commit=$CUTOVER_COMMIT other=$CODEBUILD_SRC_DIR_other"
+      - echo "build_id=$CODEBUILD_BUILD_ID"
+"#,
+        |_, ctx| {
+            // What a pipeline's build action gives every build, and one built-in name that only
+            // the runner may set.
+            for (name, value) in [
+                ("CUTOVER_PIPELINE", "web"),
+                ("CUTOVER_COMMIT", "4e1f0c9a7b2d"),
+                ("CODEBUILD_SRC_DIR_other", "/src/other"),
+                ("CODEBUILD_BUILD_ID", "forged"),
+            ] {
+                ctx.variables.push(BuildVariable {
+                    name: name.into(),
+                    value: value.into(),
+                    secret: false,
+                });
+            }
+        },
+    )
+    .await;
+    assert_eq!(ran.result.status, BuildStatus::Succeeded, "{}", ran.log.text());
+    let out = ran.log.output();
+    assert!(out.contains("pipeline=web commit=4e1f0c9a7b2d other=/src/other\n"), "{out}");
+    assert!(out.contains("build_id=demo:0f4c6b2e\n"), "a caller cannot forge a built-in: {out}");
+    let log = ran.log.text();
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains("reserved")).collect();
+    assert_eq!(warnings.len(), 1, "only the forged built-in is refused: {warnings:?}");
+    assert!(
+        warnings[0].ends_with("warning: variable CODEBUILD_BUILD_ID is reserved and was not set")
+    );
+}
+
+#[tokio::test]
 async fn codebuild_and_cutover_variables_are_set() {
     let before = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

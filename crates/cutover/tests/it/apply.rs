@@ -291,8 +291,7 @@ pipelines:
     assert_eq!(cluster.json(&["pipelines", "list"])[0]["name"], "release");
 
     // A push starts an execution, which waits for its approval.
-    let remote =
-        cluster.json(&["repos", "get", "app"])[0]["clone_url"].as_str().unwrap().to_string();
+    let remote = cluster.json(&["repos", "get", "app"])["clone_url"].as_str().unwrap().to_string();
     let work = cluster.path("work");
     std::fs::create_dir_all(&work).unwrap();
     git(&work, &["init", "-q"]);
@@ -328,7 +327,7 @@ pipelines:
     assert_eq!(stopped["status"], "Stopped", "{stopped:#}");
     // The repository and what was pushed to it stay.
     let repo = cluster.json(&["repos", "get", "app"]);
-    assert_eq!(repo[0]["branches"][0][0], "main", "{repo}");
+    assert_eq!(repo["branches"][0][0], "main", "{repo}");
     assert_eq!(get(cluster.prod, "/").unwrap().1, "v1");
 
     // Now nothing uses it: `repos delete` removes it and its git data.

@@ -95,6 +95,8 @@ pub struct Options {
     pub group_extra: &'static str,
     /// More top-level sections (alarms, metric filters).
     pub top_extra: String,
+    /// Environment of `cutover up` and of every CLI call (e.g. `CUTOVER_TOKEN`).
+    pub env: Vec<(&'static str, String)>,
 }
 
 impl Default for Options {
@@ -107,6 +109,7 @@ impl Default for Options {
             auto_rollback: "[DEPLOYMENT_FAILURE, DEPLOYMENT_STOP_ON_REQUEST]",
             group_extra: "",
             top_extra: String::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -117,6 +120,7 @@ pub struct Cluster {
     pub test: SocketAddr,
     api_port: u16,
     up: Option<Child>,
+    env: Vec<(&'static str, String)>,
 }
 
 impl Cluster {
@@ -199,7 +203,8 @@ hooks:
             top_extra = options.top_extra,
         );
         std::fs::write(dir.path().join("cutover.yaml"), yaml).unwrap();
-        let mut cluster = Cluster { dir, prod, test, api_port: free_port(), up: None };
+        let env = options.env;
+        let mut cluster = Cluster { dir, prod, test, api_port: free_port(), up: None, env };
         cluster.up();
         cluster
     }
@@ -231,6 +236,7 @@ hooks:
             ])
             .env("CUTOVER_DATA_DIR", self.data_dir())
             .env("CUTOVER_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -249,13 +255,25 @@ hooks:
     }
 
     pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_with_env(&[], args)
+    }
+
+    /// [`Cluster::cli`] with more (or other) environment variables, e.g. a wrong token.
+    pub fn cli_with_env(&self, env: &[(&str, &str)], args: &[&str]) -> Output {
         Command::new(CUTOVER)
             .args(args)
             .env("CUTOVER_DATA_DIR", self.data_dir())
-            .env("CUTOVER_API", format!("http://127.0.0.1:{}", self.api_port))
+            .env("CUTOVER_API", self.api_url())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .envs(env.iter().copied())
             .current_dir(self.dir.path())
             .output()
             .unwrap()
+    }
+
+    /// The control plane's API, as the CLI is told to reach it.
+    pub fn api_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.api_port)
     }
 
     #[track_caller]

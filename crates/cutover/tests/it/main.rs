@@ -6,9 +6,11 @@
 mod alarms;
 mod apply;
 mod bad_input;
+mod cli;
 mod docker;
 mod harness;
 mod pipeline;
 mod release;
 mod restart;
 mod scheduler;
+mod secrets;

@@ -94,8 +94,7 @@ pipelines:
     );
     let cluster = Cluster::start(Options { top_extra: pipeline, ..Options::default() });
     cluster.apply_and_wait_for_v1();
-    let remote =
-        cluster.json(&["repos", "get", "web"])[0]["clone_url"].as_str().unwrap().to_string();
+    let remote = cluster.json(&["repos", "get", "web"])["clone_url"].as_str().unwrap().to_string();
 
     let repo = cluster.path("repo");
     std::fs::create_dir_all(&repo).unwrap();

@@ -9,15 +9,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::{ContainerSpec, RuntimeError, TaskSpec};
-
-/// Variables of the control plane's environment that containers inherit (a task definition's
-/// `environment` overrides them). Everything else is withheld, so tasks never see the control
-/// plane's secrets.
-const INHERITED: &[&str] =
-    &["PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR"];
-
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+use crate::{ContainerSpec, DEFAULT_PATH, RuntimeError, TaskSpec};
 
 /// Everything needed to spawn a container (or run its health check).
 #[derive(Debug, Clone)]
@@ -142,11 +134,8 @@ pub fn environment(
     ip: Ipv4Addr,
     lb_addr: Option<SocketAddr>,
 ) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> =
-        INHERITED.iter().filter_map(|k| Some((k.to_string(), std::env::var(k).ok()?))).collect();
-    if !env.iter().any(|(k, _)| k == "PATH") {
-        env.push(("PATH".into(), DEFAULT_PATH.into()));
-    }
+    // The control plane's secrets never reach a task (a task definition's `environment` wins).
+    let mut env = crate::host_env(&[]);
     env.extend(c.environment.iter().cloned());
     env.push(("HOST".into(), ip.to_string()));
     match c.ports.first() {

@@ -536,7 +536,9 @@ pub(crate) fn validate(spec: &TaskSpec) -> Result<(Vec<usize>, Vec<Vec<usize>>),
     Ok((order, levels))
 }
 
-pub(crate) fn valid_task_id(id: &str) -> bool {
+/// What a task id may be, in every runtime and in the CLI: it names a directory and a URL path
+/// segment.
+pub fn valid_task_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128
         && !id.starts_with('.')
