@@ -1314,6 +1314,7 @@ impl Engine {
         table.version = version;
         self.lb.put_routes(&table).await?;
         self.routes_version = version;
+        *self.shared.routes_version.write().unwrap_or_else(|p| p.into_inner()) = version;
         table.version = 0;
         self.last_pushed = Some(table);
         Ok(())
@@ -1321,6 +1322,11 @@ impl Engine {
 
     pub fn forget_pushed_routes(&mut self) {
         self.last_pushed = None;
+    }
+
+    /// Whether the data plane already serves `table` (compared without its version).
+    pub fn serves_routes(&self, table: &RouteTable) -> bool {
+        self.last_pushed.as_ref().is_some_and(|last| *last == *table)
     }
 
     async fn push_routes(&mut self) -> anyhow::Result<()> {

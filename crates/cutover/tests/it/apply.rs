@@ -338,3 +338,26 @@ pipelines:
     let again = cluster.json(&["apply", "-f", "without-pipelines.yaml"]);
     assert!(plan(&again).iter().all(|(_, _, a)| a == "no change"), "{again:#}");
 }
+
+/// The version of the routing table the data plane serves, from its admin API.
+fn served_routes_version(cluster: &Cluster) -> u64 {
+    let admin = cluster.json(&["status"])["lb_admin"].as_str().unwrap().to_string();
+    let served: Value =
+        reqwest::blocking::get(format!("http://{admin}/v1/routes")).unwrap().json().unwrap();
+    served["version"].as_u64().unwrap()
+}
+
+#[test]
+fn applying_an_unchanged_file_changes_nothing_not_even_the_routing_table_version() {
+    let cluster = Cluster::start(Options::default());
+    cluster.apply_and_wait_for_v1();
+    let before = served_routes_version(&cluster);
+    let status_before = cluster.json(&["status"])["routes_version"].as_u64().unwrap();
+
+    let response = cluster.json(&["apply", "-f", "cutover.yaml"]);
+    let actions: Vec<String> = plan(&response).into_iter().map(|(_, _, action)| action).collect();
+    assert!(actions.iter().all(|a| a == "no change"), "{response:#}");
+
+    assert_eq!(served_routes_version(&cluster), before, "the data plane got a new table");
+    assert_eq!(cluster.json(&["status"])["routes_version"], status_before);
+}

@@ -156,3 +156,47 @@ fn a_preview_header_pins_a_tester_to_green_on_production_until_the_rollback() {
     });
     assert_eq!(pinned("green").unwrap(), (200, "v1".to_string()));
 }
+
+#[test]
+fn a_deployment_stopped_without_rollback_ends_preview_routing_and_keeps_its_weights() {
+    // A canary that holds 80/20 for ten minutes: the stop comes while both sides serve production.
+    let cluster = Cluster::start(Options {
+        config: "{ name: quick-canary, type: TimeBasedCanary, percentage: 20, interval: 10m }",
+        group_extra: "    preview: { cookie: deploy_version }",
+        ..Options::default()
+    });
+    cluster.apply_and_wait_for_v1();
+    let pinned = || get_with(cluster.prod, "/", &[("Cookie", "deploy_version=green")]);
+
+    let created = cluster.json(&deploy_args("taskdef-v2.json", "appspec.yaml", &[]));
+    let id = created["id"].as_str().unwrap().to_string();
+    wait_for("production to move 20% to green", Duration::from_secs(60), || {
+        (cluster.deployment(&id)["traffic"]["production_green_percent"] == 20).then_some(())
+    });
+    assert_eq!(pinned().unwrap(), (200, "v2".to_string()), "the cookie pins to green meanwhile");
+
+    cluster.cli_ok(&["deployments", "stop", &id, "--no-rollback"]);
+    wait_for("the deployment to end", Duration::from_secs(30), || {
+        cluster.deployment(&id)["completed_at"].is_u64().then_some(())
+    });
+    let served = served_routes(&cluster);
+    let production = &served["table"]["listeners"]["web/prod"]["action"];
+    assert_eq!(production["preview"], serde_json::Value::Null, "{production}");
+    // The weights stay where the stop found them, so the cookie now gets the 80/20 split.
+    let weights: Vec<u64> = production["target_groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["weight"].as_u64().unwrap())
+        .collect();
+    assert_eq!(weights, [80, 20], "{production}");
+    wait_for("a pinned request to reach blue", Duration::from_secs(10), || {
+        (pinned().ok()?.1 == "v1").then_some(())
+    });
+}
+
+/// The routing table the data plane serves, from its admin API.
+fn served_routes(cluster: &Cluster) -> serde_json::Value {
+    let admin = cluster.json(&["status"])["lb_admin"].as_str().unwrap().to_string();
+    reqwest::blocking::get(format!("http://{admin}/v1/routes")).unwrap().json().unwrap()
+}
