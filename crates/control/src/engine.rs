@@ -557,8 +557,14 @@ impl Engine {
             let group_key = format!("{}/{}", body.application, body.deployment_group);
             let mut group_state: GroupState =
                 state::doc(tx, KIND_GROUP_STATE, &group_key)?.unwrap_or_default();
-            for effect in &effects {
-                tx.event_append(id, now.as_millis(), "effect", &effect.to_string())?;
+            let sides = crate::narrate::Sides {
+                blue_target_group: &body.blue_target_group,
+                green_target_group: &body.green_target_group,
+            };
+            let sentences: Vec<String> =
+                effects.iter().map(|e| crate::narrate::effect_sentence(e, sides)).collect();
+            for (effect, sentence) in effects.iter().zip(&sentences) {
+                tx.event_append(id, now.as_millis(), "effect", sentence)?;
                 match effect {
                     Effect::Status(_) | Effect::Event { .. } => {}
                     Effect::StartGreen => {

@@ -26,6 +26,19 @@ fn canary_release_moves_production_to_green_with_zero_failed_requests() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("succeeded"), "{stdout}");
+    // `deploy --wait` speaks to a person: where traffic goes and when it moves next, never the
+    // engine's effect names.
+    for said in [
+        "Starting the new version's tasks (green) in target group web-green",
+        "Routing production traffic: 20% to green (web-green), 80% to blue (web-blue)",
+        "Moving production traffic: 20% on green (web-green), 80% on blue (web-blue); test \
+         listener on green; green tasks 2/2 healthy; next step at ",
+    ] {
+        assert!(stdout.contains(said), "`{said}` missing from: {stdout}");
+    }
+    for internal in ["start-green", "terminate-blue", "route prod"] {
+        assert!(!stdout.contains(internal), "`{internal}` in: {stdout}");
+    }
     let test_saw_v2_after = test_watch.join().unwrap();
     let samples = load.finish();
 
