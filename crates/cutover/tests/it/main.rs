@@ -7,6 +7,7 @@ mod alarms;
 mod apply;
 mod bad_input;
 mod docker;
+mod docs_examples;
 mod harness;
 mod pipeline;
 mod release;
