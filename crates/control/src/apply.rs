@@ -734,13 +734,8 @@ impl Removals {
         for name in &self.services {
             // Drained before their target groups go: the drain reads the deregistration delay.
             for ts in tx.task_set_list()?.into_iter().filter(|ts| ts.service == *name) {
-                for mut task in crate::engine::drain_task_set(tx, &ts.id, now)? {
-                    task.stopped_reason.get_or_insert_with(|| {
-                        format!("service {name} was deleted (no longer in cutover.yaml)")
-                    });
-                    tx.task_put(&task)?;
-                    drained.push(task);
-                }
+                let reason = format!("service {name} was deleted (no longer in cutover.yaml)");
+                drained.extend(crate::engine::drain_task_set(tx, &ts.id, now, &reason)?);
             }
             tx.resource_delete(KIND_SERVICE, name)?;
         }

@@ -187,6 +187,7 @@ pub fn tasks(list: &Vec<TaskView>) -> String {
             "HEALTH",
             "ADDRESS",
             "TARGET GROUP",
+            "STOPPED",
             "STOPPED REASON",
         ],
         list.iter()
@@ -199,6 +200,7 @@ pub fn tasks(list: &Vec<TaskView>) -> String {
                     t.health.clone(),
                     or_dash(t.addr.as_ref()),
                     or_dash(t.target_group.as_ref()),
+                    t.stopped_at.map_or("-".into(), time),
                     or_dash(t.stopped_reason.as_ref()),
                 ]
             })

@@ -213,3 +213,42 @@ fn served_routes(cluster: &Cluster) -> serde_json::Value {
     let admin = cluster.json(&["status"])["lb_admin"].as_str().unwrap().to_string();
     reqwest::blocking::get(format!("http://{admin}/v1/routes")).unwrap().json().unwrap()
 }
+
+#[test]
+fn tasks_list_shows_what_runs_and_with_all_what_stopped_with_its_task_definition_and_reason() {
+    let cluster = Cluster::start(Options::default());
+    cluster.apply_and_wait_for_v1();
+    let created = cluster.json(&deploy_args("taskdef-v2.json", "appspec.yaml", &[]));
+    let id = created["id"].as_str().unwrap().to_string();
+    wait_for("the deployment to succeed", Duration::from_secs(60), || {
+        (cluster.deployment(&id)["status"] == "Succeeded").then_some(())
+    });
+
+    // Once blue's tasks have stopped (and their task set is gone), the default list shows only
+    // green's, and `--all` adds blue's with what they ran, why and when they stopped.
+    let stopped = wait_for("blue's tasks to stop", Duration::from_secs(30), || {
+        let all = cluster.json(&["tasks", "list", "--all"]);
+        let stopped: Vec<serde_json::Value> =
+            all.as_array()?.iter().filter(|t| t["last_status"] == "STOPPED").cloned().collect();
+        (stopped.len() == 2).then_some(stopped)
+    });
+    for task in &stopped {
+        assert_eq!(task["task_definition"], "web:1", "{task}");
+        assert_eq!(task["health"], "UNKNOWN", "{task}");
+        assert_eq!(
+            task["stopped_reason"],
+            format!("deployment {id} replaced blue with green"),
+            "{task}"
+        );
+        assert!(task["stopped_at"].is_u64(), "{task}");
+    }
+    let running = cluster.json(&["tasks", "list"]);
+    let running = running.as_array().unwrap();
+    assert_eq!(running.len(), 2, "{running:?}");
+    for task in running {
+        assert_eq!(task["last_status"], "RUNNING", "{task}");
+        assert_eq!(task["task_definition"], "web:2", "{task}");
+    }
+    let table = cluster.cli_ok(&["tasks", "list", "--all"]);
+    assert!(table.contains(&format!("deployment {id} replaced blue with green")), "{table}");
+}
