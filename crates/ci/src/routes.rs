@@ -66,6 +66,15 @@ pub fn user_of(headers: &HeaderMap) -> String {
     "api".into()
 }
 
+/// What an execution started through the API shows where a push shows its pusher: an API token
+/// names nobody, git-style Basic credentials name their user.
+fn started_manually_by(headers: &HeaderMap) -> String {
+    match user_of(headers).as_str() {
+        "anonymous" | "api" => "started manually".into(),
+        user => format!("started manually by {user}"),
+    }
+}
+
 async fn auth(State(inner): State<Shared>, req: Request, next: Next) -> Response {
     if let Some(token) = &inner.cfg.token {
         let ok = presented_token(req.headers())
@@ -368,7 +377,7 @@ async fn start_pipeline(
         Ok(Err(err)) => return error(StatusCode::CONFLICT, err),
         Err(err) => return error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
     };
-    match inner.trigger(&name, repo, commit, branch, user_of(&headers)).await {
+    match inner.trigger(&name, repo, commit, branch, started_manually_by(&headers)).await {
         Ok(id) => {
             (StatusCode::CREATED, Json(serde_json::json!({ "execution_id": id }))).into_response()
         }
@@ -433,19 +442,7 @@ async fn decide(
     };
     let by = body.by.clone().unwrap_or_else(|| "api".into());
     let res = inner.step(&pipeline, |m, now| {
-        let pending = m.pending_approvals().into_iter().find(|p| {
-            p.execution_id == execution
-                && body.stage.as_ref().is_none_or(|s| *s == p.stage)
-                && body.action.as_ref().is_none_or(|a| *a == p.action)
-        });
-        let Some(p) = pending else {
-            return Err(pipeline::InputError::NoPendingApproval {
-                execution_id: execution.clone(),
-                stage: body.stage.clone().unwrap_or_default(),
-                action: body.action.clone().unwrap_or_default(),
-                current: "no approval is waiting".into(),
-            });
-        };
+        let p = m.pending_approval(&execution, body.stage.as_deref(), body.action.as_deref())?;
         let (execution_id, stage, action, comment) =
             (p.execution_id, p.stage, p.action, body.comment.clone());
         let input = if approved {

@@ -240,8 +240,42 @@ async fn approvals_are_approved_and_rejected_through_the_api() {
     assert_eq!(s, 200, "{v}");
     server.wait_status("gated", &id2, "Failed").await;
     assert_eq!(deployer.calls().len(), 1, "a rejected release is not deployed");
-    let (s, _) = server.post(&format!("/v1/approvals/{id2}/approve"), serde_json::json!({})).await;
+    let (s, v) = server.post(&format!("/v1/approvals/{id2}/approve"), serde_json::json!({})).await;
     assert_eq!(s, 409, "nothing waits any more");
+    assert_eq!(
+        v["error"],
+        format!("execution `{id2}` has already finished (Failed); start a new execution")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_start_says_it_was_started_manually_and_by_whom() {
+    let tmp = tempfile::tempdir().unwrap();
+    let deployer = FakeDeployer::new(DeploymentState::Succeeded);
+    let server = Server::start(&tmp.path().join("data"), Some("t0ken"), deployer.clone()).await;
+    let p = pipeline("gated", source_repo("app"), vec![stage("Approve", vec![approval_action()])]);
+    server.ci().apply(&[spec::RepositoryDecl { name: "app".into() }], &[p]).unwrap();
+    let work = tmp.path().join("work");
+    work_repo(&work, &[("v", "1")]);
+    assert!(push(&work, &server.remote("app")).await.status.success());
+    let pushed = server.wait_executions("gated", 1).await;
+    assert_eq!(pushed[0]["pushed_by"], "tester", "a push names the pusher");
+
+    // The API token says nothing about who started it; git-style Basic credentials do.
+    let (s, v) = server.post("/v1/pipelines/gated/start", serde_json::json!({})).await;
+    assert_eq!(s, 201, "{v}");
+    let started = server.wait_executions("gated", 2).await;
+    assert_eq!(started[0]["pushed_by"], "started manually");
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/pipelines/gated/start", server.url))
+        .basic_auth("alice", Some("t0ken"))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201, "{:?}", response.text().await);
+    let started = server.wait_executions("gated", 3).await;
+    assert_eq!(started[0]["pushed_by"], "started manually by alice");
 }
 
 fn url_pipeline(

@@ -368,13 +368,17 @@ pub async fn apply(
     }
 
     // The data plane validates listeners (ports free, certificates load) before anything is
-    // stored: if it refuses the candidate table, nothing changes anywhere.
+    // stored: if it refuses the candidate table, nothing changes anywhere. A table it already
+    // serves is not sent again, so an unchanged file leaves even the table's version alone.
     let candidate_table = candidate.route_table(0);
-    engine.try_routes(candidate_table).await.map_err(|err| {
-        ApiError::bad_request(format!(
-            "the load balancer refused the new configuration, nothing was changed: {err:#}"
-        ))
-    })?;
+    let routes_change = !engine.serves_routes(&candidate_table);
+    if routes_change {
+        engine.try_routes(candidate_table).await.map_err(|err| {
+            ApiError::bad_request(format!(
+                "the load balancer refused the new configuration, nothing was changed: {err:#}"
+            ))
+        })?;
+    }
 
     // One transaction for everything: the declared resources, the deletions and the pipelines.
     let write = |tx: &store::Tx<'_>| -> store::Result<Vec<store::TaskRow>> {
@@ -447,14 +451,26 @@ pub async fn apply(
         }
         removed.delete(tx, now)
     };
-    let drained = match &ci {
-        Some(ci) => {
-            let (items, drained) =
-                ci.apply_with(&file.repositories, &pipelines, write).map_err(ci_error)?;
-            plan.extend(items.into_iter().map(ci_plan_item));
-            drained
+    let committed = match &ci {
+        Some(ci) => ci.apply_with(&file.repositories, &pipelines, write).map_err(ci_error).map(
+            |(items, drained)| {
+                plan.extend(items.into_iter().map(ci_plan_item));
+                drained
+            },
+        ),
+        None => engine.store.transaction(write).map_err(ApiError::from),
+    };
+    let drained = match committed {
+        Ok(drained) => drained,
+        Err(err) => {
+            // The candidate table went to the data plane only to be validated: a file that was
+            // not stored must not route either, so the stored state's table goes back.
+            if routes_change {
+                engine.forget_pushed_routes();
+                engine.reconcile().await;
+            }
+            return Err(err);
         }
-        None => engine.store.transaction(write)?,
     };
     engine.note_removals(&drained);
     {
@@ -463,7 +479,6 @@ pub async fn apply(
             monitor.forget_alarm(name);
         }
     }
-    engine.forget_pushed_routes();
     engine.reconcile().await;
     Ok(ApplyResponse { plan: in_plan_order(plan), applied: true, notes })
 }
@@ -719,13 +734,8 @@ impl Removals {
         for name in &self.services {
             // Drained before their target groups go: the drain reads the deregistration delay.
             for ts in tx.task_set_list()?.into_iter().filter(|ts| ts.service == *name) {
-                for mut task in crate::engine::drain_task_set(tx, &ts.id, now)? {
-                    task.stopped_reason.get_or_insert_with(|| {
-                        format!("service {name} was deleted (no longer in cutover.yaml)")
-                    });
-                    tx.task_put(&task)?;
-                    drained.push(task);
-                }
+                let reason = format!("service {name} was deleted (no longer in cutover.yaml)");
+                drained.extend(crate::engine::drain_task_set(tx, &ts.id, now, &reason)?);
             }
             tx.resource_delete(KIND_SERVICE, name)?;
         }

@@ -24,6 +24,9 @@ pub const KIND_METRIC_FILTER: &str = "metric_filter";
 pub const KIND_ALARM_STATE: &str = "alarm_state";
 /// Not declared by users: the engine's bookkeeping per deployment group.
 pub const KIND_GROUP_STATE: &str = "group_state";
+/// Not declared by users: the task definition (JSON string) of a drained task set that is gone,
+/// by task-set id, so its stopped tasks still say what they ran.
+pub const KIND_RETIRED_TASK_SET: &str = "retired_task_set";
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoadBalancerDoc {

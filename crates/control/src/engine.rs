@@ -485,7 +485,12 @@ impl Engine {
             body.route_test_to_green = false;
             body.rolled_back = true;
             let drained = match &body.green_task_set {
-                Some(green) => drain_task_set(tx, green, now)?,
+                Some(green) => drain_task_set(
+                    tx,
+                    green,
+                    now,
+                    &format!("deployment {id} was rolled back: green stopped"),
+                )?,
                 None => Vec::new(),
             };
             let key = format!("{}/{}", body.application, body.deployment_group);
@@ -557,8 +562,14 @@ impl Engine {
             let group_key = format!("{}/{}", body.application, body.deployment_group);
             let mut group_state: GroupState =
                 state::doc(tx, KIND_GROUP_STATE, &group_key)?.unwrap_or_default();
-            for effect in &effects {
-                tx.event_append(id, now.as_millis(), "effect", &effect.to_string())?;
+            let sides = crate::narrate::Sides {
+                blue_target_group: &body.blue_target_group,
+                green_target_group: &body.green_target_group,
+            };
+            let sentences: Vec<String> =
+                effects.iter().map(|e| crate::narrate::effect_sentence(e, sides)).collect();
+            for (effect, sentence) in effects.iter().zip(&sentences) {
+                tx.event_append(id, now.as_millis(), "effect", sentence)?;
                 match effect {
                     Effect::Status(_) | Effect::Event { .. } => {}
                     Effect::StartGreen => {
@@ -597,11 +608,15 @@ impl Engine {
                     }
                     Effect::StopGreen => {
                         if let Some(green) = &body.green_task_set {
-                            tasks_to_stop.extend(drain_task_set(tx, green, now)?);
+                            let reason =
+                                format!("deployment {id} ended without green: green stopped");
+                            tasks_to_stop.extend(drain_task_set(tx, green, now, &reason)?);
                         }
                     }
                     Effect::TerminateBlue => {
-                        tasks_to_stop.extend(drain_task_set(tx, &body.blue_task_set, now)?);
+                        let reason = format!("deployment {id} replaced blue with green");
+                        let blue = &body.blue_task_set;
+                        tasks_to_stop.extend(drain_task_set(tx, blue, now, &reason)?);
                         if let Some(green_id) = &body.green_task_set {
                             if let Some(mut green) = tx.task_set_get(green_id)? {
                                 green.status = "PRIMARY".into();
@@ -1087,7 +1102,12 @@ impl Engine {
                     .iter()
                     .any(|t| t.task_set_id == ts.id && t.last_status != "STOPPED");
                 if live.is_empty() && !remaining {
-                    self.store.transaction(|tx| tx.task_set_delete(&ts.id))?;
+                    // Its stopped tasks stay listed: they keep naming their task definition.
+                    self.store.transaction(|tx| {
+                        let td = serde_json::to_string(&ts.task_definition)?;
+                        tx.resource_put(KIND_RETIRED_TASK_SET, &ts.id, &td, now.as_millis())?;
+                        tx.task_set_delete(&ts.id)
+                    })?;
                     self.failures.remove(&ts.id);
                 }
                 continue;
@@ -1102,7 +1122,8 @@ impl Engine {
                     let mut out = Vec::new();
                     for id in &stop {
                         if let Some(task) = tx.task_get(id)? {
-                            out.push(deactivate(tx, task, ts, now)?);
+                            let reason = format!("service scaled in to {desired} task(s)");
+                            out.push(deactivate(tx, task, ts, now, &reason)?);
                         }
                     }
                     Ok(out)
@@ -1314,6 +1335,7 @@ impl Engine {
         table.version = version;
         self.lb.put_routes(&table).await?;
         self.routes_version = version;
+        *self.shared.routes_version.write().unwrap_or_else(|p| p.into_inner()) = version;
         table.version = 0;
         self.last_pushed = Some(table);
         Ok(())
@@ -1321,6 +1343,11 @@ impl Engine {
 
     pub fn forget_pushed_routes(&mut self) {
         self.last_pushed = None;
+    }
+
+    /// Whether the data plane already serves `table` (compared without its version).
+    pub fn serves_routes(&self, table: &RouteTable) -> bool {
+        self.last_pushed.as_ref().is_some_and(|last| *last == *table)
     }
 
     async fn push_routes(&mut self) -> anyhow::Result<()> {
@@ -1411,10 +1438,13 @@ fn task_health(
 
 /// Takes every live task of a task set out of its target group; they stop after their drain.
 /// Returns the tasks deactivated.
+/// Drains a task set: its tasks stop once their target group releases them, with `reason` as
+/// their stopped reason (as ECS's `stoppedReason`) unless they already have one.
 pub(crate) fn drain_task_set(
     tx: &store::Tx<'_>,
     task_set_id: &str,
     now: Timestamp,
+    reason: &str,
 ) -> store::Result<Vec<TaskRow>> {
     let Some(mut ts) = tx.task_set_get(task_set_id)? else { return Ok(Vec::new()) };
     ts.status = "DRAINING".into();
@@ -1427,7 +1457,7 @@ pub(crate) fn drain_task_set(
             && task.desired_status == "RUNNING"
             && task.last_status != "STOPPED"
         {
-            out.push(deactivate(tx, task, &ts, now)?);
+            out.push(deactivate(tx, task, &ts, now, reason)?);
         }
     }
     Ok(out)
@@ -1440,6 +1470,7 @@ fn deactivate(
     mut task: TaskRow,
     ts: &TaskSetRow,
     now: Timestamp,
+    reason: &str,
 ) -> store::Result<TaskRow> {
     let delay_ms = match &ts.target_group {
         Some(tg) => state::doc::<TargetGroupDoc>(tx, KIND_TARGET_GROUP, tg)?
@@ -1447,6 +1478,7 @@ fn deactivate(
         None => 0,
     };
     task.desired_status = "STOPPED".into();
+    task.stopped_reason.get_or_insert_with(|| reason.to_string());
     if task.last_status == "RUNNING" {
         task.last_status = "DEACTIVATING".into();
         task.stop_at = Some(now.as_millis() + delay_ms);

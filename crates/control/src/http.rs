@@ -1,6 +1,8 @@
 //! The HTTP API (`/v1/...`): handlers that read the store directly and send every mutation to
 //! the engine's loop. See `docs/api.md`.
 
+use std::collections::BTreeMap;
+
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -171,26 +173,50 @@ async fn tasks(
     State(state): State<AppState>,
     Query(query): Query<TaskQuery>,
 ) -> Result<Json<Vec<TaskView>>, ApiError> {
-    let (tasks, sets) = state.store.read(|tx| {
+    let (tasks, sets, retired) = state.store.read(|tx| {
+        let stopped_kept = if query.all { state::STOPPED_TASKS_KEPT } else { 0 };
         Ok((
-            tx.task_list(if query.all { state::STOPPED_TASKS_KEPT } else { 20 })?,
+            tx.task_list(stopped_kept)?,
             tx.task_set_list()?,
+            tx.resource_list(crate::declared::KIND_RETIRED_TASK_SET)?,
         ))
     })?;
-    let views = tasks
+    let retired: BTreeMap<String, String> = retired
         .into_iter()
+        .filter_map(|(id, td)| Some((id, serde_json::from_str(&td).ok()?)))
+        .collect();
+    Ok(Json(task_views(tasks, &sets, &retired, &query)))
+}
+
+/// `tasks list`: the tasks that have not stopped, and with `all` the stopped ones kept too,
+/// each with its task definition (also once its task set is gone), health as known (a stopped
+/// task's is `UNKNOWN`, as ECS reports it), and why and when it stopped.
+fn task_views(
+    tasks: Vec<store::TaskRow>,
+    sets: &[store::TaskSetRow],
+    retired: &BTreeMap<String, String>,
+    query: &TaskQuery,
+) -> Vec<TaskView> {
+    tasks
+        .into_iter()
+        .filter(|t| query.all || t.last_status != "STOPPED")
         .filter(|t| query.service.as_ref().is_none_or(|s| *s == t.service))
         .map(|t| {
             let set = sets.iter().find(|s| s.id == t.task_set_id);
+            let task_definition = set
+                .map(|s| s.task_definition.clone())
+                .or_else(|| retired.get(&t.task_set_id).cloned())
+                .unwrap_or_else(|| "unknown".to_string());
+            let health = if t.last_status == "STOPPED" { "UNKNOWN".into() } else { t.health };
             TaskView {
                 id: t.id,
                 service: t.service,
                 task_set_id: t.task_set_id,
-                task_definition: set.map(|s| s.task_definition.clone()).unwrap_or_default(),
+                task_definition,
                 runtime: t.runtime,
                 last_status: t.last_status,
                 desired_status: t.desired_status,
-                health: t.health,
+                health,
                 addr: t.addr,
                 target_group: set.and_then(|s| s.target_group.clone()),
                 started_at: t.started_at,
@@ -198,8 +224,7 @@ async fn tasks(
                 stopped_reason: t.stopped_reason,
             }
         })
-        .collect();
-    Ok(Json(views))
+        .collect()
 }
 
 #[derive(Deserialize)]
@@ -701,4 +726,68 @@ async fn metrics_query(
         period_secs: period.secs().into(),
         datapoints,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(id: &str, set: &str, last_status: &str) -> store::TaskRow {
+        store::TaskRow {
+            id: id.into(),
+            task_set_id: set.into(),
+            service: "web".into(),
+            runtime: "process".into(),
+            last_status: last_status.into(),
+            desired_status: if last_status == "STOPPED" { "STOPPED" } else { "RUNNING" }.into(),
+            health: "HEALTHY".into(),
+            handle: None,
+            addr: None,
+            stop_at: None,
+            stopped_reason: None,
+            created_at: 1,
+            started_at: Some(2),
+            stopped_at: None,
+        }
+    }
+
+    #[test]
+    fn stopped_tasks_are_listed_only_with_all_and_keep_their_task_definition_once_their_set_is_gone()
+     {
+        let tasks = || {
+            vec![
+                task("t-blue", "ts-blue", "STOPPED"),
+                task("t-lost", "ts-never-recorded", "STOPPED"),
+                task("t-green", "ts-green", "RUNNING"),
+            ]
+        };
+        let sets = [store::TaskSetRow {
+            id: "ts-green".into(),
+            service: "web".into(),
+            task_definition: "web:2".into(),
+            target_group: Some("web-green".into()),
+            status: "PRIMARY".into(),
+            deployment_id: None,
+            desired_count: 1,
+            created_at: 1,
+            updated_at: 1,
+        }];
+        let retired = BTreeMap::from([("ts-blue".to_string(), "web:1".to_string())]);
+        let shown = |all| {
+            let query = TaskQuery { service: None, all };
+            task_views(tasks(), &sets, &retired, &query)
+                .into_iter()
+                .map(|t| format!("{} {} {} {}", t.id, t.last_status, t.task_definition, t.health))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(shown(false), ["t-green RUNNING web:2 HEALTHY"]);
+        assert_eq!(
+            shown(true),
+            [
+                "t-blue STOPPED web:1 UNKNOWN",
+                "t-lost STOPPED unknown UNKNOWN",
+                "t-green RUNNING web:2 HEALTHY"
+            ]
+        );
+    }
 }

@@ -17,6 +17,7 @@ mod hooks;
 mod http;
 pub mod lb;
 pub mod monitor;
+mod narrate;
 mod pipelines;
 pub mod preview;
 mod routing;

@@ -22,6 +22,10 @@ pub struct GroupRouting {
     pub blue_target_group: String,
     pub production_green_percent: u8,
     pub test_to_green: bool,
+    /// A deployment of the group is in progress. One that ended without rolling back (stopped
+    /// with `--no-rollback`, or failed without auto-rollback) leaves its traffic where it was,
+    /// but no longer offers preview routing: a preview belongs to a deployment under way.
+    pub deployment_in_progress: bool,
 }
 
 impl GroupRouting {
@@ -98,10 +102,11 @@ fn managed_action(lb: &str, listener: &str, groups: &[GroupRouting]) -> Option<A
         let green_percent = u16::from(green_percent.min(100));
         let (blue, green) = (&routing.blue_target_group, routing.green_target_group());
         // Preview routing follows the test listener: from the moment green may be tested until
-        // the deployment ends or rolls back, a tester can pin production requests to either side.
+        // the deployment ends (however it ends) or rolls back, a tester can pin production
+        // requests to either side.
         let is_production = is(&routing.group.production_listener);
-        let preview =
-            routing.group.preview.as_ref().filter(|_| is_production && routing.test_to_green);
+        let previewing = is_production && routing.test_to_green && routing.deployment_in_progress;
+        let preview = routing.group.preview.as_ref().filter(|_| previewing);
         return Some(Action::Forward(ForwardAction {
             target_groups: vec![
                 WeightedTargetGroup { name: blue.clone(), weight: 100 - green_percent },
@@ -180,6 +185,7 @@ mod tests {
             blue_target_group: "green".into(),
             production_green_percent: 10,
             test_to_green: true,
+            deployment_in_progress: true,
         };
         let table = compute(3, &[lb()], &[], &[routing], &BTreeMap::new());
         assert_eq!(table.version, 3);
@@ -201,6 +207,7 @@ mod tests {
             blue_target_group: "blue".into(),
             production_green_percent: 0,
             test_to_green: false,
+            deployment_in_progress: false,
         };
         let tg = TargetGroupDoc {
             name: "blue".into(),
@@ -222,26 +229,39 @@ mod tests {
         assert_eq!(targets, ["10.0.0.7:80", "10.0.0.9:80", "127.77.0.2:8080"]);
     }
 
+    /// The previews of the production and the test listener for one group's routing.
+    fn previews(routing: GroupRouting) -> (Option<Preview>, Option<Preview>) {
+        let table = compute(1, &[lb()], &[], &[routing], &BTreeMap::new());
+        let preview = |listener: &str| match &table.listeners[listener].action {
+            Action::Forward(f) => f.preview.clone(),
+            other => panic!("not a forward: {other:?}"),
+        };
+        (preview("lb/prod"), preview("lb/test"))
+    }
+
+    fn previewing_group_routing(
+        test_to_green: bool,
+        production_green_percent: u8,
+        deployment_in_progress: bool,
+    ) -> GroupRouting {
+        let mut group = group();
+        group.preview = Some(crate::declared::PreviewDoc {
+            from: routes::PreviewFrom::Header,
+            name: "X-Deploy-Version".into(),
+        });
+        GroupRouting {
+            group,
+            blue_target_group: "green".into(),
+            production_green_percent,
+            test_to_green,
+            deployment_in_progress,
+        }
+    }
+
     #[test]
     fn preview_routing_is_on_the_production_listener_only_while_green_serves_the_test_listener() {
-        let preview = |test_to_green: bool, production_green_percent: u8| {
-            let mut group = group();
-            group.preview = Some(crate::declared::PreviewDoc {
-                from: routes::PreviewFrom::Header,
-                name: "X-Deploy-Version".into(),
-            });
-            let routing = GroupRouting {
-                group,
-                blue_target_group: "green".into(),
-                production_green_percent,
-                test_to_green,
-            };
-            let table = compute(1, &[lb()], &[], &[routing], &BTreeMap::new());
-            let preview = |listener: &str| match &table.listeners[listener].action {
-                Action::Forward(f) => f.preview.clone(),
-                other => panic!("not a forward: {other:?}"),
-            };
-            (preview("lb/prod"), preview("lb/test"))
+        let preview = |test_to_green, production_green_percent| {
+            previews(previewing_group_routing(test_to_green, production_green_percent, true))
         };
         // During a deployment: the value `green` names green's target group, which this time is
         // the group's `blue` (roles alternate), and `blue` names blue's.
@@ -256,7 +276,20 @@ mod tests {
             ])
         );
         assert_eq!(test, None, "the test listener already serves green");
-        // Before test traffic, and after the deployment ends or rolls back: no preview.
+        // Before test traffic, and after the deployment rolls back: no preview.
         assert_eq!(preview(false, 0), (None, None));
+    }
+
+    #[test]
+    fn a_deployment_that_ended_without_rollback_keeps_its_weights_but_ends_preview_routing() {
+        // Stopped with `--no-rollback` at 80/20: green still serves the test listener and 20% of
+        // production, but the deployment is over, and so is the preview.
+        let routing = previewing_group_routing(true, 20, false);
+        let table = compute(1, &[lb()], &[], std::slice::from_ref(&routing), &BTreeMap::new());
+        assert_eq!(
+            weights(&table, "lb/prod"),
+            [("green".to_string(), 80), ("blue".to_string(), 20)]
+        );
+        assert_eq!(previews(routing), (None, None));
     }
 }

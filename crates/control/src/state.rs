@@ -120,6 +120,7 @@ impl Snapshot {
                         blue_target_group: body.blue_target_group.clone(),
                         production_green_percent: body.route_production_green_percent,
                         test_to_green: body.route_test_to_green,
+                        deployment_in_progress: state.active_deployment.is_some(),
                     };
                 }
                 let blue = state
@@ -138,6 +139,7 @@ impl Snapshot {
                     blue_target_group: blue,
                     production_green_percent: 0,
                     test_to_green: false,
+                    deployment_in_progress: false,
                 }
             })
             .collect()

@@ -582,17 +582,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Repos(command) => repos(&client, command, json),
         Command::Pipelines(command) => pipelines(&client, command, json),
         Command::Approvals(command) => {
-            let (execution, comment, verb) = match command {
-                ApprovalsCommand::Approve { execution, comment } => (execution, comment, "approve"),
-                ApprovalsCommand::Reject { execution, comment } => (execution, comment, "reject"),
+            let (execution, comment, approved) = match command {
+                ApprovalsCommand::Approve { execution, comment } => (execution, comment, true),
+                ApprovalsCommand::Reject { execution, comment } => (execution, comment, false),
             };
+            let verb = if approved { "approve" } else { "reject" };
             let body = ci::api::ApprovalDecision { comment, ..Default::default() };
             let answer: serde_json::Value =
                 client.post(&format!("/v1/approvals/{execution}/{verb}"), &body)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&answer)?);
             } else {
-                println!("{verb}d {execution}");
+                println!("{}", render::approval_decided(approved, &execution));
             }
             Ok(ExitCode::SUCCESS)
         }

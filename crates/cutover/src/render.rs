@@ -187,6 +187,7 @@ pub fn tasks(list: &Vec<TaskView>) -> String {
             "HEALTH",
             "ADDRESS",
             "TARGET GROUP",
+            "STOPPED",
             "STOPPED REASON",
         ],
         list.iter()
@@ -199,6 +200,7 @@ pub fn tasks(list: &Vec<TaskView>) -> String {
                     t.health.clone(),
                     or_dash(t.addr.as_ref()),
                     or_dash(t.target_group.as_ref()),
+                    t.stopped_at.map_or("-".into(), time),
                     or_dash(t.stopped_reason.as_ref()),
                 ]
             })
@@ -390,16 +392,10 @@ pub fn watch(client: &Client, id: &str, json: bool) -> anyhow::Result<ExitCode> 
                 println!("{}  {}", time(event.at), event.message);
             }
         }
-        let line = format!(
-            "[{}] {}  {}  green {}/{} healthy",
-            view.status,
-            view.current_event.as_deref().unwrap_or("-"),
-            traffic_line(&view),
-            view.green.as_ref().map_or(0, |g| g.healthy_count),
-            view.green.as_ref().map_or(0, |g| g.desired_count),
-        );
-        if line != last_line && !json {
-            println!("{line}");
+        // A line is printed when what it says changes, not when its countdown ticks.
+        let line = watch_line(&view, None);
+        if line != last_line && !json && view.completed_at.is_none() {
+            println!("{}", watch_line(&view, Some(now_ms())));
             last_line = line;
         }
         if view.completed_at.is_some() {
@@ -416,6 +412,81 @@ pub fn watch(client: &Client, id: &str, json: bool) -> anyhow::Result<ExitCode> 
         }
         std::thread::sleep(Duration::from_millis(250));
     }
+}
+
+fn now_ms() -> u64 {
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    since_epoch.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Where a running deployment is, in words for someone who has never read cutover's code: what
+/// it is doing, where production and test traffic go, what comes next and when, and what to run
+/// when it waits for a person. With `now`, a due time also says how far away it is.
+pub fn watch_line(d: &DeploymentView, now: Option<u64>) -> String {
+    let (blue, green) = (&d.traffic.blue_target_group, &d.traffic.green_target_group);
+    let green_percent = d.traffic.production_green_percent.min(100);
+    let due = |at: u64| match now {
+        Some(now) => format!("{} (in {})", clock(at), fmt_ms(at.saturating_sub(now) / 1000 * 1000)),
+        None => clock(at),
+    };
+    let tasks = match &d.green {
+        Some(g) => format!("green tasks {}/{} healthy", g.healthy_count, g.desired_count),
+        None => "green tasks not started yet".to_string(),
+    };
+    match d.status.as_str() {
+        "Ready" => {
+            let wait = match d.next_step_at {
+                Some(at) => format!("; it waits until {}, then stops the deployment", due(at)),
+                None => String::new(),
+            };
+            format!(
+                "Ready: green ({green}) serves the test listener, production stays on blue \
+                 ({blue}); run `cutover deployments continue {}` to move production traffic{wait}",
+                d.id
+            )
+        }
+        "Baking" => {
+            let until = match d.next_step_at {
+                Some(at) => format!(" until {}", due(at)),
+                None => String::new(),
+            };
+            format!(
+                "Baking: green ({green}) serves {green_percent}% of production; blue ({blue}) \
+                 stays running for an instant rollback{until}; `cutover deployments continue {}` \
+                 ends the wait now",
+                d.id
+            )
+        }
+        _ => {
+            let split = format!(
+                "{green_percent}% on green ({green}), {}% on blue ({blue})",
+                100 - green_percent
+            );
+            let test = if d.traffic.test_to_green { "green" } else { "blue" };
+            match (d.current_event.as_deref(), d.next_step_at) {
+                (Some("AllowTraffic"), next) => {
+                    let next =
+                        next.map_or(String::new(), |at| format!("; next step at {}", due(at)));
+                    format!(
+                        "Moving production traffic: {split}; test listener on {test}; {tasks}{next}"
+                    )
+                }
+                (event, _) => {
+                    let doing = match event {
+                        Some("Install") => "Installing green".to_string(),
+                        Some(event) => format!("{event} in progress"),
+                        None => d.status.clone(),
+                    };
+                    format!("{doing}: production {split}; test listener on {test}; {tasks}")
+                }
+            }
+        }
+    }
+}
+
+/// `HH:MM:SS` (UTC), for times a person waits for.
+fn clock(ms: u64) -> String {
+    time(ms)[..8].to_string()
 }
 
 pub fn outcome_line(d: &DeploymentView) -> String {
@@ -532,16 +603,34 @@ pub fn pipelines(list: &Vec<ci::api::PipelineSummary>) -> String {
     )
 }
 
+/// What `approvals approve|reject` prints once the decision is taken.
+pub fn approval_decided(approved: bool, execution: &str) -> String {
+    if approved {
+        format!("approved {execution}: it moves on to its next action")
+    } else {
+        format!("rejected {execution}: its approval stage fails and nothing after it runs")
+    }
+}
+
+/// Who started an execution: the pusher of its commit, or `started manually [by USER]`.
+fn started_by(pushed_by: &str) -> String {
+    if pushed_by.starts_with("started manually") {
+        pushed_by.to_string()
+    } else {
+        format!("pushed by {pushed_by}")
+    }
+}
+
 pub fn executions(list: &Vec<ci::api::ExecutionSummary>) -> String {
     table(
-        &["EXECUTION", "STATUS", "COMMIT", "PUSHED BY", "STARTED", "MESSAGE"],
+        &["EXECUTION", "STATUS", "COMMIT", "STARTED BY", "STARTED", "MESSAGE"],
         list.iter()
             .map(|e| {
                 vec![
                     e.id.clone(),
                     e.status.clone(),
                     e.commit.chars().take(10).collect(),
-                    e.pushed_by.clone(),
+                    started_by(&e.pushed_by),
                     time(e.started_at),
                     e.status_message.clone().unwrap_or_else(|| e.message.clone()),
                 ]
@@ -552,8 +641,14 @@ pub fn executions(list: &Vec<ci::api::ExecutionSummary>) -> String {
 
 pub fn execution(e: &ci::api::Execution) -> String {
     let s = &e.summary;
-    let mut out =
-        format!("{} {}  commit {} on {} by {}\n", s.id, s.status, s.commit, s.branch, s.pushed_by);
+    let mut out = format!(
+        "{} {}  commit {} on {}, {}\n",
+        s.id,
+        s.status,
+        s.commit,
+        s.branch,
+        started_by(&s.pushed_by)
+    );
     let rows = e
         .stages
         .iter()
@@ -594,4 +689,102 @@ pub fn build(b: &ci::api::Build) -> String {
             .collect(),
     ));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use expect_test::expect;
+
+    use super::*;
+
+    const NOON: u64 = 12 * 3600 * 1000;
+
+    fn deployment(status: &str, event: Option<&str>, green_percent: u8) -> DeploymentView {
+        let set = |id: &str, healthy| TaskSetView {
+            id: id.into(),
+            status: "ACTIVE".into(),
+            task_definition: "web:2".into(),
+            target_group: Some("web-green".into()),
+            deployment_id: Some("d-1a2b".into()),
+            desired_count: 2,
+            running_count: 2,
+            healthy_count: healthy,
+        };
+        DeploymentView {
+            id: "d-1a2b".into(),
+            application: "web".into(),
+            deployment_group: "web-prod".into(),
+            status: status.into(),
+            deployment_config: "CodeDeployDefault.ECSCanary10Percent5Minutes".into(),
+            routing: "TimeBasedCanary".into(),
+            task_definition: "web:2".into(),
+            description: None,
+            created_at: NOON,
+            updated_at: NOON,
+            completed_at: None,
+            current_event: event.map(str::to_string),
+            lifecycle_events: Vec::new(),
+            traffic: TrafficView {
+                blue_target_group: "web-blue".into(),
+                green_target_group: "web-green".into(),
+                production_green_percent: green_percent,
+                test_to_green: event != Some("Install"),
+            },
+            blue: None,
+            green: Some(set("ts-green", if event == Some("Install") { 0 } else { 2 })),
+            error_code: None,
+            error_message: None,
+            rolled_back: false,
+            next_step_at: None,
+        }
+    }
+
+    #[test]
+    fn the_watch_line_says_what_happens_where_traffic_goes_and_what_comes_next() {
+        let now = Some(NOON + 1000);
+        let install = deployment("InProgress", Some("Install"), 0);
+        let mut ready = deployment("Ready", None, 0);
+        ready.next_step_at = Some(NOON + 30 * 60 * 1000);
+        let mut canary = deployment("InProgress", Some("AllowTraffic"), 20);
+        canary.next_step_at = Some(NOON + 5 * 60 * 1000);
+        let hook = deployment("InProgress", Some("AfterAllowTestTraffic"), 0);
+        let mut baking = deployment("Baking", Some("AfterAllowTraffic"), 100);
+        baking.next_step_at = Some(NOON + 10 * 60 * 1000 + 500);
+        let text: String = [install, hook, ready, canary.clone(), baking]
+            .iter()
+            .map(|d| format!("{}\n", watch_line(d, now)))
+            .collect();
+        expect![[r#"
+            Installing green: production 0% on green (web-green), 100% on blue (web-blue); test listener on blue; green tasks 0/2 healthy
+            AfterAllowTestTraffic in progress: production 0% on green (web-green), 100% on blue (web-blue); test listener on green; green tasks 2/2 healthy
+            Ready: green (web-green) serves the test listener, production stays on blue (web-blue); run `cutover deployments continue d-1a2b` to move production traffic; it waits until 12:30:00 (in 29m59s), then stops the deployment
+            Moving production traffic: 20% on green (web-green), 80% on blue (web-blue); test listener on green; green tasks 2/2 healthy; next step at 12:05:00 (in 4m59s)
+            Baking: green (web-green) serves 100% of production; blue (web-blue) stays running for an instant rollback until 12:10:00 (in 9m59s); `cutover deployments continue d-1a2b` ends the wait now
+        "#]].assert_eq(&text);
+        // Without a clock, the line has no countdown: `watch` prints it again only when it
+        // says something new.
+        expect!["Moving production traffic: 20% on green (web-green), 80% on blue (web-blue); test listener on green; green tasks 2/2 healthy; next step at 12:05:00"].assert_eq(&watch_line(&canary, None));
+    }
+
+    #[test]
+    fn approvals_say_what_the_decision_does() {
+        let text =
+            format!("{}\n{}\n", approval_decided(true, "web-3"), approval_decided(false, "web-4"));
+        expect![[r#"
+            approved web-3: it moves on to its next action
+            rejected web-4: its approval stage fails and nothing after it runs
+        "#]]
+        .assert_eq(&text);
+    }
+
+    #[test]
+    fn an_execution_says_who_pushed_it_or_that_it_was_started_by_hand() {
+        let text =
+            ["tester", "started manually", "started manually by alice"].map(started_by).join("\n");
+        expect![[r#"
+            pushed by tester
+            started manually
+            started manually by alice"#]]
+        .assert_eq(&text);
+    }
 }

@@ -342,6 +342,11 @@ pub enum InputError {
          ({current})"
     )]
     NoPendingApproval { execution_id: String, stage: String, action: String, current: String },
+    #[error(
+        "execution `{execution_id}` is not waiting for an approval (it is {current}); approve \
+         or reject it while its approval action is InProgress"
+    )]
+    NotAwaitingApproval { execution_id: String, current: String },
     #[error("execution `{execution_id}` has already finished ({status}); start a new execution")]
     AlreadyFinished { execution_id: String, status: ExecutionStatus },
     #[error("stage `{stage}` of execution `{execution_id}` cannot be retried: {reason}")]

@@ -296,6 +296,45 @@ impl Pipeline {
             .collect()
     }
 
+    /// The approval of `execution_id` that waits for a decision (the one of `stage` and
+    /// `action` when they are given), or why there is none, in words that name what exists.
+    pub fn pending_approval(
+        &self,
+        execution_id: &str,
+        stage: Option<&str>,
+        action: Option<&str>,
+    ) -> Result<PendingApproval, InputError> {
+        let pending = self.pending_approvals().into_iter().find(|p| {
+            p.execution_id == execution_id
+                && stage.is_none_or(|s| s == p.stage)
+                && action.is_none_or(|a| a == p.action)
+        });
+        if let Some(pending) = pending {
+            return Ok(pending);
+        }
+        let Some(rec) = self.active.iter().find(|it| it.id == execution_id) else {
+            return Err(self.not_active(execution_id));
+        };
+        if let (Some(stage), Some(action)) = (stage, action) {
+            let (s, a) = self.locate(stage, action)?;
+            return Err(InputError::NoPendingApproval {
+                execution_id: execution_id.to_string(),
+                stage: stage.to_string(),
+                action: action.to_string(),
+                current: describe(&rec.stages[s].actions[a]),
+            });
+        }
+        let position = match rec.position {
+            Position::InStage(s) => format!("in stage {}", self.spec.stages[s].name),
+            Position::Waiting(s) => format!("waiting for stage {}", self.spec.stages[s].name),
+            Position::Done => "done".to_string(),
+        };
+        Err(InputError::NotAwaitingApproval {
+            execution_id: execution_id.to_string(),
+            current: format!("{}, {position}", rec.status),
+        })
+    }
+
     /// No execution is unfinished.
     pub fn is_idle(&self) -> bool {
         self.active.is_empty()
@@ -554,13 +593,30 @@ impl Pipeline {
                 current: describe(act),
             });
         }
+        // Only a stop leaves a running action with a cancel requested: a deployment that ends
+        // unsuccessfully after it was asked to stop was stopped, not failed, and CodePipeline
+        // calls what a stop ended Abandoned.
+        let stopped_reason = match &self.active_ref(id).stop {
+            Some(stop) if act.cancel_requested => Some(stop.reason.clone()),
+            _ => None,
+        };
         if act.cancel_requested {
             self.pending_cancels.retain(|it| *it != key);
         }
         let declared = &self.spec.stages[s].actions[a].output_artifacts;
         let message = clean_text(&report.message);
         let (status, message, outputs) = if !report.succeeded {
-            (ActionStatus::Failed, message, Vec::new())
+            match stopped_reason {
+                Some(reason) => {
+                    let message = if message.is_empty() {
+                        format!("abandoned: {reason}")
+                    } else {
+                        format!("abandoned: {reason}; {message}")
+                    };
+                    (ActionStatus::Abandoned, message, Vec::new())
+                }
+                None => (ActionStatus::Failed, message, Vec::new()),
+            }
         } else {
             match check_outputs(declared, &report.outputs) {
                 Ok(()) => (ActionStatus::Succeeded, message, report.outputs),

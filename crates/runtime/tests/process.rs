@@ -84,6 +84,11 @@ fn state_dir(tmp: &tempfile::TempDir) -> PathBuf {
     tmp.path().join("state")
 }
 
+/// The task's own copy of its (first container's) image directory, which it runs in.
+fn task_image(tmp: &tempfile::TempDir, task_id: &str) -> PathBuf {
+    state_dir(tmp).join("tasks").join(task_id).join("images/0")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_started_task_answers_on_its_own_loopback_address() {
     let tmp = tempfile::tempdir().expect("tmp");
@@ -158,7 +163,7 @@ async fn environment_and_working_directory_are_applied() {
         addr.ip()
     );
     assert!(log.contains(&want), "want {want:?} in {log:?}");
-    let pwd = format!("PWD={}", image.join("data").display());
+    let pwd = format!("PWD={}", task_image(&tmp, "t-env").join("data").display());
     assert!(log.contains(&pwd), "want {pwd:?} in {log:?}");
     rt.stop(&h).await.expect("stop");
 }
@@ -240,7 +245,7 @@ async fn stop_leaves_no_process_of_the_container_behind() {
     let h = rt.start(task("t-orphan", vec![c])).await.expect("start");
     answers(&h).await;
     let helper: i32 = eventually(LIMIT, "the helper's pid", async || {
-        read(&image.join("helper.pid")).trim().parse().ok()
+        read(&task_image(&tmp, "t-orphan").join("helper.pid")).trim().parse().ok()
     })
     .await;
     assert!(pid_running(helper));
@@ -350,7 +355,7 @@ async fn shell_health_check_failures_in_the_start_period_do_not_count() {
         assert!(Instant::now() < deadline, "never became healthy");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(image.join("ready").exists());
+    assert!(task_image(&tmp, "t-start-period").join("ready").exists());
     rt.stop(&h).await.expect("stop");
 }
 
@@ -501,4 +506,33 @@ async fn a_missing_program_fails_with_a_clear_error_and_stops_what_started() {
         "{msg}"
     );
     assert!(rt.list_owned().await.expect("list").is_empty());
+}
+
+/// The quickstart's buildspec rebuilding a commit that is already deployed: `cp` of the new
+/// program into the image directory a running task was started from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_can_overwrite_the_image_of_a_running_task_which_keeps_running_its_own_copy() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let image = tmp.path().join("images/web-abc1234");
+    std::fs::create_dir_all(&image).expect("image dir");
+    std::fs::copy(common::demo_app(false), image.join("cutover-demo-app")).expect("copy app");
+    let rt = ProcessRuntime::new(state_dir(&tmp)).expect("runtime");
+    let h = rt.start(task("t-rebuilt", vec![web(&image)])).await.expect("start");
+    assert_eq!(answers(&h).await.status, 200);
+
+    let rebuilt = tmp.path().join("rebuilt-app");
+    std::fs::write(&rebuilt, "#!/bin/sh\necho rebuilt\n").expect("write");
+    let cp = std::process::Command::new("cp")
+        .arg(&rebuilt)
+        .arg(image.join("cutover-demo-app"))
+        .output()
+        .expect("cp");
+    assert!(cp.status.success(), "the build's cp failed: {}", String::from_utf8_lossy(&cp.stderr));
+    assert_eq!(read(&image.join("cutover-demo-app")), "#!/bin/sh\necho rebuilt\n");
+
+    // The running task is untouched: same process, still answering.
+    assert_eq!(rt.inspect(&h).await, TaskState::Running { health: Health::Unknown });
+    assert!(pids(&h).into_iter().all(pid_running));
+    assert_eq!(answers(&h).await.status, 200);
+    rt.stop(&h).await.expect("stop");
 }

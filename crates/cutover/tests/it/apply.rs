@@ -337,3 +337,62 @@ pipelines:
     let again = cluster.json(&["apply", "-f", "without-pipelines.yaml"]);
     assert!(plan(&again).iter().all(|(_, _, a)| a == "no change"), "{again:#}");
 }
+
+/// The version of the routing table the data plane serves, from its admin API.
+fn served_routes_version(cluster: &Cluster) -> u64 {
+    let admin = cluster.json(&["status"])["lb_admin"].as_str().unwrap().to_string();
+    let served: Value =
+        reqwest::blocking::get(format!("http://{admin}/v1/routes")).unwrap().json().unwrap();
+    served["version"].as_u64().unwrap()
+}
+
+#[test]
+fn applying_an_unchanged_file_changes_nothing_not_even_the_routing_table_version() {
+    let cluster = Cluster::start(Options::default());
+    cluster.apply_and_wait_for_v1();
+    let before = served_routes_version(&cluster);
+    let status_before = cluster.json(&["status"])["routes_version"].as_u64().unwrap();
+
+    let response = cluster.json(&["apply", "-f", "cutover.yaml"]);
+    let actions: Vec<String> = plan(&response).into_iter().map(|(_, _, action)| action).collect();
+    assert!(actions.iter().all(|a| a == "no change"), "{response:#}");
+
+    assert_eq!(served_routes_version(&cluster), before, "the data plane got a new table");
+    assert_eq!(cluster.json(&["status"])["routes_version"], status_before);
+}
+
+#[test]
+fn a_file_the_load_balancer_refuses_changes_neither_the_store_nor_the_served_table() {
+    let cluster = Cluster::start(Options::default());
+    cluster.apply_and_wait_for_v1();
+    let before = served_routes_version(&cluster);
+    // A new listener on a port another program holds: only the data plane can find that out.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let yaml = std::fs::read_to_string(cluster.path("cutover.yaml")).unwrap();
+    let with_listener = yaml.replacen(
+        "      - { name: test,",
+        &format!(
+            "      - {{ name: busy, port: {port}, default_action: {{ fixed_response: {{ status_code: 503 }} }} }}\n      - {{ name: test,"
+        ),
+        1,
+    );
+    std::fs::write(cluster.path("busy.yaml"), with_listener).unwrap();
+
+    let output = cluster.cli(&["apply", "-f", "busy.yaml"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("the load balancer refused the new configuration"), "{stderr}");
+    assert!(stderr.contains("nothing was changed"), "{stderr}");
+
+    assert_eq!(served_routes_version(&cluster), before, "the data plane serves a new table");
+    let plan = cluster.json(&["apply", "--dry-run", "-f", "cutover.yaml"]);
+    let actions: Vec<String> = plan_actions(&plan);
+    assert!(actions.iter().all(|a| a == "no change"), "the store changed: {plan:#}");
+    assert_eq!(get(cluster.prod, "/").unwrap(), (200, "v1".to_string()));
+    drop(taken);
+}
+
+fn plan_actions(response: &Value) -> Vec<String> {
+    plan(response).into_iter().map(|(_, _, action)| action).collect()
+}

@@ -339,14 +339,16 @@ hooks:
         String::from_utf8_lossy(&output.stdout).lines().map(str::to_string).collect()
     }
 
-    /// Live demo-app processes started from this cluster's app directory.
+    /// Live demo-app processes of this cluster (each task runs its own copy of the app
+    /// directory, under the data directory).
     pub fn app_processes(&self) -> usize {
-        let exe = self.path("app").join("cutover-demo-app").canonicalize().unwrap();
+        let root = self.dir.path().canonicalize().unwrap();
+        let is_app = |p: &Path| p.starts_with(&root) && p.ends_with("cutover-demo-app");
         std::fs::read_dir("/proc")
             .unwrap()
             .filter_map(|e| e.ok())
             .filter(|e| e.file_name().to_string_lossy().chars().all(|c| c.is_ascii_digit()))
-            .filter(|e| std::fs::read_link(e.path().join("exe")).is_ok_and(|p| p == exe))
+            .filter(|e| std::fs::read_link(e.path().join("exe")).is_ok_and(|p| is_app(&p)))
             .filter(|e| {
                 // Zombies keep their exe link on some kernels; count only live processes.
                 std::fs::read_to_string(e.path().join("stat")).is_ok_and(|s| {

@@ -8,6 +8,7 @@ mod apply;
 mod bad_input;
 mod cli;
 mod docker;
+mod docs_examples;
 mod harness;
 mod pipeline;
 mod release;

@@ -166,4 +166,13 @@ pipelines:
     let deployment = cluster.deployment(execution["deployments"][0].as_str().unwrap());
     assert_eq!(deployment["rolled_back"], true, "{deployment}");
     assert_eq!(get(cluster.prod, "/").unwrap().1, "v2");
+
+    // Started again on the deployed commit, the build writes v2 into the very image directory
+    // production's tasks were started from: they run their own copies, so the build and the
+    // release succeed.
+    let deployed = git(&repo, &["rev-parse", "HEAD~2"]);
+    let started = cluster.json(&["pipelines", "start", "web", "--commit", &deployed]);
+    let execution = finished(&cluster, started["execution_id"].as_str().unwrap());
+    assert_eq!(execution["status"], "Succeeded", "{execution}");
+    assert_eq!(get(cluster.prod, "/").unwrap().1, "v2");
 }

@@ -26,6 +26,19 @@ fn canary_release_moves_production_to_green_with_zero_failed_requests() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("succeeded"), "{stdout}");
+    // `deploy --wait` speaks to a person: where traffic goes and when it moves next, never the
+    // engine's effect names.
+    for said in [
+        "Starting the new version's tasks (green) in target group web-green",
+        "Routing production traffic: 20% to green (web-green), 80% to blue (web-blue)",
+        "Moving production traffic: 20% on green (web-green), 80% on blue (web-blue); test \
+         listener on green; green tasks 2/2 healthy; next step at ",
+    ] {
+        assert!(stdout.contains(said), "`{said}` missing from: {stdout}");
+    }
+    for internal in ["start-green", "terminate-blue", "route prod"] {
+        assert!(!stdout.contains(internal), "`{internal}` in: {stdout}");
+    }
     let test_saw_v2_after = test_watch.join().unwrap();
     let samples = load.finish();
 
@@ -155,4 +168,87 @@ fn a_preview_header_pins_a_tester_to_green_on_production_until_the_rollback() {
         cluster.deployment(&id)["completed_at"].is_u64().then_some(())
     });
     assert_eq!(pinned("green").unwrap(), (200, "v1".to_string()));
+}
+
+#[test]
+fn a_deployment_stopped_without_rollback_ends_preview_routing_and_keeps_its_weights() {
+    // A canary that holds 80/20 for ten minutes: the stop comes while both sides serve production.
+    let cluster = Cluster::start(Options {
+        config: "{ name: quick-canary, type: TimeBasedCanary, percentage: 20, interval: 10m }",
+        group_extra: "    preview: { cookie: deploy_version }",
+        ..Options::default()
+    });
+    cluster.apply_and_wait_for_v1();
+    let pinned = || get_with(cluster.prod, "/", &[("Cookie", "deploy_version=green")]);
+
+    let created = cluster.json(&deploy_args("taskdef-v2.json", "appspec.yaml", &[]));
+    let id = created["id"].as_str().unwrap().to_string();
+    wait_for("production to move 20% to green", Duration::from_secs(60), || {
+        (cluster.deployment(&id)["traffic"]["production_green_percent"] == 20).then_some(())
+    });
+    assert_eq!(pinned().unwrap(), (200, "v2".to_string()), "the cookie pins to green meanwhile");
+
+    cluster.cli_ok(&["deployments", "stop", &id, "--no-rollback"]);
+    wait_for("the deployment to end", Duration::from_secs(30), || {
+        cluster.deployment(&id)["completed_at"].is_u64().then_some(())
+    });
+    let served = served_routes(&cluster);
+    let production = &served["table"]["listeners"]["web/prod"]["action"];
+    assert_eq!(production["preview"], serde_json::Value::Null, "{production}");
+    // The weights stay where the stop found them, so the cookie now gets the 80/20 split.
+    let weights: Vec<u64> = production["target_groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["weight"].as_u64().unwrap())
+        .collect();
+    assert_eq!(weights, [80, 20], "{production}");
+    wait_for("a pinned request to reach blue", Duration::from_secs(10), || {
+        (pinned().ok()?.1 == "v1").then_some(())
+    });
+}
+
+/// The routing table the data plane serves, from its admin API.
+fn served_routes(cluster: &Cluster) -> serde_json::Value {
+    let admin = cluster.json(&["status"])["lb_admin"].as_str().unwrap().to_string();
+    reqwest::blocking::get(format!("http://{admin}/v1/routes")).unwrap().json().unwrap()
+}
+
+#[test]
+fn tasks_list_shows_what_runs_and_with_all_what_stopped_with_its_task_definition_and_reason() {
+    let cluster = Cluster::start(Options::default());
+    cluster.apply_and_wait_for_v1();
+    let created = cluster.json(&deploy_args("taskdef-v2.json", "appspec.yaml", &[]));
+    let id = created["id"].as_str().unwrap().to_string();
+    wait_for("the deployment to succeed", Duration::from_secs(60), || {
+        (cluster.deployment(&id)["status"] == "Succeeded").then_some(())
+    });
+
+    // Once blue's tasks have stopped (and their task set is gone), the default list shows only
+    // green's, and `--all` adds blue's with what they ran, why and when they stopped.
+    let stopped = wait_for("blue's tasks to stop", Duration::from_secs(30), || {
+        let all = cluster.json(&["tasks", "list", "--all"]);
+        let stopped: Vec<serde_json::Value> =
+            all.as_array()?.iter().filter(|t| t["last_status"] == "STOPPED").cloned().collect();
+        (stopped.len() == 2).then_some(stopped)
+    });
+    for task in &stopped {
+        assert_eq!(task["task_definition"], "web:1", "{task}");
+        assert_eq!(task["health"], "UNKNOWN", "{task}");
+        assert_eq!(
+            task["stopped_reason"],
+            format!("deployment {id} replaced blue with green"),
+            "{task}"
+        );
+        assert!(task["stopped_at"].is_u64(), "{task}");
+    }
+    let running = cluster.json(&["tasks", "list"]);
+    let running = running.as_array().unwrap();
+    assert_eq!(running.len(), 2, "{running:?}");
+    for task in running {
+        assert_eq!(task["last_status"], "RUNNING", "{task}");
+        assert_eq!(task["task_definition"], "web:2", "{task}");
+    }
+    let table = cluster.cli_ok(&["tasks", "list", "--all"]);
+    assert!(table.contains(&format!("deployment {id} replaced blue with green")), "{table}");
 }

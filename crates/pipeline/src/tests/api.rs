@@ -146,3 +146,23 @@ fn a_snapshot_that_does_not_match_its_spec_is_refused() {
     let err = serde_json::from_value::<Pipeline>(json).unwrap_err().to_string();
     expect!["the snapshot's pipeline spec is invalid: stages[1].actions[0].input_artifacts[0]: input artifact `nothing` is not produced by any action that runs before this one"].assert_eq(&err);
 }
+
+#[test]
+fn an_approval_asked_of_an_execution_that_waits_for_none_says_where_the_execution_is() {
+    let mut pipeline = Pipeline::new(parse_spec(&["standard"]), Timestamp::ZERO).unwrap();
+    pipeline.handle_input(push("e1"), at(1)).unwrap();
+    let err = pipeline.pending_approval("e1", None, None).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "execution `e1` is not waiting for an approval (it is InProgress, in stage Build); \
+         approve or reject it while its approval action is InProgress"
+    );
+    let err = pipeline.pending_approval("e1", Some("Build"), Some("compile")).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "approval `Build/compile` of execution `e1` is not waiting for a decision (its latest \
+         run is #1, InProgress)"
+    );
+    let err = pipeline.pending_approval("e9", None, None).unwrap_err();
+    assert!(matches!(err, InputError::UnknownExecution(ref id) if id == "e9"), "{err}");
+}

@@ -426,7 +426,9 @@ fn stop_and_wait_lets_a_running_build_finish() {
 }
 
 #[test]
-fn stop_and_wait_stops_a_running_deployment_and_waits_for_it() {
+fn stop_and_wait_stops_a_running_deployment_waits_for_it_and_abandons_the_action() {
+    // CodePipeline marks what a stop ended Abandoned, a deploy action as an approval: the
+    // deployment did not fail, it was stopped.
     check(
         "standard
          0s push e1
@@ -449,8 +451,8 @@ fn stop_and_wait_stops_a_running_deployment_and_waits_for_it() {
             3m       cancel e1 Deploy/deploy#1 Deploy
             3m       stage e1 Deploy Stopping
             3m       execution e1 Stopping: bad release
-            4m       action e1 Deploy/deploy#1 Failed [d-1] after 3m: deployment d-1 Stopped, rolled back
-            4m       stage e1 Deploy Stopped: stopped: bad release; action deploy failed: deployment d-1 Stopped, rolled back
+            4m       action e1 Deploy/deploy#1 Abandoned [d-1] after 3m: abandoned: bad release; deployment d-1 Stopped, rolled back
+            4m       stage e1 Deploy Stopped: stopped: bad release
             4m       execution e1 Stopped: stopped in stage Deploy: bad release
             4m       finished e1 Stopped: stopped in stage Deploy: bad release
         "#]],

@@ -4,7 +4,8 @@
 //!   `entryPoint ++ command`; `argv[0]` is looked up in the image directory first (as a path
 //!   relative to it), then on `PATH`; with an empty argv, the one executable file at the top of
 //!   the image directory runs. `workingDirectory` is relative to the image directory (default:
-//!   the image directory itself). Containers inherit only `PATH`, `HOME`, `USER`, `LOGNAME`,
+//!   the image directory itself). Each task runs from its own copy of the image directory
+//!   (`snapshot`), as a container runs from its image. Containers inherit only `PATH`, `HOME`, `USER`, `LOGNAME`,
 //!   `LANG`, `LC_ALL`, `LC_CTYPE`, `TZ` and `TMPDIR` from the control plane.
 //! - **Network.** Each task gets its own address in `127.77.0.0/16` (configurable with
 //!   [`ProcessRuntime::with_address_range`]), unique among the tasks of the state directory that
@@ -26,6 +27,7 @@
 
 mod health;
 mod launch;
+mod snapshot;
 pub(crate) mod store;
 pub(crate) mod sys;
 
@@ -70,6 +72,28 @@ struct Inner {
     /// Next offset in the range to try, so a freed address is not handed out again at once.
     cursor: Mutex<u32>,
     tasks: Mutex<HashMap<String, Arc<Task>>>,
+}
+
+/// Gives the task in `task_dir` its own copy of each image directory its containers run from
+/// (containers of the task that name the same directory share one copy, as they share the
+/// directory itself) and points their launches there (see `snapshot`). On failure, the launches
+/// come back unchanged with the reason, for the caller to fail the start as it fails any other.
+fn copy_images(task_dir: &Path, launches: Vec<Launch>) -> (Vec<Launch>, Option<String>) {
+    let mut copies: Vec<PathBuf> = Vec::with_capacity(launches.len());
+    for (i, l) in launches.iter().enumerate() {
+        let first = launches.iter().position(|other| other.image_dir == l.image_dir);
+        if let Some(first) = first.filter(|&f| f < i) {
+            copies.push(copies[first].clone());
+            continue;
+        }
+        let copy = snapshot::image_copy_dir(task_dir, i);
+        if let Err(reason) = snapshot::copy_image(&l.image_dir, &copy) {
+            return (launches, Some(reason));
+        }
+        copies.push(copy);
+    }
+    let rebased = launches.into_iter().zip(copies).map(|(l, c)| snapshot::rebase(l, &c)).collect();
+    (rebased, None)
 }
 
 /// Where a runtime starts looking for free addresses: anywhere in the range, so that runtimes on
@@ -681,10 +705,15 @@ fn adopt(id: &str, dir: PathBuf, rec: TaskRecord) -> Result<Arc<Task>, String> {
         .containers
         .iter()
         .zip(&rec.procs)
-        .map(|(c, p)| {
+        .enumerate()
+        .map(|(i, (c, p))| {
             let launch = launch::resolve(c).ok().map(|mut l| {
                 l.env = launch::environment(&rec.spec, c, rec.ip, lb);
-                l
+                // The copy this container runs from (see `copy_images`); tasks started before
+                // images were copied run from the image itself.
+                let first = rec.spec.containers.iter().position(|other| other.image == c.image);
+                let copy = snapshot::image_copy_dir(&dir, first.unwrap_or(i));
+                if copy.is_dir() { snapshot::rebase(l, &copy) } else { l }
             });
             let proc = OnceLock::new();
             if let Some(p) = p {
@@ -820,6 +849,14 @@ impl ProcessRuntime {
                     reason: format!("address allocation panicked: {e}"),
                 },
             )??;
+        let task_dir = dir.clone();
+        let (launches, copy_failure) =
+            tokio::task::spawn_blocking(move || copy_images(&task_dir, launches)).await.map_err(
+                |e| RuntimeError::StartFailed {
+                    task_id: spec.task_id.clone(),
+                    reason: format!("copying the image panicked: {e}"),
+                },
+            )?;
         let lb = lb_addr(&spec, ip);
         let containers = spec
             .containers
@@ -856,8 +893,12 @@ impl ProcessRuntime {
         lock(&self.inner.tasks).insert(task.id.clone(), Arc::clone(&task));
         tracing::info!(task = %task.id, %ip, "starting task");
 
-        let mut failure = None;
+        let mut failure = copy_failure
+            .map(|reason| RuntimeError::StartFailed { task_id: task.id.clone(), reason });
         for &i in &order {
+            if failure.is_some() {
+                break;
+            }
             if let Err(reason) = wait_for_dependencies(&task, i).await {
                 failure = Some(RuntimeError::StartFailed { task_id: task.id.clone(), reason });
                 break;
@@ -1097,6 +1138,12 @@ impl Runtime for ProcessRuntime {
         task.checks_off.send_replace(true);
         store::remove(&store::task_file(&task.dir))?;
         store::remove(&store::stopped_file(&task.dir))?;
+        // The task's copies of its images: only its logs are kept after it is forgotten.
+        let images = task.dir.join("images");
+        if images.exists() {
+            std::fs::remove_dir_all(&images)
+                .map_err(|e| RuntimeError::io("cannot delete", &images, e))?;
+        }
         for c in &task.containers {
             store::remove(&store::exit_file(&task.dir, &c.spec.name))?;
         }
