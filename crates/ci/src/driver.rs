@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -41,7 +41,6 @@ pub struct Inner {
     pub jobs: Mutex<HashMap<String, Job>>,
     pub wake: Notify,
     pub closed: AtomicBool,
-    clock: AtomicU64,
     push_lock: tokio::sync::Mutex<()>,
     polls: Mutex<HashMap<String, (u64, bool)>>,
 }
@@ -82,7 +81,6 @@ impl Ci {
             jobs: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             closed: AtomicBool::new(false),
-            clock: AtomicU64::new(0),
             push_lock: tokio::sync::Mutex::new(()),
             polls: Mutex::new(HashMap::new()),
         });
@@ -178,13 +176,11 @@ pub fn valid_name(name: &str) -> bool {
 }
 
 impl Inner {
-    /// Wall-clock milliseconds that never go backwards.
+    /// The time, from the same clock as the control plane's ([`store::clock`]): wall-clock
+    /// milliseconds advanced on the monotonic clock, so a step of the wall clock neither times
+    /// an action out early nor holds a pipeline up.
     pub fn now(&self) -> Timestamp {
-        let wall = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let prev = self.clock.fetch_max(wall, Ordering::SeqCst);
-        Timestamp::from_millis(wall.max(prev))
+        Timestamp::from_millis(store::clock::now_ms())
     }
 
     pub fn repo_dir(&self, name: &str) -> PathBuf {

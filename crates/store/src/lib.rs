@@ -14,6 +14,7 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::{Deserialize, Serialize};
 
+pub mod clock;
 mod pipelines;
 pub use pipelines::*;
 
@@ -99,6 +100,9 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         let store = Store { conn: Mutex::new(conn) };
         store.migrate(&path.display().to_string())?;
+        // Time read from a wall clock set back since the last run must not run behind what that
+        // run stored: deadlines would come late and histories would go backwards.
+        clock::not_before(store.read(|tx| tx.newest_timestamp())?);
         Ok(store)
     }
 
@@ -537,6 +541,22 @@ impl Tx<'_> {
             params![deployment_id, at as i64, kind, message],
         )?;
         Ok(self.tx.last_insert_rowid())
+    }
+
+    /// The newest time anything was stored at, in milliseconds (0 for an empty store).
+    pub fn newest_timestamp(&self) -> Result<u64> {
+        let newest: i64 = self.tx.query_row(
+            "SELECT MAX(
+                 (SELECT COALESCE(MAX(updated_at), 0) FROM resources),
+                 (SELECT COALESCE(MAX(updated_at), 0) FROM deployments),
+                 (SELECT COALESCE(MAX(at), 0) FROM deployment_events),
+                 (SELECT COALESCE(MAX(created_at), 0) FROM tasks),
+                 (SELECT COALESCE(MAX(updated_at), 0) FROM task_sets),
+                 (SELECT COALESCE(MAX(updated_at), 0) FROM ci_pipelines))",
+            [],
+            |row| row.get(0),
+        )?;
+        Ok(newest.max(0) as u64)
     }
 
     /// Events of a deployment after `after_seq`, oldest first.
