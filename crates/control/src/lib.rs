@@ -16,6 +16,7 @@ mod hooks;
 mod http;
 pub mod lb;
 pub mod monitor;
+mod outage;
 mod pipelines;
 mod routing;
 mod state;

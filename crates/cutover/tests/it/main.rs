@@ -7,6 +7,7 @@ mod alarms;
 mod apply;
 mod bad_input;
 mod clock;
+mod disk_full;
 mod docker;
 mod harness;
 mod pipeline;
