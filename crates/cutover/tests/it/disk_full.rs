@@ -89,3 +89,41 @@ fn full_data_directory_pauses_a_canary_with_a_warning_and_it_resumes_once_space_
     );
     assert_eq!(get(cluster.prod, "/").unwrap().1, "v2");
 }
+
+#[test]
+fn a_hook_result_that_arrives_while_the_disk_is_full_is_kept_and_the_release_goes_on() {
+    let markers = tempfile::tempdir().unwrap();
+    let marker = markers.path().join("hook-finished");
+    // The hook outlives the fill by a few seconds, and says when it has finished.
+    let hooks: &'static str = Box::leak(
+        format!("  - {{ name: slow, run: \"sleep 3; touch {}\", timeout: 60s }}", marker.display())
+            .into_boxed_str(),
+    );
+    let cluster =
+        Cluster::start(Options { hooks, data_dir_tmpfs: Some("64m"), ..Options::default() });
+    cluster.apply_and_wait_for_v1();
+    std::fs::write(cluster.path("appspec-slow.yaml"), appspec("slow")).unwrap();
+    let created = cluster.json(&deploy_args("taskdef-v2.json", "appspec-slow.yaml", &[]));
+    let id = created["id"].as_str().unwrap().to_string();
+    wait_for("the slow hook to run", Duration::from_secs(30), || {
+        (cluster.deployment(&id)["current_event"] == "AfterAllowTestTraffic").then_some(())
+    });
+
+    let filler = cluster.data_dir().join("filler");
+    fill(&filler);
+    wait_for("the hook to finish while the disk is full", Duration::from_secs(30), || {
+        marker.exists().then_some(())
+    });
+    wait_for("`cutover status` to warn about the store", Duration::from_secs(30), || {
+        cluster.cli_ok(&["status"]).contains("cannot be written").then_some(())
+    });
+    let view = cluster.deployment(&id);
+    assert_eq!(view["current_event"], "AfterAllowTestTraffic", "acted while full: {view}");
+
+    std::fs::remove_file(&filler).unwrap();
+    let view = wait_for("the deployment to finish by itself", Duration::from_secs(60), || {
+        let view = cluster.deployment(&id);
+        view["completed_at"].is_u64().then_some(view)
+    });
+    assert_eq!(view["status"], "Succeeded", "the hook's result was lost: {view}");
+}
