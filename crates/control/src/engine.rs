@@ -327,7 +327,8 @@ impl Engine {
         self.apply_report(report);
     }
 
-    /// Records a report; one the store cannot take now is kept for [`Engine::retry_deferred`].
+    /// Records a report; one the store cannot take now is kept, and applied again once it can
+    /// ([`Engine::store_writable`]).
     fn apply_report(&mut self, report: Report) {
         let result = match report.clone() {
             Report::Input { deployment_id, input } => {
@@ -1358,15 +1359,15 @@ impl Engine {
             }
             Err(reason) => {
                 warn!(task = %task_id, "task failed to start: {reason}");
+                let reason = format!("task failed to start: {reason}");
                 task.last_status = "STOPPED".into();
                 task.desired_status = "STOPPED".into();
                 task.stopped_at = Some(now.as_millis());
-                task.stopped_reason = Some(format!("task failed to start: {reason}"));
-                self.note_failure(
-                    &task.task_set_id,
-                    &format!("task failed to start: {reason}"),
-                    now,
-                );
+                task.stopped_reason = Some(reason.clone());
+                // Counted once written: a report the store refused is applied again later.
+                self.store.transaction(|tx| tx.task_put(&task))?;
+                self.note_failure(&task.task_set_id, &reason, now);
+                return Ok(());
             }
         }
         self.store.transaction(|tx| tx.task_put(&task))?;
