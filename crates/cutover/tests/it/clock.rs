@@ -101,3 +101,36 @@ fn wall_clock_step_backward_during_a_canary_keeps_the_next_step_on_time() {
     });
     assert_eq!(view["status"], "Succeeded", "{view}");
 }
+
+#[test]
+fn a_restart_under_a_wall_clock_set_back_keeps_the_stored_schedule() {
+    let (_keep, offset) = offset_file("faketime.rc");
+    let mut cluster = Cluster::start(faked(
+        &offset,
+        Options {
+            config: "{ name: quick-canary, type: TimeBasedCanary, percentage: 20, interval: 4s }",
+            ..Options::default()
+        },
+    ));
+    cluster.apply_and_wait_for_v1();
+    let created = cluster.json(&deploy_args("taskdef-v2.json", "appspec.yaml", &[]));
+    let id = created["id"].as_str().unwrap().to_string();
+    wait_for("the canary step (20% on green)", Duration::from_secs(30), || {
+        (cluster.deployment(&id)["traffic"]["production_green_percent"] == 20).then_some(())
+    });
+
+    // The stored deadline is 4 s of wall clock away; the restarted process reads a wall clock an
+    // hour earlier, and must still reach it in about 4 s, not in an hour.
+    cluster.kill_control_plane();
+    std::fs::write(&offset, "-1h\n").unwrap();
+    let restarted_at = Instant::now();
+    cluster.up();
+    wait_for("all traffic on green after the restart", Duration::from_secs(30), || {
+        (cluster.deployment(&id)["traffic"]["production_green_percent"] == 100).then_some(())
+    });
+    let waited = restarted_at.elapsed();
+    assert!(
+        waited < Duration::from_secs(12),
+        "the canary step came {waited:?} after the restart, its interval is 4 s"
+    );
+}
