@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -20,6 +20,7 @@ const TICK: Duration = Duration::from_millis(250);
 /// How often retention runs.
 const GC_EVERY: Duration = Duration::from_secs(60);
 
+#[derive(Clone)]
 pub struct Slot {
     pub def: PipelineDef,
     pub machine: Pipeline,
@@ -41,9 +42,18 @@ pub struct Inner {
     pub jobs: Mutex<HashMap<String, Job>>,
     pub wake: Notify,
     pub closed: AtomicBool,
-    clock: AtomicU64,
     push_lock: tokio::sync::Mutex<()>,
     polls: Mutex<HashMap<String, (u64, bool)>>,
+    /// Pipelines whose last step could not be written: stepped again on every tick until it is.
+    unwritten: Mutex<HashSet<String>>,
+}
+
+/// How long to wait before writing again after `failed` failed writes in a row: from a quarter
+/// second, doubling, to at most 5 s, so a freed disk is noticed within seconds.
+fn retry_delay(failed: u32) -> Duration {
+    let doubled =
+        Duration::from_millis(250).saturating_mul(1u32 << failed.saturating_sub(1).min(16));
+    doubled.min(Duration::from_secs(5))
 }
 
 /// The pipelines subsystem. Dropping it stops its loop and its jobs (builds are killed; a
@@ -82,9 +92,9 @@ impl Ci {
             jobs: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             closed: AtomicBool::new(false),
-            clock: AtomicU64::new(0),
             push_lock: tokio::sync::Mutex::new(()),
             polls: Mutex::new(HashMap::new()),
+            unwritten: Mutex::new(HashSet::new()),
         });
         let rows = inner.store.read(|tx| tx.ci_pipeline_list())?;
         let now = inner.now();
@@ -178,13 +188,11 @@ pub fn valid_name(name: &str) -> bool {
 }
 
 impl Inner {
-    /// Wall-clock milliseconds that never go backwards.
+    /// The time, from the same clock as the control plane's ([`store::clock`]): wall-clock
+    /// milliseconds advanced on the monotonic clock, so a step of the wall clock neither times
+    /// an action out early nor holds a pipeline up.
     pub fn now(&self) -> Timestamp {
-        let wall = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let prev = self.clock.fetch_max(wall, Ordering::SeqCst);
-        Timestamp::from_millis(wall.max(prev))
+        Timestamp::from_millis(store::clock::now_ms())
     }
 
     pub fn repo_dir(&self, name: &str) -> PathBuf {
@@ -499,8 +507,10 @@ impl Inner {
         }
     }
 
-    /// Applies `f` to the pipeline's machine, persists it, records the executions it touched,
-    /// then performs the effects.
+    /// Applies `f` to the pipeline's machine, persists it and the executions it touched in one
+    /// transaction, then performs the effects. When the store cannot be written, the pipeline
+    /// goes back to where it was (nothing is acted on that was not written): a due timeout is
+    /// taken again on a later tick, and the caller of an input gets the error.
     pub fn step<T>(
         self: &Arc<Self>,
         name: &str,
@@ -514,15 +524,14 @@ impl Inner {
         let slot = slots.get_mut(name).ok_or_else(|| {
             Error::NotFound(format!("no pipeline `{name}`; declare it in cutover.yaml and apply"))
         })?;
+        let before = slot.clone();
         let res = f(&mut slot.machine, now);
-        let snapshot = serde_json::to_string(&slot.machine)
-            .map_err(|e| Error::Internal(format!("snapshot of {name}: {e}")))?;
-        self.store
-            .transaction(|tx| tx.ci_pipeline_set_machine(name, &snapshot, now.as_millis()))?;
         let mut effects = Vec::new();
         while let Some(e) = slot.machine.poll_effect() {
             effects.push(e);
         }
+        let snapshot = serde_json::to_string(&slot.machine)
+            .map_err(|e| Error::Internal(format!("snapshot of {name}: {e}")))?;
         let records = execution_rows(name, &slot.machine, &effects);
         let mut starts = Vec::new();
         for e in effects {
@@ -558,8 +567,8 @@ impl Inner {
             }
         }
         let def = slot.def.clone();
-        drop(slots);
-        self.store.transaction(|tx| {
+        let written = self.store.transaction(|tx| {
+            tx.ci_pipeline_set_machine(name, &snapshot, now.as_millis())?;
             for r in &records {
                 tx.ci_execution_put(r)?;
             }
@@ -567,7 +576,16 @@ impl Inner {
                 tx.ci_pipeline_put(row)?;
             }
             Ok(())
-        })?;
+        });
+        if let Err(err) = written {
+            *slot = before;
+            if err.is_write_failure() {
+                lock(&self.unwritten).insert(name.to_string());
+            }
+            return Err(err.into());
+        }
+        lock(&self.unwritten).remove(name);
+        drop(slots);
         for (e, revision) in starts {
             crate::jobs::perform(self, name, &def, e, revision);
         }
@@ -578,9 +596,29 @@ impl Inner {
     }
 
     /// Feeds a job's report; refusals are logged (a late report of an action that was given up).
+    /// A report the store cannot take now is not dropped: it is fed again, with backoff, until it
+    /// is written, so a full disk delays a pipeline rather than stalling it.
     pub fn report(self: &Arc<Self>, pipeline: &str, input: Input) {
-        if let Err(err) = self.step(pipeline, |m, now| m.handle_input(input, now)) {
-            tracing::info!(pipeline, "report not taken: {err}");
+        match self.step(pipeline, |m, now| m.handle_input(input.clone(), now)) {
+            Err(Error::Store(err)) if err.is_write_failure() => {
+                tracing::warn!(pipeline, "report kept until the store can be written: {err}");
+                let inner = self.clone();
+                let pipeline = pipeline.to_string();
+                tokio::spawn(async move { inner.report_when_writable(&pipeline, input).await });
+            }
+            Err(err) => tracing::info!(pipeline, "report not taken: {err}"),
+            Ok(()) => {}
+        }
+    }
+
+    async fn report_when_writable(self: Arc<Self>, pipeline: &str, input: Input) {
+        for failed in 1u32.. {
+            tokio::time::sleep(retry_delay(failed)).await;
+            match self.step(pipeline, |m, now| m.handle_input(input.clone(), now)) {
+                Err(Error::Store(err)) if err.is_write_failure() => continue,
+                Err(err) => return tracing::info!(pipeline, "report not taken: {err}"),
+                Ok(()) => return tracing::info!(pipeline, "kept report written"),
+            }
         }
     }
 
@@ -689,8 +727,13 @@ impl Inner {
                 match fetched {
                     Ok(Ok(commit)) => {
                         let now = self.now().as_millis();
-                        let _ = self.store.transaction(|tx| tx.ci_source_set(&name, &commit, now));
-                        if let Err(err) = self
+                        // Unrecorded, the commit would trigger again at the next poll: start
+                        // nothing now, the next poll tries again.
+                        if let Err(err) =
+                            self.store.transaction(|tx| tx.ci_source_set(&name, &commit, now))
+                        {
+                            tracing::warn!(pipeline = name, "recording the polled commit: {err}");
+                        } else if let Err(err) = self
                             .trigger(
                                 &name,
                                 mirror,
@@ -837,16 +880,25 @@ async fn run_loop(inner: Shared) {
     inner.process_pushes().await;
     loop {
         let now = inner.now();
+        let unwritten = lock(&inner.unwritten).clone();
         let due: Vec<String> = lock(&inner.slots)
             .iter()
-            .filter(|(_, s)| s.machine.poll_timeout().is_some_and(|t| t <= now))
+            .filter(|(n, s)| {
+                s.machine.poll_timeout().is_some_and(|t| t <= now) || unwritten.contains(*n)
+            })
             .map(|(n, _)| n.clone())
             .collect();
         for name in due {
-            let _ = inner.step(&name, |m, now| {
-                m.handle_timeout(now);
+            // A failed write leaves the timeout due (or the resumed effects queued): the next
+            // tick tries again.
+            if let Err(err) = inner.step(&name, |m, now| {
+                if m.poll_timeout().is_some_and(|t| t <= now) {
+                    m.handle_timeout(now);
+                }
                 Ok(())
-            });
+            }) {
+                tracing::debug!(pipeline = name, "not written, trying again: {err}");
+            }
         }
         inner.process_pushes().await;
         inner.due_polls();

@@ -33,6 +33,7 @@ use crate::deployment::{self, DeploymentBody};
 use crate::error::ApiError;
 use crate::hooks::{self, HookContext, HookRun};
 use crate::lb::LbClient;
+use crate::outage::StoreOutage;
 use crate::state::{self, Snapshot};
 
 pub type Reply = oneshot::Sender<Result<serde_json::Value, ApiError>>;
@@ -90,6 +91,17 @@ pub struct Shared {
     pub monitor: std::sync::Mutex<crate::monitor::Monitor>,
     pub routes_version: RwLock<u64>,
     pub shutdown: tokio::sync::Notify,
+    /// Set while the store cannot be written: for `cutover status` and the deployments' events.
+    pub store_outage: RwLock<Option<StoreOutage>>,
+}
+
+/// Something that happened outside the loop and must be recorded. When the store cannot take it,
+/// the engine keeps it and applies it again once it can, rather than dropping it.
+#[derive(Clone, Debug)]
+enum Report {
+    Input { deployment_id: String, input: Input },
+    TaskStarted { task_id: String, result: Result<TaskHandle, String> },
+    TaskStopped { task_id: String },
 }
 
 /// Failures of one task set's tasks in a row, for backoff and for failing a green task set.
@@ -137,6 +149,10 @@ pub struct Engine {
     health_checked: HashMap<String, bool>,
     /// (deployment, alarm instance) pairs already handed to a deployment.
     alarms_fed: std::collections::HashSet<(String, String)>,
+    /// Set while the store cannot be written.
+    outage: Option<StoreOutage>,
+    /// Reports the store could not take, in the order they came, to apply once it can.
+    deferred: Vec<Report>,
 }
 
 impl Engine {
@@ -169,6 +185,8 @@ impl Engine {
             shutting_down: false,
             health_checked: HashMap::new(),
             alarms_fed: std::collections::HashSet::new(),
+            outage: None,
+            deferred: Vec::new(),
         }
     }
 
@@ -292,38 +310,62 @@ impl Engine {
     }
 
     async fn handle(&mut self, msg: Msg) {
-        match msg {
+        let report = match msg {
             Msg::Command(command, reply) => {
                 let result = self.command(command).await;
                 let _ = reply.send(result);
+                return;
             }
             Msg::HookDone { deployment_id, execution_id, succeeded, message } => {
                 self.running_hooks.remove(&(deployment_id.clone(), execution_id.clone()));
                 let input = Input::HookResult { execution_id, succeeded, message };
-                if let Err(err) = self.feed(&deployment_id, input) {
-                    info!(deployment = %deployment_id, "hook result not used: {}", err.body.error);
-                }
+                Report::Input { deployment_id, input }
             }
-            Msg::TaskStarted { task_id, result } => {
-                if let Err(err) = self.task_started(&task_id, result) {
-                    warn!(task = %task_id, "recording task start: {err}");
-                }
+            Msg::TaskStarted { task_id, result } => Report::TaskStarted { task_id, result },
+            Msg::TaskStopped { task_id } => Report::TaskStopped { task_id },
+        };
+        self.apply_report(report);
+    }
+
+    /// Records a report; one the store cannot take now is kept, and applied again once it can
+    /// ([`Engine::store_writable`]).
+    fn apply_report(&mut self, report: Report) {
+        let result = match report.clone() {
+            Report::Input { deployment_id, input } => {
+                self.feed(&deployment_id, input).map_err(|err| anyhow::anyhow!(err.body.error))
             }
-            Msg::TaskStopped { task_id } => {
-                let now = clock::now();
-                let result = self.store.transaction(|tx| {
-                    if let Some(mut task) = tx.task_get(&task_id)? {
-                        task.last_status = "STOPPED".into();
-                        task.stopped_at = Some(now.as_millis());
-                        tx.task_put(&task)?;
-                    }
-                    Ok(())
-                });
-                if let Err(err) = result {
-                    warn!(task = %task_id, "recording task stop: {err}");
-                }
+            Report::TaskStarted { task_id, result } => self.task_started(&task_id, result),
+            Report::TaskStopped { task_id } => self.task_stopped(&task_id),
+        };
+        let Err(err) = result else { return };
+        if self.store.write_failure().is_some() {
+            self.deferred.push(report);
+            return;
+        }
+        match report {
+            Report::Input { deployment_id, .. } => {
+                info!(deployment = %deployment_id, "input not used: {err:#}")
+            }
+            Report::TaskStarted { task_id, .. } => {
+                warn!(task = %task_id, "recording task start: {err:#}")
+            }
+            Report::TaskStopped { task_id } => {
+                warn!(task = %task_id, "recording task stop: {err:#}")
             }
         }
+    }
+
+    fn task_stopped(&mut self, task_id: &str) -> anyhow::Result<()> {
+        let now = clock::now();
+        self.store.transaction(|tx| {
+            if let Some(mut task) = tx.task_get(task_id)? {
+                task.last_status = "STOPPED".into();
+                task.stopped_at = Some(now.as_millis());
+                tx.task_put(&task)?;
+            }
+            Ok(())
+        })?;
+        Ok(())
     }
 
     async fn command(&mut self, command: Command) -> Result<serde_json::Value, ApiError> {
@@ -533,14 +575,29 @@ impl Engine {
                 ))
             });
         };
+        let before = machine.clone();
         machine.handle_input(input, now).map_err(|err| ApiError::conflict(err.to_string()))?;
-        self.drive(id, now)
+        self.drive_or_undo(id, before, now)
+    }
+
+    /// [`Engine::drive`]; when the decision cannot be written, the machine goes back to
+    /// `before`, so that nothing acts on it and it is taken again, at its own time, later.
+    fn drive_or_undo(&mut self, id: &str, before: Rollout, now: Timestamp) -> Result<(), ApiError> {
+        let result = self.drive(id, now);
+        if result.is_err()
+            && let Some(machine) = self.machines.get_mut(id)
+        {
+            *machine = before;
+        }
+        result
     }
 
     /// Performs every pending effect of a deployment, recording each one and the machine's new
     /// snapshot in one transaction before any side effect that leaves the process happens.
     fn drive(&mut self, id: &str, now: Timestamp) -> Result<(), ApiError> {
         let Some(machine) = self.machines.get_mut(id) else { return Ok(()) };
+        // Effects stay queued in the machine until they are written (a failed write puts it back).
+        let unpolled = machine.clone();
         let mut effects = Vec::new();
         while let Some(effect) = machine.poll_effect() {
             effects.push(effect);
@@ -554,7 +611,7 @@ impl Engine {
         let mut hooks_to_run = Vec::new();
         let mut hooks_to_cancel = Vec::new();
         let mut tasks_to_stop = Vec::new();
-        self.store.transaction(|tx| {
+        let written = self.store.transaction(|tx| {
             let mut row = tx
                 .deployment_get(id)?
                 .ok_or_else(|| store::Error::Conflict(format!("deployment {id} vanished")))?;
@@ -658,7 +715,14 @@ impl Engine {
                 now.as_millis(),
             )?;
             Ok(())
-        })?;
+        });
+        if let Err(err) = written {
+            if let Some(machine) = self.machines.get_mut(id) {
+                *machine = unpolled;
+            }
+            return Err(err.into());
+        }
+        // From here on every effect is written: an error must not make the caller undo it.
         for effect in &effects {
             info!(deployment = %id, "{effect}");
         }
@@ -668,7 +732,10 @@ impl Engine {
             }
         }
         for (event, execution_id, hook, timeout) in hooks_to_run {
-            self.spawn_hook(id, event, execution_id, &hook, timeout)?;
+            if let Err(err) = self.spawn_hook(id, event, execution_id, &hook, timeout) {
+                // The machine's own timeout for the hook settles it.
+                warn!(deployment = %id, "starting hook {hook}: {}", err.body.error);
+            }
         }
         for task in tasks_to_stop {
             self.note_removal(&task);
@@ -747,6 +814,9 @@ impl Engine {
     pub async fn reconcile(&mut self) {
         let now = clock::now();
         self.refresh_health().await;
+        if !self.store_writable(now) {
+            return;
+        }
         if let Err(err) = self.watch_alarms(now).await {
             warn!("evaluating alarms: {err:#}");
         }
@@ -762,6 +832,74 @@ impl Engine {
         if let Err(err) = self.push_routes().await {
             warn!("updating the load balancer: {err:#}");
         }
+        self.note_store_failure(clock::now());
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // A store that cannot be written.
+
+    /// Whether this pass may go on: not while the store refuses writes and the next retry is not
+    /// due, nor when that retry fails. A retry that succeeds ends the outage: it writes the
+    /// events held meanwhile, and the reports that were kept are applied.
+    fn store_writable(&mut self, now: Timestamp) -> bool {
+        self.note_store_failure(now);
+        let Some(outage) = &self.outage else { return true };
+        if now < outage.retry_at {
+            return false;
+        }
+        let mut events = outage.held.clone();
+        events.extend(outage.recovered_events(now));
+        let written = self.store.transaction(|tx| {
+            tx.meta_set("store_checked_at", &now.as_millis().to_string())?;
+            for event in &events {
+                tx.event_append(
+                    &event.deployment_id,
+                    event.at.as_millis(),
+                    crate::outage::EVENT_KIND,
+                    &event.message,
+                )?;
+            }
+            Ok(())
+        });
+        match written {
+            Ok(()) => {
+                info!(
+                    "the data directory can be written again after {}; carrying on",
+                    model::format_duration(now.since(outage.since))
+                );
+                self.set_outage(None);
+                for report in std::mem::take(&mut self.deferred) {
+                    self.apply_report(report);
+                }
+                true
+            }
+            Err(err) => {
+                let mut outage = outage.clone();
+                outage.failed_again(err.to_string(), now);
+                tracing::debug!("the data directory still cannot be written: {err}");
+                self.set_outage(Some(outage));
+                false
+            }
+        }
+    }
+
+    /// Starts an outage when the store has just refused a write.
+    fn note_store_failure(&mut self, now: Timestamp) {
+        if self.outage.is_some() {
+            return;
+        }
+        let Some(error) = self.store.write_failure() else { return };
+        warn!(
+            "cannot write to the data directory ({error}); acting on nothing until it can be \
+             written, retrying with backoff"
+        );
+        let deployments: Vec<String> = self.machines.keys().cloned().collect();
+        self.set_outage(Some(StoreOutage::begin(error, now, &deployments)));
+    }
+
+    fn set_outage(&mut self, outage: Option<StoreOutage>) {
+        *self.shared.store_outage.write().unwrap_or_else(|p| p.into_inner()) = outage.clone();
+        self.outage = outage;
     }
 
     fn monitor(&self) -> std::sync::MutexGuard<'_, crate::monitor::Monitor> {
@@ -871,12 +1009,15 @@ impl Engine {
             }
         }
         for (id, key, name, reason) in to_feed {
-            self.alarms_fed.insert((id.clone(), key));
             let event = format!("alarm {name} is in ALARM: {reason}");
+            // Not yet counted as handed over: an alarm whose event cannot be written is tried
+            // again on the next pass (alarms are level-triggered).
             self.store.transaction(|tx| tx.event_append(&id, now.as_millis(), "alarm", &event))?;
-            if let Err(err) = self.feed(&id, Input::Alarm { name, reason }) {
-                warn!(deployment = %id, "alarm not taken: {}", err.body.error);
-            }
+            self.alarms_fed.insert((id.clone(), key));
+            self.apply_report(Report::Input {
+                deployment_id: id,
+                input: Input::Alarm { name, reason },
+            });
         }
         Ok(())
     }
@@ -1239,15 +1380,15 @@ impl Engine {
             }
             Err(reason) => {
                 warn!(task = %task_id, "task failed to start: {reason}");
+                let reason = format!("task failed to start: {reason}");
                 task.last_status = "STOPPED".into();
                 task.desired_status = "STOPPED".into();
                 task.stopped_at = Some(now.as_millis());
-                task.stopped_reason = Some(format!("task failed to start: {reason}"));
-                self.note_failure(
-                    &task.task_set_id,
-                    &format!("task failed to start: {reason}"),
-                    now,
-                );
+                task.stopped_reason = Some(reason.clone());
+                // Counted once written: a report the store refused is applied again later.
+                self.store.transaction(|tx| tx.task_put(&task))?;
+                self.note_failure(&task.task_set_id, &reason, now);
+                return Ok(());
             }
         }
         self.store.transaction(|tx| tx.task_put(&task))?;
@@ -1310,19 +1451,19 @@ impl Engine {
                 self.store.transaction(|tx| tx.deployment_put(&row))?;
             }
             if let Some(input) = input {
-                let is_healthy = matches!(input, Input::GreenHealthy);
-                if let Err(err) = self.feed(&id, input)
-                    && !is_healthy
-                {
-                    warn!(deployment = %id, "{}", err.body.error);
+                // Its flag is written: were the input not taken for want of a write, it is kept
+                // and fed again rather than lost.
+                self.apply_report(Report::Input { deployment_id: id.clone(), input });
+            }
+            match self.machines.get_mut(&id) {
+                Some(machine) if machine.poll_timeout().is_some_and(|at| at <= now) => {
+                    let before = machine.clone();
+                    machine.handle_timeout(now);
+                    self.drive_or_undo(&id, before, now)?;
                 }
+                // Effects a failed write left queued (a new or resumed deployment's) go now.
+                _ => self.drive(&id, now)?,
             }
-            if let Some(machine) = self.machines.get_mut(&id)
-                && machine.poll_timeout().is_some_and(|at| at <= now)
-            {
-                machine.handle_timeout(now);
-            }
-            self.drive(&id, now)?;
         }
         Ok(())
     }

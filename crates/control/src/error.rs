@@ -59,6 +59,15 @@ impl std::error::Error for ApiError {}
 
 impl From<store::Error> for ApiError {
     fn from(err: store::Error) -> ApiError {
+        if err.is_write_failure() {
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "the data directory cannot be written ({err}); nothing was changed: free \
+                     space there (`cutover status` says since when), then retry"
+                ),
+            );
+        }
         ApiError::internal(err.to_string())
     }
 }

@@ -107,6 +107,9 @@ async fn send(state: &AppState, command: Command) -> Result<Json<serde_json::Val
 async fn status(State(state): State<AppState>) -> Json<StatusView> {
     let mut view = (*state.status).clone();
     view.routes_version = *state.shared.routes_version.read().unwrap_or_else(|p| p.into_inner());
+    if let Some(outage) = &*state.shared.store_outage.read().unwrap_or_else(|p| p.into_inner()) {
+        view.warnings.push(outage.warning(&view.data_dir));
+    }
     Json(view)
 }
 
@@ -512,12 +515,17 @@ async fn deployment_events(
     Path(id): Path<String>,
     Query(query): Query<EventsQuery>,
 ) -> Result<Json<Vec<EventView>>, ApiError> {
-    let rows = state.store.read(|tx| tx.event_list(&id, query.after))?;
-    Ok(Json(
-        rows.into_iter()
-            .map(|e| EventView { seq: e.seq, at: e.at, kind: e.kind, message: e.message })
-            .collect(),
-    ))
+    let (rows, last_seq) =
+        state.store.read(|tx| Ok((tx.event_list(&id, query.after)?, tx.event_last_seq()?)))?;
+    let mut events: Vec<EventView> = rows
+        .into_iter()
+        .map(|e| EventView { seq: e.seq, at: e.at, kind: e.kind, message: e.message })
+        .collect();
+    // Events the store could not take yet (it cannot be written) are shown all the same.
+    if let Some(outage) = &*state.shared.store_outage.read().unwrap_or_else(|p| p.into_inner()) {
+        events.extend(outage.event_views(&id, last_seq, query.after));
+    }
+    Ok(Json(events))
 }
 
 async fn stop(

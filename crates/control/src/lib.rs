@@ -18,6 +18,7 @@ mod http;
 pub mod lb;
 pub mod monitor;
 mod narrate;
+mod outage;
 mod pipelines;
 pub mod preview;
 mod routing;

@@ -14,6 +14,7 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::{Deserialize, Serialize};
 
+pub mod clock;
 mod pipelines;
 pub use pipelines::*;
 
@@ -29,6 +30,23 @@ pub enum Error {
         "the database at {path} was written by a newer cutover (schema {found}, this build knows {known}); upgrade cutover"
     )]
     SchemaTooNew { path: String, found: i64, known: i64 },
+}
+
+impl Error {
+    /// Whether the database could not be written for a reason outside cutover that can pass: a
+    /// full disk, an I/O error, a file made read-only or held locked by another process. Such a
+    /// write is worth retrying as it is; every other error would fail again.
+    pub fn is_write_failure(&self) -> bool {
+        use rusqlite::ErrorCode::*;
+        matches!(
+            self,
+            Error::Sqlite(rusqlite::Error::SqliteFailure(failure, _))
+                if matches!(
+                    failure.code,
+                    DiskFull | SystemIoFailure | ReadOnly | CannotOpen | DatabaseBusy | DatabaseLocked
+                )
+        )
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -88,6 +106,8 @@ CREATE TABLE ci_sources (
 /// of one statement or transaction, which for this workload is microseconds.
 pub struct Store {
     conn: Mutex<Connection>,
+    /// The last write failure ([`Error::is_write_failure`]), until a write succeeds again.
+    write_failure: Mutex<Option<String>>,
 }
 
 impl Store {
@@ -97,13 +117,19 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        let store = Store { conn: Mutex::new(conn) };
+        let store = Store { conn: Mutex::new(conn), write_failure: Mutex::new(None) };
         store.migrate(&path.display().to_string())?;
+        // Time read from a wall clock set back since the last run must not run behind what that
+        // run stored: deadlines would come late and histories would go backwards.
+        clock::not_before(store.read(|tx| tx.newest_timestamp())?);
         Ok(store)
     }
 
     pub fn open_in_memory() -> Result<Store> {
-        let store = Store { conn: Mutex::new(Connection::open_in_memory()?) };
+        let store = Store {
+            conn: Mutex::new(Connection::open_in_memory()?),
+            write_failure: Mutex::new(None),
+        };
         store.migrate(":memory:")?;
         Ok(store)
     }
@@ -130,13 +156,35 @@ impl Store {
         self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Runs `f` in one transaction: all of it is committed, or none of it.
+    /// Runs `f` in one transaction: all of it is committed, or none of it. A write that fails
+    /// for a reason outside cutover is remembered ([`Store::write_failure`]) until one succeeds.
     pub fn transaction<T>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
         let mut conn = self.lock();
-        let tx = Tx { tx: conn.transaction()? };
-        let value = f(&tx)?;
-        tx.tx.commit()?;
-        Ok(value)
+        let changes_before = conn.total_changes();
+        let result = (|| -> Result<T> {
+            let tx = Tx { tx: conn.transaction()? };
+            let value = f(&tx)?;
+            tx.tx.commit()?;
+            Ok(value)
+        })();
+        match &result {
+            Err(err) if err.is_write_failure() => {
+                *self.write_failure_slot() = Some(err.to_string());
+            }
+            Ok(_) if conn.total_changes() != changes_before => *self.write_failure_slot() = None,
+            _ => {}
+        }
+        result
+    }
+
+    /// Why the last write failed, while no write has succeeded since: the database cannot be
+    /// written (see [`Error::is_write_failure`]).
+    pub fn write_failure(&self) -> Option<String> {
+        self.write_failure_slot().clone()
+    }
+
+    fn write_failure_slot(&self) -> MutexGuard<'_, Option<String>> {
+        self.write_failure.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Runs `f` with read access (itself a transaction, so reads are consistent).
@@ -537,6 +585,36 @@ impl Tx<'_> {
             params![deployment_id, at as i64, kind, message],
         )?;
         Ok(self.tx.last_insert_rowid())
+    }
+
+    /// The sequence number the next event will get, less one: events held in memory while the
+    /// database cannot be written are shown with the numbers they will be written with.
+    pub fn event_last_seq(&self) -> Result<i64> {
+        Ok(self
+            .tx
+            .query_row(
+                "SELECT seq FROM sqlite_sequence WHERE name = 'deployment_events'",
+                [],
+                |row| row.get(0),
+            )
+            .optional()?
+            .unwrap_or(0))
+    }
+
+    /// The newest time anything was stored at, in milliseconds (0 for an empty store).
+    pub fn newest_timestamp(&self) -> Result<u64> {
+        let newest: i64 = self.tx.query_row(
+            "SELECT MAX(
+                 (SELECT COALESCE(MAX(updated_at), 0) FROM resources),
+                 (SELECT COALESCE(MAX(updated_at), 0) FROM deployments),
+                 (SELECT COALESCE(MAX(at), 0) FROM deployment_events),
+                 (SELECT COALESCE(MAX(created_at), 0) FROM tasks),
+                 (SELECT COALESCE(MAX(updated_at), 0) FROM task_sets),
+                 (SELECT COALESCE(MAX(updated_at), 0) FROM ci_pipelines))",
+            [],
+            |row| row.get(0),
+        )?;
+        Ok(newest.max(0) as u64)
     }
 
     /// Events of a deployment after `after_seq`, oldest first.

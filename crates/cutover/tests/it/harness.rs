@@ -97,6 +97,11 @@ pub struct Options {
     pub top_extra: String,
     /// Environment of `cutover up` and of every CLI call (e.g. `CUTOVER_TOKEN`).
     pub env: Vec<(&'static str, String)>,
+    /// Put the data directory on a tmpfs of this size (`mount -t tmpfs -o size=…`), so a test
+    /// can fill it; needs root, and panics rather than skip when mounting fails.
+    pub data_dir_tmpfs: Option<&'static str>,
+    /// More environment variables for `cutover up` (e.g. libfaketime's).
+    pub up_env: Vec<(&'static str, String)>,
 }
 
 impl Default for Options {
@@ -110,6 +115,8 @@ impl Default for Options {
             group_extra: "",
             top_extra: String::new(),
             env: Vec::new(),
+            data_dir_tmpfs: None,
+            up_env: Vec::new(),
         }
     }
 }
@@ -121,6 +128,8 @@ pub struct Cluster {
     api_port: u16,
     up: Option<Child>,
     env: Vec<(&'static str, String)>,
+    up_env: Vec<(&'static str, String)>,
+    tmpfs: bool,
 }
 
 impl Cluster {
@@ -203,8 +212,32 @@ hooks:
             top_extra = options.top_extra,
         );
         std::fs::write(dir.path().join("cutover.yaml"), yaml).unwrap();
+        let tmpfs = options.data_dir_tmpfs.is_some();
+        if let Some(size) = options.data_dir_tmpfs {
+            let data = dir.path().join("data");
+            std::fs::create_dir_all(&data).unwrap();
+            let output = Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+                .arg(&data)
+                .output()
+                .expect("running mount");
+            assert!(
+                output.status.success(),
+                "this test needs a tmpfs data directory (run it as root): mount said {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
         let env = options.env;
-        let mut cluster = Cluster { dir, prod, test, api_port: free_port(), up: None, env };
+        let mut cluster = Cluster {
+            dir,
+            prod,
+            test,
+            api_port: free_port(),
+            up: None,
+            up_env: options.up_env,
+            env,
+            tmpfs,
+        };
         cluster.up();
         cluster
     }
@@ -237,6 +270,7 @@ hooks:
             .env("CUTOVER_DATA_DIR", self.data_dir())
             .env("CUTOVER_LOG", "info")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .envs(self.up_env.iter().map(|(k, v)| (k, v)))
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -374,6 +408,10 @@ impl Drop for Cluster {
             }
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if self.tmpfs {
+            // Lazily: the data plane, started detached, may still hold a file there a moment.
+            let _ = Command::new("umount").arg("-l").arg(self.data_dir()).status();
         }
     }
 }

@@ -7,6 +7,8 @@ mod alarms;
 mod apply;
 mod bad_input;
 mod cli;
+mod clock;
+mod disk_full;
 mod docker;
 mod docs_examples;
 mod harness;

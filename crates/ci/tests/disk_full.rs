@@ -1,0 +1,87 @@
+//! A data directory that fills up while a pipeline deploys: the deployment's result is kept until
+//! it can be written, and the execution finishes by itself once space is freed.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use ci::DeploymentState;
+use common::*;
+
+/// A tmpfs mounted at a directory for the length of a test (needs root; fails rather than skip).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let output = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .expect("running mount");
+        assert!(
+            output.status.success(),
+            "this test needs a tmpfs data directory (run it as root): mount said {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Writes zeros into `path` until the filesystem refuses another byte.
+fn fill(path: &Path) {
+    let mut file = std::fs::File::create(path).expect("creating the filler file");
+    for chunk in [1 << 20, 4096, 1] {
+        let zeros = vec![0u8; chunk];
+        while file.write_all(&zeros).is_ok() {}
+    }
+    let _ = file.sync_all();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_result_that_arrives_while_the_disk_is_full_is_kept_until_it_can_be_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let _tmpfs = Tmpfs::mount(&data, "64m");
+    let deployer = FakeDeployer::new(DeploymentState::InProgress);
+    let server = Server::start(&data, None, deployer.clone()).await;
+    let p = pipeline("plain", source_repo("app"), vec![stage("Deploy", vec![deploy_action(None)])]);
+    server.ci().apply(&[spec::RepositoryDecl { name: "app".into() }], &[p]).unwrap();
+    let work = tmp.path().join("work");
+    work_repo(
+        &work,
+        &[
+            ("taskdef.json", TASKDEF.replace("<IMAGE1_NAME>", "img:1").as_str()),
+            ("appspec.yaml", APPSPEC),
+        ],
+    );
+    assert!(push(&work, &server.remote("app")).await.status.success());
+    let id = server.wait_executions("plain", 1).await[0]["id"].as_str().unwrap().to_string();
+    let ok = wait_until(Duration::from_secs(30), || async { !deployer.calls().is_empty() }).await;
+    assert!(ok, "deployment never started");
+
+    let filler = data.join("filler");
+    fill(&filler);
+    deployer.set_outcome(DeploymentState::Succeeded);
+    // The deploy action polls the deployment, sees it succeed and reports: a write the full disk
+    // refuses.
+    let refused = wait_until(Duration::from_secs(30), || async {
+        server.store.write_failure().is_some_and(|e| e.contains("database or disk is full"))
+    })
+    .await;
+    assert!(refused, "the full disk never refused a write");
+    assert_eq!(server.execution("plain", &id).await["status"], "InProgress");
+
+    std::fs::remove_file(&filler).unwrap();
+    let execution = server.wait_status("plain", &id, "Succeeded").await;
+    assert_eq!(execution["deployments"], serde_json::json!(["d-1"]));
+}
