@@ -366,6 +366,7 @@ fn lb_table(
             bind: listen,
             tls: None,
             idle_timeout_ms: None,
+            limits: routes::ConnectionLimits::default(),
             action: Action::Forward(ForwardAction::weighted(weights)),
         },
     );

@@ -73,6 +73,7 @@ pub fn compute(
                     bind: listener.bind,
                     tls: listener.tls.clone(),
                     idle_timeout_ms: None,
+                    limits: routes::ConnectionLimits::default(),
                     action,
                 },
             );
