@@ -29,6 +29,9 @@ pub const KIND_GROUP_STATE: &str = "group_state";
 pub struct LoadBalancerDoc {
     pub name: String,
     pub listeners: Vec<ListenerDoc>,
+    /// Limits on each listener's client connections; absent in documents written before them.
+    #[serde(default, skip_serializing_if = "routes::ConnectionLimits::is_default")]
+    pub connections: routes::ConnectionLimits,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -225,6 +228,7 @@ pub fn load_balancer_doc(lb: &spec::LoadBalancerSpec) -> LoadBalancerDoc {
                 },
             })
             .collect(),
+        connections: lb.connections,
     }
 }
 
