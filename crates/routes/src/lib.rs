@@ -65,10 +65,9 @@ pub struct ConnectionLimits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_per_client: Option<u32>,
     /// nginx's `client_header_timeout`, HAProxy's `timeout http-request`, in milliseconds: the
-    /// time a client has to send a complete request head, from its first byte (or from the
-    /// connection's start for its first request). A head still incomplete then is answered 408
-    /// and the connection closed; a new connection that sent nothing is closed. Shorter than the
-    /// idle timeout. `None` means [`ConnectionLimits::DEFAULT_HEADER_TIMEOUT_MS`], or the idle
+    /// time a client has to send a complete request head from its first byte. A head still
+    /// incomplete then is answered 408 and the connection closed; a new connection that sends
+    /// nothing for this long is closed without an answer. Shorter than the idle timeout. `None` means [`ConnectionLimits::DEFAULT_HEADER_TIMEOUT_MS`], or the idle
     /// timeout when that is shorter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub header_timeout_ms: Option<u64>,
