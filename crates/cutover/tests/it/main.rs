@@ -6,6 +6,7 @@
 mod alarms;
 mod apply;
 mod bad_input;
+mod connection_limits;
 mod docker;
 mod harness;
 mod pipeline;
