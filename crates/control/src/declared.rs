@@ -32,6 +32,9 @@ pub const KIND_RETIRED_TASK_SET: &str = "retired_task_set";
 pub struct LoadBalancerDoc {
     pub name: String,
     pub listeners: Vec<ListenerDoc>,
+    /// Limits on each listener's client connections; absent in documents written before them.
+    #[serde(default, skip_serializing_if = "routes::ConnectionLimits::is_default")]
+    pub connections: routes::ConnectionLimits,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -228,6 +231,7 @@ pub fn load_balancer_doc(lb: &spec::LoadBalancerSpec) -> LoadBalancerDoc {
                 },
             })
             .collect(),
+        connections: lb.connections,
     }
 }
 

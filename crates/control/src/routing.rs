@@ -77,6 +77,7 @@ pub fn compute(
                     bind: listener.bind,
                     tls: listener.tls.clone(),
                     idle_timeout_ms: None,
+                    limits: lb.connections,
                     action,
                 },
             );
@@ -166,6 +167,18 @@ mod tests {
         LoadBalancerDoc {
             name: "lb".into(),
             listeners: vec![listener("prod", 8000), listener("test", 8001)],
+            connections: routes::ConnectionLimits::default(),
+        }
+    }
+
+    #[test]
+    fn a_load_balancers_connection_limits_reach_each_of_its_listeners() {
+        let limits =
+            routes::ConnectionLimits { max_per_client: Some(20), header_timeout_ms: Some(5_000) };
+        let lb = LoadBalancerDoc { connections: limits, ..lb() };
+        let table = compute(1, &[lb], &[], &[], &BTreeMap::new());
+        for name in ["lb/prod", "lb/test"] {
+            assert_eq!(table.listeners[name].limits, limits, "{name}");
         }
     }
 

@@ -150,6 +150,8 @@ pub fn snapshot(shared: &Shared) -> MetricsSnapshot {
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0),
         client_connections: shared.client_conns.load(Ordering::Relaxed),
+        max_client_connections: shared.limits.cap(),
+        accept_errors: shared.limits.accept_errors.load(Ordering::Relaxed),
         ..MetricsSnapshot::default()
     };
     for (name, l) in &compiled.table.listeners {
@@ -165,6 +167,10 @@ pub fn snapshot(shared: &Shared) -> MetricsSnapshot {
                 redirects: c.get(m::L_REDIRECT),
                 elb_4xx: c.get(m::L_ELB4XX),
                 elb_503_no_group: c.get(m::L_ELB503),
+                rejected_connections_per_client: ls.rejected_per_client.load(Ordering::Relaxed),
+                rejected_connections_at_capacity: ls.rejected_at_capacity.load(Ordering::Relaxed),
+                shed_connections: ls.shed.load(Ordering::Relaxed),
+                header_timeouts: ls.header_timeouts.load(Ordering::Relaxed),
             },
         );
     }

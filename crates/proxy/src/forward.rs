@@ -37,6 +37,8 @@ pub struct ConnCtx {
     pub listener: Arc<ListenerShared>,
     pub client_ip: HeaderValue,
     pub tls: bool,
+    /// Whether the connection is idle, for shedding at the connection cap.
+    pub slot: Arc<crate::limits::ConnSlot>,
 }
 
 /// The body of every response the load balancer sends.

@@ -148,32 +148,34 @@ impl Watch {
 
 /// What the watchdog found.
 enum Expired {
-    /// Idle between requests, a trickling head, or a stalled body: drop the connection.
+    /// Idle between requests or a stalled body: drop the connection.
     Close,
     /// A target did not answer in time: the request loop answers 504.
     Target,
+    /// A head did not arrive within the header timeout: the request loop answers 408.
+    Header,
 }
 
-/// When the watchdog should look again, or why it ends the connection.
-fn check(w: &Watch, idle_ms: u64) -> Result<u64, Expired> {
+/// When the watchdog should look again, or why it ends the connection. `header_ms` is shorter
+/// than `idle_ms`.
+fn check(w: &Watch, idle_ms: u64, header_ms: u64) -> Result<u64, Expired> {
     let now = clock::now_ms();
     let idle_until = w.activity.load(Relaxed) + idle_ms;
-    let until = match w.phase() {
-        Phase::Idle | Phase::Body => idle_until,
-        Phase::Head(since) => since + idle_ms,
+    let (until, expired) = match w.phase() {
+        Phase::Idle | Phase::Body if now < idle_until => {
+            // A head may start before the idle timeout ends: look again within the header
+            // timeout, so that a head's deadline is never missed.
+            return Ok((idle_until - now).min(header_ms));
+        }
+        Phase::Idle | Phase::Body => (idle_until, Expired::Close),
+        Phase::Head(since) => (since + header_ms, Expired::Header),
         // These keep their own time.
         Phase::Tunnel | Phase::Closing => return Ok(idle_ms),
         // A request body still arriving (ALB's idle timeout counts bytes either way) holds the
         // deadline off.
-        Phase::Target(deadline) => {
-            let until = deadline.max(idle_until);
-            if now >= until {
-                return Err(Expired::Target);
-            }
-            return Ok(until - now);
-        }
+        Phase::Target(deadline) => (deadline.max(idle_until), Expired::Target),
     };
-    if now >= until { Err(Expired::Close) } else { Ok(until - now) }
+    if now >= until { Err(expired) } else { Ok(until - now) }
 }
 
 /// Serves an HTTP/1 client connection until it closes, idles out, or its listener stops.
@@ -183,6 +185,7 @@ where
 {
     let ls = ctx.listener.clone();
     let idle_ms = ls.idle_timeout_ms.load(std::sync::atomic::Ordering::Relaxed);
+    let header_ms = ls.header_timeout_ms.load(std::sync::atomic::Ordering::Relaxed);
     let watch = Watch::new();
     let mut conn = Conn {
         io,
@@ -194,7 +197,7 @@ where
     let mut stop_rx = ls.stop.subscribe();
     let mut stop = pin!(crate::flag_set(&mut stop_rx));
     let mut run = pin!(conn.run());
-    let mut tick = pin!(tokio::time::sleep(Duration::from_millis(idle_ms)));
+    let mut tick = pin!(tokio::time::sleep(Duration::from_millis(header_ms)));
     let mut stopping = false;
     // A `select!` over the three, except that the watchdog's timer and the stop signal are
     // polled only when they fired (see `SideWaker`), not on every wake-up of the request loop.
@@ -210,10 +213,10 @@ where
             let mut side_cx = side.context();
             if tick.as_mut().poll(&mut side_cx).is_ready() {
                 // A little past the moment, as the clock is coarse.
-                let wait = match check(&watch, idle_ms) {
+                let wait = match check(&watch, idle_ms, header_ms) {
                     Ok(wait) => wait + 5,
                     Err(Expired::Close) => return Poll::Ready(()),
-                    Err(Expired::Target) => {
+                    Err(Expired::Target | Expired::Header) => {
                         // Seen by the request loop, polled again right away.
                         watch.timed_out.store(true, Relaxed);
                         idle_ms
@@ -336,8 +339,12 @@ where
                         }
                     }
                 }
-                if self.read().await == 0 {
-                    return false;
+                let w = self.w;
+                let read = w.until_timeout(pin!(self.read())).await;
+                match read {
+                    Some(0) => return false,
+                    Some(_) => {}
+                    None => return self.header_timeout().await,
                 }
             };
             self.buf.advance(req.head_len);
@@ -352,7 +359,25 @@ where
                 return true;
             }
             self.trim_buffers();
+            if self.buf.is_empty() {
+                // Nothing of a next request yet: at the connection cap, this one may be shed.
+                self.ctx.slot.idle();
+            }
         }
+    }
+
+    /// The head did not arrive within the header timeout: 408 and close, as HAProxy's
+    /// `timeout http-request` answers, so that a slow client learns why. No lingering: a client
+    /// trickling its head would hold the connection on.
+    async fn header_timeout(&mut self) -> bool {
+        let ls = &self.ctx.listener;
+        ls.counters.inc(m::L_REQUESTS);
+        ls.counters.inc(m::L_ELB4XX);
+        ls.header_timeouts.fetch_add(1, Relaxed);
+        let resp = forward::lb_response(StatusCode::REQUEST_TIMEOUT, true);
+        let _ = self.respond(resp, true, false).await;
+        let _ = self.io.shutdown().await;
+        false
     }
 
     /// Gives back what a large request or response made the buffers grow to: a keep-alive
@@ -373,9 +398,21 @@ where
         }
         let io = &mut self.io;
         let buf = &mut self.buf;
-        match poll_fn(|cx| tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, buf)).await {
+        let slot = &self.ctx.slot;
+        let read = poll_fn(|cx| {
+            // Shed for a newer client while idle: as if the client had closed.
+            if slot.poll_shed(cx).is_ready() {
+                return Poll::Ready(Ok(0));
+            }
+            tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, buf)
+        });
+        match read.await {
             Ok(n) => {
                 if n > 0 {
+                    // A byte that raced the shedding is dropped with the connection.
+                    if !slot.busy() {
+                        return 0;
+                    }
                     self.w.touch();
                 }
                 n

@@ -21,6 +21,7 @@ mod fields;
 mod forward;
 mod h1;
 mod health;
+mod limits;
 mod listener;
 mod metrics;
 mod state;
@@ -67,11 +68,6 @@ pub struct ProxyHandle {
 
 /// Serves with `worker_threads` workers until SIGTERM/SIGINT.
 pub fn run_blocking(config: ProxyConfig) -> anyhow::Result<()> {
-    // A load balancer holds two descriptors per proxied connection; the default soft limit
-    // (often 1024) would cap it far below what the machine allows.
-    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
-        tracing::warn!("cannot raise the open-file limit: {e}");
-    }
     // The caller's thread runs the admin API, health checks and accepting; the workers serve
     // connections on their own threads.
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -109,7 +105,10 @@ pub async fn start(config: ProxyConfig) -> anyhow::Result<ProxyHandle> {
         );
     }
     clock::ensure_started();
-    let shared = Arc::new(Shared::new(config.state_file.clone(), config.worker_threads)?);
+    // A load balancer holds two descriptors per proxied connection; the default soft limit
+    // (often 1024) would cap it far below what the machine allows.
+    let nofile = limits::raise_file_limit();
+    let shared = Arc::new(Shared::new(config.state_file.clone(), config.worker_threads, nofile)?);
     if let Some(path) = &config.state_file
         && let Some(table) = state::read_state(path)?
     {
@@ -135,6 +134,12 @@ pub async fn start(config: ProxyConfig) -> anyhow::Result<ProxyHandle> {
 impl ProxyHandle {
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+
+    /// Sets the most client connections the data plane holds at once: by default, and at most,
+    /// what its open-file limit allows (see `limits::cap_for_file_limit`).
+    pub fn limit_connections(&self, max: u64) {
+        self.shared.limits.set_cap(max);
     }
 
     /// Stops accepting, lets open requests finish (up to 10 s), then closes everything.

@@ -3,10 +3,10 @@
 
 use std::convert::Infallible;
 use std::future::{Future, poll_fn};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -21,6 +21,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::conn_io::{ConnIo, ConnShared};
 use crate::forward::{self, ConnCtx};
+use crate::limits::{Admission, ConnSlot, PerClient, SlotKey, admission, suppressed_note};
 use crate::metrics::Counters;
 use crate::state::Shared;
 use crate::sync::SideWaker;
@@ -38,8 +39,20 @@ pub struct ListenerShared {
     pub port_header: HeaderValue,
     pub tls: ArcSwapOption<TlsAcceptor>,
     pub idle_timeout_ms: AtomicU64,
+    /// The header timeout in force (see [`routes::ConnectionLimits`]).
+    pub header_timeout_ms: AtomicU64,
+    pub max_per_client: AtomicU32,
+    pub per_client: PerClient,
     /// Turns true when the listener is removed or the process stops.
     pub stop: watch::Sender<bool>,
+    /// Connections closed at once on arrival: their client held `max_per_client`; the data
+    /// plane held its cap and none was idle.
+    pub rejected_per_client: AtomicU64,
+    pub rejected_at_capacity: AtomicU64,
+    /// Idle connections of this listener shed for new ones.
+    pub shed: AtomicU64,
+    /// Heads answered 408.
+    pub header_timeouts: AtomicU64,
 }
 
 impl ListenerShared {
@@ -52,8 +65,23 @@ impl ListenerShared {
             port_header: HeaderValue::from(bind.port()),
             tls: ArcSwapOption::from(tls.map(Arc::new)),
             idle_timeout_ms: AtomicU64::new(idle_ms),
+            header_timeout_ms: AtomicU64::new(
+                routes::ConnectionLimits::default().header_timeout_ms(idle_ms),
+            ),
+            max_per_client: AtomicU32::new(routes::ConnectionLimits::DEFAULT_MAX_PER_CLIENT),
+            per_client: PerClient::default(),
             stop: watch::channel(false).0,
+            rejected_per_client: AtomicU64::new(0),
+            rejected_at_capacity: AtomicU64::new(0),
+            shed: AtomicU64::new(0),
+            header_timeouts: AtomicU64::new(0),
         }
+    }
+
+    /// Serves `limits` (validated) from now on, with the idle timeout `idle_ms`.
+    pub fn set_limits(&self, limits: &routes::ConnectionLimits, idle_ms: u64) {
+        self.header_timeout_ms.store(limits.header_timeout_ms(idle_ms), Ordering::Relaxed);
+        self.max_per_client.store(limits.max_per_client(), Ordering::Relaxed);
     }
 }
 
@@ -74,12 +102,15 @@ pub fn spawn_accept(shared: Arc<Shared>, ls: Arc<ListenerShared>, socket: TcpLis
             tokio::select! {
                 accepted = accept(&socket) => match accepted {
                     Ok((stream, peer)) => {
-                        let (ls, shared2) = (ls.clone(), shared.clone());
-                        shared.workers.dispatch(stream, move |stream| serve(stream, peer, ls, shared2));
+                        // A refused connection is closed here, at once: the client learns now
+                        // instead of hanging.
+                        if let Some(guard) = admit(&shared, &ls, peer.ip()) {
+                            shared.workers.dispatch(stream, move |stream| serve(stream, peer, guard));
+                        }
                     }
                     Err(e) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(bind = %ls.bind, "accept failed: {e}");
+                        accept_failed(&shared, &ls, &e);
+                        // Back off instead of spinning on an error that will repeat.
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
                 },
@@ -98,54 +129,144 @@ async fn accept(socket: &TcpListener) -> std::io::Result<(std::net::TcpStream, S
     Ok((stream.into_std()?, peer))
 }
 
-/// Counts an open client connection while alive.
-struct ConnGuard(Arc<Shared>, Arc<ListenerShared>);
+/// Applies the connection limits to a connection just accepted from `ip`: `None` refuses it
+/// (the caller closes it), after counting and warning.
+fn admit(shared: &Arc<Shared>, ls: &Arc<ListenerShared>, ip: IpAddr) -> Option<ConnGuard> {
+    let ip = ip.to_canonical();
+    let limits = &shared.limits;
+    let per_client = ls.max_per_client.load(Ordering::Relaxed);
+    let cap = limits.cap();
+    let open = shared.client_conns.load(Ordering::Relaxed);
+    match admission(open, limits.shedding(), cap, ls.per_client.open(ip), per_client) {
+        Admission::Serve => {}
+        Admission::RefuseClient => {
+            ls.rejected_per_client.fetch_add(1, Ordering::Relaxed);
+            if let Some(n) = limits.warn_per_client.allow(crate::clock::now_ms()) {
+                tracing::warn!(
+                    bind = %ls.bind,
+                    "client {ip} is over the limit of {per_client} connections per client; its \
+                     new connection was closed (a proxy in front needs a higher \
+                     `connections.max_per_client` in cutover.yaml){}",
+                    suppressed_note(n)
+                );
+            }
+            return None;
+        }
+        Admission::ShedThenServe(wanted) => {
+            let shed = limits.shed_oldest(wanted);
+            if shed == 0 {
+                ls.rejected_at_capacity.fetch_add(1, Ordering::Relaxed);
+                if let Some(n) = limits.warn_capacity.allow(crate::clock::now_ms()) {
+                    tracing::warn!(
+                        bind = %ls.bind,
+                        "the data plane holds its limit of {cap} client connections and none is \
+                         idle; a new connection was closed (raise the open-file limit of \
+                         `cutover lb`, `ulimit -n`, for more){}",
+                        suppressed_note(n)
+                    );
+                }
+                return None;
+            }
+            if let Some(n) = limits.warn_shed.allow(crate::clock::now_ms()) {
+                tracing::warn!(
+                    bind = %ls.bind,
+                    "the data plane holds its limit of {cap} client connections: closed {shed} \
+                     idle keep-alive connections, oldest first, to serve new ones{}",
+                    suppressed_note(n)
+                );
+            }
+        }
+    }
+    Some(ConnGuard::new(shared.clone(), ls.clone(), ip))
+}
 
-impl Drop for ConnGuard {
-    fn drop(&mut self) {
-        self.0.client_conns.fetch_sub(1, Ordering::Relaxed);
-        self.1.conns.fetch_sub(1, Ordering::Relaxed);
+/// An accept that failed: out of descriptors (`EMFILE`, `ENFILE`) or the like. Idle connections
+/// are shed to give descriptors back to the clients waiting in the backlog.
+fn accept_failed(shared: &Shared, ls: &ListenerShared, e: &std::io::Error) {
+    let limits = &shared.limits;
+    limits.accept_errors.fetch_add(1, Ordering::Relaxed);
+    // Linux's ENFILE and EMFILE.
+    let out_of_descriptors = matches!(e.raw_os_error(), Some(23 | 24));
+    let shed = if out_of_descriptors { limits.shed_oldest(1 + limits.cap() / 128) } else { 0 };
+    if let Some(n) = limits.warn_accept_error.allow(crate::clock::now_ms()) {
+        let freed = if shed > 0 {
+            format!("; closed {shed} idle keep-alive connections, oldest first, to make room")
+        } else {
+            String::new()
+        };
+        tracing::warn!(bind = %ls.bind, "accept failed: {e}{freed}{}", suppressed_note(n));
     }
 }
 
-async fn serve(stream: TcpStream, peer: SocketAddr, ls: Arc<ListenerShared>, shared: Arc<Shared>) {
-    shared.client_conns.fetch_add(1, Ordering::Relaxed);
-    ls.conns.fetch_add(1, Ordering::Relaxed);
-    let _guard = ConnGuard(shared.clone(), ls.clone());
+/// Counts an open client connection while alive, and keeps its place for shedding.
+struct ConnGuard {
+    shared: Arc<Shared>,
+    ls: Arc<ListenerShared>,
+    ip: IpAddr,
+    key: SlotKey,
+    slot: Arc<ConnSlot>,
+}
+
+impl ConnGuard {
+    fn new(shared: Arc<Shared>, ls: Arc<ListenerShared>, ip: IpAddr) -> Self {
+        shared.client_conns.fetch_add(1, Ordering::Relaxed);
+        ls.conns.fetch_add(1, Ordering::Relaxed);
+        ls.per_client.add(ip);
+        let (key, slot) = shared.limits.register();
+        ConnGuard { shared, ls, ip, key, slot }
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        if self.slot.was_shed() {
+            self.ls.shed.fetch_add(1, Ordering::Relaxed);
+        }
+        self.shared.limits.release(self.key, &self.slot);
+        self.ls.per_client.remove(self.ip);
+        self.ls.conns.fetch_sub(1, Ordering::Relaxed);
+        self.shared.client_conns.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn serve(stream: TcpStream, peer: SocketAddr, guard: ConnGuard) {
     // Until the client sends something, hold only the socket: hyper allocates its buffers as
-    // soon as it starts, and idle connections are the common case at scale.
-    let idle = Duration::from_millis(ls.idle_timeout_ms.load(Ordering::Relaxed));
+    // soon as it starts, and idle connections are the common case at scale. A client that sends
+    // nothing within the header timeout is closed (nginx's `client_header_timeout`), and one
+    // shed for a newer client too.
+    let ls = &guard.ls;
+    let wait = Duration::from_millis(ls.header_timeout_ms.load(Ordering::Relaxed));
     let mut stop = ls.stop.subscribe();
     // `peek`, not `readable`: tokio reports a fresh socket readable before any byte arrives.
     let mut first = [0u8; 1];
     tokio::select! {
-        peeked = tokio::time::timeout(idle, stream.peek(&mut first)) => {
+        peeked = tokio::time::timeout(wait, stream.peek(&mut first)) => {
             if !matches!(peeked, Ok(Ok(n)) if n > 0) {
                 return;
             }
         }
+        _ = guard.slot.shed() => return,
         _ = crate::flag_set(&mut stop) => return,
+    }
+    if !guard.slot.busy() {
+        return;
     }
     // Boxed so that the waiting task above stays small: the serving future holds hyper's and
     // rustls' connection state inline, several KiB that an idle connection should not carry.
-    Box::pin(serve_active(stream, peer, ls, shared)).await;
+    Box::pin(serve_active(stream, peer, &guard)).await;
 }
 
-async fn serve_active(
-    stream: TcpStream,
-    peer: SocketAddr,
-    ls: Arc<ListenerShared>,
-    shared: Arc<Shared>,
-) {
+async fn serve_active(stream: TcpStream, peer: SocketAddr, guard: &ConnGuard) {
     let client_ip = HeaderValue::from_str(&peer.ip().to_canonical().to_string())
         .unwrap_or(HeaderValue::from_static("unknown"));
-    let acceptor = ls.tls.load_full();
+    let acceptor = guard.ls.tls.load_full();
     let ctx = |tls: bool| {
         Arc::new(ConnCtx {
-            shared: shared.clone(),
-            listener: ls.clone(),
+            shared: guard.shared.clone(),
+            listener: guard.ls.clone(),
             client_ip: client_ip.clone(),
             tls,
+            slot: guard.slot.clone(),
         })
     };
     match acceptor {
@@ -252,17 +373,16 @@ mod tests {
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = l.local_addr().unwrap();
             let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-            let shared = std::sync::Arc::new(crate::state::Shared::new(None, 1).unwrap());
+            let shared = std::sync::Arc::new(crate::state::Shared::new(None, 1, 1024).unwrap());
             let ls = std::sync::Arc::new(super::ListenerShared::new(0, addr, None, 60_000));
-            let fut = super::serve(stream, addr, ls, shared);
+            let guard = || super::ConnGuard::new(shared.clone(), ls.clone(), addr.ip());
+            let fut = super::serve(stream, addr, guard());
             let bytes = size(&fut);
-            let ls = std::sync::Arc::new(super::ListenerShared::new(0, addr, None, 60_000));
-            let shared = std::sync::Arc::new(crate::state::Shared::new(None, 1).unwrap());
+            let serving_guard = guard();
             let active = super::serve_active(
                 tokio::net::TcpStream::connect(addr).await.unwrap(),
                 addr,
-                ls.clone(),
-                shared.clone(),
+                &serving_guard,
             );
             assert!(bytes < 1024, "the connection task is {bytes} bytes");
             // Serving, it holds the request path's state inline (TLS and HTTP/2 are boxed).

@@ -399,5 +399,65 @@ pub fn prometheus(s: &MetricsSnapshot) -> String {
         let _ =
             writeln!(out, "cutover_lb_target_health{{{l},state=\"{}\"}} 1", state_name(t.state));
     }
+    connection_limits(&mut out, s);
     out
+}
+
+/// The connection limits' families (see `crate::limits`): ALB's `RejectedConnectionCount` by
+/// reason, shedding, header timeouts and failed accepts.
+fn connection_limits(out: &mut String, s: &MetricsSnapshot) {
+    let family = |out: &mut String, name: &str, kind: &str, help: &str| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    };
+    family(
+        out,
+        "cutover_lb_max_client_connections",
+        "gauge",
+        "Most client connections held at once; at it, the oldest idle one is closed for a new one.",
+    );
+    let _ = writeln!(out, "cutover_lb_max_client_connections {}", s.max_client_connections);
+    family(
+        out,
+        "cutover_lb_accept_errors_total",
+        "counter",
+        "Failed accepts (EMFILE and the like).",
+    );
+    let _ = writeln!(out, "cutover_lb_accept_errors_total {}", s.accept_errors);
+    family(
+        out,
+        "cutover_lb_listener_rejected_connections_total",
+        "counter",
+        "Connections closed on arrival: the client held its limit (per_client), or the data plane \
+         held its limit with none idle (capacity).",
+    );
+    for (name, l) in &s.listeners {
+        let n = escape(name);
+        for (reason, v) in [
+            ("per_client", l.rejected_connections_per_client),
+            ("capacity", l.rejected_connections_at_capacity),
+        ] {
+            let _ = writeln!(
+                out,
+                "cutover_lb_listener_rejected_connections_total{{listener=\"{n}\",reason=\"{reason}\"}} {v}"
+            );
+        }
+    }
+    for (family_name, help, value) in [
+        (
+            "cutover_lb_listener_shed_connections_total",
+            "Idle keep-alive connections closed, oldest first, to serve new ones.",
+            (|l: &routes::ListenerMetrics| l.shed_connections)
+                as fn(&routes::ListenerMetrics) -> u64,
+        ),
+        (
+            "cutover_lb_listener_header_timeouts_total",
+            "Request heads not complete within the header timeout (answered 408).",
+            |l| l.header_timeouts,
+        ),
+    ] {
+        family(out, family_name, "counter", help);
+        for (name, l) in &s.listeners {
+            let _ = writeln!(out, "{family_name}{{listener=\"{}\"}} {}", escape(name), value(l));
+        }
+    }
 }

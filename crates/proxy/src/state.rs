@@ -19,6 +19,7 @@ use routes::{
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+use crate::limits::Limits;
 use crate::listener::{self, ListenerShared};
 use crate::metrics::Sequence;
 use crate::target::{GroupCfg, GroupRt, TargetRt, lock};
@@ -43,6 +44,7 @@ pub struct Shared {
     pub client_conns: AtomicU64,
     pub shutting_down: AtomicBool,
     pub workers: Workers,
+    pub limits: Limits,
 }
 
 /// A route table compiled for the request path.
@@ -160,7 +162,12 @@ fn conflict(message: String) -> ApplyError {
 }
 
 impl Shared {
-    pub fn new(state_file: Option<PathBuf>, worker_threads: usize) -> anyhow::Result<Self> {
+    /// `nofile` is the open-file limit, from which the connection cap follows.
+    pub fn new(
+        state_file: Option<PathBuf>,
+        worker_threads: usize,
+        nofile: u64,
+    ) -> anyhow::Result<Self> {
         let started_at_unix_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -180,6 +187,7 @@ impl Shared {
             client_conns: AtomicU64::new(0),
             shutting_down: AtomicBool::new(false),
             workers: Workers::start(worker_threads)?,
+            limits: Limits::new(nofile, worker_threads),
         })
     }
 
@@ -307,10 +315,12 @@ fn commit(
             if let Some(ls) = listeners.get(&l.bind) {
                 ls.tls.store(acceptor.map(Arc::new));
                 ls.idle_timeout_ms.store(idle, Ordering::Relaxed);
+                ls.set_limits(&l.limits, idle);
                 slot_of.insert(l.bind, ls.slot);
             } else if let Some(socket) = bound.remove(&l.bind) {
                 let slot = shared.next_slot.fetch_add(1, Ordering::Relaxed);
                 let ls = Arc::new(ListenerShared::new(slot, l.bind, acceptor, idle));
+                ls.set_limits(&l.limits, idle);
                 listeners.insert(l.bind, ls.clone());
                 slot_of.insert(l.bind, slot);
                 new_listeners.push((ls, socket));
@@ -562,6 +572,8 @@ fn validate_listener(name: &str, l: &Listener, table: &RouteTable) -> Result<(),
     {
         return Err(format!("listener `{name}`: idle_timeout_ms {ms} is not 1-4000000"));
     }
+    let idle = l.idle_timeout_ms.unwrap_or(DEFAULT_IDLE_TIMEOUT_MS);
+    l.limits.check(idle).map_err(|e| format!("listener `{name}`: {e}"))?;
     match &l.action {
         Action::Forward(f) => {
             if f.target_groups.len() > MAX_GROUPS_PER_FORWARD {

@@ -46,10 +46,82 @@ pub struct Listener {
     /// long is answered with 504. `None` means ALB's default, [`DEFAULT_IDLE_TIMEOUT_MS`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout_ms: Option<u64>,
+    /// What one client may hold of this listener; unset fields take the defaults.
+    #[serde(default, skip_serializing_if = "ConnectionLimits::is_default")]
+    pub limits: ConnectionLimits,
 }
 
 /// ALB's default idle timeout (60 s).
 pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 60_000;
+
+/// A listener's limits on its client connections, as nginx and HAProxy operators set them. (The
+/// total number of client connections is the data plane's own limit, derived from its open-file
+/// limit.)
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionLimits {
+    /// Connections one client address may hold open at once; its next one is closed at once.
+    /// `None` means [`ConnectionLimits::DEFAULT_MAX_PER_CLIENT`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_per_client: Option<u32>,
+    /// nginx's `client_header_timeout`, HAProxy's `timeout http-request`, in milliseconds: the
+    /// time a client has to send a complete request head from its first byte. A head still
+    /// incomplete then is answered 408 and the connection closed; a new connection that sends
+    /// nothing for this long is closed without an answer. Shorter than the idle timeout. `None` means [`ConnectionLimits::DEFAULT_HEADER_TIMEOUT_MS`], or the idle
+    /// timeout when that is shorter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_timeout_ms: Option<u64>,
+}
+
+impl ConnectionLimits {
+    pub const DEFAULT_MAX_PER_CLIENT: u32 = 1000;
+    pub const MAX_PER_CLIENT_RANGE: std::ops::RangeInclusive<u32> = 1..=1_000_000;
+    pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 10_000;
+
+    pub fn is_default(&self) -> bool {
+        *self == ConnectionLimits::default()
+    }
+
+    pub fn max_per_client(&self) -> u32 {
+        self.max_per_client.unwrap_or(Self::DEFAULT_MAX_PER_CLIENT)
+    }
+
+    /// The header timeout in force with the idle timeout `idle_ms`.
+    pub fn header_timeout_ms(&self, idle_ms: u64) -> u64 {
+        self.header_timeout_ms.unwrap_or(Self::DEFAULT_HEADER_TIMEOUT_MS.min(idle_ms))
+    }
+
+    /// Why these limits cannot be served with the idle timeout `idle_ms`, if they cannot.
+    pub fn check(&self, idle_ms: u64) -> Result<(), LimitsError> {
+        if let Some(n) = self.max_per_client
+            && !Self::MAX_PER_CLIENT_RANGE.contains(&n)
+        {
+            return Err(LimitsError::MaxPerClient { value: n });
+        }
+        if let Some(ms) = self.header_timeout_ms
+            && (ms == 0 || ms >= idle_ms)
+        {
+            return Err(LimitsError::HeaderTimeout { header_ms: ms, idle_ms });
+        }
+        Ok(())
+    }
+}
+
+/// Connection limits that cannot be served.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LimitsError {
+    #[error(
+        "max_per_client {value} is not {min}-{max}",
+        min = ConnectionLimits::MAX_PER_CLIENT_RANGE.start(),
+        max = ConnectionLimits::MAX_PER_CLIENT_RANGE.end()
+    )]
+    MaxPerClient { value: u32 },
+    #[error(
+        "header_timeout_ms {header_ms} must be at least 1 and shorter than the idle timeout \
+         ({idle_ms} ms): a client that stops sending its head is cut off before an idle one"
+    )]
+    HeaderTimeout { header_ms: u64, idle_ms: u64 },
+}
 
 /// Certificate and key files (PEM) for an HTTPS listener.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -340,6 +412,13 @@ pub struct MetricsSnapshot {
     pub taken_at_unix_ms: u64,
     /// Client connections open right now, over all listeners.
     pub client_connections: u64,
+    /// The most client connections the data plane holds at once (from its open-file limit);
+    /// at it, a new connection closes the oldest idle one.
+    #[serde(default)]
+    pub max_client_connections: u64,
+    /// Accepts that failed (out of file descriptors and the like), over all listeners.
+    #[serde(default)]
+    pub accept_errors: u64,
     /// By listener name.
     #[serde(default)]
     pub listeners: BTreeMap<String, ListenerMetrics>,
@@ -363,6 +442,20 @@ pub struct ListenerMetrics {
     pub elb_4xx: u64,
     /// 503 for a forward whose weights are all zero (no target group can be chosen).
     pub elb_503_no_group: u64,
+    /// ALB's `RejectedConnectionCount`: connections closed at once on arrival, because their
+    /// client address held `max_per_client` already.
+    #[serde(default)]
+    pub rejected_connections_per_client: u64,
+    /// Connections closed at once on arrival because the data plane held its maximum and none
+    /// of its connections was idle (ALB's `RejectedConnectionCount` too).
+    #[serde(default)]
+    pub rejected_connections_at_capacity: u64,
+    /// Idle keep-alive connections closed, oldest first, to make room for new ones.
+    #[serde(default)]
+    pub shed_connections: u64,
+    /// Request heads not complete within the header timeout (answered 408).
+    #[serde(default)]
+    pub header_timeouts: u64,
 }
 
 /// Counters of requests for which a target group (and usually a target) was chosen.
@@ -457,6 +550,7 @@ mod tests {
                 bind: "127.0.0.1:8000".parse().unwrap(),
                 tls: None,
                 idle_timeout_ms: None,
+                limits: ConnectionLimits::default(),
                 action: Action::Forward(ForwardAction {
                     target_groups: vec![
                         WeightedTargetGroup { name: "blue".into(), weight: 100 },

@@ -60,6 +60,8 @@ pub struct CutoverFile {
 pub struct LoadBalancerSpec {
     pub name: String,
     pub listeners: Vec<ListenerSpec>,
+    /// `connections:`, the limits on each of its listeners' client connections.
+    pub connections: routes::ConnectionLimits,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

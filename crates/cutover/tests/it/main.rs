@@ -8,6 +8,7 @@ mod apply;
 mod bad_input;
 mod cli;
 mod clock;
+mod connection_limits;
 mod disk_full;
 mod docker;
 mod docs_examples;

@@ -174,7 +174,7 @@ pub fn forward(groups: &[(&str, u16)]) -> Action {
 }
 
 pub fn listener(bind: SocketAddr, action: Action) -> Listener {
-    Listener { bind, tls: None, action, idle_timeout_ms: None }
+    Listener { bind, tls: None, action, idle_timeout_ms: None, limits: ConnectionLimits::default() }
 }
 
 pub fn table(

@@ -7,7 +7,10 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use model::format_duration;
-use routes::{Algorithm, FixedResponse, HealthCheck, Redirect, TlsConfig, WeightedTargetGroup};
+use routes::{
+    Algorithm, ConnectionLimits, DEFAULT_IDLE_TIMEOUT_MS, FixedResponse, HealthCheck, Redirect,
+    TlsConfig, WeightedTargetGroup,
+};
 
 use super::{
     ActionMeta, ListenerAction, ListenerMeta, ListenerSpec, LoadBalancerMeta, LoadBalancerSpec,
@@ -60,14 +63,47 @@ pub(super) fn load_balancer(
             }
             ok.then_some(out)
         });
-    f.finish(cx, &["name", "listeners"], &[]);
-    let spec = match (&meta.name, listeners) {
-        (Some((name, _)), Some(listeners)) => {
-            Some(LoadBalancerSpec { name: name.clone(), listeners })
+    let connections =
+        optional(cx, &mut f, "connections", connection_limits).map(Option::unwrap_or_default);
+    f.finish(cx, &["name", "listeners", "connections"], &[]);
+    let spec = match (&meta.name, listeners, connections) {
+        (Some((name, _)), Some(listeners), Some(connections)) => {
+            Some(LoadBalancerSpec { name: name.clone(), listeners, connections })
         }
         _ => None,
     };
     (spec, meta)
+}
+
+/// `connections: { max_per_client: 100, header_timeout: 10s }`: what one client may hold of
+/// each listener (see [`ConnectionLimits`]).
+fn connection_limits(cx: &mut Cx<'_>, field: &Field<'_>) -> Option<ConnectionLimits> {
+    let mut f = cx.map(field.node, &field.path)?;
+    let max_per_client = optional(cx, &mut f, "max_per_client", |cx, m| {
+        let range = ConnectionLimits::MAX_PER_CLIENT_RANGE;
+        cx.u32(m.node, &m.path, *range.start(), *range.end(), "max_per_client")
+    });
+    let header_timeout = optional(cx, &mut f, "header_timeout", |cx, t| {
+        let d = cx.duration(t.node, &t.path, BareNumber::Rejected)?;
+        let idle = Duration::from_millis(DEFAULT_IDLE_TIMEOUT_MS);
+        if d.is_zero() || d >= idle {
+            cx.error(
+                t.node.pos,
+                &t.path,
+                format!(
+                    "header_timeout {} must be above 0 and shorter than the idle timeout ({}), so \
+                     that a client that stops sending its request head is cut off before an \
+                     idle one; nginx and HAProxy users often pick 10s",
+                    format_duration(d),
+                    format_duration(idle)
+                ),
+            );
+            return None;
+        }
+        Some(millis(d))
+    });
+    f.finish(cx, &["max_per_client", "header_timeout"], &[]);
+    Some(ConnectionLimits { max_per_client: max_per_client?, header_timeout_ms: header_timeout? })
 }
 
 const LISTENER_FIELDS: &[&str] =
@@ -629,5 +665,75 @@ fn protocol(cx: &mut Cx<'_>, field: &Field<'_>) -> Option<&'static str> {
             );
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::parse_cutover_file;
+
+    const FILE: &str = "
+target_groups:
+  - name: static
+    targets: [127.0.0.1:9000]
+load_balancers:
+  - name: web
+    connections: CONNECTIONS
+    listeners:
+      - { name: prod, port: 8080, default_action: { forward: static } }
+";
+
+    fn parse(connections: &str) -> Result<routes::ConnectionLimits, String> {
+        let text = FILE.replace("CONNECTIONS", connections);
+        match parse_cutover_file("cutover.yaml", &text) {
+            Ok(parsed) => Ok(parsed.value.load_balancers[0].connections),
+            Err(errors) => Err(errors.0.iter().map(|e| format!("{e}\n")).collect()),
+        }
+    }
+
+    #[test]
+    fn connection_limits_are_read_with_their_units() {
+        let limits = parse("{ max_per_client: 50, header_timeout: 5s }").unwrap();
+        assert_eq!(limits.max_per_client, Some(50));
+        assert_eq!(limits.header_timeout_ms, Some(5_000));
+        assert_eq!(parse("{}").unwrap(), routes::ConnectionLimits::default());
+        let omitted = FILE.replace("    connections: CONNECTIONS\n", "");
+        let parsed = parse_cutover_file("cutover.yaml", &omitted).unwrap();
+        assert_eq!(parsed.value.load_balancers[0].connections, routes::ConnectionLimits::default());
+    }
+
+    #[test]
+    fn the_docs_example_of_connection_limits_is_valid() {
+        let docs = include_str!("../../../../docs/cutover-yaml.md");
+        let section = &docs[docs.find("### Connection limits").expect("the section")..];
+        let start = section.find("```yaml\n").expect("an example") + "```yaml\n".len();
+        let example = &section[start..start + section[start..].find("```").expect("its end")];
+        let parsed = parse_cutover_file("docs.yaml", example).unwrap();
+        let limits = parsed.value.load_balancers[0].connections;
+        assert_eq!(limits.max_per_client, Some(1000));
+        assert_eq!(limits.header_timeout_ms, Some(10_000));
+    }
+
+    #[test]
+    fn connection_limits_out_of_range_are_errors_at_their_value() {
+        assert_eq!(
+            parse("{ max_per_client: 0, header_timeout: 60s }").unwrap_err(),
+            "cutover.yaml:7:36: load_balancers[0].connections.max_per_client: 0 is out of range: \
+             max_per_client must be 1 to 1000000\n\
+             cutover.yaml:7:55: load_balancers[0].connections.header_timeout: header_timeout 1m \
+             must be above 0 and shorter than the idle timeout (1m), so that a client that stops \
+             sending its request head is cut off before an idle one; nginx and HAProxy users \
+             often pick 10s\n"
+        );
+        assert_eq!(
+            parse("{ header_timeout: 10 }").unwrap_err(),
+            "cutover.yaml:7:36: load_balancers[0].connections.header_timeout: `10` has no unit; \
+             write `10s` for seconds or `10m` for minutes\n"
+        );
+        assert_eq!(
+            parse("{ max_per_clients: 5 }").unwrap_err(),
+            "cutover.yaml:7:20: load_balancers[0].connections.max_per_clients: unknown field \
+             `max_per_clients`; did you mean `max_per_client`?\n"
+        );
     }
 }
