@@ -394,3 +394,45 @@ async fn docker_connect_names_docker_host_when_the_engine_is_unreachable() {
     let text = err.to_string();
     assert!(text.contains(&host) && text.contains("DOCKER_HOST"), "{text}");
 }
+
+/// Two processes that start tasks at the same moment on an engine before API 1.44 can each
+/// create the network, and then every use of its name fails as ambiguous (seen in CI: "network
+/// cutover is ambiguous"). The runtime keeps one and removes the duplicates it created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_duplicate_networks_of_one_name_are_reduced_to_one_and_the_task_starts() {
+    use bollard::models::NetworkCreateRequest;
+    use bollard::query_parameters::ListNetworksOptions;
+
+    let image = demo_image().await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let rt = connect(tmp.path()).await;
+    let network = uid("dup-net");
+    for _ in 0..2 {
+        let request = NetworkCreateRequest {
+            name: network.clone(),
+            driver: Some("bridge".into()),
+            labels: Some(HashMap::from([("cutover.managed".to_string(), "true".to_string())])),
+            ..Default::default()
+        };
+        engine().create_network(request).await.expect("create a network");
+    }
+    let named = async || {
+        let options = ListNetworksOptions {
+            filters: Some(HashMap::from([("name".to_string(), vec![network.clone()])])),
+        };
+        let all = engine().list_networks(Some(options)).await.expect("list networks");
+        all.into_iter().filter(|n| n.name.as_deref() == Some(network.as_str())).count()
+    };
+    assert_eq!(named().await, 2, "the engine accepted two networks of one name");
+
+    let mut c = web();
+    c.image = image.into();
+    let mut spec = task(&uid("d-dup-net"), vec![c]);
+    spec.network = Some(network.clone());
+    let handle = rt.start(spec).await.expect("the task starts despite the duplicate network");
+    assert_eq!(answers(&handle, "/").await.status, 200);
+    assert_eq!(named().await, 1, "one network of the name is left");
+
+    cleanup(&rt, &handle).await;
+    engine().remove_network(&network).await.expect("remove the test network");
+}

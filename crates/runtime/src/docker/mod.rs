@@ -43,8 +43,8 @@ use bollard::models::{
     HostConfigLogConfig, NetworkCreateRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, InspectContainerOptions, InspectNetworkOptions,
-    ListContainersOptions, RemoveContainerOptions, StartContainerOptions, StopContainerOptions,
+    CreateContainerOptions, CreateImageOptions, InspectContainerOptions, ListContainersOptions,
+    ListNetworksOptions, RemoveContainerOptions, StartContainerOptions, StopContainerOptions,
     WaitContainerOptions,
 };
 use futures_util::StreamExt;
@@ -269,6 +269,22 @@ fn engine_message(e: &DockerError) -> String {
     }
 }
 
+/// A network of the name a task joins, as far as deduplication needs to know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct NetworkSummary {
+    id: String,
+    /// Created by cutover (labelled), so cutover may remove it.
+    managed: bool,
+}
+
+/// Of several networks with one name, which to remove: every process must keep the same one
+/// without talking to the others, so the one kept is the smallest id, and only networks cutover
+/// created are ever removed.
+fn duplicate_networks_to_remove(networks: &[NetworkSummary]) -> Vec<String> {
+    let Some(kept) = networks.iter().map(|n| &n.id).min() else { return Vec::new() };
+    networks.iter().filter(|n| n.managed && &n.id != kept).map(|n| n.id.clone()).collect()
+}
+
 fn is_status(e: &DockerError, status: u16) -> bool {
     matches!(e, DockerError::DockerResponseServerError { status_code, .. } if *status_code == status)
 }
@@ -380,26 +396,56 @@ impl Inner {
 
     async fn ensure_network(&self, name: &str) -> Result<(), RuntimeError> {
         let _serial = NETWORK_LOCK.lock().await;
-        match self.docker.inspect_network(name, None::<InspectNetworkOptions>).await {
-            Ok(_) => return Ok(()),
-            Err(e) if is_status(&e, 404) => {}
-            Err(e) => return Err(engine_err(format!("cannot inspect network {name}"), &e)),
-        }
-        let request = NetworkCreateRequest {
-            name: name.to_string(),
-            driver: Some("bridge".into()),
-            attachable: Some(true),
-            labels: Some(HashMap::from([(LABEL_MANAGED.to_string(), "true".to_string())])),
-            ..Default::default()
-        };
-        match self.docker.create_network(request).await {
-            Ok(_) => {
-                tracing::info!(network = %name, "created network");
-                Ok(())
+        if self.networks_named(name).await?.is_empty() {
+            let request = NetworkCreateRequest {
+                name: name.to_string(),
+                driver: Some("bridge".into()),
+                attachable: Some(true),
+                labels: Some(HashMap::from([(LABEL_MANAGED.to_string(), "true".to_string())])),
+                ..Default::default()
+            };
+            match self.docker.create_network(request).await {
+                Ok(_) => tracing::info!(network = %name, "created network"),
+                Err(e) if is_status(&e, 409) => {}
+                Err(e) => return Err(engine_err(format!("cannot create network {name}"), &e)),
             }
-            Err(e) if is_status(&e, 409) => Ok(()),
-            Err(e) => Err(engine_err(format!("cannot create network {name}"), &e)),
         }
+        // Another process (a second installation, a test run beside this one) may have created
+        // one of the same name at the same moment: engines before API 1.44 allow it, and then
+        // every use of the name fails as ambiguous. Every process keeps the same one.
+        let networks = self.networks_named(name).await?;
+        for id in duplicate_networks_to_remove(&networks) {
+            match self.docker.remove_network(&id).await {
+                Ok(()) => tracing::info!(network = %name, %id, "removed a duplicate network"),
+                Err(e) => tracing::warn!(
+                    network = %name,
+                    %id,
+                    "cannot remove a duplicate network: {}",
+                    engine_message(&e)
+                ),
+            }
+        }
+        Ok(())
+    }
+
+    /// The networks whose name is exactly `name` (the engine's filter also matches parts).
+    async fn networks_named(&self, name: &str) -> Result<Vec<NetworkSummary>, RuntimeError> {
+        let options = ListNetworksOptions {
+            filters: Some(HashMap::from([("name".to_string(), vec![name.to_string()])])),
+        };
+        let networks = self
+            .docker
+            .list_networks(Some(options))
+            .await
+            .map_err(|e| engine_err(format!("cannot list networks named {name}"), &e))?;
+        Ok(networks
+            .into_iter()
+            .filter(|n| n.name.as_deref() == Some(name))
+            .map(|n| NetworkSummary {
+                managed: n.labels.is_some_and(|l| l.contains_key(LABEL_MANAGED)),
+                id: n.id.unwrap_or_default(),
+            })
+            .collect())
     }
 
     /// Containers labelled with `task_id` (or with any task id when `None`).
@@ -1139,6 +1185,19 @@ fn log_names_in(dir: &Path) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn of_duplicate_networks_every_process_keeps_the_smallest_id_and_removes_only_its_own() {
+        let net = |id: &str, managed| NetworkSummary { id: id.into(), managed };
+        assert_eq!(duplicate_networks_to_remove(&[]), Vec::<String>::new());
+        assert_eq!(duplicate_networks_to_remove(&[net("b", true)]), Vec::<String>::new());
+        let seen_by_one = [net("c", true), net("a", true), net("b", false)];
+        let seen_by_other = [net("b", false), net("a", true), net("c", true)];
+        assert_eq!(duplicate_networks_to_remove(&seen_by_one), ["c"]);
+        assert_eq!(duplicate_networks_to_remove(&seen_by_other), ["c"]);
+        // The one kept may be someone else's; ours beside it still go.
+        assert_eq!(duplicate_networks_to_remove(&[net("z", true), net("a", false)]), ["z"]);
+    }
 
     #[test]
     fn task_sizes_parse_in_both_ecs_forms() {
