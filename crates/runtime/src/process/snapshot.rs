@@ -4,8 +4,11 @@
 //! task executes (`Text file busy`), and never changes what a running task sees.
 //!
 //! The copy follows symbolic links, so a link to a program outside the directory is copied too:
-//! inside a container there is no outside to point to.
+//! inside a container there is no outside to point to. The copy lives in the private data
+//! directory and stays private: it keeps only the owner's permission bits of what it copies.
 
+use std::fs::Permissions;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::launch::Launch;
@@ -32,7 +35,7 @@ fn copy_dir(from: &Path, to: &Path, depth: usize) -> std::io::Result<()> {
         )));
     }
     std::fs::create_dir_all(to)?;
-    std::fs::set_permissions(to, std::fs::metadata(from)?.permissions())?;
+    std::fs::set_permissions(to, owner_only(&std::fs::metadata(from)?))?;
     for entry in std::fs::read_dir(from)? {
         let entry = entry?;
         let (source, target) = (entry.path(), to.join(entry.file_name()));
@@ -42,10 +45,16 @@ fn copy_dir(from: &Path, to: &Path, depth: usize) -> std::io::Result<()> {
             copy_dir(&source, &target, depth + 1)?;
         } else if meta.is_file() {
             std::fs::copy(&source, &target)?;
+            std::fs::set_permissions(&target, owner_only(&meta))?;
         }
         // Sockets, FIFOs and devices are not part of an image.
     }
     Ok(())
+}
+
+/// The permissions of `meta` without group and other bits.
+fn owner_only(meta: &std::fs::Metadata) -> Permissions {
+    Permissions::from_mode(meta.permissions().mode() & 0o700)
 }
 
 /// `launch` with every path inside the image directory moved to `copy`.
