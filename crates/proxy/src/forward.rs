@@ -128,6 +128,7 @@ pub fn lb_response(status: StatusCode, close: bool) -> Response<ProxyBody> {
     let body: &'static str = match status.as_u16() {
         400 => "400 Bad Request\n",
         405 => "405 Method Not Allowed\n",
+        408 => "408 Request Time-out\n",
         414 => "414 Request-URI Too Large\n",
         431 => "431 Request Header Fields Too Large\n",
         502 => "502 Bad Gateway\n",
@@ -317,6 +318,12 @@ async fn forward(
             t.counters.inc(m::ELB504);
             t.group_counters.inc(m::ELB504);
             return lb_response(StatusCode::GATEWAY_TIMEOUT, false);
+        }
+        // The client's body failed: its error, answered if its stream still listens.
+        Ok(Err(upstream::Error::RequestBody(fault))) => {
+            tracing::debug!(client = ?ctx.client_ip, "client error: {fault}");
+            ctx.listener.counters.inc(m::L_ELB4XX);
+            return lb_response(fault.status().unwrap_or(StatusCode::BAD_REQUEST), false);
         }
         Ok(Err(e)) => {
             tracing::debug!(target = %t.addr, "target failed: {e}");

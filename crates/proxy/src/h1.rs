@@ -40,7 +40,9 @@ use crate::forward::{self, ConnCtx, ProxyBody, Routed};
 use crate::metrics as m;
 use crate::sync::SideWaker;
 use crate::target::{InFlight, TargetRt};
-use crate::upstream::{self, Answer, Chunked, Delimit, Head, Outgoing, Step, UpstreamBody};
+use crate::upstream::{
+    self, Answer, BadFraming, Chunked, ClientFault, Delimit, Head, Outgoing, Step, UpstreamBody,
+};
 
 /// Room a read asks for; a typical request head fits many times over.
 const READ_SIZE: usize = 4096;
@@ -80,6 +82,9 @@ struct Watch {
     closing: AtomicBool,
     /// The target did not answer in time: the waiting request ends with a 504.
     timed_out: AtomicBool,
+    /// The request body's last read from the client found nothing: a request that times out
+    /// now does so waiting on its client (408), not on its target (504).
+    awaiting_client: AtomicBool,
 }
 
 impl Watch {
@@ -90,6 +95,7 @@ impl Watch {
             activity: AtomicU64::new(clock::now_ms()),
             closing: AtomicBool::new(false),
             timed_out: AtomicBool::new(false),
+            awaiting_client: AtomicBool::new(false),
         }
     }
 
@@ -429,7 +435,15 @@ where
     /// Forwards one request and streams the answer back; returns whether the connection may
     /// carry another request.
     async fn forward(&mut self, req: &Request, target: Arc<TargetRt>, timeout: Duration) -> bool {
+        // A chunked body whose framing already arrived broken is refused before any target
+        // hears of the request.
+        if req.body == RequestBody::Chunked
+            && let Err(e) = check_chunked_prefix(&self.buf)
+        {
+            return self.client_fault(ClientFault::Framing(e), req).await;
+        }
         let started = std::time::Instant::now();
+        self.w.awaiting_client.store(false, Relaxed);
         self.w.set(Phase::Target(clock::now_ms() + timeout.as_millis() as u64));
         let worker = crate::workers::current();
         let mut guard = InFlight::new(target);
@@ -481,8 +495,16 @@ where
             self.w.until_timeout(exchange).await
         };
         let mut answer = match sent {
+            None if self.w.awaiting_client.load(Relaxed) => {
+                return self.client_fault(ClientFault::Stalled, req).await;
+            }
             None => return self.gateway_timeout(t, req).await,
             Some(Ok(answer)) => answer,
+            // The target connection went with the error: a request cut mid-body never goes
+            // back to the pool.
+            Some(Err(upstream::Error::RequestBody(fault))) => {
+                return self.client_fault(fault, req).await;
+            }
             Some(Err(e)) => {
                 tracing::debug!(target = %t.addr, "target failed: {e}");
                 t.counters.inc(m::ELB502);
@@ -563,6 +585,19 @@ where
         t.group_counters.inc(m::ELB504);
         let resp = forward::lb_response(StatusCode::GATEWAY_TIMEOUT, true);
         let _ = self.respond(resp, true, req.head_method).await;
+        false
+    }
+
+    /// The client's own fault (see [`ClientFault`]): a client error of the listener, never of
+    /// the target group; answered when someone is left to read it. The connection closes, as
+    /// what remains of the body cannot be told from a next request.
+    async fn client_fault(&mut self, fault: ClientFault, req: &Request) -> bool {
+        tracing::debug!(client = ?self.ctx.client_ip, "client error: {fault}");
+        self.ctx.listener.counters.inc(m::L_ELB4XX);
+        if let Some(status) = fault.status() {
+            let resp = forward::lb_response(status, true);
+            let _ = self.respond(resp, true, req.head_method).await;
+        }
         false
     }
 
@@ -907,6 +942,18 @@ fn parse_request(buf: &[u8], ctx: &ConnCtx, out: &mut Vec<u8>) -> Parsed {
     request(Action::Forward(target, timeout))
 }
 
+/// Checks the chunked framing of the body bytes already buffered, without taking them.
+fn check_chunked_prefix(buf: &[u8]) -> Result<(), BadFraming> {
+    let mut state = Chunked::Size;
+    let mut rest = BytesMut::from(buf);
+    loop {
+        match upstream::decode_chunked(&mut state, &mut rest)? {
+            Step::Data(n) => rest.advance(n),
+            Step::More | Step::End | Step::Trailers(_) => return Ok(()),
+        }
+    }
+}
+
 enum BodyState {
     Length(u64),
     Chunked(Chunked),
@@ -943,7 +990,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> ClientBody<'_, I> {
         if self.buf.capacity() - self.buf.len() < READ_SIZE / 4 {
             self.buf.reserve(16 * 1024);
         }
-        let n = ready!(tokio_util::io::poll_read_buf(Pin::new(&mut *self.io), cx, self.buf))?;
+        let polled = tokio_util::io::poll_read_buf(Pin::new(&mut *self.io), cx, self.buf);
+        self.w.awaiting_client.store(polled.is_pending(), Relaxed);
+        let n = ready!(polled)?;
         if n > 0 {
             self.w.touch();
         }
@@ -953,18 +1002,18 @@ impl<I: AsyncRead + AsyncWrite + Unpin> ClientBody<'_, I> {
 
 impl<I: AsyncRead + AsyncWrite + Unpin> Body for ClientBody<'_, I> {
     type Data = Bytes;
-    type Error = String;
+    type Error = ClientFault;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, String>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, ClientFault>>> {
         let this = self.get_mut();
         if !this.continue_sent
             && let Err(e) = ready!(this.poll_continue(cx))
         {
             this.state = BodyState::Done;
-            return Poll::Ready(Some(Err(format!("writing 100 Continue: {e}"))));
+            return Poll::Ready(Some(Err(ClientFault::Gone(e))));
         }
         loop {
             match &mut this.state {
@@ -994,19 +1043,19 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Body for ClientBody<'_, I> {
                     Ok(Step::More) => {}
                     Err(e) => {
                         this.state = BodyState::Done;
-                        return Poll::Ready(Some(Err(format!("request body: {e}"))));
+                        return Poll::Ready(Some(Err(e.into())));
                     }
                 },
             }
             match ready!(this.poll_fill(cx)) {
                 Ok(0) => {
                     this.state = BodyState::Done;
-                    return Poll::Ready(Some(Err("the client closed inside the body".into())));
+                    return Poll::Ready(Some(Err(ClientFault::Truncated)));
                 }
                 Ok(_) => {}
                 Err(e) => {
                     this.state = BodyState::Done;
-                    return Poll::Ready(Some(Err(format!("reading the body: {e}"))));
+                    return Poll::Ready(Some(Err(ClientFault::Gone(e))));
                 }
             }
         }

@@ -60,8 +60,8 @@ pub enum Error {
     NoResponse(io::Error),
     /// The target broke the protocol or the connection after it began to answer.
     Target(String),
-    /// The client's request body failed, or did not match its `Content-Length`.
-    RequestBody(String),
+    /// The client's request body failed: the client's fault, never the target's.
+    RequestBody(ClientFault),
     /// The target was released after draining; its connections are cut.
     Closed,
 }
@@ -72,13 +72,79 @@ impl fmt::Display for Error {
             Error::Connect(why) => write!(f, "cannot connect: {why}"),
             Error::NoResponse(e) => write!(f, "connection failed before a response: {e}"),
             Error::Target(why) => write!(f, "{why}"),
-            Error::RequestBody(why) => write!(f, "request body: {why}"),
+            Error::RequestBody(fault) => write!(f, "request body: {fault}"),
             Error::Closed => write!(f, "the target was released"),
         }
     }
 }
 
 impl std::error::Error for Error {}
+
+/// What went wrong with a client's request body. Each is the client's error: the load
+/// balancer answers it itself (see `metrics`) and no target group is blamed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientFault {
+    /// The body is not valid framing (chunked), or not as long as it said.
+    #[error("{0}")]
+    Framing(#[from] BadFraming),
+    #[error("longer than its Content-Length")]
+    TooLong,
+    /// The client half-closed its connection before the body ended.
+    #[error("the client closed its side inside the body")]
+    Truncated,
+    /// The client sent no byte of its body for the idle timeout (ALB's 408).
+    #[error("the client sent nothing for the idle timeout")]
+    Stalled,
+    /// The client's connection failed (a reset): there is nobody left to answer (ALB's 460).
+    #[error("the client went away: {0}")]
+    Gone(io::Error),
+    /// An HTTP/2 client's stream failed (a reset, or a body longer or shorter than its
+    /// `content-length`, which hyper checks).
+    #[error("{0}")]
+    Stream(String),
+}
+
+impl ClientFault {
+    /// The load balancer's answer, if anyone is left to read one.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            ClientFault::Framing(_)
+            | ClientFault::TooLong
+            | ClientFault::Truncated
+            | ClientFault::Stream(_) => Some(StatusCode::BAD_REQUEST),
+            ClientFault::Stalled => Some(StatusCode::REQUEST_TIMEOUT),
+            ClientFault::Gone(_) => None,
+        }
+    }
+}
+
+impl From<hyper::Error> for ClientFault {
+    fn from(e: hyper::Error) -> Self {
+        ClientFault::Stream(e.to_string())
+    }
+}
+
+/// Chunked framing that breaks RFC 9112 §7.1, from a client or a target.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadFraming {
+    #[error("chunk size line over {MAX_CHUNK_LINE} bytes")]
+    LineTooLong,
+    #[error("invalid chunk size line: {0}")]
+    SizeLine(&'static str),
+    #[error("chunk data not followed by CRLF")]
+    DataEnd,
+    #[error("trailers over {MAX_HEAD} bytes")]
+    TrailersTooLarge,
+    #[error("malformed trailers")]
+    Trailers,
+}
+
+impl From<BadFraming> for Error {
+    /// On the response side, bad framing is the target's.
+    fn from(e: BadFraming) -> Self {
+        Error::Target(format!("response body: {e}"))
+    }
+}
 
 fn target_error(what: &str, e: io::Error) -> Error {
     Error::Target(format!("{what}: {e}"))
@@ -255,7 +321,7 @@ impl UpstreamConn {
     async fn exchange<B>(&mut self, outgoing: Outgoing<B>) -> Result<(Head, bool), Error>
     where
         B: Body<Data = Bytes> + Unpin,
-        B::Error: fmt::Display,
+        B::Error: Into<ClientFault>,
     {
         let UpstreamConn { stream, buf, out, enrolled } = self;
         let stream = &*stream;
@@ -422,7 +488,7 @@ async fn send_body_while_reading<B>(
 ) -> Result<(Head, bool), Error>
 where
     B: Body<Data = Bytes> + Unpin,
-    B::Error: fmt::Display,
+    B::Error: Into<ClientFault>,
 {
     let mut writing = pin!(write_body(stream, body, length));
     let mut reading = pin!(read_head(stream, buf));
@@ -452,13 +518,13 @@ async fn write_body<B>(
 ) -> Result<(), BodyFailure>
 where
     B: Body<Data = Bytes> + Unpin,
-    B::Error: fmt::Display,
+    B::Error: Into<ClientFault>,
 {
-    let client = |why: String| BodyFailure::Client(Error::RequestBody(why));
+    let client = |fault: ClientFault| BodyFailure::Client(Error::RequestBody(fault));
     let mut left = length.unwrap_or(0);
     let mut trailers = None;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| client(e.to_string()))?;
+        let frame = frame.map_err(|e| client(e.into()))?;
         let data = match frame.into_data() {
             Ok(data) => data,
             Err(frame) => {
@@ -471,7 +537,7 @@ where
         }
         let written = if length.is_some() {
             if data.len() as u64 > left {
-                return Err(client("longer than its Content-Length".into()));
+                return Err(client(ClientFault::TooLong));
             }
             left -= data.len() as u64;
             write_all(stream, &data).await
@@ -485,7 +551,7 @@ where
     }
     if length.is_some() {
         if left > 0 {
-            return Err(client("shorter than its Content-Length".into()));
+            return Err(client(ClientFault::Truncated));
         }
         return Ok(());
     }
@@ -720,7 +786,7 @@ pub async fn send<B>(
 ) -> Result<Response<UpstreamBody>, Error>
 where
     B: Body<Data = Bytes> + Unpin,
-    B::Error: fmt::Display,
+    B::Error: Into<ClientFault>,
 {
     let (parts, body) = req.into_parts();
     let outgoing = outgoing(&parts, body);
@@ -743,7 +809,7 @@ pub async fn send_encoded<B>(
 ) -> Result<Answer, Error>
 where
     B: Body<Data = Bytes> + Unpin,
-    B::Error: fmt::Display,
+    B::Error: Into<ClientFault>,
 {
     let mut outgoing = Some(outgoing);
     loop {
@@ -1038,18 +1104,18 @@ impl Body for UpstreamBody {
 }
 
 /// Decodes chunked framing from `buf` (a target's response or a client's request body).
-pub fn decode_chunked(state: &mut Chunked, buf: &mut BytesMut) -> Result<Step, Error> {
+pub fn decode_chunked(state: &mut Chunked, buf: &mut BytesMut) -> Result<Step, BadFraming> {
     loop {
         match *state {
             Chunked::Size => {
                 let Some(nl) = memchr::memchr(b'\n', buf) else {
                     if buf.len() > MAX_CHUNK_LINE {
-                        return Err(Error::Target("chunk size line too long".into()));
+                        return Err(BadFraming::LineTooLong);
                     }
                     return Ok(Step::More);
                 };
                 if nl > MAX_CHUNK_LINE {
-                    return Err(Error::Target("chunk size line too long".into()));
+                    return Err(BadFraming::LineTooLong);
                 }
                 let size = parse_chunk_size(&buf[..=nl])?;
                 buf.advance(nl + 1);
@@ -1072,7 +1138,7 @@ pub fn decode_chunked(state: &mut Chunked, buf: &mut BytesMut) -> Result<Step, E
                     return Ok(Step::More);
                 }
                 if &buf[..2] != b"\r\n" {
-                    return Err(Error::Target("chunk data not followed by CRLF".into()));
+                    return Err(BadFraming::DataEnd);
                 }
                 buf.advance(2);
                 *state = Chunked::Size;
@@ -1084,7 +1150,7 @@ pub fn decode_chunked(state: &mut Chunked, buf: &mut BytesMut) -> Result<Step, E
                 }
                 let Some(end) = memchr::memmem::find(buf, b"\r\n\r\n") else {
                     if buf.len() > MAX_HEAD {
-                        return Err(Error::Target("response trailers too large".into()));
+                        return Err(BadFraming::TrailersTooLarge);
                     }
                     return Ok(Step::More);
                 };
@@ -1123,8 +1189,8 @@ fn skip_framing(state: &mut Chunked, buf: &mut BytesMut) -> bool {
 
 /// `chunk-size [ chunk-ext ] CRLF`, strictly: hex digits that fit in 64 bits, extensions only
 /// after a `;`.
-fn parse_chunk_size(line: &[u8]) -> Result<u64, Error> {
-    let bad = |why: &str| Error::Target(format!("invalid chunk size line: {why}"));
+fn parse_chunk_size(line: &[u8]) -> Result<u64, BadFraming> {
+    let bad = BadFraming::SizeLine;
     let line = line.strip_suffix(b"\r\n").ok_or_else(|| bad("no CRLF"))?;
     let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
     if digits == 0 {
@@ -1148,9 +1214,9 @@ fn parse_chunk_size(line: &[u8]) -> Result<u64, Error> {
     Ok(size)
 }
 
-fn parse_trailers(block: &[u8]) -> Result<HeaderMap, Error> {
+fn parse_trailers(block: &[u8]) -> Result<HeaderMap, BadFraming> {
     let mut parsed = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let bad = || Error::Target("malformed trailers".into());
+    let bad = || BadFraming::Trailers;
     let fields = match httparse::parse_headers(block, &mut parsed) {
         Ok(httparse::Status::Complete((_, fields))) => fields,
         _ => return Err(bad()),
