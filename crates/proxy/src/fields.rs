@@ -20,6 +20,56 @@ pub fn is_valid_name(name: &str) -> bool {
     name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
+/// A `Host` value or an absolute form's authority (RFC 9110 §7.2, §4.2.1): `uri-host [ ":"
+/// port ]`, where the host is a non-empty reg-name or IPv4 address (unreserved, sub-delims,
+/// percent-encoded bytes) or a bracketed IP literal, and the port is digits. No user info: RFC
+/// 9110 §4.2.4 forbids it in an `http` URI, and a `@` there is how hosts are spoofed.
+pub fn is_valid_host(value: &[u8]) -> bool {
+    let (host, port) = match value.strip_prefix(b"[") {
+        Some(literal) => {
+            let Some(end) = memchr::memchr(b']', literal) else { return false };
+            let inside = &literal[..end];
+            let ip_literal = |b: &u8| b.is_ascii_hexdigit() || b":.".contains(b);
+            if inside.is_empty() || !inside.iter().all(ip_literal) {
+                return false;
+            }
+            (&value[..end + 2], &literal[end + 1..])
+        }
+        None => {
+            let colon = memchr::memchr(b':', value).unwrap_or(value.len());
+            (&value[..colon], &value[colon..])
+        }
+    };
+    let port_ok = match port.split_first() {
+        None => true,
+        Some((b':', digits)) => digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit),
+        Some(_) => false,
+    };
+    port_ok && !host.is_empty() && (host[0] == b'[' || is_reg_name(host))
+}
+
+/// RFC 3986's reg-name (which includes IPv4 addresses): unreserved characters, sub-delims and
+/// percent-encoded bytes.
+fn is_reg_name(host: &[u8]) -> bool {
+    let mut i = 0;
+    while i < host.len() {
+        let b = host[i];
+        if b == b'%' {
+            let hex = host.get(i + 1..i + 3);
+            if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                return false;
+            }
+            i += 3;
+            continue;
+        }
+        if !(b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b)) {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
 /// Hop-by-hop fields (RFC 9110 §7.6.1), and the `Keep-Alive` and `Proxy-Connection` of old
 /// clients: they describe one connection and never cross the load balancer.
 #[inline]
@@ -82,6 +132,41 @@ pub fn connection_listed(value: &[u8]) -> impl Iterator<Item = &str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_are_a_host_and_an_optional_port_and_nothing_else() {
+        for good in [
+            "shop",
+            "shop.example:8080",
+            "127.0.0.1",
+            "127.0.0.1:80",
+            "[::1]",
+            "[::1]:443",
+            "xn--bcher-kva.example",
+            "a%20b",
+            "shop:",
+        ] {
+            assert!(is_valid_host(good.as_bytes()), "{good}");
+        }
+        for bad in [
+            "",
+            ":80",
+            "user@shop",
+            "shop:80x",
+            "shop:123456",
+            "shop/x",
+            "sh op",
+            "[::1",
+            "[]",
+            "[::1]x",
+            "a%2",
+            "a%zz",
+            "shop\t",
+            "[::1]:8a",
+        ] {
+            assert!(!is_valid_host(bad.as_bytes()), "{bad}");
+        }
+    }
 
     #[test]
     fn names_compare_without_case_and_connection_lists_skip_its_own_tokens() {

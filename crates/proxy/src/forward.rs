@@ -211,20 +211,41 @@ pub async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Response<Proxy
         lc.inc(m::L_ELB4XX);
         return lb_response(StatusCode::METHOD_NOT_ALLOWED, false);
     }
+    let authority = req.uri().authority().map(|a| a.as_str());
+    let Some(host) = target_host(authority, req.headers().get_all(header::HOST).iter()) else {
+        lc.inc(m::L_ELB4XX);
+        return lb_response(StatusCode::BAD_REQUEST, false);
+    };
     let headers = req.headers().iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
     let routed = route(&ctx, headers, |r| {
-        let host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri().authority().map(|a| a.as_str()))
-            .unwrap_or("");
+        let host = host.to_str().unwrap_or("");
         redirect(r, host, req.uri().path(), req.uri().query(), &ctx)
     });
     match routed {
         Routed::Respond(resp) => resp,
-        Routed::Forward(target, timeout) => forward(ctx, req, target, timeout).await,
+        Routed::Forward(target, timeout) => forward(ctx, req, host, target, timeout).await,
     }
+}
+
+/// The Host an HTTP/2 request's target gets (RFC 9113 §8.3.1): its `:authority`, which a
+/// `host` field, if there is one, must name too; without `:authority`, its one `host` field.
+/// Either must be a valid host (see [`crate::fields::is_valid_host`]). `None`: the request is
+/// malformed (400) — no authority at all, two `host` fields, or a `host` that disagrees.
+fn target_host<'a>(
+    authority: Option<&str>,
+    mut hosts: impl Iterator<Item = &'a HeaderValue>,
+) -> Option<HeaderValue> {
+    let (host, second) = (hosts.next(), hosts.next());
+    if second.is_some() {
+        return None;
+    }
+    let value = match (authority, host) {
+        (Some(a), Some(h)) if !a.as_bytes().eq_ignore_ascii_case(h.as_bytes()) => return None,
+        (Some(a), _) => HeaderValue::from_str(a).ok()?,
+        (None, Some(h)) => h.clone(),
+        (None, None) => return None,
+    };
+    crate::fields::is_valid_host(value.as_bytes()).then_some(value)
 }
 
 /// Smuggling-shaped framing in an HTTP/2 request (HTTP/1 heads are checked by [`crate::h1`]).
@@ -293,10 +314,11 @@ fn strip_port(host: &str) -> &str {
 async fn forward(
     ctx: Arc<ConnCtx>,
     mut req: Request<Incoming>,
+    host: HeaderValue,
     target: Arc<TargetRt>,
     timeout: Duration,
 ) -> Response<ProxyBody> {
-    prepare_request(&ctx, &mut req);
+    prepare_request(&ctx, &mut req, host);
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + timeout;
     let worker = crate::workers::current();
@@ -446,17 +468,13 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
-/// Rewrites an HTTP/2 client request for an HTTP/1.1 target.
+/// Rewrites an HTTP/2 client request for an HTTP/1.1 target, whose Host is `host` (see
+/// [`target_host`]).
 #[inline]
-fn prepare_request(ctx: &ConnCtx, req: &mut Request<Incoming>) {
+fn prepare_request(ctx: &ConnCtx, req: &mut Request<Incoming>, host: HeaderValue) {
+    req.headers_mut().insert(header::HOST, host);
     if req.uri().scheme().is_some() || req.uri().authority().is_some() {
-        // HTTP/2 (or absolute-form HTTP/1): the target gets origin form and a Host header.
-        if !req.headers().contains_key(header::HOST)
-            && let Some(a) = req.uri().authority()
-            && let Ok(v) = HeaderValue::from_str(a.as_str())
-        {
-            req.headers_mut().insert(header::HOST, v);
-        }
+        // The target gets origin form.
         let pq =
             req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
         *req.uri_mut() = Uri::from(pq);

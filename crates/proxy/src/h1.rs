@@ -33,8 +33,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::clock;
 use crate::fields::{
-    Known, MAX_HEAD, MAX_HEADERS, MAX_LINE, connection_listed, is_hop_by_hop, is_valid_name,
-    name_is,
+    Known, MAX_HEAD, MAX_HEADERS, MAX_LINE, connection_listed, is_hop_by_hop, is_valid_host,
+    is_valid_name, name_is,
 };
 use crate::forward::{self, ConnCtx, ProxyBody, Routed};
 use crate::metrics as m;
@@ -267,7 +267,7 @@ struct Request {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum RequestBody {
+pub(crate) enum RequestBody {
     None,
     Length(u64),
     Chunked,
@@ -743,40 +743,83 @@ fn encode_headers(out: &mut Vec<u8>, head: &Head, rechunked: bool) {
     }
 }
 
-/// Parses and checks a request head at the front of `buf`, routes it, and for a forward
-/// encodes the target's head into `out`.
-fn parse_request(buf: &[u8], ctx: &ConnCtx, out: &mut Vec<u8>) -> Parsed {
-    let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut []);
-    let parsed = httparse::ParserConfig::default().parse_request_with_uninit_headers(
-        &mut req,
-        buf,
-        &mut headers,
-    );
-    let head_len = match parsed {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => {
-            return if buf.len() > MAX_HEAD {
-                Parsed::Bad(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
-            } else if memchr::memchr(b'\n', buf).is_none() && buf.len() > MAX_LINE {
-                Parsed::Bad(StatusCode::URI_TOO_LONG)
-            } else {
-                Parsed::Partial
-            };
-        }
-        Err(httparse::Error::TooManyHeaders) => {
-            return Parsed::Bad(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
-        }
-        Err(_) => return Parsed::Bad(StatusCode::BAD_REQUEST),
-    };
-    if head_len > MAX_HEAD {
-        return Parsed::Bad(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+/// A request head that passed every check (RFC 9112's and ALB's), borrowed from the client's
+/// buffer.
+pub(crate) struct CheckedHead<'b> {
+    /// Bytes of the buffer it took.
+    pub head_len: usize,
+    pub method: &'b str,
+    /// The path and query to send, in origin form (an absolute form's path, `/` when it has
+    /// none), or `*` for `OPTIONS`.
+    pub path: &'b str,
+    /// The absolute form's authority: the target's Host (RFC 9112 §3.2.2).
+    pub authority: Option<&'b str>,
+    /// The one Host field's value (always present on HTTP/1.1).
+    pub host: Option<&'b [u8]>,
+    pub http10: bool,
+    pub body: RequestBody,
+    /// The client keeps the connection open after this request.
+    pub keep_alive: bool,
+    /// The protocol of an upgrade the client asks for (`Connection: upgrade` and `Upgrade`).
+    pub upgrade: Option<&'b [u8]>,
+    pub expect_continue: bool,
+    /// `X-Forwarded-For` fields.
+    pub xff: usize,
+    /// Fields the `Connection` header lists, which do not cross.
+    pub listed: Vec<&'b str>,
+}
+
+impl CheckedHead<'_> {
+    /// The Host the target gets: the absolute form's authority, or the client's Host.
+    pub fn target_host(&self) -> Option<&[u8]> {
+        self.authority.map(str::as_bytes).or(self.host)
     }
+}
+
+/// Parses a request head at the front of `buf` with httparse (strict: no obsolete folding, no
+/// bare LF in the request line, valid tokens); `None` while it is incomplete. The sizes ALB
+/// allows are enforced here: 431 for a head over 64 KiB or too many fields, 414 for a request
+/// line over 16 KiB.
+pub(crate) fn parse_head<'h, 'b>(
+    buf: &'b [u8],
+    headers: &'h mut [MaybeUninit<httparse::Header<'b>>],
+) -> Result<Option<(httparse::Request<'h, 'b>, usize)>, StatusCode> {
+    let mut req = httparse::Request::new(&mut []);
+    let parsed =
+        httparse::ParserConfig::default().parse_request_with_uninit_headers(&mut req, buf, headers);
+    match parsed {
+        Ok(httparse::Status::Complete(len)) if len > MAX_HEAD => {
+            Err(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+        }
+        Ok(httparse::Status::Complete(len)) => Ok(Some((req, len))),
+        Ok(httparse::Status::Partial) => {
+            if buf.len() > MAX_HEAD {
+                Err(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+            } else if memchr::memchr(b'\n', buf).is_none() && buf.len() > MAX_LINE {
+                Err(StatusCode::URI_TOO_LONG)
+            } else {
+                Ok(None)
+            }
+        }
+        Err(httparse::Error::TooManyHeaders) => Err(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE),
+        Err(_) => Err(StatusCode::BAD_REQUEST),
+    }
+}
+
+/// Checks what a parsed head says about itself: line sizes, framing (RFC 9112 §6.3: both
+/// `Content-Length` and `Transfer-Encoding`, two lengths, a bad length, a transfer coding other
+/// than a final `chunked`, or one on HTTP/1.0 — request smuggling shapes), `Host` (§3.2: exactly
+/// one on HTTP/1.1, at most one on HTTP/1.0, always valid) and the request target's form (§3.2).
+pub(crate) fn check_head<'b>(
+    req: &httparse::Request<'_, 'b>,
+    head_len: usize,
+) -> Result<CheckedHead<'b>, StatusCode> {
+    const BAD: StatusCode = StatusCode::BAD_REQUEST;
     let (Some(method), Some(path), Some(version)) = (req.method, req.path, req.version) else {
-        return Parsed::Bad(StatusCode::BAD_REQUEST);
+        return Err(BAD);
     };
     if method.len() + path.len() + 10 > MAX_LINE {
-        return Parsed::Bad(StatusCode::URI_TOO_LONG);
+        return Err(StatusCode::URI_TOO_LONG);
     }
     let http10 = version == 0;
 
@@ -791,19 +834,17 @@ fn parse_request(buf: &[u8], ctx: &ConnCtx, out: &mut Vec<u8>) -> Parsed {
     let mut upgrade_header = None;
     let mut expect_continue = false;
     let mut host = None;
+    let mut hosts = 0;
     let mut xff = 0;
     let mut listed: Vec<&str> = Vec::new();
     for h in req.headers.iter() {
         if h.name.len() + h.value.len() + 4 > MAX_LINE {
-            return Parsed::Bad(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+            return Err(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
         }
         let name = h.name;
         if name_is(name, "content-length") {
             lengths += 1;
-            match upstream::parse_length(h.value) {
-                Some(n) => length = Some(n),
-                None => return Parsed::Bad(StatusCode::BAD_REQUEST),
-            }
+            length = Some(upstream::parse_length(h.value).ok_or(BAD)?);
         } else if name_is(name, "transfer-encoding") {
             transfer_encoding = true;
             let last = h.value.rsplit(|&b| b == b',').next().unwrap_or_default().trim_ascii();
@@ -825,61 +866,113 @@ fn parse_request(buf: &[u8], ctx: &ConnCtx, out: &mut Vec<u8>) -> Parsed {
         } else if name_is(name, "expect") {
             expect_continue = h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
         } else if name_is(name, "host") {
+            hosts += 1;
             host = Some(h.value);
         } else if name_is(name, "x-forwarded-for") {
             xff += 1;
         }
     }
-    // Request smuggling shapes (RFC 9112 §6.3): refused, and the connection closed.
     if lengths > 1 || (transfer_encoding && (lengths > 0 || !chunked_last || http10)) {
-        return Parsed::Bad(StatusCode::BAD_REQUEST);
+        return Err(BAD);
     }
-    let body = if transfer_encoding {
-        RequestBody::Chunked
-    } else {
-        match length {
-            Some(0) | None => RequestBody::None,
-            Some(n) => RequestBody::Length(n),
-        }
+    let host_ok = match host {
+        Some(h) => hosts == 1 && is_valid_host(h),
+        None => http10,
     };
-    let keep_alive = if http10 { keep_alive_token && !close } else { !close };
-    let upgrade = upgrade_token && upgrade_header.is_some();
-    let head_method = method == "HEAD";
+    if !host_ok {
+        return Err(BAD);
+    }
+    let (path, authority) = request_target(method, path).ok_or(BAD)?;
+    let body = match (transfer_encoding, length) {
+        (true, _) => RequestBody::Chunked,
+        (false, Some(0) | None) => RequestBody::None,
+        (false, Some(n)) => RequestBody::Length(n),
+    };
+    Ok(CheckedHead {
+        head_len,
+        method,
+        path,
+        authority,
+        host,
+        http10,
+        body,
+        keep_alive: if http10 { keep_alive_token && !close } else { !close },
+        upgrade: upgrade_header.filter(|_| upgrade_token),
+        expect_continue,
+        xff,
+        listed,
+    })
+}
+
+/// The request target's form (RFC 9112 §3.2): origin form as it is; absolute form (a proxy's,
+/// `http` or `https` in any case) split into its path (`/` if none) and its authority, which
+/// must be a valid host without user info; `*` only for `OPTIONS`; the authority form only for
+/// `CONNECT` (which is refused later, with 405). `None` for anything else.
+fn request_target<'b>(method: &str, target: &'b str) -> Option<(&'b str, Option<&'b str>)> {
+    if target.starts_with('/') {
+        return Some((target, None));
+    }
+    if target == "*" {
+        return (method == "OPTIONS").then_some((target, None));
+    }
+    if method == "CONNECT" {
+        return is_valid_host(target.as_bytes()).then_some((target, None));
+    }
+    let (scheme, rest) = target.split_once("://")?;
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+        return None;
+    }
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    if !is_valid_host(authority.as_bytes()) {
+        return None;
+    }
+    Some((if path.is_empty() { "/" } else { path }, Some(authority)))
+}
+
+/// Parses and checks a request head at the front of `buf`, routes it, and for a forward
+/// encodes the target's head into `out`.
+fn parse_request(buf: &[u8], ctx: &ConnCtx, out: &mut Vec<u8>) -> Parsed {
+    let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let checked = match parse_head(buf, &mut headers) {
+        Ok(None) => return Parsed::Partial,
+        Ok(Some((req, head_len))) => check_head(&req, head_len).map(|head| (req, head)),
+        Err(status) => Err(status),
+    };
+    let (req, head) = match checked {
+        Ok(checked) => checked,
+        Err(status) => return Parsed::Bad(status),
+    };
     let request = |action| {
         Parsed::Ok(
-            Request { head_len, head_method, body, keep_alive, http10, upgrade, expect_continue },
+            Request {
+                head_len: head.head_len,
+                head_method: head.method == "HEAD",
+                body: head.body,
+                keep_alive: head.keep_alive,
+                http10: head.http10,
+                upgrade: head.upgrade.is_some(),
+                expect_continue: head.expect_continue,
+            },
             action,
         )
     };
     let lc = &ctx.listener.counters;
     lc.inc(m::L_REQUESTS);
-    if method == "CONNECT" {
+    if head.method == "CONNECT" {
         lc.inc(m::L_ELB4XX);
         return request(Action::Respond(forward::lb_response(
             StatusCode::METHOD_NOT_ALLOWED,
             false,
         )));
     }
-    // Origin form as it is; absolute form (a proxy's) becomes origin form plus Host.
-    let (target_path, authority) = if path.starts_with('/') || path == "*" {
-        (path, None)
-    } else if let Some(rest) =
-        path.strip_prefix("http://").or_else(|| path.strip_prefix("https://"))
-    {
-        let slash = rest.find(['/', '?']).unwrap_or(rest.len());
-        let (authority, p) = rest.split_at(slash);
-        (if p.is_empty() { "/" } else { p }, Some(authority))
-    } else {
-        return Parsed::Bad(StatusCode::BAD_REQUEST);
-    };
 
-    let redirect_host = authority.map(str::as_bytes).or(host);
     let headers = req.headers.iter().map(|h| (h.name.as_bytes(), h.value));
     let routed = forward::route(ctx, headers, |r| {
-        let host = redirect_host.and_then(|h| std::str::from_utf8(h).ok()).unwrap_or("");
-        let (path, query) = match target_path.split_once('?') {
-            Some((p, q)) => (p, Some(q)),
-            None => (target_path, None),
+        let host = head.target_host().and_then(|h| std::str::from_utf8(h).ok()).unwrap_or("");
+        let (path, query) = match head.path.split_once('?') {
+            Some((p, q)) => (if p.is_empty() { "/" } else { p }, Some(q)),
+            None => (head.path, None),
         };
         forward::redirect(r, host, path, query, ctx)
     });
@@ -887,17 +980,31 @@ fn parse_request(buf: &[u8], ctx: &ConnCtx, out: &mut Vec<u8>) -> Parsed {
         Routed::Respond(resp) => return request(Action::Respond(resp)),
         Routed::Forward(target, timeout) => (target, timeout),
     };
+    encode_request_head(out, &req, &head, ctx);
+    request(Action::Forward(target, timeout))
+}
 
+/// The target's request head: origin form, the Host the request names, the client's fields
+/// cleaned like ALB does, and the `X-Forwarded-*` fields.
+fn encode_request_head(
+    out: &mut Vec<u8>,
+    req: &httparse::Request<'_, '_>,
+    head: &CheckedHead<'_>,
+    ctx: &ConnCtx,
+) {
     out.clear();
-    out.extend_from_slice(method.as_bytes());
+    out.extend_from_slice(head.method.as_bytes());
     out.push(b' ');
-    out.extend_from_slice(target_path.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    if host.is_none()
-        && let Some(a) = authority
-    {
-        push_header(out, b"host", a.as_bytes());
+    if head.path.starts_with('?') {
+        // `http://host?q`: the path of an absolute form without one is `/`.
+        out.push(b'/');
     }
+    out.extend_from_slice(head.path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    if let Some(host) = head.target_host() {
+        push_header(out, b"host", host);
+    }
+    let mut xff = head.xff;
     let mut first_xff = true;
     for h in req.headers.iter() {
         let name = h.name;
@@ -918,10 +1025,11 @@ fn parse_request(buf: &[u8], ctx: &ConnCtx, out: &mut Vec<u8>) -> Parsed {
         }
         let skip = is_hop_by_hop(name)
             || !is_valid_name(name)
+            || name_is(name, "host")
             || name_is(name, "x-forwarded-proto")
             || name_is(name, "x-forwarded-port")
-            || (expect_continue && name_is(name, "expect"))
-            || listed.iter().any(|l| name_is(name, l));
+            || (head.expect_continue && name_is(name, "expect"))
+            || head.listed.iter().any(|l| name_is(name, l));
         if !skip {
             push_header(out, name.as_bytes(), h.value);
         }
@@ -931,15 +1039,14 @@ fn parse_request(buf: &[u8], ctx: &ConnCtx, out: &mut Vec<u8>) -> Parsed {
     }
     push_header(out, b"x-forwarded-proto", if ctx.tls { b"https" } else { b"http" });
     push_header(out, b"x-forwarded-port", ctx.listener.port_header.as_bytes());
-    if upgrade && let Some(proto) = upgrade_header {
+    if let Some(proto) = head.upgrade {
         push_header(out, b"upgrade", proto);
         push_header(out, b"connection", b"upgrade");
     }
-    if body == RequestBody::Chunked {
+    if head.body == RequestBody::Chunked {
         push_header(out, b"transfer-encoding", b"chunked");
     }
     out.extend_from_slice(b"\r\n");
-    request(Action::Forward(target, timeout))
 }
 
 /// Checks the chunked framing of the body bytes already buffered, without taking them.

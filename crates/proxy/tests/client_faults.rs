@@ -168,10 +168,9 @@ async fn a_body_shorter_than_its_length_or_stalled_is_the_clients_400_or_408() {
     assert!(answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{answer:?}");
 
     // The client goes away (a reset) mid-body: ALB's 460, no answer to give.
-    let s = TcpStream::connect(port).await.unwrap();
-    let mut s = s;
+    let mut s = TcpStream::connect(port).await.unwrap();
     s.write_all(format!("{head}abc").as_bytes()).await.unwrap();
-    s.set_linger(Some(Duration::ZERO)).unwrap();
+    s.set_zero_linger().unwrap();
     drop(s);
 
     wait_until("three client errors are counted", Duration::from_secs(3), || {
