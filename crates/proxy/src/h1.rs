@@ -810,6 +810,7 @@ pub(crate) fn parse_head<'h, 'b>(
 /// `Content-Length` and `Transfer-Encoding`, two lengths, a bad length, a transfer coding other
 /// than a final `chunked`, or one on HTTP/1.0 — request smuggling shapes), `Host` (§3.2: exactly
 /// one on HTTP/1.1, at most one on HTTP/1.0, always valid) and the request target's form (§3.2).
+/// The only transfer coding accepted is a single `chunked`.
 pub(crate) fn check_head<'b>(
     req: &httparse::Request<'_, 'b>,
     head_len: usize,
@@ -826,8 +827,9 @@ pub(crate) fn check_head<'b>(
     // One pass for what the request says about itself.
     let mut length: Option<u64> = None;
     let mut lengths = 0;
-    let mut transfer_encoding = false;
-    let mut chunked_last = false;
+    // Transfer codings over every Transfer-Encoding field, and whether they are `chunked` alone.
+    let mut codings = 0;
+    let mut chunked_only = true;
     let mut close = false;
     let mut keep_alive_token = false;
     let mut upgrade_token = false;
@@ -846,9 +848,12 @@ pub(crate) fn check_head<'b>(
             lengths += 1;
             length = Some(upstream::parse_length(h.value).ok_or(BAD)?);
         } else if name_is(name, "transfer-encoding") {
-            transfer_encoding = true;
-            let last = h.value.rsplit(|&b| b == b',').next().unwrap_or_default().trim_ascii();
-            chunked_last = last.eq_ignore_ascii_case(b"chunked");
+            // Only `chunked` is framing the load balancer can check and the target will read
+            // the same way; another coding (gzip, say) would have to reach the target intact.
+            for coding in h.value.split(|&b| b == b',') {
+                codings += 1;
+                chunked_only &= coding.trim_ascii().eq_ignore_ascii_case(b"chunked");
+            }
         } else if name_is(name, "connection") {
             for token in h.value.split(|&b| b == b',') {
                 let token = token.trim_ascii();
@@ -872,7 +877,9 @@ pub(crate) fn check_head<'b>(
             xff += 1;
         }
     }
-    if lengths > 1 || (transfer_encoding && (lengths > 0 || !chunked_last || http10)) {
+    let transfer_encoding = codings > 0;
+    if lengths > 1 || (transfer_encoding && (lengths > 0 || codings > 1 || !chunked_only || http10))
+    {
         return Err(BAD);
     }
     let host_ok = match host {

@@ -650,7 +650,7 @@ async fn read_head(stream: &TcpStream, buf: &mut BytesMut) -> Result<Head, Error
 }
 
 /// Parses a complete response head off the front of `buf`; `None` when more bytes are needed.
-fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Error> {
+pub(crate) fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Error> {
     loop {
         if buf.is_empty() {
             return Ok(None);
@@ -711,7 +711,7 @@ pub enum Delimit {
 }
 
 /// Returns the framing and whether the connection must close after this response.
-fn response_framing(head: &Head, head_request: bool) -> Result<(Delimit, bool), Error> {
+pub(crate) fn response_framing(head: &Head, head_request: bool) -> Result<(Delimit, bool), Error> {
     let status = head.status.as_u16();
     if head_request || (100..200).contains(&status) || status == 204 || status == 304 {
         return Ok((Delimit::None, false));
@@ -1187,8 +1187,9 @@ fn skip_framing(state: &mut Chunked, buf: &mut BytesMut) -> bool {
     }
 }
 
-/// `chunk-size [ chunk-ext ] CRLF`, strictly: hex digits that fit in 64 bits, extensions only
-/// after a `;`.
+/// `chunk-size [ chunk-ext ] CRLF`, strictly (RFC 9112 §7.1): hex digits that fit in 64 bits,
+/// then extensions `;name` or `;name=value` (a token or a quoted string), with optional spaces
+/// and tabs only around their `;` and `=`.
 fn parse_chunk_size(line: &[u8]) -> Result<u64, BadFraming> {
     let bad = BadFraming::SizeLine;
     let line = line.strip_suffix(b"\r\n").ok_or_else(|| bad("no CRLF"))?;
@@ -1204,17 +1205,64 @@ fn parse_chunk_size(line: &[u8]) -> Result<u64, BadFraming> {
             .and_then(|s| s.checked_add(digit))
             .ok_or_else(|| bad("size overflows"))?;
     }
-    let ext = line[digits..].trim_ascii_start();
-    if !ext.is_empty() && ext[0] != b';' {
-        return Err(bad("unexpected bytes after the size"));
-    }
-    if ext.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
-        return Err(bad("control character in an extension"));
+    if !valid_chunk_ext(&line[digits..]) {
+        return Err(bad("invalid extension"));
     }
     Ok(size)
 }
 
-fn parse_trailers(block: &[u8]) -> Result<HeaderMap, BadFraming> {
+/// `*( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )`.
+fn valid_chunk_ext(mut ext: &[u8]) -> bool {
+    fn skip_bws(s: &[u8]) -> &[u8] {
+        let n = s.iter().take_while(|&&b| b == b' ' || b == b'\t').count();
+        &s[n..]
+    }
+    while !ext.is_empty() {
+        let Some(rest) = skip_bws(ext).strip_prefix(b";") else { return false };
+        let rest = skip_bws(rest);
+        let name = token_len(rest);
+        if name == 0 {
+            return false;
+        }
+        ext = &rest[name..];
+        if let Some(value) = skip_bws(ext).strip_prefix(b"=") {
+            let value = skip_bws(value);
+            let len = if value.first() == Some(&b'"') {
+                quoted_string_len(value)
+            } else {
+                token_len(value)
+            };
+            if len == 0 {
+                return false;
+            }
+            ext = &value[len..];
+        }
+    }
+    true
+}
+
+/// Length of the RFC 9110 token at the start of `s` (0 if none).
+fn token_len(s: &[u8]) -> usize {
+    s.iter().take_while(|&&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)).count()
+}
+
+/// Length of the RFC 9110 quoted-string at the start of `s`, quotes included (0 if none).
+fn quoted_string_len(s: &[u8]) -> usize {
+    let text = |b: u8| b == b'\t' || b == b' ' || (0x21..=0x7e).contains(&b) || b >= 0x80;
+    let mut i = 1;
+    while i < s.len() {
+        match s[i] {
+            b'"' => return i + 1,
+            b'\\' if s.get(i + 1).is_some_and(|&b| text(b)) => i += 2,
+            b'\\' => return 0,
+            b if text(b) => i += 1,
+            _ => return 0,
+        }
+    }
+    0
+}
+
+pub(crate) fn parse_trailers(block: &[u8]) -> Result<HeaderMap, BadFraming> {
     let mut parsed = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let bad = || BadFraming::Trailers;
     let fields = match httparse::parse_headers(block, &mut parsed) {

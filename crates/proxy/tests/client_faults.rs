@@ -115,6 +115,7 @@ async fn invalid_framing_after_the_head_went_out_is_a_400_and_never_reaches_the_
     let faults = [
         ("chunk size", "zz\r\n"),
         ("chunk extension", "5;\x01\r\nEVIL!\r\n"),
+        ("chunk extension syntax", "5;a b\r\nEVIL!\r\n"),
         ("chunk data end", "5\r\ndata!XXEVIL\r\n"),
         ("trailer", "0\r\nEVIL trailer\r\n\r\n"),
         ("oversized chunk size", "10000000000000000\r\nEVIL"),

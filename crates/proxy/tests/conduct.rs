@@ -59,13 +59,16 @@ async fn a_malformed_request_gets_400_and_never_reaches_a_target() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smuggling_attempts_are_refused_and_never_reach_a_target() {
     let (lb, b, port) = setup().await;
-    let attempts: [(&str, &[u8]); 6] = [
+    let attempts: [(&str, &[u8]); 8] = [
         ("CL.TE", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 13\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nSMUGGLED"),
         ("TE.CL", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n8\r\nSMUGGLED\r\n0\r\n\r\n"),
         ("duplicate Content-Length", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello"),
         ("conflicting Content-Length", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"),
         ("Content-Length list", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\nhello"),
         ("TE.TE obfuscated", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-encoding: x\r\n\r\n0\r\n\r\n"),
+        // Only `chunked` is framing the load balancer checks; another coding is not passed on.
+        ("another coding", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"),
+        ("chunked twice", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
     ];
     for (name, raw) in attempts {
         let answer = raw_exchange(port, raw).await;
@@ -500,13 +503,14 @@ async fn host_is_required_once_and_valid_and_an_absolute_form_authority_replaces
     let (lb, b, port) = setup().await;
     // RFC 9112 §3.2: 400 for an HTTP/1.1 request without Host, for any request with two, or
     // with an invalid one; §3.2: `*` is for OPTIONS only, the authority form for CONNECT.
-    let refused: [(&str, &[u8]); 9] = [
+    let refused: [(&str, &[u8]); 10] = [
         ("no Host on HTTP/1.1", b"GET / HTTP/1.1\r\n\r\n"),
         ("two Hosts", b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
         ("two Hosts on HTTP/1.0", b"GET / HTTP/1.0\r\nHost: a\r\nhost: a\r\n\r\n"),
         ("an empty Host", b"GET / HTTP/1.1\r\nHost: \r\n\r\n"),
         ("user info in Host", b"GET / HTTP/1.1\r\nHost: user@shop\r\n\r\n"),
         ("a path in Host", b"GET / HTTP/1.1\r\nHost: shop/x\r\n\r\n"),
+        ("a port over 65535", b"GET / HTTP/1.1\r\nHost: shop:65536\r\n\r\n"),
         ("user info in the authority", b"GET http://user@other/ HTTP/1.1\r\nHost: a\r\n\r\n"),
         ("no Host with an absolute form", b"GET http://other/ HTTP/1.1\r\n\r\n"),
         ("an asterisk form for GET", b"GET * HTTP/1.1\r\nHost: a\r\n\r\n"),
