@@ -4,6 +4,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -18,7 +19,7 @@ use crate::metrics::{self as m};
 use crate::state::{CompiledAction, Fixed, Shared};
 use crate::target::{InFlight, TargetRt};
 use crate::upstream::UpstreamConn;
-use crate::upstream::{self, UpstreamBody};
+use crate::upstream::{self, ClientFault, UpstreamBody};
 
 /// Targets one request may try when connections are refused (nginx's `proxy_next_upstream
 /// error`): a task that just died, before the health checks notice, costs no request. Only a
@@ -334,19 +335,19 @@ async fn forward(
         Ok(Err(resp)) => return resp,
         Ok(Ok(opened)) => opened,
     };
+    let awaiting_client = Arc::new(AtomicBool::new(false));
+    let req = req.map(|inner| ClientStream { inner, awaiting_client: awaiting_client.clone() });
     let sent = tokio::time::timeout_at(deadline, upstream::send(t, conn, reused, req)).await;
     let resp = match sent {
+        Err(_elapsed) if awaiting_client.load(Ordering::Relaxed) => {
+            return client_fault(&ctx, ClientFault::Stalled);
+        }
         Err(_elapsed) => {
             t.counters.inc(m::ELB504);
             t.group_counters.inc(m::ELB504);
             return lb_response(StatusCode::GATEWAY_TIMEOUT, false);
         }
-        // The client's body failed: its error, answered if its stream still listens.
-        Ok(Err(upstream::Error::RequestBody(fault))) => {
-            tracing::debug!(client = ?ctx.client_ip, "client error: {fault}");
-            ctx.listener.counters.inc(m::L_ELB4XX);
-            return lb_response(fault.status().unwrap_or(StatusCode::BAD_REQUEST), false);
-        }
+        Ok(Err(upstream::Error::RequestBody(fault))) => return client_fault(&ctx, fault),
         Ok(Err(e)) => {
             tracing::debug!(target = %t.addr, "target failed: {e}");
             t.counters.inc(m::ELB502);
@@ -375,6 +376,43 @@ async fn forward(
         strip_hop_by_hop(&mut parts.headers);
     }
     Response::from_parts(parts, ProxyBody::Target(TargetBody { inner: body, worker, guard }))
+}
+
+/// The client's own fault (see [`ClientFault`]): a client error of the listener, never of the
+/// target group; answered if its stream still listens.
+fn client_fault(ctx: &ConnCtx, fault: ClientFault) -> Response<ProxyBody> {
+    tracing::debug!(client = ?ctx.client_ip, "client error: {fault}");
+    ctx.listener.counters.inc(m::L_ELB4XX);
+    lb_response(fault.status().unwrap_or(StatusCode::BAD_REQUEST), false)
+}
+
+/// An HTTP/2 client's request body that remembers whether its last poll waited on the client,
+/// so that a request timing out then is the client's fault (408), not its target's (504).
+struct ClientStream {
+    inner: Incoming,
+    awaiting_client: Arc<AtomicBool>,
+}
+
+impl Body for ClientStream {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        self.awaiting_client.store(polled.is_pending(), Ordering::Relaxed);
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// A connection for the request `guard` counts in flight to its target; a refused connection

@@ -49,11 +49,21 @@ impl Recorder {
 /// A production listener at blue 100 / green 0 whose preview header `X-Deploy-Version: green`
 /// pins a request to green, as during a deployment; green is `target`, blue a plain backend.
 async fn production(target: SocketAddr, blue: SocketAddr) -> (Lb, SocketAddr) {
+    production_with(target, blue, None).await
+}
+
+/// [`production`], over TLS when `tls` is given.
+async fn production_with(
+    target: SocketAddr,
+    blue: SocketAddr,
+    tls: Option<TlsConfig>,
+) -> (Lb, SocketAddr) {
     let lb = Lb::start(None).await;
     let port = free_addr();
     let checks = HealthCheck { enabled: false, ..hc(1000) };
     let mut l = listener(port, forward(&[("blue", 100), ("green", 0)]));
     l.idle_timeout_ms = Some(1000);
+    l.tls = tls;
     let Action::Forward(f) = &mut l.action else { unreachable!() };
     f.preview = Some(Preview {
         from: PreviewFrom::Header,
@@ -182,4 +192,62 @@ async fn a_body_shorter_than_its_length_or_stalled_is_the_clients_400_or_408() {
     let m = lb.metrics().await;
     assert_eq!(elb_5xx(&m, "green"), 0, "{:?}", m.target_groups["green"].counters);
     lb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_body_that_stalls_is_the_clients_408_and_no_5xx_of_green() {
+    use bytes::Bytes;
+    use futures_util::StreamExt;
+    use http::Request;
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let dir = std::env::temp_dir().join(format!("cutover-proxy-faults-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), cert.key_pair.serialize_pem()).unwrap();
+    let tls = TlsConfig {
+        certificate_file: dir.join("cert.pem").display().to_string(),
+        key_file: dir.join("key.pem").display().to_string(),
+    };
+    let (green, blue) = (Recorder::start().await, Backend::start("blue").await);
+    let (lb, port) = production_with(green.addr, blue.addr, Some(tls)).await;
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = TcpStream::connect(port).await.unwrap();
+    let tls = connector.connect("localhost".try_into().unwrap(), tcp).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+
+    // Three bytes of a declared ten, then nothing: the client's 408 at the idle timeout (1 s).
+    let first = futures_util::stream::iter([Ok::<_, std::io::Error>(Frame::data(
+        Bytes::from_static(b"abc"),
+    ))]);
+    let body = StreamBody::new(first.chain(futures_util::stream::pending()));
+    let req = Request::post(format!("https://localhost:{}/", port.port()))
+        .header("x-deploy-version", "green")
+        .header("content-length", "10")
+        .body(body)
+        .unwrap();
+    assert_eq!(sender.send_request(req).await.unwrap().status(), 408);
+    let m = lb.metrics().await;
+    assert_eq!(m.listeners["web"].elb_4xx, 1, "{:?}", m.listeners["web"]);
+    assert_eq!(elb_5xx(&m, "green"), 0, "{:?}", m.target_groups["green"].counters);
+    lb.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
