@@ -1262,11 +1262,17 @@ fn quoted_string_len(s: &[u8]) -> usize {
     0
 }
 
+/// The trailer section `block` (up to and including its final CRLF CRLF), strictly: every
+/// line ends with CRLF, and the fields take the whole block. httparse alone would end the
+/// section at a bare LF and leave the rest of the block unread, accepting whatever it held.
 pub(crate) fn parse_trailers(block: &[u8]) -> Result<HeaderMap, BadFraming> {
     let mut parsed = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let bad = || BadFraming::Trailers;
+    if memchr::memchr_iter(b'\n', block).any(|i| i == 0 || block[i - 1] != b'\r') {
+        return Err(bad());
+    }
     let fields = match httparse::parse_headers(block, &mut parsed) {
-        Ok(httparse::Status::Complete((_, fields))) => fields,
+        Ok(httparse::Status::Complete((len, fields))) if len == block.len() => fields,
         _ => return Err(bad()),
     };
     let mut trailers = HeaderMap::with_capacity(fields.len());
@@ -1276,4 +1282,34 @@ pub(crate) fn parse_trailers(block: &[u8]) -> Result<HeaderMap, BadFraming> {
         trailers.append(name, value);
     }
     Ok(trailers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Decodes a whole chunked body from `data`.
+    fn decode_all(data: &[u8]) -> Result<Step, BadFraming> {
+        let mut state = Chunked::Size;
+        let mut buf = BytesMut::from(data);
+        loop {
+            match decode_chunked(&mut state, &mut buf)? {
+                Step::Data(n) => buf.advance(n),
+                step => return Ok(step),
+            }
+        }
+    }
+
+    #[test]
+    fn a_trailer_section_is_crlf_lines_to_its_end_and_nothing_else() {
+        // Found by the `chunked` fuzz target: a bare LF ended the section for httparse, and
+        // what followed it up to the next CRLF CRLF was dropped unread.
+        let smuggled = b"0\r\n\n\x050\r5\r\nBarc\x01zz00;ex\nhrz\r\n\r\n";
+        assert_eq!(decode_all(smuggled).err(), Some(BadFraming::Trailers));
+        assert_eq!(decode_all(b"0\r\nA: b\nC: d\r\n\r\n").err(), Some(BadFraming::Trailers));
+        let Ok(Step::Trailers(fields)) = decode_all(b"0\r\nA: b\r\nC: d\r\n\r\n") else {
+            panic!("valid trailers refused")
+        };
+        assert_eq!((fields["a"].as_bytes(), fields["c"].as_bytes()), (&b"b"[..], &b"d"[..]));
+    }
 }

@@ -128,6 +128,7 @@ async fn invalid_framing_after_the_head_went_out_is_a_400_and_never_reaches_the_
         ("chunk extension syntax", "5;a b\r\nEVIL!\r\n"),
         ("chunk data end", "5\r\ndata!XXEVIL\r\n"),
         ("trailer", "0\r\nEVIL trailer\r\n\r\n"),
+        ("trailer section", "0\r\n\nEVIL: x\r\n\r\n"),
         ("oversized chunk size", "10000000000000000\r\nEVIL"),
     ];
     for (i, (what, fault)) in faults.iter().enumerate() {
