@@ -315,7 +315,11 @@ mod reference {
             }
             let colon = field.iter().position(|&b| b == b':').ok_or(())?;
             let (name, value) = (&field[..colon], &field[colon + 1..]);
-            let value = value.trim_ascii();
+            // OWS around the value: spaces and tabs only.
+            let ows = |b: &u8| *b == b' ' || *b == b'\t';
+            let start = value.iter().position(|b| !ows(b)).unwrap_or(value.len());
+            let end = value.iter().rposition(|b| !ows(b)).map_or(start, |i| i + 1);
+            let value = &value[start..end];
             let value_ok = value
                 .iter()
                 .all(|&b| b == b'\t' || b == b' ' || (0x21..=0x7e).contains(&b) || b >= 0x80);

@@ -683,9 +683,12 @@ pub(crate) fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Error> {
             let code = res.code.unwrap_or(0);
             let phrase = res.reason.unwrap_or("");
             let status = StatusCode::from_u16(code).ok();
-            // Like hyper: only a reason phrase other than the usual one is kept.
-            let reason = (status.and_then(|s| s.canonical_reason()) != Some(phrase))
-                .then(|| (at(phrase.as_bytes()), at(phrase.as_bytes()) + phrase.len() as u32));
+            // Like hyper: only a reason phrase other than the usual one is kept. An empty one
+            // is not kept either: httparse gives a phrase with obs-text as a static "", which
+            // is not in `buf` and has no position there.
+            let reason = (!phrase.is_empty()
+                && status.and_then(|s| s.canonical_reason()) != Some(phrase))
+            .then(|| (at(phrase.as_bytes()), at(phrase.as_bytes()) + phrase.len() as u32));
             let version = if res.version == Some(1) { Version::HTTP_11 } else { Version::HTTP_10 };
             (len, status, version, reason)
         };
@@ -1298,6 +1301,17 @@ mod tests {
                 step => return Ok(step),
             }
         }
+    }
+
+    #[test]
+    fn a_reason_phrase_with_obs_text_is_replaced_by_the_usual_one() {
+        // Found by the `upstream_response` fuzz target: the phrase's position was computed
+        // from a string outside the buffer (an overflow, and a bad slice in release builds).
+        let mut buf = BytesMut::from(&b"HTTP/1.1 200 O\xff\xff\r\nContent-Length: 0\r\n\r\n"[..]);
+        let head = parse_head(&mut buf).unwrap().expect("a complete head");
+        assert_eq!((head.status(), head.reason()), (StatusCode::OK, None));
+        let mut buf = BytesMut::from(&b"HTTP/1.1 200 Fine\r\n\r\n"[..]);
+        assert_eq!(parse_head(&mut buf).unwrap().unwrap().reason(), Some(&b"Fine"[..]));
     }
 
     #[test]
