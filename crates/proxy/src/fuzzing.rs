@@ -71,7 +71,12 @@ pub fn chunked(data: &[u8]) {
     let reference = reference::chunked(data);
     let shown = || String::from_utf8_lossy(data).into_owned();
     match (ours, reference) {
-        (Ok(Some(ours)), Ok(Some(reference))) => assert_eq!(ours, reference, "{:?}", shown()),
+        (Ok(Some(mut ours)), Ok(Some(mut reference))) => {
+            // A header map groups fields by name; the order within a name is kept.
+            ours.1.sort_by(|a, b| a.0.cmp(&b.0));
+            reference.1.sort_by(|a, b| a.0.cmp(&b.0));
+            assert_eq!(ours, reference, "{:?}", shown())
+        }
         // Still waiting is never accepting: the decoder may judge a line only once it is
         // whole (it then refuses, or the client's close does).
         (Ok(None), Ok(None) | Err(())) => {}
