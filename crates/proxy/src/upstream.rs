@@ -133,7 +133,7 @@ pub enum BadFraming {
     SizeLine(&'static str),
     #[error("chunk data not followed by CRLF")]
     DataEnd,
-    #[error("trailers over {MAX_HEAD} bytes")]
+    #[error("trailers over {MAX_HEAD} bytes or {MAX_HEADERS} fields")]
     TrailersTooLarge,
     #[error("malformed trailers")]
     Trailers,
@@ -1276,6 +1276,7 @@ pub(crate) fn parse_trailers(block: &[u8]) -> Result<HeaderMap, BadFraming> {
     }
     let fields = match httparse::parse_headers(block, &mut parsed) {
         Ok(httparse::Status::Complete((len, fields))) if len == block.len() => fields,
+        Err(httparse::Error::TooManyHeaders) => return Err(BadFraming::TrailersTooLarge),
         _ => return Err(bad()),
     };
     let mut trailers = HeaderMap::with_capacity(fields.len());
