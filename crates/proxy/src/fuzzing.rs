@@ -79,9 +79,9 @@ pub fn chunked(data: &[u8]) {
         }
         // Still waiting is never accepting: the decoder may judge a line only once it is
         // whole (it then refuses, or the client's close does).
-        (Ok(None), Ok(None) | Err(())) => {}
+        (Ok(None), Ok(None) | Err(reference::Invalid)) => {}
         (Err(BadFraming::LineTooLong | BadFraming::TrailersTooLarge), Ok(_)) => {}
-        (Err(_), Err(())) => {}
+        (Err(_), Err(reference::Invalid)) => {}
         (ours, reference) => {
             panic!("decoder: {ours:?}, reference: {reference:?}, input: {:?}", shown())
         }
@@ -167,6 +167,10 @@ pub fn upstream_response(data: &[u8]) {
 mod reference {
     use super::*;
 
+    /// The reference refuses the input.
+    #[derive(Debug)]
+    pub struct Invalid;
+
     fn is_tchar(b: u8) -> bool {
         b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
     }
@@ -198,16 +202,16 @@ mod reference {
         after.is_empty() || after.parse::<u16>().is_ok()
     }
 
-    pub fn request_head(data: &[u8]) -> Result<Option<RequestMeaning>, ()> {
+    pub fn request_head(data: &[u8]) -> Result<Option<RequestMeaning>, Invalid> {
         let mut fields = [httparse::EMPTY_HEADER; 256];
         let mut req = httparse::Request::new(&mut fields);
         let head_len = match req.parse(data) {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) => return Ok(None),
-            Err(_) => return Err(()),
+            Err(_) => return Err(Invalid),
         };
         let (method, target, http11) =
-            (req.method.ok_or(())?, req.path.ok_or(())?, req.version == Some(1));
+            (req.method.ok_or(Invalid)?, req.path.ok_or(Invalid)?, req.version == Some(1));
         let field = |name: &'static str| {
             req.headers.iter().filter(move |h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
         };
@@ -223,18 +227,18 @@ mod reference {
                 let chunked =
                     codings.len() == 1 && codings[0].trim_ascii().eq_ignore_ascii_case(b"chunked");
                 if !chunked || !http11 {
-                    return Err(());
+                    return Err(Invalid);
                 }
                 RequestBody::Chunked
             }
             ([length], true) => {
                 if length.is_empty() || !length.iter().all(u8::is_ascii_digit) {
-                    return Err(());
+                    return Err(Invalid);
                 }
-                let n: u64 = std::str::from_utf8(length).unwrap().parse().map_err(|_| ())?;
+                let n: u64 = std::str::from_utf8(length).unwrap().parse().map_err(|_| Invalid)?;
                 if n == 0 { RequestBody::None } else { RequestBody::Length(n) }
             }
-            _ => return Err(()),
+            _ => return Err(Invalid),
         };
 
         // RFC 9112 §3.2: exactly one valid Host on HTTP/1.1, at most one on HTTP/1.0.
@@ -242,7 +246,7 @@ mod reference {
         let host = match hosts.as_slice() {
             [] if !http11 => None,
             [host] if is_host(host) => Some(host.to_vec()),
-            _ => return Err(()),
+            _ => return Err(Invalid),
         };
 
         // RFC 9112 §3.2.1–3.2.4: the four forms of the request target.
@@ -251,19 +255,19 @@ mod reference {
             (target.to_string(), host)
         } else if method == "CONNECT" {
             if !is_host(target.as_bytes()) {
-                return Err(());
+                return Err(Invalid);
             }
             (target.to_string(), host)
         } else {
             let lower = target.to_ascii_lowercase();
             let rest = match lower.find("://") {
                 Some(i) if &lower[..i] == "http" || &lower[..i] == "https" => &target[i + 3..],
-                _ => return Err(()),
+                _ => return Err(Invalid),
             };
             let end = rest.find(['/', '?']).unwrap_or(rest.len());
             let authority = &rest[..end];
             if !is_host(authority.as_bytes()) {
-                return Err(());
+                return Err(Invalid);
             }
             let path = match &rest[end..] {
                 "" => "/".to_string(),
@@ -276,28 +280,28 @@ mod reference {
     }
 
     /// RFC 9112 §7.1's chunked body, one line at a time.
-    pub fn chunked(data: &[u8]) -> Result<Option<Decoded>, ()> {
+    pub fn chunked(data: &[u8]) -> Result<Option<Decoded>, Invalid> {
         let mut at = 0;
         let mut body = Vec::new();
         // The next CRLF-ended line from `at`, without its CRLF; a bare LF is invalid.
-        let line = |at: usize| -> Result<Option<&[u8]>, ()> {
+        let line = |at: usize| -> Result<Option<&[u8]>, Invalid> {
             let Some(lf) = data[at..].iter().position(|&b| b == b'\n') else { return Ok(None) };
             let line = &data[at..at + lf];
-            line.strip_suffix(b"\r").map(Some).ok_or(())
+            line.strip_suffix(b"\r").map(Some).ok_or(Invalid)
         };
         loop {
             let Some(size_line) = line(at)? else { return Ok(None) };
             at += size_line.len() + 2;
             let hex = size_line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
             let size = u64::from_str_radix(std::str::from_utf8(&size_line[..hex]).unwrap(), 16)
-                .map_err(|_| ())?;
+                .map_err(|_| Invalid)?;
             if !chunk_ext(&size_line[hex..]) {
-                return Err(());
+                return Err(Invalid);
             }
             if size == 0 {
                 break;
             }
-            let size = usize::try_from(size).map_err(|_| ())?;
+            let size = usize::try_from(size).map_err(|_| Invalid)?;
             if data.len() < at.saturating_add(size) {
                 // The chunk has not all arrived; its data so far is not judged.
                 return Ok(None);
@@ -307,7 +311,7 @@ mod reference {
             match data.get(at..at + 2) {
                 None if data.len() - at < 2 && b"\r".starts_with(&data[at..]) => return Ok(None),
                 Some(b"\r\n") => at += 2,
-                _ => return Err(()),
+                _ => return Err(Invalid),
             }
         }
         // trailer-section CRLF: field lines until an empty one.
@@ -318,7 +322,7 @@ mod reference {
             if field.is_empty() {
                 return Ok(Some((body, trailers, at)));
             }
-            let colon = field.iter().position(|&b| b == b':').ok_or(())?;
+            let colon = field.iter().position(|&b| b == b':').ok_or(Invalid)?;
             let (name, value) = (&field[..colon], &field[colon + 1..]);
             // OWS around the value: spaces and tabs only.
             let ows = |b: &u8| *b == b' ' || *b == b'\t';
@@ -329,7 +333,7 @@ mod reference {
                 .iter()
                 .all(|&b| b == b'\t' || b == b' ' || (0x21..=0x7e).contains(&b) || b >= 0x80);
             if !is_token(name) || !value_ok {
-                return Err(());
+                return Err(Invalid);
             }
             trailers.push((String::from_utf8(name.to_ascii_lowercase()).unwrap(), value.to_vec()));
         }
@@ -387,7 +391,10 @@ mod reference {
         true
     }
 
-    pub fn response_head(data: &[u8], head_request: bool) -> Result<Option<ResponseMeaning>, ()> {
+    pub fn response_head(
+        data: &[u8],
+        head_request: bool,
+    ) -> Result<Option<ResponseMeaning>, Invalid> {
         let mut at = 0;
         loop {
             let mut fields = [httparse::EMPTY_HEADER; 256];
@@ -395,12 +402,12 @@ mod reference {
             let len = match res.parse(&data[at..]) {
                 Ok(httparse::Status::Complete(n)) => n,
                 Ok(httparse::Status::Partial) => return Ok(None),
-                Err(_) => return Err(()),
+                Err(_) => return Err(Invalid),
             };
             at += len;
-            let status = res.code.ok_or(())?;
+            let status = res.code.ok_or(Invalid)?;
             if !(100..=999).contains(&status) {
-                return Err(());
+                return Err(Invalid);
             }
             if (100..200).contains(&status) && status != 101 {
                 continue;
@@ -428,10 +435,10 @@ mod reference {
                         [] => Delimit::UntilClose,
                         [v] if !v.is_empty() && v.iter().all(u8::is_ascii_digit) => {
                             Delimit::Length(
-                                std::str::from_utf8(v).unwrap().parse().map_err(|_| ())?,
+                                std::str::from_utf8(v).unwrap().parse().map_err(|_| Invalid)?,
                             )
                         }
-                        _ => return Err(()),
+                        _ => return Err(Invalid),
                     }
                 };
             return Ok(Some(ResponseMeaning { status, delimit, head_len: at }));
