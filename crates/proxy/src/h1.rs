@@ -11,9 +11,13 @@
 //!
 //! What the conduct rules say (ALB's): a head over 64 KiB or a line over 16 KiB is refused with
 //! 431/414; both `Content-Length` and `Transfer-Encoding`, two lengths, a bad length, or a
-//! transfer coding other than a final `chunked` is 400 and closes the connection (request
-//! smuggling); header names other than letters, digits and hyphens are dropped; hop-by-hop
-//! headers (RFC 9110 §7.6.1) do not cross; `X-Forwarded-*` are set.
+//! transfer coding other than a single `chunked` is 400 and closes the connection (request
+//! smuggling), as is a missing (HTTP/1.1), repeated or invalid `Host`; an absolute form's
+//! authority is the target's `Host`; header names other than letters, digits and hyphens are
+//! dropped; hop-by-hop headers (RFC 9110 §7.6.1) do not cross; `X-Forwarded-*` are set. A
+//! client's faults in its body (invalid chunked framing, a body cut short or stalled) are its
+//! own: 400 or 408 and the listener's `elb_4xx`, never a 5xx of the target group (see
+//! `metrics`).
 
 use std::future::{Future, poll_fn};
 use std::io;
