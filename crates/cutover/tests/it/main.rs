@@ -9,6 +9,7 @@ mod bad_input;
 mod cli;
 mod docker;
 mod harness;
+mod hook_token;
 mod pipeline;
 mod release;
 mod restart;

@@ -1,0 +1,104 @@
+//! A hook reports through an API that needs a token with its own token, `$CUTOVER_HOOK_TOKEN`,
+//! which authorizes that one report and nothing else, and only while the execution is pending.
+
+use std::time::Duration;
+
+use crate::harness::*;
+
+/// One request with `token` as the bearer: its status code.
+fn status_with(token: &str, method: reqwest::Method, url: &str, body: serde_json::Value) -> u16 {
+    reqwest::blocking::Client::new()
+        .request(method, url)
+        .bearer_auth(token)
+        .json(&body)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[test]
+fn a_hook_reports_with_its_own_token_which_allows_nothing_else_and_expires() {
+    // The hook hands its environment to the test through this directory, waits for `go`, reports
+    // through the API with the CLI and then would sleep past the test: only the report ends it.
+    let handoff = tempfile::tempdir().unwrap();
+    let dir = handoff.path().display();
+    let hook = format!(
+        r#"  - {{ name: report, timeout: 60s, run: "echo $CUTOVER_HOOK_TOKEN $CUTOVER_HOOK_EXECUTION_ID > {dir}/token.tmp && mv {dir}/token.tmp {dir}/token; i=0; while [ ! -f {dir}/go ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; {CUTOVER} hooks report $CUTOVER_DEPLOYMENT_ID $CUTOVER_HOOK_EXECUTION_ID --status Succeeded --message reported-with-the-hook-token > {dir}/report.log 2>&1; sleep 50" }}"#
+    );
+    let api_token = "the-api-token-of-this-test".to_string();
+    let cluster = Cluster::start(Options {
+        hooks: Box::leak(hook.into_boxed_str()),
+        env: vec![("CUTOVER_TOKEN", api_token.clone())],
+        ..Options::default()
+    });
+    cluster.apply_and_wait_for_v1();
+    std::fs::write(cluster.path("appspec-report.yaml"), appspec("report")).unwrap();
+    cluster.cli_ok(&deploy_args("taskdef-v2.json", "appspec-report.yaml", &[]));
+    let id = cluster.json(&["deployments", "list"])[0]["id"].as_str().unwrap().to_string();
+
+    let handed = wait_for("the hook to start", Duration::from_secs(60), || {
+        std::fs::read_to_string(handoff.path().join("token")).ok()
+    });
+    let (token, execution) = handed.trim().split_once(' ').expect("token and execution id");
+    assert!(token.len() >= 32, "a hook token of {} characters", token.len());
+    assert_ne!(token, api_token);
+
+    // While the execution is pending, the token opens nothing but its own report.
+    let api = cluster.api_url();
+    let report = serde_json::json!({"status": "Failed", "message": "not mine to report"});
+    use reqwest::Method;
+    let elsewhere = [
+        (
+            "GET /v1/deployments",
+            Method::GET,
+            format!("{api}/v1/deployments"),
+            serde_json::Value::Null,
+        ),
+        (
+            "another execution",
+            Method::PUT,
+            format!("{api}/v1/deployments/{id}/lifecycle-hooks/BeforeInstall-0"),
+            report.clone(),
+        ),
+        (
+            "another deployment",
+            Method::PUT,
+            format!("{api}/v1/deployments/d-other/lifecycle-hooks/{execution}"),
+            report.clone(),
+        ),
+        ("a deploy", Method::POST, format!("{api}/v1/deployments"), serde_json::json!({})),
+        ("a stop", Method::POST, format!("{api}/v1/deployments/{id}/stop"), serde_json::json!({})),
+    ];
+    for (what, method, url, body) in elsewhere {
+        assert_eq!(status_with(token, method, &url, body), 403, "{what} with the hook's token");
+    }
+    let status = cluster.deployment(&id)["status"].clone();
+    assert!(status != "Failed" && status != "Stopped", "nothing above touched it: {status}");
+
+    // The hook reports with the CLI and its own token; the deployment goes on to the end.
+    std::fs::write(handoff.path().join("go"), "").unwrap();
+    let view = wait_for("the deployment to succeed", Duration::from_secs(90), || {
+        let view = cluster.deployment(&id);
+        assert_ne!(view["status"], "Failed", "{view}");
+        (view["status"] == "Succeeded").then_some(view)
+    });
+    let log = std::fs::read_to_string(handoff.path().join("report.log")).unwrap_or_default();
+    assert!(
+        view.to_string().contains("reported-with-the-hook-token"),
+        "the result came through the API: {view}\nhooks report said: {log}"
+    );
+
+    // The execution is over: its token opens nothing, its own report included.
+    let execution = format!("{api}/v1/deployments/{id}/lifecycle-hooks/{execution}");
+    assert_eq!(
+        status_with(token, Method::PUT, &execution, serde_json::json!({"status": "Succeeded"})),
+        401,
+        "the report after the execution completed"
+    );
+    assert_eq!(
+        status_with(token, Method::GET, &format!("{api}/v1/deployments"), serde_json::Value::Null),
+        401
+    );
+}
