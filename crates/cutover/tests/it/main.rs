@@ -8,6 +8,7 @@ mod apply;
 mod bad_input;
 mod cli;
 mod docker;
+mod git_env;
 mod harness;
 mod hook_token;
 mod pipeline;
