@@ -744,6 +744,9 @@ fn down(client: &Client, data_dir: &Path) -> anyhow::Result<ExitCode> {
         // plane that owns the tasks and the load balancer: touch nothing.
         Err(err) if err.is_unreachable() => {
             println!("the control plane is not running ({err:#}); stopping what it left behind");
+            // The runtimes below create their state under the data directory: as private as
+            // `cutover up` keeps it, whatever the shell's umask.
+            control::data_dir::private_by_default();
             let stopped = tokio::runtime::Runtime::new()?.block_on(stop_orphaned_tasks(data_dir));
             println!("{stopped} task(s) stopped");
             if let Some(record) = control::lb::read_record(data_dir) {

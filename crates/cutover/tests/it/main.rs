@@ -11,6 +11,7 @@ mod docker;
 mod git_env;
 mod harness;
 mod hook_token;
+mod orphan_down;
 mod pipeline;
 mod release;
 mod restart;
