@@ -102,3 +102,71 @@ fn a_hook_reports_with_its_own_token_which_allows_nothing_else_and_expires() {
         401
     );
 }
+
+/// Accepts one HTTP request on `listener`, answers `200` with no body (the result comes through
+/// the API) and returns the request's JSON body.
+fn one_hook_call(listener: std::net::TcpListener) -> serde_json::Value {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let (stream, _) = listener.accept().unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut content_length = 0;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            content_length = value.trim().parse().unwrap();
+        }
+    }
+    let mut body = vec![0; content_length];
+    reader.read_exact(&mut body).unwrap();
+    let mut stream = reader.into_inner();
+    stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").unwrap();
+    serde_json::from_slice(&body).unwrap()
+}
+
+#[test]
+fn an_http_hook_reports_with_the_token_of_its_payload() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hook = format!(
+        "  - {{ name: remote, url: \"http://{}/hook\", timeout: 60s }}",
+        listener.local_addr().unwrap()
+    );
+    let cluster = Cluster::start(Options {
+        hooks: Box::leak(hook.into_boxed_str()),
+        env: vec![("CUTOVER_TOKEN", "the-api-token-of-this-test".to_string())],
+        ..Options::default()
+    });
+    let call = std::thread::spawn(move || one_hook_call(listener));
+    cluster.apply_and_wait_for_v1();
+    std::fs::write(cluster.path("appspec-remote.yaml"), appspec("remote")).unwrap();
+    cluster.cli_ok(&deploy_args("taskdef-v2.json", "appspec-remote.yaml", &[]));
+    let payload = call.join().unwrap();
+    let token = payload["HookToken"].as_str().expect("HookToken in the payload");
+    let report = format!(
+        "{}/v1/deployments/{}/lifecycle-hooks/{}",
+        cluster.api_url(),
+        payload["DeploymentId"].as_str().unwrap(),
+        payload["LifecycleEventHookExecutionId"].as_str().unwrap()
+    );
+
+    let deployments = format!("{}/v1/deployments", cluster.api_url());
+    assert_eq!(
+        status_with(token, reqwest::Method::GET, &deployments, serde_json::Value::Null),
+        403
+    );
+    let succeeded = serde_json::json!({"status": "Succeeded", "message": "remote check passed"});
+    assert_eq!(status_with(token, reqwest::Method::PUT, &report, succeeded.clone()), 200);
+    let id = payload["DeploymentId"].as_str().unwrap();
+    wait_for("the deployment to succeed", Duration::from_secs(90), || {
+        let view = cluster.deployment(id);
+        assert_ne!(view["status"], "Failed", "{view}");
+        (view["status"] == "Succeeded").then_some(())
+    });
+    assert_eq!(status_with(token, reqwest::Method::PUT, &report, succeeded), 401);
+}
