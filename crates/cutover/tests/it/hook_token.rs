@@ -170,3 +170,66 @@ fn an_http_hook_reports_with_the_token_of_its_payload() {
     });
     assert_eq!(status_with(token, reqwest::Method::PUT, &report, succeeded), 401);
 }
+
+/// The tokens a hook wrote to `dir`, by execution id.
+fn handed_tokens(dir: &std::path::Path) -> Vec<(String, String)> {
+    let mut tokens: Vec<(String, String)> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().to_string();
+            let execution = name.strip_suffix(".token")?.to_string();
+            Some((execution, std::fs::read_to_string(entry.path()).ok()?.trim().to_string()))
+        })
+        .collect();
+    tokens.sort();
+    tokens
+}
+
+#[test]
+fn a_hook_run_again_after_a_restart_gets_a_new_token_and_the_old_one_opens_nothing() {
+    let handoff = tempfile::tempdir().unwrap();
+    let dir = handoff.path().display();
+    // Each execution leaves its token under its own id and waits (bounded) for `go`.
+    let hook = format!(
+        r#"  - {{ name: wait, timeout: 60s, run: "echo $CUTOVER_HOOK_TOKEN > {dir}/$CUTOVER_HOOK_EXECUTION_ID.tmp && mv {dir}/$CUTOVER_HOOK_EXECUTION_ID.tmp {dir}/$CUTOVER_HOOK_EXECUTION_ID.token; i=0; while [ ! -f {dir}/go ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done" }}"#
+    );
+    let mut cluster = Cluster::start(Options {
+        hooks: Box::leak(hook.into_boxed_str()),
+        env: vec![("CUTOVER_TOKEN", "the-api-token-of-this-test".to_string())],
+        ..Options::default()
+    });
+    cluster.apply_and_wait_for_v1();
+    std::fs::write(cluster.path("appspec-wait.yaml"), appspec("wait")).unwrap();
+    cluster.cli_ok(&deploy_args("taskdef-v2.json", "appspec-wait.yaml", &[]));
+    let id = cluster.json(&["deployments", "list"])[0]["id"].as_str().unwrap().to_string();
+    let first = wait_for("the hook to start", Duration::from_secs(60), || {
+        handed_tokens(handoff.path()).pop()
+    });
+
+    cluster.kill_control_plane();
+    cluster.up();
+    let second = wait_for("the hook to run again", Duration::from_secs(60), || {
+        handed_tokens(handoff.path()).into_iter().find(|(execution, _)| *execution != first.0)
+    });
+    assert_ne!(second.1, first.1, "the execution run again has a token of its own");
+
+    let report = |execution: &str| {
+        format!("{}/v1/deployments/{id}/lifecycle-hooks/{execution}", cluster.api_url())
+    };
+    let succeeded = serde_json::json!({"status": "Succeeded"});
+    for execution in [&first.0, &second.0] {
+        assert_eq!(
+            status_with(&first.1, reqwest::Method::PUT, &report(execution), succeeded.clone()),
+            401,
+            "the token from before the restart, for {execution}"
+        );
+    }
+    assert_eq!(status_with(&second.1, reqwest::Method::PUT, &report(&second.0), succeeded), 200);
+    std::fs::write(handoff.path().join("go"), "").unwrap();
+    wait_for("the deployment to succeed", Duration::from_secs(90), || {
+        let view = cluster.deployment(&id);
+        assert_ne!(view["status"], "Failed", "{view}");
+        (view["status"] == "Succeeded").then_some(())
+    });
+}
