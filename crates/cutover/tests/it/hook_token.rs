@@ -233,3 +233,19 @@ fn a_hook_run_again_after_a_restart_gets_a_new_token_and_the_old_one_opens_nothi
         (view["status"] == "Succeeded").then_some(())
     });
 }
+
+#[test]
+fn a_hook_that_prints_its_token_leaves_no_token_in_the_deployments_history() {
+    let cluster = Cluster::start(Options {
+        hooks: r#"  - { name: leak, run: "echo token=$CUTOVER_HOOK_TOKEN.; exit 3", timeout: 10s }"#,
+        env: vec![("CUTOVER_TOKEN", "the-api-token-of-this-test".to_string())],
+        ..Options::default()
+    });
+    cluster.apply_and_wait_for_v1();
+    std::fs::write(cluster.path("appspec-leak.yaml"), appspec("leak")).unwrap();
+    let deploy = cluster.cli(&deploy_args("taskdef-v2.json", "appspec-leak.yaml", &["--wait"]));
+    assert_eq!(deploy.status.code(), Some(1), "the hook fails the deployment");
+    let id = cluster.json(&["deployments", "list"])[0]["id"].as_str().unwrap().to_string();
+    let message = cluster.deployment(&id)["error_message"].as_str().unwrap().to_string();
+    assert!(message.contains("token=[CUTOVER_HOOK_TOKEN]."), "{message}");
+}
