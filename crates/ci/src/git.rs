@@ -24,6 +24,8 @@ pub fn git(dir: Option<&Path>, args: &[&str]) -> Result<String, String> {
         cmd.current_dir(dir);
     }
     cmd.args(args)
+        .env_clear()
+        .envs(runtime::host_env(&[]))
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .stdin(Stdio::null());
@@ -152,6 +154,8 @@ pub fn export_tree(repo: &Path, commit: &str, dest: &Path) -> Result<(), String>
     std::fs::create_dir_all(dest).map_err(|e| format!("{}: {e}", dest.display()))?;
     let archive = Command::new("git")
         .current_dir(repo)
+        .env_clear()
+        .envs(runtime::host_env(&[]))
         .args(["archive", "--format=tar", commit])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -160,6 +164,8 @@ pub fn export_tree(repo: &Path, commit: &str, dest: &Path) -> Result<(), String>
     let Some(stdout) = archive.stdout else { return Err("git archive has no output".into()) };
     let tar = Command::new("tar")
         .current_dir(dest)
+        .env_clear()
+        .envs(runtime::host_env(&[]))
         .args(["-xf", "-"])
         .stdin(stdout)
         .output()

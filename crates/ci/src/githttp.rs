@@ -44,8 +44,10 @@ pub async fn handle(
     let header = |n: &str| parts.headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
     let mut cmd = tokio::process::Command::new("git");
     cmd.arg("http-backend")
+        // git and the repository's hooks run under it: the environment every child of cutover
+        // starts from, never `cutover up`'s secrets.
         .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()))
+        .envs(runtime::host_env(&[]))
         .env("GIT_PROJECT_ROOT", inner.data_dir().join("repos"))
         .env("GIT_HTTP_EXPORT_ALL", "1")
         .env("GIT_CONFIG_NOSYSTEM", "1")
@@ -59,9 +61,6 @@ pub async fn handle(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    if let Ok(home) = std::env::var("HOME") {
-        cmd.env("HOME", home);
-    }
     if let Some(v) = header("content-length") {
         cmd.env("CONTENT_LENGTH", v);
     }

@@ -93,6 +93,8 @@ pub struct Shared {
     pub shutdown: tokio::sync::Notify,
     /// Set while the store cannot be written: for `cutover status` and the deployments' events.
     pub store_outage: RwLock<Option<StoreOutage>>,
+    /// Tokens of pending hook executions, checked by the API's authentication.
+    pub hook_tokens: crate::hooks::HookTokens,
 }
 
 /// Something that happened outside the loop and must be recorded. When the store cannot take it,
@@ -317,7 +319,7 @@ impl Engine {
                 return;
             }
             Msg::HookDone { deployment_id, execution_id, succeeded, message } => {
-                self.running_hooks.remove(&(deployment_id.clone(), execution_id.clone()));
+                self.forget_hook(&deployment_id, &execution_id);
                 let input = Input::HookResult { execution_id, succeeded, message };
                 Report::Input { deployment_id, input }
             }
@@ -409,8 +411,7 @@ impl Engine {
                 Ok(serde_json::to_value(self.deployment_view(&id)?)?)
             }
             Command::HookStatus { id, execution_id, succeeded, message } => {
-                if let Some(handle) = self.running_hooks.remove(&(id.clone(), execution_id.clone()))
-                {
+                if let Some(handle) = self.forget_hook(&id, &execution_id) {
                     handle.abort();
                 }
                 self.feed(&id, Input::HookResult { execution_id, succeeded, message })?;
@@ -727,7 +728,7 @@ impl Engine {
             info!(deployment = %id, "{effect}");
         }
         for execution_id in hooks_to_cancel {
-            if let Some(handle) = self.running_hooks.remove(&(id.to_string(), execution_id)) {
+            if let Some(handle) = self.forget_hook(id, &execution_id) {
                 handle.abort();
             }
         }
@@ -742,8 +743,19 @@ impl Engine {
         }
         if finished {
             self.machines.remove(id);
+            self.shared.hook_tokens.revoke_deployment(id);
         }
         Ok(())
+    }
+
+    /// A hook execution is no longer pending: its token stops working at once.
+    fn forget_hook(
+        &mut self,
+        deployment_id: &str,
+        execution_id: &str,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        self.shared.hook_tokens.revoke(deployment_id, execution_id);
+        self.running_hooks.remove(&(deployment_id.to_string(), execution_id.to_string()))
     }
 
     fn spawn_hook(
@@ -781,6 +793,7 @@ impl Engine {
                 "{}/v1/deployments/{id}/lifecycle-hooks/{execution_id}",
                 self.api_url
             ),
+            token: self.shared.hook_tokens.grant(id, &execution_id),
         };
         let tx = self.tx.clone();
         let deployment_id = id.to_string();

@@ -7,8 +7,13 @@
 //! `PutLifecycleEventHookExecutionStatus`. An answer whose JSON body carries `"status":
 //! "Succeeded"` or `"Failed"` settles it directly. The per-hook timeout is enforced by the
 //! deployment state machine.
+//!
+//! Each execution gets its own token ([`HookTokens`]): it authorizes that one report, and only
+//! while the execution is pending, so a hook never needs (nor sees) the API token.
 
+use std::collections::HashMap;
 use std::process::Stdio;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
@@ -23,6 +28,66 @@ pub struct HookContext {
     pub production_url: Option<String>,
     pub api_url: String,
     pub callback_url: String,
+    /// This execution's own token ([`HookTokens::grant`]).
+    pub token: String,
+}
+
+/// The tokens of pending hook executions, in memory only: a restart forgets them all, and the
+/// hooks it runs again (hooks are at-least-once across a restart) get new ones.
+#[derive(Default)]
+pub struct HookTokens {
+    /// (deployment, execution) -> token.
+    grants: Mutex<HashMap<(String, String), String>>,
+}
+
+/// What a hook token allows: reporting this one execution's result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HookGrant {
+    pub deployment_id: String,
+    pub execution_id: String,
+}
+
+impl HookGrant {
+    /// The one request this grant authorizes: `PUT` of this path.
+    pub fn report_path(&self) -> String {
+        format!("/v1/deployments/{}/lifecycle-hooks/{}", self.deployment_id, self.execution_id)
+    }
+}
+
+impl HookTokens {
+    /// A new random token for this execution, replacing any earlier one.
+    pub fn grant(&self, deployment_id: &str, execution_id: &str) -> String {
+        let token = format!("{:032x}{:032x}", rand::random::<u128>(), rand::random::<u128>());
+        self.lock().insert((deployment_id.to_string(), execution_id.to_string()), token.clone());
+        token
+    }
+
+    /// The execution is no longer pending: its token authorizes nothing from now on.
+    pub fn revoke(&self, deployment_id: &str, execution_id: &str) {
+        self.lock().remove(&(deployment_id.to_string(), execution_id.to_string()));
+    }
+
+    /// Revokes every token of a deployment (it finished).
+    pub fn revoke_deployment(&self, deployment_id: &str) {
+        self.lock().retain(|(deployment, _), _| deployment != deployment_id);
+    }
+
+    /// The grant of a presented token, compared in constant time against each pending one.
+    pub fn lookup(&self, presented: &str) -> Option<HookGrant> {
+        self.lock().iter().find_map(|((deployment_id, execution_id), token)| {
+            crate::http::constant_time_eq(token.as_bytes(), presented.as_bytes()).then(|| {
+                HookGrant {
+                    deployment_id: deployment_id.clone(),
+                    execution_id: execution_id.clone(),
+                }
+            })
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), String>> {
+        // A panic elsewhere while holding the map leaves it consistent (single inserts/removes).
+        self.grants.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -99,7 +164,8 @@ async fn run_command(argv: Vec<String>, ctx: &HookContext, timeout: Duration) ->
     .await;
     match waited {
         Ok((output, Ok(status))) => {
-            let tail = tail(&output);
+            // The output is kept in the deployment's history: the token is not.
+            let tail = tail(&output).replace(&ctx.token, "[CUTOVER_HOOK_TOKEN]");
             let succeeded = status.success();
             let message = match (succeeded, tail.is_empty()) {
                 (true, _) => format!("hook command exited 0{}", prefixed(&tail)),
@@ -129,6 +195,7 @@ fn hook_env(ctx: &HookContext) -> Vec<(String, String)> {
     set("CUTOVER_LIFECYCLE_EVENT", &ctx.event);
     set("CUTOVER_API_URL", &ctx.api_url);
     set("CUTOVER_HOOK_CALLBACK_URL", &ctx.callback_url);
+    set("CUTOVER_HOOK_TOKEN", &ctx.token);
     // CodeDeploy's payload names, for scripts ported from Lambda hooks.
     set("DeploymentId", &ctx.deployment_id);
     set("LifecycleEventHookExecutionId", &ctx.execution_id);
@@ -165,6 +232,7 @@ async fn run_http(url: &str, ctx: &HookContext) -> HookRun {
         "TestUrl": ctx.test_url,
         "ProductionUrl": ctx.production_url,
         "CallbackUrl": ctx.callback_url,
+        "HookToken": ctx.token,
     });
     let response = match client.post(url).json(&payload).send().await {
         Ok(response) => response,

@@ -23,6 +23,7 @@ use crate::declared::*;
 use crate::deployment::DeploymentBody;
 use crate::engine::{self, Command, Msg, Shared};
 use crate::error::ApiError;
+use crate::hooks::HookGrant;
 use crate::state::{self, Snapshot};
 
 #[derive(Clone)]
@@ -68,7 +69,8 @@ pub fn router(state: AppState) -> Router {
     api.with_state(state)
 }
 
-/// The API runs builds and commands: with a token configured, every request must carry it.
+/// The API runs builds and commands: with a token configured, every request must carry it, or
+/// be a hook's report carrying that hook execution's own token.
 async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
     if let Some(token) = &state.token {
         let presented = request
@@ -76,19 +78,62 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        let ok = presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes()));
-        if !ok {
-            return ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "this API needs a token: pass --token or set CUTOVER_TOKEN (see `cutover up` output)",
-            )
-            .into_response();
+        let hook_grant = presented.and_then(|p| state.shared.hook_tokens.lookup(p));
+        let access = access(token, presented, hook_grant, request.method(), request.uri().path());
+        match access {
+            Access::Allowed => {}
+            Access::NoToken => {
+                return ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "this API needs a token: pass --token or set CUTOVER_TOKEN (see `cutover up` output)",
+                )
+                .into_response();
+            }
+            Access::HookTokenElsewhere(grant) => {
+                return ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "a hook's token only reports its own execution (PUT {}); use the API token for anything else",
+                        grant.report_path()
+                    ),
+                )
+                .into_response();
+            }
         }
     }
     next.run(request).await
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// Who may make a request, when the API has a token.
+#[derive(Debug, PartialEq, Eq)]
+enum Access {
+    Allowed,
+    /// No token, or one that is neither the API's nor a pending hook execution's.
+    NoToken,
+    /// A pending hook execution's token, used for anything but that execution's report.
+    HookTokenElsewhere(HookGrant),
+}
+
+fn access(
+    api_token: &str,
+    presented: Option<&str>,
+    hook_grant: Option<HookGrant>,
+    method: &axum::http::Method,
+    path: &str,
+) -> Access {
+    if presented.is_some_and(|p| constant_time_eq(p.as_bytes(), api_token.as_bytes())) {
+        return Access::Allowed;
+    }
+    match hook_grant {
+        Some(grant) if method == axum::http::Method::PUT && path == grant.report_path() => {
+            Access::Allowed
+        }
+        Some(grant) => Access::HookTokenElsewhere(grant),
+        None => Access::NoToken,
+    }
+}
+
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -738,6 +783,8 @@ async fn metrics_query(
 
 #[cfg(test)]
 mod tests {
+    use axum::http::Method;
+
     use super::*;
 
     fn task(id: &str, set: &str, last_status: &str) -> store::TaskRow {
@@ -797,5 +844,28 @@ mod tests {
                 "t-green RUNNING web:2 HEALTHY"
             ]
         );
+    }
+
+    #[test]
+    fn a_hook_token_opens_only_its_own_report() {
+        let grant =
+            HookGrant { deployment_id: "d-1".into(), execution_id: "AfterInstall-1".into() };
+        let report = "/v1/deployments/d-1/lifecycle-hooks/AfterInstall-1";
+        let hook = |method: &Method, path: &str| {
+            access("api", Some("hook"), Some(grant.clone()), method, path)
+        };
+        assert_eq!(hook(&Method::PUT, report), Access::Allowed);
+        for (method, path) in [
+            (Method::GET, report),
+            (Method::PUT, "/v1/deployments/d-1/lifecycle-hooks/AfterInstall-2"),
+            (Method::PUT, "/v1/deployments/d-2/lifecycle-hooks/AfterInstall-1"),
+            (Method::PUT, "/v1/deployments/d-1/lifecycle-hooks/AfterInstall-1/"),
+            (Method::GET, "/v1/deployments"),
+        ] {
+            assert_eq!(hook(&method, path), Access::HookTokenElsewhere(grant.clone()), "{path}");
+        }
+        assert_eq!(access("api", Some("api"), None, &Method::GET, "/v1/status"), Access::Allowed);
+        assert_eq!(access("api", Some("old"), None, &Method::PUT, report), Access::NoToken);
+        assert_eq!(access("api", None, None, &Method::GET, "/v1/status"), Access::NoToken);
     }
 }

@@ -396,7 +396,8 @@ enum DeploymentConfigsCommand {
 #[derive(Subcommand, Debug)]
 enum HooksCommand {
     /// Report a hook's result before the hook ends; a command hook finds both ids in
-    /// `$CUTOVER_DEPLOYMENT_ID` and `$CUTOVER_HOOK_EXECUTION_ID`.
+    /// `$CUTOVER_DEPLOYMENT_ID` and `$CUTOVER_HOOK_EXECUTION_ID`, and uses its own
+    /// `$CUTOVER_HOOK_TOKEN` and `$CUTOVER_API_URL` unless --token or --api are given.
     Report {
         deployment: String,
         /// The hook execution's id.
@@ -458,14 +459,24 @@ pub fn is_server(args: &Args) -> bool {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
-    let api = args.api.clone().unwrap_or_else(|| {
+    // A command hook has no API token and no data directory, but its own token and the API's
+    // URL in its environment: `cutover hooks report` there works as it is.
+    let in_hook = |name: &str| match args.command {
+        Command::Hooks(_) => std::env::var(name).ok().filter(|value| !value.is_empty()),
+        _ => None,
+    };
+    let api = args.api.clone().or_else(|| in_hook("CUTOVER_API_URL")).unwrap_or_else(|| {
         std::fs::read_to_string(control::api_record_path(&data_dir))
             .ok()
             .and_then(|text| serde_json::from_str::<control::ApiRecord>(&text).ok())
             .map(|record| record.url)
             .unwrap_or_else(|| "http://127.0.0.1:7400".to_string())
     });
-    let token = args.token.clone().or_else(|| std::fs::read_to_string(data_dir.join("token")).ok());
+    let token = args
+        .token
+        .clone()
+        .or_else(|| in_hook("CUTOVER_HOOK_TOKEN"))
+        .or_else(|| std::fs::read_to_string(data_dir.join("token")).ok());
     let client = Client::new(api, token.clone());
     let json = args.output == Output::Json;
 
@@ -734,6 +745,9 @@ fn down(client: &Client, data_dir: &Path) -> anyhow::Result<ExitCode> {
         // plane that owns the tasks and the load balancer: touch nothing.
         Err(err) if err.is_unreachable() => {
             println!("the control plane is not running ({err:#}); stopping what it left behind");
+            // The runtimes below create their state under the data directory: as private as
+            // `cutover up` keeps it, whatever the shell's umask.
+            control::data_dir::private_by_default();
             let stopped = tokio::runtime::Runtime::new()?.block_on(stop_orphaned_tasks(data_dir));
             println!("{stopped} task(s) stopped");
             if let Some(record) = control::lb::read_record(data_dir) {

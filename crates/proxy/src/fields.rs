@@ -20,6 +20,44 @@ pub fn is_valid_name(name: &str) -> bool {
     name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
+/// A `Host` value or an absolute form's authority (RFC 9110 §7.2, §4.2.1): `uri-host [ ":"
+/// port ]`, where the host is a non-empty reg-name or IPv4 address (unreserved characters
+/// and sub-delims) or a bracketed IPv6 address, and the port is a number up to 65535. No user info: RFC
+/// 9110 §4.2.4 forbids it in an `http` URI, and a `@` there is how hosts are spoofed.
+pub fn is_valid_host(value: &[u8]) -> bool {
+    let (host, port) = match value.strip_prefix(b"[") {
+        Some(literal) => {
+            let Some(end) = memchr::memchr(b']', literal) else { return false };
+            // An IPv6 address (RFC 3986's IPvFuture is not used by anyone).
+            let inside = std::str::from_utf8(&literal[..end]);
+            if !inside.is_ok_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok()) {
+                return false;
+            }
+            (&value[..end + 2], &literal[end + 1..])
+        }
+        None => {
+            let colon = memchr::memchr(b':', value).unwrap_or(value.len());
+            (&value[..colon], &value[colon..])
+        }
+    };
+    let port_ok = match port.split_first() {
+        None => true,
+        Some((b':', digits)) => {
+            digits.is_empty()
+                || (digits.iter().all(u8::is_ascii_digit)
+                    && std::str::from_utf8(digits).is_ok_and(|d| d.parse::<u16>().is_ok()))
+        }
+        Some(_) => false,
+    };
+    port_ok && !host.is_empty() && (host[0] == b'[' || is_reg_name(host))
+}
+
+/// RFC 3986's reg-name (which includes IPv4 addresses) without percent-encoding, which the
+/// `http` crate's authorities (HTTP/2's side) refuse too: unreserved characters and sub-delims.
+fn is_reg_name(host: &[u8]) -> bool {
+    host.iter().all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b))
+}
+
 /// Hop-by-hop fields (RFC 9110 §7.6.1), and the `Keep-Alive` and `Proxy-Connection` of old
 /// clients: they describe one connection and never cross the load balancer.
 #[inline]
@@ -82,6 +120,43 @@ pub fn connection_listed(value: &[u8]) -> impl Iterator<Item = &str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_are_a_host_and_an_optional_port_and_nothing_else() {
+        for good in [
+            "shop",
+            "shop.example:8080",
+            "127.0.0.1",
+            "127.0.0.1:80",
+            "[::1]",
+            "[::1]:443",
+            "xn--bcher-kva.example",
+            "shop:",
+        ] {
+            assert!(is_valid_host(good.as_bytes()), "{good}");
+        }
+        for bad in [
+            "",
+            ":80",
+            "user@shop",
+            "shop:80x",
+            "shop:123456",
+            "shop:65536",
+            "shop/x",
+            "sh op",
+            "[::1",
+            "[]",
+            "[::1]x",
+            "[15.08:0:::::::::0]",
+            "[1.2.3.4]",
+            "a%20b",
+            "a%zz",
+            "shop\t",
+            "[::1]:8a",
+        ] {
+            assert!(!is_valid_host(bad.as_bytes()), "{bad}");
+        }
+    }
 
     #[test]
     fn names_compare_without_case_and_connection_lists_skip_its_own_tokens() {

@@ -4,6 +4,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -18,7 +19,7 @@ use crate::metrics::{self as m};
 use crate::state::{CompiledAction, Fixed, Shared};
 use crate::target::{InFlight, TargetRt};
 use crate::upstream::UpstreamConn;
-use crate::upstream::{self, UpstreamBody};
+use crate::upstream::{self, ClientFault, UpstreamBody};
 
 /// Targets one request may try when connections are refused (nginx's `proxy_next_upstream
 /// error`): a task that just died, before the health checks notice, costs no request. Only a
@@ -130,6 +131,7 @@ pub fn lb_response(status: StatusCode, close: bool) -> Response<ProxyBody> {
     let body: &'static str = match status.as_u16() {
         400 => "400 Bad Request\n",
         405 => "405 Method Not Allowed\n",
+        408 => "408 Request Time-out\n",
         414 => "414 Request-URI Too Large\n",
         431 => "431 Request Header Fields Too Large\n",
         502 => "502 Bad Gateway\n",
@@ -212,20 +214,41 @@ pub async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Response<Proxy
         lc.inc(m::L_ELB4XX);
         return lb_response(StatusCode::METHOD_NOT_ALLOWED, false);
     }
+    let authority = req.uri().authority().map(|a| a.as_str());
+    let Some(host) = target_host(authority, req.headers().get_all(header::HOST).iter()) else {
+        lc.inc(m::L_ELB4XX);
+        return lb_response(StatusCode::BAD_REQUEST, false);
+    };
     let headers = req.headers().iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
     let routed = route(&ctx, headers, |r| {
-        let host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri().authority().map(|a| a.as_str()))
-            .unwrap_or("");
+        let host = host.to_str().unwrap_or("");
         redirect(r, host, req.uri().path(), req.uri().query(), &ctx)
     });
     match routed {
         Routed::Respond(resp) => resp,
-        Routed::Forward(target, timeout) => forward(ctx, req, target, timeout).await,
+        Routed::Forward(target, timeout) => forward(ctx, req, host, target, timeout).await,
     }
+}
+
+/// The Host an HTTP/2 request's target gets (RFC 9113 §8.3.1): its `:authority`, which a
+/// `host` field, if there is one, must name too; without `:authority`, its one `host` field.
+/// Either must be a valid host (see [`crate::fields::is_valid_host`]). `None`: the request is
+/// malformed (400) — no authority at all, two `host` fields, or a `host` that disagrees.
+fn target_host<'a>(
+    authority: Option<&str>,
+    mut hosts: impl Iterator<Item = &'a HeaderValue>,
+) -> Option<HeaderValue> {
+    let (host, second) = (hosts.next(), hosts.next());
+    if second.is_some() {
+        return None;
+    }
+    let value = match (authority, host) {
+        (Some(a), Some(h)) if !a.as_bytes().eq_ignore_ascii_case(h.as_bytes()) => return None,
+        (Some(a), _) => HeaderValue::from_str(a).ok()?,
+        (None, Some(h)) => h.clone(),
+        (None, None) => return None,
+    };
+    crate::fields::is_valid_host(value.as_bytes()).then_some(value)
 }
 
 /// Smuggling-shaped framing in an HTTP/2 request (HTTP/1 heads are checked by [`crate::h1`]).
@@ -294,10 +317,11 @@ fn strip_port(host: &str) -> &str {
 async fn forward(
     ctx: Arc<ConnCtx>,
     mut req: Request<Incoming>,
+    host: HeaderValue,
     target: Arc<TargetRt>,
     timeout: Duration,
 ) -> Response<ProxyBody> {
-    prepare_request(&ctx, &mut req);
+    prepare_request(&ctx, &mut req, host);
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + timeout;
     let worker = crate::workers::current();
@@ -313,13 +337,19 @@ async fn forward(
         Ok(Err(resp)) => return resp,
         Ok(Ok(opened)) => opened,
     };
+    let awaiting_client = Arc::new(AtomicBool::new(false));
+    let req = req.map(|inner| ClientStream { inner, awaiting_client: awaiting_client.clone() });
     let sent = tokio::time::timeout_at(deadline, upstream::send(t, conn, reused, req)).await;
     let resp = match sent {
+        Err(_elapsed) if awaiting_client.load(Ordering::Relaxed) => {
+            return client_fault(&ctx, ClientFault::Stalled);
+        }
         Err(_elapsed) => {
             t.counters.inc(m::ELB504);
             t.group_counters.inc(m::ELB504);
             return lb_response(StatusCode::GATEWAY_TIMEOUT, false);
         }
+        Ok(Err(upstream::Error::RequestBody(fault))) => return client_fault(&ctx, fault),
         Ok(Err(e)) => {
             tracing::debug!(target = %t.addr, "target failed: {e}");
             t.counters.inc(m::ELB502);
@@ -348,6 +378,43 @@ async fn forward(
         strip_hop_by_hop(&mut parts.headers);
     }
     Response::from_parts(parts, ProxyBody::Target(TargetBody { inner: body, worker, guard }))
+}
+
+/// The client's own fault (see [`ClientFault`]): a client error of the listener, never of the
+/// target group; answered if its stream still listens.
+fn client_fault(ctx: &ConnCtx, fault: ClientFault) -> Response<ProxyBody> {
+    tracing::debug!(client = ?ctx.client_ip, "client error: {fault}");
+    ctx.listener.counters.inc(m::L_ELB4XX);
+    lb_response(fault.status().unwrap_or(StatusCode::BAD_REQUEST), false)
+}
+
+/// An HTTP/2 client's request body that remembers whether its last poll waited on the client,
+/// so that a request timing out then is the client's fault (408), not its target's (504).
+struct ClientStream {
+    inner: Incoming,
+    awaiting_client: Arc<AtomicBool>,
+}
+
+impl Body for ClientStream {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        self.awaiting_client.store(polled.is_pending(), Ordering::Relaxed);
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// A connection for the request `guard` counts in flight to its target; a refused connection
@@ -441,17 +508,13 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
-/// Rewrites an HTTP/2 client request for an HTTP/1.1 target.
+/// Rewrites an HTTP/2 client request for an HTTP/1.1 target, whose Host is `host` (see
+/// [`target_host`]).
 #[inline]
-fn prepare_request(ctx: &ConnCtx, req: &mut Request<Incoming>) {
+fn prepare_request(ctx: &ConnCtx, req: &mut Request<Incoming>, host: HeaderValue) {
+    req.headers_mut().insert(header::HOST, host);
     if req.uri().scheme().is_some() || req.uri().authority().is_some() {
-        // HTTP/2 (or absolute-form HTTP/1): the target gets origin form and a Host header.
-        if !req.headers().contains_key(header::HOST)
-            && let Some(a) = req.uri().authority()
-            && let Ok(v) = HeaderValue::from_str(a.as_str())
-        {
-            req.headers_mut().insert(header::HOST, v);
-        }
+        // The target gets origin form.
         let pq =
             req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
         *req.uri_mut() = Uri::from(pq);

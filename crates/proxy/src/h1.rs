@@ -11,9 +11,13 @@
 //!
 //! What the conduct rules say (ALB's): a head over 64 KiB or a line over 16 KiB is refused with
 //! 431/414; both `Content-Length` and `Transfer-Encoding`, two lengths, a bad length, or a
-//! transfer coding other than a final `chunked` is 400 and closes the connection (request
-//! smuggling); header names other than letters, digits and hyphens are dropped; hop-by-hop
-//! headers (RFC 9110 §7.6.1) do not cross; `X-Forwarded-*` are set.
+//! transfer coding other than a single `chunked` is 400 and closes the connection (request
+//! smuggling), as is a missing (HTTP/1.1), repeated or invalid `Host`; an absolute form's
+//! authority is the target's `Host`; header names other than letters, digits and hyphens are
+//! dropped; hop-by-hop headers (RFC 9110 §7.6.1) do not cross; `X-Forwarded-*` are set. A
+//! client's faults in its body (invalid chunked framing, a body cut short or stalled) are its
+//! own: 400 or 408 and the listener's `elb_4xx`, never a 5xx of the target group (see
+//! `metrics`).
 
 use std::future::{Future, poll_fn};
 use std::io;
@@ -33,14 +37,16 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::clock;
 use crate::fields::{
-    Known, MAX_HEAD, MAX_HEADERS, MAX_LINE, connection_listed, is_hop_by_hop, is_valid_name,
-    name_is,
+    Known, MAX_HEAD, MAX_HEADERS, MAX_LINE, connection_listed, is_hop_by_hop, is_valid_host,
+    is_valid_name, name_is,
 };
 use crate::forward::{self, ConnCtx, ProxyBody, Routed};
 use crate::metrics as m;
 use crate::sync::SideWaker;
 use crate::target::{InFlight, TargetRt};
-use crate::upstream::{self, Answer, Chunked, Delimit, Head, Outgoing, Step, UpstreamBody};
+use crate::upstream::{
+    self, Answer, BadFraming, Chunked, ClientFault, Delimit, Head, Outgoing, Step, UpstreamBody,
+};
 
 /// Room a read asks for; a typical request head fits many times over.
 const READ_SIZE: usize = 4096;
@@ -80,6 +86,9 @@ struct Watch {
     closing: AtomicBool,
     /// The target did not answer in time: the waiting request ends with a 504.
     timed_out: AtomicBool,
+    /// The request body's last read from the client found nothing: a request that times out
+    /// now does so waiting on its client (408), not on its target (504).
+    awaiting_client: AtomicBool,
 }
 
 impl Watch {
@@ -90,6 +99,7 @@ impl Watch {
             activity: AtomicU64::new(clock::now_ms()),
             closing: AtomicBool::new(false),
             timed_out: AtomicBool::new(false),
+            awaiting_client: AtomicBool::new(false),
         }
     }
 
@@ -264,7 +274,7 @@ struct Request {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum RequestBody {
+pub(crate) enum RequestBody {
     None,
     Length(u64),
     Chunked,
@@ -466,7 +476,15 @@ where
     /// Forwards one request and streams the answer back; returns whether the connection may
     /// carry another request.
     async fn forward(&mut self, req: &Request, target: Arc<TargetRt>, timeout: Duration) -> bool {
+        // A chunked body whose framing already arrived broken is refused before any target
+        // hears of the request.
+        if req.body == RequestBody::Chunked
+            && let Err(e) = check_chunked_prefix(&self.buf)
+        {
+            return self.client_fault(ClientFault::Framing(e), req).await;
+        }
         let started = std::time::Instant::now();
+        self.w.awaiting_client.store(false, Relaxed);
         self.w.set(Phase::Target(clock::now_ms() + timeout.as_millis() as u64));
         let worker = crate::workers::current();
         let mut guard = InFlight::new(target);
@@ -518,8 +536,16 @@ where
             self.w.until_timeout(exchange).await
         };
         let mut answer = match sent {
+            None if self.w.awaiting_client.load(Relaxed) => {
+                return self.client_fault(ClientFault::Stalled, req).await;
+            }
             None => return self.gateway_timeout(t, req).await,
             Some(Ok(answer)) => answer,
+            // The target connection went with the error: a request cut mid-body never goes
+            // back to the pool.
+            Some(Err(upstream::Error::RequestBody(fault))) => {
+                return self.client_fault(fault, req).await;
+            }
             Some(Err(e)) => {
                 tracing::debug!(target = %t.addr, "target failed: {e}");
                 t.counters.inc(m::ELB502);
@@ -600,6 +626,19 @@ where
         t.group_counters.inc(m::ELB504);
         let resp = forward::lb_response(StatusCode::GATEWAY_TIMEOUT, true);
         let _ = self.respond(resp, true, req.head_method).await;
+        false
+    }
+
+    /// The client's own fault (see [`ClientFault`]): a client error of the listener, never of
+    /// the target group; answered when someone is left to read it. The connection closes, as
+    /// what remains of the body cannot be told from a next request.
+    async fn client_fault(&mut self, fault: ClientFault, req: &Request) -> bool {
+        tracing::debug!(client = ?self.ctx.client_ip, "client error: {fault}");
+        self.ctx.listener.counters.inc(m::L_ELB4XX);
+        if let Some(status) = fault.status() {
+            let resp = forward::lb_response(status, true);
+            let _ = self.respond(resp, true, req.head_method).await;
+        }
         false
     }
 
@@ -745,71 +784,117 @@ fn encode_headers(out: &mut Vec<u8>, head: &Head, rechunked: bool) {
     }
 }
 
-/// Parses and checks a request head at the front of `buf`, routes it, and for a forward
-/// encodes the target's head into `out`.
-fn parse_request(buf: &[u8], ctx: &ConnCtx, out: &mut Vec<u8>) -> Parsed {
-    let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut []);
-    let parsed = httparse::ParserConfig::default().parse_request_with_uninit_headers(
-        &mut req,
-        buf,
-        &mut headers,
-    );
-    let head_len = match parsed {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => {
-            return if buf.len() > MAX_HEAD {
-                Parsed::Bad(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
-            } else if memchr::memchr(b'\n', buf).is_none() && buf.len() > MAX_LINE {
-                Parsed::Bad(StatusCode::URI_TOO_LONG)
-            } else {
-                Parsed::Partial
-            };
-        }
-        Err(httparse::Error::TooManyHeaders) => {
-            return Parsed::Bad(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
-        }
-        Err(_) => return Parsed::Bad(StatusCode::BAD_REQUEST),
-    };
-    if head_len > MAX_HEAD {
-        return Parsed::Bad(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+/// A request head that passed every check (RFC 9112's and ALB's), borrowed from the client's
+/// buffer.
+pub(crate) struct CheckedHead<'b> {
+    /// Bytes of the buffer it took.
+    pub head_len: usize,
+    pub method: &'b str,
+    /// The path and query to send, in origin form (an absolute form's path, `/` when it has
+    /// none), or `*` for `OPTIONS`.
+    pub path: &'b str,
+    /// The absolute form's authority: the target's Host (RFC 9112 §3.2.2).
+    pub authority: Option<&'b str>,
+    /// The one Host field's value (always present on HTTP/1.1).
+    pub host: Option<&'b [u8]>,
+    pub http10: bool,
+    pub body: RequestBody,
+    /// The client keeps the connection open after this request.
+    pub keep_alive: bool,
+    /// The protocol of an upgrade the client asks for (`Connection: upgrade` and `Upgrade`).
+    pub upgrade: Option<&'b [u8]>,
+    pub expect_continue: bool,
+    /// `X-Forwarded-For` fields.
+    pub xff: usize,
+    /// Fields the `Connection` header lists, which do not cross.
+    pub listed: Vec<&'b str>,
+}
+
+impl CheckedHead<'_> {
+    /// The Host the target gets: the absolute form's authority, or the client's Host.
+    pub fn target_host(&self) -> Option<&[u8]> {
+        self.authority.map(str::as_bytes).or(self.host)
     }
+}
+
+/// Parses a request head at the front of `buf` with httparse (strict: no obsolete folding, no
+/// bare LF in the request line, valid tokens); `None` while it is incomplete. The sizes ALB
+/// allows are enforced here: 431 for a head over 64 KiB or too many fields, 414 for a request
+/// line over 16 KiB.
+pub(crate) fn parse_head<'h, 'b>(
+    buf: &'b [u8],
+    headers: &'h mut [MaybeUninit<httparse::Header<'b>>],
+) -> Result<Option<(httparse::Request<'h, 'b>, usize)>, StatusCode> {
+    let mut req = httparse::Request::new(&mut []);
+    let parsed =
+        httparse::ParserConfig::default().parse_request_with_uninit_headers(&mut req, buf, headers);
+    match parsed {
+        Ok(httparse::Status::Complete(len)) if len > MAX_HEAD => {
+            Err(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+        }
+        Ok(httparse::Status::Complete(len)) => Ok(Some((req, len))),
+        Ok(httparse::Status::Partial) => {
+            if buf.len() > MAX_HEAD {
+                Err(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+            } else if memchr::memchr(b'\n', buf).is_none() && buf.len() > MAX_LINE {
+                Err(StatusCode::URI_TOO_LONG)
+            } else {
+                Ok(None)
+            }
+        }
+        Err(httparse::Error::TooManyHeaders) => Err(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE),
+        Err(_) => Err(StatusCode::BAD_REQUEST),
+    }
+}
+
+/// Checks what a parsed head says about itself: line sizes, framing (RFC 9112 §6.3: both
+/// `Content-Length` and `Transfer-Encoding`, two lengths, a bad length, a transfer coding other
+/// than a final `chunked`, or one on HTTP/1.0 — request smuggling shapes), `Host` (§3.2: exactly
+/// one on HTTP/1.1, at most one on HTTP/1.0, always valid) and the request target's form (§3.2).
+/// The only transfer coding accepted is a single `chunked`.
+pub(crate) fn check_head<'b>(
+    req: &httparse::Request<'_, 'b>,
+    head_len: usize,
+) -> Result<CheckedHead<'b>, StatusCode> {
+    const BAD: StatusCode = StatusCode::BAD_REQUEST;
     let (Some(method), Some(path), Some(version)) = (req.method, req.path, req.version) else {
-        return Parsed::Bad(StatusCode::BAD_REQUEST);
+        return Err(BAD);
     };
     if method.len() + path.len() + 10 > MAX_LINE {
-        return Parsed::Bad(StatusCode::URI_TOO_LONG);
+        return Err(StatusCode::URI_TOO_LONG);
     }
     let http10 = version == 0;
 
     // One pass for what the request says about itself.
     let mut length: Option<u64> = None;
     let mut lengths = 0;
-    let mut transfer_encoding = false;
-    let mut chunked_last = false;
+    // Transfer codings over every Transfer-Encoding field, and whether they are `chunked` alone.
+    let mut codings = 0;
+    let mut chunked_only = true;
     let mut close = false;
     let mut keep_alive_token = false;
     let mut upgrade_token = false;
     let mut upgrade_header = None;
     let mut expect_continue = false;
     let mut host = None;
+    let mut hosts = 0;
     let mut xff = 0;
     let mut listed: Vec<&str> = Vec::new();
     for h in req.headers.iter() {
         if h.name.len() + h.value.len() + 4 > MAX_LINE {
-            return Parsed::Bad(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+            return Err(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
         }
         let name = h.name;
         if name_is(name, "content-length") {
             lengths += 1;
-            match upstream::parse_length(h.value) {
-                Some(n) => length = Some(n),
-                None => return Parsed::Bad(StatusCode::BAD_REQUEST),
-            }
+            length = Some(upstream::parse_length(h.value).ok_or(BAD)?);
         } else if name_is(name, "transfer-encoding") {
-            transfer_encoding = true;
-            let last = h.value.rsplit(|&b| b == b',').next().unwrap_or_default().trim_ascii();
-            chunked_last = last.eq_ignore_ascii_case(b"chunked");
+            // Only `chunked` is framing the load balancer can check and the target will read
+            // the same way; another coding (gzip, say) would have to reach the target intact.
+            for coding in h.value.split(|&b| b == b',') {
+                codings += 1;
+                chunked_only &= coding.trim_ascii().eq_ignore_ascii_case(b"chunked");
+            }
         } else if name_is(name, "connection") {
             for token in h.value.split(|&b| b == b',') {
                 let token = token.trim_ascii();
@@ -827,61 +912,115 @@ fn parse_request(buf: &[u8], ctx: &ConnCtx, out: &mut Vec<u8>) -> Parsed {
         } else if name_is(name, "expect") {
             expect_continue = h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
         } else if name_is(name, "host") {
+            hosts += 1;
             host = Some(h.value);
         } else if name_is(name, "x-forwarded-for") {
             xff += 1;
         }
     }
-    // Request smuggling shapes (RFC 9112 §6.3): refused, and the connection closed.
-    if lengths > 1 || (transfer_encoding && (lengths > 0 || !chunked_last || http10)) {
-        return Parsed::Bad(StatusCode::BAD_REQUEST);
+    let transfer_encoding = codings > 0;
+    if lengths > 1 || (transfer_encoding && (lengths > 0 || codings > 1 || !chunked_only || http10))
+    {
+        return Err(BAD);
     }
-    let body = if transfer_encoding {
-        RequestBody::Chunked
-    } else {
-        match length {
-            Some(0) | None => RequestBody::None,
-            Some(n) => RequestBody::Length(n),
-        }
+    let host_ok = match host {
+        Some(h) => hosts == 1 && is_valid_host(h),
+        None => http10,
     };
-    let keep_alive = if http10 { keep_alive_token && !close } else { !close };
-    let upgrade = upgrade_token && upgrade_header.is_some();
-    let head_method = method == "HEAD";
+    if !host_ok {
+        return Err(BAD);
+    }
+    let (path, authority) = request_target(method, path).ok_or(BAD)?;
+    let body = match (transfer_encoding, length) {
+        (true, _) => RequestBody::Chunked,
+        (false, Some(0) | None) => RequestBody::None,
+        (false, Some(n)) => RequestBody::Length(n),
+    };
+    Ok(CheckedHead {
+        head_len,
+        method,
+        path,
+        authority,
+        host,
+        http10,
+        body,
+        keep_alive: if http10 { keep_alive_token && !close } else { !close },
+        upgrade: upgrade_header.filter(|_| upgrade_token),
+        expect_continue,
+        xff,
+        listed,
+    })
+}
+
+/// The request target's form (RFC 9112 §3.2): origin form as it is; absolute form (a proxy's,
+/// `http` or `https` in any case) split into its path (`/` if none) and its authority, which
+/// must be a valid host without user info; `*` only for `OPTIONS`; the authority form only for
+/// `CONNECT` (which is refused later, with 405). `None` for anything else.
+fn request_target<'b>(method: &str, target: &'b str) -> Option<(&'b str, Option<&'b str>)> {
+    if target.starts_with('/') {
+        return Some((target, None));
+    }
+    if target == "*" {
+        return (method == "OPTIONS").then_some((target, None));
+    }
+    if method == "CONNECT" {
+        return is_valid_host(target.as_bytes()).then_some((target, None));
+    }
+    let (scheme, rest) = target.split_once("://")?;
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+        return None;
+    }
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    if !is_valid_host(authority.as_bytes()) {
+        return None;
+    }
+    Some((if path.is_empty() { "/" } else { path }, Some(authority)))
+}
+
+/// Parses and checks a request head at the front of `buf`, routes it, and for a forward
+/// encodes the target's head into `out`.
+fn parse_request(buf: &[u8], ctx: &ConnCtx, out: &mut Vec<u8>) -> Parsed {
+    let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let checked = match parse_head(buf, &mut headers) {
+        Ok(None) => return Parsed::Partial,
+        Ok(Some((req, head_len))) => check_head(&req, head_len).map(|head| (req, head)),
+        Err(status) => Err(status),
+    };
+    let (req, head) = match checked {
+        Ok(checked) => checked,
+        Err(status) => return Parsed::Bad(status),
+    };
     let request = |action| {
         Parsed::Ok(
-            Request { head_len, head_method, body, keep_alive, http10, upgrade, expect_continue },
+            Request {
+                head_len: head.head_len,
+                head_method: head.method == "HEAD",
+                body: head.body,
+                keep_alive: head.keep_alive,
+                http10: head.http10,
+                upgrade: head.upgrade.is_some(),
+                expect_continue: head.expect_continue,
+            },
             action,
         )
     };
     let lc = &ctx.listener.counters;
     lc.inc(m::L_REQUESTS);
-    if method == "CONNECT" {
+    if head.method == "CONNECT" {
         lc.inc(m::L_ELB4XX);
         return request(Action::Respond(forward::lb_response(
             StatusCode::METHOD_NOT_ALLOWED,
             false,
         )));
     }
-    // Origin form as it is; absolute form (a proxy's) becomes origin form plus Host.
-    let (target_path, authority) = if path.starts_with('/') || path == "*" {
-        (path, None)
-    } else if let Some(rest) =
-        path.strip_prefix("http://").or_else(|| path.strip_prefix("https://"))
-    {
-        let slash = rest.find(['/', '?']).unwrap_or(rest.len());
-        let (authority, p) = rest.split_at(slash);
-        (if p.is_empty() { "/" } else { p }, Some(authority))
-    } else {
-        return Parsed::Bad(StatusCode::BAD_REQUEST);
-    };
 
-    let redirect_host = authority.map(str::as_bytes).or(host);
     let headers = req.headers.iter().map(|h| (h.name.as_bytes(), h.value));
     let routed = forward::route(ctx, headers, |r| {
-        let host = redirect_host.and_then(|h| std::str::from_utf8(h).ok()).unwrap_or("");
-        let (path, query) = match target_path.split_once('?') {
-            Some((p, q)) => (p, Some(q)),
-            None => (target_path, None),
+        let host = head.target_host().and_then(|h| std::str::from_utf8(h).ok()).unwrap_or("");
+        let (path, query) = match head.path.split_once('?') {
+            Some((p, q)) => (if p.is_empty() { "/" } else { p }, Some(q)),
+            None => (head.path, None),
         };
         forward::redirect(r, host, path, query, ctx)
     });
@@ -889,17 +1028,31 @@ fn parse_request(buf: &[u8], ctx: &ConnCtx, out: &mut Vec<u8>) -> Parsed {
         Routed::Respond(resp) => return request(Action::Respond(resp)),
         Routed::Forward(target, timeout) => (target, timeout),
     };
+    encode_request_head(out, &req, &head, ctx);
+    request(Action::Forward(target, timeout))
+}
 
+/// The target's request head: origin form, the Host the request names, the client's fields
+/// cleaned like ALB does, and the `X-Forwarded-*` fields.
+fn encode_request_head(
+    out: &mut Vec<u8>,
+    req: &httparse::Request<'_, '_>,
+    head: &CheckedHead<'_>,
+    ctx: &ConnCtx,
+) {
     out.clear();
-    out.extend_from_slice(method.as_bytes());
+    out.extend_from_slice(head.method.as_bytes());
     out.push(b' ');
-    out.extend_from_slice(target_path.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    if host.is_none()
-        && let Some(a) = authority
-    {
-        push_header(out, b"host", a.as_bytes());
+    if head.path.starts_with('?') {
+        // `http://host?q`: the path of an absolute form without one is `/`.
+        out.push(b'/');
     }
+    out.extend_from_slice(head.path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    if let Some(host) = head.target_host() {
+        push_header(out, b"host", host);
+    }
+    let mut xff = head.xff;
     let mut first_xff = true;
     for h in req.headers.iter() {
         let name = h.name;
@@ -920,10 +1073,11 @@ fn parse_request(buf: &[u8], ctx: &ConnCtx, out: &mut Vec<u8>) -> Parsed {
         }
         let skip = is_hop_by_hop(name)
             || !is_valid_name(name)
+            || name_is(name, "host")
             || name_is(name, "x-forwarded-proto")
             || name_is(name, "x-forwarded-port")
-            || (expect_continue && name_is(name, "expect"))
-            || listed.iter().any(|l| name_is(name, l));
+            || (head.expect_continue && name_is(name, "expect"))
+            || head.listed.iter().any(|l| name_is(name, l));
         if !skip {
             push_header(out, name.as_bytes(), h.value);
         }
@@ -933,15 +1087,26 @@ fn parse_request(buf: &[u8], ctx: &ConnCtx, out: &mut Vec<u8>) -> Parsed {
     }
     push_header(out, b"x-forwarded-proto", if ctx.tls { b"https" } else { b"http" });
     push_header(out, b"x-forwarded-port", ctx.listener.port_header.as_bytes());
-    if upgrade && let Some(proto) = upgrade_header {
+    if let Some(proto) = head.upgrade {
         push_header(out, b"upgrade", proto);
         push_header(out, b"connection", b"upgrade");
     }
-    if body == RequestBody::Chunked {
+    if head.body == RequestBody::Chunked {
         push_header(out, b"transfer-encoding", b"chunked");
     }
     out.extend_from_slice(b"\r\n");
-    request(Action::Forward(target, timeout))
+}
+
+/// Checks the chunked framing of the body bytes already buffered, without taking them.
+fn check_chunked_prefix(buf: &[u8]) -> Result<(), BadFraming> {
+    let mut state = Chunked::Size;
+    let mut rest = BytesMut::from(buf);
+    loop {
+        match upstream::decode_chunked(&mut state, &mut rest)? {
+            Step::Data(n) => rest.advance(n),
+            Step::More | Step::End | Step::Trailers(_) => return Ok(()),
+        }
+    }
 }
 
 enum BodyState {
@@ -980,7 +1145,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> ClientBody<'_, I> {
         if self.buf.capacity() - self.buf.len() < READ_SIZE / 4 {
             self.buf.reserve(16 * 1024);
         }
-        let n = ready!(tokio_util::io::poll_read_buf(Pin::new(&mut *self.io), cx, self.buf))?;
+        let polled = tokio_util::io::poll_read_buf(Pin::new(&mut *self.io), cx, self.buf);
+        self.w.awaiting_client.store(polled.is_pending(), Relaxed);
+        let n = ready!(polled)?;
         if n > 0 {
             self.w.touch();
         }
@@ -990,18 +1157,18 @@ impl<I: AsyncRead + AsyncWrite + Unpin> ClientBody<'_, I> {
 
 impl<I: AsyncRead + AsyncWrite + Unpin> Body for ClientBody<'_, I> {
     type Data = Bytes;
-    type Error = String;
+    type Error = ClientFault;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, String>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, ClientFault>>> {
         let this = self.get_mut();
         if !this.continue_sent
             && let Err(e) = ready!(this.poll_continue(cx))
         {
             this.state = BodyState::Done;
-            return Poll::Ready(Some(Err(format!("writing 100 Continue: {e}"))));
+            return Poll::Ready(Some(Err(ClientFault::Gone(e))));
         }
         loop {
             match &mut this.state {
@@ -1031,19 +1198,19 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Body for ClientBody<'_, I> {
                     Ok(Step::More) => {}
                     Err(e) => {
                         this.state = BodyState::Done;
-                        return Poll::Ready(Some(Err(format!("request body: {e}"))));
+                        return Poll::Ready(Some(Err(e.into())));
                     }
                 },
             }
             match ready!(this.poll_fill(cx)) {
                 Ok(0) => {
                     this.state = BodyState::Done;
-                    return Poll::Ready(Some(Err("the client closed inside the body".into())));
+                    return Poll::Ready(Some(Err(ClientFault::Truncated)));
                 }
                 Ok(_) => {}
                 Err(e) => {
                     this.state = BodyState::Done;
-                    return Poll::Ready(Some(Err(format!("reading the body: {e}"))));
+                    return Poll::Ready(Some(Err(ClientFault::Gone(e))));
                 }
             }
         }

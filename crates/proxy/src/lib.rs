@@ -19,6 +19,8 @@ mod clock;
 mod conn_io;
 mod fields;
 mod forward;
+#[doc(hidden)]
+pub mod fuzzing;
 mod h1;
 mod health;
 mod limits;

@@ -1,6 +1,28 @@
 //! Lock-free counters for the request path and their rendering as JSON snapshots and Prometheus
 //! text.
 //!
+//! # Which answer feeds which metric
+//!
+//! A target group's ELB 5xx (ALB's `HTTPCode_ELB_5XX_Count`, which deployment alarms watch)
+//! counts only what the target group is at fault for; whatever a client does is a client error
+//! of the listener (ALB's `HTTPCode_ELB_4XX_Count`), so that no client can trip an alarm on
+//! green. Tested answer by answer in `tests/answers.rs`.
+//!
+//! | answer | when | counter |
+//! |---|---|---|
+//! | 400 | malformed head; smuggling-shaped framing; no, two or an invalid `Host`; a chunked body with invalid framing; a body cut short when the client closes; an HTTP/2 body error | listener `elb_4xx` |
+//! | 405 | `CONNECT` | listener `elb_4xx` |
+//! | 408 | the request body stalls on the client for the idle timeout (HTTP/1 and HTTP/2) | listener `elb_4xx` |
+//! | 414, 431 | request line over 16 KiB; head over 64 KiB or 100 fields | listener `elb_4xx` |
+//! | none (ALB's 460) | the client resets its connection mid-body | listener `elb_4xx` |
+//! | fixed response | a fixed-response action | listener `fixed_responses` |
+//! | redirect | a redirect action | listener `redirects` |
+//! | 503 | a forward whose weights are all 0 | listener `elb_503_no_group` |
+//! | 503 | the chosen target group has no target | group `elb_503` |
+//! | 502 | no connection to a target (refused, failed; also `target_connection_errors`), reset or EOF before a response, a malformed response, a 101 nobody asked for, a target released mid-request | target and group `elb_502` |
+//! | 504 | the target sent no response head within the idle timeout while the request was not waiting on its client | target and group `elb_504` |
+//! | the target's status | the target answered | target and group `target_1xx`…`target_5xx` |
+//!
 //! Every counter is sharded by worker thread (each shard on its own cache lines), so two threads
 //! counting requests for the same target never bounce a cache line between cores; a snapshot sums
 //! the shards.

@@ -60,8 +60,8 @@ pub enum Error {
     NoResponse(io::Error),
     /// The target broke the protocol or the connection after it began to answer.
     Target(String),
-    /// The client's request body failed, or did not match its `Content-Length`.
-    RequestBody(String),
+    /// The client's request body failed: the client's fault, never the target's.
+    RequestBody(ClientFault),
     /// The target was released after draining; its connections are cut.
     Closed,
 }
@@ -72,13 +72,79 @@ impl fmt::Display for Error {
             Error::Connect(why) => write!(f, "cannot connect: {why}"),
             Error::NoResponse(e) => write!(f, "connection failed before a response: {e}"),
             Error::Target(why) => write!(f, "{why}"),
-            Error::RequestBody(why) => write!(f, "request body: {why}"),
+            Error::RequestBody(fault) => write!(f, "request body: {fault}"),
             Error::Closed => write!(f, "the target was released"),
         }
     }
 }
 
 impl std::error::Error for Error {}
+
+/// What went wrong with a client's request body. Each is the client's error: the load
+/// balancer answers it itself (see `metrics`) and no target group is blamed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientFault {
+    /// The body is not valid framing (chunked), or not as long as it said.
+    #[error("{0}")]
+    Framing(#[from] BadFraming),
+    #[error("longer than its Content-Length")]
+    TooLong,
+    /// The client half-closed its connection before the body ended.
+    #[error("the client closed its side inside the body")]
+    Truncated,
+    /// The client sent no byte of its body for the idle timeout (ALB's 408).
+    #[error("the client sent nothing for the idle timeout")]
+    Stalled,
+    /// The client's connection failed (a reset): there is nobody left to answer (ALB's 460).
+    #[error("the client went away: {0}")]
+    Gone(io::Error),
+    /// An HTTP/2 client's stream failed (a reset, or a body longer or shorter than its
+    /// `content-length`, which hyper checks).
+    #[error("{0}")]
+    Stream(String),
+}
+
+impl ClientFault {
+    /// The load balancer's answer, if anyone is left to read one.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            ClientFault::Framing(_)
+            | ClientFault::TooLong
+            | ClientFault::Truncated
+            | ClientFault::Stream(_) => Some(StatusCode::BAD_REQUEST),
+            ClientFault::Stalled => Some(StatusCode::REQUEST_TIMEOUT),
+            ClientFault::Gone(_) => None,
+        }
+    }
+}
+
+impl From<hyper::Error> for ClientFault {
+    fn from(e: hyper::Error) -> Self {
+        ClientFault::Stream(e.to_string())
+    }
+}
+
+/// Chunked framing that breaks RFC 9112 §7.1, from a client or a target.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadFraming {
+    #[error("chunk size line over {MAX_CHUNK_LINE} bytes")]
+    LineTooLong,
+    #[error("invalid chunk size line: {0}")]
+    SizeLine(&'static str),
+    #[error("chunk data not followed by CRLF")]
+    DataEnd,
+    #[error("trailers over {MAX_HEAD} bytes or {MAX_HEADERS} fields")]
+    TrailersTooLarge,
+    #[error("malformed trailers")]
+    Trailers,
+}
+
+impl From<BadFraming> for Error {
+    /// On the response side, bad framing is the target's.
+    fn from(e: BadFraming) -> Self {
+        Error::Target(format!("response body: {e}"))
+    }
+}
 
 fn target_error(what: &str, e: io::Error) -> Error {
     Error::Target(format!("{what}: {e}"))
@@ -255,7 +321,7 @@ impl UpstreamConn {
     async fn exchange<B>(&mut self, outgoing: Outgoing<B>) -> Result<(Head, bool), Error>
     where
         B: Body<Data = Bytes> + Unpin,
-        B::Error: fmt::Display,
+        B::Error: Into<ClientFault>,
     {
         let UpstreamConn { stream, buf, out, enrolled } = self;
         let stream = &*stream;
@@ -422,7 +488,7 @@ async fn send_body_while_reading<B>(
 ) -> Result<(Head, bool), Error>
 where
     B: Body<Data = Bytes> + Unpin,
-    B::Error: fmt::Display,
+    B::Error: Into<ClientFault>,
 {
     let mut writing = pin!(write_body(stream, body, length));
     let mut reading = pin!(read_head(stream, buf));
@@ -452,13 +518,13 @@ async fn write_body<B>(
 ) -> Result<(), BodyFailure>
 where
     B: Body<Data = Bytes> + Unpin,
-    B::Error: fmt::Display,
+    B::Error: Into<ClientFault>,
 {
-    let client = |why: String| BodyFailure::Client(Error::RequestBody(why));
+    let client = |fault: ClientFault| BodyFailure::Client(Error::RequestBody(fault));
     let mut left = length.unwrap_or(0);
     let mut trailers = None;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| client(e.to_string()))?;
+        let frame = frame.map_err(|e| client(e.into()))?;
         let data = match frame.into_data() {
             Ok(data) => data,
             Err(frame) => {
@@ -471,7 +537,7 @@ where
         }
         let written = if length.is_some() {
             if data.len() as u64 > left {
-                return Err(client("longer than its Content-Length".into()));
+                return Err(client(ClientFault::TooLong));
             }
             left -= data.len() as u64;
             write_all(stream, &data).await
@@ -485,7 +551,7 @@ where
     }
     if length.is_some() {
         if left > 0 {
-            return Err(client("shorter than its Content-Length".into()));
+            return Err(client(ClientFault::Truncated));
         }
         return Ok(());
     }
@@ -584,7 +650,7 @@ async fn read_head(stream: &TcpStream, buf: &mut BytesMut) -> Result<Head, Error
 }
 
 /// Parses a complete response head off the front of `buf`; `None` when more bytes are needed.
-fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Error> {
+pub(crate) fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Error> {
     loop {
         if buf.is_empty() {
             return Ok(None);
@@ -617,9 +683,12 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Error> {
             let code = res.code.unwrap_or(0);
             let phrase = res.reason.unwrap_or("");
             let status = StatusCode::from_u16(code).ok();
-            // Like hyper: only a reason phrase other than the usual one is kept.
-            let reason = (status.and_then(|s| s.canonical_reason()) != Some(phrase))
-                .then(|| (at(phrase.as_bytes()), at(phrase.as_bytes()) + phrase.len() as u32));
+            // Like hyper: only a reason phrase other than the usual one is kept. An empty one
+            // is not kept either: httparse gives a phrase with obs-text as a static "", which
+            // is not in `buf` and has no position there.
+            let reason = (!phrase.is_empty()
+                && status.and_then(|s| s.canonical_reason()) != Some(phrase))
+            .then(|| (at(phrase.as_bytes()), at(phrase.as_bytes()) + phrase.len() as u32));
             let version = if res.version == Some(1) { Version::HTTP_11 } else { Version::HTTP_10 };
             (len, status, version, reason)
         };
@@ -645,7 +714,7 @@ pub enum Delimit {
 }
 
 /// Returns the framing and whether the connection must close after this response.
-fn response_framing(head: &Head, head_request: bool) -> Result<(Delimit, bool), Error> {
+pub(crate) fn response_framing(head: &Head, head_request: bool) -> Result<(Delimit, bool), Error> {
     let status = head.status.as_u16();
     if head_request || (100..200).contains(&status) || status == 204 || status == 304 {
         return Ok((Delimit::None, false));
@@ -720,7 +789,7 @@ pub async fn send<B>(
 ) -> Result<Response<UpstreamBody>, Error>
 where
     B: Body<Data = Bytes> + Unpin,
-    B::Error: fmt::Display,
+    B::Error: Into<ClientFault>,
 {
     let (parts, body) = req.into_parts();
     let outgoing = outgoing(&parts, body);
@@ -743,7 +812,7 @@ pub async fn send_encoded<B>(
 ) -> Result<Answer, Error>
 where
     B: Body<Data = Bytes> + Unpin,
-    B::Error: fmt::Display,
+    B::Error: Into<ClientFault>,
 {
     let mut outgoing = Some(outgoing);
     loop {
@@ -1038,18 +1107,18 @@ impl Body for UpstreamBody {
 }
 
 /// Decodes chunked framing from `buf` (a target's response or a client's request body).
-pub fn decode_chunked(state: &mut Chunked, buf: &mut BytesMut) -> Result<Step, Error> {
+pub fn decode_chunked(state: &mut Chunked, buf: &mut BytesMut) -> Result<Step, BadFraming> {
     loop {
         match *state {
             Chunked::Size => {
                 let Some(nl) = memchr::memchr(b'\n', buf) else {
                     if buf.len() > MAX_CHUNK_LINE {
-                        return Err(Error::Target("chunk size line too long".into()));
+                        return Err(BadFraming::LineTooLong);
                     }
                     return Ok(Step::More);
                 };
                 if nl > MAX_CHUNK_LINE {
-                    return Err(Error::Target("chunk size line too long".into()));
+                    return Err(BadFraming::LineTooLong);
                 }
                 let size = parse_chunk_size(&buf[..=nl])?;
                 buf.advance(nl + 1);
@@ -1072,7 +1141,7 @@ pub fn decode_chunked(state: &mut Chunked, buf: &mut BytesMut) -> Result<Step, E
                     return Ok(Step::More);
                 }
                 if &buf[..2] != b"\r\n" {
-                    return Err(Error::Target("chunk data not followed by CRLF".into()));
+                    return Err(BadFraming::DataEnd);
                 }
                 buf.advance(2);
                 *state = Chunked::Size;
@@ -1084,7 +1153,7 @@ pub fn decode_chunked(state: &mut Chunked, buf: &mut BytesMut) -> Result<Step, E
                 }
                 let Some(end) = memchr::memmem::find(buf, b"\r\n\r\n") else {
                     if buf.len() > MAX_HEAD {
-                        return Err(Error::Target("response trailers too large".into()));
+                        return Err(BadFraming::TrailersTooLarge);
                     }
                     return Ok(Step::More);
                 };
@@ -1121,10 +1190,11 @@ fn skip_framing(state: &mut Chunked, buf: &mut BytesMut) -> bool {
     }
 }
 
-/// `chunk-size [ chunk-ext ] CRLF`, strictly: hex digits that fit in 64 bits, extensions only
-/// after a `;`.
-fn parse_chunk_size(line: &[u8]) -> Result<u64, Error> {
-    let bad = |why: &str| Error::Target(format!("invalid chunk size line: {why}"));
+/// `chunk-size [ chunk-ext ] CRLF`, strictly (RFC 9112 §7.1): hex digits that fit in 64 bits,
+/// then extensions `;name` or `;name=value` (a token or a quoted string), with optional spaces
+/// and tabs only around their `;` and `=`.
+fn parse_chunk_size(line: &[u8]) -> Result<u64, BadFraming> {
+    let bad = BadFraming::SizeLine;
     let line = line.strip_suffix(b"\r\n").ok_or_else(|| bad("no CRLF"))?;
     let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
     if digits == 0 {
@@ -1138,21 +1208,75 @@ fn parse_chunk_size(line: &[u8]) -> Result<u64, Error> {
             .and_then(|s| s.checked_add(digit))
             .ok_or_else(|| bad("size overflows"))?;
     }
-    let ext = line[digits..].trim_ascii_start();
-    if !ext.is_empty() && ext[0] != b';' {
-        return Err(bad("unexpected bytes after the size"));
-    }
-    if ext.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
-        return Err(bad("control character in an extension"));
+    if !valid_chunk_ext(&line[digits..]) {
+        return Err(bad("invalid extension"));
     }
     Ok(size)
 }
 
-fn parse_trailers(block: &[u8]) -> Result<HeaderMap, Error> {
+/// `*( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )`.
+fn valid_chunk_ext(mut ext: &[u8]) -> bool {
+    fn skip_bws(s: &[u8]) -> &[u8] {
+        let n = s.iter().take_while(|&&b| b == b' ' || b == b'\t').count();
+        &s[n..]
+    }
+    while !ext.is_empty() {
+        let Some(rest) = skip_bws(ext).strip_prefix(b";") else { return false };
+        let rest = skip_bws(rest);
+        let name = token_len(rest);
+        if name == 0 {
+            return false;
+        }
+        ext = &rest[name..];
+        if let Some(value) = skip_bws(ext).strip_prefix(b"=") {
+            let value = skip_bws(value);
+            let len = if value.first() == Some(&b'"') {
+                quoted_string_len(value)
+            } else {
+                token_len(value)
+            };
+            if len == 0 {
+                return false;
+            }
+            ext = &value[len..];
+        }
+    }
+    true
+}
+
+/// Length of the RFC 9110 token at the start of `s` (0 if none).
+fn token_len(s: &[u8]) -> usize {
+    s.iter().take_while(|&&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)).count()
+}
+
+/// Length of the RFC 9110 quoted-string at the start of `s`, quotes included (0 if none).
+fn quoted_string_len(s: &[u8]) -> usize {
+    let text = |b: u8| b == b'\t' || b == b' ' || (0x21..=0x7e).contains(&b) || b >= 0x80;
+    let mut i = 1;
+    while i < s.len() {
+        match s[i] {
+            b'"' => return i + 1,
+            b'\\' if s.get(i + 1).is_some_and(|&b| text(b)) => i += 2,
+            b'\\' => return 0,
+            b if text(b) => i += 1,
+            _ => return 0,
+        }
+    }
+    0
+}
+
+/// The trailer section `block` (up to and including its final CRLF CRLF), strictly: every
+/// line ends with CRLF, and the fields take the whole block. httparse alone would end the
+/// section at a bare LF and leave the rest of the block unread, accepting whatever it held.
+pub(crate) fn parse_trailers(block: &[u8]) -> Result<HeaderMap, BadFraming> {
     let mut parsed = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let bad = || Error::Target("malformed trailers".into());
+    let bad = || BadFraming::Trailers;
+    if memchr::memchr_iter(b'\n', block).any(|i| i == 0 || block[i - 1] != b'\r') {
+        return Err(bad());
+    }
     let fields = match httparse::parse_headers(block, &mut parsed) {
-        Ok(httparse::Status::Complete((_, fields))) => fields,
+        Ok(httparse::Status::Complete((len, fields))) if len == block.len() => fields,
+        Err(httparse::Error::TooManyHeaders) => return Err(BadFraming::TrailersTooLarge),
         _ => return Err(bad()),
     };
     let mut trailers = HeaderMap::with_capacity(fields.len());
@@ -1162,4 +1286,45 @@ fn parse_trailers(block: &[u8]) -> Result<HeaderMap, Error> {
         trailers.append(name, value);
     }
     Ok(trailers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Decodes a whole chunked body from `data`.
+    fn decode_all(data: &[u8]) -> Result<Step, BadFraming> {
+        let mut state = Chunked::Size;
+        let mut buf = BytesMut::from(data);
+        loop {
+            match decode_chunked(&mut state, &mut buf)? {
+                Step::Data(n) => buf.advance(n),
+                step => return Ok(step),
+            }
+        }
+    }
+
+    #[test]
+    fn a_reason_phrase_with_obs_text_is_replaced_by_the_usual_one() {
+        // Found by the `upstream_response` fuzz target: the phrase's position was computed
+        // from a string outside the buffer (an overflow, and a bad slice in release builds).
+        let mut buf = BytesMut::from(&b"HTTP/1.1 200 O\xff\xff\r\nContent-Length: 0\r\n\r\n"[..]);
+        let head = parse_head(&mut buf).unwrap().expect("a complete head");
+        assert_eq!((head.status(), head.reason()), (StatusCode::OK, None));
+        let mut buf = BytesMut::from(&b"HTTP/1.1 200 Fine\r\n\r\n"[..]);
+        assert_eq!(parse_head(&mut buf).unwrap().unwrap().reason(), Some(&b"Fine"[..]));
+    }
+
+    #[test]
+    fn a_trailer_section_is_crlf_lines_to_its_end_and_nothing_else() {
+        // Found by the `chunked` fuzz target: a bare LF ended the section for httparse, and
+        // what followed it up to the next CRLF CRLF was dropped unread.
+        let smuggled = b"0\r\n\n\x050\r5\r\nBarc\x01zz00;ex\nhrz\r\n\r\n";
+        assert_eq!(decode_all(smuggled).err(), Some(BadFraming::Trailers));
+        assert_eq!(decode_all(b"0\r\nA: b\nC: d\r\n\r\n").err(), Some(BadFraming::Trailers));
+        let Ok(Step::Trailers(fields)) = decode_all(b"0\r\nA: b\r\nC: d\r\n\r\n") else {
+            panic!("valid trailers refused")
+        };
+        assert_eq!((fields["a"].as_bytes(), fields["c"].as_bytes()), (&b"b"[..], &b"d"[..]));
+    }
 }

@@ -59,13 +59,16 @@ async fn a_malformed_request_gets_400_and_never_reaches_a_target() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smuggling_attempts_are_refused_and_never_reach_a_target() {
     let (lb, b, port) = setup().await;
-    let attempts: [(&str, &[u8]); 6] = [
+    let attempts: [(&str, &[u8]); 8] = [
         ("CL.TE", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 13\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nSMUGGLED"),
         ("TE.CL", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n8\r\nSMUGGLED\r\n0\r\n\r\n"),
         ("duplicate Content-Length", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello"),
         ("conflicting Content-Length", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"),
         ("Content-Length list", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\nhello"),
         ("TE.TE obfuscated", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-encoding: x\r\n\r\n0\r\n\r\n"),
+        // Only `chunked` is framing the load balancer checks; another coding is not passed on.
+        ("another coding", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"),
+        ("chunked twice", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
     ];
     for (name, raw) in attempts {
         let answer = raw_exchange(port, raw).await;
@@ -311,10 +314,11 @@ async fn responses_are_framed_for_each_client_version_and_method() {
     assert!(head.to_ascii_lowercase().contains("content-length: 1\r\n"), "{answer}");
     assert_eq!(body, "");
 
-    // Absolute form, as a client configured for a proxy sends it: origin form plus Host.
+    // Absolute form, as a client configured for a proxy sends it: origin form, and its
+    // authority as Host.
     let answer = raw_exchange(
         port,
-        b"GET http://shop.example/echo?x=1 HTTP/1.1\r\nConnection: close\r\n\r\n",
+        b"GET http://shop.example/echo?x=1 HTTP/1.1\r\nHost: shop.example\r\nConnection: close\r\n\r\n",
     )
     .await;
     assert!(answer.to_ascii_lowercase().contains("host: shop.example\n"), "{answer}");
@@ -487,4 +491,136 @@ async fn a_refused_request_is_answered_cleanly_while_its_body_still_arrives() {
     drop(writer.await);
     assert_eq!(b.hits.load(Ordering::SeqCst), 0);
     lb.shutdown().await;
+}
+
+/// The fields of the target's request head, in lower case, from the `/echo` backend's answer.
+fn echoed(answer: &str) -> String {
+    answer.split_once("\r\n\r\n").map_or("", |(_, body)| body).to_ascii_lowercase()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_is_required_once_and_valid_and_an_absolute_form_authority_replaces_it() {
+    let (lb, b, port) = setup().await;
+    // RFC 9112 §3.2: 400 for an HTTP/1.1 request without Host, for any request with two, or
+    // with an invalid one; §3.2: `*` is for OPTIONS only, the authority form for CONNECT.
+    let refused: [(&str, &[u8]); 10] = [
+        ("no Host on HTTP/1.1", b"GET / HTTP/1.1\r\n\r\n"),
+        ("two Hosts", b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
+        ("two Hosts on HTTP/1.0", b"GET / HTTP/1.0\r\nHost: a\r\nhost: a\r\n\r\n"),
+        ("an empty Host", b"GET / HTTP/1.1\r\nHost: \r\n\r\n"),
+        ("user info in Host", b"GET / HTTP/1.1\r\nHost: user@shop\r\n\r\n"),
+        ("a path in Host", b"GET / HTTP/1.1\r\nHost: shop/x\r\n\r\n"),
+        ("a port over 65535", b"GET / HTTP/1.1\r\nHost: shop:65536\r\n\r\n"),
+        ("user info in the authority", b"GET http://user@other/ HTTP/1.1\r\nHost: a\r\n\r\n"),
+        ("no Host with an absolute form", b"GET http://other/ HTTP/1.1\r\n\r\n"),
+        ("an asterisk form for GET", b"GET * HTTP/1.1\r\nHost: a\r\n\r\n"),
+    ];
+    for (what, raw) in refused {
+        let answer = raw_exchange(port, raw).await;
+        assert!(answer.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{what}: {answer:?}");
+    }
+    assert_eq!(b.hits.load(Ordering::SeqCst), 0, "a refused request reached the target");
+    assert_eq!(lb.metrics().await.listeners["web"].elb_4xx, refused.len() as u64);
+
+    // The absolute form's authority is the target's Host, whatever the Host field says, and
+    // its path the request's (`/` when it has none); the scheme in any case.
+    let answer = raw_exchange(
+        port,
+        b"GET http://other:9999/echo HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    let fields = echoed(&answer);
+    assert!(fields.contains("host: other:9999\n") && !fields.contains("shop"), "{answer}");
+    let answer = raw_exchange(
+        port,
+        b"GET HTTP://Other/echo?q=1 HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(echoed(&answer).contains("host: other\n"), "{answer}");
+    // HTTP/1.0 may omit Host; OPTIONS may ask about the server as a whole.
+    let answer = raw_exchange(port, b"GET /echo HTTP/1.0\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    assert!(!echoed(&answer).contains("host:"), "{answer}");
+    let answer =
+        raw_exchange(port, b"OPTIONS * HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    lb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_request_names_one_authority_which_the_target_gets_as_host() {
+    use bytes::Bytes;
+    use http::Request;
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let dir = std::env::temp_dir().join(format!("cutover-proxy-h2host-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), cert.key_pair.serialize_pem()).unwrap();
+    let lb = Lb::start(None).await;
+    let b = Backend::start("b").await;
+    let port = free_addr();
+    let mut l = listener(port, forward(&[("g", 1)]));
+    l.tls = Some(TlsConfig {
+        certificate_file: dir.join("cert.pem").display().to_string(),
+        key_file: dir.join("key.pem").display().to_string(),
+    });
+    let check = HealthCheck { enabled: false, ..hc(1000) };
+    lb.apply(&table(1, vec![("web", l)], vec![("g", group(&[b.addr], check, 0))])).await;
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(port).await.unwrap();
+    let tls = connector.connect("localhost".try_into().unwrap(), tcp).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let authority = format!("localhost:{}", port.port());
+    let mut send = async |uri: &str, hosts: &[&str]| {
+        let mut req = Request::get(uri);
+        for h in hosts {
+            req = req.header("host", *h);
+        }
+        let resp = sender.send_request(req.body(Empty::<Bytes>::new()).unwrap()).await.unwrap();
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).to_ascii_lowercase())
+    };
+
+    // `:authority` alone, or with a `host` that names the same: the target's Host is it.
+    let url = format!("https://{authority}/echo");
+    let (status, body) = send(&url, &[]).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&format!("host: {authority}\n")), "{body}");
+    let (status, body) = send(&url, &[&authority.to_uppercase()]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body.lines().filter(|l| l.starts_with("host:")).count(), 1, "{body}");
+    // RFC 9113 §8.3.1: a `host` that disagrees with `:authority`, or two of them, is malformed.
+    for (what, hosts) in [("another host", vec!["evil"]), ("two", vec![&authority[..]; 2])] {
+        let (status, body) = send(&url, &hosts).await;
+        assert_eq!(status, 400, "{what}: {body}");
+    }
+    // Without `:authority`, the one `host` field is the Host.
+    let (status, body) = send("/echo", &["shop"]).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("host: shop\n"), "{body}");
+    let m = lb.metrics().await;
+    assert_eq!(m.listeners["web"].elb_4xx, 2);
+    assert_eq!(b.hits.load(Ordering::SeqCst), 3);
+    lb.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }

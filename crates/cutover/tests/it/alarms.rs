@@ -194,3 +194,55 @@ fn an_alarm_that_flaps_once_inside_m_of_n_does_not_roll_back() {
         "{alarm}"
     );
 }
+
+#[test]
+fn a_client_s_malformed_request_to_green_does_not_trip_an_elb_5xx_alarm() {
+    let cluster = Cluster::start(Options {
+        config: "{ name: quick-canary, type: TimeBasedCanary, percentage: 20, interval: 2s }",
+        auto_rollback: ROLLBACK_ON_ALARM,
+        group_extra: "    alarms: [green-elb-5xx]\n    ready_wait: 10m\n    preview: { header: X-Deploy-Version }",
+        top_extra: r#"alarms:
+  - { name: green-elb-5xx, metric: HTTPCode_ELB_5XX_Count, target_group: green, statistic: Sum, period: 1s, evaluation_periods: 1, threshold: 1, comparison: ">=", treat_missing_data: notBreaching }
+"#
+        .into(),
+        ..Options::default()
+    });
+    cluster.apply_and_wait_for_v1();
+    let created = cluster.json(&deploy_args("taskdef-v2.json", "appspec.yaml", &[]));
+    let id = created["id"].as_str().unwrap().to_string();
+    wait_for("green to serve the test listener", Duration::from_secs(30), || {
+        (get(cluster.test, "/").ok()?.1 == "v2").then_some(())
+    });
+
+    // The request of issue 13: pinned to green by the preview header, chunked, with an invalid
+    // chunk size. It is the client's 400, never a 5xx of green's target group.
+    for _ in 0..5 {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(cluster.prod).unwrap();
+        s.write_all(b"POST / HTTP/1.1\r\nHost: shop\r\nX-Deploy-Version: green\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n").unwrap();
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 400 "), "{answer:?}");
+    }
+    // Green's target group counted the five requests: the alarm has seen them.
+    wait_for("green's requests in the metric store", Duration::from_secs(10), || {
+        let view = cluster.json(&[
+            "metrics",
+            "RequestCount",
+            "--target-group",
+            "web-green",
+            "--since",
+            "60",
+        ]);
+        let sum: f64 =
+            view["datapoints"].as_array()?.iter().filter_map(|d| d["value"].as_f64()).sum();
+        (sum >= 5.0).then_some(())
+    });
+    cluster.cli_ok(&["deployments", "continue", &id]);
+    wait_for("the deployment to end", Duration::from_secs(60), || {
+        cluster.deployment(&id)["completed_at"].is_u64().then_some(())
+    });
+    let view = cluster.deployment(&id);
+    assert_eq!(view["status"], "Succeeded", "{view}");
+    assert_eq!(get(cluster.prod, "/").unwrap().1, "v2");
+}
