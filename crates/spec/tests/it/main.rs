@@ -7,6 +7,7 @@ mod cutover_file;
 mod limits;
 mod monitoring;
 mod pipelines;
+mod positions;
 mod seeds;
 mod taskdef;
 
