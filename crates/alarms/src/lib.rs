@@ -50,6 +50,8 @@
 
 pub mod alarm;
 pub mod filter;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod metric;
 pub mod series;
 mod wire;

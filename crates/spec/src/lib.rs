@@ -20,6 +20,8 @@ mod appspec;
 mod cutover_file;
 mod decode;
 mod diag;
+#[doc(hidden)]
+pub mod fuzzing;
 mod json;
 pub mod syntax;
 mod taskdef;

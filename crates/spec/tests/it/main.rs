@@ -4,6 +4,7 @@
 
 mod appspec;
 mod cutover_file;
+mod fuzz_corpus;
 mod limits;
 mod monitoring;
 mod pipelines;
