@@ -23,6 +23,7 @@ mod diag;
 #[doc(hidden)]
 pub mod fuzzing;
 mod json;
+mod references;
 pub mod syntax;
 mod taskdef;
 mod tree;
@@ -42,6 +43,7 @@ pub use cutover_file::{
 };
 pub use decode::ERRORS_MAX;
 pub use diag::{Diagnostic, Errors, Parsed, Severity};
+pub use references::{FileReference, ReferenceKind, file_references, names_a_file};
 pub use taskdef::{
     ContainerDefinition, ContainerDependency, ContainerHealthCheck, DependencyCondition,
     KeyValuePair, PortMapping, TaskDefinition, parse_task_definition, substitute_image_placeholder,

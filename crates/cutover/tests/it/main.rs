@@ -9,6 +9,7 @@ mod bad_input;
 mod docker;
 mod harness;
 mod pipeline;
+mod referenced_files;
 mod release;
 mod restart;
 mod scheduler;
