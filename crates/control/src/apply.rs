@@ -168,13 +168,22 @@ pub async fn apply(
                 });
             }
             None => {
-                let row = engine.store.read(|tx| find_registered(tx, &service.task_definition))?.ok_or_else(|| {
-                    ApiError::bad_request(format!(
-                        "{file_name}: service {}: task_definition `{}` is neither a file next to {file_name} \
-                         nor a registered task definition (`cutover task-definitions list`); fix the path",
-                        service.name, service.task_definition
-                    ))
-                })?;
+                let registered =
+                    engine.store.read(|tx| find_registered(tx, &service.task_definition))?;
+                let Some(row) = registered else {
+                    let pos = spec::task_definition_pos(&request.file.text, index);
+                    let unknown = spec::Diagnostic::error(
+                        &file_name,
+                        pos.unwrap_or_default(),
+                        &format!("services[{index}].task_definition"),
+                        format!(
+                            "no registered task definition `{}` (`cutover task-definitions \
+                             list`); register it, or name a taskdef.json file next to this file",
+                            service.task_definition
+                        ),
+                    );
+                    return Err(ApiError::invalid_file(&file_name, &spec::Errors::one(unknown)));
+                };
                 (serde_json::from_str(&row.body)?, Some(row.revision))
             }
         };

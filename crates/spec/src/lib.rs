@@ -43,7 +43,9 @@ pub use cutover_file::{
 };
 pub use decode::ERRORS_MAX;
 pub use diag::{Diagnostic, Errors, Parsed, Severity};
-pub use references::{FileReference, ReferenceKind, file_references, names_a_file};
+pub use references::{
+    FileReference, ReferenceKind, file_references, names_a_file, task_definition_pos,
+};
 pub use taskdef::{
     ContainerDefinition, ContainerDependency, ContainerHealthCheck, DependencyCondition,
     KeyValuePair, PortMapping, TaskDefinition, parse_task_definition, substitute_image_placeholder,

@@ -69,6 +69,14 @@ pub fn file_references(text: &str) -> Vec<FileReference> {
     out
 }
 
+/// Where `services[index].task_definition` is written in the cutover.yaml `text`, when it parses:
+/// for errors about a task definition named by family (`web:3` not registered).
+pub fn task_definition_pos(text: &str, index: usize) -> Option<Pos> {
+    let doc = tree::parse("", text, Syntax::JsonOrYaml).ok()?;
+    let (_, service) = items(&doc.root, "services").nth(index)?;
+    service.get("task_definition", false).map(|node| node.pos)
+}
+
 fn items<'n>(node: &'n Node, key: &str) -> impl Iterator<Item = (usize, &'n Node)> {
     let list = match node.get(key, false).map(|n| &n.value) {
         Some(Value::Seq(list)) => list.as_slice(),

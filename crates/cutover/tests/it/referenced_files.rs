@@ -89,3 +89,16 @@ fn apply_reports_a_missing_task_definition_at_the_field_that_names_it() {
     // Nothing was applied.
     assert_eq!(cluster.json(&["task-definitions", "list"]).as_array().unwrap().len(), 0);
 }
+
+#[test]
+fn apply_reports_an_unregistered_task_definition_at_the_field_that_names_it() {
+    let cluster = Cluster::start(Options::default());
+    std::fs::write(cluster.path("bad.yaml"), cutover_yaml("web:9")).unwrap();
+    let output = cluster.cli(&["apply", "-f", "bad.yaml"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let expected = "bad.yaml:5:22: services[0].task_definition: no registered task definition \
+                    `web:9` (`cutover task-definitions list`); register it, or name a taskdef.json \
+                    file next to this file";
+    assert!(stderr.contains(expected), "{stderr}");
+}
