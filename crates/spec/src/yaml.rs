@@ -126,17 +126,27 @@ pub fn parse_with(text: &str, options: &YamlOptions) -> Result<Node, SyntaxError
 /// (a lone `\r` starts a line for it), and its error markers are where its scanner stopped.
 struct Lines {
     starts: Vec<usize>,
+    /// How many characters the text has: saphyr's markers can point past the end (after a
+    /// directive at the end of the file), and such a position is the end of the file.
+    end: usize,
 }
 
 impl Lines {
     fn of(text: &str) -> Lines {
         let mut starts = vec![0];
-        starts.extend(text.chars().enumerate().filter(|(_, c)| *c == '\n').map(|(i, _)| i + 1));
-        Lines { starts }
+        let mut end = 0;
+        for (i, c) in text.chars().enumerate() {
+            end = i + 1;
+            if c == '\n' {
+                starts.push(i + 1);
+            }
+        }
+        Lines { starts, end }
     }
 
-    /// The line and column of the character at index `at`.
+    /// The line and column of the character at index `at` (or of the end of the text).
     fn pos(&self, at: usize) -> Pos {
+        let at = at.min(self.end);
         let line = self.starts.partition_point(|&start| start <= at);
         let start = self.starts[line.saturating_sub(1)];
         Pos::new(line, at - start + 1)

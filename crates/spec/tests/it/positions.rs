@@ -164,3 +164,16 @@ fn columns_count_characters_after_tabs_crlf_and_multibyte_text() {
     "#]],
     );
 }
+
+/// Found by the `appspec_yaml` fuzz target: saphyr's error marker for a directive at the end of
+/// the file is past the last character.
+#[test]
+fn an_error_past_the_end_of_the_file_is_reported_at_its_end() {
+    check(
+        "appspec.yaml",
+        "%\u{325}",
+        expect![[r#"
+        appspec.yaml:1:3: invalid YAML: did not find expected <document start>
+    "#]],
+    );
+}
