@@ -54,6 +54,8 @@
 pub mod alarm;
 pub mod counter;
 pub mod filter;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod metric;
 pub mod series;
 mod wire;

@@ -7,7 +7,7 @@ use std::fmt;
 use spec::syntax::{
     Cx, Field, Fields, Format, Node, Other, Pos, Value, YamlOptions, child_key, quote,
 };
-use spec::{Diagnostic, Errors, FILE_SIZE_MAX, Parsed};
+use spec::{Diagnostic, Errors, Parsed};
 
 use crate::glob::Glob;
 
@@ -242,17 +242,7 @@ pub fn parse_buildspec(file: &str, text: &str) -> Result<Parsed<BuildSpec>, Erro
     let one = |pos: Pos, path: &str, message: String| {
         Errors::one(Diagnostic::error(file, pos, path, message))
     };
-    if text.len() > FILE_SIZE_MAX {
-        return Err(one(
-            Pos::UNKNOWN,
-            "",
-            format!(
-                "the file is {} bytes, more than the {FILE_SIZE_MAX}-byte (1 MiB) limit; is this \
-                 the right file?",
-                text.len()
-            ),
-        ));
-    }
+    spec::check_file_size(file, text.len() as u64)?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     if text.trim().is_empty() {
         return Err(one(
@@ -802,7 +792,7 @@ fn read_commands(cx: &mut Cx<'_>, field: &Field<'_>) -> Vec<Command> {
                         "an empty command; write a command or remove the line",
                     );
                 } else {
-                    out.push(Command { text, line: item.pos.line as usize });
+                    out.push(Command { text, line: item.pos.line() as usize });
                 }
             }
         }

@@ -307,7 +307,7 @@ fn load(file: &str, text: &str, max: usize, example: &str) -> Result<Node, Error
     let one = |pos: Pos, message: String| Errors::one(Diagnostic::error(file, pos, "", message));
     if text.len() > max {
         return Err(one(
-            Pos::UNKNOWN,
+            Pos::START,
             format!("the file is {} bytes, more than the {max}-byte limit", text.len()),
         ));
     }
@@ -336,7 +336,7 @@ fn load(file: &str, text: &str, max: usize, example: &str) -> Result<Node, Error
 }
 
 fn from_json(v: &serde_json::Value) -> Node {
-    let node = |value: Value, raw: String| Node { pos: Pos::UNKNOWN, value, raw };
+    let node = |value: Value, raw: String| Node { pos: Pos::START, value, raw };
     match v {
         serde_json::Value::Null => node(Value::Null, String::new()),
         serde_json::Value::Bool(b) => node(Value::Bool(*b), b.to_string()),
@@ -353,7 +353,7 @@ fn from_json(v: &serde_json::Value) -> Node {
                 map.iter()
                     .map(|(k, v)| Entry {
                         key: k.clone(),
-                        key_pos: Pos::UNKNOWN,
+                        key_pos: Pos::START,
                         value: from_json(v),
                     })
                     .collect(),

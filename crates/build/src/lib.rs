@@ -7,6 +7,8 @@
 
 mod artifacts;
 mod buildspec;
+#[doc(hidden)]
+pub mod fuzzing;
 mod glob;
 mod image;
 mod runner;

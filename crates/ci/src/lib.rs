@@ -56,9 +56,12 @@ pub mod api;
 mod artifacts;
 mod def;
 mod driver;
+#[doc(hidden)]
+pub mod fuzzing;
 mod git;
 mod githttp;
 mod jobs;
+mod push_event;
 mod routes;
 mod webhook;
 

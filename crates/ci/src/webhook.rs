@@ -12,6 +12,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::api::WebhookResult;
+use crate::push_event::{Payload, PushEvent, read_payload};
 use crate::routes::error;
 use crate::{Shared, git};
 
@@ -80,33 +81,14 @@ pub async fn handle(
         .iter()
         .find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()))
         .unwrap_or("push");
-    if event != "push" {
-        return ignored(&format!("`{event}` events do not start pipelines"));
-    }
-    let Ok(payload) = serde_json::from_slice::<serde_json::Value>(&body) else {
-        return error(StatusCode::BAD_REQUEST, "the push event is not JSON".into());
+    let (branch, after, pushed_by) = match read_payload(event, &body) {
+        Ok(Payload::Push(PushEvent { branch, commit, pushed_by })) => (branch, commit, pushed_by),
+        Ok(Payload::Ignored(why)) => return ignored(&why),
+        Err(err) => return error(StatusCode::BAD_REQUEST, err.to_string()),
     };
-    let s = |v: &serde_json::Value| v.as_str().map(str::to_string);
-    let Some(r) = s(&payload["ref"]) else {
-        return error(StatusCode::BAD_REQUEST, "the push event has no `ref`".into());
-    };
-    let Some(branch) = r.strip_prefix("refs/heads/").map(str::to_string) else {
-        return ignored("not a branch push");
-    };
-    let after = s(&payload["after"]).unwrap_or_default();
-    if after.is_empty() || after.bytes().all(|b| b == b'0') {
-        return ignored("branch deleted");
-    }
-    if !git::is_commit_id(&after) {
-        return error(StatusCode::BAD_REQUEST, "`after` is not a commit id".into());
-    }
     if !def.triggers_on(&branch) {
         return ignored(&format!("branch `{branch}` does not start this pipeline"));
     }
-    let pushed_by = s(&payload["pusher"]["name"])
-        .or_else(|| s(&payload["pusher"]["login"]))
-        .or_else(|| s(&payload["sender"]["login"]))
-        .unwrap_or_default();
     let mirror = inner.mirror_dir(&name);
     let (m, b, a) = (mirror.clone(), branch.clone(), after.clone());
     let fetched = tokio::task::spawn_blocking(move || {

@@ -145,17 +145,45 @@ pub async fn apply(
 
     // Resolve every service's task definition before anything else.
     let mut service_tds: BTreeMap<String, (spec::TaskDefinition, Option<u32>)> = BTreeMap::new();
-    for service in &file.services {
+    let references = spec::file_references(&request.file.text);
+    for (index, service) in file.services.iter().enumerate() {
         let td = match request.referenced.get(&service.task_definition) {
             Some(upload) => (load_task_definition(upload)?, None),
+            None if spec::names_a_file(&service.task_definition) => {
+                // The client sends every referenced file it finds: this one is not there.
+                let field = format!("services[{index}].task_definition");
+                let reference = references.iter().find(|r| r.field == field);
+                return Err(match (reference, &request.file.base_dir) {
+                    (Some(reference), Some(base)) => {
+                        let looked_at = Path::new(base).join(&reference.path);
+                        let missing =
+                            reference.missing(&file_name, &looked_at.display().to_string());
+                        ApiError::invalid_file(&file_name, &spec::Errors::one(missing))
+                    }
+                    _ => ApiError::bad_request(format!(
+                        "{file_name}: {field}: task definition file `{}` was not sent with the \
+                         file; apply with `cutover apply -f`, which sends the files it names",
+                        service.task_definition
+                    )),
+                });
+            }
             None => {
-                let row = engine.store.read(|tx| find_registered(tx, &service.task_definition))?.ok_or_else(|| {
-                    ApiError::bad_request(format!(
-                        "{file_name}: service {}: task_definition `{}` is neither a file next to {file_name} \
-                         nor a registered task definition (`cutover task-definitions list`); fix the path",
-                        service.name, service.task_definition
-                    ))
-                })?;
+                let registered =
+                    engine.store.read(|tx| find_registered(tx, &service.task_definition))?;
+                let Some(row) = registered else {
+                    let pos = spec::task_definition_pos(&request.file.text, index);
+                    let unknown = spec::Diagnostic::error(
+                        &file_name,
+                        pos.unwrap_or_default(),
+                        &format!("services[{index}].task_definition"),
+                        format!(
+                            "no registered task definition `{}` (`cutover task-definitions \
+                             list`); register it, or name a taskdef.json file next to this file",
+                            service.task_definition
+                        ),
+                    );
+                    return Err(ApiError::invalid_file(&file_name, &spec::Errors::one(unknown)));
+                };
                 (serde_json::from_str(&row.body)?, Some(row.revision))
             }
         };

@@ -654,23 +654,29 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 /// Reads a file for the API, with the directory it came from.
 fn upload(path: &Path) -> anyhow::Result<FileUpload> {
-    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    // Read one byte past the limit so that `text_from_bytes` reports an oversized file without
-    // this process ever holding more than that.
-    let mut bytes = Vec::new();
-    file.take(spec::FILE_SIZE_MAX as u64 + 1)
-        .read_to_end(&mut bytes)
-        .with_context(|| format!("reading {}", path.display()))?;
     let name = path.display().to_string();
-    let text = spec::text_from_bytes(&name, &bytes)
-        .map_err(|errors| anyhow::anyhow!("{errors}"))?
-        .to_string();
+    let text = read_text(path, &name)?;
     let base_dir = path
         .parent()
         .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
         .and_then(|p| p.canonicalize().ok())
         .map(|p| p.display().to_string());
     Ok(FileUpload { name, text, base_dir })
+}
+
+/// A file's text, refused with a positioned error when it is over the size limit (its real size,
+/// from the disk, before reading) or not UTF-8.
+fn read_text(path: &Path, name: &str) -> anyhow::Result<String> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let len = file.metadata().with_context(|| format!("reading {}", path.display()))?.len();
+    spec::check_file_size(name, len).map_err(|errors| anyhow::anyhow!("{errors}"))?;
+    // Read one byte past the limit all the same: the file may grow between the two.
+    let mut bytes = Vec::new();
+    file.take(spec::FILE_SIZE_MAX as u64 + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let text = spec::text_from_bytes(name, &bytes).map_err(|errors| anyhow::anyhow!("{errors}"))?;
+    Ok(text.to_string())
 }
 
 fn apply(client: &Client, file: &Path, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
@@ -707,6 +713,8 @@ fn validate(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
             Some(spec::FileKind::Buildspec) => {
                 build::parse_buildspec(&file.name, &file.text).map(|parsed| parsed.notes)
             }
+            Some(spec::FileKind::CutoverFile) => spec::validate(&file.name, &file.text)
+                .and_then(|notes| check_referenced_files(path, &file, notes)),
             _ => spec::validate(&file.name, &file.text),
         };
         match result {
@@ -723,6 +731,40 @@ fn validate(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// The files a valid cutover.yaml names must be there, and the task definitions among them
+/// valid: `notes` with theirs added, or every error (a missing file at the field that names it,
+/// a bad task definition in its own file).
+fn check_referenced_files(
+    path: &Path,
+    file: &FileUpload,
+    mut notes: Vec<spec::Diagnostic>,
+) -> Result<Vec<spec::Diagnostic>, spec::Errors> {
+    let base = path.parent().unwrap_or(Path::new(""));
+    let mut errors = Vec::new();
+    for reference in spec::file_references(&file.text) {
+        let target = base.join(&reference.path);
+        if !target.is_file() {
+            errors.push(reference.missing(&file.name, &target.display().to_string()));
+            continue;
+        }
+        if reference.kind != spec::ReferenceKind::TaskDefinition {
+            continue;
+        }
+        let name = target.display().to_string();
+        let parsed = match read_text(&target, &name) {
+            Ok(text) => spec::parse_task_definition(&name, &text).map(|parsed| parsed.notes),
+            Err(err) => {
+                Err(spec::Errors::one(reference.unreadable(&file.name, &format!("{err:#}"))))
+            }
+        };
+        match parsed {
+            Ok(more) => notes.extend(more),
+            Err(more) => errors.extend(more.0),
+        }
+    }
+    if errors.is_empty() { Ok(notes) } else { Err(spec::Errors(errors)) }
 }
 
 fn down(client: &Client, data_dir: &Path) -> anyhow::Result<ExitCode> {

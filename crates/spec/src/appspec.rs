@@ -441,7 +441,7 @@ fn hooks(cx: &mut Cx<'_>, fl: &Field<'_>) -> Option<BTreeMap<LifecycleEvent, Str
             ok = false;
             continue;
         }
-        first_line.insert(event, entry.key_pos.line);
+        first_line.insert(event, entry.key_pos.line());
         out.insert(event, name);
     }
     ok.then_some(out)
@@ -549,7 +549,8 @@ pub fn check_appspec_against(
 }
 
 /// The position and path of `Properties.LoadBalancerInfo.<field>` in an AppSpec's text; unknown
-/// when the text does not parse (the caller passed text that does not match the parsed value).
+/// when the text does not parse (the caller passed text that does not match the parsed value),
+/// the start of the file.
 fn locate_lb_field(text: &str, field: &str) -> (Pos, String) {
     locate(text, &["Properties", "LoadBalancerInfo", field])
 }
@@ -560,7 +561,7 @@ fn locate(text: &str, keys: &[&str]) -> (Pos, String) {
         for k in keys {
             path = child_key(&path, k);
         }
-        (Pos::UNKNOWN, path)
+        (Pos::START, path)
     };
     let Ok(doc) = tree::parse("", text, Syntax::JsonOrYaml) else { return fallback() };
     let Some(resources) = doc

@@ -551,7 +551,7 @@ fn service(cx: &mut Cx<'_>, node: &Node, path: &str) -> (Option<ServiceSpec>, Se
         )
         .and_then(|t| {
             let s = cx.nonempty(t.node, &t.path)?;
-            let is_path = s.to_ascii_lowercase().ends_with(".json") || s.contains('/');
+            let is_path = crate::names_a_file(&s);
             let is_registered = matches!(
                 TaskDefinitionRef::parse(&s),
                 Ok(TaskDefinitionRef::Latest { .. } | TaskDefinitionRef::Revision { .. })

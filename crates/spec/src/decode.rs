@@ -22,6 +22,16 @@ pub struct Cx<'f> {
     pub as_written: bool,
     errors: Vec<Diagnostic>,
     notes: Vec<Diagnostic>,
+    /// Missing required fields held back because a key of their map looks like a misspelling of
+    /// them: dropped when [`Fields::finish_with`] reports that key as unknown (its "did you mean"
+    /// says it all), reported by [`Cx::finish`] otherwise (the key was another, known field).
+    missing: Vec<HeldMissing>,
+}
+
+struct HeldMissing {
+    error: Diagnostic,
+    /// Where the keys that look like misspellings of the missing field were written.
+    suspects: Vec<Pos>,
 }
 
 /// What a unitless number means in a duration field.
@@ -44,6 +54,7 @@ impl<'f> Cx<'f> {
             as_written: false,
             errors: Vec::new(),
             notes: Vec::new(),
+            missing: Vec::new(),
         }
     }
 
@@ -55,23 +66,36 @@ impl<'f> Cx<'f> {
         self.notes.push(Diagnostic::note(self.file, pos, path, message));
     }
 
+    /// The key at `key_pos` is reported as an error of its own: a missing field it looks like a
+    /// misspelling of goes unsaid.
+    fn drop_missing_misspelt_as(&mut self, key_pos: Pos) {
+        self.missing.retain(|held| !held.suspects.contains(&key_pos));
+    }
+
     pub fn error_count(&self) -> usize {
-        self.errors.len()
+        self.errors.len() + self.missing.len()
     }
 
     /// The parsed value with its notes, or every error in file order.
     pub fn finish<T>(self, value: Option<T>) -> Result<Parsed<T>, Errors> {
-        let Cx { file, mut errors, mut notes, .. } = self;
+        let Cx { file, mut errors, mut notes, missing, .. } = self;
+        errors.extend(missing.into_iter().map(|held| held.error));
         match value {
             Some(value) if errors.is_empty() => {
-                notes.sort_by_key(|d| (d.line, d.column));
+                notes.sort_by_key(|d| d.pos);
                 Ok(Parsed { value, notes })
             }
             _ => {
                 if errors.is_empty() {
                     // A getter returned None without saying why: a bug, reported rather
-                    // than hidden.
-                    errors.push(Diagnostic::error(file, Pos::UNKNOWN, "", "invalid file"));
+                    // than hidden (and still at a place in the file, as every diagnostic is).
+                    errors.push(Diagnostic::error(
+                        file,
+                        Pos::START,
+                        "",
+                        "cutover could not read this file but found no error to report; this \
+                         is a bug in cutover, please report it with the file",
+                    ));
                 }
                 Err(sorted_errors(file, errors))
             }
@@ -400,16 +424,18 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 fn sorted_errors(file: &str, mut errors: Vec<Diagnostic>) -> Errors {
-    errors.sort_by_key(|d| (d.line, d.column));
+    errors.sort_by_key(|d| d.pos);
     errors.dedup();
     if errors.len() > ERRORS_MAX {
         let more = errors.len() - ERRORS_MAX;
+        // At the first error not shown, so that the line says where the rest begin.
+        let next = errors[ERRORS_MAX].pos;
         errors.truncate(ERRORS_MAX);
         errors.push(Diagnostic::error(
             file,
-            Pos::UNKNOWN,
+            next,
             "",
-            format!("{more} more errors not shown; fix these first"),
+            format!("{more} more errors from here on not shown; fix these first"),
         ));
     }
     Errors(errors)
@@ -487,7 +513,7 @@ impl<'n> Fields<'n> {
                     // Only reachable when keys are case-insensitive: the tree rejects exact
                     // duplicates.
                     let e = &self.entries[i];
-                    let first_line = self.entries[first].key_pos.line;
+                    let first_line = self.entries[first].key_pos.line();
                     cx.error(
                         e.key_pos,
                         &child_key(&self.path, &e.key),
@@ -511,23 +537,32 @@ impl<'n> Fields<'n> {
     /// The field `key`, or an error at the map saying that it is missing and how to add it.
     pub fn require(&mut self, cx: &mut Cx<'_>, key: &str, advice: &str) -> Option<Field<'n>> {
         let field = self.field(cx, key);
-        // A misspelling of the field is reported by `finish` with "did you mean"; saying that it
-        // is missing too would be the same mistake twice.
-        let misspelt = || {
-            self.entries
-                .iter()
-                .zip(&self.used)
-                .any(|(e, used)| !used && suggest(&e.key, [key]).is_some())
-        };
-        if field.is_none() && !misspelt() {
-            let mut message = format!("missing required field `{key}`");
-            if !advice.is_empty() {
-                message.push_str("; ");
-                message.push_str(advice);
-            }
-            cx.error(self.pos, &child_key(&self.path, key), message);
+        if field.is_some() {
+            return field;
         }
-        field
+        let mut message = format!("missing required field `{key}`");
+        if !advice.is_empty() {
+            message.push_str("; ");
+            message.push_str(advice);
+        }
+        let error = Diagnostic::error(cx.file, self.pos, &child_key(&self.path, key), message);
+        // A misspelling of the field is reported by `finish` with "did you mean"; saying that it
+        // is missing too would be the same mistake twice. But a key that merely looks like it
+        // (`ContainerPort` next to a missing `ContainerName`) may be a field of its own, read
+        // later: whether it was is only known at `finish`, so the error waits until then.
+        let suspects: Vec<Pos> = self
+            .entries
+            .iter()
+            .zip(&self.used)
+            .filter(|(e, used)| !**used && suggest(&e.key, [key]).is_some())
+            .map(|(e, _)| e.key_pos)
+            .collect();
+        if suspects.is_empty() {
+            cx.errors.push(error);
+        } else {
+            cx.missing.push(HeldMissing { error, suspects });
+        }
+        None
     }
 
     /// Reports what was not taken: fields cutover knows but does not use get a note with the
@@ -560,6 +595,7 @@ impl<'n> Fields<'n> {
                     continue;
                 }
                 Some(Other::Misplaced(_, advice)) => {
+                    cx.drop_missing_misspelt_as(entry.key_pos);
                     cx.error(
                         entry.key_pos,
                         &path,
@@ -590,6 +626,7 @@ impl<'n> Fields<'n> {
                     message.push_str(&format!("; expected one of: {}", listed.join(", ")));
                 }
             }
+            cx.drop_missing_misspelt_as(entry.key_pos);
             cx.error(entry.key_pos, &path, message);
         }
     }

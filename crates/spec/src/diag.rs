@@ -1,6 +1,7 @@
 //! Diagnostics: what a parse reports, where (file, line, column, field path), and how it prints.
 
 use std::fmt;
+use std::num::NonZeroU32;
 
 /// How serious a diagnostic is. Errors make a parse fail; notes only inform.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -11,15 +12,14 @@ pub enum Severity {
 
 /// One finding about a file.
 ///
-/// `line` and `column` are 1-based (the column counts characters, not bytes) and 0 when unknown.
-/// `path` is the field path inside the document, like
+/// `pos` is where in the file, always a real line and column (a [`Pos`] cannot be 0:0), so a
+/// reader can always jump to it. `path` is the field path inside the document, like
 /// `containerDefinitions[0].portMappings[0].containerPort`; empty when the finding is about the
-/// whole file.
+/// whole file (then `pos` is where the problem shows, or 1:1).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Diagnostic {
     pub file: String,
-    pub line: usize,
-    pub column: usize,
+    pub pos: Pos,
     pub path: String,
     pub message: String,
     pub severity: Severity,
@@ -37,18 +37,21 @@ impl Diagnostic {
     }
 
     fn new(severity: Severity, file: &str, pos: Pos, path: &str, message: String) -> Diagnostic {
-        Diagnostic {
-            file: file.to_string(),
-            line: pos.line as usize,
-            column: pos.column as usize,
-            path: path.to_string(),
-            message,
-            severity,
-        }
+        Diagnostic { file: file.to_string(), pos, path: path.to_string(), message, severity }
     }
 
     pub fn is_error(&self) -> bool {
         self.severity == Severity::Error
+    }
+
+    /// 1-based, never 0.
+    pub fn line(&self) -> usize {
+        self.pos.line() as usize
+    }
+
+    /// 1-based, in characters, never 0.
+    pub fn column(&self) -> usize {
+        self.pos.column() as usize
     }
 }
 
@@ -59,7 +62,7 @@ impl fmt::Display for Diagnostic {
         if self.severity == Severity::Note {
             f.write_str("note: ")?;
         }
-        write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;
+        write!(f, "{}:{}:{}: ", self.file, self.pos.line(), self.pos.column())?;
         if !self.path.is_empty() {
             write!(f, "{}: ", self.path)?;
         }
@@ -98,19 +101,41 @@ pub struct Parsed<T> {
     pub notes: Vec<Diagnostic>,
 }
 
-/// A 1-based line and column (in characters); `Pos::UNKNOWN` is 0:0.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// A place in a file: a 1-based line and column (in characters, as editors count them).
+///
+/// Neither can be 0, by construction: every diagnostic is built from a `Pos`, so none can lack a
+/// position. A finding about the whole file (its size, its encoding) is at [`Pos::START`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Pos {
-    pub line: u32,
-    pub column: u32,
+    line: NonZeroU32,
+    column: NonZeroU32,
 }
 
 impl Pos {
-    pub const UNKNOWN: Pos = Pos { line: 0, column: 0 };
+    /// 1:1, the start of the file.
+    pub const START: Pos = Pos { line: NonZeroU32::MIN, column: NonZeroU32::MIN };
 
+    /// Line and column from 1-based counts. Parsers count from 1; a 0 (which none produces) is
+    /// taken as 1 rather than making a position that points nowhere.
     pub fn new(line: usize, column: usize) -> Pos {
-        let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-        Pos { line: clamp(line), column: clamp(column) }
+        let one_based = |n: usize| {
+            NonZeroU32::new(u32::try_from(n).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN)
+        };
+        Pos { line: one_based(line), column: one_based(column) }
+    }
+
+    pub fn line(self) -> u32 {
+        self.line.get()
+    }
+
+    pub fn column(self) -> u32 {
+        self.column.get()
+    }
+}
+
+impl Default for Pos {
+    fn default() -> Pos {
+        Pos::START
     }
 }
 
@@ -187,7 +212,8 @@ mod tests {
     fn notes_and_empty_paths_render() {
         let note = Diagnostic::note("a.json", Pos::new(2, 5), "x", "ignored");
         assert_eq!(note.to_string(), "note: a.json:2:5: x: ignored");
-        let whole = Diagnostic::error("a.json", Pos::UNKNOWN, "", "too big");
-        assert_eq!(whole.to_string(), "a.json:0:0: too big");
+        let whole = Diagnostic::error("a.json", Pos::START, "", "too big");
+        assert_eq!(whole.to_string(), "a.json:1:1: too big");
+        assert_eq!(Pos::new(0, 0), Pos::START);
     }
 }

@@ -81,6 +81,7 @@ impl Parser<'_> {
     fn describe_here(&self) -> String {
         match self.text[self.at..].chars().next() {
             None => "end of file".to_string(),
+            Some('\0') => "a NUL character (U+0000)".to_string(),
             Some(c) if c.is_control() => format!("character U+{:04X}", c as u32),
             Some(c) => format!("`{c}`"),
         }
@@ -214,7 +215,7 @@ impl Parser<'_> {
             self.at += 1;
             self.skip_space()?;
             if let Some(first) = seen.get(&key) {
-                let line = first.line;
+                let line = first.line();
                 self.path.push(Seg::Key(key.clone()));
                 let err = self.error_at(
                     key_offset,
@@ -471,16 +472,16 @@ mod tests {
 
     fn err(text: &str) -> String {
         let e = parse(text).unwrap_err();
-        format!("{}:{}: {}: {}", e.pos.line, e.pos.column, e.path, e.message)
+        format!("{}:{}: {}: {}", e.pos.line(), e.pos.column(), e.path, e.message)
     }
 
     #[test]
     fn values_keep_their_positions() {
         let root = parse("{\n  \"a\": [1, \"é\", {\"b\": null}],\n  \"c\": -2.5e1\n}").unwrap();
         let Value::Map(entries) = &root.value else { panic!("not a map") };
-        assert_eq!((entries[0].key_pos.line, entries[0].key_pos.column), (2, 3));
+        assert_eq!((entries[0].key_pos.line(), entries[0].key_pos.column()), (2, 3));
         let Value::Seq(items) = &entries[0].value.value else { panic!("not a seq") };
-        assert_eq!((items[2].pos.line, items[2].pos.column), (2, 17));
+        assert_eq!((items[2].pos.line(), items[2].pos.column()), (2, 17));
         assert_eq!(entries[1].value.value, Value::Float(-25.0));
     }
 

@@ -7,7 +7,8 @@
 //! Every diagnostic names the file, the line and column (1-based, in characters), the field path
 //! (`containerDefinitions[0].portMappings[0].containerPort`) and what to do about it.
 //!
-//! Limits: files over [`FILE_SIZE_MAX`] (1 MiB) are refused before parsing; nesting is capped at
+//! Limits: files over [`FILE_SIZE_MAX`] (1 MiB) are refused before parsing ([`check_file_size`]
+//! with the size on disk, before reading); nesting is capped at
 //! [`DEPTH_MAX`]; YAML aliases may add at most [`ALIAS_NODES_MAX`] values (billion-laughs files
 //! fail fast); [`text_from_bytes`] turns raw bytes into text with the size and UTF-8 checks done
 //! first.
@@ -19,7 +20,10 @@ mod appspec;
 mod cutover_file;
 mod decode;
 mod diag;
+#[doc(hidden)]
+pub mod fuzzing;
 mod json;
+mod references;
 pub mod syntax;
 mod taskdef;
 mod tree;
@@ -39,9 +43,12 @@ pub use cutover_file::{
 };
 pub use decode::ERRORS_MAX;
 pub use diag::{Diagnostic, Errors, Parsed, Severity};
+pub use references::{
+    FileReference, ReferenceKind, file_references, names_a_file, task_definition_pos,
+};
 pub use taskdef::{
     ContainerDefinition, ContainerDependency, ContainerHealthCheck, DependencyCondition,
     KeyValuePair, PortMapping, TaskDefinition, parse_task_definition, substitute_image_placeholder,
 };
-pub use tree::{ALIAS_NODES_MAX, DEPTH_MAX, FILE_SIZE_MAX};
+pub use tree::{ALIAS_NODES_MAX, DEPTH_MAX, FILE_SIZE_MAX, check_file_size};
 pub use validate::{FileKind, detect_kind, text_from_bytes, validate};

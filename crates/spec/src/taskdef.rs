@@ -446,7 +446,7 @@ fn check_containers(cx: &mut Cx<'_>, fl: &Field<'_>, metas: &[ContainerMeta]) {
                     ),
                 );
             } else {
-                first_seen.insert(name, pos.line);
+                first_seen.insert(name, pos.line());
             }
         }
     }
@@ -678,7 +678,7 @@ fn environment(cx: &mut Cx<'_>, fl: &Field<'_>) -> Option<Vec<KeyValuePair>> {
                         format!("`{name}` is also set on line {line}; the last value wins"),
                     );
                 }
-                first_seen.insert(name.clone(), n.node.pos.line);
+                first_seen.insert(name.clone(), n.node.pos.line());
                 out.push(KeyValuePair { name, value: value.unwrap_or_default() });
             }
             _ => ok = false,

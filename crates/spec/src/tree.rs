@@ -117,20 +117,33 @@ pub(crate) fn parse(file: &str, text: &str, syntax: Syntax) -> Result<Document, 
     Ok(Document { format, root })
 }
 
-pub(crate) fn check_size(file: &str, len: usize) -> Result<(), Errors> {
-    if len > FILE_SIZE_MAX {
-        return Err(Errors::one(Diagnostic::error(
-            file,
-            Pos::UNKNOWN,
-            "",
-            format!(
-                "the file is {} bytes, more than the {FILE_SIZE_MAX}-byte (1 MiB) limit; is this \
-                 the right file?",
-                len
-            ),
-        )));
+/// Refuses a file over [`FILE_SIZE_MAX`], saying its real size: call it with the length on disk
+/// before reading (a reader that stops one byte past the limit would otherwise report that).
+pub fn check_file_size(file: &str, len: u64) -> Result<(), Errors> {
+    if len <= FILE_SIZE_MAX as u64 {
+        return Ok(());
     }
-    Ok(())
+    Err(Errors::one(Diagnostic::error(
+        file,
+        Pos::START,
+        "",
+        format!(
+            "the file is {} ({len} bytes), more than the 1 MiB ({FILE_SIZE_MAX}-byte) limit; is \
+             this the right file?",
+            human_size(len)
+        ),
+    )))
+}
+
+pub(crate) fn check_size(file: &str, len: usize) -> Result<(), Errors> {
+    check_file_size(file, len as u64)
+}
+
+/// `1.0 MiB`, `50.0 MiB`, `2.5 GiB`: sizes above the limit, for a message.
+fn human_size(len: u64) -> String {
+    const MIB: f64 = 1024.0 * 1024.0;
+    let mib = len as f64 / MIB;
+    if mib >= 1024.0 { format!("{:.1} GiB", mib / 1024.0) } else { format!("{mib:.1} MiB") }
 }
 
 /// A syntax error with the path of the innermost container being parsed when it happened.

@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use saphyr_parser::{Event, Parser, ScalarStyle, Span, Tag};
+use saphyr_parser::{Event, Marker, Parser, ScalarStyle, Span, Tag};
 
 use crate::diag::Pos;
 use crate::tree::{ALIAS_NODES_MAX, DEPTH_MAX, Entry, Node, Seg, SyntaxError, Value, render_path};
@@ -73,6 +73,7 @@ enum Frame {
 
 struct Builder<'o> {
     options: &'o YamlOptions,
+    lines: Lines,
     stack: Vec<Frame>,
     /// Completed anchored nodes and how many nodes each holds.
     anchors: HashMap<usize, (Node, usize)>,
@@ -91,8 +92,14 @@ pub(crate) fn parse(text: &str) -> Result<Node, SyntaxError> {
 /// Parses one YAML document (JSON included: it is YAML's flow style) into a positioned tree,
 /// every scalar keeping the text it was written as in [`Node::raw`].
 pub fn parse_with(text: &str, options: &YamlOptions) -> Result<Node, SyntaxError> {
+    let lines = Lines::of(text);
+    if let Some((at, c)) = first_unprintable(text) {
+        let pos = lines.pos(at);
+        return Err(SyntaxError { pos, path: String::new(), message: unprintable_message(c) });
+    }
     let mut b = Builder {
         options,
+        lines,
         stack: Vec::new(),
         anchors: HashMap::new(),
         copied_nodes: 0,
@@ -101,17 +108,105 @@ pub fn parse_with(text: &str, options: &YamlOptions) -> Result<Node, SyntaxError
     };
     for event in Parser::new_from_str(text) {
         let (event, span) = event.map_err(|e| {
-            let m = e.marker();
-            b.error(Pos::new(m.line(), m.col() + 1), yaml_hint(e.info(), options))
+            let at = if is_about_a_tab(e.info()) {
+                nearest_tab(text, *e.marker())
+            } else {
+                e.marker().index()
+            };
+            b.error(b.lines.pos(at), yaml_hint(e.info(), options))
         })?;
         b.event(event, span)?;
     }
-    Ok(b.root.unwrap_or(Node { pos: Pos::new(1, 1), value: Value::Null, raw: String::new() }))
+    Ok(b.root.unwrap_or(Node { pos: Pos::START, value: Value::Null, raw: String::new() }))
+}
+
+/// Where each line starts, in characters, so that positions come from saphyr's character index
+/// and are counted as editors count them: lines end at `\n` (a `\r` before it is part of the
+/// line end), columns are characters since the line start. saphyr's own line and column differ
+/// (a lone `\r` starts a line for it), and its error markers are where its scanner stopped.
+struct Lines {
+    starts: Vec<usize>,
+    /// How many characters the text has: saphyr's markers can point past the end (after a
+    /// directive at the end of the file), and such a position is the end of the file.
+    end: usize,
+}
+
+impl Lines {
+    fn of(text: &str) -> Lines {
+        let mut starts = vec![0];
+        let mut end = 0;
+        for (i, c) in text.chars().enumerate() {
+            end = i + 1;
+            if c == '\n' {
+                starts.push(i + 1);
+            }
+        }
+        Lines { starts, end }
+    }
+
+    /// The line and column of the character at index `at` (or of the end of the text).
+    fn pos(&self, at: usize) -> Pos {
+        let at = at.min(self.end);
+        let line = self.starts.partition_point(|&start| start <= at);
+        let start = self.starts[line.saturating_sub(1)];
+        Pos::new(line, at - start + 1)
+    }
+}
+
+/// The character index of the tab a saphyr tab error is about: saphyr stops its scanner before
+/// or after it (at the end of the scalar the tab follows, or just past an indenting tab), so the
+/// tab is the last one on the marker's line up to the marker, or else the next one after it.
+fn nearest_tab(text: &str, marker: Marker) -> usize {
+    let at = marker.index();
+    let line_start = at.saturating_sub(marker.col());
+    let mut before = None;
+    for (i, c) in text.chars().enumerate().skip(line_start) {
+        match c {
+            '\t' if i <= at => before = Some(i),
+            '\t' => return before.unwrap_or(i),
+            _ if i > at && before.is_some() => break,
+            _ => {}
+        }
+    }
+    before.unwrap_or(at)
+}
+
+/// The first character YAML does not allow anywhere in a file (C0 controls other than tab and
+/// line ends, DEL, C1 controls other than NEL, U+FFFE and U+FFFF), with its character index.
+/// saphyr calls these "unprintable" at wherever its scanner is; this names them at their place.
+fn first_unprintable(text: &str) -> Option<(usize, char)> {
+    text.chars().enumerate().find(|(_, c)| {
+        let c = *c as u32;
+        (c < 0x20 && !matches!(c, 0x09 | 0x0A | 0x0D))
+            || (0x7F..=0x9F).contains(&c) && c != 0x85
+            || c == 0xFFFE
+            || c == 0xFFFF
+    })
+}
+
+fn unprintable_message(c: char) -> String {
+    if c == '\0' {
+        "a NUL character (U+0000), which YAML does not allow; remove it (is this a binary file, \
+         or one saved as UTF-16?)"
+            .to_string()
+    } else {
+        format!(
+            "control character U+{:04X}, which YAML does not allow; remove it (inside double \
+             quotes it can be written as an escape, like \"\\x{:02X}\")",
+            c as u32, c as u32
+        )
+    }
+}
+
+/// Whether a saphyr message is about a tab ("found a tab", "tabs disallowed…"; not
+/// "unprintable").
+fn is_about_a_tab(info: &str) -> bool {
+    info.split(|c: char| !c.is_ascii_alphabetic()).any(|word| word == "tab" || word == "tabs")
 }
 
 /// saphyr's messages, with advice for the mistakes people make most.
 fn yaml_hint(info: &str, options: &YamlOptions) -> String {
-    if info.contains("tab") {
+    if is_about_a_tab(info) {
         format!("invalid YAML: {info}; indent with spaces, YAML does not allow tabs there")
     } else if let Some(hint) = options.recursion_hint
         && info.contains("recursion limit")
@@ -128,11 +223,11 @@ fn yaml_hint(info: &str, options: &YamlOptions) -> String {
     }
 }
 
-fn pos_of(span: &Span) -> Pos {
-    Pos::new(span.start.line(), span.start.col() + 1)
-}
-
 impl Builder<'_> {
+    fn pos_of(&self, span: &Span) -> Pos {
+        self.lines.pos(span.start.index())
+    }
+
     fn path(&self) -> String {
         let mut segs = Vec::new();
         for frame in &self.stack {
@@ -154,7 +249,7 @@ impl Builder<'_> {
     }
 
     fn event(&mut self, event: Event<'_>, span: Span) -> Result<(), SyntaxError> {
-        let pos = pos_of(&span);
+        let pos = self.pos_of(&span);
         match event {
             Event::StreamStart | Event::StreamEnd | Event::DocumentEnd | Event::Nothing => Ok(()),
             Event::DocumentStart(_) => {
@@ -267,7 +362,7 @@ impl Builder<'_> {
         }
         let duplicate = match self.stack.last() {
             Some(Frame::Map { keys, entries, .. }) if keys.contains(&key) => {
-                entries.iter().find(|e| e.key == key).map(|e| e.key_pos.line)
+                entries.iter().find(|e| e.key == key).map(|e| e.key_pos.line())
             }
             _ => None,
         };

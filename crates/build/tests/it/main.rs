@@ -2,6 +2,7 @@
 //! and real builds run by bash in temporary directories.
 
 mod artifacts;
+mod fuzz_corpus;
 mod image;
 mod parse;
 mod run;

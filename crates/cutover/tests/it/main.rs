@@ -17,6 +17,7 @@ mod harness;
 mod hook_token;
 mod orphan_down;
 mod pipeline;
+mod referenced_files;
 mod release;
 mod restart;
 mod scheduler;

@@ -27,7 +27,7 @@ pub(super) fn check_unique<'m>(
                 ),
             );
         } else {
-            first.insert(name, loc.pos.line);
+            first.insert(name, loc.pos.line());
         }
     }
 }
@@ -78,7 +78,7 @@ pub(super) fn cross_check(cx: &mut Cx<'_>, meta: &Meta) {
                     ),
                 );
             } else {
-                first_group.insert(key, loc.pos.line);
+                first_group.insert(key, loc.pos.line());
             }
         }
     }
@@ -119,7 +119,7 @@ pub(super) fn cross_check(cx: &mut Cx<'_>, meta: &Meta) {
     let mut service_owner: HashMap<String, Owner> = HashMap::new();
     for (index, g) in meta.groups.iter().enumerate() {
         let group = g.name.as_ref().map_or_else(|| "?".to_string(), |(n, _)| n.clone());
-        let owner = |loc: &Loc| Owner { index, group: group.clone(), line: loc.pos.line };
+        let owner = |loc: &Loc| Owner { index, group: group.clone(), line: loc.pos.line() };
         check_group_refs(cx, meta, g, &target_groups, &services, &hooks, &configs);
         if let Some((service, loc)) = &g.service {
             match service_owner.get(service) {
@@ -245,7 +245,7 @@ fn check_binds(cx: &mut Cx<'_>, meta: &Meta) {
                     ),
                 );
             } else {
-                seen.push((*addr, format!("{lb_name}/{listener_name}"), loc.pos.line));
+                seen.push((*addr, format!("{lb_name}/{listener_name}"), loc.pos.line()));
             }
         }
     }
@@ -515,7 +515,7 @@ pub fn check_service_against(
 }
 
 fn locate_service_field(text: &str, service: &str, key: &str) -> (Pos, String) {
-    let fallback = (Pos::UNKNOWN, format!("services[?].load_balancer.{key}"));
+    let fallback = (Pos::START, format!("services[?].load_balancer.{key}"));
     let Ok(doc) = tree::parse("", text, Syntax::JsonOrYaml) else { return fallback };
     let Some(Value::Seq(items)) = doc.root.get("services", false).map(|n| &n.value) else {
         return fallback;

@@ -524,11 +524,11 @@ pub(super) fn metric_filter(
 /// scalars, folded lines, a column past the value) points at the scalar itself.
 fn pos_in_scalar(source: &str, at: Pos, value: &str, column: usize) -> Pos {
     let source = source.strip_prefix('\u{feff}').unwrap_or(source);
-    let Some(line) = source.lines().nth((at.line as usize).saturating_sub(1)) else { return at };
-    let written: Vec<char> = line.chars().skip((at.column as usize).saturating_sub(1)).collect();
+    let Some(line) = source.lines().nth((at.line() as usize).saturating_sub(1)) else { return at };
+    let written: Vec<char> = line.chars().skip((at.column() as usize).saturating_sub(1)).collect();
     let value: Vec<char> = value.chars().collect();
     let wanted = column.saturating_sub(1).min(value.len());
-    let shift = |offset: usize| Pos::new(at.line as usize, at.column as usize + offset);
+    let shift = |offset: usize| Pos::new(at.line() as usize, at.column() as usize + offset);
     match written.first() {
         Some('"') => {
             let mut i = 1;

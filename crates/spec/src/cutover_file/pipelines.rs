@@ -723,7 +723,7 @@ fn resolve_artifacts(
         Producer {
             stage: 0,
             run_order: 0,
-            line: source_loc.pos.line,
+            line: source_loc.pos.line(),
             what: "the source".to_string(),
             from_build: false,
         },
@@ -781,7 +781,7 @@ fn resolve_artifacts(
                     Producer {
                         stage: s + 1,
                         run_order: a.run_order,
-                        line: loc.pos.line,
+                        line: loc.pos.line(),
                         what: format!("action `{action_label}` in stage `{stage_label}`"),
                         from_build: a.type_name == Some("build"),
                     },

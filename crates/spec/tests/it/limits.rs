@@ -84,11 +84,11 @@ fn fifty_megabytes_are_refused_before_parsing() {
     .concat();
     assert!(started.elapsed() < Duration::from_millis(500), "took {:?}", started.elapsed());
     expect![[r#"
-        taskdef.json:0:0: the file is 52428800 bytes, more than the 1048576-byte (1 MiB) limit; is this the right file?
-        taskdef.json:0:0: the file is 52428800 bytes, more than the 1048576-byte (1 MiB) limit; is this the right file?
-        appspec.yaml:0:0: the file is 52428800 bytes, more than the 1048576-byte (1 MiB) limit; is this the right file?
-        cutover.yaml:0:0: the file is 52428800 bytes, more than the 1048576-byte (1 MiB) limit; is this the right file?
-        cutover.yaml:0:0: the file is 52428800 bytes, more than the 1048576-byte (1 MiB) limit; is this the right file?
+        taskdef.json:1:1: the file is 50.0 MiB (52428800 bytes), more than the 1 MiB (1048576-byte) limit; is this the right file?
+        taskdef.json:1:1: the file is 50.0 MiB (52428800 bytes), more than the 1 MiB (1048576-byte) limit; is this the right file?
+        appspec.yaml:1:1: the file is 50.0 MiB (52428800 bytes), more than the 1 MiB (1048576-byte) limit; is this the right file?
+        cutover.yaml:1:1: the file is 50.0 MiB (52428800 bytes), more than the 1 MiB (1048576-byte) limit; is this the right file?
+        cutover.yaml:1:1: the file is 50.0 MiB (52428800 bytes), more than the 1 MiB (1048576-byte) limit; is this the right file?
     "#]]
     .assert_eq(&rendered);
 }
@@ -171,8 +171,8 @@ fn yaml_features_outside_plain_data_are_refused() {
         "cutover.yaml",
         "services:\n\t- name: web\n",
         expect![[r#"
-        cutover.yaml:2:2: services: invalid YAML: tabs disallowed within this context (block indentation); indent with spaces, YAML does not allow tabs there
-    "#]],
+            cutover.yaml:2:1: services: invalid YAML: tabs disallowed within this context (block indentation); indent with spaces, YAML does not allow tabs there
+        "#]],
     );
     check(
         "cutover.yaml",
@@ -196,7 +196,7 @@ fn many_errors_are_capped() {
         (0..80).map(|i| format!("  - {{ name: s{i}, task_definition: 'a b' }}\n")).collect();
     let rendered = render(spec::validate("cutover.yaml", &format!("services:\n{services}")));
     assert_eq!(rendered.lines().count(), spec::ERRORS_MAX + 1);
-    expect!["cutover.yaml:0:0: 30 more errors not shown; fix these first"]
+    expect!["cutover.yaml:52:35: 30 more errors from here on not shown; fix these first"]
         .assert_eq(rendered.lines().last().unwrap());
 }
 

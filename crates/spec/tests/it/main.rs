@@ -4,9 +4,11 @@
 
 mod appspec;
 mod cutover_file;
+mod fuzz_corpus;
 mod limits;
 mod monitoring;
 mod pipelines;
+mod positions;
 mod seeds;
 mod taskdef;
 
