@@ -1,19 +1,7 @@
 //! Replays the committed fuzz corpus of the `metric_filter` target (`fuzz/corpus/metric_filter/`)
 //! through the property it checks (`alarms::fuzzing::metric_filter`), on every test run.
 
-use std::path::PathBuf;
-
 #[test]
 fn metric_filter_corpus_holds_its_properties() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/metric_filter");
-    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-    let mut count = 0;
-    for entry in entries {
-        let path = entry.unwrap().path();
-        let data = std::fs::read(&path).unwrap();
-        let outcome = std::panic::catch_unwind(|| alarms::fuzzing::metric_filter(&data));
-        assert!(outcome.is_ok(), "{}: the property failed on this input", path.display());
-        count += 1;
-    }
-    assert!(count > 0, "{}: no corpus", dir.display());
+    testkit::fuzz_corpus::replay("metric_filter", alarms::fuzzing::metric_filter);
 }

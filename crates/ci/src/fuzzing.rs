@@ -49,7 +49,6 @@ pub fn webhook_payload(data: &[u8]) {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
 
     use super::*;
     use crate::push_event::{PayloadError, PushEvent};
@@ -58,18 +57,7 @@ mod tests {
 
     #[test]
     fn webhook_payload_corpus_holds_its_properties() {
-        let dir =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/webhook_payload");
-        let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-        let mut count = 0;
-        for entry in entries {
-            let path = entry.unwrap().path();
-            let data = std::fs::read(&path).unwrap();
-            let outcome = std::panic::catch_unwind(|| webhook_payload(&data));
-            assert!(outcome.is_ok(), "{}: the property failed on this input", path.display());
-            count += 1;
-        }
-        assert!(count > 0, "{}: no corpus", dir.display());
+        testkit::fuzz_corpus::replay("webhook_payload", webhook_payload);
     }
 
     fn push_of(reference: &str) -> Result<Payload, PayloadError> {

@@ -1,5 +1,7 @@
-//! What several crates' tests and the benchmarks share: free ports, and an HTTP load client.
+//! What several crates' tests and the benchmarks share: free ports, an HTTP load client, and the
+//! replay of the fuzz targets' corpora.
 
+pub mod fuzz_corpus;
 pub mod http;
 
 use std::net::TcpListener;
