@@ -89,4 +89,17 @@ mod tests {
             );
         }
     }
+
+    /// Found by the fuzzer: a C1 control character (U+0089 here) passed git's byte rule.
+    #[test]
+    fn a_branch_with_a_unicode_control_character_is_refused() {
+        for branch in ["ma\u{89}in", "\u{9b}31mred", "feature/\u{85}x"] {
+            assert_eq!(
+                push_of(&format!("refs/heads/{branch}")),
+                Err(PayloadError::NotABranchName(branch.to_string())),
+                "{branch:?}"
+            );
+        }
+        assert!(matches!(push_of("refs/heads/café/ünïcode"), Ok(Payload::Push(_))));
+    }
 }

@@ -71,9 +71,11 @@ pub(crate) fn read_payload(event: &str, body: &[u8]) -> Result<Payload, PayloadE
 
 /// git's rules for a branch name (`git check-ref-format --branch`): no empty or dot-led
 /// component, no `..`, `@{`, `//`, control characters, space or any of `~^:?*[\`, no leading
-/// `-`, and no trailing `/`, `.` or `.lock`.
+/// `-`, and no trailing `/`, `.` or `.lock`. Stricter than git in one way: Unicode's C1 controls
+/// (U+0080–U+009F, which git lets through as bytes above 0x7f) are refused too, because branch
+/// names are printed on terminals, where U+009B starts an escape sequence.
 pub(crate) fn is_branch_name(name: &str) -> bool {
-    let bad_char = |c: char| c.is_ascii_control() || " ~^:?*[\\".contains(c);
+    let bad_char = |c: char| c.is_control() || " ~^:?*[\\".contains(c);
     !name.is_empty()
         && name != "@"
         && !name.starts_with('-')
