@@ -7,9 +7,11 @@
 
 mod config;
 mod lifecycle;
+mod status;
 pub mod text;
 mod time;
 
 pub use config::{ConfigError, DeploymentConfig, PREDEFINED_CONFIGS, Shift, TrafficRouting};
 pub use lifecycle::{DeploymentStatus, ErrorCode, LifecycleEvent, LifecycleEventStatus};
+pub use status::{DesiredStatus, RuntimeKind, TaskHealth, TaskSetStatus, TaskStatus};
 pub use time::{Timestamp, format_duration, parse_duration};
