@@ -920,11 +920,7 @@ pub fn create_deployment(
         .cloned()
         .ok_or_else(|| ApiError::internal(format!("primary task set {blue_id} is missing")))?;
     let blue_tg = blue.target_group.clone().unwrap_or_else(|| group.target_groups[0].clone());
-    let green_tg = if group.target_groups[0] == blue_tg {
-        group.target_groups[1].clone()
-    } else {
-        group.target_groups[0].clone()
-    };
+    let green_tg = reconciler::green_target_group(&group.target_groups, &blue_tg).to_string();
 
     let id = deployment::new_deployment_id();
     let spec = RolloutSpec {
@@ -939,7 +935,7 @@ pub fn create_deployment(
             on_alarm: group.auto_rollback.on_alarm,
             on_stop_request: group.auto_rollback.on_stop_request,
         },
-        install_timeout: Duration::from_secs(3600),
+        install_timeout: rollout::INSTALL_TIMEOUT_DEFAULT,
     };
 
     let machine = Rollout::new(spec, now);

@@ -19,8 +19,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use model::{DeploymentStatus, Timestamp};
+use reconciler::{FailureRecord, GreenVerdict, GreenView};
 use rollout::{Effect, Input, Rollout};
-use routes::{HealthReport, RouteTable, TargetState};
+use routes::{HealthReport, RouteTable};
 use runtime::{Runtime, TaskHandle, TaskState};
 use store::{DeploymentRow, Store, TaskRow, TaskSetRow};
 use tokio::sync::{mpsc, oneshot};
@@ -106,16 +107,6 @@ enum Report {
     TaskStopped { task_id: String },
 }
 
-/// Failures of one task set's tasks in a row, for backoff and for failing a green task set.
-#[derive(Clone, Debug, Default)]
-struct FailureRecord {
-    count: u32,
-    last_reason: String,
-    last_at: Timestamp,
-}
-
-/// A green task set whose tasks failed this many times in a row fails its deployment.
-const GREEN_FAILURES_MAX: u32 = 3;
 /// Tick of the loop when nothing else wakes it.
 const TICK: Duration = Duration::from_millis(100);
 
@@ -961,7 +952,7 @@ impl Engine {
                 (Some(group), false) => group.alarms.clone(),
                 _ => Vec::new(),
             };
-            if is_watching_alarms(machine) {
+            if machine.is_watching_alarms() {
                 watching.push((id.clone(), body.green_target_group.clone(), watched.clone()));
             }
             deployments.push((id.clone(), body.green_target_group.clone(), watched));
@@ -1086,8 +1077,14 @@ impl Engine {
                                 task_sets.iter().find(|ts| ts.id == task.task_set_id).is_some_and(
                                     |ts| self.has_container_health_check(&ts.task_definition),
                                 );
-                            task.health =
-                                task_health(health, checked, lb_state, tg.is_some()).to_string();
+                            task.health = reconciler::task_health(
+                                container_health(health),
+                                checked,
+                                lb_state,
+                                tg.is_some(),
+                            )
+                            .as_str()
+                            .to_string();
                             if task.health == "HEALTHY" {
                                 self.failures.remove(&task.task_set_id);
                             }
@@ -1140,8 +1137,16 @@ impl Engine {
                     }
                 }
                 "DEACTIVATING" => {
-                    let drained =
-                        task.stop_at.is_none_or(|at| now.as_millis() >= at) || self.released(&task);
+                    let drained = {
+                        let health = self.shared.health.read().unwrap_or_else(|p| p.into_inner());
+                        reconciler::drain_over(
+                            task.stop_at.map(Timestamp::from_millis),
+                            task.addr.as_deref().and_then(|a| a.parse().ok()),
+                            self.removed_at_version.get(&task.id).copied(),
+                            &health,
+                            now,
+                        )
+                    };
                     if drained {
                         self.begin_stop(task, now, "")
                             .map_err(|e| anyhow::anyhow!(e.body.error))?;
@@ -1155,18 +1160,6 @@ impl Engine {
             }
         }
         Ok(())
-    }
-
-    /// Whether the data plane has let go of a deactivating task (its drain finished early
-    /// because nothing was in flight).
-    fn released(&self, task: &TaskRow) -> bool {
-        let (Some(addr), Some(removed_at)) = (&task.addr, self.removed_at_version.get(&task.id))
-        else {
-            return false;
-        };
-        let health = self.shared.health.read().unwrap_or_else(|p| p.into_inner());
-        health.version >= *removed_at
-            && !health.target_groups.values().flatten().any(|t| t.addr.to_string() == *addr)
     }
 
     /// Whether a task definition (`family:revision`) gives an essential container a health check.
@@ -1188,10 +1181,7 @@ impl Engine {
     }
 
     fn note_failure(&mut self, task_set_id: &str, reason: &str, now: Timestamp) {
-        let record = self.failures.entry(task_set_id.to_string()).or_default();
-        record.count += 1;
-        record.last_reason = reason.to_string();
-        record.last_at = now;
+        self.failures.entry(task_set_id.to_string()).or_default().note(reason, now);
     }
 
     /// Tasks that `apply` took out of their target groups (a deleted service's).
@@ -1288,13 +1278,8 @@ impl Engine {
                 continue;
             }
             if live.len() < desired && !self.shutting_down {
-                if let Some(record) = self.failures.get(&ts.id) {
-                    // Exponential backoff between attempts after failures, capped like ECS's
-                    // throttle (ECS goes up to 15 minutes; a local runtime recovers faster).
-                    let backoff_ms = (250u64 << record.count.min(6)).min(15_000);
-                    if now.as_millis() < record.last_at.as_millis() + backoff_ms {
-                        continue;
-                    }
+                if self.failures.get(&ts.id).is_some_and(|record| now < record.retry_at()) {
+                    continue;
                 }
                 for _ in live.len()..desired {
                     self.start_task(&snapshot, ts, now)?;
@@ -1429,34 +1414,28 @@ impl Engine {
                     .collect();
                 let healthy = green_tasks.iter().filter(|t| t.health == "HEALTHY").count();
                 let machine = &self.machines[&id];
-                let installing = machine.current_event() == Some(model::LifecycleEvent::Install);
                 let failures = self.failures.get(&green_id).cloned().unwrap_or_default();
-                if !body.green_failure_reported && failures.count >= GREEN_FAILURES_MAX {
-                    body.green_failure_reported = true;
-                    input = Some(Input::GreenUnhealthy {
-                        reason: format!(
-                            "green tasks failed {} times in a row; last: {}",
-                            failures.count, failures.last_reason
-                        ),
-                    });
-                } else if installing && desired > 0 && healthy >= desired && self.health_fresh {
-                    body.green_was_healthy = true;
-                    input = Some(Input::GreenHealthy);
-                } else if body.green_was_healthy
-                    && !installing
-                    && !body.green_failure_reported
-                    && self.health_fresh
-                    && healthy == 0
-                    && machine.status() != DeploymentStatus::Succeeded
-                {
-                    body.green_failure_reported = true;
-                    input = Some(Input::GreenUnhealthy {
-                        reason: format!(
-                            "green target group {} has no healthy targets",
-                            body.green_target_group
-                        ),
-                    });
-                }
+                let view = GreenView {
+                    target_group: &body.green_target_group,
+                    desired: desired as u32,
+                    healthy: healthy as u32,
+                    failures: &failures,
+                    installing: machine.current_event() == Some(model::LifecycleEvent::Install),
+                    succeeded: machine.status() == DeploymentStatus::Succeeded,
+                    health_fresh: self.health_fresh,
+                    was_healthy: body.green_was_healthy,
+                    failure_reported: body.green_failure_reported,
+                };
+                input = reconciler::green_verdict(&view).map(|verdict| match verdict {
+                    GreenVerdict::Healthy => {
+                        body.green_was_healthy = true;
+                        Input::GreenHealthy
+                    }
+                    GreenVerdict::Unhealthy(reason) => {
+                        body.green_failure_reported = true;
+                        Input::GreenUnhealthy { reason }
+                    }
+                });
             }
             if input.is_some() {
                 let mut row = row.clone();
@@ -1532,26 +1511,6 @@ impl Engine {
     }
 }
 
-/// Whether a deployment is in the part of its life where alarms stop it: from test traffic (or
-/// production traffic, without a test listener) until blue is terminated.
-fn is_watching_alarms(machine: &Rollout) -> bool {
-    use model::LifecycleEvent::*;
-    if machine.is_finished() {
-        return false;
-    }
-    matches!(machine.status(), DeploymentStatus::Ready | DeploymentStatus::Baking)
-        || matches!(
-            machine.current_event(),
-            Some(
-                AllowTestTraffic
-                    | AfterAllowTestTraffic
-                    | BeforeAllowTraffic
-                    | AllowTraffic
-                    | AfterAllowTraffic
-            )
-        )
-}
-
 /// Requests the green target group received over an alarm's evaluation window: part of the
 /// explanation of a rollback.
 fn green_requests(
@@ -1568,25 +1527,12 @@ fn green_requests(
         .map_or(0, |points| points.iter().map(|p| p.value as u64).sum())
 }
 
-/// ECS's task health: with a container health check, the task is healthy only once the check
-/// says so (and, in a target group, the load balancer agrees); without one, the load balancer's
-/// view decides, and a task outside any target group is healthy while it runs.
-fn task_health(
-    container: runtime::Health,
-    checked: bool,
-    lb: Option<TargetState>,
-    in_target_group: bool,
-) -> &'static str {
-    match (container, checked) {
-        (runtime::Health::Unhealthy, _) => return "UNHEALTHY",
-        (runtime::Health::Unknown, true) => return "UNKNOWN",
-        _ => {}
-    }
-    match (lb, in_target_group) {
-        (Some(TargetState::Healthy), _) => "HEALTHY",
-        (Some(TargetState::Unhealthy), _) => "UNHEALTHY",
-        (_, false) => "HEALTHY",
-        _ => "UNKNOWN",
+/// What a runtime says about a task's containers, in the reconciler's terms.
+fn container_health(health: runtime::Health) -> reconciler::ContainerHealth {
+    match health {
+        runtime::Health::Healthy => reconciler::ContainerHealth::Healthy,
+        runtime::Health::Unhealthy => reconciler::ContainerHealth::Unhealthy,
+        runtime::Health::Unknown => reconciler::ContainerHealth::Unknown,
     }
 }
 
@@ -1679,37 +1625,5 @@ pub fn task_set_view(ts: &TaskSetRow, tasks: &[TaskRow]) -> api::TaskSetView {
         running_count: mine.clone().filter(|t| t.last_status == "RUNNING").count() as u32,
         healthy_count: mine.filter(|t| t.last_status == "RUNNING" && t.health == "HEALTHY").count()
             as u32,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use runtime::Health;
-
-    #[test]
-    fn task_health_follows_ecs() {
-        // A container check that has not answered yet keeps the task UNKNOWN, whatever the LB says.
-        assert_eq!(task_health(Health::Unknown, true, Some(TargetState::Healthy), true), "UNKNOWN");
-        assert_eq!(task_health(Health::Healthy, true, Some(TargetState::Healthy), true), "HEALTHY");
-        assert_eq!(
-            task_health(Health::Unhealthy, true, Some(TargetState::Healthy), true),
-            "UNHEALTHY"
-        );
-        // Without a container check the load balancer decides.
-        assert_eq!(
-            task_health(Health::Unknown, false, Some(TargetState::Healthy), true),
-            "HEALTHY"
-        );
-        assert_eq!(
-            task_health(Health::Unknown, false, Some(TargetState::Unhealthy), true),
-            "UNHEALTHY"
-        );
-        assert_eq!(
-            task_health(Health::Unknown, false, Some(TargetState::Initial), true),
-            "UNKNOWN"
-        );
-        // Outside any target group, a running task is healthy.
-        assert_eq!(task_health(Health::Unknown, false, None, false), "HEALTHY");
     }
 }
