@@ -4,15 +4,17 @@
 //! [`Msg`] on one channel and is handled to completion before the next, so there are no races
 //! between, say, a rollback and a scheduled traffic shift. Each pass:
 //!
-//! 1. reads target health from the data plane and task state from the runtimes;
-//! 2. keeps every task set at its desired count (replacing tasks that exited or went unhealthy)
-//!    and stops drained tasks;
+//! 1. stops drained tasks and keeps every task set at its desired count (replacing tasks that
+//!    exited or went unhealthy, as the runtimes' reports said);
 //! 3. feeds each active deployment's state machine (green healthy / green failing / deadlines)
 //!    and performs its effects, writing them to the store first;
 //! 4. recomputes the routing table and sends it to the data plane when it changed.
 //!
-//! Slow work (starting and stopping tasks, running hooks) runs in spawned tasks that report back
-//! as messages, so a 30-second graceful stop never delays a rollback.
+//! The loop never waits for IO: starting and stopping tasks, running hooks, reading the data
+//! plane's health and metrics, inspecting tasks and pushing routing tables run in tasks of their
+//! own (`pollers`) that report back as messages, so neither a 30-second graceful stop nor a data
+//! plane that does not answer delays a rollback. Between messages the loop sleeps until its next
+//! deadline.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -41,9 +43,28 @@ pub type Reply = oneshot::Sender<Result<serde_json::Value, ApiError>>;
 
 pub enum Msg {
     Command(Command, Reply),
-    HookDone { deployment_id: String, execution_id: String, succeeded: bool, message: String },
-    TaskStarted { task_id: String, result: Result<TaskHandle, String> },
-    TaskStopped { task_id: String },
+    HookDone {
+        deployment_id: String,
+        execution_id: String,
+        succeeded: bool,
+        message: String,
+    },
+    TaskStarted {
+        task_id: String,
+        result: Result<TaskHandle, String>,
+    },
+    TaskStopped {
+        task_id: String,
+    },
+    /// The data plane's health, or why it did not answer.
+    Health(Result<HealthReport, String>),
+    /// What the runtimes said about the tasks the store says run.
+    TasksInspected(Vec<crate::pollers::Inspection>),
+    /// The data plane took the loop's table `version`, or did not.
+    RoutesPushed {
+        version: u64,
+        result: Result<(), String>,
+    },
 }
 
 pub enum Command {
@@ -98,6 +119,12 @@ pub struct Shared {
     pub hook_tokens: crate::hooks::HookTokens,
 }
 
+impl Shared {
+    pub fn monitor(&self) -> std::sync::MutexGuard<'_, crate::monitor::Monitor> {
+        self.monitor.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// Something that happened outside the loop and must be recorded. When the store cannot take it,
 /// the engine keeps it and applies it again once it can, rather than dropping it.
 #[derive(Clone, Debug)]
@@ -106,9 +133,6 @@ enum Report {
     TaskStarted { task_id: String, result: Result<TaskHandle, String> },
     TaskStopped { task_id: String },
 }
-
-/// Tick of the loop when nothing else wakes it.
-const TICK: Duration = Duration::from_millis(100);
 
 /// Where the engine lives: its API's URL (given to hooks), data directory, and how many threads a
 /// data plane it (re)starts gets.
@@ -132,12 +156,17 @@ pub struct Engine {
     routes_version: u64,
     last_pushed: Option<RouteTable>,
     tx: mpsc::Sender<Msg>,
+    pusher: crate::pollers::RoutePusher,
     running_hooks: HashMap<(String, String), tokio::task::JoinHandle<()>>,
     failures: HashMap<String, FailureRecord>,
     /// Routes version at which a deactivating task left the table; the data plane releasing it
     /// (no longer listing it) after that version means its drain is over.
     removed_at_version: HashMap<String, u64>,
+    /// Green's verdict may use the tasks' health: it was derived from a health report about
+    /// the routing table last ordered (or a later one).
     health_fresh: bool,
+    /// The latest health poll was answered.
+    health_known: bool,
     shutting_down: bool,
     health_checked: HashMap<String, bool>,
     /// (deployment, alarm instance) pairs already handed to a deployment.
@@ -158,6 +187,8 @@ impl Engine {
         tx: mpsc::Sender<Msg>,
     ) -> Engine {
         let EngineSettings { api_url, data_dir, lb_threads } = settings;
+        let restart = crate::pollers::Restart { data_dir: data_dir.clone(), threads: lb_threads };
+        let pusher = crate::pollers::RoutePusher::spawn(lb.clone(), restart, tx.clone());
         Engine {
             store,
             runtimes,
@@ -171,10 +202,12 @@ impl Engine {
             routes_version: 0,
             last_pushed: None,
             tx,
+            pusher,
             running_hooks: HashMap::new(),
             failures: HashMap::new(),
             removed_at_version: HashMap::new(),
             health_fresh: false,
+            health_known: false,
             shutting_down: false,
             health_checked: HashMap::new(),
             alarms_fed: std::collections::HashSet::new(),
@@ -277,15 +310,21 @@ impl Engine {
     }
 
     pub async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        crate::pollers::spawn_all(
+            self.lb.clone(),
+            self.store.clone(),
+            self.runtimes.clone(),
+            self.shared.clone(),
+            self.tx.clone(),
+        );
         loop {
+            let wake = self.next_deadline().map(instant_at);
             tokio::select! {
                 msg = rx.recv() => match msg {
                     Some(msg) => self.handle(msg).await,
                     None => return,
                 },
-                _ = tick.tick() => {}
+                _ = sleep_until(wake) => {}
             }
             self.reconcile().await;
             if self.shutting_down && self.all_tasks_stopped() {
@@ -293,6 +332,22 @@ impl Engine {
                 return;
             }
         }
+    }
+
+    /// The earliest time something is due without a message: a deployment's deadline, the end
+    /// of a drain, a restart after backoff, the next write attempt during a store outage.
+    fn next_deadline(&self) -> Option<Timestamp> {
+        let machines = self.machines.values().filter_map(Rollout::poll_timeout);
+        let retries = self.failures.values().map(FailureRecord::retry_at);
+        let drains = self
+            .store
+            .read(|tx| tx.task_list(0))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|t| t.last_status == "DEACTIVATING")
+            .filter_map(|t| t.stop_at.map(Timestamp::from_millis));
+        let outage = self.outage.as_ref().map(|o| o.retry_at);
+        machines.chain(retries).chain(drains).chain(outage).min()
     }
 
     fn all_tasks_stopped(&self) -> bool {
@@ -316,6 +371,21 @@ impl Engine {
             }
             Msg::TaskStarted { task_id, result } => Report::TaskStarted { task_id, result },
             Msg::TaskStopped { task_id } => Report::TaskStopped { task_id },
+            Msg::Health(report) => return self.health_reported(report),
+            Msg::TasksInspected(answers) => {
+                let now = clock::now();
+                for crate::pollers::Inspection { task_id, handle, state } in answers {
+                    if let Err(err) = self.task_inspected(&task_id, handle, state, now) {
+                        warn!(task = %task_id, "recording what the runtime said: {err:#}");
+                    }
+                }
+                // The tasks' health now says what the latest report says: green's verdict may
+                // use them, if that report is about the table last ordered.
+                let served = self.shared.health.read().unwrap_or_else(|p| p.into_inner()).version;
+                self.health_fresh = self.health_known && served >= self.routes_version;
+                return;
+            }
+            Msg::RoutesPushed { version, result } => return self.routes_pushed(version, result),
         };
         self.apply_report(report);
     }
@@ -817,15 +887,14 @@ impl Engine {
 
     pub async fn reconcile(&mut self) {
         let now = clock::now();
-        self.refresh_health().await;
         if !self.store_writable(now) {
             return;
         }
-        if let Err(err) = self.watch_alarms(now).await {
+        if let Err(err) = self.watch_alarms(now) {
             warn!("evaluating alarms: {err:#}");
         }
-        if let Err(err) = self.refresh_tasks(now).await {
-            warn!("refreshing tasks: {err}");
+        if let Err(err) = self.stop_drained(now) {
+            warn!("stopping drained tasks: {err:#}");
         }
         if let Err(err) = self.schedule(now) {
             warn!("scheduling tasks: {}", err.body.error);
@@ -833,7 +902,7 @@ impl Engine {
         if let Err(err) = self.advance_deployments(now) {
             warn!("advancing deployments: {}", err.body.error);
         }
-        if let Err(err) = self.push_routes().await {
+        if let Err(err) = self.push_routes() {
             warn!("updating the load balancer: {err:#}");
         }
         self.note_store_failure(clock::now());
@@ -907,24 +976,12 @@ impl Engine {
     }
 
     fn monitor(&self) -> std::sync::MutexGuard<'_, crate::monitor::Monitor> {
-        self.shared.monitor.lock().unwrap_or_else(|p| p.into_inner())
+        self.shared.monitor()
     }
 
-    /// Samples the data plane's metrics and task logs, evaluates alarms, and stops the
-    /// deployments whose alarms are in ALARM while they watch them.
-    async fn watch_alarms(&mut self, now: Timestamp) -> anyhow::Result<()> {
-        if self.monitor().should_poll(now) {
-            match self
-                .lb
-                .metrics_json()
-                .await
-                .map(serde_json::from_value::<routes::MetricsSnapshot>)
-            {
-                Ok(Ok(snapshot)) => self.monitor().record_snapshot(snapshot, now),
-                Ok(Err(err)) => warn!("the load balancer's metrics are unreadable: {err}"),
-                Err(err) => warn!("reading the load balancer's metrics: {err:#}"),
-            }
-        }
+    /// Reads task logs into the metric filters, evaluates alarms (over the metrics the poller
+    /// sampled), and stops the deployments whose alarms are in ALARM while they watch them.
+    fn watch_alarms(&mut self, now: Timestamp) -> anyhow::Result<()> {
         let (alarm_docs, filter_docs, tasks): (
             Vec<crate::monitor::AlarmDoc>,
             Vec<crate::monitor::MetricFilterDoc>,
@@ -1026,15 +1083,30 @@ impl Engine {
         Ok(())
     }
 
-    async fn refresh_health(&mut self) {
-        match self.lb.health().await {
+    fn health_reported(&mut self, report: Result<HealthReport, String>) {
+        match report {
             Ok(report) => {
-                self.health_fresh = report.version >= self.routes_version;
+                // Not fresh until the tasks' health is derived from it (the next inspection).
+                self.health_fresh = false;
+                self.health_known = true;
                 *self.shared.health.write().unwrap_or_else(|p| p.into_inner()) = report;
             }
             Err(err) => {
+                if self.health_known {
+                    warn!("the load balancer does not answer ({err}); restarting it");
+                }
                 self.health_fresh = false;
-                warn!("the load balancer does not answer ({err}); restarting it");
+                self.health_known = false;
+                // The next pass pushes the table again, which starts a data plane that died.
+                self.last_pushed = None;
+            }
+        }
+    }
+
+    fn routes_pushed(&mut self, version: u64, result: Result<(), String>) {
+        if let Err(err) = result {
+            warn!("updating the load balancer (routing table v{version}): {err}");
+            if version == self.routes_version {
                 self.last_pushed = None;
             }
         }
@@ -1045,118 +1117,98 @@ impl Engine {
         health.target_groups.get(target_group)?.iter().find(|t| t.addr.to_string() == addr).cloned()
     }
 
-    async fn refresh_tasks(&mut self, now: Timestamp) -> anyhow::Result<()> {
-        let (tasks, task_sets) =
-            self.store.read(|tx| Ok((tx.task_list(0)?, tx.task_set_list()?)))?;
-        for mut task in tasks {
-            let before = task.clone();
-            match task.last_status.as_str() {
-                "RUNNING" => {
-                    let Some(rt) = self.runtimes.get(&task.runtime).cloned() else { continue };
-                    let Some(handle) = task
-                        .handle
-                        .as_deref()
-                        .and_then(|h| serde_json::from_str::<TaskHandle>(h).ok())
-                    else {
-                        continue;
-                    };
-                    match rt.inspect(&handle).await {
-                        TaskState::Running { health } => {
-                            let tg = task_sets
-                                .iter()
-                                .find(|ts| ts.id == task.task_set_id)
-                                .and_then(|ts| ts.target_group.clone());
-                            let lb_state = match (&tg, &task.addr) {
-                                (Some(tg), Some(addr)) => {
-                                    self.target_state(tg, addr).map(|t| t.state)
-                                }
-                                _ => None,
-                            };
-                            let container_unhealthy = matches!(health, runtime::Health::Unhealthy);
-                            let checked =
-                                task_sets.iter().find(|ts| ts.id == task.task_set_id).is_some_and(
-                                    |ts| self.has_container_health_check(&ts.task_definition),
-                                );
-                            task.health = reconciler::task_health(
-                                container_health(health),
-                                checked,
-                                lb_state,
-                                tg.is_some(),
-                            )
-                            .as_str()
-                            .to_string();
-                            if task.health == "HEALTHY" {
-                                self.failures.remove(&task.task_set_id);
-                            }
-                            if container_unhealthy && task.desired_status == "RUNNING" {
-                                // ECS replaces a task whose essential container is unhealthy.
-                                self.note_failure(
-                                    &task.task_set_id,
-                                    "container health check failed",
-                                    now,
-                                );
-                                self.store.transaction(|tx| tx.task_put(&task))?;
-                                self.begin_stop(
-                                    task,
-                                    now,
-                                    "task failed its container health check",
-                                )
-                                .map_err(|e| anyhow::anyhow!(e.body.error))?;
-                                continue;
-                            }
-                        }
-                        TaskState::Exited { code, reason } => {
-                            task.last_status = "STOPPED".into();
-                            task.desired_status = "STOPPED".into();
-                            task.stopped_at = Some(now.as_millis());
-                            task.health = "UNKNOWN".into();
-                            let reason = match code {
-                                Some(code) => format!("{reason} (exit code {code})"),
-                                None => reason,
-                            };
-                            if before.desired_status == "RUNNING" {
-                                self.note_failure(&task.task_set_id, &reason, now);
-                            }
-                            task.stopped_reason = Some(reason);
-                            let _ = rt.remove(&handle).await;
-                        }
-                        TaskState::Gone => {
-                            task.last_status = "STOPPED".into();
-                            task.desired_status = "STOPPED".into();
-                            task.stopped_at = Some(now.as_millis());
-                            task.stopped_reason
-                                .get_or_insert_with(|| "task disappeared from its runtime".into());
-                            if before.desired_status == "RUNNING" {
-                                self.note_failure(
-                                    &task.task_set_id,
-                                    "task disappeared from its runtime",
-                                    now,
-                                );
-                            }
-                        }
-                    }
+    /// Records what a runtime said about a task that ran when it was asked: its health, or that
+    /// it exited or vanished. An answer about a task that stopped meanwhile is old news.
+    fn task_inspected(
+        &mut self,
+        task_id: &str,
+        handle: TaskHandle,
+        state: TaskState,
+        now: Timestamp,
+    ) -> anyhow::Result<()> {
+        let Some(mut task) = self.store.read(|tx| tx.task_get(task_id))? else { return Ok(()) };
+        if task.last_status != "RUNNING" {
+            return Ok(());
+        }
+        let before = task.clone();
+        match state {
+            TaskState::Running { health } => {
+                let ts = self.store.read(|tx| tx.task_set_get(&task.task_set_id))?;
+                let tg = ts.as_ref().and_then(|ts| ts.target_group.clone());
+                let lb_state = match (&tg, &task.addr) {
+                    (Some(tg), Some(addr)) => self.target_state(tg, addr).map(|t| t.state),
+                    _ => None,
+                };
+                let checked =
+                    ts.is_some_and(|ts| self.has_container_health_check(&ts.task_definition));
+                let health = container_health(health);
+                task.health = reconciler::task_health(health, checked, lb_state, tg.is_some())
+                    .as_str()
+                    .to_string();
+                if task.health == "HEALTHY" {
+                    self.failures.remove(&task.task_set_id);
                 }
-                "DEACTIVATING" => {
-                    let drained = {
-                        let health = self.shared.health.read().unwrap_or_else(|p| p.into_inner());
-                        reconciler::drain_over(
-                            task.stop_at.map(Timestamp::from_millis),
-                            task.addr.as_deref().and_then(|a| a.parse().ok()),
-                            self.removed_at_version.get(&task.id).copied(),
-                            &health,
-                            now,
-                        )
-                    };
-                    if drained {
-                        self.begin_stop(task, now, "")
-                            .map_err(|e| anyhow::anyhow!(e.body.error))?;
-                        continue;
-                    }
+                if health == reconciler::ContainerHealth::Unhealthy
+                    && task.desired_status == "RUNNING"
+                {
+                    // ECS replaces a task whose essential container is unhealthy.
+                    self.note_failure(&task.task_set_id, "container health check failed", now);
+                    self.store.transaction(|tx| tx.task_put(&task))?;
+                    return self
+                        .begin_stop(task, now, "task failed its container health check")
+                        .map_err(|e| anyhow::anyhow!(e.body.error));
                 }
-                _ => {}
             }
-            if task != before {
-                self.store.transaction(|tx| tx.task_put(&task))?;
+            TaskState::Exited { code, reason } => {
+                let reason = match code {
+                    Some(code) => format!("{reason} (exit code {code})"),
+                    None => reason,
+                };
+                self.task_ended(&mut task, reason, now);
+                task.health = "UNKNOWN".into();
+                if let Some(rt) = self.runtimes.get(&task.runtime).cloned() {
+                    tokio::spawn(async move {
+                        let _ = rt.remove(&handle).await;
+                    });
+                }
+            }
+            TaskState::Gone => {
+                self.task_ended(&mut task, "task disappeared from its runtime".into(), now);
+            }
+        }
+        if task != before {
+            self.store.transaction(|tx| tx.task_put(&task))?;
+        }
+        Ok(())
+    }
+
+    /// A task stopped on its own: a failure of its task set if it was meant to run.
+    fn task_ended(&mut self, task: &mut TaskRow, reason: String, now: Timestamp) {
+        if task.desired_status == "RUNNING" {
+            self.note_failure(&task.task_set_id, &reason, now);
+        }
+        task.last_status = "STOPPED".into();
+        task.desired_status = "STOPPED".into();
+        task.stopped_at = Some(now.as_millis());
+        task.stopped_reason.get_or_insert(reason);
+    }
+
+    /// Stops the deactivating tasks whose drain is over.
+    fn stop_drained(&mut self, now: Timestamp) -> anyhow::Result<()> {
+        let tasks = self.store.read(|tx| tx.task_list(0))?;
+        for task in tasks.into_iter().filter(|t| t.last_status == "DEACTIVATING") {
+            let drained = {
+                let health = self.shared.health.read().unwrap_or_else(|p| p.into_inner());
+                reconciler::drain_over(
+                    task.stop_at.map(Timestamp::from_millis),
+                    task.addr.as_deref().and_then(|a| a.parse().ok()),
+                    self.removed_at_version.get(&task.id).copied(),
+                    &health,
+                    now,
+                )
+            };
+            if drained {
+                self.begin_stop(task, now, "").map_err(|e| anyhow::anyhow!(e.body.error))?;
             }
         }
         Ok(())
@@ -1466,7 +1518,7 @@ impl Engine {
         let version = self.routes_version + 1;
         self.store.transaction(|tx| tx.meta_set("routes_version", &version.to_string()))?;
         table.version = version;
-        self.lb.put_routes(&table).await?;
+        self.pusher.push_and_wait(table.clone()).await?;
         self.routes_version = version;
         *self.shared.routes_version.write().unwrap_or_else(|p| p.into_inner()) = version;
         table.version = 0;
@@ -1483,7 +1535,9 @@ impl Engine {
         self.last_pushed.as_ref().is_some_and(|last| *last == *table)
     }
 
-    async fn push_routes(&mut self) -> anyhow::Result<()> {
+    /// Orders the data plane to serve the table the state implies, when it changed: the push
+    /// runs in the pusher's task, which reports back ([`Msg::RoutesPushed`]).
+    fn push_routes(&mut self) -> anyhow::Result<()> {
         let snapshot = self.store.read(Snapshot::load)?;
         let mut table = snapshot.route_table(0);
         let unchanged = self.last_pushed.as_ref().is_some_and(|last| *last == table);
@@ -1493,17 +1547,12 @@ impl Engine {
         let version = self.routes_version + 1;
         self.store.transaction(|tx| tx.meta_set("routes_version", &version.to_string()))?;
         table.version = version;
-        if let Err(err) = self.lb.put_routes(&table).await {
-            // Perhaps the data plane died: start it again (it restores its last table from its
-            // state file) and retry once.
-            let preferred = self.lb.admin_addr();
-            crate::lb::ensure_running(&self.data_dir, preferred, self.lb_threads).await?;
-            self.lb
-                .put_routes(&table)
-                .await
-                .map_err(|retry| anyhow::anyhow!("{err:#}; retry: {retry:#}"))?;
+        if !self.pusher.push(table.clone()) {
+            anyhow::bail!("the data plane has not taken a table for long; pushing again later");
         }
         self.routes_version = version;
+        // What the tasks' health says is about an older table now.
+        self.health_fresh = false;
         *self.shared.routes_version.write().unwrap_or_else(|p| p.into_inner()) = version;
         table.version = 0;
         self.last_pushed = Some(table);
@@ -1626,4 +1675,17 @@ pub fn task_set_view(ts: &TaskSetRow, tasks: &[TaskRow]) -> api::TaskSetView {
         healthy_count: mine.filter(|t| t.last_status == "RUNNING" && t.health == "HEALTHY").count()
             as u32,
     }
+}
+
+/// Sleeps until `at`, or forever without a deadline (a message wakes the loop then).
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The monotonic instant at which the control plane's clock reads `at` (now, if it has passed).
+fn instant_at(at: Timestamp) -> tokio::time::Instant {
+    tokio::time::Instant::now() + at.since(clock::now())
 }

@@ -16,6 +16,7 @@ mod docs_examples;
 mod git_env;
 mod harness;
 mod hook_token;
+mod hung_data_plane;
 mod orphan_down;
 mod pipeline;
 mod referenced_files;
