@@ -243,7 +243,7 @@ impl Engine {
         let tasks = self.store.read(|tx| tx.task_list(0))?;
         let mut adopted = 0;
         for mut task in tasks {
-            if task.last_status == "STOPPED" {
+            if task.last_status == model::TaskStatus::Stopped {
                 continue;
             }
             match owned.remove(&task.id) {
@@ -251,18 +251,18 @@ impl Engine {
                     adopted += 1;
                     task.handle = Some(serde_json::to_string(&handle)?);
                     task.addr = handle.addr.map(|a| a.to_string());
-                    if task.last_status == "PROVISIONING" {
-                        task.last_status = "RUNNING".into();
+                    if task.last_status == model::TaskStatus::Provisioning {
+                        task.last_status = model::TaskStatus::Running;
                         task.started_at = Some(now.as_millis());
                     }
-                    if task.last_status == "STOPPING" {
-                        task.last_status = "DEACTIVATING".into();
+                    if task.last_status == model::TaskStatus::Stopping {
+                        task.last_status = model::TaskStatus::Deactivating;
                         task.stop_at = Some(now.as_millis());
                     }
                 }
                 None => {
-                    task.last_status = "STOPPED".into();
-                    task.desired_status = "STOPPED".into();
+                    task.last_status = model::TaskStatus::Stopped;
+                    task.desired_status = model::DesiredStatus::Stopped;
                     task.stopped_at = Some(now.as_millis());
                     task.stopped_reason.get_or_insert_with(|| {
                         "task was gone when the control plane restarted".into()
@@ -344,7 +344,7 @@ impl Engine {
             .read(|tx| tx.task_list(0))
             .unwrap_or_default()
             .into_iter()
-            .filter(|t| t.last_status == "DEACTIVATING")
+            .filter(|t| t.last_status == model::TaskStatus::Deactivating)
             .filter_map(|t| t.stop_at.map(Timestamp::from_millis));
         let outage = self.outage.as_ref().map(|o| o.retry_at);
         machines.chain(retries).chain(drains).chain(outage).min()
@@ -353,7 +353,7 @@ impl Engine {
     fn all_tasks_stopped(&self) -> bool {
         self.store
             .read(|tx| tx.task_list(0))
-            .map(|tasks| tasks.iter().all(|t| t.last_status == "STOPPED"))
+            .map(|tasks| tasks.iter().all(|t| t.last_status == model::TaskStatus::Stopped))
             .unwrap_or(true)
     }
 
@@ -422,7 +422,7 @@ impl Engine {
         let now = clock::now();
         self.store.transaction(|tx| {
             if let Some(mut task) = tx.task_get(task_id)? {
-                task.last_status = "STOPPED".into();
+                task.last_status = model::TaskStatus::Stopped;
                 task.stopped_at = Some(now.as_millis());
                 tx.task_put(&task)?;
             }
@@ -541,7 +541,7 @@ impl Engine {
                 self.shutting_down = true;
                 let result = self.store.transaction(|tx| {
                     for mut ts in tx.task_set_list()? {
-                        ts.status = "DRAINING".into();
+                        ts.status = model::TaskSetStatus::Draining;
                         ts.desired_count = 0;
                         tx.task_set_put(&ts)?;
                     }
@@ -550,7 +550,9 @@ impl Engine {
                 result?;
                 // Stop at once rather than after the drain: the operator asked for everything to go.
                 let tasks = self.store.read(|tx| tx.task_list(0))?;
-                for task in tasks.into_iter().filter(|t| t.last_status != "STOPPED") {
+                for task in
+                    tasks.into_iter().filter(|t| t.last_status != model::TaskStatus::Stopped)
+                {
                     self.begin_stop(task, now, "cutover down")?;
                 }
                 Ok(serde_json::json!({ "status": "stopping" }))
@@ -705,7 +707,7 @@ impl Engine {
                                 service: body.service.clone(),
                                 task_definition: body.task_definition.clone(),
                                 target_group: Some(body.green_target_group.clone()),
-                                status: "ACTIVE".into(),
+                                status: model::TaskSetStatus::Active,
                                 deployment_id: Some(id.to_string()),
                                 desired_count: service.desired_count,
                                 created_at: now.as_millis(),
@@ -738,7 +740,7 @@ impl Engine {
                         tasks_to_stop.extend(drain_task_set(tx, blue, now, &reason)?);
                         if let Some(green_id) = &body.green_task_set {
                             if let Some(mut green) = tx.task_set_get(green_id)? {
-                                green.status = "PRIMARY".into();
+                                green.status = model::TaskSetStatus::Primary;
                                 green.updated_at = now.as_millis();
                                 tx.task_set_put(&green)?;
                             }
@@ -1018,8 +1020,8 @@ impl Engine {
             return Ok(());
         }
         let mut logs: BTreeMap<String, Vec<std::path::PathBuf>> = BTreeMap::new();
-        for task in tasks.iter().filter(|t| t.last_status != "STOPPED") {
-            if let Some(rt) = self.runtimes.get(&task.runtime) {
+        for task in tasks.iter().filter(|t| t.last_status != model::TaskStatus::Stopped) {
+            if let Some(rt) = self.runtimes.get(task.runtime.as_str()) {
                 logs.entry(task.service.clone())
                     .or_default()
                     .extend(rt.log_files(&task.id).into_iter().map(|(_, p)| p));
@@ -1127,7 +1129,7 @@ impl Engine {
         now: Timestamp,
     ) -> anyhow::Result<()> {
         let Some(mut task) = self.store.read(|tx| tx.task_get(task_id))? else { return Ok(()) };
-        if task.last_status != "RUNNING" {
+        if task.last_status != model::TaskStatus::Running {
             return Ok(());
         }
         let before = task.clone();
@@ -1142,14 +1144,12 @@ impl Engine {
                 let checked =
                     ts.is_some_and(|ts| self.has_container_health_check(&ts.task_definition));
                 let health = container_health(health);
-                task.health = reconciler::task_health(health, checked, lb_state, tg.is_some())
-                    .as_str()
-                    .to_string();
-                if task.health == "HEALTHY" {
+                task.health = reconciler::task_health(health, checked, lb_state, tg.is_some());
+                if task.health == model::TaskHealth::Healthy {
                     self.failures.remove(&task.task_set_id);
                 }
                 if health == reconciler::ContainerHealth::Unhealthy
-                    && task.desired_status == "RUNNING"
+                    && task.desired_status == model::DesiredStatus::Running
                 {
                     // ECS replaces a task whose essential container is unhealthy.
                     self.note_failure(&task.task_set_id, "container health check failed", now);
@@ -1165,8 +1165,8 @@ impl Engine {
                     None => reason,
                 };
                 self.task_ended(&mut task, reason, now);
-                task.health = "UNKNOWN".into();
-                if let Some(rt) = self.runtimes.get(&task.runtime).cloned() {
+                task.health = model::TaskHealth::Unknown;
+                if let Some(rt) = self.runtimes.get(task.runtime.as_str()).cloned() {
                     tokio::spawn(async move {
                         let _ = rt.remove(&handle).await;
                     });
@@ -1184,11 +1184,11 @@ impl Engine {
 
     /// A task stopped on its own: a failure of its task set if it was meant to run.
     fn task_ended(&mut self, task: &mut TaskRow, reason: String, now: Timestamp) {
-        if task.desired_status == "RUNNING" {
+        if task.desired_status == model::DesiredStatus::Running {
             self.note_failure(&task.task_set_id, &reason, now);
         }
-        task.last_status = "STOPPED".into();
-        task.desired_status = "STOPPED".into();
+        task.last_status = model::TaskStatus::Stopped;
+        task.desired_status = model::DesiredStatus::Stopped;
         task.stopped_at = Some(now.as_millis());
         task.stopped_reason.get_or_insert(reason);
     }
@@ -1196,7 +1196,7 @@ impl Engine {
     /// Stops the deactivating tasks whose drain is over.
     fn stop_drained(&mut self, now: Timestamp) -> anyhow::Result<()> {
         let tasks = self.store.read(|tx| tx.task_list(0))?;
-        for task in tasks.into_iter().filter(|t| t.last_status == "DEACTIVATING") {
+        for task in tasks.into_iter().filter(|t| t.last_status == model::TaskStatus::Deactivating) {
             let drained = {
                 let health = self.shared.health.read().unwrap_or_else(|p| p.into_inner());
                 reconciler::drain_over(
@@ -1254,14 +1254,14 @@ impl Engine {
         now: Timestamp,
         reason: &str,
     ) -> Result<(), ApiError> {
-        task.desired_status = "STOPPED".into();
-        task.last_status = "STOPPING".into();
+        task.desired_status = model::DesiredStatus::Stopped;
+        task.last_status = model::TaskStatus::Stopping;
         if !reason.is_empty() {
             task.stopped_reason.get_or_insert_with(|| reason.to_string());
         }
         self.store.transaction(|tx| tx.task_put(&task))?;
         self.removed_at_version.remove(&task.id);
-        let rt = self.runtimes.get(&task.runtime).cloned();
+        let rt = self.runtimes.get(task.runtime.as_str()).cloned();
         let handle =
             task.handle.as_deref().and_then(|h| serde_json::from_str::<TaskHandle>(h).ok());
         let tx = self.tx.clone();
@@ -1288,15 +1288,15 @@ impl Engine {
                 .iter()
                 .filter(|t| {
                     t.task_set_id == ts.id
-                        && t.desired_status == "RUNNING"
-                        && t.last_status != "STOPPED"
+                        && t.desired_status == model::DesiredStatus::Running
+                        && t.last_status != model::TaskStatus::Stopped
                 })
                 .collect();
-            if ts.status == "DRAINING" {
+            if ts.status == model::TaskSetStatus::Draining {
                 let remaining = snapshot
                     .tasks
                     .iter()
-                    .any(|t| t.task_set_id == ts.id && t.last_status != "STOPPED");
+                    .any(|t| t.task_set_id == ts.id && t.last_status != model::TaskStatus::Stopped);
                 if live.is_empty() && !remaining {
                     // Its stopped tasks stay listed: they keep naming their task definition.
                     self.store.transaction(|tx| {
@@ -1350,6 +1350,10 @@ impl Engine {
         let service = snapshot.service(&ts.service).ok_or_else(|| {
             ApiError::internal(format!("task set {} has no service {}", ts.id, ts.service))
         })?;
+        // `apply` stores only runtimes it knows.
+        let runtime = model::RuntimeKind::parse(&service.runtime).ok_or_else(|| {
+            ApiError::internal(format!("service {} has an unknown runtime", service.name))
+        })?;
         let rt = self.runtimes.get(&service.runtime).cloned().ok_or_else(|| {
             ApiError::conflict(format!(
                 "service {} uses the {} runtime, which is not available: see `cutover up`'s output",
@@ -1387,10 +1391,10 @@ impl Engine {
             id: task_id.clone(),
             task_set_id: ts.id.clone(),
             service: ts.service.clone(),
-            runtime: service.runtime.clone(),
-            last_status: "PROVISIONING".into(),
-            desired_status: "RUNNING".into(),
-            health: "UNKNOWN".into(),
+            runtime,
+            last_status: model::TaskStatus::Provisioning,
+            desired_status: model::DesiredStatus::Running,
+            health: model::TaskHealth::Unknown,
             handle: None,
             addr: None,
             stop_at: None,
@@ -1420,19 +1424,19 @@ impl Engine {
                 task.handle = Some(serde_json::to_string(&handle)?);
                 task.addr = handle.addr.map(|a| a.to_string());
                 task.started_at = Some(now.as_millis());
-                if task.desired_status == "STOPPED" {
+                if task.desired_status == model::DesiredStatus::Stopped {
                     // Stopped while starting (a rollback overtook it): stop it now.
                     self.store.transaction(|tx| tx.task_put(&task))?;
                     self.begin_stop(task, now, "").map_err(|e| anyhow::anyhow!(e.body.error))?;
                     return Ok(());
                 }
-                task.last_status = "RUNNING".into();
+                task.last_status = model::TaskStatus::Running;
             }
             Err(reason) => {
                 warn!(task = %task_id, "task failed to start: {reason}");
                 let reason = format!("task failed to start: {reason}");
-                task.last_status = "STOPPED".into();
-                task.desired_status = "STOPPED".into();
+                task.last_status = model::TaskStatus::Stopped;
+                task.desired_status = model::DesiredStatus::Stopped;
                 task.stopped_at = Some(now.as_millis());
                 task.stopped_reason = Some(reason.clone());
                 // Counted once written: a report the store refused is applied again later.
@@ -1460,11 +1464,12 @@ impl Engine {
                     .iter()
                     .filter(|t| {
                         t.task_set_id == green_id
-                            && t.desired_status == "RUNNING"
-                            && t.last_status == "RUNNING"
+                            && t.desired_status == model::DesiredStatus::Running
+                            && t.last_status == model::TaskStatus::Running
                     })
                     .collect();
-                let healthy = green_tasks.iter().filter(|t| t.health == "HEALTHY").count();
+                let healthy =
+                    green_tasks.iter().filter(|t| t.health == model::TaskHealth::Healthy).count();
                 let machine = &self.machines[&id];
                 let failures = self.failures.get(&green_id).cloned().unwrap_or_default();
                 let view = GreenView {
@@ -1596,15 +1601,15 @@ pub(crate) fn drain_task_set(
     reason: &str,
 ) -> store::Result<Vec<TaskRow>> {
     let Some(mut ts) = tx.task_set_get(task_set_id)? else { return Ok(Vec::new()) };
-    ts.status = "DRAINING".into();
+    ts.status = model::TaskSetStatus::Draining;
     ts.desired_count = 0;
     ts.updated_at = now.as_millis();
     tx.task_set_put(&ts)?;
     let mut out = Vec::new();
     for task in tx.task_list(0)? {
         if task.task_set_id == task_set_id
-            && task.desired_status == "RUNNING"
-            && task.last_status != "STOPPED"
+            && task.desired_status == model::DesiredStatus::Running
+            && task.last_status != model::TaskStatus::Stopped
         {
             out.push(deactivate(tx, task, &ts, now, reason)?);
         }
@@ -1626,10 +1631,10 @@ fn deactivate(
             .map_or(0, |d| d.deregistration_delay_ms),
         None => 0,
     };
-    task.desired_status = "STOPPED".into();
+    task.desired_status = model::DesiredStatus::Stopped;
     task.stopped_reason.get_or_insert_with(|| reason.to_string());
-    if task.last_status == "RUNNING" {
-        task.last_status = "DEACTIVATING".into();
+    if task.last_status == model::TaskStatus::Running {
+        task.last_status = model::TaskStatus::Deactivating;
         task.stop_at = Some(now.as_millis() + delay_ms);
     }
     tx.task_put(&task)?;
@@ -1666,14 +1671,19 @@ pub fn task_set_view(ts: &TaskSetRow, tasks: &[TaskRow]) -> api::TaskSetView {
     let mine = tasks.iter().filter(|t| t.task_set_id == ts.id);
     api::TaskSetView {
         id: ts.id.clone(),
-        status: ts.status.clone(),
+        status: ts.status.to_string(),
         task_definition: ts.task_definition.clone(),
         target_group: ts.target_group.clone(),
         deployment_id: ts.deployment_id.clone(),
         desired_count: ts.desired_count,
-        running_count: mine.clone().filter(|t| t.last_status == "RUNNING").count() as u32,
-        healthy_count: mine.filter(|t| t.last_status == "RUNNING" && t.health == "HEALTHY").count()
+        running_count: mine.clone().filter(|t| t.last_status == model::TaskStatus::Running).count()
             as u32,
+        healthy_count: mine
+            .filter(|t| {
+                t.last_status == model::TaskStatus::Running
+                    && t.health == model::TaskHealth::Healthy
+            })
+            .count() as u32,
     }
 }
 

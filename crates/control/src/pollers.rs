@@ -82,7 +82,7 @@ async fn inspect_tasks(
     loop {
         every.tick().await;
         let running = match store.read(|tx| tx.task_list(0)) {
-            Ok(tasks) => tasks.into_iter().filter(|t| t.last_status == "RUNNING"),
+            Ok(tasks) => tasks.into_iter().filter(|t| t.last_status == model::TaskStatus::Running),
             Err(err) => {
                 warn!("listing tasks to inspect: {err}");
                 continue;
@@ -90,7 +90,7 @@ async fn inspect_tasks(
         };
         let mut answers = Vec::new();
         for task in running {
-            let Some(rt) = runtimes.get(&task.runtime) else { continue };
+            let Some(rt) = runtimes.get(task.runtime.as_str()) else { continue };
             let Some(handle) =
                 task.handle.as_deref().and_then(|h| serde_json::from_str::<TaskHandle>(h).ok())
             else {
