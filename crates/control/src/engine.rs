@@ -502,33 +502,7 @@ impl Engine {
                 )
             }
             Command::RegisterTarget { target_group, addr, register } => {
-                let addr: std::net::SocketAddr = addr.parse().map_err(|_| {
-                    ApiError::bad_request(format!(
-                        "`{addr}` is not an address:port such as 127.0.0.1:9000"
-                    ))
-                })?;
-                let mut doc: TargetGroupDoc = self
-                    .store
-                    .read(|tx| state::doc(tx, KIND_TARGET_GROUP, &target_group))?
-                    .ok_or_else(|| {
-                        ApiError::not_found(format!("no target group `{target_group}`"))
-                    })?;
-                if register {
-                    if !doc.manual_targets().any(|t| *t == addr) {
-                        doc.registered.push(addr);
-                    }
-                } else {
-                    // A declared target deregistered by hand comes back with the next apply,
-                    // as the file still says so.
-                    doc.targets.retain(|t| *t != addr);
-                    doc.registered.retain(|t| *t != addr);
-                }
-                let body = serde_json::to_string(&doc)?;
-                self.store.transaction(|tx| {
-                    tx.resource_put(KIND_TARGET_GROUP, &target_group, &body, now.as_millis())
-                })?;
-                self.reconcile().await;
-                Ok(serde_json::to_value(doc)?)
+                self.register_target(&target_group, &addr, register, now).await
             }
             Command::DeployImages { service, images } => {
                 let request = crate::apply::image_definitions_deployment(self, &service, &images)?;
@@ -537,27 +511,61 @@ impl Engine {
                 self.reconcile().await;
                 Ok(serde_json::to_value(self.deployment_view(&id)?)?)
             }
-            Command::Shutdown => {
-                self.shutting_down = true;
-                let result = self.store.transaction(|tx| {
-                    for mut ts in tx.task_set_list()? {
-                        ts.status = model::TaskSetStatus::Draining;
-                        ts.desired_count = 0;
-                        tx.task_set_put(&ts)?;
-                    }
-                    Ok(())
-                });
-                result?;
-                // Stop at once rather than after the drain: the operator asked for everything to go.
-                let tasks = self.store.read(|tx| tx.task_list(0))?;
-                for task in
-                    tasks.into_iter().filter(|t| t.last_status != model::TaskStatus::Stopped)
-                {
-                    self.begin_stop(task, now, "cutover down")?;
-                }
-                Ok(serde_json::json!({ "status": "stopping" }))
-            }
+            Command::Shutdown => self.shutdown(now),
         }
+    }
+
+    /// Registers or deregisters an IP target by hand (`cutover target-groups register`).
+    async fn register_target(
+        &mut self,
+        target_group: &str,
+        addr: &str,
+        register: bool,
+        now: Timestamp,
+    ) -> Result<serde_json::Value, ApiError> {
+        let addr: std::net::SocketAddr = addr.parse().map_err(|_| {
+            ApiError::bad_request(format!("`{addr}` is not an address:port such as 127.0.0.1:9000"))
+        })?;
+        let mut doc: TargetGroupDoc = self
+            .store
+            .read(|tx| state::doc(tx, KIND_TARGET_GROUP, target_group))?
+            .ok_or_else(|| ApiError::not_found(format!("no target group `{target_group}`")))?;
+        if register {
+            if !doc.manual_targets().any(|t| *t == addr) {
+                doc.registered.push(addr);
+            }
+        } else {
+            // A declared target deregistered by hand comes back with the next apply,
+            // as the file still says so.
+            doc.targets.retain(|t| *t != addr);
+            doc.registered.retain(|t| *t != addr);
+        }
+        let body = serde_json::to_string(&doc)?;
+        self.store.transaction(|tx| {
+            tx.resource_put(KIND_TARGET_GROUP, target_group, &body, now.as_millis())
+        })?;
+        self.reconcile().await;
+        Ok(serde_json::to_value(doc)?)
+    }
+
+    /// Stops every task and then the loop (`cutover down`).
+    fn shutdown(&mut self, now: Timestamp) -> Result<serde_json::Value, ApiError> {
+        self.shutting_down = true;
+        let result = self.store.transaction(|tx| {
+            for mut ts in tx.task_set_list()? {
+                ts.status = model::TaskSetStatus::Draining;
+                ts.desired_count = 0;
+                tx.task_set_put(&ts)?;
+            }
+            Ok(())
+        });
+        result?;
+        // Stop at once rather than after the drain: the operator asked for everything to go.
+        let tasks = self.store.read(|tx| tx.task_list(0))?;
+        for task in tasks.into_iter().filter(|t| t.last_status != model::TaskStatus::Stopped) {
+            self.begin_stop(task, now, "cutover down")?;
+        }
+        Ok(serde_json::json!({ "status": "stopping" }))
     }
 
     // -----------------------------------------------------------------------------------------
@@ -672,9 +680,7 @@ impl Engine {
         if effects.is_empty() {
             return Ok(());
         }
-        let mut hooks_to_run = Vec::new();
-        let mut hooks_to_cancel = Vec::new();
-        let mut tasks_to_stop = Vec::new();
+        let mut work = DriveWork::default();
         let written = self.store.transaction(|tx| {
             let mut row = tx
                 .deployment_get(id)?
@@ -689,80 +695,15 @@ impl Engine {
             };
             let sentences: Vec<String> =
                 effects.iter().map(|e| crate::narrate::effect_sentence(e, sides)).collect();
+            let mut record = DeploymentRecord {
+                id,
+                row: &mut row,
+                body: &mut body,
+                group_state: &mut group_state,
+            };
             for (effect, sentence) in effects.iter().zip(&sentences) {
                 tx.event_append(id, now.as_millis(), "effect", sentence)?;
-                match effect {
-                    Effect::Status(_) | Effect::Event { .. } => {}
-                    Effect::StartGreen => {
-                        if body.green_task_set.is_none() {
-                            let service: ServiceDoc = state::doc(tx, KIND_SERVICE, &body.service)?
-                                .ok_or_else(|| {
-                                    store::Error::Conflict(format!(
-                                        "service {} vanished",
-                                        body.service
-                                    ))
-                                })?;
-                            let ts = TaskSetRow {
-                                id: deployment::new_id("ts"),
-                                service: body.service.clone(),
-                                task_definition: body.task_definition.clone(),
-                                target_group: Some(body.green_target_group.clone()),
-                                status: model::TaskSetStatus::Active,
-                                deployment_id: Some(id.to_string()),
-                                desired_count: service.desired_count,
-                                created_at: now.as_millis(),
-                                updated_at: now.as_millis(),
-                            };
-                            tx.task_set_put(&ts)?;
-                            body.green_task_set = Some(ts.id);
-                        }
-                    }
-                    Effect::RunHook { event, execution_id, hook, timeout } => {
-                        hooks_to_run.push((*event, execution_id.clone(), hook.clone(), *timeout));
-                    }
-                    Effect::CancelHook { execution_id } => {
-                        hooks_to_cancel.push(execution_id.clone())
-                    }
-                    Effect::Route { production_green_percent, test_to_green } => {
-                        body.route_production_green_percent = *production_green_percent;
-                        body.route_test_to_green = *test_to_green;
-                    }
-                    Effect::StopGreen => {
-                        if let Some(green) = &body.green_task_set {
-                            let reason =
-                                format!("deployment {id} ended without green: green stopped");
-                            tasks_to_stop.extend(drain_task_set(tx, green, now, &reason)?);
-                        }
-                    }
-                    Effect::TerminateBlue => {
-                        let reason = format!("deployment {id} replaced blue with green");
-                        let blue = &body.blue_task_set;
-                        tasks_to_stop.extend(drain_task_set(tx, blue, now, &reason)?);
-                        if let Some(green_id) = &body.green_task_set {
-                            if let Some(mut green) = tx.task_set_get(green_id)? {
-                                green.status = model::TaskSetStatus::Primary;
-                                green.updated_at = now.as_millis();
-                                tx.task_set_put(&green)?;
-                            }
-                            group_state.primary_task_set = Some(green_id.clone());
-                        }
-                    }
-                    Effect::Finished(outcome) => {
-                        body.rolled_back = outcome.rolled_back;
-                        if let Some((code, message)) = &outcome.error {
-                            body.error_code = Some(code.as_str().to_string());
-                            body.error_message = Some(message.clone());
-                        }
-                        row.completed_at = Some(now.as_millis());
-                        group_state.active_deployment = None;
-                        let green_left_running = outcome.status != DeploymentStatus::Succeeded
-                            && !outcome.rolled_back
-                            && body.green_task_set.is_some();
-                        if green_left_running {
-                            group_state.leftover_deployment = Some(id.to_string());
-                        }
-                    }
-                }
+                record_effect(tx, &mut record, effect, now, &mut work)?;
             }
             row.status = status.as_str().to_string();
             row.machine = machine_json.clone();
@@ -790,18 +731,18 @@ impl Engine {
         for effect in &effects {
             info!(deployment = %id, "{effect}");
         }
-        for execution_id in hooks_to_cancel {
+        for execution_id in work.hooks_to_cancel {
             if let Some(handle) = self.forget_hook(id, &execution_id) {
                 handle.abort();
             }
         }
-        for (event, execution_id, hook, timeout) in hooks_to_run {
+        for (event, execution_id, hook, timeout) in work.hooks_to_run {
             if let Err(err) = self.spawn_hook(id, event, execution_id, &hook, timeout) {
                 // The machine's own timeout for the hook settles it.
                 warn!(deployment = %id, "starting hook {hook}: {}", err.body.error);
             }
         }
-        for task in tasks_to_stop {
+        for task in work.tasks_to_stop {
             self.note_removal(&task);
         }
         if finished {
@@ -1563,6 +1504,100 @@ impl Engine {
         self.last_pushed = Some(table);
         Ok(())
     }
+}
+
+/// What a deployment's effects change in the store, inside the transaction that records them.
+struct DeploymentRecord<'a> {
+    id: &'a str,
+    row: &'a mut DeploymentRow,
+    body: &'a mut DeploymentBody,
+    group_state: &'a mut GroupState,
+}
+
+/// What a deployment's effects leave to do once they are written.
+#[derive(Default)]
+struct DriveWork {
+    hooks_to_run: Vec<(model::LifecycleEvent, String, String, Duration)>,
+    hooks_to_cancel: Vec<String>,
+    tasks_to_stop: Vec<TaskRow>,
+}
+
+/// Gives one effect of a deployment's machine its meaning for task sets, routing and the
+/// group, in the transaction that records it; what leaves the process goes into `work`.
+fn record_effect(
+    tx: &store::Tx<'_>,
+    record: &mut DeploymentRecord<'_>,
+    effect: &Effect,
+    now: Timestamp,
+    work: &mut DriveWork,
+) -> store::Result<()> {
+    match effect {
+        Effect::Status(_) | Effect::Event { .. } => {}
+        Effect::StartGreen => {
+            if record.body.green_task_set.is_none() {
+                let service: ServiceDoc = state::doc(tx, KIND_SERVICE, &record.body.service)?
+                    .ok_or_else(|| {
+                        store::Error::Conflict(format!("service {} vanished", record.body.service))
+                    })?;
+                let ts = TaskSetRow {
+                    id: deployment::new_id("ts"),
+                    service: record.body.service.clone(),
+                    task_definition: record.body.task_definition.clone(),
+                    target_group: Some(record.body.green_target_group.clone()),
+                    status: model::TaskSetStatus::Active,
+                    deployment_id: Some(record.id.to_string()),
+                    desired_count: service.desired_count,
+                    created_at: now.as_millis(),
+                    updated_at: now.as_millis(),
+                };
+                tx.task_set_put(&ts)?;
+                record.body.green_task_set = Some(ts.id);
+            }
+        }
+        Effect::RunHook { event, execution_id, hook, timeout } => {
+            work.hooks_to_run.push((*event, execution_id.clone(), hook.clone(), *timeout));
+        }
+        Effect::CancelHook { execution_id } => work.hooks_to_cancel.push(execution_id.clone()),
+        Effect::Route { production_green_percent, test_to_green } => {
+            record.body.route_production_green_percent = *production_green_percent;
+            record.body.route_test_to_green = *test_to_green;
+        }
+        Effect::StopGreen => {
+            if let Some(green) = &record.body.green_task_set {
+                let reason = format!("deployment {} ended without green: green stopped", record.id);
+                work.tasks_to_stop.extend(drain_task_set(tx, green, now, &reason)?);
+            }
+        }
+        Effect::TerminateBlue => {
+            let reason = format!("deployment {} replaced blue with green", record.id);
+            let blue = &record.body.blue_task_set;
+            work.tasks_to_stop.extend(drain_task_set(tx, blue, now, &reason)?);
+            if let Some(green_id) = &record.body.green_task_set {
+                if let Some(mut green) = tx.task_set_get(green_id)? {
+                    green.status = model::TaskSetStatus::Primary;
+                    green.updated_at = now.as_millis();
+                    tx.task_set_put(&green)?;
+                }
+                record.group_state.primary_task_set = Some(green_id.clone());
+            }
+        }
+        Effect::Finished(outcome) => {
+            record.body.rolled_back = outcome.rolled_back;
+            if let Some((code, message)) = &outcome.error {
+                record.body.error_code = Some(code.as_str().to_string());
+                record.body.error_message = Some(message.clone());
+            }
+            record.row.completed_at = Some(now.as_millis());
+            record.group_state.active_deployment = None;
+            let green_left_running = outcome.status != DeploymentStatus::Succeeded
+                && !outcome.rolled_back
+                && record.body.green_task_set.is_some();
+            if green_left_running {
+                record.group_state.leftover_deployment = Some(record.id.to_string());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Requests the green target group received over an alarm's evaluation window: part of the
