@@ -12,4 +12,4 @@ mod time;
 
 pub use config::{ConfigError, DeploymentConfig, PREDEFINED_CONFIGS, Shift, TrafficRouting};
 pub use lifecycle::{DeploymentStatus, ErrorCode, LifecycleEvent, LifecycleEventStatus};
-pub use time::{Timestamp, format_duration, parse_duration};
+pub use time::{DurationError, Timestamp, format_duration, parse_duration};
