@@ -401,7 +401,6 @@ pub enum Treatment {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WindowPoint {
     /// Start of the period.
-    #[serde(with = "crate::wire::ts")]
     pub start: Timestamp,
     /// `None`: the period had no data and was filled per treat-missing-data.
     pub value: Option<f64>,
@@ -438,10 +437,8 @@ pub struct ReasonData {
     pub datapoints_to_alarm: u32,
     pub treat_missing_data: TreatMissingData,
     /// Start of the oldest period of the evaluation range.
-    #[serde(with = "crate::wire::ts")]
     pub range_start: Timestamp,
     /// End of the newest period of the evaluation range.
-    #[serde(with = "crate::wire::ts")]
     pub range_end: Timestamp,
     /// Every real datapoint in the range, oldest first (at most the newest
     /// [`REASON_DATAPOINTS_MAX`]).
@@ -457,7 +454,6 @@ pub struct ReasonData {
 /// The result of one [`Alarm::evaluate`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Evaluation {
-    #[serde(with = "crate::wire::ts")]
     pub time: Timestamp,
     pub previous: AlarmState,
     pub state: AlarmState,
@@ -474,7 +470,6 @@ impl Evaluation {
 /// One entry of an alarm's state history.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Transition {
-    #[serde(with = "crate::wire::ts")]
     pub time: Timestamp,
     pub from: AlarmState,
     pub to: AlarmState,
@@ -491,10 +486,8 @@ pub struct Alarm {
     reason: String,
     reason_data: Option<ReasonData>,
     /// When the state last changed.
-    #[serde(with = "crate::wire::ts")]
     state_since: Timestamp,
     /// The latest time the alarm was given; earlier `now`s are clamped to it.
-    #[serde(with = "crate::wire::ts")]
     latest: Timestamp,
     history: VecDeque<Transition>,
 }

@@ -58,7 +58,6 @@ pub mod filter;
 pub mod fuzzing;
 pub mod metric;
 pub mod series;
-mod wire;
 
 #[cfg(test)]
 mod tests;

@@ -309,7 +309,6 @@ impl From<Statistic> for String {
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Datapoint {
     /// Start of the period.
-    #[serde(with = "crate::wire::ts")]
     pub start: Timestamp,
     pub value: f64,
     /// How many samples the period holds (what the low-sample rule of percentiles looks at).

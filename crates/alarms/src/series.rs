@@ -448,7 +448,6 @@ pub struct MetricSeries {
     /// By bucket index (`time / resolution`).
     buckets: BTreeMap<u64, Aggregate>,
     /// The latest time this series was given.
-    #[serde(with = "crate::wire::ts")]
     latest: Timestamp,
 }
 

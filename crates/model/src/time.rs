@@ -33,6 +33,20 @@ impl Timestamp {
     }
 }
 
+/// A timestamp travels as its milliseconds (`1733480000000`): the one representation of every
+/// persisted document and snapshot (rollout's machine, alarms' history, pipelines' records).
+impl serde::Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
+        <u64 as serde::Deserialize>::deserialize(d).map(Timestamp)
+    }
+}
+
 impl fmt::Display for Timestamp {
     /// Prints the offset from the epoch as a humane duration (`5m20s`): in tests the epoch is the
     /// start of the scenario, which makes traces read like a timeline.
@@ -131,6 +145,23 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The JSON that alarms, rollout and pipelines persisted through their own adapters before
+    /// `Timestamp` had serde: plain milliseconds, `null` for none.
+    #[test]
+    fn timestamps_serialize_as_the_milliseconds_persisted_before() {
+        #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+        struct Stored {
+            at: Timestamp,
+            ended: Option<Timestamp>,
+        }
+        let old = r#"{"at":1733480000123,"ended":null}"#;
+        let stored: Stored = serde_json::from_str(old).unwrap();
+        assert_eq!(stored, Stored { at: Timestamp(1_733_480_000_123), ended: None });
+        assert_eq!(serde_json::to_string(&stored).unwrap(), old);
+        let ended = Stored { at: Timestamp(5), ended: Some(Timestamp(9)) };
+        assert_eq!(serde_json::to_string(&ended).unwrap(), r#"{"at":5,"ended":9}"#);
+    }
 
     #[test]
     fn durations_round_trip_through_text() {

@@ -1,9 +1,10 @@
 //! Serde adapters for the `model` types inside a `Rollout` snapshot.
 //!
-//! `model` deliberately has no serde ("the crates at process boundaries convert by hand"), and the
-//! snapshot the control plane persists after every step is such a boundary. Each model type gets a
-//! plain representation (enums by their CodeDeploy names, timestamps as milliseconds), and the
-//! modules below are used as `#[serde(with = "crate::wire::one")]` and friends.
+//! `model` has no serde but for `Timestamp` ("the crates at process boundaries convert by hand"),
+//! and the snapshot the control plane persists after every step is such a boundary. Each model
+//! type gets a plain representation (enums by their CodeDeploy names, timestamps as `model` writes
+//! them: milliseconds), and the modules below are used as `#[serde(with = "crate::wire::one")]`
+//! and friends.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -21,13 +22,15 @@ pub(crate) trait Wire: Sized {
     fn from_repr(repr: Self::Repr) -> Result<Self, String>;
 }
 
+/// `Timestamp` has its own serde (milliseconds, in `model`); this lets the snapshot's
+/// `#[serde(with = "wire::one")]` fields hold timestamps like the other model types.
 impl Wire for Timestamp {
-    type Repr = u64;
-    fn to_repr(&self) -> u64 {
-        self.as_millis()
+    type Repr = Timestamp;
+    fn to_repr(&self) -> Timestamp {
+        *self
     }
-    fn from_repr(repr: u64) -> Result<Self, String> {
-        Ok(Timestamp::from_millis(repr))
+    fn from_repr(repr: Timestamp) -> Result<Self, String> {
+        Ok(repr)
     }
 }
 
