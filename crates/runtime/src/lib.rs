@@ -38,6 +38,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub mod depends_on;
 pub mod docker;
 mod error;
 mod host_env;
