@@ -138,30 +138,7 @@ pub(super) fn alarm(cx: &mut Cx<'_>, node: &Node, path: &str) -> (Option<AlarmDe
     };
     let target_group = optional(cx, &mut f, "target_group", named);
     let service = optional(cx, &mut f, "service", named);
-    let dimension = match (target_group, service) {
-        (Some(Some(_)), Some(Some((_, loc)))) => {
-            cx.error(
-                loc.pos,
-                &loc.path,
-                "an alarm watches one series: `target_group` for a load-balancer metric or \
-                 `service` for a metric filter's metric, not both; remove one",
-            );
-            None
-        }
-        (Some(Some((tg, loc))), Some(None)) if tg == GREEN => Some((AlarmDimension::Green, loc)),
-        (Some(Some((tg, loc))), Some(None)) => Some((AlarmDimension::TargetGroup(tg), loc)),
-        (Some(None), Some(Some((s, loc)))) => Some((AlarmDimension::Service(s), loc)),
-        (Some(None), Some(None)) => {
-            cx.error(
-                map_loc.pos,
-                &super::child_key(path, "target_group"),
-                "missing the metric's series: add `target_group: NAME` (or `green`) for a \
-                 load-balancer metric, or `service: NAME` for a metric filter's metric",
-            );
-            None
-        }
-        _ => None,
-    };
+    let dimension = alarm_dimension(cx, target_group, service, &map_loc, path);
     meta.dimension = dimension.clone();
     let statistic = f
         .require(
@@ -169,16 +146,7 @@ pub(super) fn alarm(cx: &mut Cx<'_>, node: &Node, path: &str) -> (Option<AlarmDe
             "statistic",
             "add `statistic: Sum` (or Average, Maximum, Minimum, SampleCount, p99)",
         )
-        .and_then(|s| {
-            let text = cx.str(s.node, &s.path)?;
-            match text.parse::<Statistic>() {
-                Ok(statistic) => Some(statistic),
-                Err(message) => {
-                    cx.error(s.node.pos, &s.path, message);
-                    None
-                }
-            }
-        });
+        .and_then(|s| statistic(cx, &s));
     let period = f
         .require(cx, "period", "add the length of a datapoint, like `period: 10s` or `period: 1m`")
         .and_then(|p| period(cx, &p));
@@ -206,43 +174,10 @@ pub(super) fn alarm(cx: &mut Cx<'_>, node: &Node, path: &str) -> (Option<AlarmDe
             "add how datapoints compare with the threshold, like `comparison: \">=\"` or \
              GreaterThanOrEqualToThreshold",
         )
-        .and_then(|c| {
-            let text = cx.str(c.node, &c.path)?;
-            let op = comparison(text);
-            if let Err(message) = &op {
-                cx.error(c.node.pos, &c.path, message.clone());
-            }
-            op.ok()
-        });
-    let treat_missing_data = optional(cx, &mut f, "treat_missing_data", |cx, t| {
-        let text = cx.str(t.node, &t.path)?;
-        const NAMES: [&str; 4] = ["missing", "notBreaching", "breaching", "ignore"];
-        match text.parse::<TreatMissingData>() {
-            Ok(treat) => Some(treat),
-            Err(mut message) => {
-                if let Some(s) = suggest(text, NAMES) {
-                    message.push_str(&format!("; did you mean `{s}`?"));
-                }
-                cx.error(t.node.pos, &t.path, message);
-                None
-            }
-        }
-    });
-    let low_sample = optional(cx, &mut f, "evaluate_low_sample_count_percentile", |cx, l| match cx
-        .str(
-        l.node, &l.path,
-    )? {
-        "evaluate" => Some((LowSampleCountPercentile::Evaluate, Loc::of(l))),
-        "ignore" => Some((LowSampleCountPercentile::Ignore, Loc::of(l))),
-        other => {
-            cx.error(
-                l.node.pos,
-                &l.path,
-                format!("{} is not `evaluate` or `ignore`", quote(other)),
-            );
-            None
-        }
-    });
+        .and_then(|c| comparison_field(cx, &c));
+    let treat_missing_data = optional(cx, &mut f, "treat_missing_data", treat_missing_data);
+    let low_sample =
+        optional(cx, &mut f, "evaluate_low_sample_count_percentile", low_sample_count_percentile);
     f.finish(cx, ALARM_FIELDS, &[]);
     let (
         Some((alarm_name, name_loc)),
@@ -292,25 +227,140 @@ pub(super) fn alarm(cx: &mut Cx<'_>, node: &Node, path: &str) -> (Option<AlarmDe
             .map(|(l, _)| *l)
             .unwrap_or_default(),
     };
-    if let Err(errors) = spec.validate() {
-        for e in errors {
-            let loc = match e.field {
-                "name" => &name_loc,
-                "metric" if e.message.contains("dimension") => &dimension_loc,
-                "metric" => &metric_loc,
-                "evaluation_periods" => &n_loc,
-                "datapoints_to_alarm" => datapoints_to_alarm.as_ref().map_or(&n_loc, |(_, l)| l),
-                "threshold" => &threshold_loc,
-                "evaluate_low_sample_count_percentile" => {
-                    low_sample.as_ref().map_or(&map_loc, |(_, l)| l)
-                }
-                _ => &map_loc,
-            };
-            cx.error(loc.pos, &loc.path, e.message);
-        }
+    let locs = AlarmLocs {
+        map: &map_loc,
+        name: &name_loc,
+        metric: &metric_loc,
+        dimension: &dimension_loc,
+        evaluation_periods: &n_loc,
+        datapoints_to_alarm: datapoints_to_alarm.as_ref().map(|(_, l)| l),
+        threshold: &threshold_loc,
+        low_sample: low_sample.as_ref().map(|(_, l)| l),
+    };
+    if !alarm_is_valid(cx, &spec, &locs) {
         return (None, meta);
     }
     (Some(AlarmDecl { spec, dimension }), meta)
+}
+
+/// The series an alarm watches: a target group's (or green's), or a service's.
+fn alarm_dimension(
+    cx: &mut Cx<'_>,
+    target_group: Option<Option<(String, Loc)>>,
+    service: Option<Option<(String, Loc)>>,
+    map_loc: &Loc,
+    path: &str,
+) -> Option<(AlarmDimension, Loc)> {
+    match (target_group, service) {
+        (Some(Some(_)), Some(Some((_, loc)))) => {
+            cx.error(
+                loc.pos,
+                &loc.path,
+                "an alarm watches one series: `target_group` for a load-balancer metric or \
+                 `service` for a metric filter's metric, not both; remove one",
+            );
+            None
+        }
+        (Some(Some((tg, loc))), Some(None)) if tg == GREEN => Some((AlarmDimension::Green, loc)),
+        (Some(Some((tg, loc))), Some(None)) => Some((AlarmDimension::TargetGroup(tg), loc)),
+        (Some(None), Some(Some((s, loc)))) => Some((AlarmDimension::Service(s), loc)),
+        (Some(None), Some(None)) => {
+            cx.error(
+                map_loc.pos,
+                &super::child_key(path, "target_group"),
+                "missing the metric's series: add `target_group: NAME` (or `green`) for a \
+                 load-balancer metric, or `service: NAME` for a metric filter's metric",
+            );
+            None
+        }
+        _ => None,
+    }
+}
+
+fn statistic(cx: &mut Cx<'_>, s: &Field<'_>) -> Option<Statistic> {
+    let text = cx.str(s.node, &s.path)?;
+    match text.parse::<Statistic>() {
+        Ok(statistic) => Some(statistic),
+        Err(err) => {
+            cx.error(s.node.pos, &s.path, err.to_string());
+            None
+        }
+    }
+}
+
+fn comparison_field(cx: &mut Cx<'_>, c: &Field<'_>) -> Option<ComparisonOperator> {
+    let text = cx.str(c.node, &c.path)?;
+    let op = comparison(text);
+    if let Err(message) = &op {
+        cx.error(c.node.pos, &c.path, message.to_string());
+    }
+    op.ok()
+}
+
+fn treat_missing_data(cx: &mut Cx<'_>, t: &Field<'_>) -> Option<TreatMissingData> {
+    let text = cx.str(t.node, &t.path)?;
+    const NAMES: [&str; 4] = ["missing", "notBreaching", "breaching", "ignore"];
+    match text.parse::<TreatMissingData>() {
+        Ok(treat) => Some(treat),
+        Err(err) => {
+            let mut message = err.to_string();
+            if let Some(s) = suggest(text, NAMES) {
+                message.push_str(&format!("; did you mean `{s}`?"));
+            }
+            cx.error(t.node.pos, &t.path, message);
+            None
+        }
+    }
+}
+
+fn low_sample_count_percentile(
+    cx: &mut Cx<'_>,
+    l: &Field<'_>,
+) -> Option<(LowSampleCountPercentile, Loc)> {
+    match cx.str(l.node, &l.path)? {
+        "evaluate" => Some((LowSampleCountPercentile::Evaluate, Loc::of(l))),
+        "ignore" => Some((LowSampleCountPercentile::Ignore, Loc::of(l))),
+        other => {
+            cx.error(
+                l.node.pos,
+                &l.path,
+                format!("{} is not `evaluate` or `ignore`", quote(other)),
+            );
+            None
+        }
+    }
+}
+
+/// Where an alarm's fields were written, for the errors of CloudWatch's own checks.
+struct AlarmLocs<'a> {
+    map: &'a Loc,
+    name: &'a Loc,
+    metric: &'a Loc,
+    dimension: &'a Loc,
+    evaluation_periods: &'a Loc,
+    datapoints_to_alarm: Option<&'a Loc>,
+    threshold: &'a Loc,
+    low_sample: Option<&'a Loc>,
+}
+
+/// Runs CloudWatch's checks of the alarm (`alarms::AlarmSpec::validate`) and reports each
+/// failure at the field it is about.
+fn alarm_is_valid(cx: &mut Cx<'_>, spec: &AlarmSpec, locs: &AlarmLocs<'_>) -> bool {
+    let Err(errors) = spec.validate() else { return true };
+    for e in errors {
+        let loc = match e.field {
+            "name" => locs.name,
+            "metric" if e.message.contains("dimension") => locs.dimension,
+            "metric" => locs.metric,
+            "evaluation_periods" => locs.evaluation_periods,
+            "datapoints_to_alarm" => locs.datapoints_to_alarm.unwrap_or(locs.evaluation_periods),
+            "threshold" => locs.threshold,
+            "evaluate_low_sample_count_percentile" => locs.low_sample.unwrap_or(locs.map),
+            _ => locs.map,
+        };
+        cx.error(loc.pos, &loc.path, e.message);
+    }
+    false
 }
 
 /// `1s`, `10s`, `1m`; a bare integer counts seconds, as CloudWatch's `Period`.
