@@ -644,7 +644,6 @@ pub(super) fn cross_check(
         .iter()
         .filter_map(|f| Some((f.metric.as_ref()?.0.as_str(), f.service.as_ref()?.0.as_str())))
         .collect();
-    let filter_metrics: BTreeSet<&str> = produced.iter().map(|(m, _)| *m).collect();
     for alarm in alarms {
         let (Some((metric, metric_loc)), Some((dimension, dim_loc))) =
             (&alarm.metric, &alarm.dimension)
@@ -652,84 +651,131 @@ pub(super) fn cross_check(
             continue;
         };
         if LOAD_BALANCER_METRICS.contains(&metric.as_str()) {
-            match dimension {
-                AlarmDimension::Service(_) => cx.error(
+            check_load_balancer_series(cx, metric, (dimension, dim_loc), target_groups);
+        } else {
+            check_filter_series(cx, (metric, metric_loc), (dimension, dim_loc), &produced);
+        }
+    }
+    let listed = check_group_alarms(cx, alarms, groups);
+    for alarm in alarms {
+        if let (Some((alarm_name, _)), Some((AlarmDimension::Green, loc))) =
+            (&alarm.name, &alarm.dimension)
+            && !listed.contains(alarm_name.as_str())
+        {
+            cx.note(
+                loc.pos,
+                &loc.path,
+                format!(
+                    "no deployment group lists alarm `{alarm_name}`, and `green` only exists in a \
+                     deployment; add it to a group's `alarms`"
+                ),
+            );
+        }
+    }
+}
+
+/// A load-balancer metric is kept per target group: the alarm names one that exists, or green.
+fn check_load_balancer_series(
+    cx: &mut Cx<'_>,
+    metric: &str,
+    (dimension, dim_loc): (&AlarmDimension, &Loc),
+    target_groups: &[&str],
+) {
+    match dimension {
+        AlarmDimension::Service(_) => cx.error(
+            dim_loc.pos,
+            &dim_loc.path,
+            format!(
+                "`{metric}` is a load-balancer metric, kept per target group; write \
+                 `target_group: NAME` (or `green`) instead of `service`"
+            ),
+        ),
+        AlarmDimension::TargetGroup(tg) => {
+            if !target_groups.contains(&tg.as_str()) {
+                let mut known = target_groups.to_vec();
+                known.push(GREEN);
+                unknown(cx, dim_loc, "target group", tg, &known, "target_groups");
+            }
+        }
+        AlarmDimension::Green => {
+            if target_groups.contains(&GREEN) {
+                cx.note(
+                    dim_loc.pos,
+                    &dim_loc.path,
+                    "`green` means the green target group of the deployment being \
+                     watched, not the target group named `green`",
+                );
+            }
+        }
+    }
+}
+
+/// Any other metric must come from a metric filter, for the service the alarm names.
+fn check_filter_series(
+    cx: &mut Cx<'_>,
+    (metric, metric_loc): (&str, &Loc),
+    (dimension, dim_loc): (&AlarmDimension, &Loc),
+    produced: &BTreeSet<(&str, &str)>,
+) {
+    let filter_metrics: BTreeSet<&str> = produced.iter().map(|(m, _)| *m).collect();
+    if !filter_metrics.contains(metric) {
+        let mut message = format!(
+            "no metric `{metric}`: it is neither a load-balancer metric nor produced by a \
+             metric filter"
+        );
+        let candidates =
+            LOAD_BALANCER_METRICS.iter().copied().chain(filter_metrics.iter().copied());
+        match suggest(metric, candidates) {
+            Some(s) => message.push_str(&format!("; did you mean `{s}`?")),
+            None if filter_metrics.is_empty() => message.push_str(&format!(
+                "; use a load-balancer metric ({}) or declare a metric filter under \
+                 `metric_filters`",
+                LOAD_BALANCER_METRICS.join(", ")
+            )),
+            None => message.push_str(&format!(
+                "; metric filters produce: {}",
+                filter_metrics.iter().copied().collect::<Vec<_>>().join(", ")
+            )),
+        }
+        cx.error(metric_loc.pos, &metric_loc.path, message);
+        return;
+    }
+    let producers: Vec<&str> =
+        produced.iter().filter(|(m, _)| *m == metric).map(|(_, s)| *s).collect();
+    match dimension {
+        AlarmDimension::Service(service) => {
+            if !producers.contains(&service.as_str()) {
+                cx.error(
                     dim_loc.pos,
                     &dim_loc.path,
                     format!(
-                        "`{metric}` is a load-balancer metric, kept per target group; write \
-                         `target_group: NAME` (or `green`) instead of `service`"
+                        "no metric filter produces `{metric}` for service `{service}`; it is \
+                         produced for: {}",
+                        producers.join(", ")
                     ),
-                ),
-                AlarmDimension::TargetGroup(tg) => {
-                    if !target_groups.contains(&tg.as_str()) {
-                        let mut known = target_groups.to_vec();
-                        known.push(GREEN);
-                        unknown(cx, dim_loc, "target group", tg, &known, "target_groups");
-                    }
-                }
-                AlarmDimension::Green => {
-                    if target_groups.contains(&GREEN) {
-                        cx.note(
-                            dim_loc.pos,
-                            &dim_loc.path,
-                            "`green` means the green target group of the deployment being \
-                             watched, not the target group named `green`",
-                        );
-                    }
-                }
+                );
             }
-            continue;
         }
-        if !filter_metrics.contains(metric.as_str()) {
-            let mut message = format!(
-                "no metric `{metric}`: it is neither a load-balancer metric nor produced by a \
-                 metric filter"
-            );
-            let candidates =
-                LOAD_BALANCER_METRICS.iter().copied().chain(filter_metrics.iter().copied());
-            match suggest(metric, candidates) {
-                Some(s) => message.push_str(&format!("; did you mean `{s}`?")),
-                None if filter_metrics.is_empty() => message.push_str(&format!(
-                    "; use a load-balancer metric ({}) or declare a metric filter under \
-                     `metric_filters`",
-                    LOAD_BALANCER_METRICS.join(", ")
-                )),
-                None => message.push_str(&format!(
-                    "; metric filters produce: {}",
-                    filter_metrics.iter().copied().collect::<Vec<_>>().join(", ")
-                )),
-            }
-            cx.error(metric_loc.pos, &metric_loc.path, message);
-            continue;
-        }
-        let producers: Vec<&str> =
-            produced.iter().filter(|(m, _)| *m == metric).map(|(_, s)| *s).collect();
-        match dimension {
-            AlarmDimension::Service(service) => {
-                if !producers.contains(&service.as_str()) {
-                    cx.error(
-                        dim_loc.pos,
-                        &dim_loc.path,
-                        format!(
-                            "no metric filter produces `{metric}` for service `{service}`; it is \
-                             produced for: {}",
-                            producers.join(", ")
-                        ),
-                    );
-                }
-            }
-            AlarmDimension::TargetGroup(_) | AlarmDimension::Green => cx.error(
-                dim_loc.pos,
-                &dim_loc.path,
-                format!(
-                    "`{metric}` comes from a metric filter and is kept per service; write \
-                     `service: {}` instead of `target_group`",
-                    producers[0]
-                ),
+        AlarmDimension::TargetGroup(_) | AlarmDimension::Green => cx.error(
+            dim_loc.pos,
+            &dim_loc.path,
+            format!(
+                "`{metric}` comes from a metric filter and is kept per service; write \
+                 `service: {}` instead of `target_group`",
+                producers[0]
             ),
-        }
+        ),
     }
+}
+
+/// Every alarm a deployment group lists exists; one that watches a target group of the group's
+/// blue/green pair gets a note (it watches the new version one time, the old the next). Returns
+/// the names listed.
+fn check_group_alarms<'a>(
+    cx: &mut Cx<'_>,
+    alarms: &[AlarmMeta],
+    groups: &'a [GroupMeta],
+) -> BTreeSet<&'a str> {
     let names: Vec<&str> =
         alarms.iter().filter_map(|a| a.name.as_ref().map(|(n, _)| n.as_str())).collect();
     let mut listed: BTreeSet<&str> = BTreeSet::new();
@@ -766,19 +812,5 @@ pub(super) fn cross_check(
             }
         }
     }
-    for alarm in alarms {
-        if let (Some((alarm_name, _)), Some((AlarmDimension::Green, loc))) =
-            (&alarm.name, &alarm.dimension)
-            && !listed.contains(alarm_name.as_str())
-        {
-            cx.note(
-                loc.pos,
-                &loc.path,
-                format!(
-                    "no deployment group lists alarm `{alarm_name}`, and `green` only exists in a \
-                     deployment; add it to a group's `alarms`"
-                ),
-            );
-        }
-    }
+    listed
 }
