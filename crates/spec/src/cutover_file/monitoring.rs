@@ -11,7 +11,7 @@ use ::alarms::{
 };
 
 use super::{GroupMeta, Loc, Named, check_unique, name, required_string, unknown};
-use crate::decode::{BareNumber, Cx, Field, quote};
+use crate::decode::{BareNumber, Cx, Field, Fields, quote};
 use crate::diag::{Pos, suggest};
 use crate::taskdef::optional;
 use crate::tree::{Node, Value};
@@ -133,12 +133,7 @@ pub(super) fn alarm(cx: &mut Cx<'_>, node: &Node, path: &str) -> (Option<AlarmDe
         "name the metric to watch, like `metric: HTTPCode_Target_5XX_Count` or a metric filter's \
          metric",
     );
-    let named = |cx: &mut Cx<'_>, field: &Field<'_>| {
-        cx.nonempty(field.node, &field.path).map(|s| (s, Loc::of(field)))
-    };
-    let target_group = optional(cx, &mut f, "target_group", named);
-    let service = optional(cx, &mut f, "service", named);
-    let dimension = alarm_dimension(cx, target_group, service, &map_loc, path);
+    let dimension = alarm_dimension(cx, &mut f, &map_loc, path);
     meta.dimension = dimension.clone();
     let statistic = f
         .require(
@@ -207,14 +202,9 @@ pub(super) fn alarm(cx: &mut Cx<'_>, node: &Node, path: &str) -> (Option<AlarmDe
     else {
         return (None, meta);
     };
-    let metric_id = match &dimension {
-        AlarmDimension::TargetGroup(tg) => MetricId::new(&metric).with(TARGET_GROUP_DIMENSION, tg),
-        AlarmDimension::Green => MetricId::new(&metric),
-        AlarmDimension::Service(s) => MetricId::new(&metric).with(SERVICE_DIMENSION, s),
-    };
     let spec = AlarmSpec {
         name: alarm_name,
-        metric: metric_id,
+        metric: metric_id(&metric, &dimension),
         statistic,
         period,
         evaluation_periods,
@@ -246,11 +236,15 @@ pub(super) fn alarm(cx: &mut Cx<'_>, node: &Node, path: &str) -> (Option<AlarmDe
 /// The series an alarm watches: a target group's (or green's), or a service's.
 fn alarm_dimension(
     cx: &mut Cx<'_>,
-    target_group: Option<Option<(String, Loc)>>,
-    service: Option<Option<(String, Loc)>>,
+    f: &mut Fields<'_>,
     map_loc: &Loc,
     path: &str,
 ) -> Option<(AlarmDimension, Loc)> {
+    let named = |cx: &mut Cx<'_>, field: &Field<'_>| {
+        cx.nonempty(field.node, &field.path).map(|s| (s, Loc::of(field)))
+    };
+    let target_group = optional(cx, f, "target_group", named);
+    let service = optional(cx, f, "service", named);
     match (target_group, service) {
         (Some(Some(_)), Some(Some((_, loc)))) => {
             cx.error(
@@ -328,6 +322,15 @@ fn low_sample_count_percentile(
             );
             None
         }
+    }
+}
+
+/// The series of `metric` an alarm watches; green's target group is known only in a deployment.
+fn metric_id(metric: &str, dimension: &AlarmDimension) -> MetricId {
+    match dimension {
+        AlarmDimension::TargetGroup(tg) => MetricId::new(metric).with(TARGET_GROUP_DIMENSION, tg),
+        AlarmDimension::Green => MetricId::new(metric),
+        AlarmDimension::Service(s) => MetricId::new(metric).with(SERVICE_DIMENSION, s),
     }
 }
 
