@@ -116,9 +116,16 @@ impl ComparisonOperator {
     }
 }
 
+/// A text that is not one of CloudWatch's comparison operators.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown comparison operator `{0}`; use GreaterThanOrEqualToThreshold, GreaterThanThreshold, LessThanThreshold or LessThanOrEqualToThreshold"
+)]
+pub struct UnknownComparisonOperator(pub String);
+
 impl FromStr for ComparisonOperator {
-    type Err = String;
-    fn from_str(text: &str) -> Result<ComparisonOperator, String> {
+    type Err = UnknownComparisonOperator;
+    fn from_str(text: &str) -> Result<ComparisonOperator, UnknownComparisonOperator> {
         [
             ComparisonOperator::GreaterThanOrEqualToThreshold,
             ComparisonOperator::GreaterThanThreshold,
@@ -127,12 +134,7 @@ impl FromStr for ComparisonOperator {
         ]
         .into_iter()
         .find(|op| op.as_str() == text)
-        .ok_or_else(|| {
-            format!(
-                "unknown comparison operator `{text}`; use GreaterThanOrEqualToThreshold, \
-                 GreaterThanThreshold, LessThanThreshold or LessThanOrEqualToThreshold"
-            )
-        })
+        .ok_or_else(|| UnknownComparisonOperator(text.to_string()))
     }
 }
 
@@ -178,17 +180,20 @@ impl TreatMissingData {
     }
 }
 
+/// A text that is not one of CloudWatch's ways to treat missing data.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown treat-missing-data `{0}`; use missing, notBreaching, breaching or ignore")]
+pub struct UnknownTreatMissingData(pub String);
+
 impl FromStr for TreatMissingData {
-    type Err = String;
-    fn from_str(text: &str) -> Result<TreatMissingData, String> {
+    type Err = UnknownTreatMissingData;
+    fn from_str(text: &str) -> Result<TreatMissingData, UnknownTreatMissingData> {
         match text {
             "missing" => Ok(TreatMissingData::Missing),
             "notBreaching" => Ok(TreatMissingData::NotBreaching),
             "breaching" => Ok(TreatMissingData::Breaching),
             "ignore" => Ok(TreatMissingData::Ignore),
-            _ => Err(format!(
-                "unknown treat-missing-data `{text}`; use missing, notBreaching, breaching or ignore"
-            )),
+            _ => Err(UnknownTreatMissingData(text.to_string())),
         }
     }
 }
@@ -314,10 +319,10 @@ impl AlarmSpec {
         let mut errors = Vec::new();
         let mut fail = |field, message: String| errors.push(SpecError { field, message });
         if let Err(e) = check_text("alarm name", &self.name, ALARM_NAME_CHARS_MAX) {
-            fail("name", e);
+            fail("name", e.to_string());
         }
         if let Err(e) = self.metric.validate() {
-            fail("metric", e);
+            fail("metric", e.to_string());
         }
         let n = self.evaluation_periods;
         if n == 0 {

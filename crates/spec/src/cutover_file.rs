@@ -177,6 +177,14 @@ impl PreviewSpec {
     pub const BLUE: &str = "blue";
 }
 
+/// A text that is not `load-balancer/listener`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{} is not a listener reference; write `<load balancer>/<listener>`, like web/prod",
+    quote(.0)
+)]
+pub struct BadListenerRef(pub String);
+
 /// A listener of a load balancer, written `web/prod`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ListenerRef {
@@ -186,17 +194,14 @@ pub struct ListenerRef {
 
 impl ListenerRef {
     /// Reads `load-balancer/listener`.
-    pub fn parse(text: &str) -> Result<ListenerRef, String> {
+    pub fn parse(text: &str) -> Result<ListenerRef, BadListenerRef> {
         match text.split_once('/') {
             Some((lb, listener))
                 if !lb.is_empty() && !listener.is_empty() && !listener.contains('/') =>
             {
                 Ok(ListenerRef { load_balancer: lb.to_string(), listener: listener.to_string() })
             }
-            _ => Err(format!(
-                "{} is not a listener reference; write `<load balancer>/<listener>`, like web/prod",
-                quote(text)
-            )),
+            _ => Err(BadListenerRef(text.to_string())),
         }
     }
 }

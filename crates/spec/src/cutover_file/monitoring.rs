@@ -384,15 +384,15 @@ fn period(cx: &mut Cx<'_>, field: &Field<'_>) -> Option<Period> {
     let secs = u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
     match Period::from_secs(secs) {
         Ok(p) => Some(p),
-        Err(message) => {
-            cx.error(field.node.pos, &field.path, message);
+        Err(err) => {
+            cx.error(field.node.pos, &field.path, err.to_string());
             None
         }
     }
 }
 
 /// CloudWatch's operator names, or `>=`, `>`, `<`, `<=`.
-fn comparison(text: &str) -> Result<ComparisonOperator, String> {
+fn comparison(text: &str) -> Result<ComparisonOperator, BadComparison> {
     match text {
         ">=" => return Ok(ComparisonOperator::GreaterThanOrEqualToThreshold),
         ">" => return Ok(ComparisonOperator::GreaterThanThreshold),
@@ -413,11 +413,6 @@ fn comparison(text: &str) -> Result<ComparisonOperator, String> {
         "LessThanThreshold",
         "LessThanOrEqualToThreshold",
     ];
-    let mut message = format!(
-        "{} is not a comparison; use `>=` (GreaterThanOrEqualToThreshold), `>` \
-         (GreaterThanThreshold), `<` (LessThanThreshold) or `<=` (LessThanOrEqualToThreshold)",
-        quote(text)
-    );
     // `GreaterThanOrEqual` is closer by edits to `GreaterThanThreshold` than to what it starts.
     let lower = text.to_ascii_lowercase();
     let extending: Vec<&str> = ALL
@@ -429,10 +424,19 @@ fn comparison(text: &str) -> Result<ComparisonOperator, String> {
         [one] => Some(one),
         _ => suggest(text, ALL),
     };
-    if let Some(s) = guess {
-        message.push_str(&format!("; did you mean `{s}`?"));
-    }
-    Err(message)
+    Err(BadComparison { text: text.to_string(), guess })
+}
+
+/// A comparison that is none of CloudWatch's, with the one it most likely meant.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{} is not a comparison; use `>=` (GreaterThanOrEqualToThreshold), `>` (GreaterThanThreshold), `<` (LessThanThreshold) or `<=` (LessThanOrEqualToThreshold){}",
+    quote(.text),
+    .guess.map(|s| format!("; did you mean `{s}`?")).unwrap_or_default()
+)]
+struct BadComparison {
+    text: String,
+    guess: Option<&'static str>,
 }
 
 /// An integer or a decimal number.
