@@ -15,11 +15,19 @@ use model::{
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// A name in a snapshot that this build does not know (written by a newer cutover, or edited).
+#[derive(Debug, thiserror::Error)]
+#[error("unknown {what} `{name}` in a stored deployment; it was written by another cutover version")]
+pub(crate) struct UnknownName {
+    what: &'static str,
+    name: String,
+}
+
 /// A model type with a serde-friendly stand-in.
 pub(crate) trait Wire: Sized {
     type Repr: Serialize + DeserializeOwned;
     fn to_repr(&self) -> Self::Repr;
-    fn from_repr(repr: Self::Repr) -> Result<Self, String>;
+    fn from_repr(repr: Self::Repr) -> Result<Self, UnknownName>;
 }
 
 /// `Timestamp` has its own serde (milliseconds, in `model`); this lets the snapshot's
@@ -29,7 +37,7 @@ impl Wire for Timestamp {
     fn to_repr(&self) -> Timestamp {
         *self
     }
-    fn from_repr(repr: Timestamp) -> Result<Self, String> {
+    fn from_repr(repr: Timestamp) -> Result<Self, UnknownName> {
         Ok(repr)
     }
 }
@@ -42,8 +50,8 @@ macro_rules! wire_by_name {
             fn to_repr(&self) -> String {
                 self.as_str().to_string()
             }
-            fn from_repr(repr: String) -> Result<Self, String> {
-                <$ty>::parse(&repr).ok_or_else(|| format!("unknown {} `{repr}`", $what))
+            fn from_repr(repr: String) -> Result<Self, UnknownName> {
+                <$ty>::parse(&repr).ok_or(UnknownName { what: $what, name: repr })
             }
         }
     };
@@ -75,7 +83,7 @@ impl Wire for TrafficRouting {
             }
         }
     }
-    fn from_repr(repr: RoutingRepr) -> Result<Self, String> {
+    fn from_repr(repr: RoutingRepr) -> Result<Self, UnknownName> {
         Ok(match repr {
             RoutingRepr::AllAtOnce => TrafficRouting::AllAtOnce,
             RoutingRepr::Canary { percent, interval } => {
@@ -94,7 +102,7 @@ impl<A: Wire> Wire for (A, String) {
     fn to_repr(&self) -> Self::Repr {
         (self.0.to_repr(), self.1.clone())
     }
-    fn from_repr(repr: Self::Repr) -> Result<Self, String> {
+    fn from_repr(repr: Self::Repr) -> Result<Self, UnknownName> {
         Ok((A::from_repr(repr.0)?, repr.1))
     }
 }
@@ -155,5 +163,27 @@ pub(crate) mod map {
             .into_iter()
             .map(|(k, v)| Ok((K::from_repr(k).map_err(D::Error::custom)?, v)))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    struct Stored {
+        #[serde(with = "one")]
+        status: DeploymentStatus,
+    }
+
+    #[test]
+    fn a_name_this_build_does_not_know_is_refused_naming_it() {
+        let known = serde_json::from_str::<Stored>(r#"{"status":"Succeeded"}"#).unwrap();
+        assert_eq!(known.status, DeploymentStatus::Succeeded);
+        let err = serde_json::from_str::<Stored>(r#"{"status":"Hibernating"}"#).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown deployment status `Hibernating` in a stored deployment; it was written by another cutover version at line 1 column 24"
+        );
     }
 }
