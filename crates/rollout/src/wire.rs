@@ -17,7 +17,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A name in a snapshot that this build does not know (written by a newer cutover, or edited).
 #[derive(Debug, thiserror::Error)]
-#[error("unknown {what} `{name}` in a stored deployment; it was written by another cutover version")]
+#[error(
+    "unknown {what} `{name}` in a stored deployment; it was written by another cutover version"
+)]
 pub(crate) struct UnknownName {
     what: &'static str,
     name: String,
