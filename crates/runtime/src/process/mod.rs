@@ -43,7 +43,7 @@ use nix::sys::signal::Signal;
 use tokio::sync::watch;
 
 use self::launch::Launch;
-use self::store::{ExitRecord, StopCause, StoppedRecord, TaskRecord};
+use self::store::{ExitRecord, RecordError, StopCause, StoppedRecord, TaskRecord};
 use self::sys::ProcId;
 use crate::depends_on::{self, Condition, Observed, StartPlan, WaitError};
 use crate::{ContainerSpec, Health, Runtime, RuntimeError, TaskHandle, TaskSpec, TaskState};
@@ -88,8 +88,8 @@ fn copy_images(task_dir: &Path, launches: Vec<Launch>) -> (Vec<Launch>, Option<S
             continue;
         }
         let copy = snapshot::image_copy_dir(task_dir, i);
-        if let Err(reason) = snapshot::copy_image(&l.image_dir, &copy) {
-            return (launches, Some(reason));
+        if let Err(err) = snapshot::copy_image(&l.image_dir, &copy) {
+            return (launches, Some(err.to_string()));
         }
         copies.push(copy);
     }
@@ -601,7 +601,7 @@ impl Inner {
     }
 
     /// The task from memory, else from its record on disk (adopting it). `Ok(None)`: unknown.
-    fn get_or_load(self: &Arc<Self>, id: &str) -> Result<Option<Arc<Task>>, String> {
+    fn get_or_load(self: &Arc<Self>, id: &str) -> Result<Option<Arc<Task>>, RecordError> {
         if !valid_task_id(id) {
             return Ok(None);
         }
@@ -633,19 +633,15 @@ impl Inner {
 }
 
 /// Builds a task from its record (written by this or an earlier control plane).
-fn adopt(id: &str, dir: PathBuf, rec: TaskRecord) -> Result<Arc<Task>, String> {
+fn adopt(id: &str, dir: PathBuf, rec: TaskRecord) -> Result<Arc<Task>, RecordError> {
     if rec.format != store::FORMAT {
-        return Err(format!(
-            "{} has format {}, this cutover reads format {}",
-            store::task_file(&dir).display(),
-            rec.format,
-            store::FORMAT
-        ));
+        return Err(RecordError::Format { path: store::task_file(&dir), found: rec.format });
     }
     if rec.procs.len() != rec.spec.containers.len() {
-        return Err(format!("{} is inconsistent", store::task_file(&dir).display()));
+        return Err(RecordError::Inconsistent { path: store::task_file(&dir) });
     }
-    let StartPlan { levels, .. } = validate(&rec.spec).map_err(|e| e.to_string())?;
+    let StartPlan { levels, .. } =
+        validate(&rec.spec).map_err(|e| RecordError::Spec(Box::new(e)))?;
     let lb = lb_addr(&rec.spec, rec.ip);
     let containers = rec
         .spec
@@ -1010,7 +1006,8 @@ impl Runtime for ProcessRuntime {
         let task = match self.inner.get_or_load(&handle.task_id) {
             Ok(Some(t)) => t,
             Ok(None) => return Ok(()),
-            Err(detail) => {
+            Err(err) => {
+                let detail = err.to_string();
                 return Err(RuntimeError::BadRecord { task_id: handle.task_id.clone(), detail });
             }
         };
