@@ -13,8 +13,8 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 use routes::{
-    Action, Applied, DEFAULT_IDLE_TIMEOUT_MS, FixedResponse, Listener, Preview, PreviewFrom,
-    Redirect, RouteTable, TargetGroup, WEIGHT_MAX,
+    Action, Applied, DEFAULT_IDLE_TIMEOUT_MS, FixedResponse, ForwardAction, Listener, Preview,
+    PreviewFrom, Redirect, RouteTable, TargetGroup, WEIGHT_MAX,
 };
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -595,125 +595,99 @@ pub fn validate(table: &RouteTable) -> Result<(), InvalidTable> {
 }
 
 fn validate_listener(name: &str, l: &Listener, table: &RouteTable) -> Result<(), InvalidTable> {
+    let bad = |problem: String| InvalidTable::listener(name, problem);
     if l.bind.port() == 0 {
-        return Err(InvalidTable::listener(
-            name,
-            format!("bind {} needs a port (1-65535)", l.bind),
-        ));
+        return Err(bad(format!("bind {} needs a port (1-65535)", l.bind)));
     }
     if let Some(ms) = l.idle_timeout_ms
         && !(1..=4_000_000).contains(&ms)
     {
-        return Err(InvalidTable::listener(name, format!("idle_timeout_ms {ms} is not 1-4000000")));
+        return Err(bad(format!("idle_timeout_ms {ms} is not 1-4000000")));
     }
     let idle = l.idle_timeout_ms.unwrap_or(DEFAULT_IDLE_TIMEOUT_MS);
-    l.limits.check(idle).map_err(|e| InvalidTable::listener(name, e.to_string()))?;
+    l.limits.check(idle).map_err(|e| bad(e.to_string()))?;
     match &l.action {
-        Action::Forward(f) => {
-            if f.target_groups.len() > MAX_GROUPS_PER_FORWARD {
-                return Err(InvalidTable::listener(
-                    name,
-                    format!(
-                        "forward names {} target groups; at most {MAX_GROUPS_PER_FORWARD}",
-                        f.target_groups.len()
-                    ),
-                ));
-            }
-            let mut seen = BTreeSet::new();
-            for w in &f.target_groups {
-                if !table.target_groups.contains_key(&w.name) {
-                    return Err(InvalidTable::listener(
-                        name,
-                        format!(
-                            "forward references target group `{}`, which is not in target_groups",
-                            w.name
-                        ),
-                    ));
-                }
-                if !seen.insert(&w.name) {
-                    return Err(InvalidTable::listener(
-                        name,
-                        format!("target group `{}` appears twice in one forward", w.name),
-                    ));
-                }
-                if w.weight > WEIGHT_MAX {
-                    return Err(InvalidTable::listener(
-                        name,
-                        format!(
-                            "weight {} of target group `{}` is above {WEIGHT_MAX}",
-                            w.weight, w.name
-                        ),
-                    ));
-                }
-            }
-            if let Some(p) = &f.preview {
-                validate_preview(name, p, &seen)?;
-            }
+        Action::Forward(f) => validate_forward(name, f, table),
+        Action::FixedResponse(f) => validate_fixed_response(name, f),
+        Action::Redirect(r) => validate_redirect(name, r),
+    }
+}
+
+fn validate_forward(name: &str, f: &ForwardAction, table: &RouteTable) -> Result<(), InvalidTable> {
+    let bad = |problem: String| InvalidTable::listener(name, problem);
+    if f.target_groups.len() > MAX_GROUPS_PER_FORWARD {
+        return Err(bad(format!(
+            "forward names {} target groups; at most {MAX_GROUPS_PER_FORWARD}",
+            f.target_groups.len()
+        )));
+    }
+    let mut seen = BTreeSet::new();
+    for w in &f.target_groups {
+        if !table.target_groups.contains_key(&w.name) {
+            return Err(bad(format!(
+                "forward references target group `{}`, which is not in target_groups",
+                w.name
+            )));
         }
-        Action::FixedResponse(FixedResponse { status_code, content_type, body }) => {
-            if !(200..=599).contains(status_code) || (300..400).contains(status_code) {
-                return Err(InvalidTable::listener(
-                    name,
-                    format!("fixed response status {status_code} must be 2XX, 4XX or 5XX"),
-                ));
-            }
-            if let Some(ct) = content_type
-                && HeaderValue::from_str(ct).is_err()
-            {
-                return Err(InvalidTable::listener(
-                    name,
-                    format!("content_type `{ct}` is not a header value"),
-                ));
-            }
-            if body.len() > MAX_FIXED_BODY {
-                return Err(InvalidTable::listener(
-                    name,
-                    format!(
-                        "fixed response body is {} bytes; at most {MAX_FIXED_BODY}",
-                        body.len()
-                    ),
-                ));
-            }
+        if !seen.insert(&w.name) {
+            return Err(bad(format!("target group `{}` appears twice in one forward", w.name)));
         }
-        Action::Redirect(r) => {
-            if r.status_code != 301 && r.status_code != 302 {
-                return Err(InvalidTable::listener(
-                    name,
-                    format!("redirect status {} must be 301 or 302", r.status_code),
-                ));
-            }
-            if let Some(p) = &r.protocol
-                && !p.eq_ignore_ascii_case("http")
-                && !p.eq_ignore_ascii_case("https")
-            {
-                return Err(InvalidTable::listener(
-                    name,
-                    format!("redirect protocol `{p}` must be HTTP or HTTPS"),
-                ));
-            }
-            if r.port == Some(0) {
-                return Err(InvalidTable::listener(
-                    name,
-                    "redirect port 0 is not a port".to_string(),
-                ));
-            }
-            if let Some(h) = &r.host
-                && (h.is_empty() || h.contains(['/', ' ', '?', '#', '@']))
-            {
-                return Err(InvalidTable::listener(
-                    name,
-                    format!("redirect host `{h}` is not a host name"),
-                ));
-            }
-            if let Some(p) = &r.path
-                && (!p.starts_with('/') || p.contains([' ', '?', '#']))
-            {
-                return Err(InvalidTable::listener(
-                    name,
-                    format!("redirect path `{p}` must start with / and hold no query"),
-                ));
-            }
+        if w.weight > WEIGHT_MAX {
+            return Err(bad(format!(
+                "weight {} of target group `{}` is above {WEIGHT_MAX}",
+                w.weight, w.name
+            )));
         }
+    }
+    if let Some(p) = &f.preview {
+        validate_preview(name, p, &seen)?;
+    }
+    Ok(())
+}
+
+fn validate_fixed_response(name: &str, f: &FixedResponse) -> Result<(), InvalidTable> {
+    let bad = |problem: String| InvalidTable::listener(name, problem);
+    let FixedResponse { status_code, content_type, body } = f;
+    if !(200..=599).contains(status_code) || (300..400).contains(status_code) {
+        return Err(bad(format!("fixed response status {status_code} must be 2XX, 4XX or 5XX")));
+    }
+    if let Some(ct) = content_type
+        && HeaderValue::from_str(ct).is_err()
+    {
+        return Err(bad(format!("content_type `{ct}` is not a header value")));
+    }
+    if body.len() > MAX_FIXED_BODY {
+        return Err(bad(format!(
+            "fixed response body is {} bytes; at most {MAX_FIXED_BODY}",
+            body.len()
+        )));
+    }
+    Ok(())
+}
+
+fn validate_redirect(name: &str, r: &Redirect) -> Result<(), InvalidTable> {
+    let bad = |problem: String| InvalidTable::listener(name, problem);
+    if r.status_code != 301 && r.status_code != 302 {
+        return Err(bad(format!("redirect status {} must be 301 or 302", r.status_code)));
+    }
+    if let Some(p) = &r.protocol
+        && !p.eq_ignore_ascii_case("http")
+        && !p.eq_ignore_ascii_case("https")
+    {
+        return Err(bad(format!("redirect protocol `{p}` must be HTTP or HTTPS")));
+    }
+    if r.port == Some(0) {
+        return Err(bad("redirect port 0 is not a port".to_string()));
+    }
+    if let Some(h) = &r.host
+        && (h.is_empty() || h.contains(['/', ' ', '?', '#', '@']))
+    {
+        return Err(bad(format!("redirect host `{h}` is not a host name")));
+    }
+    if let Some(p) = &r.path
+        && (!p.starts_with('/') || p.contains([' ', '?', '#']))
+    {
+        return Err(bad(format!("redirect path `{p}` must start with / and hold no query")));
     }
     Ok(())
 }
