@@ -25,7 +25,10 @@
 //! - the newest stored timestamp ([`crate::Tx::newest_timestamp`]), so the clock of a host that
 //!   starts never runs behind what another host stored.
 //!
-//! Upgrades, version checks and serde stay here, shared by both.
+//! Upgrades, version checks and serde stay here, shared by both. The other tables (task
+//! definitions, task sets, tasks, deployments and their events, pipelines) are plain rows queried
+//! by key; the same split applies to them: a trait of row operations per table that `Tx`
+//! implements for SQLite, the typed conversions provided on top.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
