@@ -318,7 +318,7 @@ impl Engine {
             self.tx.clone(),
         );
         loop {
-            let wake = self.next_deadline().map(instant_at);
+            let wake = self.next_deadline(clock::now()).map(instant_at);
             tokio::select! {
                 msg = rx.recv() => match msg {
                     Some(msg) => self.handle(msg).await,
@@ -336,7 +336,11 @@ impl Engine {
 
     /// The earliest time something is due without a message: a deployment's deadline, the end
     /// of a drain, a restart after backoff, the next write attempt during a store outage.
-    fn next_deadline(&self) -> Option<Timestamp> {
+    ///
+    /// Only deadlines after `now`: one that passed was acted on by the pass that just ran, or
+    /// waits for the store (the outage's retry is then a deadline); either way it must not wake
+    /// the loop again at once. The pollers' messages wake it at least every few hundred ms.
+    fn next_deadline(&self, now: Timestamp) -> Option<Timestamp> {
         let machines = self.machines.values().filter_map(Rollout::poll_timeout);
         let retries = self.failures.values().map(FailureRecord::retry_at);
         let drains = self
@@ -347,7 +351,7 @@ impl Engine {
             .filter(|t| t.last_status == model::TaskStatus::Deactivating)
             .filter_map(|t| t.stop_at.map(Timestamp::from_millis));
         let outage = self.outage.as_ref().map(|o| o.retry_at);
-        machines.chain(retries).chain(drains).chain(outage).min()
+        machines.chain(retries).chain(drains).chain(outage).filter(|at| *at > now).min()
     }
 
     fn all_tasks_stopped(&self) -> bool {
