@@ -7,7 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::buildspec::Artifacts;
-use crate::glob::Glob;
+use model::glob::Glob;
 
 /// One artifact a build produced: a directory of files.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use spec::syntax::{
 };
 use spec::{Diagnostic, Errors, Parsed};
 
-use crate::glob::Glob;
+use model::glob::Glob;
 
 /// `spec`'s YAML reader with a buildspec's advice, and without hex, octal, `.inf` and `.nan`
 /// numbers: CodeBuild reads those as text.
@@ -836,8 +836,8 @@ fn read_artifacts(cx: &mut Cx<'_>, field: &Field<'_>, primary: bool) -> Option<A
         let s = cx.nonempty_text(field.node, &field.path)?;
         match Glob::new(&s) {
             Ok(g) => Some(g),
-            Err(message) => {
-                cx.error(field.node.pos, &field.path, message);
+            Err(err) => {
+                cx.error(field.node.pos, &field.path, err.to_string());
                 None
             }
         }
@@ -929,7 +929,7 @@ fn globs(cx: &mut Cx<'_>, field: &Field<'_>) -> Vec<Glob> {
     for (text, pos, path) in items {
         match Glob::new(&text) {
             Ok(g) => out.push(g),
-            Err(message) => cx.error(pos, &path, message),
+            Err(err) => cx.error(pos, &path, err.to_string()),
         }
     }
     out

@@ -12,8 +12,8 @@ use pipeline::{Effect, Input, InputError, Pipeline, Revision};
 use tokio::sync::{Notify, watch};
 use tokio::task::AbortHandle;
 
-use crate::def::PipelineDef;
 use crate::{CiConfig, Deployer, Error, Shared, artifacts, git};
+use pipeline::definition::{PipelineDecl, SourceLocation};
 
 /// How often the loop looks at deadlines, pushes and polls without being woken.
 const TICK: Duration = Duration::from_millis(250);
@@ -22,10 +22,10 @@ const GC_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Clone)]
 pub struct Slot {
-    pub def: PipelineDef,
+    pub def: PipelineDecl,
     pub machine: Pipeline,
     pub version: u64,
-    pub pending: Option<PipelineDef>,
+    pub pending: Option<PipelineDecl>,
 }
 
 /// A running job of one action run.
@@ -102,12 +102,13 @@ impl Ci {
         {
             let mut slots = lock(&inner.slots);
             for row in rows {
-                let def: PipelineDef = serde_json::from_str(&row.definition)
+                let def = crate::legacy::read_definition(&row.definition)
                     .map_err(|e| Error::Internal(format!("pipeline {}: {e}", row.name)))?;
                 let mut machine: Pipeline = serde_json::from_str(&row.machine)
                     .map_err(|e| Error::Internal(format!("pipeline {} snapshot: {e}", row.name)))?;
                 machine.resume(now);
-                let pending = row.pending_definition.and_then(|p| serde_json::from_str(&p).ok());
+                let pending =
+                    row.pending_definition.and_then(|p| crate::legacy::read_definition(&p).ok());
                 names.push(row.name.clone());
                 slots.insert(row.name, Slot { def, machine, version: row.version, pending });
             }
@@ -224,7 +225,7 @@ impl Inner {
         repositories: &[spec::RepositoryDecl],
         pipelines: &[spec::PipelineDecl],
         now: Timestamp,
-    ) -> Result<Vec<(PipelineDef, Pipeline)>, Error> {
+    ) -> Result<Vec<(PipelineDecl, Pipeline)>, Error> {
         for r in repositories {
             if !valid_name(&r.name) {
                 return Err(Error::Invalid(format!("repository `{}`: invalid name", r.name)));
@@ -232,7 +233,7 @@ impl Inner {
         }
         let mut defs = Vec::new();
         for p in pipelines {
-            let def = PipelineDef::from_decl(p);
+            let def = p.clone();
             if !valid_name(&def.name) {
                 return Err(Error::Invalid(format!("pipeline `{}`: invalid name", def.name)));
             }
@@ -250,7 +251,7 @@ impl Inner {
         slots: &BTreeMap<String, Slot>,
         existing_repos: &HashSet<String>,
         repositories: &[spec::RepositoryDecl],
-        defs: Vec<(PipelineDef, Pipeline)>,
+        defs: Vec<(PipelineDecl, Pipeline)>,
     ) -> (Vec<crate::api::PlanItem>, Vec<(String, Change)>, Vec<String>) {
         let mut plan = Vec::new();
         for r in repositories {
@@ -479,7 +480,7 @@ impl Inner {
             .filter(|(_, s)| {
                 std::iter::once(&s.def)
                     .chain(s.pending.as_ref())
-                    .any(|d| d.source.repository.as_deref() == Some(name))
+                    .any(|d| d.repository() == Some(name))
             })
             .map(|(n, _)| n.as_str())
             .collect();
@@ -657,11 +658,11 @@ impl Inner {
         Ok(execution_id)
     }
 
-    pub fn defs(&self) -> Vec<PipelineDef> {
+    pub fn defs(&self) -> Vec<PipelineDecl> {
         lock(&self.slots).values().map(|s| s.def.clone()).collect()
     }
 
-    pub fn def(&self, name: &str) -> Option<PipelineDef> {
+    pub fn def(&self, name: &str) -> Option<PipelineDecl> {
         lock(&self.slots).get(name).map(|s| s.def.clone())
     }
 
@@ -682,8 +683,8 @@ impl Inner {
                 for (commit, r) in &push.updates {
                     let Some(branch) = r.strip_prefix("refs/heads/") else { continue };
                     for def in self.defs() {
-                        if def.source.repository.as_deref() != Some(repo.as_str())
-                            || !def.triggers_on(branch)
+                        if def.repository() != Some(repo.as_str())
+                            || !def.source.triggers_on(branch)
                         {
                             continue;
                         }
@@ -710,8 +711,8 @@ impl Inner {
     }
 
     /// Polls a URL source and starts an execution when its branch moved.
-    async fn poll_source(self: Arc<Self>, def: PipelineDef) {
-        let Some(url) = def.source.url.clone() else { return };
+    async fn poll_source(self: Arc<Self>, def: PipelineDecl) {
+        let SourceLocation::Url { url, .. } = def.source.location.clone() else { return };
         let name = def.name.clone();
         let branch = def.source.branch.clone();
         let mirror = self.mirror_dir(&name);
@@ -842,11 +843,11 @@ fn execution_rows(
 
 /// What `apply` does to one declared pipeline.
 enum Change {
-    Create(PipelineDef, Pipeline),
+    Create(PipelineDecl, Pipeline),
     /// An idle pipeline gets the new definition and a fresh machine at once.
-    Replace(PipelineDef, Pipeline),
+    Replace(PipelineDecl, Pipeline),
     /// A busy one switches when its executions have finished.
-    Pending(PipelineDef),
+    Pending(PipelineDecl),
     /// The definition went back to the one running: forget the pending one.
     DropPending,
     Unchanged,
@@ -854,9 +855,9 @@ enum Change {
 
 fn row_of(
     name: &str,
-    def: &PipelineDef,
+    def: &PipelineDecl,
     machine: &Pipeline,
-    pending: Option<&PipelineDef>,
+    pending: Option<&PipelineDecl>,
     version: u64,
     now: u64,
 ) -> Result<store::CiPipelineRow, Error> {

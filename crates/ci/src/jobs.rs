@@ -9,9 +9,9 @@ use std::time::Duration;
 use pipeline::{ActionKind, ArtifactId, Effect, Input, Revision};
 use tokio::sync::watch;
 
-use crate::def::{ActionDef, KindDef, PipelineDef};
 use crate::driver::{Inner, Job, job_key};
 use crate::{DeploymentState, FileText, api, artifacts};
+use pipeline::definition::{ActionDecl, ActionKind as Settings, PipelineDecl};
 
 /// How often a running deployment is asked how it stands.
 const DEPLOY_POLL: Duration = Duration::from_millis(500);
@@ -67,7 +67,7 @@ impl Run {
 pub fn perform(
     inner: &Arc<Inner>,
     pipeline: &str,
-    def: &PipelineDef,
+    def: &PipelineDecl,
     effect: Effect,
     revision: Revision,
 ) {
@@ -92,7 +92,7 @@ pub fn perform(
                 let k = r.key();
                 let pipeline = r.pipeline.clone();
                 let input = match &adef.kind {
-                    KindDef::Build { .. } => {
+                    Settings::Build(_) => {
                         build(&i, &r, &adef, &inputs, &outputs, revision, stop_rx).await
                     }
                     _ => deploy(&i, &r, &adef, &inputs, revision).await,
@@ -176,13 +176,16 @@ pub fn log_path(data_dir: &Path, build_id: &str) -> PathBuf {
 async fn build(
     inner: &Arc<Inner>,
     r: &Run,
-    adef: &ActionDef,
+    adef: &ActionDecl,
     inputs: &[(String, ArtifactId)],
     outputs: &[String],
     revision: Revision,
     stop: watch::Receiver<bool>,
 ) -> Option<Input> {
-    let KindDef::Build { buildspec, timeout_secs, env } = &adef.kind else { return None };
+    let Settings::Build(pipeline::definition::BuildAction { buildspec, timeout, env }) = &adef.kind
+    else {
+        return None;
+    };
     let key = format!("ci.builds.{}", r.pipeline);
     let n = match inner.store.transaction(|tx| tx.next_sequence(&key)) {
         Ok(n) => n,
@@ -280,7 +283,7 @@ async fn build(
     ctx.source_version = Some(revision.branch.clone()).filter(|b| !b.is_empty());
     ctx.resolved_source_version = Some(revision.commit.clone()).filter(|c| !c.is_empty());
     ctx.initiator = format!("codepipeline/{}", r.pipeline);
-    ctx.timeout = Duration::from_secs(*timeout_secs);
+    ctx.timeout = *timeout;
     ctx.stop = Some(stop);
     let mut vars: Vec<(String, String)> = env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     vars.extend(variables);
@@ -410,7 +413,7 @@ fn artifact_dir(
 async fn start_deployment(
     inner: &Arc<Inner>,
     r: &Run,
-    adef: &ActionDef,
+    adef: &ActionDecl,
     inputs: &[(String, ArtifactId)],
     revision: &Revision,
 ) -> Result<String, String> {
@@ -421,22 +424,21 @@ async fn start_deployment(
         revision.commit.get(..12).unwrap_or(&revision.commit)
     );
     match &adef.kind {
-        KindDef::Deploy {
-            application,
+        Settings::Deploy(pipeline::definition::DeployAction {
             deployment_group,
-            task_definition_artifact,
-            task_definition_path,
-            appspec_artifact,
-            appspec_path,
-            images,
-        } => {
+            task_definition_template_artifact: task_definition_artifact,
+            task_definition_template_path: task_definition_path,
+            appspec_template_artifact: appspec_artifact,
+            appspec_template_path: appspec_path,
+            image_placeholders: images,
+        }) => {
             let td_dir = artifact_dir(inner, inputs, task_definition_artifact)?;
             let td_name = format!("{task_definition_artifact}/{task_definition_path}");
             let mut td_text = read_capped(&td_dir.join(task_definition_path))?;
             let parsed = spec::parse_task_definition(&td_name, &td_text)
                 .map_err(|e| format!("{td_name} is invalid: {e}"))?;
             let mut td = parsed.value;
-            for (artifact, placeholder) in images {
+            for pipeline::definition::ImagePlaceholder { artifact, placeholder } in images {
                 let dir = artifact_dir(inner, inputs, artifact)?;
                 let detail_path = dir.join("imageDetail.json");
                 let text = read_capped(&detail_path).map_err(|e| {
@@ -459,7 +461,7 @@ async fn start_deployment(
             }
             let ap_dir = artifact_dir(inner, inputs, appspec_artifact)?;
             let appspec_text = read_capped(&ap_dir.join(appspec_path))?;
-            let group = format!("{application}/{deployment_group}");
+            let group = deployment_group.to_string();
             inner
                 .deployer
                 .deploy(
@@ -478,7 +480,11 @@ async fn start_deployment(
                 )
                 .await
         }
-        KindDef::DeployEcs { service, image_definitions, .. } => {
+        Settings::DeployEcs(pipeline::definition::DeployEcsAction {
+            service,
+            image_definitions,
+            ..
+        }) => {
             let (name, _) = inputs.first().ok_or("the ECS action needs an input artifact")?;
             let dir = artifact_dir(inner, inputs, name)?;
             let text = read_capped(&dir.join(image_definitions))?;
@@ -496,7 +502,7 @@ async fn start_deployment(
 async fn deploy(
     inner: &Arc<Inner>,
     r: &Run,
-    adef: &ActionDef,
+    adef: &ActionDecl,
     inputs: &[(String, ArtifactId)],
     revision: Revision,
 ) -> Option<Input> {

@@ -54,13 +54,13 @@
 
 pub mod api;
 mod artifacts;
-mod def;
 mod driver;
 #[doc(hidden)]
 pub mod fuzzing;
 mod git;
 mod githttp;
 mod jobs;
+mod legacy;
 mod push_event;
 mod routes;
 mod webhook;

@@ -1,5 +1,6 @@
 //! The pipeline API as an axum `Router` the control plane merges into its server.
 
+use pipeline::definition::SourceLocation;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -295,12 +296,12 @@ fn pipeline_view(inner: &Shared, name: &str) -> Option<api::PipelineSummary> {
     Some(api::PipelineSummary {
         name: name.into(),
         version,
-        source: match (&def.source.repository, &def.source.url) {
-            (Some(r), _) => format!("repository:{r}"),
-            (None, u) => u.clone().unwrap_or_default(),
+        source: match &def.source.location {
+            SourceLocation::Repository(r) => format!("repository:{r}"),
+            SourceLocation::Url { url, .. } => url.clone(),
         },
         branch: def.source.branch.clone(),
-        execution_mode: if def.queued { "QUEUED" } else { "SUPERSEDED" }.into(),
+        execution_mode: def.execution_mode.as_str().into(),
         stages: def.machine_spec().stages.into_iter().map(|s| s.name).collect(),
         latest_execution: latest,
         update_pending: pending,
@@ -354,9 +355,9 @@ async fn start_pipeline(
     };
     let branch = def.source.branch.clone();
     let commit = body.and_then(|b| b.0.commit);
-    let (repo, url) = match (&def.source.repository, &def.source.url) {
-        (Some(r), _) => (inner.repo_dir(r), None),
-        (None, u) => (inner.mirror_dir(&name), u.clone()),
+    let (repo, url) = match &def.source.location {
+        SourceLocation::Repository(r) => (inner.repo_dir(r), None),
+        SourceLocation::Url { url, .. } => (inner.mirror_dir(&name), Some(url.clone())),
     };
     let (r, b) = (repo.clone(), branch.clone());
     let resolved = tokio::task::spawn_blocking(move || -> Result<String, String> {

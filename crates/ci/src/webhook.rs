@@ -62,9 +62,7 @@ pub async fn handle(
     let Some(def) = inner.def(&name) else {
         return refuse("no such pipeline".into());
     };
-    let (Some(url), Some(secret_env)) =
-        (def.source.url.clone(), def.source.webhook_secret_env.clone())
-    else {
+    let Some((url, secret_env)) = def.webhook().map(|(u, s)| (u.to_string(), s.to_string())) else {
         return refuse(
             "the pipeline has no webhook; give its source `url` and `webhook: {secret_env: …}`"
                 .into(),
@@ -86,7 +84,7 @@ pub async fn handle(
         Ok(Payload::Ignored(why)) => return ignored(&why),
         Err(err) => return error(StatusCode::BAD_REQUEST, err.to_string()),
     };
-    if !def.triggers_on(&branch) {
+    if !def.source.triggers_on(&branch) {
         return ignored(&format!("branch `{branch}` does not start this pipeline"));
     }
     let mirror = inner.mirror_dir(&name);

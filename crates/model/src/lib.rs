@@ -6,6 +6,7 @@
 //! hand.
 
 mod config;
+pub mod glob;
 mod lifecycle;
 pub mod text;
 mod time;

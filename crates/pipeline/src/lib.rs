@@ -17,7 +17,7 @@
 //! 50 stages, 1 to 50 actions per stage and 500 per pipeline, unique stage names, action names
 //! unique in their stage, output artifact names unique in the pipeline, and every input artifact
 //! produced by an action that runs earlier (an earlier stage, or a lower `run_order` in the same
-//! stage); plus cutover's: at most 10 inputs and 10 outputs per action, approvals have no
+//! stage); plus cutover's: at most 5 inputs and 5 outputs per action, approvals have no
 //! artifacts, timeouts 1 s (approvals 5 min) to 60 days.
 //!
 //! [`Input::SourceChanged`] starts an execution: its source stage and action succeed at once with
@@ -145,6 +145,7 @@
 //! with a deadline; every execution ends (every unfinished execution is inside a stage with an
 //! action in progress, hence a deadline, or waits behind one); the bounds above hold.
 
+pub mod definition;
 mod machine;
 pub mod record;
 pub mod spec;

@@ -14,8 +14,9 @@ pub const STAGES_MAX: usize = 50;
 pub const ACTIONS_PER_STAGE_MAX: usize = 50;
 /// At most this many actions in the whole pipeline (AWS: 500).
 pub const ACTIONS_MAX: usize = 500;
-/// At most this many input artifacts, and as many output artifacts, per action (cutover's limit).
-pub const ARTIFACTS_PER_ACTION_MAX: usize = 10;
+/// At most this many input artifacts, and as many output artifacts, per action (AWS: 5 for
+/// CodeBuild, the most of any action cutover runs).
+pub const ARTIFACTS_PER_ACTION_MAX: usize = 5;
 /// Longest pipeline, stage, action and artifact name, in characters (AWS: 100).
 pub const NAME_CHARS_MAX: usize = 100;
 /// Longest `config_key`, in bytes.
@@ -39,7 +40,7 @@ pub struct PipelineSpec {
 }
 
 /// How executions share the stages (AWS `executionMode`; PARALLEL is not supported).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ExecutionMode {
     /// One execution per stage; at most one waits in front of a busy stage, and a newer arrival
@@ -48,6 +49,16 @@ pub enum ExecutionMode {
     Superseded,
     /// One execution per stage; the others wait in arrival order and none is superseded.
     Queued,
+}
+
+impl ExecutionMode {
+    /// As written in `execution_mode:`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutionMode::Superseded => "SUPERSEDED",
+            ExecutionMode::Queued => "QUEUED",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
