@@ -172,7 +172,6 @@ pub fn log_path(data_dir: &Path, build_id: &str) -> PathBuf {
     data_dir.join("builds").join(format!("{build_id}.log"))
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn build(
     inner: &Arc<Inner>,
     r: &Run,
@@ -182,10 +181,7 @@ async fn build(
     revision: Revision,
     stop: watch::Receiver<bool>,
 ) -> Option<Input> {
-    let Settings::Build(pipeline::definition::BuildAction { buildspec, timeout, env }) = &adef.kind
-    else {
-        return None;
-    };
+    let Settings::Build(settings) = &adef.kind else { return None };
     let key = format!("ci.builds.{}", r.pipeline);
     let n = match inner.store.transaction(|tx| tx.next_sequence(&key)) {
         Ok(n) => n,
@@ -211,33 +207,88 @@ async fn build(
     };
     put_build(inner, &record);
     inner.report(&r.pipeline, r.started(id.clone()));
-
     let data_dir = inner.data_dir().to_path_buf();
     let log_file = log_path(&data_dir, &id);
     let mut log = match std::fs::OpenOptions::new().create(true).append(true).open(&log_file) {
         Ok(f) => f,
         Err(err) => {
-            return Some(finish_fail(
-                inner,
-                r,
-                &mut record,
-                format!("cannot open the build log: {err}"),
-            ));
+            let msg = format!("cannot open the build log: {err}");
+            return Some(finish_fail(inner, r, &mut record, msg));
         }
     };
     let work = data_dir.join("work").join(&id);
-    let src = work.join("src");
-    let out = work.join("out");
-    let mut variables = Vec::new();
-    let prepared = {
-        let (work, src, data_dir) = (work.clone(), src.clone(), data_dir.clone());
+    let prepared = match prepare(&data_dir, &work, inputs, &settings.buildspec).await {
+        Ok(prepared) => prepared,
+        Err(msg) => {
+            let _ = writeln!(log, "[cutover] {msg}");
+            return Some(finish_fail(inner, r, &mut record, msg));
+        }
+    };
+    let mut ctx = build::BuildContext::new(id.clone(), work.join("src"), work.join("out"));
+    ctx.build_number = n;
+    ctx.source_version = Some(revision.branch.clone()).filter(|b| !b.is_empty());
+    ctx.resolved_source_version = Some(revision.commit.clone()).filter(|c| !c.is_empty());
+    ctx.initiator = format!("codepipeline/{}", r.pipeline);
+    ctx.timeout = settings.timeout;
+    ctx.stop = Some(stop);
+    ctx.variables = build_variables(&settings.env, prepared.variables, r, &revision);
+    let sink = move |line: &build::LogLine| {
+        let _ = writeln!(log, "{}", line.render());
+    };
+    let result = build::run(&prepared.spec, ctx, sink).await;
+    record_result(&mut record, &result);
+    if result.status != build::BuildStatus::Succeeded {
+        let failed = result
+            .phases
+            .iter()
+            .find(|p| p.status != build::PhaseStatus::Succeeded)
+            .map(|p| format!(" in {}", p.phase))
+            .unwrap_or_default();
+        let msg = format!("build {id} {}{failed}", result.status.as_str());
+        record.message = Some(msg.clone());
+        put_build(inner, &record);
+        let _ = std::fs::remove_dir_all(&work);
+        return Some(r.result(false, msg, vec![]));
+    }
+    let stored = match store_outputs(&data_dir, &result, outputs, &settings.buildspec).await {
+        Ok(stored) => stored,
+        Err(OutputFailure::Missing(msg)) => {
+            record.message = Some(msg.clone());
+            record.status = "FAILED".into();
+            put_build(inner, &record);
+            return Some(r.result(false, msg, vec![]));
+        }
+        Err(OutputFailure::Storing(msg)) => return Some(finish_fail(inner, r, &mut record, msg)),
+    };
+    put_build(inner, &record);
+    let _ = std::fs::remove_dir_all(&work);
+    Some(r.result(true, format!("build {id} SUCCEEDED"), stored))
+}
+
+/// A build's workspace, ready to run.
+struct Prepared {
+    spec: build::BuildSpec,
+    /// `CODEBUILD_SRC_DIR_<artifact>` for every input after the first.
+    variables: Vec<(String, String)>,
+}
+
+/// Copies the inputs into the build's workspace (`src` holds the first, `in/<artifact>` the
+/// others) and reads the buildspec from the first; the error says what went wrong, for the log.
+async fn prepare(
+    data_dir: &Path,
+    work: &Path,
+    inputs: &[(String, ArtifactId)],
+    buildspec: &str,
+) -> Result<Prepared, String> {
+    let copied = {
+        let (work, data_dir) = (work.to_path_buf(), data_dir.to_path_buf());
         let inputs = inputs.to_vec();
         tokio::task::spawn_blocking(move || {
             let _ = std::fs::remove_dir_all(&work);
             let Some((_, first)) = inputs.first() else {
                 return Err("a build needs an input artifact (the source)".to_string());
             };
-            artifacts::copy_tree(&artifacts::dir(&data_dir, first.as_str()), &src)?;
+            artifacts::copy_tree(&artifacts::dir(&data_dir, first.as_str()), &work.join("src"))?;
             let mut extra = Vec::new();
             for (name, aid) in inputs.iter().skip(1) {
                 let d = work.join("in").join(name);
@@ -249,56 +300,35 @@ async fn build(
         .await
         .unwrap_or_else(|e| Err(e.to_string()))
     };
-    match prepared {
-        Ok(extra) => variables.extend(extra),
-        Err(err) => {
-            let _ = writeln!(log, "[cutover] preparing the workspace failed: {err}");
-            return Some(finish_fail(
-                inner,
-                r,
-                &mut record,
-                format!("preparing the workspace: {err}"),
-            ));
-        }
-    }
-    let spec_path = src.join(buildspec);
-    let text = match read_capped(&spec_path) {
-        Ok(t) => t,
-        Err(err) => {
-            let msg = format!("{buildspec} not found in the source: {err}");
-            let _ = writeln!(log, "[cutover] {msg}");
-            return Some(finish_fail(inner, r, &mut record, msg));
-        }
-    };
-    let spec = match build::parse_buildspec(buildspec, &text) {
-        Ok(p) => p.value,
-        Err(errors) => {
-            let msg = format!("{buildspec} is invalid: {errors}");
-            let _ = writeln!(log, "[cutover] {msg}");
-            return Some(finish_fail(inner, r, &mut record, msg));
-        }
-    };
-    let mut ctx = build::BuildContext::new(id.clone(), &src, &out);
-    ctx.build_number = n;
-    ctx.source_version = Some(revision.branch.clone()).filter(|b| !b.is_empty());
-    ctx.resolved_source_version = Some(revision.commit.clone()).filter(|c| !c.is_empty());
-    ctx.initiator = format!("codepipeline/{}", r.pipeline);
-    ctx.timeout = *timeout;
-    ctx.stop = Some(stop);
+    let variables = copied.map_err(|err| format!("preparing the workspace: {err}"))?;
+    let text = read_capped(&work.join("src").join(buildspec))
+        .map_err(|err| format!("{buildspec} not found in the source: {err}"))?;
+    let spec = build::parse_buildspec(buildspec, &text)
+        .map_err(|errors| format!("{buildspec} is invalid: {errors}"))?
+        .value;
+    Ok(Prepared { spec, variables })
+}
+
+/// The build's variables: the action's `env`, the inputs' directories, then cutover's own.
+fn build_variables(
+    env: &std::collections::BTreeMap<String, String>,
+    inputs: Vec<(String, String)>,
+    r: &Run,
+    revision: &Revision,
+) -> Vec<build::BuildVariable> {
     let mut vars: Vec<(String, String)> = env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    vars.extend(variables);
+    vars.extend(inputs);
     vars.push(("CUTOVER_PIPELINE".into(), r.pipeline.clone()));
     vars.push(("CUTOVER_EXECUTION_ID".into(), r.execution_id.clone()));
     vars.push(("CUTOVER_COMMIT".into(), revision.commit.clone()));
     vars.push(("CUTOVER_BRANCH".into(), revision.branch.clone()));
-    ctx.variables = vars
-        .into_iter()
+    vars.into_iter()
         .map(|(name, value)| build::BuildVariable { name, value, secret: false })
-        .collect();
-    let sink = move |line: &build::LogLine| {
-        let _ = writeln!(log, "{}", line.render());
-    };
-    let result = build::run(&spec, ctx, sink).await;
+        .collect()
+}
+
+/// The build's status, end, phases and exported variables into its record.
+fn record_result(record: &mut api::Build, result: &build::BuildResult) {
     record.status = result.status.as_str().to_string();
     record.ended_at = Some(result.ended_at.as_millis());
     record.phases = result
@@ -318,20 +348,23 @@ async fn build(
         })
         .collect();
     record.exported_variables = result.exported_variables.clone().into_iter().collect();
-    if result.status != build::BuildStatus::Succeeded {
-        let failed = result
-            .phases
-            .iter()
-            .find(|p| p.status != build::PhaseStatus::Succeeded)
-            .map(|p| format!(" in {}", p.phase))
-            .unwrap_or_default();
-        let msg = format!("build {id} {}{failed}", result.status.as_str());
-        record.message = Some(msg.clone());
-        put_build(inner, &record);
-        let _ = std::fs::remove_dir_all(&work);
-        return Some(r.result(false, msg, vec![]));
-    }
-    // Outputs: the first is the primary artifact, the others secondary ones by identifier.
+}
+
+enum OutputFailure {
+    /// The buildspec produced no artifact for a declared output.
+    Missing(String),
+    /// An artifact could not be stored.
+    Storing(String),
+}
+
+/// Stores the declared outputs: the first is the primary artifact, the others secondary ones
+/// by identifier.
+async fn store_outputs(
+    data_dir: &Path,
+    result: &build::BuildResult,
+    outputs: &[String],
+    buildspec: &str,
+) -> Result<Vec<(String, ArtifactId)>, OutputFailure> {
     let mut stored = Vec::new();
     for (i, name) in outputs.iter().enumerate() {
         let art = if i == 0 {
@@ -340,20 +373,16 @@ async fn build(
             result.artifacts.iter().find(|a| a.identifier.as_deref() == Some(name.as_str()))
         };
         let Some(art) = art else {
-            let msg = format!(
+            return Err(OutputFailure::Missing(format!(
                 "the action declares output artifact `{name}` but {buildspec} produced no {}",
                 if i == 0 {
                     "primary artifact (add `artifacts: files:`)".to_string()
                 } else {
                     format!("secondary artifact `{name}`")
                 }
-            );
-            record.message = Some(msg.clone());
-            record.status = "FAILED".into();
-            put_build(inner, &record);
-            return Some(r.result(false, msg, vec![]));
+            )));
         };
-        let (dir, dd) = (art.dir.clone(), data_dir.clone());
+        let (dir, dd) = (art.dir.clone(), data_dir.to_path_buf());
         let res = tokio::task::spawn_blocking(move || {
             let staged = artifacts::staging(&dd)?;
             artifacts::copy_tree(&dir, &staged)?;
@@ -363,19 +392,10 @@ async fn build(
         .unwrap_or_else(|e| Err(e.to_string()));
         match res.and_then(ArtifactId::new) {
             Ok(aid) => stored.push((name.clone(), aid)),
-            Err(err) => {
-                return Some(finish_fail(
-                    inner,
-                    r,
-                    &mut record,
-                    format!("storing `{name}`: {err}"),
-                ));
-            }
+            Err(err) => return Err(OutputFailure::Storing(format!("storing `{name}`: {err}"))),
         }
     }
-    put_build(inner, &record);
-    let _ = std::fs::remove_dir_all(&work);
-    Some(r.result(true, format!("build {id} SUCCEEDED"), stored))
+    Ok(stored)
 }
 
 fn finish_fail(inner: &Inner, r: &Run, record: &mut api::Build, msg: String) -> Input {

@@ -208,7 +208,43 @@ fn source(
         artifact_name(cx, o.node, &o.path).map(|s| (s, Loc::of(o)))
     });
     f.finish(cx, SOURCE_FIELDS, &[]);
-    let (repository, url, poll_interval, webhook) = (repository?, url?, poll_interval?, webhook?);
+    let written = Location {
+        repository: repository?,
+        url: url?,
+        poll_interval: poll_interval?,
+        webhook: webhook?,
+    };
+    let location = location(cx, field, written, meta)?;
+    let (output_artifact, artifact_loc) =
+        output_artifact?.unwrap_or_else(|| (DEFAULT_SOURCE_ARTIFACT.to_string(), Loc::of(field)));
+    Some((
+        PipelineSource {
+            location,
+            branch: branch?.unwrap_or_else(|| DEFAULT_BRANCH.to_string()),
+            branches: branches?,
+            output_artifact,
+        },
+        artifact_loc,
+    ))
+}
+
+/// A source's location fields as written, each with where.
+struct Location {
+    repository: Option<Named>,
+    url: Option<Named>,
+    poll_interval: Option<(Duration, Loc)>,
+    webhook: Option<(WebhookTrigger, Loc)>,
+}
+
+/// Where the code comes from: exactly one of a hosted repository (no polling or webhook) and a
+/// URL (polled every minute unless it has a webhook or its own interval).
+fn location(
+    cx: &mut Cx<'_>,
+    field: &Field<'_>,
+    written: Location,
+    meta: &mut PipelineMeta,
+) -> Option<SourceLocation> {
+    let Location { repository, url, poll_interval, webhook } = written;
     let location = match (repository, url) {
         (Some((name, loc)), None) => {
             let extra = poll_interval
@@ -257,17 +293,7 @@ fn source(
             return None;
         }
     };
-    let (output_artifact, artifact_loc) =
-        output_artifact?.unwrap_or_else(|| (DEFAULT_SOURCE_ARTIFACT.to_string(), Loc::of(field)));
-    Some((
-        PipelineSource {
-            location,
-            branch: branch?.unwrap_or_else(|| DEFAULT_BRANCH.to_string()),
-            branches: branches?,
-            output_artifact,
-        },
-        artifact_loc,
-    ))
+    Some(location)
 }
 
 fn webhook(cx: &mut Cx<'_>, field: &Field<'_>) -> Option<(WebhookTrigger, Loc)> {
