@@ -10,7 +10,7 @@ use pipeline::{ActionKind, ArtifactId, Effect, Input, Revision};
 use tokio::sync::watch;
 
 use crate::driver::{Inner, Job, job_key};
-use crate::{DeploymentState, FileText, api, artifacts};
+use crate::{DeployError, DeploymentState, FileText, api, artifacts};
 use pipeline::definition::{ActionDecl, ActionKind as Settings, PipelineDecl};
 
 /// How often a running deployment is asked how it stands.
@@ -406,12 +406,44 @@ fn finish_fail(inner: &Inner, r: &Run, record: &mut api::Build, msg: String) -> 
     r.result(false, msg, vec![])
 }
 
-fn read_capped(path: &Path) -> Result<String, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if meta.len() > TEMPLATE_BYTES_MAX {
-        return Err(format!("{} is larger than {TEMPLATE_BYTES_MAX} bytes", path.display()));
+/// A file of an artifact that could not be read.
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{} is larger than {TEMPLATE_BYTES_MAX} bytes", path.display())]
+    TooLarge { path: PathBuf },
+}
+
+fn read_capped(path: &Path) -> Result<String, ReadError> {
+    let io = |source| ReadError::Io { path: path.to_path_buf(), source };
+    if std::fs::metadata(path).map_err(io)?.len() > TEMPLATE_BYTES_MAX {
+        return Err(ReadError::TooLarge { path: path.to_path_buf() });
     }
-    std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
+    std::fs::read_to_string(path).map_err(io)
+}
+
+/// Why a deploy action could not start its deployment; the action fails with this message.
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    #[error("artifact `{0}` is not an input of this action")]
+    NotAnInput(String),
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error("imageDetail.json not found in artifact `{artifact}`: {source}")]
+    NoImageDetail { artifact: String, source: ReadError },
+    #[error("{file} is invalid: {errors}")]
+    Invalid { file: String, errors: spec::Errors },
+    #[error(
+        "{file} has no container image `<{placeholder}>` to replace with {image} from `{artifact}`"
+    )]
+    NoPlaceholder { file: String, placeholder: String, image: String, artifact: String },
+    #[error("the ECS action needs an input artifact")]
+    NoInput,
+    #[error("not a deploy action")]
+    NotADeploy,
+    #[error(transparent)]
+    Deploy(#[from] DeployError),
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -421,12 +453,12 @@ fn artifact_dir(
     inner: &Inner,
     inputs: &[(String, ArtifactId)],
     name: &str,
-) -> Result<PathBuf, String> {
+) -> Result<PathBuf, StartError> {
     inputs
         .iter()
         .find(|(n, _)| n == name)
         .map(|(_, id)| artifacts::dir(inner.data_dir(), id.as_str()))
-        .ok_or_else(|| format!("artifact `{name}` is not an input of this action"))
+        .ok_or_else(|| StartError::NotAnInput(name.to_string()))
 }
 
 /// Reads the templates and images and starts the deployment.
@@ -436,7 +468,7 @@ async fn start_deployment(
     adef: &ActionDecl,
     inputs: &[(String, ArtifactId)],
     revision: &Revision,
-) -> Result<String, String> {
+) -> Result<String, StartError> {
     let description = format!(
         "pipeline {} execution {} commit {}",
         r.pipeline,
@@ -456,24 +488,26 @@ async fn start_deployment(
             let td_name = format!("{task_definition_artifact}/{task_definition_path}");
             let mut td_text = read_capped(&td_dir.join(task_definition_path))?;
             let parsed = spec::parse_task_definition(&td_name, &td_text)
-                .map_err(|e| format!("{td_name} is invalid: {e}"))?;
+                .map_err(|errors| StartError::Invalid { file: td_name.clone(), errors })?;
             let mut td = parsed.value;
             for pipeline::definition::ImagePlaceholder { artifact, placeholder } in images {
                 let dir = artifact_dir(inner, inputs, artifact)?;
                 let detail_path = dir.join("imageDetail.json");
-                let text = read_capped(&detail_path).map_err(|e| {
-                    format!("imageDetail.json not found in artifact `{artifact}`: {e}")
+                let text = read_capped(&detail_path).map_err(|source| {
+                    StartError::NoImageDetail { artifact: artifact.clone(), source }
                 })?;
-                let detail =
-                    build::parse_image_detail(&format!("{artifact}/imageDetail.json"), &text)
-                        .map_err(|e| format!("{artifact}/imageDetail.json is invalid: {e}"))?
-                        .value;
+                let file = format!("{artifact}/imageDetail.json");
+                let detail = build::parse_image_detail(&file, &text)
+                    .map_err(|errors| StartError::Invalid { file, errors })?
+                    .value;
                 let bare = placeholder.trim_start_matches('<').trim_end_matches('>');
                 if spec::substitute_image_placeholder(&mut td, bare, &detail.image_uri) == 0 {
-                    return Err(format!(
-                        "{td_name} has no container image `<{bare}>` to replace with {} from `{artifact}`",
-                        detail.image_uri
-                    ));
+                    return Err(StartError::NoPlaceholder {
+                        file: td_name,
+                        placeholder: bare.to_string(),
+                        image: detail.image_uri,
+                        artifact: artifact.clone(),
+                    });
                 }
                 // The text keeps the file's own layout (and line numbers for the deployer's
                 // diagnostics); URIs are checked not to need JSON escaping.
@@ -482,7 +516,7 @@ async fn start_deployment(
             let ap_dir = artifact_dir(inner, inputs, appspec_artifact)?;
             let appspec_text = read_capped(&ap_dir.join(appspec_path))?;
             let group = deployment_group.to_string();
-            inner
+            Ok(inner
                 .deployer
                 .deploy(
                     &group,
@@ -498,24 +532,24 @@ async fn start_deployment(
                     },
                     description,
                 )
-                .await
+                .await?)
         }
         Settings::DeployEcs(pipeline::definition::DeployEcsAction {
             service,
             image_definitions,
             ..
         }) => {
-            let (name, _) = inputs.first().ok_or("the ECS action needs an input artifact")?;
+            let (name, _) = inputs.first().ok_or(StartError::NoInput)?;
             let dir = artifact_dir(inner, inputs, name)?;
             let text = read_capped(&dir.join(image_definitions))?;
-            let defs =
-                build::parse_image_definitions(&format!("{name}/{image_definitions}"), &text)
-                    .map_err(|e| format!("{name}/{image_definitions} is invalid: {e}"))?
-                    .value;
+            let file = format!("{name}/{image_definitions}");
+            let defs = build::parse_image_definitions(&file, &text)
+                .map_err(|errors| StartError::Invalid { file, errors })?
+                .value;
             let images = defs.into_iter().map(|d| (d.name, d.image_uri)).collect();
-            inner.deployer.deploy_image_definitions(service, images).await
+            Ok(inner.deployer.deploy_image_definitions(service, images).await?)
         }
-        _ => Err("not a deploy action".into()),
+        _ => Err(StartError::NotADeploy),
     }
 }
 
@@ -539,7 +573,7 @@ async fn deploy(
                 }
                 id
             }
-            Err(err) => return Some(r.result(false, err, vec![])),
+            Err(err) => return Some(r.result(false, err.to_string(), vec![])),
         },
     };
     inner.report(&r.pipeline, r.started(id.clone()));

@@ -115,17 +115,38 @@ pub trait Deployer: Send + Sync {
         task_definition: FileText,
         appspec: FileText,
         description: String,
-    ) -> Result<String, String>;
-    async fn deployment_state(&self, id: &str) -> Result<DeploymentState, String>;
-    /// Stops the deployment, rolling back as its group says.
-    async fn stop(&self, id: &str) -> Result<(), String>;
+    ) -> Result<String, DeployError>;
+    async fn deployment_state(&self, id: &str) -> Result<DeploymentState, DeployError>;
+    /// Stops the deployment, rolling back as its group says; one that has already ended is
+    /// left as it is (`Ok`).
+    async fn stop(&self, id: &str) -> Result<(), DeployError>;
     /// The ECS action: a new revision of the service's task definition with these containers'
     /// images, deployed through the service's group if it has one, else by replacing tasks.
     async fn deploy_image_definitions(
         &self,
         service: &str,
         images: Vec<(String, String)>,
-    ) -> Result<String, String>;
+    ) -> Result<String, DeployError>;
+}
+
+/// Why the [`Deployer`] could not do what a deploy action asked; the action fails with it.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// The control plane refused the request: a file is invalid, the group has an active
+    /// deployment, … The message says what to do.
+    #[error("{0}")]
+    Refused(String),
+    /// The control plane cannot take the request now (it is shutting down, or its data directory
+    /// cannot be written).
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("no deployment {0}")]
+    UnknownDeployment(String),
+    /// The deployment's stored record could not be read.
+    #[error("deployment {id}: its record cannot be read: {reason}")]
+    Unreadable { id: String, reason: String },
+    #[error(transparent)]
+    Store(#[from] store::Error),
 }
 
 #[derive(Debug, thiserror::Error)]

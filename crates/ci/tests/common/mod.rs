@@ -54,15 +54,15 @@ impl Deployer for FakeDeployer {
         task_definition: FileText,
         appspec: FileText,
         description: String,
-    ) -> Result<String, String> {
+    ) -> Result<String, ci::DeployError> {
         let mut calls = self.calls.lock().unwrap();
         calls.push(DeployCall { group: group.into(), task_definition, appspec, description });
         Ok(format!("d-{}", calls.len()))
     }
-    async fn deployment_state(&self, _id: &str) -> Result<DeploymentState, String> {
+    async fn deployment_state(&self, _id: &str) -> Result<DeploymentState, ci::DeployError> {
         Ok(self.outcome.lock().unwrap().clone())
     }
-    async fn stop(&self, id: &str) -> Result<(), String> {
+    async fn stop(&self, id: &str) -> Result<(), ci::DeployError> {
         self.stops.lock().unwrap().push(id.into());
         *self.outcome.lock().unwrap() = DeploymentState::Stopped { message: "stopped".into() };
         Ok(())
@@ -71,7 +71,7 @@ impl Deployer for FakeDeployer {
         &self,
         service: &str,
         images: Vec<(String, String)>,
-    ) -> Result<String, String> {
+    ) -> Result<String, ci::DeployError> {
         let mut c = self.ecs_calls.lock().unwrap();
         c.push((service.into(), images));
         Ok(format!("ecs-{}", c.len()))
