@@ -114,7 +114,11 @@ impl Ci {
             }
         }
         for name in names {
-            inner.step(&name, |_, _| Ok(())).ok();
+            // Writes the resumed machine before its effects run; one the store refuses is
+            // stepped again by the loop (`unwritten`).
+            if let Err(err) = inner.step(&name, |_, _| Ok(())) {
+                tracing::warn!(pipeline = name, "resuming, not written yet: {err}");
+            }
         }
         let task = tokio::spawn(run_loop(inner.clone()));
         Ok(Ci { inner, task })
@@ -612,6 +616,40 @@ impl Inner {
         }
     }
 
+    /// Writes what `write` writes, trying again with backoff while the store cannot be written
+    /// (a full disk), so that a fact already true outside (a started deployment, a build's
+    /// result) is never lost; `what` names it in the log. Another kind of store error is logged
+    /// and returned.
+    pub async fn write_until_stored(
+        &self,
+        what: &str,
+        write: impl Fn(&store::Tx<'_>) -> store::Result<()>,
+    ) -> Result<(), store::Error> {
+        for failed in 0u32.. {
+            if failed > 0 {
+                tokio::time::sleep(retry_delay(failed)).await;
+            }
+            match self.store.transaction(&write) {
+                Ok(()) => {
+                    if failed > 0 {
+                        tracing::info!("{what}: written");
+                    }
+                    return Ok(());
+                }
+                Err(err) if err.is_write_failure() => {
+                    if failed == 0 {
+                        tracing::warn!("{what}: kept until the store can be written: {err}");
+                    }
+                }
+                Err(err) => {
+                    tracing::error!("{what}: {err}");
+                    return Err(err);
+                }
+            }
+        }
+        unreachable!("the retry loop only ends by returning")
+    }
+
     async fn report_when_writable(self: Arc<Self>, pipeline: &str, input: Input) {
         for failed in 1u32.. {
             tokio::time::sleep(retry_delay(failed)).await;
@@ -716,7 +754,15 @@ impl Inner {
         let name = def.name.clone();
         let branch = def.source.branch.clone();
         let mirror = self.mirror_dir(&name);
-        let last = self.store.read(|tx| tx.ci_source_get(&name)).ok().flatten();
+        let last = match self.store.read(|tx| tx.ci_source_get(&name)) {
+            Ok(last) => last,
+            // Without the last commit every head looks new: poll again later instead.
+            Err(err) => {
+                tracing::warn!(pipeline = name, "reading the last polled commit: {err}");
+                self.poll_done(&name);
+                return;
+            }
+        };
         let (u, b) = (url.clone(), branch.clone());
         let head = tokio::task::spawn_blocking(move || git::remote_head(&u, &b)).await;
         match head {
@@ -757,7 +803,12 @@ impl Inner {
             Ok(Err(err)) => tracing::warn!(pipeline = name, "polling the source failed: {err}"),
             _ => {}
         }
-        if let Some(p) = lock(&self.polls).get_mut(&name) {
+        self.poll_done(&name);
+    }
+
+    /// The next poll of `name` may start.
+    fn poll_done(&self, name: &str) {
+        if let Some(p) = lock(&self.polls).get_mut(name) {
             p.1 = false;
         }
     }
@@ -778,7 +829,11 @@ impl Inner {
     }
 
     fn collect_garbage(&self) {
-        let Ok(rows) = self.store.read(|tx| tx.ci_execution_retained(KEEP)) else { return };
+        // Without the retained executions nothing is known to be unused: delete nothing.
+        let rows = match self.store.read(|tx| tx.ci_execution_retained(KEEP)) {
+            Ok(rows) => rows,
+            Err(err) => return tracing::warn!("retention skipped: {err}"),
+        };
         let mut keep = HashSet::new();
         for row in rows {
             if let Ok(rec) = serde_json::from_str::<pipeline::ExecutionRecord>(&row.record) {

@@ -121,7 +121,10 @@ pub fn perform(
             let i = inner.clone();
             tokio::spawn(async move {
                 if kind.is_deploy() {
-                    let id = i.store.read(|tx| tx.ci_job_get(&key)).ok().flatten();
+                    let id = i.store.read(|tx| tx.ci_job_get(&key)).unwrap_or_else(|err| {
+                        tracing::error!(job = key, "cannot read the deployment to stop: {err}");
+                        None
+                    });
                     if let Some(id) = id {
                         if let Err(err) = i.deployer.stop(&id).await {
                             tracing::warn!(
@@ -153,7 +156,8 @@ fn now_ms(inner: &Inner) -> u64 {
     inner.now().as_millis()
 }
 
-fn put_build(inner: &Inner, b: &api::Build) {
+/// Records the build; a full disk delays it until the record is written.
+async fn put_build(inner: &Inner, b: &api::Build) {
     let row = store::CiBuildRow {
         id: b.id.clone(),
         pipeline: b.pipeline.clone(),
@@ -163,9 +167,9 @@ fn put_build(inner: &Inner, b: &api::Build) {
         started_at: b.started_at,
         ended_at: b.ended_at,
     };
-    if let Err(err) = inner.store.transaction(|tx| tx.ci_build_put(&row)) {
-        tracing::warn!(build = b.id, "recording the build failed: {err}");
-    }
+    let what = format!("the record of build {}", b.id);
+    // Any other store error is logged there; the build itself goes on.
+    let _ = inner.write_until_stored(&what, |tx| tx.ci_build_put(&row)).await;
 }
 
 pub fn log_path(data_dir: &Path, build_id: &str) -> PathBuf {
@@ -205,7 +209,7 @@ async fn build(
         message: None,
         exported_variables: Vec::new(),
     };
-    put_build(inner, &record);
+    put_build(inner, &record).await;
     inner.report(&r.pipeline, r.started(id.clone()));
     let data_dir = inner.data_dir().to_path_buf();
     let log_file = log_path(&data_dir, &id);
@@ -213,7 +217,7 @@ async fn build(
         Ok(f) => f,
         Err(err) => {
             let msg = format!("cannot open the build log: {err}");
-            return Some(finish_fail(inner, r, &mut record, msg));
+            return Some(finish_fail(inner, r, &mut record, msg).await);
         }
     };
     let work = data_dir.join("work").join(&id);
@@ -221,7 +225,7 @@ async fn build(
         Ok(prepared) => prepared,
         Err(msg) => {
             let _ = writeln!(log, "[cutover] {msg}");
-            return Some(finish_fail(inner, r, &mut record, msg));
+            return Some(finish_fail(inner, r, &mut record, msg).await);
         }
     };
     let mut ctx = build::BuildContext::new(id.clone(), work.join("src"), work.join("out"));
@@ -246,7 +250,7 @@ async fn build(
             .unwrap_or_default();
         let msg = format!("build {id} {}{failed}", result.status.as_str());
         record.message = Some(msg.clone());
-        put_build(inner, &record);
+        put_build(inner, &record).await;
         let _ = std::fs::remove_dir_all(&work);
         return Some(r.result(false, msg, vec![]));
     }
@@ -255,12 +259,14 @@ async fn build(
         Err(OutputFailure::Missing(msg)) => {
             record.message = Some(msg.clone());
             record.status = "FAILED".into();
-            put_build(inner, &record);
+            put_build(inner, &record).await;
             return Some(r.result(false, msg, vec![]));
         }
-        Err(OutputFailure::Storing(msg)) => return Some(finish_fail(inner, r, &mut record, msg)),
+        Err(OutputFailure::Storing(msg)) => {
+            return Some(finish_fail(inner, r, &mut record, msg).await);
+        }
     };
-    put_build(inner, &record);
+    put_build(inner, &record).await;
     let _ = std::fs::remove_dir_all(&work);
     Some(r.result(true, format!("build {id} SUCCEEDED"), stored))
 }
@@ -398,11 +404,11 @@ async fn store_outputs(
     Ok(stored)
 }
 
-fn finish_fail(inner: &Inner, r: &Run, record: &mut api::Build, msg: String) -> Input {
+async fn finish_fail(inner: &Inner, r: &Run, record: &mut api::Build, msg: String) -> Input {
     record.status = "FAILED".into();
     record.ended_at = Some(now_ms(inner));
     record.message = Some(msg.clone());
-    put_build(inner, record);
+    put_build(inner, record).await;
     r.result(false, msg, vec![])
 }
 
@@ -561,16 +567,24 @@ async fn deploy(
     revision: Revision,
 ) -> Option<Input> {
     let key = r.key();
-    // A restart adopts the deployment this run already started.
-    let existing = inner.store.read(|tx| tx.ci_job_get(&key)).ok().flatten();
+    // A restart adopts the deployment this run already started; when that cannot be known, none
+    // is started (a second one would race the first).
+    let existing = match inner.store.read(|tx| tx.ci_job_get(&key)) {
+        Ok(existing) => existing,
+        Err(err) => {
+            let message = format!("cannot tell whether this action started a deployment: {err}");
+            return Some(r.result(false, message, vec![]));
+        }
+    };
     let id = match existing {
         Some(id) => id,
         None => match start_deployment(inner, r, adef, inputs, &revision).await {
             Ok(id) => {
+                // Written before anything else of the action, whatever the disk says: without
+                // it, a restart would start the deployment again.
+                let what = format!("deployment {id} of {key}");
                 let now = now_ms(inner);
-                if let Err(err) = inner.store.transaction(|tx| tx.ci_job_put(&key, &id, now)) {
-                    tracing::warn!(deployment = id, "recording the deployment failed: {err}");
-                }
+                let _ = inner.write_until_stored(&what, |tx| tx.ci_job_put(&key, &id, now)).await;
                 id
             }
             Err(err) => return Some(r.result(false, err.to_string(), vec![])),

@@ -28,6 +28,17 @@ pub fn error(status: StatusCode, message: String) -> Response {
 }
 
 pub fn err_response(err: Error) -> Response {
+    if let Error::Store(err) = &err
+        && err.is_write_failure()
+    {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the data directory cannot be written ({err}); nothing was changed: free space \
+                 there (`cutover status` says since when), then retry"
+            ),
+        );
+    }
     let status = match &err {
         Error::NotFound(_) => StatusCode::NOT_FOUND,
         Error::Invalid(_) => StatusCode::BAD_REQUEST,

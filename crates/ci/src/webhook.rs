@@ -102,9 +102,13 @@ pub async fn handle(
         }
         Err(err) => return error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
     }
+    // Recorded first: a poll of the same source would otherwise start this commit again. The
+    // sender retries a webhook that is not accepted.
     if branch == def.source.branch {
         let now = inner.now().as_millis();
-        let _ = inner.store.transaction(|tx| tx.ci_source_set(&name, &after, now));
+        if let Err(err) = inner.store.transaction(|tx| tx.ci_source_set(&name, &after, now)) {
+            return crate::routes::err_response(err.into());
+        }
     }
     match inner.trigger(&name, mirror, after, branch, pushed_by).await {
         Ok(id) => {

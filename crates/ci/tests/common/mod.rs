@@ -27,6 +27,8 @@ pub struct FakeDeployer {
     pub ecs_calls: Mutex<Vec<EcsCall>>,
     pub stops: Mutex<Vec<String>>,
     pub outcome: Mutex<DeploymentState>,
+    /// While `true`, `deploy` records the call and then waits before it answers.
+    pub held: tokio::sync::watch::Sender<bool>,
 }
 
 impl FakeDeployer {
@@ -36,7 +38,15 @@ impl FakeDeployer {
             ecs_calls: Mutex::new(Vec::new()),
             stops: Mutex::new(Vec::new()),
             outcome: Mutex::new(outcome),
+            held: tokio::sync::watch::channel(false).0,
         })
+    }
+    /// `deploy` answers only after [`FakeDeployer::release_deploys`].
+    pub fn hold_deploys(&self) {
+        self.held.send_replace(true);
+    }
+    pub fn release_deploys(&self) {
+        self.held.send_replace(false);
     }
     pub fn calls(&self) -> Vec<DeployCall> {
         self.calls.lock().unwrap().clone()
@@ -55,9 +65,14 @@ impl Deployer for FakeDeployer {
         appspec: FileText,
         description: String,
     ) -> Result<String, ci::DeployError> {
-        let mut calls = self.calls.lock().unwrap();
-        calls.push(DeployCall { group: group.into(), task_definition, appspec, description });
-        Ok(format!("d-{}", calls.len()))
+        let n = {
+            let mut calls = self.calls.lock().unwrap();
+            calls.push(DeployCall { group: group.into(), task_definition, appspec, description });
+            calls.len()
+        };
+        let mut held = self.held.subscribe();
+        let _ = held.wait_for(|held| !held).await;
+        Ok(format!("d-{n}"))
     }
     async fn deployment_state(&self, _id: &str) -> Result<DeploymentState, ci::DeployError> {
         Ok(self.outcome.lock().unwrap().clone())
