@@ -21,21 +21,22 @@ pub fn dir(data_dir: &Path, id: &str) -> PathBuf {
     data_dir.join("artifacts").join(id)
 }
 
-/// Moves the finished tree at `staged` into the store and returns its id.
-pub fn store(data_dir: &Path, staged: &Path) -> Result<String, String> {
+/// Moves the finished tree at `staged` into the store and returns its id. `now` (from
+/// `store::clock`) starts the artifact's grace period: retention measures it on the same clock.
+pub fn store(data_dir: &Path, staged: &Path, now: SystemTime) -> Result<String, String> {
     let id = format!("sha256-{}", manifest_hash(staged)?);
     let dest = dir(data_dir, &id);
     if dest.exists() {
         let _ = fs::remove_dir_all(staged);
-        // Fresh again for retention's grace period.
-        if let Ok(f) = fs::File::open(&dest) {
-            let _ = f.set_modified(SystemTime::now());
-        }
     } else if let Err(err) = fs::rename(staged, &dest) {
         if !dest.exists() {
             return Err(format!("storing artifact {}: {err}", dest.display()));
         }
         let _ = fs::remove_dir_all(staged);
+    }
+    // Fresh (again) for retention's grace period.
+    if let Ok(f) = fs::File::open(&dest) {
+        let _ = f.set_modified(now);
     }
     Ok(id)
 }
@@ -123,8 +124,12 @@ pub fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Removes stored artifacts not in `keep` and older than the grace period.
-pub fn collect_garbage(data_dir: &Path, keep: &std::collections::HashSet<String>) -> usize {
+/// Removes stored artifacts not in `keep` and older than the grace period at `now`.
+pub fn collect_garbage(
+    data_dir: &Path,
+    keep: &std::collections::HashSet<String>,
+    now: SystemTime,
+) -> usize {
     let Ok(entries) = fs::read_dir(data_dir.join("artifacts")) else { return 0 };
     let mut removed = 0;
     for entry in entries.flatten() {
@@ -136,11 +141,35 @@ pub fn collect_garbage(data_dir: &Path, keep: &std::collections::HashSet<String>
             .metadata()
             .and_then(|m| m.modified())
             .ok()
-            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .and_then(|t| now.duration_since(t).ok())
             .is_some_and(|age| age > GRACE);
         if old && fs::remove_dir_all(entry.path()).is_ok() {
             removed += 1;
         }
     }
     removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Retention measures the grace period on the clock the artifact was stored by, so a wall
+    /// clock set back after a start cannot make a fresh artifact look old.
+    #[test]
+    fn an_unreferenced_artifact_is_removed_only_after_the_grace_period_of_its_clock() {
+        let data = tempfile::tempdir().unwrap();
+        // Far ahead of the system's wall clock (2033), as `store::clock` is after the wall clock
+        // was set back.
+        let stored_at = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        let staged = staging(data.path()).unwrap();
+        fs::create_dir_all(&staged).unwrap();
+        fs::write(staged.join("imageDetail.json"), "{}").unwrap();
+        let id = store(data.path(), &staged, stored_at).unwrap();
+        let keep = std::collections::HashSet::new();
+        assert_eq!(collect_garbage(data.path(), &keep, stored_at + GRACE / 2), 0);
+        assert!(dir(data.path(), &id).exists());
+        assert_eq!(collect_garbage(data.path(), &keep, stored_at + GRACE * 2), 1);
+        assert!(!dir(data.path(), &id).exists());
+    }
 }

@@ -15,10 +15,10 @@ use tokio::task::AbortHandle;
 use crate::{CiConfig, Deployer, Error, Shared, artifacts, git};
 use pipeline::definition::{PipelineDecl, SourceLocation};
 
-/// How often the loop looks at deadlines, pushes and polls without being woken.
-const TICK: Duration = Duration::from_millis(250);
 /// How often retention runs.
 const GC_EVERY: Duration = Duration::from_secs(60);
+/// How soon a pipeline whose step the store refused is stepped again.
+const UNWRITTEN_RETRY: Duration = Duration::from_millis(250);
 
 #[derive(Clone)]
 pub struct Slot {
@@ -44,8 +44,10 @@ pub struct Inner {
     pub closed: AtomicBool,
     push_lock: tokio::sync::Mutex<()>,
     polls: Mutex<HashMap<String, (u64, bool)>>,
-    /// Pipelines whose last step could not be written: stepped again on every tick until it is.
+    /// Pipelines whose last step could not be written: stepped again until it is.
     unwritten: Mutex<HashSet<String>>,
+    /// How many times the loop has run (it sleeps until its next deadline in between).
+    pub turns: std::sync::atomic::AtomicU64,
 }
 
 /// How long to wait before writing again after `failed` failed writes in a row: from a quarter
@@ -95,6 +97,7 @@ impl Ci {
             push_lock: tokio::sync::Mutex::new(()),
             polls: Mutex::new(HashMap::new()),
             unwritten: Mutex::new(HashSet::new()),
+            turns: std::sync::atomic::AtomicU64::new(0),
         });
         let rows = inner.store.read(|tx| tx.ci_pipeline_list())?;
         let now = inner.now();
@@ -122,6 +125,13 @@ impl Ci {
         }
         let task = tokio::spawn(run_loop(inner.clone()));
         Ok(Ci { inner, task })
+    }
+
+    /// How many times the background loop has run; it sleeps until its next deadline or until
+    /// woken in between, so an idle installation adds none.
+    #[doc(hidden)]
+    pub fn loop_turns(&self) -> u64 {
+        self.inner.turns.load(Ordering::Relaxed)
     }
 
     pub(crate) fn shared(&self) -> Shared {
@@ -198,6 +208,11 @@ impl Inner {
     /// an action out early nor holds a pipeline up.
     pub fn now(&self) -> Timestamp {
         Timestamp::from_millis(store::clock::now_ms())
+    }
+
+    /// [`Inner::now`] as a file time, for the artifacts' modification times.
+    pub fn file_time(&self) -> std::time::SystemTime {
+        std::time::UNIX_EPOCH + Duration::from_millis(self.now().as_millis())
     }
 
     pub fn repo_dir(&self, name: &str) -> PathBuf {
@@ -591,6 +606,8 @@ impl Inner {
         }
         lock(&self.unwritten).remove(name);
         drop(slots);
+        // The machine may have a new deadline, earlier than the one the loop sleeps until.
+        self.wake.notify_one();
         for (e, revision) in starts {
             crate::jobs::perform(self, name, &def, e, revision);
         }
@@ -671,11 +688,11 @@ impl Inner {
         pushed_by: String,
     ) -> Result<String, Error> {
         let data_dir = self.cfg.data_dir.clone();
-        let c = commit.clone();
+        let (c, now) = (commit.clone(), self.file_time());
         let (artifact, author, message) = tokio::task::spawn_blocking(move || {
             let staged = artifacts::staging(&data_dir)?;
             git::export_tree(&repo, &c, &staged)?;
-            let id = artifacts::store(&data_dir, &staged)?;
+            let id = artifacts::store(&data_dir, &staged, now)?;
             let (author, message) = git::commit_info(&repo, &c);
             Ok::<_, String>((id, author, message))
         })
@@ -806,11 +823,49 @@ impl Inner {
         self.poll_done(&name);
     }
 
-    /// The next poll of `name` may start.
+    /// The next poll of `name` may start; the loop learns when.
     fn poll_done(&self, name: &str) {
         if let Some(p) = lock(&self.polls).get_mut(name) {
             p.1 = false;
         }
+        self.wake.notify_one();
+    }
+
+    /// The pipelines to step now: a timeout has come, or their last step was not written.
+    fn due_machines(&self, now: Timestamp) -> Vec<String> {
+        let unwritten = lock(&self.unwritten).clone();
+        lock(&self.slots)
+            .iter()
+            .filter(|(n, s)| {
+                s.machine.poll_timeout().is_some_and(|t| t <= now) || unwritten.contains(*n)
+            })
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Every deadline the loop waits for: the machines' timeouts, the next step of a pipeline
+    /// whose last one was not written, the polls not running.
+    fn deadlines(&self) -> Vec<Timestamp> {
+        let mut out: Vec<Timestamp> =
+            lock(&self.slots).values().filter_map(|s| s.machine.poll_timeout()).collect();
+        if !lock(&self.unwritten).is_empty() {
+            out.push(self.now().saturating_add(UNWRITTEN_RETRY));
+        }
+        let polled: HashSet<String> = self
+            .defs()
+            .into_iter()
+            .filter(|d| d.poll_interval().is_some())
+            .map(|d| d.name)
+            .collect();
+        let polls = lock(&self.polls);
+        for name in polled {
+            match polls.get(&name) {
+                Some((_, true)) => {} // running: it wakes the loop when done
+                Some((due, false)) => out.push(Timestamp::from_millis(*due)),
+                None => out.push(self.now()), // never polled yet
+            }
+        }
+        out
     }
 
     fn due_polls(self: &Arc<Self>) {
@@ -846,7 +901,7 @@ impl Inner {
                 keep.extend(rec.artifacts.iter().map(|(_, id)| id.as_str().to_string()));
             }
         }
-        let removed = artifacts::collect_garbage(&self.cfg.data_dir, &keep);
+        let removed = artifacts::collect_garbage(&self.cfg.data_dir, &keep, self.file_time());
         if removed > 0 {
             tracing::info!("removed {removed} artifacts past retention");
         }
@@ -931,22 +986,19 @@ fn slot_row(name: &str, slot: &Slot, now: u64) -> Result<store::CiPipelineRow, E
     row_of(name, &slot.def, &slot.machine, slot.pending.as_ref(), slot.version, now)
 }
 
+/// The loop: steps the machines whose deadline has come (and those whose last step the store
+/// refused), turns recorded pushes into executions, starts due polls and runs retention, then
+/// sleeps until the next of those deadlines or until woken (`Inner::wake`: a step, an apply, a
+/// finished poll).
 async fn run_loop(inner: Shared) {
-    let mut last_gc = std::time::Instant::now();
+    let mut next_gc = inner.now().saturating_add(GC_EVERY);
     inner.process_pushes().await;
     loop {
+        inner.turns.fetch_add(1, Ordering::Relaxed);
         let now = inner.now();
-        let unwritten = lock(&inner.unwritten).clone();
-        let due: Vec<String> = lock(&inner.slots)
-            .iter()
-            .filter(|(n, s)| {
-                s.machine.poll_timeout().is_some_and(|t| t <= now) || unwritten.contains(*n)
-            })
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in due {
-            // A failed write leaves the timeout due (or the resumed effects queued): the next
-            // tick tries again.
+        for name in inner.due_machines(now) {
+            // A failed write leaves the timeout due (or the resumed effects queued): the loop
+            // tries again after `UNWRITTEN_RETRY`.
             if let Err(err) = inner.step(&name, |m, now| {
                 if m.poll_timeout().is_some_and(|t| t <= now) {
                     m.handle_timeout(now);
@@ -958,14 +1010,24 @@ async fn run_loop(inner: Shared) {
         }
         inner.process_pushes().await;
         inner.due_polls();
-        if last_gc.elapsed() > GC_EVERY {
-            last_gc = std::time::Instant::now();
+        if now >= next_gc {
+            next_gc = now.saturating_add(GC_EVERY);
             let i = inner.clone();
-            let _ = tokio::task::spawn_blocking(move || i.collect_garbage()).await;
+            if let Err(err) = tokio::task::spawn_blocking(move || i.collect_garbage()).await {
+                tracing::warn!("retention stopped: {err}");
+            }
         }
+        let wake_at = next_wake(inner.deadlines(), next_gc);
+        let sleep =
+            Duration::from_millis(wake_at.as_millis().saturating_sub(inner.now().as_millis()));
         tokio::select! {
             _ = inner.wake.notified() => {}
-            _ = tokio::time::sleep(TICK) => {}
+            _ = tokio::time::sleep(sleep) => {}
         }
     }
+}
+
+/// When the loop must look again: the earliest of the deadlines and the next retention.
+fn next_wake(deadlines: impl IntoIterator<Item = Timestamp>, next_gc: Timestamp) -> Timestamp {
+    deadlines.into_iter().fold(next_gc, Timestamp::min)
 }

@@ -254,18 +254,21 @@ async fn build(
         let _ = std::fs::remove_dir_all(&work);
         return Some(r.result(false, msg, vec![]));
     }
-    let stored = match store_outputs(&data_dir, &result, outputs, &settings.buildspec).await {
-        Ok(stored) => stored,
-        Err(OutputFailure::Missing(msg)) => {
-            record.message = Some(msg.clone());
-            record.status = "FAILED".into();
-            put_build(inner, &record).await;
-            return Some(r.result(false, msg, vec![]));
-        }
-        Err(OutputFailure::Storing(msg)) => {
-            return Some(finish_fail(inner, r, &mut record, msg).await);
-        }
-    };
+    let stored =
+        match store_outputs(&data_dir, inner.file_time(), &result, outputs, &settings.buildspec)
+            .await
+        {
+            Ok(stored) => stored,
+            Err(OutputFailure::Missing(msg)) => {
+                record.message = Some(msg.clone());
+                record.status = "FAILED".into();
+                put_build(inner, &record).await;
+                return Some(r.result(false, msg, vec![]));
+            }
+            Err(OutputFailure::Storing(msg)) => {
+                return Some(finish_fail(inner, r, &mut record, msg).await);
+            }
+        };
     put_build(inner, &record).await;
     let _ = std::fs::remove_dir_all(&work);
     Some(r.result(true, format!("build {id} SUCCEEDED"), stored))
@@ -367,6 +370,7 @@ enum OutputFailure {
 /// by identifier.
 async fn store_outputs(
     data_dir: &Path,
+    now: std::time::SystemTime,
     result: &build::BuildResult,
     outputs: &[String],
     buildspec: &str,
@@ -392,7 +396,7 @@ async fn store_outputs(
         let res = tokio::task::spawn_blocking(move || {
             let staged = artifacts::staging(&dd)?;
             artifacts::copy_tree(&dir, &staged)?;
-            artifacts::store(&dd, &staged)
+            artifacts::store(&dd, &staged, now)
         })
         .await
         .unwrap_or_else(|e| Err(e.to_string()));
