@@ -234,7 +234,7 @@ impl Inner {
                  starting with a dot nor ending in .git"
             )));
         }
-        git::init_bare(&self.repo_dir(name), "main").map_err(Error::Internal)?;
+        git::init_bare(&self.repo_dir(name), "main")?;
         let now = self.now().as_millis();
         Ok(self.store.transaction(|tx| tx.ci_repository_create(name, now))?)
     }
@@ -379,7 +379,7 @@ impl Inner {
         // directory without its row is invisible, so a failed transaction leaves nothing behind
         // that anyone sees.
         for r in repositories {
-            git::init_bare(&self.repo_dir(&r.name), "main").map_err(Error::Internal)?;
+            git::init_bare(&self.repo_dir(&r.name), "main")?;
         }
         // The pipelines stay locked from the decision to the change in memory, so no execution
         // can start in between on a definition that is being replaced or deleted.
@@ -694,12 +694,11 @@ impl Inner {
             git::export_tree(&repo, &c, &staged)?;
             let id = artifacts::store(&data_dir, &staged, now)?;
             let (author, message) = git::commit_info(&repo, &c);
-            Ok::<_, String>((id, author, message))
+            Ok::<_, Error>((id, author, message))
         })
         .await
-        .map_err(|e| Error::Internal(e.to_string()))?
-        .map_err(Error::Internal)?;
-        let artifact = pipeline::ArtifactId::new(artifact).map_err(Error::Internal)?;
+        .map_err(|e| Error::Internal(e.to_string()))??;
+        let artifact = pipeline::ArtifactId::new(artifact)?;
         let key = format!("ci.executions.{pipeline}");
         let n = self.store.transaction(|tx| tx.next_sequence(&key))?;
         let execution_id = format!("{pipeline}-{n}");

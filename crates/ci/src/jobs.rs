@@ -9,6 +9,7 @@ use std::time::Duration;
 use pipeline::{ActionKind, ArtifactId, Effect, Input, Revision};
 use tokio::sync::watch;
 
+use crate::artifacts::ArtifactError;
 use crate::driver::{Inner, Job, job_key};
 use crate::{DeployError, DeploymentState, FileText, api, artifacts};
 use pipeline::definition::{ActionDecl, ActionKind as Settings, PipelineDecl};
@@ -223,7 +224,8 @@ async fn build(
     let work = data_dir.join("work").join(&id);
     let prepared = match prepare(&data_dir, &work, inputs, &settings.buildspec).await {
         Ok(prepared) => prepared,
-        Err(msg) => {
+        Err(err) => {
+            let msg = err.to_string();
             let _ = writeln!(log, "[cutover] {msg}");
             return Some(finish_fail(inner, r, &mut record, msg).await);
         }
@@ -265,7 +267,8 @@ async fn build(
                 put_build(inner, &record).await;
                 return Some(r.result(false, msg, vec![]));
             }
-            Err(OutputFailure::Storing(msg)) => {
+            Err(OutputFailure::Storing { name, err }) => {
+                let msg = format!("storing `{name}`: {err}");
                 return Some(finish_fail(inner, r, &mut record, msg).await);
             }
         };
@@ -281,22 +284,35 @@ struct Prepared {
     variables: Vec<(String, String)>,
 }
 
+/// Why a build's workspace could not be prepared; the build fails with this message.
+#[derive(Debug, thiserror::Error)]
+enum PrepareError {
+    #[error("preparing the workspace: a build needs an input artifact (the source)")]
+    NoInput,
+    #[error("preparing the workspace: {0}")]
+    Copy(#[from] ArtifactError),
+    #[error("preparing the workspace: {0}")]
+    Interrupted(#[from] tokio::task::JoinError),
+    #[error("{buildspec} not found in the source: {source}")]
+    NoBuildspec { buildspec: String, source: ReadError },
+    #[error("{buildspec} is invalid: {errors}")]
+    InvalidBuildspec { buildspec: String, errors: spec::Errors },
+}
+
 /// Copies the inputs into the build's workspace (`src` holds the first, `in/<artifact>` the
-/// others) and reads the buildspec from the first; the error says what went wrong, for the log.
+/// others) and reads the buildspec from the first.
 async fn prepare(
     data_dir: &Path,
     work: &Path,
     inputs: &[(String, ArtifactId)],
     buildspec: &str,
-) -> Result<Prepared, String> {
-    let copied = {
+) -> Result<Prepared, PrepareError> {
+    let variables = {
         let (work, data_dir) = (work.to_path_buf(), data_dir.to_path_buf());
         let inputs = inputs.to_vec();
         tokio::task::spawn_blocking(move || {
             let _ = std::fs::remove_dir_all(&work);
-            let Some((_, first)) = inputs.first() else {
-                return Err("a build needs an input artifact (the source)".to_string());
-            };
+            let Some((_, first)) = inputs.first() else { return Err(PrepareError::NoInput) };
             artifacts::copy_tree(&artifacts::dir(&data_dir, first.as_str()), &work.join("src"))?;
             let mut extra = Vec::new();
             for (name, aid) in inputs.iter().skip(1) {
@@ -306,14 +322,12 @@ async fn prepare(
             }
             Ok(extra)
         })
-        .await
-        .unwrap_or_else(|e| Err(e.to_string()))
+        .await??
     };
-    let variables = copied.map_err(|err| format!("preparing the workspace: {err}"))?;
     let text = read_capped(&work.join("src").join(buildspec))
-        .map_err(|err| format!("{buildspec} not found in the source: {err}"))?;
+        .map_err(|source| PrepareError::NoBuildspec { buildspec: buildspec.into(), source })?;
     let spec = build::parse_buildspec(buildspec, &text)
-        .map_err(|errors| format!("{buildspec} is invalid: {errors}"))?
+        .map_err(|errors| PrepareError::InvalidBuildspec { buildspec: buildspec.into(), errors })?
         .value;
     Ok(Prepared { spec, variables })
 }
@@ -363,7 +377,7 @@ enum OutputFailure {
     /// The buildspec produced no artifact for a declared output.
     Missing(String),
     /// An artifact could not be stored.
-    Storing(String),
+    Storing { name: String, err: crate::Error },
 }
 
 /// Stores the declared outputs: the first is the primary artifact, the others secondary ones
@@ -396,13 +410,13 @@ async fn store_outputs(
         let res = tokio::task::spawn_blocking(move || {
             let staged = artifacts::staging(&dd)?;
             artifacts::copy_tree(&dir, &staged)?;
-            artifacts::store(&dd, &staged, now)
+            Ok(ArtifactId::new(artifacts::store(&dd, &staged, now)?)?)
         })
         .await
-        .unwrap_or_else(|e| Err(e.to_string()));
-        match res.and_then(ArtifactId::new) {
+        .unwrap_or_else(|e| Err(crate::Error::Internal(e.to_string())));
+        match res {
             Ok(aid) => stored.push((name.clone(), aid)),
-            Err(err) => return Err(OutputFailure::Storing(format!("storing `{name}`: {err}"))),
+            Err(err) => return Err(OutputFailure::Storing { name: name.clone(), err }),
         }
     }
     Ok(stored)

@@ -161,6 +161,12 @@ pub enum Error {
     Internal(String),
     #[error(transparent)]
     Store(#[from] store::Error),
+    #[error(transparent)]
+    Git(#[from] git::GitError),
+    #[error(transparent)]
+    Artifact(#[from] artifacts::ArtifactError),
+    #[error(transparent)]
+    InvalidArtifactId(#[from] pipeline::InvalidArtifactId),
 }
 
 pub(crate) type Shared = Arc<driver::Inner>;

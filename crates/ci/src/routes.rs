@@ -43,7 +43,11 @@ pub fn err_response(err: Error) -> Response {
         Error::NotFound(_) => StatusCode::NOT_FOUND,
         Error::Invalid(_) => StatusCode::BAD_REQUEST,
         Error::Conflict(_) => StatusCode::CONFLICT,
-        Error::Internal(_) | Error::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        Error::Internal(_)
+        | Error::Store(_)
+        | Error::Git(_)
+        | Error::Artifact(_)
+        | Error::InvalidArtifactId(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
     error(status, err.to_string())
 }
@@ -371,22 +375,10 @@ async fn start_pipeline(
         SourceLocation::Url { url, .. } => (inner.mirror_dir(&name), Some(url.clone())),
     };
     let (r, b) = (repo.clone(), branch.clone());
-    let resolved = tokio::task::spawn_blocking(move || -> Result<String, String> {
-        if let Some(url) = url {
-            git::fetch_into_mirror(&r, &url, &b)?;
-        }
-        match commit {
-            Some(c) => git::git(Some(&r), &["rev-parse", "--verify", &format!("{c}^{{commit}}")])
-                .map(|s| s.trim().to_string())
-                .map_err(|_| format!("commit `{c}` not found in the source")),
-            None => git::local_head(&r, &b)?
-                .ok_or_else(|| format!("the source has no branch `{b}` yet; push to it first")),
-        }
-    })
-    .await;
+    let resolved = tokio::task::spawn_blocking(move || resolve_commit(&r, url, &b, commit)).await;
     let commit = match resolved {
         Ok(Ok(c)) => c,
-        Ok(Err(err)) => return error(StatusCode::CONFLICT, err),
+        Ok(Err(err)) => return error(StatusCode::CONFLICT, err.to_string()),
         Err(err) => return error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
     };
     match inner.trigger(&name, repo, commit, branch, started_manually_by(&headers)).await {
@@ -394,6 +386,36 @@ async fn start_pipeline(
             (StatusCode::CREATED, Json(serde_json::json!({ "execution_id": id }))).into_response()
         }
         Err(err) => err_response(err),
+    }
+}
+
+/// Why a manual start found no commit to build.
+#[derive(Debug, thiserror::Error)]
+enum NoCommit {
+    #[error(transparent)]
+    Fetch(#[from] git::GitError),
+    #[error("commit `{0}` not found in the source")]
+    Unknown(String),
+    #[error("the source has no branch `{0}` yet; push to it first")]
+    NoBranch(String),
+}
+
+/// The commit a manual start builds: the one asked for, or the branch's head (fetched first for
+/// a URL source). Blocking.
+fn resolve_commit(
+    repo: &std::path::Path,
+    url: Option<String>,
+    branch: &str,
+    commit: Option<String>,
+) -> Result<String, NoCommit> {
+    if let Some(url) = url {
+        git::fetch_into_mirror(repo, &url, branch)?;
+    }
+    match commit {
+        Some(c) => git::git(Some(repo), &["rev-parse", "--verify", &format!("{c}^{{commit}}")])
+            .map(|s| s.trim().to_string())
+            .map_err(|_| NoCommit::Unknown(c)),
+        None => git::local_head(repo, branch)?.ok_or_else(|| NoCommit::NoBranch(branch.into())),
     }
 }
 

@@ -91,12 +91,16 @@ pub async fn handle(
     let (m, b, a) = (mirror.clone(), branch.clone(), after.clone());
     let fetched = tokio::task::spawn_blocking(move || {
         git::fetch_into_mirror(&m, &url, &b)?;
-        git::git(Some(&m), &["cat-file", "-e", &format!("{a}^{{commit}}")])
-            .map_err(|_| format!("commit {a} is not on branch {b} of the source"))
+        let on_branch = git::git(Some(&m), &["cat-file", "-e", &format!("{a}^{{commit}}")]);
+        Ok::<_, git::GitError>(on_branch.is_ok())
     })
     .await;
     match fetched {
-        Ok(Ok(_)) => {}
+        Ok(Ok(true)) => {}
+        Ok(Ok(false)) => {
+            let why = format!("commit {after} is not on branch {branch} of the source");
+            return error(StatusCode::BAD_GATEWAY, format!("fetching the source failed: {why}"));
+        }
         Ok(Err(err)) => {
             return error(StatusCode::BAD_GATEWAY, format!("fetching the source failed: {err}"));
         }

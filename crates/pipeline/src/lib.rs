@@ -159,10 +159,10 @@ use std::fmt;
 use model::{Timestamp, format_duration};
 use serde::{Deserialize, Serialize};
 
-pub use machine::{PendingApproval, Pipeline};
+pub use machine::{InvalidSnapshot, PendingApproval, Pipeline};
 pub use record::{
-    ActionRecord, ActionStatus, ArtifactId, Decision, ExecutionRecord, ExecutionStatus, Position,
-    Revision, StageRecord, StageStatus, StopRequest,
+    ActionRecord, ActionStatus, ArtifactId, Decision, ExecutionRecord, ExecutionStatus,
+    InvalidArtifactId, Position, Revision, StageRecord, StageStatus, StopRequest,
 };
 pub use spec::{ActionKind, ActionSpec, ExecutionMode, PipelineSpec, SpecError, StageSpec};
 
