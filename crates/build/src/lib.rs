@@ -19,7 +19,7 @@ pub use buildspec::{
 };
 pub use image::{
     IMAGE_DEFINITIONS_SIZE_MAX, IMAGE_DETAIL_SIZE_MAX, IMAGE_URI_MAX, ImageDefinition, ImageDetail,
-    check_image_uri, parse_image_definitions, parse_image_detail,
+    ImageUriError, check_image_uri, parse_image_definitions, parse_image_detail,
 };
 pub use model::glob::Glob;
 pub use runner::{
