@@ -46,6 +46,10 @@ pub struct Inner {
     polls: Mutex<HashMap<String, (u64, bool)>>,
     /// Pipelines whose last step could not be written: stepped again until it is.
     unwritten: Mutex<HashSet<String>>,
+    /// Pushes whose execution the store could not record: taken again until it can.
+    pushes_waiting: AtomicBool,
+    /// (push file, pipeline/ref) already started, so a push taken again starts only the rest.
+    started_pushes: Mutex<HashSet<(PathBuf, String)>>,
     /// How many times the loop has run (it sleeps until its next deadline in between).
     pub turns: std::sync::atomic::AtomicU64,
 }
@@ -97,6 +101,8 @@ impl Ci {
             push_lock: tokio::sync::Mutex::new(()),
             polls: Mutex::new(HashMap::new()),
             unwritten: Mutex::new(HashSet::new()),
+            pushes_waiting: AtomicBool::new(false),
+            started_pushes: Mutex::new(HashSet::new()),
             turns: std::sync::atomic::AtomicU64::new(0),
         });
         let rows = inner.store.read(|tx| tx.ci_pipeline_list())?;
@@ -720,13 +726,16 @@ impl Inner {
         lock(&self.slots).get(name).map(|s| s.def.clone())
     }
 
-    /// Turns the pushes recorded by the hosted repositories' hooks into executions.
+    /// Turns the pushes recorded by the hosted repositories' hooks into executions. A push
+    /// whose execution the store could not record stays recorded and is taken again (the loop
+    /// wakes for it); the executions it did start are not started twice.
     pub async fn process_pushes(self: &Arc<Self>) {
         let _guard = self.push_lock.lock().await;
         let repos = match self.store.read(|tx| tx.ci_repository_list()) {
             Ok(r) => r,
             Err(err) => return tracing::warn!("listing repositories: {err}"),
         };
+        let mut waiting = false;
         for (repo, _) in repos {
             let dir = self.repo_dir(&repo);
             let d = dir.clone();
@@ -734,34 +743,63 @@ impl Inner {
                 .await
                 .unwrap_or_default();
             for push in pushes {
-                for (commit, r) in &push.updates {
-                    let Some(branch) = r.strip_prefix("refs/heads/") else { continue };
-                    for def in self.defs() {
-                        if def.repository() != Some(repo.as_str())
-                            || !def.source.triggers_on(branch)
-                        {
-                            continue;
-                        }
-                        if let Err(err) = self
-                            .trigger(
-                                &def.name,
-                                dir.clone(),
-                                commit.clone(),
-                                branch.into(),
-                                push.pusher.clone(),
-                            )
-                            .await
-                        {
-                            tracing::warn!(
-                                pipeline = def.name,
-                                "push to {repo} not started: {err}"
-                            );
-                        }
+                if self.start_push(&repo, &dir, &push).await {
+                    if let Err(err) = std::fs::remove_file(&push.file) {
+                        tracing::warn!(
+                            "removing the processed push {}: {err}",
+                            push.file.display()
+                        );
                     }
+                    lock(&self.started_pushes).retain(|(file, _)| *file != push.file);
+                } else {
+                    waiting = true;
                 }
-                let _ = std::fs::remove_file(&push.file);
             }
         }
+        let were_waiting = self.pushes_waiting.swap(waiting, Ordering::SeqCst);
+        if waiting && !were_waiting {
+            // The loop may sleep until a later deadline: it learns that it must take them again
+            // (once; while they wait, it wakes for them every `UNWRITTEN_RETRY`).
+            self.wake.notify_one();
+        }
+    }
+
+    /// Starts an execution of every pipeline the push starts; `false` when one could not be
+    /// recorded for now (the store cannot be written) and the push must be taken again.
+    async fn start_push(self: &Arc<Self>, repo: &str, dir: &Path, push: &git::Push) -> bool {
+        let mut done = true;
+        for (commit, r) in &push.updates {
+            let Some(branch) = r.strip_prefix("refs/heads/") else { continue };
+            for def in self.defs() {
+                if def.repository() != Some(repo) || !def.source.triggers_on(branch) {
+                    continue;
+                }
+                let started = (push.file.clone(), format!("{}/{r}", def.name));
+                if lock(&self.started_pushes).contains(&started) {
+                    continue;
+                }
+                let pusher = push.pusher.clone();
+                match self
+                    .trigger(&def.name, dir.into(), commit.clone(), branch.into(), pusher)
+                    .await
+                {
+                    Ok(_) => {
+                        lock(&self.started_pushes).insert(started);
+                    }
+                    Err(Error::Store(err)) if err.is_write_failure() => {
+                        tracing::warn!(
+                            pipeline = def.name,
+                            "push to {repo} kept until the store can be written: {err}"
+                        );
+                        done = false;
+                    }
+                    Err(err) => {
+                        tracing::warn!(pipeline = def.name, "push to {repo} not started: {err}")
+                    }
+                }
+            }
+        }
+        done
     }
 
     /// Polls a URL source and starts an execution when its branch moved.
@@ -842,12 +880,12 @@ impl Inner {
             .collect()
     }
 
-    /// Every deadline the loop waits for: the machines' timeouts, the next step of a pipeline
-    /// whose last one was not written, the polls not running.
+    /// Every deadline the loop waits for: the machines' timeouts, the next try of a pipeline
+    /// step or a push the store refused, the polls not running.
     fn deadlines(&self) -> Vec<Timestamp> {
         let mut out: Vec<Timestamp> =
             lock(&self.slots).values().filter_map(|s| s.machine.poll_timeout()).collect();
-        if !lock(&self.unwritten).is_empty() {
+        if !lock(&self.unwritten).is_empty() || self.pushes_waiting.load(Ordering::SeqCst) {
             out.push(self.now().saturating_add(UNWRITTEN_RETRY));
         }
         let polled: HashSet<String> = self

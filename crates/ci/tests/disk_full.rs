@@ -182,3 +182,48 @@ async fn an_approval_while_the_disk_is_full_is_refused_with_503_and_changes_noth
     assert_eq!(status, 200, "{body}");
     server.wait_status("gated", &id, "Succeeded").await;
 }
+
+/// A push git accepted is not lost when the store cannot record its execution: the push stays
+/// recorded in the repository and starts its execution once the store can be written. The store
+/// is on a tmpfs of its own here, so git (on another disk) accepts the push while the store
+/// refuses every write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_the_full_store_could_not_start_starts_once_it_can_be_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let store_dir = tmp.path().join("store");
+    let _tmpfs = Tmpfs::mount(&store_dir, "64m");
+    std::fs::create_dir_all(&data).unwrap();
+    let store = std::sync::Arc::new(store::Store::open(&store_dir.join("state.db")).unwrap());
+    let deployer = FakeDeployer::new(DeploymentState::Succeeded);
+    let server = Server::start_with(&data, None, deployer.clone(), store).await;
+    let p = pipeline("plain", source_repo("app"), vec![stage("Deploy", vec![deploy_action(None)])]);
+    server.ci().apply(&[spec::RepositoryDecl { name: "app".into() }], &[p]).unwrap();
+    let work = tmp.path().join("work");
+    work_repo(
+        &work,
+        &[
+            ("taskdef.json", TASKDEF.replace("<IMAGE1_NAME>", "img:1").as_str()),
+            ("appspec.yaml", APPSPEC),
+        ],
+    );
+
+    let filler = store_dir.join("filler");
+    fill(&filler);
+    assert!(push(&work, &server.remote("app")).await.status.success());
+    let refused = wait_until(Duration::from_secs(30), || async {
+        server.store.write_failure().is_some_and(|e| e.contains("database or disk is full"))
+    })
+    .await;
+    assert!(refused, "the full store never refused a write");
+
+    std::fs::remove_file(&filler).unwrap();
+    let started = wait_until(Duration::from_secs(30), || async {
+        !server.executions("plain").await.is_empty()
+    })
+    .await;
+    assert!(started, "the push was lost: no execution started once the store had room");
+    let id = server.executions("plain").await[0]["id"].as_str().unwrap().to_string();
+    server.wait_status("plain", &id, "Succeeded").await;
+    assert_eq!(server.executions("plain").await.len(), 1, "the push started one execution");
+}
