@@ -24,6 +24,12 @@
 //!   again (same run number, a new build id); a deployment that was started is adopted by the id
 //!   recorded in `ci_jobs`, not started twice. A push recorded by the hook but not yet turned into
 //!   an execution is picked up at the next start.
+//! - **Time and the loop.** Every time is `store::clock`'s (builds' included). The driver's loop
+//!   sleeps until its next deadline (an action's timeout, a poll, retention, a retry of a step
+//!   or a push the store refused) or until a step, an apply or a finished poll wakes it.
+//! - **A full disk.** Nothing that is already true outside is dropped when the store refuses to
+//!   record it: a started deployment's id, a build's record, an action's report and a push wait
+//!   until they are written; an API write is answered 503 and changes nothing.
 //! - **Executions** are `{pipeline}-{n}` (unique across pipelines, so `approvals approve ID`
 //!   needs no pipeline name). Their long-term history is `ci_executions`, one row per execution,
 //!   updated after every step that touched it.
