@@ -1,5 +1,6 @@
-//! Pipeline definitions as versions before 0.2 stored them (`ci_pipelines.definition`): a copy of
-//! the declaration in a shape of its own. Read once at start and turned into the one definition
+//! Pipeline definitions as `ci` stored them before there was one definition type
+//! (`ci_pipelines.definition` held `ci::def::PipelineDef`, a copy of the declaration in a shape of
+//! its own). Read at start and turned into the one definition
 //! (`pipeline::definition::PipelineDecl`), which is what is stored from then on.
 
 use std::collections::BTreeMap;
@@ -177,13 +178,13 @@ impl From<KindDef> for ActionKind {
 mod tests {
     use super::*;
 
-    /// A row written by the version before one definition type: a hosted source, a build with
-    /// its default output, a deploy with one image, and an approval.
-    const STORED_BEFORE_0_2: &str = r#"{"name":"web","queued":true,"source":{"repository":"web","url":null,"poll_interval_secs":null,"webhook_secret_env":null,"branch":"main","includes":["release/**"],"excludes":["release/old-*"],"output_artifact":"source"},"stages":[{"name":"Build","actions":[{"name":"build","run_order":1,"input_artifacts":["source"],"output_artifacts":["build"],"kind":{"build":{"buildspec":"buildspec.yml","timeout_secs":3600,"env":{"A":"1"}}}}]},{"name":"Approve","actions":[{"name":"ok","run_order":1,"input_artifacts":[],"output_artifacts":[],"kind":{"approval":{"timeout_secs":86400,"comment":"look"}}}]},{"name":"Deploy","actions":[{"name":"deploy","run_order":1,"input_artifacts":["source","build"],"output_artifacts":[],"kind":{"deploy":{"application":"web","deployment_group":"web-prod","task_definition_artifact":"source","task_definition_path":"taskdef.json","appspec_artifact":"source","appspec_path":"appspec.yaml","images":[["build","IMAGE1_NAME"]]}}}]}]}"#;
+    /// A row written before there was one definition type: a hosted source, a build with its
+    /// default output, a deploy with one image, and an approval.
+    const STORED_AS_CI_DEF: &str = r#"{"name":"web","queued":true,"source":{"repository":"web","url":null,"poll_interval_secs":null,"webhook_secret_env":null,"branch":"main","includes":["release/**"],"excludes":["release/old-*"],"output_artifact":"source"},"stages":[{"name":"Build","actions":[{"name":"build","run_order":1,"input_artifacts":["source"],"output_artifacts":["build"],"kind":{"build":{"buildspec":"buildspec.yml","timeout_secs":3600,"env":{"A":"1"}}}}]},{"name":"Approve","actions":[{"name":"ok","run_order":1,"input_artifacts":[],"output_artifacts":[],"kind":{"approval":{"timeout_secs":86400,"comment":"look"}}}]},{"name":"Deploy","actions":[{"name":"deploy","run_order":1,"input_artifacts":["source","build"],"output_artifacts":[],"kind":{"deploy":{"application":"web","deployment_group":"web-prod","task_definition_artifact":"source","task_definition_path":"taskdef.json","appspec_artifact":"source","appspec_path":"appspec.yaml","images":[["build","IMAGE1_NAME"]]}}}]}]}"#;
 
     #[test]
-    fn a_definition_stored_before_0_2_loads_as_the_one_definition() {
-        let decl = read_definition(STORED_BEFORE_0_2).unwrap();
+    fn a_definition_stored_in_ci_s_old_shape_loads_as_the_one_definition() {
+        let decl = read_definition(STORED_AS_CI_DEF).unwrap();
         assert_eq!(decl.execution_mode, ExecutionMode::Queued);
         assert_eq!(decl.repository(), Some("web"));
         assert!(decl.source.triggers_on("release/2"));
