@@ -14,8 +14,9 @@ pub const STAGES_MAX: usize = 50;
 pub const ACTIONS_PER_STAGE_MAX: usize = 50;
 /// At most this many actions in the whole pipeline (AWS: 500).
 pub const ACTIONS_MAX: usize = 500;
-/// At most this many input artifacts, and as many output artifacts, per action (AWS: 5 for
-/// CodeBuild, the most of any action cutover runs).
+/// At most this many input artifacts, and as many output artifacts, per action (CodePipeline's
+/// "valid input and output artifacts for each action type": CodeBuild takes 1 to 5 inputs and 0
+/// to 5 outputs, the most of any action cutover runs).
 pub const ARTIFACTS_PER_ACTION_MAX: usize = 5;
 /// Longest pipeline, stage, action and artifact name, in characters (AWS: 100).
 pub const NAME_CHARS_MAX: usize = 100;
