@@ -55,7 +55,7 @@ pub use decide::{
     task_health,
 };
 pub use routing::{GroupRoute, RoutingView};
-pub use state::{Deployment, Group, Reconciler, STATE_VERSION, Task, TaskSet};
+pub use state::{Deployment, Group, Reconciler, Restored, STATE_VERSION, Task, TaskSet};
 
 /// What the shell tells the reconciler.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

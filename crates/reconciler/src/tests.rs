@@ -293,6 +293,35 @@ impl World {
         }
     }
 
+    /// A restart of an older cutover's data: only what its rows held is kept (see
+    /// [`Reconciler::restore`]).
+    fn restart_from_rows(&mut self) {
+        let r = &self.reconciler;
+        let restored = crate::Restored {
+            declared: r.declared().clone(),
+            task_sets: r
+                .task_sets()
+                .map(|ts| TaskSet { failures: Default::default(), ..ts.clone() })
+                .collect(),
+            tasks: r.tasks().map(|t| Task { removed_at_version: None, ..t.clone() }).collect(),
+            deployments: r
+                .deployments()
+                .map(|d| Deployment { alarms_fed: Default::default(), ..d.clone() })
+                .collect(),
+            groups: r
+                .declared()
+                .groups
+                .keys()
+                .filter_map(|key| Some((key.clone(), r.group(key)?.clone())))
+                .collect(),
+            routes_version: r.routes_version(),
+        };
+        let next_id = r.next_id;
+        self.reconciler = Reconciler::restore(r.id_salt, restored, self.now);
+        assert_eq!(self.reconciler.next_id, next_id, "a restored reconciler would reuse an id");
+        writeln!(self.trace, "{:<8} -- restart from rows --", self.now.to_string()).unwrap();
+    }
+
     fn restart(&mut self) {
         let json = serde_json::to_string(&self.reconciler).unwrap();
         let restored: Reconciler = serde_json::from_str(&json).unwrap();
@@ -419,6 +448,10 @@ fn run(script: &str) -> String {
             world.now = at;
             if command == "restart" {
                 world.restart();
+                continue;
+            }
+            if command == "restart-from-rows" {
+                world.restart_from_rows();
                 continue;
             }
             for observation in world.observations(&command, &args) {
@@ -1018,4 +1051,65 @@ fn the_persisted_state_round_trips_and_names_statuses_as_ecs_does() {
     assert_eq!(json["version"], STATE_VERSION);
     let back: Reconciler = serde_json::from_value(json).unwrap();
     assert_eq!(back, r);
+}
+
+#[test]
+fn a_deployment_restored_from_an_older_cutovers_rows_carries_on_where_it_was() {
+    check(
+        "
+        0s declare
+        1s start
+        2s applied
+        3s healthy blue
+        10s deploy d-1
+        11s start
+        11s applied
+        11s restart-from-rows
+        12s healthy green
+        13s applied
+        14s released
+        15s stopped
+        ",
+        expect![[r#"
+            0s       start-task t-0-2 of ts-0-1 (web:1)
+            0s       start-task t-0-3 of ts-0-1 (web:1)
+            0s       push-routes v1 app/web: blue=blue green=0% test=blue
+            1s       push-routes v2 app/web: blue=blue green=0% test=blue blue=[9001]
+            1s       push-routes v3 app/web: blue=blue green=0% test=blue blue=[9001,9002]
+            10s      d-1: status InProgress
+            10s      d-1: event BeforeInstall Skipped
+            10s      d-1: event Install InProgress
+            10s      d-1: start-green
+            10s      start-task t-0-5 of ts-0-4 (web:2)
+            10s      start-task t-0-6 of ts-0-4 (web:2)
+            10s      push-routes v4 app/web: blue=blue green=0% test=blue blue=[9001,9002]
+            11s      push-routes v5 app/web: blue=blue green=0% test=blue blue=[9001,9002] green=[9003]
+            11s      push-routes v6 app/web: blue=blue green=0% test=blue blue=[9001,9002] green=[9003,9004]
+            11s      -- restart from rows --
+            12s      d-1: event Install Succeeded
+            12s      d-1: event AfterInstall Skipped
+            12s      d-1: event AllowTestTraffic Skipped: no test listener
+            12s      d-1: event AfterAllowTestTraffic Skipped: no test listener
+            12s      d-1: event BeforeAllowTraffic Skipped
+            12s      d-1: event AllowTraffic InProgress
+            12s      d-1: route prod green=100% test=blue
+            12s      d-1: event AllowTraffic Succeeded
+            12s      d-1: event AfterAllowTraffic Skipped
+            12s      d-1: event End InProgress
+            12s      d-1: terminate-blue
+            12s      d-1: event End Succeeded
+            12s      d-1: status Succeeded
+            12s      d-1: finished Succeeded
+            12s      closed d-1
+            12s      push-routes v7 app/web: blue=green green=0% test=blue green=[9003,9004]
+            14s      stop-task t-0-2
+            14s      stop-task t-0-3
+            15s      task-set-retired ts-0-1 (web:1)
+            --
+            ts-0-4 web:2 PRIMARY desired=2 tg=green
+              t-0-5 RUNNING UNKNOWN
+              t-0-6 RUNNING UNKNOWN
+            group app/web primary=ts-0-4 active=- leftover=-
+        "#]],
+    );
 }
