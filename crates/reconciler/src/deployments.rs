@@ -224,7 +224,7 @@ impl Reconciler {
     }
 
     /// Performs what a deployment's machine decided, in order.
-    fn drive(&mut self, id: &str, now: Timestamp, out: &mut Vec<Effect>) {
+    pub(crate) fn drive(&mut self, id: &str, now: Timestamp, out: &mut Vec<Effect>) {
         while let Some(effect) = self.deployments.get_mut(id).and_then(|d| d.machine.poll_effect())
         {
             self.give_meaning(id, &effect, now, out);

@@ -105,6 +105,14 @@ fn deployment(id: &str, args: &str) -> NewDeployment {
             "termination-wait" => spec.termination_wait = duration(),
             "install-timeout" => spec.install_timeout = duration(),
             "ignore-alarms" => ignore_alarms = true,
+            "hook" => {
+                let event = model::LifecycleEvent::parse(value).unwrap();
+                let hook = rollout::Hook {
+                    name: format!("{value}-hook"),
+                    timeout: Duration::from_secs(60),
+                };
+                spec.hooks.insert(event, hook);
+            }
             "rollback" => {
                 for part in value.split(',') {
                     match part {
@@ -448,6 +456,14 @@ fn run(script: &str) -> String {
             world.now = at;
             if command == "restart" {
                 world.restart();
+                continue;
+            }
+            if command == "resume" {
+                world.restart();
+                for effect in world.reconciler.resume(world.now) {
+                    writeln!(world.trace, "{:<8} {}", world.now.to_string(), effect_line(&effect))
+                        .unwrap();
+                }
                 continue;
             }
             if command == "restart-from-rows" {
@@ -1105,6 +1121,81 @@ fn a_deployment_restored_from_an_older_cutovers_rows_carries_on_where_it_was() {
             14s      stop-task t-0-2
             14s      stop-task t-0-3
             15s      task-set-retired ts-0-1 (web:1)
+            --
+            ts-0-4 web:2 PRIMARY desired=2 tg=green
+              t-0-5 RUNNING UNKNOWN
+              t-0-6 RUNNING UNKNOWN
+            group app/web primary=ts-0-4 active=- leftover=-
+        "#]],
+    );
+}
+
+#[test]
+fn after_a_restart_a_hook_in_flight_runs_again_with_a_new_execution_and_routing_is_pushed_again() {
+    check(
+        "
+        0s declare
+        1s start
+        2s applied
+        3s healthy blue
+        10s deploy d-1 hook=AfterInstall
+        11s start
+        11s applied
+        12s healthy green
+        13s resume
+        14s hook-ok d-1 AfterInstall-1
+        15s hook-ok d-1 AfterInstall-2
+        16s applied
+        17s released
+        18s stopped
+        ",
+        expect![[r#"
+            0s       start-task t-0-2 of ts-0-1 (web:1)
+            0s       start-task t-0-3 of ts-0-1 (web:1)
+            0s       push-routes v1 app/web: blue=blue green=0% test=blue
+            1s       push-routes v2 app/web: blue=blue green=0% test=blue blue=[9001]
+            1s       push-routes v3 app/web: blue=blue green=0% test=blue blue=[9001,9002]
+            10s      d-1: status InProgress
+            10s      d-1: event BeforeInstall Skipped
+            10s      d-1: event Install InProgress
+            10s      d-1: start-green
+            10s      start-task t-0-5 of ts-0-4 (web:2)
+            10s      start-task t-0-6 of ts-0-4 (web:2)
+            10s      push-routes v4 app/web: blue=blue green=0% test=blue blue=[9001,9002]
+            11s      push-routes v5 app/web: blue=blue green=0% test=blue blue=[9001,9002] green=[9003]
+            11s      push-routes v6 app/web: blue=blue green=0% test=blue blue=[9001,9002] green=[9003,9004]
+            12s      d-1: event Install Succeeded
+            12s      d-1: event AfterInstall InProgress
+            12s      run-hook d-1 AfterInstall-hook (exec AfterInstall-1)
+            12s      d-1: run-hook AfterInstall AfterInstall-hook (exec AfterInstall-1)
+            13s      -- restart --
+            13s      d-1: route prod green=0% test=blue
+            13s      d-1: start-green
+            13s      cancel-hook d-1 AfterInstall-1
+            13s      d-1: cancel-hook AfterInstall-1
+            13s      run-hook d-1 AfterInstall-hook (exec AfterInstall-2)
+            13s      d-1: run-hook AfterInstall AfterInstall-hook (exec AfterInstall-2)
+            13s      d-1: event AfterInstall InProgress: execution AfterInstall-1 replaced by AfterInstall-2 after a restart
+            13s      push-routes v7 app/web: blue=blue green=0% test=blue blue=[9001,9002] green=[9003,9004]
+            14s      rejected: deployment d-1: no hook execution `AfterInstall-1` is waiting for a result: it already reported, timed out, was cancelled, or was replaced after a control-plane restart; report for the execution id of the latest run-hook
+            15s      d-1: event AfterInstall Succeeded: execution AfterInstall-1 replaced by AfterInstall-2 after a restart
+            15s      d-1: event AllowTestTraffic Skipped: no test listener
+            15s      d-1: event AfterAllowTestTraffic Skipped: no test listener
+            15s      d-1: event BeforeAllowTraffic Skipped
+            15s      d-1: event AllowTraffic InProgress
+            15s      d-1: route prod green=100% test=blue
+            15s      d-1: event AllowTraffic Succeeded
+            15s      d-1: event AfterAllowTraffic Skipped
+            15s      d-1: event End InProgress
+            15s      d-1: terminate-blue
+            15s      d-1: event End Succeeded
+            15s      d-1: status Succeeded
+            15s      d-1: finished Succeeded
+            15s      closed d-1
+            15s      push-routes v8 app/web: blue=green green=0% test=blue green=[9003,9004]
+            17s      stop-task t-0-2
+            17s      stop-task t-0-3
+            18s      task-set-retired ts-0-1 (web:1)
             --
             ts-0-4 web:2 PRIMARY desired=2 tg=green
               t-0-5 RUNNING UNKNOWN
