@@ -237,9 +237,11 @@ pub enum Effect {
         task_set_id: String,
         task_definition: String,
     },
-    /// A deployment left the reconciler's state (finished, and routes nothing any more).
+    /// A deployment left the reconciler's state (finished, and routes nothing any more); its
+    /// machine as it ended, for the deployment's history.
     DeploymentClosed {
         deployment_id: String,
+        machine: Box<rollout::Rollout>,
     },
     /// Every task stopped after [`Command::Shutdown`].
     ShutDown,

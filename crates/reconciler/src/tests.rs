@@ -380,7 +380,9 @@ fn effect_line(effect: &Effect) -> String {
         Effect::TaskSetRetired { task_set_id, task_definition } => {
             format!("task-set-retired {task_set_id} ({task_definition})")
         }
-        Effect::DeploymentClosed { deployment_id } => format!("closed {deployment_id}"),
+        Effect::DeploymentClosed { deployment_id, machine } => {
+            format!("closed {deployment_id} ({})", machine.status())
+        }
         Effect::ShutDown => "shut-down".to_string(),
     }
 }
@@ -558,7 +560,7 @@ fn a_deployment_whose_green_is_healthy_shifts_terminates_blue_and_drains_it() {
             12s      d-1: event End Succeeded
             12s      d-1: status Succeeded
             12s      d-1: finished Succeeded
-            12s      closed d-1
+            12s      closed d-1 (Succeeded)
             12s      push-routes v7 app/web: blue=green green=0% test=blue green=[9003,9004]
             14s      stop-task t-0-2
             14s      stop-task t-0-3
@@ -599,7 +601,7 @@ fn green_tasks_failing_three_times_in_a_row_fail_the_deployment_and_roll_back() 
             11.500s  d-1: stop-green
             11.500s  d-1: status Failed
             11.500s  d-1: finished Failed rolled-back CUSTOMER_APPLICATION_UNHEALTHY: green is unhealthy: green tasks failed 3 times in a row; last: task failed to start: image not found
-            11.500s  closed d-1
+            11.500s  closed d-1 (Failed)
             11.500s  task-set-retired ts-0-3 (web:2)
             11.500s  push-routes v4 app/web: blue=blue green=0% test=blue blue=[9001]
             --
@@ -807,7 +809,7 @@ fn an_alarm_is_not_handed_over_before_the_deployment_watches_alarms_and_stops_it
             20s      d-1: stop-green
             20s      d-1: status Stopped
             20s      d-1: finished Stopped rolled-back ALARM_ACTIVE: alarm errors: 5xx above 10
-            20s      closed d-1
+            20s      closed d-1 (Stopped)
             20s      push-routes v5 app/web: blue=blue green=0% test=blue blue=[9001]
             21s      stop-task t-0-4
             22s      task-set-retired ts-0-3 (web:2)
@@ -864,7 +866,7 @@ fn a_leftover_deployment_keeps_routing_until_rolled_back_in_one_routing_change()
             20s      push-routes v6 app/web: blue=blue green=100% test=blue blue=[9001] green=[9002]
             30s      rejected: deployment d-1 of group app/web ended without rolling back and left its green tasks in place; roll it back first (`cutover deployments rollback d-1`)
             40s      event d-1 rollback: rolled back by request: production and test traffic on blue, green stopping
-            40s      closed d-1
+            40s      closed d-1 (Stopped)
             40s      push-routes v7 app/web: blue=blue green=0% test=blue blue=[9001]
             41s      stop-task t-0-4
             42s      task-set-retired ts-0-3 (web:2)
@@ -1116,7 +1118,7 @@ fn a_deployment_restored_from_an_older_cutovers_rows_carries_on_where_it_was() {
             12s      d-1: event End Succeeded
             12s      d-1: status Succeeded
             12s      d-1: finished Succeeded
-            12s      closed d-1
+            12s      closed d-1 (Succeeded)
             12s      push-routes v7 app/web: blue=green green=0% test=blue green=[9003,9004]
             14s      stop-task t-0-2
             14s      stop-task t-0-3
@@ -1191,7 +1193,7 @@ fn after_a_restart_a_hook_in_flight_runs_again_with_a_new_execution_and_routing_
             15s      d-1: event End Succeeded
             15s      d-1: status Succeeded
             15s      d-1: finished Succeeded
-            15s      closed d-1
+            15s      closed d-1 (Succeeded)
             15s      push-routes v8 app/web: blue=green green=0% test=blue green=[9003,9004]
             17s      stop-task t-0-2
             17s      stop-task t-0-3
