@@ -5,6 +5,7 @@
 
 mod alarms;
 mod apply;
+mod apply_disk_full;
 mod bad_input;
 mod cli;
 mod clock;
