@@ -154,6 +154,9 @@ pub fn snapshot(shared: &Shared) -> MetricsSnapshot {
     let compiled = shared.table.load_full();
     let groups = lock(&shared.groups).clone();
     let listeners = lock(&shared.listeners).clone();
+    // The data plane is a process of its own, without the control plane's store::clock: the
+    // snapshot says when it was taken on the OS's wall clock, which the reader only shows.
+    #[allow(clippy::disallowed_methods)]
     let mut snap = MetricsSnapshot {
         version: compiled.table.version,
         started_at_unix_ms: shared.started_at_unix_ms,

@@ -168,6 +168,8 @@ impl Shared {
         worker_threads: usize,
         nofile: u64,
     ) -> anyhow::Result<Self> {
+        // A process of its own, without the control plane's store::clock: when it started, shown only.
+        #[allow(clippy::disallowed_methods)]
         let started_at_unix_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)

@@ -221,6 +221,9 @@ impl<S: LogSink> Logger<S> {
     }
 }
 
+/// The wall-clock time of a log line or a phase's start and end, shown and stored only: every
+/// duration and timeout of a build is measured on the monotonic clock (`Instant`).
+#[allow(clippy::disallowed_methods)] // `build` has no store, hence no store::clock.
 pub(crate) fn now() -> Timestamp {
     let ms = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
