@@ -108,7 +108,7 @@ fn check_group_is_free(key: &str, group_state: &GroupState) -> Result<(), ApiErr
 
 fn check_no_alarm(store: &Store, group: &DeploymentGroupDoc) -> Result<(), ApiError> {
     for name in &group.alarms {
-        let saved: Option<alarms::Alarm> =
+        let saved: Option<crate::documents::AlarmStateDoc> =
             store.read(|tx| state::doc(tx, KIND_ALARM_STATE, name))?;
         if let Some(alarm) = saved.filter(|a| a.state() == alarms::AlarmState::Alarm) {
             return Err(ApiError::conflict(format!(
