@@ -6,10 +6,13 @@
 //! the crates at process boundaries (`routes`, `store`, the HTTP API) convert the rest by hand.
 
 mod config;
+pub mod glob;
 mod lifecycle;
+mod status;
 pub mod text;
 mod time;
 
 pub use config::{ConfigError, DeploymentConfig, PREDEFINED_CONFIGS, Shift, TrafficRouting};
 pub use lifecycle::{DeploymentStatus, ErrorCode, LifecycleEvent, LifecycleEventStatus};
+pub use status::{DesiredStatus, RuntimeKind, TaskHealth, TaskSetStatus, TaskStatus};
 pub use time::{DurationError, Timestamp, format_duration, parse_duration};

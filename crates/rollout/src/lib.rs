@@ -140,6 +140,9 @@ pub use preview::preview;
 pub const TEXT_BYTES_MAX: usize = 1024;
 /// Longest message kept for one lifecycle event, in bytes.
 pub const MESSAGE_BYTES_MAX: usize = 4096;
+/// How long green may take to become healthy when the deployment group does not say: CodeDeploy's
+/// 60 minutes per lifecycle event.
+pub const INSTALL_TIMEOUT_DEFAULT: Duration = Duration::from_secs(3600);
 
 /// What the user asked for: one deployment of a deployment group.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,7 +160,8 @@ pub struct RolloutSpec {
     /// Blue stays warm this long after production is 100% green (status `Baking`).
     pub termination_wait: Duration,
     pub auto_rollback: AutoRollback,
-    /// Green must become healthy within this (AWS: 60 minutes per event).
+    /// Green must become healthy within this (AWS: 60 minutes per event;
+    /// [`INSTALL_TIMEOUT_DEFAULT`] unless the deployment group says otherwise).
     pub install_timeout: Duration,
 }
 

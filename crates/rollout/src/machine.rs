@@ -305,6 +305,13 @@ impl Rollout {
         self.outcome.is_some()
     }
 
+    /// Whether an [`Input::Alarm`] would stop the deployment now: from test traffic (production
+    /// traffic, without a test listener) until blue is terminated. The control plane hands an
+    /// alarm over only then; before, the machine would only note it.
+    pub fn is_watching_alarms(&self) -> bool {
+        self.alarms_watched()
+    }
+
     pub fn outcome(&self) -> Option<&Outcome> {
         self.outcome.as_ref()
     }

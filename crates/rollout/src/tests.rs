@@ -1909,3 +1909,61 @@ fn random_inputs_at_random_times_keep_the_invariants_and_always_finish() {
         assert_eq!(simulate(seed), trace, "seed {seed} is not deterministic");
     }
 }
+
+/// The alarm window as the control plane reads it, at each step of a deployment.
+fn watching_alarms_trace(spec: &str, inputs: &[(&str, Input)]) -> String {
+    let mut rollout = Rollout::new(parse_spec(spec), Timestamp::ZERO);
+    let mut trace = String::new();
+    let mut now = Timestamp::ZERO;
+    let note = |rollout: &Rollout, what: &str, trace: &mut String| {
+        let status = rollout.status().as_str();
+        let event = rollout.current_event().map_or("-", |e| e.as_str());
+        let watching = rollout.is_watching_alarms();
+        writeln!(trace, "{what:<22} {status:<10} {event:<22} watching={watching}").unwrap();
+    };
+    note(&rollout, "created", &mut trace);
+    for (what, input) in inputs {
+        rollout.handle_input(input.clone(), now).unwrap();
+        while rollout.poll_effect().is_some() {}
+        note(&rollout, what, &mut trace);
+        now = now.saturating_add(Duration::from_secs(1));
+    }
+    while let Some(at) = rollout.poll_timeout() {
+        rollout.handle_timeout(at);
+        while rollout.poll_effect().is_some() {}
+        note(&rollout, "deadline", &mut trace);
+    }
+    trace
+}
+
+#[test]
+fn alarms_are_watched_from_production_traffic_without_a_test_listener_not_in_the_ready_wait() {
+    // Without a test listener green serves nobody in the ready wait: an alarm there speaks about
+    // blue, so the window opens only with AllowTraffic.
+    let trace = watching_alarms_trace(
+        "spec ready-wait=1h termination-wait=10m",
+        &[("healthy", Input::GreenHealthy), ("continue-ready", Input::ContinueReadyWait)],
+    );
+    expect![[r#"
+        created                InProgress Install                watching=false
+        healthy                Ready      -                      watching=false
+        continue-ready         Baking     -                      watching=true
+        deadline               Succeeded  -                      watching=false
+    "#]]
+    .assert_eq(&trace);
+}
+
+#[test]
+fn alarms_are_watched_from_test_traffic_with_a_test_listener_including_the_ready_wait() {
+    let trace = watching_alarms_trace(
+        "spec test-listener ready-wait=1h termination-wait=10m",
+        &[("healthy", Input::GreenHealthy), ("continue-ready", Input::ContinueReadyWait)],
+    );
+    expect![[r#"
+        created                InProgress Install                watching=false
+        healthy                Ready      -                      watching=true
+        continue-ready         Baking     -                      watching=true
+        deadline               Succeeded  -                      watching=false
+    "#]]
+    .assert_eq(&trace);
+}

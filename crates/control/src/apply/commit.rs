@@ -83,21 +83,25 @@ fn put_task_sets(tx: &store::Tx<'_>, service: &str, is_new: bool, ms: u64) -> st
         .ok_or_else(|| store::Error::Conflict(format!("service {service} vanished")))?;
     let sets = tx.task_set_list()?;
     // A service deleted and declared again while its old tasks still drain starts afresh.
-    let has_live_set = sets.iter().any(|s| s.service == service && s.status != "DRAINING");
+    let has_live_set =
+        sets.iter().any(|s| s.service == service && s.status != model::TaskSetStatus::Draining);
     if is_new && !has_live_set {
         return tx.task_set_put(&TaskSetRow {
             id: deployment::new_id("ts"),
             service: service.to_string(),
             task_definition: doc.task_definition.clone(),
             target_group: doc.load_balancer.as_ref().map(|lb| lb.target_group.clone()),
-            status: "PRIMARY".into(),
+            status: model::TaskSetStatus::Primary,
             deployment_id: None,
             desired_count: doc.desired_count,
             created_at: ms,
             updated_at: ms,
         });
     }
-    for mut set in sets.into_iter().filter(|s| s.service == service && s.status != "DRAINING") {
+    for mut set in sets
+        .into_iter()
+        .filter(|s| s.service == service && s.status != model::TaskSetStatus::Draining)
+    {
         if set.desired_count != doc.desired_count {
             set.desired_count = doc.desired_count;
             set.updated_at = ms;
@@ -117,16 +121,16 @@ fn refresh_primary_task_set(
     let key = format!("{}/{}", group.application, group.name);
     let mut state: GroupState = state::doc(tx, KIND_GROUP_STATE, &key)?.unwrap_or_default();
     let stale = match &state.primary_task_set {
-        Some(id) => tx
-            .task_set_get(id)?
-            .is_none_or(|ts| ts.service != group.service || ts.status == "DRAINING"),
+        Some(id) => tx.task_set_get(id)?.is_none_or(|ts| {
+            ts.service != group.service || ts.status == model::TaskSetStatus::Draining
+        }),
         None => true,
     };
     if stale {
         state.primary_task_set = tx
             .task_set_list()?
             .into_iter()
-            .find(|s| s.service == group.service && s.status == "PRIMARY")
+            .find(|s| s.service == group.service && s.status == model::TaskSetStatus::Primary)
             .map(|s| s.id);
         tx.resource_put(KIND_GROUP_STATE, &key, &serde_json::to_string(&state)?, ms)?;
     }

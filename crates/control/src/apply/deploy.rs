@@ -211,11 +211,7 @@ fn blue_and_green_target_groups(
         .task_set(blue_id)
         .ok_or_else(|| ApiError::internal(format!("primary task set {blue_id} is missing")))?;
     let blue_tg = blue.target_group.clone().unwrap_or_else(|| group.target_groups[0].clone());
-    let green_tg = if group.target_groups[0] == blue_tg {
-        group.target_groups[1].clone()
-    } else {
-        group.target_groups[0].clone()
-    };
+    let green_tg = reconciler::green_target_group(&group.target_groups, &blue_tg).to_string();
     Ok((blue_tg, green_tg))
 }
 
@@ -237,7 +233,7 @@ fn rollout_spec(
             on_alarm: group.auto_rollback.on_alarm,
             on_stop_request: group.auto_rollback.on_stop_request,
         },
-        install_timeout: Duration::from_secs(3600),
+        install_timeout: rollout::INSTALL_TIMEOUT_DEFAULT,
     }
 }
 

@@ -109,7 +109,7 @@ pub(super) fn plan_removals(
     // it cannot see is where the tasks of a remaining service are registered now (after a
     // deployment, blue is in the group's second target group).
     for ts in &current.task_sets {
-        if ts.status == "DRAINING" || removed.services.contains(&ts.service) {
+        if ts.status == model::TaskSetStatus::Draining || removed.services.contains(&ts.service) {
             continue;
         }
         if let Some(tg) = ts.target_group.as_ref().filter(|tg| removed.target_groups.contains(tg)) {
@@ -145,7 +145,7 @@ impl Removals {
             let tasks = current
                 .tasks
                 .iter()
-                .filter(|t| t.service == *name && t.last_status != "STOPPED")
+                .filter(|t| t.service == *name && t.last_status != model::TaskStatus::Stopped)
                 .count();
             out.push(item(
                 KIND_SERVICE,
@@ -381,7 +381,7 @@ alarms:
                     service: "web".into(),
                     task_definition: "web:1".into(),
                     target_group: Some(tg.into()),
-                    status: "PRIMARY".into(),
+                    status: model::TaskSetStatus::Primary,
                     deployment_id: None,
                     desired_count: 1,
                     created_at: 1,
@@ -391,10 +391,10 @@ alarms:
                     id: "t-1".into(),
                     task_set_id: "ts-1".into(),
                     service: "web".into(),
-                    runtime: "process".into(),
-                    last_status: "RUNNING".into(),
-                    desired_status: "RUNNING".into(),
-                    health: "HEALTHY".into(),
+                    runtime: model::RuntimeKind::Process,
+                    last_status: model::TaskStatus::Running,
+                    desired_status: model::DesiredStatus::Running,
+                    health: model::TaskHealth::Healthy,
                     handle: None,
                     addr: Some("127.0.0.2:8080".into()),
                     stop_at: None,
