@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| spec::fuzzing::appspec_json(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| config::fuzzing::appspec_json(data));

@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| build::fuzzing::buildspec(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| builder::fuzzing::buildspec(data));

@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| spec::fuzzing::taskdef(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| config::fuzzing::taskdef(data));

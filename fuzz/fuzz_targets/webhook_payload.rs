@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| ci::fuzzing::webhook_payload(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| pipelines::fuzzing::webhook_payload(data));

@@ -35,7 +35,7 @@ pub async fn apply(
     now: Timestamp,
 ) -> Result<ApplyResponse, ApiError> {
     let file_name = &request.file.name;
-    let parsed = spec::parse_cutover_file(file_name, &request.file.text)
+    let parsed = config::parse_cutover_file(file_name, &request.file.text)
         .map_err(|errors| ApiError::invalid_file(file_name, &errors))?;
     let mut notes: Vec<String> = parsed.notes.iter().map(|d| d.to_string()).collect();
     let file = parsed.value;

@@ -210,7 +210,7 @@ pub struct GroupState {
 // ---------------------------------------------------------------------------------------------
 // From the parsed file.
 
-pub fn load_balancer_doc(lb: &spec::LoadBalancerSpec) -> LoadBalancerDoc {
+pub fn load_balancer_doc(lb: &config::LoadBalancerSpec) -> LoadBalancerDoc {
     LoadBalancerDoc {
         name: lb.name.clone(),
         listeners: lb
@@ -221,13 +221,13 @@ pub fn load_balancer_doc(lb: &spec::LoadBalancerSpec) -> LoadBalancerDoc {
                 bind: l.bind,
                 tls: l.tls.clone(),
                 action: match &l.default_action {
-                    spec::ListenerAction::Forward(groups) => {
+                    config::ListenerAction::Forward(groups) => {
                         routes::Action::Forward(routes::ForwardAction::weighted(groups.clone()))
                     }
-                    spec::ListenerAction::FixedResponse(r) => {
+                    config::ListenerAction::FixedResponse(r) => {
                         routes::Action::FixedResponse(r.clone())
                     }
-                    spec::ListenerAction::Redirect(r) => routes::Action::Redirect(r.clone()),
+                    config::ListenerAction::Redirect(r) => routes::Action::Redirect(r.clone()),
                 },
             })
             .collect(),
@@ -235,7 +235,7 @@ pub fn load_balancer_doc(lb: &spec::LoadBalancerSpec) -> LoadBalancerDoc {
     }
 }
 
-pub fn target_group_doc(tg: &spec::TargetGroupSpec) -> TargetGroupDoc {
+pub fn target_group_doc(tg: &config::TargetGroupSpec) -> TargetGroupDoc {
     TargetGroupDoc {
         name: tg.name.clone(),
         health_check: tg.health_check.clone(),
@@ -246,8 +246,8 @@ pub fn target_group_doc(tg: &spec::TargetGroupSpec) -> TargetGroupDoc {
     }
 }
 
-pub fn deployment_group_doc(g: &spec::DeploymentGroupSpec) -> DeploymentGroupDoc {
-    let listener_ref = |r: &spec::ListenerRef| ListenerRefDoc {
+pub fn deployment_group_doc(g: &config::DeploymentGroupSpec) -> DeploymentGroupDoc {
+    let listener_ref = |r: &config::ListenerRef| ListenerRefDoc {
         load_balancer: r.load_balancer.clone(),
         listener: r.listener.clone(),
     };
@@ -277,10 +277,10 @@ pub fn deployment_group_doc(g: &spec::DeploymentGroupSpec) -> DeploymentGroupDoc
     }
 }
 
-pub fn hook_doc(h: &spec::HookSpec) -> HookDoc {
+pub fn hook_doc(h: &config::HookSpec) -> HookDoc {
     let (command, url) = match &h.action {
-        spec::HookAction::Command { argv } => (Some(argv.clone()), None),
-        spec::HookAction::Http { url } => (None, Some(url.clone())),
+        config::HookAction::Command { argv } => (Some(argv.clone()), None),
+        config::HookAction::Http { url } => (None, Some(url.clone())),
     };
     HookDoc {
         name: h.name.clone(),

@@ -151,7 +151,7 @@ pub struct Engine {
     pub data_dir: std::path::PathBuf,
     pub lb_threads: usize,
     /// Pipelines, when `cutover up` started them.
-    pub ci: Option<Arc<ci::Ci>>,
+    pub ci: Option<Arc<pipelines::Pipelines>>,
     machines: BTreeMap<String, Rollout>,
     routes_version: u64,
     last_pushed: Option<RouteTable>,
@@ -489,7 +489,7 @@ impl Engine {
                 Ok(serde_json::json!({
                     "family": family,
                     "revision": revision,
-                    "arn": spec::TaskDefinitionRef::arn(&family, revision),
+                    "arn": config::TaskDefinitionRef::arn(&family, revision),
                 }))
             }
             Command::DeregisterTaskDefinition { family, revision } => {
@@ -1168,7 +1168,7 @@ impl Engine {
             .and_then(|(family, revision)| {
                 self.store.read(|tx| tx.task_definition_get(&family, revision)).ok().flatten()
             })
-            .and_then(|row| serde_json::from_str::<spec::TaskDefinition>(&row.body).ok())
+            .and_then(|row| serde_json::from_str::<config::TaskDefinition>(&row.body).ok())
             .is_some_and(|td| {
                 td.container_definitions.iter().any(|c| c.essential && c.health_check.is_some())
             });
@@ -1313,7 +1313,7 @@ impl Engine {
             self.store.read(|tx| tx.task_definition_get(&family, revision))?.ok_or_else(|| {
                 ApiError::internal(format!("task definition {} is missing", ts.task_definition))
             })?;
-        let td: spec::TaskDefinition = serde_json::from_str(&td_row.body)?;
+        let td: config::TaskDefinition = serde_json::from_str(&td_row.body)?;
         let task_id = deployment::new_id("t");
         let lb_container = match (&ts.deployment_id, &service.load_balancer) {
             (Some(deployment_id), _) => self

@@ -34,7 +34,7 @@ impl ApiError {
     }
 
     /// A file failed validation: every diagnostic, one per line.
-    pub fn invalid_file(file: &str, errors: &spec::Errors) -> ApiError {
+    pub fn invalid_file(file: &str, errors: &config::Errors) -> ApiError {
         let diagnostics: Vec<String> = errors.0.iter().map(|d| d.to_string()).collect();
         ApiError {
             status: StatusCode::BAD_REQUEST,

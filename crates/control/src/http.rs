@@ -400,7 +400,7 @@ async fn deregister_target(
 
 fn task_definition_view(row: store::TaskDefinitionRow) -> TaskDefinitionView {
     TaskDefinitionView {
-        arn: spec::TaskDefinitionRef::arn(&row.family, row.revision),
+        arn: config::TaskDefinitionRef::arn(&row.family, row.revision),
         family: row.family,
         revision: row.revision,
         status: row.status,
@@ -496,7 +496,7 @@ async fn preview(
     let snapshot = snapshot(&state)?;
     let custom: Vec<model::DeploymentConfig> =
         snapshot.deployment_configs.iter().map(|d| d.to_model()).collect();
-    let config = spec::resolve_deployment_config(&name, &custom).ok_or_else(|| {
+    let config = config::resolve_deployment_config(&name, &custom).ok_or_else(|| {
         ApiError::not_found(format!(
             "no deployment config `{name}`; `cutover deployment-configs list` shows them"
         ))

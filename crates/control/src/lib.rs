@@ -203,8 +203,8 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     );
     let deployer = Arc::new(pipelines::EngineDeployer { tx: tx.clone(), store: store.clone() });
     let ci = Arc::new(
-        ci::Ci::start(
-            ci::CiConfig {
+        ::pipelines::Pipelines::start(
+            ::pipelines::PipelinesConfig {
                 data_dir: config.data_dir.join("pipelines"),
                 api_url: url.clone(),
                 token: token.clone(),
@@ -240,7 +240,7 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let down = shared.clone();
     let data_dir = config.data_dir.clone();
     // The pipelines' routes check the token themselves (webhooks are signed instead).
-    let app = http::router(state).merge(ci::router(&ci));
+    let app = http::router(state).merge(::pipelines::router(&ci));
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             tokio::select! {

@@ -51,13 +51,13 @@ pub enum DimensionDoc {
 }
 
 impl AlarmDoc {
-    pub fn from_decl(decl: &spec::AlarmDecl) -> AlarmDoc {
+    pub fn from_decl(decl: &config::AlarmDecl) -> AlarmDoc {
         AlarmDoc {
             spec: decl.spec.clone(),
             dimension: match &decl.dimension {
-                spec::AlarmDimension::TargetGroup(tg) => DimensionDoc::TargetGroup(tg.clone()),
-                spec::AlarmDimension::Green => DimensionDoc::Green,
-                spec::AlarmDimension::Service(s) => DimensionDoc::Service(s.clone()),
+                config::AlarmDimension::TargetGroup(tg) => DimensionDoc::TargetGroup(tg.clone()),
+                config::AlarmDimension::Green => DimensionDoc::Green,
+                config::AlarmDimension::Service(s) => DimensionDoc::Service(s.clone()),
             },
         }
     }

@@ -241,7 +241,7 @@ impl HealthChecked<'_, '_> {
             None => None,
         };
         let checked = row
-            .and_then(|row| serde_json::from_str::<spec::TaskDefinition>(&row.body).ok())
+            .and_then(|row| serde_json::from_str::<config::TaskDefinition>(&row.body).ok())
             .is_some_and(|td| {
                 td.container_definitions.iter().any(|c| c.essential && c.health_check.is_some())
             });
@@ -269,7 +269,7 @@ mod tests {
             let text = format!(
                 r#"{{"family":"web","containerDefinitions":[{{"name":"web","image":"demo:{revision}","essential":true{check}}}]}}"#
             );
-            let td = spec::parse_task_definition("taskdef.json", &text).unwrap().value;
+            let td = config::parse_task_definition("taskdef.json", &text).unwrap().value;
             tx.task_definition_register("web", &serde_json::to_string(&td)?, T0)?;
         }
         Ok(())

@@ -1,11 +1,11 @@
-//! The bridge between pipelines (`ci`) and the deployment engine: the deploy actions of a
+//! The bridge between pipelines (`pipelines`) and the deployment engine: the deploy actions of a
 //! pipeline create deployments exactly as `cutover deploy` does, through the engine's loop.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use axum::http::StatusCode;
-use ci::{DeployError, DeploymentState, FileText};
+use pipelines::{DeployError, DeploymentState, FileText};
 use store::Store;
 use tokio::sync::{mpsc, oneshot};
 
@@ -56,7 +56,7 @@ fn upload(file: FileText) -> FileUpload {
 }
 
 #[async_trait]
-impl ci::Deployer for EngineDeployer {
+impl pipelines::Deployer for EngineDeployer {
     async fn deploy(
         &self,
         group: &str,

@@ -10,7 +10,7 @@ use crate::declared::{DeploymentGroupDoc, deployment_group_doc};
 #[derive(Debug, thiserror::Error)]
 pub enum PreviewError {
     #[error("{0}")]
-    InvalidFile(spec::Errors),
+    InvalidFile(config::Errors),
     #[error(
         "no deployment config `{name}`: it is neither predefined (CodeDeployDefault.*) nor \
          declared in {file}"
@@ -81,9 +81,9 @@ pub fn preview_file(
     file: &str,
     text: &str,
 ) -> Result<PreviewView, PreviewError> {
-    let parsed = spec::parse_cutover_file(file, text).map_err(PreviewError::InvalidFile)?;
+    let parsed = config::parse_cutover_file(file, text).map_err(PreviewError::InvalidFile)?;
     let declared = parsed.value;
-    let config = spec::resolve_deployment_config(name, &declared.deployment_configs)
+    let config = config::resolve_deployment_config(name, &declared.deployment_configs)
         .ok_or_else(|| PreviewError::UnknownConfig { name: name.into(), file: file.into() })?;
     let group = match group {
         Some(key) => Some(

@@ -10,7 +10,7 @@ use routes::{
     Action, ForwardAction, Listener, Preview, RouteTable, Target, TargetGroup, WeightedTargetGroup,
 };
 
-use spec::PreviewSpec;
+use config::PreviewSpec;
 
 use crate::declared::{DeploymentGroupDoc, LoadBalancerDoc, TargetGroupDoc};
 

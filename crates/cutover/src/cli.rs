@@ -654,7 +654,7 @@ fn approvals(client: &Client, command: ApprovalsCommand, json: bool) -> anyhow::
         ApprovalsCommand::Reject { execution, comment } => (execution, comment, false),
     };
     let verb = if approved { "approve" } else { "reject" };
-    let body = ci::api::ApprovalDecision { comment, ..Default::default() };
+    let body = pipelines::api::ApprovalDecision { comment, ..Default::default() };
     let answer: serde_json::Value =
         client.post(&format!("/v1/approvals/{execution}/{verb}"), &body)?;
     if json {
@@ -668,7 +668,7 @@ fn approvals(client: &Client, command: ApprovalsCommand, json: bool) -> anyhow::
 fn builds(client: &Client, command: BuildsCommand, json: bool) -> anyhow::Result<ExitCode> {
     match command {
         BuildsCommand::Get { id } => {
-            let build: ci::api::Build = client.get(&format!("/v1/builds/{id}"))?;
+            let build: pipelines::api::Build = client.get(&format!("/v1/builds/{id}"))?;
             render::print(json, &build, render::build)
         }
         BuildsCommand::Logs { id, follow } => {
@@ -713,13 +713,14 @@ fn upload(path: &Path) -> anyhow::Result<FileUpload> {
 fn read_text(path: &Path, name: &str) -> anyhow::Result<String> {
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let len = file.metadata().with_context(|| format!("reading {}", path.display()))?.len();
-    spec::check_file_size(name, len).map_err(|errors| anyhow::anyhow!("{errors}"))?;
+    config::check_file_size(name, len).map_err(|errors| anyhow::anyhow!("{errors}"))?;
     // Read one byte past the limit all the same: the file may grow between the two.
     let mut bytes = Vec::new();
-    file.take(spec::FILE_SIZE_MAX as u64 + 1)
+    file.take(config::FILE_SIZE_MAX as u64 + 1)
         .read_to_end(&mut bytes)
         .with_context(|| format!("reading {}", path.display()))?;
-    let text = spec::text_from_bytes(name, &bytes).map_err(|errors| anyhow::anyhow!("{errors}"))?;
+    let text =
+        config::text_from_bytes(name, &bytes).map_err(|errors| anyhow::anyhow!("{errors}"))?;
     Ok(text.to_string())
 }
 
@@ -727,7 +728,7 @@ fn apply(client: &Client, file: &Path, dry_run: bool, json: bool) -> anyhow::Res
     let upload_file = upload(file)?;
     // Send the task definitions the file refers to by path, so the server validates everything.
     let mut referenced = std::collections::BTreeMap::new();
-    if let Ok(parsed) = spec::parse_cutover_file(&upload_file.name, &upload_file.text) {
+    if let Ok(parsed) = config::parse_cutover_file(&upload_file.name, &upload_file.text) {
         let base = file.parent().unwrap_or(Path::new("."));
         for service in &parsed.value.services {
             let path = base.join(&service.task_definition);
@@ -753,13 +754,13 @@ fn validate(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
             }
         };
         // buildspec.yml is validated by the build runner's own parser (spec cannot depend on it).
-        let result = match spec::detect_kind(&file.name, &file.text) {
-            Some(spec::FileKind::Buildspec) => {
-                build::parse_buildspec(&file.name, &file.text).map(|parsed| parsed.notes)
+        let result = match config::detect_kind(&file.name, &file.text) {
+            Some(config::FileKind::Buildspec) => {
+                builder::parse_buildspec(&file.name, &file.text).map(|parsed| parsed.notes)
             }
-            Some(spec::FileKind::CutoverFile) => spec::validate(&file.name, &file.text)
+            Some(config::FileKind::CutoverFile) => config::validate(&file.name, &file.text)
                 .and_then(|notes| check_referenced_files(path, &file, notes)),
-            _ => spec::validate(&file.name, &file.text),
+            _ => config::validate(&file.name, &file.text),
         };
         match result {
             Ok(notes) => {
@@ -783,24 +784,24 @@ fn validate(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
 fn check_referenced_files(
     path: &Path,
     file: &FileUpload,
-    mut notes: Vec<spec::Diagnostic>,
-) -> Result<Vec<spec::Diagnostic>, spec::Errors> {
+    mut notes: Vec<config::Diagnostic>,
+) -> Result<Vec<config::Diagnostic>, config::Errors> {
     let base = path.parent().unwrap_or(Path::new(""));
     let mut errors = Vec::new();
-    for reference in spec::file_references(&file.text) {
+    for reference in config::file_references(&file.text) {
         let target = base.join(&reference.path);
         if !target.is_file() {
             errors.push(reference.missing(&file.name, &target.display().to_string()));
             continue;
         }
-        if reference.kind != spec::ReferenceKind::TaskDefinition {
+        if reference.kind != config::ReferenceKind::TaskDefinition {
             continue;
         }
         let name = target.display().to_string();
         let parsed = match read_text(&target, &name) {
-            Ok(text) => spec::parse_task_definition(&name, &text).map(|parsed| parsed.notes),
+            Ok(text) => config::parse_task_definition(&name, &text).map(|parsed| parsed.notes),
             Err(err) => {
-                Err(spec::Errors::one(reference.unreadable(&file.name, &format!("{err:#}"))))
+                Err(config::Errors::one(reference.unreadable(&file.name, &format!("{err:#}"))))
             }
         };
         match parsed {
@@ -808,7 +809,7 @@ fn check_referenced_files(
             Err(more) => errors.extend(more.0),
         }
     }
-    if errors.is_empty() { Ok(notes) } else { Err(spec::Errors(errors)) }
+    if errors.is_empty() { Ok(notes) } else { Err(config::Errors(errors)) }
 }
 
 fn down(client: &Client, data_dir: &Path) -> anyhow::Result<ExitCode> {
@@ -1014,7 +1015,7 @@ fn task_definitions(
 fn repos(client: &Client, command: ReposCommand, json: bool) -> anyhow::Result<ExitCode> {
     match command {
         ReposCommand::Create { name } => {
-            let repo: ci::api::Repository =
+            let repo: pipelines::api::Repository =
                 client.post("/v1/repos", &serde_json::json!({ "name": name }))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&repo)?);
@@ -1027,11 +1028,11 @@ fn repos(client: &Client, command: ReposCommand, json: bool) -> anyhow::Result<E
             Ok(ExitCode::SUCCESS)
         }
         ReposCommand::List => {
-            let list: Vec<ci::api::Repository> = client.get("/v1/repos")?;
+            let list: Vec<pipelines::api::Repository> = client.get("/v1/repos")?;
             render::print(json, &list, render::repositories)
         }
         ReposCommand::Get { name } => {
-            let repo: ci::api::Repository = client.get(&format!("/v1/repos/{name}"))?;
+            let repo: pipelines::api::Repository = client.get(&format!("/v1/repos/{name}"))?;
             // One object in JSON, as every `get`; the text form shares the list's table.
             render::print(json, &repo, |repo| render::repositories(&vec![repo.clone()]))
         }
@@ -1051,27 +1052,29 @@ fn repos(client: &Client, command: ReposCommand, json: bool) -> anyhow::Result<E
 fn pipelines(client: &Client, command: PipelinesCommand, json: bool) -> anyhow::Result<ExitCode> {
     match command {
         PipelinesCommand::List => {
-            let list: Vec<ci::api::PipelineSummary> = client.get("/v1/pipelines")?;
+            let list: Vec<pipelines::api::PipelineSummary> = client.get("/v1/pipelines")?;
             render::print(json, &list, render::pipelines)
         }
         PipelinesCommand::Get { name } => {
-            let pipeline: ci::api::PipelineSummary =
+            let pipeline: pipelines::api::PipelineSummary =
                 client.get(&format!("/v1/pipelines/{name}"))?;
             render::print(json, &pipeline, |pipeline| render::pipelines(&vec![pipeline.clone()]))
         }
         PipelinesCommand::Executions { name } => {
-            let list: Vec<ci::api::ExecutionSummary> =
+            let list: Vec<pipelines::api::ExecutionSummary> =
                 client.get(&format!("/v1/pipelines/{name}/executions"))?;
             render::print(json, &list, render::executions)
         }
         PipelinesCommand::Execution { name, id } => {
-            let execution: ci::api::Execution =
+            let execution: pipelines::api::Execution =
                 client.get(&format!("/v1/pipelines/{name}/executions/{id}"))?;
             render::print(json, &execution, render::execution)
         }
         PipelinesCommand::Start { name, commit } => {
-            let answer: serde_json::Value = client
-                .post(&format!("/v1/pipelines/{name}/start"), &ci::api::StartPipeline { commit })?;
+            let answer: serde_json::Value = client.post(
+                &format!("/v1/pipelines/{name}/start"),
+                &pipelines::api::StartPipeline { commit },
+            )?;
             println!(
                 "{}",
                 if json {
@@ -1083,7 +1086,7 @@ fn pipelines(client: &Client, command: PipelinesCommand, json: bool) -> anyhow::
             Ok(ExitCode::SUCCESS)
         }
         PipelinesCommand::Stop { name, id, abandon } => {
-            let body = ci::api::StopExecution { abandon, reason: None };
+            let body = pipelines::api::StopExecution { abandon, reason: None };
             let answer: serde_json::Value =
                 client.post(&format!("/v1/pipelines/{name}/executions/{id}/stop"), &body)?;
             println!(
@@ -1097,7 +1100,7 @@ fn pipelines(client: &Client, command: PipelinesCommand, json: bool) -> anyhow::
             Ok(ExitCode::SUCCESS)
         }
         PipelinesCommand::Retry { name, id, stage, mode } => {
-            let body = ci::api::RetryExecution { stage, mode: Some(mode) };
+            let body = pipelines::api::RetryExecution { stage, mode: Some(mode) };
             let answer: serde_json::Value =
                 client.post(&format!("/v1/pipelines/{name}/executions/{id}/retry"), &body)?;
             println!(

@@ -579,14 +579,14 @@ pub fn metric(m: &MetricQueryView) -> String {
     out
 }
 
-pub fn repositories(list: &Vec<ci::api::Repository>) -> String {
+pub fn repositories(list: &Vec<pipelines::api::Repository>) -> String {
     table(
         &["REPOSITORY", "CLONE URL"],
         list.iter().map(|r| vec![r.name.clone(), r.clone_url.clone()]).collect(),
     )
 }
 
-pub fn pipelines(list: &Vec<ci::api::PipelineSummary>) -> String {
+pub fn pipelines(list: &Vec<pipelines::api::PipelineSummary>) -> String {
     table(
         &["PIPELINE", "SOURCE", "BRANCH", "MODE", "STAGES", "LATEST"],
         list.iter()
@@ -624,7 +624,7 @@ fn started_by(pushed_by: &str) -> String {
     }
 }
 
-pub fn executions(list: &Vec<ci::api::ExecutionSummary>) -> String {
+pub fn executions(list: &Vec<pipelines::api::ExecutionSummary>) -> String {
     table(
         &["EXECUTION", "STATUS", "COMMIT", "STARTED BY", "STARTED", "MESSAGE"],
         list.iter()
@@ -642,7 +642,7 @@ pub fn executions(list: &Vec<ci::api::ExecutionSummary>) -> String {
     )
 }
 
-pub fn execution(e: &ci::api::Execution) -> String {
+pub fn execution(e: &pipelines::api::Execution) -> String {
     let s = &e.summary;
     let mut out = format!(
         "{} {}  commit {} on {}, {}\n",
@@ -672,7 +672,7 @@ pub fn execution(e: &ci::api::Execution) -> String {
     out
 }
 
-pub fn build(b: &ci::api::Build) -> String {
+pub fn build(b: &pipelines::api::Build) -> String {
     let mut out = format!(
         "build {} ({} #{}) {}  commit {}\n",
         b.id, b.pipeline, b.build_number, b.status, b.commit

@@ -1,7 +1,7 @@
 //! The one glob matcher: `/`-separated paths and branch names, as buildspec `artifacts` and
 //! pipeline branch filters write them. `**` as a whole part is any number of parts, `*` and `?`
 //! stay within one part, `[abc]`/`[!a-z]` are classes; always relative, never leaving their
-//! directory. Pure: matching works on parts; `build`'s artifacts walk the file system with it.
+//! directory. Pure: matching works on parts; `builder`'s artifacts walk the file system with it.
 
 use std::fmt;
 

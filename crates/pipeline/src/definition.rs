@@ -1,5 +1,5 @@
 //! The one pipeline definition, from `cutover.yaml` to the executor: `spec` parses into it (with
-//! positions for every error), `ci` stores and executes it, and [`PipelineDecl::machine_spec`]
+//! positions for every error), `pipelines` stores and executes it, and [`PipelineDecl::machine_spec`]
 //! gives the machine its structural view. CodePipeline's limits live here, once.
 //!
 //! Unlike CodePipeline, the source is not a stage: a pipeline has one `source` and 1 to

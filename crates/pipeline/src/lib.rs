@@ -8,7 +8,7 @@
 //! is `Serialize`/`Deserialize`: the control plane persists a snapshot after every step and, after
 //! a restart, restores it and calls [`Pipeline::resume`].
 //!
-//! [`definition`] is the one pipeline definition, as `cutover.yaml` declares it and `ci` stores
+//! [`definition`] is the one pipeline definition, as `cutover.yaml` declares it and `pipelines` stores
 //! and runs it, with CodePipeline's limits; [`definition::PipelineDecl::machine_spec`] gives the
 //! machine its structural view, a [`PipelineSpec`].
 //!

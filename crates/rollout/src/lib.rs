@@ -44,7 +44,7 @@
 //!   `{event}-{n}`, where `n` counts every hook execution this deployment has started (1-based,
 //!   kept in the snapshot), so ids never repeat, even across restarts. The control plane prefixes
 //!   the deployment id. Only the five hookable events run hooks. A hook named for another event is
-//!   ignored (the `spec` crate rejects it first).
+//!   ignored (the `config` crate rejects it first).
 //! - **Hooks run at least once.** After a restart, [`Rollout::resume`] cancels the execution that
 //!   was in flight and starts a fresh one with a new id and the full timeout. The old id's result
 //!   is then rejected with [`InputError::UnknownHookExecution`]. Hooks must tolerate running twice.

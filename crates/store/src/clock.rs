@@ -1,5 +1,5 @@
 //! The only place cutover reads the OS clock; the control plane (`control::clock`) and the
-//! pipelines (`ci`'s driver) both read time here.
+//! pipelines (`pipelines`'s driver) both read time here.
 //!
 //! Times are wall-clock milliseconds, because they are shown and stored, and a stored deadline
 //! must mean the same thing after a restart. But the wall clock is read only once, at the first

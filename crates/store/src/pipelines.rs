@@ -1,4 +1,4 @@
-//! Queries for pipelines (`ci`): hosted repositories, each pipeline's definition and machine
+//! Queries for pipelines (`pipelines`): hosted repositories, each pipeline's definition and machine
 //! snapshot, the long-term execution history, builds, the external jobs (deployments) an action
 //! started, and the last commit seen on each watched source.
 
@@ -10,7 +10,7 @@ use crate::{Result, Tx};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CiPipelineRow {
     pub name: String,
-    /// The pipeline's definition (JSON owned by `ci`).
+    /// The pipeline's definition (JSON owned by `pipelines`).
     pub definition: String,
     /// The `pipeline::Pipeline` snapshot (JSON).
     pub machine: String,
@@ -27,7 +27,7 @@ pub struct CiExecutionRow {
     pub id: String,
     pub seq: u64,
     pub status: String,
-    /// The execution's record (JSON owned by `ci`).
+    /// The execution's record (JSON owned by `pipelines`).
     pub record: String,
     pub started_at: u64,
     pub ended_at: Option<u64>,
@@ -39,7 +39,7 @@ pub struct CiBuildRow {
     pub pipeline: String,
     pub execution_id: String,
     pub status: String,
-    /// The build's details (JSON owned by `ci`).
+    /// The build's details (JSON owned by `pipelines`).
     pub body: String,
     pub started_at: u64,
     pub ended_at: Option<u64>,

@@ -10,8 +10,18 @@ use super::{Error, Finding, Package, Source};
 pub const DATA_PLANE: &str = "proxy";
 
 /// Crates that know about deployments, files or the control plane's state.
-const DEPLOYMENT_CRATES: &[&str] =
-    &["rollout", "pipeline", "alarms", "spec", "store", "runtime", "control", "ci", "build"];
+const DEPLOYMENT_CRATES: &[&str] = &[
+    "rollout",
+    "pipeline",
+    "alarms",
+    "syntax",
+    "config",
+    "store",
+    "runtime",
+    "control",
+    "pipelines",
+    "builder",
+];
 
 /// The control plane's HTTP handlers.
 pub const HTTP_HANDLERS: &str = "crates/control/src/http.rs";

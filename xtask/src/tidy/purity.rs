@@ -12,7 +12,7 @@ use super::{Error, Finding, Package, Source};
 
 /// The crates that do no IO. `reconciler` counts once it exists.
 pub const PURE: &[&str] =
-    &["model", "routes", "spec", "rollout", "alarms", "pipeline", "reconciler"];
+    &["model", "routes", "syntax", "config", "rollout", "alarms", "pipeline", "reconciler"];
 
 /// What a pure crate may depend on besides the other pure crates: data formats and parsers that
 /// read memory, never the world.

@@ -1,6 +1,6 @@
 //! The commit of `apply`: one SQLite transaction for everything it changes — the declared
 //! resources, new services' task definitions and first task sets, the deletions, and (through
-//! `ci`, in the same transaction) the repositories and pipelines.
+//! `pipelines`, in the same transaction) the repositories and pipelines.
 
 use model::Timestamp;
 use store::TaskSetRow;
@@ -18,8 +18,8 @@ use crate::state;
 /// pipelines' plan items, known only now, are added to the plan.
 pub(super) fn commit(
     engine: &Engine,
-    file: &spec::CutoverFile,
-    pipelines: &[spec::PipelineDecl],
+    file: &config::CutoverFile,
+    pipelines: &[config::PipelineDecl],
     plan: &mut Plan,
     task_definitions: &ServiceTaskDefinitions,
     now: Timestamp,
@@ -39,7 +39,7 @@ pub(super) fn commit(
 
 fn write(
     tx: &store::Tx<'_>,
-    file: &spec::CutoverFile,
+    file: &config::CutoverFile,
     plan: &Plan,
     task_definitions: &ServiceTaskDefinitions,
     now: Timestamp,
@@ -67,7 +67,7 @@ fn write(
 fn register_revision(
     tx: &store::Tx<'_>,
     service_name: &str,
-    td: &spec::TaskDefinition,
+    td: &config::TaskDefinition,
     now: Timestamp,
 ) -> store::Result<()> {
     let (revision, _) = register_if_changed(tx, td, now)?;
@@ -115,7 +115,7 @@ fn put_task_sets(tx: &store::Tx<'_>, service: &str, is_new: bool, ms: u64) -> st
 /// service's task set.
 fn refresh_primary_task_set(
     tx: &store::Tx<'_>,
-    group: &spec::DeploymentGroupSpec,
+    group: &config::DeploymentGroupSpec,
     ms: u64,
 ) -> store::Result<()> {
     let key = format!("{}/{}", group.application, group.name);

@@ -35,11 +35,11 @@ pub fn create_deployment(
         check_no_alarm(&engine.store, &group)?;
     }
     let appspec_file = &request.appspec.name;
-    let appspec = spec::parse_appspec(appspec_file, &request.appspec.text)
+    let appspec = config::parse_appspec(appspec_file, &request.appspec.text)
         .map_err(|errors| ApiError::invalid_file(appspec_file, &errors))?
         .value;
     let (td, registered) = resolve_task_definition(&engine.store, &request, &appspec)?;
-    spec::check_appspec_against(appspec_file, &request.appspec.text, &appspec, &td)
+    config::check_appspec_against(appspec_file, &request.appspec.text, &appspec, &td)
         .map_err(|errors| ApiError::invalid_file(appspec_file, &errors))?;
     let config = resolve_config(&snapshot, &group, request.deployment_config.as_deref())?;
     let (hooks, hook_docs) = resolve_hooks(&snapshot, &group, &appspec, appspec_file)?;
@@ -127,16 +127,16 @@ fn check_no_alarm(store: &Store, group: &DeploymentGroupDoc) -> Result<(), ApiEr
 fn resolve_task_definition(
     store: &Store,
     request: &api::CreateDeploymentRequest,
-    appspec: &spec::AppSpec,
-) -> Result<(spec::TaskDefinition, Option<u32>), ApiError> {
+    appspec: &config::AppSpec,
+) -> Result<(config::TaskDefinition, Option<u32>), ApiError> {
     if let Some(upload) = &request.task_definition {
         return Ok((load_task_definition(upload)?, None));
     }
     let appspec_file = &request.appspec.name;
     let reference = match &appspec.task_definition {
-        spec::TaskDefinitionRef::Revision { family, revision } => format!("{family}:{revision}"),
-        spec::TaskDefinitionRef::Latest { family } => family.clone(),
-        spec::TaskDefinitionRef::Placeholder(p) => {
+        config::TaskDefinitionRef::Revision { family, revision } => format!("{family}:{revision}"),
+        config::TaskDefinitionRef::Latest { family } => family.clone(),
+        config::TaskDefinitionRef::Placeholder(p) => {
             return Err(ApiError::bad_request(format!(
                 "{appspec_file}: TaskDefinition is the placeholder {p}; pass the task definition \
                  with `--task-definition taskdef.json`"
@@ -153,7 +153,7 @@ fn resolve_task_definition(
             "{appspec_file}: task definition {reference} is INACTIVE and cannot start new tasks"
         )));
     }
-    Ok((serde_json::from_str::<spec::TaskDefinition>(&row.body)?, Some(row.revision)))
+    Ok((serde_json::from_str::<config::TaskDefinition>(&row.body)?, Some(row.revision)))
 }
 
 /// The config the request names, or the group's: predefined or declared.
@@ -165,7 +165,7 @@ fn resolve_config(
     let config_name = requested.unwrap_or(&group.deployment_config);
     let custom: Vec<DeploymentConfig> =
         snapshot.deployment_configs.iter().map(|d| d.to_model()).collect();
-    spec::resolve_deployment_config(config_name, &custom).ok_or_else(|| {
+    config::resolve_deployment_config(config_name, &custom).ok_or_else(|| {
         ApiError::bad_request(format!(
             "deployment config `{config_name}` is neither predefined (CodeDeployDefault.ECS…) nor declared \
              under deployment_configs in cutover.yaml"
@@ -179,7 +179,7 @@ type Hooks = (BTreeMap<LifecycleEvent, Hook>, BTreeMap<String, HookTargetDoc>);
 fn resolve_hooks(
     snapshot: &Snapshot,
     group: &DeploymentGroupDoc,
-    appspec: &spec::AppSpec,
+    appspec: &config::AppSpec,
     appspec_file: &str,
 ) -> Result<Hooks, ApiError> {
     let hook_timeout = Duration::from_millis(group.hook_timeout_ms);
@@ -242,10 +242,10 @@ struct NewDeployment<'a> {
     id: &'a str,
     group: &'a DeploymentGroupDoc,
     group_state: &'a GroupState,
-    td: &'a spec::TaskDefinition,
+    td: &'a config::TaskDefinition,
     /// The task definition's revision when it is registered already.
     registered: Option<u32>,
-    appspec: &'a spec::AppSpec,
+    appspec: &'a config::AppSpec,
     config: &'a DeploymentConfig,
     hooks: BTreeMap<String, HookTargetDoc>,
     blue_task_set: String,
@@ -353,7 +353,7 @@ pub fn image_definitions_deployment(
         .store
         .read(|tx| tx.task_definition_get(&family, revision))?
         .ok_or_else(|| ApiError::internal(format!("task definition {primary} is missing")))?;
-    let mut td: spec::TaskDefinition = serde_json::from_str(&row.body)?;
+    let mut td: config::TaskDefinition = serde_json::from_str(&row.body)?;
     for (container, image) in images {
         let Some(definition) = td.container_definitions.iter_mut().find(|c| c.name == *container)
         else {

@@ -1,4 +1,4 @@
-//! The repositories and pipelines of a `cutover.yaml`: `ci` validates and plans them, and stores
+//! The repositories and pipelines of a `cutover.yaml`: `pipelines` validates and plans them, and stores
 //! them in the apply's own transaction (`commit`).
 
 use std::path::Path;
@@ -10,13 +10,13 @@ use crate::error::ApiError;
 /// The file's pipelines, a watched repository's relative path made relative to cutover.yaml
 /// (`base_dir`), like every other path in it.
 pub(super) fn with_absolute_sources(
-    file: &spec::CutoverFile,
+    file: &config::CutoverFile,
     base_dir: Option<&str>,
-) -> Vec<spec::PipelineDecl> {
+) -> Vec<config::PipelineDecl> {
     let mut pipelines = file.pipelines.clone();
     if let Some(base) = base_dir {
         for pipeline in &mut pipelines {
-            if let spec::SourceLocation::Url { url, .. } = &mut pipeline.source.location
+            if let config::SourceLocation::Url { url, .. } = &mut pipeline.source.location
                 && !url.contains("://")
                 && !Path::new(url.as_str()).is_absolute()
             {
@@ -27,12 +27,12 @@ pub(super) fn with_absolute_sources(
     pipelines
 }
 
-/// What `ci` would do with the file's repositories and pipelines (validated before anything
+/// What `pipelines` would do with the file's repositories and pipelines (validated before anything
 /// changes); refused when this control plane runs no pipelines and the file declares some.
 pub(super) fn plan(
     engine: &Engine,
-    file: &spec::CutoverFile,
-    pipelines: &[spec::PipelineDecl],
+    file: &config::CutoverFile,
+    pipelines: &[config::PipelineDecl],
 ) -> Result<Vec<PlanItem>, ApiError> {
     let Some(ci) = &engine.ci else {
         if !file.repositories.is_empty() || !file.pipelines.is_empty() {
@@ -44,16 +44,16 @@ pub(super) fn plan(
     Ok(items.into_iter().map(ci_plan_item).collect())
 }
 
-pub(super) fn ci_error(err: ci::Error) -> ApiError {
+pub(super) fn ci_error(err: pipelines::Error) -> ApiError {
     match err {
-        ci::Error::Invalid(m) | ci::Error::NotFound(m) => ApiError::bad_request(m),
-        ci::Error::Conflict(m) => ApiError::conflict(m),
-        ci::Error::Store(err) => ApiError::from(err),
+        pipelines::Error::Invalid(m) | pipelines::Error::NotFound(m) => ApiError::bad_request(m),
+        pipelines::Error::Conflict(m) => ApiError::conflict(m),
+        pipelines::Error::Store(err) => ApiError::from(err),
         other => ApiError::internal(other.to_string()),
     }
 }
 
-pub(super) fn ci_plan_item(i: ci::api::PlanItem) -> PlanItem {
+pub(super) fn ci_plan_item(i: pipelines::api::PlanItem) -> PlanItem {
     PlanItem {
         kind: i.kind,
         name: i.name,

@@ -29,7 +29,7 @@ pub(super) struct Plan {
 /// would cut a deployment short or that cannot be made in place.
 pub(super) fn plan(
     store: &Store,
-    file: &spec::CutoverFile,
+    file: &config::CutoverFile,
     file_name: &str,
     current: &Snapshot,
     task_definitions: &ServiceTaskDefinitions,
@@ -105,7 +105,7 @@ impl Plan {
     fn declare_routing(
         &mut self,
         store: &Store,
-        file: &spec::CutoverFile,
+        file: &config::CutoverFile,
         current: &Snapshot,
     ) -> Result<(), ApiError> {
         for lb in &file.load_balancers {
@@ -144,7 +144,7 @@ impl Plan {
     fn declare_monitoring(
         &mut self,
         store: &Store,
-        file: &spec::CutoverFile,
+        file: &config::CutoverFile,
     ) -> Result<(), ApiError> {
         for alarm in &file.alarms {
             let doc = crate::monitor::AlarmDoc::from_decl(alarm);
@@ -165,16 +165,16 @@ impl Plan {
     fn declare_service(
         &mut self,
         store: &Store,
-        service: &spec::ServiceSpec,
-        (td, registered_revision): &(spec::TaskDefinition, Option<u32>),
+        service: &config::ServiceSpec,
+        (td, registered_revision): &(config::TaskDefinition, Option<u32>),
         file_name: &str,
         notes: &mut Vec<String>,
     ) -> Result<(), ApiError> {
         let existing: Option<ServiceDoc> =
             store.read(|tx| state::doc(tx, KIND_SERVICE, &service.name))?;
         let runtime = match service.runtime {
-            spec::RuntimeKind::Process => "process",
-            spec::RuntimeKind::Docker => "docker",
+            config::RuntimeKind::Process => "process",
+            config::RuntimeKind::Docker => "docker",
         };
         let task_definition = match (&existing, registered_revision) {
             (Some(existing), _) => {
@@ -220,7 +220,7 @@ impl Plan {
     fn declare_group(
         &mut self,
         store: &Store,
-        group: &spec::DeploymentGroupSpec,
+        group: &config::DeploymentGroupSpec,
         current: &Snapshot,
     ) -> Result<(), ApiError> {
         let doc = deployment_group_doc(group);
@@ -258,15 +258,15 @@ impl Plan {
 fn check_service_in_place(
     store: &Store,
     existing: &ServiceDoc,
-    service: &spec::ServiceSpec,
-    td: &spec::TaskDefinition,
+    service: &config::ServiceSpec,
+    td: &config::TaskDefinition,
     runtime: &str,
     file_name: &str,
     notes: &mut Vec<String>,
 ) -> Result<(), ApiError> {
     let existing_td = split_revision(&existing.task_definition)
         .and_then(|(f, r)| store.read(|tx| tx.task_definition_get(&f, r)).ok().flatten())
-        .and_then(|row| serde_json::from_str::<spec::TaskDefinition>(&row.body).ok());
+        .and_then(|row| serde_json::from_str::<config::TaskDefinition>(&row.body).ok());
     if existing_td.as_ref() != Some(td) {
         notes.push(format!(
             "service {}: its task definition in {file_name} differs from the running one; \

@@ -27,7 +27,7 @@ pub(super) struct Removals {
 /// deployment short or leave tasks pointing at something deleted.
 pub(super) fn plan_removals(
     store: &Store,
-    file: &spec::CutoverFile,
+    file: &config::CutoverFile,
     current: &Snapshot,
     file_name: &str,
 ) -> Result<Removals, ApiError> {
@@ -195,15 +195,15 @@ impl Removals {
     }
 
     /// Notes for the pipelines that stay but deploy to something this apply deletes.
-    pub(super) fn check_pipelines(&self, file: &spec::CutoverFile, notes: &mut Vec<String>) {
+    pub(super) fn check_pipelines(&self, file: &config::CutoverFile, notes: &mut Vec<String>) {
         for pipeline in &file.pipelines {
             for action in pipeline.stages.iter().flat_map(|s| &s.actions) {
                 let target = match &action.kind {
-                    spec::ActionKind::Deploy(d) => {
+                    config::ActionKind::Deploy(d) => {
                         let key = d.deployment_group.to_string();
                         self.groups.contains(&key).then(|| format!("deployment group {key}"))
                     }
-                    spec::ActionKind::DeployEcs(d) => {
+                    config::ActionKind::DeployEcs(d) => {
                         self.services.contains(&d.service).then(|| format!("service {}", d.service))
                     }
                     _ => None,
@@ -313,8 +313,8 @@ alarms:
   - { name: cpu-high, metric: HealthyHostCount, target_group: static, statistic: Minimum, period: 1s, evaluation_periods: 1, threshold: 1, comparison: ">=" }
 "#;
 
-    fn parse(text: &str) -> spec::CutoverFile {
-        spec::parse_cutover_file("cutover.yaml", text).unwrap_or_else(|e| panic!("{e}")).value
+    fn parse(text: &str) -> config::CutoverFile {
+        config::parse_cutover_file("cutover.yaml", text).unwrap_or_else(|e| panic!("{e}")).value
     }
 
     /// The service stays, forwarded to by its listener; the group and the green target group go.
@@ -551,7 +551,7 @@ alarms:
             ("web/prod", STATIC_ONLY.replace("target_groups:", "load_balancers:\n  - name: web\n    listeners:\n      - { name: prod, port: 18080 }\ntarget_groups:")),
         ];
         for (missing, text) in dangling {
-            let Err(errors) = spec::parse_cutover_file("cutover.yaml", &text) else {
+            let Err(errors) = config::parse_cutover_file("cutover.yaml", &text) else {
                 panic!("accepted without {missing}:\n{text}");
             };
             assert!(errors.to_string().contains(missing), "{errors}");

@@ -15,7 +15,7 @@ use crate::error::ApiError;
 
 /// Each service's task definition, by service name, with its registered revision when the file
 /// names a registered one (`None` when it comes from a file, to be registered by the commit).
-pub(super) type ServiceTaskDefinitions = BTreeMap<String, (spec::TaskDefinition, Option<u32>)>;
+pub(super) type ServiceTaskDefinitions = BTreeMap<String, (config::TaskDefinition, Option<u32>)>;
 
 /// `family:revision` → (family, revision).
 pub fn split_revision(id: &str) -> Option<(String, u32)> {
@@ -26,8 +26,8 @@ pub fn split_revision(id: &str) -> Option<(String, u32)> {
 /// Parses and validates a task definition file, and makes the process runtime's relative
 /// `image` directories absolute (relative to the file's own directory), so that the stored
 /// revision means the same thing whoever starts its tasks.
-pub fn load_task_definition(file: &api::FileUpload) -> Result<spec::TaskDefinition, ApiError> {
-    let parsed = spec::parse_task_definition(&file.name, &file.text)
+pub fn load_task_definition(file: &api::FileUpload) -> Result<config::TaskDefinition, ApiError> {
+    let parsed = config::parse_task_definition(&file.name, &file.text)
         .map_err(|errors| ApiError::invalid_file(&file.name, &errors))?;
     let mut td = parsed.value;
     if let Some(base) = &file.base_dir {
@@ -47,13 +47,13 @@ pub fn load_task_definition(file: &api::FileUpload) -> Result<spec::TaskDefiniti
 /// Registers a revision unless the family's latest active revision is identical; returns it.
 pub(super) fn register_if_changed(
     tx: &store::Tx<'_>,
-    td: &spec::TaskDefinition,
+    td: &config::TaskDefinition,
     now: Timestamp,
 ) -> store::Result<(u32, bool)> {
     let body = serde_json::to_string(td)?;
     if let Some(latest) = tx.task_definition_latest(&td.family)? {
         let same =
-            serde_json::from_str::<spec::TaskDefinition>(&latest.body).is_ok_and(|l| l == *td);
+            serde_json::from_str::<config::TaskDefinition>(&latest.body).is_ok_and(|l| l == *td);
         if same {
             return Ok((latest.revision, false));
         }
@@ -89,14 +89,14 @@ pub(super) fn find_registered(
 pub(super) fn resolve_for_services(
     store: &Store,
     request: &api::ApplyRequest,
-    file: &spec::CutoverFile,
+    file: &config::CutoverFile,
 ) -> Result<ServiceTaskDefinitions, ApiError> {
     let mut resolved = ServiceTaskDefinitions::new();
     for (index, service) in file.services.iter().enumerate() {
         let td = match request.referenced.get(&service.task_definition) {
             Some(upload) => (load_task_definition(upload)?, None),
             // The client sends every referenced file it finds: this one is not there.
-            None if spec::names_a_file(&service.task_definition) => {
+            None if config::names_a_file(&service.task_definition) => {
                 return Err(missing_file(request, index, service));
             }
             None => {
@@ -117,17 +117,17 @@ pub(super) fn resolve_for_services(
 fn missing_file(
     request: &api::ApplyRequest,
     index: usize,
-    service: &spec::ServiceSpec,
+    service: &config::ServiceSpec,
 ) -> ApiError {
     let file_name = &request.file.name;
     let field = format!("services[{index}].task_definition");
-    let references = spec::file_references(&request.file.text);
+    let references = config::file_references(&request.file.text);
     let reference = references.iter().find(|r| r.field == field);
     match (reference, &request.file.base_dir) {
         (Some(reference), Some(base)) => {
             let looked_at = Path::new(base).join(&reference.path);
             let missing = reference.missing(file_name, &looked_at.display().to_string());
-            ApiError::invalid_file(file_name, &spec::Errors::one(missing))
+            ApiError::invalid_file(file_name, &config::Errors::one(missing))
         }
         _ => ApiError::bad_request(format!(
             "{file_name}: {field}: task definition file `{}` was not sent with the \
@@ -141,11 +141,11 @@ fn missing_file(
 fn not_registered(
     request: &api::ApplyRequest,
     index: usize,
-    service: &spec::ServiceSpec,
+    service: &config::ServiceSpec,
 ) -> ApiError {
     let file_name = &request.file.name;
-    let pos = spec::task_definition_pos(&request.file.text, index);
-    let unknown = spec::Diagnostic::error(
+    let pos = config::task_definition_pos(&request.file.text, index);
+    let unknown = config::Diagnostic::error(
         file_name,
         pos.unwrap_or_default(),
         &format!("services[{index}].task_definition"),
@@ -155,12 +155,12 @@ fn not_registered(
             service.task_definition
         ),
     );
-    ApiError::invalid_file(file_name, &spec::Errors::one(unknown))
+    ApiError::invalid_file(file_name, &config::Errors::one(unknown))
 }
 
 fn check_lb_container(
-    service: &spec::ServiceSpec,
-    td: &spec::TaskDefinition,
+    service: &config::ServiceSpec,
+    td: &config::TaskDefinition,
     file: &str,
 ) -> Result<(), ApiError> {
     let Some(lb) = &service.load_balancer else { return Ok(()) };
@@ -193,7 +193,7 @@ pub fn task_spec(
     service: &ServiceDoc,
     revision: &str,
     deployment_id: Option<String>,
-    td: &spec::TaskDefinition,
+    td: &config::TaskDefinition,
     lb_container: Option<(String, u16)>,
 ) -> runtime::TaskSpec {
     runtime::TaskSpec {

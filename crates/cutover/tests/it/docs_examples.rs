@@ -93,13 +93,13 @@ fn check(doc: &str, block: &Block) -> Result<(), String> {
                     .unwrap();
             let completed =
                 format!("{}{}", block.text, without_sections(&base, &top_level_keys(&block.text)));
-            spec::parse_cutover_file(&name, &completed).map(|_| ())
+            config::parse_cutover_file(&name, &completed).map(|_| ())
         }
-        "yaml" | "json" => match spec::detect_kind("", &block.text) {
-            Some(spec::FileKind::Buildspec) => {
-                build::parse_buildspec(&name, &block.text).map(|_| ())
+        "yaml" | "json" => match config::detect_kind("", &block.text) {
+            Some(config::FileKind::Buildspec) => {
+                builder::parse_buildspec(&name, &block.text).map(|_| ())
             }
-            Some(_) => spec::validate(&name, &block.text).map(|_| ()),
+            Some(_) => config::validate(&name, &block.text).map(|_| ()),
             None => {
                 return Err(format!(
                     "{doc}:{}: a ```{} block that is no file cutover reads; mark a part of a \
@@ -185,9 +185,9 @@ fn every_file_under_examples_validates() {
     for path in &files {
         let name = path.strip_prefix(workspace()).unwrap().display().to_string();
         let text = std::fs::read_to_string(path).unwrap();
-        let result = match spec::detect_kind(&name, &text) {
-            Some(spec::FileKind::Buildspec) => build::parse_buildspec(&name, &text).map(|_| ()),
-            _ => spec::validate(&name, &text).map(|_| ()),
+        let result = match config::detect_kind(&name, &text) {
+            Some(config::FileKind::Buildspec) => builder::parse_buildspec(&name, &text).map(|_| ()),
+            _ => config::validate(&name, &text).map(|_| ()),
         };
         if let Err(errors) = result {
             problems.push(errors.to_string());
