@@ -1019,3 +1019,67 @@ fn the_persisted_state_round_trips_and_names_statuses_as_ecs_does() {
     let back: Reconciler = serde_json::from_value(json).unwrap();
     assert_eq!(back, r);
 }
+
+/// Found by the simulation (seed 103 of `crates/simulation`): green's last tasks died and their
+/// removal was being pushed, so the health report was not about the latest table; the
+/// deployment was not told that green had lost every target, and the continue moved production
+/// onto a green with no task. Green losing its last healthy task is known without the data
+/// plane's report: the deployment fails at once.
+#[test]
+fn green_losing_its_last_task_fails_the_deployment_before_production_moves_onto_it() {
+    check(
+        "
+        0s declare
+        1s start
+        2s applied
+        3s healthy blue
+        10s deploy d-1 ready-wait=10m
+        11s start
+        11s applied
+        12s healthy green
+        20s exit t-0-5 137 killed
+        20s exit t-0-6 137 killed
+        21s continue d-1 ready
+        ",
+        expect![[r#"
+            0s       start-task t-0-2 of ts-0-1 (web:1)
+            0s       start-task t-0-3 of ts-0-1 (web:1)
+            0s       push-routes v1 app/web: blue=blue green=0% test=blue
+            1s       push-routes v2 app/web: blue=blue green=0% test=blue blue=[9001]
+            1s       push-routes v3 app/web: blue=blue green=0% test=blue blue=[9001,9002]
+            10s      d-1: status InProgress
+            10s      d-1: event BeforeInstall Skipped
+            10s      d-1: event Install InProgress
+            10s      d-1: start-green
+            10s      start-task t-0-5 of ts-0-4 (web:2)
+            10s      start-task t-0-6 of ts-0-4 (web:2)
+            10s      push-routes v4 app/web: blue=blue green=0% test=blue blue=[9001,9002]
+            11s      push-routes v5 app/web: blue=blue green=0% test=blue blue=[9001,9002] green=[9003]
+            11s      push-routes v6 app/web: blue=blue green=0% test=blue blue=[9001,9002] green=[9003,9004]
+            12s      d-1: event Install Succeeded
+            12s      d-1: event AfterInstall Skipped
+            12s      d-1: event AllowTestTraffic Skipped: no test listener
+            12s      d-1: event AfterAllowTestTraffic Skipped: no test listener
+            12s      d-1: status Ready
+            20s      remove-task t-0-5
+            20s      start-task t-0-7 of ts-0-4 (web:2)
+            20s      push-routes v7 app/web: blue=blue green=0% test=blue blue=[9001,9002] green=[9004]
+            20s      remove-task t-0-6
+            20s      d-1: status Failed
+            20s      d-1: finished Failed CUSTOMER_APPLICATION_UNHEALTHY: green is unhealthy: green target group green has no healthy targets
+            20s      push-routes v8 app/web: blue=blue green=0% test=blue blue=[9001,9002]
+            20.500s  start-task t-0-8 of ts-0-4 (web:2)
+            21s      rejected: deployment d-1 has already completed
+            --
+            ts-0-1 web:1 PRIMARY desired=2 tg=blue
+              t-0-2 RUNNING UNKNOWN
+              t-0-3 RUNNING UNKNOWN
+            ts-0-4 web:2 ACTIVE desired=2 tg=green failures=1
+              t-0-5 STOPPED UNKNOWN (killed (exit code 137))
+              t-0-6 STOPPED UNKNOWN (killed (exit code 137))
+              t-0-7 PROVISIONING UNKNOWN
+              t-0-8 PROVISIONING UNKNOWN
+            group app/web primary=ts-0-1 active=- leftover=d-1
+        "#]],
+    );
+}
