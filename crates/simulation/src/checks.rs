@@ -38,8 +38,10 @@ impl Sim {
             }
         }
         for (id, task) in self.runtime.tasks.iter().filter(|(_, t)| t.is_alive()) {
-            let known =
-                self.reconciler.task(id).is_some_and(|t| t.last_status != TaskStatus::Stopped);
+            // Known and not stopped, and if it is being stopped, its stop is on its way.
+            let known = self.reconciler.task(id).is_some_and(|t| {
+                !matches!(t.last_status, TaskStatus::Stopped | TaskStatus::Stopping)
+            });
             if !known && !self.stops_in_flight.contains_key(id) {
                 return Err(self.violation(
                     "no task orphaned",

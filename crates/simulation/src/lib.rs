@@ -184,8 +184,8 @@ pub struct Summary {
 pub struct Violation {
     pub seed: u64,
     pub step: u64,
-    /// The control plane's time, in milliseconds.
-    pub at_ms: u64,
+    /// The world's and the control plane's times since the start, as trace lines show them.
+    pub at: String,
     pub invariant: &'static str,
     pub detail: String,
     /// The last events, oldest first.
@@ -196,8 +196,8 @@ impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "seed {} step {} (t={} ms): invariant `{}` violated: {}",
-            self.seed, self.step, self.at_ms, self.invariant, self.detail
+            "seed {} step {} ({}): invariant `{}` violated: {}",
+            self.seed, self.step, self.at, self.invariant, self.detail
         )?;
         writeln!(f, "last {} events:", self.tail.len())?;
         for line in &self.tail {

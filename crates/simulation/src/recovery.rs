@@ -29,7 +29,7 @@ impl Sim {
         self.stops_in_flight.clear();
         self.hook_results.clear();
         self.down = true;
-        let after = self.rng.millis(0, 30_000);
+        let after = self.rng.millis(0, crate::sim::RESTART_MAX.as_millis() as u64);
         self.schedule(after, Event::Restart);
     }
 

@@ -17,6 +17,10 @@ const START: Timestamp = Timestamp(1_700_000_000_000);
 
 /// Time the world gets after the random phase even when nothing is left to finish.
 const QUIET_MIN: Duration = Duration::from_secs(120);
+/// The longest a crashed control plane stays down.
+pub(crate) const RESTART_MAX: Duration = Duration::from_secs(30);
+/// `cutover down` stops everything at once; its stops take well under this.
+const SHUTDOWN_BOUND: Duration = Duration::from_secs(60);
 /// Added to a deployment's bound: pushes, health checks, restart backoff between its steps.
 /// The load balancer checks every target this often.
 const HEALTH_CHECK_EVERY: Duration = Duration::from_millis(500);
@@ -94,6 +98,8 @@ pub(crate) struct Sim {
     pub(crate) rollbacks_pending: BTreeSet<String>,
     pub(crate) last_routes: BTreeMap<String, GroupRoute>,
     pub(crate) next_health_check: Timestamp,
+    /// The reconciler reported that every task stopped after `cutover down`.
+    pub(crate) shut_down: bool,
     pub(crate) trace: Trace,
     pub(crate) step: u64,
     pub(crate) summary: Summary,
@@ -146,6 +152,7 @@ impl Sim {
             rollbacks_pending: BTreeSet::new(),
             last_routes: BTreeMap::new(),
             next_health_check: now,
+            shut_down: false,
             trace: Trace::new(),
             step: 0,
             summary: Summary::default(),
@@ -402,6 +409,7 @@ impl Sim {
                     self.queue.remove(&key);
                 }
             }
+            Effect::ShutDown => self.shut_down = true,
             Effect::Rollout { deployment_id, effect: rollout::Effect::Finished(outcome) } => {
                 if std::env::var("SIM_DEBUG").is_ok() {
                     let q = self
@@ -447,12 +455,15 @@ impl Sim {
             .max()
             .unwrap_or_default()
             .max(QUIET_MIN);
-        let deadline = self.now.saturating_add(bound);
+        // From when the control plane runs again: a pause or a restart may be under way.
+        let back = self.paused_until.unwrap_or(self.now).saturating_add(RESTART_MAX);
+        let deadline = back.saturating_add(bound);
         self.trace.record(format!("{} quiescent for {bound:?}", self.clock()));
         while self.now < deadline {
             self.step_once()?;
-            if !self.down && self.converged().is_ok() && self.all_ended() {
-                return Ok(());
+            let running = !self.down && self.paused_until.is_none();
+            if running && self.converged().is_ok() && self.all_ended() {
+                return self.shut_down();
             }
         }
         if let Some(id) = self.deployments.keys().find(|id| self.unfinished(id)).cloned() {
@@ -463,6 +474,29 @@ impl Sim {
             ));
         }
         self.converged().map_err(|detail| self.violation("the world converges", detail))
+    }
+
+    /// `cutover down`: every task stops, none is left in the runtime, and the reconciler says
+    /// so, within [`SHUTDOWN_BOUND`].
+    fn shut_down(&mut self) -> Result<(), Violation> {
+        self.deliver(Observation::Command(Command::Shutdown))?;
+        let deadline = self.now.saturating_add(SHUTDOWN_BOUND);
+        while !self.shut_down && self.now < deadline {
+            self.step_once()?;
+        }
+        let alive: Vec<&String> =
+            self.runtime.tasks.iter().filter(|(_, t)| t.is_alive()).map(|(id, _)| id).collect();
+        if !self.shut_down || !alive.is_empty() {
+            return Err(self.violation(
+                "shutdown stops every task",
+                format!(
+                    "{SHUTDOWN_BOUND:?} after `cutover down`, shut down: {}, tasks running: \
+                     {alive:?}",
+                    self.shut_down
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn unfinished(&self, id: &str) -> bool {
@@ -533,7 +567,7 @@ impl Sim {
         Violation {
             seed: self.seed,
             step: self.step,
-            at_ms: self.cp_now().as_millis(),
+            at: self.clock(),
             invariant,
             detail,
             tail: self.trace.tail().cloned().collect(),
