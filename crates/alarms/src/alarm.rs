@@ -116,9 +116,16 @@ impl ComparisonOperator {
     }
 }
 
+/// A text that is not one of CloudWatch's comparison operators.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown comparison operator `{0}`; use GreaterThanOrEqualToThreshold, GreaterThanThreshold, LessThanThreshold or LessThanOrEqualToThreshold"
+)]
+pub struct UnknownComparisonOperator(pub String);
+
 impl FromStr for ComparisonOperator {
-    type Err = String;
-    fn from_str(text: &str) -> Result<ComparisonOperator, String> {
+    type Err = UnknownComparisonOperator;
+    fn from_str(text: &str) -> Result<ComparisonOperator, UnknownComparisonOperator> {
         [
             ComparisonOperator::GreaterThanOrEqualToThreshold,
             ComparisonOperator::GreaterThanThreshold,
@@ -127,12 +134,7 @@ impl FromStr for ComparisonOperator {
         ]
         .into_iter()
         .find(|op| op.as_str() == text)
-        .ok_or_else(|| {
-            format!(
-                "unknown comparison operator `{text}`; use GreaterThanOrEqualToThreshold, \
-                 GreaterThanThreshold, LessThanThreshold or LessThanOrEqualToThreshold"
-            )
-        })
+        .ok_or_else(|| UnknownComparisonOperator(text.to_string()))
     }
 }
 
@@ -178,17 +180,20 @@ impl TreatMissingData {
     }
 }
 
+/// A text that is not one of CloudWatch's ways to treat missing data.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown treat-missing-data `{0}`; use missing, notBreaching, breaching or ignore")]
+pub struct UnknownTreatMissingData(pub String);
+
 impl FromStr for TreatMissingData {
-    type Err = String;
-    fn from_str(text: &str) -> Result<TreatMissingData, String> {
+    type Err = UnknownTreatMissingData;
+    fn from_str(text: &str) -> Result<TreatMissingData, UnknownTreatMissingData> {
         match text {
             "missing" => Ok(TreatMissingData::Missing),
             "notBreaching" => Ok(TreatMissingData::NotBreaching),
             "breaching" => Ok(TreatMissingData::Breaching),
             "ignore" => Ok(TreatMissingData::Ignore),
-            _ => Err(format!(
-                "unknown treat-missing-data `{text}`; use missing, notBreaching, breaching or ignore"
-            )),
+            _ => Err(UnknownTreatMissingData(text.to_string())),
         }
     }
 }
@@ -314,10 +319,10 @@ impl AlarmSpec {
         let mut errors = Vec::new();
         let mut fail = |field, message: String| errors.push(SpecError { field, message });
         if let Err(e) = check_text("alarm name", &self.name, ALARM_NAME_CHARS_MAX) {
-            fail("name", e);
+            fail("name", e.to_string());
         }
         if let Err(e) = self.metric.validate() {
-            fail("metric", e);
+            fail("metric", e.to_string());
         }
         let n = self.evaluation_periods;
         if n == 0 {
@@ -401,7 +406,6 @@ pub enum Treatment {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WindowPoint {
     /// Start of the period.
-    #[serde(with = "crate::wire::ts")]
     pub start: Timestamp,
     /// `None`: the period had no data and was filled per treat-missing-data.
     pub value: Option<f64>,
@@ -438,10 +442,8 @@ pub struct ReasonData {
     pub datapoints_to_alarm: u32,
     pub treat_missing_data: TreatMissingData,
     /// Start of the oldest period of the evaluation range.
-    #[serde(with = "crate::wire::ts")]
     pub range_start: Timestamp,
     /// End of the newest period of the evaluation range.
-    #[serde(with = "crate::wire::ts")]
     pub range_end: Timestamp,
     /// Every real datapoint in the range, oldest first (at most the newest
     /// [`REASON_DATAPOINTS_MAX`]).
@@ -457,7 +459,6 @@ pub struct ReasonData {
 /// The result of one [`Alarm::evaluate`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Evaluation {
-    #[serde(with = "crate::wire::ts")]
     pub time: Timestamp,
     pub previous: AlarmState,
     pub state: AlarmState,
@@ -474,7 +475,6 @@ impl Evaluation {
 /// One entry of an alarm's state history.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Transition {
-    #[serde(with = "crate::wire::ts")]
     pub time: Timestamp,
     pub from: AlarmState,
     pub to: AlarmState,
@@ -491,10 +491,8 @@ pub struct Alarm {
     reason: String,
     reason_data: Option<ReasonData>,
     /// When the state last changed.
-    #[serde(with = "crate::wire::ts")]
     state_since: Timestamp,
     /// The latest time the alarm was given; earlier `now`s are clamped to it.
-    #[serde(with = "crate::wire::ts")]
     latest: Timestamp,
     history: VecDeque<Transition>,
 }

@@ -770,10 +770,10 @@ impl MetricFilter {
     pub fn new(spec: MetricFilterSpec) -> Result<MetricFilter, FilterError> {
         let fail = |field, message: String| Err(FilterError { field, message });
         if let Err(e) = check_text("filter name", &spec.name, FILTER_NAME_CHARS_MAX) {
-            return fail("name", e);
+            return fail("name", e.to_string());
         }
         if let Err(e) = spec.metric.validate() {
-            return fail("metric", e);
+            return fail("metric", e.to_string());
         }
         let pattern = match FilterPattern::parse(&spec.pattern) {
             Ok(p) => p,

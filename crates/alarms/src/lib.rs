@@ -58,7 +58,6 @@ pub mod filter;
 pub mod fuzzing;
 pub mod metric;
 pub mod series;
-mod wire;
 
 #[cfg(test)]
 mod tests;
@@ -66,9 +65,15 @@ mod tests;
 pub use alarm::{
     Alarm, AlarmSpec, AlarmState, ComparisonOperator, Decision, EvalError, Evaluation,
     LowSampleCountPercentile, ReasonData, SpecError, Transition, TreatMissingData, Treatment,
-    WindowPoint,
+    UnknownComparisonOperator, UnknownTreatMissingData, WindowPoint,
 };
 pub use counter::{Continuity, MAX_READING_GAP, Reading};
 pub use filter::{FilterError, FilterPattern, MetricFilter, MetricFilterSpec, PatternError};
-pub use metric::{Datapoint, MetricId, Percentile, Period, Statistic};
-pub use series::{MetricSeries, MetricStore, PeriodError, PeriodStats, RecordError, SeriesConfig};
+pub use metric::{
+    Datapoint, MetricId, MetricIdError, Percentile, Period, PeriodOutOfRange, Statistic,
+    StatisticError, TextError,
+};
+pub use series::{
+    MetricSeries, MetricStore, PeriodError, PeriodStats, RecordError, SeriesConfig,
+    SeriesConfigError,
+};

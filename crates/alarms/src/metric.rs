@@ -42,14 +42,13 @@ impl MetricId {
 
     /// CloudWatch's rules: name 1–255 characters, at most 30 dimensions with names of 1–255 and
     /// values of 1–1024 characters; no control characters anywhere.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), MetricIdError> {
         check_text("metric name", &self.name, METRIC_NAME_CHARS_MAX)?;
         if self.dimensions.len() > DIMENSIONS_MAX {
-            return Err(format!(
-                "metric {} has {} dimensions; at most {DIMENSIONS_MAX} are allowed",
-                self.name,
-                self.dimensions.len()
-            ));
+            return Err(MetricIdError::TooManyDimensions {
+                metric: self.name.clone(),
+                count: self.dimensions.len(),
+            });
         }
         for (name, value) in &self.dimensions {
             check_text("dimension name", name, DIMENSION_NAME_CHARS_MAX)?;
@@ -77,20 +76,42 @@ impl fmt::Display for MetricId {
     }
 }
 
+/// Why a metric's identity is not one CloudWatch accepts.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MetricIdError {
+    #[error(transparent)]
+    Text(#[from] TextError),
+    #[error("metric {metric} has {count} dimensions; at most {DIMENSIONS_MAX} are allowed")]
+    TooManyDimensions { metric: String, count: usize },
+}
+
+/// Why a name or a dimension's value is not one CloudWatch accepts.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TextError {
+    #[error("{what} is empty; give it 1 to {max} characters")]
+    Empty { what: String, max: usize },
+    #[error("{what} has {chars} characters; shorten it to at most {max}")]
+    TooLong { what: String, chars: usize, max: usize },
+    #[error("{what} `{escaped}` contains the control character {character:?}; remove it")]
+    ControlCharacter { what: String, escaped: String, character: char },
+}
+
 /// A non-empty text of at most `max` characters without control characters.
-pub(crate) fn check_text(what: &str, text: &str, max: usize) -> Result<(), String> {
+pub(crate) fn check_text(what: &str, text: &str, max: usize) -> Result<(), TextError> {
+    let what = what.to_string();
     let chars = text.chars().count();
     if chars == 0 {
-        return Err(format!("{what} is empty; give it 1 to {max} characters"));
+        return Err(TextError::Empty { what, max });
     }
     if chars > max {
-        return Err(format!("{what} has {chars} characters; shorten it to at most {max}"));
+        return Err(TextError::TooLong { what, chars, max });
     }
-    if let Some(c) = text.chars().find(|c| c.is_control()) {
-        return Err(format!(
-            "{what} `{}` contains the control character {c:?}; remove it",
-            text.escape_debug()
-        ));
+    if let Some(character) = text.chars().find(|c| c.is_control()) {
+        return Err(TextError::ControlCharacter {
+            what,
+            escaped: text.escape_debug().to_string(),
+            character,
+        });
     }
     Ok(())
 }
@@ -110,12 +131,9 @@ impl Period {
     pub const ONE_SECOND: Period = Period(1);
     pub const ONE_MINUTE: Period = Period(60);
 
-    pub fn from_secs(secs: u32) -> Result<Period, String> {
+    pub fn from_secs(secs: u32) -> Result<Period, PeriodOutOfRange> {
         if secs == 0 || secs > PERIOD_SECS_MAX {
-            return Err(format!(
-                "period {secs}s is out of range; use a whole number of seconds from 1 to \
-                 {PERIOD_SECS_MAX} (CloudWatch's usual periods are 10, 20, 30 or a multiple of 60)"
-            ));
+            return Err(PeriodOutOfRange { secs });
         }
         Ok(Period(secs))
     }
@@ -148,9 +166,18 @@ impl Period {
     }
 }
 
+/// A period that is not a whole number of seconds from 1 to a day.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "period {secs}s is out of range; use a whole number of seconds from 1 to {PERIOD_SECS_MAX} (CloudWatch's usual periods are 10, 20, 30 or a multiple of 60)"
+)]
+pub struct PeriodOutOfRange {
+    pub secs: u32,
+}
+
 impl TryFrom<u32> for Period {
-    type Error = String;
-    fn try_from(secs: u32) -> Result<Period, String> {
+    type Error = PeriodOutOfRange;
+    fn try_from(secs: u32) -> Result<Period, PeriodOutOfRange> {
         Period::from_secs(secs)
     }
 }
@@ -238,14 +265,25 @@ impl Statistic {
     }
 }
 
+/// Why a text is not one of CloudWatch's statistics.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StatisticError {
+    #[error(
+        "unknown statistic `{0}`; use SampleCount, Sum, Average, Minimum, Maximum or a percentile such as p50, p99 or p99.9"
+    )]
+    Unknown(String),
+    #[error("percentile `{0}` has more than two decimals; round it, e.g. p99.99")]
+    TooManyDecimals(String),
+    #[error("percentile `{0}` is above p100; use p0 to p100")]
+    AboveP100(String),
+}
+
 impl FromStr for Statistic {
-    type Err = String;
+    type Err = StatisticError;
 
     /// `SampleCount`, `Sum`, `Average`, `Minimum`, `Maximum`, or `p` followed by a number from 0 to
     /// 100 with at most two decimals.
-    fn from_str(text: &str) -> Result<Statistic, String> {
-        let advice = "use SampleCount, Sum, Average, Minimum, Maximum or a percentile such as p50, \
-                      p99 or p99.9";
+    fn from_str(text: &str) -> Result<Statistic, StatisticError> {
         match text {
             "SampleCount" => return Ok(Statistic::SampleCount),
             "Sum" => return Ok(Statistic::Sum),
@@ -255,19 +293,17 @@ impl FromStr for Statistic {
             _ => {}
         }
         let Some(number) = text.strip_prefix('p') else {
-            return Err(format!("unknown statistic `{text}`; {advice}"));
+            return Err(StatisticError::Unknown(text.to_string()));
         };
         let (int, frac) = number.split_once('.').unwrap_or((number, ""));
         let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
         if !digits(int) || (number.contains('.') && !digits(frac)) {
-            return Err(format!("unknown statistic `{text}`; {advice}"));
+            return Err(StatisticError::Unknown(text.to_string()));
         }
         if frac.len() > 2 {
-            return Err(format!(
-                "percentile `{text}` has more than two decimals; round it, e.g. p99.99"
-            ));
+            return Err(StatisticError::TooManyDecimals(text.to_string()));
         }
-        let int: u32 = int.parse().map_err(|_| format!("percentile `{text}` is above p100"))?;
+        let int: u32 = int.parse().map_err(|_| StatisticError::AboveP100(text.to_string()))?;
         let frac: u32 =
             if frac.is_empty() { 0 } else { format!("{frac:0<2}").parse().unwrap_or(0) };
         let hundredths = int.saturating_mul(100).saturating_add(frac);
@@ -275,7 +311,7 @@ impl FromStr for Statistic {
             .ok()
             .and_then(Percentile::from_hundredths)
             .map(Statistic::Percentile)
-            .ok_or_else(|| format!("percentile `{text}` is above p100; use p0 to p100"))
+            .ok_or_else(|| StatisticError::AboveP100(text.to_string()))
     }
 }
 
@@ -293,8 +329,8 @@ impl fmt::Display for Statistic {
 }
 
 impl TryFrom<String> for Statistic {
-    type Error = String;
-    fn try_from(text: String) -> Result<Statistic, String> {
+    type Error = StatisticError;
+    fn try_from(text: String) -> Result<Statistic, StatisticError> {
         text.parse()
     }
 }
@@ -309,7 +345,6 @@ impl From<Statistic> for String {
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Datapoint {
     /// Start of the period.
-    #[serde(with = "crate::wire::ts")]
     pub start: Timestamp,
     pub value: f64,
     /// How many samples the period holds (what the low-sample rule of percentiles looks at).

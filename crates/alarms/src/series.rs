@@ -39,7 +39,9 @@ use std::time::Duration;
 use model::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::metric::{Datapoint, MetricId, Percentile, Period, Statistic};
+use crate::metric::{
+    Datapoint, MetricId, MetricIdError, Percentile, Period, PeriodOutOfRange, Statistic,
+};
 
 /// Distinct values a bucket (or a queried period) keeps exactly before switching to a histogram.
 pub const EXACT_DISTINCT_VALUES_MAX: usize = 128;
@@ -356,8 +358,8 @@ struct SeriesConfigWire {
 }
 
 impl TryFrom<SeriesConfigWire> for SeriesConfig {
-    type Error = String;
-    fn try_from(wire: SeriesConfigWire) -> Result<SeriesConfig, String> {
+    type Error = SeriesConfigError;
+    fn try_from(wire: SeriesConfigWire) -> Result<SeriesConfig, SeriesConfigError> {
         SeriesConfig::new(
             Period::from_secs(wire.resolution_secs)?,
             Duration::from_secs(wire.retention_secs),
@@ -381,23 +383,36 @@ impl Default for SeriesConfig {
     }
 }
 
+/// Why a resolution and a retention do not make a series configuration.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SeriesConfigError {
+    #[error(transparent)]
+    Period(#[from] PeriodOutOfRange),
+    #[error(
+        "retention {retention} must be a whole number of seconds and at least the resolution ({resolution})"
+    )]
+    Retention { retention: String, resolution: Period },
+    #[error(
+        "retention {retention} at resolution {resolution} keeps {buckets} buckets per series; at most {BUCKETS_MAX} are allowed: shorten the retention or coarsen the resolution"
+    )]
+    TooManyBuckets { retention: String, resolution: Period, buckets: u64 },
+}
+
 impl SeriesConfig {
     /// `retention` must be a whole number of seconds, at least one `resolution`, and at most
     /// [`BUCKETS_MAX`] resolutions.
-    pub fn new(resolution: Period, retention: Duration) -> Result<SeriesConfig, String> {
+    pub fn new(resolution: Period, retention: Duration) -> Result<SeriesConfig, SeriesConfigError> {
+        let shown = model::format_duration(retention);
         if retention.subsec_nanos() != 0 || retention < resolution.as_duration() {
-            return Err(format!(
-                "retention {} must be a whole number of seconds and at least the resolution ({resolution})",
-                model::format_duration(retention)
-            ));
+            return Err(SeriesConfigError::Retention { retention: shown, resolution });
         }
         let buckets = retention.as_secs() / u64::from(resolution.secs());
         if buckets > BUCKETS_MAX {
-            return Err(format!(
-                "retention {} at resolution {resolution} keeps {buckets} buckets per series; at \
-                 most {BUCKETS_MAX} are allowed: shorten the retention or coarsen the resolution",
-                model::format_duration(retention)
-            ));
+            return Err(SeriesConfigError::TooManyBuckets {
+                retention: shown,
+                resolution,
+                buckets,
+            });
         }
         Ok(SeriesConfig { resolution, retention })
     }
@@ -426,7 +441,7 @@ pub enum RecordError {
     )]
     TooManySeries,
     #[error("invalid metric: {0}")]
-    InvalidMetric(String),
+    InvalidMetric(#[from] MetricIdError),
 }
 
 /// A query with a period the series cannot produce.
@@ -448,7 +463,6 @@ pub struct MetricSeries {
     /// By bucket index (`time / resolution`).
     buckets: BTreeMap<u64, Aggregate>,
     /// The latest time this series was given.
-    #[serde(with = "crate::wire::ts")]
     latest: Timestamp,
 }
 

@@ -833,7 +833,7 @@ pub fn create_deployment(
     // unless the caller overrides the alarm configuration for this deployment.
     if !request.ignore_alarms {
         for name in &group.alarms {
-            let saved: Option<alarms::Alarm> =
+            let saved: Option<crate::documents::AlarmStateDoc> =
                 engine.store.read(|tx| state::doc(tx, KIND_ALARM_STATE, name))?;
             if let Some(alarm) = saved.filter(|a| a.state() == alarms::AlarmState::Alarm) {
                 return Err(ApiError::conflict(format!(

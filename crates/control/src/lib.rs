@@ -11,6 +11,7 @@ mod clock;
 pub mod data_dir;
 mod declared;
 mod deployment;
+mod documents;
 pub mod engine;
 mod error;
 mod hooks;

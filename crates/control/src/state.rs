@@ -4,8 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use serde::de::DeserializeOwned;
-use store::{TaskRow, TaskSetRow, Tx};
+use store::{Document, DocumentStore, TaskRow, TaskSetRow, Tx};
 
 use crate::declared::*;
 use crate::deployment::DeploymentBody;
@@ -26,17 +25,17 @@ pub struct Snapshot {
     pub routing_deployments: BTreeMap<String, DeploymentBody>,
 }
 
-pub fn docs<T: DeserializeOwned>(tx: &Tx<'_>, kind: &str) -> store::Result<Vec<T>> {
-    tx.resource_list(kind)?
-        .into_iter()
-        .map(|(_, body)| serde_json::from_str(&body).map_err(store::Error::from))
-        .collect()
+/// Every stored document of `T`'s kind, read through the versioned store (an older version is
+/// upgraded, a newer one refused). `kind` is `T::KIND`, kept so that callers read as before.
+pub fn docs<T: Document>(tx: &Tx<'_>, kind: &str) -> store::Result<Vec<T>> {
+    debug_assert_eq!(kind, T::KIND);
+    Ok(tx.doc_list::<T>()?.into_iter().map(|(_, doc)| doc).collect())
 }
 
-pub fn doc<T: DeserializeOwned>(tx: &Tx<'_>, kind: &str, name: &str) -> store::Result<Option<T>> {
-    tx.resource_get(kind, name)?
-        .map(|body| serde_json::from_str(&body).map_err(store::Error::from))
-        .transpose()
+/// One stored document, as [`docs`] reads them.
+pub fn doc<T: Document>(tx: &Tx<'_>, kind: &str, name: &str) -> store::Result<Option<T>> {
+    debug_assert_eq!(kind, T::KIND);
+    tx.doc_get::<T>(name)
 }
 
 /// Tasks kept in history after they stop.

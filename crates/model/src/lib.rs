@@ -2,8 +2,8 @@
 //!
 //! Everything here is plain data plus the arithmetic that belongs to it (the traffic-shift schedule
 //! of a deployment config, how a duration prints, how text from outside is bounded). No IO, no
-//! clock, no serde: the crates at process boundaries (`routes`, `store`, the HTTP API) convert by
-//! hand.
+//! clock. Serde only for [`Timestamp`] (milliseconds, the one form every persisted document uses);
+//! the crates at process boundaries (`routes`, `store`, the HTTP API) convert the rest by hand.
 
 mod config;
 mod lifecycle;
@@ -14,4 +14,4 @@ mod time;
 pub use config::{ConfigError, DeploymentConfig, PREDEFINED_CONFIGS, Shift, TrafficRouting};
 pub use lifecycle::{DeploymentStatus, ErrorCode, LifecycleEvent, LifecycleEventStatus};
 pub use status::{DesiredStatus, RuntimeKind, TaskHealth, TaskSetStatus, TaskStatus};
-pub use time::{Timestamp, format_duration, parse_duration};
+pub use time::{DurationError, Timestamp, format_duration, parse_duration};

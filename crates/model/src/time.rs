@@ -33,6 +33,20 @@ impl Timestamp {
     }
 }
 
+/// A timestamp travels as its milliseconds (`1733480000000`): the one representation of every
+/// persisted document and snapshot (rollout's machine, alarms' history, pipelines' records).
+impl serde::Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
+        <u64 as serde::Deserialize>::deserialize(d).map(Timestamp)
+    }
+}
+
 impl fmt::Display for Timestamp {
     /// Prints the offset from the epoch as a humane duration (`5m20s`): in tests the epoch is the
     /// start of the scenario, which makes traces read like a timeline.
@@ -70,41 +84,57 @@ pub fn format_duration(d: Duration) -> String {
     out
 }
 
-/// Parses `250ms`, `10s`, `5m`, `2h`, `1h30m`, `1m30s`. A bare integer is rejected: callers decide
-/// what a unitless number means (AWS fields are whole minutes) before calling this.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+/// Why text is not a duration; each message shows how to write one.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("empty duration; write it like `30s`, `5m` or `1h30m`")]
+    Empty,
+    #[error("invalid duration `{text}`; write it like `30s`, `5m` or `1h30m`")]
+    Invalid { text: String },
+    #[error("invalid duration `{text}`: number too large")]
+    TooLarge { text: String },
+    #[error(
+        "duration `{text}` has no unit; write `{number}s` for seconds or `{number}m` for minutes"
+    )]
+    NoUnit { text: String, number: u64 },
+    #[error("unknown unit `{unit}` in duration `{text}`; use ms, s, m, h or d")]
+    UnknownUnit { text: String, unit: String },
+}
+
+/// Parses `250ms`, `10s`, `5m`, `2h`, `1h30m`, `1m30s`, and days (`7d`, `1d12h`: CodePipeline's
+/// approval waits 7 days by default, and `168h` reads worse). A bare integer is rejected: callers
+/// decide what a unitless number means (AWS fields are whole minutes) before calling this.
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let text = text.trim();
     if text.is_empty() {
-        return Err("empty duration; write it like `30s`, `5m` or `1h30m`".to_string());
+        return Err(DurationError::Empty);
     }
     let mut total = Duration::ZERO;
     let mut rest = text;
     while !rest.is_empty() {
         let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
         if digits == 0 {
-            return Err(format!("invalid duration `{text}`; write it like `30s`, `5m` or `1h30m`"));
+            return Err(DurationError::Invalid { text: text.to_string() });
         }
-        let n: u64 = rest[..digits]
+        let number: u64 = rest[..digits]
             .parse()
-            .map_err(|_| format!("invalid duration `{text}`: number too large"))?;
+            .map_err(|_| DurationError::TooLarge { text: text.to_string() })?;
         rest = &rest[digits..];
         let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         let part = match unit {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n.saturating_mul(60)),
-            "h" => Duration::from_secs(n.saturating_mul(3600)),
-            "" => {
-                return Err(format!(
-                    "duration `{text}` has no unit; write `{n}s` for seconds or `{n}m` for minutes"
-                ));
-            }
+            "ms" => Duration::from_millis(number),
+            "s" => Duration::from_secs(number),
+            "m" => Duration::from_secs(number.saturating_mul(60)),
+            "h" => Duration::from_secs(number.saturating_mul(3600)),
+            "d" => Duration::from_secs(number.saturating_mul(86_400)),
+            "" => return Err(DurationError::NoUnit { text: text.to_string(), number }),
             other => {
-                return Err(format!(
-                    "unknown unit `{other}` in duration `{text}`; use ms, s, m or h"
-                ));
+                return Err(DurationError::UnknownUnit {
+                    text: text.to_string(),
+                    unit: other.to_string(),
+                });
             }
         };
         total = total.saturating_add(part);
@@ -115,6 +145,23 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The JSON that alarms, rollout and pipelines persisted through their own adapters before
+    /// `Timestamp` had serde: plain milliseconds, `null` for none.
+    #[test]
+    fn timestamps_serialize_as_the_milliseconds_persisted_before() {
+        #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+        struct Stored {
+            at: Timestamp,
+            ended: Option<Timestamp>,
+        }
+        let old = r#"{"at":1733480000123,"ended":null}"#;
+        let stored: Stored = serde_json::from_str(old).unwrap();
+        assert_eq!(stored, Stored { at: Timestamp(1_733_480_000_123), ended: None });
+        assert_eq!(serde_json::to_string(&stored).unwrap(), old);
+        let ended = Stored { at: Timestamp(5), ended: Some(Timestamp(9)) };
+        assert_eq!(serde_json::to_string(&ended).unwrap(), r#"{"at":5,"ended":9}"#);
+    }
 
     #[test]
     fn durations_round_trip_through_text() {
@@ -128,9 +175,29 @@ mod tests {
 
     #[test]
     fn durations_without_units_are_rejected_with_advice() {
-        let err = parse_duration("5").unwrap_err();
-        assert!(err.contains("`5s`"), "{err}");
-        assert!(parse_duration("5d").unwrap_err().contains("unknown unit"));
-        assert!(parse_duration("").is_err());
+        assert_eq!(
+            parse_duration("5").unwrap_err().to_string(),
+            "duration `5` has no unit; write `5s` for seconds or `5m` for minutes"
+        );
+        assert_eq!(
+            parse_duration("5w").unwrap_err().to_string(),
+            "unknown unit `w` in duration `5w`; use ms, s, m, h or d"
+        );
+        assert_eq!(parse_duration(""), Err(DurationError::Empty));
+    }
+
+    #[test]
+    fn durations_take_days() {
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_duration("1d12h"), Ok(Duration::from_secs(36 * 3600)));
+        assert_eq!(parse_duration(" 90s "), Ok(Duration::from_secs(90)));
+        assert_eq!(
+            parse_duration("1d12x").unwrap_err().to_string(),
+            "unknown unit `x` in duration `1d12x`; use ms, s, m, h or d"
+        );
+        assert_eq!(
+            parse_duration("2w").unwrap_err().to_string(),
+            "unknown unit `w` in duration `2w`; use ms, s, m, h or d"
+        );
     }
 }

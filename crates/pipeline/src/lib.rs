@@ -148,7 +148,6 @@
 mod machine;
 pub mod record;
 pub mod spec;
-mod wire;
 
 #[cfg(test)]
 mod tests;
@@ -253,9 +252,7 @@ pub enum Effect {
         stage: String,
         attempt: u32,
         status: StageStatus,
-        #[serde(with = "wire::ts")]
         started: Timestamp,
-        #[serde(with = "wire::opt_ts")]
         ended: Option<Timestamp>,
         message: Option<String>,
     },
@@ -273,7 +270,6 @@ pub enum Effect {
         inputs: Vec<(String, ArtifactId)>,
         /// The declared output artifacts, to report on success.
         outputs: Vec<String>,
-        #[serde(with = "wire::ts")]
         deadline: Timestamp,
     },
     /// Stop this run if it still runs (kill the build, stop the deployment, withdraw the
@@ -288,9 +284,7 @@ pub enum Effect {
         action: String,
         run: u32,
         status: ActionStatus,
-        #[serde(with = "wire::ts")]
         started: Timestamp,
-        #[serde(with = "wire::opt_ts")]
         ended: Option<Timestamp>,
         message: Option<String>,
         external_ref: Option<String>,

@@ -14,7 +14,7 @@ use crate::record::{
 use crate::spec::{ActionKind, ExecutionMode, PipelineSpec, SpecError};
 use crate::{
     ACTIVE_EXECUTIONS_MAX, CANCELS_KEPT, EXECUTION_ID_BYTES_MAX, Effect, HISTORY_MAX, Input,
-    InputError, MESSAGE_BYTES_MAX, RetryMode, TEXT_BYTES_MAX, wire,
+    InputError, MESSAGE_BYTES_MAX, RetryMode, TEXT_BYTES_MAX,
 };
 
 /// Who holds a stage, who waits in front of it, and who entered it last (for retry).
@@ -74,7 +74,6 @@ pub struct Pipeline {
     pending_cancels: VecDeque<RunKey>,
     effects: VecDeque<Effect>,
     /// The latest time seen.
-    #[serde(with = "wire::ts")]
     now: Timestamp,
 }
 
@@ -88,7 +87,6 @@ struct Snapshot {
     executions_started: u64,
     pending_cancels: VecDeque<RunKey>,
     effects: VecDeque<Effect>,
-    #[serde(with = "wire::ts")]
     now: Timestamp,
 }
 

@@ -7,7 +7,6 @@ use model::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::spec::ActionKind;
-use crate::wire;
 
 /// Longest artifact id, in bytes.
 pub const ARTIFACT_ID_BYTES_MAX: usize = 128;
@@ -197,9 +196,7 @@ pub struct ExecutionRecord {
     pub status: ExecutionStatus,
     /// Why it waits, stopped, failed or was superseded.
     pub message: Option<String>,
-    #[serde(with = "wire::ts")]
     pub started: Timestamp,
-    #[serde(with = "wire::opt_ts")]
     pub ended: Option<Timestamp>,
     pub position: Position,
     pub stop: Option<StopRequest>,
@@ -216,9 +213,7 @@ pub struct StageRecord {
     pub status: Option<StageStatus>,
     /// 1 on the first entry, plus one per retry.
     pub attempt: u32,
-    #[serde(with = "wire::opt_ts")]
     pub started: Option<Timestamp>,
-    #[serde(with = "wire::opt_ts")]
     pub ended: Option<Timestamp>,
     pub message: Option<String>,
     /// One per action of the stage's spec, in order.
@@ -234,12 +229,9 @@ pub struct ActionRecord {
     pub status: Option<ActionStatus>,
     /// How many times it was started (its latest run's number), from 1.
     pub run: u32,
-    #[serde(with = "wire::opt_ts")]
     pub started: Option<Timestamp>,
-    #[serde(with = "wire::opt_ts")]
     pub ended: Option<Timestamp>,
     /// While in progress: when it times out.
-    #[serde(with = "wire::opt_ts")]
     pub deadline: Option<Timestamp>,
     pub message: Option<String>,
     /// The build id, deployment id, ... the control plane reported.

@@ -13,8 +13,8 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 use routes::{
-    Action, Applied, DEFAULT_IDLE_TIMEOUT_MS, FixedResponse, Listener, Preview, PreviewFrom,
-    Redirect, RouteTable, TargetGroup, WEIGHT_MAX,
+    Action, Applied, DEFAULT_IDLE_TIMEOUT_MS, FixedResponse, ForwardAction, Listener, Preview,
+    PreviewFrom, Redirect, RouteTable, TargetGroup, WEIGHT_MAX,
 };
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -228,7 +228,7 @@ pub async fn apply(
             )));
         }
     }
-    validate(&table).map_err(bad)?;
+    validate(&table).map_err(|e| bad(e.to_string()))?;
 
     let mut acceptors: HashMap<SocketAddr, Option<TlsAcceptor>> = HashMap::new();
     for (name, l) in &table.listeners {
@@ -512,48 +512,79 @@ fn validate_preview(
     listener: &str,
     p: &Preview,
     forwarded: &BTreeSet<&String>,
-) -> Result<(), String> {
+) -> Result<(), InvalidTable> {
     if !Preview::is_valid_name(&p.name) {
-        return Err(format!(
-            "listener `{listener}`: preview {} name {:?} is not a valid field or cookie name",
-            match p.from {
-                PreviewFrom::Header => "header",
-                PreviewFrom::Cookie => "cookie",
-            },
-            p.name
+        return Err(InvalidTable::listener(
+            listener,
+            format!(
+                "preview {} name {:?} is not a valid field or cookie name",
+                match p.from {
+                    PreviewFrom::Header => "header",
+                    PreviewFrom::Cookie => "cookie",
+                },
+                p.name
+            ),
         ));
     }
     for (value, tg) in &p.target_groups {
         if !Preview::is_valid_value(value) {
-            return Err(format!(
-                "listener `{listener}`: preview value {value:?} must be 1-{} visible characters without `;` or `,`",
-                Preview::TEXT_MAX
+            return Err(InvalidTable::listener(
+                listener,
+                format!(
+                    "preview value {value:?} must be 1-{} visible characters without `;` or `,`",
+                    Preview::TEXT_MAX
+                ),
             ));
         }
         if !forwarded.contains(tg) {
-            return Err(format!(
-                "listener `{listener}`: preview value {value:?} names target group `{tg}`, which this forward does not"
+            return Err(InvalidTable::listener(
+                listener,
+                format!(
+                    "preview value {value:?} names target group `{tg}`, which this forward does not"
+                ),
             ));
         }
     }
     Ok(())
 }
 
+/// Why the data plane refuses a routing table: which listener or target group, and what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidTable {
+    #[error("{count} listeners; at most {MAX_LISTENERS}")]
+    TooManyListeners { count: usize },
+    #[error("{count} target groups; at most {MAX_GROUPS}")]
+    TooManyGroups { count: usize },
+    #[error("listeners `{first}` and `{second}` both bind {bind}; give each its own address")]
+    SameBind { first: String, second: String, bind: SocketAddr },
+    #[error("listener `{listener}`: {problem}")]
+    Listener { listener: String, problem: String },
+    #[error("target group `{group}`: {problem}")]
+    TargetGroup { group: String, problem: String },
+}
+
+impl InvalidTable {
+    fn listener(listener: &str, problem: String) -> InvalidTable {
+        InvalidTable::Listener { listener: listener.to_string(), problem }
+    }
+}
+
 /// Everything that can be checked without touching the machine.
-pub fn validate(table: &RouteTable) -> Result<(), String> {
+pub fn validate(table: &RouteTable) -> Result<(), InvalidTable> {
     if table.listeners.len() > MAX_LISTENERS {
-        return Err(format!("{} listeners; at most {MAX_LISTENERS}", table.listeners.len()));
+        return Err(InvalidTable::TooManyListeners { count: table.listeners.len() });
     }
     if table.target_groups.len() > MAX_GROUPS {
-        return Err(format!("{} target groups; at most {MAX_GROUPS}", table.target_groups.len()));
+        return Err(InvalidTable::TooManyGroups { count: table.target_groups.len() });
     }
     let mut binds: HashMap<SocketAddr, &str> = HashMap::new();
     for (name, l) in &table.listeners {
         if let Some(other) = binds.insert(l.bind, name) {
-            return Err(format!(
-                "listeners `{other}` and `{name}` both bind {}; give each its own address",
-                l.bind
-            ));
+            return Err(InvalidTable::SameBind {
+                first: other.to_string(),
+                second: name.clone(),
+                bind: l.bind,
+            });
         }
         validate_listener(name, l, table)?;
     }
@@ -563,108 +594,107 @@ pub fn validate(table: &RouteTable) -> Result<(), String> {
     Ok(())
 }
 
-fn validate_listener(name: &str, l: &Listener, table: &RouteTable) -> Result<(), String> {
+fn validate_listener(name: &str, l: &Listener, table: &RouteTable) -> Result<(), InvalidTable> {
+    let bad = |problem: String| InvalidTable::listener(name, problem);
     if l.bind.port() == 0 {
-        return Err(format!("listener `{name}`: bind {} needs a port (1-65535)", l.bind));
+        return Err(bad(format!("bind {} needs a port (1-65535)", l.bind)));
     }
     if let Some(ms) = l.idle_timeout_ms
         && !(1..=4_000_000).contains(&ms)
     {
-        return Err(format!("listener `{name}`: idle_timeout_ms {ms} is not 1-4000000"));
+        return Err(bad(format!("idle_timeout_ms {ms} is not 1-4000000")));
     }
     let idle = l.idle_timeout_ms.unwrap_or(DEFAULT_IDLE_TIMEOUT_MS);
-    l.limits.check(idle).map_err(|e| format!("listener `{name}`: {e}"))?;
+    l.limits.check(idle).map_err(|e| bad(e.to_string()))?;
     match &l.action {
-        Action::Forward(f) => {
-            if f.target_groups.len() > MAX_GROUPS_PER_FORWARD {
-                return Err(format!(
-                    "listener `{name}`: forward names {} target groups; at most {MAX_GROUPS_PER_FORWARD}",
-                    f.target_groups.len()
-                ));
-            }
-            let mut seen = BTreeSet::new();
-            for w in &f.target_groups {
-                if !table.target_groups.contains_key(&w.name) {
-                    return Err(format!(
-                        "listener `{name}`: forward references target group `{}`, which is not in target_groups",
-                        w.name
-                    ));
-                }
-                if !seen.insert(&w.name) {
-                    return Err(format!(
-                        "listener `{name}`: target group `{}` appears twice in one forward",
-                        w.name
-                    ));
-                }
-                if w.weight > WEIGHT_MAX {
-                    return Err(format!(
-                        "listener `{name}`: weight {} of target group `{}` is above {WEIGHT_MAX}",
-                        w.weight, w.name
-                    ));
-                }
-            }
-            if let Some(p) = &f.preview {
-                validate_preview(name, p, &seen)?;
-            }
+        Action::Forward(f) => validate_forward(name, f, table),
+        Action::FixedResponse(f) => validate_fixed_response(name, f),
+        Action::Redirect(r) => validate_redirect(name, r),
+    }
+}
+
+fn validate_forward(name: &str, f: &ForwardAction, table: &RouteTable) -> Result<(), InvalidTable> {
+    let bad = |problem: String| InvalidTable::listener(name, problem);
+    if f.target_groups.len() > MAX_GROUPS_PER_FORWARD {
+        return Err(bad(format!(
+            "forward names {} target groups; at most {MAX_GROUPS_PER_FORWARD}",
+            f.target_groups.len()
+        )));
+    }
+    let mut seen = BTreeSet::new();
+    for w in &f.target_groups {
+        if !table.target_groups.contains_key(&w.name) {
+            return Err(bad(format!(
+                "forward references target group `{}`, which is not in target_groups",
+                w.name
+            )));
         }
-        Action::FixedResponse(FixedResponse { status_code, content_type, body }) => {
-            if !(200..=599).contains(status_code) || (300..400).contains(status_code) {
-                return Err(format!(
-                    "listener `{name}`: fixed response status {status_code} must be 2XX, 4XX or 5XX"
-                ));
-            }
-            if let Some(ct) = content_type
-                && HeaderValue::from_str(ct).is_err()
-            {
-                return Err(format!(
-                    "listener `{name}`: content_type `{ct}` is not a header value"
-                ));
-            }
-            if body.len() > MAX_FIXED_BODY {
-                return Err(format!(
-                    "listener `{name}`: fixed response body is {} bytes; at most {MAX_FIXED_BODY}",
-                    body.len()
-                ));
-            }
+        if !seen.insert(&w.name) {
+            return Err(bad(format!("target group `{}` appears twice in one forward", w.name)));
         }
-        Action::Redirect(r) => {
-            if r.status_code != 301 && r.status_code != 302 {
-                return Err(format!(
-                    "listener `{name}`: redirect status {} must be 301 or 302",
-                    r.status_code
-                ));
-            }
-            if let Some(p) = &r.protocol
-                && !p.eq_ignore_ascii_case("http")
-                && !p.eq_ignore_ascii_case("https")
-            {
-                return Err(format!(
-                    "listener `{name}`: redirect protocol `{p}` must be HTTP or HTTPS"
-                ));
-            }
-            if r.port == Some(0) {
-                return Err(format!("listener `{name}`: redirect port 0 is not a port"));
-            }
-            if let Some(h) = &r.host
-                && (h.is_empty() || h.contains(['/', ' ', '?', '#', '@']))
-            {
-                return Err(format!("listener `{name}`: redirect host `{h}` is not a host name"));
-            }
-            if let Some(p) = &r.path
-                && (!p.starts_with('/') || p.contains([' ', '?', '#']))
-            {
-                return Err(format!(
-                    "listener `{name}`: redirect path `{p}` must start with / and hold no query"
-                ));
-            }
+        if w.weight > WEIGHT_MAX {
+            return Err(bad(format!(
+                "weight {} of target group `{}` is above {WEIGHT_MAX}",
+                w.weight, w.name
+            )));
         }
+    }
+    if let Some(p) = &f.preview {
+        validate_preview(name, p, &seen)?;
     }
     Ok(())
 }
 
-fn validate_group(name: &str, tg: &TargetGroup) -> Result<(), String> {
+fn validate_fixed_response(name: &str, f: &FixedResponse) -> Result<(), InvalidTable> {
+    let bad = |problem: String| InvalidTable::listener(name, problem);
+    let FixedResponse { status_code, content_type, body } = f;
+    if !(200..=599).contains(status_code) || (300..400).contains(status_code) {
+        return Err(bad(format!("fixed response status {status_code} must be 2XX, 4XX or 5XX")));
+    }
+    if let Some(ct) = content_type
+        && HeaderValue::from_str(ct).is_err()
+    {
+        return Err(bad(format!("content_type `{ct}` is not a header value")));
+    }
+    if body.len() > MAX_FIXED_BODY {
+        return Err(bad(format!(
+            "fixed response body is {} bytes; at most {MAX_FIXED_BODY}",
+            body.len()
+        )));
+    }
+    Ok(())
+}
+
+fn validate_redirect(name: &str, r: &Redirect) -> Result<(), InvalidTable> {
+    let bad = |problem: String| InvalidTable::listener(name, problem);
+    if r.status_code != 301 && r.status_code != 302 {
+        return Err(bad(format!("redirect status {} must be 301 or 302", r.status_code)));
+    }
+    if let Some(p) = &r.protocol
+        && !p.eq_ignore_ascii_case("http")
+        && !p.eq_ignore_ascii_case("https")
+    {
+        return Err(bad(format!("redirect protocol `{p}` must be HTTP or HTTPS")));
+    }
+    if r.port == Some(0) {
+        return Err(bad("redirect port 0 is not a port".to_string()));
+    }
+    if let Some(h) = &r.host
+        && (h.is_empty() || h.contains(['/', ' ', '?', '#', '@']))
+    {
+        return Err(bad(format!("redirect host `{h}` is not a host name")));
+    }
+    if let Some(p) = &r.path
+        && (!p.starts_with('/') || p.contains([' ', '?', '#']))
+    {
+        return Err(bad(format!("redirect path `{p}` must start with / and hold no query")));
+    }
+    Ok(())
+}
+
+fn validate_group(name: &str, tg: &TargetGroup) -> Result<(), InvalidTable> {
     let hc = &tg.health_check;
-    let at = |what: String| format!("target group `{name}`: {what}");
+    let at = |problem: String| InvalidTable::TargetGroup { group: name.to_string(), problem };
     if !hc.path.starts_with('/') || hc.path.len() > 1024 || hc.path.contains([' ', '\r', '\n']) {
         return Err(at(format!(
             "health_check.path `{}` must start with / (1-1024 chars, no spaces)",

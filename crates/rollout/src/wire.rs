@@ -1,9 +1,10 @@
 //! Serde adapters for the `model` types inside a `Rollout` snapshot.
 //!
-//! `model` deliberately has no serde ("the crates at process boundaries convert by hand"), and the
-//! snapshot the control plane persists after every step is such a boundary. Each model type gets a
-//! plain representation (enums by their CodeDeploy names, timestamps as milliseconds), and the
-//! modules below are used as `#[serde(with = "crate::wire::one")]` and friends.
+//! `model` has no serde but for `Timestamp` ("the crates at process boundaries convert by hand"),
+//! and the snapshot the control plane persists after every step is such a boundary. Each model
+//! type gets a plain representation (enums by their CodeDeploy names, timestamps as `model` writes
+//! them: milliseconds), and the modules below are used as `#[serde(with = "crate::wire::one")]`
+//! and friends.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -14,20 +15,32 @@ use model::{
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// A name in a snapshot that this build does not know (written by a newer cutover, or edited).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "unknown {what} `{name}` in a stored deployment; it was written by another cutover version"
+)]
+pub(crate) struct UnknownName {
+    what: &'static str,
+    name: String,
+}
+
 /// A model type with a serde-friendly stand-in.
 pub(crate) trait Wire: Sized {
     type Repr: Serialize + DeserializeOwned;
     fn to_repr(&self) -> Self::Repr;
-    fn from_repr(repr: Self::Repr) -> Result<Self, String>;
+    fn from_repr(repr: Self::Repr) -> Result<Self, UnknownName>;
 }
 
+/// `Timestamp` has its own serde (milliseconds, in `model`); this lets the snapshot's
+/// `#[serde(with = "wire::one")]` fields hold timestamps like the other model types.
 impl Wire for Timestamp {
-    type Repr = u64;
-    fn to_repr(&self) -> u64 {
-        self.as_millis()
+    type Repr = Timestamp;
+    fn to_repr(&self) -> Timestamp {
+        *self
     }
-    fn from_repr(repr: u64) -> Result<Self, String> {
-        Ok(Timestamp::from_millis(repr))
+    fn from_repr(repr: Timestamp) -> Result<Self, UnknownName> {
+        Ok(repr)
     }
 }
 
@@ -39,8 +52,8 @@ macro_rules! wire_by_name {
             fn to_repr(&self) -> String {
                 self.as_str().to_string()
             }
-            fn from_repr(repr: String) -> Result<Self, String> {
-                <$ty>::parse(&repr).ok_or_else(|| format!("unknown {} `{repr}`", $what))
+            fn from_repr(repr: String) -> Result<Self, UnknownName> {
+                <$ty>::parse(&repr).ok_or(UnknownName { what: $what, name: repr })
             }
         }
     };
@@ -72,7 +85,7 @@ impl Wire for TrafficRouting {
             }
         }
     }
-    fn from_repr(repr: RoutingRepr) -> Result<Self, String> {
+    fn from_repr(repr: RoutingRepr) -> Result<Self, UnknownName> {
         Ok(match repr {
             RoutingRepr::AllAtOnce => TrafficRouting::AllAtOnce,
             RoutingRepr::Canary { percent, interval } => {
@@ -91,7 +104,7 @@ impl<A: Wire> Wire for (A, String) {
     fn to_repr(&self) -> Self::Repr {
         (self.0.to_repr(), self.1.clone())
     }
-    fn from_repr(repr: Self::Repr) -> Result<Self, String> {
+    fn from_repr(repr: Self::Repr) -> Result<Self, UnknownName> {
         Ok((A::from_repr(repr.0)?, repr.1))
     }
 }
@@ -152,5 +165,27 @@ pub(crate) mod map {
             .into_iter()
             .map(|(k, v)| Ok((K::from_repr(k).map_err(D::Error::custom)?, v)))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    struct Stored {
+        #[serde(with = "one")]
+        status: DeploymentStatus,
+    }
+
+    #[test]
+    fn a_name_this_build_does_not_know_is_refused_naming_it() {
+        let known = serde_json::from_str::<Stored>(r#"{"status":"Succeeded"}"#).unwrap();
+        assert_eq!(known.status, DeploymentStatus::Succeeded);
+        let err = serde_json::from_str::<Stored>(r#"{"status":"Hibernating"}"#).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown deployment status `Hibernating` in a stored deployment; it was written by another cutover version at line 1 column 24"
+        );
     }
 }

@@ -296,18 +296,29 @@ impl HealthCheck {
     }
 }
 
+/// Why a text is not an ALB matcher.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MatcherError {
+    #[error("`{code}` is not an HTTP status code in matcher `{matcher}`")]
+    NotAStatusCode { code: String, matcher: String },
+    #[error("status code {code} in matcher `{matcher}` is not 100-599")]
+    OutOfRange { code: u16, matcher: String },
+    #[error("range `{range}` in matcher `{matcher}` is backwards")]
+    Backwards { range: String, matcher: String },
+}
+
 /// Parses an ALB matcher: `200`, `200-299`, `200,202,300-399`.
-pub fn parse_matcher(text: &str) -> Result<Vec<(u16, u16)>, String> {
+pub fn parse_matcher(text: &str) -> Result<Vec<(u16, u16)>, MatcherError> {
     let mut ranges = Vec::new();
     for part in text.split(',') {
         let part = part.trim();
-        let parse = |s: &str| -> Result<u16, String> {
-            let code: u16 = s
-                .trim()
-                .parse()
-                .map_err(|_| format!("`{s}` is not an HTTP status code in matcher `{text}`"))?;
+        let parse = |s: &str| -> Result<u16, MatcherError> {
+            let code: u16 = s.trim().parse().map_err(|_| MatcherError::NotAStatusCode {
+                code: s.to_string(),
+                matcher: text.to_string(),
+            })?;
             if !(100..=599).contains(&code) {
-                return Err(format!("status code {code} in matcher `{text}` is not 100-599"));
+                return Err(MatcherError::OutOfRange { code, matcher: text.to_string() });
             }
             Ok(code)
         };
@@ -319,7 +330,10 @@ pub fn parse_matcher(text: &str) -> Result<Vec<(u16, u16)>, String> {
             }
         };
         if range.0 > range.1 {
-            return Err(format!("range `{part}` in matcher `{text}` is backwards"));
+            return Err(MatcherError::Backwards {
+                range: part.to_string(),
+                matcher: text.to_string(),
+            });
         }
         ranges.push(range);
     }
@@ -528,7 +542,10 @@ mod tests {
     fn matchers_parse_like_alb() {
         assert_eq!(parse_matcher("200").unwrap(), vec![(200, 200)]);
         assert_eq!(parse_matcher("200-299,302").unwrap(), vec![(200, 299), (302, 302)]);
-        assert!(parse_matcher("299-200").unwrap_err().contains("backwards"));
+        assert_eq!(
+            parse_matcher("299-200").unwrap_err().to_string(),
+            "range `299-200` in matcher `299-200` is backwards"
+        );
         assert!(parse_matcher("ok").is_err());
     }
 

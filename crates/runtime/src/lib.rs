@@ -16,6 +16,9 @@
 //! - [`DockerRuntime`] (`"docker"`): every container is a Docker container with its own IP on a
 //!   network cutover owns. See [`docker`].
 //!
+//! Both check `dependsOn`, start containers in its order and decide when a wait is over with
+//! [`depends_on`], so the two cannot disagree about a task definition.
+//!
 //! # Environment of a container
 //!
 //! Every container gets the task definition's `environment`, and on top of it (these win):
@@ -38,6 +41,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub mod depends_on;
 pub mod docker;
 mod error;
 mod host_env;

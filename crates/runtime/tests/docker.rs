@@ -296,6 +296,27 @@ async fn docker_essential_exit_stops_the_other_containers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_depends_on_success_fails_the_task_with_the_dependencys_exit_code() {
+    demo_image().await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let rt = connect(tmp.path()).await;
+    let id = uid("d-deps-fail");
+    let mut migrate = ContainerSpec::new("migrate", IMAGE);
+    migrate.essential = false;
+    migrate.environment = vec![("EXIT_AFTER_MS".into(), "100".into())];
+    let mut app = web();
+    app.depends_on = vec![("migrate".into(), "SUCCESS".into())];
+    let err = rt.start(task(&id, vec![app, migrate])).await.expect_err("no start");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "task {id} did not start: container web waits for migrate to exit successfully, but it exited (code 1)"
+        )
+    );
+    assert!(ids_of(&id).await.is_empty(), "the dependency's container is removed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_a_new_runtime_adopts_the_tasks_and_leaves_foreign_containers_alone() {
     let image = demo_image().await;
     let tmp = tempfile::tempdir().expect("tmp");

@@ -392,6 +392,22 @@ async fn depends_on_healthy_starts_the_dependent_after_the_dependency_is_healthy
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn depends_on_success_fails_the_task_with_the_dependencys_exit_code() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let image = image_dir(tmp.path(), &[]);
+    let mut migrate = sh(&image, "migrate", "exit 3");
+    migrate.essential = false;
+    let mut app = sh(&image, "app", "exec sleep 300");
+    app.depends_on = vec![("migrate".into(), "SUCCESS".into())];
+    let rt = ProcessRuntime::new(state_dir(&tmp)).expect("runtime");
+    let err = rt.start(task("t-deps-fail", vec![app, migrate])).await.expect_err("no start");
+    assert_eq!(
+        err.to_string(),
+        "task t-deps-fail did not start: container app waits for migrate to exit successfully, but it exited (code 3)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_runtime_adopts_a_running_task_and_can_stop_it() {
     let tmp = tempfile::tempdir().expect("tmp");
     let image = image_dir(tmp.path(), &[]);

@@ -36,6 +36,34 @@ pub enum TaskDefinitionRef {
     Placeholder(String),
 }
 
+/// Why a text does not name a task definition; each message says how to write one.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TaskDefinitionRefError {
+    #[error(
+        "{} is not a task-definition ARN; it should look like arn:aws:ecs:<region>:<account>:task-definition/<family>:<revision>",
+        quote(.0)
+    )]
+    NotAnArn(String),
+    #[error(
+        "{} is not a task definition: write `family:revision` (web:3), `family` for the latest revision, an ARN, or a placeholder like <TASK_DEFINITION>; a family is 1 to 255 letters, digits, `-` and `_`",
+        quote(.0)
+    )]
+    NotATaskDefinition(String),
+    #[error(
+        "the ARN {} has no revision; add `:<revision>`, or write just `{family}` for the latest revision",
+        quote(.text)
+    )]
+    ArnWithoutRevision { text: String, family: String },
+    #[error("{} names no revision; write just `{family}` for the latest revision", quote(.text))]
+    LatestRevision { text: String, family: String },
+    #[error(
+        "revision {} in {} is not a whole number from 1 (revisions count from 1)",
+        quote(.revision),
+        quote(.text)
+    )]
+    BadRevision { revision: String, text: String },
+}
+
 impl TaskDefinitionRef {
     /// cutover's ARN for a revision: `arn:cutover:ecs:task-definition/{family}:{revision}`.
     pub fn arn(family: &str, revision: u32) -> String {
@@ -44,7 +72,7 @@ impl TaskDefinitionRef {
 
     /// Reads `family:3`, `family`, `arn:aws:ecs:<region>:<account>:task-definition/family:3`,
     /// `arn:cutover:ecs:task-definition/family:3` or `<TASK_DEFINITION>`.
-    pub fn parse(text: &str) -> Result<TaskDefinitionRef, String> {
+    pub fn parse(text: &str) -> Result<TaskDefinitionRef, TaskDefinitionRefError> {
         let text = text.trim();
         if is_placeholder(text) {
             return Ok(TaskDefinitionRef::Placeholder(text.to_string()));
@@ -64,46 +92,27 @@ impl TaskDefinitionRef {
         let reference = match arn_resource.map(|r| r.strip_prefix("task-definition/")) {
             None => text,
             Some(Some(reference)) => reference,
-            Some(None) => {
-                return Err(format!(
-                    "{} is not a task-definition ARN; it should look like \
-                     arn:aws:ecs:<region>:<account>:task-definition/<family>:<revision>",
-                    quote(text)
-                ));
-            }
+            Some(None) => return Err(TaskDefinitionRefError::NotAnArn(text.to_string())),
         };
         let (family, revision) = match reference.split_once(':') {
             Some((family, revision)) => (family, Some(revision)),
             None => (reference, None),
         };
         if !is_family(family) {
-            return Err(format!(
-                "{} is not a task definition: write `family:revision` (web:3), `family` for the \
-                 latest revision, an ARN, or a placeholder like <TASK_DEFINITION>; a family is 1 \
-                 to 255 letters, digits, `-` and `_`",
-                quote(text)
-            ));
+            return Err(TaskDefinitionRefError::NotATaskDefinition(text.to_string()));
         }
+        let (text, family) = (text.to_string(), family.to_string());
         match revision {
-            None if is_arn => Err(format!(
-                "the ARN {} has no revision; add `:<revision>`, or write just `{family}` for the \
-                 latest revision",
-                quote(text)
-            )),
-            None => Ok(TaskDefinitionRef::Latest { family: family.to_string() }),
-            Some(r) if r.eq_ignore_ascii_case("latest") => Err(format!(
-                "{} names no revision; write just `{family}` for the latest revision",
-                quote(text)
-            )),
+            None if is_arn => Err(TaskDefinitionRefError::ArnWithoutRevision { text, family }),
+            None => Ok(TaskDefinitionRef::Latest { family }),
+            Some(r) if r.eq_ignore_ascii_case("latest") => {
+                Err(TaskDefinitionRefError::LatestRevision { text, family })
+            }
             Some(r) => match r.parse::<u32>() {
                 Ok(revision) if revision >= 1 && r.bytes().all(|b| b.is_ascii_digit()) => {
-                    Ok(TaskDefinitionRef::Revision { family: family.to_string(), revision })
+                    Ok(TaskDefinitionRef::Revision { family, revision })
                 }
-                _ => Err(format!(
-                    "revision {} in {} is not a whole number from 1 (revisions count from 1)",
-                    quote(r),
-                    quote(text)
-                )),
+                _ => Err(TaskDefinitionRefError::BadRevision { revision: r.to_string(), text }),
             },
         }
     }
@@ -325,8 +334,8 @@ fn task_definition(cx: &mut Cx<'_>, fl: &Field<'_>) -> Option<TaskDefinitionRef>
             }
             Some(r)
         }
-        Err(message) => {
-            cx.error(fl.node.pos, &fl.path, message);
+        Err(err) => {
+            cx.error(fl.node.pos, &fl.path, err.to_string());
             None
         }
     }
@@ -612,9 +621,10 @@ mod tests {
         assert!(
             parse("arn:aws:ecs:us-east-1:123:task-definition/web")
                 .unwrap_err()
+                .to_string()
                 .contains("no revision")
         );
-        assert!(parse("web:0").unwrap_err().contains("from 1"));
+        assert!(parse("web:0").unwrap_err().to_string().contains("from 1"));
         assert!(parse("web:*").is_err());
         assert!(parse("my web").is_err());
         let arn = TaskDefinitionRef::arn("web", 3);

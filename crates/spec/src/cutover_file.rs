@@ -177,6 +177,14 @@ impl PreviewSpec {
     pub const BLUE: &str = "blue";
 }
 
+/// A text that is not `load-balancer/listener`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{} is not a listener reference; write `<load balancer>/<listener>`, like web/prod",
+    quote(.0)
+)]
+pub struct BadListenerRef(pub String);
+
 /// A listener of a load balancer, written `web/prod`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ListenerRef {
@@ -186,17 +194,14 @@ pub struct ListenerRef {
 
 impl ListenerRef {
     /// Reads `load-balancer/listener`.
-    pub fn parse(text: &str) -> Result<ListenerRef, String> {
+    pub fn parse(text: &str) -> Result<ListenerRef, BadListenerRef> {
         match text.split_once('/') {
             Some((lb, listener))
                 if !lb.is_empty() && !listener.is_empty() && !listener.contains('/') =>
             {
                 Ok(ListenerRef { load_balancer: lb.to_string(), listener: listener.to_string() })
             }
-            _ => Err(format!(
-                "{} is not a listener reference; write `<load balancer>/<listener>`, like web/prod",
-                quote(text)
-            )),
+            _ => Err(BadListenerRef(text.to_string())),
         }
     }
 }
@@ -652,20 +657,7 @@ fn deployment_config(
     });
     let kind = f
         .require(cx, "type", "add `type: TimeBasedCanary` (or TimeBasedLinear, AllAtOnce)")
-        .and_then(|t| {
-            let s = cx.str(t.node, &t.path)?;
-            const TYPES: [&str; 3] = ["AllAtOnce", "TimeBasedCanary", "TimeBasedLinear"];
-            if TYPES.contains(&s) {
-                return Some((s.to_string(), Loc::of(&t)));
-            }
-            let mut message =
-                format!("type {} is not AllAtOnce, TimeBasedCanary or TimeBasedLinear", quote(s));
-            if let Some(sug) = suggest(s, TYPES) {
-                message.push_str(&format!("; did you mean `{sug}`?"));
-            }
-            cx.error(t.node.pos, &t.path, message);
-            None
-        });
+        .and_then(|t| config_type(cx, &t));
     let percentage = optional(cx, &mut f, "percentage", |cx, p| {
         let value = cx.int(p.node, &p.path, i128::MIN, i128::MAX, "percentage")?;
         Some((value, Loc::of(p)))
@@ -682,73 +674,11 @@ fn deployment_config(
         return (None, meta);
     };
     let routing = if kind == "AllAtOnce" {
-        let extra = percentage
-            .as_ref()
-            .map(|(_, l)| ("percentage", l))
-            .or(interval.as_ref().map(|(_, l)| ("interval", l)));
-        if let Some((key, loc)) = extra {
-            cx.error(
-                loc.pos,
-                &loc.path,
-                format!(
-                    "AllAtOnce shifts all traffic at once and takes no {key}; remove it, or use \
-                     TimeBasedCanary or TimeBasedLinear"
-                ),
-            );
-            return (None, meta);
-        }
-        TrafficRouting::AllAtOnce
+        all_at_once(cx, percentage.as_ref(), interval.as_ref())
     } else {
-        let mut missing = false;
-        for (key, present, example) in
-            [("percentage", percentage.is_some(), "20"), ("interval", interval.is_some(), "5m")]
-        {
-            if !present {
-                cx.error(
-                    kind_loc.pos,
-                    &child_key(path, key),
-                    format!(
-                        "missing required field `{key}`; {kind} needs a percentage and an \
-                         interval, like `{key}: {example}`"
-                    ),
-                );
-                missing = true;
-            }
-        }
-        let (Some((percent, percent_loc)), Some((interval, interval_loc))) = (percentage, interval)
-        else {
-            return (None, meta);
-        };
-        if missing {
-            return (None, meta);
-        }
-        let Ok(percent_u8) = u8::try_from(percent)
-            .map_err(|_| ())
-            .and_then(|p| if (1..=99).contains(&p) { Ok(p) } else { Err(()) })
-        else {
-            let shown = u32::try_from(percent).unwrap_or(if percent < 0 { 0 } else { u32::MAX });
-            cx.error(
-                percent_loc.pos,
-                &percent_loc.path,
-                ConfigError::PercentOutOfRange { percent: shown }.to_string(),
-            );
-            return (None, meta);
-        };
-        let routing = if kind == "TimeBasedCanary" {
-            TrafficRouting::Canary { percent: percent_u8, interval }
-        } else {
-            TrafficRouting::Linear { percent: percent_u8, interval }
-        };
-        if let Err(e) = routing.validate() {
-            let loc = match e {
-                ConfigError::PercentOutOfRange { .. } => &percent_loc,
-                ConfigError::IntervalZero | ConfigError::ScheduleTooLong { .. } => &interval_loc,
-            };
-            cx.error(loc.pos, &loc.path, e.to_string());
-            return (None, meta);
-        }
-        routing
+        timed_routing(cx, path, (&kind, &kind_loc), percentage, interval)
     };
+    let Some(routing) = routing else { return (None, meta) };
     match DeploymentConfig::custom(&name, routing) {
         Ok(config) => (Some(config), meta),
         Err(e) => {
@@ -756,6 +686,104 @@ fn deployment_config(
             (None, meta)
         }
     }
+}
+
+/// `type` of a deployment config.
+fn config_type(cx: &mut Cx<'_>, t: &Field<'_>) -> Option<(String, Loc)> {
+    let s = cx.str(t.node, &t.path)?;
+    const TYPES: [&str; 3] = ["AllAtOnce", "TimeBasedCanary", "TimeBasedLinear"];
+    if TYPES.contains(&s) {
+        return Some((s.to_string(), Loc::of(t)));
+    }
+    let mut message =
+        format!("type {} is not AllAtOnce, TimeBasedCanary or TimeBasedLinear", quote(s));
+    if let Some(sug) = suggest(s, TYPES) {
+        message.push_str(&format!("; did you mean `{sug}`?"));
+    }
+    cx.error(t.node.pos, &t.path, message);
+    None
+}
+
+/// AllAtOnce, which takes neither a percentage nor an interval.
+fn all_at_once(
+    cx: &mut Cx<'_>,
+    percentage: Option<&(i128, Loc)>,
+    interval: Option<&(Duration, Loc)>,
+) -> Option<TrafficRouting> {
+    let extra =
+        percentage.map(|(_, l)| ("percentage", l)).or(interval.map(|(_, l)| ("interval", l)));
+    if let Some((key, loc)) = extra {
+        cx.error(
+            loc.pos,
+            &loc.path,
+            format!(
+                "AllAtOnce shifts all traffic at once and takes no {key}; remove it, or use \
+                 TimeBasedCanary or TimeBasedLinear"
+            ),
+        );
+        return None;
+    }
+    Some(TrafficRouting::AllAtOnce)
+}
+
+/// TimeBasedCanary or TimeBasedLinear: both need a percentage (1 to 99) and an interval, and
+/// the schedule must fit CodeDeploy's limits.
+fn timed_routing(
+    cx: &mut Cx<'_>,
+    path: &str,
+    (kind, kind_loc): (&str, &Loc),
+    percentage: Option<(i128, Loc)>,
+    interval: Option<(Duration, Loc)>,
+) -> Option<TrafficRouting> {
+    let mut missing = false;
+    for (key, present, example) in
+        [("percentage", percentage.is_some(), "20"), ("interval", interval.is_some(), "5m")]
+    {
+        if !present {
+            cx.error(
+                kind_loc.pos,
+                &child_key(path, key),
+                format!(
+                    "missing required field `{key}`; {kind} needs a percentage and an \
+                     interval, like `{key}: {example}`"
+                ),
+            );
+            missing = true;
+        }
+    }
+    let (Some((percent, percent_loc)), Some((interval, interval_loc))) = (percentage, interval)
+    else {
+        return None;
+    };
+    if missing {
+        return None;
+    }
+    let Ok(percent_u8) = u8::try_from(percent)
+        .map_err(|_| ())
+        .and_then(|p| if (1..=99).contains(&p) { Ok(p) } else { Err(()) })
+    else {
+        let shown = u32::try_from(percent).unwrap_or(if percent < 0 { 0 } else { u32::MAX });
+        cx.error(
+            percent_loc.pos,
+            &percent_loc.path,
+            ConfigError::PercentOutOfRange { percent: shown }.to_string(),
+        );
+        return None;
+    };
+    let routing = if kind == "TimeBasedCanary" {
+        TrafficRouting::Canary { percent: percent_u8, interval }
+    } else {
+        TrafficRouting::Linear { percent: percent_u8, interval }
+    };
+    if let Err(e) = routing.validate() {
+        let loc = match e {
+            ConfigError::PercentOutOfRange { .. } => &percent_loc,
+            ConfigError::IntervalZero | ConfigError::ScheduleTooLong { .. } => &interval_loc,
+        };
+        cx.error(loc.pos, &loc.path, e.to_string());
+        return None;
+    }
+    Some(routing)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -792,24 +820,7 @@ fn deployment_group(
             "application",
             "name the application the group belongs to, like `application: web`",
         )
-        .and_then(|a| {
-            let s = cx.string(a.node, &a.path)?;
-            let ok = (1..=NAME_LENGTH_MAX).contains(&s.len())
-                && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-            if !ok {
-                cx.error(
-                    a.node.pos,
-                    &a.path,
-                    format!(
-                        "{} is not a valid application name: use 1 to {NAME_LENGTH_MAX} letters, \
-                         digits, `.`, `_` and `-`",
-                        quote(&s)
-                    ),
-                );
-                return None;
-            }
-            Some(s)
-        });
+        .and_then(|a| application_name(cx, &a));
     meta.application = application.clone();
     meta.name = name(cx, &mut f, "deployment group");
     meta.service = required_string(cx, &mut f, "service", "name the service this group deploys");
@@ -826,39 +837,7 @@ fn deployment_group(
             "add the pair of target groups blue and green alternate between, like `target_groups: \
              [web-blue, web-green]`",
         )
-        .and_then(|t| {
-            let items = cx.list(t.node, &t.path)?;
-            if items.len() != 2 {
-                cx.error(
-                    t.node.pos,
-                    &t.path,
-                    format!(
-                        "a deployment group needs exactly two target groups (blue and green take \
-                         turns); found {}",
-                        items.len()
-                    ),
-                );
-                return None;
-            }
-            let mut names = Vec::new();
-            for (i, item) in items.iter().enumerate() {
-                let path = child_index(&t.path, i);
-                let s = cx.nonempty(item, &path)?;
-                names.push((s, Loc::node(item, &path)));
-            }
-            meta.target_groups = Some((names.clone(), Loc::of(&t)));
-            Some([names[0].0.clone(), names[1].0.clone()])
-        });
-    let listener_ref = |cx: &mut Cx<'_>, l: &Field<'_>| {
-        let s = cx.str(l.node, &l.path)?;
-        match ListenerRef::parse(s) {
-            Ok(r) => Some((r, Loc::of(l))),
-            Err(message) => {
-                cx.error(l.node.pos, &l.path, message);
-                None
-            }
-        }
-    };
+        .and_then(|t| group_target_groups(cx, &t, &mut meta));
     let production = f
         .require(
             cx,
@@ -872,148 +851,13 @@ fn deployment_group(
     if let Some(Some(t)) = &test {
         meta.test = Some(t.clone());
     }
-    let ready_wait = optional(cx, &mut f, "ready_wait", |cx, r| {
-        let d = cx.duration(r.node, &r.path, BareNumber::Minutes)?;
-        if d.is_zero() {
-            cx.error(
-                r.node.pos,
-                &r.path,
-                "ready_wait must be longer than zero; leave it out to shift traffic as soon as \
-                 green is ready",
-            );
-            return None;
-        }
-        if d > READY_WAIT_MAX {
-            cx.error(
-                r.node.pos,
-                &r.path,
-                format!(
-                    "ready_wait {} is longer than 120h, CodeDeploy's limit between install and \
-                     traffic shift",
-                    format_duration(d)
-                ),
-            );
-            return None;
-        }
-        Some(d)
-    });
-    let termination_wait = optional(cx, &mut f, "termination_wait", |cx, t| {
-        let d = cx.duration(t.node, &t.path, BareNumber::Minutes)?;
-        if d > TERMINATION_WAIT_MAX {
-            cx.error(
-                t.node.pos,
-                &t.path,
-                format!(
-                    "termination_wait {} is longer than 2880 minutes (2 days), CodeDeploy's limit",
-                    format_duration(d)
-                ),
-            );
-            return None;
-        }
-        Some(d)
-    });
-    let auto_rollback = optional(cx, &mut f, "auto_rollback", |cx, a| {
-        let items = cx.list(a.node, &a.path)?;
-        let mut out = AutoRollback::default();
-        let mut ok = true;
-        for (i, item) in items.iter().enumerate() {
-            let path = child_index(&a.path, i);
-            let Some(s) = cx.str(item, &path) else {
-                ok = false;
-                continue;
-            };
-            const EVENTS: [&str; 3] =
-                ["DEPLOYMENT_FAILURE", "DEPLOYMENT_STOP_ON_ALARM", "DEPLOYMENT_STOP_ON_REQUEST"];
-            let slot = match s {
-                "DEPLOYMENT_FAILURE" => &mut out.on_failure,
-                "DEPLOYMENT_STOP_ON_ALARM" => {
-                    meta.on_alarm = Some(Loc::node(item, &path));
-                    &mut out.on_alarm
-                }
-                "DEPLOYMENT_STOP_ON_REQUEST" => &mut out.on_stop_request,
-                _ => {
-                    let mut message =
-                        format!("{} is not a rollback event; use {}", quote(s), EVENTS.join(", "));
-                    if let Some(sug) = suggest(s, EVENTS) {
-                        message =
-                            format!("{} is not a rollback event; did you mean `{sug}`?", quote(s));
-                    }
-                    cx.error(item.pos, &path, message);
-                    ok = false;
-                    continue;
-                }
-            };
-            if *slot {
-                cx.error(item.pos, &path, format!("{s} is listed twice"));
-                ok = false;
-            }
-            *slot = true;
-        }
-        ok.then_some(out)
-    });
+    let ready_wait = optional(cx, &mut f, "ready_wait", ready_wait);
+    let termination_wait = optional(cx, &mut f, "termination_wait", termination_wait);
+    let auto_rollback =
+        optional(cx, &mut f, "auto_rollback", |cx, a| auto_rollback(cx, a, &mut meta));
     let hook_timeout = optional(cx, &mut f, "hook_timeout", |cx, h| hook_timeout(cx, h));
-    let hooks = optional(cx, &mut f, "hooks", |cx, h| {
-        let Value::Map(entries) = &h.node.value else {
-            let word = cx.map_word();
-            cx.type_error(h.node, &h.path, word);
-            return None;
-        };
-        let mut out = BTreeMap::new();
-        let mut ok = true;
-        for entry in entries {
-            let path = child_key(&h.path, &entry.key);
-            let event = hook_event(cx, &entry.key, entry.key_pos, &path);
-            let value = cx.nonempty(&entry.value, &path);
-            match (event, value) {
-                (Some(event), Some(value)) => {
-                    if out.contains_key(&event) {
-                        cx.error(
-                            entry.key_pos,
-                            &path,
-                            format!("a second hook for {event}; one hook per event"),
-                        );
-                        ok = false;
-                        continue;
-                    }
-                    meta.hooks.push((value.clone(), Loc::node(&entry.value, &path)));
-                    out.insert(event, value);
-                }
-                _ => ok = false,
-            }
-        }
-        ok.then_some(out)
-    });
-    let alarms = optional(cx, &mut f, "alarms", |cx, a| {
-        let items = cx.list(a.node, &a.path)?;
-        if items.len() > ALARMS_MAX {
-            cx.error(
-                a.node.pos,
-                &a.path,
-                format!("{} alarms; a deployment group watches at most {ALARMS_MAX}", items.len()),
-            );
-            return None;
-        }
-        let mut out: Vec<String> = Vec::new();
-        let mut ok = true;
-        for (i, item) in items.iter().enumerate() {
-            let path = child_index(&a.path, i);
-            let Some(s) = cx.nonempty(item, &path) else {
-                ok = false;
-                continue;
-            };
-            if s.len() > 255 {
-                cx.error(item.pos, &path, "an alarm name is at most 255 characters");
-                ok = false;
-            } else if out.contains(&s) {
-                cx.error(item.pos, &path, format!("alarm `{s}` is listed twice"));
-                ok = false;
-            } else {
-                meta.alarms.push((s.clone(), Loc::node(item, &path)));
-            }
-            out.push(s);
-        }
-        ok.then_some(out)
-    });
+    let hooks = optional(cx, &mut f, "hooks", |cx, h| group_hooks(cx, h, &mut meta));
+    let alarms = optional(cx, &mut f, "alarms", |cx, a| group_alarms(cx, a, &mut meta));
     let ignore_poll_alarm_failure =
         optional(cx, &mut f, "ignore_poll_alarm_failure", |cx, i| cx.bool(i.node, &i.path));
     let preview = optional(cx, &mut f, "preview", preview);
@@ -1047,6 +891,223 @@ fn deployment_group(
         })
     })();
     (spec, meta)
+}
+
+/// `application`: CodeDeploy's application name.
+fn application_name(cx: &mut Cx<'_>, a: &Field<'_>) -> Option<String> {
+    let s = cx.string(a.node, &a.path)?;
+    let ok = (1..=NAME_LENGTH_MAX).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if !ok {
+        cx.error(
+            a.node.pos,
+            &a.path,
+            format!(
+                "{} is not a valid application name: use 1 to {NAME_LENGTH_MAX} letters, \
+                 digits, `.`, `_` and `-`",
+                quote(&s)
+            ),
+        );
+        return None;
+    }
+    Some(s)
+}
+
+/// `target_groups`: the pair blue and green take turns in.
+fn group_target_groups(
+    cx: &mut Cx<'_>,
+    t: &Field<'_>,
+    meta: &mut GroupMeta,
+) -> Option<[String; 2]> {
+    let items = cx.list(t.node, &t.path)?;
+    if items.len() != 2 {
+        cx.error(
+            t.node.pos,
+            &t.path,
+            format!(
+                "a deployment group needs exactly two target groups (blue and green take \
+                 turns); found {}",
+                items.len()
+            ),
+        );
+        return None;
+    }
+    let mut names = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let path = child_index(&t.path, i);
+        let s = cx.nonempty(item, &path)?;
+        names.push((s, Loc::node(item, &path)));
+    }
+    meta.target_groups = Some((names.clone(), Loc::of(t)));
+    Some([names[0].0.clone(), names[1].0.clone()])
+}
+
+/// `production_listener` / `test_listener`: `load-balancer/listener`.
+fn listener_ref(cx: &mut Cx<'_>, l: &Field<'_>) -> Option<(ListenerRef, Loc)> {
+    let s = cx.str(l.node, &l.path)?;
+    match ListenerRef::parse(s) {
+        Ok(r) => Some((r, Loc::of(l))),
+        Err(err) => {
+            cx.error(l.node.pos, &l.path, err.to_string());
+            None
+        }
+    }
+}
+
+/// `ready_wait`: how long green waits for `continue` before traffic moves (CodeDeploy's
+/// `actionOnTimeout: STOP_DEPLOYMENT`).
+fn ready_wait(cx: &mut Cx<'_>, r: &Field<'_>) -> Option<Duration> {
+    let d = cx.duration(r.node, &r.path, BareNumber::Minutes)?;
+    if d.is_zero() {
+        cx.error(
+            r.node.pos,
+            &r.path,
+            "ready_wait must be longer than zero; leave it out to shift traffic as soon as \
+             green is ready",
+        );
+        return None;
+    }
+    if d > READY_WAIT_MAX {
+        cx.error(
+            r.node.pos,
+            &r.path,
+            format!(
+                "ready_wait {} is longer than 120h, CodeDeploy's limit between install and \
+                 traffic shift",
+                format_duration(d)
+            ),
+        );
+        return None;
+    }
+    Some(d)
+}
+
+/// `termination_wait`: how long blue stays warm after the shift.
+fn termination_wait(cx: &mut Cx<'_>, t: &Field<'_>) -> Option<Duration> {
+    let d = cx.duration(t.node, &t.path, BareNumber::Minutes)?;
+    if d > TERMINATION_WAIT_MAX {
+        cx.error(
+            t.node.pos,
+            &t.path,
+            format!(
+                "termination_wait {} is longer than 2880 minutes (2 days), CodeDeploy's limit",
+                format_duration(d)
+            ),
+        );
+        return None;
+    }
+    Some(d)
+}
+
+/// `auto_rollback`: the events that roll a deployment back, each at most once.
+fn auto_rollback(cx: &mut Cx<'_>, a: &Field<'_>, meta: &mut GroupMeta) -> Option<AutoRollback> {
+    let items = cx.list(a.node, &a.path)?;
+    let mut out = AutoRollback::default();
+    let mut ok = true;
+    for (i, item) in items.iter().enumerate() {
+        let path = child_index(&a.path, i);
+        let Some(s) = cx.str(item, &path) else {
+            ok = false;
+            continue;
+        };
+        const EVENTS: [&str; 3] =
+            ["DEPLOYMENT_FAILURE", "DEPLOYMENT_STOP_ON_ALARM", "DEPLOYMENT_STOP_ON_REQUEST"];
+        let slot = match s {
+            "DEPLOYMENT_FAILURE" => &mut out.on_failure,
+            "DEPLOYMENT_STOP_ON_ALARM" => {
+                meta.on_alarm = Some(Loc::node(item, &path));
+                &mut out.on_alarm
+            }
+            "DEPLOYMENT_STOP_ON_REQUEST" => &mut out.on_stop_request,
+            _ => {
+                let mut message =
+                    format!("{} is not a rollback event; use {}", quote(s), EVENTS.join(", "));
+                if let Some(sug) = suggest(s, EVENTS) {
+                    message =
+                        format!("{} is not a rollback event; did you mean `{sug}`?", quote(s));
+                }
+                cx.error(item.pos, &path, message);
+                ok = false;
+                continue;
+            }
+        };
+        if *slot {
+            cx.error(item.pos, &path, format!("{s} is listed twice"));
+            ok = false;
+        }
+        *slot = true;
+    }
+    ok.then_some(out)
+}
+
+/// `hooks`: one hook name per lifecycle event.
+fn group_hooks(
+    cx: &mut Cx<'_>,
+    h: &Field<'_>,
+    meta: &mut GroupMeta,
+) -> Option<BTreeMap<LifecycleEvent, String>> {
+    let Value::Map(entries) = &h.node.value else {
+        let word = cx.map_word();
+        cx.type_error(h.node, &h.path, word);
+        return None;
+    };
+    let mut out = BTreeMap::new();
+    let mut ok = true;
+    for entry in entries {
+        let path = child_key(&h.path, &entry.key);
+        let event = hook_event(cx, &entry.key, entry.key_pos, &path);
+        let value = cx.nonempty(&entry.value, &path);
+        match (event, value) {
+            (Some(event), Some(value)) => {
+                if out.contains_key(&event) {
+                    cx.error(
+                        entry.key_pos,
+                        &path,
+                        format!("a second hook for {event}; one hook per event"),
+                    );
+                    ok = false;
+                    continue;
+                }
+                meta.hooks.push((value.clone(), Loc::node(&entry.value, &path)));
+                out.insert(event, value);
+            }
+            _ => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
+/// `alarms`: the names of the alarms a deployment watches, each once.
+fn group_alarms(cx: &mut Cx<'_>, a: &Field<'_>, meta: &mut GroupMeta) -> Option<Vec<String>> {
+    let items = cx.list(a.node, &a.path)?;
+    if items.len() > ALARMS_MAX {
+        cx.error(
+            a.node.pos,
+            &a.path,
+            format!("{} alarms; a deployment group watches at most {ALARMS_MAX}", items.len()),
+        );
+        return None;
+    }
+    let mut out: Vec<String> = Vec::new();
+    let mut ok = true;
+    for (i, item) in items.iter().enumerate() {
+        let path = child_index(&a.path, i);
+        let Some(s) = cx.nonempty(item, &path) else {
+            ok = false;
+            continue;
+        };
+        if s.len() > 255 {
+            cx.error(item.pos, &path, "an alarm name is at most 255 characters");
+            ok = false;
+        } else if out.contains(&s) {
+            cx.error(item.pos, &path, format!("alarm `{s}` is listed twice"));
+            ok = false;
+        } else {
+            meta.alarms.push((s.clone(), Loc::node(item, &path)));
+        }
+        out.push(s);
+    }
+    ok.then_some(out)
 }
 
 const PREVIEW_FIELDS: &[&str] = &["header", "cookie"];

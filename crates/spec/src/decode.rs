@@ -385,10 +385,10 @@ impl<'f> Cx<'f> {
             };
         }
         match &node.value {
-            Value::Str(s) => match parse_duration(s) {
+            Value::Str(s) => match model::parse_duration(s) {
                 Ok(d) => Some(d),
-                Err(message) => {
-                    self.error(node.pos, path, message);
+                Err(err) => {
+                    self.error(node.pos, path, err.to_string());
                     None
                 }
             },
@@ -398,29 +398,6 @@ impl<'f> Cx<'f> {
             }
         }
     }
-}
-
-/// `model::parse_duration`, plus a leading whole number of days (`7d`, `1d12h`): CodePipeline's
-/// approval waits 7 days by default, and `168h` reads worse.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    if digits > 0 && text[digits..].starts_with('d') {
-        let days: u64 = text[..digits]
-            .parse()
-            .map_err(|_| format!("invalid duration `{text}`: number too large"))?;
-        let rest = &text[digits + 1..];
-        let rest = if rest.is_empty() {
-            Duration::ZERO
-        } else {
-            model::parse_duration(rest).map_err(|e| {
-                e.replace(&format!("`{rest}`"), &format!("`{text}`"))
-                    .replace("use ms, s, m or h", "use ms, s, m, h or d")
-            })?
-        };
-        return Ok(Duration::from_secs(days.saturating_mul(86_400)).saturating_add(rest));
-    }
-    model::parse_duration(text).map_err(|e| e.replace("use ms, s, m or h", "use ms, s, m, h or d"))
 }
 
 fn sorted_errors(file: &str, mut errors: Vec<Diagnostic>) -> Errors {
@@ -629,25 +606,5 @@ impl<'n> Fields<'n> {
             cx.drop_missing_misspelt_as(entry.key_pos);
             cx.error(entry.key_pos, &path, message);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_take_a_leading_number_of_days() {
-        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
-        assert_eq!(parse_duration("1d12h"), Ok(Duration::from_secs(36 * 3600)));
-        assert_eq!(parse_duration(" 90s "), Ok(Duration::from_secs(90)));
-        assert_eq!(
-            parse_duration("1d12x"),
-            Err("unknown unit `x` in duration `1d12x`; use ms, s, m, h or d".to_string())
-        );
-        assert_eq!(
-            parse_duration("2w"),
-            Err("unknown unit `w` in duration `2w`; use ms, s, m, h or d".to_string())
-        );
     }
 }

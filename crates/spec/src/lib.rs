@@ -30,7 +30,10 @@ mod tree;
 mod validate;
 mod yaml;
 
-pub use appspec::{AppSpec, TaskDefinitionRef, check_appspec_against, parse_appspec};
+pub use appspec::{
+    AppSpec, TaskDefinitionRef, TaskDefinitionRefError, check_appspec_against, parse_appspec,
+};
+pub use cutover_file::BadListenerRef;
 pub use cutover_file::{
     ActionDecl, ActionKind, AlarmDecl, AlarmDimension, ApprovalAction, AutoRollback, BranchFilter,
     BuildAction, CutoverFile, DeployAction, DeployEcsAction, DeploymentGroupRef,

@@ -15,7 +15,9 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::{Deserialize, Serialize};
 
 pub mod clock;
+mod documents;
 mod pipelines;
+pub use documents::*;
 pub use pipelines::*;
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +32,8 @@ pub enum Error {
         "the database at {path} was written by a newer cutover (schema {found}, this build knows {known}); upgrade cutover"
     )]
     SchemaTooNew { path: String, found: i64, known: i64 },
+    #[error(transparent)]
+    Document(#[from] DocumentError),
 }
 
 impl Error {
@@ -100,6 +104,9 @@ CREATE TABLE ci_jobs (key TEXT PRIMARY KEY, external_ref TEXT NOT NULL, created_
 CREATE TABLE ci_sources (
     pipeline TEXT PRIMARY KEY, last_commit TEXT NOT NULL, checked_at INTEGER NOT NULL);
 "#,
+    // Documents record the version of the type that wrote them (`documents`); rows from before
+    // read as version 0.
+    "ALTER TABLE resources ADD COLUMN version INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// The database. Cheap to share behind an `Arc`; every call holds the connection for the length
@@ -321,14 +328,11 @@ impl Tx<'_> {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Writes a body as an unversioned document (version 0, version 1's shape): for kinds not
+    /// yet written through [`DocumentStore::doc_put`].
     pub fn resource_put(&self, kind: &str, name: &str, body: &str, now: u64) -> Result<()> {
-        self.tx.execute(
-            "INSERT INTO resources (kind, name, body, updated_at) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (kind, name) DO UPDATE SET body = excluded.body,
-                 updated_at = excluded.updated_at",
-            params![kind, name, body, now as i64],
-        )?;
-        Ok(())
+        let row = DocumentRow { name: name.to_string(), version: 0, body: body.to_string() };
+        self.put_document_row(kind, &row, now)
     }
 
     pub fn resource_delete(&self, kind: &str, name: &str) -> Result<bool> {

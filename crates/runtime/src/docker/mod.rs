@@ -50,6 +50,7 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 use tokio::sync::watch;
 
+use crate::depends_on::{self, Condition, StartPlan, WaitError};
 use crate::process::store::{self, StopCause, StoppedRecord};
 use crate::process::{DEPENDENCY_TIMEOUT, join_all, lock, valid_task_id, validate};
 use crate::{Health, Runtime, RuntimeError, TaskHandle, TaskSpec, TaskState};
@@ -246,6 +247,15 @@ fn exit_reason(name: &str, o: &Observed) -> String {
         Some(code) => format!("essential container {name} exited with code {code}"),
         None => format!("essential container {name} exited (exit code unknown)"),
     }
+}
+
+/// Why a container's `dependsOn` wait ended without its condition holding.
+#[derive(Debug, thiserror::Error)]
+enum StartWaitError {
+    #[error(transparent)]
+    Wait(#[from] WaitError),
+    #[error(transparent)]
+    Engine(#[from] RuntimeError),
 }
 
 fn exit_code(o: &Observed) -> Option<i32> {
@@ -519,7 +529,7 @@ impl Inner {
                     "its containers carry no readable `{LABEL_SPEC}` label; remove them by hand (docker rm -f)"
                 ),
             })?;
-        let (order, levels) = validate(&spec)?;
+        let StartPlan { order, levels } = validate(&spec)?;
         let mut ids = vec![None; spec.containers.len()];
         for c in &found {
             let name = c.labels.as_ref().and_then(|l| l.get(LABEL_CONTAINER));
@@ -901,13 +911,15 @@ impl DockerRuntime {
     }
 
     /// Waits until container `i`'s `dependsOn` conditions hold; `Err` says which one cannot.
-    async fn wait_for_dependencies(&self, task: &Task, i: usize) -> Result<(), String> {
+    async fn wait_for_dependencies(&self, task: &Task, i: usize) -> Result<(), StartWaitError> {
         let me = &task.spec.containers[i];
-        for (name, cond) in &me.depends_on {
+        for (name, condition) in &me.depends_on {
             let Some(j) = task.spec.containers.iter().position(|c| &c.name == name) else {
                 continue;
             };
-            if cond == "START" {
+            // `validate` accepted every condition.
+            let Some(condition) = Condition::parse(condition) else { continue };
+            if condition == Condition::Start {
                 continue;
             }
             let Some(cid) = task.ids()[j].clone() else {
@@ -916,43 +928,30 @@ impl DockerRuntime {
             let deadline = tokio::time::Instant::now() + DEPENDENCY_TIMEOUT;
             loop {
                 if task.stop_begun.load(Ordering::SeqCst) {
-                    return Err(format!(
-                        "the task stopped while container {} waited for {name}",
-                        me.name
-                    ));
+                    return Err(WaitError::TaskStopped {
+                        container: me.name.clone(),
+                        dependency: name.clone(),
+                    }
+                    .into());
                 }
-                let o = self.inner.observe(&cid).await.map_err(|e| e.to_string())?;
-                let verdict = match cond.as_str() {
-                    "HEALTHY" if !o.running => Some(Err(format!(
-                        "container {} waits for {name} to be HEALTHY, but {name} exited (code {:?})",
-                        me.name, o.exit_code
-                    ))),
-                    "HEALTHY" => match o.health {
-                        Health::Healthy => Some(Ok(())),
-                        Health::Unhealthy => Some(Err(format!(
-                            "container {} waits for {name} to be HEALTHY, but {name} became UNHEALTHY",
-                            me.name
-                        ))),
-                        Health::Unknown => None,
-                    },
-                    "COMPLETE" if !o.running => Some(Ok(())),
-                    "SUCCESS" if !o.running && o.exit_code == Some(0) => Some(Ok(())),
-                    "SUCCESS" if !o.running => Some(Err(format!(
-                        "container {} waits for {name} to exit successfully, but it exited with code {:?}",
-                        me.name, o.exit_code
-                    ))),
-                    _ => None,
+                let o = self.inner.observe(&cid).await?;
+                let observed = if o.running {
+                    depends_on::Observed::Running(o.health)
+                } else {
+                    depends_on::Observed::Exited(exit_code(&o))
                 };
-                if let Some(v) = verdict {
-                    v?;
+                if let Some(verdict) = depends_on::verdict(&me.name, name, condition, observed) {
+                    verdict?;
                     break;
                 }
                 if tokio::time::Instant::now() >= deadline {
-                    return Err(format!(
-                        "container {} waited {}s for {name} to reach {cond}, in vain",
-                        me.name,
-                        DEPENDENCY_TIMEOUT.as_secs()
-                    ));
+                    return Err(WaitError::TimedOut {
+                        container: me.name.clone(),
+                        dependency: name.clone(),
+                        condition,
+                        secs: DEPENDENCY_TIMEOUT.as_secs(),
+                    }
+                    .into());
                 }
                 tokio::time::sleep(POLL).await;
             }
@@ -985,7 +984,7 @@ impl DockerRuntime {
     }
 
     async fn start_task(&self, spec: TaskSpec) -> Result<TaskHandle, RuntimeError> {
-        let (order, levels) = validate(&spec)?;
+        let StartPlan { order, levels } = validate(&spec)?;
         let mut images = HashSet::new();
         for c in &spec.containers {
             if images.insert(c.image.clone()) {
@@ -1025,7 +1024,8 @@ impl DockerRuntime {
 
         let mut failure = None;
         for &i in &order {
-            if let Err(reason) = self.wait_for_dependencies(&task, i).await {
+            if let Err(err) = self.wait_for_dependencies(&task, i).await {
+                let reason = err.to_string();
                 failure = Some(RuntimeError::StartFailed { task_id: task.id.clone(), reason });
                 break;
             }

@@ -87,15 +87,34 @@ pub async fn run(
     }
 }
 
+/// Why one health-check probe failed.
+#[derive(Debug, thiserror::Error)]
+enum ProbeError {
+    #[error("the health check has no command")]
+    NoCommand,
+    #[error("the health check has no program")]
+    NoProgram,
+    #[error("health check program `{0}` is neither in the image directory nor on PATH")]
+    ProgramNotFound(String),
+    #[error("cannot run {}: {source}", program.display())]
+    Spawn { program: std::path::PathBuf, source: std::io::Error },
+    #[error("probe {0}")]
+    Failed(std::process::ExitStatus),
+    #[error("cannot wait for the probe: {0}")]
+    Wait(std::io::Error),
+    #[error("probe timed out after {0:?}")]
+    TimedOut(Duration),
+}
+
 /// Runs one probe; `Err` says why it failed.
-async fn probe(check: &HealthCheckSpec, launch: &Launch) -> Result<(), String> {
+async fn probe(check: &HealthCheckSpec, launch: &Launch) -> Result<(), ProbeError> {
     let (program, args) = match check.command.split_first() {
         Some((kind, rest)) if kind == "CMD-SHELL" => {
             (std::path::PathBuf::from("/bin/sh"), vec!["-c".to_string(), rest.join(" ")])
         }
         Some((kind, rest)) if kind == "CMD" => program_and_args(rest, launch)?,
         Some(_) => program_and_args(&check.command, launch)?,
-        None => return Err("the health check has no command".into()),
+        None => return Err(ProbeError::NoCommand),
     };
     let mut cmd = tokio::process::Command::new(&program);
     cmd.args(&args)
@@ -107,11 +126,11 @@ async fn probe(check: &HealthCheckSpec, launch: &Launch) -> Result<(), String> {
         .stderr(std::process::Stdio::null())
         .process_group(0)
         .kill_on_drop(true);
-    let mut child = cmd.spawn().map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+    let mut child = cmd.spawn().map_err(|source| ProbeError::Spawn { program, source })?;
     match tokio::time::timeout(check.timeout, child.wait()).await {
         Ok(Ok(status)) if status.success() => Ok(()),
-        Ok(Ok(status)) => Err(format!("probe {status}")),
-        Ok(Err(e)) => Err(format!("cannot wait for the probe: {e}")),
+        Ok(Ok(status)) => Err(ProbeError::Failed(status)),
+        Ok(Err(e)) => Err(ProbeError::Wait(e)),
         Err(_) => {
             // The probe may have started helpers of its own: kill its whole group.
             if let Some(pid) = child.id() {
@@ -121,7 +140,7 @@ async fn probe(check: &HealthCheckSpec, launch: &Launch) -> Result<(), String> {
                 );
             }
             let _ = child.wait().await;
-            Err(format!("probe timed out after {:?}", check.timeout))
+            Err(ProbeError::TimedOut(check.timeout))
         }
     }
 }
@@ -129,14 +148,12 @@ async fn probe(check: &HealthCheckSpec, launch: &Launch) -> Result<(), String> {
 fn program_and_args(
     argv: &[String],
     launch: &Launch,
-) -> Result<(std::path::PathBuf, Vec<String>), String> {
-    let (argv0, rest) =
-        argv.split_first().ok_or_else(|| "the health check has no program".to_string())?;
+) -> Result<(std::path::PathBuf, Vec<String>), ProbeError> {
+    let (argv0, rest) = argv.split_first().ok_or(ProbeError::NoProgram)?;
     let path_var =
         launch.env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str()).unwrap_or("");
-    let program = launch::find_program(argv0, &launch.image_dir, path_var).ok_or_else(|| {
-        format!("health check program `{argv0}` is neither in the image directory nor on PATH")
-    })?;
+    let program = launch::find_program(argv0, &launch.image_dir, path_var)
+        .ok_or_else(|| ProbeError::ProgramNotFound(argv0.clone()))?;
     Ok((program, rest.to_vec()))
 }
 

@@ -58,8 +58,7 @@ pub fn resolve(c: &ContainerSpec) -> Result<Launch, RuntimeError> {
     let mut argv: Vec<String> = c.entry_point.iter().chain(&c.command).cloned().collect();
     let path_var = path_of(&c.environment);
     let program = if argv.is_empty() {
-        sole_executable(&image_dir)
-            .map_err(|detail| RuntimeError::ProgramNotFound { container: c.name.clone(), detail })?
+        sole_executable(&image_dir, &c.name)?
     } else {
         let argv0 = argv.remove(0);
         find_program(&argv0, &image_dir, &path_var).ok_or_else(|| {
@@ -105,9 +104,10 @@ fn is_executable(p: &Path) -> bool {
     std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-fn sole_executable(dir: &Path) -> Result<PathBuf, String> {
+fn sole_executable(dir: &Path, container: &str) -> Result<PathBuf, RuntimeError> {
+    let not_found = |detail| RuntimeError::ProgramNotFound { container: container.into(), detail };
     let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| format!("cannot list image directory {}: {e}", dir.display()))?
+        .map_err(|e| not_found(format!("cannot list image directory {}: {e}", dir.display())))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| is_executable(p))
         .take(10)
@@ -115,15 +115,15 @@ fn sole_executable(dir: &Path) -> Result<PathBuf, String> {
     found.sort();
     match found.len() {
         1 => Ok(found.remove(0)),
-        0 => Err(format!(
+        0 => Err(not_found(format!(
             "neither `entryPoint` nor `command` is set and image directory {} holds no executable file to run",
             dir.display()
-        )),
-        _ => Err(format!(
+        ))),
+        _ => Err(not_found(format!(
             "neither `entryPoint` nor `command` is set and image directory {} holds several executable files ({}), so which one to run is ambiguous",
             dir.display(),
             found.iter().filter_map(|p| p.file_name()?.to_str()).collect::<Vec<_>>().join(", ")
-        )),
+        ))),
     }
 }
 

@@ -43,8 +43,9 @@ use nix::sys::signal::Signal;
 use tokio::sync::watch;
 
 use self::launch::Launch;
-use self::store::{ExitRecord, StopCause, StoppedRecord, TaskRecord};
+use self::store::{ExitRecord, RecordError, StopCause, StoppedRecord, TaskRecord};
 use self::sys::ProcId;
+use crate::depends_on::{self, Condition, Observed, StartPlan, WaitError};
 use crate::{ContainerSpec, Health, Runtime, RuntimeError, TaskHandle, TaskSpec, TaskState};
 
 /// How long `start` waits for a `dependsOn` condition (the ECS default `startTimeout`).
@@ -87,8 +88,8 @@ fn copy_images(task_dir: &Path, launches: Vec<Launch>) -> (Vec<Launch>, Option<S
             continue;
         }
         let copy = snapshot::image_copy_dir(task_dir, i);
-        if let Err(reason) = snapshot::copy_image(&l.image_dir, &copy) {
-            return (launches, Some(reason));
+        if let Err(err) = snapshot::copy_image(&l.image_dir, &copy) {
+            return (launches, Some(err.to_string()));
         }
         copies.push(copy);
     }
@@ -454,7 +455,7 @@ pub(crate) async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) 
 }
 
 /// Checks what the runtime relies on and returns the start order and the stop levels.
-pub(crate) fn validate(spec: &TaskSpec) -> Result<(Vec<usize>, Vec<Vec<usize>>), RuntimeError> {
+pub(crate) fn validate(spec: &TaskSpec) -> Result<StartPlan, RuntimeError> {
     let invalid =
         |detail: String| RuntimeError::InvalidSpec { task_id: spec.task_id.clone(), detail };
     if !valid_task_id(&spec.task_id) {
@@ -487,45 +488,7 @@ pub(crate) fn validate(spec: &TaskSpec) -> Result<(Vec<usize>, Vec<Vec<usize>>),
     if !spec.containers.iter().any(|c| c.essential) {
         return Err(invalid("at least one container must be essential".into()));
     }
-    let mut deps: Vec<Vec<usize>> = vec![Vec::new(); spec.containers.len()];
-    for (i, c) in spec.containers.iter().enumerate() {
-        for (name, cond) in &c.depends_on {
-            let Some(&j) = index.get(name.as_str()) else {
-                return Err(invalid(format!(
-                    "container {} depends on {name}, which is not in the task",
-                    c.name
-                )));
-            };
-            if i == j {
-                return Err(invalid(format!("container {} depends on itself", c.name)));
-            }
-            let target = &spec.containers[j];
-            match cond.as_str() {
-                "START" => {}
-                "HEALTHY" if target.health_check.is_none() => {
-                    return Err(invalid(format!(
-                        "container {} waits for {name} to be HEALTHY, but {name} has no healthCheck",
-                        c.name
-                    )));
-                }
-                "HEALTHY" => {}
-                "COMPLETE" | "SUCCESS" if target.essential => {
-                    return Err(invalid(format!(
-                        "container {} waits for {name} to {cond}, which an essential container may not be used for",
-                        c.name
-                    )));
-                }
-                "COMPLETE" | "SUCCESS" => {}
-                other => {
-                    return Err(invalid(format!(
-                        "container {} has dependsOn condition `{other}`; use START, COMPLETE, SUCCESS or HEALTHY",
-                        c.name
-                    )));
-                }
-            }
-            deps[i].push(j);
-        }
-    }
+    let plan = depends_on::plan(&spec.containers).map_err(|e| invalid(e.to_string()))?;
     if let Some((name, port)) = &spec.lb_container {
         match index.get(name.as_str()) {
             None => {
@@ -541,23 +504,7 @@ pub(crate) fn validate(spec: &TaskSpec) -> Result<(Vec<usize>, Vec<Vec<usize>>),
             Some(_) => {}
         }
     }
-    // Kahn's algorithm, keeping declaration order among ready containers.
-    let n = spec.containers.len();
-    let mut level = vec![0usize; n];
-    let mut done = vec![false; n];
-    let mut order = Vec::with_capacity(n);
-    while order.len() < n {
-        let next = (0..n).find(|&i| !done[i] && deps[i].iter().all(|&j| done[j]));
-        let Some(i) = next else {
-            return Err(invalid("the containers' dependsOn form a cycle".into()));
-        };
-        level[i] = deps[i].iter().map(|&j| level[j] + 1).max().unwrap_or(0);
-        done[i] = true;
-        order.push(i);
-    }
-    let depth = level.iter().copied().max().unwrap_or(0);
-    let levels = (0..=depth).map(|l| (0..n).filter(|&i| level[i] == l).collect()).collect();
-    Ok((order, levels))
+    Ok(plan)
 }
 
 /// What a task id may be, in every runtime and in the CLI: it names a directory and a URL path
@@ -654,7 +601,7 @@ impl Inner {
     }
 
     /// The task from memory, else from its record on disk (adopting it). `Ok(None)`: unknown.
-    fn get_or_load(self: &Arc<Self>, id: &str) -> Result<Option<Arc<Task>>, String> {
+    fn get_or_load(self: &Arc<Self>, id: &str) -> Result<Option<Arc<Task>>, RecordError> {
         if !valid_task_id(id) {
             return Ok(None);
         }
@@ -686,19 +633,15 @@ impl Inner {
 }
 
 /// Builds a task from its record (written by this or an earlier control plane).
-fn adopt(id: &str, dir: PathBuf, rec: TaskRecord) -> Result<Arc<Task>, String> {
+fn adopt(id: &str, dir: PathBuf, rec: TaskRecord) -> Result<Arc<Task>, RecordError> {
     if rec.format != store::FORMAT {
-        return Err(format!(
-            "{} has format {}, this cutover reads format {}",
-            store::task_file(&dir).display(),
-            rec.format,
-            store::FORMAT
-        ));
+        return Err(RecordError::Format { path: store::task_file(&dir), found: rec.format });
     }
     if rec.procs.len() != rec.spec.containers.len() {
-        return Err(format!("{} is inconsistent", store::task_file(&dir).display()));
+        return Err(RecordError::Inconsistent { path: store::task_file(&dir) });
     }
-    let (_, levels) = validate(&rec.spec).map_err(|e| e.to_string())?;
+    let StartPlan { levels, .. } =
+        validate(&rec.spec).map_err(|e| RecordError::Spec(Box::new(e)))?;
     let lb = lb_addr(&rec.spec, rec.ip);
     let containers = rec
         .spec
@@ -835,7 +778,7 @@ fn start_health_check(task: &Arc<Task>, i: usize) {
 
 impl ProcessRuntime {
     async fn start_task(&self, spec: TaskSpec) -> Result<TaskHandle, RuntimeError> {
-        let (order, levels) = validate(&spec)?;
+        let StartPlan { order, levels } = validate(&spec)?;
         let mut launches = Vec::with_capacity(spec.containers.len());
         for c in &spec.containers {
             launches.push(launch::resolve(c)?);
@@ -899,7 +842,8 @@ impl ProcessRuntime {
             if failure.is_some() {
                 break;
             }
-            if let Err(reason) = wait_for_dependencies(&task, i).await {
+            if let Err(err) = wait_for_dependencies(&task, i).await {
+                let reason = err.to_string();
                 failure = Some(RuntimeError::StartFailed { task_id: task.id.clone(), reason });
                 break;
             }
@@ -943,55 +887,38 @@ impl ProcessRuntime {
 }
 
 /// Waits until container `i`'s `dependsOn` conditions hold; `Err` says which one cannot.
-async fn wait_for_dependencies(task: &Arc<Task>, i: usize) -> Result<(), String> {
+async fn wait_for_dependencies(task: &Arc<Task>, i: usize) -> Result<(), WaitError> {
     let me = &task.containers[i].spec;
-    for (name, cond) in &me.depends_on {
+    for (name, condition) in &me.depends_on {
         let Some(dep) = task.containers.iter().find(|c| &c.spec.name == name) else {
             continue;
         };
-        let mut verdict: Option<Result<(), String>> = None;
+        // `validate` accepted every condition.
+        let Some(condition) = Condition::parse(condition) else { continue };
+        let mut verdict: Option<Result<(), WaitError>> = None;
         let done = wait_until(DEPENDENCY_TIMEOUT, || {
             if task.stop_begun.load(Ordering::SeqCst) {
-                verdict = Some(Err(format!(
-                    "the task stopped while container {} waited for {name}",
-                    me.name
-                )));
+                verdict = Some(Err(WaitError::TaskStopped {
+                    container: me.name.clone(),
+                    dependency: name.clone(),
+                }));
                 return true;
             }
-            let exit = *dep.exit.borrow();
-            verdict = match (cond.as_str(), exit) {
-                ("START", _) => Some(Ok(())),
-                ("HEALTHY", Some(e)) => Some(Err(format!(
-                    "container {} waits for {name} to be HEALTHY, but {name} exited (code {:?})",
-                    me.name,
-                    exit_code(&e)
-                ))),
-                ("HEALTHY", None) => match *dep.health.borrow() {
-                    Health::Healthy => Some(Ok(())),
-                    Health::Unhealthy => Some(Err(format!(
-                        "container {} waits for {name} to be HEALTHY, but {name} became UNHEALTHY",
-                        me.name
-                    ))),
-                    Health::Unknown => None,
-                },
-                ("COMPLETE", Some(_)) => Some(Ok(())),
-                ("SUCCESS", Some(e)) if e.code == Some(0) => Some(Ok(())),
-                ("SUCCESS", Some(e)) => Some(Err(format!(
-                    "container {} waits for {name} to exit successfully, but it exited with code {:?}",
-                    me.name,
-                    exit_code(&e)
-                ))),
-                _ => None,
+            let observed = match &*dep.exit.borrow() {
+                Some(exit) => Observed::Exited(exit_code(exit)),
+                None => Observed::Running(*dep.health.borrow()),
             };
+            verdict = depends_on::verdict(&me.name, name, condition, observed);
             verdict.is_some()
         })
         .await;
         if !done {
-            return Err(format!(
-                "container {} waited {}s for {name} to reach {cond}, in vain",
-                me.name,
-                DEPENDENCY_TIMEOUT.as_secs()
-            ));
+            return Err(WaitError::TimedOut {
+                container: me.name.clone(),
+                dependency: name.clone(),
+                condition,
+                secs: DEPENDENCY_TIMEOUT.as_secs(),
+            });
         }
         verdict.unwrap_or(Ok(()))?;
     }
@@ -1079,7 +1006,8 @@ impl Runtime for ProcessRuntime {
         let task = match self.inner.get_or_load(&handle.task_id) {
             Ok(Some(t)) => t,
             Ok(None) => return Ok(()),
-            Err(detail) => {
+            Err(err) => {
+                let detail = err.to_string();
                 return Err(RuntimeError::BadRecord { task_id: handle.task_id.clone(), detail });
             }
         };
@@ -1188,19 +1116,6 @@ mod tests {
 
     fn container(name: &str) -> ContainerSpec {
         ContainerSpec::new(name, "/img")
-    }
-
-    #[test]
-    fn start_order_follows_depends_on_and_stop_levels_reverse_it() {
-        let mut spec = TaskSpec::new("t", "s", "f:1");
-        let mut app = container("app");
-        app.depends_on = vec![("db".into(), "START".into())];
-        let mut proxy = container("proxy");
-        proxy.depends_on = vec![("app".into(), "START".into())];
-        spec.containers = vec![proxy, app, container("db")];
-        let (order, levels) = validate(&spec).expect("valid");
-        assert_eq!(order, vec![2, 1, 0]);
-        assert_eq!(levels, vec![vec![2], vec![1], vec![0]]);
     }
 
     #[test]

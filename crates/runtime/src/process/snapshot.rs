@@ -21,10 +21,17 @@ pub fn image_copy_dir(task_dir: &Path, index: usize) -> PathBuf {
     task_dir.join("images").join(index.to_string())
 }
 
+/// An image directory that could not be copied for a task.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot copy image directory {} for the task: {source}", from.display())]
+pub struct CopyImageError {
+    from: PathBuf,
+    source: std::io::Error,
+}
+
 /// Copies the image directory `from` to `to` (which must not exist yet).
-pub fn copy_image(from: &Path, to: &Path) -> Result<(), String> {
-    copy_dir(from, to, 0)
-        .map_err(|e| format!("cannot copy image directory {} for the task: {e}", from.display()))
+pub fn copy_image(from: &Path, to: &Path) -> Result<(), CopyImageError> {
+    copy_dir(from, to, 0).map_err(|source| CopyImageError { from: from.to_path_buf(), source })
 }
 
 fn copy_dir(from: &Path, to: &Path, depth: usize) -> std::io::Result<()> {

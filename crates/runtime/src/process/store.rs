@@ -111,23 +111,37 @@ pub fn exit_file(dir: &Path, container: &str) -> PathBuf {
     dir.join(format!("{container}.exit.json"))
 }
 
+/// Why a task's record cannot be read, or adopted.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{} is {len} bytes, more than a task record can be; delete it", path.display())]
+    TooLarge { path: PathBuf, len: u64 },
+    #[error("{} is not a valid task record: {source}", path.display())]
+    Invalid { path: PathBuf, source: serde_json::Error },
+    #[error("{} has format {found}, this cutover reads format {FORMAT}", path.display())]
+    Format { path: PathBuf, found: u32 },
+    #[error("{} is inconsistent", path.display())]
+    Inconsistent { path: PathBuf },
+    #[error(transparent)]
+    Spec(Box<RuntimeError>),
+}
+
 /// Reads a JSON record; `Ok(None)` when the file does not exist.
-pub fn read<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, String> {
+pub fn read<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, RecordError> {
     let file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        Err(source) => return Err(RecordError::Read { path: path.to_path_buf(), source }),
     };
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
     if len > MAX_RECORD_BYTES {
-        return Err(format!(
-            "{} is {len} bytes, more than a task record can be; delete it",
-            path.display()
-        ));
+        return Err(RecordError::TooLarge { path: path.to_path_buf(), len });
     }
     serde_json::from_reader(std::io::BufReader::new(file))
         .map(Some)
-        .map_err(|e| format!("{} is not a valid task record: {e}", path.display()))
+        .map_err(|source| RecordError::Invalid { path: path.to_path_buf(), source })
 }
 
 /// Writes a JSON record atomically: a reader sees the old or the new file, never a mix.

@@ -54,34 +54,7 @@ pub(super) fn unknown(
 }
 
 pub(super) fn cross_check(cx: &mut Cx<'_>, meta: &Meta) {
-    let lb_names: Vec<&Named> =
-        meta.load_balancers.iter().filter_map(|lb| lb.name.as_ref()).collect();
-    check_unique(cx, "load balancer", lb_names.iter().copied());
-    for lb in &meta.load_balancers {
-        check_unique(cx, "listener", lb.listeners.iter().filter_map(|l| l.name.as_ref()));
-    }
-    check_unique(cx, "target group", meta.target_groups.iter().filter_map(|t| t.name.as_ref()));
-    check_unique(cx, "service", meta.services.iter().filter_map(|s| s.name.as_ref()));
-    check_unique(cx, "deployment config", &meta.configs);
-    check_unique(cx, "hook", &meta.hooks);
-    let mut first_group: HashMap<(String, String), u32> = HashMap::new();
-    for g in &meta.groups {
-        if let (Some(app), Some((name, loc))) = (&g.application, &g.name) {
-            let key = (app.clone(), name.clone());
-            if let Some(line) = first_group.get(&key) {
-                cx.error(
-                    loc.pos,
-                    &loc.path,
-                    format!(
-                        "duplicate deployment group `{name}` in application `{app}` (first on line \
-                         {line})"
-                    ),
-                );
-            } else {
-                first_group.insert(key, loc.pos.line());
-            }
-        }
-    }
+    check_names_unique(cx, meta);
     check_binds(cx, meta);
 
     let target_groups: Vec<&str> = meta
@@ -114,64 +87,10 @@ pub(super) fn cross_check(cx: &mut Cx<'_>, meta: &Meta) {
 
     // Which group (by index) manages each listener, target group and service, for the
     // one-owner rules.
-    let mut listener_owner: HashMap<ListenerRef, Owner> = HashMap::new();
-    let mut tg_owner: HashMap<String, Owner> = HashMap::new();
-    let mut service_owner: HashMap<String, Owner> = HashMap::new();
+    let mut owners = Owners::default();
     for (index, g) in meta.groups.iter().enumerate() {
-        let group = g.name.as_ref().map_or_else(|| "?".to_string(), |(n, _)| n.clone());
-        let owner = |loc: &Loc| Owner { index, group: group.clone(), line: loc.pos.line() };
         check_group_refs(cx, meta, g, &target_groups, &services, &hooks, &configs);
-        if let Some((service, loc)) = &g.service {
-            match service_owner.get(service) {
-                Some(o) if o.index != index => cx.error(
-                    loc.pos,
-                    &loc.path,
-                    format!(
-                        "service `{service}` is already deployed by deployment group `{}` (line \
-                         {}); a service belongs to at most one group",
-                        o.group, o.line
-                    ),
-                ),
-                Some(_) => {}
-                None => {
-                    service_owner.insert(service.clone(), owner(loc));
-                }
-            }
-        }
-        for (tg, loc) in g.target_groups.iter().flat_map(|(names, _)| names) {
-            match tg_owner.get(tg) {
-                Some(o) if o.index != index => cx.error(
-                    loc.pos,
-                    &loc.path,
-                    format!(
-                        "target group `{tg}` is already used by deployment group `{}` (line {}); \
-                         each group needs its own pair",
-                        o.group, o.line
-                    ),
-                ),
-                Some(_) => {}
-                None => {
-                    tg_owner.insert(tg.clone(), owner(loc));
-                }
-            }
-        }
-        for (r, loc) in g.production.iter().chain(g.test.iter()) {
-            match listener_owner.get(r) {
-                Some(o) if o.index != index => cx.error(
-                    loc.pos,
-                    &loc.path,
-                    format!(
-                        "listener {r} is already managed by deployment group `{}` (line {}); a \
-                         listener belongs to at most one group",
-                        o.group, o.line
-                    ),
-                ),
-                Some(_) => {}
-                None => {
-                    listener_owner.insert(r.clone(), owner(loc));
-                }
-            }
-        }
+        owners.claim(cx, index, g);
     }
     // A group whose listener reference is wrong most likely meant one of the unmanaged
     // listeners; reporting those as serving nothing would be the same mistake twice.
@@ -184,7 +103,7 @@ pub(super) fn cross_check(cx: &mut Cx<'_>, meta: &Meta) {
                 .all(|(r, _)| listeners.contains(&r.to_string()))
     });
     if refs_resolve {
-        check_listener_actions(cx, meta, &listener_owner);
+        check_listener_actions(cx, meta, &owners.listeners);
     }
     monitoring::cross_check(
         cx,
@@ -195,13 +114,50 @@ pub(super) fn cross_check(cx: &mut Cx<'_>, meta: &Meta) {
         &meta.groups,
     );
     pipelines::cross_check(cx, &meta.repositories, &meta.pipelines, &meta.groups, &services);
+    check_static_targets(cx, meta, &owners.target_groups);
+}
+
+/// Names unique per kind (listeners per load balancer, deployment groups per application).
+fn check_names_unique(cx: &mut Cx<'_>, meta: &Meta) {
+    let lb_names: Vec<&Named> =
+        meta.load_balancers.iter().filter_map(|lb| lb.name.as_ref()).collect();
+    check_unique(cx, "load balancer", lb_names.iter().copied());
+    for lb in &meta.load_balancers {
+        check_unique(cx, "listener", lb.listeners.iter().filter_map(|l| l.name.as_ref()));
+    }
+    check_unique(cx, "target group", meta.target_groups.iter().filter_map(|t| t.name.as_ref()));
+    check_unique(cx, "service", meta.services.iter().filter_map(|s| s.name.as_ref()));
+    check_unique(cx, "deployment config", &meta.configs);
+    check_unique(cx, "hook", &meta.hooks);
+    let mut first_group: HashMap<(String, String), u32> = HashMap::new();
+    for g in &meta.groups {
+        if let (Some(app), Some((name, loc))) = (&g.application, &g.name) {
+            let key = (app.clone(), name.clone());
+            if let Some(line) = first_group.get(&key) {
+                cx.error(
+                    loc.pos,
+                    &loc.path,
+                    format!(
+                        "duplicate deployment group `{name}` in application `{app}` (first on line \
+                         {line})"
+                    ),
+                );
+            } else {
+                first_group.insert(key, loc.pos.line());
+            }
+        }
+    }
+}
+
+/// Static `targets` only in a target group no service fills and no deployment group uses.
+fn check_static_targets(cx: &mut Cx<'_>, meta: &Meta, group_owned: &HashMap<String, Owner>) {
     for t in &meta.target_groups {
         if let (Some((name, _)), Some(loc)) = (&t.name, &t.targets) {
             let used_by_service = meta
                 .services
                 .iter()
                 .any(|s| s.target_group.as_ref().is_some_and(|(n, _)| n == name));
-            if used_by_service || tg_owner.contains_key(name) {
+            if used_by_service || group_owned.contains_key(name) {
                 cx.error(
                     loc.pos,
                     &loc.path,
@@ -211,6 +167,67 @@ pub(super) fn cross_check(cx: &mut Cx<'_>, meta: &Meta) {
                     ),
                 );
             }
+        }
+    }
+}
+
+/// The deployment group that manages each listener, target group and service: one at most.
+#[derive(Default)]
+struct Owners {
+    listeners: HashMap<ListenerRef, Owner>,
+    target_groups: HashMap<String, Owner>,
+    services: HashMap<String, Owner>,
+}
+
+impl Owners {
+    /// Claims what group `index` manages, reporting what another group claimed first.
+    fn claim(&mut self, cx: &mut Cx<'_>, index: usize, g: &GroupMeta) {
+        let group = g.name.as_ref().map_or_else(|| "?".to_string(), |(n, _)| n.clone());
+        let owner = |loc: &Loc| Owner { index, group: group.clone(), line: loc.pos.line() };
+        if let Some((service, loc)) = &g.service {
+            claim_one(cx, &mut self.services, service.clone(), owner(loc), loc, |o| {
+                format!(
+                    "service `{service}` is already deployed by deployment group `{}` (line {}); \
+                     a service belongs to at most one group",
+                    o.group, o.line
+                )
+            });
+        }
+        for (tg, loc) in g.target_groups.iter().flat_map(|(names, _)| names) {
+            claim_one(cx, &mut self.target_groups, tg.clone(), owner(loc), loc, |o| {
+                format!(
+                    "target group `{tg}` is already used by deployment group `{}` (line {}); \
+                     each group needs its own pair",
+                    o.group, o.line
+                )
+            });
+        }
+        for (r, loc) in g.production.iter().chain(g.test.iter()) {
+            claim_one(cx, &mut self.listeners, r.clone(), owner(loc), loc, |o| {
+                format!(
+                    "listener {r} is already managed by deployment group `{}` (line {}); a \
+                     listener belongs to at most one group",
+                    o.group, o.line
+                )
+            });
+        }
+    }
+}
+
+/// Records `owner` for `key` unless another group has it: then reports `taken` at `loc`.
+fn claim_one<K: std::hash::Hash + Eq>(
+    cx: &mut Cx<'_>,
+    owners: &mut HashMap<K, Owner>,
+    key: K,
+    owner: Owner,
+    loc: &Loc,
+    taken: impl FnOnce(&Owner) -> String,
+) {
+    match owners.get(&key) {
+        Some(o) if o.index != owner.index => cx.error(loc.pos, &loc.path, taken(o)),
+        Some(_) => {}
+        None => {
+            owners.insert(key, owner);
         }
     }
 }
@@ -264,6 +281,8 @@ fn declared_listeners(meta: &Meta) -> Vec<String> {
         .collect()
 }
 
+/// What one deployment group names: its target-group pair, service, listeners, deployment
+/// config and hooks.
 fn check_group_refs(
     cx: &mut Cx<'_>,
     meta: &Meta,
@@ -273,11 +292,24 @@ fn check_group_refs(
     hooks: &[&str],
     configs: &[&str],
 ) {
-    let pair: Vec<&str> = g
-        .target_groups
-        .iter()
-        .flat_map(|(names, _)| names.iter().map(|(n, _)| n.as_str()))
-        .collect();
+    check_group_pair(cx, g, target_groups);
+    check_group_service(cx, meta, g, services);
+    check_group_listeners(cx, meta, g);
+    check_group_config(cx, g, configs);
+    check_group_hooks(cx, g, hooks);
+    if let Some(loc) = &g.on_alarm
+        && g.alarms_empty
+    {
+        cx.note(
+            loc.pos,
+            &loc.path,
+            "this group watches no alarms, so DEPLOYMENT_STOP_ON_ALARM never fires; add `alarms`",
+        );
+    }
+}
+
+/// Two different target groups, both declared.
+fn check_group_pair(cx: &mut Cx<'_>, g: &GroupMeta, target_groups: &[&str]) {
     if let Some((names, _)) = &g.target_groups {
         for (tg, loc) in names {
             if !target_groups.contains(&tg.as_str()) {
@@ -297,6 +329,15 @@ fn check_group_refs(
             );
         }
     }
+}
+
+/// The service exists, has a load balancer, and starts its tasks in one of the group's pair.
+fn check_group_service(cx: &mut Cx<'_>, meta: &Meta, g: &GroupMeta, services: &[&str]) {
+    let pair: Vec<&str> = g
+        .target_groups
+        .iter()
+        .flat_map(|(names, _)| names.iter().map(|(n, _)| n.as_str()))
+        .collect();
     if let Some((service, loc)) = &g.service {
         if !services.contains(&service.as_str()) {
             unknown(cx, loc, "service", service, services, "services");
@@ -337,6 +378,10 @@ fn check_group_refs(
             }
         }
     }
+}
+
+/// Production and test listeners exist, differ, and are on one load balancer.
+fn check_group_listeners(cx: &mut Cx<'_>, meta: &Meta, g: &GroupMeta) {
     let listeners = declared_listeners(meta);
     let listener_names: Vec<&str> = listeners.iter().map(String::as_str).collect();
     for (r, loc) in g.production.iter().chain(g.test.iter()) {
@@ -373,6 +418,9 @@ fn check_group_refs(
             );
         }
     }
+}
+
+fn check_group_config(cx: &mut Cx<'_>, g: &GroupMeta, configs: &[&str]) {
     if let Some((config, loc)) = &g.config
         && !configs.contains(&config.as_str())
     {
@@ -386,6 +434,9 @@ fn check_group_refs(
         }
         cx.error(loc.pos, &loc.path, message);
     }
+}
+
+fn check_group_hooks(cx: &mut Cx<'_>, g: &GroupMeta, hooks: &[&str]) {
     for (hook, loc) in &g.hooks {
         if !is_url(hook) && !hooks.contains(&hook.as_str()) {
             let mut message = format!("no hook named `{hook}`");
@@ -396,15 +447,6 @@ fn check_group_refs(
             }
             cx.error(loc.pos, &loc.path, message);
         }
-    }
-    if let Some(loc) = &g.on_alarm
-        && g.alarms_empty
-    {
-        cx.note(
-            loc.pos,
-            &loc.path,
-            "this group watches no alarms, so DEPLOYMENT_STOP_ON_ALARM never fires; add `alarms`",
-        );
     }
 }
 

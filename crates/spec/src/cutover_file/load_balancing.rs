@@ -523,56 +523,82 @@ pub(super) fn target_group(
     (spec, meta)
 }
 
+/// `health_check.path`: where the check requests, like ALB's.
+fn health_check_path(cx: &mut Cx<'_>, p: &Field<'_>) -> Option<String> {
+    let s = cx.string(p.node, &p.path)?;
+    if !s.starts_with('/') || s.len() > 1024 {
+        cx.error(
+            p.node.pos,
+            &p.path,
+            format!("path {} must start with `/` (and be at most 1024 characters)", quote(&s)),
+        );
+        return None;
+    }
+    Some(s)
+}
+
+fn health_check_interval(cx: &mut Cx<'_>, i: &Field<'_>) -> Option<(Duration, Loc)> {
+    let d = cx.duration(i.node, &i.path, BareNumber::Seconds)?;
+    if d < INTERVAL_MIN || d > INTERVAL_MAX {
+        cx.error(
+            i.node.pos,
+            &i.path,
+            format!(
+                "interval {} is out of range: 1s to 300s (cutover allows below ALB's 5s \
+                 minimum for local use)",
+                format_duration(d)
+            ),
+        );
+        return None;
+    }
+    Some((d, Loc::of(i)))
+}
+
+fn health_check_timeout(cx: &mut Cx<'_>, t: &Field<'_>) -> Option<(Duration, Loc)> {
+    let d = cx.duration(t.node, &t.path, BareNumber::Seconds)?;
+    if d < TIMEOUT_MIN || d > TIMEOUT_MAX {
+        cx.error(
+            t.node.pos,
+            &t.path,
+            format!("timeout {} is out of range: 100ms to 120s", format_duration(d)),
+        );
+        return None;
+    }
+    Some((d, Loc::of(t)))
+}
+
+/// `health_check.matcher`: the status codes that pass, `"200"` or `"200-299,302"`.
+fn health_check_matcher(cx: &mut Cx<'_>, m: &Field<'_>) -> Option<Vec<(u16, u16)>> {
+    let text = match &m.node.value {
+        Value::Str(s) => s.clone(),
+        Value::Int(i) => i.to_string(),
+        _ => {
+            cx.type_error(m.node, &m.path, "string like \"200\" or \"200-299\"");
+            return None;
+        }
+    };
+    match routes::parse_matcher(&text) {
+        Ok(ranges) => Some(ranges),
+        Err(err) => {
+            cx.error(m.node.pos, &m.path, err.to_string());
+            None
+        }
+    }
+}
+
 fn health_check(cx: &mut Cx<'_>, field: &Field<'_>) -> Option<HealthCheck> {
     let defaults = HealthCheck::default();
     let mut f = cx.map(field.node, &field.path)?;
     let enabled = optional(cx, &mut f, "enabled", |cx, e| cx.bool(e.node, &e.path));
-    let path = optional(cx, &mut f, "path", |cx, p| {
-        let s = cx.string(p.node, &p.path)?;
-        if !s.starts_with('/') || s.len() > 1024 {
-            cx.error(
-                p.node.pos,
-                &p.path,
-                format!("path {} must start with `/` (and be at most 1024 characters)", quote(&s)),
-            );
-            return None;
-        }
-        Some(s)
-    });
+    let path = optional(cx, &mut f, "path", health_check_path);
     let port = optional(cx, &mut f, "port", |cx, p| {
         if p.node.as_str() == Some("traffic-port") {
             return Some(None);
         }
         cx.port(p.node, &p.path).map(Some)
     });
-    let interval = optional(cx, &mut f, "interval", |cx, i| {
-        let d = cx.duration(i.node, &i.path, BareNumber::Seconds)?;
-        if d < INTERVAL_MIN || d > INTERVAL_MAX {
-            cx.error(
-                i.node.pos,
-                &i.path,
-                format!(
-                    "interval {} is out of range: 1s to 300s (cutover allows below ALB's 5s \
-                     minimum for local use)",
-                    format_duration(d)
-                ),
-            );
-            return None;
-        }
-        Some((d, Loc::of(i)))
-    });
-    let timeout = optional(cx, &mut f, "timeout", |cx, t| {
-        let d = cx.duration(t.node, &t.path, BareNumber::Seconds)?;
-        if d < TIMEOUT_MIN || d > TIMEOUT_MAX {
-            cx.error(
-                t.node.pos,
-                &t.path,
-                format!("timeout {} is out of range: 100ms to 120s", format_duration(d)),
-            );
-            return None;
-        }
-        Some((d, Loc::of(t)))
-    });
+    let interval = optional(cx, &mut f, "interval", health_check_interval);
+    let timeout = optional(cx, &mut f, "timeout", health_check_timeout);
     let threshold = |cx: &mut Cx<'_>, f: &mut Fields<'_>, key: &str, default: u32| {
         optional(cx, f, key, |cx, t| cx.u32(t.node, &t.path, 2, 10, key))
             .map(|v| v.unwrap_or(default))
@@ -580,23 +606,7 @@ fn health_check(cx: &mut Cx<'_>, field: &Field<'_>) -> Option<HealthCheck> {
     let healthy_threshold = threshold(cx, &mut f, "healthy_threshold", defaults.healthy_threshold);
     let unhealthy_threshold =
         threshold(cx, &mut f, "unhealthy_threshold", defaults.unhealthy_threshold);
-    let matcher = optional(cx, &mut f, "matcher", |cx, m| {
-        let text = match &m.node.value {
-            Value::Str(s) => s.clone(),
-            Value::Int(i) => i.to_string(),
-            _ => {
-                cx.type_error(m.node, &m.path, "string like \"200\" or \"200-299\"");
-                return None;
-            }
-        };
-        match routes::parse_matcher(&text) {
-            Ok(ranges) => Some(ranges),
-            Err(message) => {
-                cx.error(m.node.pos, &m.path, message);
-                None
-            }
-        }
-    });
+    let matcher = optional(cx, &mut f, "matcher", health_check_matcher);
     f.finish(cx, HEALTH_CHECK_FIELDS, &[]);
     let interval = interval?;
     let timeout = timeout?;

@@ -11,7 +11,7 @@ use ::alarms::{
 };
 
 use super::{GroupMeta, Loc, Named, check_unique, name, required_string, unknown};
-use crate::decode::{BareNumber, Cx, Field, quote};
+use crate::decode::{BareNumber, Cx, Field, Fields, quote};
 use crate::diag::{Pos, suggest};
 use crate::taskdef::optional;
 use crate::tree::{Node, Value};
@@ -133,35 +133,7 @@ pub(super) fn alarm(cx: &mut Cx<'_>, node: &Node, path: &str) -> (Option<AlarmDe
         "name the metric to watch, like `metric: HTTPCode_Target_5XX_Count` or a metric filter's \
          metric",
     );
-    let named = |cx: &mut Cx<'_>, field: &Field<'_>| {
-        cx.nonempty(field.node, &field.path).map(|s| (s, Loc::of(field)))
-    };
-    let target_group = optional(cx, &mut f, "target_group", named);
-    let service = optional(cx, &mut f, "service", named);
-    let dimension = match (target_group, service) {
-        (Some(Some(_)), Some(Some((_, loc)))) => {
-            cx.error(
-                loc.pos,
-                &loc.path,
-                "an alarm watches one series: `target_group` for a load-balancer metric or \
-                 `service` for a metric filter's metric, not both; remove one",
-            );
-            None
-        }
-        (Some(Some((tg, loc))), Some(None)) if tg == GREEN => Some((AlarmDimension::Green, loc)),
-        (Some(Some((tg, loc))), Some(None)) => Some((AlarmDimension::TargetGroup(tg), loc)),
-        (Some(None), Some(Some((s, loc)))) => Some((AlarmDimension::Service(s), loc)),
-        (Some(None), Some(None)) => {
-            cx.error(
-                map_loc.pos,
-                &super::child_key(path, "target_group"),
-                "missing the metric's series: add `target_group: NAME` (or `green`) for a \
-                 load-balancer metric, or `service: NAME` for a metric filter's metric",
-            );
-            None
-        }
-        _ => None,
-    };
+    let dimension = alarm_dimension(cx, &mut f, &map_loc, path);
     meta.dimension = dimension.clone();
     let statistic = f
         .require(
@@ -169,16 +141,7 @@ pub(super) fn alarm(cx: &mut Cx<'_>, node: &Node, path: &str) -> (Option<AlarmDe
             "statistic",
             "add `statistic: Sum` (or Average, Maximum, Minimum, SampleCount, p99)",
         )
-        .and_then(|s| {
-            let text = cx.str(s.node, &s.path)?;
-            match text.parse::<Statistic>() {
-                Ok(statistic) => Some(statistic),
-                Err(message) => {
-                    cx.error(s.node.pos, &s.path, message);
-                    None
-                }
-            }
-        });
+        .and_then(|s| statistic(cx, &s));
     let period = f
         .require(cx, "period", "add the length of a datapoint, like `period: 10s` or `period: 1m`")
         .and_then(|p| period(cx, &p));
@@ -206,43 +169,10 @@ pub(super) fn alarm(cx: &mut Cx<'_>, node: &Node, path: &str) -> (Option<AlarmDe
             "add how datapoints compare with the threshold, like `comparison: \">=\"` or \
              GreaterThanOrEqualToThreshold",
         )
-        .and_then(|c| {
-            let text = cx.str(c.node, &c.path)?;
-            let op = comparison(text);
-            if let Err(message) = &op {
-                cx.error(c.node.pos, &c.path, message.clone());
-            }
-            op.ok()
-        });
-    let treat_missing_data = optional(cx, &mut f, "treat_missing_data", |cx, t| {
-        let text = cx.str(t.node, &t.path)?;
-        const NAMES: [&str; 4] = ["missing", "notBreaching", "breaching", "ignore"];
-        match text.parse::<TreatMissingData>() {
-            Ok(treat) => Some(treat),
-            Err(mut message) => {
-                if let Some(s) = suggest(text, NAMES) {
-                    message.push_str(&format!("; did you mean `{s}`?"));
-                }
-                cx.error(t.node.pos, &t.path, message);
-                None
-            }
-        }
-    });
-    let low_sample = optional(cx, &mut f, "evaluate_low_sample_count_percentile", |cx, l| match cx
-        .str(
-        l.node, &l.path,
-    )? {
-        "evaluate" => Some((LowSampleCountPercentile::Evaluate, Loc::of(l))),
-        "ignore" => Some((LowSampleCountPercentile::Ignore, Loc::of(l))),
-        other => {
-            cx.error(
-                l.node.pos,
-                &l.path,
-                format!("{} is not `evaluate` or `ignore`", quote(other)),
-            );
-            None
-        }
-    });
+        .and_then(|c| comparison_field(cx, &c));
+    let treat_missing_data = optional(cx, &mut f, "treat_missing_data", treat_missing_data);
+    let low_sample =
+        optional(cx, &mut f, "evaluate_low_sample_count_percentile", low_sample_count_percentile);
     f.finish(cx, ALARM_FIELDS, &[]);
     let (
         Some((alarm_name, name_loc)),
@@ -272,14 +202,9 @@ pub(super) fn alarm(cx: &mut Cx<'_>, node: &Node, path: &str) -> (Option<AlarmDe
     else {
         return (None, meta);
     };
-    let metric_id = match &dimension {
-        AlarmDimension::TargetGroup(tg) => MetricId::new(&metric).with(TARGET_GROUP_DIMENSION, tg),
-        AlarmDimension::Green => MetricId::new(&metric),
-        AlarmDimension::Service(s) => MetricId::new(&metric).with(SERVICE_DIMENSION, s),
-    };
     let spec = AlarmSpec {
         name: alarm_name,
-        metric: metric_id,
+        metric: metric_id(&metric, &dimension),
         statistic,
         period,
         evaluation_periods,
@@ -292,25 +217,153 @@ pub(super) fn alarm(cx: &mut Cx<'_>, node: &Node, path: &str) -> (Option<AlarmDe
             .map(|(l, _)| *l)
             .unwrap_or_default(),
     };
-    if let Err(errors) = spec.validate() {
-        for e in errors {
-            let loc = match e.field {
-                "name" => &name_loc,
-                "metric" if e.message.contains("dimension") => &dimension_loc,
-                "metric" => &metric_loc,
-                "evaluation_periods" => &n_loc,
-                "datapoints_to_alarm" => datapoints_to_alarm.as_ref().map_or(&n_loc, |(_, l)| l),
-                "threshold" => &threshold_loc,
-                "evaluate_low_sample_count_percentile" => {
-                    low_sample.as_ref().map_or(&map_loc, |(_, l)| l)
-                }
-                _ => &map_loc,
-            };
-            cx.error(loc.pos, &loc.path, e.message);
-        }
+    let locs = AlarmLocs {
+        map: &map_loc,
+        name: &name_loc,
+        metric: &metric_loc,
+        dimension: &dimension_loc,
+        evaluation_periods: &n_loc,
+        datapoints_to_alarm: datapoints_to_alarm.as_ref().map(|(_, l)| l),
+        threshold: &threshold_loc,
+        low_sample: low_sample.as_ref().map(|(_, l)| l),
+    };
+    if !alarm_is_valid(cx, &spec, &locs) {
         return (None, meta);
     }
     (Some(AlarmDecl { spec, dimension }), meta)
+}
+
+/// The series an alarm watches: a target group's (or green's), or a service's.
+fn alarm_dimension(
+    cx: &mut Cx<'_>,
+    f: &mut Fields<'_>,
+    map_loc: &Loc,
+    path: &str,
+) -> Option<(AlarmDimension, Loc)> {
+    let named = |cx: &mut Cx<'_>, field: &Field<'_>| {
+        cx.nonempty(field.node, &field.path).map(|s| (s, Loc::of(field)))
+    };
+    let target_group = optional(cx, f, "target_group", named);
+    let service = optional(cx, f, "service", named);
+    match (target_group, service) {
+        (Some(Some(_)), Some(Some((_, loc)))) => {
+            cx.error(
+                loc.pos,
+                &loc.path,
+                "an alarm watches one series: `target_group` for a load-balancer metric or \
+                 `service` for a metric filter's metric, not both; remove one",
+            );
+            None
+        }
+        (Some(Some((tg, loc))), Some(None)) if tg == GREEN => Some((AlarmDimension::Green, loc)),
+        (Some(Some((tg, loc))), Some(None)) => Some((AlarmDimension::TargetGroup(tg), loc)),
+        (Some(None), Some(Some((s, loc)))) => Some((AlarmDimension::Service(s), loc)),
+        (Some(None), Some(None)) => {
+            cx.error(
+                map_loc.pos,
+                &super::child_key(path, "target_group"),
+                "missing the metric's series: add `target_group: NAME` (or `green`) for a \
+                 load-balancer metric, or `service: NAME` for a metric filter's metric",
+            );
+            None
+        }
+        _ => None,
+    }
+}
+
+fn statistic(cx: &mut Cx<'_>, s: &Field<'_>) -> Option<Statistic> {
+    let text = cx.str(s.node, &s.path)?;
+    match text.parse::<Statistic>() {
+        Ok(statistic) => Some(statistic),
+        Err(err) => {
+            cx.error(s.node.pos, &s.path, err.to_string());
+            None
+        }
+    }
+}
+
+fn comparison_field(cx: &mut Cx<'_>, c: &Field<'_>) -> Option<ComparisonOperator> {
+    let text = cx.str(c.node, &c.path)?;
+    let op = comparison(text);
+    if let Err(message) = &op {
+        cx.error(c.node.pos, &c.path, message.to_string());
+    }
+    op.ok()
+}
+
+fn treat_missing_data(cx: &mut Cx<'_>, t: &Field<'_>) -> Option<TreatMissingData> {
+    let text = cx.str(t.node, &t.path)?;
+    const NAMES: [&str; 4] = ["missing", "notBreaching", "breaching", "ignore"];
+    match text.parse::<TreatMissingData>() {
+        Ok(treat) => Some(treat),
+        Err(err) => {
+            let mut message = err.to_string();
+            if let Some(s) = suggest(text, NAMES) {
+                message.push_str(&format!("; did you mean `{s}`?"));
+            }
+            cx.error(t.node.pos, &t.path, message);
+            None
+        }
+    }
+}
+
+fn low_sample_count_percentile(
+    cx: &mut Cx<'_>,
+    l: &Field<'_>,
+) -> Option<(LowSampleCountPercentile, Loc)> {
+    match cx.str(l.node, &l.path)? {
+        "evaluate" => Some((LowSampleCountPercentile::Evaluate, Loc::of(l))),
+        "ignore" => Some((LowSampleCountPercentile::Ignore, Loc::of(l))),
+        other => {
+            cx.error(
+                l.node.pos,
+                &l.path,
+                format!("{} is not `evaluate` or `ignore`", quote(other)),
+            );
+            None
+        }
+    }
+}
+
+/// The series of `metric` an alarm watches; green's target group is known only in a deployment.
+fn metric_id(metric: &str, dimension: &AlarmDimension) -> MetricId {
+    match dimension {
+        AlarmDimension::TargetGroup(tg) => MetricId::new(metric).with(TARGET_GROUP_DIMENSION, tg),
+        AlarmDimension::Green => MetricId::new(metric),
+        AlarmDimension::Service(s) => MetricId::new(metric).with(SERVICE_DIMENSION, s),
+    }
+}
+
+/// Where an alarm's fields were written, for the errors of CloudWatch's own checks.
+struct AlarmLocs<'a> {
+    map: &'a Loc,
+    name: &'a Loc,
+    metric: &'a Loc,
+    dimension: &'a Loc,
+    evaluation_periods: &'a Loc,
+    datapoints_to_alarm: Option<&'a Loc>,
+    threshold: &'a Loc,
+    low_sample: Option<&'a Loc>,
+}
+
+/// Runs CloudWatch's checks of the alarm (`alarms::AlarmSpec::validate`) and reports each
+/// failure at the field it is about.
+fn alarm_is_valid(cx: &mut Cx<'_>, spec: &AlarmSpec, locs: &AlarmLocs<'_>) -> bool {
+    let Err(errors) = spec.validate() else { return true };
+    for e in errors {
+        let loc = match e.field {
+            "name" => locs.name,
+            "metric" if e.message.contains("dimension") => locs.dimension,
+            "metric" => locs.metric,
+            "evaluation_periods" => locs.evaluation_periods,
+            "datapoints_to_alarm" => locs.datapoints_to_alarm.unwrap_or(locs.evaluation_periods),
+            "threshold" => locs.threshold,
+            "evaluate_low_sample_count_percentile" => locs.low_sample.unwrap_or(locs.map),
+            _ => locs.map,
+        };
+        cx.error(loc.pos, &loc.path, e.message);
+    }
+    false
 }
 
 /// `1s`, `10s`, `1m`; a bare integer counts seconds, as CloudWatch's `Period`.
@@ -331,15 +384,15 @@ fn period(cx: &mut Cx<'_>, field: &Field<'_>) -> Option<Period> {
     let secs = u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
     match Period::from_secs(secs) {
         Ok(p) => Some(p),
-        Err(message) => {
-            cx.error(field.node.pos, &field.path, message);
+        Err(err) => {
+            cx.error(field.node.pos, &field.path, err.to_string());
             None
         }
     }
 }
 
 /// CloudWatch's operator names, or `>=`, `>`, `<`, `<=`.
-fn comparison(text: &str) -> Result<ComparisonOperator, String> {
+fn comparison(text: &str) -> Result<ComparisonOperator, BadComparison> {
     match text {
         ">=" => return Ok(ComparisonOperator::GreaterThanOrEqualToThreshold),
         ">" => return Ok(ComparisonOperator::GreaterThanThreshold),
@@ -360,11 +413,6 @@ fn comparison(text: &str) -> Result<ComparisonOperator, String> {
         "LessThanThreshold",
         "LessThanOrEqualToThreshold",
     ];
-    let mut message = format!(
-        "{} is not a comparison; use `>=` (GreaterThanOrEqualToThreshold), `>` \
-         (GreaterThanThreshold), `<` (LessThanThreshold) or `<=` (LessThanOrEqualToThreshold)",
-        quote(text)
-    );
     // `GreaterThanOrEqual` is closer by edits to `GreaterThanThreshold` than to what it starts.
     let lower = text.to_ascii_lowercase();
     let extending: Vec<&str> = ALL
@@ -376,10 +424,19 @@ fn comparison(text: &str) -> Result<ComparisonOperator, String> {
         [one] => Some(one),
         _ => suggest(text, ALL),
     };
-    if let Some(s) = guess {
-        message.push_str(&format!("; did you mean `{s}`?"));
-    }
-    Err(message)
+    Err(BadComparison { text: text.to_string(), guess })
+}
+
+/// A comparison that is none of CloudWatch's, with the one it most likely meant.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{} is not a comparison; use `>=` (GreaterThanOrEqualToThreshold), `>` (GreaterThanThreshold), `<` (LessThanThreshold) or `<=` (LessThanOrEqualToThreshold){}",
+    quote(.text),
+    .guess.map(|s| format!("; did you mean `{s}`?")).unwrap_or_default()
+)]
+struct BadComparison {
+    text: String,
+    guess: Option<&'static str>,
 }
 
 /// An integer or a decimal number.
@@ -594,7 +651,6 @@ pub(super) fn cross_check(
         .iter()
         .filter_map(|f| Some((f.metric.as_ref()?.0.as_str(), f.service.as_ref()?.0.as_str())))
         .collect();
-    let filter_metrics: BTreeSet<&str> = produced.iter().map(|(m, _)| *m).collect();
     for alarm in alarms {
         let (Some((metric, metric_loc)), Some((dimension, dim_loc))) =
             (&alarm.metric, &alarm.dimension)
@@ -602,84 +658,131 @@ pub(super) fn cross_check(
             continue;
         };
         if LOAD_BALANCER_METRICS.contains(&metric.as_str()) {
-            match dimension {
-                AlarmDimension::Service(_) => cx.error(
+            check_load_balancer_series(cx, metric, (dimension, dim_loc), target_groups);
+        } else {
+            check_filter_series(cx, (metric, metric_loc), (dimension, dim_loc), &produced);
+        }
+    }
+    let listed = check_group_alarms(cx, alarms, groups);
+    for alarm in alarms {
+        if let (Some((alarm_name, _)), Some((AlarmDimension::Green, loc))) =
+            (&alarm.name, &alarm.dimension)
+            && !listed.contains(alarm_name.as_str())
+        {
+            cx.note(
+                loc.pos,
+                &loc.path,
+                format!(
+                    "no deployment group lists alarm `{alarm_name}`, and `green` only exists in a \
+                     deployment; add it to a group's `alarms`"
+                ),
+            );
+        }
+    }
+}
+
+/// A load-balancer metric is kept per target group: the alarm names one that exists, or green.
+fn check_load_balancer_series(
+    cx: &mut Cx<'_>,
+    metric: &str,
+    (dimension, dim_loc): (&AlarmDimension, &Loc),
+    target_groups: &[&str],
+) {
+    match dimension {
+        AlarmDimension::Service(_) => cx.error(
+            dim_loc.pos,
+            &dim_loc.path,
+            format!(
+                "`{metric}` is a load-balancer metric, kept per target group; write \
+                 `target_group: NAME` (or `green`) instead of `service`"
+            ),
+        ),
+        AlarmDimension::TargetGroup(tg) => {
+            if !target_groups.contains(&tg.as_str()) {
+                let mut known = target_groups.to_vec();
+                known.push(GREEN);
+                unknown(cx, dim_loc, "target group", tg, &known, "target_groups");
+            }
+        }
+        AlarmDimension::Green => {
+            if target_groups.contains(&GREEN) {
+                cx.note(
+                    dim_loc.pos,
+                    &dim_loc.path,
+                    "`green` means the green target group of the deployment being \
+                     watched, not the target group named `green`",
+                );
+            }
+        }
+    }
+}
+
+/// Any other metric must come from a metric filter, for the service the alarm names.
+fn check_filter_series(
+    cx: &mut Cx<'_>,
+    (metric, metric_loc): (&str, &Loc),
+    (dimension, dim_loc): (&AlarmDimension, &Loc),
+    produced: &BTreeSet<(&str, &str)>,
+) {
+    let filter_metrics: BTreeSet<&str> = produced.iter().map(|(m, _)| *m).collect();
+    if !filter_metrics.contains(metric) {
+        let mut message = format!(
+            "no metric `{metric}`: it is neither a load-balancer metric nor produced by a \
+             metric filter"
+        );
+        let candidates =
+            LOAD_BALANCER_METRICS.iter().copied().chain(filter_metrics.iter().copied());
+        match suggest(metric, candidates) {
+            Some(s) => message.push_str(&format!("; did you mean `{s}`?")),
+            None if filter_metrics.is_empty() => message.push_str(&format!(
+                "; use a load-balancer metric ({}) or declare a metric filter under \
+                 `metric_filters`",
+                LOAD_BALANCER_METRICS.join(", ")
+            )),
+            None => message.push_str(&format!(
+                "; metric filters produce: {}",
+                filter_metrics.iter().copied().collect::<Vec<_>>().join(", ")
+            )),
+        }
+        cx.error(metric_loc.pos, &metric_loc.path, message);
+        return;
+    }
+    let producers: Vec<&str> =
+        produced.iter().filter(|(m, _)| *m == metric).map(|(_, s)| *s).collect();
+    match dimension {
+        AlarmDimension::Service(service) => {
+            if !producers.contains(&service.as_str()) {
+                cx.error(
                     dim_loc.pos,
                     &dim_loc.path,
                     format!(
-                        "`{metric}` is a load-balancer metric, kept per target group; write \
-                         `target_group: NAME` (or `green`) instead of `service`"
+                        "no metric filter produces `{metric}` for service `{service}`; it is \
+                         produced for: {}",
+                        producers.join(", ")
                     ),
-                ),
-                AlarmDimension::TargetGroup(tg) => {
-                    if !target_groups.contains(&tg.as_str()) {
-                        let mut known = target_groups.to_vec();
-                        known.push(GREEN);
-                        unknown(cx, dim_loc, "target group", tg, &known, "target_groups");
-                    }
-                }
-                AlarmDimension::Green => {
-                    if target_groups.contains(&GREEN) {
-                        cx.note(
-                            dim_loc.pos,
-                            &dim_loc.path,
-                            "`green` means the green target group of the deployment being \
-                             watched, not the target group named `green`",
-                        );
-                    }
-                }
+                );
             }
-            continue;
         }
-        if !filter_metrics.contains(metric.as_str()) {
-            let mut message = format!(
-                "no metric `{metric}`: it is neither a load-balancer metric nor produced by a \
-                 metric filter"
-            );
-            let candidates =
-                LOAD_BALANCER_METRICS.iter().copied().chain(filter_metrics.iter().copied());
-            match suggest(metric, candidates) {
-                Some(s) => message.push_str(&format!("; did you mean `{s}`?")),
-                None if filter_metrics.is_empty() => message.push_str(&format!(
-                    "; use a load-balancer metric ({}) or declare a metric filter under \
-                     `metric_filters`",
-                    LOAD_BALANCER_METRICS.join(", ")
-                )),
-                None => message.push_str(&format!(
-                    "; metric filters produce: {}",
-                    filter_metrics.iter().copied().collect::<Vec<_>>().join(", ")
-                )),
-            }
-            cx.error(metric_loc.pos, &metric_loc.path, message);
-            continue;
-        }
-        let producers: Vec<&str> =
-            produced.iter().filter(|(m, _)| *m == metric).map(|(_, s)| *s).collect();
-        match dimension {
-            AlarmDimension::Service(service) => {
-                if !producers.contains(&service.as_str()) {
-                    cx.error(
-                        dim_loc.pos,
-                        &dim_loc.path,
-                        format!(
-                            "no metric filter produces `{metric}` for service `{service}`; it is \
-                             produced for: {}",
-                            producers.join(", ")
-                        ),
-                    );
-                }
-            }
-            AlarmDimension::TargetGroup(_) | AlarmDimension::Green => cx.error(
-                dim_loc.pos,
-                &dim_loc.path,
-                format!(
-                    "`{metric}` comes from a metric filter and is kept per service; write \
-                     `service: {}` instead of `target_group`",
-                    producers[0]
-                ),
+        AlarmDimension::TargetGroup(_) | AlarmDimension::Green => cx.error(
+            dim_loc.pos,
+            &dim_loc.path,
+            format!(
+                "`{metric}` comes from a metric filter and is kept per service; write \
+                 `service: {}` instead of `target_group`",
+                producers[0]
             ),
-        }
+        ),
     }
+}
+
+/// Every alarm a deployment group lists exists; one that watches a target group of the group's
+/// blue/green pair gets a note (it watches the new version one time, the old the next). Returns
+/// the names listed.
+fn check_group_alarms<'a>(
+    cx: &mut Cx<'_>,
+    alarms: &[AlarmMeta],
+    groups: &'a [GroupMeta],
+) -> BTreeSet<&'a str> {
     let names: Vec<&str> =
         alarms.iter().filter_map(|a| a.name.as_ref().map(|(n, _)| n.as_str())).collect();
     let mut listed: BTreeSet<&str> = BTreeSet::new();
@@ -716,19 +819,5 @@ pub(super) fn cross_check(
             }
         }
     }
-    for alarm in alarms {
-        if let (Some((alarm_name, _)), Some((AlarmDimension::Green, loc))) =
-            (&alarm.name, &alarm.dimension)
-            && !listed.contains(alarm_name.as_str())
-        {
-            cx.note(
-                loc.pos,
-                &loc.path,
-                format!(
-                    "no deployment group lists alarm `{alarm_name}`, and `green` only exists in a \
-                     deployment; add it to a group's `alarms`"
-                ),
-            );
-        }
-    }
+    listed
 }
