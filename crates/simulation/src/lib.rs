@@ -78,7 +78,8 @@
 //! - **no task duplicated**: a task set never has more live tasks than it desires (extra ones are
 //!   deactivated at once, and drain; the drain is the replacement window); **no task orphaned**:
 //!   every task alive in the runtime is known to the reconciler as not stopped, or being stopped.
-//! - **the reconciler never spins**: after a tick at its next deadline, the next one is later.
+//! - **the reconciler never spins**: after at most two ticks at its next deadline, the next one
+//!   is later (the second for a drain of zero seconds that a deployment began in the first).
 //! - **every started deployment ends**: after the random phase, faults stop (no crash, no task
 //!   fault, alarms OK, hooks succeed, no commands) and time runs on; every deployment must finish
 //!   within [`client::bound`] of its configuration, and then the world converges: every task set
