@@ -7,7 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::buildspec::Artifacts;
-use crate::glob::Glob;
+use model::glob::Glob;
 
 /// One artifact a build produced: a directory of files.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,11 +31,52 @@ pub(crate) struct Limits {
     pub entries_max: usize,
 }
 
+/// Why the artifacts could not be collected: CodeBuild's CLIENT_ERROR, with what to change.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CollectError {
+    #[error("the source directory {} is not readable: {source}", dir.display())]
+    SourceUnreadable { dir: PathBuf, source: std::io::Error },
+    #[error(
+        "`{other}` and `{label}` would both be written as `{}`{}; rename one or exclude it with \
+         exclude-paths",
+        dest.display(),
+        if *discard_paths { " (discard-paths: yes)" } else { "" }
+    )]
+    SameDestination { other: String, label: String, dest: PathBuf, discard_paths: bool },
+    #[error("no matching artifact paths found")]
+    NothingMatched,
+    #[error(
+        "the artifact has {files} files, more than the limit of {max}; narrow `files` or use \
+         exclude-paths"
+    )]
+    TooManyFiles { files: usize, max: usize },
+    #[error("the artifact is {bytes} bytes, more than the limit of {max} bytes")]
+    TooLarge { bytes: u64, max: u64 },
+    #[error("cannot create the artifact directory {}: {source}", dir.display())]
+    CreateOutput { dir: PathBuf, source: std::io::Error },
+    #[error("cannot create {}: {source}", dir.display())]
+    CreateDir { dir: PathBuf, source: std::io::Error },
+    #[error("cannot copy `{label}`: {source}")]
+    Copy { label: String, source: std::io::Error },
+    #[error(
+        "the artifact patterns looked at more than {max} files and directories; narrow `files` \
+         or base-directory"
+    )]
+    TooManyEntries { max: usize },
+    #[error(
+        "base-directory `{0}` does not exist in the source directory after the build; check the \
+         path (it is relative to CODEBUILD_SRC_DIR)"
+    )]
+    BaseDirMissing(String),
+    #[error("base-directory `{0}` leads outside the source directory (through a symlink)")]
+    BaseDirOutside(String),
+}
+
 #[derive(Debug)]
 pub(crate) struct Collected {
     /// The files copied, relative to `dest`, and their total size; the error is CodeBuild's
     /// CLIENT_ERROR message.
-    pub result: Result<(Vec<PathBuf>, u64), String>,
+    pub result: Result<(Vec<PathBuf>, u64), CollectError>,
     /// Log lines: patterns that matched nothing, symlinks skipped.
     pub warnings: Vec<String>,
 }
@@ -53,7 +94,7 @@ pub(crate) fn collect(
         Ok(src) => src,
         Err(e) => {
             return Collected {
-                result: Err(format!("the source directory {} is not readable: {e}", src.display())),
+                result: Err(CollectError::SourceUnreadable { dir: src.to_path_buf(), source: e }),
                 warnings: Vec::new(),
             };
         }
@@ -67,7 +108,7 @@ fn copy_selected(
     walker: &mut Walker<'_>,
     spec: &Artifacts,
     dest: &Path,
-) -> Result<(Vec<PathBuf>, u64), String> {
+) -> Result<(Vec<PathBuf>, u64), CollectError> {
     let src = walker.root.clone();
     let limits = walker.limits;
     let bases = base_dirs(walker, spec.base_directory.as_ref())?;
@@ -94,46 +135,39 @@ fn copy_selected(
             };
             let label = shown(&src, &path);
             if let Some((_, other)) = chosen.get(&dest_rel) {
-                return Err(format!(
-                    "`{other}` and `{label}` would both be written as `{}`{}; rename one or \
-                     exclude it with exclude-paths",
-                    dest_rel.display(),
-                    if spec.discard_paths { " (discard-paths: yes)" } else { "" }
-                ));
+                return Err(CollectError::SameDestination {
+                    other: other.clone(),
+                    label,
+                    dest: dest_rel,
+                    discard_paths: spec.discard_paths,
+                });
             }
             chosen.insert(dest_rel, (path, label));
         }
     }
     if chosen.is_empty() {
-        return Err("no matching artifact paths found".to_string());
+        return Err(CollectError::NothingMatched);
     }
     if chosen.len() > limits.files_max {
-        return Err(format!(
-            "the artifact has {} files, more than the limit of {}; narrow `files` or use \
-             exclude-paths",
-            chosen.len(),
-            limits.files_max
-        ));
+        return Err(CollectError::TooManyFiles { files: chosen.len(), max: limits.files_max });
     }
     let mut bytes = 0u64;
     for (path, _) in chosen.values() {
         bytes += fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     }
     if bytes > limits.bytes_max {
-        return Err(format!(
-            "the artifact is {bytes} bytes, more than the limit of {} bytes",
-            limits.bytes_max
-        ));
+        return Err(CollectError::TooLarge { bytes, max: limits.bytes_max });
     }
     fs::create_dir_all(dest)
-        .map_err(|e| format!("cannot create the artifact directory {}: {e}", dest.display()))?;
+        .map_err(|source| CollectError::CreateOutput { dir: dest.to_path_buf(), source })?;
     for (dest_rel, (path, label)) in &chosen {
         let to = dest.join(dest_rel);
         if let Some(parent) = to.parent() {
             fs::create_dir_all(parent)
-                .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+                .map_err(|source| CollectError::CreateDir { dir: parent.to_path_buf(), source })?;
         }
-        fs::copy(path, &to).map_err(|e| format!("cannot copy `{label}`: {e}"))?;
+        fs::copy(path, &to)
+            .map_err(|source| CollectError::Copy { label: label.clone(), source })?;
     }
     Ok((chosen.into_keys().collect(), bytes))
 }
@@ -168,13 +202,6 @@ enum Kind {
 }
 
 impl Walker<'_> {
-    fn base_dir_missing(&self, what: &str) -> String {
-        format!(
-            "base-directory `{what}` does not exist in the source directory after the build; \
-             check the path (it is relative to CODEBUILD_SRC_DIR)"
-        )
-    }
-
     /// What `path` is, following a symlink only when it stays inside the source directory.
     fn kind(&mut self, path: &Path) -> Kind {
         let Ok(meta) = fs::symlink_metadata(path) else { return Kind::Other };
@@ -208,14 +235,10 @@ impl Walker<'_> {
         Kind::Other
     }
 
-    fn count(&mut self) -> Result<(), String> {
+    fn count(&mut self) -> Result<(), CollectError> {
         self.entries += 1;
         if self.entries > self.limits.entries_max {
-            return Err(format!(
-                "the artifact patterns looked at more than {} files and directories; narrow \
-                 `files` or base-directory",
-                self.limits.entries_max
-            ));
+            return Err(CollectError::TooManyEntries { max: self.limits.entries_max });
         }
         Ok(())
     }
@@ -226,7 +249,7 @@ impl Walker<'_> {
         dir: &Path,
         rel: &mut Vec<String>,
         out: &mut dyn FnMut(&[String], PathBuf),
-    ) -> Result<(), String> {
+    ) -> Result<(), CollectError> {
         let Ok(read) = fs::read_dir(dir) else { return Ok(()) };
         let mut children: Vec<_> = read.filter_map(Result::ok).map(|e| e.path()).collect();
         children.sort();
@@ -250,7 +273,7 @@ impl Walker<'_> {
         base: &Path,
         pattern: &Glob,
         found: &mut BTreeMap<Vec<String>, PathBuf>,
-    ) -> Result<(), String> {
+    ) -> Result<(), CollectError> {
         if pattern.is_literal() {
             let names: Vec<String> = pattern
                 .as_str()
@@ -293,7 +316,7 @@ impl Walker<'_> {
         rel: &mut Vec<String>,
         g: &Glob,
         out: &mut Vec<PathBuf>,
-    ) -> Result<(), String> {
+    ) -> Result<(), CollectError> {
         let Ok(read) = fs::read_dir(dir) else { return Ok(()) };
         let mut children: Vec<_> = read.filter_map(Result::ok).map(|e| e.path()).collect();
         children.sort();
@@ -315,7 +338,7 @@ impl Walker<'_> {
     }
 }
 
-fn base_dirs(w: &mut Walker<'_>, base: Option<&Glob>) -> Result<Vec<PathBuf>, String> {
+fn base_dirs(w: &mut Walker<'_>, base: Option<&Glob>) -> Result<Vec<PathBuf>, CollectError> {
     let Some(g) = base else { return Ok(vec![w.root.clone()]) };
     if g.is_literal() {
         let path = g
@@ -324,14 +347,13 @@ fn base_dirs(w: &mut Walker<'_>, base: Option<&Glob>) -> Result<Vec<PathBuf>, St
             .filter(|s| !s.is_empty() && *s != ".")
             .fold(w.root.clone(), |p, n| p.join(n));
         // A base directory that is itself a link is fine as long as it stays inside.
-        let real = fs::canonicalize(&path).map_err(|_| w.base_dir_missing(g.as_str()))?;
+        let real =
+            fs::canonicalize(&path).map_err(|_| CollectError::BaseDirMissing(g.to_string()))?;
         if !real.is_dir() {
-            return Err(w.base_dir_missing(g.as_str()));
+            return Err(CollectError::BaseDirMissing(g.to_string()));
         }
         if !real.starts_with(&w.root) {
-            return Err(format!(
-                "base-directory `{g}` leads outside the source directory (through a symlink)"
-            ));
+            return Err(CollectError::BaseDirOutside(g.to_string()));
         }
         return Ok(vec![real]);
     }
@@ -339,7 +361,7 @@ fn base_dirs(w: &mut Walker<'_>, base: Option<&Glob>) -> Result<Vec<PathBuf>, St
     let root = w.root.clone();
     w.dirs_matching(&root, &mut Vec::new(), g, &mut out)?;
     if out.is_empty() {
-        return Err(w.base_dir_missing(g.as_str()));
+        return Err(CollectError::BaseDirMissing(g.to_string()));
     }
     Ok(out)
 }

@@ -9,7 +9,7 @@ use spec::syntax::{
 };
 use spec::{Diagnostic, Errors, Parsed};
 
-use crate::glob::Glob;
+use model::glob::Glob;
 
 /// `spec`'s YAML reader with a buildspec's advice, and without hex, octal, `.inf` and `.nan`
 /// numbers: CodeBuild reads those as text.
@@ -683,17 +683,32 @@ fn read_on_failure(cx: &mut Cx<'_>, field: &Field<'_>) -> Option<OnFailure> {
     let s = cx.nonempty_text(field.node, &field.path)?;
     match parse_on_failure(&s) {
         Ok(v) => Some(v),
-        Err(message) => {
-            cx.error(field.node.pos, &field.path, message);
+        Err(err) => {
+            cx.error(field.node.pos, &field.path, err.to_string());
             None
         }
     }
 }
 
+/// An `on-failure` value the buildspec cannot have.
+#[derive(Debug, thiserror::Error)]
+enum OnFailureError {
+    #[error("{} must be written in capitals: `{upper}`", quote(written))]
+    Lowercase { written: String, upper: String },
+    #[error(
+        "expected ABORT, CONTINUE, RETRY, RETRY-<count>, RETRY-<regex> or RETRY-<count>-<regex>, \
+         found {}",
+        quote(.0)
+    )]
+    Unknown(String),
+    #[error("RETRY-{0} asks for {0} retries; the most is {RETRY_COUNT_MAX}")]
+    TooManyRetries(String),
+    #[error("the retry pattern {} is not a valid regular expression: {reason}", quote(pattern))]
+    BadPattern { pattern: String, reason: String },
+}
+
 /// `ABORT`, `CONTINUE`, `RETRY`, `RETRY-<count>`, `RETRY-<regex>`, `RETRY-<count>-<regex>`.
-fn parse_on_failure(s: &str) -> Result<OnFailure, String> {
-    const EXPECTED: &str =
-        "expected ABORT, CONTINUE, RETRY, RETRY-<count>, RETRY-<regex> or RETRY-<count>-<regex>";
+fn parse_on_failure(s: &str) -> Result<OnFailure, OnFailureError> {
     match s {
         "ABORT" => return Ok(OnFailure::Abort),
         "CONTINUE" => return Ok(OnFailure::Continue),
@@ -702,24 +717,22 @@ fn parse_on_failure(s: &str) -> Result<OnFailure, String> {
     let Some(rest) = s.strip_prefix("RETRY") else {
         let upper = s.to_ascii_uppercase();
         if upper == "ABORT" || upper == "CONTINUE" || upper.starts_with("RETRY") {
-            return Err(format!("{} must be written in capitals: `{upper}`", quote(s)));
+            return Err(OnFailureError::Lowercase { written: s.to_string(), upper });
         }
-        return Err(format!("{EXPECTED}, found {}", quote(s)));
+        return Err(OnFailureError::Unknown(s.to_string()));
     };
     if rest.is_empty() {
         return Ok(OnFailure::Retry { count: 3, pattern: ".*".to_string() });
     }
     let Some(rest) = rest.strip_prefix('-') else {
-        return Err(format!("{EXPECTED}, found {}", quote(s)));
+        return Err(OnFailureError::Unknown(s.to_string()));
     };
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
     let after = &rest[digits.len()..];
     let (count, pattern) = if !digits.is_empty() && (after.is_empty() || after.starts_with('-')) {
         let count: u32 = digits.parse().unwrap_or(u32::MAX);
         if count > RETRY_COUNT_MAX {
-            return Err(format!(
-                "RETRY-{digits} asks for {digits} retries; the most is {RETRY_COUNT_MAX}"
-            ));
+            return Err(OnFailureError::TooManyRetries(digits));
         }
         let pattern = after.strip_prefix('-').unwrap_or("");
         (count, if pattern.is_empty() { ".*" } else { pattern })
@@ -727,11 +740,8 @@ fn parse_on_failure(s: &str) -> Result<OnFailure, String> {
         (3, rest)
     };
     if let Err(e) = regex::RegexBuilder::new(pattern).size_limit(1 << 20).build() {
-        let first = e.to_string().lines().last().unwrap_or("invalid").trim().to_string();
-        return Err(format!(
-            "the retry pattern {} is not a valid regular expression: {first}",
-            quote(pattern)
-        ));
+        let reason = e.to_string().lines().last().unwrap_or("invalid").trim().to_string();
+        return Err(OnFailureError::BadPattern { pattern: pattern.to_string(), reason });
     }
     Ok(OnFailure::Retry { count, pattern: pattern.to_string() })
 }
@@ -836,8 +846,8 @@ fn read_artifacts(cx: &mut Cx<'_>, field: &Field<'_>, primary: bool) -> Option<A
         let s = cx.nonempty_text(field.node, &field.path)?;
         match Glob::new(&s) {
             Ok(g) => Some(g),
-            Err(message) => {
-                cx.error(field.node.pos, &field.path, message);
+            Err(err) => {
+                cx.error(field.node.pos, &field.path, err.to_string());
                 None
             }
         }
@@ -929,7 +939,7 @@ fn globs(cx: &mut Cx<'_>, field: &Field<'_>) -> Vec<Glob> {
     for (text, pos, path) in items {
         match Glob::new(&text) {
             Ok(g) => out.push(g),
-            Err(message) => cx.error(pos, &path, message),
+            Err(err) => cx.error(pos, &path, err.to_string()),
         }
     }
     out

@@ -246,57 +246,75 @@ fn image_uri(cx: &mut Cx<'_>, node: &Node, path: &str) -> Option<String> {
     };
     match check_image_uri(s) {
         Ok(()) => Some(s.clone()),
-        Err(message) => {
-            cx.error(node.pos, path, message);
+        Err(err) => {
+            cx.error(node.pos, path, err.to_string());
             None
         }
     }
 }
 
+/// An image reference a build script got wrong, and what to check.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ImageUriError {
+    #[error(
+        "the image is empty; the variable that should hold it was not set when the file was \
+         written"
+    )]
+    Empty,
+    #[error(
+        "the image {} contains whitespace; an image reference is one word like \
+         registry/repository:tag",
+        quote(.0)
+    )]
+    Whitespace(String),
+    #[error("the image reference is longer than {IMAGE_URI_MAX} characters")]
+    TooLong,
+    #[error("the image {} still contains a `<…>` placeholder; write the real image", quote(.0))]
+    Placeholder(String),
+    #[error(
+        "the image {} ends with `:`, so its tag is empty; was the tag variable (such as \
+         IMAGE_TAG) empty when the file was written?",
+        quote(.0)
+    )]
+    EmptyTag(String),
+    #[error("the image {} ends with `@`, so its digest is empty", quote(.0))]
+    EmptyDigest(String),
+    #[error(
+        "the image {} has no repository name before `{}`; was the repository variable empty?",
+        quote(.0),
+        &.0[..1]
+    )]
+    NoRepository(String),
+}
+
 /// Checks the mistakes a build script makes when it writes an image reference: an unset
 /// variable (empty value, empty tag), a placeholder left in, stray whitespace.
-pub fn check_image_uri(uri: &str) -> Result<(), String> {
+pub fn check_image_uri(uri: &str) -> Result<(), ImageUriError> {
+    let owned = || uri.to_string();
     if uri.trim().is_empty() {
-        return Err("the image is empty; the variable that should hold it was not set when the \
-                    file was written"
-            .to_string());
+        return Err(ImageUriError::Empty);
     }
     if uri.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!(
-            "the image {} contains whitespace; an image reference is one word like \
-             registry/repository:tag",
-            quote(uri)
-        ));
+        return Err(ImageUriError::Whitespace(owned()));
     }
     if uri.len() > IMAGE_URI_MAX {
-        return Err(format!("the image reference is longer than {IMAGE_URI_MAX} characters"));
+        return Err(ImageUriError::TooLong);
     }
     if uri.contains('<') || uri.contains('>') {
-        return Err(format!(
-            "the image {} still contains a `<…>` placeholder; write the real image",
-            quote(uri)
-        ));
+        return Err(ImageUriError::Placeholder(owned()));
     }
     // The process runtime's images are directories: an absolute path is a complete reference.
     if uri.starts_with('/') {
         return Ok(());
     }
     if uri.ends_with(':') {
-        return Err(format!(
-            "the image {} ends with `:`, so its tag is empty; was the tag variable (such as \
-             IMAGE_TAG) empty when the file was written?",
-            quote(uri)
-        ));
+        return Err(ImageUriError::EmptyTag(owned()));
     }
     if uri.ends_with('@') {
-        return Err(format!("the image {} ends with `@`, so its digest is empty", quote(uri)));
+        return Err(ImageUriError::EmptyDigest(owned()));
     }
     if uri.starts_with([':', '@', '/']) {
-        return Err(format!(
-            "the image {} has no repository name before `{}`; was the repository variable empty?",
-            quote(uri),
-            &uri[..1]
-        ));
+        return Err(ImageUriError::NoRepository(owned()));
     }
     Ok(())
 }
@@ -372,10 +390,10 @@ mod tests {
         assert!(check_image_uri("123.dkr.ecr.us-east-1.amazonaws.com/app:abc1234").is_ok());
         assert!(check_image_uri("nginx").is_ok());
         assert!(check_image_uri("repo@sha256:abc").is_ok());
-        assert!(check_image_uri("repo:").unwrap_err().contains("tag is empty"));
-        assert!(check_image_uri(":latest").unwrap_err().contains("no repository name"));
-        assert!(check_image_uri("").unwrap_err().contains("not set"));
-        assert!(check_image_uri("<IMAGE1_NAME>").unwrap_err().contains("placeholder"));
-        assert!(check_image_uri("a b").unwrap_err().contains("whitespace"));
+        assert!(check_image_uri("repo:").unwrap_err().to_string().contains("tag is empty"));
+        assert!(check_image_uri(":latest").unwrap_err().to_string().contains("no repository name"));
+        assert!(check_image_uri("").unwrap_err().to_string().contains("not set"));
+        assert!(check_image_uri("<IMAGE1_NAME>").unwrap_err().to_string().contains("placeholder"));
+        assert!(check_image_uri("a b").unwrap_err().to_string().contains("whitespace"));
     }
 }

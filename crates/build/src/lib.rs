@@ -3,13 +3,12 @@
 //! persistent shell with CodeBuild's phase rules, variables, timeout, live logs and artifacts,
 //! and [`parse_image_detail`]/[`parse_image_definitions`] read what a build hands to a deploy.
 //!
-//! The parsing modules (`buildspec`, `glob`, `image`) do no IO; `runner` and `artifacts` do.
+//! The parsing modules (`buildspec`, `image`; globs are `model::glob`) do no IO; `runner` and `artifacts` do.
 
 mod artifacts;
 mod buildspec;
 #[doc(hidden)]
 pub mod fuzzing;
-mod glob;
 mod image;
 mod runner;
 
@@ -18,11 +17,11 @@ pub use buildspec::{
     Artifacts, BuildSpec, Command, Env, OnFailure, Phase, PhaseType, Phases, RETRY_COUNT_MAX,
     Shell, looks_secret, parse_buildspec, render,
 };
-pub use glob::Glob;
 pub use image::{
     IMAGE_DEFINITIONS_SIZE_MAX, IMAGE_DETAIL_SIZE_MAX, IMAGE_URI_MAX, ImageDefinition, ImageDetail,
-    check_image_uri, parse_image_definitions, parse_image_detail,
+    ImageUriError, check_image_uri, parse_image_definitions, parse_image_detail,
 };
+pub use model::glob::Glob;
 pub use runner::{
     BuildContext, BuildResult, BuildStatus, BuildVariable, DEFAULT_TIMEOUT, Limits, LogLine,
     LogSink, LogStats, LogStream, MemorySink, PhaseContext, PhaseRecord, PhaseStatus,

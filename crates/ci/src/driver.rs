@@ -12,20 +12,20 @@ use pipeline::{Effect, Input, InputError, Pipeline, Revision};
 use tokio::sync::{Notify, watch};
 use tokio::task::AbortHandle;
 
-use crate::def::PipelineDef;
 use crate::{CiConfig, Deployer, Error, Shared, artifacts, git};
+use pipeline::definition::{PipelineDecl, SourceLocation};
 
-/// How often the loop looks at deadlines, pushes and polls without being woken.
-const TICK: Duration = Duration::from_millis(250);
 /// How often retention runs.
 const GC_EVERY: Duration = Duration::from_secs(60);
+/// How soon a pipeline whose step the store refused is stepped again.
+const UNWRITTEN_RETRY: Duration = Duration::from_millis(250);
 
 #[derive(Clone)]
 pub struct Slot {
-    pub def: PipelineDef,
+    pub def: PipelineDecl,
     pub machine: Pipeline,
     pub version: u64,
-    pub pending: Option<PipelineDef>,
+    pub pending: Option<PipelineDecl>,
 }
 
 /// A running job of one action run.
@@ -44,8 +44,14 @@ pub struct Inner {
     pub closed: AtomicBool,
     push_lock: tokio::sync::Mutex<()>,
     polls: Mutex<HashMap<String, (u64, bool)>>,
-    /// Pipelines whose last step could not be written: stepped again on every tick until it is.
+    /// Pipelines whose last step could not be written: stepped again until it is.
     unwritten: Mutex<HashSet<String>>,
+    /// Pushes whose execution the store could not record: taken again until it can.
+    pushes_waiting: AtomicBool,
+    /// (push file, pipeline/ref) already started, so a push taken again starts only the rest.
+    started_pushes: Mutex<HashSet<(PathBuf, String)>>,
+    /// How many times the loop has run (it sleeps until its next deadline in between).
+    pub turns: std::sync::atomic::AtomicU64,
 }
 
 /// How long to wait before writing again after `failed` failed writes in a row: from a quarter
@@ -95,6 +101,9 @@ impl Ci {
             push_lock: tokio::sync::Mutex::new(()),
             polls: Mutex::new(HashMap::new()),
             unwritten: Mutex::new(HashSet::new()),
+            pushes_waiting: AtomicBool::new(false),
+            started_pushes: Mutex::new(HashSet::new()),
+            turns: std::sync::atomic::AtomicU64::new(0),
         });
         let rows = inner.store.read(|tx| tx.ci_pipeline_list())?;
         let now = inner.now();
@@ -102,21 +111,33 @@ impl Ci {
         {
             let mut slots = lock(&inner.slots);
             for row in rows {
-                let def: PipelineDef = serde_json::from_str(&row.definition)
+                let def = crate::legacy::read_definition(&row.definition)
                     .map_err(|e| Error::Internal(format!("pipeline {}: {e}", row.name)))?;
                 let mut machine: Pipeline = serde_json::from_str(&row.machine)
                     .map_err(|e| Error::Internal(format!("pipeline {} snapshot: {e}", row.name)))?;
                 machine.resume(now);
-                let pending = row.pending_definition.and_then(|p| serde_json::from_str(&p).ok());
+                let pending =
+                    row.pending_definition.and_then(|p| crate::legacy::read_definition(&p).ok());
                 names.push(row.name.clone());
                 slots.insert(row.name, Slot { def, machine, version: row.version, pending });
             }
         }
         for name in names {
-            inner.step(&name, |_, _| Ok(())).ok();
+            // Writes the resumed machine before its effects run; one the store refuses is
+            // stepped again by the loop (`unwritten`).
+            if let Err(err) = inner.step(&name, |_, _| Ok(())) {
+                tracing::warn!(pipeline = name, "resuming, not written yet: {err}");
+            }
         }
         let task = tokio::spawn(run_loop(inner.clone()));
         Ok(Ci { inner, task })
+    }
+
+    /// How many times the background loop has run; it sleeps until its next deadline or until
+    /// woken in between, so an idle installation adds none.
+    #[doc(hidden)]
+    pub fn loop_turns(&self) -> u64 {
+        self.inner.turns.load(Ordering::Relaxed)
     }
 
     pub(crate) fn shared(&self) -> Shared {
@@ -195,6 +216,11 @@ impl Inner {
         Timestamp::from_millis(store::clock::now_ms())
     }
 
+    /// [`Inner::now`] as a file time, for the artifacts' modification times.
+    pub fn file_time(&self) -> std::time::SystemTime {
+        std::time::UNIX_EPOCH + Duration::from_millis(self.now().as_millis())
+    }
+
     pub fn repo_dir(&self, name: &str) -> PathBuf {
         self.cfg.data_dir.join("repos").join(format!("{name}.git"))
     }
@@ -214,7 +240,7 @@ impl Inner {
                  starting with a dot nor ending in .git"
             )));
         }
-        git::init_bare(&self.repo_dir(name), "main").map_err(Error::Internal)?;
+        git::init_bare(&self.repo_dir(name), "main")?;
         let now = self.now().as_millis();
         Ok(self.store.transaction(|tx| tx.ci_repository_create(name, now))?)
     }
@@ -224,7 +250,7 @@ impl Inner {
         repositories: &[spec::RepositoryDecl],
         pipelines: &[spec::PipelineDecl],
         now: Timestamp,
-    ) -> Result<Vec<(PipelineDef, Pipeline)>, Error> {
+    ) -> Result<Vec<(PipelineDecl, Pipeline)>, Error> {
         for r in repositories {
             if !valid_name(&r.name) {
                 return Err(Error::Invalid(format!("repository `{}`: invalid name", r.name)));
@@ -232,7 +258,7 @@ impl Inner {
         }
         let mut defs = Vec::new();
         for p in pipelines {
-            let def = PipelineDef::from_decl(p);
+            let def = p.clone();
             if !valid_name(&def.name) {
                 return Err(Error::Invalid(format!("pipeline `{}`: invalid name", def.name)));
             }
@@ -250,7 +276,7 @@ impl Inner {
         slots: &BTreeMap<String, Slot>,
         existing_repos: &HashSet<String>,
         repositories: &[spec::RepositoryDecl],
-        defs: Vec<(PipelineDef, Pipeline)>,
+        defs: Vec<(PipelineDecl, Pipeline)>,
     ) -> (Vec<crate::api::PlanItem>, Vec<(String, Change)>, Vec<String>) {
         let mut plan = Vec::new();
         for r in repositories {
@@ -359,7 +385,7 @@ impl Inner {
         // directory without its row is invisible, so a failed transaction leaves nothing behind
         // that anyone sees.
         for r in repositories {
-            git::init_bare(&self.repo_dir(&r.name), "main").map_err(Error::Internal)?;
+            git::init_bare(&self.repo_dir(&r.name), "main")?;
         }
         // The pipelines stay locked from the decision to the change in memory, so no execution
         // can start in between on a definition that is being replaced or deleted.
@@ -479,7 +505,7 @@ impl Inner {
             .filter(|(_, s)| {
                 std::iter::once(&s.def)
                     .chain(s.pending.as_ref())
-                    .any(|d| d.source.repository.as_deref() == Some(name))
+                    .any(|d| d.repository() == Some(name))
             })
             .map(|(n, _)| n.as_str())
             .collect();
@@ -586,6 +612,8 @@ impl Inner {
         }
         lock(&self.unwritten).remove(name);
         drop(slots);
+        // The machine may have a new deadline, earlier than the one the loop sleeps until.
+        self.wake.notify_one();
         for (e, revision) in starts {
             crate::jobs::perform(self, name, &def, e, revision);
         }
@@ -611,6 +639,40 @@ impl Inner {
         }
     }
 
+    /// Writes what `write` writes, trying again with backoff while the store cannot be written
+    /// (a full disk), so that a fact already true outside (a started deployment, a build's
+    /// result) is never lost; `what` names it in the log. Another kind of store error is logged
+    /// and returned.
+    pub async fn write_until_stored(
+        &self,
+        what: &str,
+        write: impl Fn(&store::Tx<'_>) -> store::Result<()>,
+    ) -> Result<(), store::Error> {
+        for failed in 0u32.. {
+            if failed > 0 {
+                tokio::time::sleep(retry_delay(failed)).await;
+            }
+            match self.store.transaction(&write) {
+                Ok(()) => {
+                    if failed > 0 {
+                        tracing::info!("{what}: written");
+                    }
+                    return Ok(());
+                }
+                Err(err) if err.is_write_failure() => {
+                    if failed == 0 {
+                        tracing::warn!("{what}: kept until the store can be written: {err}");
+                    }
+                }
+                Err(err) => {
+                    tracing::error!("{what}: {err}");
+                    return Err(err);
+                }
+            }
+        }
+        unreachable!("the retry loop only ends by returning")
+    }
+
     async fn report_when_writable(self: Arc<Self>, pipeline: &str, input: Input) {
         for failed in 1u32.. {
             tokio::time::sleep(retry_delay(failed)).await;
@@ -632,18 +694,17 @@ impl Inner {
         pushed_by: String,
     ) -> Result<String, Error> {
         let data_dir = self.cfg.data_dir.clone();
-        let c = commit.clone();
+        let (c, now) = (commit.clone(), self.file_time());
         let (artifact, author, message) = tokio::task::spawn_blocking(move || {
             let staged = artifacts::staging(&data_dir)?;
             git::export_tree(&repo, &c, &staged)?;
-            let id = artifacts::store(&data_dir, &staged)?;
+            let id = artifacts::store(&data_dir, &staged, now)?;
             let (author, message) = git::commit_info(&repo, &c);
-            Ok::<_, String>((id, author, message))
+            Ok::<_, Error>((id, author, message))
         })
         .await
-        .map_err(|e| Error::Internal(e.to_string()))?
-        .map_err(Error::Internal)?;
-        let artifact = pipeline::ArtifactId::new(artifact).map_err(Error::Internal)?;
+        .map_err(|e| Error::Internal(e.to_string()))??;
+        let artifact = pipeline::ArtifactId::new(artifact)?;
         let key = format!("ci.executions.{pipeline}");
         let n = self.store.transaction(|tx| tx.next_sequence(&key))?;
         let execution_id = format!("{pipeline}-{n}");
@@ -657,21 +718,24 @@ impl Inner {
         Ok(execution_id)
     }
 
-    pub fn defs(&self) -> Vec<PipelineDef> {
+    pub fn defs(&self) -> Vec<PipelineDecl> {
         lock(&self.slots).values().map(|s| s.def.clone()).collect()
     }
 
-    pub fn def(&self, name: &str) -> Option<PipelineDef> {
+    pub fn def(&self, name: &str) -> Option<PipelineDecl> {
         lock(&self.slots).get(name).map(|s| s.def.clone())
     }
 
-    /// Turns the pushes recorded by the hosted repositories' hooks into executions.
+    /// Turns the pushes recorded by the hosted repositories' hooks into executions. A push
+    /// whose execution the store could not record stays recorded and is taken again (the loop
+    /// wakes for it); the executions it did start are not started twice.
     pub async fn process_pushes(self: &Arc<Self>) {
         let _guard = self.push_lock.lock().await;
         let repos = match self.store.read(|tx| tx.ci_repository_list()) {
             Ok(r) => r,
             Err(err) => return tracing::warn!("listing repositories: {err}"),
         };
+        let mut waiting = false;
         for (repo, _) in repos {
             let dir = self.repo_dir(&repo);
             let d = dir.clone();
@@ -679,43 +743,80 @@ impl Inner {
                 .await
                 .unwrap_or_default();
             for push in pushes {
-                for (commit, r) in &push.updates {
-                    let Some(branch) = r.strip_prefix("refs/heads/") else { continue };
-                    for def in self.defs() {
-                        if def.source.repository.as_deref() != Some(repo.as_str())
-                            || !def.triggers_on(branch)
-                        {
-                            continue;
-                        }
-                        if let Err(err) = self
-                            .trigger(
-                                &def.name,
-                                dir.clone(),
-                                commit.clone(),
-                                branch.into(),
-                                push.pusher.clone(),
-                            )
-                            .await
-                        {
-                            tracing::warn!(
-                                pipeline = def.name,
-                                "push to {repo} not started: {err}"
-                            );
-                        }
+                if self.start_push(&repo, &dir, &push).await {
+                    if let Err(err) = std::fs::remove_file(&push.file) {
+                        tracing::warn!(
+                            "removing the processed push {}: {err}",
+                            push.file.display()
+                        );
                     }
+                    lock(&self.started_pushes).retain(|(file, _)| *file != push.file);
+                } else {
+                    waiting = true;
                 }
-                let _ = std::fs::remove_file(&push.file);
             }
+        }
+        let were_waiting = self.pushes_waiting.swap(waiting, Ordering::SeqCst);
+        if waiting && !were_waiting {
+            // The loop may sleep until a later deadline: it learns that it must take them again
+            // (once; while they wait, it wakes for them every `UNWRITTEN_RETRY`).
+            self.wake.notify_one();
         }
     }
 
+    /// Starts an execution of every pipeline the push starts; `false` when one could not be
+    /// recorded for now (the store cannot be written) and the push must be taken again.
+    async fn start_push(self: &Arc<Self>, repo: &str, dir: &Path, push: &git::Push) -> bool {
+        let mut done = true;
+        for (commit, r) in &push.updates {
+            let Some(branch) = r.strip_prefix("refs/heads/") else { continue };
+            for def in self.defs() {
+                if def.repository() != Some(repo) || !def.source.triggers_on(branch) {
+                    continue;
+                }
+                let started = (push.file.clone(), format!("{}/{r}", def.name));
+                if lock(&self.started_pushes).contains(&started) {
+                    continue;
+                }
+                let pusher = push.pusher.clone();
+                match self
+                    .trigger(&def.name, dir.into(), commit.clone(), branch.into(), pusher)
+                    .await
+                {
+                    Ok(_) => {
+                        lock(&self.started_pushes).insert(started);
+                    }
+                    Err(Error::Store(err)) if err.is_write_failure() => {
+                        tracing::warn!(
+                            pipeline = def.name,
+                            "push to {repo} kept until the store can be written: {err}"
+                        );
+                        done = false;
+                    }
+                    Err(err) => {
+                        tracing::warn!(pipeline = def.name, "push to {repo} not started: {err}")
+                    }
+                }
+            }
+        }
+        done
+    }
+
     /// Polls a URL source and starts an execution when its branch moved.
-    async fn poll_source(self: Arc<Self>, def: PipelineDef) {
-        let Some(url) = def.source.url.clone() else { return };
+    async fn poll_source(self: Arc<Self>, def: PipelineDecl) {
+        let SourceLocation::Url { url, .. } = def.source.location.clone() else { return };
         let name = def.name.clone();
         let branch = def.source.branch.clone();
         let mirror = self.mirror_dir(&name);
-        let last = self.store.read(|tx| tx.ci_source_get(&name)).ok().flatten();
+        let last = match self.store.read(|tx| tx.ci_source_get(&name)) {
+            Ok(last) => last,
+            // Without the last commit every head looks new: poll again later instead.
+            Err(err) => {
+                tracing::warn!(pipeline = name, "reading the last polled commit: {err}");
+                self.poll_done(&name);
+                return;
+            }
+        };
         let (u, b) = (url.clone(), branch.clone());
         let head = tokio::task::spawn_blocking(move || git::remote_head(&u, &b)).await;
         match head {
@@ -756,9 +857,52 @@ impl Inner {
             Ok(Err(err)) => tracing::warn!(pipeline = name, "polling the source failed: {err}"),
             _ => {}
         }
-        if let Some(p) = lock(&self.polls).get_mut(&name) {
+        self.poll_done(&name);
+    }
+
+    /// The next poll of `name` may start; the loop learns when.
+    fn poll_done(&self, name: &str) {
+        if let Some(p) = lock(&self.polls).get_mut(name) {
             p.1 = false;
         }
+        self.wake.notify_one();
+    }
+
+    /// The pipelines to step now: a timeout has come, or their last step was not written.
+    fn due_machines(&self, now: Timestamp) -> Vec<String> {
+        let unwritten = lock(&self.unwritten).clone();
+        lock(&self.slots)
+            .iter()
+            .filter(|(n, s)| {
+                s.machine.poll_timeout().is_some_and(|t| t <= now) || unwritten.contains(*n)
+            })
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Every deadline the loop waits for: the machines' timeouts, the next try of a pipeline
+    /// step or a push the store refused, the polls not running.
+    fn deadlines(&self) -> Vec<Timestamp> {
+        let mut out: Vec<Timestamp> =
+            lock(&self.slots).values().filter_map(|s| s.machine.poll_timeout()).collect();
+        if !lock(&self.unwritten).is_empty() || self.pushes_waiting.load(Ordering::SeqCst) {
+            out.push(self.now().saturating_add(UNWRITTEN_RETRY));
+        }
+        let polled: HashSet<String> = self
+            .defs()
+            .into_iter()
+            .filter(|d| d.poll_interval().is_some())
+            .map(|d| d.name)
+            .collect();
+        let polls = lock(&self.polls);
+        for name in polled {
+            match polls.get(&name) {
+                Some((_, true)) => {} // running: it wakes the loop when done
+                Some((due, false)) => out.push(Timestamp::from_millis(*due)),
+                None => out.push(self.now()), // never polled yet
+            }
+        }
+        out
     }
 
     fn due_polls(self: &Arc<Self>) {
@@ -777,7 +921,11 @@ impl Inner {
     }
 
     fn collect_garbage(&self) {
-        let Ok(rows) = self.store.read(|tx| tx.ci_execution_retained(KEEP)) else { return };
+        // Without the retained executions nothing is known to be unused: delete nothing.
+        let rows = match self.store.read(|tx| tx.ci_execution_retained(KEEP)) {
+            Ok(rows) => rows,
+            Err(err) => return tracing::warn!("retention skipped: {err}"),
+        };
         let mut keep = HashSet::new();
         for row in rows {
             if let Ok(rec) = serde_json::from_str::<pipeline::ExecutionRecord>(&row.record) {
@@ -790,7 +938,7 @@ impl Inner {
                 keep.extend(rec.artifacts.iter().map(|(_, id)| id.as_str().to_string()));
             }
         }
-        let removed = artifacts::collect_garbage(&self.cfg.data_dir, &keep);
+        let removed = artifacts::collect_garbage(&self.cfg.data_dir, &keep, self.file_time());
         if removed > 0 {
             tracing::info!("removed {removed} artifacts past retention");
         }
@@ -842,11 +990,11 @@ fn execution_rows(
 
 /// What `apply` does to one declared pipeline.
 enum Change {
-    Create(PipelineDef, Pipeline),
+    Create(PipelineDecl, Pipeline),
     /// An idle pipeline gets the new definition and a fresh machine at once.
-    Replace(PipelineDef, Pipeline),
+    Replace(PipelineDecl, Pipeline),
     /// A busy one switches when its executions have finished.
-    Pending(PipelineDef),
+    Pending(PipelineDecl),
     /// The definition went back to the one running: forget the pending one.
     DropPending,
     Unchanged,
@@ -854,9 +1002,9 @@ enum Change {
 
 fn row_of(
     name: &str,
-    def: &PipelineDef,
+    def: &PipelineDecl,
     machine: &Pipeline,
-    pending: Option<&PipelineDef>,
+    pending: Option<&PipelineDecl>,
     version: u64,
     now: u64,
 ) -> Result<store::CiPipelineRow, Error> {
@@ -875,22 +1023,19 @@ fn slot_row(name: &str, slot: &Slot, now: u64) -> Result<store::CiPipelineRow, E
     row_of(name, &slot.def, &slot.machine, slot.pending.as_ref(), slot.version, now)
 }
 
+/// The loop: steps the machines whose deadline has come (and those whose last step the store
+/// refused), turns recorded pushes into executions, starts due polls and runs retention, then
+/// sleeps until the next of those deadlines or until woken (`Inner::wake`: a step, an apply, a
+/// finished poll).
 async fn run_loop(inner: Shared) {
-    let mut last_gc = std::time::Instant::now();
+    let mut next_gc = inner.now().saturating_add(GC_EVERY);
     inner.process_pushes().await;
     loop {
+        inner.turns.fetch_add(1, Ordering::Relaxed);
         let now = inner.now();
-        let unwritten = lock(&inner.unwritten).clone();
-        let due: Vec<String> = lock(&inner.slots)
-            .iter()
-            .filter(|(n, s)| {
-                s.machine.poll_timeout().is_some_and(|t| t <= now) || unwritten.contains(*n)
-            })
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in due {
-            // A failed write leaves the timeout due (or the resumed effects queued): the next
-            // tick tries again.
+        for name in inner.due_machines(now) {
+            // A failed write leaves the timeout due (or the resumed effects queued): the loop
+            // tries again after `UNWRITTEN_RETRY`.
             if let Err(err) = inner.step(&name, |m, now| {
                 if m.poll_timeout().is_some_and(|t| t <= now) {
                     m.handle_timeout(now);
@@ -902,14 +1047,24 @@ async fn run_loop(inner: Shared) {
         }
         inner.process_pushes().await;
         inner.due_polls();
-        if last_gc.elapsed() > GC_EVERY {
-            last_gc = std::time::Instant::now();
+        if now >= next_gc {
+            next_gc = now.saturating_add(GC_EVERY);
             let i = inner.clone();
-            let _ = tokio::task::spawn_blocking(move || i.collect_garbage()).await;
+            if let Err(err) = tokio::task::spawn_blocking(move || i.collect_garbage()).await {
+                tracing::warn!("retention stopped: {err}");
+            }
         }
+        let wake_at = next_wake(inner.deadlines(), next_gc);
+        let sleep =
+            Duration::from_millis(wake_at.as_millis().saturating_sub(inner.now().as_millis()));
         tokio::select! {
             _ = inner.wake.notified() => {}
-            _ = tokio::time::sleep(TICK) => {}
+            _ = tokio::time::sleep(sleep) => {}
         }
     }
+}
+
+/// When the loop must look again: the earliest of the deadlines and the next retention.
+fn next_wake(deadlines: impl IntoIterator<Item = Timestamp>, next_gc: Timestamp) -> Timestamp {
+    deadlines.into_iter().fold(next_gc, Timestamp::min)
 }

@@ -18,7 +18,31 @@ f="$dir/$(date +%s%N)-$$"
 { printf '%s\n' "${REMOTE_USER:-unknown}"; cat; } > "$f.tmp" && mv "$f.tmp" "$f"
 "#;
 
-pub fn git(dir: Option<&Path>, args: &[&str]) -> Result<String, String> {
+/// Why a git command (or the export of a tree) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("cannot run {program}: {source}")]
+    Spawn { program: &'static str, source: std::io::Error },
+    #[error("git {command} failed: {stderr}")]
+    Failed { command: String, stderr: String },
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("branch `{branch}` not found at {url}")]
+    NoBranch { branch: String, url: String },
+    #[error("`{0}` is not a commit id")]
+    NotACommit(String),
+    #[error("git archive has no output")]
+    NoArchive,
+    #[error("exporting commit {commit} failed: {stderr}")]
+    Export { commit: String, stderr: String },
+}
+
+/// An IO error at `path`.
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> GitError + '_ {
+    move |source| GitError::Io { path: path.to_path_buf(), source }
+}
+
+pub fn git(dir: Option<&Path>, args: &[&str]) -> Result<String, GitError> {
     let mut cmd = Command::new("git");
     if let Some(dir) = dir {
         cmd.current_dir(dir);
@@ -29,18 +53,21 @@ pub fn git(dir: Option<&Path>, args: &[&str]) -> Result<String, String> {
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .stdin(Stdio::null());
-    let out = cmd.output().map_err(|err| format!("cannot run git (is it installed?): {err}"))?;
+    let out = cmd
+        .output()
+        .map_err(|source| GitError::Spawn { program: "git (is it installed?)", source })?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let stderr: String = stderr.trim().chars().take(2000).collect();
-        return Err(format!("git {} failed: {stderr}", args.first().copied().unwrap_or("")));
+        let command = args.first().copied().unwrap_or("").to_string();
+        return Err(GitError::Failed { command, stderr });
     }
     let stdout = &out.stdout[..out.stdout.len().min(OUTPUT_MAX)];
     Ok(String::from_utf8_lossy(stdout).into_owned())
 }
 
 /// Creates a bare repository that accepts pushes over HTTP and records them.
-pub fn init_bare(path: &Path, branch: &str) -> Result<(), String> {
+pub fn init_bare(path: &Path, branch: &str) -> Result<(), GitError> {
     if !path.join("HEAD").exists() {
         let p = path.to_string_lossy();
         git(None, &["init", "--bare", "--quiet", &format!("--initial-branch={branch}"), &p])?;
@@ -50,18 +77,17 @@ pub fn init_bare(path: &Path, branch: &str) -> Result<(), String> {
     install_hook(path)
 }
 
-pub fn install_hook(path: &Path) -> Result<(), String> {
+pub fn install_hook(path: &Path) -> Result<(), GitError> {
     let hook = path.join("hooks").join("post-receive");
-    std::fs::create_dir_all(path.join("hooks")).map_err(|e| format!("{}: {e}", hook.display()))?;
-    std::fs::write(&hook, POST_RECEIVE).map_err(|e| format!("{}: {e}", hook.display()))?;
+    std::fs::create_dir_all(path.join("hooks")).map_err(io(&hook))?;
+    std::fs::write(&hook, POST_RECEIVE).map_err(io(&hook))?;
     set_executable(&hook)
 }
 
-fn set_executable(path: &Path) -> Result<(), String> {
+fn set_executable(path: &Path) -> Result<(), GitError> {
     use std::os::unix::fs::PermissionsExt;
     // Owner only: repositories live in the private data directory.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| format!("{}: {e}", path.display()))
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(io(path))
 }
 
 /// A recorded push: who, and the updated refs.
@@ -105,7 +131,7 @@ pub fn is_commit_id(s: &str) -> bool {
 }
 
 /// The commit a branch points at in a local repository, if the branch exists.
-pub fn local_head(repo: &Path, branch: &str) -> Result<Option<String>, String> {
+pub fn local_head(repo: &Path, branch: &str) -> Result<Option<String>, GitError> {
     let out = git(
         Some(repo),
         &["for-each-ref", "--format=%(objectname)", &format!("refs/heads/{branch}")],
@@ -114,7 +140,7 @@ pub fn local_head(repo: &Path, branch: &str) -> Result<Option<String>, String> {
 }
 
 /// The commit a branch points at in a remote (`git ls-remote`).
-pub fn remote_head(url: &str, branch: &str) -> Result<Option<String>, String> {
+pub fn remote_head(url: &str, branch: &str) -> Result<Option<String>, GitError> {
     let out = git(None, &["ls-remote", "--", url, &format!("refs/heads/{branch}")])?;
     Ok(out
         .lines()
@@ -125,13 +151,14 @@ pub fn remote_head(url: &str, branch: &str) -> Result<Option<String>, String> {
 }
 
 /// Fetches `branch` of `url` into the bare mirror (created if missing) and returns its commit.
-pub fn fetch_into_mirror(mirror: &Path, url: &str, branch: &str) -> Result<String, String> {
+pub fn fetch_into_mirror(mirror: &Path, url: &str, branch: &str) -> Result<String, GitError> {
     if !mirror.join("HEAD").exists() {
         git(None, &["init", "--bare", "--quiet", &mirror.to_string_lossy()])?;
     }
     let refspec = format!("+refs/heads/{branch}:refs/heads/{branch}");
     git(Some(mirror), &["fetch", "--quiet", "--no-tags", "--", url, &refspec])?;
-    local_head(mirror, branch)?.ok_or_else(|| format!("branch `{branch}` not found at {url}"))
+    local_head(mirror, branch)?
+        .ok_or_else(|| GitError::NoBranch { branch: branch.to_string(), url: url.to_string() })
 }
 
 /// The commit's subject line and author name.
@@ -147,11 +174,11 @@ pub fn commit_info(repo: &Path, commit: &str) -> (String, String) {
 }
 
 /// Writes the commit's tree (no `.git`) into `dest`, which must not exist.
-pub fn export_tree(repo: &Path, commit: &str, dest: &Path) -> Result<(), String> {
+pub fn export_tree(repo: &Path, commit: &str, dest: &Path) -> Result<(), GitError> {
     if !is_commit_id(commit) {
-        return Err(format!("`{commit}` is not a commit id"));
+        return Err(GitError::NotACommit(commit.to_string()));
     }
-    std::fs::create_dir_all(dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+    std::fs::create_dir_all(dest).map_err(io(dest))?;
     let archive = Command::new("git")
         .current_dir(repo)
         .env_clear()
@@ -160,8 +187,8 @@ pub fn export_tree(repo: &Path, commit: &str, dest: &Path) -> Result<(), String>
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot run git archive: {e}"))?;
-    let Some(stdout) = archive.stdout else { return Err("git archive has no output".into()) };
+        .map_err(|source| GitError::Spawn { program: "git archive", source })?;
+    let Some(stdout) = archive.stdout else { return Err(GitError::NoArchive) };
     let tar = Command::new("tar")
         .current_dir(dest)
         .env_clear()
@@ -169,12 +196,10 @@ pub fn export_tree(repo: &Path, commit: &str, dest: &Path) -> Result<(), String>
         .args(["-xf", "-"])
         .stdin(stdout)
         .output()
-        .map_err(|e| format!("cannot run tar: {e}"))?;
+        .map_err(|source| GitError::Spawn { program: "tar", source })?;
     if !tar.status.success() {
-        return Err(format!(
-            "exporting commit {commit} failed: {}",
-            String::from_utf8_lossy(&tar.stderr).trim()
-        ));
+        let stderr = String::from_utf8_lossy(&tar.stderr).trim().to_string();
+        return Err(GitError::Export { commit: commit.to_string(), stderr });
     }
     Ok(())
 }

@@ -21,56 +21,34 @@ fn plain(status: StatusCode, msg: &str) -> Response {
     (status, format!("{msg}\n")).into_response()
 }
 
+/// Why a `/git/NAME.git/…` path names no hosted repository (answered 404), if it does not.
+fn not_a_repository(inner: &Shared, rest: &str) -> Option<String> {
+    let Some((repo, _)) = rest.split_once('/') else {
+        return Some("use /git/NAME.git/…".into());
+    };
+    let Some(name) = repo.strip_suffix(".git") else {
+        return Some("repository URLs end in .git: /git/NAME.git".into());
+    };
+    if !valid_name(name) || rest.contains("..") || !inner.repo_dir(name).join("HEAD").exists() {
+        return Some(format!(
+            "no repository `{name}`; create it with `cutover repos create {name}`"
+        ));
+    }
+    None
+}
+
 pub async fn handle(
     State(inner): State<Shared>,
     Path(rest): Path<String>,
     req: Request,
 ) -> Response {
     let rest = rest.trim_start_matches('/').to_string();
-    let Some((repo, _)) = rest.split_once('/') else {
-        return plain(StatusCode::NOT_FOUND, "use /git/NAME.git/…");
-    };
-    let Some(name) = repo.strip_suffix(".git") else {
-        return plain(StatusCode::NOT_FOUND, "repository URLs end in .git: /git/NAME.git");
-    };
-    if !valid_name(name) || rest.contains("..") || !inner.repo_dir(name).join("HEAD").exists() {
-        return plain(
-            StatusCode::NOT_FOUND,
-            &format!("no repository `{name}`; create it with `cutover repos create {name}`"),
-        );
+    if let Some(why) = not_a_repository(&inner, &rest) {
+        return plain(StatusCode::NOT_FOUND, &why);
     }
     let is_push = rest.ends_with("/git-receive-pack");
     let (parts, body) = req.into_parts();
-    let header = |n: &str| parts.headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
-    let mut cmd = tokio::process::Command::new("git");
-    cmd.arg("http-backend")
-        // git and the repository's hooks run under it: the environment every child of cutover
-        // starts from, never `cutover up`'s secrets.
-        .env_clear()
-        .envs(runtime::host_env(&[]))
-        .env("GIT_PROJECT_ROOT", inner.data_dir().join("repos"))
-        .env("GIT_HTTP_EXPORT_ALL", "1")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("PATH_INFO", format!("/{rest}"))
-        .env("REQUEST_METHOD", parts.method.as_str())
-        .env("QUERY_STRING", parts.uri.query().unwrap_or(""))
-        .env("REMOTE_USER", crate::routes::user_of(&parts.headers))
-        .env("REMOTE_ADDR", "127.0.0.1")
-        .env("CONTENT_TYPE", header("content-type").unwrap_or_default())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    if let Some(v) = header("content-length") {
-        cmd.env("CONTENT_LENGTH", v);
-    }
-    if let Some(v) = header("content-encoding") {
-        cmd.env("HTTP_CONTENT_ENCODING", v);
-    }
-    if let Some(v) = header("git-protocol") {
-        cmd.env("GIT_PROTOCOL", v);
-    }
-    let mut child = match cmd.spawn() {
+    let mut child = match backend_command(&inner, &rest, &parts).spawn() {
         Ok(c) => c,
         Err(err) => {
             tracing::error!("cannot run git http-backend: {err}");
@@ -115,6 +93,59 @@ pub async fn handle(
         }
     });
     let mut out = BufReader::new(stdout);
+    let (status, headers) = match read_cgi_head(&mut out).await {
+        Ok(head) => head,
+        Err(answer) => return answer,
+    };
+    let stream = tokio_util::io::ReaderStream::new(out);
+    let mut resp = Response::new(Body::from_stream(stream));
+    *resp.status_mut() = status;
+    *resp.headers_mut() = headers;
+    resp
+}
+
+/// `git http-backend` for one request, as CGI describes it.
+fn backend_command(
+    inner: &Shared,
+    rest: &str,
+    parts: &axum::http::request::Parts,
+) -> tokio::process::Command {
+    let header = |n: &str| parts.headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let mut cmd = tokio::process::Command::new("git");
+    cmd.arg("http-backend")
+        // git and the repository's hooks run under it: the environment every child of cutover
+        // starts from, never `cutover up`'s secrets.
+        .env_clear()
+        .envs(runtime::host_env(&[]))
+        .env("GIT_PROJECT_ROOT", inner.data_dir().join("repos"))
+        .env("GIT_HTTP_EXPORT_ALL", "1")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("PATH_INFO", format!("/{rest}"))
+        .env("REQUEST_METHOD", parts.method.as_str())
+        .env("QUERY_STRING", parts.uri.query().unwrap_or(""))
+        .env("REMOTE_USER", crate::routes::user_of(&parts.headers))
+        .env("REMOTE_ADDR", "127.0.0.1")
+        .env("CONTENT_TYPE", header("content-type").unwrap_or_default())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    if let Some(v) = header("content-length") {
+        cmd.env("CONTENT_LENGTH", v);
+    }
+    if let Some(v) = header("content-encoding") {
+        cmd.env("HTTP_CONTENT_ENCODING", v);
+    }
+    if let Some(v) = header("git-protocol") {
+        cmd.env("GIT_PROTOCOL", v);
+    }
+    cmd
+}
+
+/// The CGI head of `git http-backend`'s answer: its `Status:` and the other headers.
+async fn read_cgi_head(
+    out: &mut BufReader<tokio::process::ChildStdout>,
+) -> Result<(StatusCode, HeaderMap), Response> {
     let mut status = StatusCode::OK;
     let mut headers = HeaderMap::new();
     let mut read = 0;
@@ -124,11 +155,11 @@ pub async fn handle(
             Ok(0) => break,
             Ok(n) => read += n,
             Err(err) => {
-                return plain(StatusCode::BAD_GATEWAY, &format!("git http-backend: {err}"));
+                return Err(plain(StatusCode::BAD_GATEWAY, &format!("git http-backend: {err}")));
             }
         }
         if read > CGI_HEADERS_MAX {
-            return plain(StatusCode::BAD_GATEWAY, "git http-backend sent too many headers");
+            return Err(plain(StatusCode::BAD_GATEWAY, "git http-backend sent too many headers"));
         }
         let line = line.trim_end_matches(['\r', '\n']);
         if line.is_empty() {
@@ -144,9 +175,5 @@ pub async fn handle(
             headers.append(k, v);
         }
     }
-    let stream = tokio_util::io::ReaderStream::new(out);
-    let mut resp = Response::new(Body::from_stream(stream));
-    *resp.status_mut() = status;
-    *resp.headers_mut() = headers;
-    resp
+    Ok((status, headers))
 }

@@ -9,9 +9,10 @@ use std::time::Duration;
 use pipeline::{ActionKind, ArtifactId, Effect, Input, Revision};
 use tokio::sync::watch;
 
-use crate::def::{ActionDef, KindDef, PipelineDef};
+use crate::artifacts::ArtifactError;
 use crate::driver::{Inner, Job, job_key};
-use crate::{DeploymentState, FileText, api, artifacts};
+use crate::{DeployError, DeploymentState, FileText, api, artifacts};
+use pipeline::definition::{ActionDecl, ActionKind as Settings, PipelineDecl};
 
 /// How often a running deployment is asked how it stands.
 const DEPLOY_POLL: Duration = Duration::from_millis(500);
@@ -67,7 +68,7 @@ impl Run {
 pub fn perform(
     inner: &Arc<Inner>,
     pipeline: &str,
-    def: &PipelineDef,
+    def: &PipelineDecl,
     effect: Effect,
     revision: Revision,
 ) {
@@ -92,7 +93,7 @@ pub fn perform(
                 let k = r.key();
                 let pipeline = r.pipeline.clone();
                 let input = match &adef.kind {
-                    KindDef::Build { .. } => {
+                    Settings::Build(_) => {
                         build(&i, &r, &adef, &inputs, &outputs, revision, stop_rx).await
                     }
                     _ => deploy(&i, &r, &adef, &inputs, revision).await,
@@ -121,7 +122,10 @@ pub fn perform(
             let i = inner.clone();
             tokio::spawn(async move {
                 if kind.is_deploy() {
-                    let id = i.store.read(|tx| tx.ci_job_get(&key)).ok().flatten();
+                    let id = i.store.read(|tx| tx.ci_job_get(&key)).unwrap_or_else(|err| {
+                        tracing::error!(job = key, "cannot read the deployment to stop: {err}");
+                        None
+                    });
                     if let Some(id) = id {
                         if let Err(err) = i.deployer.stop(&id).await {
                             tracing::warn!(
@@ -153,7 +157,8 @@ fn now_ms(inner: &Inner) -> u64 {
     inner.now().as_millis()
 }
 
-fn put_build(inner: &Inner, b: &api::Build) {
+/// Records the build; a full disk delays it until the record is written.
+async fn put_build(inner: &Inner, b: &api::Build) {
     let row = store::CiBuildRow {
         id: b.id.clone(),
         pipeline: b.pipeline.clone(),
@@ -163,26 +168,25 @@ fn put_build(inner: &Inner, b: &api::Build) {
         started_at: b.started_at,
         ended_at: b.ended_at,
     };
-    if let Err(err) = inner.store.transaction(|tx| tx.ci_build_put(&row)) {
-        tracing::warn!(build = b.id, "recording the build failed: {err}");
-    }
+    let what = format!("the record of build {}", b.id);
+    // Any other store error is logged there; the build itself goes on.
+    let _ = inner.write_until_stored(&what, |tx| tx.ci_build_put(&row)).await;
 }
 
 pub fn log_path(data_dir: &Path, build_id: &str) -> PathBuf {
     data_dir.join("builds").join(format!("{build_id}.log"))
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn build(
     inner: &Arc<Inner>,
     r: &Run,
-    adef: &ActionDef,
+    adef: &ActionDecl,
     inputs: &[(String, ArtifactId)],
     outputs: &[String],
     revision: Revision,
     stop: watch::Receiver<bool>,
 ) -> Option<Input> {
-    let KindDef::Build { buildspec, timeout_secs, env } = &adef.kind else { return None };
+    let Settings::Build(settings) = &adef.kind else { return None };
     let key = format!("ci.builds.{}", r.pipeline);
     let n = match inner.store.transaction(|tx| tx.next_sequence(&key)) {
         Ok(n) => n,
@@ -206,35 +210,110 @@ async fn build(
         message: None,
         exported_variables: Vec::new(),
     };
-    put_build(inner, &record);
+    put_build(inner, &record).await;
     inner.report(&r.pipeline, r.started(id.clone()));
-
     let data_dir = inner.data_dir().to_path_buf();
     let log_file = log_path(&data_dir, &id);
     let mut log = match std::fs::OpenOptions::new().create(true).append(true).open(&log_file) {
         Ok(f) => f,
         Err(err) => {
-            return Some(finish_fail(
-                inner,
-                r,
-                &mut record,
-                format!("cannot open the build log: {err}"),
-            ));
+            let msg = format!("cannot open the build log: {err}");
+            return Some(finish_fail(inner, r, &mut record, msg).await);
         }
     };
     let work = data_dir.join("work").join(&id);
-    let src = work.join("src");
-    let out = work.join("out");
-    let mut variables = Vec::new();
-    let prepared = {
-        let (work, src, data_dir) = (work.clone(), src.clone(), data_dir.clone());
+    let prepared = match prepare(&data_dir, &work, inputs, &settings.buildspec).await {
+        Ok(prepared) => prepared,
+        Err(err) => {
+            let msg = err.to_string();
+            let _ = writeln!(log, "[cutover] {msg}");
+            return Some(finish_fail(inner, r, &mut record, msg).await);
+        }
+    };
+    let mut ctx = build::BuildContext::new(id.clone(), work.join("src"), work.join("out"));
+    ctx.build_number = n;
+    ctx.source_version = Some(revision.branch.clone()).filter(|b| !b.is_empty());
+    ctx.resolved_source_version = Some(revision.commit.clone()).filter(|c| !c.is_empty());
+    ctx.initiator = format!("codepipeline/{}", r.pipeline);
+    ctx.timeout = settings.timeout;
+    ctx.stop = Some(stop);
+    ctx.variables = build_variables(&settings.env, prepared.variables, r, &revision);
+    let sink = move |line: &build::LogLine| {
+        let _ = writeln!(log, "{}", line.render());
+    };
+    let result = build::run(&prepared.spec, ctx, sink).await;
+    record_result(&mut record, &result);
+    if result.status != build::BuildStatus::Succeeded {
+        let failed = result
+            .phases
+            .iter()
+            .find(|p| p.status != build::PhaseStatus::Succeeded)
+            .map(|p| format!(" in {}", p.phase))
+            .unwrap_or_default();
+        let msg = format!("build {id} {}{failed}", result.status.as_str());
+        record.message = Some(msg.clone());
+        put_build(inner, &record).await;
+        let _ = std::fs::remove_dir_all(&work);
+        return Some(r.result(false, msg, vec![]));
+    }
+    let stored =
+        match store_outputs(&data_dir, inner.file_time(), &result, outputs, &settings.buildspec)
+            .await
+        {
+            Ok(stored) => stored,
+            Err(OutputFailure::Missing(msg)) => {
+                record.message = Some(msg.clone());
+                record.status = "FAILED".into();
+                put_build(inner, &record).await;
+                return Some(r.result(false, msg, vec![]));
+            }
+            Err(OutputFailure::Storing { name, err }) => {
+                let msg = format!("storing `{name}`: {err}");
+                return Some(finish_fail(inner, r, &mut record, msg).await);
+            }
+        };
+    put_build(inner, &record).await;
+    let _ = std::fs::remove_dir_all(&work);
+    Some(r.result(true, format!("build {id} SUCCEEDED"), stored))
+}
+
+/// A build's workspace, ready to run.
+struct Prepared {
+    spec: build::BuildSpec,
+    /// `CODEBUILD_SRC_DIR_<artifact>` for every input after the first.
+    variables: Vec<(String, String)>,
+}
+
+/// Why a build's workspace could not be prepared; the build fails with this message.
+#[derive(Debug, thiserror::Error)]
+enum PrepareError {
+    #[error("preparing the workspace: a build needs an input artifact (the source)")]
+    NoInput,
+    #[error("preparing the workspace: {0}")]
+    Copy(#[from] ArtifactError),
+    #[error("preparing the workspace: {0}")]
+    Interrupted(#[from] tokio::task::JoinError),
+    #[error("{buildspec} not found in the source: {source}")]
+    NoBuildspec { buildspec: String, source: ReadError },
+    #[error("{buildspec} is invalid: {errors}")]
+    InvalidBuildspec { buildspec: String, errors: spec::Errors },
+}
+
+/// Copies the inputs into the build's workspace (`src` holds the first, `in/<artifact>` the
+/// others) and reads the buildspec from the first.
+async fn prepare(
+    data_dir: &Path,
+    work: &Path,
+    inputs: &[(String, ArtifactId)],
+    buildspec: &str,
+) -> Result<Prepared, PrepareError> {
+    let variables = {
+        let (work, data_dir) = (work.to_path_buf(), data_dir.to_path_buf());
         let inputs = inputs.to_vec();
         tokio::task::spawn_blocking(move || {
             let _ = std::fs::remove_dir_all(&work);
-            let Some((_, first)) = inputs.first() else {
-                return Err("a build needs an input artifact (the source)".to_string());
-            };
-            artifacts::copy_tree(&artifacts::dir(&data_dir, first.as_str()), &src)?;
+            let Some((_, first)) = inputs.first() else { return Err(PrepareError::NoInput) };
+            artifacts::copy_tree(&artifacts::dir(&data_dir, first.as_str()), &work.join("src"))?;
             let mut extra = Vec::new();
             for (name, aid) in inputs.iter().skip(1) {
                 let d = work.join("in").join(name);
@@ -243,59 +322,36 @@ async fn build(
             }
             Ok(extra)
         })
-        .await
-        .unwrap_or_else(|e| Err(e.to_string()))
+        .await??
     };
-    match prepared {
-        Ok(extra) => variables.extend(extra),
-        Err(err) => {
-            let _ = writeln!(log, "[cutover] preparing the workspace failed: {err}");
-            return Some(finish_fail(
-                inner,
-                r,
-                &mut record,
-                format!("preparing the workspace: {err}"),
-            ));
-        }
-    }
-    let spec_path = src.join(buildspec);
-    let text = match read_capped(&spec_path) {
-        Ok(t) => t,
-        Err(err) => {
-            let msg = format!("{buildspec} not found in the source: {err}");
-            let _ = writeln!(log, "[cutover] {msg}");
-            return Some(finish_fail(inner, r, &mut record, msg));
-        }
-    };
-    let spec = match build::parse_buildspec(buildspec, &text) {
-        Ok(p) => p.value,
-        Err(errors) => {
-            let msg = format!("{buildspec} is invalid: {errors}");
-            let _ = writeln!(log, "[cutover] {msg}");
-            return Some(finish_fail(inner, r, &mut record, msg));
-        }
-    };
-    let mut ctx = build::BuildContext::new(id.clone(), &src, &out);
-    ctx.build_number = n;
-    ctx.source_version = Some(revision.branch.clone()).filter(|b| !b.is_empty());
-    ctx.resolved_source_version = Some(revision.commit.clone()).filter(|c| !c.is_empty());
-    ctx.initiator = format!("codepipeline/{}", r.pipeline);
-    ctx.timeout = Duration::from_secs(*timeout_secs);
-    ctx.stop = Some(stop);
+    let text = read_capped(&work.join("src").join(buildspec))
+        .map_err(|source| PrepareError::NoBuildspec { buildspec: buildspec.into(), source })?;
+    let spec = build::parse_buildspec(buildspec, &text)
+        .map_err(|errors| PrepareError::InvalidBuildspec { buildspec: buildspec.into(), errors })?
+        .value;
+    Ok(Prepared { spec, variables })
+}
+
+/// The build's variables: the action's `env`, the inputs' directories, then cutover's own.
+fn build_variables(
+    env: &std::collections::BTreeMap<String, String>,
+    inputs: Vec<(String, String)>,
+    r: &Run,
+    revision: &Revision,
+) -> Vec<build::BuildVariable> {
     let mut vars: Vec<(String, String)> = env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    vars.extend(variables);
+    vars.extend(inputs);
     vars.push(("CUTOVER_PIPELINE".into(), r.pipeline.clone()));
     vars.push(("CUTOVER_EXECUTION_ID".into(), r.execution_id.clone()));
     vars.push(("CUTOVER_COMMIT".into(), revision.commit.clone()));
     vars.push(("CUTOVER_BRANCH".into(), revision.branch.clone()));
-    ctx.variables = vars
-        .into_iter()
+    vars.into_iter()
         .map(|(name, value)| build::BuildVariable { name, value, secret: false })
-        .collect();
-    let sink = move |line: &build::LogLine| {
-        let _ = writeln!(log, "{}", line.render());
-    };
-    let result = build::run(&spec, ctx, sink).await;
+        .collect()
+}
+
+/// The build's status, end, phases and exported variables into its record.
+fn record_result(record: &mut api::Build, result: &build::BuildResult) {
     record.status = result.status.as_str().to_string();
     record.ended_at = Some(result.ended_at.as_millis());
     record.phases = result
@@ -315,20 +371,24 @@ async fn build(
         })
         .collect();
     record.exported_variables = result.exported_variables.clone().into_iter().collect();
-    if result.status != build::BuildStatus::Succeeded {
-        let failed = result
-            .phases
-            .iter()
-            .find(|p| p.status != build::PhaseStatus::Succeeded)
-            .map(|p| format!(" in {}", p.phase))
-            .unwrap_or_default();
-        let msg = format!("build {id} {}{failed}", result.status.as_str());
-        record.message = Some(msg.clone());
-        put_build(inner, &record);
-        let _ = std::fs::remove_dir_all(&work);
-        return Some(r.result(false, msg, vec![]));
-    }
-    // Outputs: the first is the primary artifact, the others secondary ones by identifier.
+}
+
+enum OutputFailure {
+    /// The buildspec produced no artifact for a declared output.
+    Missing(String),
+    /// An artifact could not be stored.
+    Storing { name: String, err: crate::Error },
+}
+
+/// Stores the declared outputs: the first is the primary artifact, the others secondary ones
+/// by identifier.
+async fn store_outputs(
+    data_dir: &Path,
+    now: std::time::SystemTime,
+    result: &build::BuildResult,
+    outputs: &[String],
+    buildspec: &str,
+) -> Result<Vec<(String, ArtifactId)>, OutputFailure> {
     let mut stored = Vec::new();
     for (i, name) in outputs.iter().enumerate() {
         let art = if i == 0 {
@@ -337,58 +397,77 @@ async fn build(
             result.artifacts.iter().find(|a| a.identifier.as_deref() == Some(name.as_str()))
         };
         let Some(art) = art else {
-            let msg = format!(
+            return Err(OutputFailure::Missing(format!(
                 "the action declares output artifact `{name}` but {buildspec} produced no {}",
                 if i == 0 {
                     "primary artifact (add `artifacts: files:`)".to_string()
                 } else {
                     format!("secondary artifact `{name}`")
                 }
-            );
-            record.message = Some(msg.clone());
-            record.status = "FAILED".into();
-            put_build(inner, &record);
-            return Some(r.result(false, msg, vec![]));
+            )));
         };
-        let (dir, dd) = (art.dir.clone(), data_dir.clone());
+        let (dir, dd) = (art.dir.clone(), data_dir.to_path_buf());
         let res = tokio::task::spawn_blocking(move || {
             let staged = artifacts::staging(&dd)?;
             artifacts::copy_tree(&dir, &staged)?;
-            artifacts::store(&dd, &staged)
+            Ok(ArtifactId::new(artifacts::store(&dd, &staged, now)?)?)
         })
         .await
-        .unwrap_or_else(|e| Err(e.to_string()));
-        match res.and_then(ArtifactId::new) {
+        .unwrap_or_else(|e| Err(crate::Error::Internal(e.to_string())));
+        match res {
             Ok(aid) => stored.push((name.clone(), aid)),
-            Err(err) => {
-                return Some(finish_fail(
-                    inner,
-                    r,
-                    &mut record,
-                    format!("storing `{name}`: {err}"),
-                ));
-            }
+            Err(err) => return Err(OutputFailure::Storing { name: name.clone(), err }),
         }
     }
-    put_build(inner, &record);
-    let _ = std::fs::remove_dir_all(&work);
-    Some(r.result(true, format!("build {id} SUCCEEDED"), stored))
+    Ok(stored)
 }
 
-fn finish_fail(inner: &Inner, r: &Run, record: &mut api::Build, msg: String) -> Input {
+async fn finish_fail(inner: &Inner, r: &Run, record: &mut api::Build, msg: String) -> Input {
     record.status = "FAILED".into();
     record.ended_at = Some(now_ms(inner));
     record.message = Some(msg.clone());
-    put_build(inner, record);
+    put_build(inner, record).await;
     r.result(false, msg, vec![])
 }
 
-fn read_capped(path: &Path) -> Result<String, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if meta.len() > TEMPLATE_BYTES_MAX {
-        return Err(format!("{} is larger than {TEMPLATE_BYTES_MAX} bytes", path.display()));
+/// A file of an artifact that could not be read.
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{} is larger than {TEMPLATE_BYTES_MAX} bytes", path.display())]
+    TooLarge { path: PathBuf },
+}
+
+fn read_capped(path: &Path) -> Result<String, ReadError> {
+    let io = |source| ReadError::Io { path: path.to_path_buf(), source };
+    if std::fs::metadata(path).map_err(io)?.len() > TEMPLATE_BYTES_MAX {
+        return Err(ReadError::TooLarge { path: path.to_path_buf() });
     }
-    std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
+    std::fs::read_to_string(path).map_err(io)
+}
+
+/// Why a deploy action could not start its deployment; the action fails with this message.
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    #[error("artifact `{0}` is not an input of this action")]
+    NotAnInput(String),
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error("imageDetail.json not found in artifact `{artifact}`: {source}")]
+    NoImageDetail { artifact: String, source: ReadError },
+    #[error("{file} is invalid: {errors}")]
+    Invalid { file: String, errors: spec::Errors },
+    #[error(
+        "{file} has no container image `<{placeholder}>` to replace with {image} from `{artifact}`"
+    )]
+    NoPlaceholder { file: String, placeholder: String, image: String, artifact: String },
+    #[error("the ECS action needs an input artifact")]
+    NoInput,
+    #[error("not a deploy action")]
+    NotADeploy,
+    #[error(transparent)]
+    Deploy(#[from] DeployError),
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -398,22 +477,22 @@ fn artifact_dir(
     inner: &Inner,
     inputs: &[(String, ArtifactId)],
     name: &str,
-) -> Result<PathBuf, String> {
+) -> Result<PathBuf, StartError> {
     inputs
         .iter()
         .find(|(n, _)| n == name)
         .map(|(_, id)| artifacts::dir(inner.data_dir(), id.as_str()))
-        .ok_or_else(|| format!("artifact `{name}` is not an input of this action"))
+        .ok_or_else(|| StartError::NotAnInput(name.to_string()))
 }
 
 /// Reads the templates and images and starts the deployment.
 async fn start_deployment(
     inner: &Arc<Inner>,
     r: &Run,
-    adef: &ActionDef,
+    adef: &ActionDecl,
     inputs: &[(String, ArtifactId)],
     revision: &Revision,
-) -> Result<String, String> {
+) -> Result<String, StartError> {
     let description = format!(
         "pipeline {} execution {} commit {}",
         r.pipeline,
@@ -421,37 +500,38 @@ async fn start_deployment(
         revision.commit.get(..12).unwrap_or(&revision.commit)
     );
     match &adef.kind {
-        KindDef::Deploy {
-            application,
+        Settings::Deploy(pipeline::definition::DeployAction {
             deployment_group,
-            task_definition_artifact,
-            task_definition_path,
-            appspec_artifact,
-            appspec_path,
-            images,
-        } => {
+            task_definition_template_artifact: task_definition_artifact,
+            task_definition_template_path: task_definition_path,
+            appspec_template_artifact: appspec_artifact,
+            appspec_template_path: appspec_path,
+            image_placeholders: images,
+        }) => {
             let td_dir = artifact_dir(inner, inputs, task_definition_artifact)?;
             let td_name = format!("{task_definition_artifact}/{task_definition_path}");
             let mut td_text = read_capped(&td_dir.join(task_definition_path))?;
             let parsed = spec::parse_task_definition(&td_name, &td_text)
-                .map_err(|e| format!("{td_name} is invalid: {e}"))?;
+                .map_err(|errors| StartError::Invalid { file: td_name.clone(), errors })?;
             let mut td = parsed.value;
-            for (artifact, placeholder) in images {
+            for pipeline::definition::ImagePlaceholder { artifact, placeholder } in images {
                 let dir = artifact_dir(inner, inputs, artifact)?;
                 let detail_path = dir.join("imageDetail.json");
-                let text = read_capped(&detail_path).map_err(|e| {
-                    format!("imageDetail.json not found in artifact `{artifact}`: {e}")
+                let text = read_capped(&detail_path).map_err(|source| {
+                    StartError::NoImageDetail { artifact: artifact.clone(), source }
                 })?;
-                let detail =
-                    build::parse_image_detail(&format!("{artifact}/imageDetail.json"), &text)
-                        .map_err(|e| format!("{artifact}/imageDetail.json is invalid: {e}"))?
-                        .value;
+                let file = format!("{artifact}/imageDetail.json");
+                let detail = build::parse_image_detail(&file, &text)
+                    .map_err(|errors| StartError::Invalid { file, errors })?
+                    .value;
                 let bare = placeholder.trim_start_matches('<').trim_end_matches('>');
                 if spec::substitute_image_placeholder(&mut td, bare, &detail.image_uri) == 0 {
-                    return Err(format!(
-                        "{td_name} has no container image `<{bare}>` to replace with {} from `{artifact}`",
-                        detail.image_uri
-                    ));
+                    return Err(StartError::NoPlaceholder {
+                        file: td_name,
+                        placeholder: bare.to_string(),
+                        image: detail.image_uri,
+                        artifact: artifact.clone(),
+                    });
                 }
                 // The text keeps the file's own layout (and line numbers for the deployer's
                 // diagnostics); URIs are checked not to need JSON escaping.
@@ -459,8 +539,8 @@ async fn start_deployment(
             }
             let ap_dir = artifact_dir(inner, inputs, appspec_artifact)?;
             let appspec_text = read_capped(&ap_dir.join(appspec_path))?;
-            let group = format!("{application}/{deployment_group}");
-            inner
+            let group = deployment_group.to_string();
+            Ok(inner
                 .deployer
                 .deploy(
                     &group,
@@ -476,44 +556,56 @@ async fn start_deployment(
                     },
                     description,
                 )
-                .await
+                .await?)
         }
-        KindDef::DeployEcs { service, image_definitions, .. } => {
-            let (name, _) = inputs.first().ok_or("the ECS action needs an input artifact")?;
+        Settings::DeployEcs(pipeline::definition::DeployEcsAction {
+            service,
+            image_definitions,
+            ..
+        }) => {
+            let (name, _) = inputs.first().ok_or(StartError::NoInput)?;
             let dir = artifact_dir(inner, inputs, name)?;
             let text = read_capped(&dir.join(image_definitions))?;
-            let defs =
-                build::parse_image_definitions(&format!("{name}/{image_definitions}"), &text)
-                    .map_err(|e| format!("{name}/{image_definitions} is invalid: {e}"))?
-                    .value;
+            let file = format!("{name}/{image_definitions}");
+            let defs = build::parse_image_definitions(&file, &text)
+                .map_err(|errors| StartError::Invalid { file, errors })?
+                .value;
             let images = defs.into_iter().map(|d| (d.name, d.image_uri)).collect();
-            inner.deployer.deploy_image_definitions(service, images).await
+            Ok(inner.deployer.deploy_image_definitions(service, images).await?)
         }
-        _ => Err("not a deploy action".into()),
+        _ => Err(StartError::NotADeploy),
     }
 }
 
 async fn deploy(
     inner: &Arc<Inner>,
     r: &Run,
-    adef: &ActionDef,
+    adef: &ActionDecl,
     inputs: &[(String, ArtifactId)],
     revision: Revision,
 ) -> Option<Input> {
     let key = r.key();
-    // A restart adopts the deployment this run already started.
-    let existing = inner.store.read(|tx| tx.ci_job_get(&key)).ok().flatten();
+    // A restart adopts the deployment this run already started; when that cannot be known, none
+    // is started (a second one would race the first).
+    let existing = match inner.store.read(|tx| tx.ci_job_get(&key)) {
+        Ok(existing) => existing,
+        Err(err) => {
+            let message = format!("cannot tell whether this action started a deployment: {err}");
+            return Some(r.result(false, message, vec![]));
+        }
+    };
     let id = match existing {
         Some(id) => id,
         None => match start_deployment(inner, r, adef, inputs, &revision).await {
             Ok(id) => {
+                // Written before anything else of the action, whatever the disk says: without
+                // it, a restart would start the deployment again.
+                let what = format!("deployment {id} of {key}");
                 let now = now_ms(inner);
-                if let Err(err) = inner.store.transaction(|tx| tx.ci_job_put(&key, &id, now)) {
-                    tracing::warn!(deployment = id, "recording the deployment failed: {err}");
-                }
+                let _ = inner.write_until_stored(&what, |tx| tx.ci_job_put(&key, &id, now)).await;
                 id
             }
-            Err(err) => return Some(r.result(false, err, vec![])),
+            Err(err) => return Some(r.result(false, err.to_string(), vec![])),
         },
     };
     inner.report(&r.pipeline, r.started(id.clone()));

@@ -24,6 +24,12 @@
 //!   again (same run number, a new build id); a deployment that was started is adopted by the id
 //!   recorded in `ci_jobs`, not started twice. A push recorded by the hook but not yet turned into
 //!   an execution is picked up at the next start.
+//! - **Time and the loop.** Every time is `store::clock`'s (builds' included). The driver's loop
+//!   sleeps until its next deadline (an action's timeout, a poll, retention, a retry of a step
+//!   or a push the store refused) or until a step, an apply or a finished poll wakes it.
+//! - **A full disk.** Nothing that is already true outside is dropped when the store refuses to
+//!   record it: a started deployment's id, a build's record, an action's report and a push wait
+//!   until they are written; an API write is answered 503 and changes nothing.
 //! - **Executions** are `{pipeline}-{n}` (unique across pipelines, so `approvals approve ID`
 //!   needs no pipeline name). Their long-term history is `ci_executions`, one row per execution,
 //!   updated after every step that touched it.
@@ -54,13 +60,13 @@
 
 pub mod api;
 mod artifacts;
-mod def;
 mod driver;
 #[doc(hidden)]
 pub mod fuzzing;
 mod git;
 mod githttp;
 mod jobs;
+mod legacy;
 mod push_event;
 mod routes;
 mod webhook;
@@ -115,17 +121,38 @@ pub trait Deployer: Send + Sync {
         task_definition: FileText,
         appspec: FileText,
         description: String,
-    ) -> Result<String, String>;
-    async fn deployment_state(&self, id: &str) -> Result<DeploymentState, String>;
-    /// Stops the deployment, rolling back as its group says.
-    async fn stop(&self, id: &str) -> Result<(), String>;
+    ) -> Result<String, DeployError>;
+    async fn deployment_state(&self, id: &str) -> Result<DeploymentState, DeployError>;
+    /// Stops the deployment, rolling back as its group says; one that has already ended is
+    /// left as it is (`Ok`).
+    async fn stop(&self, id: &str) -> Result<(), DeployError>;
     /// The ECS action: a new revision of the service's task definition with these containers'
     /// images, deployed through the service's group if it has one, else by replacing tasks.
     async fn deploy_image_definitions(
         &self,
         service: &str,
         images: Vec<(String, String)>,
-    ) -> Result<String, String>;
+    ) -> Result<String, DeployError>;
+}
+
+/// Why the [`Deployer`] could not do what a deploy action asked; the action fails with it.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// The control plane refused the request: a file is invalid, the group has an active
+    /// deployment, … The message says what to do.
+    #[error("{0}")]
+    Refused(String),
+    /// The control plane cannot take the request now (it is shutting down, or its data directory
+    /// cannot be written).
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("no deployment {0}")]
+    UnknownDeployment(String),
+    /// The deployment's stored record could not be read.
+    #[error("deployment {id}: its record cannot be read: {reason}")]
+    Unreadable { id: String, reason: String },
+    #[error(transparent)]
+    Store(#[from] store::Error),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +167,12 @@ pub enum Error {
     Internal(String),
     #[error(transparent)]
     Store(#[from] store::Error),
+    #[error(transparent)]
+    Git(#[from] git::GitError),
+    #[error(transparent)]
+    Artifact(#[from] artifacts::ArtifactError),
+    #[error(transparent)]
+    InvalidArtifactId(#[from] pipeline::InvalidArtifactId),
 }
 
 pub(crate) type Shared = Arc<driver::Inner>;

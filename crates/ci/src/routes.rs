@@ -1,5 +1,6 @@
 //! The pipeline API as an axum `Router` the control plane merges into its server.
 
+use pipeline::definition::SourceLocation;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -27,11 +28,26 @@ pub fn error(status: StatusCode, message: String) -> Response {
 }
 
 pub fn err_response(err: Error) -> Response {
+    if let Error::Store(err) = &err
+        && err.is_write_failure()
+    {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the data directory cannot be written ({err}); nothing was changed: free space \
+                 there (`cutover status` says since when), then retry"
+            ),
+        );
+    }
     let status = match &err {
         Error::NotFound(_) => StatusCode::NOT_FOUND,
         Error::Invalid(_) => StatusCode::BAD_REQUEST,
         Error::Conflict(_) => StatusCode::CONFLICT,
-        Error::Internal(_) | Error::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        Error::Internal(_)
+        | Error::Store(_)
+        | Error::Git(_)
+        | Error::Artifact(_)
+        | Error::InvalidArtifactId(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
     error(status, err.to_string())
 }
@@ -295,12 +311,12 @@ fn pipeline_view(inner: &Shared, name: &str) -> Option<api::PipelineSummary> {
     Some(api::PipelineSummary {
         name: name.into(),
         version,
-        source: match (&def.source.repository, &def.source.url) {
-            (Some(r), _) => format!("repository:{r}"),
-            (None, u) => u.clone().unwrap_or_default(),
+        source: match &def.source.location {
+            SourceLocation::Repository(r) => format!("repository:{r}"),
+            SourceLocation::Url { url, .. } => url.clone(),
         },
         branch: def.source.branch.clone(),
-        execution_mode: if def.queued { "QUEUED" } else { "SUPERSEDED" }.into(),
+        execution_mode: def.execution_mode.as_str().into(),
         stages: def.machine_spec().stages.into_iter().map(|s| s.name).collect(),
         latest_execution: latest,
         update_pending: pending,
@@ -354,27 +370,15 @@ async fn start_pipeline(
     };
     let branch = def.source.branch.clone();
     let commit = body.and_then(|b| b.0.commit);
-    let (repo, url) = match (&def.source.repository, &def.source.url) {
-        (Some(r), _) => (inner.repo_dir(r), None),
-        (None, u) => (inner.mirror_dir(&name), u.clone()),
+    let (repo, url) = match &def.source.location {
+        SourceLocation::Repository(r) => (inner.repo_dir(r), None),
+        SourceLocation::Url { url, .. } => (inner.mirror_dir(&name), Some(url.clone())),
     };
     let (r, b) = (repo.clone(), branch.clone());
-    let resolved = tokio::task::spawn_blocking(move || -> Result<String, String> {
-        if let Some(url) = url {
-            git::fetch_into_mirror(&r, &url, &b)?;
-        }
-        match commit {
-            Some(c) => git::git(Some(&r), &["rev-parse", "--verify", &format!("{c}^{{commit}}")])
-                .map(|s| s.trim().to_string())
-                .map_err(|_| format!("commit `{c}` not found in the source")),
-            None => git::local_head(&r, &b)?
-                .ok_or_else(|| format!("the source has no branch `{b}` yet; push to it first")),
-        }
-    })
-    .await;
+    let resolved = tokio::task::spawn_blocking(move || resolve_commit(&r, url, &b, commit)).await;
     let commit = match resolved {
         Ok(Ok(c)) => c,
-        Ok(Err(err)) => return error(StatusCode::CONFLICT, err),
+        Ok(Err(err)) => return error(StatusCode::CONFLICT, err.to_string()),
         Err(err) => return error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
     };
     match inner.trigger(&name, repo, commit, branch, started_manually_by(&headers)).await {
@@ -382,6 +386,36 @@ async fn start_pipeline(
             (StatusCode::CREATED, Json(serde_json::json!({ "execution_id": id }))).into_response()
         }
         Err(err) => err_response(err),
+    }
+}
+
+/// Why a manual start found no commit to build.
+#[derive(Debug, thiserror::Error)]
+enum NoCommit {
+    #[error(transparent)]
+    Fetch(#[from] git::GitError),
+    #[error("commit `{0}` not found in the source")]
+    Unknown(String),
+    #[error("the source has no branch `{0}` yet; push to it first")]
+    NoBranch(String),
+}
+
+/// The commit a manual start builds: the one asked for, or the branch's head (fetched first for
+/// a URL source). Blocking.
+fn resolve_commit(
+    repo: &std::path::Path,
+    url: Option<String>,
+    branch: &str,
+    commit: Option<String>,
+) -> Result<String, NoCommit> {
+    if let Some(url) = url {
+        git::fetch_into_mirror(repo, &url, branch)?;
+    }
+    match commit {
+        Some(c) => git::git(Some(repo), &["rev-parse", "--verify", &format!("{c}^{{commit}}")])
+            .map(|s| s.trim().to_string())
+            .map_err(|_| NoCommit::Unknown(c)),
+        None => git::local_head(repo, branch)?.ok_or_else(|| NoCommit::NoBranch(branch.into())),
     }
 }
 

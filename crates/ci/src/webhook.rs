@@ -62,9 +62,7 @@ pub async fn handle(
     let Some(def) = inner.def(&name) else {
         return refuse("no such pipeline".into());
     };
-    let (Some(url), Some(secret_env)) =
-        (def.source.url.clone(), def.source.webhook_secret_env.clone())
-    else {
+    let Some((url, secret_env)) = def.webhook().map(|(u, s)| (u.to_string(), s.to_string())) else {
         return refuse(
             "the pipeline has no webhook; give its source `url` and `webhook: {secret_env: …}`"
                 .into(),
@@ -86,27 +84,35 @@ pub async fn handle(
         Ok(Payload::Ignored(why)) => return ignored(&why),
         Err(err) => return error(StatusCode::BAD_REQUEST, err.to_string()),
     };
-    if !def.triggers_on(&branch) {
+    if !def.source.triggers_on(&branch) {
         return ignored(&format!("branch `{branch}` does not start this pipeline"));
     }
     let mirror = inner.mirror_dir(&name);
     let (m, b, a) = (mirror.clone(), branch.clone(), after.clone());
     let fetched = tokio::task::spawn_blocking(move || {
         git::fetch_into_mirror(&m, &url, &b)?;
-        git::git(Some(&m), &["cat-file", "-e", &format!("{a}^{{commit}}")])
-            .map_err(|_| format!("commit {a} is not on branch {b} of the source"))
+        let on_branch = git::git(Some(&m), &["cat-file", "-e", &format!("{a}^{{commit}}")]);
+        Ok::<_, git::GitError>(on_branch.is_ok())
     })
     .await;
     match fetched {
-        Ok(Ok(_)) => {}
+        Ok(Ok(true)) => {}
+        Ok(Ok(false)) => {
+            let why = format!("commit {after} is not on branch {branch} of the source");
+            return error(StatusCode::BAD_GATEWAY, format!("fetching the source failed: {why}"));
+        }
         Ok(Err(err)) => {
             return error(StatusCode::BAD_GATEWAY, format!("fetching the source failed: {err}"));
         }
         Err(err) => return error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
     }
+    // Recorded first: a poll of the same source would otherwise start this commit again. The
+    // sender retries a webhook that is not accepted.
     if branch == def.source.branch {
         let now = inner.now().as_millis();
-        let _ = inner.store.transaction(|tx| tx.ci_source_set(&name, &after, now));
+        if let Err(err) = inner.store.transaction(|tx| tx.ci_source_set(&name, &after, now)) {
+            return crate::routes::err_response(err.into());
+        }
     }
     match inner.trigger(&name, mirror, after, branch, pushed_by).await {
         Ok(id) => {

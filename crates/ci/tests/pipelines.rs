@@ -632,3 +632,37 @@ async fn apply_with_changes_nothing_when_the_callers_writes_fail() {
         .collect();
     assert_eq!(rows, ["web"]);
 }
+
+/// The driver sleeps until its next deadline (an action's timeout, a poll, retention) instead of
+/// looking every quarter second: a pipeline waiting for an approval due in days costs no turn of
+/// the loop, while the approval it waits for is still taken at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_driver_sleeps_until_its_next_deadline_and_wakes_for_what_it_is_told() {
+    let tmp = tempfile::tempdir().unwrap();
+    let deployer = FakeDeployer::new(DeploymentState::Succeeded);
+    let server = Server::start(&tmp.path().join("data"), None, deployer.clone()).await;
+    let p = pipeline("gated", source_repo("app"), vec![stage("Approve", vec![approval_action()])]);
+    server.ci().apply(&[spec::RepositoryDecl { name: "app".into() }], &[p]).unwrap();
+    let work = tmp.path().join("work");
+    work_repo(&work, &[("README", "gated")]);
+    assert!(push(&work, &server.remote("app")).await.status.success());
+    let id = server.wait_executions("gated", 1).await[0]["id"].as_str().unwrap().to_string();
+    let waiting = wait_until(Duration::from_secs(30), || async {
+        server.execution("gated", &id).await["stages"][1]["status"] == "InProgress"
+    })
+    .await;
+    assert!(waiting, "approval stage not reached");
+
+    // Idleness can only be seen over a span of time: two seconds, in which a loop on a 250 ms
+    // tick turns eight times and one that sleeps until its next deadline (a minute away, at
+    // most: retention) does not turn.
+    let before = server.ci().loop_turns();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle_turns = server.ci().loop_turns() - before;
+    assert!(idle_turns <= 1, "the idle loop turned {idle_turns} times in 2 s");
+
+    let (status, body) =
+        server.post(&format!("/v1/approvals/{id}/approve"), serde_json::json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    server.wait_status("gated", &id, "Succeeded").await;
+}

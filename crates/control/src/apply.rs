@@ -431,24 +431,25 @@ pub async fn apply(
                 })?;
             let sets = tx.task_set_list()?;
             // A service deleted and declared again while its old tasks still drain starts afresh.
-            let has_live_set =
-                sets.iter().any(|s| s.service == service.name && s.status != "DRAINING");
+            let has_live_set = sets
+                .iter()
+                .any(|s| s.service == service.name && s.status != model::TaskSetStatus::Draining);
             if new_services.contains(&service.name) && !has_live_set {
                 tx.task_set_put(&TaskSetRow {
                     id: deployment::new_id("ts"),
                     service: service.name.clone(),
                     task_definition: doc.task_definition.clone(),
                     target_group: doc.load_balancer.as_ref().map(|lb| lb.target_group.clone()),
-                    status: "PRIMARY".into(),
+                    status: model::TaskSetStatus::Primary,
                     deployment_id: None,
                     desired_count: doc.desired_count,
                     created_at: ms,
                     updated_at: ms,
                 })?;
             } else {
-                for mut set in
-                    sets.into_iter().filter(|s| s.service == service.name && s.status != "DRAINING")
-                {
+                for mut set in sets.into_iter().filter(|s| {
+                    s.service == service.name && s.status != model::TaskSetStatus::Draining
+                }) {
                     if set.desired_count != doc.desired_count {
                         set.desired_count = doc.desired_count;
                         set.updated_at = ms;
@@ -463,16 +464,18 @@ pub async fn apply(
             // A group that now deploys another service (one renamed: deleted and created) starts
             // from that service's task set.
             let stale = match &state.primary_task_set {
-                Some(id) => tx
-                    .task_set_get(id)?
-                    .is_none_or(|ts| ts.service != group.service || ts.status == "DRAINING"),
+                Some(id) => tx.task_set_get(id)?.is_none_or(|ts| {
+                    ts.service != group.service || ts.status == model::TaskSetStatus::Draining
+                }),
                 None => true,
             };
             if stale {
                 state.primary_task_set = tx
                     .task_set_list()?
                     .into_iter()
-                    .find(|s| s.service == group.service && s.status == "PRIMARY")
+                    .find(|s| {
+                        s.service == group.service && s.status == model::TaskSetStatus::Primary
+                    })
                     .map(|s| s.id);
                 tx.resource_put(KIND_GROUP_STATE, &key, &serde_json::to_string(&state)?, ms)?;
             }
@@ -639,7 +642,7 @@ fn plan_removals(
     // it cannot see is where the tasks of a remaining service are registered now (after a
     // deployment, blue is in the group's second target group).
     for ts in &current.task_sets {
-        if ts.status == "DRAINING" || removed.services.contains(&ts.service) {
+        if ts.status == model::TaskSetStatus::Draining || removed.services.contains(&ts.service) {
             continue;
         }
         if let Some(tg) = ts.target_group.as_ref().filter(|tg| removed.target_groups.contains(tg)) {
@@ -675,7 +678,7 @@ impl Removals {
             let tasks = current
                 .tasks
                 .iter()
-                .filter(|t| t.service == *name && t.last_status != "STOPPED")
+                .filter(|t| t.service == *name && t.last_status != model::TaskStatus::Stopped)
                 .count();
             out.push(item(
                 KIND_SERVICE,
@@ -920,11 +923,7 @@ pub fn create_deployment(
         .cloned()
         .ok_or_else(|| ApiError::internal(format!("primary task set {blue_id} is missing")))?;
     let blue_tg = blue.target_group.clone().unwrap_or_else(|| group.target_groups[0].clone());
-    let green_tg = if group.target_groups[0] == blue_tg {
-        group.target_groups[1].clone()
-    } else {
-        group.target_groups[0].clone()
-    };
+    let green_tg = reconciler::green_target_group(&group.target_groups, &blue_tg).to_string();
 
     let id = deployment::new_deployment_id();
     let spec = RolloutSpec {
@@ -939,7 +938,7 @@ pub fn create_deployment(
             on_alarm: group.auto_rollback.on_alarm,
             on_stop_request: group.auto_rollback.on_stop_request,
         },
-        install_timeout: Duration::from_secs(3600),
+        install_timeout: rollout::INSTALL_TIMEOUT_DEFAULT,
     };
 
     let machine = Rollout::new(spec, now);
@@ -1239,7 +1238,7 @@ alarms:
                     service: "web".into(),
                     task_definition: "web:1".into(),
                     target_group: Some(tg.into()),
-                    status: "PRIMARY".into(),
+                    status: model::TaskSetStatus::Primary,
                     deployment_id: None,
                     desired_count: 1,
                     created_at: 1,
@@ -1249,10 +1248,10 @@ alarms:
                     id: "t-1".into(),
                     task_set_id: "ts-1".into(),
                     service: "web".into(),
-                    runtime: "process".into(),
-                    last_status: "RUNNING".into(),
-                    desired_status: "RUNNING".into(),
-                    health: "HEALTHY".into(),
+                    runtime: model::RuntimeKind::Process,
+                    last_status: model::TaskStatus::Running,
+                    desired_status: model::DesiredStatus::Running,
+                    health: model::TaskHealth::Healthy,
                     handle: None,
                     addr: Some("127.0.0.2:8080".into()),
                     stop_at: None,

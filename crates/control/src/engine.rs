@@ -4,23 +4,26 @@
 //! [`Msg`] on one channel and is handled to completion before the next, so there are no races
 //! between, say, a rollback and a scheduled traffic shift. Each pass:
 //!
-//! 1. reads target health from the data plane and task state from the runtimes;
-//! 2. keeps every task set at its desired count (replacing tasks that exited or went unhealthy)
-//!    and stops drained tasks;
+//! 1. stops drained tasks and keeps every task set at its desired count (replacing tasks that
+//!    exited or went unhealthy, as the runtimes' reports said);
 //! 3. feeds each active deployment's state machine (green healthy / green failing / deadlines)
 //!    and performs its effects, writing them to the store first;
 //! 4. recomputes the routing table and sends it to the data plane when it changed.
 //!
-//! Slow work (starting and stopping tasks, running hooks) runs in spawned tasks that report back
-//! as messages, so a 30-second graceful stop never delays a rollback.
+//! The loop never waits for IO: starting and stopping tasks, running hooks, reading the data
+//! plane's health and metrics, inspecting tasks and pushing routing tables run in tasks of their
+//! own (`pollers`) that report back as messages, so neither a 30-second graceful stop nor a data
+//! plane that does not answer delays a rollback. Between messages the loop sleeps until its next
+//! deadline.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use model::{DeploymentStatus, Timestamp};
+use reconciler::{FailureRecord, GreenVerdict, GreenView};
 use rollout::{Effect, Input, Rollout};
-use routes::{HealthReport, RouteTable, TargetState};
+use routes::{HealthReport, RouteTable};
 use runtime::{Runtime, TaskHandle, TaskState};
 use store::{DeploymentRow, Store, TaskRow, TaskSetRow};
 use tokio::sync::{mpsc, oneshot};
@@ -40,9 +43,28 @@ pub type Reply = oneshot::Sender<Result<serde_json::Value, ApiError>>;
 
 pub enum Msg {
     Command(Command, Reply),
-    HookDone { deployment_id: String, execution_id: String, succeeded: bool, message: String },
-    TaskStarted { task_id: String, result: Result<TaskHandle, String> },
-    TaskStopped { task_id: String },
+    HookDone {
+        deployment_id: String,
+        execution_id: String,
+        succeeded: bool,
+        message: String,
+    },
+    TaskStarted {
+        task_id: String,
+        result: Result<TaskHandle, String>,
+    },
+    TaskStopped {
+        task_id: String,
+    },
+    /// The data plane's health, or why it did not answer.
+    Health(Result<HealthReport, String>),
+    /// What the runtimes said about the tasks the store says run.
+    TasksInspected(Vec<crate::pollers::Inspection>),
+    /// The data plane took the loop's table `version`, or did not.
+    RoutesPushed {
+        version: u64,
+        result: Result<(), String>,
+    },
 }
 
 pub enum Command {
@@ -97,6 +119,12 @@ pub struct Shared {
     pub hook_tokens: crate::hooks::HookTokens,
 }
 
+impl Shared {
+    pub fn monitor(&self) -> std::sync::MutexGuard<'_, crate::monitor::Monitor> {
+        self.monitor.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// Something that happened outside the loop and must be recorded. When the store cannot take it,
 /// the engine keeps it and applies it again once it can, rather than dropping it.
 #[derive(Clone, Debug)]
@@ -105,19 +133,6 @@ enum Report {
     TaskStarted { task_id: String, result: Result<TaskHandle, String> },
     TaskStopped { task_id: String },
 }
-
-/// Failures of one task set's tasks in a row, for backoff and for failing a green task set.
-#[derive(Clone, Debug, Default)]
-struct FailureRecord {
-    count: u32,
-    last_reason: String,
-    last_at: Timestamp,
-}
-
-/// A green task set whose tasks failed this many times in a row fails its deployment.
-const GREEN_FAILURES_MAX: u32 = 3;
-/// Tick of the loop when nothing else wakes it.
-const TICK: Duration = Duration::from_millis(100);
 
 /// Where the engine lives: its API's URL (given to hooks), data directory, and how many threads a
 /// data plane it (re)starts gets.
@@ -141,12 +156,17 @@ pub struct Engine {
     routes_version: u64,
     last_pushed: Option<RouteTable>,
     tx: mpsc::Sender<Msg>,
+    pusher: crate::pollers::RoutePusher,
     running_hooks: HashMap<(String, String), tokio::task::JoinHandle<()>>,
     failures: HashMap<String, FailureRecord>,
     /// Routes version at which a deactivating task left the table; the data plane releasing it
     /// (no longer listing it) after that version means its drain is over.
     removed_at_version: HashMap<String, u64>,
+    /// Green's verdict may use the tasks' health: it was derived from a health report about
+    /// the routing table last ordered (or a later one).
     health_fresh: bool,
+    /// The latest health poll was answered.
+    health_known: bool,
     shutting_down: bool,
     health_checked: HashMap<String, bool>,
     /// (deployment, alarm instance) pairs already handed to a deployment.
@@ -167,6 +187,8 @@ impl Engine {
         tx: mpsc::Sender<Msg>,
     ) -> Engine {
         let EngineSettings { api_url, data_dir, lb_threads } = settings;
+        let restart = crate::pollers::Restart { data_dir: data_dir.clone(), threads: lb_threads };
+        let pusher = crate::pollers::RoutePusher::spawn(lb.clone(), restart, tx.clone());
         Engine {
             store,
             runtimes,
@@ -180,10 +202,12 @@ impl Engine {
             routes_version: 0,
             last_pushed: None,
             tx,
+            pusher,
             running_hooks: HashMap::new(),
             failures: HashMap::new(),
             removed_at_version: HashMap::new(),
             health_fresh: false,
+            health_known: false,
             shutting_down: false,
             health_checked: HashMap::new(),
             alarms_fed: std::collections::HashSet::new(),
@@ -219,7 +243,7 @@ impl Engine {
         let tasks = self.store.read(|tx| tx.task_list(0))?;
         let mut adopted = 0;
         for mut task in tasks {
-            if task.last_status == "STOPPED" {
+            if task.last_status == model::TaskStatus::Stopped {
                 continue;
             }
             match owned.remove(&task.id) {
@@ -227,18 +251,18 @@ impl Engine {
                     adopted += 1;
                     task.handle = Some(serde_json::to_string(&handle)?);
                     task.addr = handle.addr.map(|a| a.to_string());
-                    if task.last_status == "PROVISIONING" {
-                        task.last_status = "RUNNING".into();
+                    if task.last_status == model::TaskStatus::Provisioning {
+                        task.last_status = model::TaskStatus::Running;
                         task.started_at = Some(now.as_millis());
                     }
-                    if task.last_status == "STOPPING" {
-                        task.last_status = "DEACTIVATING".into();
+                    if task.last_status == model::TaskStatus::Stopping {
+                        task.last_status = model::TaskStatus::Deactivating;
                         task.stop_at = Some(now.as_millis());
                     }
                 }
                 None => {
-                    task.last_status = "STOPPED".into();
-                    task.desired_status = "STOPPED".into();
+                    task.last_status = model::TaskStatus::Stopped;
+                    task.desired_status = model::DesiredStatus::Stopped;
                     task.stopped_at = Some(now.as_millis());
                     task.stopped_reason.get_or_insert_with(|| {
                         "task was gone when the control plane restarted".into()
@@ -286,15 +310,21 @@ impl Engine {
     }
 
     pub async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        crate::pollers::spawn_all(
+            self.lb.clone(),
+            self.store.clone(),
+            self.runtimes.clone(),
+            self.shared.clone(),
+            self.tx.clone(),
+        );
         loop {
+            let wake = self.next_deadline(clock::now()).map(instant_at);
             tokio::select! {
                 msg = rx.recv() => match msg {
                     Some(msg) => self.handle(msg).await,
                     None => return,
                 },
-                _ = tick.tick() => {}
+                _ = sleep_until(wake) => {}
             }
             self.reconcile().await;
             if self.shutting_down && self.all_tasks_stopped() {
@@ -304,10 +334,30 @@ impl Engine {
         }
     }
 
+    /// The earliest time something is due without a message: a deployment's deadline, the end
+    /// of a drain, a restart after backoff, the next write attempt during a store outage.
+    ///
+    /// Only deadlines after `now`: one that passed was acted on by the pass that just ran, or
+    /// waits for the store (the outage's retry is then a deadline); either way it must not wake
+    /// the loop again at once. The pollers' messages wake it at least every few hundred ms.
+    fn next_deadline(&self, now: Timestamp) -> Option<Timestamp> {
+        let machines = self.machines.values().filter_map(Rollout::poll_timeout);
+        let retries = self.failures.values().map(FailureRecord::retry_at);
+        let drains = self
+            .store
+            .read(|tx| tx.task_list(0))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|t| t.last_status == model::TaskStatus::Deactivating)
+            .filter_map(|t| t.stop_at.map(Timestamp::from_millis));
+        let outage = self.outage.as_ref().map(|o| o.retry_at);
+        machines.chain(retries).chain(drains).chain(outage).filter(|at| *at > now).min()
+    }
+
     fn all_tasks_stopped(&self) -> bool {
         self.store
             .read(|tx| tx.task_list(0))
-            .map(|tasks| tasks.iter().all(|t| t.last_status == "STOPPED"))
+            .map(|tasks| tasks.iter().all(|t| t.last_status == model::TaskStatus::Stopped))
             .unwrap_or(true)
     }
 
@@ -325,6 +375,21 @@ impl Engine {
             }
             Msg::TaskStarted { task_id, result } => Report::TaskStarted { task_id, result },
             Msg::TaskStopped { task_id } => Report::TaskStopped { task_id },
+            Msg::Health(report) => return self.health_reported(report),
+            Msg::TasksInspected(answers) => {
+                let now = clock::now();
+                for crate::pollers::Inspection { task_id, handle, state } in answers {
+                    if let Err(err) = self.task_inspected(&task_id, handle, state, now) {
+                        warn!(task = %task_id, "recording what the runtime said: {err:#}");
+                    }
+                }
+                // The tasks' health now says what the latest report says: green's verdict may
+                // use them, if that report is about the table last ordered.
+                let served = self.shared.health.read().unwrap_or_else(|p| p.into_inner()).version;
+                self.health_fresh = self.health_known && served >= self.routes_version;
+                return;
+            }
+            Msg::RoutesPushed { version, result } => return self.routes_pushed(version, result),
         };
         self.apply_report(report);
     }
@@ -361,7 +426,7 @@ impl Engine {
         let now = clock::now();
         self.store.transaction(|tx| {
             if let Some(mut task) = tx.task_get(task_id)? {
-                task.last_status = "STOPPED".into();
+                task.last_status = model::TaskStatus::Stopped;
                 task.stopped_at = Some(now.as_millis());
                 tx.task_put(&task)?;
             }
@@ -441,33 +506,7 @@ impl Engine {
                 )
             }
             Command::RegisterTarget { target_group, addr, register } => {
-                let addr: std::net::SocketAddr = addr.parse().map_err(|_| {
-                    ApiError::bad_request(format!(
-                        "`{addr}` is not an address:port such as 127.0.0.1:9000"
-                    ))
-                })?;
-                let mut doc: TargetGroupDoc = self
-                    .store
-                    .read(|tx| state::doc(tx, KIND_TARGET_GROUP, &target_group))?
-                    .ok_or_else(|| {
-                        ApiError::not_found(format!("no target group `{target_group}`"))
-                    })?;
-                if register {
-                    if !doc.manual_targets().any(|t| *t == addr) {
-                        doc.registered.push(addr);
-                    }
-                } else {
-                    // A declared target deregistered by hand comes back with the next apply,
-                    // as the file still says so.
-                    doc.targets.retain(|t| *t != addr);
-                    doc.registered.retain(|t| *t != addr);
-                }
-                let body = serde_json::to_string(&doc)?;
-                self.store.transaction(|tx| {
-                    tx.resource_put(KIND_TARGET_GROUP, &target_group, &body, now.as_millis())
-                })?;
-                self.reconcile().await;
-                Ok(serde_json::to_value(doc)?)
+                self.register_target(&target_group, &addr, register, now).await
             }
             Command::DeployImages { service, images } => {
                 let request = crate::apply::image_definitions_deployment(self, &service, &images)?;
@@ -476,25 +515,61 @@ impl Engine {
                 self.reconcile().await;
                 Ok(serde_json::to_value(self.deployment_view(&id)?)?)
             }
-            Command::Shutdown => {
-                self.shutting_down = true;
-                let result = self.store.transaction(|tx| {
-                    for mut ts in tx.task_set_list()? {
-                        ts.status = "DRAINING".into();
-                        ts.desired_count = 0;
-                        tx.task_set_put(&ts)?;
-                    }
-                    Ok(())
-                });
-                result?;
-                // Stop at once rather than after the drain: the operator asked for everything to go.
-                let tasks = self.store.read(|tx| tx.task_list(0))?;
-                for task in tasks.into_iter().filter(|t| t.last_status != "STOPPED") {
-                    self.begin_stop(task, now, "cutover down")?;
-                }
-                Ok(serde_json::json!({ "status": "stopping" }))
-            }
+            Command::Shutdown => self.shutdown(now),
         }
+    }
+
+    /// Registers or deregisters an IP target by hand (`cutover target-groups register`).
+    async fn register_target(
+        &mut self,
+        target_group: &str,
+        addr: &str,
+        register: bool,
+        now: Timestamp,
+    ) -> Result<serde_json::Value, ApiError> {
+        let addr: std::net::SocketAddr = addr.parse().map_err(|_| {
+            ApiError::bad_request(format!("`{addr}` is not an address:port such as 127.0.0.1:9000"))
+        })?;
+        let mut doc: TargetGroupDoc = self
+            .store
+            .read(|tx| state::doc(tx, KIND_TARGET_GROUP, target_group))?
+            .ok_or_else(|| ApiError::not_found(format!("no target group `{target_group}`")))?;
+        if register {
+            if !doc.manual_targets().any(|t| *t == addr) {
+                doc.registered.push(addr);
+            }
+        } else {
+            // A declared target deregistered by hand comes back with the next apply,
+            // as the file still says so.
+            doc.targets.retain(|t| *t != addr);
+            doc.registered.retain(|t| *t != addr);
+        }
+        let body = serde_json::to_string(&doc)?;
+        self.store.transaction(|tx| {
+            tx.resource_put(KIND_TARGET_GROUP, target_group, &body, now.as_millis())
+        })?;
+        self.reconcile().await;
+        Ok(serde_json::to_value(doc)?)
+    }
+
+    /// Stops every task and then the loop (`cutover down`).
+    fn shutdown(&mut self, now: Timestamp) -> Result<serde_json::Value, ApiError> {
+        self.shutting_down = true;
+        let result = self.store.transaction(|tx| {
+            for mut ts in tx.task_set_list()? {
+                ts.status = model::TaskSetStatus::Draining;
+                ts.desired_count = 0;
+                tx.task_set_put(&ts)?;
+            }
+            Ok(())
+        });
+        result?;
+        // Stop at once rather than after the drain: the operator asked for everything to go.
+        let tasks = self.store.read(|tx| tx.task_list(0))?;
+        for task in tasks.into_iter().filter(|t| t.last_status != model::TaskStatus::Stopped) {
+            self.begin_stop(task, now, "cutover down")?;
+        }
+        Ok(serde_json::json!({ "status": "stopping" }))
     }
 
     // -----------------------------------------------------------------------------------------
@@ -609,9 +684,7 @@ impl Engine {
         if effects.is_empty() {
             return Ok(());
         }
-        let mut hooks_to_run = Vec::new();
-        let mut hooks_to_cancel = Vec::new();
-        let mut tasks_to_stop = Vec::new();
+        let mut work = DriveWork::default();
         let written = self.store.transaction(|tx| {
             let mut row = tx
                 .deployment_get(id)?
@@ -626,80 +699,15 @@ impl Engine {
             };
             let sentences: Vec<String> =
                 effects.iter().map(|e| crate::narrate::effect_sentence(e, sides)).collect();
+            let mut record = DeploymentRecord {
+                id,
+                row: &mut row,
+                body: &mut body,
+                group_state: &mut group_state,
+            };
             for (effect, sentence) in effects.iter().zip(&sentences) {
                 tx.event_append(id, now.as_millis(), "effect", sentence)?;
-                match effect {
-                    Effect::Status(_) | Effect::Event { .. } => {}
-                    Effect::StartGreen => {
-                        if body.green_task_set.is_none() {
-                            let service: ServiceDoc = state::doc(tx, KIND_SERVICE, &body.service)?
-                                .ok_or_else(|| {
-                                    store::Error::Conflict(format!(
-                                        "service {} vanished",
-                                        body.service
-                                    ))
-                                })?;
-                            let ts = TaskSetRow {
-                                id: deployment::new_id("ts"),
-                                service: body.service.clone(),
-                                task_definition: body.task_definition.clone(),
-                                target_group: Some(body.green_target_group.clone()),
-                                status: "ACTIVE".into(),
-                                deployment_id: Some(id.to_string()),
-                                desired_count: service.desired_count,
-                                created_at: now.as_millis(),
-                                updated_at: now.as_millis(),
-                            };
-                            tx.task_set_put(&ts)?;
-                            body.green_task_set = Some(ts.id);
-                        }
-                    }
-                    Effect::RunHook { event, execution_id, hook, timeout } => {
-                        hooks_to_run.push((*event, execution_id.clone(), hook.clone(), *timeout));
-                    }
-                    Effect::CancelHook { execution_id } => {
-                        hooks_to_cancel.push(execution_id.clone())
-                    }
-                    Effect::Route { production_green_percent, test_to_green } => {
-                        body.route_production_green_percent = *production_green_percent;
-                        body.route_test_to_green = *test_to_green;
-                    }
-                    Effect::StopGreen => {
-                        if let Some(green) = &body.green_task_set {
-                            let reason =
-                                format!("deployment {id} ended without green: green stopped");
-                            tasks_to_stop.extend(drain_task_set(tx, green, now, &reason)?);
-                        }
-                    }
-                    Effect::TerminateBlue => {
-                        let reason = format!("deployment {id} replaced blue with green");
-                        let blue = &body.blue_task_set;
-                        tasks_to_stop.extend(drain_task_set(tx, blue, now, &reason)?);
-                        if let Some(green_id) = &body.green_task_set {
-                            if let Some(mut green) = tx.task_set_get(green_id)? {
-                                green.status = "PRIMARY".into();
-                                green.updated_at = now.as_millis();
-                                tx.task_set_put(&green)?;
-                            }
-                            group_state.primary_task_set = Some(green_id.clone());
-                        }
-                    }
-                    Effect::Finished(outcome) => {
-                        body.rolled_back = outcome.rolled_back;
-                        if let Some((code, message)) = &outcome.error {
-                            body.error_code = Some(code.as_str().to_string());
-                            body.error_message = Some(message.clone());
-                        }
-                        row.completed_at = Some(now.as_millis());
-                        group_state.active_deployment = None;
-                        let green_left_running = outcome.status != DeploymentStatus::Succeeded
-                            && !outcome.rolled_back
-                            && body.green_task_set.is_some();
-                        if green_left_running {
-                            group_state.leftover_deployment = Some(id.to_string());
-                        }
-                    }
-                }
+                record_effect(tx, &mut record, effect, now, &mut work)?;
             }
             row.status = status.as_str().to_string();
             row.machine = machine_json.clone();
@@ -727,18 +735,18 @@ impl Engine {
         for effect in &effects {
             info!(deployment = %id, "{effect}");
         }
-        for execution_id in hooks_to_cancel {
+        for execution_id in work.hooks_to_cancel {
             if let Some(handle) = self.forget_hook(id, &execution_id) {
                 handle.abort();
             }
         }
-        for (event, execution_id, hook, timeout) in hooks_to_run {
+        for (event, execution_id, hook, timeout) in work.hooks_to_run {
             if let Err(err) = self.spawn_hook(id, event, execution_id, &hook, timeout) {
                 // The machine's own timeout for the hook settles it.
                 warn!(deployment = %id, "starting hook {hook}: {}", err.body.error);
             }
         }
-        for task in tasks_to_stop {
+        for task in work.tasks_to_stop {
             self.note_removal(&task);
         }
         if finished {
@@ -826,15 +834,14 @@ impl Engine {
 
     pub async fn reconcile(&mut self) {
         let now = clock::now();
-        self.refresh_health().await;
         if !self.store_writable(now) {
             return;
         }
-        if let Err(err) = self.watch_alarms(now).await {
+        if let Err(err) = self.watch_alarms(now) {
             warn!("evaluating alarms: {err:#}");
         }
-        if let Err(err) = self.refresh_tasks(now).await {
-            warn!("refreshing tasks: {err}");
+        if let Err(err) = self.stop_drained(now) {
+            warn!("stopping drained tasks: {err:#}");
         }
         if let Err(err) = self.schedule(now) {
             warn!("scheduling tasks: {}", err.body.error);
@@ -842,7 +849,7 @@ impl Engine {
         if let Err(err) = self.advance_deployments(now) {
             warn!("advancing deployments: {}", err.body.error);
         }
-        if let Err(err) = self.push_routes().await {
+        if let Err(err) = self.push_routes() {
             warn!("updating the load balancer: {err:#}");
         }
         self.note_store_failure(clock::now());
@@ -916,24 +923,12 @@ impl Engine {
     }
 
     fn monitor(&self) -> std::sync::MutexGuard<'_, crate::monitor::Monitor> {
-        self.shared.monitor.lock().unwrap_or_else(|p| p.into_inner())
+        self.shared.monitor()
     }
 
-    /// Samples the data plane's metrics and task logs, evaluates alarms, and stops the
-    /// deployments whose alarms are in ALARM while they watch them.
-    async fn watch_alarms(&mut self, now: Timestamp) -> anyhow::Result<()> {
-        if self.monitor().should_poll(now) {
-            match self
-                .lb
-                .metrics_json()
-                .await
-                .map(serde_json::from_value::<routes::MetricsSnapshot>)
-            {
-                Ok(Ok(snapshot)) => self.monitor().record_snapshot(snapshot, now),
-                Ok(Err(err)) => warn!("the load balancer's metrics are unreadable: {err}"),
-                Err(err) => warn!("reading the load balancer's metrics: {err:#}"),
-            }
-        }
+    /// Reads task logs into the metric filters, evaluates alarms (over the metrics the poller
+    /// sampled), and stops the deployments whose alarms are in ALARM while they watch them.
+    fn watch_alarms(&mut self, now: Timestamp) -> anyhow::Result<()> {
         let (alarm_docs, filter_docs, tasks): (
             Vec<crate::monitor::AlarmDoc>,
             Vec<crate::monitor::MetricFilterDoc>,
@@ -961,7 +956,7 @@ impl Engine {
                 (Some(group), false) => group.alarms.clone(),
                 _ => Vec::new(),
             };
-            if is_watching_alarms(machine) {
+            if machine.is_watching_alarms() {
                 watching.push((id.clone(), body.green_target_group.clone(), watched.clone()));
             }
             deployments.push((id.clone(), body.green_target_group.clone(), watched));
@@ -970,8 +965,8 @@ impl Engine {
             return Ok(());
         }
         let mut logs: BTreeMap<String, Vec<std::path::PathBuf>> = BTreeMap::new();
-        for task in tasks.iter().filter(|t| t.last_status != "STOPPED") {
-            if let Some(rt) = self.runtimes.get(&task.runtime) {
+        for task in tasks.iter().filter(|t| t.last_status != model::TaskStatus::Stopped) {
+            if let Some(rt) = self.runtimes.get(task.runtime.as_str()) {
                 logs.entry(task.service.clone())
                     .or_default()
                     .extend(rt.log_files(&task.id).into_iter().map(|(_, p)| p));
@@ -1035,15 +1030,30 @@ impl Engine {
         Ok(())
     }
 
-    async fn refresh_health(&mut self) {
-        match self.lb.health().await {
+    fn health_reported(&mut self, report: Result<HealthReport, String>) {
+        match report {
             Ok(report) => {
-                self.health_fresh = report.version >= self.routes_version;
+                // Not fresh until the tasks' health is derived from it (the next inspection).
+                self.health_fresh = false;
+                self.health_known = true;
                 *self.shared.health.write().unwrap_or_else(|p| p.into_inner()) = report;
             }
             Err(err) => {
+                if self.health_known {
+                    warn!("the load balancer does not answer ({err}); restarting it");
+                }
                 self.health_fresh = false;
-                warn!("the load balancer does not answer ({err}); restarting it");
+                self.health_known = false;
+                // The next pass pushes the table again, which starts a data plane that died.
+                self.last_pushed = None;
+            }
+        }
+    }
+
+    fn routes_pushed(&mut self, version: u64, result: Result<(), String>) {
+        if let Err(err) = result {
+            warn!("updating the load balancer (routing table v{version}): {err}");
+            if version == self.routes_version {
                 self.last_pushed = None;
             }
         }
@@ -1054,119 +1064,99 @@ impl Engine {
         health.target_groups.get(target_group)?.iter().find(|t| t.addr.to_string() == addr).cloned()
     }
 
-    async fn refresh_tasks(&mut self, now: Timestamp) -> anyhow::Result<()> {
-        let (tasks, task_sets) =
-            self.store.read(|tx| Ok((tx.task_list(0)?, tx.task_set_list()?)))?;
-        for mut task in tasks {
-            let before = task.clone();
-            match task.last_status.as_str() {
-                "RUNNING" => {
-                    let Some(rt) = self.runtimes.get(&task.runtime).cloned() else { continue };
-                    let Some(handle) = task
-                        .handle
-                        .as_deref()
-                        .and_then(|h| serde_json::from_str::<TaskHandle>(h).ok())
-                    else {
-                        continue;
-                    };
-                    match rt.inspect(&handle).await {
-                        TaskState::Running { health } => {
-                            let tg = task_sets
-                                .iter()
-                                .find(|ts| ts.id == task.task_set_id)
-                                .and_then(|ts| ts.target_group.clone());
-                            let lb_state = match (&tg, &task.addr) {
-                                (Some(tg), Some(addr)) => {
-                                    self.target_state(tg, addr).map(|t| t.state)
-                                }
-                                _ => None,
-                            };
-                            let container_unhealthy = matches!(health, runtime::Health::Unhealthy);
-                            let checked =
-                                task_sets.iter().find(|ts| ts.id == task.task_set_id).is_some_and(
-                                    |ts| self.has_container_health_check(&ts.task_definition),
-                                );
-                            task.health =
-                                task_health(health, checked, lb_state, tg.is_some()).to_string();
-                            if task.health == "HEALTHY" {
-                                self.failures.remove(&task.task_set_id);
-                            }
-                            if container_unhealthy && task.desired_status == "RUNNING" {
-                                // ECS replaces a task whose essential container is unhealthy.
-                                self.note_failure(
-                                    &task.task_set_id,
-                                    "container health check failed",
-                                    now,
-                                );
-                                self.store.transaction(|tx| tx.task_put(&task))?;
-                                self.begin_stop(
-                                    task,
-                                    now,
-                                    "task failed its container health check",
-                                )
-                                .map_err(|e| anyhow::anyhow!(e.body.error))?;
-                                continue;
-                            }
-                        }
-                        TaskState::Exited { code, reason } => {
-                            task.last_status = "STOPPED".into();
-                            task.desired_status = "STOPPED".into();
-                            task.stopped_at = Some(now.as_millis());
-                            task.health = "UNKNOWN".into();
-                            let reason = match code {
-                                Some(code) => format!("{reason} (exit code {code})"),
-                                None => reason,
-                            };
-                            if before.desired_status == "RUNNING" {
-                                self.note_failure(&task.task_set_id, &reason, now);
-                            }
-                            task.stopped_reason = Some(reason);
-                            let _ = rt.remove(&handle).await;
-                        }
-                        TaskState::Gone => {
-                            task.last_status = "STOPPED".into();
-                            task.desired_status = "STOPPED".into();
-                            task.stopped_at = Some(now.as_millis());
-                            task.stopped_reason
-                                .get_or_insert_with(|| "task disappeared from its runtime".into());
-                            if before.desired_status == "RUNNING" {
-                                self.note_failure(
-                                    &task.task_set_id,
-                                    "task disappeared from its runtime",
-                                    now,
-                                );
-                            }
-                        }
-                    }
+    /// Records what a runtime said about a task that ran when it was asked: its health, or that
+    /// it exited or vanished. An answer about a task that stopped meanwhile is old news.
+    fn task_inspected(
+        &mut self,
+        task_id: &str,
+        handle: TaskHandle,
+        state: TaskState,
+        now: Timestamp,
+    ) -> anyhow::Result<()> {
+        let Some(mut task) = self.store.read(|tx| tx.task_get(task_id))? else { return Ok(()) };
+        if task.last_status != model::TaskStatus::Running {
+            return Ok(());
+        }
+        let before = task.clone();
+        match state {
+            TaskState::Running { health } => {
+                let ts = self.store.read(|tx| tx.task_set_get(&task.task_set_id))?;
+                let tg = ts.as_ref().and_then(|ts| ts.target_group.clone());
+                let lb_state = match (&tg, &task.addr) {
+                    (Some(tg), Some(addr)) => self.target_state(tg, addr).map(|t| t.state),
+                    _ => None,
+                };
+                let checked =
+                    ts.is_some_and(|ts| self.has_container_health_check(&ts.task_definition));
+                let health = container_health(health);
+                task.health = reconciler::task_health(health, checked, lb_state, tg.is_some());
+                if task.health == model::TaskHealth::Healthy {
+                    self.failures.remove(&task.task_set_id);
                 }
-                "DEACTIVATING" => {
-                    let drained =
-                        task.stop_at.is_none_or(|at| now.as_millis() >= at) || self.released(&task);
-                    if drained {
-                        self.begin_stop(task, now, "")
-                            .map_err(|e| anyhow::anyhow!(e.body.error))?;
-                        continue;
-                    }
+                if health == reconciler::ContainerHealth::Unhealthy
+                    && task.desired_status == model::DesiredStatus::Running
+                {
+                    // ECS replaces a task whose essential container is unhealthy.
+                    self.note_failure(&task.task_set_id, "container health check failed", now);
+                    self.store.transaction(|tx| tx.task_put(&task))?;
+                    return self
+                        .begin_stop(task, now, "task failed its container health check")
+                        .map_err(|e| anyhow::anyhow!(e.body.error));
                 }
-                _ => {}
             }
-            if task != before {
-                self.store.transaction(|tx| tx.task_put(&task))?;
+            TaskState::Exited { code, reason } => {
+                let reason = match code {
+                    Some(code) => format!("{reason} (exit code {code})"),
+                    None => reason,
+                };
+                self.task_ended(&mut task, reason, now);
+                task.health = model::TaskHealth::Unknown;
+                if let Some(rt) = self.runtimes.get(task.runtime.as_str()).cloned() {
+                    tokio::spawn(async move {
+                        let _ = rt.remove(&handle).await;
+                    });
+                }
             }
+            TaskState::Gone => {
+                self.task_ended(&mut task, "task disappeared from its runtime".into(), now);
+            }
+        }
+        if task != before {
+            self.store.transaction(|tx| tx.task_put(&task))?;
         }
         Ok(())
     }
 
-    /// Whether the data plane has let go of a deactivating task (its drain finished early
-    /// because nothing was in flight).
-    fn released(&self, task: &TaskRow) -> bool {
-        let (Some(addr), Some(removed_at)) = (&task.addr, self.removed_at_version.get(&task.id))
-        else {
-            return false;
-        };
-        let health = self.shared.health.read().unwrap_or_else(|p| p.into_inner());
-        health.version >= *removed_at
-            && !health.target_groups.values().flatten().any(|t| t.addr.to_string() == *addr)
+    /// A task stopped on its own: a failure of its task set if it was meant to run.
+    fn task_ended(&mut self, task: &mut TaskRow, reason: String, now: Timestamp) {
+        if task.desired_status == model::DesiredStatus::Running {
+            self.note_failure(&task.task_set_id, &reason, now);
+        }
+        task.last_status = model::TaskStatus::Stopped;
+        task.desired_status = model::DesiredStatus::Stopped;
+        task.stopped_at = Some(now.as_millis());
+        task.stopped_reason.get_or_insert(reason);
+    }
+
+    /// Stops the deactivating tasks whose drain is over.
+    fn stop_drained(&mut self, now: Timestamp) -> anyhow::Result<()> {
+        let tasks = self.store.read(|tx| tx.task_list(0))?;
+        for task in tasks.into_iter().filter(|t| t.last_status == model::TaskStatus::Deactivating) {
+            let drained = {
+                let health = self.shared.health.read().unwrap_or_else(|p| p.into_inner());
+                reconciler::drain_over(
+                    task.stop_at.map(Timestamp::from_millis),
+                    task.addr.as_deref().and_then(|a| a.parse().ok()),
+                    self.removed_at_version.get(&task.id).copied(),
+                    &health,
+                    now,
+                )
+            };
+            if drained {
+                self.begin_stop(task, now, "").map_err(|e| anyhow::anyhow!(e.body.error))?;
+            }
+        }
+        Ok(())
     }
 
     /// Whether a task definition (`family:revision`) gives an essential container a health check.
@@ -1188,10 +1178,7 @@ impl Engine {
     }
 
     fn note_failure(&mut self, task_set_id: &str, reason: &str, now: Timestamp) {
-        let record = self.failures.entry(task_set_id.to_string()).or_default();
-        record.count += 1;
-        record.last_reason = reason.to_string();
-        record.last_at = now;
+        self.failures.entry(task_set_id.to_string()).or_default().note(reason, now);
     }
 
     /// Tasks that `apply` took out of their target groups (a deleted service's).
@@ -1212,14 +1199,14 @@ impl Engine {
         now: Timestamp,
         reason: &str,
     ) -> Result<(), ApiError> {
-        task.desired_status = "STOPPED".into();
-        task.last_status = "STOPPING".into();
+        task.desired_status = model::DesiredStatus::Stopped;
+        task.last_status = model::TaskStatus::Stopping;
         if !reason.is_empty() {
             task.stopped_reason.get_or_insert_with(|| reason.to_string());
         }
         self.store.transaction(|tx| tx.task_put(&task))?;
         self.removed_at_version.remove(&task.id);
-        let rt = self.runtimes.get(&task.runtime).cloned();
+        let rt = self.runtimes.get(task.runtime.as_str()).cloned();
         let handle =
             task.handle.as_deref().and_then(|h| serde_json::from_str::<TaskHandle>(h).ok());
         let tx = self.tx.clone();
@@ -1246,15 +1233,15 @@ impl Engine {
                 .iter()
                 .filter(|t| {
                     t.task_set_id == ts.id
-                        && t.desired_status == "RUNNING"
-                        && t.last_status != "STOPPED"
+                        && t.desired_status == model::DesiredStatus::Running
+                        && t.last_status != model::TaskStatus::Stopped
                 })
                 .collect();
-            if ts.status == "DRAINING" {
+            if ts.status == model::TaskSetStatus::Draining {
                 let remaining = snapshot
                     .tasks
                     .iter()
-                    .any(|t| t.task_set_id == ts.id && t.last_status != "STOPPED");
+                    .any(|t| t.task_set_id == ts.id && t.last_status != model::TaskStatus::Stopped);
                 if live.is_empty() && !remaining {
                     // Its stopped tasks stay listed: they keep naming their task definition.
                     self.store.transaction(|tx| {
@@ -1288,13 +1275,8 @@ impl Engine {
                 continue;
             }
             if live.len() < desired && !self.shutting_down {
-                if let Some(record) = self.failures.get(&ts.id) {
-                    // Exponential backoff between attempts after failures, capped like ECS's
-                    // throttle (ECS goes up to 15 minutes; a local runtime recovers faster).
-                    let backoff_ms = (250u64 << record.count.min(6)).min(15_000);
-                    if now.as_millis() < record.last_at.as_millis() + backoff_ms {
-                        continue;
-                    }
+                if self.failures.get(&ts.id).is_some_and(|record| now < record.retry_at()) {
+                    continue;
                 }
                 for _ in live.len()..desired {
                     self.start_task(&snapshot, ts, now)?;
@@ -1312,6 +1294,10 @@ impl Engine {
     ) -> Result<(), ApiError> {
         let service = snapshot.service(&ts.service).ok_or_else(|| {
             ApiError::internal(format!("task set {} has no service {}", ts.id, ts.service))
+        })?;
+        // `apply` stores only runtimes it knows.
+        let runtime = model::RuntimeKind::parse(&service.runtime).ok_or_else(|| {
+            ApiError::internal(format!("service {} has an unknown runtime", service.name))
         })?;
         let rt = self.runtimes.get(&service.runtime).cloned().ok_or_else(|| {
             ApiError::conflict(format!(
@@ -1350,10 +1336,10 @@ impl Engine {
             id: task_id.clone(),
             task_set_id: ts.id.clone(),
             service: ts.service.clone(),
-            runtime: service.runtime.clone(),
-            last_status: "PROVISIONING".into(),
-            desired_status: "RUNNING".into(),
-            health: "UNKNOWN".into(),
+            runtime,
+            last_status: model::TaskStatus::Provisioning,
+            desired_status: model::DesiredStatus::Running,
+            health: model::TaskHealth::Unknown,
             handle: None,
             addr: None,
             stop_at: None,
@@ -1383,19 +1369,19 @@ impl Engine {
                 task.handle = Some(serde_json::to_string(&handle)?);
                 task.addr = handle.addr.map(|a| a.to_string());
                 task.started_at = Some(now.as_millis());
-                if task.desired_status == "STOPPED" {
+                if task.desired_status == model::DesiredStatus::Stopped {
                     // Stopped while starting (a rollback overtook it): stop it now.
                     self.store.transaction(|tx| tx.task_put(&task))?;
                     self.begin_stop(task, now, "").map_err(|e| anyhow::anyhow!(e.body.error))?;
                     return Ok(());
                 }
-                task.last_status = "RUNNING".into();
+                task.last_status = model::TaskStatus::Running;
             }
             Err(reason) => {
                 warn!(task = %task_id, "task failed to start: {reason}");
                 let reason = format!("task failed to start: {reason}");
-                task.last_status = "STOPPED".into();
-                task.desired_status = "STOPPED".into();
+                task.last_status = model::TaskStatus::Stopped;
+                task.desired_status = model::DesiredStatus::Stopped;
                 task.stopped_at = Some(now.as_millis());
                 task.stopped_reason = Some(reason.clone());
                 // Counted once written: a report the store refused is applied again later.
@@ -1423,40 +1409,35 @@ impl Engine {
                     .iter()
                     .filter(|t| {
                         t.task_set_id == green_id
-                            && t.desired_status == "RUNNING"
-                            && t.last_status == "RUNNING"
+                            && t.desired_status == model::DesiredStatus::Running
+                            && t.last_status == model::TaskStatus::Running
                     })
                     .collect();
-                let healthy = green_tasks.iter().filter(|t| t.health == "HEALTHY").count();
+                let healthy =
+                    green_tasks.iter().filter(|t| t.health == model::TaskHealth::Healthy).count();
                 let machine = &self.machines[&id];
-                let installing = machine.current_event() == Some(model::LifecycleEvent::Install);
                 let failures = self.failures.get(&green_id).cloned().unwrap_or_default();
-                if !body.green_failure_reported && failures.count >= GREEN_FAILURES_MAX {
-                    body.green_failure_reported = true;
-                    input = Some(Input::GreenUnhealthy {
-                        reason: format!(
-                            "green tasks failed {} times in a row; last: {}",
-                            failures.count, failures.last_reason
-                        ),
-                    });
-                } else if installing && desired > 0 && healthy >= desired && self.health_fresh {
-                    body.green_was_healthy = true;
-                    input = Some(Input::GreenHealthy);
-                } else if body.green_was_healthy
-                    && !installing
-                    && !body.green_failure_reported
-                    && self.health_fresh
-                    && healthy == 0
-                    && machine.status() != DeploymentStatus::Succeeded
-                {
-                    body.green_failure_reported = true;
-                    input = Some(Input::GreenUnhealthy {
-                        reason: format!(
-                            "green target group {} has no healthy targets",
-                            body.green_target_group
-                        ),
-                    });
-                }
+                let view = GreenView {
+                    target_group: &body.green_target_group,
+                    desired: desired as u32,
+                    healthy: healthy as u32,
+                    failures: &failures,
+                    installing: machine.current_event() == Some(model::LifecycleEvent::Install),
+                    succeeded: machine.status() == DeploymentStatus::Succeeded,
+                    health_fresh: self.health_fresh,
+                    was_healthy: body.green_was_healthy,
+                    failure_reported: body.green_failure_reported,
+                };
+                input = reconciler::green_verdict(&view).map(|verdict| match verdict {
+                    GreenVerdict::Healthy => {
+                        body.green_was_healthy = true;
+                        Input::GreenHealthy
+                    }
+                    GreenVerdict::Unhealthy(reason) => {
+                        body.green_failure_reported = true;
+                        Input::GreenUnhealthy { reason }
+                    }
+                });
             }
             if input.is_some() {
                 let mut row = row.clone();
@@ -1487,7 +1468,7 @@ impl Engine {
         let version = self.routes_version + 1;
         self.store.transaction(|tx| tx.meta_set("routes_version", &version.to_string()))?;
         table.version = version;
-        self.lb.put_routes(&table).await?;
+        self.pusher.push_and_wait(table.clone()).await?;
         self.routes_version = version;
         *self.shared.routes_version.write().unwrap_or_else(|p| p.into_inner()) = version;
         table.version = 0;
@@ -1504,7 +1485,9 @@ impl Engine {
         self.last_pushed.as_ref().is_some_and(|last| *last == *table)
     }
 
-    async fn push_routes(&mut self) -> anyhow::Result<()> {
+    /// Orders the data plane to serve the table the state implies, when it changed: the push
+    /// runs in the pusher's task, which reports back ([`Msg::RoutesPushed`]).
+    fn push_routes(&mut self) -> anyhow::Result<()> {
         let snapshot = self.store.read(Snapshot::load)?;
         let mut table = snapshot.route_table(0);
         let unchanged = self.last_pushed.as_ref().is_some_and(|last| *last == table);
@@ -1514,17 +1497,12 @@ impl Engine {
         let version = self.routes_version + 1;
         self.store.transaction(|tx| tx.meta_set("routes_version", &version.to_string()))?;
         table.version = version;
-        if let Err(err) = self.lb.put_routes(&table).await {
-            // Perhaps the data plane died: start it again (it restores its last table from its
-            // state file) and retry once.
-            let preferred = self.lb.admin_addr();
-            crate::lb::ensure_running(&self.data_dir, preferred, self.lb_threads).await?;
-            self.lb
-                .put_routes(&table)
-                .await
-                .map_err(|retry| anyhow::anyhow!("{err:#}; retry: {retry:#}"))?;
+        if !self.pusher.push(table.clone()) {
+            anyhow::bail!("the data plane has not taken a table for long; pushing again later");
         }
         self.routes_version = version;
+        // What the tasks' health says is about an older table now.
+        self.health_fresh = false;
         *self.shared.routes_version.write().unwrap_or_else(|p| p.into_inner()) = version;
         table.version = 0;
         self.last_pushed = Some(table);
@@ -1532,24 +1510,98 @@ impl Engine {
     }
 }
 
-/// Whether a deployment is in the part of its life where alarms stop it: from test traffic (or
-/// production traffic, without a test listener) until blue is terminated.
-fn is_watching_alarms(machine: &Rollout) -> bool {
-    use model::LifecycleEvent::*;
-    if machine.is_finished() {
-        return false;
+/// What a deployment's effects change in the store, inside the transaction that records them.
+struct DeploymentRecord<'a> {
+    id: &'a str,
+    row: &'a mut DeploymentRow,
+    body: &'a mut DeploymentBody,
+    group_state: &'a mut GroupState,
+}
+
+/// What a deployment's effects leave to do once they are written.
+#[derive(Default)]
+struct DriveWork {
+    hooks_to_run: Vec<(model::LifecycleEvent, String, String, Duration)>,
+    hooks_to_cancel: Vec<String>,
+    tasks_to_stop: Vec<TaskRow>,
+}
+
+/// Gives one effect of a deployment's machine its meaning for task sets, routing and the
+/// group, in the transaction that records it; what leaves the process goes into `work`.
+fn record_effect(
+    tx: &store::Tx<'_>,
+    record: &mut DeploymentRecord<'_>,
+    effect: &Effect,
+    now: Timestamp,
+    work: &mut DriveWork,
+) -> store::Result<()> {
+    match effect {
+        Effect::Status(_) | Effect::Event { .. } => {}
+        Effect::StartGreen => {
+            if record.body.green_task_set.is_none() {
+                let service: ServiceDoc = state::doc(tx, KIND_SERVICE, &record.body.service)?
+                    .ok_or_else(|| {
+                        store::Error::Conflict(format!("service {} vanished", record.body.service))
+                    })?;
+                let ts = TaskSetRow {
+                    id: deployment::new_id("ts"),
+                    service: record.body.service.clone(),
+                    task_definition: record.body.task_definition.clone(),
+                    target_group: Some(record.body.green_target_group.clone()),
+                    status: model::TaskSetStatus::Active,
+                    deployment_id: Some(record.id.to_string()),
+                    desired_count: service.desired_count,
+                    created_at: now.as_millis(),
+                    updated_at: now.as_millis(),
+                };
+                tx.task_set_put(&ts)?;
+                record.body.green_task_set = Some(ts.id);
+            }
+        }
+        Effect::RunHook { event, execution_id, hook, timeout } => {
+            work.hooks_to_run.push((*event, execution_id.clone(), hook.clone(), *timeout));
+        }
+        Effect::CancelHook { execution_id } => work.hooks_to_cancel.push(execution_id.clone()),
+        Effect::Route { production_green_percent, test_to_green } => {
+            record.body.route_production_green_percent = *production_green_percent;
+            record.body.route_test_to_green = *test_to_green;
+        }
+        Effect::StopGreen => {
+            if let Some(green) = &record.body.green_task_set {
+                let reason = format!("deployment {} ended without green: green stopped", record.id);
+                work.tasks_to_stop.extend(drain_task_set(tx, green, now, &reason)?);
+            }
+        }
+        Effect::TerminateBlue => {
+            let reason = format!("deployment {} replaced blue with green", record.id);
+            let blue = &record.body.blue_task_set;
+            work.tasks_to_stop.extend(drain_task_set(tx, blue, now, &reason)?);
+            if let Some(green_id) = &record.body.green_task_set {
+                if let Some(mut green) = tx.task_set_get(green_id)? {
+                    green.status = model::TaskSetStatus::Primary;
+                    green.updated_at = now.as_millis();
+                    tx.task_set_put(&green)?;
+                }
+                record.group_state.primary_task_set = Some(green_id.clone());
+            }
+        }
+        Effect::Finished(outcome) => {
+            record.body.rolled_back = outcome.rolled_back;
+            if let Some((code, message)) = &outcome.error {
+                record.body.error_code = Some(code.as_str().to_string());
+                record.body.error_message = Some(message.clone());
+            }
+            record.row.completed_at = Some(now.as_millis());
+            record.group_state.active_deployment = None;
+            let green_left_running = outcome.status != DeploymentStatus::Succeeded
+                && !outcome.rolled_back
+                && record.body.green_task_set.is_some();
+            if green_left_running {
+                record.group_state.leftover_deployment = Some(record.id.to_string());
+            }
+        }
     }
-    matches!(machine.status(), DeploymentStatus::Ready | DeploymentStatus::Baking)
-        || matches!(
-            machine.current_event(),
-            Some(
-                AllowTestTraffic
-                    | AfterAllowTestTraffic
-                    | BeforeAllowTraffic
-                    | AllowTraffic
-                    | AfterAllowTraffic
-            )
-        )
+    Ok(())
 }
 
 /// Requests the green target group received over an alarm's evaluation window: part of the
@@ -1568,25 +1620,12 @@ fn green_requests(
         .map_or(0, |points| points.iter().map(|p| p.value as u64).sum())
 }
 
-/// ECS's task health: with a container health check, the task is healthy only once the check
-/// says so (and, in a target group, the load balancer agrees); without one, the load balancer's
-/// view decides, and a task outside any target group is healthy while it runs.
-fn task_health(
-    container: runtime::Health,
-    checked: bool,
-    lb: Option<TargetState>,
-    in_target_group: bool,
-) -> &'static str {
-    match (container, checked) {
-        (runtime::Health::Unhealthy, _) => return "UNHEALTHY",
-        (runtime::Health::Unknown, true) => return "UNKNOWN",
-        _ => {}
-    }
-    match (lb, in_target_group) {
-        (Some(TargetState::Healthy), _) => "HEALTHY",
-        (Some(TargetState::Unhealthy), _) => "UNHEALTHY",
-        (_, false) => "HEALTHY",
-        _ => "UNKNOWN",
+/// What a runtime says about a task's containers, in the reconciler's terms.
+fn container_health(health: runtime::Health) -> reconciler::ContainerHealth {
+    match health {
+        runtime::Health::Healthy => reconciler::ContainerHealth::Healthy,
+        runtime::Health::Unhealthy => reconciler::ContainerHealth::Unhealthy,
+        runtime::Health::Unknown => reconciler::ContainerHealth::Unknown,
     }
 }
 
@@ -1601,15 +1640,15 @@ pub(crate) fn drain_task_set(
     reason: &str,
 ) -> store::Result<Vec<TaskRow>> {
     let Some(mut ts) = tx.task_set_get(task_set_id)? else { return Ok(Vec::new()) };
-    ts.status = "DRAINING".into();
+    ts.status = model::TaskSetStatus::Draining;
     ts.desired_count = 0;
     ts.updated_at = now.as_millis();
     tx.task_set_put(&ts)?;
     let mut out = Vec::new();
     for task in tx.task_list(0)? {
         if task.task_set_id == task_set_id
-            && task.desired_status == "RUNNING"
-            && task.last_status != "STOPPED"
+            && task.desired_status == model::DesiredStatus::Running
+            && task.last_status != model::TaskStatus::Stopped
         {
             out.push(deactivate(tx, task, &ts, now, reason)?);
         }
@@ -1631,10 +1670,10 @@ fn deactivate(
             .map_or(0, |d| d.deregistration_delay_ms),
         None => 0,
     };
-    task.desired_status = "STOPPED".into();
+    task.desired_status = model::DesiredStatus::Stopped;
     task.stopped_reason.get_or_insert_with(|| reason.to_string());
-    if task.last_status == "RUNNING" {
-        task.last_status = "DEACTIVATING".into();
+    if task.last_status == model::TaskStatus::Running {
+        task.last_status = model::TaskStatus::Deactivating;
         task.stop_at = Some(now.as_millis() + delay_ms);
     }
     tx.task_put(&task)?;
@@ -1671,45 +1710,31 @@ pub fn task_set_view(ts: &TaskSetRow, tasks: &[TaskRow]) -> api::TaskSetView {
     let mine = tasks.iter().filter(|t| t.task_set_id == ts.id);
     api::TaskSetView {
         id: ts.id.clone(),
-        status: ts.status.clone(),
+        status: ts.status.to_string(),
         task_definition: ts.task_definition.clone(),
         target_group: ts.target_group.clone(),
         deployment_id: ts.deployment_id.clone(),
         desired_count: ts.desired_count,
-        running_count: mine.clone().filter(|t| t.last_status == "RUNNING").count() as u32,
-        healthy_count: mine.filter(|t| t.last_status == "RUNNING" && t.health == "HEALTHY").count()
+        running_count: mine.clone().filter(|t| t.last_status == model::TaskStatus::Running).count()
             as u32,
+        healthy_count: mine
+            .filter(|t| {
+                t.last_status == model::TaskStatus::Running
+                    && t.health == model::TaskHealth::Healthy
+            })
+            .count() as u32,
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use runtime::Health;
-
-    #[test]
-    fn task_health_follows_ecs() {
-        // A container check that has not answered yet keeps the task UNKNOWN, whatever the LB says.
-        assert_eq!(task_health(Health::Unknown, true, Some(TargetState::Healthy), true), "UNKNOWN");
-        assert_eq!(task_health(Health::Healthy, true, Some(TargetState::Healthy), true), "HEALTHY");
-        assert_eq!(
-            task_health(Health::Unhealthy, true, Some(TargetState::Healthy), true),
-            "UNHEALTHY"
-        );
-        // Without a container check the load balancer decides.
-        assert_eq!(
-            task_health(Health::Unknown, false, Some(TargetState::Healthy), true),
-            "HEALTHY"
-        );
-        assert_eq!(
-            task_health(Health::Unknown, false, Some(TargetState::Unhealthy), true),
-            "UNHEALTHY"
-        );
-        assert_eq!(
-            task_health(Health::Unknown, false, Some(TargetState::Initial), true),
-            "UNKNOWN"
-        );
-        // Outside any target group, a running task is healthy.
-        assert_eq!(task_health(Health::Unknown, false, None, false), "HEALTHY");
+/// Sleeps until `at`, or forever without a deadline (a message wakes the loop then).
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
+}
+
+/// The monotonic instant at which the control plane's clock reads `at` (now, if it has passed).
+fn instant_at(at: Timestamp) -> tokio::time::Instant {
+    tokio::time::Instant::now() + at.since(clock::now())
 }

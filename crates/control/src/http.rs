@@ -247,7 +247,7 @@ fn task_views(
 ) -> Vec<TaskView> {
     tasks
         .into_iter()
-        .filter(|t| query.all || t.last_status != "STOPPED")
+        .filter(|t| query.all || t.last_status != model::TaskStatus::Stopped)
         .filter(|t| query.service.as_ref().is_none_or(|s| *s == t.service))
         .map(|t| {
             let set = sets.iter().find(|s| s.id == t.task_set_id);
@@ -255,16 +255,20 @@ fn task_views(
                 .map(|s| s.task_definition.clone())
                 .or_else(|| retired.get(&t.task_set_id).cloned())
                 .unwrap_or_else(|| "unknown".to_string());
-            let health = if t.last_status == "STOPPED" { "UNKNOWN".into() } else { t.health };
+            let health = if t.last_status == model::TaskStatus::Stopped {
+                model::TaskHealth::Unknown
+            } else {
+                t.health
+            };
             TaskView {
                 id: t.id,
                 service: t.service,
                 task_set_id: t.task_set_id,
                 task_definition,
-                runtime: t.runtime,
-                last_status: t.last_status,
-                desired_status: t.desired_status,
-                health,
+                runtime: t.runtime.to_string(),
+                last_status: t.last_status.to_string(),
+                desired_status: t.desired_status.to_string(),
+                health: health.to_string(),
                 addr: t.addr,
                 target_group: set.and_then(|s| s.target_group.clone()),
                 started_at: t.started_at,
@@ -291,7 +295,7 @@ async fn task_logs(
     let task = state.store.read(|tx| tx.task_get(&id))?.ok_or_else(|| {
         ApiError::not_found(format!("no task {id}; `cutover tasks list` shows them"))
     })?;
-    let rt = state.runtimes.get(&task.runtime).cloned().ok_or_else(|| {
+    let rt = state.runtimes.get(task.runtime.as_str()).cloned().ok_or_else(|| {
         ApiError::conflict(format!("the {} runtime is not available", task.runtime))
     })?;
     let files = rt.log_files(&id);
@@ -332,7 +336,7 @@ async fn task_logs(
                     .read(|tx| tx.task_get(&id))
                     .ok()
                     .flatten()
-                    .is_none_or(|t| t.last_status == "STOPPED");
+                    .is_none_or(|t| t.last_status == model::TaskStatus::Stopped);
                 if stopped {
                     return None;
                 }
@@ -787,15 +791,19 @@ mod tests {
 
     use super::*;
 
-    fn task(id: &str, set: &str, last_status: &str) -> store::TaskRow {
+    fn task(id: &str, set: &str, last_status: model::TaskStatus) -> store::TaskRow {
         store::TaskRow {
             id: id.into(),
             task_set_id: set.into(),
             service: "web".into(),
-            runtime: "process".into(),
-            last_status: last_status.into(),
-            desired_status: if last_status == "STOPPED" { "STOPPED" } else { "RUNNING" }.into(),
-            health: "HEALTHY".into(),
+            runtime: model::RuntimeKind::Process,
+            last_status,
+            desired_status: if last_status == model::TaskStatus::Stopped {
+                model::DesiredStatus::Stopped
+            } else {
+                model::DesiredStatus::Running
+            },
+            health: model::TaskHealth::Healthy,
             handle: None,
             addr: None,
             stop_at: None,
@@ -811,9 +819,9 @@ mod tests {
      {
         let tasks = || {
             vec![
-                task("t-blue", "ts-blue", "STOPPED"),
-                task("t-lost", "ts-never-recorded", "STOPPED"),
-                task("t-green", "ts-green", "RUNNING"),
+                task("t-blue", "ts-blue", model::TaskStatus::Stopped),
+                task("t-lost", "ts-never-recorded", model::TaskStatus::Stopped),
+                task("t-green", "ts-green", model::TaskStatus::Running),
             ]
         };
         let sets = [store::TaskSetRow {
@@ -821,7 +829,7 @@ mod tests {
             service: "web".into(),
             task_definition: "web:2".into(),
             target_group: Some("web-green".into()),
-            status: "PRIMARY".into(),
+            status: model::TaskSetStatus::Primary,
             deployment_id: None,
             desired_count: 1,
             created_at: 1,

@@ -21,6 +21,7 @@ pub mod monitor;
 mod narrate;
 mod outage;
 mod pipelines;
+mod pollers;
 pub mod preview;
 mod routing;
 mod state;

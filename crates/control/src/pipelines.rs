@@ -4,12 +4,14 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use ci::{DeploymentState, FileText};
+use axum::http::StatusCode;
+use ci::{DeployError, DeploymentState, FileText};
 use store::Store;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::api::{CreateDeploymentRequest, FileUpload};
 use crate::engine::{Command, Msg};
+use crate::error::ApiError;
 
 pub struct EngineDeployer {
     pub tx: mpsc::Sender<Msg>,
@@ -17,23 +19,36 @@ pub struct EngineDeployer {
 }
 
 impl EngineDeployer {
-    async fn send(&self, command: Command) -> Result<serde_json::Value, String> {
+    async fn send(&self, command: Command) -> Result<serde_json::Value, DeployError> {
         let (reply, answer) = oneshot::channel();
-        self.tx
-            .send(Msg::Command(command, reply))
-            .await
-            .map_err(|_| "the control plane is shutting down".to_string())?;
-        answer.await.map_err(|_| "the control plane dropped the request".to_string())?.map_err(
-            |err| {
-                let mut message = err.body.error;
-                for diagnostic in err.body.diagnostics {
-                    message.push_str("; ");
-                    message.push_str(&diagnostic);
-                }
-                message
-            },
-        )
+        let shutting_down =
+            || DeployError::Unavailable("the control plane is shutting down".into());
+        self.tx.send(Msg::Command(command, reply)).await.map_err(|_| shutting_down())?;
+        answer.await.map_err(|_| shutting_down())?.map_err(deploy_error)
     }
+}
+
+/// The engine's answer as the deployer's error: its message with every diagnostic; what cannot be
+/// done now (503) is `Unavailable`, the rest the engine refused.
+fn deploy_error(err: ApiError) -> DeployError {
+    let mut message = err.body.error;
+    for diagnostic in err.body.diagnostics {
+        message.push_str("; ");
+        message.push_str(&diagnostic);
+    }
+    if err.status == StatusCode::SERVICE_UNAVAILABLE {
+        DeployError::Unavailable(message)
+    } else {
+        DeployError::Refused(message)
+    }
+}
+
+/// The id in the engine's answer to a new deployment.
+fn deployment_id(view: &serde_json::Value) -> Result<String, DeployError> {
+    view["id"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| DeployError::Refused(format!("unexpected answer: {view}")))
 }
 
 fn upload(file: FileText) -> FileUpload {
@@ -48,7 +63,7 @@ impl ci::Deployer for EngineDeployer {
         task_definition: FileText,
         appspec: FileText,
         description: String,
-    ) -> Result<String, String> {
+    ) -> Result<String, DeployError> {
         let request = CreateDeploymentRequest {
             group: group.to_string(),
             task_definition: Some(upload(task_definition)),
@@ -57,18 +72,17 @@ impl ci::Deployer for EngineDeployer {
             deployment_config: None,
             ignore_alarms: false,
         };
-        let view = self.send(Command::CreateDeployment(request)).await?;
-        view["id"].as_str().map(str::to_string).ok_or_else(|| format!("unexpected answer: {view}"))
+        deployment_id(&self.send(Command::CreateDeployment(request)).await?)
     }
 
-    async fn deployment_state(&self, id: &str) -> Result<DeploymentState, String> {
+    async fn deployment_state(&self, id: &str) -> Result<DeploymentState, DeployError> {
         let row = self
             .store
-            .read(|tx| tx.deployment_get(id))
-            .map_err(|err| err.to_string())?
-            .ok_or_else(|| format!("no deployment {id}"))?;
-        let body: serde_json::Value =
-            serde_json::from_str(&row.body).map_err(|err| err.to_string())?;
+            .read(|tx| tx.deployment_get(id))?
+            .ok_or_else(|| DeployError::UnknownDeployment(id.to_string()))?;
+        let body: serde_json::Value = serde_json::from_str(&row.body).map_err(|err| {
+            DeployError::Unreadable { id: id.to_string(), reason: err.to_string() }
+        })?;
         let message = || {
             let code = body["error_code"].as_str().unwrap_or("");
             let text = body["error_message"].as_str().unwrap_or("no reason recorded");
@@ -83,12 +97,13 @@ impl ci::Deployer for EngineDeployer {
         })
     }
 
-    async fn stop(&self, id: &str) -> Result<(), String> {
+    async fn stop(&self, id: &str) -> Result<(), DeployError> {
         // A pipeline that is stopped takes its release back: roll back to blue.
         match self.send(Command::Stop { id: id.to_string(), rollback: Some(true) }).await {
             Ok(_) => Ok(()),
-            Err(message) if message.contains("already completed") => Ok(()),
-            Err(message) => Err(message),
+            // The engine says so in words only (a 409 of its API).
+            Err(DeployError::Refused(message)) if message.contains("already completed") => Ok(()),
+            Err(err) => Err(err),
         }
     }
 
@@ -96,9 +111,8 @@ impl ci::Deployer for EngineDeployer {
         &self,
         service: &str,
         images: Vec<(String, String)>,
-    ) -> Result<String, String> {
-        let view =
-            self.send(Command::DeployImages { service: service.to_string(), images }).await?;
-        view["id"].as_str().map(str::to_string).ok_or_else(|| format!("unexpected answer: {view}"))
+    ) -> Result<String, DeployError> {
+        let command = Command::DeployImages { service: service.to_string(), images };
+        deployment_id(&self.send(command).await?)
     }
 }

@@ -54,7 +54,7 @@ pub fn preview_view(
             on_alarm: true,
             on_stop_request: false,
         },
-        install_timeout: Duration::from_secs(3600),
+        install_timeout: rollout::INSTALL_TIMEOUT_DEFAULT,
     };
     let steps: Vec<PreviewStep> = rollout::preview(&spec)
         .into_iter()

@@ -149,7 +149,9 @@ impl Snapshot {
     pub fn task_targets(&self) -> BTreeMap<String, Vec<SocketAddr>> {
         let mut out: BTreeMap<String, Vec<SocketAddr>> = BTreeMap::new();
         for task in &self.tasks {
-            if task.last_status != "RUNNING" || task.desired_status != "RUNNING" {
+            if task.last_status != model::TaskStatus::Running
+                || task.desired_status != model::DesiredStatus::Running
+            {
                 continue;
             }
             let Some(addr) = task.addr.as_deref().and_then(|a| a.parse().ok()) else { continue };

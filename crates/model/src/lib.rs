@@ -6,6 +6,7 @@
 //! the crates at process boundaries (`routes`, `store`, the HTTP API) convert the rest by hand.
 
 mod config;
+pub mod glob;
 mod lifecycle;
 mod status;
 pub mod text;

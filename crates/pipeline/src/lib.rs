@@ -8,6 +8,10 @@
 //! is `Serialize`/`Deserialize`: the control plane persists a snapshot after every step and, after
 //! a restart, restores it and calls [`Pipeline::resume`].
 //!
+//! [`definition`] is the one pipeline definition, as `cutover.yaml` declares it and `ci` stores
+//! and runs it, with CodePipeline's limits; [`definition::PipelineDecl::machine_spec`] gives the
+//! machine its structural view, a [`PipelineSpec`].
+//!
 //! # The model
 //!
 //! A [`PipelineSpec`] lists stages in order; the first is the source stage, with exactly one
@@ -17,7 +21,7 @@
 //! 50 stages, 1 to 50 actions per stage and 500 per pipeline, unique stage names, action names
 //! unique in their stage, output artifact names unique in the pipeline, and every input artifact
 //! produced by an action that runs earlier (an earlier stage, or a lower `run_order` in the same
-//! stage); plus cutover's: at most 10 inputs and 10 outputs per action, approvals have no
+//! stage); plus cutover's: at most 5 inputs and 5 outputs per action, approvals have no
 //! artifacts, timeouts 1 s (approvals 5 min) to 60 days.
 //!
 //! [`Input::SourceChanged`] starts an execution: its source stage and action succeed at once with
@@ -145,6 +149,7 @@
 //! with a deadline; every execution ends (every unfinished execution is inside a stage with an
 //! action in progress, hence a deadline, or waits behind one); the bounds above hold.
 
+pub mod definition;
 mod machine;
 pub mod record;
 pub mod spec;
@@ -157,10 +162,10 @@ use std::fmt;
 use model::{Timestamp, format_duration};
 use serde::{Deserialize, Serialize};
 
-pub use machine::{PendingApproval, Pipeline};
+pub use machine::{InvalidSnapshot, PendingApproval, Pipeline};
 pub use record::{
-    ActionRecord, ActionStatus, ArtifactId, Decision, ExecutionRecord, ExecutionStatus, Position,
-    Revision, StageRecord, StageStatus, StopRequest,
+    ActionRecord, ActionStatus, ArtifactId, Decision, ExecutionRecord, ExecutionStatus,
+    InvalidArtifactId, Position, Revision, StageRecord, StageStatus, StopRequest,
 };
 pub use spec::{ActionKind, ActionSpec, ExecutionMode, PipelineSpec, SpecError, StageSpec};
 

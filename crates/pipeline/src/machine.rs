@@ -90,17 +90,30 @@ struct Snapshot {
     now: Timestamp,
 }
 
+/// A snapshot that does not describe a machine this crate could have written.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidSnapshot {
+    #[error("the snapshot's pipeline spec is invalid: {0}")]
+    Spec(SpecError),
+    #[error("a pipeline snapshot has one stage lock per stage")]
+    Locks,
+    #[error("execution `{0}` in the snapshot does not match the pipeline's stages and actions")]
+    Stages(String),
+    #[error("active execution `{0}` in the snapshot is not inside or in front of a stage")]
+    Position(String),
+    #[error("a stage lock in the snapshot names an execution that is not active")]
+    LockHolder,
+}
+
 impl TryFrom<Snapshot> for Pipeline {
-    type Error = String;
+    type Error = InvalidSnapshot;
 
     /// Refuses a snapshot whose records do not match its spec: the machine indexes them by
     /// position.
-    fn try_from(s: Snapshot) -> Result<Pipeline, String> {
-        s.spec
-            .validate()
-            .map_err(|err| format!("the snapshot's pipeline spec is invalid: {err}"))?;
+    fn try_from(s: Snapshot) -> Result<Pipeline, InvalidSnapshot> {
+        s.spec.validate().map_err(InvalidSnapshot::Spec)?;
         if s.locks.len() != s.spec.stages.len() {
-            return Err("a pipeline snapshot has one stage lock per stage".to_string());
+            return Err(InvalidSnapshot::Locks);
         }
         for record in s.active.iter().chain(&s.history) {
             let matches = record.stages.len() == s.spec.stages.len()
@@ -113,11 +126,7 @@ impl TryFrom<Snapshot> for Pipeline {
                             .all(|(r, spec)| r.name == spec.name && r.kind == spec.kind)
                 });
             if !matches {
-                return Err(format!(
-                    "execution `{}` in the snapshot does not match the pipeline's stages and \
-                     actions",
-                    record.id
-                ));
+                return Err(InvalidSnapshot::Stages(record.id.clone()));
             }
         }
         let stages = s.spec.stages.len();
@@ -127,17 +136,12 @@ impl TryFrom<Snapshot> for Pipeline {
                 Position::Done => false,
             };
             if !in_range || rec.status.is_terminal() {
-                return Err(format!(
-                    "active execution `{}` in the snapshot is not inside or in front of a stage",
-                    rec.id
-                ));
+                return Err(InvalidSnapshot::Position(rec.id.clone()));
             }
         }
         let known = |id: &String| s.active.iter().any(|it| it.id == *id);
         if !s.locks.iter().all(|lock| lock.holder.iter().chain(&lock.waiting).all(known)) {
-            return Err(
-                "a stage lock in the snapshot names an execution that is not active".to_string()
-            );
+            return Err(InvalidSnapshot::LockHolder);
         }
         let mut history = s.history;
         while history.len() > HISTORY_MAX {
@@ -1349,8 +1353,20 @@ struct Report {
     external_ref: Option<String>,
 }
 
+/// An action's success report whose outputs are not the declared ones.
+#[derive(Debug, thiserror::Error)]
+#[error("its outputs were {reported} where the action declares {declared}")]
+struct WrongOutputs {
+    /// Both as `[a, b]`, cleaned to print on one line.
+    reported: String,
+    declared: String,
+}
+
 /// Whether `reported` names exactly the declared outputs, each once.
-fn check_outputs(declared: &[String], reported: &[(String, ArtifactId)]) -> Result<(), String> {
+fn check_outputs(
+    declared: &[String],
+    reported: &[(String, ArtifactId)],
+) -> Result<(), WrongOutputs> {
     let mut names: Vec<&str> = reported.iter().map(|(name, _)| name.as_str()).collect();
     names.sort_unstable();
     let mut expected: Vec<&str> = declared.iter().map(String::as_str).collect();
@@ -1366,7 +1382,7 @@ fn check_outputs(declared: &[String], reported: &[(String, ArtifactId)]) -> Resu
             .collect();
         format!("[{}]", shown.join(", "))
     };
-    Err(format!("its outputs were {} where the action declares {}", list(&names), list(&expected)))
+    Err(WrongOutputs { reported: list(&names), declared: list(&expected) })
 }
 
 fn set_artifact(artifacts: &mut Vec<(String, ArtifactId)>, name: &str, artifact: ArtifactId) {

@@ -117,8 +117,19 @@ display_as_str!(ExecutionStatus, StageStatus, ActionStatus);
 #[serde(try_from = "String", into = "String")]
 pub struct ArtifactId(String);
 
+/// An artifact id [`ArtifactId::new`] refuses.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "`{shown}` is not a valid artifact id: use 1 to {ARTIFACT_ID_BYTES_MAX} bytes of A-Z a-z 0-9 \
+     : . _ -"
+)]
+pub struct InvalidArtifactId {
+    /// The id, cut and escaped to print on one line.
+    pub shown: String,
+}
+
 impl ArtifactId {
-    pub fn new(id: impl Into<String>) -> Result<ArtifactId, String> {
+    pub fn new(id: impl Into<String>) -> Result<ArtifactId, InvalidArtifactId> {
         let id = id.into();
         let valid = !id.is_empty()
             && id.len() <= ARTIFACT_ID_BYTES_MAX
@@ -126,11 +137,8 @@ impl ArtifactId {
         if valid {
             Ok(ArtifactId(id))
         } else {
-            Err(format!(
-                "`{}` is not a valid artifact id: use 1 to {ARTIFACT_ID_BYTES_MAX} bytes of \
-                 A-Z a-z 0-9 : . _ -",
-                id.chars().take(ARTIFACT_ID_BYTES_MAX).collect::<String>().escape_debug()
-            ))
+            let cut: String = id.chars().take(ARTIFACT_ID_BYTES_MAX).collect();
+            Err(InvalidArtifactId { shown: cut.escape_debug().to_string() })
         }
     }
 
@@ -140,8 +148,8 @@ impl ArtifactId {
 }
 
 impl TryFrom<String> for ArtifactId {
-    type Error = String;
-    fn try_from(id: String) -> Result<ArtifactId, String> {
+    type Error = InvalidArtifactId;
+    fn try_from(id: String) -> Result<ArtifactId, InvalidArtifactId> {
         ArtifactId::new(id)
     }
 }

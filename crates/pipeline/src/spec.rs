@@ -14,8 +14,10 @@ pub const STAGES_MAX: usize = 50;
 pub const ACTIONS_PER_STAGE_MAX: usize = 50;
 /// At most this many actions in the whole pipeline (AWS: 500).
 pub const ACTIONS_MAX: usize = 500;
-/// At most this many input artifacts, and as many output artifacts, per action (cutover's limit).
-pub const ARTIFACTS_PER_ACTION_MAX: usize = 10;
+/// At most this many input artifacts, and as many output artifacts, per action (CodePipeline's
+/// "valid input and output artifacts for each action type": CodeBuild takes 1 to 5 inputs and 0
+/// to 5 outputs, the most of any action cutover runs).
+pub const ARTIFACTS_PER_ACTION_MAX: usize = 5;
 /// Longest pipeline, stage, action and artifact name, in characters (AWS: 100).
 pub const NAME_CHARS_MAX: usize = 100;
 /// Longest `config_key`, in bytes.
@@ -39,7 +41,7 @@ pub struct PipelineSpec {
 }
 
 /// How executions share the stages (AWS `executionMode`; PARALLEL is not supported).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ExecutionMode {
     /// One execution per stage; at most one waits in front of a busy stage, and a newer arrival
@@ -48,6 +50,16 @@ pub enum ExecutionMode {
     Superseded,
     /// One execution per stage; the others wait in arrival order and none is superseded.
     Queued,
+}
+
+impl ExecutionMode {
+    /// As written in `execution_mode:`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutionMode::Superseded => "SUPERSEDED",
+            ExecutionMode::Queued => "QUEUED",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,6 +184,9 @@ fn err(path: impl Into<String>, message: impl Into<String>) -> SpecError {
     SpecError { path: path.into(), message: message.into() }
 }
 
+/// Every output artifact declared so far: name → (stage index, run order, where it was declared).
+type Outputs<'a> = BTreeMap<&'a str, (usize, u32, String)>;
+
 impl PipelineSpec {
     /// AWS's structure rules (aws-semantics.md §5.1) plus cutover's limits; see the crate docs.
     pub fn validate(&self) -> Result<(), SpecError> {
@@ -194,8 +209,7 @@ impl PipelineSpec {
             ));
         }
         let mut stage_names = BTreeSet::new();
-        // Every output so far: artifact name → (stage index, run order, where it was declared).
-        let mut outputs: BTreeMap<&str, (usize, u32, String)> = BTreeMap::new();
+        let mut outputs = Outputs::new();
         for (s, stage) in self.stages.iter().enumerate() {
             let path = format!("stages[{s}]");
             check_name(&format!("{path}.name"), &stage.name, NameKind::Entity)?;
@@ -205,108 +219,11 @@ impl PipelineSpec {
                     format!("stage name `{}` is used twice; stage names are unique", stage.name),
                 ));
             }
-            if stage.actions.is_empty() || stage.actions.len() > ACTIONS_PER_STAGE_MAX {
-                return Err(err(
-                    format!("{path}.actions"),
-                    format!(
-                        "a stage has 1 to {ACTIONS_PER_STAGE_MAX} actions, not {}",
-                        stage.actions.len()
-                    ),
-                ));
-            }
-            if s == 0 {
-                let [action] = &stage.actions[..] else {
-                    return Err(err(
-                        format!("{path}.actions"),
-                        "the first stage holds exactly one action, of kind Source",
-                    ));
-                };
-                if action.kind != ActionKind::Source {
-                    return Err(err(
-                        format!("{path}.actions[0].kind"),
-                        format!(
-                            "the first stage's action must be of kind Source, not {}",
-                            action.kind
-                        ),
-                    ));
-                }
-                if !action.input_artifacts.is_empty() || action.output_artifacts.len() != 1 {
-                    return Err(err(
-                        format!("{path}.actions[0]"),
-                        "a source action has no input artifacts and exactly one output artifact \
-                         (the pushed revision)",
-                    ));
-                }
-            }
-            let mut action_names = BTreeSet::new();
-            for (a, action) in stage.actions.iter().enumerate() {
-                let path = format!("{path}.actions[{a}]");
-                check_name(&format!("{path}.name"), &action.name, NameKind::Entity)?;
-                if !action_names.insert(action.name.as_str()) {
-                    return Err(err(
-                        format!("{path}.name"),
-                        format!(
-                            "action name `{}` is used twice in stage `{}`; action names are \
-                             unique within a stage",
-                            action.name, stage.name
-                        ),
-                    ));
-                }
-                check_action(&path, s, action)?;
-            }
+            check_actions(&path, s, stage)?;
             // A stage's outputs are registered before its inputs are checked, so that a same-stage
             // input is judged by run order wherever in the list its producer is written.
-            for (a, action) in stage.actions.iter().enumerate() {
-                for (o, output) in action.output_artifacts.iter().enumerate() {
-                    let path = format!("{path}.actions[{a}].output_artifacts[{o}]");
-                    check_name(&path, output, NameKind::Artifact)?;
-                    let at = format!("action `{}/{}`", stage.name, action.name);
-                    if let Some((_, _, other)) = outputs.get(output.as_str()) {
-                        return Err(err(
-                            path,
-                            format!(
-                                "output artifact `{output}` is also produced by {other}; output \
-                                 artifact names are unique in a pipeline"
-                            ),
-                        ));
-                    }
-                    outputs.insert(output, (s, action.run_order, at));
-                }
-            }
-            for (a, action) in stage.actions.iter().enumerate() {
-                for (i, input) in action.input_artifacts.iter().enumerate() {
-                    let path = format!("{path}.actions[{a}].input_artifacts[{i}]");
-                    check_name(&path, input, NameKind::Artifact)?;
-                    if action.input_artifacts[..i].contains(input) {
-                        return Err(err(path, format!("input artifact `{input}` is listed twice")));
-                    }
-                    match outputs.get(input.as_str()) {
-                        Some((os, order, _))
-                            if *os < s || (*os == s && *order < action.run_order) => {}
-                        Some((_, order, at)) => {
-                            return Err(err(
-                                path,
-                                format!(
-                                    "input artifact `{input}` is produced by {at} (run_order \
-                                     {order}), which does not run before this action (run_order \
-                                     {}); an input comes from an earlier stage or a lower \
-                                     run_order in the same stage",
-                                    action.run_order
-                                ),
-                            ));
-                        }
-                        None => {
-                            return Err(err(
-                                path,
-                                format!(
-                                    "input artifact `{input}` is not produced by any action \
-                                     that runs before this one"
-                                ),
-                            ));
-                        }
-                    }
-                }
-            }
+            register_outputs(&path, s, stage, &mut outputs)?;
+            check_inputs(&path, s, stage, &outputs)?;
         }
         Ok(())
     }
@@ -315,6 +232,132 @@ impl PipelineSpec {
     pub fn stage_index(&self, name: &str) -> Option<usize> {
         self.stages.iter().position(|it| it.name == name)
     }
+}
+
+/// A stage's actions: how many, the source stage's single source action, unique names, and each
+/// action's own rules.
+fn check_actions(path: &str, s: usize, stage: &StageSpec) -> Result<(), SpecError> {
+    if stage.actions.is_empty() || stage.actions.len() > ACTIONS_PER_STAGE_MAX {
+        return Err(err(
+            format!("{path}.actions"),
+            format!(
+                "a stage has 1 to {ACTIONS_PER_STAGE_MAX} actions, not {}",
+                stage.actions.len()
+            ),
+        ));
+    }
+    if s == 0 {
+        check_source_stage(path, stage)?;
+    }
+    let mut action_names = BTreeSet::new();
+    for (a, action) in stage.actions.iter().enumerate() {
+        let path = format!("{path}.actions[{a}]");
+        check_name(&format!("{path}.name"), &action.name, NameKind::Entity)?;
+        if !action_names.insert(action.name.as_str()) {
+            return Err(err(
+                format!("{path}.name"),
+                format!(
+                    "action name `{}` is used twice in stage `{}`; action names are unique \
+                     within a stage",
+                    action.name, stage.name
+                ),
+            ));
+        }
+        check_action(&path, s, action)?;
+    }
+    Ok(())
+}
+
+fn check_source_stage(path: &str, stage: &StageSpec) -> Result<(), SpecError> {
+    let [action] = &stage.actions[..] else {
+        return Err(err(
+            format!("{path}.actions"),
+            "the first stage holds exactly one action, of kind Source",
+        ));
+    };
+    if action.kind != ActionKind::Source {
+        return Err(err(
+            format!("{path}.actions[0].kind"),
+            format!("the first stage's action must be of kind Source, not {}", action.kind),
+        ));
+    }
+    if !action.input_artifacts.is_empty() || action.output_artifacts.len() != 1 {
+        return Err(err(
+            format!("{path}.actions[0]"),
+            "a source action has no input artifacts and exactly one output artifact (the pushed \
+             revision)",
+        ));
+    }
+    Ok(())
+}
+
+/// Adds a stage's outputs to `outputs`; an output name is unique in the pipeline.
+fn register_outputs<'a>(
+    path: &str,
+    s: usize,
+    stage: &'a StageSpec,
+    outputs: &mut Outputs<'a>,
+) -> Result<(), SpecError> {
+    for (a, action) in stage.actions.iter().enumerate() {
+        for (o, output) in action.output_artifacts.iter().enumerate() {
+            let path = format!("{path}.actions[{a}].output_artifacts[{o}]");
+            check_name(&path, output, NameKind::Artifact)?;
+            if let Some((_, _, other)) = outputs.get(output.as_str()) {
+                return Err(err(
+                    path,
+                    format!(
+                        "output artifact `{output}` is also produced by {other}; output artifact \
+                         names are unique in a pipeline"
+                    ),
+                ));
+            }
+            let at = format!("action `{}/{}`", stage.name, action.name);
+            outputs.insert(output, (s, action.run_order, at));
+        }
+    }
+    Ok(())
+}
+
+/// Every input of a stage's actions is produced by an action that runs before it.
+fn check_inputs(
+    path: &str,
+    s: usize,
+    stage: &StageSpec,
+    outputs: &Outputs<'_>,
+) -> Result<(), SpecError> {
+    for (a, action) in stage.actions.iter().enumerate() {
+        for (i, input) in action.input_artifacts.iter().enumerate() {
+            let path = format!("{path}.actions[{a}].input_artifacts[{i}]");
+            check_name(&path, input, NameKind::Artifact)?;
+            if action.input_artifacts[..i].contains(input) {
+                return Err(err(path, format!("input artifact `{input}` is listed twice")));
+            }
+            match outputs.get(input.as_str()) {
+                Some((os, order, _)) if *os < s || (*os == s && *order < action.run_order) => {}
+                Some((_, order, at)) => {
+                    return Err(err(
+                        path,
+                        format!(
+                            "input artifact `{input}` is produced by {at} (run_order {order}), \
+                             which does not run before this action (run_order {}); an input \
+                             comes from an earlier stage or a lower run_order in the same stage",
+                            action.run_order
+                        ),
+                    ));
+                }
+                None => {
+                    return Err(err(
+                        path,
+                        format!(
+                            "input artifact `{input}` is not produced by any action that runs \
+                             before this one"
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn check_action(path: &str, stage: usize, action: &ActionSpec) -> Result<(), SpecError> {

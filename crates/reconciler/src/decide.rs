@@ -7,8 +7,6 @@ use model::{TaskHealth, Timestamp};
 use routes::{HealthReport, TargetState};
 use serde::{Deserialize, Serialize};
 
-use crate::wire;
-
 /// A green task set whose tasks failed this many times in a row fails its deployment.
 pub const GREEN_FAILURES_MAX: u32 = 3;
 
@@ -31,7 +29,6 @@ pub enum ContainerHealth {
 pub struct FailureRecord {
     pub count: u32,
     pub last_reason: String,
-    #[serde(with = "wire::one")]
     pub last_at: Timestamp,
 }
 

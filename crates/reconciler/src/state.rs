@@ -21,7 +21,6 @@ pub const STATE_VERSION: u32 = 1;
 pub struct Reconciler {
     pub(crate) version: u32,
     /// Latest time seen: time never goes backwards in here.
-    #[serde(with = "wire::one")]
     pub(crate) now: Timestamp,
     /// Makes ids unique across installations; the shell draws it once.
     pub(crate) id_salt: u64,
@@ -56,7 +55,6 @@ pub struct TaskSet {
     pub health_checked: bool,
     /// Its tasks' failures in a row.
     pub failures: FailureRecord,
-    #[serde(with = "wire::one")]
     pub created_at: Timestamp,
 }
 
@@ -77,17 +75,13 @@ pub struct Task {
     pub handle: Option<String>,
     pub addr: Option<SocketAddr>,
     /// When a deactivating task is stopped at the latest (its drain ends).
-    #[serde(with = "wire::opt")]
     pub stop_at: Option<Timestamp>,
     /// The routing-table version that no longer lists it: the data plane serving that version
     /// without the task means its drain is over.
     pub removed_at_version: Option<u64>,
     pub stopped_reason: Option<String>,
-    #[serde(with = "wire::one")]
     pub created_at: Timestamp,
-    #[serde(with = "wire::opt")]
     pub started_at: Option<Timestamp>,
-    #[serde(with = "wire::opt")]
     pub stopped_at: Option<Timestamp>,
 }
 
@@ -154,7 +148,6 @@ pub struct RoutesState {
     /// The latest version the data plane confirmed serving.
     pub applied: u64,
     /// A failed push is retried at this time.
-    #[serde(with = "wire::opt")]
     pub retry_at: Option<Timestamp>,
 }
 

@@ -1,8 +1,8 @@
 //! Serde adapters for the `model` types inside the reconciler's state (`model` has no serde: the
-//! crates at process boundaries convert). Enums travel by their ECS names, timestamps as
-//! milliseconds, so a persisted state reads like the API.
+//! crates at process boundaries convert). Enums travel by their ECS names, so a persisted state
+//! reads like the API; `Timestamp` has its own serde (milliseconds).
 
-use model::{DesiredStatus, RuntimeKind, TaskHealth, TaskSetStatus, TaskStatus, Timestamp};
+use model::{DesiredStatus, RuntimeKind, TaskHealth, TaskSetStatus, TaskStatus};
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -11,16 +11,6 @@ pub(crate) trait Wire: Sized {
     type Repr: Serialize + DeserializeOwned;
     fn to_repr(&self) -> Self::Repr;
     fn from_repr(repr: Self::Repr) -> Result<Self, String>;
-}
-
-impl Wire for Timestamp {
-    type Repr = u64;
-    fn to_repr(&self) -> u64 {
-        self.as_millis()
-    }
-    fn from_repr(repr: u64) -> Result<Self, String> {
-        Ok(Timestamp::from_millis(repr))
-    }
 }
 
 macro_rules! wire_by_name {
@@ -54,23 +44,5 @@ pub(crate) mod one {
 
     pub(crate) fn deserialize<'de, T: Wire, D: Deserializer<'de>>(d: D) -> Result<T, D::Error> {
         T::from_repr(T::Repr::deserialize(d)?).map_err(D::Error::custom)
-    }
-}
-
-/// `#[serde(with = "wire::opt")]`.
-pub(crate) mod opt {
-    use super::*;
-
-    pub(crate) fn serialize<T: Wire, S: Serializer>(
-        value: &Option<T>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        value.as_ref().map(Wire::to_repr).serialize(s)
-    }
-
-    pub(crate) fn deserialize<'de, T: Wire, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<T>, D::Error> {
-        Option::<T::Repr>::deserialize(d)?.map(T::from_repr).transpose().map_err(D::Error::custom)
     }
 }

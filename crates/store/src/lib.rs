@@ -11,6 +11,7 @@
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
+use model::{DesiredStatus, RuntimeKind, TaskHealth, TaskSetStatus, TaskStatus};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::{Deserialize, Serialize};
 
@@ -219,33 +220,31 @@ pub struct TaskDefinitionRow {
     pub registered_at: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TaskSetRow {
     pub id: String,
     pub service: String,
     /// `family:revision`.
     pub task_definition: String,
     pub target_group: Option<String>,
-    /// PRIMARY, ACTIVE or DRAINING, as on ECS.
-    pub status: String,
+    /// Stored by its ECS name (PRIMARY, ACTIVE, DRAINING).
+    pub status: TaskSetStatus,
     pub deployment_id: Option<String>,
     pub desired_count: u32,
     pub created_at: u64,
     pub updated_at: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A task; its statuses are stored by their ECS names.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TaskRow {
     pub id: String,
     pub task_set_id: String,
     pub service: String,
-    pub runtime: String,
-    /// PROVISIONING, RUNNING, DEACTIVATING, STOPPING, STOPPED (ECS's names).
-    pub last_status: String,
-    /// RUNNING or STOPPED.
-    pub desired_status: String,
-    /// HEALTHY, UNHEALTHY or UNKNOWN.
-    pub health: String,
+    pub runtime: RuntimeKind,
+    pub last_status: TaskStatus,
+    pub desired_status: DesiredStatus,
+    pub health: TaskHealth,
     /// The runtime's handle, as JSON.
     pub handle: Option<String>,
     pub addr: Option<String>,
@@ -424,7 +423,7 @@ impl Tx<'_> {
                 row.service,
                 row.task_definition,
                 row.target_group,
-                row.status,
+                row.status.as_str(),
                 row.deployment_id,
                 row.desired_count,
                 row.created_at as i64,
@@ -476,10 +475,10 @@ impl Tx<'_> {
                 row.id,
                 row.task_set_id,
                 row.service,
-                row.runtime,
-                row.last_status,
-                row.desired_status,
-                row.health,
+                row.runtime.as_str(),
+                row.last_status.as_str(),
+                row.desired_status.as_str(),
+                row.health.as_str(),
                 row.handle,
                 row.addr,
                 row.stop_at.map(|v| v as i64),
@@ -644,6 +643,19 @@ const TASK_COLUMNS: &str = "id, task_set_id, service, runtime, last_status, desi
      handle, addr, stop_at, stopped_reason, created_at, started_at, stopped_at";
 const DEPLOYMENT_COLUMNS: &str = "id, application, deployment_group, status, body, machine, created_at, updated_at, completed_at";
 
+/// A status column, by its name; a name this build does not know is an error, not a default.
+fn named<T>(
+    r: &rusqlite::Row<'_>,
+    idx: usize,
+    parse: fn(&str) -> Option<T>,
+) -> rusqlite::Result<T> {
+    let text: String = r.get(idx)?;
+    parse(&text).ok_or_else(|| {
+        let error = format!("unknown status `{text}`");
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, error.into())
+    })
+}
+
 fn opt_u64(v: Option<i64>) -> Option<u64> {
     v.map(|v| v as u64)
 }
@@ -664,7 +676,7 @@ fn task_set_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TaskSetRow> {
         service: r.get(1)?,
         task_definition: r.get(2)?,
         target_group: r.get(3)?,
-        status: r.get(4)?,
+        status: named(r, 4, TaskSetStatus::parse)?,
         deployment_id: r.get(5)?,
         desired_count: r.get(6)?,
         created_at: r.get::<_, i64>(7)? as u64,
@@ -677,10 +689,10 @@ fn task_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRow> {
         id: r.get(0)?,
         task_set_id: r.get(1)?,
         service: r.get(2)?,
-        runtime: r.get(3)?,
-        last_status: r.get(4)?,
-        desired_status: r.get(5)?,
-        health: r.get(6)?,
+        runtime: named(r, 3, RuntimeKind::parse)?,
+        last_status: named(r, 4, TaskStatus::parse)?,
+        desired_status: named(r, 5, DesiredStatus::parse)?,
+        health: named(r, 6, TaskHealth::parse)?,
         handle: r.get(7)?,
         addr: r.get(8)?,
         stop_at: opt_u64(r.get(9)?),

@@ -51,10 +51,14 @@ fn stopped_tasks_are_pruned_oldest_first() {
                     id: format!("t{i}"),
                     task_set_id: "ts".into(),
                     service: "web".into(),
-                    runtime: "process".into(),
-                    last_status: if i == 4 { "RUNNING" } else { "STOPPED" }.into(),
-                    desired_status: "STOPPED".into(),
-                    health: "UNKNOWN".into(),
+                    runtime: model::RuntimeKind::Process,
+                    last_status: if i == 4 {
+                        model::TaskStatus::Running
+                    } else {
+                        model::TaskStatus::Stopped
+                    },
+                    desired_status: model::DesiredStatus::Stopped,
+                    health: model::TaskHealth::Unknown,
                     handle: None,
                     addr: None,
                     stop_at: None,
@@ -70,4 +74,41 @@ fn stopped_tasks_are_pruned_oldest_first() {
             Ok(())
         })
         .unwrap();
+}
+
+#[test]
+fn task_rows_written_with_ecs_names_read_back_typed_and_an_unknown_status_is_an_error() {
+    let store = Store::open_in_memory().unwrap();
+    store
+        .transaction(|tx| {
+            // As every earlier build wrote them: statuses as ECS's names in text columns.
+            tx.tx.execute(
+                "INSERT INTO tasks (id, task_set_id, service, runtime, last_status, desired_status,
+                     health, created_at) VALUES ('t1', 'ts', 'web', 'docker', 'DEACTIVATING',
+                     'STOPPED', 'HEALTHY', 1), ('t2', 'ts', 'web', 'process', 'PAUSED', 'RUNNING',
+                     'UNKNOWN', 2)",
+                [],
+            )?;
+            tx.tx.execute(
+                "INSERT INTO task_sets (id, service, task_definition, status, desired_count,
+                     created_at, updated_at) VALUES ('ts', 'web', 'web:1', 'DRAINING', 0, 1, 1)",
+                [],
+            )?;
+            Ok(())
+        })
+        .unwrap();
+    let task = store.read(|tx| tx.task_get("t1")).unwrap().unwrap();
+    assert_eq!(
+        (task.runtime, task.last_status, task.desired_status, task.health),
+        (
+            model::RuntimeKind::Docker,
+            model::TaskStatus::Deactivating,
+            model::DesiredStatus::Stopped,
+            model::TaskHealth::Healthy
+        )
+    );
+    let set = store.read(|tx| tx.task_set_get("ts")).unwrap().unwrap();
+    assert_eq!(set.status, model::TaskSetStatus::Draining);
+    let err = store.read(|tx| tx.task_get("t2")).unwrap_err();
+    assert!(err.to_string().contains("unknown status `PAUSED`"), "{err}");
 }

@@ -3,7 +3,6 @@
 
 use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 
 use model::Timestamp;
 
@@ -221,12 +220,10 @@ impl<S: LogSink> Logger<S> {
     }
 }
 
+/// The time from the one clock of the process ([`store::clock`]), so a build's times agree
+/// with its pipeline's and a step of the wall clock moves neither.
 pub(crate) fn now() -> Timestamp {
-    let ms = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis().min(u64::MAX as u128) as u64)
-        .unwrap_or(0);
-    Timestamp::from_millis(ms)
+    Timestamp::from_millis(store::clock::now_ms())
 }
 
 #[cfg(test)]

@@ -410,7 +410,8 @@ impl<S: LogSink> Runner<'_, S> {
         let mut aborted: Option<String> = None;
         let mut upload = true;
 
-        if let Err(message) = self.start_shell().await {
+        if let Err(err) = self.start_shell().await {
+            let message = err.to_string();
             let at = now();
             self.log.essential(None, &format!("Could not start the build's shell: {message}"));
             for phase in PhaseType::ALL {
@@ -527,12 +528,9 @@ impl<S: LogSink> Runner<'_, S> {
         }
     }
 
-    async fn start_shell(&mut self) -> Result<(), String> {
+    async fn start_shell(&mut self) -> Result<(), ShellError> {
         let Some(program) = self.program.clone() else {
-            return Err(format!(
-                "`{}` was not found in /bin, /usr/bin or PATH; install it or set env.shell",
-                self.spec.env.shell.program()
-            ));
+            return Err(ShellError::NotFound(self.spec.env.shell.program().to_string()));
         };
         let mut env = self.env.clone();
         if !self.succeeding {
@@ -550,7 +548,11 @@ impl<S: LogSink> Runner<'_, S> {
             self.ctx.limits.log_line_bytes_max,
         )
         .await
-        .map_err(|e| format!("{} in {}: {e}", program.display(), self.ctx.source_dir.display()))?;
+        .map_err(|source| ShellError::Spawn {
+            program,
+            dir: self.ctx.source_dir.clone(),
+            source,
+        })?;
         self.shell = Some(shell);
         Ok(())
     }
@@ -668,8 +670,8 @@ impl<S: LogSink> Runner<'_, S> {
                     if code != 0 {
                         self.succeeding = false;
                     }
-                    if let Err(message) = self.start_shell().await {
-                        return (End::Fault, vec![context("FAULT", &message)]);
+                    if let Err(err) = self.start_shell().await {
+                        return (End::Fault, vec![context("FAULT", &err.to_string())]);
                     }
                     if code == 0 {
                         continue;
@@ -945,6 +947,15 @@ fn skipped(phase: PhaseType, reason: &str) -> PhaseRecord {
         attempts: 0,
         contexts: vec![context("SKIPPED", reason)],
     }
+}
+
+/// Why the build's shell could not start: a FAULT of the build.
+#[derive(Debug, thiserror::Error)]
+enum ShellError {
+    #[error("`{0}` was not found in /bin, /usr/bin or PATH; install it or set env.shell")]
+    NotFound(String),
+    #[error("{} in {}: {source}", program.display(), dir.display())]
+    Spawn { program: PathBuf, dir: PathBuf, source: std::io::Error },
 }
 
 fn context(status_code: &str, message: &str) -> PhaseContext {

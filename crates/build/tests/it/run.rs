@@ -78,10 +78,8 @@ phases:
 
 #[tokio::test]
 async fn codebuild_and_cutover_variables_are_set() {
-    let before = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+    // The build reads the time where the whole process does.
+    let before = store::clock::now_ms();
     let ran = run_build(
         r#"version: 0.2
 env:

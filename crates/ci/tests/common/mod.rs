@@ -27,6 +27,8 @@ pub struct FakeDeployer {
     pub ecs_calls: Mutex<Vec<EcsCall>>,
     pub stops: Mutex<Vec<String>>,
     pub outcome: Mutex<DeploymentState>,
+    /// While `true`, `deploy` records the call and then waits before it answers.
+    pub held: tokio::sync::watch::Sender<bool>,
 }
 
 impl FakeDeployer {
@@ -36,7 +38,15 @@ impl FakeDeployer {
             ecs_calls: Mutex::new(Vec::new()),
             stops: Mutex::new(Vec::new()),
             outcome: Mutex::new(outcome),
+            held: tokio::sync::watch::channel(false).0,
         })
+    }
+    /// `deploy` answers only after [`FakeDeployer::release_deploys`].
+    pub fn hold_deploys(&self) {
+        self.held.send_replace(true);
+    }
+    pub fn release_deploys(&self) {
+        self.held.send_replace(false);
     }
     pub fn calls(&self) -> Vec<DeployCall> {
         self.calls.lock().unwrap().clone()
@@ -54,15 +64,20 @@ impl Deployer for FakeDeployer {
         task_definition: FileText,
         appspec: FileText,
         description: String,
-    ) -> Result<String, String> {
-        let mut calls = self.calls.lock().unwrap();
-        calls.push(DeployCall { group: group.into(), task_definition, appspec, description });
-        Ok(format!("d-{}", calls.len()))
+    ) -> Result<String, ci::DeployError> {
+        let n = {
+            let mut calls = self.calls.lock().unwrap();
+            calls.push(DeployCall { group: group.into(), task_definition, appspec, description });
+            calls.len()
+        };
+        let mut held = self.held.subscribe();
+        let _ = held.wait_for(|held| !held).await;
+        Ok(format!("d-{n}"))
     }
-    async fn deployment_state(&self, _id: &str) -> Result<DeploymentState, String> {
+    async fn deployment_state(&self, _id: &str) -> Result<DeploymentState, ci::DeployError> {
         Ok(self.outcome.lock().unwrap().clone())
     }
-    async fn stop(&self, id: &str) -> Result<(), String> {
+    async fn stop(&self, id: &str) -> Result<(), ci::DeployError> {
         self.stops.lock().unwrap().push(id.into());
         *self.outcome.lock().unwrap() = DeploymentState::Stopped { message: "stopped".into() };
         Ok(())
@@ -71,7 +86,7 @@ impl Deployer for FakeDeployer {
         &self,
         service: &str,
         images: Vec<(String, String)>,
-    ) -> Result<String, String> {
+    ) -> Result<String, ci::DeployError> {
         let mut c = self.ecs_calls.lock().unwrap();
         c.push((service.into(), images));
         Ok(format!("ecs-{}", c.len()))

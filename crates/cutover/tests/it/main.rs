@@ -3,6 +3,7 @@
 //! Each test starts its own `cutover up` on free loopback ports with its own data directory, so
 //! tests run in parallel without sharing anything.
 
+mod alarm_window;
 mod alarms;
 mod apply;
 mod bad_input;
@@ -15,6 +16,7 @@ mod docs_examples;
 mod git_env;
 mod harness;
 mod hook_token;
+mod hung_data_plane;
 mod orphan_down;
 mod pipeline;
 mod referenced_files;

@@ -557,3 +557,22 @@ fn webhook_and_branch_filter_values() {
     assert!(source.triggers_on("feature/x"), "no includes: every branch but the excluded");
     assert!(!source.triggers_on("wip/a/b"));
 }
+
+/// Branch filters and buildspec artifacts share one glob matcher, in which `**` spans parts only
+/// as a part of its own; inside a part it would silently mean `*`, so it is refused there.
+#[test]
+fn a_double_star_inside_a_branch_part_is_refused_with_where_to_put_it() {
+    let text = with_pipelines(
+        "  - name: a
+    source: { repository: go-blue-green-app, branches: { includes: ['release-**', 'release/**'], excludes: ['a/**b'] } }
+    stages: [{ name: build, actions: [{ name: build, type: build }] }]",
+    );
+    check(
+        "cutover.yaml",
+        &text,
+        expect![[r#"
+            cutover.yaml:35:69: pipelines[0].source.branches.includes[0]: "release-**" has `**` inside `release-**`; `**` matches across `/` only as a part of its own (`release/**`), and `*` matches within a part (`release-*`)
+            cutover.yaml:35:109: pipelines[0].source.branches.excludes[0]: "a/**b" has `**` inside `**b`; `**` matches across `/` only as a part of its own (`release/**`), and `*` matches within a part (`release-*`)
+        "#]],
+    );
+}

@@ -1,6 +1,7 @@
-//! Path globs as buildspec `artifacts` write them: `**` for any number of directories, `*` and `?`
-//! within one name, `[abc]`/`[!a-z]` classes; always relative, never leaving their directory.
-//! Pure: matching works on path segments, the walk lives in `artifacts`.
+//! The one glob matcher: `/`-separated paths and branch names, as buildspec `artifacts` and
+//! pipeline branch filters write them. `**` as a whole part is any number of parts, `*` and `?`
+//! stay within one part, `[abc]`/`[!a-z]` are classes; always relative, never leaving their
+//! directory. Pure: matching works on parts; `build`'s artifacts walk the file system with it.
 
 use std::fmt;
 
@@ -46,19 +47,17 @@ impl fmt::Display for Glob {
 impl Glob {
     /// Compiles `pattern`; the error says what to change. A leading `./` and a trailing `/` are
     /// dropped.
-    pub fn new(pattern: &str) -> Result<Glob, String> {
+    pub fn new(pattern: &str) -> Result<Glob, GlobError> {
         let trimmed = pattern.trim();
+        let error = |problem| Err(GlobError { pattern: trimmed.to_string(), problem });
         if trimmed.is_empty() {
-            return Err("an empty path; write a file name or a pattern such as `**/*`".into());
+            return error(Problem::Empty);
         }
         if trimmed.starts_with('/') {
-            return Err(format!(
-                "`{trimmed}` is absolute; paths are relative to the source directory \
-                 (CODEBUILD_SRC_DIR) or to base-directory: remove the leading `/`"
-            ));
+            return error(Problem::Absolute);
         }
         if trimmed.contains('\\') {
-            return Err(format!("`{trimmed}` contains `\\`; separate directories with `/`"));
+            return error(Problem::Backslash);
         }
         let mut rest = trimmed;
         while let Some(r) = rest.strip_prefix("./") {
@@ -69,25 +68,21 @@ impl Glob {
         for part in rest.split('/') {
             match part {
                 "" | "." => continue,
-                ".." => {
-                    return Err(format!(
-                        "`{trimmed}` goes up with `..`; artifacts must come from inside the \
-                         source directory"
-                    ));
-                }
+                ".." => return error(Problem::GoesUp),
                 "**" => {
                     // `a/**/**/b` means the same as `a/**/b`.
                     if segments.last() != Some(&Segment::AnyDirs) {
                         segments.push(Segment::AnyDirs);
                     }
                 }
-                _ => segments.push(Segment::Name(compile_name(part, trimmed)?)),
+                _ => match compile_name(part) {
+                    Ok(toks) => segments.push(Segment::Name(toks)),
+                    Err(problem) => return error(problem),
+                },
             }
         }
         if segments.is_empty() {
-            return Err(format!(
-                "`{trimmed}` names the directory itself; write `**/*` for everything in it"
-            ));
+            return error(Problem::NamesTheDirectory);
         }
         Ok(Glob { pattern: trimmed.to_string(), segments })
     }
@@ -149,7 +144,7 @@ impl Glob {
     }
 }
 
-fn compile_name(part: &str, whole: &str) -> Result<Vec<Tok>, String> {
+fn compile_name(part: &str) -> Result<Vec<Tok>, Problem> {
     let mut toks = Vec::new();
     let mut chars = part.chars().peekable();
     while let Some(c) = chars.next() {
@@ -189,12 +184,7 @@ fn compile_name(part: &str, whole: &str) -> Result<Vec<Tok>, String> {
                                 break;
                             }
                             Some(end) if end >= c => ranges.push((c, end)),
-                            Some(end) => {
-                                return Err(format!(
-                                    "`{whole}` has the range `{c}-{end}`, which is backwards; \
-                                     write `{end}-{c}`"
-                                ));
-                            }
+                            Some(end) => return Err(Problem::BackwardsRange { from: c, to: end }),
                             None => break,
                         }
                     } else {
@@ -202,10 +192,7 @@ fn compile_name(part: &str, whole: &str) -> Result<Vec<Tok>, String> {
                     }
                 }
                 if !closed {
-                    return Err(format!(
-                        "`{whole}` opens a `[` class that is never closed; add `]` or write \
-                         `[[]` for a literal `[`"
-                    ));
+                    return Err(Problem::UnclosedClass);
                 }
                 toks.push(Tok::Class { negated, ranges });
             }
@@ -214,6 +201,65 @@ fn compile_name(part: &str, whole: &str) -> Result<Vec<Tok>, String> {
     }
     Ok(toks)
 }
+
+/// A pattern [`Glob::new`] refuses, and what to change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GlobError {
+    pub pattern: String,
+    pub problem: Problem,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Problem {
+    Empty,
+    Absolute,
+    Backslash,
+    GoesUp,
+    NamesTheDirectory,
+    BackwardsRange { from: char, to: char },
+    UnclosedClass,
+}
+
+impl fmt::Display for GlobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let pattern = &self.pattern;
+        match &self.problem {
+            Problem::Empty => {
+                write!(f, "an empty path; write a file name or a pattern such as `**/*`")
+            }
+            Problem::Absolute => write!(
+                f,
+                "`{pattern}` is absolute; paths are relative to the source directory \
+                 (CODEBUILD_SRC_DIR) or to base-directory: remove the leading `/`"
+            ),
+            Problem::Backslash => {
+                write!(f, "`{pattern}` contains `\\`; separate directories with `/`")
+            }
+            Problem::GoesUp => write!(
+                f,
+                "`{pattern}` goes up with `..`; artifacts must come from inside the source \
+                 directory"
+            ),
+            Problem::NamesTheDirectory => {
+                write!(
+                    f,
+                    "`{pattern}` names the directory itself; write `**/*` for everything in it"
+                )
+            }
+            Problem::BackwardsRange { from, to } => write!(
+                f,
+                "`{pattern}` has the range `{from}-{to}`, which is backwards; write `{to}-{from}`"
+            ),
+            Problem::UnclosedClass => write!(
+                f,
+                "`{pattern}` opens a `[` class that is never closed; add `]` or write `[[]` for a \
+                 literal `[`"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for GlobError {}
 
 fn name_matches(toks: &[Tok], name: &str) -> bool {
     let chars: Vec<char> = name.chars().collect();
@@ -274,10 +320,28 @@ mod tests {
 
     #[test]
     fn bad_patterns_say_what_to_fix() {
-        assert!(Glob::new("/etc/passwd").unwrap_err().contains("remove the leading `/`"));
-        assert!(Glob::new("../x").unwrap_err().contains("goes up with `..`"));
-        assert!(Glob::new("a[b").unwrap_err().contains("never closed"));
+        let message = |pattern: &str| Glob::new(pattern).unwrap_err().to_string();
+        assert!(message("/etc/passwd").contains("remove the leading `/`"));
+        assert!(message("../x").contains("goes up with `..`"));
+        assert!(message("a[b").contains("never closed"));
+        assert!(message("[z-a]").contains("write `a-z`"));
         assert!(Glob::new("").is_err());
+    }
+
+    /// Branch filters (`branches: { includes: [...] }`) match branch names with the same globs.
+    #[test]
+    fn branch_globs_match_within_and_across_parts() {
+        assert!(m("main", "main"));
+        assert!(!m("main", "main2"));
+        assert!(m("release/*", "release/1.2"));
+        assert!(!m("release/*", "release/1.2/hotfix"));
+        assert!(m("release/**", "release/1.2/hotfix"));
+        assert!(m("feature/**", "feature/"));
+        assert!(m("**", "anything/at/all"));
+        assert!(m("v?", "v1"));
+        assert!(!m("v?", "v/"));
+        assert!(m("*-stable", "2024-stable"));
+        assert!(!m("*-stable", "a/2024-stable"));
     }
 
     #[test]

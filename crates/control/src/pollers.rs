@@ -1,0 +1,202 @@
+//! The work the engine's loop must never wait for, each in a task of its own that reports back as
+//! a message: the data plane's health, its metrics, what the runtimes say about running tasks, and
+//! pushing routing tables. A data plane that stops answering, or a runtime that is slow to
+//! inspect, then delays nothing the loop decides: a rollback is recorded at once and reaches the
+//! data plane as soon as it answers again.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use routes::RouteTable;
+use runtime::{Runtime, TaskHandle, TaskState};
+use store::Store;
+use tokio::sync::{mpsc, oneshot};
+use tracing::warn;
+
+use crate::clock;
+use crate::engine::{Msg, Shared};
+use crate::lb::LbClient;
+
+/// How often the data plane's health is read.
+const HEALTH_POLL: Duration = Duration::from_millis(200);
+/// How often the runtimes are asked about running tasks.
+const INSPECT_POLL: Duration = Duration::from_millis(250);
+/// How often the metric poller checks whether the monitor wants a snapshot.
+const METRICS_CHECK: Duration = Duration::from_millis(250);
+/// Pushes waiting for the data plane at most; more means it has not answered for long, and the
+/// loop pushes its latest table again once a push fails.
+const PUSHES_QUEUED_MAX: usize = 64;
+
+/// Starts the pollers; each ends when the loop's channel closes.
+pub fn spawn_all(
+    lb: LbClient,
+    store: Arc<Store>,
+    runtimes: BTreeMap<String, Arc<dyn Runtime>>,
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<Msg>,
+) {
+    tokio::spawn(poll_health(lb.clone(), tx.clone()));
+    tokio::spawn(poll_metrics(lb, shared, tx.clone()));
+    tokio::spawn(inspect_tasks(store, runtimes, tx));
+}
+
+async fn poll_health(lb: LbClient, tx: mpsc::Sender<Msg>) {
+    let mut every = tokio::time::interval(HEALTH_POLL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let report = lb.health().await.map_err(|err| format!("{err:#}"));
+        if tx.send(Msg::Health(report)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Samples the data plane's metrics whenever the monitor wants a snapshot; alarms are evaluated
+/// by the loop.
+async fn poll_metrics(lb: LbClient, shared: Arc<Shared>, tx: mpsc::Sender<Msg>) {
+    let mut every = tokio::time::interval(METRICS_CHECK);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !tx.is_closed() {
+        every.tick().await;
+        if !shared.monitor().should_poll(clock::now()) {
+            continue;
+        }
+        match lb.metrics_json().await.map(serde_json::from_value::<routes::MetricsSnapshot>) {
+            Ok(Ok(snapshot)) => shared.monitor().record_snapshot(snapshot, clock::now()),
+            Ok(Err(err)) => warn!("the load balancer's metrics are unreadable: {err}"),
+            Err(err) => warn!("reading the load balancer's metrics: {err:#}"),
+        }
+    }
+}
+
+/// Asks the runtimes about every task the store says runs, and reports each answer.
+async fn inspect_tasks(
+    store: Arc<Store>,
+    runtimes: BTreeMap<String, Arc<dyn Runtime>>,
+    tx: mpsc::Sender<Msg>,
+) {
+    let mut every = tokio::time::interval(INSPECT_POLL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let running = match store.read(|tx| tx.task_list(0)) {
+            Ok(tasks) => tasks.into_iter().filter(|t| t.last_status == model::TaskStatus::Running),
+            Err(err) => {
+                warn!("listing tasks to inspect: {err}");
+                continue;
+            }
+        };
+        let mut answers = Vec::new();
+        for task in running {
+            let Some(rt) = runtimes.get(task.runtime.as_str()) else { continue };
+            let Some(handle) =
+                task.handle.as_deref().and_then(|h| serde_json::from_str::<TaskHandle>(h).ok())
+            else {
+                continue;
+            };
+            let state: TaskState = rt.inspect(&handle).await;
+            answers.push(Inspection { task_id: task.id, handle, state });
+        }
+        // One message per round, also an empty one: the loop's pass runs once for all of them.
+        if tx.send(Msg::TasksInspected(answers)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// What a runtime said about a task the store said runs.
+pub struct Inspection {
+    pub task_id: String,
+    pub handle: TaskHandle,
+    pub state: TaskState,
+}
+
+/// A table for the data plane: from the loop's pass (reported back as
+/// [`Msg::RoutesPushed`]), or from `apply`, which waits for the verdict.
+struct Push {
+    table: RouteTable,
+    verdict: Option<oneshot::Sender<anyhow::Result<()>>>,
+}
+
+/// Sends routing tables to the data plane one at a time, in the order they were made.
+#[derive(Clone)]
+pub struct RoutePusher {
+    queue: mpsc::Sender<Push>,
+}
+
+/// Where a data plane that died is started again.
+pub struct Restart {
+    pub data_dir: std::path::PathBuf,
+    pub threads: usize,
+}
+
+impl RoutePusher {
+    pub fn spawn(lb: LbClient, restart: Restart, tx: mpsc::Sender<Msg>) -> RoutePusher {
+        let (queue, pushes) = mpsc::channel(PUSHES_QUEUED_MAX);
+        tokio::spawn(push_tables(lb, restart, pushes, tx));
+        RoutePusher { queue }
+    }
+
+    /// Queues the loop's table; `false` when the queue is full (the data plane has not answered
+    /// for long), and the table must be pushed again later.
+    pub fn push(&self, table: RouteTable) -> bool {
+        self.queue.try_send(Push { table, verdict: None }).is_ok()
+    }
+
+    /// Pushes `table` after the ones queued and waits for the data plane's verdict.
+    pub async fn push_and_wait(&self, table: RouteTable) -> anyhow::Result<()> {
+        let (verdict, answer) = oneshot::channel();
+        self.queue
+            .send(Push { table, verdict: Some(verdict) })
+            .await
+            .map_err(|_| anyhow::anyhow!("the route pusher has stopped"))?;
+        answer.await.map_err(|_| anyhow::anyhow!("the route pusher has stopped"))?
+    }
+}
+
+async fn push_tables(
+    lb: LbClient,
+    restart: Restart,
+    mut pushes: mpsc::Receiver<Push>,
+    tx: mpsc::Sender<Msg>,
+) {
+    while let Some(first) = pushes.recv().await {
+        let mut batch = vec![first];
+        while let Ok(next) = pushes.try_recv() {
+            batch.push(next);
+        }
+        // Of the loop's tables waiting, only the newest matters: it replaces the others whole.
+        let newest_own = batch.iter().rposition(|p| p.verdict.is_none());
+        for (idx, push) in batch.into_iter().enumerate() {
+            match push.verdict {
+                Some(verdict) => {
+                    let _ = verdict.send(lb.put_routes(&push.table).await.map(|_| ()));
+                }
+                None if Some(idx) == newest_own => {
+                    let version = push.table.version;
+                    let result = push_or_restart(&lb, &restart, &push.table).await;
+                    let result = result.map_err(|err| format!("{err:#}"));
+                    if tx.send(Msg::RoutesPushed { version, result }).await.is_err() {
+                        return;
+                    }
+                }
+                None => {}
+            }
+        }
+    }
+}
+
+/// Pushes a table; when the data plane does not take it, perhaps it died: start it again (it
+/// restores its last table from its state file) and retry once.
+async fn push_or_restart(
+    lb: &LbClient,
+    restart: &Restart,
+    table: &RouteTable,
+) -> anyhow::Result<()> {
+    let Err(err) = lb.put_routes(table).await else { return Ok(()) };
+    crate::lb::ensure_running(&restart.data_dir, lb.admin_addr(), restart.threads).await?;
+    lb.put_routes(table).await.map_err(|retry| anyhow::anyhow!("{err:#}; retry: {retry:#}"))?;
+    Ok(())
+}
