@@ -596,9 +596,51 @@ fn bench(
     let (_green_proc, green) = start_backend(tmp, "green")?;
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     eprintln!("measuring: wrk -c{} -d{}s per run, {cores} cores…", o.connections, o.duration);
+    let servers = Servers { lb, tmp, wrk, nginx, haproxy };
 
     let direct = if o.runs("throughput") { run_wrk(wrk, blue, o)? } else { Wrk::default() };
-    let mut rows: Vec<(usize, &str, Wrk)> = Vec::new();
+    let (rows, rounds) = measure_throughput(o, &servers, blue)?;
+    // Shift under load and memory, with the most threads asked for.
+    let threads = *o.threads.iter().max().unwrap_or(&2);
+    let sweeps = if o.runs("shift") {
+        Some(measure_shift(o, &servers, threads, blue, green)?)
+    } else {
+        None
+    };
+    let memory =
+        if o.runs("memory") { Some(measure_memory(lb, tmp, threads, blue)?) } else { None };
+
+    if o.runs("throughput") {
+        print_throughput(o, lb, cores, &direct, &rows, &rounds);
+    }
+    if let Some((cutover_sweep, nginx_sweep)) = &sweeps {
+        print_shift(o, threads, cutover_sweep, nginx_sweep);
+    }
+    if let Some((idle_kib, open_kib, used_kib, conns)) = memory {
+        print_memory(threads, idle_kib, open_kib, used_kib, conns);
+    }
+    Ok(())
+}
+
+/// What the benchmark starts and measures with.
+struct Servers<'a> {
+    lb: &'a Lb,
+    tmp: &'a Path,
+    wrk: &'a Path,
+    nginx: &'a Path,
+    haproxy: &'a Path,
+}
+
+/// Per thread count, each server's median run, and cutover's and nginx's runs round by round.
+type Throughput = (Vec<(usize, &'static str, Wrk)>, Vec<(usize, Vec<Wrk>, Vec<Wrk>)>);
+
+fn measure_throughput(
+    o: &Opts,
+    servers: &Servers<'_>,
+    blue: SocketAddr,
+) -> anyhow::Result<Throughput> {
+    let Servers { lb, tmp, wrk, nginx, haproxy } = *servers;
+    let mut rows: Vec<(usize, &'static str, Wrk)> = Vec::new();
     // Per thread count, cutover's and nginx's runs round by round: on a shared machine the
     // spread between rounds says how far to trust the medians.
     let mut rounds: Vec<(usize, Vec<Wrk>, Vec<Wrk>)> = Vec::new();
@@ -626,216 +668,227 @@ fn bench(
         }
     }
 
-    // Shift under load, with the most threads asked for.
-    let threads = *o.threads.iter().max().unwrap_or(&2);
+    Ok((rows, rounds))
+}
+
+/// A weight sweep under full load, through cutover's admin API and through nginx reloads.
+fn measure_shift(
+    o: &Opts,
+    servers: &Servers<'_>,
+    threads: usize,
+    blue: SocketAddr,
+    green: SocketAddr,
+) -> anyhow::Result<(Sweep, Sweep)> {
+    let Servers { lb, tmp, wrk, nginx, .. } = *servers;
     let listen = free_addr();
-    let sweeps = if !o.runs("shift") {
-        None
-    } else {
-        let cutover_sweep = {
-            let c = start_cutover(lb, threads, tmp, &lb_table(1, listen, blue, Some(green), 0))?;
-            let _ = wrk_cmd(wrk, listen, o, 1).output()?;
-            sweep(wrk, listen, o, green, |i, pct| {
-                put_table(c.admin, &lb_table(1 + i as u64, listen, blue, Some(green), pct))
-            })?
-        };
-        let nginx_sweep = {
-            let upstreams = |pct: u16| -> Vec<(SocketAddr, u32)> {
-                match pct {
-                    0 => vec![(blue, 1)],
-                    100 => vec![(green, 1)],
-                    p => vec![(blue, (100 - p) as u32), (green, p as u32)],
-                }
-            };
-            let listen = free_addr();
-            let _n = start_nginx(nginx, tmp, threads, listen, &upstreams(0))?;
-            let _ = wrk_cmd(wrk, listen, o, 1).output()?;
-            sweep(wrk, listen, o, green, |_, pct| {
-                std::fs::write(
-                    tmp.join("nginx.conf"),
-                    nginx_conf(tmp, threads, listen, &upstreams(pct)),
-                )?;
-                let status =
-                    Command::new(nginx).args(nginx_args(tmp)).args(["-s", "reload"]).status()?;
-                if !status.success() {
-                    bail!("nginx -s reload failed");
-                }
-                Ok(())
-            })?
-        };
-        Some((cutover_sweep, nginx_sweep))
+    let cutover_sweep = {
+        let c = start_cutover(lb, threads, tmp, &lb_table(1, listen, blue, Some(green), 0))?;
+        let _ = wrk_cmd(wrk, listen, o, 1).output()?;
+        sweep(wrk, listen, o, green, |i, pct| {
+            put_table(c.admin, &lb_table(1 + i as u64, listen, blue, Some(green), pct))
+        })?
     };
-
-    // Memory: idle, then with 10,000 client connections open, then after one request on each.
-    let memory = if !o.runs("memory") {
-        None
-    } else {
-        Some({
-            let listen = free_addr();
-            let mut c = start_cutover(lb, threads, tmp, &lb_table(1, listen, blue, None, 0))?;
-            std::thread::sleep(Duration::from_millis(300));
-            let idle = rss_kib(c.proc.pid())?;
-            // At most what the data plane's open-file limit lets it hold.
-            let (_, body) = http(c.admin, "GET", "/v1/metrics", "")?;
-            let cap = serde_json::from_str::<MetricsSnapshot>(&body)?.max_client_connections;
-            let want = 10_000.min(cap as usize);
-            let mut socks = Vec::with_capacity(want);
-            for _ in 0..want {
-                socks.push(
-                    TcpStream::connect(listen)
-                        .context("opening client connections (raise the open-file limit?)")?,
-                );
+    let nginx_sweep = {
+        let upstreams = |pct: u16| -> Vec<(SocketAddr, u32)> {
+            match pct {
+                0 => vec![(blue, 1)],
+                100 => vec![(green, 1)],
+                p => vec![(blue, (100 - p) as u32), (green, p as u32)],
             }
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                let (_, body) = http(c.admin, "GET", "/v1/metrics", "")?;
-                let m: MetricsSnapshot = serde_json::from_str(&body)?;
-                if m.client_connections >= want as u64 {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    bail!(
-                        "only {} of {want} connections accepted within 30 s",
-                        m.client_connections
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(50));
+        };
+        let listen = free_addr();
+        let _n = start_nginx(nginx, tmp, threads, listen, &upstreams(0))?;
+        let _ = wrk_cmd(wrk, listen, o, 1).output()?;
+        sweep(wrk, listen, o, green, |_, pct| {
+            std::fs::write(
+                tmp.join("nginx.conf"),
+                nginx_conf(tmp, threads, listen, &upstreams(pct)),
+            )?;
+            let status =
+                Command::new(nginx).args(nginx_args(tmp)).args(["-s", "reload"]).status()?;
+            if !status.success() {
+                bail!("nginx -s reload failed");
             }
-            let open = rss_kib(c.proc.pid())?;
-            let mut buf = [0u8; 512];
-            for s in &mut socks {
-                s.write_all(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")?;
-                let mut got = Vec::new();
-                while !got.ends_with(b"hello, world\n") {
-                    let n = s.read(&mut buf)?;
-                    if n == 0 {
-                        bail!("connection closed before the answer");
-                    }
-                    got.extend_from_slice(&buf[..n]);
-                }
-            }
-            let used = rss_kib(c.proc.pid())?;
-            c.proc.check_alive()?;
-            (idle, open, used, socks.len())
-        })
+            Ok(())
+        })?
     };
+    Ok((cutover_sweep, nginx_sweep))
+}
 
-    if o.runs("throughput") {
-        println!();
-        println!(
-            "cutover bench-lb ({}) — wrk -t{} -c{} -d{}s --latency, median of {} interleaved rounds; backend: 1 thread, 13-byte body; {cores} cores shared by wrk, proxy and backend",
-            lb.bin.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
-            o.connections.min(2),
-            o.connections,
-            o.duration,
-            o.rounds
+/// cutover's resident memory (KiB): idle, with 10,000 client connections open (at most what
+/// its open-file limit lets it hold), then after one request on each; and how many it held.
+fn measure_memory(
+    lb: &Lb,
+    tmp: &Path,
+    threads: usize,
+    blue: SocketAddr,
+) -> anyhow::Result<(u64, u64, u64, usize)> {
+    let listen = free_addr();
+    let mut c = start_cutover(lb, threads, tmp, &lb_table(1, listen, blue, None, 0))?;
+    std::thread::sleep(Duration::from_millis(300));
+    let idle = rss_kib(c.proc.pid())?;
+    // At most what the data plane's open-file limit lets it hold.
+    let (_, body) = http(c.admin, "GET", "/v1/metrics", "")?;
+    let cap = serde_json::from_str::<MetricsSnapshot>(&body)?.max_client_connections;
+    let want = 10_000.min(cap as usize);
+    let mut socks = Vec::with_capacity(want);
+    for _ in 0..want {
+        socks.push(
+            TcpStream::connect(listen)
+                .context("opening client connections (raise the open-file limit?)")?,
         );
-        println!();
-        println!(
-            "{:<8} {:<9} {:>11} {:>9} {:>9} {:>9}   {:>16} {:>16}",
-            "threads",
-            "server",
-            "req/s",
-            "p50",
-            "p99",
-            "CPU/req",
-            "vs nginx rps/p99",
-            "vs haproxy rps/p99"
-        );
-        println!(
-            "{:<8} {:<9} {:>11.0} {:>9} {:>9} {:>9}",
-            "-",
-            "backend",
-            direct.rps,
-            fmt_ms(direct.p50_ms),
-            fmt_ms(direct.p99_ms),
-            "-"
-        );
-        for &threads in &o.threads {
-            let get = |name: &str| {
-                rows.iter().find(|(t, n, _)| *t == threads && *n == name).map(|r| r.2.clone())
-            };
-            let (Some(c), Some(n), Some(h)) = (get("cutover"), get("nginx"), get("haproxy")) else {
-                continue;
-            };
-            for (name, w) in [("cutover", &c), ("nginx", &n), ("haproxy", &h)] {
-                let ratios = if name == "cutover" {
-                    format!(
-                        "   {:>7.2}x /{:>5.2}x {:>8.2}x /{:>5.2}x",
-                        c.rps / n.rps,
-                        c.p99_ms / n.p99_ms,
-                        c.rps / h.rps,
-                        c.p99_ms / h.p99_ms
-                    )
-                } else {
-                    String::new()
-                };
-                let errors = if w.non_2xx + w.socket_errors > 0 {
-                    format!("  ({} non-2xx, {} socket errors)", w.non_2xx, w.socket_errors)
-                } else {
-                    String::new()
-                };
-                println!(
-                    "{:<8} {:<9} {:>11.0} {:>9} {:>9} {:>9}{ratios}{errors}",
-                    threads,
-                    name,
-                    w.rps,
-                    fmt_ms(w.p50_ms),
-                    fmt_ms(w.p99_ms),
-                    format!("{:.1}µs", w.cpu_us_per_request)
-                );
-            }
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, body) = http(c.admin, "GET", "/v1/metrics", "")?;
+        let m: MetricsSnapshot = serde_json::from_str(&body)?;
+        if m.client_connections >= want as u64 {
+            break;
         }
-        println!(
-            "(ratios: req/s higher is better, p99 lower is better; CPU/req: the server's user+system CPU time per request)"
-        );
-        println!();
-        println!("cutover / nginx round by round (rps ≥ 1 and p99 ≤ 1 is the target):");
-        for (threads, c, n) in &rounds {
-            let ratio = |f: fn(&Wrk) -> f64| -> Vec<f64> {
-                c.iter().zip(n).map(|(c, n)| f(c) / f(n)).collect()
+        if Instant::now() > deadline {
+            bail!("only {} of {want} connections accepted within 30 s", m.client_connections);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let open = rss_kib(c.proc.pid())?;
+    let mut buf = [0u8; 512];
+    for s in &mut socks {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")?;
+        let mut got = Vec::new();
+        while !got.ends_with(b"hello, world\n") {
+            let n = s.read(&mut buf)?;
+            if n == 0 {
+                bail!("connection closed before the answer");
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+    }
+    let used = rss_kib(c.proc.pid())?;
+    c.proc.check_alive()?;
+    Ok((idle, open, used, socks.len()))
+}
+
+fn print_throughput(
+    o: &Opts,
+    lb: &Lb,
+    cores: usize,
+    direct: &Wrk,
+    rows: &[(usize, &'static str, Wrk)],
+    rounds: &[(usize, Vec<Wrk>, Vec<Wrk>)],
+) {
+    println!();
+    println!(
+        "cutover bench-lb ({}) — wrk -t{} -c{} -d{}s --latency, median of {} interleaved rounds; backend: 1 thread, 13-byte body; {cores} cores shared by wrk, proxy and backend",
+        lb.bin.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+        o.connections.min(2),
+        o.connections,
+        o.duration,
+        o.rounds
+    );
+    println!();
+    println!(
+        "{:<8} {:<9} {:>11} {:>9} {:>9} {:>9}   {:>16} {:>16}",
+        "threads",
+        "server",
+        "req/s",
+        "p50",
+        "p99",
+        "CPU/req",
+        "vs nginx rps/p99",
+        "vs haproxy rps/p99"
+    );
+    println!(
+        "{:<8} {:<9} {:>11.0} {:>9} {:>9} {:>9}",
+        "-",
+        "backend",
+        direct.rps,
+        fmt_ms(direct.p50_ms),
+        fmt_ms(direct.p99_ms),
+        "-"
+    );
+    for &threads in &o.threads {
+        let get = |name: &str| {
+            rows.iter().find(|(t, n, _)| *t == threads && *n == name).map(|r| r.2.clone())
+        };
+        let (Some(c), Some(n), Some(h)) = (get("cutover"), get("nginx"), get("haproxy")) else {
+            continue;
+        };
+        for (name, w) in [("cutover", &c), ("nginx", &n), ("haproxy", &h)] {
+            let ratios = if name == "cutover" {
+                format!(
+                    "   {:>7.2}x /{:>5.2}x {:>8.2}x /{:>5.2}x",
+                    c.rps / n.rps,
+                    c.p99_ms / n.p99_ms,
+                    c.rps / h.rps,
+                    c.p99_ms / h.p99_ms
+                )
+            } else {
+                String::new()
             };
-            let (rps, p99) = (ratio(|w| w.rps), ratio(|w| w.p99_ms));
-            let met = rps.iter().zip(&p99).filter(|(r, p)| **r >= 1.0 && **p <= 1.0).count();
-            let list =
-                |v: &[f64]| v.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(" ");
+            let errors = if w.non_2xx + w.socket_errors > 0 {
+                format!("  ({} non-2xx, {} socket errors)", w.non_2xx, w.socket_errors)
+            } else {
+                String::new()
+            };
             println!(
-                "  {threads} thread(s): rps {}   p99 {}   both met in {met} of {} rounds",
-                list(&rps),
-                list(&p99),
-                rps.len()
+                "{:<8} {:<9} {:>11.0} {:>9} {:>9} {:>9}{ratios}{errors}",
+                threads,
+                name,
+                w.rps,
+                fmt_ms(w.p50_ms),
+                fmt_ms(w.p99_ms),
+                format!("{:.1}µs", w.cpu_us_per_request)
             );
         }
     }
-    if let Some((cutover_sweep, nginx_sweep)) = &sweeps {
-        println!();
+    println!(
+        "(ratios: req/s higher is better, p99 lower is better; CPU/req: the server's user+system CPU time per request)"
+    );
+    println!();
+    println!("cutover / nginx round by round (rps ≥ 1 and p99 ≤ 1 is the target):");
+    for (threads, c, n) in rounds {
+        let ratio = |f: fn(&Wrk) -> f64| -> Vec<f64> {
+            c.iter().zip(n).map(|(c, n)| f(c) / f(n)).collect()
+        };
+        let (rps, p99) = (ratio(|w| w.rps), ratio(|w| w.p99_ms));
+        let met = rps.iter().zip(&p99).filter(|(r, p)| **r >= 1.0 && **p <= 1.0).count();
+        let list = |v: &[f64]| v.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(" ");
         println!(
-            "shift under load ({threads} threads): green weight 0→10→50→100→0 % during one {}s wrk run",
-            o.duration
+            "  {threads} thread(s): rps {}   p99 {}   both met in {met} of {} rounds",
+            list(&rps),
+            list(&p99),
+            rps.len()
         );
+    }
+}
+
+fn print_shift(o: &Opts, threads: usize, cutover_sweep: &Sweep, nginx_sweep: &Sweep) {
+    println!();
+    println!(
+        "shift under load ({threads} threads): green weight 0→10→50→100→0 % during one {}s wrk run",
+        o.duration
+    );
+    println!(
+        "{:<26} {:>10} {:>8} {:>14} {:>12}",
+        "", "requests", "non-2xx", "socket errors", "green served"
+    );
+    for (name, s) in
+        [("cutover (PUT /v1/routes)", &cutover_sweep), ("nginx (nginx -s reload)", &nginx_sweep)]
+    {
         println!(
             "{:<26} {:>10} {:>8} {:>14} {:>12}",
-            "", "requests", "non-2xx", "socket errors", "green served"
-        );
-        for (name, s) in [
-            ("cutover (PUT /v1/routes)", &cutover_sweep),
-            ("nginx (nginx -s reload)", &nginx_sweep),
-        ] {
-            println!(
-                "{:<26} {:>10} {:>8} {:>14} {:>12}",
-                name, s.wrk.requests, s.wrk.non_2xx, s.wrk.socket_errors, s.green_hits
-            );
-        }
-    }
-    if let Some((idle_kib, open_kib, used_kib, conns)) = memory {
-        println!();
-        println!(
-            "cutover resident memory ({threads} threads): idle {:.1} MiB; {conns} open client connections {:.1} MiB; after one request on each {:.1} MiB ({:.1} KiB per connection)",
-            idle_kib as f64 / 1024.0,
-            open_kib as f64 / 1024.0,
-            used_kib as f64 / 1024.0,
-            (used_kib.saturating_sub(idle_kib)) as f64 / conns as f64
+            name, s.wrk.requests, s.wrk.non_2xx, s.wrk.socket_errors, s.green_hits
         );
     }
-    Ok(())
+}
+
+fn print_memory(threads: usize, idle_kib: u64, open_kib: u64, used_kib: u64, conns: usize) {
+    println!();
+    println!(
+        "cutover resident memory ({threads} threads): idle {:.1} MiB; {conns} open client connections {:.1} MiB; after one request on each {:.1} MiB ({:.1} KiB per connection)",
+        idle_kib as f64 / 1024.0,
+        open_kib as f64 / 1024.0,
+        used_kib as f64 / 1024.0,
+        (used_kib.saturating_sub(idle_kib)) as f64 / conns as f64
+    );
 }

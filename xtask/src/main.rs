@@ -1,7 +1,8 @@
 //! Workspace automation. `cargo xtask bench-lb` measures cutover's load balancer against the
 //! backend alone, nginx and HAProxy with wrk; `cargo xtask backend` is the fixed HTTP backend the
 //! benchmark starts (a separate process so it never shares a runtime with what is measured);
-//! `cargo xtask bench-rollback` measures how fast an alarm puts a bad release back on blue.
+//! `cargo xtask bench-rollback` measures how fast an alarm puts a bad release back on blue;
+//! `cargo xtask tidy` checks the rules of ARCHITECTURE.md that a machine can check.
 
 mod backend;
 mod bench;
@@ -13,10 +14,12 @@ fn main() {
         Some("bench-lb") => bench::run(&args[1..]),
         Some("backend") => backend::run(&args[1..]),
         Some("bench-rollback") => rollback::run(&args[1..]),
+        Some("tidy") => xtask::tidy::run(&args[1..]).map_err(|e| anyhow::anyhow!("{e}")),
         _ => {
             eprintln!(
                 "usage: cargo xtask bench-lb [--duration SECS] [--connections N] [--threads 1,2] [--lb auto|cutover|example]\n       \
                  cargo xtask bench-rollback [--runs N]\n       \
+                 cargo xtask tidy\n       \
                  cargo xtask backend --addr ADDR [--threads N] [--name NAME]"
             );
             std::process::exit(2);

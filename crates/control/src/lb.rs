@@ -72,6 +72,22 @@ impl LbClient {
         Ok(response.json().await?)
     }
 
+    /// Asks the data plane whether it would serve `table` (it is valid, its certificates load,
+    /// its new listeners' ports are free) without applying it: the check `apply` makes before
+    /// it stores a table, which the engine pushes only once it is stored.
+    pub async fn validate_routes(&self, table: &RouteTable) -> anyhow::Result<()> {
+        let url = format!("{}/v1/routes/validate", self.base);
+        let response = self.http.post(url).json(table).send().await?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.text().await.unwrap_or_default();
+            let reason =
+                serde_json::from_str::<routes::AdminError>(&body).map_or(body, |e| e.error);
+            bail!("{status}: {reason}");
+        }
+        Ok(())
+    }
+
     pub async fn health(&self) -> anyhow::Result<HealthReport> {
         Ok(self
             .http

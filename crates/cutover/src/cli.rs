@@ -459,27 +459,8 @@ pub fn is_server(args: &Args) -> bool {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
-    // A command hook has no API token and no data directory, but its own token and the API's
-    // URL in its environment: `cutover hooks report` there works as it is.
-    let in_hook = |name: &str| match args.command {
-        Command::Hooks(_) => std::env::var(name).ok().filter(|value| !value.is_empty()),
-        _ => None,
-    };
-    let api = args.api.clone().or_else(|| in_hook("CUTOVER_API_URL")).unwrap_or_else(|| {
-        std::fs::read_to_string(control::api_record_path(&data_dir))
-            .ok()
-            .and_then(|text| serde_json::from_str::<control::ApiRecord>(&text).ok())
-            .map(|record| record.url)
-            .unwrap_or_else(|| "http://127.0.0.1:7400".to_string())
-    });
-    let token = args
-        .token
-        .clone()
-        .or_else(|| in_hook("CUTOVER_HOOK_TOKEN"))
-        .or_else(|| std::fs::read_to_string(data_dir.join("token")).ok());
-    let client = Client::new(api, token.clone());
+    let (client, token) = connect(&args, &data_dir);
     let json = args.output == Output::Json;
-
     match args.command {
         Command::Up { listen, lb_admin, lb_threads, registry_credentials } => {
             check_up_flags(lb_admin, lb_threads)?;
@@ -530,29 +511,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 deployment_config: config,
                 ignore_alarms,
             };
-            let view: DeploymentView = client.post("/v1/deployments", &request)?;
-            if json && !wait {
-                return render::print(true, &view, render::deployment);
-            }
-            println!(
-                "deployment {} created in {}/{} ({})",
-                view.id, view.application, view.deployment_group, view.routing
-            );
-            if wait {
-                return render::watch(&client, &view.id, json);
-            }
-            println!("follow it with: cutover deployments watch {}", view.id);
-            Ok(ExitCode::SUCCESS)
+            deploy(&client, &request, wait, json)
         }
         Command::Deployments(command) => deployments(&client, command, json),
-        Command::Services(ServicesCommand::List) => {
-            let services: Vec<ServiceView> = client.get("/v1/services")?;
-            render::print(json, &services, render::services)
-        }
-        Command::Services(ServicesCommand::Get { name }) => {
-            let service: ServiceView = client.get(&format!("/v1/services/{name}"))?;
-            render::print(json, &service, render::service)
-        }
+        Command::Services(command) => services(&client, command, json),
         Command::Tasks(TasksCommand::List { service, all }) => {
             let mut path = format!("/v1/tasks?all={all}");
             if let Some(service) = service {
@@ -561,74 +523,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let tasks: Vec<TaskView> = client.get(&path)?;
             render::print(json, &tasks, render::tasks)
         }
-        Command::Logs { task, follow } => {
-            if !runtime::valid_task_id(&task) {
-                bail!(
-                    "`{task}` is not a task id (1 to 128 of A-Z a-z 0-9 _ . -, not starting with \
-                     `.`); `cutover tasks list --all` shows them"
-                );
-            }
-            let mut response =
-                client.get_text(&format!("/v1/tasks/{task}/logs?follow={follow}"))?;
-            std::io::copy(&mut response, &mut std::io::stdout().lock())?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Logs { task, follow } => logs(&client, &task, follow),
         Command::TargetGroups(command) => target_groups(&client, command, json),
         Command::TaskDefinitions(command) => task_definitions(&client, command, json),
-        Command::DeploymentConfigs(DeploymentConfigsCommand::List) => {
-            let configs: Vec<DeploymentConfigView> = client.get("/v1/deployment-configs")?;
-            render::print(json, &configs, render::deployment_configs)
-        }
-        Command::DeploymentConfigs(DeploymentConfigsCommand::Preview { name, group, file }) => {
-            if let Some(preview) = offline_preview(&name, group.as_deref(), file.as_deref())? {
-                return render::print(json, &preview, render::preview);
-            }
-            let mut path = format!("/v1/deployment-configs/{name}/preview");
-            if let Some(group) = group {
-                path.push_str(&format!("?group={group}"));
-            }
-            let preview: PreviewView = client.get(&path)?;
-            render::print(json, &preview, render::preview)
-        }
+        Command::DeploymentConfigs(command) => deployment_configs(&client, command, json),
         Command::Repos(command) => repos(&client, command, json),
         Command::Pipelines(command) => pipelines(&client, command, json),
-        Command::Approvals(command) => {
-            let (execution, comment, approved) = match command {
-                ApprovalsCommand::Approve { execution, comment } => (execution, comment, true),
-                ApprovalsCommand::Reject { execution, comment } => (execution, comment, false),
-            };
-            let verb = if approved { "approve" } else { "reject" };
-            let body = ci::api::ApprovalDecision { comment, ..Default::default() };
-            let answer: serde_json::Value =
-                client.post(&format!("/v1/approvals/{execution}/{verb}"), &body)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&answer)?);
-            } else {
-                println!("{}", render::approval_decided(approved, &execution));
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Builds(BuildsCommand::Get { id }) => {
-            let build: ci::api::Build = client.get(&format!("/v1/builds/{id}"))?;
-            render::print(json, &build, render::build)
-        }
-        Command::Builds(BuildsCommand::Logs { id, follow }) => {
-            let mut response = client.get_text(&format!("/v1/builds/{id}/logs?follow={follow}"))?;
-            std::io::copy(&mut response, &mut std::io::stdout().lock())?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Alarms(AlarmsCommand::List) => {
-            let alarms: Vec<AlarmView> = client.get("/v1/alarms")?;
-            render::print(json, &alarms, render::alarms)
-        }
-        Command::Alarms(AlarmsCommand::Get { name }) => {
-            let alarms: Vec<AlarmView> = client.get(&format!("/v1/alarms/{name}"))?;
-            render::print(json, &alarms, render::alarm_details)
-        }
-        Command::Alarms(AlarmsCommand::History { name }) => {
-            let alarms: Vec<AlarmView> = client.get(&format!("/v1/alarms/{name}"))?;
-            render::print(json, &alarms, render::alarm_history)
-        }
+        Command::Approvals(command) => approvals(&client, command, json),
+        Command::Builds(command) => builds(&client, command, json),
+        Command::Alarms(command) => alarms(&client, command, json),
         Command::Metrics { metric, target_group, service, statistic, period, since } => {
             let mut path = format!(
                 "/v1/metrics/query?metric={metric}&statistic={statistic}&period={period}&since={since}"
@@ -648,6 +551,147 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 &HookStatusRequest { status, message },
             )?;
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The API client, and the token it sends: from the flags, else the data directory, else (in a
+/// command hook, which has no API token and no data directory) the hook's own token and the
+/// API's URL from its environment, so that `cutover hooks report` there works as it is.
+fn connect(args: &Args, data_dir: &Path) -> (Client, Option<String>) {
+    let in_hook = |name: &str| match args.command {
+        Command::Hooks(_) => std::env::var(name).ok().filter(|value| !value.is_empty()),
+        _ => None,
+    };
+    let api = args.api.clone().or_else(|| in_hook("CUTOVER_API_URL")).unwrap_or_else(|| {
+        std::fs::read_to_string(control::api_record_path(data_dir))
+            .ok()
+            .and_then(|text| serde_json::from_str::<control::ApiRecord>(&text).ok())
+            .map(|record| record.url)
+            .unwrap_or_else(|| "http://127.0.0.1:7400".to_string())
+    });
+    let token = args
+        .token
+        .clone()
+        .or_else(|| in_hook("CUTOVER_HOOK_TOKEN"))
+        .or_else(|| std::fs::read_to_string(data_dir.join("token")).ok());
+    (Client::new(api, token.clone()), token)
+}
+
+fn deploy(
+    client: &Client,
+    request: &CreateDeploymentRequest,
+    wait: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let view: DeploymentView = client.post("/v1/deployments", request)?;
+    if json && !wait {
+        return render::print(true, &view, render::deployment);
+    }
+    println!(
+        "deployment {} created in {}/{} ({})",
+        view.id, view.application, view.deployment_group, view.routing
+    );
+    if wait {
+        return render::watch(client, &view.id, json);
+    }
+    println!("follow it with: cutover deployments watch {}", view.id);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn services(client: &Client, command: ServicesCommand, json: bool) -> anyhow::Result<ExitCode> {
+    match command {
+        ServicesCommand::List => {
+            let services: Vec<ServiceView> = client.get("/v1/services")?;
+            render::print(json, &services, render::services)
+        }
+        ServicesCommand::Get { name } => {
+            let service: ServiceView = client.get(&format!("/v1/services/{name}"))?;
+            render::print(json, &service, render::service)
+        }
+    }
+}
+
+fn logs(client: &Client, task: &str, follow: bool) -> anyhow::Result<ExitCode> {
+    if !runtime::valid_task_id(task) {
+        bail!(
+            "`{task}` is not a task id (1 to 128 of A-Z a-z 0-9 _ . -, not starting with \
+             `.`); `cutover tasks list --all` shows them"
+        );
+    }
+    let mut response = client.get_text(&format!("/v1/tasks/{task}/logs?follow={follow}"))?;
+    std::io::copy(&mut response, &mut std::io::stdout().lock())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn deployment_configs(
+    client: &Client,
+    command: DeploymentConfigsCommand,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    match command {
+        DeploymentConfigsCommand::List => {
+            let configs: Vec<DeploymentConfigView> = client.get("/v1/deployment-configs")?;
+            render::print(json, &configs, render::deployment_configs)
+        }
+        DeploymentConfigsCommand::Preview { name, group, file } => {
+            if let Some(preview) = offline_preview(&name, group.as_deref(), file.as_deref())? {
+                return render::print(json, &preview, render::preview);
+            }
+            let mut path = format!("/v1/deployment-configs/{name}/preview");
+            if let Some(group) = group {
+                path.push_str(&format!("?group={group}"));
+            }
+            let preview: PreviewView = client.get(&path)?;
+            render::print(json, &preview, render::preview)
+        }
+    }
+}
+
+fn approvals(client: &Client, command: ApprovalsCommand, json: bool) -> anyhow::Result<ExitCode> {
+    let (execution, comment, approved) = match command {
+        ApprovalsCommand::Approve { execution, comment } => (execution, comment, true),
+        ApprovalsCommand::Reject { execution, comment } => (execution, comment, false),
+    };
+    let verb = if approved { "approve" } else { "reject" };
+    let body = ci::api::ApprovalDecision { comment, ..Default::default() };
+    let answer: serde_json::Value =
+        client.post(&format!("/v1/approvals/{execution}/{verb}"), &body)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else {
+        println!("{}", render::approval_decided(approved, &execution));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn builds(client: &Client, command: BuildsCommand, json: bool) -> anyhow::Result<ExitCode> {
+    match command {
+        BuildsCommand::Get { id } => {
+            let build: ci::api::Build = client.get(&format!("/v1/builds/{id}"))?;
+            render::print(json, &build, render::build)
+        }
+        BuildsCommand::Logs { id, follow } => {
+            let mut response = client.get_text(&format!("/v1/builds/{id}/logs?follow={follow}"))?;
+            std::io::copy(&mut response, &mut std::io::stdout().lock())?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn alarms(client: &Client, command: AlarmsCommand, json: bool) -> anyhow::Result<ExitCode> {
+    match command {
+        AlarmsCommand::List => {
+            let alarms: Vec<AlarmView> = client.get("/v1/alarms")?;
+            render::print(json, &alarms, render::alarms)
+        }
+        AlarmsCommand::Get { name } => {
+            let alarms: Vec<AlarmView> = client.get(&format!("/v1/alarms/{name}"))?;
+            render::print(json, &alarms, render::alarm_details)
+        }
+        AlarmsCommand::History { name } => {
+            let alarms: Vec<AlarmView> = client.get(&format!("/v1/alarms/{name}"))?;
+            render::print(json, &alarms, render::alarm_history)
         }
     }
 }

@@ -414,6 +414,9 @@ pub fn watch(client: &Client, id: &str, json: bool) -> anyhow::Result<ExitCode> 
     }
 }
 
+// The CLI shows how long ago the control plane's timestamps were, by this machine's clock; it
+// has no store of its own.
+#[allow(clippy::disallowed_methods)]
 fn now_ms() -> u64 {
     let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
     since_epoch.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

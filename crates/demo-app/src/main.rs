@@ -559,6 +559,7 @@ fn log(msg: &str) {
 }
 
 /// Now as RFC 3339 UTC with milliseconds, e.g. `2026-01-02T03:04:05.678Z`.
+#[allow(clippy::disallowed_methods)] // A stand-alone demo program: it has no store::clock.
 fn timestamp() -> String {
     let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();

@@ -1,5 +1,5 @@
-//! The admin API on a loopback address: `PUT/GET /v1/routes`, `GET /v1/health`,
-//! `GET /v1/metrics` (JSON) and `GET /metrics` (Prometheus text).
+//! The admin API on a loopback address: `PUT/GET /v1/routes`, `POST /v1/routes/validate`,
+//! `GET /v1/health`, `GET /v1/metrics` (JSON) and `GET /metrics` (Prometheus text).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -77,30 +77,22 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response<Full<Bytes>
 async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     match (req.method().clone(), path.as_str()) {
-        (Method::PUT, "/v1/routes") => {
-            let body = match Limited::new(req.into_body(), MAX_TABLE_BYTES).collect().await {
-                Ok(b) => b.to_bytes(),
-                Err(e) => {
-                    return error(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        format!("cannot read the table (at most {MAX_TABLE_BYTES} bytes): {e}"),
-                    );
-                }
-            };
-            let table: RouteTable = match serde_json::from_slice(&body) {
-                Ok(t) => t,
-                Err(e) => {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        format!("the body is not a route table: {e}"),
-                    );
-                }
-            };
-            match state::apply(shared, table, true).await {
+        (Method::PUT, "/v1/routes") => match read_table(req).await {
+            Ok(table) => match state::apply(shared, table, true).await {
                 Ok(applied) => json(StatusCode::OK, &applied),
                 Err(e) => error(e.status, e.message),
-            }
-        }
+            },
+            Err(refused) => refused,
+        },
+        // What a PUT would check, and nothing else: the control plane asks before it stores a
+        // table, and pushes it only once stored.
+        (Method::POST, "/v1/routes/validate") => match read_table(req).await {
+            Ok(table) => match state::check(shared, &table).await {
+                Ok(()) => json(StatusCode::OK, &serde_json::json!({ "valid": true })),
+                Err(e) => error(e.status, e.message),
+            },
+            Err(refused) => refused,
+        },
         (Method::GET, "/v1/routes") => {
             let c = shared.table.load();
             json(StatusCode::OK, &ServedRoutes { version: c.table.version, table: c.table.clone() })
@@ -116,14 +108,34 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Full<B
             r
         }
         (_, "/v1/routes") => error(StatusCode::METHOD_NOT_ALLOWED, "use GET or PUT on /v1/routes"),
+        (_, "/v1/routes/validate") => {
+            error(StatusCode::METHOD_NOT_ALLOWED, "use POST on /v1/routes/validate")
+        }
         (_, "/v1/health" | "/v1/metrics" | "/metrics") => {
             error(StatusCode::METHOD_NOT_ALLOWED, format!("use GET on {path}"))
         }
         _ => error(
             StatusCode::NOT_FOUND,
-            format!("no {path}; try /v1/routes, /v1/health, /v1/metrics or /metrics"),
+            format!(
+                "no {path}; try /v1/routes, /v1/routes/validate, /v1/health, /v1/metrics or /metrics"
+            ),
         ),
     }
+}
+
+/// The route table a request carries, or the answer that refuses it.
+async fn read_table(req: Request<Incoming>) -> Result<RouteTable, Response<Full<Bytes>>> {
+    let body = match Limited::new(req.into_body(), MAX_TABLE_BYTES).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return Err(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("cannot read the table (at most {MAX_TABLE_BYTES} bytes): {e}"),
+            ));
+        }
+    };
+    serde_json::from_slice(&body)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("the body is not a route table: {e}")))
 }
 
 pub fn health_report(shared: &Shared) -> HealthReport {
@@ -142,6 +154,9 @@ pub fn snapshot(shared: &Shared) -> MetricsSnapshot {
     let compiled = shared.table.load_full();
     let groups = lock(&shared.groups).clone();
     let listeners = lock(&shared.listeners).clone();
+    // The data plane is a process of its own, without the control plane's store::clock: the
+    // snapshot says when it was taken on the OS's wall clock, which the reader only shows.
+    #[allow(clippy::disallowed_methods)]
     let mut snap = MetricsSnapshot {
         version: compiled.table.version,
         started_at_unix_ms: shared.started_at_unix_ms,

@@ -31,7 +31,10 @@ use std::cell::Cell;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use routes::{Histogram, MetricsSnapshot, RESPONSE_TIME_BUCKETS_US, RequestCounters, TargetState};
+use routes::{
+    Histogram, MetricsSnapshot, RESPONSE_TIME_BUCKETS_US, RequestCounters, TargetGroupMetrics,
+    TargetState,
+};
 
 use crate::sync::CachePadded;
 
@@ -204,15 +207,28 @@ fn state_name(state: TargetState) -> &'static str {
 /// Renders a snapshot in Prometheus' text exposition format (0.0.4).
 pub fn prometheus(s: &MetricsSnapshot) -> String {
     let mut out = String::with_capacity(4096);
-    let family = |out: &mut String, name: &str, kind: &str, help: &str| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    };
     family(&mut out, "cutover_lb_routes_version", "gauge", "Route-table version served.");
     let _ = writeln!(out, "cutover_lb_routes_version {}", s.version);
     family(&mut out, "cutover_lb_client_connections", "gauge", "Open client connections.");
     let _ = writeln!(out, "cutover_lb_client_connections {}", s.client_connections);
+    listener_families(&mut out, s);
+    target_group_families(&mut out, s);
+    let targets = target_labels(s);
+    target_traffic_families(&mut out, &targets);
+    target_response_time_family(&mut out, &targets);
+    target_connection_families(&mut out, &targets);
+    connection_limits(&mut out, s);
+    out
+}
 
-    family(&mut out, "cutover_lb_listener_requests_total", "counter", "Requests per listener.");
+/// A family's `# HELP` and `# TYPE` lines.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Requests, open connections and the answers each listener gave itself.
+fn listener_families(out: &mut String, s: &MetricsSnapshot) {
+    family(out, "cutover_lb_listener_requests_total", "counter", "Requests per listener.");
     for (name, l) in &s.listeners {
         let _ = writeln!(
             out,
@@ -221,7 +237,7 @@ pub fn prometheus(s: &MetricsSnapshot) -> String {
             l.requests
         );
     }
-    family(&mut out, "cutover_lb_listener_connections", "gauge", "Open client connections.");
+    family(out, "cutover_lb_listener_connections", "gauge", "Open client connections.");
     for (name, l) in &s.listeners {
         let _ = writeln!(
             out,
@@ -231,7 +247,7 @@ pub fn prometheus(s: &MetricsSnapshot) -> String {
         );
     }
     family(
-        &mut out,
+        out,
         "cutover_lb_listener_responses_total",
         "counter",
         "Responses a listener generated itself (fixed, redirect, 400, 503 with no group).",
@@ -250,9 +266,12 @@ pub fn prometheus(s: &MetricsSnapshot) -> String {
             );
         }
     }
+}
 
+/// Per target group: requests, the load balancer's own 5xx, fail-open and host counts.
+fn target_group_families(out: &mut String, s: &MetricsSnapshot) {
     family(
-        &mut out,
+        out,
         "cutover_lb_target_group_requests_total",
         "counter",
         "Requests routed to a target group, including those answered 503 for lack of targets.",
@@ -266,7 +285,7 @@ pub fn prometheus(s: &MetricsSnapshot) -> String {
         );
     }
     family(
-        &mut out,
+        out,
         "cutover_lb_elb_responses_total",
         "counter",
         "5xx the load balancer generated itself, per target group.",
@@ -282,55 +301,46 @@ pub fn prometheus(s: &MetricsSnapshot) -> String {
             );
         }
     }
-    family(
-        &mut out,
-        "cutover_lb_unhealthy_routing_requests_total",
-        "counter",
-        "Fail-open requests.",
-    );
-    for (g, m) in &s.target_groups {
-        let _ = writeln!(
-            out,
-            "cutover_lb_unhealthy_routing_requests_total{{target_group=\"{}\"}} {}",
-            escape(g),
+    type PerGroup = (&'static str, &'static str, &'static str, fn(&TargetGroupMetrics) -> u64);
+    let per_group: [PerGroup; 3] = [
+        ("cutover_lb_unhealthy_routing_requests_total", "counter", "Fail-open requests.", |m| {
             m.unhealthy_routing_requests
-        );
-    }
-    family(&mut out, "cutover_lb_healthy_hosts", "gauge", "Healthy targets per group.");
-    for (g, m) in &s.target_groups {
-        let _ = writeln!(
-            out,
-            "cutover_lb_healthy_hosts{{target_group=\"{}\"}} {}",
-            escape(g),
+        }),
+        ("cutover_lb_healthy_hosts", "gauge", "Healthy targets per group.", |m| {
             m.healthy_host_count
-        );
-    }
-    family(&mut out, "cutover_lb_unhealthy_hosts", "gauge", "Unhealthy targets per group.");
-    for (g, m) in &s.target_groups {
-        let _ = writeln!(
-            out,
-            "cutover_lb_unhealthy_hosts{{target_group=\"{}\"}} {}",
-            escape(g),
+        }),
+        ("cutover_lb_unhealthy_hosts", "gauge", "Unhealthy targets per group.", |m| {
             m.unhealthy_host_count
-        );
+        }),
+    ];
+    for (name, kind, help, value) in per_group {
+        family(out, name, kind, help);
+        for (g, m) in &s.target_groups {
+            let _ = writeln!(out, "{name}{{target_group=\"{}\"}} {}", escape(g), value(m));
+        }
     }
+}
 
-    let targets: Vec<(String, &routes::TargetMetrics)> = s
-        .target_groups
+/// Every target with its labels (`target_group="…",target="…"`).
+fn target_labels(s: &MetricsSnapshot) -> Vec<(String, &routes::TargetMetrics)> {
+    s.target_groups
         .iter()
         .flat_map(|(g, m)| {
             m.targets
                 .iter()
                 .map(move |t| (format!("target_group=\"{}\",target=\"{}\"", escape(g), t.addr), t))
         })
-        .collect();
+        .collect()
+}
 
-    family(&mut out, "cutover_lb_requests_total", "counter", "Requests sent to a target.");
-    for (l, t) in &targets {
+/// Per target: requests, status classes, the load balancer's own 502/504 and failed connects.
+fn target_traffic_families(out: &mut String, targets: &[(String, &routes::TargetMetrics)]) {
+    family(out, "cutover_lb_requests_total", "counter", "Requests sent to a target.");
+    for (l, t) in targets {
         let _ = writeln!(out, "cutover_lb_requests_total{{{l}}} {}", t.counters.requests);
     }
-    family(&mut out, "cutover_lb_target_responses_total", "counter", "Status codes from targets.");
-    for (l, t) in &targets {
+    family(out, "cutover_lb_target_responses_total", "counter", "Status codes from targets.");
+    for (l, t) in targets {
         let c = &t.counters;
         for (class, v) in [
             ("1xx", c.target_1xx),
@@ -346,12 +356,12 @@ pub fn prometheus(s: &MetricsSnapshot) -> String {
         }
     }
     family(
-        &mut out,
+        out,
         "cutover_lb_target_elb_responses_total",
         "counter",
         "502/504 the load balancer generated for a target.",
     );
-    for (l, t) in &targets {
+    for (l, t) in targets {
         let c = &t.counters;
         for (code, v) in [("502", c.elb_502), ("504", c.elb_504)] {
             let _ =
@@ -359,25 +369,28 @@ pub fn prometheus(s: &MetricsSnapshot) -> String {
         }
     }
     family(
-        &mut out,
+        out,
         "cutover_lb_target_connection_errors_total",
         "counter",
         "Failed connects to a target.",
     );
-    for (l, t) in &targets {
+    for (l, t) in targets {
         let _ = writeln!(
             out,
             "cutover_lb_target_connection_errors_total{{{l}}} {}",
             t.counters.target_connection_errors
         );
     }
+}
+
+fn target_response_time_family(out: &mut String, targets: &[(String, &routes::TargetMetrics)]) {
     family(
-        &mut out,
+        out,
         "cutover_lb_target_response_seconds",
         "histogram",
         "Time from sending a request to a target to receiving its response headers.",
     );
-    for (l, t) in &targets {
+    for (l, t) in targets {
         let h = &t.counters.response_time;
         for (bound, v) in RESPONSE_TIME_BUCKETS_US.iter().zip(&h.buckets) {
             let _ = writeln!(
@@ -398,39 +411,38 @@ pub fn prometheus(s: &MetricsSnapshot) -> String {
         );
         let _ = writeln!(out, "cutover_lb_target_response_seconds_count{{{l}}} {}", h.count);
     }
-    family(&mut out, "cutover_lb_active_connections", "gauge", "Open connections to a target.");
-    for (l, t) in &targets {
+}
+
+/// Per target: open and in-flight connections, WebSockets, and its health state.
+fn target_connection_families(out: &mut String, targets: &[(String, &routes::TargetMetrics)]) {
+    family(out, "cutover_lb_active_connections", "gauge", "Open connections to a target.");
+    for (l, t) in targets {
         let _ = writeln!(out, "cutover_lb_active_connections{{{l}}} {}", t.active_connections);
     }
-    family(&mut out, "cutover_lb_in_flight_requests", "gauge", "Requests in flight to a target.");
-    for (l, t) in &targets {
+    family(out, "cutover_lb_in_flight_requests", "gauge", "Requests in flight to a target.");
+    for (l, t) in targets {
         let _ = writeln!(out, "cutover_lb_in_flight_requests{{{l}}} {}", t.in_flight);
     }
     family(
-        &mut out,
+        out,
         "cutover_lb_long_lived_connections",
         "gauge",
         "Upgraded (WebSocket) connections open to a target.",
     );
-    for (l, t) in &targets {
+    for (l, t) in targets {
         let _ =
             writeln!(out, "cutover_lb_long_lived_connections{{{l}}} {}", t.long_lived_connections);
     }
-    family(&mut out, "cutover_lb_target_health", "gauge", "1 for the state a target is in.");
-    for (l, t) in &targets {
+    family(out, "cutover_lb_target_health", "gauge", "1 for the state a target is in.");
+    for (l, t) in targets {
         let _ =
             writeln!(out, "cutover_lb_target_health{{{l},state=\"{}\"}} 1", state_name(t.state));
     }
-    connection_limits(&mut out, s);
-    out
 }
 
 /// The connection limits' families (see `crate::limits`): ALB's `RejectedConnectionCount` by
 /// reason, shedding, header timeouts and failed accepts.
 fn connection_limits(out: &mut String, s: &MetricsSnapshot) {
-    let family = |out: &mut String, name: &str, kind: &str, help: &str| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    };
     family(
         out,
         "cutover_lb_max_client_connections",

@@ -168,6 +168,8 @@ impl Shared {
         worker_threads: usize,
         nofile: u64,
     ) -> anyhow::Result<Self> {
+        // A process of its own, without the control plane's store::clock: when it started, shown only.
+        #[allow(clippy::disallowed_methods)]
         let started_at_unix_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -228,7 +230,33 @@ pub async fn apply(
             )));
         }
     }
-    validate(&table).map_err(|e| bad(e.to_string()))?;
+    let (acceptors, bound) = prepare(shared, &table)?;
+
+    if persist && let Some(path) = &shared.state_file {
+        write_state(path, &table).map_err(|e| ApplyError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: format!("cannot persist the table to state file {}: {e}", path.display()),
+        })?;
+    }
+
+    commit(shared, table, acceptors, bound);
+    Ok(Applied { version: shared.version() })
+}
+
+/// Checks `table` as [`apply`] would, without applying or persisting it: it is valid, every TLS
+/// certificate loads and every new listener's socket can be bound (the sockets are closed again).
+pub async fn check(shared: &Arc<Shared>, table: &RouteTable) -> Result<(), ApplyError> {
+    // Under the apply lock, so that a table being applied meanwhile cannot own a port this one
+    // binds for a moment (or the other way round).
+    let _one_at_a_time = shared.apply_lock.lock().await;
+    prepare(shared, table).map(drop)
+}
+
+type Prepared = (HashMap<SocketAddr, Option<TlsAcceptor>>, HashMap<SocketAddr, TcpListener>);
+
+/// Everything of applying `table` that can fail: validation, TLS acceptors, new sockets.
+fn prepare(shared: &Shared, table: &RouteTable) -> Result<Prepared, ApplyError> {
+    validate(table).map_err(|e| bad(e.to_string()))?;
 
     let mut acceptors: HashMap<SocketAddr, Option<TlsAcceptor>> = HashMap::new();
     for (name, l) in &table.listeners {
@@ -256,16 +284,7 @@ pub async fn apply(
         })?;
         bound.insert(l.bind, socket);
     }
-
-    if persist && let Some(path) = &shared.state_file {
-        write_state(path, &table).map_err(|e| ApplyError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            message: format!("cannot persist the table to state file {}: {e}", path.display()),
-        })?;
-    }
-
-    commit(shared, table, acceptors, bound);
-    Ok(Applied { version: shared.version() })
+    Ok((acceptors, bound))
 }
 
 /// From here on nothing can fail: the table is valid and every socket is bound.

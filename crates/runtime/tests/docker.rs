@@ -61,6 +61,7 @@ async fn connect(state: &Path) -> DockerRuntime {
 
 /// A task id unique across test runs, so leftovers of an aborted run never collide.
 fn uid(name: &str) -> String {
+    #[allow(clippy::disallowed_methods)] // A nonce, not a time.
     let n = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros())

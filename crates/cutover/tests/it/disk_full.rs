@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::harness::*;
 
 /// Writes zeros into `path` until the filesystem refuses another byte.
-fn fill(path: &Path) {
+pub fn fill(path: &Path) {
     let mut file = std::fs::File::create(path).expect("creating the filler file");
     for chunk in [1 << 20, 4096, 1] {
         let zeros = vec![0u8; chunk];

@@ -6,6 +6,7 @@
 mod alarm_window;
 mod alarms;
 mod apply;
+mod apply_disk_full;
 mod bad_input;
 mod cli;
 mod clock;

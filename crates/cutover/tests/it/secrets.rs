@@ -8,6 +8,7 @@ use crate::harness::*;
 
 /// A value that appears nowhere unless something copied it.
 fn unique(prefix: &str) -> String {
+    #[allow(clippy::disallowed_methods)] // A nonce, not a time.
     let nanos =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
     format!("{prefix}-{}-{nanos}", std::process::id())

@@ -132,6 +132,9 @@ pub fn new_session(cmd: &mut tokio::process::Command) {
 }
 
 /// Milliseconds since the Unix epoch.
+// Task start and exit times, stored with the task for the control plane that adopts it after a
+// restart; `runtime` does not depend on `store`, whose clock this would otherwise be.
+#[allow(clippy::disallowed_methods)]
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
