@@ -1462,24 +1462,6 @@ impl Engine {
         Ok(())
     }
 
-    /// Sends a candidate table (from `apply`) to the data plane: it validates listeners and
-    /// certificates, and refuses the table as a whole if anything is wrong.
-    pub async fn try_routes(&mut self, mut table: RouteTable) -> anyhow::Result<()> {
-        let version = self.routes_version + 1;
-        self.store.transaction(|tx| tx.meta_set("routes_version", &version.to_string()))?;
-        table.version = version;
-        self.pusher.push_and_wait(table.clone()).await?;
-        self.routes_version = version;
-        *self.shared.routes_version.write().unwrap_or_else(|p| p.into_inner()) = version;
-        table.version = 0;
-        self.last_pushed = Some(table);
-        Ok(())
-    }
-
-    pub fn forget_pushed_routes(&mut self) {
-        self.last_pushed = None;
-    }
-
     /// Whether the data plane already serves `table` (compared without its version).
     pub fn serves_routes(&self, table: &RouteTable) -> bool {
         self.last_pushed.as_ref().is_some_and(|last| *last == *table)

@@ -20,6 +20,7 @@ pub mod lb;
 pub mod monitor;
 mod narrate;
 mod outage;
+pub mod persisted;
 mod pipelines;
 mod pollers;
 pub mod preview;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use routes::RouteTable;
 use runtime::{Runtime, TaskHandle, TaskState};
 use store::Store;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tracing::warn;
 
 use crate::clock;
@@ -113,17 +113,11 @@ pub struct Inspection {
     pub state: TaskState,
 }
 
-/// A table for the data plane: from the loop's pass (reported back as
-/// [`Msg::RoutesPushed`]), or from `apply`, which waits for the verdict.
-struct Push {
-    table: RouteTable,
-    verdict: Option<oneshot::Sender<anyhow::Result<()>>>,
-}
-
 /// Sends routing tables to the data plane one at a time, in the order they were made.
 #[derive(Clone)]
 pub struct RoutePusher {
-    queue: mpsc::Sender<Push>,
+    /// The loop's tables, each reported back as [`Msg::RoutesPushed`].
+    queue: mpsc::Sender<RouteTable>,
 }
 
 /// Where a data plane that died is started again.
@@ -142,48 +136,27 @@ impl RoutePusher {
     /// Queues the loop's table; `false` when the queue is full (the data plane has not answered
     /// for long), and the table must be pushed again later.
     pub fn push(&self, table: RouteTable) -> bool {
-        self.queue.try_send(Push { table, verdict: None }).is_ok()
-    }
-
-    /// Pushes `table` after the ones queued and waits for the data plane's verdict.
-    pub async fn push_and_wait(&self, table: RouteTable) -> anyhow::Result<()> {
-        let (verdict, answer) = oneshot::channel();
-        self.queue
-            .send(Push { table, verdict: Some(verdict) })
-            .await
-            .map_err(|_| anyhow::anyhow!("the route pusher has stopped"))?;
-        answer.await.map_err(|_| anyhow::anyhow!("the route pusher has stopped"))?
+        self.queue.try_send(table).is_ok()
     }
 }
 
 async fn push_tables(
     lb: LbClient,
     restart: Restart,
-    mut pushes: mpsc::Receiver<Push>,
+    mut pushes: mpsc::Receiver<RouteTable>,
     tx: mpsc::Sender<Msg>,
 ) {
     while let Some(first) = pushes.recv().await {
-        let mut batch = vec![first];
+        // Of the tables waiting, only the newest matters: it replaces the others whole.
+        let mut table = first;
         while let Ok(next) = pushes.try_recv() {
-            batch.push(next);
+            table = next;
         }
-        // Of the loop's tables waiting, only the newest matters: it replaces the others whole.
-        let newest_own = batch.iter().rposition(|p| p.verdict.is_none());
-        for (idx, push) in batch.into_iter().enumerate() {
-            match push.verdict {
-                Some(verdict) => {
-                    let _ = verdict.send(lb.put_routes(&push.table).await.map(|_| ()));
-                }
-                None if Some(idx) == newest_own => {
-                    let version = push.table.version;
-                    let result = push_or_restart(&lb, &restart, &push.table).await;
-                    let result = result.map_err(|err| format!("{err:#}"));
-                    if tx.send(Msg::RoutesPushed { version, result }).await.is_err() {
-                        return;
-                    }
-                }
-                None => {}
-            }
+        let version = table.version;
+        let result = push_or_restart(&lb, &restart, &table).await;
+        let result = result.map_err(|err| format!("{err:#}"));
+        if tx.send(Msg::RoutesPushed { version, result }).await.is_err() {
+            return;
         }
     }
 }

@@ -105,8 +105,10 @@ impl Reconciler {
                 .into(),
         });
         // Routing goes back to blue with this very pass; the deployment routes nothing after.
-        self.deployments.remove(id);
-        out.push(Effect::DeploymentClosed { deployment_id: id.to_string() });
+        if let Some(closed) = self.deployments.remove(id) {
+            let machine = Box::new(closed.machine);
+            out.push(Effect::DeploymentClosed { deployment_id: id.to_string(), machine });
+        }
     }
 
     /// Feeds one input to an active deployment's machine and gives its effects their meaning.
@@ -224,7 +226,7 @@ impl Reconciler {
     }
 
     /// Performs what a deployment's machine decided, in order.
-    fn drive(&mut self, id: &str, now: Timestamp, out: &mut Vec<Effect>) {
+    pub(crate) fn drive(&mut self, id: &str, now: Timestamp, out: &mut Vec<Effect>) {
         while let Some(effect) = self.deployments.get_mut(id).and_then(|d| d.machine.poll_effect())
         {
             self.give_meaning(id, &effect, now, out);
@@ -232,9 +234,12 @@ impl Reconciler {
         }
         let finished = self.deployments.get(id).is_some_and(|d| d.machine.is_finished());
         let leftover = self.groups.values().any(|g| g.leftover_deployment.as_deref() == Some(id));
-        if finished && !leftover {
-            self.deployments.remove(id);
-            out.push(Effect::DeploymentClosed { deployment_id: id.to_string() });
+        if finished
+            && !leftover
+            && let Some(closed) = self.deployments.remove(id)
+        {
+            let machine = Box::new(closed.machine);
+            out.push(Effect::DeploymentClosed { deployment_id: id.to_string(), machine });
         }
     }
 

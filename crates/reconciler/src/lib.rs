@@ -55,7 +55,7 @@ pub use decide::{
     task_health,
 };
 pub use routing::{GroupRoute, RoutingView};
-pub use state::{Deployment, Group, Reconciler, STATE_VERSION, Task, TaskSet};
+pub use state::{Deployment, Group, Reconciler, Restored, STATE_VERSION, Task, TaskSet};
 
 /// What the shell tells the reconciler.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -237,9 +237,11 @@ pub enum Effect {
         task_set_id: String,
         task_definition: String,
     },
-    /// A deployment left the reconciler's state (finished, and routes nothing any more).
+    /// A deployment left the reconciler's state (finished, and routes nothing any more); its
+    /// machine as it ended, for the deployment's history.
     DeploymentClosed {
         deployment_id: String,
+        machine: Box<rollout::Rollout>,
     },
     /// Every task stopped after [`Command::Shutdown`].
     ShutDown,

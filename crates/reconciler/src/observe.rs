@@ -27,6 +27,28 @@ impl Reconciler {
         Ok(out)
     }
 
+    /// Carries on after the shell restarted with this state (persisted, or restored from an
+    /// older cutover's rows): every deployment's machine resumes (`rollout::Rollout::resume`: its
+    /// routing again, green started if it should be, a hook that was running cancelled and run
+    /// again with a new execution id, because the process that ran it is gone: hooks are at least
+    /// once across a restart), the routing table is pushed again (the data plane may have lost
+    /// it), then everything is reconciled as after an observation.
+    pub fn resume(&mut self, now: Timestamp) -> Vec<Effect> {
+        let now = now.max(self.now);
+        self.now = now;
+        let mut out = Vec::new();
+        let ids: Vec<String> = self.deployments.keys().cloned().collect();
+        for id in ids {
+            if let Some(d) = self.deployments.get_mut(&id) {
+                d.machine.resume(now);
+            }
+            self.drive(&id, now, &mut out);
+        }
+        self.routes.ordered = None;
+        self.reconcile(now, &mut out);
+        out
+    }
+
     /// The earliest time something is due without a new observation: a deployment's deadline,
     /// the end of a drain, a restart after backoff, a push to retry.
     pub fn next_deadline(&self) -> Option<Timestamp> {

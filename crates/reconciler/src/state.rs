@@ -151,6 +151,21 @@ pub struct RoutesState {
     pub retry_at: Option<Timestamp>,
 }
 
+/// State an older cutover kept as rows instead of as one document, in the reconciler's types:
+/// the shell converts the rows, [`Reconciler::restore`] takes them.
+#[derive(Clone, Debug, Default)]
+pub struct Restored {
+    pub declared: Declared,
+    pub task_sets: Vec<TaskSet>,
+    pub tasks: Vec<Task>,
+    /// Deployments that are active or leftovers (every other one is history only).
+    pub deployments: Vec<Deployment>,
+    /// By `application/group`.
+    pub groups: BTreeMap<String, Group>,
+    /// The routing-table version the data plane already serves.
+    pub routes_version: u64,
+}
+
 impl Reconciler {
     /// An empty reconciler. `id_salt` (drawn once by the shell) keeps the ids it makes unique
     /// across installations; `routes_version` is the version the data plane already serves.
@@ -170,6 +185,25 @@ impl Reconciler {
             routes: RoutesState { version: routes_version, ..RoutesState::default() },
             shutting_down: false,
             shut_down: false,
+        }
+    }
+
+    /// A reconciler holding what an older cutover stored as rows. What those rows never held
+    /// starts empty: failure records, alarms already handed over, drains waiting for a routing
+    /// version (a drain still ends at its `stop_at`), and the data plane's health, which its next
+    /// report gives.
+    pub fn restore(id_salt: u64, restored: Restored, now: Timestamp) -> Reconciler {
+        let Restored { declared, task_sets, tasks, deployments, groups, routes_version } = restored;
+        let ids = task_sets.iter().map(|ts| &ts.id).chain(tasks.iter().map(|t| &t.id));
+        let next_id = ids.filter_map(|id| id_number(id, id_salt)).max().unwrap_or(0);
+        Reconciler {
+            next_id,
+            declared,
+            task_sets: task_sets.into_iter().map(|ts| (ts.id.clone(), ts)).collect(),
+            tasks: tasks.into_iter().map(|t| (t.id.clone(), t)).collect(),
+            deployments: deployments.into_iter().map(|d| (d.id.clone(), d)).collect(),
+            groups,
+            ..Reconciler::new(id_salt, routes_version, now)
         }
     }
 
@@ -220,4 +254,12 @@ impl Reconciler {
     pub(crate) fn tasks_of<'a>(&'a self, task_set_id: &'a str) -> impl Iterator<Item = &'a Task> {
         self.tasks.values().filter(move |t| t.task_set_id == task_set_id)
     }
+}
+
+/// The number of an id [`Reconciler::new_id`] made with this salt; `None` for any other id (an
+/// older cutover's), which can never collide with one made here.
+fn id_number(id: &str, id_salt: u64) -> Option<u64> {
+    let (rest, number) = id.rsplit_once('-')?;
+    let (_, salt) = rest.rsplit_once('-')?;
+    (salt == format!("{:x}", id_salt as u32)).then(|| number.parse().ok()).flatten()
 }

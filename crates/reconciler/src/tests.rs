@@ -11,7 +11,8 @@
 //! - `start` / `fail-start REASON`: every task being provisioned started (on 127.0.0.1:9001,
 //!   9002, … in order) or failed to start;
 //! - `healthy TG [PORTS]` / `unhealthy TG [PORTS]`: the data plane reports every target of `TG`
-//!   so (only those on `PORTS`, the others still initial), at the routing version last ordered; `released`: it serves the last version and lists nobody;
+//!   so (only those on `PORTS`, the others still initial), at the routing version last ordered;
+//!   `released`: it serves the last version and lists nobody;
 //! - `running [unhealthy-container]`, `exit TASK CODE REASON`, `gone TASK`: runtime reports;
 //! - `stopped`: every stopping task's runtime is done with it;
 //! - `applied` / `push-failed`: the data plane's answer to the last push;
@@ -105,6 +106,14 @@ fn deployment(id: &str, args: &str) -> NewDeployment {
             "termination-wait" => spec.termination_wait = duration(),
             "install-timeout" => spec.install_timeout = duration(),
             "ignore-alarms" => ignore_alarms = true,
+            "hook" => {
+                let event = model::LifecycleEvent::parse(value).unwrap();
+                let hook = rollout::Hook {
+                    name: format!("{value}-hook"),
+                    timeout: Duration::from_secs(60),
+                };
+                spec.hooks.insert(event, hook);
+            }
             "rollback" => {
                 for part in value.split(',') {
                     match part {
@@ -302,6 +311,35 @@ impl World {
         }
     }
 
+    /// A restart of an older cutover's data: only what its rows held is kept (see
+    /// [`Reconciler::restore`]).
+    fn restart_from_rows(&mut self) {
+        let r = &self.reconciler;
+        let restored = crate::Restored {
+            declared: r.declared().clone(),
+            task_sets: r
+                .task_sets()
+                .map(|ts| TaskSet { failures: Default::default(), ..ts.clone() })
+                .collect(),
+            tasks: r.tasks().map(|t| Task { removed_at_version: None, ..t.clone() }).collect(),
+            deployments: r
+                .deployments()
+                .map(|d| Deployment { alarms_fed: Default::default(), ..d.clone() })
+                .collect(),
+            groups: r
+                .declared()
+                .groups
+                .keys()
+                .filter_map(|key| Some((key.clone(), r.group(key)?.clone())))
+                .collect(),
+            routes_version: r.routes_version(),
+        };
+        let next_id = r.next_id;
+        self.reconciler = Reconciler::restore(r.id_salt, restored, self.now);
+        assert_eq!(self.reconciler.next_id, next_id, "a restored reconciler would reuse an id");
+        writeln!(self.trace, "{:<8} -- restart from rows --", self.now.to_string()).unwrap();
+    }
+
     fn restart(&mut self) {
         let json = serde_json::to_string(&self.reconciler).unwrap();
         let restored: Reconciler = serde_json::from_str(&json).unwrap();
@@ -352,7 +390,9 @@ fn effect_line(effect: &Effect) -> String {
         Effect::TaskSetRetired { task_set_id, task_definition } => {
             format!("task-set-retired {task_set_id} ({task_definition})")
         }
-        Effect::DeploymentClosed { deployment_id } => format!("closed {deployment_id}"),
+        Effect::DeploymentClosed { deployment_id, machine } => {
+            format!("closed {deployment_id} ({})", machine.status())
+        }
         Effect::ShutDown => "shut-down".to_string(),
     }
 }
@@ -428,6 +468,18 @@ fn run(script: &str) -> String {
             world.now = at;
             if command == "restart" {
                 world.restart();
+                continue;
+            }
+            if command == "resume" {
+                world.restart();
+                for effect in world.reconciler.resume(world.now) {
+                    writeln!(world.trace, "{:<8} {}", world.now.to_string(), effect_line(&effect))
+                        .unwrap();
+                }
+                continue;
+            }
+            if command == "restart-from-rows" {
+                world.restart_from_rows();
                 continue;
             }
             for observation in world.observations(&command, &args) {
@@ -518,7 +570,7 @@ fn a_deployment_whose_green_is_healthy_shifts_terminates_blue_and_drains_it() {
             12s      d-1: event End Succeeded
             12s      d-1: status Succeeded
             12s      d-1: finished Succeeded
-            12s      closed d-1
+            12s      closed d-1 (Succeeded)
             12s      push-routes v7 app/web: blue=green green=0% test=blue green=[9003,9004]
             14s      stop-task t-0-2
             14s      stop-task t-0-3
@@ -559,7 +611,7 @@ fn green_tasks_failing_three_times_in_a_row_fail_the_deployment_and_roll_back() 
             11.500s  d-1: stop-green
             11.500s  d-1: status Failed
             11.500s  d-1: finished Failed rolled-back CUSTOMER_APPLICATION_UNHEALTHY: green is unhealthy: green tasks failed 3 times in a row; last: task failed to start: image not found
-            11.500s  closed d-1
+            11.500s  closed d-1 (Failed)
             11.500s  task-set-retired ts-0-3 (web:2)
             11.500s  push-routes v4 app/web: blue=blue green=0% test=blue blue=[9001]
             --
@@ -767,7 +819,7 @@ fn an_alarm_is_not_handed_over_before_the_deployment_watches_alarms_and_stops_it
             20s      d-1: stop-green
             20s      d-1: status Stopped
             20s      d-1: finished Stopped rolled-back ALARM_ACTIVE: alarm errors: 5xx above 10
-            20s      closed d-1
+            20s      closed d-1 (Stopped)
             20s      push-routes v5 app/web: blue=blue green=0% test=blue blue=[9001]
             21s      stop-task t-0-4
             22s      task-set-retired ts-0-3 (web:2)
@@ -824,7 +876,7 @@ fn a_leftover_deployment_keeps_routing_until_rolled_back_in_one_routing_change()
             20s      push-routes v6 app/web: blue=blue green=100% test=blue blue=[9001] green=[9002]
             30s      rejected: deployment d-1 of group app/web ended without rolling back and left its green tasks in place; roll it back first (`cutover deployments rollback d-1`)
             40s      event d-1 rollback: rolled back by request: production and test traffic on blue, green stopping
-            40s      closed d-1
+            40s      closed d-1 (Stopped)
             40s      push-routes v7 app/web: blue=blue green=0% test=blue blue=[9001]
             41s      stop-task t-0-4
             42s      task-set-retired ts-0-3 (web:2)
@@ -1029,6 +1081,142 @@ fn the_persisted_state_round_trips_and_names_statuses_as_ecs_does() {
     assert_eq!(back, r);
 }
 
+#[test]
+fn a_deployment_restored_from_an_older_cutovers_rows_carries_on_where_it_was() {
+    check(
+        "
+        0s declare
+        1s start
+        2s applied
+        3s healthy blue
+        10s deploy d-1
+        11s start
+        11s applied
+        11s restart-from-rows
+        12s healthy green
+        13s applied
+        14s released
+        15s stopped
+        ",
+        expect![[r#"
+            0s       start-task t-0-2 of ts-0-1 (web:1)
+            0s       start-task t-0-3 of ts-0-1 (web:1)
+            0s       push-routes v1 app/web: blue=blue green=0% test=blue
+            1s       push-routes v2 app/web: blue=blue green=0% test=blue blue=[9001]
+            1s       push-routes v3 app/web: blue=blue green=0% test=blue blue=[9001,9002]
+            10s      d-1: status InProgress
+            10s      d-1: event BeforeInstall Skipped
+            10s      d-1: event Install InProgress
+            10s      d-1: start-green
+            10s      start-task t-0-5 of ts-0-4 (web:2)
+            10s      start-task t-0-6 of ts-0-4 (web:2)
+            10s      push-routes v4 app/web: blue=blue green=0% test=blue blue=[9001,9002]
+            11s      push-routes v5 app/web: blue=blue green=0% test=blue blue=[9001,9002] green=[9003]
+            11s      push-routes v6 app/web: blue=blue green=0% test=blue blue=[9001,9002] green=[9003,9004]
+            11s      -- restart from rows --
+            12s      d-1: event Install Succeeded
+            12s      d-1: event AfterInstall Skipped
+            12s      d-1: event AllowTestTraffic Skipped: no test listener
+            12s      d-1: event AfterAllowTestTraffic Skipped: no test listener
+            12s      d-1: event BeforeAllowTraffic Skipped
+            12s      d-1: event AllowTraffic InProgress
+            12s      d-1: route prod green=100% test=blue
+            12s      d-1: event AllowTraffic Succeeded
+            12s      d-1: event AfterAllowTraffic Skipped
+            12s      d-1: event End InProgress
+            12s      d-1: terminate-blue
+            12s      d-1: event End Succeeded
+            12s      d-1: status Succeeded
+            12s      d-1: finished Succeeded
+            12s      closed d-1 (Succeeded)
+            12s      push-routes v7 app/web: blue=green green=0% test=blue green=[9003,9004]
+            14s      stop-task t-0-2
+            14s      stop-task t-0-3
+            15s      task-set-retired ts-0-1 (web:1)
+            --
+            ts-0-4 web:2 PRIMARY desired=2 tg=green
+              t-0-5 RUNNING UNKNOWN
+              t-0-6 RUNNING UNKNOWN
+            group app/web primary=ts-0-4 active=- leftover=-
+        "#]],
+    );
+}
+
+#[test]
+fn after_a_restart_a_hook_in_flight_runs_again_with_a_new_execution_and_routing_is_pushed_again() {
+    check(
+        "
+        0s declare
+        1s start
+        2s applied
+        3s healthy blue
+        10s deploy d-1 hook=AfterInstall
+        11s start
+        11s applied
+        12s healthy green
+        13s resume
+        14s hook-ok d-1 AfterInstall-1
+        15s hook-ok d-1 AfterInstall-2
+        16s applied
+        17s released
+        18s stopped
+        ",
+        expect![[r#"
+            0s       start-task t-0-2 of ts-0-1 (web:1)
+            0s       start-task t-0-3 of ts-0-1 (web:1)
+            0s       push-routes v1 app/web: blue=blue green=0% test=blue
+            1s       push-routes v2 app/web: blue=blue green=0% test=blue blue=[9001]
+            1s       push-routes v3 app/web: blue=blue green=0% test=blue blue=[9001,9002]
+            10s      d-1: status InProgress
+            10s      d-1: event BeforeInstall Skipped
+            10s      d-1: event Install InProgress
+            10s      d-1: start-green
+            10s      start-task t-0-5 of ts-0-4 (web:2)
+            10s      start-task t-0-6 of ts-0-4 (web:2)
+            10s      push-routes v4 app/web: blue=blue green=0% test=blue blue=[9001,9002]
+            11s      push-routes v5 app/web: blue=blue green=0% test=blue blue=[9001,9002] green=[9003]
+            11s      push-routes v6 app/web: blue=blue green=0% test=blue blue=[9001,9002] green=[9003,9004]
+            12s      d-1: event Install Succeeded
+            12s      d-1: event AfterInstall InProgress
+            12s      run-hook d-1 AfterInstall-hook (exec AfterInstall-1)
+            12s      d-1: run-hook AfterInstall AfterInstall-hook (exec AfterInstall-1)
+            13s      -- restart --
+            13s      d-1: route prod green=0% test=blue
+            13s      d-1: start-green
+            13s      cancel-hook d-1 AfterInstall-1
+            13s      d-1: cancel-hook AfterInstall-1
+            13s      run-hook d-1 AfterInstall-hook (exec AfterInstall-2)
+            13s      d-1: run-hook AfterInstall AfterInstall-hook (exec AfterInstall-2)
+            13s      d-1: event AfterInstall InProgress: execution AfterInstall-1 replaced by AfterInstall-2 after a restart
+            13s      push-routes v7 app/web: blue=blue green=0% test=blue blue=[9001,9002] green=[9003,9004]
+            14s      rejected: deployment d-1: no hook execution `AfterInstall-1` is waiting for a result: it already reported, timed out, was cancelled, or was replaced after a control-plane restart; report for the execution id of the latest run-hook
+            15s      d-1: event AfterInstall Succeeded: execution AfterInstall-1 replaced by AfterInstall-2 after a restart
+            15s      d-1: event AllowTestTraffic Skipped: no test listener
+            15s      d-1: event AfterAllowTestTraffic Skipped: no test listener
+            15s      d-1: event BeforeAllowTraffic Skipped
+            15s      d-1: event AllowTraffic InProgress
+            15s      d-1: route prod green=100% test=blue
+            15s      d-1: event AllowTraffic Succeeded
+            15s      d-1: event AfterAllowTraffic Skipped
+            15s      d-1: event End InProgress
+            15s      d-1: terminate-blue
+            15s      d-1: event End Succeeded
+            15s      d-1: status Succeeded
+            15s      d-1: finished Succeeded
+            15s      closed d-1 (Succeeded)
+            15s      push-routes v8 app/web: blue=green green=0% test=blue green=[9003,9004]
+            17s      stop-task t-0-2
+            17s      stop-task t-0-3
+            18s      task-set-retired ts-0-1 (web:1)
+            --
+            ts-0-4 web:2 PRIMARY desired=2 tg=green
+              t-0-5 RUNNING UNKNOWN
+              t-0-6 RUNNING UNKNOWN
+            group app/web primary=ts-0-4 active=- leftover=-
+        "#]],
+    );
+}
+
 /// Found by the simulation (seed 103 of `crates/simulation`): green's last tasks died and their
 /// removal was being pushed, so the health report was not about the latest table; the
 /// deployment was not told that green had lost every target, and the continue moved production
@@ -1152,7 +1340,7 @@ fn a_scale_in_is_applied_before_green_is_judged_so_production_never_moves_onto_a
             17s      d-1: event End Succeeded
             17s      d-1: status Succeeded
             17s      d-1: finished Succeeded
-            17s      closed d-1
+            17s      closed d-1 (Succeeded)
             17s      push-routes v10 app/web: blue=green green=0% test=blue green=[9004]
             45s      stop-task t-0-7
             47s      stop-task t-0-2
