@@ -44,7 +44,9 @@
 //!   reported gone; a STOPPING task is stopped again (or reported stopped if gone); a task the
 //!   runtime lists but the state does not know is stopped and removed by the shell; a routing
 //!   version the load balancer does not serve is reported failed (so it is pushed again), one it
-//!   serves is reported applied (its acknowledgement may be what was lost).
+//!   serves is reported applied (its acknowledgement may be what was lost). Between reading the
+//!   world and reporting it, [`reconciler::Reconciler::resume`] resumes every machine (a hook in
+//!   flight runs again with a new execution id; the table is pushed again), as the executor does.
 //! - **Lost observations** are only those the real system can lose: a poll that fails (health,
 //!   task inspection, alarms: the next poll reports afresh), a push whose acknowledgement times
 //!   out after the load balancer applied it (reported failed although served), a push the load

@@ -60,7 +60,13 @@ impl Sim {
         self.reconciler = self.load(&persisted)?;
         self.down = false;
         self.trace.record(format!("{} RESTART (wall clock stepped {step_ms} ms)", self.clock()));
-        for observation in self.adoptions() {
+        // What the runtime and the data plane say about the persisted tasks and table, read
+        // before anything new is started; then every machine resumes (a hook in flight runs
+        // again, the routing table is pushed again), as the executor does after loading.
+        let adoptions = self.adoptions();
+        let effects = self.reconciler.resume(self.cp_now());
+        self.after_decision(effects)?;
+        for observation in adoptions {
             self.deliver(observation)?;
         }
         self.arm_pollers();

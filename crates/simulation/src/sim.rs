@@ -354,6 +354,11 @@ impl Sim {
                 return Ok(());
             }
         };
+        self.after_decision(effects)
+    }
+
+    /// The state is persisted, then the effects leave (checked on their way).
+    pub(crate) fn after_decision(&mut self, effects: Vec<Effect>) -> Result<(), Violation> {
         self.persist()?;
         for effect in effects {
             self.trace.record(format!("  -> {}", crate::trace::effect(&effect)));
