@@ -133,10 +133,12 @@ pub fn green_verdict(green: &GreenView<'_>) -> Option<GreenVerdict> {
     {
         return Some(GreenVerdict::Healthy);
     }
+    // Not waiting for a fresh report: a stale one cannot make a green task healthy, and green's
+    // last tasks dying is itself a routing change, so the report is stale exactly then (a shift
+    // or a continue in that window would move production onto a green with no task).
     let lost_every_target = green.was_healthy
         && !green.installing
         && !green.failure_reported
-        && green.health_fresh
         && green.healthy == 0
         && !green.succeeded;
     lost_every_target.then(|| {

@@ -133,8 +133,12 @@ impl Reconciler {
     fn reconcile(&mut self, now: Timestamp, out: &mut Vec<Effect>) {
         self.assess_health();
         self.stop_drained(now, out);
-        // Deployments before the counts: a task set a deployment drains is retired, and one it
-        // creates is started, in the same pass.
+        // Scale-ins before the deployments: green is judged on the tasks that stay (judged
+        // before, production could move onto a green whose only healthy task the scale-in then
+        // took out).
+        self.scale_in(now);
+        // Deployments before the rest of the counts: a task set a deployment drains is retired,
+        // and one it creates is started, in the same pass.
         self.advance_deployments(now, out);
         self.hand_over_alarms(now, out);
         self.schedule(now, out);
@@ -251,16 +255,8 @@ impl Reconciler {
                 }
                 continue;
             }
-            let desired = ts.desired_count as usize;
-            if live.len() > desired {
-                // The newest go first: the oldest have proven themselves.
-                let mut extra: Vec<(Timestamp, String)> =
-                    live.iter().map(|t| (t.created_at, t.id.clone())).collect();
-                extra.sort_by(|a, b| b.cmp(a));
-                let reason = format!("service scaled in to {desired} task(s)");
-                for (_, task_id) in extra.into_iter().take(live.len() - desired) {
-                    self.deactivate(&task_id, now, &reason);
-                }
+            if live.len() > ts.desired_count as usize {
+                self.deactivate_extras(&id, now);
                 continue;
             }
             let missing = self.missing_tasks(ts);
@@ -269,6 +265,34 @@ impl Reconciler {
                     self.start_task(&id, now, out);
                 }
             }
+        }
+    }
+
+    /// Every task set that runs more tasks than it desires deactivates the extra ones.
+    fn scale_in(&mut self, now: Timestamp) {
+        let ids: Vec<String> = self.task_sets.keys().cloned().collect();
+        for id in ids {
+            self.deactivate_extras(&id, now);
+        }
+    }
+
+    /// Deactivates a task set's live tasks beyond its desired count; the newest go first: the
+    /// oldest have proven themselves.
+    fn deactivate_extras(&mut self, task_set_id: &str, now: Timestamp) {
+        let Some(ts) = self.task_sets.get(task_set_id) else { return };
+        let desired = ts.desired_count as usize;
+        let mut live: Vec<(Timestamp, String)> = self
+            .tasks_of(task_set_id)
+            .filter(|t| t.is_live())
+            .map(|t| (t.created_at, t.id.clone()))
+            .collect();
+        if ts.status == TaskSetStatus::Draining || live.len() <= desired {
+            return;
+        }
+        live.sort_by(|a, b| b.cmp(a));
+        let reason = format!("service scaled in to {desired} task(s)");
+        for (_, task_id) in live.iter().take(live.len() - desired) {
+            self.deactivate(task_id, now, &reason);
         }
     }
 

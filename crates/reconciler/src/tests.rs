@@ -10,8 +10,9 @@
 //!   [rollback=failure,alarm,stop] [ignore-alarms]`;
 //! - `start` / `fail-start REASON`: every task being provisioned started (on 127.0.0.1:9001,
 //!   9002, … in order) or failed to start;
-//! - `healthy TG` / `unhealthy TG`: the data plane reports every target of `TG` so, at the
-//!   routing version last ordered; `released`: it serves the last version and lists nobody;
+//! - `healthy TG [PORTS]` / `unhealthy TG [PORTS]`: the data plane reports every target of `TG`
+//!   so (only those on `PORTS`, the others still initial), at the routing version last ordered;
+//!   `released`: it serves the last version and lists nobody;
 //! - `running [unhealthy-container]`, `exit TASK CODE REASON`, `gone TASK`: runtime reports;
 //! - `stopped`: every stopping task's runtime is done with it;
 //! - `applied` / `push-failed`: the data plane's answer to the last push;
@@ -168,7 +169,9 @@ impl World {
                 .into_iter()
                 .map(|t| Observation::TaskFailedToStart { task_id: t.id, reason: args.into() })
                 .collect(),
-            "healthy" | "unhealthy" => vec![self.health_report(&word(0), command == "healthy")],
+            "healthy" | "unhealthy" => {
+                vec![self.health_report(&word(0), command == "healthy", &word(1))]
+            }
             "released" => vec![Observation::TargetHealth(HealthReport {
                 version: self.reconciler.routes_version(),
                 target_groups: BTreeMap::new(),
@@ -237,8 +240,9 @@ impl World {
     }
 
     /// Every task of `tg` the data plane knows (the ones it serves in `state`, the ones
-    /// draining as draining), at the routing version last ordered.
-    fn health_report(&self, tg: &str, healthy: bool) -> Observation {
+    /// draining as draining), at the routing version last ordered. With `ports` (`9003,9005`),
+    /// only the targets on those ports are checked yet; the others are still initial.
+    fn health_report(&self, tg: &str, healthy: bool, ports: &str) -> Observation {
         let state = if healthy { TargetState::Healthy } else { TargetState::Unhealthy };
         let r = &self.reconciler;
         let targets = r
@@ -248,8 +252,14 @@ impl World {
             })
             .filter(|t| matches!(t.last_status, TaskStatus::Running | TaskStatus::Deactivating))
             .filter_map(|t| {
-                let state = if t.is_serving() { state } else { TargetState::Draining };
                 let addr = t.addr?;
+                let checked =
+                    ports.is_empty() || ports.split(',').any(|p| p == addr.port().to_string());
+                let state = match (t.is_serving(), checked) {
+                    (false, _) => TargetState::Draining,
+                    (true, false) => TargetState::Initial,
+                    (true, true) => state,
+                };
                 Some(TargetHealth { addr, state, reason: None, description: None, in_flight: 0 })
             })
             .collect();
@@ -1202,6 +1212,146 @@ fn after_a_restart_a_hook_in_flight_runs_again_with_a_new_execution_and_routing_
             ts-0-4 web:2 PRIMARY desired=2 tg=green
               t-0-5 RUNNING UNKNOWN
               t-0-6 RUNNING UNKNOWN
+            group app/web primary=ts-0-4 active=- leftover=-
+        "#]],
+    );
+}
+
+/// Found by the simulation (seed 103 of `crates/simulation`): green's last tasks died and their
+/// removal was being pushed, so the health report was not about the latest table; the
+/// deployment was not told that green had lost every target, and the continue moved production
+/// onto a green with no task. Green losing its last healthy task is known without the data
+/// plane's report: the deployment fails at once.
+#[test]
+fn green_losing_its_last_task_fails_the_deployment_before_production_moves_onto_it() {
+    check(
+        "
+        0s declare
+        1s start
+        2s applied
+        3s healthy blue
+        10s deploy d-1 ready-wait=10m
+        11s start
+        11s applied
+        12s healthy green
+        20s exit t-0-5 137 killed
+        20s exit t-0-6 137 killed
+        21s continue d-1 ready
+        ",
+        expect![[r#"
+            0s       start-task t-0-2 of ts-0-1 (web:1)
+            0s       start-task t-0-3 of ts-0-1 (web:1)
+            0s       push-routes v1 app/web: blue=blue green=0% test=blue
+            1s       push-routes v2 app/web: blue=blue green=0% test=blue blue=[9001]
+            1s       push-routes v3 app/web: blue=blue green=0% test=blue blue=[9001,9002]
+            10s      d-1: status InProgress
+            10s      d-1: event BeforeInstall Skipped
+            10s      d-1: event Install InProgress
+            10s      d-1: start-green
+            10s      start-task t-0-5 of ts-0-4 (web:2)
+            10s      start-task t-0-6 of ts-0-4 (web:2)
+            10s      push-routes v4 app/web: blue=blue green=0% test=blue blue=[9001,9002]
+            11s      push-routes v5 app/web: blue=blue green=0% test=blue blue=[9001,9002] green=[9003]
+            11s      push-routes v6 app/web: blue=blue green=0% test=blue blue=[9001,9002] green=[9003,9004]
+            12s      d-1: event Install Succeeded
+            12s      d-1: event AfterInstall Skipped
+            12s      d-1: event AllowTestTraffic Skipped: no test listener
+            12s      d-1: event AfterAllowTestTraffic Skipped: no test listener
+            12s      d-1: status Ready
+            20s      remove-task t-0-5
+            20s      start-task t-0-7 of ts-0-4 (web:2)
+            20s      push-routes v7 app/web: blue=blue green=0% test=blue blue=[9001,9002] green=[9004]
+            20s      remove-task t-0-6
+            20s      d-1: status Failed
+            20s      d-1: finished Failed CUSTOMER_APPLICATION_UNHEALTHY: green is unhealthy: green target group green has no healthy targets
+            20s      push-routes v8 app/web: blue=blue green=0% test=blue blue=[9001,9002]
+            20.500s  start-task t-0-8 of ts-0-4 (web:2)
+            21s      rejected: deployment d-1 has already completed
+            --
+            ts-0-1 web:1 PRIMARY desired=2 tg=blue
+              t-0-2 RUNNING UNKNOWN
+              t-0-3 RUNNING UNKNOWN
+            ts-0-4 web:2 ACTIVE desired=2 tg=green failures=1
+              t-0-5 STOPPED UNKNOWN (killed (exit code 137))
+              t-0-6 STOPPED UNKNOWN (killed (exit code 137))
+              t-0-7 PROVISIONING UNKNOWN
+              t-0-8 PROVISIONING UNKNOWN
+            group app/web primary=ts-0-1 active=- leftover=d-1
+        "#]],
+    );
+}
+
+/// Found by the simulation (seeds 105583 and 104893 of `crates/simulation`): a scale-in that
+/// arrived in the pass where green became healthy enough for the new count was applied after the
+/// deployment was told, so Install succeeded and production moved onto green, and then the
+/// scale-in took out green's only healthy task (the newest). Scale-ins now come first, and green
+/// is judged on the tasks that stay.
+#[test]
+fn a_scale_in_is_applied_before_green_is_judged_so_production_never_moves_onto_a_task_it_removes() {
+    check(
+        "
+        0s declare
+        1s start
+        2s applied
+        3s healthy blue
+        10s deploy d-1
+        11s start
+        11s applied
+        12s exit t-0-5 137 killed
+        13s start
+        13s applied
+        14s healthy green 9005
+        15s declare count=1
+        16s applied
+        17s healthy green
+        ",
+        expect![[r#"
+            0s       start-task t-0-2 of ts-0-1 (web:1)
+            0s       start-task t-0-3 of ts-0-1 (web:1)
+            0s       push-routes v1 app/web: blue=blue green=0% test=blue
+            1s       push-routes v2 app/web: blue=blue green=0% test=blue blue=[9001]
+            1s       push-routes v3 app/web: blue=blue green=0% test=blue blue=[9001,9002]
+            10s      d-1: status InProgress
+            10s      d-1: event BeforeInstall Skipped
+            10s      d-1: event Install InProgress
+            10s      d-1: start-green
+            10s      start-task t-0-5 of ts-0-4 (web:2)
+            10s      start-task t-0-6 of ts-0-4 (web:2)
+            10s      push-routes v4 app/web: blue=blue green=0% test=blue blue=[9001,9002]
+            11s      push-routes v5 app/web: blue=blue green=0% test=blue blue=[9001,9002] green=[9003]
+            11s      push-routes v6 app/web: blue=blue green=0% test=blue blue=[9001,9002] green=[9003,9004]
+            12s      remove-task t-0-5
+            12s      push-routes v7 app/web: blue=blue green=0% test=blue blue=[9001,9002] green=[9004]
+            12.500s  start-task t-0-7 of ts-0-4 (web:2)
+            13s      push-routes v8 app/web: blue=blue green=0% test=blue blue=[9001,9002] green=[9004,9005]
+            15s      push-routes v9 app/web: blue=blue green=0% test=blue blue=[9001] green=[9004]
+            17s      stop-task t-0-3
+            17s      d-1: event Install Succeeded
+            17s      d-1: event AfterInstall Skipped
+            17s      d-1: event AllowTestTraffic Skipped: no test listener
+            17s      d-1: event AfterAllowTestTraffic Skipped: no test listener
+            17s      d-1: event BeforeAllowTraffic Skipped
+            17s      d-1: event AllowTraffic InProgress
+            17s      d-1: route prod green=100% test=blue
+            17s      d-1: event AllowTraffic Succeeded
+            17s      d-1: event AfterAllowTraffic Skipped
+            17s      d-1: event End InProgress
+            17s      d-1: terminate-blue
+            17s      d-1: event End Succeeded
+            17s      d-1: status Succeeded
+            17s      d-1: finished Succeeded
+            17s      closed d-1 (Succeeded)
+            17s      push-routes v10 app/web: blue=green green=0% test=blue green=[9004]
+            45s      stop-task t-0-7
+            47s      stop-task t-0-2
+            --
+            ts-0-1 web:1 DRAINING desired=0 tg=blue
+              t-0-2 STOPPING UNKNOWN (deployment d-1 replaced blue with green)
+              t-0-3 STOPPING UNKNOWN (service scaled in to 1 task(s))
+            ts-0-4 web:2 PRIMARY desired=1 tg=green
+              t-0-5 STOPPED UNKNOWN (killed (exit code 137))
+              t-0-6 RUNNING HEALTHY
+              t-0-7 STOPPING HEALTHY (service scaled in to 1 task(s))
             group app/web primary=ts-0-4 active=- leftover=-
         "#]],
     );
