@@ -10,6 +10,7 @@ mod apply;
 mod clock;
 pub mod data_dir;
 mod declared;
+mod deployer;
 mod deployment;
 mod documents;
 pub mod engine;
@@ -21,7 +22,6 @@ pub mod monitor;
 mod narrate;
 mod outage;
 pub mod persisted;
-mod pipelines;
 mod pollers;
 pub mod preview;
 mod routing;
@@ -106,86 +106,19 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
             config.data_dir.display()
         );
     }
-    // One control plane per data directory: two would fight over the same tasks and routes.
-    // The lock is released by the OS when the process dies, even by `kill -9`.
-    let lock_path = config.data_dir.join("control.lock");
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .with_context(|| format!("opening {}", lock_path.display()))?;
-    if lock.try_lock().is_err() {
-        anyhow::bail!(
-            "another `cutover up` is already running for {}; stop it first (`cutover down`) or \
-             use another --data-dir",
-            config.data_dir.display()
-        );
-    }
+    let lock = lock_data_dir(&config.data_dir)?;
     let store = Arc::new(
         store::Store::open(&config.data_dir.join("state.db"))
             .with_context(|| format!("opening {}", config.data_dir.join("state.db").display()))?,
     );
 
-    let mut warnings = Vec::new();
-    let mut runtimes: BTreeMap<String, Arc<dyn runtime::Runtime>> = BTreeMap::new();
-    let process = runtime::ProcessRuntime::new(config.data_dir.join("tasks"))
-        .map_err(|err| anyhow::anyhow!("starting the process runtime: {err}"))?;
-    runtimes.insert("process".into(), Arc::new(process));
-    let credentials = match &config.registry_credentials {
-        Some(path) => read_credentials(path)?,
-        None => Vec::new(),
-    };
-    match runtime::DockerRuntime::connect(config.data_dir.join("docker")).await {
-        Ok(docker) => {
-            runtimes.insert("docker".into(), Arc::new(docker.with_credentials(credentials)));
-        }
-        Err(err) => {
-            let message = format!(
-                "docker runtime unavailable ({err}); services with `runtime: docker` will not start \
-                 tasks until the Docker Engine answers (set DOCKER_HOST if it is not at \
-                 unix:///var/run/docker.sock, then restart `cutover up`). Services on the process \
-                 runtime are not affected."
-            );
-            warn!("{message}");
-            warnings.push(message);
-        }
-    }
+    let (runtimes, warnings) = start_runtimes(&config).await?;
 
     let (lb, adopted) =
         lb::ensure_running(&config.data_dir, config.lb_admin, config.lb_threads).await?;
     info!(admin = %lb.admin_addr(), adopted, "load balancer ready");
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding the API to {}", config.listen))?;
-    let local = listener.local_addr()?;
-    let token = match (&config.token, local.ip().is_loopback()) {
-        (Some(token), _) => Some(token.clone()),
-        (None, true) => None,
-        (None, false) => {
-            let token = generate_token();
-            let path = config.data_dir.join("token");
-            write_private(&path, token.as_bytes())?;
-            warn!(
-                "the API listens on {local}, beyond loopback: it requires the token in {}",
-                path.display()
-            );
-            Some(token)
-        }
-    };
-    let url = format!(
-        "http://{}",
-        if local.ip().is_unspecified() {
-            SocketAddr::new([127, 0, 0, 1].into(), local.port())
-        } else {
-            local
-        }
-    );
-    lb::write_atomically(
-        &api_record_path(&config.data_dir),
-        serde_json::to_string(&ApiRecord { url: url.clone(), pid: std::process::id() })?.as_bytes(),
-    )?;
+    let (listener, url, token) = bind_api(&config).await?;
 
     let shared = Arc::new(engine::Shared::default());
     let (tx, rx) = mpsc::channel(1024);
@@ -201,10 +134,10 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         },
         tx.clone(),
     );
-    let deployer = Arc::new(pipelines::EngineDeployer { tx: tx.clone(), store: store.clone() });
+    let deployer = Arc::new(deployer::EngineDeployer { tx: tx.clone(), store: store.clone() });
     let ci = Arc::new(
-        ::pipelines::Pipelines::start(
-            ::pipelines::PipelinesConfig {
+        pipelines::Pipelines::start(
+            pipelines::PipelinesConfig {
                 data_dir: config.data_dir.join("pipelines"),
                 api_url: url.clone(),
                 token: token.clone(),
@@ -240,7 +173,7 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let down = shared.clone();
     let data_dir = config.data_dir.clone();
     // The pipelines' routes check the token themselves (webhooks are signed instead).
-    let app = http::router(state).merge(::pipelines::router(&ci));
+    let app = http::router(state).merge(pipelines::router(&ci));
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             tokio::select! {
@@ -259,6 +192,97 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(api_record_path(&config.data_dir));
     drop(lock);
     Ok(())
+}
+
+/// One control plane per data directory: two would fight over the same tasks and routes. The
+/// lock is released by the OS when the process dies, even by `kill -9`.
+fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    let lock_path = data_dir.join("control.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("opening {}", lock_path.display()))?;
+    if lock.try_lock().is_err() {
+        anyhow::bail!(
+            "another `cutover up` is already running for {}; stop it first (`cutover down`) or \
+             use another --data-dir",
+            data_dir.display()
+        );
+    }
+    Ok(lock)
+}
+
+type Runtimes = BTreeMap<String, Arc<dyn runtime::Runtime>>;
+
+/// The process runtime, and the Docker runtime when the engine answers; a Docker Engine that does
+/// not answer is a warning for `cutover status`, not a failure.
+async fn start_runtimes(config: &ServerConfig) -> anyhow::Result<(Runtimes, Vec<String>)> {
+    let mut warnings = Vec::new();
+    let mut runtimes: Runtimes = BTreeMap::new();
+    let process = runtime::ProcessRuntime::new(config.data_dir.join("tasks"))
+        .map_err(|err| anyhow::anyhow!("starting the process runtime: {err}"))?;
+    runtimes.insert("process".into(), Arc::new(process));
+    let credentials = match &config.registry_credentials {
+        Some(path) => read_credentials(path)?,
+        None => Vec::new(),
+    };
+    match runtime::DockerRuntime::connect(config.data_dir.join("docker")).await {
+        Ok(docker) => {
+            runtimes.insert("docker".into(), Arc::new(docker.with_credentials(credentials)));
+        }
+        Err(err) => {
+            let message = format!(
+                "docker runtime unavailable ({err}); services with `runtime: docker` will not start \
+                 tasks until the Docker Engine answers (set DOCKER_HOST if it is not at \
+                 unix:///var/run/docker.sock, then restart `cutover up`). Services on the process \
+                 runtime are not affected."
+            );
+            warn!("{message}");
+            warnings.push(message);
+        }
+    }
+
+    Ok((runtimes, warnings))
+}
+
+/// Binds the API, decides its token (required beyond loopback) and records where it answers.
+async fn bind_api(
+    config: &ServerConfig,
+) -> anyhow::Result<(tokio::net::TcpListener, String, Option<String>)> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding the API to {}", config.listen))?;
+    let local = listener.local_addr()?;
+    let token = match (&config.token, local.ip().is_loopback()) {
+        (Some(token), _) => Some(token.clone()),
+        (None, true) => None,
+        (None, false) => {
+            let token = generate_token();
+            let path = config.data_dir.join("token");
+            write_private(&path, token.as_bytes())?;
+            warn!(
+                "the API listens on {local}, beyond loopback: it requires the token in {}",
+                path.display()
+            );
+            Some(token)
+        }
+    };
+    let url = format!(
+        "http://{}",
+        if local.ip().is_unspecified() {
+            SocketAddr::new([127, 0, 0, 1].into(), local.port())
+        } else {
+            local
+        }
+    );
+    lb::write_atomically(
+        &api_record_path(&config.data_dir),
+        serde_json::to_string(&ApiRecord { url: url.clone(), pid: std::process::id() })?.as_bytes(),
+    )?;
+
+    Ok((listener, url, token))
 }
 
 async fn terminate() {
