@@ -1089,7 +1089,14 @@ impl Engine {
                 let checked =
                     ts.is_some_and(|ts| self.has_container_health_check(&ts.task_definition));
                 let health = container_health(health);
-                task.health = reconciler::task_health(health, checked, lb_state, tg.is_some());
+                // Without a report from the data plane (none yet since this process started, or
+                // the last poll failed) a task's target health is unknown, not lost: it keeps what
+                // was last known, or green's verdict, which does not wait for a fresh report,
+                // would read a restart as green having lost every target.
+                let target_health_known = tg.is_none() || self.health_known;
+                if target_health_known || health == reconciler::ContainerHealth::Unhealthy {
+                    task.health = reconciler::task_health(health, checked, lb_state, tg.is_some());
+                }
                 if task.health == model::TaskHealth::Healthy {
                     self.failures.remove(&task.task_set_id);
                 }
