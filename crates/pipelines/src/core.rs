@@ -683,3 +683,154 @@ pub fn row_of(name: &str, slot: &Slot, now: u64) -> Result<store::CiPipelineRow,
         updated_at: now,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pipeline::ExecutionStatus;
+
+    const T0: u64 = 1_700_000_000_000;
+
+    fn at(ms: u64) -> Timestamp {
+        Timestamp::from_millis(T0 + ms)
+    }
+
+    fn build_pipeline(name: &str, buildspec: &str) -> PipelineDecl {
+        config::PipelineDecl {
+            name: name.into(),
+            execution_mode: config::ExecutionMode::Superseded,
+            source: config::PipelineSource {
+                location: config::SourceLocation::Repository("app".into()),
+                branch: "main".into(),
+                branches: None,
+                output_artifact: "source".into(),
+            },
+            stages: vec![config::StageDecl {
+                name: "Build".into(),
+                actions: vec![config::ActionDecl {
+                    name: "build".into(),
+                    run_order: 1,
+                    input_artifacts: vec!["source".into()],
+                    output_artifacts: vec![],
+                    kind: config::ActionKind::Build(config::BuildAction {
+                        buildspec: buildspec.into(),
+                        timeout: Duration::from_secs(600),
+                        env: Default::default(),
+                    }),
+                }],
+            }],
+        }
+    }
+
+    /// A core with these pipelines applied at `at(0)`.
+    fn applied(defs: &[PipelineDecl]) -> Core {
+        let mut core = Core::restore(BTreeMap::new(), at(0));
+        apply(&mut core, defs, at(0));
+        core
+    }
+
+    fn apply(core: &mut Core, defs: &[PipelineDecl], now: Timestamp) -> Vec<PlanItem> {
+        let fresh = defs
+            .iter()
+            .map(|d| (d.clone(), Pipeline::new(d.machine_spec(), now).unwrap()))
+            .collect();
+        let prepared =
+            core.prepare_apply(&HashSet::new(), &[], fresh, |n| n.to_string(), now).unwrap();
+        let plan = prepared.plan.clone();
+        let _ = core.applied(prepared, now);
+        plan
+    }
+
+    fn start(core: &mut Core, n: u32, now: Timestamp) -> Step {
+        core.handle(
+            Msg::Start {
+                pipeline: "app".into(),
+                execution_id: format!("app-{n}"),
+                revision: Revision { commit: format!("c{n}"), ..Revision::default() },
+                artifact: ArtifactId::new(format!("sha256-{n}")).unwrap(),
+                polled: Some(format!("c{n}")),
+            },
+            now,
+        )
+    }
+
+    fn built(n: u32) -> Msg {
+        Msg::Report {
+            pipeline: "app".into(),
+            input: Input::ActionResult {
+                execution_id: format!("app-{n}"),
+                stage: "Build".into(),
+                action: "build".into(),
+                run: 1,
+                succeeded: true,
+                message: "built".into(),
+                outputs: vec![],
+                external_ref: None,
+            },
+        }
+    }
+
+    fn status(core: &Core, id: &str) -> ExecutionStatus {
+        core.execution("app", id).unwrap().status
+    }
+
+    #[test]
+    fn a_start_writes_the_execution_and_the_polled_head_before_its_build_starts() {
+        let mut core = applied(&[build_pipeline("app", "buildspec.yml")]);
+        let step = start(&mut core, 1, at(10));
+        assert_eq!(step.write.machine.as_ref().map(|(n, _)| n.as_str()), Some("app"));
+        assert_eq!(
+            step.write.executions.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ["app-1"]
+        );
+        assert_eq!(step.write.source, Some(("app".into(), "c1".into())));
+        let effects = core.written(step);
+        let started: Vec<_> = effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Action { effect: pipeline::Effect::StartAction { action, .. }, .. } => {
+                    Some(action.as_str())
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(started, ["build"]);
+    }
+
+    #[test]
+    fn a_report_the_store_refuses_is_undone_kept_and_fed_again_after_the_retry_delay() {
+        let mut core = applied(&[build_pipeline("app", "buildspec.yml")]);
+        let step = start(&mut core, 1, at(10));
+        let _ = core.written(step);
+        let step = core.handle(built(1), at(20));
+        assert_eq!(status(&core, "app-1"), ExecutionStatus::Succeeded, "decided in memory");
+        core.refused(step, true, at(20));
+        assert_eq!(status(&core, "app-1"), ExecutionStatus::InProgress, "put back");
+        assert_eq!(core.next_deadline(), at(20).saturating_add(UNWRITTEN_RETRY));
+
+        let (early, _) = core.tick(at(20));
+        assert!(early.is_empty(), "nothing before the retry: {early:?}");
+        let (msgs, _) = core.tick(at(20).saturating_add(UNWRITTEN_RETRY));
+        assert!(matches!(msgs.as_slice(), [Msg::Report { input: Input::ActionResult { .. }, .. }]));
+        let step = core.handle(msgs.into_iter().next().unwrap(), at(300));
+        let _ = core.written(step);
+        assert_eq!(status(&core, "app-1"), ExecutionStatus::Succeeded);
+    }
+
+    #[test]
+    fn a_definition_applied_while_an_execution_runs_waits_for_it_and_is_written_when_it_ends() {
+        let mut core = applied(&[build_pipeline("app", "buildspec.yml")]);
+        let step = start(&mut core, 1, at(10));
+        let _ = core.written(step);
+        let plan = apply(&mut core, &[build_pipeline("app", "ci/buildspec.yml")], at(20));
+        assert_eq!(plan.iter().map(|i| i.action.as_str()).collect::<Vec<_>>(), ["update-pending"]);
+        assert_eq!(core.slot("app").unwrap().version, 1);
+
+        let step = core.handle(built(1), at(30));
+        let row = step.write.pipeline.clone().expect("the switch is written with the step");
+        assert_eq!(row.version, 2);
+        assert!(row.definition.contains("ci/buildspec.yml"), "{}", row.definition);
+        let _ = core.written(step);
+        assert!(core.slot("app").unwrap().pending.is_none());
+    }
+}
