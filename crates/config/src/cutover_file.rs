@@ -151,6 +151,9 @@ pub struct DeploymentGroupSpec {
     pub auto_rollback: AutoRollback,
     /// Longest a hook may run, unless the hook sets its own timeout. Default 10 minutes, max 1 h.
     pub hook_timeout: Duration,
+    /// How long green's tasks have to become healthy (the Install event) before the deployment
+    /// fails; `None`: the deployment engine's default (1 h, CodeDeploy's limit for one event).
+    pub install_timeout: Option<Duration>,
     /// Hooks run when the AppSpec names none; values are declared hook names or URLs.
     pub hooks: BTreeMap<LifecycleEvent, String>,
     /// Names of declared alarms (at most 10) watched from the moment green receives test traffic
@@ -296,6 +299,8 @@ pub fn resolve_deployment_config(
 const DESIRED_COUNT_MAX: u32 = 100;
 const HOOK_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10 * 60);
 const HOOK_TIMEOUT_MAX: Duration = Duration::from_secs(3600);
+/// CodeDeploy's limit for one lifecycle event, Install's wait for a healthy green included.
+const INSTALL_TIMEOUT_MAX: Duration = Duration::from_secs(3600);
 const READY_WAIT_MAX: Duration = Duration::from_secs(120 * 3600);
 const TERMINATION_WAIT_MAX: Duration = Duration::from_secs(2880 * 60);
 const ALARMS_MAX: usize = 10;
@@ -801,6 +806,7 @@ const GROUP_FIELDS: &[&str] = &[
     "termination_wait",
     "auto_rollback",
     "hook_timeout",
+    "install_timeout",
     "hooks",
     "alarms",
     "ignore_poll_alarm_failure",
@@ -856,6 +862,7 @@ fn deployment_group(
     let auto_rollback =
         optional(cx, &mut f, "auto_rollback", |cx, a| auto_rollback(cx, a, &mut meta));
     let hook_timeout = optional(cx, &mut f, "hook_timeout", |cx, h| hook_timeout(cx, h));
+    let install_timeout = optional(cx, &mut f, "install_timeout", install_timeout);
     let hooks = optional(cx, &mut f, "hooks", |cx, h| group_hooks(cx, h, &mut meta));
     let alarms = optional(cx, &mut f, "alarms", |cx, a| group_alarms(cx, a, &mut meta));
     let ignore_poll_alarm_failure =
@@ -884,6 +891,7 @@ fn deployment_group(
             termination_wait: termination_wait?.unwrap_or(Duration::ZERO),
             auto_rollback,
             hook_timeout: hook_timeout?.unwrap_or(HOOK_TIMEOUT_DEFAULT),
+            install_timeout: install_timeout?,
             hooks: hooks?.unwrap_or_default(),
             alarms,
             ignore_poll_alarm_failure: ignore_poll_alarm_failure?.unwrap_or(false),
@@ -974,6 +982,24 @@ fn ready_wait(cx: &mut Cx<'_>, r: &Field<'_>) -> Option<Duration> {
             format!(
                 "ready_wait {} is longer than 120h, CodeDeploy's limit between install and \
                  traffic shift",
+                format_duration(d)
+            ),
+        );
+        return None;
+    }
+    Some(d)
+}
+
+/// `install_timeout`: how long green's tasks have to become healthy.
+fn install_timeout(cx: &mut Cx<'_>, field: &Field<'_>) -> Option<Duration> {
+    let d = cx.duration(field.node, &field.path, BareNumber::Rejected)?;
+    if d.is_zero() || d > INSTALL_TIMEOUT_MAX {
+        cx.error(
+            field.node.pos,
+            &field.path,
+            format!(
+                "{} is out of range: green may take more than 0s and at most 1h (CodeDeploy's \
+                 limit for one lifecycle event) to become healthy",
                 format_duration(d)
             ),
         );

@@ -149,6 +149,10 @@ pub struct DeploymentGroupDoc {
     /// Preview routing on the production listener; absent in groups stored before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preview: Option<PreviewDoc>,
+    /// How long green has to become healthy; absent: `rollout::INSTALL_TIMEOUT_DEFAULT` (and in
+    /// groups stored before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub install_timeout_ms: Option<u64>,
 }
 
 /// The header or cookie whose value `green` or `blue` pins a production request during a
@@ -274,6 +278,7 @@ pub fn deployment_group_doc(g: &config::DeploymentGroupSpec) -> DeploymentGroupD
             .collect(),
         alarms: g.alarms.clone(),
         preview: g.preview.as_ref().map(|p| PreviewDoc { from: p.from, name: p.name.clone() }),
+        install_timeout_ms: g.install_timeout.map(|d| d.as_millis() as u64),
     }
 }
 

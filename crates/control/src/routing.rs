@@ -154,6 +154,7 @@ mod tests {
             hooks: BTreeMap::new(),
             alarms: Vec::new(),
             preview: None,
+            install_timeout_ms: None,
         }
     }
 

@@ -494,6 +494,48 @@ fn group_waits_alarms_and_rollback() {
     );
 }
 
+/// `install_timeout` is how long green has to become healthy: a duration with a unit, more than
+/// zero and at most CodeDeploy's 1h for one lifecycle event; left out, the engine's default.
+#[test]
+fn install_timeout_is_read_and_a_bad_one_is_refused_at_its_value() {
+    let text = quickstart_with(
+        "    termination_wait: 5s\n",
+        "    termination_wait: 5s\n    install_timeout: 90s\n",
+    );
+    let file = parse_cutover_file("cutover.yaml", &text).unwrap().value;
+    assert_eq!(file.deployment_groups[0].install_timeout, Some(Duration::from_secs(90)));
+    let plain = quickstart_with("    termination_wait: 5s\n", "    termination_wait: 5s\n");
+    let file = parse_cutover_file("cutover.yaml", &plain).unwrap().value;
+    assert_eq!(file.deployment_groups[0].install_timeout, None);
+
+    for (value, expected) in [
+        (
+            "2h",
+            expect![[r#"
+            cutover.yaml:38:22: deployment_groups[0].install_timeout: 2h is out of range: green may take more than 0s and at most 1h (CodeDeploy's limit for one lifecycle event) to become healthy
+        "#]],
+        ),
+        (
+            "0s",
+            expect![[r#"
+            cutover.yaml:38:22: deployment_groups[0].install_timeout: 0s is out of range: green may take more than 0s and at most 1h (CodeDeploy's limit for one lifecycle event) to become healthy
+        "#]],
+        ),
+        (
+            "10",
+            expect![[r#"
+            cutover.yaml:38:22: deployment_groups[0].install_timeout: `10` has no unit; write `10s` for seconds or `10m` for minutes
+        "#]],
+        ),
+    ] {
+        let text = quickstart_with(
+            "    termination_wait: 5s\n",
+            &format!("    termination_wait: 5s\n    install_timeout: {value}\n"),
+        );
+        check("cutover.yaml", &text, expected);
+    }
+}
+
 #[test]
 fn services_and_groups_belong_together() {
     check(

@@ -233,7 +233,9 @@ fn rollout_spec(
             on_alarm: group.auto_rollback.on_alarm,
             on_stop_request: group.auto_rollback.on_stop_request,
         },
-        install_timeout: rollout::INSTALL_TIMEOUT_DEFAULT,
+        install_timeout: group
+            .install_timeout_ms
+            .map_or(rollout::INSTALL_TIMEOUT_DEFAULT, Duration::from_millis),
     }
 }
 
