@@ -14,6 +14,7 @@ use pipeline::{ArtifactId, ExecutionRecord, Input, InputError, Pipeline, Revisio
 
 use crate::Error;
 use crate::api::PlanItem;
+use crate::stored::PipelineDoc;
 
 /// How often retention runs.
 pub const GC_EVERY: Duration = Duration::from_secs(60);
@@ -93,22 +94,17 @@ pub enum Effect {
 /// The rows one step writes, in one transaction, before any of its effects.
 #[derive(Clone, Debug, Default)]
 pub struct Write {
-    /// The pipeline's machine snapshot.
-    pub machine: Option<(String, String)>,
+    /// The pipeline's document, as the step left it.
+    pub pipeline: Option<(String, PipelineDoc)>,
     /// The history of the executions the step touched.
     pub executions: Vec<store::CiExecutionRow>,
-    /// The whole pipeline row, when its definition changed.
-    pub pipeline: Option<store::CiPipelineRow>,
     /// The source head to remember: (pipeline, commit).
     pub source: Option<(String, String)>,
 }
 
 impl Write {
     pub fn is_empty(&self) -> bool {
-        self.machine.is_none()
-            && self.executions.is_empty()
-            && self.pipeline.is_none()
-            && self.source.is_none()
+        self.pipeline.is_none() && self.executions.is_empty() && self.source.is_none()
     }
 }
 
@@ -156,7 +152,7 @@ pub enum Change {
 #[derive(Clone, Debug)]
 pub struct Prepared {
     pub plan: Vec<PlanItem>,
-    pub puts: Vec<store::CiPipelineRow>,
+    pub puts: Vec<(String, PipelineDoc)>,
     pub deletes: Vec<String>,
     pub changes: Vec<(String, Change)>,
 }
@@ -402,13 +398,6 @@ impl Core {
         while let Some(e) = slot.machine.poll_effect() {
             machine_effects.push(e);
         }
-        let snapshot = match serde_json::to_string(&slot.machine) {
-            Ok(s) => s,
-            Err(e) => {
-                *slot = *before;
-                return Step::refusal(Error::Internal(format!("snapshot of {name}: {e}")));
-            }
-        };
         let executions = execution_rows(name, &slot.machine, &machine_effects);
         let mut effects = Vec::new();
         for e in machine_effects {
@@ -436,7 +425,6 @@ impl Core {
             });
         }
         // A changed definition waits for the machine to be idle.
-        let mut swapped = None;
         if slot.machine.is_idle()
             && let Some(def) = slot.pending.take()
         {
@@ -445,13 +433,6 @@ impl Core {
                 slot.machine = m;
                 slot.def = def;
                 slot.version += 1;
-                match row_of(name, slot, now.as_millis()) {
-                    Ok(row) => swapped = Some(row),
-                    Err(err) => {
-                        *slot = *before;
-                        return Step::refusal(err);
-                    }
-                }
             }
         }
         let outcome = res.map(|()| None).map_err(|e| match e {
@@ -460,9 +441,8 @@ impl Core {
         });
         Step {
             write: Write {
-                machine: Some((name.to_string(), snapshot)),
+                pipeline: Some((name.to_string(), PipelineDoc::of(slot))),
                 executions,
-                pipeline: swapped,
                 source: None,
             },
             effects,
@@ -479,8 +459,7 @@ impl Core {
         repositories: &[config::RepositoryDecl],
         defs: Vec<(PipelineDecl, Pipeline)>,
         clone_url: impl Fn(&str) -> String,
-        now: Timestamp,
-    ) -> Result<Prepared, Error> {
+    ) -> Prepared {
         let mut plan = Vec::new();
         for r in repositories {
             let action = if existing_repos.contains(&r.name) { "unchanged" } else { "create" };
@@ -501,7 +480,6 @@ impl Core {
             plan.push(item("repository", name, "keep", Some(detail)));
         }
         let declared: HashSet<String> = defs.iter().map(|(d, _)| d.name.clone()).collect();
-        let ms = now.as_millis();
         let (mut changes, mut puts) = (Vec::new(), Vec::new());
         for (def, machine) in defs {
             let name = def.name.clone();
@@ -516,21 +494,21 @@ impl Core {
                 Some(_) => ("update-pending", Change::Pending(def)),
             };
             let version = slot.map_or(1, |s| s.version + 1);
-            let row = match (&change, slot) {
+            let doc = match (&change, slot) {
                 (Change::Create(def, machine) | Change::Replace(def, machine), _) => {
                     let new =
                         Slot { def: def.clone(), machine: machine.clone(), version, pending: None };
-                    Some(row_of(&name, &new, ms)?)
+                    Some(PipelineDoc::of(&new))
                 }
                 (Change::Pending(def), Some(s)) => {
-                    Some(row_of(&name, &Slot { pending: Some(def.clone()), ..s.clone() }, ms)?)
+                    Some(PipelineDoc::of(&Slot { pending: Some(def.clone()), ..s.clone() }))
                 }
                 (Change::DropPending, Some(s)) => {
-                    Some(row_of(&name, &Slot { pending: None, ..s.clone() }, ms)?)
+                    Some(PipelineDoc::of(&Slot { pending: None, ..s.clone() }))
                 }
                 _ => None,
             };
-            puts.extend(row);
+            puts.extend(doc.map(|doc| (name.clone(), doc)));
             plan.push(item("pipeline", &name, action, None));
             changes.push((name, change));
         }
@@ -550,7 +528,7 @@ impl Core {
             plan.push(item("pipeline", name, "delete", Some(detail)));
             deletes.push(name.clone());
         }
-        Ok(Prepared { plan, puts, deletes, changes })
+        Prepared { plan, puts, deletes, changes }
     }
 
     /// `prepared` is written: the pipelines become what it says. A deleted pipeline's unfinished
@@ -666,24 +644,6 @@ fn execution_rows(
         .collect()
 }
 
-/// The pipeline's whole row.
-pub fn row_of(name: &str, slot: &Slot, now: u64) -> Result<store::CiPipelineRow, Error> {
-    let j = |e: serde_json::Error| Error::Internal(format!("pipeline {name}: {e}"));
-    Ok(store::CiPipelineRow {
-        name: name.to_string(),
-        definition: serde_json::to_string(&slot.def).map_err(j)?,
-        machine: serde_json::to_string(&slot.machine).map_err(j)?,
-        pending_definition: slot
-            .pending
-            .as_ref()
-            .map(serde_json::to_string)
-            .transpose()
-            .map_err(j)?,
-        version: slot.version,
-        updated_at: now,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -734,8 +694,7 @@ mod tests {
             .iter()
             .map(|d| (d.clone(), Pipeline::new(d.machine_spec(), now).unwrap()))
             .collect();
-        let prepared =
-            core.prepare_apply(&HashSet::new(), &[], fresh, |n| n.to_string(), now).unwrap();
+        let prepared = core.prepare_apply(&HashSet::new(), &[], fresh, |n| n.to_string());
         let plan = prepared.plan.clone();
         let _ = core.applied(prepared, now);
         plan
@@ -778,7 +737,7 @@ mod tests {
     fn a_start_writes_the_execution_and_the_polled_head_before_its_build_starts() {
         let mut core = applied(&[build_pipeline("app", "buildspec.yml")]);
         let step = start(&mut core, 1, at(10));
-        assert_eq!(step.write.machine.as_ref().map(|(n, _)| n.as_str()), Some("app"));
+        assert_eq!(step.write.pipeline.as_ref().map(|(n, _)| n.as_str()), Some("app"));
         assert_eq!(
             step.write.executions.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
             ["app-1"]
@@ -827,9 +786,10 @@ mod tests {
         assert_eq!(core.slot("app").unwrap().version, 1);
 
         let step = core.handle(built(1), at(30));
-        let row = step.write.pipeline.clone().expect("the switch is written with the step");
-        assert_eq!(row.version, 2);
-        assert!(row.definition.contains("ci/buildspec.yml"), "{}", row.definition);
+        let (_, doc) = step.write.pipeline.clone().expect("the switch is written with the step");
+        assert_eq!(doc.revision, 2);
+        assert!(doc.pending.is_none());
+        assert_eq!(doc.definition, build_pipeline("app", "ci/buildspec.yml"));
         let _ = core.written(step);
         assert!(core.slot("app").unwrap().pending.is_none());
     }

@@ -4,7 +4,7 @@
 //! each step before performing its effects, and sleeps until the core's next deadline or the next
 //! request.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use pipeline::{ArtifactId, ExecutionRecord, Pipeline, Revision};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
 
-use crate::core::{self, Core, Effect, Msg, Prepared, Slot, Step};
+use crate::core::{self, Core, Effect, Msg, Prepared, Step};
 use crate::{Deployer, Error, PipelinesConfig, artifacts, git};
 
 /// Requests waiting for the loop; a sender waits (it never drops one) when it is full.
@@ -46,7 +46,7 @@ pub enum Request {
         existing_repos: HashSet<String>,
         repositories: Vec<config::RepositoryDecl>,
         defs: Vec<(PipelineDecl, Pipeline)>,
-        reply: oneshot::Sender<Result<Prepared, Error>>,
+        reply: oneshot::Sender<Prepared>,
         verdict: Option<oneshot::Receiver<bool>>,
     },
     CreateRepository {
@@ -174,16 +174,10 @@ impl Pipelines {
             std::fs::create_dir_all(&p)
                 .map_err(|e| Error::Internal(format!("cannot create {}: {e}", p.display())))?;
         }
-        let mut slots = BTreeMap::new();
-        for row in store.read(|tx| tx.ci_pipeline_list())? {
-            let def = crate::legacy::read_definition(&row.definition)
-                .map_err(|e| Error::Internal(format!("pipeline {}: {e}", row.name)))?;
-            let machine: Pipeline = serde_json::from_str(&row.machine)
-                .map_err(|e| Error::Internal(format!("pipeline {} snapshot: {e}", row.name)))?;
-            let pending =
-                row.pending_definition.and_then(|p| crate::legacy::read_definition(&p).ok());
-            slots.insert(row.name, Slot { def, machine, version: row.version, pending });
-        }
+        let slots = store.read(|tx| Ok(crate::stored::load(tx)))?.map_err(|err| match err {
+            crate::stored::LoadError::Store(err) => Error::Store(err),
+            other => Error::Internal(other.to_string()),
+        })?;
         let (requests, rx) = mpsc::channel(REQUESTS_MAX);
         let ctx = Arc::new(Ctx {
             cfg: config,
@@ -252,17 +246,17 @@ impl Pipelines {
             defs,
             reply,
             verdict: Some(verdict_rx),
-        })??;
+        })?;
         let ms = self.ctx.now().as_millis();
         let written = self.ctx.store.transaction(|tx| {
             for r in repositories {
                 tx.ci_repository_create(&r.name, ms)?;
             }
-            for row in &prepared.puts {
-                tx.ci_pipeline_put(row)?;
+            for (name, doc) in &prepared.puts {
+                crate::stored::put(tx, name, doc, ms)?;
             }
             for name in &prepared.deletes {
-                tx.ci_pipeline_delete(name)?;
+                crate::stored::delete(tx, name)?;
             }
             also(tx)
         });
@@ -283,7 +277,7 @@ impl Pipelines {
             defs,
             reply,
             verdict: None,
-        })??;
+        })?;
         Ok(prepared.plan)
     }
 
@@ -592,20 +586,16 @@ impl Shell {
                 let _ = reply.send(self.start(pipeline, revision, artifact, polled));
             }
             Request::Apply { existing_repos, repositories, defs, reply, verdict } => {
-                let now = self.ctx.now();
-                let prepared = self.core.prepare_apply(
-                    &existing_repos,
-                    &repositories,
-                    defs,
-                    |name| self.ctx.clone_url(name),
-                    now,
-                );
-                let kept = prepared.as_ref().ok().cloned();
+                let prepared =
+                    self.core.prepare_apply(&existing_repos, &repositories, defs, |name| {
+                        self.ctx.clone_url(name)
+                    });
+                let kept = prepared.clone();
                 let _ = reply.send(prepared);
-                if let (Some(prepared), Some(verdict)) = (kept, verdict)
+                if let Some(verdict) = verdict
                     && verdict.await == Ok(true)
                 {
-                    self.applied(prepared);
+                    self.applied(kept);
                 }
             }
             Request::CreateRepository { name, reply } => {
@@ -744,14 +734,11 @@ fn msg_pipeline(msg: &Msg) -> &str {
 
 /// A step's rows, in the caller's transaction.
 fn write_step(tx: &store::Tx<'_>, write: &core::Write, now: u64) -> store::Result<()> {
-    if let Some((name, snapshot)) = &write.machine {
-        tx.ci_pipeline_set_machine(name, snapshot, now)?;
+    if let Some((name, doc)) = &write.pipeline {
+        crate::stored::put(tx, name, doc, now)?;
     }
     for row in &write.executions {
         tx.ci_execution_put(row)?;
-    }
-    if let Some(row) = &write.pipeline {
-        tx.ci_pipeline_put(row)?;
     }
     if let Some((name, commit)) = &write.source {
         tx.ci_source_set(name, commit, now)?;

@@ -17,8 +17,9 @@
 //!
 //! # Rules
 //!
-//! - **State.** Every pipeline's definition and machine snapshot live in SQLite
-//!   (`ci_pipelines`); the snapshot is written after every step and before its effects are
+//! - **State.** Every pipeline's definition and machine live in SQLite as one versioned document
+//!   (`store::documents`, kind `pipeline`; a `ci_pipelines` row of an older cutover is read as
+//!   its version 0); it is written after every step and before the step's effects are
 //!   performed, so `kill -9` loses nothing: the next start restores every machine and calls
 //!   `resume`, which starts again every action that was in progress. A build in progress is run
 //!   again (same run number, a new build id); a deployment that was started is adopted by the id
@@ -77,6 +78,7 @@ mod legacy;
 mod push_event;
 mod routes;
 mod sources;
+mod stored;
 mod webhook;
 
 use std::path::PathBuf;

@@ -693,14 +693,14 @@ async fn apply_with_changes_nothing_when_the_callers_writes_fail() {
     let repos_now = server.get("/v1/repos").await.1;
     assert_eq!(repos_now.as_array().unwrap().len(), 1, "{repos_now}");
     assert_eq!(server.store.read(|tx| tx.resource_get("probe", "x")).unwrap(), None);
-    let rows: Vec<String> = server
+    let stored: Vec<String> = server
         .store
-        .read(|tx| tx.ci_pipeline_list())
+        .read(|tx| store::DocumentStore::document_rows(tx, "pipeline"))
         .unwrap()
         .into_iter()
         .map(|r| r.name)
         .collect();
-    assert_eq!(rows, ["web"]);
+    assert_eq!(stored, ["web"]);
 }
 
 /// The driver sleeps until its next deadline (an action's timeout, a poll, retention) instead of
