@@ -5,6 +5,7 @@
 //! Everything is stored in SQLite ([`store`]) before it is acted upon, so the process can be
 //! killed at any moment and started again.
 
+pub mod access;
 pub mod api;
 mod apply;
 mod clock;
@@ -140,7 +141,8 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
             pipelines::PipelinesConfig {
                 data_dir: config.data_dir.join("pipelines"),
                 api_url: url.clone(),
-                token: token.clone(),
+                // The authorization layer around both routers checks every credential.
+                token: None,
             },
             deployer,
             store.clone(),
@@ -172,9 +174,8 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     info!(api = %url, data_dir = %config.data_dir.display(), "cutover is up");
     let down = shared.clone();
     let data_dir = config.data_dir.clone();
-    // The pipelines' routes check the token themselves (webhooks are signed instead).
-    let app = http::router(state).merge(pipelines::router(&ci));
-    axum::serve(listener, app)
+    let app = http::authorized(state, pipelines::router(&ci));
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}

@@ -163,6 +163,12 @@ enum Command {
     /// Builds run by pipelines (buildspec.yml).
     #[command(subcommand)]
     Builds(BuildsCommand),
+    /// Named API credentials: create (the secret is shown once), list, revoke.
+    #[command(subcommand)]
+    Tokens(crate::access::TokensCommand),
+    /// The audit trail: every change and every refused request, with who, from where and what
+    /// came of it.
+    Audit(crate::access::AuditArgs),
     /// Query a metric (load-balancer metrics per target group, metric-filter counts per service).
     Metrics {
         /// e.g. RequestCount, HTTPCode_Target_5XX_Count, TargetResponseTime, or a filter's metric.
@@ -532,6 +538,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Approvals(command) => approvals(&client, command, json),
         Command::Builds(command) => builds(&client, command, json),
         Command::Alarms(command) => alarms(&client, command, json),
+        Command::Tokens(command) => crate::access::tokens(&client, command, json),
+        Command::Audit(args) => crate::access::audit(&client, args, json),
         Command::Metrics { metric, target_group, service, statistic, period, since } => {
             let mut path = format!(
                 "/v1/metrics/query?metric={metric}&statistic={statistic}&period={period}&since={since}"

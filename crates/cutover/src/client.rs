@@ -27,6 +27,9 @@ pub enum ClientError {
          generated it, it is in DATA_DIR/token)"
     )]
     Unauthorized { base: String, status: StatusCode },
+    /// The credential is valid but lacks a permission; the API says which and what grants it.
+    #[error("cutover at {base} refused this credential (403 Forbidden): {message}")]
+    Forbidden { base: String, message: String },
     /// The API's own message, which says what to do.
     #[error("{0}")]
     Api(String),
@@ -47,6 +50,12 @@ impl ClientError {
 
 /// The error for a non-2xx answer `text` to `path`: the API's message when it sent one.
 fn answer_error(base: &str, path: &str, status: StatusCode, text: &str) -> ClientError {
+    if status == StatusCode::FORBIDDEN
+        && let Ok(body) = serde_json::from_str::<ErrorBody>(text)
+        && !body.error.trim().is_empty()
+    {
+        return ClientError::Forbidden { base: base.to_string(), message: body.error };
+    }
     if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
         return ClientError::Unauthorized { base: base.to_string(), status };
     }
@@ -172,10 +181,14 @@ mod tests {
     #[test]
     fn a_refused_token_is_never_mistaken_for_anything_else() {
         for status in [StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN] {
-            let err = answer_error("http://127.0.0.1:1", "/v1/status", status, r#"{"error":"x"}"#);
+            let err = answer_error("http://127.0.0.1:1", "/v1/status", status, "");
             assert!(matches!(err, ClientError::Unauthorized { .. }), "{err}");
             assert!(!err.is_unreachable());
         }
+        let err =
+            answer_error("http://127.0.0.1:1", "/v1/x", StatusCode::FORBIDDEN, r#"{"error":"x"}"#);
+        assert!(matches!(err, ClientError::Forbidden { .. }), "{err}");
+        assert!(!err.is_unreachable());
     }
 
     #[test]
