@@ -27,6 +27,7 @@ mod pollers;
 pub mod preview;
 mod routing;
 mod state;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -39,6 +40,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 pub use error::ApiError;
+pub use tls::ApiTls;
 
 /// How to start the control plane (`cutover up`).
 #[derive(Clone, Debug)]
@@ -48,6 +50,8 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Required on every request when set; generated when the API listens beyond loopback.
     pub token: Option<String>,
+    /// Serve the API over HTTPS with this certificate and key.
+    pub tls: Option<ApiTls>,
     /// Admin address of the data plane, when one must be started (port 0: any free port).
     pub lb_admin: SocketAddr,
     pub lb_threads: usize,
@@ -174,21 +178,27 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     info!(api = %url, data_dir = %config.data_dir.display(), "cutover is up");
     let down = shared.clone();
     let data_dir = config.data_dir.clone();
-    let app = http::authorized(state, pipelines::router(&ci));
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = terminate() => {}
-                _ = down.shutdown.notified() => {
-                    // `cutover down`: the tasks are stopped; stop the data plane too.
-                    if let Some(record) = lb::read_record(&data_dir) {
-                        stop_pid(record.pid);
-                    }
+    let app = http::authorized(state, pipelines::router(&ci))
+        .into_make_service_with_connect_info::<tls::Peer>();
+    let stopped = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate() => {}
+            _ = down.shutdown.notified() => {
+                // `cutover down`: the tasks are stopped; stop the data plane too.
+                if let Some(record) = lb::read_record(&data_dir) {
+                    stop_pid(record.pid);
                 }
             }
-        })
-        .await?;
+        }
+    };
+    match &config.tls {
+        Some(acceptor) => {
+            let listener = tls::TlsListener::new(listener, tls::http1_only(&acceptor.0))?;
+            axum::serve(listener, app).with_graceful_shutdown(stopped).await?
+        }
+        None => axum::serve(listener, app).with_graceful_shutdown(stopped).await?,
+    }
     engine_done.abort();
     let _ = std::fs::remove_file(api_record_path(&config.data_dir));
     drop(lock);
@@ -271,7 +281,8 @@ async fn bind_api(
         }
     };
     let url = format!(
-        "http://{}",
+        "{}://{}",
+        if config.tls.is_some() { "https" } else { "http" },
         if local.ip().is_unspecified() {
             SocketAddr::new([127, 0, 0, 1].into(), local.port())
         } else {

@@ -184,3 +184,28 @@ fn encode(value: &str) -> String {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::cli::{UpFlags, UpFlagsError, check_up_flags};
+
+    #[test]
+    fn plain_http_beyond_loopback_needs_tls_or_the_explicit_flag() {
+        let flags = |listen: &str, tls, allow_plaintext_beyond_loopback| UpFlags {
+            listen: listen.parse().unwrap(),
+            lb_admin: "127.0.0.1:7401".parse().unwrap(),
+            lb_threads: 1,
+            tls,
+            allow_plaintext_beyond_loopback,
+        };
+        let listen = "0.0.0.0:7400".parse().unwrap();
+        assert_eq!(
+            check_up_flags(&flags("0.0.0.0:7400", false, false)),
+            Err(UpFlagsError::PlaintextBeyondLoopback(listen))
+        );
+        assert_eq!(check_up_flags(&flags("0.0.0.0:7400", true, false)), Ok(()));
+        assert_eq!(check_up_flags(&flags("0.0.0.0:7400", false, true)), Ok(()));
+        assert_eq!(check_up_flags(&flags("127.0.0.1:7400", false, false)), Ok(()));
+        assert_eq!(check_up_flags(&flags("[::1]:7400", false, false)), Ok(()));
+    }
+}

@@ -22,6 +22,11 @@ pub enum ClientError {
     )]
     Unreachable { base: String, source: reqwest::Error },
     #[error(
+        "cutover at {base} answers with a certificate this CLI does not trust ({detail}); give \
+         the CA that signed it with --ca-cert FILE or CUTOVER_CA_CERT"
+    )]
+    Untrusted { base: String, detail: String },
+    #[error(
         "cutover at {base} is running but refused the API token ({status}): give the token \
          `cutover up` was started with, with --token or CUTOVER_TOKEN (when `cutover up` \
          generated it, it is in DATA_DIR/token)"
@@ -46,6 +51,20 @@ impl ClientError {
     pub fn is_unreachable(&self) -> bool {
         matches!(self, ClientError::Unreachable { .. })
     }
+}
+
+/// What is wrong with the server's certificate, when that is why a request failed (rustls's
+/// own words, e.g. "invalid peer certificate: UnknownIssuer").
+fn certificate_problem(err: &reqwest::Error) -> Option<String> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        let text = e.to_string();
+        if text.contains("certificate") {
+            return Some(text);
+        }
+        source = e.source();
+    }
+    None
 }
 
 /// The error for a non-2xx answer `text` to `path`: the API's message when it sent one.
@@ -84,13 +103,22 @@ fn answer_error(base: &str, path: &str, status: StatusCode, text: &str) -> Clien
 }
 
 impl Client {
-    pub fn new(base: String, token: Option<String>) -> Client {
-        let http = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(120))
-            .no_proxy()
+    /// A client of the API at `base`; an HTTPS one trusts the system's CAs and `ca_certs`.
+    pub fn new(
+        base: String,
+        token: Option<String>,
+        ca_certs: Vec<reqwest::Certificate>,
+    ) -> Result<Client, ClientError> {
+        let mut builder =
+            reqwest::blocking::Client::builder().timeout(Duration::from_secs(120)).no_proxy();
+        for cert in ca_certs {
+            builder = builder.add_root_certificate(cert);
+        }
+        let base = base.trim_end_matches('/').to_string();
+        let http = builder
             .build()
-            .expect("invariant: a plain HTTP client always builds");
-        Client { http, base: base.trim_end_matches('/').to_string(), token }
+            .map_err(|source| ClientError::Transport { base: base.clone(), source })?;
+        Ok(Client { http, base, token })
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::blocking::RequestBuilder {
@@ -108,7 +136,9 @@ impl Client {
         request: reqwest::blocking::RequestBuilder,
     ) -> Result<reqwest::blocking::Response, ClientError> {
         let response = request.send().map_err(|source| {
-            if source.is_connect() {
+            if let Some(detail) = certificate_problem(&source) {
+                ClientError::Untrusted { base: self.base.clone(), detail }
+            } else if source.is_connect() {
                 ClientError::Unreachable { base: self.base.clone(), source }
             } else {
                 ClientError::Transport { base: self.base.clone(), source }

@@ -320,3 +320,92 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+/// A private CA and a certificate it signed for 127.0.0.1, as PEM files in `dir`: (ca, cert,
+/// key).
+fn private_ca(dir: &std::path::Path) -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    let path = |name: &str| dir.join(name).display().to_string();
+    std::fs::write(path("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(path("api.pem"), cert.pem()).unwrap();
+    std::fs::write(path("api.key"), key.serialize_pem()).unwrap();
+    (path("ca.pem"), path("api.pem"), path("api.key"))
+}
+
+#[test]
+fn the_cli_talks_to_an_https_api_trusting_a_private_ca_and_refuses_an_untrusted_certificate() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = private_ca(certs.path());
+    let cluster = Cluster::start(Options {
+        env: vec![
+            ("CUTOVER_TLS_CERT", cert),
+            ("CUTOVER_TLS_KEY", key),
+            ("CUTOVER_CA_CERT", ca.clone()),
+        ],
+        ..Options::default()
+    });
+    assert!(cluster.api_url().starts_with("https://"));
+    let status = cluster.json(&["status"]);
+    assert_eq!(status["api"], cluster.api_url());
+    cluster.apply_and_wait_for_v1();
+    let secret = create_token(&cluster, "ci-web", &["--role", "viewer"]);
+    assert!(
+        cluster.cli_with_env(&[("CUTOVER_TOKEN", &secret)], &["services", "list"]).status.success()
+    );
+
+    // Without the CA, the CLI refuses the certificate and says how to trust it.
+    let mut untrusting = std::process::Command::new(CUTOVER);
+    untrusting
+        .args(["status"])
+        .env("CUTOVER_API", cluster.api_url())
+        .env("CUTOVER_DATA_DIR", cluster.data_dir());
+    let output = untrusting.output().unwrap();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.starts_with(&format!(
+            "error: cutover at {} answers with a certificate this CLI does not trust (",
+            cluster.api_url()
+        )) && stderr.contains("UnknownIssuer")
+            && stderr.ends_with(
+                "); give the CA that signed it with --ca-cert FILE or CUTOVER_CA_CERT\n"
+            ),
+        "{stderr}"
+    );
+    // Plain HTTP to the HTTPS port gets nothing.
+    let plain = reqwest::blocking::Client::new()
+        .get(cluster.api_url().replace("https://", "http://") + "/v1/status")
+        .timeout(Duration::from_secs(10))
+        .send();
+    assert!(plain.is_err() || !plain.unwrap().status().is_success());
+}
+
+#[test]
+fn up_refuses_to_listen_beyond_loopback_over_plain_http_unless_told_so_explicitly() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let output = std::process::Command::new(CUTOVER)
+        .args(["up", "--listen", &format!("0.0.0.0:{port}")])
+        .env("CUTOVER_DATA_DIR", dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        format!(
+            "error: --listen 0.0.0.0:{port}: beyond loopback the API needs TLS, or its tokens \
+             cross the network in clear text: give --tls-cert and --tls-key (docs/access.md), or \
+             --allow-plaintext-beyond-loopback if something in front of cutover terminates TLS\n"
+        )
+    );
+    assert!(!dir.path().join("data").exists(), "something was started or created");
+}
