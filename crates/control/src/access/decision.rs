@@ -167,6 +167,14 @@ impl fmt::Display for Binding {
     }
 }
 
+/// A permission `binding` grants that `holder` does not hold on `*`: a credential may create
+/// only credentials that can do no more than itself, whatever their scopes.
+pub fn not_held(holder: &[Binding], binding: &Binding) -> Option<Permission> {
+    Permission::ALL.into_iter().find(|p| {
+        binding.has(*p) && !matches!(decide(holder, *p, &Resource::Global), Decision::Allow)
+    })
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
     Allow,
@@ -266,6 +274,18 @@ mod tests {
                 };
             assert_eq!(would_grant.grants, Grants::Role(expected.into()), "{permission}");
         }
+    }
+
+    #[test]
+    fn a_credential_creates_only_credentials_that_can_do_no_more_than_itself() {
+        let keeper = Binding::new(None, &["credentials".into(), "read".into()], &[]).unwrap();
+        let admin = binding("admin", &["web/*"]);
+        assert_eq!(not_held(std::slice::from_ref(&keeper), &admin), Some(P::Logs));
+        assert_eq!(not_held(std::slice::from_ref(&keeper), &binding("viewer", &["web/*"])), None);
+        assert_eq!(not_held(&[Binding::admin()], &admin), None);
+        // Held only on some scope is not held: scopes cannot be compared, `*` can.
+        let scoped = binding("deployer", &["web/*"]);
+        assert_eq!(not_held(&[keeper, scoped], &binding("deployer", &["web/*"])), Some(P::Logs));
     }
 
     #[test]

@@ -110,13 +110,21 @@ pub async fn authorize(State(state): State<AppState>, request: Request, next: Ne
         Err(response) => return response,
     };
     match decision::decide(&bindings, permission, &resource) {
-        Decision::Allow => audit.run(request, next, &resource).await,
+        Decision::Allow => {
+            let mut request = request;
+            request.extensions_mut().insert(CallerBindings(bindings));
+            audit.run(request, next, &resource).await
+        }
         Decision::Deny { missing, resource, would_grant } => {
             audit.record(&resource, "denied".into(), None);
             forbidden(&caller, missing, &resource, &would_grant)
         }
     }
 }
+
+/// The bindings of the caller of an allowed request, for handlers that decide more.
+#[derive(Clone, Debug)]
+pub struct CallerBindings(pub Vec<Binding>);
 
 /// The token from `Authorization: Bearer T`, or HTTP Basic with the token as password (git).
 fn presented_secret(headers: &HeaderMap) -> Option<String> {
@@ -294,10 +302,9 @@ impl Audit<'_> {
         };
         self.record(&Resource::Any, "unauthenticated".into(), None);
         let mut response = ApiError::new(StatusCode::UNAUTHORIZED, message).into_response();
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            "Bearer, Basic realm=\"cutover\"".parse().expect("static"),
-        );
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, "Basic realm=\"cutover\"".parse().expect("static"));
         response
     }
 
@@ -372,11 +379,21 @@ pub async fn list_tokens(State(state): State<AppState>) -> Result<Json<Vec<Token
 
 pub async fn create_token(
     State(state): State<AppState>,
+    axum::Extension(CallerBindings(creator)): axum::Extension<CallerBindings>,
     Json(request): Json<CreateTokenRequest>,
 ) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
     credentials::check_name(&request.name).map_err(ApiError::bad_request)?;
     let binding = Binding::new(request.role.as_deref(), &request.permissions, &request.scopes)
         .map_err(|err| ApiError::bad_request(err.to_string()))?;
+    if let Some(permission) = decision::not_held(&creator, &binding) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "a credential grants only what its creator holds everywhere, and this one lacks \
+                 `{permission}` on *; leave it out, or have an admin create the credential"
+            ),
+        ));
+    }
     let secret = credentials::generate_secret();
     let now = crate::clock::now().as_millis();
     let row = store::CredentialRow {

@@ -57,7 +57,9 @@ fn request_for(endpoint: &Endpoint) -> (String, serde_json::Value) {
         path = format!("{path}?{query}");
     }
     let body = match (endpoint.method, endpoint.path) {
-        ("POST", "/v1/tokens") => serde_json::json!({ "name": "intruder", "role": "admin" }),
+        ("POST", "/v1/tokens") => {
+            serde_json::json!({ "name": "intruder", "permissions": ["credentials"] })
+        }
         ("POST", "/v1/repos") => serde_json::json!({ "name": "intruder" }),
         (_, "/v1/target-groups/{name}/targets") => serde_json::json!({ "addr": "127.0.0.1:9" }),
         ("POST", "/v1/deployments") => serde_json::json!({
@@ -408,4 +410,80 @@ fn up_refuses_to_listen_beyond_loopback_over_plain_http_unless_told_so_explicitl
         )
     );
     assert!(!dir.path().join("data").exists(), "something was started or created");
+}
+
+#[test]
+fn git_push_over_http_takes_the_same_credentials_scoped_to_the_repository_and_no_credential_mints_more_than_it_holds()
+ {
+    let cluster = Cluster::start(Options {
+        env: vec![("CUTOVER_TOKEN", "bootstrap-secret".to_string())],
+        ..Options::default()
+    });
+    cluster.cli_ok(&["repos", "create", "web"]);
+    let clone_url =
+        cluster.json(&["repos", "get", "web"])["clone_url"].as_str().unwrap().to_string();
+    let web = create_token(&cluster, "ci-web", &["--role", "deployer", "--scope", "web"]);
+    let api = create_token(&cluster, "ci-api", &["--role", "deployer", "--scope", "api"]);
+    let work = tempfile::tempdir().unwrap();
+    git(work.path(), &["init", "-q"]);
+    std::fs::write(work.path().join("README"), "hello\n").unwrap();
+    git(work.path(), &["add", "-A"]);
+    git(work.path(), &["commit", "-q", "-m", "first"]);
+    let with_secret =
+        |secret: &str| clone_url.replacen("http://", &format!("http://ci:{secret}@"), 1);
+    let push = |secret: &str| {
+        std::process::Command::new("git")
+            .args(["push", "-q", &with_secret(secret), "main"])
+            .current_dir(work.path())
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .output()
+            .unwrap()
+    };
+    let refused = push(&api);
+    assert!(!refused.status.success(), "{refused:?}");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("403"), "{refused:?}");
+    assert_eq!(cluster.json(&["repos", "get", "web"])["branches"], serde_json::json!([]));
+    let pushed = push(&web);
+    assert!(pushed.status.success(), "{pushed:?}");
+    assert_eq!(cluster.json(&["repos", "get", "web"])["branches"][0][0], "main");
+    let pushes: Vec<String> = cluster
+        .json(&["audit", "--action", "push"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| format!("{} {} {}", e["actor"], e["resource"], e["outcome"]).replace('"', ""))
+        .collect();
+    assert!(pushes.contains(&"token:ci-api repository web denied".to_string()), "{pushes:?}");
+    assert!(pushes.contains(&"token:ci-web repository web succeeded".to_string()), "{pushes:?}");
+
+    // A credential that may manage credentials mints none that can do more than itself.
+    let keeper =
+        create_token(&cluster, "keeper", &["--permission", "credentials", "--permission", "read"]);
+    let escalate = cluster.cli_with_env(
+        &[("CUTOVER_TOKEN", &keeper)],
+        &["tokens", "create", "root", "--role", "admin"],
+    );
+    assert_eq!(escalate.status.code(), Some(2), "{escalate:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&escalate.stderr),
+        format!(
+            "error: cutover at {} refused this credential (403 Forbidden): a credential grants \
+             only what its creator holds everywhere, and this one lacks `logs` on *; leave it \
+             out, or have an admin create the credential\n",
+            cluster.api_url()
+        )
+    );
+    let allowed = cluster.cli_with_env(
+        &[("CUTOVER_TOKEN", &keeper)],
+        &["tokens", "create", "reader", "--role", "viewer"],
+    );
+    assert!(allowed.status.success(), "{allowed:?}");
+    let names: Vec<String> = cluster
+        .json(&["tokens", "list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["ci-api", "ci-web", "keeper", "reader"]);
 }
