@@ -40,7 +40,8 @@ pub enum TokensCommand {
 /// `cutover audit`: filters of the audit trail.
 #[derive(Args, Debug)]
 pub struct AuditArgs {
-    /// Only this actor: `token:NAME`, `bootstrap`, `local`, `anonymous`, `hook:DEPLOYMENT/EXECUTION`.
+    /// Only this actor: `token:NAME`, `bootstrap`, `local`, `anonymous`, `unknown-token`,
+    /// `hook:DEPLOYMENT/EXECUTION`, `webhook`.
     #[arg(long)]
     actor: Option<String>,
     /// Only this action: a permission's name (deploy, rollback, apply, …).

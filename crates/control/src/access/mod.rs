@@ -86,13 +86,13 @@ pub async fn authorize(State(state): State<AppState>, request: Request, next: Ne
         // the permission map does not list is never reached.
         return StatusCode::NOT_FOUND.into_response();
     };
-    let Rule::Needs(permission, from) = matched.endpoint.rule else {
-        return next.run(request).await;
-    };
     let source = request
         .extensions()
         .get::<ConnectInfo<crate::tls::Peer>>()
         .map_or_else(|| "unknown".to_string(), |c| c.0.0.ip().to_string());
+    let Rule::Needs(permission, from) = matched.endpoint.rule else {
+        return webhook(&state, request, next, &matched, source).await;
+    };
     let caller = caller(&state, request.headers());
     let mut audit = Audit { state: &state, caller: &caller, permission, source, method, path };
     let Some(bindings) = caller.bindings() else {
@@ -119,6 +119,47 @@ pub async fn authorize(State(state): State<AppState>, request: Request, next: Ne
             audit.record(&resource, "denied".into(), None);
             forbidden(&caller, missing, &resource, &would_grant)
         }
+    }
+}
+
+/// A webhook, which its handler authenticates by its signature: what came of it goes to the
+/// audit trail all the same (a push it accepted, or a call it refused).
+async fn webhook(
+    state: &AppState,
+    request: Request,
+    next: Next,
+    matched: &Matched,
+    source: String,
+) -> Response {
+    let request_line = format!("{} {}", request.method(), request.uri().path());
+    let response = next.run(request).await;
+    let status = response.status();
+    append(
+        state,
+        store::AuditRow {
+            seq: 0,
+            at: crate::clock::now().as_millis(),
+            actor: "webhook".into(),
+            action: "webhook".into(),
+            resource: Resource::Pipeline(matched.param("pipeline").unwrap_or_default().into())
+                .to_string(),
+            source,
+            outcome: if status == StatusCode::UNAUTHORIZED {
+                "unauthenticated".into()
+            } else {
+                outcome(status)
+            },
+            detail: Some(serde_json::json!({ "request": request_line }).to_string()),
+        },
+    );
+    response
+}
+
+/// Appends an entry. A store that cannot be written loses it, with a warning: refusing every
+/// request then would stop rollbacks too.
+fn append(state: &AppState, entry: store::AuditRow) {
+    if let Err(err) = state.store.transaction(|tx| tx.audit_append(&entry)) {
+        tracing::warn!(actor = %entry.actor, action = %entry.action, "audit entry lost: {err}");
     }
 }
 
@@ -253,8 +294,6 @@ struct Audit<'a> {
 }
 
 impl Audit<'_> {
-    /// Appends the entry. A store that cannot be written loses it, with a warning: refusing
-    /// every request then would stop rollbacks too.
     fn record(&self, resource: &Resource, outcome: String, detail: Option<serde_json::Value>) {
         let mut detail = detail.unwrap_or_else(|| serde_json::json!({}));
         detail["request"] = format!("{} {}", self.method, self.path).into();
@@ -268,9 +307,7 @@ impl Audit<'_> {
             outcome,
             detail: Some(detail.to_string()),
         };
-        if let Err(err) = self.state.store.transaction(|tx| tx.audit_append(&entry)) {
-            tracing::warn!(actor = %entry.actor, action = %entry.action, "audit entry lost: {err}");
-        }
+        append(self.state, entry);
     }
 
     fn refuse_unauthenticated(&mut self) -> Response {

@@ -456,6 +456,22 @@ fn git_push_over_http_takes_the_same_credentials_scoped_to_the_repository_and_no
     assert!(pushes.contains(&"token:ci-api repository web denied".to_string()), "{pushes:?}");
     assert!(pushes.contains(&"token:ci-web repository web succeeded".to_string()), "{pushes:?}");
 
+    // A webhook authenticates by its signature, not a credential; one without goes to the trail.
+    let (status, _) = cluster.api(Method::POST, "/v1/webhooks/web", &serde_json::json!({}));
+    assert_eq!(status, 401);
+    let hooks = cluster.json(&["audit", "--action", "webhook"]);
+    let hook = &hooks[0];
+    assert_eq!(
+        (&hook["actor"], &hook["resource"], &hook["outcome"], &hooks[1]),
+        (
+            &"webhook".into(),
+            &"pipeline web".into(),
+            &"unauthenticated".into(),
+            &serde_json::Value::Null
+        ),
+        "{hooks}"
+    );
+
     // A credential that may manage credentials mints none that can do more than itself.
     let keeper =
         create_token(&cluster, "keeper", &["--permission", "credentials", "--permission", "read"]);
