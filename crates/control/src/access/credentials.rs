@@ -27,18 +27,17 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A credential name that cannot be one.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("credential name `{0}`: use 1 to 64 letters, digits, `-`, `_` or `.` (e.g. ci-web)")]
+pub struct NameError(pub String);
+
 /// A credential's name: what the audit trail and `tokens list` show, and what `revoke` takes.
-pub fn check_name(name: &str) -> Result<(), String> {
+pub fn check_name(name: &str) -> Result<(), NameError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "credential name `{name}`: use 1 to 64 letters, digits, `-`, `_` or `.` (e.g. ci-web)"
-        ))
-    }
+    if ok { Ok(()) } else { Err(NameError(name.to_string())) }
 }
 
 /// The bindings of a stored credential (`store::CredentialRow::bindings`).

@@ -85,6 +85,8 @@ pub enum BindingError {
     UnknownPermission(String),
     #[error("a binding needs a role or at least one permission")]
     Empty,
+    #[error("a binding has a role or permissions one by one, not both")]
+    RoleAndPermissions,
     #[error("scope `{scope}`: {problem}")]
     Scope { scope: String, problem: String },
 }
@@ -97,6 +99,7 @@ impl Binding {
         scopes: &[String],
     ) -> Result<Binding, BindingError> {
         let grants = match role_name {
+            Some(_) if !permissions.is_empty() => return Err(BindingError::RoleAndPermissions),
             Some(name) => {
                 role(name).ok_or_else(|| BindingError::UnknownRole(name.to_string()))?;
                 Grants::Role(name.to_string())
@@ -293,6 +296,10 @@ mod tests {
         let b = Binding::new(None, &["rollback".into()], &["web/*".into()]).unwrap();
         assert_eq!(decide(std::slice::from_ref(&b), P::Rollback, &group("web/p")), Decision::Allow);
         assert!(matches!(decide(&[b], P::Deploy, &group("web/p")), Decision::Deny { .. }));
+        assert_eq!(
+            Binding::new(Some("viewer"), &["deploy".into()], &[]),
+            Err(BindingError::RoleAndPermissions)
+        );
         assert_eq!(
             Binding::new(Some("root"), &[], &[]),
             Err(BindingError::UnknownRole("root".into()))

@@ -419,7 +419,7 @@ pub async fn create_token(
     axum::Extension(CallerBindings(creator)): axum::Extension<CallerBindings>,
     Json(request): Json<CreateTokenRequest>,
 ) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
-    credentials::check_name(&request.name).map_err(ApiError::bad_request)?;
+    credentials::check_name(&request.name).map_err(|err| ApiError::bad_request(err.to_string()))?;
     let binding = Binding::new(request.role.as_deref(), &request.permissions, &request.scopes)
         .map_err(|err| ApiError::bad_request(err.to_string()))?;
     if let Some(permission) = decision::not_held(&creator, &binding) {
