@@ -153,12 +153,7 @@ fn audit_table(entries: &[AuditEntry]) -> String {
         entries
             .iter()
             .map(|e| {
-                let request = e
-                    .detail
-                    .as_deref()
-                    .and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok())
-                    .and_then(|d| d.get("request").and_then(|r| r.as_str()).map(String::from))
-                    .unwrap_or_default();
+                let request = e.detail["request"].as_str().unwrap_or_default().to_string();
                 vec![
                     utc_text(e.at),
                     e.actor.clone(),

@@ -71,8 +71,40 @@ pub struct CreatedToken {
     pub secret: String,
 }
 
-/// One entry of the audit trail, as `GET /v1/audit` returns it.
-pub type AuditEntry = store::AuditRow;
+/// One entry of the audit trail, as `GET /v1/audit` returns it (one JSON line of an export).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub seq: u64,
+    /// Milliseconds since the epoch.
+    pub at: u64,
+    pub actor: String,
+    /// The permission the request needed (or `webhook`).
+    pub action: String,
+    pub resource: String,
+    pub source: String,
+    pub outcome: String,
+    /// `request` (method and path); for `apply` its `plan` and `applied`, for `deploy` the
+    /// `deployment`.
+    pub detail: serde_json::Value,
+}
+
+impl From<store::AuditRow> for AuditEntry {
+    fn from(row: store::AuditRow) -> AuditEntry {
+        AuditEntry {
+            seq: row.seq,
+            at: row.at,
+            actor: row.actor,
+            action: row.action,
+            resource: row.resource,
+            source: row.source,
+            outcome: row.outcome,
+            detail: row
+                .detail
+                .and_then(|d| serde_json::from_str(&d).ok())
+                .unwrap_or(serde_json::Value::Null),
+        }
+    }
+}
 
 /// The layer around every route: finds the endpoint, the caller and the resource, decides, and
 /// records changes and refusals in the audit trail.
@@ -348,8 +380,10 @@ impl Audit<'_> {
     /// Runs an allowed request; a change goes to the audit trail with its outcome (and for
     /// `apply` the plan, for `deploy` the deployment's id).
     async fn run(&self, request: Request, next: Next, resource: &Resource) -> Response {
+        // A read changes nothing, whatever it reads (credentials, the trail itself).
+        let changes = self.method != Method::GET && self.permission.changes();
         let response = next.run(request).await;
-        if !self.permission.changes() {
+        if !changes {
             return response;
         }
         let status = response.status();
@@ -490,7 +524,8 @@ pub async fn audit_trail(
         after: query.after,
         limit: query.limit.unwrap_or(1000).min(100_000),
     };
-    Ok(Json(state.store.read(|tx| tx.audit_list(&filter))?))
+    let rows = state.store.read(|tx| tx.audit_list(&filter))?;
+    Ok(Json(rows.into_iter().map(AuditEntry::from).collect()))
 }
 
 #[cfg(test)]

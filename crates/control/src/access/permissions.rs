@@ -160,7 +160,8 @@ impl Permission {
         }
     }
 
-    /// Whether a request it allows changes something (and so goes to the audit trail).
+    /// Whether a request it allows, other than a `GET`, changes something (and so goes to the
+    /// audit trail): a `git fetch` is a `POST` that only reads.
     pub fn changes(self) -> bool {
         !matches!(self, Permission::Read | Permission::Logs | Permission::Audit)
     }
