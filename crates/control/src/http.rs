@@ -8,22 +8,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use store::Store;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::access;
 use crate::api::*;
 use crate::declared::*;
 use crate::deployment::DeploymentBody;
 use crate::engine::{self, Command, Msg, Shared};
 use crate::error::ApiError;
-use crate::hooks::HookGrant;
 use crate::state::{self, Snapshot};
 
 #[derive(Clone)]
@@ -65,72 +65,18 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/shutdown", post(shutdown))
         .route("/v1/metrics", get(metrics_json))
         .route("/metrics", get(metrics_text))
-        .layer(middleware::from_fn_with_state(state.clone(), require_token));
+        .route("/v1/tokens", get(access::list_tokens).post(access::create_token))
+        .route("/v1/tokens/{name}", delete(access::revoke_token))
+        .route("/v1/audit", get(access::audit_trail));
     api.with_state(state)
 }
 
-/// The API runs builds and commands: with a token configured, every request must carry it, or
-/// be a hook's report carrying that hook execution's own token.
-async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if let Some(token) = &state.token {
-        let presented = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        let hook_grant = presented.and_then(|p| state.shared.hook_tokens.lookup(p));
-        let access = access(token, presented, hook_grant, request.method(), request.uri().path());
-        match access {
-            Access::Allowed => {}
-            Access::NoToken => {
-                return ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "this API needs a token: pass --token or set CUTOVER_TOKEN (see `cutover up` output)",
-                )
-                .into_response();
-            }
-            Access::HookTokenElsewhere(grant) => {
-                return ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    format!(
-                        "a hook's token only reports its own execution (PUT {}); use the API token for anything else",
-                        grant.report_path()
-                    ),
-                )
-                .into_response();
-            }
-        }
-    }
-    next.run(request).await
-}
-
-/// Who may make a request, when the API has a token.
-#[derive(Debug, PartialEq, Eq)]
-enum Access {
-    Allowed,
-    /// No token, or one that is neither the API's nor a pending hook execution's.
-    NoToken,
-    /// A pending hook execution's token, used for anything but that execution's report.
-    HookTokenElsewhere(HookGrant),
-}
-
-fn access(
-    api_token: &str,
-    presented: Option<&str>,
-    hook_grant: Option<HookGrant>,
-    method: &axum::http::Method,
-    path: &str,
-) -> Access {
-    if presented.is_some_and(|p| constant_time_eq(p.as_bytes(), api_token.as_bytes())) {
-        return Access::Allowed;
-    }
-    match hook_grant {
-        Some(grant) if method == axum::http::Method::PUT && path == grant.report_path() => {
-            Access::Allowed
-        }
-        Some(grant) => Access::HookTokenElsewhere(grant),
-        None => Access::NoToken,
-    }
+/// The whole API: this router and `others` (the pipelines'), behind the authorization layer,
+/// so no route of either is reached without the permission `access` maps it to.
+pub fn authorized(state: AppState, others: Router) -> Router {
+    router(state.clone())
+        .merge(others)
+        .layer(middleware::from_fn_with_state(state, crate::access::authorize))
 }
 
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -787,8 +733,6 @@ async fn metrics_query(
 
 #[cfg(test)]
 mod tests {
-    use axum::http::Method;
-
     use super::*;
 
     fn task(id: &str, set: &str, last_status: model::TaskStatus) -> store::TaskRow {
@@ -852,28 +796,5 @@ mod tests {
                 "t-green RUNNING web:2 HEALTHY"
             ]
         );
-    }
-
-    #[test]
-    fn a_hook_token_opens_only_its_own_report() {
-        let grant =
-            HookGrant { deployment_id: "d-1".into(), execution_id: "AfterInstall-1".into() };
-        let report = "/v1/deployments/d-1/lifecycle-hooks/AfterInstall-1";
-        let hook = |method: &Method, path: &str| {
-            access("api", Some("hook"), Some(grant.clone()), method, path)
-        };
-        assert_eq!(hook(&Method::PUT, report), Access::Allowed);
-        for (method, path) in [
-            (Method::GET, report),
-            (Method::PUT, "/v1/deployments/d-1/lifecycle-hooks/AfterInstall-2"),
-            (Method::PUT, "/v1/deployments/d-2/lifecycle-hooks/AfterInstall-1"),
-            (Method::PUT, "/v1/deployments/d-1/lifecycle-hooks/AfterInstall-1/"),
-            (Method::GET, "/v1/deployments"),
-        ] {
-            assert_eq!(hook(&method, path), Access::HookTokenElsewhere(grant.clone()), "{path}");
-        }
-        assert_eq!(access("api", Some("api"), None, &Method::GET, "/v1/status"), Access::Allowed);
-        assert_eq!(access("api", Some("old"), None, &Method::PUT, report), Access::NoToken);
-        assert_eq!(access("api", None, None, &Method::GET, "/v1/status"), Access::NoToken);
     }
 }

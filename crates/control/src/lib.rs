@@ -5,6 +5,7 @@
 //! Everything is stored in SQLite ([`store`]) before it is acted upon, so the process can be
 //! killed at any moment and started again.
 
+pub mod access;
 pub mod api;
 mod apply;
 mod clock;
@@ -26,6 +27,7 @@ mod pollers;
 pub mod preview;
 mod routing;
 mod state;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -38,6 +40,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 pub use error::ApiError;
+pub use tls::ApiTls;
 
 /// How to start the control plane (`cutover up`).
 #[derive(Clone, Debug)]
@@ -47,6 +50,8 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Required on every request when set; generated when the API listens beyond loopback.
     pub token: Option<String>,
+    /// Serve the API over HTTPS with this certificate and key.
+    pub tls: Option<ApiTls>,
     /// Admin address of the data plane, when one must be started (port 0: any free port).
     pub lb_admin: SocketAddr,
     pub lb_threads: usize,
@@ -140,7 +145,8 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
             pipelines::PipelinesConfig {
                 data_dir: config.data_dir.join("pipelines"),
                 api_url: url.clone(),
-                token: token.clone(),
+                // The authorization layer around both routers checks every credential.
+                token: None,
             },
             deployer,
             store.clone(),
@@ -172,22 +178,27 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     info!(api = %url, data_dir = %config.data_dir.display(), "cutover is up");
     let down = shared.clone();
     let data_dir = config.data_dir.clone();
-    // The pipelines' routes check the token themselves (webhooks are signed instead).
-    let app = http::router(state).merge(pipelines::router(&ci));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = terminate() => {}
-                _ = down.shutdown.notified() => {
-                    // `cutover down`: the tasks are stopped; stop the data plane too.
-                    if let Some(record) = lb::read_record(&data_dir) {
-                        stop_pid(record.pid);
-                    }
+    let app = http::authorized(state, pipelines::router(&ci))
+        .into_make_service_with_connect_info::<tls::Peer>();
+    let stopped = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate() => {}
+            _ = down.shutdown.notified() => {
+                // `cutover down`: the tasks are stopped; stop the data plane too.
+                if let Some(record) = lb::read_record(&data_dir) {
+                    stop_pid(record.pid);
                 }
             }
-        })
-        .await?;
+        }
+    };
+    match &config.tls {
+        Some(acceptor) => {
+            let listener = tls::TlsListener::new(listener, tls::http1_only(&acceptor.0))?;
+            axum::serve(listener, app).with_graceful_shutdown(stopped).await?
+        }
+        None => axum::serve(listener, app).with_graceful_shutdown(stopped).await?,
+    }
     engine_done.abort();
     let _ = std::fs::remove_file(api_record_path(&config.data_dir));
     drop(lock);
@@ -270,7 +281,8 @@ async fn bind_api(
         }
     };
     let url = format!(
-        "http://{}",
+        "{}://{}",
+        if config.tls.is_some() { "https" } else { "http" },
         if local.ip().is_unspecified() {
             SocketAddr::new([127, 0, 0, 1].into(), local.port())
         } else {

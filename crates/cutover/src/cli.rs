@@ -27,6 +27,9 @@ pub struct Args {
     /// API token (needed when the API listens beyond loopback).
     #[arg(long, global = true, env = "CUTOVER_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Trust the CA certificates in this PEM file for an HTTPS API (as well as the system's).
+    #[arg(long, global = true, env = "CUTOVER_CA_CERT")]
+    ca_cert: Option<PathBuf>,
     /// Where cutover keeps its state.
     #[arg(long, global = true, env = "CUTOVER_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -61,6 +64,16 @@ enum Command {
         /// `[{"server": …, "username": …, "password": …}]`.
         #[arg(long, env = "CUTOVER_REGISTRY_CREDENTIALS")]
         registry_credentials: Option<PathBuf>,
+        /// Serve the API over HTTPS with this PEM certificate chain (with --tls-key).
+        #[arg(long, env = "CUTOVER_TLS_CERT", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The PEM private key of --tls-cert.
+        #[arg(long, env = "CUTOVER_TLS_KEY", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Listen beyond loopback over plain HTTP anyway, where tokens cross the network in
+        /// clear text (for a TLS-terminating proxy in front of cutover, say).
+        #[arg(long)]
+        allow_plaintext_beyond_loopback: bool,
     },
     /// Stop everything `cutover up` started: tasks, load balancer, control plane.
     Down,
@@ -163,6 +176,12 @@ enum Command {
     /// Builds run by pipelines (buildspec.yml).
     #[command(subcommand)]
     Builds(BuildsCommand),
+    /// Named API credentials: create (the secret is shown once), list, revoke.
+    #[command(subcommand)]
+    Tokens(crate::access::TokensCommand),
+    /// The audit trail: every change and every refused request, with who, from where and what
+    /// came of it.
+    Audit(crate::access::AuditArgs),
     /// Query a metric (load-balancer metrics per target group, metric-filter counts per service).
     Metrics {
         /// e.g. RequestCount, HTTPCode_Target_5XX_Count, TargetResponseTime, or a filter's metric.
@@ -439,17 +458,46 @@ pub enum UpFlagsError {
     AdminNotLoopback(SocketAddr),
     #[error("--lb-threads 0: the load balancer needs at least one worker thread")]
     NoThreads,
+    #[error(
+        "--listen {0}: beyond loopback the API needs TLS, or its tokens cross the network in \
+         clear text: give --tls-cert and --tls-key (docs/access.md), or --allow-plaintext-beyond-loopback \
+         if something in front of cutover terminates TLS"
+    )]
+    PlaintextBeyondLoopback(SocketAddr),
+}
+
+/// What `cutover up` is told about where and how to serve.
+pub struct UpFlags {
+    pub listen: SocketAddr,
+    pub lb_admin: SocketAddr,
+    pub lb_threads: usize,
+    pub tls: bool,
+    pub allow_plaintext_beyond_loopback: bool,
 }
 
 /// Checks `cutover up`'s flags, so that a bad one is refused at once and on the terminal.
-pub fn check_up_flags(lb_admin: SocketAddr, lb_threads: usize) -> Result<(), UpFlagsError> {
-    if !lb_admin.ip().is_loopback() {
-        return Err(UpFlagsError::AdminNotLoopback(lb_admin));
+pub fn check_up_flags(flags: &UpFlags) -> Result<(), UpFlagsError> {
+    if !flags.lb_admin.ip().is_loopback() {
+        return Err(UpFlagsError::AdminNotLoopback(flags.lb_admin));
     }
-    if lb_threads == 0 {
+    if flags.lb_threads == 0 {
         return Err(UpFlagsError::NoThreads);
     }
+    if !flags.listen.ip().is_loopback() && !flags.tls && !flags.allow_plaintext_beyond_loopback {
+        return Err(UpFlagsError::PlaintextBeyondLoopback(flags.listen));
+    }
     Ok(())
+}
+
+/// The API's certificate and key, loaded as the data plane loads a listener's.
+fn api_tls(cert: Option<PathBuf>, key: Option<PathBuf>) -> anyhow::Result<Option<control::ApiTls>> {
+    let (Some(cert), Some(key)) = (cert, key) else { return Ok(None) };
+    let config = routes::TlsConfig {
+        certificate_file: cert.display().to_string(),
+        key_file: key.display().to_string(),
+    };
+    let acceptor = proxy::tls_acceptor(&config).context("--tls-cert/--tls-key")?;
+    Ok(Some(control::ApiTls(acceptor)))
 }
 
 /// Whether a command serves (`up`, `lb`) rather than answers and exits.
@@ -459,11 +507,26 @@ pub fn is_server(args: &Args) -> bool {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
-    let (client, token) = connect(&args, &data_dir);
+    let (client, token) = connect(&args, &data_dir)?;
     let json = args.output == Output::Json;
     match args.command {
-        Command::Up { listen, lb_admin, lb_threads, registry_credentials } => {
-            check_up_flags(lb_admin, lb_threads)?;
+        Command::Up {
+            listen,
+            lb_admin,
+            lb_threads,
+            registry_credentials,
+            tls_cert,
+            tls_key,
+            allow_plaintext_beyond_loopback,
+        } => {
+            check_up_flags(&UpFlags {
+                listen,
+                lb_admin,
+                lb_threads,
+                tls: tls_cert.is_some(),
+                allow_plaintext_beyond_loopback,
+            })?;
+            let tls = api_tls(tls_cert, tls_key)?;
             control::data_dir::private_by_default();
             init_tracing();
             let runtime = tokio::runtime::Runtime::new()?;
@@ -471,6 +534,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 data_dir,
                 listen,
                 token,
+                tls,
                 lb_admin,
                 lb_threads,
                 registry_credentials,
@@ -532,6 +596,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Approvals(command) => approvals(&client, command, json),
         Command::Builds(command) => builds(&client, command, json),
         Command::Alarms(command) => alarms(&client, command, json),
+        Command::Tokens(command) => crate::access::tokens(&client, command, json),
+        Command::Audit(args) => crate::access::audit(&client, args, json),
         Command::Metrics { metric, target_group, service, statistic, period, since } => {
             let mut path = format!(
                 "/v1/metrics/query?metric={metric}&statistic={statistic}&period={period}&since={since}"
@@ -558,7 +624,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// The API client, and the token it sends: from the flags, else the data directory, else (in a
 /// command hook, which has no API token and no data directory) the hook's own token and the
 /// API's URL from its environment, so that `cutover hooks report` there works as it is.
-fn connect(args: &Args, data_dir: &Path) -> (Client, Option<String>) {
+fn connect(args: &Args, data_dir: &Path) -> anyhow::Result<(Client, Option<String>)> {
     let in_hook = |name: &str| match args.command {
         Command::Hooks(_) => std::env::var(name).ok().filter(|value| !value.is_empty()),
         _ => None,
@@ -575,7 +641,21 @@ fn connect(args: &Args, data_dir: &Path) -> (Client, Option<String>) {
         .clone()
         .or_else(|| in_hook("CUTOVER_HOOK_TOKEN"))
         .or_else(|| std::fs::read_to_string(data_dir.join("token")).ok());
-    (Client::new(api, token.clone()), token)
+    let ca_certs = match &args.ca_cert {
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("--ca-cert {}: cannot read it", path.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).ok().filter(|c| !c.is_empty());
+            certs.with_context(|| {
+                format!(
+                    "--ca-cert {}: no PEM certificate in it (-----BEGIN CERTIFICATE-----)",
+                    path.display()
+                )
+            })?
+        }
+        None => Vec::new(),
+    };
+    Ok((Client::new(api, token.clone(), ca_certs)?, token))
 }
 
 fn deploy(

@@ -22,11 +22,19 @@ pub enum ClientError {
     )]
     Unreachable { base: String, source: reqwest::Error },
     #[error(
+        "cutover at {base} answers with a certificate this CLI does not trust ({detail}); give \
+         the CA that signed it with --ca-cert FILE or CUTOVER_CA_CERT"
+    )]
+    Untrusted { base: String, detail: String },
+    #[error(
         "cutover at {base} is running but refused the API token ({status}): give the token \
          `cutover up` was started with, with --token or CUTOVER_TOKEN (when `cutover up` \
          generated it, it is in DATA_DIR/token)"
     )]
     Unauthorized { base: String, status: StatusCode },
+    /// The credential is valid but lacks a permission; the API says which and what grants it.
+    #[error("cutover at {base} refused this credential (403 Forbidden): {message}")]
+    Forbidden { base: String, message: String },
     /// The API's own message, which says what to do.
     #[error("{0}")]
     Api(String),
@@ -45,8 +53,28 @@ impl ClientError {
     }
 }
 
+/// What is wrong with the server's certificate, when that is why a request failed (rustls's
+/// own words, e.g. "invalid peer certificate: UnknownIssuer").
+fn certificate_problem(err: &reqwest::Error) -> Option<String> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        let text = e.to_string();
+        if text.contains("certificate") {
+            return Some(text);
+        }
+        source = e.source();
+    }
+    None
+}
+
 /// The error for a non-2xx answer `text` to `path`: the API's message when it sent one.
 fn answer_error(base: &str, path: &str, status: StatusCode, text: &str) -> ClientError {
+    if status == StatusCode::FORBIDDEN
+        && let Ok(body) = serde_json::from_str::<ErrorBody>(text)
+        && !body.error.trim().is_empty()
+    {
+        return ClientError::Forbidden { base: base.to_string(), message: body.error };
+    }
     if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
         return ClientError::Unauthorized { base: base.to_string(), status };
     }
@@ -75,13 +103,22 @@ fn answer_error(base: &str, path: &str, status: StatusCode, text: &str) -> Clien
 }
 
 impl Client {
-    pub fn new(base: String, token: Option<String>) -> Client {
-        let http = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(120))
-            .no_proxy()
+    /// A client of the API at `base`; an HTTPS one trusts the system's CAs and `ca_certs`.
+    pub fn new(
+        base: String,
+        token: Option<String>,
+        ca_certs: Vec<reqwest::Certificate>,
+    ) -> Result<Client, ClientError> {
+        let mut builder =
+            reqwest::blocking::Client::builder().timeout(Duration::from_secs(120)).no_proxy();
+        for cert in ca_certs {
+            builder = builder.add_root_certificate(cert);
+        }
+        let base = base.trim_end_matches('/').to_string();
+        let http = builder
             .build()
-            .expect("invariant: a plain HTTP client always builds");
-        Client { http, base: base.trim_end_matches('/').to_string(), token }
+            .map_err(|source| ClientError::Transport { base: base.clone(), source })?;
+        Ok(Client { http, base, token })
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::blocking::RequestBuilder {
@@ -99,7 +136,9 @@ impl Client {
         request: reqwest::blocking::RequestBuilder,
     ) -> Result<reqwest::blocking::Response, ClientError> {
         let response = request.send().map_err(|source| {
-            if source.is_connect() {
+            if let Some(detail) = certificate_problem(&source) {
+                ClientError::Untrusted { base: self.base.clone(), detail }
+            } else if source.is_connect() {
                 ClientError::Unreachable { base: self.base.clone(), source }
             } else {
                 ClientError::Transport { base: self.base.clone(), source }
@@ -172,10 +211,14 @@ mod tests {
     #[test]
     fn a_refused_token_is_never_mistaken_for_anything_else() {
         for status in [StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN] {
-            let err = answer_error("http://127.0.0.1:1", "/v1/status", status, r#"{"error":"x"}"#);
+            let err = answer_error("http://127.0.0.1:1", "/v1/status", status, "");
             assert!(matches!(err, ClientError::Unauthorized { .. }), "{err}");
             assert!(!err.is_unreachable());
         }
+        let err =
+            answer_error("http://127.0.0.1:1", "/v1/x", StatusCode::FORBIDDEN, r#"{"error":"x"}"#);
+        assert!(matches!(err, ClientError::Forbidden { .. }), "{err}");
+        assert!(!err.is_unreachable());
     }
 
     #[test]

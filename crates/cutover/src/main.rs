@@ -1,6 +1,7 @@
 //! `cutover`: one binary for the CLI, the control plane (`cutover up`) and the data plane
 //! (`cutover lb`, started by `up`).
 
+mod access;
 mod cli;
 mod client;
 mod render;

@@ -45,6 +45,7 @@ use tokio::sync::watch;
 
 use crate::state::Shared;
 use crate::target::lock;
+pub use crate::tls::{TlsError, acceptor as tls_acceptor};
 
 /// How long a stopping data plane lets open requests finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);

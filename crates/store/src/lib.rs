@@ -15,9 +15,11 @@ use model::{DesiredStatus, RuntimeKind, TaskHealth, TaskSetStatus, TaskStatus};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::{Deserialize, Serialize};
 
+mod access;
 pub mod clock;
 mod documents;
 mod pipelines;
+pub use access::*;
 pub use documents::*;
 pub use pipelines::*;
 
@@ -108,6 +110,22 @@ CREATE TABLE ci_sources (
     // Documents record the version of the type that wrote them (`documents`); rows from before
     // read as version 0.
     "ALTER TABLE resources ADD COLUMN version INTEGER NOT NULL DEFAULT 0;",
+    // Named API credentials (only a hash of each secret) and the audit trail, which the
+    // database itself keeps append-only (`access`).
+    r#"
+CREATE TABLE credentials (
+    name TEXT PRIMARY KEY, secret_hash TEXT NOT NULL UNIQUE, bindings TEXT NOT NULL,
+    created_at INTEGER NOT NULL, expires_at INTEGER, last_used_at INTEGER);
+CREATE TABLE audit_log (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, actor TEXT NOT NULL,
+    action TEXT NOT NULL, resource TEXT NOT NULL, source TEXT NOT NULL, outcome TEXT NOT NULL,
+    detail TEXT);
+CREATE INDEX audit_log_by_time ON audit_log (at);
+CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+"#,
 ];
 
 /// The database. Cheap to share behind an `Arc`; every call holds the connection for the length

@@ -305,9 +305,11 @@ hooks:
             .unwrap()
     }
 
-    /// The control plane's API, as the CLI is told to reach it.
+    /// The control plane's API, as the CLI is told to reach it (over HTTPS when `cutover up`
+    /// is given a certificate through `CUTOVER_TLS_CERT`).
     pub fn api_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.api_port)
+        let https = self.env.iter().any(|(k, _)| *k == "CUTOVER_TLS_CERT");
+        format!("{}://127.0.0.1:{}", if https { "https" } else { "http" }, self.api_port)
     }
 
     #[track_caller]

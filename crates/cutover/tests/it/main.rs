@@ -3,6 +3,7 @@
 //! Each test starts its own `cutover up` on free loopback ports with its own data directory, so
 //! tests run in parallel without sharing anything.
 
+mod access;
 mod alarm_window;
 mod alarms;
 mod apply;

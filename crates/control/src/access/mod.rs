@@ -1,0 +1,539 @@
+//! Team access (issue 15): who may call which endpoint, named credentials and the audit trail.
+//!
+//! The decision is pure ([`decision::decide`] over [`permissions::ENDPOINTS`]); this module is
+//! the shell around it: [`authorize`] is the layer `serve` puts around the merged router (the
+//! control plane's and the pipelines'), so no endpoint is reached without its permission.
+//!
+//! Credentials and the audit trail are tables of their own (`store::access`), written here and
+//! not through the engine's loop: no deployment decision reads them, so they cannot interleave
+//! with one.
+
+pub mod credentials;
+pub mod decision;
+pub mod permissions;
+mod reference;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::http::AppState;
+use credentials::{Caller, StoredBindings};
+use decision::{Binding, Decision};
+use permissions::{Matched, Permission, Resource, ResourceFrom, Rule};
+
+pub use reference::reference_markdown;
+
+/// Largest request body read to find its deployment group (`POST /v1/deployments`), and largest
+/// `apply` answer read to record its plan.
+const INSPECTED_BODY_MAX: usize = 16 * 1024 * 1024;
+
+/// How often a credential's last use is written at most.
+const LAST_USE_RESOLUTION_MS: u64 = 10_000;
+
+/// `POST /v1/tokens`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CreateTokenRequest {
+    pub name: String,
+    #[serde(default)]
+    pub role: Option<String>,
+    /// Permissions one by one, instead of a role.
+    #[serde(default)]
+    pub permissions: Vec<String>,
+    /// Globs over resource names; none is `*`.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Milliseconds from now; none never expires.
+    #[serde(default)]
+    pub expires_in_ms: Option<u64>,
+}
+
+/// A credential as `tokens list` shows it (never its secret nor its hash).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TokenView {
+    pub name: String,
+    pub bindings: Vec<String>,
+    pub created_at: u64,
+    pub expires_at: Option<u64>,
+    pub last_used_at: Option<u64>,
+}
+
+/// The answer to `POST /v1/tokens`: the one time the secret is shown.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CreatedToken {
+    #[serde(flatten)]
+    pub token: TokenView,
+    pub secret: String,
+}
+
+/// One entry of the audit trail, as `GET /v1/audit` returns it (one JSON line of an export).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub seq: u64,
+    /// Milliseconds since the epoch.
+    pub at: u64,
+    pub actor: String,
+    /// The permission the request needed (or `webhook`).
+    pub action: String,
+    pub resource: String,
+    pub source: String,
+    pub outcome: String,
+    /// `request` (method and path); for `apply` its `plan` and `applied`, for `deploy` the
+    /// `deployment`.
+    pub detail: serde_json::Value,
+}
+
+impl From<store::AuditRow> for AuditEntry {
+    fn from(row: store::AuditRow) -> AuditEntry {
+        AuditEntry {
+            seq: row.seq,
+            at: row.at,
+            actor: row.actor,
+            action: row.action,
+            resource: row.resource,
+            source: row.source,
+            outcome: row.outcome,
+            detail: row
+                .detail
+                .and_then(|d| serde_json::from_str(&d).ok())
+                .unwrap_or(serde_json::Value::Null),
+        }
+    }
+}
+
+/// The layer around every route: finds the endpoint, the caller and the resource, decides, and
+/// records changes and refusals in the audit trail.
+pub async fn authorize(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let method =
+        if request.method() == Method::HEAD { Method::GET } else { request.method().clone() };
+    let path = request.uri().path().to_string();
+    let Some(matched) = permissions::endpoint_of(method.as_str(), &path, request.uri().query())
+    else {
+        // As the router answers a path it does not have (the CLI says what to check); a route
+        // the permission map does not list is never reached.
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let source = request
+        .extensions()
+        .get::<ConnectInfo<crate::tls::Peer>>()
+        .map_or_else(|| "unknown".to_string(), |c| c.0.0.ip().to_string());
+    let Rule::Needs(permission, from) = matched.endpoint.rule else {
+        return webhook(&state, request, next, &matched, source).await;
+    };
+    let caller = caller(&state, request.headers());
+    let mut audit = Audit { state: &state, caller: &caller, permission, source, method, path };
+    let Some(bindings) = caller.bindings() else {
+        return match &caller {
+            Caller::Hook(grant) if credentials::hook_may(grant, &audit.method, &audit.path) => {
+                let response = next.run(request).await;
+                audit.record(&Resource::Any, outcome(response.status()), None);
+                response
+            }
+            _ => audit.refuse_unauthenticated(),
+        };
+    };
+    let (request, resource) = match resource(&state, request, &matched, from).await {
+        Ok(found) => found,
+        Err(response) => return response,
+    };
+    match decision::decide(&bindings, permission, &resource) {
+        Decision::Allow => {
+            let mut request = request;
+            request.extensions_mut().insert(CallerBindings(bindings));
+            audit.run(request, next, &resource).await
+        }
+        Decision::Deny { missing, resource, would_grant } => {
+            audit.record(&resource, "denied".into(), None);
+            forbidden(&caller, missing, &resource, &would_grant)
+        }
+    }
+}
+
+/// A webhook, which its handler authenticates by its signature: what came of it goes to the
+/// audit trail all the same (a push it accepted, or a call it refused).
+async fn webhook(
+    state: &AppState,
+    request: Request,
+    next: Next,
+    matched: &Matched,
+    source: String,
+) -> Response {
+    let request_line = format!("{} {}", request.method(), request.uri().path());
+    let response = next.run(request).await;
+    let status = response.status();
+    append(
+        state,
+        store::AuditRow {
+            seq: 0,
+            at: crate::clock::now().as_millis(),
+            actor: "webhook".into(),
+            action: "webhook".into(),
+            resource: Resource::Pipeline(matched.param("pipeline").unwrap_or_default().into())
+                .to_string(),
+            source,
+            outcome: if status == StatusCode::UNAUTHORIZED {
+                "unauthenticated".into()
+            } else {
+                outcome(status)
+            },
+            detail: Some(serde_json::json!({ "request": request_line }).to_string()),
+        },
+    );
+    response
+}
+
+/// Appends an entry. A store that cannot be written loses it, with a warning: refusing every
+/// request then would stop rollbacks too.
+fn append(state: &AppState, entry: store::AuditRow) {
+    if let Err(err) = state.store.transaction(|tx| tx.audit_append(&entry)) {
+        tracing::warn!(actor = %entry.actor, action = %entry.action, "audit entry lost: {err}");
+    }
+}
+
+/// The bindings of the caller of an allowed request, for handlers that decide more.
+#[derive(Clone, Debug)]
+pub struct CallerBindings(pub Vec<Binding>);
+
+/// The token from `Authorization: Bearer T`, or HTTP Basic with the token as password (git).
+fn presented_secret(headers: &HeaderMap) -> Option<String> {
+    use base64::Engine;
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    if let Some(token) = value.strip_prefix("Bearer ") {
+        return Some(token.trim().to_string());
+    }
+    let encoded = value.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    Some(text.split_once(':').map_or(text.clone(), |(_, password)| password.to_string()))
+}
+
+fn caller(state: &AppState, headers: &HeaderMap) -> Caller {
+    let Some(secret) = presented_secret(headers) else {
+        return if state.token.is_some() { Caller::Anonymous } else { Caller::Local };
+    };
+    if state
+        .token
+        .as_ref()
+        .is_some_and(|t| crate::http::constant_time_eq(t.as_bytes(), secret.as_bytes()))
+    {
+        return Caller::Bootstrap;
+    }
+    if let Some(grant) = state.shared.hook_tokens.lookup(&secret) {
+        return Caller::Hook(grant);
+    }
+    let now = crate::clock::now();
+    let row = state.store.read(|tx| tx.credential_by_hash(&credentials::hash_secret(&secret)));
+    let row = row.ok().flatten();
+    if let Some(row) = &row
+        && row.last_used_at.is_none_or(|t| now.as_millis() >= t + LAST_USE_RESOLUTION_MS)
+    {
+        // Best effort: a store that cannot be written must not lock everyone out.
+        let _ = state.store.transaction(|tx| tx.credential_touch(&row.name, now.as_millis()));
+    }
+    credentials::named_caller(row, now)
+}
+
+/// The request's resource; for a deployment group in the body, the body is read and put back.
+async fn resource(
+    state: &AppState,
+    request: Request,
+    matched: &Matched,
+    from: ResourceFrom,
+) -> Result<(Request, Resource), Response> {
+    let param = |name| matched.param(name).unwrap_or_default().to_string();
+    let resource = match from {
+        ResourceFrom::Any => Resource::Any,
+        ResourceFrom::Global => Resource::Global,
+        ResourceFrom::Pipeline => Resource::Pipeline(param("name")),
+        ResourceFrom::PipelineOfRun => {
+            let run = matched.param("execution").or(matched.param("id")).unwrap_or_default();
+            Resource::Pipeline(permissions::pipeline_of_run(run).to_string())
+        }
+        ResourceFrom::Repository => Resource::Repository(
+            matched.param("repo").or(matched.param("name")).unwrap_or_default().to_string(),
+        ),
+        ResourceFrom::GroupOfDeployment => {
+            let id = param("id");
+            match state.store.read(|tx| tx.deployment_get(&id)) {
+                Ok(Some(row)) => Resource::DeploymentGroup(format!(
+                    "{}/{}",
+                    row.application, row.deployment_group
+                )),
+                // An unknown deployment belongs to no group: only a binding on `*` reaches its
+                // 404, so a scoped credential learns nothing about other groups' ids.
+                _ => Resource::Global,
+            }
+        }
+        ResourceFrom::GroupInBody => {
+            let (parts, body) = request.into_parts();
+            let bytes = axum::body::to_bytes(body, INSPECTED_BODY_MAX).await.map_err(|_| {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "the request body is over 16 MiB")
+                    .into_response()
+            })?;
+            #[derive(Deserialize)]
+            struct GroupField {
+                group: String,
+            }
+            let group = serde_json::from_slice::<GroupField>(&bytes).map(|g| g.group);
+            // A body without a group is the handler's to refuse; only `*` gets that far.
+            let resource = group.map_or(Resource::Global, Resource::DeploymentGroup);
+            return Ok((Request::from_parts(parts, Body::from(bytes)), resource));
+        }
+    };
+    Ok((request, resource))
+}
+
+fn outcome(status: StatusCode) -> String {
+    if status.is_success() { "succeeded".into() } else { format!("failed ({})", status.as_u16()) }
+}
+
+fn forbidden(
+    caller: &Caller,
+    missing: Permission,
+    resource: &Resource,
+    would_grant: &Binding,
+) -> Response {
+    let scope = would_grant.scopes.join(",");
+    let role = match &would_grant.grants {
+        decision::Grants::Role(role) => role.as_str(),
+        decision::Grants::Permissions(_) => "admin",
+    };
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        format!(
+            "{} lacks the permission `{missing}` on {resource}; a binding of {would_grant} \
+             grants it (an admin runs `cutover tokens create NAME --role {role} --scope '{scope}'`; \
+             docs/access.md lists what each role may do)",
+            caller.actor()
+        ),
+    )
+    .into_response()
+}
+
+/// One request's entry in the audit trail.
+struct Audit<'a> {
+    state: &'a AppState,
+    caller: &'a Caller,
+    permission: Permission,
+    source: String,
+    method: Method,
+    path: String,
+}
+
+impl Audit<'_> {
+    fn record(&self, resource: &Resource, outcome: String, detail: Option<serde_json::Value>) {
+        let mut detail = detail.unwrap_or_else(|| serde_json::json!({}));
+        detail["request"] = format!("{} {}", self.method, self.path).into();
+        let entry = store::AuditRow {
+            seq: 0,
+            at: crate::clock::now().as_millis(),
+            actor: self.caller.actor(),
+            action: self.permission.name().to_string(),
+            resource: resource.to_string(),
+            source: self.source.clone(),
+            outcome,
+            detail: Some(detail.to_string()),
+        };
+        append(self.state, entry);
+    }
+
+    fn refuse_unauthenticated(&mut self) -> Response {
+        let message = match self.caller {
+            Caller::Hook(grant) => {
+                self.record(&Resource::Any, "denied".into(), None);
+                return ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "a hook's token only reports its own execution (PUT {}); use the API \
+                         token for anything else",
+                        grant.report_path()
+                    ),
+                )
+                .into_response();
+            }
+            Caller::Expired { name, at } => format!(
+                "the credential {name} expired at {}; ask an admin for a new one (`cutover tokens \
+                 create`), then pass it with --token or CUTOVER_TOKEN",
+                utc_text(at.as_millis())
+            ),
+            Caller::Unknown => "this token is not valid (revoked, expired or mistyped): pass a \
+                                valid one with --token or CUTOVER_TOKEN"
+                .into(),
+            _ => "this API needs a token: pass --token or set CUTOVER_TOKEN (the bootstrap token \
+                  is the one `cutover up` was given, or DATA_DIR/token; an admin creates named \
+                  ones with `cutover tokens create`)"
+                .into(),
+        };
+        self.record(&Resource::Any, "unauthenticated".into(), None);
+        let mut response = ApiError::new(StatusCode::UNAUTHORIZED, message).into_response();
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, "Basic realm=\"cutover\"".parse().expect("static"));
+        response
+    }
+
+    /// Runs an allowed request; a change goes to the audit trail with its outcome (and for
+    /// `apply` the plan, for `deploy` the deployment's id).
+    async fn run(&self, request: Request, next: Next, resource: &Resource) -> Response {
+        // A read changes nothing, whatever it reads (credentials, the trail itself).
+        let changes = self.method != Method::GET && self.permission.changes();
+        let response = next.run(request).await;
+        if !changes {
+            return response;
+        }
+        let status = response.status();
+        if !matches!(self.permission, Permission::Apply | Permission::Deploy)
+            || !status.is_success()
+        {
+            self.record(resource, outcome(status), None);
+            return response;
+        }
+        let (parts, body) = response.into_parts();
+        let Ok(bytes) = axum::body::to_bytes(body, INSPECTED_BODY_MAX).await else {
+            self.record(resource, outcome(status), None);
+            return ApiError::internal("the answer was too large to record").into_response();
+        };
+        let answer: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        let detail = match self.permission {
+            Permission::Apply => serde_json::json!({
+                "plan": answer.get("plan"), "applied": answer.get("applied"),
+            }),
+            _ => serde_json::json!({ "deployment": answer.get("id") }),
+        };
+        self.record(resource, outcome(status), Some(detail));
+        Response::from_parts(parts, Body::from(bytes))
+    }
+}
+
+/// A time as people read it in lists and messages: `2026-12-06 10:44:37Z` (UTC).
+pub fn utc_text(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, day_secs) = ((secs / 86_400) as i64, secs % 86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (h, m, s) = (day_secs / 3600, (day_secs / 60) % 60, day_secs % 60);
+    format!("{year:04}-{month:02}-{day:02} {h:02}:{m:02}:{s:02}Z")
+}
+
+// -- credentials and the audit trail
+
+fn token_view(row: &store::CredentialRow) -> TokenView {
+    let bindings = serde_json::from_str::<StoredBindings>(&row.bindings)
+        .map(|b| b.bindings.iter().map(|b| b.to_string()).collect())
+        .unwrap_or_else(|_| vec!["(unreadable: grants nothing)".into()]);
+    TokenView {
+        name: row.name.clone(),
+        bindings,
+        created_at: row.created_at,
+        expires_at: row.expires_at,
+        last_used_at: row.last_used_at,
+    }
+}
+
+pub async fn list_tokens(State(state): State<AppState>) -> Result<Json<Vec<TokenView>>, ApiError> {
+    let rows = state.store.read(|tx| tx.credential_list())?;
+    Ok(Json(rows.iter().map(token_view).collect()))
+}
+
+pub async fn create_token(
+    State(state): State<AppState>,
+    axum::Extension(CallerBindings(creator)): axum::Extension<CallerBindings>,
+    Json(request): Json<CreateTokenRequest>,
+) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
+    credentials::check_name(&request.name).map_err(|err| ApiError::bad_request(err.to_string()))?;
+    let binding = Binding::new(request.role.as_deref(), &request.permissions, &request.scopes)
+        .map_err(|err| ApiError::bad_request(err.to_string()))?;
+    if let Some(permission) = decision::not_held(&creator, &binding) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "a credential grants only what its creator holds everywhere, and this one lacks \
+                 `{permission}` on *; leave it out, or have an admin create the credential"
+            ),
+        ));
+    }
+    let secret = credentials::generate_secret();
+    let now = crate::clock::now().as_millis();
+    let row = store::CredentialRow {
+        name: request.name.clone(),
+        secret_hash: credentials::hash_secret(&secret),
+        bindings: serde_json::to_string(&StoredBindings { bindings: vec![binding] })?,
+        created_at: now,
+        expires_at: request.expires_in_ms.map(|ms| now.saturating_add(ms)),
+        last_used_at: None,
+    };
+    if !state.store.transaction(|tx| tx.credential_create(&row))? {
+        return Err(ApiError::conflict(format!(
+            "a credential named {} exists; revoke it first (`cutover tokens revoke {}`) or \
+             choose another name",
+            request.name, request.name
+        )));
+    }
+    Ok((StatusCode::CREATED, Json(CreatedToken { token: token_view(&row), secret })))
+}
+
+pub async fn revoke_token(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if !state.store.transaction(|tx| tx.credential_delete(&name))? {
+        return Err(ApiError::not_found(format!(
+            "no credential {name}; `cutover tokens list` shows them"
+        )));
+    }
+    Ok(Json(serde_json::json!({ "revoked": name })))
+}
+
+#[derive(Deserialize)]
+pub struct AuditQuery {
+    actor: Option<String>,
+    action: Option<String>,
+    resource: Option<String>,
+    /// Milliseconds since the epoch.
+    since: Option<u64>,
+    /// Only the last this many milliseconds (by the control plane's clock).
+    within_ms: Option<u64>,
+    after: Option<u64>,
+    limit: Option<u32>,
+}
+
+pub async fn audit_trail(
+    State(state): State<AppState>,
+    Query(query): Query<AuditQuery>,
+) -> Result<Json<Vec<AuditEntry>>, ApiError> {
+    let filter = store::AuditFilter {
+        actor: query.actor,
+        action: query.action,
+        resource: query.resource,
+        since: query
+            .since
+            .max(query.within_ms.map(|ms| crate::clock::now().as_millis().saturating_sub(ms))),
+        after: query.after,
+        limit: query.limit.unwrap_or(1000).min(100_000),
+    };
+    let rows = state.store.read(|tx| tx.audit_list(&filter))?;
+    Ok(Json(rows.into_iter().map(AuditEntry::from).collect()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn times_read_as_utc_dates() {
+        assert_eq!(super::utc_text(0), "1970-01-01 00:00:00Z");
+        assert_eq!(super::utc_text(951_782_400_000), "2000-02-29 00:00:00Z");
+        assert_eq!(super::utc_text(1_796_553_877_999), "2026-12-06 10:44:37Z");
+    }
+}

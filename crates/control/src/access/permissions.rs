@@ -1,0 +1,467 @@
+//! The permission map: every endpoint of the API (the control plane's and the pipelines' router,
+//! which `serve` merges) with the permission it needs and where the resource it acts on comes
+//! from. The authorization layer, `docs/access.md` and the end-to-end table test all read
+//! [`ENDPOINTS`], so an endpoint missing here is refused to everyone and fails those tests.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// One thing a caller can do, named after the API's actions (as IAM's `codedeploy:*` actions).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Permission {
+    Read,
+    Logs,
+    Deploy,
+    Continue,
+    Stop,
+    Rollback,
+    ReportHook,
+    Approve,
+    Push,
+    StartPipeline,
+    StopPipeline,
+    Apply,
+    Credentials,
+    Audit,
+    Shutdown,
+}
+
+impl Permission {
+    pub const ALL: [Permission; 15] = [
+        Permission::Read,
+        Permission::Logs,
+        Permission::Deploy,
+        Permission::Continue,
+        Permission::Stop,
+        Permission::Rollback,
+        Permission::ReportHook,
+        Permission::Approve,
+        Permission::Push,
+        Permission::StartPipeline,
+        Permission::StopPipeline,
+        Permission::Apply,
+        Permission::Credentials,
+        Permission::Audit,
+        Permission::Shutdown,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Permission::Read => "read",
+            Permission::Logs => "logs",
+            Permission::Deploy => "deploy",
+            Permission::Continue => "continue",
+            Permission::Stop => "stop",
+            Permission::Rollback => "rollback",
+            Permission::ReportHook => "report-hook",
+            Permission::Approve => "approve",
+            Permission::Push => "push",
+            Permission::StartPipeline => "start-pipeline",
+            Permission::StopPipeline => "stop-pipeline",
+            Permission::Apply => "apply",
+            Permission::Credentials => "credentials",
+            Permission::Audit => "audit",
+            Permission::Shutdown => "shutdown",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Permission> {
+        Permission::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    /// What it allows, in a sentence, with its AWS counterpart.
+    pub fn description(self) -> &'static str {
+        match self {
+            Permission::Read => {
+                "Read everything but logs, the audit trail and credentials: status, services, \
+                 tasks, target groups, task definitions, deployments and their events, alarms, \
+                 metrics, repositories, pipelines, executions, builds; clone and fetch hosted \
+                 repositories (AWS: `codedeploy:Get*`, `List*`, `BatchGet*`)."
+            }
+            Permission::Logs => {
+                "Read task and build output, which may hold what programs print about their \
+                 secrets (AWS: `logs:GetLogEvents`)."
+            }
+            Permission::Deploy => {
+                "Start a deployment in a deployment group, with its task definition \
+                 (`codedeploy:CreateDeployment`, `ecs:RegisterTaskDefinition`)."
+            }
+            Permission::Continue => {
+                "End a deployment's ready wait or termination wait \
+                 (`codedeploy:ContinueDeployment`)."
+            }
+            Permission::Stop => {
+                "Stop a deployment; the group's auto-rollback decides what happens to traffic, \
+                 unless the request says (`codedeploy:StopDeployment`)."
+            }
+            Permission::Rollback => {
+                "Stop a deployment and put production and test traffic back on blue \
+                 (`codedeploy:StopDeployment` with `autoRollbackEnabled`)."
+            }
+            Permission::ReportHook => {
+                "Report a lifecycle hook's result \
+                 (`codedeploy:PutLifecycleEventHookExecutionStatus`); a hook's own token \
+                 reports its own execution without it."
+            }
+            Permission::Approve => {
+                "Approve or reject a pipeline's manual approval \
+                 (`codepipeline:PutApprovalResult`)."
+            }
+            Permission::Push => "Push to a hosted repository over HTTP (`codecommit:GitPush`).",
+            Permission::StartPipeline => {
+                "Start a pipeline, or retry a stage of one of its executions \
+                 (`codepipeline:StartPipelineExecution`, `RetryStageExecution`)."
+            }
+            Permission::StopPipeline => {
+                "Stop or abandon a pipeline's execution (`codepipeline:StopPipelineExecution`)."
+            }
+            Permission::Apply => {
+                "Change the configuration: apply cutover.yaml (load balancers, services, groups, \
+                 hooks, pipelines), register and deregister targets and task definitions, create \
+                 and delete repositories (`codedeploy:CreateDeploymentGroup`, \
+                 `elasticloadbalancing:*`, …)."
+            }
+            Permission::Credentials => {
+                "Create, list and revoke named credentials (`iam:CreateAccessKey`, …)."
+            }
+            Permission::Audit => "Read the audit trail (`cloudtrail:LookupEvents`).",
+            Permission::Shutdown => "Stop cutover: tasks, load balancer and control plane.",
+        }
+    }
+
+    /// The CLI commands that need it.
+    pub fn commands(self) -> &'static str {
+        match self {
+            Permission::Read => {
+                "`status`, `services`, `tasks list`, `target-groups list|get`, \
+                 `task-definitions list|get`, `deployment-configs`, `deployments list|get|watch`, \
+                 `deploy --wait`, `alarms`, `metrics`, `repos list|get`, `pipelines \
+                 list|get|executions|execution`, `builds get`, `git clone`/`fetch`"
+            }
+            Permission::Logs => "`logs`, `builds logs`",
+            Permission::Deploy => "`deploy`",
+            Permission::Continue => "`deployments continue`",
+            Permission::Stop => "`deployments stop`",
+            Permission::Rollback => "`deployments rollback`",
+            Permission::ReportHook => "`hooks report`",
+            Permission::Approve => "`approvals approve|reject`",
+            Permission::Push => "`git push`",
+            Permission::StartPipeline => "`pipelines start|retry`",
+            Permission::StopPipeline => "`pipelines stop`",
+            Permission::Apply => {
+                "`apply`, `target-groups register|deregister`, `task-definitions \
+                 register|deregister`, `repos create|delete`"
+            }
+            Permission::Credentials => "`tokens create|list|revoke`",
+            Permission::Audit => "`audit`",
+            Permission::Shutdown => "`down`",
+        }
+    }
+
+    /// Whether a request it allows, other than a `GET`, changes something (and so goes to the
+    /// audit trail): a `git fetch` is a `POST` that only reads.
+    pub fn changes(self) -> bool {
+        !matches!(self, Permission::Read | Permission::Logs | Permission::Audit)
+    }
+}
+
+impl fmt::Display for Permission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What a request acts on, for scoped bindings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Resource {
+    /// Not scoped: reads, which any binding with the permission grants wherever it is scoped
+    /// (a team reads the others' services).
+    Any,
+    /// The whole installation (configuration, credentials, shutdown): only a binding scoped to
+    /// `*` grants it.
+    Global,
+    /// A deployment group, `application/group`.
+    DeploymentGroup(String),
+    Pipeline(String),
+    Repository(String),
+}
+
+impl Resource {
+    /// The name a binding's scope is matched against.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            Resource::Any | Resource::Global => None,
+            Resource::DeploymentGroup(n) | Resource::Pipeline(n) | Resource::Repository(n) => {
+                Some(n)
+            }
+        }
+    }
+}
+
+impl fmt::Display for Resource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Resource::Any | Resource::Global => f.write_str("*"),
+            Resource::DeploymentGroup(n) => write!(f, "deployment group {n}"),
+            Resource::Pipeline(n) => write!(f, "pipeline {n}"),
+            Resource::Repository(n) => write!(f, "repository {n}"),
+        }
+    }
+}
+
+/// Where an endpoint's resource comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResourceFrom {
+    Any,
+    Global,
+    /// The `group` field of the JSON body (`POST /v1/deployments`).
+    GroupInBody,
+    /// The deployment group of the deployment `{id}` (looked up in the store).
+    GroupOfDeployment,
+    /// The pipeline `{name}`.
+    Pipeline,
+    /// The pipeline of the execution or build `{id}`/`{execution}` (`web-3`, `web-b3`).
+    PipelineOfRun,
+    /// The repository `{name}`, or `{repo}` of a git path.
+    Repository,
+}
+
+/// Who may call an endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rule {
+    /// Authenticated otherwise (a webhook's signature).
+    Public,
+    Needs(Permission, ResourceFrom),
+}
+
+/// One endpoint: a method, a path pattern (axum's `{param}` segments; `{repo}.git` matches a
+/// segment ending in `.git`), and optionally the query that tells it apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub query: Option<&'static str>,
+    pub rule: Rule,
+}
+
+const fn needs(
+    method: &'static str,
+    path: &'static str,
+    permission: Permission,
+    from: ResourceFrom,
+) -> Endpoint {
+    Endpoint { method, path, query: None, rule: Rule::Needs(permission, from) }
+}
+
+use Permission as P;
+use ResourceFrom as R;
+
+/// Every endpoint, in the order they are matched (a more specific one first).
+pub const ENDPOINTS: &[Endpoint] = &[
+    needs("GET", "/v1/status", P::Read, R::Any),
+    needs("POST", "/v1/apply", P::Apply, R::Global),
+    needs("GET", "/v1/services", P::Read, R::Any),
+    needs("GET", "/v1/services/{name}", P::Read, R::Any),
+    needs("GET", "/v1/tasks", P::Read, R::Any),
+    needs("GET", "/v1/tasks/{id}/logs", P::Logs, R::Any),
+    needs("GET", "/v1/target-groups", P::Read, R::Any),
+    needs("GET", "/v1/target-groups/{name}", P::Read, R::Any),
+    needs("POST", "/v1/target-groups/{name}/targets", P::Apply, R::Global),
+    needs("DELETE", "/v1/target-groups/{name}/targets", P::Apply, R::Global),
+    needs("GET", "/v1/task-definitions", P::Read, R::Any),
+    needs("POST", "/v1/task-definitions", P::Apply, R::Global),
+    needs("GET", "/v1/task-definitions/{id}", P::Read, R::Any),
+    needs("DELETE", "/v1/task-definitions/{id}", P::Apply, R::Global),
+    needs("GET", "/v1/deployment-configs", P::Read, R::Any),
+    needs("GET", "/v1/deployment-configs/{name}/preview", P::Read, R::Any),
+    needs("GET", "/v1/deployments", P::Read, R::Any),
+    needs("POST", "/v1/deployments", P::Deploy, R::GroupInBody),
+    needs("GET", "/v1/deployments/{id}", P::Read, R::Any),
+    needs("GET", "/v1/deployments/{id}/events", P::Read, R::Any),
+    needs("POST", "/v1/deployments/{id}/stop", P::Stop, R::GroupOfDeployment),
+    needs("POST", "/v1/deployments/{id}/rollback", P::Rollback, R::GroupOfDeployment),
+    needs("POST", "/v1/deployments/{id}/continue", P::Continue, R::GroupOfDeployment),
+    needs(
+        "PUT",
+        "/v1/deployments/{id}/lifecycle-hooks/{execution}",
+        P::ReportHook,
+        R::GroupOfDeployment,
+    ),
+    needs("GET", "/v1/alarms", P::Read, R::Any),
+    needs("GET", "/v1/alarms/{name}", P::Read, R::Any),
+    needs("GET", "/v1/metrics/query", P::Read, R::Any),
+    needs("POST", "/v1/shutdown", P::Shutdown, R::Global),
+    needs("GET", "/v1/metrics", P::Read, R::Any),
+    needs("GET", "/metrics", P::Read, R::Any),
+    // Credentials and the audit trail (`access`).
+    needs("GET", "/v1/tokens", P::Credentials, R::Global),
+    needs("POST", "/v1/tokens", P::Credentials, R::Global),
+    needs("DELETE", "/v1/tokens/{name}", P::Credentials, R::Global),
+    needs("GET", "/v1/audit", P::Audit, R::Global),
+    // The pipelines' router.
+    needs("GET", "/v1/repos", P::Read, R::Any),
+    needs("POST", "/v1/repos", P::Apply, R::Global),
+    needs("GET", "/v1/repos/{name}", P::Read, R::Any),
+    needs("DELETE", "/v1/repos/{name}", P::Apply, R::Global),
+    Endpoint {
+        method: "GET",
+        path: "/git/{repo}.git/info/refs",
+        query: Some("service=git-receive-pack"),
+        rule: Rule::Needs(P::Push, R::Repository),
+    },
+    needs("GET", "/git/{repo}.git/info/refs", P::Read, R::Any),
+    needs("POST", "/git/{repo}.git/git-upload-pack", P::Read, R::Any),
+    needs("POST", "/git/{repo}.git/git-receive-pack", P::Push, R::Repository),
+    needs("GET", "/v1/pipelines", P::Read, R::Any),
+    needs("GET", "/v1/pipelines/{name}", P::Read, R::Any),
+    needs("POST", "/v1/pipelines/{name}/start", P::StartPipeline, R::Pipeline),
+    needs("GET", "/v1/pipelines/{name}/executions", P::Read, R::Any),
+    needs("GET", "/v1/pipelines/{name}/executions/{id}", P::Read, R::Any),
+    needs("POST", "/v1/pipelines/{name}/executions/{id}/stop", P::StopPipeline, R::Pipeline),
+    needs("POST", "/v1/pipelines/{name}/executions/{id}/retry", P::StartPipeline, R::Pipeline),
+    needs("POST", "/v1/approvals/{execution}/approve", P::Approve, R::PipelineOfRun),
+    needs("POST", "/v1/approvals/{execution}/reject", P::Approve, R::PipelineOfRun),
+    needs("GET", "/v1/builds/{id}", P::Read, R::Any),
+    needs("GET", "/v1/builds/{id}/logs", P::Logs, R::Any),
+    Endpoint { method: "POST", path: "/v1/webhooks/{pipeline}", query: None, rule: Rule::Public },
+];
+
+/// A request matched to its endpoint, with the path's parameters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Matched {
+    pub endpoint: &'static Endpoint,
+    pub params: Vec<(&'static str, String)>,
+}
+
+impl Matched {
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// The endpoint a request is for; `None` when no endpoint has that method and path.
+pub fn endpoint_of(method: &str, path: &str, query: Option<&str>) -> Option<Matched> {
+    ENDPOINTS.iter().find_map(|endpoint| {
+        if endpoint.method != method {
+            return None;
+        }
+        if let Some(wanted) = endpoint.query
+            && !query.is_some_and(|q| q.split('&').any(|pair| pair == wanted))
+        {
+            return None;
+        }
+        let params = match_path(endpoint.path, path)?;
+        Some(Matched { endpoint, params })
+    })
+}
+
+/// The parameters of `path` when it has the shape of `pattern`.
+fn match_path(pattern: &'static str, path: &str) -> Option<Vec<(&'static str, String)>> {
+    let mut wanted = pattern.split('/');
+    let mut given = path.split('/');
+    let mut params = Vec::new();
+    loop {
+        match (wanted.next(), given.next()) {
+            (None, None) => return Some(params),
+            (Some(w), Some(g)) => {
+                if let Some(rest) = w.strip_prefix('{') {
+                    let (name, suffix) = rest.split_once('}')?;
+                    let value = g.strip_suffix(suffix)?;
+                    if value.is_empty() {
+                        return None;
+                    }
+                    params.push((name, value.to_string()));
+                } else if w != g {
+                    return None;
+                }
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// The pipeline of an execution (`web-3`) or a build (`web-b3`): what precedes the last `-`.
+pub fn pipeline_of_run(id: &str) -> &str {
+    id.rsplit_once('-').map_or(id, |(pipeline, _)| pipeline)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_match_their_endpoint_with_its_parameters() {
+        let m = endpoint_of("POST", "/v1/deployments/d-7/rollback", None).unwrap();
+        assert_eq!(m.endpoint.rule, Rule::Needs(P::Rollback, R::GroupOfDeployment));
+        assert_eq!(m.param("id"), Some("d-7"));
+        let push = endpoint_of("GET", "/git/web.git/info/refs", Some("service=git-receive-pack"));
+        assert_eq!(push.unwrap().endpoint.rule, Rule::Needs(P::Push, R::Repository));
+        let fetch = endpoint_of("GET", "/git/web.git/info/refs", Some("service=git-upload-pack"));
+        let fetch = fetch.unwrap();
+        assert_eq!(fetch.endpoint.rule, Rule::Needs(P::Read, R::Any));
+        assert_eq!(fetch.param("repo"), Some("web"));
+        assert_eq!(endpoint_of("GET", "/v1/deployments/d-7/rollback", None), None);
+        assert_eq!(endpoint_of("POST", "/v1/deployments/d-7/rollback/", None), None);
+        assert_eq!(endpoint_of("GET", "/git/.git/info/refs", None), None);
+        assert_eq!(pipeline_of_run("web-api-12"), "web-api");
+        assert_eq!(pipeline_of_run("web-b3"), "web");
+    }
+
+    /// The routes the two routers declare, read from their source: each method of each
+    /// `.route("PATH", get(…).post(…))`.
+    fn declared_routes() -> Vec<(String, String)> {
+        let sources =
+            [include_str!("../http.rs"), include_str!("../../../pipelines/src/routes.rs")];
+        let mut routes = Vec::new();
+        for source in sources {
+            for call in source.split(".route(\"").skip(1) {
+                let Some((path, rest)) = call.split_once('"') else { continue };
+                // The handlers: up to the parenthesis that closes `.route(`.
+                let mut depth = 1;
+                let end = rest
+                    .char_indices()
+                    .find(|&(_, c)| {
+                        depth += match c {
+                            '(' => 1,
+                            ')' => -1,
+                            _ => 0,
+                        };
+                        depth == 0
+                    })
+                    .map_or(rest.len(), |(i, _)| i);
+                let args = &rest[..end];
+                for (method, call) in
+                    [("GET", "get("), ("POST", "post("), ("PUT", "put("), ("DELETE", "delete(")]
+                {
+                    if args.contains(call) {
+                        routes.push((method.to_string(), path.to_string()));
+                    }
+                }
+                if args.contains("any(") {
+                    routes.push(("ANY".to_string(), path.to_string()));
+                }
+            }
+        }
+        routes
+    }
+
+    #[test]
+    fn every_route_of_both_routers_has_an_entry_in_the_permission_map() {
+        let routes = declared_routes();
+        assert!(routes.len() > 40, "found only {routes:?}");
+        for (method, path) in routes {
+            if path == "/git/{*rest}" {
+                // git's smart HTTP protocol: its three endpoints are listed one by one.
+                assert!(ENDPOINTS.iter().filter(|e| e.path.starts_with("/git/")).count() == 4);
+                continue;
+            }
+            assert!(
+                ENDPOINTS.iter().any(|e| e.method == method && e.path == path),
+                "{method} {path} is routed but has no entry in access::permissions::ENDPOINTS: \
+                 add one with the permission it needs (and run UPDATE_EXPECT=1 for docs/access.md)"
+            );
+        }
+    }
+}
