@@ -51,8 +51,8 @@ pub async fn apply(
     }
 
     validate_routes(engine, &plan.candidate).await?;
-    let drained = commit::commit(engine, &file, &pipelines, &mut plan, &task_definitions, now)?;
-    engine.note_removals(&drained);
+    // The tasks it drained record their drains themselves (`records::note_removal`).
+    commit::commit(engine, &file, &pipelines, &mut plan, &task_definitions, now)?;
     {
         let mut monitor = engine.shared.monitor.lock().unwrap_or_else(|p| p.into_inner());
         for name in &plan.removed.alarms {

@@ -21,7 +21,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use model::{DeploymentStatus, Timestamp};
-use reconciler::{FailureRecord, GreenVerdict, GreenView};
+use reconciler::{GreenVerdict, GreenView};
 use rollout::{Effect, Input, Rollout};
 use routes::{HealthReport, RouteTable};
 use runtime::{Runtime, TaskHandle, TaskState};
@@ -37,6 +37,7 @@ use crate::error::ApiError;
 use crate::hooks::{self, HookContext, HookRun};
 use crate::lb::LbClient;
 use crate::outage::StoreOutage;
+use crate::records;
 use crate::state::{self, Snapshot};
 
 pub type Reply = oneshot::Sender<Result<serde_json::Value, ApiError>>;
@@ -158,10 +159,6 @@ pub struct Engine {
     tx: mpsc::Sender<Msg>,
     pusher: crate::pollers::RoutePusher,
     running_hooks: HashMap<(String, String), tokio::task::JoinHandle<()>>,
-    failures: HashMap<String, FailureRecord>,
-    /// Routes version at which a deactivating task left the table; the data plane releasing it
-    /// (no longer listing it) after that version means its drain is over.
-    removed_at_version: HashMap<String, u64>,
     /// Green's verdict may use the tasks' health: it was derived from a health report about
     /// the routing table last ordered (or a later one).
     health_fresh: bool,
@@ -169,8 +166,6 @@ pub struct Engine {
     health_known: bool,
     shutting_down: bool,
     health_checked: HashMap<String, bool>,
-    /// (deployment, alarm instance) pairs already handed to a deployment.
-    alarms_fed: std::collections::HashSet<(String, String)>,
     /// Set while the store cannot be written.
     outage: Option<StoreOutage>,
     /// Reports the store could not take, in the order they came, to apply once it can.
@@ -204,13 +199,10 @@ impl Engine {
             tx,
             pusher,
             running_hooks: HashMap::new(),
-            failures: HashMap::new(),
-            removed_at_version: HashMap::new(),
             health_fresh: false,
             health_known: false,
             shutting_down: false,
             health_checked: HashMap::new(),
-            alarms_fed: std::collections::HashSet::new(),
             outage: None,
             deferred: Vec::new(),
         }
@@ -228,6 +220,11 @@ impl Engine {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         self.routes_version = served.max(stored);
+        if served > stored {
+            // Drains count from the version the data plane serves (`records::note_removal`).
+            let version = served.to_string();
+            self.store.transaction(|tx| tx.meta_set("routes_version", &version))?;
+        }
 
         let mut owned: HashMap<String, (String, TaskHandle)> = HashMap::new();
         for (kind, rt) in &self.runtimes {
@@ -267,11 +264,11 @@ impl Engine {
                     task.stopped_reason.get_or_insert_with(|| {
                         "task was gone when the control plane restarted".into()
                     });
-                    self.note_failure(
-                        &task.task_set_id,
-                        "task exited while the control plane was down",
-                        now,
-                    );
+                    self.store.transaction(|tx| {
+                        let reason = "task exited while the control plane was down";
+                        records::note_failure(tx, &task.task_set_id, reason, now)?;
+                        records::forget_removal(tx, &task.id)
+                    })?;
                 }
             }
             self.store.transaction(|tx| tx.task_put(&task))?;
@@ -342,7 +339,12 @@ impl Engine {
     /// the loop again at once. The pollers' messages wake it at least every few hundred ms.
     fn next_deadline(&self, now: Timestamp) -> Option<Timestamp> {
         let machines = self.machines.values().filter_map(Rollout::poll_timeout);
-        let retries = self.failures.values().map(FailureRecord::retry_at);
+        let retries = self
+            .store
+            .read(records::all_failures)
+            .unwrap_or_default()
+            .into_values()
+            .map(|record| record.retry_at());
         let drains = self
             .store
             .read(|tx| tx.task_list(0))
@@ -594,7 +596,7 @@ impl Engine {
     /// failed with auto-rollback off) and left green in place: production and test traffic go
     /// back to blue in one routing change, and green drains and stops.
     fn roll_back_leftover(&mut self, id: &str, now: Timestamp) -> Result<(), ApiError> {
-        let drained = self.store.transaction(|tx| {
+        self.store.transaction(|tx| {
             let mut row = tx
                 .deployment_get(id)?
                 .ok_or_else(|| store::Error::Conflict(format!("deployment {id} vanished")))?;
@@ -602,15 +604,10 @@ impl Engine {
             body.route_production_green_percent = 0;
             body.route_test_to_green = false;
             body.rolled_back = true;
-            let drained = match &body.green_task_set {
-                Some(green) => drain_task_set(
-                    tx,
-                    green,
-                    now,
-                    &format!("deployment {id} was rolled back: green stopped"),
-                )?,
-                None => Vec::new(),
-            };
+            if let Some(green) = &body.green_task_set {
+                let reason = format!("deployment {id} was rolled back: green stopped");
+                drain_task_set(tx, green, now, &reason)?;
+            }
             let key = format!("{}/{}", body.application, body.deployment_group);
             let mut group_state: GroupState =
                 state::doc(tx, KIND_GROUP_STATE, &key)?.unwrap_or_default();
@@ -630,11 +627,8 @@ impl Engine {
                 "rollback",
                 "rolled back by request: production and test traffic on blue, green stopping",
             )?;
-            Ok(drained)
+            Ok(())
         })?;
-        for task in drained {
-            self.note_removal(&task);
-        }
         Ok(())
     }
 
@@ -716,6 +710,9 @@ impl Engine {
             if finished && row.completed_at.is_none() {
                 row.completed_at = Some(now.as_millis());
             }
+            if finished {
+                records::forget_deployment(tx, id)?;
+            }
             tx.deployment_put(&row)?;
             tx.resource_put(
                 KIND_GROUP_STATE,
@@ -745,9 +742,6 @@ impl Engine {
                 // The machine's own timeout for the hook settles it.
                 warn!(deployment = %id, "starting hook {hook}: {}", err.body.error);
             }
-        }
-        for task in work.tasks_to_stop {
-            self.note_removal(&task);
         }
         if finished {
             self.machines.remove(id);
@@ -991,6 +985,11 @@ impl Engine {
         // Level-triggered, as CodeDeploy polls alarm states: an alarm in ALARM stops every
         // deployment that watches it, also one that started watching after the alarm fired.
         let mut to_feed = Vec::new();
+        let handed_over: BTreeMap<String, std::collections::BTreeSet<String>> =
+            self.store.read(|tx| {
+                let ids = watching.iter().map(|(id, ..)| id);
+                ids.map(|id| Ok((id.clone(), records::alarms_handed_over(tx, id)?))).collect()
+            })?;
         {
             let monitor = self.monitor();
             for (id, green, watched) in &watching {
@@ -1001,7 +1000,7 @@ impl Engine {
                     };
                     let Some(alarm) = monitor.alarm(&key) else { continue };
                     if alarm.state() != alarms::AlarmState::Alarm
-                        || self.alarms_fed.contains(&(id.clone(), key.clone()))
+                        || handed_over.get(id).is_some_and(|keys| keys.contains(&key))
                     {
                         continue;
                     }
@@ -1018,10 +1017,12 @@ impl Engine {
         }
         for (id, key, name, reason) in to_feed {
             let event = format!("alarm {name} is in ALARM: {reason}");
-            // Not yet counted as handed over: an alarm whose event cannot be written is tried
-            // again on the next pass (alarms are level-triggered).
-            self.store.transaction(|tx| tx.event_append(&id, now.as_millis(), "alarm", &event))?;
-            self.alarms_fed.insert((id.clone(), key));
+            // Counted as handed over with its event: an alarm whose event cannot be written is
+            // tried again on the next pass (alarms are level-triggered).
+            self.store.transaction(|tx| {
+                tx.event_append(&id, now.as_millis(), "alarm", &event)?;
+                records::note_alarm_handed_over(tx, &id, &key, now)
+            })?;
             self.apply_report(Report::Input {
                 deployment_id: id,
                 input: Input::Alarm { name, reason },
@@ -1078,6 +1079,7 @@ impl Engine {
             return Ok(());
         }
         let before = task.clone();
+        let mut failure = None;
         match state {
             TaskState::Running { health } => {
                 let ts = self.store.read(|tx| tx.task_set_get(&task.task_set_id))?;
@@ -1098,14 +1100,17 @@ impl Engine {
                     task.health = reconciler::task_health(health, checked, lb_state, tg.is_some());
                 }
                 if task.health == model::TaskHealth::Healthy {
-                    self.failures.remove(&task.task_set_id);
+                    self.end_failures(&task.task_set_id)?;
                 }
                 if health == reconciler::ContainerHealth::Unhealthy
                     && task.desired_status == model::DesiredStatus::Running
                 {
                     // ECS replaces a task whose essential container is unhealthy.
-                    self.note_failure(&task.task_set_id, "container health check failed", now);
-                    self.store.transaction(|tx| tx.task_put(&task))?;
+                    self.store.transaction(|tx| {
+                        let reason = "container health check failed";
+                        records::note_failure(tx, &task.task_set_id, reason, now)?;
+                        tx.task_put(&task)
+                    })?;
                     return self
                         .begin_stop(task, now, "task failed its container health check")
                         .map_err(|e| anyhow::anyhow!(e.body.error));
@@ -1116,7 +1121,7 @@ impl Engine {
                     Some(code) => format!("{reason} (exit code {code})"),
                     None => reason,
                 };
-                self.task_ended(&mut task, reason, now);
+                failure = task_ended(&mut task, reason, now);
                 task.health = model::TaskHealth::Unknown;
                 if let Some(rt) = self.runtimes.get(task.runtime.as_str()).cloned() {
                     tokio::spawn(async move {
@@ -1125,36 +1130,41 @@ impl Engine {
                 }
             }
             TaskState::Gone => {
-                self.task_ended(&mut task, "task disappeared from its runtime".into(), now);
+                failure = task_ended(&mut task, "task disappeared from its runtime".into(), now);
             }
         }
         if task != before {
-            self.store.transaction(|tx| tx.task_put(&task))?;
+            // The task and its failure are recorded together, or neither is.
+            self.store.transaction(|tx| {
+                if let Some(reason) = &failure {
+                    records::note_failure(tx, &task.task_set_id, reason, now)?;
+                }
+                tx.task_put(&task)
+            })?;
         }
         Ok(())
     }
 
-    /// A task stopped on its own: a failure of its task set if it was meant to run.
-    fn task_ended(&mut self, task: &mut TaskRow, reason: String, now: Timestamp) {
-        if task.desired_status == model::DesiredStatus::Running {
-            self.note_failure(&task.task_set_id, &reason, now);
+    /// A healthy task ends its task set's row of failures; written only when there is one, as
+    /// every inspection of a healthy task comes here.
+    fn end_failures(&self, task_set_id: &str) -> store::Result<()> {
+        if self.store.read(|tx| records::failures(tx, task_set_id))?.count == 0 {
+            return Ok(());
         }
-        task.last_status = model::TaskStatus::Stopped;
-        task.desired_status = model::DesiredStatus::Stopped;
-        task.stopped_at = Some(now.as_millis());
-        task.stopped_reason.get_or_insert(reason);
+        self.store.transaction(|tx| records::clear_failures(tx, task_set_id))
     }
 
     /// Stops the deactivating tasks whose drain is over.
     fn stop_drained(&mut self, now: Timestamp) -> anyhow::Result<()> {
-        let tasks = self.store.read(|tx| tx.task_list(0))?;
+        let (tasks, removals) =
+            self.store.read(|tx| Ok((tx.task_list(0)?, records::removals(tx)?)))?;
         for task in tasks.into_iter().filter(|t| t.last_status == model::TaskStatus::Deactivating) {
             let drained = {
                 let health = self.shared.health.read().unwrap_or_else(|p| p.into_inner());
                 reconciler::drain_over(
                     task.stop_at.map(Timestamp::from_millis),
                     task.addr.as_deref().and_then(|a| a.parse().ok()),
-                    self.removed_at_version.get(&task.id).copied(),
+                    removals.get(&task.id).copied(),
                     &health,
                     now,
                 )
@@ -1184,21 +1194,6 @@ impl Engine {
         checked
     }
 
-    fn note_failure(&mut self, task_set_id: &str, reason: &str, now: Timestamp) {
-        self.failures.entry(task_set_id.to_string()).or_default().note(reason, now);
-    }
-
-    /// Tasks that `apply` took out of their target groups (a deleted service's).
-    pub(crate) fn note_removals(&mut self, tasks: &[TaskRow]) {
-        for task in tasks {
-            self.note_removal(task);
-        }
-    }
-
-    fn note_removal(&mut self, task: &TaskRow) {
-        self.removed_at_version.insert(task.id.clone(), self.routes_version + 1);
-    }
-
     /// Takes a task out of service and stops it in the background.
     fn begin_stop(
         &mut self,
@@ -1211,8 +1206,10 @@ impl Engine {
         if !reason.is_empty() {
             task.stopped_reason.get_or_insert_with(|| reason.to_string());
         }
-        self.store.transaction(|tx| tx.task_put(&task))?;
-        self.removed_at_version.remove(&task.id);
+        self.store.transaction(|tx| {
+            records::forget_removal(tx, &task.id)?;
+            tx.task_put(&task)
+        })?;
         let rt = self.runtimes.get(task.runtime.as_str()).cloned();
         let handle =
             task.handle.as_deref().and_then(|h| serde_json::from_str::<TaskHandle>(h).ok());
@@ -1254,9 +1251,9 @@ impl Engine {
                     self.store.transaction(|tx| {
                         let td = serde_json::to_string(&ts.task_definition)?;
                         tx.resource_put(KIND_RETIRED_TASK_SET, &ts.id, &td, now.as_millis())?;
+                        records::clear_failures(tx, &ts.id)?;
                         tx.task_set_delete(&ts.id)
                     })?;
-                    self.failures.remove(&ts.id);
                 }
                 continue;
             }
@@ -1266,23 +1263,20 @@ impl Engine {
                 extra.sort_by_key(|t| std::cmp::Reverse(t.created_at));
                 let stop: Vec<String> =
                     extra.iter().take(live.len() - desired).map(|t| t.id.clone()).collect();
-                let deactivated = self.store.transaction(|tx| {
-                    let mut out = Vec::new();
+                self.store.transaction(|tx| {
                     for id in &stop {
                         if let Some(task) = tx.task_get(id)? {
                             let reason = format!("service scaled in to {desired} task(s)");
-                            out.push(deactivate(tx, task, ts, now, &reason)?);
+                            deactivate(tx, task, ts, now, &reason)?;
                         }
                     }
-                    Ok(out)
+                    Ok(())
                 })?;
-                for task in deactivated {
-                    self.note_removal(&task);
-                }
                 continue;
             }
             if live.len() < desired && !self.shutting_down {
-                if self.failures.get(&ts.id).is_some_and(|record| now < record.retry_at()) {
+                let failures = self.store.read(|tx| records::failures(tx, &ts.id))?;
+                if now < failures.retry_at() {
                     continue;
                 }
                 for _ in live.len()..desired {
@@ -1391,9 +1385,11 @@ impl Engine {
                 task.desired_status = model::DesiredStatus::Stopped;
                 task.stopped_at = Some(now.as_millis());
                 task.stopped_reason = Some(reason.clone());
-                // Counted once written: a report the store refused is applied again later.
-                self.store.transaction(|tx| tx.task_put(&task))?;
-                self.note_failure(&task.task_set_id, &reason, now);
+                // Counted with the task's end: a report the store refused is applied again later.
+                self.store.transaction(|tx| {
+                    records::note_failure(tx, &task.task_set_id, &reason, now)?;
+                    tx.task_put(&task)
+                })?;
                 return Ok(());
             }
         }
@@ -1423,7 +1419,7 @@ impl Engine {
                 let healthy =
                     green_tasks.iter().filter(|t| t.health == model::TaskHealth::Healthy).count();
                 let machine = &self.machines[&id];
-                let failures = self.failures.get(&green_id).cloned().unwrap_or_default();
+                let failures = self.store.read(|tx| records::failures(tx, &green_id))?;
                 let view = GreenView {
                     target_group: &body.green_target_group,
                     desired: desired as u32,
@@ -1512,7 +1508,6 @@ struct DeploymentRecord<'a> {
 struct DriveWork {
     hooks_to_run: Vec<(model::LifecycleEvent, String, String, Duration)>,
     hooks_to_cancel: Vec<String>,
-    tasks_to_stop: Vec<TaskRow>,
 }
 
 /// Gives one effect of a deployment's machine its meaning for task sets, routing and the
@@ -1558,13 +1553,13 @@ fn record_effect(
         Effect::StopGreen => {
             if let Some(green) = &record.body.green_task_set {
                 let reason = format!("deployment {} ended without green: green stopped", record.id);
-                work.tasks_to_stop.extend(drain_task_set(tx, green, now, &reason)?);
+                drain_task_set(tx, green, now, &reason)?;
             }
         }
         Effect::TerminateBlue => {
             let reason = format!("deployment {} replaced blue with green", record.id);
             let blue = &record.body.blue_task_set;
-            work.tasks_to_stop.extend(drain_task_set(tx, blue, now, &reason)?);
+            drain_task_set(tx, blue, now, &reason)?;
             if let Some(green_id) = &record.body.green_task_set {
                 if let Some(mut green) = tx.task_set_get(green_id)? {
                     green.status = model::TaskSetStatus::Primary;
@@ -1618,6 +1613,16 @@ fn container_health(health: runtime::Health) -> reconciler::ContainerHealth {
     }
 }
 
+/// A task stopped on its own; the failure of its task set it is, if it was meant to run.
+fn task_ended(task: &mut TaskRow, reason: String, now: Timestamp) -> Option<String> {
+    let failure = (task.desired_status == model::DesiredStatus::Running).then(|| reason.clone());
+    task.last_status = model::TaskStatus::Stopped;
+    task.desired_status = model::DesiredStatus::Stopped;
+    task.stopped_at = Some(now.as_millis());
+    task.stopped_reason.get_or_insert(reason);
+    failure
+}
+
 /// Takes every live task of a task set out of its target group; they stop after their drain.
 /// Returns the tasks deactivated.
 /// Drains a task set: its tasks stop once their target group releases them, with `reason` as
@@ -1664,6 +1669,7 @@ fn deactivate(
     if task.last_status == model::TaskStatus::Running {
         task.last_status = model::TaskStatus::Deactivating;
         task.stop_at = Some(now.as_millis() + delay_ms);
+        records::note_removal(tx, &task.id, now)?;
     }
     tx.task_put(&task)?;
     Ok(task)

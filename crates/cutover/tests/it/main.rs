@@ -15,6 +15,7 @@ mod disk_full;
 mod docker;
 mod docs_examples;
 mod git_env;
+mod green_failures;
 mod harness;
 mod hook_token;
 mod hung_data_plane;
