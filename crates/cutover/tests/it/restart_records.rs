@@ -1,7 +1,11 @@
-//! Green's failures in a row survive a restart of the control plane: they decide when green has
-//! failed (three in a row, as ECS's circuit breaker counts them), so a restart between the second
-//! and the third must not give a crashing green three more tries.
+//! What the engine decides by survives `kill -9` of the control plane: green's failures in a row
+//! (three fail green, so a restart between the second and the third must not give a crashing
+//! green three more tries), and the routing version at which a draining task left the table (so
+//! a restart does not keep a task the load balancer has released running until its
+//! deregistration delay ends).
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::Duration;
 
 use crate::harness::*;
@@ -78,4 +82,58 @@ fn green_failing_twice_before_a_restart_and_once_after_fails_the_deployment() {
     assert!(message.contains("green tasks failed 3 times in a row"), "{view}");
     assert_eq!(view["rolled_back"], true, "{view}");
     assert_eq!(get(cluster.prod, "/").unwrap().1, "v1");
+}
+
+/// The tasks of task definition `web:1` (blue), by id, with their status.
+fn blue_tasks(cluster: &Cluster) -> Vec<(String, String)> {
+    let tasks = cluster.json(&["tasks", "list", "--all"]);
+    let blue = tasks.as_array().unwrap().iter().filter(|t| t["task_definition"] == "web:1");
+    blue.map(|t| (t["id"].as_str().unwrap().into(), t["last_status"].as_str().unwrap().into()))
+        .collect()
+}
+
+#[test]
+fn a_task_draining_across_a_restart_stops_once_the_load_balancer_releases_it() {
+    let mut cluster = Cluster::start(Options::default());
+    // A deregistration delay far longer than the test: only the load balancer letting go of a
+    // draining task can end its drain in time.
+    let yaml = std::fs::read_to_string(cluster.path("cutover.yaml")).unwrap();
+    let yaml = yaml.replace("deregistration_delay: 1s", "deregistration_delay: 300s");
+    std::fs::write(cluster.path("cutover.yaml"), yaml).unwrap();
+    cluster.apply_and_wait_for_v1();
+    // A request in flight on one of blue's tasks keeps that target draining in the load balancer
+    // (which waits for the target's answer even when the client has gone) until it is answered,
+    // well after the restart below.
+    let mut slow = TcpStream::connect(cluster.prod).unwrap();
+    slow.write_all(b"GET /slow?ms=30000 HTTP/1.1\r\nHost: web\r\n\r\n").unwrap();
+    cluster.cli_ok(&deploy_args(
+        "taskdef-v2.json",
+        "appspec.yaml",
+        &["--config", "CodeDeployDefault.ECSAllAtOnce", "--wait"],
+    ));
+    let draining =
+        wait_for("one blue task to drain, the other to stop", Duration::from_secs(60), || {
+            let blue = blue_tasks(&cluster);
+            let draining: Vec<_> =
+                blue.iter().filter(|(_, status)| status == "DEACTIVATING").collect();
+            let stopped = blue.iter().filter(|(_, status)| status == "STOPPED").count();
+            (draining.len() == 1 && stopped == 1).then(|| draining[0].0.clone())
+        });
+
+    cluster.kill_control_plane();
+    cluster.up();
+    let status = |cluster: &Cluster| {
+        blue_tasks(cluster).into_iter().find(|(id, _)| *id == draining).map(|(_, status)| status)
+    };
+    assert_eq!(status(&cluster).as_deref(), Some("DEACTIVATING"), "the request still holds it");
+
+    // The request is answered: the load balancer lets go of the target, and the task stops long
+    // before its deregistration delay ends.
+    slow.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut answer = [0u8; 12];
+    slow.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200");
+    wait_for("the released task to stop", Duration::from_secs(20), || {
+        (status(&cluster).as_deref() == Some("STOPPED")).then_some(())
+    });
 }
