@@ -504,6 +504,104 @@ mod tests {
         assert_eq!(state.task("t-blue-1").unwrap().removed_at_version, None);
     }
 
+    /// The rows of the data directory, as the API reads them.
+    fn rows(store: &Store) -> (Vec<TaskSetRow>, Vec<TaskRow>, GroupState, DeploymentRow) {
+        store
+            .read(|tx| {
+                let group_state = crate::state::doc(tx, KIND_GROUP_STATE, "web/web-prod")?;
+                let deployment = tx.deployment_get("d-1")?.expect("d-1");
+                Ok((tx.task_set_list()?, tx.task_list(0)?, group_state.expect("group"), deployment))
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn the_rows_projected_from_the_state_restored_from_rows_are_those_rows() {
+        let store = store_of_an_older_cutover_mid_deployment();
+        let (task_sets, tasks, group_state, deployment) = rows(&store);
+        let now = Timestamp::from_millis(T0 + 6_000);
+        let state = store.read(|tx| Ok(from_rows(tx, 1, 3, now))).unwrap().unwrap();
+
+        let projection = crate::engine::project::project(&state, now);
+        let updated = |ts: &TaskSetRow| TaskSetRow { updated_at: now.as_millis(), ..ts.clone() };
+        assert_eq!(projection.task_sets, task_sets.iter().map(updated).collect::<Vec<_>>());
+        assert_eq!(projection.tasks, tasks);
+        assert_eq!(projection.group_states, BTreeMap::from([("web/web-prod".into(), group_state)]));
+        let [update] = &projection.deployments[..] else { panic!("{projection:#?}") };
+        let (mut row, mut body) =
+            (deployment.clone(), serde_json::from_str(&deployment.body).unwrap());
+        update.apply_to(&mut row, &mut body, now).unwrap();
+        assert_eq!(row, DeploymentRow { updated_at: now.as_millis(), ..deployment });
+    }
+
+    #[test]
+    fn a_resumed_deployment_s_green_is_projected_into_its_rows() {
+        let store = store_of_an_older_cutover_mid_deployment();
+        let (.., deployment) = rows(&store);
+        let now = Timestamp::from_millis(T0 + 6_000);
+        let mut state = store.read(|tx| Ok(from_rows(tx, 1, 3, now))).unwrap().unwrap();
+        state.resume(now);
+
+        let projection = crate::engine::project::project(&state, now);
+        let green = projection.task_sets.iter().find(|ts| ts.id != "ts-blue").expect("green");
+        assert_eq!(
+            (green.task_definition.as_str(), green.target_group.as_deref(), green.status),
+            ("web:2", Some("web-green"), TaskSetStatus::Active)
+        );
+        assert_eq!(green.deployment_id.as_deref(), Some("d-1"));
+        let starting: Vec<_> =
+            projection.tasks.iter().filter(|t| t.task_set_id == green.id).collect();
+        assert_eq!(starting.len(), 2);
+        for task in starting {
+            assert_eq!((task.service.as_str(), task.runtime), ("web", RuntimeKind::Process));
+            assert_eq!(task.last_status, TaskStatus::Provisioning);
+            assert_eq!(task.created_at, now.as_millis());
+        }
+        let (mut row, mut body) =
+            (deployment.clone(), serde_json::from_str::<DeploymentBody>(&deployment.body).unwrap());
+        projection.deployments[0].apply_to(&mut row, &mut body, now).unwrap();
+        assert_eq!(body.green_task_set.as_deref(), Some(green.id.as_str()));
+        assert_eq!(row.status, "InProgress");
+        assert_eq!(row.completed_at, None);
+        let stored: DeploymentBody = serde_json::from_str(&row.body).unwrap();
+        assert_eq!(stored, body, "the row holds the body written");
+    }
+
+    #[test]
+    fn a_leftover_rolled_back_by_request_closes_with_its_rollback_in_its_row() {
+        let store = store_of_an_older_cutover_mid_deployment();
+        let (.., deployment) = rows(&store);
+        let now = Timestamp::from_millis(T0 + 6_000);
+        let mut state = store.read(|tx| Ok(from_rows(tx, 1, 3, now))).unwrap().unwrap();
+        state.resume(now);
+        let stop = |rollback| {
+            let command = reconciler::Command::Stop { deployment_id: "d-1".into(), rollback };
+            reconciler::Observation::Command(command)
+        };
+        state.observe(stop(Some(false)), now).unwrap();
+        assert_eq!(
+            state.group("web/web-prod").unwrap().leftover_deployment.as_deref(),
+            Some("d-1")
+        );
+        let effects = state.observe(stop(Some(true)), now).unwrap();
+        let closed = effects
+            .iter()
+            .find_map(|e| match e {
+                Effect::DeploymentClosed(d) => Some(d),
+                _ => None,
+            })
+            .expect("the leftover closes once rolled back");
+
+        let (mut row, mut body) =
+            (deployment.clone(), serde_json::from_str::<DeploymentBody>(&deployment.body).unwrap());
+        let update = crate::engine::project::DeploymentUpdate::of(closed);
+        update.apply_to(&mut row, &mut body, now).unwrap();
+        assert_eq!((row.status.as_str(), row.completed_at), ("Stopped", Some(now.as_millis())));
+        assert!(body.rolled_back, "{body:?}");
+        assert_eq!((body.route_production_green_percent, body.route_test_to_green), (0, false));
+        assert!(body.green_task_set.is_some());
+    }
+
     #[test]
     fn a_leftover_deployment_is_restored_as_routing_and_other_finished_ones_are_history_only() {
         let store = Store::open_in_memory().unwrap();

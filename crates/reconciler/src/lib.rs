@@ -237,12 +237,9 @@ pub enum Effect {
         task_set_id: String,
         task_definition: String,
     },
-    /// A deployment left the reconciler's state (finished, and routes nothing any more); its
-    /// machine as it ended, for the deployment's history.
-    DeploymentClosed {
-        deployment_id: String,
-        machine: Box<rollout::Rollout>,
-    },
+    /// A deployment left the reconciler's state (finished, and routes nothing any more): as it
+    /// ended (its machine, its last routing, whether it was rolled back later), for its history.
+    DeploymentClosed(Box<Deployment>),
     /// Every task stopped after [`Command::Shutdown`].
     ShutDown,
 }

@@ -231,6 +231,11 @@ impl Reconciler {
         self.deployments.get(id)
     }
 
+    /// Every deployment group's bookkeeping, by `application/group`.
+    pub fn groups(&self) -> impl Iterator<Item = (&str, &Group)> {
+        self.groups.iter().map(|(key, group)| (key.as_str(), group))
+    }
+
     pub fn group(&self, key: &str) -> Option<&Group> {
         self.groups.get(key)
     }

@@ -390,8 +390,14 @@ fn effect_line(effect: &Effect) -> String {
         Effect::TaskSetRetired { task_set_id, task_definition } => {
             format!("task-set-retired {task_set_id} ({task_definition})")
         }
-        Effect::DeploymentClosed { deployment_id, machine } => {
-            format!("closed {deployment_id} ({})", machine.status())
+        Effect::DeploymentClosed(d) => {
+            let later = if d.rolled_back_later { ", rolled back later" } else { "" };
+            format!(
+                "closed {} ({}{later}, production {}% on green)",
+                d.id,
+                d.machine.status(),
+                d.production_green_percent
+            )
         }
         Effect::ShutDown => "shut-down".to_string(),
     }
@@ -570,7 +576,7 @@ fn a_deployment_whose_green_is_healthy_shifts_terminates_blue_and_drains_it() {
             12s      d-1: event End Succeeded
             12s      d-1: status Succeeded
             12s      d-1: finished Succeeded
-            12s      closed d-1 (Succeeded)
+            12s      closed d-1 (Succeeded, production 100% on green)
             12s      push-routes v7 app/web: blue=green green=0% test=blue green=[9003,9004]
             14s      stop-task t-0-2
             14s      stop-task t-0-3
@@ -611,7 +617,7 @@ fn green_tasks_failing_three_times_in_a_row_fail_the_deployment_and_roll_back() 
             11.500s  d-1: stop-green
             11.500s  d-1: status Failed
             11.500s  d-1: finished Failed rolled-back CUSTOMER_APPLICATION_UNHEALTHY: green is unhealthy: green tasks failed 3 times in a row; last: task failed to start: image not found
-            11.500s  closed d-1 (Failed)
+            11.500s  closed d-1 (Failed, production 0% on green)
             11.500s  task-set-retired ts-0-3 (web:2)
             11.500s  push-routes v4 app/web: blue=blue green=0% test=blue blue=[9001]
             --
@@ -819,7 +825,7 @@ fn an_alarm_is_not_handed_over_before_the_deployment_watches_alarms_and_stops_it
             20s      d-1: stop-green
             20s      d-1: status Stopped
             20s      d-1: finished Stopped rolled-back ALARM_ACTIVE: alarm errors: 5xx above 10
-            20s      closed d-1 (Stopped)
+            20s      closed d-1 (Stopped, production 0% on green)
             20s      push-routes v5 app/web: blue=blue green=0% test=blue blue=[9001]
             21s      stop-task t-0-4
             22s      task-set-retired ts-0-3 (web:2)
@@ -876,7 +882,7 @@ fn a_leftover_deployment_keeps_routing_until_rolled_back_in_one_routing_change()
             20s      push-routes v6 app/web: blue=blue green=100% test=blue blue=[9001] green=[9002]
             30s      rejected: deployment d-1 of group app/web ended without rolling back and left its green tasks in place; roll it back first (`cutover deployments rollback d-1`)
             40s      event d-1 rollback: rolled back by request: production and test traffic on blue, green stopping
-            40s      closed d-1 (Stopped)
+            40s      closed d-1 (Stopped, rolled back later, production 0% on green)
             40s      push-routes v7 app/web: blue=blue green=0% test=blue blue=[9001]
             41s      stop-task t-0-4
             42s      task-set-retired ts-0-3 (web:2)
@@ -1128,7 +1134,7 @@ fn a_deployment_restored_from_an_older_cutovers_rows_carries_on_where_it_was() {
             12s      d-1: event End Succeeded
             12s      d-1: status Succeeded
             12s      d-1: finished Succeeded
-            12s      closed d-1 (Succeeded)
+            12s      closed d-1 (Succeeded, production 100% on green)
             12s      push-routes v7 app/web: blue=green green=0% test=blue green=[9003,9004]
             14s      stop-task t-0-2
             14s      stop-task t-0-3
@@ -1203,7 +1209,7 @@ fn after_a_restart_a_hook_in_flight_runs_again_with_a_new_execution_and_routing_
             15s      d-1: event End Succeeded
             15s      d-1: status Succeeded
             15s      d-1: finished Succeeded
-            15s      closed d-1 (Succeeded)
+            15s      closed d-1 (Succeeded, production 100% on green)
             15s      push-routes v8 app/web: blue=green green=0% test=blue green=[9003,9004]
             17s      stop-task t-0-2
             17s      stop-task t-0-3
@@ -1340,7 +1346,7 @@ fn a_scale_in_is_applied_before_green_is_judged_so_production_never_moves_onto_a
             17s      d-1: event End Succeeded
             17s      d-1: status Succeeded
             17s      d-1: finished Succeeded
-            17s      closed d-1 (Succeeded)
+            17s      closed d-1 (Succeeded, production 100% on green)
             17s      push-routes v10 app/web: blue=green green=0% test=blue green=[9004]
             45s      stop-task t-0-7
             47s      stop-task t-0-2

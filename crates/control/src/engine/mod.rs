@@ -16,6 +16,8 @@
 //! plane that does not answer delays a rollback. Between messages the loop sleeps until its next
 //! deadline.
 
+pub mod project;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
