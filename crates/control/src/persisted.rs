@@ -113,6 +113,12 @@ pub fn from_rows(
     Ok(Reconciler::restore(id_salt, restored, now))
 }
 
+/// What the reconciler's decisions need of what is declared now (`apply` stores it).
+pub fn declared_from(tx: &Tx<'_>) -> Result<reconciler::Declared, RestoreError> {
+    let snapshot = Snapshot::load(tx)?;
+    declared(&snapshot, &mut HealthChecked { tx, known: BTreeMap::new() })
+}
+
 /// What the reconciler's decisions need of the declared resources.
 fn declared(
     snapshot: &Snapshot,

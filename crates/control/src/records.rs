@@ -1,12 +1,13 @@
-//! What the engine decides by besides the rows the API reads: a task set's failures in a row
-//! (which fail green at three), the alarm instances already handed to each deployment (each is
-//! handed over once), and the routing-table version at which a draining task left the table (the
-//! data plane serving it without the task ends the drain early). Each is a versioned document
-//! written in the transaction that records what changed it, so a restart loses none of them and
-//! a write the store refuses changes none of them.
+//! Three records a cutover that did not yet run the reconciler as its state stored beside its
+//! rows: a task set's failures in a row, the alarm instances already handed to each deployment,
+//! and the routing-table version at which a draining task left the table. The reconciler's state
+//! holds all three now; `persisted::from_rows` reads these into it when it builds the state of
+//! such a data directory, so a restart onto this version loses none of them. Only the tests
+//! write them, as that cutover did.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+#[cfg(test)]
 use model::Timestamp;
 use reconciler::FailureRecord;
 use serde::{Deserialize, Serialize};
@@ -46,6 +47,7 @@ impl Document for Drain {
 }
 
 /// A task set's failures in a row (none recorded: no failure).
+#[cfg(test)]
 pub fn failures(tx: &Tx<'_>, task_set_id: &str) -> store::Result<FailureRecord> {
     Ok(tx.doc_get::<TaskSetFailures>(task_set_id)?.unwrap_or_default().0)
 }
@@ -56,6 +58,7 @@ pub fn all_failures(tx: &Tx<'_>) -> store::Result<BTreeMap<String, FailureRecord
 }
 
 /// One more failure of a task set's tasks.
+#[cfg(test)]
 pub fn note_failure(
     tx: &Tx<'_>,
     task_set_id: &str,
@@ -68,12 +71,14 @@ pub fn note_failure(
 }
 
 /// A task set's row of failures ended (a healthy task), or the task set is gone.
+#[cfg(test)]
 pub fn clear_failures(tx: &Tx<'_>, task_set_id: &str) -> store::Result<()> {
     tx.doc_delete::<TaskSetFailures>(task_set_id).map(drop)
 }
 
 /// The routing-table version the engine pushes next: the first one that reflects a change made
 /// now. The engine records every version in `routes_version` before it pushes it.
+#[cfg(test)]
 fn next_routes_version(tx: &Tx<'_>) -> store::Result<u64> {
     let stored = tx.meta_get("routes_version")?.and_then(|v| v.parse::<u64>().ok());
     Ok(stored.unwrap_or(0) + 1)
@@ -81,6 +86,7 @@ fn next_routes_version(tx: &Tx<'_>) -> store::Result<u64> {
 
 /// A task left its target group now: its drain is over once the data plane serves the next
 /// routing-table version without it.
+#[cfg(test)]
 pub fn note_removal(tx: &Tx<'_>, task_id: &str, now: Timestamp) -> store::Result<()> {
     let drain = Drain { removed_at_version: next_routes_version(tx)? };
     tx.doc_put(task_id, &drain, now.as_millis())
@@ -93,6 +99,7 @@ pub fn removals(tx: &Tx<'_>) -> store::Result<BTreeMap<String, u64>> {
 }
 
 /// A task is being stopped: its drain is over.
+#[cfg(test)]
 pub fn forget_removal(tx: &Tx<'_>, task_id: &str) -> store::Result<()> {
     tx.doc_delete::<Drain>(task_id).map(drop)
 }
@@ -103,6 +110,7 @@ pub fn alarms_handed_over(tx: &Tx<'_>, deployment_id: &str) -> store::Result<BTr
 }
 
 /// An alarm instance was handed to a deployment.
+#[cfg(test)]
 pub fn note_alarm_handed_over(
     tx: &Tx<'_>,
     deployment_id: &str,
@@ -115,6 +123,7 @@ pub fn note_alarm_handed_over(
 }
 
 /// A deployment finished: it watches no alarm any more.
+#[cfg(test)]
 pub fn forget_deployment(tx: &Tx<'_>, deployment_id: &str) -> store::Result<()> {
     tx.doc_delete::<AlarmsHandedOver>(deployment_id).map(drop)
 }

@@ -244,6 +244,12 @@ impl Reconciler {
         &self.declared
     }
 
+    /// Whether anything but the time seen differs from `before`: a state that does not is not
+    /// worth writing.
+    pub fn differs_from(&self, before: &Reconciler) -> bool {
+        *self != Reconciler { now: self.now, ..before.clone() }
+    }
+
     /// The routing-table version last ordered of the data plane.
     pub fn routes_version(&self) -> u64 {
         self.routes.version

@@ -20,7 +20,7 @@ use crate::declared::GroupState;
 use crate::deployment::DeploymentBody;
 
 /// Every row the state implies, written with `now` as their update time.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Projection {
     pub task_sets: Vec<TaskSetRow>,
     pub tasks: Vec<TaskRow>,
@@ -79,7 +79,7 @@ fn task_set_row(ts: &reconciler::TaskSet, now: Timestamp) -> TaskSetRow {
     }
 }
 
-fn task_row(task: &reconciler::Task, ts: &reconciler::TaskSet) -> TaskRow {
+pub fn task_row(task: &reconciler::Task, ts: &reconciler::TaskSet) -> TaskRow {
     TaskRow {
         id: task.id.clone(),
         task_set_id: task.task_set_id.clone(),
