@@ -272,7 +272,7 @@ impl Engine {
             Msg::Health(Ok(report)) => {
                 *self.shared.health.write().unwrap_or_else(|p| p.into_inner()) = report.clone();
                 self.evaluate_alarms();
-                Observation::TargetHealth(report)
+                observe::target_health(report)
             }
             Msg::Health(Err(err)) => {
                 // The data plane may have died: the table is pushed again, which starts it.

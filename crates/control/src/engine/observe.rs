@@ -3,6 +3,7 @@
 //! to the reconciler is read in one place.
 
 use reconciler::{Command, ContainerHealth, Observation, TaskProbe, Wait};
+use routes::HealthReport;
 use runtime::{TaskHandle, TaskState};
 
 use crate::error::ApiError;
@@ -35,6 +36,15 @@ pub fn container_health(health: runtime::Health) -> ContainerHealth {
         runtime::Health::Unhealthy => ContainerHealth::Unhealthy,
         runtime::Health::Unknown => ContainerHealth::Unknown,
     }
+}
+
+/// The data plane's health report, as far as decisions go: each target's state, not its
+/// requests in flight, so a report that differs only in traffic changes nothing worth writing.
+pub fn target_health(mut report: HealthReport) -> Observation {
+    for target in report.target_groups.values_mut().flatten() {
+        target.in_flight = 0;
+    }
+    Observation::TargetHealth(report)
 }
 
 /// The data plane's answer to the push of table `version`.
@@ -86,6 +96,23 @@ mod tests {
                 reason: "no such image".into()
             }
         );
+    }
+
+    #[test]
+    fn a_health_report_is_observed_without_its_requests_in_flight() {
+        let target = |in_flight| routes::TargetHealth {
+            addr: "127.0.0.9:8080".parse().unwrap(),
+            state: routes::TargetState::Healthy,
+            reason: None,
+            description: None,
+            in_flight,
+        };
+        let report = |in_flight| HealthReport {
+            version: 3,
+            target_groups: [("web-blue".to_string(), vec![target(in_flight)])].into(),
+        };
+        assert_eq!(target_health(report(17)), target_health(report(0)));
+        assert_eq!(target_health(report(17)), Observation::TargetHealth(report(0)));
     }
 
     #[test]
