@@ -608,6 +608,36 @@ mod tests {
         assert!(body.green_task_set.is_some());
     }
 
+    /// A deployment's body and machine as the cutover before the reconciler ran the engine
+    /// stored them (`cutover deploy` a moment ago), frozen: they must load into the state and be
+    /// written back unchanged, or a data directory of that cutover would be misread.
+    const DEPLOYMENT_V0_BODY: &str = include_str!("documents/v0/deployment.d-1.body.json");
+    const DEPLOYMENT_V0_MACHINE: &str = include_str!("documents/v0/deployment.d-1.machine.json");
+
+    #[test]
+    fn a_deployment_row_of_the_cutover_before_loads_into_the_state_and_is_written_back_unchanged() {
+        let store = store_of_an_older_cutover_mid_deployment();
+        let frozen = DeploymentRow {
+            body: DEPLOYMENT_V0_BODY.trim_end().into(),
+            machine: DEPLOYMENT_V0_MACHINE.trim_end().into(),
+            ..deployment_row("d-1")
+        };
+        store.transaction(|tx| tx.deployment_put(&frozen)).unwrap();
+        let now = Timestamp::from_millis(T0 + 6_000);
+        let mut state = store.read(|tx| Ok(from_rows(tx, 1, 3, now))).unwrap().unwrap();
+
+        let projection = crate::engine::project::project(&state, now);
+        let (mut row, mut body) =
+            (frozen.clone(), serde_json::from_str::<DeploymentBody>(&frozen.body).unwrap());
+        projection.deployments[0].apply_to(&mut row, &mut body, now).unwrap();
+        assert_eq!(row.body, frozen.body);
+        assert_eq!(row.machine, frozen.machine);
+        // And it carries on: green starts.
+        let started =
+            state.resume(now).iter().filter(|e| matches!(e, Effect::StartTask(_))).count();
+        assert_eq!(started, 2);
+    }
+
     #[test]
     fn a_leftover_deployment_is_restored_as_routing_and_other_finished_ones_are_history_only() {
         let store = Store::open_in_memory().unwrap();
