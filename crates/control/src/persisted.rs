@@ -639,6 +639,49 @@ mod tests {
     }
 
     #[test]
+    fn a_decision_writes_the_state_and_only_the_rows_that_changed() {
+        let store = store_of_an_older_cutover_mid_deployment();
+        let (t1, t2) = (Timestamp::from_millis(T0 + 6_000), Timestamp::from_millis(T0 + 7_000));
+        let mut state = store.read(|tx| Ok(from_rows(tx, 1, 3, t1))).unwrap().unwrap();
+        let effects = state.resume(t1);
+        let empty = crate::engine::project::Projection::default();
+        let written = store
+            .transaction(|tx| crate::engine::write::write(tx, &state, &empty, &effects, t1))
+            .unwrap();
+        assert_eq!(store.read(load).unwrap(), Some(state.clone()));
+        let (task_sets, tasks, ..) = rows(&store);
+        assert_eq!(tasks.len(), 4, "blue's two and green's two starting: {tasks:?}");
+        assert!(task_sets.iter().all(|ts| ts.updated_at == t1.as_millis()));
+
+        // Green's tasks start; blue's rows are not written again.
+        let green: Vec<String> = effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::StartTask(launch) => Some(launch.task_id.clone()),
+                _ => None,
+            })
+            .collect();
+        let addr = "127.0.0.1:9100".parse().unwrap();
+        let started = reconciler::Observation::TaskStarted {
+            task_id: green[0].clone(),
+            handle: "{}".into(),
+            addr: Some(addr),
+        };
+        let effects = state.observe(started, t2).unwrap();
+        store
+            .transaction(|tx| crate::engine::write::write(tx, &state, &written, &effects, t2))
+            .unwrap();
+        let (task_sets, tasks, ..) = rows(&store);
+        assert!(task_sets.iter().all(|ts| ts.updated_at == t1.as_millis()), "{task_sets:?}");
+        let task = tasks.iter().find(|t| t.id == green[0]).unwrap();
+        assert_eq!(
+            (task.last_status, task.addr.as_deref()),
+            (TaskStatus::Running, Some("127.0.0.1:9100"))
+        );
+        assert_eq!(store.read(load).unwrap(), Some(state));
+    }
+
+    #[test]
     fn a_leftover_deployment_is_restored_as_routing_and_other_finished_ones_are_history_only() {
         let store = Store::open_in_memory().unwrap();
         store
