@@ -182,6 +182,8 @@ pub struct Engine {
     deferred: Vec<Observation>,
     /// Every task stopped after `cutover down`: the loop ends.
     shut_down: bool,
+    /// The data plane answered its latest health poll.
+    lb_answering: bool,
 }
 
 impl Engine {
@@ -214,6 +216,7 @@ impl Engine {
             outage: None,
             deferred: Vec::new(),
             shut_down: false,
+            lb_answering: true,
         }
     }
 
@@ -270,12 +273,17 @@ impl Engine {
             Msg::TaskStarted { task_id, result } => observe::task_started(task_id, result),
             Msg::TaskStopped { task_id } => Observation::TaskStopped { task_id },
             Msg::Health(Ok(report)) => {
+                self.lb_answering = true;
                 *self.shared.health.write().unwrap_or_else(|p| p.into_inner()) = report.clone();
                 self.evaluate_alarms();
                 observe::target_health(report)
             }
             Msg::Health(Err(err)) => {
-                // The data plane may have died: the table is pushed again, which starts it.
+                // The data plane may have died: the table is pushed again, which starts it. Once
+                // per outage: each failure would put the reconciler's retry off again.
+                if !std::mem::replace(&mut self.lb_answering, false) {
+                    return;
+                }
                 warn!("the load balancer does not answer ({err}); pushing the table again");
                 self.last_pushed = None;
                 let version = self.state.routes_version();

@@ -18,6 +18,7 @@ mod git_env;
 mod harness;
 mod hook_token;
 mod hung_data_plane;
+mod lb_died;
 mod orphan_down;
 mod pipeline;
 mod referenced_files;
