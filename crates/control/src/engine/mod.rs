@@ -325,7 +325,8 @@ impl Engine {
 
     /// One decision: the observation into the reconciler; if the state changed, the state, its
     /// rows, the effects' history and `also` (what only the shell knows, e.g. a new deployment's
-    /// row) written in one transaction; then the effects performed. On any error nothing changed.
+    /// row, so only with a decision that changes the state) written in one transaction; then the
+    /// effects performed. On any error nothing changed.
     pub(crate) fn step(
         &mut self,
         observation: Observation,
