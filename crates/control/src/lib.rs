@@ -25,6 +25,7 @@ mod outage;
 pub mod persisted;
 mod pollers;
 pub mod preview;
+mod records;
 mod routing;
 mod state;
 mod tls;
