@@ -25,7 +25,6 @@ mod outage;
 pub mod persisted;
 mod pollers;
 pub mod preview;
-mod records;
 mod routing;
 mod state;
 mod tls;

@@ -11,7 +11,6 @@ use serde::{Deserialize, Serialize};
 use store::{Document, DocumentStore, TaskRow, TaskSetRow, Tx};
 
 use crate::deployment::DeploymentBody;
-use crate::records;
 use crate::state::Snapshot;
 
 /// The one document the reconciler's state is stored as, under [`ReconcilerDoc::NAME`].
@@ -72,24 +71,17 @@ pub fn from_rows(
     let snapshot = Snapshot::load(tx)?;
     let mut checked = HealthChecked { tx, known: BTreeMap::new() };
     let declared = declared(&snapshot, &mut checked)?;
-    let mut failures = records::all_failures(tx)?;
     let task_sets = snapshot
         .task_sets
         .iter()
-        .map(|ts| {
-            let failures = failures.remove(&ts.id).unwrap_or_default();
-            task_set(ts, &snapshot, &declared, &mut checked, failures)
-        })
+        .map(|ts| task_set(ts, &snapshot, &declared, &mut checked))
         .collect::<Result<_, RestoreError>>()?;
     let mut deployments = Vec::new();
     for (id, body) in &snapshot.routing_deployments {
         let Some(row) = tx.deployment_get(id)? else { continue };
-        let mut deployment = deployment(id, body, &row.machine, &declared, &mut checked)?;
-        deployment.alarms_fed = records::alarms_handed_over(tx, id)?;
-        deployments.push(deployment);
+        deployments.push(deployment(id, body, &row.machine, &declared, &mut checked)?);
     }
-    let removals = records::removals(tx)?;
-    let tasks = snapshot.tasks.iter().map(|row| task(row, removals.get(&row.id).copied()));
+    let tasks = snapshot.tasks.iter().map(task);
     let groups = snapshot
         .group_states
         .iter()
@@ -160,7 +152,6 @@ fn task_set(
     snapshot: &Snapshot,
     declared: &reconciler::Declared,
     checked: &mut HealthChecked<'_, '_>,
-    failures: reconciler::FailureRecord,
 ) -> Result<reconciler::TaskSet, RestoreError> {
     // The runtime its tasks run on; a task set with no task left takes its service's.
     let runtime = snapshot
@@ -180,12 +171,13 @@ fn task_set(
         desired_count: row.desired_count,
         runtime,
         health_checked: checked.get(&row.task_definition)?,
-        failures,
+        // A cutover that kept its rows rather than this state counted failures in memory only.
+        failures: reconciler::FailureRecord::default(),
         created_at: Timestamp::from_millis(row.created_at),
     })
 }
 
-fn task(row: &TaskRow, removed_at_version: Option<u64>) -> reconciler::Task {
+fn task(row: &TaskRow) -> reconciler::Task {
     reconciler::Task {
         id: row.id.clone(),
         task_set_id: row.task_set_id.clone(),
@@ -197,7 +189,8 @@ fn task(row: &TaskRow, removed_at_version: Option<u64>) -> reconciler::Task {
         handle: row.handle.clone(),
         addr: row.addr.as_deref().and_then(|a| a.parse().ok()),
         stop_at: row.stop_at.map(Timestamp::from_millis),
-        removed_at_version,
+        // Nor did it keep the version at which a draining task left the table.
+        removed_at_version: None,
         stopped_reason: row.stopped_reason.clone(),
         created_at: Timestamp::from_millis(row.created_at),
         started_at: row.started_at.map(Timestamp::from_millis),
@@ -481,33 +474,6 @@ mod tests {
             !effects.iter().any(|e| matches!(e, Effect::StopTask { .. })),
             "nothing of blue is stopped: {effects:#?}"
         );
-    }
-
-    #[test]
-    fn the_engine_s_failure_counts_alarm_handovers_and_drains_become_the_reconciler_state() {
-        let store = store_of_an_older_cutover_mid_deployment();
-        let at = Timestamp::from_millis(T0 + 5_500);
-        store
-            .transaction(|tx| {
-                tx.meta_set("routes_version", "6")?;
-                records::note_failure(tx, "ts-blue", "task exited (exit code 1)", at)?;
-                records::note_failure(tx, "ts-blue", "task exited (exit code 2)", at)?;
-                records::note_alarm_handed_over(tx, "d-1", "errors@d-1", at)?;
-                records::note_removal(tx, "t-blue-2", at)
-            })
-            .unwrap();
-        let now = Timestamp::from_millis(T0 + 6_000);
-        let state = store.read(|tx| Ok(from_rows(tx, 1, 7, now))).unwrap().unwrap();
-
-        let failures = &state.task_set("ts-blue").unwrap().failures;
-        assert_eq!(
-            (failures.count, failures.last_reason.as_str(), failures.last_at),
-            (2, "task exited (exit code 2)", at)
-        );
-        let handed_over: Vec<_> = state.deployment("d-1").unwrap().alarms_fed.iter().collect();
-        assert_eq!(handed_over, ["errors@d-1"]);
-        assert_eq!(state.task("t-blue-2").unwrap().removed_at_version, Some(7));
-        assert_eq!(state.task("t-blue-1").unwrap().removed_at_version, None);
     }
 
     /// The rows of the data directory, as the API reads them.
