@@ -25,3 +25,4 @@ mod release;
 mod restart;
 mod scheduler;
 mod secrets;
+mod swarm;

@@ -250,7 +250,9 @@ pub fn task_state(tasks: &[Observed], replicas: u64, has_health_check: bool) -> 
         },
         "new" | "allocated" | "pending" | "assigned" | "accepted" | "preparing" | "ready"
         | "starting" => TaskState::Running { health: Health::Unknown },
-        _ if replicas == 0 && t.desired == "shutdown" && t.error.is_none() => stopped_by_cutover(),
+        // Scaled to zero by `stop`: Swarm marks the task `shutdown` or `remove`; one that had
+        // failed before keeps its own reason.
+        _ if replicas == 0 && t.error.is_none() => stopped_by_cutover(),
         state => {
             let why = t.error.clone().unwrap_or_else(|| t.message.clone());
             TaskState::Exited {
@@ -414,6 +416,7 @@ mod tests {
         let TaskState::Exited { reason, .. } = task_state(&[lost], 1, false) else { panic!() };
         assert!(reason.starts_with("node node3 is down"), "{reason}");
         assert_eq!(task_state(&[observed("shutdown", "shutdown")], 0, false), stopped_by_cutover());
+        assert_eq!(task_state(&[observed("shutdown", "remove")], 0, false), stopped_by_cutover());
         assert_eq!(task_state(&[], 0, false), stopped_by_cutover());
     }
 

@@ -64,6 +64,9 @@ pub struct SwarmRuntime {
     host: String,
     /// This installation's id (`state_dir/instance-id`), as on the Docker runtime.
     instance: String,
+    /// Held from choosing a task's node until its service exists, so that tasks started
+    /// together (a task set's) see each other and spread.
+    placing: tokio::sync::Mutex<()>,
 }
 
 impl SwarmRuntime {
@@ -84,7 +87,12 @@ impl SwarmRuntime {
             });
         }
         let instance = instance_id(&state_dir)?;
-        Ok(SwarmRuntime { docker, host: host.to_string(), instance })
+        Ok(SwarmRuntime {
+            docker,
+            host: host.to_string(),
+            instance,
+            placing: tokio::sync::Mutex::new(()),
+        })
     }
 
     /// `image` as a registry digest reference (`host/name@sha256:…`) every node can pull.
@@ -211,6 +219,8 @@ impl SwarmRuntime {
         };
         let network = spec.network.clone().unwrap_or_else(|| DEFAULT_OVERLAY.to_string());
         let started_at_ms = crate::process::sys::now_ms();
+        self.ensure_overlay(&network, &spec.task_id).await?;
+        let placing = self.placing.lock().await;
         let nodes = self.node_loads(&spec).await?;
         let at = Placement {
             image: &image,
@@ -220,7 +230,6 @@ impl SwarmRuntime {
             node_id: decide::spread(&nodes).map(|n| n.id.as_str()),
         };
         let service_spec = decide::service_spec(&spec, &at)?;
-        self.ensure_overlay(&network, &spec.task_id).await?;
         if self.service(&spec.task_id).await?.is_some() {
             return Err(RuntimeError::AlreadyExists { task_id: spec.task_id.clone() });
         }
@@ -234,6 +243,7 @@ impl SwarmRuntime {
                 return Err(engine_err(format!("cannot create service {name}"), &e));
             }
         };
+        drop(placing);
         let service_id = created.id.unwrap_or_default();
         tracing::info!(task = %spec.task_id, service = %service_id, %image, "swarm service created");
         match self.wait_running(&spec, &service_id, &network, started_at_ms).await {
@@ -273,10 +283,17 @@ impl SwarmRuntime {
             .list_services(Some(options))
             .await
             .map_err(|e| engine_err("cannot list services", &e))?;
-        let task_set: HashSet<String> = services
+        let task_set: Vec<bollard::models::Service> = services
             .into_iter()
             .filter(|s| label(s, LABEL_DEPLOYMENT) == spec.deployment_id.as_ref())
-            .filter_map(|s| s.id)
+            .collect();
+        // Where each of the task set's tasks is: the node its service is pinned to, known as soon
+        // as the service exists (its task may not be scheduled yet), else its task's node.
+        let pinned: Vec<String> = task_set.iter().filter_map(pinned_node).collect();
+        let unpinned: HashSet<String> = task_set
+            .iter()
+            .filter(|s| pinned_node(s).is_none())
+            .filter_map(|s| s.id.clone())
             .collect();
         let running = ListTasksOptions {
             filters: Some(HashMap::from([(
@@ -300,10 +317,11 @@ impl SwarmRuntime {
             .filter_map(|n| {
                 let id = n.id?;
                 let on_node = tasks.iter().filter(|t| t.node_id.as_ref() == Some(&id));
-                let of_task_set = on_node
-                    .clone()
-                    .filter(|t| t.service_id.as_ref().is_some_and(|s| task_set.contains(s)))
-                    .count();
+                let of_task_set = pinned.iter().filter(|p| **p == id).count()
+                    + on_node
+                        .clone()
+                        .filter(|t| t.service_id.as_ref().is_some_and(|s| unpinned.contains(s)))
+                        .count();
                 Some(NodeLoad {
                     hostname: n.description.and_then(|d| d.hostname).unwrap_or_default(),
                     of_task_set,
@@ -384,6 +402,15 @@ fn replicas(service: &bollard::models::Service) -> u64 {
 
 fn label<'a>(service: &'a bollard::models::Service, key: &str) -> Option<&'a String> {
     service.spec.as_ref()?.labels.as_ref()?.get(key)
+}
+
+/// The node a service's placement pins it to (`node.id==…`), as `decide::spread` chose it.
+fn pinned_node(service: &bollard::models::Service) -> Option<String> {
+    let placement = service.spec.as_ref()?.task_template.as_ref()?.placement.as_ref()?;
+    placement.constraints.as_ref()?.iter().find_map(|c| {
+        let (key, value) = c.split_once("==")?;
+        (key.trim() == "node.id").then(|| value.trim().to_string())
+    })
 }
 
 fn network_of(service: &bollard::models::Service) -> String {
