@@ -45,6 +45,7 @@ pub use syntax::diag::{Diagnostic, Errors, Parsed, Severity};
 pub use syntax::tree::{ALIAS_NODES_MAX, DEPTH_MAX, FILE_SIZE_MAX, check_file_size};
 pub use taskdef::{
     ContainerDefinition, ContainerDependency, ContainerHealthCheck, DependencyCondition,
-    KeyValuePair, PortMapping, TaskDefinition, parse_task_definition, substitute_image_placeholder,
+    KeyValuePair, PlacementConstraint, PortMapping, TaskDefinition, parse_task_definition,
+    substitute_image_placeholder,
 };
 pub use validate::{FileKind, detect_kind, text_from_bytes, validate};

@@ -108,6 +108,10 @@ pub struct TaskSpec {
     /// Docker network name (docker runtime: a bridge, default `cutover`; swarm runtime: an
     /// overlay, default `cutover-overlay`).
     pub network: Option<String>,
+    /// Swarm node constraints (`node.labels.zone==b`), from the task definition's
+    /// `placementConstraints` (swarm runtime only; the others run on one machine).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub placement_constraints: Vec<String>,
 }
 
 impl TaskSpec {
@@ -127,6 +131,7 @@ impl TaskSpec {
             cpu: None,
             memory: None,
             network: None,
+            placement_constraints: Vec::new(),
         }
     }
 }

@@ -290,3 +290,22 @@ async fn swarm_an_image_no_registry_has_is_refused_naming_it_and_what_to_do() {
         TaskState::Gone
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swarm_placement_constraints_on_node_labels_hold_every_task_of_a_task_set_on_the_matching_node()
+ {
+    require_cluster().await;
+    let state = tempfile::tempdir().unwrap();
+    let rt = connect(state.path()).await;
+    let mut handles = Vec::new();
+    for i in 0..2 {
+        let mut spec = web_task(&uid(&format!("pinned{i}"))).await;
+        // `scripts/cluster` labels each worker `cutover.node=nodeN`.
+        spec.placement_constraints = vec!["node.labels.cutover.node==node2".into()];
+        handles.push(rt.start(spec).await.expect("start a constrained task"));
+    }
+    for h in &handles {
+        assert_eq!(placement(&h.task_id).await.0, "node2", "{}", h.task_id);
+    }
+    cleanup(&rt, &handles).await;
+}

@@ -62,6 +62,20 @@ pub struct NodeLoad {
     pub all: usize,
 }
 
+/// Whether a node with these labels meets every `node.labels.NAME==VALUE` (or `!=`) constraint,
+/// as Swarm decides it: a missing label is not equal to any value.
+pub fn meets(labels: &HashMap<String, String>, constraints: &[String]) -> bool {
+    constraints.iter().all(|c| {
+        let (key, equal, value) = match (c.split_once("!="), c.split_once("==")) {
+            (Some((k, v)), _) => (k, false, v),
+            (None, Some((k, v))) => (k, true, v),
+            (None, None) => return false,
+        };
+        let Some(name) = key.trim().strip_prefix("node.labels.") else { return true };
+        (labels.get(name).map(String::as_str) == Some(value.trim())) == equal
+    })
+}
+
 /// ECS's `spread` placement for a task set: the worker with the fewest of the task set's tasks,
 /// then the fewest tasks of any kind, then the first by name, so that a task set survives the
 /// loss of one node with as many tasks as it can. Swarm's own scheduler spreads only the
@@ -157,6 +171,7 @@ pub fn service_spec(spec: &TaskSpec, at: &Placement<'_>) -> Result<ServiceSpec, 
             placement: Some(TaskSpecPlacement {
                 constraints: Some(
                     std::iter::once("node.role==worker".to_string())
+                        .chain(spec.placement_constraints.iter().cloned())
                         .chain(at.node_id.map(|id| format!("node.id=={id}")))
                         .collect(),
                 ),
@@ -317,6 +332,7 @@ mod tests {
         c.labels.insert("team".into(), "shop".into());
         spec.containers.push(c);
         spec.cpu = Some("1 vCPU".into());
+        spec.placement_constraints = vec!["node.labels.zone==b".into()];
         let at = Placement {
             image: "10.99.0.1:5000/web@sha256:ab",
             network: DEFAULT_OVERLAY,
@@ -334,7 +350,10 @@ mod tests {
             Some(TaskSpecRestartPolicyConditionEnum::NONE)
         );
         assert_eq!(t.networks.unwrap()[0].target.as_deref(), Some(DEFAULT_OVERLAY));
-        assert_eq!(t.placement.unwrap().constraints.unwrap(), ["node.role==worker", "node.id==n2"]);
+        assert_eq!(
+            t.placement.unwrap().constraints.unwrap(),
+            ["node.role==worker", "node.labels.zone==b", "node.id==n2"]
+        );
         let r = t.resources.unwrap();
         assert_eq!(
             r.limits.unwrap(),
@@ -379,6 +398,18 @@ mod tests {
         let even = [node("node2", 1, 3), node("node1", 1, 3), node("node3", 2, 2)];
         assert_eq!(spread(&even).unwrap().hostname, "node1");
         assert_eq!(spread(&[]), None);
+    }
+
+    #[test]
+    fn node_label_constraints_are_met_as_swarm_meets_them() {
+        let labels = HashMap::from([("zone".to_string(), "b".to_string())]);
+        let c = |s: &str| vec![s.to_string()];
+        assert!(meets(&labels, &c("node.labels.zone==b")));
+        assert!(!meets(&labels, &c("node.labels.zone==a")));
+        assert!(meets(&labels, &c("node.labels.zone!=a")));
+        assert!(!meets(&labels, &c("node.labels.disk==ssd")));
+        assert!(meets(&labels, &c("node.labels.disk!=ssd")));
+        assert!(meets(&labels, &[]));
     }
 
     #[test]

@@ -261,7 +261,7 @@ impl SwarmRuntime {
     /// The workers that can take a task now (ready, active), with how many running tasks each
     /// holds, of the task's task set (this installation's, same service, revision and
     /// deployment) and of any kind.
-    async fn node_loads(&self, spec: &TaskSpec) -> Result<Vec<NodeLoad>, RuntimeError> {
+    async fn node_loads(&self, task: &TaskSpec) -> Result<Vec<NodeLoad>, RuntimeError> {
         let nodes = self
             .docker
             .list_nodes(None::<ListNodesOptions>)
@@ -272,8 +272,8 @@ impl SwarmRuntime {
                 "label".to_string(),
                 vec![
                     format!("{LABEL_INSTANCE}={}", self.instance),
-                    format!("{LABEL_SERVICE}={}", spec.service),
-                    format!("{LABEL_REVISION}={}", spec.revision),
+                    format!("{LABEL_SERVICE}={}", task.service),
+                    format!("{LABEL_REVISION}={}", task.revision),
                 ],
             )])),
             ..Default::default()
@@ -285,7 +285,7 @@ impl SwarmRuntime {
             .map_err(|e| engine_err("cannot list services", &e))?;
         let task_set: Vec<bollard::models::Service> = services
             .into_iter()
-            .filter(|s| label(s, LABEL_DEPLOYMENT) == spec.deployment_id.as_ref())
+            .filter(|s| label(s, LABEL_DEPLOYMENT) == task.deployment_id.as_ref())
             .collect();
         // Where each of the task set's tasks is: the node its service is pinned to, known as soon
         // as the service exists (its task may not be scheduled yet), else its task's node.
@@ -313,6 +313,10 @@ impl SwarmRuntime {
                 spec.and_then(|s| s.role) == Some(NodeSpecRoleEnum::WORKER)
                     && spec.and_then(|s| s.availability) == Some(NodeSpecAvailabilityEnum::ACTIVE)
                     && n.status.as_ref().and_then(|s| s.state) == Some(NodeState::READY)
+                    && decide::meets(
+                        &spec.and_then(|s| s.labels.clone()).unwrap_or_default(),
+                        &task.placement_constraints,
+                    )
             })
             .filter_map(|n| {
                 let id = n.id?;
