@@ -136,11 +136,13 @@ fn on_overlay(addr: &str) -> bool {
 fn swarm_a_service_of_four_tasks_spreads_over_three_nodes_and_a_task_killed_on_its_node_is_replaced()
  {
     let cluster = swarm_cluster();
+    let applied = std::time::Instant::now();
     cluster.cli_ok(&["apply", "-f", "swarm.yaml"]);
     let tasks = wait_for("four running swarm tasks with overlay addresses", LIMIT, || {
         let tasks = running(&cluster);
         (tasks.len() == 4 && tasks.values().all(|a| on_overlay(a))).then_some(tasks)
     });
+    println!("apply to four running swarm tasks: {:.1}s", applied.elapsed().as_secs_f64());
     let view = cluster.json(&["tasks", "list", "--service", "api"]);
     assert!(view.as_array().unwrap().iter().all(|t| t["runtime"] == "swarm"), "{view}");
     let placed = swarm_tasks(&cluster);
@@ -170,22 +172,20 @@ fn swarm_a_service_of_four_tasks_spreads_over_three_nodes_and_a_task_killed_on_i
         .unwrap();
     let node = String::from_utf8_lossy(&ps.stdout).trim().to_string();
     let node_engine = format!("unix:///run/cutover-cluster/{node}.sock");
-    let ids = Command::new("docker")
-        .args([
-            "-H",
-            &node_engine,
-            "ps",
-            "-q",
-            "--filter",
-            &format!("label=cutover.task-id={victim}"),
-        ])
-        .output()
-        .unwrap();
-    let container = String::from_utf8_lossy(&ids.stdout).trim().to_string();
-    assert!(!container.is_empty(), "the task's container on {node}");
+    // Swarm reports a task once its container is starting: wait until it runs.
+    let container = wait_for("the task's container running on its node", LIMIT, || {
+        let ids = Command::new("docker")
+            .args(["-H", &node_engine, "ps", "-q", "--filter"])
+            .arg(format!("label=cutover.task-id={victim}"))
+            .output()
+            .ok()?;
+        let id = String::from_utf8_lossy(&ids.stdout).trim().to_string();
+        (!id.is_empty()).then_some(id)
+    });
     let kill =
         Command::new("docker").args(["-H", &node_engine, "kill", &container]).status().unwrap();
     assert!(kill.success());
+    let killed = std::time::Instant::now();
 
     let reason = wait_for("the killed task reported stopped with Swarm's reason", LIMIT, || {
         let all = cluster.json(&["tasks", "list", "--service", "api", "--all"]);
@@ -204,6 +204,7 @@ fn swarm_a_service_of_four_tasks_spreads_over_three_nodes_and_a_task_killed_on_i
             .then_some(tasks)
     });
     assert_eq!(after.keys().filter(|id| tasks.contains_key(*id)).count(), 3);
+    println!("kill to a running replacement: {:.1}s", killed.elapsed().as_secs_f64());
 }
 
 #[test]

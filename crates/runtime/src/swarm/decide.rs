@@ -247,9 +247,14 @@ pub fn task_state(tasks: &[Observed], replicas: u64, has_health_check: bool) -> 
         return TaskState::Running { health: Health::Unknown };
     };
     let on = t.node.as_ref().map(|(n, _)| format!(" on {n}")).unwrap_or_default();
+    // Swarm marks a lost node's tasks for shutdown at once but cannot tell the node: their state
+    // stays what the node last reported (`running`), so the node's liveness decides.
     if let Some((node, false)) = &t.node
-        && t.desired == "running"
+        && !is_over(&t.state)
     {
+        if replicas == 0 {
+            return stopped_by_cutover();
+        }
         return TaskState::Exited {
             code: None,
             reason: format!(
@@ -276,6 +281,11 @@ pub fn task_state(tasks: &[Observed], replicas: u64, has_health_check: bool) -> 
             }
         }
     }
+}
+
+/// Whether Swarm's task state is an end state (the node reported the task gone).
+pub fn is_over(state: &str) -> bool {
+    matches!(state, "complete" | "failed" | "shutdown" | "rejected" | "orphaned" | "remove")
 }
 
 fn stopped_by_cutover() -> TaskState {
@@ -444,8 +454,17 @@ mod tests {
         );
         let mut lost = observed("running", "running");
         lost.node = Some(("node3".into(), false));
-        let TaskState::Exited { reason, .. } = task_state(&[lost], 1, false) else { panic!() };
+        let TaskState::Exited { reason, .. } = task_state(&[lost.clone()], 1, false) else {
+            panic!()
+        };
         assert!(reason.starts_with("node node3 is down"), "{reason}");
+        // Swarm marks the lost node's task for shutdown; its state stays `running`.
+        lost.desired = "shutdown".into();
+        assert_eq!(
+            task_state(&[lost.clone()], 1, false),
+            TaskState::Exited { code: None, reason: reason.clone() }
+        );
+        assert_eq!(task_state(&[lost], 0, false), stopped_by_cutover());
         assert_eq!(task_state(&[observed("shutdown", "shutdown")], 0, false), stopped_by_cutover());
         assert_eq!(task_state(&[observed("shutdown", "remove")], 0, false), stopped_by_cutover());
         assert_eq!(task_state(&[], 0, false), stopped_by_cutover());

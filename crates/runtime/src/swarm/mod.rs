@@ -439,10 +439,7 @@ fn has_health_check(service: &bollard::models::Service) -> bool {
 
 /// Whether Swarm may still have the task's container running (anything short of an end state).
 fn not_over(t: &Observed) -> bool {
-    !matches!(
-        t.state.as_str(),
-        "complete" | "failed" | "shutdown" | "rejected" | "orphaned" | "remove"
-    )
+    !decide::is_over(&t.state)
 }
 
 #[async_trait::async_trait]
