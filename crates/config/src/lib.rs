@@ -46,6 +46,7 @@ pub use syntax::text_from_bytes;
 pub use syntax::tree::{ALIAS_NODES_MAX, DEPTH_MAX, FILE_SIZE_MAX, check_file_size};
 pub use taskdef::{
     ContainerDefinition, ContainerDependency, ContainerHealthCheck, DependencyCondition,
-    KeyValuePair, PortMapping, TaskDefinition, parse_task_definition, substitute_image_placeholder,
+    KeyValuePair, PlacementConstraint, PortMapping, TaskDefinition, parse_task_definition,
+    substitute_image_placeholder,
 };
 pub use validate::{FileKind, detect_kind, validate};

@@ -648,3 +648,21 @@ fn service_is_checked_against_its_task_definition() {
         cutover.yaml:24:62: services[0].load_balancer.container_name: task definition `web` has no container named `web`; its containers are: app"#]]
     .assert_eq(&errors);
 }
+
+#[test]
+fn a_swarm_service_is_accepted_without_a_load_balancer_and_refused_with_one() {
+    let taskdef = "taskdef.json";
+    let without = format!(
+        "services:\n  - {{ name: api, runtime: swarm, task_definition: {taskdef}, desired_count: 4, network: shop }}\n"
+    );
+    let parsed = parse_cutover_file("cutover.yaml", &without).unwrap().value;
+    let api = parsed.service("api").unwrap();
+    assert_eq!((api.runtime, api.network.as_deref()), (RuntimeKind::Swarm, Some("shop")));
+    check(
+        "cutover.yaml",
+        &quickstart_with("    runtime: process", "    runtime: swarm"),
+        expect![[r#"
+            cutover.yaml:24:20: services[0].load_balancer: a `runtime: swarm` service cannot have a load balancer yet: swarm tasks live on the overlay network, which cutover's load balancer (on this machine) does not reach; remove `load_balancer` (docs/swarm.md), or use `runtime: docker`
+        "#]],
+    );
+}

@@ -175,6 +175,7 @@ impl Plan {
         let runtime = match service.runtime {
             config::RuntimeKind::Process => "process",
             config::RuntimeKind::Docker => "docker",
+            config::RuntimeKind::Swarm => "swarm",
         };
         let task_definition = match (&existing, registered_revision) {
             (Some(existing), _) => {

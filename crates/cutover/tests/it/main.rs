@@ -29,3 +29,4 @@ mod restart;
 mod restart_records;
 mod scheduler;
 mod secrets;
+mod swarm;
