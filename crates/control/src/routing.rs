@@ -79,6 +79,7 @@ pub fn compute(
                     idle_timeout_ms: None,
                     limits: lb.connections,
                     action,
+                    rules: Vec::new(),
                 },
             );
         }

@@ -265,6 +265,7 @@ async fn serve_active(stream: TcpStream, peer: SocketAddr, guard: &ConnGuard) {
             shared: guard.shared.clone(),
             listener: guard.ls.clone(),
             client_ip: client_ip.clone(),
+            peer_ip: peer.ip().to_canonical(),
             tls,
             slot: guard.slot.clone(),
         })

@@ -12,9 +12,10 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
+use routes::rules::{self, Matcher, RequestView};
 use routes::{
     Action, Applied, DEFAULT_IDLE_TIMEOUT_MS, FixedResponse, ForwardAction, Listener, Preview,
-    PreviewFrom, Redirect, RouteTable, TargetGroup, WEIGHT_MAX,
+    PreviewFrom, Redirect, RouteTable, Rule, TargetGroup, WEIGHT_MAX,
 };
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -57,8 +58,28 @@ pub struct Compiled {
 }
 
 pub struct Route {
+    /// The listener's rules, lowest priority first, each compiled once for this table.
+    pub rules: Box<[(Matcher, CompiledAction)]>,
+    /// The default action, for a request no rule takes.
     pub action: CompiledAction,
     pub idle_timeout: Duration,
+}
+
+impl Route {
+    /// The action of the first rule that takes `req`, else the default action. A listener
+    /// without rules pays one length check.
+    #[inline]
+    pub fn action_for<R: RequestView + ?Sized>(&self, req: &R) -> &CompiledAction {
+        if self.rules.is_empty() {
+            return &self.action;
+        }
+        rules::first_match(&self.rules, req).unwrap_or(&self.action)
+    }
+
+    /// Every action of the listener: its rules' and its default.
+    pub fn actions(&self) -> impl Iterator<Item = &CompiledAction> {
+        self.rules.iter().map(|(_, a)| a).chain(std::iter::once(&self.action))
+    }
 }
 
 pub enum CompiledAction {
@@ -360,6 +381,7 @@ fn commit(
     for l in table.listeners.values() {
         let Some(&slot) = slot_of.get(&l.bind) else { continue };
         slots[slot] = Some(Route {
+            rules: compile_rules(&l.rules, &groups_out),
             action: compile_action(&l.action, &groups_out),
             idle_timeout: Duration::from_millis(
                 l.idle_timeout_ms.unwrap_or(DEFAULT_IDLE_TIMEOUT_MS),
@@ -477,6 +499,20 @@ fn release(shared: &Shared, group: &Arc<GroupRt>, target: &Arc<TargetRt>) {
     }
 }
 
+/// The rules in priority order, compiled. [`validate`] has refused a table with a rule that does
+/// not compile, so none is left out here.
+fn compile_rules(
+    rules: &[Rule],
+    groups: &HashMap<String, Arc<GroupRt>>,
+) -> Box<[(Matcher, CompiledAction)]> {
+    let mut sorted: Vec<&Rule> = rules.iter().collect();
+    sorted.sort_by_key(|r| r.priority);
+    sorted
+        .into_iter()
+        .filter_map(|r| Some((Matcher::new(r).ok()?, compile_action(&r.action, groups))))
+        .collect()
+}
+
 fn compile_action(action: &Action, groups: &HashMap<String, Arc<GroupRt>>) -> CompiledAction {
     match action {
         Action::Forward(fwd) => {
@@ -578,6 +614,8 @@ pub enum InvalidTable {
     SameBind { first: String, second: String, bind: SocketAddr },
     #[error("listener `{listener}`: {problem}")]
     Listener { listener: String, problem: String },
+    #[error("listener `{listener}` rule {priority}: {problem}")]
+    Rule { listener: String, priority: u32, problem: String },
     #[error("target group `{group}`: {problem}")]
     TargetGroup { group: String, problem: String },
 }
@@ -625,11 +663,50 @@ fn validate_listener(name: &str, l: &Listener, table: &RouteTable) -> Result<(),
     }
     let idle = l.idle_timeout_ms.unwrap_or(DEFAULT_IDLE_TIMEOUT_MS);
     l.limits.check(idle).map_err(|e| bad(e.to_string()))?;
-    match &l.action {
+    validate_rules(name, &l.rules, table)?;
+    validate_action(name, &l.action, table)
+}
+
+fn validate_action(name: &str, action: &Action, table: &RouteTable) -> Result<(), InvalidTable> {
+    match action {
         Action::Forward(f) => validate_forward(name, f, table),
         Action::FixedResponse(f) => validate_fixed_response(name, f),
         Action::Redirect(r) => validate_redirect(name, r),
     }
+}
+
+/// ALB's rules for listener rules: at most [`rules::MAX_RULES_PER_LISTENER`], priorities unique,
+/// conditions ALB accepts, and actions valid as a default action's.
+fn validate_rules(name: &str, list: &[Rule], table: &RouteTable) -> Result<(), InvalidTable> {
+    if list.len() > rules::MAX_RULES_PER_LISTENER {
+        return Err(InvalidTable::listener(
+            name,
+            format!("{} rules; at most {}", list.len(), rules::MAX_RULES_PER_LISTENER),
+        ));
+    }
+    let mut priorities = BTreeSet::new();
+    for rule in list {
+        let in_rule = |problem: String| InvalidTable::Rule {
+            listener: name.to_string(),
+            priority: rule.priority,
+            problem,
+        };
+        if !priorities.insert(rule.priority) {
+            return Err(InvalidTable::listener(
+                name,
+                format!(
+                    "two rules have priority {}; priorities are unique per listener",
+                    rule.priority
+                ),
+            ));
+        }
+        Matcher::new(rule).map_err(|e| in_rule(e.to_string()))?;
+        validate_action(name, &rule.action, table).map_err(|e| match e {
+            InvalidTable::Listener { problem, .. } => in_rule(problem),
+            other => other,
+        })?;
+    }
+    Ok(())
 }
 
 fn validate_forward(name: &str, f: &ForwardAction, table: &RouteTable) -> Result<(), InvalidTable> {
@@ -698,15 +775,30 @@ fn validate_redirect(name: &str, r: &Redirect) -> Result<(), InvalidTable> {
     if r.port == Some(0) {
         return Err(bad("redirect port 0 is not a port".to_string()));
     }
+    let literal = |text: &str| {
+        routes::redirect::strip_placeholders(text).map_err(|unknown| {
+            bad(format!(
+                "redirect `{text}` holds {unknown}; the placeholders are {}",
+                routes::redirect::PLACEHOLDERS.join(", ")
+            ))
+        })
+    };
     if let Some(h) = &r.host
-        && (h.is_empty() || h.contains(['/', ' ', '?', '#', '@']))
+        && (h.is_empty() || literal(h)?.contains(['/', ' ', '?', '#', '@']))
     {
         return Err(bad(format!("redirect host `{h}` is not a host name")));
     }
     if let Some(p) = &r.path
-        && (!p.starts_with('/') || p.contains([' ', '?', '#']))
+        && (!p.starts_with('/') || literal(p)?.contains([' ', '?', '#']))
     {
         return Err(bad(format!("redirect path `{p}` must start with / and hold no query")));
+    }
+    if let Some(q) = &r.query
+        && (q.starts_with('?') || literal(q)?.contains([' ', '#']))
+    {
+        return Err(bad(format!(
+            "redirect query `{q}` must be a query without its leading ? and without spaces"
+        )));
     }
     Ok(())
 }

@@ -260,6 +260,7 @@ async fn fixed_response_and_redirect_actions() {
                         host: None,
                         port: Some(443),
                         path: None,
+                        query: None,
                         status_code: 301,
                     }),
                 ),

@@ -14,6 +14,10 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+pub mod redirect;
+pub mod rules;
+pub use rules::{Condition, QueryValue, Rule};
+
 /// Bumped on any incompatible change of the wire form.
 pub const PROTOCOL_VERSION: u32 = 1;
 
@@ -39,8 +43,11 @@ pub struct Listener {
     pub bind: SocketAddr,
     #[serde(default)]
     pub tls: Option<TlsConfig>,
-    /// The default action; listener rules (path/host conditions) may come later.
+    /// The default action: what a request no rule takes gets.
     pub action: Action,
+    /// ALB's listener rules, evaluated from the lowest priority up before the default action.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<Rule>,
     /// ALB's `idle_timeout.timeout_seconds`, in milliseconds: a client connection with no data
     /// either way for this long is closed, and a target that sends no response headers for this
     /// long is answered with 504. `None` means ALB's default, [`DEFAULT_IDLE_TIMEOUT_MS`].
@@ -214,7 +221,9 @@ pub struct FixedResponse {
     pub body: String,
 }
 
-/// ALB's redirect action. `None` parts keep the request's own (`#{protocol}`, `#{host}`… on AWS).
+/// ALB's redirect action. `None` parts keep the request's own; `host`, `path` and `query` may
+/// reuse them with `#{protocol}`, `#{host}`, `#{port}`, `#{path}` and `#{query}`
+/// ([`Redirect::location`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Redirect {
@@ -226,6 +235,9 @@ pub struct Redirect {
     pub port: Option<u16>,
     #[serde(default)]
     pub path: Option<String>,
+    /// Without the leading `?`; empty drops the request's query.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
     /// 301 or 302.
     pub status_code: u16,
 }
@@ -568,6 +580,7 @@ mod tests {
                 tls: None,
                 idle_timeout_ms: None,
                 limits: ConnectionLimits::default(),
+                rules: Vec::new(),
                 action: Action::Forward(ForwardAction {
                     target_groups: vec![
                         WeightedTargetGroup { name: "blue".into(), weight: 100 },

@@ -380,6 +380,7 @@ fn redirect_action(cx: &mut Cx<'_>, field: &Field<'_>) -> Option<Redirect> {
         host: host?,
         port: port?,
         path: path?,
+        query: None,
         status_code: status_code?,
     };
     if redirect.protocol.is_none()
