@@ -79,7 +79,7 @@ pub fn compute(
                     idle_timeout_ms: None,
                     limits: lb.connections,
                     action,
-                    rules: Vec::new(),
+                    rules: listener.rules.clone(),
                 },
             );
         }
@@ -164,6 +164,7 @@ mod tests {
             bind: SocketAddr::from(([127, 0, 0, 1], port)),
             tls: None,
             action: Action::Forward(ForwardAction::weighted(Vec::new())),
+            rules: Vec::new(),
         };
         LoadBalancerDoc {
             name: "lb".into(),

@@ -226,7 +226,7 @@ fn value_error(field: &'static str, value: &str, problem: &'static str) -> RuleE
 fn compile(c: &Condition) -> Result<(Compiled, usize), RuleError> {
     let field = c.field();
     let mut stars = 0;
-    let mut pattern = |value: &str, fold: bool, allowed: fn(u8) -> bool| {
+    let mut pattern = |value: &str, fold: bool, allowed: Charset| {
         check_text(field, value, MAX_VALUE_LEN, allowed)?;
         let p = Pattern::new(value, fold);
         stars += p.wildcards();
@@ -238,7 +238,7 @@ fn compile(c: &Condition) -> Result<(Compiled, usize), RuleError> {
                 .iter()
                 .map(|v| {
                     check_host(v)?;
-                    pattern(v, true, is_host_char)
+                    pattern(v, true, HOST)
                 })
                 .collect::<Result<_, _>>()?,
         ),
@@ -249,26 +249,24 @@ fn compile(c: &Condition) -> Result<(Compiled, usize), RuleError> {
                     if !v.starts_with('/') && !v.starts_with('*') {
                         return Err(value_error(field, v, "must start with / (or a wildcard)"));
                     }
-                    pattern(v, false, is_path_char)
+                    pattern(v, false, PATH)
                 })
                 .collect::<Result<_, _>>()?,
         ),
         Condition::HttpHeader { name, values } => {
-            check_text(field, name, MAX_NAME_LEN, is_token_char)?;
+            check_text(field, name, MAX_NAME_LEN, HEADER_NAME)?;
             if name.eq_ignore_ascii_case("host") {
                 return Err(value_error(field, name, "is the host: use a host-header condition"));
             }
             let values =
-                values.iter().map(|v| pattern(v, true, is_visible)).collect::<Result<_, _>>()?;
+                values.iter().map(|v| pattern(v, true, HEADER_VALUE)).collect::<Result<_, _>>()?;
             Compiled::Header { name: name.to_ascii_lowercase().into_bytes().into(), values }
         }
         Condition::HttpRequestMethod { values } => Compiled::Method(
             values
                 .iter()
                 .map(|v| {
-                    check_text(field, v, MAX_NAME_LEN, |b| {
-                        b.is_ascii_uppercase() || b == b'-' || b == b'_'
-                    })?;
+                    check_text(field, v, MAX_NAME_LEN, METHOD)?;
                     Ok(v.as_bytes().into())
                 })
                 .collect::<Result<_, RuleError>>()?,
@@ -278,10 +276,10 @@ fn compile(c: &Condition) -> Result<(Compiled, usize), RuleError> {
                 .iter()
                 .map(|q| {
                     let key = match &q.key {
-                        Some(k) => Some(pattern(k, true, is_query_char)?),
+                        Some(k) => Some(pattern(k, true, QUERY)?),
                         None => None,
                     };
-                    Ok((key, pattern(&q.value, true, is_query_char)?))
+                    Ok((key, pattern(&q.value, true, QUERY)?))
                 })
                 .collect::<Result<_, RuleError>>()?,
         ),
@@ -303,11 +301,24 @@ fn compile(c: &Condition) -> Result<(Compiled, usize), RuleError> {
     Ok((compiled, stars))
 }
 
+/// The characters ALB allows in a kind of value, and how to say so.
+type Charset = (fn(u8) -> bool, &'static str);
+
+const HOST: Charset =
+    (is_host_char, "may hold only letters, digits, -, _, . and the wildcards * and ?");
+const PATH: Charset =
+    (is_path_char, "may hold only letters, digits, _-.$/~\"'@:+& and the wildcards * and ?");
+const HEADER_NAME: Charset = (is_token_char, "is not a header name");
+const HEADER_VALUE: Charset = (is_visible, "may hold only visible ASCII characters and spaces");
+const METHOD: Charset =
+    (is_method_char, "may hold only uppercase letters, - and _ (methods are compared exactly)");
+const QUERY: Charset = (is_query_char, "may hold only visible ASCII characters other than & and =");
+
 fn check_text(
     field: &'static str,
     value: &str,
     max: usize,
-    allowed: fn(u8) -> bool,
+    (allowed, charset): Charset,
 ) -> Result<(), RuleError> {
     if value.is_empty() || value.len() > max {
         return Err(value_error(
@@ -320,8 +331,8 @@ fn check_text(
             },
         ));
     }
-    if let Some(_bad) = value.bytes().find(|&b| !allowed(b)) {
-        return Err(value_error(field, value, "holds a character ALB does not allow there"));
+    if value.bytes().any(|b| !allowed(b)) {
+        return Err(value_error(field, value, charset));
     }
     Ok(())
 }
@@ -355,6 +366,10 @@ fn is_path_char(b: u8) -> bool {
 
 fn is_token_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn is_method_char(b: u8) -> bool {
+    b.is_ascii_uppercase() || b == b'-' || b == b'_'
 }
 
 fn is_visible(b: u8) -> bool {

@@ -70,7 +70,8 @@ pub(super) fn cross_check(cx: &mut Cx<'_>, meta: &Meta) {
 
     for lb in &meta.load_balancers {
         for l in &lb.listeners {
-            for (tg, loc) in l.action.iter().flat_map(|a| &a.forward) {
+            let rule_actions = l.rules.iter().filter_map(|r| r.action.as_ref());
+            for (tg, loc) in l.action.iter().chain(rule_actions).flat_map(|a| &a.forward) {
                 if !target_groups.contains(&tg.as_str()) {
                     unknown(cx, loc, "target group", tg, &target_groups, "target_groups");
                 }

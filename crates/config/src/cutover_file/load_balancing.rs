@@ -106,8 +106,16 @@ fn connection_limits(cx: &mut Cx<'_>, field: &Field<'_>) -> Option<ConnectionLim
     Some(ConnectionLimits { max_per_client: max_per_client?, header_timeout_ms: header_timeout? })
 }
 
-const LISTENER_FIELDS: &[&str] =
-    &["name", "port", "address", "protocol", "certificate_file", "key_file", "default_action"];
+const LISTENER_FIELDS: &[&str] = &[
+    "name",
+    "port",
+    "address",
+    "protocol",
+    "certificate_file",
+    "key_file",
+    "default_action",
+    "rules",
+];
 
 fn listener(cx: &mut Cx<'_>, node: &Node, path: &str) -> (Option<ListenerSpec>, ListenerMeta) {
     let mut meta = ListenerMeta::default();
@@ -185,9 +193,12 @@ fn listener(cx: &mut Cx<'_>, node: &Node, path: &str) -> (Option<ListenerSpec>, 
         _ => None,
     };
     let action = optional(cx, &mut f, "default_action", |cx, a| {
-        let (action, action_meta) = default_action(cx, a);
+        let (action, action_meta) = action(cx, a, "a default_action");
         meta.action = Some(action_meta);
         action
+    });
+    let rules = optional(cx, &mut f, "rules", |cx, r| {
+        super::listener_rules::listener_rules(cx, r, &mut meta.rules)
     });
     f.finish(cx, LISTENER_FIELDS, &[]);
     if let (Some((port, loc)), Some(address)) = (&port, &address) {
@@ -200,12 +211,18 @@ fn listener(cx: &mut Cx<'_>, node: &Node, path: &str) -> (Option<ListenerSpec>, 
             bind: meta.bind.as_ref()?.0,
             tls: tls?,
             default_action: action?.unwrap_or(ListenerAction::Forward(Vec::new())),
+            rules: rules?.unwrap_or_default(),
         })
     })();
     (spec, meta)
 }
 
-fn default_action(cx: &mut Cx<'_>, field: &Field<'_>) -> (Option<ListenerAction>, ActionMeta) {
+/// A listener's `default_action` or a rule's `action` (`what` names which, for the error).
+pub(super) fn action(
+    cx: &mut Cx<'_>,
+    field: &Field<'_>,
+    what: &str,
+) -> (Option<ListenerAction>, ActionMeta) {
     let mut meta = ActionMeta { loc: Loc::of(field), forward: Vec::new(), is_forward: false };
     let Some(mut f) = cx.map(field.node, &field.path) else { return (None, meta) };
     let forward = f.get(cx, "forward");
@@ -218,7 +235,7 @@ fn default_action(cx: &mut Cx<'_>, field: &Field<'_>) -> (Option<ListenerAction>
         cx.error(
             field.node.pos,
             &field.path,
-            "a default_action has exactly one of `forward`, `fixed_response` or `redirect`",
+            format!("{what} has exactly one of `forward`, `fixed_response` or `redirect`"),
         );
         return (None, meta);
     }
@@ -364,7 +381,9 @@ fn redirect_action(cx: &mut Cx<'_>, field: &Field<'_>) -> Option<Redirect> {
             u16::try_from(code).ok()
         });
     let protocol = optional(cx, &mut f, "protocol", |cx, p| protocol(cx, p).map(str::to_string));
-    let host = optional(cx, &mut f, "host", |cx, h| cx.nonempty(h.node, &h.path));
+    let host = optional(cx, &mut f, "host", |cx, h| {
+        cx.nonempty(h.node, &h.path).filter(|s| placeholders_known(cx, h, s))
+    });
     let port = optional(cx, &mut f, "port", |cx, p| cx.port(p.node, &p.path));
     let path = optional(cx, &mut f, "path", |cx, p| {
         let s = cx.string(p.node, &p.path)?;
@@ -372,30 +391,61 @@ fn redirect_action(cx: &mut Cx<'_>, field: &Field<'_>) -> Option<Redirect> {
             cx.error(p.node.pos, &p.path, format!("path {} must start with `/`", quote(&s)));
             return None;
         }
-        Some(s)
+        placeholders_known(cx, p, &s).then_some(s)
     });
-    f.finish(cx, &["status_code", "protocol", "host", "port", "path"], &[]);
+    let query = optional(cx, &mut f, "query", |cx, q| {
+        let s = cx.string(q.node, &q.path)?;
+        if s.starts_with('?') {
+            cx.error(
+                q.node.pos,
+                &q.path,
+                format!("query {} is written without its leading `?`", quote(&s)),
+            );
+            return None;
+        }
+        placeholders_known(cx, q, &s).then_some(s)
+    });
+    f.finish(cx, &["status_code", "protocol", "host", "port", "path", "query"], &[]);
     let redirect = Redirect {
         protocol: protocol?,
         host: host?,
         port: port?,
         path: path?,
-        query: None,
+        query: query?,
         status_code: status_code?,
     };
     if redirect.protocol.is_none()
         && redirect.host.is_none()
         && redirect.port.is_none()
         && redirect.path.is_none()
+        && redirect.query.is_none()
     {
         cx.error(
             field.node.pos,
             &field.path,
-            "this redirect changes nothing and would loop; set protocol, host, port or path",
+            "this redirect changes nothing and would loop; set protocol, host, port, path or query",
         );
         return None;
     }
     Some(redirect)
+}
+
+/// Whether every `#{…}` in `text` is one of ALB's placeholders; reports the first that is not.
+fn placeholders_known(cx: &mut Cx<'_>, field: &Field<'_>, text: &str) -> bool {
+    match routes::redirect::strip_placeholders(text) {
+        Ok(_) => true,
+        Err(unknown) => {
+            cx.error(
+                field.node.pos,
+                &field.path,
+                format!(
+                    "{unknown} is not a placeholder; use {}",
+                    routes::redirect::PLACEHOLDERS.join(", ")
+                ),
+            );
+            false
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -234,7 +234,7 @@ fn rules_alb_would_refuse_are_refused_with_the_reason() {
     );
     assert_eq!(
         refused(vec![path(&["/a b"])]),
-        "path-pattern value \"/a b\" holds a character ALB does not allow there"
+        "path-pattern value \"/a b\" may hold only letters, digits, _-.$/~\"'@:+& and the wildcards * and ?"
     );
     assert_eq!(
         refused(vec![Condition::HttpHeader { name: "Host".into(), values: values(&["a.com"]) }]),
@@ -242,7 +242,7 @@ fn rules_alb_would_refuse_are_refused_with_the_reason() {
     );
     assert_eq!(
         refused(vec![Condition::HttpRequestMethod { values: values(&["get"]) }]),
-        "http-request-method value \"get\" holds a character ALB does not allow there"
+        "http-request-method value \"get\" may hold only uppercase letters, - and _ (methods are compared exactly)"
     );
     assert_eq!(
         refused(vec![Condition::SourceIp { values: values(&["10.0.0.0/33"]) }]),
