@@ -115,3 +115,64 @@ target_groups:
         "#]],
     );
 }
+
+const SHARED: &str = "
+load_balancers:
+  - name: edge
+    listeners:
+      - name: http
+        port: 8080
+        default_action: { fixed_response: { status_code: 404 } }
+        rules:
+          - { priority: 10, conditions: [{ host_header: [api.example.com] }], action: { forward: api-blue } }
+          - { priority: 20, conditions: [{ host_header: [www.example.com] }], action: { forward: www-blue } }
+target_groups:
+  - { name: api-blue }
+  - { name: api-green }
+  - { name: www-blue }
+  - { name: www-green }
+services:
+  - { name: api, task_definition: api:1, load_balancer: { target_group: api-blue, container_name: api, container_port: 80 } }
+  - { name: www, task_definition: www:1, load_balancer: { target_group: www-blue, container_name: www, container_port: 80 } }
+deployment_groups:
+  - { application: api, name: api-prod, service: api, target_groups: [api-blue, api-green], production_listener: edge/http }
+  - { application: www, name: www-prod, service: www, target_groups: [www-blue, www-green], production_listener: edge/http }
+";
+
+#[test]
+fn deployment_groups_share_a_listener_each_by_its_own_rule() {
+    check("cutover.yaml", SHARED, expect!["ok\n"]);
+}
+
+#[test]
+fn a_rule_is_one_group_s_traffic_on_that_group_s_listener() {
+    let mixed = SHARED
+        .replace("action: { forward: www-blue }", "action: { forward: [www-blue, api-green] }");
+    let no_default =
+        SHARED.replace("        default_action: { fixed_response: { status_code: 404 } }\n", "");
+    let without_api_rule = SHARED.replace(
+        "          - { priority: 10, conditions: [{ host_header: [api.example.com] }], action: { forward: api-blue } }\n",
+        "",
+    );
+    let elsewhere = format!(
+        "{}      - name: other\n        port: 8081\n        default_action: {{ fixed_response: {{ status_code: 404 }} }}\n        rules: [{{ priority: 1, conditions: [{{ path_pattern: ['/api/*'] }}], action: {{ forward: api-green }} }}]\n",
+        SHARED.split_once("target_groups:").unwrap().0
+    ) + "target_groups:"
+        + SHARED.split_once("target_groups:").unwrap().1;
+    let all = [mixed, no_default, without_api_rule, elsewhere]
+        .iter()
+        .map(|text| crate::render(config::validate("cutover.yaml", text)))
+        .collect::<Vec<_>>()
+        .join("--\n");
+    expect![[r#"
+        cutover.yaml:7:25: load_balancers[0].listeners[0].default_action: listener edge/http is managed by deployment group `www-prod`, which sets its forward; remove this default_action, or give the group a rule that forwards to its target groups
+        cutover.yaml:10:109: load_balancers[0].listeners[0].rules[1].action.forward[1]: target group `api-green` belongs to deployment group `api-prod`, but this rule forwards to `www-prod`'s; a rule is one group's traffic, give each group a rule of its own
+        --
+        cutover.yaml:5:15: load_balancers[0].listeners[0].name: listener edge/http has no default_action, so a request none of its rules takes would get nothing; add one, like `default_action: { fixed_response: { status_code: 404 } }`
+        --
+        cutover.yaml:7:25: load_balancers[0].listeners[0].default_action: listener edge/http is managed by deployment group `api-prod`, which sets its forward; remove this default_action, or give the group a rule that forwards to its target groups
+        --
+        cutover.yaml:14:95: load_balancers[0].listeners[1].rules[0].action.forward: target group `api-green` belongs to deployment group `api-prod`, which does not route listener edge/other; a rule forwarding to it goes on that group's production_listener or test_listener
+    "#]]
+    .assert_eq(&all);
+}
