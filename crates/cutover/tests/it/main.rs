@@ -18,6 +18,7 @@ mod git_env;
 mod harness;
 mod hook_token;
 mod hung_data_plane;
+mod listener_rules;
 mod orphan_down;
 mod pipeline;
 mod referenced_files;
