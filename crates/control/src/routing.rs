@@ -435,4 +435,37 @@ mod tests {
         );
         assert_eq!(rule_weights(&rolled_back, 20), pair("www-blue", 100, "www-green", 0));
     }
+
+    #[test]
+    fn preview_routing_works_on_a_group_s_rule() {
+        let (lb, [mut api, www]) = shared_listener();
+        api.preview = Some(crate::declared::PreviewDoc {
+            from: routes::PreviewFrom::Header,
+            name: "X-Deploy-Version".into(),
+        });
+        let routing = |group: &DeploymentGroupDoc, previewing: bool| GroupRouting {
+            group: group.clone(),
+            blue_target_group: group.target_groups[0].clone(),
+            production_green_percent: 0,
+            test_to_green: previewing,
+            deployment_in_progress: previewing,
+        };
+        let table = compute(
+            1,
+            std::slice::from_ref(&lb),
+            &[],
+            &[routing(&api, true), routing(&www, false)],
+            &BTreeMap::new(),
+        );
+        let preview = |priority: u32| {
+            let rules = &table.listeners["edge/http"].rules;
+            match &rules.iter().find(|r| r.priority == priority).unwrap().action {
+                Action::Forward(f) => f.preview.clone(),
+                other => panic!("not a forward: {other:?}"),
+            }
+        };
+        let api_preview = preview(10).expect("api's rule previews green");
+        assert_eq!(api_preview.target_groups[PreviewSpec::GREEN], "api-green");
+        assert_eq!(preview(20), None, "www's rule has no preview of api's");
+    }
 }

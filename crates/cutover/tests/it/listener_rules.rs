@@ -56,7 +56,8 @@ fn shared_port_cluster() -> Cluster {
             1,
         );
     std::fs::write(cluster.path("cutover.yaml"), shared).unwrap();
-    cluster.cli_ok(&["apply", "-f", "cutover.yaml"]);
+    let plan = cluster.cli_ok(&["apply", "-f", "cutover.yaml"]);
+    assert!(plan.contains("rules on prod: 10 host-header, 20 host-header"), "{plan}");
     for host in [WEB, API] {
         wait_for(&format!("{host} to serve v1"), Duration::from_secs(30), || {
             (request(cluster.prod, host).ok()? == (200, "v1".to_string())).then_some(())
