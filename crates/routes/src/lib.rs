@@ -130,10 +130,23 @@ pub enum LimitsError {
     HeaderTimeout { header_ms: u64, idle_ms: u64 },
 }
 
-/// Certificate and key files (PEM) for an HTTPS listener.
+/// Certificate and key files (PEM) for an HTTPS listener: its default certificate, and more
+/// that a client gets when the host it names (SNI) is one of theirs, as an ALB listener's
+/// certificate list.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
+    pub certificate_file: String,
+    pub key_file: String,
+    /// Chosen by SNI, the first whose certificate names the host; the default otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<CertificateFiles>,
+}
+
+/// One more certificate of an HTTPS listener.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateFiles {
     pub certificate_file: String,
     pub key_file: String,
 }

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use model::format_duration;
 use routes::{
-    Algorithm, ConnectionLimits, DEFAULT_IDLE_TIMEOUT_MS, FixedResponse, HealthCheck, Redirect,
-    TlsConfig, WeightedTargetGroup,
+    Algorithm, CertificateFiles, ConnectionLimits, DEFAULT_IDLE_TIMEOUT_MS, FixedResponse,
+    HealthCheck, Redirect, TlsConfig, WeightedTargetGroup,
 };
 
 use super::{
@@ -115,6 +115,7 @@ const LISTENER_FIELDS: &[&str] = &[
     "key_file",
     "default_action",
     "rules",
+    "certificates",
 ];
 
 fn listener(cx: &mut Cx<'_>, node: &Node, path: &str) -> (Option<ListenerSpec>, ListenerMeta) {
@@ -148,19 +149,33 @@ fn listener(cx: &mut Cx<'_>, node: &Node, path: &str) -> (Option<ListenerSpec>, 
     let key = optional(cx, &mut f, "key_file", |cx, k| {
         cx.nonempty(k.node, &k.path).map(|s| (s, Loc::of(k)))
     });
-    let tls = match (https, certificate, key) {
-        (Some(https), Some(certificate), Some(key)) => {
+    let certificates = optional(cx, &mut f, "certificates", |cx, c| {
+        sni_certificates(cx, c).map(|list| (list, Loc::of(c)))
+    });
+    let tls = match (https, certificate, key, certificates) {
+        (Some(https), Some(certificate), Some(key), Some(certificates)) => {
             let https = https.unwrap_or(false);
-            match (https, certificate, key) {
-                (true, Some((certificate_file, _)), Some((key_file, _))) => {
-                    Some(Some(TlsConfig { certificate_file, key_file }))
-                }
-                (true, certificate, key) => {
-                    for (missing, present) in
-                        [("certificate_file", certificate.is_some()), ("key_file", key.is_some())]
-                    {
-                        if !present {
-                            cx.error(
+            if let (false, Some((_, loc))) = (https, &certificates) {
+                cx.error(
+                    loc.pos,
+                    &loc.path,
+                    "`certificates` is only used with `protocol: HTTPS`; add `protocol: HTTPS` \
+                     with a default certificate_file and key_file, or remove them",
+                );
+                None
+            } else {
+                let certificates = certificates.map(|(list, _)| list).unwrap_or_default();
+                match (https, certificate, key) {
+                    (true, Some((certificate_file, _)), Some((key_file, _))) => {
+                        Some(Some(TlsConfig { certificate_file, key_file, certificates }))
+                    }
+                    (true, certificate, key) => {
+                        for (missing, present) in [
+                            ("certificate_file", certificate.is_some()),
+                            ("key_file", key.is_some()),
+                        ] {
+                            if !present {
+                                cx.error(
                                 f.pos,
                                 &child_key(path, missing),
                                 format!(
@@ -168,24 +183,25 @@ fn listener(cx: &mut Cx<'_>, node: &Node, path: &str) -> (Option<ListenerSpec>, 
                                      PEM certificate_file and key_file"
                                 ),
                             );
+                            }
                         }
-                    }
-                    None
-                }
-                (false, certificate, key) => {
-                    let given = certificate
-                        .as_ref()
-                        .map(|c| ("certificate_file", c))
-                        .or(key.as_ref().map(|k| ("key_file", k)));
-                    if let Some((field, (_, loc))) = given {
-                        let message = format!(
-                            "`{field}` is only used with `protocol: HTTPS`; add `protocol: HTTPS` \
-                             or remove the certificate and key"
-                        );
-                        cx.error(loc.pos, &loc.path, message);
                         None
-                    } else {
-                        Some(None)
+                    }
+                    (false, certificate, key) => {
+                        let given = certificate
+                            .as_ref()
+                            .map(|c| ("certificate_file", c))
+                            .or(key.as_ref().map(|k| ("key_file", k)));
+                        if let Some((field, (_, loc))) = given {
+                            let message = format!(
+                                "`{field}` is only used with `protocol: HTTPS`; add `protocol: HTTPS` \
+                             or remove the certificate and key"
+                            );
+                            cx.error(loc.pos, &loc.path, message);
+                            None
+                        } else {
+                            Some(None)
+                        }
                     }
                 }
             }
@@ -446,6 +462,32 @@ fn placeholders_known(cx: &mut Cx<'_>, field: &Field<'_>, text: &str) -> bool {
             false
         }
     }
+}
+
+/// `certificates: [{ certificate_file: api.pem, key_file: api.key }, …]`: an HTTPS listener's
+/// certificates besides its default one, chosen by the host a client names (SNI).
+fn sni_certificates(cx: &mut Cx<'_>, field: &Field<'_>) -> Option<Vec<CertificateFiles>> {
+    let items = cx.list(field.node, &field.path)?;
+    let mut out = Vec::with_capacity(items.len());
+    let mut ok = true;
+    for (i, item) in items.iter().enumerate() {
+        let path = child_index(&field.path, i);
+        let Some(mut c) = cx.map(item, &path) else {
+            ok = false;
+            continue;
+        };
+        let certificate_file =
+            required_string(cx, &mut c, "certificate_file", "the PEM certificate chain's path");
+        let key_file = required_string(cx, &mut c, "key_file", "the PEM private key's path");
+        c.finish(cx, &["certificate_file", "key_file"], &[]);
+        match (certificate_file, key_file) {
+            (Some((certificate_file, _)), Some((key_file, _))) => {
+                out.push(CertificateFiles { certificate_file, key_file })
+            }
+            _ => ok = false,
+        }
+    }
+    ok.then_some(out)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -176,3 +176,58 @@ fn a_rule_is_one_group_s_traffic_on_that_group_s_listener() {
     "#]]
     .assert_eq(&all);
 }
+
+#[test]
+fn an_https_listener_takes_more_certificates_chosen_by_sni() {
+    let text = "
+load_balancers:
+  - name: edge
+    listeners:
+      - name: https
+        port: 8443
+        protocol: HTTPS
+        certificate_file: certs/default.pem
+        key_file: certs/default.key
+        certificates:
+          - { certificate_file: certs/api.pem, key_file: certs/api.key }
+        default_action: { fixed_response: { status_code: 404 } }
+      - name: http
+        port: 8080
+        certificates: [{ certificate_file: a.pem, key_file: a.key }]
+        default_action: { fixed_response: { status_code: 404 } }
+      - name: half
+        port: 8444
+        protocol: HTTPS
+        certificate_file: d.pem
+        key_file: d.key
+        certificates: [{ certificate_file: a.pem }]
+        default_action: { fixed_response: { status_code: 404 } }
+";
+    check(
+        "cutover.yaml",
+        text,
+        expect![[r#"
+            cutover.yaml:15:23: load_balancers[0].listeners[1].certificates: `certificates` is only used with `protocol: HTTPS`; add `protocol: HTTPS` with a default certificate_file and key_file, or remove them
+            cutover.yaml:22:24: load_balancers[0].listeners[2].certificates[0].key_file: missing required field `key_file`; the PEM private key's path
+        "#]],
+    );
+    let references: Vec<String> =
+        config::file_references(text).iter().map(|r| format!("{} {}", r.field, r.path)).collect();
+    assert!(
+        references.contains(
+            &"load_balancers[0].listeners[0].certificates[0].key_file certs/api.key".to_string()
+        ),
+        "{references:?}"
+    );
+    let valid = text.split("      - name: http\n").next().unwrap();
+    let parsed = parse_cutover_file("cutover.yaml", valid).unwrap().value;
+    let tls = parsed.load_balancers[0].listeners[0].tls.clone().unwrap();
+    assert_eq!(tls.certificate_file, "certs/default.pem");
+    assert_eq!(
+        tls.certificates,
+        [routes::CertificateFiles {
+            certificate_file: "certs/api.pem".into(),
+            key_file: "certs/api.key".into()
+        }]
+    );
+}
