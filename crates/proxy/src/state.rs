@@ -273,17 +273,24 @@ pub async fn check(shared: &Arc<Shared>, table: &RouteTable) -> Result<(), Apply
     prepare(shared, table).map(drop)
 }
 
-type Prepared = (HashMap<SocketAddr, Option<TlsAcceptor>>, HashMap<SocketAddr, TcpListener>);
+/// A listener's TLS acceptor and the state of the files it was built from.
+type Tls = Option<(TlsAcceptor, tls::FilesStamp)>;
+
+type Prepared = (HashMap<SocketAddr, Tls>, HashMap<SocketAddr, TcpListener>);
 
 /// Everything of applying `table` that can fail: validation, TLS acceptors, new sockets.
 fn prepare(shared: &Shared, table: &RouteTable) -> Result<Prepared, ApplyError> {
     validate(table).map_err(|e| bad(e.to_string()))?;
 
-    let mut acceptors: HashMap<SocketAddr, Option<TlsAcceptor>> = HashMap::new();
+    let mut acceptors: HashMap<SocketAddr, Tls> = HashMap::new();
     for (name, l) in &table.listeners {
         let acceptor = match &l.tls {
             Some(cfg) => {
-                Some(tls::acceptor(cfg).map_err(|e| bad(format!("listener `{name}`: {e}")))?)
+                // Stamped before reading: a file replaced meanwhile is read again.
+                let stamp = tls::FilesStamp::of(cfg);
+                let acceptor =
+                    tls::acceptor(cfg).map_err(|e| bad(format!("listener `{name}`: {e}")))?;
+                Some((acceptor, stamp))
             }
             None => None,
         };
@@ -312,7 +319,7 @@ fn prepare(shared: &Shared, table: &RouteTable) -> Result<Prepared, ApplyError> 
 fn commit(
     shared: &Arc<Shared>,
     table: RouteTable,
-    mut acceptors: HashMap<SocketAddr, Option<TlsAcceptor>>,
+    mut acceptors: HashMap<SocketAddr, Tls>,
     mut bound: HashMap<SocketAddr, TcpListener>,
 ) {
     let mut groups_out: HashMap<String, Arc<GroupRt>> = HashMap::new();
@@ -350,16 +357,18 @@ fn commit(
     {
         let mut listeners = lock(&shared.listeners);
         for l in table.listeners.values() {
-            let acceptor = acceptors.remove(&l.bind).flatten();
+            let (acceptor, stamp) = acceptors.remove(&l.bind).flatten().unzip();
             let idle = l.idle_timeout_ms.unwrap_or(DEFAULT_IDLE_TIMEOUT_MS);
             if let Some(ls) = listeners.get(&l.bind) {
                 ls.tls.store(acceptor.map(Arc::new));
+                *lock(&ls.tls_stamp) = stamp;
                 ls.idle_timeout_ms.store(idle, Ordering::Relaxed);
                 ls.set_limits(&l.limits, idle);
                 slot_of.insert(l.bind, ls.slot);
             } else if let Some(socket) = bound.remove(&l.bind) {
                 let slot = shared.next_slot.fetch_add(1, Ordering::Relaxed);
                 let ls = Arc::new(ListenerShared::new(slot, l.bind, acceptor, idle));
+                *lock(&ls.tls_stamp) = stamp;
                 ls.set_limits(&l.limits, idle);
                 listeners.insert(l.bind, ls.clone());
                 slot_of.insert(l.bind, slot);
@@ -398,6 +407,53 @@ fn commit(
         ls.stop.send_replace(true);
     }
     tracing::info!(version, "route table applied");
+}
+
+/// How often HTTPS listeners' certificate and key files are looked at for a renewal.
+const CERTIFICATE_POLL: Duration = Duration::from_secs(1);
+
+/// Serves renewed certificates: every [`CERTIFICATE_POLL`], an HTTPS listener whose certificate
+/// or key files changed since its acceptor was built gets a new acceptor from them, for the
+/// handshakes that follow; connections already open keep theirs and are never dropped. Files
+/// that do not make a usable acceptor (a renewal half written, a key that does not match) leave
+/// the listener serving what it had, with a warning, until they change again.
+pub fn spawn_certificate_reloader(shared: Arc<Shared>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(CERTIFICATE_POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if shared.shutting_down.load(Ordering::Relaxed) {
+                return;
+            }
+            // Under the apply lock: a table applied meanwhile sets the acceptors itself.
+            let _one_at_a_time = shared.apply_lock.lock().await;
+            reload_changed_certificates(&shared);
+        }
+    });
+}
+
+fn reload_changed_certificates(shared: &Shared) {
+    let table = shared.table.load();
+    for (name, l) in &table.table.listeners {
+        let Some(cfg) = &l.tls else { continue };
+        let Some(ls) = lock(&shared.listeners).get(&l.bind).cloned() else { continue };
+        let stamp = tls::FilesStamp::of(cfg);
+        if lock(&ls.tls_stamp).as_ref() == Some(&stamp) {
+            continue;
+        }
+        match tls::acceptor(cfg) {
+            Ok(acceptor) => {
+                ls.tls.store(Some(Arc::new(acceptor)));
+                tracing::info!(listener = %name, "certificates reloaded from disk");
+            }
+            Err(e) => tracing::warn!(
+                listener = %name,
+                "certificates changed on disk but cannot be served ({e}); still serving the previous ones"
+            ),
+        }
+        *lock(&ls.tls_stamp) = Some(stamp);
+    }
 }
 
 fn empty_group(group: &GroupRt) -> TargetGroup {

@@ -4,6 +4,7 @@
 //! that host, else the default one.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use routes::TlsConfig;
 use rustls::crypto::CryptoProvider;
@@ -28,6 +29,26 @@ pub enum TlsError {
         "certificate_file `{certificate_file}` and key_file `{key_file}` do not make a usable pair: {source}"
     )]
     Pair { certificate_file: String, key_file: String, source: rustls::Error },
+}
+
+/// What a listener's certificate and key files are on disk (modification time and size of each,
+/// or nothing for one that cannot be looked at): a renewal written over them changes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FilesStamp(Vec<Option<(SystemTime, u64)>>);
+
+impl FilesStamp {
+    pub fn of(cfg: &TlsConfig) -> FilesStamp {
+        let files = [&cfg.certificate_file, &cfg.key_file]
+            .into_iter()
+            .chain(cfg.certificates.iter().flat_map(|c| [&c.certificate_file, &c.key_file]));
+        FilesStamp(
+            files
+                .map(|f| {
+                    std::fs::metadata(f).ok().and_then(|m| Some((m.modified().ok()?, m.len())))
+                })
+                .collect(),
+        )
+    }
 }
 
 /// Builds an acceptor, or says which file is wrong and how.

@@ -129,3 +129,63 @@ async fn sni_picks_the_certificate_that_names_the_host_and_the_default_otherwise
     lb.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_renewed_on_disk_is_served_to_new_handshakes_and_open_connections_stay() {
+    let dir = std::env::temp_dir().join(format!("cutover-proxy-renew-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (first_der, files) = certificate(&dir, "site", &["localhost"]);
+    let lb = Lb::start(None).await;
+    let backend = Backend::start("b").await;
+    let bind = free_addr();
+    let mut l = listener(bind, forward(&[("g", 1)]));
+    l.tls = Some(TlsConfig {
+        certificate_file: files.certificate_file.clone(),
+        key_file: files.key_file.clone(),
+        certificates: Vec::new(),
+    });
+    let checks = HealthCheck { enabled: false, ..hc(1000) };
+    lb.apply(&table(1, vec![("https", l)], vec![("g", group(&[backend.addr], checks, 0))])).await;
+    assert!(presented(bind, "localhost").await == first_der);
+
+    // A connection opened before the renewal.
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(bind).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let (mut open, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.unwrap();
+    tokio::spawn(conn);
+    let get = || {
+        http::Request::get("/")
+            .header("host", "localhost")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+    assert_eq!(open.send_request(get()).await.unwrap().status(), 200);
+
+    // The renewal: new files moved over the old ones, as certbot and ACME clients write them.
+    let (renewed_der, renewed) = certificate(&dir, "renewed", &["localhost"]);
+    std::fs::rename(&renewed.key_file, &files.key_file).unwrap();
+    std::fs::rename(&renewed.certificate_file, &files.certificate_file).unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while presented(bind, "localhost").await != renewed_der {
+        assert!(tokio::time::Instant::now() < deadline, "the renewed certificate is never served");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        open.send_request(get()).await.expect("the open connection still serves").status(),
+        200
+    );
+    lb.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
