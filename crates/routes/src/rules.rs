@@ -451,6 +451,10 @@ struct Pattern {
     fold: bool,
     /// No wildcard: compared whole.
     literal: bool,
+    /// The literal bytes before the first wildcard and after the last: a text must start and
+    /// end with them, which most texts a rule is not for fail at once.
+    prefix: usize,
+    suffix: usize,
 }
 
 impl Pattern {
@@ -460,8 +464,11 @@ impl Pattern {
         } else {
             text.as_bytes().into()
         };
-        let literal = !bytes.iter().any(|&b| b == b'*' || b == b'?');
-        Pattern { bytes, fold, literal }
+        let wild = |b: &u8| *b == b'*' || *b == b'?';
+        let literal = !bytes.iter().any(wild);
+        let prefix = bytes.iter().position(wild).unwrap_or(bytes.len());
+        let suffix = bytes.iter().rev().position(wild).unwrap_or(0);
+        Pattern { bytes, fold, literal, prefix, suffix }
     }
 
     fn wildcards(&self) -> usize {
@@ -477,7 +484,17 @@ impl Pattern {
                 *self.bytes == *text
             };
         }
-        wildcard_match(&self.bytes, text, self.fold)
+        let (p, s) = (self.prefix, self.suffix);
+        if text.len() < p + s {
+            return false;
+        }
+        let eq = |pattern: &[u8], text: &[u8]| {
+            if self.fold { pattern.eq_ignore_ascii_case(text) } else { pattern == text }
+        };
+        let (pattern_end, text_end) = (self.bytes.len() - s, text.len() - s);
+        eq(&self.bytes[..p], &text[..p])
+            && eq(&self.bytes[pattern_end..], &text[text_end..])
+            && wildcard_match(&self.bytes[p..pattern_end], &text[p..text_end], self.fold)
     }
 }
 

@@ -100,6 +100,10 @@ fn path_patterns_are_case_sensitive_and_see_the_path_only() {
         ("/", "/a", false),
         ("/a*b*c*d", "/aXbXcXd", true),
         ("/a*b*c*d", "/aXbXcX", false),
+        // The literal start and end of a pattern never overlap in the text.
+        ("/ab*ba", "/aba", false),
+        ("/ab*ba", "/abba", true),
+        ("/ab?ba", "/abXba", true),
     ];
     for (pattern, target, expected) in cases {
         let m = matcher(vec![Condition::PathPattern { values: values(&[pattern]) }]);
