@@ -8,6 +8,7 @@
 //! items say about each other.
 
 mod checks;
+mod listener_rules;
 mod load_balancing;
 mod monitoring;
 mod pipelines;
@@ -72,6 +73,19 @@ pub struct ListenerSpec {
     /// Set by `protocol: HTTPS` with `certificate_file` and `key_file`.
     pub tls: Option<TlsConfig>,
     pub default_action: ListenerAction,
+    /// ALB's listener rules, evaluated from the lowest priority up before the default action.
+    pub rules: Vec<ListenerRule>,
+}
+
+/// One of a listener's rules: when all its conditions hold, its action.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerRule {
+    /// 1-50000, unique per listener.
+    pub priority: u32,
+    /// Checked as ALB checks them (see [`routes::rules::Matcher`]).
+    pub conditions: Vec<routes::Condition>,
+    /// Never an empty forward: a rule names its target groups.
+    pub action: ListenerAction,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -379,6 +393,7 @@ struct ListenerMeta {
     bind: Option<(SocketAddr, Loc)>,
     /// `None` when `default_action` is omitted.
     action: Option<ActionMeta>,
+    rules: Vec<listener_rules::RuleMeta>,
 }
 
 struct ActionMeta {

@@ -432,7 +432,7 @@ load_balancers:
             cutover.yaml:9:9: load_balancers[0].listeners[4].key_file: missing required field `key_file`; an HTTPS listener needs a PEM certificate_file and key_file
             cutover.yaml:10:42: load_balancers[0].listeners[5].key_file: `key_file` is only used with `protocol: HTTPS`; add `protocol: HTTPS` or remove the certificate and key
             cutover.yaml:10:58: load_balancers[0].listeners[5].address: "localhost" is not an IP address; write one like 127.0.0.1, 0.0.0.0 or ::1
-            cutover.yaml:10:97: load_balancers[0].listeners[5].default_action.redirect: this redirect changes nothing and would loop; set protocol, host, port or path
+            cutover.yaml:10:97: load_balancers[0].listeners[5].default_action.redirect: this redirect changes nothing and would loop; set protocol, host, port, path or query
             cutover.yaml:11:48: load_balancers[0].listeners[6].default_action: a default_action has exactly one of `forward`, `fixed_response` or `redirect`
             cutover.yaml:12:17: load_balancers[0].listeners[7].name: listener web/f has no default_action and no deployment group uses it, so it would serve nothing; add a default_action or name it in a deployment group
         "#]],
