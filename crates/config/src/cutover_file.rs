@@ -8,6 +8,7 @@
 //! items say about each other.
 
 mod checks;
+mod listener_rules;
 mod load_balancing;
 mod monitoring;
 mod pipelines;
@@ -72,6 +73,19 @@ pub struct ListenerSpec {
     /// Set by `protocol: HTTPS` with `certificate_file` and `key_file`.
     pub tls: Option<TlsConfig>,
     pub default_action: ListenerAction,
+    /// ALB's listener rules, evaluated from the lowest priority up before the default action.
+    pub rules: Vec<ListenerRule>,
+}
+
+/// One of a listener's rules: when all its conditions hold, its action.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerRule {
+    /// 1-50000, unique per listener.
+    pub priority: u32,
+    /// Checked as ALB checks them (see [`routes::rules::Matcher`]).
+    pub conditions: Vec<routes::Condition>,
+    /// Never an empty forward: a rule names its target groups.
+    pub action: ListenerAction,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,6 +115,9 @@ pub enum RuntimeKind {
     Process,
     /// Each task is a container with its own address on a cutover network.
     Docker,
+    /// Each task is a Docker Swarm service of one replica, with its own address on an overlay
+    /// network, placed by Swarm on any node of the cluster.
+    Swarm,
 }
 
 impl RuntimeKind {
@@ -108,6 +125,7 @@ impl RuntimeKind {
         match self {
             RuntimeKind::Process => "process",
             RuntimeKind::Docker => "docker",
+            RuntimeKind::Swarm => "swarm",
         }
     }
 }
@@ -122,7 +140,8 @@ pub struct ServiceSpec {
     /// Default 1, at most 100.
     pub desired_count: u32,
     pub load_balancer: Option<ServiceLoadBalancer>,
-    /// Docker network for the docker runtime; the process runtime ignores it.
+    /// Docker network for the docker runtime (a bridge, default `cutover`) or the swarm runtime
+    /// (an attachable overlay, default `cutover-overlay`); the process runtime ignores it.
     pub network: Option<String>,
 }
 
@@ -374,6 +393,7 @@ struct ListenerMeta {
     bind: Option<(SocketAddr, Loc)>,
     /// `None` when `default_action` is omitted.
     action: Option<ActionMeta>,
+    rules: Vec<listener_rules::RuleMeta>,
 }
 
 struct ActionMeta {
@@ -542,11 +562,12 @@ fn service(cx: &mut Cx<'_>, node: &Node, path: &str) -> (Option<ServiceSpec>, Se
         match s {
             "process" => Some((RuntimeKind::Process, Loc::of(r))),
             "docker" => Some((RuntimeKind::Docker, Loc::of(r))),
+            "swarm" => Some((RuntimeKind::Swarm, Loc::of(r))),
             _ => {
                 cx.error(
                     r.node.pos,
                     &r.path,
-                    format!("runtime {} is not `process` or `docker`", quote(s)),
+                    format!("runtime {} is not `process`, `docker` or `swarm`", quote(s)),
                 );
                 None
             }
@@ -614,6 +635,15 @@ fn service(cx: &mut Cx<'_>, node: &Node, path: &str) -> (Option<ServiceSpec>, Se
         cx.nonempty(n.node, &n.path).map(|s| (s, Loc::of(n)))
     });
     f.finish(cx, SERVICE_FIELDS, &[]);
+    if let (Some(Some((RuntimeKind::Swarm, _))), Some(loc)) = (&runtime, &meta.lb_loc) {
+        cx.error(
+            loc.pos,
+            &loc.path,
+            "a `runtime: swarm` service cannot have a load balancer yet: swarm tasks live on the \
+             overlay network, which cutover's load balancer (on this machine) does not reach; \
+             remove `load_balancer` (docs/swarm.md), or use `runtime: docker`",
+        );
+    }
     if let (Some(runtime), Some(Some((_, loc)))) = (&runtime, &network)
         && runtime.as_ref().is_none_or(|(r, _)| *r == RuntimeKind::Process)
     {
@@ -621,7 +651,7 @@ fn service(cx: &mut Cx<'_>, node: &Node, path: &str) -> (Option<ServiceSpec>, Se
             loc.pos,
             &loc.path,
             "ignored by the process runtime (each task gets its own loopback address); used with \
-             `runtime: docker`",
+             `runtime: docker` or `runtime: swarm`",
         );
     }
     let spec = (|| {

@@ -44,6 +44,9 @@ pub struct ListenerDoc {
     pub tls: Option<routes::TlsConfig>,
     /// A forward with no target groups means "managed by a deployment group".
     pub action: routes::Action,
+    /// ALB's listener rules. Absent in what an older cutover stored: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<routes::Rule>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -224,18 +227,29 @@ pub fn load_balancer_doc(lb: &config::LoadBalancerSpec) -> LoadBalancerDoc {
                 name: l.name.clone(),
                 bind: l.bind,
                 tls: l.tls.clone(),
-                action: match &l.default_action {
-                    config::ListenerAction::Forward(groups) => {
-                        routes::Action::Forward(routes::ForwardAction::weighted(groups.clone()))
-                    }
-                    config::ListenerAction::FixedResponse(r) => {
-                        routes::Action::FixedResponse(r.clone())
-                    }
-                    config::ListenerAction::Redirect(r) => routes::Action::Redirect(r.clone()),
-                },
+                action: route_action(&l.default_action),
+                rules: l
+                    .rules
+                    .iter()
+                    .map(|r| routes::Rule {
+                        priority: r.priority,
+                        conditions: r.conditions.clone(),
+                        action: route_action(&r.action),
+                    })
+                    .collect(),
             })
             .collect(),
         connections: lb.connections,
+    }
+}
+
+fn route_action(action: &config::ListenerAction) -> routes::Action {
+    match action {
+        config::ListenerAction::Forward(groups) => {
+            routes::Action::Forward(routes::ForwardAction::weighted(groups.clone()))
+        }
+        config::ListenerAction::FixedResponse(r) => routes::Action::FixedResponse(r.clone()),
+        config::ListenerAction::Redirect(r) => routes::Action::Redirect(r.clone()),
     }
 }
 

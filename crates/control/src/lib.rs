@@ -254,6 +254,17 @@ async fn start_runtimes(config: &ServerConfig) -> anyhow::Result<(Runtimes, Vec<
             warnings.push(message);
         }
     }
+    // The swarm runtime only where this engine manages a swarm; otherwise it says what to do
+    // when a service asks for it, and nothing else changes.
+    match runtime::SwarmRuntime::connect(config.data_dir.join("docker")).await {
+        Ok(swarm) => {
+            runtimes.insert("swarm".into(), Arc::new(swarm));
+        }
+        Err(err) if runtimes.contains_key("docker") => {
+            info!("swarm runtime unavailable: {err}");
+        }
+        Err(_) => {}
+    }
 
     Ok((runtimes, warnings))
 }

@@ -43,7 +43,7 @@ pub enum RestoreError {
         source: serde_json::Error,
     },
     #[error(
-        "service {service}: unknown runtime `{found}` (this build runs `process` and `docker`); run the cutover that wrote it"
+        "service {service}: unknown runtime `{found}` (this build runs `process`, `docker` and `swarm`); run the cutover that wrote it"
     )]
     UnknownRuntime { service: String, found: String },
 }

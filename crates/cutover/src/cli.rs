@@ -952,6 +952,11 @@ async fn stop_orphaned_tasks(data_dir: &Path) -> usize {
     {
         runtimes.push(Box::new(docker));
     }
+    if data_dir.join("docker").exists()
+        && let Ok(swarm) = runtime::SwarmRuntime::connect(data_dir.join("docker")).await
+    {
+        runtimes.push(Box::new(swarm));
+    }
     let mut stopped = 0;
     for rt in &runtimes {
         for handle in rt.list_owned().await.unwrap_or_default() {
