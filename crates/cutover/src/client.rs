@@ -168,6 +168,11 @@ impl Client {
         })
     }
 
+    /// The API's URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         self.json(path, self.request(reqwest::Method::GET, path))
     }
