@@ -725,8 +725,11 @@ fn connect(args: &Args, data_dir: &Path) -> anyhow::Result<(Client, Option<Strin
         .token
         .clone()
         .or_else(|| in_hook("CUTOVER_HOOK_TOKEN"))
-        .or_else(|| std::fs::read_to_string(data_dir.join("token")).ok())
-        .or_else(|| crate::login::session_secret(&api));
+        .or_else(|| std::fs::read_to_string(data_dir.join("token")).ok());
+    let session = match token {
+        Some(_) => None,
+        None => crate::login::session_secret(&api),
+    };
     let ca_certs = match &args.ca_cert {
         Some(path) => {
             let pem = std::fs::read(path)
@@ -741,6 +744,9 @@ fn connect(args: &Args, data_dir: &Path) -> anyhow::Result<(Client, Option<Strin
         }
         None => Vec::new(),
     };
+    if let Some(secret) = session {
+        return Ok((Client::new(api, Some(secret), ca_certs)?.with_session(), None));
+    }
     Ok((Client::new(api, token.clone(), ca_certs)?, token))
 }
 

@@ -18,6 +18,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::client::Client;
 
+/// The API's single sign-on endpoint.
+pub const LOGIN_PATH: &str = "/v1/login/oidc";
+
 /// How long `login` waits for the browser to come back.
 const BROWSER_WAIT: Duration = Duration::from_secs(300);
 
@@ -88,7 +91,7 @@ fn write_sessions(path: &Path, sessions: &Sessions) -> anyhow::Result<()> {
 }
 
 pub fn login(client: &Client, args: LoginArgs) -> anyhow::Result<ExitCode> {
-    let start: LoginStart = client.get("/v1/login/oidc")?;
+    let start: LoginStart = client.get(LOGIN_PATH)?;
     let listener = TcpListener::bind(("127.0.0.1", args.callback_port))
         .context("listening on loopback for the browser's redirect")?;
     let redirect_uri = format!("http://127.0.0.1:{}/callback", listener.local_addr()?.port());
@@ -115,7 +118,7 @@ pub fn login(client: &Client, args: LoginArgs) -> anyhow::Result<ExitCode> {
     }
     let code = wait_for_code(&listener, &secrets.state)?;
     let session: Session = client.post(
-        "/v1/login/oidc",
+        LOGIN_PATH,
         &LoginFinish {
             code,
             code_verifier: secrets.verifier.clone(),

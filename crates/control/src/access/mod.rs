@@ -59,6 +59,11 @@ pub struct CreateTokenRequest {
 pub struct TokenView {
     pub name: String,
     pub bindings: Vec<String>,
+    /// A single sign-on session's user, and the provider they signed in through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
     pub created_at: u64,
     pub expires_at: Option<u64>,
     pub last_used_at: Option<u64>,
@@ -372,8 +377,9 @@ impl Audit<'_> {
                 "the session of {user} expired at {}; sign in again with `cutover login`",
                 utc_text(at.as_millis())
             ),
-            Caller::Unknown => "this token is not valid (revoked, expired or mistyped): pass a \
-                                valid one with --token or CUTOVER_TOKEN"
+            Caller::Unknown => "this token is not valid (revoked, expired or mistyped): sign in \
+                                again with `cutover login`, or pass a valid token with --token or \
+                                CUTOVER_TOKEN"
                 .into(),
             _ => "this API needs a token: pass --token or set CUTOVER_TOKEN (the bootstrap token \
                   is the one `cutover up` was given, or DATA_DIR/token; an admin creates named \
@@ -443,12 +449,17 @@ pub fn utc_text(ms: u64) -> String {
 // -- credentials and the audit trail
 
 fn token_view(row: &store::CredentialRow) -> TokenView {
-    let bindings = serde_json::from_str::<StoredBindings>(&row.bindings)
-        .map(|b| b.bindings.iter().map(|b| b.to_string()).collect())
-        .unwrap_or_else(|_| vec!["(unreadable: grants nothing)".into()]);
+    let stored = serde_json::from_str::<StoredBindings>(&row.bindings).ok();
+    let bindings = stored.as_ref().map_or_else(
+        || vec!["(unreadable: grants nothing)".into()],
+        |b| b.bindings.iter().map(|b| b.to_string()).collect(),
+    );
+    let session = stored.and_then(|s| s.session);
     TokenView {
         name: row.name.clone(),
         bindings,
+        user: session.as_ref().map(|s| s.user.clone()),
+        via: session.map(|s| s.via),
         created_at: row.created_at,
         expires_at: row.expires_at,
         last_used_at: row.last_used_at,

@@ -151,6 +151,25 @@ fn a_user_in_deployers_logs_in_through_the_provider_deploys_but_may_not_apply_an
         )
     );
 
+    // An admin ends the session (sessions are listed with the credentials); the CLI then says
+    // so in the API's words, with how to sign in again.
+    let tokens = cluster.json(&["tokens", "list"]);
+    let session = tokens.as_array().unwrap().iter().find(|t| t["user"] == "alice").unwrap();
+    assert!(session["name"].as_str().unwrap().starts_with("sso-"), "{session}");
+    assert_eq!(session["via"], provider.issuer.as_str());
+    cluster.cli_ok(&["tokens", "revoke", session["name"].as_str().unwrap()]);
+    let ended = cluster.cli_with_env(&user_env, &["status"]);
+    assert_eq!(ended.status.code(), Some(2), "{ended:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&ended.stderr),
+        format!(
+            "error: cutover at {} refused the session of `cutover login` (401 Unauthorized): this \
+             token is not valid (revoked, expired or mistyped): sign in again with `cutover \
+             login`, or pass a valid token with --token or CUTOVER_TOKEN\n",
+            cluster.api_url()
+        )
+    );
+
     // A code that the provider did not issue opens no session.
     let (status, answer) = cluster.api(
         reqwest::Method::POST,
