@@ -173,7 +173,13 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         shared: shared.clone(),
         tx,
         token,
-        oidc: config.oidc.clone().map(|c| Arc::new(access::oidc::Oidc::new(c))),
+        oidc: config
+            .oidc
+            .clone()
+            .map(access::oidc::Oidc::new)
+            .transpose()
+            .context("single sign-on's HTTP client")?
+            .map(Arc::new),
         status: Arc::new(status),
         runtimes: Arc::new(runtimes),
         lb,

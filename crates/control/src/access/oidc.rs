@@ -252,13 +252,13 @@ pub struct Oidc {
 }
 
 impl Oidc {
-    pub fn new(config: OidcConfig) -> Oidc {
+    /// Fails only when no HTTP client can be built (no TLS roots on this machine, say).
+    pub fn new(config: OidcConfig) -> Result<Oidc, reqwest::Error> {
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(10))
             .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("a client without custom TLS builds");
-        Oidc { config, http }
+            .build()?;
+        Ok(Oidc { config, http })
     }
 
     fn provider_error(&self, problem: impl ToString) -> LoginError {
