@@ -1287,3 +1287,46 @@ fn pipelines(client: &Client, command: PipelinesCommand, json: bool) -> anyhow::
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn oidc_flags(issuer: &str, groups: &[&str]) -> OidcFlags {
+        OidcFlags {
+            oidc_issuer: Some(issuer.into()),
+            oidc_client_id: Some("cutover".into()),
+            oidc_client_secret_file: None,
+            oidc_groups: groups.iter().map(|g| g.to_string()).collect(),
+            oidc_groups_claim: "groups".into(),
+            oidc_scopes: "openid groups".into(),
+            oidc_session: "12h".into(),
+        }
+    }
+
+    /// As `main` prints an error: the message and its causes, once each.
+    fn printed(err: anyhow::Error) -> String {
+        format!("{err:#}")
+    }
+
+    #[test]
+    fn single_sign_on_flags_that_cannot_work_are_refused_saying_which_and_why_once() {
+        let err = oidc_flags("http://127.0.0.1:9", &["ops=root"]).config().unwrap_err();
+        assert_eq!(
+            printed(err),
+            "--oidc-group `ops=root`: no role `root`; the roles are viewer, deployer and admin \
+             (`docs/access.md`)"
+        );
+        let err = oidc_flags("http://id.example.com", &["ops=admin"]).config().unwrap_err();
+        assert_eq!(
+            printed(err),
+            "--oidc-issuer http://id.example.com: use https (plain http only on loopback)"
+        );
+        let err = oidc_flags("https://id.example.com", &[]).config().unwrap_err();
+        assert!(printed(err).starts_with("single sign-on needs at least one --oidc-group"));
+        let config = oidc_flags("https://id.example.com/", &["deployers=deployer:web/*"]);
+        let config = config.config().unwrap().unwrap();
+        assert_eq!(config.issuer, "https://id.example.com");
+        assert_eq!(config.session_ms, 12 * 3_600_000);
+    }
+}

@@ -53,8 +53,8 @@ pub enum GroupMappingError {
         "--oidc-group `{0}`: expected GROUP=ROLE or GROUP=ROLE:SCOPE,SCOPE (e.g. deployers=deployer:web/*,web)"
     )]
     Shape(String),
-    #[error("--oidc-group `{text}`: {source}")]
-    Binding { text: String, source: BindingError },
+    #[error("--oidc-group `{text}`: {problem}")]
+    Binding { text: String, problem: BindingError },
 }
 
 /// `deployers=deployer:web/*,web`: the group `deployers` gets role deployer on `web/*` and `web`.
@@ -68,7 +68,7 @@ pub fn parse_group_mapping(text: &str) -> Result<GroupMapping, GroupMappingError
     let scopes: Vec<String> =
         scopes.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
     let binding = Binding::new(Some(role.trim()), &[], &scopes)
-        .map_err(|source| GroupMappingError::Binding { text: text.to_string(), source })?;
+        .map_err(|problem| GroupMappingError::Binding { text: text.to_string(), problem })?;
     Ok(GroupMapping { group: group.trim().to_string(), binding })
 }
 
