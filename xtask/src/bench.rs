@@ -373,6 +373,7 @@ fn lb_table(
                 header_timeout_ms: Some(59_000),
             },
             action: Action::Forward(ForwardAction::weighted(weights)),
+            rules: Vec::new(),
         },
     );
     t

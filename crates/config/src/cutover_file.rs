@@ -8,6 +8,7 @@
 //! items say about each other.
 
 mod checks;
+mod listener_rules;
 mod load_balancing;
 mod monitoring;
 mod pipelines;
@@ -72,6 +73,19 @@ pub struct ListenerSpec {
     /// Set by `protocol: HTTPS` with `certificate_file` and `key_file`.
     pub tls: Option<TlsConfig>,
     pub default_action: ListenerAction,
+    /// ALB's listener rules, evaluated from the lowest priority up before the default action.
+    pub rules: Vec<ListenerRule>,
+}
+
+/// One of a listener's rules: when all its conditions hold, its action.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerRule {
+    /// 1-50000, unique per listener.
+    pub priority: u32,
+    /// Checked as ALB checks them (see [`routes::rules::Matcher`]).
+    pub conditions: Vec<routes::Condition>,
+    /// Never an empty forward: a rule names its target groups.
+    pub action: ListenerAction,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,6 +115,9 @@ pub enum RuntimeKind {
     Process,
     /// Each task is a container with its own address on a cutover network.
     Docker,
+    /// Each task is a Docker Swarm service of one replica, with its own address on an overlay
+    /// network, placed by Swarm on any node of the cluster.
+    Swarm,
 }
 
 impl RuntimeKind {
@@ -108,6 +125,7 @@ impl RuntimeKind {
         match self {
             RuntimeKind::Process => "process",
             RuntimeKind::Docker => "docker",
+            RuntimeKind::Swarm => "swarm",
         }
     }
 }
@@ -122,7 +140,8 @@ pub struct ServiceSpec {
     /// Default 1, at most 100.
     pub desired_count: u32,
     pub load_balancer: Option<ServiceLoadBalancer>,
-    /// Docker network for the docker runtime; the process runtime ignores it.
+    /// Docker network for the docker runtime (a bridge, default `cutover`) or the swarm runtime
+    /// (an attachable overlay, default `cutover-overlay`); the process runtime ignores it.
     pub network: Option<String>,
 }
 
@@ -151,6 +170,9 @@ pub struct DeploymentGroupSpec {
     pub auto_rollback: AutoRollback,
     /// Longest a hook may run, unless the hook sets its own timeout. Default 10 minutes, max 1 h.
     pub hook_timeout: Duration,
+    /// How long green's tasks have to become healthy (the Install event) before the deployment
+    /// fails; `None`: the deployment engine's default (1 h, CodeDeploy's limit for one event).
+    pub install_timeout: Option<Duration>,
     /// Hooks run when the AppSpec names none; values are declared hook names or URLs.
     pub hooks: BTreeMap<LifecycleEvent, String>,
     /// Names of declared alarms (at most 10) watched from the moment green receives test traffic
@@ -296,6 +318,8 @@ pub fn resolve_deployment_config(
 const DESIRED_COUNT_MAX: u32 = 100;
 const HOOK_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10 * 60);
 const HOOK_TIMEOUT_MAX: Duration = Duration::from_secs(3600);
+/// CodeDeploy's limit for one lifecycle event, Install's wait for a healthy green included.
+const INSTALL_TIMEOUT_MAX: Duration = Duration::from_secs(3600);
 const READY_WAIT_MAX: Duration = Duration::from_secs(120 * 3600);
 const TERMINATION_WAIT_MAX: Duration = Duration::from_secs(2880 * 60);
 const ALARMS_MAX: usize = 10;
@@ -369,6 +393,7 @@ struct ListenerMeta {
     bind: Option<(SocketAddr, Loc)>,
     /// `None` when `default_action` is omitted.
     action: Option<ActionMeta>,
+    rules: Vec<listener_rules::RuleMeta>,
 }
 
 struct ActionMeta {
@@ -537,11 +562,12 @@ fn service(cx: &mut Cx<'_>, node: &Node, path: &str) -> (Option<ServiceSpec>, Se
         match s {
             "process" => Some((RuntimeKind::Process, Loc::of(r))),
             "docker" => Some((RuntimeKind::Docker, Loc::of(r))),
+            "swarm" => Some((RuntimeKind::Swarm, Loc::of(r))),
             _ => {
                 cx.error(
                     r.node.pos,
                     &r.path,
-                    format!("runtime {} is not `process` or `docker`", quote(s)),
+                    format!("runtime {} is not `process`, `docker` or `swarm`", quote(s)),
                 );
                 None
             }
@@ -609,6 +635,15 @@ fn service(cx: &mut Cx<'_>, node: &Node, path: &str) -> (Option<ServiceSpec>, Se
         cx.nonempty(n.node, &n.path).map(|s| (s, Loc::of(n)))
     });
     f.finish(cx, SERVICE_FIELDS, &[]);
+    if let (Some(Some((RuntimeKind::Swarm, _))), Some(loc)) = (&runtime, &meta.lb_loc) {
+        cx.error(
+            loc.pos,
+            &loc.path,
+            "a `runtime: swarm` service cannot have a load balancer yet: swarm tasks live on the \
+             overlay network, which cutover's load balancer (on this machine) does not reach; \
+             remove `load_balancer` (docs/swarm.md), or use `runtime: docker`",
+        );
+    }
     if let (Some(runtime), Some(Some((_, loc)))) = (&runtime, &network)
         && runtime.as_ref().is_none_or(|(r, _)| *r == RuntimeKind::Process)
     {
@@ -616,7 +651,7 @@ fn service(cx: &mut Cx<'_>, node: &Node, path: &str) -> (Option<ServiceSpec>, Se
             loc.pos,
             &loc.path,
             "ignored by the process runtime (each task gets its own loopback address); used with \
-             `runtime: docker`",
+             `runtime: docker` or `runtime: swarm`",
         );
     }
     let spec = (|| {
@@ -801,6 +836,7 @@ const GROUP_FIELDS: &[&str] = &[
     "termination_wait",
     "auto_rollback",
     "hook_timeout",
+    "install_timeout",
     "hooks",
     "alarms",
     "ignore_poll_alarm_failure",
@@ -856,6 +892,7 @@ fn deployment_group(
     let auto_rollback =
         optional(cx, &mut f, "auto_rollback", |cx, a| auto_rollback(cx, a, &mut meta));
     let hook_timeout = optional(cx, &mut f, "hook_timeout", |cx, h| hook_timeout(cx, h));
+    let install_timeout = optional(cx, &mut f, "install_timeout", install_timeout);
     let hooks = optional(cx, &mut f, "hooks", |cx, h| group_hooks(cx, h, &mut meta));
     let alarms = optional(cx, &mut f, "alarms", |cx, a| group_alarms(cx, a, &mut meta));
     let ignore_poll_alarm_failure =
@@ -884,6 +921,7 @@ fn deployment_group(
             termination_wait: termination_wait?.unwrap_or(Duration::ZERO),
             auto_rollback,
             hook_timeout: hook_timeout?.unwrap_or(HOOK_TIMEOUT_DEFAULT),
+            install_timeout: install_timeout?,
             hooks: hooks?.unwrap_or_default(),
             alarms,
             ignore_poll_alarm_failure: ignore_poll_alarm_failure?.unwrap_or(false),
@@ -974,6 +1012,24 @@ fn ready_wait(cx: &mut Cx<'_>, r: &Field<'_>) -> Option<Duration> {
             format!(
                 "ready_wait {} is longer than 120h, CodeDeploy's limit between install and \
                  traffic shift",
+                format_duration(d)
+            ),
+        );
+        return None;
+    }
+    Some(d)
+}
+
+/// `install_timeout`: how long green's tasks have to become healthy.
+fn install_timeout(cx: &mut Cx<'_>, field: &Field<'_>) -> Option<Duration> {
+    let d = cx.duration(field.node, &field.path, BareNumber::Rejected)?;
+    if d.is_zero() || d > INSTALL_TIMEOUT_MAX {
+        cx.error(
+            field.node.pos,
+            &field.path,
+            format!(
+                "{} is out of range: green may take more than 0s and at most 1h (CodeDeploy's \
+                 limit for one lifecycle event) to become healthy",
                 format_duration(d)
             ),
         );

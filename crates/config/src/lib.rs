@@ -31,9 +31,9 @@ pub use cutover_file::{
     ActionDecl, ActionKind, AlarmDecl, AlarmDimension, ApprovalAction, AutoRollback, BranchFilter,
     BuildAction, CutoverFile, DeployAction, DeployEcsAction, DeploymentGroupRef,
     DeploymentGroupSpec, ExecutionMode, GREEN, HookAction, HookSpec, ImagePlaceholder,
-    LOAD_BALANCER_METRICS, ListenerAction, ListenerRef, ListenerSpec, LoadBalancerSpec,
-    MetricFilterDecl, PipelineDecl, PipelineSource, PreviewSpec, RepositoryDecl, RuntimeKind,
-    SERVICE_DIMENSION, ServiceLoadBalancer, ServiceSpec, SourceLocation, StageDecl,
+    LOAD_BALANCER_METRICS, ListenerAction, ListenerRef, ListenerRule, ListenerSpec,
+    LoadBalancerSpec, MetricFilterDecl, PipelineDecl, PipelineSource, PreviewSpec, RepositoryDecl,
+    RuntimeKind, SERVICE_DIMENSION, ServiceLoadBalancer, ServiceSpec, SourceLocation, StageDecl,
     TARGET_GROUP_DIMENSION, TargetGroupSpec, WebhookTrigger, check_service_against,
     parse_cutover_file, resolve_deployment_config,
 };
@@ -42,9 +42,11 @@ pub use references::{
 };
 pub use syntax::decode::ERRORS_MAX;
 pub use syntax::diag::{Diagnostic, Errors, Parsed, Severity};
+pub use syntax::text_from_bytes;
 pub use syntax::tree::{ALIAS_NODES_MAX, DEPTH_MAX, FILE_SIZE_MAX, check_file_size};
 pub use taskdef::{
     ContainerDefinition, ContainerDependency, ContainerHealthCheck, DependencyCondition,
-    KeyValuePair, PortMapping, TaskDefinition, parse_task_definition, substitute_image_placeholder,
+    KeyValuePair, PlacementConstraint, PortMapping, TaskDefinition, parse_task_definition,
+    substitute_image_placeholder,
 };
-pub use validate::{FileKind, detect_kind, text_from_bytes, validate};
+pub use validate::{FileKind, detect_kind, validate};

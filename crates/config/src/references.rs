@@ -13,9 +13,9 @@ use syntax::tree::{self, Node, Syntax, Value, child_index, child_key};
 pub enum ReferenceKind {
     /// `services[].task_definition` naming a `taskdef.json`.
     TaskDefinition,
-    /// `load_balancers[].listeners[].certificate_file`.
+    /// `load_balancers[].listeners[].certificate_file` (and `certificates[].certificate_file`).
     Certificate,
-    /// `load_balancers[].listeners[].key_file`.
+    /// `load_balancers[].listeners[].key_file` (and `certificates[].key_file`).
     PrivateKey,
 }
 
@@ -61,6 +61,20 @@ pub fn file_references(text: &str) -> Vec<FileReference> {
                     && let Some(s) = node.as_str()
                 {
                     out.push(reference(s, kind, node, &path, key));
+                }
+            }
+            // The certificates chosen by SNI, besides the default one.
+            for (k, certificate) in items(listener, "certificates") {
+                let path = child_index(&child_key(&path, "certificates"), k);
+                for (key, kind) in [
+                    ("certificate_file", ReferenceKind::Certificate),
+                    ("key_file", ReferenceKind::PrivateKey),
+                ] {
+                    if let Some(node) = certificate.get(key, false)
+                        && let Some(s) = node.as_str()
+                    {
+                        out.push(reference(s, kind, node, &path, key));
+                    }
                 }
             }
         }

@@ -22,6 +22,53 @@ pub struct TaskDefinition {
     /// Task-level memory as ECS writes it: `"512"` (MiB) or `"2 GB"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<String>,
+    /// ECS `memberOf` constraints on node attributes; the swarm runtime places by them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub placement_constraints: Vec<PlacementConstraint>,
+}
+
+/// An ECS placement constraint, as ECS writes it: `{"type": "memberOf", "expression":
+/// "attribute:zone == b"}`. cutover reads the cluster-query form that names one node attribute
+/// (`attribute:NAME == VALUE` or `!=`), which is a node label on a swarm.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacementConstraint {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub expression: String,
+}
+
+impl PlacementConstraint {
+    /// The Swarm constraint: `node.labels.NAME==VALUE` (or `!=`). Parsing accepted the form.
+    pub fn swarm_constraint(&self) -> Option<String> {
+        let (name, equal, value) = member_of(&self.expression).ok()?;
+        Some(format!("node.labels.{name}{}{value}", if equal { "==" } else { "!=" }))
+    }
+}
+
+/// `attribute:NAME == VALUE` or `attribute:NAME != VALUE`, as (name, equal, value); `Err` says
+/// what cannot be read.
+fn member_of(expression: &str) -> Result<(&str, bool, &str), String> {
+    let (left, equal, right) = match (expression.split_once("=="), expression.split_once("!=")) {
+        (Some((l, r)), None) => (l, true, r),
+        (None, Some((l, r))) => (l, false, r),
+        _ => {
+            return Err("cutover reads `attribute:NAME == VALUE` or `attribute:NAME != VALUE` \
+                        (one node attribute; ECS's `in`, `=~`, `and`, `or` and `task:group` are \
+                        not supported)"
+                .into());
+        }
+    };
+    let name = left.trim().strip_prefix("attribute:").map(str::trim).unwrap_or("");
+    let value = right.trim();
+    let valid = |s: &str| {
+        !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    };
+    if !valid(name) || !valid(value) {
+        return Err("write `attribute:NAME == VALUE` with a node attribute name and value of \
+                    letters, digits, `-`, `_` and `.`"
+            .into());
+    }
+    Ok((name, equal, value))
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -184,7 +231,8 @@ pub fn substitute_image_placeholder(
 
 const MAX_CONTAINERS: usize = 10;
 
-const TASK_FIELDS: &[&str] = &["family", "containerDefinitions", "cpu", "memory"];
+const TASK_FIELDS: &[&str] =
+    &["family", "containerDefinitions", "cpu", "memory", "placementConstraints"];
 
 const DESCRIBE_ONLY: &str = "describe-only field written by ECS; cutover numbers revisions itself";
 const NO_IAM: &str = "cutover does not use IAM roles";
@@ -200,7 +248,6 @@ const TASK_IGNORED: &[(&str, &str)] = &[
         "cutover runs tasks with its own runtime (process or docker), not EC2 or Fargate",
     ),
     ("runtimePlatform", "tasks run on this machine's own OS and CPU"),
-    ("placementConstraints", "cutover runs tasks on one machine; there is nothing to place"),
     ("volumes", NO_VOLUMES),
     ("tags", "cutover does not tag task definitions"),
     ("pidMode", NOT_SUPPORTED),
@@ -336,13 +383,73 @@ fn task(cx: &mut Cx<'_>, root: &Node) -> Option<TaskDefinition> {
         .and_then(|fl| containers(cx, &fl));
     let cpu = optional(cx, &mut f, "cpu", |cx, fl| task_size(cx, fl, "vCPU"));
     let memory = optional(cx, &mut f, "memory", |cx, fl| task_size(cx, fl, "GB"));
+    let placement = optional(cx, &mut f, "placementConstraints", placement_constraints);
     f.finish(cx, TASK_FIELDS, TASK_IGNORED);
     Some(TaskDefinition {
         family: family?,
         container_definitions: containers?,
         cpu: cpu?,
         memory: memory?,
+        placement_constraints: placement?.unwrap_or_default(),
     })
+}
+
+fn placement_constraints(cx: &mut Cx<'_>, fl: &Field<'_>) -> Option<Vec<PlacementConstraint>> {
+    let items = cx.list(fl.node, &fl.path)?;
+    if !items.is_empty() {
+        cx.note(
+            fl.node.pos,
+            &fl.path,
+            "used by the swarm runtime (node labels); the process and docker runtimes run tasks \
+             on one machine and ignore it",
+        );
+    }
+    let mut out = Vec::new();
+    let mut ok = true;
+    for (i, item) in items.iter().enumerate() {
+        let path = child_index(&fl.path, i);
+        let Some(mut f) = cx.map(item, &path) else {
+            ok = false;
+            continue;
+        };
+        let kind = f
+            .require(cx, "type", "each constraint is { \"type\": \"memberOf\", \"expression\": … }")
+            .and_then(|t| {
+                let s = cx.string(t.node, &t.path)?;
+                if s != "memberOf" {
+                    cx.error(
+                        t.node.pos,
+                        &t.path,
+                        format!(
+                            "{} is not supported: cutover reads `memberOf` constraints \
+                             (`distinctInstance` is not supported yet)",
+                            quote(&s)
+                        ),
+                    );
+                    return None;
+                }
+                Some(s)
+            });
+        // A constraint of another type has no expression to ask for.
+        let expression = kind
+            .is_some()
+            .then(|| f.require(cx, "expression", "add \"expression\": \"attribute:NAME == VALUE\""))
+            .flatten()
+            .and_then(|e| {
+                let s = cx.string(e.node, &e.path)?;
+                if let Err(why) = member_of(&s) {
+                    cx.error(e.node.pos, &e.path, format!("{}: {why}", quote(&s)));
+                    return None;
+                }
+                Some(s)
+            });
+        f.finish(cx, &["type", "expression"], &[]);
+        match (kind, expression) {
+            (Some(kind), Some(expression)) => out.push(PlacementConstraint { kind, expression }),
+            _ => ok = false,
+        }
+    }
+    ok.then_some(out)
 }
 
 /// An optional field: `Some(None)` when absent, `None` when present and wrong.

@@ -113,35 +113,3 @@ pub fn validate(file_name: &str, text: &str) -> Result<Vec<Diagnostic>, Errors> 
         }
     }
 }
-
-/// Raw file bytes as text: refuses files over the size limit without looking at them, UTF-16
-/// files by their byte-order mark, and invalid UTF-8 with the line and column of the first bad
-/// byte.
-pub fn text_from_bytes<'b>(file: &str, bytes: &'b [u8]) -> Result<&'b str, Errors> {
-    check_size(file, bytes.len())?;
-    if bytes.starts_with(&[0xFF, 0xFE]) || bytes.starts_with(&[0xFE, 0xFF]) {
-        return Err(Errors::one(Diagnostic::error(
-            file,
-            Pos::new(1, 1),
-            "",
-            "the file is UTF-16; save it as UTF-8",
-        )));
-    }
-    std::str::from_utf8(bytes).map_err(|e| {
-        let valid = &bytes[..e.valid_up_to()];
-        // The prefix is valid UTF-8 by definition of valid_up_to.
-        let prefix = std::str::from_utf8(valid).unwrap_or_default();
-        let line = prefix.matches('\n').count() + 1;
-        let column = prefix.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-        let byte = bytes.get(e.valid_up_to()).copied().unwrap_or_default();
-        Errors::one(Diagnostic::error(
-            file,
-            Pos::new(line, column),
-            "",
-            format!(
-                "the file is not valid UTF-8 (byte 0x{byte:02X} at offset {}); save it as UTF-8",
-                e.valid_up_to()
-            ),
-        ))
-    })
-}

@@ -51,16 +51,16 @@ pub async fn apply(
     }
 
     validate_routes(engine, &plan.candidate).await?;
-    let drained = commit::commit(engine, &file, &pipelines, &mut plan, &task_definitions, now)?;
-    engine.note_removals(&drained);
+    commit::commit(engine, &file, &pipelines, &mut plan, &task_definitions, now)?;
     {
         let mut monitor = engine.shared.monitor.lock().unwrap_or_else(|p| p.into_inner());
         for name in &plan.removed.alarms {
             monitor.forget_alarm(name);
         }
     }
-    // Stored: the engine pushes the new routing table now, and only now.
-    engine.reconcile().await;
+    // Stored: the reconciler takes what is declared now (task sets for new services, counts,
+    // deleted services drained) and pushes the new routing table, only now.
+    engine.declare()?;
     Ok(ApplyResponse { plan: in_plan_order(plan.items), applied: true, notes })
 }
 

@@ -44,6 +44,9 @@ pub struct ListenerDoc {
     pub tls: Option<routes::TlsConfig>,
     /// A forward with no target groups means "managed by a deployment group".
     pub action: routes::Action,
+    /// ALB's listener rules. Absent in what an older cutover stored: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<routes::Rule>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,6 +152,10 @@ pub struct DeploymentGroupDoc {
     /// Preview routing on the production listener; absent in groups stored before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preview: Option<PreviewDoc>,
+    /// How long green has to become healthy; absent: `rollout::INSTALL_TIMEOUT_DEFAULT` (and in
+    /// groups stored before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub install_timeout_ms: Option<u64>,
 }
 
 /// The header or cookie whose value `green` or `blue` pins a production request during a
@@ -220,18 +227,29 @@ pub fn load_balancer_doc(lb: &config::LoadBalancerSpec) -> LoadBalancerDoc {
                 name: l.name.clone(),
                 bind: l.bind,
                 tls: l.tls.clone(),
-                action: match &l.default_action {
-                    config::ListenerAction::Forward(groups) => {
-                        routes::Action::Forward(routes::ForwardAction::weighted(groups.clone()))
-                    }
-                    config::ListenerAction::FixedResponse(r) => {
-                        routes::Action::FixedResponse(r.clone())
-                    }
-                    config::ListenerAction::Redirect(r) => routes::Action::Redirect(r.clone()),
-                },
+                action: route_action(&l.default_action),
+                rules: l
+                    .rules
+                    .iter()
+                    .map(|r| routes::Rule {
+                        priority: r.priority,
+                        conditions: r.conditions.clone(),
+                        action: route_action(&r.action),
+                    })
+                    .collect(),
             })
             .collect(),
         connections: lb.connections,
+    }
+}
+
+fn route_action(action: &config::ListenerAction) -> routes::Action {
+    match action {
+        config::ListenerAction::Forward(groups) => {
+            routes::Action::Forward(routes::ForwardAction::weighted(groups.clone()))
+        }
+        config::ListenerAction::FixedResponse(r) => routes::Action::FixedResponse(r.clone()),
+        config::ListenerAction::Redirect(r) => routes::Action::Redirect(r.clone()),
     }
 }
 
@@ -274,6 +292,7 @@ pub fn deployment_group_doc(g: &config::DeploymentGroupSpec) -> DeploymentGroupD
             .collect(),
         alarms: g.alarms.clone(),
         preview: g.preview.as_ref().map(|p| PreviewDoc { from: p.from, name: p.name.clone() }),
+        install_timeout_ms: g.install_timeout.map(|d| d.as_millis() as u64),
     }
 }
 

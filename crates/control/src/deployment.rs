@@ -111,12 +111,6 @@ pub fn new_deployment_id() -> String {
     format!("d-{suffix}")
 }
 
-pub fn new_id(prefix: &str) -> String {
-    use rand::Rng;
-    let n: u64 = rand::rng().random();
-    format!("{prefix}-{n:016x}")
-}
-
 pub fn lifecycle_views(machine: &rollout::Rollout) -> Vec<LifecycleEventView> {
     machine
         .events()

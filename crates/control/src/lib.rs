@@ -25,6 +25,7 @@ mod outage;
 pub mod persisted;
 mod pollers;
 pub mod preview;
+mod records;
 mod routing;
 mod state;
 mod tls;
@@ -262,6 +263,17 @@ async fn start_runtimes(config: &ServerConfig) -> anyhow::Result<(Runtimes, Vec<
             warn!("{message}");
             warnings.push(message);
         }
+    }
+    // The swarm runtime only where this engine manages a swarm; otherwise it says what to do
+    // when a service asks for it, and nothing else changes.
+    match runtime::SwarmRuntime::connect(config.data_dir.join("docker")).await {
+        Ok(swarm) => {
+            runtimes.insert("swarm".into(), Arc::new(swarm));
+        }
+        Err(err) if runtimes.contains_key("docker") => {
+            info!("swarm runtime unavailable: {err}");
+        }
+        Err(_) => {}
     }
 
     Ok((runtimes, warnings))

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use store::{Document, DocumentStore, TaskRow, TaskSetRow, Tx};
 
 use crate::deployment::DeploymentBody;
+use crate::records;
 use crate::state::Snapshot;
 
 /// The one document the reconciler's state is stored as, under [`ReconcilerDoc::NAME`].
@@ -43,7 +44,7 @@ pub enum RestoreError {
         source: serde_json::Error,
     },
     #[error(
-        "service {service}: unknown runtime `{found}` (this build runs `process` and `docker`); run the cutover that wrote it"
+        "service {service}: unknown runtime `{found}` (this build runs `process`, `docker` and `swarm`); run the cutover that wrote it"
     )]
     UnknownRuntime { service: String, found: String },
 }
@@ -71,16 +72,24 @@ pub fn from_rows(
     let snapshot = Snapshot::load(tx)?;
     let mut checked = HealthChecked { tx, known: BTreeMap::new() };
     let declared = declared(&snapshot, &mut checked)?;
+    let mut failures = records::all_failures(tx)?;
     let task_sets = snapshot
         .task_sets
         .iter()
-        .map(|ts| task_set(ts, &snapshot, &declared, &mut checked))
+        .map(|ts| {
+            let failures = failures.remove(&ts.id).unwrap_or_default();
+            task_set(ts, &snapshot, &declared, &mut checked, failures)
+        })
         .collect::<Result<_, RestoreError>>()?;
     let mut deployments = Vec::new();
     for (id, body) in &snapshot.routing_deployments {
         let Some(row) = tx.deployment_get(id)? else { continue };
-        deployments.push(deployment(id, body, &row.machine, &declared, &mut checked)?);
+        let mut deployment = deployment(id, body, &row.machine, &declared, &mut checked)?;
+        deployment.alarms_fed = records::alarms_handed_over(tx, id)?;
+        deployments.push(deployment);
     }
+    let removals = records::removals(tx)?;
+    let tasks = snapshot.tasks.iter().map(|row| task(row, removals.get(&row.id).copied()));
     let groups = snapshot
         .group_states
         .iter()
@@ -96,12 +105,18 @@ pub fn from_rows(
     let restored = Restored {
         declared,
         task_sets,
-        tasks: snapshot.tasks.iter().map(task).collect(),
+        tasks: tasks.collect(),
         deployments,
         groups,
         routes_version,
     };
     Ok(Reconciler::restore(id_salt, restored, now))
+}
+
+/// What the reconciler's decisions need of what is declared now (`apply` stores it).
+pub fn declared_from(tx: &Tx<'_>) -> Result<reconciler::Declared, RestoreError> {
+    let snapshot = Snapshot::load(tx)?;
+    declared(&snapshot, &mut HealthChecked { tx, known: BTreeMap::new() })
 }
 
 /// What the reconciler's decisions need of the declared resources.
@@ -145,6 +160,7 @@ fn task_set(
     snapshot: &Snapshot,
     declared: &reconciler::Declared,
     checked: &mut HealthChecked<'_, '_>,
+    failures: reconciler::FailureRecord,
 ) -> Result<reconciler::TaskSet, RestoreError> {
     // The runtime its tasks run on; a task set with no task left takes its service's.
     let runtime = snapshot
@@ -164,12 +180,12 @@ fn task_set(
         desired_count: row.desired_count,
         runtime,
         health_checked: checked.get(&row.task_definition)?,
-        failures: Default::default(),
+        failures,
         created_at: Timestamp::from_millis(row.created_at),
     })
 }
 
-fn task(row: &TaskRow) -> reconciler::Task {
+fn task(row: &TaskRow, removed_at_version: Option<u64>) -> reconciler::Task {
     reconciler::Task {
         id: row.id.clone(),
         task_set_id: row.task_set_id.clone(),
@@ -181,7 +197,7 @@ fn task(row: &TaskRow) -> reconciler::Task {
         handle: row.handle.clone(),
         addr: row.addr.as_deref().and_then(|a| a.parse().ok()),
         stop_at: row.stop_at.map(Timestamp::from_millis),
-        removed_at_version: None,
+        removed_at_version,
         stopped_reason: row.stopped_reason.clone(),
         created_at: Timestamp::from_millis(row.created_at),
         started_at: row.started_at.map(Timestamp::from_millis),
@@ -465,6 +481,204 @@ mod tests {
             !effects.iter().any(|e| matches!(e, Effect::StopTask { .. })),
             "nothing of blue is stopped: {effects:#?}"
         );
+    }
+
+    #[test]
+    fn the_engine_s_failure_counts_alarm_handovers_and_drains_become_the_reconciler_state() {
+        let store = store_of_an_older_cutover_mid_deployment();
+        let at = Timestamp::from_millis(T0 + 5_500);
+        store
+            .transaction(|tx| {
+                tx.meta_set("routes_version", "6")?;
+                records::note_failure(tx, "ts-blue", "task exited (exit code 1)", at)?;
+                records::note_failure(tx, "ts-blue", "task exited (exit code 2)", at)?;
+                records::note_alarm_handed_over(tx, "d-1", "errors@d-1", at)?;
+                records::note_removal(tx, "t-blue-2", at)
+            })
+            .unwrap();
+        let now = Timestamp::from_millis(T0 + 6_000);
+        let state = store.read(|tx| Ok(from_rows(tx, 1, 7, now))).unwrap().unwrap();
+
+        let failures = &state.task_set("ts-blue").unwrap().failures;
+        assert_eq!(
+            (failures.count, failures.last_reason.as_str(), failures.last_at),
+            (2, "task exited (exit code 2)", at)
+        );
+        let handed_over: Vec<_> = state.deployment("d-1").unwrap().alarms_fed.iter().collect();
+        assert_eq!(handed_over, ["errors@d-1"]);
+        assert_eq!(state.task("t-blue-2").unwrap().removed_at_version, Some(7));
+        assert_eq!(state.task("t-blue-1").unwrap().removed_at_version, None);
+    }
+
+    /// The rows of the data directory, as the API reads them.
+    fn rows(store: &Store) -> (Vec<TaskSetRow>, Vec<TaskRow>, GroupState, DeploymentRow) {
+        store
+            .read(|tx| {
+                let group_state = crate::state::doc(tx, KIND_GROUP_STATE, "web/web-prod")?;
+                let deployment = tx.deployment_get("d-1")?.expect("d-1");
+                Ok((tx.task_set_list()?, tx.task_list(0)?, group_state.expect("group"), deployment))
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn the_rows_projected_from_the_state_restored_from_rows_are_those_rows() {
+        let store = store_of_an_older_cutover_mid_deployment();
+        let (task_sets, tasks, group_state, deployment) = rows(&store);
+        let now = Timestamp::from_millis(T0 + 6_000);
+        let state = store.read(|tx| Ok(from_rows(tx, 1, 3, now))).unwrap().unwrap();
+
+        let projection = crate::engine::project::project(&state, now);
+        let updated = |ts: &TaskSetRow| TaskSetRow { updated_at: now.as_millis(), ..ts.clone() };
+        assert_eq!(projection.task_sets, task_sets.iter().map(updated).collect::<Vec<_>>());
+        assert_eq!(projection.tasks, tasks);
+        assert_eq!(projection.group_states, BTreeMap::from([("web/web-prod".into(), group_state)]));
+        let [update] = &projection.deployments[..] else { panic!("{projection:#?}") };
+        let (mut row, mut body) =
+            (deployment.clone(), serde_json::from_str(&deployment.body).unwrap());
+        update.apply_to(&mut row, &mut body, now).unwrap();
+        assert_eq!(row, DeploymentRow { updated_at: now.as_millis(), ..deployment });
+    }
+
+    #[test]
+    fn a_resumed_deployment_s_green_is_projected_into_its_rows() {
+        let store = store_of_an_older_cutover_mid_deployment();
+        let (.., deployment) = rows(&store);
+        let now = Timestamp::from_millis(T0 + 6_000);
+        let mut state = store.read(|tx| Ok(from_rows(tx, 1, 3, now))).unwrap().unwrap();
+        state.resume(now);
+
+        let projection = crate::engine::project::project(&state, now);
+        let green = projection.task_sets.iter().find(|ts| ts.id != "ts-blue").expect("green");
+        assert_eq!(
+            (green.task_definition.as_str(), green.target_group.as_deref(), green.status),
+            ("web:2", Some("web-green"), TaskSetStatus::Active)
+        );
+        assert_eq!(green.deployment_id.as_deref(), Some("d-1"));
+        let starting: Vec<_> =
+            projection.tasks.iter().filter(|t| t.task_set_id == green.id).collect();
+        assert_eq!(starting.len(), 2);
+        for task in starting {
+            assert_eq!((task.service.as_str(), task.runtime), ("web", RuntimeKind::Process));
+            assert_eq!(task.last_status, TaskStatus::Provisioning);
+            assert_eq!(task.created_at, now.as_millis());
+        }
+        let (mut row, mut body) =
+            (deployment.clone(), serde_json::from_str::<DeploymentBody>(&deployment.body).unwrap());
+        projection.deployments[0].apply_to(&mut row, &mut body, now).unwrap();
+        assert_eq!(body.green_task_set.as_deref(), Some(green.id.as_str()));
+        assert_eq!(row.status, "InProgress");
+        assert_eq!(row.completed_at, None);
+        let stored: DeploymentBody = serde_json::from_str(&row.body).unwrap();
+        assert_eq!(stored, body, "the row holds the body written");
+    }
+
+    #[test]
+    fn a_leftover_rolled_back_by_request_closes_with_its_rollback_in_its_row() {
+        let store = store_of_an_older_cutover_mid_deployment();
+        let (.., deployment) = rows(&store);
+        let now = Timestamp::from_millis(T0 + 6_000);
+        let mut state = store.read(|tx| Ok(from_rows(tx, 1, 3, now))).unwrap().unwrap();
+        state.resume(now);
+        let stop = |rollback| {
+            let command = reconciler::Command::Stop { deployment_id: "d-1".into(), rollback };
+            reconciler::Observation::Command(command)
+        };
+        state.observe(stop(Some(false)), now).unwrap();
+        assert_eq!(
+            state.group("web/web-prod").unwrap().leftover_deployment.as_deref(),
+            Some("d-1")
+        );
+        let effects = state.observe(stop(Some(true)), now).unwrap();
+        let closed = effects
+            .iter()
+            .find_map(|e| match e {
+                Effect::DeploymentClosed(d) => Some(d),
+                _ => None,
+            })
+            .expect("the leftover closes once rolled back");
+
+        let (mut row, mut body) =
+            (deployment.clone(), serde_json::from_str::<DeploymentBody>(&deployment.body).unwrap());
+        let update = crate::engine::project::DeploymentUpdate::of(closed);
+        update.apply_to(&mut row, &mut body, now).unwrap();
+        assert_eq!((row.status.as_str(), row.completed_at), ("Stopped", Some(now.as_millis())));
+        assert!(body.rolled_back, "{body:?}");
+        assert_eq!((body.route_production_green_percent, body.route_test_to_green), (0, false));
+        assert!(body.green_task_set.is_some());
+    }
+
+    /// A deployment's body and machine as the cutover before the reconciler ran the engine
+    /// stored them (`cutover deploy` a moment ago), frozen: they must load into the state and be
+    /// written back unchanged, or a data directory of that cutover would be misread.
+    const DEPLOYMENT_V0_BODY: &str = include_str!("documents/v0/deployment.d-1.body.json");
+    const DEPLOYMENT_V0_MACHINE: &str = include_str!("documents/v0/deployment.d-1.machine.json");
+
+    #[test]
+    fn a_deployment_row_of_the_cutover_before_loads_into_the_state_and_is_written_back_unchanged() {
+        let store = store_of_an_older_cutover_mid_deployment();
+        let frozen = DeploymentRow {
+            body: DEPLOYMENT_V0_BODY.trim_end().into(),
+            machine: DEPLOYMENT_V0_MACHINE.trim_end().into(),
+            ..deployment_row("d-1")
+        };
+        store.transaction(|tx| tx.deployment_put(&frozen)).unwrap();
+        let now = Timestamp::from_millis(T0 + 6_000);
+        let mut state = store.read(|tx| Ok(from_rows(tx, 1, 3, now))).unwrap().unwrap();
+
+        let projection = crate::engine::project::project(&state, now);
+        let (mut row, mut body) =
+            (frozen.clone(), serde_json::from_str::<DeploymentBody>(&frozen.body).unwrap());
+        projection.deployments[0].apply_to(&mut row, &mut body, now).unwrap();
+        assert_eq!(row.body, frozen.body);
+        assert_eq!(row.machine, frozen.machine);
+        // And it carries on: green starts.
+        let started =
+            state.resume(now).iter().filter(|e| matches!(e, Effect::StartTask(_))).count();
+        assert_eq!(started, 2);
+    }
+
+    #[test]
+    fn a_decision_writes_the_state_and_only_the_rows_that_changed() {
+        let store = store_of_an_older_cutover_mid_deployment();
+        let (t1, t2) = (Timestamp::from_millis(T0 + 6_000), Timestamp::from_millis(T0 + 7_000));
+        let mut state = store.read(|tx| Ok(from_rows(tx, 1, 3, t1))).unwrap().unwrap();
+        let effects = state.resume(t1);
+        let empty = crate::engine::project::Projection::default();
+        let written = store
+            .transaction(|tx| crate::engine::write::write(tx, &state, &empty, &effects, t1))
+            .unwrap();
+        assert_eq!(store.read(load).unwrap(), Some(state.clone()));
+        let (task_sets, tasks, ..) = rows(&store);
+        assert_eq!(tasks.len(), 4, "blue's two and green's two starting: {tasks:?}");
+        assert!(task_sets.iter().all(|ts| ts.updated_at == t1.as_millis()));
+
+        // Green's tasks start; blue's rows are not written again.
+        let green: Vec<String> = effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::StartTask(launch) => Some(launch.task_id.clone()),
+                _ => None,
+            })
+            .collect();
+        let addr = "127.0.0.1:9100".parse().unwrap();
+        let started = reconciler::Observation::TaskStarted {
+            task_id: green[0].clone(),
+            handle: "{}".into(),
+            addr: Some(addr),
+        };
+        let effects = state.observe(started, t2).unwrap();
+        store
+            .transaction(|tx| crate::engine::write::write(tx, &state, &written, &effects, t2))
+            .unwrap();
+        let (task_sets, tasks, ..) = rows(&store);
+        assert!(task_sets.iter().all(|ts| ts.updated_at == t1.as_millis()), "{task_sets:?}");
+        let task = tasks.iter().find(|t| t.id == green[0]).unwrap();
+        assert_eq!(
+            (task.last_status, task.addr.as_deref()),
+            (TaskStatus::Running, Some("127.0.0.1:9100"))
+        );
+        assert_eq!(store.read(load).unwrap(), Some(state));
     }
 
     #[test]

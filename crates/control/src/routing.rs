@@ -69,8 +69,7 @@ pub fn compute(
     for lb in load_balancers {
         for listener in &lb.listeners {
             let key = listener_key(&lb.name, &listener.name);
-            let action = managed_action(&lb.name, &listener.name, groups)
-                .unwrap_or_else(|| listener.action.clone());
+            let (action, rules) = managed_routes(&lb.name, listener, groups);
             table.listeners.insert(
                 key,
                 Listener {
@@ -79,6 +78,7 @@ pub fn compute(
                     idle_timeout_ms: None,
                     limits: lb.connections,
                     action,
+                    rules,
                 },
             );
         }
@@ -86,45 +86,80 @@ pub fn compute(
     table
 }
 
-/// The action of a listener that is a deployment group's production or test listener. Both target
-/// groups stay in the forward, the idle one at weight 0, as CodeDeploy leaves an ALB rule: the idle
-/// group stays referenced and health-checked, ready for the next deployment.
-fn managed_action(lb: &str, listener: &str, groups: &[GroupRouting]) -> Option<Action> {
+/// The default action and the rules of a listener, with the forwards of the deployment groups
+/// that name it as their production or test listener set to where their deployments are. As
+/// CodeDeploy updates an ALB listener: a group's traffic is every rule of the listener that
+/// forwards to the group's target groups, or, when none does, the listener's default action. A
+/// group's routing never touches another group's rule.
+fn managed_routes(
+    lb: &str,
+    listener: &crate::declared::ListenerDoc,
+    groups: &[GroupRouting],
+) -> (Action, Vec<routes::Rule>) {
+    let mut default = None;
+    let mut rules = listener.rules.clone();
     for routing in groups {
-        let is =
-            |r: &crate::declared::ListenerRefDoc| r.load_balancer == lb && r.listener == listener;
-        let green_percent = if is(&routing.group.production_listener) {
-            routing.production_green_percent
-        } else if routing.group.test_listener.as_ref().is_some_and(is) {
-            if routing.test_to_green { 100 } else { 0 }
-        } else {
-            continue;
+        let is = |r: &crate::declared::ListenerRefDoc| {
+            r.load_balancer == lb && r.listener == listener.name
         };
-        let green_percent = u16::from(green_percent.min(100));
-        let (blue, green) = (&routing.blue_target_group, routing.green_target_group());
-        // Preview routing follows the test listener: from the moment green may be tested until
-        // the deployment ends (however it ends) or rolls back, a tester can pin production
-        // requests to either side.
         let is_production = is(&routing.group.production_listener);
-        let previewing = is_production && routing.test_to_green && routing.deployment_in_progress;
-        let preview = routing.group.preview.as_ref().filter(|_| previewing);
-        return Some(Action::Forward(ForwardAction {
-            target_groups: vec![
-                WeightedTargetGroup { name: blue.clone(), weight: 100 - green_percent },
-                WeightedTargetGroup { name: green.to_string(), weight: green_percent },
-            ],
-            preview: preview.map(|p| Preview {
-                from: p.from,
-                name: p.name.clone(),
-                target_groups: [
-                    (PreviewSpec::GREEN.to_string(), green.to_string()),
-                    (PreviewSpec::BLUE.to_string(), blue.clone()),
-                ]
-                .into(),
-            }),
-        }));
+        if !is_production && !routing.group.test_listener.as_ref().is_some_and(is) {
+            continue;
+        }
+        let forward = group_forward(routing, is_production);
+        let mut on_rules = false;
+        for (rule, declared) in rules.iter_mut().zip(&listener.rules) {
+            if forwards_to(&declared.action, &routing.group.target_groups) {
+                rule.action = forward.clone();
+                on_rules = true;
+            }
+        }
+        if !on_rules && default.is_none() {
+            default = Some(forward);
+        }
     }
-    None
+    (default.unwrap_or_else(|| listener.action.clone()), rules)
+}
+
+/// Whether `action` is a forward to (some of) `pair`: a rule a deployment group routes.
+fn forwards_to(action: &Action, pair: &[String; 2]) -> bool {
+    matches!(action, Action::Forward(f)
+        if !f.target_groups.is_empty() && f.target_groups.iter().all(|t| pair.contains(&t.name)))
+}
+
+/// A deployment group's forward on its production or test listener (or rule). Both target groups
+/// stay in it, the idle one at weight 0, as CodeDeploy leaves an ALB rule: the idle group stays
+/// referenced and health-checked, ready for the next deployment.
+fn group_forward(routing: &GroupRouting, is_production: bool) -> Action {
+    let green_percent = if is_production {
+        routing.production_green_percent
+    } else if routing.test_to_green {
+        100
+    } else {
+        0
+    };
+    let green_percent = u16::from(green_percent.min(100));
+    let (blue, green) = (&routing.blue_target_group, routing.green_target_group());
+    // Preview routing follows the test listener: from the moment green may be tested until
+    // the deployment ends (however it ends) or rolls back, a tester can pin production
+    // requests to either side.
+    let previewing = is_production && routing.test_to_green && routing.deployment_in_progress;
+    let preview = routing.group.preview.as_ref().filter(|_| previewing);
+    Action::Forward(ForwardAction {
+        target_groups: vec![
+            WeightedTargetGroup { name: blue.clone(), weight: 100 - green_percent },
+            WeightedTargetGroup { name: green.to_string(), weight: green_percent },
+        ],
+        preview: preview.map(|p| Preview {
+            from: p.from,
+            name: p.name.clone(),
+            target_groups: [
+                (PreviewSpec::GREEN.to_string(), green.to_string()),
+                (PreviewSpec::BLUE.to_string(), blue.clone()),
+            ]
+            .into(),
+        }),
+    })
 }
 
 #[cfg(test)]
@@ -154,6 +189,7 @@ mod tests {
             hooks: BTreeMap::new(),
             alarms: Vec::new(),
             preview: None,
+            install_timeout_ms: None,
         }
     }
 
@@ -163,6 +199,7 @@ mod tests {
             bind: SocketAddr::from(([127, 0, 0, 1], port)),
             tls: None,
             action: Action::Forward(ForwardAction::weighted(Vec::new())),
+            rules: Vec::new(),
         };
         LoadBalancerDoc {
             name: "lb".into(),
@@ -304,5 +341,132 @@ mod tests {
             [("green".to_string(), 80), ("blue".to_string(), 20)]
         );
         assert_eq!(previews(routing), (None, None));
+    }
+
+    /// One listener for two services by host name, each service's traffic a rule, as CodeDeploy
+    /// deployment groups share an ALB listener.
+    fn shared_listener() -> (LoadBalancerDoc, [DeploymentGroupDoc; 2]) {
+        let host_rule = |priority: u32, host: &str, tg: &str| routes::Rule {
+            priority,
+            conditions: vec![routes::Condition::HostHeader { values: vec![host.into()] }],
+            action: Action::Forward(ForwardAction::weighted(vec![WeightedTargetGroup {
+                name: tg.into(),
+                weight: 1,
+            }])),
+        };
+        let not_found = Action::FixedResponse(routes::FixedResponse {
+            status_code: 404,
+            content_type: None,
+            body: String::new(),
+        });
+        let lb = LoadBalancerDoc {
+            name: "edge".into(),
+            listeners: vec![ListenerDoc {
+                name: "http".into(),
+                bind: SocketAddr::from(([127, 0, 0, 1], 8000)),
+                tls: None,
+                action: not_found,
+                rules: vec![
+                    host_rule(10, "api.example.com", "api-blue"),
+                    host_rule(20, "www.example.com", "www-blue"),
+                ],
+            }],
+            connections: routes::ConnectionLimits::default(),
+        };
+        let on_edge = |name: &str, pair: [&str; 2]| DeploymentGroupDoc {
+            name: name.into(),
+            service: name.into(),
+            target_groups: pair.map(String::from),
+            production_listener: ListenerRefDoc {
+                load_balancer: "edge".into(),
+                listener: "http".into(),
+            },
+            test_listener: None,
+            ..group()
+        };
+        (lb, [on_edge("api", ["api-blue", "api-green"]), on_edge("www", ["www-blue", "www-green"])])
+    }
+
+    fn rule_weights(table: &RouteTable, priority: u32) -> Vec<(String, u16)> {
+        let rule = table.listeners["edge/http"].rules.iter().find(|r| r.priority == priority);
+        match &rule.expect("the rule is served").action {
+            Action::Forward(f) => {
+                f.target_groups.iter().map(|t| (t.name.clone(), t.weight)).collect()
+            }
+            other => panic!("not a forward: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_group_on_a_listener_rule_shifts_that_rule_only() {
+        let (lb, [api, www]) = shared_listener();
+        let routing = |group: &DeploymentGroupDoc, percent: u8| GroupRouting {
+            group: group.clone(),
+            blue_target_group: group.target_groups[0].clone(),
+            production_green_percent: percent,
+            test_to_green: percent > 0,
+            deployment_in_progress: percent > 0,
+        };
+        let canary = compute(
+            2,
+            std::slice::from_ref(&lb),
+            &[],
+            &[routing(&api, 10), routing(&www, 0)],
+            &BTreeMap::new(),
+        );
+        let pair =
+            |a: &str, wa: u16, b: &str, wb: u16| vec![(a.to_string(), wa), (b.to_string(), wb)];
+        assert_eq!(rule_weights(&canary, 10), pair("api-blue", 90, "api-green", 10));
+        assert_eq!(rule_weights(&canary, 20), pair("www-blue", 100, "www-green", 0));
+        assert_eq!(
+            canary.listeners["edge/http"].action, lb.listeners[0].action,
+            "the default action is no group's"
+        );
+        let rolled_back = compute(
+            3,
+            std::slice::from_ref(&lb),
+            &[],
+            &[routing(&api, 0), routing(&www, 0)],
+            &BTreeMap::new(),
+        );
+        assert_eq!(rule_weights(&rolled_back, 10), pair("api-blue", 100, "api-green", 0));
+        assert_eq!(
+            rolled_back.listeners["edge/http"].rules[1], canary.listeners["edge/http"].rules[1],
+            "a rollback of api leaves www's rule as it was"
+        );
+        assert_eq!(rule_weights(&rolled_back, 20), pair("www-blue", 100, "www-green", 0));
+    }
+
+    #[test]
+    fn preview_routing_works_on_a_group_s_rule() {
+        let (lb, [mut api, www]) = shared_listener();
+        api.preview = Some(crate::declared::PreviewDoc {
+            from: routes::PreviewFrom::Header,
+            name: "X-Deploy-Version".into(),
+        });
+        let routing = |group: &DeploymentGroupDoc, previewing: bool| GroupRouting {
+            group: group.clone(),
+            blue_target_group: group.target_groups[0].clone(),
+            production_green_percent: 0,
+            test_to_green: previewing,
+            deployment_in_progress: previewing,
+        };
+        let table = compute(
+            1,
+            std::slice::from_ref(&lb),
+            &[],
+            &[routing(&api, true), routing(&www, false)],
+            &BTreeMap::new(),
+        );
+        let preview = |priority: u32| {
+            let rules = &table.listeners["edge/http"].rules;
+            match &rules.iter().find(|r| r.priority == priority).unwrap().action {
+                Action::Forward(f) => f.preview.clone(),
+                other => panic!("not a forward: {other:?}"),
+            }
+        };
+        let api_preview = preview(10).expect("api's rule previews green");
+        assert_eq!(api_preview.target_groups[PreviewSpec::GREEN], "api-green");
+        assert_eq!(preview(20), None, "www's rule has no preview of api's");
     }
 }

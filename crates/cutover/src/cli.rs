@@ -500,6 +500,8 @@ fn api_tls(cert: Option<PathBuf>, key: Option<PathBuf>) -> anyhow::Result<Option
     let config = routes::TlsConfig {
         certificate_file: cert.display().to_string(),
         key_file: key.display().to_string(),
+        // One certificate for the API: no SNI choice.
+        certificates: Vec::new(),
     };
     let acceptor = proxy::tls_acceptor(&config).context("--tls-cert/--tls-key")?;
     Ok(Some(control::ApiTls(acceptor)))
@@ -1043,6 +1045,11 @@ async fn stop_orphaned_tasks(data_dir: &Path) -> usize {
         && let Ok(docker) = runtime::DockerRuntime::connect(data_dir.join("docker")).await
     {
         runtimes.push(Box::new(docker));
+    }
+    if data_dir.join("docker").exists()
+        && let Ok(swarm) = runtime::SwarmRuntime::connect(data_dir.join("docker")).await
+    {
+        runtimes.push(Box::new(swarm));
     }
     let mut stopped = 0;
     for rt in &runtimes {

@@ -84,6 +84,8 @@ named_enum!(
         /// Each task a local process (the default).
         Process => "process",
         Docker => "docker",
+        /// Each task a Docker Swarm service of one replica, on a multi-node swarm.
+        Swarm => "swarm",
     }
 );
 
@@ -101,6 +103,7 @@ mod tests {
         }
         assert_eq!(TaskHealth::parse("HEALTHY"), Some(TaskHealth::Healthy));
         assert_eq!(RuntimeKind::parse("docker"), Some(RuntimeKind::Docker));
+        assert_eq!(RuntimeKind::parse("swarm"), Some(RuntimeKind::Swarm));
         assert_eq!(DesiredStatus::parse("running"), None);
         assert_eq!(TaskStatus::parse("DRAINING"), None);
     }

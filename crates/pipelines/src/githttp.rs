@@ -85,11 +85,12 @@ pub async fn handle(
             }
         }
     });
-    let waiter_inner = inner.clone();
+    let waiter = inner.clone();
     tokio::spawn(async move {
         let _ = child.wait().await;
         if is_push {
-            waiter_inner.process_pushes().await;
+            // The push scanner starts the executions the push's hook recorded.
+            waiter.pushed.notify_one();
         }
     });
     let mut out = BufReader::new(stdout);

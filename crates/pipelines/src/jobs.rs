@@ -10,9 +10,9 @@ use pipeline::{ActionKind, ArtifactId, Effect, Input, Revision};
 use tokio::sync::watch;
 
 use crate::artifacts::ArtifactError;
-use crate::driver::{Inner, Job, job_key};
+use crate::driver::{Ctx, Job, Jobs, job_key};
 use crate::{DeployError, DeploymentState, FileText, api, artifacts};
-use pipeline::definition::{ActionDecl, ActionKind as Settings, PipelineDecl};
+use pipeline::definition::{ActionDecl, ActionKind as Settings};
 
 /// How often a running deployment is asked how it stands.
 const DEPLOY_POLL: Duration = Duration::from_millis(500);
@@ -65,100 +65,109 @@ impl Run {
     }
 }
 
+/// Starts a machine's `StartAction` as a job (once: a run already running is left alone; an
+/// approval waits for a decision) or cancels its `CancelAction`.
 pub fn perform(
-    inner: &Arc<Inner>,
+    ctx: &Arc<Ctx>,
+    jobs: &mut Jobs,
     pipeline: &str,
-    def: &PipelineDecl,
+    action: Option<Box<ActionDecl>>,
     effect: Effect,
     revision: Revision,
 ) {
     match effect {
-        Effect::StartAction { execution_id, stage, action, run, kind, inputs, outputs, .. } => {
-            let r = Run { pipeline: pipeline.into(), execution_id, stage, action, run };
+        Effect::StartAction {
+            execution_id,
+            stage,
+            action: name,
+            run,
+            kind,
+            inputs,
+            outputs,
+            ..
+        } => {
+            let r = Run { pipeline: pipeline.into(), execution_id, stage, action: name, run };
             let key = r.key();
-            let mut jobs = inner.jobs.lock().unwrap_or_else(|p| p.into_inner());
-            if jobs.contains_key(&key) || kind == ActionKind::Approval {
+            if jobs.0.contains_key(&key) || kind == ActionKind::Approval {
                 return; // already running (idempotent start), or waits for a decision
             }
-            let Some(adef) = def.action(&r.stage, &r.action).cloned() else {
-                let i = inner.clone();
+            let Some(adef) = action else {
+                let c = ctx.clone();
                 let msg =
                     format!("the pipeline's definition has no action {}/{}", r.stage, r.action);
-                tokio::spawn(async move { i.report(&r.pipeline, r.result(false, msg, vec![])) });
+                tokio::spawn(
+                    async move { c.report(&r.pipeline, r.result(false, msg, vec![])).await },
+                );
                 return;
             };
             let (stop_tx, stop_rx) = watch::channel(false);
-            let i = inner.clone();
+            let c = ctx.clone();
             let handle = tokio::spawn(async move {
-                let k = r.key();
-                let pipeline = r.pipeline.clone();
                 let input = match &adef.kind {
                     Settings::Build(_) => {
-                        build(&i, &r, &adef, &inputs, &outputs, revision, stop_rx).await
+                        build(&c, &r, &adef, &inputs, &outputs, revision, stop_rx).await
                     }
-                    _ => deploy(&i, &r, &adef, &inputs, revision).await,
+                    _ => deploy(&c, &r, &adef, &inputs, revision).await,
                 };
-                i.jobs.lock().unwrap_or_else(|p| p.into_inner()).remove(&k);
+                c.job_done(r.key()).await;
                 if let Some(input) = input {
-                    i.report(&pipeline, input);
+                    c.report(&r.pipeline, input).await;
                 }
             });
-            jobs.insert(key, Job { abort: handle.abort_handle(), stop: Some(stop_tx) });
+            jobs.0.insert(key, Job { abort: handle.abort_handle(), stop: Some(stop_tx) });
         }
         Effect::CancelAction { execution_id, stage, action, run, kind } => {
             let r = Run { pipeline: pipeline.into(), execution_id, stage, action, run };
             let key = r.key();
-            let running = {
-                let jobs = inner.jobs.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some(job) = jobs.get(&key) {
+            let running = match jobs.0.get(&key) {
+                Some(job) => {
                     if let Some(stop) = &job.stop {
                         let _ = stop.send(true);
                     }
                     true
-                } else {
-                    false
                 }
+                None => false,
             };
-            let i = inner.clone();
-            tokio::spawn(async move {
-                if kind.is_deploy() {
-                    let id = i.store.read(|tx| tx.ci_job_get(&key)).unwrap_or_else(|err| {
-                        tracing::error!(job = key, "cannot read the deployment to stop: {err}");
-                        None
-                    });
-                    if let Some(id) = id {
-                        if let Err(err) = i.deployer.stop(&id).await {
-                            tracing::warn!(
-                                deployment = id,
-                                "stopping the deployment failed: {err}"
-                            );
-                        }
-                        if !running {
-                            // Nobody polls it since a restart: wait for its end here.
-                            let input = wait_deployment(&i, &r, &id).await;
-                            return i.report(&r.pipeline, input);
-                        }
-                        return;
-                    }
-                }
-                if !running && kind != ActionKind::Approval {
-                    i.report(&r.pipeline, r.result(false, "cancelled".into(), vec![]));
-                }
-            });
+            tokio::spawn(cancel(ctx.clone(), r, kind, running));
         }
         _ => {}
+    }
+}
+
+/// Cancels an action run: a deployment it started is stopped (and, when no job polls it since a
+/// restart, waited for here); a run with no job is reported cancelled.
+async fn cancel(ctx: Arc<Ctx>, r: Run, kind: ActionKind, running: bool) {
+    let key = r.key();
+    if kind.is_deploy() {
+        let id = ctx.store.read(|tx| tx.ci_job_get(&key)).unwrap_or_else(|err| {
+            tracing::error!(job = key, "cannot read the deployment to stop: {err}");
+            None
+        });
+        if let Some(id) = id {
+            if let Err(err) = ctx.deployer.stop(&id).await {
+                tracing::warn!(deployment = id, "stopping the deployment failed: {err}");
+            }
+            if !running {
+                let input = wait_deployment(&ctx, &r, &id).await;
+                ctx.report(&r.pipeline, input).await;
+            }
+            return;
+        }
+    }
+    if !running && kind != ActionKind::Approval {
+        ctx.report(&r.pipeline, r.result(false, "cancelled".into(), vec![])).await;
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Builds.
 
-fn now_ms(inner: &Inner) -> u64 {
-    inner.now().as_millis()
+fn now_ms(ctx: &Ctx) -> u64 {
+    ctx.now().as_millis()
 }
 
 /// Records the build; a full disk delays it until the record is written.
-async fn put_build(inner: &Inner, b: &api::Build) {
+async fn put_build(ctx: &Ctx, b: &api::Build) {
     let row = store::CiBuildRow {
         id: b.id.clone(),
         pipeline: b.pipeline.clone(),
@@ -170,7 +179,7 @@ async fn put_build(inner: &Inner, b: &api::Build) {
     };
     let what = format!("the record of build {}", b.id);
     // Any other store error is logged there; the build itself goes on.
-    let _ = inner.write_until_stored(&what, |tx| tx.ci_build_put(&row)).await;
+    let _ = ctx.write_until_stored(&what, |tx| tx.ci_build_put(&row)).await;
 }
 
 pub fn log_path(data_dir: &Path, build_id: &str) -> PathBuf {
@@ -178,7 +187,7 @@ pub fn log_path(data_dir: &Path, build_id: &str) -> PathBuf {
 }
 
 async fn build(
-    inner: &Arc<Inner>,
+    ctx: &Arc<Ctx>,
     r: &Run,
     adef: &ActionDecl,
     inputs: &[(String, ArtifactId)],
@@ -188,7 +197,7 @@ async fn build(
 ) -> Option<Input> {
     let Settings::Build(settings) = &adef.kind else { return None };
     let key = format!("ci.builds.{}", r.pipeline);
-    let n = match inner.store.transaction(|tx| tx.next_sequence(&key)) {
+    let n = match ctx.store.transaction(|tx| tx.next_sequence(&key)) {
         Ok(n) => n,
         Err(err) => {
             return Some(r.result(false, format!("cannot allocate a build: {err}"), vec![]));
@@ -204,21 +213,21 @@ async fn build(
         build_number: n,
         commit: revision.commit.clone(),
         status: "IN_PROGRESS".into(),
-        started_at: now_ms(inner),
+        started_at: now_ms(ctx),
         ended_at: None,
         phases: Vec::new(),
         message: None,
         exported_variables: Vec::new(),
     };
-    put_build(inner, &record).await;
-    inner.report(&r.pipeline, r.started(id.clone()));
-    let data_dir = inner.data_dir().to_path_buf();
+    put_build(ctx, &record).await;
+    ctx.report(&r.pipeline, r.started(id.clone())).await;
+    let data_dir = ctx.data_dir().to_path_buf();
     let log_file = log_path(&data_dir, &id);
     let mut log = match std::fs::OpenOptions::new().create(true).append(true).open(&log_file) {
         Ok(f) => f,
         Err(err) => {
             let msg = format!("cannot open the build log: {err}");
-            return Some(finish_fail(inner, r, &mut record, msg).await);
+            return Some(finish_fail(ctx, r, &mut record, msg).await);
         }
     };
     let work = data_dir.join("work").join(&id);
@@ -227,21 +236,21 @@ async fn build(
         Err(err) => {
             let msg = err.to_string();
             let _ = writeln!(log, "[cutover] {msg}");
-            return Some(finish_fail(inner, r, &mut record, msg).await);
+            return Some(finish_fail(ctx, r, &mut record, msg).await);
         }
     };
-    let mut ctx = builder::BuildContext::new(id.clone(), work.join("src"), work.join("out"));
-    ctx.build_number = n;
-    ctx.source_version = Some(revision.branch.clone()).filter(|b| !b.is_empty());
-    ctx.resolved_source_version = Some(revision.commit.clone()).filter(|c| !c.is_empty());
-    ctx.initiator = format!("codepipeline/{}", r.pipeline);
-    ctx.timeout = settings.timeout;
-    ctx.stop = Some(stop);
-    ctx.variables = build_variables(&settings.env, prepared.variables, r, &revision);
+    let mut build = builder::BuildContext::new(id.clone(), work.join("src"), work.join("out"));
+    build.build_number = n;
+    build.source_version = Some(revision.branch.clone()).filter(|b| !b.is_empty());
+    build.resolved_source_version = Some(revision.commit.clone()).filter(|c| !c.is_empty());
+    build.initiator = format!("codepipeline/{}", r.pipeline);
+    build.timeout = settings.timeout;
+    build.stop = Some(stop);
+    build.variables = build_variables(&settings.env, prepared.variables, r, &revision);
     let sink = move |line: &builder::LogLine| {
         let _ = writeln!(log, "{}", line.render());
     };
-    let result = builder::run(&prepared.spec, ctx, sink).await;
+    let result = builder::run(&prepared.spec, build, sink).await;
     record_result(&mut record, &result);
     if result.status != builder::BuildStatus::Succeeded {
         let failed = result
@@ -252,27 +261,32 @@ async fn build(
             .unwrap_or_default();
         let msg = format!("build {id} {}{failed}", result.status.as_str());
         record.message = Some(msg.clone());
-        put_build(inner, &record).await;
+        put_build(ctx, &record).await;
         let _ = std::fs::remove_dir_all(&work);
         return Some(r.result(false, msg, vec![]));
     }
-    let stored =
-        match store_outputs(&data_dir, inner.file_time(), &result, outputs, &settings.buildspec)
-            .await
-        {
-            Ok(stored) => stored,
-            Err(OutputFailure::Missing(msg)) => {
-                record.message = Some(msg.clone());
-                record.status = "FAILED".into();
-                put_build(inner, &record).await;
-                return Some(r.result(false, msg, vec![]));
-            }
-            Err(OutputFailure::Storing { name, err }) => {
-                let msg = format!("storing `{name}`: {err}");
-                return Some(finish_fail(inner, r, &mut record, msg).await);
-            }
-        };
-    put_build(inner, &record).await;
+    let stored = match store_outputs(
+        &data_dir,
+        ctx.file_time(),
+        &result,
+        outputs,
+        &settings.buildspec,
+    )
+    .await
+    {
+        Ok(stored) => stored,
+        Err(OutputFailure::Missing(msg)) => {
+            record.message = Some(msg.clone());
+            record.status = "FAILED".into();
+            put_build(ctx, &record).await;
+            return Some(r.result(false, msg, vec![]));
+        }
+        Err(OutputFailure::Storing { name, err }) => {
+            let msg = format!("storing `{name}`: {err}");
+            return Some(finish_fail(ctx, r, &mut record, msg).await);
+        }
+    };
+    put_build(ctx, &record).await;
     let _ = std::fs::remove_dir_all(&work);
     Some(r.result(true, format!("build {id} SUCCEEDED"), stored))
 }
@@ -422,11 +436,11 @@ async fn store_outputs(
     Ok(stored)
 }
 
-async fn finish_fail(inner: &Inner, r: &Run, record: &mut api::Build, msg: String) -> Input {
+async fn finish_fail(ctx: &Ctx, r: &Run, record: &mut api::Build, msg: String) -> Input {
     record.status = "FAILED".into();
-    record.ended_at = Some(now_ms(inner));
+    record.ended_at = Some(now_ms(ctx));
     record.message = Some(msg.clone());
-    put_build(inner, record).await;
+    put_build(ctx, record).await;
     r.result(false, msg, vec![])
 }
 
@@ -474,20 +488,20 @@ enum StartError {
 // Deployments.
 
 fn artifact_dir(
-    inner: &Inner,
+    ctx: &Ctx,
     inputs: &[(String, ArtifactId)],
     name: &str,
 ) -> Result<PathBuf, StartError> {
     inputs
         .iter()
         .find(|(n, _)| n == name)
-        .map(|(_, id)| artifacts::dir(inner.data_dir(), id.as_str()))
+        .map(|(_, id)| artifacts::dir(ctx.data_dir(), id.as_str()))
         .ok_or_else(|| StartError::NotAnInput(name.to_string()))
 }
 
 /// Reads the templates and images and starts the deployment.
 async fn start_deployment(
-    inner: &Arc<Inner>,
+    ctx: &Arc<Ctx>,
     r: &Run,
     adef: &ActionDecl,
     inputs: &[(String, ArtifactId)],
@@ -508,14 +522,14 @@ async fn start_deployment(
             appspec_template_path: appspec_path,
             image_placeholders: images,
         }) => {
-            let td_dir = artifact_dir(inner, inputs, task_definition_artifact)?;
+            let td_dir = artifact_dir(ctx, inputs, task_definition_artifact)?;
             let td_name = format!("{task_definition_artifact}/{task_definition_path}");
             let mut td_text = read_capped(&td_dir.join(task_definition_path))?;
             let parsed = config::parse_task_definition(&td_name, &td_text)
                 .map_err(|errors| StartError::Invalid { file: td_name.clone(), errors })?;
             let mut td = parsed.value;
             for pipeline::definition::ImagePlaceholder { artifact, placeholder } in images {
-                let dir = artifact_dir(inner, inputs, artifact)?;
+                let dir = artifact_dir(ctx, inputs, artifact)?;
                 let detail_path = dir.join("imageDetail.json");
                 let text = read_capped(&detail_path).map_err(|source| {
                     StartError::NoImageDetail { artifact: artifact.clone(), source }
@@ -537,10 +551,10 @@ async fn start_deployment(
                 // diagnostics); URIs are checked not to need JSON escaping.
                 td_text = td_text.replace(&format!("<{bare}>"), &detail.image_uri);
             }
-            let ap_dir = artifact_dir(inner, inputs, appspec_artifact)?;
+            let ap_dir = artifact_dir(ctx, inputs, appspec_artifact)?;
             let appspec_text = read_capped(&ap_dir.join(appspec_path))?;
             let group = deployment_group.to_string();
-            Ok(inner
+            Ok(ctx
                 .deployer
                 .deploy(
                     &group,
@@ -564,21 +578,21 @@ async fn start_deployment(
             ..
         }) => {
             let (name, _) = inputs.first().ok_or(StartError::NoInput)?;
-            let dir = artifact_dir(inner, inputs, name)?;
+            let dir = artifact_dir(ctx, inputs, name)?;
             let text = read_capped(&dir.join(image_definitions))?;
             let file = format!("{name}/{image_definitions}");
             let defs = builder::parse_image_definitions(&file, &text)
                 .map_err(|errors| StartError::Invalid { file, errors })?
                 .value;
             let images = defs.into_iter().map(|d| (d.name, d.image_uri)).collect();
-            Ok(inner.deployer.deploy_image_definitions(service, images).await?)
+            Ok(ctx.deployer.deploy_image_definitions(service, images).await?)
         }
         _ => Err(StartError::NotADeploy),
     }
 }
 
 async fn deploy(
-    inner: &Arc<Inner>,
+    ctx: &Arc<Ctx>,
     r: &Run,
     adef: &ActionDecl,
     inputs: &[(String, ArtifactId)],
@@ -587,7 +601,7 @@ async fn deploy(
     let key = r.key();
     // A restart adopts the deployment this run already started; when that cannot be known, none
     // is started (a second one would race the first).
-    let existing = match inner.store.read(|tx| tx.ci_job_get(&key)) {
+    let existing = match ctx.store.read(|tx| tx.ci_job_get(&key)) {
         Ok(existing) => existing,
         Err(err) => {
             let message = format!("cannot tell whether this action started a deployment: {err}");
@@ -596,26 +610,26 @@ async fn deploy(
     };
     let id = match existing {
         Some(id) => id,
-        None => match start_deployment(inner, r, adef, inputs, &revision).await {
+        None => match start_deployment(ctx, r, adef, inputs, &revision).await {
             Ok(id) => {
                 // Written before anything else of the action, whatever the disk says: without
                 // it, a restart would start the deployment again.
                 let what = format!("deployment {id} of {key}");
-                let now = now_ms(inner);
-                let _ = inner.write_until_stored(&what, |tx| tx.ci_job_put(&key, &id, now)).await;
+                let now = now_ms(ctx);
+                let _ = ctx.write_until_stored(&what, |tx| tx.ci_job_put(&key, &id, now)).await;
                 id
             }
             Err(err) => return Some(r.result(false, err.to_string(), vec![])),
         },
     };
-    inner.report(&r.pipeline, r.started(id.clone()));
-    Some(wait_deployment(inner, r, &id).await)
+    ctx.report(&r.pipeline, r.started(id.clone())).await;
+    Some(wait_deployment(ctx, r, &id).await)
 }
 
-async fn wait_deployment(inner: &Arc<Inner>, r: &Run, id: &str) -> Input {
+async fn wait_deployment(ctx: &Arc<Ctx>, r: &Run, id: &str) -> Input {
     let mut errors = 0;
     loop {
-        match inner.deployer.deployment_state(id).await {
+        match ctx.deployer.deployment_state(id).await {
             Ok(DeploymentState::InProgress) => errors = 0,
             Ok(DeploymentState::Succeeded) => {
                 return r.result(true, format!("deployment {id} Succeeded"), vec![]);

@@ -17,19 +17,26 @@
 //!
 //! # Rules
 //!
-//! - **State.** Every pipeline's definition and machine snapshot live in SQLite
-//!   (`ci_pipelines`); the snapshot is written after every step and before its effects are
+//! - **State.** Every pipeline's definition and machine live in SQLite as one versioned document
+//!   (`store::documents`, kind `pipeline`; a `ci_pipelines` row of an older cutover is read as
+//!   its version 0); it is written after every step and before the step's effects are
 //!   performed, so `kill -9` loses nothing: the next start restores every machine and calls
 //!   `resume`, which starts again every action that was in progress. A build in progress is run
 //!   again (same run number, a new build id); a deployment that was started is adopted by the id
 //!   recorded in `ci_jobs`, not started twice. A push recorded by the hook but not yet turned into
 //!   an execution is picked up at the next start.
-//! - **Time and the loop.** Every time is `store::clock`'s (builds' included). The driver's loop
-//!   sleeps until its next deadline (an action's timeout, a poll, retention, a retry of a step
-//!   or a push the store refused) or until a step, an apply or a finished poll wakes it.
+//! - **One loop.** The pipelines' state (every machine, what is due, the running jobs) has one
+//!   owner, the driver's loop; its decisions are pure (`core::Core`: a message and the time in, a
+//!   step out: the rows to write, then the effects to perform). HTTP handlers, jobs, polls and
+//!   the push scanner send it requests and wait for its answer where they need one: a webhook or
+//!   a manual start is answered once its execution is stored, an approval once it is written, and
+//!   `apply` holds the loop from its decision to its commit. Every time is `store::clock`'s
+//!   (builds' included). The loop sleeps until its next deadline (an action's timeout, a poll,
+//!   retention, a retry of what the store refused) or until a request arrives.
 //! - **A full disk.** Nothing that is already true outside is dropped when the store refuses to
-//!   record it: a started deployment's id, a build's record, an action's report and a push wait
-//!   until they are written; an API write is answered 503 and changes nothing.
+//!   record it: a started deployment's id and a build's record (written by their job), an
+//!   action's report (kept by the loop) and a push (kept in its repository) wait until they are
+//!   written; an API write is answered 503 and changes nothing.
 //! - **Executions** are `{pipeline}-{n}` (unique across pipelines, so `approvals approve ID`
 //!   needs no pipeline name). Their long-term history is `ci_executions`, one row per execution,
 //!   updated after every step that touched it.
@@ -60,6 +67,7 @@
 
 pub mod api;
 mod artifacts;
+mod core;
 mod driver;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -69,6 +77,8 @@ mod jobs;
 mod legacy;
 mod push_event;
 mod routes;
+mod sources;
+mod stored;
 mod webhook;
 
 use std::path::PathBuf;
@@ -175,4 +185,4 @@ pub enum Error {
     InvalidArtifactId(#[from] pipeline::InvalidArtifactId),
 }
 
-pub(crate) type Shared = Arc<driver::Inner>;
+pub(crate) type Shared = Arc<driver::Ctx>;

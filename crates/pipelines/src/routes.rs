@@ -16,6 +16,8 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use crate::api::{self, ExecutionSummary};
+use crate::core::{Decision, Msg};
+use crate::driver::Request as Ask;
 use crate::{Error, Pipelines, Shared, git, jobs};
 
 /// Most executions `executions` lists.
@@ -115,7 +117,7 @@ async fn auth(State(inner): State<Shared>, req: Request, next: Next) -> Response
 /// Every route of the pipeline API. `/v1/webhooks/{pipeline}` is authenticated by its signature;
 /// the others by the API token (when one is configured).
 pub fn router(ci: &Pipelines) -> Router {
-    let inner = ci.shared();
+    let inner = ci.ctx();
     let authed = Router::new()
         .route("/v1/repos", post(create_repo).get(list_repos))
         .route("/v1/repos/{name}", get(get_repo).delete(delete_repo))
@@ -158,13 +160,18 @@ async fn create_repo(
 ) -> Response {
     let i = inner.clone();
     let name = body.name.clone();
-    match tokio::task::spawn_blocking(move || i.create_repository(&name)).await {
-        Ok(Ok(created)) => {
+    match tokio::task::spawn_blocking(move || i.init_repository(&name)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => return err_response(err),
+        Err(err) => return error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+    }
+    let name = body.name.clone();
+    match inner.ask(|reply| Ask::CreateRepository { name, reply }).await.and_then(|r| r) {
+        Ok(created) => {
             let status = if created { StatusCode::CREATED } else { StatusCode::OK };
             (status, Json(repo_view(&inner, &body.name, inner.now().as_millis()))).into_response()
         }
-        Ok(Err(err)) => err_response(err),
-        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+        Err(err) => err_response(err),
     }
 }
 
@@ -191,9 +198,14 @@ async fn get_repo(State(inner): State<Shared>, Path(name): Path<String>) -> Resp
 
 /// Deletes the repository and its git data; 409 while a pipeline builds from it.
 async fn delete_repo(State(inner): State<Shared>, Path(name): Path<String>) -> Response {
-    let i = inner.clone();
     let n = name.clone();
-    match tokio::task::spawn_blocking(move || i.delete_repository(&n)).await {
+    if let Err(err) =
+        inner.ask(|reply| Ask::DeleteRepository { name: n, reply }).await.and_then(|r| r)
+    {
+        return err_response(err);
+    }
+    let (i, n) = (inner.clone(), name.clone());
+    match tokio::task::spawn_blocking(move || i.remove_repository_dir(&n)).await {
         Ok(Ok(())) => Json(serde_json::json!({ "name": name, "deleted": true })).into_response(),
         Ok(Err(err)) => err_response(err),
         Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
@@ -286,22 +298,20 @@ fn record_of(row: &store::CiExecutionRow) -> Option<ExecutionRecord> {
 }
 
 async fn list_pipelines(State(inner): State<Shared>) -> Response {
-    let names: Vec<String> = inner.defs().into_iter().map(|d| d.name).collect();
+    let names: Vec<String> = inner.definitions().await.into_iter().map(|d| d.name).collect();
     let mut out = Vec::new();
     for n in names {
-        if let Some(p) = pipeline_view(&inner, &n) {
+        if let Some(p) = pipeline_view(&inner, &n).await {
             out.push(p);
         }
     }
     Json(out).into_response()
 }
 
-fn pipeline_view(inner: &Shared, name: &str) -> Option<api::PipelineSummary> {
-    let (def, version, pending) = {
-        let slots = inner.slots.lock().unwrap_or_else(|p| p.into_inner());
-        let s = slots.get(name)?;
-        (s.def.clone(), s.version, s.pending.is_some())
-    };
+async fn pipeline_view(inner: &Shared, name: &str) -> Option<api::PipelineSummary> {
+    let n = name.to_string();
+    let (def, version, pending) =
+        inner.ask(|reply| Ask::Pipeline { name: n, reply }).await.ok().flatten()?;
     let latest = inner
         .store
         .read(|tx| tx.ci_execution_list(name, 1))
@@ -324,14 +334,14 @@ fn pipeline_view(inner: &Shared, name: &str) -> Option<api::PipelineSummary> {
 }
 
 async fn get_pipeline(State(inner): State<Shared>, Path(name): Path<String>) -> Response {
-    match pipeline_view(&inner, &name) {
+    match pipeline_view(&inner, &name).await {
         Some(p) => Json(p).into_response(),
         None => error(StatusCode::NOT_FOUND, format!("no pipeline `{name}`")),
     }
 }
 
 async fn list_executions(State(inner): State<Shared>, Path(name): Path<String>) -> Response {
-    if inner.def(&name).is_none() {
+    if inner.definition(&name).await.is_none() {
         return error(StatusCode::NOT_FOUND, format!("no pipeline `{name}`"));
     }
     match inner.store.read(|tx| tx.ci_execution_list(&name, EXECUTIONS_LIST_MAX)) {
@@ -365,7 +375,7 @@ async fn start_pipeline(
     headers: HeaderMap,
     body: Option<Json<api::StartPipeline>>,
 ) -> Response {
-    let Some(def) = inner.def(&name) else {
+    let Some(def) = inner.definition(&name).await else {
         return error(StatusCode::NOT_FOUND, format!("no pipeline `{name}`"));
     };
     let branch = def.source.branch.clone();
@@ -375,13 +385,18 @@ async fn start_pipeline(
         SourceLocation::Url { url, .. } => (inner.mirror_dir(&name), Some(url.clone())),
     };
     let (r, b) = (repo.clone(), branch.clone());
-    let resolved = tokio::task::spawn_blocking(move || resolve_commit(&r, url, &b, commit)).await;
+    let resolved = match url {
+        Some(_) => inner.in_mirror(&name, move |m| resolve_commit(m, url, &b, commit)).await,
+        None => tokio::task::spawn_blocking(move || resolve_commit(&r, url, &b, commit))
+            .await
+            .map_err(|e| Error::Internal(e.to_string())),
+    };
     let commit = match resolved {
         Ok(Ok(c)) => c,
         Ok(Err(err)) => return error(StatusCode::CONFLICT, err.to_string()),
         Err(err) => return error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
     };
-    match inner.trigger(&name, repo, commit, branch, started_manually_by(&headers)).await {
+    match inner.start(&name, repo, commit, branch, started_manually_by(&headers), None).await {
         Ok(id) => {
             (StatusCode::CREATED, Json(serde_json::json!({ "execution_id": id }))).into_response()
         }
@@ -419,11 +434,16 @@ fn resolve_commit(
     }
 }
 
-fn execution_response(inner: &Shared, name: &str, id: &str) -> Response {
-    let slots = inner.slots.lock().unwrap_or_else(|p| p.into_inner());
-    match slots.get(name).and_then(|s| s.machine.execution(id)) {
-        Some(rec) => Json(execution_view(name, rec)).into_response(),
-        None => error(StatusCode::NOT_FOUND, format!("no execution `{id}`")),
+/// The execution as a command left it, once written.
+fn execution_response(
+    pipeline: &str,
+    id: &str,
+    outcome: Result<Option<ExecutionRecord>, Error>,
+) -> Response {
+    match outcome {
+        Ok(Some(rec)) => Json(execution_view(pipeline, &rec)).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no execution `{id}`")),
+        Err(err) => err_response(err),
     }
 }
 
@@ -435,10 +455,8 @@ async fn stop_execution(
     let body = body.map(|b| b.0).unwrap_or_default();
     let reason = body.reason.unwrap_or_else(|| "stopped through the API".into());
     let input = Input::Stop { execution_id: id.clone(), abandon: body.abandon, reason };
-    match inner.step(&name, |m, now| m.handle_input(input, now)) {
-        Ok(()) => execution_response(&inner, &name, &id),
-        Err(err) => err_response(err),
-    }
+    let outcome = inner.handle(Msg::Command { pipeline: name.clone(), input }).await;
+    execution_response(&name, &id, outcome)
 }
 
 async fn retry_execution(
@@ -457,10 +475,8 @@ async fn retry_execution(
         }
     };
     let input = Input::Retry { execution_id: id.clone(), stage: body.stage, mode };
-    match inner.step(&name, |m, now| m.handle_input(input, now)) {
-        Ok(()) => execution_response(&inner, &name, &id),
-        Err(err) => err_response(err),
-    }
+    let outcome = inner.handle(Msg::Command { pipeline: name.clone(), input }).await;
+    execution_response(&name, &id, outcome)
 }
 
 async fn decide(
@@ -474,22 +490,16 @@ async fn decide(
         Ok(None) => return error(StatusCode::NOT_FOUND, format!("no execution `{execution}`")),
         Err(err) => return err_response(err.into()),
     };
-    let by = body.by.clone().unwrap_or_else(|| "api".into());
-    let res = inner.step(&pipeline, |m, now| {
-        let p = m.pending_approval(&execution, body.stage.as_deref(), body.action.as_deref())?;
-        let (execution_id, stage, action, comment) =
-            (p.execution_id, p.stage, p.action, body.comment.clone());
-        let input = if approved {
-            Input::Approve { execution_id, stage, action, comment, by }
-        } else {
-            Input::Reject { execution_id, stage, action, comment, by }
-        };
-        m.handle_input(input, now)
-    });
-    match res {
-        Ok(()) => execution_response(&inner, &pipeline, &execution),
-        Err(err) => err_response(err),
-    }
+    let decision = Decision {
+        execution_id: execution.clone(),
+        stage: body.stage,
+        action: body.action,
+        approved,
+        comment: body.comment,
+        by: body.by.unwrap_or_else(|| "api".into()),
+    };
+    let outcome = inner.handle(Msg::Decide { pipeline: pipeline.clone(), decision }).await;
+    execution_response(&pipeline, &execution, outcome)
 }
 
 async fn approve(

@@ -59,7 +59,7 @@ pub async fn handle(
         tracing::warn!(pipeline = ?name, "webhook refused: {reason}");
         unauthorized(sig)
     };
-    let Some(def) = inner.def(&name) else {
+    let Some(def) = inner.definition(&name).await else {
         return refuse("no such pipeline".into());
     };
     let Some((url, secret_env)) = def.webhook().map(|(u, s)| (u.to_string(), s.to_string())) else {
@@ -88,13 +88,14 @@ pub async fn handle(
         return ignored(&format!("branch `{branch}` does not start this pipeline"));
     }
     let mirror = inner.mirror_dir(&name);
-    let (m, b, a) = (mirror.clone(), branch.clone(), after.clone());
-    let fetched = tokio::task::spawn_blocking(move || {
-        git::fetch_into_mirror(&m, &url, &b)?;
-        let on_branch = git::git(Some(&m), &["cat-file", "-e", &format!("{a}^{{commit}}")]);
-        Ok::<_, git::GitError>(on_branch.is_ok())
-    })
-    .await;
+    let (b, a) = (branch.clone(), after.clone());
+    let fetched = inner
+        .in_mirror(&name, move |m| {
+            git::fetch_into_mirror(m, &url, &b)?;
+            let on_branch = git::git(Some(m), &["cat-file", "-e", &format!("{a}^{{commit}}")]);
+            Ok::<_, git::GitError>(on_branch.is_ok())
+        })
+        .await;
     match fetched {
         Ok(Ok(true)) => {}
         Ok(Ok(false)) => {
@@ -106,15 +107,11 @@ pub async fn handle(
         }
         Err(err) => return error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
     }
-    // Recorded first: a poll of the same source would otherwise start this commit again. The
-    // sender retries a webhook that is not accepted.
-    if branch == def.source.branch {
-        let now = inner.now().as_millis();
-        if let Err(err) = inner.store.transaction(|tx| tx.ci_source_set(&name, &after, now)) {
-            return crate::routes::err_response(err.into());
-        }
-    }
-    match inner.trigger(&name, mirror, after, branch, pushed_by).await {
+    // The pushed head of the polled branch is remembered with the execution, in one write, so
+    // that a poll of the same source does not start this commit again. The answer waits for that
+    // write: an accepted webhook's execution is stored (the sender retries one not accepted).
+    let polled = (branch == def.source.branch).then(|| after.clone());
+    match inner.start(&name, mirror, after, branch, pushed_by, polled).await {
         Ok(id) => {
             (StatusCode::ACCEPTED, Json(WebhookResult { execution_id: Some(id), ignored: None }))
                 .into_response()

@@ -382,6 +382,76 @@ async fn webhook_with_a_good_signature_triggers_and_a_bad_one_is_refused() {
     assert_eq!(server.executions("hooked").await.len(), 1);
 }
 
+/// Two webhooks for one pipeline at the same time: the loop takes them one after the other, so
+/// each starts its own execution under its own number, and each is answered only once its
+/// execution is stored (a client that reads it right after the 202 finds it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_webhooks_start_one_stored_execution_each_numbered_in_turn() {
+    let tmp = tempfile::tempdir().unwrap();
+    let secret = env!("CARGO_MANIFEST_DIR");
+    let deployer = FakeDeployer::new(DeploymentState::InProgress);
+    let server = Server::start(&tmp.path().join("data"), None, deployer.clone()).await;
+    let upstream = tmp.path().join("upstream");
+    work_repo(
+        &upstream,
+        &[
+            ("taskdef.json", TASKDEF.replace("<IMAGE1_NAME>", "img:1").as_str()),
+            ("appspec.yaml", APPSPEC),
+        ],
+    );
+    let first = git_ok(&upstream, &["rev-parse", "HEAD"]);
+    let second = commit(&upstream, &[("README", "two")], "second");
+    let url = format!("file://{}", upstream.display());
+    server
+        .ci()
+        .apply(&[], &[url_pipeline("hooked", &url, None, Some("CARGO_MANIFEST_DIR"))])
+        .unwrap();
+
+    let hook = format!("{}/v1/webhooks/hooked", server.url);
+    let deliver = |commit: String| {
+        let (hook, server_url) = (hook.clone(), server.url.clone());
+        async move {
+            let body = serde_json::to_vec(&serde_json::json!({
+                "ref": "refs/heads/main", "after": commit, "pusher": {"name": "grace"}
+            }))
+            .unwrap();
+            let client = reqwest::Client::new();
+            let answer = client
+                .post(&hook)
+                .header("X-GitHub-Event", "push")
+                .header("X-Hub-Signature-256", sign(secret, &body))
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = answer.status().as_u16();
+            let v: serde_json::Value = answer.json().await.unwrap();
+            assert_eq!(status, 202, "{v}");
+            let id = v["execution_id"].as_str().unwrap().to_string();
+            // Read at once, by the client that was answered: the execution is already stored.
+            let stored = client
+                .get(format!("{server_url}/v1/pipelines/hooked/executions/{id}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(stored.status().as_u16(), 200, "{id} was answered before it was stored");
+            let stored: serde_json::Value = stored.json().await.unwrap();
+            assert_eq!(stored["commit"], commit.as_str());
+            id
+        }
+    };
+    let (a, b) = tokio::join!(deliver(first.clone()), deliver(second.clone()));
+    let mut ids = [a, b];
+    ids.sort();
+    assert_eq!(ids, ["hooked-1".to_string(), "hooked-2".to_string()], "one execution each");
+    let executions = server.executions("hooked").await;
+    assert_eq!(executions.len(), 2, "{executions:#?}");
+    let started = |id: &str| {
+        executions.iter().find(|e| e["id"] == id).unwrap()["started_at"].as_u64().unwrap()
+    };
+    assert!(started("hooked-1") <= started("hooked-2"), "numbered in the order they started");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_to_an_unknown_pipeline_is_refused_like_a_bad_signature() {
     let tmp = tempfile::tempdir().unwrap();
@@ -623,14 +693,14 @@ async fn apply_with_changes_nothing_when_the_callers_writes_fail() {
     let repos_now = server.get("/v1/repos").await.1;
     assert_eq!(repos_now.as_array().unwrap().len(), 1, "{repos_now}");
     assert_eq!(server.store.read(|tx| tx.resource_get("probe", "x")).unwrap(), None);
-    let rows: Vec<String> = server
+    let stored: Vec<String> = server
         .store
-        .read(|tx| tx.ci_pipeline_list())
+        .read(|tx| store::DocumentStore::document_rows(tx, "pipeline"))
         .unwrap()
         .into_iter()
         .map(|r| r.name)
         .collect();
-    assert_eq!(rows, ["web"]);
+    assert_eq!(stored, ["web"]);
 }
 
 /// The driver sleeps until its next deadline (an action's timeout, a poll, retention) instead of

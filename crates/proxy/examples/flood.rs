@@ -218,6 +218,7 @@ fn table(listen: SocketAddr, backend: SocketAddr) -> RouteTable {
             tls: None,
             idle_timeout_ms: None,
             limits: ConnectionLimits::default(),
+            rules: Vec::new(),
             action: Action::Forward(ForwardAction::weighted(vec![WeightedTargetGroup {
                 name: "g".into(),
                 weight: 1,

@@ -2,6 +2,7 @@
 //! group's algorithm, clean the request like ALB does, forward it over a pooled keep-alive
 //! connection and stream the answer back. Every failure becomes a well-formed 400/502/503/504.
 
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,6 +14,7 @@ use http::header::{self, HeaderName};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use routes::rules::RequestView;
 
 use crate::listener::ListenerShared;
 use crate::metrics::{self as m};
@@ -37,6 +39,8 @@ pub struct ConnCtx {
     pub shared: Arc<Shared>,
     pub listener: Arc<ListenerShared>,
     pub client_ip: HeaderValue,
+    /// The client's address, for `source-ip` conditions.
+    pub peer_ip: IpAddr,
     pub tls: bool,
     /// Whether the connection is idle, for shedding at the connection cap.
     pub slot: Arc<crate::limits::ConnSlot>,
@@ -158,13 +162,18 @@ pub enum Routed {
     Respond(Response<ProxyBody>),
 }
 
-/// Picks the route of the connection's listener, a target group by weight and a target in it;
-/// counts the request. `redirect` builds a redirect from the request it knows.
-/// `headers` are the request's (name, value) pairs, read only when the forward has preview
-/// routing.
-pub fn route<'h>(
+/// A request as routing sees it: what listener rules look at, and its fields in order (read
+/// only when a forward has preview routing).
+pub trait Routable: RequestView {
+    fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])>;
+}
+
+/// Picks the action of the connection's listener for `req` (its first rule that takes it, or its
+/// default action), a target group by weight and a target in it; counts the request.
+/// `redirect` builds a redirect from the request it knows.
+pub fn route<R: Routable>(
     ctx: &ConnCtx,
-    headers: impl IntoIterator<Item = (&'h [u8], &'h [u8])>,
+    req: &R,
     redirect: impl FnOnce(&routes::Redirect) -> Response<ProxyBody>,
 ) -> Routed {
     let lc = &ctx.listener.counters;
@@ -173,7 +182,7 @@ pub fn route<'h>(
         // The listener is being removed; this connection is closing.
         return Routed::Respond(lb_response(StatusCode::SERVICE_UNAVAILABLE, true));
     };
-    match &route.action {
+    match route.action_for(req) {
         CompiledAction::Fixed(f) => {
             lc.inc(m::L_FIXED);
             Routed::Respond(fixed(f))
@@ -183,7 +192,7 @@ pub fn route<'h>(
             Routed::Respond(redirect(r))
         }
         CompiledAction::Forward(fwd) => {
-            let previewed = fwd.preview.as_ref().and_then(|p| p.choose(headers));
+            let previewed = fwd.preview.as_ref().and_then(|p| p.choose(req.fields()));
             let Some(group) = previewed.or_else(|| fwd.choose()) else {
                 lc.inc(m::L_ELB503);
                 return Routed::Respond(lb_response(StatusCode::SERVICE_UNAVAILABLE, false));
@@ -219,14 +228,52 @@ pub async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Response<Proxy
         lc.inc(m::L_ELB4XX);
         return lb_response(StatusCode::BAD_REQUEST, false);
     };
-    let headers = req.headers().iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
-    let routed = route(&ctx, headers, |r| {
+    let view = H2Request { req: &req, host: &host, source: ctx.peer_ip };
+    let routed = route(&ctx, &view, |r| {
         let host = host.to_str().unwrap_or("");
         redirect(r, host, req.uri().path(), req.uri().query(), &ctx)
     });
     match routed {
         Routed::Respond(resp) => resp,
         Routed::Forward(target, timeout) => forward(ctx, req, host, target, timeout).await,
+    }
+}
+
+/// An HTTP/2 request as routing sees it.
+struct H2Request<'a> {
+    req: &'a Request<Incoming>,
+    host: &'a HeaderValue,
+    source: IpAddr,
+}
+
+impl RequestView for H2Request<'_> {
+    fn host(&self) -> &[u8] {
+        self.host.as_bytes()
+    }
+    fn path(&self) -> &[u8] {
+        self.req.uri().path().as_bytes()
+    }
+    fn query(&self) -> Option<&[u8]> {
+        self.req.uri().query().map(str::as_bytes)
+    }
+    fn method(&self) -> &[u8] {
+        self.req.method().as_str().as_bytes()
+    }
+    fn source_ip(&self) -> IpAddr {
+        self.source
+    }
+    fn any_header(&self, name: &[u8], matches: &mut dyn FnMut(&[u8]) -> bool) -> bool {
+        // HTTP/2 field names are lowercase already, as `name` is.
+        self.req
+            .headers()
+            .iter()
+            .any(|(n, v)| n.as_str().as_bytes() == name && matches(v.as_bytes()))
+    }
+}
+
+impl Routable for H2Request<'_> {
+    fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.req.headers().iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()))
     }
 }
 
@@ -275,25 +322,15 @@ pub fn redirect(
     query: Option<&str>,
     ctx: &ConnCtx,
 ) -> Response<ProxyBody> {
-    let request_proto = if ctx.tls { "https" } else { "http" };
-    let proto = r.protocol.as_deref().map(str::to_ascii_lowercase);
-    let proto = proto.as_deref().unwrap_or(request_proto);
-    // The Host header may carry a port; the redirect's port decides.
-    let request_host = strip_port(host);
-    let host = r.host.as_deref().unwrap_or(request_host);
-    let port = r.port.unwrap_or(ctx.listener.bind.port());
-    let default_port = if proto == "https" { 443 } else { 80 };
-    let path = r.path.as_deref().unwrap_or(path);
-    let mut location = format!("{proto}://{host}");
-    if port != default_port {
-        location.push_str(&format!(":{port}"));
-    }
-    location.push_str(path);
-    if let Some(q) = query {
-        location.push('?');
-        location.push_str(q);
-    }
-    let Ok(location) = HeaderValue::from_str(&location) else {
+    let parts = routes::redirect::RequestParts {
+        protocol: if ctx.tls { "https" } else { "http" },
+        // The Host header may carry a port; the redirect's port decides.
+        host: strip_port(host),
+        port: ctx.listener.bind.port(),
+        path,
+        query,
+    };
+    let Ok(location) = HeaderValue::from_str(&r.location(&parts)) else {
         return lb_response(StatusCode::BAD_REQUEST, true);
     };
     let mut resp = Response::new(ProxyBody::empty());
@@ -451,13 +488,17 @@ pub async fn open_upstream(
     }
 }
 
-/// The target group `failed` serves this listener's requests from, as the route table says now,
-/// and the next routable target in it.
+/// The target group `failed` serves this listener's requests from (in whichever of its forwards,
+/// as the route table says now), and the next routable target in it.
 fn another_target(ctx: &ConnCtx, failed: &Arc<TargetRt>) -> Option<Arc<TargetRt>> {
     let table = ctx.shared.table.load();
     let route = table.slots.get(ctx.listener.slot)?.as_ref()?;
-    let CompiledAction::Forward(fwd) = &route.action else { return None };
-    fwd.groups.iter().find_map(|(_, group)| group.pick_after(failed))
+    route.actions().find_map(|action| match action {
+        CompiledAction::Forward(fwd) => {
+            fwd.groups.iter().find_map(|(_, group)| group.pick_after(failed))
+        }
+        _ => None,
+    })
 }
 
 #[inline]

@@ -22,6 +22,7 @@
 use std::future::{Future, poll_fn};
 use std::io;
 use std::mem::MaybeUninit;
+use std::net::IpAddr;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -33,6 +34,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header;
 use http::{Response, StatusCode};
 use hyper::body::{Body, Frame, SizeHint};
+use routes::rules::RequestView;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::clock;
@@ -1040,8 +1042,8 @@ fn parse_request(buf: &[u8], ctx: &ConnCtx, out: &mut Vec<u8>) -> Parsed {
         )));
     }
 
-    let headers = req.headers.iter().map(|h| (h.name.as_bytes(), h.value));
-    let routed = forward::route(ctx, headers, |r| {
+    let view = H1Request { fields: req.headers, head: &head, source: ctx.peer_ip };
+    let routed = forward::route(ctx, &view, |r| {
         let host = head.target_host().and_then(|h| std::str::from_utf8(h).ok()).unwrap_or("");
         let (path, query) = match head.path.split_once('?') {
             Some((p, q)) => (if p.is_empty() { "/" } else { p }, Some(q)),
@@ -1055,6 +1057,42 @@ fn parse_request(buf: &[u8], ctx: &ConnCtx, out: &mut Vec<u8>) -> Parsed {
     };
     encode_request_head(out, &req, &head, ctx);
     request(Action::Forward(target, timeout))
+}
+
+/// An HTTP/1 request head as routing sees it.
+struct H1Request<'a, 'b> {
+    fields: &'a [httparse::Header<'b>],
+    head: &'a CheckedHead<'b>,
+    source: IpAddr,
+}
+
+impl RequestView for H1Request<'_, '_> {
+    fn host(&self) -> &[u8] {
+        self.head.target_host().unwrap_or_default()
+    }
+    fn path(&self) -> &[u8] {
+        let path = self.head.path.as_bytes();
+        path.iter().position(|&b| b == b'?').map_or(path, |q| &path[..q])
+    }
+    fn query(&self) -> Option<&[u8]> {
+        let path = self.head.path.as_bytes();
+        path.iter().position(|&b| b == b'?').map(|q| &path[q + 1..])
+    }
+    fn method(&self) -> &[u8] {
+        self.head.method.as_bytes()
+    }
+    fn source_ip(&self) -> IpAddr {
+        self.source
+    }
+    fn any_header(&self, name: &[u8], matches: &mut dyn FnMut(&[u8]) -> bool) -> bool {
+        self.fields.iter().any(|f| f.name.as_bytes().eq_ignore_ascii_case(name) && matches(f.value))
+    }
+}
+
+impl forward::Routable for H1Request<'_, '_> {
+    fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.fields.iter().map(|f| (f.name.as_bytes(), f.value))
+    }
 }
 
 /// The target's request head: origin form, the Host the request names, the client's fields

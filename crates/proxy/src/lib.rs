@@ -124,6 +124,7 @@ pub async fn start(config: ProxyConfig) -> anyhow::Result<ProxyHandle> {
             )
         })?;
     }
+    state::spawn_certificate_reloader(shared.clone());
     let admin = tokio::net::TcpListener::bind(config.admin_addr)
         .await
         .with_context(|| format!("cannot listen on admin address {}", config.admin_addr))?;

@@ -38,6 +38,8 @@ pub struct ListenerShared {
     pub conns: AtomicU64,
     pub port_header: HeaderValue,
     pub tls: ArcSwapOption<TlsAcceptor>,
+    /// The state of the certificate and key files `tls` was built from, to notice a renewal.
+    pub tls_stamp: std::sync::Mutex<Option<crate::tls::FilesStamp>>,
     pub idle_timeout_ms: AtomicU64,
     /// The header timeout in force (see [`routes::ConnectionLimits`]).
     pub header_timeout_ms: AtomicU64,
@@ -64,6 +66,7 @@ impl ListenerShared {
             conns: AtomicU64::new(0),
             port_header: HeaderValue::from(bind.port()),
             tls: ArcSwapOption::from(tls.map(Arc::new)),
+            tls_stamp: std::sync::Mutex::new(None),
             idle_timeout_ms: AtomicU64::new(idle_ms),
             header_timeout_ms: AtomicU64::new(
                 routes::ConnectionLimits::default().header_timeout_ms(idle_ms),
@@ -265,6 +268,7 @@ async fn serve_active(stream: TcpStream, peer: SocketAddr, guard: &ConnGuard) {
             shared: guard.shared.clone(),
             listener: guard.ls.clone(),
             client_ip: client_ip.clone(),
+            peer_ip: peer.ip().to_canonical(),
             tls,
             slot: guard.slot.clone(),
         })

@@ -12,9 +12,10 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
+use routes::rules::{self, Matcher, RequestView};
 use routes::{
     Action, Applied, DEFAULT_IDLE_TIMEOUT_MS, FixedResponse, ForwardAction, Listener, Preview,
-    PreviewFrom, Redirect, RouteTable, TargetGroup, WEIGHT_MAX,
+    PreviewFrom, Redirect, RouteTable, Rule, TargetGroup, WEIGHT_MAX,
 };
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -57,8 +58,28 @@ pub struct Compiled {
 }
 
 pub struct Route {
+    /// The listener's rules, lowest priority first, each compiled once for this table.
+    pub rules: Box<[(Matcher, CompiledAction)]>,
+    /// The default action, for a request no rule takes.
     pub action: CompiledAction,
     pub idle_timeout: Duration,
+}
+
+impl Route {
+    /// The action of the first rule that takes `req`, else the default action. A listener
+    /// without rules pays one length check.
+    #[inline]
+    pub fn action_for<R: RequestView + ?Sized>(&self, req: &R) -> &CompiledAction {
+        if self.rules.is_empty() {
+            return &self.action;
+        }
+        rules::first_match(&self.rules, req).unwrap_or(&self.action)
+    }
+
+    /// Every action of the listener: its rules' and its default.
+    pub fn actions(&self) -> impl Iterator<Item = &CompiledAction> {
+        self.rules.iter().map(|(_, a)| a).chain(std::iter::once(&self.action))
+    }
 }
 
 pub enum CompiledAction {
@@ -252,17 +273,24 @@ pub async fn check(shared: &Arc<Shared>, table: &RouteTable) -> Result<(), Apply
     prepare(shared, table).map(drop)
 }
 
-type Prepared = (HashMap<SocketAddr, Option<TlsAcceptor>>, HashMap<SocketAddr, TcpListener>);
+/// A listener's TLS acceptor and the state of the files it was built from.
+type Tls = Option<(TlsAcceptor, tls::FilesStamp)>;
+
+type Prepared = (HashMap<SocketAddr, Tls>, HashMap<SocketAddr, TcpListener>);
 
 /// Everything of applying `table` that can fail: validation, TLS acceptors, new sockets.
 fn prepare(shared: &Shared, table: &RouteTable) -> Result<Prepared, ApplyError> {
     validate(table).map_err(|e| bad(e.to_string()))?;
 
-    let mut acceptors: HashMap<SocketAddr, Option<TlsAcceptor>> = HashMap::new();
+    let mut acceptors: HashMap<SocketAddr, Tls> = HashMap::new();
     for (name, l) in &table.listeners {
         let acceptor = match &l.tls {
             Some(cfg) => {
-                Some(tls::acceptor(cfg).map_err(|e| bad(format!("listener `{name}`: {e}")))?)
+                // Stamped before reading: a file replaced meanwhile is read again.
+                let stamp = tls::FilesStamp::of(cfg);
+                let acceptor =
+                    tls::acceptor(cfg).map_err(|e| bad(format!("listener `{name}`: {e}")))?;
+                Some((acceptor, stamp))
             }
             None => None,
         };
@@ -291,7 +319,7 @@ fn prepare(shared: &Shared, table: &RouteTable) -> Result<Prepared, ApplyError> 
 fn commit(
     shared: &Arc<Shared>,
     table: RouteTable,
-    mut acceptors: HashMap<SocketAddr, Option<TlsAcceptor>>,
+    mut acceptors: HashMap<SocketAddr, Tls>,
     mut bound: HashMap<SocketAddr, TcpListener>,
 ) {
     let mut groups_out: HashMap<String, Arc<GroupRt>> = HashMap::new();
@@ -329,16 +357,18 @@ fn commit(
     {
         let mut listeners = lock(&shared.listeners);
         for l in table.listeners.values() {
-            let acceptor = acceptors.remove(&l.bind).flatten();
+            let (acceptor, stamp) = acceptors.remove(&l.bind).flatten().unzip();
             let idle = l.idle_timeout_ms.unwrap_or(DEFAULT_IDLE_TIMEOUT_MS);
             if let Some(ls) = listeners.get(&l.bind) {
                 ls.tls.store(acceptor.map(Arc::new));
+                *lock(&ls.tls_stamp) = stamp;
                 ls.idle_timeout_ms.store(idle, Ordering::Relaxed);
                 ls.set_limits(&l.limits, idle);
                 slot_of.insert(l.bind, ls.slot);
             } else if let Some(socket) = bound.remove(&l.bind) {
                 let slot = shared.next_slot.fetch_add(1, Ordering::Relaxed);
                 let ls = Arc::new(ListenerShared::new(slot, l.bind, acceptor, idle));
+                *lock(&ls.tls_stamp) = stamp;
                 ls.set_limits(&l.limits, idle);
                 listeners.insert(l.bind, ls.clone());
                 slot_of.insert(l.bind, slot);
@@ -360,6 +390,7 @@ fn commit(
     for l in table.listeners.values() {
         let Some(&slot) = slot_of.get(&l.bind) else { continue };
         slots[slot] = Some(Route {
+            rules: compile_rules(&l.rules, &groups_out),
             action: compile_action(&l.action, &groups_out),
             idle_timeout: Duration::from_millis(
                 l.idle_timeout_ms.unwrap_or(DEFAULT_IDLE_TIMEOUT_MS),
@@ -376,6 +407,53 @@ fn commit(
         ls.stop.send_replace(true);
     }
     tracing::info!(version, "route table applied");
+}
+
+/// How often HTTPS listeners' certificate and key files are looked at for a renewal.
+const CERTIFICATE_POLL: Duration = Duration::from_secs(1);
+
+/// Serves renewed certificates: every [`CERTIFICATE_POLL`], an HTTPS listener whose certificate
+/// or key files changed since its acceptor was built gets a new acceptor from them, for the
+/// handshakes that follow; connections already open keep theirs and are never dropped. Files
+/// that do not make a usable acceptor (a renewal half written, a key that does not match) leave
+/// the listener serving what it had, with a warning, until they change again.
+pub fn spawn_certificate_reloader(shared: Arc<Shared>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(CERTIFICATE_POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if shared.shutting_down.load(Ordering::Relaxed) {
+                return;
+            }
+            // Under the apply lock: a table applied meanwhile sets the acceptors itself.
+            let _one_at_a_time = shared.apply_lock.lock().await;
+            reload_changed_certificates(&shared);
+        }
+    });
+}
+
+fn reload_changed_certificates(shared: &Shared) {
+    let table = shared.table.load();
+    for (name, l) in &table.table.listeners {
+        let Some(cfg) = &l.tls else { continue };
+        let Some(ls) = lock(&shared.listeners).get(&l.bind).cloned() else { continue };
+        let stamp = tls::FilesStamp::of(cfg);
+        if lock(&ls.tls_stamp).as_ref() == Some(&stamp) {
+            continue;
+        }
+        match tls::acceptor(cfg) {
+            Ok(acceptor) => {
+                ls.tls.store(Some(Arc::new(acceptor)));
+                tracing::info!(listener = %name, "certificates reloaded from disk");
+            }
+            Err(e) => tracing::warn!(
+                listener = %name,
+                "certificates changed on disk but cannot be served ({e}); still serving the previous ones"
+            ),
+        }
+        *lock(&ls.tls_stamp) = Some(stamp);
+    }
 }
 
 fn empty_group(group: &GroupRt) -> TargetGroup {
@@ -475,6 +553,20 @@ fn release(shared: &Shared, group: &Arc<GroupRt>, target: &Arc<TargetRt>) {
     if empty && !in_table {
         groups.remove(&*group.name);
     }
+}
+
+/// The rules in priority order, compiled. [`validate`] has refused a table with a rule that does
+/// not compile, so none is left out here.
+fn compile_rules(
+    rules: &[Rule],
+    groups: &HashMap<String, Arc<GroupRt>>,
+) -> Box<[(Matcher, CompiledAction)]> {
+    let mut sorted: Vec<&Rule> = rules.iter().collect();
+    sorted.sort_by_key(|r| r.priority);
+    sorted
+        .into_iter()
+        .filter_map(|r| Some((Matcher::new(r).ok()?, compile_action(&r.action, groups))))
+        .collect()
 }
 
 fn compile_action(action: &Action, groups: &HashMap<String, Arc<GroupRt>>) -> CompiledAction {
@@ -578,6 +670,8 @@ pub enum InvalidTable {
     SameBind { first: String, second: String, bind: SocketAddr },
     #[error("listener `{listener}`: {problem}")]
     Listener { listener: String, problem: String },
+    #[error("listener `{listener}` rule {priority}: {problem}")]
+    Rule { listener: String, priority: u32, problem: String },
     #[error("target group `{group}`: {problem}")]
     TargetGroup { group: String, problem: String },
 }
@@ -625,11 +719,50 @@ fn validate_listener(name: &str, l: &Listener, table: &RouteTable) -> Result<(),
     }
     let idle = l.idle_timeout_ms.unwrap_or(DEFAULT_IDLE_TIMEOUT_MS);
     l.limits.check(idle).map_err(|e| bad(e.to_string()))?;
-    match &l.action {
+    validate_rules(name, &l.rules, table)?;
+    validate_action(name, &l.action, table)
+}
+
+fn validate_action(name: &str, action: &Action, table: &RouteTable) -> Result<(), InvalidTable> {
+    match action {
         Action::Forward(f) => validate_forward(name, f, table),
         Action::FixedResponse(f) => validate_fixed_response(name, f),
         Action::Redirect(r) => validate_redirect(name, r),
     }
+}
+
+/// ALB's rules for listener rules: at most [`rules::MAX_RULES_PER_LISTENER`], priorities unique,
+/// conditions ALB accepts, and actions valid as a default action's.
+fn validate_rules(name: &str, list: &[Rule], table: &RouteTable) -> Result<(), InvalidTable> {
+    if list.len() > rules::MAX_RULES_PER_LISTENER {
+        return Err(InvalidTable::listener(
+            name,
+            format!("{} rules; at most {}", list.len(), rules::MAX_RULES_PER_LISTENER),
+        ));
+    }
+    let mut priorities = BTreeSet::new();
+    for rule in list {
+        let in_rule = |problem: String| InvalidTable::Rule {
+            listener: name.to_string(),
+            priority: rule.priority,
+            problem,
+        };
+        if !priorities.insert(rule.priority) {
+            return Err(InvalidTable::listener(
+                name,
+                format!(
+                    "two rules have priority {}; priorities are unique per listener",
+                    rule.priority
+                ),
+            ));
+        }
+        Matcher::new(rule).map_err(|e| in_rule(e.to_string()))?;
+        validate_action(name, &rule.action, table).map_err(|e| match e {
+            InvalidTable::Listener { problem, .. } => in_rule(problem),
+            other => other,
+        })?;
+    }
+    Ok(())
 }
 
 fn validate_forward(name: &str, f: &ForwardAction, table: &RouteTable) -> Result<(), InvalidTable> {
@@ -698,15 +831,30 @@ fn validate_redirect(name: &str, r: &Redirect) -> Result<(), InvalidTable> {
     if r.port == Some(0) {
         return Err(bad("redirect port 0 is not a port".to_string()));
     }
+    let literal = |text: &str| {
+        routes::redirect::strip_placeholders(text).map_err(|unknown| {
+            bad(format!(
+                "redirect `{text}` holds {unknown}; the placeholders are {}",
+                routes::redirect::PLACEHOLDERS.join(", ")
+            ))
+        })
+    };
     if let Some(h) = &r.host
-        && (h.is_empty() || h.contains(['/', ' ', '?', '#', '@']))
+        && (h.is_empty() || literal(h)?.contains(['/', ' ', '?', '#', '@']))
     {
         return Err(bad(format!("redirect host `{h}` is not a host name")));
     }
     if let Some(p) = &r.path
-        && (!p.starts_with('/') || p.contains([' ', '?', '#']))
+        && (!p.starts_with('/') || literal(p)?.contains([' ', '?', '#']))
     {
         return Err(bad(format!("redirect path `{p}` must start with / and hold no query")));
+    }
+    if let Some(q) = &r.query
+        && (q.starts_with('?') || literal(q)?.contains([' ', '#']))
+    {
+        return Err(bad(format!(
+            "redirect query `{q}` must be a query without its leading ? and without spaces"
+        )));
     }
     Ok(())
 }

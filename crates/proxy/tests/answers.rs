@@ -81,6 +81,7 @@ async fn every_answer_of_the_load_balancer_feeds_the_metric_its_table_names() {
         host: None,
         port: None,
         path: Some("/elsewhere".into()),
+        query: None,
         status_code: 302,
     });
     lb.apply(&table(

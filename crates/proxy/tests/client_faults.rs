@@ -212,6 +212,7 @@ async fn an_http2_body_that_stalls_is_the_clients_408_and_no_5xx_of_green() {
     let tls = TlsConfig {
         certificate_file: dir.join("cert.pem").display().to_string(),
         key_file: dir.join("key.pem").display().to_string(),
+        certificates: Vec::new(),
     };
     let (green, blue) = (Recorder::start().await, Backend::start("blue").await);
     let (lb, port) = production_with(green.addr, blue.addr, Some(tls)).await;

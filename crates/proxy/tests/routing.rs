@@ -260,6 +260,7 @@ async fn fixed_response_and_redirect_actions() {
                         host: None,
                         port: Some(443),
                         path: None,
+                        query: None,
                         status_code: 301,
                     }),
                 ),
@@ -336,6 +337,7 @@ async fn a_stale_version_is_refused_and_a_bad_table_leaves_the_old_one_serving()
     tls.listeners.get_mut("web").unwrap().tls = Some(TlsConfig {
         certificate_file: "/nonexistent/cert.pem".into(),
         key_file: "/nonexistent/key.pem".into(),
+        certificates: Vec::new(),
     });
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let mut busy = good(6);
@@ -494,6 +496,7 @@ async fn a_tls_listener_serves_http1_and_http2_by_alpn() {
     l.tls = Some(TlsConfig {
         certificate_file: dir.join("cert.pem").display().to_string(),
         key_file: dir.join("key.pem").display().to_string(),
+        certificates: Vec::new(),
     });
     lb.apply(&table(1, vec![("https", l)], vec![("g", group(&[b.addr], no_checks(), 0))])).await;
 

@@ -106,8 +106,7 @@ impl Reconciler {
         });
         // Routing goes back to blue with this very pass; the deployment routes nothing after.
         if let Some(closed) = self.deployments.remove(id) {
-            let machine = Box::new(closed.machine);
-            out.push(Effect::DeploymentClosed { deployment_id: id.to_string(), machine });
+            out.push(Effect::DeploymentClosed(Box::new(closed)));
         }
     }
 
@@ -238,8 +237,7 @@ impl Reconciler {
             && !leftover
             && let Some(closed) = self.deployments.remove(id)
         {
-            let machine = Box::new(closed.machine);
-            out.push(Effect::DeploymentClosed { deployment_id: id.to_string(), machine });
+            out.push(Effect::DeploymentClosed(Box::new(closed)));
         }
     }
 

@@ -102,6 +102,9 @@ pub enum Observation {
         succeeded: bool,
         message: String,
     },
+    /// What the shell routes beside the reconciler's view (listeners, rules, targets registered
+    /// by hand) changed: the table is pushed as a new version.
+    RoutesChanged,
     /// Nothing but time passed.
     Tick,
 }
@@ -232,17 +235,15 @@ pub enum Effect {
         kind: EventKind,
         message: String,
     },
-    /// A drained task set is gone; its stopped tasks keep naming its task definition.
+    /// A drained task set is gone, with its tasks as they ended (they leave the state with it):
+    /// the shell's history keeps them, naming its task definition.
     TaskSetRetired {
-        task_set_id: String,
-        task_definition: String,
+        task_set: Box<TaskSet>,
+        tasks: Vec<Task>,
     },
-    /// A deployment left the reconciler's state (finished, and routes nothing any more); its
-    /// machine as it ended, for the deployment's history.
-    DeploymentClosed {
-        deployment_id: String,
-        machine: Box<rollout::Rollout>,
-    },
+    /// A deployment left the reconciler's state (finished, and routes nothing any more): as it
+    /// ended (its machine, its last routing, whether it was rolled back later), for its history.
+    DeploymentClosed(Box<Deployment>),
     /// Every task stopped after [`Command::Shutdown`].
     ShutDown,
 }

@@ -101,6 +101,7 @@ impl Reconciler {
                 let input = rollout::Input::HookResult { execution_id, succeeded, message };
                 return self.feed(&deployment_id, input, now, out);
             }
+            Observation::RoutesChanged => self.routes.ordered = None,
             Observation::Tick => {}
         }
         Ok(())
@@ -339,11 +340,12 @@ impl Reconciler {
     /// keeps them).
     fn retire(&mut self, task_set_id: &str, out: &mut Vec<Effect>) {
         let Some(ts) = self.task_sets.remove(task_set_id) else { return };
-        self.tasks.retain(|_, t| t.task_set_id != task_set_id);
-        out.push(Effect::TaskSetRetired {
-            task_set_id: ts.id,
-            task_definition: ts.task_definition,
-        });
+        let (tasks, kept) = std::mem::take(&mut self.tasks)
+            .into_iter()
+            .partition(|(_, t)| t.task_set_id == task_set_id);
+        self.tasks = kept;
+        let tasks = tasks.into_values().collect();
+        out.push(Effect::TaskSetRetired { task_set: Box::new(ts), tasks });
     }
 
     /// Drains a task set: desired count 0, its tasks out of their target group, stopped after

@@ -231,12 +231,23 @@ impl Reconciler {
         self.deployments.get(id)
     }
 
+    /// Every deployment group's bookkeeping, by `application/group`.
+    pub fn groups(&self) -> impl Iterator<Item = (&str, &Group)> {
+        self.groups.iter().map(|(key, group)| (key.as_str(), group))
+    }
+
     pub fn group(&self, key: &str) -> Option<&Group> {
         self.groups.get(key)
     }
 
     pub fn declared(&self) -> &Declared {
         &self.declared
+    }
+
+    /// Whether anything but the time seen differs from `before`: a state that does not is not
+    /// worth writing.
+    pub fn differs_from(&self, before: &Reconciler) -> bool {
+        *self != Reconciler { now: self.now, ..before.clone() }
     }
 
     /// The routing-table version last ordered of the data plane.

@@ -387,11 +387,24 @@ fn effect_line(effect: &Effect) -> String {
         Effect::Event { deployment_id, kind, message } => {
             format!("event {deployment_id} {}: {message}", kind.as_str())
         }
-        Effect::TaskSetRetired { task_set_id, task_definition } => {
-            format!("task-set-retired {task_set_id} ({task_definition})")
+        Effect::TaskSetRetired { task_set, tasks } => {
+            let ended: Vec<String> =
+                tasks.iter().map(|t| format!("{} {}", t.id, t.last_status)).collect();
+            format!(
+                "task-set-retired {} ({}) with [{}]",
+                task_set.id,
+                task_set.task_definition,
+                ended.join(", ")
+            )
         }
-        Effect::DeploymentClosed { deployment_id, machine } => {
-            format!("closed {deployment_id} ({})", machine.status())
+        Effect::DeploymentClosed(d) => {
+            let later = if d.rolled_back_later { ", rolled back later" } else { "" };
+            format!(
+                "closed {} ({}{later}, production {}% on green)",
+                d.id,
+                d.machine.status(),
+                d.production_green_percent
+            )
         }
         Effect::ShutDown => "shut-down".to_string(),
     }
@@ -570,11 +583,11 @@ fn a_deployment_whose_green_is_healthy_shifts_terminates_blue_and_drains_it() {
             12s      d-1: event End Succeeded
             12s      d-1: status Succeeded
             12s      d-1: finished Succeeded
-            12s      closed d-1 (Succeeded)
+            12s      closed d-1 (Succeeded, production 100% on green)
             12s      push-routes v7 app/web: blue=green green=0% test=blue green=[9003,9004]
             14s      stop-task t-0-2
             14s      stop-task t-0-3
-            15s      task-set-retired ts-0-1 (web:1)
+            15s      task-set-retired ts-0-1 (web:1) with [t-0-2 STOPPED, t-0-3 STOPPED]
             --
             ts-0-4 web:2 PRIMARY desired=2 tg=green
               t-0-5 RUNNING UNKNOWN
@@ -611,8 +624,8 @@ fn green_tasks_failing_three_times_in_a_row_fail_the_deployment_and_roll_back() 
             11.500s  d-1: stop-green
             11.500s  d-1: status Failed
             11.500s  d-1: finished Failed rolled-back CUSTOMER_APPLICATION_UNHEALTHY: green is unhealthy: green tasks failed 3 times in a row; last: task failed to start: image not found
-            11.500s  closed d-1 (Failed)
-            11.500s  task-set-retired ts-0-3 (web:2)
+            11.500s  closed d-1 (Failed, production 0% on green)
+            11.500s  task-set-retired ts-0-3 (web:2) with [t-0-4 STOPPED, t-0-5 STOPPED, t-0-6 STOPPED]
             11.500s  push-routes v4 app/web: blue=blue green=0% test=blue blue=[9001]
             --
             ts-0-1 web:1 PRIMARY desired=1 tg=blue
@@ -819,10 +832,10 @@ fn an_alarm_is_not_handed_over_before_the_deployment_watches_alarms_and_stops_it
             20s      d-1: stop-green
             20s      d-1: status Stopped
             20s      d-1: finished Stopped rolled-back ALARM_ACTIVE: alarm errors: 5xx above 10
-            20s      closed d-1 (Stopped)
+            20s      closed d-1 (Stopped, production 0% on green)
             20s      push-routes v5 app/web: blue=blue green=0% test=blue blue=[9001]
             21s      stop-task t-0-4
-            22s      task-set-retired ts-0-3 (web:2)
+            22s      task-set-retired ts-0-3 (web:2) with [t-0-4 STOPPED]
             --
             ts-0-1 web:1 PRIMARY desired=1 tg=blue
               t-0-2 RUNNING UNKNOWN
@@ -876,10 +889,10 @@ fn a_leftover_deployment_keeps_routing_until_rolled_back_in_one_routing_change()
             20s      push-routes v6 app/web: blue=blue green=100% test=blue blue=[9001] green=[9002]
             30s      rejected: deployment d-1 of group app/web ended without rolling back and left its green tasks in place; roll it back first (`cutover deployments rollback d-1`)
             40s      event d-1 rollback: rolled back by request: production and test traffic on blue, green stopping
-            40s      closed d-1 (Stopped)
+            40s      closed d-1 (Stopped, rolled back later, production 0% on green)
             40s      push-routes v7 app/web: blue=blue green=0% test=blue blue=[9001]
             41s      stop-task t-0-4
-            42s      task-set-retired ts-0-3 (web:2)
+            42s      task-set-retired ts-0-3 (web:2) with [t-0-4 STOPPED]
             50s      d-2: status InProgress
             50s      d-2: event BeforeInstall Skipped
             50s      d-2: event Install InProgress
@@ -963,8 +976,8 @@ fn shutdown_stops_every_task_at_once_starts_none_and_reports_when_all_stopped() 
             11s      push-routes v5 app/web: blue=blue green=0% test=blue
             12s      stop-task t-0-5
             12s      stop-task t-0-6
-            13s      task-set-retired ts-0-1 (web:1)
-            13s      task-set-retired ts-0-4 (web:2)
+            13s      task-set-retired ts-0-1 (web:1) with [t-0-2 STOPPED, t-0-3 STOPPED]
+            13s      task-set-retired ts-0-4 (web:2) with [t-0-5 STOPPED, t-0-6 STOPPED]
             13s      shut-down
             1h10s    d-1: event Install Failed: green tasks were not healthy after 1h (install timeout 1h)
             1h10s    d-1: status Failed
@@ -1128,11 +1141,11 @@ fn a_deployment_restored_from_an_older_cutovers_rows_carries_on_where_it_was() {
             12s      d-1: event End Succeeded
             12s      d-1: status Succeeded
             12s      d-1: finished Succeeded
-            12s      closed d-1 (Succeeded)
+            12s      closed d-1 (Succeeded, production 100% on green)
             12s      push-routes v7 app/web: blue=green green=0% test=blue green=[9003,9004]
             14s      stop-task t-0-2
             14s      stop-task t-0-3
-            15s      task-set-retired ts-0-1 (web:1)
+            15s      task-set-retired ts-0-1 (web:1) with [t-0-2 STOPPED, t-0-3 STOPPED]
             --
             ts-0-4 web:2 PRIMARY desired=2 tg=green
               t-0-5 RUNNING UNKNOWN
@@ -1203,11 +1216,11 @@ fn after_a_restart_a_hook_in_flight_runs_again_with_a_new_execution_and_routing_
             15s      d-1: event End Succeeded
             15s      d-1: status Succeeded
             15s      d-1: finished Succeeded
-            15s      closed d-1 (Succeeded)
+            15s      closed d-1 (Succeeded, production 100% on green)
             15s      push-routes v8 app/web: blue=green green=0% test=blue green=[9003,9004]
             17s      stop-task t-0-2
             17s      stop-task t-0-3
-            18s      task-set-retired ts-0-1 (web:1)
+            18s      task-set-retired ts-0-1 (web:1) with [t-0-2 STOPPED, t-0-3 STOPPED]
             --
             ts-0-4 web:2 PRIMARY desired=2 tg=green
               t-0-5 RUNNING UNKNOWN
@@ -1340,7 +1353,7 @@ fn a_scale_in_is_applied_before_green_is_judged_so_production_never_moves_onto_a
             17s      d-1: event End Succeeded
             17s      d-1: status Succeeded
             17s      d-1: finished Succeeded
-            17s      closed d-1 (Succeeded)
+            17s      closed d-1 (Succeeded, production 100% on green)
             17s      push-routes v10 app/web: blue=green green=0% test=blue green=[9004]
             45s      stop-task t-0-7
             47s      stop-task t-0-2
@@ -1355,4 +1368,21 @@ fn a_scale_in_is_applied_before_green_is_judged_so_production_never_moves_onto_a
             group app/web primary=ts-0-4 active=- leftover=-
         "#]],
     );
+}
+
+#[test]
+fn a_state_that_only_saw_time_pass_is_not_worth_writing_and_a_routes_change_pushes_a_new_version() {
+    let at = Timestamp::from_millis;
+    let mut r = Reconciler::new(1, 0, at(1_000));
+    let first = r.observe(Observation::Tick, at(1_000)).unwrap();
+    assert!(matches!(first.as_slice(), [Effect::PushRoutes { version: 1, .. }]), "{first:?}");
+    r.observe(Observation::RoutesApplied { version: 1 }, at(1_100)).unwrap();
+
+    let before = r.clone();
+    assert_eq!(r.observe(Observation::Tick, at(9_000)).unwrap(), []);
+    assert!(!r.differs_from(&before), "only the time seen changed");
+
+    let pushed = r.observe(Observation::RoutesChanged, at(9_500)).unwrap();
+    assert!(matches!(pushed.as_slice(), [Effect::PushRoutes { version: 2, .. }]), "{pushed:?}");
+    assert!(r.differs_from(&before));
 }

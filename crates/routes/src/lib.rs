@@ -14,6 +14,10 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+pub mod redirect;
+pub mod rules;
+pub use rules::{Condition, QueryValue, Rule};
+
 /// Bumped on any incompatible change of the wire form.
 pub const PROTOCOL_VERSION: u32 = 1;
 
@@ -39,8 +43,11 @@ pub struct Listener {
     pub bind: SocketAddr,
     #[serde(default)]
     pub tls: Option<TlsConfig>,
-    /// The default action; listener rules (path/host conditions) may come later.
+    /// The default action: what a request no rule takes gets.
     pub action: Action,
+    /// ALB's listener rules, evaluated from the lowest priority up before the default action.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<Rule>,
     /// ALB's `idle_timeout.timeout_seconds`, in milliseconds: a client connection with no data
     /// either way for this long is closed, and a target that sends no response headers for this
     /// long is answered with 504. `None` means ALB's default, [`DEFAULT_IDLE_TIMEOUT_MS`].
@@ -123,10 +130,23 @@ pub enum LimitsError {
     HeaderTimeout { header_ms: u64, idle_ms: u64 },
 }
 
-/// Certificate and key files (PEM) for an HTTPS listener.
+/// Certificate and key files (PEM) for an HTTPS listener: its default certificate, and more
+/// that a client gets when the host it names (SNI) is one of theirs, as an ALB listener's
+/// certificate list.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
+    pub certificate_file: String,
+    pub key_file: String,
+    /// Chosen by SNI, the first whose certificate names the host; the default otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<CertificateFiles>,
+}
+
+/// One more certificate of an HTTPS listener.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateFiles {
     pub certificate_file: String,
     pub key_file: String,
 }
@@ -214,7 +234,9 @@ pub struct FixedResponse {
     pub body: String,
 }
 
-/// ALB's redirect action. `None` parts keep the request's own (`#{protocol}`, `#{host}`… on AWS).
+/// ALB's redirect action. `None` parts keep the request's own; `host`, `path` and `query` may
+/// reuse them with `#{protocol}`, `#{host}`, `#{port}`, `#{path}` and `#{query}`
+/// ([`Redirect::location`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Redirect {
@@ -226,6 +248,9 @@ pub struct Redirect {
     pub port: Option<u16>,
     #[serde(default)]
     pub path: Option<String>,
+    /// Without the leading `?`; empty drops the request's query.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
     /// 301 or 302.
     pub status_code: u16,
 }
@@ -568,6 +593,7 @@ mod tests {
                 tls: None,
                 idle_timeout_ms: None,
                 limits: ConnectionLimits::default(),
+                rules: Vec::new(),
                 action: Action::Forward(ForwardAction {
                     target_groups: vec![
                         WeightedTargetGroup { name: "blue".into(), weight: 100 },

@@ -70,6 +70,16 @@ pub enum RuntimeError {
     Engine { what: String, message: String },
 
     #[error(
+        "the Docker Engine at {host} is not a Swarm manager (swarm: {state}); the swarm runtime needs one: run `docker swarm init` (or `scripts/cluster up` for a local test cluster) and restart `cutover up`, or set DOCKER_HOST to a manager"
+    )]
+    NotSwarmManager { host: String, state: String },
+
+    #[error(
+        "image {image} of container {container} cannot be resolved to a registry digest ({message}); every Swarm node pulls the image, so push it to a registry the nodes reach and name it there (REGISTRY/NAME:TAG or REGISTRY/NAME@sha256:…)"
+    )]
+    ImageNotInRegistry { container: String, image: String, message: String },
+
+    #[error(
         "image {image} of container {container} is not in the local Docker Engine and pulling it failed: {message}; build or push the image, or fix `image` in the task definition"
     )]
     ImagePull { container: String, image: String, message: String },

@@ -15,6 +15,9 @@
 //!   details, including the environment variables each container receives.
 //! - [`DockerRuntime`] (`"docker"`): every container is a Docker container with its own IP on a
 //!   network cutover owns. See [`docker`].
+//! - [`SwarmRuntime`] (`"swarm"`): every task is a Docker Swarm service of one replica, placed by
+//!   Swarm on a worker of a multi-node cluster, with its own IP on an overlay network. See
+//!   [`swarm`].
 //!
 //! Both check `dependsOn`, start containers in its order and decide when a wait is over with
 //! [`depends_on`], so the two cannot disagree about a task definition.
@@ -46,16 +49,18 @@ pub mod docker;
 mod error;
 mod host_env;
 pub mod process;
+pub mod swarm;
 
 pub use docker::{DockerRuntime, RegistryCredential};
 pub use error::RuntimeError;
 pub use host_env::{DEFAULT_PATH, HOST_VARIABLES, host_env};
 pub use process::{ProcessRuntime, valid_task_id};
+pub use swarm::SwarmRuntime;
 
 /// Runs tasks. Dyn-compatible: the control plane holds an `Arc<dyn Runtime>`.
 #[async_trait::async_trait]
 pub trait Runtime: Send + Sync {
-    /// `"process"` or `"docker"`.
+    /// `"process"`, `"docker"` or `"swarm"`.
     fn kind(&self) -> &'static str;
 
     /// Starts every container of the task, honouring `depends_on`, and returns once each one is
@@ -100,8 +105,13 @@ pub struct TaskSpec {
     pub cpu: Option<String>,
     /// Task-level memory in MiB (`"2048"`), as in the task definition.
     pub memory: Option<String>,
-    /// Docker network name (docker runtime only; default `cutover`).
+    /// Docker network name (docker runtime: a bridge, default `cutover`; swarm runtime: an
+    /// overlay, default `cutover-overlay`).
     pub network: Option<String>,
+    /// Swarm node constraints (`node.labels.zone==b`), from the task definition's
+    /// `placementConstraints` (swarm runtime only; the others run on one machine).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub placement_constraints: Vec<String>,
 }
 
 impl TaskSpec {
@@ -121,6 +131,7 @@ impl TaskSpec {
             cpu: None,
             memory: None,
             network: None,
+            placement_constraints: Vec::new(),
         }
     }
 }

@@ -13,6 +13,8 @@
 
 pub mod decode;
 pub mod diag;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod json;
 pub mod tree;
 pub mod yaml;
@@ -21,6 +23,6 @@ pub use decode::ERRORS_MAX;
 pub use decode::{Cx, Field, Fields, Other, quote};
 pub use diag::{Diagnostic, Errors, Parsed, Severity};
 pub use diag::{Pos, suggest};
-pub use tree::{ALIAS_NODES_MAX, DEPTH_MAX, FILE_SIZE_MAX, check_file_size};
+pub use tree::{ALIAS_NODES_MAX, DEPTH_MAX, FILE_SIZE_MAX, check_file_size, text_from_bytes};
 pub use tree::{Entry, Format, Node, SyntaxError, Value, child_index, child_key, push_key};
 pub use yaml::{YamlOptions, parse_with as parse_yaml_with};

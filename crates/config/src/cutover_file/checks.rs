@@ -5,7 +5,10 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use super::{GroupMeta, ListenerRef, Loc, Meta, Named, ServiceSpec, is_url, monitoring, pipelines};
+use super::{
+    GroupMeta, ListenerMeta, ListenerRef, Loc, Meta, Named, ServiceSpec, is_url, monitoring,
+    pipelines,
+};
 use crate::taskdef::TaskDefinition;
 use syntax::decode::Cx;
 use syntax::diag::{Diagnostic, Errors, Pos, suggest};
@@ -70,7 +73,8 @@ pub(super) fn cross_check(cx: &mut Cx<'_>, meta: &Meta) {
 
     for lb in &meta.load_balancers {
         for l in &lb.listeners {
-            for (tg, loc) in l.action.iter().flat_map(|a| &a.forward) {
+            let rule_actions = l.rules.iter().filter_map(|r| r.action.as_ref());
+            for (tg, loc) in l.action.iter().chain(rule_actions).flat_map(|a| &a.forward) {
                 if !target_groups.contains(&tg.as_str()) {
                     unknown(cx, loc, "target group", tg, &target_groups, "target_groups");
                 }
@@ -90,7 +94,7 @@ pub(super) fn cross_check(cx: &mut Cx<'_>, meta: &Meta) {
     let mut owners = Owners::default();
     for (index, g) in meta.groups.iter().enumerate() {
         check_group_refs(cx, meta, g, &target_groups, &services, &hooks, &configs);
-        owners.claim(cx, index, g);
+        owners.claim(cx, meta, index, g);
     }
     // A group whose listener reference is wrong most likely meant one of the unmanaged
     // listeners; reporting those as serving nothing would be the same mistake twice.
@@ -115,6 +119,7 @@ pub(super) fn cross_check(cx: &mut Cx<'_>, meta: &Meta) {
     );
     pipelines::cross_check(cx, &meta.repositories, &meta.pipelines, &meta.groups, &services);
     check_static_targets(cx, meta, &owners.target_groups);
+    check_rule_forwards(cx, meta, &owners.target_groups);
 }
 
 /// Names unique per kind (listeners per load balancer, deployment groups per application).
@@ -181,7 +186,7 @@ struct Owners {
 
 impl Owners {
     /// Claims what group `index` manages, reporting what another group claimed first.
-    fn claim(&mut self, cx: &mut Cx<'_>, index: usize, g: &GroupMeta) {
+    fn claim(&mut self, cx: &mut Cx<'_>, meta: &Meta, index: usize, g: &GroupMeta) {
         let group = g.name.as_ref().map_or_else(|| "?".to_string(), |(n, _)| n.clone());
         let owner = |loc: &Loc| Owner { index, group: group.clone(), line: loc.pos.line() };
         if let Some((service, loc)) = &g.service {
@@ -202,7 +207,17 @@ impl Owners {
                 )
             });
         }
+        let pair: Vec<&str> = g
+            .target_groups
+            .iter()
+            .flat_map(|(names, _)| names.iter().map(|(n, _)| n.as_str()))
+            .collect();
         for (r, loc) in g.production.iter().chain(g.test.iter()) {
+            // A group whose traffic is a rule of the listener shares it with other groups'
+            // rules; only a group that routes the default action owns the listener.
+            if routes_by_rule(meta, r, &pair) {
+                continue;
+            }
             claim_one(cx, &mut self.listeners, r.clone(), owner(loc), loc, |o| {
                 format!(
                     "listener {r} is already managed by deployment group `{}` (line {}); a \
@@ -210,6 +225,83 @@ impl Owners {
                     o.group, o.line
                 )
             });
+        }
+    }
+}
+
+/// Whether listener `r` has a rule that forwards to (some of) `pair` only: a deployment group
+/// with that pair routes that rule, as CodeDeploy updates the listener rules that forward to its
+/// target groups, and leaves the listener's default action alone.
+fn routes_by_rule(meta: &Meta, r: &ListenerRef, pair: &[&str]) -> bool {
+    let Some(listener) = find_listener(meta, r) else { return false };
+    listener.rules.iter().filter_map(|rule| rule.action.as_ref()).any(|a| {
+        !a.forward.is_empty() && a.forward.iter().all(|(tg, _)| pair.contains(&tg.as_str()))
+    })
+}
+
+fn find_listener<'m>(meta: &'m Meta, r: &ListenerRef) -> Option<&'m ListenerMeta> {
+    let lb = meta
+        .load_balancers
+        .iter()
+        .find(|lb| lb.name.as_ref().is_some_and(|(n, _)| *n == r.load_balancer))?;
+    lb.listeners.iter().find(|l| l.name.as_ref().is_some_and(|(n, _)| *n == r.listener))
+}
+
+/// A rule that forwards to a deployment group's target groups is that group's traffic: it must
+/// be on the group's production or test listener and forward to that group's pair only.
+fn check_rule_forwards(cx: &mut Cx<'_>, meta: &Meta, target_groups: &HashMap<String, Owner>) {
+    for lb in &meta.load_balancers {
+        let Some((lb_name, _)) = &lb.name else { continue };
+        for l in &lb.listeners {
+            let Some((listener, _)) = &l.name else { continue };
+            let r = ListenerRef { load_balancer: lb_name.clone(), listener: listener.clone() };
+            for action in l.rules.iter().filter_map(|rule| rule.action.as_ref()) {
+                let mut owner_of_rule: Option<&Owner> = None;
+                for (tg, loc) in &action.forward {
+                    let owner = target_groups.get(tg);
+                    if let (Some(o), Some(first)) = (owner, owner_of_rule)
+                        && o.index != first.index
+                    {
+                        cx.error(
+                            loc.pos,
+                            &loc.path,
+                            format!(
+                                "target group `{tg}` belongs to deployment group `{}`, but this rule forwards to `{}`'s; a rule is one group's traffic, give each group a rule of its own",
+                                o.group, first.group
+                            ),
+                        );
+                        continue;
+                    }
+                    let Some(o) = owner else { continue };
+                    owner_of_rule = Some(o);
+                    let g = &meta.groups[o.index];
+                    let on_group_listener =
+                        g.production.iter().chain(g.test.iter()).any(|(gr, _)| *gr == r);
+                    if !on_group_listener {
+                        cx.error(
+                            loc.pos,
+                            &loc.path,
+                            format!(
+                                "target group `{tg}` belongs to deployment group `{}`, which does not route listener {r}; a rule forwarding to it goes on that group's production_listener or test_listener",
+                                o.group
+                            ),
+                        );
+                    }
+                }
+                if let Some(first) = owner_of_rule
+                    && let Some((tg, loc)) =
+                        action.forward.iter().find(|(tg, _)| !target_groups.contains_key(tg))
+                {
+                    cx.error(
+                        loc.pos,
+                        &loc.path,
+                        format!(
+                            "target group `{tg}` is not deployment group `{}`'s, but this rule forwards to that group's; a rule is one group's traffic",
+                            first.group
+                        ),
+                    );
+                }
+            }
         }
     }
 }
@@ -459,6 +551,15 @@ fn check_listener_actions(cx: &mut Cx<'_>, meta: &Meta, owners: &HashMap<Listene
             let Some((listener, name_loc)) = &l.name else { continue };
             let r = ListenerRef { load_balancer: lb_name.clone(), listener: listener.clone() };
             match (&l.action, owners.get(&r)) {
+                (None, None) if !l.rules.is_empty() => cx.error(
+                    name_loc.pos,
+                    &name_loc.path,
+                    format!(
+                        "listener {r} has no default_action, so a request none of its rules takes \
+                         would get nothing; add one, like `default_action: {{ fixed_response: \
+                         {{ status_code: 404 }} }}`"
+                    ),
+                ),
                 (None, None) => cx.error(
                     name_loc.pos,
                     &name_loc.path,
@@ -473,8 +574,13 @@ fn check_listener_actions(cx: &mut Cx<'_>, meta: &Meta, owners: &HashMap<Listene
                     &action.loc.path,
                     format!(
                         "listener {r} is managed by deployment group `{}`, which sets its \
-                             forward; remove this default_action",
-                        owner.group
+                             forward; remove this default_action{}",
+                        owner.group,
+                        if l.rules.is_empty() {
+                            ""
+                        } else {
+                            ", or give the group a rule that forwards to its target groups"
+                        }
                     ),
                 ),
                 (Some(action), Some(owner)) => {

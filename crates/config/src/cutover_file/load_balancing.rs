@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use model::format_duration;
 use routes::{
-    Algorithm, ConnectionLimits, DEFAULT_IDLE_TIMEOUT_MS, FixedResponse, HealthCheck, Redirect,
-    TlsConfig, WeightedTargetGroup,
+    Algorithm, CertificateFiles, ConnectionLimits, DEFAULT_IDLE_TIMEOUT_MS, FixedResponse,
+    HealthCheck, Redirect, TlsConfig, WeightedTargetGroup,
 };
 
 use super::{
@@ -106,8 +106,17 @@ fn connection_limits(cx: &mut Cx<'_>, field: &Field<'_>) -> Option<ConnectionLim
     Some(ConnectionLimits { max_per_client: max_per_client?, header_timeout_ms: header_timeout? })
 }
 
-const LISTENER_FIELDS: &[&str] =
-    &["name", "port", "address", "protocol", "certificate_file", "key_file", "default_action"];
+const LISTENER_FIELDS: &[&str] = &[
+    "name",
+    "port",
+    "address",
+    "protocol",
+    "certificate_file",
+    "key_file",
+    "default_action",
+    "rules",
+    "certificates",
+];
 
 fn listener(cx: &mut Cx<'_>, node: &Node, path: &str) -> (Option<ListenerSpec>, ListenerMeta) {
     let mut meta = ListenerMeta::default();
@@ -140,19 +149,33 @@ fn listener(cx: &mut Cx<'_>, node: &Node, path: &str) -> (Option<ListenerSpec>, 
     let key = optional(cx, &mut f, "key_file", |cx, k| {
         cx.nonempty(k.node, &k.path).map(|s| (s, Loc::of(k)))
     });
-    let tls = match (https, certificate, key) {
-        (Some(https), Some(certificate), Some(key)) => {
+    let certificates = optional(cx, &mut f, "certificates", |cx, c| {
+        sni_certificates(cx, c).map(|list| (list, Loc::of(c)))
+    });
+    let tls = match (https, certificate, key, certificates) {
+        (Some(https), Some(certificate), Some(key), Some(certificates)) => {
             let https = https.unwrap_or(false);
-            match (https, certificate, key) {
-                (true, Some((certificate_file, _)), Some((key_file, _))) => {
-                    Some(Some(TlsConfig { certificate_file, key_file }))
-                }
-                (true, certificate, key) => {
-                    for (missing, present) in
-                        [("certificate_file", certificate.is_some()), ("key_file", key.is_some())]
-                    {
-                        if !present {
-                            cx.error(
+            if let (false, Some((_, loc))) = (https, &certificates) {
+                cx.error(
+                    loc.pos,
+                    &loc.path,
+                    "`certificates` is only used with `protocol: HTTPS`; add `protocol: HTTPS` \
+                     with a default certificate_file and key_file, or remove them",
+                );
+                None
+            } else {
+                let certificates = certificates.map(|(list, _)| list).unwrap_or_default();
+                match (https, certificate, key) {
+                    (true, Some((certificate_file, _)), Some((key_file, _))) => {
+                        Some(Some(TlsConfig { certificate_file, key_file, certificates }))
+                    }
+                    (true, certificate, key) => {
+                        for (missing, present) in [
+                            ("certificate_file", certificate.is_some()),
+                            ("key_file", key.is_some()),
+                        ] {
+                            if !present {
+                                cx.error(
                                 f.pos,
                                 &child_key(path, missing),
                                 format!(
@@ -160,24 +183,25 @@ fn listener(cx: &mut Cx<'_>, node: &Node, path: &str) -> (Option<ListenerSpec>, 
                                      PEM certificate_file and key_file"
                                 ),
                             );
+                            }
                         }
-                    }
-                    None
-                }
-                (false, certificate, key) => {
-                    let given = certificate
-                        .as_ref()
-                        .map(|c| ("certificate_file", c))
-                        .or(key.as_ref().map(|k| ("key_file", k)));
-                    if let Some((field, (_, loc))) = given {
-                        let message = format!(
-                            "`{field}` is only used with `protocol: HTTPS`; add `protocol: HTTPS` \
-                             or remove the certificate and key"
-                        );
-                        cx.error(loc.pos, &loc.path, message);
                         None
-                    } else {
-                        Some(None)
+                    }
+                    (false, certificate, key) => {
+                        let given = certificate
+                            .as_ref()
+                            .map(|c| ("certificate_file", c))
+                            .or(key.as_ref().map(|k| ("key_file", k)));
+                        if let Some((field, (_, loc))) = given {
+                            let message = format!(
+                                "`{field}` is only used with `protocol: HTTPS`; add `protocol: HTTPS` \
+                             or remove the certificate and key"
+                            );
+                            cx.error(loc.pos, &loc.path, message);
+                            None
+                        } else {
+                            Some(None)
+                        }
                     }
                 }
             }
@@ -185,9 +209,12 @@ fn listener(cx: &mut Cx<'_>, node: &Node, path: &str) -> (Option<ListenerSpec>, 
         _ => None,
     };
     let action = optional(cx, &mut f, "default_action", |cx, a| {
-        let (action, action_meta) = default_action(cx, a);
+        let (action, action_meta) = action(cx, a, "a default_action");
         meta.action = Some(action_meta);
         action
+    });
+    let rules = optional(cx, &mut f, "rules", |cx, r| {
+        super::listener_rules::listener_rules(cx, r, &mut meta.rules)
     });
     f.finish(cx, LISTENER_FIELDS, &[]);
     if let (Some((port, loc)), Some(address)) = (&port, &address) {
@@ -200,12 +227,18 @@ fn listener(cx: &mut Cx<'_>, node: &Node, path: &str) -> (Option<ListenerSpec>, 
             bind: meta.bind.as_ref()?.0,
             tls: tls?,
             default_action: action?.unwrap_or(ListenerAction::Forward(Vec::new())),
+            rules: rules?.unwrap_or_default(),
         })
     })();
     (spec, meta)
 }
 
-fn default_action(cx: &mut Cx<'_>, field: &Field<'_>) -> (Option<ListenerAction>, ActionMeta) {
+/// A listener's `default_action` or a rule's `action` (`what` names which, for the error).
+pub(super) fn action(
+    cx: &mut Cx<'_>,
+    field: &Field<'_>,
+    what: &str,
+) -> (Option<ListenerAction>, ActionMeta) {
     let mut meta = ActionMeta { loc: Loc::of(field), forward: Vec::new(), is_forward: false };
     let Some(mut f) = cx.map(field.node, &field.path) else { return (None, meta) };
     let forward = f.get(cx, "forward");
@@ -218,7 +251,7 @@ fn default_action(cx: &mut Cx<'_>, field: &Field<'_>) -> (Option<ListenerAction>
         cx.error(
             field.node.pos,
             &field.path,
-            "a default_action has exactly one of `forward`, `fixed_response` or `redirect`",
+            format!("{what} has exactly one of `forward`, `fixed_response` or `redirect`"),
         );
         return (None, meta);
     }
@@ -364,7 +397,9 @@ fn redirect_action(cx: &mut Cx<'_>, field: &Field<'_>) -> Option<Redirect> {
             u16::try_from(code).ok()
         });
     let protocol = optional(cx, &mut f, "protocol", |cx, p| protocol(cx, p).map(str::to_string));
-    let host = optional(cx, &mut f, "host", |cx, h| cx.nonempty(h.node, &h.path));
+    let host = optional(cx, &mut f, "host", |cx, h| {
+        cx.nonempty(h.node, &h.path).filter(|s| placeholders_known(cx, h, s))
+    });
     let port = optional(cx, &mut f, "port", |cx, p| cx.port(p.node, &p.path));
     let path = optional(cx, &mut f, "path", |cx, p| {
         let s = cx.string(p.node, &p.path)?;
@@ -372,29 +407,87 @@ fn redirect_action(cx: &mut Cx<'_>, field: &Field<'_>) -> Option<Redirect> {
             cx.error(p.node.pos, &p.path, format!("path {} must start with `/`", quote(&s)));
             return None;
         }
-        Some(s)
+        placeholders_known(cx, p, &s).then_some(s)
     });
-    f.finish(cx, &["status_code", "protocol", "host", "port", "path"], &[]);
+    let query = optional(cx, &mut f, "query", |cx, q| {
+        let s = cx.string(q.node, &q.path)?;
+        if s.starts_with('?') {
+            cx.error(
+                q.node.pos,
+                &q.path,
+                format!("query {} is written without its leading `?`", quote(&s)),
+            );
+            return None;
+        }
+        placeholders_known(cx, q, &s).then_some(s)
+    });
+    f.finish(cx, &["status_code", "protocol", "host", "port", "path", "query"], &[]);
     let redirect = Redirect {
         protocol: protocol?,
         host: host?,
         port: port?,
         path: path?,
+        query: query?,
         status_code: status_code?,
     };
     if redirect.protocol.is_none()
         && redirect.host.is_none()
         && redirect.port.is_none()
         && redirect.path.is_none()
+        && redirect.query.is_none()
     {
         cx.error(
             field.node.pos,
             &field.path,
-            "this redirect changes nothing and would loop; set protocol, host, port or path",
+            "this redirect changes nothing and would loop; set protocol, host, port, path or query",
         );
         return None;
     }
     Some(redirect)
+}
+
+/// Whether every `#{…}` in `text` is one of ALB's placeholders; reports the first that is not.
+fn placeholders_known(cx: &mut Cx<'_>, field: &Field<'_>, text: &str) -> bool {
+    match routes::redirect::strip_placeholders(text) {
+        Ok(_) => true,
+        Err(unknown) => {
+            cx.error(
+                field.node.pos,
+                &field.path,
+                format!(
+                    "{unknown} is not a placeholder; use {}",
+                    routes::redirect::PLACEHOLDERS.join(", ")
+                ),
+            );
+            false
+        }
+    }
+}
+
+/// `certificates: [{ certificate_file: api.pem, key_file: api.key }, …]`: an HTTPS listener's
+/// certificates besides its default one, chosen by the host a client names (SNI).
+fn sni_certificates(cx: &mut Cx<'_>, field: &Field<'_>) -> Option<Vec<CertificateFiles>> {
+    let items = cx.list(field.node, &field.path)?;
+    let mut out = Vec::with_capacity(items.len());
+    let mut ok = true;
+    for (i, item) in items.iter().enumerate() {
+        let path = child_index(&field.path, i);
+        let Some(mut c) = cx.map(item, &path) else {
+            ok = false;
+            continue;
+        };
+        let certificate_file =
+            required_string(cx, &mut c, "certificate_file", "the PEM certificate chain's path");
+        let key_file = required_string(cx, &mut c, "key_file", "the PEM private key's path");
+        c.finish(cx, &["certificate_file", "key_file"], &[]);
+        match (certificate_file, key_file) {
+            (Some((certificate_file, _)), Some((key_file, _))) => {
+                out.push(CertificateFiles { certificate_file, key_file })
+            }
+            _ => ok = false,
+        }
+    }
+    ok.then_some(out)
 }
 
 // ---------------------------------------------------------------------------------------------

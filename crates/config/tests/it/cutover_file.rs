@@ -432,7 +432,7 @@ load_balancers:
             cutover.yaml:9:9: load_balancers[0].listeners[4].key_file: missing required field `key_file`; an HTTPS listener needs a PEM certificate_file and key_file
             cutover.yaml:10:42: load_balancers[0].listeners[5].key_file: `key_file` is only used with `protocol: HTTPS`; add `protocol: HTTPS` or remove the certificate and key
             cutover.yaml:10:58: load_balancers[0].listeners[5].address: "localhost" is not an IP address; write one like 127.0.0.1, 0.0.0.0 or ::1
-            cutover.yaml:10:97: load_balancers[0].listeners[5].default_action.redirect: this redirect changes nothing and would loop; set protocol, host, port or path
+            cutover.yaml:10:97: load_balancers[0].listeners[5].default_action.redirect: this redirect changes nothing and would loop; set protocol, host, port, path or query
             cutover.yaml:11:48: load_balancers[0].listeners[6].default_action: a default_action has exactly one of `forward`, `fixed_response` or `redirect`
             cutover.yaml:12:17: load_balancers[0].listeners[7].name: listener web/f has no default_action and no deployment group uses it, so it would serve nothing; add a default_action or name it in a deployment group
         "#]],
@@ -492,6 +492,48 @@ fn group_waits_alarms_and_rollback() {
             cutover.yaml:41:68: deployment_groups[0].auto_rollback[2]: DEPLOYMENT_FAILURE is listed twice
         "#]],
     );
+}
+
+/// `install_timeout` is how long green has to become healthy: a duration with a unit, more than
+/// zero and at most CodeDeploy's 1h for one lifecycle event; left out, the engine's default.
+#[test]
+fn install_timeout_is_read_and_a_bad_one_is_refused_at_its_value() {
+    let text = quickstart_with(
+        "    termination_wait: 5s\n",
+        "    termination_wait: 5s\n    install_timeout: 90s\n",
+    );
+    let file = parse_cutover_file("cutover.yaml", &text).unwrap().value;
+    assert_eq!(file.deployment_groups[0].install_timeout, Some(Duration::from_secs(90)));
+    let plain = quickstart_with("    termination_wait: 5s\n", "    termination_wait: 5s\n");
+    let file = parse_cutover_file("cutover.yaml", &plain).unwrap().value;
+    assert_eq!(file.deployment_groups[0].install_timeout, None);
+
+    for (value, expected) in [
+        (
+            "2h",
+            expect![[r#"
+            cutover.yaml:38:22: deployment_groups[0].install_timeout: 2h is out of range: green may take more than 0s and at most 1h (CodeDeploy's limit for one lifecycle event) to become healthy
+        "#]],
+        ),
+        (
+            "0s",
+            expect![[r#"
+            cutover.yaml:38:22: deployment_groups[0].install_timeout: 0s is out of range: green may take more than 0s and at most 1h (CodeDeploy's limit for one lifecycle event) to become healthy
+        "#]],
+        ),
+        (
+            "10",
+            expect![[r#"
+            cutover.yaml:38:22: deployment_groups[0].install_timeout: `10` has no unit; write `10s` for seconds or `10m` for minutes
+        "#]],
+        ),
+    ] {
+        let text = quickstart_with(
+            "    termination_wait: 5s\n",
+            &format!("    termination_wait: 5s\n    install_timeout: {value}\n"),
+        );
+        check("cutover.yaml", &text, expected);
+    }
 }
 
 #[test]
@@ -605,4 +647,22 @@ fn service_is_checked_against_its_task_definition() {
         cutover.yaml:24:83: services[0].load_balancer.container_port: container `web` does not map port 8080; use one of its containerPorts: 3000
         cutover.yaml:24:62: services[0].load_balancer.container_name: task definition `web` has no container named `web`; its containers are: app"#]]
     .assert_eq(&errors);
+}
+
+#[test]
+fn a_swarm_service_is_accepted_without_a_load_balancer_and_refused_with_one() {
+    let taskdef = "taskdef.json";
+    let without = format!(
+        "services:\n  - {{ name: api, runtime: swarm, task_definition: {taskdef}, desired_count: 4, network: shop }}\n"
+    );
+    let parsed = parse_cutover_file("cutover.yaml", &without).unwrap().value;
+    let api = parsed.service("api").unwrap();
+    assert_eq!((api.runtime, api.network.as_deref()), (RuntimeKind::Swarm, Some("shop")));
+    check(
+        "cutover.yaml",
+        &quickstart_with("    runtime: process", "    runtime: swarm"),
+        expect![[r#"
+            cutover.yaml:24:20: services[0].load_balancer: a `runtime: swarm` service cannot have a load balancer yet: swarm tasks live on the overlay network, which cutover's load balancer (on this machine) does not reach; remove `load_balancer` (docs/swarm.md), or use `runtime: docker`
+        "#]],
+    );
 }

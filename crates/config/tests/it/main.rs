@@ -6,6 +6,7 @@ mod appspec;
 mod cutover_file;
 mod fuzz_corpus;
 mod limits;
+mod listener_rules;
 mod monitoring;
 mod pipelines;
 mod positions;

@@ -57,6 +57,7 @@ fn seed_000_task_definition_loads_with_notes_for_aws_fields() {
             )],
             cpu: Some("256".to_string()),
             memory: Some("512".to_string()),
+            placement_constraints: vec![],
         }
     );
     check(
@@ -110,6 +111,7 @@ fn seed_001_task_definition_loads_and_takes_the_image() {
             container_definitions: vec![web],
             cpu: Some("2048".to_string()),
             memory: Some("4096".to_string()),
+            placement_constraints: vec![],
         }
     );
     check(
@@ -119,7 +121,6 @@ fn seed_001_task_definition_loads_and_takes_the_image() {
             note: taskdef.json:1:248: taskRoleArn: ignored: cutover does not use IAM roles
             note: taskdef.json:1:313: executionRoleArn: ignored: cutover does not use IAM roles
             note: taskdef.json:1:388: networkMode: ignored: cutover gives every task its own address, as awsvpc does
-            note: taskdef.json:1:412: placementConstraints: ignored: cutover runs tasks on one machine; there is nothing to place
             note: taskdef.json:1:439: compatibilities: ignored: describe-only field written by ECS; cutover numbers revisions itself
             note: taskdef.json:1:477: requiresCompatibilities: ignored: cutover runs tasks with its own runtime (process or docker), not EC2 or Fargate
             note: taskdef.json:1:547: runtimePlatform: ignored: tasks run on this machine's own OS and CPU

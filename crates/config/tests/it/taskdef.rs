@@ -276,3 +276,35 @@ fn console_exports_load_with_notes() {
         "#]],
     );
 }
+
+#[test]
+fn member_of_constraints_on_one_node_attribute_become_swarm_node_label_constraints() {
+    let text = r#"{"family": "web", "containerDefinitions": [{"name": "web", "image": "w"}],
+  "placementConstraints": [
+    {"type": "memberOf", "expression": "attribute:zone == b"},
+    {"type": "memberOf", "expression": "attribute:disk != hdd"}]}"#;
+    let td = config::parse_task_definition("taskdef.json", text).unwrap().value;
+    let swarm: Vec<String> =
+        td.placement_constraints.iter().filter_map(|c| c.swarm_constraint()).collect();
+    assert_eq!(swarm, ["node.labels.zone==b", "node.labels.disk!=hdd"]);
+    check(
+        "taskdef.json",
+        text,
+        expect![[r#"
+            note: taskdef.json:2:27: placementConstraints: used by the swarm runtime (node labels); the process and docker runtimes run tasks on one machine and ignore it
+        "#]],
+    );
+    check(
+        "taskdef.json",
+        r#"{"family": "web", "containerDefinitions": [{"name": "web", "image": "w"}],
+  "placementConstraints": [
+    {"type": "distinctInstance"},
+    {"type": "memberOf", "expression": "attribute:ecs.availability-zone in [a, b]"},
+    {"type": "memberOf", "expresion": "attribute:zone == b"}]}"#,
+        expect![[r#"
+            taskdef.json:3:14: placementConstraints[0].type: "distinctInstance" is not supported: cutover reads `memberOf` constraints (`distinctInstance` is not supported yet)
+            taskdef.json:4:40: placementConstraints[1].expression: "attribute:ecs.availability-zone in [a, b]": cutover reads `attribute:NAME == VALUE` or `attribute:NAME != VALUE` (one node attribute; ECS's `in`, `=~`, `and`, `or` and `task:group` are not supported)
+            taskdef.json:5:26: placementConstraints[2].expresion: unknown field `expresion`; did you mean `expression`?
+        "#]],
+    );
+}

@@ -19,12 +19,13 @@ use crate::engine::Engine;
 use crate::error::ApiError;
 use crate::state::{self, Snapshot};
 
-/// Validates a deployment request completely, then creates the deployment and its state machine.
+/// Validates a deployment request completely, then creates the deployment: the reconciler takes
+/// it, and its row is written with that decision. Returns its id.
 pub fn create_deployment(
     engine: &mut Engine,
     request: api::CreateDeploymentRequest,
     now: Timestamp,
-) -> Result<(String, Rollout), ApiError> {
+) -> Result<String, ApiError> {
     let snapshot = engine.store.read(Snapshot::load)?;
     let group = find_group(&snapshot, &request.group)?;
     let group_state = snapshot.group_states.get(&group.key()).cloned().unwrap_or_default();
@@ -53,13 +54,28 @@ pub fn create_deployment(
         blue_and_green_target_groups(&snapshot, &group, &blue_task_set)?;
 
     let id = deployment::new_deployment_id();
-    let machine = Rollout::new(rollout_spec(&id, &group, &config, hooks), now);
+    let spec = rollout_spec(&id, &group, &config, hooks);
+    let machine = Rollout::new(spec.clone(), now);
+    // Registered before the decision: the reconciler names the revision green runs.
+    let revision = match registered {
+        Some(revision) => revision,
+        None => engine.store.transaction(|tx| register_if_changed(tx, &td, now))?.0,
+    };
+    let decided = reconciler::NewDeployment {
+        group: group.key(),
+        spec,
+        task_definition: format!("{}:{revision}", td.family),
+        health_checked: td
+            .container_definitions
+            .iter()
+            .any(|c| c.essential && c.health_check.is_some()),
+        ignore_alarms: request.ignore_alarms,
+    };
     let new = NewDeployment {
         id: &id,
         group: &group,
-        group_state: &group_state,
         td: &td,
-        registered,
+        revision,
         appspec: &appspec,
         config: &config,
         hooks: hook_docs,
@@ -70,8 +86,9 @@ pub fn create_deployment(
         ignore_alarms: request.ignore_alarms,
         machine: &machine,
     };
-    engine.store.transaction(|tx| new.record(tx, now))?;
-    Ok((id, machine))
+    let command = reconciler::Command::CreateDeployment(Box::new(decided));
+    engine.decide_with(reconciler::Observation::Command(command), |tx| new.record(tx, now))?;
+    Ok(id)
 }
 
 fn find_group(snapshot: &Snapshot, name: &str) -> Result<DeploymentGroupDoc, ApiError> {
@@ -233,7 +250,9 @@ fn rollout_spec(
             on_alarm: group.auto_rollback.on_alarm,
             on_stop_request: group.auto_rollback.on_stop_request,
         },
-        install_timeout: rollout::INSTALL_TIMEOUT_DEFAULT,
+        install_timeout: group
+            .install_timeout_ms
+            .map_or(rollout::INSTALL_TIMEOUT_DEFAULT, Duration::from_millis),
     }
 }
 
@@ -241,10 +260,9 @@ fn rollout_spec(
 struct NewDeployment<'a> {
     id: &'a str,
     group: &'a DeploymentGroupDoc,
-    group_state: &'a GroupState,
     td: &'a config::TaskDefinition,
-    /// The task definition's revision when it is registered already.
-    registered: Option<u32>,
+    /// The task definition's registered revision.
+    revision: u32,
     appspec: &'a config::AppSpec,
     config: &'a DeploymentConfig,
     hooks: BTreeMap<String, HookTargetDoc>,
@@ -257,13 +275,10 @@ struct NewDeployment<'a> {
 }
 
 impl NewDeployment<'_> {
-    /// Stores the deployment, its first event, and the group's active deployment.
+    /// Stores the deployment and its first event (the group's active deployment is the
+    /// reconciler's, written with it).
     fn record(&self, tx: &store::Tx<'_>, now: Timestamp) -> store::Result<()> {
-        let revision = match self.registered {
-            Some(revision) => revision,
-            None => register_if_changed(tx, self.td, now)?.0,
-        };
-        let body = self.body(format!("{}:{revision}", self.td.family));
+        let body = self.body(format!("{}:{}", self.td.family, self.revision));
         let group = self.group;
         tx.deployment_put(&store::DeploymentRow {
             id: self.id.to_string(),
@@ -286,9 +301,7 @@ impl NewDeployment<'_> {
                 body.task_definition, self.config.name, self.config.routing
             ),
         )?;
-        let mut state = self.group_state.clone();
-        state.active_deployment = Some(self.id.to_string());
-        tx.resource_put(KIND_GROUP_STATE, &key, &serde_json::to_string(&state)?, now.as_millis())
+        Ok(())
     }
 
     fn body(&self, task_definition: String) -> DeploymentBody {

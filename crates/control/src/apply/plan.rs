@@ -76,6 +76,30 @@ fn plan_item(kind: &str, name: &str, before: Option<&str>, after: &str) -> PlanI
     }
 }
 
+/// What the plan says of a load balancer's listener rules: per listener, each rule's priority
+/// and the fields of its conditions, lowest priority first (`prod: 10 host-header, 20
+/// host-header+path-pattern`); `None` without rules.
+fn rules_summary(doc: &LoadBalancerDoc) -> Option<String> {
+    let listeners: Vec<String> = doc
+        .listeners
+        .iter()
+        .filter(|l| !l.rules.is_empty())
+        .map(|l| {
+            let mut rules: Vec<&routes::Rule> = l.rules.iter().collect();
+            rules.sort_by_key(|r| r.priority);
+            let rules: Vec<String> = rules
+                .iter()
+                .map(|r| {
+                    let fields: Vec<&str> = r.conditions.iter().map(|c| c.field()).collect();
+                    format!("{} {}", r.priority, fields.join("+"))
+                })
+                .collect();
+            format!("{}: {}", l.name, rules.join(", "))
+        })
+        .collect();
+    (!listeners.is_empty()).then(|| format!("rules on {}", listeners.join("; ")))
+}
+
 /// `doc` in place of the document of `list` it replaces (by `same`), or added.
 fn replace<T>(list: &mut Vec<T>, doc: T, same: impl Fn(&T, &T) -> bool) {
     list.retain(|d| !same(d, &doc));
@@ -111,6 +135,9 @@ impl Plan {
         for lb in &file.load_balancers {
             let doc = load_balancer_doc(lb);
             self.declare(store, KIND_LOAD_BALANCER, &lb.name, &doc)?;
+            if let Some(item) = self.items.last_mut() {
+                item.detail = rules_summary(&doc);
+            }
             replace(&mut self.candidate.load_balancers, doc, |a, b| a.name == b.name);
         }
         for tg in &file.target_groups {
@@ -175,6 +202,7 @@ impl Plan {
         let runtime = match service.runtime {
             config::RuntimeKind::Process => "process",
             config::RuntimeKind::Docker => "docker",
+            config::RuntimeKind::Swarm => "swarm",
         };
         let task_definition = match (&existing, registered_revision) {
             (Some(existing), _) => {

@@ -2,7 +2,6 @@
 //! the refusals that keep a deletion from cutting a deployment short, and the deletions
 //! themselves, inside the apply's transaction.
 
-use model::Timestamp;
 use store::Store;
 
 use crate::api::PlanItem;
@@ -219,26 +218,15 @@ impl Removals {
         }
     }
 
-    /// Deletes, inside the apply's transaction, in an order that keeps references valid:
-    /// deployment groups, then services (their tasks leave their target groups and stop after
-    /// the deregistration delay, through the engine's usual drain), then what they used. Returns
-    /// the tasks taken out of service.
-    pub(super) fn delete(
-        &self,
-        tx: &store::Tx<'_>,
-        now: Timestamp,
-    ) -> store::Result<Vec<store::TaskRow>> {
+    /// Deletes, inside the apply's transaction: deployment groups, services (the reconciler
+    /// drains their task sets once it is told: their tasks leave their target groups and stop
+    /// after the deregistration delay), and what they used.
+    pub(super) fn delete(&self, tx: &store::Tx<'_>) -> store::Result<()> {
         for key in &self.groups {
             tx.resource_delete(KIND_DEPLOYMENT_GROUP, key)?;
             tx.resource_delete(KIND_GROUP_STATE, key)?;
         }
-        let mut drained = Vec::new();
         for name in &self.services {
-            // Drained before their target groups go: the drain reads the deregistration delay.
-            for ts in tx.task_set_list()?.into_iter().filter(|ts| ts.service == *name) {
-                let reason = format!("service {name} was deleted (no longer in cutover.yaml)");
-                drained.extend(crate::engine::drain_task_set(tx, &ts.id, now, &reason)?);
-            }
             tx.resource_delete(KIND_SERVICE, name)?;
         }
         if !self.alarms.is_empty() {
@@ -264,7 +252,7 @@ impl Removals {
                 tx.resource_delete(kind, name)?;
             }
         }
-        Ok(drained)
+        Ok(())
     }
 }
 
@@ -449,18 +437,7 @@ alarms:
         assert_eq!(actions.first(), Some(&("deployment_group".into(), "delete".into())));
         assert_eq!(actions.last(), Some(&("load_balancer".into(), "delete".into())));
 
-        let drained = store.transaction(|tx| removed.delete(tx, Timestamp(1_000))).unwrap();
-        // The task leaves its target group and stops after blue's deregistration delay.
-        assert_eq!(drained.len(), 1);
-        let task = store.read(|tx| tx.task_get("t-1")).unwrap().unwrap();
-        assert_eq!(
-            (task.last_status.as_str(), task.desired_status.as_str()),
-            ("DEACTIVATING", "STOPPED")
-        );
-        assert_eq!(task.stop_at, Some(8_000));
-        assert!(task.stopped_reason.unwrap().contains("service web was deleted"));
-        let ts = store.read(|tx| tx.task_set_get("ts-1")).unwrap().unwrap();
-        assert_eq!((ts.status.as_str(), ts.desired_count), ("DRAINING", 0));
+        store.transaction(|tx| removed.delete(tx)).unwrap();
 
         for kind in [
             KIND_SERVICE,

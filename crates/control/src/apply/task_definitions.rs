@@ -240,5 +240,10 @@ pub fn task_spec(
         cpu: td.cpu.clone(),
         memory: td.memory.clone(),
         network: service.network.clone(),
+        placement_constraints: td
+            .placement_constraints
+            .iter()
+            .filter_map(config::PlacementConstraint::swarm_constraint)
+            .collect(),
     }
 }

@@ -104,7 +104,7 @@ fn stop_without_rollback_keeps_the_split_until_rolled_back() {
 }
 
 /// The pid of a process task, from its environment.
-fn pid_of_task(task_id: &str) -> Option<u32> {
+pub fn pid_of_task(task_id: &str) -> Option<u32> {
     let needle = format!("CUTOVER_TASK_ID={task_id}");
     std::fs::read_dir("/proc").ok()?.filter_map(|e| e.ok()).find_map(|entry| {
         let pid: u32 = entry.file_name().to_string_lossy().parse().ok()?;

@@ -174,7 +174,14 @@ pub fn forward(groups: &[(&str, u16)]) -> Action {
 }
 
 pub fn listener(bind: SocketAddr, action: Action) -> Listener {
-    Listener { bind, tls: None, action, idle_timeout_ms: None, limits: ConnectionLimits::default() }
+    Listener {
+        bind,
+        tls: None,
+        action,
+        idle_timeout_ms: None,
+        limits: ConnectionLimits::default(),
+        rules: Vec::new(),
+    }
 }
 
 pub fn table(

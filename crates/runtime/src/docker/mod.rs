@@ -58,17 +58,17 @@ use crate::{Health, Runtime, RuntimeError, TaskHandle, TaskSpec, TaskState};
 /// The network tasks join when their spec names none.
 pub const DEFAULT_NETWORK: &str = "cutover";
 
-const LABEL_TASK: &str = "cutover.task-id";
-const LABEL_SERVICE: &str = "cutover.service";
-const LABEL_REVISION: &str = "cutover.revision";
-const LABEL_DEPLOYMENT: &str = "cutover.deployment";
+pub(crate) const LABEL_TASK: &str = "cutover.task-id";
+pub(crate) const LABEL_SERVICE: &str = "cutover.service";
+pub(crate) const LABEL_REVISION: &str = "cutover.revision";
+pub(crate) const LABEL_DEPLOYMENT: &str = "cutover.deployment";
 const LABEL_CONTAINER: &str = "cutover.container";
-const LABEL_STARTED: &str = "cutover.started-at-ms";
-const LABEL_SPEC: &str = "cutover.task-spec";
-const LABEL_MANAGED: &str = "cutover.managed";
+pub(crate) const LABEL_STARTED: &str = "cutover.started-at-ms";
+pub(crate) const LABEL_SPEC: &str = "cutover.task-spec";
+pub(crate) const LABEL_MANAGED: &str = "cutover.managed";
 /// Which cutover installation (data directory) owns a container. Two installations may share
 /// one engine; each must only ever see, adopt and remove its own containers.
-const LABEL_INSTANCE: &str = "cutover.instance";
+pub(crate) const LABEL_INSTANCE: &str = "cutover.instance";
 
 /// Per-request limit of the engine client; long enough for a stop with the largest ECS
 /// stop timeout (120 s).
@@ -109,35 +109,12 @@ impl DockerRuntime {
     /// Connects to the engine named by `DOCKER_HOST` (default `unix:///var/run/docker.sock`),
     /// keeping task logs under `state_dir/tasks/<task_id>/`.
     pub async fn connect(state_dir: PathBuf) -> Result<DockerRuntime, RuntimeError> {
-        let host = std::env::var("DOCKER_HOST")
-            .ok()
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "unix:///var/run/docker.sock".to_string());
-        DockerRuntime::connect_to(&host, state_dir).await
+        DockerRuntime::connect_to(&docker_host(), state_dir).await
     }
 
     /// Connects to the engine at `host` (`unix:///path` or `tcp://host:port`).
     pub async fn connect_to(host: &str, state_dir: PathBuf) -> Result<DockerRuntime, RuntimeError> {
-        let unreachable =
-            |detail: String| RuntimeError::EngineUnreachable { host: host.to_string(), detail };
-        let docker = if host.starts_with("unix://") || host.starts_with('/') {
-            Docker::connect_with_unix(host, REQUEST_TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
-        } else if host.starts_with("tcp://") || host.starts_with("http://") {
-            Docker::connect_with_http(host, REQUEST_TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
-        } else {
-            return Err(unreachable(
-                "unsupported address; use unix:///path/to/docker.sock or tcp://host:port".into(),
-            ));
-        }
-        .map_err(|e| unreachable(e.to_string()))?;
-        let docker = tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version())
-            .await
-            .map_err(|_| unreachable(format!("no answer within {CONNECT_TIMEOUT:?}")))?
-            .map_err(|e| unreachable(e.to_string()))?;
-        let info = tokio::time::timeout(CONNECT_TIMEOUT, docker.info())
-            .await
-            .map_err(|_| unreachable(format!("no answer within {CONNECT_TIMEOUT:?}")))?
-            .map_err(|e| unreachable(e.to_string()))?;
+        let (docker, info) = connect_engine(host).await?;
         let tasks_dir = state_dir.join("tasks");
         std::fs::create_dir_all(&tasks_dir)
             .map_err(|e| RuntimeError::io("cannot create", &tasks_dir, e))?;
@@ -159,6 +136,42 @@ impl DockerRuntime {
         *lock(&self.inner.credentials) = credentials;
         self
     }
+}
+
+/// The engine `DOCKER_HOST` names, by default the local socket.
+pub(crate) fn docker_host() -> String {
+    std::env::var("DOCKER_HOST")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unix:///var/run/docker.sock".to_string())
+}
+
+/// The one way cutover connects to a Docker Engine (`unix:///path` or `tcp://host:port`): the
+/// client with its version negotiated, and what the engine says about itself.
+pub(crate) async fn connect_engine(
+    host: &str,
+) -> Result<(Docker, bollard::models::SystemInfo), RuntimeError> {
+    let unreachable =
+        |detail: String| RuntimeError::EngineUnreachable { host: host.to_string(), detail };
+    let docker = if host.starts_with("unix://") || host.starts_with('/') {
+        Docker::connect_with_unix(host, REQUEST_TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
+    } else if host.starts_with("tcp://") || host.starts_with("http://") {
+        Docker::connect_with_http(host, REQUEST_TIMEOUT_SECS, bollard::API_DEFAULT_VERSION)
+    } else {
+        return Err(unreachable(
+            "unsupported address; use unix:///path/to/docker.sock or tcp://host:port".into(),
+        ));
+    }
+    .map_err(|e| unreachable(e.to_string()))?;
+    let docker = tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version())
+        .await
+        .map_err(|_| unreachable(format!("no answer within {CONNECT_TIMEOUT:?}")))?
+        .map_err(|e| unreachable(e.to_string()))?;
+    let info = tokio::time::timeout(CONNECT_TIMEOUT, docker.info())
+        .await
+        .map_err(|_| unreachable(format!("no answer within {CONNECT_TIMEOUT:?}")))?
+        .map_err(|e| unreachable(e.to_string()))?;
+    Ok((docker, info))
 }
 
 impl Drop for DockerRuntime {
@@ -271,7 +284,7 @@ fn finished(o: &Observed) -> logs::Stamp {
 }
 
 /// The engine's own words for an error.
-fn engine_message(e: &DockerError) -> String {
+pub(crate) fn engine_message(e: &DockerError) -> String {
     match e {
         DockerError::DockerResponseServerError { message, .. } => message.trim().to_string(),
         DockerError::DockerStreamError { error } => error.trim().to_string(),
@@ -295,17 +308,17 @@ fn duplicate_networks_to_remove(networks: &[NetworkSummary]) -> Vec<String> {
     networks.iter().filter(|n| n.managed && &n.id != kept).map(|n| n.id.clone()).collect()
 }
 
-fn is_status(e: &DockerError, status: u16) -> bool {
+pub(crate) fn is_status(e: &DockerError, status: u16) -> bool {
     matches!(e, DockerError::DockerResponseServerError { status_code, .. } if *status_code == status)
 }
 
-fn engine_err(what: impl Into<String>, e: &DockerError) -> RuntimeError {
+pub(crate) fn engine_err(what: impl Into<String>, e: &DockerError) -> RuntimeError {
     RuntimeError::Engine { what: what.into(), message: engine_message(e) }
 }
 
 /// The id of this installation, created on first use (random, so that copies of a data directory
 /// made before first use do not collide).
-fn instance_id(state_dir: &Path) -> Result<String, RuntimeError> {
+pub(crate) fn instance_id(state_dir: &Path) -> Result<String, RuntimeError> {
     let path = state_dir.join("instance-id");
     if let Ok(id) = std::fs::read_to_string(&path) {
         let id = id.trim();
@@ -329,7 +342,7 @@ fn container_name(task_id: &str, container: &str) -> String {
 }
 
 /// ECS task `cpu`: units (`1024`) or vCPUs (`1 vCPU`, `0.5 vcpu`), as CPU units.
-fn parse_task_cpu(s: &str) -> Option<f64> {
+pub(crate) fn parse_task_cpu(s: &str) -> Option<f64> {
     let t = s.trim().to_ascii_lowercase();
     match t.strip_suffix("vcpu") {
         Some(v) => v.trim().parse::<f64>().ok().map(|v| v * 1024.0),
@@ -338,7 +351,7 @@ fn parse_task_cpu(s: &str) -> Option<f64> {
 }
 
 /// ECS task `memory`: MiB (`2048`) or GB (`2 GB`, `0.5gb`), as MiB.
-fn parse_task_memory(s: &str) -> Option<f64> {
+pub(crate) fn parse_task_memory(s: &str) -> Option<f64> {
     let t = s.trim().to_ascii_lowercase();
     match t.strip_suffix("gb") {
         Some(v) => v.trim().parse::<f64>().ok().map(|v| v * 1024.0),

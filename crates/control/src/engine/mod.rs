@@ -1,0 +1,497 @@
+//! The reconcile loop: the one task that changes the control plane's state, a thin executor
+//! around `reconciler::Reconciler`.
+//!
+//! Every mutation (API commands, runtime answers, the data plane's reports, hook results, alarm
+//! states, deadlines) arrives as a [`Msg`] on one channel and becomes an `Observation`
+//! (`observe`). The reconciler decides; when its state changed, the engine writes the state,
+//! the rows the API reads (`project`) and the history of its effects in ONE transaction
+//! (`write`), and only then performs the effects (`effects`), each in a task of its own that
+//! reports back as a message. The loop never awaits IO, and sleeps until the reconciler's next
+//! deadline or the next message.
+//!
+//! A write the store refuses (a full disk) changes nothing: the engine keeps its previous state,
+//! performs nothing, keeps the observation and feeds it again once the store can be written
+//! (`outage`).
+
+mod alarms;
+mod commands;
+mod effects;
+pub mod observe;
+pub mod project;
+mod recover;
+pub mod write;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+use model::Timestamp;
+use reconciler::{Observation, Reconciler};
+use routes::{HealthReport, RouteTable};
+use runtime::{Runtime, TaskHandle};
+use store::{Store, TaskRow, TaskSetRow};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn};
+
+use crate::api;
+use crate::clock;
+use crate::deployment::{self, DeploymentBody};
+use crate::error::ApiError;
+use crate::lb::LbClient;
+use crate::outage::StoreOutage;
+
+pub type Reply = oneshot::Sender<Result<serde_json::Value, ApiError>>;
+
+pub enum Msg {
+    Command(Command, Reply),
+    HookDone {
+        deployment_id: String,
+        execution_id: String,
+        succeeded: bool,
+        message: String,
+    },
+    TaskStarted {
+        task_id: String,
+        result: Result<TaskHandle, String>,
+    },
+    TaskStopped {
+        task_id: String,
+    },
+    /// The data plane's health, or why it did not answer.
+    Health(Result<HealthReport, String>),
+    /// What the runtimes said about the tasks the store says run.
+    TasksInspected(Vec<crate::pollers::Inspection>),
+    /// The data plane took the loop's table `version`, or did not.
+    RoutesPushed {
+        version: u64,
+        result: Result<(), String>,
+    },
+}
+
+pub enum Command {
+    Apply(api::ApplyRequest),
+    CreateDeployment(api::CreateDeploymentRequest),
+    Stop {
+        id: String,
+        rollback: Option<bool>,
+    },
+    Continue {
+        id: String,
+        wait: String,
+    },
+    HookStatus {
+        id: String,
+        execution_id: String,
+        succeeded: bool,
+        message: String,
+    },
+    RegisterTaskDefinition(api::FileUpload),
+    DeregisterTaskDefinition {
+        family: String,
+        revision: u32,
+    },
+    RegisterTarget {
+        target_group: String,
+        addr: String,
+        register: bool,
+    },
+    /// The ECS deploy action (`imagedefinitions.json`): a new revision of the service's task
+    /// definition with these containers' images, deployed through the service's group.
+    DeployImages {
+        service: String,
+        images: Vec<(String, String)>,
+    },
+    /// Stop every task and the data plane, then exit (`cutover down`).
+    Shutdown,
+}
+
+/// What the HTTP handlers may read without going through the loop.
+#[derive(Default)]
+pub struct Shared {
+    pub health: RwLock<HealthReport>,
+    /// Metrics, metric filters and alarm instances. Held only for the length of synchronous
+    /// work, never across an await.
+    pub monitor: std::sync::Mutex<crate::monitor::Monitor>,
+    pub routes_version: RwLock<u64>,
+    pub shutdown: tokio::sync::Notify,
+    /// Set while the store cannot be written: for `cutover status` and the deployments' events.
+    pub store_outage: RwLock<Option<StoreOutage>>,
+    /// Tokens of pending hook executions, checked by the API's authentication.
+    pub hook_tokens: crate::hooks::HookTokens,
+}
+
+impl Shared {
+    pub fn monitor(&self) -> std::sync::MutexGuard<'_, crate::monitor::Monitor> {
+        self.monitor.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Where the engine lives: its API's URL (given to hooks), data directory, and how many threads a
+/// data plane it (re)starts gets.
+pub struct EngineSettings {
+    pub api_url: String,
+    pub data_dir: std::path::PathBuf,
+    pub lb_threads: usize,
+}
+
+/// Why an observation was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error(transparent)]
+    Rejected(#[from] reconciler::Rejected),
+    /// The decision could not be written; nothing changed, and the observation is kept.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+impl From<StepError> for ApiError {
+    fn from(err: StepError) -> ApiError {
+        use reconciler::Rejected;
+        match err {
+            StepError::Rejected(rejected @ Rejected::NoSuchDeployment(_))
+            | StepError::Rejected(rejected @ Rejected::NoSuchGroup(_)) => {
+                ApiError::not_found(rejected.to_string())
+            }
+            StepError::Rejected(rejected) => ApiError::conflict(rejected.to_string()),
+            StepError::Store(err) => err.into(),
+        }
+    }
+}
+
+pub struct Engine {
+    pub store: Arc<Store>,
+    pub runtimes: BTreeMap<String, Arc<dyn Runtime>>,
+    pub lb: LbClient,
+    pub shared: Arc<Shared>,
+    pub api_url: String,
+    pub data_dir: std::path::PathBuf,
+    pub lb_threads: usize,
+    /// Pipelines, when `cutover up` started them.
+    pub ci: Option<Arc<pipelines::Pipelines>>,
+    /// The one state: every decision is the reconciler's.
+    state: Reconciler,
+    /// The rows last written from `state`, to write only what changed.
+    projection: project::Projection,
+    /// The routing table last handed to the data plane (without its version).
+    last_pushed: Option<RouteTable>,
+    tx: mpsc::Sender<Msg>,
+    pusher: crate::pollers::RoutePusher,
+    running_hooks: HashMap<(String, String), tokio::task::JoinHandle<()>>,
+    /// Set while the store cannot be written.
+    outage: Option<StoreOutage>,
+    /// Observations the store could not take, in the order they came, to feed again once it can.
+    deferred: Vec<Observation>,
+    /// Every task stopped after `cutover down`: the loop ends.
+    shut_down: bool,
+    /// The data plane answered its latest health poll.
+    lb_answering: bool,
+}
+
+impl Engine {
+    pub fn new(
+        store: Arc<Store>,
+        runtimes: BTreeMap<String, Arc<dyn Runtime>>,
+        lb: LbClient,
+        shared: Arc<Shared>,
+        settings: EngineSettings,
+        tx: mpsc::Sender<Msg>,
+    ) -> Engine {
+        let EngineSettings { api_url, data_dir, lb_threads } = settings;
+        let restart = crate::pollers::Restart { data_dir: data_dir.clone(), threads: lb_threads };
+        let pusher = crate::pollers::RoutePusher::spawn(lb.clone(), restart, tx.clone());
+        Engine {
+            store,
+            runtimes,
+            lb,
+            shared,
+            api_url,
+            data_dir,
+            lb_threads,
+            ci: None,
+            state: Reconciler::new(0, 0, clock::now()),
+            projection: project::Projection::default(),
+            last_pushed: None,
+            tx,
+            pusher,
+            running_hooks: HashMap::new(),
+            outage: None,
+            deferred: Vec::new(),
+            shut_down: false,
+            lb_answering: true,
+        }
+    }
+
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        crate::pollers::spawn_all(
+            self.lb.clone(),
+            self.store.clone(),
+            self.runtimes.clone(),
+            self.shared.clone(),
+            self.tx.clone(),
+        );
+        loop {
+            let wake = self.next_deadline(clock::now()).map(instant_at);
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(msg) => self.handle(msg).await,
+                    None => return,
+                },
+                _ = sleep_until(wake) => self.tick(),
+            }
+            if self.shut_down {
+                self.shared.shutdown.notify_waiters();
+                return;
+            }
+        }
+    }
+
+    /// The earliest time something is due without a message: the reconciler's next deadline,
+    /// or the next write attempt during a store outage. Only deadlines after `now`: one that
+    /// passed was acted on, or waits for the store.
+    fn next_deadline(&self, now: Timestamp) -> Option<Timestamp> {
+        let outage = self.outage.as_ref().map(|o| o.retry_at);
+        self.state.next_deadline().into_iter().chain(outage).filter(|at| *at > now).min()
+    }
+
+    /// A deadline passed: the store is tried again during an outage, and time is observed.
+    fn tick(&mut self) {
+        if self.store_writable(clock::now()) {
+            self.feed(Observation::Tick);
+        }
+    }
+
+    async fn handle(&mut self, msg: Msg) {
+        let observation = match msg {
+            Msg::Command(command, reply) => {
+                let result = self.command(command).await;
+                let _ = reply.send(result);
+                return;
+            }
+            Msg::HookDone { deployment_id, execution_id, succeeded, message } => {
+                self.forget_hook(&deployment_id, &execution_id);
+                Observation::HookResult { deployment_id, execution_id, succeeded, message }
+            }
+            Msg::TaskStarted { task_id, result } => observe::task_started(task_id, result),
+            Msg::TaskStopped { task_id } => Observation::TaskStopped { task_id },
+            Msg::Health(Ok(report)) => {
+                self.lb_answering = true;
+                *self.shared.health.write().unwrap_or_else(|p| p.into_inner()) = report.clone();
+                self.evaluate_alarms();
+                observe::target_health(report)
+            }
+            Msg::Health(Err(err)) => {
+                // The data plane may have died: the table is pushed again, which starts it. Once
+                // per outage: each failure would put the reconciler's retry off again.
+                if !std::mem::replace(&mut self.lb_answering, false) {
+                    return;
+                }
+                warn!("the load balancer does not answer ({err}); pushing the table again");
+                self.last_pushed = None;
+                let version = self.state.routes_version();
+                Observation::RoutesFailed { version, error: err }
+            }
+            Msg::TasksInspected(answers) => {
+                for crate::pollers::Inspection { task_id, state, .. } in answers {
+                    self.feed(observe::task_inspected(task_id, state));
+                }
+                return;
+            }
+            Msg::RoutesPushed { version, result } => {
+                if let Err(err) = &result {
+                    warn!("updating the load balancer (routing table v{version}): {err}");
+                    self.last_pushed = None;
+                }
+                observe::routes_pushed(version, result)
+            }
+        };
+        self.feed(observation);
+    }
+
+    /// Feeds a report from outside the loop; one the store cannot take now is kept and fed again
+    /// once it can. A rejected one (a hook result for a deployment that ended) is logged.
+    pub(crate) fn feed(&mut self, observation: Observation) {
+        if !self.store_writable(clock::now()) {
+            self.deferred.push(observation);
+            return;
+        }
+        match self.step(observation.clone(), |_| Ok(())) {
+            Ok(()) => {}
+            Err(StepError::Store(err)) if err.is_write_failure() => {
+                self.deferred.push(observation);
+                self.note_store_failure(clock::now());
+            }
+            Err(err) => info!("not taken: {err}"),
+        }
+    }
+
+    /// One decision: the observation into the reconciler; if the state changed, the state, its
+    /// rows, the effects' history and `also` (what only the shell knows, e.g. a new deployment's
+    /// row, so only with a decision that changes the state) written in one transaction; then the
+    /// effects performed. On any error nothing changed.
+    pub(crate) fn step(
+        &mut self,
+        observation: Observation,
+        also: impl FnOnce(&store::Tx<'_>) -> store::Result<()>,
+    ) -> Result<(), StepError> {
+        let now = clock::now();
+        let before = self.state.clone();
+        let effects = self.state.observe(observation, now)?;
+        if effects.is_empty() && !self.state.differs_from(&before) {
+            return Ok(());
+        }
+        let written = self.store.transaction(|tx| {
+            also(tx)?;
+            write::write(tx, &self.state, &self.projection, &effects, now)
+        });
+        match written {
+            Ok(projection) => {
+                self.projection = projection;
+                self.perform(effects);
+                Ok(())
+            }
+            Err(err) => {
+                self.state = before;
+                Err(err.into())
+            }
+        }
+    }
+
+    pub fn deployment_view(&self, id: &str) -> Result<api::DeploymentView, ApiError> {
+        deployment_view(&self.store, &self.shared, id)
+    }
+
+    /// Whether the data plane already serves `table` (compared without its version).
+    pub fn serves_routes(&self, table: &RouteTable) -> bool {
+        self.last_pushed.as_ref().is_some_and(|last| *last == *table)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // A store that cannot be written.
+
+    /// Whether decisions may be written: not while the store refuses writes and the next retry
+    /// is not due, nor when that retry fails. A retry that succeeds ends the outage: it writes the
+    /// events held meanwhile, and the observations that were kept are fed again.
+    fn store_writable(&mut self, now: Timestamp) -> bool {
+        self.note_store_failure(now);
+        let Some(outage) = &self.outage else { return true };
+        if now < outage.retry_at {
+            return false;
+        }
+        let mut events = outage.held.clone();
+        events.extend(outage.recovered_events(now));
+        let written = self.store.transaction(|tx| {
+            tx.meta_set("store_checked_at", &now.as_millis().to_string())?;
+            for event in &events {
+                tx.event_append(
+                    &event.deployment_id,
+                    event.at.as_millis(),
+                    crate::outage::EVENT_KIND,
+                    &event.message,
+                )?;
+            }
+            Ok(())
+        });
+        match written {
+            Ok(()) => {
+                info!(
+                    "the data directory can be written again after {}; carrying on",
+                    model::format_duration(now.since(outage.since))
+                );
+                self.set_outage(None);
+                for observation in std::mem::take(&mut self.deferred) {
+                    self.feed(observation);
+                }
+                true
+            }
+            Err(err) => {
+                let mut outage = outage.clone();
+                outage.failed_again(err.to_string(), now);
+                tracing::debug!("the data directory still cannot be written: {err}");
+                self.set_outage(Some(outage));
+                false
+            }
+        }
+    }
+
+    /// Starts an outage when the store has just refused a write.
+    fn note_store_failure(&mut self, now: Timestamp) {
+        if self.outage.is_some() {
+            return;
+        }
+        let Some(error) = self.store.write_failure() else { return };
+        warn!(
+            "cannot write to the data directory ({error}); acting on nothing until it can be \
+             written, retrying with backoff"
+        );
+        let deployments: Vec<String> = self
+            .state
+            .deployments()
+            .filter(|d| !d.machine.is_finished())
+            .map(|d| d.id.clone())
+            .collect();
+        self.set_outage(Some(StoreOutage::begin(error, now, &deployments)));
+    }
+
+    fn set_outage(&mut self, outage: Option<StoreOutage>) {
+        *self.shared.store_outage.write().unwrap_or_else(|p| p.into_inner()) = outage.clone();
+        self.outage = outage;
+    }
+}
+
+pub fn deployment_view(
+    store: &Store,
+    _shared: &Shared,
+    id: &str,
+) -> Result<api::DeploymentView, ApiError> {
+    let (row, sets, tasks): (store::DeploymentRow, Vec<TaskSetRow>, Vec<TaskRow>) = store
+        .read(|tx| {
+            let row = tx.deployment_get(id)?;
+            Ok(row.map(|row| (row, tx.task_set_list(), tx.task_list(0))))
+        })?
+        .map(|(row, sets, tasks)| Ok::<_, store::Error>((row, sets?, tasks?)))
+        .transpose()?
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "no deployment {id}; `cutover deployments list` shows them"
+            ))
+        })?;
+    let body: DeploymentBody = serde_json::from_str(&row.body)?;
+    let machine: rollout::Rollout = serde_json::from_str(&row.machine)?;
+    let set_view =
+        |set_id: &str| sets.iter().find(|s| s.id == set_id).map(|s| task_set_view(s, &tasks));
+    let blue = set_view(&body.blue_task_set);
+    let green = body.green_task_set.as_deref().and_then(set_view);
+    Ok(deployment::view(&row, &body, &machine, blue, green))
+}
+
+pub fn task_set_view(ts: &TaskSetRow, tasks: &[TaskRow]) -> api::TaskSetView {
+    let mine = tasks.iter().filter(|t| t.task_set_id == ts.id);
+    api::TaskSetView {
+        id: ts.id.clone(),
+        status: ts.status.to_string(),
+        task_definition: ts.task_definition.clone(),
+        target_group: ts.target_group.clone(),
+        deployment_id: ts.deployment_id.clone(),
+        desired_count: ts.desired_count,
+        running_count: mine.clone().filter(|t| t.last_status == model::TaskStatus::Running).count()
+            as u32,
+        healthy_count: mine
+            .filter(|t| {
+                t.last_status == model::TaskStatus::Running
+                    && t.health == model::TaskHealth::Healthy
+            })
+            .count() as u32,
+    }
+}
+
+/// Sleeps until `at`, or forever without a deadline (a message wakes the loop then).
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The monotonic instant at which the control plane's clock reads `at` (now, if it has passed).
+fn instant_at(at: Timestamp) -> tokio::time::Instant {
+    tokio::time::Instant::now() + at.since(clock::now())
+}

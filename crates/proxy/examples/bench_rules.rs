@@ -1,0 +1,295 @@
+//! What listener rules cost a request: `bench_rules --lb PATH` starts the data plane (`PATH` is
+//! the `lb` example's binary, one worker thread) in front of a target that answers `200 ok`, and
+//! measures requests through it with today's single default action and with 1, 10 and 100 rules
+//! in front of it. Every rule has a host and a path condition with wildcards that the request
+//! does not meet, so each request evaluates all of them and then takes the default action: the
+//! worst case for its listener. Configurations are measured in turn, round after round (the
+//! median round is shown), and printed as requests/s and the data plane's CPU time per request,
+//! each with its ratio to the default action alone.
+//!
+//! ```sh
+//! cargo build -p proxy --release --examples
+//! target/release/examples/bench_rules --lb target/release/examples/lb [--seconds 3] [--rounds 5] [--connections 8]
+//! ```
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use routes::{
+    Action, Condition, ConnectionLimits, ForwardAction, HealthCheck, Listener, RouteTable, Rule,
+    Target, TargetGroup, WeightedTargetGroup,
+};
+
+const RULE_COUNTS: [usize; 4] = [0, 1, 10, 100];
+
+struct Opts {
+    lb: String,
+    seconds: u64,
+    rounds: usize,
+    connections: usize,
+}
+
+#[derive(Clone, Copy)]
+struct Sample {
+    requests_per_s: f64,
+    cpu_us_per_request: f64,
+}
+
+fn main() -> anyhow::Result<()> {
+    let o = parse()?;
+    let backend = start_backend()?;
+    let (admin, listen) = (free_addr()?, free_addr()?);
+    let mut child = Command::new(&o.lb)
+        .args(["--admin", &admin.to_string(), "--threads", "1"])
+        .spawn()
+        .with_context(|| format!("starting {}", o.lb))?;
+    let result = bench(&o, &child, admin, listen, backend);
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}
+
+fn parse() -> anyhow::Result<Opts> {
+    let mut o = Opts { lb: String::new(), seconds: 3, rounds: 5, connections: 8 };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--lb" => o.lb = value()?,
+            "--seconds" => o.seconds = value()?.parse().context("--seconds N")?,
+            "--rounds" => o.rounds = value()?.parse().context("--rounds N")?,
+            "--connections" => o.connections = value()?.parse().context("--connections N")?,
+            other => bail!(
+                "unknown argument {other}; use --lb PATH [--seconds N] [--rounds N] [--connections N]"
+            ),
+        }
+    }
+    if o.lb.is_empty() || o.seconds == 0 || o.rounds == 0 || o.connections == 0 {
+        bail!(
+            "--lb PATH (the lb example's binary) is required; --seconds, --rounds and --connections must be >= 1"
+        );
+    }
+    Ok(o)
+}
+
+fn bench(
+    o: &Opts,
+    child: &Child,
+    admin: SocketAddr,
+    listen: SocketAddr,
+    backend: SocketAddr,
+) -> anyhow::Result<()> {
+    let mut version = 0;
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); RULE_COUNTS.len()];
+    for round in 1..=o.rounds {
+        for (i, &rules) in RULE_COUNTS.iter().enumerate() {
+            version += 1;
+            put_table(admin, &table(version, listen, backend, rules))?;
+            let sample = load(o, child.id(), listen)?;
+            eprintln!(
+                "round {round}: {rules:>3} rules: {:>8.0} req/s, {:.1} µs CPU per request",
+                sample.requests_per_s, sample.cpu_us_per_request
+            );
+            samples[i].push(sample);
+        }
+    }
+    let medians: Vec<Sample> = samples.into_iter().map(median).collect();
+    let base = medians[0];
+    println!(
+        "\nlistener rules, {} connections, median of {} rounds of {} s (data plane: 1 worker thread)",
+        o.connections, o.rounds, o.seconds
+    );
+    println!("{:<22} {:>10} {:>7} {:>14} {:>7}", "", "req/s", "ratio", "CPU µs/req", "ratio");
+    for (&rules, m) in RULE_COUNTS.iter().zip(&medians) {
+        let what = if rules == 0 {
+            "default action only".to_string()
+        } else {
+            format!("{rules} rules, none match")
+        };
+        println!(
+            "{what:<22} {:>10.0} {:>7.2} {:>14.1} {:>7.2}",
+            m.requests_per_s,
+            m.requests_per_s / base.requests_per_s,
+            m.cpu_us_per_request,
+            m.cpu_us_per_request / base.cpu_us_per_request,
+        );
+    }
+    Ok(())
+}
+
+/// The round with the median throughput (its CPU time with it, as measured together).
+fn median(mut runs: Vec<Sample>) -> Sample {
+    runs.sort_by(|a, b| a.requests_per_s.total_cmp(&b.requests_per_s));
+    runs[runs.len() / 2]
+}
+
+/// `connections` keep-alive clients sending requests back to back for `seconds`.
+fn load(o: &Opts, pid: u32, listen: SocketAddr) -> anyhow::Result<Sample> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let mut clients = Vec::new();
+    for _ in 0..o.connections {
+        let mut s = TcpStream::connect(listen)?;
+        s.set_nodelay(true)?;
+        request(&mut s)?; // warm: the connection and the target's pooled one exist
+        let (stop, done) = (stop.clone(), done.clone());
+        clients.push(std::thread::spawn(move || -> anyhow::Result<()> {
+            while !stop.load(Ordering::Relaxed) {
+                request(&mut s)?;
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(())
+        }));
+    }
+    let (cpu0, t0, n0) = (cpu_ns(pid)?, Instant::now(), done.load(Ordering::Relaxed));
+    std::thread::sleep(Duration::from_secs(o.seconds)); // the measurement window itself
+    let (cpu1, elapsed, n1) = (cpu_ns(pid)?, t0.elapsed(), done.load(Ordering::Relaxed));
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().map_err(|_| anyhow::anyhow!("a client thread panicked"))??;
+    }
+    let n = (n1 - n0).max(1) as f64;
+    Ok(Sample {
+        requests_per_s: n / elapsed.as_secs_f64(),
+        cpu_us_per_request: (cpu1 - cpu0) as f64 / 1000.0 / n,
+    })
+}
+
+fn request(s: &mut TcpStream) -> anyhow::Result<()> {
+    s.write_all(
+        b"GET /app/page?id=7 HTTP/1.1\r\nHost: www.example.com\r\nUser-Agent: bench\r\n\r\n",
+    )?;
+    let mut got = Vec::with_capacity(512);
+    let mut buf = [0u8; 512];
+    while !got.ends_with(b"\r\n\r\nok") {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            bail!("closed before the answer: {:?}", String::from_utf8_lossy(&got));
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    if !got.starts_with(b"HTTP/1.1 200") {
+        bail!("answered {:?}", String::from_utf8_lossy(&got));
+    }
+    Ok(())
+}
+
+/// A listener whose default action forwards to the target, behind `rules` rules that each look
+/// at the host and the path, with wildcards, and take none of the benchmark's requests.
+fn table(version: u64, listen: SocketAddr, backend: SocketAddr, rules: usize) -> RouteTable {
+    let mut t = RouteTable { version, ..RouteTable::default() };
+    t.target_groups.insert(
+        "g".into(),
+        TargetGroup {
+            health_check: HealthCheck { enabled: false, ..HealthCheck::default() },
+            deregistration_delay_ms: 0,
+            algorithm: Default::default(),
+            targets: vec![Target { addr: backend }],
+        },
+    );
+    let forward = Action::Forward(ForwardAction::weighted(vec![WeightedTargetGroup {
+        name: "g".into(),
+        weight: 1,
+    }]));
+    let rules = (1..=rules)
+        .map(|i| Rule {
+            priority: i as u32,
+            conditions: vec![
+                Condition::HostHeader {
+                    values: vec![format!("*.svc{i}.example.com"), format!("svc{i}.example.com")],
+                },
+                Condition::PathPattern { values: vec![format!("/api{i}/*")] },
+            ],
+            action: forward.clone(),
+        })
+        .collect();
+    t.listeners.insert(
+        "web".into(),
+        Listener {
+            bind: listen,
+            tls: None,
+            idle_timeout_ms: None,
+            limits: ConnectionLimits::default(),
+            rules,
+            action: forward,
+        },
+    );
+    t
+}
+
+fn put_table(admin: SocketAddr, table: &RouteTable) -> anyhow::Result<()> {
+    let body = serde_json::to_string(table)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match http(admin, "PUT", "/v1/routes", &body) {
+            Ok((200, _)) => return Ok(()),
+            Ok((status, answer)) => bail!("PUT /v1/routes: {status} {answer}"),
+            // The data plane is still starting.
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A target answering every request `200 ok`, a thread per connection.
+fn start_backend() -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut s = stream;
+                let _ = s.set_nodelay(true);
+                let mut got = Vec::new();
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 {
+                        return;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                    while let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                        got.drain(..end + 4);
+                        if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    Ok(addr)
+}
+
+fn free_addr() -> anyhow::Result<SocketAddr> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> anyhow::Result<(u16, String)> {
+    let mut s = TcpStream::connect(addr)?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: admin\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let status = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((status, body))
+}
+
+/// User and system CPU time of process `pid`, in nanoseconds.
+fn cpu_ns(pid: u32) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command (which may hold spaces) closing with `)`.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').context("/proc/PID/stat")?.1.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    // The kernel's USER_HZ is 100 on every Linux this runs on.
+    Ok(ticks * 10_000_000)
+}
