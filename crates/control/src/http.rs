@@ -32,6 +32,8 @@ pub struct AppState {
     pub shared: Arc<Shared>,
     pub tx: mpsc::Sender<Msg>,
     pub token: Option<String>,
+    /// Single sign-on, when `cutover up --oidc-issuer` set it up.
+    pub oidc: Option<Arc<crate::access::oidc::Oidc>>,
     pub status: Arc<StatusView>,
     pub runtimes: Arc<std::collections::BTreeMap<String, Arc<dyn runtime::Runtime>>>,
     pub lb: crate::lb::LbClient,
@@ -67,6 +69,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/v1/tokens", get(access::list_tokens).post(access::create_token))
         .route("/v1/tokens/{name}", delete(access::revoke_token))
+        .route("/v1/login/oidc", get(access::login_start).post(access::login_finish))
         .route("/v1/audit", get(access::audit_trail));
     api.with_state(state)
 }

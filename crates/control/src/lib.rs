@@ -58,6 +58,8 @@ pub struct ServerConfig {
     /// A JSON file of registry credentials for image pulls:
     /// `[{"server": "registry.example.com:5000", "username": "…", "password": "…"}]`.
     pub registry_credentials: Option<PathBuf>,
+    /// Single sign-on through an OpenID provider (`cutover login`).
+    pub oidc: Option<access::oidc::OidcConfig>,
 }
 
 #[derive(Deserialize)]
@@ -171,6 +173,13 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         shared: shared.clone(),
         tx,
         token,
+        oidc: config
+            .oidc
+            .clone()
+            .map(access::oidc::Oidc::new)
+            .transpose()
+            .context("single sign-on's HTTP client")?
+            .map(Arc::new),
         status: Arc::new(status),
         runtimes: Arc::new(runtimes),
         lb,

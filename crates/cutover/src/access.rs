@@ -111,8 +111,12 @@ fn token_table(list: &[TokenView]) -> String {
         &["NAME", "BINDINGS", "CREATED", "EXPIRES", "LAST USED"],
         list.iter()
             .map(|t| {
+                let name = match &t.user {
+                    Some(user) => format!("{} (sso: {user})", t.name),
+                    None => t.name.clone(),
+                };
                 vec![
-                    t.name.clone(),
+                    name,
                     t.bindings.join("; "),
                     utc_text(t.created_at),
                     when(t.expires_at, "never"),

@@ -74,6 +74,8 @@ enum Command {
         /// clear text (for a TLS-terminating proxy in front of cutover, say).
         #[arg(long)]
         allow_plaintext_beyond_loopback: bool,
+        #[command(flatten)]
+        oidc: OidcFlags,
     },
     /// Stop everything `cutover up` started: tasks, load balancer, control plane.
     Down,
@@ -179,6 +181,9 @@ enum Command {
     /// Named API credentials: create (the secret is shown once), list, revoke.
     #[command(subcommand)]
     Tokens(crate::access::TokensCommand),
+    /// Sign in through the API's OpenID provider (single sign-on) in a browser; the session is
+    /// kept in ~/.config/cutover/sessions.json (mode 0600) and used when no token is given.
+    Login(crate::login::LoginArgs),
     /// The audit trail: every change and every refused request, with who, from where and what
     /// came of it.
     Audit(crate::access::AuditArgs),
@@ -495,6 +500,8 @@ fn api_tls(cert: Option<PathBuf>, key: Option<PathBuf>) -> anyhow::Result<Option
     let config = routes::TlsConfig {
         certificate_file: cert.display().to_string(),
         key_file: key.display().to_string(),
+        // One certificate for the API: no SNI choice.
+        certificates: Vec::new(),
     };
     let acceptor = proxy::tls_acceptor(&config).context("--tls-cert/--tls-key")?;
     Ok(Some(control::ApiTls(acceptor)))
@@ -518,6 +525,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             tls_cert,
             tls_key,
             allow_plaintext_beyond_loopback,
+            oidc,
         } => {
             check_up_flags(&UpFlags {
                 listen,
@@ -527,6 +535,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 allow_plaintext_beyond_loopback,
             })?;
             let tls = api_tls(tls_cert, tls_key)?;
+            let oidc = oidc.config()?;
             control::data_dir::private_by_default();
             init_tracing();
             let runtime = tokio::runtime::Runtime::new()?;
@@ -538,6 +547,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 lb_admin,
                 lb_threads,
                 registry_credentials,
+                oidc,
             }))?;
             Ok(ExitCode::SUCCESS)
         }
@@ -598,6 +608,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Alarms(command) => alarms(&client, command, json),
         Command::Tokens(command) => crate::access::tokens(&client, command, json),
         Command::Audit(args) => crate::access::audit(&client, args, json),
+        Command::Login(args) => crate::login::login(&client, args),
         Command::Metrics { metric, target_group, service, statistic, period, since } => {
             let mut path = format!(
                 "/v1/metrics/query?metric={metric}&statistic={statistic}&period={period}&since={since}"
@@ -624,6 +635,82 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// The API client, and the token it sends: from the flags, else the data directory, else (in a
 /// command hook, which has no API token and no data directory) the hook's own token and the
 /// API's URL from its environment, so that `cutover hooks report` there works as it is.
+/// Single sign-on for `cutover login` (the API's side).
+#[derive(clap::Args, Debug)]
+struct OidcFlags {
+    /// The OpenID provider's issuer URL (https, or http on loopback); people then sign in with
+    /// `cutover login`.
+    #[arg(long, env = "CUTOVER_OIDC_ISSUER", requires = "oidc_client_id")]
+    oidc_issuer: Option<String>,
+    /// The client id cutover is registered with at the provider.
+    #[arg(long, env = "CUTOVER_OIDC_CLIENT_ID", requires = "oidc_issuer")]
+    oidc_client_id: Option<String>,
+    /// A file holding the client's secret, for a confidential client (none: a public client,
+    /// PKCE alone).
+    #[arg(long, env = "CUTOVER_OIDC_CLIENT_SECRET_FILE")]
+    oidc_client_secret_file: Option<PathBuf>,
+    /// A provider group and the role its members get: GROUP=ROLE or GROUP=ROLE:SCOPE,SCOPE
+    /// (repeat it; e.g. deployers=deployer:web/*,web). CUTOVER_OIDC_GROUPS takes them separated
+    /// by `;`.
+    #[arg(long = "oidc-group", env = "CUTOVER_OIDC_GROUPS", value_delimiter = ';')]
+    oidc_groups: Vec<String>,
+    /// The ID token's claim that lists the user's groups.
+    #[arg(long, default_value = "groups")]
+    oidc_groups_claim: String,
+    /// The scopes asked for.
+    #[arg(long, default_value = "openid profile email groups")]
+    oidc_scopes: String,
+    /// How long a session lasts (then `cutover login` again).
+    #[arg(long, default_value = "12h")]
+    oidc_session: String,
+}
+
+impl OidcFlags {
+    fn config(self) -> anyhow::Result<Option<control::access::oidc::OidcConfig>> {
+        use control::access::oidc;
+        let (Some(issuer), Some(client_id)) = (self.oidc_issuer, self.oidc_client_id) else {
+            return Ok(None);
+        };
+        let url = reqwest::Url::parse(&issuer)
+            .with_context(|| format!("--oidc-issuer {issuer}: not a URL"))?;
+        let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+        if url.scheme() != "https" && !loopback {
+            bail!("--oidc-issuer {issuer}: use https (plain http only on loopback)");
+        }
+        if self.oidc_groups.is_empty() {
+            bail!(
+                "single sign-on needs at least one --oidc-group GROUP=ROLE[:SCOPES]: a user is \
+                 given only what their groups map to"
+            );
+        }
+        let groups = self
+            .oidc_groups
+            .iter()
+            .map(|text| oidc::parse_group_mapping(text))
+            .collect::<Result<Vec<_>, _>>()?;
+        let session = model::parse_duration(&self.oidc_session)
+            .map_err(|err| anyhow::anyhow!("--oidc-session {}: {err}", self.oidc_session))?;
+        let client_secret = match self.oidc_client_secret_file {
+            Some(path) => Some(
+                std::fs::read_to_string(&path)
+                    .with_context(|| format!("--oidc-client-secret-file {}", path.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+            None => None,
+        };
+        Ok(Some(oidc::OidcConfig {
+            issuer: issuer.trim_end_matches('/').to_string(),
+            client_id,
+            client_secret,
+            groups_claim: self.oidc_groups_claim,
+            scopes: self.oidc_scopes,
+            groups,
+            session_ms: session.as_millis() as u64,
+        }))
+    }
+}
+
 fn connect(args: &Args, data_dir: &Path) -> anyhow::Result<(Client, Option<String>)> {
     let in_hook = |name: &str| match args.command {
         Command::Hooks(_) => std::env::var(name).ok().filter(|value| !value.is_empty()),
@@ -641,6 +728,10 @@ fn connect(args: &Args, data_dir: &Path) -> anyhow::Result<(Client, Option<Strin
         .clone()
         .or_else(|| in_hook("CUTOVER_HOOK_TOKEN"))
         .or_else(|| std::fs::read_to_string(data_dir.join("token")).ok());
+    let session = match token {
+        Some(_) => None,
+        None => crate::login::session_secret(&api),
+    };
     let ca_certs = match &args.ca_cert {
         Some(path) => {
             let pem = std::fs::read(path)
@@ -655,6 +746,9 @@ fn connect(args: &Args, data_dir: &Path) -> anyhow::Result<(Client, Option<Strin
         }
         None => Vec::new(),
     };
+    if let Some(secret) = session {
+        return Ok((Client::new(api, Some(secret), ca_certs)?.with_session(), None));
+    }
     Ok((Client::new(api, token.clone(), ca_certs)?, token))
 }
 
@@ -1198,5 +1292,48 @@ fn pipelines(client: &Client, command: PipelinesCommand, json: bool) -> anyhow::
             );
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn oidc_flags(issuer: &str, groups: &[&str]) -> OidcFlags {
+        OidcFlags {
+            oidc_issuer: Some(issuer.into()),
+            oidc_client_id: Some("cutover".into()),
+            oidc_client_secret_file: None,
+            oidc_groups: groups.iter().map(|g| g.to_string()).collect(),
+            oidc_groups_claim: "groups".into(),
+            oidc_scopes: "openid groups".into(),
+            oidc_session: "12h".into(),
+        }
+    }
+
+    /// As `main` prints an error: the message and its causes, once each.
+    fn printed(err: anyhow::Error) -> String {
+        format!("{err:#}")
+    }
+
+    #[test]
+    fn single_sign_on_flags_that_cannot_work_are_refused_saying_which_and_why_once() {
+        let err = oidc_flags("http://127.0.0.1:9", &["ops=root"]).config().unwrap_err();
+        assert_eq!(
+            printed(err),
+            "--oidc-group `ops=root`: no role `root`; the roles are viewer, deployer and admin \
+             (`docs/access.md`)"
+        );
+        let err = oidc_flags("http://id.example.com", &["ops=admin"]).config().unwrap_err();
+        assert_eq!(
+            printed(err),
+            "--oidc-issuer http://id.example.com: use https (plain http only on loopback)"
+        );
+        let err = oidc_flags("https://id.example.com", &[]).config().unwrap_err();
+        assert!(printed(err).starts_with("single sign-on needs at least one --oidc-group"));
+        let config = oidc_flags("https://id.example.com/", &["deployers=deployer:web/*"]);
+        let config = config.config().unwrap().unwrap();
+        assert_eq!(config.issuer, "https://id.example.com");
+        assert_eq!(config.session_ms, 12 * 3_600_000);
     }
 }

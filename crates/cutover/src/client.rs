@@ -11,6 +11,8 @@ pub struct Client {
     http: reqwest::blocking::Client,
     base: String,
     token: Option<String>,
+    /// The token is the session of `cutover login`, whose refusal the API explains.
+    session: bool,
 }
 
 /// Why a request to the API failed. Only [`ClientError::Unreachable`] means that no control
@@ -32,6 +34,10 @@ pub enum ClientError {
          generated it, it is in DATA_DIR/token)"
     )]
     Unauthorized { base: String, status: StatusCode },
+    /// Single sign-on refused (the login, or the session it opened): the API says why and that
+    /// `cutover login` signs in again.
+    #[error("cutover at {base} refused the session of `cutover login` ({status}): {message}")]
+    SignIn { base: String, status: StatusCode, message: String },
     /// The credential is valid but lacks a permission; the API says which and what grants it.
     #[error("cutover at {base} refused this credential (403 Forbidden): {message}")]
     Forbidden { base: String, message: String },
@@ -118,7 +124,7 @@ impl Client {
         let http = builder
             .build()
             .map_err(|source| ClientError::Transport { base: base.clone(), source })?;
-        Ok(Client { http, base, token })
+        Ok(Client { http, base, token, session: false })
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::blocking::RequestBuilder {
@@ -149,6 +155,16 @@ impl Client {
             return Ok(response);
         }
         let text = response.text().unwrap_or_default();
+        if status == StatusCode::UNAUTHORIZED
+            && (self.session || path == crate::login::LOGIN_PATH)
+            && let Ok(body) = serde_json::from_str::<ErrorBody>(&text)
+        {
+            return Err(ClientError::SignIn {
+                base: self.base.clone(),
+                status,
+                message: body.error,
+            });
+        }
         Err(answer_error(&self.base, path, status, &text))
     }
 
@@ -166,6 +182,16 @@ impl Client {
             text,
             source,
         })
+    }
+
+    /// A client whose token is the session `cutover login` kept.
+    pub fn with_session(self) -> Client {
+        Client { session: true, ..self }
+    }
+
+    /// The API's URL.
+    pub fn base(&self) -> &str {
+        &self.base
     }
 
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {

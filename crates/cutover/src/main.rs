@@ -4,6 +4,7 @@
 mod access;
 mod cli;
 mod client;
+mod login;
 mod render;
 
 use std::process::ExitCode;

@@ -17,6 +17,13 @@ pub fn generate_secret() -> String {
     format!("{SECRET_PREFIX}{}", hex(&bytes))
 }
 
+/// A single sign-on session's name in `tokens list` (what `tokens revoke` takes): `sso-` and
+/// 48 random bits, unrelated to its secret.
+pub fn session_name() -> String {
+    let bytes: [u8; 6] = rand::random();
+    format!("sso-{}", hex(&bytes))
+}
+
 /// What is stored of a secret. A secret has 160 random bits, so a fast hash is enough: there
 /// is nothing to guess a password from.
 pub fn hash_secret(secret: &str) -> String {
@@ -44,6 +51,17 @@ pub fn check_name(name: &str) -> Result<(), NameError> {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredBindings {
     pub bindings: Vec<Binding>,
+    /// Set for a single sign-on session: who signed in, and through which provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<SessionOf>,
+}
+
+/// The user a single sign-on session is of.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionOf {
+    pub user: String,
+    /// The provider's issuer URL.
+    pub via: String,
 }
 
 /// Who made a request.
@@ -57,6 +75,17 @@ pub enum Caller {
     Named {
         name: String,
         bindings: Vec<Binding>,
+    },
+    /// A person signed in through an OpenID provider (`cutover login`).
+    User {
+        user: String,
+        via: String,
+        bindings: Vec<Binding>,
+    },
+    /// A single sign-on session past its expiry.
+    SessionExpired {
+        user: String,
+        at: Timestamp,
     },
     /// A pending hook execution's own token.
     Hook(HookGrant),
@@ -78,6 +107,9 @@ impl Caller {
             Caller::Local => "local".into(),
             Caller::Bootstrap => "bootstrap".into(),
             Caller::Named { name, .. } | Caller::Expired { name, .. } => format!("token:{name}"),
+            Caller::User { user, .. } | Caller::SessionExpired { user, .. } => {
+                format!("user:{user}")
+            }
             Caller::Hook(grant) => {
                 format!("hook:{}/{}", grant.deployment_id, grant.execution_id)
             }
@@ -90,7 +122,9 @@ impl Caller {
     pub fn bindings(&self) -> Option<Vec<Binding>> {
         match self {
             Caller::Local | Caller::Bootstrap => Some(vec![Binding::admin()]),
-            Caller::Named { bindings, .. } => Some(bindings.clone()),
+            Caller::Named { bindings, .. } | Caller::User { bindings, .. } => {
+                Some(bindings.clone())
+            }
             _ => None,
         }
     }
@@ -105,15 +139,17 @@ pub fn hook_may(grant: &HookGrant, method: &axum::http::Method, path: &str) -> b
 /// stored credential with its hash, unless it has expired.
 pub fn named_caller(row: Option<store::CredentialRow>, now: Timestamp) -> Caller {
     let Some(row) = row else { return Caller::Unknown };
-    if let Some(expires) = row.expires_at
-        && now.as_millis() >= expires
-    {
-        return Caller::Expired { name: row.name, at: Timestamp(expires) };
-    }
-    match serde_json::from_str::<StoredBindings>(&row.bindings) {
-        Ok(stored) => Caller::Named { name: row.name, bindings: stored.bindings },
-        // A binding this version cannot read grants nothing.
-        Err(_) => Caller::Named { name: row.name, bindings: Vec::new() },
+    // A binding this version cannot read grants nothing.
+    let stored = serde_json::from_str::<StoredBindings>(&row.bindings)
+        .unwrap_or(StoredBindings { bindings: Vec::new(), session: None });
+    let expired = row.expires_at.filter(|expires| now.as_millis() >= *expires).map(Timestamp);
+    match (stored.session, expired) {
+        (Some(session), Some(at)) => Caller::SessionExpired { user: session.user, at },
+        (None, Some(at)) => Caller::Expired { name: row.name, at },
+        (Some(session), None) => {
+            Caller::User { user: session.user, via: session.via, bindings: stored.bindings }
+        }
+        (None, None) => Caller::Named { name: row.name, bindings: stored.bindings },
     }
 }
 
@@ -125,8 +161,11 @@ mod tests {
         store::CredentialRow {
             name: "ci-web".into(),
             secret_hash: hash_secret("s"),
-            bindings: serde_json::to_string(&StoredBindings { bindings: vec![Binding::admin()] })
-                .unwrap(),
+            bindings: serde_json::to_string(&StoredBindings {
+                bindings: vec![Binding::admin()],
+                session: None,
+            })
+            .unwrap(),
             created_at: 1,
             expires_at,
             last_used_at: None,
@@ -158,6 +197,33 @@ mod tests {
         assert_eq!(at(5_000), Caller::Expired { name: "ci-web".into(), at: Timestamp(5_000) });
         assert!(matches!(named_caller(Some(row(None)), Timestamp(u64::MAX)), Caller::Named { .. }));
         assert_eq!(named_caller(None, Timestamp(1)), Caller::Unknown);
+    }
+
+    #[test]
+    fn a_session_is_its_users_until_it_expires_then_it_says_whose_expired() {
+        let session = |expires_at| store::CredentialRow {
+            name: session_name(),
+            bindings: serde_json::to_string(&StoredBindings {
+                bindings: vec![Binding::admin()],
+                session: Some(SessionOf { user: "alice".into(), via: "https://id.test".into() }),
+            })
+            .unwrap(),
+            ..row(Some(expires_at))
+        };
+        let caller = named_caller(Some(session(5_000)), Timestamp(4_999));
+        assert_eq!(
+            caller,
+            Caller::User {
+                user: "alice".into(),
+                via: "https://id.test".into(),
+                bindings: vec![Binding::admin()],
+            }
+        );
+        assert_eq!(caller.actor(), "user:alice");
+        let expired = named_caller(Some(session(5_000)), Timestamp(5_000));
+        assert_eq!(expired, Caller::SessionExpired { user: "alice".into(), at: Timestamp(5_000) });
+        assert_eq!(expired.bindings(), None);
+        assert!(session_name().starts_with("sso-") && session_name() != session_name());
     }
 
     #[test]

@@ -10,6 +10,7 @@
 
 pub mod credentials;
 pub mod decision;
+pub mod oidc;
 pub mod permissions;
 mod reference;
 
@@ -58,6 +59,11 @@ pub struct CreateTokenRequest {
 pub struct TokenView {
     pub name: String,
     pub bindings: Vec<String>,
+    /// A single sign-on session's user, and the provider they signed in through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
     pub created_at: u64,
     pub expires_at: Option<u64>,
     pub last_used_at: Option<u64>,
@@ -122,8 +128,11 @@ pub async fn authorize(State(state): State<AppState>, request: Request, next: Ne
         .extensions()
         .get::<ConnectInfo<crate::tls::Peer>>()
         .map_or_else(|| "unknown".to_string(), |c| c.0.0.ip().to_string());
-    let Rule::Needs(permission, from) = matched.endpoint.rule else {
-        return webhook(&state, request, next, &matched, source).await;
+    let (permission, from) = match matched.endpoint.rule {
+        Rule::Needs(permission, from) => (permission, from),
+        Rule::Public => return webhook(&state, request, next, &matched, source).await,
+        // The login handler records what came of it, with the provider.
+        Rule::SignIn => return next.run(request).await,
     };
     let caller = caller(&state, request.headers());
     let mut audit = Audit { state: &state, caller: &caller, permission, source, method, path };
@@ -329,6 +338,9 @@ impl Audit<'_> {
     fn record(&self, resource: &Resource, outcome: String, detail: Option<serde_json::Value>) {
         let mut detail = detail.unwrap_or_else(|| serde_json::json!({}));
         detail["request"] = format!("{} {}", self.method, self.path).into();
+        if let Caller::User { via, .. } = self.caller {
+            detail["via"] = via.as_str().into();
+        }
         let entry = store::AuditRow {
             seq: 0,
             at: crate::clock::now().as_millis(),
@@ -361,12 +373,18 @@ impl Audit<'_> {
                  create`), then pass it with --token or CUTOVER_TOKEN",
                 utc_text(at.as_millis())
             ),
-            Caller::Unknown => "this token is not valid (revoked, expired or mistyped): pass a \
-                                valid one with --token or CUTOVER_TOKEN"
+            Caller::SessionExpired { user, at } => format!(
+                "the session of {user} expired at {}; sign in again with `cutover login`",
+                utc_text(at.as_millis())
+            ),
+            Caller::Unknown => "this token is not valid (revoked, expired or mistyped): sign in \
+                                again with `cutover login`, or pass a valid token with --token or \
+                                CUTOVER_TOKEN"
                 .into(),
             _ => "this API needs a token: pass --token or set CUTOVER_TOKEN (the bootstrap token \
                   is the one `cutover up` was given, or DATA_DIR/token; an admin creates named \
-                  ones with `cutover tokens create`)"
+                  ones with `cutover tokens create`), or sign in with `cutover login` where single \
+                  sign-on is set up"
                 .into(),
         };
         self.record(&Resource::Any, "unauthenticated".into(), None);
@@ -431,12 +449,17 @@ pub fn utc_text(ms: u64) -> String {
 // -- credentials and the audit trail
 
 fn token_view(row: &store::CredentialRow) -> TokenView {
-    let bindings = serde_json::from_str::<StoredBindings>(&row.bindings)
-        .map(|b| b.bindings.iter().map(|b| b.to_string()).collect())
-        .unwrap_or_else(|_| vec!["(unreadable: grants nothing)".into()]);
+    let stored = serde_json::from_str::<StoredBindings>(&row.bindings).ok();
+    let bindings = stored.as_ref().map_or_else(
+        || vec!["(unreadable: grants nothing)".into()],
+        |b| b.bindings.iter().map(|b| b.to_string()).collect(),
+    );
+    let session = stored.and_then(|s| s.session);
     TokenView {
         name: row.name.clone(),
         bindings,
+        user: session.as_ref().map(|s| s.user.clone()),
+        via: session.map(|s| s.via),
         created_at: row.created_at,
         expires_at: row.expires_at,
         last_used_at: row.last_used_at,
@@ -470,7 +493,10 @@ pub async fn create_token(
     let row = store::CredentialRow {
         name: request.name.clone(),
         secret_hash: credentials::hash_secret(&secret),
-        bindings: serde_json::to_string(&StoredBindings { bindings: vec![binding] })?,
+        bindings: serde_json::to_string(&StoredBindings {
+            bindings: vec![binding],
+            session: None,
+        })?,
         created_at: now,
         expires_at: request.expires_in_ms.map(|ms| now.saturating_add(ms)),
         last_used_at: None,
@@ -495,6 +521,101 @@ pub async fn revoke_token(
         )));
     }
     Ok(Json(serde_json::json!({ "revoked": name })))
+}
+
+/// `GET /v1/login/oidc`: where `cutover login` sends its user's browser.
+pub async fn login_start(
+    State(state): State<AppState>,
+) -> Result<Json<oidc::LoginStart>, ApiError> {
+    let oidc = single_sign_on(&state)?;
+    let start =
+        oidc.start().await.map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()))?;
+    Ok(Json(start))
+}
+
+/// `POST /v1/login/oidc`: redeems the code of a login, checks its ID token and opens a session
+/// with the bindings of the user's groups. Every outcome goes to the audit trail, with the
+/// provider as `via`.
+pub async fn login_finish(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<crate::tls::Peer>,
+    Json(login): Json<oidc::LoginFinish>,
+) -> Result<(StatusCode, Json<oidc::Session>), ApiError> {
+    let oidc = single_sign_on(&state)?;
+    let now = crate::clock::now().as_millis();
+    let via = oidc.config.issuer.clone();
+    let record = |actor: String, outcome: &str, problem: Option<String>| {
+        let mut detail = serde_json::json!({ "request": "POST /v1/login/oidc", "via": via });
+        if let Some(problem) = problem {
+            detail["problem"] = problem.into();
+        }
+        append(
+            &state,
+            store::AuditRow {
+                seq: 0,
+                at: now,
+                actor,
+                action: "login".into(),
+                resource: Resource::Any.to_string(),
+                source: peer.0.ip().to_string(),
+                outcome: outcome.into(),
+                detail: Some(detail.to_string()),
+            },
+        );
+    };
+    let (identity, bindings) = match oidc.finish(&login, now).await {
+        Ok(found) => found,
+        Err(err) => {
+            let (status, actor, outcome) = match &err {
+                oidc::LoginError::NoRole { user, .. } => {
+                    (StatusCode::FORBIDDEN, format!("user:{user}"), "denied")
+                }
+                oidc::LoginError::Provider { .. } => {
+                    (StatusCode::BAD_GATEWAY, "anonymous".into(), "failed (502)")
+                }
+                _ => (StatusCode::UNAUTHORIZED, "anonymous".into(), "unauthenticated"),
+            };
+            record(actor, outcome, Some(err.to_string()));
+            return Err(ApiError::new(status, err.to_string()));
+        }
+    };
+    let secret = credentials::generate_secret();
+    let expires_at = now.saturating_add(oidc.config.session_ms);
+    let session = credentials::SessionOf { user: identity.user.clone(), via: via.clone() };
+    let row = store::CredentialRow {
+        // Sessions are listed (and revoked) with the named credentials.
+        name: credentials::session_name(),
+        secret_hash: credentials::hash_secret(&secret),
+        bindings: serde_json::to_string(&StoredBindings {
+            bindings: bindings.clone(),
+            session: Some(session),
+        })?,
+        created_at: now,
+        expires_at: Some(expires_at),
+        last_used_at: None,
+    };
+    state.store.transaction(|tx| tx.credential_create(&row))?;
+    record(format!("user:{}", identity.user), "succeeded", None);
+    Ok((
+        StatusCode::CREATED,
+        Json(oidc::Session {
+            secret,
+            user: identity.user,
+            provider: via,
+            bindings: bindings.iter().map(ToString::to_string).collect(),
+            expires_at,
+        }),
+    ))
+}
+
+fn single_sign_on(state: &AppState) -> Result<&oidc::Oidc, ApiError> {
+    state.oidc.as_deref().ok_or_else(|| {
+        ApiError::not_found(
+            "this cutover has no single sign-on; its operator sets it up with `cutover up \
+             --oidc-issuer URL --oidc-client-id ID --oidc-group GROUP=ROLE`, or asks an admin for \
+             a token (`cutover tokens create`)",
+        )
+    })
 }
 
 #[derive(Deserialize)]

@@ -233,6 +233,8 @@ pub enum ResourceFrom {
 pub enum Rule {
     /// Authenticated otherwise (a webhook's signature).
     Public,
+    /// Single sign-on: open to everyone; the OpenID provider authenticates the user.
+    SignIn,
     Needs(Permission, ResourceFrom),
 }
 
@@ -326,6 +328,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
     needs("GET", "/v1/builds/{id}", P::Read, R::Any),
     needs("GET", "/v1/builds/{id}/logs", P::Logs, R::Any),
     Endpoint { method: "POST", path: "/v1/webhooks/{pipeline}", query: None, rule: Rule::Public },
+    Endpoint { method: "GET", path: "/v1/login/oidc", query: None, rule: Rule::SignIn },
+    Endpoint { method: "POST", path: "/v1/login/oidc", query: None, rule: Rule::SignIn },
 ];
 
 /// A request matched to its endpoint, with the path's parameters.

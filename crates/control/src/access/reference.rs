@@ -50,6 +50,13 @@ pub fn reference_markdown() -> String {
             endpoint.method, endpoint.path
         );
     }
+    for endpoint in ENDPOINTS.iter().filter(|e| e.rule == Rule::SignIn) {
+        let _ = writeln!(
+            out,
+            "- `{} {}`: single sign-on (`cutover login`); the OpenID provider authenticates.",
+            endpoint.method, endpoint.path
+        );
+    }
     out.push_str("\n## Roles\n\n| role | permissions | |\n|---|---|---|\n");
     for role in ROLES {
         let permissions: Vec<String> = role.permissions.iter().map(|p| format!("`{p}`")).collect();

@@ -300,8 +300,8 @@ fn expiry_and_revocation_take_effect_at_once_and_only_hashes_of_secrets_reach_th
     assert_eq!(status, 401, "{answer}");
     assert_eq!(
         answer["error"],
-        "this token is not valid (revoked, expired or mistyped): pass a valid one with --token or \
-         CUTOVER_TOKEN"
+        "this token is not valid (revoked, expired or mistyped): sign in again with `cutover \
+         login`, or pass a valid token with --token or CUTOVER_TOKEN"
     );
     wait_for("the 2s credential to expire", Duration::from_secs(10), || {
         let (status, answer) = call(&cluster, &brief, "GET", "/v1/status", &serde_json::json!({}));

@@ -4,6 +4,7 @@
 //! tests run in parallel without sharing anything.
 
 mod access;
+mod access_oidc;
 mod alarm_window;
 mod alarms;
 mod apply;
