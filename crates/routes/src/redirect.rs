@@ -66,8 +66,13 @@ fn expand(template: &str, parts: &RequestParts<'_>) -> String {
     out
 }
 
+/// A `#{…}` in a redirect that is none of ALB's placeholders; it displays as written.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct UnknownPlaceholder(pub String);
+
 /// `text` without its placeholders, or the first `#{…}` ALB does not know.
-pub fn strip_placeholders(text: &str) -> Result<String, String> {
+pub fn strip_placeholders(text: &str) -> Result<String, UnknownPlaceholder> {
     let mut out = text.to_string();
     for p in PLACEHOLDERS {
         out = out.replace(p, "");
@@ -75,7 +80,7 @@ pub fn strip_placeholders(text: &str) -> Result<String, String> {
     match out.find("#{") {
         Some(at) => {
             let end = out[at..].find('}').map_or(out.len(), |e| at + e + 1);
-            Err(out[at..end].to_string())
+            Err(UnknownPlaceholder(out[at..end].to_string()))
         }
         None => Ok(out),
     }
@@ -136,6 +141,9 @@ mod tests {
     #[test]
     fn an_unknown_placeholder_is_named() {
         assert_eq!(strip_placeholders("/x/#{path}").as_deref(), Ok("/x/"));
-        assert_eq!(strip_placeholders("/#{paths}/y"), Err("#{paths}".to_string()));
+        assert_eq!(
+            strip_placeholders("/#{paths}/y"),
+            Err(UnknownPlaceholder("#{paths}".to_string()))
+        );
     }
 }
