@@ -246,3 +246,38 @@ async fn swarm_placement_constraints_on_node_labels_hold_every_task_of_a_task_se
     }
     cleanup(&rt, &handles).await;
 }
+
+/// Removing services right after scaling them to zero raced Swarm's task reaper, which crashes
+/// the manager of Docker 20.10 (Debian's engine): every service and every test after it was lost.
+/// Tasks stopped and removed together, round after round, leave the manager up and no service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swarm_tasks_stopped_and_removed_at_once_leave_the_manager_up_and_no_service_behind() {
+    require_cluster().await;
+    let state = tempfile::tempdir().unwrap();
+    let rt = std::sync::Arc::new(connect(state.path()).await);
+    for round in 0..3 {
+        let mut handles = Vec::new();
+        for i in 0..4 {
+            let spec = web_task(&uid(&format!("reap{round}-{i}"))).await;
+            handles.push(rt.start(spec).await.expect("start a swarm task"));
+        }
+        let removals: Vec<_> = handles
+            .iter()
+            .cloned()
+            .map(|h| {
+                let rt = rt.clone();
+                tokio::spawn(async move {
+                    rt.stop(&h).await.expect("stop");
+                    rt.remove(&h).await.expect("remove");
+                    rt.inspect(&h).await
+                })
+            })
+            .collect();
+        for removal in removals {
+            assert_eq!(removal.await.unwrap(), TaskState::Gone, "round {round}");
+        }
+        let info = manager().info().await.expect("the manager still answers");
+        let swarm = info.swarm.expect("swarm info");
+        assert_eq!(swarm.control_available, Some(true), "round {round}: {swarm:?}");
+    }
+}

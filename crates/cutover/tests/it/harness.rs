@@ -73,13 +73,27 @@ pub use testkit::http::{Load, Sample, failures, get, get_with};
 
 /// Waits for `condition` with a deadline, polling every 50 ms; panics with `what` on timeout.
 #[track_caller]
-pub fn wait_for<T>(what: &str, timeout: Duration, mut condition: impl FnMut() -> Option<T>) -> T {
+pub fn wait_for<T>(what: &str, timeout: Duration, condition: impl FnMut() -> Option<T>) -> T {
+    wait_for_or(what, timeout, condition, String::new)
+}
+
+/// [`wait_for`] whose timeout message ends with `last_seen()`: what the condition last observed,
+/// so that a failure on a loaded CI machine can be diagnosed from its log alone.
+#[track_caller]
+pub fn wait_for_or<T>(
+    what: &str,
+    timeout: Duration,
+    mut condition: impl FnMut() -> Option<T>,
+    last_seen: impl FnOnce() -> String,
+) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(value) = condition() {
             return value;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}; last seen:\n{}", last_seen());
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }

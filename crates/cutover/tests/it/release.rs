@@ -226,12 +226,24 @@ fn tasks_list_shows_what_runs_and_with_all_what_stopped_with_its_task_definition
 
     // Once blue's tasks have stopped (and their task set is gone), the default list shows only
     // green's, and `--all` adds blue's with what they ran, why and when they stopped.
-    let stopped = wait_for("blue's tasks to stop", Duration::from_secs(30), || {
-        let all = cluster.json(&["tasks", "list", "--all"]);
-        let stopped: Vec<serde_json::Value> =
-            all.as_array()?.iter().filter(|t| t["last_status"] == "STOPPED").cloned().collect();
-        (stopped.len() == 2).then_some(stopped)
-    });
+    let last = std::cell::RefCell::new(serde_json::Value::Null);
+    let stopped = wait_for_or(
+        "blue's tasks to stop",
+        Duration::from_secs(60),
+        || {
+            last.replace(cluster.json(&["tasks", "list", "--all"]));
+            let all = last.borrow();
+            // Blue's tasks are web:1's (a green task that failed to start is another row).
+            let blue: Vec<serde_json::Value> = all
+                .as_array()?
+                .iter()
+                .filter(|t| t["task_definition"] == "web:1")
+                .cloned()
+                .collect();
+            (blue.len() == 2 && blue.iter().all(|t| t["last_status"] == "STOPPED")).then_some(blue)
+        },
+        || format!("{:#}", last.borrow()),
+    );
     for task in &stopped {
         assert_eq!(task["task_definition"], "web:1", "{task}");
         assert_eq!(task["health"], "UNKNOWN", "{task}");

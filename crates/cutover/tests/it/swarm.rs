@@ -114,6 +114,35 @@ fn swarm_tasks(cluster: &Cluster) -> BTreeMap<String, String> {
     tasks
 }
 
+/// What cutover and Swarm say of this installation's tasks, for a timeout's message.
+fn swarm_seen(cluster: &Cluster) -> String {
+    let listed = cluster.cli(&["tasks", "list", "--all"]);
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    let instance =
+        std::fs::read_to_string(cluster.data_dir().join("docker/instance-id")).unwrap_or_default();
+    let services = Command::new("docker")
+        .args(["service", "ls", "-q", "--filter"])
+        .arg(format!("label=cutover.instance={}", instance.trim()))
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().map(String::from).collect())
+        .unwrap_or_else(|_| Vec::<String>::new());
+    let ps = Command::new("docker")
+        .args([
+            "service",
+            "ps",
+            "--no-trunc",
+            "--format",
+            "{{.Name}} {{.Node}} {{.CurrentState}} {{.Error}}",
+        ])
+        .args(&services)
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
+        })
+        .unwrap_or_default();
+    format!("cutover tasks list --all:\n{listed}\ndocker service ps:\n{ps}")
+}
+
 /// `cutover tasks list` of service `api`: the running ones, by id, with their addresses.
 fn running(cluster: &Cluster) -> BTreeMap<String, String> {
     let tasks = cluster.json(&["tasks", "list", "--service", "api"]);
@@ -138,10 +167,15 @@ fn swarm_a_service_of_four_tasks_spreads_over_three_nodes_and_a_task_killed_on_i
     let cluster = swarm_cluster();
     let applied = std::time::Instant::now();
     cluster.cli_ok(&["apply", "-f", "swarm.yaml"]);
-    let tasks = wait_for("four running swarm tasks with overlay addresses", LIMIT, || {
-        let tasks = running(&cluster);
-        (tasks.len() == 4 && tasks.values().all(|a| on_overlay(a))).then_some(tasks)
-    });
+    let tasks = wait_for_or(
+        "four running swarm tasks with overlay addresses",
+        LIMIT,
+        || {
+            let tasks = running(&cluster);
+            (tasks.len() == 4 && tasks.values().all(|a| on_overlay(a))).then_some(tasks)
+        },
+        || swarm_seen(&cluster),
+    );
     println!("apply to four running swarm tasks: {:.1}s", applied.elapsed().as_secs_f64());
     let view = cluster.json(&["tasks", "list", "--service", "api"]);
     assert!(view.as_array().unwrap().iter().all(|t| t["runtime"] == "swarm"), "{view}");

@@ -126,7 +126,8 @@ async fn probe(check: &HealthCheckSpec, launch: &Launch) -> Result<(), ProbeErro
         .stderr(std::process::Stdio::null())
         .process_group(0)
         .kill_on_drop(true);
-    let mut child = cmd.spawn().map_err(|source| ProbeError::Spawn { program, source })?;
+    let mut child = super::sys::spawn_unless_busy(&mut cmd)
+        .map_err(|source| ProbeError::Spawn { program, source })?;
     match tokio::time::timeout(check.timeout, child.wait()).await {
         Ok(Ok(status)) if status.success() => Ok(()),
         Ok(Ok(status)) => Err(ProbeError::Failed(status)),

@@ -962,7 +962,7 @@ fn spawn_container(task: &Arc<Task>, i: usize) -> Result<(), RuntimeError> {
         .stdout(log)
         .stderr(log_err);
     sys::new_session(&mut cmd);
-    let mut child = cmd.spawn().map_err(|source| RuntimeError::Spawn {
+    let mut child = sys::spawn_unless_busy(&mut cmd).map_err(|source| RuntimeError::Spawn {
         container: c.spec.name.clone(),
         program: l.program.display().to_string(),
         source,

@@ -131,6 +131,32 @@ pub fn new_session(cmd: &mut tokio::process::Command) {
     }
 }
 
+/// How long a spawn retries a program that is `Text file busy`.
+const BUSY_RETRY_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Spawns `cmd`, trying again for a moment while its program is `Text file busy` (ETXTBSY).
+///
+/// A task's program is a fresh copy of its image. While it was being written, another thread of
+/// this process may have forked (a hook, a probe, another task): that child holds the copy's
+/// write descriptor until it execs, however briefly, and an exec of a file open for writing
+/// fails. The copy is complete by then, so waiting for the stray descriptor to close is right.
+pub fn spawn_unless_busy(cmd: &mut tokio::process::Command) -> io::Result<tokio::process::Child> {
+    let deadline = std::time::Instant::now() + BUSY_RETRY_LIMIT;
+    let mut pause = std::time::Duration::from_millis(2);
+    loop {
+        match cmd.spawn() {
+            Err(e)
+                if e.raw_os_error() == Some(Errno::ETXTBSY as i32)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(50));
+            }
+            result => return result,
+        }
+    }
+}
+
 /// Milliseconds since the Unix epoch.
 // Task start and exit times, stored with the task for the control plane that adopts it after a
 // restart; `runtime` does not depend on `store`, whose clock this would otherwise be.
@@ -171,5 +197,41 @@ mod tests {
         let other = ProcId { start_ticks: s.start_ticks + 1, ..me };
         assert_eq!(leader(&other), Leader::Recycled);
         assert!(!container_running(&other));
+    }
+
+    /// An executable file with a write descriptor open, as a forked child holds one for an instant.
+    fn busy_program(dir: &std::path::Path) -> (std::path::PathBuf, std::fs::File) {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = dir.join("app");
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o700)
+            .open(&path)
+            .unwrap();
+        file.write_all(b"#!/bin/sh\nexit 0\n").unwrap();
+        (path, file)
+    }
+
+    #[tokio::test]
+    async fn a_program_still_open_for_writing_is_text_file_busy_to_a_plain_spawn() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _writer) = busy_program(dir.path());
+        let err = tokio::process::Command::new(&path).spawn().unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(Errno::ETXTBSY as i32), "{err}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_spawn_waits_out_a_program_that_is_text_file_busy_for_a_moment() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, writer) = busy_program(dir.path());
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            drop(writer);
+        });
+        let mut child = spawn_unless_busy(&mut tokio::process::Command::new(&path)).unwrap();
+        assert!(child.wait().await.unwrap().success());
+        closer.join().unwrap();
     }
 }

@@ -233,6 +233,16 @@ pub struct Observed {
     pub ip: Option<Ipv4Addr>,
 }
 
+/// Whether Swarm's task reaper has yet to delete a task of a service scaled to zero: one meant
+/// to be removed (`desired: remove`) on a node that still reports. Deleting the service before
+/// the reaper is done crashes the Swarm manager of Docker 20.10 (Debian's `docker.io`): the
+/// engine lists the service's tasks, the reaper deletes one, and the engine then updates the
+/// task it can no longer find (`SetServiceTasksRemove`, a nil dereference). A task on a lost
+/// node is never reaped, so it is not waited for.
+pub fn reaper_pending(tasks: &[Observed]) -> bool {
+    tasks.iter().any(|t| t.desired == "remove" && t.node.as_ref().is_none_or(|(_, up)| *up))
+}
+
 /// What a task's service says: its newest Swarm task decides.
 ///
 /// A task on a node Swarm lost contact with is over as far as cutover is concerned (it cannot be
@@ -489,5 +499,20 @@ mod tests {
             start_failure(&rejected).as_deref(),
             Some("Swarm task rejected on node2: No such image: x")
         );
+    }
+
+    #[test]
+    fn a_service_waits_for_the_reaper_only_while_a_task_marked_for_removal_is_on_a_live_node() {
+        assert!(reaper_pending(&[observed("shutdown", "remove")]));
+        assert!(reaper_pending(&[observed("running", "remove"), observed("failed", "shutdown")]));
+        // Swarm keeps these: nothing deletes them behind the service's back.
+        assert!(!reaper_pending(&[
+            observed("failed", "shutdown"),
+            observed("complete", "shutdown")
+        ]));
+        assert!(!reaper_pending(&[]));
+        let mut lost = observed("running", "remove");
+        lost.node = Some(("node3".into(), false));
+        assert!(!reaper_pending(&[lost]));
     }
 }

@@ -56,6 +56,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(300);
 /// Beyond a task's stop grace period, how long its node may take to report it stopped.
 const STOP_MARGIN: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(200);
+/// How long `remove` waits for Swarm's task reaper (it runs every fraction of a second).
+const REAP_LIMIT: Duration = Duration::from_secs(10);
 
 /// Runs tasks as Swarm services; see the module docs.
 pub struct SwarmRuntime {
@@ -442,6 +444,25 @@ fn not_over(t: &Observed) -> bool {
     !decide::is_over(&t.state)
 }
 
+impl SwarmRuntime {
+    /// Waits, for at most [`REAP_LIMIT`], until Swarm's task reaper has deleted the tasks of
+    /// service `id` that scaling to zero marked for removal (see [`decide::reaper_pending`]).
+    /// After the limit the service is removed anyway: a reaper that slow is not racing.
+    async fn wait_reaped(
+        &self,
+        id: &str,
+        network: &str,
+        mut tasks: Vec<Observed>,
+    ) -> Result<(), RuntimeError> {
+        let deadline = tokio::time::Instant::now() + REAP_LIMIT;
+        while decide::reaper_pending(&tasks) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(POLL).await;
+            tasks = self.observe(id, network).await?;
+        }
+        Ok(())
+    }
+}
+
 #[async_trait::async_trait]
 impl Runtime for SwarmRuntime {
     fn kind(&self) -> &'static str {
@@ -550,6 +571,7 @@ impl Runtime for SwarmRuntime {
         if replicas(&service) != 0 && tasks.iter().any(not_over) {
             return Err(RuntimeError::StillRunning { task_id: handle.task_id.clone() });
         }
+        self.wait_reaped(&id, &network_of(&service), tasks).await?;
         match self.docker.delete_service(&id).await {
             Ok(()) => Ok(()),
             Err(e) if is_status(&e, 404) => Ok(()),
