@@ -271,6 +271,27 @@ pub fn combine_health(healths: impl IntoIterator<Item = Health>) -> Health {
     if !any || unknown { Health::Unknown } else { Health::Healthy }
 }
 
+/// The variables of the table above that every runtime gives container `c` of `task`, with
+/// `host` as `HOST`; appended after the task definition's `environment`, so they win.
+pub(crate) fn task_variables(
+    task: &TaskSpec,
+    c: &ContainerSpec,
+    host: &str,
+) -> Vec<(String, String)> {
+    let mut vars = vec![("HOST".to_string(), host.to_string())];
+    if let Some(p) = c.ports.first() {
+        vars.push(("PORT".into(), p.to_string()));
+    }
+    vars.push(("CUTOVER_TASK_ID".into(), task.task_id.clone()));
+    vars.push(("CUTOVER_SERVICE".into(), task.service.clone()));
+    vars.push(("CUTOVER_REVISION".into(), task.revision.clone()));
+    if let Some(d) = &task.deployment_id {
+        vars.push(("CUTOVER_DEPLOYMENT_ID".into(), d.clone()));
+    }
+    vars.push(("CUTOVER_CONTAINER_NAME".into(), c.name.clone()));
+    vars
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

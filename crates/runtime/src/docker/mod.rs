@@ -802,18 +802,10 @@ impl DockerRuntime {
     fn create_body(&self, task: &Task, i: usize, owner: Option<&str>) -> ContainerCreateBody {
         let spec = &task.spec;
         let c = &spec.containers[i];
-        let mut env: Vec<String> = c.environment.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        env.push("HOST=0.0.0.0".into());
-        if let Some(p) = c.ports.first() {
-            env.push(format!("PORT={p}"));
-        }
-        env.push(format!("CUTOVER_TASK_ID={}", spec.task_id));
-        env.push(format!("CUTOVER_SERVICE={}", spec.service));
-        env.push(format!("CUTOVER_REVISION={}", spec.revision));
-        if let Some(d) = &spec.deployment_id {
-            env.push(format!("CUTOVER_DEPLOYMENT_ID={d}"));
-        }
-        env.push(format!("CUTOVER_CONTAINER_NAME={}", c.name));
+        // The container has its own network namespace: it listens on every address of it.
+        let variables = crate::task_variables(spec, c, "0.0.0.0");
+        let env: Vec<String> =
+            c.environment.iter().chain(&variables).map(|(k, v)| format!("{k}={v}")).collect();
 
         let mut labels: HashMap<String, String> =
             c.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();

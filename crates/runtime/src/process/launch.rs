@@ -137,18 +137,10 @@ pub fn environment(
     // The control plane's secrets never reach a task (a task definition's `environment` wins).
     let mut env = crate::host_env(&[]);
     env.extend(c.environment.iter().cloned());
-    env.push(("HOST".into(), ip.to_string()));
-    match c.ports.first() {
-        Some(p) => env.push(("PORT".into(), p.to_string())),
-        None => env.retain(|(k, _)| k != "PORT"),
+    if c.ports.is_empty() {
+        env.retain(|(k, _)| k != "PORT");
     }
-    env.push(("CUTOVER_TASK_ID".into(), task.task_id.clone()));
-    env.push(("CUTOVER_SERVICE".into(), task.service.clone()));
-    env.push(("CUTOVER_REVISION".into(), task.revision.clone()));
-    if let Some(d) = &task.deployment_id {
-        env.push(("CUTOVER_DEPLOYMENT_ID".into(), d.clone()));
-    }
-    env.push(("CUTOVER_CONTAINER_NAME".into(), c.name.clone()));
+    env.extend(crate::task_variables(task, c, &ip.to_string()));
     if let Some(a) = lb_addr {
         env.push(("CUTOVER_TASK_ADDR".into(), a.to_string()));
     }

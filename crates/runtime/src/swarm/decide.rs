@@ -105,18 +105,10 @@ pub fn service_spec(spec: &TaskSpec, at: &Placement<'_>) -> Result<ServiceSpec, 
             ),
         });
     };
-    let mut env: Vec<String> = c.environment.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    env.push("HOST=0.0.0.0".into());
-    if let Some(p) = c.ports.first() {
-        env.push(format!("PORT={p}"));
-    }
-    env.push(format!("CUTOVER_TASK_ID={}", spec.task_id));
-    env.push(format!("CUTOVER_SERVICE={}", spec.service));
-    env.push(format!("CUTOVER_REVISION={}", spec.revision));
-    if let Some(d) = &spec.deployment_id {
-        env.push(format!("CUTOVER_DEPLOYMENT_ID={d}"));
-    }
-    env.push(format!("CUTOVER_CONTAINER_NAME={}", c.name));
+    // The container has its own network namespace: it listens on every address of it.
+    let variables = crate::task_variables(spec, c, "0.0.0.0");
+    let env: Vec<String> =
+        c.environment.iter().chain(&variables).map(|(k, v)| format!("{k}={v}")).collect();
 
     let mut labels = HashMap::from([
         (LABEL_TASK.to_string(), spec.task_id.clone()),
