@@ -430,20 +430,8 @@ impl Audit<'_> {
 
 /// A time as people read it in lists and messages: `2026-12-06 10:44:37Z` (UTC).
 pub fn utc_text(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, day_secs) = ((secs / 86_400) as i64, secs % 86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let (h, m, s) = (day_secs / 3600, (day_secs / 60) % 60, day_secs % 60);
-    format!("{year:04}-{month:02}-{day:02} {h:02}:{m:02}:{s:02}Z")
+    let at = i64::try_from(ms).ok().and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok());
+    at.unwrap_or(jiff::Timestamp::MAX).strftime("%Y-%m-%d %H:%M:%SZ").to_string()
 }
 
 // -- credentials and the audit trail

@@ -136,30 +136,12 @@ fn split_timestamp(entry: &[u8]) -> (Option<Stamp>, &[u8]) {
     }
 }
 
-/// Parses an RFC 3339 UTC timestamp as the engine writes it (`Z`, 0 to 9 fraction digits).
+/// Parses an RFC 3339 timestamp as the engine writes it (UTC, 0 to 9 fraction digits) into
+/// seconds since the epoch and nanoseconds (always positive, also before the epoch).
 pub fn parse_rfc3339(s: &str) -> Option<Stamp> {
-    let s = s.strip_suffix('Z')?;
-    let (date, time) = s.split_once('T')?;
-    let mut d = date.splitn(3, '-');
-    let (y, m, day): (i64, i64, i64) =
-        (d.next()?.parse().ok()?, d.next()?.parse().ok()?, d.next()?.parse().ok()?);
-    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
-    let mut t = hms.splitn(3, ':');
-    let (hh, mm, ss): (i64, i64, i64) =
-        (t.next()?.parse().ok()?, t.next()?.parse().ok()?, t.next()?.parse().ok()?);
-    if frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let nanos: u32 = if frac.is_empty() { 0 } else { format!("{frac:0<9}").parse().ok()? };
-    // Howard Hinnant's days-from-civil.
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some((days * 86_400 + hh * 3600 + mm * 60 + ss, nanos))
+    let at: jiff::Timestamp = s.parse().ok()?;
+    let (secs, nanos) = (at.as_second(), at.subsec_nanosecond());
+    Some(if nanos < 0 { (secs - 1, (nanos + 1_000_000_000) as u32) } else { (secs, nanos as u32) })
 }
 
 #[cfg(test)]
@@ -175,6 +157,9 @@ mod tests {
             Some((951_868_799, 999_999_999))
         );
         assert_eq!(parse_rfc3339("yesterday"), None);
+        // The engine's zero time, which a container that never finished reports.
+        assert_eq!(parse_rfc3339("0001-01-01T00:00:00Z"), Some((-62_135_596_800, 0)));
+        assert_eq!(parse_rfc3339("1969-12-31T23:59:59.25Z"), Some((-1, 250_000_000)));
     }
 
     #[test]
