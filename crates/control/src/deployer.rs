@@ -10,7 +10,7 @@ use store::Store;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::api::{CreateDeploymentRequest, FileUpload};
-use crate::engine::{Command, Msg};
+use crate::engine::{Command, Msg, PipelineDeployment};
 use crate::error::ApiError;
 
 pub struct EngineDeployer {
@@ -63,6 +63,7 @@ impl pipelines::Deployer for EngineDeployer {
         task_definition: FileText,
         appspec: FileText,
         description: String,
+        job: &str,
     ) -> Result<String, DeployError> {
         let request = CreateDeploymentRequest {
             group: group.to_string(),
@@ -72,7 +73,10 @@ impl pipelines::Deployer for EngineDeployer {
             deployment_config: None,
             ignore_alarms: false,
         };
-        deployment_id(&self.send(Command::CreateDeployment(request)).await?)
+        let deployment = PipelineDeployment::Files(request);
+        deployment_id(
+            &self.send(Command::PipelineDeploy { job: job.to_string(), deployment }).await?,
+        )
     }
 
     async fn deployment_state(&self, id: &str) -> Result<DeploymentState, DeployError> {
@@ -111,8 +115,11 @@ impl pipelines::Deployer for EngineDeployer {
         &self,
         service: &str,
         images: Vec<(String, String)>,
+        job: &str,
     ) -> Result<String, DeployError> {
-        let command = Command::DeployImages { service: service.to_string(), images };
-        deployment_id(&self.send(command).await?)
+        let deployment = PipelineDeployment::Images { service: service.to_string(), images };
+        deployment_id(
+            &self.send(Command::PipelineDeploy { job: job.to_string(), deployment }).await?,
+        )
     }
 }

@@ -569,6 +569,7 @@ async fn start_deployment(
                         base_dir: Some(ap_dir.to_string_lossy().into_owned()),
                     },
                     description,
+                    &r.key(),
                 )
                 .await?)
         }
@@ -585,7 +586,7 @@ async fn start_deployment(
                 .map_err(|errors| StartError::Invalid { file, errors })?
                 .value;
             let images = defs.into_iter().map(|d| (d.name, d.image_uri)).collect();
-            Ok(ctx.deployer.deploy_image_definitions(service, images).await?)
+            Ok(ctx.deployer.deploy_image_definitions(service, images, &r.key()).await?)
         }
         _ => Err(StartError::NotADeploy),
     }
@@ -613,7 +614,8 @@ async fn deploy(
         None => match start_deployment(ctx, r, adef, inputs, &revision).await {
             Ok(id) => {
                 // Written before anything else of the action, whatever the disk says: without
-                // it, a restart would start the deployment again.
+                // it, a restart would start the deployment again. (The control plane's deployer
+                // wrote it already, with the deployment; writing it again changes nothing.)
                 let what = format!("deployment {id} of {key}");
                 let now = now_ms(ctx);
                 let _ = ctx.write_until_stored(&what, |tx| tx.ci_job_put(&key, &id, now)).await;

@@ -5,11 +5,14 @@
 //!
 //! # What the control plane does with it
 //!
-//! - `cutover up`: [`Pipelines::start`] with the data directory, the API's public URL and token, a
-//!   [`Deployer`] and the store; nest [`router`] into the API server (its `/v1/webhooks/…` route
-//!   must stay reachable without the API token: it is authenticated by its HMAC signature; every
-//!   other route checks the token itself).
-//! - `cutover apply`: [`Pipelines::plan`] for the plan, then [`Pipelines::apply_with`] with the file's
+//! - `cutover up`: [`Pipelines::hosted`] with the data directory, the API's public URL and token, a
+//!   [`Deployer`], the store and the way into the engine's loop ([`LoopSender`]); the engine owns
+//!   the returned [`Shell`] and hands it every [`Request`] its channel brings and a tick when
+//!   [`Shell::next_deadline`] comes. Nest [`router`] into the API server (its `/v1/webhooks/…`
+//!   route must stay reachable without the API token: it is authenticated by its HMAC signature;
+//!   every other route checks the token itself). Without a control plane (the crate's tests),
+//!   [`Pipelines::start`] runs the same shell in a small loop of its own.
+//! - `cutover apply`: [`Shell::plan`] for the plan, then [`Shell::apply_with`] with the file's
 //!   `repositories` and `pipelines` and the control plane's own writes, in one transaction.
 //!   Pipelines that are no longer declared are deleted (their unfinished executions are stopped
 //!   and abandoned, their history kept); hosted repositories that are no longer declared are
@@ -26,12 +29,12 @@
 //!   recorded in `ci_jobs`, not started twice. A push recorded by the hook but not yet turned into
 //!   an execution is picked up at the next start.
 //! - **One loop.** The pipelines' state (every machine, what is due, the running jobs) has one
-//!   owner, the driver's loop; its decisions are pure (`core::Core`: a message and the time in, a
+//!   owner, the [`Shell`], run by its host's loop (the control plane's engine); its decisions are pure (`core::Core`: a message and the time in, a
 //!   step out: the rows to write, then the effects to perform). HTTP handlers, jobs, polls and
 //!   the push scanner send it requests and wait for its answer where they need one: a webhook or
 //!   a manual start is answered once its execution is stored, an approval once it is written, and
-//!   `apply` holds the loop from its decision to its commit. Every time is `store::clock`'s
-//!   (builds' included). The loop sleeps until its next deadline (an action's timeout, a poll,
+//!   `apply` is one call into the shell from its decision to its commit. Every time is
+//!   `store::clock`'s (builds' included). The loop sleeps until its next deadline (an action's timeout, a poll,
 //!   retention, a retry of what the store refused) or until a request arrives.
 //! - **A full disk.** Nothing that is already true outside is dropped when the store refuses to
 //!   record it: a started deployment's id and a build's record (written by their job), an
@@ -87,7 +90,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use artifacts::KEEP_EXECUTIONS;
-pub use driver::Pipelines;
+pub use driver::{LoopSender, Pipelines, Request, Shell};
 pub use routes::router;
 
 /// How `Pipelines` is set up.
@@ -124,13 +127,16 @@ pub enum DeploymentState {
 #[async_trait]
 pub trait Deployer: Send + Sync {
     /// Registers the task definition as a new revision, writes it into the AppSpec's
-    /// `<TASK_DEFINITION>`, and starts a deployment in `group` (`application/group`).
+    /// `<TASK_DEFINITION>`, and starts a deployment in `group` (`application/group`). `job` is
+    /// the action run's key: a deployer that stores deployments records the new id under it
+    /// (`ci_jobs`) in the deployment's own transaction (the action writes it again after).
     async fn deploy(
         &self,
         group: &str,
         task_definition: FileText,
         appspec: FileText,
         description: String,
+        job: &str,
     ) -> Result<String, DeployError>;
     async fn deployment_state(&self, id: &str) -> Result<DeploymentState, DeployError>;
     /// Stops the deployment, rolling back as its group says; one that has already ended is
@@ -142,6 +148,7 @@ pub trait Deployer: Send + Sync {
         &self,
         service: &str,
         images: Vec<(String, String)>,
+        job: &str,
     ) -> Result<String, DeployError>;
 }
 

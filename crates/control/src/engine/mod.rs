@@ -65,6 +65,14 @@ pub enum Msg {
         version: u64,
         result: Result<(), String>,
     },
+    /// For the pipelines, whose state this loop owns too (`pipelines::Shell`).
+    Pipelines(pipelines::Request),
+}
+
+impl From<pipelines::Request> for Msg {
+    fn from(request: pipelines::Request) -> Msg {
+        Msg::Pipelines(request)
+    }
 }
 
 pub enum Command {
@@ -94,14 +102,24 @@ pub enum Command {
         addr: String,
         register: bool,
     },
-    /// The ECS deploy action (`imagedefinitions.json`): a new revision of the service's task
-    /// definition with these containers' images, deployed through the service's group.
-    DeployImages {
-        service: String,
-        images: Vec<(String, String)>,
+    /// A pipeline's deploy action: its deployment, created as `CreateDeployment` creates one,
+    /// with the action run's record of its id (`ci_jobs`, under `job`) in the deployment's own
+    /// transaction, so a restart adopts it and never starts a second one.
+    PipelineDeploy {
+        job: String,
+        deployment: PipelineDeployment,
     },
     /// Stop every task and the data plane, then exit (`cutover down`).
     Shutdown,
+}
+
+/// What a pipeline's deploy action deploys.
+pub enum PipelineDeployment {
+    /// A task definition and an AppSpec read from the pipeline's artifacts.
+    Files(api::CreateDeploymentRequest),
+    /// The ECS deploy action (`imagedefinitions.json`): a new revision of the service's task
+    /// definition with these containers' images, deployed through the service's group.
+    Images { service: String, images: Vec<(String, String)> },
 }
 
 /// What the HTTP handlers may read without going through the loop.
@@ -165,8 +183,9 @@ pub struct Engine {
     pub api_url: String,
     pub data_dir: std::path::PathBuf,
     pub lb_threads: usize,
-    /// Pipelines, when `cutover up` started them.
-    pub ci: Option<Arc<pipelines::Pipelines>>,
+    /// The pipelines' state and jobs, when `cutover up` started them: this loop is their one
+    /// owner too, and wakes for their deadlines as for the reconciler's.
+    pub pipelines: Option<pipelines::Shell>,
     /// The one state: every decision is the reconciler's.
     state: Reconciler,
     /// The rows last written from `state`, to write only what changed.
@@ -206,7 +225,7 @@ impl Engine {
             api_url,
             data_dir,
             lb_threads,
-            ci: None,
+            pipelines: None,
             state: Reconciler::new(0, 0, clock::now()),
             projection: project::Projection::default(),
             last_pushed: None,
@@ -245,17 +264,27 @@ impl Engine {
     }
 
     /// The earliest time something is due without a message: the reconciler's next deadline,
-    /// or the next write attempt during a store outage. Only deadlines after `now`: one that
-    /// passed was acted on, or waits for the store.
+    /// the next write attempt during a store outage, or the pipelines' next deadline. Of the
+    /// first two only those after `now`: one that passed was acted on, or waits for the store.
+    /// The pipelines' may have passed (a resumed machine to write): it is due at once.
     fn next_deadline(&self, now: Timestamp) -> Option<Timestamp> {
         let outage = self.outage.as_ref().map(|o| o.retry_at);
-        self.state.next_deadline().into_iter().chain(outage).filter(|at| *at > now).min()
+        let reconciler =
+            self.state.next_deadline().into_iter().chain(outage).filter(|at| *at > now);
+        let pipelines = self.pipelines.as_ref().map(pipelines::Shell::next_deadline);
+        reconciler.chain(pipelines).min()
     }
 
-    /// A deadline passed: the store is tried again during an outage, and time is observed.
+    /// A deadline passed: the store is tried again during an outage, time is observed, and the
+    /// pipelines take what is due.
     fn tick(&mut self) {
         if self.store_writable(clock::now()) {
             self.feed(Observation::Tick);
+        }
+        if let Some(pipelines) = &mut self.pipelines
+            && pipelines.next_deadline() <= clock::now()
+        {
+            pipelines.tick();
         }
     }
 
@@ -292,6 +321,12 @@ impl Engine {
             Msg::TasksInspected(answers) => {
                 for crate::pollers::Inspection { task_id, state, .. } in answers {
                     self.feed(observe::task_inspected(task_id, state));
+                }
+                return;
+            }
+            Msg::Pipelines(request) => {
+                if let Some(pipelines) = &mut self.pipelines {
+                    pipelines.handle(request);
                 }
                 return;
             }

@@ -64,6 +64,7 @@ impl Deployer for FakeDeployer {
         task_definition: FileText,
         appspec: FileText,
         description: String,
+        _job: &str,
     ) -> Result<String, pipelines::DeployError> {
         let n = {
             let mut calls = self.calls.lock().unwrap();
@@ -86,6 +87,7 @@ impl Deployer for FakeDeployer {
         &self,
         service: &str,
         images: Vec<(String, String)>,
+        _job: &str,
     ) -> Result<String, pipelines::DeployError> {
         let mut c = self.ecs_calls.lock().unwrap();
         c.push((service.into(), images));
