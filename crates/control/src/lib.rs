@@ -11,7 +11,6 @@ mod apply;
 mod clock;
 pub mod data_dir;
 mod declared;
-mod deployer;
 mod deployment;
 mod documents;
 pub mod engine;
@@ -141,7 +140,6 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         },
         tx.clone(),
     );
-    let deployer = Arc::new(deployer::EngineDeployer { tx: tx.clone(), store: store.clone() });
     // Pipelines live in the engine's loop: one owner, one clock for both.
     let (ci, pipelines_shell) = pipelines::Pipelines::hosted(
         pipelines::PipelinesConfig {
@@ -150,7 +148,6 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
             // The authorization layer around both routers checks every credential.
             token: None,
         },
-        deployer,
         store.clone(),
         pipelines::LoopSender::new(tx.clone()),
     )

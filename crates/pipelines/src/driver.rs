@@ -22,7 +22,8 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
 
 use crate::core::{self, Core, Effect, Msg, Prepared, Step};
-use crate::{Deployer, Error, PipelinesConfig, artifacts, git};
+use crate::jobs::{DeployStep, Deploys};
+use crate::{DeployRequest, DeploymentState, Error, PipelinesConfig, artifacts, git};
 
 /// Requests waiting for the loop; a sender waits (it never drops one) when it is full.
 const REQUESTS_MAX: usize = 1024;
@@ -66,6 +67,11 @@ pub enum Request {
     JobDone {
         key: String,
     },
+    /// A deploy action run's job read what it needs: the deployment to start or adopt.
+    Deploy {
+        job: String,
+        step: DeployStep,
+    },
 }
 
 /// The way to the loop that hosts the pipelines' [`Shell`]: its standalone loop's channel, or the
@@ -88,11 +94,10 @@ impl LoopSender {
     }
 }
 
-/// What every handler, job and poll shares: settings, the deployer, the store to read, and the
-/// way to the loop. Nothing in it changes the pipelines' state but a request.
+/// What every handler, job and poll shares: settings, the store to read, and the way to the
+/// loop. Nothing in it changes the pipelines' state but a request.
 pub struct Ctx {
     pub cfg: PipelinesConfig,
-    pub deployer: Arc<dyn Deployer>,
     pub store: Arc<store::Store>,
     requests: LoopSender,
     /// Wakes the push scanner (after a `git push`).
@@ -180,10 +185,19 @@ pub struct Pipelines {
     standalone: Option<mpsc::Sender<Standalone>>,
 }
 
-/// What the standalone loop takes: the shell's requests, and an `apply` whose transaction the
-/// caller runs (the loop waits for its verdict and takes nothing else meanwhile).
+/// What the standalone loop takes: the shell's requests, an `apply` whose transaction the caller
+/// runs (the loop waits for its verdict and takes nothing else meanwhile), and the answers of
+/// the deployments it asked for ([`Deployments`]).
 enum Standalone {
     Request(Request),
+    Started {
+        job: String,
+        started: Result<String, String>,
+    },
+    Ended {
+        id: String,
+        state: DeploymentState,
+    },
     Apply {
         prepared: oneshot::Sender<Result<Prepared, Error>>,
         apply: Box<Apply>,
@@ -209,19 +223,25 @@ struct Apply {
 
 impl Pipelines {
     /// Pipelines on a loop of their own (without the control plane: their tests): restores
-    /// every pipeline from the store, resumes them and spawns the loop. Call inside a tokio
-    /// runtime.
+    /// every pipeline from the store, resumes them and spawns the loop. What the deploy actions
+    /// ask comes out of the receiver; answer through [`Pipelines::deployments`]. Call inside a
+    /// tokio runtime.
     pub fn start(
         config: PipelinesConfig,
-        deployer: Arc<dyn Deployer>,
         store: Arc<store::Store>,
-    ) -> Result<Pipelines, Error> {
+    ) -> Result<(Pipelines, mpsc::UnboundedReceiver<DeployRequest>), Error> {
         let (tx, rx) = mpsc::channel(REQUESTS_MAX);
-        let (mut pipelines, shell) =
-            Pipelines::hosted(config, deployer, store, LoopSender::new(tx.clone()))?;
-        pipelines.tasks.push(tokio::spawn(shell.run_alone(rx)));
+        let (deploys, deploys_rx) = mpsc::unbounded_channel();
+        let (mut pipelines, shell) = Pipelines::hosted(config, store, LoopSender::new(tx.clone()))?;
+        pipelines.tasks.push(tokio::spawn(shell.run_alone(rx, deploys)));
         pipelines.standalone = Some(tx);
-        Ok(pipelines)
+        Ok((pipelines, deploys_rx))
+    }
+
+    /// How the standalone loop's deployments are answered.
+    pub fn deployments(&self) -> Option<Deployments> {
+        let tx = self.standalone.clone()?;
+        Some(Deployments { tx, ctx: self.ctx.clone() })
     }
 
     /// Pipelines hosted in another loop (the control plane's engine): restores every pipeline
@@ -229,7 +249,6 @@ impl Pipelines {
     /// loop owns; requests reach that loop through `requests`. Call inside a tokio runtime.
     pub fn hosted(
         config: PipelinesConfig,
-        deployer: Arc<dyn Deployer>,
         store: Arc<store::Store>,
         requests: LoopSender,
     ) -> Result<(Pipelines, Shell), Error> {
@@ -244,7 +263,6 @@ impl Pipelines {
         })?;
         let ctx = Arc::new(Ctx {
             cfg: config,
-            deployer,
             store,
             requests,
             pushed: Notify::new(),
@@ -253,7 +271,8 @@ impl Pipelines {
         });
         // Resumed machines are written again before their effects run (the first tick).
         let core = Core::restore(slots, ctx.now());
-        let shell = Shell { core, ctx: ctx.clone(), jobs: Jobs::default() };
+        let shell =
+            Shell { core, ctx: ctx.clone(), jobs: Jobs::default(), deploys: Deploys::default() };
         let tasks = vec![tokio::spawn(crate::sources::scan_pushes(ctx.clone()))];
         Ok((Pipelines { ctx, tasks, standalone: None }, shell))
     }
@@ -344,6 +363,33 @@ impl Pipelines {
         self.ctx.init_repository(name)?;
         let name = name.to_string();
         self.ctx.ask_blocking(|reply| Request::CreateRepository { name, reply })?
+    }
+}
+
+/// The answers of the standalone loop's deployments, to what came out of [`Pipelines::start`]'s
+/// receiver.
+#[derive(Clone)]
+pub struct Deployments {
+    tx: mpsc::Sender<Standalone>,
+    ctx: Arc<Ctx>,
+}
+
+impl Deployments {
+    /// The deployment of `job` ([`DeployRequest::Start`]) started as `id`, or could not start.
+    /// The id is recorded under `job` first, until the store takes it.
+    pub async fn started(&self, job: &str, started: Result<String, String>) {
+        if let Ok(id) = &started {
+            let what = format!("deployment {id} of {job}");
+            let now = self.ctx.now().as_millis();
+            // Any other store error is logged there; the run goes on with its deployment.
+            let _ = self.ctx.write_until_stored(&what, |tx| tx.ci_job_put(job, id, now)).await;
+        }
+        let _ = self.tx.send(Standalone::Started { job: job.to_string(), started }).await;
+    }
+
+    /// Deployment `id` ended.
+    pub async fn ended(&self, id: &str, state: DeploymentState) {
+        let _ = self.tx.send(Standalone::Ended { id: id.to_string(), state }).await;
     }
 }
 
@@ -491,6 +537,11 @@ impl Ctx {
         let _ = self.requests.send(Request::Handle { msg, reply: None }).await;
     }
 
+    /// Sends the loop a request that needs no answer.
+    pub(crate) async fn send(&self, request: Request) {
+        self.requests.send(request).await;
+    }
+
     pub(crate) async fn job_done(&self, key: String) {
         let _ = self.requests.send(Request::JobDone { key }).await;
     }
@@ -614,6 +665,7 @@ pub struct Shell {
     core: Core,
     ctx: Arc<Ctx>,
     jobs: Jobs,
+    deploys: Deploys,
 }
 
 impl Shell {
@@ -636,11 +688,18 @@ impl Shell {
         self.perform(effects);
     }
 
-    /// The standalone host's loop: handles what is due, then sleeps until the next deadline or
-    /// the next request.
-    async fn run_alone(mut self, mut requests: mpsc::Receiver<Standalone>) {
+    /// The standalone host's loop: handles what is due, hands out what the deploy actions ask,
+    /// then sleeps until the next deadline or the next request.
+    async fn run_alone(
+        mut self,
+        mut requests: mpsc::Receiver<Standalone>,
+        deploys: mpsc::UnboundedSender<DeployRequest>,
+    ) {
         loop {
             self.tick();
+            for request in self.deploys() {
+                let _ = deploys.send(request);
+            }
             let wake_at = self.next_deadline();
             let sleep = Duration::from_millis(
                 wake_at.as_millis().saturating_sub(self.ctx.now().as_millis()),
@@ -648,6 +707,10 @@ impl Shell {
             tokio::select! {
                 request = requests.recv() => match request {
                     Some(Standalone::Request(request)) => self.handle(request),
+                    Some(Standalone::Started { job, started }) => {
+                        self.deployment_started(&job, started)
+                    }
+                    Some(Standalone::Ended { id, state }) => self.deployment_ended(&id, &state),
                     Some(Standalone::Apply { prepared, apply, verdict }) => {
                         let decided = self.prepare_apply(&apply.repositories, &apply.pipelines);
                         let kept = decided.as_ref().ok().cloned();
@@ -710,7 +773,38 @@ impl Shell {
             Request::JobDone { key } => {
                 self.jobs.0.remove(&key);
             }
+            Request::Deploy { job, step } => {
+                if let Some((pipeline, input)) = self.deploys.prepared(job, step) {
+                    self.report(pipeline, input);
+                }
+            }
         }
+    }
+
+    /// What the deploy actions ask of the host since it last took them: perform each in order,
+    /// and answer with [`Shell::deployment_started`] and [`Shell::deployment_ended`].
+    pub fn deploys(&mut self) -> Vec<DeployRequest> {
+        std::mem::take(&mut self.deploys.outbox)
+    }
+
+    /// The host started the deployment [`DeployRequest::Start`] asked for `job` (its id, which it
+    /// recorded), or says why it could not.
+    pub fn deployment_started(&mut self, job: &str, started: Result<String, String>) {
+        if let Some((pipeline, input)) = self.deploys.started(job, started) {
+            self.report(pipeline, input);
+        }
+    }
+
+    /// Deployment `id` ended: the action run that follows it ends with it.
+    pub fn deployment_ended(&mut self, id: &str, state: &DeploymentState) {
+        if let Some((pipeline, input)) = self.deploys.ended(id, state) {
+            self.report(pipeline, input);
+        }
+    }
+
+    /// Feeds a report to its pipeline's machine; one the store cannot take now is kept.
+    fn report(&mut self, pipeline: String, input: pipeline::Input) {
+        self.handle(Request::Handle { msg: Msg::Report { pipeline, input }, reply: None });
     }
 
     /// What applying these declarations would do now; changes nothing.
@@ -838,6 +932,7 @@ impl Shell {
                 Effect::Action { pipeline, action, effect, revision } => crate::jobs::perform(
                     &self.ctx,
                     &mut self.jobs,
+                    &mut self.deploys,
                     &pipeline,
                     action,
                     effect,

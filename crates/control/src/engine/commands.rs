@@ -5,7 +5,7 @@
 use model::Timestamp;
 use reconciler::{Command as Decide, Observation};
 
-use super::{Command, Engine, PipelineDeployment, StepError, observe};
+use super::{Command, Engine, StepError, observe};
 use crate::clock;
 use crate::declared::*;
 use crate::error::ApiError;
@@ -24,18 +24,6 @@ impl Engine {
             }
             Command::CreateDeployment(request) => {
                 let id = crate::apply::create_deployment(self, request, now)?;
-                Ok(serde_json::to_value(self.deployment_view(&id)?)?)
-            }
-            Command::PipelineDeploy { job, deployment } => {
-                let request = match deployment {
-                    PipelineDeployment::Files(request) => request,
-                    PipelineDeployment::Images { service, images } => {
-                        crate::apply::image_definitions_deployment(self, &service, &images)?
-                    }
-                };
-                let record =
-                    |tx: &store::Tx<'_>, id: &str| tx.ci_job_put(&job, id, now.as_millis());
-                let id = crate::apply::create_deployment_with(self, request, now, record)?;
                 Ok(serde_json::to_value(self.deployment_view(&id)?)?)
             }
             Command::Stop { id, rollback } => {

@@ -17,6 +17,7 @@ mod alarms;
 mod commands;
 mod effects;
 pub mod observe;
+mod pipeline_deploys;
 pub mod project;
 mod recover;
 pub mod write;
@@ -102,24 +103,8 @@ pub enum Command {
         addr: String,
         register: bool,
     },
-    /// A pipeline's deploy action: its deployment, created as `CreateDeployment` creates one,
-    /// with the action run's record of its id (`ci_jobs`, under `job`) in the deployment's own
-    /// transaction, so a restart adopts it and never starts a second one.
-    PipelineDeploy {
-        job: String,
-        deployment: PipelineDeployment,
-    },
     /// Stop every task and the data plane, then exit (`cutover down`).
     Shutdown,
-}
-
-/// What a pipeline's deploy action deploys.
-pub enum PipelineDeployment {
-    /// A task definition and an AppSpec read from the pipeline's artifacts.
-    Files(api::CreateDeploymentRequest),
-    /// The ECS deploy action (`imagedefinitions.json`): a new revision of the service's task
-    /// definition with these containers' images, deployed through the service's group.
-    Images { service: String, images: Vec<(String, String)> },
 }
 
 /// What the HTTP handlers may read without going through the loop.
@@ -286,9 +271,16 @@ impl Engine {
         {
             pipelines.tick();
         }
+        self.pipeline_deploys();
     }
 
+    /// Takes one message, then performs what the pipelines' deploy actions asked meanwhile.
     async fn handle(&mut self, msg: Msg) {
+        self.take(msg).await;
+        self.pipeline_deploys();
+    }
+
+    async fn take(&mut self, msg: Msg) {
         let observation = match msg {
             Msg::Command(command, reply) => {
                 let result = self.command(command).await;
