@@ -9,6 +9,11 @@
 //! reports back as a message. The loop never awaits IO, and sleeps until the reconciler's next
 //! deadline or the next message.
 //!
+//! The pipelines live in this loop too: it owns their `pipelines::Shell`, hands it the requests
+//! of their handlers and jobs (`Msg::Pipelines`) and a tick at its deadlines, creates the
+//! deployments their deploy actions ask for as its own commands and tells them when those end
+//! (`pipeline_deploys`).
+//!
 //! A write the store refuses (a full disk) changes nothing: the engine keeps its previous state,
 //! performs nothing, keeps the observation and feeds it again once the store can be written
 //! (`outage`).
