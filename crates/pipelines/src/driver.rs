@@ -533,7 +533,17 @@ impl Ctx {
 
     /// Feeds a job's report to its pipeline's machine (kept until the store can take it).
     pub async fn report(&self, pipeline: &str, input: pipeline::Input) {
-        let msg = Msg::Report { pipeline: pipeline.to_string(), input };
+        self.report_build(pipeline, input, None).await;
+    }
+
+    /// [`Ctx::report`] with the record of the build the job runs, written with the report.
+    pub async fn report_build(
+        &self,
+        pipeline: &str,
+        input: pipeline::Input,
+        build: Option<store::CiBuildRow>,
+    ) {
+        let msg = Msg::Report { pipeline: pipeline.to_string(), input, build: build.map(Box::new) };
         let _ = self.requests.send(Request::Handle { msg, reply: None }).await;
     }
 
@@ -624,8 +634,8 @@ impl Ctx {
     }
 
     /// Writes what `write` writes, trying again with backoff while the store cannot be written
-    /// (a full disk), so that a fact already true outside (a started deployment, a build's
-    /// result) is never lost; `what` names it in the log. Another kind of store error is logged
+    /// (a full disk), so that a fact already true outside (a deployment the standalone host's
+    /// deployments started) is never lost; `what` names it in the log. Another kind of store error is logged
     /// and returned.
     pub async fn write_until_stored(
         &self,
@@ -804,7 +814,8 @@ impl Shell {
 
     /// Feeds a report to its pipeline's machine; one the store cannot take now is kept.
     fn report(&mut self, pipeline: String, input: pipeline::Input) {
-        self.handle(Request::Handle { msg: Msg::Report { pipeline, input }, reply: None });
+        let msg = Msg::Report { pipeline, input, build: None };
+        self.handle(Request::Handle { msg, reply: None });
     }
 
     /// What applying these declarations would do now; changes nothing.
@@ -976,6 +987,9 @@ fn write_step(tx: &store::Tx<'_>, write: &core::Write, now: u64) -> store::Resul
     }
     if let Some((name, commit)) = &write.source {
         tx.ci_source_set(name, commit, now)?;
+    }
+    for row in &write.builds {
+        tx.ci_build_put(row)?;
     }
     Ok(())
 }

@@ -229,10 +229,10 @@ pub fn perform(
             let (stop_tx, stop_rx) = watch::channel(false);
             let c = ctx.clone();
             let handle = tokio::spawn(async move {
-                let input = build(&c, &r, &adef, &inputs, &outputs, revision, stop_rx).await;
+                let ended = build(&c, &r, &adef, &inputs, &outputs, revision, stop_rx).await;
                 c.job_done(r.key()).await;
-                if let Some(input) = input {
-                    c.report(&r.pipeline, input).await;
+                if let Some((input, record)) = ended {
+                    c.report_build(&r.pipeline, input, record.as_ref().map(build_row)).await;
                 }
             });
             jobs.0.insert(key, Job { abort: handle.abort_handle(), stop: Some(stop_tx) });
@@ -274,9 +274,9 @@ fn now_ms(ctx: &Ctx) -> u64 {
     ctx.now().as_millis()
 }
 
-/// Records the build; a full disk delays it until the record is written.
-async fn put_build(ctx: &Ctx, b: &api::Build) {
-    let row = store::CiBuildRow {
+/// The build's stored record; the loop writes it with the report that brings it.
+fn build_row(b: &api::Build) -> store::CiBuildRow {
+    store::CiBuildRow {
         id: b.id.clone(),
         pipeline: b.pipeline.clone(),
         execution_id: b.execution_id.clone(),
@@ -284,11 +284,12 @@ async fn put_build(ctx: &Ctx, b: &api::Build) {
         body: serde_json::to_string(b).unwrap_or_default(),
         started_at: b.started_at,
         ended_at: b.ended_at,
-    };
-    let what = format!("the record of build {}", b.id);
-    // Any other store error is logged there; the build itself goes on.
-    let _ = ctx.write_until_stored(&what, |tx| tx.ci_build_put(&row)).await;
+    }
 }
+
+/// How a build ended: the action's result, and the build's final record (none when no build
+/// could be allocated).
+type BuildEnd = (Input, Option<api::Build>);
 
 pub fn log_path(data_dir: &Path, build_id: &str) -> PathBuf {
     data_dir.join("builds").join(format!("{build_id}.log"))
@@ -302,13 +303,14 @@ async fn build(
     outputs: &[String],
     revision: Revision,
     stop: watch::Receiver<bool>,
-) -> Option<Input> {
+) -> Option<BuildEnd> {
     let Settings::Build(settings) = &adef.kind else { return None };
     let key = format!("ci.builds.{}", r.pipeline);
     let n = match ctx.store.transaction(|tx| tx.next_sequence(&key)) {
         Ok(n) => n,
         Err(err) => {
-            return Some(r.result(false, format!("cannot allocate a build: {err}"), vec![]));
+            let message = format!("cannot allocate a build: {err}");
+            return Some((r.result(false, message, vec![]), None));
         }
     };
     let id = format!("{}-b{n}", r.pipeline);
@@ -327,15 +329,14 @@ async fn build(
         message: None,
         exported_variables: Vec::new(),
     };
-    put_build(ctx, &record).await;
-    ctx.report(&r.pipeline, r.started(id.clone())).await;
+    ctx.report_build(&r.pipeline, r.started(id.clone()), Some(build_row(&record))).await;
     let data_dir = ctx.data_dir().to_path_buf();
     let log_file = log_path(&data_dir, &id);
     let mut log = match std::fs::OpenOptions::new().create(true).append(true).open(&log_file) {
         Ok(f) => f,
         Err(err) => {
             let msg = format!("cannot open the build log: {err}");
-            return Some(finish_fail(ctx, r, &mut record, msg).await);
+            return Some(finish_fail(ctx, r, record, msg));
         }
     };
     let work = data_dir.join("work").join(&id);
@@ -344,7 +345,7 @@ async fn build(
         Err(err) => {
             let msg = err.to_string();
             let _ = writeln!(log, "[cutover] {msg}");
-            return Some(finish_fail(ctx, r, &mut record, msg).await);
+            return Some(finish_fail(ctx, r, record, msg));
         }
     };
     let mut build = builder::BuildContext::new(id.clone(), work.join("src"), work.join("out"));
@@ -369,9 +370,8 @@ async fn build(
             .unwrap_or_default();
         let msg = format!("build {id} {}{failed}", result.status.as_str());
         record.message = Some(msg.clone());
-        put_build(ctx, &record).await;
         let _ = std::fs::remove_dir_all(&work);
-        return Some(r.result(false, msg, vec![]));
+        return Some((r.result(false, msg, vec![]), Some(record)));
     }
     let stored = match store_outputs(
         &data_dir,
@@ -386,17 +386,15 @@ async fn build(
         Err(OutputFailure::Missing(msg)) => {
             record.message = Some(msg.clone());
             record.status = "FAILED".into();
-            put_build(ctx, &record).await;
-            return Some(r.result(false, msg, vec![]));
+            return Some((r.result(false, msg, vec![]), Some(record)));
         }
         Err(OutputFailure::Storing { name, err }) => {
             let msg = format!("storing `{name}`: {err}");
-            return Some(finish_fail(ctx, r, &mut record, msg).await);
+            return Some(finish_fail(ctx, r, record, msg));
         }
     };
-    put_build(ctx, &record).await;
     let _ = std::fs::remove_dir_all(&work);
-    Some(r.result(true, format!("build {id} SUCCEEDED"), stored))
+    Some((r.result(true, format!("build {id} SUCCEEDED"), stored), Some(record)))
 }
 
 /// A build's workspace, ready to run.
@@ -544,12 +542,11 @@ async fn store_outputs(
     Ok(stored)
 }
 
-async fn finish_fail(ctx: &Ctx, r: &Run, record: &mut api::Build, msg: String) -> Input {
+fn finish_fail(ctx: &Ctx, r: &Run, mut record: api::Build, msg: String) -> BuildEnd {
     record.status = "FAILED".into();
     record.ended_at = Some(now_ms(ctx));
     record.message = Some(msg.clone());
-    put_build(ctx, record).await;
-    r.result(false, msg, vec![])
+    (r.result(false, msg, vec![]), Some(record))
 }
 
 /// A file of an artifact that could not be read.

@@ -39,8 +39,8 @@
 //!   loop sleeps until its next deadline (an action's timeout, a poll, retention, a retry of what
 //!   the store refused) or until a request arrives.
 //! - **A full disk.** Nothing that is already true outside is dropped when the store refuses to
-//!   record it: a build's record (written by its job), an action's report (kept by the loop)
-//!   and a push (kept in its repository) wait until they are written; a deployment is started
+//!   record it: an action's report and the build record it brings (kept by the loop) and a
+//!   push (kept in its repository) wait until they are written; a deployment is started
 //!   only with its id's record (the standalone host writes that record until it is stored); an
 //!   API write is answered 503 and changes nothing.
 //! - **Executions** are `{pipeline}-{n}` (unique across pipelines, so `approvals approve ID`
