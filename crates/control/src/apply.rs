@@ -21,7 +21,7 @@ mod task_definitions;
 
 use model::Timestamp;
 
-pub use deploy::{create_deployment, image_definitions_deployment};
+pub use deploy::{create_deployment, create_deployment_with, image_definitions_deployment};
 pub use task_definitions::{register_task_definition, split_revision, task_spec};
 
 use crate::api::{self, ApplyResponse, PlanItem};

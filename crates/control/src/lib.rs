@@ -11,7 +11,6 @@ mod apply;
 mod clock;
 pub mod data_dir;
 mod declared;
-mod deployer;
 mod deployment;
 mod documents;
 pub mod engine;
@@ -141,21 +140,19 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         },
         tx.clone(),
     );
-    let deployer = Arc::new(deployer::EngineDeployer { tx: tx.clone(), store: store.clone() });
-    let ci = Arc::new(
-        pipelines::Pipelines::start(
-            pipelines::PipelinesConfig {
-                data_dir: config.data_dir.join("pipelines"),
-                api_url: url.clone(),
-                // The authorization layer around both routers checks every credential.
-                token: None,
-            },
-            deployer,
-            store.clone(),
-        )
-        .map_err(|err| anyhow::anyhow!("starting pipelines: {err}"))?,
-    );
-    engine.ci = Some(ci.clone());
+    // Pipelines live in the engine's loop: one owner, one clock for both.
+    let (ci, pipelines_shell) = pipelines::Pipelines::hosted(
+        pipelines::PipelinesConfig {
+            data_dir: config.data_dir.join("pipelines"),
+            api_url: url.clone(),
+            // The authorization layer around both routers checks every credential.
+            token: None,
+        },
+        store.clone(),
+        pipelines::LoopSender::new(tx.clone()),
+    )
+    .map_err(|err| anyhow::anyhow!("starting pipelines: {err}"))?;
+    engine.pipelines = Some(pipelines_shell);
     engine.recover().await.context("recovering state")?;
     let engine_done = tokio::spawn(engine.run(rx));
 

@@ -34,9 +34,10 @@ pub struct Slot {
 /// What the shell tells the core.
 #[derive(Clone, Debug)]
 pub enum Msg {
-    /// A job's report (an action started or ended). One the store refuses is kept and fed
-    /// again until it is written.
-    Report { pipeline: String, input: Input },
+    /// A job's report (an action started or ended), with the record of the build it ran, if
+    /// any, written in the same transaction. One the store refuses is kept and fed again until it
+    /// is written.
+    Report { pipeline: String, input: Input, build: Option<Box<store::CiBuildRow>> },
     /// An operator's command (stop, retry). One the store refuses is answered with the error.
     Command { pipeline: String, input: Input },
     /// Approve or reject an approval the execution waits for (the only one, or the named one).
@@ -100,11 +101,16 @@ pub struct Write {
     pub executions: Vec<store::CiExecutionRow>,
     /// The source head to remember: (pipeline, commit).
     pub source: Option<(String, String)>,
+    /// The records of the builds a report brought.
+    pub builds: Vec<store::CiBuildRow>,
 }
 
 impl Write {
     pub fn is_empty(&self) -> bool {
-        self.pipeline.is_none() && self.executions.is_empty() && self.source.is_none()
+        self.pipeline.is_none()
+            && self.executions.is_empty()
+            && self.source.is_none()
+            && self.builds.is_empty()
     }
 }
 
@@ -125,8 +131,11 @@ struct Undo {
     pipeline: String,
     before: Box<Slot>,
     /// A report to keep and feed again when the store refuses the step.
-    report: Option<Input>,
+    report: Option<Held>,
 }
+
+/// A report kept until the store can take it: (pipeline, input, the build record it brings).
+type Held = (String, Input, Option<Box<store::CiBuildRow>>);
 
 impl Step {
     fn refusal(err: Error) -> Step {
@@ -172,7 +181,7 @@ pub struct Core {
     /// refused (taken again at `retry_at`).
     unwritten: BTreeSet<String>,
     /// Job reports the store refused, fed again in order at `retry_at`.
-    held: Vec<(String, Input)>,
+    held: Vec<Held>,
     retry_at: Option<Timestamp>,
     polls: BTreeMap<String, Poll>,
     next_gc: Timestamp,
@@ -248,7 +257,7 @@ impl Core {
             msgs.extend(
                 std::mem::take(&mut self.held)
                     .into_iter()
-                    .map(|(pipeline, input)| Msg::Report { pipeline, input }),
+                    .map(|(pipeline, input, build)| Msg::Report { pipeline, input, build }),
             );
         }
         for (name, slot) in &self.slots {
@@ -287,11 +296,13 @@ impl Core {
     /// Decides what `msg` changes. Nothing is acted on before the step's rows are written.
     pub fn handle(&mut self, msg: Msg, now: Timestamp) -> Step {
         match msg {
-            Msg::Report { pipeline, input } => {
+            Msg::Report { pipeline, input, build } => {
                 let report = input.clone();
                 let mut step = self.step(&pipeline, now, |m, now| m.handle_input(input, now));
+                // The build ran, whatever the machine makes of its report.
+                step.write.builds.extend(build.clone().map(|b| *b));
                 if let Some(undo) = &mut step.undo {
-                    undo.report = Some(report);
+                    undo.report = Some((pipeline.clone(), report, build));
                 }
                 step.outcome = step.outcome.map(|_| None);
                 step
@@ -372,7 +383,7 @@ impl Core {
             return;
         }
         match undo.report {
-            Some(input) => self.held.push((undo.pipeline, input)),
+            Some(held) => self.held.push(held),
             None => {
                 self.unwritten.insert(undo.pipeline);
             }
@@ -444,6 +455,7 @@ impl Core {
                 pipeline: Some((name.to_string(), PipelineDoc::of(slot))),
                 executions,
                 source: None,
+                builds: Vec::new(),
             },
             effects,
             outcome,
@@ -564,7 +576,7 @@ impl Core {
             let Some(mut slot) = self.slots.remove(&name) else { continue };
             self.polls.remove(&name);
             self.unwritten.remove(&name);
-            self.held.retain(|(p, _)| *p != name);
+            self.held.retain(|(p, _, _)| *p != name);
             effects.push(Effect::RemoveMirror { pipeline: name.clone() });
             let ids: Vec<String> = slot.machine.active().iter().map(|r| r.id.clone()).collect();
             for execution_id in ids {
@@ -726,6 +738,7 @@ mod tests {
                 outputs: vec![],
                 external_ref: None,
             },
+            build: None,
         }
     }
 
@@ -774,6 +787,32 @@ mod tests {
         let step = core.handle(msgs.into_iter().next().unwrap(), at(300));
         let _ = core.written(step);
         assert_eq!(status(&core, "app-1"), ExecutionStatus::Succeeded);
+    }
+
+    #[test]
+    fn a_build_s_record_is_written_with_its_report_and_kept_with_it_when_the_store_refuses() {
+        let mut core = applied(&[build_pipeline("app", "buildspec.yml")]);
+        let step = start(&mut core, 1, at(10));
+        let _ = core.written(step);
+        let record = store::CiBuildRow {
+            id: "app-b1".into(),
+            pipeline: "app".into(),
+            execution_id: "app-1".into(),
+            status: "SUCCEEDED".into(),
+            body: "{}".into(),
+            started_at: T0 + 10,
+            ended_at: Some(T0 + 20),
+        };
+        let Msg::Report { pipeline, input, .. } = built(1) else { unreachable!() };
+        let report = Msg::Report { pipeline, input, build: Some(Box::new(record.clone())) };
+
+        let step = core.handle(report, at(20));
+        assert_eq!(step.write.builds, std::slice::from_ref(&record), "in the report's transaction");
+        assert!(!step.write.executions.is_empty());
+        core.refused(step, true, at(20));
+        let (msgs, _) = core.tick(at(20).saturating_add(UNWRITTEN_RETRY));
+        let [Msg::Report { build, .. }] = msgs.as_slice() else { panic!("{msgs:?}") };
+        assert_eq!(build.as_deref(), Some(&record), "kept with the report");
     }
 
     #[test]

@@ -1,8 +1,10 @@
-//! The shell around [`Core`]: one task owns it and the running jobs, and is the only writer of
-//! the pipelines' state. HTTP handlers, jobs, polls and the push scanner send it [`Request`]s
-//! (with a reply channel where the caller needs an answer); it handles them one at a time, writes
-//! each step before performing its effects, and sleeps until the core's next deadline or the next
-//! request.
+//! The shell around [`Core`]: a [`Shell`] owns it and the running jobs, and is the only writer of
+//! the pipelines' state. It has no loop of its own: a host runs it in its loop — the control
+//! plane's engine, beside the reconciler, or [`Pipelines::start`]'s small loop when pipelines run
+//! alone (their tests). HTTP handlers, jobs, polls and the push scanner send the host's loop
+//! [`Request`]s (with a reply channel where the caller needs an answer); the host hands each to
+//! [`Shell::handle`], one at a time, which writes each step before performing its effects, and
+//! calls [`Shell::tick`] when [`Shell::next_deadline`] has come.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -12,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, Wake};
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use model::Timestamp;
 use pipeline::definition::PipelineDecl;
 use pipeline::{ArtifactId, ExecutionRecord, Pipeline, Revision};
@@ -19,12 +22,14 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
 
 use crate::core::{self, Core, Effect, Msg, Prepared, Step};
-use crate::{Deployer, Error, PipelinesConfig, artifacts, git};
+use crate::jobs::{DeployStep, Deploys};
+use crate::{DeployRequest, DeploymentState, Error, PipelinesConfig, artifacts, git};
 
 /// Requests waiting for the loop; a sender waits (it never drops one) when it is full.
 const REQUESTS_MAX: usize = 1024;
 
-/// What the loop is asked. Every change of the pipelines' state is one of these.
+/// What the loop is asked. Every change of the pipelines' state is one of these, or an `apply`
+/// (which its host calls the shell for directly: [`Shell::apply_with`]).
 pub enum Request {
     /// Handle a message; answer with the execution it was about, once it is written.
     Handle {
@@ -39,15 +44,6 @@ pub enum Request {
         artifact: ArtifactId,
         polled: Option<String>,
         reply: oneshot::Sender<Result<String, Error>>,
-    },
-    /// What applying these declarations would do. With `verdict`, the loop then waits for the
-    /// caller to say whether it wrote [`Prepared`]'s rows, and takes no other request meanwhile.
-    Apply {
-        existing_repos: HashSet<String>,
-        repositories: Vec<config::RepositoryDecl>,
-        defs: Vec<(PipelineDecl, Pipeline)>,
-        reply: oneshot::Sender<Prepared>,
-        verdict: Option<oneshot::Receiver<bool>>,
     },
     CreateRepository {
         name: String,
@@ -71,18 +67,43 @@ pub enum Request {
     JobDone {
         key: String,
     },
+    /// A deploy action run's job read what it needs: the deployment to start or adopt.
+    Deploy {
+        job: String,
+        step: DeployStep,
+    },
 }
 
-/// What every handler, job and poll shares: settings, the deployer, the store to read, and the
-/// way to the loop. Nothing in it changes the pipelines' state but a request.
+/// The way to the loop that hosts the pipelines' [`Shell`]: its standalone loop's channel, or the
+/// channel of the control plane's engine (whose messages carry a [`Request`]).
+#[derive(Clone)]
+pub struct LoopSender(Arc<dyn Fn(Request) -> BoxFuture<'static, bool> + Send + Sync>);
+
+impl LoopSender {
+    /// Requests go into `tx` as the host's own messages.
+    pub fn new<M: From<Request> + Send + 'static>(tx: mpsc::Sender<M>) -> LoopSender {
+        LoopSender(Arc::new(move |request| {
+            let tx = tx.clone();
+            Box::pin(async move { tx.send(M::from(request)).await.is_ok() })
+        }))
+    }
+
+    /// Waits while the loop's channel is full; `false` once the loop has ended.
+    async fn send(&self, request: Request) -> bool {
+        (self.0)(request).await
+    }
+}
+
+/// What every handler, job and poll shares: settings, the store to read, and the way to the
+/// loop. Nothing in it changes the pipelines' state but a request.
 pub struct Ctx {
     pub cfg: PipelinesConfig,
-    pub deployer: Arc<dyn Deployer>,
     pub store: Arc<store::Store>,
-    requests: mpsc::Sender<Request>,
+    requests: LoopSender,
     /// Wakes the push scanner (after a `git push`).
     pub(crate) pushed: Notify,
-    /// How many times the loop has run (it sleeps until its next deadline in between).
+    /// How many times the shell has ticked (its host's loop sleeps until its next deadline in
+    /// between).
     turns: AtomicU64,
     /// One git operation at a time on each pipeline's mirror: two fetches into one repository
     /// race (its creation, its ref locks) and one of them fails.
@@ -95,7 +116,7 @@ pub struct Job {
     pub stop: Option<watch::Sender<bool>>,
 }
 
-/// The running jobs; dropping the table (the loop ends) stops them all.
+/// The running jobs; dropping the table (the shell is dropped) stops them all.
 #[derive(Default)]
 pub struct Jobs(pub HashMap<String, Job>);
 
@@ -118,21 +139,14 @@ fn retry_delay(failed: u32) -> Duration {
     doubled.min(Duration::from_secs(5))
 }
 
-/// The pipelines subsystem. Dropping it stops its loop and its jobs (builds are killed; a
-/// deployment goes on and is adopted by the next start).
-pub struct Pipelines {
-    ctx: Arc<Ctx>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
 pub fn job_key(pipeline: &str, execution: &str, stage: &str, action: &str, run: u32) -> String {
     format!("{pipeline}/{execution}/{stage}/{action}/{run}")
 }
 
-/// Runs `future` to its end on this thread: the synchronous API waits for the loop, which runs
-/// on another thread. On a multi-thread runtime the worker first hands its other tasks (the loop,
-/// perhaps) to another thread, so this holds even with one worker; a current-thread runtime
-/// would wait for itself, so the synchronous API is not for one.
+/// Runs `future` to its end on this thread: the standalone host's synchronous API waits for its
+/// loop, which runs on another thread. On a multi-thread runtime the worker first hands its other
+/// tasks (the loop, perhaps) to another thread, so this holds even with one worker; a
+/// current-thread runtime would wait for itself, so the synchronous API is not for one.
 fn block_on<F: Future>(future: F) -> F::Output {
     struct Unpark(std::thread::Thread);
     impl Wake for Unpark {
@@ -161,14 +175,83 @@ fn shutting_down() -> Error {
     Error::Internal("the pipelines subsystem is shutting down".into())
 }
 
+/// The pipelines' side that outlives no loop: what the API's routes and the push scanner share.
+/// Dropping it stops the scanner (and, for [`Pipelines::start`], the standalone loop with its
+/// jobs: builds are killed; a deployment goes on and is adopted by the next start).
+pub struct Pipelines {
+    ctx: Arc<Ctx>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The standalone loop's own requests (an `apply`), when this host runs one.
+    standalone: Option<mpsc::Sender<Standalone>>,
+}
+
+/// What the standalone loop takes: the shell's requests, an `apply` whose transaction the caller
+/// runs (the loop waits for its verdict and takes nothing else meanwhile), and the answers of
+/// the deployments it asked for ([`Deployments`]).
+enum Standalone {
+    Request(Request),
+    Started {
+        job: String,
+        started: Result<String, String>,
+    },
+    Ended {
+        id: String,
+        state: DeploymentState,
+    },
+    Apply {
+        prepared: oneshot::Sender<Result<Prepared, Error>>,
+        apply: Box<Apply>,
+        verdict: oneshot::Receiver<bool>,
+    },
+    Plan {
+        plan: oneshot::Sender<Result<Vec<crate::api::PlanItem>, Error>>,
+        apply: Box<Apply>,
+    },
+}
+
+impl From<Request> for Standalone {
+    fn from(request: Request) -> Standalone {
+        Standalone::Request(request)
+    }
+}
+
+/// The declarations an `apply` brings.
+struct Apply {
+    repositories: Vec<config::RepositoryDecl>,
+    pipelines: Vec<config::PipelineDecl>,
+}
+
 impl Pipelines {
-    /// Restores every pipeline from the store, resumes them and spawns the loop. Call inside a
+    /// Pipelines on a loop of their own (without the control plane: their tests): restores
+    /// every pipeline from the store, resumes them and spawns the loop. What the deploy actions
+    /// ask comes out of the receiver; answer through [`Pipelines::deployments`]. Call inside a
     /// tokio runtime.
     pub fn start(
         config: PipelinesConfig,
-        deployer: Arc<dyn Deployer>,
         store: Arc<store::Store>,
-    ) -> Result<Pipelines, Error> {
+    ) -> Result<(Pipelines, mpsc::UnboundedReceiver<DeployRequest>), Error> {
+        let (tx, rx) = mpsc::channel(REQUESTS_MAX);
+        let (deploys, deploys_rx) = mpsc::unbounded_channel();
+        let (mut pipelines, shell) = Pipelines::hosted(config, store, LoopSender::new(tx.clone()))?;
+        pipelines.tasks.push(tokio::spawn(shell.run_alone(rx, deploys)));
+        pipelines.standalone = Some(tx);
+        Ok((pipelines, deploys_rx))
+    }
+
+    /// How the standalone loop's deployments are answered.
+    pub fn deployments(&self) -> Option<Deployments> {
+        let tx = self.standalone.clone()?;
+        Some(Deployments { tx, ctx: self.ctx.clone() })
+    }
+
+    /// Pipelines hosted in another loop (the control plane's engine): restores every pipeline
+    /// from the store and resumes them, and returns the API's side and the [`Shell`] the host's
+    /// loop owns; requests reach that loop through `requests`. Call inside a tokio runtime.
+    pub fn hosted(
+        config: PipelinesConfig,
+        store: Arc<store::Store>,
+        requests: LoopSender,
+    ) -> Result<(Pipelines, Shell), Error> {
         for sub in ["repos", "artifacts", "builds", "work", "mirrors"] {
             let p = config.data_dir.join(sub);
             std::fs::create_dir_all(&p)
@@ -178,42 +261,34 @@ impl Pipelines {
             crate::stored::LoadError::Store(err) => Error::Store(err),
             other => Error::Internal(other.to_string()),
         })?;
-        let (requests, rx) = mpsc::channel(REQUESTS_MAX);
         let ctx = Arc::new(Ctx {
             cfg: config,
-            deployer,
             store,
             requests,
             pushed: Notify::new(),
             turns: AtomicU64::new(0),
             mirrors: std::sync::Mutex::default(),
         });
-        // Resumed machines are written again before their effects run (the loop's first turn).
+        // Resumed machines are written again before their effects run (the first tick).
         let core = Core::restore(slots, ctx.now());
-        let shell = Shell { core, ctx: ctx.clone(), jobs: Jobs::default() };
-        let tasks = vec![
-            tokio::spawn(shell.run(rx)),
-            tokio::spawn(crate::sources::scan_pushes(ctx.clone())),
-        ];
-        Ok(Pipelines { ctx, tasks })
-    }
-
-    /// How many times the background loop has run; it sleeps until its next deadline or until
-    /// asked something in between, so an idle installation adds none.
-    #[doc(hidden)]
-    pub fn loop_turns(&self) -> u64 {
-        self.ctx.turns.load(Ordering::Relaxed)
+        let shell =
+            Shell { core, ctx: ctx.clone(), jobs: Jobs::default(), deploys: Deploys::default() };
+        let tasks = vec![tokio::spawn(crate::sources::scan_pushes(ctx.clone()))];
+        Ok((Pipelines { ctx, tasks, standalone: None }, shell))
     }
 
     pub(crate) fn ctx(&self) -> Arc<Ctx> {
         self.ctx.clone()
     }
 
-    /// Makes the pipelines what the declarations say, as `cutover apply` does: creates the
-    /// declared repositories, creates or updates the declared pipelines (see the crate docs for
-    /// what a changed definition does) and deletes the pipelines no longer declared, stopping
-    /// their unfinished executions. Repositories that are no longer declared are kept (`keep`).
-    /// Validates everything first: on error nothing changed.
+    /// How many times the shell has ticked; its loop sleeps until its next deadline or until
+    /// asked something in between, so an idle installation adds none.
+    #[doc(hidden)]
+    pub fn loop_turns(&self) -> u64 {
+        self.ctx.turns.load(Ordering::Relaxed)
+    }
+
+    /// [`Shell::apply_with`] without more writes, on the standalone loop.
     pub fn apply(
         &self,
         repositories: &[config::RepositoryDecl],
@@ -222,42 +297,28 @@ impl Pipelines {
         Ok(self.apply_with(repositories, pipelines, |_| Ok(()))?.0)
     }
 
-    /// [`Pipelines::apply`] with more writes of the caller in the same transaction: `also` runs
-    /// inside it, and when it fails nothing is changed, neither by `pipelines` nor by `also`.
-    /// The pipelines take no other request from the decision to the commit, so no execution
-    /// starts in between on a definition that is being replaced or deleted.
+    /// [`Shell::apply_with`] on the standalone loop: the loop decides, this thread writes the
+    /// pipelines' rows and `also` in one transaction, and the loop takes no other request from
+    /// its decision to the commit, so no execution starts in between on a definition that is
+    /// being replaced or deleted.
     pub fn apply_with<T>(
         &self,
         repositories: &[config::RepositoryDecl],
         pipelines: &[config::PipelineDecl],
         also: impl FnOnce(&store::Tx<'_>) -> store::Result<T>,
     ) -> Result<(Vec<crate::api::PlanItem>, T), Error> {
-        let (defs, existing_repos) = self.validate(repositories, pipelines)?;
-        // The directories first: creating one is idempotent (it also reinstalls the hook), and a
-        // directory without its row is invisible, so a failed transaction leaves nothing behind
-        // that anyone sees.
-        for r in repositories {
-            git::init_bare(&self.ctx.repo_dir(&r.name), "main")?;
-        }
+        let apply =
+            Box::new(Apply { repositories: repositories.to_vec(), pipelines: pipelines.to_vec() });
         let (verdict, verdict_rx) = oneshot::channel();
-        let prepared = self.ctx.ask_blocking(|reply| Request::Apply {
-            existing_repos,
-            repositories: repositories.to_vec(),
-            defs,
-            reply,
-            verdict: Some(verdict_rx),
-        })?;
+        let prepared =
+            self.ask_alone(|prepared| Standalone::Apply { prepared, apply, verdict: verdict_rx })??;
+        if let Err(err) = init_repositories(&self.ctx, repositories) {
+            let _ = verdict.send(false);
+            return Err(err);
+        }
         let ms = self.ctx.now().as_millis();
         let written = self.ctx.store.transaction(|tx| {
-            for r in repositories {
-                tx.ci_repository_create(&r.name, ms)?;
-            }
-            for (name, doc) in &prepared.puts {
-                crate::stored::put(tx, name, doc, ms)?;
-            }
-            for name in &prepared.deletes {
-                crate::stored::delete(tx, name)?;
-            }
+            write_apply(tx, repositories, &prepared, ms)?;
             also(tx)
         });
         let _ = verdict.send(written.is_ok());
@@ -270,43 +331,23 @@ impl Pipelines {
         repositories: &[config::RepositoryDecl],
         pipelines: &[config::PipelineDecl],
     ) -> Result<Vec<crate::api::PlanItem>, Error> {
-        let (defs, existing_repos) = self.validate(repositories, pipelines)?;
-        let prepared = self.ctx.ask_blocking(|reply| Request::Apply {
-            existing_repos,
-            repositories: repositories.to_vec(),
-            defs,
-            reply,
-            verdict: None,
-        })?;
-        Ok(prepared.plan)
+        let apply =
+            Box::new(Apply { repositories: repositories.to_vec(), pipelines: pipelines.to_vec() });
+        self.ask_alone(|plan| Standalone::Plan { plan, apply })?
     }
 
-    /// Checks the declarations and builds each pipeline's definition and a fresh machine for
-    /// it; with the hosted repositories that exist.
-    #[allow(clippy::type_complexity)]
-    fn validate(
+    fn ask_alone<T>(
         &self,
-        repositories: &[config::RepositoryDecl],
-        pipelines: &[config::PipelineDecl],
-    ) -> Result<(Vec<(PipelineDecl, Pipeline)>, HashSet<String>), Error> {
-        let now = self.ctx.now();
-        for r in repositories {
-            if !valid_name(&r.name) {
-                return Err(Error::Invalid(format!("repository `{}`: invalid name", r.name)));
-            }
-        }
-        let mut defs = Vec::new();
-        for def in pipelines {
-            if !valid_name(&def.name) {
-                return Err(Error::Invalid(format!("pipeline `{}`: invalid name", def.name)));
-            }
-            let machine = Pipeline::new(def.machine_spec(), now)
-                .map_err(|e| Error::Invalid(format!("pipeline `{}`: {e}", def.name)))?;
-            defs.push((def.clone(), machine));
-        }
-        let existing =
-            self.ctx.store.read(|tx| tx.ci_repository_list())?.into_iter().map(|r| r.0).collect();
-        Ok((defs, existing))
+        request: impl FnOnce(oneshot::Sender<T>) -> Standalone,
+    ) -> Result<T, Error> {
+        let Some(tx) = &self.standalone else {
+            return Err(Error::Internal("these pipelines are hosted by another loop".into()));
+        };
+        block_on(async {
+            let (reply, answer) = oneshot::channel();
+            tx.send(request(reply)).await.map_err(|_| shutting_down())?;
+            answer.await.map_err(|_| shutting_down())
+        })
     }
 
     /// Deletes a hosted repository and its git data; refused while a pipeline builds from it.
@@ -325,12 +366,95 @@ impl Pipelines {
     }
 }
 
+/// The answers of the standalone loop's deployments, to what came out of [`Pipelines::start`]'s
+/// receiver.
+#[derive(Clone)]
+pub struct Deployments {
+    tx: mpsc::Sender<Standalone>,
+    ctx: Arc<Ctx>,
+}
+
+impl Deployments {
+    /// The deployment of `job` ([`DeployRequest::Start`]) started as `id`, or could not start.
+    /// The id is recorded under `job` first, until the store takes it.
+    pub async fn started(&self, job: &str, started: Result<String, String>) {
+        if let Ok(id) = &started {
+            let what = format!("deployment {id} of {job}");
+            let now = self.ctx.now().as_millis();
+            // Any other store error is logged there; the run goes on with its deployment.
+            let _ = self.ctx.write_until_stored(&what, |tx| tx.ci_job_put(job, id, now)).await;
+        }
+        let _ = self.tx.send(Standalone::Started { job: job.to_string(), started }).await;
+    }
+
+    /// Deployment `id` ended.
+    pub async fn ended(&self, id: &str, state: DeploymentState) {
+        let _ = self.tx.send(Standalone::Ended { id: id.to_string(), state }).await;
+    }
+}
+
 impl Drop for Pipelines {
     fn drop(&mut self) {
         for task in &self.tasks {
             task.abort();
         }
     }
+}
+
+/// Checks the declarations and builds each pipeline's definition and a fresh machine for it;
+/// with the hosted repositories that exist.
+#[allow(clippy::type_complexity)]
+fn validate(
+    ctx: &Ctx,
+    repositories: &[config::RepositoryDecl],
+    pipelines: &[config::PipelineDecl],
+) -> Result<(Vec<(PipelineDecl, Pipeline)>, HashSet<String>), Error> {
+    let now = ctx.now();
+    for r in repositories {
+        if !valid_name(&r.name) {
+            return Err(Error::Invalid(format!("repository `{}`: invalid name", r.name)));
+        }
+    }
+    let mut defs = Vec::new();
+    for def in pipelines {
+        if !valid_name(&def.name) {
+            return Err(Error::Invalid(format!("pipeline `{}`: invalid name", def.name)));
+        }
+        let machine = Pipeline::new(def.machine_spec(), now)
+            .map_err(|e| Error::Invalid(format!("pipeline `{}`: {e}", def.name)))?;
+        defs.push((def.clone(), machine));
+    }
+    let existing = ctx.store.read(|tx| tx.ci_repository_list())?.into_iter().map(|r| r.0).collect();
+    Ok((defs, existing))
+}
+
+/// Creates the declared repositories' directories, before their rows are written: creating one
+/// is idempotent (it also reinstalls the hook), and a directory without its row is invisible, so
+/// a failed transaction leaves nothing behind that anyone sees.
+fn init_repositories(ctx: &Ctx, repositories: &[config::RepositoryDecl]) -> Result<(), Error> {
+    for r in repositories {
+        git::init_bare(&ctx.repo_dir(&r.name), "main")?;
+    }
+    Ok(())
+}
+
+/// An apply's rows, in the caller's transaction.
+fn write_apply(
+    tx: &store::Tx<'_>,
+    repositories: &[config::RepositoryDecl],
+    prepared: &Prepared,
+    ms: u64,
+) -> store::Result<()> {
+    for r in repositories {
+        tx.ci_repository_create(&r.name, ms)?;
+    }
+    for (name, doc) in &prepared.puts {
+        crate::stored::put(tx, name, doc, ms)?;
+    }
+    for name in &prepared.deletes {
+        crate::stored::delete(tx, name)?;
+    }
+    Ok(())
 }
 
 pub fn valid_name(name: &str) -> bool {
@@ -393,7 +517,9 @@ impl Ctx {
         request: impl FnOnce(oneshot::Sender<T>) -> Request,
     ) -> Result<T, Error> {
         let (reply, answer) = oneshot::channel();
-        self.requests.send(request(reply)).await.map_err(|_| shutting_down())?;
+        if !self.requests.send(request(reply)).await {
+            return Err(shutting_down());
+        }
         answer.await.map_err(|_| shutting_down())
     }
 
@@ -407,8 +533,23 @@ impl Ctx {
 
     /// Feeds a job's report to its pipeline's machine (kept until the store can take it).
     pub async fn report(&self, pipeline: &str, input: pipeline::Input) {
-        let msg = Msg::Report { pipeline: pipeline.to_string(), input };
+        self.report_build(pipeline, input, None).await;
+    }
+
+    /// [`Ctx::report`] with the record of the build the job runs, written with the report.
+    pub async fn report_build(
+        &self,
+        pipeline: &str,
+        input: pipeline::Input,
+        build: Option<store::CiBuildRow>,
+    ) {
+        let msg = Msg::Report { pipeline: pipeline.to_string(), input, build: build.map(Box::new) };
         let _ = self.requests.send(Request::Handle { msg, reply: None }).await;
+    }
+
+    /// Sends the loop a request that needs no answer.
+    pub(crate) async fn send(&self, request: Request) {
+        self.requests.send(request).await;
     }
 
     pub(crate) async fn job_done(&self, key: String) {
@@ -493,8 +634,8 @@ impl Ctx {
     }
 
     /// Writes what `write` writes, trying again with backoff while the store cannot be written
-    /// (a full disk), so that a fact already true outside (a started deployment, a build's
-    /// result) is never lost; `what` names it in the log. Another kind of store error is logged
+    /// (a full disk), so that a fact already true outside (a deployment the standalone host's
+    /// deployments started) is never lost; `what` names it in the log. Another kind of store error is logged
     /// and returned.
     pub async fn write_until_stored(
         &self,
@@ -527,34 +668,72 @@ impl Ctx {
     }
 }
 
-/// The loop's task: the core, and the jobs performing its actions.
-struct Shell {
+/// The one owner of the pipelines' state: the core, and the jobs performing its actions. Its host
+/// runs it in a loop: every [`Request`] into [`Shell::handle`], and [`Shell::tick`] once
+/// [`Shell::next_deadline`] has come. Dropping it stops the jobs.
+pub struct Shell {
     core: Core,
     ctx: Arc<Ctx>,
     jobs: Jobs,
+    deploys: Deploys,
 }
 
 impl Shell {
-    /// Handles what is due, then sleeps until the core's next deadline or the next request.
-    async fn run(mut self, mut requests: mpsc::Receiver<Request>) {
-        loop {
-            self.ctx.turns.fetch_add(1, Ordering::Relaxed);
-            let now = self.ctx.now();
-            let (msgs, effects) = self.core.tick(now);
-            for msg in msgs {
-                let pipeline = msg_pipeline(&msg).to_string();
-                if let Err(err) = self.take(msg) {
-                    tracing::debug!(pipeline, "not taken now: {err}");
-                }
+    /// When [`Shell::tick`] is due at the latest (it may have passed: call it at once then): an
+    /// action's timeout, a poll, retention, a retry of what the store refused.
+    pub fn next_deadline(&self) -> Timestamp {
+        self.core.next_deadline()
+    }
+
+    /// Handles what is due now.
+    pub fn tick(&mut self) {
+        self.ctx.turns.fetch_add(1, Ordering::Relaxed);
+        let (msgs, effects) = self.core.tick(self.ctx.now());
+        for msg in msgs {
+            let pipeline = msg_pipeline(&msg).to_string();
+            if let Err(err) = self.take(msg) {
+                tracing::debug!(pipeline, "not taken now: {err}");
             }
-            self.perform(effects);
-            let wake_at = self.core.next_deadline();
+        }
+        self.perform(effects);
+    }
+
+    /// The standalone host's loop: handles what is due, hands out what the deploy actions ask,
+    /// then sleeps until the next deadline or the next request.
+    async fn run_alone(
+        mut self,
+        mut requests: mpsc::Receiver<Standalone>,
+        deploys: mpsc::UnboundedSender<DeployRequest>,
+    ) {
+        loop {
+            self.tick();
+            for request in self.deploys() {
+                let _ = deploys.send(request);
+            }
+            let wake_at = self.next_deadline();
             let sleep = Duration::from_millis(
                 wake_at.as_millis().saturating_sub(self.ctx.now().as_millis()),
             );
             tokio::select! {
                 request = requests.recv() => match request {
-                    Some(request) => self.request(request).await,
+                    Some(Standalone::Request(request)) => self.handle(request),
+                    Some(Standalone::Started { job, started }) => {
+                        self.deployment_started(&job, started)
+                    }
+                    Some(Standalone::Ended { id, state }) => self.deployment_ended(&id, &state),
+                    Some(Standalone::Apply { prepared, apply, verdict }) => {
+                        let decided = self.prepare_apply(&apply.repositories, &apply.pipelines);
+                        let kept = decided.as_ref().ok().cloned();
+                        let _ = prepared.send(decided);
+                        if let Some(kept) = kept
+                            && verdict.await == Ok(true)
+                        {
+                            self.applied(kept);
+                        }
+                    }
+                    Some(Standalone::Plan { plan, apply }) => {
+                        let _ = plan.send(self.plan(&apply.repositories, &apply.pipelines));
+                    }
                     None => return,
                 },
                 _ = tokio::time::sleep(sleep) => {}
@@ -562,7 +741,8 @@ impl Shell {
         }
     }
 
-    async fn request(&mut self, request: Request) {
+    /// Takes one request.
+    pub fn handle(&mut self, request: Request) {
         match request {
             Request::Handle { msg, reply } => {
                 let report = matches!(msg, Msg::Report { .. });
@@ -585,19 +765,6 @@ impl Shell {
             Request::Start { pipeline, revision, artifact, polled, reply } => {
                 let _ = reply.send(self.start(pipeline, revision, artifact, polled));
             }
-            Request::Apply { existing_repos, repositories, defs, reply, verdict } => {
-                let prepared =
-                    self.core.prepare_apply(&existing_repos, &repositories, defs, |name| {
-                        self.ctx.clone_url(name)
-                    });
-                let kept = prepared.clone();
-                let _ = reply.send(prepared);
-                if let Some(verdict) = verdict
-                    && verdict.await == Ok(true)
-                {
-                    self.applied(kept);
-                }
-            }
             Request::CreateRepository { name, reply } => {
                 let now = self.ctx.now().as_millis();
                 let created = self.ctx.store.transaction(|tx| tx.ci_repository_create(&name, now));
@@ -616,7 +783,84 @@ impl Shell {
             Request::JobDone { key } => {
                 self.jobs.0.remove(&key);
             }
+            Request::Deploy { job, step } => {
+                if let Some((pipeline, input)) = self.deploys.prepared(job, step) {
+                    self.report(pipeline, input);
+                }
+            }
         }
+    }
+
+    /// What the deploy actions ask of the host since it last took them: perform each in order,
+    /// and answer with [`Shell::deployment_started`] and [`Shell::deployment_ended`].
+    pub fn deploys(&mut self) -> Vec<DeployRequest> {
+        std::mem::take(&mut self.deploys.outbox)
+    }
+
+    /// The host started the deployment [`DeployRequest::Start`] asked for `job` (its id, which it
+    /// recorded), or says why it could not.
+    pub fn deployment_started(&mut self, job: &str, started: Result<String, String>) {
+        if let Some((pipeline, input)) = self.deploys.started(job, started) {
+            self.report(pipeline, input);
+        }
+    }
+
+    /// Deployment `id` ended: the action run that follows it ends with it.
+    pub fn deployment_ended(&mut self, id: &str, state: &DeploymentState) {
+        if let Some((pipeline, input)) = self.deploys.ended(id, state) {
+            self.report(pipeline, input);
+        }
+    }
+
+    /// Feeds a report to its pipeline's machine; one the store cannot take now is kept.
+    fn report(&mut self, pipeline: String, input: pipeline::Input) {
+        let msg = Msg::Report { pipeline, input, build: None };
+        self.handle(Request::Handle { msg, reply: None });
+    }
+
+    /// What applying these declarations would do now; changes nothing.
+    pub fn plan(
+        &self,
+        repositories: &[config::RepositoryDecl],
+        pipelines: &[config::PipelineDecl],
+    ) -> Result<Vec<crate::api::PlanItem>, Error> {
+        Ok(self.prepare_apply(repositories, pipelines)?.plan)
+    }
+
+    /// Makes the pipelines what the declarations say, as `cutover apply` does: creates the
+    /// declared repositories, creates or updates the declared pipelines (see the crate docs for
+    /// what a changed definition does) and deletes the pipelines no longer declared, stopping
+    /// their unfinished executions. Repositories that are no longer declared are kept (`keep`).
+    /// Validates everything first, and writes the pipelines' rows and `also` (the caller's) in
+    /// one transaction: when it fails, nothing changed, neither here nor by `also`.
+    pub fn apply_with<T>(
+        &mut self,
+        repositories: &[config::RepositoryDecl],
+        pipelines: &[config::PipelineDecl],
+        also: impl FnOnce(&store::Tx<'_>) -> store::Result<T>,
+    ) -> Result<(Vec<crate::api::PlanItem>, T), Error> {
+        let prepared = self.prepare_apply(repositories, pipelines)?;
+        init_repositories(&self.ctx, repositories)?;
+        let ms = self.ctx.now().as_millis();
+        let written = self.ctx.store.transaction(|tx| {
+            write_apply(tx, repositories, &prepared, ms)?;
+            also(tx)
+        })?;
+        let plan = prepared.plan.clone();
+        self.applied(prepared);
+        Ok((plan, written))
+    }
+
+    /// Validates the declarations and decides what applying them changes; changes nothing.
+    fn prepare_apply(
+        &self,
+        repositories: &[config::RepositoryDecl],
+        pipelines: &[config::PipelineDecl],
+    ) -> Result<Prepared, Error> {
+        let (defs, existing_repos) = validate(&self.ctx, repositories, pipelines)?;
+        Ok(self
+            .core
+            .prepare_apply(&existing_repos, repositories, defs, |name| self.ctx.clone_url(name)))
     }
 
     /// Handles one message: writes its step, then performs its effects; when the store refuses
@@ -699,6 +943,7 @@ impl Shell {
                 Effect::Action { pipeline, action, effect, revision } => crate::jobs::perform(
                     &self.ctx,
                     &mut self.jobs,
+                    &mut self.deploys,
                     &pipeline,
                     action,
                     effect,
@@ -742,6 +987,9 @@ fn write_step(tx: &store::Tx<'_>, write: &core::Write, now: u64) -> store::Resul
     }
     if let Some((name, commit)) = &write.source {
         tx.ci_source_set(name, commit, now)?;
+    }
+    for row in &write.builds {
+        tx.ci_build_put(row)?;
     }
     Ok(())
 }

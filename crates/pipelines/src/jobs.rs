@@ -1,29 +1,27 @@
 //! Performing a machine's `StartAction` and `CancelAction`: builds with `builder::run`, deploys
-//! through the [`Deployer`](crate::Deployer), approvals (nothing to do until someone decides).
+//! by asking the host's deployments ([`crate::DeployRequest`]) and following them to their end,
+//! approvals (nothing to do until someone decides).
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use pipeline::{ActionKind, ArtifactId, Effect, Input, Revision};
 use tokio::sync::watch;
 
 use crate::artifacts::ArtifactError;
+use crate::driver::Request;
 use crate::driver::{Ctx, Job, Jobs, job_key};
-use crate::{DeployError, DeploymentState, FileText, api, artifacts};
+use crate::{DeployRequest, Deployment, DeploymentState, FileText, api, artifacts};
 use pipeline::definition::{ActionDecl, ActionKind as Settings};
 
-/// How often a running deployment is asked how it stands.
-const DEPLOY_POLL: Duration = Duration::from_millis(500);
-/// Consecutive failures to read a deployment's state before the action fails.
-const DEPLOY_POLL_ERRORS_MAX: u32 = 60;
 /// Largest template file read from an artifact.
 const TEMPLATE_BYTES_MAX: u64 = 1024 * 1024;
 
 /// One run of one action.
 #[derive(Clone, Debug)]
-struct Run {
+pub struct Run {
     pipeline: String,
     execution_id: String,
     stage: String,
@@ -65,11 +63,134 @@ impl Run {
     }
 }
 
+/// The deploy action runs the shell follows, and what it asks of its host's deployments. A run is
+/// `starting` from its `StartAction` until its host says the deployment started (or why not),
+/// then `following` its deployment until that ends.
+#[derive(Default)]
+pub struct Deploys {
+    /// By the run's job key: its files are being read, or its host is asked to start it.
+    starting: HashMap<String, Run>,
+    /// By deployment id.
+    following: HashMap<String, Run>,
+    /// What the host is asked and has not taken yet ([`crate::Shell::deploys`]).
+    pub outbox: Vec<DeployRequest>,
+}
+
+impl Deploys {
+    /// Whether the run is already starting or following a deployment (an idempotent start).
+    fn has_run(&self, key: &str) -> bool {
+        self.starting.contains_key(key) || self.following.values().any(|r| r.key() == key)
+    }
+
+    /// What the run's job found: a deployment to adopt, one to start, or why it cannot. Returns
+    /// the report for the run's machine, if any. A run no longer starting (it was cancelled
+    /// meanwhile) starts nothing.
+    pub fn prepared(&mut self, job: String, step: DeployStep) -> Option<(String, Input)> {
+        let run = self.starting.get(&job)?.clone();
+        match step {
+            DeployStep::Adopt(id) => {
+                self.starting.remove(&job);
+                self.following.insert(id.clone(), run.clone());
+                self.outbox.push(DeployRequest::Follow { id: id.clone() });
+                Some((run.pipeline.clone(), run.started(id)))
+            }
+            DeployStep::Start(deployment) => {
+                self.outbox.push(DeployRequest::Start { job, deployment });
+                None
+            }
+            DeployStep::Failed(message) => {
+                self.starting.remove(&job);
+                Some((run.pipeline.clone(), run.result(false, message, vec![])))
+            }
+        }
+    }
+
+    /// The host started the run's deployment (its id) or says why it could not; the report for
+    /// the run's machine. A deployment started for a run cancelled meanwhile is stopped.
+    pub fn started(
+        &mut self,
+        job: &str,
+        started: Result<String, String>,
+    ) -> Option<(String, Input)> {
+        match (self.starting.remove(job), started) {
+            (Some(run), Ok(id)) => {
+                self.following.insert(id.clone(), run.clone());
+                Some((run.pipeline.clone(), run.started(id)))
+            }
+            (Some(run), Err(message)) => {
+                Some((run.pipeline.clone(), run.result(false, message, vec![])))
+            }
+            (None, Ok(id)) => {
+                self.outbox.push(DeployRequest::Stop { id });
+                None
+            }
+            (None, Err(_)) => None,
+        }
+    }
+
+    /// Deployment `id` ended: the report for the run that follows it, if one does.
+    pub fn ended(&mut self, id: &str, state: &DeploymentState) -> Option<(String, Input)> {
+        let message = match state {
+            DeploymentState::InProgress => return None,
+            DeploymentState::Succeeded => format!("deployment {id} Succeeded"),
+            DeploymentState::Failed { message } => format!("deployment {id} Failed: {message}"),
+            DeploymentState::Stopped { message } => format!("deployment {id} Stopped: {message}"),
+        };
+        let run = self.following.remove(id)?;
+        let succeeded = *state == DeploymentState::Succeeded;
+        Some((run.pipeline.clone(), run.result(succeeded, message, vec![])))
+    }
+
+    /// Cancels a deploy action run: its deployment is stopped (its end is the run's result); a
+    /// run whose deployment has not started yet is cancelled at once. Without a run in this
+    /// process (a restart), the deployment it recorded is stopped and followed.
+    fn cancel(&mut self, ctx: &Ctx, r: Run) -> Option<Input> {
+        let key = r.key();
+        if let Some(id) = self.following.iter().find(|(_, run)| run.key() == key).map(|(id, _)| id)
+        {
+            self.outbox.push(DeployRequest::Stop { id: id.clone() });
+            return None;
+        }
+        if self.starting.remove(&key).is_some() {
+            return Some(r.result(false, "cancelled".into(), vec![]));
+        }
+        match ctx.store.read(|tx| tx.ci_job_get(&key)) {
+            Ok(Some(id)) => {
+                self.outbox.push(DeployRequest::Stop { id: id.clone() });
+                self.outbox.push(DeployRequest::Follow { id: id.clone() });
+                self.following.insert(id, r);
+                None
+            }
+            Ok(None) => Some(r.result(false, "cancelled".into(), vec![])),
+            Err(err) => {
+                tracing::error!(job = key, "cannot read the deployment to stop: {err}");
+                Some(r.result(
+                    false,
+                    format!("cancelled; its deployment is unknown: {err}"),
+                    vec![],
+                ))
+            }
+        }
+    }
+}
+
+/// What a deploy action's job found, for the loop.
+#[derive(Debug)]
+pub enum DeployStep {
+    /// The run started this deployment before a restart: follow it, start no other.
+    Adopt(String),
+    /// Ask the host to start this one.
+    Start(Deployment),
+    /// The action fails with this message.
+    Failed(String),
+}
+
 /// Starts a machine's `StartAction` as a job (once: a run already running is left alone; an
 /// approval waits for a decision) or cancels its `CancelAction`.
 pub fn perform(
     ctx: &Arc<Ctx>,
     jobs: &mut Jobs,
+    deploys: &mut Deploys,
     pipeline: &str,
     action: Option<Box<ActionDecl>>,
     effect: Effect,
@@ -88,75 +209,62 @@ pub fn perform(
         } => {
             let r = Run { pipeline: pipeline.into(), execution_id, stage, action: name, run };
             let key = r.key();
-            if jobs.0.contains_key(&key) || kind == ActionKind::Approval {
+            if jobs.0.contains_key(&key) || deploys.has_run(&key) || kind == ActionKind::Approval {
                 return; // already running (idempotent start), or waits for a decision
             }
             let Some(adef) = action else {
-                let c = ctx.clone();
                 let msg =
                     format!("the pipeline's definition has no action {}/{}", r.stage, r.action);
-                tokio::spawn(
-                    async move { c.report(&r.pipeline, r.result(false, msg, vec![])).await },
-                );
-                return;
+                return report(ctx, &r, r.result(false, msg, vec![]));
             };
+            if !matches!(adef.kind, Settings::Build(_)) {
+                deploys.starting.insert(key, r.clone());
+                let c = ctx.clone();
+                tokio::spawn(async move {
+                    let step = prepare_deploy(&c, &r, &adef, &inputs, &revision);
+                    c.send(Request::Deploy { job: r.key(), step }).await;
+                });
+                return;
+            }
             let (stop_tx, stop_rx) = watch::channel(false);
             let c = ctx.clone();
             let handle = tokio::spawn(async move {
-                let input = match &adef.kind {
-                    Settings::Build(_) => {
-                        build(&c, &r, &adef, &inputs, &outputs, revision, stop_rx).await
-                    }
-                    _ => deploy(&c, &r, &adef, &inputs, revision).await,
-                };
+                let ended = build(&c, &r, &adef, &inputs, &outputs, revision, stop_rx).await;
                 c.job_done(r.key()).await;
-                if let Some(input) = input {
-                    c.report(&r.pipeline, input).await;
+                if let Some((input, record)) = ended {
+                    c.report_build(&r.pipeline, input, record.as_ref().map(build_row)).await;
                 }
             });
             jobs.0.insert(key, Job { abort: handle.abort_handle(), stop: Some(stop_tx) });
         }
         Effect::CancelAction { execution_id, stage, action, run, kind } => {
             let r = Run { pipeline: pipeline.into(), execution_id, stage, action, run };
-            let key = r.key();
-            let running = match jobs.0.get(&key) {
-                Some(job) => {
-                    if let Some(stop) = &job.stop {
-                        let _ = stop.send(true);
-                    }
-                    true
+            if let Some(job) = jobs.0.get(&r.key()) {
+                // A build stopped reports its own end.
+                if let Some(stop) = &job.stop {
+                    let _ = stop.send(true);
                 }
-                None => false,
+                return;
+            }
+            let cancelled = if kind.is_deploy() {
+                deploys.cancel(ctx, r.clone())
+            } else if kind != ActionKind::Approval {
+                Some(r.result(false, "cancelled".into(), vec![]))
+            } else {
+                None
             };
-            tokio::spawn(cancel(ctx.clone(), r, kind, running));
+            if let Some(input) = cancelled {
+                report(ctx, &r, input);
+            }
         }
         _ => {}
     }
 }
 
-/// Cancels an action run: a deployment it started is stopped (and, when no job polls it since a
-/// restart, waited for here); a run with no job is reported cancelled.
-async fn cancel(ctx: Arc<Ctx>, r: Run, kind: ActionKind, running: bool) {
-    let key = r.key();
-    if kind.is_deploy() {
-        let id = ctx.store.read(|tx| tx.ci_job_get(&key)).unwrap_or_else(|err| {
-            tracing::error!(job = key, "cannot read the deployment to stop: {err}");
-            None
-        });
-        if let Some(id) = id {
-            if let Err(err) = ctx.deployer.stop(&id).await {
-                tracing::warn!(deployment = id, "stopping the deployment failed: {err}");
-            }
-            if !running {
-                let input = wait_deployment(&ctx, &r, &id).await;
-                ctx.report(&r.pipeline, input).await;
-            }
-            return;
-        }
-    }
-    if !running && kind != ActionKind::Approval {
-        ctx.report(&r.pipeline, r.result(false, "cancelled".into(), vec![])).await;
-    }
+/// Reports to the run's machine through the loop (it is not taken in the middle of a step).
+fn report(ctx: &Arc<Ctx>, r: &Run, input: Input) {
+    let (c, pipeline) = (ctx.clone(), r.pipeline.clone());
+    tokio::spawn(async move { c.report(&pipeline, input).await });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -166,9 +274,9 @@ fn now_ms(ctx: &Ctx) -> u64 {
     ctx.now().as_millis()
 }
 
-/// Records the build; a full disk delays it until the record is written.
-async fn put_build(ctx: &Ctx, b: &api::Build) {
-    let row = store::CiBuildRow {
+/// The build's stored record; the loop writes it with the report that brings it.
+fn build_row(b: &api::Build) -> store::CiBuildRow {
+    store::CiBuildRow {
         id: b.id.clone(),
         pipeline: b.pipeline.clone(),
         execution_id: b.execution_id.clone(),
@@ -176,11 +284,12 @@ async fn put_build(ctx: &Ctx, b: &api::Build) {
         body: serde_json::to_string(b).unwrap_or_default(),
         started_at: b.started_at,
         ended_at: b.ended_at,
-    };
-    let what = format!("the record of build {}", b.id);
-    // Any other store error is logged there; the build itself goes on.
-    let _ = ctx.write_until_stored(&what, |tx| tx.ci_build_put(&row)).await;
+    }
 }
+
+/// How a build ended: the action's result, and the build's final record (none when no build
+/// could be allocated).
+type BuildEnd = (Input, Option<api::Build>);
 
 pub fn log_path(data_dir: &Path, build_id: &str) -> PathBuf {
     data_dir.join("builds").join(format!("{build_id}.log"))
@@ -194,13 +303,14 @@ async fn build(
     outputs: &[String],
     revision: Revision,
     stop: watch::Receiver<bool>,
-) -> Option<Input> {
+) -> Option<BuildEnd> {
     let Settings::Build(settings) = &adef.kind else { return None };
     let key = format!("ci.builds.{}", r.pipeline);
     let n = match ctx.store.transaction(|tx| tx.next_sequence(&key)) {
         Ok(n) => n,
         Err(err) => {
-            return Some(r.result(false, format!("cannot allocate a build: {err}"), vec![]));
+            let message = format!("cannot allocate a build: {err}");
+            return Some((r.result(false, message, vec![]), None));
         }
     };
     let id = format!("{}-b{n}", r.pipeline);
@@ -219,15 +329,14 @@ async fn build(
         message: None,
         exported_variables: Vec::new(),
     };
-    put_build(ctx, &record).await;
-    ctx.report(&r.pipeline, r.started(id.clone())).await;
+    ctx.report_build(&r.pipeline, r.started(id.clone()), Some(build_row(&record))).await;
     let data_dir = ctx.data_dir().to_path_buf();
     let log_file = log_path(&data_dir, &id);
     let mut log = match std::fs::OpenOptions::new().create(true).append(true).open(&log_file) {
         Ok(f) => f,
         Err(err) => {
             let msg = format!("cannot open the build log: {err}");
-            return Some(finish_fail(ctx, r, &mut record, msg).await);
+            return Some(finish_fail(ctx, r, record, msg));
         }
     };
     let work = data_dir.join("work").join(&id);
@@ -236,7 +345,7 @@ async fn build(
         Err(err) => {
             let msg = err.to_string();
             let _ = writeln!(log, "[cutover] {msg}");
-            return Some(finish_fail(ctx, r, &mut record, msg).await);
+            return Some(finish_fail(ctx, r, record, msg));
         }
     };
     let mut build = builder::BuildContext::new(id.clone(), work.join("src"), work.join("out"));
@@ -261,9 +370,8 @@ async fn build(
             .unwrap_or_default();
         let msg = format!("build {id} {}{failed}", result.status.as_str());
         record.message = Some(msg.clone());
-        put_build(ctx, &record).await;
         let _ = std::fs::remove_dir_all(&work);
-        return Some(r.result(false, msg, vec![]));
+        return Some((r.result(false, msg, vec![]), Some(record)));
     }
     let stored = match store_outputs(
         &data_dir,
@@ -278,17 +386,15 @@ async fn build(
         Err(OutputFailure::Missing(msg)) => {
             record.message = Some(msg.clone());
             record.status = "FAILED".into();
-            put_build(ctx, &record).await;
-            return Some(r.result(false, msg, vec![]));
+            return Some((r.result(false, msg, vec![]), Some(record)));
         }
         Err(OutputFailure::Storing { name, err }) => {
             let msg = format!("storing `{name}`: {err}");
-            return Some(finish_fail(ctx, r, &mut record, msg).await);
+            return Some(finish_fail(ctx, r, record, msg));
         }
     };
-    put_build(ctx, &record).await;
     let _ = std::fs::remove_dir_all(&work);
-    Some(r.result(true, format!("build {id} SUCCEEDED"), stored))
+    Some((r.result(true, format!("build {id} SUCCEEDED"), stored), Some(record)))
 }
 
 /// A build's workspace, ready to run.
@@ -436,12 +542,11 @@ async fn store_outputs(
     Ok(stored)
 }
 
-async fn finish_fail(ctx: &Ctx, r: &Run, record: &mut api::Build, msg: String) -> Input {
+fn finish_fail(ctx: &Ctx, r: &Run, mut record: api::Build, msg: String) -> BuildEnd {
     record.status = "FAILED".into();
     record.ended_at = Some(now_ms(ctx));
     record.message = Some(msg.clone());
-    put_build(ctx, record).await;
-    r.result(false, msg, vec![])
+    (r.result(false, msg, vec![]), Some(record))
 }
 
 /// A file of an artifact that could not be read.
@@ -480,8 +585,6 @@ enum StartError {
     NoInput,
     #[error("not a deploy action")]
     NotADeploy,
-    #[error(transparent)]
-    Deploy(#[from] DeployError),
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -499,14 +602,14 @@ fn artifact_dir(
         .ok_or_else(|| StartError::NotAnInput(name.to_string()))
 }
 
-/// Reads the templates and images and starts the deployment.
-async fn start_deployment(
-    ctx: &Arc<Ctx>,
+/// The deployment the action asks for, from its templates and images.
+fn deployment_of(
+    ctx: &Ctx,
     r: &Run,
     adef: &ActionDecl,
     inputs: &[(String, ArtifactId)],
     revision: &Revision,
-) -> Result<String, StartError> {
+) -> Result<Deployment, StartError> {
     let description = format!(
         "pipeline {} execution {} commit {}",
         r.pipeline,
@@ -547,30 +650,26 @@ async fn start_deployment(
                         artifact: artifact.clone(),
                     });
                 }
-                // The text keeps the file's own layout (and line numbers for the deployer's
+                // The text keeps the file's own layout (and line numbers for the deployment's
                 // diagnostics); URIs are checked not to need JSON escaping.
                 td_text = td_text.replace(&format!("<{bare}>"), &detail.image_uri);
             }
             let ap_dir = artifact_dir(ctx, inputs, appspec_artifact)?;
             let appspec_text = read_capped(&ap_dir.join(appspec_path))?;
-            let group = deployment_group.to_string();
-            Ok(ctx
-                .deployer
-                .deploy(
-                    &group,
-                    FileText {
-                        name: td_name,
-                        text: td_text,
-                        base_dir: Some(td_dir.to_string_lossy().into_owned()),
-                    },
-                    FileText {
-                        name: format!("{appspec_artifact}/{appspec_path}"),
-                        text: appspec_text,
-                        base_dir: Some(ap_dir.to_string_lossy().into_owned()),
-                    },
-                    description,
-                )
-                .await?)
+            Ok(Deployment::Files {
+                group: deployment_group.to_string(),
+                task_definition: FileText {
+                    name: td_name,
+                    text: td_text,
+                    base_dir: Some(td_dir.to_string_lossy().into_owned()),
+                },
+                appspec: FileText {
+                    name: format!("{appspec_artifact}/{appspec_path}"),
+                    text: appspec_text,
+                    base_dir: Some(ap_dir.to_string_lossy().into_owned()),
+                },
+                description,
+            })
         }
         Settings::DeployEcs(pipeline::definition::DeployEcsAction {
             service,
@@ -585,68 +684,108 @@ async fn start_deployment(
                 .map_err(|errors| StartError::Invalid { file, errors })?
                 .value;
             let images = defs.into_iter().map(|d| (d.name, d.image_uri)).collect();
-            Ok(ctx.deployer.deploy_image_definitions(service, images).await?)
+            Ok(Deployment::Images { service: service.clone(), images })
         }
         _ => Err(StartError::NotADeploy),
     }
 }
 
-async fn deploy(
-    ctx: &Arc<Ctx>,
+/// What a deploy action run does: adopt the deployment it started before a restart (recorded
+/// under its key), else start the one its files describe. When whether it started one cannot be
+/// known, it starts none (a second would race the first) and fails.
+fn prepare_deploy(
+    ctx: &Ctx,
     r: &Run,
     adef: &ActionDecl,
     inputs: &[(String, ArtifactId)],
-    revision: Revision,
-) -> Option<Input> {
+    revision: &Revision,
+) -> DeployStep {
     let key = r.key();
-    // A restart adopts the deployment this run already started; when that cannot be known, none
-    // is started (a second one would race the first).
-    let existing = match ctx.store.read(|tx| tx.ci_job_get(&key)) {
-        Ok(existing) => existing,
-        Err(err) => {
-            let message = format!("cannot tell whether this action started a deployment: {err}");
-            return Some(r.result(false, message, vec![]));
-        }
-    };
-    let id = match existing {
-        Some(id) => id,
-        None => match start_deployment(ctx, r, adef, inputs, &revision).await {
-            Ok(id) => {
-                // Written before anything else of the action, whatever the disk says: without
-                // it, a restart would start the deployment again.
-                let what = format!("deployment {id} of {key}");
-                let now = now_ms(ctx);
-                let _ = ctx.write_until_stored(&what, |tx| tx.ci_job_put(&key, &id, now)).await;
-                id
-            }
-            Err(err) => return Some(r.result(false, err.to_string(), vec![])),
+    match ctx.store.read(|tx| tx.ci_job_get(&key)) {
+        Ok(Some(id)) => DeployStep::Adopt(id),
+        Ok(None) => match deployment_of(ctx, r, adef, inputs, revision) {
+            Ok(deployment) => DeployStep::Start(deployment),
+            Err(err) => DeployStep::Failed(err.to_string()),
         },
-    };
-    ctx.report(&r.pipeline, r.started(id.clone())).await;
-    Some(wait_deployment(ctx, r, &id).await)
+        Err(err) => DeployStep::Failed(format!(
+            "cannot tell whether this action started a deployment: {err}"
+        )),
+    }
 }
 
-async fn wait_deployment(ctx: &Arc<Ctx>, r: &Run, id: &str) -> Input {
-    let mut errors = 0;
-    loop {
-        match ctx.deployer.deployment_state(id).await {
-            Ok(DeploymentState::InProgress) => errors = 0,
-            Ok(DeploymentState::Succeeded) => {
-                return r.result(true, format!("deployment {id} Succeeded"), vec![]);
-            }
-            Ok(DeploymentState::Failed { message }) => {
-                return r.result(false, format!("deployment {id} Failed: {message}"), vec![]);
-            }
-            Ok(DeploymentState::Stopped { message }) => {
-                return r.result(false, format!("deployment {id} Stopped: {message}"), vec![]);
-            }
-            Err(err) => {
-                errors += 1;
-                if errors >= DEPLOY_POLL_ERRORS_MAX {
-                    return r.result(false, format!("deployment {id}: {err}"), vec![]);
-                }
-            }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run() -> Run {
+        Run {
+            pipeline: "web".into(),
+            execution_id: "web-1".into(),
+            stage: "Deploy".into(),
+            action: "deploy".into(),
+            run: 1,
         }
-        tokio::time::sleep(DEPLOY_POLL).await;
+    }
+
+    fn files() -> Deployment {
+        let file = |name: &str| FileText { name: name.into(), text: "{}".into(), base_dir: None };
+        Deployment::Files {
+            group: "web/web-prod".into(),
+            task_definition: file("source/taskdef.json"),
+            appspec: file("source/appspec.yaml"),
+            description: "pipeline web".into(),
+        }
+    }
+
+    #[test]
+    fn a_deploy_run_asks_for_its_deployment_once_follows_it_and_ends_with_it() {
+        let mut deploys = Deploys::default();
+        let (r, key) = (run(), run().key());
+        deploys.starting.insert(key.clone(), r.clone());
+        assert!(deploys.has_run(&key), "a second StartAction of the run starts nothing");
+        assert!(deploys.prepared(key.clone(), DeployStep::Start(files())).is_none());
+        assert_eq!(
+            deploys.outbox,
+            [DeployRequest::Start { job: key.clone(), deployment: files() }]
+        );
+
+        let started = deploys.started(&key, Ok("d-1".into()));
+        assert!(
+            matches!(&started, Some((p, Input::ActionStarted { external_ref, .. })) if p == "web" && external_ref == "d-1"),
+            "{started:?}"
+        );
+        assert!(deploys.has_run(&key), "it follows d-1 now");
+        assert!(deploys.ended("d-1", &DeploymentState::InProgress).is_none());
+        let ended =
+            deploys.ended("d-1", &DeploymentState::Stopped { message: "rolled back".into() });
+        assert!(
+            matches!(&ended, Some((_, Input::ActionResult { succeeded: false, message, .. })) if message == "deployment d-1 Stopped: rolled back"),
+            "{ended:?}"
+        );
+        assert!(deploys.ended("d-1", &DeploymentState::Succeeded).is_none(), "reported once");
+        assert!(!deploys.has_run(&key));
+    }
+
+    #[test]
+    fn a_deployment_started_for_a_run_no_longer_starting_is_stopped() {
+        let mut deploys = Deploys::default();
+        let key = run().key();
+        deploys.starting.insert(key.clone(), run());
+        let _ = deploys.prepared(key.clone(), DeployStep::Start(files()));
+        let _ = deploys.started(&key, Err("group busy".into()));
+        deploys.outbox.clear();
+        assert!(deploys.started(&key, Ok("d-2".into())).is_none());
+        assert_eq!(deploys.outbox, [DeployRequest::Stop { id: "d-2".into() }]);
+    }
+
+    #[test]
+    fn an_adopted_deployment_is_followed_and_its_run_reported_started() {
+        let mut deploys = Deploys::default();
+        let key = run().key();
+        deploys.starting.insert(key.clone(), run());
+        let adopted = deploys.prepared(key.clone(), DeployStep::Adopt("d-7".into()));
+        assert!(matches!(adopted, Some((_, Input::ActionStarted { .. }))), "{adopted:?}");
+        assert_eq!(deploys.outbox, [DeployRequest::Follow { id: "d-7".into() }]);
+        assert!(deploys.ended("d-7", &DeploymentState::Succeeded).is_some());
     }
 }

@@ -1,15 +1,19 @@
 //! cutover's pipelines (issue 5): repositories cutover hosts over git's smart HTTP protocol,
 //! watched repositories polled at an interval, GitHub/Gitea push webhooks, and the driver that
 //! runs one `pipeline::Pipeline` machine per declared pipeline, performing its effects with
-//! `build` (CodeBuild's buildspec) and a [`Deployer`] the control plane implements.
+//! `build` (CodeBuild's buildspec) and the deployments of the loop that hosts them.
 //!
 //! # What the control plane does with it
 //!
-//! - `cutover up`: [`Pipelines::start`] with the data directory, the API's public URL and token, a
-//!   [`Deployer`] and the store; nest [`router`] into the API server (its `/v1/webhooks/…` route
-//!   must stay reachable without the API token: it is authenticated by its HMAC signature; every
-//!   other route checks the token itself).
-//! - `cutover apply`: [`Pipelines::plan`] for the plan, then [`Pipelines::apply_with`] with the file's
+//! - `cutover up`: [`Pipelines::hosted`] with the data directory, the API's public URL and token,
+//!   the store and the way into the engine's loop ([`LoopSender`]); the engine owns the returned
+//!   [`Shell`] and hands it every [`Request`] its channel brings and a tick when
+//!   [`Shell::next_deadline`] comes, performs what its deploy actions ask ([`Shell::deploys`]) as
+//!   its own commands, and tells it when a deployment has started and ended. Nest [`router`] into the API server (its `/v1/webhooks/…`
+//!   route must stay reachable without the API token: it is authenticated by its HMAC signature;
+//!   every other route checks the token itself). Without a control plane (the crate's tests),
+//!   [`Pipelines::start`] runs the same shell in a small loop of its own.
+//! - `cutover apply`: [`Shell::plan`] for the plan, then [`Shell::apply_with`] with the file's
 //!   `repositories` and `pipelines` and the control plane's own writes, in one transaction.
 //!   Pipelines that are no longer declared are deleted (their unfinished executions are stopped
 //!   and abandoned, their history kept); hosted repositories that are no longer declared are
@@ -26,17 +30,19 @@
 //!   recorded in `ci_jobs`, not started twice. A push recorded by the hook but not yet turned into
 //!   an execution is picked up at the next start.
 //! - **One loop.** The pipelines' state (every machine, what is due, the running jobs) has one
-//!   owner, the driver's loop; its decisions are pure (`core::Core`: a message and the time in, a
-//!   step out: the rows to write, then the effects to perform). HTTP handlers, jobs, polls and
-//!   the push scanner send it requests and wait for its answer where they need one: a webhook or
-//!   a manual start is answered once its execution is stored, an approval once it is written, and
-//!   `apply` holds the loop from its decision to its commit. Every time is `store::clock`'s
-//!   (builds' included). The loop sleeps until its next deadline (an action's timeout, a poll,
-//!   retention, a retry of what the store refused) or until a request arrives.
+//!   owner, the [`Shell`], run by its host's loop (the control plane's engine); its decisions
+//!   are pure (`core::Core`: a message and the time in, a step out: the rows to write, then the
+//!   effects to perform). HTTP handlers, jobs, polls and the push scanner send it requests and
+//!   wait for its answer where they need one: a webhook or a manual start is answered once its
+//!   execution is stored, an approval once it is written, and `apply` is one call into the shell
+//!   from its decision to its commit. Every time is `store::clock`'s (builds' included). The
+//!   loop sleeps until its next deadline (an action's timeout, a poll, retention, a retry of what
+//!   the store refused) or until a request arrives.
 //! - **A full disk.** Nothing that is already true outside is dropped when the store refuses to
-//!   record it: a started deployment's id and a build's record (written by their job), an
-//!   action's report (kept by the loop) and a push (kept in its repository) wait until they are
-//!   written; an API write is answered 503 and changes nothing.
+//!   record it: an action's report and the build record it brings (kept by the loop) and a
+//!   push (kept in its repository) wait until they are written; a deployment is started
+//!   only with its id's record (the standalone host writes that record until it is stored); an
+//!   API write is answered 503 and changes nothing.
 //! - **Executions** are `{pipeline}-{n}` (unique across pipelines, so `approvals approve ID`
 //!   needs no pipeline name). Their long-term history is `ci_executions`, one row per execution,
 //!   updated after every step that touched it.
@@ -61,9 +67,11 @@
 //!   artifacts of the same identifier. Logs go to `builds/<build-id>.log` and are kept; build
 //!   ids are `{pipeline}-b{n}`. Besides CodeBuild's variables a build gets `CUTOVER_PIPELINE`,
 //!   `CUTOVER_EXECUTION_ID`, `CUTOVER_COMMIT`, `CUTOVER_BRANCH`.
-//! - **Deployments** go through the [`Deployer`]; the action succeeds only when the deployment
-//!   ends `Succeeded`. Stopping an execution stops its running deployment (cutover's difference
-//!   from AWS; the deployer rolls back as the group says).
+//! - **Deployments** are the host's ([`DeployRequest`]): the action reads its files in a job,
+//!   the host starts the deployment in its loop and records its id under the action run
+//!   (`ci_jobs`) in the deployment's own transaction, and says when it ended; the action
+//!   succeeds only when the deployment ends `Succeeded`. Stopping an execution stops its running
+//!   deployment (cutover's difference from AWS; it rolls back as the group says).
 
 pub mod api;
 mod artifacts;
@@ -84,10 +92,8 @@ mod webhook;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use async_trait::async_trait;
-
 pub use artifacts::KEEP_EXECUTIONS;
-pub use driver::Pipelines;
+pub use driver::{Deployments, LoopSender, Pipelines, Request, Shell};
 pub use routes::router;
 
 /// How `Pipelines` is set up.
@@ -101,7 +107,7 @@ pub struct PipelinesConfig {
     pub token: Option<String>,
 }
 
-/// A file handed to the deployer, as `cutover deploy --task-definition FILE` reads one.
+/// A file of a deployment, as `cutover deploy --task-definition FILE` reads one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileText {
     /// For diagnostics, like `source/taskdef.json`.
@@ -120,49 +126,30 @@ pub enum DeploymentState {
     Stopped { message: String },
 }
 
-/// What the control plane does for the deploy actions.
-#[async_trait]
-pub trait Deployer: Send + Sync {
-    /// Registers the task definition as a new revision, writes it into the AppSpec's
-    /// `<TASK_DEFINITION>`, and starts a deployment in `group` (`application/group`).
-    async fn deploy(
-        &self,
-        group: &str,
-        task_definition: FileText,
-        appspec: FileText,
-        description: String,
-    ) -> Result<String, DeployError>;
-    async fn deployment_state(&self, id: &str) -> Result<DeploymentState, DeployError>;
-    /// Stops the deployment, rolling back as its group says; one that has already ended is
-    /// left as it is (`Ok`).
-    async fn stop(&self, id: &str) -> Result<(), DeployError>;
+/// What a deploy action deploys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Deployment {
+    /// The `deploy` action: register the task definition as a new revision, write it into the
+    /// AppSpec's `<TASK_DEFINITION>`, and start a deployment in `group` (`application/group`).
+    Files { group: String, task_definition: FileText, appspec: FileText, description: String },
     /// The ECS action: a new revision of the service's task definition with these containers'
-    /// images, deployed through the service's group if it has one, else by replacing tasks.
-    async fn deploy_image_definitions(
-        &self,
-        service: &str,
-        images: Vec<(String, String)>,
-    ) -> Result<String, DeployError>;
+    /// images, deployed through the service's group.
+    Images { service: String, images: Vec<(String, String)> },
 }
 
-/// Why the [`Deployer`] could not do what a deploy action asked; the action fails with it.
-#[derive(Debug, thiserror::Error)]
-pub enum DeployError {
-    /// The control plane refused the request: a file is invalid, the group has an active
-    /// deployment, … The message says what to do.
-    #[error("{0}")]
-    Refused(String),
-    /// The control plane cannot take the request now (it is shutting down, or its data directory
-    /// cannot be written).
-    #[error("{0}")]
-    Unavailable(String),
-    #[error("no deployment {0}")]
-    UnknownDeployment(String),
-    /// The deployment's stored record could not be read.
-    #[error("deployment {id}: its record cannot be read: {reason}")]
-    Unreadable { id: String, reason: String },
-    #[error(transparent)]
-    Store(#[from] store::Error),
+/// What the deploy actions ask of their host's deployments ([`Shell::deploys`]), in its loop;
+/// the host answers with [`Shell::deployment_started`] and [`Shell::deployment_ended`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeployRequest {
+    /// Start this deployment for the action run `job`, and record its id under `job` (`ci_jobs`)
+    /// before anything else, in the deployment's own transaction where the host stores both: a
+    /// restart then adopts it instead of starting another.
+    Start { job: String, deployment: Deployment },
+    /// Stop it, rolling back as its group says (a pipeline that is stopped takes its release
+    /// back); one that has ended is left as it is.
+    Stop { id: String },
+    /// Say when it has ended: an action run adopted after a restart follows it.
+    Follow { id: String },
 }
 
 #[derive(Debug, thiserror::Error)]

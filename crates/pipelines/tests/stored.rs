@@ -92,8 +92,7 @@ async fn a_pipeline_document_from_a_newer_cutover_is_refused_naming_kind_name_an
         api_url: "http://127.0.0.1:1".into(),
         token: None,
     };
-    let deployer = FakeDeployer::new(DeploymentState::Succeeded);
-    let Err(err) = Pipelines::start(config, deployer, store) else {
+    let Err(err) = Pipelines::start(config, store) else {
         panic!("a newer cutover's pipeline was read");
     };
     assert_eq!(

@@ -1,6 +1,6 @@
 //! The commit of `apply`: one SQLite transaction for everything it declares — the resources, new
-//! services' task definitions, the deletions, and (through `pipelines`, in the same transaction)
-//! the repositories and pipelines. What follows from it for task sets and tasks is the
+//! services' task definitions, the deletions, and (through the pipelines' shell, which the engine
+//! owns, in the same transaction) the repositories and pipelines. What follows from it for task sets and tasks is the
 //! reconciler's, which the engine hands the stored declaration after the commit.
 
 use model::Timestamp;
@@ -16,7 +16,7 @@ use crate::state;
 /// Stores `plan` in one transaction. The pipelines' plan items, known only now, are added to the
 /// plan.
 pub(super) fn commit(
-    engine: &Engine,
+    engine: &mut Engine,
     file: &config::CutoverFile,
     pipelines: &[config::PipelineDecl],
     plan: &mut Plan,
@@ -25,10 +25,10 @@ pub(super) fn commit(
 ) -> Result<(), ApiError> {
     let planned = &*plan;
     let write = |tx: &store::Tx<'_>| write(tx, planned, task_definitions, now);
-    match &engine.ci {
-        Some(ci) => {
+    match &mut engine.pipelines {
+        Some(shell) => {
             let (items, ()) =
-                ci.apply_with(&file.repositories, pipelines, write).map_err(ci_error)?;
+                shell.apply_with(&file.repositories, pipelines, write).map_err(ci_error)?;
             plan.items.extend(items.into_iter().map(ci_plan_item));
             Ok(())
         }

@@ -26,6 +26,17 @@ pub fn create_deployment(
     request: api::CreateDeploymentRequest,
     now: Timestamp,
 ) -> Result<String, ApiError> {
+    create_deployment_with(engine, request, now, |_, _| Ok(()))
+}
+
+/// [`create_deployment`], writing `also` (given the new deployment's id) in the transaction that
+/// stores the deployment.
+pub fn create_deployment_with(
+    engine: &mut Engine,
+    request: api::CreateDeploymentRequest,
+    now: Timestamp,
+    also: impl FnOnce(&store::Tx<'_>, &str) -> store::Result<()>,
+) -> Result<String, ApiError> {
     let snapshot = engine.store.read(Snapshot::load)?;
     let group = find_group(&snapshot, &request.group)?;
     let group_state = snapshot.group_states.get(&group.key()).cloned().unwrap_or_default();
@@ -87,7 +98,10 @@ pub fn create_deployment(
         machine: &machine,
     };
     let command = reconciler::Command::CreateDeployment(Box::new(decided));
-    engine.decide_with(reconciler::Observation::Command(command), |tx| new.record(tx, now))?;
+    engine.decide_with(reconciler::Observation::Command(command), |tx| {
+        new.record(tx, now)?;
+        also(tx, &id)
+    })?;
     Ok(id)
 }
 

@@ -34,13 +34,13 @@ pub(super) fn plan(
     file: &config::CutoverFile,
     pipelines: &[config::PipelineDecl],
 ) -> Result<Vec<PlanItem>, ApiError> {
-    let Some(ci) = &engine.ci else {
+    let Some(shell) = &engine.pipelines else {
         if !file.repositories.is_empty() || !file.pipelines.is_empty() {
             return Err(ApiError::conflict("pipelines are not running in this control plane"));
         }
         return Ok(Vec::new());
     };
-    let items = ci.plan(&file.repositories, pipelines).map_err(ci_error)?;
+    let items = shell.plan(&file.repositories, pipelines).map_err(ci_error)?;
     Ok(items.into_iter().map(ci_plan_item).collect())
 }
 

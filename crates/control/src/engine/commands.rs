@@ -26,11 +26,6 @@ impl Engine {
                 let id = crate::apply::create_deployment(self, request, now)?;
                 Ok(serde_json::to_value(self.deployment_view(&id)?)?)
             }
-            Command::DeployImages { service, images } => {
-                let request = crate::apply::image_definitions_deployment(self, &service, &images)?;
-                let id = crate::apply::create_deployment(self, request, now)?;
-                Ok(serde_json::to_value(self.deployment_view(&id)?)?)
-            }
             Command::Stop { id, rollback } => {
                 self.decide(observe::stop(id.clone(), rollback))?;
                 Ok(serde_json::to_value(self.deployment_view(&id)?)?)

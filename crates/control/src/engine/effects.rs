@@ -49,6 +49,7 @@ impl Engine {
                 }
                 Effect::DeploymentClosed(deployment) => {
                     self.shared.hook_tokens.revoke_deployment(&deployment.id);
+                    self.tell_pipelines_if_ended(&deployment.id);
                 }
                 Effect::ShutDown => self.shut_down = true,
                 Effect::Event { .. } | Effect::TaskSetRetired { .. } => {}

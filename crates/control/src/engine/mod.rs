@@ -9,6 +9,11 @@
 //! reports back as a message. The loop never awaits IO, and sleeps until the reconciler's next
 //! deadline or the next message.
 //!
+//! The pipelines live in this loop too: it owns their `pipelines::Shell`, hands it the requests
+//! of their handlers and jobs (`Msg::Pipelines`) and a tick at its deadlines, creates the
+//! deployments their deploy actions ask for as its own commands and tells them when those end
+//! (`pipeline_deploys`).
+//!
 //! A write the store refuses (a full disk) changes nothing: the engine keeps its previous state,
 //! performs nothing, keeps the observation and feeds it again once the store can be written
 //! (`outage`).
@@ -17,6 +22,7 @@ mod alarms;
 mod commands;
 mod effects;
 pub mod observe;
+mod pipeline_deploys;
 pub mod project;
 mod recover;
 pub mod write;
@@ -65,6 +71,14 @@ pub enum Msg {
         version: u64,
         result: Result<(), String>,
     },
+    /// For the pipelines, whose state this loop owns too (`pipelines::Shell`).
+    Pipelines(pipelines::Request),
+}
+
+impl From<pipelines::Request> for Msg {
+    fn from(request: pipelines::Request) -> Msg {
+        Msg::Pipelines(request)
+    }
 }
 
 pub enum Command {
@@ -93,12 +107,6 @@ pub enum Command {
         target_group: String,
         addr: String,
         register: bool,
-    },
-    /// The ECS deploy action (`imagedefinitions.json`): a new revision of the service's task
-    /// definition with these containers' images, deployed through the service's group.
-    DeployImages {
-        service: String,
-        images: Vec<(String, String)>,
     },
     /// Stop every task and the data plane, then exit (`cutover down`).
     Shutdown,
@@ -165,8 +173,9 @@ pub struct Engine {
     pub api_url: String,
     pub data_dir: std::path::PathBuf,
     pub lb_threads: usize,
-    /// Pipelines, when `cutover up` started them.
-    pub ci: Option<Arc<pipelines::Pipelines>>,
+    /// The pipelines' state and jobs, when `cutover up` started them: this loop is their one
+    /// owner too, and wakes for their deadlines as for the reconciler's.
+    pub pipelines: Option<pipelines::Shell>,
     /// The one state: every decision is the reconciler's.
     state: Reconciler,
     /// The rows last written from `state`, to write only what changed.
@@ -206,7 +215,7 @@ impl Engine {
             api_url,
             data_dir,
             lb_threads,
-            ci: None,
+            pipelines: None,
             state: Reconciler::new(0, 0, clock::now()),
             projection: project::Projection::default(),
             last_pushed: None,
@@ -245,21 +254,38 @@ impl Engine {
     }
 
     /// The earliest time something is due without a message: the reconciler's next deadline,
-    /// or the next write attempt during a store outage. Only deadlines after `now`: one that
-    /// passed was acted on, or waits for the store.
+    /// the next write attempt during a store outage, or the pipelines' next deadline. Of the
+    /// first two only those after `now`: one that passed was acted on, or waits for the store.
+    /// The pipelines' may have passed (a resumed machine to write): it is due at once.
     fn next_deadline(&self, now: Timestamp) -> Option<Timestamp> {
         let outage = self.outage.as_ref().map(|o| o.retry_at);
-        self.state.next_deadline().into_iter().chain(outage).filter(|at| *at > now).min()
+        let reconciler =
+            self.state.next_deadline().into_iter().chain(outage).filter(|at| *at > now);
+        let pipelines = self.pipelines.as_ref().map(pipelines::Shell::next_deadline);
+        reconciler.chain(pipelines).min()
     }
 
-    /// A deadline passed: the store is tried again during an outage, and time is observed.
+    /// A deadline passed: the store is tried again during an outage, time is observed, and the
+    /// pipelines take what is due.
     fn tick(&mut self) {
         if self.store_writable(clock::now()) {
             self.feed(Observation::Tick);
         }
+        if let Some(pipelines) = &mut self.pipelines
+            && pipelines.next_deadline() <= clock::now()
+        {
+            pipelines.tick();
+        }
+        self.pipeline_deploys();
     }
 
+    /// Takes one message, then performs what the pipelines' deploy actions asked meanwhile.
     async fn handle(&mut self, msg: Msg) {
+        self.take(msg).await;
+        self.pipeline_deploys();
+    }
+
+    async fn take(&mut self, msg: Msg) {
         let observation = match msg {
             Msg::Command(command, reply) => {
                 let result = self.command(command).await;
@@ -292,6 +318,12 @@ impl Engine {
             Msg::TasksInspected(answers) => {
                 for crate::pollers::Inspection { task_id, state, .. } in answers {
                     self.feed(observe::task_inspected(task_id, state));
+                }
+                return;
+            }
+            Msg::Pipelines(request) => {
+                if let Some(pipelines) = &mut self.pipelines {
+                    pipelines.handle(request);
                 }
                 return;
             }

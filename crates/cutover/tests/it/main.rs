@@ -25,6 +25,7 @@ mod lb_died;
 mod listener_rules;
 mod orphan_down;
 mod pipeline;
+mod pipeline_restart;
 mod referenced_files;
 mod release;
 mod restart;

@@ -1,5 +1,5 @@
 //! Test harness: a real `Pipelines` behind a real HTTP server on 127.0.0.1:0, real git, and a fake
-//! deployer that records what it is asked.
+//! host's deployments that record what they are asked.
 
 #![allow(dead_code)]
 
@@ -7,8 +7,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use pipelines::{Deployer, DeploymentState, FileText, Pipelines, PipelinesConfig};
+use pipelines::{
+    DeployRequest, Deployment, DeploymentState, Deployments, FileText, Pipelines, PipelinesConfig,
+};
+use tokio::sync::{mpsc, watch};
 
 #[derive(Clone, Debug)]
 pub struct DeployCall {
@@ -18,17 +20,19 @@ pub struct DeployCall {
     pub description: String,
 }
 
-/// A `deploy_image_definitions` call: the service and its (container, image) pairs.
+/// An ECS action's deployment: the service and its (container, image) pairs.
 pub type EcsCall = (String, Vec<(String, String)>);
 
-/// Deployments end with `outcome` (InProgress keeps them running until changed).
+/// The standalone loop's deployments, as a host would run them: each started deployment ends
+/// with `outcome` (InProgress keeps it running until the outcome changes); a stop ends every
+/// running one `Stopped`.
 pub struct FakeDeployer {
     pub calls: Mutex<Vec<DeployCall>>,
     pub ecs_calls: Mutex<Vec<EcsCall>>,
     pub stops: Mutex<Vec<String>>,
-    pub outcome: Mutex<DeploymentState>,
-    /// While `true`, `deploy` records the call and then waits before it answers.
-    pub held: tokio::sync::watch::Sender<bool>,
+    pub outcome: watch::Sender<DeploymentState>,
+    /// While `true`, a start is recorded and then waits before it is answered.
+    pub held: watch::Sender<bool>,
 }
 
 impl FakeDeployer {
@@ -37,11 +41,11 @@ impl FakeDeployer {
             calls: Mutex::new(Vec::new()),
             ecs_calls: Mutex::new(Vec::new()),
             stops: Mutex::new(Vec::new()),
-            outcome: Mutex::new(outcome),
-            held: tokio::sync::watch::channel(false).0,
+            outcome: watch::channel(outcome).0,
+            held: watch::channel(false).0,
         })
     }
-    /// `deploy` answers only after [`FakeDeployer::release_deploys`].
+    /// Starts are answered only after [`FakeDeployer::release_deploys`].
     pub fn hold_deploys(&self) {
         self.held.send_replace(true);
     }
@@ -52,44 +56,58 @@ impl FakeDeployer {
         self.calls.lock().unwrap().clone()
     }
     pub fn set_outcome(&self, s: DeploymentState) {
-        *self.outcome.lock().unwrap() = s;
+        self.outcome.send_replace(s);
     }
-}
 
-#[async_trait]
-impl Deployer for FakeDeployer {
-    async fn deploy(
-        &self,
-        group: &str,
-        task_definition: FileText,
-        appspec: FileText,
-        description: String,
-    ) -> Result<String, pipelines::DeployError> {
-        let n = {
-            let mut calls = self.calls.lock().unwrap();
-            calls.push(DeployCall { group: group.into(), task_definition, appspec, description });
-            calls.len()
-        };
-        let mut held = self.held.subscribe();
-        let _ = held.wait_for(|held| !held).await;
-        Ok(format!("d-{n}"))
+    /// Answers what the pipelines' deploy actions ask, until their loop ends.
+    pub async fn serve(
+        self: Arc<Self>,
+        mut requests: mpsc::UnboundedReceiver<DeployRequest>,
+        answers: Deployments,
+    ) {
+        let mut outcome = self.outcome.subscribe();
+        let mut running: Vec<String> = Vec::new();
+        loop {
+            tokio::select! {
+                request = requests.recv() => match request {
+                    None => return,
+                    Some(DeployRequest::Start { job, deployment }) => {
+                        let id = self.record(deployment);
+                        let _ = self.held.subscribe().wait_for(|held| !held).await;
+                        answers.started(&job, Ok(id.clone())).await;
+                        running.push(id);
+                    }
+                    Some(DeployRequest::Stop { id }) => {
+                        self.stops.lock().unwrap().push(id);
+                        self.set_outcome(DeploymentState::Stopped { message: "stopped".into() });
+                    }
+                    Some(DeployRequest::Follow { id }) => running.push(id),
+                },
+                changed = outcome.changed() => if changed.is_err() { return },
+            }
+            let state = self.outcome.borrow().clone();
+            if state != DeploymentState::InProgress {
+                for id in running.drain(..) {
+                    answers.ended(&id, state.clone()).await;
+                }
+            }
+        }
     }
-    async fn deployment_state(&self, _id: &str) -> Result<DeploymentState, pipelines::DeployError> {
-        Ok(self.outcome.lock().unwrap().clone())
-    }
-    async fn stop(&self, id: &str) -> Result<(), pipelines::DeployError> {
-        self.stops.lock().unwrap().push(id.into());
-        *self.outcome.lock().unwrap() = DeploymentState::Stopped { message: "stopped".into() };
-        Ok(())
-    }
-    async fn deploy_image_definitions(
-        &self,
-        service: &str,
-        images: Vec<(String, String)>,
-    ) -> Result<String, pipelines::DeployError> {
-        let mut c = self.ecs_calls.lock().unwrap();
-        c.push((service.into(), images));
-        Ok(format!("ecs-{}", c.len()))
+
+    /// Records a started deployment; its id.
+    fn record(&self, deployment: Deployment) -> String {
+        match deployment {
+            Deployment::Files { group, task_definition, appspec, description } => {
+                let mut calls = self.calls.lock().unwrap();
+                calls.push(DeployCall { group, task_definition, appspec, description });
+                format!("d-{}", calls.len())
+            }
+            Deployment::Images { service, images } => {
+                let mut calls = self.ecs_calls.lock().unwrap();
+                calls.push((service, images));
+                format!("ecs-{}", calls.len())
+            }
+        }
     }
 }
 
@@ -126,7 +144,8 @@ impl Server {
             api_url: url.clone(),
             token: token.map(str::to_string),
         };
-        let ci = Pipelines::start(config, deployer, store.clone()).expect("start ci");
+        let (ci, requests) = Pipelines::start(config, store.clone()).expect("start ci");
+        tokio::spawn(deployer.serve(requests, ci.deployments().expect("a standalone loop")));
         let app = pipelines::router(&ci);
         let server = tokio::spawn(async move {
             axum::serve(listener, app).await.expect("serve");
