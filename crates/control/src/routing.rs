@@ -159,6 +159,7 @@ fn group_forward(routing: &GroupRouting, is_production: bool) -> Action {
             ]
             .into(),
         }),
+        retry: None,
     })
 }
 

@@ -19,7 +19,7 @@ use routes::rules::RequestView;
 use crate::listener::ListenerShared;
 use crate::metrics::{self as m};
 use crate::state::{CompiledAction, Fixed, Shared};
-use crate::target::{InFlight, TargetRt};
+use crate::target::{GroupRt, InFlight, TargetRt};
 use crate::upstream::UpstreamConn;
 use crate::upstream::{self, ClientFault, UpstreamBody};
 
@@ -156,8 +156,8 @@ pub fn lb_response(status: StatusCode, close: bool) -> Response<ProxyBody> {
 
 /// Where a request goes, decided once from the table it arrived under.
 pub enum Routed {
-    /// To this target, waiting at most this long for its answer.
-    Forward(Arc<TargetRt>, Duration),
+    /// To this target, waiting at most this long for its answer; whether it may be retried.
+    Forward(Arc<TargetRt>, Duration, Option<Retryable>),
     /// The load balancer answers itself (fixed response, redirect, 503).
     Respond(Response<ProxyBody>),
 }
@@ -193,9 +193,17 @@ pub fn route<R: Routable>(
         }
         CompiledAction::Forward(fwd) => {
             let previewed = fwd.preview.as_ref().and_then(|p| p.choose(req.fields()));
+            let pinned = previewed.is_some();
             let Some(group) = previewed.or_else(|| fwd.choose()) else {
                 lc.inc(m::L_ELB503);
                 return Routed::Respond(lb_response(StatusCode::SERVICE_UNAVAILABLE, false));
+            };
+            // A request pinned by preview routing wants that group's answer, failure or not.
+            let retryable = match &fwd.retry {
+                Some(r) if !pinned && !Arc::ptr_eq(group, &r.to) && r.allows(req.method()) => {
+                    Some(Retryable { max_body_bytes: r.max_body_bytes })
+                }
+                _ => None,
             };
             group.counters.inc(m::REQUESTS);
             let Some((target, fail_open)) = group.pick() else {
@@ -205,9 +213,75 @@ pub fn route<R: Routable>(
             if fail_open {
                 group.counters.inc(m::FAIL_OPEN);
             }
-            Routed::Forward(target, route.idle_timeout)
+            Routed::Forward(target, route.idle_timeout, retryable)
         }
     }
+}
+
+/// A request its forward's retry may send again should its group fail it (see
+/// [`routes::Retry`]): its method is one the retry takes, it was not pinned by preview routing,
+/// and its group is not the retry group itself. Whether its body can be kept is the caller's to
+/// tell.
+#[derive(Clone, Copy, Debug)]
+pub struct Retryable {
+    /// The largest body kept for a retry.
+    pub max_body_bytes: u64,
+}
+
+/// Why a failed request was not retried.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NoRetry {
+    /// The table served now has no retry for the group that failed (it changed meanwhile), or
+    /// the retry group has no target.
+    NoRetryGroup,
+    /// The retry budget is spent; counted in the failed group's `retry_budget_exhausted`.
+    BudgetExhausted,
+}
+
+/// A retry in flight, counted in its retry group's budget until dropped.
+pub struct RetryPermit {
+    group: Arc<GroupRt>,
+}
+
+impl Drop for RetryPermit {
+    fn drop(&mut self) {
+        self.group.retries_in_flight.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A target of the retry group for a request `failed` could not serve, with its place in the
+/// budget, under the table served now (a rollback may have weighted `failed`'s group 0 since;
+/// its requests in flight are retried all the same). Counts the retry, or the spent budget, in
+/// the failed group's metrics, and the request in the retry group's.
+pub fn retry_target(
+    ctx: &ConnCtx,
+    failed: &TargetRt,
+) -> Result<(Arc<TargetRt>, RetryPermit), NoRetry> {
+    let table = ctx.shared.table.load();
+    let route = table.slots.get(ctx.listener.slot).and_then(Option::as_ref);
+    let found = route.into_iter().flat_map(|r| r.actions()).find_map(|action| match action {
+        CompiledAction::Forward(fwd) => {
+            let retry = fwd.retry.as_deref()?;
+            Some((retry, retry.failed_group(&failed.group_counters)?))
+        }
+        _ => None,
+    });
+    let Some((retry, failed_group)) = found else { return Err(NoRetry::NoRetryGroup) };
+    let allowed = retry.policy.allowed_retries(retry.in_flight());
+    let to = &retry.to;
+    let before = to.retries_in_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let permit = RetryPermit { group: to.clone() };
+    if before >= allowed {
+        failed_group.counters.inc(m::RETRY_BUDGET_EXHAUSTED);
+        return Err(NoRetry::BudgetExhausted);
+    }
+    let Some((target, fail_open)) = to.pick() else { return Err(NoRetry::NoRetryGroup) };
+    failed_group.counters.inc(m::RETRIES);
+    to.counters.inc(m::REQUESTS);
+    if fail_open {
+        to.counters.inc(m::FAIL_OPEN);
+    }
+    Ok((target, permit))
 }
 
 /// Handles one HTTP/2 client request (HTTP/1 connections are served by [`crate::h1`]); never
@@ -235,7 +309,7 @@ pub async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Response<Proxy
     });
     match routed {
         Routed::Respond(resp) => resp,
-        Routed::Forward(target, timeout) => forward(ctx, req, host, target, timeout).await,
+        Routed::Forward(target, timeout, _) => forward(ctx, req, host, target, timeout).await,
     }
 }
 
