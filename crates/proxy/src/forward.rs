@@ -194,25 +194,32 @@ pub fn route<R: Routable>(
         CompiledAction::Forward(fwd) => {
             let previewed = fwd.preview.as_ref().and_then(|p| p.choose(req.fields()));
             let pinned = previewed.is_some();
-            let Some(group) = previewed.or_else(|| fwd.choose()) else {
+            let Some(mut group) = previewed.or_else(|| fwd.choose()) else {
                 lc.inc(m::L_ELB503);
                 return Routed::Respond(lb_response(StatusCode::SERVICE_UNAVAILABLE, false));
             };
             // A request pinned by preview routing wants that group's answer, failure or not.
-            let retryable = match &fwd.retry {
-                Some(r) if !pinned && !Arc::ptr_eq(group, &r.to) && r.allows(req.method()) => {
-                    Some(Retryable { max_body_bytes: r.max_body_bytes })
-                }
-                _ => None,
-            };
+            let retry = fwd.retry.as_deref().filter(|r| !pinned && !Arc::ptr_eq(group, &r.to));
+            let mut picked = group.pick();
+            if picked.is_none()
+                && let Some(r) = retry
+            {
+                // A group without a target (its last one just left the table) sends nothing
+                // anywhere yet: the retry group takes the request, whatever its method.
+                group = &r.to;
+                picked = group.pick();
+            }
             group.counters.inc(m::REQUESTS);
-            let Some((target, fail_open)) = group.pick() else {
+            let Some((target, fail_open)) = picked else {
                 group.counters.inc(m::ELB503);
                 return Routed::Respond(lb_response(StatusCode::SERVICE_UNAVAILABLE, false));
             };
             if fail_open {
                 group.counters.inc(m::FAIL_OPEN);
             }
+            let retryable = retry
+                .filter(|r| !Arc::ptr_eq(group, &r.to) && r.allows(req.method()))
+                .map(|r| Retryable { max_body_bytes: r.max_body_bytes });
             Routed::Forward(target, route.idle_timeout, retryable)
         }
     }

@@ -596,8 +596,10 @@ where
                 return (failed, None);
             }
         };
-        if let Tried::Answered(guard, answer) = failed {
-            discard(guard, answer, worker);
+        // The failed try is over: out of its target's in-flight count before the retry starts.
+        match failed {
+            Tried::Answered(guard, answer) => discard(guard, answer, worker),
+            other => drop(other),
         }
         self.w.set(Phase::Target(clock::now_ms() + timeout.as_millis() as u64));
         (self.try_target(req, target, worker, true).await, Some(permit))

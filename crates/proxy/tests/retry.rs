@@ -379,3 +379,22 @@ async fn a_retry_the_data_plane_cannot_serve_is_refused_with_its_reason() {
     );
     lb.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_request_for_a_group_without_a_target_goes_to_the_retry_group_whatever_its_method() {
+    // As between a rollback's new target sets and its new weights: green is chosen, and empty.
+    let blue = Backend::start("blue").await;
+    let lb = Lb::start(None).await;
+    let bind = free_addr();
+    let mut table = canary(bind, blue.addr, blue.addr, Retry::to("blue"));
+    table.target_groups.get_mut("green").unwrap().targets.clear();
+    lb.apply(&table).await;
+
+    let (status, body) = send(&lb, "POST", &format!("http://{bind}/"), b"order".to_vec()).await;
+    assert_eq!((status, body.as_str()), (200, "blue"), "nothing was sent to green: any method");
+    let snapshot = lb.metrics().await;
+    let (g, b) = (group_metrics(&snapshot, "green"), group_metrics(&snapshot, "blue"));
+    assert_eq!((g.counters.requests, g.counters.elb_503, g.retries), (0, 0, 0));
+    assert_eq!((b.counters.requests, b.counters.target_2xx), (1, 1));
+    lb.shutdown().await;
+}

@@ -214,9 +214,14 @@ impl Retry {
     pub const DEFAULT_MAX_BODY_BYTES: u32 = 64 * 1024;
     /// The most a body kept for a retry may be: what one request holds in memory.
     pub const MAX_BODY_BYTES_LIMIT: u32 = 1024 * 1024;
-    /// Envoy's defaults for `retry_budget`.
+    /// Envoy's default share for `retry_budget`.
     pub const DEFAULT_BUDGET_PERCENT: u8 = 20;
-    pub const DEFAULT_MIN_RETRY_CONCURRENCY: u32 = 3;
+    /// Envoy's floor is 3; this one is 10, because the retries go to blue, which carried all of
+    /// production just before the deployment and keeps its tasks through it: at the handful of
+    /// requests in flight where the floor decides (a few keep-alive clients at full speed), a
+    /// floor of 3 turns a broken green's failures back into failed requests, while 10 requests
+    /// in flight are nothing blue cannot take. Under real load the share decides.
+    pub const DEFAULT_MIN_RETRY_CONCURRENCY: u32 = 10;
 
     /// A retry to `target_group` with the defaults.
     pub fn to(target_group: impl Into<String>) -> Retry {
@@ -701,17 +706,17 @@ mod tests {
     }
 
     #[test]
-    fn a_retry_given_only_its_group_takes_envoy_s_budget_and_the_idempotent_methods() {
+    fn a_retry_given_only_its_group_takes_the_default_budget_and_the_idempotent_methods() {
         let retry: Retry = serde_json::from_str(r#"{"target_group": "blue"}"#).unwrap();
         assert_eq!(retry, Retry::to("blue"));
         assert_eq!(retry.methods, ["GET", "HEAD", "OPTIONS", "PUT", "DELETE"]);
-        assert_eq!((retry.budget_percent, retry.min_retry_concurrency), (20, 3));
+        assert_eq!((retry.budget_percent, retry.min_retry_concurrency), (20, 10));
         assert_eq!(retry.max_body_bytes, 64 * 1024);
     }
 
     #[test]
     fn the_retry_budget_is_a_share_of_the_requests_in_flight_never_below_its_floor() {
-        let retry = Retry::to("blue");
+        let retry = Retry { min_retry_concurrency: 3, ..Retry::to("blue") };
         assert_eq!(retry.allowed_retries(0), 3, "the floor with nothing in flight");
         assert_eq!(retry.allowed_retries(14), 3, "20% of 14 is under the floor");
         assert_eq!(retry.allowed_retries(100), 20);

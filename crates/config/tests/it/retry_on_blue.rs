@@ -26,7 +26,7 @@ fn retry_on_blue_is_on_by_default_off_with_false_and_tuned_with_a_map() {
         methods: ["GET", "HEAD", "OPTIONS", "PUT", "DELETE"].map(String::from).to_vec(),
         max_body_bytes: 65536,
         budget_percent: 20,
-        min_retry_concurrency: 3,
+        min_retry_concurrency: 10,
     };
     assert_eq!(parsed(QUICKSTART), Some(defaults.clone()), "unset: on, with the defaults");
     assert_eq!(parsed(&with_retry("true")), Some(defaults.clone()));
