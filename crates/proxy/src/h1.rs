@@ -287,7 +287,9 @@ pub(crate) enum RequestBody {
     Chunked,
 }
 
-/// What a head turned out to be.
+/// What a head turned out to be. Returned once per head and taken apart at once, so its size
+/// costs nothing; boxing the large variant would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
 enum Parsed {
     /// More bytes are needed.
     Partial,

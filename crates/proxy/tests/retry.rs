@@ -398,3 +398,68 @@ async fn a_request_for_a_group_without_a_target_goes_to_the_retry_group_whatever
     assert_eq!((b.counters.requests, b.counters.target_2xx), (1, 1));
     lb.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_http2_a_request_without_a_body_is_retried_and_one_with_a_body_is_not() {
+    let dir = std::env::temp_dir().join(format!("cutover-proxy-retry-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["web.example.com".into()]).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), cert.key_pair.serialize_pem()).unwrap();
+    let green = Failing::start(500).await;
+    let blue = Backend::start("blue").await;
+    let lb = Lb::start(None).await;
+    let bind = free_addr();
+    let mut table = canary(bind, green.addr, blue.addr, Retry::to("blue"));
+    table.listeners.get_mut("prod").unwrap().tls = Some(TlsConfig {
+        certificate_file: dir.join("cert.pem").display().to_string(),
+        key_file: dir.join("key.pem").display().to_string(),
+        certificates: Vec::new(),
+    });
+    lb.apply(&table).await;
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(bind).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect("web.example.com".try_into().unwrap(), tcp)
+        .await
+        .expect("TLS handshake");
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    for (method, body, expected) in [
+        ("GET", "", (200, "blue")),
+        ("DELETE", "", (200, "blue")),
+        ("PUT", "x", (500, "green failed")),
+    ] {
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("https://web.example.com:{}/", bind.port()))
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
+            .await
+            .unwrap()
+            .unwrap();
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!((status, String::from_utf8_lossy(&body).as_ref()), expected, "{method} over h2");
+    }
+    let g = group_metrics(&lb.metrics().await, "green");
+    assert_eq!((g.counters.target_5xx, g.retries), (3, 2), "each failure counted on green");
+    lb.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
