@@ -93,12 +93,13 @@ fn a_broken_green_behind_a_canary_fails_no_get_and_is_rolled_back() {
 
     // Green's failures are still green's, in the metrics the alarm watched, and each was retried.
     // (A snapshot may fall between a 500 and its retry: the next one has both.)
-    let counted = wait_until_ok("green's 500s and retries to be counted alike", || {
+    let counted = wait_until_ok("every one of green's 500s to be counted as retried", || {
         let (green_5xx, metrics_5xx) =
             metric_sum(&cluster, "HTTPCode_Target_5XX_Count", "web-green");
         let (retried, metrics_retries) = metric_sum(&cluster, "RetryCount", "web-green");
-        if green_5xx >= 1.0 && retried == green_5xx {
-            return Ok(green_5xx);
+        // At least: a green task stopped mid-request after the rollback is a 502, retried too.
+        if green_5xx >= 1.0 && retried >= green_5xx {
+            return Ok(retried);
         }
         Err(format!("5xx: {metrics_5xx}\nretries: {metrics_retries}"))
     });
