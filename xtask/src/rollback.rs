@@ -1,23 +1,97 @@
-//! `cargo xtask bench-rollback`: how fast a bad release is back on blue.
+//! `cargo xtask bench-rollback`: how fast a bad release is back on blue, and what it costs the
+//! clients with and without retry on blue.
 //!
 //! Starts a real `cutover up` (release build, process runtime) with two tasks of the demo app,
 //! a 50% canary with a long interval, and an alarm on green's 5xx count (`Sum >= 1` over a 1-second
 //! period, 1 of 1, DEPLOYMENT_STOP_ON_ALARM). Each run deploys a v2 whose every response is a 500
-//! while keep-alive clients call the production listener as fast as they can, and measures, from
-//! what the clients saw: the time from the first failing response served by green to the last
-//! response served by green (after which production is 100% blue), and how many client requests
-//! failed in that window. CodeDeploy's equivalent is minutes: CloudWatch evaluates at most every
-//! 10 seconds (a minute for standard periods) and CodeDeploy polls alarms on its own schedule.
+//! while keep-alive clients call the production listener as fast as they can. The first runs have
+//! the group's `retry_on_blue: false` and measure, from what the clients saw: the time from the
+//! first failing response served by green to the last response served by green (after which
+//! production is 100% blue), and how many client requests failed in that window. CodeDeploy's
+//! equivalent is minutes: CloudWatch evaluates at most every 10 seconds (a minute for standard
+//! periods) and CodeDeploy polls alarms on its own schedule. The same number of runs follows in
+//! the same invocation with retry on blue (the default): the client requests that failed
+//! during the whole run (goal 0), and from the data plane's metrics the requests green failed,
+//! how many blue answered again (and how many the budget refused), and blue's extra load while
+//! green was in the split: the retries over the requests blue took first-hand meanwhile, which
+//! at a 50% canary are as many as green took.
 
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use testkit::http::{Load, get};
+use routes::MetricsSnapshot;
+use testkit::http::{Load, Sample, get};
 
 use crate::{free_addr, workspace};
+
+/// A running installation the runs deploy to.
+struct Bench {
+    cutover: PathBuf,
+    dir: PathBuf,
+    prod: SocketAddr,
+    lb_admin: SocketAddr,
+}
+
+impl Bench {
+    fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = Command::new(&self.cutover)
+            .args(args)
+            .env("CUTOVER_DATA_DIR", self.dir.join("data"))
+            .current_dir(&self.dir)
+            .output()?;
+        if !out.status.success() {
+            bail!("cutover {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).to_string())
+    }
+
+    /// Applies `cutover.yaml` with retry on blue on or off.
+    fn apply(&self, retry_on_blue: bool) -> anyhow::Result<()> {
+        write_files(&self.dir, self.prod, retry_on_blue)?;
+        self.cli(&["apply", "-f", "cutover.yaml"])?;
+        Ok(())
+    }
+
+    /// The data plane's counters (`GET /v1/metrics` on its admin address).
+    fn metrics(&self) -> anyhow::Result<MetricsSnapshot> {
+        let mut stream = TcpStream::connect_timeout(&self.lb_admin, Duration::from_secs(5))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        stream.write_all(b"GET /v1/metrics HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n")?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer)?;
+        let at = answer.windows(4).position(|w| w == b"\r\n\r\n").context("no head end")?;
+        serde_json::from_slice(&answer[at + 4..]).context("the metrics' JSON")
+    }
+
+    /// One deployment of the broken v2 under load, until it is rolled back; the clients' answers.
+    fn deploy_broken(&self, run: usize) -> anyhow::Result<Vec<Sample>> {
+        let load = Load::start(self.prod, 4);
+        std::thread::sleep(Duration::from_millis(300));
+        let created = self.cli(&[
+            "deploy",
+            "--group",
+            "web/web-prod",
+            "--task-definition",
+            "taskdef-bad.json",
+            "--appspec",
+            "appspec.yaml",
+            "--wait",
+        ]);
+        std::thread::sleep(Duration::from_millis(500));
+        let samples = load.finish();
+        if created.is_ok() {
+            bail!("run {run}: the bad release succeeded; the alarm did not fire");
+        }
+        wait("production back on v1", Duration::from_secs(30), || {
+            get(self.prod, "/").is_ok_and(|(_, v)| v == "v1")
+        })?;
+        Ok(samples)
+    }
+}
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let mut runs = 5usize;
@@ -41,74 +115,53 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let tmp = std::env::temp_dir().join(format!("cutover-bench-rollback-{}", std::process::id()));
     std::fs::create_dir_all(tmp.join("app"))?;
     std::fs::copy(bin.join("cutover-demo-app"), tmp.join("app/cutover-demo-app"))?;
-    let prod = free_addr();
-    let api = free_addr();
-    write_files(&tmp, prod)?;
-
-    let cutover = bin.join("cutover");
-    let data = tmp.join("data");
-    let cli = |args: &[&str]| -> anyhow::Result<String> {
-        let out = Command::new(&cutover)
-            .args(args)
-            .env("CUTOVER_DATA_DIR", &data)
-            .current_dir(&tmp)
-            .output()?;
-        if !out.status.success() {
-            bail!("cutover {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).to_string())
+    let bench = Bench {
+        cutover: bin.join("cutover"),
+        dir: tmp.clone(),
+        prod: free_addr(),
+        lb_admin: free_addr(),
     };
+    write_files(&tmp, bench.prod, false)?;
+    let api = free_addr();
     let log = std::fs::File::create(tmp.join("up.log"))?;
     let mut up = Guard(
-        Command::new(&cutover)
-            .args([
-                "up",
-                "--listen",
-                &api.to_string(),
-                "--lb-admin",
-                "127.0.0.1:0",
-                "--lb-threads",
-                "1",
-            ])
-            .env("CUTOVER_DATA_DIR", &data)
+        Command::new(&bench.cutover)
+            .args(["up", "--listen", &api.to_string(), "--lb-admin", &bench.lb_admin.to_string()])
+            .args(["--lb-threads", "1"])
+            .env("CUTOVER_DATA_DIR", tmp.join("data"))
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()?,
-        cutover.clone(),
-        data.clone(),
+        bench.cutover.clone(),
+        tmp.join("data"),
     );
-    wait("cutover up", Duration::from_secs(30), || cli(&["status"]).is_ok())?;
-    cli(&["apply", "-f", "cutover.yaml"])?;
+    wait("cutover up", Duration::from_secs(30), || bench.cli(&["status"]).is_ok())?;
+    bench.apply(false)?;
     wait("v1 to serve", Duration::from_secs(30), || {
-        get(prod, "/").is_ok_and(|(s, v)| s == 200 && v == "v1")
+        get(bench.prod, "/").is_ok_and(|(s, v)| s == 200 && v == "v1")
     })?;
+    without_retry(&bench, runs)?;
+    bench.apply(true)?;
+    with_retry(&bench, runs)?;
+    up.stop();
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(())
+}
 
+/// The runs with `retry_on_blue: false`: the rollback window and the failures in it.
+fn without_retry(bench: &Bench, runs: usize) -> anyhow::Result<()> {
     println!(
         "cutover bench-rollback — {runs} runs; alarm: green HTTPCode_Target_5XX_Count Sum >= 1 per 1s, 1 of 1"
     );
+    println!("without retry on blue (retry_on_blue: false):");
     println!(
         "{:>4}  {:>22}  {:>16}  {:>16}",
         "run", "first 500 → all blue", "failed requests", "requests on green"
     );
     let mut windows = Vec::new();
+    let mut failures = Vec::new();
     for run in 1..=runs {
-        let load = Load::start(prod, 4);
-        std::thread::sleep(Duration::from_millis(300));
-        let created = cli(&[
-            "deploy",
-            "--group",
-            "web/web-prod",
-            "--task-definition",
-            "taskdef-bad.json",
-            "--appspec",
-            "appspec.yaml",
-            "--wait",
-        ]);
-        std::thread::sleep(Duration::from_millis(500));
-        let samples = load.finish();
-        if created.is_ok() {
-            bail!("run {run}: the bad release succeeded; the alarm did not fire");
-        }
+        let samples = bench.deploy_broken(run)?;
         let first_bad = samples
             .iter()
             .position(|s| s.status == 500 && s.version == "v2")
@@ -123,23 +176,66 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             window.as_secs_f64() * 1000.0
         );
         windows.push(window);
-        wait("production back on v1", Duration::from_secs(30), || {
-            get(prod, "/").is_ok_and(|(_, v)| v == "v1")
-        })?;
+        failures.push(failed);
     }
     windows.sort();
+    failures.sort();
     let median = windows[windows.len() / 2];
     println!(
-        "median {:.0} ms, worst {:.0} ms (goal: under 1000 ms at a 1-second alarm period; CodeDeploy: minutes)",
+        "median {:.0} ms, worst {:.0} ms (goal: under 1000 ms at a 1-second alarm period; CodeDeploy: minutes); failed requests: median {}, worst {}",
         median.as_secs_f64() * 1000.0,
-        windows.last().map_or(0.0, |w| w.as_secs_f64() * 1000.0)
+        windows.last().map_or(0.0, |w| w.as_secs_f64() * 1000.0),
+        failures[failures.len() / 2],
+        failures.last().copied().unwrap_or(0),
     );
-    up.stop();
-    let _ = std::fs::remove_dir_all(&tmp);
     Ok(())
 }
 
-fn write_files(dir: &Path, prod: SocketAddr) -> anyhow::Result<()> {
+/// The runs with retry on blue (its defaults): what the clients saw, and what blue took on.
+fn with_retry(bench: &Bench, runs: usize) -> anyhow::Result<()> {
+    println!("with retry on blue (the default: 20% of the requests in flight, at least 10):");
+    println!(
+        "{:>4}  {:>16}  {:>14}  {:>8}  {:>16}  {:>18}",
+        "run",
+        "failed requests",
+        "green failed",
+        "retries",
+        "budget exhausted",
+        "blue's extra load"
+    );
+    let mut worst_failed = 0;
+    let mut loads = Vec::new();
+    for run in 1..=runs {
+        let before = bench.metrics()?;
+        let samples = bench.deploy_broken(run)?;
+        let after = bench.metrics()?;
+        let failed = samples.iter().filter(|s| s.status != 200).count();
+        let delta = |pick: fn(&routes::TargetGroupMetrics) -> u64| {
+            let of = |m: &MetricsSnapshot| m.target_groups.get("web-green").map_or(0, pick);
+            of(&after).saturating_sub(of(&before))
+        };
+        let green_failed = delta(|g| g.counters.target_5xx + g.counters.elb_502);
+        let green_requests = delta(|g| g.counters.requests);
+        let (retries, exhausted) = (delta(|g| g.retries), delta(|g| g.retry_budget_exhausted));
+        // At 50/50, blue took first-hand as many requests as green while green was in the split.
+        let extra = 100.0 * retries as f64 / green_requests.max(1) as f64;
+        println!(
+            "{run:>4}  {failed:>16}  {green_failed:>14}  {retries:>8}  {exhausted:>16}  {:>17.0}%",
+            extra
+        );
+        worst_failed = worst_failed.max(failed);
+        loads.push(extra);
+    }
+    loads.sort_by(f64::total_cmp);
+    println!(
+        "failed requests at the client: worst {worst_failed} (goal 0 for GETs); blue's extra load while green was in the split: median +{:.0}%, worst +{:.0}%",
+        loads[loads.len() / 2],
+        loads.last().copied().unwrap_or(0.0)
+    );
+    Ok(())
+}
+
+fn write_files(dir: &Path, prod: SocketAddr, retry_on_blue: bool) -> anyhow::Result<()> {
     let taskdef = |version: &str, errors: &str| {
         format!(
             r#"{{"family": "web", "containerDefinitions": [{{"name": "web", "image": "app", "command": ["cutover-demo-app"],
@@ -178,6 +274,7 @@ deployment_groups:
     production_listener: web/prod
     alarms: [green-5xx]
     auto_rollback: [DEPLOYMENT_FAILURE, DEPLOYMENT_STOP_ON_ALARM]
+    retry_on_blue: {retry_on_blue}
 "#,
             port = prod.port()
         ),

@@ -12,6 +12,7 @@ mod listener_rules;
 mod load_balancing;
 mod monitoring;
 mod pipelines;
+mod retry;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -42,6 +43,7 @@ pub use pipelines::{
     DeployEcsAction, DeploymentGroupRef, ExecutionMode, ImagePlaceholder, PipelineDecl,
     PipelineSource, RepositoryDecl, SourceLocation, StageDecl, WebhookTrigger,
 };
+pub use retry::RetryOnBlue;
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct CutoverFile {
@@ -183,6 +185,8 @@ pub struct DeploymentGroupSpec {
     pub ignore_poll_alarm_failure: bool,
     /// Preview routing on the production listener while green serves the test listener.
     pub preview: Option<PreviewSpec>,
+    /// Retry on blue while production traffic goes to green; `None`: off. On by default.
+    pub retry_on_blue: Option<RetryOnBlue>,
 }
 
 /// A request header or cookie whose value `green` or `blue` pins a request on the production
@@ -841,6 +845,7 @@ const GROUP_FIELDS: &[&str] = &[
     "alarms",
     "ignore_poll_alarm_failure",
     "preview",
+    "retry_on_blue",
 ];
 
 fn deployment_group(
@@ -898,6 +903,7 @@ fn deployment_group(
     let ignore_poll_alarm_failure =
         optional(cx, &mut f, "ignore_poll_alarm_failure", |cx, i| cx.bool(i.node, &i.path));
     let preview = optional(cx, &mut f, "preview", preview);
+    let retry_on_blue = optional(cx, &mut f, "retry_on_blue", retry::retry_on_blue);
     f.finish(cx, GROUP_FIELDS, &[]);
     meta.alarms_empty =
         matches!(alarms, Some(None)) || matches!(&alarms, Some(Some(a)) if a.is_empty());
@@ -926,6 +932,7 @@ fn deployment_group(
             alarms,
             ignore_poll_alarm_failure: ignore_poll_alarm_failure?.unwrap_or(false),
             preview: preview?,
+            retry_on_blue: retry_on_blue?.unwrap_or_else(|| Some(RetryOnBlue::default())),
         })
     })();
     (spec, meta)

@@ -33,8 +33,8 @@ pub use cutover_file::{
     DeploymentGroupSpec, ExecutionMode, GREEN, HookAction, HookSpec, ImagePlaceholder,
     LOAD_BALANCER_METRICS, ListenerAction, ListenerRef, ListenerRule, ListenerSpec,
     LoadBalancerSpec, MetricFilterDecl, PipelineDecl, PipelineSource, PreviewSpec, RepositoryDecl,
-    RuntimeKind, SERVICE_DIMENSION, ServiceLoadBalancer, ServiceSpec, SourceLocation, StageDecl,
-    TARGET_GROUP_DIMENSION, TargetGroupSpec, WebhookTrigger, check_service_against,
+    RetryOnBlue, RuntimeKind, SERVICE_DIMENSION, ServiceLoadBalancer, ServiceSpec, SourceLocation,
+    StageDecl, TARGET_GROUP_DIMENSION, TargetGroupSpec, WebhookTrigger, check_service_against,
     parse_cutover_file, resolve_deployment_config,
 };
 pub use references::{

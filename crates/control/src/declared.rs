@@ -156,6 +156,53 @@ pub struct DeploymentGroupDoc {
     /// groups stored before it existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub install_timeout_ms: Option<u64>,
+    /// Retry on blue while production traffic goes to green; `None`: off. Stored only when it is
+    /// not the default (on, with the default settings), so that groups stored before it existed
+    /// take the default, as their `cutover.yaml` would now, and read back unchanged.
+    #[serde(
+        default = "RetryOnBlueDoc::default_on",
+        skip_serializing_if = "RetryOnBlueDoc::is_default_on"
+    )]
+    pub retry_on_blue: Option<RetryOnBlueDoc>,
+}
+
+/// A deployment group's retry on blue (`config::RetryOnBlue`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryOnBlueDoc {
+    pub methods: Vec<String>,
+    pub max_body_bytes: u32,
+    pub budget_percent: u8,
+    pub min_retry_concurrency: u32,
+}
+
+impl RetryOnBlueDoc {
+    fn of(r: &config::RetryOnBlue) -> RetryOnBlueDoc {
+        RetryOnBlueDoc {
+            methods: r.methods.clone(),
+            max_body_bytes: r.max_body_bytes,
+            budget_percent: r.budget_percent,
+            min_retry_concurrency: r.min_retry_concurrency,
+        }
+    }
+
+    pub(crate) fn default_on() -> Option<RetryOnBlueDoc> {
+        Some(RetryOnBlueDoc::of(&config::RetryOnBlue::default()))
+    }
+
+    fn is_default_on(retry: &Option<RetryOnBlueDoc>) -> bool {
+        *retry == RetryOnBlueDoc::default_on()
+    }
+
+    /// The data plane's retry of the production forward whose blue is `blue_target_group`.
+    pub fn to(&self, blue_target_group: &str) -> routes::Retry {
+        routes::Retry {
+            target_group: blue_target_group.to_string(),
+            methods: self.methods.clone(),
+            max_body_bytes: self.max_body_bytes,
+            budget_percent: self.budget_percent,
+            min_retry_concurrency: self.min_retry_concurrency,
+        }
+    }
 }
 
 /// The header or cookie whose value `green` or `blue` pins a production request during a
@@ -293,6 +340,7 @@ pub fn deployment_group_doc(g: &config::DeploymentGroupSpec) -> DeploymentGroupD
         alarms: g.alarms.clone(),
         preview: g.preview.as_ref().map(|p| PreviewDoc { from: p.from, name: p.name.clone() }),
         install_timeout_ms: g.install_timeout.map(|d| d.as_millis() as u64),
+        retry_on_blue: g.retry_on_blue.as_ref().map(RetryOnBlueDoc::of),
     }
 }
 

@@ -185,6 +185,19 @@ impl Monitor {
                 continue;
             }
             let before = previous.as_ref().and_then(|p| p.target_groups.get(name));
+            // Retry on blue's own counts, on the group whose failures were retried.
+            for (metric, now, then) in [
+                ("RetryCount", tg.retries, before.map(|b| b.retries)),
+                (
+                    "RetryBudgetExhaustedCount",
+                    tg.retry_budget_exhausted,
+                    before.map(|b| b.retry_budget_exhausted),
+                ),
+            ] {
+                if let Some(increase) = counter::increase(continuity, then, now) {
+                    self.record(metric, name, at, increase as f64);
+                }
+            }
             let before = before.map(|b| &b.counters);
             self.record_counts(name, &tg.counters, before, continuity, at);
             self.record_response_times(name, &tg.counters.response_time, before, continuity, at);

@@ -145,6 +145,11 @@ fn group_forward(routing: &GroupRouting, is_production: bool) -> Action {
     // requests to either side.
     let previewing = is_production && routing.test_to_green && routing.deployment_in_progress;
     let preview = routing.group.preview.as_ref().filter(|_| previewing);
+    // Retry on blue stays on the production forward whatever the weights: it acts only on a
+    // request green took, and a rollback must not strand green's requests still in flight
+    // when it takes green's weight away. Never on the test listener, whose testers want
+    // green's answers.
+    let retry = routing.group.retry_on_blue.as_ref().filter(|_| is_production).map(|r| r.to(blue));
     Action::Forward(ForwardAction {
         target_groups: vec![
             WeightedTargetGroup { name: blue.clone(), weight: 100 - green_percent },
@@ -159,6 +164,7 @@ fn group_forward(routing: &GroupRouting, is_production: bool) -> Action {
             ]
             .into(),
         }),
+        retry,
     })
 }
 
@@ -190,6 +196,7 @@ mod tests {
             alarms: Vec::new(),
             preview: None,
             install_timeout_ms: None,
+            retry_on_blue: None,
         }
     }
 
@@ -277,6 +284,37 @@ mod tests {
         let targets: Vec<String> =
             table.target_groups["blue"].targets.iter().map(|t| t.addr.to_string()).collect();
         assert_eq!(targets, ["10.0.0.7:80", "10.0.0.9:80", "127.77.0.2:8080"]);
+    }
+
+    fn retries(table: &RouteTable) -> (Option<routes::Retry>, Option<routes::Retry>) {
+        let retry = |listener: &str| match &table.listeners[listener].action {
+            Action::Forward(f) => f.retry.clone(),
+            other => panic!("not a forward: {other:?}"),
+        };
+        (retry("lb/prod"), retry("lb/test"))
+    }
+
+    #[test]
+    fn retry_on_blue_names_blue_on_the_production_forward_only_at_any_weight() {
+        let mut group = group();
+        group.retry_on_blue = crate::declared::RetryOnBlueDoc::default_on();
+        // Blue is the group's second target group this time: roles alternate.
+        let at = |percent: u8, in_progress: bool| GroupRouting {
+            group: group.clone(),
+            blue_target_group: "green".into(),
+            production_green_percent: percent,
+            test_to_green: in_progress,
+            deployment_in_progress: in_progress,
+        };
+        for routing in [at(10, true), at(100, true), at(0, false)] {
+            let table = compute(1, &[lb()], &[], std::slice::from_ref(&routing), &BTreeMap::new());
+            let (production, test) = retries(&table);
+            assert_eq!(production, Some(routes::Retry::to("green")), "{routing:?}");
+            assert_eq!(test, None, "the test listener serves green's own answers");
+        }
+        let off = GroupRouting { group: self::group(), ..at(10, true) };
+        let table = compute(1, &[lb()], &[], &[off], &BTreeMap::new());
+        assert_eq!(retries(&table), (None, None), "`retry_on_blue: false` retries nothing");
     }
 
     /// The previews of the production and the test listener for one group's routing.

@@ -200,6 +200,8 @@ pub fn snapshot(shared: &Shared) -> MetricsSnapshot {
                 healthy_host_count: registered.iter().filter(|t| t.healthy()).count() as u64,
                 unhealthy_host_count: registered.iter().filter(|t| t.unhealthy()).count() as u64,
                 active_connections: targets.iter().map(|t| t.open_conns()).sum(),
+                retries: g.counters.get(m::RETRIES),
+                retry_budget_exhausted: g.counters.get(m::RETRY_BUDGET_EXHAUSTED),
                 targets: targets
                     .iter()
                     .map(|t| TargetMetrics {

@@ -19,7 +19,7 @@ use routes::rules::RequestView;
 use crate::listener::ListenerShared;
 use crate::metrics::{self as m};
 use crate::state::{CompiledAction, Fixed, Shared};
-use crate::target::{InFlight, TargetRt};
+use crate::target::{GroupRt, InFlight, TargetRt};
 use crate::upstream::UpstreamConn;
 use crate::upstream::{self, ClientFault, UpstreamBody};
 
@@ -99,6 +99,8 @@ pub struct TargetBody {
     /// The worker whose pool the connection goes back to.
     worker: usize,
     guard: InFlight,
+    /// A retry's place in its budget, held until its answer has gone to the client.
+    _permit: Option<RetryPermit>,
 }
 
 impl TargetBody {
@@ -156,8 +158,8 @@ pub fn lb_response(status: StatusCode, close: bool) -> Response<ProxyBody> {
 
 /// Where a request goes, decided once from the table it arrived under.
 pub enum Routed {
-    /// To this target, waiting at most this long for its answer.
-    Forward(Arc<TargetRt>, Duration),
+    /// To this target, waiting at most this long for its answer; whether it may be retried.
+    Forward(Arc<TargetRt>, Duration, Option<Retryable>),
     /// The load balancer answers itself (fixed response, redirect, 503).
     Respond(Response<ProxyBody>),
 }
@@ -193,21 +195,102 @@ pub fn route<R: Routable>(
         }
         CompiledAction::Forward(fwd) => {
             let previewed = fwd.preview.as_ref().and_then(|p| p.choose(req.fields()));
-            let Some(group) = previewed.or_else(|| fwd.choose()) else {
+            let pinned = previewed.is_some();
+            let Some(mut group) = previewed.or_else(|| fwd.choose()) else {
                 lc.inc(m::L_ELB503);
                 return Routed::Respond(lb_response(StatusCode::SERVICE_UNAVAILABLE, false));
             };
+            // A request pinned by preview routing wants that group's answer, failure or not.
+            let retry = fwd.retry.as_deref().filter(|r| !pinned && !Arc::ptr_eq(group, &r.to));
+            let mut picked = group.pick();
+            if picked.is_none()
+                && let Some(r) = retry
+            {
+                // A group without a target (its last one just left the table) sends nothing
+                // anywhere yet: the retry group takes the request, whatever its method.
+                group = &r.to;
+                picked = group.pick();
+            }
             group.counters.inc(m::REQUESTS);
-            let Some((target, fail_open)) = group.pick() else {
+            let Some((target, fail_open)) = picked else {
                 group.counters.inc(m::ELB503);
                 return Routed::Respond(lb_response(StatusCode::SERVICE_UNAVAILABLE, false));
             };
             if fail_open {
                 group.counters.inc(m::FAIL_OPEN);
             }
-            Routed::Forward(target, route.idle_timeout)
+            let retryable = retry
+                .filter(|r| !Arc::ptr_eq(group, &r.to) && r.allows(req.method()))
+                .map(|r| Retryable { max_body_bytes: r.max_body_bytes });
+            Routed::Forward(target, route.idle_timeout, retryable)
         }
     }
+}
+
+/// A request its forward's retry may send again should its group fail it (see
+/// [`routes::Retry`]): its method is one the retry takes, it was not pinned by preview routing,
+/// and its group is not the retry group itself. Whether its body can be kept is the caller's to
+/// tell.
+#[derive(Clone, Copy, Debug)]
+pub struct Retryable {
+    /// The largest body kept for a retry.
+    pub max_body_bytes: u64,
+}
+
+/// Why a failed request was not retried.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NoRetry {
+    /// The table served now has no retry for the group that failed (it changed meanwhile), or
+    /// the retry group has no target.
+    NoRetryGroup,
+    /// The retry budget is spent; counted in the failed group's `retry_budget_exhausted`.
+    BudgetExhausted,
+}
+
+/// A retry in flight, counted in its retry group's budget until dropped.
+pub struct RetryPermit {
+    group: Arc<GroupRt>,
+}
+
+impl Drop for RetryPermit {
+    fn drop(&mut self) {
+        self.group.retries_in_flight.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A target of the retry group for a request `failed` could not serve, with its place in the
+/// budget, under the table served now (a rollback may have weighted `failed`'s group 0 since;
+/// its requests in flight are retried all the same). Counts the retry, or the spent budget, in
+/// the failed group's metrics, and the request in the retry group's.
+pub fn retry_target(
+    ctx: &ConnCtx,
+    failed: &TargetRt,
+) -> Result<(Arc<TargetRt>, RetryPermit), NoRetry> {
+    let table = ctx.shared.table.load();
+    let route = table.slots.get(ctx.listener.slot).and_then(Option::as_ref);
+    let found = route.into_iter().flat_map(|r| r.actions()).find_map(|action| match action {
+        CompiledAction::Forward(fwd) => {
+            let retry = fwd.retry.as_deref()?;
+            Some((retry, retry.failed_group(&failed.group_counters)?))
+        }
+        _ => None,
+    });
+    let Some((retry, failed_group)) = found else { return Err(NoRetry::NoRetryGroup) };
+    let allowed = retry.policy.allowed_retries(retry.in_flight());
+    let to = &retry.to;
+    let before = to.retries_in_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let permit = RetryPermit { group: to.clone() };
+    if before >= allowed {
+        failed_group.counters.inc(m::RETRY_BUDGET_EXHAUSTED);
+        return Err(NoRetry::BudgetExhausted);
+    }
+    let Some((target, fail_open)) = to.pick() else { return Err(NoRetry::NoRetryGroup) };
+    failed_group.counters.inc(m::RETRIES);
+    to.counters.inc(m::REQUESTS);
+    if fail_open {
+        to.counters.inc(m::FAIL_OPEN);
+    }
+    Ok((target, permit))
 }
 
 /// Handles one HTTP/2 client request (HTTP/1 connections are served by [`crate::h1`]); never
@@ -235,7 +318,9 @@ pub async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Response<Proxy
     });
     match routed {
         Routed::Respond(resp) => resp,
-        Routed::Forward(target, timeout) => forward(ctx, req, host, target, timeout).await,
+        Routed::Forward(target, timeout, retryable) => {
+            forward(ctx, req, host, target, timeout, retryable).await
+        }
     }
 }
 
@@ -357,45 +442,137 @@ async fn forward(
     host: HeaderValue,
     target: Arc<TargetRt>,
     timeout: Duration,
+    retryable: Option<Retryable>,
 ) -> Response<ProxyBody> {
     prepare_request(&ctx, &mut req, host);
+    let worker = crate::workers::current();
+    // HTTP/2 request bodies are not kept: a request without one is, to be sent again.
+    let kept = retryable.filter(|_| req.body().is_end_stream()).map(|_| bodiless_copy(&req));
+    let awaiting_client = Arc::new(AtomicBool::new(false));
+    let req = req.map(|inner| ClientStream { inner, awaiting_client: awaiting_client.clone() });
+    let tried = attempt(&ctx, req, target, timeout, worker, &awaiting_client).await;
+    let Some(kept) = kept.filter(|_| tried.may_retry()) else {
+        return tried.into_response(worker, None);
+    };
+    let Some(failed) = tried.target() else { return tried.into_response(worker, None) };
+    match retry_target(&ctx, &failed) {
+        Ok((target, permit)) => {
+            // The failed try is over (its connection goes with its answer).
+            drop(tried);
+            let idle = Arc::new(AtomicBool::new(false));
+            let retried = attempt(&ctx, kept, target, timeout, worker, &idle).await;
+            retried.into_response(worker, Some(permit))
+        }
+        Err(why) => {
+            tracing::debug!(target = %failed.addr, "not retried: {why:?}");
+            tried.into_response(worker, None)
+        }
+    }
+}
+
+/// A request without a body, as it goes to a target, to send again.
+fn bodiless_copy(req: &Request<Incoming>) -> Request<http_body_util::Empty<Bytes>> {
+    let mut copy = Request::new(http_body_util::Empty::new());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
+}
+
+/// How one try of an HTTP/2 client's request at a target ended.
+enum Tried {
+    /// The target answered (counted in its metrics).
+    Answered(InFlight, Response<UpstreamBody>),
+    /// The target failed before any answer (its 502 counted): the client's answer, unless a
+    /// retry mends it.
+    Failed(Arc<TargetRt>, Response<ProxyBody>),
+    /// An answer that stands: a timeout, or the client's own fault.
+    Final(Response<ProxyBody>),
+}
+
+impl Tried {
+    /// A 5xx or a failure before any answer: a retry may mend it.
+    fn may_retry(&self) -> bool {
+        match self {
+            Tried::Answered(_, resp) => resp.status().is_server_error(),
+            Tried::Failed(..) => true,
+            Tried::Final(_) => false,
+        }
+    }
+
+    fn target(&self) -> Option<Arc<TargetRt>> {
+        match self {
+            Tried::Answered(guard, _) => Some(guard.target.clone()),
+            Tried::Failed(target, _) => Some(target.clone()),
+            Tried::Final(_) => None,
+        }
+    }
+
+    /// The answer for the client; a retry's `permit` lasts as long as its answer's body.
+    fn into_response(self, worker: usize, permit: Option<RetryPermit>) -> Response<ProxyBody> {
+        let (guard, resp) = match self {
+            Tried::Answered(guard, resp) => (guard, resp),
+            Tried::Failed(_, resp) | Tried::Final(resp) => return resp,
+        };
+        let (mut parts, body) = resp.into_parts();
+        if needs_cleaning(&parts.headers) {
+            strip_hop_by_hop(&mut parts.headers);
+        }
+        let body = TargetBody { inner: body, worker, guard, _permit: permit };
+        Response::from_parts(parts, ProxyBody::Target(body))
+    }
+}
+
+/// Sends `req` to `target` (or another target of its group when its connection is refused)
+/// within `timeout`, and counts the answer in its metrics.
+async fn attempt<B>(
+    ctx: &ConnCtx,
+    req: Request<B>,
+    target: Arc<TargetRt>,
+    timeout: Duration,
+    worker: usize,
+    awaiting_client: &AtomicBool,
+) -> Tried
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<ClientFault>,
+{
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + timeout;
-    let worker = crate::workers::current();
     let mut guard = InFlight::new(target);
-    let opened = tokio::time::timeout_at(deadline, open_upstream(&ctx, &mut guard, worker)).await;
+    let opened = tokio::time::timeout_at(deadline, open_upstream(ctx, &mut guard, worker)).await;
     let t = &guard.target;
     let (conn, reused) = match opened {
         Err(_elapsed) => {
             t.counters.inc(m::ELB504);
             t.group_counters.inc(m::ELB504);
-            return lb_response(StatusCode::GATEWAY_TIMEOUT, false);
+            return Tried::Final(lb_response(StatusCode::GATEWAY_TIMEOUT, false));
         }
-        Ok(Err(resp)) => return resp,
+        Ok(Err(resp)) => return Tried::Failed(guard.target.clone(), resp),
         Ok(Ok(opened)) => opened,
     };
-    let awaiting_client = Arc::new(AtomicBool::new(false));
-    let req = req.map(|inner| ClientStream { inner, awaiting_client: awaiting_client.clone() });
     let sent = tokio::time::timeout_at(deadline, upstream::send(t, conn, reused, req)).await;
     let resp = match sent {
         Err(_elapsed) if awaiting_client.load(Ordering::Relaxed) => {
-            return client_fault(&ctx, ClientFault::Stalled);
+            return Tried::Final(client_fault(ctx, ClientFault::Stalled));
         }
         Err(_elapsed) => {
             t.counters.inc(m::ELB504);
             t.group_counters.inc(m::ELB504);
-            return lb_response(StatusCode::GATEWAY_TIMEOUT, false);
+            return Tried::Final(lb_response(StatusCode::GATEWAY_TIMEOUT, false));
         }
-        Ok(Err(upstream::Error::RequestBody(fault))) => return client_fault(&ctx, fault),
+        Ok(Err(upstream::Error::RequestBody(fault))) => {
+            return Tried::Final(client_fault(ctx, fault));
+        }
         Ok(Err(e)) => {
             tracing::debug!(target = %t.addr, "target failed: {e}");
             t.counters.inc(m::ELB502);
             t.group_counters.inc(m::ELB502);
-            return lb_response(StatusCode::BAD_GATEWAY, false);
+            return Tried::Failed(t.clone(), lb_response(StatusCode::BAD_GATEWAY, false));
         }
         Ok(Ok(answer)) => answer,
     };
-    let t = &guard.target;
     let us = started.elapsed().as_micros() as u64;
     let status = resp.status();
     t.counters.observe_us(us);
@@ -407,14 +584,9 @@ async fn forward(
         // HTTP/2 has no upgrades, so none was asked for; a target may not switch unasked.
         t.counters.inc(m::ELB502);
         t.group_counters.inc(m::ELB502);
-        return lb_response(StatusCode::BAD_GATEWAY, false);
+        return Tried::Failed(t.clone(), lb_response(StatusCode::BAD_GATEWAY, false));
     }
-
-    let (mut parts, body) = resp.into_parts();
-    if needs_cleaning(&parts.headers) {
-        strip_hop_by_hop(&mut parts.headers);
-    }
-    Response::from_parts(parts, ProxyBody::Target(TargetBody { inner: body, worker, guard }))
+    Tried::Answered(guard, resp)
 }
 
 /// The client's own fault (see [`ClientFault`]): a client error of the listener, never of the

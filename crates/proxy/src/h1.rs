@@ -42,7 +42,7 @@ use crate::fields::{
     Known, MAX_HEAD, MAX_HEADERS, MAX_LINE, connection_listed, is_hop_by_hop, is_valid_host,
     is_valid_name, name_is,
 };
-use crate::forward::{self, ConnCtx, ProxyBody, Routed};
+use crate::forward::{self, ConnCtx, ProxyBody, Retryable, Routed};
 use crate::metrics as m;
 use crate::sync::SideWaker;
 use crate::target::{InFlight, TargetRt};
@@ -204,6 +204,7 @@ where
         io,
         buf: BytesMut::with_capacity(READ_SIZE),
         out: Vec::with_capacity(1024),
+        kept: Vec::new(),
         ctx: &ctx,
         w: &watch,
     };
@@ -258,6 +259,9 @@ struct Conn<'a, I> {
     buf: BytesMut,
     /// The response head (and small bodies) being written; reused.
     out: Vec<u8>,
+    /// A request kept whole for a retry (its target's head and its body); reused, and never
+    /// allocated on a connection none of whose requests may be retried.
+    kept: Vec<u8>,
     ctx: &'a ConnCtx,
     w: &'a Watch,
 }
@@ -283,7 +287,9 @@ pub(crate) enum RequestBody {
     Chunked,
 }
 
-/// What a head turned out to be.
+/// What a head turned out to be. Returned once per head and taken apart at once, so its size
+/// costs nothing; boxing the large variant would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
 enum Parsed {
     /// More bytes are needed.
     Partial,
@@ -295,7 +301,7 @@ enum Parsed {
 /// What to do with a request, decided while its head is borrowed.
 enum Action {
     /// Forward to this target; its head is encoded in `Conn::out`.
-    Forward(Arc<TargetRt>, Duration),
+    Forward(Arc<TargetRt>, Duration, Option<Retryable>),
     Respond(Response<ProxyBody>),
 }
 
@@ -366,7 +372,9 @@ where
                     let keep = req.keep_alive && req.body == RequestBody::None;
                     self.respond(resp, !keep, req.head_method).await.is_ok() && keep
                 }
-                Action::Forward(target, timeout) => self.forward(&req, target, timeout).await,
+                Action::Forward(target, timeout, retryable) => {
+                    self.forward(&req, target, timeout, retryable).await
+                }
             };
             if !keep || self.w.closing() {
                 return true;
@@ -401,6 +409,9 @@ where
         }
         if self.out.capacity() > 2 * READ_SIZE {
             self.out = Vec::with_capacity(1024);
+        }
+        if self.kept.capacity() > 2 * READ_SIZE {
+            self.kept = Vec::new();
         }
     }
 
@@ -477,8 +488,16 @@ where
     }
 
     /// Forwards one request and streams the answer back; returns whether the connection may
-    /// carry another request.
-    async fn forward(&mut self, req: &Request, target: Arc<TargetRt>, timeout: Duration) -> bool {
+    /// carry another request. A request its forward may retry (see [`Retryable`]) is kept
+    /// whole first, and sent to the retry group when its target fails it before any byte of an
+    /// answer reached the client.
+    async fn forward(
+        &mut self,
+        req: &Request,
+        target: Arc<TargetRt>,
+        timeout: Duration,
+        retryable: Option<Retryable>,
+    ) -> bool {
         // A chunked body whose framing already arrived broken is refused before any target
         // hears of the request.
         if req.body == RequestBody::Chunked
@@ -486,30 +505,168 @@ where
         {
             return self.client_fault(ClientFault::Framing(e), req).await;
         }
-        let started = std::time::Instant::now();
         self.w.awaiting_client.store(false, Relaxed);
         self.w.set(Phase::Target(clock::now_ms() + timeout.as_millis() as u64));
         let worker = crate::workers::current();
+        let kept = match retryable {
+            Some(retryable) => match self.keep_for_retry(req, retryable).await {
+                Ok(kept) => kept,
+                Err(fault) => return self.client_fault(fault, req).await,
+            },
+            None => false,
+        };
+        let mut tried = self.try_target(req, target, worker, kept).await;
+        // Held until the retry's answer has gone to the client: a retry in flight.
+        let mut _permit = None;
+        if kept && tried.may_retry() {
+            (tried, _permit) = self.retry(req, tried, timeout, worker).await;
+        }
+        match tried {
+            Tried::Answered(guard, answer) => self.pass_on(req, guard, answer, worker).await,
+            Tried::Unreachable(_, resp) => self.respond_error(resp, req).await,
+            Tried::Failed(_) => {
+                let resp = forward::lb_response(StatusCode::BAD_GATEWAY, true);
+                let _ = self.respond(resp, true, req.head_method).await;
+                false
+            }
+            Tried::TimedOut(guard) => self.gateway_timeout(&guard.target, req).await,
+            Tried::ClientFault(fault) => self.client_fault(fault, req).await,
+        }
+    }
+
+    /// One try of the request at `target` (or another target of its group when its connection
+    /// is refused), up to the answer's head, which is counted in the target's metrics; the
+    /// request is the one in `kept` when `kept`, else the head in `out` and the client's body.
+    async fn try_target(
+        &mut self,
+        req: &Request,
+        target: Arc<TargetRt>,
+        worker: usize,
+        kept: bool,
+    ) -> Tried {
+        let started = std::time::Instant::now();
         let mut guard = InFlight::new(target);
         let opened =
             self.w.until_timeout(pin!(forward::open_upstream(self.ctx, &mut guard, worker))).await;
         let (conn, reused) = match opened {
             Some(Ok(opened)) => opened,
-            Some(Err(resp)) => return self.respond_error(resp, req).await,
-            None => return self.gateway_timeout(&guard.target, req).await,
+            Some(Err(resp)) => return Tried::Unreachable(guard, resp),
+            None => return Tried::TimedOut(guard),
         };
         let t = &guard.target;
-        let mut answer = match self.exchange(req, t, conn, reused).await {
-            Some(Ok(answer)) => answer,
-            Some(Err(e)) => return self.exchange_failed(e, t, req).await,
-            None if self.w.awaiting_client.load(Relaxed) => {
-                return self.client_fault(ClientFault::Stalled, req).await;
-            }
-            None => return self.gateway_timeout(t, req).await,
+        let exchanged = if kept {
+            self.exchange_kept(req, t, conn, reused).await
+        } else {
+            self.exchange(req, t, conn, reused).await
         };
+        match exchanged {
+            Some(Ok(answer)) => {
+                record_answer(t, answer.head.status(), started);
+                Tried::Answered(guard, answer)
+            }
+            Some(Err(upstream::Error::RequestBody(fault))) => Tried::ClientFault(fault),
+            Some(Err(e)) => {
+                // The connection went with the error: a request cut mid-body never goes back
+                // to the pool.
+                tracing::debug!(target = %t.addr, "target failed: {e}");
+                t.counters.inc(m::ELB502);
+                t.group_counters.inc(m::ELB502);
+                Tried::Failed(guard)
+            }
+            None if self.w.awaiting_client.load(Relaxed) => {
+                Tried::ClientFault(ClientFault::Stalled)
+            }
+            None => Tried::TimedOut(guard),
+        }
+    }
+
+    /// Sends a request its target failed to its forward's retry group, when the table served
+    /// now has one for the failed group and its budget allows; the failure stands otherwise.
+    /// The failure stays counted on the target that failed.
+    async fn retry(
+        &mut self,
+        req: &Request,
+        failed: Tried,
+        timeout: Duration,
+        worker: usize,
+    ) -> (Tried, Option<forward::RetryPermit>) {
+        let Some(failed_target) = failed.target() else { return (failed, None) };
+        let (target, permit) = match forward::retry_target(self.ctx, failed_target) {
+            Ok(found) => found,
+            Err(why) => {
+                tracing::debug!(target = %failed_target.addr, "not retried: {why:?}");
+                return (failed, None);
+            }
+        };
+        // The failed try is over: out of its target's in-flight count before the retry starts.
+        match failed {
+            Tried::Answered(guard, answer) => discard(guard, answer, worker),
+            other => drop(other),
+        }
+        self.w.set(Phase::Target(clock::now_ms() + timeout.as_millis() as u64));
+        (self.try_target(req, target, worker, true).await, Some(permit))
+    }
+
+    /// Keeps the request whole in `kept` — its target's head, and its body read to the end
+    /// from the client — so that it can be sent twice. False when its body is not kept (a
+    /// chunked one, or one longer than the retry keeps): the request streams as usual.
+    async fn keep_for_retry(
+        &mut self,
+        req: &Request,
+        retryable: Retryable,
+    ) -> Result<bool, ClientFault> {
+        let len = match req.body {
+            RequestBody::None => 0,
+            RequestBody::Length(n) if n <= retryable.max_body_bytes => n as usize,
+            RequestBody::Length(_) | RequestBody::Chunked => return Ok(false),
+        };
+        if len > 0 {
+            self.read_body_whole(req, len).await?;
+        }
+        self.kept.clear();
+        self.kept.extend_from_slice(&self.out);
+        self.kept.extend_from_slice(&self.buf[..len]);
+        self.buf.advance(len);
+        Ok(true)
+    }
+
+    /// Reads from the client until `buf` holds the `len` bytes of the request's body (after a
+    /// `100 Continue` when the client waits for one).
+    async fn read_body_whole(&mut self, req: &Request, len: usize) -> Result<(), ClientFault> {
+        if req.expect_continue && self.buf.is_empty() {
+            self.write(CONTINUE).await.map_err(ClientFault::Gone)?;
+        }
+        while self.buf.len() < len {
+            self.buf.reserve(len - self.buf.len());
+            let (io, buf, w) = (&mut self.io, &mut self.buf, self.w);
+            let read = poll_fn(|cx| {
+                let polled = tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, buf);
+                w.awaiting_client.store(polled.is_pending(), Relaxed);
+                polled
+            });
+            match w.until_timeout(pin!(read)).await {
+                None => return Err(ClientFault::Stalled),
+                Some(Ok(0)) => return Err(ClientFault::Truncated),
+                Some(Ok(_)) => w.touch(),
+                Some(Err(e)) => return Err(ClientFault::Gone(e)),
+            }
+        }
+        self.w.awaiting_client.store(false, Relaxed);
+        Ok(())
+    }
+
+    /// Streams a target's answer to the client; returns whether the connection may carry
+    /// another request.
+    async fn pass_on(
+        &mut self,
+        req: &Request,
+        guard: InFlight,
+        mut answer: Answer,
+        worker: usize,
+    ) -> bool {
         self.w.set(Phase::Body);
+        let t = &guard.target;
         let status = answer.head.status();
-        record_answer(t, status, started);
         // Whether the client's request body was read to its end: if not, the rest of it is
         // still on the connection, which therefore cannot carry another request.
         let body_done = match req.body {
@@ -541,6 +698,21 @@ where
                 false
             }
         }
+    }
+
+    /// Sends the request kept for a retry (see [`Conn::keep_for_retry`]) over `conn`, in one
+    /// write, and reads the answer's head; `None` when the watchdog fired first.
+    async fn exchange_kept(
+        &mut self,
+        req: &Request,
+        t: &TargetRt,
+        mut conn: Box<UpstreamConn>,
+        reused: bool,
+    ) -> Option<Result<Answer, upstream::Error>> {
+        conn.head_buf().extend_from_slice(&self.kept);
+        let none = Outgoing::<http_body_util::Empty<Bytes>>::Empty;
+        let exchange = pin!(upstream::send_encoded(t, conn, reused, req.head_method, none));
+        self.w.until_timeout(exchange).await
     }
 
     /// Sends the request to the target over `conn` (its head, and as much of a declared-length
@@ -588,18 +760,6 @@ where
         };
         let exchange = pin!(upstream::send_encoded(t, conn, reused, req.head_method, outgoing));
         self.w.until_timeout(exchange).await
-    }
-
-    /// The exchange failed: the client's body was at fault, or the target. The target
-    /// connection went with the error: a request cut mid-body never goes back to the pool.
-    async fn exchange_failed(&mut self, e: upstream::Error, t: &TargetRt, req: &Request) -> bool {
-        match e {
-            upstream::Error::RequestBody(fault) => self.client_fault(fault, req).await,
-            e => {
-                tracing::debug!(target = %t.addr, "target failed: {e}");
-                self.bad_gateway(t, req).await
-            }
-        }
     }
 
     /// The head of the answer to the client: status, the target's headers, and the framing
@@ -1051,12 +1211,12 @@ fn parse_request(buf: &[u8], ctx: &ConnCtx, out: &mut Vec<u8>) -> Parsed {
         };
         forward::redirect(r, host, path, query, ctx)
     });
-    let (target, timeout) = match routed {
+    let (target, timeout, retryable) = match routed {
         Routed::Respond(resp) => return request(Action::Respond(resp)),
-        Routed::Forward(target, timeout) => (target, timeout),
+        Routed::Forward(target, timeout, retryable) => (target, timeout, retryable),
     };
     encode_request_head(out, &req, &head, ctx);
-    request(Action::Forward(target, timeout))
+    request(Action::Forward(target, timeout, retryable))
 }
 
 /// An HTTP/1 request head as routing sees it.
@@ -1176,6 +1336,65 @@ enum BodyState {
     Length(u64),
     Chunked(Chunked),
     Done,
+}
+
+/// How one try of a request at a target ended.
+enum Tried {
+    /// The target answered (counted in its metrics); nothing of it went to the client yet.
+    Answered(InFlight, Answer),
+    /// No target of the group took a connection: the 502 for the client (counted).
+    Unreachable(InFlight, Response<ProxyBody>),
+    /// The connection failed, or the target broke the protocol, before any byte of an answer
+    /// (its 502 counted).
+    Failed(InFlight),
+    /// The target sent no answer in time (its 504 not counted yet).
+    TimedOut(InFlight),
+    ClientFault(ClientFault),
+}
+
+impl Tried {
+    /// Whether the request failed at its target in a way a retry may mend: a 5xx, a refused
+    /// connection, a reset or garbage before the answer. Not a timeout: the client has waited
+    /// long enough already.
+    fn may_retry(&self) -> bool {
+        match self {
+            Tried::Answered(_, answer) => answer.head.status().is_server_error(),
+            Tried::Unreachable(..) | Tried::Failed(_) => true,
+            Tried::TimedOut(_) | Tried::ClientFault(_) => false,
+        }
+    }
+
+    fn target(&self) -> Option<&TargetRt> {
+        match self {
+            Tried::Answered(guard, _)
+            | Tried::Unreachable(guard, _)
+            | Tried::Failed(guard)
+            | Tried::TimedOut(guard) => Some(&guard.target),
+            Tried::ClientFault(_) => None,
+        }
+    }
+}
+
+/// The most of an answer nobody reads that is read to save its connection.
+const DISCARD_MAX: usize = 64 * 1024;
+
+/// Drops an answer the client will not get (a retry replaces it): its connection goes back to
+/// the pool when the rest of its body has arrived already, and is closed otherwise.
+fn discard(guard: InFlight, mut answer: Answer, worker: usize) {
+    let mut sink = Vec::new();
+    let mut cx = Context::from_waker(Waker::noop());
+    while sink.len() <= DISCARD_MAX {
+        match answer.body.poll_copy(&mut cx, &mut sink, false) {
+            Poll::Ready(Ok(true)) => {}
+            Poll::Ready(Ok(false)) => {
+                if let Some(conn) = answer.body.take_reusable() {
+                    guard.target.give_back(worker, conn);
+                }
+                return;
+            }
+            Poll::Ready(Err(_)) | Poll::Pending => return,
+        }
+    }
 }
 
 /// A target's answer in its and its group's metrics: the status and the time to its head.

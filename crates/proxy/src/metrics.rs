@@ -22,6 +22,8 @@
 //! | 502 | no connection to a target (refused, failed; also `target_connection_errors`), reset or EOF before a response, a malformed response, a 101 nobody asked for, a target released mid-request | target and group `elb_502` |
 //! | 504 | the target sent no response head within the idle timeout while the request was not waiting on its client | target and group `elb_504` |
 //! | the target's status | the target answered | target and group `target_1xx`…`target_5xx` |
+//! | the retry group's answer | a forward's retry sent a request its group failed (a 5xx, or a 502 before any byte of an answer) again to its retry group | the failure as above on the group that failed, and its `retries`; the retry as any request on the retry group |
+//! | the failure | the same, but the retry budget was spent | the failure as above, and `retry_budget_exhausted` of the group that failed |
 //!
 //! Every counter is sharded by worker thread (each shard on its own cache lines), so two threads
 //! counting requests for the same target never bounce a cache line between cores; a snapshot sums
@@ -53,7 +55,11 @@ const SUM_US: usize = 11;
 const COUNT: usize = 12;
 const BUCKET0: usize = 13;
 const N_BUCKETS: usize = RESPONSE_TIME_BUCKETS_US.len() + 1;
-const N_FIELDS: usize = BUCKET0 + N_BUCKETS;
+/// A target group's requests that its forward's retry sent again to another group.
+pub const RETRIES: usize = BUCKET0 + N_BUCKETS;
+/// A target group's failed requests that the retry budget kept from being retried.
+pub const RETRY_BUDGET_EXHAUSTED: usize = RETRIES + 1;
+const N_FIELDS: usize = RETRY_BUDGET_EXHAUSTED + 1;
 
 /// Listener counters reuse the same storage with their own field names.
 pub const L_REQUESTS: usize = 0;
@@ -302,7 +308,19 @@ fn target_group_families(out: &mut String, s: &MetricsSnapshot) {
         }
     }
     type PerGroup = (&'static str, &'static str, &'static str, fn(&TargetGroupMetrics) -> u64);
-    let per_group: [PerGroup; 3] = [
+    let per_group: [PerGroup; 5] = [
+        (
+            "cutover_lb_retries_total",
+            "counter",
+            "Requests a target group failed that were sent again to its forward's retry group.",
+            |m| m.retries,
+        ),
+        (
+            "cutover_lb_retry_budget_exhausted_total",
+            "counter",
+            "Failed requests of a target group not retried because the retry budget was spent.",
+            |m| m.retry_budget_exhausted,
+        ),
         ("cutover_lb_unhealthy_routing_requests_total", "counter", "Fail-open requests.", |m| {
             m.unhealthy_routing_requests
         }),

@@ -95,6 +95,43 @@ pub struct Forward {
     seq: Sequence,
     /// Boxed: most forwards have none, and the route stays small.
     pub preview: Option<Box<CompiledPreview>>,
+    /// Boxed for the same reason.
+    pub retry: Option<Box<CompiledRetry>>,
+}
+
+/// [`routes::Retry`], ready for the request path.
+pub struct CompiledRetry {
+    /// Where failed requests go again.
+    pub to: Arc<GroupRt>,
+    /// The forward's other groups, at any weight: a group a rollback just weighted 0 still has
+    /// requests in flight, whose failures are retried all the same.
+    pub from: Vec<Arc<GroupRt>>,
+    /// Uppercase method names.
+    methods: Box<[Box<[u8]>]>,
+    pub max_body_bytes: u64,
+    pub policy: routes::Retry,
+}
+
+impl CompiledRetry {
+    /// Whether a request of `method` may be sent twice.
+    #[inline]
+    pub fn allows(&self, method: &[u8]) -> bool {
+        self.methods.iter().any(|m| **m == *method)
+    }
+
+    /// The group of the forward's other groups that `group_counters` belong to.
+    pub fn failed_group(&self, group_counters: &Arc<crate::metrics::Counters>) -> Option<&GroupRt> {
+        self.from.iter().find(|g| Arc::ptr_eq(&g.counters, group_counters)).map(|g| &**g)
+    }
+
+    /// Requests in flight to the forward's groups now, retries included.
+    pub fn in_flight(&self) -> u64 {
+        let mut total = 0;
+        for group in std::iter::once(&self.to).chain(&self.from) {
+            total += group.registered.load().iter().map(|t| t.in_flight.total()).sum::<u64>();
+        }
+        total
+    }
 }
 
 /// [`routes::Preview`], ready for the request path.
@@ -604,6 +641,7 @@ fn compile_action(action: &Action, groups: &HashMap<String, Arc<GroupRt>>) -> Co
                 total,
                 seq: Sequence::default(),
                 preview,
+                retry: fwd.retry.as_ref().and_then(|r| compile_retry(r, fwd, groups)),
             })
         }
         Action::FixedResponse(f) => CompiledAction::Fixed(Fixed {
@@ -617,6 +655,56 @@ fn compile_action(action: &Action, groups: &HashMap<String, Arc<GroupRt>>) -> Co
         }),
         Action::Redirect(r) => CompiledAction::Redirect(r.clone()),
     }
+}
+
+/// [`validate_retry`] has refused a retry to a group the forward does not name.
+fn compile_retry(
+    retry: &routes::Retry,
+    fwd: &ForwardAction,
+    groups: &HashMap<String, Arc<GroupRt>>,
+) -> Option<Box<CompiledRetry>> {
+    let to = groups.get(&retry.target_group)?.clone();
+    let from = fwd
+        .target_groups
+        .iter()
+        .filter(|w| w.name != retry.target_group)
+        .filter_map(|w| groups.get(&w.name).cloned())
+        .collect();
+    Some(Box::new(CompiledRetry {
+        to,
+        from,
+        methods: retry.methods.iter().map(|m| m.as_bytes().into()).collect(),
+        max_body_bytes: u64::from(retry.max_body_bytes),
+        policy: retry.clone(),
+    }))
+}
+
+fn validate_retry(
+    listener: &str,
+    r: &routes::Retry,
+    forwarded: &BTreeSet<&String>,
+) -> Result<(), InvalidTable> {
+    let bad = |problem: String| Err(InvalidTable::listener(listener, problem));
+    if !forwarded.contains(&r.target_group) {
+        return bad(format!(
+            "retry names target group `{}`, which this forward does not",
+            r.target_group
+        ));
+    }
+    if let Some(m) = r.methods.iter().find(|m| !routes::Retry::is_valid_method(m)) {
+        return bad(format!("retry method {m:?} is not an uppercase method name such as GET"));
+    }
+    if r.max_body_bytes > routes::Retry::MAX_BODY_BYTES_LIMIT {
+        return bad(format!(
+            "retry max_body_bytes {} is above {}",
+            r.max_body_bytes,
+            routes::Retry::MAX_BODY_BYTES_LIMIT
+        ));
+    }
+    if r.budget_percent > 100 {
+        return bad(format!("retry budget_percent {} is not 0-100", r.budget_percent));
+    }
+    Ok(())
 }
 
 fn validate_preview(
@@ -793,6 +881,9 @@ fn validate_forward(name: &str, f: &ForwardAction, table: &RouteTable) -> Result
     }
     if let Some(p) = &f.preview {
         validate_preview(name, p, &seen)?;
+    }
+    if let Some(r) = &f.retry {
+        validate_retry(name, r, &seen)?;
     }
     Ok(())
 }

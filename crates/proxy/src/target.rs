@@ -407,6 +407,9 @@ pub struct GroupRt {
     pub routable: ArcSwap<Routable>,
     seq: Sequence,
     recompute_lock: Mutex<()>,
+    /// Retries in flight to this group (see [`crate::state::CompiledRetry`]): its retry budget's
+    /// count, kept here so that it outlives a route table.
+    pub retries_in_flight: AtomicU64,
 }
 
 impl GroupRt {
@@ -425,6 +428,7 @@ impl GroupRt {
             }),
             seq: Sequence::default(),
             recompute_lock: Mutex::new(()),
+            retries_in_flight: AtomicU64::new(0),
         }
     }
 

@@ -118,6 +118,12 @@ impl ClientFault {
     }
 }
 
+impl From<std::convert::Infallible> for ClientFault {
+    fn from(never: std::convert::Infallible) -> Self {
+        match never {}
+    }
+}
+
 impl From<hyper::Error> for ClientFault {
     fn from(e: hyper::Error) -> Self {
         ClientFault::Stream(e.to_string())

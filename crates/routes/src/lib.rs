@@ -167,12 +167,97 @@ pub struct ForwardAction {
     /// Lets a request choose one of these target groups itself, whatever the weights.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preview: Option<Preview>,
+    /// Sends a request another of these target groups failed again to one of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Retry>,
 }
 
 impl ForwardAction {
-    /// A weighted forward without preview routing.
+    /// A weighted forward without preview routing or retries.
     pub fn weighted(target_groups: Vec<WeightedTargetGroup>) -> ForwardAction {
-        ForwardAction { target_groups, preview: None }
+        ForwardAction { target_groups, preview: None, retry: None }
+    }
+}
+
+/// A forward's retry (cutover's own; ALB never retries): a request that went to one of the
+/// forward's target groups other than `target_group` and failed there — the target answered
+/// 5xx, or no connection could be made, or it was reset or answered garbage before any byte of
+/// its answer went to the client — is sent once more, to `target_group`, and the client gets
+/// that answer. The failure still counts in the metrics of the group that failed. Only when it
+/// is safe: the method is one of `methods`, the request body was kept whole (a
+/// `Content-Length` of at most `max_body_bytes`; a chunked body is never retried), and the
+/// request was not pinned to its group by preview routing. A budget in Envoy's model keeps a
+/// failing group from piling its load onto `target_group`: at most `budget_percent` of the
+/// requests in flight on the forward's groups may be retries in flight, and never fewer than
+/// `min_retry_concurrency`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retry {
+    /// One of the forward's target groups, at any weight.
+    pub target_group: String,
+    /// Methods whose requests may be sent twice (uppercase tokens).
+    #[serde(default = "Retry::default_methods")]
+    pub methods: Vec<String>,
+    #[serde(default = "Retry::default_max_body_bytes")]
+    pub max_body_bytes: u32,
+    #[serde(default = "Retry::default_budget_percent")]
+    pub budget_percent: u8,
+    #[serde(default = "Retry::default_min_retry_concurrency")]
+    pub min_retry_concurrency: u32,
+}
+
+impl Retry {
+    /// RFC 9110's idempotent methods (§9.2.2) but `TRACE`, which a load balancer never needs
+    /// to send twice.
+    pub const DEFAULT_METHODS: [&str; 5] = ["GET", "HEAD", "OPTIONS", "PUT", "DELETE"];
+    /// The largest request body kept for a retry: a form or a JSON document, not an upload.
+    pub const DEFAULT_MAX_BODY_BYTES: u32 = 64 * 1024;
+    /// The most a body kept for a retry may be: what one request holds in memory.
+    pub const MAX_BODY_BYTES_LIMIT: u32 = 1024 * 1024;
+    /// Envoy's default share for `retry_budget`.
+    pub const DEFAULT_BUDGET_PERCENT: u8 = 20;
+    /// Envoy's floor is 3; this one is 10, because the retries go to blue, which carried all of
+    /// production just before the deployment and keeps its tasks through it: at the handful of
+    /// requests in flight where the floor decides (a few keep-alive clients at full speed), a
+    /// floor of 3 turns a broken green's failures back into failed requests, while 10 requests
+    /// in flight are nothing blue cannot take. Under real load the share decides.
+    pub const DEFAULT_MIN_RETRY_CONCURRENCY: u32 = 10;
+
+    /// A retry to `target_group` with the defaults.
+    pub fn to(target_group: impl Into<String>) -> Retry {
+        Retry {
+            target_group: target_group.into(),
+            methods: Self::default_methods(),
+            max_body_bytes: Self::DEFAULT_MAX_BODY_BYTES,
+            budget_percent: Self::DEFAULT_BUDGET_PERCENT,
+            min_retry_concurrency: Self::DEFAULT_MIN_RETRY_CONCURRENCY,
+        }
+    }
+
+    fn default_methods() -> Vec<String> {
+        Self::DEFAULT_METHODS.iter().map(|m| m.to_string()).collect()
+    }
+    fn default_max_body_bytes() -> u32 {
+        Self::DEFAULT_MAX_BODY_BYTES
+    }
+    fn default_budget_percent() -> u8 {
+        Self::DEFAULT_BUDGET_PERCENT
+    }
+    fn default_min_retry_concurrency() -> u32 {
+        Self::DEFAULT_MIN_RETRY_CONCURRENCY
+    }
+
+    /// A method name as `methods` takes it: an RFC 9110 token in uppercase.
+    pub fn is_valid_method(method: &str) -> bool {
+        (1..=32).contains(&method.len())
+            && method.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-')
+    }
+
+    /// Retries that may be in flight while `in_flight` requests are (retries included): Envoy's
+    /// `max(min_retry_concurrency, budget_percent × active requests)`.
+    pub fn allowed_retries(&self, in_flight: u64) -> u64 {
+        let share = in_flight.saturating_mul(u64::from(self.budget_percent)) / 100;
+        share.max(u64::from(self.min_retry_concurrency))
     }
 }
 
@@ -542,6 +627,14 @@ pub struct TargetGroupMetrics {
     pub unhealthy_host_count: u64,
     /// Open connections to this group's targets right now (pooled, in use and upgraded).
     pub active_connections: u64,
+    /// Requests this group failed that its forward's retry sent again to another group (see
+    /// [`Retry`]); their failures are counted here all the same.
+    #[serde(default)]
+    pub retries: u64,
+    /// Requests this group failed that would have been retried but for the retry budget: the
+    /// client got this group's failure.
+    #[serde(default)]
+    pub retry_budget_exhausted: u64,
     pub targets: Vec<TargetMetrics>,
 }
 
@@ -604,11 +697,33 @@ mod tests {
                         name: "X-Cutover-Preview".into(),
                         target_groups: [("green".into(), "green".into())].into(),
                     }),
+                    retry: Some(Retry::to("blue")),
                 }),
             },
         );
         let json = serde_json::to_string(&table).unwrap();
         assert_eq!(serde_json::from_str::<RouteTable>(&json).unwrap(), table);
+    }
+
+    #[test]
+    fn a_retry_given_only_its_group_takes_the_default_budget_and_the_idempotent_methods() {
+        let retry: Retry = serde_json::from_str(r#"{"target_group": "blue"}"#).unwrap();
+        assert_eq!(retry, Retry::to("blue"));
+        assert_eq!(retry.methods, ["GET", "HEAD", "OPTIONS", "PUT", "DELETE"]);
+        assert_eq!((retry.budget_percent, retry.min_retry_concurrency), (20, 10));
+        assert_eq!(retry.max_body_bytes, 64 * 1024);
+    }
+
+    #[test]
+    fn the_retry_budget_is_a_share_of_the_requests_in_flight_never_below_its_floor() {
+        let retry = Retry { min_retry_concurrency: 3, ..Retry::to("blue") };
+        assert_eq!(retry.allowed_retries(0), 3, "the floor with nothing in flight");
+        assert_eq!(retry.allowed_retries(14), 3, "20% of 14 is under the floor");
+        assert_eq!(retry.allowed_retries(100), 20);
+        assert_eq!(retry.allowed_retries(1001), 200, "rounded down");
+        let none = Retry { budget_percent: 0, min_retry_concurrency: 0, ..retry };
+        assert_eq!(none.allowed_retries(1000), 0);
+        assert_eq!(Retry::to("b").allowed_retries(u64::MAX), u64::MAX / 100, "no overflow");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use syntax::tree::{Node, Value};
 
 /// The load balancer's metrics an alarm can watch, each kept per target group (CloudWatch's
 /// names, from namespace `AWS/ApplicationELB`).
-pub const LOAD_BALANCER_METRICS: [&str; 8] = [
+pub const LOAD_BALANCER_METRICS: [&str; 10] = [
     "RequestCount",
     "HTTPCode_Target_2XX_Count",
     "HTTPCode_Target_4XX_Count",
@@ -27,6 +27,9 @@ pub const LOAD_BALANCER_METRICS: [&str; 8] = [
     "TargetResponseTime",
     "HealthyHostCount",
     "UnHealthyHostCount",
+    // cutover's own: retry on blue's retries and spent budget, on the group that failed.
+    "RetryCount",
+    "RetryBudgetExhaustedCount",
 ];
 /// The dimension of load-balancer metrics: `target_group=<name>`.
 pub const TARGET_GROUP_DIMENSION: &str = "target_group";

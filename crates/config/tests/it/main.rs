@@ -10,6 +10,7 @@ mod listener_rules;
 mod monitoring;
 mod pipelines;
 mod positions;
+mod retry_on_blue;
 mod seeds;
 mod taskdef;
 

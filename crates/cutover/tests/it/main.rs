@@ -30,6 +30,7 @@ mod referenced_files;
 mod release;
 mod restart;
 mod restart_records;
+mod retry_on_blue;
 mod scheduler;
 mod secrets;
 mod swarm;

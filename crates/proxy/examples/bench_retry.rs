@@ -1,0 +1,301 @@
+//! What retry on blue costs a request that does not fail: `bench_retry --lb PATH --baseline
+//! PATH` starts two data planes (`PATH`s are the `lb` example's binary built from this tree and
+//! from the commit before retry on blue, one worker thread each) in front of a target that
+//! answers `200 ok`, and measures requests through them: the baseline with a plain forward, this
+//! tree with the same forward (retry off: the hot path must not pay for it), and this tree with a
+//! canary forward that retries on blue (every GET is kept whole for a retry, none fails).
+//! Configurations are measured in turn, round after round (the median round is shown), and
+//! printed as requests/s and the data plane's CPU time per request, each with its ratio to the
+//! baseline.
+//!
+//! ```sh
+//! cargo build -p proxy --release --examples            # this tree's lb
+//! # the baseline's: the same in a checkout of the commit before retry on blue
+//! target/release/examples/bench_retry --lb target/release/examples/lb --baseline /tmp/lb-before [--seconds 3] [--rounds 5] [--connections 8]
+//! ```
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use routes::{
+    Action, ConnectionLimits, ForwardAction, HealthCheck, Listener, Retry, RouteTable, Target,
+    TargetGroup, WeightedTargetGroup,
+};
+
+struct Opts {
+    lb: String,
+    baseline: String,
+    seconds: u64,
+    rounds: usize,
+    connections: usize,
+}
+
+#[derive(Clone, Copy)]
+struct Sample {
+    requests_per_s: f64,
+    cpu_us_per_request: f64,
+}
+
+/// A data plane the benchmark started, and where it listens.
+struct Lb {
+    child: Child,
+    admin: SocketAddr,
+    listen: SocketAddr,
+}
+
+impl Drop for Lb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_lb(path: &str) -> anyhow::Result<Lb> {
+    let (admin, listen) = (free_addr()?, free_addr()?);
+    let child = Command::new(path)
+        .args(["--admin", &admin.to_string(), "--threads", "1"])
+        .spawn()
+        .with_context(|| format!("starting {path}"))?;
+    Ok(Lb { child, admin, listen })
+}
+
+const CONFIGS: [&str; 3] =
+    ["baseline, plain forward", "this tree, retry off", "this tree, retry on blue"];
+
+fn main() -> anyhow::Result<()> {
+    let o = parse()?;
+    let backend = start_backend()?;
+    let (baseline, current) = (start_lb(&o.baseline)?, start_lb(&o.lb)?);
+    put_table(baseline.admin, &table(1, baseline.listen, backend, false))?;
+    let mut version = 1;
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); CONFIGS.len()];
+    for round in 1..=o.rounds {
+        for (i, what) in CONFIGS.iter().enumerate() {
+            let lb = if i == 0 { &baseline } else { &current };
+            if i > 0 {
+                version += 1;
+                put_table(lb.admin, &table(version, lb.listen, backend, i == 2))?;
+            }
+            let sample = load(&o, lb.child.id(), lb.listen)?;
+            eprintln!(
+                "round {round}: {what:<26} {:>8.0} req/s, {:.1} µs CPU per request",
+                sample.requests_per_s, sample.cpu_us_per_request
+            );
+            samples[i].push(sample);
+        }
+    }
+    let medians: Vec<Sample> = samples.into_iter().map(median).collect();
+    let base = medians[0];
+    println!(
+        "\nretry on blue, {} connections, median of {} rounds of {} s (data plane: 1 worker thread)",
+        o.connections, o.rounds, o.seconds
+    );
+    println!("{:<26} {:>10} {:>7} {:>14} {:>7}", "", "req/s", "ratio", "CPU µs/req", "ratio");
+    for (what, m) in CONFIGS.iter().zip(&medians) {
+        println!(
+            "{what:<26} {:>10.0} {:>7.2} {:>14.1} {:>7.2}",
+            m.requests_per_s,
+            m.requests_per_s / base.requests_per_s,
+            m.cpu_us_per_request,
+            m.cpu_us_per_request / base.cpu_us_per_request,
+        );
+    }
+    Ok(())
+}
+
+fn parse() -> anyhow::Result<Opts> {
+    let mut o =
+        Opts { lb: String::new(), baseline: String::new(), seconds: 3, rounds: 5, connections: 8 };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--lb" => o.lb = value()?,
+            "--baseline" => o.baseline = value()?,
+            "--seconds" => o.seconds = value()?.parse().context("--seconds N")?,
+            "--rounds" => o.rounds = value()?.parse().context("--rounds N")?,
+            "--connections" => o.connections = value()?.parse().context("--connections N")?,
+            other => bail!(
+                "unknown argument {other}; use --lb PATH --baseline PATH [--seconds N] [--rounds N] [--connections N]"
+            ),
+        }
+    }
+    if o.lb.is_empty()
+        || o.baseline.is_empty()
+        || o.seconds == 0
+        || o.rounds == 0
+        || o.connections == 0
+    {
+        bail!(
+            "--lb PATH and --baseline PATH (the lb example's binaries) are required; --seconds, --rounds and --connections must be >= 1"
+        );
+    }
+    Ok(o)
+}
+
+/// A listener forwarding to the target: a plain forward, or a canary's (`green` at weight 1,
+/// `blue` at 0, both the same target) whose failures would be retried on blue — the baseline's
+/// routes know no retry, so it only ever gets the plain one.
+fn table(version: u64, listen: SocketAddr, backend: SocketAddr, retry: bool) -> RouteTable {
+    let mut t = RouteTable { version, ..RouteTable::default() };
+    let group = || TargetGroup {
+        health_check: HealthCheck { enabled: false, ..HealthCheck::default() },
+        deregistration_delay_ms: 0,
+        algorithm: Default::default(),
+        targets: vec![Target { addr: backend }],
+    };
+    t.target_groups.insert("green".into(), group());
+    let mut weights = vec![WeightedTargetGroup { name: "green".into(), weight: 1 }];
+    if retry {
+        t.target_groups.insert("blue".into(), group());
+        weights.push(WeightedTargetGroup { name: "blue".into(), weight: 0 });
+    }
+    let mut forward = ForwardAction::weighted(weights);
+    forward.retry = retry.then(|| Retry::to("blue"));
+    t.listeners.insert(
+        "web".into(),
+        Listener {
+            bind: listen,
+            tls: None,
+            idle_timeout_ms: None,
+            limits: ConnectionLimits::default(),
+            rules: Vec::new(),
+            action: Action::Forward(forward),
+        },
+    );
+    t
+}
+
+/// The round with the median throughput (its CPU time with it, as measured together).
+fn median(mut runs: Vec<Sample>) -> Sample {
+    runs.sort_by(|a, b| a.requests_per_s.total_cmp(&b.requests_per_s));
+    runs[runs.len() / 2]
+}
+
+/// `connections` keep-alive clients sending requests back to back for `seconds`.
+fn load(o: &Opts, pid: u32, listen: SocketAddr) -> anyhow::Result<Sample> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let mut clients = Vec::new();
+    for _ in 0..o.connections {
+        let mut s = TcpStream::connect(listen)?;
+        s.set_nodelay(true)?;
+        request(&mut s)?; // warm: the connection and the target's pooled one exist
+        let (stop, done) = (stop.clone(), done.clone());
+        clients.push(std::thread::spawn(move || -> anyhow::Result<()> {
+            while !stop.load(Ordering::Relaxed) {
+                request(&mut s)?;
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(())
+        }));
+    }
+    let (cpu0, t0, n0) = (cpu_ns(pid)?, Instant::now(), done.load(Ordering::Relaxed));
+    std::thread::sleep(Duration::from_secs(o.seconds)); // the measurement window itself
+    let (cpu1, elapsed, n1) = (cpu_ns(pid)?, t0.elapsed(), done.load(Ordering::Relaxed));
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().map_err(|_| anyhow::anyhow!("a client thread panicked"))??;
+    }
+    let n = (n1 - n0).max(1) as f64;
+    Ok(Sample {
+        requests_per_s: n / elapsed.as_secs_f64(),
+        cpu_us_per_request: (cpu1 - cpu0) as f64 / 1000.0 / n,
+    })
+}
+
+fn request(s: &mut TcpStream) -> anyhow::Result<()> {
+    s.write_all(
+        b"GET /app/page?id=7 HTTP/1.1\r\nHost: www.example.com\r\nUser-Agent: bench\r\n\r\n",
+    )?;
+    let mut got = Vec::with_capacity(512);
+    let mut buf = [0u8; 512];
+    while !got.ends_with(b"\r\n\r\nok") {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            bail!("closed before the answer: {:?}", String::from_utf8_lossy(&got));
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    if !got.starts_with(b"HTTP/1.1 200") {
+        bail!("answered {:?}", String::from_utf8_lossy(&got));
+    }
+    Ok(())
+}
+
+fn put_table(admin: SocketAddr, table: &RouteTable) -> anyhow::Result<()> {
+    let body = serde_json::to_string(table)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match http(admin, "PUT", "/v1/routes", &body) {
+            Ok((200, _)) => return Ok(()),
+            Ok((status, answer)) => bail!("PUT /v1/routes: {status} {answer}"),
+            // The data plane is still starting.
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A target answering every request `200 ok`, a thread per connection.
+fn start_backend() -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut s = stream;
+                let _ = s.set_nodelay(true);
+                let mut got = Vec::new();
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 {
+                        return;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                    while let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                        got.drain(..end + 4);
+                        if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    Ok(addr)
+}
+
+fn free_addr() -> anyhow::Result<SocketAddr> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> anyhow::Result<(u16, String)> {
+    let mut s = TcpStream::connect(addr)?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: admin\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let status = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((status, body))
+}
+
+/// User and system CPU time of process `pid`, in nanoseconds.
+fn cpu_ns(pid: u32) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command (which may hold spaces) closing with `)`.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').context("/proc/PID/stat")?.1.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    // The kernel's USER_HZ is 100 on every Linux this runs on.
+    Ok(ticks * 10_000_000)
+}
