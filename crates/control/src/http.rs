@@ -57,6 +57,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/deployments", get(deployments).post(create_deployment))
         .route("/v1/deployments/{id}", get(deployment))
         .route("/v1/deployments/{id}/events", get(deployment_events))
+        .route("/v1/deployments/{id}/stream", get(crate::stream::deployment_stream))
         .route("/v1/deployments/{id}/stop", post(stop))
         .route("/v1/deployments/{id}/rollback", post(rollback))
         .route("/v1/deployments/{id}/continue", post(continue_deployment))
@@ -472,20 +473,56 @@ async fn deployments(
     State(state): State<AppState>,
     Query(query): Query<DeploymentsQuery>,
 ) -> Result<Json<Vec<DeploymentView>>, ApiError> {
-    let rows = state.store.read(|tx| tx.deployment_list(query.limit.unwrap_or(50).min(1000)))?;
+    Ok(Json(deployment_views(&state, query.group.as_deref(), query.limit.unwrap_or(50))?))
+}
+
+/// The newest `limit` deployments (at most 1000), of `group` only when given, newest first.
+pub fn deployment_views(
+    state: &AppState,
+    group: Option<&str>,
+    limit: u32,
+) -> Result<Vec<DeploymentView>, ApiError> {
+    let rows = state.store.read(|tx| tx.deployment_list(limit.min(1000)))?;
     let mut views = Vec::new();
     for row in rows {
         let body: DeploymentBody = serde_json::from_str(&row.body)?;
-        if query
-            .group
-            .as_ref()
-            .is_some_and(|g| *g != format!("{}/{}", body.application, body.deployment_group))
-        {
+        if group.is_some_and(|g| *g != format!("{}/{}", body.application, body.deployment_group)) {
             continue;
         }
         views.push(engine::deployment_view(&state.store, &state.shared, &row.id)?);
     }
-    Ok(Json(views))
+    Ok(views)
+}
+
+// -- What the console reads beside the API's answers (the same read models).
+
+/// Every service as `GET /v1/services` answers it.
+pub fn service_views(state: &AppState) -> Result<Vec<ServiceView>, ApiError> {
+    let snapshot = snapshot(state)?;
+    Ok(snapshot.services.iter().map(|s| service_view(&snapshot, s)).collect())
+}
+
+/// Every deployment group's `application/group`, in the order cutover.yaml declares them.
+pub fn deployment_group_keys(state: &AppState) -> Result<Vec<String>, ApiError> {
+    Ok(snapshot(state)?.groups.iter().map(|g| g.key()).collect())
+}
+
+/// The traffic routing of deployment config `name`, predefined or declared; `None` when it is
+/// neither (any more).
+pub fn routing_of(state: &AppState, name: &str) -> Result<Option<model::TrafficRouting>, ApiError> {
+    let custom: Vec<DeploymentConfigDoc> =
+        state.store.read(|tx| state::docs(tx, KIND_DEPLOYMENT_CONFIG))?;
+    let custom: Vec<model::DeploymentConfig> = custom.iter().map(|d| d.to_model()).collect();
+    Ok(config::resolve_deployment_config(name, &custom).map(|c| c.routing))
+}
+
+/// A deployment's events as `GET /v1/deployments/{id}/events` answers them.
+pub fn deployment_event_views(state: &AppState, id: &str) -> Result<Vec<EventView>, ApiError> {
+    let rows = state.store.read(|tx| tx.event_list(id, 0))?;
+    Ok(rows
+        .into_iter()
+        .map(|e| EventView { seq: e.seq, at: e.at, kind: e.kind, message: e.message })
+        .collect())
 }
 
 async fn create_deployment(

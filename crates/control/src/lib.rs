@@ -16,7 +16,7 @@ mod documents;
 pub mod engine;
 mod error;
 mod hooks;
-mod http;
+pub mod http;
 pub mod lb;
 pub mod monitor;
 mod narrate;
@@ -26,6 +26,7 @@ mod pollers;
 pub mod preview;
 mod routing;
 mod state;
+pub mod stream;
 mod tls;
 
 use std::collections::BTreeMap;
@@ -39,7 +40,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 pub use error::ApiError;
-pub use tls::ApiTls;
+pub use tls::{ApiTls, Peer};
 
 /// How to start the control plane (`cutover up`).
 #[derive(Clone, Debug)]
@@ -59,6 +60,9 @@ pub struct ServerConfig {
     pub registry_credentials: Option<PathBuf>,
     /// Single sign-on through an OpenID provider (`cutover login`).
     pub oidc: Option<access::oidc::OidcConfig>,
+    /// The web console's routes, served beside the API behind the same authorization layer
+    /// (the `console` crate, which depends on this one, hands them in).
+    pub console: Option<fn(http::AppState) -> axum::Router>,
 }
 
 #[derive(Deserialize)]
@@ -184,8 +188,11 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     info!(api = %url, data_dir = %config.data_dir.display(), "cutover is up");
     let down = shared.clone();
     let data_dir = config.data_dir.clone();
-    let app = http::authorized(state, pipelines::router(&ci))
-        .into_make_service_with_connect_info::<tls::Peer>();
+    let mut others = pipelines::router(&ci);
+    if let Some(console) = config.console {
+        others = others.merge(console(state.clone()));
+    }
+    let app = http::authorized(state, others).into_make_service_with_connect_info::<tls::Peer>();
     let stopped = async move {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}

@@ -548,6 +548,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 lb_threads,
                 registry_credentials,
                 oidc,
+                console: Some(console::router),
             }))?;
             Ok(ExitCode::SUCCESS)
         }

@@ -54,6 +54,10 @@ pub struct StoredBindings {
     /// Set for a single sign-on session: who signed in, and through which provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<SessionOf>,
+    /// Set for a console session: the hash of the credential it was opened with, which it
+    /// never outlives (`console_session`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
 }
 
 /// The user a single sign-on session is of.
@@ -140,8 +144,11 @@ pub fn hook_may(grant: &HookGrant, method: &axum::http::Method, path: &str) -> b
 pub fn named_caller(row: Option<store::CredentialRow>, now: Timestamp) -> Caller {
     let Some(row) = row else { return Caller::Unknown };
     // A binding this version cannot read grants nothing.
-    let stored = serde_json::from_str::<StoredBindings>(&row.bindings)
-        .unwrap_or(StoredBindings { bindings: Vec::new(), session: None });
+    let stored = serde_json::from_str::<StoredBindings>(&row.bindings).unwrap_or(StoredBindings {
+        bindings: Vec::new(),
+        session: None,
+        parent: None,
+    });
     let expired = row.expires_at.filter(|expires| now.as_millis() >= *expires).map(Timestamp);
     match (stored.session, expired) {
         (Some(session), Some(at)) => Caller::SessionExpired { user: session.user, at },
@@ -164,6 +171,7 @@ mod tests {
             bindings: serde_json::to_string(&StoredBindings {
                 bindings: vec![Binding::admin()],
                 session: None,
+                parent: None,
             })
             .unwrap(),
             created_at: 1,
@@ -206,6 +214,7 @@ mod tests {
             bindings: serde_json::to_string(&StoredBindings {
                 bindings: vec![Binding::admin()],
                 session: Some(SessionOf { user: "alice".into(), via: "https://id.test".into() }),
+                parent: None,
             })
             .unwrap(),
             ..row(Some(expires_at))

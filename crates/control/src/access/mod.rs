@@ -8,6 +8,7 @@
 //! not through the engine's loop: no deployment decision reads them, so they cannot interleave
 //! with one.
 
+pub mod console_session;
 pub mod credentials;
 pub mod decision;
 pub mod oidc;
@@ -134,7 +135,10 @@ pub async fn authorize(State(state): State<AppState>, request: Request, next: Ne
         // The login handler records what came of it, with the provider.
         Rule::SignIn => return next.run(request).await,
     };
-    let caller = caller(&state, request.headers());
+    let (caller, session) = caller(&state, request.headers());
+    // A person's browser opening a page of the console: sent to sign in rather than given JSON.
+    let page = (method == Method::GET && accepts_html(request.headers()))
+        .then(|| request.uri().path_and_query().map_or("/", |p| p.as_str()).to_string());
     let mut audit = Audit { state: &state, caller: &caller, permission, source, method, path };
     let Some(bindings) = caller.bindings() else {
         return match &caller {
@@ -143,9 +147,27 @@ pub async fn authorize(State(state): State<AppState>, request: Request, next: Ne
                 audit.record(&Resource::Any, outcome(response.status()), None);
                 response
             }
-            _ => audit.refuse_unauthenticated(),
+            _ => {
+                let refused = audit.refuse_unauthenticated();
+                page.map_or(refused, |page| console_session::sign_in_redirect(&page))
+            }
         };
     };
+    if let Some(secret) = &session
+        && audit.method != Method::GET
+        && !console_session::csrf_matches(request.headers(), secret)
+    {
+        audit.record(
+            &Resource::Any,
+            "denied".into(),
+            Some(serde_json::json!({"csrf": "missing or wrong"})),
+        );
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "this request came with a console session's cookie but without its CSRF token              (X-CSRF-Token): only the console's own pages may act with a session; reload the              page and use its buttons, or send a token in Authorization instead",
+        )
+        .into_response();
+    }
     let (request, resource) = match resource(&state, request, &matched, from).await {
         Ok(found) => found,
         Err(response) => return response,
@@ -204,6 +226,13 @@ fn append(state: &AppState, entry: store::AuditRow) {
     }
 }
 
+/// Whether the client asks for HTML first (a browser navigating), not JSON.
+fn accepts_html(headers: &HeaderMap) -> bool {
+    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|accept| {
+        accept.split(',').next().is_some_and(|m| m.trim().starts_with("text/html"))
+    })
+}
+
 /// The bindings of the caller of an allowed request, for handlers that decide more.
 #[derive(Clone, Debug)]
 pub struct CallerBindings(pub Vec<Binding>);
@@ -221,22 +250,33 @@ fn presented_secret(headers: &HeaderMap) -> Option<String> {
     Some(text.split_once(':').map_or(text.clone(), |(_, password)| password.to_string()))
 }
 
-fn caller(state: &AppState, headers: &HeaderMap) -> Caller {
-    let Some(secret) = presented_secret(headers) else {
-        return if state.token.is_some() { Caller::Anonymous } else { Caller::Local };
-    };
+/// Who made the request: by its `Authorization` header, else by a console session's cookie
+/// (then also that session's secret, whose CSRF token an action must carry).
+fn caller(state: &AppState, headers: &HeaderMap) -> (Caller, Option<String>) {
+    if let Some(secret) = presented_secret(headers) {
+        return (caller_of_secret(state, &secret).0, None);
+    }
+    if let Some(secret) = console_session::session_secret(headers) {
+        return (caller_of_secret(state, &secret).0, Some(secret));
+    }
+    let caller = if state.token.is_some() { Caller::Anonymous } else { Caller::Local };
+    (caller, None)
+}
+
+/// Who holds `secret`, and when what they hold expires.
+fn caller_of_secret(state: &AppState, secret: &str) -> (Caller, Option<u64>) {
     if state
         .token
         .as_ref()
         .is_some_and(|t| crate::http::constant_time_eq(t.as_bytes(), secret.as_bytes()))
     {
-        return Caller::Bootstrap;
+        return (Caller::Bootstrap, None);
     }
-    if let Some(grant) = state.shared.hook_tokens.lookup(&secret) {
-        return Caller::Hook(grant);
+    if let Some(grant) = state.shared.hook_tokens.lookup(secret) {
+        return (Caller::Hook(grant), None);
     }
     let now = crate::clock::now();
-    let row = state.store.read(|tx| tx.credential_by_hash(&credentials::hash_secret(&secret)));
+    let row = state.store.read(|tx| tx.credential_by_hash(&credentials::hash_secret(secret)));
     let row = row.ok().flatten();
     if let Some(row) = &row
         && row.last_used_at.is_none_or(|t| now.as_millis() >= t + LAST_USE_RESOLUTION_MS)
@@ -244,7 +284,18 @@ fn caller(state: &AppState, headers: &HeaderMap) -> Caller {
         // Best effort: a store that cannot be written must not lock everyone out.
         let _ = state.store.transaction(|tx| tx.credential_touch(&row.name, now.as_millis()));
     }
-    credentials::named_caller(row, now)
+    // A console session ends with the credential it was opened with.
+    let parent = row
+        .as_ref()
+        .and_then(|r| serde_json::from_str::<StoredBindings>(&r.bindings).ok())
+        .and_then(|b| b.parent);
+    if let Some(parent) = parent
+        && !console_session::parent_holds(state, &parent, now.as_millis())
+    {
+        return (Caller::Unknown, None);
+    }
+    let expires_at = row.as_ref().and_then(|r| r.expires_at);
+    (credentials::named_caller(row, now), expires_at)
 }
 
 /// The request's resource; for a deployment group in the body, the body is read and put back.
@@ -484,6 +535,7 @@ pub async fn create_token(
         bindings: serde_json::to_string(&StoredBindings {
             bindings: vec![binding],
             session: None,
+            parent: None,
         })?,
         created_at: now,
         expires_at: request.expires_in_ms.map(|ms| now.saturating_add(ms)),
@@ -577,6 +629,7 @@ pub async fn login_finish(
         bindings: serde_json::to_string(&StoredBindings {
             bindings: bindings.clone(),
             session: Some(session),
+            parent: None,
         })?,
         created_at: now,
         expires_at: Some(expires_at),

@@ -282,6 +282,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
     needs("POST", "/v1/deployments", P::Deploy, R::GroupInBody),
     needs("GET", "/v1/deployments/{id}", P::Read, R::Any),
     needs("GET", "/v1/deployments/{id}/events", P::Read, R::Any),
+    needs("GET", "/v1/deployments/{id}/stream", P::Read, R::Any),
     needs("POST", "/v1/deployments/{id}/stop", P::Stop, R::GroupOfDeployment),
     needs("POST", "/v1/deployments/{id}/rollback", P::Rollback, R::GroupOfDeployment),
     needs("POST", "/v1/deployments/{id}/continue", P::Continue, R::GroupOfDeployment),
@@ -330,6 +331,14 @@ pub const ENDPOINTS: &[Endpoint] = &[
     Endpoint { method: "POST", path: "/v1/webhooks/{pipeline}", query: None, rule: Rule::Public },
     Endpoint { method: "GET", path: "/v1/login/oidc", query: None, rule: Rule::SignIn },
     Endpoint { method: "POST", path: "/v1/login/oidc", query: None, rule: Rule::SignIn },
+    // The web console (the `console` crate): its pages read, its sign-in page and the files it
+    // loads are open, and its actions are the API's own endpoints above.
+    needs("GET", "/", P::Read, R::Any),
+    needs("GET", "/deployments/{id}", P::Read, R::Any),
+    needs("POST", "/logout", P::Read, R::Any),
+    Endpoint { method: "GET", path: "/login", query: None, rule: Rule::SignIn },
+    Endpoint { method: "POST", path: "/login", query: None, rule: Rule::SignIn },
+    Endpoint { method: "GET", path: "/console/{file}", query: None, rule: Rule::SignIn },
 ];
 
 /// A request matched to its endpoint, with the path's parameters.
@@ -416,8 +425,11 @@ mod tests {
     /// The routes the two routers declare, read from their source: each method of each
     /// `.route("PATH", get(…).post(…))`.
     fn declared_routes() -> Vec<(String, String)> {
-        let sources =
-            [include_str!("../http.rs"), include_str!("../../../pipelines/src/routes.rs")];
+        let sources = [
+            include_str!("../http.rs"),
+            include_str!("../../../pipelines/src/routes.rs"),
+            include_str!("../../../console/src/lib.rs"),
+        ];
         let mut routes = Vec::new();
         for source in sources {
             for call in source.split(".route(\"").skip(1) {

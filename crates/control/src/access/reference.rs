@@ -51,11 +51,12 @@ pub fn reference_markdown() -> String {
         );
     }
     for endpoint in ENDPOINTS.iter().filter(|e| e.rule == Rule::SignIn) {
-        let _ = writeln!(
-            out,
-            "- `{} {}`: single sign-on (`cutover login`); the OpenID provider authenticates.",
-            endpoint.method, endpoint.path
-        );
+        let what = if endpoint.path.starts_with("/v1/login") {
+            "single sign-on (`cutover login`); the OpenID provider authenticates"
+        } else {
+            "the console's sign-in page and the files it loads (`docs/console.md`)"
+        };
+        let _ = writeln!(out, "- `{} {}`: {what}.", endpoint.method, endpoint.path);
     }
     out.push_str("\n## Roles\n\n| role | permissions | |\n|---|---|---|\n");
     for role in ROLES {

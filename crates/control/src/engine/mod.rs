@@ -125,6 +125,9 @@ pub struct Shared {
     pub store_outage: RwLock<Option<StoreOutage>>,
     /// Tokens of pending hook executions, checked by the API's authentication.
     pub hook_tokens: crate::hooks::HookTokens,
+    /// Counts the engine's changes (a decision written, the data plane's health moving), so the
+    /// API's live streams (`GET /v1/deployments/{id}/stream`, the console) wake without polling.
+    pub changed: tokio::sync::watch::Sender<u64>,
 }
 
 impl Shared {
@@ -300,7 +303,13 @@ impl Engine {
             Msg::TaskStopped { task_id } => Observation::TaskStopped { task_id },
             Msg::Health(Ok(report)) => {
                 self.lb_answering = true;
-                *self.shared.health.write().unwrap_or_else(|p| p.into_inner()) = report.clone();
+                let moved = std::mem::replace(
+                    &mut *self.shared.health.write().unwrap_or_else(|p| p.into_inner()),
+                    report.clone(),
+                ) != report;
+                if moved {
+                    self.shared.changed.send_modify(|n| *n += 1);
+                }
                 self.evaluate_alarms();
                 observe::target_health(report)
             }
@@ -377,6 +386,7 @@ impl Engine {
         match written {
             Ok(projection) => {
                 self.projection = projection;
+                self.shared.changed.send_modify(|n| *n += 1);
                 self.perform(effects);
                 Ok(())
             }

@@ -13,6 +13,7 @@ mod bad_input;
 mod cli;
 mod clock;
 mod connection_limits;
+mod console;
 mod disk_full;
 mod docker;
 mod docs_examples;

@@ -1,0 +1,74 @@
+// cutover's console: follows a deployment's stream and calls the API's own actions. No
+// framework, nothing fetched from elsewhere; the server renders every piece of HTML.
+"use strict";
+
+const csrf = document.querySelector('meta[name="csrf-token"]')?.content;
+
+function headers(json) {
+  const h = { Accept: "application/json" };
+  if (json) h["Content-Type"] = "application/json";
+  if (csrf) h["X-CSRF-Token"] = csrf;
+  return h;
+}
+
+function notice(text, error) {
+  const el = document.getElementById("notice");
+  if (!el) return;
+  el.textContent = text;
+  el.classList.toggle("error", !!error);
+}
+
+// The live part: re-rendered by the server whenever the stream says the deployment changed.
+const live = document.getElementById("live");
+if (live) {
+  // One fetch at a time; a change during it asks for one more, so the last state always shows.
+  let busy = false;
+  let again = false;
+  const refresh = async () => {
+    if (busy) { again = true; return; }
+    busy = true;
+    try {
+      do {
+        again = false;
+        const response = await fetch(live.dataset.part, { headers: { Accept: "text/html" } });
+        if (response.redirected || response.status === 401) return location.reload();
+        if (!response.ok) return;
+        const focused = document.activeElement?.textContent;
+        live.innerHTML = await response.text();
+        // Keyboard users keep their place: the same button gets the focus back.
+        if (focused) [...live.querySelectorAll("button")].find((b) => b.textContent === focused)?.focus();
+      } while (again);
+    } finally {
+      busy = false;
+    }
+  };
+  const stream = new EventSource(live.dataset.stream);
+  for (const kind of ["deployment", "targets", "event"]) stream.addEventListener(kind, refresh);
+  document.body.dataset.live = "following";
+}
+
+// Every action button asks first, then calls the API.
+const dialog = document.getElementById("confirm");
+document.addEventListener("click", (event) => {
+  const button = event.target.closest("button[data-action]");
+  if (!button || !dialog) return;
+  document.getElementById("confirm-title").textContent = button.textContent;
+  document.getElementById("confirm-text").textContent = button.dataset.confirm;
+  dialog.returnValue = "";
+  dialog.onclose = async () => {
+    if (dialog.returnValue !== "ok") return;
+    notice(button.textContent + ": sent…");
+    const response = await fetch(button.dataset.action, {
+      method: "POST", headers: headers(true), body: button.dataset.body,
+    });
+    const answer = await response.json().catch(() => ({}));
+    if (response.ok) notice(button.textContent + ": done; the page follows the deployment.");
+    else notice(button.textContent + " was refused: " + (answer.error || response.status), true);
+  };
+  dialog.showModal();
+});
+
+document.querySelector("[data-logout]")?.addEventListener("click", async () => {
+  await fetch("/logout", { method: "POST", headers: headers(false) });
+  location.href = "/login";
+});

@@ -1,0 +1,208 @@
+//! cutover's web console: pages rendered on the server from the read models the API answers
+//! with (`control::http`, `control::engine::deployment_view`), one small script that follows a
+//! deployment's server-sent-event stream (`GET /v1/deployments/{id}/stream`) and calls the API's
+//! own actions, and a style sheet — all compiled into the binary. `cutover up` serves it at its
+//! API address behind the API's authorization layer, so every page and action needs the same
+//! permissions as the API (`control::access::permissions::ENDPOINTS`). See `docs/console.md`.
+//!
+//! The handlers here are thin: they read, then call the pure renderers (`deployment`,
+//! `overview`, `login`) and the pure decisions (`decide`).
+
+mod decide;
+mod deployment;
+mod layout;
+mod login;
+mod overview;
+
+use axum::extract::{ConnectInfo, Form, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use control::access::CallerBindings;
+use control::access::console_session;
+use control::http::AppState;
+use control::{ApiError, Peer};
+use serde::Deserialize;
+
+/// The console's routes; `control::serve` merges them beside the API's.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(overview_page))
+        .route("/deployments/{id}", get(deployment_page))
+        .route("/login", get(login_page).post(sign_in))
+        .route("/logout", post(sign_out))
+        .route("/console/{file}", get(asset))
+        .with_state(state)
+}
+
+const CSS: &str = include_str!("../assets/console.css");
+const JS: &str = include_str!("../assets/console.js");
+
+/// The style sheet and the script; anything else is not found.
+async fn asset(Path(file): Path<String>) -> Response {
+    let (body, kind) = match file.as_str() {
+        "console.css" => (CSS, "text/css; charset=utf-8"),
+        "console.js" => (JS, "text/javascript; charset=utf-8"),
+        _ => return StatusCode::NOT_FOUND.into_response(),
+    };
+    ([(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, "no-cache")], body).into_response()
+}
+
+/// Every page's headers: no framing by other sites, no inline script, nothing from elsewhere.
+fn html_page(status: StatusCode, markup: maud::Markup) -> Response {
+    let headers = [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'; \
+             form-action 'self'; base-uri 'none'",
+        ),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "same-origin"),
+        (header::CACHE_CONTROL, "no-store"),
+    ];
+    (status, headers, Html(markup.into_string())).into_response()
+}
+
+/// An API error as a page of its own, with what to do.
+fn error_page(err: ApiError, viewer: Option<&layout::Viewer>) -> Response {
+    let main = maud::html! {
+        h1 { "Not available" }
+        p.why { (err.body.error) }
+        p { a href="/" { "Back to the overview" } }
+    };
+    html_page(err.status, layout::page("Not available", viewer, main))
+}
+
+/// Who is looking, from what the authorization layer found.
+fn viewer(
+    state: &AppState,
+    headers: &HeaderMap,
+    bindings: &[control::access::decision::Binding],
+) -> layout::Viewer {
+    let session = console_session::session_secret(headers);
+    let holds = bindings.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+    layout::Viewer {
+        holds: if state.token.is_none() && session.is_none() {
+            format!("{holds} (local: this API needs no token)")
+        } else {
+            holds
+        },
+        signed_in: session.is_some(),
+        csrf: session.map(|s| console_session::csrf_token(&s)),
+    }
+}
+
+#[derive(Deserialize)]
+struct PartQuery {
+    part: Option<String>,
+}
+
+async fn deployment_page(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<PartQuery>,
+    Extension(CallerBindings(bindings)): Extension<CallerBindings>,
+    headers: HeaderMap,
+) -> Response {
+    let viewer = viewer(&state, &headers, &bindings);
+    let page = match read_deployment(&state, &id, &bindings) {
+        Ok(page) => page,
+        Err(err) => return error_page(err, Some(&viewer)),
+    };
+    if query.part.as_deref() == Some("live") {
+        return html_page(StatusCode::OK, deployment::live(&page));
+    }
+    html_page(StatusCode::OK, deployment::whole(&page, &viewer))
+}
+
+/// The most events the deployment page lists (the newest).
+const EVENTS_SHOWN: usize = 200;
+
+fn read_deployment(
+    state: &AppState,
+    id: &str,
+    bindings: &[control::access::decision::Binding],
+) -> Result<deployment::DeploymentPage, ApiError> {
+    let view = control::engine::deployment_view(&state.store, &state.shared, id)?;
+    let schedule = control::http::routing_of(state, &view.deployment_config)?
+        .map(|routing| decide::schedule(&routing, &view))
+        .unwrap_or_default();
+    let mut events = control::http::deployment_event_views(state, id)?;
+    events.reverse();
+    events.truncate(EVENTS_SHOWN);
+    Ok(deployment::DeploymentPage {
+        targets: control::stream::targets_of(state, &view),
+        actions: decide::actions(&view, bindings),
+        schedule,
+        events,
+        view,
+    })
+}
+
+async fn overview_page(
+    State(state): State<AppState>,
+    Extension(CallerBindings(bindings)): Extension<CallerBindings>,
+    headers: HeaderMap,
+) -> Response {
+    let viewer = viewer(&state, &headers, &bindings);
+    match overview::read(&state) {
+        Ok(model) => html_page(StatusCode::OK, overview::render(&model, &viewer)),
+        Err(err) => error_page(err, Some(&viewer)),
+    }
+}
+
+#[derive(Deserialize)]
+struct NextQuery {
+    next: Option<String>,
+}
+
+async fn login_page(State(state): State<AppState>, Query(query): Query<NextQuery>) -> Response {
+    let next = login::safe_next(query.next.as_deref());
+    if state.token.is_none() {
+        // Nothing to sign in to: this API needs no token.
+        return Redirect::to(&next).into_response();
+    }
+    html_page(StatusCode::OK, login::render(&next, None))
+}
+
+#[derive(Deserialize)]
+struct SignInForm {
+    token: String,
+    #[serde(default)]
+    next: Option<String>,
+}
+
+/// `POST /login`: the pasted credential opens a session; the cookie carries it from then on.
+async fn sign_in(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    headers: HeaderMap,
+    Form(form): Form<SignInForm>,
+) -> Response {
+    let next = login::safe_next(form.next.as_deref());
+    if login::cross_site(&headers) {
+        let refused = "sign in from this console's own page";
+        return html_page(StatusCode::FORBIDDEN, login::render(&next, Some(refused)));
+    }
+    match console_session::open(&state, &form.token, &peer.0.ip().to_string()) {
+        Ok(opened) => {
+            let secure = state.status.api.starts_with("https://");
+            let cookie = console_session::session_cookie(&opened.secret, opened.lasts_ms, secure);
+            ([(header::SET_COOKIE, cookie)], Redirect::to(&next)).into_response()
+        }
+        Err(refused) => {
+            html_page(StatusCode::UNAUTHORIZED, login::render(&next, Some(&refused.to_string())))
+        }
+    }
+}
+
+/// `POST /logout`: the session ends on the server and its cookie is removed.
+async fn sign_out(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(secret) = console_session::session_secret(&headers) {
+        console_session::close(&state, &secret);
+    }
+    let secure = state.status.api.starts_with("https://");
+    let cookie = console_session::cleared_cookie(secure);
+    ([(header::SET_COOKIE, cookie)], Redirect::to("/login")).into_response()
+}

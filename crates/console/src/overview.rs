@@ -1,0 +1,150 @@
+//! The overview (`/`): what waits for a human, every deployment group with what serves its
+//! production and its last deployment, every service's counts, and the newest deployments.
+
+use std::collections::BTreeMap;
+
+use control::ApiError;
+use control::api::{DeploymentView, ServiceView};
+use control::http::AppState;
+use maud::{Markup, html};
+
+use crate::decide;
+use crate::deployment::status_class;
+use crate::layout::{self, Viewer};
+
+/// How many of the newest deployments are searched for each group's last one.
+const SEARCHED: u32 = 1000;
+/// How many of the newest deployments the overview lists.
+const RECENT: usize = 15;
+
+pub struct Overview {
+    /// Deployments in their ready wait: each waits for someone to reroute traffic.
+    pub waiting: Vec<DeploymentView>,
+    /// Every group, with its service and its last deployment.
+    pub groups: Vec<(String, Option<ServiceView>, Option<DeploymentView>)>,
+    pub services: Vec<ServiceView>,
+    pub recent: Vec<DeploymentView>,
+}
+
+pub fn read(state: &AppState) -> Result<Overview, ApiError> {
+    let view = |id: &str| control::engine::deployment_view(&state.store, &state.shared, id);
+    let (active, rows) =
+        state.store.read(|tx| Ok((tx.deployment_list_active()?, tx.deployment_list(SEARCHED)?)))?;
+    let waiting = active
+        .iter()
+        .filter(|row| row.status == "Ready")
+        .map(|row| view(&row.id))
+        .collect::<Result<_, _>>()?;
+    let mut last_of_group: BTreeMap<String, &str> = BTreeMap::new();
+    for row in &rows {
+        let key = format!("{}/{}", row.application, row.deployment_group);
+        last_of_group.entry(key).or_insert(&row.id);
+    }
+    let services = control::http::service_views(state)?;
+    let groups = control::http::deployment_group_keys(state)?
+        .into_iter()
+        .map(|key| {
+            let service = services.iter().find(|s| s.deployment_group.as_ref() == Some(&key));
+            let last = last_of_group.get(&key).map(|id| view(id)).transpose()?;
+            Ok((key, service.cloned(), last))
+        })
+        .collect::<Result<_, ApiError>>()?;
+    let recent = rows.iter().take(RECENT).map(|row| view(&row.id)).collect::<Result<_, _>>()?;
+    Ok(Overview { waiting, groups, services, recent })
+}
+
+pub fn render(overview: &Overview, viewer: &Viewer) -> Markup {
+    let main = html! {
+        h1 { "Overview" }
+        section aria-labelledby="waiting-h" {
+            h2 #waiting-h { "Waits for a human" }
+            @if overview.waiting.is_empty() {
+                p.muted { "Nothing waits for you." }
+            } @else {
+                ul.waiting {
+                    @for d in &overview.waiting {
+                        li {
+                            a href=(link(d)) { (d.id) } " · " strong { (d.application) "/" (d.deployment_group) }
+                            " · ready wait: green (" (d.task_definition) ") is installed; reroute traffic when it is right"
+                        }
+                    }
+                }
+            }
+        }
+        section aria-labelledby="groups-h" {
+            h2 #groups-h { "Deployment groups" }
+            table.grid {
+                thead { tr { th { "Group" } th { "Production" } th { "Split (original / replacement)" } th { "Last deployment" } } }
+                tbody {
+                    @for (key, service, last) in &overview.groups {
+                        tr {
+                            td { strong { (key) } }
+                            td { @if let Some(s) = service { (s.task_definition.as_deref().unwrap_or("—")) } }
+                            td { (split(last.as_ref())) }
+                            td { @if let Some(d) = last { (deployment_cell(d)) } @else { span.muted { "none yet" } } }
+                        }
+                    }
+                }
+            }
+        }
+        section aria-labelledby="services-h" {
+            h2 #services-h { "Services" }
+            table.grid {
+                thead { tr { th { "Service" } th { "Runtime" } th.num { "Desired" } th.num { "Running" } th.num { "Healthy" } th { "Task definition" } } }
+                tbody {
+                    @for s in &overview.services {
+                        tr {
+                            td { strong { (s.name) } }
+                            td { (s.runtime) }
+                            td.num { (s.desired_count) }
+                            td.num { (s.running_count) }
+                            td.num { (s.task_sets.iter().filter(|t| t.status != "DRAINING").map(|t| t.healthy_count).sum::<u32>()) }
+                            td { (s.task_definition.as_deref().unwrap_or("—")) }
+                        }
+                    }
+                }
+            }
+        }
+        section aria-labelledby="recent-h" {
+            h2 #recent-h { "Recent deployments" }
+            table.grid {
+                thead { tr { th { "Deployment" } th { "Group" } th { "Task definition" } th { "Status" } th { "Created" } } }
+                tbody {
+                    @for d in &overview.recent {
+                        tr {
+                            td { a href=(link(d)) { (d.id) } }
+                            td { (d.application) "/" (d.deployment_group) }
+                            td { (d.task_definition) }
+                            td { span class=(status_class(&d.status)) { (d.status) } }
+                            td { time datetime=(d.created_at) title=(control::access::utc_text(d.created_at)) { (decide::clock_time(d.created_at)) } }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    layout::page("Overview", Some(viewer), main)
+}
+
+fn link(d: &DeploymentView) -> String {
+    format!("/deployments/{}", d.id)
+}
+
+/// The production split while a deployment moves traffic; all on the original otherwise.
+fn split(last: Option<&DeploymentView>) -> Markup {
+    match last {
+        Some(d) if !decide::is_final(&d.status) => {
+            let green = d.traffic.production_green_percent;
+            html! { (100 - green) "% / " (green) "%" }
+        }
+        _ => html! { span.muted { "100% on the primary task set" } },
+    }
+}
+
+fn deployment_cell(d: &DeploymentView) -> Markup {
+    html! {
+        a href=(link(d)) { (d.id) } " "
+        span class=(status_class(&d.status)) { (d.status) }
+        " " span.muted { (d.task_definition) }
+    }
+}
