@@ -8,6 +8,7 @@
 //! not through the engine's loop: no deployment decision reads them, so they cannot interleave
 //! with one.
 
+mod ambient;
 pub mod console_session;
 pub mod credentials;
 pub mod decision;
@@ -136,10 +137,18 @@ pub async fn authorize(State(state): State<AppState>, request: Request, next: Ne
         Rule::SignIn => return next.run(request).await,
     };
     let (caller, session) = caller(&state, request.headers());
+    let authority = request.uri().authority().map(|a| a.as_str().to_string());
+    let ambient_refusal = matches!(caller, Caller::Local)
+        .then(|| ambient::refusal(authority.as_deref(), request.headers()))
+        .flatten();
     // A person's browser opening a page of the console: sent to sign in rather than given JSON.
     let page = (method == Method::GET && accepts_html(request.headers()))
         .then(|| request.uri().path_and_query().map_or("/", |p| p.as_str()).to_string());
     let mut audit = Audit { state: &state, caller: &caller, permission, source, method, path };
+    if let Some(why) = ambient_refusal {
+        audit.record(&Resource::Any, "denied".into(), Some(serde_json::json!({"browser": why})));
+        return ApiError::new(StatusCode::FORBIDDEN, why).into_response();
+    }
     let Some(bindings) = caller.bindings() else {
         return match &caller {
             Caller::Hook(grant) if credentials::hook_may(grant, &audit.method, &audit.path) => {
@@ -164,7 +173,9 @@ pub async fn authorize(State(state): State<AppState>, request: Request, next: Ne
         );
         return ApiError::new(
             StatusCode::FORBIDDEN,
-            "this request came with a console session's cookie but without its CSRF token              (X-CSRF-Token): only the console's own pages may act with a session; reload the              page and use its buttons, or send a token in Authorization instead",
+            "this request came with a console session's cookie but without its CSRF token \
+             (X-CSRF-Token): only the console's own pages may act with a session; reload the \
+             page and use its buttons, or send a token in Authorization instead",
         )
         .into_response();
     }

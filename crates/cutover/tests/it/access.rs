@@ -506,3 +506,78 @@ fn git_push_over_http_takes_the_same_credentials_scoped_to_the_repository_and_no
         .collect();
     assert_eq!(names, ["ci-api", "ci-web", "keeper", "reader"]);
 }
+
+/// A request as a browser would send it to a loopback API that needs no token: no credential,
+/// and the headers a page cannot leave out.
+fn browser_request(
+    cluster: &Cluster,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> reqwest::blocking::Response {
+    let mut request = reqwest::blocking::Client::new()
+        .request(method, format!("{}{path}", cluster.api_url()))
+        .timeout(Duration::from_secs(60));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().unwrap()
+}
+
+#[test]
+fn a_web_page_cannot_act_on_or_read_a_loopback_api_that_needs_no_token() {
+    // No token: the operator of this machine is an admin without one, through the CLI.
+    let cluster = Cluster::start(Options::default());
+    cluster.apply_and_wait_for_v1();
+    let created = cluster.json(&deploy_args("taskdef-v2.json", "appspec.yaml", &[]));
+    let id = created["id"].as_str().unwrap().to_string();
+    let stop = format!("/v1/deployments/{id}/stop");
+
+    // Any page the operator's browser has open may post to 127.0.0.1 (no body needed).
+    let forged = browser_request(
+        &cluster,
+        Method::POST,
+        &stop,
+        &[("Origin", "http://attacker.example"), ("Sec-Fetch-Site", "cross-site")],
+    );
+    assert_eq!(forged.status().as_u16(), 403);
+    let message = forged.text().unwrap();
+    assert!(
+        message.contains("http://attacker.example") && message.contains("--token"),
+        "{message}"
+    );
+    // A browser that sends no Sec-Fetch-Site still sends the Origin of a cross-site POST.
+    let forged = browser_request(&cluster, Method::POST, &stop, &[("Origin", "null")]);
+    assert_eq!(forged.status().as_u16(), 403);
+
+    // DNS rebinding: a page's own name, resolved to 127.0.0.1, is a same-origin request to it.
+    let port = cluster.api_url().rsplit(':').next().unwrap().to_string();
+    let rebound = format!("attacker.example:{port}");
+    let read = browser_request(&cluster, Method::GET, "/v1/deployments", &[("Host", &rebound)]);
+    assert_eq!(read.status().as_u16(), 403);
+    let origin = format!("http://{rebound}");
+    let acted = browser_request(
+        &cluster,
+        Method::POST,
+        &stop,
+        &[("Host", &rebound), ("Origin", &origin), ("Sec-Fetch-Site", "same-origin")],
+    );
+    assert_eq!(acted.status().as_u16(), 403);
+
+    // The console's own pages, served from the API's address, still act.
+    let own = format!("http://127.0.0.1:{port}");
+    let read = browser_request(
+        &cluster,
+        Method::GET,
+        "/v1/deployments",
+        &[("Origin", &own), ("Sec-Fetch-Site", "same-origin")],
+    );
+    assert_eq!(read.status().as_u16(), 200);
+
+    // Nothing was stopped: the release goes on to the end.
+    wait_for("the deployment to succeed", Duration::from_secs(90), || {
+        let status = cluster.deployment(&id)["status"].clone();
+        assert_ne!(status, "Stopped", "a forged request stopped the deployment");
+        (status == "Succeeded").then_some(())
+    });
+}
