@@ -21,7 +21,6 @@ use tokio::sync::{mpsc, oneshot};
 use crate::access;
 use crate::api::*;
 use crate::declared::*;
-use crate::deployment::DeploymentBody;
 use crate::engine::{self, Command, Msg, Shared};
 use crate::error::ApiError;
 use crate::state::{self, Snapshot};
@@ -482,16 +481,14 @@ pub fn deployment_views(
     group: Option<&str>,
     limit: u32,
 ) -> Result<Vec<DeploymentView>, ApiError> {
-    let rows = state.store.read(|tx| tx.deployment_list(limit.min(1000)))?;
-    let mut views = Vec::new();
-    for row in rows {
-        let body: DeploymentBody = serde_json::from_str(&row.body)?;
-        if group.is_some_and(|g| *g != format!("{}/{}", body.application, body.deployment_group)) {
-            continue;
-        }
-        views.push(engine::deployment_view(&state.store, &state.shared, &row.id)?);
-    }
-    Ok(views)
+    let group = match group.map(|g| g.split_once('/')) {
+        None => None,
+        Some(Some(pair)) => Some(pair),
+        // Not `application/group`: no group's name, so no deployment's.
+        Some(None) => return Ok(Vec::new()),
+    };
+    let rows = state.store.read(|tx| tx.deployment_list_of(group, limit.min(1000)))?;
+    rows.iter().map(|row| engine::deployment_view(&state.store, &state.shared, &row.id)).collect()
 }
 
 // -- What the console reads beside the API's answers (the same read models).

@@ -577,10 +577,23 @@ impl Tx<'_> {
 
     /// Newest first, at most `limit`.
     pub fn deployment_list(&self, limit: u32) -> Result<Vec<DeploymentRow>> {
+        self.deployment_list_of(None, limit)
+    }
+
+    /// The newest `limit` deployments, newest first; of one `(application, deployment group)`
+    /// when given, so the limit counts only that group's.
+    pub fn deployment_list_of(
+        &self,
+        group: Option<(&str, &str)>,
+        limit: u32,
+    ) -> Result<Vec<DeploymentRow>> {
         let mut stmt = self.tx.prepare(&format!(
-            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments ORDER BY created_at DESC, id DESC LIMIT ?1"
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments
+             WHERE ?1 IS NULL OR (application = ?1 AND deployment_group = ?2)
+             ORDER BY created_at DESC, id DESC LIMIT ?3"
         ))?;
-        let rows = stmt.query_map([limit], deployment_row)?;
+        let (application, deployment_group) = group.unzip();
+        let rows = stmt.query_map(params![application, deployment_group, limit], deployment_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

@@ -112,3 +112,37 @@ fn task_rows_written_with_ecs_names_read_back_typed_and_an_unknown_status_is_an_
     let err = store.read(|tx| tx.task_get("t2")).unwrap_err();
     assert!(err.to_string().contains("unknown status `PAUSED`"), "{err}");
 }
+
+#[test]
+fn a_group_s_newest_deployments_are_listed_however_many_newer_ones_other_groups_have() {
+    let store = Store::open_in_memory().unwrap();
+    let row = |id: &str, group: &str, at: u64| DeploymentRow {
+        id: id.into(),
+        application: "web".into(),
+        deployment_group: group.into(),
+        status: "Succeeded".into(),
+        body: "{}".into(),
+        machine: "{}".into(),
+        created_at: at,
+        updated_at: at,
+        completed_at: Some(at),
+    };
+    store
+        .transaction(|tx| {
+            tx.deployment_put(&row("d-1", "prod", 1))?;
+            tx.deployment_put(&row("d-2", "prod", 2))?;
+            for at in 3..10 {
+                tx.deployment_put(&row(&format!("d-{at}"), "staging", at))?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    let ids = |group, limit| -> Vec<String> {
+        let rows = store.read(|tx| tx.deployment_list_of(group, limit)).unwrap();
+        rows.into_iter().map(|r| r.id).collect()
+    };
+    assert_eq!(ids(Some(("web", "prod")), 2), ["d-2", "d-1"]);
+    assert_eq!(ids(Some(("web", "prod")), 1), ["d-2"]);
+    assert_eq!(ids(None, 2), ["d-9", "d-8"]);
+    assert!(ids(Some(("api", "prod")), 5).is_empty());
+}
