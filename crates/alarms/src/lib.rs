@@ -56,6 +56,7 @@ pub mod counter;
 pub mod filter;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod judge;
 pub mod metric;
 pub mod series;
 
