@@ -18,6 +18,7 @@ pub mod engine;
 mod error;
 mod hooks;
 mod http;
+pub mod judging;
 pub mod lb;
 pub mod monitor;
 mod narrate;

@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+pub mod latency;
 pub mod redirect;
 pub mod rules;
 pub use rules::{Condition, QueryValue, Rule};
@@ -543,6 +544,10 @@ pub struct TargetGroupMetrics {
     /// Open connections to this group's targets right now (pooled, in use and upgraded).
     pub active_connections: u64,
     pub targets: Vec<TargetMetrics>,
+    /// The group's response times in fine buckets (`latency::latency_bucket`): `(bucket index,
+    /// answers)` for the buckets that have any, cumulative since the group appeared, ascending.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub response_time_fine: Vec<(u32, u64)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
