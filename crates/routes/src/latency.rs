@@ -9,7 +9,7 @@
 //! [`LATENCY_MAX_US`] (about 19 hours) share the last bucket.
 
 /// Buckets in a target group's fine histogram.
-pub const LATENCY_BUCKETS: usize = 8 + 34 * 8;
+pub const LATENCY_BUCKETS: usize = 8 + 33 * 8;
 /// The largest response time, in microseconds, told apart from larger ones.
 pub const LATENCY_MAX_US: u64 = (1 << 36) - 1;
 
