@@ -136,25 +136,10 @@ pub(super) fn alarm(cx: &mut Cx<'_>, node: &Node, path: &str) -> (Option<AlarmDe
     let mut meta = AlarmMeta { name: None, metric: None, dimension: None };
     let Some(mut f) = cx.map(node, path) else { return (None, meta) };
     let map_loc = Loc::node(node, path);
-    match f.get(cx, "kind") {
-        None => {}
-        Some(kind) => match cx.str(kind.node, &kind.path) {
-            Some("metric") => {}
-            Some("canary-judge") => return judge_alarm(cx, f, &map_loc, Loc::of(&kind)),
-            Some(other) => {
-                let mut message = format!(
-                    "unknown alarm kind {}; use `metric` (CloudWatch's metric alarm, the \
-                     default) or `canary-judge` (green compared with blue)",
-                    quote(other)
-                );
-                if let Some(s) = suggest(other, ["metric", "canary-judge"]) {
-                    message.push_str(&format!("; did you mean `{s}`?"));
-                }
-                cx.error(kind.node.pos, &kind.path, message);
-                return (None, meta);
-            }
-            None => return (None, meta),
-        },
+    match alarm_kind(cx, &mut f) {
+        Some(AlarmKind::Metric) => {}
+        Some(AlarmKind::CanaryJudge(kind_loc)) => return judge_alarm(cx, f, &map_loc, kind_loc),
+        None => return (None, meta),
     }
     meta.name = name(cx, &mut f, "alarm");
     meta.metric = required_string(
@@ -262,6 +247,35 @@ pub(super) fn alarm(cx: &mut Cx<'_>, node: &Node, path: &str) -> (Option<AlarmDe
         return (None, meta);
     }
     (Some(AlarmDecl { spec, dimension, judge: None }), meta)
+}
+
+/// `kind:` of an alarm.
+enum AlarmKind {
+    /// CloudWatch's metric alarm (the default).
+    Metric,
+    /// `canary-judge`, written there.
+    CanaryJudge(Loc),
+}
+
+/// The alarm's `kind`, or None (reported) when it is not one cutover knows.
+fn alarm_kind(cx: &mut Cx<'_>, f: &mut Fields<'_>) -> Option<AlarmKind> {
+    let Some(kind) = f.get(cx, "kind") else { return Some(AlarmKind::Metric) };
+    match cx.str(kind.node, &kind.path)? {
+        "metric" => Some(AlarmKind::Metric),
+        "canary-judge" => Some(AlarmKind::CanaryJudge(Loc::of(&kind))),
+        other => {
+            let mut message = format!(
+                "unknown alarm kind {}; use `metric` (CloudWatch's metric alarm, the \
+                 default) or `canary-judge` (green compared with blue)",
+                quote(other)
+            );
+            if let Some(s) = suggest(other, ["metric", "canary-judge"]) {
+                message.push_str(&format!("; did you mean `{s}`?"));
+            }
+            cx.error(kind.node.pos, &kind.path, message);
+            None
+        }
+    }
 }
 
 const JUDGE_FIELDS: &[&str] = &[
