@@ -17,6 +17,9 @@
 //!   treat-missing-data, the premature-alarm guard, low-sample percentiles), reasons with the
 //!   numbers ([`ReasonData`]), and the bounded state history.
 //! - [`counter`]: cumulative counters to increases: baselines, resets, restarts of the source.
+//! - [`judge`]: the canary judge: green compared with blue over the same window (error rates by
+//!   Farrington–Manning's score test, latencies by Mann–Whitney U), beyond a tolerance, with a
+//!   confidence, never on too few samples; a judge alarm watches its verdicts per period.
 //! - [`filter`]: the filter-pattern language (terms, `?` OR, `-` exclusion, phrases, JSON
 //!   selectors) and per-period metric values with `default_value`.
 //!
@@ -34,7 +37,10 @@
 //! `TargetConnectionErrorCount`, all with [`MetricStore::record`], **including zeros**, so that a
 //! group that serves traffic without errors has a `Sum` of 0 rather than missing data (alarms on
 //! counts still use `treat_missing_data: notBreaching`, for when nothing is polled).
-//! `TargetResponseTime` (seconds) comes from the Δ of the response-time histogram: record each
+//! `TargetResponseTime` (seconds) comes from the Δ of each fine bucket of the group's
+//! `response_time_fine` (`routes::latency`, at most 12.5 % wide), recorded with
+//! [`MetricStore::record_n`] at the bucket's largest value; from a data plane that has no fine
+//! buckets, from the Δ of the coarse response-time histogram: record each
 //! bucket's Δcount with [`MetricStore::record_n`] at its upper bound
 //! (`routes::RESPONSE_TIME_BUCKETS_US[i]` / 10⁶; the overflow bucket at the largest bound), which
 //! keeps percentiles exact at the histogram's resolution and conservative (an upper bound, as
@@ -56,6 +62,7 @@ pub mod counter;
 pub mod filter;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod judge;
 pub mod metric;
 pub mod series;
 

@@ -314,6 +314,32 @@ impl PeriodStats {
         self.agg.values.at_rank(rank).clamp(self.agg.min, self.agg.max)
     }
 
+    /// The period's samples as distinct values with their counts, ascending: exactly while
+    /// [`PeriodStats::percentiles_are_exact`], else the histogram's bins at their values (within
+    /// [`SKETCH_RELATIVE_ERROR`]). What a rank test compares two versions by.
+    pub fn distribution(&self) -> Vec<(f64, u64)> {
+        match &self.agg.values {
+            Values::Exact(pairs) => pairs.clone(),
+            Values::Sketch(sketch) => {
+                let bins = |bins: &Bins, sign: f64| {
+                    bins.counts
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, c)| **c > 0)
+                        .map(|(i, &c)| (sign * Bins::value(bins.offset + i as i32), c))
+                        .collect::<Vec<_>>()
+                };
+                let mut out: Vec<(f64, u64)> =
+                    bins(&sketch.negative, -1.0).into_iter().rev().collect();
+                if sketch.zero > 0 {
+                    out.push((0.0, sketch.zero));
+                }
+                out.extend(bins(&sketch.positive, 1.0));
+                out
+            }
+        }
+    }
+
     pub fn percentiles_are_exact(&self) -> bool {
         matches!(self.agg.values, Values::Exact(_))
     }

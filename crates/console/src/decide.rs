@@ -185,6 +185,7 @@ mod tests {
             error_message: None,
             rolled_back: false,
             next_step_at: None,
+            judges: Vec::new(),
         }
     }
 

@@ -8,6 +8,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// The canary judge's vocabulary, which [`JudgeView`] carries.
+pub use alarms::judge;
+
 /// Every error answer: a message that says what to do, and the diagnostics of a bad file.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -232,6 +235,23 @@ pub struct DeploymentView {
     pub rolled_back: bool,
     /// The next scheduled step, when one is pending (e.g. the next traffic shift).
     pub next_step_at: Option<u64>,
+    /// What each canary judge the deployment watches saw in its newest judged period.
+    #[serde(default)]
+    pub judges: Vec<JudgeView>,
+}
+
+/// A canary judge's newest judged period: both versions' numbers side by side and the test.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JudgeView {
+    pub alarm: String,
+    /// The period judged: from `period_start` (Unix ms), `period_secs` long.
+    pub period_start: u64,
+    pub period_secs: u32,
+    pub blue_target_group: String,
+    pub green_target_group: String,
+    pub judgement: judge::Judgement,
+    /// The judgement in words.
+    pub reason: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

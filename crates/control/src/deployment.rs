@@ -167,5 +167,6 @@ pub fn view(
             .or_else(|| body.error_message.clone()),
         rolled_back: outcome.is_some_and(|o| o.rolled_back) || body.rolled_back,
         next_step_at: machine.poll_timeout().map(Timestamp::as_millis),
+        judges: Vec::new(),
     }
 }

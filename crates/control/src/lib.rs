@@ -17,6 +17,7 @@ pub mod engine;
 mod error;
 mod hooks;
 pub mod http;
+pub mod judging;
 pub mod lb;
 pub mod monitor;
 mod narrate;

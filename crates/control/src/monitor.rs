@@ -28,6 +28,8 @@ use model::Timestamp;
 use routes::{MetricsSnapshot, RequestCounters};
 use serde::{Deserialize, Serialize};
 
+use crate::judging::{self, JudgedPeriod};
+
 /// How often the data plane's counters are sampled: well inside the shortest (1 s) alarm period.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// How much metric history is kept.
@@ -40,6 +42,9 @@ const LOG_READ_BYTES_MAX: u64 = 1 << 20;
 pub struct AlarmDoc {
     pub spec: AlarmSpec,
     pub dimension: DimensionDoc,
+    /// A canary judge's criteria: `spec` then watches its verdicts (`crate::judging`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge: Option<alarms::judge::JudgeCriteria>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +64,7 @@ impl AlarmDoc {
                 config::AlarmDimension::Green => DimensionDoc::Green,
                 config::AlarmDimension::Service(s) => DimensionDoc::Service(s.clone()),
             },
+            judge: decl.judge,
         }
     }
 
@@ -87,10 +93,20 @@ pub struct MetricFilterDoc {
 pub struct World<'a> {
     pub alarms: &'a [AlarmDoc],
     pub filters: &'a [MetricFilterDoc],
-    /// Active deployments: (id, green target group, alarm names its group lists).
-    pub deployments: Vec<(String, String, Vec<String>)>,
+    /// Active deployments.
+    pub deployments: Vec<Watching>,
     /// Log files of live tasks, by service.
     pub logs: BTreeMap<String, Vec<PathBuf>>,
+}
+
+/// An active deployment, as alarms see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Watching {
+    pub id: String,
+    pub blue_target_group: String,
+    pub green_target_group: String,
+    /// The alarm names its group lists.
+    pub alarms: Vec<String>,
 }
 
 pub struct Monitor {
@@ -110,6 +126,14 @@ pub struct Monitor {
     due: HashMap<String, Timestamp>,
     /// The first evaluation of this monitor: no metric has data from before it.
     started: Option<Timestamp>,
+    /// Per canary-judge instance, the index of the next period to judge.
+    judge_next: HashMap<String, u64>,
+    /// Per canary-judge instance, the newest judged period.
+    judgements: BTreeMap<String, JudgedPeriod>,
+    /// Per canary-judge instance, the newest period judged worse: what a rollback names.
+    judged_worse: BTreeMap<String, JudgedPeriod>,
+    /// Periods judged since the engine last took them (to store them).
+    judged_since: Vec<JudgedPeriod>,
 }
 
 impl Default for Monitor {
@@ -135,6 +159,10 @@ impl Monitor {
             alarms: BTreeMap::new(),
             due: HashMap::new(),
             started: None,
+            judge_next: HashMap::new(),
+            judgements: BTreeMap::new(),
+            judged_worse: BTreeMap::new(),
+            judged_since: Vec::new(),
         }
     }
 
@@ -200,7 +228,26 @@ impl Monitor {
             }
             let before = before.map(|b| &b.counters);
             self.record_counts(name, &tg.counters, before, continuity, at);
-            self.record_response_times(name, &tg.counters.response_time, before, continuity, at);
+            if tg.response_time_fine.is_empty() {
+                // A data plane of an older cutover (adopted, still serving): coarse buckets only.
+                self.record_response_times(
+                    name,
+                    &tg.counters.response_time,
+                    before,
+                    continuity,
+                    at,
+                );
+            } else {
+                let before = previous.as_ref().and_then(|p| p.target_groups.get(name));
+                let before = before.map(|b| b.response_time_fine.as_slice());
+                self.record_fine_response_times(
+                    name,
+                    &tg.response_time_fine,
+                    before,
+                    continuity,
+                    at,
+                );
+            }
         }
         self.last = Some(snapshot);
         self.store.prune(now);
@@ -276,6 +323,30 @@ impl Monitor {
         }
     }
 
+    /// `TargetResponseTime` from the fine buckets (`routes::latency`): one sample per answer at
+    /// its bucket's largest value, so percentiles are within 12.5 % and the canary judge can
+    /// rank two versions' answers against each other.
+    fn record_fine_response_times(
+        &mut self,
+        target_group: &str,
+        buckets: &[(u32, u64)],
+        before: Option<&[(u32, u64)]>,
+        continuity: Continuity,
+        at: Timestamp,
+    ) {
+        let id = MetricId::new("TargetResponseTime").with("target_group", target_group);
+        for &(index, answers) in buckets {
+            // A bucket the previous snapshot did not list had counted nothing then.
+            let then =
+                before.map(|b| b.binary_search_by_key(&index, |&(i, _)| i).map_or(0, |at| b[at].1));
+            let Some(increase) = counter::increase(continuity, then, answers) else { continue };
+            if increase > 0 {
+                let us = routes::latency::latency_bucket_max_us(index as usize);
+                let _ = self.store.record_n(&id, at, us as f64 / 1e6, increase);
+            }
+        }
+    }
+
     fn record(&mut self, metric: &str, target_group: &str, at: Timestamp, value: f64) {
         let id = MetricId::new(metric).with("target_group", target_group);
         // A sample refused for age (the clock jumped) only loses that sample.
@@ -292,6 +363,7 @@ impl Monitor {
             let _ = filter.flush(&mut self.store, now);
         }
         self.sync_alarms(world, now);
+        self.judge_periods(world, now);
         let started = *self.started.get_or_insert(now);
 
         let mut changed = Vec::new();
@@ -373,6 +445,74 @@ impl Monitor {
         }
     }
 
+    /// The newest judged period of each canary-judge instance (`name@deployment`).
+    pub fn judgements(&self) -> &BTreeMap<String, JudgedPeriod> {
+        &self.judgements
+    }
+
+    /// The newest period of a canary-judge instance that was judged worse.
+    pub fn judged_worse(&self, key: &str) -> Option<&JudgedPeriod> {
+        self.judged_worse.get(key)
+    }
+
+    /// The periods judged since the previous call, oldest first.
+    pub fn take_judged(&mut self) -> Vec<JudgedPeriod> {
+        std::mem::take(&mut self.judged_since)
+    }
+
+    /// Judges every period of every canary-judge instance that has ended (and settled) since
+    /// the previous pass, from the first whole period after the instance appeared, and records
+    /// each verdict as a datapoint of the instance's alarm, which is then evaluated at once.
+    fn judge_periods(&mut self, world: &World<'_>, now: Timestamp) {
+        let settled = Timestamp(now.as_millis().saturating_sub(judging::SETTLE.as_millis() as u64));
+        for doc in world.alarms {
+            let Some(criteria) = &doc.judge else { continue };
+            for deployment in &world.deployments {
+                let key = format!("{}@{}", doc.spec.name, deployment.id);
+                let Some(spec) = self.alarms.get(&key).map(|a| a.spec().clone()) else { continue };
+                let period = spec.period;
+                // Periods before `complete` have ended and settled.
+                let complete = period.index_of(settled);
+                let next = *self.judge_next.entry(key.clone()).or_insert(period.index_of(now) + 1);
+                // After a stall, only what the alarm still looks at.
+                let from = next.max(complete.saturating_sub(u64::from(spec.evaluation_range())));
+                for index in from..complete {
+                    let start = period.start_of(index);
+                    let groups = (
+                        deployment.blue_target_group.as_str(),
+                        deployment.green_target_group.as_str(),
+                    );
+                    let judgement =
+                        judging::judge_period(&self.store, criteria, groups, period, start);
+                    if let Some(value) = judging::datapoint(judgement.verdict) {
+                        let _ = self.store.record(&spec.metric, start, value);
+                    }
+                    let judged = JudgedPeriod {
+                        alarm: doc.spec.name.clone(),
+                        deployment: deployment.id.clone(),
+                        blue_target_group: deployment.blue_target_group.clone(),
+                        green_target_group: deployment.green_target_group.clone(),
+                        start,
+                        period_secs: period.secs(),
+                        judgement,
+                    };
+                    if judged.is_worse() {
+                        self.judged_worse.insert(key.clone(), judged.clone());
+                    }
+                    self.judgements.insert(key.clone(), judged.clone());
+                    self.judged_since.push(judged);
+                    self.due.remove(&key);
+                }
+                if complete > next {
+                    self.judge_next.insert(key, complete);
+                }
+            }
+        }
+        self.judge_next.retain(|key, _| self.alarms.contains_key(key));
+        self.judgements.retain(|key, _| self.alarms.contains_key(key));
+        self.judged_worse.retain(|key, _| self.alarms.contains_key(key));
+    }
+
     fn sync_filters(&mut self, declared: &[MetricFilterDoc]) {
         let same = declared.len() == self.filters.len()
             && declared.iter().zip(&self.filters).all(|(d, (have, _))| d == have);
@@ -420,11 +560,11 @@ impl Monitor {
         for doc in world.alarms {
             match doc.dimension {
                 DimensionDoc::Green => {
-                    for (deployment, green, watched) in &world.deployments {
-                        if watched.contains(&doc.spec.name)
-                            && let Some(spec) = doc.spec_for(Some(green))
+                    for deployment in &world.deployments {
+                        if deployment.alarms.contains(&doc.spec.name)
+                            && let Some(spec) = doc.spec_for(Some(&deployment.green_target_group))
                         {
-                            wanted.insert(format!("{}@{deployment}", doc.spec.name), spec);
+                            wanted.insert(format!("{}@{}", doc.spec.name, deployment.id), spec);
                         }
                     }
                 }
@@ -666,6 +806,7 @@ mod tests {
         let docs = [AlarmDoc {
             spec: spec.clone(),
             dimension: DimensionDoc::TargetGroup("web-blue".into()),
+            judge: None,
         }];
         let world =
             World { alarms: &docs, filters: &[], deployments: Vec::new(), logs: BTreeMap::new() };

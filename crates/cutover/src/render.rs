@@ -357,6 +357,10 @@ pub fn deployment(d: &DeploymentView) -> String {
     if d.rolled_back {
         let _ = writeln!(out, "rolled back: production and test traffic are on blue");
     }
+    if !d.judges.is_empty() {
+        out.push('\n');
+        out.push_str(&judges(&d.judges));
+    }
     out.push('\n');
     out.push_str(&table(
         &["LIFECYCLE EVENT", "STATUS", "START", "END", "MESSAGE"],
@@ -376,10 +380,63 @@ pub fn deployment(d: &DeploymentView) -> String {
     out
 }
 
+/// What each canary judge saw in its newest judged period: green's and blue's numbers side by
+/// side, the verdict and the test's result.
+pub fn judges(list: &[JudgeView]) -> String {
+    let mut rows = Vec::new();
+    for j in list {
+        let (g, b) = (&j.judgement.green, &j.judgement.blue);
+        let period = format!("{} +{}s", clock(j.period_start), j.period_secs);
+        let verdict = match j.judgement.verdict {
+            judge::Verdict::Worse => "WORSE",
+            judge::Verdict::NotWorse => "not worse",
+            judge::Verdict::TooFewSamples => "too few samples",
+        };
+        let test =
+            j.judgement.test.as_ref().map_or("-".to_string(), |t| {
+                format!("{} z={:.2} p={:.2e}", t.test, t.z, t.p_value)
+            });
+        let metric = j.judgement.criteria.metric;
+        let lines: [(&str, String, String); 5] = [
+            ("requests", g.requests.to_string(), b.requests.to_string()),
+            ("error rate", percent(g.error_rate), percent(b.error_rate)),
+            ("p50", latency(g.p50), latency(b.p50)),
+            ("p90", latency(g.p90), latency(b.p90)),
+            ("p99", latency(g.p99), latency(b.p99)),
+        ];
+        for (i, (what, green, blue)) in lines.into_iter().enumerate() {
+            let first = |text: String| if i == 0 { text } else { String::new() };
+            rows.push(vec![
+                first(format!("{} ({metric})", j.alarm)),
+                first(period.clone()),
+                what.to_string(),
+                green,
+                blue,
+                first(verdict.to_string()),
+                first(test.clone()),
+            ]);
+        }
+    }
+    table(&["CANARY JUDGE", "PERIOD", "", "GREEN", "BLUE", "VERDICT", "TEST"], rows)
+}
+
+fn percent(fraction: f64) -> String {
+    format!("{:.2}%", fraction * 100.0)
+}
+
+fn latency(seconds: Option<f64>) -> String {
+    match seconds {
+        None => "-".to_string(),
+        Some(s) if s < 1.0 => format!("{:.1}ms", s * 1000.0),
+        Some(s) => format!("{s:.3}s"),
+    }
+}
+
 /// Follows a deployment until it ends; exit 0 only if it succeeded.
 pub fn watch(client: &Client, id: &str, json: bool) -> anyhow::Result<ExitCode> {
     let mut after = 0i64;
     let mut last_line = String::new();
+    let mut judged = std::collections::BTreeSet::new();
     loop {
         let events: Vec<EventView> =
             client.get(&format!("/v1/deployments/{id}/events?after={after}"))?;
@@ -390,6 +447,14 @@ pub fn watch(client: &Client, id: &str, json: bool) -> anyhow::Result<ExitCode> 
                 println!("{}", serde_json::to_string(event)?);
             } else {
                 println!("{}  {}", time(event.at), event.message);
+            }
+        }
+        if !json {
+            for judge in &view.judges {
+                // Each judged period once, as it is judged.
+                if judged.insert((judge.alarm.clone(), judge.period_start)) {
+                    println!("{}  canary judge {}: {}", time(now_ms()), judge.alarm, judge.reason);
+                }
             }
         }
         // A line is printed when what it says changes, not when its countdown ticks.
@@ -739,7 +804,42 @@ mod tests {
             error_message: None,
             rolled_back: false,
             next_step_at: None,
+            judges: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_judged_period_shows_both_versions_side_by_side_with_the_verdict_and_the_test() {
+        use control::api::judge::{JudgeCriteria, JudgedMetric, Observed};
+        let criteria = JudgeCriteria {
+            metric: JudgedMetric::Latency,
+            tolerance: 0.1,
+            confidence: 0.99,
+            min_samples: 50,
+        };
+        let blue =
+            Observed { requests: 400, errors: 2, latencies: vec![(0.020, 300), (0.024, 100)] };
+        let green =
+            Observed { requests: 380, errors: 1, latencies: vec![(0.026, 300), (0.030, 80)] };
+        let judgement = judge::judge(&criteria, &blue, &green);
+        let mut view = deployment("InProgress", Some("AllowTraffic"), 50);
+        view.judges.push(JudgeView {
+            alarm: "latency-judge".into(),
+            period_start: NOON + 10_000,
+            period_secs: 5,
+            blue_target_group: "web-blue".into(),
+            green_target_group: "web-green".into(),
+            reason: judgement.reason(),
+            judgement,
+        });
+        expect![[r#"
+            CANARY JUDGE             PERIOD                    GREEN   BLUE    VERDICT  TEST
+            latency-judge (latency)  12:00:10 +5s  requests    380     400     WORSE    Mann–Whitney U z=15.56 p=6.43e-55
+                                                   error rate  0.26%   0.50%
+                                                   p50         26.0ms  20.0ms
+                                                   p90         30.0ms  24.0ms
+                                                   p99         30.0ms  24.0ms
+        "#]].assert_eq(&judges(&view.judges));
     }
 
     #[test]

@@ -13,7 +13,8 @@
 //!
 //! - `/` (any method): 200 `{"version":"$APP_VERSION","task":"$CUTOVER_TASK_ID"}`; with
 //!   `$ERROR_RATE` (0.0–1.0) that fraction of these requests, evenly spread, answers 500 and
-//!   logs a line containing `Error`.
+//!   logs a line containing `Error`; with `$LATENCY_MS`, every one of them answers that many
+//!   milliseconds later (a version that got slower, still answering 200).
 //! - `GET /health`: 200 `ok`; 503 when `$FAIL_HEALTH` is set (non-empty) or when the file named
 //!   by `$HEALTH_FILE` exists (so a test can flip health while it runs).
 //! - `GET /slow?ms=N`: answers after N milliseconds (at most 10 minutes).
@@ -50,6 +51,8 @@ struct Config {
     fail_health: bool,
     health_file: Option<PathBuf>,
     error_rate: f64,
+    /// Added to every `/` answer (`$LATENCY_MS`).
+    latency: Duration,
 }
 
 fn main() {
@@ -86,12 +89,18 @@ fn serve() -> ! {
         Some(Ok(r)) if (0.0..=1.0).contains(&r) => r,
         Some(_) => fail(2, "ERROR_RATE must be a number from 0.0 to 1.0"),
     };
+    let latency = match env("LATENCY_MS").map(|ms| ms.parse::<u64>()) {
+        None => Duration::ZERO,
+        Some(Ok(ms)) if ms <= MAX_SLOW_MS => Duration::from_millis(ms),
+        Some(_) => fail(2, "LATENCY_MS must be a number of milliseconds, at most 600000"),
+    };
     let config = Arc::new(Config {
         version: env("APP_VERSION").unwrap_or_else(|| "dev".into()),
         task: env("CUTOVER_TASK_ID").unwrap_or_default(),
         fail_health: env("FAIL_HEALTH").is_some(),
         health_file: env("HEALTH_FILE").map(PathBuf::from),
         error_rate,
+        latency,
     });
     let listener = match TcpListener::bind((host.as_str(), port)) {
         Ok(l) => l,
@@ -417,6 +426,9 @@ fn route(req: &Request, config: &Config) -> Response {
     let (path, query) = req.target.split_once('?').unwrap_or((&req.target, ""));
     match path {
         "/" => {
+            if !config.latency.is_zero() {
+                std::thread::sleep(config.latency);
+            }
             let n = ROOT_REQUESTS.fetch_add(1, Ordering::Relaxed);
             // Request n fails when the running count of failures steps up: exactly the given
             // fraction, evenly spread, and reproducible.

@@ -213,6 +213,7 @@ pub fn snapshot(shared: &Shared) -> MetricsSnapshot {
                         long_lived_connections: t.long_lived.load(Ordering::Relaxed),
                     })
                     .collect(),
+                response_time_fine: g.counters.fine_response_times(),
             },
         );
     }

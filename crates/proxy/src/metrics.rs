@@ -38,6 +38,8 @@ use routes::{
     TargetState,
 };
 
+use routes::latency::{LATENCY_BUCKETS, latency_bucket};
+
 use crate::sync::CachePadded;
 
 pub const REQUESTS: usize = 0;
@@ -76,7 +78,12 @@ type Shard = CachePadded<[AtomicU64; N_FIELDS]>;
 /// A set of monotonic counters plus a response-time histogram.
 pub struct Counters {
     shards: Box<[Shard]>,
+    /// Response times in `routes::latency`'s fine buckets, for target groups only (the canary
+    /// judge compares two groups' distributions), sharded as the counters.
+    fine: Option<Box<[FineShard]>>,
 }
+
+type FineShard = CachePadded<[AtomicU64; LATENCY_BUCKETS]>;
 
 static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
 
@@ -110,11 +117,19 @@ impl Default for Counters {
             shards: (0..SHARDS)
                 .map(|_| CachePadded(std::array::from_fn(|_| AtomicU64::new(0))))
                 .collect(),
+            fine: None,
         }
     }
 }
 
 impl Counters {
+    /// A target group's counters: these also keep response times in fine buckets.
+    pub fn with_fine_response_times() -> Counters {
+        let shards =
+            (0..SHARDS).map(|_| CachePadded(std::array::from_fn(|_| AtomicU64::new(0)))).collect();
+        Counters { fine: Some(shards), ..Counters::default() }
+    }
+
     #[inline]
     pub fn add(&self, field: usize, n: u64) {
         self.shards[shard_index()].0[field].fetch_add(n, Ordering::Relaxed);
@@ -148,6 +163,21 @@ impl Counters {
         shard[BUCKET0 + bucket].fetch_add(1, Ordering::Relaxed);
         shard[SUM_US].fetch_add(us, Ordering::Relaxed);
         shard[COUNT].fetch_add(1, Ordering::Relaxed);
+        if let Some(fine) = &self.fine {
+            fine[shard_index()].0[latency_bucket(us)].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The fine buckets that counted answers, `(index, answers)` ascending (empty for counters
+    /// without them).
+    pub fn fine_response_times(&self) -> Vec<(u32, u64)> {
+        let Some(fine) = &self.fine else { return Vec::new() };
+        (0..LATENCY_BUCKETS)
+            .filter_map(|i| {
+                let answers: u64 = fine.iter().map(|s| s.0[i].load(Ordering::Relaxed)).sum();
+                (answers > 0).then_some((i as u32, answers))
+            })
+            .collect()
     }
 
     pub fn get(&self, field: usize) -> u64 {

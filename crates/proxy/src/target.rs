@@ -417,7 +417,7 @@ impl GroupRt {
         let algorithm = cfg.algorithm;
         GroupRt {
             name: name.into(),
-            counters: Arc::new(Counters::default()),
+            counters: Arc::new(Counters::with_fine_response_times()),
             cfg: ArcSwap::from_pointee(cfg),
             registered: ArcSwap::from_pointee(Vec::new()),
             draining: Mutex::new(Vec::new()),

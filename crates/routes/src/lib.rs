@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+pub mod latency;
 pub mod redirect;
 pub mod rules;
 pub use rules::{Condition, QueryValue, Rule};
@@ -636,6 +637,10 @@ pub struct TargetGroupMetrics {
     #[serde(default)]
     pub retry_budget_exhausted: u64,
     pub targets: Vec<TargetMetrics>,
+    /// The group's response times in fine buckets (`latency::latency_bucket`): `(bucket index,
+    /// answers)` for the buckets that have any, cumulative since the group appeared, ascending.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub response_time_fine: Vec<(u32, u64)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

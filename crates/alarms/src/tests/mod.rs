@@ -4,6 +4,7 @@
 mod alarm;
 mod counter;
 mod filter;
+mod judge;
 mod series;
 
 use model::Timestamp;

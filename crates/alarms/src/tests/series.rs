@@ -322,3 +322,32 @@ fn a_store_round_trips_through_json() {
             .value(stat("p99"))
     );
 }
+
+#[test]
+fn a_period_s_distribution_is_its_values_with_counts_exact_then_within_two_percent() {
+    let mut s = series();
+    s.record_n(at(0.1), 0.020, 3).unwrap();
+    s.record_n(at(0.2), 0.010, 2).unwrap();
+    s.record_n(at(1.5), 0.020, 1).unwrap();
+    let p = one_period(&s, secs(2), 0.0, 2.0);
+    assert_eq!(p.distribution(), vec![(0.010, 2), (0.020, 4)]);
+
+    // Beyond the exact limit: bins whose counts add up and whose values are within 2 %.
+    let mut s = series();
+    for i in 1..=1000u32 {
+        s.record(at(0.5), f64::from(i) / 1000.0).unwrap();
+    }
+    let p = one_period(&s, Period::ONE_SECOND, 0.0, 1.0);
+    let distribution = p.distribution();
+    assert_eq!(distribution.iter().map(|(_, n)| n).sum::<u64>(), 1000);
+    assert!(distribution.windows(2).all(|w| w[0].0 < w[1].0), "ascending");
+    let mut seen = 0;
+    for (value, count) in distribution {
+        // The values this bin holds are ranks seen+1 ..= seen+count, i.e. those / 1000.
+        for rank in seen + 1..=seen + count {
+            let exact = rank as f64 / 1000.0;
+            assert!((value - exact).abs() / exact <= 0.02 + 1e-9, "{value} for {exact}");
+        }
+        seen += count;
+    }
+}

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeSet;
 
+use ::alarms::judge::{JudgeCriteria, JudgedMetric};
 use ::alarms::{
     AlarmSpec, ComparisonOperator, FilterPattern, LowSampleCountPercentile, MetricFilter,
     MetricFilterSpec, MetricId, Period, Statistic, TreatMissingData,
@@ -46,7 +47,16 @@ pub struct AlarmDecl {
     /// target group is only known once a deployment runs: see [`AlarmDecl::spec_for`].
     pub spec: AlarmSpec,
     pub dimension: AlarmDimension,
+    /// `kind: canary-judge`: how green is judged against blue. Its `spec` then watches the
+    /// judge's verdicts ([`JUDGE_METRIC`], 1 for a period judged worse, 0 for one judged not
+    /// worse, none for one with too few samples) on green: ALARM when M of the last N periods
+    /// were judged worse.
+    pub judge: Option<JudgeCriteria>,
 }
+
+/// The series of a canary judge's verdicts, one datapoint per judged period (dimensions `judge=`
+/// the alarm's name and `target_group=` green's).
+pub const JUDGE_METRIC: &str = "CanaryJudge";
 
 /// Which series of the metric an alarm watches.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -111,6 +121,7 @@ pub(super) struct FilterMeta {
 
 const ALARM_FIELDS: &[&str] = &[
     "name",
+    "kind",
     "metric",
     "target_group",
     "service",
@@ -128,6 +139,11 @@ pub(super) fn alarm(cx: &mut Cx<'_>, node: &Node, path: &str) -> (Option<AlarmDe
     let mut meta = AlarmMeta { name: None, metric: None, dimension: None };
     let Some(mut f) = cx.map(node, path) else { return (None, meta) };
     let map_loc = Loc::node(node, path);
+    match alarm_kind(cx, &mut f) {
+        Some(AlarmKind::Metric) => {}
+        Some(AlarmKind::CanaryJudge(kind_loc)) => return judge_alarm(cx, f, &map_loc, kind_loc),
+        None => return (None, meta),
+    }
     meta.name = name(cx, &mut f, "alarm");
     meta.metric = required_string(
         cx,
@@ -233,7 +249,256 @@ pub(super) fn alarm(cx: &mut Cx<'_>, node: &Node, path: &str) -> (Option<AlarmDe
     if !alarm_is_valid(cx, &spec, &locs) {
         return (None, meta);
     }
-    (Some(AlarmDecl { spec, dimension }), meta)
+    (Some(AlarmDecl { spec, dimension, judge: None }), meta)
+}
+
+/// `kind:` of an alarm.
+enum AlarmKind {
+    /// CloudWatch's metric alarm (the default).
+    Metric,
+    /// `canary-judge`, written there.
+    CanaryJudge(Loc),
+}
+
+/// The alarm's `kind`, or None (reported) when it is not one cutover knows.
+fn alarm_kind(cx: &mut Cx<'_>, f: &mut Fields<'_>) -> Option<AlarmKind> {
+    let Some(kind) = f.get(cx, "kind") else { return Some(AlarmKind::Metric) };
+    match cx.str(kind.node, &kind.path)? {
+        "metric" => Some(AlarmKind::Metric),
+        "canary-judge" => Some(AlarmKind::CanaryJudge(Loc::of(&kind))),
+        other => {
+            let mut message = format!(
+                "unknown alarm kind {}; use `metric` (CloudWatch's metric alarm, the \
+                 default) or `canary-judge` (green compared with blue)",
+                quote(other)
+            );
+            if let Some(s) = suggest(other, ["metric", "canary-judge"]) {
+                message.push_str(&format!("; did you mean `{s}`?"));
+            }
+            cx.error(kind.node.pos, &kind.path, message);
+            None
+        }
+    }
+}
+
+const JUDGE_FIELDS: &[&str] = &[
+    "name",
+    "kind",
+    "metric",
+    "tolerance",
+    "confidence",
+    "min_samples",
+    "period",
+    "evaluation_periods",
+    "datapoints_to_alarm",
+];
+
+/// A judged period's length, unless `period` says otherwise.
+const JUDGE_PERIOD_SECS: u32 = 10;
+/// Judged periods looked at (N) and how many must be judged worse (M), unless told otherwise: at
+/// 99 % confidence one period in a hundred of a healthy green is judged worse by chance, two of
+/// three in a row about one in 3,000 (see docs/safe-canary.md).
+const JUDGE_EVALUATION_PERIODS: u32 = 3;
+const JUDGE_DATAPOINTS_TO_ALARM: u32 = 2;
+const JUDGE_CONFIDENCE: f64 = 0.99;
+/// Spinnaker's advice: at least 50 data points per metric.
+const JUDGE_MIN_SAMPLES: u64 = 50;
+
+/// `kind: canary-judge`: green against blue, by `metric: error-rate | latency`.
+fn judge_alarm(
+    cx: &mut Cx<'_>,
+    mut f: Fields<'_>,
+    map_loc: &Loc,
+    kind_loc: Loc,
+) -> (Option<AlarmDecl>, AlarmMeta) {
+    let mut meta = AlarmMeta { name: None, metric: None, dimension: None };
+    meta.name = name(cx, &mut f, "alarm");
+    // Always green's, against blue: the "no group lists it" note points at `kind`.
+    meta.dimension = Some((AlarmDimension::Green, kind_loc));
+    let metric = f
+        .require(cx, "metric", "add what is compared: `metric: error-rate` or `metric: latency`")
+        .and_then(|m| match cx.str(m.node, &m.path)? {
+            "error-rate" => Some(JudgedMetric::ErrorRate),
+            "latency" => Some(JudgedMetric::Latency),
+            other => {
+                let mut message = format!(
+                    "a canary judge compares `error-rate` or `latency`, not {}",
+                    quote(other)
+                );
+                if let Some(s) = suggest(other, ["error-rate", "latency"]) {
+                    message.push_str(&format!("; did you mean `{s}`?"));
+                }
+                cx.error(m.node.pos, &m.path, message);
+                None
+            }
+        });
+    let tolerance = f
+        .require(
+            cx,
+            "tolerance",
+            "add how much worse green may be, like `tolerance: 1%` (percentage points of the \
+             error rate) or `tolerance: 10%` (slower)",
+        )
+        .and_then(|t| percentage(cx, &t).map(|v| (v, Loc::of(&t))));
+    let confidence = optional(cx, &mut f, "confidence", |cx, c| {
+        number(cx, c.node, &c.path).map(|v| (v, Loc::of(c)))
+    });
+    let min_samples = optional(cx, &mut f, "min_samples", |cx, m| {
+        cx.u32(m.node, &m.path, 0, u32::MAX, "min_samples").map(|v| (u64::from(v), Loc::of(m)))
+    });
+    let period = optional(cx, &mut f, "period", |cx, p| period(cx, p).map(|v| (v, Loc::of(p))));
+    let evaluation_periods = optional(cx, &mut f, "evaluation_periods", |cx, e| {
+        cx.u32(e.node, &e.path, 1, EVALUATION_PERIODS_MAX, "evaluation_periods")
+            .map(|n| (n, Loc::of(e)))
+    });
+    let datapoints_to_alarm = optional(cx, &mut f, "datapoints_to_alarm", |cx, d| {
+        cx.u32(d.node, &d.path, 1, EVALUATION_PERIODS_MAX, "datapoints_to_alarm")
+            .map(|n| (n, Loc::of(d)))
+    });
+    f.finish(cx, JUDGE_FIELDS, &[]);
+    let (
+        Some((alarm_name, name_loc)),
+        Some(metric),
+        Some((tolerance, tolerance_loc)),
+        Some(confidence),
+        Some(min_samples),
+        Some(period),
+        Some(evaluation_periods),
+        Some(datapoints_to_alarm),
+    ) = (
+        meta.name.clone(),
+        metric,
+        tolerance,
+        confidence,
+        min_samples,
+        period,
+        evaluation_periods,
+        datapoints_to_alarm,
+    )
+    else {
+        return (None, meta);
+    };
+    let parts = JudgeParts {
+        name: alarm_name,
+        name_loc,
+        metric,
+        tolerance: (tolerance, tolerance_loc),
+        confidence,
+        min_samples,
+        period,
+        evaluation_periods,
+        datapoints_to_alarm,
+    };
+    (judge_decl(cx, parts, map_loc), meta)
+}
+
+/// A canary judge's fields as written, each with where it was.
+struct JudgeParts {
+    name: String,
+    name_loc: Loc,
+    metric: JudgedMetric,
+    tolerance: (f64, Loc),
+    confidence: Option<(f64, Loc)>,
+    min_samples: Option<(u64, Loc)>,
+    period: Option<(Period, Loc)>,
+    evaluation_periods: Option<(u32, Loc)>,
+    datapoints_to_alarm: Option<(u32, Loc)>,
+}
+
+/// The judge's criteria and the alarm on its verdicts, with the defaults; every problem is
+/// reported at its field.
+fn judge_decl(cx: &mut Cx<'_>, parts: JudgeParts, map_loc: &Loc) -> Option<AlarmDecl> {
+    let JudgeParts {
+        name: alarm_name,
+        name_loc,
+        metric,
+        tolerance: (tolerance, tolerance_loc),
+        confidence,
+        min_samples,
+        period,
+        evaluation_periods,
+        datapoints_to_alarm,
+    } = parts;
+    let criteria = JudgeCriteria {
+        metric,
+        tolerance,
+        confidence: confidence.as_ref().map_or(JUDGE_CONFIDENCE, |(c, _)| *c),
+        min_samples: min_samples.as_ref().map_or(JUDGE_MIN_SAMPLES, |(m, _)| *m),
+    };
+    let n = evaluation_periods.as_ref().map_or(JUDGE_EVALUATION_PERIODS, |(n, _)| *n);
+    let m = match (&evaluation_periods, &datapoints_to_alarm) {
+        (_, Some((m, _))) => *m,
+        (None, None) => JUDGE_DATAPOINTS_TO_ALARM,
+        (Some(_), None) => n,
+    };
+    let spec = AlarmSpec {
+        metric: MetricId::new(JUDGE_METRIC).with("judge", &alarm_name),
+        name: alarm_name,
+        statistic: Statistic::Maximum,
+        period: period.as_ref().map_or_else(
+            || Period::from_secs(JUDGE_PERIOD_SECS).expect("invariant: 10 s is a period"),
+            |(p, _)| *p,
+        ),
+        evaluation_periods: n,
+        datapoints_to_alarm: Some(m),
+        threshold: 1.0,
+        comparison_operator: ComparisonOperator::GreaterThanOrEqualToThreshold,
+        // A period with too few samples has no verdict: it neither fires nor clears (with
+        // `missing`, one period judged worse by chance followed by two without traffic would
+        // alarm by CloudWatch's premature-alarm rule).
+        treat_missing_data: TreatMissingData::Ignore,
+        evaluate_low_sample_count_percentile: LowSampleCountPercentile::Evaluate,
+    };
+    let mut valid = true;
+    if let Err(errors) = criteria.validate() {
+        valid = false;
+        for e in errors {
+            let loc = match e.field {
+                "tolerance" => Some(&tolerance_loc),
+                "confidence" => confidence.as_ref().map(|(_, l)| l),
+                _ => min_samples.as_ref().map(|(_, l)| l),
+            };
+            let loc = loc.unwrap_or(map_loc);
+            cx.error(loc.pos, &loc.path, e.message);
+        }
+    }
+    let n_loc = evaluation_periods.as_ref().map_or(map_loc, |(_, l)| l);
+    let period_loc = period.as_ref().map_or(map_loc, |(_, l)| l);
+    let locs = AlarmLocs {
+        map: period_loc,
+        name: &name_loc,
+        metric: map_loc,
+        dimension: map_loc,
+        evaluation_periods: n_loc,
+        datapoints_to_alarm: datapoints_to_alarm.as_ref().map(|(_, l)| l),
+        threshold: map_loc,
+        low_sample: None,
+    };
+    if !alarm_is_valid(cx, &spec, &locs) || !valid {
+        return None;
+    }
+    Some(AlarmDecl { spec, dimension: AlarmDimension::Green, judge: Some(criteria) })
+}
+
+/// `1%`, `0.5%`, `10 %`: a percentage, as a fraction.
+fn percentage(cx: &mut Cx<'_>, field: &Field<'_>) -> Option<f64> {
+    let advice = "write it as a percentage, like `1%` or `10%`";
+    let parsed = match &field.node.value {
+        Value::Str(text) => text
+            .trim()
+            .strip_suffix('%')
+            .and_then(|number| number.trim().parse::<f64>().ok())
+            .filter(|v| v.is_finite()),
+        _ => None,
+    };
+    if parsed.is_none() {
+        cx.error(
+            field.node.pos,
+            &field.path,
+            format!("{} is not a percentage; {advice}", cx.describe(field.node)),
+        );
+    }
+    parsed.map(|v| v / 100.0)
 }
 
 /// The series an alarm watches: a target group's (or green's), or a service's.

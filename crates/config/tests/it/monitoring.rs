@@ -295,3 +295,70 @@ fn metric_filter_fields() {
     assert_eq!(filter.value_of(r#"{"latency": 2.5}"#), Some(2.5));
     assert_eq!(file.metric_filters[0].spec.default_value, None);
 }
+
+#[test]
+fn a_canary_judge_alarm_watches_its_verdicts_on_green_with_its_defaults() {
+    let text = with_alarms(
+        "  - { name: http-error-alarm, kind: canary-judge, metric: error-rate, tolerance: 1% }
+  - { name: application-error-alarm, kind: canary-judge, metric: latency, tolerance: 10%, confidence: 0.999, min_samples: 200, period: 5s, evaluation_periods: 4 }",
+    );
+    let file = parse_cutover_file("cutover.yaml", &text).unwrap().value;
+    let errors = file.alarm("http-error-alarm").unwrap();
+    assert_eq!(errors.dimension, AlarmDimension::Green);
+    assert_eq!(
+        errors.judge,
+        Some(alarms::judge::JudgeCriteria {
+            metric: alarms::judge::JudgedMetric::ErrorRate,
+            tolerance: 0.01,
+            confidence: 0.99,
+            min_samples: 50,
+        })
+    );
+    assert_eq!(
+        errors.spec,
+        AlarmSpec {
+            name: "http-error-alarm".to_string(),
+            metric: MetricId::new("CanaryJudge").with("judge", "http-error-alarm"),
+            statistic: Statistic::Maximum,
+            period: Period::from_secs(10).unwrap(),
+            evaluation_periods: 3,
+            datapoints_to_alarm: Some(2),
+            threshold: 1.0,
+            comparison_operator: ComparisonOperator::GreaterThanOrEqualToThreshold,
+            treat_missing_data: TreatMissingData::Ignore,
+            evaluate_low_sample_count_percentile: LowSampleCountPercentile::Evaluate,
+        }
+    );
+    let latency = file.alarm("application-error-alarm").unwrap();
+    let criteria = latency.judge.unwrap();
+    assert_eq!((criteria.tolerance, criteria.confidence, criteria.min_samples), (0.1, 0.999, 200));
+    assert_eq!(latency.spec.period, Period::from_secs(5).unwrap());
+    assert_eq!(
+        (latency.spec.evaluation_periods, latency.spec.datapoints_to_alarm()),
+        (4, 4),
+        "M is N when only N is given, as CloudWatch's"
+    );
+}
+
+#[test]
+fn canary_judge_fields_are_checked_at_their_place() {
+    let text = with_alarms(
+        "  - { name: http-error-alarm, kind: canary-judge, metric: latencies, tolerance: 10 }
+  - { name: application-error-alarm, kind: canary-judge, metric: error-rate, tolerance: 120%, confidence: 1.5, min_samples: 3, evaluation_periods: 2, datapoints_to_alarm: 3, threshold: 4 }
+  - { name: third, kind: canary_judge, metric: error-rate, tolerance: 1% }",
+    );
+    check(
+        "cutover.yaml",
+        &text,
+        expect![[r#"
+            cutover.yaml:35:59: alarms[0].metric: a canary judge compares `error-rate` or `latency`, not "latencies"; did you mean `latency`?
+            cutover.yaml:35:81: alarms[0].tolerance: integer 10 is not a percentage; write it as a percentage, like `1%` or `10%`
+            cutover.yaml:36:89: alarms[1].tolerance: 120 percentage points is not a tolerance for an error rate; give 0 to less than 100, like `tolerance: 1%`
+            cutover.yaml:36:107: alarms[1].confidence: 1.5 is not a confidence the judge can promise; give 0.5 to 0.9999, like `confidence: 0.99`
+            cutover.yaml:36:125: alarms[1].min_samples: 3 requests per version; give 10 to 1000000000: with fewer the tests' normal approximations do not hold
+            cutover.yaml:36:172: alarms[1].datapoints_to_alarm: 3 datapoints to alarm out of 2 evaluation periods; M must be at most N (raise evaluation_periods or lower datapoints_to_alarm)
+            cutover.yaml:36:175: alarms[1].threshold: unknown field `threshold`; expected one of: name, kind, metric, tolerance, confidence, min_samples, period, evaluation_periods, datapoints_to_alarm
+            cutover.yaml:37:26: alarms[2].kind: unknown alarm kind "canary_judge"; use `metric` (CloudWatch's metric alarm, the default) or `canary-judge` (green compared with blue); did you mean `canary-judge`?
+        "#]],
+    );
+}

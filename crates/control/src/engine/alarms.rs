@@ -11,6 +11,8 @@ use tracing::warn;
 use super::Engine;
 use crate::clock;
 use crate::declared::*;
+use crate::judging::JudgedPeriod;
+use crate::monitor::Watching;
 use crate::state;
 
 impl Engine {
@@ -34,11 +36,16 @@ impl Engine {
         if alarm_docs.is_empty() && filter_docs.is_empty() {
             return Ok(None);
         }
-        let deployments: Vec<(String, String, Vec<String>)> = self
+        let deployments: Vec<Watching> = self
             .state
             .deployments()
             .filter(|d| !d.machine.is_finished())
-            .map(|d| (d.id.clone(), d.green_target_group.clone(), d.alarms.clone()))
+            .map(|d| Watching {
+                id: d.id.clone(),
+                blue_target_group: d.blue_target_group.clone(),
+                green_target_group: d.green_target_group.clone(),
+                alarms: d.alarms.clone(),
+            })
             .collect();
         let mut logs: BTreeMap<String, Vec<std::path::PathBuf>> = BTreeMap::new();
         for task in self.state.tasks().filter(|t| t.last_status != model::TaskStatus::Stopped) {
@@ -50,15 +57,25 @@ impl Engine {
             }
         }
         let greens: BTreeMap<String, String> =
-            deployments.iter().map(|(id, green, _)| (id.clone(), green.clone())).collect();
+            deployments.iter().map(|d| (d.id.clone(), d.green_target_group.clone())).collect();
         let world =
             crate::monitor::World { alarms: &alarm_docs, filters: &filter_docs, deployments, logs };
-        let changed = self.shared.monitor().evaluate(&world, now);
-        if !changed.is_empty() {
+        let (changed, judged) = {
+            let mut monitor = self.shared.monitor();
+            (monitor.evaluate(&world, now), monitor.take_judged())
+        };
+        if !changed.is_empty() || !judged.is_empty() {
             self.store.transaction(|tx| {
                 for (key, alarm) in &changed {
                     let body = serde_json::to_string(alarm)?;
                     tx.resource_put(KIND_ALARM_STATE, key, &body, now.as_millis())?;
+                }
+                // The newest judged period of each judge, kept with its deployment for
+                // `deployments get` (the metric store behind it lives in memory only).
+                for period in &judged {
+                    let key = format!("{}@{}", period.alarm, period.deployment);
+                    let body = serde_json::to_string(period)?;
+                    tx.resource_put(KIND_JUDGED_PERIOD, &key, &body, now.as_millis())?;
                 }
                 Ok(())
             })?;
@@ -72,6 +89,10 @@ impl Engine {
                 // Only an alarm in ALARM says why: an OK one changes nothing worth writing.
                 let reason = match (in_alarm, key.split_once('@')) {
                     (false, _) => String::new(),
+                    (true, Some(_)) if monitor.judged_worse(key).is_some() => {
+                        let judged = monitor.judged_worse(key).expect("invariant: checked above");
+                        format!("{} ({})", judged.reason(), judge_window(alarm))
+                    }
                     (true, Some((_, id))) => match greens.get(id) {
                         Some(green) => {
                             let requests =
@@ -90,6 +111,45 @@ impl Engine {
             .collect();
         Ok(Some(readings))
     }
+}
+
+/// Where judged periods are stored, keyed `alarm@deployment`.
+pub(crate) const KIND_JUDGED_PERIOD: &str = "judged_period";
+
+/// What a deployment's canary judges saw in their newest judged periods, for its view.
+pub(crate) fn judge_views(
+    store: &store::Store,
+    deployment: &str,
+) -> Result<Vec<crate::api::JudgeView>, store::Error> {
+    let suffix = format!("@{deployment}");
+    let rows = store.read(|tx| tx.resource_list(KIND_JUDGED_PERIOD))?;
+    Ok(rows
+        .into_iter()
+        .filter(|(key, _)| key.ends_with(&suffix))
+        .filter_map(|(_, body)| serde_json::from_str::<JudgedPeriod>(&body).ok())
+        .map(|period| crate::api::JudgeView {
+            reason: period.judgement.reason(),
+            alarm: period.alarm,
+            period_start: period.start.as_millis(),
+            period_secs: period.period_secs,
+            blue_target_group: period.blue_target_group,
+            green_target_group: period.green_target_group,
+            judgement: period.judgement,
+        })
+        .collect())
+}
+
+/// How many of the judged periods the alarm looked at were judged worse, in CloudWatch's words
+/// (`2 of the last 3 periods of 10s judged worse`).
+fn judge_window(alarm: &alarms::Alarm) -> String {
+    let spec = alarm.spec();
+    let worse = alarm.reason_data().map_or(0, |data| data.breaching);
+    format!(
+        "{worse} of the last {} judged periods of {}s were worse; {} needed",
+        spec.evaluation_periods,
+        spec.period.secs(),
+        spec.datapoints_to_alarm()
+    )
 }
 
 /// Requests the green target group received over an alarm's evaluation window: part of the

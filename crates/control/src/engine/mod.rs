@@ -502,7 +502,9 @@ pub fn deployment_view(
         |set_id: &str| sets.iter().find(|s| s.id == set_id).map(|s| task_set_view(s, &tasks));
     let blue = set_view(&body.blue_task_set);
     let green = body.green_task_set.as_deref().and_then(set_view);
-    Ok(deployment::view(&row, &body, &machine, blue, green))
+    let mut view = deployment::view(&row, &body, &machine, blue, green);
+    view.judges = alarms::judge_views(store, id)?;
+    Ok(view)
 }
 
 pub fn task_set_view(ts: &TaskSetRow, tasks: &[TaskRow]) -> api::TaskSetView {

@@ -22,6 +22,7 @@ mod harness;
 mod hook_token;
 mod hung_data_plane;
 mod install_timeout;
+mod judge;
 mod lb_died;
 mod listener_rules;
 mod orphan_down;
