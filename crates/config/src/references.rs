@@ -119,6 +119,27 @@ impl FileReference {
         )
     }
 
+    /// The error for a relative path in a cutover.yaml that came without the directory it is
+    /// relative to (sent to the API by something other than `cutover apply -f`).
+    pub fn relative_without_directory(&self, cutover_file: &str) -> Diagnostic {
+        let what = match self.kind {
+            ReferenceKind::TaskDefinition => "task definition file",
+            ReferenceKind::Certificate => "certificate file",
+            ReferenceKind::PrivateKey => "key file",
+        };
+        Diagnostic::error(
+            cutover_file,
+            self.pos,
+            &self.field,
+            format!(
+                "{what} `{}` is relative, and {cutover_file} was sent without its directory; give \
+                 an absolute path, or apply with `cutover apply -f`, which sends the file's \
+                 directory",
+                self.path
+            ),
+        )
+    }
+
     /// The error for a reference whose file is not there; `looked_at` is where it was looked for
     /// (the path resolved against the cutover.yaml's directory).
     pub fn missing(&self, cutover_file: &str, looked_at: &str) -> Diagnostic {

@@ -7,13 +7,15 @@
 //! repositories, whose git data it keeps), refusing with 409 when a deletion would cut a
 //! deployment short. See "What `apply` does" in `docs/cutover-yaml.md`.
 //!
-//! The steps, each in its own module: the task definitions the services name are resolved
+//! The steps, each in its own module: certificate paths are made relative to the file (`paths`),
+//! the task definitions the services name are resolved
 //! (`task_definitions`), the file is planned against the store (`plan`, `removals`,
 //! `pipelines`), the data plane validates the candidate routing table, the plan is committed in
 //! one transaction (`commit`), and only then does the engine push the table it now stores.
 
 mod commit;
 mod deploy;
+mod paths;
 mod pipelines;
 mod plan;
 mod removals;
@@ -38,7 +40,8 @@ pub async fn apply(
     let parsed = config::parse_cutover_file(file_name, &request.file.text)
         .map_err(|errors| ApiError::invalid_file(file_name, &errors))?;
     let mut notes: Vec<String> = parsed.notes.iter().map(|d| d.to_string()).collect();
-    let file = parsed.value;
+    let mut file = parsed.value;
+    paths::certificates_relative_to_the_file(&mut file, &request)?;
     let task_definitions = task_definitions::resolve_for_services(&engine.store, &request, &file)?;
     let current = engine.store.read(Snapshot::load)?;
     let mut plan =

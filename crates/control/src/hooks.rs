@@ -18,18 +18,70 @@ use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 
+use crate::declared::{DeploymentGroupDoc, ListenerRefDoc};
+use crate::state::Snapshot;
+
 /// What a hook gets to know about the deployment it validates.
 #[derive(Clone, Debug)]
 pub struct HookContext {
     pub deployment_id: String,
     pub execution_id: String,
     pub event: String,
-    pub test_url: Option<String>,
-    pub production_url: Option<String>,
+    pub listeners: GroupListeners,
     pub api_url: String,
     pub callback_url: String,
     /// This execution's own token ([`HookTokens::grant`]).
     pub token: String,
+}
+
+/// How a hook reaches its deployment group through the group's listeners.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GroupListeners {
+    pub test_url: Option<String>,
+    pub production_url: Option<String>,
+    /// The `Host` a request to `test_url` needs to reach the group, when the group's traffic on
+    /// its test listener is a listener rule chosen by host (several services on one port).
+    pub test_host: Option<String>,
+    /// The same for `production_url`.
+    pub production_host: Option<String>,
+}
+
+impl GroupListeners {
+    /// Where `group`'s test and production listeners are, and the host names their rules for
+    /// the group take.
+    pub fn of(snapshot: &Snapshot, group: &DeploymentGroupDoc) -> GroupListeners {
+        let host = |listener: &ListenerRefDoc| {
+            let lb = snapshot.load_balancers.iter().find(|lb| lb.name == listener.load_balancer)?;
+            let doc = lb.listeners.iter().find(|l| l.name == listener.listener)?;
+            rule_host(&doc.rules, &group.target_groups)
+        };
+        let test = group.test_listener.as_ref();
+        GroupListeners {
+            test_url: test.and_then(|l| snapshot.listener_url(l)),
+            production_url: snapshot.listener_url(&group.production_listener),
+            test_host: test.and_then(host),
+            production_host: host(&group.production_listener),
+        }
+    }
+}
+
+/// A host name that the listener rule routing a deployment group's `target_groups` (the lowest
+/// priority one, which a request meets first) takes by its `host_header` condition: its first
+/// value without wildcards, else its first value with each `*` written `hook` and each `?` `h`
+/// (`*.example.com` → `hook.example.com`). `None` when no rule forwards to the group (it routes
+/// the listener's default action) or the rule takes any host.
+pub fn rule_host(rules: &[routes::Rule], target_groups: &[String; 2]) -> Option<String> {
+    let rule = rules
+        .iter()
+        .filter(|r| crate::routing::forwards_to(&r.action, target_groups))
+        .min_by_key(|r| r.priority)?;
+    let hosts = rule.conditions.iter().find_map(|c| match c {
+        routes::Condition::HostHeader { values } => Some(values),
+        _ => None,
+    })?;
+    let literal = hosts.iter().find(|h| !h.contains(['*', '?']));
+    let host = literal.or(hosts.first())?;
+    Some(host.replace('*', "hook").replace('?', "h"))
 }
 
 /// The tokens of pending hook executions, in memory only: a restart forgets them all, and the
@@ -199,11 +251,16 @@ fn hook_env(ctx: &HookContext) -> Vec<(String, String)> {
     // CodeDeploy's payload names, for scripts ported from Lambda hooks.
     set("DeploymentId", &ctx.deployment_id);
     set("LifecycleEventHookExecutionId", &ctx.execution_id);
-    if let Some(url) = &ctx.test_url {
-        set("CUTOVER_TEST_URL", url);
-    }
-    if let Some(url) = &ctx.production_url {
-        set("CUTOVER_PRODUCTION_URL", url);
+    let listeners = &ctx.listeners;
+    for (name, value) in [
+        ("CUTOVER_TEST_URL", &listeners.test_url),
+        ("CUTOVER_PRODUCTION_URL", &listeners.production_url),
+        ("CUTOVER_TEST_HOST", &listeners.test_host),
+        ("CUTOVER_PRODUCTION_HOST", &listeners.production_host),
+    ] {
+        if let Some(value) = value {
+            set(name, value);
+        }
     }
     env
 }
@@ -229,8 +286,10 @@ async fn run_http(url: &str, ctx: &HookContext) -> HookRun {
         "DeploymentId": ctx.deployment_id,
         "LifecycleEventHookExecutionId": ctx.execution_id,
         "LifecycleEvent": ctx.event,
-        "TestUrl": ctx.test_url,
-        "ProductionUrl": ctx.production_url,
+        "TestUrl": ctx.listeners.test_url,
+        "ProductionUrl": ctx.listeners.production_url,
+        "TestHost": ctx.listeners.test_host,
+        "ProductionHost": ctx.listeners.production_host,
         "CallbackUrl": ctx.callback_url,
         "HookToken": ctx.token,
     });
@@ -259,5 +318,51 @@ async fn run_http(url: &str, ctx: &HookContext) -> HookRun {
             HookRun::Done { succeeded: false, message: format!("hook {url} answered Failed") }
         }
         _ => HookRun::AwaitingCallback,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use routes::{Action, Condition, ForwardAction, Rule, WeightedTargetGroup};
+
+    fn rule(priority: u32, conditions: Vec<Condition>, target_group: &str) -> Rule {
+        Rule {
+            priority,
+            conditions,
+            action: Action::Forward(ForwardAction::weighted(vec![WeightedTargetGroup {
+                name: target_group.to_string(),
+                weight: 1,
+            }])),
+        }
+    }
+
+    fn hosts(values: &[&str]) -> Condition {
+        Condition::HostHeader { values: values.iter().map(|v| v.to_string()).collect() }
+    }
+
+    #[test]
+    fn a_hook_gets_the_host_of_the_lowest_priority_rule_routing_its_group() {
+        let pair = ["web-blue".to_string(), "web-green".to_string()];
+        let path = Condition::PathPattern { values: vec!["/v1/*".into()] };
+        let rules = [
+            rule(30, vec![hosts(&["late.example.com"])], "web-green"),
+            rule(10, vec![hosts(&["api.example.com"])], "api-blue"),
+            rule(
+                20,
+                vec![path.clone(), hosts(&["*.web.example.com", "web.example.com"])],
+                "web-blue",
+            ),
+        ];
+        assert_eq!(rule_host(&rules, &pair).as_deref(), Some("web.example.com"));
+
+        // Only wildcards: a name the first one takes.
+        let wildcards =
+            [rule(1, vec![hosts(&["*.web.example.?om", "w*.example.com"])], "web-blue")];
+        assert_eq!(rule_host(&wildcards, &pair).as_deref(), Some("hook.web.example.hom"));
+
+        // A rule for the group that takes any host, and no rule for it at all: no host to send.
+        assert_eq!(rule_host(&[rule(1, vec![path], "web-blue")], &pair), None);
+        assert_eq!(rule_host(&rules[1..2], &pair), None);
     }
 }

@@ -122,7 +122,7 @@ fn managed_routes(
 }
 
 /// Whether `action` is a forward to (some of) `pair`: a rule a deployment group routes.
-fn forwards_to(action: &Action, pair: &[String; 2]) -> bool {
+pub(crate) fn forwards_to(action: &Action, pair: &[String; 2]) -> bool {
     matches!(action, Action::Forward(f)
         if !f.target_groups.is_empty() && f.target_groups.iter().all(|t| pair.contains(&t.name)))
 }

@@ -5,7 +5,14 @@
 //! does not meet, so each request evaluates all of them and then takes the default action: the
 //! worst case for its listener. Configurations are measured in turn, round after round (the
 //! median round is shown), and printed as requests/s and the data plane's CPU time per request,
-//! each with its ratio to the default action alone.
+//! each with its ratio to the default action alone, and the time the data plane took to take
+//! each table (a routing change).
+//!
+//! The last configuration is many load balancers' worth in one table: 100 rules each forwarding
+//! to a target group of its own among 1,000 target groups of 10 targets (10,000 targets, health
+//! checks off, so only the table's size is measured), compared with the 1-rule case. Then, with
+//! no load, the same 10,000 targets health-checked at ALB's default 30 s interval: the data
+//! plane's idle CPU.
 //!
 //! ```sh
 //! cargo build -p proxy --release --examples
@@ -25,7 +32,11 @@ use routes::{
     Target, TargetGroup, WeightedTargetGroup,
 };
 
-const RULE_COUNTS: [usize; 4] = [0, 1, 10, 100];
+/// (rules, target groups besides the one served): today's single default action, rules before
+/// it, and many load balancers in one table.
+const CONFIGS: [(usize, usize); 5] = [(0, 0), (1, 0), (10, 0), (100, 0), (100, 1000)];
+/// Targets of each extra target group.
+const TARGETS_PER_GROUP: usize = 10;
 
 struct Opts {
     lb: String,
@@ -38,6 +49,8 @@ struct Opts {
 struct Sample {
     requests_per_s: f64,
     cpu_us_per_request: f64,
+    /// How long the data plane took to take the table (PUT /v1/routes answered).
+    put_ms: f64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -85,14 +98,18 @@ fn bench(
     backend: SocketAddr,
 ) -> anyhow::Result<()> {
     let mut version = 0;
-    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); RULE_COUNTS.len()];
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); CONFIGS.len()];
     for round in 1..=o.rounds {
-        for (i, &rules) in RULE_COUNTS.iter().enumerate() {
+        for (i, &(rules, groups)) in CONFIGS.iter().enumerate() {
             version += 1;
-            put_table(admin, &table(version, listen, backend, rules))?;
-            let sample = load(o, child.id(), listen)?;
+            let t = table(version, listen, backend, rules, groups, false);
+            let put = Instant::now();
+            put_table(admin, &t)?;
+            let put_ms = put.elapsed().as_secs_f64() * 1000.0;
+            let sample = Sample { put_ms, ..load(o, child.id(), listen)? };
             eprintln!(
-                "round {round}: {rules:>3} rules: {:>8.0} req/s, {:.1} µs CPU per request",
+                "round {round}: {rules:>3} rules, {groups:>4} more target groups: {:>8.0} req/s, \
+                 {:.1} µs CPU per request, table taken in {put_ms:.1} ms",
                 sample.requests_per_s, sample.cpu_us_per_request
             );
             samples[i].push(sample);
@@ -104,21 +121,62 @@ fn bench(
         "\nlistener rules, {} connections, median of {} rounds of {} s (data plane: 1 worker thread)",
         o.connections, o.rounds, o.seconds
     );
-    println!("{:<22} {:>10} {:>7} {:>14} {:>7}", "", "req/s", "ratio", "CPU µs/req", "ratio");
-    for (&rules, m) in RULE_COUNTS.iter().zip(&medians) {
-        let what = if rules == 0 {
-            "default action only".to_string()
-        } else {
-            format!("{rules} rules, none match")
+    println!(
+        "{:<44} {:>10} {:>7} {:>14} {:>7} {:>12}",
+        "", "req/s", "ratio", "CPU µs/req", "ratio", "table ms"
+    );
+    for (&(rules, groups), m) in CONFIGS.iter().zip(&medians) {
+        let what = match (rules, groups) {
+            (0, _) => "default action only".to_string(),
+            (_, 0) => format!("{rules} rules, none match"),
+            _ => format!(
+                "{rules} rules, {groups} target groups, {} targets",
+                groups * TARGETS_PER_GROUP
+            ),
         };
         println!(
-            "{what:<22} {:>10.0} {:>7.2} {:>14.1} {:>7.2}",
+            "{what:<44} {:>10.0} {:>7.2} {:>14.1} {:>7.2} {:>12.1}",
             m.requests_per_s,
             m.requests_per_s / base.requests_per_s,
             m.cpu_us_per_request,
             m.cpu_us_per_request / base.cpu_us_per_request,
+            m.put_ms,
         );
     }
+    let (one_rule, scale) = (medians[1], medians[CONFIGS.len() - 1]);
+    println!(
+        "\n1,000 target groups and 100 rules against 1 rule: {:.2}x the requests/s, {:.2}x the CPU per request",
+        scale.requests_per_s / one_rule.requests_per_s,
+        scale.cpu_us_per_request / one_rule.cpu_us_per_request
+    );
+    idle(o, child, admin, listen, backend, version + 1)
+}
+
+/// The data plane with no requests while it health-checks 10,000 targets every 30 s (ALB's
+/// default interval): its CPU, as a share of one core.
+fn idle(
+    o: &Opts,
+    child: &Child,
+    admin: SocketAddr,
+    listen: SocketAddr,
+    backend: SocketAddr,
+    version: u64,
+) -> anyhow::Result<()> {
+    let groups = CONFIGS[CONFIGS.len() - 1].1;
+    put_table(admin, &table(version, listen, backend, 100, groups, true))?;
+    // Every target gets its first check at once: the steady state comes after the first interval.
+    let settle = Duration::from_secs(35);
+    let window = Duration::from_secs(o.seconds * 10);
+    eprintln!("idle: waiting {settle:?} for the first round of checks, then measuring {window:?}");
+    std::thread::sleep(settle);
+    let (cpu0, t0) = (cpu_ns(child.id())?, Instant::now());
+    std::thread::sleep(window); // the measurement window itself
+    let share = (cpu_ns(child.id())? - cpu0) as f64 / t0.elapsed().as_nanos() as f64;
+    println!(
+        "idle, {} targets health-checked every 30 s: {:.1}% of one core",
+        groups * TARGETS_PER_GROUP,
+        share * 100.0
+    );
     Ok(())
 }
 
@@ -157,6 +215,7 @@ fn load(o: &Opts, pid: u32, listen: SocketAddr) -> anyhow::Result<Sample> {
     Ok(Sample {
         requests_per_s: n / elapsed.as_secs_f64(),
         cpu_us_per_request: (cpu1 - cpu0) as f64 / 1000.0 / n,
+        put_ms: 0.0,
     })
 }
 
@@ -181,8 +240,36 @@ fn request(s: &mut TcpStream) -> anyhow::Result<()> {
 
 /// A listener whose default action forwards to the target, behind `rules` rules that each look
 /// at the host and the path, with wildcards, and take none of the benchmark's requests.
-fn table(version: u64, listen: SocketAddr, backend: SocketAddr, rules: usize) -> RouteTable {
+/// With `groups` more target groups of [`TARGETS_PER_GROUP`] targets each that no request
+/// reaches (nothing listens there), each rule forwarding to one of its own; `checked`: those
+/// targets are health-checked at ALB's defaults.
+fn table(
+    version: u64,
+    listen: SocketAddr,
+    backend: SocketAddr,
+    rules: usize,
+    groups: usize,
+    checked: bool,
+) -> RouteTable {
     let mut t = RouteTable { version, ..RouteTable::default() };
+    for g in 0..groups {
+        let targets = (0..TARGETS_PER_GROUP)
+            .map(|i| {
+                let n = g * TARGETS_PER_GROUP + i;
+                let ip = std::net::Ipv4Addr::new(127, 88, (n / 250) as u8, (n % 250) as u8 + 1);
+                Target { addr: SocketAddr::new(ip.into(), 9) }
+            })
+            .collect();
+        t.target_groups.insert(
+            format!("more{g}"),
+            TargetGroup {
+                health_check: HealthCheck { enabled: checked, ..HealthCheck::default() },
+                deregistration_delay_ms: 0,
+                algorithm: Default::default(),
+                targets,
+            },
+        );
+    }
     t.target_groups.insert(
         "g".into(),
         TargetGroup {
@@ -198,6 +285,13 @@ fn table(version: u64, listen: SocketAddr, backend: SocketAddr, rules: usize) ->
     }]));
     let rules = (1..=rules)
         .map(|i| Rule {
+            action: match groups {
+                0 => forward.clone(),
+                _ => Action::Forward(ForwardAction::weighted(vec![WeightedTargetGroup {
+                    name: format!("more{}", (i - 1) * groups / 100),
+                    weight: 1,
+                }])),
+            },
             priority: i as u32,
             conditions: vec![
                 Condition::HostHeader {
@@ -205,7 +299,6 @@ fn table(version: u64, listen: SocketAddr, backend: SocketAddr, rules: usize) ->
                 },
                 Condition::PathPattern { values: vec![format!("/api{i}/*")] },
             ],
-            action: forward.clone(),
         })
         .collect();
     t.listeners.insert(

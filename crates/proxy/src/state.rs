@@ -27,9 +27,12 @@ use crate::target::{GroupCfg, GroupRt, TargetRt, lock};
 use crate::workers::Workers;
 use crate::{health, tls};
 
-/// ALB's quotas, so a table stays a size the data plane can serve.
-const MAX_LISTENERS: usize = 50;
-const MAX_GROUPS: usize = 100;
+/// ALB's quotas, so a table stays a size the data plane can serve. A table holds every load
+/// balancer of an installation: `cutover.yaml` applies ALB's per-load-balancer quotas (50
+/// listeners, 100 target groups each), and the whole table gets what a region holds (50 load
+/// balancers of 50 listeners, 3,000 target groups).
+const MAX_LISTENERS: usize = 2_500;
+const MAX_GROUPS: usize = 3_000;
 const MAX_GROUPS_PER_FORWARD: usize = 5;
 const MAX_TARGETS_PER_GROUP: usize = 1000;
 const MAX_FIXED_BODY: usize = 64 * 1024;
@@ -819,13 +822,13 @@ fn validate_action(name: &str, action: &Action, table: &RouteTable) -> Result<()
     }
 }
 
-/// ALB's rules for listener rules: at most [`rules::MAX_RULES_PER_LISTENER`], priorities unique,
+/// ALB's rules for listener rules: at most [`rules::MAX_RULES_PER_LOAD_BALANCER`], priorities unique,
 /// conditions ALB accepts, and actions valid as a default action's.
 fn validate_rules(name: &str, list: &[Rule], table: &RouteTable) -> Result<(), InvalidTable> {
-    if list.len() > rules::MAX_RULES_PER_LISTENER {
+    if list.len() > rules::MAX_RULES_PER_LOAD_BALANCER {
         return Err(InvalidTable::listener(
             name,
-            format!("{} rules; at most {}", list.len(), rules::MAX_RULES_PER_LISTENER),
+            format!("{} rules; at most {}", list.len(), rules::MAX_RULES_PER_LOAD_BALANCER),
         ));
     }
     let mut priorities = BTreeSet::new();

@@ -88,3 +88,33 @@ async fn validating_a_table_refuses_what_a_put_refuses_and_applies_nothing() {
     lb.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// One table holds every load balancer of an installation, each with ALB's quotas of its own
+/// (checked in cutover.yaml): so the data plane serves what many load balancers hold together,
+/// 1,000 target groups of 10 targets here, up to what an AWS region holds, and refuses beyond.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_of_many_load_balancers_is_served_up_to_a_region_s_quotas() {
+    let lb = Lb::start(None).await;
+    let b = Backend::start("last").await;
+    let web = free_addr();
+    let unused: Vec<std::net::SocketAddr> =
+        (0..10).map(|i| format!("127.0.0.1:{}", 20_000 + i).parse().unwrap()).collect();
+    let names: Vec<String> = (0..1000).map(|i| format!("g{i}")).collect();
+    let mut groups: Vec<(&str, TargetGroup)> =
+        names.iter().map(|n| (n.as_str(), group(&unused, no_checks(), 0))).collect();
+    groups.push(("served", group(&[b.addr], no_checks(), 0)));
+    let many = table(1, vec![("web", listener(web, forward(&[("served", 1)])))], groups);
+    lb.apply(&many).await;
+    assert_eq!(get(&client(), &format!("http://{web}/")).await, (200, "last".to_string()));
+
+    let mut beyond = many.clone();
+    beyond.version = 2;
+    for i in 1000..3000 {
+        beyond.target_groups.insert(format!("g{i}"), group(&unused, no_checks(), 0));
+    }
+    let (status, body) = validate(&lb, &beyond).await;
+    assert_eq!(
+        (status, &body["error"]),
+        (400, &serde_json::json!("3001 target groups; at most 3000"))
+    );
+}

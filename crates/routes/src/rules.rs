@@ -19,9 +19,9 @@ use crate::Action;
 
 /// ALB's rule priorities.
 pub const PRIORITY_RANGE: std::ops::RangeInclusive<u32> = 1..=50_000;
-/// Rules per listener, not counting the default action (ALB's quota is 100 per load balancer;
-/// cutover's listeners stand for load balancers of their own).
-pub const MAX_RULES_PER_LISTENER: usize = 100;
+/// Rules per load balancer, over all its listeners, not counting default actions (ALB's quota,
+/// "Rules per Application Load Balancer"); so at most this many on one listener too.
+pub const MAX_RULES_PER_LOAD_BALANCER: usize = 100;
 /// Values of one condition (ALB's "match evaluations per condition").
 pub const MAX_VALUES_PER_CONDITION: usize = 3;
 /// Values over all conditions of one rule (ALB's "match evaluations per rule").

@@ -81,6 +81,7 @@ pub(super) fn cross_check(cx: &mut Cx<'_>, meta: &Meta) {
             }
         }
     }
+    check_target_groups_per_load_balancer(cx, meta);
     for s in &meta.services {
         if let Some((tg, loc)) = &s.target_group
             && !target_groups.contains(&tg.as_str())
@@ -361,6 +362,48 @@ fn check_binds(cx: &mut Cx<'_>, meta: &Meta) {
 }
 
 /// `lb/listener` for every declared listener.
+/// ALB's quota of target groups per load balancer: those its listeners' actions and rules forward
+/// to, and the pairs of the deployment groups on its listeners. Reported at the reference that
+/// brings in one too many.
+fn check_target_groups_per_load_balancer(cx: &mut Cx<'_>, meta: &Meta) {
+    use super::load_balancing::TARGET_GROUPS_PER_LOAD_BALANCER_MAX as MAX;
+    for lb in &meta.load_balancers {
+        let Some((lb_name, _)) = &lb.name else { continue };
+        let mut references: Vec<&Named> = Vec::new();
+        for l in &lb.listeners {
+            let rule_actions = l.rules.iter().filter_map(|r| r.action.as_ref());
+            references.extend(l.action.iter().chain(rule_actions).flat_map(|a| &a.forward));
+        }
+        for g in &meta.groups {
+            let on_lb =
+                g.production.iter().chain(g.test.iter()).any(|(r, _)| r.load_balancer == *lb_name);
+            if let (true, Some((pair, _))) = (on_lb, &g.target_groups) {
+                references.extend(pair);
+            }
+        }
+        let mut seen: Vec<&str> = Vec::new();
+        for (name, loc) in references {
+            if seen.contains(&name.as_str()) {
+                continue;
+            }
+            seen.push(name);
+            if seen.len() > MAX {
+                cx.error(
+                    loc.pos,
+                    &loc.path,
+                    format!(
+                        "`{name}` is load balancer `{lb_name}`'s target group number {}; a load \
+                         balancer routes to at most {MAX} (ALB's quota): serve this one from a \
+                         listener of another load balancer",
+                        seen.len()
+                    ),
+                );
+                break;
+            }
+        }
+    }
+}
+
 fn declared_listeners(meta: &Meta) -> Vec<String> {
     meta.load_balancers
         .iter()

@@ -46,16 +46,8 @@ pub(super) fn listener_rules(
     metas: &mut Vec<RuleMeta>,
 ) -> Option<Vec<ListenerRule>> {
     let items = cx.list(field.node, &field.path)?;
-    if items.len() > rules::MAX_RULES_PER_LISTENER {
-        cx.error(
-            field.node.pos,
-            &field.path,
-            format!(
-                "{} rules; a listener has at most {} besides its default_action",
-                items.len(),
-                rules::MAX_RULES_PER_LISTENER
-            ),
-        );
+    // Over the load balancer's quota on its own: reported with the load balancer's quotas.
+    if items.len() > rules::MAX_RULES_PER_LOAD_BALANCER {
         return None;
     }
     let mut out = Vec::with_capacity(items.len());

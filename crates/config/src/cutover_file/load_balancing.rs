@@ -9,7 +9,7 @@ use std::time::Duration;
 use model::format_duration;
 use routes::{
     Algorithm, CertificateFiles, ConnectionLimits, DEFAULT_IDLE_TIMEOUT_MS, FixedResponse,
-    HealthCheck, Redirect, TlsConfig, WeightedTargetGroup,
+    HealthCheck, Redirect, TlsConfig, WeightedTargetGroup, rules,
 };
 
 use super::{
@@ -30,6 +30,11 @@ const TIMEOUT_MIN: Duration = Duration::from_millis(100);
 const TIMEOUT_MAX: Duration = Duration::from_secs(120);
 const TIMEOUT_ALB_MIN: Duration = Duration::from_secs(2);
 const FORWARD_TARGET_GROUPS_MAX: usize = 5;
+/// ALB's quotas per load balancer ("Quotas for your Application Load Balancers"); each load
+/// balancer of an installation has its own.
+const LISTENERS_PER_LOAD_BALANCER_MAX: usize = 50;
+const CERTIFICATES_PER_LOAD_BALANCER_MAX: usize = 25;
+pub(super) const TARGET_GROUPS_PER_LOAD_BALANCER_MAX: usize = 100;
 const TARGET_GROUP_NAME_LENGTH_MAX: usize = 32;
 pub(super) fn load_balancer(
     cx: &mut Cx<'_>,
@@ -51,8 +56,9 @@ pub(super) fn load_balancer(
                 );
                 return None;
             }
+            let lb_name = meta.name.as_ref().map_or("", |(n, _)| n.as_str());
+            let mut ok = check_quotas(cx, &field, items, lb_name);
             let mut out = Vec::new();
-            let mut ok = true;
             for (i, item) in items.iter().enumerate() {
                 let (spec, m) = listener(cx, item, &child_index(&field.path, i));
                 meta.listeners.push(m);
@@ -73,6 +79,58 @@ pub(super) fn load_balancer(
         _ => None,
     };
     (spec, meta)
+}
+
+/// ALB's quotas per load balancer that its `listeners` decide: listeners, rules over all of them
+/// (default actions aside) and certificates besides each listener's default one. Each is
+/// reported where it is exceeded: at `listeners`, or at the `rules` or `certificates` of the
+/// listener that goes over. False when one is.
+fn check_quotas(cx: &mut Cx<'_>, field: &Field<'_>, items: &[Node], lb: &str) -> bool {
+    let mut ok = true;
+    if items.len() > LISTENERS_PER_LOAD_BALANCER_MAX {
+        cx.error(
+            field.node.pos,
+            &field.path,
+            format!(
+                "{} listeners; a load balancer has at most {LISTENERS_PER_LOAD_BALANCER_MAX} \
+                 (ALB's quota): put the others on another load balancer",
+                items.len()
+            ),
+        );
+        ok = false;
+    }
+    let quotas = [
+        ("rules", "rules", rules::MAX_RULES_PER_LOAD_BALANCER, "besides the default actions"),
+        (
+            "certificates",
+            "certificates",
+            CERTIFICATES_PER_LOAD_BALANCER_MAX,
+            "besides each listener's default certificate_file",
+        ),
+    ];
+    for (key, what, max, besides) in quotas {
+        let mut total = 0;
+        for (i, item) in items.iter().enumerate() {
+            let Some(node) = item.get(key, false) else { continue };
+            let Value::Seq(list) = &node.value else { continue };
+            total += list.len();
+            if total > max {
+                let path = child_key(&child_index(&field.path, i), key);
+                cx.error(
+                    node.pos,
+                    &path,
+                    format!(
+                        "load balancer `{lb}` has {total} {what} on its listeners up to this one; \
+                         at most {max} per load balancer {besides} (ALB's quota): put this \
+                         listener on another load balancer"
+                    ),
+                );
+                ok = false;
+                break;
+            }
+        }
+    }
+    ok
 }
 
 /// `connections: { max_per_client: 100, header_timeout: 10s }`: what one client may hold of

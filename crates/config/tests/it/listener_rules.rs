@@ -231,3 +231,92 @@ load_balancers:
         }]
     );
 }
+
+/// A file with load balancers at and over ALB's per-load-balancer quotas: `a` has 51 listeners,
+/// `b` 101 rules over two listeners, `c` 26 more certificates over two listeners, `d` rules
+/// forwarding to 101 target groups; `e` routes to 100 target groups of its own, as many as `d`,
+/// and is valid: the quotas are per load balancer, not per installation.
+fn over_quotas() -> String {
+    let rule = |priority: usize, forward: String| {
+        format!(
+            "          - {{ priority: {priority}, conditions: [{{ path_pattern: ['/{priority}'] }}], \
+             action: {{ forward: {forward} }} }}\n"
+        )
+    };
+    let listener = |name: &str, port: usize| {
+        format!(
+            "      - {{ name: {name}, port: {port}, default_action: {{ fixed_response: {{ status_code: 404 }} }} }}\n"
+        )
+    };
+    let with_rules = |name: &str, port: usize, rules: &str| {
+        format!(
+            "      - name: {name}\n        port: {port}\n        \
+             default_action: {{ fixed_response: {{ status_code: 404 }} }}\n        rules:\n{rules}"
+        )
+    };
+    let https = |name: &str, port: usize, count: usize| {
+        let more: Vec<String> = (0..count)
+            .map(|i| format!("{{ certificate_file: c{i}.pem, key_file: c{i}.key }}"))
+            .collect();
+        format!(
+            "      - name: {name}\n        port: {port}\n        protocol: HTTPS\n        \
+             certificate_file: default.pem\n        key_file: default.key\n        \
+             default_action: {{ fixed_response: {{ status_code: 404 }} }}\n        \
+             certificates: [{}]\n",
+            more.join(", ")
+        )
+    };
+    let mut yaml = String::from("load_balancers:\n  - name: a\n    listeners:\n");
+    for i in 0..51 {
+        yaml += &listener(&format!("l{i}"), 10_000 + i);
+    }
+    yaml += "  - name: b\n    listeners:\n";
+    let rules =
+        |range: std::ops::Range<usize>| range.map(|p| rule(p, "d0".into())).collect::<String>();
+    yaml += &with_rules("first", 11_000, &rules(1..61));
+    yaml += &with_rules("second", 11_001, &rules(61..102));
+    yaml += "  - name: c\n    listeners:\n";
+    yaml += &https("first", 12_000, 20);
+    yaml += &https("second", 12_001, 6);
+    yaml += "  - name: d\n    listeners:\n";
+    let pairs = (0..51)
+        .map(|i| {
+            rule(
+                i + 1,
+                format!("[{{ target_group: d{} }}, {{ target_group: d{} }}]", 2 * i, 2 * i + 1),
+            )
+        })
+        .collect::<String>();
+    yaml += &with_rules("http", 13_000, &pairs);
+    yaml += "  - name: e\n    listeners:\n";
+    let pairs = (0..50)
+        .map(|i| {
+            rule(
+                i + 1,
+                format!("[{{ target_group: e{} }}, {{ target_group: e{} }}]", 2 * i, 2 * i + 1),
+            )
+        })
+        .collect::<String>();
+    yaml += &with_rules("http", 14_000, &pairs);
+    yaml += "target_groups:\n";
+    for prefix in ["d", "e"] {
+        for i in 0..102 {
+            yaml += &format!("  - {{ name: {prefix}{i}, targets: [127.0.0.1:9000] }}\n");
+        }
+    }
+    yaml
+}
+
+#[test]
+fn alb_s_quotas_per_load_balancer_are_errors_at_their_place() {
+    check(
+        "cutover.yaml",
+        &over_quotas(),
+        expect![[r#"
+            cutover.yaml:4:7: load_balancers[0].listeners: 51 listeners; a load balancer has at most 50 (ALB's quota): put the others on another load balancer
+            cutover.yaml:125:11: load_balancers[1].listeners[1].rules: load balancer `b` has 101 rules on its listeners up to this one; at most 100 per load balancer besides the default actions (ALB's quota): put this listener on another load balancer
+            cutover.yaml:181:23: load_balancers[2].listeners[1].certificates: load balancer `c` has 26 certificates on its listeners up to this one; at most 25 per load balancer besides each listener's default certificate_file (ALB's quota): put this listener on another load balancer
+            cutover.yaml:238:106: load_balancers[3].listeners[0].rules[50].action.forward[0].target_group: `d100` is load balancer `d`'s target group number 101; a load balancer routes to at most 100 (ALB's quota): serve this one from a listener of another load balancer
+        "#]],
+    );
+}

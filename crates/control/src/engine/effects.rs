@@ -208,13 +208,10 @@ impl Engine {
             deployment_id: id.to_string(),
             execution_id: execution_id.clone(),
             event: event.as_str().to_string(),
-            test_url: group
+            listeners: group
                 .as_ref()
-                .and_then(|g| g.test_listener.as_ref())
-                .and_then(|l| snapshot.listener_url(l)),
-            production_url: group
-                .as_ref()
-                .and_then(|g| snapshot.listener_url(&g.production_listener)),
+                .map(|g| hooks::GroupListeners::of(&snapshot, g))
+                .unwrap_or_default(),
             api_url: self.api_url.clone(),
             callback_url: format!(
                 "{}/v1/deployments/{id}/lifecycle-hooks/{execution_id}",

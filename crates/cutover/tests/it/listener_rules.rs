@@ -18,7 +18,12 @@ const API: &str = "api.example.com";
 /// The harness's web stack with its production listener shared by host: web.example.com is the
 /// `web` group's rule, api.example.com the `api` group's, anything else a 404.
 fn shared_port_cluster() -> Cluster {
-    let cluster = Cluster::start(Options::default());
+    shared_port_cluster_with(Options::default())
+}
+
+/// [`shared_port_cluster`] with more `options` (hooks of the `web` group).
+fn shared_port_cluster_with(options: Options) -> Cluster {
+    let cluster = Cluster::start(options);
     let web = std::fs::read_to_string(cluster.path("cutover.yaml")).unwrap();
     let prod = format!("      - {{ name: prod, port: {} }}\n", cluster.prod.port());
     assert!(web.contains(&prod), "the harness's production listener: {web}");
@@ -245,4 +250,47 @@ fn a_rollback_of_one_host_s_service_leaves_the_other_s_rule_untouched() {
     wait_for("api.example.com to serve v1 only", Duration::from_secs(10), || {
         (request(cluster.prod, API).ok()? == (200, "v1".to_string())).then_some(())
     });
+}
+
+#[test]
+fn hooks_of_a_group_on_host_rules_get_the_host_names_that_reach_its_rules() {
+    let hosts_file = tempfile::NamedTempFile::new().unwrap();
+    let hosts_path = hosts_file.path().display().to_string();
+    // The hook validates green through the test listener, which serves web only by host, as
+    // users write it: the request must carry the test rule's host or it gets the 404.
+    let hook = format!(
+        "  - {{ name: check-by-host, timeout: 30s, run: \"printf '%s %s' \\\"$CUTOVER_TEST_HOST\\\" \
+         \\\"$CUTOVER_PRODUCTION_HOST\\\" > {hosts_path} && curl -fsS -o /dev/null -H \\\"Host: \
+         $CUTOVER_TEST_HOST\\\" $CUTOVER_TEST_URL/health\" }}"
+    );
+    let cluster = shared_port_cluster_with(Options {
+        hooks: Box::leak(hook.into_boxed_str()),
+        group_extra: "    hooks: { AfterAllowTestTraffic: check-by-host }",
+        ..Options::default()
+    });
+    let yaml = std::fs::read_to_string(cluster.path("cutover.yaml")).unwrap();
+    let test = format!("      - {{ name: test, port: {} }}\n", cluster.test.port());
+    assert!(yaml.contains(&test), "the harness's test listener: {yaml}");
+    let by_host = yaml.replacen(
+        &test,
+        &format!(
+            "      - name: test\n        port: {}\n        \
+             default_action: {{ fixed_response: {{ status_code: 404, body: no such site }} }}\n        \
+             rules:\n          \
+             - {{ priority: 5, conditions: [{{ host_header: ['*.web-test.example.com', web-test.example.com] }}], \
+             action: {{ forward: web-blue }} }}\n",
+            cluster.test.port()
+        ),
+        1,
+    );
+    std::fs::write(cluster.path("cutover.yaml"), by_host).unwrap();
+    cluster.cli_ok(&["apply", "-f", "cutover.yaml"]);
+    assert_eq!(request(cluster.test, "other.example.com").unwrap(), (404, String::new()));
+
+    deploy(&cluster, "web/web-prod", true);
+    assert_eq!(
+        std::fs::read_to_string(hosts_file.path()).unwrap(),
+        format!("web-test.example.com {WEB}"),
+        "the hosts the hook was given"
+    );
 }

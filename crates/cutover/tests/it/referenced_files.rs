@@ -102,3 +102,108 @@ fn apply_reports_an_unregistered_task_definition_at_the_field_that_names_it() {
                     file next to this file";
     assert!(stderr.contains(expected), "{stderr}");
 }
+
+/// A private CA and a certificate it signed for `host`, as PEM files `dir/web.pem` and
+/// `dir/web.key`; returns the CA's certificate (PEM).
+fn certificate_for(dir: &std::path::Path, host: &str) -> String {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec![host.to_string()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("web.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("web.key"), key.serialize_pem()).unwrap();
+    ca.pem()
+}
+
+fn https_site(port: u16) -> String {
+    format!(
+        "load_balancers:
+  - name: edge
+    listeners:
+      - name: https
+        port: {port}
+        protocol: HTTPS
+        certificate_file: tls/web.pem
+        key_file: tls/web.key
+        default_action: {{ fixed_response: {{ status_code: 200, body: served over tls }} }}
+"
+    )
+}
+
+#[test]
+fn certificate_paths_are_relative_to_the_cutover_yaml_wherever_apply_runs() {
+    let cluster = Cluster::start(Options::default());
+    // The file and its certificate live in `site/`; apply runs from the directory above it, and
+    // `cutover up` (so the load balancer) from another directory again.
+    let site = cluster.path("site");
+    let ca = certificate_for(&site.join("tls"), "web.example.com");
+    let port = free_port();
+    std::fs::write(site.join("cutover.yaml"), https_site(port)).unwrap();
+    let plan = cluster.cli_ok(&["apply", "-f", "site/cutover.yaml"]);
+    assert!(plan.contains("plan: 1 to create, 0 to update, 0 to delete"), "{plan}");
+
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let client = reqwest::blocking::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap())
+        .resolve("web.example.com", addr)
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let body = wait_for("the HTTPS listener to answer", std::time::Duration::from_secs(30), || {
+        let response = client.get(format!("https://web.example.com:{port}/")).send().ok()?;
+        response.text().ok()
+    });
+    assert_eq!(body, "served over tls");
+
+    // Applying the same file again, from inside its directory, changes nothing.
+    let output = Command::new(CUTOVER)
+        .args(["apply", "-f", "cutover.yaml"])
+        .env("CUTOVER_DATA_DIR", cluster.data_dir())
+        .env("CUTOVER_API", cluster.api_url())
+        .current_dir(&site)
+        .output()
+        .unwrap();
+    let plan = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{plan}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(plan.contains("plan: 0 to create, 0 to update, 0 to delete"), "{plan}");
+}
+
+#[test]
+fn a_relative_certificate_path_sent_without_its_directory_is_refused_at_its_field() {
+    let cluster = Cluster::start(Options::default());
+    let text = https_site(free_port());
+    let (status, answer) = cluster.api(
+        reqwest::Method::POST,
+        "/v1/apply",
+        &serde_json::json!({ "file": { "name": "cutover.yaml", "text": text } }),
+    );
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(
+        answer["error"], "cutover.yaml is not valid (2 error(s)); nothing was changed",
+        "{answer}"
+    );
+    assert_eq!(
+        answer["diagnostics"],
+        serde_json::json!([
+            "cutover.yaml:7:27: load_balancers[0].listeners[0].certificate_file: certificate \
+             file `tls/web.pem` is relative, and cutover.yaml was sent without its directory; \
+             give an absolute path, or apply with `cutover apply -f`, which sends the file's \
+             directory",
+            "cutover.yaml:8:19: load_balancers[0].listeners[0].key_file: key file `tls/web.key` \
+             is relative, and cutover.yaml was sent without its directory; give an absolute \
+             path, or apply with `cutover apply -f`, which sends the file's directory",
+        ])
+    );
+    // Nothing was applied: the load balancer serves no listener.
+    let admin = cluster.json(&["status"])["lb_admin"].as_str().unwrap().to_string();
+    let served: serde_json::Value =
+        reqwest::blocking::get(format!("http://{admin}/v1/routes")).unwrap().json().unwrap();
+    assert_eq!(served["table"]["listeners"], serde_json::json!({}), "{served}");
+}
