@@ -10,8 +10,9 @@
 //! The steps, each in its own module: certificate paths are made relative to the file (`paths`),
 //! the task definitions the services name are resolved
 //! (`task_definitions`), the file is planned against the store (`plan`, `removals`,
-//! `pipelines`), the data plane validates the candidate routing table, the plan is committed in
-//! one transaction (`commit`), and only then does the engine push the table it now stores.
+//! `pipelines`), the data plane validates the candidate routing table (asked by the API handler
+//! outside the engine's loop, which then applies again: see [`ApplyStep`]), the plan is committed
+//! in one transaction (`commit`), and only then does the engine push the table it now stores.
 
 mod commit;
 mod deploy;
@@ -22,6 +23,8 @@ mod removals;
 mod task_definitions;
 
 use model::Timestamp;
+use routes::RouteTable;
+use serde::{Deserialize, Serialize};
 
 pub use deploy::{create_deployment, create_deployment_with, image_definitions_deployment};
 pub use task_definitions::{register_task_definition, split_revision, task_spec};
@@ -31,11 +34,25 @@ use crate::engine::Engine;
 use crate::error::ApiError;
 use crate::state::Snapshot;
 
-pub async fn apply(
+/// What one pass of `apply` in the engine's loop came to.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApplyStep {
+    Applied(ApplyResponse),
+    /// The data plane must check this routing table first (listeners' ports free, certificates
+    /// load); the caller asks it, outside the loop, and applies again with it `validated`.
+    Validate(Box<RouteTable>),
+}
+
+/// Plans the file and, when the data plane serves or has checked the routing table it leads to,
+/// commits it. Never waits for the data plane: a table it must check first is handed back, so a
+/// rollback never queues behind a slow or hung data plane's answer.
+pub fn apply(
     engine: &mut Engine,
     request: api::ApplyRequest,
+    validated: Option<&RouteTable>,
     now: Timestamp,
-) -> Result<ApplyResponse, ApiError> {
+) -> Result<ApplyStep, ApiError> {
     let file_name = &request.file.name;
     let parsed = config::parse_cutover_file(file_name, &request.file.text)
         .map_err(|errors| ApiError::invalid_file(file_name, &errors))?;
@@ -50,10 +67,14 @@ pub async fn apply(
     let pipeline_items = pipelines::plan(engine, &file, &pipelines)?;
     if request.dry_run {
         plan.items.extend(pipeline_items);
-        return Ok(ApplyResponse { plan: in_plan_order(plan.items), applied: false, notes });
+        let response = ApplyResponse { plan: in_plan_order(plan.items), applied: false, notes };
+        return Ok(ApplyStep::Applied(response));
     }
 
-    validate_routes(engine, &plan.candidate).await?;
+    let table = plan.candidate.route_table(0);
+    if !engine.serves_routes(&table) && validated != Some(&table) {
+        return Ok(ApplyStep::Validate(Box::new(table)));
+    }
     commit::commit(engine, &file, &pipelines, &mut plan, &task_definitions, now)?;
     {
         let mut monitor = engine.shared.monitor.lock().unwrap_or_else(|p| p.into_inner());
@@ -64,19 +85,14 @@ pub async fn apply(
     // Stored: the reconciler takes what is declared now (task sets for new services, counts,
     // deleted services drained) and pushes the new routing table, only now.
     engine.declare()?;
-    Ok(ApplyResponse { plan: in_plan_order(plan.items), applied: true, notes })
+    Ok(ApplyStep::Applied(ApplyResponse { plan: in_plan_order(plan.items), applied: true, notes }))
 }
 
-/// The data plane checks the candidate's routing table (listeners' ports free, certificates
-/// load) before anything is stored, and applies nothing: the engine pushes the table once the
-/// store holds it, so a table the store never had (its commit failed: a full disk, a crash) is
-/// never served. A table the data plane serves already is not sent at all.
-async fn validate_routes(engine: &Engine, candidate: &Snapshot) -> Result<(), ApiError> {
-    let table = candidate.route_table(0);
-    if engine.serves_routes(&table) {
-        return Ok(());
-    }
-    engine.lb.validate_routes(&table).await.map_err(|err| {
+/// The data plane checks `table` (listeners' ports free, certificates load) and applies nothing:
+/// the engine pushes a table only once the store holds it, so a table the store never had (its
+/// commit failed: a full disk, a crash) is never served.
+pub async fn validate_routes(lb: &crate::lb::LbClient, table: &RouteTable) -> Result<(), ApiError> {
+    lb.validate_routes(table).await.map_err(|err| {
         ApiError::bad_request(format!(
             "the load balancer refused the new configuration, nothing was changed: {err:#}"
         ))

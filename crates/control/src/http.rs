@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::access;
 use crate::api::*;
+use crate::apply::ApplyStep;
 use crate::declared::*;
 use crate::engine::{self, Command, Msg, Shared};
 use crate::error::ApiError;
@@ -107,11 +108,32 @@ async fn status(State(state): State<AppState>) -> Json<StatusView> {
     Json(view)
 }
 
+/// How many times a file is planned again because what it leads to changed while the data plane
+/// checked it (another apply, a deployment's routing) before the API gives up.
+const APPLY_ATTEMPTS: usize = 3;
+
+/// `apply` in the engine's loop, and the data plane's check of the routing table it leads to
+/// here, outside it: the loop never waits for the data plane.
 async fn apply(
     State(state): State<AppState>,
     Json(request): Json<ApplyRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    send(&state, Command::Apply(request)).await
+    let mut validated = None;
+    for _ in 0..APPLY_ATTEMPTS {
+        let command = Command::Apply { request: request.clone(), validated: validated.take() };
+        let Json(answer) = send(&state, command).await?;
+        match serde_json::from_value(answer)? {
+            ApplyStep::Applied(response) => return Ok(Json(serde_json::to_value(response)?)),
+            ApplyStep::Validate(table) => {
+                crate::apply::validate_routes(&state.lb, &table).await?;
+                validated = Some(*table);
+            }
+        }
+    }
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        "what this file leads to changed each time the load balancer had checked it; apply it again",
+    ))
 }
 
 fn snapshot(state: &AppState) -> Result<Snapshot, ApiError> {

@@ -18,9 +18,9 @@ impl Engine {
     ) -> Result<serde_json::Value, ApiError> {
         let now = clock::now();
         match command {
-            Command::Apply(request) => {
-                let response = crate::apply::apply(self, request, now).await?;
-                Ok(serde_json::to_value(response)?)
+            Command::Apply { request, validated } => {
+                let step = crate::apply::apply(self, request, validated.as_ref(), now)?;
+                Ok(serde_json::to_value(step)?)
             }
             Command::CreateDeployment(request) => {
                 let id = crate::apply::create_deployment(self, request, now)?;

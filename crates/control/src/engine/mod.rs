@@ -82,7 +82,12 @@ impl From<pipelines::Request> for Msg {
 }
 
 pub enum Command {
-    Apply(api::ApplyRequest),
+    /// One pass of `apply`: answered with an [`crate::apply::ApplyStep`].
+    Apply {
+        request: api::ApplyRequest,
+        /// The routing table the data plane has checked for this request, if any.
+        validated: Option<RouteTable>,
+    },
     CreateDeployment(api::CreateDeploymentRequest),
     Stop {
         id: String,
