@@ -19,8 +19,7 @@
 //! target/release/examples/bench_rules --lb target/release/examples/lb [--seconds 3] [--rounds 5] [--connections 8]
 //! ```
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -31,6 +30,10 @@ use routes::{
     Action, Condition, ConnectionLimits, ForwardAction, HealthCheck, Listener, RouteTable, Rule,
     Target, TargetGroup, WeightedTargetGroup,
 };
+
+#[path = "common/bench.rs"]
+mod bench;
+use bench::*;
 
 /// (rules, target groups besides the one served): today's single default action, rules before
 /// it, and many load balancers in one table.
@@ -219,25 +222,6 @@ fn load(o: &Opts, pid: u32, listen: SocketAddr) -> anyhow::Result<Sample> {
     })
 }
 
-fn request(s: &mut TcpStream) -> anyhow::Result<()> {
-    s.write_all(
-        b"GET /app/page?id=7 HTTP/1.1\r\nHost: www.example.com\r\nUser-Agent: bench\r\n\r\n",
-    )?;
-    let mut got = Vec::with_capacity(512);
-    let mut buf = [0u8; 512];
-    while !got.ends_with(b"\r\n\r\nok") {
-        let n = s.read(&mut buf)?;
-        if n == 0 {
-            bail!("closed before the answer: {:?}", String::from_utf8_lossy(&got));
-        }
-        got.extend_from_slice(&buf[..n]);
-    }
-    if !got.starts_with(b"HTTP/1.1 200") {
-        bail!("answered {:?}", String::from_utf8_lossy(&got));
-    }
-    Ok(())
-}
-
 /// A listener whose default action forwards to the target, behind `rules` rules that each look
 /// at the host and the path, with wildcards, and take none of the benchmark's requests.
 /// With `groups` more target groups of [`TARGETS_PER_GROUP`] targets each that no request
@@ -313,76 +297,4 @@ fn table(
         },
     );
     t
-}
-
-fn put_table(admin: SocketAddr, table: &RouteTable) -> anyhow::Result<()> {
-    let body = serde_json::to_string(table)?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match http(admin, "PUT", "/v1/routes", &body) {
-            Ok((200, _)) => return Ok(()),
-            Ok((status, answer)) => bail!("PUT /v1/routes: {status} {answer}"),
-            // The data plane is still starting.
-            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// A target answering every request `200 ok`, a thread per connection.
-fn start_backend() -> anyhow::Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    let addr = listener.local_addr()?;
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut s = stream;
-                let _ = s.set_nodelay(true);
-                let mut got = Vec::new();
-                let mut buf = [0u8; 1024];
-                while let Ok(n) = s.read(&mut buf) {
-                    if n == 0 {
-                        return;
-                    }
-                    got.extend_from_slice(&buf[..n]);
-                    while let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-                        got.drain(..end + 4);
-                        if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").is_err() {
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    Ok(addr)
-}
-
-fn free_addr() -> anyhow::Result<SocketAddr> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
-}
-
-fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> anyhow::Result<(u16, String)> {
-    let mut s = TcpStream::connect(addr)?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: admin\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    let status = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    Ok((status, body))
-}
-
-/// User and system CPU time of process `pid`, in nanoseconds.
-fn cpu_ns(pid: u32) -> anyhow::Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command (which may hold spaces) closing with `)`.
-    let fields: Vec<&str> =
-        stat.rsplit_once(')').context("/proc/PID/stat")?.1.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-    // The kernel's USER_HZ is 100 on every Linux this runs on.
-    Ok(ticks * 10_000_000)
 }

@@ -1,0 +1,104 @@
+//! What the data-plane benchmarks share: a target, the admin API, a request, CPU time.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use routes::RouteTable;
+
+pub fn request(s: &mut TcpStream) -> anyhow::Result<()> {
+    s.write_all(
+        b"GET /app/page?id=7 HTTP/1.1\r\nHost: www.example.com\r\nUser-Agent: bench\r\n\r\n",
+    )?;
+    let mut got = Vec::with_capacity(512);
+    let mut buf = [0u8; 512];
+    while !got.ends_with(b"\r\n\r\nok") {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            bail!("closed before the answer: {:?}", String::from_utf8_lossy(&got));
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    if !got.starts_with(b"HTTP/1.1 200") {
+        bail!("answered {:?}", String::from_utf8_lossy(&got));
+    }
+    Ok(())
+}
+
+pub fn put_table(admin: SocketAddr, table: &RouteTable) -> anyhow::Result<()> {
+    let body = serde_json::to_string(table)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match http(admin, "PUT", "/v1/routes", &body) {
+            Ok((200, _)) => return Ok(()),
+            Ok((status, answer)) => bail!("PUT /v1/routes: {status} {answer}"),
+            // The data plane is still starting.
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A target answering every request `200 ok`, a thread per connection.
+pub fn start_backend() -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut s = stream;
+                let _ = s.set_nodelay(true);
+                let mut got = Vec::new();
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 {
+                        return;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                    while let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                        got.drain(..end + 4);
+                        if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    Ok(addr)
+}
+
+pub fn free_addr() -> anyhow::Result<SocketAddr> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> anyhow::Result<(u16, String)> {
+    let mut s = TcpStream::connect(addr)?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: admin\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let status = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((status, body))
+}
+
+/// User and system CPU time of process `pid`, in nanoseconds.
+pub fn cpu_ns(pid: u32) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command (which may hold spaces) closing with `)`.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').context("/proc/PID/stat")?.1.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    // The kernel's USER_HZ is 100 on every Linux this runs on.
+    Ok(ticks * 10_000_000)
+}
