@@ -131,7 +131,7 @@ pub fn new_session(cmd: &mut tokio::process::Command) {
     }
 }
 
-/// How long a spawn retries a program that is `Text file busy`.
+/// How long, in all, a spawn waits for a program that is `Text file busy`.
 const BUSY_RETRY_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Spawns `cmd`, trying again for a moment while its program is `Text file busy` (ETXTBSY).
@@ -140,16 +140,17 @@ const BUSY_RETRY_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// this process may have forked (a hook, a probe, another task): that child holds the copy's
 /// write descriptor until it execs, however briefly, and an exec of a file open for writing
 /// fails. The copy is complete by then, so waiting for the stray descriptor to close is right.
+/// The wait is counted in the pauses taken, so no clock is read.
 pub fn spawn_unless_busy(cmd: &mut tokio::process::Command) -> io::Result<tokio::process::Child> {
-    let deadline = std::time::Instant::now() + BUSY_RETRY_LIMIT;
+    let mut waited = std::time::Duration::ZERO;
     let mut pause = std::time::Duration::from_millis(2);
     loop {
         match cmd.spawn() {
             Err(e)
-                if e.raw_os_error() == Some(Errno::ETXTBSY as i32)
-                    && std::time::Instant::now() < deadline =>
+                if e.raw_os_error() == Some(Errno::ETXTBSY as i32) && waited < BUSY_RETRY_LIMIT =>
             {
                 std::thread::sleep(pause);
+                waited += pause;
                 pause = (pause * 2).min(std::time::Duration::from_millis(50));
             }
             result => return result,
