@@ -7,8 +7,8 @@
 //! `127.0.0.1:5000/web:v2`) are pinned; a local-only image (`web:v2`) has no registry to ask and
 //! a reference with a digest is pinned already. The registry is asked as the Docker Engine asks
 //! it: over HTTPS, trusting the system's roots and the CA files the engine is given for that host
-//! in `/etc/docker/certs.d/HOST[:PORT]/*.crt`, and over plain HTTP only on loopback (the engine's
-//! one implicit insecure registry range).
+//! in `/etc/docker/certs.d/HOST[:PORT]/*.crt`, falling back to plain HTTP only on loopback (the
+//! engine's one implicit insecure registry range).
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -70,7 +70,7 @@ impl TaggedImage {
         })
     }
 
-    /// Whether the registry is on loopback, where Docker talks plain HTTP.
+    /// Whether the registry is on loopback, where Docker also talks plain HTTP.
     pub fn is_loopback(&self) -> bool {
         let host = match self.registry.rsplit_once(':') {
             Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
@@ -80,10 +80,16 @@ impl TaggedImage {
         host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
     }
 
-    /// The registry API's URL of this tag's manifest.
-    pub fn manifest_url(&self) -> String {
-        let scheme = if self.is_loopback() { "http" } else { "https" };
-        format!("{scheme}://{}/v2/{}/manifests/{}", self.registry, self.repository, self.tag)
+    /// The registry API's URLs of this tag's manifest, in the order to try them: HTTPS, then, on
+    /// loopback only, plain HTTP when HTTPS cannot be spoken (the engine's rule for its implicit
+    /// insecure registries, 127.0.0.0/8).
+    pub fn manifest_urls(&self) -> Vec<String> {
+        let path = format!("{}/v2/{}/manifests/{}", self.registry, self.repository, self.tag);
+        let mut urls = vec![format!("https://{path}")];
+        if self.is_loopback() {
+            urls.push(format!("http://{path}"));
+        }
+        urls
     }
 
     /// The reference pinned to `digest`, keeping the tag for people to read
@@ -113,8 +119,6 @@ pub enum PinError {
          read anonymously; name the image by digest (`name@sha256:…`) to deploy it as it is"
     )]
     NeedsCredentials { registry: String, image: String },
-    #[error("registry {registry} answered {status} for the manifest of {image}")]
-    Refused { registry: String, image: String, status: u16 },
     #[error(
         "registry {registry} answered the manifest of {image} without a well-formed \
          Docker-Content-Digest header"
@@ -132,27 +136,32 @@ pub async fn pin(reference: &str, certs_d: &Path) -> Result<String, PinError> {
         image: reference.to_string(),
         reason,
     };
-    let client = client(&image.registry, certs_d).map_err(unreachable)?;
+    let client = client(&image.registry, certs_d).map_err(|err| unreachable(err.to_string()))?;
     // HEAD answers with the digest without the manifest (distribution's API, and what the Docker
     // Engine itself does before a pull).
-    let answer = client
-        .head(image.manifest_url())
-        .header(reqwest::header::ACCEPT, MANIFEST_TYPES)
-        .send()
-        .await
-        .map_err(|err| unreachable(error_chain(&err)))?;
-    let status = answer.status();
+    let mut answer = None;
+    let mut failures = Vec::new();
+    for url in image.manifest_urls() {
+        match client.head(&url).header(reqwest::header::ACCEPT, MANIFEST_TYPES).send().await {
+            // What a registry answers for a manifest; anything else is not a registry speaking
+            // (a TLS port answering plain HTTP with 400, a proxy's error page).
+            Ok(it) if matches!(it.status().as_u16(), 200 | 401 | 403 | 404) => {
+                answer = Some(it);
+                break;
+            }
+            Ok(it) => failures.push(format!("{url}: answered {}", it.status())),
+            Err(err) => failures.push(format!("{url}: {}", error_chain(&err))),
+        }
+    }
+    let answer = answer.ok_or_else(|| unreachable(failures.join("; ")))?;
     let (registry, repository, tag) =
         (image.registry.clone(), image.repository.clone(), image.tag.clone());
-    match status.as_u16() {
-        200 => {}
+    match answer.status().as_u16() {
         404 => return Err(PinError::NoSuchTag { registry, repository, tag }),
         401 | 403 => {
             return Err(PinError::NeedsCredentials { registry, image: reference.to_string() });
         }
-        status => {
-            return Err(PinError::Refused { registry, image: reference.to_string(), status });
-        }
+        _ => {}
     }
     let digest = answer
         .headers()
@@ -171,25 +180,39 @@ pub fn is_sha256_digest(digest: &str) -> bool {
     })
 }
 
+/// Why no client for a registry could be made: its CA files (as the engine reads them) are
+/// unreadable or not certificates.
+#[derive(Debug, thiserror::Error)]
+enum ClientError {
+    #[error("cannot read CA file {path}: {source}")]
+    ReadCa { path: std::path::PathBuf, source: std::io::Error },
+    #[error("CA file {path} is not a PEM certificate: {source}")]
+    BadCa { path: std::path::PathBuf, source: reqwest::Error },
+    #[error("cannot build an HTTP client: {0}")]
+    Build(reqwest::Error),
+}
+
 /// A client trusting the system's roots and the registry's CA files in `certs_d`.
-fn client(registry: &str, certs_d: &Path) -> Result<reqwest::Client, String> {
+fn client(registry: &str, certs_d: &Path) -> Result<reqwest::Client, ClientError> {
     let mut builder = reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)
         .redirect(reqwest::redirect::Policy::limited(3));
-    let dir = certs_d.join(registry);
-    if let Ok(entries) = std::fs::read_dir(&dir) {
+    if let Ok(entries) = std::fs::read_dir(certs_d.join(registry)) {
         let mut files: Vec<_> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
         files.sort();
-        for file in files.iter().filter(|f| f.extension().is_some_and(|ext| ext == "crt")) {
-            let pem = std::fs::read(file)
-                .map_err(|err| format!("cannot read CA file {}: {err}", file.display()))?;
-            let certificate = reqwest::Certificate::from_pem(&pem).map_err(|err| {
-                format!("CA file {} is not a PEM certificate: {err}", file.display())
-            })?;
+        for path in files.into_iter().filter(|f| f.extension().is_some_and(|ext| ext == "crt")) {
+            let pem = match std::fs::read(&path) {
+                Ok(pem) => pem,
+                Err(source) => return Err(ClientError::ReadCa { path, source }),
+            };
+            let certificate = match reqwest::Certificate::from_pem(&pem) {
+                Ok(certificate) => certificate,
+                Err(source) => return Err(ClientError::BadCa { path, source }),
+            };
             builder = builder.add_root_certificate(certificate);
         }
     }
-    builder.build().map_err(|err| format!("cannot build an HTTP client: {err}"))
+    builder.build().map_err(ClientError::Build)
 }
 
 /// An error with its causes, which say what actually failed (refused, TLS, DNS).
@@ -244,18 +267,27 @@ mod tests {
     }
 
     #[test]
-    fn loopback_registries_are_asked_over_http_and_every_other_over_https() {
-        let url = |reference: &str| TaggedImage::parse(reference).unwrap().manifest_url();
-        assert_eq!(url("127.0.0.1:5000/web:v2"), "http://127.0.0.1:5000/v2/web/manifests/v2");
-        assert_eq!(url("localhost/web:v2"), "http://localhost/v2/web/manifests/v2");
-        assert_eq!(url("[::1]:5000/web:v2"), "http://[::1]:5000/v2/web/manifests/v2");
+    fn loopback_registries_are_asked_over_https_then_http_and_every_other_over_https_only() {
+        let urls = |reference: &str| TaggedImage::parse(reference).unwrap().manifest_urls();
         assert_eq!(
-            url("10.99.0.1:5000/team/web:v2"),
-            "https://10.99.0.1:5000/v2/team/web/manifests/v2"
+            urls("127.0.0.1:5000/web:v2"),
+            [
+                "https://127.0.0.1:5000/v2/web/manifests/v2",
+                "http://127.0.0.1:5000/v2/web/manifests/v2"
+            ]
         );
         assert_eq!(
-            url("registry.example.com/web:v2"),
-            "https://registry.example.com/v2/web/manifests/v2"
+            urls("localhost/web:v2"),
+            ["https://localhost/v2/web/manifests/v2", "http://localhost/v2/web/manifests/v2"]
+        );
+        assert_eq!(urls("[::1]:5000/web:v2")[1], "http://[::1]:5000/v2/web/manifests/v2");
+        assert_eq!(
+            urls("10.99.0.1:5000/team/web:v2"),
+            ["https://10.99.0.1:5000/v2/team/web/manifests/v2"]
+        );
+        assert_eq!(
+            urls("registry.example.com/web:v2"),
+            ["https://registry.example.com/v2/web/manifests/v2"]
         );
     }
 

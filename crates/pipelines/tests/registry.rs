@@ -9,8 +9,41 @@ use common::registry::Registry;
 use pipelines::registry::{self, PinError};
 
 fn pin(reference: &str) -> Result<String, PinError> {
+    pin_trusting(reference, Path::new("/nonexistent-certs.d"))
+}
+
+fn pin_trusting(reference: &str, certs_d: &Path) -> Result<String, PinError> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    runtime.block_on(registry::pin(reference, Path::new("/nonexistent-certs.d")))
+    runtime.block_on(registry::pin(reference, certs_d))
+}
+
+#[test]
+fn a_registry_over_tls_is_trusted_through_the_engine_s_certs_d_and_not_without() {
+    let registry = Registry::start_tls();
+    let digest = registry.push("web", "v1", "first");
+    let reference = format!("{}/web:v1", registry.addr);
+
+    // As the engine: /etc/docker/certs.d/HOST:PORT/*.crt.
+    let certs_d = tempfile::tempdir().unwrap();
+    std::fs::create_dir(certs_d.path().join(&registry.addr)).unwrap();
+    let ca = registry.ca_pem.as_ref().unwrap();
+    std::fs::write(certs_d.path().join(&registry.addr).join("ca.crt"), ca).unwrap();
+    assert_eq!(pin_trusting(&reference, certs_d.path()).unwrap(), format!("{reference}@{digest}"));
+
+    // Without its CA the certificate is refused, and plain HTTP gets no answer from a TLS port.
+    let err = pin(&reference).unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!(
+            "cannot ask registry {0} for {0}/web:v1: https://",
+            registry.addr
+        )),
+        "{err}"
+    );
+    assert!(err.contains("invalid peer certificate"), "{err}");
+    assert!(
+        err.contains(&format!("; http://{}/v2/web/manifests/v1: answered 400", registry.addr)),
+        "{err}"
+    );
 }
 
 #[test]
