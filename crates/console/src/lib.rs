@@ -13,6 +13,11 @@ mod deployment;
 mod layout;
 mod login;
 mod overview;
+mod pipeline_actions;
+mod pipeline_pages;
+mod pipeline_routes;
+mod task_definition_diff;
+mod task_definitions;
 
 use axum::extract::{ConnectInfo, Form, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -33,6 +38,8 @@ pub fn router(state: AppState) -> Router {
         .route("/login", get(login_page).post(sign_in))
         .route("/logout", post(sign_out))
         .route("/console/{file}", get(asset))
+        .merge(pipeline_routes::routes())
+        .route("/task-definitions/{family}", get(task_definitions::page))
         .with_state(state)
 }
 
@@ -50,7 +57,7 @@ async fn asset(Path(file): Path<String>) -> Response {
 }
 
 /// Every page's headers: no framing by other sites, no inline script, nothing from elsewhere.
-fn html_page(status: StatusCode, markup: maud::Markup) -> Response {
+pub(crate) fn html_page(status: StatusCode, markup: maud::Markup) -> Response {
     let headers = [
         (
             header::CONTENT_SECURITY_POLICY,
@@ -65,7 +72,7 @@ fn html_page(status: StatusCode, markup: maud::Markup) -> Response {
 }
 
 /// An API error as a page of its own, with what to do.
-fn error_page(err: ApiError, viewer: Option<&layout::Viewer>) -> Response {
+pub(crate) fn error_page(err: ApiError, viewer: Option<&layout::Viewer>) -> Response {
     let main = maud::html! {
         h1 { "Not available" }
         p.why { (err.body.error) }
@@ -75,7 +82,7 @@ fn error_page(err: ApiError, viewer: Option<&layout::Viewer>) -> Response {
 }
 
 /// Who is looking, from what the authorization layer found.
-fn viewer(
+pub(crate) fn viewer(
     state: &AppState,
     headers: &HeaderMap,
     bindings: &[control::access::decision::Binding],
@@ -94,8 +101,8 @@ fn viewer(
 }
 
 #[derive(Deserialize)]
-struct PartQuery {
-    part: Option<String>,
+pub(crate) struct PartQuery {
+    pub(crate) part: Option<String>,
 }
 
 async fn deployment_page(

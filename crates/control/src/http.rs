@@ -58,6 +58,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/deployments/{id}", get(deployment))
         .route("/v1/deployments/{id}/events", get(deployment_events))
         .route("/v1/deployments/{id}/stream", get(crate::stream::deployment_stream))
+        .route("/v1/pipelines/{name}/stream", get(crate::pipeline_stream::pipeline_stream))
         .route("/v1/deployments/{id}/stop", post(stop))
         .route("/v1/deployments/{id}/rollback", post(rollback))
         .route("/v1/deployments/{id}/continue", post(continue_deployment))
@@ -533,6 +534,16 @@ pub fn routing_of(state: &AppState, name: &str) -> Result<Option<model::TrafficR
         state.store.read(|tx| state::docs(tx, KIND_DEPLOYMENT_CONFIG))?;
     let custom: Vec<model::DeploymentConfig> = custom.iter().map(|d| d.to_model()).collect();
     Ok(config::resolve_deployment_config(name, &custom).map(|c| c.routing))
+}
+
+/// Every revision of task-definition family `family` as `GET /v1/task-definitions` answers
+/// them, oldest first.
+pub fn task_definition_views(
+    state: &AppState,
+    family: &str,
+) -> Result<Vec<TaskDefinitionView>, ApiError> {
+    let rows = state.store.read(|tx| tx.task_definition_list())?;
+    Ok(rows.into_iter().filter(|r| r.family == family).map(task_definition_view).collect())
 }
 
 /// A deployment's events as `GET /v1/deployments/{id}/events` answers them.

@@ -23,6 +23,7 @@ pub mod monitor;
 mod narrate;
 mod outage;
 pub mod persisted;
+pub mod pipeline_stream;
 mod pollers;
 pub mod preview;
 mod routing;

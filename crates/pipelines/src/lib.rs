@@ -87,6 +87,7 @@ mod push_event;
 mod routes;
 mod sources;
 mod stored;
+pub mod views;
 mod webhook;
 
 use std::path::PathBuf;
