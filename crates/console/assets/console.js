@@ -43,7 +43,7 @@ if (live) {
     }
   };
   const stream = new EventSource(live.dataset.stream);
-  for (const kind of ["deployment", "targets", "event", "execution", "build"]) stream.addEventListener(kind, refresh);
+  for (const kind of ["deployment", "targets", "event", "execution", "build", "service", "tasks"]) stream.addEventListener(kind, refresh);
   document.body.dataset.live = "following";
 }
 

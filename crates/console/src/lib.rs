@@ -16,6 +16,7 @@ mod overview;
 mod pipeline_actions;
 mod pipeline_pages;
 mod pipeline_routes;
+mod services;
 mod task_definition_diff;
 mod task_definitions;
 
@@ -40,6 +41,7 @@ pub fn router(state: AppState) -> Router {
         .route("/console/{file}", get(asset))
         .merge(pipeline_routes::routes())
         .route("/task-definitions/{family}", get(task_definitions::page))
+        .route("/services/{name}", get(services::page))
         .with_state(state)
 }
 

@@ -100,7 +100,7 @@ pub fn render(overview: &Overview, viewer: &Viewer) -> Markup {
                 tbody {
                     @for s in &overview.services {
                         tr {
-                            td { strong { (s.name) } }
+                            td { a href=(format!("/services/{}", s.name)) { strong { (s.name) } } }
                             td { (s.runtime) }
                             td.num { (s.desired_count) }
                             td.num { (s.running_count) }

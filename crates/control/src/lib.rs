@@ -27,6 +27,7 @@ pub mod pipeline_stream;
 mod pollers;
 pub mod preview;
 mod routing;
+pub mod service_stream;
 mod state;
 pub mod stream;
 mod tls;

@@ -25,10 +25,10 @@ pub const EXECUTIONS_FOLLOWED: u32 = 20;
 
 /// What the client was sent, by kind and id, as JSON: only what differs is sent again.
 #[derive(Default)]
-struct Sent(BTreeMap<(&'static str, String), String>);
+pub(crate) struct Sent(BTreeMap<(&'static str, String), String>);
 
 impl Sent {
-    fn update(&mut self, observed: Vec<(&'static str, String, String)>) -> Vec<Event> {
+    pub(crate) fn update(&mut self, observed: Vec<(&'static str, String, String)>) -> Vec<Event> {
         let mut out = Vec::new();
         for (kind, id, json) in observed {
             if self.0.get(&(kind, id.clone())) != Some(&json) {

@@ -298,3 +298,54 @@ fn a_viewer_sees_no_pipeline_buttons_and_a_forged_approval_is_refused() {
     );
     assert_eq!(execution["status"], "InProgress", "nothing changed: {execution}");
 }
+
+/// What the service page shows now: each task's status, health and address, and each target's
+/// state, by id and address.
+fn service_state(browser: &Browser) -> serde_json::Value {
+    browser.run(
+        "return { tasks: [...document.querySelectorAll('tr[data-task]')].map(r =>
+                    [r.dataset.status, r.dataset.health, r.cells[3].innerText, r.cells[4].innerText]),
+                  targets: [...document.querySelectorAll('tr[data-target]')].map(r => r.dataset.state),
+                  live: document.body.dataset.live || null };",
+    )
+}
+
+#[test]
+fn the_service_page_shows_tasks_with_address_and_health_and_a_deployments_new_tasks_live() {
+    let cluster = Cluster::start(Options::default());
+    cluster.apply_and_wait_for_v1();
+    let browser = Browser::start();
+    browser.goto(&format!("{}/services/web", cluster.api_url()));
+    let running = |s: &serde_json::Value, td: &str| {
+        s["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| {
+                t[0] == "RUNNING"
+                    && t[1] == "HEALTHY"
+                    && t[2].as_str().is_some_and(|a| a.starts_with("127."))
+                    && t[3] == td
+            })
+            .count()
+    };
+    wait_until(
+        "two healthy v1 tasks with their addresses, following the stream",
+        Duration::from_secs(30),
+        || service_state(&browser),
+        |s| running(s, "web:1") == 2 && s["live"] == "following",
+    );
+    browser.screenshot("service");
+    browser.run("window.sameDocument = true;");
+
+    let created = cluster.json(&deploy_args("taskdef-v2.json", "appspec.yaml", &[]));
+    assert!(created["id"].is_string(), "{created}");
+    wait_until(
+        "green's tasks on the page, healthy, without a reload",
+        Duration::from_secs(90),
+        || service_state(&browser),
+        |s| running(s, "web:2") >= 1,
+    );
+    assert_eq!(browser.run("return window.sameDocument === true;"), json!(true), "reloaded");
+    browser.screenshot("service-deploying");
+}
