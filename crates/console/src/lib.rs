@@ -19,6 +19,7 @@ mod pipeline_routes;
 mod services;
 mod task_definition_diff;
 mod task_definitions;
+mod tasks;
 
 use axum::extract::{ConnectInfo, Form, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -42,6 +43,7 @@ pub fn router(state: AppState) -> Router {
         .merge(pipeline_routes::routes())
         .route("/task-definitions/{family}", get(task_definitions::page))
         .route("/services/{name}", get(services::page))
+        .route("/tasks/{id}", get(tasks::page))
         .with_state(state)
 }
 

@@ -79,7 +79,7 @@ pub fn live(seen: &ServiceState) -> Markup {
             tbody {
                 @for t in &seen.tasks {
                     tr data-task=(t.id) data-status=(t.last_status) data-health=(t.health) {
-                        td { code { (t.id) } }
+                        td { a href=(format!("/tasks/{}", t.id)) { code { (t.id) } } }
                         td { span class=(task_class(&t.last_status)) { (t.last_status) } }
                         td { span class=(format!("health {}", t.health.to_lowercase())) { (t.health) } }
                         td { @if let Some(addr) = &t.addr { code { (addr) } } }

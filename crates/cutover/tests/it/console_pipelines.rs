@@ -311,7 +311,7 @@ fn service_state(browser: &Browser) -> serde_json::Value {
 }
 
 #[test]
-fn the_service_page_shows_tasks_with_address_and_health_and_a_deployments_new_tasks_live() {
+fn the_service_page_shows_tasks_live_and_a_tasks_page_follows_its_log() {
     let cluster = Cluster::start(Options::default());
     cluster.apply_and_wait_for_v1();
     let browser = Browser::start();
@@ -336,6 +336,28 @@ fn the_service_page_shows_tasks_with_address_and_health_and_a_deployments_new_ta
         |s| running(s, "web:1") == 2 && s["live"] == "following",
     );
     browser.screenshot("service");
+
+    // A task's page follows its log: a request sent to the task now shows in it.
+    let task = cluster.json(&["tasks", "list"]).as_array().unwrap()[0].clone();
+    let (id, addr) = (task["id"].as_str().unwrap(), task["addr"].as_str().unwrap());
+    browser.goto(&format!("{}/tasks/{id}", cluster.api_url()));
+    let log = || browser.run("return document.getElementById('task-log').textContent;");
+    wait_until("the task's log", Duration::from_secs(30), log, |l| {
+        l.as_str().is_some_and(|l| l.contains("listening on"))
+    });
+    get(addr.parse().unwrap(), "/followed-by-the-console").expect("the task answers");
+    wait_until("the request in the log, without a reload", Duration::from_secs(30), log, |l| {
+        l.as_str().is_some_and(|l| l.contains("GET /followed-by-the-console"))
+    });
+    browser.screenshot("task");
+
+    browser.goto(&format!("{}/services/web", cluster.api_url()));
+    wait_until(
+        "the service page again",
+        Duration::from_secs(30),
+        || service_state(&browser),
+        |s| s["live"] == "following",
+    );
     browser.run("window.sameDocument = true;");
 
     let created = cluster.json(&deploy_args("taskdef-v2.json", "appspec.yaml", &[]));
