@@ -43,7 +43,7 @@ if (live) {
     }
   };
   const stream = new EventSource(live.dataset.stream);
-  for (const kind of ["deployment", "targets", "event"]) stream.addEventListener(kind, refresh);
+  for (const kind of ["deployment", "targets", "event", "execution", "build", "service", "tasks"]) stream.addEventListener(kind, refresh);
   document.body.dataset.live = "following";
 }
 
@@ -54,15 +54,21 @@ document.addEventListener("click", (event) => {
   if (!button || !dialog) return;
   document.getElementById("confirm-title").textContent = button.textContent;
   document.getElementById("confirm-text").textContent = button.dataset.confirm;
+  // An approval's decision carries a comment, asked for in the dialog.
+  const comment = document.getElementById("confirm-comment");
+  const asks = button.dataset.comment !== undefined;
+  if (comment) { comment.value = ""; comment.parentElement.hidden = !asks; }
   dialog.returnValue = "";
   dialog.onclose = async () => {
     if (dialog.returnValue !== "ok") return;
     notice(button.textContent + ": sent…");
+    const body = JSON.parse(button.dataset.body);
+    if (asks && comment) body.comment = comment.value;
     const response = await fetch(button.dataset.action, {
-      method: "POST", headers: headers(true), body: button.dataset.body,
+      method: "POST", headers: headers(true), body: JSON.stringify(body),
     });
     const answer = await response.json().catch(() => ({}));
-    if (response.ok) notice(button.textContent + ": done; the page follows the deployment.");
+    if (response.ok) notice(button.textContent + ": done; the page follows what it started.");
     else notice(button.textContent + " was refused: " + (answer.error || response.status), true);
   };
   dialog.showModal();
@@ -72,3 +78,28 @@ document.querySelector("[data-logout]")?.addEventListener("click", async () => {
   await fetch("/logout", { method: "POST", headers: headers(false) });
   location.href = "/login";
 });
+
+// A log that follows what is written to it while its build runs (`?follow=true` streams it).
+const followed = document.querySelector("pre[data-follow]");
+if (followed) {
+  (async () => {
+    const response = await fetch(followed.dataset.follow, { headers: { Accept: "text/plain" } });
+    if (!response.ok) {
+      const answer = await response.json().catch(() => ({}));
+      followed.textContent = "The log cannot be read: " + (answer.error || response.status);
+      return;
+    }
+    followed.dataset.state = "following";
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      // Whoever reads at the bottom stays there; whoever scrolled up keeps their place.
+      const atBottom = followed.scrollTop + followed.clientHeight >= followed.scrollHeight - 4;
+      followed.append(decoder.decode(value, { stream: true }));
+      if (atBottom) followed.scrollTop = followed.scrollHeight;
+    }
+    followed.dataset.state = "ended";
+  })();
+}

@@ -33,6 +33,7 @@ pub fn page(title: &str, viewer: Option<&Viewer>, main: Markup) -> Markup {
                     nav aria-label="cutover" {
                         a.brand href="/" { "cutover" }
                         a href="/" { "Overview" }
+                        a href="/pipelines" { "Pipelines" }
                     }
                     @if let Some(viewer) = viewer {
                         div.who {
@@ -48,6 +49,10 @@ pub fn page(title: &str, viewer: Option<&Viewer>, main: Markup) -> Markup {
                     form method="dialog" {
                         h2 #confirm-title {}
                         p #confirm-text {}
+                        label.comment #confirm-comment-label hidden {
+                            "Comment (recorded with the decision)"
+                            textarea #confirm-comment rows="3" maxlength="1000" {}
+                        }
                         div.buttons {
                             button type="submit" value="cancel" autofocus { "Cancel" }
                             button.primary #confirm-ok type="submit" value="ok" { "Confirm" }

@@ -13,6 +13,13 @@ mod deployment;
 mod layout;
 mod login;
 mod overview;
+mod pipeline_actions;
+mod pipeline_pages;
+mod pipeline_routes;
+mod services;
+mod task_definition_diff;
+mod task_definitions;
+mod tasks;
 
 use axum::extract::{ConnectInfo, Form, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -33,6 +40,10 @@ pub fn router(state: AppState) -> Router {
         .route("/login", get(login_page).post(sign_in))
         .route("/logout", post(sign_out))
         .route("/console/{file}", get(asset))
+        .merge(pipeline_routes::routes())
+        .route("/task-definitions/{family}", get(task_definitions::page))
+        .route("/services/{name}", get(services::page))
+        .route("/tasks/{id}", get(tasks::page))
         .with_state(state)
 }
 
@@ -50,7 +61,7 @@ async fn asset(Path(file): Path<String>) -> Response {
 }
 
 /// Every page's headers: no framing by other sites, no inline script, nothing from elsewhere.
-fn html_page(status: StatusCode, markup: maud::Markup) -> Response {
+pub(crate) fn html_page(status: StatusCode, markup: maud::Markup) -> Response {
     let headers = [
         (
             header::CONTENT_SECURITY_POLICY,
@@ -65,7 +76,7 @@ fn html_page(status: StatusCode, markup: maud::Markup) -> Response {
 }
 
 /// An API error as a page of its own, with what to do.
-fn error_page(err: ApiError, viewer: Option<&layout::Viewer>) -> Response {
+pub(crate) fn error_page(err: ApiError, viewer: Option<&layout::Viewer>) -> Response {
     let main = maud::html! {
         h1 { "Not available" }
         p.why { (err.body.error) }
@@ -75,7 +86,7 @@ fn error_page(err: ApiError, viewer: Option<&layout::Viewer>) -> Response {
 }
 
 /// Who is looking, from what the authorization layer found.
-fn viewer(
+pub(crate) fn viewer(
     state: &AppState,
     headers: &HeaderMap,
     bindings: &[control::access::decision::Binding],
@@ -94,8 +105,8 @@ fn viewer(
 }
 
 #[derive(Deserialize)]
-struct PartQuery {
-    part: Option<String>,
+pub(crate) struct PartQuery {
+    pub(crate) part: Option<String>,
 }
 
 async fn deployment_page(

@@ -24,6 +24,10 @@ pub struct Overview {
     pub groups: Vec<(String, Option<ServiceView>, Option<DeploymentView>)>,
     pub services: Vec<ServiceView>,
     pub recent: Vec<DeploymentView>,
+    /// Every pipeline with its newest execution.
+    pub pipelines: Vec<pipelines::api::PipelineSummary>,
+    /// Pipeline executions at a manual approval: each waits for someone to approve or reject.
+    pub approvals: Vec<crate::pipeline_pages::Approval>,
 }
 
 pub fn read(state: &AppState) -> Result<Overview, ApiError> {
@@ -50,7 +54,8 @@ pub fn read(state: &AppState) -> Result<Overview, ApiError> {
         })
         .collect::<Result<_, ApiError>>()?;
     let recent = rows.iter().take(RECENT).map(|row| view(&row.id)).collect::<Result<_, _>>()?;
-    Ok(Overview { waiting, groups, services, recent })
+    let (pipelines, approvals) = crate::pipeline_pages::read_for_overview(state)?;
+    Ok(Overview { waiting, groups, services, recent, pipelines, approvals })
 }
 
 pub fn render(overview: &Overview, viewer: &Viewer) -> Markup {
@@ -58,7 +63,7 @@ pub fn render(overview: &Overview, viewer: &Viewer) -> Markup {
         h1 { "Overview" }
         section aria-labelledby="waiting-h" {
             h2 #waiting-h { "Waits for a human" }
-            @if overview.waiting.is_empty() {
+            @if overview.waiting.is_empty() && overview.approvals.is_empty() {
                 p.muted { "Nothing waits for you." }
             } @else {
                 ul.waiting {
@@ -68,6 +73,7 @@ pub fn render(overview: &Overview, viewer: &Viewer) -> Markup {
                             " · ready wait: green (" (d.task_definition) ") is installed; reroute traffic when it is right"
                         }
                     }
+                    @for a in &overview.approvals { li { (crate::pipeline_pages::approval_item(a)) } }
                 }
             }
         }
@@ -94,15 +100,21 @@ pub fn render(overview: &Overview, viewer: &Viewer) -> Markup {
                 tbody {
                     @for s in &overview.services {
                         tr {
-                            td { strong { (s.name) } }
+                            td { a href=(format!("/services/{}", s.name)) { strong { (s.name) } } }
                             td { (s.runtime) }
                             td.num { (s.desired_count) }
                             td.num { (s.running_count) }
                             td.num { (s.task_sets.iter().filter(|t| t.status != "DRAINING").map(|t| t.healthy_count).sum::<u32>()) }
-                            td { (s.task_definition.as_deref().unwrap_or("—")) }
+                            td { (task_definition_link(s.task_definition.as_deref())) }
                         }
                     }
                 }
+            }
+        }
+        @if !overview.pipelines.is_empty() {
+            section aria-labelledby="pipelines-h" {
+                h2 #pipelines-h { "Pipelines" }
+                (crate::pipeline_pages::pipelines_table(&overview.pipelines))
             }
         }
         section aria-labelledby="recent-h" {
@@ -146,5 +158,16 @@ fn deployment_cell(d: &DeploymentView) -> Markup {
         a href=(link(d)) { (d.id) } " "
         span class=(status_class(&d.status)) { (d.status) }
         " " span.muted { (d.task_definition) }
+    }
+}
+
+/// `family:revision`, linked to the family's revisions and their diff.
+fn task_definition_link(task_definition: Option<&str>) -> Markup {
+    match task_definition {
+        Some(td) => {
+            let family = td.rsplit_once(':').map_or(td, |(family, _)| family);
+            html! { a href=(format!("/task-definitions/{family}")) { (td) } }
+        }
+        None => html! { "—" },
     }
 }

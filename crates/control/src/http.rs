@@ -58,6 +58,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/deployments/{id}", get(deployment))
         .route("/v1/deployments/{id}/events", get(deployment_events))
         .route("/v1/deployments/{id}/stream", get(crate::stream::deployment_stream))
+        .route("/v1/pipelines/{name}/stream", get(crate::pipeline_stream::pipeline_stream))
+        .route("/v1/services/{name}/stream", get(crate::service_stream::service_stream))
         .route("/v1/deployments/{id}/stop", post(stop))
         .route("/v1/deployments/{id}/rollback", post(rollback))
         .route("/v1/deployments/{id}/continue", post(continue_deployment))
@@ -192,6 +194,16 @@ async fn tasks(
     State(state): State<AppState>,
     Query(query): Query<TaskQuery>,
 ) -> Result<Json<Vec<TaskView>>, ApiError> {
+    Ok(Json(task_view_list(&state, query.service, query.all)?))
+}
+
+/// The tasks as `GET /v1/tasks?service=&all=` answers them.
+pub fn task_view_list(
+    state: &AppState,
+    service: Option<String>,
+    all: bool,
+) -> Result<Vec<TaskView>, ApiError> {
+    let query = TaskQuery { service, all };
     let (tasks, sets, retired) = state.store.read(|tx| {
         let stopped_kept = if query.all { state::STOPPED_TASKS_KEPT } else { 0 };
         Ok((
@@ -204,7 +216,7 @@ async fn tasks(
         .into_iter()
         .filter_map(|(id, td)| Some((id, serde_json::from_str(&td).ok()?)))
         .collect();
-    Ok(Json(task_views(tasks, &sets, &retired, &query)))
+    Ok(task_views(tasks, &sets, &retired, &query))
 }
 
 /// `tasks list`: the tasks that have not stopped, and with `all` the stopped ones kept too,
@@ -533,6 +545,16 @@ pub fn routing_of(state: &AppState, name: &str) -> Result<Option<model::TrafficR
         state.store.read(|tx| state::docs(tx, KIND_DEPLOYMENT_CONFIG))?;
     let custom: Vec<model::DeploymentConfig> = custom.iter().map(|d| d.to_model()).collect();
     Ok(config::resolve_deployment_config(name, &custom).map(|c| c.routing))
+}
+
+/// Every revision of task-definition family `family` as `GET /v1/task-definitions` answers
+/// them, oldest first.
+pub fn task_definition_views(
+    state: &AppState,
+    family: &str,
+) -> Result<Vec<TaskDefinitionView>, ApiError> {
+    let rows = state.store.read(|tx| tx.task_definition_list())?;
+    Ok(rows.into_iter().filter(|r| r.family == family).map(task_definition_view).collect())
 }
 
 /// A deployment's events as `GET /v1/deployments/{id}/events` answers them.

@@ -88,6 +88,7 @@ pub mod registry;
 mod routes;
 mod sources;
 mod stored;
+pub mod views;
 mod webhook;
 
 use std::path::PathBuf;

@@ -218,7 +218,7 @@ fn ms(t: Option<model::Timestamp>) -> Option<u64> {
     t.map(|t| t.as_millis())
 }
 
-fn summary(pipeline: &str, rec: &ExecutionRecord) -> ExecutionSummary {
+pub(crate) fn summary(pipeline: &str, rec: &ExecutionRecord) -> ExecutionSummary {
     ExecutionSummary {
         id: rec.id.clone(),
         pipeline: pipeline.into(),
@@ -293,7 +293,7 @@ pub fn execution_view(pipeline: &str, rec: &ExecutionRecord) -> api::Execution {
     }
 }
 
-fn record_of(row: &store::CiExecutionRow) -> Option<ExecutionRecord> {
+pub(crate) fn record_of(row: &store::CiExecutionRow) -> Option<ExecutionRecord> {
     serde_json::from_str(&row.record).ok()
 }
 

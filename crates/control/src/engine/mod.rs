@@ -283,6 +283,8 @@ impl Engine {
             && pipelines.next_deadline() <= clock::now()
         {
             pipelines.tick();
+            // What it wrote (a timeout, a poll's execution) shows on the streams.
+            self.shared.changed.send_modify(|n| *n += 1);
         }
         self.pipeline_deploys();
     }
@@ -336,8 +338,17 @@ impl Engine {
                 return;
             }
             Msg::Pipelines(request) => {
+                // Only a request that may write wakes the streams: a stream reading the
+                // pipelines never asks the loop, so it cannot wake itself.
+                let reads = matches!(
+                    request,
+                    pipelines::Request::Definitions { .. } | pipelines::Request::Pipeline { .. }
+                );
                 if let Some(pipelines) = &mut self.pipelines {
                     pipelines.handle(request);
+                    if !reads {
+                        self.shared.changed.send_modify(|n| *n += 1);
+                    }
                 }
                 return;
             }

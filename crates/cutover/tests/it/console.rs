@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::harness::*;
 
 /// A Chromium of its own (fresh profile) behind a chromedriver of its own, on loopback.
-struct Browser {
+pub(crate) struct Browser {
     runtime: tokio::runtime::Runtime,
     client: Option<Client>,
     driver: Child,
@@ -19,7 +19,7 @@ struct Browser {
 }
 
 impl Browser {
-    fn start() -> Browser {
+    pub(crate) fn start() -> Browser {
         let profile = tempfile::tempdir().unwrap();
         let port = free_port();
         let driver = Command::new("chromedriver")
@@ -62,25 +62,25 @@ impl Browser {
         Browser { runtime, client: Some(client), driver, _profile: profile }
     }
 
-    fn client(&self) -> &Client {
+    pub(crate) fn client(&self) -> &Client {
         self.client.as_ref().expect("the session is open")
     }
 
-    fn goto(&self, url: &str) {
+    pub(crate) fn goto(&self, url: &str) {
         self.runtime.block_on(self.client().goto(url)).unwrap();
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         self.runtime.block_on(self.client().current_url()).unwrap().to_string()
     }
 
     /// Runs `script` in the page and returns what it returns.
-    fn run(&self, script: &str) -> serde_json::Value {
+    pub(crate) fn run(&self, script: &str) -> serde_json::Value {
         self.runtime.block_on(self.client().execute(script, vec![])).unwrap()
     }
 
     /// Runs `script` in the page, which calls `done(value)` when it is finished.
-    fn run_async(&self, script: &str) -> serde_json::Value {
+    pub(crate) fn run_async(&self, script: &str) -> serde_json::Value {
         let script = format!("const done = arguments[arguments.length - 1]; {script}");
         self.runtime.block_on(self.client().execute_async(&script, vec![])).unwrap()
     }
@@ -95,7 +95,7 @@ impl Browser {
         )
     }
 
-    fn click(&self, css: &str) {
+    pub(crate) fn click(&self, css: &str) {
         self.runtime
             .block_on(async { self.client().find(Locator::Css(css)).await?.click().await })
             .unwrap_or_else(|err| panic!("clicking {css}: {err}"));
@@ -116,14 +116,14 @@ impl Browser {
         self.click("#confirm-ok");
     }
 
-    fn fill(&self, css: &str, text: &str) {
+    pub(crate) fn fill(&self, css: &str, text: &str) {
         self.runtime
             .block_on(async { self.client().find(Locator::Css(css)).await?.send_keys(text).await })
             .unwrap_or_else(|err| panic!("typing into {css}: {err}"));
     }
 
     /// Writes the page as `target/console-screenshots/NAME.png`.
-    fn screenshot(&self, name: &str) {
+    pub(crate) fn screenshot(&self, name: &str) {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../target/console-screenshots");
         std::fs::create_dir_all(&dir).unwrap();
@@ -131,7 +131,7 @@ impl Browser {
         std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
     }
 
-    fn cookie(&self, name: &str) -> Option<fantoccini::cookies::Cookie<'static>> {
+    pub(crate) fn cookie(&self, name: &str) -> Option<fantoccini::cookies::Cookie<'static>> {
         let cookies = self.runtime.block_on(self.client().get_all_cookies()).unwrap();
         cookies.into_iter().find(|c| c.name() == name)
     }
@@ -191,7 +191,7 @@ fn ready_canary(env: Vec<(&'static str, String)>) -> (Cluster, String) {
 /// Probes until `done` holds for what `probe` returns, and returns that; the timeout's message
 /// carries the last thing probed.
 #[track_caller]
-fn wait_until<T: std::fmt::Debug>(
+pub(crate) fn wait_until<T: std::fmt::Debug>(
     what: &str,
     timeout: Duration,
     mut probe: impl FnMut() -> T,

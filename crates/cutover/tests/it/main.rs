@@ -14,6 +14,7 @@ mod cli;
 mod clock;
 mod connection_limits;
 mod console;
+mod console_pipelines;
 mod disk_full;
 mod docker;
 mod docs_examples;
