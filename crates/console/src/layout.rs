@@ -34,6 +34,7 @@ pub fn page(title: &str, viewer: Option<&Viewer>, main: Markup) -> Markup {
                         a.brand href="/" { "cutover" }
                         a href="/" { "Overview" }
                         a href="/pipelines" { "Pipelines" }
+                        a href="/history" { "History" }
                     }
                     @if let Some(viewer) = viewer {
                         div.who {

@@ -10,6 +10,7 @@
 
 mod decide;
 mod deployment;
+mod history;
 mod layout;
 mod login;
 mod overview;
@@ -44,6 +45,7 @@ pub fn router(state: AppState) -> Router {
         .route("/task-definitions/{family}", get(task_definitions::page))
         .route("/services/{name}", get(services::page))
         .route("/tasks/{id}", get(tasks::page))
+        .route("/history", get(history::page))
         .with_state(state)
 }
 

@@ -496,32 +496,77 @@ async fn preview(
     Ok(Json(crate::preview::preview_view(&config, group.as_ref())))
 }
 
-#[derive(Deserialize)]
-struct DeploymentsQuery {
-    group: Option<String>,
-    limit: Option<u32>,
+/// A page of the deployment history: every filter given holds.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct DeploymentsQuery {
+    /// `application/group`.
+    pub group: Option<String>,
+    /// A deployment status (`Succeeded`, `Stopped`…).
+    pub status: Option<String>,
+    /// Created at or after, in milliseconds since the epoch.
+    pub since: Option<u64>,
+    /// Created within this many milliseconds before now.
+    pub within_ms: Option<u64>,
+    /// Created before, in milliseconds since the epoch.
+    pub until: Option<u64>,
+    /// Older than this deployment: the next page after one that ended with it.
+    pub before: Option<String>,
+    /// At most this many (50 by default, at most 1000).
+    pub limit: Option<u32>,
 }
 
 async fn deployments(
     State(state): State<AppState>,
     Query(query): Query<DeploymentsQuery>,
 ) -> Result<Json<Vec<DeploymentView>>, ApiError> {
-    Ok(Json(deployment_views(&state, query.group.as_deref(), query.limit.unwrap_or(50))?))
+    Ok(Json(deployment_views(&state, &query)?))
 }
 
-/// The newest `limit` deployments (at most 1000), of `group` only when given, newest first.
+/// The deployments `query` selects, newest first; a filter that cannot be one (an unknown
+/// status, a page after a deployment that does not exist) is refused with what to do.
 pub fn deployment_views(
     state: &AppState,
-    group: Option<&str>,
-    limit: u32,
+    query: &DeploymentsQuery,
 ) -> Result<Vec<DeploymentView>, ApiError> {
-    let group = match group.map(|g| g.split_once('/')) {
+    let group = match query.group.as_deref().map(|g| g.split_once('/')) {
         None => None,
         Some(Some(pair)) => Some(pair),
         // Not `application/group`: no group's name, so no deployment's.
         Some(None) => return Ok(Vec::new()),
     };
-    let rows = state.store.read(|tx| tx.deployment_list_of(group, limit.min(1000)))?;
+    if let Some(status) = &query.status
+        && model::DeploymentStatus::parse(status).is_none()
+    {
+        let known: Vec<&str> = model::DeploymentStatus::ALL.iter().map(|s| s.as_str()).collect();
+        return Err(ApiError::bad_request(format!(
+            "status `{status}` is not a deployment status; use one of {}",
+            known.join(", ")
+        )));
+    }
+    let within = query.within_ms.map(|ms| crate::clock::now().as_millis().saturating_sub(ms));
+    let history = store::DeploymentHistory {
+        group,
+        status: query.status.as_deref(),
+        since: query.since.max(within),
+        until: query.until,
+        before: query.before.as_deref(),
+        limit: query.limit.unwrap_or(50).min(1000),
+    };
+    let rows = state.store.read(|tx| {
+        if let Some(before) = history.before
+            && tx.deployment_get(before)?.is_none()
+        {
+            return Ok(None);
+        }
+        tx.deployment_history(&history).map(Some)
+    })?;
+    let Some(rows) = rows else {
+        let before = history.before.unwrap_or_default();
+        return Err(ApiError::not_found(format!(
+            "no deployment `{before}` to list the deployments older than; page with the id of \
+             the last deployment of the page before"
+        )));
+    };
     rows.iter().map(|row| engine::deployment_view(&state.store, &state.shared, &row.id)).collect()
 }
 

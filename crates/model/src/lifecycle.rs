@@ -133,18 +133,19 @@ impl DeploymentStatus {
         }
     }
 
+    /// Every status, in the order a deployment can go through them.
+    pub const ALL: [DeploymentStatus; 7] = [
+        DeploymentStatus::Created,
+        DeploymentStatus::InProgress,
+        DeploymentStatus::Ready,
+        DeploymentStatus::Baking,
+        DeploymentStatus::Succeeded,
+        DeploymentStatus::Failed,
+        DeploymentStatus::Stopped,
+    ];
+
     pub fn parse(name: &str) -> Option<DeploymentStatus> {
-        [
-            DeploymentStatus::Created,
-            DeploymentStatus::InProgress,
-            DeploymentStatus::Ready,
-            DeploymentStatus::Baking,
-            DeploymentStatus::Succeeded,
-            DeploymentStatus::Failed,
-            DeploymentStatus::Stopped,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == name)
+        DeploymentStatus::ALL.into_iter().find(|s| s.as_str() == name)
     }
 
     pub fn is_terminal(self) -> bool {

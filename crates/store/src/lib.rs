@@ -587,13 +587,34 @@ impl Tx<'_> {
         group: Option<(&str, &str)>,
         limit: u32,
     ) -> Result<Vec<DeploymentRow>> {
+        self.deployment_history(&DeploymentHistory { group, limit, ..DeploymentHistory::default() })
+    }
+
+    /// The deployments `query` selects, newest first (a page of the history).
+    pub fn deployment_history(&self, query: &DeploymentHistory<'_>) -> Result<Vec<DeploymentRow>> {
         let mut stmt = self.tx.prepare(&format!(
             "SELECT {DEPLOYMENT_COLUMNS} FROM deployments
-             WHERE ?1 IS NULL OR (application = ?1 AND deployment_group = ?2)
-             ORDER BY created_at DESC, id DESC LIMIT ?3"
+             WHERE (?1 IS NULL OR (application = ?1 AND deployment_group = ?2))
+               AND (?3 IS NULL OR status = ?3)
+               AND (?4 IS NULL OR created_at >= ?4)
+               AND (?5 IS NULL OR created_at < ?5)
+               AND (?6 IS NULL OR (created_at, id) < (SELECT created_at, id FROM deployments WHERE id = ?6))
+             ORDER BY created_at DESC, id DESC LIMIT ?7"
         ))?;
-        let (application, deployment_group) = group.unzip();
-        let rows = stmt.query_map(params![application, deployment_group, limit], deployment_row)?;
+        let (application, deployment_group) = query.group.unzip();
+        let millis = |at: Option<u64>| at.map(|ms| ms.min(i64::MAX as u64) as i64);
+        let rows = stmt.query_map(
+            params![
+                application,
+                deployment_group,
+                query.status,
+                millis(query.since),
+                millis(query.until),
+                query.before,
+                query.limit
+            ],
+            deployment_row,
+        )?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -732,6 +753,22 @@ fn task_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRow> {
         started_at: opt_u64(r.get(12)?),
         stopped_at: opt_u64(r.get(13)?),
     })
+}
+
+/// Which deployments a page of the history holds: every filter given holds, newest first.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DeploymentHistory<'a> {
+    /// `(application, deployment group)`.
+    pub group: Option<(&'a str, &'a str)>,
+    /// A status as stored (`Succeeded`, `Stopped`…).
+    pub status: Option<&'a str>,
+    /// Created at or after (milliseconds since the epoch).
+    pub since: Option<u64>,
+    /// Created before.
+    pub until: Option<u64>,
+    /// Older than this deployment: the next page after one that ended with it.
+    pub before: Option<&'a str>,
+    pub limit: u32,
 }
 
 fn deployment_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeploymentRow> {

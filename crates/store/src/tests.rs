@@ -146,3 +146,63 @@ fn a_group_s_newest_deployments_are_listed_however_many_newer_ones_other_groups_
     assert_eq!(ids(None, 2), ["d-9", "d-8"]);
     assert!(ids(Some(("api", "prod")), 5).is_empty());
 }
+
+#[test]
+fn the_history_filters_by_group_status_and_time_and_pages_through_equal_times_without_gaps() {
+    let store = Store::open_in_memory().unwrap();
+    let row = |id: &str, group: &str, status: &str, at: u64| DeploymentRow {
+        id: id.into(),
+        application: "web".into(),
+        deployment_group: group.into(),
+        status: status.into(),
+        body: "{}".into(),
+        machine: "{}".into(),
+        created_at: at,
+        updated_at: at,
+        completed_at: Some(at),
+    };
+    store
+        .transaction(|tx| {
+            // d-10..d-19 created at 10..19, with d-20 and d-21 at the same instant as d-19.
+            for at in 10..20 {
+                let status = if at % 3 == 0 { "Stopped" } else { "Succeeded" };
+                let group = if at % 2 == 0 { "prod" } else { "staging" };
+                tx.deployment_put(&row(&format!("d-{at}"), group, status, at))?;
+            }
+            tx.deployment_put(&row("d-20", "staging", "Failed", 19))?;
+            tx.deployment_put(&row("d-21", "staging", "Succeeded", 19))?;
+            Ok(())
+        })
+        .unwrap();
+    let ids = |query: DeploymentHistory<'_>| -> Vec<String> {
+        let rows = store.read(|tx| tx.deployment_history(&query)).unwrap();
+        rows.into_iter().map(|r| r.id).collect()
+    };
+    let all = DeploymentHistory { limit: 100, ..DeploymentHistory::default() };
+    let prod = DeploymentHistory { group: Some(("web", "prod")), ..all };
+    assert_eq!(ids(prod), ["d-18", "d-16", "d-14", "d-12", "d-10"]);
+    assert_eq!(ids(DeploymentHistory { status: Some("Stopped"), ..all }), ["d-18", "d-15", "d-12"]);
+    let window = DeploymentHistory { since: Some(12), until: Some(15), ..all };
+    assert_eq!(ids(window), ["d-14", "d-13", "d-12"]);
+    // Pages of 2, each after the last of the one before: every row once, in order, although
+    // three share a creation time.
+    let mut pages = Vec::new();
+    let mut before: Option<String> = None;
+    loop {
+        let page = ids(DeploymentHistory {
+            before: before.as_deref(),
+            limit: 2,
+            ..DeploymentHistory::default()
+        });
+        if page.is_empty() {
+            break;
+        }
+        before = page.last().cloned();
+        pages.push(page);
+    }
+    let listed: Vec<String> = pages.concat();
+    assert_eq!(listed, ids(all));
+    assert_eq!(&listed[..4], ["d-21", "d-20", "d-19", "d-18"]);
+    assert_eq!(listed.len(), 12);
+    assert!(ids(DeploymentHistory { before: Some("d-404"), ..all }).is_empty());
+}

@@ -344,6 +344,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
     needs("GET", "/task-definitions/{family}", P::Read, R::Any),
     needs("GET", "/services/{name}", P::Read, R::Any),
     needs("GET", "/tasks/{id}", P::Read, R::Any),
+    needs("GET", "/history", P::Read, R::Any),
     needs("POST", "/logout", P::Read, R::Any),
     Endpoint { method: "GET", path: "/login", query: None, rule: Rule::SignIn },
     Endpoint { method: "POST", path: "/login", query: None, rule: Rule::SignIn },

@@ -266,6 +266,22 @@ fn the_deployment_page_shows_the_canary_split_move_live_and_stop_and_roll_back_p
     let overview = browser.run("return document.querySelector('main').innerText;");
     assert!(overview.as_str().unwrap().contains("web/web-prod"), "{overview}");
     browser.screenshot("overview");
+
+    // The history lists it among the stopped deployments of its group, and not among the
+    // succeeded ones; the filter's form keeps what was chosen.
+    let history = |query: &str| {
+        browser.goto(&format!("{}/history?{query}", cluster.api_url()));
+        let rows = browser.run(
+            "return [...document.querySelectorAll('main tbody tr td:first-child')].map(td => td.innerText);",
+        );
+        let chosen = browser.run("return document.querySelector('select[name=status]').value;");
+        (rows, chosen)
+    };
+    let (stopped_rows, chosen) = history("group=web%2Fweb-prod&status=Stopped&within=1h");
+    assert_eq!((stopped_rows, chosen), (json!([id]), json!("Stopped")));
+    browser.screenshot("history");
+    let (succeeded_rows, _) = history("group=web%2Fweb-prod&status=Succeeded");
+    assert!(!succeeded_rows.as_array().unwrap().contains(&json!(id)), "{succeeded_rows}");
 }
 
 #[test]
