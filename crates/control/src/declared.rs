@@ -20,6 +20,7 @@ pub const KIND_HOOK: &str = "hook";
 pub const KIND_ALARM: &str = "alarm";
 pub const KIND_METRIC_FILTER: &str = "metric_filter";
 pub const KIND_ROLE: &str = "role";
+pub const KIND_OIDC_GROUP: &str = "oidc_group";
 /// Not declared by users: an alarm instance's state and history (`alarms::Alarm`), by instance
 /// key (`name`, or `name@deployment` for alarms on the green target group).
 pub const KIND_ALARM_STATE: &str = "alarm_state";
@@ -35,6 +36,12 @@ pub const KIND_RETIRED_TASK_SET: &str = "retired_task_set";
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct RoleDoc(pub model::access::DeclaredRole);
+
+/// An OpenID provider's group and the roles its members get, as `access.oidc.groups` declares
+/// it (stored through this wrapper for the same reason as [`RoleDoc`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct GroupDoc(pub model::access::DeclaredGroup);
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoadBalancerDoc {

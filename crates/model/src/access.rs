@@ -235,3 +235,21 @@ pub struct DeclaredRole {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
 }
+
+/// A role the members of an OpenID provider's group get, on some scopes, as `access.oidc.groups`
+/// declares it (the file's alternative to `cutover up --oidc-group`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupGrant {
+    /// A built-in role or a declared one.
+    pub role: String,
+    /// Globs over resource names; none is `*`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+}
+
+/// A provider's group and what its members get.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeclaredGroup {
+    pub group: String,
+    pub grants: Vec<GroupGrant>,
+}

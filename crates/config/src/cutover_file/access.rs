@@ -1,12 +1,15 @@
 //! `access:`, who may do what: the roles a team declares beside the built-in viewer, deployer
 //! and admin (`roles:`), each a name and the permissions it groups, as an IAM customer-managed
 //! policy or a role of Argo CD's `policy.csv`. Credentials bind them by name
-//! (`cutover tokens create ci --role release-manager`); `docs/access.md` is the reference.
+//! (`cutover tokens create ci --role release-manager`); and the roles the groups of the team's
+//! OpenID provider map to (`oidc.groups`), the file's alternative to `cutover up --oidc-group`.
+//! `docs/access.md` is the reference.
 
-use model::access::{DeclaredRole, Permission, ROLES, role};
+use model::access::{DeclaredGroup, DeclaredRole, GroupGrant, Permission, ROLES, role};
+use model::glob::Glob;
 use syntax::decode::{Cx, quote};
 use syntax::diag::suggest;
-use syntax::tree::{Node, child_index};
+use syntax::tree::{Node, Value, child_index, child_key};
 
 use super::{Loc, Named, check_unique, name};
 
@@ -14,9 +17,18 @@ use super::{Loc, Named, check_unique, name};
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AccessDecl {
     pub roles: Vec<DeclaredRole>,
+    /// `oidc.groups`, in the order written.
+    pub groups: Vec<DeclaredGroup>,
 }
 
-const ACCESS_FIELDS: &[&str] = &["roles"];
+const ACCESS_FIELDS: &[&str] = &["roles", "oidc"];
+const OIDC_FIELDS: &[&str] = &["groups"];
+/// What `cutover up` takes, because the API needs it before any file is applied.
+const OIDC_FLAGS: &[(&str, &str)] = &[
+    ("issuer", "set with `cutover up --oidc-issuer`: the API needs it before any file is applied"),
+    ("client_id", "set with `cutover up --oidc-client-id`"),
+];
+const GRANT_FIELDS: &[&str] = &["role", "scope"];
 const ROLE_FIELDS: &[&str] = &["name", "permissions", "description"];
 
 pub(super) fn access(cx: &mut Cx<'_>, node: &Node, path: &str) -> Option<AccessDecl> {
@@ -34,9 +46,123 @@ pub(super) fn access(cx: &mut Cx<'_>, node: &Node, path: &str) -> Option<AccessD
             }
         }
     }
-    f.finish(cx, ACCESS_FIELDS, &[]);
     check_unique(cx, "role", &names);
-    Some(AccessDecl { roles: roles? })
+    let declared: Vec<&str> = names.iter().map(|(n, _)| n.as_str()).collect();
+    let groups = match f.get(cx, "oidc") {
+        Some(field) => oidc(cx, field.node, &field.path, &declared),
+        None => Some(Vec::new()),
+    };
+    f.finish(cx, ACCESS_FIELDS, &[]);
+    Some(AccessDecl { roles: roles?, groups: groups? })
+}
+
+/// `oidc: { groups: { GROUP: [{ role, scope }] } }`.
+fn oidc(cx: &mut Cx<'_>, node: &Node, path: &str, declared: &[&str]) -> Option<Vec<DeclaredGroup>> {
+    let mut f = cx.map(node, path)?;
+    let groups = match f.get(cx, "groups") {
+        Some(field) => {
+            let Some(entries) = field.node.entries() else {
+                cx.error(
+                    field.node.pos,
+                    &field.path,
+                    "expected a map of provider groups to the roles their members get, e.g. \
+                     { deployers: [{ role: deployer, scope: 'web/*' }] }",
+                );
+                return None;
+            };
+            let mut out = Some(Vec::new());
+            for entry in entries {
+                let grants_path = child_key(&field.path, &entry.key);
+                let grants = grants(cx, &entry.value, &grants_path, declared);
+                match (grants, out.as_mut()) {
+                    (Some(grants), Some(out)) => {
+                        out.push(DeclaredGroup { group: entry.key.clone(), grants })
+                    }
+                    _ => out = None,
+                }
+            }
+            out
+        }
+        None => Some(Vec::new()),
+    };
+    f.finish(cx, OIDC_FIELDS, OIDC_FLAGS);
+    groups
+}
+
+/// A group's list of `{ role, scope }`.
+fn grants(cx: &mut Cx<'_>, node: &Node, path: &str, declared: &[&str]) -> Option<Vec<GroupGrant>> {
+    let items = cx.list(node, path)?;
+    if items.is_empty() {
+        cx.error(node.pos, path, "give the group a role, e.g. [{ role: viewer }], or leave it out");
+        return None;
+    }
+    let mut out = Some(Vec::new());
+    for (i, item) in items.iter().enumerate() {
+        let grant = grant(cx, item, &child_index(path, i), declared);
+        match (grant, out.as_mut()) {
+            (Some(grant), Some(out)) => out.push(grant),
+            _ => out = None,
+        }
+    }
+    out
+}
+
+fn grant(cx: &mut Cx<'_>, node: &Node, path: &str, declared: &[&str]) -> Option<GroupGrant> {
+    let mut f = cx.map(node, path)?;
+    let role_name = f.require(cx, "role", "name the role its members get, e.g. role: deployer");
+    let role_name = role_name.and_then(|field| {
+        let name = cx.nonempty(field.node, &field.path)?;
+        if role(&name).is_none() && !declared.contains(&name.as_str()) {
+            let known: Vec<&str> =
+                ROLES.iter().map(|r| r.name).chain(declared.iter().copied()).collect();
+            let hint = suggest(&name, known.iter().copied())
+                .map(|s| format!("did you mean `{s}`? "))
+                .unwrap_or_default();
+            cx.error(
+                field.node.pos,
+                &field.path,
+                format!(
+                    "no role {}; {hint}the roles are {} (built in, or declared in access.roles)",
+                    quote(&name),
+                    known.join(", ")
+                ),
+            );
+            return None;
+        }
+        Some(name)
+    });
+    let scopes = match f.get(cx, "scope") {
+        Some(field) => scopes(cx, field.node, &field.path),
+        None => Some(Vec::new()),
+    };
+    f.finish(cx, GRANT_FIELDS, &[]);
+    Some(GroupGrant { role: role_name?, scopes: scopes? })
+}
+
+/// `scope: 'web/*'` or `scope: ['web/*', web]`: globs over resource names.
+fn scopes(cx: &mut Cx<'_>, node: &Node, path: &str) -> Option<Vec<String>> {
+    let (texts, paths): (Vec<String>, Vec<String>) = match &node.value {
+        Value::Seq(_) => {
+            let texts = cx.strings(node, path)?;
+            let paths = (0..texts.len()).map(|i| child_index(path, i)).collect();
+            (texts, paths)
+        }
+        _ => (vec![cx.nonempty(node, path)?], vec![path.to_string()]),
+    };
+    let items: Vec<&Node> = match &node.value {
+        Value::Seq(items) => items.iter().collect(),
+        _ => vec![node],
+    };
+    let mut ok = true;
+    for ((text, item_path), item) in texts.iter().zip(&paths).zip(items) {
+        if text != "*"
+            && let Err(err) = Glob::new(text)
+        {
+            cx.error(item.pos, item_path, format!("scope {}: {err}", quote(text)));
+            ok = false;
+        }
+    }
+    ok.then_some(texts)
 }
 
 fn declared_role(

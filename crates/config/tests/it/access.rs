@@ -3,7 +3,7 @@
 
 use config::parse_cutover_file;
 use expect_test::expect;
-use model::access::{DeclaredRole, Permission};
+use model::access::{DeclaredGroup, DeclaredRole, GroupGrant, Permission};
 
 use crate::check;
 
@@ -72,6 +72,50 @@ fn a_role_may_not_shadow_a_built_in_nor_repeat_a_name_or_a_permission() {
             cutover.yaml:7:15: access.roles[2].name: duplicate role name `ops` (first on line 6); names must be unique
             cutover.yaml:7:33: access.roles[2].permissions: a role needs at least one permission, e.g. [read]
             cutover.yaml:8:18: access.roles[3].permisions: unknown field `permisions`; did you mean `permissions`?
+        "#]],
+    );
+}
+
+#[test]
+fn provider_groups_map_to_built_in_and_declared_roles_on_their_scopes() {
+    let text = with_access(
+        "  roles:\n    - { name: release-manager, permissions: [read, deploy] }\n  oidc:\n    \
+         groups:\n      deployers: [{ role: deployer, scope: 'web/*' }]\n      release: [{ role: \
+         release-manager, scope: ['web/*', web] }, { role: viewer }]\n",
+    );
+    let file = parse_cutover_file("cutover.yaml", &text).unwrap().value;
+    let grant = |role: &str, scopes: &[&str]| GroupGrant {
+        role: role.into(),
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+    };
+    assert_eq!(
+        file.access.groups,
+        vec![
+            DeclaredGroup {
+                group: "deployers".into(),
+                grants: vec![grant("deployer", &["web/*"])]
+            },
+            DeclaredGroup {
+                group: "release".into(),
+                grants: vec![grant("release-manager", &["web/*", "web"]), grant("viewer", &[])],
+            },
+        ]
+    );
+}
+
+#[test]
+fn a_group_mapped_to_no_role_or_a_bad_scope_is_an_error_at_its_place() {
+    check(
+        "cutover.yaml",
+        &with_access(
+            "  oidc:\n    issuer: https://id.example.com\n    groups:\n      deployers: [{ role: \
+             deployr, scope: 'web/*' }]\n      ops: [{ role: admin, scope: ['/abs'] }]\n      \
+             none: []\n",
+        ),
+        expect![[r#"
+            cutover.yaml:7:27: access.oidc.groups.deployers[0].role: no role "deployr"; did you mean `deployer`? the roles are viewer, deployer, admin (built in, or declared in access.roles)
+            cutover.yaml:8:36: access.oidc.groups.ops[0].scope[0]: scope "/abs": `/abs` is absolute; paths are relative to the source directory (CODEBUILD_SRC_DIR) or to base-directory: remove the leading `/`
+            cutover.yaml:9:13: access.oidc.groups.none: give the group a role, e.g. [{ role: viewer }], or leave it out
         "#]],
     );
 }

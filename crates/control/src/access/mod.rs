@@ -683,7 +683,8 @@ pub async fn login_finish(
             },
         );
     };
-    let (identity, bindings) = match oidc.finish(&login, now).await {
+    let mappings = group_mappings(&state, oidc);
+    let (identity, bindings) = match oidc.finish(&login, now, &mappings).await {
         Ok(found) => found,
         Err(err) => {
             let (status, actor, outcome) = match &err {
@@ -727,6 +728,23 @@ pub async fn login_finish(
             expires_at,
         }),
     ))
+}
+
+/// Which groups get which roles: `cutover up --oidc-group` when given, else what cutover.yaml's
+/// `access.oidc.groups` declares. The flags win so that an operator can always get in again by
+/// restarting with them, whatever a file applied (a break-glass, as with a bootstrap token).
+fn group_mappings(state: &AppState, oidc: &oidc::Oidc) -> Vec<oidc::GroupMapping> {
+    if !oidc.config.groups.is_empty() {
+        return oidc.config.groups.clone();
+    }
+    use store::DocumentStore;
+    let declared = state.store.read(|tx| tx.doc_list::<crate::declared::GroupDoc>());
+    let declared = declared.unwrap_or_else(|err| {
+        tracing::warn!("the declared group mappings could not be read: {err}");
+        Vec::new()
+    });
+    let groups: Vec<_> = declared.into_iter().map(|(_, doc)| doc.0).collect();
+    oidc::declared_mappings(&groups)
 }
 
 fn single_sign_on(state: &AppState) -> Result<&oidc::Oidc, ApiError> {

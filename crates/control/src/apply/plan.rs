@@ -48,6 +48,9 @@ pub(super) fn plan(
     for role in &file.access.roles {
         plan.declare(store, KIND_ROLE, &role.name, &RoleDoc(role.clone()))?;
     }
+    for group in &file.access.groups {
+        plan.declare(store, KIND_OIDC_GROUP, &group.group, &GroupDoc(group.clone()))?;
+    }
     for service in &file.services {
         let task_definition = &task_definitions[&service.name];
         plan.declare_service(store, service, task_definition, file_name, notes)?;
