@@ -253,3 +253,36 @@ pub struct DeclaredGroup {
     pub group: String,
     pub grants: Vec<GroupGrant>,
 }
+
+/// Why `scope` cannot be a binding's scope (`web/*`, `web`), in the words of resource names: a
+/// glob's own messages speak of files and directories.
+pub fn check_scope(scope: &str) -> Result<(), String> {
+    use crate::glob::{Glob, Problem};
+    if scope == "*" {
+        return Ok(());
+    }
+    Glob::new(scope).map(drop).map_err(|err| match err.problem {
+        Problem::BackwardsRange { .. } | Problem::UnclosedClass => err.to_string(),
+        _ => format!(
+            "`{scope}` is not a pattern over resource names: a scope names deployment groups as \
+             `application/group`, pipelines and repositories by name (e.g. `web/*`, `web`, `*`)"
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_are_patterns_over_resource_names() {
+        for ok in ["*", "web", "web/*", "web/web-prod", "api-[0-9]/*"] {
+            assert_eq!(check_scope(ok), Ok(()), "{ok}");
+        }
+        for bad in ["/abs", "", "../up", "a\\b"] {
+            let err = check_scope(bad).unwrap_err();
+            assert!(err.contains("is not a pattern over resource names"), "{bad}: {err}");
+        }
+        assert!(check_scope("[z-a]").unwrap_err().contains("backwards"));
+    }
+}

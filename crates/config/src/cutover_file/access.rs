@@ -5,8 +5,9 @@
 //! OpenID provider map to (`oidc.groups`), the file's alternative to `cutover up --oidc-group`.
 //! `docs/access.md` is the reference.
 
-use model::access::{DeclaredGroup, DeclaredRole, GroupGrant, Permission, ROLES, role};
-use model::glob::Glob;
+use model::access::{
+    DeclaredGroup, DeclaredRole, GroupGrant, Permission, ROLES, check_scope, role,
+};
 use syntax::decode::{Cx, quote};
 use syntax::diag::suggest;
 use syntax::tree::{Node, Value, child_index, child_key};
@@ -155,10 +156,8 @@ fn scopes(cx: &mut Cx<'_>, node: &Node, path: &str) -> Option<Vec<String>> {
     };
     let mut ok = true;
     for ((text, item_path), item) in texts.iter().zip(&paths).zip(items) {
-        if text != "*"
-            && let Err(err) = Glob::new(text)
-        {
-            cx.error(item.pos, item_path, format!("scope {}: {err}", quote(text)));
+        if let Err(problem) = check_scope(text) {
+            cx.error(item.pos, item_path, format!("scope {}: {problem}", quote(text)));
             ok = false;
         }
     }

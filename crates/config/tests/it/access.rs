@@ -114,7 +114,7 @@ fn a_group_mapped_to_no_role_or_a_bad_scope_is_an_error_at_its_place() {
         ),
         expect![[r#"
             cutover.yaml:7:27: access.oidc.groups.deployers[0].role: no role "deployr"; did you mean `deployer`? the roles are viewer, deployer, admin (built in, or declared in access.roles)
-            cutover.yaml:8:36: access.oidc.groups.ops[0].scope[0]: scope "/abs": `/abs` is absolute; paths are relative to the source directory (CODEBUILD_SRC_DIR) or to base-directory: remove the leading `/`
+            cutover.yaml:8:36: access.oidc.groups.ops[0].scope[0]: scope "/abs": `/abs` is not a pattern over resource names: a scope names deployment groups as `application/group`, pipelines and repositories by name (e.g. `web/*`, `web`, `*`)
             cutover.yaml:9:13: access.oidc.groups.none: give the group a role, e.g. [{ role: viewer }], or leave it out
         "#]],
     );

@@ -97,12 +97,8 @@ impl Binding {
         };
         let scopes = if scopes.is_empty() { vec!["*".to_string()] } else { scopes.to_vec() };
         for scope in &scopes {
-            if scope != "*" {
-                Glob::new(scope).map_err(|err| BindingError::Scope {
-                    scope: scope.clone(),
-                    problem: err.to_string(),
-                })?;
-            }
+            model::access::check_scope(scope)
+                .map_err(|problem| BindingError::Scope { scope: scope.clone(), problem })?;
         }
         Ok(Binding { grants, scopes })
     }

@@ -492,6 +492,23 @@ mod tests {
     }
 
     #[test]
+    fn groups_declared_in_the_file_map_to_bindings_on_their_scopes_or_everything() {
+        use model::access::{DeclaredGroup, GroupGrant};
+        let declared = [DeclaredGroup {
+            group: "release".into(),
+            grants: vec![
+                GroupGrant { role: "release-manager".into(), scopes: vec!["web/*".into()] },
+                GroupGrant { role: "viewer".into(), scopes: vec![] },
+            ],
+        }];
+        let mappings = declared_mappings(&declared);
+        let bindings = bindings_of(&["release".into()], &mappings);
+        let shown: Vec<String> = bindings.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["role release-manager on web/*", "role viewer on *"]);
+        assert!(bindings_of(&["deployers".into()], &mappings).is_empty());
+    }
+
+    #[test]
     fn pkce_challenges_are_the_s256_of_their_verifier() {
         let secrets = LoginSecrets {
             verifier: "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk".into(),
