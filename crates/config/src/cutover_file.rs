@@ -7,6 +7,7 @@
 //! [`monitoring`], repositories and pipelines in [`pipelines`]; [`checks`] checks what the
 //! items say about each other.
 
+mod access;
 mod checks;
 mod listener_rules;
 mod load_balancing;
@@ -33,6 +34,7 @@ use syntax::tree::{self, Node, Syntax, Value, child_index, child_key};
 use checks::{check_unique, cross_check, unknown};
 use load_balancing::{load_balancer, target_group};
 
+pub use access::AccessDecl;
 pub use checks::check_service_against;
 pub use monitoring::{
     AlarmDecl, AlarmDimension, GREEN, LOAD_BALANCER_METRICS, MetricFilterDecl, SERVICE_DIMENSION,
@@ -57,6 +59,8 @@ pub struct CutoverFile {
     pub metric_filters: Vec<MetricFilterDecl>,
     pub repositories: Vec<RepositoryDecl>,
     pub pipelines: Vec<PipelineDecl>,
+    /// `access:`: the roles the team declares.
+    pub access: AccessDecl,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -341,6 +345,7 @@ pub(crate) const TOP_FIELDS: &[&str] = &[
     "metric_filters",
     "repositories",
     "pipelines",
+    "access",
 ];
 
 /// Parses and checks a cutover.yaml.
@@ -488,6 +493,10 @@ fn cutover_file(cx: &mut Cx<'_>, root: &Node, text: &str) -> Option<CutoverFile>
         meta.pipelines.push(m);
         spec
     });
+    let access = match f.get(cx, "access") {
+        Some(field) => access::access(cx, field.node, &field.path),
+        None => Some(AccessDecl::default()),
+    };
     f.finish(cx, TOP_FIELDS, &[]);
     cross_check(cx, &meta);
     Some(CutoverFile {
@@ -501,6 +510,7 @@ fn cutover_file(cx: &mut Cx<'_>, root: &Node, text: &str) -> Option<CutoverFile>
         metric_filters: metric_filters?,
         repositories: repositories?,
         pipelines: pipelines?,
+        access: access?,
     })
 }
 

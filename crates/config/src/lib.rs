@@ -28,8 +28,8 @@ pub use appspec::{
 };
 pub use cutover_file::BadListenerRef;
 pub use cutover_file::{
-    ActionDecl, ActionKind, AlarmDecl, AlarmDimension, ApprovalAction, AutoRollback, BranchFilter,
-    BuildAction, CutoverFile, DeployAction, DeployEcsAction, DeploymentGroupRef,
+    AccessDecl, ActionDecl, ActionKind, AlarmDecl, AlarmDimension, ApprovalAction, AutoRollback,
+    BranchFilter, BuildAction, CutoverFile, DeployAction, DeployEcsAction, DeploymentGroupRef,
     DeploymentGroupSpec, ExecutionMode, GREEN, HookAction, HookSpec, ImagePlaceholder,
     LOAD_BALANCER_METRICS, ListenerAction, ListenerRef, ListenerRule, ListenerSpec,
     LoadBalancerSpec, MetricFilterDecl, PipelineDecl, PipelineSource, PreviewSpec, RepositoryDecl,

@@ -19,6 +19,8 @@ pub const KIND_DEPLOYMENT_GROUP: &str = "deployment_group";
 pub const KIND_HOOK: &str = "hook";
 pub const KIND_ALARM: &str = "alarm";
 pub const KIND_METRIC_FILTER: &str = "metric_filter";
+pub const KIND_ROLE: &str = "role";
+pub const KIND_OIDC_GROUP: &str = "oidc_group";
 /// Not declared by users: an alarm instance's state and history (`alarms::Alarm`), by instance
 /// key (`name`, or `name@deployment` for alarms on the green target group).
 pub const KIND_ALARM_STATE: &str = "alarm_state";
@@ -27,6 +29,19 @@ pub const KIND_GROUP_STATE: &str = "group_state";
 /// Not declared by users: the task definition (JSON string) of a drained task set that is gone,
 /// by task-set id, so its stopped tasks still say what they ran.
 pub const KIND_RETIRED_TASK_SET: &str = "retired_task_set";
+
+/// A role `access.roles` declares, as the file says it (`model::access::DeclaredRole` is
+/// another crate's type, so it is stored through this wrapper, which reads and writes the same
+/// JSON).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RoleDoc(pub model::access::DeclaredRole);
+
+/// An OpenID provider's group and the roles its members get, as `access.oidc.groups` declares
+/// it (stored through this wrapper for the same reason as [`RoleDoc`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct GroupDoc(pub model::access::DeclaredGroup);
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoadBalancerDoc {

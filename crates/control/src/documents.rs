@@ -30,6 +30,8 @@ documents! {
     HookDoc => KIND_HOOK, version 1;
     AlarmDoc => KIND_ALARM, version 1;
     MetricFilterDoc => KIND_METRIC_FILTER, version 1;
+    RoleDoc => KIND_ROLE, version 1;
+    GroupDoc => KIND_OIDC_GROUP, version 1;
     GroupState => KIND_GROUP_STATE, version 1;
     AlarmStateDoc => KIND_ALARM_STATE, version 1;
 }

@@ -16,7 +16,8 @@ pub enum TokensCommand {
     Create {
         /// What the audit trail and `tokens list` call it, e.g. ci-web.
         name: String,
-        /// viewer, deployer or admin (docs/access.md).
+        /// viewer, deployer, admin, or a role cutover.yaml declares in access.roles
+        /// (docs/access.md).
         #[arg(long, conflicts_with = "permission", required_unless_present = "permission")]
         role: Option<String>,
         /// A permission instead of a role (repeat it), e.g. --permission rollback.

@@ -652,7 +652,7 @@ struct OidcFlags {
     oidc_client_secret_file: Option<PathBuf>,
     /// A provider group and the role its members get: GROUP=ROLE or GROUP=ROLE:SCOPE,SCOPE
     /// (repeat it; e.g. deployers=deployer:web/*,web). CUTOVER_OIDC_GROUPS takes them separated
-    /// by `;`.
+    /// by `;`. Given, they replace cutover.yaml's access.oidc.groups.
     #[arg(long = "oidc-group", env = "CUTOVER_OIDC_GROUPS", value_delimiter = ';')]
     oidc_groups: Vec<String>,
     /// The ID token's claim that lists the user's groups.
@@ -677,12 +677,6 @@ impl OidcFlags {
         let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
         if url.scheme() != "https" && !loopback {
             bail!("--oidc-issuer {issuer}: use https (plain http only on loopback)");
-        }
-        if self.oidc_groups.is_empty() {
-            bail!(
-                "single sign-on needs at least one --oidc-group GROUP=ROLE[:SCOPES]: a user is \
-                 given only what their groups map to"
-            );
         }
         let groups = self
             .oidc_groups
@@ -1330,8 +1324,9 @@ mod tests {
             printed(err),
             "--oidc-issuer http://id.example.com: use https (plain http only on loopback)"
         );
-        let err = oidc_flags("https://id.example.com", &[]).config().unwrap_err();
-        assert!(printed(err).starts_with("single sign-on needs at least one --oidc-group"));
+        // Without --oidc-group, cutover.yaml's access.oidc.groups map groups to roles.
+        let from_the_file = oidc_flags("https://id.example.com", &[]).config().unwrap().unwrap();
+        assert!(from_the_file.groups.is_empty());
         let config = oidc_flags("https://id.example.com/", &["deployers=deployer:web/*"]);
         let config = config.config().unwrap().unwrap();
         assert_eq!(config.issuer, "https://id.example.com");

@@ -5,6 +5,7 @@
 //! clock. Serde only for [`Timestamp`] (milliseconds, the one form every persisted document uses);
 //! the crates at process boundaries (`routes`, `store`, the HTTP API) convert the rest by hand.
 
+pub mod access;
 mod config;
 pub mod glob;
 mod lifecycle;

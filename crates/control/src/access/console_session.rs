@@ -168,7 +168,8 @@ fn open_at(state: &AppState, secret: &str, now: u64) -> Result<Opened, SignInRef
         name: session_name(),
         secret_hash: credentials::hash_secret(&session_secret),
         bindings: serde_json::to_string(&StoredBindings {
-            bindings,
+            // Declared roles by name, so that a change of the role reaches the session too.
+            bindings: bindings.iter().map(super::decision::Binding::stored).collect(),
             session: Some(SessionOf { user: user.clone(), via: VIA_CONSOLE.into() }),
             parent: Some(credentials::hash_secret(secret)),
         })

@@ -3,68 +3,32 @@
 
 use std::fmt;
 
+use model::access::DeclaredRole;
 use model::glob::Glob;
 use serde::{Deserialize, Serialize};
 
 use super::permissions::{Permission, Resource};
 
-/// A built-in role, modelled on AWS's managed policies for CodeDeploy.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Role {
-    pub name: &'static str,
-    pub permissions: &'static [Permission],
-    pub description: &'static str,
-}
+pub use model::access::{ROLES, Role, role};
 
-use Permission as P;
-
-/// From least to most: the first role that has a permission is the one a 403 suggests.
-pub const ROLES: &[Role] = &[
-    Role {
-        name: "viewer",
-        permissions: &[P::Read],
-        description: "Reads everything but logs, the audit trail and credentials \
-                      (AWSCodeDeployReadOnlyAccess). Logs are left out because programs print \
-                      what they should not.",
-    },
-    Role {
-        name: "deployer",
-        permissions: &[
-            P::Read,
-            P::Logs,
-            P::Deploy,
-            P::Continue,
-            P::Stop,
-            P::Rollback,
-            P::ReportHook,
-            P::Approve,
-            P::Push,
-            P::StartPipeline,
-            P::StopPipeline,
-        ],
-        description: "Releases: deploys, continues, stops and rolls back deployments, reports \
-                      hooks, approves, pushes, starts and stops pipelines, reads logs \
-                      (AWSCodeDeployDeployerAccess). Changes no configuration.",
-    },
-    Role {
-        name: "admin",
-        permissions: &Permission::ALL,
-        description: "Everything, including `apply`, credentials, the audit trail and \
-                      shutting cutover down (AWSCodeDeployFullAccess). The bootstrap token \
-                      (`--token`, `DATA_DIR/token`) is an admin on `*`.",
-    },
-];
-
-pub fn role(name: &str) -> Option<&'static Role> {
-    ROLES.iter().find(|r| r.name == name)
-}
-
-/// What a binding grants: a built-in role, or permissions listed one by one (an inline policy).
+/// What a binding grants: a role, or permissions listed one by one (an inline policy).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Grants {
+    /// A role by name: a built-in, or one `cutover.yaml` declares (which [`resolve`] looks up
+    /// when the caller is identified).
     Role(String),
     Permissions(Vec<Permission>),
+    /// A declared role as it stood when the caller was identified: its permissions, or `None`
+    /// when no role of that name is declared any more, as an IAM policy that was deleted: then
+    /// it grants nothing, and a 403 says why. Never stored ([`Binding::stored`] turns it back
+    /// into the name), so that a change of the role reaches every credential bound to it at
+    /// once.
+    #[serde(skip)]
+    Declared {
+        role: String,
+        permissions: Option<Vec<Permission>>,
+    },
 }
 
 /// A role (or permissions) on the resources its scopes match.
@@ -79,8 +43,8 @@ pub struct Binding {
 /// Why a binding cannot be made.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BindingError {
-    #[error("no role `{0}`; the roles are viewer, deployer and admin (`docs/access.md`)")]
-    UnknownRole(String),
+    #[error("no role `{name}`; the roles are {known} (`docs/access.md`)")]
+    UnknownRole { name: String, known: String },
     #[error("no permission `{0}`; `docs/access.md` lists them")]
     UnknownPermission(String),
     #[error("a binding needs a role or at least one permission")]
@@ -92,16 +56,32 @@ pub enum BindingError {
 }
 
 impl Binding {
-    /// A checked binding: the role and every permission exist, every scope is a valid glob.
+    /// A checked binding of a built-in role or of permissions: see [`Binding::checked`].
     pub fn new(
         role_name: Option<&str>,
         permissions: &[String],
         scopes: &[String],
     ) -> Result<Binding, BindingError> {
+        Binding::checked(role_name, permissions, scopes, &[])
+    }
+
+    /// A checked binding: the role (built in, or one of `declared`) and every permission exist,
+    /// every scope is a valid glob.
+    pub fn checked(
+        role_name: Option<&str>,
+        permissions: &[String],
+        scopes: &[String],
+        declared: &[DeclaredRole],
+    ) -> Result<Binding, BindingError> {
         let grants = match role_name {
             Some(_) if !permissions.is_empty() => return Err(BindingError::RoleAndPermissions),
             Some(name) => {
-                role(name).ok_or_else(|| BindingError::UnknownRole(name.to_string()))?;
+                if role(name).is_none() && !declared.iter().any(|r| r.name == name) {
+                    return Err(BindingError::UnknownRole {
+                        name: name.to_string(),
+                        known: role_names(declared),
+                    });
+                }
                 Grants::Role(name.to_string())
             }
             None if permissions.is_empty() => return Err(BindingError::Empty),
@@ -117,12 +97,8 @@ impl Binding {
         };
         let scopes = if scopes.is_empty() { vec!["*".to_string()] } else { scopes.to_vec() };
         for scope in &scopes {
-            if scope != "*" {
-                Glob::new(scope).map_err(|err| BindingError::Scope {
-                    scope: scope.clone(),
-                    problem: err.to_string(),
-                })?;
-            }
+            model::access::check_scope(scope)
+                .map_err(|problem| BindingError::Scope { scope: scope.clone(), problem })?;
         }
         Ok(Binding { grants, scopes })
     }
@@ -131,10 +107,36 @@ impl Binding {
         Binding { grants: Grants::Role("admin".into()), scopes: vec!["*".into()] }
     }
 
+    /// As it is stored: a declared role by its name, whatever it grants now.
+    pub fn stored(&self) -> Binding {
+        match &self.grants {
+            Grants::Declared { role, .. } => {
+                Binding { grants: Grants::Role(role.clone()), scopes: self.scopes.clone() }
+            }
+            _ => self.clone(),
+        }
+    }
+
+    /// The declared role it names that no longer exists, if so.
+    pub fn gone_role(&self) -> Option<&str> {
+        match &self.grants {
+            Grants::Declared { role, permissions: None } => Some(role),
+            _ => None,
+        }
+    }
+
+    /// Whether it names a role that is not built in, which [`resolve`] must look up.
+    pub fn names_declared_role(&self) -> bool {
+        matches!(&self.grants, Grants::Role(name) if role(name).is_none())
+    }
+
     fn has(&self, permission: Permission) -> bool {
         match &self.grants {
             Grants::Role(name) => role(name).is_some_and(|r| r.permissions.contains(&permission)),
             Grants::Permissions(permissions) => permissions.contains(&permission),
+            Grants::Declared { permissions, .. } => {
+                permissions.as_ref().is_some_and(|p| p.contains(&permission))
+            }
         }
     }
 
@@ -159,7 +161,7 @@ impl Binding {
 impl fmt::Display for Binding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.grants {
-            Grants::Role(name) => write!(f, "role {name}")?,
+            Grants::Role(name) | Grants::Declared { role: name, .. } => write!(f, "role {name}")?,
             Grants::Permissions(p) => write!(
                 f,
                 "permissions {}",
@@ -168,6 +170,36 @@ impl fmt::Display for Binding {
         }
         write!(f, " on {}", self.scopes.join(", "))
     }
+}
+
+/// The roles a binding may name, for messages: `viewer, deployer, admin and release-manager`.
+fn role_names(declared: &[DeclaredRole]) -> String {
+    let names: Vec<&str> =
+        ROLES.iter().map(|r| r.name).chain(declared.iter().map(|r| r.name.as_str())).collect();
+    match names.split_last() {
+        Some((last, [])) => last.to_string(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
+
+/// `bindings` with each role that is not built in looked up in `declared` (the roles
+/// `cutover.yaml` declares now): its permissions, or none when it is no longer declared.
+pub fn resolve(bindings: Vec<Binding>, declared: &[DeclaredRole]) -> Vec<Binding> {
+    bindings
+        .into_iter()
+        .map(|binding| match &binding.grants {
+            Grants::Role(name) if role(name).is_none() => {
+                let permissions =
+                    declared.iter().find(|r| r.name == *name).map(|r| r.permissions.clone());
+                Binding {
+                    grants: Grants::Declared { role: name.clone(), permissions },
+                    scopes: binding.scopes,
+                }
+            }
+            _ => binding,
+        })
+        .collect()
 }
 
 /// A permission `binding` grants that `holder` does not hold on `*`: a credential may create
@@ -209,6 +241,7 @@ pub fn decide(bindings: &[Binding], permission: Permission, resource: &Resource)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use Permission as P;
 
     fn binding(role: &str, scopes: &[&str]) -> Binding {
         let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
@@ -302,7 +335,10 @@ mod tests {
         );
         assert_eq!(
             Binding::new(Some("root"), &[], &[]),
-            Err(BindingError::UnknownRole("root".into()))
+            Err(BindingError::UnknownRole {
+                name: "root".into(),
+                known: "viewer, deployer and admin".into()
+            })
         );
         assert_eq!(
             Binding::new(None, &["delete-everything".into()], &[]),
@@ -312,5 +348,61 @@ mod tests {
             Binding::new(Some("viewer"), &[], &["/abs".into()]),
             Err(BindingError::Scope { .. })
         ));
+    }
+
+    fn release_manager() -> DeclaredRole {
+        DeclaredRole {
+            name: "release-manager".into(),
+            permissions: vec![P::Read, P::Logs, P::Deploy, P::Approve],
+            description: None,
+        }
+    }
+
+    #[test]
+    fn a_declared_role_grants_exactly_its_permissions_on_its_scopes() {
+        let declared = [release_manager()];
+        let binding =
+            Binding::checked(Some("release-manager"), &[], &["web/*".into()], &declared).unwrap();
+        assert_eq!(binding.grants, Grants::Role("release-manager".into()));
+        let resolved = resolve(vec![binding.clone()], &declared);
+        assert_eq!(resolved[0].to_string(), "role release-manager on web/*");
+        for permission in Permission::ALL {
+            let allowed = decide(&resolved, permission, &group("web/web-prod")) == Decision::Allow;
+            assert_eq!(allowed, declared[0].permissions.contains(&permission), "{permission}");
+        }
+        assert!(matches!(decide(&resolved, P::Deploy, &group("api/p")), Decision::Deny { .. }));
+        // What is stored is the name, so that a change of the role reaches the credential.
+        assert_eq!(resolved[0].stored(), binding);
+        // Built-ins are never looked up.
+        let viewer = binding_of("viewer");
+        assert_eq!(resolve(vec![viewer.clone()], &declared), vec![viewer]);
+    }
+
+    fn binding_of(role: &str) -> Binding {
+        binding(role, &["*"])
+    }
+
+    #[test]
+    fn a_binding_to_a_role_no_longer_declared_grants_nothing_and_says_so() {
+        let stored = Binding::checked(Some("release-manager"), &[], &[], &[release_manager()]);
+        let resolved = resolve(vec![stored.unwrap()], &[]);
+        assert_eq!(resolved[0].gone_role(), Some("release-manager"));
+        for permission in Permission::ALL {
+            assert!(
+                matches!(decide(&resolved, permission, &Resource::Any), Decision::Deny { .. }),
+                "{permission}"
+            );
+        }
+        assert_eq!(not_held(&[Binding::admin()], &resolved[0]), None);
+    }
+
+    #[test]
+    fn an_unknown_role_is_refused_naming_the_built_in_and_declared_ones() {
+        let err = Binding::checked(Some("release"), &[], &[], &[release_manager()]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "no role `release`; the roles are viewer, deployer, admin and release-manager \
+             (`docs/access.md`)"
+        );
     }
 }

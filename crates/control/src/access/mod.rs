@@ -306,7 +306,59 @@ fn caller_of_secret(state: &AppState, secret: &str) -> (Caller, Option<u64>) {
         return (Caller::Unknown, None);
     }
     let expires_at = row.as_ref().and_then(|r| r.expires_at);
-    (credentials::named_caller(row, now), expires_at)
+    (with_declared_roles(state, credentials::named_caller(row, now)), expires_at)
+}
+
+/// `caller` with the roles its bindings name that are not built in looked up as `cutover.yaml`
+/// declares them now: a role that `apply` changed or removed takes effect at the next request.
+fn with_declared_roles(state: &AppState, caller: Caller) -> Caller {
+    let resolve = |bindings: Vec<Binding>| {
+        if bindings.iter().any(Binding::names_declared_role) {
+            decision::resolve(bindings, &declared_roles(&state.store))
+        } else {
+            bindings
+        }
+    };
+    match caller {
+        Caller::Named { name, bindings } => Caller::Named { name, bindings: resolve(bindings) },
+        Caller::User { user, via, bindings } => {
+            Caller::User { user, via, bindings: resolve(bindings) }
+        }
+        other => other,
+    }
+}
+
+/// The roles `cutover.yaml` declares (`access.roles`), as the last `apply` stored them. A store
+/// that cannot be read declares none: a binding to a declared role then grants nothing, which
+/// fails closed.
+pub fn declared_roles(store: &store::Store) -> Vec<model::access::DeclaredRole> {
+    use store::DocumentStore;
+    let docs = store.read(|tx| tx.doc_list::<crate::declared::RoleDoc>());
+    docs.map(|docs| docs.into_iter().map(|(_, doc)| doc.0).collect()).unwrap_or_else(|err| {
+        tracing::warn!("the declared roles could not be read: {err}");
+        Vec::new()
+    })
+}
+
+/// What the plan says of a role `apply` deletes: the credentials bound to it, which then grant
+/// nothing (as with AWS, a credential's permissions are its policy's: none once it is gone).
+pub(crate) fn bound_to_role(store: &store::Store, role: &str) -> Result<Option<String>, ApiError> {
+    let rows = store.read(|tx| tx.credential_list())?;
+    let bound: Vec<String> = rows
+        .iter()
+        .filter(|row| {
+            serde_json::from_str::<StoredBindings>(&row.bindings).is_ok_and(|stored| {
+                stored.bindings.iter().any(|b| b.grants == decision::Grants::Role(role.into()))
+            })
+        })
+        .map(|row| row.name.clone())
+        .collect();
+    Ok((!bound.is_empty()).then(|| {
+        format!(
+            "the credentials bound to it grant nothing until it is declared again: {}",
+            bound.join(", ")
+        )
+    }))
 }
 
 /// The request's resource; for a deployment group in the body, the body is read and put back.
@@ -371,13 +423,27 @@ fn forbidden(
 ) -> Response {
     let scope = would_grant.scopes.join(",");
     let role = match &would_grant.grants {
-        decision::Grants::Role(role) => role.as_str(),
+        decision::Grants::Role(role) | decision::Grants::Declared { role, .. } => role.as_str(),
         decision::Grants::Permissions(_) => "admin",
+    };
+    let gone: Vec<String> = caller
+        .bindings()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|b| b.gone_role().map(|role| format!("role {role}")))
+        .collect();
+    let gone = if gone.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " (its {} is no longer declared in cutover.yaml's access.roles, so it grants nothing)",
+            gone.join(" and ")
+        )
     };
     ApiError::new(
         StatusCode::FORBIDDEN,
         format!(
-            "{} lacks the permission `{missing}` on {resource}; a binding of {would_grant} \
+            "{} lacks the permission `{missing}` on {resource}{gone}; a binding of {would_grant} \
              grants it (an admin runs `cutover tokens create NAME --role {role} --scope '{scope}'`; \
              docs/access.md lists what each role may do)",
             caller.actor()
@@ -527,9 +593,12 @@ pub async fn create_token(
     Json(request): Json<CreateTokenRequest>,
 ) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
     credentials::check_name(&request.name).map_err(|err| ApiError::bad_request(err.to_string()))?;
-    let binding = Binding::new(request.role.as_deref(), &request.permissions, &request.scopes)
-        .map_err(|err| ApiError::bad_request(err.to_string()))?;
-    if let Some(permission) = decision::not_held(&creator, &binding) {
+    let declared = declared_roles(&state.store);
+    let binding =
+        Binding::checked(request.role.as_deref(), &request.permissions, &request.scopes, &declared)
+            .map_err(|err| ApiError::bad_request(err.to_string()))?;
+    let granted = decision::resolve(vec![binding.clone()], &declared);
+    if let Some(permission) = decision::not_held(&creator, &granted[0]) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             format!(
@@ -614,7 +683,8 @@ pub async fn login_finish(
             },
         );
     };
-    let (identity, bindings) = match oidc.finish(&login, now).await {
+    let mappings = group_mappings(&state, oidc);
+    let (identity, bindings) = match oidc.finish(&login, now, &mappings).await {
         Ok(found) => found,
         Err(err) => {
             let (status, actor, outcome) = match &err {
@@ -658,6 +728,23 @@ pub async fn login_finish(
             expires_at,
         }),
     ))
+}
+
+/// Which groups get which roles: `cutover up --oidc-group` when given, else what cutover.yaml's
+/// `access.oidc.groups` declares. The flags win so that an operator can always get in again by
+/// restarting with them, whatever a file applied (a break-glass, as with a bootstrap token).
+fn group_mappings(state: &AppState, oidc: &oidc::Oidc) -> Vec<oidc::GroupMapping> {
+    if !oidc.config.groups.is_empty() {
+        return oidc.config.groups.clone();
+    }
+    use store::DocumentStore;
+    let declared = state.store.read(|tx| tx.doc_list::<crate::declared::GroupDoc>());
+    let declared = declared.unwrap_or_else(|err| {
+        tracing::warn!("the declared group mappings could not be read: {err}");
+        Vec::new()
+    });
+    let groups: Vec<_> = declared.into_iter().map(|(_, doc)| doc.0).collect();
+    oidc::declared_mappings(&groups)
 }
 
 fn single_sign_on(state: &AppState) -> Result<&oidc::Oidc, ApiError> {

@@ -57,6 +57,28 @@ pub enum GroupMappingError {
     Binding { text: String, problem: BindingError },
 }
 
+/// The mappings `access.oidc.groups` declares, as `apply` stored them: a grant whose role is
+/// neither built in nor declared any more maps to a binding that grants nothing (the role is
+/// looked up at each request, as for credentials).
+pub fn declared_mappings(groups: &[model::access::DeclaredGroup]) -> Vec<GroupMapping> {
+    groups
+        .iter()
+        .flat_map(|g| {
+            g.grants.iter().map(|grant| GroupMapping {
+                group: g.group.clone(),
+                binding: Binding {
+                    grants: super::decision::Grants::Role(grant.role.clone()),
+                    scopes: if grant.scopes.is_empty() {
+                        vec!["*".to_string()]
+                    } else {
+                        grant.scopes.clone()
+                    },
+                },
+            })
+        })
+        .collect()
+}
+
 /// `deployers=deployer:web/*,web`: the group `deployers` gets role deployer on `web/*` and `web`.
 pub fn parse_group_mapping(text: &str) -> Result<GroupMapping, GroupMappingError> {
     let shape = || GroupMappingError::Shape(text.to_string());
@@ -226,8 +248,9 @@ pub enum LoginError {
     #[error(transparent)]
     IdToken(#[from] IdTokenError),
     #[error(
-        "{user} signed in, but none of their groups ({groups}) is given a role here; the \
-         operator maps groups to roles with `cutover up --oidc-group GROUP=ROLE[:SCOPES]`"
+        "{user} signed in, but none of their groups ({groups}) is given a role here; an admin \
+         maps groups to roles in cutover.yaml's access.oidc.groups (or with `cutover up \
+         --oidc-group GROUP=ROLE[:SCOPES]`)"
     )]
     NoRole { user: String, groups: String },
 }
@@ -294,11 +317,13 @@ impl Oidc {
         })
     }
 
-    /// Redeems the code and checks its ID token; the identity and the bindings it maps to.
+    /// Redeems the code and checks its ID token; the identity and the bindings `mappings` give
+    /// its groups.
     pub async fn finish(
         &self,
         login: &LoginFinish,
         now_ms: u64,
+        mappings: &[GroupMapping],
     ) -> Result<(Identity, Vec<Binding>), LoginError> {
         let discovery = self.discovery().await?;
         let form = [
@@ -333,7 +358,7 @@ impl Oidc {
                 now: now_ms / 1000,
             },
         )?;
-        let bindings = bindings_of(&identity.groups, &self.config.groups);
+        let bindings = bindings_of(&identity.groups, mappings);
         if bindings.is_empty() {
             let groups: BTreeSet<&str> = identity.groups.iter().map(String::as_str).collect();
             let groups = if groups.is_empty() {
@@ -464,6 +489,23 @@ mod tests {
             "--oidc-group `ops=root`: no role `root`; the roles are viewer, deployer and admin \
              (`docs/access.md`)"
         );
+    }
+
+    #[test]
+    fn groups_declared_in_the_file_map_to_bindings_on_their_scopes_or_everything() {
+        use model::access::{DeclaredGroup, GroupGrant};
+        let declared = [DeclaredGroup {
+            group: "release".into(),
+            grants: vec![
+                GroupGrant { role: "release-manager".into(), scopes: vec!["web/*".into()] },
+                GroupGrant { role: "viewer".into(), scopes: vec![] },
+            ],
+        }];
+        let mappings = declared_mappings(&declared);
+        let bindings = bindings_of(&["release".into()], &mappings);
+        let shown: Vec<String> = bindings.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["role release-manager on web/*", "role viewer on *"]);
+        assert!(bindings_of(&["deployers".into()], &mappings).is_empty());
     }
 
     #[test]

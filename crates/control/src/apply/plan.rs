@@ -45,6 +45,12 @@ pub(super) fn plan(
     };
     plan.declare_routing(store, file, current)?;
     plan.declare_monitoring(store, file)?;
+    for role in &file.access.roles {
+        plan.declare(store, KIND_ROLE, &role.name, &RoleDoc(role.clone()))?;
+    }
+    for group in &file.access.groups {
+        plan.declare(store, KIND_OIDC_GROUP, &group.group, &GroupDoc(group.clone()))?;
+    }
     for service in &file.services {
         let task_definition = &task_definitions[&service.name];
         plan.declare_service(store, service, task_definition, file_name, notes)?;
@@ -58,6 +64,9 @@ pub(super) fn plan(
     plan.removed.check_pipelines(file, notes);
     plan.remove_from_candidate();
     plan.items.extend(plan.removed.plan_items(current));
+    for item in plan.items.iter_mut().filter(|i| i.kind == KIND_ROLE && i.action == "delete") {
+        item.detail = crate::access::bound_to_role(store, &item.name)?;
+    }
     Ok(plan)
 }
 

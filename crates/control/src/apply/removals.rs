@@ -20,6 +20,8 @@ pub(super) struct Removals {
     pub(super) deployment_configs: Vec<String>,
     pub(super) target_groups: Vec<String>,
     pub(super) load_balancers: Vec<String>,
+    pub(super) roles: Vec<String>,
+    pub(super) oidc_groups: Vec<String>,
 }
 
 /// Finds what `apply` deletes, and refuses (409, nothing changed) when a deletion would cut a
@@ -67,6 +69,14 @@ pub(super) fn plan_removals(
         load_balancers: gone(
             &file.load_balancers.iter().map(|l| l.name.as_str()).collect::<Vec<_>>(),
             current.load_balancers.iter().map(|l| l.name.clone()).collect(),
+        ),
+        roles: gone(
+            &file.access.roles.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+            names(KIND_ROLE)?,
+        ),
+        oidc_groups: gone(
+            &file.access.groups.iter().map(|g| g.group.as_str()).collect::<Vec<_>>(),
+            names(KIND_OIDC_GROUP)?,
         ),
     };
 
@@ -177,6 +187,16 @@ impl Removals {
                 .then(|| format!("with its {registered} target(s) registered by hand"));
             out.push(item(KIND_TARGET_GROUP, name, detail));
         }
+        for name in &self.roles {
+            out.push(item(KIND_ROLE, name, None));
+        }
+        for name in &self.oidc_groups {
+            out.push(item(
+                KIND_OIDC_GROUP,
+                name,
+                Some("its members get no role from it at their next sign-in".into()),
+            ));
+        }
         for name in &self.load_balancers {
             let binds: Vec<String> = current
                 .load_balancers
@@ -247,6 +267,8 @@ impl Removals {
             (KIND_DEPLOYMENT_CONFIG, &self.deployment_configs),
             (KIND_TARGET_GROUP, &self.target_groups),
             (KIND_LOAD_BALANCER, &self.load_balancers),
+            (KIND_ROLE, &self.roles),
+            (KIND_OIDC_GROUP, &self.oidc_groups),
         ] {
             for name in names {
                 tx.resource_delete(kind, name)?;

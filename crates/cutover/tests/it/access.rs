@@ -581,3 +581,97 @@ fn a_web_page_cannot_act_on_or_read_a_loopback_api_that_needs_no_token() {
         (status == "Succeeded").then_some(())
     });
 }
+
+/// The role the next test declares, with the permissions cutover.yaml gives it.
+const RELEASE_MANAGER: [Permission; 4] =
+    [Permission::Read, Permission::Logs, Permission::Deploy, Permission::Approve];
+
+#[test]
+fn a_credential_bound_to_a_declared_role_can_do_exactly_its_permissions_and_nothing_once_apply_removes_the_role()
+ {
+    let names: Vec<&str> = RELEASE_MANAGER.iter().map(|p| p.name()).collect();
+    let access = format!(
+        "access:\n  roles:\n    - {{ name: release-manager, permissions: [{}] }}\n",
+        names.join(", ")
+    );
+    let cluster = Cluster::start(Options { top_extra: access.clone(), ..Options::default() });
+    let applied = cluster.json(&["apply", "-f", "cutover.yaml"]);
+    let created =
+        serde_json::json!({"kind": "role", "name": "release-manager", "action": "create"});
+    assert!(
+        applied["plan"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|item| { ["kind", "name", "action"].iter().all(|k| item[k] == created[k]) }),
+        "{applied}"
+    );
+    cluster.apply_and_wait_for_v1();
+    let secret = create_token(&cluster, "rm", &["--role", "release-manager"]);
+    let listed = cluster.json(&["tokens", "list"]);
+    assert_eq!(listed[0]["bindings"], serde_json::json!(["role release-manager on *"]));
+
+    // Every endpoint of the permission map: refused without the role's permissions (changing
+    // nothing), past authorization with them; shutdown is not among them.
+    let before = fingerprint(&cluster);
+    let endpoints = ENDPOINTS.iter().filter_map(|e| match e.rule {
+        Rule::Needs(permission, _) => Some((e, permission)),
+        _ => None,
+    });
+    for (endpoint, permission) in endpoints.clone().filter(|(_, p)| !RELEASE_MANAGER.contains(p)) {
+        let (path, body) = request_for(endpoint);
+        let (status, answer) = call(&cluster, &secret, endpoint.method, &path, &body);
+        let message = answer["error"].as_str().unwrap_or_default();
+        assert_eq!(status, 403, "{} {path}: {answer}", endpoint.method);
+        assert!(
+            message.starts_with(&format!("token:rm lacks the permission `{permission}` on ")),
+            "{message}"
+        );
+    }
+    assert_eq!(fingerprint(&cluster), before, "a refused request changed something");
+    for (endpoint, permission) in endpoints.filter(|(_, p)| RELEASE_MANAGER.contains(p)) {
+        let (path, body) = request_for(endpoint);
+        let (status, answer) = call(&cluster, &secret, endpoint.method, &path, &body);
+        assert!(
+            status != 401 && status != 403,
+            "{} {path} with {permission} answered {status}: {answer}",
+            endpoint.method
+        );
+    }
+
+    // `apply` of the file without the role deletes it, and says which credentials it leaves
+    // with nothing; from the next request on, the credential may do nothing, and is told why.
+    let yaml = std::fs::read_to_string(cluster.path("cutover.yaml")).unwrap();
+    std::fs::write(cluster.path("cutover.yaml"), yaml.replace(&access, "")).unwrap();
+    let applied = cluster.json(&["apply", "-f", "cutover.yaml"]);
+    let deleted = applied["plan"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|item| item["kind"] == "role")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        deleted,
+        serde_json::json!({
+            "kind": "role", "name": "release-manager", "action": "delete",
+            "detail": "the credentials bound to it grant nothing until it is declared again: rm",
+        })
+    );
+    let (status, answer) = call(&cluster, &secret, "GET", "/v1/status", &serde_json::json!({}));
+    assert_eq!(status, 403, "{answer}");
+    assert_eq!(
+        answer["error"],
+        "token:rm lacks the permission `read` on * (its role release-manager is no longer \
+         declared in cutover.yaml's access.roles, so it grants nothing); a binding of role \
+         viewer on * grants it (an admin runs `cutover tokens create NAME --role viewer --scope \
+         '*'`; docs/access.md lists what each role may do)"
+    );
+    let refused = cluster.cli(&["tokens", "create", "rm2", "--role", "release-manager"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .contains("no role `release-manager`; the roles are viewer, deployer and admin"),
+        "{refused:?}"
+    );
+}

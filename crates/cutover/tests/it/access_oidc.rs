@@ -286,3 +286,88 @@ fn the_real_providers_id_token_verifies_against_its_jwks_and_tampered_or_expired
     let replayed = Expected { nonce: "another-login", ..expected };
     assert_eq!(verify_id_token(&raw, &jwks, &replayed), Err(IdTokenError::Nonce));
 }
+
+/// Runs `cutover login --no-browser` as the user whose config lives in `config_home`, and
+/// completes the provider's side with the browser: what the CLI printed and how it ended.
+fn log_in(cluster: &Cluster, provider: &Provider, config_home: &Path) -> std::process::Output {
+    let mut login = Command::new(env!("CARGO_BIN_EXE_cutover"))
+        .args(["login", "--no-browser"])
+        .env("CUTOVER_API", cluster.api_url())
+        .env("CUTOVER_DATA_DIR", cluster.data_dir())
+        .env("XDG_CONFIG_HOME", config_home)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(login.stderr.take().unwrap()).lines();
+    let mut said = String::new();
+    let url = loop {
+        let line = stderr.next().expect("login exited before printing the URL").unwrap();
+        if let Some(url) = line.trim().strip_prefix(&format!("{}/auth?", provider.issuer)) {
+            break format!("{}/auth?{url}", provider.issuer);
+        }
+        said.push_str(&line);
+        said.push('\n');
+    };
+    browse(&cluster.path("cookies"), &url);
+    let mut output = login.wait_with_output().unwrap();
+    for line in stderr.map_while(Result::ok) {
+        said.push_str(&line);
+        said.push('\n');
+    }
+    output.stderr = said.into_bytes();
+    output
+}
+
+#[test]
+fn groups_mapped_in_cutover_yaml_give_their_members_roles_and_a_group_apply_unmaps_is_refused() {
+    let provider = start_provider();
+    let mapping =
+        "access:\n  oidc:\n    groups:\n      deployers: [{ role: deployer, scope: 'web/*' }]\n";
+    let cluster = Cluster::start(Options {
+        up_env: vec![
+            ("CUTOVER_OIDC_ISSUER", provider.issuer.clone()),
+            ("CUTOVER_OIDC_CLIENT_ID", "cutover".into()),
+        ],
+        top_extra: mapping.to_string(),
+        ..Options::default()
+    });
+    cluster.apply_and_wait_for_v1();
+    let config_home = cluster.path("home/.config");
+
+    let signed_in = log_in(&cluster, &provider, &config_home);
+    assert!(signed_in.status.success(), "{signed_in:?}");
+    let said = String::from_utf8_lossy(&signed_in.stdout);
+    let expected =
+        format!("logged in to {} as alice (role deployer on web/*) until ", cluster.api_url());
+    assert!(said.starts_with(&expected), "{said}");
+
+    // The file now maps another group: alice's is no longer given a role.
+    let yaml = std::fs::read_to_string(cluster.path("cutover.yaml")).unwrap();
+    let remapped = yaml.replace(mapping, &mapping.replace("deployers:", "platform:"));
+    std::fs::write(cluster.path("cutover.yaml"), remapped).unwrap();
+    let applied = cluster.json(&["apply", "-f", "cutover.yaml"]);
+    let groups: Vec<String> = applied["plan"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|item| item["kind"] == "oidc_group")
+        .map(|item| format!("{} {}", item["action"], item["name"]).replace('"', ""))
+        .collect();
+    assert_eq!(groups, ["create platform", "delete deployers"], "{applied}");
+
+    let refused = log_in(&cluster, &provider, &cluster.path("other/.config"));
+    assert!(!refused.status.success(), "{refused:?}");
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains(
+            "alice signed in, but none of their groups (deployers) is given a role here; an admin \
+             maps groups to roles in cutover.yaml's access.oidc.groups"
+        ),
+        "{said}"
+    );
+    let logins = cluster.json(&["audit", "--action", "login", "--actor", "user:alice"]);
+    let outcomes: Vec<&str> =
+        logins.as_array().unwrap().iter().map(|e| e["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["succeeded", "denied"], "{logins}");
+}
