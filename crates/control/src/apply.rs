@@ -59,6 +59,7 @@ pub fn apply(
     let mut notes: Vec<String> = parsed.notes.iter().map(|d| d.to_string()).collect();
     let mut file = parsed.value;
     paths::certificates_relative_to_the_file(&mut file, &request)?;
+    paths::acme_in_the_data_dir(&mut file, &engine.data_dir);
     let task_definitions = task_definitions::resolve_for_services(&engine.store, &request, &file)?;
     let current = engine.store.read(Snapshot::load)?;
     let mut plan =

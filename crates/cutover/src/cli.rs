@@ -151,6 +151,9 @@ enum Command {
         #[arg(long, short)]
         follow: bool,
     },
+    /// Certificates obtained over ACME for HTTPS listeners with `acme`: names, expiry, next
+    /// renewal, failures and the last error.
+    Certificates,
     /// Target groups: targets with their health (ALB's states and reasons), registering by hand.
     #[command(subcommand, name = "target-groups")]
     TargetGroups(TargetGroupsCommand),
@@ -502,6 +505,7 @@ fn api_tls(cert: Option<PathBuf>, key: Option<PathBuf>) -> anyhow::Result<Option
         key_file: key.display().to_string(),
         // One certificate for the API: no SNI choice.
         certificates: Vec::new(),
+        acme: None,
     };
     let acceptor = proxy::tls_acceptor(&config).context("--tls-cert/--tls-key")?;
     Ok(Some(control::ApiTls(acceptor)))
@@ -599,6 +603,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             render::print(json, &tasks, render::tasks)
         }
         Command::Logs { task, follow } => logs(&client, &task, follow),
+        Command::Certificates => {
+            let list: Vec<control::certificates::CertificateStatus> =
+                client.get("/v1/certificates")?;
+            render::print(json, &list, render::certificates)
+        }
         Command::TargetGroups(command) => target_groups(&client, command, json),
         Command::TaskDefinitions(command) => task_definitions(&client, command, json),
         Command::DeploymentConfigs(command) => deployment_configs(&client, command, json),

@@ -67,6 +67,11 @@ pub(super) fn load_balancer(
                     None => ok = false,
                 }
             }
+            let has_http = out.iter().any(|l: &ListenerSpec| l.tls.is_none());
+            for challenge in meta.listeners.iter().filter_map(|m| m.acme_http_01.as_ref()) {
+                super::acme::check_http_01_listener(cx, challenge, lb_name, has_http);
+                ok &= has_http;
+            }
             ok.then_some(out)
         });
     let connections =
@@ -174,6 +179,7 @@ const LISTENER_FIELDS: &[&str] = &[
     "default_action",
     "rules",
     "certificates",
+    "acme",
 ];
 
 fn listener(cx: &mut Cx<'_>, node: &Node, path: &str) -> (Option<ListenerSpec>, ListenerMeta) {
@@ -210,8 +216,9 @@ fn listener(cx: &mut Cx<'_>, node: &Node, path: &str) -> (Option<ListenerSpec>, 
     let certificates = optional(cx, &mut f, "certificates", |cx, c| {
         sni_certificates(cx, c).map(|list| (list, Loc::of(c)))
     });
-    let tls = match (https, certificate, key, certificates) {
-        (Some(https), Some(certificate), Some(key), Some(certificates)) => {
+    let acme = optional(cx, &mut f, "acme", super::acme::acme);
+    let tls = match (https, certificate, key, certificates, &acme) {
+        (Some(https), Some(certificate), Some(key), Some(certificates), Some(acme)) => {
             let https = https.unwrap_or(false);
             if let (false, Some((_, loc))) = (https, &certificates) {
                 cx.error(
@@ -223,10 +230,24 @@ fn listener(cx: &mut Cx<'_>, node: &Node, path: &str) -> (Option<ListenerSpec>, 
                 None
             } else {
                 let certificates = certificates.map(|(list, _)| list).unwrap_or_default();
+                let acme_settings = acme.as_ref().map(|a| a.acme.clone());
                 match (https, certificate, key) {
                     (true, Some((certificate_file, _)), Some((key_file, _))) => {
-                        Some(Some(TlsConfig { certificate_file, key_file, certificates }))
+                        Some(Some(TlsConfig {
+                            certificate_file,
+                            key_file,
+                            certificates,
+                            acme: acme_settings,
+                        }))
                     }
+                    // The default certificate is the first name's from ACME (set by `apply`,
+                    // which knows where the data directory keeps it).
+                    (true, None, None) if acme.is_some() => Some(Some(TlsConfig {
+                        certificate_file: String::new(),
+                        key_file: String::new(),
+                        certificates,
+                        acme: acme_settings,
+                    })),
                     (true, certificate, key) => {
                         for (missing, present) in [
                             ("certificate_file", certificate.is_some()),
@@ -248,12 +269,15 @@ fn listener(cx: &mut Cx<'_>, node: &Node, path: &str) -> (Option<ListenerSpec>, 
                     (false, certificate, key) => {
                         let given = certificate
                             .as_ref()
-                            .map(|c| ("certificate_file", c))
-                            .or(key.as_ref().map(|k| ("key_file", k)));
-                        if let Some((field, (_, loc))) = given {
+                            .map(|c| ("certificate_file", &c.1))
+                            .or(key.as_ref().map(|k| ("key_file", &k.1)))
+                            .or(acme.as_ref().map(|a| ("acme", &a.loc)));
+                        if let Some((field, loc)) = given {
+                            let remove =
+                                if field == "acme" { "`acme`" } else { "the certificate and key" };
                             let message = format!(
                                 "`{field}` is only used with `protocol: HTTPS`; add `protocol: HTTPS` \
-                             or remove the certificate and key"
+                             or remove {remove}"
                             );
                             cx.error(loc.pos, &loc.path, message);
                             None
@@ -275,6 +299,22 @@ fn listener(cx: &mut Cx<'_>, node: &Node, path: &str) -> (Option<ListenerSpec>, 
         super::listener_rules::listener_rules(cx, r, &mut meta.rules)
     });
     f.finish(cx, LISTENER_FIELDS, &[]);
+    // The names to certify come from the rules, read where they are written.
+    let tls = match (tls, acme.flatten()) {
+        (Some(Some(mut tls)), Some(given)) => {
+            let names = super::acme::host_names(cx, &given, node, path);
+            if given.acme.challenge == routes::acme::Challenge::Http01 {
+                meta.acme_http_01 = Some(given.challenge_loc.clone());
+            }
+            names.map(|names| {
+                if let Some(acme) = &mut tls.acme {
+                    acme.names = names;
+                }
+                Some(tls)
+            })
+        }
+        (tls, _) => tls,
+    };
     if let (Some((port, loc)), Some(address)) = (&port, &address) {
         let ip = address.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
         meta.bind = Some((SocketAddr::new(ip, *port), loc.clone()));

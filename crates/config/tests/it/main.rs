@@ -2,6 +2,7 @@
 //! column, path, message) and the seeds' own files. `UPDATE_EXPECT=1 cargo test -p spec`
 //! rewrites the snapshots.
 
+mod acme;
 mod appspec;
 mod cutover_file;
 mod fuzz_corpus;
