@@ -170,7 +170,10 @@ impl SniResolver {
         let certs: Vec<CertificateDer<'static>> =
             CertificateDer::pem_file_iter(&path).ok()?.collect::<Result<_, _>>().ok()?;
         let key = PrivateKeyDer::from_pem_file(&path).ok()?;
-        CertifiedKey::from_der(certs, key, &self.provider).ok().map(Arc::new)
+        // Not `from_der`: its check that key and certificate match parses the certificate with
+        // webpki, which refuses the critical acmeIdentifier extension this one must carry.
+        let key = self.provider.key_provider.load_private_key(key).ok()?;
+        Some(Arc::new(CertifiedKey::new(certs, key)))
     }
 }
 
