@@ -67,7 +67,10 @@ pub(super) fn load_balancer(
                     None => ok = false,
                 }
             }
-            let has_http = out.iter().any(|l: &ListenerSpec| l.tls.is_none());
+            // As written, so that a mistake elsewhere in an HTTP listener reports only itself.
+            let has_http = items
+                .iter()
+                .any(|item| item.get("protocol", false).and_then(Node::as_str) != Some("HTTPS"));
             for challenge in meta.listeners.iter().filter_map(|m| m.acme_http_01.as_ref()) {
                 super::acme::check_http_01_listener(cx, challenge, lb_name, has_http);
                 ok &= has_http;
