@@ -603,11 +603,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             render::print(json, &tasks, render::tasks)
         }
         Command::Logs { task, follow } => logs(&client, &task, follow),
-        Command::Certificates => {
-            let list: Vec<control::certificates::CertificateStatus> =
-                client.get("/v1/certificates")?;
-            render::print(json, &list, render::certificates)
-        }
         Command::TargetGroups(command) => target_groups(&client, command, json),
         Command::TaskDefinitions(command) => task_definitions(&client, command, json),
         Command::DeploymentConfigs(command) => deployment_configs(&client, command, json),
@@ -619,6 +614,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Tokens(command) => crate::access::tokens(&client, command, json),
         Command::Audit(args) => crate::access::audit(&client, args, json),
         Command::Login(args) => crate::login::login(&client, args),
+        Command::Certificates => certificates(&client, json),
         Command::Metrics { metric, target_group, service, statistic, period, since } => {
             let mut path = format!(
                 "/v1/metrics/query?metric={metric}&statistic={statistic}&period={period}&since={since}"
@@ -632,14 +628,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let view: MetricQueryView = client.get(&path)?;
             render::print(json, &view, render::metric)
         }
-        Command::Hooks(HooksCommand::Report { deployment, execution, status, message }) => {
-            let _: serde_json::Value = client.put(
-                &format!("/v1/deployments/{deployment}/lifecycle-hooks/{execution}"),
-                &HookStatusRequest { status, message },
-            )?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Hooks(command) => hooks(&client, command),
     }
+}
+
+fn hooks(client: &Client, command: HooksCommand) -> anyhow::Result<ExitCode> {
+    let HooksCommand::Report { deployment, execution, status, message } = command;
+    let _: serde_json::Value = client.put(
+        &format!("/v1/deployments/{deployment}/lifecycle-hooks/{execution}"),
+        &HookStatusRequest { status, message },
+    )?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The API client, and the token it sends: from the flags, else the data directory, else (in a
@@ -1126,6 +1125,11 @@ fn deployments(
             render::print(json, &view, render::deployment)
         }
     }
+}
+
+fn certificates(client: &Client, json: bool) -> anyhow::Result<ExitCode> {
+    let list: Vec<control::certificates::CertificateStatus> = client.get("/v1/certificates")?;
+    render::print(json, &list, render::certificates)
 }
 
 fn target_groups(

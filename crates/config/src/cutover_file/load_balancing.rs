@@ -18,6 +18,7 @@ use super::{
 };
 use crate::taskdef::optional;
 use syntax::decode::{BareNumber, Cx, Field, Fields, quote};
+use syntax::diag::Pos;
 use syntax::tree::{Node, Value, child_index, child_key};
 
 // Limits and defaults (ALB's, and cutover's where it allows more, such as 1-second intervals).
@@ -252,21 +253,7 @@ fn listener(cx: &mut Cx<'_>, node: &Node, path: &str) -> (Option<ListenerSpec>, 
                         acme: acme_settings,
                     })),
                     (true, certificate, key) => {
-                        for (missing, present) in [
-                            ("certificate_file", certificate.is_some()),
-                            ("key_file", key.is_some()),
-                        ] {
-                            if !present {
-                                cx.error(
-                                f.pos,
-                                &child_key(path, missing),
-                                format!(
-                                    "missing required field `{missing}`; an HTTPS listener needs a \
-                                     PEM certificate_file and key_file"
-                                ),
-                            );
-                            }
-                        }
+                        missing_certificate(cx, f.pos, path, certificate.is_some(), key.is_some());
                         None
                     }
                     (false, certificate, key) => {
@@ -302,22 +289,7 @@ fn listener(cx: &mut Cx<'_>, node: &Node, path: &str) -> (Option<ListenerSpec>, 
         super::listener_rules::listener_rules(cx, r, &mut meta.rules)
     });
     f.finish(cx, LISTENER_FIELDS, &[]);
-    // The names to certify come from the rules, read where they are written.
-    let tls = match (tls, acme.flatten()) {
-        (Some(Some(mut tls)), Some(given)) => {
-            let names = super::acme::host_names(cx, &given, node, path);
-            if given.acme.challenge == routes::acme::Challenge::Http01 {
-                meta.acme_http_01 = Some(given.challenge_loc.clone());
-            }
-            names.map(|names| {
-                if let Some(acme) = &mut tls.acme {
-                    acme.names = names;
-                }
-                Some(tls)
-            })
-        }
-        (tls, _) => tls,
-    };
+    let tls = with_acme_names(cx, tls, acme.flatten(), (node, path), &mut meta);
     if let (Some((port, loc)), Some(address)) = (&port, &address) {
         let ip = address.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
         meta.bind = Some((SocketAddr::new(ip, *port), loc.clone()));
@@ -332,6 +304,42 @@ fn listener(cx: &mut Cx<'_>, node: &Node, path: &str) -> (Option<ListenerSpec>, 
         })
     })();
     (spec, meta)
+}
+
+/// An HTTPS listener without `acme` needs both of its certificate and key files.
+fn missing_certificate(cx: &mut Cx<'_>, pos: Pos, path: &str, certificate: bool, key: bool) {
+    for (missing, present) in [("certificate_file", certificate), ("key_file", key)] {
+        if !present {
+            cx.error(
+                pos,
+                &child_key(path, missing),
+                format!(
+                    "missing required field `{missing}`; an HTTPS listener needs a PEM \
+                     certificate_file and key_file"
+                ),
+            );
+        }
+    }
+}
+
+/// The names an `acme` listener certifies come from its rules, read where they are written.
+fn with_acme_names(
+    cx: &mut Cx<'_>,
+    tls: Option<Option<TlsConfig>>,
+    acme: Option<super::acme::AcmeField>,
+    (node, path): (&Node, &str),
+    meta: &mut ListenerMeta,
+) -> Option<Option<TlsConfig>> {
+    let (Some(Some(mut tls)), Some(given)) = (tls.clone(), acme) else { return tls };
+    let names = super::acme::host_names(cx, &given, node, path);
+    if given.acme.challenge == routes::acme::Challenge::Http01 {
+        meta.acme_http_01 = Some(given.challenge_loc.clone());
+    }
+    let names = names?;
+    if let Some(acme) = &mut tls.acme {
+        acme.names = names;
+    }
+    Some(Some(tls))
 }
 
 /// A listener's `default_action` or a rule's `action` (`what` names which, for the error).
