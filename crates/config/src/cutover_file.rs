@@ -8,6 +8,7 @@
 //! items say about each other.
 
 mod access;
+mod acme;
 mod checks;
 mod listener_rules;
 mod load_balancing;
@@ -403,6 +404,8 @@ struct ListenerMeta {
     /// `None` when `default_action` is omitted.
     action: Option<ActionMeta>,
     rules: Vec<listener_rules::RuleMeta>,
+    /// Where an `acme.challenge: http-01` is, which needs a plain HTTP listener beside it.
+    acme_http_01: Option<Loc>,
 }
 
 struct ActionMeta {

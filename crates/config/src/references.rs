@@ -63,6 +63,14 @@ pub fn file_references(text: &str) -> Vec<FileReference> {
                     out.push(reference(s, kind, node, &path, key));
                 }
             }
+            // The roots a private ACME CA's directory is checked against.
+            if let Some(acme) = listener.get("acme", false)
+                && let Some(node) = acme.get("ca_bundle", false)
+                && let Some(s) = node.as_str()
+            {
+                let at = child_key(&path, "acme");
+                out.push(reference(s, ReferenceKind::Certificate, node, &at, "ca_bundle"));
+            }
             // The certificates chosen by SNI, besides the default one.
             for (k, certificate) in items(listener, "certificates") {
                 let path = child_index(&child_key(&path, "certificates"), k);

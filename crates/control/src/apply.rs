@@ -58,6 +58,8 @@ pub fn apply(
         .map_err(|errors| ApiError::invalid_file(file_name, &errors))?;
     let mut notes: Vec<String> = parsed.notes.iter().map(|d| d.to_string()).collect();
     let mut file = parsed.value;
+    // First: a listener's default certificate from ACME is absolute in the data directory.
+    paths::acme_in_the_data_dir(&mut file, &engine.data_dir);
     paths::certificates_relative_to_the_file(&mut file, &request)?;
     let task_definitions = task_definitions::resolve_for_services(&engine.store, &request, &file)?;
     let current = engine.store.read(Snapshot::load)?;

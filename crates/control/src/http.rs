@@ -48,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tasks", get(tasks))
         .route("/v1/tasks/{id}/logs", get(task_logs))
         .route("/v1/target-groups", get(target_groups))
+        .route("/v1/certificates", get(certificates))
         .route("/v1/target-groups/{name}", get(target_group))
         .route("/v1/target-groups/{name}/targets", post(register_target).delete(deregister_target))
         .route("/v1/task-definitions", get(task_definitions).post(register_task_definition))
@@ -340,6 +341,14 @@ fn target_group_view(state: &AppState, doc: TargetGroupDoc) -> TargetGroupView {
         deregistration_delay_ms: doc.deregistration_delay_ms,
         algorithm: doc.algorithm,
     }
+}
+
+/// The certificates cutover obtains over ACME: names, expiry, next renewal, last error.
+async fn certificates(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<crate::certificates::CertificateStatus>>, ApiError> {
+    let wanted = crate::certificates::wanted(&state.store)?;
+    Ok(Json(::acme::status(&wanted, crate::clock::now())))
 }
 
 async fn target_groups(

@@ -8,6 +8,7 @@
 pub mod access;
 pub mod api;
 mod apply;
+pub mod certificates;
 mod clock;
 pub mod data_dir;
 mod declared;
@@ -162,6 +163,7 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     engine.pipelines = Some(pipelines_shell);
     engine.recover().await.context("recovering state")?;
     let engine_done = tokio::spawn(engine.run(rx));
+    certificates::spawn(store.clone(), shared.clone());
 
     let status = api::StatusView {
         version: env!("CARGO_PKG_VERSION").to_string(),

@@ -151,6 +151,9 @@ enum Command {
         #[arg(long, short)]
         follow: bool,
     },
+    /// Certificates obtained over ACME for HTTPS listeners with `acme`: names, expiry, next
+    /// renewal, failures and the last error.
+    Certificates,
     /// Target groups: targets with their health (ALB's states and reasons), registering by hand.
     #[command(subcommand, name = "target-groups")]
     TargetGroups(TargetGroupsCommand),
@@ -502,6 +505,7 @@ fn api_tls(cert: Option<PathBuf>, key: Option<PathBuf>) -> anyhow::Result<Option
         key_file: key.display().to_string(),
         // One certificate for the API: no SNI choice.
         certificates: Vec::new(),
+        acme: None,
     };
     let acceptor = proxy::tls_acceptor(&config).context("--tls-cert/--tls-key")?;
     Ok(Some(control::ApiTls(acceptor)))
@@ -610,6 +614,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Tokens(command) => crate::access::tokens(&client, command, json),
         Command::Audit(args) => crate::access::audit(&client, args, json),
         Command::Login(args) => crate::login::login(&client, args),
+        Command::Certificates => certificates(&client, json),
         Command::Metrics { metric, target_group, service, statistic, period, since } => {
             let mut path = format!(
                 "/v1/metrics/query?metric={metric}&statistic={statistic}&period={period}&since={since}"
@@ -623,14 +628,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let view: MetricQueryView = client.get(&path)?;
             render::print(json, &view, render::metric)
         }
-        Command::Hooks(HooksCommand::Report { deployment, execution, status, message }) => {
-            let _: serde_json::Value = client.put(
-                &format!("/v1/deployments/{deployment}/lifecycle-hooks/{execution}"),
-                &HookStatusRequest { status, message },
-            )?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Hooks(command) => hooks(&client, command),
     }
+}
+
+fn hooks(client: &Client, command: HooksCommand) -> anyhow::Result<ExitCode> {
+    let HooksCommand::Report { deployment, execution, status, message } = command;
+    let _: serde_json::Value = client.put(
+        &format!("/v1/deployments/{deployment}/lifecycle-hooks/{execution}"),
+        &HookStatusRequest { status, message },
+    )?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The API client, and the token it sends: from the flags, else the data directory, else (in a
@@ -1111,6 +1119,11 @@ fn deployments(
             render::print(json, &view, render::deployment)
         }
     }
+}
+
+fn certificates(client: &Client, json: bool) -> anyhow::Result<ExitCode> {
+    let list: Vec<control::certificates::CertificateStatus> = client.get("/v1/certificates")?;
+    render::print(json, &list, render::certificates)
 }
 
 fn target_groups(

@@ -208,6 +208,29 @@ pub fn tasks(list: &Vec<TaskView>) -> String {
     )
 }
 
+pub fn certificates(list: &Vec<control::certificates::CertificateStatus>) -> String {
+    let date = |at: model::Timestamp| {
+        jiff::Timestamp::from_millisecond(at.as_millis() as i64)
+            .map_or_else(|_| "-".to_string(), |t| t.strftime("%Y-%m-%d %H:%M:%SZ").to_string())
+    };
+    table(
+        &["NAME", "STATE", "NOT AFTER", "NEXT ATTEMPT", "FAILURES", "LISTENERS", "LAST ERROR"],
+        list.iter()
+            .map(|c| {
+                vec![
+                    c.name.clone(),
+                    c.state.clone(),
+                    c.not_after.map_or_else(|| "-".to_string(), date),
+                    date(c.next_attempt),
+                    c.failures.to_string(),
+                    c.listeners.join(","),
+                    or_dash(c.last_error.as_ref()),
+                ]
+            })
+            .collect(),
+    )
+}
+
 pub fn target_groups(list: &Vec<TargetGroupView>) -> String {
     table(
         &["NAME", "HEALTHY", "TARGETS", "HEALTH CHECK", "DEREGISTRATION DELAY"],

@@ -1202,6 +1202,9 @@ fn parse_request(buf: &[u8], ctx: &ConnCtx, out: &mut Vec<u8>) -> Parsed {
         )));
     }
 
+    if let Some(answer) = crate::acme::http_01_answer(ctx, head.method, head.path) {
+        return request(Action::Respond(answer));
+    }
     let view = H1Request { fields: req.headers, head: &head, source: ctx.peer_ip };
     let routed = forward::route(ctx, &view, |r| {
         let host = head.target_host().and_then(|h| std::str::from_utf8(h).ok()).unwrap_or("");

@@ -14,6 +14,7 @@
 //! [`health`] checks targets, [`admin`] serves the admin API, [`metrics`] counts; [`sync`] has the
 //! padding and waking tools that keep workers from sharing cache lines.
 
+mod acme;
 mod admin;
 mod clock;
 mod conn_io;

@@ -295,6 +295,10 @@ async fn serve_tls(
         }
         Err(_) => return,
     };
+    // A TLS-ALPN-01 validation is the handshake alone (RFC 8737 §3).
+    if tls.get_ref().1.alpn_protocol() == Some(routes::acme::ACME_TLS_ALPN) {
+        return;
+    }
     if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
         serve_h2(tls, ctx(true)).await;
     } else {

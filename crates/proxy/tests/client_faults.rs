@@ -213,6 +213,7 @@ async fn an_http2_body_that_stalls_is_the_clients_408_and_no_5xx_of_green() {
         certificate_file: dir.join("cert.pem").display().to_string(),
         key_file: dir.join("key.pem").display().to_string(),
         certificates: Vec::new(),
+        acme: None,
     };
     let (green, blue) = (Recorder::start().await, Backend::start("blue").await);
     let (lb, port) = production_with(green.addr, blue.addr, Some(tls)).await;

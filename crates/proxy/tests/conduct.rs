@@ -568,6 +568,7 @@ async fn an_http2_request_names_one_authority_which_the_target_gets_as_host() {
         certificate_file: dir.join("cert.pem").display().to_string(),
         key_file: dir.join("key.pem").display().to_string(),
         certificates: Vec::new(),
+        acme: None,
     });
     let check = HealthCheck { enabled: false, ..hc(1000) };
     lb.apply(&table(1, vec![("web", l)], vec![("g", group(&[b.addr], check, 0))])).await;

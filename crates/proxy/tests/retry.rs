@@ -415,6 +415,7 @@ async fn over_http2_a_request_without_a_body_is_retried_and_one_with_a_body_is_n
         certificate_file: dir.join("cert.pem").display().to_string(),
         key_file: dir.join("key.pem").display().to_string(),
         certificates: Vec::new(),
+        acme: None,
     });
     lb.apply(&table).await;
 

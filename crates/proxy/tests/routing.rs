@@ -338,6 +338,7 @@ async fn a_stale_version_is_refused_and_a_bad_table_leaves_the_old_one_serving()
         certificate_file: "/nonexistent/cert.pem".into(),
         key_file: "/nonexistent/key.pem".into(),
         certificates: Vec::new(),
+        acme: None,
     });
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let mut busy = good(6);
@@ -497,6 +498,7 @@ async fn a_tls_listener_serves_http1_and_http2_by_alpn() {
         certificate_file: dir.join("cert.pem").display().to_string(),
         key_file: dir.join("key.pem").display().to_string(),
         certificates: Vec::new(),
+        acme: None,
     });
     lb.apply(&table(1, vec![("https", l)], vec![("g", group(&[b.addr], no_checks(), 0))])).await;
 

@@ -164,6 +164,7 @@ async fn http2_requests_are_routed_by_their_authority() {
         certificate_file: dir.join("cert.pem").display().to_string(),
         key_file: dir.join("key.pem").display().to_string(),
         certificates: Vec::new(),
+        acme: None,
     };
     lb.apply(&rules_table(1, bind, [&web, &api, &shop], Some(tls))).await;
 

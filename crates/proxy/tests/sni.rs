@@ -111,6 +111,7 @@ async fn sni_picks_the_certificate_that_names_the_host_and_the_default_otherwise
         certificate_file: default.certificate_file.clone(),
         key_file: default.key_file.clone(),
         certificates: vec![api, shop],
+        acme: None,
     });
     let checks = HealthCheck { enabled: false, ..hc(1000) };
     lb.apply(&table(1, vec![("https", l)], vec![("g", group(&[backend.addr], checks, 0))])).await;
@@ -143,6 +144,7 @@ async fn a_certificate_renewed_on_disk_is_served_to_new_handshakes_and_open_conn
         certificate_file: files.certificate_file.clone(),
         key_file: files.key_file.clone(),
         certificates: Vec::new(),
+        acme: None,
     });
     let checks = HealthCheck { enabled: false, ..hc(1000) };
     lb.apply(&table(1, vec![("https", l)], vec![("g", group(&[backend.addr], checks, 0))])).await;

@@ -59,6 +59,7 @@ async fn validating_a_table_refuses_what_a_put_refuses_and_applies_nothing() {
         certificate_file: not_a_certificate.display().to_string(),
         key_file: not_a_certificate.display().to_string(),
         certificates: Vec::new(),
+        acme: None,
     });
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let mut port_in_use = valid.clone();

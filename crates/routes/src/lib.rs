@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+pub mod acme;
 pub mod latency;
 pub mod redirect;
 pub mod rules;
@@ -142,6 +143,11 @@ pub struct TlsConfig {
     /// Chosen by SNI, the first whose certificate names the host; the default otherwise.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub certificates: Vec<CertificateFiles>,
+    /// Certificates for the listener's host names obtained over ACME, served by SNI after
+    /// `certificates` once they are on disk; the default certificate is the first name's when
+    /// `certificate_file` is one of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acme: Option<acme::Acme>,
 }
 
 /// One more certificate of an HTTPS listener.

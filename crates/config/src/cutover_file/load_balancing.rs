@@ -18,6 +18,7 @@ use super::{
 };
 use crate::taskdef::optional;
 use syntax::decode::{BareNumber, Cx, Field, Fields, quote};
+use syntax::diag::Pos;
 use syntax::tree::{Node, Value, child_index, child_key};
 
 // Limits and defaults (ALB's, and cutover's where it allows more, such as 1-second intervals).
@@ -66,6 +67,14 @@ pub(super) fn load_balancer(
                     Some(s) => out.push(s),
                     None => ok = false,
                 }
+            }
+            // As written, so that a mistake elsewhere in an HTTP listener reports only itself.
+            let has_http = items
+                .iter()
+                .any(|item| item.get("protocol", false).and_then(Node::as_str) != Some("HTTPS"));
+            for challenge in meta.listeners.iter().filter_map(|m| m.acme_http_01.as_ref()) {
+                super::acme::check_http_01_listener(cx, challenge, lb_name, has_http);
+                ok &= has_http;
             }
             ok.then_some(out)
         });
@@ -174,6 +183,7 @@ const LISTENER_FIELDS: &[&str] = &[
     "default_action",
     "rules",
     "certificates",
+    "acme",
 ];
 
 fn listener(cx: &mut Cx<'_>, node: &Node, path: &str) -> (Option<ListenerSpec>, ListenerMeta) {
@@ -210,8 +220,9 @@ fn listener(cx: &mut Cx<'_>, node: &Node, path: &str) -> (Option<ListenerSpec>, 
     let certificates = optional(cx, &mut f, "certificates", |cx, c| {
         sni_certificates(cx, c).map(|list| (list, Loc::of(c)))
     });
-    let tls = match (https, certificate, key, certificates) {
-        (Some(https), Some(certificate), Some(key), Some(certificates)) => {
+    let acme = optional(cx, &mut f, "acme", super::acme::acme);
+    let tls = match (https, certificate, key, certificates, &acme) {
+        (Some(https), Some(certificate), Some(key), Some(certificates), Some(acme)) => {
             let https = https.unwrap_or(false);
             if let (false, Some((_, loc))) = (https, &certificates) {
                 cx.error(
@@ -223,37 +234,40 @@ fn listener(cx: &mut Cx<'_>, node: &Node, path: &str) -> (Option<ListenerSpec>, 
                 None
             } else {
                 let certificates = certificates.map(|(list, _)| list).unwrap_or_default();
+                let acme_settings = acme.as_ref().map(|a| a.acme.clone());
                 match (https, certificate, key) {
                     (true, Some((certificate_file, _)), Some((key_file, _))) => {
-                        Some(Some(TlsConfig { certificate_file, key_file, certificates }))
+                        Some(Some(TlsConfig {
+                            certificate_file,
+                            key_file,
+                            certificates,
+                            acme: acme_settings,
+                        }))
                     }
+                    // The default certificate is the first name's from ACME (set by `apply`,
+                    // which knows where the data directory keeps it).
+                    (true, None, None) if acme.is_some() => Some(Some(TlsConfig {
+                        certificate_file: String::new(),
+                        key_file: String::new(),
+                        certificates,
+                        acme: acme_settings,
+                    })),
                     (true, certificate, key) => {
-                        for (missing, present) in [
-                            ("certificate_file", certificate.is_some()),
-                            ("key_file", key.is_some()),
-                        ] {
-                            if !present {
-                                cx.error(
-                                f.pos,
-                                &child_key(path, missing),
-                                format!(
-                                    "missing required field `{missing}`; an HTTPS listener needs a \
-                                     PEM certificate_file and key_file"
-                                ),
-                            );
-                            }
-                        }
+                        missing_certificate(cx, f.pos, path, certificate.is_some(), key.is_some());
                         None
                     }
                     (false, certificate, key) => {
                         let given = certificate
                             .as_ref()
-                            .map(|c| ("certificate_file", c))
-                            .or(key.as_ref().map(|k| ("key_file", k)));
-                        if let Some((field, (_, loc))) = given {
+                            .map(|c| ("certificate_file", &c.1))
+                            .or(key.as_ref().map(|k| ("key_file", &k.1)))
+                            .or(acme.as_ref().map(|a| ("acme", &a.loc)));
+                        if let Some((field, loc)) = given {
+                            let remove =
+                                if field == "acme" { "`acme`" } else { "the certificate and key" };
                             let message = format!(
                                 "`{field}` is only used with `protocol: HTTPS`; add `protocol: HTTPS` \
-                             or remove the certificate and key"
+                             or remove {remove}"
                             );
                             cx.error(loc.pos, &loc.path, message);
                             None
@@ -275,6 +289,7 @@ fn listener(cx: &mut Cx<'_>, node: &Node, path: &str) -> (Option<ListenerSpec>, 
         super::listener_rules::listener_rules(cx, r, &mut meta.rules)
     });
     f.finish(cx, LISTENER_FIELDS, &[]);
+    let tls = with_acme_names(cx, tls, acme.flatten(), (node, path), &mut meta);
     if let (Some((port, loc)), Some(address)) = (&port, &address) {
         let ip = address.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
         meta.bind = Some((SocketAddr::new(ip, *port), loc.clone()));
@@ -289,6 +304,42 @@ fn listener(cx: &mut Cx<'_>, node: &Node, path: &str) -> (Option<ListenerSpec>, 
         })
     })();
     (spec, meta)
+}
+
+/// An HTTPS listener without `acme` needs both of its certificate and key files.
+fn missing_certificate(cx: &mut Cx<'_>, pos: Pos, path: &str, certificate: bool, key: bool) {
+    for (missing, present) in [("certificate_file", certificate), ("key_file", key)] {
+        if !present {
+            cx.error(
+                pos,
+                &child_key(path, missing),
+                format!(
+                    "missing required field `{missing}`; an HTTPS listener needs a PEM \
+                     certificate_file and key_file"
+                ),
+            );
+        }
+    }
+}
+
+/// The names an `acme` listener certifies come from its rules, read where they are written.
+fn with_acme_names(
+    cx: &mut Cx<'_>,
+    tls: Option<Option<TlsConfig>>,
+    acme: Option<super::acme::AcmeField>,
+    (node, path): (&Node, &str),
+    meta: &mut ListenerMeta,
+) -> Option<Option<TlsConfig>> {
+    let (Some(Some(mut tls)), Some(given)) = (tls.clone(), acme) else { return tls };
+    let names = super::acme::host_names(cx, &given, node, path);
+    if given.acme.challenge == routes::acme::Challenge::Http01 {
+        meta.acme_http_01 = Some(given.challenge_loc.clone());
+    }
+    let names = names?;
+    if let Some(acme) = &mut tls.acme {
+        acme.names = names;
+    }
+    Some(Some(tls))
 }
 
 /// A listener's `default_action` or a rule's `action` (`what` names which, for the error).

@@ -3,6 +3,7 @@
 //! rewrites the snapshots.
 
 mod access;
+mod acme;
 mod appspec;
 mod cutover_file;
 mod fuzz_corpus;

@@ -103,6 +103,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
     needs("GET", "/v1/tasks", P::Read, R::Any),
     needs("GET", "/v1/tasks/{id}/logs", P::Logs, R::Any),
     needs("GET", "/v1/target-groups", P::Read, R::Any),
+    needs("GET", "/v1/certificates", P::Read, R::Any),
     needs("GET", "/v1/target-groups/{name}", P::Read, R::Any),
     needs("POST", "/v1/target-groups/{name}/targets", P::Apply, R::Global),
     needs("DELETE", "/v1/target-groups/{name}/targets", P::Apply, R::Global),

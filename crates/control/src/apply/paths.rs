@@ -26,6 +26,11 @@ pub(super) fn certificates_relative_to_the_file(
                 (format!("{at}.certificate_file"), &mut tls.certificate_file),
                 (format!("{at}.key_file"), &mut tls.key_file),
             ];
+            if let Some(acme) = &mut tls.acme
+                && let Some(bundle) = &mut acme.ca_bundle
+            {
+                paths.push((format!("{at}.acme.ca_bundle"), bundle));
+            }
             for (k, more) in tls.certificates.iter_mut().enumerate() {
                 paths.push((
                     format!("{at}.certificates[{k}].certificate_file"),
@@ -54,4 +59,24 @@ pub(super) fn certificates_relative_to_the_file(
         .map(|r| r.relative_without_directory(name))
         .collect();
     Err(ApiError::invalid_file(name, &config::Errors(errors)))
+}
+
+/// Where the certificates of `file`'s listeners with `acme` are kept: `<data dir>/acme`, private
+/// like the rest of the data directory. A listener without a `certificate_file` of its own has
+/// its first name's certificate as the default one.
+pub(super) fn acme_in_the_data_dir(file: &mut config::CutoverFile, data_dir: &Path) {
+    let dir = data_dir.join("acme").display().to_string();
+    for lb in &mut file.load_balancers {
+        for listener in &mut lb.listeners {
+            let Some(tls) = &mut listener.tls else { continue };
+            let Some(acme) = &mut tls.acme else { continue };
+            acme.dir = dir.clone();
+            if tls.certificate_file.is_empty()
+                && let Some(first) = acme.certificate_files().into_iter().next()
+            {
+                tls.certificate_file = first.certificate_file;
+                tls.key_file = first.key_file;
+            }
+        }
+    }
 }

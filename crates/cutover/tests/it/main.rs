@@ -5,6 +5,7 @@
 
 mod access;
 mod access_oidc;
+mod acme;
 mod alarm_window;
 mod alarms;
 mod apply;
