@@ -42,8 +42,12 @@ if (live) {
       busy = false;
     }
   };
-  const stream = new EventSource(live.dataset.stream);
-  for (const kind of ["deployment", "targets", "event"]) stream.addEventListener(kind, refresh);
+  if (live.dataset.stream) {
+    const stream = new EventSource(live.dataset.stream);
+    for (const kind of ["deployment", "targets", "event"]) stream.addEventListener(kind, refresh);
+  }
+  // Metrics move with every request, not with the engine: their pages ask again on a timer.
+  if (live.dataset.every) setInterval(refresh, Number(live.dataset.every));
   document.body.dataset.live = "following";
 }
 

@@ -33,6 +33,7 @@ pub fn page(title: &str, viewer: Option<&Viewer>, main: Markup) -> Markup {
                     nav aria-label="cutover" {
                         a.brand href="/" { "cutover" }
                         a href="/" { "Overview" }
+                        a href="/alarms" { "Alarms" }
                     }
                     @if let Some(viewer) = viewer {
                         div.who {

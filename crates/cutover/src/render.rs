@@ -385,25 +385,11 @@ pub fn deployment(d: &DeploymentView) -> String {
 pub fn judges(list: &[JudgeView]) -> String {
     let mut rows = Vec::new();
     for j in list {
-        let (g, b) = (&j.judgement.green, &j.judgement.blue);
         let period = format!("{} +{}s", clock(j.period_start), j.period_secs);
-        let verdict = match j.judgement.verdict {
-            judge::Verdict::Worse => "WORSE",
-            judge::Verdict::NotWorse => "not worse",
-            judge::Verdict::TooFewSamples => "too few samples",
-        };
-        let test =
-            j.judgement.test.as_ref().map_or("-".to_string(), |t| {
-                format!("{} z={:.2} p={:.2e}", t.test, t.z, t.p_value)
-            });
         let metric = j.judgement.criteria.metric;
-        let lines: [(&str, String, String); 5] = [
-            ("requests", g.requests.to_string(), b.requests.to_string()),
-            ("error rate", percent(g.error_rate), percent(b.error_rate)),
-            ("p50", latency(g.p50), latency(b.p50)),
-            ("p90", latency(g.p90), latency(b.p90)),
-            ("p99", latency(g.p99), latency(b.p99)),
-        ];
+        let mut lines = j.side_by_side();
+        lines.push(("retried on blue", j.retries.retries.to_string(), "-".to_string()));
+        lines.push(("budget exhausted", j.retries.budget_exhausted.to_string(), "-".to_string()));
         for (i, (what, green, blue)) in lines.into_iter().enumerate() {
             let first = |text: String| if i == 0 { text } else { String::new() };
             rows.push(vec![
@@ -412,24 +398,12 @@ pub fn judges(list: &[JudgeView]) -> String {
                 what.to_string(),
                 green,
                 blue,
-                first(verdict.to_string()),
-                first(test.clone()),
+                first(j.verdict().to_string()),
+                first(j.test_result()),
             ]);
         }
     }
     table(&["CANARY JUDGE", "PERIOD", "", "GREEN", "BLUE", "VERDICT", "TEST"], rows)
-}
-
-fn percent(fraction: f64) -> String {
-    format!("{:.2}%", fraction * 100.0)
-}
-
-fn latency(seconds: Option<f64>) -> String {
-    match seconds {
-        None => "-".to_string(),
-        Some(s) if s < 1.0 => format!("{:.1}ms", s * 1000.0),
-        Some(s) => format!("{s:.3}s"),
-    }
 }
 
 /// Follows a deployment until it ends; exit 0 only if it succeeded.
@@ -453,7 +427,13 @@ pub fn watch(client: &Client, id: &str, json: bool) -> anyhow::Result<ExitCode> 
             for judge in &view.judges {
                 // Each judged period once, as it is judged.
                 if judged.insert((judge.alarm.clone(), judge.period_start)) {
-                    println!("{}  canary judge {}: {}", time(now_ms()), judge.alarm, judge.reason);
+                    println!(
+                        "{}  canary judge {}: {}; {}",
+                        time(now_ms()),
+                        judge.alarm,
+                        judge.reason,
+                        judge.retries_text()
+                    );
                 }
             }
         }
@@ -831,14 +811,17 @@ mod tests {
             green_target_group: "web-green".into(),
             reason: judgement.reason(),
             judgement,
+            retries: control::judging::RetriesSpent { retries: 12, budget_exhausted: 3 },
         });
         expect![[r#"
-            CANARY JUDGE             PERIOD                    GREEN   BLUE    VERDICT  TEST
-            latency-judge (latency)  12:00:10 +5s  requests    380     400     WORSE    Mann–Whitney U z=15.56 p=6.43e-55
-                                                   error rate  0.26%   0.50%
-                                                   p50         26.0ms  20.0ms
-                                                   p90         30.0ms  24.0ms
-                                                   p99         30.0ms  24.0ms
+            CANARY JUDGE             PERIOD                          GREEN   BLUE    VERDICT  TEST
+            latency-judge (latency)  12:00:10 +5s  requests          380     400     WORSE    Mann–Whitney U z=15.56 p=6.43e-55
+                                                   error rate        0.26%   0.50%
+                                                   p50               26.0ms  20.0ms
+                                                   p90               30.0ms  24.0ms
+                                                   p99               30.0ms  24.0ms
+                                                   retried on blue   12      -
+                                                   budget exhausted  3       -
         "#]].assert_eq(&judges(&view.judges));
     }
 

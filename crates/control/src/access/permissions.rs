@@ -335,6 +335,9 @@ pub const ENDPOINTS: &[Endpoint] = &[
     // loads are open, and its actions are the API's own endpoints above.
     needs("GET", "/", P::Read, R::Any),
     needs("GET", "/deployments/{id}", P::Read, R::Any),
+    needs("GET", "/target-groups/{name}/metrics", P::Read, R::Any),
+    needs("GET", "/alarms", P::Read, R::Any),
+    needs("GET", "/alarms/{name}", P::Read, R::Any),
     needs("POST", "/logout", P::Read, R::Any),
     Endpoint { method: "GET", path: "/login", query: None, rule: Rule::SignIn },
     Endpoint { method: "POST", path: "/login", query: None, rule: Rule::SignIn },
