@@ -108,11 +108,17 @@ pub fn nice_ceiling(value: f64) -> f64 {
         .unwrap_or(10.0 * magnitude)
 }
 
-/// Every 10 minutes on the clock within `[from, to]`.
+/// Round times of the clock within `[from, to]`, at most 7: every 1, 2, 5, 10, 15, 30 or 60
+/// minutes, whichever is the finest that fits.
 fn time_ticks(from: u64, to: u64) -> Vec<u64> {
-    const TEN_MINUTES: u64 = 600_000;
-    let first = from.div_ceil(TEN_MINUTES) * TEN_MINUTES;
-    (0..).map(|i| first + i * TEN_MINUTES).take_while(|&t| t <= to).collect()
+    let span = to.saturating_sub(from);
+    let every = [1, 2, 5, 10, 15, 30, 60]
+        .into_iter()
+        .map(|minutes| minutes * 60_000)
+        .find(|every| span / every <= 6)
+        .unwrap_or(span.div_ceil(6).max(1));
+    let first = from.div_ceil(every) * every;
+    (0..).map(|i| first + i * every).take_while(|&t| t <= to).collect()
 }
 
 fn hh_mm(ms: u64) -> String {
@@ -138,8 +144,10 @@ pub fn svg(graph: &Graph) -> Markup {
     let plot = plot(graph);
     let newest = |line: &Line| line.points.last().map(|&(_, v)| number(v));
     let label = format!(
-        "{} over the last hour, in {}; newest: {}",
+        "{} from {} to {}, in {}; newest: {}",
         graph.title,
+        hh_mm(graph.from),
+        hh_mm(graph.to),
         graph.unit,
         graph
             .lines
@@ -169,7 +177,7 @@ pub fn svg(graph: &Graph) -> Markup {
                     @if !d.is_empty() { path class=(class) d=(d) {} }
                 }
                 @if !plot.has_data {
-                    text.tick x=(WIDTH / 2.0) y=(HEIGHT / 2.0) text-anchor="middle" { "no datapoints in the last hour" }
+                    text.tick x=(WIDTH / 2.0) y=(HEIGHT / 2.0) text-anchor="middle" { "no datapoints in this window" }
                 }
             }
         }
@@ -237,12 +245,12 @@ mod tests {
         let plot = plot(&graph(Vec::new()));
         assert!(!plot.has_data);
         let markup = svg(&graph(Vec::new())).into_string();
-        assert!(markup.contains("no datapoints in the last hour"), "{markup}");
+        assert!(markup.contains("no datapoints in this window"), "{markup}");
         assert!(!markup.contains("<path"), "{markup}");
     }
 
     #[test]
-    fn time_labels_fall_on_every_ten_minutes_of_the_clock() {
+    fn time_labels_fall_on_round_minutes_of_the_clock_as_many_as_fit() {
         let hour = Graph { from: 1_800_000_000_000, to: 1_800_003_600_000, ..graph(Vec::new()) };
         let labels: Vec<String> = plot(&hour).time_ticks.into_iter().map(|(_, t)| t).collect();
         // 1_800_000_000_000 ms is 08:00:00 UTC.
@@ -250,6 +258,11 @@ mod tests {
         let later = Graph { from: 1_800_000_000_000 + 61_000, ..hour };
         let labels: Vec<String> = plot(&later).time_ticks.into_iter().map(|(_, t)| t).collect();
         assert_eq!(labels.first().map(String::as_str), Some("08:10"), "none before the window");
+        let five_minutes =
+            Graph { from: 1_800_000_000_000, to: 1_800_000_300_000, ..graph(Vec::new()) };
+        let labels: Vec<String> =
+            plot(&five_minutes).time_ticks.into_iter().map(|(_, t)| t).collect();
+        assert_eq!(labels, ["08:00", "08:01", "08:02", "08:03", "08:04", "08:05"]);
     }
 
     #[test]

@@ -102,6 +102,9 @@ fn viewer(
 #[derive(Deserialize)]
 struct PartQuery {
     part: Option<String>,
+    /// The window of a metrics page (`5m`, `1h`, `3h`).
+    #[serde(default)]
+    range: Option<String>,
 }
 
 async fn deployment_page(
@@ -222,7 +225,7 @@ async fn metrics_page(
     headers: HeaderMap,
 ) -> Response {
     let viewer = viewer(&state, &headers, &bindings);
-    match metrics::read(&state, &name) {
+    match metrics::read(&state, &name, metrics::Range::named(query.range.as_deref())) {
         Ok(page) if query.is_live() => html_page(StatusCode::OK, metrics::live(&page)),
         Ok(page) => html_page(StatusCode::OK, metrics::whole(&page, &viewer)),
         Err(err) => error_page(err, Some(&viewer)),
@@ -237,7 +240,7 @@ async fn alarms_page(
     headers: HeaderMap,
 ) -> Response {
     let viewer = viewer(&state, &headers, &bindings);
-    match alarm_pages::read(&state, None) {
+    match alarm_pages::read_all(&state) {
         Ok(alarms) if query.is_live() => html_page(StatusCode::OK, alarm_pages::table(&alarms)),
         Ok(alarms) => html_page(StatusCode::OK, alarm_pages::list_page(&alarms, &viewer)),
         Err(err) => error_page(err, Some(&viewer)),
@@ -253,7 +256,7 @@ async fn alarm_page(
     headers: HeaderMap,
 ) -> Response {
     let viewer = viewer(&state, &headers, &bindings);
-    match alarm_pages::read(&state, Some(&name)) {
+    match alarm_pages::read_one(&state, &name) {
         Ok(alarms) if query.is_live() => html_page(StatusCode::OK, alarm_pages::detail(&alarms)),
         Ok(alarms) => html_page(StatusCode::OK, alarm_pages::detail_page(&name, &alarms, &viewer)),
         Err(err) => error_page(err, Some(&viewer)),

@@ -14,14 +14,39 @@ use maud::{Markup, html};
 use crate::graph::{self, Graph, Line};
 use crate::layout::{self, Viewer};
 
-/// The window the graphs show.
-pub const WINDOW: Duration = Duration::from_secs(3600);
-/// One datapoint per this many seconds: 360 over the hour, fine enough to see a canary step.
-pub const STEP_SECS: u32 = 10;
+/// The windows a page can show, `(name in the URL, window, one datapoint per)`: about 300
+/// datapoints each, fine enough to see a canary step. The metric store keeps 3 hours.
+pub const RANGES: [(&str, Duration, u32); 3] = [
+    ("5m", Duration::from_secs(300), 1),
+    ("1h", Duration::from_secs(3600), 10),
+    ("3h", Duration::from_secs(3 * 3600), 30),
+];
+
+/// A window the graphs show.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Range {
+    pub name: &'static str,
+    pub window: Duration,
+    pub step_secs: u32,
+}
+
+impl Range {
+    /// `?range=5m|1h|3h`; the last hour, as issue and CloudWatch default, for anything else.
+    pub fn named(name: Option<&str>) -> Range {
+        let (name, window, step_secs) =
+            RANGES.into_iter().find(|(n, _, _)| Some(*n) == name).unwrap_or(RANGES[1]);
+        Range { name, window, step_secs }
+    }
+
+    fn step_ms(self) -> u64 {
+        u64::from(self.step_secs) * 1000
+    }
+}
 
 /// Everything the page shows, read before rendering.
 pub struct MetricsPage {
     pub target_group: String,
+    pub range: Range,
     pub graphs: Vec<Graph>,
     /// The alarms whose metric is one of this target group's.
     pub alarms: Vec<AlarmView>,
@@ -37,7 +62,7 @@ const COUNTS: [(&str, &str); 4] = [
 ];
 const PERCENTILES: [(&str, &str); 2] = [("p50", "p50"), ("p99", "p99")];
 
-pub fn read(state: &AppState, name: &str) -> Result<MetricsPage, ApiError> {
+pub fn read(state: &AppState, name: &str, range: Range) -> Result<MetricsPage, ApiError> {
     if !control::http::target_group_names(state)?.iter().any(|n| n == name) {
         return Err(ApiError::not_found(format!(
             "no target group `{name}`; the overview lists each group's target groups"
@@ -50,8 +75,8 @@ pub fn read(state: &AppState, name: &str) -> Result<MetricsPage, ApiError> {
         let statistic = percentile.parse().expect("invariant: p50 and p99 are statistics");
         queries.push((id("TargetResponseTime"), statistic));
     }
-    let period = Period::from_secs(STEP_SECS).expect("invariant: 10 s is a valid period");
-    let (now, mut series) = control::http::recent_datapoints(state, &queries, period, WINDOW);
+    let period = Period::from_secs(range.step_secs).expect("invariant: RANGES' periods are valid");
+    let (now, mut series) = control::http::recent_datapoints(state, &queries, period, range.window);
     let latencies = series.split_off(COUNTS.len());
     let alarms = control::http::alarm_views(state)?
         .into_iter()
@@ -59,7 +84,8 @@ pub fn read(state: &AppState, name: &str) -> Result<MetricsPage, ApiError> {
         .collect();
     Ok(MetricsPage {
         target_group: name.to_string(),
-        graphs: graphs(now.as_millis(), &series, &latencies),
+        range,
+        graphs: graphs(now.as_millis(), range, &series, &latencies),
         alarms,
     })
 }
@@ -72,10 +98,16 @@ fn watches(metric: &str, target_group: &str) -> bool {
 
 /// The page's three graphs from the datapoints read at `now`: counts as rates per second,
 /// latencies in milliseconds.
-pub fn graphs(now: u64, counts: &[Vec<Datapoint>], latencies: &[Vec<Datapoint>]) -> Vec<Graph> {
-    let step_ms = u64::from(STEP_SECS) * 1000;
-    let from = now.saturating_sub(WINDOW.as_millis() as u64);
-    let rates = |i: usize| per_second(counts.get(i).map(Vec::as_slice).unwrap_or_default(), now);
+pub fn graphs(
+    now: u64,
+    range: Range,
+    counts: &[Vec<Datapoint>],
+    latencies: &[Vec<Datapoint>],
+) -> Vec<Graph> {
+    let step_ms = range.step_ms();
+    let from = now.saturating_sub(range.window.as_millis() as u64);
+    let rates =
+        |i: usize| per_second(counts.get(i).map(Vec::as_slice).unwrap_or_default(), range, now);
     let millis = |i: usize| {
         latencies
             .get(i)
@@ -115,8 +147,8 @@ pub fn graphs(now: u64, counts: &[Vec<Datapoint>], latencies: &[Vec<Datapoint>])
 /// A count per period as a rate per second. The newest period is still filling: it is divided
 /// by the time it has run so far (at least a second), so a rise shows at once instead of looking
 /// like a fall until the period ends.
-pub fn per_second(points: &[Datapoint], now: u64) -> Vec<(u64, f64)> {
-    let step_ms = u64::from(STEP_SECS) * 1000;
+pub fn per_second(points: &[Datapoint], range: Range, now: u64) -> Vec<(u64, f64)> {
+    let step_ms = range.step_ms();
     points
         .iter()
         .map(|d| {
@@ -133,11 +165,16 @@ pub fn whole(page: &MetricsPage, viewer: &Viewer) -> Markup {
     let main = html! {
         div.title {
             h1 { "Target group " code { (name) } " · metrics" }
-            p.sub { "The load balancer's metrics of " code { (name) } " over the last hour, one datapoint per "
-                (STEP_SECS) " s, following as requests arrive. The same series "
+            p.sub { "The load balancer's metrics of " code { (name) } ", one datapoint per "
+                (page.range.step_secs) " s, following as requests arrive: the series "
                 code { "GET /v1/metrics/query?target_group=" (name) } " answers and alarms evaluate." }
+            nav.ranges aria-label="Window" {
+                @for (range, _, _) in RANGES {
+                    a href=(format!("?range={range}")) aria-current=[(range == page.range.name).then_some("page")] { "last " (range) }
+                }
+            }
         }
-        div #live data-part=(format!("/target-groups/{name}/metrics?part=live")) data-every="1000" {
+        div #live data-part=(format!("/target-groups/{name}/metrics?part=live&range={}", page.range.name)) data-every="1000" {
             (live(page))
         }
     };
@@ -174,21 +211,35 @@ mod tests {
     fn counts_become_rates_and_the_filling_period_is_divided_by_the_time_it_has_run() {
         let now = 1_000_025_000;
         let points = [point(1_000_010_000, 50.0), point(1_000_020_000, 25.0)];
-        assert_eq!(per_second(&points, now), [(1_000_010_000, 5.0), (1_000_020_000, 5.0)]);
+        let hour = Range::named(Some("1h"));
+        assert_eq!(per_second(&points, hour, now), [(1_000_010_000, 5.0), (1_000_020_000, 5.0)]);
         // 200 ms into a period: divided by a second, not by 0.2 s (a spike) nor 10 s (a dip).
-        assert_eq!(per_second(&[point(1_000_030_000, 3.0)], 1_000_030_200), [(1_000_030_000, 3.0)]);
+        let filling = per_second(&[point(1_000_030_000, 3.0)], hour, 1_000_030_200);
+        assert_eq!(filling, [(1_000_030_000, 3.0)]);
     }
 
     #[test]
     fn latencies_show_in_milliseconds_and_periods_without_an_answer_are_gaps() {
         let now = 2_000_000_000;
         let empty = Datapoint { start: Timestamp(now - 10_000), value: f64::NAN, sample_count: 0 };
-        let graphs = graphs(now, &[], &[vec![point(now - 20_000, 0.025), empty], vec![]]);
+        let latencies = [vec![point(now - 20_000, 0.025), empty], vec![]];
+        let graphs = graphs(now, Range::named(None), &[], &latencies);
         let titles: Vec<&str> = graphs.iter().map(|g| g.title).collect();
         assert_eq!(titles, ["Requests", "Errors", "Latency"]);
         assert_eq!(graphs[2].lines[0].points, [(now - 20_000, 25.0)]);
         assert!(graphs[2].lines[1].points.is_empty());
         assert_eq!((graphs[0].from, graphs[0].to), (now - 3_600_000, now));
+    }
+
+    #[test]
+    fn the_window_is_the_last_hour_unless_another_known_one_is_asked_for() {
+        assert_eq!(Range::named(None).name, "1h");
+        assert_eq!(Range::named(Some("2d")).name, "1h");
+        let five = Range::named(Some("5m"));
+        assert_eq!((five.window, five.step_secs), (Duration::from_secs(300), 1));
+        for (_, window, step) in RANGES {
+            assert!(window.as_secs() / u64::from(step) <= 360, "at most 360 datapoints a line");
+        }
     }
 
     #[test]
