@@ -36,3 +36,4 @@ mod retry_on_blue;
 mod scheduler;
 mod secrets;
 mod swarm;
+mod watch_stream;
