@@ -24,6 +24,8 @@ pub struct Overview {
     pub groups: Vec<(String, Option<ServiceView>, Option<DeploymentView>)>,
     pub services: Vec<ServiceView>,
     pub recent: Vec<DeploymentView>,
+    /// Every target group, each linking to its metrics.
+    pub target_groups: Vec<String>,
 }
 
 pub fn read(state: &AppState) -> Result<Overview, ApiError> {
@@ -50,7 +52,8 @@ pub fn read(state: &AppState) -> Result<Overview, ApiError> {
         })
         .collect::<Result<_, ApiError>>()?;
     let recent = rows.iter().take(RECENT).map(|row| view(&row.id)).collect::<Result<_, _>>()?;
-    Ok(Overview { waiting, groups, services, recent })
+    let target_groups = control::http::target_group_names(state)?;
+    Ok(Overview { waiting, groups, services, recent, target_groups })
 }
 
 pub fn render(overview: &Overview, viewer: &Viewer) -> Markup {
@@ -103,6 +106,17 @@ pub fn render(overview: &Overview, viewer: &Viewer) -> Markup {
                         }
                     }
                 }
+            }
+        }
+        section aria-labelledby="metrics-h" {
+            h2 #metrics-h { "Metrics" }
+            p {
+                "Target groups: "
+                @for (i, name) in overview.target_groups.iter().enumerate() {
+                    @if i > 0 { " · " }
+                    a href=(format!("/target-groups/{name}/metrics")) { (name) }
+                }
+                " · " a href="/alarms" { "all alarms" }
             }
         }
         section aria-labelledby="recent-h" {

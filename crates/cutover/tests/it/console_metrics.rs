@@ -110,6 +110,12 @@ fn the_metrics_page_of_a_target_group_under_traffic_draws_its_request_line_risin
     assert_eq!(lines, json!(["l1", "l3"]), "the datapoints and the threshold");
     browser.screenshot("alarm");
 
+    // The overview links to each target group's metrics.
+    browser.goto(&format!("{}/", cluster.api_url()));
+    let linked = browser
+        .run("return !!document.querySelector('a[href=\"/target-groups/web-blue/metrics\"]');");
+    assert_eq!(linked, json!(true), "no link to web-blue's metrics on the overview");
+
     // At phone width no page scrolls sideways; wide tables scroll inside their own box.
     browser.resize(390, 844);
     for page in ["/target-groups/web-blue/metrics", "/alarms", "/alarms/blue-requests", "/"] {
@@ -123,6 +129,19 @@ fn the_metrics_page_of_a_target_group_under_traffic_draws_its_request_line_risin
     }
     browser.goto(&format!("{}/target-groups/web-blue/metrics?range=5m", cluster.api_url()));
     browser.screenshot("metrics-phone");
+
+    // Each page with everything it loads (the style sheet, the script) weighs under 300 KB, the
+    // longest window of the metrics page included.
+    let weight = |path: &str| {
+        let url = format!("{}{path}", cluster.api_url());
+        reqwest::blocking::get(url).unwrap().bytes().unwrap().len()
+    };
+    let assets = weight("/console/console.css") + weight("/console/console.js");
+    for page in ["/target-groups/web-blue/metrics?range=3h", "/alarms", "/alarms/blue-requests"] {
+        let total = weight(page) + assets;
+        assert!(total < 300 * 1024, "{page} weighs {total} bytes with its assets");
+        eprintln!("{page}: {total} bytes with its style sheet and script");
+    }
 }
 
 #[test]
@@ -130,17 +149,26 @@ fn every_stop_of_the_keyboard_on_the_new_pages_shows_where_the_focus_is() {
     let cluster = Cluster::start(Options { top_extra: BLUE_REQUESTS.into(), ..Options::default() });
     cluster.apply_and_wait_for_v1();
     let browser = Browser::start();
-    for page in ["/alarms", "/alarms/blue-requests", "/target-groups/web-blue/metrics"] {
+    // Each page, with a link of its content the keyboard must reach (the alarm's own page has
+    // none: its links are the navigation's).
+    let pages = [
+        ("/alarms", Some("href=\"/alarms/blue-requests")),
+        ("/alarms/blue-requests", None),
+        ("/target-groups/web-blue/metrics", Some("href=\"?range=")),
+    ];
+    for (page, content_link) in pages {
         browser.goto(&format!("{}{page}", cluster.api_url()));
         // Tab through the page as a keyboard user does, until the focus comes round again.
         let mut stops = Vec::new();
         for _ in 0..60 {
-            browser
-                .runtime
-                .block_on(async {
+            // The live part is replaced every second; the page gives the focus back to the same
+            // link, but the element WebDriver found may be the one just replaced: ask again.
+            let tab = || {
+                browser.runtime.block_on(async {
                     browser.client().active_element().await?.send_keys("\u{e004}").await
                 })
-                .unwrap();
+            };
+            (0..3).find_map(|_| tab().ok()).expect("a Tab key sent to the page");
             let stop = browser.run(
                 "const el = document.activeElement; const s = getComputedStyle(el);
                  return { what: el.outerHTML.slice(0, 90), body: el === document.body,
@@ -152,9 +180,39 @@ fn every_stop_of_the_keyboard_on_the_new_pages_shows_where_the_focus_is() {
             stops.push(stop);
         }
         assert!(stops.len() >= 3, "{page}: too few stops for its links: {stops:?}");
+        if let Some(link) = content_link {
+            let reached =
+                stops.iter().any(|s| s["what"].as_str().unwrap_or_default().contains(link));
+            assert!(reached, "{page}: the keyboard never reached {link}: {stops:?}");
+        }
         let unseen: Vec<_> = stops.iter().filter(|s| s["outline"] != json!(true)).collect();
         assert!(unseen.is_empty(), "{page}: no visible focus on {unseen:?}");
     }
+}
+
+#[test]
+fn a_link_focused_in_a_part_that_refreshes_every_second_keeps_the_focus() {
+    let cluster = Cluster::start(Options { top_extra: BLUE_REQUESTS.into(), ..Options::default() });
+    cluster.apply_and_wait_for_v1();
+    let browser = Browser::start();
+    browser.goto(&format!("{}/alarms", cluster.api_url()));
+    let link = "a[href=\"/alarms/blue-requests\"]";
+    browser.run(&format!(
+        "const a = document.querySelector('{link}'); a.dataset.before = 'yes'; a.focus();"
+    ));
+    // The live part is rendered again: the marked link is gone, a new one stands in its place.
+    let focused = wait_until(
+        "the alarm list to be refreshed",
+        Duration::from_secs(30),
+        || {
+            browser.run(&format!(
+                "const a = document.querySelector('{link}');
+                 return {{ replaced: !!a && !a.dataset.before, focused: document.activeElement === a }};"
+            ))
+        },
+        |seen| seen["replaced"] == json!(true),
+    );
+    assert_eq!(focused["focused"], json!(true), "the refresh took the keyboard's focus away");
 }
 
 #[test]
