@@ -33,17 +33,24 @@ if (live) {
         const response = await fetch(live.dataset.part, { headers: { Accept: "text/html" } });
         if (response.redirected || response.status === 401) return location.reload();
         if (!response.ok) return;
-        const focused = document.activeElement?.textContent;
+        const el = document.activeElement;
+        const focused = el && live.contains(el) ? [el.tagName, el.getAttribute("href"), el.textContent] : null;
         live.innerHTML = await response.text();
-        // Keyboard users keep their place: the same button gets the focus back.
-        if (focused) [...live.querySelectorAll("button")].find((b) => b.textContent === focused)?.focus();
+        // Keyboard users keep their place: the same button or link gets the focus back.
+        if (focused) [...live.querySelectorAll("button, a[href]")]
+          .find((b) => b.tagName === focused[0] && b.getAttribute("href") === focused[1] && b.textContent === focused[2])
+          ?.focus();
       } while (again);
     } finally {
       busy = false;
     }
   };
-  const stream = new EventSource(live.dataset.stream);
-  for (const kind of ["deployment", "targets", "event", "execution", "build", "service", "tasks"]) stream.addEventListener(kind, refresh);
+  if (live.dataset.stream) {
+    const stream = new EventSource(live.dataset.stream);
+    for (const kind of ["deployment", "targets", "event", "execution", "build", "service", "tasks"]) stream.addEventListener(kind, refresh);
+  }
+  // Metrics move with every request, not with the engine: their pages ask again on a timer.
+  if (live.dataset.every) setInterval(refresh, Number(live.dataset.every));
   document.body.dataset.live = "following";
 }
 

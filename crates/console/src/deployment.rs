@@ -74,6 +74,7 @@ pub fn live(page: &DeploymentPage) -> Markup {
             }
         }
         (traffic(view))
+        @if !view.judges.is_empty() { (judges(view)) }
         div.columns {
             section aria-labelledby="schedule-h" {
                 h2 #schedule-h { "Traffic shifting schedule" }
@@ -177,7 +178,7 @@ fn task_set(
     let targets = targets.get(target_group).map(Vec::as_slice).unwrap_or_default();
     html! {
         section.card aria-label=(title) {
-            h3 { (title) " " code { (target_group) } }
+            h3 { (title) " " code { (target_group) } " " a.small href=(format!("/target-groups/{target_group}/metrics")) { "metrics" } }
             @if let Some(set) = set {
                 p {
                     code { (set.id) } " · " (set.status) " · " (set.task_definition) br;
@@ -204,6 +205,59 @@ fn task_set(
                 }
             }
         }
+    }
+}
+
+/// What each canary judge saw in its newest judged period: both versions side by side, the
+/// verdict, the test's result against the confidence asked for, and what retry on blue spent —
+/// the same [`JudgeView`] `deployments get` prints.
+fn judges(view: &DeploymentView) -> Markup {
+    html! {
+        section.judges aria-labelledby="judges-h" {
+            h2 #judges-h { "Canary judge: green against blue" }
+            div.columns {
+                @for j in &view.judges {
+                    section.card.judge data-judge=(j.alarm) data-verdict=(j.verdict()) aria-label=(format!("Canary judge {}", j.alarm)) {
+                        h3 {
+                            a href=(format!("/alarms/{}@{}", j.alarm, view.id)) { (j.alarm) }
+                            " " span.muted { "(" (j.judgement.criteria.metric) ")" }
+                            " " span class=(format!("badge {}", verdict_class(j))) { (j.verdict()) }
+                        }
+                        p.muted { "Period " (time(j.period_start)) " + " (j.period_secs) " s · tolerance "
+                            (judge_tolerance(j)) " · " (format!("{}", j.judgement.criteria.confidence * 100.0)) "% confidence · at least "
+                            (j.judgement.criteria.min_samples) " samples each" }
+                        table.grid.side {
+                            thead { tr { th {} th.num { "Green " code { (j.green_target_group) } } th.num { "Blue " code { (j.blue_target_group) } } } }
+                            tbody {
+                                @for (what, green, blue) in j.side_by_side() {
+                                    tr data-row=(what) { th scope="row" { (what) } td.num { (green) } td.num { (blue) } }
+                                }
+                            }
+                        }
+                        p { "Test: " code { (j.test_result()) } }
+                        p { "Retry on blue: " span data-retries=(j.retries.retries) { (j.retries_text()) } }
+                        p.msg.muted { (j.reason) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn verdict_class(j: &control::api::JudgeView) -> &'static str {
+    match j.judgement.verdict {
+        control::api::judge::Verdict::Worse => "bad",
+        control::api::judge::Verdict::NotWorse => "ok",
+        control::api::judge::Verdict::TooFewSamples => "muted",
+    }
+}
+
+/// The tolerance as the criteria state it: points of error rate, or percent slower.
+fn judge_tolerance(j: &control::api::JudgeView) -> String {
+    let tolerance = j.judgement.criteria.tolerance * 100.0;
+    match j.judgement.criteria.metric {
+        control::api::judge::JudgedMetric::ErrorRate => format!("{tolerance} points"),
+        control::api::judge::JudgedMetric::Latency => format!("{tolerance}% slower"),
     }
 }
 

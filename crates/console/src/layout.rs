@@ -35,6 +35,7 @@ pub fn page(title: &str, viewer: Option<&Viewer>, main: Markup) -> Markup {
                         a href="/" { "Overview" }
                         a href="/pipelines" { "Pipelines" }
                         a href="/history" { "History" }
+                        a href="/alarms" { "Alarms" }
                     }
                     @if let Some(viewer) = viewer {
                         div.who {

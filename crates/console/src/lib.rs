@@ -8,11 +8,14 @@
 //! The handlers here are thin: they read, then call the pure renderers (`deployment`,
 //! `overview`, `login`) and the pure decisions (`decide`).
 
+mod alarm_pages;
 mod decide;
 mod deployment;
 mod history;
+mod graph;
 mod layout;
 mod login;
+mod metrics;
 mod overview;
 mod pipeline_actions;
 mod pipeline_pages;
@@ -46,6 +49,9 @@ pub fn router(state: AppState) -> Router {
         .route("/services/{name}", get(services::page))
         .route("/tasks/{id}", get(tasks::page))
         .route("/history", get(history::page))
+        .route("/target-groups/{name}/metrics", get(metrics_page))
+        .route("/alarms", get(alarms_page))
+        .route("/alarms/{name}", get(alarm_page))
         .with_state(state)
 }
 
@@ -109,6 +115,9 @@ pub(crate) fn viewer(
 #[derive(Deserialize)]
 pub(crate) struct PartQuery {
     pub(crate) part: Option<String>,
+    /// The window of a metrics page (`5m`, `1h`, `3h`).
+    #[serde(default)]
+    pub(crate) range: Option<String>,
 }
 
 async fn deployment_page(
@@ -218,4 +227,58 @@ async fn sign_out(State(state): State<AppState>, headers: HeaderMap) -> Response
     let secure = state.status.api.starts_with("https://");
     let cookie = console_session::cleared_cookie(secure);
     ([(header::SET_COOKIE, cookie)], Redirect::to("/login")).into_response()
+}
+
+/// `/target-groups/{name}/metrics`, or its live part with `?part=live`.
+async fn metrics_page(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(query): Query<PartQuery>,
+    Extension(CallerBindings(bindings)): Extension<CallerBindings>,
+    headers: HeaderMap,
+) -> Response {
+    let viewer = viewer(&state, &headers, &bindings);
+    match metrics::read(&state, &name, metrics::Range::named(query.range.as_deref())) {
+        Ok(page) if query.is_live() => html_page(StatusCode::OK, metrics::live(&page)),
+        Ok(page) => html_page(StatusCode::OK, metrics::whole(&page, &viewer)),
+        Err(err) => error_page(err, Some(&viewer)),
+    }
+}
+
+/// `/alarms`, or its live part with `?part=live`.
+async fn alarms_page(
+    State(state): State<AppState>,
+    Query(query): Query<PartQuery>,
+    Extension(CallerBindings(bindings)): Extension<CallerBindings>,
+    headers: HeaderMap,
+) -> Response {
+    let viewer = viewer(&state, &headers, &bindings);
+    match alarm_pages::read_all(&state) {
+        Ok(alarms) if query.is_live() => html_page(StatusCode::OK, alarm_pages::table(&alarms)),
+        Ok(alarms) => html_page(StatusCode::OK, alarm_pages::list_page(&alarms, &viewer)),
+        Err(err) => error_page(err, Some(&viewer)),
+    }
+}
+
+/// `/alarms/{name}`, or its live part with `?part=live`.
+async fn alarm_page(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(query): Query<PartQuery>,
+    Extension(CallerBindings(bindings)): Extension<CallerBindings>,
+    headers: HeaderMap,
+) -> Response {
+    let viewer = viewer(&state, &headers, &bindings);
+    match alarm_pages::read_one(&state, &name) {
+        Ok(alarms) if query.is_live() => html_page(StatusCode::OK, alarm_pages::detail(&alarms)),
+        Ok(alarms) => html_page(StatusCode::OK, alarm_pages::detail_page(&name, &alarms, &viewer)),
+        Err(err) => error_page(err, Some(&viewer)),
+    }
+}
+
+impl PartQuery {
+    /// Whether the page's script asks for the part that follows changes, not the whole page.
+    fn is_live(&self) -> bool {
+        self.part.as_deref() == Some("live")
+    }
 }

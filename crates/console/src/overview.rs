@@ -28,6 +28,8 @@ pub struct Overview {
     pub pipelines: Vec<pipelines::api::PipelineSummary>,
     /// Pipeline executions at a manual approval: each waits for someone to approve or reject.
     pub approvals: Vec<crate::pipeline_pages::Approval>,
+    /// Every target group, each linking to its metrics.
+    pub target_groups: Vec<String>,
 }
 
 pub fn read(state: &AppState) -> Result<Overview, ApiError> {
@@ -55,7 +57,8 @@ pub fn read(state: &AppState) -> Result<Overview, ApiError> {
         .collect::<Result<_, ApiError>>()?;
     let recent = rows.iter().take(RECENT).map(|row| view(&row.id)).collect::<Result<_, _>>()?;
     let (pipelines, approvals) = crate::pipeline_pages::read_for_overview(state)?;
-    Ok(Overview { waiting, groups, services, recent, pipelines, approvals })
+    let target_groups = control::http::target_group_names(state)?;
+    Ok(Overview { waiting, groups, services, recent, pipelines, approvals, target_groups })
 }
 
 pub fn render(overview: &Overview, viewer: &Viewer) -> Markup {
@@ -115,6 +118,17 @@ pub fn render(overview: &Overview, viewer: &Viewer) -> Markup {
             section aria-labelledby="pipelines-h" {
                 h2 #pipelines-h { "Pipelines" }
                 (crate::pipeline_pages::pipelines_table(&overview.pipelines))
+            }
+        }
+        section aria-labelledby="metrics-h" {
+            h2 #metrics-h { "Metrics" }
+            p {
+                "Target groups: "
+                @for (i, name) in overview.target_groups.iter().enumerate() {
+                    @if i > 0 { " · " }
+                    a href=(format!("/target-groups/{name}/metrics")) { (name) }
+                }
+                " · " a href="/alarms" { "all alarms" }
             }
         }
         section aria-labelledby="recent-h" {

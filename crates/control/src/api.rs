@@ -252,6 +252,61 @@ pub struct JudgeView {
     pub judgement: judge::Judgement,
     /// The judgement in words.
     pub reason: String,
+    /// What retry on blue spent on green in the same period.
+    #[serde(default)]
+    pub retries: crate::judging::RetriesSpent,
+}
+
+impl JudgeView {
+    /// Both versions' numbers side by side, `(what, green, blue)`, as `deployments get`, `watch`
+    /// and the console's deployment page show them.
+    pub fn side_by_side(&self) -> Vec<(&'static str, String, String)> {
+        let (g, b) = (&self.judgement.green, &self.judgement.blue);
+        vec![
+            ("requests", g.requests.to_string(), b.requests.to_string()),
+            ("error rate", percent(g.error_rate), percent(b.error_rate)),
+            ("p50", latency(g.p50), latency(b.p50)),
+            ("p90", latency(g.p90), latency(b.p90)),
+            ("p99", latency(g.p99), latency(b.p99)),
+        ]
+    }
+
+    /// The verdict in a word or three.
+    pub fn verdict(&self) -> &'static str {
+        match self.judgement.verdict {
+            judge::Verdict::Worse => "WORSE",
+            judge::Verdict::NotWorse => "not worse",
+            judge::Verdict::TooFewSamples => "too few samples",
+        }
+    }
+
+    /// The test's result (`Mann–Whitney U z=15.56 p=6.43e-55`), `-` when none was run.
+    pub fn test_result(&self) -> String {
+        self.judgement
+            .test
+            .as_ref()
+            .map_or("-".to_string(), |t| format!("{} z={:.2} p={:.2e}", t.test, t.z, t.p_value))
+    }
+
+    /// Retry on blue in the period: `12 retried on blue, 0 refused by the budget`.
+    pub fn retries_text(&self) -> String {
+        format!(
+            "{} retried on blue, {} refused by the budget",
+            self.retries.retries, self.retries.budget_exhausted
+        )
+    }
+}
+
+fn percent(fraction: f64) -> String {
+    format!("{:.2}%", fraction * 100.0)
+}
+
+fn latency(seconds: Option<f64>) -> String {
+    match seconds {
+        None => "-".to_string(),
+        Some(s) if s < 1.0 => format!("{:.1}ms", s * 1000.0),
+        Some(s) => format!("{s:.3}s"),
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

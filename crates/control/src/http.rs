@@ -620,6 +620,31 @@ pub fn deployment_event_views(state: &AppState, id: &str) -> Result<Vec<EventVie
         .collect())
 }
 
+/// Every declared target group's name.
+pub fn target_group_names(state: &AppState) -> Result<Vec<String>, ApiError> {
+    let docs: Vec<TargetGroupDoc> = state.store.read(|tx| state::docs(tx, KIND_TARGET_GROUP))?;
+    Ok(docs.into_iter().map(|d| d.name).collect())
+}
+
+/// The datapoints of each `(metric, statistic)` in `period`s over the last `since`, from the
+/// metric store `GET /v1/metrics/query` reads, with the time they were read at (the control
+/// plane's clock).
+pub fn recent_datapoints(
+    state: &AppState,
+    queries: &[(alarms::MetricId, alarms::Statistic)],
+    period: alarms::Period,
+    since: Duration,
+) -> (model::Timestamp, Vec<Vec<alarms::Datapoint>>) {
+    let now = crate::clock::now();
+    let from = model::Timestamp(now.as_millis().saturating_sub(since.as_millis() as u64));
+    let monitor = state.shared.monitor.lock().unwrap_or_else(|p| p.into_inner());
+    let read = |(id, statistic): &(alarms::MetricId, alarms::Statistic)| {
+        let series = monitor.store().series(id);
+        series.and_then(|s| s.datapoints(period, *statistic, from, now).ok()).unwrap_or_default()
+    };
+    (now, queries.iter().map(read).collect())
+}
+
 async fn create_deployment(
     State(state): State<AppState>,
     Json(request): Json<CreateDeploymentRequest>,
@@ -749,7 +774,7 @@ fn alarm_view(key: &str, alarm: &alarms::Alarm) -> AlarmView {
 }
 
 /// Every alarm instance: the live ones from the monitor, and declared alarms not evaluated yet.
-fn alarm_views(state: &AppState) -> Result<Vec<AlarmView>, ApiError> {
+pub fn alarm_views(state: &AppState) -> Result<Vec<AlarmView>, ApiError> {
     let declared: Vec<crate::monitor::AlarmDoc> =
         state.store.read(|tx| state::docs(tx, KIND_ALARM))?;
     let saved: Vec<(String, String)> = state.store.read(|tx| tx.resource_list(KIND_ALARM_STATE))?;

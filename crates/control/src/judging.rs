@@ -25,6 +25,19 @@ pub struct JudgedPeriod {
     pub start: Timestamp,
     pub period_secs: u32,
     pub judgement: Judgement,
+    /// Retry on blue's work in the period: green's failures sent again to blue. Periods judged
+    /// before this was recorded read as none.
+    #[serde(default)]
+    pub retries: RetriesSpent,
+}
+
+/// What retry on blue spent in a period on a deployment's green target group: the requests it
+/// sent again to blue (`RetryCount`) and those it could not because the budget was spent
+/// (`RetryBudgetExhaustedCount`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetriesSpent {
+    pub retries: u64,
+    pub budget_exhausted: u64,
 }
 
 impl JudgedPeriod {
@@ -69,6 +82,27 @@ pub fn observed(
         errors: sum("HTTPCode_Target_5XX_Count") + sum("HTTPCode_ELB_5XX_Count"),
         latencies: stats("TargetResponseTime").map(|p| p.distribution()).unwrap_or_default(),
     }
+}
+
+/// What retry on blue spent on `green_target_group` in `[start, start + period)`.
+pub fn retries_spent(
+    store: &MetricStore,
+    green_target_group: &str,
+    period: Period,
+    start: Timestamp,
+) -> RetriesSpent {
+    let sum = |metric: &str| {
+        let id = MetricId::new(metric).with("target_group", green_target_group);
+        let end = Timestamp(start.as_millis() + period.millis());
+        let stats = store.series(&id).and_then(|s| s.stats(period, start, end).ok());
+        stats
+            .into_iter()
+            .flatten()
+            .filter(|p| p.start == start)
+            .map(|p| p.value(Statistic::Sum))
+            .sum::<f64>() as u64
+    };
+    RetriesSpent { retries: sum("RetryCount"), budget_exhausted: sum("RetryBudgetExhaustedCount") }
 }
 
 /// The judgement of one period.

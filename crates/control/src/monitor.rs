@@ -495,6 +495,7 @@ impl Monitor {
                         start,
                         period_secs: period.secs(),
                         judgement,
+                        retries: judging::retries_spent(&self.store, groups.1, period, start),
                     };
                     if judged.is_worse() {
                         self.judged_worse.insert(key.clone(), judged.clone());

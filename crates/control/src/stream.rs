@@ -3,8 +3,9 @@
 //! sent again as soon as the engine changes it (it wakes on `Shared::changed`, never polls). The
 //! console's deployment page follows it; any client that reads `text/event-stream` can.
 //!
-//! Events: `deployment` (a `DeploymentView`), `targets` (target group → its targets' ALB health),
-//! `event` (an `EventView`, with its sequence number as the SSE id). A comment every 15 s keeps
+//! Events: `event` (an `EventView`, with its sequence number as the SSE id), `deployment` (a
+//! `DeploymentView`), `targets` (target group → its targets' ALB health); after a reconnect with
+//! `Last-Event-ID`, only the events after that one. A comment every 15 s keeps
 //! idle proxies from closing the stream.
 
 use std::collections::BTreeMap;
@@ -12,6 +13,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::{Stream, StreamExt};
 use tokio::sync::watch;
@@ -44,6 +46,14 @@ impl Sent {
     /// The events that tell the client what changed since the last look, and the new state.
     fn update(&mut self, observed: Observed) -> Vec<Event> {
         let mut out = Vec::new();
+        // The events first: a client that prints them (`cutover deployments watch`) tells what
+        // happened before the state it led to, and has every event before a final state.
+        let after = self.last_event;
+        for event in observed.events.into_iter().filter(|e| e.seq > after) {
+            self.last_event = event.seq;
+            let data = serde_json::to_string(&event).unwrap_or_default();
+            out.push(Event::default().event("event").id(event.seq.to_string()).data(data));
+        }
         let deployment = serde_json::to_string(&observed.deployment).unwrap_or_default();
         if self.deployment.as_ref() != Some(&deployment) {
             out.push(Event::default().event("deployment").data(&deployment));
@@ -53,12 +63,6 @@ impl Sent {
         if self.targets.as_ref() != Some(&targets) {
             out.push(Event::default().event("targets").data(&targets));
             self.targets = Some(targets);
-        }
-        let after = self.last_event;
-        for event in observed.events.into_iter().filter(|e| e.seq > after) {
-            self.last_event = event.seq;
-            let data = serde_json::to_string(&event).unwrap_or_default();
-            out.push(Event::default().event("event").id(event.seq.to_string()).data(data));
         }
         out
     }
@@ -90,14 +94,23 @@ fn observe(state: &AppState, id: &str, after: i64) -> Result<Observed, ApiError>
     Ok(Observed { deployment, targets, events })
 }
 
+/// The event a reconnecting client saw last (`Last-Event-ID`, which `EventSource` sends): the
+/// stream resumes after it instead of sending every event again.
+fn resume_after(headers: &HeaderMap) -> i64 {
+    let last = headers.get("last-event-id").and_then(|v| v.to_str().ok());
+    last.and_then(|v| v.trim().parse().ok()).unwrap_or(0).max(0)
+}
+
 pub async fn deployment_stream(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     // Subscribed before the first look, so no change between the two is missed.
     let changed = state.shared.changed.subscribe();
-    let mut sent = Sent::default();
-    let first = sent.update(observe(&state, &id, 0)?);
+    let after = resume_after(&headers);
+    let mut sent = Sent { last_event: after, ..Sent::default() };
+    let first = sent.update(observe(&state, &id, after)?);
     let rest = futures_util::stream::unfold(
         (state, id, sent, changed),
         |(state, id, mut sent, mut changed): (AppState, String, Sent, watch::Receiver<u64>)| async move {

@@ -57,6 +57,12 @@ impl ClientError {
     pub fn is_unreachable(&self) -> bool {
         matches!(self, ClientError::Unreachable { .. })
     }
+
+    /// Whether the connection failed rather than the API refused: nothing listens, or it went
+    /// away mid-request (a restart). Asking again may succeed.
+    pub fn is_connection_lost(&self) -> bool {
+        matches!(self, ClientError::Unreachable { .. } | ClientError::Transport { .. })
+    }
 }
 
 /// What is wrong with the server's certificate, when that is why a request failed (rustls's
@@ -202,6 +208,23 @@ impl Client {
     pub fn get_text(&self, path: &str) -> Result<reqwest::blocking::Response, ClientError> {
         let request =
             self.request(reqwest::Method::GET, path).timeout(Duration::from_secs(24 * 3600));
+        self.send(path, request)
+    }
+
+    /// A server-sent-event stream, with no overall timeout; `last_event_id` resumes after the
+    /// event of that id, as a browser's `EventSource` does when it reconnects.
+    pub fn get_events(
+        &self,
+        path: &str,
+        last_event_id: Option<i64>,
+    ) -> Result<reqwest::blocking::Response, ClientError> {
+        let mut request = self
+            .request(reqwest::Method::GET, path)
+            .timeout(Duration::from_secs(24 * 3600))
+            .header(reqwest::header::ACCEPT, "text/event-stream");
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id.to_string());
+        }
         self.send(path, request)
     }
 

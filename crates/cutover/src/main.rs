@@ -6,6 +6,7 @@ mod cli;
 mod client;
 mod login;
 mod render;
+mod sse;
 
 use std::process::ExitCode;
 

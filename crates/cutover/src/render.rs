@@ -408,25 +408,11 @@ pub fn deployment(d: &DeploymentView) -> String {
 pub fn judges(list: &[JudgeView]) -> String {
     let mut rows = Vec::new();
     for j in list {
-        let (g, b) = (&j.judgement.green, &j.judgement.blue);
         let period = format!("{} +{}s", clock(j.period_start), j.period_secs);
-        let verdict = match j.judgement.verdict {
-            judge::Verdict::Worse => "WORSE",
-            judge::Verdict::NotWorse => "not worse",
-            judge::Verdict::TooFewSamples => "too few samples",
-        };
-        let test =
-            j.judgement.test.as_ref().map_or("-".to_string(), |t| {
-                format!("{} z={:.2} p={:.2e}", t.test, t.z, t.p_value)
-            });
         let metric = j.judgement.criteria.metric;
-        let lines: [(&str, String, String); 5] = [
-            ("requests", g.requests.to_string(), b.requests.to_string()),
-            ("error rate", percent(g.error_rate), percent(b.error_rate)),
-            ("p50", latency(g.p50), latency(b.p50)),
-            ("p90", latency(g.p90), latency(b.p90)),
-            ("p99", latency(g.p99), latency(b.p99)),
-        ];
+        let mut lines = j.side_by_side();
+        lines.push(("retried on blue", j.retries.retries.to_string(), "-".to_string()));
+        lines.push(("budget exhausted", j.retries.budget_exhausted.to_string(), "-".to_string()));
         for (i, (what, green, blue)) in lines.into_iter().enumerate() {
             let first = |text: String| if i == 0 { text } else { String::new() };
             rows.push(vec![
@@ -435,70 +421,125 @@ pub fn judges(list: &[JudgeView]) -> String {
                 what.to_string(),
                 green,
                 blue,
-                first(verdict.to_string()),
-                first(test.clone()),
+                first(j.verdict().to_string()),
+                first(j.test_result()),
             ]);
         }
     }
     table(&["CANARY JUDGE", "PERIOD", "", "GREEN", "BLUE", "VERDICT", "TEST"], rows)
 }
 
-fn percent(fraction: f64) -> String {
-    format!("{:.2}%", fraction * 100.0)
-}
+/// How long `watch` keeps asking a control plane that went away (a restart) before giving up.
+const RECONNECT_FOR: Duration = Duration::from_secs(60);
 
-fn latency(seconds: Option<f64>) -> String {
-    match seconds {
-        None => "-".to_string(),
-        Some(s) if s < 1.0 => format!("{:.1}ms", s * 1000.0),
-        Some(s) => format!("{s:.3}s"),
+/// Follows a deployment until it ends; exit 0 only if it succeeded. It reads the deployment's
+/// event stream, as the console's deployment page does, so a change prints as soon as the engine
+/// writes it; a dropped stream (`cutover up` restarted) is followed again from the last event
+/// printed, so no line is printed twice.
+pub fn watch(client: &Client, id: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let mut printer = WatchPrinter { json, ..WatchPrinter::default() };
+    let path = format!("/v1/deployments/{id}/stream");
+    let mut lost_since: Option<std::time::Instant> = None;
+    loop {
+        let resume = (printer.after > 0).then_some(printer.after);
+        let response = match client.get_events(&path, resume) {
+            Ok(response) => response,
+            Err(err) if err.is_connection_lost() => {
+                let since = *lost_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() > RECONNECT_FOR {
+                    return Err(err.into());
+                }
+                // Not a wait for a condition: the pause between two attempts to reconnect.
+                std::thread::sleep(Duration::from_millis(250));
+                continue;
+            }
+            Err(err) => return Err(err.into()),
+        };
+        lost_since = None;
+        if let Some(exit) = printer.follow(response)? {
+            return Ok(exit);
+        }
+        eprintln!("the stream of {id} ended (was cutover up restarted?); following it again");
     }
 }
 
-/// Follows a deployment until it ends; exit 0 only if it succeeded.
-pub fn watch(client: &Client, id: &str, json: bool) -> anyhow::Result<ExitCode> {
-    let mut after = 0i64;
-    let mut last_line = String::new();
-    let mut judged = std::collections::BTreeSet::new();
-    loop {
-        let events: Vec<EventView> =
-            client.get(&format!("/v1/deployments/{id}/events?after={after}"))?;
-        let view: DeploymentView = client.get(&format!("/v1/deployments/{id}"))?;
-        for event in &events {
-            after = after.max(event.seq);
-            if json {
-                println!("{}", serde_json::to_string(event)?);
-            } else {
-                println!("{}  {}", time(event.at), event.message);
+/// What `watch` has printed, so a reconnect prints nothing twice.
+#[derive(Default)]
+struct WatchPrinter {
+    json: bool,
+    /// The last event printed (its sequence number).
+    after: i64,
+    last_line: String,
+    /// Each judged period printed, `(alarm, period start)`.
+    judged: std::collections::BTreeSet<(String, u64)>,
+}
+
+impl WatchPrinter {
+    /// Prints what `stream` says until the deployment ends (its exit code) or the stream does.
+    fn follow(&mut self, stream: impl std::io::Read) -> anyhow::Result<Option<ExitCode>> {
+        use std::io::BufRead as _;
+        let mut parser = crate::sse::SseParser::default();
+        for line in std::io::BufReader::new(stream).lines() {
+            // A read error is the connection dropping: the caller reconnects.
+            let Ok(line) = line else { break };
+            let Some(event) = parser.line(&line) else { continue };
+            match event.kind.as_str() {
+                "event" => self.event(&serde_json::from_str(&event.data)?)?,
+                "deployment" => {
+                    if let Some(exit) = self.deployment(&serde_json::from_str(&event.data)?)? {
+                        return Ok(Some(exit));
+                    }
+                }
+                _ => {}
             }
         }
-        if !json {
+        Ok(None)
+    }
+
+    fn event(&mut self, event: &EventView) -> anyhow::Result<()> {
+        if event.seq <= self.after {
+            return Ok(());
+        }
+        self.after = event.seq;
+        if self.json {
+            println!("{}", serde_json::to_string(event)?);
+        } else {
+            println!("{}  {}", time(event.at), event.message);
+        }
+        Ok(())
+    }
+
+    /// Prints what changed in the deployment; its exit code once it has ended.
+    fn deployment(&mut self, view: &DeploymentView) -> anyhow::Result<Option<ExitCode>> {
+        if !self.json {
             for judge in &view.judges {
                 // Each judged period once, as it is judged.
-                if judged.insert((judge.alarm.clone(), judge.period_start)) {
-                    println!("{}  canary judge {}: {}", time(now_ms()), judge.alarm, judge.reason);
+                if self.judged.insert((judge.alarm.clone(), judge.period_start)) {
+                    println!(
+                        "{}  canary judge {}: {}; {}",
+                        time(now_ms()),
+                        judge.alarm,
+                        judge.reason,
+                        judge.retries_text()
+                    );
                 }
             }
         }
         // A line is printed when what it says changes, not when its countdown ticks.
-        let line = watch_line(&view, None);
-        if line != last_line && !json && view.completed_at.is_none() {
-            println!("{}", watch_line(&view, Some(now_ms())));
-            last_line = line;
+        let line = watch_line(view, None);
+        if line != self.last_line && !self.json && view.completed_at.is_none() {
+            println!("{}", watch_line(view, Some(now_ms())));
+            self.last_line = line;
         }
-        if view.completed_at.is_some() {
-            if json {
-                println!("{}", serde_json::to_string(&view)?);
-            } else {
-                println!("{}", outcome_line(&view));
-            }
-            return Ok(if view.status == "Succeeded" {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            });
+        if view.completed_at.is_none() {
+            return Ok(None);
         }
-        std::thread::sleep(Duration::from_millis(250));
+        if self.json {
+            println!("{}", serde_json::to_string(view)?);
+        } else {
+            println!("{}", outcome_line(view));
+        }
+        Ok(Some(if view.status == "Succeeded" { ExitCode::SUCCESS } else { ExitCode::from(1) }))
     }
 }
 
@@ -854,14 +895,17 @@ mod tests {
             green_target_group: "web-green".into(),
             reason: judgement.reason(),
             judgement,
+            retries: control::judging::RetriesSpent { retries: 12, budget_exhausted: 3 },
         });
         expect![[r#"
-            CANARY JUDGE             PERIOD                    GREEN   BLUE    VERDICT  TEST
-            latency-judge (latency)  12:00:10 +5s  requests    380     400     WORSE    Mann–Whitney U z=15.56 p=6.43e-55
-                                                   error rate  0.26%   0.50%
-                                                   p50         26.0ms  20.0ms
-                                                   p90         30.0ms  24.0ms
-                                                   p99         30.0ms  24.0ms
+            CANARY JUDGE             PERIOD                          GREEN   BLUE    VERDICT  TEST
+            latency-judge (latency)  12:00:10 +5s  requests          380     400     WORSE    Mann–Whitney U z=15.56 p=6.43e-55
+                                                   error rate        0.26%   0.50%
+                                                   p50               26.0ms  20.0ms
+                                                   p90               30.0ms  24.0ms
+                                                   p99               30.0ms  24.0ms
+                                                   retried on blue   12      -
+                                                   budget exhausted  3       -
         "#]].assert_eq(&judges(&view.judges));
     }
 

@@ -135,6 +135,7 @@ pub(crate) fn judge_views(
             blue_target_group: period.blue_target_group,
             green_target_group: period.green_target_group,
             judgement: period.judgement,
+            retries: period.retries,
         })
         .collect())
 }

@@ -380,3 +380,7 @@ fn a_viewer_signs_in_and_sees_no_action_buttons_and_forged_actions_are_refused()
         assert!(!log.contains(secret.as_str()), "a secret in up.log");
     }
 }
+
+/// The metrics, alarms and judge pages, with this module's browser.
+#[path = "console_metrics.rs"]
+mod metrics;

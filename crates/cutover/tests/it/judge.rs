@@ -15,10 +15,10 @@ const LATENCY_JUDGE: &str = r#"alarms:
   - { name: latency-judge, kind: canary-judge, metric: latency, tolerance: 10%, confidence: 0.99, min_samples: 50, period: 2s, evaluation_periods: 3, datapoints_to_alarm: 2 }
 "#;
 /// Blue answers `/` in 20 ms.
-const BLUE_LATENCY_MS: u64 = 20;
+pub(crate) const BLUE_LATENCY_MS: u64 = 20;
 
 /// A cluster whose v1 answers in 20 ms, with `taskdef-v2-{ms}.json` for each green latency.
-fn cluster(green_latencies_ms: &[u64]) -> Cluster {
+pub(crate) fn cluster(green_latencies_ms: &[u64]) -> Cluster {
     let cluster = Cluster::start(Options {
         config: CANARY,
         auto_rollback: ROLLBACK_ON_ALARM,

@@ -38,3 +38,4 @@ mod retry_on_blue;
 mod scheduler;
 mod secrets;
 mod swarm;
+mod watch_stream;
