@@ -165,6 +165,7 @@ fn group_forward(routing: &GroupRouting, is_production: bool) -> Action {
             .into(),
         }),
         retry,
+        mirror: None,
     })
 }
 
