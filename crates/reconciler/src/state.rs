@@ -99,7 +99,7 @@ impl Task {
     }
 }
 
-fn is_zero(percent: &u8) -> bool {
+pub(crate) fn is_zero(percent: &u8) -> bool {
     *percent == 0
 }
 

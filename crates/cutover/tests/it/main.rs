@@ -35,4 +35,5 @@ mod restart_records;
 mod retry_on_blue;
 mod scheduler;
 mod secrets;
+mod shadow_traffic;
 mod swarm;
