@@ -21,7 +21,9 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use model::{ConfigError, DeploymentConfig, LifecycleEvent, TrafficRouting, format_duration};
+use model::{
+    ConfigError, DeploymentConfig, LifecycleEvent, MirrorPhase, TrafficRouting, format_duration,
+};
 use routes::{
     Algorithm, FixedResponse, HealthCheck, PreviewFrom, Redirect, TlsConfig, WeightedTargetGroup,
 };
@@ -192,6 +194,9 @@ pub struct DeploymentGroupSpec {
     pub preview: Option<PreviewSpec>,
     /// Retry on blue while production traffic goes to green; `None`: off. On by default.
     pub retry_on_blue: Option<RetryOnBlue>,
+    /// Methods whose requests a deployment config's shadow phase copies to green
+    /// (`routes::Mirror::DEFAULT_METHODS`, the safe ones, unless the group says otherwise).
+    pub mirror_methods: Vec<String>,
 }
 
 /// A request header or cookie whose value `green` or `blue` pins a request on the production
@@ -718,10 +723,11 @@ fn deployment_config(
         let d = cx.duration(i.node, &i.path, BareNumber::Minutes)?;
         Some((d, Loc::of(i)))
     });
-    f.finish(cx, &["name", "type", "percentage", "interval"], &[]);
+    let mirror = optional(cx, &mut f, "mirror", mirror_phase);
+    f.finish(cx, &["name", "type", "percentage", "interval", "mirror"], &[]);
     let meta = name.clone();
-    let (Some((name, _)), Some((kind, kind_loc)), Some(percentage), Some(interval)) =
-        (name, kind, percentage, interval)
+    let (Some((name, _)), Some((kind, kind_loc)), Some(percentage), Some(interval), Some(mirror)) =
+        (name, kind, percentage, interval, mirror)
     else {
         return (None, meta);
     };
@@ -732,12 +738,44 @@ fn deployment_config(
     };
     let Some(routing) = routing else { return (None, meta) };
     match DeploymentConfig::custom(&name, routing) {
-        Ok(config) => (Some(config), meta),
+        Ok(config) => (Some(DeploymentConfig { mirror, ..config }), meta),
         Err(e) => {
             cx.error(kind_loc.pos, &kind_loc.path, e.to_string());
             (None, meta)
         }
     }
+}
+
+/// A deployment config's `mirror: { percentage: 50, duration: 2m }`: its shadow phase.
+fn mirror_phase(cx: &mut Cx<'_>, field: &Field<'_>) -> Option<MirrorPhase> {
+    let mut f = cx.map(field.node, &field.path)?;
+    let percent = f
+        .require(
+            cx,
+            "percentage",
+            "add `percentage: 50`, the share of production's requests copied to green",
+        )
+        .and_then(|p| cx.int(p.node, &p.path, 1, 100, "a mirror percentage"));
+    let duration = f
+        .require(cx, "duration", "add `duration: 2m`, how long green gets copies before the shift")
+        .and_then(|d| {
+            let duration = cx.duration(d.node, &d.path, BareNumber::Minutes)?;
+            if duration.is_zero() || duration > MirrorPhase::DURATION_MAX {
+                cx.error(
+                    d.node.pos,
+                    &d.path,
+                    format!(
+                        "a mirror phase of {} is out of range; give it from 1s to 2880m, like \
+                         `duration: 2m`",
+                        format_duration(duration)
+                    ),
+                );
+                return None;
+            }
+            Some(duration)
+        });
+    f.finish(cx, &["percentage", "duration"], &[]);
+    Some(MirrorPhase { percent: u8::try_from(percent?).ok()?, duration: duration? })
 }
 
 /// `type` of a deployment config.
@@ -859,6 +897,7 @@ const GROUP_FIELDS: &[&str] = &[
     "ignore_poll_alarm_failure",
     "preview",
     "retry_on_blue",
+    "mirror_methods",
 ];
 
 fn deployment_group(
@@ -917,6 +956,9 @@ fn deployment_group(
         optional(cx, &mut f, "ignore_poll_alarm_failure", |cx, i| cx.bool(i.node, &i.path));
     let preview = optional(cx, &mut f, "preview", preview);
     let retry_on_blue = optional(cx, &mut f, "retry_on_blue", retry::retry_on_blue);
+    let mirror_methods = optional(cx, &mut f, "mirror_methods", |cx, m| {
+        retry::method_list(cx, m, "to copy nothing, give the deployment config no `mirror`")
+    });
     f.finish(cx, GROUP_FIELDS, &[]);
     meta.alarms_empty =
         matches!(alarms, Some(None)) || matches!(&alarms, Some(Some(a)) if a.is_empty());
@@ -946,6 +988,9 @@ fn deployment_group(
             ignore_poll_alarm_failure: ignore_poll_alarm_failure?.unwrap_or(false),
             preview: preview?,
             retry_on_blue: retry_on_blue?.unwrap_or_else(|| Some(RetryOnBlue::default())),
+            mirror_methods: mirror_methods?.unwrap_or_else(|| {
+                routes::Mirror::DEFAULT_METHODS.iter().map(|m| m.to_string()).collect()
+            }),
         })
     })();
     (spec, meta)

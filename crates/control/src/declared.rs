@@ -111,6 +111,15 @@ pub struct DeploymentConfigDoc {
     pub kind: String,
     pub percentage: u8,
     pub interval_ms: u64,
+    /// The shadow phase's share of production copied to green, if the config has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror_percentage: Option<u8>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub mirror_duration_ms: u64,
+}
+
+fn is_zero(ms: &u64) -> bool {
+    *ms == 0
 }
 
 impl DeploymentConfigDoc {
@@ -129,6 +138,8 @@ impl DeploymentConfigDoc {
             kind: kind.to_string(),
             percentage,
             interval_ms: interval.as_millis() as u64,
+            mirror_percentage: config.mirror.map(|m| m.percent),
+            mirror_duration_ms: config.mirror.map_or(0, |m| m.duration.as_millis() as u64),
         }
     }
 
@@ -143,7 +154,11 @@ impl DeploymentConfigDoc {
             }
             _ => model::TrafficRouting::AllAtOnce,
         };
-        model::DeploymentConfig { name: self.name.clone(), routing }
+        let mirror = self.mirror_percentage.map(|percent| model::MirrorPhase {
+            percent,
+            duration: Duration::from_millis(self.mirror_duration_ms),
+        });
+        model::DeploymentConfig { name: self.name.clone(), routing, mirror }
     }
 }
 
@@ -179,6 +194,18 @@ pub struct DeploymentGroupDoc {
         skip_serializing_if = "RetryOnBlueDoc::is_default_on"
     )]
     pub retry_on_blue: Option<RetryOnBlueDoc>,
+    /// Methods a shadow phase copies to green; stored only when not the default, so that
+    /// groups stored before it existed take the default and read back unchanged.
+    #[serde(default = "default_mirror_methods", skip_serializing_if = "is_default_mirror_methods")]
+    pub mirror_methods: Vec<String>,
+}
+
+pub(crate) fn default_mirror_methods() -> Vec<String> {
+    routes::Mirror::DEFAULT_METHODS.iter().map(|m| m.to_string()).collect()
+}
+
+fn is_default_mirror_methods(methods: &[String]) -> bool {
+    methods.iter().map(String::as_str).eq(routes::Mirror::DEFAULT_METHODS)
 }
 
 /// A deployment group's retry on blue (`config::RetryOnBlue`).
@@ -356,6 +383,7 @@ pub fn deployment_group_doc(g: &config::DeploymentGroupSpec) -> DeploymentGroupD
         preview: g.preview.as_ref().map(|p| PreviewDoc { from: p.from, name: p.name.clone() }),
         install_timeout_ms: g.install_timeout.map(|d| d.as_millis() as u64),
         retry_on_blue: g.retry_on_blue.as_ref().map(RetryOnBlueDoc::of),
+        mirror_methods: g.mirror_methods.clone(),
     }
 }
 

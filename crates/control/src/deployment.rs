@@ -34,6 +34,10 @@ pub struct DeploymentBody {
     /// The routing state last ordered by the state machine.
     pub route_production_green_percent: u8,
     pub route_test_to_green: bool,
+    /// The share of production copied to green (a shadow phase), as last ordered; stored only
+    /// during one, so that rows read back as older versions wrote them.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub route_mirror_percent: u8,
     /// Green had all its targets healthy at least once.
     pub green_was_healthy: bool,
     /// GreenUnhealthy was reported to the state machine (reported once).
@@ -169,4 +173,8 @@ pub fn view(
         next_step_at: machine.poll_timeout().map(Timestamp::as_millis),
         judges: Vec::new(),
     }
+}
+
+fn is_zero(percent: &u8) -> bool {
+    *percent == 0
 }

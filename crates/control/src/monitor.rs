@@ -226,14 +226,16 @@ impl Monitor {
                     self.record(metric, name, at, increase as f64);
                 }
             }
+            self.record_mirrored(name, &tg.mirrored, before.map(|b| &b.mirrored), continuity, at);
             let before = before.map(|b| &b.counters);
             self.record_counts(name, &tg.counters, before, continuity, at);
             if tg.response_time_fine.is_empty() {
                 // A data plane of an older cutover (adopted, still serving): coarse buckets only.
                 self.record_response_times(
+                    "TargetResponseTime",
                     name,
                     &tg.counters.response_time,
-                    before,
+                    before.map(|b| &b.response_time),
                     continuity,
                     at,
                 );
@@ -288,20 +290,58 @@ impl Monitor {
         self.record("HTTPCode_ELB_5XX_Count", target_group, at, elb_5xx as f64);
     }
 
-    /// `TargetResponseTime`: one sample per request at its bucket's upper bound (seconds).
-    fn record_response_times(
+    /// A shadow phase's copies to one target group (cutover's own metrics): how many, how they
+    /// ended, how many disagreed with the client's answer or were not sent, and how long they
+    /// took.
+    fn record_mirrored(
         &mut self,
         target_group: &str,
-        hist: &routes::Histogram,
-        before: Option<&RequestCounters>,
+        mirrored: &routes::MirroredMetrics,
+        before: Option<&routes::MirroredMetrics>,
         continuity: Continuity,
         at: Timestamp,
     ) {
-        let prev_hist = before.map(|b| &b.response_time);
+        type Counter = fn(&routes::MirroredMetrics) -> u64;
+        const COUNTS: [(&str, Counter); 6] = [
+            ("MirroredRequestCount", |m| m.counters.requests),
+            ("MirroredTarget_2XX_Count", |m| m.counters.target_2xx),
+            ("MirroredTarget_5XX_Count", |m| m.counters.target_5xx),
+            ("MirroredELB_5XX_Count", |m| m.server_errors() - m.counters.target_5xx),
+            ("MirroredMismatchCount", |m| m.mismatches),
+            ("MirroredDroppedCount", |m| m.dropped),
+        ];
+        for (metric, value) in COUNTS {
+            if let Some(increase) =
+                counter::increase(continuity, before.map(value), value(mirrored))
+            {
+                self.record(metric, target_group, at, increase as f64);
+            }
+        }
+        self.record_response_times(
+            "MirroredTargetResponseTime",
+            target_group,
+            &mirrored.counters.response_time,
+            before.map(|b| &b.counters.response_time),
+            continuity,
+            at,
+        );
+    }
+
+    /// `metric` (`TargetResponseTime`): one sample per request at its bucket's upper bound
+    /// (seconds).
+    fn record_response_times(
+        &mut self,
+        metric: &str,
+        target_group: &str,
+        hist: &routes::Histogram,
+        prev_hist: Option<&routes::Histogram>,
+        continuity: Continuity,
+        at: Timestamp,
+    ) {
         let increase = |now: u64, then: Option<u64>| {
             counter::increase(continuity, then, now).unwrap_or_default()
         };
-        let id = MetricId::new("TargetResponseTime").with("target_group", target_group);
+        let id = MetricId::new(metric).with("target_group", target_group);
         let mut below = 0u64;
         for (i, bound_us) in routes::RESPONSE_TIME_BUCKETS_US.iter().enumerate() {
             let cumulative = increase(

@@ -45,15 +45,22 @@ pub fn effect_sentence(effect: &Effect, sides: Sides<'_>) -> String {
         Effect::CancelHook { execution_id } => {
             format!("Cancelling hook execution {execution_id}: its result is no longer needed")
         }
-        Effect::Route { production_green_percent, test_to_green } => {
+        Effect::Route { production_green_percent, test_to_green, mirror_percent } => {
             let green_percent = (*production_green_percent).min(100);
             let test =
                 if *test_to_green { format!("green ({green})") } else { format!("blue ({blue})") };
-            format!(
+            let mut sentence = format!(
                 "Routing production traffic: {green_percent}% to green ({green}), {}% to blue \
                  ({blue}); the test listener serves {test}",
                 100 - green_percent
-            )
+            );
+            if *mirror_percent > 0 {
+                sentence.push_str(&format!(
+                    "; a copy of {mirror_percent}% of production's requests goes to green too, \
+                     whose answers are measured and discarded (shadow traffic)"
+                ));
+            }
+            sentence
         }
         Effect::StopGreen => format!(
             "Stopping green's tasks ({green}) once their connections drain: blue keeps serving"
@@ -116,9 +123,10 @@ mod tests {
                 hook: "smoke-test".into(),
                 timeout: Duration::from_secs(90),
             },
-            Effect::Route { production_green_percent: 0, test_to_green: true },
+            Effect::Route { production_green_percent: 0, test_to_green: true, mirror_percent: 0 },
             Effect::Status(DeploymentStatus::Ready),
-            Effect::Route { production_green_percent: 20, test_to_green: true },
+            Effect::Route { production_green_percent: 0, test_to_green: true, mirror_percent: 50 },
+            Effect::Route { production_green_percent: 20, test_to_green: true, mirror_percent: 0 },
             Effect::Status(DeploymentStatus::Baking),
             Effect::TerminateBlue,
             Effect::Event {
@@ -148,6 +156,7 @@ mod tests {
             Running hook smoke-test for AfterAllowTestTraffic (it fails if it has not finished after 1m30s)
             Routing production traffic: 0% to green (web-green), 100% to blue (web-blue); the test listener serves green (web-green)
             Ready: green serves the test listener and waits for `cutover deployments continue` before production traffic moves
+            Routing production traffic: 0% to green (web-green), 100% to blue (web-blue); the test listener serves green (web-green); a copy of 50% of production's requests goes to green too, whose answers are measured and discarded (shadow traffic)
             Routing production traffic: 20% to green (web-green), 80% to blue (web-blue); the test listener serves green (web-green)
             Baking: green serves all production traffic while blue stays warm for an instant rollback until the termination wait ends
             Stopping the old version's tasks (blue, web-blue) once their connections drain: green is now the service's primary task set

@@ -225,6 +225,7 @@ fn deployment(
         green_target_group: body.green_target_group.clone(),
         production_green_percent: body.route_production_green_percent,
         test_to_green: body.route_test_to_green,
+        mirror_percent: body.route_mirror_percent,
         green_was_healthy: body.green_was_healthy,
         green_failure_reported: body.green_failure_reported,
         alarms,
@@ -349,6 +350,7 @@ mod tests {
             termination_wait: Duration::from_secs(60),
             auto_rollback: AutoRollback { on_failure: true, ..Default::default() },
             install_timeout: rollout::INSTALL_TIMEOUT_DEFAULT,
+            mirror: None,
         };
         let machine = Rollout::new(spec, Timestamp::from_millis(T0 + 5_000));
         let body = DeploymentBody {
@@ -368,6 +370,7 @@ mod tests {
             hooks: Default::default(),
             route_production_green_percent: 0,
             route_test_to_green: false,
+            route_mirror_percent: 0,
             green_was_healthy: false,
             green_failure_reported: false,
             error_code: None,

@@ -55,6 +55,7 @@ pub fn preview_view(
             on_stop_request: false,
         },
         install_timeout: rollout::INSTALL_TIMEOUT_DEFAULT,
+        mirror: config.mirror,
     };
     let steps: Vec<PreviewStep> = rollout::preview(&spec)
         .into_iter()

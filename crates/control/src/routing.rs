@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use routes::{
-    Action, ForwardAction, Listener, Preview, RouteTable, Target, TargetGroup, WeightedTargetGroup,
+    Action, ForwardAction, Listener, Mirror, Preview, RouteTable, Target, TargetGroup,
+    WeightedTargetGroup,
 };
 
 use config::PreviewSpec;
@@ -22,6 +23,8 @@ pub struct GroupRouting {
     pub blue_target_group: String,
     pub production_green_percent: u8,
     pub test_to_green: bool,
+    /// The share of production copied to green: a deployment's shadow phase.
+    pub mirror_percent: u8,
     /// A deployment of the group is in progress. One that ended without rolling back (stopped
     /// with `--no-rollback`, or failed without auto-rollback) leaves its traffic where it was,
     /// but no longer offers preview routing: a preview belongs to a deployment under way.
@@ -150,6 +153,12 @@ fn group_forward(routing: &GroupRouting, is_production: bool) -> Action {
     // when it takes green's weight away. Never on the test listener, whose testers want
     // green's answers.
     let retry = routing.group.retry_on_blue.as_ref().filter(|_| is_production).map(|r| r.to(blue));
+    // A shadow phase copies production's requests to green; the test listener's already go
+    // there.
+    let mirror = (is_production && routing.mirror_percent > 0).then(|| Mirror {
+        methods: routing.group.mirror_methods.clone(),
+        ..Mirror::to(green, routing.mirror_percent)
+    });
     Action::Forward(ForwardAction {
         target_groups: vec![
             WeightedTargetGroup { name: blue.clone(), weight: 100 - green_percent },
@@ -165,6 +174,7 @@ fn group_forward(routing: &GroupRouting, is_production: bool) -> Action {
             .into(),
         }),
         retry,
+        mirror,
     })
 }
 
@@ -197,6 +207,7 @@ mod tests {
             preview: None,
             install_timeout_ms: None,
             retry_on_blue: None,
+            mirror_methods: crate::declared::default_mirror_methods(),
         }
     }
 
@@ -241,6 +252,7 @@ mod tests {
             group: group(),
             blue_target_group: "green".into(),
             production_green_percent: 10,
+            mirror_percent: 0,
             test_to_green: true,
             deployment_in_progress: true,
         };
@@ -263,6 +275,7 @@ mod tests {
             group: group(),
             blue_target_group: "blue".into(),
             production_green_percent: 0,
+            mirror_percent: 0,
             test_to_green: false,
             deployment_in_progress: false,
         };
@@ -295,6 +308,35 @@ mod tests {
     }
 
     #[test]
+    fn a_shadow_phase_mirrors_production_to_green_with_the_groups_methods_and_nothing_else() {
+        let mut group = group();
+        group.mirror_methods = vec!["GET".into(), "POST".into()];
+        let shadowing = GroupRouting {
+            group,
+            blue_target_group: "blue".into(),
+            production_green_percent: 0,
+            test_to_green: true,
+            mirror_percent: 50,
+            deployment_in_progress: true,
+        };
+        let table = compute(1, &[lb()], &[], std::slice::from_ref(&shadowing), &BTreeMap::new());
+        let mirror = |listener: &str| match &table.listeners[listener].action {
+            Action::Forward(f) => f.mirror.clone(),
+            other => panic!("not a forward: {other:?}"),
+        };
+        let expected =
+            Mirror { methods: vec!["GET".into(), "POST".into()], ..Mirror::to("green", 50) };
+        assert_eq!(mirror("lb/prod"), Some(expected));
+        assert_eq!(mirror("lb/test"), None, "the test listener's requests go to green already");
+        let after = GroupRouting { mirror_percent: 0, production_green_percent: 25, ..shadowing };
+        let table = compute(2, &[lb()], &[], &[after], &BTreeMap::new());
+        match &table.listeners["lb/prod"].action {
+            Action::Forward(f) => assert_eq!(f.mirror, None, "the shift ends the shadow phase"),
+            other => panic!("not a forward: {other:?}"),
+        }
+    }
+
+    #[test]
     fn retry_on_blue_names_blue_on_the_production_forward_only_at_any_weight() {
         let mut group = group();
         group.retry_on_blue = crate::declared::RetryOnBlueDoc::default_on();
@@ -303,6 +345,7 @@ mod tests {
             group: group.clone(),
             blue_target_group: "green".into(),
             production_green_percent: percent,
+            mirror_percent: 0,
             test_to_green: in_progress,
             deployment_in_progress: in_progress,
         };
@@ -342,6 +385,7 @@ mod tests {
             blue_target_group: "green".into(),
             production_green_percent,
             test_to_green,
+            mirror_percent: 0,
             deployment_in_progress,
         }
     }
@@ -442,6 +486,7 @@ mod tests {
             group: group.clone(),
             blue_target_group: group.target_groups[0].clone(),
             production_green_percent: percent,
+            mirror_percent: 0,
             test_to_green: percent > 0,
             deployment_in_progress: percent > 0,
         };
@@ -486,6 +531,7 @@ mod tests {
             group: group.clone(),
             blue_target_group: group.target_groups[0].clone(),
             production_green_percent: 0,
+            mirror_percent: 0,
             test_to_green: previewing,
             deployment_in_progress: previewing,
         };

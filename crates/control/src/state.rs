@@ -119,6 +119,12 @@ impl Snapshot {
                         blue_target_group: body.blue_target_group.clone(),
                         production_green_percent: body.route_production_green_percent,
                         test_to_green: body.route_test_to_green,
+                        // A shadow phase belongs to a deployment under way.
+                        mirror_percent: if state.active_deployment.is_some() {
+                            body.route_mirror_percent
+                        } else {
+                            0
+                        },
                         deployment_in_progress: state.active_deployment.is_some(),
                     };
                 }
@@ -138,6 +144,7 @@ impl Snapshot {
                     blue_target_group: blue,
                     production_green_percent: 0,
                     test_to_green: false,
+                    mirror_percent: 0,
                     deployment_in_progress: false,
                 }
             })

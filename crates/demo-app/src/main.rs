@@ -21,7 +21,8 @@
 //! - `/echo` (any method): answers the request body.
 //! - `/fail` (any method): 500, and logs a line containing `Error`.
 //!
-//! Other behaviour: keep-alive, one thread per connection, one log line per request on stdout;
+//! Other behaviour: keep-alive, one thread per connection, one log line per request on stdout
+//! (`shadow` in it for a copy of shadow traffic, which carries `X-Cutover-Shadow`);
 //! `$EXIT_AFTER_MS` makes it exit with code 1 after that long (crash tests); SIGTERM or SIGINT
 //! stops accepting, lets in-flight requests finish (at most 25 s), and exits 0, unless
 //! `$IGNORE_SIGTERM` is set (stop-timeout tests: only SIGKILL ends it then).
@@ -203,6 +204,8 @@ struct Request {
     target: String,
     keep_alive: bool,
     body: Vec<u8>,
+    /// A copy sent by the load balancer's shadow traffic (`X-Cutover-Shadow`), not a client's.
+    shadow: bool,
 }
 
 enum ReadError {
@@ -285,6 +288,7 @@ impl Conn {
         let mut keep_alive = version == "HTTP/1.1";
         let mut content_length: Option<usize> = None;
         let mut chunked = false;
+        let mut shadow = false;
         for line in lines.filter(|l| !l.is_empty()) {
             let Some((name, value)) = line.split_once(':') else {
                 return Err(ReadError::Bad(400, "malformed header"));
@@ -301,6 +305,8 @@ impl Conn {
                 if !chunked {
                     return Err(ReadError::Bad(501, "unsupported Transfer-Encoding"));
                 }
+            } else if name.eq_ignore_ascii_case("x-cutover-shadow") {
+                shadow = true;
             } else if name.eq_ignore_ascii_case("connection") {
                 let v = value.to_ascii_lowercase();
                 if v.contains("close") {
@@ -315,7 +321,13 @@ impl Conn {
         } else {
             self.read_exact_body(content_length.unwrap_or(0))?
         };
-        Ok(Request { method: method.to_string(), target: target.to_string(), keep_alive, body })
+        Ok(Request {
+            method: method.to_string(),
+            target: target.to_string(),
+            keep_alive,
+            body,
+            shadow,
+        })
     }
 
     fn read_exact_body(&mut self, len: usize) -> Result<Vec<u8>, ReadError> {
@@ -408,8 +420,9 @@ fn serve_connection(stream: TcpStream, config: &Config) {
         let written = write_response(&mut conn.stream, &resp, keep_alive, head_only, config);
         let (method, target) =
             req.as_ref().map_or(("-", "-"), |r| (r.method.as_str(), r.target.as_str()));
+        let shadow = if req.as_ref().is_some_and(|r| r.shadow) { " shadow" } else { "" };
         log(&format!(
-            "{peer} \"{method} {target}\" {} {} {}us{}",
+            "{peer} \"{method} {target}\" {} {} {}us{shadow}{}",
             resp.status,
             resp.body.len(),
             started.elapsed().as_micros(),

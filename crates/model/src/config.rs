@@ -30,6 +30,23 @@ pub struct Shift {
 pub struct DeploymentConfig {
     pub name: String,
     pub routing: TrafficRouting,
+    /// A shadow phase before the shift (cutover's own; CodeDeploy has none).
+    pub mirror: Option<MirrorPhase>,
+}
+
+/// A deployment's shadow phase (cutover's own): when `AllowTraffic` begins, a copy of `percent`
+/// of production's requests goes to green for `duration`, while every answer still comes from
+/// blue; then the shift begins, its schedule `duration` later than without the phase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MirrorPhase {
+    /// 1 to 100.
+    pub percent: u8,
+    pub duration: Duration,
+}
+
+impl MirrorPhase {
+    /// The longest shadow phase: CodeDeploy's limit on a whole shift.
+    pub const DURATION_MAX: Duration = SCHEDULE_SPAN_MAX;
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -98,10 +115,11 @@ impl DeploymentConfig {
 
     /// A built-in config by its exact AWS name.
     pub fn predefined(name: &str) -> Option<DeploymentConfig> {
-        PREDEFINED_CONFIGS
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(n, routing)| DeploymentConfig { name: n.to_string(), routing: *routing })
+        PREDEFINED_CONFIGS.iter().find(|(n, _)| *n == name).map(|(n, routing)| DeploymentConfig {
+            name: n.to_string(),
+            routing: *routing,
+            mirror: None,
+        })
     }
 
     /// Whether a name is reserved for built-ins (custom configs may not start with it).
@@ -112,7 +130,7 @@ impl DeploymentConfig {
     /// A custom config, validated.
     pub fn custom(name: &str, routing: TrafficRouting) -> Result<DeploymentConfig, ConfigError> {
         routing.validate()?;
-        Ok(DeploymentConfig { name: name.to_string(), routing })
+        Ok(DeploymentConfig { name: name.to_string(), routing, mirror: None })
     }
 }
 

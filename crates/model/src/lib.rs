@@ -13,7 +13,9 @@ mod status;
 pub mod text;
 mod time;
 
-pub use config::{ConfigError, DeploymentConfig, PREDEFINED_CONFIGS, Shift, TrafficRouting};
+pub use config::{
+    ConfigError, DeploymentConfig, MirrorPhase, PREDEFINED_CONFIGS, Shift, TrafficRouting,
+};
 pub use lifecycle::{DeploymentStatus, ErrorCode, LifecycleEvent, LifecycleEventStatus};
 pub use status::{DesiredStatus, RuntimeKind, TaskHealth, TaskSetStatus, TaskStatus};
 pub use time::{DurationError, Timestamp, format_duration, parse_duration};

@@ -202,6 +202,7 @@ pub fn snapshot(shared: &Shared) -> MetricsSnapshot {
                 active_connections: targets.iter().map(|t| t.open_conns()).sum(),
                 retries: g.counters.get(m::RETRIES),
                 retry_budget_exhausted: g.counters.get(m::RETRY_BUDGET_EXHAUSTED),
+                mirrored: g.mirrored.mirrored_metrics(),
                 targets: targets
                     .iter()
                     .map(|t| TargetMetrics {

@@ -18,6 +18,7 @@ use routes::rules::RequestView;
 
 use crate::listener::ListenerShared;
 use crate::metrics::{self as m};
+use crate::mirror::Mirrorable;
 use crate::state::{CompiledAction, Fixed, Shared};
 use crate::target::{GroupRt, InFlight, TargetRt};
 use crate::upstream::UpstreamConn;
@@ -158,8 +159,9 @@ pub fn lb_response(status: StatusCode, close: bool) -> Response<ProxyBody> {
 
 /// Where a request goes, decided once from the table it arrived under.
 pub enum Routed {
-    /// To this target, waiting at most this long for its answer; whether it may be retried.
-    Forward(Arc<TargetRt>, Duration, Option<Retryable>),
+    /// To this target, waiting at most this long for its answer; whether it may be retried;
+    /// whether a copy of it goes to a mirror group.
+    Forward(Arc<TargetRt>, Duration, Option<Retryable>, Option<Mirrorable>),
     /// The load balancer answers itself (fixed response, redirect, 503).
     Respond(Response<ProxyBody>),
 }
@@ -222,7 +224,14 @@ pub fn route<R: Routable>(
             let retryable = retry
                 .filter(|r| !Arc::ptr_eq(group, &r.to) && r.allows(req.method()))
                 .map(|r| Retryable { max_body_bytes: r.max_body_bytes });
-            Routed::Forward(target, route.idle_timeout, retryable)
+            // A tester pinned by preview routing asked for one version only.
+            let mirror = fwd
+                .mirror
+                .as_deref()
+                .filter(|m| !pinned && !Arc::ptr_eq(group, &m.to) && m.allows(req.method()))
+                .filter(|m| m.takes_next())
+                .map(Mirrorable::of);
+            Routed::Forward(target, route.idle_timeout, retryable, mirror)
         }
     }
 }
@@ -318,7 +327,9 @@ pub async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Response<Proxy
     });
     match routed {
         Routed::Respond(resp) => resp,
-        Routed::Forward(target, timeout, retryable) => {
+        // Over HTTP/2 a request is never copied to a mirror group: its body streams as frames
+        // and is not kept (see docs/safe-canary.md).
+        Routed::Forward(target, timeout, retryable, _) => {
             forward(ctx, req, host, target, timeout, retryable).await
         }
     }

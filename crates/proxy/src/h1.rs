@@ -44,6 +44,7 @@ use crate::fields::{
 };
 use crate::forward::{self, ConnCtx, ProxyBody, Retryable, Routed};
 use crate::metrics as m;
+use crate::mirror::{self, Mirrorable};
 use crate::sync::SideWaker;
 use crate::target::{InFlight, TargetRt};
 use crate::upstream::{
@@ -205,6 +206,7 @@ where
         buf: BytesMut::with_capacity(READ_SIZE),
         out: Vec::with_capacity(1024),
         kept: Vec::new(),
+        kept_head_len: 0,
         ctx: &ctx,
         w: &watch,
     };
@@ -262,6 +264,8 @@ struct Conn<'a, I> {
     /// A request kept whole for a retry (its target's head and its body); reused, and never
     /// allocated on a connection none of whose requests may be retried.
     kept: Vec<u8>,
+    /// Bytes of `kept` its head takes.
+    kept_head_len: usize,
     ctx: &'a ConnCtx,
     w: &'a Watch,
 }
@@ -301,7 +305,7 @@ enum Parsed {
 /// What to do with a request, decided while its head is borrowed.
 enum Action {
     /// Forward to this target; its head is encoded in `Conn::out`.
-    Forward(Arc<TargetRt>, Duration, Option<Retryable>),
+    Forward(Arc<TargetRt>, Duration, Option<Retryable>, Option<Mirrorable>),
     Respond(Response<ProxyBody>),
 }
 
@@ -372,8 +376,8 @@ where
                     let keep = req.keep_alive && req.body == RequestBody::None;
                     self.respond(resp, !keep, req.head_method).await.is_ok() && keep
                 }
-                Action::Forward(target, timeout, retryable) => {
-                    self.forward(&req, target, timeout, retryable).await
+                Action::Forward(target, timeout, retryable, mirror) => {
+                    self.forward(&req, target, timeout, retryable, mirror).await
                 }
             };
             if !keep || self.w.closing() {
@@ -488,15 +492,17 @@ where
     }
 
     /// Forwards one request and streams the answer back; returns whether the connection may
-    /// carry another request. A request its forward may retry (see [`Retryable`]) is kept
-    /// whole first, and sent to the retry group when its target fails it before any byte of an
-    /// answer reached the client.
+    /// carry another request. A request its forward may retry (see [`Retryable`]) or copy to
+    /// a mirror group (see [`Mirrorable`]) is kept whole first, when its body fits: a copy
+    /// then goes to the mirror group beside it, and it is sent to the retry group when its
+    /// target fails it before any byte of an answer reached the client.
     async fn forward(
         &mut self,
         req: &Request,
         target: Arc<TargetRt>,
         timeout: Duration,
         retryable: Option<Retryable>,
+        mirror: Option<Mirrorable>,
     ) -> bool {
         // A chunked body whose framing already arrived broken is refused before any target
         // hears of the request.
@@ -508,18 +514,31 @@ where
         self.w.awaiting_client.store(false, Relaxed);
         self.w.set(Phase::Target(clock::now_ms() + timeout.as_millis() as u64));
         let worker = crate::workers::current();
-        let kept = match retryable {
-            Some(retryable) => match self.keep_for_retry(req, retryable).await {
-                Ok(kept) => kept,
-                Err(fault) => return self.client_fault(fault, req).await,
-            },
-            None => false,
+        // Only a body of known length, small enough, is kept whole.
+        let fits = |max_body_bytes: u64| match req.body {
+            RequestBody::None => true,
+            RequestBody::Length(n) => n <= max_body_bytes,
+            RequestBody::Chunked => false,
         };
+        let retryable = retryable.filter(|r| fits(r.max_body_bytes));
+        let mirror = mirror.filter(|m| fits(m.max_body_bytes));
+        let kept = retryable.is_some() || mirror.is_some();
+        if kept && let Err(fault) = self.keep_whole(req).await {
+            return self.client_fault(fault, req).await;
+        }
+        let copy = mirror.and_then(|m| {
+            mirror::send(m, &self.kept, self.kept_head_len, req.head_method, timeout, worker)
+        });
         let mut tried = self.try_target(req, target, worker, kept).await;
         // Held until the retry's answer has gone to the client: a retry in flight.
         let mut _permit = None;
-        if kept && tried.may_retry() {
+        if retryable.is_some() && tried.may_retry() {
             (tried, _permit) = self.retry(req, tried, timeout, worker).await;
+        }
+        if let Some(copy) = copy
+            && let Some(status) = tried.client_status()
+        {
+            copy.tell(status);
         }
         match tried {
             Tried::Answered(guard, answer) => self.pass_on(req, guard, answer, worker).await,
@@ -607,27 +626,22 @@ where
         (self.try_target(req, target, worker, true).await, Some(permit))
     }
 
-    /// Keeps the request whole in `kept` — its target's head, and its body read to the end
-    /// from the client — so that it can be sent twice. False when its body is not kept (a
-    /// chunked one, or one longer than the retry keeps): the request streams as usual.
-    async fn keep_for_retry(
-        &mut self,
-        req: &Request,
-        retryable: Retryable,
-    ) -> Result<bool, ClientFault> {
+    /// Keeps the request whole in `kept` — its target's head, and its body (of a known length
+    /// the caller checked) read to the end from the client — so that it can be sent twice.
+    async fn keep_whole(&mut self, req: &Request) -> Result<(), ClientFault> {
         let len = match req.body {
-            RequestBody::None => 0,
-            RequestBody::Length(n) if n <= retryable.max_body_bytes => n as usize,
-            RequestBody::Length(_) | RequestBody::Chunked => return Ok(false),
+            RequestBody::Length(n) => n as usize,
+            RequestBody::None | RequestBody::Chunked => 0,
         };
         if len > 0 {
             self.read_body_whole(req, len).await?;
         }
         self.kept.clear();
         self.kept.extend_from_slice(&self.out);
+        self.kept_head_len = self.out.len();
         self.kept.extend_from_slice(&self.buf[..len]);
         self.buf.advance(len);
-        Ok(true)
+        Ok(())
     }
 
     /// Reads from the client until `buf` holds the `len` bytes of the request's body (after a
@@ -700,7 +714,7 @@ where
         }
     }
 
-    /// Sends the request kept for a retry (see [`Conn::keep_for_retry`]) over `conn`, in one
+    /// Sends the request kept whole (see [`Conn::keep_whole`]) over `conn`, in one
     /// write, and reads the answer's head; `None` when the watchdog fired first.
     async fn exchange_kept(
         &mut self,
@@ -1214,12 +1228,12 @@ fn parse_request(buf: &[u8], ctx: &ConnCtx, out: &mut Vec<u8>) -> Parsed {
         };
         forward::redirect(r, host, path, query, ctx)
     });
-    let (target, timeout, retryable) = match routed {
+    let (target, timeout, retryable, mirror) = match routed {
         Routed::Respond(resp) => return request(Action::Respond(resp)),
-        Routed::Forward(target, timeout, retryable) => (target, timeout, retryable),
+        Routed::Forward(target, timeout, retryable, mirror) => (target, timeout, retryable, mirror),
     };
     encode_request_head(out, &req, &head, ctx);
-    request(Action::Forward(target, timeout, retryable))
+    request(Action::Forward(target, timeout, retryable, mirror))
 }
 
 /// An HTTP/1 request head as routing sees it.
@@ -1364,6 +1378,18 @@ impl Tried {
             Tried::Answered(_, answer) => answer.head.status().is_server_error(),
             Tried::Unreachable(..) | Tried::Failed(_) => true,
             Tried::TimedOut(_) | Tried::ClientFault(_) => false,
+        }
+    }
+
+    /// The status the client gets for this try: the target's, or the load balancer's for it;
+    /// none when the client is at fault.
+    fn client_status(&self) -> Option<StatusCode> {
+        match self {
+            Tried::Answered(_, answer) => Some(answer.head.status()),
+            Tried::Unreachable(_, resp) => Some(resp.status()),
+            Tried::Failed(_) => Some(StatusCode::BAD_GATEWAY),
+            Tried::TimedOut(_) => Some(StatusCode::GATEWAY_TIMEOUT),
+            Tried::ClientFault(_) => None,
         }
     }
 

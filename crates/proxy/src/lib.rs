@@ -10,7 +10,7 @@
 //! [`workers`]; [`h1`] serves HTTP/1 connections and [`forward`] HTTP/2 requests (through
 //! hyper), both routing with [`forward::route`] and reaching targets through [`upstream`]
 //! ([`fields`] names the header fields that never cross);
-//! [`tunnel`] carries upgraded connections; [`target`] holds per-target state and pools,
+//! [`mirror`] sends copies of requests to a mirror group; [`tunnel`] carries upgraded connections; [`target`] holds per-target state and pools,
 //! [`health`] checks targets, [`admin`] serves the admin API, [`metrics`] counts; [`sync`] has the
 //! padding and waking tools that keep workers from sharing cache lines.
 
@@ -27,6 +27,7 @@ mod health;
 mod limits;
 mod listener;
 mod metrics;
+mod mirror;
 mod state;
 mod sync;
 mod target;

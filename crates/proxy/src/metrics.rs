@@ -24,6 +24,7 @@
 //! | the target's status | the target answered | target and group `target_1xx`…`target_5xx` |
 //! | the retry group's answer | a forward's retry sent a request its group failed (a 5xx, or a 502 before any byte of an answer) again to its retry group | the failure as above on the group that failed, and its `retries`; the retry as any request on the retry group |
 //! | the failure | the same, but the retry budget was spent | the failure as above, and `retry_budget_exhausted` of the group that failed |
+//! | none (discarded) | a forward's mirror sent a copy of the request to its mirror group | only the mirror group's `mirrored` counters: the copy's status (or the 502/503/504 the load balancer would have answered), its response time, and `mismatches` when its status class differs from the client's answer's; `dropped` when `max_in_flight` copies were in flight and it was not sent |
 //!
 //! Every counter is sharded by worker thread (each shard on its own cache lines), so two threads
 //! counting requests for the same target never bounce a cache line between cores; a snapshot sums
@@ -34,8 +35,8 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use routes::{
-    Histogram, MetricsSnapshot, RESPONSE_TIME_BUCKETS_US, RequestCounters, TargetGroupMetrics,
-    TargetState,
+    Histogram, MetricsSnapshot, MirroredMetrics, RESPONSE_TIME_BUCKETS_US, RequestCounters,
+    TargetGroupMetrics, TargetState,
 };
 
 use routes::latency::{LATENCY_BUCKETS, latency_bucket};
@@ -61,7 +62,11 @@ const N_BUCKETS: usize = RESPONSE_TIME_BUCKETS_US.len() + 1;
 pub const RETRIES: usize = BUCKET0 + N_BUCKETS;
 /// A target group's failed requests that the retry budget kept from being retried.
 pub const RETRY_BUDGET_EXHAUSTED: usize = RETRIES + 1;
-const N_FIELDS: usize = RETRY_BUDGET_EXHAUSTED + 1;
+/// A mirror group's copies whose status class differed from the answer the client got.
+pub const MIRROR_MISMATCHES: usize = RETRY_BUDGET_EXHAUSTED + 1;
+/// Copies not sent to a mirror group because its `max_in_flight` copies were in flight.
+pub const MIRROR_DROPPED: usize = MIRROR_MISMATCHES + 1;
+const N_FIELDS: usize = MIRROR_DROPPED + 1;
 
 /// Listener counters reuse the same storage with their own field names.
 pub const L_REQUESTS: usize = 0;
@@ -182,6 +187,15 @@ impl Counters {
 
     pub fn get(&self, field: usize) -> u64 {
         self.shards.iter().map(|s| s.0[field].load(Ordering::Relaxed)).sum()
+    }
+
+    /// A mirror group's counters of its copies (see [`routes::MirroredMetrics`]).
+    pub fn mirrored_metrics(&self) -> MirroredMetrics {
+        MirroredMetrics {
+            counters: self.request_counters(),
+            mismatches: self.get(MIRROR_MISMATCHES),
+            dropped: self.get(MIRROR_DROPPED),
+        }
     }
 
     pub fn request_counters(&self) -> RequestCounters {
@@ -338,7 +352,31 @@ fn target_group_families(out: &mut String, s: &MetricsSnapshot) {
         }
     }
     type PerGroup = (&'static str, &'static str, &'static str, fn(&TargetGroupMetrics) -> u64);
-    let per_group: [PerGroup; 5] = [
+    let per_group: [PerGroup; 9] = [
+        (
+            "cutover_lb_mirrored_requests_total",
+            "counter",
+            "Copies of requests a forward's mirror sent to a target group (answers discarded).",
+            |m| m.mirrored.counters.requests,
+        ),
+        (
+            "cutover_lb_mirrored_5xx_total",
+            "counter",
+            "Mirrored copies answered 5xx, by a target or by the load balancer for it.",
+            |m| m.mirrored.server_errors(),
+        ),
+        (
+            "cutover_lb_mirrored_mismatches_total",
+            "counter",
+            "Mirrored copies whose status class differed from the answer the client got.",
+            |m| m.mirrored.mismatches,
+        ),
+        (
+            "cutover_lb_mirrored_dropped_total",
+            "counter",
+            "Copies not mirrored because the mirror group had max_in_flight copies in flight.",
+            |m| m.mirrored.dropped,
+        ),
         (
             "cutover_lb_retries_total",
             "counter",

@@ -100,6 +100,35 @@ pub struct Forward {
     pub preview: Option<Box<CompiledPreview>>,
     /// Boxed for the same reason.
     pub retry: Option<Box<CompiledRetry>>,
+    /// Boxed for the same reason.
+    pub mirror: Option<Box<CompiledMirror>>,
+}
+
+/// [`routes::Mirror`], ready for the request path.
+pub struct CompiledMirror {
+    /// Where copies go.
+    pub to: Arc<GroupRt>,
+    /// Uppercase method names.
+    methods: Box<[Box<[u8]>]>,
+    pub max_body_bytes: u64,
+    pub max_in_flight: u64,
+    policy: routes::Mirror,
+    /// Counts the requests that may be copied, per worker thread, for the share.
+    seq: Sequence,
+}
+
+impl CompiledMirror {
+    /// Whether a request of `method` may be copied.
+    #[inline]
+    pub fn allows(&self, method: &[u8]) -> bool {
+        self.methods.iter().any(|m| **m == *method)
+    }
+
+    /// Whether the next request that may be copied is: the share holds on each worker thread.
+    #[inline]
+    pub fn takes_next(&self) -> bool {
+        self.policy.copies(self.seq.next() as u64)
+    }
 }
 
 /// [`routes::Retry`], ready for the request path.
@@ -645,6 +674,7 @@ fn compile_action(action: &Action, groups: &HashMap<String, Arc<GroupRt>>) -> Co
                 seq: Sequence::default(),
                 preview,
                 retry: fwd.retry.as_ref().and_then(|r| compile_retry(r, fwd, groups)),
+                mirror: fwd.mirror.as_ref().and_then(|m| compile_mirror(m, groups)),
             })
         }
         Action::FixedResponse(f) => CompiledAction::Fixed(Fixed {
@@ -680,6 +710,58 @@ fn compile_retry(
         max_body_bytes: u64::from(retry.max_body_bytes),
         policy: retry.clone(),
     }))
+}
+
+/// [`validate_mirror`] has refused a mirror to a group the forward does not name.
+fn compile_mirror(
+    mirror: &routes::Mirror,
+    groups: &HashMap<String, Arc<GroupRt>>,
+) -> Option<Box<CompiledMirror>> {
+    Some(Box::new(CompiledMirror {
+        to: groups.get(&mirror.target_group)?.clone(),
+        methods: mirror.methods.iter().map(|m| m.as_bytes().into()).collect(),
+        max_body_bytes: u64::from(mirror.max_body_bytes),
+        max_in_flight: u64::from(mirror.max_in_flight),
+        policy: mirror.clone(),
+        seq: Sequence::default(),
+    }))
+}
+
+fn validate_mirror(
+    listener: &str,
+    m: &routes::Mirror,
+    forwarded: &BTreeSet<&String>,
+) -> Result<(), InvalidTable> {
+    let bad = |problem: String| Err(InvalidTable::listener(listener, problem));
+    if !forwarded.contains(&m.target_group) {
+        return bad(format!(
+            "mirror names target group `{}`, which this forward does not",
+            m.target_group
+        ));
+    }
+    if !(1..=100).contains(&m.percent) {
+        return bad(format!("mirror percent {} is not 1-100", m.percent));
+    }
+    if let Some(method) = m.methods.iter().find(|m| !routes::Retry::is_valid_method(m)) {
+        return bad(format!(
+            "mirror method {method:?} is not an uppercase method name such as GET"
+        ));
+    }
+    if m.max_body_bytes > routes::Retry::MAX_BODY_BYTES_LIMIT {
+        return bad(format!(
+            "mirror max_body_bytes {} is above {}",
+            m.max_body_bytes,
+            routes::Retry::MAX_BODY_BYTES_LIMIT
+        ));
+    }
+    if !(1..=routes::Mirror::MAX_IN_FLIGHT_LIMIT).contains(&m.max_in_flight) {
+        return bad(format!(
+            "mirror max_in_flight {} is not 1-{}",
+            m.max_in_flight,
+            routes::Mirror::MAX_IN_FLIGHT_LIMIT
+        ));
+    }
+    Ok(())
 }
 
 fn validate_retry(
@@ -887,6 +969,9 @@ fn validate_forward(name: &str, f: &ForwardAction, table: &RouteTable) -> Result
     }
     if let Some(r) = &f.retry {
         validate_retry(name, r, &seen)?;
+    }
+    if let Some(m) = &f.mirror {
+        validate_mirror(name, m, &seen)?;
     }
     Ok(())
 }

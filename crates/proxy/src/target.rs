@@ -410,6 +410,11 @@ pub struct GroupRt {
     /// Retries in flight to this group (see [`crate::state::CompiledRetry`]): its retry budget's
     /// count, kept here so that it outlives a route table.
     pub retries_in_flight: AtomicU64,
+    /// What the group answered to copies a forward's mirror sent it (see
+    /// [`crate::mirror`]), apart from `counters`, which count what clients got.
+    pub mirrored: Counters,
+    /// Copies in flight to this group: what a mirror's `max_in_flight` bounds.
+    pub mirrors_in_flight: AtomicU64,
 }
 
 impl GroupRt {
@@ -429,6 +434,8 @@ impl GroupRt {
             seq: Sequence::default(),
             recompute_lock: Mutex::new(()),
             retries_in_flight: AtomicU64::new(0),
+            mirrored: Counters::default(),
+            mirrors_in_flight: AtomicU64::new(0),
         }
     }
 

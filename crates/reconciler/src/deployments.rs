@@ -54,6 +54,7 @@ impl Reconciler {
             green_target_group: green,
             production_green_percent: 0,
             test_to_green: false,
+            mirror_percent: 0,
             green_was_healthy: false,
             green_failure_reported: false,
             alarms: if new.ignore_alarms { Vec::new() } else { spec.alarms.clone() },
@@ -295,9 +296,10 @@ impl Reconciler {
                 deployment_id: id.to_string(),
                 execution_id: execution_id.clone(),
             }),
-            E::Route { production_green_percent, test_to_green } => {
+            E::Route { production_green_percent, test_to_green, mirror_percent } => {
                 d.production_green_percent = *production_green_percent;
                 d.test_to_green = *test_to_green;
+                d.mirror_percent = *mirror_percent;
             }
             E::StopGreen => {
                 if let Some(green) = d.green_task_set.clone() {

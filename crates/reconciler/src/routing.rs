@@ -30,6 +30,10 @@ pub struct GroupRoute {
     pub blue_target_group: String,
     pub production_green_percent: u8,
     pub test_to_green: bool,
+    /// The share of production copied to green: an active deployment's shadow phase. A view
+    /// that differs only in it is a new table to push.
+    #[serde(default, skip_serializing_if = "crate::state::is_zero")]
+    pub mirror_percent: u8,
     /// A deployment of the group is in progress (a leftover routes, but offers no preview).
     pub deployment_in_progress: bool,
 }
@@ -50,12 +54,18 @@ impl Reconciler {
                     blue_target_group: d.blue_target_group.clone(),
                     production_green_percent: d.production_green_percent,
                     test_to_green: d.test_to_green,
+                    mirror_percent: if group.active_deployment.is_some() {
+                        d.mirror_percent
+                    } else {
+                        0
+                    },
                     deployment_in_progress: group.active_deployment.is_some(),
                 },
                 None => GroupRoute {
                     blue_target_group: self.blue_target_group(key, spec),
                     production_green_percent: 0,
                     test_to_green: false,
+                    mirror_percent: 0,
                     deployment_in_progress: false,
                 },
             };

@@ -99,6 +99,10 @@ impl Task {
     }
 }
 
+pub(crate) fn is_zero(percent: &u8) -> bool {
+    *percent == 0
+}
+
 /// A deployment that is active, or finished but still routing (a leftover).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Deployment {
@@ -115,6 +119,9 @@ pub struct Deployment {
     /// The routing last ordered by the machine (or by a rollback of a leftover).
     pub production_green_percent: u8,
     pub test_to_green: bool,
+    /// The share of production copied to green (a shadow phase), as last ordered.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub mirror_percent: u8,
     /// Green had all its targets healthy at least once.
     pub green_was_healthy: bool,
     /// Green's failure was reported to the machine (once).

@@ -95,6 +95,7 @@ fn deployment(id: &str, args: &str) -> NewDeployment {
         termination_wait: Duration::ZERO,
         auto_rollback: rollout::AutoRollback::default(),
         install_timeout: Duration::from_secs(3600),
+        mirror: None,
     };
     let mut ignore_alarms = false;
     for word in args.split_whitespace() {

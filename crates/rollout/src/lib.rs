@@ -24,7 +24,8 @@
 //!    iff `auto_rollback.on_stop_request`. The wait sits *before* `BeforeAllowTraffic` (AWS does not
 //!    say; §1.1 recommends this).
 //! 7. `BeforeAllowTraffic`: its hook.
-//! 8. `AllowTraffic`: one [`Effect::Route`] per step of `routing.schedule()`, the step at
+//! 8. `AllowTraffic`: one [`Effect::Route`] per step of [`RolloutSpec::schedule`] (a shadow
+//!    phase, if the config has one, then `routing.schedule()`), the step at
 //!    `t0 + after` where `t0` is when `AllowTraffic` began. The test listener stays on green. After
 //!    the last step, wait for [`Input::RoutesServed`] at most [`ROUTES_SERVED_TIMEOUT`].
 //! 9. `AfterAllowTraffic`: its hook.
@@ -170,6 +171,42 @@ pub struct RolloutSpec {
     /// Green must become healthy within this (AWS: 60 minutes per event;
     /// [`INSTALL_TIMEOUT_DEFAULT`] unless the deployment group says otherwise).
     pub install_timeout: Duration,
+    /// The deployment config's shadow phase: `AllowTraffic` begins with it, and the shift
+    /// follows it ([`RolloutSpec::schedule`]).
+    #[serde(default, with = "wire::opt", skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<model::MirrorPhase>,
+}
+
+fn is_zero(percent: &u8) -> bool {
+    *percent == 0
+}
+
+/// One step of `AllowTraffic`: `after` its start, green carries `green_percent` of production
+/// and gets a copy of `mirror_percent` of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShiftStep {
+    pub after: Duration,
+    pub green_percent: u8,
+    pub mirror_percent: u8,
+}
+
+impl RolloutSpec {
+    /// Every routing change of `AllowTraffic`, in order: the shadow phase first, if any (green
+    /// at 0% with a copy of its share), then the deployment config's shift, as much later.
+    pub fn schedule(&self) -> Vec<ShiftStep> {
+        let shadow = self.mirror.map(|m| ShiftStep {
+            after: Duration::ZERO,
+            green_percent: 0,
+            mirror_percent: m.percent,
+        });
+        let offset = self.mirror.map_or(Duration::ZERO, |m| m.duration);
+        let shift = self.routing.schedule().into_iter().map(|s| ShiftStep {
+            after: s.after.saturating_add(offset),
+            green_percent: s.green_percent,
+            mirror_percent: 0,
+        });
+        shadow.into_iter().chain(shift).collect()
+    }
 }
 
 /// A lifecycle hook: what the control plane runs, and how long it may take to report.
@@ -250,7 +287,14 @@ pub enum Effect {
     /// Stop the hook execution if it still runs; its result will be rejected.
     CancelHook { execution_id: String },
     /// The whole routing state of the group, applied as one atomic route-table change.
-    Route { production_green_percent: u8, test_to_green: bool },
+    /// `mirror_percent`: the share of production's requests copied to green besides (a shadow
+    /// phase; 0 outside one).
+    Route {
+        production_green_percent: u8,
+        test_to_green: bool,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        mirror_percent: u8,
+    },
     /// Delete the green task set (after its drain).
     StopGreen,
     /// Delete the blue task set: the point of no return.
@@ -329,9 +373,13 @@ impl fmt::Display for Effect {
                 write!(f, "run-hook {event} {hook} (exec {execution_id})")
             }
             Effect::CancelHook { execution_id } => write!(f, "cancel-hook {execution_id}"),
-            Effect::Route { production_green_percent, test_to_green } => {
+            Effect::Route { production_green_percent, test_to_green, mirror_percent } => {
                 let test = if *test_to_green { "green" } else { "blue" };
-                write!(f, "route prod green={production_green_percent}% test={test}")
+                write!(f, "route prod green={production_green_percent}% test={test}")?;
+                if *mirror_percent > 0 {
+                    write!(f, " mirror={mirror_percent}%")?;
+                }
+                Ok(())
             }
             Effect::StopGreen => f.write_str("stop-green"),
             Effect::TerminateBlue => f.write_str("terminate-blue"),

@@ -125,6 +125,10 @@ pub struct Rollout {
     phase: Phase,
     production_green_percent: u8,
     test_to_green: bool,
+    /// The share of production copied to green (a shadow phase), as last routed; stored only
+    /// during one, so that snapshots read back as older versions wrote them.
+    #[serde(default, skip_serializing_if = "crate::is_zero")]
+    mirror_percent: u8,
     green: Green,
     blue_terminated: bool,
     /// How many hook executions have been started; the `n` of the next id is this plus one.
@@ -162,6 +166,7 @@ impl Rollout {
             phase: Phase::Created,
             production_green_percent: 0,
             test_to_green: false,
+            mirror_percent: 0,
             green: Green::Absent,
             blue_terminated: false,
             hook_executions: 0,
@@ -208,12 +213,9 @@ impl Rollout {
             | Phase::ReadyWait { deadline }
             | Phase::RoutesServed { deadline, .. }
             | Phase::TerminationWait { deadline } => Some(*deadline),
-            Phase::Shift { t0, applied } => self
-                .spec
-                .routing
-                .schedule()
-                .get(*applied)
-                .map(|shift| t0.saturating_add(shift.after)),
+            Phase::Shift { t0, applied } => {
+                self.spec.schedule().get(*applied).map(|shift| t0.saturating_add(shift.after))
+            }
         }
     }
 
@@ -253,6 +255,7 @@ impl Rollout {
         let route = Effect::Route {
             production_green_percent: self.production_green_percent,
             test_to_green: self.test_to_green,
+            mirror_percent: self.mirror_percent,
         };
         if let Some(outcome) = self.outcome.clone() {
             // Pushed directly: `emit` refuses effects once an outcome exists.
@@ -315,6 +318,11 @@ impl Rollout {
     /// `(production_green_percent, test_to_green)`, as last routed.
     pub fn routing(&self) -> (u8, bool) {
         (self.production_green_percent, self.test_to_green)
+    }
+
+    /// The share of production copied to green, as last routed (0 outside a shadow phase).
+    pub fn mirror_percent(&self) -> u8 {
+        self.mirror_percent
     }
 
     pub fn is_finished(&self) -> bool {
@@ -737,11 +745,13 @@ impl Rollout {
             debug_assert!(false, "apply_due_shifts outside AllowTraffic: {:?}", self.phase);
             return false;
         };
-        let schedule = self.spec.routing.schedule();
+        let schedule = self.spec.schedule();
         let due = schedule.iter().take_while(|shift| t0.saturating_add(shift.after) <= now).count();
         if due > applied {
             self.phase = Phase::Shift { t0, applied: due };
-            self.set_route(schedule[due - 1].green_percent, self.spec.has_test_listener);
+            let step = schedule[due - 1];
+            let test = self.spec.has_test_listener;
+            self.set_mirrored_route(step.green_percent, test, step.mirror_percent);
         }
         let complete = due >= schedule.len();
         // A schedule from a valid config always ends at 100%; this keeps an invalid one from
@@ -808,12 +818,24 @@ impl Rollout {
         }
     }
 
+    /// A routing without a copy to green: every routing but a shadow phase's.
     fn set_route(&mut self, production_green_percent: u8, test_to_green: bool) {
+        self.set_mirrored_route(production_green_percent, test_to_green, 0);
+    }
+
+    fn set_mirrored_route(
+        &mut self,
+        production_green_percent: u8,
+        test_to_green: bool,
+        mirror_percent: u8,
+    ) {
         self.production_green_percent = production_green_percent.min(100);
         self.test_to_green = test_to_green;
+        self.mirror_percent = mirror_percent.min(100);
         self.emit(Effect::Route {
             production_green_percent: self.production_green_percent,
             test_to_green,
+            mirror_percent: self.mirror_percent,
         });
     }
 

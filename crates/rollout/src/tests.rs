@@ -33,6 +33,7 @@ fn parse_spec(line: &str) -> RolloutSpec {
         termination_wait: Duration::ZERO,
         auto_rollback: AutoRollback::default(),
         install_timeout: Duration::from_secs(3600),
+        mirror: None,
     };
     let mut words = line.split_whitespace();
     assert_eq!(words.next(), Some("spec"), "a script starts with a spec line");
@@ -51,6 +52,12 @@ fn parse_spec(line: &str) -> RolloutSpec {
                     TrafficRouting::Linear { percent, interval }
                 };
                 spec.routing.validate().unwrap();
+            }
+            "mirror" => {
+                let (percent, duration) = value.split_once('/').unwrap();
+                let percent = percent.trim_end_matches('%').parse().unwrap();
+                let duration = parse_duration(duration).unwrap();
+                spec.mirror = Some(model::MirrorPhase { percent, duration });
             }
             "test-listener" => spec.has_test_listener = true,
             "hook" => {
@@ -413,6 +420,67 @@ fn custom_canary_shifts_at_its_own_interval() {
             1m35s    event End Succeeded
             1m35s    status Succeeded
             1m35s    finished Succeeded
+        "#]],
+    );
+}
+
+#[test]
+fn a_shadow_phase_copies_production_to_green_before_the_shift_which_follows_it() {
+    check(
+        "spec canary=25%/90s mirror=50%/2m test-listener
+         5s healthy",
+        expect![[r#"
+            0s       status InProgress
+            0s       event BeforeInstall Skipped
+            0s       event Install InProgress
+            0s       start-green
+            5s       event Install Succeeded
+            5s       event AfterInstall Skipped
+            5s       event AllowTestTraffic InProgress
+            5s       route prod green=0% test=green
+            5s       event AllowTestTraffic Succeeded
+            5s       event AfterAllowTestTraffic Skipped
+            5s       event BeforeAllowTraffic Skipped
+            5s       event AllowTraffic InProgress
+            5s       route prod green=0% test=green mirror=50%
+            2m5s     route prod green=25% test=green
+            3m35s    route prod green=100% test=green
+            3m35s    event AllowTraffic Succeeded
+            3m35s    event AfterAllowTraffic Skipped
+            3m35s    event End InProgress
+            3m35s    terminate-blue
+            3m35s    event End Succeeded
+            3m35s    status Succeeded
+            3m35s    finished Succeeded
+        "#]],
+    );
+}
+
+#[test]
+fn an_alarm_in_the_shadow_phase_rolls_back_before_green_serves_any_production_request() {
+    check(
+        "spec canary=25%/90s mirror=100%/2m test-listener rollback=alarm
+         5s healthy
+         35s alarm mirrored-5xx MirroredTarget_5XX_Count above 0",
+        expect![[r#"
+            0s       status InProgress
+            0s       event BeforeInstall Skipped
+            0s       event Install InProgress
+            0s       start-green
+            5s       event Install Succeeded
+            5s       event AfterInstall Skipped
+            5s       event AllowTestTraffic InProgress
+            5s       route prod green=0% test=green
+            5s       event AllowTestTraffic Succeeded
+            5s       event AfterAllowTestTraffic Skipped
+            5s       event BeforeAllowTraffic Skipped
+            5s       event AllowTraffic InProgress
+            5s       route prod green=0% test=green mirror=100%
+            35s      event AllowTraffic Failed: alarm mirrored-5xx: MirroredTarget_5XX_Count above 0
+            35s      route prod green=0% test=blue
+            35s      stop-green
+            35s      status Stopped
+            35s      finished Stopped rolled-back ALARM_ACTIVE: alarm mirrored-5xx: MirroredTarget_5XX_Count above 0
         "#]],
     );
 }
@@ -1868,6 +1936,10 @@ fn random_spec(rng: &mut Rng) -> RolloutSpec {
             on_stop_request: rng.chance(50),
         },
         install_timeout: rng.secs(1, 3600),
+        mirror: rng.chance(20).then(|| model::MirrorPhase {
+            percent: 1 + rng.below(100) as u8,
+            duration: rng.secs(1, 900),
+        }),
     }
 }
 
@@ -1887,7 +1959,7 @@ impl World {
             assert!(!self.finished, "`{effect}` after Finished");
             writeln!(trace, "{now} {effect}").unwrap();
             match effect {
-                Effect::Route { production_green_percent, test_to_green } => {
+                Effect::Route { production_green_percent, test_to_green, .. } => {
                     assert!(production_green_percent <= 100);
                     assert!(
                         production_green_percent == 0 || self.green_exists,

@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use model::{
-    DeploymentStatus, ErrorCode, LifecycleEvent, LifecycleEventStatus, Timestamp, TrafficRouting,
+    DeploymentStatus, ErrorCode, LifecycleEvent, LifecycleEventStatus, MirrorPhase, Timestamp,
+    TrafficRouting,
 };
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -95,6 +96,22 @@ impl Wire for TrafficRouting {
                 TrafficRouting::Linear { percent, interval }
             }
         })
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct MirrorRepr {
+    percent: u8,
+    duration: Duration,
+}
+
+impl Wire for MirrorPhase {
+    type Repr = MirrorRepr;
+    fn to_repr(&self) -> MirrorRepr {
+        MirrorRepr { percent: self.percent, duration: self.duration }
+    }
+    fn from_repr(repr: MirrorRepr) -> Result<Self, UnknownName> {
+        Ok(MirrorPhase { percent: repr.percent, duration: repr.duration })
     }
 }
 

@@ -177,12 +177,88 @@ pub struct ForwardAction {
     /// Sends a request another of these target groups failed again to one of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<Retry>,
+    /// Sends a copy of some of the requests to another of these target groups, whose answers
+    /// are measured and discarded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<Mirror>,
 }
 
 impl ForwardAction {
-    /// A weighted forward without preview routing or retries.
+    /// A weighted forward without preview routing, retries or mirroring.
     pub fn weighted(target_groups: Vec<WeightedTargetGroup>) -> ForwardAction {
-        ForwardAction { target_groups, preview: None, retry: None }
+        ForwardAction { target_groups, preview: None, retry: None, mirror: None }
+    }
+}
+
+/// A forward's mirror (cutover's own; ALB has none; Envoy's `request_mirror_policies`, Istio's
+/// `mirror`): of the requests the forward sends to its other groups, `percent` are also sent, as
+/// a copy, to `target_group`. The client gets the answer of the group its request was routed to
+/// and never waits for the copy: the copy goes out beside the request, and its answer is read,
+/// measured (in the mirror group's `mirrored` counters: status, response time, and whether its
+/// status class differs from the answer the client got) and thrown away. Only when it is safe
+/// and cheap: the method is one of `methods`, the request body was kept whole (a
+/// `Content-Length` of at most `max_body_bytes`; a chunked body is never copied), the request
+/// was not pinned by preview routing, and fewer than `max_in_flight` copies to the group are in
+/// flight (a copy beyond it is not sent, and counted as dropped) — so a slow or dead mirror
+/// group costs the clients nothing.
+///
+/// The same bounds as [`Retry`]'s, for the same reason: a request the data plane sends twice
+/// must be one that may run twice, and one it can hold in memory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mirror {
+    /// One of the forward's target groups, at any weight (usually 0).
+    pub target_group: String,
+    /// The share of the requests copied, 1–100: request `n` of those that may be copied is
+    /// copied when `⌊n × percent / 100⌋` steps up, so the share is exact and evenly spread.
+    pub percent: u8,
+    /// Methods whose requests may be copied (uppercase tokens).
+    #[serde(default = "Mirror::default_methods")]
+    pub methods: Vec<String>,
+    #[serde(default = "Mirror::default_max_body_bytes")]
+    pub max_body_bytes: u32,
+    #[serde(default = "Mirror::default_max_in_flight")]
+    pub max_in_flight: u32,
+}
+
+impl Mirror {
+    /// RFC 9110's safe methods (§9.2.1) but `TRACE`: a copy of a request that changes nothing
+    /// changes nothing. Idempotent writes (`PUT`, `DELETE`) are not copied by default: sent by
+    /// green's new code beside blue's, they would write twice, and write what no customer chose.
+    pub const DEFAULT_METHODS: [&str; 3] = ["GET", "HEAD", "OPTIONS"];
+    /// Copies in flight to the mirror group at most, by default: enough for every copy of a
+    /// busy service whose green answers as fast as blue, few enough that a green that hangs
+    /// holds at most this many connections and buffers.
+    pub const DEFAULT_MAX_IN_FLIGHT: u32 = 100;
+    /// The most `max_in_flight` may be.
+    pub const MAX_IN_FLIGHT_LIMIT: u32 = 10_000;
+
+    /// A mirror of `percent` of the requests to `target_group`, with the defaults.
+    pub fn to(target_group: impl Into<String>, percent: u8) -> Mirror {
+        Mirror {
+            target_group: target_group.into(),
+            percent,
+            methods: Self::default_methods(),
+            max_body_bytes: Retry::DEFAULT_MAX_BODY_BYTES,
+            max_in_flight: Self::DEFAULT_MAX_IN_FLIGHT,
+        }
+    }
+
+    fn default_methods() -> Vec<String> {
+        Self::DEFAULT_METHODS.iter().map(|m| m.to_string()).collect()
+    }
+    fn default_max_body_bytes() -> u32 {
+        Retry::DEFAULT_MAX_BODY_BYTES
+    }
+    fn default_max_in_flight() -> u32 {
+        Self::DEFAULT_MAX_IN_FLIGHT
+    }
+
+    /// Whether the `n`th request (0-based) of those that may be copied is copied: exactly
+    /// `percent` of every hundred consecutive ones, spread evenly.
+    pub fn copies(&self, n: u64) -> bool {
+        let percent = u64::from(self.percent.min(100));
+        (n.wrapping_add(1)).wrapping_mul(percent) / 100 != n.wrapping_mul(percent) / 100
     }
 }
 
@@ -642,11 +718,44 @@ pub struct TargetGroupMetrics {
     /// client got this group's failure.
     #[serde(default)]
     pub retry_budget_exhausted: u64,
+    /// Copies of requests a forward's mirror sent to this group (see [`Mirror`]); counted here
+    /// only, never in `counters` nor in its targets' counters, which stay what clients got.
+    #[serde(default, skip_serializing_if = "MirroredMetrics::is_empty")]
+    pub mirrored: MirroredMetrics,
     pub targets: Vec<TargetMetrics>,
     /// The group's response times in fine buckets (`latency::latency_bucket`): `(bucket index,
     /// answers)` for the buckets that have any, cumulative since the group appeared, ascending.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub response_time_fine: Vec<(u32, u64)>,
+}
+
+/// What a target group answered to the copies of requests mirrored to it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirroredMetrics {
+    /// `requests` is the copies sent; each ends in one status: the target's (`target_2xx`…),
+    /// or the one the load balancer would have answered for it (`elb_502` refused, reset or
+    /// garbage; `elb_503` no target; `elb_504` no answer within the listener's idle timeout).
+    /// `response_time` is from sending the copy to its answer's head.
+    #[serde(flatten)]
+    pub counters: RequestCounters,
+    /// Copies whose status class (2xx, 3xx, 4xx, 5xx) differed from the class of the answer
+    /// the client got for the same request.
+    pub mismatches: u64,
+    /// Copies not sent because `max_in_flight` copies were in flight already.
+    pub dropped: u64,
+}
+
+impl MirroredMetrics {
+    /// No copy was sent nor dropped: the group was never a mirror group.
+    pub fn is_empty(&self) -> bool {
+        self.counters.requests == 0 && self.dropped == 0
+    }
+
+    /// Copies answered with a 5xx, by a target or by the load balancer for it.
+    pub fn server_errors(&self) -> u64 {
+        let c = &self.counters;
+        c.target_5xx + c.elb_502 + c.elb_503 + c.elb_504
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -709,6 +818,7 @@ mod tests {
                         target_groups: [("green".into(), "green".into())].into(),
                     }),
                     retry: Some(Retry::to("blue")),
+                    mirror: Some(Mirror::to("green", 50)),
                 }),
             },
         );
@@ -735,6 +845,28 @@ mod tests {
         let none = Retry { budget_percent: 0, min_retry_concurrency: 0, ..retry };
         assert_eq!(none.allowed_retries(1000), 0);
         assert_eq!(Retry::to("b").allowed_retries(u64::MAX), u64::MAX / 100, "no overflow");
+    }
+
+    #[test]
+    fn a_mirror_copies_exactly_its_share_evenly_spread() {
+        for percent in [1, 10, 33, 50, 99, 100] {
+            let mirror = Mirror::to("green", percent);
+            let copied = (0..1000).filter(|&n| mirror.copies(n)).count();
+            assert_eq!(copied, usize::from(percent) * 10, "{percent}%");
+        }
+        let half = Mirror::to("green", 50);
+        let pattern: Vec<bool> = (0..6).map(|n| half.copies(n)).collect();
+        assert_eq!(pattern, [false, true, false, true, false, true], "every other request");
+        assert!(!(0..1000).any(|n| Mirror::to("green", 0).copies(n)));
+    }
+
+    #[test]
+    fn a_mirror_given_its_group_and_share_copies_only_safe_methods() {
+        let mirror: Mirror =
+            serde_json::from_str(r#"{"target_group": "green", "percent": 20}"#).unwrap();
+        assert_eq!(mirror, Mirror::to("green", 20));
+        assert_eq!(mirror.methods, ["GET", "HEAD", "OPTIONS"]);
+        assert_eq!((mirror.max_body_bytes, mirror.max_in_flight), (64 * 1024, 100));
     }
 
     #[test]

@@ -88,6 +88,7 @@ pub fn new_deployment(rng: &mut Rng, id: &str, revision: u32) -> NewDeployment {
             on_stop_request: rng.chance(500),
         },
         install_timeout: rng.millis(10_000, 300_000),
+        mirror: None,
     };
     NewDeployment {
         group: group_key(service),

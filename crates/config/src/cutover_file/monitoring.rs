@@ -19,7 +19,7 @@ use syntax::tree::{Node, Value};
 
 /// The load balancer's metrics an alarm can watch, each kept per target group (CloudWatch's
 /// names, from namespace `AWS/ApplicationELB`).
-pub const LOAD_BALANCER_METRICS: [&str; 10] = [
+pub const LOAD_BALANCER_METRICS: [&str; 17] = [
     "RequestCount",
     "HTTPCode_Target_2XX_Count",
     "HTTPCode_Target_4XX_Count",
@@ -31,6 +31,14 @@ pub const LOAD_BALANCER_METRICS: [&str; 10] = [
     // cutover's own: retry on blue's retries and spent budget, on the group that failed.
     "RetryCount",
     "RetryBudgetExhaustedCount",
+    // cutover's own: a shadow phase's copies, on the group they were sent to (green).
+    "MirroredRequestCount",
+    "MirroredTarget_2XX_Count",
+    "MirroredTarget_5XX_Count",
+    "MirroredELB_5XX_Count",
+    "MirroredMismatchCount",
+    "MirroredDroppedCount",
+    "MirroredTargetResponseTime",
 ];
 /// The dimension of load-balancer metrics: `target_group=<name>`.
 pub const TARGET_GROUP_DIMENSION: &str = "target_group";

@@ -95,13 +95,22 @@ pub(super) fn retry_on_blue(cx: &mut Cx<'_>, field: &Field<'_>) -> Option<Option
 
 /// `methods`: uppercase method names, at least one, each once.
 fn methods(cx: &mut Cx<'_>, field: &Field<'_>) -> Option<Vec<String>> {
+    method_list(cx, field, "to retry nothing, write `retry_on_blue: false`")
+}
+
+/// A list of uppercase method names, at least one (`if_empty` says what to write instead),
+/// each once.
+pub(super) fn method_list(
+    cx: &mut Cx<'_>,
+    field: &Field<'_>,
+    if_empty: &str,
+) -> Option<Vec<String>> {
     let items = cx.list(field.node, &field.path)?;
     if items.is_empty() {
         cx.error(
             field.node.pos,
             &field.path,
-            "name at least one method, like [GET, HEAD]; to retry nothing, write \
-             `retry_on_blue: false`",
+            format!("name at least one method, like [GET, HEAD]; {if_empty}"),
         );
         return None;
     }

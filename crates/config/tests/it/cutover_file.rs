@@ -34,6 +34,7 @@ fn quickstart_example_parses_to_what_it_says() {
         Some(DeploymentConfig {
             name: "quick-canary".to_string(),
             routing: TrafficRouting::Canary { percent: 20, interval: Duration::from_secs(5) },
+            mirror: None,
         })
     );
     let group = &file.deployment_groups[0];

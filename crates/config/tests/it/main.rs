@@ -14,6 +14,7 @@ mod pipelines;
 mod positions;
 mod retry_on_blue;
 mod seeds;
+mod shadow_traffic;
 mod taskdef;
 
 use expect_test::Expect;

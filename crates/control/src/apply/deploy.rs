@@ -267,6 +267,7 @@ fn rollout_spec(
         install_timeout: group
             .install_timeout_ms
             .map_or(rollout::INSTALL_TIMEOUT_DEFAULT, Duration::from_millis),
+        mirror: config.mirror,
     }
 }
 
@@ -336,6 +337,7 @@ impl NewDeployment<'_> {
             hooks: self.hooks.clone(),
             route_production_green_percent: 0,
             route_test_to_green: false,
+            route_mirror_percent: 0,
             green_was_healthy: false,
             green_failure_reported: false,
             error_code: None,

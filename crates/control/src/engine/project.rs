@@ -37,6 +37,7 @@ pub struct DeploymentUpdate {
     pub green_task_set: Option<String>,
     pub production_green_percent: u8,
     pub test_to_green: bool,
+    pub mirror_percent: u8,
     pub green_was_healthy: bool,
     pub green_failure_reported: bool,
     /// Rolled back after it finished (a leftover rolled back by request).
@@ -108,6 +109,7 @@ impl DeploymentUpdate {
             green_task_set: deployment.green_task_set.clone(),
             production_green_percent: deployment.production_green_percent,
             test_to_green: deployment.test_to_green,
+            mirror_percent: deployment.mirror_percent,
             green_was_healthy: deployment.green_was_healthy,
             green_failure_reported: deployment.green_failure_reported,
             rolled_back_later: deployment.rolled_back_later,
@@ -125,6 +127,7 @@ impl DeploymentUpdate {
         body.green_task_set.clone_from(&self.green_task_set);
         body.route_production_green_percent = self.production_green_percent;
         body.route_test_to_green = self.test_to_green;
+        body.route_mirror_percent = self.mirror_percent;
         body.green_was_healthy = self.green_was_healthy;
         body.green_failure_reported = self.green_failure_reported;
         let machine = &self.machine;

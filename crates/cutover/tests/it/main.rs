@@ -37,5 +37,6 @@ mod restart_records;
 mod retry_on_blue;
 mod scheduler;
 mod secrets;
+mod shadow_traffic;
 mod swarm;
 mod watch_stream;
