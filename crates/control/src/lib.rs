@@ -15,6 +15,7 @@ mod deployment;
 mod documents;
 pub mod engine;
 mod error;
+pub mod fleet;
 mod hooks;
 pub mod http;
 pub mod judging;
@@ -64,6 +65,9 @@ pub struct ServerConfig {
     /// The web console's routes, served beside the API behind the same authorization layer
     /// (the `console` crate, which depends on this one, hands them in).
     pub console: Option<fn(http::AppState) -> axum::Router>,
+    /// The load balancer on every node of the swarm, for `runtime: swarm` services with a load
+    /// balancer; `None`: such services have none to serve them.
+    pub swarm_lb: Option<fleet::FleetConfig>,
 }
 
 #[derive(Deserialize)]
@@ -123,11 +127,27 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
             .with_context(|| format!("opening {}", config.data_dir.join("state.db").display()))?,
     );
 
-    let (runtimes, warnings) = start_runtimes(&config).await?;
+    let (runtimes, swarm, mut warnings) = start_runtimes(&config).await?;
 
     let (lb, adopted) =
         lb::ensure_running(&config.data_dir, config.lb_admin, config.lb_threads).await?;
     info!(admin = %lb.admin_addr(), adopted, "load balancer ready");
+    let fleet = match (swarm, &config.swarm_lb) {
+        (Some(swarm), Some(fleet_config)) => {
+            let token = fleet::token(&config.data_dir)?;
+            Some(fleet::Fleet::start(swarm, fleet_config.clone(), token))
+        }
+        (None, Some(_)) => {
+            warnings.push(
+                "--swarm-lb-image is set but this Docker Engine is no Swarm manager: no load \
+                 balancer runs on the swarm's nodes"
+                    .to_string(),
+            );
+            None
+        }
+        (_, None) => None,
+    };
+    let lb = lb.with_fleet(fleet);
 
     let (listener, url, token) = bind_api(&config).await?;
 
@@ -169,6 +189,7 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         routes_version: 0,
         runtimes: runtimes.keys().cloned().collect(),
         warnings,
+        node_load_balancers: Vec::new(),
     };
     let state = http::AppState {
         store,
@@ -188,6 +209,7 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     };
     info!(api = %url, data_dir = %config.data_dir.display(), "cutover is up");
     let down = shared.clone();
+    let down_fleet = state.lb.fleet().cloned();
     let data_dir = config.data_dir.clone();
     let mut others = pipelines::router(&ci);
     if let Some(console) = config.console {
@@ -202,6 +224,11 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
                 // `cutover down`: the tasks are stopped; stop the data plane too.
                 if let Some(record) = lb::read_record(&data_dir) {
                     stop_pid(record.pid);
+                }
+                if let Some(fleet) = down_fleet.as_ref()
+                    && let Err(err) = fleet.remove().await
+                {
+                    warn!("removing the load balancers of the swarm's nodes: {err:#}");
                 }
             }
         }
@@ -242,8 +269,11 @@ fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
 type Runtimes = BTreeMap<String, Arc<dyn runtime::Runtime>>;
 
 /// The process runtime, and the Docker runtime when the engine answers; a Docker Engine that does
-/// not answer is a warning for `cutover status`, not a failure.
-async fn start_runtimes(config: &ServerConfig) -> anyhow::Result<(Runtimes, Vec<String>)> {
+/// not answer is a warning for `cutover status`, not a failure. The swarm runtime also on its
+/// own, for the load balancer on the swarm's nodes.
+async fn start_runtimes(
+    config: &ServerConfig,
+) -> anyhow::Result<(Runtimes, Option<Arc<runtime::SwarmRuntime>>, Vec<String>)> {
     let mut warnings = Vec::new();
     let mut runtimes: Runtimes = BTreeMap::new();
     let process = runtime::ProcessRuntime::new(config.data_dir.join("tasks"))
@@ -270,9 +300,12 @@ async fn start_runtimes(config: &ServerConfig) -> anyhow::Result<(Runtimes, Vec<
     }
     // The swarm runtime only where this engine manages a swarm; otherwise it says what to do
     // when a service asks for it, and nothing else changes.
+    let mut swarm_runtime = None;
     match runtime::SwarmRuntime::connect(config.data_dir.join("docker")).await {
         Ok(swarm) => {
-            runtimes.insert("swarm".into(), Arc::new(swarm));
+            let swarm = Arc::new(swarm);
+            runtimes.insert("swarm".into(), swarm.clone());
+            swarm_runtime = Some(swarm);
         }
         Err(err) if runtimes.contains_key("docker") => {
             info!("swarm runtime unavailable: {err}");
@@ -280,7 +313,7 @@ async fn start_runtimes(config: &ServerConfig) -> anyhow::Result<(Runtimes, Vec<
         Err(_) => {}
     }
 
-    Ok((runtimes, warnings))
+    Ok((runtimes, swarm_runtime, warnings))
 }
 
 /// Binds the API, decides its token (required beyond loopback) and records where it answers.

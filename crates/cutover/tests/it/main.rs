@@ -36,3 +36,5 @@ mod retry_on_blue;
 mod scheduler;
 mod secrets;
 mod swarm;
+mod swarm_lb;
+mod swarm_lb_fixture;
