@@ -4,7 +4,7 @@
 //! failed meanwhile are counted and printed. A test binary of its own: cargo runs test binaries
 //! one at a time, so no other cluster test sees node3 go. Needs `scripts/cluster up`.
 
-#[allow(dead_code)]
+#[allow(dead_code, unused_imports)]
 #[path = "it/harness.rs"]
 mod harness;
 #[path = "it/swarm_lb_fixture.rs"]

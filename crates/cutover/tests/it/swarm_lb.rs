@@ -78,38 +78,67 @@ fn swarm_lb_a_canary_served_by_every_node_moves_on_two_nodes_with_no_failed_requ
     // A canary v2 → v3 stopped while 20% is on green: every node is back on blue at once.
     let token = lb.token();
     let id = lb.deploy("api-v3.json");
+    // After v2's release, v2's target group is blue: green is the other one.
+    let traffic = &lb.cluster.deployment(&id)["traffic"];
+    let green = traffic["green_target_group"].as_str().unwrap().to_string();
     wait_for_or(
         "every node's load balancer to send 20% to green",
         LIMIT,
         || {
             (0..3)
                 .all(|n| {
-                    lb.served_on(n, &token).and_then(|s| green_weight(&s)).is_some_and(|w| w > 0)
+                    lb.served_on(n, &token)
+                        .and_then(|s| green_weight(&s, &green))
+                        .is_some_and(|w| w > 0)
                 })
                 .then_some(())
         },
         || lb.seen(),
     );
+    // One watcher per node, each on its own keep-alive connection, notes when its node's load
+    // balancer first serves blue only.
+    let watchers: Vec<_> = (0..3)
+        .map(|n| {
+            let (url, token, green) = (
+                format!("http://{}:{}/v1/routes", NODES[n], lb.admin),
+                token.clone(),
+                green.clone(),
+            );
+            std::thread::spawn(move || {
+                let client = reqwest::blocking::Client::new();
+                let deadline = Instant::now() + LIMIT;
+                while Instant::now() < deadline {
+                    let served = client.get(&url).bearer_auth(&token).send().ok();
+                    let served = served.and_then(|r| r.json::<serde_json::Value>().ok());
+                    if served.and_then(|s| green_weight(&s, &green)) == Some(0) {
+                        return Some(Instant::now());
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                None
+            })
+        })
+        .collect();
     let stopped = Instant::now();
     lb.cluster.cli_ok(&["deployments", "stop", &id, "--rollback"]);
-    let mut reached = [None; 3];
-    wait_for_or(
-        "every node's load balancer to serve blue only",
-        LIMIT,
-        || {
-            for (n, at) in reached.iter_mut().enumerate() {
-                if at.is_none() && lb.served_on(n, &token).and_then(|s| green_weight(&s)) == Some(0)
-                {
-                    *at = Some(stopped.elapsed());
-                }
-            }
-            reached.iter().all(Option::is_some).then_some(())
-        },
-        || lb.seen(),
-    );
+    let answered = stopped.elapsed();
+    let reached: Vec<Instant> = watchers
+        .into_iter()
+        .enumerate()
+        .map(|(n, w)| {
+            w.join().unwrap().unwrap_or_else(|| panic!("node{} kept green: {}", n + 1, lb.seen()))
+        })
+        .collect();
+    let after: Vec<Duration> = reached.iter().map(|at| at.duration_since(stopped)).collect();
+    let last = *after.iter().max().unwrap();
     println!(
-        "rollback (from `deployments stop --rollback` being sent) to blue only on node1, node2, node3: {:?}",
-        reached.map(|r| r.unwrap())
+        "rollback to blue only on every node's load balancer: {:.0} ms after `deployments stop \
+         --rollback` was run (its answer came after {:.0} ms); node1, node2, node3 at {:?}; \
+         first to last node {:.0} ms",
+        last.as_secs_f64() * 1000.0,
+        answered.as_secs_f64() * 1000.0,
+        after,
+        (last - *after.iter().min().unwrap()).as_secs_f64() * 1000.0
     );
     wait_for_or(
         "production to answer v2 on every node",

@@ -196,14 +196,11 @@ deployment_groups:
     }
 }
 
-/// The weight of the green target group in production's forward of a served table.
-pub fn green_weight(served: &serde_json::Value) -> Option<u64> {
+/// The weight of target group `green` in production's forward of a served table.
+pub fn green_weight(served: &serde_json::Value, green: &str) -> Option<u64> {
     let groups = served["table"]["listeners"]["edge/prod"]["action"]["target_groups"].as_array()?;
     Some(
-        groups
-            .iter()
-            .find(|g| g["name"] == "api-green")
-            .map_or(0, |g| g["weight"].as_u64().unwrap_or(0)),
+        groups.iter().find(|g| g["name"] == green).map_or(0, |g| g["weight"].as_u64().unwrap_or(0)),
     )
 }
 

@@ -68,8 +68,19 @@ fn secret_name(instance: &str, token: &str) -> String {
     format!("{}-token-{fingerprint}", data_plane_service_name(instance))
 }
 
+/// A Swarm secret as a service refers to it: by name and id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretRef {
+    pub name: String,
+    pub id: String,
+}
+
 /// The global service running `spec` for installation `instance`, its token in `secret`.
-pub fn data_plane_service_spec(spec: &DataPlaneSpec, instance: &str, secret: &str) -> ServiceSpec {
+pub fn data_plane_service_spec(
+    spec: &DataPlaneSpec,
+    instance: &str,
+    secret: &SecretRef,
+) -> ServiceSpec {
     let labels = HashMap::from([
         (LABEL_INSTANCE.to_string(), instance.to_string()),
         (LABEL_DATA_PLANE.to_string(), "true".to_string()),
@@ -95,8 +106,8 @@ pub fn data_plane_service_spec(spec: &DataPlaneSpec, instance: &str, secret: &st
                 gid: Some("0".into()),
                 mode: Some(0o400),
             }),
-            secret_name: Some(secret.to_string()),
-            secret_id: None,
+            secret_name: Some(secret.name.clone()),
+            secret_id: Some(secret.id.clone()),
         }]),
         ..Default::default()
     };
@@ -168,8 +179,8 @@ impl SwarmRuntime {
     /// instances one by one; each is sent the current table when it answers).
     pub async fn ensure_data_plane(&self, spec: &DataPlaneSpec) -> Result<(), RuntimeError> {
         self.ensure_overlay(&spec.network, "data-plane").await?;
-        let secret = secret_name(&self.instance, &spec.token);
-        self.ensure_secret(&secret, &spec.token).await?;
+        let secret =
+            self.ensure_secret(&secret_name(&self.instance, &spec.token), &spec.token).await?;
         let image = self.resolve_image(&spec.image, "data-plane").await?;
         let wanted = data_plane_service_spec(
             &DataPlaneSpec { image, ..spec.clone() },
@@ -207,9 +218,12 @@ impl SwarmRuntime {
         Ok(())
     }
 
-    async fn ensure_secret(&self, name: &str, token: &str) -> Result<(), RuntimeError> {
+    /// The secret `name` holding `token`, created when missing.
+    async fn ensure_secret(&self, name: &str, token: &str) -> Result<SecretRef, RuntimeError> {
+        let found =
+            |id: Option<String>| SecretRef { name: name.to_string(), id: id.unwrap_or_default() };
         match self.docker.inspect_secret(name).await {
-            Ok(_) => return Ok(()),
+            Ok(secret) => return Ok(found(secret.id)),
             Err(e) if is_status(&e, 404) => {}
             Err(e) => return Err(engine_err(format!("cannot inspect secret {name}"), &e)),
         }
@@ -224,8 +238,12 @@ impl SwarmRuntime {
             ..Default::default()
         };
         match self.docker.create_secret(spec).await {
-            Ok(_) => Ok(()),
-            Err(e) if is_status(&e, 409) => Ok(()),
+            Ok(created) => Ok(found(Some(created.id))),
+            // Created meanwhile by another `cutover up` of this installation: read its id.
+            Err(e) if is_status(&e, 409) => match self.docker.inspect_secret(name).await {
+                Ok(secret) => Ok(found(secret.id)),
+                Err(e) => Err(engine_err(format!("cannot inspect secret {name}"), &e)),
+            },
             Err(e) => Err(engine_err(format!("cannot create secret {name}"), &e)),
         }
     }
@@ -287,6 +305,10 @@ impl SwarmRuntime {
 mod tests {
     use super::*;
 
+    fn secret(name: &str) -> SecretRef {
+        SecretRef { name: name.into(), id: format!("id-{name}") }
+    }
+
     fn spec() -> DataPlaneSpec {
         DataPlaneSpec {
             image: "10.99.0.1:5000/cutover@sha256:abc".into(),
@@ -300,7 +322,7 @@ mod tests {
 
     #[test]
     fn the_data_plane_is_global_on_the_overlay_with_every_port_published_on_its_node() {
-        let s = data_plane_service_spec(&spec(), "inst", "cutover-lb-inst-token-1");
+        let s = data_plane_service_spec(&spec(), "inst", &secret("cutover-lb-inst-token-1"));
         assert!(s.mode.as_ref().unwrap().global.is_some());
         let endpoint = s.endpoint_spec.unwrap();
         assert_eq!(endpoint.mode, Some(EndpointSpecModeEnum::DNSRR));
@@ -339,14 +361,17 @@ mod tests {
 
     #[test]
     fn a_new_listener_port_or_image_updates_the_service_and_the_same_spec_does_not() {
-        let current = data_plane_service_spec(&spec(), "inst", "s");
-        assert!(!needs_update(&current, &data_plane_service_spec(&spec(), "inst", "s")));
+        let current = data_plane_service_spec(&spec(), "inst", &secret("s"));
+        assert!(!needs_update(&current, &data_plane_service_spec(&spec(), "inst", &secret("s"))));
         let more_ports =
             DataPlaneSpec { listener_ports: BTreeSet::from([8080, 8443, 9000]), ..spec() };
-        assert!(needs_update(&current, &data_plane_service_spec(&more_ports, "inst", "s")));
+        assert!(needs_update(
+            &current,
+            &data_plane_service_spec(&more_ports, "inst", &secret("s"))
+        ));
         let image = DataPlaneSpec { image: "r/cutover@sha256:def".into(), ..spec() };
-        assert!(needs_update(&current, &data_plane_service_spec(&image, "inst", "s")));
-        assert!(needs_update(&current, &data_plane_service_spec(&spec(), "inst", "s2")));
+        assert!(needs_update(&current, &data_plane_service_spec(&image, "inst", &secret("s"))));
+        assert!(needs_update(&current, &data_plane_service_spec(&spec(), "inst", &secret("s2"))));
     }
 
     #[test]
