@@ -132,22 +132,7 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let (lb, adopted) =
         lb::ensure_running(&config.data_dir, config.lb_admin, config.lb_threads).await?;
     info!(admin = %lb.admin_addr(), adopted, "load balancer ready");
-    let fleet = match (swarm, &config.swarm_lb) {
-        (Some(swarm), Some(fleet_config)) => {
-            let token = fleet::token(&config.data_dir)?;
-            Some(fleet::Fleet::start(swarm, fleet_config.clone(), token))
-        }
-        (None, Some(_)) => {
-            warnings.push(
-                "--swarm-lb-image is set but this Docker Engine is no Swarm manager: no load \
-                 balancer runs on the swarm's nodes"
-                    .to_string(),
-            );
-            None
-        }
-        (_, None) => None,
-    };
-    let lb = lb.with_fleet(fleet);
+    let lb = lb.with_fleet(start_fleet(&config, swarm, &mut warnings)?);
 
     let (listener, url, token) = bind_api(&config).await?;
 
@@ -244,6 +229,30 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(api_record_path(&config.data_dir));
     drop(lock);
     Ok(())
+}
+
+/// The load balancer on every node of the swarm, when `cutover up` was given its image and its
+/// engine manages a swarm; a warning for `cutover status` when it was given one but cannot.
+fn start_fleet(
+    config: &ServerConfig,
+    swarm: Option<Arc<runtime::SwarmRuntime>>,
+    warnings: &mut Vec<String>,
+) -> anyhow::Result<Option<fleet::Fleet>> {
+    match (swarm, &config.swarm_lb) {
+        (Some(swarm), Some(fleet_config)) => {
+            let token = fleet::token(&config.data_dir)?;
+            Ok(Some(fleet::Fleet::start(swarm, fleet_config.clone(), token)))
+        }
+        (None, Some(_)) => {
+            warnings.push(
+                "--swarm-lb-image is set but this Docker Engine is no Swarm manager: no load \
+                 balancer runs on the swarm's nodes"
+                    .to_string(),
+            );
+            Ok(None)
+        }
+        (_, None) => Ok(None),
+    }
 }
 
 /// One control plane per data directory: two would fight over the same tasks and routes. The

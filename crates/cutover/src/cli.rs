@@ -46,6 +46,8 @@ pub enum Output {
     Json,
 }
 
+// One value per process, parsed once: `up`'s many flags cost nothing worth boxing them for.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Start the control plane, the load balancer and the runtimes (foreground; Ctrl-C stops the
@@ -521,6 +523,41 @@ fn api_tls(cert: Option<PathBuf>, key: Option<PathBuf>) -> anyhow::Result<Option
     Ok(Some(control::ApiTls(acceptor)))
 }
 
+/// `cutover lb`: the data plane alone, its admin token (if any) read from a file.
+fn lb(
+    admin: SocketAddr,
+    admin_token_file: Option<PathBuf>,
+    state_file: Option<PathBuf>,
+    threads: usize,
+) -> anyhow::Result<ExitCode> {
+    control::data_dir::private_by_default();
+    init_tracing();
+    let admin_token = admin_token_file
+        .map(|path| {
+            std::fs::read_to_string(&path)
+                .map(|text| text.trim().to_string())
+                .with_context(|| format!("reading the admin token {}", path.display()))
+        })
+        .transpose()?;
+    proxy::run_blocking(proxy::ProxyConfig {
+        admin_addr: admin,
+        admin_token,
+        state_file,
+        worker_threads: threads,
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The load balancer on every node of the swarm, from `up`'s flags.
+fn swarm_lb(image: String, admin_port: u16, threads: usize) -> control::fleet::FleetConfig {
+    control::fleet::FleetConfig {
+        image,
+        admin_port,
+        threads,
+        network: runtime::swarm::DEFAULT_OVERLAY.to_string(),
+    }
+}
+
 /// Whether a command serves (`up`, `lb`) rather than answers and exits.
 pub fn is_server(args: &Args) -> bool {
     matches!(args.command, Command::Up { .. } | Command::Lb { .. })
@@ -565,32 +602,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 registry_credentials,
                 oidc,
                 console: Some(console::router),
-                swarm_lb: swarm_lb_image.map(|image| control::fleet::FleetConfig {
-                    image,
-                    admin_port: swarm_lb_admin_port,
-                    threads: lb_threads,
-                    network: runtime::swarm::DEFAULT_OVERLAY.to_string(),
-                }),
+                swarm_lb: swarm_lb_image
+                    .map(|image| swarm_lb(image, swarm_lb_admin_port, lb_threads)),
             }))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Lb { admin, admin_token_file, state_file, threads } => {
-            control::data_dir::private_by_default();
-            init_tracing();
-            let admin_token = admin_token_file
-                .map(|path| {
-                    std::fs::read_to_string(&path)
-                        .map(|text| text.trim().to_string())
-                        .with_context(|| format!("reading the admin token {}", path.display()))
-                })
-                .transpose()?;
-            proxy::run_blocking(proxy::ProxyConfig {
-                admin_addr: admin,
-                admin_token,
-                state_file,
-                worker_threads: threads,
-            })?;
-            Ok(ExitCode::SUCCESS)
+            lb(admin, admin_token_file, state_file, threads)
         }
         Command::Down => down(&client, &data_dir),
         Command::Status => {

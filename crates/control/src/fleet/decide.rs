@@ -538,7 +538,10 @@ mod tests {
             sum_metrics(&[a.clone(), ("node3".to_string(), snapshot(1_700_000_000_500, 0, 0, 1))]);
         assert_ne!(both, without_b.started_at_unix_ms);
         assert_ne!(both, sum_metrics(&[a.clone(), b_restarted]).started_at_unix_ms);
-        assert_eq!(sum_metrics(&[a.clone()]).started_at_unix_ms, a.1.started_at_unix_ms);
+        assert_eq!(
+            sum_metrics(std::slice::from_ref(&a)).started_at_unix_ms,
+            a.1.started_at_unix_ms
+        );
         // The alarms' counter rule reads the change as a baseline, not as a restart's increase.
         let reading = |started: u64, taken: u64| alarms::counter::Reading {
             source_started: model::Timestamp::from_millis(started),
