@@ -657,15 +657,6 @@ fn service(cx: &mut Cx<'_>, node: &Node, path: &str) -> (Option<ServiceSpec>, Se
         cx.nonempty(n.node, &n.path).map(|s| (s, Loc::of(n)))
     });
     f.finish(cx, SERVICE_FIELDS, &[]);
-    if let (Some(Some((RuntimeKind::Swarm, _))), Some(loc)) = (&runtime, &meta.lb_loc) {
-        cx.error(
-            loc.pos,
-            &loc.path,
-            "a `runtime: swarm` service cannot have a load balancer yet: swarm tasks live on the \
-             overlay network, which cutover's load balancer (on this machine) does not reach; \
-             remove `load_balancer` (docs/swarm.md), or use `runtime: docker`",
-        );
-    }
     if let (Some(runtime), Some(Some((_, loc)))) = (&runtime, &network)
         && runtime.as_ref().is_none_or(|(r, _)| *r == RuntimeKind::Process)
     {

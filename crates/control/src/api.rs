@@ -72,6 +72,21 @@ pub struct StatusView {
     pub runtimes: Vec<String>,
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// The load balancer on every node of the swarm, when `cutover up` runs one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub node_load_balancers: Vec<NodeLoadBalancerView>,
+}
+
+/// One node's load balancer: where its admin API answers and which routing table it serves.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeLoadBalancerView {
+    pub node: String,
+    pub admin: String,
+    /// The routing-table version it acknowledged last.
+    pub acknowledged_version: Option<u64>,
+    pub answering: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

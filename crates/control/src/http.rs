@@ -108,6 +108,20 @@ async fn status(State(state): State<AppState>) -> Json<StatusView> {
     if let Some(outage) = &*state.shared.store_outage.read().unwrap_or_else(|p| p.into_inner()) {
         view.warnings.push(outage.warning(&view.data_dir));
     }
+    if let Some(fleet) = state.lb.fleet() {
+        view.warnings.extend(fleet.service_error());
+        view.node_load_balancers = fleet
+            .views()
+            .into_iter()
+            .map(|i| crate::api::NodeLoadBalancerView {
+                node: i.node,
+                admin: i.admin.to_string(),
+                acknowledged_version: i.acknowledged,
+                answering: i.answering,
+                error: i.error,
+            })
+            .collect();
+    }
     Json(view)
 }
 

@@ -26,6 +26,8 @@ pub struct LbClient {
     http: reqwest::Client,
     base: String,
     admin_addr: SocketAddr,
+    /// The data plane on every node of the swarm, beside this one, when `cutover up` runs it.
+    fleet: Option<crate::fleet::Fleet>,
 }
 
 #[derive(Deserialize)]
@@ -41,11 +43,20 @@ impl LbClient {
             .no_proxy()
             .build()
             .expect("invariant: a plain HTTP client always builds");
-        LbClient { http, base: format!("http://{admin_addr}"), admin_addr }
+        LbClient { http, base: format!("http://{admin_addr}"), admin_addr, fleet: None }
+    }
+
+    /// This data plane and the one on every node of the swarm.
+    pub fn with_fleet(self, fleet: Option<crate::fleet::Fleet>) -> LbClient {
+        LbClient { fleet, ..self }
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+
+    pub fn fleet(&self) -> Option<&crate::fleet::Fleet> {
+        self.fleet.as_ref()
     }
 
     /// The routing-table version the data plane serves, or an error when it does not answer.

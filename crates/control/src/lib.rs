@@ -16,6 +16,7 @@ mod deployment;
 mod documents;
 pub mod engine;
 mod error;
+pub mod fleet;
 mod hooks;
 pub mod http;
 pub mod judging;
@@ -67,6 +68,9 @@ pub struct ServerConfig {
     /// The web console's routes, served beside the API behind the same authorization layer
     /// (the `console` crate, which depends on this one, hands them in).
     pub console: Option<fn(http::AppState) -> axum::Router>,
+    /// The load balancer on every node of the swarm, for `runtime: swarm` services with a load
+    /// balancer; `None`: such services have none to serve them.
+    pub swarm_lb: Option<fleet::FleetConfig>,
 }
 
 #[derive(Deserialize)]
@@ -126,11 +130,12 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
             .with_context(|| format!("opening {}", config.data_dir.join("state.db").display()))?,
     );
 
-    let (runtimes, warnings) = start_runtimes(&config).await?;
+    let (runtimes, swarm, mut warnings) = start_runtimes(&config).await?;
 
     let (lb, adopted) =
         lb::ensure_running(&config.data_dir, config.lb_admin, config.lb_threads).await?;
     info!(admin = %lb.admin_addr(), adopted, "load balancer ready");
+    let lb = lb.with_fleet(start_fleet(&config, swarm, &mut warnings)?);
 
     let (listener, url, token) = bind_api(&config).await?;
 
@@ -173,6 +178,7 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         routes_version: 0,
         runtimes: runtimes.keys().cloned().collect(),
         warnings,
+        node_load_balancers: Vec::new(),
     };
     let state = http::AppState {
         store,
@@ -192,6 +198,7 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     };
     info!(api = %url, data_dir = %config.data_dir.display(), "cutover is up");
     let down = shared.clone();
+    let down_fleet = state.lb.fleet().cloned();
     let data_dir = config.data_dir.clone();
     let mut others = pipelines::router(&ci);
     if let Some(console) = config.console {
@@ -207,6 +214,11 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
                 if let Some(record) = lb::read_record(&data_dir) {
                     stop_pid(record.pid);
                 }
+                if let Some(fleet) = down_fleet.as_ref()
+                    && let Err(err) = fleet.remove().await
+                {
+                    warn!("removing the load balancers of the swarm's nodes: {err:#}");
+                }
             }
         }
     };
@@ -221,6 +233,30 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(api_record_path(&config.data_dir));
     drop(lock);
     Ok(())
+}
+
+/// The load balancer on every node of the swarm, when `cutover up` was given its image and its
+/// engine manages a swarm; a warning for `cutover status` when it was given one but cannot.
+fn start_fleet(
+    config: &ServerConfig,
+    swarm: Option<Arc<runtime::SwarmRuntime>>,
+    warnings: &mut Vec<String>,
+) -> anyhow::Result<Option<fleet::Fleet>> {
+    match (swarm, &config.swarm_lb) {
+        (Some(swarm), Some(fleet_config)) => {
+            let token = fleet::token(&config.data_dir)?;
+            Ok(Some(fleet::Fleet::start(swarm, fleet_config.clone(), token)))
+        }
+        (None, Some(_)) => {
+            warnings.push(
+                "--swarm-lb-image is set but this Docker Engine is no Swarm manager: no load \
+                 balancer runs on the swarm's nodes"
+                    .to_string(),
+            );
+            Ok(None)
+        }
+        (_, None) => Ok(None),
+    }
 }
 
 /// One control plane per data directory: two would fight over the same tasks and routes. The
@@ -246,8 +282,11 @@ fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
 type Runtimes = BTreeMap<String, Arc<dyn runtime::Runtime>>;
 
 /// The process runtime, and the Docker runtime when the engine answers; a Docker Engine that does
-/// not answer is a warning for `cutover status`, not a failure.
-async fn start_runtimes(config: &ServerConfig) -> anyhow::Result<(Runtimes, Vec<String>)> {
+/// not answer is a warning for `cutover status`, not a failure. The swarm runtime also on its
+/// own, for the load balancer on the swarm's nodes.
+async fn start_runtimes(
+    config: &ServerConfig,
+) -> anyhow::Result<(Runtimes, Option<Arc<runtime::SwarmRuntime>>, Vec<String>)> {
     let mut warnings = Vec::new();
     let mut runtimes: Runtimes = BTreeMap::new();
     let process = runtime::ProcessRuntime::new(config.data_dir.join("tasks"))
@@ -274,9 +313,12 @@ async fn start_runtimes(config: &ServerConfig) -> anyhow::Result<(Runtimes, Vec<
     }
     // The swarm runtime only where this engine manages a swarm; otherwise it says what to do
     // when a service asks for it, and nothing else changes.
+    let mut swarm_runtime = None;
     match runtime::SwarmRuntime::connect(config.data_dir.join("docker")).await {
         Ok(swarm) => {
-            runtimes.insert("swarm".into(), Arc::new(swarm));
+            let swarm = Arc::new(swarm);
+            runtimes.insert("swarm".into(), swarm.clone());
+            swarm_runtime = Some(swarm);
         }
         Err(err) if runtimes.contains_key("docker") => {
             info!("swarm runtime unavailable: {err}");
@@ -284,7 +326,7 @@ async fn start_runtimes(config: &ServerConfig) -> anyhow::Result<(Runtimes, Vec<
         Err(_) => {}
     }
 
-    Ok((runtimes, warnings))
+    Ok((runtimes, swarm_runtime, warnings))
 }
 
 /// Binds the API, decides its token (required beyond loopback) and records where it answers.

@@ -4,7 +4,7 @@
 //! inspect, then delays nothing the loop decides: a rollback is recorded at once and reaches the
 //! data plane as soon as it answers again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,6 +47,13 @@ async fn poll_health(lb: LbClient, tx: mpsc::Sender<Msg>) {
     loop {
         every.tick().await;
         let report = lb.health().await.map_err(|err| format!("{err:#}"));
+        // The nodes' load balancers health-check the swarm's targets: their reports join it.
+        let report = match lb.fleet() {
+            Some(fleet) => {
+                report.map(|local| crate::fleet::decide::merge_health(local, &fleet.health()))
+            }
+            None => report,
+        };
         if tx.send(Msg::Health(report)).await.is_err() {
             return;
         }
@@ -64,7 +71,17 @@ async fn poll_metrics(lb: LbClient, shared: Arc<Shared>, tx: mpsc::Sender<Msg>) 
             continue;
         }
         match lb.metrics_json().await.map(serde_json::from_value::<routes::MetricsSnapshot>) {
-            Ok(Ok(snapshot)) => shared.monitor().record_snapshot(snapshot, clock::now()),
+            Ok(Ok(snapshot)) => {
+                let snapshot = match lb.fleet() {
+                    Some(fleet) => {
+                        let mut parts = vec![("manager".to_string(), snapshot)];
+                        parts.extend(fleet.metrics().await);
+                        crate::fleet::decide::sum_metrics(&parts)
+                    }
+                    None => snapshot,
+                };
+                shared.monitor().record_snapshot(snapshot, clock::now());
+            }
             Ok(Err(err)) => warn!("the load balancer's metrics are unreadable: {err}"),
             Err(err) => warn!("reading the load balancer's metrics: {err:#}"),
         }
@@ -116,8 +133,9 @@ pub struct Inspection {
 /// Sends routing tables to the data plane one at a time, in the order they were made.
 #[derive(Clone)]
 pub struct RoutePusher {
-    /// The loop's tables, each reported back as [`Msg::RoutesPushed`].
-    queue: mpsc::Sender<RouteTable>,
+    /// The loop's tables, with the load balancers the swarm's nodes serve, each reported back as
+    /// [`Msg::RoutesPushed`].
+    queue: mpsc::Sender<(RouteTable, BTreeSet<String>)>,
 }
 
 /// Where a data plane that died is started again.
@@ -133,27 +151,51 @@ impl RoutePusher {
         RoutePusher { queue }
     }
 
-    /// Queues the loop's table; `false` when the queue is full (the data plane has not answered
+    /// Queues the loop's table, whose `cluster` load balancers the swarm's nodes serve (see
+    /// `fleet::decide::split`); `false` when the queue is full (the data plane has not answered
     /// for long), and the table must be pushed again later.
-    pub fn push(&self, table: RouteTable) -> bool {
-        self.queue.try_send(table).is_ok()
+    pub fn push(&self, table: RouteTable, cluster: BTreeSet<String>) -> bool {
+        self.queue.try_send((table, cluster)).is_ok()
     }
 }
 
 async fn push_tables(
     lb: LbClient,
     restart: Restart,
-    mut pushes: mpsc::Receiver<RouteTable>,
+    mut pushes: mpsc::Receiver<(RouteTable, BTreeSet<String>)>,
     tx: mpsc::Sender<Msg>,
 ) {
-    while let Some(first) = pushes.recv().await {
+    let mut waiting = None;
+    loop {
+        let first = match waiting.take() {
+            Some(newer) => newer,
+            None => match pushes.recv().await {
+                Some(table) => table,
+                None => return,
+            },
+        };
         // Of the tables waiting, only the newest matters: it replaces the others whole.
-        let mut table = first;
+        let (mut table, mut cluster) = first;
         while let Ok(next) = pushes.try_recv() {
-            table = next;
+            (table, cluster) = next;
         }
         let version = table.version;
-        let result = push_or_restart(&lb, &restart, &table).await;
+        let split = crate::fleet::decide::split(&table, &cluster);
+        // The nodes get their half at once, each in its own task: none waits for another.
+        if let Some(fleet) = lb.fleet() {
+            fleet.push(split.cluster.unwrap_or(RouteTable { version, ..RouteTable::default() }));
+        }
+        let mut result = push_or_restart(&lb, &restart, &split.local).await;
+        if let (Ok(()), Some(fleet)) = (&result, lb.fleet()) {
+            // Applied once every answering node serves it too; a newer table does not wait.
+            tokio::select! {
+                applied = fleet.wait_applied(version) => result = applied.map_err(anyhow::Error::msg),
+                newer = pushes.recv() => {
+                    waiting = newer;
+                    continue;
+                }
+            }
+        }
         let result = result.map_err(|err| format!("{err:#}"));
         if tx.send(Msg::RoutesPushed { version, result }).await.is_err() {
             return;

@@ -46,6 +46,8 @@ pub enum Output {
     Json,
 }
 
+// One value per process, parsed once: `up`'s many flags cost nothing worth boxing them for.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Start the control plane, the load balancer and the runtimes (foreground; Ctrl-C stops the
@@ -76,14 +78,28 @@ enum Command {
         allow_plaintext_beyond_loopback: bool,
         #[command(flatten)]
         oidc: OidcFlags,
+        /// The image the swarm's nodes run their load balancer from (holding `/cutover`; built by
+        /// `scripts/swarm-lb-image`), in a registry every node reaches: a `runtime: swarm` service
+        /// with a load balancer is served by one on every node (docs/swarm.md).
+        #[arg(long, env = "CUTOVER_SWARM_LB_IMAGE")]
+        swarm_lb_image: Option<String>,
+        /// The admin port of the load balancer on every node of the swarm, published on each
+        /// node's address; it answers only the installation's token.
+        #[arg(long, env = "CUTOVER_SWARM_LB_ADMIN_PORT", default_value_t = 7402)]
+        swarm_lb_admin_port: u16,
     },
     /// Stop everything `cutover up` started: tasks, load balancer, control plane.
     Down,
     /// Run the load balancer (data plane) alone; `cutover up` starts it for you.
     Lb {
-        /// Address of the admin API (routing table, metrics); keep it on loopback.
+        /// Address of the admin API (routing table, metrics); on loopback unless it has a token.
         #[arg(long)]
         admin: SocketAddr,
+        /// A file holding the admin API's token: every admin request must then carry
+        /// `Authorization: Bearer <token>`, and the admin API may listen beyond loopback (the
+        /// data plane on every node of a Swarm cluster reads it from a Swarm secret).
+        #[arg(long)]
+        admin_token_file: Option<PathBuf>,
         /// Where the routing table is kept, so a restarted load balancer serves the last one.
         #[arg(long)]
         state_file: Option<PathBuf>,
@@ -511,6 +527,41 @@ fn api_tls(cert: Option<PathBuf>, key: Option<PathBuf>) -> anyhow::Result<Option
     Ok(Some(control::ApiTls(acceptor)))
 }
 
+/// `cutover lb`: the data plane alone, its admin token (if any) read from a file.
+fn lb(
+    admin: SocketAddr,
+    admin_token_file: Option<PathBuf>,
+    state_file: Option<PathBuf>,
+    threads: usize,
+) -> anyhow::Result<ExitCode> {
+    control::data_dir::private_by_default();
+    init_tracing();
+    let admin_token = admin_token_file
+        .map(|path| {
+            std::fs::read_to_string(&path)
+                .map(|text| text.trim().to_string())
+                .with_context(|| format!("reading the admin token {}", path.display()))
+        })
+        .transpose()?;
+    proxy::run_blocking(proxy::ProxyConfig {
+        admin_addr: admin,
+        admin_token,
+        state_file,
+        worker_threads: threads,
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The load balancer on every node of the swarm, from `up`'s flags.
+fn swarm_lb(image: String, admin_port: u16, threads: usize) -> control::fleet::FleetConfig {
+    control::fleet::FleetConfig {
+        image,
+        admin_port,
+        threads,
+        network: runtime::swarm::DEFAULT_OVERLAY.to_string(),
+    }
+}
+
 /// Whether a command serves (`up`, `lb`) rather than answers and exits.
 pub fn is_server(args: &Args) -> bool {
     matches!(args.command, Command::Up { .. } | Command::Lb { .. })
@@ -530,6 +581,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             tls_key,
             allow_plaintext_beyond_loopback,
             oidc,
+            swarm_lb_image,
+            swarm_lb_admin_port,
         } => {
             check_up_flags(&UpFlags {
                 listen,
@@ -553,18 +606,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 registry_credentials,
                 oidc,
                 console: Some(console::router),
+                swarm_lb: swarm_lb_image
+                    .map(|image| swarm_lb(image, swarm_lb_admin_port, lb_threads)),
             }))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Lb { admin, state_file, threads } => {
-            control::data_dir::private_by_default();
-            init_tracing();
-            proxy::run_blocking(proxy::ProxyConfig {
-                admin_addr: admin,
-                state_file,
-                worker_threads: threads,
-            })?;
-            Ok(ExitCode::SUCCESS)
+        Command::Lb { admin, admin_token_file, state_file, threads } => {
+            lb(admin, admin_token_file, state_file, threads)
         }
         Command::Down => down(&client, &data_dir),
         Command::Status => {
@@ -1052,6 +1100,10 @@ async fn stop_orphaned_tasks(data_dir: &Path) -> usize {
     if data_dir.join("docker").exists()
         && let Ok(swarm) = runtime::SwarmRuntime::connect(data_dir.join("docker")).await
     {
+        // The load balancers on the swarm's nodes go with the control plane's own.
+        if let Err(err) = swarm.remove_data_plane().await {
+            println!("the load balancers of the swarm's nodes are left running: {err}");
+        }
         runtimes.push(Box::new(swarm));
     }
     let mut stopped = 0;

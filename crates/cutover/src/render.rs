@@ -79,6 +79,15 @@ pub fn status(s: &StatusView) -> String {
         s.routes_version,
         s.runtimes.join(", ")
     );
+    for lb in &s.node_load_balancers {
+        let version = lb.acknowledged_version.map_or("-".to_string(), |v| format!("v{v}"));
+        let state = match (&lb.error, lb.answering) {
+            (_, true) => "answering".to_string(),
+            (Some(error), false) => format!("not answering: {error}"),
+            (None, false) => "not answering yet".to_string(),
+        };
+        let _ = writeln!(out, "node load balancer {} at {}: {version}, {state}", lb.node, lb.admin);
+    }
     for warning in &s.warnings {
         let _ = writeln!(out, "warning: {warning}");
     }

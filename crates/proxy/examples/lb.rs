@@ -23,5 +23,6 @@ fn main() -> anyhow::Result<()> {
         admin_addr: admin.parse()?,
         state_file,
         worker_threads: threads,
+        admin_token: None,
     })
 }

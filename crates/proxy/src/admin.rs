@@ -1,5 +1,6 @@
 //! The admin API on a loopback address: `PUT/GET /v1/routes`, `POST /v1/routes/validate`,
-//! `GET /v1/health`, `GET /v1/metrics` (JSON) and `GET /metrics` (Prometheus text).
+//! `GET /v1/health`, `GET /v1/metrics` (JSON) and `GET /metrics` (Prometheus text). With a token
+//! it may listen beyond loopback, and answers only requests that carry it.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -25,7 +26,15 @@ use crate::target::lock;
 /// Largest route table accepted.
 const MAX_TABLE_BYTES: usize = 16 * 1024 * 1024;
 
-pub fn spawn(shared: Arc<Shared>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+/// The shortest admin token accepted: a guessable one would not protect the routing table.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+pub fn spawn(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    token: Option<Arc<str>>,
+    mut stop: watch::Receiver<bool>,
+) {
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -35,11 +44,21 @@ pub fn spawn(shared: Arc<Shared>, listener: TcpListener, mut stop: watch::Receiv
                         continue;
                     };
                     let shared = shared.clone();
+                    let token = token.clone();
                     let mut stop = stop.clone();
                     tokio::spawn(async move {
                         let svc = service_fn(move |req| {
                             let shared = shared.clone();
-                            async move { Ok::<_, Infallible>(handle(&shared, req).await) }
+                            let token = token.clone();
+                            async move {
+                                if !authorized(token.as_deref(), &req) {
+                                    return Ok::<_, Infallible>(error(
+                                        StatusCode::UNAUTHORIZED,
+                                        "this admin API needs `Authorization: Bearer <token>`",
+                                    ));
+                                }
+                                Ok::<_, Infallible>(handle(&shared, req).await)
+                            }
                         });
                         let conn = hyper::server::conn::http1::Builder::new()
                             .timer(TokioTimer::new())
@@ -58,6 +77,20 @@ pub fn spawn(shared: Arc<Shared>, listener: TcpListener, mut stop: watch::Receiv
             }
         }
     });
+}
+
+/// Whether `req` may use the admin API: always without a token, otherwise only with it (compared
+/// in time independent of where it differs, so a wrong guess says nothing about the token).
+fn authorized<B>(token: Option<&str>, req: &Request<B>) -> bool {
+    let Some(token) = token else { return true };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    given.len() == token.len()
+        && given.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
 
 fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Full<Bytes>> {

@@ -54,8 +54,12 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Debug)]
 pub struct ProxyConfig {
-    /// Admin API address; must be a loopback address.
+    /// Admin API address; a loopback address unless `admin_token` is set.
     pub admin_addr: SocketAddr,
+    /// When set, every admin request must carry `Authorization: Bearer <token>`, and the admin
+    /// API may listen beyond loopback (a data plane on every node of a Swarm cluster, whose
+    /// control plane pushes tables over the cluster's network).
+    pub admin_token: Option<String>,
     /// The last applied RouteTable is persisted here (atomically: write tmp + rename) and loaded
     /// at start.
     pub state_file: Option<PathBuf>,
@@ -102,11 +106,17 @@ async fn wait_for_signal() -> anyhow::Result<()> {
 
 /// Starts the workers and the admin API on the current runtime; returns when listening.
 pub async fn start(config: ProxyConfig) -> anyhow::Result<ProxyHandle> {
-    if !config.admin_addr.ip().is_loopback() {
+    if !config.admin_addr.ip().is_loopback() && config.admin_token.is_none() {
         anyhow::bail!(
-            "admin address {} is not a loopback address; the admin API has no authentication, \
-             so bind it to 127.0.0.1 or [::1]",
+            "admin address {} is not a loopback address; without --admin-token-file the admin \
+             API has no authentication, so bind it to 127.0.0.1 or [::1], or give it a token",
             config.admin_addr
+        );
+    }
+    if config.admin_token.as_deref().is_some_and(|t| t.len() < admin::MIN_TOKEN_LEN) {
+        anyhow::bail!(
+            "the admin token is shorter than {} characters; use a long random one",
+            admin::MIN_TOKEN_LEN
         );
     }
     clock::ensure_started();
@@ -132,7 +142,7 @@ pub async fn start(config: ProxyConfig) -> anyhow::Result<ProxyHandle> {
         .with_context(|| format!("cannot listen on admin address {}", config.admin_addr))?;
     let admin_addr = admin.local_addr()?;
     let (admin_stop, stop_rx) = watch::channel(false);
-    admin::spawn(shared.clone(), admin, stop_rx);
+    admin::spawn(shared.clone(), admin, config.admin_token.map(Arc::from), stop_rx);
     tracing::info!(%admin_addr, "load balancer admin API listening");
     Ok(ProxyHandle { shared, admin_addr, admin_stop })
 }

@@ -197,11 +197,52 @@ async fn the_admin_api_refuses_a_non_loopback_address() {
         admin_addr: "0.0.0.0:0".parse().unwrap(),
         state_file: None,
         worker_threads: 1,
+        admin_token: None,
     })
     .await
     .err()
     .expect("refused");
     assert!(err.to_string().contains("loopback"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_api_with_a_token_listens_beyond_loopback_and_answers_only_requests_carrying_it() {
+    let token = "0123456789abcdef0123456789abcdef";
+    let lb = proxy::start(proxy::ProxyConfig {
+        admin_addr: "0.0.0.0:0".parse().unwrap(),
+        state_file: None,
+        worker_threads: 1,
+        admin_token: Some(token.into()),
+    })
+    .await
+    .expect("a token lets the admin API listen beyond loopback");
+    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], lb.admin_addr().port()));
+    let answers = tokio::task::spawn_blocking(move || {
+        let bearer = format!("Bearer {token}");
+        let wrong = format!("Bearer {}", token.replace('0', "1"));
+        [
+            testkit::http::get(admin, "/v1/routes").unwrap(),
+            testkit::http::get_with(admin, "/v1/routes", &[("authorization", &wrong)]).unwrap(),
+            testkit::http::get_with(admin, "/v1/routes", &[("authorization", token)]).unwrap(),
+            testkit::http::get_with(admin, "/v1/routes", &[("authorization", &bearer)]).unwrap(),
+        ]
+    })
+    .await
+    .unwrap();
+    let statuses: Vec<u16> = answers.iter().map(|(status, _)| *status).collect();
+    assert_eq!(statuses, [401, 401, 401, 200], "{answers:?}");
+    lb.shutdown().await;
+
+    let err = proxy::start(proxy::ProxyConfig {
+        admin_addr: "127.0.0.1:0".parse().unwrap(),
+        state_file: None,
+        worker_threads: 1,
+        admin_token: Some("short".into()),
+    })
+    .await
+    .err()
+    .expect("a short token is refused");
+    assert!(err.to_string().contains("shorter than 16 characters"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -651,7 +651,7 @@ fn service_is_checked_against_its_task_definition() {
 }
 
 #[test]
-fn a_swarm_service_is_accepted_without_a_load_balancer_and_refused_with_one() {
+fn a_swarm_service_is_accepted_without_a_load_balancer_and_with_one() {
     let taskdef = "taskdef.json";
     let without = format!(
         "services:\n  - {{ name: api, runtime: swarm, task_definition: {taskdef}, desired_count: 4, network: shop }}\n"
@@ -659,11 +659,10 @@ fn a_swarm_service_is_accepted_without_a_load_balancer_and_refused_with_one() {
     let parsed = parse_cutover_file("cutover.yaml", &without).unwrap().value;
     let api = parsed.service("api").unwrap();
     assert_eq!((api.runtime, api.network.as_deref()), (RuntimeKind::Swarm, Some("shop")));
-    check(
-        "cutover.yaml",
-        &quickstart_with("    runtime: process", "    runtime: swarm"),
-        expect![[r#"
-            cutover.yaml:24:20: services[0].load_balancer: a `runtime: swarm` service cannot have a load balancer yet: swarm tasks live on the overlay network, which cutover's load balancer (on this machine) does not reach; remove `load_balancer` (docs/swarm.md), or use `runtime: docker`
-        "#]],
-    );
+    // The load balancer on every node of the swarm serves it (docs/swarm.md).
+    let with = quickstart_with("    runtime: process", "    runtime: swarm");
+    let parsed = parse_cutover_file("cutover.yaml", &with).unwrap().value;
+    let service = &parsed.services[0];
+    assert_eq!(service.runtime, RuntimeKind::Swarm);
+    assert!(service.load_balancer.is_some());
 }

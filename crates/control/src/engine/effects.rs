@@ -159,7 +159,9 @@ impl Engine {
             }
         };
         let mut table = snapshot.route_table(version);
-        if !self.pusher.push(table.clone()) {
+        let cluster =
+            crate::fleet::decide::cluster_load_balancers(&snapshot.services, &snapshot.groups);
+        if !self.pusher.push(table.clone(), cluster) {
             let error = "the data plane has not taken a table for long; pushing again later";
             return self.push_failed(version, error.to_string());
         }

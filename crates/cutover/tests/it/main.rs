@@ -39,4 +39,6 @@ mod scheduler;
 mod secrets;
 mod shadow_traffic;
 mod swarm;
+mod swarm_lb;
+mod swarm_lb_fixture;
 mod watch_stream;

@@ -5,54 +5,12 @@
 
 use std::collections::BTreeMap;
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::harness::*;
+use crate::swarm_lb_fixture::{registry_image, require_cluster};
 
-const REGISTRY: &str = "10.99.0.1:5000";
 const LIMIT: Duration = Duration::from_secs(90);
-
-/// Fails, naming the script, unless this machine's engine manages the test cluster's swarm.
-fn require_cluster() {
-    let output = Command::new("docker")
-        .args([
-            "info",
-            "--format",
-            "{{.Swarm.ControlAvailable}} {{.Swarm.NodeAddr}} {{.Swarm.Nodes}}",
-        ])
-        .output()
-        .expect("docker info");
-    let info = String::from_utf8_lossy(&output.stdout).trim().to_string();
-    let nodes: usize = info.rsplit(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);
-    assert!(
-        info.starts_with("true 10.99.0.1 ") && nodes >= 4,
-        "these tests need the test cluster: run `scripts/cluster up` (as root) first; `.ci/run` \
-         does it (docker info says: {info:?})"
-    );
-}
-
-/// The demo app's image in the cluster's registry, where every node can pull it.
-fn registry_image() -> String {
-    static IMAGE: OnceLock<String> = OnceLock::new();
-    IMAGE
-        .get_or_init(|| {
-            let local = docker_image();
-            let remote = format!("{REGISTRY}/{local}");
-            for args in
-                [vec!["tag", local.as_str(), remote.as_str()], vec!["push", remote.as_str()]]
-            {
-                let output = Command::new("docker").args(&args).output().expect("docker");
-                assert!(
-                    output.status.success(),
-                    "docker {args:?}: {}",
-                    String::from_utf8_lossy(&output.stderr)
-                );
-            }
-            remote
-        })
-        .clone()
-}
 
 /// A cutover with a service `api` of four tasks on the swarm (no load balancer: the data plane
 /// runs on this machine, which does not reach the overlay).

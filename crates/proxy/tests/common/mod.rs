@@ -69,6 +69,7 @@ impl Lb {
             admin_addr: "127.0.0.1:0".parse().unwrap(),
             state_file,
             worker_threads: 2,
+            admin_token: None,
         })
         .await
         .expect("proxy starts");

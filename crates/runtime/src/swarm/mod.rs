@@ -22,6 +22,7 @@
 //! - **Logs** stay on the nodes (`docker service logs cutover-TASK` on the manager); `cutover
 //!   logs` does not show them yet.
 
+mod data_plane;
 mod decide;
 mod tasks_api;
 
@@ -40,6 +41,7 @@ use bollard::query_parameters::{
     ListTasksOptions, UpdateServiceOptions,
 };
 
+pub use data_plane::{DataPlaneNode, DataPlaneSpec, data_plane_service_name};
 pub use decide::{DEFAULT_OVERLAY, service_name};
 
 use crate::docker::{

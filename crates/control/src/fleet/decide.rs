@@ -1,0 +1,557 @@
+//! The decisions about the data plane on every node of a swarm, pure: which part of the routing
+//! table the nodes serve and which the manager's own data plane serves, which instance needs a
+//! push, and what the control plane reads as one data plane (health merged, metrics summed).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{Ipv4Addr, SocketAddr};
+
+use routes::{
+    Action, HealthReport, Histogram, ListenerMetrics, MetricsSnapshot, RequestCounters, RouteTable,
+    TargetGroupMetrics, TargetHealth, TargetMetrics, TargetState,
+};
+
+use crate::declared::{DeploymentGroupDoc, ServiceDoc};
+
+/// The routing table cut in two: what the manager's data plane serves, and what every node's
+/// instance serves (`None` when no swarm service has a load balancer).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Split {
+    pub local: RouteTable,
+    pub cluster: Option<RouteTable>,
+}
+
+/// The load balancers whose listeners the swarm serves: those a `runtime: swarm` service's
+/// deployment group routes through (its production or test listener).
+pub fn cluster_load_balancers(
+    services: &[ServiceDoc],
+    groups: &[DeploymentGroupDoc],
+) -> BTreeSet<String> {
+    let swarm: BTreeSet<&str> = services
+        .iter()
+        .filter(|s| s.runtime == "swarm" && s.load_balancer.is_some())
+        .map(|s| s.name.as_str())
+        .collect();
+    groups
+        .iter()
+        .filter(|g| swarm.contains(g.service.as_str()))
+        .flat_map(|g| std::iter::once(&g.production_listener).chain(&g.test_listener))
+        .map(|l| l.load_balancer.clone())
+        .collect()
+}
+
+/// Cuts `table` so that the listeners of `cluster` load balancers (keys `lb/listener`) and the
+/// target groups they forward to go to every node, the rest to the manager. A node's instance
+/// binds every address of its container (Swarm publishes the port on the node's address), so
+/// its listeners bind `0.0.0.0` on their port. Both halves keep the table's version.
+pub fn split(table: &RouteTable, cluster: &BTreeSet<String>) -> Split {
+    let on_nodes = |key: &str| key.split_once('/').is_some_and(|(lb, _)| cluster.contains(lb));
+    if !table.listeners.keys().any(|k| on_nodes(k)) {
+        return Split { local: table.clone(), cluster: None };
+    }
+    let mut local = RouteTable { version: table.version, ..RouteTable::default() };
+    let mut nodes = RouteTable { version: table.version, ..RouteTable::default() };
+    for (key, listener) in &table.listeners {
+        if on_nodes(key) {
+            let mut listener = listener.clone();
+            listener.bind = SocketAddr::from((Ipv4Addr::UNSPECIFIED, listener.bind.port()));
+            nodes.listeners.insert(key.clone(), listener);
+        } else {
+            local.listeners.insert(key.clone(), listener.clone());
+        }
+    }
+    let forwarded: BTreeSet<String> = nodes
+        .listeners
+        .values()
+        .flat_map(|l| std::iter::once(&l.action).chain(l.rules.iter().map(|r| &r.action)))
+        .flat_map(target_groups_of)
+        .map(str::to_string)
+        .collect();
+    for (name, group) in &table.target_groups {
+        let half = if forwarded.contains(name) { &mut nodes } else { &mut local };
+        half.target_groups.insert(name.clone(), group.clone());
+    }
+    Split { local, cluster: Some(nodes) }
+}
+
+/// The ports the swarm's instances must publish: their listeners'.
+pub fn listener_ports(cluster: &RouteTable) -> BTreeSet<u16> {
+    cluster.listeners.values().map(|l| l.bind.port()).collect()
+}
+
+fn target_groups_of(action: &Action) -> Vec<&str> {
+    match action {
+        Action::Forward(forward) => forward
+            .target_groups
+            .iter()
+            .map(|g| g.name.as_str())
+            .chain(forward.retry.as_ref().map(|r| r.target_group.as_str()))
+            .collect(),
+        Action::FixedResponse(_) | Action::Redirect(_) => Vec::new(),
+    }
+}
+
+/// Whether an instance serving `served` (None: it has not answered since it was last pushed to,
+/// or ever) must be sent `wanted`. A restarted instance serves version 0 and is sent the table
+/// again; one ahead of `wanted` (a table from before a control-plane restart) is sent it too,
+/// since the data plane only refuses tables older than its own when they differ in version.
+pub fn needs_push(served: Option<u64>, wanted: u64) -> bool {
+    served != Some(wanted)
+}
+
+/// What the control plane knows of one instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstanceView {
+    pub node: String,
+    pub admin: SocketAddr,
+    /// The routing-table version the instance acknowledged last (None: none yet).
+    pub acknowledged: Option<u64>,
+    /// Its latest answer was an answer.
+    pub answering: bool,
+    /// Why its latest push or poll failed.
+    pub error: Option<String>,
+}
+
+/// Whether `version` is applied across the swarm: every instance that answers has acknowledged
+/// it (one that does not answer is retried in the background, and never holds this up). With no
+/// instance answering, nothing is applied.
+pub fn applied(instances: &[InstanceView], version: u64) -> bool {
+    let answering: Vec<&InstanceView> = instances.iter().filter(|i| i.answering).collect();
+    !answering.is_empty() && answering.iter().all(|i| i.acknowledged == Some(version))
+}
+
+/// How bad a target's state is, for merging what several load balancers see: the worst wins,
+/// so green is healthy only once every answering node's load balancer finds it healthy.
+fn severity(state: TargetState) -> u8 {
+    match state {
+        TargetState::Unused => 0,
+        TargetState::Healthy => 1,
+        TargetState::Draining => 2,
+        TargetState::Initial => 3,
+        TargetState::Unavailable => 4,
+        TargetState::Unhealthy => 5,
+    }
+}
+
+/// One health report for the control plane from the manager's data plane and every answering
+/// node's: target groups of both, a target's worst state across the nodes (its description
+/// naming the node that sees it so), requests in flight summed, and the oldest version served.
+pub fn merge_health(local: HealthReport, nodes: &[(String, HealthReport)]) -> HealthReport {
+    let mut merged = local;
+    for (node, report) in nodes {
+        merged.version = merged.version.min(report.version);
+        for (group, targets) in &report.target_groups {
+            let into = merged.target_groups.entry(group.clone()).or_default();
+            for target in targets {
+                merge_target(into, node, target);
+            }
+        }
+    }
+    merged
+}
+
+fn merge_target(into: &mut Vec<TargetHealth>, node: &str, target: &TargetHealth) {
+    let on_node = |t: &TargetHealth| TargetHealth {
+        description: t.description.as_ref().map(|d| format!("{d} (seen from {node})")),
+        ..t.clone()
+    };
+    match into.iter_mut().find(|t| t.addr == target.addr) {
+        None => into.push(on_node(target)),
+        Some(seen) => {
+            let in_flight = seen.in_flight + target.in_flight;
+            if severity(target.state) > severity(seen.state) {
+                *seen = on_node(target);
+            }
+            seen.in_flight = in_flight;
+        }
+    }
+}
+
+/// The metrics of the manager's data plane and of every answering node's instance as one
+/// snapshot, which alarms read like a single load balancer's: every counter and gauge summed.
+///
+/// Counters are cumulative per process, so the sum is continuous only while the same processes
+/// answer: its counter epoch (`started_at_unix_ms`) is a fingerprint of which instances answer
+/// and when each started, placed before any reading. When one stops answering or restarts, the
+/// next reading is a new baseline (one period of missing data, never a false burst from a sum
+/// that went down).
+pub fn sum_metrics(parts: &[(String, MetricsSnapshot)]) -> MetricsSnapshot {
+    let mut sum = MetricsSnapshot {
+        version: parts.iter().map(|(_, p)| p.version).min().unwrap_or(0),
+        ..MetricsSnapshot::default()
+    };
+    let mut fingerprint = Fnv::default();
+    for (name, part) in parts {
+        fingerprint.add(name.as_bytes());
+        fingerprint.add(&part.started_at_unix_ms.to_le_bytes());
+        sum.taken_at_unix_ms = sum.taken_at_unix_ms.max(part.taken_at_unix_ms);
+        sum.client_connections += part.client_connections;
+        sum.max_client_connections += part.max_client_connections;
+        sum.accept_errors += part.accept_errors;
+        for (key, listener) in &part.listeners {
+            match sum.listeners.get_mut(key) {
+                Some(seen) => add_listener(seen, listener),
+                None => drop(sum.listeners.insert(key.clone(), listener.clone())),
+            }
+        }
+        for (key, group) in &part.target_groups {
+            match sum.target_groups.get_mut(key) {
+                Some(seen) => add_group(seen, group),
+                None => drop(sum.target_groups.insert(key.clone(), group.clone())),
+            }
+        }
+    }
+    // Before 2001-09-09 (10^12 ms): earlier than any reading, so a change is a baseline.
+    sum.started_at_unix_ms = match parts {
+        [(_, only)] => only.started_at_unix_ms,
+        _ => fingerprint.0 % 1_000_000_000_000,
+    };
+    sum
+}
+
+/// FNV-1a: a fingerprint stable across processes and versions (std's hasher promises neither).
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    fn add(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
+
+fn add_listener(sum: &mut ListenerMetrics, part: &ListenerMetrics) {
+    sum.bind = sum.bind.or(part.bind);
+    sum.requests += part.requests;
+    sum.active_connections += part.active_connections;
+    sum.fixed_responses += part.fixed_responses;
+    sum.redirects += part.redirects;
+    sum.elb_4xx += part.elb_4xx;
+    sum.elb_503_no_group += part.elb_503_no_group;
+    sum.rejected_connections_per_client += part.rejected_connections_per_client;
+    sum.rejected_connections_at_capacity += part.rejected_connections_at_capacity;
+    sum.shed_connections += part.shed_connections;
+    sum.header_timeouts += part.header_timeouts;
+}
+
+fn add_group(sum: &mut TargetGroupMetrics, part: &TargetGroupMetrics) {
+    add_counters(&mut sum.counters, &part.counters);
+    sum.unhealthy_routing_requests += part.unhealthy_routing_requests;
+    // Every node counts the same targets: the group has as many healthy hosts as the node that
+    // sees the fewest, and as many unhealthy ones as the node that sees the most.
+    sum.healthy_host_count = sum.healthy_host_count.min(part.healthy_host_count);
+    sum.unhealthy_host_count = sum.unhealthy_host_count.max(part.unhealthy_host_count);
+    sum.active_connections += part.active_connections;
+    sum.retries += part.retries;
+    sum.retry_budget_exhausted += part.retry_budget_exhausted;
+    for target in &part.targets {
+        match sum.targets.iter_mut().find(|t| t.addr == target.addr) {
+            Some(seen) => add_target(seen, target),
+            None => sum.targets.push(target.clone()),
+        }
+    }
+    let mut fine: BTreeMap<u32, u64> = sum.response_time_fine.iter().copied().collect();
+    for (bucket, answers) in &part.response_time_fine {
+        *fine.entry(*bucket).or_default() += answers;
+    }
+    sum.response_time_fine = fine.into_iter().collect();
+}
+
+fn add_target(sum: &mut TargetMetrics, part: &TargetMetrics) {
+    add_counters(&mut sum.counters, &part.counters);
+    if severity(part.state) > severity(sum.state) {
+        sum.state = part.state;
+    }
+    sum.in_flight += part.in_flight;
+    sum.active_connections += part.active_connections;
+    sum.long_lived_connections += part.long_lived_connections;
+}
+
+fn add_counters(sum: &mut RequestCounters, part: &RequestCounters) {
+    sum.requests += part.requests;
+    sum.target_1xx += part.target_1xx;
+    sum.target_2xx += part.target_2xx;
+    sum.target_3xx += part.target_3xx;
+    sum.target_4xx += part.target_4xx;
+    sum.target_5xx += part.target_5xx;
+    sum.elb_502 += part.elb_502;
+    sum.elb_503 += part.elb_503;
+    sum.elb_504 += part.elb_504;
+    sum.target_connection_errors += part.target_connection_errors;
+    add_histogram(&mut sum.response_time, &part.response_time);
+}
+
+fn add_histogram(sum: &mut Histogram, part: &Histogram) {
+    if sum.buckets.len() < part.buckets.len() {
+        sum.buckets.resize(part.buckets.len(), 0);
+    }
+    for (into, count) in sum.buckets.iter_mut().zip(&part.buckets) {
+        *into += count;
+    }
+    sum.sum_us += part.sum_us;
+    sum.count += part.count;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use routes::{ForwardAction, Listener, TargetGroup, WeightedTargetGroup};
+
+    use super::*;
+    use crate::declared::{ListenerRefDoc, ServiceLbDoc};
+
+    fn forward(groups: &[(&str, u16)]) -> Action {
+        Action::Forward(ForwardAction::weighted(
+            groups
+                .iter()
+                .map(|(n, w)| WeightedTargetGroup { name: n.to_string(), weight: *w })
+                .collect(),
+        ))
+    }
+
+    fn listener(port: u16, action: Action) -> Listener {
+        serde_json::from_value(serde_json::json!({
+            "bind": format!("127.0.0.1:{port}"),
+            "action": action,
+        }))
+        .unwrap()
+    }
+
+    fn table() -> RouteTable {
+        let group = |addr: &str| TargetGroup {
+            health_check: routes::HealthCheck::default(),
+            deregistration_delay_ms: 0,
+            algorithm: routes::Algorithm::default(),
+            targets: vec![routes::Target { addr: addr.parse().unwrap() }],
+        };
+        RouteTable {
+            version: 7,
+            listeners: BTreeMap::from([
+                (
+                    "web/prod".to_string(),
+                    listener(8080, forward(&[("api-blue", 80), ("api-green", 20)])),
+                ),
+                ("local/prod".to_string(), listener(9090, forward(&[("shop-blue", 100)]))),
+            ]),
+            target_groups: BTreeMap::from([
+                ("api-blue".to_string(), group("10.98.0.5:8080")),
+                ("api-green".to_string(), group("10.98.0.6:8080")),
+                ("shop-blue".to_string(), group("127.0.0.9:8000")),
+            ]),
+        }
+    }
+
+    #[test]
+    fn the_swarm_s_listeners_and_their_target_groups_go_to_the_nodes_bound_on_every_address() {
+        let split = split(&table(), &BTreeSet::from(["web".to_string()]));
+        let cluster = split.cluster.expect("the swarm serves web");
+        assert_eq!(cluster.version, 7);
+        assert_eq!(split.local.version, 7);
+        assert_eq!(cluster.listeners.keys().collect::<Vec<_>>(), ["web/prod"]);
+        assert_eq!(cluster.listeners["web/prod"].bind, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(cluster.target_groups.keys().collect::<Vec<_>>(), ["api-blue", "api-green"]);
+        assert_eq!(split.local.listeners.keys().collect::<Vec<_>>(), ["local/prod"]);
+        assert_eq!(split.local.listeners["local/prod"].bind, "127.0.0.1:9090".parse().unwrap());
+        assert_eq!(split.local.target_groups.keys().collect::<Vec<_>>(), ["shop-blue"]);
+        assert_eq!(listener_ports(&cluster), BTreeSet::from([8080]));
+    }
+
+    #[test]
+    fn without_swarm_load_balancers_the_whole_table_stays_on_the_manager() {
+        let split = split(&table(), &BTreeSet::new());
+        assert_eq!(split, Split { local: table(), cluster: None });
+    }
+
+    #[test]
+    fn a_load_balancer_is_the_swarm_s_when_a_swarm_service_s_group_routes_through_it() {
+        let service = |name: &str, runtime: &str| ServiceDoc {
+            name: name.into(),
+            runtime: runtime.into(),
+            task_definition: "web:1".into(),
+            desired_count: 2,
+            load_balancer: Some(ServiceLbDoc {
+                target_group: format!("{name}-blue"),
+                container_name: "web".into(),
+                container_port: 8080,
+            }),
+            network: None,
+        };
+        let group = |service: &str, lb: &str| -> DeploymentGroupDoc {
+            let mut g: DeploymentGroupDoc = serde_json::from_value(serde_json::json!({
+                "application": "app", "name": service, "service": service,
+                "deployment_config": "c", "target_groups": ["a", "b"],
+                "production_listener": { "load_balancer": lb, "listener": "prod" },
+                "test_listener": null, "termination_wait_ms": 0,
+                "auto_rollback": { "on_failure": false, "on_alarm": false, "on_stop_request": false }, "hook_timeout_ms": 0, "hooks": {}, "alarms": [],
+            }))
+            .unwrap_or_else(|e| panic!("{e}"));
+            g.test_listener =
+                Some(ListenerRefDoc { load_balancer: format!("{lb}-test"), listener: "t".into() });
+            g
+        };
+        let found = cluster_load_balancers(
+            &[service("api", "swarm"), service("shop", "docker")],
+            &[group("api", "web"), group("shop", "local")],
+        );
+        assert_eq!(found, BTreeSet::from(["web".to_string(), "web-test".to_string()]));
+    }
+
+    #[test]
+    fn an_instance_is_pushed_to_until_it_serves_the_wanted_version() {
+        assert!(needs_push(None, 3));
+        assert!(needs_push(Some(0), 3), "a restarted instance starts empty");
+        assert!(needs_push(Some(2), 3));
+        assert!(needs_push(Some(4), 3), "a table from before a control-plane restart");
+        assert!(!needs_push(Some(3), 3));
+    }
+
+    fn instance(node: &str, acknowledged: Option<u64>, answering: bool) -> InstanceView {
+        InstanceView {
+            node: node.into(),
+            admin: "10.99.0.11:9900".parse().unwrap(),
+            acknowledged,
+            answering,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn a_version_is_applied_once_every_answering_instance_acknowledged_it_whatever_the_silent_ones()
+    {
+        let up = [instance("node1", Some(5), true), instance("node2", Some(5), true)];
+        assert!(applied(&up, 5));
+        let one_behind = [instance("node1", Some(5), true), instance("node2", Some(4), true)];
+        assert!(!applied(&one_behind, 5));
+        let one_dead = [instance("node1", Some(5), true), instance("node3", Some(2), false)];
+        assert!(applied(&one_dead, 5), "a dead node holds nothing up");
+        assert!(!applied(&[instance("node3", Some(5), false)], 5), "nobody answers");
+    }
+
+    fn health(addr: &str, state: TargetState, in_flight: u64) -> TargetHealth {
+        TargetHealth {
+            addr: addr.parse().unwrap(),
+            state,
+            reason: None,
+            description: Some(format!("{state:?}")),
+            in_flight,
+        }
+    }
+
+    #[test]
+    fn a_target_is_as_healthy_as_the_node_that_sees_it_worst_and_its_in_flight_requests_add_up() {
+        let local = HealthReport {
+            version: 9,
+            target_groups: BTreeMap::from([(
+                "shop".into(),
+                vec![health("127.0.0.9:80", TargetState::Healthy, 1)],
+            )]),
+        };
+        let node = |version, state, in_flight| HealthReport {
+            version,
+            target_groups: BTreeMap::from([(
+                "api".into(),
+                vec![health("10.98.0.5:8080", state, in_flight)],
+            )]),
+        };
+        let merged = merge_health(
+            local,
+            &[
+                ("node1".into(), node(9, TargetState::Healthy, 2)),
+                ("node2".into(), node(8, TargetState::Unhealthy, 3)),
+                ("node3".into(), node(9, TargetState::Initial, 0)),
+            ],
+        );
+        assert_eq!(merged.version, 8, "the oldest version any answering node serves");
+        assert_eq!(merged.target_groups["shop"][0].state, TargetState::Healthy);
+        let api = &merged.target_groups["api"];
+        assert_eq!(api.len(), 1);
+        assert_eq!(api[0].state, TargetState::Unhealthy);
+        assert_eq!(api[0].description.as_deref(), Some("Unhealthy (seen from node2)"));
+        assert_eq!(api[0].in_flight, 5);
+    }
+
+    fn snapshot(started: u64, requests: u64, target_5xx: u64, healthy: u64) -> MetricsSnapshot {
+        let counters = RequestCounters {
+            requests,
+            target_5xx,
+            response_time: Histogram {
+                buckets: vec![requests, requests],
+                sum_us: 10 * requests,
+                count: requests,
+            },
+            ..RequestCounters::default()
+        };
+        MetricsSnapshot {
+            version: 3,
+            started_at_unix_ms: started,
+            taken_at_unix_ms: 1_800_000_000_000 + started,
+            client_connections: 1,
+            target_groups: BTreeMap::from([(
+                "api-green".into(),
+                TargetGroupMetrics {
+                    counters,
+                    healthy_host_count: healthy,
+                    response_time_fine: vec![(4, requests)],
+                    ..TargetGroupMetrics::default()
+                },
+            )]),
+            ..MetricsSnapshot::default()
+        }
+    }
+
+    #[test]
+    fn metrics_of_every_answering_instance_add_up_as_one_load_balancer_s() {
+        let parts = [
+            ("node1".to_string(), snapshot(1_700_000_000_000, 10, 1, 2)),
+            ("node2".to_string(), snapshot(1_700_000_000_500, 30, 2, 1)),
+        ];
+        let sum = sum_metrics(&parts);
+        let green = &sum.target_groups["api-green"];
+        assert_eq!(green.counters.requests, 40);
+        assert_eq!(green.counters.target_5xx, 3);
+        assert_eq!(
+            green.counters.response_time,
+            Histogram { buckets: vec![40, 40], sum_us: 400, count: 40 }
+        );
+        assert_eq!(green.response_time_fine, [(4, 40)]);
+        assert_eq!(green.healthy_host_count, 1, "as many as the node that sees the fewest");
+        assert_eq!(sum.client_connections, 2);
+        assert_eq!(sum.taken_at_unix_ms, 1_800_000_000_000 + 1_700_000_000_500);
+    }
+
+    #[test]
+    fn the_sum_s_counter_epoch_changes_when_an_instance_stops_answering_or_restarts_and_predates_every_reading()
+     {
+        let a = ("node1".to_string(), snapshot(1_700_000_000_000, 10, 0, 1));
+        let b = ("node2".to_string(), snapshot(1_700_000_000_500, 30, 0, 1));
+        let b_restarted = ("node2".to_string(), snapshot(1_700_000_900_000, 1, 0, 1));
+        let both = sum_metrics(&[a.clone(), b.clone()]).started_at_unix_ms;
+        assert_eq!(both, sum_metrics(&[a.clone(), b.clone()]).started_at_unix_ms, "stable");
+        assert!(both < 1_000_000_000_000, "before any reading: a change is a baseline");
+        let without_b =
+            sum_metrics(&[a.clone(), ("node3".to_string(), snapshot(1_700_000_000_500, 0, 0, 1))]);
+        assert_ne!(both, without_b.started_at_unix_ms);
+        assert_ne!(both, sum_metrics(&[a.clone(), b_restarted]).started_at_unix_ms);
+        assert_eq!(
+            sum_metrics(std::slice::from_ref(&a)).started_at_unix_ms,
+            a.1.started_at_unix_ms
+        );
+        // The alarms' counter rule reads the change as a baseline, not as a restart's increase.
+        let reading = |started: u64, taken: u64| alarms::counter::Reading {
+            source_started: model::Timestamp::from_millis(started),
+            taken: model::Timestamp::from_millis(taken),
+        };
+        let previous = reading(both, 1_800_000_000_000);
+        let next = reading(without_b.started_at_unix_ms, 1_800_000_000_250);
+        assert_eq!(
+            alarms::counter::continuity(Some(previous), next),
+            alarms::counter::Continuity::Baseline
+        );
+    }
+}
