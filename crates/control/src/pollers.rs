@@ -16,7 +16,7 @@ use tracing::warn;
 
 use crate::clock;
 use crate::engine::{Msg, Shared};
-use crate::lb::LbClient;
+use crate::lb::{HealthAnswer, LbClient};
 
 /// How often the data plane's health is read.
 const HEALTH_POLL: Duration = Duration::from_millis(200);
@@ -44,10 +44,23 @@ pub fn spawn_all(
 async fn poll_health(lb: LbClient, tx: mpsc::Sender<Msg>) {
     let mut every = tokio::time::interval(HEALTH_POLL);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The ETag of the report last sent to the loop: while the data plane answers "not modified",
+    // the loop hears only that it answers.
+    let mut seen: Option<String> = None;
     loop {
         every.tick().await;
-        let report = lb.health().await.map_err(|err| format!("{err:#}"));
-        if tx.send(Msg::Health(report)).await.is_err() {
+        let msg = match lb.health_since(seen.as_deref()).await {
+            Ok(HealthAnswer::Unchanged) => Msg::HealthUnchanged,
+            Ok(HealthAnswer::Changed { report, etag }) => {
+                seen = etag;
+                Msg::Health(Ok(report))
+            }
+            Err(err) => {
+                seen = None;
+                Msg::Health(Err(format!("{err:#}")))
+            }
+        };
+        if tx.send(msg).await.is_err() {
             return;
         }
     }
@@ -63,9 +76,8 @@ async fn poll_metrics(lb: LbClient, shared: Arc<Shared>, tx: mpsc::Sender<Msg>) 
         if !shared.monitor().should_poll(clock::now()) {
             continue;
         }
-        match lb.metrics_json().await.map(serde_json::from_value::<routes::MetricsSnapshot>) {
-            Ok(Ok(snapshot)) => shared.monitor().record_snapshot(snapshot, clock::now()),
-            Ok(Err(err)) => warn!("the load balancer's metrics are unreadable: {err}"),
+        match lb.metrics().await {
+            Ok(snapshot) => shared.monitor().record_snapshot(snapshot, clock::now()),
             Err(err) => warn!("reading the load balancer's metrics: {err:#}"),
         }
     }
