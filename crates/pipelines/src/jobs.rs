@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use crate::artifacts::ArtifactError;
 use crate::driver::Request;
 use crate::driver::{Ctx, Job, Jobs, job_key};
-use crate::{DeployRequest, Deployment, DeploymentState, FileText, api, artifacts};
+use crate::{DeployRequest, Deployment, DeploymentState, FileText, api, artifacts, registry};
 use pipeline::definition::{ActionDecl, ActionKind as Settings};
 
 /// Largest template file read from an artifact.
@@ -221,7 +221,7 @@ pub fn perform(
                 deploys.starting.insert(key, r.clone());
                 let c = ctx.clone();
                 tokio::spawn(async move {
-                    let step = prepare_deploy(&c, &r, &adef, &inputs, &revision);
+                    let step = prepare_deploy(&c, &r, &adef, &inputs, &revision).await;
                     c.send(Request::Deploy { job: r.key(), step }).await;
                 });
                 return;
@@ -581,6 +581,8 @@ enum StartError {
         "{file} has no container image `<{placeholder}>` to replace with {image} from `{artifact}`"
     )]
     NoPlaceholder { file: String, placeholder: String, image: String, artifact: String },
+    #[error(transparent)]
+    Pin(#[from] registry::PinError),
     #[error("the ECS action needs an input artifact")]
     NoInput,
     #[error("not a deploy action")]
@@ -602,8 +604,9 @@ fn artifact_dir(
         .ok_or_else(|| StartError::NotAnInput(name.to_string()))
 }
 
-/// The deployment the action asks for, from its templates and images.
-fn deployment_of(
+/// The deployment the action asks for, from its templates and images, each image pinned to the
+/// digest its tag names now ([`registry::pin`]).
+async fn deployment_of(
     ctx: &Ctx,
     r: &Run,
     adef: &ActionDecl,
@@ -650,9 +653,12 @@ fn deployment_of(
                         artifact: artifact.clone(),
                     });
                 }
+                let image =
+                    registry::pin(&detail.image_uri, Path::new(registry::DOCKER_CERTS_D)).await?;
                 // The text keeps the file's own layout (and line numbers for the deployment's
-                // diagnostics); URIs are checked not to need JSON escaping.
-                td_text = td_text.replace(&format!("<{bare}>"), &detail.image_uri);
+                // diagnostics); URIs are checked not to need JSON escaping, and a pinned one
+                // adds only a checked digest.
+                td_text = td_text.replace(&format!("<{bare}>"), &image);
             }
             let ap_dir = artifact_dir(ctx, inputs, appspec_artifact)?;
             let appspec_text = read_capped(&ap_dir.join(appspec_path))?;
@@ -683,7 +689,12 @@ fn deployment_of(
             let defs = builder::parse_image_definitions(&file, &text)
                 .map_err(|errors| StartError::Invalid { file, errors })?
                 .value;
-            let images = defs.into_iter().map(|d| (d.name, d.image_uri)).collect();
+            let mut images = Vec::with_capacity(defs.len());
+            for d in defs {
+                let image =
+                    registry::pin(&d.image_uri, Path::new(registry::DOCKER_CERTS_D)).await?;
+                images.push((d.name, image));
+            }
             Ok(Deployment::Images { service: service.clone(), images })
         }
         _ => Err(StartError::NotADeploy),
@@ -693,7 +704,7 @@ fn deployment_of(
 /// What a deploy action run does: adopt the deployment it started before a restart (recorded
 /// under its key), else start the one its files describe. When whether it started one cannot be
 /// known, it starts none (a second would race the first) and fails.
-fn prepare_deploy(
+async fn prepare_deploy(
     ctx: &Ctx,
     r: &Run,
     adef: &ActionDecl,
@@ -703,7 +714,7 @@ fn prepare_deploy(
     let key = r.key();
     match ctx.store.read(|tx| tx.ci_job_get(&key)) {
         Ok(Some(id)) => DeployStep::Adopt(id),
-        Ok(None) => match deployment_of(ctx, r, adef, inputs, revision) {
+        Ok(None) => match deployment_of(ctx, r, adef, inputs, revision).await {
             Ok(deployment) => DeployStep::Start(deployment),
             Err(err) => DeployStep::Failed(err.to_string()),
         },

@@ -84,6 +84,7 @@ mod githttp;
 mod jobs;
 mod legacy;
 mod push_event;
+pub mod registry;
 mod routes;
 mod sources;
 mod stored;

@@ -6,6 +6,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
+use common::registry::Registry;
 use common::*;
 use pipelines::DeploymentState;
 
@@ -32,8 +33,11 @@ fn release_pipeline() -> config::PipelineDecl {
     )
 }
 
+/// The build names its image in a real registry; the deploy action hands the deployer that
+/// image pinned to the digest its tag names when the action runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn git_push_builds_and_hands_the_image_to_the_deployer() {
+async fn git_push_builds_and_hands_the_image_pinned_by_digest_to_the_deployer() {
+    let registry = tokio::task::block_in_place(Registry::start);
     let tmp = tempfile::tempdir().unwrap();
     let deployer = FakeDeployer::new(DeploymentState::Succeeded);
     let server = Server::start(&tmp.path().join("data"), Some("s3cret"), deployer.clone()).await;
@@ -47,8 +51,11 @@ async fn git_push_builds_and_hands_the_image_to_the_deployer() {
     assert_eq!(repo["clone_url"], format!("{}/git/app.git", server.url));
 
     let work = tmp.path().join("work");
-    work_repo(&work, &as_refs(&app_files(BUILDSPEC_OK)));
+    let buildspec = BUILDSPEC_OK.replace("web:%s", &format!("{}/web:%s", registry.addr));
+    work_repo(&work, &as_refs(&app_files(&buildspec)));
     let commit = git_ok(&work, &["rev-parse", "HEAD"]);
+    // The image the build names, pushed as a buildspec's `docker push` would.
+    let digest = tokio::task::block_in_place(|| registry.push("web", &commit, "v1"));
     let out = push(&work, &server.remote("app")).await;
     assert!(out.status.success(), "push: {}", String::from_utf8_lossy(&out.stderr));
 
@@ -67,7 +74,8 @@ async fn git_push_builds_and_hands_the_image_to_the_deployer() {
     assert_eq!(calls.len(), 1);
     assert_eq!(calls[0].group, "web/web-prod");
     let td = &calls[0].task_definition.text;
-    assert!(td.contains(&format!("\"registry.local/web:{commit}\"")), "{td}");
+    let pinned = format!("{}/web:{commit}@{digest}", registry.addr);
+    assert!(td.contains(&format!("\"{pinned}\"")), "{td}");
     assert!(!td.contains("<IMAGE1_NAME>"), "{td}");
     assert!(
         calls[0].appspec.text.contains("TaskDefinition: <TASK_DEFINITION>"),
@@ -140,6 +148,40 @@ async fn failing_build_fails_the_execution_and_never_deploys() {
     let build_id = exec["builds"][0].as_str().unwrap();
     let (_, build) = server.get(&format!("/v1/builds/{build_id}")).await;
     assert_eq!(build["status"], "FAILED");
+    assert!(deployer.calls().is_empty());
+}
+
+/// The build names a tag its registry never got: the deploy action fails with what to push and
+/// asks for no deployment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_whose_image_the_registry_does_not_have_fails_and_starts_no_deployment() {
+    let registry = tokio::task::block_in_place(Registry::start);
+    let tmp = tempfile::tempdir().unwrap();
+    let deployer = FakeDeployer::new(DeploymentState::Succeeded);
+    let server = Server::start(&tmp.path().join("data"), None, deployer.clone()).await;
+    server
+        .ci()
+        .apply(&[config::RepositoryDecl { name: "app".into() }], &[release_pipeline()])
+        .unwrap();
+    let work = tmp.path().join("work");
+    let buildspec = BUILDSPEC_OK.replace("web:%s", &format!("{}/web:%s", registry.addr));
+    work_repo(&work, &as_refs(&app_files(&buildspec)));
+    let commit = git_ok(&work, &["rev-parse", "HEAD"]);
+    assert!(push(&work, &server.remote("app")).await.status.success());
+    let id = server.wait_executions("web", 1).await[0]["id"].as_str().unwrap().to_string();
+    let exec = server.wait_status("web", &id, "Failed").await;
+    assert_eq!(exec["stages"][1]["status"], "Succeeded", "{exec:#}");
+    assert_eq!(exec["stages"][2]["status"], "Failed", "{exec:#}");
+    let message = exec["stages"][2]["actions"][0]["message"].as_str().unwrap_or_default();
+    assert_eq!(
+        message,
+        format!(
+            "registry {0} has no tag `{commit}` of web: push it before the deploy stage runs \
+             (`docker push {0}/web:{commit}` in the buildspec)",
+            registry.addr
+        ),
+        "{exec:#}"
+    );
     assert!(deployer.calls().is_empty());
 }
 

@@ -152,6 +152,32 @@ impl Reconciler {
         }
     }
 
+    /// Tells the deployments waiting for the load balancer that it serves their routing, once
+    /// it confirmed the table last ordered: that table holds every deployment's latest route.
+    /// What they do next may route again; that is pushed in the same pass and told once
+    /// confirmed in turn.
+    pub(crate) fn tell_routes_served(&mut self, now: Timestamp, out: &mut Vec<Effect>) {
+        // A deployment goes through two routing events; a third pass finds nothing more.
+        for _ in 0..3 {
+            let served =
+                self.routes.ordered.is_some() && self.routes.applied >= self.routes.version;
+            let waiting: Vec<String> = self
+                .deployments
+                .values()
+                .filter(|d| !d.machine.is_finished() && d.machine.awaits_routes_served())
+                .map(|d| d.id.clone())
+                .collect();
+            if !served || waiting.is_empty() {
+                return;
+            }
+            for id in waiting {
+                // Every waiting machine takes it; a finished one was filtered out above.
+                let _ = self.feed(&id, Input::RoutesServed, now, out);
+            }
+            self.push_routes(now, out);
+        }
+    }
+
     /// What the deployment is to be told about green now, noting it so that each failure is
     /// told once.
     fn green_input(&mut self, id: &str) -> Option<Input> {

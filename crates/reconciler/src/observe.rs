@@ -144,6 +144,7 @@ impl Reconciler {
         self.hand_over_alarms(now, out);
         self.schedule(now, out);
         self.push_routes(now, out);
+        self.tell_routes_served(now, out);
         if self.shutting_down
             && !self.shut_down
             && self.tasks.values().all(|t| t.last_status == TaskStatus::Stopped)

@@ -576,15 +576,16 @@ fn a_deployment_whose_green_is_healthy_shifts_terminates_blue_and_drains_it() {
             12s      d-1: event BeforeAllowTraffic Skipped
             12s      d-1: event AllowTraffic InProgress
             12s      d-1: route prod green=100% test=blue
-            12s      d-1: event AllowTraffic Succeeded
-            12s      d-1: event AfterAllowTraffic Skipped
-            12s      d-1: event End InProgress
-            12s      d-1: terminate-blue
-            12s      d-1: event End Succeeded
-            12s      d-1: status Succeeded
-            12s      d-1: finished Succeeded
-            12s      closed d-1 (Succeeded, production 100% on green)
-            12s      push-routes v7 app/web: blue=green green=0% test=blue green=[9003,9004]
+            12s      push-routes v7 app/web: blue=blue green=100% test=blue blue=[9001,9002] green=[9003,9004]
+            13s      d-1: event AllowTraffic Succeeded
+            13s      d-1: event AfterAllowTraffic Skipped
+            13s      d-1: event End InProgress
+            13s      d-1: terminate-blue
+            13s      d-1: event End Succeeded
+            13s      d-1: status Succeeded
+            13s      d-1: finished Succeeded
+            13s      closed d-1 (Succeeded, production 100% on green)
+            13s      push-routes v8 app/web: blue=green green=0% test=blue green=[9003,9004]
             14s      stop-task t-0-2
             14s      stop-task t-0-3
             15s      task-set-retired ts-0-1 (web:1) with [t-0-2 STOPPED, t-0-3 STOPPED]
@@ -744,6 +745,7 @@ fn an_alarm_in_alarm_stops_a_watching_deployment_once_and_not_again_after_a_rest
         11s start
         11s applied
         12s healthy green
+        12s applied
         13s alarm errors 5xx above 10 for 1 datapoint
         14s restart
         15s alarm errors 5xx above 10 for 2 datapoints
@@ -767,10 +769,10 @@ fn an_alarm_in_alarm_stops_a_watching_deployment_once_and_not_again_after_a_rest
             12s      d-1: event BeforeAllowTraffic Skipped
             12s      d-1: event AllowTraffic InProgress
             12s      d-1: route prod green=100% test=blue
+            12s      push-routes v5 app/web: blue=blue green=100% test=blue blue=[9001] green=[9002]
             12s      d-1: event AllowTraffic Succeeded
             12s      d-1: event AfterAllowTraffic Skipped
             12s      d-1: status Baking
-            12s      push-routes v5 app/web: blue=blue green=100% test=blue blue=[9001] green=[9002]
             13s      event d-1 alarm: alarm errors is in ALARM: 5xx above 10 for 1 datapoint
             13s      d-1: status Stopped
             13s      d-1: finished Stopped ALARM_ACTIVE: alarm errors: 5xx above 10 for 1 datapoint
@@ -824,10 +826,8 @@ fn an_alarm_is_not_handed_over_before_the_deployment_watches_alarms_and_stops_it
             20s      d-1: event BeforeAllowTraffic Skipped
             20s      d-1: event AllowTraffic InProgress
             20s      d-1: route prod green=100% test=blue
-            20s      d-1: event AllowTraffic Succeeded
-            20s      d-1: event AfterAllowTraffic Skipped
-            20s      d-1: status Baking
             20s      event d-1 alarm: alarm errors is in ALARM: 5xx above 10
+            20s      d-1: event AllowTraffic Failed: alarm errors: 5xx above 10
             20s      d-1: route prod green=0% test=blue
             20s      d-1: stop-green
             20s      d-1: status Stopped
@@ -855,6 +855,7 @@ fn a_leftover_deployment_keeps_routing_until_rolled_back_in_one_routing_change()
         11s start
         11s applied
         12s healthy green
+        12s applied
         20s stop d-1 no-rollback
         30s deploy d-2
         40s stop d-1 rollback
@@ -880,10 +881,10 @@ fn a_leftover_deployment_keeps_routing_until_rolled_back_in_one_routing_change()
             12s      d-1: event BeforeAllowTraffic Skipped
             12s      d-1: event AllowTraffic InProgress
             12s      d-1: route prod green=100% test=blue
+            12s      push-routes v5 app/web: blue=blue green=100% test=blue blue=[9001] green=[9002]
             12s      d-1: event AllowTraffic Succeeded
             12s      d-1: event AfterAllowTraffic Skipped
             12s      d-1: status Baking
-            12s      push-routes v5 app/web: blue=blue green=100% test=blue blue=[9001] green=[9002]
             20s      d-1: status Stopped
             20s      d-1: finished Stopped MANUAL_STOP: stopped by request
             20s      push-routes v6 app/web: blue=blue green=100% test=blue blue=[9001] green=[9002]
@@ -1134,15 +1135,16 @@ fn a_deployment_restored_from_an_older_cutovers_rows_carries_on_where_it_was() {
             12s      d-1: event BeforeAllowTraffic Skipped
             12s      d-1: event AllowTraffic InProgress
             12s      d-1: route prod green=100% test=blue
-            12s      d-1: event AllowTraffic Succeeded
-            12s      d-1: event AfterAllowTraffic Skipped
-            12s      d-1: event End InProgress
-            12s      d-1: terminate-blue
-            12s      d-1: event End Succeeded
-            12s      d-1: status Succeeded
-            12s      d-1: finished Succeeded
-            12s      closed d-1 (Succeeded, production 100% on green)
-            12s      push-routes v7 app/web: blue=green green=0% test=blue green=[9003,9004]
+            12s      push-routes v7 app/web: blue=blue green=100% test=blue blue=[9001,9002] green=[9003,9004]
+            13s      d-1: event AllowTraffic Succeeded
+            13s      d-1: event AfterAllowTraffic Skipped
+            13s      d-1: event End InProgress
+            13s      d-1: terminate-blue
+            13s      d-1: event End Succeeded
+            13s      d-1: status Succeeded
+            13s      d-1: finished Succeeded
+            13s      closed d-1 (Succeeded, production 100% on green)
+            13s      push-routes v8 app/web: blue=green green=0% test=blue green=[9003,9004]
             14s      stop-task t-0-2
             14s      stop-task t-0-3
             15s      task-set-retired ts-0-1 (web:1) with [t-0-2 STOPPED, t-0-3 STOPPED]
@@ -1209,15 +1211,16 @@ fn after_a_restart_a_hook_in_flight_runs_again_with_a_new_execution_and_routing_
             15s      d-1: event BeforeAllowTraffic Skipped
             15s      d-1: event AllowTraffic InProgress
             15s      d-1: route prod green=100% test=blue
-            15s      d-1: event AllowTraffic Succeeded
-            15s      d-1: event AfterAllowTraffic Skipped
-            15s      d-1: event End InProgress
-            15s      d-1: terminate-blue
-            15s      d-1: event End Succeeded
-            15s      d-1: status Succeeded
-            15s      d-1: finished Succeeded
-            15s      closed d-1 (Succeeded, production 100% on green)
-            15s      push-routes v8 app/web: blue=green green=0% test=blue green=[9003,9004]
+            15s      push-routes v8 app/web: blue=blue green=100% test=blue blue=[9001,9002] green=[9003,9004]
+            16s      d-1: event AllowTraffic Succeeded
+            16s      d-1: event AfterAllowTraffic Skipped
+            16s      d-1: event End InProgress
+            16s      d-1: terminate-blue
+            16s      d-1: event End Succeeded
+            16s      d-1: status Succeeded
+            16s      d-1: finished Succeeded
+            16s      closed d-1 (Succeeded, production 100% on green)
+            16s      push-routes v9 app/web: blue=green green=0% test=blue green=[9003,9004]
             17s      stop-task t-0-2
             17s      stop-task t-0-3
             18s      task-set-retired ts-0-1 (web:1) with [t-0-2 STOPPED, t-0-3 STOPPED]
@@ -1317,6 +1320,7 @@ fn a_scale_in_is_applied_before_green_is_judged_so_production_never_moves_onto_a
         15s declare count=1
         16s applied
         17s healthy green
+        17s applied
         ",
         expect![[r#"
             0s       start-task t-0-2 of ts-0-1 (web:1)
@@ -1346,6 +1350,7 @@ fn a_scale_in_is_applied_before_green_is_judged_so_production_never_moves_onto_a
             17s      d-1: event BeforeAllowTraffic Skipped
             17s      d-1: event AllowTraffic InProgress
             17s      d-1: route prod green=100% test=blue
+            17s      push-routes v10 app/web: blue=blue green=100% test=blue blue=[9001] green=[9004]
             17s      d-1: event AllowTraffic Succeeded
             17s      d-1: event AfterAllowTraffic Skipped
             17s      d-1: event End InProgress
@@ -1354,7 +1359,7 @@ fn a_scale_in_is_applied_before_green_is_judged_so_production_never_moves_onto_a
             17s      d-1: status Succeeded
             17s      d-1: finished Succeeded
             17s      closed d-1 (Succeeded, production 100% on green)
-            17s      push-routes v10 app/web: blue=green green=0% test=blue green=[9004]
+            17s      push-routes v11 app/web: blue=green green=0% test=blue green=[9004]
             45s      stop-task t-0-7
             47s      stop-task t-0-2
             --

@@ -15,7 +15,8 @@
 //! 2. `Install`: [`Effect::StartGreen`], then wait for [`Input::GreenHealthy`] at most
 //!    `install_timeout`.
 //! 3. `AfterInstall`: its hook.
-//! 4. `AllowTestTraffic`: `Route { 0, test_to_green: true }`. Skipped without a test listener.
+//! 4. `AllowTestTraffic`: `Route { 0, test_to_green: true }`, then wait for
+//!    [`Input::RoutesServed`] at most [`ROUTES_SERVED_TIMEOUT`]. Skipped without a test listener.
 //! 5. `AfterAllowTestTraffic`: its hook. Skipped without a test listener, even if a hook is named
 //!    (the event's message says so).
 //! 6. Ready wait, only with `ready_wait: Some(w)` (STOP_DEPLOYMENT): status `Ready` until
@@ -24,7 +25,8 @@
 //!    say; §1.1 recommends this).
 //! 7. `BeforeAllowTraffic`: its hook.
 //! 8. `AllowTraffic`: one [`Effect::Route`] per step of `routing.schedule()`, the step at
-//!    `t0 + after` where `t0` is when `AllowTraffic` began. The test listener stays on green.
+//!    `t0 + after` where `t0` is when `AllowTraffic` began. The test listener stays on green. After
+//!    the last step, wait for [`Input::RoutesServed`] at most [`ROUTES_SERVED_TIMEOUT`].
 //! 9. `AfterAllowTraffic`: its hook.
 //! 10. Termination wait: status `Baking` for `termination_wait` (blue warm, alarms watched, rollback
 //!     possible); [`Input::ContinueTerminationWait`] ends it early. A zero wait skips it.
@@ -143,6 +145,11 @@ pub const MESSAGE_BYTES_MAX: usize = 4096;
 /// How long green may take to become healthy when the deployment group does not say: CodeDeploy's
 /// 60 minutes per lifecycle event.
 pub const INSTALL_TIMEOUT_DEFAULT: Duration = Duration::from_secs(3600);
+/// How long a routing change that the next event depends on may take to be served: the load
+/// balancer confirms a table in milliseconds, and restarts in about a second when it died; a
+/// minute without it means it cannot take the table, and the deployment fails (`TIMEOUT`) rather
+/// than run a hook against traffic that never moved.
+pub const ROUTES_SERVED_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What the user asked for: one deployment of a deployment group.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -210,6 +217,11 @@ pub enum Input {
         name: String,
         reason: String,
     },
+    /// The load balancer serves the latest [`Effect::Route`] (and every one before it). The
+    /// events that follow a routing change wait for it: a hook after `AllowTestTraffic` or
+    /// `AllowTraffic` tests what clients now reach, so it must not start while the load balancer
+    /// still routes as before. Ignored when nothing waits for it.
+    RoutesServed,
 }
 
 /// What the machine asks the control plane to do, in order.

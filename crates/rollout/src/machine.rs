@@ -9,8 +9,8 @@ use model::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Effect, EventRecord, Hook, Input, InputError, MESSAGE_BYTES_MAX, Outcome, RolloutSpec,
-    TEXT_BYTES_MAX, wire,
+    Effect, EventRecord, Hook, Input, InputError, MESSAGE_BYTES_MAX, Outcome,
+    ROUTES_SERVED_TIMEOUT, RolloutSpec, TEXT_BYTES_MAX, wire,
 };
 
 /// One step of the deployment: a lifecycle event or one of the two waits between them.
@@ -78,6 +78,14 @@ enum Phase {
         #[serde(with = "wire::one")]
         t0: Timestamp,
         applied: usize,
+    },
+    /// `event` (`AllowTestTraffic` or `AllowTraffic`) has routed; it ends once the load balancer
+    /// serves that routing (`Input::RoutesServed`), and fails at `deadline`.
+    RoutesServed {
+        #[serde(with = "wire::one")]
+        event: LifecycleEvent,
+        #[serde(with = "wire::one")]
+        deadline: Timestamp,
     },
     /// Production is 100% green; blue stays warm until `deadline`.
     TerminationWait {
@@ -198,6 +206,7 @@ impl Rollout {
             Phase::Hook { deadline, .. }
             | Phase::Install { deadline }
             | Phase::ReadyWait { deadline }
+            | Phase::RoutesServed { deadline, .. }
             | Phase::TerminationWait { deadline } => Some(*deadline),
             Phase::Shift { t0, applied } => self
                 .spec
@@ -273,6 +282,13 @@ impl Rollout {
                     self.phase =
                         Phase::Install { deadline: now.saturating_add(self.spec.install_timeout) };
                 }
+                // The new process pushes its routing again: a full wait for that push.
+                Phase::RoutesServed { event, .. } => {
+                    self.phase = Phase::RoutesServed {
+                        event,
+                        deadline: now.saturating_add(ROUTES_SERVED_TIMEOUT),
+                    };
+                }
                 Phase::Created
                 | Phase::ReadyWait { .. }
                 | Phase::Shift { .. }
@@ -310,6 +326,12 @@ impl Rollout {
     /// alarm over only then; before, the machine would only note it.
     pub fn is_watching_alarms(&self) -> bool {
         self.alarms_watched()
+    }
+
+    /// Whether the machine waits for [`Input::RoutesServed`]: the shell tells it once the load
+    /// balancer confirmed the routing it was last given.
+    pub fn awaits_routes_served(&self) -> bool {
+        matches!(self.phase, Phase::RoutesServed { .. })
     }
 
     pub fn outcome(&self) -> Option<&Outcome> {
@@ -387,8 +409,22 @@ impl Rollout {
             }
             Phase::Shift { .. } => {
                 if self.apply_due_shifts(now) {
-                    self.end_traffic_shift(now);
+                    self.await_routes_served(LifecycleEvent::AllowTraffic, now);
                 }
+            }
+            Phase::RoutesServed { event, .. } => {
+                let message = format!(
+                    "the load balancer did not serve {} within {}",
+                    routed_by(event),
+                    format_duration(ROUTES_SERVED_TIMEOUT)
+                );
+                self.end_unsuccessfully(
+                    DeploymentStatus::Failed,
+                    ErrorCode::Timeout,
+                    message,
+                    on_failure,
+                    now,
+                );
             }
             Phase::TerminationWait { .. } => self.run_from(step_after(Step::TerminationWait), now),
             Phase::Created | Phase::Finished => {}
@@ -453,6 +489,13 @@ impl Rollout {
                     rollback.unwrap_or(auto_rollback.on_stop_request),
                     now,
                 );
+                Ok(())
+            }
+            Input::RoutesServed => {
+                if let Phase::RoutesServed { event, .. } = self.phase {
+                    self.end_event(event, LifecycleEventStatus::Succeeded, None, now);
+                    self.run_from(step_after(Step::Event(event)), now);
+                }
                 Ok(())
             }
             Input::Alarm { name, reason } => {
@@ -540,7 +583,10 @@ impl Rollout {
                 }
             }
             // Observations of the world while the control plane tears down: nothing to decide.
-            Input::GreenHealthy | Input::GreenUnhealthy { .. } | Input::Alarm { .. } => Ok(()),
+            Input::GreenHealthy
+            | Input::GreenUnhealthy { .. }
+            | Input::Alarm { .. }
+            | Input::RoutesServed => Ok(()),
         }
     }
 
@@ -620,8 +666,8 @@ impl Rollout {
                 }
                 self.begin_event(E::AllowTestTraffic, now);
                 self.set_route(0, true);
-                self.end_event(E::AllowTestTraffic, LifecycleEventStatus::Succeeded, None, now);
-                Flow::Next
+                self.await_routes_served(E::AllowTestTraffic, now);
+                Flow::Wait
             }
             Step::ReadyWait => match self.spec.ready_wait {
                 None => Flow::Next,
@@ -635,11 +681,9 @@ impl Rollout {
                 self.begin_event(E::AllowTraffic, now);
                 self.phase = Phase::Shift { t0: now, applied: 0 };
                 if self.apply_due_shifts(now) {
-                    self.end_event(E::AllowTraffic, LifecycleEventStatus::Succeeded, None, now);
-                    Flow::Next
-                } else {
-                    Flow::Wait
+                    self.await_routes_served(E::AllowTraffic, now);
                 }
+                Flow::Wait
             }
             Step::TerminationWait => {
                 if self.spec.termination_wait.is_zero() {
@@ -708,9 +752,10 @@ impl Rollout {
         complete
     }
 
-    fn end_traffic_shift(&mut self, now: Timestamp) {
-        self.end_event(LifecycleEvent::AllowTraffic, LifecycleEventStatus::Succeeded, None, now);
-        self.run_from(step_after(Step::Event(LifecycleEvent::AllowTraffic)), now);
+    /// `event` has routed; it ends when the load balancer serves that routing.
+    fn await_routes_served(&mut self, event: LifecycleEvent, now: Timestamp) {
+        let deadline = now.saturating_add(ROUTES_SERVED_TIMEOUT);
+        self.phase = Phase::RoutesServed { event, deadline };
     }
 
     /// Stops or fails the deployment, rolling back if asked and possible.
@@ -861,7 +906,7 @@ impl Rollout {
         let in_progress =
             self.events.iter().filter(|it| it.status == LifecycleEventStatus::InProgress).count();
         assert!(in_progress <= 1, "{in_progress} events in progress");
-        if let Phase::Hook { event, .. } = &self.phase {
+        if let Phase::Hook { event, .. } | Phase::RoutesServed { event, .. } = &self.phase {
             assert_eq!(self.current_event(), Some(*event));
         }
         assert_eq!(self.events.len(), LifecycleEvent::ALL.len());
@@ -900,4 +945,12 @@ fn append_message(record: &mut EventRecord, message: &str) {
 /// Text from outside, made safe for one-line output and bounded.
 fn clean_text(text: &str) -> String {
     one_line(text, TEXT_BYTES_MAX)
+}
+
+/// What the load balancer must serve before `event` (a routing event) ends, for messages.
+fn routed_by(event: LifecycleEvent) -> &'static str {
+    match event {
+        LifecycleEvent::AllowTestTraffic => "test traffic on green",
+        _ => "production traffic on green",
+    }
 }

@@ -9,7 +9,8 @@ use model::{DeploymentStatus, Timestamp};
 use crate::{Effect, Input, Rollout, RolloutSpec};
 
 /// Every effect of `spec`'s deployment with its offset from the start, assuming green is healthy
-/// at once, every hook succeeds at once and a ready wait is continued at once. The traffic shift
+/// at once, the load balancer serves each routing at once, every hook succeeds at once and a ready
+/// wait is continued at once. The traffic shift
 /// and the termination wait take their full time: they are the schedule being previewed.
 pub fn preview(spec: &RolloutSpec) -> Vec<(Duration, Effect)> {
     let start = Timestamp::ZERO;
@@ -22,6 +23,7 @@ pub fn preview(spec: &RolloutSpec) -> Vec<(Duration, Effect)> {
         while let Some(effect) = rollout.poll_effect() {
             match &effect {
                 Effect::StartGreen => replies.push_back(Input::GreenHealthy),
+                Effect::Route { .. } => replies.push_back(Input::RoutesServed),
                 Effect::RunHook { execution_id, .. } => replies.push_back(Input::HookResult {
                     execution_id: execution_id.clone(),
                     succeeded: true,

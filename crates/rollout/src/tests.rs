@@ -84,6 +84,7 @@ fn parse_spec(line: &str) -> RolloutSpec {
 /// Parses one timed line: `10s healthy`, `1m hook-ok BeforeInstall-1 all good`,
 /// `2m hook-fail AfterInstall-2 500 from /health`, `3m unhealthy task exited`, `continue-ready`,
 /// `continue-termination`, `stop`, `stop rollback`, `stop no-rollback`, `alarm NAME REASON`,
+/// `served` (the load balancer serves the latest route; scripts with `routes-served-by-script`),
 /// `restart`.
 fn parse_action(line: &str) -> (Timestamp, Action) {
     let (at, rest) = line.split_once(' ').unwrap();
@@ -105,6 +106,7 @@ fn parse_action(line: &str) -> (Timestamp, Action) {
         "hook-fail" => hook_result(false),
         "continue-ready" => Input::ContinueReadyWait,
         "continue-termination" => Input::ContinueTerminationWait,
+        "served" => Input::RoutesServed,
         "stop" => Input::Stop {
             rollback: match args {
                 "" => None,
@@ -122,15 +124,28 @@ fn parse_action(line: &str) -> (Timestamp, Action) {
     (at, Action::Input(input))
 }
 
-fn parse_script(script: &str) -> (RolloutSpec, VecDeque<(Timestamp, Action)>) {
+/// A parsed script. Unless its spec says `routes-served-by-script`, the load balancer serves
+/// every route at once: the driver answers a machine that waits for it with `RoutesServed` at the
+/// same instant.
+struct Script {
+    spec: RolloutSpec,
+    actions: VecDeque<(Timestamp, Action)>,
+    routes_served_at_once: bool,
+}
+
+fn parse_script(script: &str) -> Script {
     // The spec may continue on further lines; timed lines start with a digit.
     let lines: Vec<_> = script.lines().map(str::trim).filter(|it| !it.is_empty()).collect();
     let spec_len =
         lines.iter().take_while(|it| !it.starts_with(|c: char| c.is_ascii_digit())).count();
-    let spec = parse_spec(&lines[..spec_len].join(" "));
+    let spec_line = lines[..spec_len].join(" ");
+    let routes_served_at_once =
+        !spec_line.split_whitespace().any(|w| w == "routes-served-by-script");
+    let spec_line = spec_line.replace("routes-served-by-script", "");
+    let spec = parse_spec(&spec_line);
     let actions: VecDeque<_> = lines[spec_len..].iter().map(|it| parse_action(it)).collect();
     assert!(actions.iter().zip(actions.iter().skip(1)).all(|(a, b)| a.0 <= b.0), "time order");
-    (spec, actions)
+    Script { spec, actions, routes_served_at_once }
 }
 
 /// Moves the effects the machine has queued into the trace, checking that nothing follows
@@ -154,11 +169,15 @@ fn restart(rollout: &Rollout) -> Rollout {
 /// comes first, and returns every effect with its time. On a tie the input is delivered, and the
 /// machine handles the due deadline first.
 fn run(script: &str) -> (Rollout, String) {
-    let (spec, mut actions) = parse_script(script);
+    let Script { spec, mut actions, routes_served_at_once } = parse_script(script);
     let mut rollout = Rollout::new(spec, Timestamp::ZERO);
     let (mut now, mut trace, mut finished) = (Timestamp::ZERO, String::new(), false);
     for _ in 0..STEPS_MAX {
         drain(&mut rollout, now, &mut finished, &mut trace);
+        if routes_served_at_once && rollout.awaits_routes_served() {
+            rollout.handle_input(Input::RoutesServed, now).unwrap();
+            continue;
+        }
         let next_action = actions.front().map(|(at, _)| *at);
         let deadline = rollout.poll_timeout();
         if let Some(at) = next_action.filter(|at| deadline.is_none_or(|it| *at <= it)) {
@@ -676,6 +695,76 @@ fn hook_failure_in_before_allow_traffic_rolls_back_iff_on_failure() {
             1m       event BeforeAllowTraffic Failed: hook gate failed: change freeze
             1m       status Failed
             1m       finished Failed HOOK_EXECUTION_FAILURE: hook gate failed: change freeze
+        "#]],
+    );
+}
+
+#[test]
+fn a_hook_after_a_routing_event_starts_only_once_the_load_balancer_serves_that_routing() {
+    // The hooks test what clients reach: while the load balancer still routes as before, the
+    // routing event goes on and no hook runs.
+    check(
+        "spec test-listener routes-served-by-script
+         hook=AfterAllowTestTraffic:smoke:1m hook=AfterAllowTraffic:check:1m
+         10s healthy
+         12s served
+         13s hook-ok AfterAllowTestTraffic-1
+         15s served
+         16s hook-ok AfterAllowTraffic-2",
+        expect![[r#"
+            0s       status InProgress
+            0s       event BeforeInstall Skipped
+            0s       event Install InProgress
+            0s       start-green
+            10s      event Install Succeeded
+            10s      event AfterInstall Skipped
+            10s      event AllowTestTraffic InProgress
+            10s      route prod green=0% test=green
+            12s      event AllowTestTraffic Succeeded
+            12s      event AfterAllowTestTraffic InProgress
+            12s      run-hook AfterAllowTestTraffic smoke (exec AfterAllowTestTraffic-1)
+            13s      event AfterAllowTestTraffic Succeeded
+            13s      event BeforeAllowTraffic Skipped
+            13s      event AllowTraffic InProgress
+            13s      route prod green=100% test=green
+            15s      event AllowTraffic Succeeded
+            15s      event AfterAllowTraffic InProgress
+            15s      run-hook AfterAllowTraffic check (exec AfterAllowTraffic-2)
+            16s      event AfterAllowTraffic Succeeded
+            16s      event End InProgress
+            16s      terminate-blue
+            16s      event End Succeeded
+            16s      status Succeeded
+            16s      finished Succeeded
+        "#]],
+    );
+}
+
+#[test]
+fn a_routing_the_load_balancer_never_serves_fails_the_deployment_after_a_minute() {
+    // A restart pushes the routing again and waits a full minute for it; then the deployment
+    // fails, and rolls back as a failure does.
+    check(
+        "spec test-listener routes-served-by-script rollback=failure
+         10s healthy
+         40s restart",
+        expect![[r#"
+            0s       status InProgress
+            0s       event BeforeInstall Skipped
+            0s       event Install InProgress
+            0s       start-green
+            10s      event Install Succeeded
+            10s      event AfterInstall Skipped
+            10s      event AllowTestTraffic InProgress
+            10s      route prod green=0% test=green
+            40s      -- restart --
+            40s      route prod green=0% test=green
+            40s      start-green
+            1m40s    event AllowTestTraffic Failed: the load balancer did not serve test traffic on green within 1m
+            1m40s    route prod green=0% test=blue
+            1m40s    stop-green
+            1m40s    status Failed
+            1m40s    finished Failed rolled-back TIMEOUT: the load balancer did not serve test traffic on green within 1m
         "#]],
     );
 }
@@ -1487,7 +1576,7 @@ fn restart_mid_shift_continues_identically() {
 
 #[test]
 fn restart_after_a_long_outage_fires_overdue_deadlines_at_once() {
-    let (spec, _) = parse_script("spec canary=10%/5m termination-wait=10m");
+    let Script { spec, .. } = parse_script("spec canary=10%/5m termination-wait=10m");
     let mut rollout = Rollout::new(spec, Timestamp::ZERO);
     let t = |s: u64| Timestamp::from_millis(s * 1000);
     rollout.handle_input(Input::GreenHealthy, t(20)).unwrap();
@@ -1506,6 +1595,8 @@ fn restart_after_a_long_outage_fires_overdue_deadlines_at_once() {
     assert_eq!(rollout.poll_timeout(), Some(t(320)), "the canary's second step is overdue");
     rollout.handle_timeout(t(3600));
     drain(&mut rollout, t(3600));
+    rollout.handle_input(Input::RoutesServed, t(3600)).unwrap();
+    drain(&mut rollout, t(3600));
     expect![[r#"
         1h       route prod green=10% test=blue
         1h       start-green
@@ -1519,7 +1610,7 @@ fn restart_after_a_long_outage_fires_overdue_deadlines_at_once() {
 
 #[test]
 fn restart_of_a_finished_rollout_repeats_the_end_only_if_finished_was_not_polled() {
-    let (spec, _) = parse_script("spec rollback=stop");
+    let Script { spec, .. } = parse_script("spec rollback=stop");
     let mut rollout = Rollout::new(spec, Timestamp::ZERO);
     rollout.handle_input(Input::Stop { rollback: None }, Timestamp::from_millis(10)).unwrap();
     // Snapshot taken before the effects were performed.
@@ -1543,7 +1634,7 @@ fn restart_of_a_finished_rollout_repeats_the_end_only_if_finished_was_not_polled
 
 #[test]
 fn snapshots_round_trip_through_json_at_every_step() {
-    let (spec, _) = parse_script(
+    let Script { spec, .. } = parse_script(
         "spec canary=10%/1m test-listener hook=AfterAllowTestTraffic:smoke:1m ready-wait=1h
          termination-wait=10m rollback=failure,alarm",
     );
@@ -1552,6 +1643,7 @@ fn snapshots_round_trip_through_json_at_every_step() {
     let inputs = [
         (t(10), Input::Alarm { name: "a".into(), reason: "ignored during Install".into() }),
         (t(20), Input::GreenHealthy),
+        (t(25), Input::RoutesServed),
         (
             t(30),
             Input::HookResult {
@@ -1570,6 +1662,8 @@ fn snapshots_round_trip_through_json_at_every_step() {
     }
     rollout.handle_timeout(t(100));
     assert_eq!(restart(&rollout), rollout);
+    rollout.handle_input(Input::RoutesServed, t(100)).unwrap();
+    assert_eq!(restart(&rollout), rollout);
     let json = serde_json::to_string(&rollout).unwrap();
     // Model types travel by their CodeDeploy names, so a snapshot reads like the API.
     assert!(json.contains(r#""status":"Baking""#), "{json}");
@@ -1578,7 +1672,7 @@ fn snapshots_round_trip_through_json_at_every_step() {
 
 #[test]
 fn a_snapshot_with_missing_events_is_refused() {
-    let (spec, _) = parse_script("spec");
+    let Script { spec, .. } = parse_script("spec");
     let rollout = Rollout::new(spec, Timestamp::ZERO);
     let mut json: serde_json::Value = serde_json::to_value(&rollout).unwrap();
     json["events"].as_array_mut().unwrap().pop();
@@ -1629,19 +1723,28 @@ fn events_record_status_times_and_messages() {
 
 #[test]
 fn current_event_and_routing_follow_the_deployment() {
-    let (spec, _) =
+    let Script { spec, .. } =
         parse_script("spec canary=10%/1m test-listener ready-wait=1h termination-wait=1h");
     let mut rollout = Rollout::new(spec, Timestamp::ZERO);
     let t = |s: u64| Timestamp::from_millis(s * 1000);
     assert_eq!(rollout.current_event(), Some(LifecycleEvent::Install));
     rollout.handle_input(Input::GreenHealthy, t(1)).unwrap();
-    assert_eq!((rollout.current_event(), rollout.status()), (None, model::DeploymentStatus::Ready));
+    // Routed, but not served yet: the event goes on until the load balancer serves it.
+    assert_eq!(rollout.current_event(), Some(LifecycleEvent::AllowTestTraffic));
     assert_eq!(rollout.routing(), (0, true));
+    assert!(rollout.awaits_routes_served());
+    rollout.handle_input(Input::RoutesServed, t(1)).unwrap();
+    assert_eq!((rollout.current_event(), rollout.status()), (None, model::DeploymentStatus::Ready));
+    assert!(!rollout.awaits_routes_served());
     rollout.handle_input(Input::ContinueReadyWait, t(2)).unwrap();
     assert_eq!(rollout.current_event(), Some(LifecycleEvent::AllowTraffic));
     assert_eq!(rollout.routing(), (10, true));
+    assert!(!rollout.awaits_routes_served(), "a canary step does not wait for the load balancer");
     assert_eq!(rollout.poll_timeout(), Some(t(62)));
     rollout.handle_timeout(t(62));
+    assert_eq!(rollout.current_event(), Some(LifecycleEvent::AllowTraffic));
+    assert!(rollout.awaits_routes_served());
+    rollout.handle_input(Input::RoutesServed, t(62)).unwrap();
     assert_eq!(
         (rollout.current_event(), rollout.status()),
         (None, model::DeploymentStatus::Baking)
@@ -1653,7 +1756,7 @@ fn current_event_and_routing_follow_the_deployment() {
 
 #[test]
 fn preview_of_a_canary_shows_the_whole_timeline() {
-    let (spec, _) = parse_script(
+    let Script { spec, .. } = parse_script(
         "spec config=CodeDeployDefault.ECSCanary10Percent5Minutes test-listener
          hook=AfterAllowTestTraffic:smoke-test:5m ready-wait=1h termination-wait=1h",
     );
@@ -1694,7 +1797,7 @@ fn preview_of_a_canary_shows_the_whole_timeline() {
 
 #[test]
 fn effects_print_on_one_line_even_with_hostile_text() {
-    let (spec, _) = parse_script("spec");
+    let Script { spec, .. } = parse_script("spec");
     let mut rollout = Rollout::new(spec, Timestamp::ZERO);
     let reason = format!("crashed\nwith\ttabs {}", "x".repeat(5000));
     rollout.handle_input(Input::GreenUnhealthy { reason }, Timestamp::ZERO).unwrap();
@@ -1855,7 +1958,8 @@ fn simulate(seed: u64) -> String {
                 rollback: [None, Some(true), Some(false)][rng.below(3) as usize],
             }),
             68..72 => Some(Input::Alarm { name: "error-rate".into(), reason: "5xx".into() }),
-            72..78 => {
+            72..80 => Some(Input::RoutesServed),
+            80..86 => {
                 rollout = restart(&rollout);
                 writeln!(trace, "{now} -- restart --").unwrap();
                 rollout.resume(now);
@@ -1925,12 +2029,21 @@ fn watching_alarms_trace(spec: &str, inputs: &[(&str, Input)]) -> String {
     for (what, input) in inputs {
         rollout.handle_input(input.clone(), now).unwrap();
         while rollout.poll_effect().is_some() {}
+        // The load balancer serves each routing at once here.
+        if rollout.awaits_routes_served() {
+            rollout.handle_input(Input::RoutesServed, now).unwrap();
+            while rollout.poll_effect().is_some() {}
+        }
         note(&rollout, what, &mut trace);
         now = now.saturating_add(Duration::from_secs(1));
     }
     while let Some(at) = rollout.poll_timeout() {
         rollout.handle_timeout(at);
         while rollout.poll_effect().is_some() {}
+        if rollout.awaits_routes_served() {
+            rollout.handle_input(Input::RoutesServed, at).unwrap();
+            while rollout.poll_effect().is_some() {}
+        }
         note(&rollout, "deadline", &mut trace);
     }
     trace

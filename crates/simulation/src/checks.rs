@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use model::{TaskHealth, TaskStatus};
+use model::{LifecycleEvent, TaskHealth, TaskStatus};
 use reconciler::{Effect, RoutingView};
 
 use crate::Violation;
@@ -68,9 +68,41 @@ impl Sim {
                 self.note_rollback(deployment_id)
             }
             Effect::PushRoutes { view, .. } => return self.check_routes(view),
+            Effect::RunHook { deployment_id, event, .. } => {
+                return self.check_hook_sees_its_traffic(deployment_id, *event);
+            }
             _ => {}
         }
         Ok(())
+    }
+
+    /// A hook after a routing event tests what clients reach: it starts only once the load
+    /// balancer serves that routing (test traffic on green for `AfterAllowTestTraffic`, all of
+    /// production for `AfterAllowTraffic`).
+    fn check_hook_sees_its_traffic(
+        &self,
+        deployment_id: &str,
+        event: LifecycleEvent,
+    ) -> Result<(), Violation> {
+        let Some(tracked) = self.deployments.get(deployment_id) else { return Ok(()) };
+        let served = self.lb.served.groups.get(&tracked.group);
+        let sees_it = match event {
+            LifecycleEvent::AfterAllowTestTraffic => served.is_some_and(|r| r.test_to_green),
+            LifecycleEvent::AfterAllowTraffic => {
+                served.is_some_and(|r| r.production_green_percent == 100)
+            }
+            _ => true,
+        };
+        if sees_it {
+            return Ok(());
+        }
+        Err(self.violation(
+            "a hook after a routing event sees that routing served",
+            format!(
+                "{event} of {deployment_id} starts while the load balancer serves {:?} (v{})",
+                served, self.lb.served_version
+            ),
+        ))
     }
 
     fn note_rollback(&mut self, deployment_id: &str) {

@@ -77,6 +77,9 @@
 //!   weight back to blue whatever blue's health, as on CodeDeploy.
 //! - **a rollback is one routing change**: the first table ordered after a rollback (of a running
 //!   deployment or of a leftover) has production and test traffic on blue and no preview.
+//! - **a hook after a routing event sees that routing served**: when `AfterAllowTestTraffic`'s
+//!   hook starts, the load balancer serves test traffic on green; when `AfterAllowTraffic`'s
+//!   does, it serves all of production on green.
 //! - **no task duplicated**: a task set never has more live tasks than it desires (extra ones are
 //!   deactivated at once, and drain; the drain is the replacement window); **no task orphaned**:
 //!   every task alive in the runtime is known to the reconciler as not stopped, or being stopped.

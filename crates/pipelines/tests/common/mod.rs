@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod registry;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -411,13 +413,15 @@ Resources:
           ContainerPort: 8080
 "#;
 
-/// A buildspec that writes imageDetail.json with the commit in the image tag.
+/// A buildspec that writes imageDetail.json with the commit in the image tag, a local image (no
+/// registry host, so the deploy action has nothing to pin; `BUILDSPEC_OK.replace("web:%s",
+/// "HOST:PORT/web:%s")` names a registry).
 pub const BUILDSPEC_OK: &str = r#"version: 0.2
 phases:
   build:
     commands:
       - echo "building $CODEBUILD_RESOLVED_SOURCE_VERSION"
-      - printf '{"ImageURI":"registry.local/web:%s"}' "$CODEBUILD_RESOLVED_SOURCE_VERSION" > imageDetail.json
+      - printf '{"ImageURI":"web:%s"}' "$CODEBUILD_RESOLVED_SOURCE_VERSION" > imageDetail.json
 artifacts:
   files:
     - imageDetail.json
