@@ -2,11 +2,13 @@
 //! backend alone, nginx and HAProxy with wrk; `cargo xtask backend` is the fixed HTTP backend the
 //! benchmark starts (a separate process so it never shares a runtime with what is measured);
 //! `cargo xtask bench-rollback` measures how fast an alarm puts a bad release back on blue;
+//! `cargo xtask bench-scale` measures apply, a routing change and idle CPU with 1,000 target groups;
 //! `cargo xtask tidy` checks the rules of ARCHITECTURE.md that a machine can check.
 
 mod backend;
 mod bench;
 mod rollback;
+mod scale;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -14,11 +16,13 @@ fn main() {
         Some("bench-lb") => bench::run(&args[1..]),
         Some("backend") => backend::run(&args[1..]),
         Some("bench-rollback") => rollback::run(&args[1..]),
+        Some("bench-scale") => scale::run(&args[1..]),
         Some("tidy") => xtask::tidy::run(&args[1..]).map_err(|e| anyhow::anyhow!("{e}")),
         _ => {
             eprintln!(
                 "usage: cargo xtask bench-lb [--duration SECS] [--connections N] [--threads 1,2] [--lb auto|cutover|example]\n       \
                  cargo xtask bench-rollback [--runs N]\n       \
+                 cargo xtask bench-scale [--idle-seconds N] [--debug]\n       \
                  cargo xtask tidy\n       \
                  cargo xtask backend --addr ADDR [--threads N] [--name NAME]"
             );

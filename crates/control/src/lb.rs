@@ -21,6 +21,14 @@ pub struct LbRecord {
     pub pid: u32,
 }
 
+/// What [`LbClient::health_since`] found.
+pub enum HealthAnswer {
+    /// The report is the one last seen.
+    Unchanged,
+    /// A report other than the one last seen, and its ETag for the next question.
+    Changed { report: HealthReport, etag: Option<String> },
+}
+
 #[derive(Clone)]
 pub struct LbClient {
     http: reqwest::Client,
@@ -99,10 +107,31 @@ impl LbClient {
         Ok(())
     }
 
-    pub async fn health(&self) -> anyhow::Result<HealthReport> {
+    /// The data plane's health report, unless it is still the one whose ETag is `seen`: an
+    /// unchanged report of thousands of targets is then neither sent nor parsed.
+    pub async fn health_since(&self, seen: Option<&str>) -> anyhow::Result<HealthAnswer> {
+        let mut request = self.http.get(format!("{}/v1/health", self.base));
+        if let Some(seen) = seen {
+            request = request.header(reqwest::header::IF_NONE_MATCH, seen);
+        }
+        let answer = request.send().await?;
+        if answer.status() == reqwest::StatusCode::NOT_MODIFIED {
+            return Ok(HealthAnswer::Unchanged);
+        }
+        let answer = answer.error_for_status()?;
+        let etag = answer
+            .headers()
+            .get(reqwest::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        Ok(HealthAnswer::Changed { report: answer.json().await?, etag })
+    }
+
+    /// The data plane's counters by target group, without each target's own.
+    pub async fn metrics(&self) -> anyhow::Result<routes::MetricsSnapshot> {
         Ok(self
             .http
-            .get(format!("{}/v1/health", self.base))
+            .get(format!("{}/v1/metrics?per_target=false", self.base))
             .send()
             .await?
             .error_for_status()?

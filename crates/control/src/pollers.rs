@@ -16,7 +16,7 @@ use tracing::warn;
 
 use crate::clock;
 use crate::engine::{Msg, Shared};
-use crate::lb::LbClient;
+use crate::lb::{HealthAnswer, LbClient};
 
 /// How often the data plane's health is read.
 const HEALTH_POLL: Duration = Duration::from_millis(200);
@@ -44,17 +44,34 @@ pub fn spawn_all(
 async fn poll_health(lb: LbClient, tx: mpsc::Sender<Msg>) {
     let mut every = tokio::time::interval(HEALTH_POLL);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The ETag of the report last sent to the loop: while the data plane answers "not modified",
+    // the loop hears only that it answers.
+    let mut seen: Option<String> = None;
     loop {
         every.tick().await;
-        let report = lb.health().await.map_err(|err| format!("{err:#}"));
-        // The nodes' load balancers health-check the swarm's targets: their reports join it.
-        let report = match lb.fleet() {
-            Some(fleet) => {
-                report.map(|local| crate::fleet::decide::merge_health(local, &fleet.health()))
-            }
-            None => report,
+        let msg = match lb.fleet() {
+            // The nodes' load balancers health-check the swarm's targets: their reports join the
+            // manager's, which is read whole, since a node's may change while it does not.
+            Some(fleet) => match lb.health_since(None).await {
+                Ok(HealthAnswer::Changed { report, .. }) => {
+                    Msg::Health(Ok(crate::fleet::decide::merge_health(report, &fleet.health())))
+                }
+                Ok(HealthAnswer::Unchanged) => Msg::HealthUnchanged,
+                Err(err) => Msg::Health(Err(format!("{err:#}"))),
+            },
+            None => match lb.health_since(seen.as_deref()).await {
+                Ok(HealthAnswer::Unchanged) => Msg::HealthUnchanged,
+                Ok(HealthAnswer::Changed { report, etag }) => {
+                    seen = etag;
+                    Msg::Health(Ok(report))
+                }
+                Err(err) => {
+                    seen = None;
+                    Msg::Health(Err(format!("{err:#}")))
+                }
+            },
         };
-        if tx.send(Msg::Health(report)).await.is_err() {
+        if tx.send(msg).await.is_err() {
             return;
         }
     }
@@ -70,8 +87,9 @@ async fn poll_metrics(lb: LbClient, shared: Arc<Shared>, tx: mpsc::Sender<Msg>) 
         if !shared.monitor().should_poll(clock::now()) {
             continue;
         }
-        match lb.metrics_json().await.map(serde_json::from_value::<routes::MetricsSnapshot>) {
-            Ok(Ok(snapshot)) => {
+        match lb.metrics().await {
+            Ok(snapshot) => {
+                // The nodes' counters join the manager's: alarms read the sum.
                 let snapshot = match lb.fleet() {
                     Some(fleet) => {
                         let mut parts = vec![("manager".to_string(), snapshot)];
@@ -82,7 +100,6 @@ async fn poll_metrics(lb: LbClient, shared: Arc<Shared>, tx: mpsc::Sender<Msg>) 
                 };
                 shared.monitor().record_snapshot(snapshot, clock::now());
             }
-            Ok(Err(err)) => warn!("the load balancer's metrics are unreadable: {err}"),
             Err(err) => warn!("reading the load balancer's metrics: {err:#}"),
         }
     }

@@ -1,8 +1,11 @@
 //! The admin API on a loopback address: `PUT/GET /v1/routes`, `POST /v1/routes/validate`,
-//! `GET /v1/health`, `GET /v1/metrics` (JSON) and `GET /metrics` (Prometheus text). With a token
-//! it may listen beyond loopback, and answers only requests that carry it.
+//! `GET /v1/health` (with an ETag: `If-None-Match` makes polling an unchanged report cheap),
+//! `GET /v1/metrics` (JSON; `?per_target=false` without each target's own figures) and
+//! `GET /metrics` (Prometheus text). With a token it may listen beyond loopback, and answers only
+//! requests that carry it.
 
 use std::convert::Infallible;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -21,7 +24,7 @@ use tokio::sync::watch;
 
 use crate::metrics::{self as m};
 use crate::state::{self, Shared};
-use crate::target::lock;
+use crate::target::{hash_target_health, lock};
 
 /// Largest route table accepted.
 const MAX_TABLE_BYTES: usize = 16 * 1024 * 1024;
@@ -130,10 +133,14 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Full<B
             let c = shared.table.load();
             json(StatusCode::OK, &ServedRoutes { version: c.table.version, table: c.table.clone() })
         }
-        (Method::GET, "/v1/health") => json(StatusCode::OK, &health_report(shared)),
-        (Method::GET, "/v1/metrics") => json(StatusCode::OK, &snapshot(shared)),
+        (Method::GET, "/v1/health") => health(shared, req.headers()),
+        (Method::GET, "/v1/metrics") => match per_target(req.uri().query()) {
+            Ok(per_target) => json(StatusCode::OK, &snapshot(shared, per_target)),
+            Err(unknown) => error(StatusCode::BAD_REQUEST, unknown),
+        },
         (Method::GET, "/metrics") => {
-            let mut r = Response::new(Full::new(Bytes::from(m::prometheus(&snapshot(shared)))));
+            let mut r =
+                Response::new(Full::new(Bytes::from(m::prometheus(&snapshot(shared, true)))));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -171,6 +178,79 @@ async fn read_table(req: Request<Incoming>) -> Result<RouteTable, Response<Full<
         .map_err(|e| error(StatusCode::BAD_REQUEST, format!("the body is not a route table: {e}")))
 }
 
+/// `GET /v1/health`, with an ETag of what it says: a poller that sends the tag it last saw in
+/// `If-None-Match` is answered `304 Not Modified` without a body while nothing changed (RFC 9110
+/// 13.1.2), so polling 10,000 targets costs a pass over them, not a report of them. The tag of a
+/// full answer is that of its body, never of a moment before or after it.
+fn health(shared: &Shared, headers: &http::HeaderMap) -> Response<Full<Bytes>> {
+    let current = health_etag_now(shared);
+    let seen = headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|tag| tag.trim() == current || tag.trim() == "*");
+    let (mut r, tag) = if seen {
+        let mut r = Response::new(Full::new(Bytes::new()));
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        (r, current)
+    } else {
+        let report = health_report(shared);
+        (json(StatusCode::OK, &report), health_etag(&report))
+    };
+    if let Ok(tag) = header::HeaderValue::from_str(&tag) {
+        r.headers_mut().insert(header::ETAG, tag);
+    }
+    r
+}
+
+/// The ETag of a health report: a hash of what it says, quoted.
+pub fn health_etag(report: &HealthReport) -> String {
+    let mut h = std::hash::DefaultHasher::new();
+    report.version.hash(&mut h);
+    for (name, targets) in &report.target_groups {
+        (name, targets.len()).hash(&mut h);
+        for t in targets {
+            let (reason, description) = (t.reason.as_deref(), t.description.as_deref());
+            hash_target_health(&mut h, t.addr, t.state, reason, description, t.in_flight);
+        }
+    }
+    format!("\"{:016x}\"", h.finish())
+}
+
+/// [`health_etag`] of the report [`health_report`] would build now, without building it.
+fn health_etag_now(shared: &Shared) -> String {
+    let mut h = std::hash::DefaultHasher::new();
+    shared.version().hash(&mut h);
+    for (name, group) in lock(&shared.groups).iter() {
+        let targets = group.all_targets();
+        (&**name, targets.len()).hash(&mut h);
+        for t in &targets {
+            t.hash_report(&mut h);
+        }
+    }
+    format!("\"{:016x}\"", h.finish())
+}
+
+/// `GET /v1/metrics?per_target=false` leaves each target's own figures out: the control plane
+/// samples every target group's several times a second and needs no target's.
+/// A query it does not know is refused with what to send instead.
+fn per_target(query: Option<&str>) -> Result<bool, String> {
+    let mut per_target = true;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        per_target = match pair {
+            "per_target=true" => true,
+            "per_target=false" => false,
+            other => {
+                return Err(format!(
+                    "unknown query `{other}`; use per_target=false or per_target=true"
+                ));
+            }
+        };
+    }
+    Ok(per_target)
+}
+
 pub fn health_report(shared: &Shared) -> HealthReport {
     let version = shared.version();
     let groups = lock(&shared.groups).clone();
@@ -183,7 +263,8 @@ pub fn health_report(shared: &Shared) -> HealthReport {
     }
 }
 
-pub fn snapshot(shared: &Shared) -> MetricsSnapshot {
+/// The data plane's counters; each target's own only when `per_target`.
+pub fn snapshot(shared: &Shared, per_target: bool) -> MetricsSnapshot {
     let compiled = shared.table.load_full();
     let groups = lock(&shared.groups).clone();
     let listeners = lock(&shared.listeners).clone();
@@ -238,6 +319,7 @@ pub fn snapshot(shared: &Shared) -> MetricsSnapshot {
                 mirrored: g.mirrored.mirrored_metrics(),
                 targets: targets
                     .iter()
+                    .filter(|_| per_target)
                     .map(|t| TargetMetrics {
                         addr: t.addr,
                         state: t.state(),

@@ -3,6 +3,7 @@
 //! These objects outlive route-table versions: a new table that keeps a target keeps the same
 //! `TargetRt`, so health state and counters carry over and re-applying a table changes nothing.
 
+use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -26,6 +27,27 @@ const H_HEALTHY: u8 = 1;
 const H_UNHEALTHY: u8 = 2;
 /// Health checks disabled: ALB's `unavailable`, and routable.
 const H_UNAVAILABLE: u8 = 3;
+
+/// A draining target's reason and description, as ALB reports them.
+const DRAINING_DETAIL: (&str, &str) =
+    ("Target.DeregistrationInProgress", "Target deregistration is in progress");
+
+/// One target's line of the health report, fed to `h`: one definition for a live target
+/// ([`TargetRt::hash_report`]) and for a report already built, so that both hash alike.
+pub fn hash_target_health(
+    h: &mut impl Hasher,
+    addr: SocketAddr,
+    state: TargetState,
+    reason: Option<&str>,
+    description: Option<&str>,
+    in_flight: u64,
+) {
+    addr.hash(h);
+    std::mem::discriminant(&state).hash(h);
+    reason.hash(h);
+    description.hash(h);
+    in_flight.hash(h);
+}
 
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of these locks leaves plain data behind, still usable.
@@ -140,10 +162,8 @@ impl TargetRt {
     pub fn report(&self) -> TargetHealth {
         let state = self.state();
         let (reason, description) = if state == TargetState::Draining {
-            (
-                Some("Target.DeregistrationInProgress".to_string()),
-                Some("Target deregistration is in progress".to_string()),
-            )
+            let (reason, description) = DRAINING_DETAIL;
+            (Some(reason.to_string()), Some(description.to_string()))
         } else {
             let d = lock(&self.detail);
             (d.reason.map(str::to_string), d.description.clone())
@@ -155,6 +175,26 @@ impl TargetRt {
             description,
             in_flight: self.in_flight.total(),
         }
+    }
+
+    /// Feeds what [`report`](Self::report) would say into `h` without building it: the admin
+    /// API's health ETag is a pass over the targets, not a report of them.
+    pub fn hash_report(&self, h: &mut impl Hasher) {
+        let state = self.state();
+        let in_flight = self.in_flight.total();
+        if state == TargetState::Draining {
+            let (reason, description) = DRAINING_DETAIL;
+            return hash_target_health(
+                h,
+                self.addr,
+                state,
+                Some(reason),
+                Some(description),
+                in_flight,
+            );
+        }
+        let d = lock(&self.detail);
+        hash_target_health(h, self.addr, state, d.reason, d.description.as_deref(), in_flight);
     }
 
     /// Applies one health-check result with ALB's thresholds; true if routability changed.

@@ -182,3 +182,91 @@ async fn all_unhealthy_fails_open_and_no_targets_is_503() {
     assert_eq!(m.listeners["web"].elb_503_no_group, 1);
     lb.shutdown().await;
 }
+
+/// `GET /v1/health` with `If-None-Match`: the status, the ETag and the body.
+async fn health_since(lb: &Lb, seen: Option<&str>) -> (u16, String, String) {
+    let mut req = http::Request::get(format!("http://{}/v1/health", lb.admin));
+    if let Some(seen) = seen {
+        req = req.header(http::header::IF_NONE_MATCH, seen);
+    }
+    let resp = lb.http.request(req.body(Default::default()).unwrap()).await.expect("answers");
+    let status = resp.status().as_u16();
+    let etag = resp.headers()[http::header::ETAG].to_str().unwrap().to_string();
+    let body = http_body_util::BodyExt::collect(resp.into_body()).await.unwrap().to_bytes();
+    (status, etag, String::from_utf8(body.to_vec()).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_report_is_not_modified_while_its_etag_holds_and_sent_whole_once_a_target_moves()
+{
+    let lb = Lb::start(None).await;
+    let b = Backend::start("b").await;
+    let make = |v| table(v, vec![], vec![("g", group(&[b.addr], hc(50), 0))]);
+    lb.apply(&make(1)).await;
+    lb.wait_state("g", b.addr, TargetState::Healthy, WAIT).await;
+
+    let (status, first, body) = health_since(&lb, None).await;
+    assert_eq!(status, 200);
+    let report: routes::HealthReport = serde_json::from_str(&body).unwrap();
+    assert_eq!(report.target_groups["g"][0].state, TargetState::Healthy);
+    // Checks keep passing: the report, and so its tag, stays; the answer has no body.
+    let checks = b.health_checks.load(Ordering::SeqCst);
+    wait_until("two more checks", WAIT, || async {
+        b.health_checks.load(Ordering::SeqCst) >= checks + 2
+    })
+    .await;
+    assert_eq!(health_since(&lb, Some(&first)).await, (304, first.clone(), String::new()));
+    assert_eq!(health_since(&lb, Some(&format!("\"other\", {first}"))).await.0, 304);
+
+    // The target turns unhealthy: the next conditional GET sends the whole report, with the
+    // tag of what it says, which holds again from then on.
+    b.health_status.store(503, Ordering::SeqCst);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let (second, body) = loop {
+        let (status, etag, body) = health_since(&lb, Some(&first)).await;
+        if status == 200 {
+            break (etag, body);
+        }
+        assert!(tokio::time::Instant::now() < deadline, "still {status} {etag} after {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_ne!(second, first);
+    let report: routes::HealthReport = serde_json::from_str(&body).unwrap();
+    assert_eq!(report.target_groups["g"][0].state, TargetState::Unhealthy);
+    assert_eq!(health_since(&lb, Some(&second)).await.0, 304);
+
+    // A new table version is a new report too, even with the same targets.
+    lb.apply(&make(2)).await;
+    let (status, third, body) = health_since(&lb, Some(&second)).await;
+    assert_eq!(
+        (status, serde_json::from_str::<routes::HealthReport>(&body).unwrap().version),
+        (200, 2)
+    );
+    assert_ne!(third, second);
+    lb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_without_per_target_figures_keep_every_group_s_and_a_bad_query_is_refused() {
+    let lb = Lb::start(None).await;
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    lb.apply(&table(1, vec![], vec![("g", group(&[a.addr, b.addr], hc(50), 0))])).await;
+    lb.wait_state("g", a.addr, TargetState::Healthy, WAIT).await;
+    lb.wait_state("g", b.addr, TargetState::Healthy, WAIT).await;
+
+    let whole = lb.metrics().await;
+    assert_eq!(whole.target_groups["g"].targets.len(), 2);
+    let groups_only: routes::MetricsSnapshot = lb.get_json("/v1/metrics?per_target=false").await;
+    assert!(groups_only.target_groups["g"].targets.is_empty());
+    assert_eq!(groups_only.target_groups["g"].healthy_host_count, 2);
+    let again: routes::MetricsSnapshot = lb.get_json("/v1/metrics?per_target=true").await;
+    assert_eq!(again.target_groups["g"].targets.len(), 2);
+
+    let (status, body) = get(&lb.http, &format!("http://{}/v1/metrics?targets=0", lb.admin)).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["error"],
+        "unknown query `targets=0`; use per_target=false or per_target=true"
+    );
+    lb.shutdown().await;
+}

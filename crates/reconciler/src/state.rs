@@ -257,6 +257,11 @@ impl Reconciler {
         *self != Reconciler { now: self.now, ..before.clone() }
     }
 
+    /// The data plane's health as last observed.
+    pub fn target_health(&self) -> &routes::HealthReport {
+        &self.health
+    }
+
     /// The routing-table version last ordered of the data plane.
     pub fn routes_version(&self) -> u64 {
         self.routes.version

@@ -64,6 +64,8 @@ pub enum Msg {
     },
     /// The data plane's health, or why it did not answer.
     Health(Result<HealthReport, String>),
+    /// The data plane answered that its health is the report last sent as [`Msg::Health`].
+    HealthUnchanged,
     /// What the runtimes said about the tasks the store says run.
     TasksInspected(Vec<crate::pollers::Inspection>),
     /// The data plane took the loop's table `version`, or did not.
@@ -318,7 +320,20 @@ impl Engine {
                     self.shared.changed.send_modify(|n| *n += 1);
                 }
                 self.evaluate_alarms();
-                observe::target_health(report)
+                let observed = observe::target_health(report);
+                // Only requests in flight moved: nothing the reconciler decides by.
+                if matches!(&observed, Observation::TargetHealth(r) if r == self.state.target_health())
+                {
+                    return;
+                }
+                observed
+            }
+            Msg::HealthUnchanged => {
+                // The data plane answers; alarms are evaluated at its pace whether or not its
+                // targets' health moved.
+                self.lb_answering = true;
+                self.evaluate_alarms();
+                return;
             }
             Msg::Health(Err(err)) => {
                 // The data plane may have died: the table is pushed again, which starts it. Once
