@@ -11,8 +11,8 @@
 mod alarm_pages;
 mod decide;
 mod deployment;
-mod history;
 mod graph;
+mod history;
 mod layout;
 mod login;
 mod metrics;
