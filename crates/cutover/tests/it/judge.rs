@@ -95,8 +95,11 @@ fn a_green_thirty_percent_slower_that_answers_200_is_rolled_back_by_the_judge_na
     let judged = &view["judges"][0];
     assert_eq!(judged["alarm"], "latency-judge", "{view:#}");
     assert_eq!(judged["judgement"]["verdict"], "worse", "{view:#}");
-    let p99 = |side: &str| judged["judgement"][side]["p99"].as_f64().unwrap();
-    assert!(p99("green") > p99("blue") * 1.1, "green p99 {} vs blue {}", p99("green"), p99("blue"));
+    // The rank test judges the whole distribution, which a fixed 6 ms more moves at its middle;
+    // the tails are the machine's scheduling noise under load (a CI run once saw blue's p99
+    // above green's in the period shown while the test rightly judged green slower).
+    let p50 = |side: &str| judged["judgement"][side]["p50"].as_f64().unwrap();
+    assert!(p50("green") > p50("blue") * 1.1, "green p50 {} vs blue {}", p50("green"), p50("blue"));
     assert!(judged["judgement"]["test"]["p_value"].as_f64().unwrap() < 0.01, "{view:#}");
 
     // `deployments get` shows the two versions side by side with the verdict.
