@@ -22,7 +22,7 @@ fn main() {
         _ => {
             eprintln!(
                 "usage: cargo xtask bench-lb [--duration SECS] [--connections N] [--threads 1,2] [--lb auto|cutover|example]\n       \
-                 cargo xtask bench-rollback [--runs N] [--only retry|shadow|slow]\n       \
+                 cargo xtask bench-rollback [--runs N] [--only retry|shadow|slow] [--debug]\n       \
                  cargo xtask bench-scale [--idle-seconds N] [--debug]\n       \
                  cargo xtask tidy\n       \
                  cargo xtask backend --addr ADDR [--threads N] [--name NAME]"

@@ -167,11 +167,13 @@ enum Only {
     Slow,
 }
 
-const USAGE: &str = "usage: cargo xtask bench-rollback [--runs N] [--only retry|shadow|slow]";
+const USAGE: &str =
+    "usage: cargo xtask bench-rollback [--runs N] [--only retry|shadow|slow] [--debug]";
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let mut runs = 5usize;
     let mut only = Only::All;
+    let mut profile = "release";
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -184,20 +186,23 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                     other => bail!("--only {other:?}: expected retry, shadow or slow; {USAGE}"),
                 }
             }
+            // The dev build: figures of the same order, without a release build's wait.
+            "--debug" => profile = "debug",
             other => bail!("unknown option {other}; {USAGE}"),
         }
     }
     let (root, target) = workspace();
-    eprintln!("building cutover and the demo app (release)…");
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "--quiet", "-p", "cutover", "-p", "demo-app"])
-        .current_dir(&root)
-        .status()?;
-    if !status.success() {
+    eprintln!("building cutover and the demo app ({profile})…");
+    let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    build.args(["build", "--quiet", "-p", "cutover", "-p", "demo-app"]).current_dir(&root);
+    if profile == "release" {
+        build.arg("--release");
+    }
+    if !build.status()?.success() {
         bail!("cargo build failed");
     }
-    let bin = target.join("release");
-    println!("cutover bench-rollback — {runs} runs per part");
+    let bin = target.join(profile);
+    println!("cutover bench-rollback ({profile} build) — {runs} runs per part");
     if matches!(only, Only::All | Only::Retry) {
         let bench = Bench::install(&bin, "retry", Setup::Canary { retry_on_blue: false })?;
         without_retry(&bench, runs)?;

@@ -139,11 +139,16 @@ fn went_to_alarm(bench: &Bench, name: &str, since: u64) -> anyhow::Result<bool> 
 
 /// One deployment of `taskdef` under load until it ends: its view and the clients' failures.
 fn release(bench: &Bench, taskdef: &str) -> anyhow::Result<(serde_json::Value, usize)> {
+    let before = bench.newest_deployment().ok().map(|v| v["id"].clone());
     let load = Load::start(bench.prod, 4);
     std::thread::sleep(Duration::from_millis(300));
-    let _ = bench.deploy(taskdef);
+    // Err when the deployment was rolled back, which the view says too.
+    let outcome = bench.deploy(taskdef);
     let samples = load.finish();
     let view = bench.newest_deployment()?;
+    if Some(&view["id"]) == before.as_ref() || view["completed_at"].is_null() {
+        bail!("deploying {taskdef} did not create a deployment that ended: {outcome:?}");
+    }
     Ok((view, samples.iter().filter(|s| s.status != 200).count()))
 }
 
