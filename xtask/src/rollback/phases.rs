@@ -68,6 +68,8 @@ pub(super) fn shadow(bench: &Bench, runs: usize) -> anyhow::Result<()> {
         "copies green got"
     );
     let (mut worst_served, mut worst_failed, mut times) = (0, 0, Vec::new());
+    // Every run deploys the same task definition, so its tasks' logs add up run by run.
+    let (mut copies_before, mut served_before) = (0, 0);
     for run in 1..=runs {
         let load = Load::start(bench.prod, 4);
         std::thread::sleep(Duration::from_millis(300));
@@ -82,7 +84,10 @@ pub(super) fn shadow(bench: &Bench, runs: usize) -> anyhow::Result<()> {
         }
         let (start, end) = allow_traffic_to_end(&view)?;
         let green = view["task_definition"].as_str().context("the deployment's task definition")?;
-        let (copies, served) = green_root_requests(bench, green)?;
+        let (copies_so_far, served_so_far) = green_root_requests(bench, green)?;
+        let copies = copies_so_far.saturating_sub(copies_before);
+        let served = served_so_far.saturating_sub(served_before);
+        (copies_before, served_before) = (copies_so_far, served_so_far);
         let failed = samples.iter().filter(|s| s.status != 200).count();
         let time = end.saturating_sub(start);
         println!("{run:>4}  {served:>26}  {failed:>16}  {time:>23} ms  {copies:>14}");
