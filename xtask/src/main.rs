@@ -1,7 +1,8 @@
 //! Workspace automation. `cargo xtask bench-lb` measures cutover's load balancer against the
 //! backend alone, nginx and HAProxy with wrk; `cargo xtask backend` is the fixed HTTP backend the
 //! benchmark starts (a separate process so it never shares a runtime with what is measured);
-//! `cargo xtask bench-rollback` measures how fast an alarm puts a bad release back on blue;
+//! `cargo xtask bench-rollback` measures how fast an alarm puts a bad release back on blue, what
+//! a shadow phase and the canary judge catch;
 //! `cargo xtask bench-scale` measures apply, a routing change and idle CPU with 1,000 target groups;
 //! `cargo xtask tidy` checks the rules of ARCHITECTURE.md that a machine can check.
 
@@ -21,7 +22,7 @@ fn main() {
         _ => {
             eprintln!(
                 "usage: cargo xtask bench-lb [--duration SECS] [--connections N] [--threads 1,2] [--lb auto|cutover|example]\n       \
-                 cargo xtask bench-rollback [--runs N]\n       \
+                 cargo xtask bench-rollback [--runs N] [--only retry|shadow|slow] [--debug]\n       \
                  cargo xtask bench-scale [--idle-seconds N] [--debug]\n       \
                  cargo xtask tidy\n       \
                  cargo xtask backend --addr ADDR [--threads N] [--name NAME]"

@@ -15,6 +15,9 @@
 //! how many blue answered again (and how many the budget refused), and blue's extra load while
 //! green was in the split: the retries over the requests blue took first-hand meanwhile, which
 //! at a 50% canary are as many as green took.
+//!
+//! Each part runs on its own fresh installation; `--only retry|shadow|slow` runs one of them.
+//! `phases` holds the shadow and slow-green parts.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -28,15 +31,55 @@ use testkit::http::{Load, Sample, get};
 
 use crate::{free_addr, workspace};
 
+mod phases;
+
 /// A running installation the runs deploy to.
 struct Bench {
     cutover: PathBuf,
     dir: PathBuf,
     prod: SocketAddr,
     lb_admin: SocketAddr,
+    /// `cutover up`, stopped when the bench is dropped.
+    up: Guard,
 }
 
 impl Bench {
+    /// Starts a fresh `cutover up` from the release binaries in `bin`, applies `setup` and waits
+    /// until production serves v1.
+    fn install(bin: &Path, part: &str, setup: Setup) -> anyhow::Result<Bench> {
+        let dir = std::env::temp_dir()
+            .join(format!("cutover-bench-rollback-{part}-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("app"))?;
+        std::fs::copy(bin.join("cutover-demo-app"), dir.join("app/cutover-demo-app"))?;
+        let cutover = bin.join("cutover");
+        let (api, lb_admin) = (free_addr(), free_addr());
+        let log = std::fs::File::create(dir.join("up.log"))?;
+        let up = Guard(
+            Command::new(&cutover)
+                .args(["up", "--listen", &api.to_string(), "--lb-admin", &lb_admin.to_string()])
+                .args(["--lb-threads", "1"])
+                .env("CUTOVER_DATA_DIR", dir.join("data"))
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()?,
+            cutover.clone(),
+            dir.join("data"),
+        );
+        let bench = Bench { cutover, dir, prod: free_addr(), lb_admin, up };
+        wait("cutover up", Duration::from_secs(30), || bench.cli(&["status"]).is_ok())?;
+        bench.apply(setup)?;
+        wait("v1 to serve", Duration::from_secs(30), || {
+            get(bench.prod, "/").is_ok_and(|(s, v)| s == 200 && v == "v1")
+        })?;
+        Ok(bench)
+    }
+
+    /// Stops `cutover up` and removes the bench's files.
+    fn finish(mut self) {
+        self.up.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+
     fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
         let out = Command::new(&self.cutover)
             .args(args)
@@ -49,11 +92,39 @@ impl Bench {
         Ok(String::from_utf8_lossy(&out.stdout).to_string())
     }
 
-    /// Applies `cutover.yaml` with retry on blue on or off.
-    fn apply(&self, retry_on_blue: bool) -> anyhow::Result<()> {
-        write_files(&self.dir, self.prod, retry_on_blue)?;
+    /// The CLI's answer as JSON (`--output json`).
+    fn json(&self, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+        let all: Vec<&str> = args.iter().copied().chain(["--output", "json"]).collect();
+        let out = self.cli(&all)?;
+        serde_json::from_str(&out).with_context(|| format!("cutover {args:?}: {out}"))
+    }
+
+    /// Writes the files of `setup` and applies its `cutover.yaml`.
+    fn apply(&self, setup: Setup) -> anyhow::Result<()> {
+        write_files(&self.dir, self.prod, setup)?;
         self.cli(&["apply", "-f", "cutover.yaml"])?;
         Ok(())
+    }
+
+    /// `cutover deploy --wait` of `taskdef` to the group: Ok when the deployment succeeded.
+    fn deploy(&self, taskdef: &str) -> anyhow::Result<String> {
+        self.cli(&[
+            "deploy",
+            "--group",
+            "web/web-prod",
+            "--task-definition",
+            taskdef,
+            "--appspec",
+            "appspec.yaml",
+            "--wait",
+        ])
+    }
+
+    /// The newest deployment's view.
+    fn newest_deployment(&self) -> anyhow::Result<serde_json::Value> {
+        let list = self.json(&["deployments", "list"])?;
+        let id = list[0]["id"].as_str().context("no deployment")?.to_string();
+        self.json(&["deployments", "get", &id])
     }
 
     /// The data plane's counters (`GET /v1/metrics` on its admin address).
@@ -71,16 +142,7 @@ impl Bench {
     fn deploy_broken(&self, run: usize) -> anyhow::Result<Vec<Sample>> {
         let load = Load::start(self.prod, 4);
         std::thread::sleep(Duration::from_millis(300));
-        let created = self.cli(&[
-            "deploy",
-            "--group",
-            "web/web-prod",
-            "--task-definition",
-            "taskdef-bad.json",
-            "--appspec",
-            "appspec.yaml",
-            "--wait",
-        ]);
+        let created = self.deploy("taskdef-bad.json");
         std::thread::sleep(Duration::from_millis(500));
         let samples = load.finish();
         if created.is_ok() {
@@ -93,66 +155,77 @@ impl Bench {
     }
 }
 
+/// Which of the bench's parts to run (`--only`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Only {
+    All,
+    /// The canary runs with and without retry on blue.
+    Retry,
+    /// A broken green behind a shadow phase.
+    Shadow,
+    /// A 30 % slower green: the canary judge against a fixed latency alarm.
+    Slow,
+}
+
+const USAGE: &str =
+    "usage: cargo xtask bench-rollback [--runs N] [--only retry|shadow|slow] [--debug]";
+
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let mut runs = 5usize;
+    let mut only = Only::All;
+    let mut profile = "release";
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--runs" => runs = it.next().context("--runs needs a number")?.parse()?,
-            other => bail!("unknown option {other}; usage: cargo xtask bench-rollback [--runs N]"),
+            "--only" => {
+                only = match it.next().map(String::as_str) {
+                    Some("retry") => Only::Retry,
+                    Some("shadow") => Only::Shadow,
+                    Some("slow") => Only::Slow,
+                    other => bail!("--only {other:?}: expected retry, shadow or slow; {USAGE}"),
+                }
+            }
+            // The dev build: figures of the same order, without a release build's wait.
+            "--debug" => profile = "debug",
+            other => bail!("unknown option {other}; {USAGE}"),
         }
     }
     let (root, target) = workspace();
-    eprintln!("building cutover and the demo app (release)…");
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "--quiet", "-p", "cutover", "-p", "demo-app"])
-        .current_dir(&root)
-        .status()?;
-    if !status.success() {
+    eprintln!("building cutover and the demo app ({profile})…");
+    let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    build.args(["build", "--quiet", "-p", "cutover", "-p", "demo-app"]).current_dir(&root);
+    if profile == "release" {
+        build.arg("--release");
+    }
+    if !build.status()?.success() {
         bail!("cargo build failed");
     }
-    let bin = target.join("release");
-    let tmp = std::env::temp_dir().join(format!("cutover-bench-rollback-{}", std::process::id()));
-    std::fs::create_dir_all(tmp.join("app"))?;
-    std::fs::copy(bin.join("cutover-demo-app"), tmp.join("app/cutover-demo-app"))?;
-    let bench = Bench {
-        cutover: bin.join("cutover"),
-        dir: tmp.clone(),
-        prod: free_addr(),
-        lb_admin: free_addr(),
-    };
-    write_files(&tmp, bench.prod, false)?;
-    let api = free_addr();
-    let log = std::fs::File::create(tmp.join("up.log"))?;
-    let mut up = Guard(
-        Command::new(&bench.cutover)
-            .args(["up", "--listen", &api.to_string(), "--lb-admin", &bench.lb_admin.to_string()])
-            .args(["--lb-threads", "1"])
-            .env("CUTOVER_DATA_DIR", tmp.join("data"))
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?,
-        bench.cutover.clone(),
-        tmp.join("data"),
-    );
-    wait("cutover up", Duration::from_secs(30), || bench.cli(&["status"]).is_ok())?;
-    bench.apply(false)?;
-    wait("v1 to serve", Duration::from_secs(30), || {
-        get(bench.prod, "/").is_ok_and(|(s, v)| s == 200 && v == "v1")
-    })?;
-    without_retry(&bench, runs)?;
-    bench.apply(true)?;
-    with_retry(&bench, runs)?;
-    up.stop();
-    let _ = std::fs::remove_dir_all(&tmp);
+    let bin = target.join(profile);
+    println!("cutover bench-rollback ({profile} build) — {runs} runs per part");
+    if matches!(only, Only::All | Only::Retry) {
+        let bench = Bench::install(&bin, "retry", Setup::Canary { retry_on_blue: false })?;
+        without_retry(&bench, runs)?;
+        bench.apply(Setup::Canary { retry_on_blue: true })?;
+        with_retry(&bench, runs)?;
+        bench.finish();
+    }
+    if matches!(only, Only::All | Only::Shadow) {
+        let bench = Bench::install(&bin, "shadow", Setup::Shadow)?;
+        phases::shadow(&bench, runs)?;
+        bench.finish();
+    }
+    if matches!(only, Only::All | Only::Slow) {
+        let bench = Bench::install(&bin, "slow", Setup::Slow { p99_threshold_secs: None })?;
+        phases::slow(&bench, runs)?;
+        bench.finish();
+    }
     Ok(())
 }
 
 /// The runs with `retry_on_blue: false`: the rollback window and the failures in it.
 fn without_retry(bench: &Bench, runs: usize) -> anyhow::Result<()> {
-    println!(
-        "cutover bench-rollback — {runs} runs; alarm: green HTTPCode_Target_5XX_Count Sum >= 1 per 1s, 1 of 1"
-    );
+    println!("alarm: green HTTPCode_Target_5XX_Count Sum >= 1 per 1s, 1 of 1");
     println!("without retry on blue (retry_on_blue: false):");
     println!(
         "{:>4}  {:>22}  {:>16}  {:>16}",
@@ -235,21 +308,84 @@ fn with_retry(bench: &Bench, runs: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn write_files(dir: &Path, prod: SocketAddr, retry_on_blue: bool) -> anyhow::Result<()> {
-    let taskdef = |version: &str, errors: &str| {
+/// The group under bench: its deployment config, its alarms and how its versions behave.
+#[derive(Clone, Copy)]
+enum Setup {
+    /// A 50 % canary for a minute, an alarm on green's 5xx; retry on blue on or off.
+    Canary { retry_on_blue: bool },
+    /// A shadow phase copying all of production to green for a minute before the canary, an
+    /// alarm on the copies' 5xx.
+    Shadow,
+    /// Blue answers in 20 ms. A 50 % canary for 20 s watched by the latency judge and a fixed
+    /// alarm on green's p99 over the same periods: `None` while calibrating (never fires).
+    Slow { p99_threshold_secs: Option<f64> },
+}
+
+/// Blue's latency in the slow part, and green's 30 % more.
+const BLUE_LATENCY_MS: u64 = 20;
+const SLOW_GREEN_LATENCY_MS: u64 = 26;
+
+impl Setup {
+    /// `(deployment config, alarms, the group's alarms, retry on blue)` of `cutover.yaml`.
+    fn group(self) -> (&'static str, String, &'static str, bool) {
+        let green_5xx = |metric: &str| {
+            format!(
+                "  - {{ name: green-5xx, metric: {metric}, target_group: green, statistic: Sum, period: 1s, evaluation_periods: 1, threshold: 1, comparison: \">=\", treat_missing_data: notBreaching }}\n"
+            )
+        };
+        match self {
+            Setup::Canary { retry_on_blue } => (
+                "{ name: half-canary, type: TimeBasedCanary, percentage: 50, interval: 60s }",
+                green_5xx("HTTPCode_Target_5XX_Count"),
+                "[green-5xx]",
+                retry_on_blue,
+            ),
+            Setup::Shadow => (
+                "{ name: half-canary, type: TimeBasedCanary, percentage: 50, interval: 60s, mirror: { percentage: 100, duration: 60s } }",
+                green_5xx("MirroredTarget_5XX_Count"),
+                "[green-5xx]",
+                true,
+            ),
+            Setup::Slow { p99_threshold_secs } => {
+                // A threshold no answer reaches while calibrating.
+                let threshold = p99_threshold_secs.unwrap_or(60.0);
+                let alarms = format!(
+                    "  - {{ name: latency-judge, kind: canary-judge, metric: latency, tolerance: 10%, confidence: 0.99, min_samples: 50, period: 2s, evaluation_periods: 3, datapoints_to_alarm: 2 }}\n  - {{ name: green-p99, metric: TargetResponseTime, target_group: green, statistic: p99, period: 2s, evaluation_periods: 3, datapoints_to_alarm: 2, threshold: {threshold:.6}, comparison: \">\", treat_missing_data: notBreaching }}\n"
+                );
+                (
+                    "{ name: half-canary, type: TimeBasedCanary, percentage: 50, interval: 20s }",
+                    alarms,
+                    "[latency-judge, green-p99]",
+                    true,
+                )
+            }
+        }
+    }
+}
+
+fn write_files(dir: &Path, prod: SocketAddr, setup: Setup) -> anyhow::Result<()> {
+    let taskdef = |version: &str, errors: &str, latency_ms: Option<u64>| {
+        let latency = latency_ms
+            .map(|ms| format!(r#", {{"name": "LATENCY_MS", "value": "{ms}"}}"#))
+            .unwrap_or_default();
         format!(
             r#"{{"family": "web", "containerDefinitions": [{{"name": "web", "image": "app", "command": ["cutover-demo-app"],
               "portMappings": [{{"containerPort": 8080}}], "stopTimeout": 2,
-              "environment": [{{"name": "APP_VERSION", "value": "{version}"}}, {{"name": "ERROR_RATE", "value": "{errors}"}}]}}]}}"#
+              "environment": [{{"name": "APP_VERSION", "value": "{version}"}}, {{"name": "ERROR_RATE", "value": "{errors}"}}{latency}]}}]}}"#
         )
     };
-    std::fs::write(dir.join("taskdef.json"), taskdef("v1", "0"))?;
-    std::fs::write(dir.join("taskdef-bad.json"), taskdef("v2", "1.0"))?;
+    let blue_latency = matches!(setup, Setup::Slow { .. }).then_some(BLUE_LATENCY_MS);
+    std::fs::write(dir.join("taskdef.json"), taskdef("v1", "0", blue_latency))?;
+    std::fs::write(dir.join("taskdef-bad.json"), taskdef("v2", "1.0", blue_latency))?;
+    // A healthy release: the same version and latency as blue, in new tasks.
+    std::fs::write(dir.join("taskdef-healthy.json"), taskdef("v1", "0", blue_latency))?;
+    std::fs::write(dir.join("taskdef-slow.json"), taskdef("v2", "0", Some(SLOW_GREEN_LATENCY_MS)))?;
     std::fs::write(
         dir.join("appspec.yaml"),
         "version: 0.0\nResources:\n  - TargetService:\n      Type: AWS::ECS::Service\n      Properties:\n        TaskDefinition: <TASK_DEFINITION>\n        LoadBalancerInfo:\n          ContainerName: web\n          ContainerPort: 8080\n",
     )?;
     let health = "{ path: /health, interval: 1s, timeout: 500ms, healthy_threshold: 2, unhealthy_threshold: 2 }";
+    let (config, alarms, group_alarms, retry_on_blue) = setup.group();
     std::fs::write(
         dir.join("cutover.yaml"),
         format!(
@@ -262,17 +398,16 @@ target_groups:
 services:
   - {{ name: web, task_definition: taskdef.json, desired_count: 2, load_balancer: {{ target_group: web-blue, container_name: web, container_port: 8080 }} }}
 deployment_configs:
-  - {{ name: half-canary, type: TimeBasedCanary, percentage: 50, interval: 60s }}
+  - {config}
 alarms:
-  - {{ name: green-5xx, metric: HTTPCode_Target_5XX_Count, target_group: green, statistic: Sum, period: 1s, evaluation_periods: 1, threshold: 1, comparison: ">=", treat_missing_data: notBreaching }}
-deployment_groups:
+{alarms}deployment_groups:
   - application: web
     name: web-prod
     service: web
     deployment_config: half-canary
     target_groups: [web-blue, web-green]
     production_listener: web/prod
-    alarms: [green-5xx]
+    alarms: {group_alarms}
     auto_rollback: [DEPLOYMENT_FAILURE, DEPLOYMENT_STOP_ON_ALARM]
     retry_on_blue: {retry_on_blue}
 "#,
