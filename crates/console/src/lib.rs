@@ -26,12 +26,12 @@ mod task_definitions;
 mod tasks;
 
 use axum::extract::{ConnectInfo, Form, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 use control::access::CallerBindings;
-use control::access::console_session;
+use control::access::{console_session, console_sso};
 use control::http::AppState;
 use control::{ApiError, Peer};
 use serde::Deserialize;
@@ -42,6 +42,8 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(overview_page))
         .route("/deployments/{id}", get(deployment_page))
         .route("/login", get(login_page).post(sign_in))
+        .route("/login/sso", get(sso_start))
+        .route("/login/callback", get(sso_callback))
         .route("/logout", post(sign_out))
         .route("/console/{file}", get(asset))
         .merge(pipeline_routes::routes())
@@ -185,7 +187,113 @@ async fn login_page(State(state): State<AppState>, Query(query): Query<NextQuery
         // Nothing to sign in to: this API needs no token.
         return Redirect::to(&next).into_response();
     }
-    html_page(StatusCode::OK, login::render(&next, None))
+    let provider = console_sso::provider_name(&state);
+    html_page(StatusCode::OK, login::render(&next, None, provider.as_deref()))
+}
+
+/// `GET /login/sso`: sends the browser to the provider to sign in, with this login's secrets in
+/// a cookie of its own until it comes back to `/login/callback`.
+async fn sso_start(
+    State(state): State<AppState>,
+    Query(query): Query<NextQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(oidc) = state.oidc.clone() else {
+        let why = "this cutover has no single sign-on; sign in with a token";
+        return html_page(StatusCode::NOT_FOUND, login::refused(why));
+    };
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let redirect_uri = match console_sso::redirect_uri(host, &state.status.api) {
+        Ok(uri) => uri,
+        Err(foreign) => {
+            return html_page(StatusCode::BAD_REQUEST, login::refused(&foreign.to_string()));
+        }
+    };
+    let pending = console_sso::PendingLogin {
+        secrets: control::access::oidc::LoginSecrets::generate(),
+        next: login::safe_next(query.next.as_deref()),
+    };
+    let url = match oidc.start().await {
+        Ok(start) => start.authorization_url(&redirect_uri, &pending.secrets),
+        Err(err) => Err(err),
+    };
+    match url {
+        Ok(url) => {
+            let cookie = pending.cookie(secure(&state));
+            ([(header::SET_COOKIE, cookie)], Redirect::to(url.as_str())).into_response()
+        }
+        Err(err) => html_page(StatusCode::BAD_GATEWAY, login::refused(&err.to_string())),
+    }
+}
+
+#[derive(Deserialize)]
+struct CallbackQuery {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+/// `GET /login/callback`: where the provider sends the browser back. The state must be this
+/// browser's login's; the code is redeemed and its ID token checked exactly as for `cutover
+/// login`, and the session it opens is the console's cookie from then on.
+async fn sso_callback(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Query(query): Query<CallbackQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let secure = secure(&state);
+    let cleared = console_sso::cleared_login_cookie(secure);
+    let refused = |status, why: &str| {
+        let mut response = html_page(status, login::refused(why));
+        if let Ok(cleared) = HeaderValue::from_str(&cleared) {
+            response.headers_mut().append(header::SET_COOKIE, cleared);
+        }
+        response
+    };
+    if let Some(error) = &query.error {
+        let described = query.error_description.as_deref().unwrap_or(error);
+        return refused(StatusCode::UNAUTHORIZED, &format!("the provider said: {described}"));
+    }
+    let pending = console_sso::PendingLogin::from_headers(&headers);
+    let redirect_uri = console_sso::redirect_uri(
+        headers.get(header::HOST).and_then(|h| h.to_str().ok()),
+        &state.status.api,
+    );
+    let finish = match (pending.as_ref(), &query.code, &query.state, &redirect_uri) {
+        (Some(pending), Some(code), Some(got), Ok(uri)) => pending.finish(code, got, uri),
+        _ => None,
+    };
+    let (Some(pending), Some(finish)) = (pending, finish) else {
+        let why = "this sign-in was not started in this browser, or took longer than 10                    minutes; start it again";
+        return refused(StatusCode::BAD_REQUEST, why);
+    };
+    let source = peer.0.ip().to_string();
+    let request = "GET /login/callback";
+    match control::access::sign_in_with_provider(&state, &finish, &source, request).await {
+        Ok(session) => {
+            let cookies = [console_sso::session_cookie(&session, secure), cleared.clone()];
+            let mut response = html_page(StatusCode::OK, login::signed_in(&pending.next));
+            let response_headers = response.headers_mut();
+            for cookie in cookies {
+                if let Ok(cookie) = HeaderValue::from_str(&cookie) {
+                    response_headers.append(header::SET_COOKIE, cookie);
+                }
+            }
+            // A next path that is no header value (non-ASCII) is left to the page's link.
+            if let Ok(refresh) = HeaderValue::from_str(&format!("0;url={}", pending.next)) {
+                response_headers.insert(header::REFRESH, refresh);
+            }
+            response
+        }
+        Err(err) => refused(err.status, &err.body.error),
+    }
+}
+
+/// Whether cookies are marked `Secure`: when this server speaks HTTPS.
+fn secure(state: &AppState) -> bool {
+    state.status.api.starts_with("https://")
 }
 
 #[derive(Deserialize)]
@@ -205,7 +313,11 @@ async fn sign_in(
     let next = login::safe_next(form.next.as_deref());
     if login::cross_site(&headers) {
         let refused = "sign in from this console's own page";
-        return html_page(StatusCode::FORBIDDEN, login::render(&next, Some(refused)));
+        let provider = console_sso::provider_name(&state);
+        return html_page(
+            StatusCode::FORBIDDEN,
+            login::render(&next, Some(refused), provider.as_deref()),
+        );
     }
     match console_session::open(&state, &form.token, &peer.0.ip().to_string()) {
         Ok(opened) => {
@@ -214,7 +326,12 @@ async fn sign_in(
             ([(header::SET_COOKIE, cookie)], Redirect::to(&next)).into_response()
         }
         Err(refused) => {
-            html_page(StatusCode::UNAUTHORIZED, login::render(&next, Some(&refused.to_string())))
+            let provider = console_sso::provider_name(&state);
+            let refused = refused.to_string();
+            html_page(
+                StatusCode::UNAUTHORIZED,
+                login::render(&next, Some(&refused), provider.as_deref()),
+            )
         }
     }
 }

@@ -4,9 +4,12 @@
 use axum::http::HeaderMap;
 use maud::{Markup, html};
 
+use control::access::console_session::percent_encode;
+
 use crate::layout;
 
-pub fn render(next: &str, refused: Option<&str>) -> Markup {
+/// The sign-in page; `provider` is the single sign-on's issuer host, when there is one.
+pub fn render(next: &str, refused: Option<&str>, provider: Option<&str>) -> Markup {
     let main = html! {
         div.signin {
             h1 { "Sign in to cutover" }
@@ -17,6 +20,14 @@ pub fn render(next: &str, refused: Option<&str>) -> Markup {
             }
             @if let Some(refused) = refused {
                 p.why role="alert" { (refused) }
+            }
+            @if let Some(provider) = provider {
+                p {
+                    a.button.primary href={ "/login/sso?next=" (percent_encode(next)) } {
+                        "Sign in with " (provider)
+                    }
+                }
+                p.muted { "or paste a credential:" }
             }
             form method="post" action="/login" {
                 input type="hidden" name="next" value=(next);
@@ -59,6 +70,34 @@ pub fn cross_site(headers: &HeaderMap) -> bool {
         }
         _ => false,
     }
+}
+
+/// The page a single sign-on that opened no session ends on: why (the provider's refusal, an
+/// ID token that did not verify, a user of no mapped group), and the way back to sign in.
+pub fn refused(why: &str) -> Markup {
+    let main = html! {
+        div.signin {
+            h1 { "Not signed in" }
+            p.why role="alert" { (why) }
+            p { a href="/login" { "Back to sign in" } }
+        }
+    };
+    layout::page("Not signed in", None, main)
+}
+
+/// The page a single sign-on that opened a session ends on, which goes on to `next` at once.
+/// A page rather than a redirect: the browser came here from the provider's site, and a
+/// redirect would keep the navigation cross-site, with which browsers do not send the
+/// `SameSite=Strict` session cookie just set; the page's own navigation (its `Refresh` header,
+/// or the link) is same-site.
+pub fn signed_in(next: &str) -> Markup {
+    let main = html! {
+        div.signin {
+            h1 { "Signed in" }
+            p { a href=(next) { "Continue to the console" } }
+        }
+    };
+    layout::page("Signed in", None, main)
 }
 
 #[cfg(test)]

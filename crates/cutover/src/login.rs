@@ -96,22 +96,7 @@ pub fn login(client: &Client, args: LoginArgs) -> anyhow::Result<ExitCode> {
         .context("listening on loopback for the browser's redirect")?;
     let redirect_uri = format!("http://127.0.0.1:{}/callback", listener.local_addr()?.port());
     let secrets = LoginSecrets::generate();
-    let url = Url::parse_with_params(
-        &start.authorization_endpoint,
-        [
-            ("response_type", "code"),
-            ("client_id", start.client_id.as_str()),
-            ("redirect_uri", redirect_uri.as_str()),
-            ("scope", start.scopes.as_str()),
-            ("state", secrets.state.as_str()),
-            ("nonce", secrets.nonce.as_str()),
-            ("code_challenge", secrets.challenge().as_str()),
-            ("code_challenge_method", "S256"),
-        ],
-    )
-    .with_context(|| {
-        format!("the provider's authorization endpoint {}", start.authorization_endpoint)
-    })?;
+    let url = start.authorization_url(&redirect_uri, &secrets)?;
     eprintln!("Sign in at {} in your browser:\n\n  {url}\n", start.issuer);
     if !args.no_browser {
         open_browser(url.as_str());

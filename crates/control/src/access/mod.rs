@@ -10,6 +10,7 @@
 
 mod ambient;
 pub mod console_session;
+pub mod console_sso;
 pub mod credentials;
 pub mod decision;
 pub mod oidc;
@@ -654,37 +655,51 @@ pub async fn login_start(
 }
 
 /// `POST /v1/login/oidc`: redeems the code of a login, checks its ID token and opens a session
-/// with the bindings of the user's groups. Every outcome goes to the audit trail, with the
-/// provider as `via`.
+/// with the bindings of the user's groups (see [`sign_in_with_provider`]).
 pub async fn login_finish(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<crate::tls::Peer>,
     Json(login): Json<oidc::LoginFinish>,
 ) -> Result<(StatusCode, Json<oidc::Session>), ApiError> {
-    let oidc = single_sign_on(&state)?;
+    let source = peer.0.ip().to_string();
+    let session = sign_in_with_provider(&state, &login, &source, "POST /v1/login/oidc").await?;
+    Ok((StatusCode::CREATED, Json(session)))
+}
+
+/// A single sign-on, wherever it came from (the CLI's loopback redirect or the console's
+/// callback): redeems the code, checks its ID token and opens a session with the bindings of the
+/// user's groups. Every outcome goes to the audit trail as a `login` with the provider as `via`
+/// and `request` (what the person's client asked), so both ways in are one model.
+pub async fn sign_in_with_provider(
+    state: &AppState,
+    login: &oidc::LoginFinish,
+    source: &str,
+    request: &str,
+) -> Result<oidc::Session, ApiError> {
+    let oidc = single_sign_on(state)?;
     let now = crate::clock::now().as_millis();
     let via = oidc.config.issuer.clone();
     let record = |actor: String, outcome: &str, problem: Option<String>| {
-        let mut detail = serde_json::json!({ "request": "POST /v1/login/oidc", "via": via });
+        let mut detail = serde_json::json!({ "request": request, "via": via });
         if let Some(problem) = problem {
             detail["problem"] = problem.into();
         }
         append(
-            &state,
+            state,
             store::AuditRow {
                 seq: 0,
                 at: now,
                 actor,
                 action: "login".into(),
                 resource: Resource::Any.to_string(),
-                source: peer.0.ip().to_string(),
+                source: source.to_string(),
                 outcome: outcome.into(),
                 detail: Some(detail.to_string()),
             },
         );
     };
-    let mappings = group_mappings(&state, oidc);
-    let (identity, bindings) = match oidc.finish(&login, now, &mappings).await {
+    let mappings = group_mappings(state, oidc);
+    let (identity, bindings) = match oidc.finish(login, now, &mappings).await {
         Ok(found) => found,
         Err(err) => {
             let (status, actor, outcome) = match &err {
@@ -718,16 +733,13 @@ pub async fn login_finish(
     };
     state.store.transaction(|tx| tx.credential_create(&row))?;
     record(format!("user:{}", identity.user), "succeeded", None);
-    Ok((
-        StatusCode::CREATED,
-        Json(oidc::Session {
-            secret,
-            user: identity.user,
-            provider: via,
-            bindings: bindings.iter().map(ToString::to_string).collect(),
-            expires_at,
-        }),
-    ))
+    Ok(oidc::Session {
+        secret,
+        user: identity.user,
+        provider: via,
+        bindings: bindings.iter().map(ToString::to_string).collect(),
+        expires_at,
+    })
 }
 
 /// Which groups get which roles: `cutover up --oidc-group` when given, else what cutover.yaml's

@@ -187,7 +187,7 @@ pub fn verify_id_token(
 
 /// A login's secrets the CLI keeps until the redirect comes back: PKCE's verifier (RFC 7636),
 /// the state that ties the redirect to this login, the nonce that ties the ID token to it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LoginSecrets {
     pub verifier: String,
     pub state: String,
@@ -217,6 +217,37 @@ pub struct LoginStart {
     pub authorization_endpoint: String,
     pub client_id: String,
     pub scopes: String,
+}
+
+impl LoginStart {
+    /// Where the browser is sent to sign in: the authorization endpoint asking for a code for
+    /// `redirect_uri`, with this login's state, nonce and PKCE challenge (S256).
+    pub fn authorization_url(
+        &self,
+        redirect_uri: &str,
+        secrets: &LoginSecrets,
+    ) -> Result<reqwest::Url, LoginError> {
+        reqwest::Url::parse_with_params(
+            &self.authorization_endpoint,
+            [
+                ("response_type", "code"),
+                ("client_id", self.client_id.as_str()),
+                ("redirect_uri", redirect_uri),
+                ("scope", self.scopes.as_str()),
+                ("state", secrets.state.as_str()),
+                ("nonce", secrets.nonce.as_str()),
+                ("code_challenge", secrets.challenge().as_str()),
+                ("code_challenge_method", "S256"),
+            ],
+        )
+        .map_err(|e| LoginError::Provider {
+            issuer: self.issuer.clone(),
+            problem: format!(
+                "its authorization endpoint {} is not a URL: {e}",
+                self.authorization_endpoint
+            ),
+        })
+    }
 }
 
 /// `POST /v1/login/oidc`: what came back to the CLI's redirect.

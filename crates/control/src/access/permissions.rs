@@ -186,6 +186,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
     needs("POST", "/logout", P::Read, R::Any),
     Endpoint { method: "GET", path: "/login", query: None, rule: Rule::SignIn },
     Endpoint { method: "POST", path: "/login", query: None, rule: Rule::SignIn },
+    Endpoint { method: "GET", path: "/login/sso", query: None, rule: Rule::SignIn },
+    Endpoint { method: "GET", path: "/login/callback", query: None, rule: Rule::SignIn },
     Endpoint { method: "GET", path: "/console/{file}", query: None, rule: Rule::SignIn },
 ];
 

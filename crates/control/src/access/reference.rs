@@ -53,6 +53,8 @@ pub fn reference_markdown() -> String {
     for endpoint in ENDPOINTS.iter().filter(|e| e.rule == Rule::SignIn) {
         let what = if endpoint.path.starts_with("/v1/login") {
             "single sign-on (`cutover login`); the OpenID provider authenticates"
+        } else if endpoint.path.starts_with("/login/") {
+            "single sign-on in the console; the OpenID provider authenticates"
         } else {
             "the console's sign-in page and the files it loads (`docs/console.md`)"
         };

@@ -13,9 +13,9 @@ use control::access::oidc::{Expected, IdTokenError, LoginSecrets, verify_id_toke
 use crate::harness::*;
 
 /// The provider's process, stopped when the test ends.
-struct Provider {
+pub(crate) struct Provider {
     child: Child,
-    issuer: String,
+    pub(crate) issuer: String,
 }
 
 impl Drop for Provider {
@@ -31,6 +31,11 @@ fn provider_dir() -> PathBuf {
 
 /// Starts the provider on a free loopback port and waits for its `ready ISSUER` line.
 fn start_provider() -> Provider {
+    start_provider_with(&[])
+}
+
+/// [`start_provider`] with `args` after its port (`form`: a login page asking who signs in).
+pub(crate) fn start_provider_with(args: &[&str]) -> Provider {
     let dir = provider_dir();
     assert!(
         dir.join("node_modules/oidc-provider").is_dir(),
@@ -40,6 +45,7 @@ fn start_provider() -> Provider {
     let mut child = Command::new("node")
         .arg("provider.js")
         .arg(free_port().to_string())
+        .args(args)
         .current_dir(&dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

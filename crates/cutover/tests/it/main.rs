@@ -16,6 +16,7 @@ mod clock;
 mod connection_limits;
 mod console;
 mod console_pipelines;
+mod console_sso;
 mod disk_full;
 mod docker;
 mod docs_examples;

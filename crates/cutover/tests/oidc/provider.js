@@ -21,7 +21,10 @@ const accounts = {
     email_verified: true,
     groups: ['deployers'],
   },
+  bob: { name: 'Bob Example', preferred_username: 'bob', email: 'bob@example.test', groups: ['contractors'] },
 };
+// `node provider.js PORT form`: the login page is a form asking who signs in (for a real browser).
+const loginForm = process.argv[3] === 'form';
 
 // A signing key of this run's own, published in the provider's JWKS.
 const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
@@ -33,7 +36,7 @@ const provider = new Provider(issuer, {
       client_id: 'cutover',
       application_type: 'native',
       token_endpoint_auth_method: 'none',
-      redirect_uris: ['http://127.0.0.1/callback'],
+      redirect_uris: ['http://127.0.0.1/callback', 'http://127.0.0.1/login/callback'],
       grant_types: ['authorization_code'],
       response_types: ['code'],
     },
@@ -66,8 +69,19 @@ createServer(async (req, res) => {
   if (!interactions.test(req.url.split('?')[0])) return callback(req, res);
   try {
     const details = await provider.interactionDetails(req, res);
+    if (details.prompt.name === 'login' && loginForm && req.method === 'GET') {
+      res.setHeader('Content-Type', 'text/html');
+      res.end(`<form method="post"><input id="login" name="login"><button id="signin">Sign in</button></form>`);
+      return;
+    }
     if (details.prompt.name === 'login') {
-      await provider.interactionFinished(req, res, { login: { accountId: 'alice' } });
+      let accountId = 'alice';
+      if (loginForm) {
+        let body = '';
+        for await (const chunk of req) body += chunk;
+        accountId = new URLSearchParams(body).get('login');
+      }
+      await provider.interactionFinished(req, res, { login: { accountId } });
       return;
     }
     const grant = details.grantId
