@@ -12,10 +12,8 @@ use crate::decide;
 use crate::deployment::status_class;
 use crate::layout::{self, Viewer};
 
-/// How many of the newest deployments are searched for each group's last one.
-const SEARCHED: u32 = 1000;
 /// How many of the newest deployments the overview lists.
-const RECENT: usize = 15;
+const RECENT: u32 = 15;
 
 pub struct Overview {
     /// Deployments in their ready wait: each waits for someone to reroute traffic.
@@ -34,18 +32,22 @@ pub struct Overview {
 
 pub fn read(state: &AppState) -> Result<Overview, ApiError> {
     let view = |id: &str| control::engine::deployment_view(&state.store, &state.shared, id);
-    let (active, rows) =
-        state.store.read(|tx| Ok((tx.deployment_list_active()?, tx.deployment_list(SEARCHED)?)))?;
+    let (active, last_rows, recent_rows) = state.store.read(|tx| {
+        Ok((
+            tx.deployment_list_active()?,
+            tx.deployment_last_of_each_group()?,
+            tx.deployment_list(RECENT)?,
+        ))
+    })?;
     let waiting = active
         .iter()
         .filter(|row| row.status == "Ready")
         .map(|row| view(&row.id))
         .collect::<Result<_, _>>()?;
-    let mut last_of_group: BTreeMap<String, &str> = BTreeMap::new();
-    for row in &rows {
-        let key = format!("{}/{}", row.application, row.deployment_group);
-        last_of_group.entry(key).or_insert(&row.id);
-    }
+    let last_of_group: BTreeMap<String, &str> = last_rows
+        .iter()
+        .map(|row| (format!("{}/{}", row.application, row.deployment_group), row.id.as_str()))
+        .collect();
     let services = control::http::service_views(state)?;
     let groups = control::http::deployment_group_keys(state)?
         .into_iter()
@@ -55,7 +57,7 @@ pub fn read(state: &AppState) -> Result<Overview, ApiError> {
             Ok((key, service.cloned(), last))
         })
         .collect::<Result<_, ApiError>>()?;
-    let recent = rows.iter().take(RECENT).map(|row| view(&row.id)).collect::<Result<_, _>>()?;
+    let recent = recent_rows.iter().map(|row| view(&row.id)).collect::<Result<_, _>>()?;
     let (pipelines, approvals) = crate::pipeline_pages::read_for_overview(state)?;
     let target_groups = control::http::target_group_names(state)?;
     Ok(Overview { waiting, groups, services, recent, pipelines, approvals, target_groups })

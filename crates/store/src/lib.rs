@@ -126,6 +126,12 @@ CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
 CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 "#,
+    // Each group's newest deployment is the last entry of its range in this index, so the
+    // overview finds every group's last one without reading the history (`deployment_last_of_each_group`).
+    r#"
+DROP INDEX deployments_by_group;
+CREATE INDEX deployments_by_group_newest ON deployments (application, deployment_group, created_at, id);
+"#,
 ];
 
 /// The database. Cheap to share behind an `Arc`; every call holds the connection for the length
@@ -615,6 +621,22 @@ impl Tx<'_> {
             ],
             deployment_row,
         )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The newest deployment of each `(application, deployment group)` that has one, by
+    /// application and group: one index lookup per group, however long the history.
+    pub fn deployment_last_of_each_group(&self) -> Result<Vec<DeploymentRow>> {
+        let mut stmt = self.tx.prepare(&format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE id IN (
+                 SELECT (SELECT newest.id FROM deployments AS newest
+                         WHERE newest.application = g.application
+                           AND newest.deployment_group = g.deployment_group
+                         ORDER BY newest.created_at DESC, newest.id DESC LIMIT 1)
+                 FROM (SELECT DISTINCT application, deployment_group FROM deployments) AS g)
+             ORDER BY application, deployment_group"
+        ))?;
+        let rows = stmt.query_map([], deployment_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

@@ -148,6 +148,44 @@ fn a_group_s_newest_deployments_are_listed_however_many_newer_ones_other_groups_
 }
 
 #[test]
+fn each_group_s_last_deployment_is_found_however_many_newer_ones_other_groups_have() {
+    let store = Store::open_in_memory().unwrap();
+    let row = |id: &str, application: &str, group: &str, at: u64| DeploymentRow {
+        id: id.into(),
+        application: application.into(),
+        deployment_group: group.into(),
+        status: "Succeeded".into(),
+        body: "{}".into(),
+        machine: "{}".into(),
+        created_at: at,
+        updated_at: at,
+        completed_at: Some(at),
+    };
+    store
+        .transaction(|tx| {
+            tx.deployment_put(&row("d-old-1", "web", "prod", 1))?;
+            tx.deployment_put(&row("d-old-2", "web", "prod", 2))?;
+            // Two created in the same millisecond: the greater id is the newer, as in the history.
+            tx.deployment_put(&row("d-api-a", "api", "prod", 3))?;
+            tx.deployment_put(&row("d-api-b", "api", "prod", 3))?;
+            for at in 10..5_010 {
+                tx.deployment_put(&row(&format!("d-{at}"), "web", "staging", at))?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    let last = store.read(|tx| tx.deployment_last_of_each_group()).unwrap();
+    let found: Vec<_> = last
+        .iter()
+        .map(|r| (r.application.as_str(), r.deployment_group.as_str(), r.id.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        [("api", "prod", "d-api-b"), ("web", "prod", "d-old-2"), ("web", "staging", "d-5009")]
+    );
+}
+
+#[test]
 fn the_history_filters_by_group_status_and_time_and_pages_through_equal_times_without_gaps() {
     let store = Store::open_in_memory().unwrap();
     let row = |id: &str, group: &str, status: &str, at: u64| DeploymentRow {
