@@ -81,13 +81,33 @@ pub async fn pipeline_stream(
             "no pipeline `{name}`; `cutover pipelines list` shows those declared"
         )));
     }
+    follow(state, name, observe)
+}
+
+/// What a stream observes of `name`: `(event kind, id, JSON)` for each thing it follows.
+pub(crate) type Observe =
+    fn(&AppState, &str) -> Result<Vec<(&'static str, String, String)>, ApiError>;
+
+/// A stream of what `observe` sees of `name`: everything first, then, each time the engine says
+/// something changed, what differs from what was sent; it ends when the engine shuts down or
+/// `name` can no longer be observed.
+pub(crate) fn follow(
+    state: AppState,
+    name: String,
+    observe: Observe,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     // Subscribed before the first look, so no change between the two is missed.
     let changed = state.shared.changed.subscribe();
     let mut sent = Sent::default();
     let first = sent.update(observe(&state, &name)?);
     let rest = futures_util::stream::unfold(
         (state, name, sent, changed),
-        |(state, name, mut sent, mut changed): (AppState, String, Sent, watch::Receiver<u64>)| async move {
+        move |(state, name, mut sent, mut changed): (
+            AppState,
+            String,
+            Sent,
+            watch::Receiver<u64>,
+        )| async move {
             loop {
                 // The engine is gone (shutdown): the stream ends.
                 changed.changed().await.ok()?;

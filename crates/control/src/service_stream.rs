@@ -6,17 +6,14 @@
 //! (`Shared::changed`). The console's service page follows it.
 
 use std::convert::Infallible;
-use std::time::Duration;
 
 use axum::extract::{Path, State};
-use axum::response::sse::{Event, KeepAlive, Sse};
-use futures_util::{Stream, StreamExt};
-use tokio::sync::watch;
+use axum::response::sse::{Event, Sse};
+use futures_util::Stream;
 
 use crate::api::{ServiceView, TaskView};
 use crate::error::ApiError;
 use crate::http::AppState;
-use crate::pipeline_stream::Sent;
 use crate::stream::TargetsView;
 
 /// One service as its page shows it.
@@ -67,27 +64,5 @@ pub async fn service_stream(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    // Subscribed before the first look, so no change between the two is missed.
-    let changed = state.shared.changed.subscribe();
-    let mut sent = Sent::default();
-    let first = sent.update(observe(&state, &name)?);
-    let rest = futures_util::stream::unfold(
-        (state, name, sent, changed),
-        |(state, name, mut sent, mut changed): (AppState, String, Sent, watch::Receiver<u64>)| async move {
-            loop {
-                // The engine is gone (shutdown): the stream ends.
-                changed.changed().await.ok()?;
-                let Ok(observed) = observe(&state, &name) else { return None };
-                let events = sent.update(observed);
-                if !events.is_empty() {
-                    return Some((events, (state, name, sent, changed)));
-                }
-            }
-        },
-    );
-    let stream = futures_util::stream::iter([first])
-        .chain(rest)
-        .flat_map(futures_util::stream::iter)
-        .map(Ok);
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    crate::pipeline_stream::follow(state, name, observe)
 }
