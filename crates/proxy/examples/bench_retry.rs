@@ -14,11 +14,8 @@
 //! target/release/examples/bench_retry --lb target/release/examples/lb --baseline /tmp/lb-before [--seconds 3] [--rounds 5] [--connections 8]
 //! ```
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::process::{Child, Command};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use routes::{
@@ -38,11 +35,7 @@ struct Opts {
     connections: usize,
 }
 
-#[derive(Clone, Copy)]
-struct Sample {
-    requests_per_s: f64,
-    cpu_us_per_request: f64,
-}
+type Sample = Throughput;
 
 /// A data plane the benchmark started, and where it listens.
 struct Lb {
@@ -84,7 +77,7 @@ fn main() -> anyhow::Result<()> {
                 version += 1;
                 put_table(lb.admin, &table(version, lb.listen, backend, i == 2))?;
             }
-            let sample = load(&o, lb.child.id(), lb.listen)?;
+            let sample = load(o.connections, o.seconds, lb.child.id(), lb.listen)?;
             eprintln!(
                 "round {round}: {what:<26} {:>8.0} req/s, {:.1} µs CPU per request",
                 sample.requests_per_s, sample.cpu_us_per_request
@@ -92,7 +85,8 @@ fn main() -> anyhow::Result<()> {
             samples[i].push(sample);
         }
     }
-    let medians: Vec<Sample> = samples.into_iter().map(median).collect();
+    let medians: Vec<Sample> =
+        samples.into_iter().map(|runs| median(runs, |s| s.requests_per_s)).collect();
     let base = medians[0];
     println!(
         "\nretry on blue, {} connections, median of {} rounds of {} s (data plane: 1 worker thread)",
@@ -172,42 +166,4 @@ fn table(version: u64, listen: SocketAddr, backend: SocketAddr, retry: bool) -> 
         },
     );
     t
-}
-
-/// The round with the median throughput (its CPU time with it, as measured together).
-fn median(mut runs: Vec<Sample>) -> Sample {
-    runs.sort_by(|a, b| a.requests_per_s.total_cmp(&b.requests_per_s));
-    runs[runs.len() / 2]
-}
-
-/// `connections` keep-alive clients sending requests back to back for `seconds`.
-fn load(o: &Opts, pid: u32, listen: SocketAddr) -> anyhow::Result<Sample> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicU64::new(0));
-    let mut clients = Vec::new();
-    for _ in 0..o.connections {
-        let mut s = TcpStream::connect(listen)?;
-        s.set_nodelay(true)?;
-        request(&mut s)?; // warm: the connection and the target's pooled one exist
-        let (stop, done) = (stop.clone(), done.clone());
-        clients.push(std::thread::spawn(move || -> anyhow::Result<()> {
-            while !stop.load(Ordering::Relaxed) {
-                request(&mut s)?;
-                done.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok(())
-        }));
-    }
-    let (cpu0, t0, n0) = (cpu_ns(pid)?, Instant::now(), done.load(Ordering::Relaxed));
-    std::thread::sleep(Duration::from_secs(o.seconds)); // the measurement window itself
-    let (cpu1, elapsed, n1) = (cpu_ns(pid)?, t0.elapsed(), done.load(Ordering::Relaxed));
-    stop.store(true, Ordering::Relaxed);
-    for c in clients {
-        c.join().map_err(|_| anyhow::anyhow!("a client thread panicked"))??;
-    }
-    let n = (n1 - n0).max(1) as f64;
-    Ok(Sample {
-        requests_per_s: n / elapsed.as_secs_f64(),
-        cpu_us_per_request: (cpu1 - cpu0) as f64 / 1000.0 / n,
-    })
 }

@@ -2,6 +2,8 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -101,4 +103,55 @@ pub fn cpu_ns(pid: u32) -> anyhow::Result<u64> {
     let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
     // The kernel's USER_HZ is 100 on every Linux this runs on.
     Ok(ticks * 10_000_000)
+}
+
+/// What one round of load measured: the data plane's throughput and its CPU time per request.
+#[derive(Clone, Copy)]
+pub struct Throughput {
+    pub requests_per_s: f64,
+    pub cpu_us_per_request: f64,
+}
+
+/// `connections` keep-alive clients sending requests back to back to `listen` for `seconds`,
+/// with the CPU time of the data plane `pid` over the same window.
+pub fn load(
+    connections: usize,
+    seconds: u64,
+    pid: u32,
+    listen: SocketAddr,
+) -> anyhow::Result<Throughput> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let mut clients = Vec::new();
+    for _ in 0..connections {
+        let mut s = TcpStream::connect(listen)?;
+        s.set_nodelay(true)?;
+        request(&mut s)?; // warm: the connection and the target's pooled one exist
+        let (stop, done) = (stop.clone(), done.clone());
+        clients.push(std::thread::spawn(move || -> anyhow::Result<()> {
+            while !stop.load(Ordering::Relaxed) {
+                request(&mut s)?;
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(())
+        }));
+    }
+    let (cpu0, t0, n0) = (cpu_ns(pid)?, Instant::now(), done.load(Ordering::Relaxed));
+    std::thread::sleep(Duration::from_secs(seconds)); // the measurement window itself
+    let (cpu1, elapsed, n1) = (cpu_ns(pid)?, t0.elapsed(), done.load(Ordering::Relaxed));
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().map_err(|_| anyhow::anyhow!("a client thread panicked"))??;
+    }
+    let n = (n1 - n0).max(1) as f64;
+    Ok(Throughput {
+        requests_per_s: n / elapsed.as_secs_f64(),
+        cpu_us_per_request: (cpu1 - cpu0) as f64 / 1000.0 / n,
+    })
+}
+
+/// The round with the median throughput (its CPU time with it, as measured together).
+pub fn median<T: Copy>(mut runs: Vec<T>, throughput: impl Fn(&T) -> f64) -> T {
+    runs.sort_by(|a, b| throughput(a).total_cmp(&throughput(b)));
+    runs[runs.len() / 2]
 }
