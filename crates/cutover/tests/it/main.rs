@@ -42,4 +42,5 @@ mod shadow_traffic;
 mod swarm;
 mod swarm_lb;
 mod swarm_lb_fixture;
+mod swarm_pipeline;
 mod watch_stream;

@@ -227,3 +227,55 @@ pub fn services_of(lb: &SwarmLb) -> Vec<String> {
     names.sort();
     names
 }
+
+/// A running task of service `api`, where Swarm runs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlacedTask {
+    pub id: String,
+    /// `overlay-ip:port`, as registered in its target group.
+    pub addr: String,
+    /// The worker's hostname (`node1`…), from Swarm's tasks of the task's service.
+    pub node: String,
+}
+
+/// Every RUNNING task of service `api` that Swarm places on a node, sorted by id.
+pub fn placed_tasks(lb: &SwarmLb) -> Vec<PlacedTask> {
+    let listed = lb.cluster.json(&["tasks", "list", "--service", "api"]);
+    let mut placed: Vec<PlacedTask> = listed
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t["last_status"] == "RUNNING")
+        .filter_map(|t| {
+            let id = t["id"].as_str()?.to_string();
+            let output = Command::new("docker")
+                .args(["service", "ps", &format!("cutover-{id}"), "--filter"])
+                .args(["desired-state=running", "--format", "{{.Node}}"])
+                .output()
+                .ok()?;
+            let node = String::from_utf8_lossy(&output.stdout).lines().next()?.trim().to_string();
+            Some(PlacedTask { id, addr: t["addr"].as_str()?.to_string(), node })
+        })
+        .collect();
+    placed.sort_by(|a, b| a.id.cmp(&b.id));
+    placed
+}
+
+/// The targets of target group `name` as the control plane merges the nodes' health checks:
+/// (address, state), sorted.
+pub fn targets_of(lb: &SwarmLb, name: &str) -> Vec<(String, String)> {
+    let group = lb.cluster.json(&["target-groups", "get", name]);
+    let mut targets: Vec<(String, String)> = group["targets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            (
+                t["addr"].as_str().unwrap_or_default().to_string(),
+                t["state"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    targets.sort();
+    targets
+}
