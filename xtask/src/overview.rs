@@ -44,14 +44,18 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         }
     }
     let cutover = match given {
-        Some(path) => path,
+        // Absolute: the CLI runs in the fixture's directory.
+        Some(path) => std::fs::canonicalize(&path).with_context(|| path.display().to_string())?,
         None => build("release")?,
     };
     let tmp = std::env::temp_dir().join(format!("cutover-bench-overview-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp)?;
     let result = measure(&cutover, &tmp, requests);
-    let _ = std::fs::remove_dir_all(&tmp);
+    match &result {
+        Ok(()) => drop(std::fs::remove_dir_all(&tmp)),
+        Err(_) => eprintln!("kept {} (its up.log) to look at", tmp.display()),
+    }
     result
 }
 
@@ -104,10 +108,14 @@ fn measure(cutover: &Path, tmp: &Path, requests: usize) -> anyhow::Result<()> {
 
 /// 100 groups: each a listener of its own, two target groups and a service with no tasks.
 fn write_fixture(tmp: &Path) -> anyhow::Result<()> {
-    let mut yaml = String::from("load_balancers:\n  - name: web\n    listeners:\n");
+    let mut yaml = String::from("load_balancers:\n");
     let (mut groups, mut services, mut deployment_groups) =
         (String::new(), String::new(), String::new());
     for g in 0..GROUPS {
+        // 25 groups a load balancer: 50 target groups, under ALB's quotas.
+        if g % 25 == 0 {
+            yaml += &format!("  - name: web{}\n    listeners:\n", g / 25);
+        }
         yaml += &format!("      - {{ name: l{g:03}, port: {} }}\n", free_addr().port());
         groups += &format!("  - {{ name: g{g:03}-blue }}\n  - {{ name: g{g:03}-green }}\n");
         services += &format!(
@@ -117,7 +125,8 @@ fn write_fixture(tmp: &Path) -> anyhow::Result<()> {
         deployment_groups += &format!(
             "  - {{ application: app, name: g{g:03}, service: s{g:03}, \
              deployment_config: CodeDeployDefault.ECSAllAtOnce, target_groups: [g{g:03}-blue, g{g:03}-green], \
-             production_listener: web/l{g:03}, termination_wait: 0s }}\n"
+             production_listener: web{}/l{g:03}, termination_wait: 0s }}\n",
+            g / 25
         );
     }
     yaml += &format!(
@@ -219,7 +228,7 @@ fn start(cutover: &Path, tmp: &Path, api: SocketAddr) -> anyhow::Result<Up> {
         tmp: tmp.to_path_buf(),
         api,
     };
-    wait("cutover up", Duration::from_secs(30), || up.cli(&["status"]).is_ok())?;
+    wait("cutover up", Duration::from_secs(120), || up.cli(&["status"]).is_ok())?;
     Ok(up)
 }
 
