@@ -4,10 +4,12 @@
 //! `cargo xtask bench-rollback` measures how fast an alarm puts a bad release back on blue, what
 //! a shadow phase and the canary judge catch;
 //! `cargo xtask bench-scale` measures apply, a routing change and idle CPU with 1,000 target groups;
+//! `cargo xtask bench-overview` times the console's overview with 10,000 past deployments;
 //! `cargo xtask tidy` checks the rules of ARCHITECTURE.md that a machine can check.
 
 mod backend;
 mod bench;
+mod overview;
 mod rollback;
 mod scale;
 
@@ -18,12 +20,14 @@ fn main() {
         Some("backend") => backend::run(&args[1..]),
         Some("bench-rollback") => rollback::run(&args[1..]),
         Some("bench-scale") => scale::run(&args[1..]),
+        Some("bench-overview") => overview::run(&args[1..]),
         Some("tidy") => xtask::tidy::run(&args[1..]).map_err(|e| anyhow::anyhow!("{e}")),
         _ => {
             eprintln!(
                 "usage: cargo xtask bench-lb [--duration SECS] [--connections N] [--threads 1,2] [--lb auto|cutover|example]\n       \
                  cargo xtask bench-rollback [--runs N] [--only retry|shadow|slow] [--debug]\n       \
                  cargo xtask bench-scale [--idle-seconds N] [--debug]\n       \
+                 cargo xtask bench-overview [--requests N] [--cutover PATH]\n       \
                  cargo xtask tidy\n       \
                  cargo xtask backend --addr ADDR [--threads N] [--name NAME]"
             );

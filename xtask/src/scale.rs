@@ -121,7 +121,7 @@ impl Figures {
 }
 
 /// Builds the `cutover` binary of this workspace with `profile`; where it is.
-fn build(profile: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn build(profile: &str) -> anyhow::Result<PathBuf> {
     let (root, target) = workspace();
     eprintln!("building cutover ({profile})…");
     let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
@@ -304,10 +304,10 @@ fn cpu_ns(pid: u32) -> anyhow::Result<u64> {
     Ok((fields[11].parse::<u64>()? + fields[12].parse::<u64>()?) * 10_000_000)
 }
 
-struct Guard {
-    child: Child,
-    cutover: PathBuf,
-    data: PathBuf,
+pub(crate) struct Guard {
+    pub(crate) child: Child,
+    pub(crate) cutover: PathBuf,
+    pub(crate) data: PathBuf,
 }
 
 impl Guard {
@@ -329,7 +329,11 @@ impl Drop for Guard {
     }
 }
 
-fn wait(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> anyhow::Result<()> {
+pub(crate) fn wait(
+    what: &str,
+    timeout: Duration,
+    mut ok: impl FnMut() -> bool,
+) -> anyhow::Result<()> {
     wait_or(what, timeout, || ok().then_some(()).ok_or_else(String::new))
 }
 

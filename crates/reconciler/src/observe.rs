@@ -36,6 +36,10 @@ impl Reconciler {
     pub fn resume(&mut self, now: Timestamp) -> Vec<Effect> {
         let now = now.max(self.now);
         self.now = now;
+        // A start is a start, also after `cutover down` (whose end the state keeps): the
+        // services run again, and the next `down` ends once their tasks have stopped.
+        self.shutting_down = false;
+        self.shut_down = false;
         let mut out = Vec::new();
         let ids: Vec<String> = self.deployments.keys().cloned().collect();
         for id in ids {

@@ -991,6 +991,44 @@ fn shutdown_stops_every_task_at_once_starts_none_and_reports_when_all_stopped() 
     );
 }
 
+/// `cutover down` persists the state it ends in; the next `cutover up` is a new start: its
+/// services run again and its own `down` ends.
+#[test]
+fn after_a_shutdown_the_next_start_runs_the_services_again_and_shuts_down_again() {
+    check(
+        "
+        0s declare count=1
+        1s start
+        2s shutdown
+        3s stopped
+        10s resume
+        10s declare count=1
+        11s start
+        12s shutdown
+        13s stopped
+        ",
+        expect![[r#"
+            0s       start-task t-0-2 of ts-0-1 (web:1)
+            0s       push-routes v1 app/web: blue=blue green=0% test=blue
+            1s       push-routes v2 app/web: blue=blue green=0% test=blue blue=[9001]
+            2s       stop-task t-0-2
+            2s       push-routes v3 app/web: blue=blue green=0% test=blue
+            3s       task-set-retired ts-0-1 (web:1) with [t-0-2 STOPPED]
+            3s       shut-down
+            10s      -- restart --
+            10s      push-routes v4 app/web: blue=blue green=0% test=blue
+            10s      start-task t-0-4 of ts-0-3 (web:1)
+            11s      push-routes v5 app/web: blue=blue green=0% test=blue blue=[9002]
+            12s      stop-task t-0-4
+            12s      push-routes v6 app/web: blue=blue green=0% test=blue
+            13s      task-set-retired ts-0-3 (web:1) with [t-0-4 STOPPED]
+            13s      shut-down
+            --
+            group app/web primary=ts-0-3 active=- leftover=-
+        "#]],
+    );
+}
+
 #[test]
 fn a_container_failing_its_health_check_is_replaced() {
     check(
