@@ -6,6 +6,8 @@ use control::access::permissions::{Permission, Resource};
 use control::api::DeploymentView;
 use model::TrafficRouting;
 
+use crate::layout::Button;
+
 /// A button of the deployment page: one of the API's actions on the deployment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Action {
@@ -19,6 +21,20 @@ pub struct Action {
     pub confirm: &'static str,
     /// Whether it takes traffic away from green (drawn as a dangerous action).
     pub danger: bool,
+}
+
+impl Action {
+    /// Its button on the page of deployment `id`.
+    pub fn button(&self, id: &str) -> Button {
+        Button {
+            label: self.label.into(),
+            endpoint: format!("/v1/deployments/{id}/{}", self.endpoint),
+            body: self.body.into(),
+            confirm: self.confirm.into(),
+            danger: self.danger,
+            comment: false,
+        }
+    }
 }
 
 const CONTINUE: Action = Action {

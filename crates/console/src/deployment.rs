@@ -58,15 +58,7 @@ pub fn live(page: &DeploymentPage) -> Markup {
                 @if !decide::is_final(&view.status) { span.muted { " · next step at " (time(at)) } }
             }
             @if view.rolled_back { span.muted { " · rolled back: production and test traffic are on blue" } }
-            @if !page.actions.is_empty() {
-                div.actions role="group" aria-label="Actions" {
-                    @for action in &page.actions {
-                        button type="button" class=(if action.danger { "danger" } else { "primary" })
-                            data-action=(format!("/v1/deployments/{}/{}", view.id, action.endpoint))
-                            data-body=(action.body) data-confirm=(action.confirm) { (action.label) }
-                    }
-                }
-            }
+            (layout::buttons(&page.actions.iter().map(|a| a.button(&view.id)).collect::<Vec<_>>()))
         }
         @if let Some(code) = &view.error_code {
             div.why role="note" {

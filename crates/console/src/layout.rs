@@ -12,6 +12,40 @@ pub struct Viewer {
     pub csrf: Option<String>,
 }
 
+/// An action button: one call of the API's own endpoint, which the page's script (`console.js`)
+/// makes with the session's CSRF token once the dialog has been confirmed, and whose refusal it
+/// shows. A deployment's actions and a pipeline's are both these.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Button {
+    /// What the button says (the AWS console's words).
+    pub label: String,
+    /// The API path it posts to.
+    pub endpoint: String,
+    /// The JSON body it sends; with `comment`, the dialog's comment goes into its `comment`.
+    pub body: String,
+    /// What the confirmation says will happen.
+    pub confirm: String,
+    /// Whether it stops, turns down or takes traffic away (drawn as a dangerous action).
+    pub danger: bool,
+    /// Whether the dialog asks for a comment (an approval's decision).
+    pub comment: bool,
+}
+
+/// A page's action buttons, as one group; nothing when there is none.
+pub fn buttons(buttons: &[Button]) -> Markup {
+    html! {
+        @if !buttons.is_empty() {
+            div.actions role="group" aria-label="Actions" {
+                @for b in buttons {
+                    button type="button" class=(if b.danger { "danger" } else { "primary" })
+                        data-action=(b.endpoint) data-body=(b.body) data-confirm=(b.confirm)
+                        data-comment=[b.comment.then_some("yes")] { (b.label) }
+                }
+            }
+        }
+    }
+}
+
 /// A whole page: `title`, and `main` under the navigation.
 pub fn page(title: &str, viewer: Option<&Viewer>, main: Markup) -> Markup {
     html! {

@@ -25,11 +25,12 @@ mod task_definition_diff;
 mod task_definitions;
 mod tasks;
 
-use axum::extract::{ConnectInfo, Form, Path, Query, State};
+use axum::Router;
+use axum::extract::{ConnectInfo, Form, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::{Extension, Router};
 use control::access::CallerBindings;
 use control::access::{console_session, console_sso};
 use control::http::AppState;
@@ -95,6 +96,55 @@ pub(crate) fn error_page(err: ApiError, viewer: Option<&layout::Viewer>) -> Resp
     html_page(err.status, layout::page("Not available", viewer, main))
 }
 
+/// Who opened a page: the bindings the authorization layer found (which decide the buttons), and
+/// the viewer the frame shows. Without bindings (a route the layer did not see) it holds none,
+/// so nothing is offered.
+pub(crate) struct Visitor {
+    pub(crate) bindings: Vec<control::access::decision::Binding>,
+    pub(crate) viewer: layout::Viewer,
+}
+
+impl FromRequestParts<AppState> for Visitor {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let bindings =
+            parts.extensions.get::<CallerBindings>().map(|b| b.0.clone()).unwrap_or_default();
+        let viewer = viewer(state, &parts.headers, &bindings);
+        Ok(Visitor { bindings, viewer })
+    }
+}
+
+impl Visitor {
+    /// Whether they may read logs (a build's, a task's): a viewer may not, since programs print
+    /// what they should not.
+    pub(crate) fn may_read_logs(&self) -> bool {
+        use control::access::decision::{Decision, decide};
+        use control::access::permissions::{Permission, Resource};
+        decide(&self.bindings, Permission::Logs, &Resource::Any) == Decision::Allow
+    }
+}
+
+/// The answer of every page: what was `read`, rendered `whole` in the frame, or, when the page's
+/// script asks for it (`?part=live`), only its `live` part; what could not be read as an error
+/// page.
+pub(crate) fn respond<T>(
+    read: Result<T, ApiError>,
+    query: &PartQuery,
+    visitor: &Visitor,
+    live: impl FnOnce(&T) -> maud::Markup,
+    whole: impl FnOnce(&T, &layout::Viewer) -> maud::Markup,
+) -> Response {
+    match read {
+        Ok(page) if query.is_live() => html_page(StatusCode::OK, live(&page)),
+        Ok(page) => html_page(StatusCode::OK, whole(&page, &visitor.viewer)),
+        Err(err) => error_page(err, Some(&visitor.viewer)),
+    }
+}
+
 /// Who is looking, from what the authorization layer found.
 pub(crate) fn viewer(
     state: &AppState,
@@ -126,18 +176,10 @@ async fn deployment_page(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(query): Query<PartQuery>,
-    Extension(CallerBindings(bindings)): Extension<CallerBindings>,
-    headers: HeaderMap,
+    visitor: Visitor,
 ) -> Response {
-    let viewer = viewer(&state, &headers, &bindings);
-    let page = match read_deployment(&state, &id, &bindings) {
-        Ok(page) => page,
-        Err(err) => return error_page(err, Some(&viewer)),
-    };
-    if query.part.as_deref() == Some("live") {
-        return html_page(StatusCode::OK, deployment::live(&page));
-    }
-    html_page(StatusCode::OK, deployment::whole(&page, &viewer))
+    let read = read_deployment(&state, &id, &visitor.bindings);
+    respond(read, &query, &visitor, deployment::live, deployment::whole)
 }
 
 /// The most events the deployment page lists (the newest).
@@ -164,15 +206,10 @@ fn read_deployment(
     })
 }
 
-async fn overview_page(
-    State(state): State<AppState>,
-    Extension(CallerBindings(bindings)): Extension<CallerBindings>,
-    headers: HeaderMap,
-) -> Response {
-    let viewer = viewer(&state, &headers, &bindings);
+async fn overview_page(State(state): State<AppState>, visitor: Visitor) -> Response {
     match overview::read(&state) {
-        Ok(model) => html_page(StatusCode::OK, overview::render(&model, &viewer)),
-        Err(err) => error_page(err, Some(&viewer)),
+        Ok(model) => html_page(StatusCode::OK, overview::render(&model, &visitor.viewer)),
+        Err(err) => error_page(err, Some(&visitor.viewer)),
     }
 }
 
@@ -351,30 +388,20 @@ async fn metrics_page(
     State(state): State<AppState>,
     Path(name): Path<String>,
     Query(query): Query<PartQuery>,
-    Extension(CallerBindings(bindings)): Extension<CallerBindings>,
-    headers: HeaderMap,
+    visitor: Visitor,
 ) -> Response {
-    let viewer = viewer(&state, &headers, &bindings);
-    match metrics::read(&state, &name, metrics::Range::named(query.range.as_deref())) {
-        Ok(page) if query.is_live() => html_page(StatusCode::OK, metrics::live(&page)),
-        Ok(page) => html_page(StatusCode::OK, metrics::whole(&page, &viewer)),
-        Err(err) => error_page(err, Some(&viewer)),
-    }
+    let read = metrics::read(&state, &name, metrics::Range::named(query.range.as_deref()));
+    respond(read, &query, &visitor, metrics::live, metrics::whole)
 }
 
 /// `/alarms`, or its live part with `?part=live`.
 async fn alarms_page(
     State(state): State<AppState>,
     Query(query): Query<PartQuery>,
-    Extension(CallerBindings(bindings)): Extension<CallerBindings>,
-    headers: HeaderMap,
+    visitor: Visitor,
 ) -> Response {
-    let viewer = viewer(&state, &headers, &bindings);
-    match alarm_pages::read_all(&state) {
-        Ok(alarms) if query.is_live() => html_page(StatusCode::OK, alarm_pages::table(&alarms)),
-        Ok(alarms) => html_page(StatusCode::OK, alarm_pages::list_page(&alarms, &viewer)),
-        Err(err) => error_page(err, Some(&viewer)),
-    }
+    let read = alarm_pages::read_all(&state);
+    respond(read, &query, &visitor, |a| alarm_pages::table(a), |a, v| alarm_pages::list_page(a, v))
 }
 
 /// `/alarms/{name}`, or its live part with `?part=live`.
@@ -382,15 +409,11 @@ async fn alarm_page(
     State(state): State<AppState>,
     Path(name): Path<String>,
     Query(query): Query<PartQuery>,
-    Extension(CallerBindings(bindings)): Extension<CallerBindings>,
-    headers: HeaderMap,
+    visitor: Visitor,
 ) -> Response {
-    let viewer = viewer(&state, &headers, &bindings);
-    match alarm_pages::read_one(&state, &name) {
-        Ok(alarms) if query.is_live() => html_page(StatusCode::OK, alarm_pages::detail(&alarms)),
-        Ok(alarms) => html_page(StatusCode::OK, alarm_pages::detail_page(&name, &alarms, &viewer)),
-        Err(err) => error_page(err, Some(&viewer)),
-    }
+    let read = alarm_pages::read_one(&state, &name);
+    let whole = |alarms: &Vec<_>, viewer: &_| alarm_pages::detail_page(&name, alarms, viewer);
+    respond(read, &query, &visitor, |a| alarm_pages::detail(a), whole)
 }
 
 impl PartQuery {

@@ -7,22 +7,7 @@ use control::access::decision::{Binding, Decision, decide};
 use control::access::permissions::{Permission, Resource};
 use pipelines::api::Execution;
 
-/// A button of a pipeline page: one call of the pipeline API.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Button {
-    /// What the button says (the CodePipeline console's words).
-    pub label: String,
-    /// The API path it posts to.
-    pub endpoint: String,
-    /// The JSON body it sends; with `comment`, the dialog's comment goes into its `comment`.
-    pub body: String,
-    /// What the confirmation says will happen.
-    pub confirm: String,
-    /// Whether it stops or turns something down (drawn as a dangerous action).
-    pub danger: bool,
-    /// Whether the dialog asks for a comment (an approval's decision).
-    pub comment: bool,
-}
+use crate::layout::Button;
 
 fn allowed(bindings: &[Binding], permission: Permission, pipeline: &str) -> bool {
     decide(bindings, permission, &Resource::Pipeline(pipeline.to_string())) == Decision::Allow
@@ -61,9 +46,8 @@ pub fn for_execution(execution: &Execution, bindings: &[Binding]) -> Vec<Button>
                 .iter()
                 .filter(|a| a.kind == "Approval" && a.status.as_deref() == Some("InProgress"));
             for action in waiting {
-                let body = json(serde_json::json!({
-                    "stage": stage.name, "action": action.name, "by": "console",
-                }));
+                // Who decides is the session's identity, which the API records itself.
+                let body = json(serde_json::json!({ "stage": stage.name, "action": action.name }));
                 let what = format!("{} / {}", stage.name, action.name);
                 buttons.push(Button {
                     label: "Approve".into(),
@@ -146,6 +130,7 @@ mod tests {
             message: None,
             external_ref: None,
             decision: None,
+            request: None,
         }
     }
 
@@ -233,10 +218,7 @@ mod tests {
         assert_eq!(approve.endpoint, "/v1/approvals/web-3/approve");
         assert!(approve.comment && !approve.danger);
         let body: serde_json::Value = serde_json::from_str(&approve.body).unwrap();
-        assert_eq!(
-            body,
-            serde_json::json!({"stage": "Release", "action": "approve", "by": "console"})
-        );
+        assert_eq!(body, serde_json::json!({"stage": "Release", "action": "approve"}));
         assert_eq!(buttons[1].endpoint, "/v1/approvals/web-3/reject");
         assert!(buttons[1].danger);
     }

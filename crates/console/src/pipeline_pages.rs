@@ -5,11 +5,10 @@
 //! something changed.
 
 use maud::{Markup, html};
-use pipelines::api::{Build, Execution, ExecutionSummary, PipelineSummary, Stage};
+use pipelines::api::{ApprovalRequest, Build, Execution, ExecutionSummary, PipelineSummary, Stage};
 
 use crate::decide;
-use crate::layout::{self, Viewer};
-use crate::pipeline_actions::Button;
+use crate::layout::{self, Button, Viewer};
 
 /// `/pipelines/{name}`, read before rendering.
 pub struct PipelinePage {
@@ -109,7 +108,7 @@ pub fn pipeline_live(page: &PipelinePage) -> Markup {
             } @else {
                 span.muted { "Not run yet: push to the branch, or release a change." }
             }
-            (buttons(page.release.iter().chain(&page.actions)))
+            (layout::buttons(&[page.release.as_slice(), page.actions.as_slice()].concat()))
         }
         @if let Some(e) = &page.latest {
             (revision(&e.summary))
@@ -142,7 +141,7 @@ pub fn execution_live(page: &ExecutionPage) -> Markup {
             @if let Some(ended) = e.summary.ended_at {
                 span.muted { "took " (decide::duration(ended.saturating_sub(e.summary.started_at))) }
             }
-            (buttons(page.actions.iter()))
+            (layout::buttons(&page.actions))
         }
         @if let Some(message) = &e.summary.status_message {
             @if e.summary.status == "Failed" || e.summary.status == "Stopped" {
@@ -214,21 +213,6 @@ pub fn build_live(b: &Build) -> Markup {
     }
 }
 
-fn buttons<'a>(buttons: impl Iterator<Item = &'a Button>) -> Markup {
-    let buttons: Vec<&Button> = buttons.collect();
-    html! {
-        @if !buttons.is_empty() {
-            div.actions role="group" aria-label="Actions" {
-                @for b in buttons {
-                    button type="button" class=(if b.danger { "danger" } else { "primary" })
-                        data-action=(b.endpoint) data-body=(b.body) data-confirm=(b.confirm)
-                        data-comment=[b.comment.then_some("yes")] { (b.label) }
-                }
-            }
-        }
-    }
-}
-
 fn revision(s: &ExecutionSummary) -> Markup {
     html! {
         p.revision {
@@ -266,6 +250,7 @@ fn stages(stages: &[Stage]) -> Markup {
                                         _ => { code { (r) } " " }
                                     }
                                 }
+                                @if let Some(request) = &action.request { (approval_request(request)) " " }
                                 @if let Some(d) = &action.decision {
                                     (if d.approved { "approved" } else { "rejected" }) " by " (d.by)
                                     @if !d.comment.is_empty() { ": “" (d.comment) "”" }
@@ -359,8 +344,8 @@ pub struct Approval {
     pub execution: ExecutionSummary,
     pub stage: String,
     pub action: String,
-    /// What the approval asks (its `comment:`), shown as the action's message.
-    pub asks: Option<String>,
+    /// What the approval asks and where to review, as declared.
+    pub request: Option<ApprovalRequest>,
 }
 
 /// Every pipeline, and every approval in progress among their running executions.
@@ -390,7 +375,7 @@ pub fn read_for_overview(
                         execution: e.summary.clone(),
                         stage: stage.name.clone(),
                         action: action.name.clone(),
-                        asks: action.message.clone(),
+                        request: action.request.clone(),
                     });
                 }
             }
@@ -403,6 +388,55 @@ pub fn approval_item(a: &Approval) -> Markup {
     html! {
         a href=(execution_link(&a.execution)) { (a.execution.id) } " · " strong { (a.execution.pipeline) }
         " · approval " (a.stage) " / " (a.action) " on " code { (short(&a.execution.commit)) }
-        @if let Some(asks) = &a.asks { ": " (asks) }
+        @if let Some(request) = &a.request { " " (approval_request(request)) }
+    }
+}
+
+/// What an approval asks, and a link to the page it names for review. The link is drawn only
+/// for an http(s) URL (cutover.yaml allows nothing else; this holds for any stored value too),
+/// and opens apart from the console, which it tells nothing (`noopener noreferrer`).
+pub fn approval_request(request: &ApprovalRequest) -> Markup {
+    html! {
+        span.asks data-asks {
+            @if let Some(question) = &request.comment { q { (question) } }
+            @if let Some(url) = request.review_url.as_deref().filter(|u| is_web_url(u)) {
+                " " a.review href=(url) target="_blank" rel="noopener noreferrer" { "Review" }
+            }
+        }
+    }
+}
+
+/// Whether `url` is an absolute http or https URL, the only links a page draws from declared text.
+fn is_web_url(url: &str) -> bool {
+    let scheme = url.split_once("://").map(|(scheme, _)| scheme.to_ascii_lowercase());
+    matches!(scheme.as_deref(), Some("http" | "https"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(comment: &str, url: &str) -> ApprovalRequest {
+        ApprovalRequest { comment: Some(comment.into()), review_url: Some(url.into()) }
+    }
+
+    #[test]
+    fn an_approval_shows_its_question_escaped_and_links_only_an_http_review_page() {
+        let shown = approval_request(&request(
+            "Ship <b>v3</b>?",
+            "https://review.example.com/c/42?a=1&b=\"2\"",
+        ))
+        .into_string();
+        assert_eq!(
+            shown,
+            "<span class=\"asks\" data-asks><q>Ship &lt;b&gt;v3&lt;/b&gt;?</q> <a class=\"review\" \
+             href=\"https://review.example.com/c/42?a=1&amp;b=&quot;2&quot;\" target=\"_blank\" \
+             rel=\"noopener noreferrer\">Review</a></span>"
+        );
+        for not_a_page in ["javascript:alert(1)", "JAVASCRIPT://x", "/pipelines/web", "data:x"] {
+            let shown = approval_request(&request("Ship?", not_a_page)).into_string();
+            assert!(!shown.contains("<a"), "{not_a_page}: {shown}");
+            assert!(shown.contains("<q>Ship?</q>"), "{shown}");
+        }
     }
 }

@@ -1,20 +1,17 @@
 //! The pipeline pages' handlers: read from the store (`pipelines::views`), decide the buttons
 //! (`pipeline_actions`), render (`pipelines`).
 
-use axum::Extension;
 use axum::Router;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
 use control::ApiError;
-use control::access::CallerBindings;
-use control::access::decision::{Binding, Decision, decide};
-use control::access::permissions::{Permission, Resource};
+use control::access::decision::Binding;
 use control::http::AppState;
 
 use crate::pipeline_pages::{self as pages, BuildPage, ExecutionPage, PipelinePage};
-use crate::{PartQuery, error_page, html_page, pipeline_actions, viewer};
+use crate::{PartQuery, Visitor, error_page, html_page, pipeline_actions, respond};
 
 /// How many executions a pipeline's page lists.
 const HISTORY: u32 = control::pipeline_stream::EXECUTIONS_FOLLOWED;
@@ -34,15 +31,10 @@ fn api_error(err: pipelines::Error) -> ApiError {
     }
 }
 
-async fn list_page(
-    State(state): State<AppState>,
-    Extension(CallerBindings(bindings)): Extension<CallerBindings>,
-    headers: HeaderMap,
-) -> Response {
-    let viewer = viewer(&state, &headers, &bindings);
+async fn list_page(State(state): State<AppState>, visitor: Visitor) -> Response {
     match pipelines::views::pipelines(&state.store) {
-        Ok(list) => html_page(StatusCode::OK, pages::list(&list, &viewer)),
-        Err(err) => error_page(api_error(err), Some(&viewer)),
+        Ok(list) => html_page(StatusCode::OK, pages::list(&list, &visitor.viewer)),
+        Err(err) => error_page(api_error(err), Some(&visitor.viewer)),
     }
 }
 
@@ -81,16 +73,24 @@ async fn pipeline_page(
     State(state): State<AppState>,
     Path(name): Path<String>,
     Query(query): Query<PartQuery>,
-    Extension(CallerBindings(bindings)): Extension<CallerBindings>,
-    headers: HeaderMap,
+    visitor: Visitor,
 ) -> Response {
-    let viewer = viewer(&state, &headers, &bindings);
-    match read_pipeline(&state, &name, &bindings) {
-        Ok(page) if query.part.as_deref() == Some("live") => {
-            html_page(StatusCode::OK, pages::pipeline_live(&page))
-        }
-        Ok(page) => html_page(StatusCode::OK, pages::pipeline_whole(&page, &viewer)),
-        Err(err) => error_page(err, Some(&viewer)),
+    let read = read_pipeline(&state, &name, &visitor.bindings);
+    respond(read, &query, &visitor, pages::pipeline_live, pages::pipeline_whole)
+}
+
+fn read_execution(
+    state: &AppState,
+    name: &str,
+    id: &str,
+    bindings: &[Binding],
+) -> Result<ExecutionPage, ApiError> {
+    match pipelines::views::execution(&state.store, id).map_err(api_error)? {
+        Some(execution) if execution.summary.pipeline == name => Ok(ExecutionPage {
+            actions: pipeline_actions::for_execution(&execution, bindings),
+            execution,
+        }),
+        _ => Err(ApiError::not_found(format!("pipeline `{name}` has no execution `{id}`"))),
     }
 }
 
@@ -98,46 +98,22 @@ async fn execution_page(
     State(state): State<AppState>,
     Path((name, id)): Path<(String, String)>,
     Query(query): Query<PartQuery>,
-    Extension(CallerBindings(bindings)): Extension<CallerBindings>,
-    headers: HeaderMap,
+    visitor: Visitor,
 ) -> Response {
-    let viewer = viewer(&state, &headers, &bindings);
-    let execution = match pipelines::views::execution(&state.store, &id) {
-        Ok(Some(e)) if e.summary.pipeline == name => e,
-        Ok(_) => {
-            let err = ApiError::not_found(format!("pipeline `{name}` has no execution `{id}`"));
-            return error_page(err, Some(&viewer));
-        }
-        Err(err) => return error_page(api_error(err), Some(&viewer)),
-    };
-    let page = ExecutionPage {
-        actions: pipeline_actions::for_execution(&execution, &bindings),
-        execution,
-    };
-    if query.part.as_deref() == Some("live") {
-        return html_page(StatusCode::OK, pages::execution_live(&page));
-    }
-    html_page(StatusCode::OK, pages::execution_whole(&page, &viewer))
+    let read = read_execution(&state, &name, &id, &visitor.bindings);
+    respond(read, &query, &visitor, pages::execution_live, pages::execution_whole)
 }
 
 async fn build_page(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(query): Query<PartQuery>,
-    Extension(CallerBindings(bindings)): Extension<CallerBindings>,
-    headers: HeaderMap,
+    visitor: Visitor,
 ) -> Response {
-    let viewer = viewer(&state, &headers, &bindings);
-    let build = match pipelines::views::build(&state.store, &id) {
-        Ok(Some(build)) => build,
-        Ok(None) => {
-            return error_page(ApiError::not_found(format!("no build `{id}`")), Some(&viewer));
-        }
-        Err(err) => return error_page(api_error(err), Some(&viewer)),
+    let read = match pipelines::views::build(&state.store, &id) {
+        Ok(Some(build)) => Ok(BuildPage { build, logs: visitor.may_read_logs() }),
+        Ok(None) => Err(ApiError::not_found(format!("no build `{id}`"))),
+        Err(err) => Err(api_error(err)),
     };
-    if query.part.as_deref() == Some("live") {
-        return html_page(StatusCode::OK, pages::build_live(&build));
-    }
-    let logs = decide(&bindings, Permission::Logs, &Resource::Any) == Decision::Allow;
-    html_page(StatusCode::OK, pages::build_whole(&BuildPage { build, logs }, &viewer))
+    respond(read, &query, &visitor, |page| pages::build_live(&page.build), pages::build_whole)
 }

@@ -3,31 +3,22 @@
 //! its target groups with its ALB health state and reason — live: it follows
 //! `GET /v1/services/{name}/stream` and replaces its `live` part when it says something changed.
 
-use axum::Extension;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use control::access::CallerBindings;
 use control::http::AppState;
 use control::service_stream::{ServiceState, service_state};
 use maud::{Markup, html};
 
 use crate::layout::{self, Viewer};
-use crate::{PartQuery, decide, error_page, html_page, viewer};
+use crate::{PartQuery, Visitor, decide, respond};
 
 pub async fn page(
     State(state): State<AppState>,
     Path(name): Path<String>,
     Query(query): Query<PartQuery>,
-    Extension(CallerBindings(bindings)): Extension<CallerBindings>,
-    headers: HeaderMap,
+    visitor: Visitor,
 ) -> Response {
-    let viewer = viewer(&state, &headers, &bindings);
-    match service_state(&state, &name) {
-        Ok(seen) if query.part.as_deref() == Some("live") => html_page(StatusCode::OK, live(&seen)),
-        Ok(seen) => html_page(StatusCode::OK, whole(&seen, &viewer)),
-        Err(err) => error_page(err, Some(&viewer)),
-    }
+    respond(service_state(&state, &name), &query, &visitor, live, whole)
 }
 
 fn whole(seen: &ServiceState, viewer: &Viewer) -> Markup {

@@ -3,29 +3,22 @@
 //! (`GET /v1/tasks/{id}/logs?follow=true`). The status is live: the page follows its service's
 //! stream (`GET /v1/services/{name}/stream`).
 
-use axum::Extension;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use control::ApiError;
-use control::access::CallerBindings;
-use control::access::decision::{Decision, decide};
-use control::access::permissions::{Permission, Resource};
 use control::api::TaskView;
 use control::http::AppState;
 use maud::{Markup, html};
 
 use crate::layout::{self, Viewer};
-use crate::{PartQuery, decide as when, error_page, html_page, viewer};
+use crate::{PartQuery, Visitor, decide as when, respond};
 
 pub async fn page(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(query): Query<PartQuery>,
-    Extension(CallerBindings(bindings)): Extension<CallerBindings>,
-    headers: HeaderMap,
+    visitor: Visitor,
 ) -> Response {
-    let viewer = viewer(&state, &headers, &bindings);
     let task = control::http::task_view_list(&state, None, true).and_then(|tasks| {
         tasks.into_iter().find(|t| t.id == id).ok_or_else(|| {
             ApiError::not_found(format!(
@@ -33,14 +26,8 @@ pub async fn page(
             ))
         })
     });
-    match task {
-        Ok(task) if query.part.as_deref() == Some("live") => html_page(StatusCode::OK, live(&task)),
-        Ok(task) => {
-            let logs = decide(&bindings, Permission::Logs, &Resource::Any) == Decision::Allow;
-            html_page(StatusCode::OK, whole(&task, logs, &viewer))
-        }
-        Err(err) => error_page(err, Some(&viewer)),
-    }
+    let logs = visitor.may_read_logs();
+    respond(task, &query, &visitor, live, |task, viewer| whole(task, logs, viewer))
 }
 
 fn whole(task: &TaskView, logs: bool, viewer: &Viewer) -> Markup {

@@ -254,6 +254,14 @@ pub struct DeclaredGroup {
     pub grants: Vec<GroupGrant>,
 }
 
+/// Who made an authenticated request, as the audit trail names them (`user:alice`,
+/// `token:ci-web`, `bootstrap`, `local`). The control plane's access layer puts it in every
+/// allowed request's extensions, so a handler that records who did something (an approval's
+/// `by`, as CodePipeline records the IAM identity that approved) takes it from there and no
+/// request body can claim another name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal(pub String);
+
 /// Why `scope` cannot be a binding's scope (`web/*`, `web`), in the words of resource names: a
 /// glob's own messages speak of files and directories.
 pub fn check_scope(scope: &str) -> Result<(), String> {

@@ -193,8 +193,11 @@ pub struct DeployEcsAction {
 pub struct ApprovalAction {
     /// Without a decision by then, the action fails. Default 7 days, at most 60 days.
     pub timeout: Duration,
-    /// Shown to whoever approves.
+    /// Shown to whoever approves: what they are asked (CodePipeline's `CustomData`).
     pub comment: Option<String>,
+    /// An http(s) page to review before deciding (CodePipeline's `ExternalEntityLink`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review_url: Option<String>,
 }
 
 /// A deployment group, written `application/group`.
@@ -385,6 +388,7 @@ mod tests {
                     kind: ActionKind::Approval(ApprovalAction {
                         timeout: Duration::from_secs(3600),
                         comment: None,
+                        review_url: None,
                     }),
                 }],
             }],

@@ -88,6 +88,20 @@ pub struct Action {
     pub external_ref: Option<String>,
     /// An approval's decision.
     pub decision: Option<Decision>,
+    /// What an approval in progress asks of whoever decides, as its declaration says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<ApprovalRequest>,
+}
+
+/// What a manual approval asks: CodePipeline's approval configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalRequest {
+    /// The question (`comment:`, CodePipeline's `CustomData`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    /// The page to review before deciding (`review_url:`, CodePipeline's `ExternalEntityLink`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review_url: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,7 +139,9 @@ pub struct RetryExecution {
 pub struct ApprovalDecision {
     #[serde(default)]
     pub comment: String,
-    /// Who decides; default `api`.
+    /// Who decides, only where nothing authenticates the caller (default `api`): behind
+    /// `cutover up`'s access layer the decision is recorded as the caller's identity, whatever
+    /// this says.
     #[serde(default)]
     pub by: Option<String>,
     /// Which approval, when the execution waits for several.

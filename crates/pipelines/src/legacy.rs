@@ -169,6 +169,7 @@ impl From<KindDef> for ActionKind {
             KindDef::Approval { timeout_secs, comment } => ActionKind::Approval(ApprovalAction {
                 timeout: Duration::from_secs(timeout_secs),
                 comment,
+                review_url: None,
             }),
         }
     }

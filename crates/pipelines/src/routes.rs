@@ -1,6 +1,6 @@
 //! The pipeline API as an axum `Router` the control plane merges into its server.
 
-use pipeline::definition::SourceLocation;
+use pipeline::definition::{ActionKind, PipelineDecl, SourceLocation};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use base64::Engine;
 use pipeline::{ExecutionRecord, Input, RetryMode};
 use serde::Deserialize;
@@ -19,6 +19,7 @@ use crate::api::{self, ExecutionSummary};
 use crate::core::{Decision, Msg};
 use crate::driver::Request as Ask;
 use crate::{Error, Pipelines, Shared, git, jobs};
+use model::access::Principal;
 
 /// Most executions `executions` lists.
 const EXECUTIONS_LIST_MAX: u32 = 100;
@@ -233,7 +234,34 @@ pub(crate) fn summary(pipeline: &str, rec: &ExecutionRecord) -> ExecutionSummary
     }
 }
 
-pub fn execution_view(pipeline: &str, rec: &ExecutionRecord) -> api::Execution {
+/// What the approval `stage`/`action` of `definition` asks, when it asks anything.
+fn approval_request(
+    definition: Option<&PipelineDecl>,
+    stage: &str,
+    action: &str,
+) -> Option<api::ApprovalRequest> {
+    let declared = definition?.stages.iter().find(|s| s.name == stage)?;
+    let declared = declared.actions.iter().find(|a| a.name == action)?;
+    match &declared.kind {
+        ActionKind::Approval(approval)
+            if approval.comment.is_some() || approval.review_url.is_some() =>
+        {
+            Some(api::ApprovalRequest {
+                comment: approval.comment.clone(),
+                review_url: approval.review_url.clone(),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// `rec` as the API answers it; an approval in progress carries what `definition` (the one the
+/// running executions run: `stored::definition`) has it ask.
+pub fn execution_view(
+    pipeline: &str,
+    rec: &ExecutionRecord,
+    definition: Option<&PipelineDecl>,
+) -> api::Execution {
     let mut deployments = Vec::new();
     let mut builds = Vec::new();
     let stages = rec
@@ -279,6 +307,9 @@ pub fn execution_view(pipeline: &str, rec: &ExecutionRecord) -> api::Execution {
                             by: d.by.clone(),
                             comment: d.comment.clone(),
                         }),
+                        request: (a.status == Some(pipeline::ActionStatus::InProgress))
+                            .then(|| approval_request(definition, &s.name, &a.name))
+                            .flatten(),
                     }
                 })
                 .collect(),
@@ -359,7 +390,10 @@ async fn get_execution(
 ) -> Response {
     match inner.store.read(|tx| tx.ci_execution_get(&id)) {
         Ok(Some(row)) if row.pipeline == name => match record_of(&row) {
-            Some(rec) => Json(execution_view(&name, &rec)).into_response(),
+            Some(rec) => {
+                let definition = definition_of(&inner.store, &name);
+                Json(execution_view(&name, &rec, definition.as_ref())).into_response()
+            }
             None => {
                 error(StatusCode::INTERNAL_SERVER_ERROR, "stored execution is unreadable".into())
             }
@@ -434,14 +468,24 @@ fn resolve_commit(
     }
 }
 
+/// The definition of `pipeline` its running executions run; `None` when it cannot be read, so
+/// an answer then lacks only what an approval in progress asks.
+pub(crate) fn definition_of(store: &store::Store, pipeline: &str) -> Option<PipelineDecl> {
+    store.read(|tx| Ok(crate::stored::definition(tx, pipeline))).ok()?.ok()?
+}
+
 /// The execution as a command left it, once written.
 fn execution_response(
+    store: &store::Store,
     pipeline: &str,
     id: &str,
     outcome: Result<Option<ExecutionRecord>, Error>,
 ) -> Response {
     match outcome {
-        Ok(Some(rec)) => Json(execution_view(pipeline, &rec)).into_response(),
+        Ok(Some(rec)) => {
+            let definition = definition_of(store, pipeline);
+            Json(execution_view(pipeline, &rec, definition.as_ref())).into_response()
+        }
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no execution `{id}`")),
         Err(err) => err_response(err),
     }
@@ -456,7 +500,7 @@ async fn stop_execution(
     let reason = body.reason.unwrap_or_else(|| "stopped through the API".into());
     let input = Input::Stop { execution_id: id.clone(), abandon: body.abandon, reason };
     let outcome = inner.handle(Msg::Command { pipeline: name.clone(), input }).await;
-    execution_response(&name, &id, outcome)
+    execution_response(&inner.store, &name, &id, outcome)
 }
 
 async fn retry_execution(
@@ -476,12 +520,20 @@ async fn retry_execution(
     };
     let input = Input::Retry { execution_id: id.clone(), stage: body.stage, mode };
     let outcome = inner.handle(Msg::Command { pipeline: name.clone(), input }).await;
-    execution_response(&name, &id, outcome)
+    execution_response(&inner.store, &name, &id, outcome)
+}
+
+/// Who an approval's decision is recorded as: the authenticated caller where cutover's access
+/// layer stands in front (the API of `cutover up`), whatever the body says; the body's `by`
+/// (else `api`) only where nothing authenticates, as in this crate's own server.
+fn decided_by(principal: Option<Principal>, claimed: Option<String>) -> String {
+    principal.map(|Principal(actor)| actor).or(claimed).unwrap_or_else(|| "api".into())
 }
 
 async fn decide(
     inner: Shared,
     execution: String,
+    principal: Option<Principal>,
     body: api::ApprovalDecision,
     approved: bool,
 ) -> Response {
@@ -496,26 +548,30 @@ async fn decide(
         action: body.action,
         approved,
         comment: body.comment,
-        by: body.by.unwrap_or_else(|| "api".into()),
+        by: decided_by(principal, body.by),
     };
     let outcome = inner.handle(Msg::Decide { pipeline: pipeline.clone(), decision }).await;
-    execution_response(&pipeline, &execution, outcome)
+    execution_response(&inner.store, &pipeline, &execution, outcome)
 }
 
 async fn approve(
     State(inner): State<Shared>,
     Path(execution): Path<String>,
+    principal: Option<Extension<Principal>>,
     body: Option<Json<api::ApprovalDecision>>,
 ) -> Response {
-    decide(inner, execution, body.map(|b| b.0).unwrap_or_default(), true).await
+    let principal = principal.map(|Extension(p)| p);
+    decide(inner, execution, principal, body.map(|b| b.0).unwrap_or_default(), true).await
 }
 
 async fn reject(
     State(inner): State<Shared>,
     Path(execution): Path<String>,
+    principal: Option<Extension<Principal>>,
     body: Option<Json<api::ApprovalDecision>>,
 ) -> Response {
-    decide(inner, execution, body.map(|b| b.0).unwrap_or_default(), false).await
+    let principal = principal.map(|Extension(p)| p);
+    decide(inner, execution, principal, body.map(|b| b.0).unwrap_or_default(), false).await
 }
 
 // -- builds

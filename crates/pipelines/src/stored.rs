@@ -87,6 +87,15 @@ pub fn load(tx: &store::Tx<'_>) -> Result<BTreeMap<String, Slot>, LoadError> {
     Ok(slots)
 }
 
+/// The definition of pipeline `name` that its running executions run (a changed one waits in
+/// `pending` until they finish), or `None` once it is deleted.
+pub fn definition(tx: &store::Tx<'_>, name: &str) -> Result<Option<PipelineDecl>, LoadError> {
+    if let Some(doc) = tx.doc_get::<PipelineDoc>(name)? {
+        return Ok(Some(doc.definition));
+    }
+    Ok(load(tx)?.remove(name).map(|slot| slot.def))
+}
+
 /// Writes the pipeline's document.
 pub fn put(tx: &store::Tx<'_>, name: &str, doc: &PipelineDoc, now: u64) -> store::Result<()> {
     tx.doc_put(name, doc, now)

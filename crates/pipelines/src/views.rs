@@ -5,7 +5,7 @@
 use pipeline::definition::SourceLocation;
 
 use crate::api::{Build, Execution, ExecutionSummary, PipelineSummary};
-use crate::routes::{execution_view, record_of, summary};
+use crate::routes::{definition_of, execution_view, record_of, summary};
 use crate::{Error, stored};
 
 /// Every declared pipeline as `GET /v1/pipelines` lists it, by name.
@@ -51,7 +51,12 @@ pub fn executions_in_full(
     limit: u32,
 ) -> Result<Vec<Execution>, Error> {
     let rows = store.read(|tx| tx.ci_execution_list(pipeline, limit))?;
-    Ok(rows.iter().filter_map(record_of).map(|rec| execution_view(pipeline, &rec)).collect())
+    let definition = definition_of(store, pipeline);
+    Ok(rows
+        .iter()
+        .filter_map(record_of)
+        .map(|rec| execution_view(pipeline, &rec, definition.as_ref()))
+        .collect())
 }
 
 /// One execution as `GET /v1/pipelines/{name}/executions/{id}` answers it.
@@ -59,7 +64,8 @@ pub fn execution(store: &store::Store, id: &str) -> Result<Option<Execution>, Er
     let Some(row) = store.read(|tx| tx.ci_execution_get(id))? else { return Ok(None) };
     let rec = record_of(&row)
         .ok_or_else(|| Error::Internal(format!("execution `{id}` as stored cannot be read")))?;
-    Ok(Some(execution_view(&row.pipeline, &rec)))
+    let definition = definition_of(store, &row.pipeline);
+    Ok(Some(execution_view(&row.pipeline, &rec, definition.as_ref())))
 }
 
 /// One build as `GET /v1/builds/{id}` answers it.

@@ -70,6 +70,7 @@ fn seed_001_example_parses_to_what_it_says() {
                     kind: ActionKind::Approval(ApprovalAction {
                         timeout: Duration::from_secs(24 * 3600),
                         comment: Some("Release this commit to production?".into()),
+                        review_url: None,
                     }),
                 }],
             },
@@ -326,7 +327,7 @@ fn stages_actions_and_run_orders() {
         cutover.yaml:46:51: pipelines[1].stages[1].actions[2].run_order: 1000 is out of range: run_order must be 1 to 999
         cutover.yaml:46:57: pipelines[1].stages[1].actions[2].deployment_group: `deployment_group` is a setting of deploy actions; a build action takes: buildspec, timeout, env
         cutover.yaml:47:21: pipelines[1].stages[1].actions[3].name: duplicate action name `build` (first on line 44); names must be unique
-        cutover.yaml:47:44: pipelines[1].stages[1].actions[3].buildspec: `buildspec` is a setting of build actions; an approval action takes: timeout, comment
+        cutover.yaml:47:44: pipelines[1].stages[1].actions[3].buildspec: `buildspec` is a setting of build actions; an approval action takes: timeout, comment, review_url
         cutover.yaml:47:62: pipelines[1].stages[1].actions[3].timeot: unknown field `timeot`; did you mean `timeout`?
         cutover.yaml:48:17: pipelines[1].stages[2].name: duplicate stage name `build` (first on line 42); names must be unique
     "#]],
@@ -437,7 +438,7 @@ fn action_settings() {
             deployment_group: web/web-prod
             image_placeholders: [{ artifact: build }, { artifact: build }, { artifact: build }, { artifact: build }, { artifact: build }]
           - { name: approve, type: approval, timeout: 61d, comment: 12 }
-          - { name: approve2, type: approval, timeout: 0s }
+          - { name: approve2, type: approval, timeout: 0s, review_url: 'javascript:alert(1)' }
           - { name: ecs, type: deploy_ecs, service: api, timeout: 2h, input_artifacts: [build] }
           - { name: ecs2, type: deploy_ecs, service: worker, input_artifacts: [source, build] }
           - { name: spaced, type: deploy, deployment_group: 'web / web-prod' }",
@@ -459,6 +460,7 @@ fn action_settings() {
             cutover.yaml:59:55: pipelines[0].stages[1].actions[2].timeout: 1464h is out of range: 1s to 60 days, CodePipeline's limit
             cutover.yaml:59:69: pipelines[0].stages[1].actions[2].comment: expected string, found integer 12; put it in quotes to make it a string
             cutover.yaml:60:56: pipelines[0].stages[1].actions[3].timeout: 0s is out of range: 1s to 60 days, CodePipeline's limit
+            cutover.yaml:60:72: pipelines[0].stages[1].actions[3].review_url: "javascript:alert(1)" is not an absolute URL; give the page to review as https://host/…
             cutover.yaml:61:67: pipelines[0].stages[1].actions[4].timeout: 2h is out of range: 1s to 60m, ECS's deployment timeout limit
             cutover.yaml:62:79: pipelines[0].stages[1].actions[5].input_artifacts: a deploy_ecs action takes exactly one input artifact; found 2
             cutover.yaml:63:61: pipelines[0].stages[1].actions[6].deployment_group: "web / web-prod" is not a deployment group reference; write `<application>/<deployment group>`, like web/web-prod

@@ -188,6 +188,7 @@ pub async fn authorize(State(state): State<AppState>, request: Request, next: Ne
         Decision::Allow => {
             let mut request = request;
             request.extensions_mut().insert(CallerBindings(bindings));
+            request.extensions_mut().insert(model::access::Principal(caller.actor()));
             audit.run(request, next, &resource).await
         }
         Decision::Deny { missing, resource, would_grant } => {

@@ -60,7 +60,7 @@ pipelines:
 }
 
 /// Commits the app at v2 and pushes it to cutover's remote `url`; the execution it started.
-fn push_v2(cluster: &Cluster, url: &str) -> String {
+pub(crate) fn push_v2(cluster: &Cluster, url: &str) -> String {
     let repo = cluster.path("repo");
     std::fs::create_dir_all(&repo).unwrap();
     git(&repo, &["init", "-q", "-b", "main"]);
@@ -204,7 +204,7 @@ fn a_build_log_follows_live_and_approving_in_the_browser_starts_the_deploy_stage
     let execution = cluster.json(&["pipelines", "execution", "web", &id]);
     assert_eq!(
         action_of(&execution, "Approve", "approve")["decision"],
-        json!({"approved": true, "by": "console", "comment": "checked on staging"})
+        json!({"approved": true, "by": "local", "comment": "checked on staging"})
     );
     assert!(
         execution["deployments"][0].is_string(),
@@ -297,6 +297,96 @@ fn a_viewer_sees_no_pipeline_buttons_and_a_forged_approval_is_refused() {
         (Some("InProgress"), &json!(null))
     );
     assert_eq!(execution["status"], "InProgress", "nothing changed: {execution}");
+}
+
+/// A pipeline that only asks: a push waits at once for a human, who is asked a question and given
+/// a page to review (CodePipeline's `CustomData` and `ExternalEntityLink`).
+pub(crate) const APPROVAL_ONLY: &str = r#"repositories:
+  - name: web
+pipelines:
+  - name: web
+    source: { repository: web, branch: main }
+    stages:
+      - name: Approve
+        actions:
+          - name: approve
+            type: approval
+            comment: Does <v2> pass the checks on staging?
+            review_url: "https://review.example.com/changes/42?tab=diff&x=1"
+"#;
+
+#[test]
+fn an_approval_shows_its_question_and_review_link_and_is_recorded_as_the_signed_in_user() {
+    let bootstrap = "console-approver-bootstrap";
+    let cluster = Cluster::start(Options {
+        top_extra: APPROVAL_ONLY.into(),
+        env: vec![("CUTOVER_TOKEN", bootstrap.into())],
+        ..Options::default()
+    });
+    cluster.apply_and_wait_for_v1();
+    let carol = cluster.json(&["tokens", "create", "carol", "--role", "deployer"])["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let remote = cluster.json(&["repos", "get", "web"])["clone_url"].as_str().unwrap().to_string();
+    let id = push_v2(&cluster, &remote.replacen("http://", &format!("http://ci:{bootstrap}@"), 1));
+    wait_until(
+        "the approval in progress",
+        Duration::from_secs(60),
+        || cluster.json(&["pipelines", "execution", "web", &id]),
+        |e| action_of(e, "Approve", "approve")["status"] == "InProgress",
+    );
+
+    let browser = Browser::start();
+    browser.goto(&format!("{}/login", cluster.api_url()));
+    browser.fill("#token", &carol);
+    browser.click("form[action='/login'] button[type=submit]");
+    wait_until(
+        "the overview, signed in",
+        Duration::from_secs(30),
+        || browser.url(),
+        |u| !u.contains("/login"),
+    );
+    let asks = "return [...document.querySelectorAll('[data-asks]')].map(a => {
+                  const link = a.querySelector('a.review');
+                  return [a.querySelector('q').textContent, link && link.getAttribute('href')];
+                });";
+    let question = "Does <v2> pass the checks on staging?";
+    let review = "https://review.example.com/changes/42?tab=diff&x=1";
+    assert_eq!(browser.run(asks), json!([[question, review]]), "the overview's waiting list");
+    browser.screenshot("overview-approval-asks");
+
+    browser.goto(&format!("{}/pipelines/web", cluster.api_url()));
+    wait_for_page(&browser, "the approval's buttons", |s| {
+        s["actions"]["Approve/approve"] == "InProgress" && s["live"] == "following"
+    });
+    assert_eq!(browser.run(asks), json!([[question, review]]), "the pipeline page's approval");
+    browser.screenshot("pipeline-approval-asks");
+    browser.run(
+        "[...document.querySelectorAll('button[data-action]')].find(b => b.textContent === 'Approve').click();",
+    );
+    browser.fill("#confirm-comment", "staging is green");
+    browser.click("#confirm-ok");
+    wait_for_page(&browser, "the approval decided", |s| {
+        s["actions"]["Approve/approve"] == "Succeeded"
+    });
+
+    // The API and the CLI say who approved: the signed-in credential, not "console".
+    let execution = cluster.json(&["pipelines", "execution", "web", &id]);
+    assert_eq!(
+        action_of(&execution, "Approve", "approve")["decision"],
+        json!({"approved": true, "by": "user:carol", "comment": "staging is green"})
+    );
+    let trail = cluster.json(&["audit", "--action", "approve", "--actor", "user:carol"]);
+    let entry =
+        trail.as_array().unwrap().iter().find(|e| {
+            e["detail"]["request"] == format!("POST /v1/approvals/{id}/approve").as_str()
+        });
+    assert_eq!(
+        entry.map(|e| (&e["resource"], &e["outcome"], &e["detail"]["via"])),
+        Some((&json!("pipeline web"), &json!("succeeded"), &json!("console"))),
+        "{trail}"
+    );
 }
 
 /// What the service page shows now: each task's status, health and address, and each target's

@@ -372,6 +372,7 @@ pub fn approval_action() -> config::ActionDecl {
         kind: config::ActionKind::Approval(config::ApprovalAction {
             timeout: Duration::from_secs(3600),
             comment: None,
+            review_url: None,
         }),
     }
 }

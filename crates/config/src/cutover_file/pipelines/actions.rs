@@ -17,7 +17,7 @@ use super::{
     artifacts::resolve_artifacts,
     values::{
         artifact_list, artifact_name, bounded_duration, check_env_name, check_placeholder,
-        relative_path,
+        check_review_url, relative_path,
     },
 };
 use crate::cutover_file::{Loc, Named, check_unique, name};
@@ -166,7 +166,7 @@ pub(super) const DEPLOY_FIELDS: &[&str] = &[
     "image_placeholders",
 ];
 pub(super) const DEPLOY_ECS_FIELDS: &[&str] = &["service", "image_definitions", "timeout"];
-pub(super) const APPROVAL_FIELDS: &[&str] = &["timeout", "comment"];
+pub(super) const APPROVAL_FIELDS: &[&str] = &["timeout", "comment", "review_url"];
 pub(super) const ACTION_TYPES: [(&str, &[&str]); 4] = [
     ("build", BUILD_FIELDS),
     ("deploy", DEPLOY_FIELDS),
@@ -465,8 +465,17 @@ pub(super) fn approval_action(cx: &mut Cx<'_>, f: &mut Fields<'_>) -> Option<App
         }
         Some(s)
     });
+    let review_url = optional(cx, f, "review_url", |cx, u| {
+        let s = cx.string(u.node, &u.path)?;
+        if let Err(why) = check_review_url(&s) {
+            cx.error(u.node.pos, &u.path, why);
+            return None;
+        }
+        Some(s)
+    });
     Some(ApprovalAction {
         timeout: timeout?.unwrap_or(APPROVAL_TIMEOUT_DEFAULT),
         comment: comment?,
+        review_url: review_url?,
     })
 }

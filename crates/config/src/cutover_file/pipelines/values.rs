@@ -191,6 +191,41 @@ pub(super) fn check_branch(s: &str, glob: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// The longest `review_url`, CodePipeline's limit on an approval's `ExternalEntityLink`.
+const REVIEW_URL_LENGTH_MAX: usize = 2048;
+
+/// An approval's `review_url`: a page people open from the console before they decide, so an
+/// absolute http(s) URL with a host (a `javascript:` or relative link would run or land on the
+/// console itself).
+pub(super) fn check_review_url(s: &str) -> Result<(), String> {
+    if s.chars().count() > REVIEW_URL_LENGTH_MAX {
+        return Err(format!("the URL is longer than {REVIEW_URL_LENGTH_MAX} characters"));
+    }
+    if s.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(format!("{} contains spaces or control characters", quote(s)));
+    }
+    let Some((scheme, rest)) = s.split_once("://") else {
+        return Err(format!(
+            "{} is not an absolute URL; give the page to review as https://host/…",
+            quote(s)
+        ));
+    };
+    if !matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https") {
+        return Err(format!("{} is not an http:// or https:// URL", quote(s)));
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.contains('@') {
+        return Err(format!(
+            "{} carries credentials, which everyone who reads the pipeline would see; remove them",
+            quote(s)
+        ));
+    }
+    if authority.is_empty() || authority.starts_with(':') {
+        return Err(format!("{} has no host", quote(s)));
+    }
+    Ok(())
+}
+
 /// A URL or path `git fetch` takes, without the transports that run commands and without
 /// credentials, which would then be in the file.
 pub(super) fn check_git_url(s: &str) -> Result<(), String> {
@@ -247,6 +282,31 @@ pub(super) fn check_git_url(s: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_review_url_is_an_absolute_http_url_with_a_host_and_no_credentials() {
+        for ok in [
+            "https://review.example.com/change/42?tab=diff#top",
+            "http://127.0.0.1:8080/",
+            "HTTPS://Example.com",
+        ] {
+            assert_eq!(check_review_url(ok), Ok(()), "{ok}");
+        }
+        for (bad, says) in [
+            ("javascript:alert(1)", "is not an absolute URL"),
+            ("/changes/42", "is not an absolute URL"),
+            ("ftp://example.com/x", "is not an http:// or https:// URL"),
+            ("https://me:secret@example.com/", "carries credentials"),
+            ("https:///path", "has no host"),
+            ("https://:443/", "has no host"),
+            ("https://example.com/a b", "contains spaces or control characters"),
+        ] {
+            let err = check_review_url(bad).unwrap_err();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+        let long = format!("https://example.com/{}", "a".repeat(2048));
+        assert!(check_review_url(&long).unwrap_err().contains("longer than 2048"));
+    }
 
     #[test]
     fn git_urls() {
