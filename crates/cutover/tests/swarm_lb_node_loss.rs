@@ -194,6 +194,16 @@ fn swarm_lb_a_node_killed_mid_canary_leaves_the_other_nodes_serving_the_target_g
             })
         })
         .collect();
+    // Two failed checks of a 1 s interval, each ending at its 500 ms timeout: about 3 s by the
+    // design; five times that on a loaded machine is a fault, not noise.
+    for (n, at) in detected_at.iter().enumerate() {
+        let took = *at - cut_at;
+        assert!(
+            took < Duration::from_secs(15),
+            "node{} took {took:?} to find node3's targets unhealthy",
+            n + 1
+        );
+    }
     let status = wait_for_or(
         "the deployment to end",
         Duration::from_secs(180),
