@@ -194,6 +194,16 @@ fn swarm_lb_a_node_killed_mid_canary_leaves_the_other_nodes_serving_the_target_g
             })
         })
         .collect();
+    // Two failed checks of a 1 s interval, each ending at its 500 ms timeout: about 3 s by the
+    // design; five times that on a loaded machine is a fault, not noise.
+    for (n, at) in detected_at.iter().enumerate() {
+        let took = *at - cut_at;
+        assert!(
+            took < Duration::from_secs(15),
+            "node{} took {took:?} to find node3's targets unhealthy",
+            n + 1
+        );
+    }
     let status = wait_for_or(
         "the deployment to end",
         Duration::from_secs(180),
@@ -236,7 +246,10 @@ fn swarm_lb_a_node_killed_mid_canary_leaves_the_other_nodes_serving_the_target_g
     );
     let (on1, on2) = (load1.finish(), load2.finish());
     let [probed1, probed2] = probes.map(Prober::finish);
+    // Each of the serving side's targets that died with the node has a replacement.
+    let serving_before = if serving == "api-green" { &green_before } else { &blue_before };
     let replaced = after.iter().filter(|(a, _)| !before.iter().any(|t| &t.addr == a)).count();
+    assert_eq!(replaced, serving_before.intersection(&lost).count(), "{after:?} {before:?}");
     println!(
         "{} killed mid-canary (link cut, every process SIGKILLed): its targets found unhealthy by \
          the surviving nodes {:.1}s after the kill; the deployment ended {status} {:.1}s after \
@@ -293,7 +306,6 @@ fn swarm_lb_a_node_killed_mid_canary_leaves_the_other_nodes_serving_the_target_g
     // cutover said why the serving side's lost tasks ended (the other side's may have ended
     // with the release before Swarm gave the node up).
     let all = lb.cluster.json(&["tasks", "list", "--service", "api", "--all"]);
-    let serving_before = if serving == "api-green" { &green_before } else { &blue_before };
     for task in before.iter().filter(|t| t.node == LOST.0 && serving_before.contains(&t.addr)) {
         let listed = all.as_array().unwrap().iter().find(|t| t["id"] == task.id.as_str());
         let reason = listed.and_then(|t| t["stopped_reason"].as_str()).unwrap_or_default();

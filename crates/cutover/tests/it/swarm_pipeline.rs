@@ -61,6 +61,12 @@ fn write_app(repo: &Path, version: &str) {
     std::fs::write(repo.join("appspec.yaml"), appspec("")).unwrap();
 }
 
+/// The stage called `name` of a pipeline execution's view (`Null` when it has none).
+fn stage(execution: &serde_json::Value, name: &str) -> serde_json::Value {
+    let stages = execution["stages"].as_array().cloned().unwrap_or_default();
+    stages.into_iter().find(|s| s["name"] == name).unwrap_or_default()
+}
+
 /// The OS's wall clock in ms: the control plane dates a stage's start by it on this same
 /// machine, and the time to green healthy is measured from there.
 #[allow(clippy::disallowed_methods)]
@@ -175,7 +181,7 @@ pipelines:
     let deploy_started = wait_for_or(
         "the deploy stage to start",
         LIMIT,
-        || execution(&execution_id)["stages"][1]["started_at"].as_u64(),
+        || stage(&execution(&execution_id), "Deploy")["started_at"].as_u64(),
         || format!("{}\n{}", execution(&execution_id), lb.seen()),
     );
     // Green is healthy on three nodes when its four targets are: the control plane counts a
@@ -202,6 +208,14 @@ pipelines:
     );
     let (on1, on2) = (load1.finish(), load2.finish());
     assert_eq!(finished["status"], "Succeeded", "{finished}");
+    let seconds =
+        |name: &str| stage(&finished, name)["duration_ms"].as_f64().unwrap_or(0.0) / 1000.0;
+    println!(
+        "build stage (docker build and push to the registry): {:.1}s; deploy stage, the canary \
+         included: {:.1}s",
+        seconds("Build"),
+        seconds("Deploy")
+    );
     let deployment = lb.cluster.deployment(finished["deployments"][0].as_str().unwrap());
     assert_eq!(deployment["status"], "Succeeded", "{deployment}");
 
