@@ -240,7 +240,7 @@ async fn sso_start(
         return html_page(StatusCode::NOT_FOUND, login::refused(why));
     };
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    let redirect_uri = match console_sso::redirect_uri(host, &state.status.api) {
+    let redirect_uri = match console_sso::redirect_uri(host, &state.status.api, public(&state)) {
         Ok(uri) => uri,
         Err(foreign) => {
             return html_page(StatusCode::BAD_REQUEST, login::refused(&foreign.to_string()));
@@ -256,7 +256,7 @@ async fn sso_start(
     };
     match url {
         Ok(url) => {
-            let cookie = pending.cookie(secure(&state));
+            let cookie = pending.cookie(secure(&state, &headers));
             ([(header::SET_COOKIE, cookie)], Redirect::to(url.as_str())).into_response()
         }
         Err(err) => html_page(StatusCode::BAD_GATEWAY, login::refused(&err.to_string())),
@@ -280,7 +280,7 @@ async fn sso_callback(
     Query(query): Query<CallbackQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let secure = secure(&state);
+    let secure = secure(&state, &headers);
     let cleared = console_sso::cleared_login_cookie(secure);
     let refused = |status, why: &str| {
         let mut response = html_page(status, login::refused(why));
@@ -297,6 +297,7 @@ async fn sso_callback(
     let redirect_uri = console_sso::redirect_uri(
         headers.get(header::HOST).and_then(|h| h.to_str().ok()),
         &state.status.api,
+        public(&state),
     );
     let finish = match (pending.as_ref(), &query.code, &query.state, &redirect_uri) {
         (Some(pending), Some(code), Some(got), Ok(uri)) => pending.finish(code, got, uri),
@@ -328,9 +329,16 @@ async fn sso_callback(
     }
 }
 
-/// Whether cookies are marked `Secure`: when this server speaks HTTPS.
-fn secure(state: &AppState) -> bool {
-    state.status.api.starts_with("https://")
+/// Whether the cookies of a request are marked `Secure`: when it was made over HTTPS, to this
+/// server or to the console's public address (a proxy in front may end TLS).
+fn secure(state: &AppState, headers: &HeaderMap) -> bool {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    console_sso::secure_cookies(host, &state.status.api, public(state))
+}
+
+/// The console's public address, when `cutover up --console-url` gave one.
+fn public(state: &AppState) -> Option<&console_sso::ConsoleUrl> {
+    state.console_url.as_ref()
 }
 
 #[derive(Deserialize)]
@@ -358,7 +366,7 @@ async fn sign_in(
     }
     match console_session::open(&state, &form.token, &peer.0.ip().to_string()) {
         Ok(opened) => {
-            let secure = state.status.api.starts_with("https://");
+            let secure = secure(&state, &headers);
             let cookie = console_session::session_cookie(&opened.secret, opened.lasts_ms, secure);
             ([(header::SET_COOKIE, cookie)], Redirect::to(&next)).into_response()
         }
@@ -378,7 +386,7 @@ async fn sign_out(State(state): State<AppState>, headers: HeaderMap) -> Response
     if let Some(secret) = console_session::session_secret(&headers) {
         console_session::close(&state, &secret);
     }
-    let secure = state.status.api.starts_with("https://");
+    let secure = secure(&state, &headers);
     let cookie = console_session::cleared_cookie(secure);
     ([(header::SET_COOKIE, cookie)], Redirect::to("/login")).into_response()
 }

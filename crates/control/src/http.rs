@@ -34,6 +34,8 @@ pub struct AppState {
     pub token: Option<String>,
     /// Single sign-on, when `cutover up --oidc-issuer` set it up.
     pub oidc: Option<Arc<crate::access::oidc::Oidc>>,
+    /// Where people open the console when not at the API's own address (`--console-url`).
+    pub console_url: Option<crate::access::console_sso::ConsoleUrl>,
     pub status: Arc<StatusView>,
     pub runtimes: Arc<std::collections::BTreeMap<String, Arc<dyn runtime::Runtime>>>,
     pub lb: crate::lb::LbClient,

@@ -65,6 +65,8 @@ pub struct ServerConfig {
     pub registry_credentials: Option<PathBuf>,
     /// Single sign-on through an OpenID provider (`cutover login`).
     pub oidc: Option<access::oidc::OidcConfig>,
+    /// The console's public address behind a reverse proxy or a DNS name (`--console-url`).
+    pub console_url: Option<access::console_sso::ConsoleUrl>,
     /// The web console's routes, served beside the API behind the same authorization layer
     /// (the `console` crate, which depends on this one, hands them in).
     pub console: Option<fn(http::AppState) -> axum::Router>,
@@ -192,6 +194,7 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
             .transpose()
             .context("single sign-on's HTTP client")?
             .map(Arc::new),
+        console_url: config.console_url.clone(),
         status: Arc::new(status),
         runtimes: Arc::new(runtimes),
         lb,

@@ -78,6 +78,12 @@ enum Command {
         allow_plaintext_beyond_loopback: bool,
         #[command(flatten)]
         oidc: OidcFlags,
+        /// The address people open the web console at, when not this API's own: behind a
+        /// reverse proxy or a DNS name (`https://cutover.example.com`; http only on loopback).
+        /// Single sign-on's redirect URI is then `URL/login/callback`, and the console's cookies
+        /// are `Secure` when it is https.
+        #[arg(long, env = "CUTOVER_CONSOLE_URL", value_parser = control::access::console_sso::ConsoleUrl::parse)]
+        console_url: Option<control::access::console_sso::ConsoleUrl>,
         /// The image the swarm's nodes run their load balancer from (holding `/cutover`; built by
         /// `scripts/swarm-lb-image`), in a registry every node reaches: a `runtime: swarm` service
         /// with a load balancer is served by one on every node (docs/swarm.md).
@@ -581,6 +587,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             tls_key,
             allow_plaintext_beyond_loopback,
             oidc,
+            console_url,
             swarm_lb_image,
             swarm_lb_admin_port,
         } => {
@@ -605,6 +612,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 lb_threads,
                 registry_credentials,
                 oidc,
+                console_url,
                 console: Some(console::router),
                 swarm_lb: swarm_lb_image
                     .map(|image| swarm_lb(image, swarm_lb_admin_port, lb_threads)),

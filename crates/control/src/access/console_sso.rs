@@ -90,6 +90,87 @@ fn login_cookie(value: &str, max_age_ms: u64, secure: bool) -> String {
     )
 }
 
+/// The address people open the console at when it is not the API's own — behind a reverse
+/// proxy that ends TLS, or under a DNS name — as `cutover up --console-url` gives it (Grafana's
+/// `root_url`, Argo CD's `url`): the base of single sign-on's redirect URI, and whether the
+/// cookies of requests made there are `Secure`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsoleUrl {
+    /// `scheme://host[:port]`, as browsers send its host and port (`Host`), lowercased.
+    origin: String,
+    /// `host[:port]`, without the scheme's default port.
+    authority: String,
+    https: bool,
+}
+
+/// Why a `--console-url` is refused, with what to give instead.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BadConsoleUrl {
+    #[error(
+        "`{0}` is not an absolute http(s) URL; give the address people open the console at, \
+         like https://cutover.example.com"
+    )]
+    NotAWebUrl(String),
+    #[error(
+        "`{0}`: use https:// (plain http only at a loopback address, like \
+         http://localhost:7400): the session cookie would cross the network in clear"
+    )]
+    NotHttps(String),
+    #[error("`{0}` carries a user or password; remove them")]
+    Credentials(String),
+    #[error(
+        "`{url}` has a {part}; give only the scheme, host and port: the console is served at \
+         the root of its address (a reverse proxy that serves it under a path must strip it)"
+    )]
+    BeyondOrigin { url: String, part: &'static str },
+}
+
+impl ConsoleUrl {
+    pub fn parse(text: &str) -> Result<ConsoleUrl, BadConsoleUrl> {
+        let not_web = || BadConsoleUrl::NotAWebUrl(text.to_string());
+        let url = reqwest::Url::parse(text).map_err(|_| not_web())?;
+        let https = match url.scheme() {
+            "https" => true,
+            "http" => false,
+            _ => return Err(not_web()),
+        };
+        let host = url.host_str().filter(|h| !h.is_empty()).ok_or_else(not_web)?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(BadConsoleUrl::Credentials(text.to_string()));
+        }
+        let beyond = |part| BadConsoleUrl::BeyondOrigin { url: text.to_string(), part };
+        if url.path() != "/" {
+            return Err(beyond("path"));
+        }
+        if url.query().is_some() {
+            return Err(beyond("query"));
+        }
+        if url.fragment().is_some() {
+            return Err(beyond("fragment"));
+        }
+        let ip = host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>();
+        let loopback = host == "localhost" || ip.is_ok_and(|ip| ip.is_loopback());
+        if !https && !loopback {
+            return Err(BadConsoleUrl::NotHttps(text.to_string()));
+        }
+        let authority = match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_string(),
+        };
+        Ok(ConsoleUrl { origin: format!("{}://{authority}", url.scheme()), authority, https })
+    }
+
+    /// `scheme://host[:port]`, as people open it.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// Whether a request with this `Host` was made at this address.
+    fn serves(&self, host: Option<&str>) -> bool {
+        host.is_some_and(|host| host.eq_ignore_ascii_case(&self.authority))
+    }
+}
+
 /// A request whose `Host` is not this server's address.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error(
@@ -101,23 +182,41 @@ pub struct ForeignHost {
     pub api: String,
 }
 
-/// The redirect URI of a login started by a request to `host`: `/login/callback` at this
-/// server's own address `api_url` (its scheme is whether this server speaks TLS).
+/// The redirect URI of a login started by a request to `host`: `/login/callback` at the
+/// console's public address `console` when the request was made there, else at this server's
+/// own address `api_url` (its scheme is whether this server speaks TLS).
 ///
-/// The `Host` header is the client's to choose, so it is only accepted when it names the address
-/// cutover announces (`cutover status`'s `api`): a URI built from any Host would let a request
-/// with a forged one make the provider send the code (and the person) to another site, should
-/// the provider's registration be loose. The registered redirect URI is then exactly one,
+/// The `Host` header is the client's to choose, so it is only accepted when it names one of
+/// those two addresses: a URI built from any Host would let a request with a forged one make the
+/// provider send the code (and the person) to another site, should the provider's registration
+/// be loose. The registered redirect URIs are then exactly `CONSOLE/login/callback` and
 /// `API/login/callback`.
-pub fn redirect_uri(host: Option<&str>, api_url: &str) -> Result<String, ForeignHost> {
+pub fn redirect_uri(
+    host: Option<&str>,
+    api_url: &str,
+    console: Option<&ConsoleUrl>,
+) -> Result<String, ForeignHost> {
     let api = api_url.trim_end_matches('/');
+    if let Some(console) = console.filter(|c| c.serves(host)) {
+        return Ok(format!("{}{CALLBACK_PATH}", console.origin));
+    }
     let authority = api.split_once("://").map_or(api, |(_, authority)| authority);
     match host {
         Some(host) if host.eq_ignore_ascii_case(authority) => Ok(format!("{api}{CALLBACK_PATH}")),
         other => Err(ForeignHost {
             host: other.unwrap_or("(no Host header)").to_string(),
-            api: api.to_string(),
+            api: console.map_or(api, |c| c.origin.as_str()).to_string(),
         }),
+    }
+}
+
+/// Whether the console's cookies for a request to `host` are `Secure`: when it was made at the
+/// console's public address, whether people open that with https (a proxy in front may end TLS
+/// and speak plain HTTP to cutover); else whether this server speaks HTTPS itself.
+pub fn secure_cookies(host: Option<&str>, api_url: &str, console: Option<&ConsoleUrl>) -> bool {
+    match console.filter(|c| c.serves(host)) {
+        Some(console) => console.https,
+        None => api_url.starts_with("https://"),
     }
 }
 
@@ -172,16 +271,86 @@ mod tests {
     fn the_redirect_uri_is_this_server_s_own_callback_and_a_foreign_host_is_refused() {
         let api = "https://cutover.internal:7400";
         assert_eq!(
-            redirect_uri(Some("cutover.internal:7400"), api).unwrap(),
+            redirect_uri(Some("cutover.internal:7400"), api, None).unwrap(),
             "https://cutover.internal:7400/login/callback"
         );
-        let refused = redirect_uri(Some("evil.test"), api).unwrap_err();
+        let refused = redirect_uri(Some("evil.test"), api, None).unwrap_err();
         assert_eq!(
             refused.to_string(),
             "single sign-on works at this console's own address, https://cutover.internal:7400; \
              this page was opened as evil.test: open https://cutover.internal:7400/login instead"
         );
-        assert!(redirect_uri(None, api).is_err());
-        assert!(redirect_uri(Some("cutover.internal:7401"), api).is_err());
+        assert!(redirect_uri(None, api, None).is_err());
+        assert!(redirect_uri(Some("cutover.internal:7401"), api, None).is_err());
+    }
+
+    #[test]
+    fn behind_a_proxy_the_console_s_public_address_is_the_redirect_uri_and_decides_secure() {
+        let api = "http://127.0.0.1:7400";
+        let console = ConsoleUrl::parse("https://Cutover.Example.com/").unwrap();
+        assert_eq!(console.origin(), "https://cutover.example.com");
+        let console = Some(&console);
+        assert_eq!(
+            redirect_uri(Some("cutover.example.com"), api, console).unwrap(),
+            "https://cutover.example.com/login/callback"
+        );
+        // The API's own address still works where it is reached directly.
+        assert_eq!(
+            redirect_uri(Some("127.0.0.1:7400"), api, console).unwrap(),
+            "http://127.0.0.1:7400/login/callback"
+        );
+        let refused = redirect_uri(Some("evil.test"), api, console).unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "single sign-on works at this console's own address, https://cutover.example.com; \
+             this page was opened as evil.test: open https://cutover.example.com/login instead"
+        );
+        assert!(redirect_uri(Some("cutover.example.com:8443"), api, console).is_err());
+        // The proxy ends TLS and speaks plain HTTP to cutover: the browser's cookies are Secure.
+        assert!(secure_cookies(Some("cutover.example.com"), api, console));
+        assert!(!secure_cookies(Some("127.0.0.1:7400"), api, console));
+        assert!(!secure_cookies(Some("evil.test"), api, console));
+        assert!(secure_cookies(
+            Some("cutover.internal:7400"),
+            "https://cutover.internal:7400",
+            None
+        ));
+        let on_a_port = ConsoleUrl::parse("http://localhost:8080").unwrap();
+        assert_eq!(
+            redirect_uri(Some("localhost:8080"), api, Some(&on_a_port)).unwrap(),
+            "http://localhost:8080/login/callback"
+        );
+        assert!(!secure_cookies(Some("localhost:8080"), api, Some(&on_a_port)));
+    }
+
+    #[test]
+    fn a_console_url_is_https_or_loopback_with_nothing_beyond_its_host_and_port() {
+        for ok in [
+            "https://cutover.example.com",
+            "https://cutover.example.com:8443/",
+            "http://localhost:7400",
+            "http://127.0.0.2:7400/",
+            "http://[::1]:7400",
+        ] {
+            assert!(ConsoleUrl::parse(ok).is_ok(), "{ok}");
+        }
+        let said = |bad: &str| ConsoleUrl::parse(bad).unwrap_err().to_string();
+        assert_eq!(
+            said("http://cutover.example.com"),
+            "`http://cutover.example.com`: use https:// (plain http only at a loopback address, \
+             like http://localhost:7400): the session cookie would cross the network in clear"
+        );
+        assert_eq!(
+            said("https://example.com/cutover"),
+            "`https://example.com/cutover` has a path; give only the scheme, host and port: the \
+             console is served at the root of its address (a reverse proxy that serves it under a \
+             path must strip it)"
+        );
+        assert!(said("https://example.com/?a=1").contains("has a query"));
+        assert!(said("https://example.com/#top").contains("has a fragment"));
+        assert!(said("https://me:pw@example.com").contains("carries a user or password"));
+        for not_web in ["cutover.example.com", "ftp://example.com", "/console", "https://"] {
+            assert!(said(not_web).contains("is not an absolute http(s) URL"), "{not_web}");
+        }
     }
 }

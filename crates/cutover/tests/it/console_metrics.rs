@@ -48,6 +48,32 @@ impl Browser {
     fn resize(&self, width: u32, height: u32) {
         self.runtime.block_on(self.client().set_window_size(width, height)).unwrap();
     }
+
+    /// Tabs through the page as a keyboard user does, until the focus comes round again: each
+    /// stop's element (its start), and whether it shows an outline.
+    fn keyboard_stops(&self) -> Vec<serde_json::Value> {
+        let mut stops = Vec::new();
+        for _ in 0..80 {
+            // A live part is replaced as it changes; the page gives the focus back to the same
+            // link, but the element WebDriver found may be the one just replaced: ask again.
+            let tab = || {
+                self.runtime.block_on(async {
+                    self.client().active_element().await?.send_keys("\u{e004}").await
+                })
+            };
+            (0..3).find_map(|_| tab().ok()).expect("a Tab key sent to the page");
+            let stop = self.run(
+                "const el = document.activeElement; const s = getComputedStyle(el);
+                 return { what: el.outerHTML.slice(0, 90), body: el === document.body,
+                          outline: s.outlineStyle !== 'none' && s.outlineWidth !== '0px' };",
+            );
+            if stop["body"] == json!(true) || stops.contains(&stop) {
+                break;
+            }
+            stops.push(stop);
+        }
+        stops
+    }
 }
 
 #[test]
@@ -158,27 +184,7 @@ fn every_stop_of_the_keyboard_on_the_new_pages_shows_where_the_focus_is() {
     ];
     for (page, content_link) in pages {
         browser.goto(&format!("{}{page}", cluster.api_url()));
-        // Tab through the page as a keyboard user does, until the focus comes round again.
-        let mut stops = Vec::new();
-        for _ in 0..60 {
-            // The live part is replaced every second; the page gives the focus back to the same
-            // link, but the element WebDriver found may be the one just replaced: ask again.
-            let tab = || {
-                browser.runtime.block_on(async {
-                    browser.client().active_element().await?.send_keys("\u{e004}").await
-                })
-            };
-            (0..3).find_map(|_| tab().ok()).expect("a Tab key sent to the page");
-            let stop = browser.run(
-                "const el = document.activeElement; const s = getComputedStyle(el);
-                 return { what: el.outerHTML.slice(0, 90), body: el === document.body,
-                          outline: s.outlineStyle !== 'none' && s.outlineWidth !== '0px' };",
-            );
-            if stop["body"] == json!(true) || stops.contains(&stop) {
-                break;
-            }
-            stops.push(stop);
-        }
+        let stops = browser.keyboard_stops();
         assert!(stops.len() >= 3, "{page}: too few stops for its links: {stops:?}");
         if let Some(link) = content_link {
             let reached =
@@ -249,4 +255,78 @@ fn the_deployment_page_of_a_judged_canary_shows_both_versions_numbers_side_by_si
         assert!(text.contains(shown), "{shown:?} not in the judge's section: {text}");
     }
     browser.screenshot("deployment-judge");
+}
+
+/// Every page of the console with something on it — a canary moving traffic, a pipeline waiting
+/// at an approval, an alarm, a task definition with two revisions — at 1280 px and at phone
+/// width (390 px): none scrolls sideways, every keyboard stop shows its focus, and each is
+/// written to `target/console-screenshots/NAME-WIDTH.png` for people to look at.
+#[test]
+fn every_page_at_desktop_and_phone_width_scrolls_no_sideways_and_shows_each_keyboard_stop() {
+    let bootstrap = "console-screens-bootstrap";
+    let cluster = Cluster::start(Options {
+        config: "{ name: quick-canary, type: TimeBasedCanary, percentage: 20, interval: 30m }",
+        top_extra: format!("{BLUE_REQUESTS}{}", crate::console_pipelines::APPROVAL_ONLY),
+        env: vec![("CUTOVER_TOKEN", bootstrap.into())],
+        ..Options::default()
+    });
+    cluster.apply_and_wait_for_v1();
+    let remote = cluster.json(&["repos", "get", "web"])["clone_url"].as_str().unwrap().to_string();
+    let authenticated = remote.replacen("http://", &format!("http://ci:{bootstrap}@"), 1);
+    let execution = crate::console_pipelines::push_v2(&cluster, &authenticated);
+    let _traffic = Traffic(Some(Load::start(cluster.prod, 1)));
+    let created = cluster.json(&deploy_args("taskdef-v2.json", "appspec.yaml", &[]));
+    let id = created["id"].as_str().unwrap().to_string();
+    wait_until(
+        "the canary at 20% and the approval waiting",
+        Duration::from_secs(90),
+        || {
+            let d = cluster.deployment(&id);
+            let e = cluster.json(&["pipelines", "execution", "web", &execution]);
+            (d["traffic"]["production_green_percent"].clone(), e["status"].clone())
+        },
+        |(green, execution)| green == &json!(20) && execution == &json!("InProgress"),
+    );
+    let task = cluster.json(&["tasks", "list"]).as_array().unwrap()[0]["id"].clone();
+    let pages = [
+        ("overview", "/".to_string()),
+        ("deployment", format!("/deployments/{id}")),
+        ("pipeline", "/pipelines/web".into()),
+        ("execution", format!("/pipelines/web/executions/{execution}")),
+        ("service", "/services/web".into()),
+        ("task", format!("/tasks/{}", task.as_str().unwrap())),
+        ("task-definitions", "/task-definitions/web".into()),
+        ("metrics", "/target-groups/web-blue/metrics".into()),
+        ("alarms", "/alarms".into()),
+        ("alarm", "/alarms/blue-requests".into()),
+        ("history", "/history".into()),
+    ];
+    let browser = Browser::start();
+    browser.goto(&format!("{}/login", cluster.api_url()));
+    browser.screenshot("login-1280");
+    browser.resize(390, 844);
+    browser.screenshot("login-390");
+    browser.resize(1280, 1000);
+    browser.fill("#token", bootstrap);
+    browser.click("form[action='/login'] button[type=submit]");
+    wait_until("signed in", Duration::from_secs(30), || browser.url(), |u| !u.contains("/login"));
+    for (width, height) in [(1280, 1000), (390, 844)] {
+        browser.resize(width, height);
+        for (name, path) in &pages {
+            browser.goto(&format!("{}{path}", cluster.api_url()));
+            let seen = browser.body_overflow();
+            assert!(
+                seen["scroll"].as_u64() <= seen["client"].as_u64()
+                    && seen["doc"].as_u64() <= seen["view"].as_u64(),
+                "{path} scrolls sideways at {width} px: {seen}"
+            );
+            browser.screenshot(&format!("{name}-{width}"));
+            if width == 1280 {
+                let stops = browser.keyboard_stops();
+                assert!(stops.len() >= 5, "{path}: too few keyboard stops: {stops:?}");
+                let unseen: Vec<_> = stops.iter().filter(|s| s["outline"] != json!(true)).collect();
+                assert!(unseen.is_empty(), "{path}: no visible focus on {unseen:?}");
+            }
+        }
+    }
 }

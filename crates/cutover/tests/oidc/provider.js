@@ -36,7 +36,8 @@ const provider = new Provider(issuer, {
       client_id: 'cutover',
       application_type: 'native',
       token_endpoint_auth_method: 'none',
-      redirect_uris: ['http://127.0.0.1/callback', 'http://127.0.0.1/login/callback'],
+      // The console behind a reverse proxy is reached as `localhost` (`it/console_sso.rs`).
+      redirect_uris: ['http://127.0.0.1/callback', 'http://127.0.0.1/login/callback', 'http://localhost/login/callback'],
       grant_types: ['authorization_code'],
       response_types: ['code'],
     },
