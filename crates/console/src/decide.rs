@@ -186,6 +186,7 @@ mod tests {
             rolled_back: false,
             next_step_at: None,
             judges: Vec::new(),
+            mirrored: None,
         }
     }
 
