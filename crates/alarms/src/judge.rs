@@ -89,10 +89,41 @@ impl fmt::Display for JudgedMetric {
     }
 }
 
+/// Which of green's answers the judge compares with blue's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JudgedSource {
+    /// The requests green served: production's share, and the test listener's before it.
+    #[default]
+    Served,
+    /// Green's answers to the copies a shadow phase sends it, which no client sees: green is
+    /// judged before it serves anyone. Blue's side is what it served in the same period.
+    Mirrored,
+}
+
+impl JudgedSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JudgedSource::Served => "served",
+            JudgedSource::Mirrored => "mirrored",
+        }
+    }
+}
+
+impl fmt::Display for JudgedSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// How the judge decides.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JudgeCriteria {
     pub metric: JudgedMetric,
+    /// Which of green's answers are judged (criteria stored before this existed judged served
+    /// requests).
+    #[serde(default)]
+    pub source: JudgedSource,
     /// How much worse green may be before it counts as worse: for the error rate, percentage
     /// points as a fraction (0.01: green's rate may exceed blue's by 1 point); for latency, a
     /// ratio (0.10: green may be 10 % slower).
@@ -261,7 +292,8 @@ pub fn judge(criteria: &JudgeCriteria, blue: &Observed, green: &Observed) -> Jud
     Judgement { criteria: *criteria, verdict, blue: blue_summary, green: green_summary, test }
 }
 
-fn summarize(observed: &Observed) -> Summary {
+/// One version's numbers: its error rate and its nearest-rank percentiles.
+pub fn summarize(observed: &Observed) -> Summary {
     let mut values: Vec<(f64, u64)> =
         observed.latencies.iter().copied().filter(|&(v, n)| v.is_finite() && n > 0).collect();
     values.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -441,24 +473,32 @@ impl Judgement {
                 format!("is slower than blue beyond the {}% tolerance", percent(c.tolerance))
             }
         };
+        // A judge of mirrored traffic says whose answers it compared.
+        let (green, sides) = match c.source {
+            JudgedSource::Served => ("green", "green vs blue"),
+            JudgedSource::Mirrored => (
+                "green, answering copies of production's requests,",
+                "green's copies vs blue's clients",
+            ),
+        };
         let Some(test) = &self.test else {
             let (gs, bs) = match c.metric {
                 JudgedMetric::ErrorRate => (g.requests, b.requests),
                 JudgedMetric::Latency => (g.timed, b.timed),
             };
             return format!(
-                "too few samples to judge whether green {claim}: green {gs}, blue {bs}, at least \
-                 {} each needed (green vs blue: {numbers})",
+                "too few samples to judge whether {green} {claim}: green {gs}, blue {bs}, at \
+                 least {} each needed ({sides}: {numbers})",
                 c.min_samples
             );
         };
         let (verdict, relation) = match self.verdict {
-            Verdict::Worse => ("green", "<"),
-            _ => ("green is not shown to be worse: it", "≥"),
+            Verdict::Worse => (green.to_string(), "<"),
+            _ => (format!("{green} is not shown to be worse: it"), "≥"),
         };
         let u = test.u.map_or(String::new(), |u| format!(" = {u}"));
         format!(
-            "{verdict} {claim} (green vs blue: {numbers}); {}{u}, z = {:.2}, p = {} {relation} {} \
+            "{verdict} {claim} ({sides}: {numbers}); {}{u}, z = {:.2}, p = {} {relation} {} \
              ({}% confidence)",
             test.test,
             test.z,

@@ -202,6 +202,7 @@ mod tests {
             rolled_back: false,
             next_step_at: None,
             judges: Vec::new(),
+            mirrored: None,
         }
     }
 

@@ -66,7 +66,7 @@ pub fn live(page: &DeploymentPage) -> Markup {
             }
         }
         (traffic(view))
-        @if !view.judges.is_empty() { (judges(view)) }
+        @if !view.judges.is_empty() || view.mirrored.is_some() { (judges(view)) }
         div.columns {
             section aria-labelledby="schedule-h" {
                 h2 #schedule-h { "Traffic shifting schedule" }
@@ -202,17 +202,24 @@ fn task_set(
 
 /// What each canary judge saw in its newest judged period: both versions side by side, the
 /// verdict, the test's result against the confidence asked for, and what retry on blue spent —
-/// the same [`JudgeView`] `deployments get` prints.
+/// the same [`JudgeView`] `deployments get` prints; and what a shadow phase's copies got from
+/// green, next to blue's answers to its clients.
 fn judges(view: &DeploymentView) -> Markup {
+    let heading = if view.judges.is_empty() {
+        "Shadow traffic: green against blue"
+    } else {
+        "Canary judge: green against blue"
+    };
     html! {
         section.judges aria-labelledby="judges-h" {
-            h2 #judges-h { "Canary judge: green against blue" }
+            h2 #judges-h { (heading) }
             div.columns {
+                @if let Some(mirrored) = &view.mirrored { (shadow_traffic(view, mirrored)) }
                 @for j in &view.judges {
                     section.card.judge data-judge=(j.alarm) data-verdict=(j.verdict()) aria-label=(format!("Canary judge {}", j.alarm)) {
                         h3 {
                             a href=(format!("/alarms/{}@{}", j.alarm, view.id)) { (j.alarm) }
-                            " " span.muted { "(" (j.judgement.criteria.metric) ")" }
+                            " " span.muted { "(" (j.judgement.criteria.metric) @if j.judgement.criteria.source == control::api::judge::JudgedSource::Mirrored { ", on mirrored copies" } ")" }
                             " " span class=(format!("badge {}", verdict_class(j))) { (j.verdict()) }
                         }
                         p.muted { "Period " (time(j.period_start)) " + " (j.period_secs) " s · tolerance "
@@ -228,7 +235,29 @@ fn judges(view: &DeploymentView) -> Markup {
                         }
                         p { "Test: " code { (j.test_result()) } }
                         p { "Retry on blue: " span data-retries=(j.retries.retries) { (j.retries_text()) } }
+                        @if let Some(m) = &j.mirrored {
+                            p { "Shadow traffic: " span data-copies=(m.copies) { (m.text()) } }
+                        }
                         p.msg.muted { (j.reason) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A shadow phase's copies to green, over the whole phase: green's answers by class, how many
+/// differed from blue's, and both versions' response times side by side.
+fn shadow_traffic(view: &DeploymentView, m: &control::api::MirroredView) -> Markup {
+    html! {
+        section.card.shadow data-copies=(m.copies) data-mismatches=(m.mismatches) aria-label="Shadow traffic" {
+            h3 { "Shadow traffic" " " span.muted { "(copies of production's requests)" } }
+            p.muted { "Green's answers to the copies, measured and discarded; blue's answers to its clients in the same seconds." }
+            table.grid.side {
+                thead { tr { th {} th.num { "Green " code { (view.traffic.green_target_group) } " (copies)" } th.num { "Blue " code { (view.traffic.blue_target_group) } " (clients)" } } }
+                tbody {
+                    @for (what, green, blue) in m.side_by_side() {
+                        tr data-row=(what) { th scope="row" { (what) } td.num { (green) } td.num { (blue) } }
                     }
                 }
             }

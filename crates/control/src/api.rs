@@ -253,6 +253,97 @@ pub struct DeploymentView {
     /// What each canary judge the deployment watches saw in its newest judged period.
     #[serde(default)]
     pub judges: Vec<JudgeView>,
+    /// What green answered to its shadow phase's copies, over the whole phase (None: green got
+    /// no copy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirrored: Option<MirroredView>,
+}
+
+/// A shadow phase's copies to green and what green answered them, next to what blue served its
+/// clients in the same seconds (from `crate::judging::MirroredTally`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MirroredView {
+    /// Copies sent to green.
+    pub copies: u64,
+    /// Green's answers by status class.
+    pub green_2xx: u64,
+    pub green_3xx: u64,
+    pub green_4xx: u64,
+    pub green_5xx: u64,
+    /// Copies green never answered: the 502, 503 or 504 the load balancer would have answered.
+    pub green_lb_5xx: u64,
+    /// Copies whose status class differed from blue's answer to the client.
+    pub mismatches: u64,
+    /// Copies not sent: `max_in_flight` were in flight already.
+    pub dropped: u64,
+    /// Green's response times to the copies, in seconds (None: no answer timed).
+    pub green_p50: Option<f64>,
+    pub green_p99: Option<f64>,
+    /// Requests blue served its clients in the same seconds, and their response times.
+    pub blue_requests: u64,
+    pub blue_p50: Option<f64>,
+    pub blue_p99: Option<f64>,
+}
+
+impl MirroredView {
+    pub fn of(tally: &crate::judging::MirroredTally) -> MirroredView {
+        let (green, blue) = (tally.green_summary(), tally.blue_summary());
+        MirroredView {
+            copies: tally.copies,
+            green_2xx: tally.green_2xx,
+            green_3xx: tally.green_3xx,
+            green_4xx: tally.green_4xx,
+            green_5xx: tally.green_5xx,
+            green_lb_5xx: tally.green_lb_5xx,
+            mismatches: tally.mismatches,
+            dropped: tally.dropped,
+            green_p50: green.p50,
+            green_p99: green.p99,
+            blue_requests: tally.blue_requests,
+            blue_p50: blue.p50,
+            blue_p99: blue.p99,
+        }
+    }
+
+    /// Green's copies and blue's clients side by side, `(what, green, blue)`, as `deployments
+    /// get` and the console's deployment page show them.
+    pub fn side_by_side(&self) -> Vec<(&'static str, String, String)> {
+        let dash = || "-".to_string();
+        vec![
+            ("requests", self.copies.to_string(), self.blue_requests.to_string()),
+            ("answered 2xx", self.green_2xx.to_string(), dash()),
+            ("answered 3xx", self.green_3xx.to_string(), dash()),
+            ("answered 4xx", self.green_4xx.to_string(), dash()),
+            ("answered 5xx", self.green_5xx.to_string(), dash()),
+            ("load balancer 5xx", self.green_lb_5xx.to_string(), dash()),
+            ("class mismatches", self.mismatches.to_string(), dash()),
+            ("dropped", self.dropped.to_string(), dash()),
+            ("p50", latency(self.green_p50), latency(self.blue_p50)),
+            ("p99", latency(self.green_p99), latency(self.blue_p99)),
+        ]
+    }
+
+    /// In one line, for `watch`: `1200 copies: 0 2xx, 0 3xx, 0 4xx, 1180 5xx, 20 load balancer
+    /// 5xx; 1200 differed from blue's status class; 0 dropped; green p50 26.0ms p99 30.0ms vs blue
+    /// p50 20.0ms p99 24.0ms`.
+    pub fn text(&self) -> String {
+        format!(
+            "{} copies: {} 2xx, {} 3xx, {} 4xx, {} 5xx, {} load balancer 5xx; {} differed from \
+             blue's status class; {} dropped; green p50 {} p99 {} vs blue p50 {} p99 {}",
+            self.copies,
+            self.green_2xx,
+            self.green_3xx,
+            self.green_4xx,
+            self.green_5xx,
+            self.green_lb_5xx,
+            self.mismatches,
+            self.dropped,
+            latency(self.green_p50),
+            latency(self.green_p99),
+            latency(self.blue_p50),
+            latency(self.blue_p99)
+        )
+    }
 }
 
 /// A canary judge's newest judged period: both versions' numbers side by side and the test.
@@ -270,6 +361,9 @@ pub struct JudgeView {
     /// What retry on blue spent on green in the same period.
     #[serde(default)]
     pub retries: crate::judging::RetriesSpent,
+    /// The shadow phase's copies to green in the same period, when there were any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirrored: Option<MirroredView>,
 }
 
 impl JudgeView {
@@ -339,6 +433,9 @@ pub struct TrafficView {
     pub green_target_group: String,
     pub production_green_percent: u8,
     pub test_to_green: bool,
+    /// The share of production's requests copied to green (a shadow phase); 0 outside one.
+    #[serde(default)]
+    pub mirror_percent: u8,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -160,6 +160,7 @@ pub fn view(
             green_target_group: body.green_target_group.clone(),
             production_green_percent: green_percent,
             test_to_green,
+            mirror_percent: body.route_mirror_percent,
         },
         blue,
         green,
@@ -172,6 +173,7 @@ pub fn view(
         rolled_back: outcome.is_some_and(|o| o.rolled_back) || body.rolled_back,
         next_step_at: machine.poll_timeout().map(Timestamp::as_millis),
         judges: Vec::new(),
+        mirrored: None,
     }
 }
 

@@ -28,7 +28,7 @@ use model::Timestamp;
 use routes::{MetricsSnapshot, RequestCounters};
 use serde::{Deserialize, Serialize};
 
-use crate::judging::{self, JudgedPeriod};
+use crate::judging::{self, JudgedPeriod, MirroredTally};
 
 /// How often the data plane's counters are sampled: well inside the shortest (1 s) alarm period.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
@@ -89,6 +89,20 @@ pub struct MetricFilterDoc {
     pub spec: MetricFilterSpec,
 }
 
+/// How long after a deployment ended its green's copies are still tallied: the copies of its
+/// last moments reach the metric store within the sampling interval and the settling time.
+const TALLY_AFTER_END_SECS: u64 = 5;
+
+/// A deployment whose shadow traffic is tallied, second by second.
+struct Tallying {
+    blue_target_group: String,
+    green_target_group: String,
+    /// The next second to tally.
+    next: u64,
+    /// The first second not tallied, once the deployment has ended.
+    until: Option<u64>,
+}
+
 /// What the monitor needs to know about the world in one pass.
 pub struct World<'a> {
     pub alarms: &'a [AlarmDoc],
@@ -134,6 +148,11 @@ pub struct Monitor {
     judged_worse: BTreeMap<String, JudgedPeriod>,
     /// Periods judged since the engine last took them (to store them).
     judged_since: Vec<JudgedPeriod>,
+    /// Per deployment, where its shadow traffic is tallied.
+    mirrored_next: HashMap<String, Tallying>,
+    /// Per deployment, its shadow traffic tallied since the engine last took it (to add it to
+    /// what is stored).
+    mirrored_since: BTreeMap<String, MirroredTally>,
 }
 
 impl Default for Monitor {
@@ -163,6 +182,8 @@ impl Monitor {
             judgements: BTreeMap::new(),
             judged_worse: BTreeMap::new(),
             judged_since: Vec::new(),
+            mirrored_next: HashMap::new(),
+            mirrored_since: BTreeMap::new(),
         }
     }
 
@@ -243,6 +264,7 @@ impl Monitor {
                 let before = previous.as_ref().and_then(|p| p.target_groups.get(name));
                 let before = before.map(|b| b.response_time_fine.as_slice());
                 self.record_fine_response_times(
+                    "TargetResponseTime",
                     name,
                     &tg.response_time_fine,
                     before,
@@ -302,9 +324,11 @@ impl Monitor {
         at: Timestamp,
     ) {
         type Counter = fn(&routes::MirroredMetrics) -> u64;
-        const COUNTS: [(&str, Counter); 6] = [
+        const COUNTS: [(&str, Counter); 8] = [
             ("MirroredRequestCount", |m| m.counters.requests),
             ("MirroredTarget_2XX_Count", |m| m.counters.target_2xx),
+            ("MirroredTarget_3XX_Count", |m| m.counters.target_3xx),
+            ("MirroredTarget_4XX_Count", |m| m.counters.target_4xx),
             ("MirroredTarget_5XX_Count", |m| m.counters.target_5xx),
             ("MirroredELB_5XX_Count", |m| m.server_errors() - m.counters.target_5xx),
             ("MirroredMismatchCount", |m| m.mismatches),
@@ -317,14 +341,26 @@ impl Monitor {
                 self.record(metric, target_group, at, increase as f64);
             }
         }
-        self.record_response_times(
-            "MirroredTargetResponseTime",
-            target_group,
-            &mirrored.counters.response_time,
-            before.map(|b| &b.counters.response_time),
-            continuity,
-            at,
-        );
+        if mirrored.response_time_fine.is_empty() {
+            // A data plane of an older cutover: coarse buckets only.
+            self.record_response_times(
+                "MirroredTargetResponseTime",
+                target_group,
+                &mirrored.counters.response_time,
+                before.map(|b| &b.counters.response_time),
+                continuity,
+                at,
+            );
+        } else {
+            self.record_fine_response_times(
+                "MirroredTargetResponseTime",
+                target_group,
+                &mirrored.response_time_fine,
+                before.map(|b| b.response_time_fine.as_slice()),
+                continuity,
+                at,
+            );
+        }
     }
 
     /// `metric` (`TargetResponseTime`): one sample per request at its bucket's upper bound
@@ -363,18 +399,19 @@ impl Monitor {
         }
     }
 
-    /// `TargetResponseTime` from the fine buckets (`routes::latency`): one sample per answer at
-    /// its bucket's largest value, so percentiles are within 12.5 % and the canary judge can
-    /// rank two versions' answers against each other.
+    /// `metric` (`TargetResponseTime`, `MirroredTargetResponseTime`) from the fine buckets
+    /// (`routes::latency`): one sample per answer at its bucket's largest value, so percentiles
+    /// are within 12.5 % and the canary judge can rank two versions' answers against each other.
     fn record_fine_response_times(
         &mut self,
+        metric: &str,
         target_group: &str,
         buckets: &[(u32, u64)],
         before: Option<&[(u32, u64)]>,
         continuity: Continuity,
         at: Timestamp,
     ) {
-        let id = MetricId::new("TargetResponseTime").with("target_group", target_group);
+        let id = MetricId::new(metric).with("target_group", target_group);
         for &(index, answers) in buckets {
             // A bucket the previous snapshot did not list had counted nothing then.
             let then =
@@ -404,6 +441,7 @@ impl Monitor {
         }
         self.sync_alarms(world, now);
         self.judge_periods(world, now);
+        self.tally_mirrored(world, now);
         let started = *self.started.get_or_insert(now);
 
         let mut changed = Vec::new();
@@ -500,6 +538,54 @@ impl Monitor {
         std::mem::take(&mut self.judged_since)
     }
 
+    /// Whether a deployment's shadow traffic is still being tallied.
+    pub fn tallies_mirrored(&self) -> bool {
+        !self.mirrored_next.is_empty()
+    }
+
+    /// Each deployment's shadow traffic tallied since the previous call: to be added to what
+    /// is stored with the deployment.
+    pub fn take_mirrored(&mut self) -> BTreeMap<String, MirroredTally> {
+        std::mem::take(&mut self.mirrored_since)
+    }
+
+    /// Tallies every second that has ended (and settled) since the previous pass of each
+    /// deployment's shadow traffic: the copies green got, and what blue served meanwhile. A
+    /// deployment that ended is tallied for [`TALLY_AFTER_END_SECS`] more, so that the copies of
+    /// its last moments (a rollback ends the phase at once) are counted too.
+    fn tally_mirrored(&mut self, world: &World<'_>, now: Timestamp) {
+        let second = alarms::Period::ONE_SECOND;
+        let settled = Timestamp(now.as_millis().saturating_sub(judging::SETTLE.as_millis() as u64));
+        let complete = second.index_of(settled);
+        for deployment in &world.deployments {
+            self.mirrored_next.entry(deployment.id.clone()).or_insert_with(|| Tallying {
+                blue_target_group: deployment.blue_target_group.clone(),
+                green_target_group: deployment.green_target_group.clone(),
+                next: second.index_of(now),
+                until: None,
+            });
+        }
+        for (id, tallying) in &mut self.mirrored_next {
+            if tallying.until.is_none() && !world.deployments.iter().any(|d| d.id == *id) {
+                tallying.until = Some(second.index_of(now) + TALLY_AFTER_END_SECS);
+            }
+            // After a stall, only what the metric store still holds.
+            let from = tallying.next.max(complete.saturating_sub(RETENTION.as_secs()));
+            let to = tallying.until.map_or(complete, |until| until.min(complete));
+            let groups =
+                (tallying.blue_target_group.as_str(), tallying.green_target_group.as_str());
+            for index in from..to {
+                let tally =
+                    judging::mirrored_tally(&self.store, groups, second, second.start_of(index));
+                if !tally.is_empty() {
+                    self.mirrored_since.entry(id.clone()).or_default().add(&tally);
+                }
+            }
+            tallying.next = tallying.next.max(to);
+        }
+        self.mirrored_next.retain(|_, t| t.until.is_none_or(|until| t.next < until));
+    }
+
     /// Judges every period of every canary-judge instance that has ended (and settled) since
     /// the previous pass, from the first whole period after the instance appeared, and records
     /// each verdict as a datapoint of the instance's alarm, which is then evaluated at once.
@@ -536,6 +622,8 @@ impl Monitor {
                         period_secs: period.secs(),
                         judgement,
                         retries: judging::retries_spent(&self.store, groups.1, period, start),
+                        mirrored: Some(judging::mirrored_tally(&self.store, groups, period, start))
+                            .filter(|tally| !tally.is_empty()),
                     };
                     if judged.is_worse() {
                         self.judged_worse.insert(key.clone(), judged.clone());
@@ -828,6 +916,113 @@ mod tests {
         monitor.evaluate(&app_errors_world(&filters, &[&log]), next);
         monitor.evaluate(&app_errors_world(&filters, &[&log]), Timestamp(next.as_millis() + 1000));
         assert_eq!(sum(&monitor, &metric, Timestamp(next.as_millis() + 2000)), 1.0);
+    }
+
+    /// A canary judge of `source`, on green, 1 s periods, 2 of the last 3 worse fire.
+    fn latency_judge(name: &str, source: alarms::judge::JudgedSource) -> AlarmDoc {
+        AlarmDoc {
+            spec: AlarmSpec {
+                name: name.into(),
+                metric: MetricId::new("CanaryJudge").with("judge", name),
+                statistic: Statistic::Maximum,
+                period: Period::ONE_SECOND,
+                evaluation_periods: 3,
+                datapoints_to_alarm: Some(2),
+                threshold: 1.0,
+                comparison_operator: alarms::ComparisonOperator::GreaterThanOrEqualToThreshold,
+                treat_missing_data: alarms::TreatMissingData::Ignore,
+                evaluate_low_sample_count_percentile: Default::default(),
+            },
+            dimension: DimensionDoc::Green,
+            judge: Some(alarms::judge::JudgeCriteria {
+                metric: alarms::judge::JudgedMetric::Latency,
+                source,
+                tolerance: 0.10,
+                confidence: 0.99,
+                min_samples: 50,
+            }),
+        }
+    }
+
+    /// `(bucket, answers)` of `n` answers split evenly between `ms` − 1 and `ms` + 1.
+    fn answered_around(ms: u64, n: u64) -> Vec<(u32, u64)> {
+        let bucket = |ms: u64| routes::latency::latency_bucket(ms * 1000) as u32;
+        vec![(bucket(ms - 1), n / 2), (bucket(ms + 1), n - n / 2)]
+    }
+
+    /// After `pass` passes of 250 ms: blue served 50 client requests a pass around 20 ms, and
+    /// green answered 25 copies a pass around 26 ms (30 % slower), 2 of them with a 404 where
+    /// blue answered 200; green served no client.
+    fn shadowed_snapshot(pass: u64) -> MetricsSnapshot {
+        let mut blue = TargetGroupMetrics::default();
+        blue.counters.requests = 50 * pass;
+        blue.counters.target_2xx = 50 * pass;
+        blue.response_time_fine = answered_around(20, 50 * pass);
+        let mut green = TargetGroupMetrics::default();
+        let copies = &mut green.mirrored;
+        copies.counters.requests = 25 * pass;
+        copies.counters.target_2xx = 23 * pass;
+        copies.counters.target_4xx = 2 * pass;
+        copies.mismatches = 2 * pass;
+        copies.response_time_fine = answered_around(26, 25 * pass);
+        MetricsSnapshot {
+            started_at_unix_ms: T0 - 3_600_000,
+            taken_at_unix_ms: at(pass * 250).as_millis(),
+            target_groups: [("web-blue".to_string(), blue), ("web-green".to_string(), green)]
+                .into(),
+            ..MetricsSnapshot::default()
+        }
+    }
+
+    #[test]
+    fn a_judge_of_mirrored_traffic_fires_on_a_slower_green_that_served_no_client() {
+        use alarms::judge::{JudgedSource, Verdict};
+        let docs = [
+            latency_judge("shadow-judge", JudgedSource::Mirrored),
+            latency_judge("served-judge", JudgedSource::Served),
+        ];
+        let world = || World {
+            alarms: &docs,
+            filters: &[],
+            deployments: vec![Watching {
+                id: "d-1".into(),
+                blue_target_group: "web-blue".into(),
+                green_target_group: "web-green".into(),
+                alarms: vec!["shadow-judge".into(), "served-judge".into()],
+            }],
+            logs: BTreeMap::new(),
+        };
+        let mut monitor = Monitor::new();
+        let mut tallied = MirroredTally::default();
+        for pass in 0..=24 {
+            let now = at(pass * 250);
+            monitor.record_snapshot(shadowed_snapshot(pass), now);
+            monitor.evaluate(&world(), now);
+            for tally in monitor.take_mirrored().into_values() {
+                tallied.add(&tally);
+            }
+        }
+        let judged = &monitor.judgements()["shadow-judge@d-1"];
+        let judgement = &judged.judgement;
+        assert_eq!(judgement.verdict, Verdict::Worse, "{}", judged.reason());
+        assert_eq!((judgement.green.timed, judgement.blue.timed), (100, 200), "one second's");
+        let mirrored = judged.mirrored.as_ref().expect("the period's copies");
+        assert_eq!((mirrored.copies, mirrored.green_4xx, mirrored.mismatches), (100, 8, 8));
+        assert_eq!(
+            monitor.alarm("shadow-judge@d-1").unwrap().state(),
+            AlarmState::Alarm,
+            "2 of 3 periods judged worse"
+        );
+        // Green served no client: a judge of served requests has nothing to judge.
+        let served = &monitor.judgements()["served-judge@d-1"].judgement;
+        assert_eq!(served.verdict, Verdict::TooFewSamples);
+
+        // Every settled second since the deployment appeared is tallied, once: at 6 s, seconds
+        // 0–4, the copies of passes 1–19 (pass 0 is the baseline, pass 20 opens second 5).
+        assert_eq!(tallied.copies, 19 * 25, "{tallied:?}");
+        assert_eq!((tallied.mismatches, tallied.blue_requests), (19 * 2, 19 * 50));
+        let (green, blue) = (tallied.green_summary(), tallied.blue_summary());
+        assert!(green.p50.unwrap() > blue.p50.unwrap() * 1.2, "{green:?} vs {blue:?}");
     }
 
     #[test]

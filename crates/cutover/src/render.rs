@@ -393,6 +393,10 @@ pub fn deployment(d: &DeploymentView) -> String {
         out.push('\n');
         out.push_str(&judges(&d.judges));
     }
+    if let Some(mirrored) = &d.mirrored {
+        out.push('\n');
+        out.push_str(&shadow_traffic(mirrored));
+    }
     out.push('\n');
     out.push_str(&table(
         &["LIFECYCLE EVENT", "STATUS", "START", "END", "MESSAGE"],
@@ -418,14 +422,23 @@ pub fn judges(list: &[JudgeView]) -> String {
     let mut rows = Vec::new();
     for j in list {
         let period = format!("{} +{}s", clock(j.period_start), j.period_secs);
-        let metric = j.judgement.criteria.metric;
+        let criteria = &j.judgement.criteria;
+        let judged = match criteria.source {
+            judge::JudgedSource::Served => criteria.metric.to_string(),
+            source => format!("{}, {source}", criteria.metric),
+        };
         let mut lines = j.side_by_side();
         lines.push(("retried on blue", j.retries.retries.to_string(), "-".to_string()));
         lines.push(("budget exhausted", j.retries.budget_exhausted.to_string(), "-".to_string()));
+        if let Some(m) = &j.mirrored {
+            lines.push(("copies sent", m.copies.to_string(), "-".to_string()));
+            lines.push(("class mismatches", m.mismatches.to_string(), "-".to_string()));
+            lines.push(("copies dropped", m.dropped.to_string(), "-".to_string()));
+        }
         for (i, (what, green, blue)) in lines.into_iter().enumerate() {
             let first = |text: String| if i == 0 { text } else { String::new() };
             rows.push(vec![
-                first(format!("{} ({metric})", j.alarm)),
+                first(format!("{} ({judged})", j.alarm)),
                 first(period.clone()),
                 what.to_string(),
                 green,
@@ -436,6 +449,17 @@ pub fn judges(list: &[JudgeView]) -> String {
         }
     }
     table(&["CANARY JUDGE", "PERIOD", "", "GREEN", "BLUE", "VERDICT", "TEST"], rows)
+}
+
+/// A shadow phase's copies to green, green's answers next to what blue served its clients in
+/// the same seconds.
+pub fn shadow_traffic(m: &MirroredView) -> String {
+    let rows = m
+        .side_by_side()
+        .into_iter()
+        .map(|(what, green, blue)| vec![what.to_string(), green, blue])
+        .collect();
+    table(&["SHADOW TRAFFIC", "GREEN (COPIES)", "BLUE (CLIENTS)"], rows)
 }
 
 /// How long `watch` keeps asking a control plane that went away (a restart) before giving up.
@@ -481,6 +505,8 @@ struct WatchPrinter {
     last_line: String,
     /// Each judged period printed, `(alarm, period start)`.
     judged: std::collections::BTreeSet<(String, u64)>,
+    /// A shadow phase is under way: its figures are printed once it ends.
+    shadow_phase: bool,
 }
 
 impl WatchPrinter {
@@ -524,14 +550,21 @@ impl WatchPrinter {
             for judge in &view.judges {
                 // Each judged period once, as it is judged.
                 if self.judged.insert((judge.alarm.clone(), judge.period_start)) {
+                    let shadow = judge
+                        .mirrored
+                        .as_ref()
+                        .map_or(String::new(), |m| format!("; shadow traffic: {}", m.text()));
                     println!(
-                        "{}  canary judge {}: {}; {}",
+                        "{}  canary judge {}: {}; {}{shadow}",
                         time(now_ms()),
                         judge.alarm,
                         judge.reason,
                         judge.retries_text()
                     );
                 }
+            }
+            if let Some(line) = self.shadow_phase_ended(view) {
+                println!("{}  {line}", time(now_ms()));
             }
         }
         // A line is printed when what it says changes, not when its countdown ticks.
@@ -549,6 +582,17 @@ impl WatchPrinter {
             println!("{}", outcome_line(view));
         }
         Ok(Some(if view.status == "Succeeded" { ExitCode::SUCCESS } else { ExitCode::from(1) }))
+    }
+}
+
+impl WatchPrinter {
+    /// What the shadow phase's copies got from green, once the phase has ended (the shift
+    /// began, or the deployment ended).
+    fn shadow_phase_ended(&mut self, view: &DeploymentView) -> Option<String> {
+        let under_way = view.traffic.mirror_percent > 0 && view.completed_at.is_none();
+        let ended = std::mem::replace(&mut self.shadow_phase, under_way) && !under_way;
+        let mirrored = view.mirrored.as_ref().filter(|_| ended)?;
+        Some(format!("shadow phase ended: {}", mirrored.text()))
     }
 }
 
@@ -605,6 +649,15 @@ pub fn watch_line(d: &DeploymentView, now: Option<u64>) -> String {
             );
             let test = if d.traffic.test_to_green { "green" } else { "blue" };
             match (d.current_event.as_deref(), d.next_step_at) {
+                (Some("AllowTraffic"), next) if d.traffic.mirror_percent > 0 => {
+                    let next = next.map_or(String::new(), |at| format!("; shift at {}", due(at)));
+                    format!(
+                        "Shadow traffic: a copy of {}% of production's requests goes to green \
+                         ({green}), whose answers are measured and discarded; production {split}; \
+                         test listener on {test}; {tasks}{next}",
+                        d.traffic.mirror_percent
+                    )
+                }
                 (Some("AllowTraffic"), next) => {
                     let next =
                         next.map_or(String::new(), |at| format!("; next step at {}", due(at)));
@@ -870,6 +923,7 @@ mod tests {
                 green_target_group: "web-green".into(),
                 production_green_percent: green_percent,
                 test_to_green: event != Some("Install"),
+                mirror_percent: 0,
             },
             blue: None,
             green: Some(set("ts-green", if event == Some("Install") { 0 } else { 2 })),
@@ -878,6 +932,7 @@ mod tests {
             rolled_back: false,
             next_step_at: None,
             judges: Vec::new(),
+            mirrored: None,
         }
     }
 
@@ -886,6 +941,7 @@ mod tests {
         use control::api::judge::{JudgeCriteria, JudgedMetric, Observed};
         let criteria = JudgeCriteria {
             metric: JudgedMetric::Latency,
+            source: Default::default(),
             tolerance: 0.1,
             confidence: 0.99,
             min_samples: 50,
@@ -905,6 +961,7 @@ mod tests {
             reason: judgement.reason(),
             judgement,
             retries: control::judging::RetriesSpent { retries: 12, budget_exhausted: 3 },
+            mirrored: None,
         });
         expect![[r#"
             CANARY JUDGE             PERIOD                          GREEN   BLUE    VERDICT  TEST
@@ -916,6 +973,115 @@ mod tests {
                                                    retried on blue   12      -
                                                    budget exhausted  3       -
         "#]].assert_eq(&judges(&view.judges));
+    }
+
+    /// A shadow phase of 1,200 copies, all answered 500 by green where blue answered 200, 20 of
+    /// them by the load balancer (green reset the connection), 3 dropped.
+    fn broken_green_s_shadow_phase() -> MirroredView {
+        MirroredView::of(&control::judging::MirroredTally {
+            copies: 1200,
+            green_5xx: 1180,
+            green_lb_5xx: 20,
+            mismatches: 1200,
+            dropped: 3,
+            green_response_times_us: vec![(1023, 1000), (2047, 180)],
+            blue_requests: 2400,
+            blue_response_times_us: vec![(20479, 2000), (24575, 400)],
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn a_shadow_phase_shows_green_s_answers_to_copies_next_to_blue_s_clients() {
+        let mut view = deployment("Stopped", Some("AllowTraffic"), 0);
+        view.mirrored = Some(broken_green_s_shadow_phase());
+        let text = super::deployment(&view);
+        let table = &text[text.find("SHADOW TRAFFIC").unwrap()..text.find("LIFECYCLE").unwrap()];
+        expect![[r#"
+            SHADOW TRAFFIC     GREEN (COPIES)  BLUE (CLIENTS)
+            requests           1200            2400
+            answered 2xx       0               -
+            answered 3xx       0               -
+            answered 4xx       0               -
+            answered 5xx       1180            -
+            load balancer 5xx  20              -
+            class mismatches   1200            -
+            dropped            3               -
+            p50                1.0ms           20.5ms
+            p99                2.0ms           24.6ms
+
+        "#]]
+        .assert_eq(table);
+
+        // `watch` says what the phase got once it ends, and where it was meanwhile.
+        let mut printer = WatchPrinter::default();
+        let mut shadow = deployment("InProgress", Some("AllowTraffic"), 0);
+        shadow.traffic.mirror_percent = 50;
+        shadow.next_step_at = Some(NOON + 60_000);
+        shadow.mirrored = Some(broken_green_s_shadow_phase());
+        assert_eq!(printer.shadow_phase_ended(&shadow), None, "the phase is under way");
+        let mut stopped = shadow.clone();
+        stopped.traffic.mirror_percent = 0;
+        stopped.completed_at = Some(NOON + 20_000);
+        let text = format!(
+            "{}\n{}\n",
+            watch_line(&shadow, Some(NOON + 1000)),
+            printer.shadow_phase_ended(&stopped).unwrap()
+        );
+        expect![[r#"
+            Shadow traffic: a copy of 50% of production's requests goes to green (web-green), whose answers are measured and discarded; production 0% on green (web-green), 100% on blue (web-blue); test listener on green; green tasks 2/2 healthy; shift at 12:01:00 (in 59s)
+            shadow phase ended: 1200 copies: 0 2xx, 0 3xx, 0 4xx, 1180 5xx, 20 load balancer 5xx; 1200 differed from blue's status class; 3 dropped; green p50 1.0ms p99 2.0ms vs blue p50 20.5ms p99 24.6ms
+        "#]]
+        .assert_eq(&text);
+        assert_eq!(printer.shadow_phase_ended(&stopped), None, "once");
+    }
+
+    #[test]
+    fn a_judge_of_mirrored_traffic_shows_green_s_copies_against_blue_s_clients() {
+        use control::api::judge::{JudgeCriteria, JudgedMetric, JudgedSource, Observed};
+        let criteria = JudgeCriteria {
+            metric: JudgedMetric::Latency,
+            source: JudgedSource::Mirrored,
+            tolerance: 0.1,
+            confidence: 0.99,
+            min_samples: 50,
+        };
+        let blue =
+            Observed { requests: 400, errors: 0, latencies: vec![(0.020, 300), (0.024, 100)] };
+        let green =
+            Observed { requests: 200, errors: 0, latencies: vec![(0.026, 150), (0.030, 50)] };
+        let judgement = judge::judge(&criteria, &blue, &green);
+        let view = JudgeView {
+            alarm: "shadow-judge".into(),
+            period_start: NOON + 10_000,
+            period_secs: 5,
+            blue_target_group: "web-blue".into(),
+            green_target_group: "web-green".into(),
+            reason: judgement.reason(),
+            judgement,
+            retries: control::judging::RetriesSpent::default(),
+            mirrored: Some(MirroredView {
+                copies: 200,
+                green_2xx: 200,
+                mismatches: 0,
+                dropped: 0,
+                ..MirroredView::default()
+            }),
+        };
+        expect![[r#"
+            CANARY JUDGE                      PERIOD                          GREEN   BLUE    VERDICT  TEST
+            shadow-judge (latency, mirrored)  12:00:10 +5s  requests          200     400     WORSE    Mann–Whitney U z=13.51 p=6.51e-42
+                                                            error rate        0.00%   0.00%
+                                                            p50               26.0ms  20.0ms
+                                                            p90               30.0ms  24.0ms
+                                                            p99               30.0ms  24.0ms
+                                                            retried on blue   0       -
+                                                            budget exhausted  0       -
+                                                            copies sent       200     -
+                                                            class mismatches  0       -
+                                                            copies dropped    0       -
+        "#]]
+        .assert_eq(&judges(&[view]));
     }
 
     #[test]

@@ -327,10 +327,138 @@ pub async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Response<Proxy
     });
     match routed {
         Routed::Respond(resp) => resp,
-        // Over HTTP/2 a request is never copied to a mirror group: its body streams as frames
-        // and is not kept (see docs/safe-canary.md).
-        Routed::Forward(target, timeout, retryable, _) => {
-            forward(ctx, req, host, target, timeout, retryable).await
+        Routed::Forward(target, timeout, retryable, mirror) => {
+            let ctx = &ctx;
+            mirrored(ctx, req, host, timeout, mirror, |req| {
+                forward(ctx, req, target, timeout, retryable)
+            })
+            .await
+        }
+    }
+}
+
+/// Sends a copy of an HTTP/2 client's request to its forward's mirror group (see
+/// [`crate::mirror`]) beside forwarding it with `forward`, when its body can be kept whole: a
+/// request without a body, or with a `content-length` of at most the mirror's bound, read to
+/// its end first (as over HTTP/1); a longer body, or one of unknown length, streams through as
+/// always and is not copied. The copy learns the status the client got, for its mismatch count.
+async fn mirrored<F>(
+    ctx: &ConnCtx,
+    mut req: Request<Incoming>,
+    host: HeaderValue,
+    timeout: Duration,
+    mirror: Option<Mirrorable>,
+    forward: impl FnOnce(Request<H2Body>) -> F,
+) -> Response<ProxyBody>
+where
+    F: std::future::Future<Output = Response<ProxyBody>>,
+{
+    prepare_request(ctx, &mut req, host);
+    let fits = |m: &Mirrorable| {
+        req.body().is_end_stream()
+            || declared_length(req.headers()).is_some_and(|n| n <= m.max_body_bytes)
+    };
+    let Some(mirror) = mirror.filter(fits) else {
+        return forward(req.map(H2Body::Client)).await;
+    };
+    let (parts, body) = req.into_parts();
+    let kept = match keep_whole(ctx, body, declared_length(&parts.headers), timeout).await {
+        Ok(kept) => kept,
+        Err(resp) => return resp,
+    };
+    let framing =
+        if kept.is_empty() { upstream::Framing::Empty } else { upstream::Framing::Length };
+    let mut copy = Vec::with_capacity(512 + kept.len());
+    upstream::encode_head(&parts, framing, &mut copy);
+    let head_len = copy.len();
+    copy.extend_from_slice(&kept);
+    let head_method = parts.method == Method::HEAD;
+    let worker = crate::workers::current();
+    let told = crate::mirror::send(mirror, &copy, head_len, head_method, timeout, worker);
+    let body = if kept.is_empty() { H2Body::Kept(None) } else { H2Body::Kept(Some(kept)) };
+    let resp = forward(Request::from_parts(parts, body)).await;
+    if let Some(told) = told {
+        told.tell(resp.status());
+    }
+    resp
+}
+
+/// The one `content-length` of a request, if it declares one.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
+    match (lengths.next(), lengths.next()) {
+        (Some(value), None) => upstream::parse_length(value.as_bytes()),
+        _ => None,
+    }
+}
+
+/// Reads an HTTP/2 request's body (of `length` bytes, or none) to its end within `timeout`;
+/// the client's fault (a stall: 408, a reset or a body of another length: 400) is the answer.
+async fn keep_whole(
+    ctx: &ConnCtx,
+    mut body: Incoming,
+    length: Option<u64>,
+    timeout: Duration,
+) -> Result<Bytes, Response<ProxyBody>> {
+    use http_body_util::BodyExt as _;
+    if body.is_end_stream() {
+        return Ok(Bytes::new());
+    }
+    let length = length.unwrap_or(0);
+    let mut kept = BytesMut::with_capacity(length as usize);
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(ClientFault::from)?;
+            if let Ok(data) = frame.into_data() {
+                kept.extend_from_slice(&data);
+                if kept.len() as u64 > length {
+                    return Err(ClientFault::TooLong);
+                }
+            }
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(timeout, read).await {
+        Err(_elapsed) => Err(client_fault(ctx, ClientFault::Stalled)),
+        Ok(Err(fault)) => Err(client_fault(ctx, fault)),
+        // hyper checks the body against its `content-length`: a shorter one is a stream error.
+        Ok(Ok(())) => Ok(kept.freeze()),
+    }
+}
+
+/// An HTTP/2 client's request body as it goes to a target.
+enum H2Body {
+    /// Streamed from the client as its frames arrive.
+    Client(Incoming),
+    /// Read whole first (see [`mirrored`]); `None` when empty.
+    Kept(Option<Bytes>),
+}
+
+impl Body for H2Body {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            H2Body::Client(incoming) => Pin::new(incoming).poll_frame(cx),
+            H2Body::Kept(kept) => Poll::Ready(kept.take().map(|data| Ok(Frame::data(data)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            H2Body::Client(incoming) => incoming.is_end_stream(),
+            H2Body::Kept(kept) => kept.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            H2Body::Client(incoming) => incoming.size_hint(),
+            H2Body::Kept(kept) => SizeHint::with_exact(kept.as_ref().map_or(0, |d| d.len() as u64)),
         }
     }
 }
@@ -447,31 +575,32 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
+/// Forwards an HTTP/2 client's request (prepared for its target) to `target`, and to the retry
+/// group should `target` fail it when it may be retried.
 async fn forward(
-    ctx: Arc<ConnCtx>,
-    mut req: Request<Incoming>,
-    host: HeaderValue,
+    ctx: &ConnCtx,
+    req: Request<H2Body>,
     target: Arc<TargetRt>,
     timeout: Duration,
     retryable: Option<Retryable>,
 ) -> Response<ProxyBody> {
-    prepare_request(&ctx, &mut req, host);
     let worker = crate::workers::current();
-    // HTTP/2 request bodies are not kept: a request without one is, to be sent again.
+    // HTTP/2 request bodies are not kept for a retry: a request without one is, to be sent
+    // again.
     let kept = retryable.filter(|_| req.body().is_end_stream()).map(|_| bodiless_copy(&req));
     let awaiting_client = Arc::new(AtomicBool::new(false));
     let req = req.map(|inner| ClientStream { inner, awaiting_client: awaiting_client.clone() });
-    let tried = attempt(&ctx, req, target, timeout, worker, &awaiting_client).await;
+    let tried = attempt(ctx, req, target, timeout, worker, &awaiting_client).await;
     let Some(kept) = kept.filter(|_| tried.may_retry()) else {
         return tried.into_response(worker, None);
     };
     let Some(failed) = tried.target() else { return tried.into_response(worker, None) };
-    match retry_target(&ctx, &failed) {
+    match retry_target(ctx, &failed) {
         Ok((target, permit)) => {
             // The failed try is over (its connection goes with its answer).
             drop(tried);
             let idle = Arc::new(AtomicBool::new(false));
-            let retried = attempt(&ctx, kept, target, timeout, worker, &idle).await;
+            let retried = attempt(ctx, kept, target, timeout, worker, &idle).await;
             retried.into_response(worker, Some(permit))
         }
         Err(why) => {
@@ -482,7 +611,7 @@ async fn forward(
 }
 
 /// A request without a body, as it goes to a target, to send again.
-fn bodiless_copy(req: &Request<Incoming>) -> Request<http_body_util::Empty<Bytes>> {
+fn bodiless_copy<B>(req: &Request<B>) -> Request<http_body_util::Empty<Bytes>> {
     let mut copy = Request::new(http_body_util::Empty::new());
     *copy.method_mut() = req.method().clone();
     *copy.uri_mut() = req.uri().clone();
@@ -611,7 +740,7 @@ fn client_fault(ctx: &ConnCtx, fault: ClientFault) -> Response<ProxyBody> {
 /// An HTTP/2 client's request body that remembers whether its last poll waited on the client,
 /// so that a request timing out then is the client's fault (408), not its target's (504).
 struct ClientStream {
-    inner: Incoming,
+    inner: H2Body,
     awaiting_client: Arc<AtomicBool>,
 }
 

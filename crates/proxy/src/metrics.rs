@@ -83,8 +83,8 @@ type Shard = CachePadded<[AtomicU64; N_FIELDS]>;
 /// A set of monotonic counters plus a response-time histogram.
 pub struct Counters {
     shards: Box<[Shard]>,
-    /// Response times in `routes::latency`'s fine buckets, for target groups only (the canary
-    /// judge compares two groups' distributions), sharded as the counters.
+    /// Response times in `routes::latency`'s fine buckets, for target groups and the copies
+    /// mirrored to them (the canary judge compares two distributions), sharded as the counters.
     fine: Option<Box<[FineShard]>>,
 }
 
@@ -195,6 +195,7 @@ impl Counters {
             counters: self.request_counters(),
             mismatches: self.get(MIRROR_MISMATCHES),
             dropped: self.get(MIRROR_DROPPED),
+            response_time_fine: self.fine_response_times(),
         }
     }
 

@@ -474,7 +474,7 @@ impl GroupRt {
             seq: Sequence::default(),
             recompute_lock: Mutex::new(()),
             retries_in_flight: AtomicU64::new(0),
-            mirrored: Counters::default(),
+            mirrored: Counters::with_fine_response_times(),
             mirrors_in_flight: AtomicU64::new(0),
         }
     }

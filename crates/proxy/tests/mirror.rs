@@ -330,3 +330,107 @@ async fn a_mirror_to_a_group_the_forward_does_not_name_is_refused() {
     assert!(body["error"].as_str().unwrap().contains("mirror percent 0 is not 1-100"), "{body}");
     lb.shutdown().await;
 }
+
+/// An HTTP/2 client of `bind`, an HTTPS listener serving `web.example.com` with `cert` (ALPN
+/// `h2`).
+async fn h2_client(
+    bind: SocketAddr,
+    cert: &rcgen::CertifiedKey,
+) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(bind).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect("web.example.com".try_into().unwrap(), tcp)
+        .await
+        .expect("TLS handshake");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]), "HTTP/2 was negotiated");
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_http2_safe_requests_and_bodies_within_the_bound_are_copied_and_blue_answers() {
+    let dir = std::env::temp_dir().join(format!("cutover-proxy-mirror-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["web.example.com".into()]).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), cert.key_pair.serialize_pem()).unwrap();
+    let blue = Backend::start("blue").await;
+    let green = Green::start(404, None).await;
+    let lb = Lb::start(None).await;
+    let bind = free_addr();
+    let mirror = Mirror {
+        max_body_bytes: 16,
+        methods: vec!["GET".into(), "POST".into()],
+        ..Mirror::to("green", 100)
+    };
+    let mut table = shadowed(bind, blue.addr, green.addr, mirror);
+    table.listeners.get_mut("prod").unwrap().tls = Some(TlsConfig {
+        certificate_file: dir.join("cert.pem").display().to_string(),
+        key_file: dir.join("key.pem").display().to_string(),
+        certificates: Vec::new(),
+        acme: None,
+    });
+    lb.apply(&table).await;
+
+    let mut h2 = h2_client(bind, &cert).await;
+    let url = format!("https://web.example.com:{}", bind.port());
+    let long = "x".repeat(17);
+    for (method, path, body) in [
+        ("GET", "/page", ""),
+        ("DELETE", "/order", ""),
+        ("POST", "/echo", "{\"n\":1}"),
+        ("POST", "/echo", long.as_str()),
+    ] {
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("{url}{path}"))
+            .body(Full::new(Bytes::copy_from_slice(body.as_bytes())))
+            .unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(10), h2.send_request(req))
+            .await
+            .expect("answered in time")
+            .expect("answered");
+        assert_eq!(resp.status(), 200, "{method} {path} got blue's answer");
+        let answer = resp.into_body().collect().await.unwrap().to_bytes();
+        let answer = String::from_utf8_lossy(&answer);
+        if path == "/echo" {
+            assert!(answer.contains(&format!("body: {body}\n")), "blue got it whole: {answer}");
+        } else {
+            assert_eq!(answer, "blue");
+        }
+    }
+    // A GET and the POST within the bound: not the DELETE (not a mirror method), not the POST
+    // over the bound.
+    let mirrored = green_metrics_once(&lb, "green answered 2 copies", |g| {
+        g.mirrored.counters.target_4xx == 2 && g.mirrored.mismatches == 2
+    })
+    .await;
+    assert_eq!(mirrored.mirrored.counters.requests, 2, "{mirrored:#?}");
+    assert_eq!(mirrored.mirrored.response_time_fine.iter().map(|b| b.1).sum::<u64>(), 2);
+    let seen = green.seen();
+    let mut copies: Vec<(&str, &[u8])> =
+        seen.iter().map(|s| (s.method.as_str(), &s.body[..])).collect();
+    copies.sort();
+    assert_eq!(copies, [("GET", &b""[..]), ("POST", &b"{\"n\":1}"[..])]);
+    assert!(seen.iter().all(|s| s.shadow_header.as_deref() == Some("1")), "{seen:?}");
+    let blue_metrics = lb.metrics().await.target_groups["blue"].clone();
+    assert_eq!(blue_metrics.counters.target_2xx, 4, "every request went to blue");
+    lb.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

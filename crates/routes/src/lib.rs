@@ -743,6 +743,10 @@ pub struct MirroredMetrics {
     pub mismatches: u64,
     /// Copies not sent because `max_in_flight` copies were in flight already.
     pub dropped: u64,
+    /// The copies' response times in fine buckets, as [`TargetGroupMetrics::response_time_fine`]
+    /// (so that a canary judge can rank them against blue's); empty from an older data plane.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub response_time_fine: Vec<(u32, u64)>,
 }
 
 impl MirroredMetrics {

@@ -3,8 +3,8 @@
 use expect_test::expect;
 
 use crate::judge::{
-    JudgeCriteria, JudgedMetric, Observed, Verdict, farrington_manning_z, judge, mann_whitney_u,
-    restricted_rates, upper_tail,
+    JudgeCriteria, JudgedMetric, JudgedSource, Observed, Verdict, farrington_manning_z, judge,
+    mann_whitney_u, restricted_rates, upper_tail,
 };
 
 /// Seeds per false-positive count.
@@ -42,7 +42,13 @@ impl Rng {
 }
 
 fn criteria(metric: JudgedMetric, tolerance: f64) -> JudgeCriteria {
-    JudgeCriteria { metric, tolerance, confidence: 0.99, min_samples: 50 }
+    JudgeCriteria {
+        metric,
+        source: JudgedSource::Served,
+        tolerance,
+        confidence: 0.99,
+        min_samples: 50,
+    }
 }
 
 fn requests(requests: u64, errors: u64) -> Observed {
@@ -279,9 +285,22 @@ fn a_regression_s_reason_carries_both_sides_numbers_and_the_test() {
 }
 
 #[test]
+fn a_judge_of_mirrored_traffic_says_it_compared_green_s_copies_with_blue_s_clients() {
+    let c =
+        JudgeCriteria { source: JudgedSource::Mirrored, ..criteria(JudgedMetric::Latency, 0.10) };
+    let mut rng = Rng(1);
+    let judgement = judge(&c, &latencies(&mut rng, 800, 20.0), &latencies(&mut rng, 400, 26.0));
+    assert_eq!(judgement.verdict, Verdict::Worse);
+    expect!["green, answering copies of production's requests, is slower than blue beyond the 10% tolerance (green's copies vs blue's clients: p50 26.6ms vs 20.5ms, p90 53.2ms vs 41.0ms, p99 90.1ms vs 73.7ms (400 vs 800 timed answers)); Mann–Whitney U = 183476, z = 4.15, p = 1.7e-5 < 0.01 (99% confidence)"].assert_eq(&judgement.reason());
+    let too_few = judge(&c, &latencies(&mut rng, 800, 20.0), &latencies(&mut rng, 20, 26.0));
+    expect!["too few samples to judge whether green, answering copies of production's requests, is slower than blue beyond the 10% tolerance: green 20, blue 800, at least 50 each needed (green's copies vs blue's clients: p50 26.6ms vs 22.5ms, p90 41.0ms vs 41.0ms, p99 73.7ms vs 61.4ms (20 vs 800 timed answers))"].assert_eq(&too_few.reason());
+}
+
+#[test]
 fn criteria_out_of_range_are_refused_naming_the_field_and_the_fix() {
     let bad = JudgeCriteria {
         metric: JudgedMetric::ErrorRate,
+        source: JudgedSource::Served,
         tolerance: 1.5,
         confidence: 0.3,
         min_samples: 2,

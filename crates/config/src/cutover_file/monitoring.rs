@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use ::alarms::judge::{JudgeCriteria, JudgedMetric};
+use ::alarms::judge::{JudgeCriteria, JudgedMetric, JudgedSource};
 use ::alarms::{
     AlarmSpec, ComparisonOperator, FilterPattern, LowSampleCountPercentile, MetricFilter,
     MetricFilterSpec, MetricId, Period, Statistic, TreatMissingData,
@@ -19,7 +19,7 @@ use syntax::tree::{Node, Value};
 
 /// The load balancer's metrics an alarm can watch, each kept per target group (CloudWatch's
 /// names, from namespace `AWS/ApplicationELB`).
-pub const LOAD_BALANCER_METRICS: [&str; 17] = [
+pub const LOAD_BALANCER_METRICS: [&str; 19] = [
     "RequestCount",
     "HTTPCode_Target_2XX_Count",
     "HTTPCode_Target_4XX_Count",
@@ -34,6 +34,8 @@ pub const LOAD_BALANCER_METRICS: [&str; 17] = [
     // cutover's own: a shadow phase's copies, on the group they were sent to (green).
     "MirroredRequestCount",
     "MirroredTarget_2XX_Count",
+    "MirroredTarget_3XX_Count",
+    "MirroredTarget_4XX_Count",
     "MirroredTarget_5XX_Count",
     "MirroredELB_5XX_Count",
     "MirroredMismatchCount",
@@ -293,6 +295,7 @@ const JUDGE_FIELDS: &[&str] = &[
     "name",
     "kind",
     "metric",
+    "source",
     "tolerance",
     "confidence",
     "min_samples",
@@ -340,6 +343,22 @@ fn judge_alarm(
                 None
             }
         });
+    let source = optional(cx, &mut f, "source", |cx, s| match cx.str(s.node, &s.path)? {
+        "served" => Some(JudgedSource::Served),
+        "mirrored" => Some(JudgedSource::Mirrored),
+        other => {
+            let mut message = format!(
+                "a canary judge compares green's `served` requests (the default) or its answers \
+                 to a shadow phase's `mirrored` copies, not {}",
+                quote(other)
+            );
+            if let Some(s) = suggest(other, ["served", "mirrored"]) {
+                message.push_str(&format!("; did you mean `{s}`?"));
+            }
+            cx.error(s.node.pos, &s.path, message);
+            None
+        }
+    });
     let tolerance = f
         .require(
             cx,
@@ -367,6 +386,7 @@ fn judge_alarm(
     let (
         Some((alarm_name, name_loc)),
         Some(metric),
+        Some(source),
         Some((tolerance, tolerance_loc)),
         Some(confidence),
         Some(min_samples),
@@ -376,6 +396,7 @@ fn judge_alarm(
     ) = (
         meta.name.clone(),
         metric,
+        source,
         tolerance,
         confidence,
         min_samples,
@@ -390,6 +411,7 @@ fn judge_alarm(
         name: alarm_name,
         name_loc,
         metric,
+        source: source.unwrap_or_default(),
         tolerance: (tolerance, tolerance_loc),
         confidence,
         min_samples,
@@ -405,6 +427,7 @@ struct JudgeParts {
     name: String,
     name_loc: Loc,
     metric: JudgedMetric,
+    source: JudgedSource,
     tolerance: (f64, Loc),
     confidence: Option<(f64, Loc)>,
     min_samples: Option<(u64, Loc)>,
@@ -420,6 +443,7 @@ fn judge_decl(cx: &mut Cx<'_>, parts: JudgeParts, map_loc: &Loc) -> Option<Alarm
         name: alarm_name,
         name_loc,
         metric,
+        source,
         tolerance: (tolerance, tolerance_loc),
         confidence,
         min_samples,
@@ -429,6 +453,7 @@ fn judge_decl(cx: &mut Cx<'_>, parts: JudgeParts, map_loc: &Loc) -> Option<Alarm
     } = parts;
     let criteria = JudgeCriteria {
         metric,
+        source,
         tolerance,
         confidence: confidence.as_ref().map_or(JUDGE_CONFIDENCE, |(c, _)| *c),
         min_samples: min_samples.as_ref().map_or(JUDGE_MIN_SAMPLES, |(m, _)| *m),

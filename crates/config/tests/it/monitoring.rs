@@ -300,7 +300,7 @@ fn metric_filter_fields() {
 fn a_canary_judge_alarm_watches_its_verdicts_on_green_with_its_defaults() {
     let text = with_alarms(
         "  - { name: http-error-alarm, kind: canary-judge, metric: error-rate, tolerance: 1% }
-  - { name: application-error-alarm, kind: canary-judge, metric: latency, tolerance: 10%, confidence: 0.999, min_samples: 200, period: 5s, evaluation_periods: 4 }",
+  - { name: application-error-alarm, kind: canary-judge, metric: latency, source: mirrored, tolerance: 10%, confidence: 0.999, min_samples: 200, period: 5s, evaluation_periods: 4 }",
     );
     let file = parse_cutover_file("cutover.yaml", &text).unwrap().value;
     let errors = file.alarm("http-error-alarm").unwrap();
@@ -309,6 +309,7 @@ fn a_canary_judge_alarm_watches_its_verdicts_on_green_with_its_defaults() {
         errors.judge,
         Some(alarms::judge::JudgeCriteria {
             metric: alarms::judge::JudgedMetric::ErrorRate,
+            source: alarms::judge::JudgedSource::Served,
             tolerance: 0.01,
             confidence: 0.99,
             min_samples: 50,
@@ -332,6 +333,7 @@ fn a_canary_judge_alarm_watches_its_verdicts_on_green_with_its_defaults() {
     let latency = file.alarm("application-error-alarm").unwrap();
     let criteria = latency.judge.unwrap();
     assert_eq!((criteria.tolerance, criteria.confidence, criteria.min_samples), (0.1, 0.999, 200));
+    assert_eq!(criteria.source, alarms::judge::JudgedSource::Mirrored);
     assert_eq!(latency.spec.period, Period::from_secs(5).unwrap());
     assert_eq!(
         (latency.spec.evaluation_periods, latency.spec.datapoints_to_alarm()),
@@ -343,7 +345,7 @@ fn a_canary_judge_alarm_watches_its_verdicts_on_green_with_its_defaults() {
 #[test]
 fn canary_judge_fields_are_checked_at_their_place() {
     let text = with_alarms(
-        "  - { name: http-error-alarm, kind: canary-judge, metric: latencies, tolerance: 10 }
+        "  - { name: http-error-alarm, kind: canary-judge, metric: latencies, tolerance: 10, source: mirored }
   - { name: application-error-alarm, kind: canary-judge, metric: error-rate, tolerance: 120%, confidence: 1.5, min_samples: 3, evaluation_periods: 2, datapoints_to_alarm: 3, threshold: 4 }
   - { name: third, kind: canary_judge, metric: error-rate, tolerance: 1% }",
     );
@@ -353,11 +355,12 @@ fn canary_judge_fields_are_checked_at_their_place() {
         expect![[r#"
             cutover.yaml:35:59: alarms[0].metric: a canary judge compares `error-rate` or `latency`, not "latencies"; did you mean `latency`?
             cutover.yaml:35:81: alarms[0].tolerance: integer 10 is not a percentage; write it as a percentage, like `1%` or `10%`
+            cutover.yaml:35:93: alarms[0].source: a canary judge compares green's `served` requests (the default) or its answers to a shadow phase's `mirrored` copies, not "mirored"; did you mean `mirrored`?
             cutover.yaml:36:89: alarms[1].tolerance: 120 percentage points is not a tolerance for an error rate; give 0 to less than 100, like `tolerance: 1%`
             cutover.yaml:36:107: alarms[1].confidence: 1.5 is not a confidence the judge can promise; give 0.5 to 0.9999, like `confidence: 0.99`
             cutover.yaml:36:125: alarms[1].min_samples: 3 requests per version; give 10 to 1000000000: with fewer the tests' normal approximations do not hold
             cutover.yaml:36:172: alarms[1].datapoints_to_alarm: 3 datapoints to alarm out of 2 evaluation periods; M must be at most N (raise evaluation_periods or lower datapoints_to_alarm)
-            cutover.yaml:36:175: alarms[1].threshold: unknown field `threshold`; expected one of: name, kind, metric, tolerance, confidence, min_samples, period, evaluation_periods, datapoints_to_alarm
+            cutover.yaml:36:175: alarms[1].threshold: unknown field `threshold`; expected one of: name, kind, metric, source, tolerance, confidence, min_samples, period, evaluation_periods, datapoints_to_alarm
             cutover.yaml:37:26: alarms[2].kind: unknown alarm kind "canary_judge"; use `metric` (CloudWatch's metric alarm, the default) or `canary-judge` (green compared with blue); did you mean `canary-judge`?
         "#]],
     );

@@ -11,7 +11,7 @@ use tracing::warn;
 use super::Engine;
 use crate::clock;
 use crate::declared::*;
-use crate::judging::JudgedPeriod;
+use crate::judging::{JudgedPeriod, MirroredTally};
 use crate::monitor::Watching;
 use crate::state;
 
@@ -33,9 +33,6 @@ impl Engine {
         ) = self
             .store
             .read(|tx| Ok((state::docs(tx, KIND_ALARM)?, state::docs(tx, KIND_METRIC_FILTER)?)))?;
-        if alarm_docs.is_empty() && filter_docs.is_empty() {
-            return Ok(None);
-        }
         let deployments: Vec<Watching> = self
             .state
             .deployments()
@@ -47,6 +44,11 @@ impl Engine {
                 alarms: d.alarms.clone(),
             })
             .collect();
+        // A deployment's shadow traffic is tallied whether or not alarms watch it.
+        let tallying = !deployments.is_empty() || self.shared.monitor().tallies_mirrored();
+        if alarm_docs.is_empty() && filter_docs.is_empty() && !tallying {
+            return Ok(None);
+        }
         let mut logs: BTreeMap<String, Vec<std::path::PathBuf>> = BTreeMap::new();
         for task in self.state.tasks().filter(|t| t.last_status != model::TaskStatus::Stopped) {
             let Some(ts) = self.state.task_set(&task.task_set_id) else { continue };
@@ -60,11 +62,11 @@ impl Engine {
             deployments.iter().map(|d| (d.id.clone(), d.green_target_group.clone())).collect();
         let world =
             crate::monitor::World { alarms: &alarm_docs, filters: &filter_docs, deployments, logs };
-        let (changed, judged) = {
+        let (changed, judged, mirrored) = {
             let mut monitor = self.shared.monitor();
-            (monitor.evaluate(&world, now), monitor.take_judged())
+            (monitor.evaluate(&world, now), monitor.take_judged(), monitor.take_mirrored())
         };
-        if !changed.is_empty() || !judged.is_empty() {
+        if !changed.is_empty() || !judged.is_empty() || !mirrored.is_empty() {
             self.store.transaction(|tx| {
                 for (key, alarm) in &changed {
                     let body = serde_json::to_string(alarm)?;
@@ -76,6 +78,17 @@ impl Engine {
                     let key = format!("{}@{}", period.alarm, period.deployment);
                     let body = serde_json::to_string(period)?;
                     tx.resource_put(KIND_JUDGED_PERIOD, &key, &body, now.as_millis())?;
+                }
+                // Each deployment's shadow traffic, added to what earlier passes (and an earlier
+                // control plane) stored.
+                for (deployment, tally) in &mirrored {
+                    let mut total: MirroredTally = tx
+                        .resource_get(KIND_MIRRORED, deployment)?
+                        .and_then(|body| serde_json::from_str(&body).ok())
+                        .unwrap_or_default();
+                    total.add(tally);
+                    let body = serde_json::to_string(&total)?;
+                    tx.resource_put(KIND_MIRRORED, deployment, &body, now.as_millis())?;
                 }
                 Ok(())
             })?;
@@ -115,6 +128,18 @@ impl Engine {
 
 /// Where judged periods are stored, keyed `alarm@deployment`.
 pub(crate) const KIND_JUDGED_PERIOD: &str = "judged_period";
+/// Where each deployment's shadow traffic is stored, keyed by the deployment.
+pub(crate) const KIND_MIRRORED: &str = "mirrored";
+
+/// A deployment's shadow traffic, for its view (None: green got no copy).
+pub(crate) fn mirrored_view(
+    store: &store::Store,
+    deployment: &str,
+) -> Result<Option<crate::api::MirroredView>, store::Error> {
+    let body = store.read(|tx| tx.resource_get(KIND_MIRRORED, deployment))?;
+    let tally = body.and_then(|body| serde_json::from_str::<MirroredTally>(&body).ok());
+    Ok(tally.map(|tally| crate::api::MirroredView::of(&tally)))
+}
 
 /// What a deployment's canary judges saw in their newest judged periods, for its view.
 pub(crate) fn judge_views(
@@ -136,6 +161,7 @@ pub(crate) fn judge_views(
             green_target_group: period.green_target_group,
             judgement: period.judgement,
             retries: period.retries,
+            mirrored: period.mirrored.as_ref().map(crate::api::MirroredView::of),
         })
         .collect())
 }

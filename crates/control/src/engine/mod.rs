@@ -535,6 +535,7 @@ pub fn deployment_view(
     let green = body.green_task_set.as_deref().and_then(set_view);
     let mut view = deployment::view(&row, &body, &machine, blue, green);
     view.judges = alarms::judge_views(store, id)?;
+    view.mirrored = alarms::mirrored_view(store, id)?;
     Ok(view)
 }
 

@@ -1,6 +1,7 @@
 //! The canary judge end to end: a green that answers 200 but 30 % slower than blue is rolled
 //! back by the judge, which names both versions' numbers; a green as fast as blue is judged not
-//! worse and released.
+//! worse and released; a judge of mirrored traffic rolls a slower green back during its shadow
+//! phase, before it serves any client.
 
 use std::time::{Duration, Instant};
 
@@ -17,15 +18,31 @@ const LATENCY_JUDGE: &str = r#"alarms:
 /// Blue answers `/` in 20 ms.
 pub(crate) const BLUE_LATENCY_MS: u64 = 20;
 
+/// A shadow phase copying all of production to green for a minute, then a canary.
+const SHADOWED_CANARY: &str = "{ name: quick-canary, type: TimeBasedCanary, percentage: 50, \
+                               interval: 40s, mirror: { percentage: 100, duration: 60s } }";
+/// The latency judge of `LATENCY_JUDGE`, on green's answers to the copies.
+const SHADOW_JUDGE: &str = r#"alarms:
+  - { name: shadow-judge, kind: canary-judge, metric: latency, source: mirrored, tolerance: 10%, confidence: 0.99, min_samples: 50, period: 2s, evaluation_periods: 3, datapoints_to_alarm: 2 }
+"#;
+
 /// A cluster whose v1 answers in 20 ms, with `taskdef-v2-{ms}.json` for each green latency.
 pub(crate) fn cluster(green_latencies_ms: &[u64]) -> Cluster {
-    let cluster = Cluster::start(Options {
-        config: CANARY,
-        auto_rollback: ROLLBACK_ON_ALARM,
-        group_extra: "    alarms: [latency-judge]",
-        top_extra: LATENCY_JUDGE.into(),
-        ..Options::default()
-    });
+    cluster_with(
+        Options {
+            config: CANARY,
+            auto_rollback: ROLLBACK_ON_ALARM,
+            group_extra: "    alarms: [latency-judge]",
+            top_extra: LATENCY_JUDGE.into(),
+            ..Options::default()
+        },
+        green_latencies_ms,
+    )
+}
+
+/// [`cluster`] with `options`.
+fn cluster_with(options: Options, green_latencies_ms: &[u64]) -> Cluster {
+    let cluster = Cluster::start(options);
     let with_latency = |taskdef: &str, ms: u64| {
         let version = if taskdef == "taskdef.json" { "v1" } else { "v2" };
         let text = std::fs::read_to_string(cluster.path(taskdef)).unwrap();
@@ -148,4 +165,53 @@ fn a_green_as_fast_as_blue_is_judged_not_worse_and_released() {
         .iter()
         .any(|a| a["history"].as_array().is_some_and(|h| h.iter().any(|t| t["to"] == "ALARM")));
     assert!(!went_to_alarm, "the judge fired on a healthy green: {alarm:#}");
+}
+
+#[test]
+fn a_judge_of_mirrored_traffic_rolls_a_slower_green_back_before_it_serves_any_client() {
+    let cluster = cluster_with(
+        Options {
+            config: SHADOWED_CANARY,
+            auto_rollback: ROLLBACK_ON_ALARM,
+            group_extra: "    alarms: [shadow-judge]",
+            top_extra: SHADOW_JUDGE.into(),
+            ..Options::default()
+        },
+        &[26],
+    );
+    let load = Load::start(cluster.prod, 4);
+    let output = cluster.cli(&deploy_args("taskdef-v2-26.json", "appspec.yaml", &["--wait"]));
+    let id = cluster.json(&["deployments", "list"])[0]["id"].as_str().unwrap().to_string();
+    let samples = load.finish();
+
+    let view = cluster.deployment(&id);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}\n{view:#}");
+    assert_eq!(view["status"], "Stopped", "{view:#}");
+    assert_eq!(view["error_code"], "ALARM_ACTIVE", "{view:#}");
+    assert_eq!(view["rolled_back"], true, "{view:#}");
+    let message = view["error_message"].as_str().unwrap();
+    for part in ["shadow-judge", "answering copies of production's requests", "Mann–Whitney U"] {
+        assert!(message.contains(part), "the reason lacks `{part}`: {message}");
+    }
+    let judged = &view["judges"][0];
+    assert_eq!(judged["judgement"]["verdict"], "worse", "{view:#}");
+    assert_eq!(judged["judgement"]["criteria"]["source"], "mirrored", "{view:#}");
+    // Green's side is its answers to the copies of the period, blue's its clients'.
+    let copies = judged["mirrored"]["copies"].as_u64().expect("the period's copies");
+    assert_eq!(judged["judgement"]["green"]["requests"], copies, "{view:#}");
+    let p50 = |side: &str| judged["judgement"][side]["p50"].as_f64().unwrap();
+    assert!(p50("green") > p50("blue") * 1.1, "green p50 {} vs blue {}", p50("green"), p50("blue"));
+    assert!(stdout.contains("canary judge shadow-judge: green, answering copies"), "{stdout}");
+
+    // No client ever got green's answer: at green's own server, copies only.
+    assert!(
+        samples.iter().all(|s| s.status == 200 && s.version == "v1"),
+        "{:?}",
+        failures(&samples)
+    );
+    let green = view["task_definition"].as_str().expect("the deployment's task definition");
+    let (at_green, served) = crate::shadow_traffic::green_root_requests(&cluster, green);
+    assert!(!at_green.is_empty(), "green got copies");
+    assert_eq!(served, Vec::<String>::new(), "green served a client's request");
 }

@@ -1,6 +1,10 @@
 //! Shadow traffic end to end: a broken green behind a deployment config with a shadow phase is
 //! rolled back by an alarm on its mirrored 5xx before it answers a single client — counted at
-//! green's own server, whose log marks each copy `shadow`.
+//! green's own server, whose log marks each copy `shadow` — and the deployment shows what the
+//! copies got, to the copy.
+
+use std::cell::RefCell;
+use std::time::Duration;
 
 use crate::harness::*;
 
@@ -15,7 +19,10 @@ const MIRRORED_5XX: &str = r#"alarms:
 
 /// The lines of the logs of `task_definition`'s tasks (green's, stopped or not) that are
 /// requests for `/`: `(copies, client requests)`.
-fn green_root_requests(cluster: &Cluster, task_definition: &str) -> (Vec<String>, Vec<String>) {
+pub(crate) fn green_root_requests(
+    cluster: &Cluster,
+    task_definition: &str,
+) -> (Vec<String>, Vec<String>) {
     let tasks = cluster.json(&["tasks", "list", "--service", "web", "--all"]);
     let green: Vec<String> = tasks
         .as_array()
@@ -78,4 +85,37 @@ fn a_broken_green_in_a_shadow_phase_is_rolled_back_before_it_answers_any_client(
     let (copies, served) = green_root_requests(&cluster, green);
     assert!(!copies.is_empty(), "green got copies of production's requests: {served:?}");
     assert_eq!(served, Vec::<String>::new(), "green served a client's request");
+
+    // The deployment's figures of its phase count every copy green's server logged (and those
+    // it never got, as the load balancer's 5xx), once its last seconds are tallied.
+    let last_seen = RefCell::new(String::new());
+    let mirrored = wait_for_or(
+        "the deployment's shadow figures to count the copies green's server logged",
+        Duration::from_secs(30),
+        || {
+            let mirrored = cluster.deployment(&id)["mirrored"].clone();
+            let at_green = green_root_requests(&cluster, green).0.len() as u64;
+            *last_seen.borrow_mut() = format!("{mirrored:#} and {at_green} copies at green");
+            let unanswered = mirrored["green_lb_5xx"].as_u64()?;
+            (mirrored["copies"].as_u64()? == at_green + unanswered).then_some((mirrored, at_green))
+        },
+        || last_seen.take(),
+    );
+    let (mirrored, at_green) = mirrored;
+    assert_eq!(mirrored["green_5xx"], at_green, "green answered each copy it got with a 500");
+    assert_eq!(mirrored["green_2xx"], 0, "{mirrored:#}");
+    assert_eq!(
+        mirrored["mismatches"], mirrored["copies"],
+        "blue answered 200 to every client, green never: every copy differed"
+    );
+    assert!(mirrored["blue_requests"].as_u64().unwrap() > 0, "{mirrored:#}");
+    let text = cluster.cli_ok(&["deployments", "get", &id]);
+    for part in ["SHADOW TRAFFIC", "GREEN (COPIES)", "BLUE (CLIENTS)", "class mismatches"] {
+        assert!(text.contains(part), "`deployments get` lacks `{part}`:\n{text}");
+    }
+    let copies = mirrored["copies"].to_string();
+    assert!(
+        text.lines().any(|line| line.split_whitespace().take(2).eq(["requests", copies.as_str()])),
+        "`deployments get` shows {copies} copies:\n{text}"
+    );
 }
