@@ -24,6 +24,7 @@
 
 mod data_plane;
 mod decide;
+pub mod lb_image;
 mod tasks_api;
 
 use std::collections::{HashMap, HashSet};
