@@ -428,6 +428,8 @@ struct ServiceMeta {
     name: Option<Named>,
     target_group: Option<Named>,
     lb_loc: Option<Loc>,
+    /// `runtime: swarm`: its load balancer runs on the swarm's nodes.
+    swarm: bool,
 }
 
 #[derive(Default)]
@@ -576,7 +578,7 @@ const SERVICE_FIELDS: &[&str] =
     &["name", "runtime", "task_definition", "desired_count", "load_balancer", "network"];
 
 fn service(cx: &mut Cx<'_>, node: &Node, path: &str) -> (Option<ServiceSpec>, ServiceMeta) {
-    let mut meta = ServiceMeta { name: None, target_group: None, lb_loc: None };
+    let mut meta = ServiceMeta { name: None, target_group: None, lb_loc: None, swarm: false };
     let Some(mut f) = cx.map(node, path) else { return (None, meta) };
     meta.name = name(cx, &mut f, "service");
     let runtime = optional(cx, &mut f, "runtime", |cx, r| {
@@ -595,6 +597,7 @@ fn service(cx: &mut Cx<'_>, node: &Node, path: &str) -> (Option<ServiceSpec>, Se
             }
         }
     });
+    meta.swarm = matches!(runtime, Some(Some((RuntimeKind::Swarm, _))));
     let task_definition = f
         .require(
             cx,

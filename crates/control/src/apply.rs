@@ -22,6 +22,8 @@ mod plan;
 mod removals;
 mod task_definitions;
 
+use std::collections::BTreeSet;
+
 use model::Timestamp;
 use routes::RouteTable;
 use serde::{Deserialize, Serialize};
@@ -40,8 +42,9 @@ use crate::state::Snapshot;
 pub enum ApplyStep {
     Applied(ApplyResponse),
     /// The data plane must check this routing table first (listeners' ports free, certificates
-    /// load); the caller asks it, outside the loop, and applies again with it `validated`.
-    Validate(Box<RouteTable>),
+    /// load); the caller asks it, outside the loop, and applies again with it `validated`. With
+    /// it, the load balancers whose listeners the swarm's nodes serve, which they check.
+    Validate(Box<RouteTable>, BTreeSet<String>),
 }
 
 /// Plans the file and, when the data plane serves or has checked the routing table it leads to,
@@ -75,7 +78,11 @@ pub fn apply(
 
     let table = plan.candidate.route_table(0);
     if !engine.serves_routes(&table) && validated != Some(&table) {
-        return Ok(ApplyStep::Validate(Box::new(table)));
+        let cluster = crate::fleet::decide::cluster_load_balancers(
+            &plan.candidate.services,
+            &plan.candidate.groups,
+        );
+        return Ok(ApplyStep::Validate(Box::new(table), cluster));
     }
     commit::commit(engine, &file, &pipelines, &mut plan, &task_definitions, now)?;
     {
@@ -92,13 +99,27 @@ pub fn apply(
 
 /// The data plane checks `table` (listeners' ports free, certificates load) and applies nothing:
 /// the engine pushes a table only once the store holds it, so a table the store never had (its
-/// commit failed: a full disk, a crash) is never served.
-pub async fn validate_routes(lb: &crate::lb::LbClient, table: &RouteTable) -> Result<(), ApiError> {
-    lb.validate_routes(table).await.map_err(|err| {
+/// commit failed: a full disk, a crash) is never served. The swarm's half (the listeners of the
+/// `cluster` load balancers) is checked by every answering node's load balancer instead.
+pub async fn validate_routes(
+    lb: &crate::lb::LbClient,
+    table: &RouteTable,
+    cluster: &BTreeSet<String>,
+) -> Result<(), ApiError> {
+    let refused = |err: String| {
         ApiError::bad_request(format!(
-            "the load balancer refused the new configuration, nothing was changed: {err:#}"
+            "the load balancer refused the new configuration, nothing was changed: {err}"
         ))
-    })
+    };
+    let Some(fleet) = lb.fleet() else {
+        return lb.validate_routes(table).await.map_err(|err| refused(format!("{err:#}")));
+    };
+    let split = crate::fleet::decide::split(table, cluster);
+    lb.validate_routes(&split.local).await.map_err(|err| refused(format!("{err:#}")))?;
+    match &split.cluster {
+        Some(nodes) => fleet.validate(nodes).await.map_err(refused),
+        None => Ok(()),
+    }
 }
 
 /// Deletions last, dependents first (pipelines deploy to groups, groups use services, services

@@ -143,8 +143,8 @@ async fn apply(
         let Json(answer) = send(&state, command).await?;
         match serde_json::from_value(answer)? {
             ApplyStep::Applied(response) => return Ok(Json(serde_json::to_value(response)?)),
-            ApplyStep::Validate(table) => {
-                crate::apply::validate_routes(&state.lb, &table).await?;
+            ApplyStep::Validate(table, cluster) => {
+                crate::apply::validate_routes(&state.lb, &table, &cluster).await?;
                 validated = Some(*table);
             }
         }

@@ -238,8 +238,9 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The load balancer on every node of the swarm, when `cutover up` was given its image and its
-/// engine manages a swarm; a warning for `cutover status` when it was given one but cannot.
+/// The load balancer on every node of the swarm, whenever the engine manages a swarm (its image
+/// is made, or found missing, only once a swarm service has a load balancer); a warning for
+/// `cutover status` when an image or registry was named but the engine manages no swarm.
 fn start_fleet(
     config: &ServerConfig,
     swarm: Option<Arc<runtime::SwarmRuntime>>,
@@ -250,15 +251,15 @@ fn start_fleet(
             let token = fleet::token(&config.data_dir)?;
             Ok(Some(fleet::Fleet::start(swarm, fleet_config.clone(), token)))
         }
-        (None, Some(_)) => {
+        (None, Some(fleet_config)) if fleet_config.image != fleet::LbImage::Unnamed => {
             warnings.push(
-                "--swarm-lb-image is set but this Docker Engine is no Swarm manager: no load \
-                 balancer runs on the swarm's nodes"
+                "--swarm-lb-image or --swarm-registry is set but this Docker Engine is no Swarm \
+                 manager: no load balancer runs on the swarm's nodes"
                     .to_string(),
             );
             Ok(None)
         }
-        (_, None) => Ok(None),
+        _ => Ok(None),
     }
 }
 

@@ -84,9 +84,13 @@ enum Command {
         /// are `Secure` when it is https.
         #[arg(long, env = "CUTOVER_CONSOLE_URL", value_parser = control::access::console_sso::ConsoleUrl::parse)]
         console_url: Option<control::access::console_sso::ConsoleUrl>,
-        /// The image the swarm's nodes run their load balancer from (holding `/cutover`; built by
-        /// `scripts/swarm-lb-image`), in a registry every node reaches: a `runtime: swarm` service
-        /// with a load balancer is served by one on every node (docs/swarm.md).
+        /// A registry every node of the swarm reaches (HOST:PORT): a `runtime: swarm` service
+        /// with a load balancer is served by one on every node (docs/swarm.md), run from an
+        /// image cutover makes from its own executable and pushes there, by digest.
+        #[arg(long, env = "CUTOVER_SWARM_REGISTRY")]
+        swarm_registry: Option<String>,
+        /// The image the swarm's nodes run their load balancer from instead (holding
+        /// `/cutover`; `cutover swarm-lb-image` makes one), in a registry every node reaches.
         #[arg(long, env = "CUTOVER_SWARM_LB_IMAGE")]
         swarm_lb_image: Option<String>,
         /// The admin port of the load balancer on every node of the swarm, published on each
@@ -112,6 +116,14 @@ enum Command {
         /// Worker threads serving client connections.
         #[arg(long, default_value_t = 2)]
         threads: usize,
+    },
+    /// Make the image the swarm's nodes run their load balancer from (this executable and the
+    /// libraries it links, FROM scratch), push it to a registry and print its digest reference,
+    /// for `cutover up --swarm-lb-image`; `cutover up --swarm-registry` does this itself.
+    SwarmLbImage {
+        /// A registry every node of the swarm reaches (HOST:PORT).
+        #[arg(long, env = "CUTOVER_SWARM_REGISTRY")]
+        registry: String,
     },
     /// Show what is running.
     Status,
@@ -558,14 +570,37 @@ fn lb(
     Ok(ExitCode::SUCCESS)
 }
 
-/// The load balancer on every node of the swarm, from `up`'s flags.
-fn swarm_lb(image: String, admin_port: u16, threads: usize) -> control::fleet::FleetConfig {
+/// The load balancer on every node of the swarm, from `up`'s flags: an image given overrides
+/// the one made for the registry.
+fn swarm_lb(
+    image: Option<String>,
+    registry: Option<String>,
+    admin_port: u16,
+    threads: usize,
+) -> control::fleet::FleetConfig {
+    use control::fleet::LbImage;
+    let image = match (image, registry) {
+        (Some(image), _) => LbImage::Given(image),
+        (None, Some(registry)) => LbImage::Publish { registry },
+        (None, None) => LbImage::Unnamed,
+    };
     control::fleet::FleetConfig {
         image,
         admin_port,
         threads,
         network: runtime::swarm::DEFAULT_OVERLAY.to_string(),
     }
+}
+
+/// `cutover swarm-lb-image`: prints the digest reference of the nodes' load-balancer image.
+fn swarm_lb_image(data_dir: &Path, registry: &str) -> anyhow::Result<ExitCode> {
+    control::data_dir::private_by_default();
+    let image = tokio::runtime::Runtime::new()?.block_on(async {
+        let swarm = runtime::SwarmRuntime::connect(data_dir.join("docker")).await?;
+        swarm.publish_data_plane_image(registry).await
+    })?;
+    println!("{image}");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Whether a command serves (`up`, `lb`) rather than answers and exits.
@@ -588,6 +623,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             allow_plaintext_beyond_loopback,
             oidc,
             console_url,
+            swarm_registry,
             swarm_lb_image,
             swarm_lb_admin_port,
         } => {
@@ -614,8 +650,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 oidc,
                 console_url,
                 console: Some(console::router),
-                swarm_lb: swarm_lb_image
-                    .map(|image| swarm_lb(image, swarm_lb_admin_port, lb_threads)),
+                swarm_lb: Some(swarm_lb(
+                    swarm_lb_image,
+                    swarm_registry,
+                    swarm_lb_admin_port,
+                    lb_threads,
+                )),
             }))?;
             Ok(ExitCode::SUCCESS)
         }
@@ -623,6 +663,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             lb(admin, admin_token_file, state_file, threads)
         }
         Command::Down => down(&client, &data_dir),
+        Command::SwarmLbImage { registry } => swarm_lb_image(&data_dir, &registry),
         Command::Status => {
             let status: StatusView = client.get("/v1/status")?;
             render::print(json, &status, render::status)

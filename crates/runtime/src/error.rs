@@ -80,6 +80,11 @@ pub enum RuntimeError {
     ImageNotInRegistry { container: String, image: String, message: String },
 
     #[error(
+        "cannot publish the image of the swarm nodes' load balancer to registry {registry}: {message}; check that the registry answers this machine's Docker Engine (and is trusted by every node's), or build the image yourself and pass it with `cutover up --swarm-lb-image`"
+    )]
+    DataPlaneImage { registry: String, message: String },
+
+    #[error(
         "image {image} of container {container} is not in the local Docker Engine and pulling it failed: {message}; build or push the image, or fix `image` in the task definition"
     )]
     ImagePull { container: String, image: String, message: String },

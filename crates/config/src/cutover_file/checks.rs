@@ -121,6 +121,47 @@ pub(super) fn cross_check(cx: &mut Cx<'_>, meta: &Meta) {
     pipelines::cross_check(cx, &meta.repositories, &meta.pipelines, &meta.groups, &services);
     check_static_targets(cx, meta, &owners.target_groups);
     check_rule_forwards(cx, meta, &owners.target_groups);
+    check_swarm_load_balancers(cx, meta);
+}
+
+/// A load balancer routed by a `runtime: swarm` service's group runs on the swarm's nodes, where
+/// the tasks of a process or Docker service (on the manager's own addresses and networks)
+/// cannot be reached: one load balancer serves swarm services only, or none.
+fn check_swarm_load_balancers(cx: &mut Cx<'_>, meta: &Meta) {
+    // The first group routing through each load balancer: its service, whether that runs on
+    // the swarm, and the line of the group's listener.
+    let mut first: HashMap<&str, (&str, bool, u32)> = HashMap::new();
+    for g in &meta.groups {
+        let Some((service, _)) = &g.service else { continue };
+        let Some(s) =
+            meta.services.iter().find(|s| s.name.as_ref().is_some_and(|(n, _)| n == service))
+        else {
+            continue;
+        };
+        for (listener, loc) in g.production.iter().chain(g.test.iter()) {
+            let lb = listener.load_balancer.as_str();
+            let Some(&(other, other_swarm, line)) = first.get(lb) else {
+                first.insert(lb, (service, s.swarm, loc.pos.line()));
+                continue;
+            };
+            if other_swarm == s.swarm || other == service {
+                continue;
+            }
+            let (swarm_service, local_service) =
+                if s.swarm { (service.as_str(), other) } else { (other, service.as_str()) };
+            cx.error(
+                loc.pos,
+                &loc.path,
+                format!(
+                    "load balancer `{lb}` also serves service `{other}` (line {line}); service \
+                     `{swarm_service}` runs on the swarm, so `{lb}` runs on the swarm's nodes, \
+                     where the tasks of service `{local_service}` (not `runtime: swarm`) cannot \
+                     be reached: give `{local_service}`'s deployment group a load balancer of \
+                     its own, or run `{local_service}` with `runtime: swarm` too"
+                ),
+            );
+        }
+    }
 }
 
 /// Names unique per kind (listeners per load balancer, deployment groups per application).

@@ -666,3 +666,53 @@ fn a_swarm_service_is_accepted_without_a_load_balancer_and_with_one() {
     assert_eq!(service.runtime, RuntimeKind::Swarm);
     assert!(service.load_balancer.is_some());
 }
+
+#[test]
+fn a_load_balancer_serves_swarm_services_or_others_never_both() {
+    const FILE: &str = "
+load_balancers:
+  - name: edge
+    listeners: [{ name: prod, port: 8080 }, { name: shop, port: 8082 }]
+target_groups:
+  - { name: api-blue }
+  - { name: api-green }
+  - { name: shop-blue }
+  - { name: shop-green }
+services:
+  - name: api
+    runtime: swarm
+    task_definition: api.json
+    load_balancer: { target_group: api-blue, container_name: web, container_port: 8080 }
+  - name: shop
+    task_definition: shop.json
+    load_balancer: { target_group: shop-blue, container_name: web, container_port: 8080 }
+deployment_groups:
+  - application: api
+    name: api-prod
+    service: api
+    target_groups: [api-blue, api-green]
+    production_listener: edge/prod
+  - application: shop
+    name: shop-prod
+    service: shop
+    target_groups: [shop-blue, shop-green]
+    production_listener: edge/shop
+";
+    check(
+        "cutover.yaml",
+        FILE,
+        expect![[r#"
+            cutover.yaml:28:26: deployment_groups[1].production_listener: load balancer `edge` also serves service `api` (line 23); service `api` runs on the swarm, so `edge` runs on the swarm's nodes, where the tasks of service `shop` (not `runtime: swarm`) cannot be reached: give `shop`'s deployment group a load balancer of its own, or run `shop` with `runtime: swarm` too
+        "#]],
+    );
+    // Each on a load balancer of its own, or both on the swarm: valid.
+    let apart = FILE
+        .replace(
+            ", { name: shop, port: 8082 }]",
+            "]\n  - name: own\n    listeners: [{ name: shop, port: 8082 }]",
+        )
+        .replace("edge/shop", "own/shop");
+    assert!(parse_cutover_file("cutover.yaml", &apart).is_ok());
+    let both_swarm = FILE.replace("  - name: shop\n", "  - name: shop\n    runtime: swarm\n");
+    assert!(parse_cutover_file("cutover.yaml", &both_swarm).is_ok());
+}

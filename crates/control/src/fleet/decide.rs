@@ -208,6 +208,42 @@ pub fn sum_metrics(parts: &[(String, MetricsSnapshot)]) -> MetricsSnapshot {
     sum
 }
 
+/// How one node's load balancer answered a check of a new table (`POST /v1/routes/validate`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeCheck {
+    Valid,
+    /// It answered, and refused the table: why, in its words.
+    Refused(String),
+    /// It did not answer (down, cut off, restarting): it holds nothing up, and is sent the table
+    /// once it answers, as after any silence.
+    Silent(String),
+}
+
+/// What the nodes' checks of a new table come to: refused when any node that answered refused
+/// it (its reasons, by node), else valid, with a note for each node that did not answer.
+pub fn judge_node_checks(checks: &[(String, NodeCheck)]) -> Result<Vec<String>, String> {
+    let refused: Vec<String> = checks
+        .iter()
+        .filter_map(|(node, check)| match check {
+            NodeCheck::Refused(why) => Some(format!("the load balancer on {node}: {why}")),
+            _ => None,
+        })
+        .collect();
+    if !refused.is_empty() {
+        return Err(refused.join("; "));
+    }
+    Ok(checks
+        .iter()
+        .filter_map(|(node, check)| match check {
+            NodeCheck::Silent(why) => Some(format!(
+                "the load balancer on {node} did not answer, so it did not check the new \
+                 routing table ({why}); it is sent the table when it answers"
+            )),
+            _ => None,
+        })
+        .collect())
+}
+
 /// FNV-1a: a fingerprint stable across processes and versions (std's hasher promises neither).
 struct Fnv(u64);
 
@@ -431,6 +467,36 @@ mod tests {
         let one_dead = [instance("node1", Some(5), true), instance("node3", Some(2), false)];
         assert!(applied(&one_dead, 5), "a dead node holds nothing up");
         assert!(!applied(&[instance("node3", Some(5), false)], 5), "nobody answers");
+    }
+
+    #[test]
+    fn a_table_any_answering_node_refuses_is_refused_naming_it_and_a_silent_node_is_only_noted() {
+        let check = |node: &str, check: NodeCheck| (node.to_string(), check);
+        let all_valid = [check("node1", NodeCheck::Valid), check("node2", NodeCheck::Valid)];
+        assert_eq!(judge_node_checks(&all_valid), Ok(Vec::new()));
+        let one_silent = [
+            check("node1", NodeCheck::Valid),
+            check("node3", NodeCheck::Silent("operation timed out".into())),
+        ];
+        assert_eq!(
+            judge_node_checks(&one_silent),
+            Ok(vec![
+                "the load balancer on node3 did not answer, so it did not check the new routing \
+                 table (operation timed out); it is sent the table when it answers"
+                    .to_string()
+            ]),
+            "a silent node holds nothing up"
+        );
+        let refused = [
+            check("node1", NodeCheck::Refused("listener edge/prod: port 80 is in use".into())),
+            check("node2", NodeCheck::Valid),
+            check("node3", NodeCheck::Silent("connection refused".into())),
+        ];
+        assert_eq!(
+            judge_node_checks(&refused),
+            Err("the load balancer on node1: listener edge/prod: port 80 is in use".to_string())
+        );
+        assert_eq!(judge_node_checks(&[]), Ok(Vec::new()), "no node runs one yet");
     }
 
     fn health(addr: &str, state: TargetState, in_flight: u64) -> TargetHealth {

@@ -40,13 +40,32 @@ const APPLY_WAIT: Duration = Duration::from_secs(5);
 /// How `cutover up` runs the data plane on the swarm's nodes.
 #[derive(Clone, Debug)]
 pub struct FleetConfig {
-    /// The image with `/cutover` the nodes run (`--swarm-lb-image`).
-    pub image: String,
+    /// Where the image with `/cutover` the nodes run comes from.
+    pub image: LbImage,
     /// The admin port published on every node (`--swarm-lb-admin-port`).
     pub admin_port: u16,
     pub threads: usize,
     pub network: String,
 }
+
+/// Where the image of the nodes' load balancer comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LbImage {
+    /// `--swarm-lb-image`: run this image, as it is.
+    Given(String),
+    /// `--swarm-registry`: made from this very executable and pushed to this registry the
+    /// first time a load balancer must run on the nodes (`runtime::swarm::lb_image`).
+    Publish { registry: String },
+    /// Neither: a swarm service's load balancer cannot run; `cutover status` says what to do.
+    Unnamed,
+}
+
+/// Why the nodes cannot run a load balancer when no image or registry is named.
+pub const NO_REGISTRY: &str = "a `runtime: swarm` service has a load balancer, which runs on \
+     every node of the swarm from an image of cutover that every node pulls, and no registry is \
+     named: restart `cutover up` with `--swarm-registry HOST:PORT` (a registry every node \
+     reaches; cutover builds the image from its own executable and pushes it there), or with \
+     `--swarm-lb-image` naming an image you built";
 
 /// The data plane on every node; cheap to clone.
 #[derive(Clone)]
@@ -191,6 +210,32 @@ impl Fleet {
         futures_util::future::join_all(reads).await.into_iter().flatten().collect()
     }
 
+    /// Has every answering node's load balancer check `cluster` (the swarm's half of a new
+    /// table) without applying it: refused when one refuses it, naming the node; a node that
+    /// does not answer is only noted (logged), never waited for. Refused too when the nodes
+    /// need a load balancer and no image or registry was named to run one from.
+    pub async fn validate(&self, cluster: &RouteTable) -> Result<(), String> {
+        if self.inner.config.image == LbImage::Unnamed
+            && !decide::listener_ports(cluster).is_empty()
+        {
+            return Err(NO_REGISTRY.to_string());
+        }
+        let instances = self.views();
+        let checks = instances.into_iter().map(|i| async move {
+            let check = if i.answering {
+                self.inner.check_routes(i.admin, cluster).await
+            } else {
+                decide::NodeCheck::Silent(i.error.unwrap_or_else(|| "not answering".into()))
+            };
+            (i.node, check)
+        });
+        let checks = futures_util::future::join_all(checks).await;
+        for note in decide::judge_node_checks(&checks)? {
+            warn!("{note}");
+        }
+        Ok(())
+    }
+
     /// Removes the service and its secret (`cutover down`).
     pub async fn remove(&self) -> anyhow::Result<()> {
         self.inner.instances.lock().unwrap_or_else(|p| p.into_inner()).clear();
@@ -214,6 +259,31 @@ impl Inner {
             .error_for_status()?
             .json()
             .await?)
+    }
+
+    /// One node's check of a table (`POST /v1/routes/validate`, which applies nothing).
+    async fn check_routes(&self, admin: SocketAddr, table: &RouteTable) -> decide::NodeCheck {
+        let sent = self
+            .http
+            .post(format!("http://{admin}/v1/routes/validate"))
+            .bearer_auth(&self.token)
+            .json(table)
+            .send()
+            .await;
+        let response = match sent {
+            Ok(response) => response,
+            Err(err) => return decide::NodeCheck::Silent(format!("{err:#}")),
+        };
+        let status = response.status();
+        if status.is_success() {
+            return decide::NodeCheck::Valid;
+        }
+        let body = response.text().await.unwrap_or_default();
+        let reason = serde_json::from_str::<routes::AdminError>(&body).map_or(body, |e| e.error);
+        if status.is_server_error() && reason.is_empty() {
+            return decide::NodeCheck::Silent(format!("{status}"));
+        }
+        decide::NodeCheck::Refused(reason)
     }
 
     async fn put_routes(&self, admin: SocketAddr, table: &RouteTable) -> anyhow::Result<()> {
@@ -241,9 +311,12 @@ impl Inner {
 }
 
 /// Follows the swarm's workers, an instance task for each, and keeps the service running what
-/// the latest table needs (its listener ports). Ends when the fleet is dropped.
+/// the latest table needs (its listener ports). Ends when the fleet is dropped. Nodes are
+/// followed only once the service runs: an installation whose swarm services have no load
+/// balancer has no instance to wait for or to report.
 async fn discover(inner: std::sync::Weak<Inner>) {
     let mut ensured: Option<BTreeSet<u16>> = None;
+    let mut image: Option<String> = None;
     loop {
         let Some(fleet) = inner.upgrade() else { return };
         let wanted = fleet.wanted.borrow().clone();
@@ -251,29 +324,63 @@ async fn discover(inner: std::sync::Weak<Inner>) {
         if let Some(ports) = ports
             && ensured.as_ref() != Some(&ports)
         {
-            let spec = DataPlaneSpec {
-                image: fleet.config.image.clone(),
-                listener_ports: ports.clone(),
-                admin_port: fleet.config.admin_port,
-                token: fleet.token.clone(),
-                network: fleet.config.network.clone(),
-                threads: fleet.config.threads,
+            let result = match image.clone() {
+                Some(known) => Ok(known),
+                None => fleet.image().await,
             };
-            let result = fleet.swarm.ensure_data_plane(&spec).await;
-            let error = result.as_ref().err().map(|e| format!("the data plane on the nodes: {e}"));
-            if let Some(error) = &error {
+            let result = match result {
+                Ok(found) => {
+                    image = Some(found.clone());
+                    fleet.ensure_service(found, ports.clone()).await
+                }
+                Err(error) => Err(error),
+            };
+            if let Err(error) = &result {
                 warn!("{error}");
             } else {
                 ensured = Some(ports);
             }
-            *fleet.service_error.lock().unwrap_or_else(|p| p.into_inner()) = error;
+            *fleet.service_error.lock().unwrap_or_else(|p| p.into_inner()) = result.err();
         }
-        match fleet.swarm.data_plane_nodes().await {
-            Ok(nodes) => follow_nodes(&fleet, nodes),
-            Err(err) => warn!("listing the swarm's nodes for the data plane: {err}"),
+        if ensured.is_some() {
+            match fleet.swarm.data_plane_nodes().await {
+                Ok(nodes) => follow_nodes(&fleet, nodes),
+                Err(err) => warn!("listing the swarm's nodes for the data plane: {err}"),
+            }
         }
         drop(fleet);
         tokio::time::sleep(DISCOVER).await;
+    }
+}
+
+impl Inner {
+    /// The image the nodes run, made and pushed first when `cutover up` named a registry.
+    async fn image(&self) -> Result<String, String> {
+        match &self.config.image {
+            LbImage::Given(image) => Ok(image.clone()),
+            LbImage::Publish { registry } => self
+                .swarm
+                .publish_data_plane_image(registry)
+                .await
+                .map_err(|e| format!("the data plane on the nodes: {e}")),
+            LbImage::Unnamed => Err(format!("the data plane on the nodes: {NO_REGISTRY}")),
+        }
+    }
+
+    /// The global service runs `image` with `ports` published.
+    async fn ensure_service(&self, image: String, ports: BTreeSet<u16>) -> Result<(), String> {
+        let spec = DataPlaneSpec {
+            image,
+            listener_ports: ports,
+            admin_port: self.config.admin_port,
+            token: self.token.clone(),
+            network: self.config.network.clone(),
+            threads: self.config.threads,
+        };
+        self.swarm
+            .ensure_data_plane(&spec)
+            .await
+            .map_err(|e| format!("the data plane on the nodes: {e}"))
     }
 }
 

@@ -40,6 +40,7 @@ mod scheduler;
 mod secrets;
 mod shadow_traffic;
 mod swarm;
+mod swarm_image;
 mod swarm_lb;
 mod swarm_lb_fixture;
 mod swarm_pipeline;

@@ -87,16 +87,17 @@ pub struct SwarmLb {
 
 impl SwarmLb {
     pub fn start(interval: &str) -> SwarmLb {
+        SwarmLb::start_with(interval, vec![("CUTOVER_SWARM_LB_IMAGE", lb_image())])
+    }
+
+    /// [`SwarmLb::start`] with `cutover up`'s environment `up_env` (beside the admin port)
+    /// instead of the image built here.
+    pub fn start_with(interval: &str, mut up_env: Vec<(&'static str, String)>) -> SwarmLb {
         require_cluster();
         let image = registry_image();
         let (prod, admin) = (free_port(), free_port());
-        let cluster = Cluster::start(Options {
-            up_env: vec![
-                ("CUTOVER_SWARM_LB_IMAGE", lb_image()),
-                ("CUTOVER_SWARM_LB_ADMIN_PORT", admin.to_string()),
-            ],
-            ..Options::default()
-        });
+        up_env.push(("CUTOVER_SWARM_LB_ADMIN_PORT", admin.to_string()));
+        let cluster = Cluster::start(Options { up_env, ..Options::default() });
         for version in ["v1", "v2", "v3"] {
             std::fs::write(
                 cluster.path(&format!("api-{version}.json")),

@@ -30,7 +30,7 @@ const TOKEN_PATH: &str = "/run/secrets/cutover-lb-admin-token";
 /// What the data plane on every node runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DataPlaneSpec {
-    /// An image holding the `cutover` binary at `/cutover` (`scripts/swarm-lb-image` builds one).
+    /// An image holding the `cutover` binary at `/cutover` (`lb_image` makes one).
     pub image: String,
     /// The listener ports of the load balancers the swarm serves, published on every node.
     pub listener_ports: BTreeSet<u16>,

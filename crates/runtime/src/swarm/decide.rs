@@ -235,6 +235,15 @@ pub fn reaper_pending(tasks: &[Observed]) -> bool {
     tasks.iter().any(|t| t.desired == "remove" && t.node.as_ref().is_none_or(|(_, up)| *up))
 }
 
+/// Whether a task's service may be deleted: cutover scaled it to zero, or none of its Swarm
+/// tasks can still run. A task on a node Swarm lost reads `running` until the node returns,
+/// which may be never: it is over (as [`task_state`] reports it), and the returning node stops
+/// the container of a service that is gone.
+pub fn may_remove(replicas: u64, tasks: &[Observed]) -> bool {
+    let may_run = |t: &Observed| !is_over(&t.state) && t.node.as_ref().is_none_or(|(_, up)| *up);
+    replicas == 0 || !tasks.iter().any(may_run)
+}
+
 /// What a task's service says: its newest Swarm task decides.
 ///
 /// A task on a node Swarm lost contact with is over as far as cutover is concerned (it cannot be
@@ -328,6 +337,19 @@ mod tests {
             node: Some(("node2".into(), true)),
             ip: Some(Ipv4Addr::new(10, 98, 0, 7)),
         }
+    }
+
+    /// See issue 17: `cutover down` after a node loss left the lost node's task services at
+    /// 0/1, since their tasks still read `running` and removing them was refused forever.
+    #[test]
+    fn a_service_whose_task_is_on_a_lost_node_may_be_removed_and_one_running_on_a_live_node_not() {
+        let on_lost_node =
+            Observed { node: Some(("node3".into(), false)), ..observed("running", "shutdown") };
+        assert!(may_remove(1, &[on_lost_node]), "its node will never report it over");
+        assert!(!may_remove(1, &[observed("running", "running")]));
+        assert!(may_remove(0, &[observed("running", "shutdown")]), "scaled to zero by cutover");
+        assert!(may_remove(1, &[observed("failed", "shutdown")]));
+        assert!(may_remove(1, &[]));
     }
 
     #[test]

@@ -24,6 +24,7 @@
 
 mod data_plane;
 mod decide;
+pub mod lb_image;
 mod tasks_api;
 
 use std::collections::{HashMap, HashSet};
@@ -570,7 +571,7 @@ impl Runtime for SwarmRuntime {
         let Some(service) = self.service(&handle.task_id).await? else { return Ok(()) };
         let id = service.id.clone().unwrap_or_default();
         let tasks = self.observe(&id, &network_of(&service)).await?;
-        if replicas(&service) != 0 && tasks.iter().any(not_over) {
+        if !decide::may_remove(replicas(&service), &tasks) {
             return Err(RuntimeError::StillRunning { task_id: handle.task_id.clone() });
         }
         self.wait_reaped(&id, &network_of(&service), tasks).await?;
