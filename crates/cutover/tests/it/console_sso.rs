@@ -217,3 +217,26 @@ fn behind_a_reverse_proxy_the_console_signs_in_through_the_provider_at_its_publi
         "{said}"
     );
 }
+
+#[test]
+fn a_console_url_in_clear_beyond_loopback_is_refused_before_anything_starts() {
+    let data = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(CUTOVER)
+        .args(["--data-dir", &data.path().display().to_string(), "up", "--listen"])
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .args(["--console-url", "http://cutover.example.com"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        said.contains(
+            "invalid value 'http://cutover.example.com' for '--console-url <CONSOLE_URL>': \
+             `http://cutover.example.com`: use https:// (plain http only at a loopback address, \
+             like http://localhost:7400): the session cookie would cross the network in clear"
+        ),
+        "{said}"
+    );
+    let left: Vec<_> = std::fs::read_dir(data.path()).unwrap().collect();
+    assert!(left.is_empty(), "nothing is written to the data directory: {left:?}");
+}
