@@ -116,17 +116,13 @@ impl Engine {
 /// Where judged periods are stored, keyed `alarm@deployment`.
 pub(crate) const KIND_JUDGED_PERIOD: &str = "judged_period";
 
-/// What a deployment's canary judges saw in their newest judged periods, for its view.
-pub(crate) fn judge_views(
-    store: &store::Store,
-    deployment: &str,
-) -> Result<Vec<crate::api::JudgeView>, store::Error> {
+/// What `deployment`'s canary judges saw in their newest judged periods, for its view: of the
+/// stored `rows` (`alarm@deployment`, body) of [`KIND_JUDGED_PERIOD`].
+pub(crate) fn judges_of(rows: &[(String, String)], deployment: &str) -> Vec<crate::api::JudgeView> {
     let suffix = format!("@{deployment}");
-    let rows = store.read(|tx| tx.resource_list(KIND_JUDGED_PERIOD))?;
-    Ok(rows
-        .into_iter()
+    rows.iter()
         .filter(|(key, _)| key.ends_with(&suffix))
-        .filter_map(|(_, body)| serde_json::from_str::<JudgedPeriod>(&body).ok())
+        .filter_map(|(_, body)| serde_json::from_str::<JudgedPeriod>(body).ok())
         .map(|period| crate::api::JudgeView {
             reason: period.judgement.reason(),
             alarm: period.alarm,
@@ -137,7 +133,7 @@ pub(crate) fn judge_views(
             judgement: period.judgement,
             retries: period.retries,
         })
-        .collect())
+        .collect()
 }
 
 /// How many of the judged periods the alarm looked at were judged worse, in CloudWatch's words
