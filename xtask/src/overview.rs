@@ -240,6 +240,7 @@ fn page_weights(api: SocketAddr, deployment: &str) -> anyhow::Result<Vec<(String
         "/history".into(),
         "/services/s000".into(),
         "/task-definitions/app".into(),
+        "/target-groups/g000-blue".into(),
         "/target-groups/g000-blue/metrics".into(),
         "/alarms".into(),
         "/pipelines".into(),

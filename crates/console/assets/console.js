@@ -47,7 +47,7 @@ if (live) {
   };
   if (live.dataset.stream) {
     const stream = new EventSource(live.dataset.stream);
-    for (const kind of ["deployment", "targets", "event", "execution", "build", "service", "tasks"]) stream.addEventListener(kind, refresh);
+    for (const kind of ["deployment", "targets", "event", "execution", "build", "service", "tasks", "target_group", "forwards"]) stream.addEventListener(kind, refresh);
   }
   // Metrics move with every request, not with the engine: their pages ask again on a timer.
   if (live.dataset.every) setInterval(refresh, Number(live.dataset.every));

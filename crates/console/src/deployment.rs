@@ -170,7 +170,7 @@ fn task_set(
     let targets = targets.get(target_group).map(Vec::as_slice).unwrap_or_default();
     html! {
         section.card aria-label=(title) {
-            h3 { (title) " " code { (target_group) } " " a.small href=(format!("/target-groups/{target_group}/metrics")) { "metrics" } }
+            h3 { (title) " " a href=(format!("/target-groups/{target_group}")) { code { (target_group) } } " " a.small href=(format!("/target-groups/{target_group}/metrics")) { "metrics" } }
             @if let Some(set) = set {
                 p {
                     code { (set.id) } " · " (set.status) " · " (set.task_definition) br;

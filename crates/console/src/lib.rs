@@ -21,6 +21,7 @@ mod pipeline_actions;
 mod pipeline_pages;
 mod pipeline_routes;
 mod services;
+mod target_groups;
 mod task_definition_diff;
 mod task_definitions;
 mod tasks;
@@ -53,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         .route("/tasks/{id}", get(tasks::page))
         .route("/history", get(history::page))
         .route("/target-groups/{name}/metrics", get(metrics_page))
+        .route("/target-groups/{name}", get(target_groups::page))
         .route("/alarms", get(alarms_page))
         .route("/alarms/{name}", get(alarm_page))
         .with_state(state)

@@ -164,7 +164,7 @@ pub fn whole(page: &MetricsPage, viewer: &Viewer) -> Markup {
     let name = &page.target_group;
     let main = html! {
         div.title {
-            h1 { "Target group " code { (name) } " · metrics" }
+            h1 { "Target group " a href=(format!("/target-groups/{name}")) { code { (name) } } " · metrics" }
             p.sub { "The load balancer's metrics of " code { (name) } ", one datapoint per "
                 (page.range.step_secs) " s, following as requests arrive: the series "
                 code { "GET /v1/metrics/query?target_group=" (name) } " answers and alarms evaluate." }

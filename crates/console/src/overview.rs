@@ -30,8 +30,9 @@ pub struct Overview {
     pub target_groups: Vec<String>,
 }
 
+/// Every deployment the page shows is read with the others (`deployment_views`), and the
+/// declared services and groups once: a few queries however many groups there are.
 pub fn read(state: &AppState) -> Result<Overview, ApiError> {
-    let view = |id: &str| control::engine::deployment_view(&state.store, &state.shared, id);
     let (active, last_rows, recent_rows) = state.store.read(|tx| {
         Ok((
             tx.deployment_list_active()?,
@@ -39,25 +40,31 @@ pub fn read(state: &AppState) -> Result<Overview, ApiError> {
             tx.deployment_list(RECENT)?,
         ))
     })?;
-    let waiting = active
-        .iter()
-        .filter(|row| row.status == "Ready")
-        .map(|row| view(&row.id))
-        .collect::<Result<_, _>>()?;
-    let last_of_group: BTreeMap<String, &str> = last_rows
-        .iter()
-        .map(|row| (format!("{}/{}", row.application, row.deployment_group), row.id.as_str()))
+    let waiting_rows: Vec<_> = active.into_iter().filter(|row| row.status == "Ready").collect();
+    let (waiting_count, last_count) = (waiting_rows.len(), last_rows.len());
+    let mut views = control::engine::deployment_views(
+        &state.store,
+        &[waiting_rows, last_rows, recent_rows].concat(),
+    )?
+    .into_iter();
+    let waiting: Vec<DeploymentView> = views.by_ref().take(waiting_count).collect();
+    let mut last_of_group: BTreeMap<String, DeploymentView> = views
+        .by_ref()
+        .take(last_count)
+        .map(|view| (format!("{}/{}", view.application, view.deployment_group), view))
         .collect();
-    let services = control::http::service_views(state)?;
-    let groups = control::http::deployment_group_keys(state)?
+    let recent: Vec<DeploymentView> = views.collect();
+    let (services, group_keys) = control::http::service_views_and_group_keys(state)?;
+    let service_of_group: BTreeMap<&str, &ServiceView> =
+        services.iter().filter_map(|s| Some((s.deployment_group.as_deref()?, s))).collect();
+    let groups = group_keys
         .into_iter()
         .map(|key| {
-            let service = services.iter().find(|s| s.deployment_group.as_ref() == Some(&key));
-            let last = last_of_group.get(&key).map(|id| view(id)).transpose()?;
-            Ok((key, service.cloned(), last))
+            let service = service_of_group.get(key.as_str()).map(|s| (*s).clone());
+            let last = last_of_group.remove(&key);
+            (key, service, last)
         })
-        .collect::<Result<_, ApiError>>()?;
-    let recent = recent_rows.iter().map(|row| view(&row.id)).collect::<Result<_, _>>()?;
+        .collect();
     let (pipelines, approvals) = crate::pipeline_pages::read_for_overview(state)?;
     let target_groups = control::http::target_group_names(state)?;
     Ok(Overview { waiting, groups, services, recent, pipelines, approvals, target_groups })
@@ -125,10 +132,11 @@ pub fn render(overview: &Overview, viewer: &Viewer) -> Markup {
         section aria-labelledby="metrics-h" {
             h2 #metrics-h { "Metrics" }
             p {
-                "Target groups: "
+                "Target groups (their targets' health · their metrics): "
                 @for (i, name) in overview.target_groups.iter().enumerate() {
                     @if i > 0 { " · " }
-                    a href=(format!("/target-groups/{name}/metrics")) { (name) }
+                    a href=(format!("/target-groups/{name}")) { (name) }
+                    " (" a href=(format!("/target-groups/{name}/metrics")) { "metrics" } ")"
                 }
                 " · " a href="/alarms" { "all alarms" }
             }

@@ -57,7 +57,7 @@ pub fn live(seen: &ServiceState) -> Markup {
                         td { code { (set.id) } }
                         td { (set.status) }
                         td { (task_definition(Some(&set.task_definition))) }
-                        td { @if let Some(tg) = &set.target_group { code { (tg) } } }
+                        td { @if let Some(tg) = &set.target_group { a href=(format!("/target-groups/{tg}")) { code { (tg) } } } }
                         td.num { (set.desired_count) } td.num { (set.running_count) } td.num { (set.healthy_count) }
                         td { @if let Some(d) = &set.deployment_id { a href=(format!("/deployments/{d}")) { (d) } } }
                     }
@@ -84,7 +84,7 @@ pub fn live(seen: &ServiceState) -> Markup {
         }
         h2 { "Targets" }
         @for (tg, targets) in &seen.targets {
-            h3 { "Target group " code { (tg) } }
+            h3 { "Target group " a href=(format!("/target-groups/{tg}")) { code { (tg) } } }
             @if targets.is_empty() {
                 p.muted { "No targets registered." }
             } @else {

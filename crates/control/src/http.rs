@@ -25,6 +25,7 @@ use crate::declared::*;
 use crate::engine::{self, Command, Msg, Shared};
 use crate::error::ApiError;
 use crate::state::{self, Snapshot};
+use crate::target_group_stream::target_group_stream;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -63,6 +64,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/deployments/{id}/stream", get(crate::stream::deployment_stream))
         .route("/v1/pipelines/{name}/stream", get(crate::pipeline_stream::pipeline_stream))
         .route("/v1/services/{name}/stream", get(crate::service_stream::service_stream))
+        .route("/v1/target-groups/{name}/stream", get(target_group_stream))
         .route("/v1/deployments/{id}/stop", post(stop))
         .route("/v1/deployments/{id}/rollback", post(rollback))
         .route("/v1/deployments/{id}/continue", post(continue_deployment))
@@ -347,7 +349,7 @@ async fn task_logs(
         .into_response())
 }
 
-fn target_group_view(state: &AppState, doc: TargetGroupDoc) -> TargetGroupView {
+pub(crate) fn target_group_view(state: &AppState, doc: TargetGroupDoc) -> TargetGroupView {
     let health = state.shared.health.read().unwrap_or_else(|p| p.into_inner());
     TargetGroupView {
         targets: health.target_groups.get(&doc.name).cloned().unwrap_or_default(),
@@ -601,6 +603,15 @@ pub fn deployment_views(
 pub fn service_views(state: &AppState) -> Result<Vec<ServiceView>, ApiError> {
     let snapshot = snapshot(state)?;
     Ok(snapshot.services.iter().map(|s| service_view(&snapshot, s)).collect())
+}
+
+/// [`service_views`] and [`deployment_group_keys`] from one read of the store.
+pub fn service_views_and_group_keys(
+    state: &AppState,
+) -> Result<(Vec<ServiceView>, Vec<String>), ApiError> {
+    let snapshot = snapshot(state)?;
+    let services = snapshot.services.iter().map(|s| service_view(&snapshot, s)).collect();
+    Ok((services, snapshot.groups.iter().map(|g| g.key()).collect()))
 }
 
 /// Every deployment group's `application/group`, in the order cutover.yaml declares them.

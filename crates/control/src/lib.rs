@@ -32,6 +32,7 @@ mod routing;
 pub mod service_stream;
 mod state;
 pub mod stream;
+pub mod target_group_stream;
 mod tls;
 
 use std::collections::BTreeMap;

@@ -132,6 +132,13 @@ CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
 DROP INDEX deployments_by_group;
 CREATE INDEX deployments_by_group_newest ON deployments (application, deployment_group, created_at, id);
 "#,
+    // The newest deployments (the overview's, the history's pages) and those not completed are
+    // read in order from these indexes, not by sorting the whole history: with 10,000 past
+    // deployments that sort was most of the overview's time.
+    r#"
+CREATE INDEX deployments_newest ON deployments (created_at, id);
+CREATE INDEX deployments_active ON deployments (created_at, id) WHERE completed_at IS NULL;
+"#,
 ];
 
 /// The database. Cheap to share behind an `Arc`; every call holds the connection for the length
@@ -598,15 +605,7 @@ impl Tx<'_> {
 
     /// The deployments `query` selects, newest first (a page of the history).
     pub fn deployment_history(&self, query: &DeploymentHistory<'_>) -> Result<Vec<DeploymentRow>> {
-        let mut stmt = self.tx.prepare(&format!(
-            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments
-             WHERE (?1 IS NULL OR (application = ?1 AND deployment_group = ?2))
-               AND (?3 IS NULL OR status = ?3)
-               AND (?4 IS NULL OR created_at >= ?4)
-               AND (?5 IS NULL OR created_at < ?5)
-               AND (?6 IS NULL OR (created_at, id) < (SELECT created_at, id FROM deployments WHERE id = ?6))
-             ORDER BY created_at DESC, id DESC LIMIT ?7"
-        ))?;
+        let mut stmt = self.tx.prepare(&deployment_history_sql())?;
         let (application, deployment_group) = query.group.unzip();
         let millis = |at: Option<u64>| at.map(|ms| ms.min(i64::MAX as u64) as i64);
         let rows = stmt.query_map(
@@ -642,10 +641,7 @@ impl Tx<'_> {
 
     /// Deployments that have not completed, oldest first.
     pub fn deployment_list_active(&self) -> Result<Vec<DeploymentRow>> {
-        let mut stmt = self.tx.prepare(&format!(
-            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE completed_at IS NULL
-             ORDER BY created_at, id"
-        ))?;
+        let mut stmt = self.tx.prepare(&deployment_active_sql())?;
         let rows = stmt.query_map([], deployment_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -715,6 +711,28 @@ impl Tx<'_> {
 
 const TASK_COLUMNS: &str = "id, task_set_id, service, runtime, last_status, desired_status, health, \
      handle, addr, stop_at, stopped_reason, created_at, started_at, stopped_at";
+/// [`Tx::deployment_history`]'s query: `?1`–`?7` are its group, status, since, until, before and
+/// limit.
+fn deployment_history_sql() -> String {
+    format!(
+        "SELECT {DEPLOYMENT_COLUMNS} FROM deployments
+         WHERE (?1 IS NULL OR (application = ?1 AND deployment_group = ?2))
+           AND (?3 IS NULL OR status = ?3)
+           AND (?4 IS NULL OR created_at >= ?4)
+           AND (?5 IS NULL OR created_at < ?5)
+           AND (?6 IS NULL OR (created_at, id) < (SELECT created_at, id FROM deployments WHERE id = ?6))
+         ORDER BY created_at DESC, id DESC LIMIT ?7"
+    )
+}
+
+/// [`Tx::deployment_list_active`]'s query.
+fn deployment_active_sql() -> String {
+    format!(
+        "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE completed_at IS NULL
+         ORDER BY created_at, id"
+    )
+}
+
 const DEPLOYMENT_COLUMNS: &str = "id, application, deployment_group, status, body, machine, created_at, updated_at, completed_at";
 
 /// A status column, by its name; a name this build does not know is an error, not a default.

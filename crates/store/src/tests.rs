@@ -113,6 +113,31 @@ fn task_rows_written_with_ecs_names_read_back_typed_and_an_unknown_status_is_an_
     assert!(err.to_string().contains("unknown status `PAUSED`"), "{err}");
 }
 
+/// What SQLite plans for `sql`, one step a line.
+fn query_plan(store: &Store, sql: &str) -> String {
+    let conn = store.lock();
+    let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+    // Unbound parameters are NULL: the plan is the one every call gets.
+    let mut rows = stmt.raw_query();
+    let mut plan = Vec::new();
+    while let Some(row) = rows.next().unwrap() {
+        plan.push(row.get::<_, String>(3).unwrap());
+    }
+    plan.join("\n")
+}
+
+#[test]
+fn the_newest_and_the_active_deployments_are_read_from_indexes_without_sorting_the_history() {
+    let store = Store::open_in_memory().unwrap();
+    let history = query_plan(&store, &crate::deployment_history_sql());
+    assert!(history.contains("USING INDEX deployments_newest"), "{history}");
+    let active = query_plan(&store, &crate::deployment_active_sql());
+    assert!(active.contains("USING INDEX deployments_active"), "{active}");
+    for plan in [history, active] {
+        assert!(!plan.contains("TEMP B-TREE"), "sorts the history: {plan}");
+    }
+}
+
 #[test]
 fn a_group_s_newest_deployments_are_listed_however_many_newer_ones_other_groups_have() {
     let store = Store::open_in_memory().unwrap();

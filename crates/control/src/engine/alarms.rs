@@ -131,27 +131,24 @@ pub(crate) const KIND_JUDGED_PERIOD: &str = "judged_period";
 /// Where each deployment's shadow traffic is stored, keyed by the deployment.
 pub(crate) const KIND_MIRRORED: &str = "mirrored";
 
-/// A deployment's shadow traffic, for its view (None: green got no copy).
-pub(crate) fn mirrored_view(
-    store: &store::Store,
+/// `deployment`'s shadow traffic, for its view, of the stored `rows` (deployment, body) of
+/// [`KIND_MIRRORED`] (None: green got no copy).
+pub(crate) fn mirrored_of(
+    rows: &[(String, String)],
     deployment: &str,
-) -> Result<Option<crate::api::MirroredView>, store::Error> {
-    let body = store.read(|tx| tx.resource_get(KIND_MIRRORED, deployment))?;
-    let tally = body.and_then(|body| serde_json::from_str::<MirroredTally>(&body).ok());
-    Ok(tally.map(|tally| crate::api::MirroredView::of(&tally)))
+) -> Option<crate::api::MirroredView> {
+    let (_, body) = rows.iter().find(|(key, _)| key == deployment)?;
+    let tally = serde_json::from_str::<MirroredTally>(body).ok()?;
+    Some(crate::api::MirroredView::of(&tally))
 }
 
-/// What a deployment's canary judges saw in their newest judged periods, for its view.
-pub(crate) fn judge_views(
-    store: &store::Store,
-    deployment: &str,
-) -> Result<Vec<crate::api::JudgeView>, store::Error> {
+/// What `deployment`'s canary judges saw in their newest judged periods, for its view: of the
+/// stored `rows` (`alarm@deployment`, body) of [`KIND_JUDGED_PERIOD`].
+pub(crate) fn judges_of(rows: &[(String, String)], deployment: &str) -> Vec<crate::api::JudgeView> {
     let suffix = format!("@{deployment}");
-    let rows = store.read(|tx| tx.resource_list(KIND_JUDGED_PERIOD))?;
-    Ok(rows
-        .into_iter()
+    rows.iter()
         .filter(|(key, _)| key.ends_with(&suffix))
-        .filter_map(|(_, body)| serde_json::from_str::<JudgedPeriod>(&body).ok())
+        .filter_map(|(_, body)| serde_json::from_str::<JudgedPeriod>(body).ok())
         .map(|period| crate::api::JudgeView {
             reason: period.judgement.reason(),
             alarm: period.alarm,
@@ -163,7 +160,7 @@ pub(crate) fn judge_views(
             retries: period.retries,
             mirrored: period.mirrored.as_ref().map(crate::api::MirroredView::of),
         })
-        .collect())
+        .collect()
 }
 
 /// How many of the judged periods the alarm looked at were judged worse, in CloudWatch's words

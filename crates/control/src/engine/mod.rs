@@ -515,28 +515,46 @@ pub fn deployment_view(
     _shared: &Shared,
     id: &str,
 ) -> Result<api::DeploymentView, ApiError> {
-    let (row, sets, tasks): (store::DeploymentRow, Vec<TaskSetRow>, Vec<TaskRow>) = store
-        .read(|tx| {
-            let row = tx.deployment_get(id)?;
-            Ok(row.map(|row| (row, tx.task_set_list(), tx.task_list(0))))
-        })?
-        .map(|(row, sets, tasks)| Ok::<_, store::Error>((row, sets?, tasks?)))
-        .transpose()?
-        .ok_or_else(|| {
-            ApiError::not_found(format!(
-                "no deployment {id}; `cutover deployments list` shows them"
-            ))
-        })?;
-    let body: DeploymentBody = serde_json::from_str(&row.body)?;
-    let machine: rollout::Rollout = serde_json::from_str(&row.machine)?;
-    let set_view =
-        |set_id: &str| sets.iter().find(|s| s.id == set_id).map(|s| task_set_view(s, &tasks));
-    let blue = set_view(&body.blue_task_set);
-    let green = body.green_task_set.as_deref().and_then(set_view);
-    let mut view = deployment::view(&row, &body, &machine, blue, green);
-    view.judges = alarms::judge_views(store, id)?;
-    view.mirrored = alarms::mirrored_view(store, id)?;
-    Ok(view)
+    let row = store.read(|tx| tx.deployment_get(id))?.ok_or_else(|| {
+        ApiError::not_found(format!("no deployment {id}; `cutover deployments list` shows them"))
+    })?;
+    let mut views = deployment_views(store, std::slice::from_ref(&row))?;
+    Ok(views.remove(0))
+}
+
+/// The views of the deployments `rows`, in their order. What they share (task sets, tasks, the
+/// judges' periods) is read once for all of them, so a page that lists many deployments (the
+/// overview: every group's last one) reads a few queries, not a few per deployment.
+pub fn deployment_views(
+    store: &Store,
+    rows: &[store::DeploymentRow],
+) -> Result<Vec<api::DeploymentView>, ApiError> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (sets, tasks, judged, mirrored) = store.read(|tx| {
+        Ok((
+            tx.task_set_list()?,
+            tx.task_list(0)?,
+            tx.resource_list(alarms::KIND_JUDGED_PERIOD)?,
+            tx.resource_list(alarms::KIND_MIRRORED)?,
+        ))
+    })?;
+    rows.iter()
+        .map(|row| {
+            let body: DeploymentBody = serde_json::from_str(&row.body)?;
+            let machine: rollout::Rollout = serde_json::from_str(&row.machine)?;
+            let set_view = |set_id: &str| {
+                sets.iter().find(|s| s.id == set_id).map(|s| task_set_view(s, &tasks))
+            };
+            let blue = set_view(&body.blue_task_set);
+            let green = body.green_task_set.as_deref().and_then(set_view);
+            let mut view = deployment::view(row, &body, &machine, blue, green);
+            view.judges = alarms::judges_of(&judged, &row.id);
+            view.mirrored = alarms::mirrored_of(&mirrored, &row.id);
+            Ok(view)
+        })
+        .collect()
 }
 
 pub fn task_set_view(ts: &TaskSetRow, tasks: &[TaskRow]) -> api::TaskSetView {

@@ -384,3 +384,7 @@ fn a_viewer_signs_in_and_sees_no_action_buttons_and_forged_actions_are_refused()
 /// The metrics, alarms and judge pages, with this module's browser.
 #[path = "console_metrics.rs"]
 mod metrics;
+
+/// The target group page, with this module's browser.
+#[path = "console_target_groups.rs"]
+mod target_groups;

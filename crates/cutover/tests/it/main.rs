@@ -20,6 +20,7 @@ mod console_sso;
 mod disk_full;
 mod docker;
 mod docs_examples;
+mod down_up;
 mod git_env;
 mod harness;
 mod hook_token;
