@@ -316,6 +316,9 @@ pub fn snapshot(shared: &Shared, per_target: bool) -> MetricsSnapshot {
                 active_connections: targets.iter().map(|t| t.open_conns()).sum(),
                 retries: g.counters.get(m::RETRIES),
                 retry_budget_exhausted: g.counters.get(m::RETRY_BUDGET_EXHAUSTED),
+                hedged_connects: g.counters.get(m::HEDGED_CONNECTS),
+                hedges_won: g.counters.get(m::HEDGES_WON),
+                passive_ejections: g.counters.get(m::PASSIVE_EJECTIONS),
                 mirrored: g.mirrored.mirrored_metrics(),
                 targets: targets
                     .iter()

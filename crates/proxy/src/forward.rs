@@ -3,7 +3,7 @@
 //! connection and stream the answer back. Every failure becomes a well-formed 400/502/503/504.
 
 use std::net::IpAddr;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
@@ -28,6 +28,13 @@ use crate::upstream::{self, ClientFault, UpstreamBody};
 /// error`): a task that just died, before the health checks notice, costs no request. Only a
 /// failed connect moves a request on — by then nothing of it has reached any target.
 const MAX_CONNECT_ATTEMPTS: usize = 3;
+
+/// How long a new connection to a target may take before a connection to another target of its
+/// group is opened beside it: RFC 8305's recommended "Connection Attempt Delay". A target on the
+/// same LAN or overlay answers a SYN in well under a millisecond, and the kernel resends a lost
+/// SYN only after 1 s, so a connection not open after 250 ms is almost surely lost (a dead
+/// machine, a full accept queue), while a hedge rarely fires on a merely busy target.
+const HEDGE_DELAY: Duration = Duration::from_millis(250);
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -767,9 +774,10 @@ impl Body for ClientStream {
 }
 
 /// A connection for the request `guard` counts in flight to its target; a refused connection
-/// moves the request (and `guard`) to another target of the group. The caller holds the guard,
-/// so it still knows the target when this is cut short by a timeout. The error is the answer
-/// for the client.
+/// moves the request (and `guard`) to another target of the group, and a slow one races one to
+/// another target ([`connect_hedged`]). A target whose connection failed or was outpaced is
+/// passively ejected ([`TargetRt::eject`]). The caller holds the guard, so it still knows the
+/// target when this is cut short by a timeout. The error is the answer for the client.
 pub async fn open_upstream(
     ctx: &ConnCtx,
     guard: &mut InFlight,
@@ -779,12 +787,18 @@ pub async fn open_upstream(
     loop {
         let t = &guard.target;
         t.counters.inc(m::REQUESTS);
-        match upstream::checkout_or_connect(t, worker).await {
+        let opened = if t.closer.is_closed() {
+            Err(upstream::Error::Closed)
+        } else if let Some(idle) = t.checkout(worker) {
+            return Ok((idle, true));
+        } else {
+            connect_hedged(ctx, guard, worker).await
+        };
+        match opened {
             Ok(opened) => return Ok(opened),
             Err(e) => {
-                tracing::debug!(target = %t.addr, "{e}");
-                t.counters.inc(m::CONN_ERRORS);
-                t.group_counters.inc(m::CONN_ERRORS);
+                let t = &guard.target;
+                connect_failed(t, &e);
                 if attempt < MAX_CONNECT_ATTEMPTS
                     && let Some(next) = another_target(ctx, t)
                 {
@@ -798,6 +812,70 @@ pub async fn open_upstream(
             }
         }
     }
+}
+
+/// A new connection for the request `guard` counts: to its target, or, when that one has not
+/// opened within [`HEDGE_DELAY`] and the group has another target, to whichever of the two
+/// opens first (the guard moves with the request; the other attempt is dropped). Nothing of
+/// the request is sent before, so this is safe for every method. A target outpaced by the
+/// other is ejected; one that fails while the other still tries is counted and ejected here,
+/// and the request waits for the other. The error is the last target's, which `guard` then
+/// counts. With no other target, the connect timeout (10 s, ALB's) is the bound.
+async fn connect_hedged(
+    ctx: &ConnCtx,
+    guard: &mut InFlight,
+    worker: usize,
+) -> Result<(Box<UpstreamConn>, bool), upstream::Error> {
+    let slow = guard.target.clone();
+    let mut first = pin!(UpstreamConn::connect(slow.addr, &slow.closer));
+    if let Ok(opened) = tokio::time::timeout(HEDGE_DELAY, &mut first).await {
+        return opened.map(|conn| (conn, false));
+    }
+    let Some(other) = another_target(ctx, &slow) else {
+        return first.await.map(|conn| (conn, false));
+    };
+    slow.group_counters.inc(m::HEDGED_CONNECTS);
+    let mut hedge = pin!(upstream::checkout_or_connect(&other, worker));
+    tokio::select! {
+        biased;
+        opened = &mut first => match opened {
+            Ok(conn) => Ok((conn, false)),
+            Err(e) => {
+                connect_failed(&slow, &e);
+                move_request(guard, &other);
+                hedge.await
+            }
+        },
+        opened = &mut hedge => match opened {
+            Ok(opened) => {
+                tracing::debug!(target = %slow.addr, to = %other.addr, "connect outpaced by a hedge");
+                slow.counters.inc(m::CONN_ERRORS);
+                slow.group_counters.inc(m::CONN_ERRORS);
+                slow.group_counters.inc(m::HEDGES_WON);
+                slow.eject();
+                move_request(guard, &other);
+                Ok(opened)
+            }
+            Err(e) => {
+                connect_failed(&other, &e);
+                first.await.map(|conn| (conn, false))
+            }
+        },
+    }
+}
+
+/// Counts a connection `target` could not open, and ejects it.
+fn connect_failed(target: &TargetRt, e: &upstream::Error) {
+    tracing::debug!(target = %target.addr, "{e}");
+    target.counters.inc(m::CONN_ERRORS);
+    target.group_counters.inc(m::CONN_ERRORS);
+    target.eject();
+}
+
+/// Moves the request `guard` counts to `to`.
+fn move_request(guard: &mut InFlight, to: &Arc<TargetRt>) {
+    to.counters.inc(m::REQUESTS);
+    *guard = InFlight::new(to.clone());
 }
 
 /// The target group `failed` serves this listener's requests from (in whichever of its forwards,

@@ -24,6 +24,7 @@
 //! | the target's status | the target answered | target and group `target_1xx`…`target_5xx` |
 //! | the retry group's answer | a forward's retry sent a request its group failed (a 5xx, or a 502 before any byte of an answer) again to its retry group | the failure as above on the group that failed, and its `retries`; the retry as any request on the retry group |
 //! | the failure | the same, but the retry budget was spent | the failure as above, and `retry_budget_exhausted` of the group that failed |
+//! | the other target's answer | a new connection to a target was refused (the request moves on), or had not opened after 250 ms and another target's opened first | the refused or outpaced target's `target_connection_errors`, the group's `passive_ejections` (and `hedged_connects`, `hedges_won` when hedged); the answer as any request on the target that served it |
 //! | none (discarded) | a forward's mirror sent a copy of the request to its mirror group | only the mirror group's `mirrored` counters: the copy's status (or the 502/503/504 the load balancer would have answered), its response time, and `mismatches` when its status class differs from the client's answer's; `dropped` when `max_in_flight` copies were in flight and it was not sent |
 //!
 //! Every counter is sharded by worker thread (each shard on its own cache lines), so two threads
@@ -66,7 +67,13 @@ pub const RETRY_BUDGET_EXHAUSTED: usize = RETRIES + 1;
 pub const MIRROR_MISMATCHES: usize = RETRY_BUDGET_EXHAUSTED + 1;
 /// Copies not sent to a mirror group because its `max_in_flight` copies were in flight.
 pub const MIRROR_DROPPED: usize = MIRROR_MISMATCHES + 1;
-const N_FIELDS: usize = MIRROR_DROPPED + 1;
+/// A target group's new connections that were slow to open, so another target's was tried too.
+pub const HEDGED_CONNECTS: usize = MIRROR_DROPPED + 1;
+/// Hedged connections whose second target connected first and took the request.
+pub const HEDGES_WON: usize = HEDGED_CONNECTS + 1;
+/// A target group's targets passively ejected after a failed or outpaced connection.
+pub const PASSIVE_EJECTIONS: usize = HEDGES_WON + 1;
+const N_FIELDS: usize = PASSIVE_EJECTIONS + 1;
 
 /// Listener counters reuse the same storage with their own field names.
 pub const L_REQUESTS: usize = 0;
@@ -353,7 +360,7 @@ fn target_group_families(out: &mut String, s: &MetricsSnapshot) {
         }
     }
     type PerGroup = (&'static str, &'static str, &'static str, fn(&TargetGroupMetrics) -> u64);
-    let per_group: [PerGroup; 9] = [
+    let per_group: [PerGroup; 12] = [
         (
             "cutover_lb_mirrored_requests_total",
             "counter",
@@ -383,6 +390,24 @@ fn target_group_families(out: &mut String, s: &MetricsSnapshot) {
             "counter",
             "Requests a target group failed that were sent again to its forward's retry group.",
             |m| m.retries,
+        ),
+        (
+            "cutover_lb_hedged_connects_total",
+            "counter",
+            "New target connections slow to open (250 ms) that another target's connection raced.",
+            |m| m.hedged_connects,
+        ),
+        (
+            "cutover_lb_hedges_won_total",
+            "counter",
+            "Hedged connections where the second target connected first and took the request.",
+            |m| m.hedges_won,
+        ),
+        (
+            "cutover_lb_passive_ejections_total",
+            "counter",
+            "Targets taken out of this load balancer's picks after a refused or slow connection.",
+            |m| m.passive_ejections,
         ),
         (
             "cutover_lb_retry_budget_exhausted_total",

@@ -14,6 +14,7 @@ use routes::{Algorithm, HealthCheck, TargetHealth, TargetState};
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
+use crate::clock;
 use crate::metrics::{self, Counters, Sequence};
 use crate::sync::CachePadded;
 use crate::upstream::{Closer, UpstreamConn};
@@ -21,6 +22,13 @@ use crate::upstream::{Closer, UpstreamConn};
 /// Idle keep-alive connections kept per target and worker (nginx's `keepalive`, which is also
 /// per worker, is usually set to a few dozen).
 const POOL_SIZE: usize = 512;
+
+/// How long a target stays passively ejected (see [`TargetRt::eject`]) when no health check
+/// passes first: nginx's `fail_timeout` default. Long enough that a dead machine's targets cost
+/// at most one hedge delay per ejection until the health checks take them out (ALB's fastest
+/// is two failed checks 5 s apart), short enough that a target with health checks disabled,
+/// which only this timer brings back, is tried again soon.
+pub const EJECTION: Duration = Duration::from_secs(10);
 
 const H_INITIAL: u8 = 0;
 const H_HEALTHY: u8 = 1;
@@ -92,6 +100,8 @@ pub struct TargetRt {
     pub closer: Arc<Closer>,
     health: AtomicU8,
     pub draining: AtomicBool,
+    /// Until when ([`clock::now_ms`]) the target is passively ejected; 0 when it is not.
+    ejected_until_ms: AtomicU64,
     detail: Mutex<Detail>,
     pub counters: Counters,
     pub group_counters: Arc<Counters>,
@@ -132,6 +142,7 @@ impl TargetRt {
             closer: Arc::new(Closer::default()),
             health: AtomicU8::new(health),
             draining: AtomicBool::new(false),
+            ejected_until_ms: AtomicU64::new(0),
             detail: Mutex::new(detail),
             counters: Counters::default(),
             group_counters,
@@ -145,6 +156,28 @@ impl TargetRt {
     #[inline]
     pub fn routable(&self) -> bool {
         matches!(self.health.load(Ordering::Relaxed), H_HEALTHY | H_UNAVAILABLE)
+    }
+
+    /// Takes the target out of its group's picks for [`EJECTION`], or until a health check
+    /// passes, while the group has other targets to pick (nginx's `max_fails=1`, Envoy's outlier
+    /// detection): its connection was refused, timed out or was outpaced by a hedge. Local to
+    /// this load balancer; the health state the control plane reads is the health checks' alone.
+    /// Counts the ejection in the group's metrics unless the target was ejected already.
+    pub fn eject(&self) {
+        let now = clock::now_ms();
+        let before =
+            self.ejected_until_ms.swap(now + EJECTION.as_millis() as u64, Ordering::Relaxed);
+        if !ejected_at(before, now) {
+            self.group_counters.inc(metrics::PASSIVE_EJECTIONS);
+        }
+    }
+
+    /// Whether the target is passively ejected now (see [`eject`](Self::eject)). One relaxed
+    /// load unless it was ever ejected: this is on every pick.
+    #[inline]
+    pub fn ejected(&self) -> bool {
+        let until = self.ejected_until_ms.load(Ordering::Relaxed);
+        until != 0 && ejected_at(until, clock::now_ms())
     }
 
     pub fn state(&self) -> TargetState {
@@ -210,6 +243,8 @@ impl TargetRt {
         }
         match outcome {
             Outcome::Pass => {
+                // It answers again: a passive ejection ends with the first check that says so.
+                self.ejected_until_ms.store(0, Ordering::Relaxed);
                 d.failures = 0;
                 d.passes = d.passes.saturating_add(1);
                 let promote = match next {
@@ -361,6 +396,11 @@ impl TargetRt {
     }
 }
 
+/// Whether an ejection that lasts until `until_ms` (0: none) still holds at `now_ms`.
+fn ejected_at(until_ms: u64, now_ms: u64) -> bool {
+    now_ms < until_ms
+}
+
 fn unreachable_pass() -> (&'static str, String) {
     ("Target.FailedHealthChecks", "Health checks failed".to_string())
 }
@@ -494,13 +534,19 @@ impl GroupRt {
     }
 
     /// Another routable target of this group for a request `failed` could not take (its
-    /// connection was refused): the next one after it in the routable order. `None` when
-    /// `failed` is not (or no longer) routable here or is the only target.
+    /// connection was refused, or is slow to open): the next one after it in the routable order
+    /// that is not passively ejected, else the next one. `None` when `failed` is not (or no
+    /// longer) routable here or is the only target.
     pub fn pick_after(&self, failed: &Arc<TargetRt>) -> Option<Arc<TargetRt>> {
         let routable = self.routable.load();
         let n = routable.targets.len();
         let at = routable.targets.iter().position(|t| Arc::ptr_eq(t, failed))?;
-        (n > 1).then(|| routable.targets[(at + 1) % n].clone())
+        if n < 2 {
+            return None;
+        }
+        let after = |i: usize| &routable.targets[(at + i) % n];
+        let next = (1..n).map(after).find(|t| !t.ejected()).unwrap_or_else(|| after(1));
+        Some(next.clone())
     }
 
     /// Chooses a target for one request; `None` when the group has no registered target.
@@ -513,22 +559,16 @@ impl GroupRt {
             1 => &routable.targets[0],
             _ => {
                 let start = self.seq.next() % n;
-                match routable.algorithm {
-                    Algorithm::RoundRobin => &routable.targets[start],
-                    Algorithm::LeastOutstandingRequests => {
-                        let mut best = &routable.targets[start];
-                        let mut best_load = best.in_flight.total();
-                        for i in 1..n {
-                            let t = &routable.targets[(start + i) % n];
-                            let load = t.in_flight.total();
-                            if load < best_load {
-                                best = t;
-                                best_load = load;
-                            }
-                        }
-                        best
-                    }
-                }
+                let from_start = (0..n).map(|i| &routable.targets[(start + i) % n]);
+                // Passively ejected targets only when every target is.
+                let chosen = match routable.algorithm {
+                    Algorithm::RoundRobin => from_start.clone().find(|t| !t.ejected()),
+                    Algorithm::LeastOutstandingRequests => from_start
+                        .clone()
+                        .filter(|t| !t.ejected())
+                        .min_by_key(|t| t.in_flight.total()),
+                };
+                chosen.unwrap_or(&routable.targets[start])
             }
         };
         Some((target.clone(), routable.fail_open))
@@ -539,5 +579,67 @@ impl GroupRt {
         let mut all = self.registered.load_full().to_vec();
         all.extend(lock(&self.draining).iter().cloned());
         all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group_of(n: usize) -> GroupRt {
+        let cfg = GroupCfg {
+            health_check: HealthCheck { enabled: false, ..HealthCheck::default() },
+            deregistration_delay: Duration::ZERO,
+            algorithm: Algorithm::RoundRobin,
+        };
+        let g = GroupRt::new("tg", cfg);
+        let targets = (0..n)
+            .map(|i| {
+                let addr = SocketAddr::from(([127, 0, 0, 1], 8000 + i as u16));
+                Arc::new(TargetRt::new(addr, g.counters.clone(), false, 1))
+            })
+            .collect();
+        g.registered.store(Arc::new(targets));
+        g.recompute();
+        g
+    }
+
+    #[test]
+    fn an_ejected_target_is_picked_only_when_every_target_is() {
+        crate::clock::ensure_started();
+        let g = group_of(3);
+        let targets = g.registered.load_full();
+        targets[1].eject();
+        for _ in 0..12 {
+            let (t, _) = g.pick().unwrap();
+            assert!(!Arc::ptr_eq(&t, &targets[1]), "picked the ejected target");
+        }
+        assert!(Arc::ptr_eq(&g.pick_after(&targets[0]).unwrap(), &targets[2]));
+        targets[0].eject();
+        targets[2].eject();
+        assert!(g.pick().is_some(), "all ejected: all are picked again");
+        assert_eq!(g.counters.get(metrics::PASSIVE_EJECTIONS), 3);
+        targets[0].eject();
+        assert_eq!(g.counters.get(metrics::PASSIVE_EJECTIONS), 3, "already ejected: not counted");
+    }
+
+    #[test]
+    fn a_passing_health_check_ends_an_ejection_and_a_failing_one_does_not() {
+        crate::clock::ensure_started();
+        let g = group_of(1);
+        let t = &g.registered.load_full()[0];
+        t.eject();
+        let hc = HealthCheck::default();
+        t.record(Outcome::Timeout, &hc);
+        assert!(t.ejected(), "a failing check keeps it ejected");
+        t.record(Outcome::Pass, &hc);
+        assert!(!t.ejected());
+    }
+
+    #[test]
+    fn an_ejection_lasts_until_its_time() {
+        assert!(ejected_at(10_000, 9_999));
+        assert!(!ejected_at(10_000, 10_000));
+        assert!(!ejected_at(0, 0), "0 is no ejection");
     }
 }

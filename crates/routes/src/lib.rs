@@ -718,6 +718,18 @@ pub struct TargetGroupMetrics {
     /// client got this group's failure.
     #[serde(default)]
     pub retry_budget_exhausted: u64,
+    /// New connections to a target that had not opened after the hedge delay (250 ms), so a
+    /// connection to another target of the group was opened beside it (RFC 8305's attempt
+    /// delay); the request went to whichever connected first.
+    #[serde(default)]
+    pub hedged_connects: u64,
+    /// Hedged connections the second target won.
+    #[serde(default)]
+    pub hedges_won: u64,
+    /// Targets this load balancer stopped picking for a while after their connection was
+    /// refused, timed out or was outpaced by a hedge (nginx's `max_fails`/`fail_timeout`).
+    #[serde(default)]
+    pub passive_ejections: u64,
     /// Copies of requests a forward's mirror sent to this group (see [`Mirror`]); counted here
     /// only, never in `counters` nor in its targets' counters, which stay what clients got.
     #[serde(default, skip_serializing_if = "MirroredMetrics::is_empty")]

@@ -285,6 +285,9 @@ fn add_group(sum: &mut TargetGroupMetrics, part: &TargetGroupMetrics) {
     sum.active_connections += part.active_connections;
     sum.retries += part.retries;
     sum.retry_budget_exhausted += part.retry_budget_exhausted;
+    sum.hedged_connects += part.hedged_connects;
+    sum.hedges_won += part.hedges_won;
+    sum.passive_ejections += part.passive_ejections;
     for target in &part.targets {
         match sum.targets.iter_mut().find(|t| t.addr == target.addr) {
             Some(seen) => add_target(seen, target),
