@@ -43,4 +43,5 @@ mod swarm;
 mod swarm_image;
 mod swarm_lb;
 mod swarm_lb_fixture;
+mod swarm_metrics;
 mod watch_stream;
