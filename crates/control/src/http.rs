@@ -757,10 +757,21 @@ async fn shutdown(State(state): State<AppState>) -> Result<Json<serde_json::Valu
     send(&state, Command::Shutdown).await
 }
 
+/// The data plane's metrics; with load balancers on the swarm's nodes, the sum alarms read and
+/// each node's own (`fleet::decide::fleet_metrics`).
 async fn metrics_json(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    state.lb.metrics_json().await.map(Json).map_err(|err| {
+    let manager = state.lb.metrics_json().await.map_err(|err| {
         ApiError::new(StatusCode::BAD_GATEWAY, format!("load balancer metrics: {err}"))
-    })
+    })?;
+    let nodes = match state.lb.fleet() {
+        Some(fleet) => fleet.metrics().await,
+        None => Vec::new(),
+    };
+    if nodes.is_empty() {
+        return Ok(Json(manager));
+    }
+    let manager: routes::MetricsSnapshot = serde_json::from_value(manager)?;
+    Ok(Json(serde_json::to_value(crate::fleet::decide::fleet_metrics(manager, nodes))?))
 }
 
 async fn metrics_text(State(state): State<AppState>) -> Result<Response, ApiError> {

@@ -10,6 +10,8 @@ use routes::{
     TargetGroupMetrics, TargetHealth, TargetMetrics, TargetState,
 };
 
+use serde::Serialize;
+
 use crate::declared::{DeploymentGroupDoc, ServiceDoc};
 
 /// The routing table cut in two: what the manager's data plane serves, and what every node's
@@ -207,6 +209,30 @@ pub fn sum_metrics(parts: &[(String, MetricsSnapshot)]) -> MetricsSnapshot {
     };
     sum
 }
+
+/// `GET /v1/metrics` when the swarm's nodes run load balancers: the figures alarms and the
+/// canary judge read (the sum over the manager's data plane and every answering node, as
+/// [`sum_metrics`] makes them), and beside them each part's own, labelled by node (`manager`
+/// for the manager's data plane).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FleetMetrics {
+    #[serde(flatten)]
+    pub sum: MetricsSnapshot,
+    pub nodes: BTreeMap<String, MetricsSnapshot>,
+}
+
+/// The manager's snapshot and the answering nodes', as `GET /v1/metrics` shows them.
+pub fn fleet_metrics(
+    manager: MetricsSnapshot,
+    nodes: Vec<(String, MetricsSnapshot)>,
+) -> FleetMetrics {
+    let mut parts = vec![(MANAGER.to_string(), manager)];
+    parts.extend(nodes);
+    FleetMetrics { sum: sum_metrics(&parts), nodes: parts.into_iter().collect() }
+}
+
+/// The label of the manager's own data plane among the nodes' metrics.
+pub const MANAGER: &str = "manager";
 
 /// How one node's load balancer answered a check of a new table (`POST /v1/routes/validate`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -592,6 +618,25 @@ mod tests {
         assert_eq!(green.healthy_host_count, 1, "as many as the node that sees the fewest");
         assert_eq!(sum.client_connections, 2);
         assert_eq!(sum.taken_at_unix_ms, 1_800_000_000_000 + 1_700_000_000_500);
+    }
+
+    #[test]
+    fn the_api_s_metrics_are_the_sum_alarms_read_with_each_node_s_own_beside_it() {
+        let manager = snapshot(1_700_000_000_000, 0, 0, 0);
+        let nodes = vec![
+            ("node1".to_string(), snapshot(1_700_000_000_100, 10, 1, 2)),
+            ("node2".to_string(), snapshot(1_700_000_000_200, 30, 2, 2)),
+        ];
+        let mut parts = vec![(MANAGER.to_string(), manager.clone())];
+        parts.extend(nodes.clone());
+        let view = fleet_metrics(manager, nodes);
+        assert_eq!(view.sum, sum_metrics(&parts), "what alarms read");
+        assert_eq!(view.sum.target_groups["api-green"].counters.requests, 40);
+        assert_eq!(view.nodes.keys().collect::<Vec<_>>(), ["manager", "node1", "node2"]);
+        assert_eq!(view.nodes["node2"].target_groups["api-green"].counters.requests, 30);
+        let json = serde_json::to_value(&view).unwrap();
+        assert_eq!(json["target_groups"]["api-green"]["requests"], 40, "{json}");
+        assert_eq!(json["nodes"]["node1"]["target_groups"]["api-green"]["requests"], 10);
     }
 
     #[test]

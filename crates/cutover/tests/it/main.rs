@@ -44,5 +44,6 @@ mod swarm;
 mod swarm_image;
 mod swarm_lb;
 mod swarm_lb_fixture;
+mod swarm_metrics;
 mod swarm_pipeline;
 mod watch_stream;
