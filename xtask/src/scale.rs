@@ -13,7 +13,8 @@
 //! each figure is the median: the machine is shared, one run can be unlucky.
 //!
 //! ```sh
-//! cargo xtask bench-scale [--runs 3] [--idle-seconds 20] [--debug]   # --debug: the dev build
+//! cargo xtask bench-scale [--runs 3] [--idle-seconds 20] [--debug]   # --debug: the dev build;
+//!                                                          # --idle-seconds 0: no idle CPU
 //! cargo xtask bench-scale --cutover /tmp/cutover-before    # a binary built elsewhere, e.g. the
 //!                                                          # commit before a change
 //! ```
@@ -195,6 +196,13 @@ fn measure(cutover: &Path, scale: &Scale, idle: Duration) -> anyhow::Result<Figu
     })?;
     let routing_change = start.elapsed();
 
+    if idle.is_zero() {
+        // Only apply and the routing change: no wait for the targets' first states.
+        up.stop();
+        let _ = std::fs::remove_dir_all(&tmp);
+        let (control_cpu, data_cpu) = (f64::NAN, f64::NAN);
+        return Ok(Figures { first_apply, unchanged_apply, routing_change, control_cpu, data_cpu });
+    }
     let lb = lb_record(&data)?;
     // Idle is once every target has its first state: the checks of a new target decide it only
     // after its threshold of them, an interval apart.

@@ -65,9 +65,18 @@ pub fn apply(
     paths::acme_in_the_data_dir(&mut file, &engine.data_dir);
     paths::certificates_relative_to_the_file(&mut file, &request)?;
     let task_definitions = task_definitions::resolve_for_services(&engine.store, &request, &file)?;
-    let current = engine.store.read(Snapshot::load)?;
-    let mut plan =
-        plan::plan(&engine.store, &file, file_name, &current, &task_definitions, &mut notes)?;
+    // The state and the bodies the plan compares with, in one transaction.
+    let (current, stored) =
+        engine.store.read(|tx| Ok((Snapshot::load(tx)?, plan::Stored::load(tx)?)))?;
+    let mut plan = plan::plan(
+        &engine.store,
+        &stored,
+        &file,
+        file_name,
+        &current,
+        &task_definitions,
+        &mut notes,
+    )?;
     let pipelines = pipelines::with_absolute_sources(&file, request.file.base_dir.as_deref());
     let pipeline_items = pipelines::plan(engine, &file, &pipelines)?;
     if request.dry_run {

@@ -1,6 +1,14 @@
 //! What `apply` will do: every declared resource compared with what the store holds (create,
 //! update or no change), the deletions, and the candidate state whose routing table the data
 //! plane validates before anything is stored. Planning changes nothing.
+//!
+//! A plan costs what the file holds, not what the store holds times that: every declared
+//! document is compared with the stored bodies read once ([`Stored`], in the transaction that
+//! read the current state), and the candidate state takes each kind's declared documents in one
+//! pass.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
 
 use serde::Serialize;
 use store::Store;
@@ -10,7 +18,7 @@ use super::task_definitions::{ServiceTaskDefinitions, split_revision};
 use crate::api::PlanItem;
 use crate::declared::*;
 use crate::error::ApiError;
-use crate::state::{self, Snapshot};
+use crate::state::Snapshot;
 
 pub(super) struct Plan {
     pub(super) items: Vec<PlanItem>,
@@ -25,10 +33,46 @@ pub(super) struct Plan {
     pub(super) removed: Removals,
 }
 
-/// Plans `file` against the stored state `current`; refuses (nothing changed) a change that
-/// would cut a deployment short or that cannot be made in place.
+/// The kinds of resource a file declares: what [`Stored`] holds.
+const DECLARED_KINDS: [&str; 10] = [
+    KIND_LOAD_BALANCER,
+    KIND_TARGET_GROUP,
+    KIND_DEPLOYMENT_CONFIG,
+    KIND_HOOK,
+    KIND_ALARM,
+    KIND_METRIC_FILTER,
+    KIND_ROLE,
+    KIND_OIDC_GROUP,
+    KIND_SERVICE,
+    KIND_DEPLOYMENT_GROUP,
+];
+
+/// The stored body of every resource of the kinds a file declares, by kind and name: read in
+/// one transaction (the one that reads the current state, so both tell the same story), so
+/// that planning a file of thousands of resources is not thousands of reads.
+#[derive(Default)]
+pub(super) struct Stored(HashMap<&'static str, HashMap<String, String>>);
+
+impl Stored {
+    pub(super) fn load(tx: &store::Tx<'_>) -> store::Result<Stored> {
+        let mut stored = Stored::default();
+        for kind in DECLARED_KINDS {
+            stored.0.insert(kind, tx.resource_list(kind)?.into_iter().collect());
+        }
+        Ok(stored)
+    }
+
+    fn body(&self, kind: &str, name: &str) -> Option<&str> {
+        self.0.get(kind)?.get(name).map(String::as_str)
+    }
+}
+
+/// Plans `file` against the stored state `current` and its bodies `stored` (read together);
+/// refuses (nothing changed) a change that would cut a deployment short or that cannot be made
+/// in place.
 pub(super) fn plan(
     store: &Store,
+    stored: &Stored,
     file: &config::CutoverFile,
     file_name: &str,
     current: &Snapshot,
@@ -43,21 +87,32 @@ pub(super) fn plan(
         revisions_to_register: Vec::new(),
         removed: Removals::default(),
     };
-    plan.declare_routing(store, file, current)?;
-    plan.declare_monitoring(store, file)?;
+    plan.declare_routing(stored, file, current)?;
+    plan.declare_monitoring(stored, file)?;
     for role in &file.access.roles {
-        plan.declare(store, KIND_ROLE, &role.name, &RoleDoc(role.clone()))?;
+        plan.declare(stored, KIND_ROLE, &role.name, &RoleDoc(role.clone()))?;
     }
     for group in &file.access.groups {
-        plan.declare(store, KIND_OIDC_GROUP, &group.group, &GroupDoc(group.clone()))?;
+        plan.declare(stored, KIND_OIDC_GROUP, &group.group, &GroupDoc(group.clone()))?;
     }
+    let mut services = Vec::new();
     for service in &file.services {
         let task_definition = &task_definitions[&service.name];
-        plan.declare_service(store, service, task_definition, file_name, notes)?;
+        services.push(plan.declare_service(
+            store,
+            (stored, current),
+            service,
+            task_definition,
+            file_name,
+            notes,
+        )?);
     }
+    replace_all(&mut plan.candidate.services, services, |d| d.name.clone());
+    let mut groups = Vec::new();
     for group in &file.deployment_groups {
-        plan.declare_group(store, group, current)?;
+        groups.push(plan.declare_group(stored, group, current)?);
     }
+    replace_all(&mut plan.candidate.groups, groups, DeploymentGroupDoc::key);
     // What the store holds and the file no longer declares is deleted, as Terraform and
     // CloudFormation do. Every refusal comes before any change.
     plan.removed = plan_removals(store, file, current, file_name)?;
@@ -109,24 +164,25 @@ fn rules_summary(doc: &LoadBalancerDoc) -> Option<String> {
     (!listeners.is_empty()).then(|| format!("rules on {}", listeners.join("; ")))
 }
 
-/// `doc` in place of the document of `list` it replaces (by `same`), or added.
-fn replace<T>(list: &mut Vec<T>, doc: T, same: impl Fn(&T, &T) -> bool) {
-    list.retain(|d| !same(d, &doc));
-    list.push(doc);
+/// `docs` in place of the documents of `list` of the same `key`, or added: the others keep
+/// their order, `docs` follow in theirs. One pass, whatever the number of documents.
+fn replace_all<T, K: Eq + Hash>(list: &mut Vec<T>, docs: Vec<T>, key: impl Fn(&T) -> K) {
+    let replaced: HashSet<K> = docs.iter().map(&key).collect();
+    list.retain(|d| !replaced.contains(&key(d)));
+    list.extend(docs);
 }
 
 impl Plan {
     /// Adds `kind`/`name` to the plan: an item, and a write unless the store holds it as is.
     fn declare<T: Serialize>(
         &mut self,
-        store: &Store,
+        stored: &Stored,
         kind: &'static str,
         name: &str,
         doc: &T,
     ) -> Result<(), ApiError> {
         let body = serde_json::to_string(doc)?;
-        let before = store.read(|tx| tx.resource_get(kind, name))?;
-        let item = plan_item(kind, name, before.as_deref(), &body);
+        let item = plan_item(kind, name, stored.body(kind, name), &body);
         if item.action != "no change" {
             self.writes.push((kind, name.to_string(), body));
         }
@@ -137,22 +193,27 @@ impl Plan {
     /// Load balancers, target groups, deployment configs and hooks.
     fn declare_routing(
         &mut self,
-        store: &Store,
+        stored: &Stored,
         file: &config::CutoverFile,
         current: &Snapshot,
     ) -> Result<(), ApiError> {
+        let mut docs = Vec::new();
         for lb in &file.load_balancers {
             let doc = load_balancer_doc(lb);
-            self.declare(store, KIND_LOAD_BALANCER, &lb.name, &doc)?;
+            self.declare(stored, KIND_LOAD_BALANCER, &lb.name, &doc)?;
             if let Some(item) = self.items.last_mut() {
                 item.detail = rules_summary(&doc);
             }
-            replace(&mut self.candidate.load_balancers, doc, |a, b| a.name == b.name);
+            docs.push(doc);
         }
+        replace_all(&mut self.candidate.load_balancers, docs, |d| d.name.clone());
+        let current_groups: HashMap<&str, &TargetGroupDoc> =
+            current.target_groups.iter().map(|d| (d.name.as_str(), d)).collect();
+        let mut docs = Vec::new();
         for tg in &file.target_groups {
             let mut doc = target_group_doc(tg);
             // Targets registered by hand belong to the target group, not to the file.
-            if let Some(stored) = current.target_groups.iter().find(|d| d.name == tg.name) {
+            if let Some(stored) = current_groups.get(tg.name.as_str()) {
                 doc.registered = stored
                     .registered
                     .iter()
@@ -160,54 +221,60 @@ impl Plan {
                     .copied()
                     .collect();
             }
-            self.declare(store, KIND_TARGET_GROUP, &tg.name, &doc)?;
-            replace(&mut self.candidate.target_groups, doc, |a, b| a.name == b.name);
+            self.declare(stored, KIND_TARGET_GROUP, &tg.name, &doc)?;
+            docs.push(doc);
         }
+        replace_all(&mut self.candidate.target_groups, docs, |d| d.name.clone());
+        let mut docs = Vec::new();
         for config in &file.deployment_configs {
             let doc = DeploymentConfigDoc::from_model(config);
-            self.declare(store, KIND_DEPLOYMENT_CONFIG, &config.name, &doc)?;
-            replace(&mut self.candidate.deployment_configs, doc, |a, b| a.name == b.name);
+            self.declare(stored, KIND_DEPLOYMENT_CONFIG, &config.name, &doc)?;
+            docs.push(doc);
         }
+        replace_all(&mut self.candidate.deployment_configs, docs, |d| d.name.clone());
+        let mut docs = Vec::new();
         for hook in &file.hooks {
             let doc = hook_doc(hook);
-            self.declare(store, KIND_HOOK, &hook.name, &doc)?;
-            replace(&mut self.candidate.hooks, doc, |a, b| a.name == b.name);
+            self.declare(stored, KIND_HOOK, &hook.name, &doc)?;
+            docs.push(doc);
         }
+        replace_all(&mut self.candidate.hooks, docs, |d| d.name.clone());
         Ok(())
     }
 
     /// Alarms and metric filters (the candidate state does not hold them: they do not route).
     fn declare_monitoring(
         &mut self,
-        store: &Store,
+        stored: &Stored,
         file: &config::CutoverFile,
     ) -> Result<(), ApiError> {
         for alarm in &file.alarms {
             let doc = crate::monitor::AlarmDoc::from_decl(alarm);
-            self.declare(store, KIND_ALARM, alarm.name(), &doc)?;
+            self.declare(stored, KIND_ALARM, alarm.name(), &doc)?;
         }
         for filter in &file.metric_filters {
             let doc = crate::monitor::MetricFilterDoc {
                 service: filter.service.clone(),
                 spec: filter.spec.clone(),
             };
-            self.declare(store, KIND_METRIC_FILTER, &filter.spec.name, &doc)?;
+            self.declare(stored, KIND_METRIC_FILTER, &filter.spec.name, &doc)?;
         }
         Ok(())
     }
 
     /// A new service gets its first task set; an existing one keeps its tasks (a new task
     /// definition is released with `cutover deploy`, as on ECS with the CODE_DEPLOY controller).
+    /// Returns its document, for the candidate state.
     fn declare_service(
         &mut self,
         store: &Store,
+        (stored, current): (&Stored, &Snapshot),
         service: &config::ServiceSpec,
         (td, registered_revision): &(config::TaskDefinition, Option<u32>),
         file_name: &str,
         notes: &mut Vec<String>,
-    ) -> Result<(), ApiError> {
-        let existing: Option<ServiceDoc> =
-            store.read(|tx| state::doc(tx, KIND_SERVICE, &service.name))?;
+    ) -> Result<ServiceDoc, ApiError> {
+        let existing = current.service(&service.name).cloned();
         let runtime = match service.runtime {
             config::RuntimeKind::Process => "process",
             config::RuntimeKind::Docker => "docker",
@@ -248,22 +315,22 @@ impl Plan {
         if existing.is_none() {
             self.new_services.push(service.name.clone());
         }
-        self.declare(store, KIND_SERVICE, &service.name, &doc)?;
-        replace(&mut self.candidate.services, doc, |a, b| a.name == b.name);
-        Ok(())
+        self.declare(stored, KIND_SERVICE, &service.name, &doc)?;
+        Ok(doc)
     }
 
-    /// A deployment group changes only while no deployment of it is in progress.
+    /// A deployment group changes only while no deployment of it is in progress. Returns its
+    /// document, for the candidate state.
     fn declare_group(
         &mut self,
-        store: &Store,
+        stored: &Stored,
         group: &config::DeploymentGroupSpec,
         current: &Snapshot,
-    ) -> Result<(), ApiError> {
+    ) -> Result<DeploymentGroupDoc, ApiError> {
         let doc = deployment_group_doc(group);
         let key = doc.key();
         let body = serde_json::to_string(&doc)?;
-        let before = store.read(|tx| tx.resource_get(KIND_DEPLOYMENT_GROUP, &key))?;
+        let before = stored.body(KIND_DEPLOYMENT_GROUP, &key);
         let changed = before.is_some_and(|before| before != body);
         let active = current.group_states.get(&key).and_then(|s| s.active_deployment.as_ref());
         if changed && let Some(active) = active {
@@ -272,9 +339,8 @@ impl Plan {
                  (`cutover deployments watch {active}`) or stop it before changing the group"
             )));
         }
-        self.declare(store, KIND_DEPLOYMENT_GROUP, &key, &doc)?;
-        replace(&mut self.candidate.groups, doc, |a, b| a.key() == b.key());
-        Ok(())
+        self.declare(stored, KIND_DEPLOYMENT_GROUP, &key, &doc)?;
+        Ok(doc)
     }
 
     fn remove_from_candidate(&mut self) {
@@ -318,4 +384,81 @@ fn check_service_in_place(
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = r#"load_balancers:
+  - name: web
+    listeners:
+      - name: http
+        port: 18080
+        default_action: { fixed_response: { status_code: 404 } }
+        rules:
+          - { priority: 1, conditions: [{ host_header: [a.example.com] }], action: { forward: [{ target_group: a, weight: 1 }, { target_group: b, weight: 0 }] } }
+target_groups:
+  - { name: a, targets: ["127.0.0.1:9"] }
+  - { name: b, targets: ["127.0.0.2:9"] }
+  - { name: c, targets: ["127.0.0.3:9"] }
+"#;
+
+    fn parse(text: &str) -> config::CutoverFile {
+        config::parse_cutover_file("cutover.yaml", text).unwrap_or_else(|e| panic!("{e}")).value
+    }
+
+    /// Plans `text` against `store` and writes what it would, as the commit does.
+    fn plan_and_write(store: &Store, text: &str) -> Plan {
+        let file = parse(text);
+        let (current, stored) =
+            store.read(|tx| Ok((Snapshot::load(tx)?, Stored::load(tx)?))).unwrap();
+        let plan = plan(
+            store,
+            &stored,
+            &file,
+            "cutover.yaml",
+            &current,
+            &Default::default(),
+            &mut Vec::new(),
+        )
+        .unwrap();
+        store
+            .transaction(|tx| {
+                for (kind, name, body) in &plan.writes {
+                    tx.resource_put(kind, name, body, 1)?;
+                }
+                plan.removed.delete(tx)
+            })
+            .unwrap();
+        plan
+    }
+
+    #[test]
+    fn a_plan_of_an_unchanged_file_writes_nothing_and_its_candidate_is_the_stored_state() {
+        let store = Store::open_in_memory().unwrap();
+        let first = plan_and_write(&store, FILE);
+        assert_eq!(first.writes.len(), 4, "the load balancer and three target groups");
+        let again = plan_and_write(&store, FILE);
+        assert!(again.writes.is_empty(), "{:?}", again.writes);
+        assert!(again.items.iter().all(|i| i.action == "no change"), "{:?}", again.items);
+        let stored = store.read(Snapshot::load).unwrap();
+        assert_eq!(again.candidate.route_table(0), stored.route_table(0));
+    }
+
+    #[test]
+    fn a_plan_writes_only_the_resource_that_changed_and_its_candidate_has_it_once() {
+        let store = Store::open_in_memory().unwrap();
+        plan_and_write(&store, FILE);
+        let changed = FILE.replace("127.0.0.2:9", "127.0.0.4:9");
+        let plan = plan_and_write(&store, &changed);
+        let written: Vec<(&str, &str)> =
+            plan.writes.iter().map(|(kind, name, _)| (*kind, name.as_str())).collect();
+        assert_eq!(written, [(KIND_TARGET_GROUP, "b")]);
+        let names: Vec<&str> =
+            plan.candidate.target_groups.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        let b = &plan.candidate.target_groups[1];
+        assert_eq!(b.targets, ["127.0.0.4:9".parse::<std::net::SocketAddr>().unwrap()]);
+    }
 }
