@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
 
 use routes::{
-    Action, HealthReport, Histogram, ListenerMetrics, MetricsSnapshot, RequestCounters, RouteTable,
-    TargetGroupMetrics, TargetHealth, TargetMetrics, TargetState,
+    Action, HealthReport, Histogram, ListenerMetrics, MetricsSnapshot, MirroredMetrics,
+    RequestCounters, RouteTable, TargetGroupMetrics, TargetHealth, TargetMetrics, TargetState,
 };
 
 use serde::Serialize;
@@ -302,29 +302,61 @@ fn add_listener(sum: &mut ListenerMetrics, part: &ListenerMetrics) {
 }
 
 fn add_group(sum: &mut TargetGroupMetrics, part: &TargetGroupMetrics) {
-    add_counters(&mut sum.counters, &part.counters);
-    sum.unhealthy_routing_requests += part.unhealthy_routing_requests;
+    // Destructured whole, so that a field added to the data plane's metrics cannot be left out
+    // of the swarm's sum without this failing to compile.
+    let TargetGroupMetrics {
+        counters,
+        unhealthy_routing_requests,
+        healthy_host_count,
+        unhealthy_host_count,
+        active_connections,
+        retries,
+        retry_budget_exhausted,
+        hedged_connects,
+        hedges_won,
+        passive_ejections,
+        mirrored,
+        targets,
+        response_time_fine,
+    } = part;
+    add_counters(&mut sum.counters, counters);
+    sum.unhealthy_routing_requests += unhealthy_routing_requests;
     // Every node counts the same targets: the group has as many healthy hosts as the node that
     // sees the fewest, and as many unhealthy ones as the node that sees the most.
-    sum.healthy_host_count = sum.healthy_host_count.min(part.healthy_host_count);
-    sum.unhealthy_host_count = sum.unhealthy_host_count.max(part.unhealthy_host_count);
-    sum.active_connections += part.active_connections;
-    sum.retries += part.retries;
-    sum.retry_budget_exhausted += part.retry_budget_exhausted;
-    sum.hedged_connects += part.hedged_connects;
-    sum.hedges_won += part.hedges_won;
-    sum.passive_ejections += part.passive_ejections;
-    for target in &part.targets {
+    sum.healthy_host_count = sum.healthy_host_count.min(*healthy_host_count);
+    sum.unhealthy_host_count = sum.unhealthy_host_count.max(*unhealthy_host_count);
+    sum.active_connections += active_connections;
+    sum.retries += retries;
+    sum.retry_budget_exhausted += retry_budget_exhausted;
+    sum.hedged_connects += hedged_connects;
+    sum.hedges_won += hedges_won;
+    sum.passive_ejections += passive_ejections;
+    add_mirrored(&mut sum.mirrored, mirrored);
+    for target in targets {
         match sum.targets.iter_mut().find(|t| t.addr == target.addr) {
             Some(seen) => add_target(seen, target),
             None => sum.targets.push(target.clone()),
         }
     }
-    let mut fine: BTreeMap<u32, u64> = sum.response_time_fine.iter().copied().collect();
-    for (bucket, answers) in &part.response_time_fine {
+    add_fine(&mut sum.response_time_fine, response_time_fine);
+}
+
+/// Every node's copies of a mirror count: a shadow phase's alarms read the swarm's.
+fn add_mirrored(sum: &mut MirroredMetrics, part: &MirroredMetrics) {
+    let MirroredMetrics { counters, mismatches, dropped, response_time_fine } = part;
+    add_counters(&mut sum.counters, counters);
+    sum.mismatches += mismatches;
+    sum.dropped += dropped;
+    add_fine(&mut sum.response_time_fine, response_time_fine);
+}
+
+/// Adds fine response-time buckets (`(bucket, answers)`, ascending) into `sum`'s.
+fn add_fine(sum: &mut Vec<(u32, u64)>, part: &[(u32, u64)]) {
+    let mut fine: BTreeMap<u32, u64> = sum.iter().copied().collect();
+    for (bucket, answers) in part {
         *fine.entry(*bucket).or_default() += answers;
     }
-    sum.response_time_fine = fine.into_iter().collect();
+    *sum = fine.into_iter().collect();
 }
 
 fn add_target(sum: &mut TargetMetrics, part: &TargetMetrics) {
@@ -618,6 +650,29 @@ mod tests {
         assert_eq!(green.healthy_host_count, 1, "as many as the node that sees the fewest");
         assert_eq!(sum.client_connections, 2);
         assert_eq!(sum.taken_at_unix_ms, 1_800_000_000_000 + 1_700_000_000_500);
+    }
+
+    #[test]
+    fn the_copies_a_mirror_sent_from_every_node_add_up_so_shadow_alarms_see_the_swarm_s() {
+        let mirrored = |requests: u64, target_5xx: u64, mismatches: u64, dropped: u64| {
+            let mut part = snapshot(1_700_000_000_000, 0, 0, 2);
+            part.target_groups.get_mut("api-green").unwrap().mirrored = MirroredMetrics {
+                counters: RequestCounters { requests, target_5xx, ..RequestCounters::default() },
+                mismatches,
+                dropped,
+                response_time_fine: vec![(3, requests), (9, 1)],
+            };
+            part
+        };
+        let parts = [
+            ("node1".to_string(), mirrored(10, 4, 4, 1)),
+            ("node2".to_string(), mirrored(30, 6, 5, 2)),
+        ];
+        let sum = &sum_metrics(&parts).target_groups["api-green"].mirrored;
+        assert_eq!(sum.counters.requests, 40);
+        assert_eq!(sum.counters.target_5xx, 10);
+        assert_eq!((sum.mismatches, sum.dropped), (9, 3));
+        assert_eq!(sum.response_time_fine, [(3, 40), (9, 2)]);
     }
 
     #[test]
