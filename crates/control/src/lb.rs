@@ -29,6 +29,11 @@ pub enum HealthAnswer {
     Changed { report: HealthReport, etag: Option<String> },
 }
 
+/// How long the data plane may take to check a table for `apply`: longer than the client's 5 s,
+/// which a table of 10,000 targets outgrew on a loaded machine (the check waits for a table
+/// being applied, then parses, validates and binds); `apply` is answered only after it anyway.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(60);
+
 #[derive(Clone)]
 pub struct LbClient {
     http: reqwest::Client,
@@ -96,7 +101,8 @@ impl LbClient {
     /// it stores a table, which the engine pushes only once it is stored.
     pub async fn validate_routes(&self, table: &RouteTable) -> anyhow::Result<()> {
         let url = format!("{}/v1/routes/validate", self.base);
-        let response = self.http.post(url).json(table).send().await?;
+        let request = self.http.post(url).timeout(CHECK_TIMEOUT).json(table);
+        let response = request.send().await?;
         let status = response.status();
         if !status.is_success() {
             let body = response.text().await.unwrap_or_default();
