@@ -411,6 +411,8 @@ struct ListenerMeta {
     rules: Vec<listener_rules::RuleMeta>,
     /// Where an `acme.challenge: http-01` is, which needs a plain HTTP listener beside it.
     acme_http_01: Option<Loc>,
+    /// Where `protocol: HTTPS` is, for an HTTPS listener.
+    https: Option<Loc>,
 }
 
 struct ActionMeta {

@@ -122,6 +122,44 @@ pub(super) fn cross_check(cx: &mut Cx<'_>, meta: &Meta) {
     check_static_targets(cx, meta, &owners.target_groups);
     check_rule_forwards(cx, meta, &owners.target_groups);
     check_swarm_load_balancers(cx, meta);
+    check_swarm_https(cx, meta);
+}
+
+/// A load balancer a `runtime: swarm` service's group routes through runs on every node of the
+/// swarm, from an image holding nothing but `cutover`: the certificate and key files an HTTPS
+/// listener names are on the manager's disk, not in the nodes' containers.
+fn check_swarm_https(cx: &mut Cx<'_>, meta: &Meta) {
+    let mut swarm_lbs: HashMap<&str, &str> = HashMap::new();
+    for g in &meta.groups {
+        let Some((service, _)) = &g.service else { continue };
+        let on_swarm = meta
+            .services
+            .iter()
+            .any(|s| s.swarm && s.name.as_ref().is_some_and(|(n, _)| n == service));
+        if on_swarm {
+            for (listener, _) in g.production.iter().chain(g.test.iter()) {
+                swarm_lbs.entry(listener.load_balancer.as_str()).or_insert(service.as_str());
+            }
+        }
+    }
+    for lb in &meta.load_balancers {
+        let Some((lb_name, _)) = &lb.name else { continue };
+        let Some(service) = swarm_lbs.get(lb_name.as_str()) else { continue };
+        for listener in &lb.listeners {
+            let (Some(loc), Some((name, _))) = (&listener.https, &listener.name) else { continue };
+            cx.error(
+                loc.pos,
+                &loc.path,
+                format!(
+                    "listener `{lb_name}/{name}` is HTTPS, but load balancer `{lb_name}` serves \
+                     service `{service}` (`runtime: swarm`) and so runs on every node of the \
+                     swarm, where its certificate and key files cannot be read: serve \
+                     `{lb_name}` over HTTP and terminate TLS in front of the nodes, or give the \
+                     HTTPS listener a load balancer of its own for services not on the swarm"
+                ),
+            );
+        }
+    }
 }
 
 /// A load balancer routed by a `runtime: swarm` service's group runs on the swarm's nodes, where

@@ -210,7 +210,11 @@ fn listener(cx: &mut Cx<'_>, node: &Node, path: &str) -> (Option<ListenerSpec>, 
             }
         }
     });
-    let https = optional(cx, &mut f, "protocol", |cx, p| Some(protocol(cx, p)? == "HTTPS"));
+    let https = optional(cx, &mut f, "protocol", |cx, p| {
+        let https = protocol(cx, p)? == "HTTPS";
+        meta.https = https.then(|| Loc::of(p));
+        Some(https)
+    });
     let certificate = optional(cx, &mut f, "certificate_file", |cx, c| {
         cx.nonempty(c.node, &c.path).map(|s| (s, Loc::of(c)))
     });

@@ -668,6 +668,40 @@ fn a_swarm_service_is_accepted_without_a_load_balancer_and_with_one() {
 }
 
 #[test]
+fn an_https_listener_on_a_swarm_load_balancer_is_refused_at_its_protocol() {
+    const FILE: &str = "
+load_balancers:
+  - name: edge
+    listeners:
+      - { name: tls, port: 8443, protocol: HTTPS, certificate_file: c.pem, key_file: k.pem }
+target_groups:
+  - { name: api-blue }
+  - { name: api-green }
+services:
+  - name: api
+    runtime: swarm
+    task_definition: api.json
+    load_balancer: { target_group: api-blue, container_name: web, container_port: 8080 }
+deployment_groups:
+  - application: api
+    name: api-prod
+    service: api
+    target_groups: [api-blue, api-green]
+    production_listener: edge/tls
+";
+    check(
+        "cutover.yaml",
+        FILE,
+        expect![[r#"
+            cutover.yaml:5:44: load_balancers[0].listeners[0].protocol: listener `edge/tls` is HTTPS, but load balancer `edge` serves service `api` (`runtime: swarm`) and so runs on every node of the swarm, where its certificate and key files cannot be read: serve `edge` over HTTP and terminate TLS in front of the nodes, or give the HTTPS listener a load balancer of its own for services not on the swarm
+        "#]],
+    );
+    // The same listener without the swarm: valid.
+    let local = FILE.replace("    runtime: swarm\n", "");
+    assert!(parse_cutover_file("cutover.yaml", &local).is_ok());
+}
+
+#[test]
 fn a_load_balancer_serves_swarm_services_or_others_never_both() {
     const FILE: &str = "
 load_balancers:
