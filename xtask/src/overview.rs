@@ -301,7 +301,8 @@ fn get(addr: SocketAddr, path: &str) -> Option<String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     // HTTP/1.0: the body comes whole, not chunked, so its length is the page's weight.
-    let request = format!("GET {path} HTTP/1.0\r\nHost: bench\r\n\r\n");
+    // Addressed to the loopback address: a token-less API refuses any other name.
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
     s.write_all(request.as_bytes()).ok()?;
     let mut out = Vec::new();
     s.read_to_end(&mut out).ok()?;
