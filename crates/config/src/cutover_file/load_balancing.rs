@@ -210,21 +210,55 @@ fn listener(cx: &mut Cx<'_>, node: &Node, path: &str) -> (Option<ListenerSpec>, 
             }
         }
     });
-    let https = optional(cx, &mut f, "protocol", |cx, p| {
+    let (tls, acme) = tls_settings(cx, &mut f, path, &mut meta);
+    let action = optional(cx, &mut f, "default_action", |cx, a| {
+        let (action, action_meta) = action(cx, a, "a default_action");
+        meta.action = Some(action_meta);
+        action
+    });
+    let rules = optional(cx, &mut f, "rules", |cx, r| {
+        super::listener_rules::listener_rules(cx, r, &mut meta.rules)
+    });
+    f.finish(cx, LISTENER_FIELDS, &[]);
+    let tls = with_acme_names(cx, tls, acme.flatten(), (node, path), &mut meta);
+    if let (Some((port, loc)), Some(address)) = (&port, &address) {
+        let ip = address.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        meta.bind = Some((SocketAddr::new(ip, *port), loc.clone()));
+    }
+    let spec = (|| {
+        Some(ListenerSpec {
+            name: meta.name.as_ref()?.0.clone(),
+            bind: meta.bind.as_ref()?.0,
+            tls: tls?,
+            default_action: action?.unwrap_or(ListenerAction::Forward(Vec::new())),
+            rules: rules?.unwrap_or_default(),
+        })
+    })();
+    (spec, meta)
+}
+
+/// An HTTPS listener's `protocol`, certificates and `acme`, checked together (`None`: an error
+/// was reported; `Some(None)`: plain HTTP), and its `acme` field for the names it certifies.
+fn tls_settings(
+    cx: &mut Cx<'_>,
+    f: &mut syntax::decode::Fields<'_>,
+    path: &str,
+    meta: &mut ListenerMeta,
+) -> (Option<Option<TlsConfig>>, Option<Option<super::acme::AcmeField>>) {
+    let https = optional(cx, f, "protocol", |cx, p| {
         let https = protocol(cx, p)? == "HTTPS";
         meta.https = https.then(|| Loc::of(p));
         Some(https)
     });
-    let certificate = optional(cx, &mut f, "certificate_file", |cx, c| {
+    let certificate = optional(cx, f, "certificate_file", |cx, c| {
         cx.nonempty(c.node, &c.path).map(|s| (s, Loc::of(c)))
     });
-    let key = optional(cx, &mut f, "key_file", |cx, k| {
-        cx.nonempty(k.node, &k.path).map(|s| (s, Loc::of(k)))
-    });
-    let certificates = optional(cx, &mut f, "certificates", |cx, c| {
+    let key =
+        optional(cx, f, "key_file", |cx, k| cx.nonempty(k.node, &k.path).map(|s| (s, Loc::of(k))));
+    let certificates = optional(cx, f, "certificates", |cx, c| {
         sni_certificates(cx, c).map(|list| (list, Loc::of(c)))
     });
-    let acme = optional(cx, &mut f, "acme", super::acme::acme);
+    let acme = optional(cx, f, "acme", super::acme::acme);
     let tls = match (https, certificate, key, certificates, &acme) {
         (Some(https), Some(certificate), Some(key), Some(certificates), Some(acme)) => {
             let https = https.unwrap_or(false);
@@ -284,30 +318,7 @@ fn listener(cx: &mut Cx<'_>, node: &Node, path: &str) -> (Option<ListenerSpec>, 
         }
         _ => None,
     };
-    let action = optional(cx, &mut f, "default_action", |cx, a| {
-        let (action, action_meta) = action(cx, a, "a default_action");
-        meta.action = Some(action_meta);
-        action
-    });
-    let rules = optional(cx, &mut f, "rules", |cx, r| {
-        super::listener_rules::listener_rules(cx, r, &mut meta.rules)
-    });
-    f.finish(cx, LISTENER_FIELDS, &[]);
-    let tls = with_acme_names(cx, tls, acme.flatten(), (node, path), &mut meta);
-    if let (Some((port, loc)), Some(address)) = (&port, &address) {
-        let ip = address.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
-        meta.bind = Some((SocketAddr::new(ip, *port), loc.clone()));
-    }
-    let spec = (|| {
-        Some(ListenerSpec {
-            name: meta.name.as_ref()?.0.clone(),
-            bind: meta.bind.as_ref()?.0,
-            tls: tls?,
-            default_action: action?.unwrap_or(ListenerAction::Forward(Vec::new())),
-            rules: rules?.unwrap_or_default(),
-        })
-    })();
-    (spec, meta)
+    (tls, acme)
 }
 
 /// An HTTPS listener without `acme` needs both of its certificate and key files.
