@@ -7,7 +7,8 @@
 //! repositories, whose git data it keeps), refusing with 409 when a deletion would cut a
 //! deployment short. See "What `apply` does" in `docs/cutover-yaml.md`.
 //!
-//! The steps, each in its own module: certificate paths are made relative to the file (`paths`),
+//! The steps, each in its own module: the file is parsed (`parsed`, which keeps the last parse:
+//! a table the data plane checks first means two passes over the same text), certificate paths are made relative to the file (`paths`),
 //! the task definitions the services name are resolved
 //! (`task_definitions`), the file is planned against the store (`plan`, `removals`,
 //! `pipelines`), the data plane validates the candidate routing table (asked by the API handler
@@ -16,6 +17,7 @@
 
 mod commit;
 mod deploy;
+mod parsed;
 mod paths;
 mod pipelines;
 mod plan;
@@ -29,6 +31,7 @@ use routes::RouteTable;
 use serde::{Deserialize, Serialize};
 
 pub use deploy::{create_deployment, create_deployment_with, image_definitions_deployment};
+pub use parsed::LastParsed;
 pub use task_definitions::{register_task_definition, split_revision, task_spec};
 
 use crate::api::{self, ApplyResponse, PlanItem};
@@ -57,7 +60,9 @@ pub fn apply(
     now: Timestamp,
 ) -> Result<ApplyStep, ApiError> {
     let file_name = &request.file.name;
-    let parsed = config::parse_cutover_file(file_name, &request.file.text)
+    let parsed = engine
+        .last_parsed
+        .parse(file_name, &request.file.text)
         .map_err(|errors| ApiError::invalid_file(file_name, &errors))?;
     let mut notes: Vec<String> = parsed.notes.iter().map(|d| d.to_string()).collect();
     let mut file = parsed.value;

@@ -186,6 +186,8 @@ pub struct Engine {
     /// The pipelines' state and jobs, when `cutover up` started them: this loop is their one
     /// owner too, and wakes for their deadlines as for the reconciler's.
     pub pipelines: Option<pipelines::Shell>,
+    /// The cutover.yaml `apply` parsed last, parsed again only when its text changes.
+    pub last_parsed: crate::apply::LastParsed,
     /// The one state: every decision is the reconciler's.
     state: Reconciler,
     /// The rows last written from `state`, to write only what changed.
@@ -226,6 +228,7 @@ impl Engine {
             data_dir,
             lb_threads,
             pipelines: None,
+            last_parsed: crate::apply::LastParsed::default(),
             state: Reconciler::new(0, 0, clock::now()),
             projection: project::Projection::default(),
             last_pushed: None,
