@@ -311,19 +311,7 @@ impl Engine {
                 self.forget_hook(&deployment_id, &execution_id);
                 Observation::HookResult { deployment_id, execution_id, succeeded, message }
             }
-            Msg::TaskStarted { task_id, result } => {
-                let has_addr = result.as_ref().is_ok_and(|handle| handle.addr.is_some());
-                self.feed(observe::task_started(task_id, result));
-                if has_addr {
-                    // The reconciler sees the health of its tasks' addresses only: the report
-                    // last seen may list this one already (the data plane's answer to it does
-                    // not change).
-                    let report = self.shared.health.read().unwrap_or_else(|p| p.into_inner());
-                    observe::target_health(report.clone(), &self.task_addrs())
-                } else {
-                    return;
-                }
-            }
+            Msg::TaskStarted { task_id, result } => observe::task_started(task_id, result),
             Msg::TaskStopped { task_id } => Observation::TaskStopped { task_id },
             Msg::Health(Ok(report)) => {
                 self.lb_answering = true;
@@ -335,7 +323,7 @@ impl Engine {
                     self.shared.changed.send_modify(|n| *n += 1);
                 }
                 self.evaluate_alarms();
-                let observed = observe::target_health(report, &self.task_addrs());
+                let observed = observe::target_health(report);
                 // Only requests in flight moved: nothing the reconciler decides by.
                 if matches!(&observed, Observation::TargetHealth(r) if r == self.state.target_health())
                 {
@@ -445,11 +433,6 @@ impl Engine {
 
     pub fn deployment_view(&self, id: &str) -> Result<api::DeploymentView, ApiError> {
         deployment_view(&self.store, &self.shared, id)
-    }
-
-    /// The addresses of the reconciler's tasks: the targets whose health it decides by.
-    fn task_addrs(&self) -> std::collections::HashSet<std::net::SocketAddr> {
-        self.state.tasks().filter_map(|task| task.addr).collect()
     }
 
     /// Whether the data plane already serves `table` (compared without its version).

@@ -38,19 +38,9 @@ pub fn container_health(health: runtime::Health) -> ContainerHealth {
     }
 }
 
-/// The data plane's health report, as far as decisions go: the targets at the addresses of the
-/// reconciler's tasks (`task_addrs`; it decides by no other target's health), each by its state,
-/// not its requests in flight. So a report that differs only in traffic, or only in targets no
-/// task is (thousands of static targets turning unhealthy), changes nothing worth writing, and
-/// the state written with each decision does not carry every target of the installation.
-pub fn target_health(
-    mut report: HealthReport,
-    task_addrs: &std::collections::HashSet<std::net::SocketAddr>,
-) -> Observation {
-    for targets in report.target_groups.values_mut() {
-        targets.retain(|t| task_addrs.contains(&t.addr));
-    }
-    report.target_groups.retain(|_, targets| !targets.is_empty());
+/// The data plane's health report, as far as decisions go: each target's state, not its
+/// requests in flight, so a report that differs only in traffic changes nothing worth writing.
+pub fn target_health(mut report: HealthReport) -> Observation {
     for target in report.target_groups.values_mut().flatten() {
         target.in_flight = 0;
     }
@@ -121,49 +111,8 @@ mod tests {
             version: 3,
             target_groups: [("web-blue".to_string(), vec![target(in_flight)])].into(),
         };
-        let tasks = [target(0).addr].into();
-        assert_eq!(target_health(report(17), &tasks), target_health(report(0), &tasks));
-        assert_eq!(target_health(report(17), &tasks), Observation::TargetHealth(report(0)));
-    }
-
-    #[test]
-    fn a_health_report_is_observed_for_the_tasks_addresses_only() {
-        let target = |addr: &str, state| routes::TargetHealth {
-            addr: addr.parse().unwrap(),
-            state,
-            reason: None,
-            description: None,
-            in_flight: 0,
-        };
-        let task = target("127.0.0.9:8080", routes::TargetState::Healthy);
-        let report = |static_state| HealthReport {
-            version: 3,
-            target_groups: [
-                ("web-blue".to_string(), vec![task.clone(), target("127.0.0.7:80", static_state)]),
-                ("static".to_string(), vec![target("127.0.0.8:80", static_state)]),
-            ]
-            .into(),
-        };
-        let tasks = [task.addr].into();
-        let only_the_task = HealthReport {
-            version: 3,
-            target_groups: [("web-blue".to_string(), vec![task.clone()])].into(),
-        };
-        // Static targets turning unhealthy are no observation the reconciler's state changes by.
-        let (initial, unhealthy) = (routes::TargetState::Initial, routes::TargetState::Unhealthy);
-        assert_eq!(
-            target_health(report(initial), &tasks),
-            Observation::TargetHealth(only_the_task)
-        );
-        assert_eq!(
-            target_health(report(initial), &tasks),
-            target_health(report(unhealthy), &tasks)
-        );
-        let none = HealthReport { version: 3, target_groups: Default::default() };
-        assert_eq!(
-            target_health(report(initial), &Default::default()),
-            Observation::TargetHealth(none)
-        );
+        assert_eq!(target_health(report(17)), target_health(report(0)));
+        assert_eq!(target_health(report(17)), Observation::TargetHealth(report(0)));
     }
 
     #[test]
