@@ -49,7 +49,7 @@ async fn poll_health(lb: LbClient, tx: mpsc::Sender<Msg>) {
     let mut seen: Option<String> = None;
     loop {
         every.tick().await;
-        let msg = match lb.fleet().filter(|f| f.following()) {
+        let msg = match lb.fleet() {
             // The nodes' load balancers health-check the swarm's targets: their reports join the
             // manager's, which is read whole, since a node's may change while it does not.
             Some(fleet) => match lb.health_since(None).await {
@@ -90,7 +90,7 @@ async fn poll_metrics(lb: LbClient, shared: Arc<Shared>, tx: mpsc::Sender<Msg>) 
         match lb.metrics().await {
             Ok(snapshot) => {
                 // The nodes' counters join the manager's: alarms read the sum.
-                let snapshot = match lb.fleet().filter(|f| f.following()) {
+                let snapshot = match lb.fleet() {
                     Some(fleet) => {
                         let mut parts = vec![("manager".to_string(), snapshot)];
                         parts.extend(fleet.metrics().await);

@@ -147,12 +147,6 @@ impl Fleet {
         fleet
     }
 
-    /// Whether any node's load balancer is followed (the service was made): until then the
-    /// manager's data plane is the only one, read as without a swarm (its health by ETag).
-    pub fn following(&self) -> bool {
-        !self.inner.instances.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
-    }
-
     /// Hands every instance the swarm's half of a table; returns at once.
     pub fn push(&self, table: RouteTable) {
         self.inner.wanted.send_replace(Some(Arc::new(table)));
