@@ -52,6 +52,8 @@ async fn poll_health(lb: LbClient, tx: mpsc::Sender<Msg>) {
         let msg = match lb.fleet() {
             // The nodes' load balancers health-check the swarm's targets: their reports join the
             // manager's, which is read whole, since a node's may change while it does not.
+            // Until a node has reported, the swarm's target groups are unknown, not empty.
+            Some(fleet) if fleet.awaiting_node_health() => Msg::HealthUnchanged,
             Some(fleet) => match lb.health_since(None).await {
                 Ok(HealthAnswer::Changed { report, .. }) => {
                     Msg::Health(Ok(crate::fleet::decide::merge_health(report, &fleet.health())))

@@ -189,6 +189,15 @@ impl Fleet {
         self.inner.service_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Whether the nodes serve target groups whose health only they report while none of them
+    /// has reported yet (after a start, before the first node answers): a report without those
+    /// groups would read as their having no targets at all, and fail a green that is healthy.
+    pub fn awaiting_node_health(&self) -> bool {
+        let serves =
+            self.inner.wanted.borrow().as_ref().is_some_and(|t| !t.target_groups.is_empty());
+        serves && self.health().is_empty()
+    }
+
     /// The latest health report of every answering instance, by node name.
     pub fn health(&self) -> Vec<(String, HealthReport)> {
         let instances = self.inner.instances.lock().unwrap_or_else(|p| p.into_inner());
