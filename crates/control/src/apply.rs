@@ -11,10 +11,12 @@
 //! a table the data plane checks first means two passes over the same text), certificate paths are made relative to the file (`paths`),
 //! the task definitions the services name are resolved
 //! (`task_definitions`), the file is planned against the store (`plan`, `removals`,
-//! `pipelines`), the data plane validates the candidate routing table (asked by the API handler
-//! outside the engine's loop, which then applies again: see [`ApplyStep`]), the plan is committed
+//! `pipelines`), the data plane validates the candidate routing table when only it can (`check`:
+//! a new listener's address, certificates; asked by the API handler outside the engine's loop,
+//! which then applies again: see [`ApplyStep`]), the plan is committed
 //! in one transaction (`commit`), and only then does the engine push the table it now stores.
 
+mod check;
 mod commit;
 mod deploy;
 mod parsed;
@@ -96,7 +98,10 @@ pub fn apply(
             &plan.candidate.services,
             &plan.candidate.groups,
         );
-        return Ok(ApplyStep::Validate(Box::new(table), cluster));
+        if check::needs_data_plane(engine.served_routes(), &table, &cluster) {
+            return Ok(ApplyStep::Validate(Box::new(table), cluster));
+        }
+        check::validate(&table).map_err(refused)?;
     }
     commit::commit(engine, &file, &pipelines, &mut plan, &task_definitions, now)?;
     {
@@ -107,7 +112,10 @@ pub fn apply(
     }
     // Stored: the reconciler takes what is declared now (task sets for new services, counts,
     // deleted services drained) and pushes the new routing table, only now.
-    engine.declare()?;
+    // What the plan built is what the store now holds: the reconciler is declared it without
+    // reading the whole state back.
+    let committed = engine.store.read(|tx| plan.committed(tx, current.task_sets))?;
+    engine.declare_stored(&committed)?;
     Ok(ApplyStep::Applied(ApplyResponse { plan: in_plan_order(plan.items), applied: true, notes }))
 }
 
@@ -120,11 +128,6 @@ pub async fn validate_routes(
     table: &RouteTable,
     cluster: &BTreeSet<String>,
 ) -> Result<(), ApiError> {
-    let refused = |err: String| {
-        ApiError::bad_request(format!(
-            "the load balancer refused the new configuration, nothing was changed: {err}"
-        ))
-    };
     let Some(fleet) = lb.fleet() else {
         return lb.validate_routes(table).await.map_err(|err| refused(format!("{err:#}")));
     };
@@ -134,6 +137,13 @@ pub async fn validate_routes(
         Some(nodes) => fleet.validate(nodes).await.map_err(refused),
         None => Ok(()),
     }
+}
+
+/// The data plane's refusal of the table an `apply` leads to, whoever found it.
+fn refused(err: String) -> ApiError {
+    ApiError::bad_request(format!(
+        "the load balancer refused the new configuration, nothing was changed: {err}"
+    ))
 }
 
 /// Deletions last, dependents first (pipelines deploy to groups, groups use services, services

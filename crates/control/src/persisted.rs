@@ -107,8 +107,14 @@ pub fn from_rows(
 
 /// What the reconciler's decisions need of what is declared now (`apply` stores it).
 pub fn declared_from(tx: &Tx<'_>) -> Result<reconciler::Declared, RestoreError> {
-    let snapshot = Snapshot::load(tx)?;
-    declared(&snapshot, &mut HealthChecked { tx, known: BTreeMap::new() })
+    declared_of(tx, &Snapshot::load(tx)?)
+}
+
+/// What the reconciler's decisions need of what `snapshot` declares, when the caller holds the
+/// stored state already (`apply` built it in its plan); the task definitions' health checks are
+/// read from the store.
+pub fn declared_of(tx: &Tx<'_>, snapshot: &Snapshot) -> Result<reconciler::Declared, RestoreError> {
+    declared(snapshot, &mut HealthChecked { tx, known: BTreeMap::new() })
 }
 
 /// What the reconciler's decisions need of the declared resources.

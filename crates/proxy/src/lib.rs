@@ -46,6 +46,7 @@ use anyhow::Context as _;
 use tokio::sync::watch;
 
 use crate::state::Shared;
+pub use crate::state::{InvalidTable, validate as validate_table};
 use crate::target::lock;
 pub use crate::tls::{TlsError, acceptor as tls_acceptor};
 

@@ -343,6 +343,29 @@ impl Plan {
         Ok(doc)
     }
 
+    /// The state the store holds once this plan is committed, without reading it again: the
+    /// candidate (taken), with the task sets of removed services, which stay stored until the
+    /// reconciler has drained them, and new services' documents as the commit completed them
+    /// with the revision it registered. `current_task_sets` are those of the state planned
+    /// against; `tx` reads the store after the commit.
+    pub(super) fn committed(
+        &mut self,
+        tx: &store::Tx<'_>,
+        current_task_sets: Vec<store::TaskSetRow>,
+    ) -> store::Result<Snapshot> {
+        let mut committed = std::mem::take(&mut self.candidate);
+        committed.task_sets = current_task_sets;
+        for name in &self.revisions_to_register {
+            let Some(stored) = crate::state::doc::<ServiceDoc>(tx, KIND_SERVICE, name)? else {
+                continue;
+            };
+            if let Some(service) = committed.services.iter_mut().find(|s| s.name == *name) {
+                *service = stored;
+            }
+        }
+        Ok(committed)
+    }
+
     fn remove_from_candidate(&mut self) {
         let (removed, candidate) = (&self.removed, &mut self.candidate);
         candidate.load_balancers.retain(|d| !removed.load_balancers.contains(&d.name));
@@ -444,6 +467,40 @@ target_groups:
         assert!(again.items.iter().all(|i| i.action == "no change"), "{:?}", again.items);
         let stored = store.read(Snapshot::load).unwrap();
         assert_eq!(again.candidate.route_table(0), stored.route_table(0));
+    }
+
+    #[test]
+    fn the_committed_state_declares_and_routes_as_the_store_read_back_after_the_commit() {
+        let store = Store::open_in_memory().unwrap();
+        plan_and_write(&store, FILE);
+        // A routing change (the weights swapped), a target group changed and one removed.
+        let changed = FILE
+            .replace(
+                "a, weight: 1 }, { target_group: b, weight: 0",
+                "a, weight: 0 }, { target_group: b, weight: 1",
+            )
+            .replace("127.0.0.2:9", "127.0.0.4:9")
+            .replace("  - { name: c, targets: [\"127.0.0.3:9\"] }\n", "");
+        assert_ne!(changed, FILE);
+        let current_task_sets = store.read(|tx| tx.task_set_list()).unwrap();
+        let mut plan = plan_and_write(&store, &changed);
+        assert!(!plan.writes.is_empty() && !plan.removed.target_groups.is_empty());
+        let committed = store.read(|tx| plan.committed(tx, current_task_sets)).unwrap();
+        let stored = store.read(Snapshot::load).unwrap();
+        assert_eq!(committed.route_table(0), stored.route_table(0));
+        let (declared, read_back) = store
+            .read(|tx| {
+                let declared = crate::persisted::declared_of(tx, &committed);
+                Ok((declared, crate::persisted::declared_from(tx)))
+            })
+            .unwrap();
+        let read_back = read_back.unwrap();
+        assert_eq!(declared.unwrap(), read_back);
+        assert_eq!(
+            read_back.deregistration_delays.keys().collect::<Vec<_>>(),
+            ["a", "b"],
+            "the removed target group is no longer declared"
+        );
     }
 
     #[test]

@@ -102,14 +102,21 @@ impl Engine {
     /// Kept to feed again when the store cannot take the decision now (the apply itself is
     /// stored, and a restart declares what is stored too).
     pub(crate) fn declare(&mut self) -> Result<(), ApiError> {
+        let stored = self.store.read(state::Snapshot::load)?;
+        self.declare_stored(&stored)
+    }
+
+    /// [`Engine::declare`] of `stored`, the state the store holds now: `apply` built it in its
+    /// plan, and reading it again would cost as much as the plan's own read.
+    pub(crate) fn declare_stored(&mut self, stored: &state::Snapshot) -> Result<(), ApiError> {
         let declared = self
             .store
-            .read(|tx| Ok(crate::persisted::declared_from(tx)))?
+            .read(|tx| Ok(crate::persisted::declared_of(tx, stored)))?
             .map_err(|err| ApiError::internal(err.to_string()))?;
         self.feed(Observation::Command(Decide::Declare(declared)));
         // Listeners and rules are routed beside the reconciler's view: a table the data plane
         // does not serve yet is a new version.
-        let table = self.store.read(|tx| Ok(crate::state::Snapshot::load(tx)?.route_table(0)))?;
+        let table = stored.route_table(0);
         if !self.serves_routes(&table) {
             self.feed(Observation::RoutesChanged);
         }

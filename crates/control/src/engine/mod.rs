@@ -440,6 +440,11 @@ impl Engine {
         self.last_pushed.as_ref().is_some_and(|last| *last == *table)
     }
 
+    /// The table last handed to the data plane (as version 0), unless a push of it failed.
+    pub fn served_routes(&self) -> Option<&RouteTable> {
+        self.last_pushed.as_ref()
+    }
+
     // -----------------------------------------------------------------------------------------
     // A store that cannot be written.
 

@@ -69,9 +69,17 @@ fn an_apply_waiting_for_the_data_plane_s_check_holds_up_no_rollback() {
     wait_for("the termination wait (Baking)", Duration::from_secs(60), || {
         (cluster.deployment(&id)["status"] == "Baking").then_some(())
     });
-    // A change of the routing table, which the data plane must check before it is stored.
+    // A new listener, whose port only the data plane can check before the table is stored (a
+    // change of rules or target groups alone is checked by the control plane itself).
     let yaml = std::fs::read_to_string(cluster.path("cutover.yaml")).unwrap();
-    let changed = yaml.replace("deregistration_delay: 1s", "deregistration_delay: 2s");
+    let changed = yaml.replacen(
+        "      - { name: test,",
+        &format!(
+            "      - {{ name: extra, port: {}, default_action: {{ fixed_response: {{ status_code: 503 }} }} }}\n      - {{ name: test,",
+            free_port()
+        ),
+        1,
+    );
     assert_ne!(changed, yaml);
     std::fs::write(cluster.path("cutover.yaml"), changed).unwrap();
 

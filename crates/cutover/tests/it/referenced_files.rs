@@ -207,3 +207,52 @@ fn a_relative_certificate_path_sent_without_its_directory_is_refused_at_its_fiel
         reqwest::blocking::get(format!("http://{admin}/v1/routes")).unwrap().json().unwrap();
     assert_eq!(served["table"]["listeners"], serde_json::json!({}), "{served}");
 }
+
+/// A rule change alone needs no check by the data plane, except on a TLS listener: its
+/// certificates are read from disk again, and a certificate broken since is refused before
+/// anything is stored, while the listener keeps serving what it served.
+#[test]
+fn a_change_on_a_tls_listener_whose_certificate_broke_on_disk_is_refused_and_changes_nothing() {
+    let cluster = Cluster::start(Options::default());
+    let site = cluster.path("site");
+    let ca = certificate_for(&site.join("tls"), "web.example.com");
+    let port = free_port();
+    std::fs::write(site.join("cutover.yaml"), https_site(port)).unwrap();
+    cluster.cli_ok(&["apply", "-f", "site/cutover.yaml"]);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let client = reqwest::blocking::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap())
+        .resolve("web.example.com", addr)
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let served = || {
+        let response = client.get(format!("https://web.example.com:{port}/")).send().ok()?;
+        response.text().ok()
+    };
+    let body = wait_for("the HTTPS listener to answer", std::time::Duration::from_secs(30), served);
+    assert_eq!(body, "served over tls");
+    let admin = cluster.json(&["status"])["lb_admin"].as_str().unwrap().to_string();
+    let served_table = || -> serde_json::Value {
+        reqwest::blocking::get(format!("http://{admin}/v1/routes")).unwrap().json().unwrap()
+    };
+    let before = served_table();
+
+    std::fs::write(site.join("tls/web.pem"), "not a certificate\n").unwrap();
+    let changed = https_site(port).replace("served over tls", "changed");
+    std::fs::write(site.join("cutover.yaml"), changed).unwrap();
+    let output = cluster.cli(&["apply", "-f", "site/cutover.yaml"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "the load balancer refused the new configuration, nothing was changed: 400 Bad \
+             Request: listener `edge/https`: "
+        ),
+        "{stderr}"
+    );
+    assert_eq!(served_table(), before, "the data plane serves another table");
+    assert_eq!(served().as_deref(), Some("served over tls"));
+    let plan = cluster.cli_ok(&["apply", "--dry-run", "-f", "site/cutover.yaml"]);
+    assert!(plan.contains("plan: 0 to create, 1 to update, 0 to delete"), "{plan}");
+}
