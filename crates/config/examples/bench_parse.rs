@@ -41,7 +41,8 @@ fn main() {
     // Once before timing: the result must be a valid file, or the figures mean nothing.
     config::parse_cutover_file("cutover.yaml", &yaml).expect("a valid cutover.yaml");
 
-    let (mut anchor, mut tree, mut typed) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut anchor, mut tree, mut typed, mut cli) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {
         anchor.push(timed(|| {
             std::hint::black_box(serde_json::from_str::<serde_json::Value>(&json).is_ok())
@@ -55,8 +56,15 @@ fn main() {
         typed.push(timed(|| {
             std::hint::black_box(config::parse_cutover_file("cutover.yaml", &yaml).is_ok())
         }));
+        // `cutover apply`'s own read, to find the task definition files to send along (the
+        // benchmark's services name none; every path is asked whether it is a file).
+        cli.push(timed(|| {
+            std::hint::black_box(
+                config::task_definition_files("cutover.yaml", &yaml, |_| true).is_empty(),
+            )
+        }));
     }
-    let (anchor, tree, typed) = (median(anchor), median(tree), median(typed));
+    let (anchor, tree, typed, cli) = (median(anchor), median(tree), median(typed), median(cli));
     println!(
         "config bench_parse: cutover.yaml of {} KB, median of {rounds} interleaved rounds",
         yaml.len() / 1024
@@ -66,6 +74,7 @@ fn main() {
         ("anchor: serde_json, the same data as JSON, untyped", anchor),
         ("syntax::tree::parse (positioned tree)", tree),
         ("parse_cutover_file (tree, typed, checked)", typed),
+        ("task_definition_files (cutover apply's own read)", cli),
     ];
     for (what, d) in rows {
         println!("{what:<52} {:>9.2} {:>7.2}", ms(d), ms(d) / ms(anchor).max(f64::EPSILON));
