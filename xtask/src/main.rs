@@ -5,11 +5,13 @@
 //! a shadow phase and the canary judge catch;
 //! `cargo xtask bench-scale` measures apply, a routing change and idle CPU with 1,000 target groups;
 //! `cargo xtask bench-overview` times the console's overview with 10,000 past deployments;
+//! `cargo xtask bench-parse` times reading bench-scale's cutover.yaml of 10,000 targets;
 //! `cargo xtask tidy` checks the rules of ARCHITECTURE.md that a machine can check.
 
 mod backend;
 mod bench;
 mod overview;
+mod parse;
 mod rollback;
 mod scale;
 
@@ -21,6 +23,7 @@ fn main() {
         Some("bench-rollback") => rollback::run(&args[1..]),
         Some("bench-scale") => scale::run(&args[1..]),
         Some("bench-overview") => overview::run(&args[1..]),
+        Some("bench-parse") => parse::run(&args[1..]),
         Some("tidy") => xtask::tidy::run(&args[1..]).map_err(|e| anyhow::anyhow!("{e}")),
         _ => {
             eprintln!(
@@ -28,6 +31,7 @@ fn main() {
                  cargo xtask bench-rollback [--runs N] [--only retry|shadow|slow] [--debug]\n       \
                  cargo xtask bench-scale [--idle-seconds N] [--debug]\n       \
                  cargo xtask bench-overview [--requests N] [--cutover PATH]\n       \
+                 cargo xtask bench-parse [--rounds N] [--file PATH]\n       \
                  cargo xtask tidy\n       \
                  cargo xtask backend --addr ADDR [--threads N] [--name NAME]"
             );

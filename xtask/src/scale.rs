@@ -222,6 +222,14 @@ fn measure(cutover: &Path, scale: &Scale, idle: Duration) -> anyhow::Result<Figu
     Ok(Figures { first_apply, unchanged_apply, routing_change, control_cpu, data_cpu })
 }
 
+/// The large size's file (10 load balancers, 1,000 target groups, 10,000 targets), on ports no
+/// one listens on: for `bench-parse`, which reads it without applying it.
+pub(crate) fn large_cutover_yaml() -> String {
+    let ports: Vec<SocketAddr> =
+        (0..10).map(|lb| SocketAddr::from(([127, 0, 0, 1], 20_000 + lb))).collect();
+    cutover_yaml(&Scale { load_balancers: 10, groups_per_lb: 100 }, &ports, "before")
+}
+
 /// Each load balancer: one listener whose rules (one per pair of target groups, by host) forward
 /// to the pair, and whose first rule answers `first_body` itself, for the routing change.
 fn cutover_yaml(scale: &Scale, ports: &[SocketAddr], first_body: &str) -> String {

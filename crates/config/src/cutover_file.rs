@@ -357,6 +357,15 @@ pub(crate) const TOP_FIELDS: &[&str] = &[
 /// Parses and checks a cutover.yaml.
 pub fn parse_cutover_file(file: &str, text: &str) -> Result<Parsed<CutoverFile>, Errors> {
     let doc = tree::parse(file, text, Syntax::JsonOrYaml)?;
+    cutover_file_of(file, &doc, text)
+}
+
+/// Checks a cutover.yaml already parsed into `doc` from `text`.
+pub(crate) fn cutover_file_of(
+    file: &str,
+    doc: &tree::Document,
+    text: &str,
+) -> Result<Parsed<CutoverFile>, Errors> {
     let mut cx = Cx::new(file, doc.format);
     let parsed = cutover_file(&mut cx, &doc.root, text);
     cx.finish(parsed)

@@ -38,7 +38,8 @@ pub use cutover_file::{
     parse_cutover_file, resolve_deployment_config,
 };
 pub use references::{
-    FileReference, ReferenceKind, file_references, names_a_file, task_definition_pos,
+    FileReference, ReferenceKind, file_references, names_a_file, task_definition_files,
+    task_definition_pos,
 };
 pub use syntax::decode::ERRORS_MAX;
 pub use syntax::diag::{Diagnostic, Errors, Parsed, Severity};

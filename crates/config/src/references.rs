@@ -91,6 +91,33 @@ pub fn file_references(text: &str) -> Vec<FileReference> {
     out
 }
 
+/// The task definitions `cutover apply` sends along with the cutover.yaml `text` (`file`): those
+/// its services name that `is_file` says are files, when the whole file is valid; none otherwise
+/// (the server then reports the file's errors). The file is checked whole only when a service
+/// names a file: a file of thousands of targets and no such service costs its parse alone.
+pub fn task_definition_files(
+    file: &str,
+    text: &str,
+    is_file: impl Fn(&str) -> bool,
+) -> Vec<String> {
+    let Ok(doc) = tree::parse(file, text, Syntax::JsonOrYaml) else { return Vec::new() };
+    // Every service's value, path or not: the check below keeps whatever the services of a
+    // valid file name that is a file.
+    let names_one = items(&doc.root, "services").any(|(_, service)| {
+        service.get("task_definition", false).and_then(Node::as_str).is_some_and(&is_file)
+    });
+    if !names_one {
+        return Vec::new();
+    }
+    let Ok(parsed) = crate::cutover_file::cutover_file_of(file, &doc, text) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> =
+        parsed.value.services.into_iter().map(|s| s.task_definition).collect();
+    out.retain(|task_definition| is_file(task_definition));
+    out
+}
+
 /// Where `services[index].task_definition` is written in the cutover.yaml `text`, when it parses:
 /// for errors about a task definition named by family (`web:3` not registered).
 pub fn task_definition_pos(text: &str, index: usize) -> Option<Pos> {

@@ -1002,14 +1002,13 @@ fn apply(client: &Client, file: &Path, dry_run: bool, json: bool) -> anyhow::Res
     let upload_file = upload(file)?;
     // Send the task definitions the file refers to by path, so the server validates everything.
     let mut referenced = std::collections::BTreeMap::new();
-    if let Ok(parsed) = config::parse_cutover_file(&upload_file.name, &upload_file.text) {
-        let base = file.parent().unwrap_or(Path::new("."));
-        for service in &parsed.value.services {
-            let path = base.join(&service.task_definition);
-            if path.is_file() {
-                referenced.insert(service.task_definition.clone(), upload(&path)?);
-            }
-        }
+    let base = file.parent().unwrap_or(Path::new("."));
+    let is_file = |task_definition: &str| base.join(task_definition).is_file();
+    for task_definition in
+        config::task_definition_files(&upload_file.name, &upload_file.text, is_file)
+    {
+        let task_definition_file = upload(&base.join(&task_definition))?;
+        referenced.insert(task_definition, task_definition_file);
     }
     let request = ApplyRequest { file: upload_file, referenced, dry_run };
     let response: ApplyResponse = client.post("/v1/apply", &request)?;

@@ -213,7 +213,7 @@ pub fn render_path(segments: &[Seg], shown_max: usize) -> String {
         }
         match seg {
             Seg::Key(k) => push_key(&mut out, k),
-            Seg::Index(i) => out.push_str(&format!("[{i}]")),
+            Seg::Index(i) => push_index(&mut out, *i),
         }
     }
     out
@@ -233,14 +233,26 @@ pub fn push_key(path: &mut String, key: &str) {
     }
 }
 
+/// Appends `[index]` to a rendered path.
+fn push_index(path: &mut String, index: usize) {
+    use std::fmt::Write;
+    // Writing to a String cannot fail.
+    let _ = write!(path, "[{index}]");
+}
+
 /// `path` extended by `key`: `a.b`, or `a["b c"]` for a key that is not a plain name.
 pub fn child_key(path: &str, key: &str) -> String {
-    let mut out = path.to_string();
+    // Sized for the usual plain key at once: paths are built for every field read.
+    let mut out = String::with_capacity(path.len() + key.len() + 1);
+    out.push_str(path);
     push_key(&mut out, key);
     out
 }
 
 /// `path` extended by a list index: `a[3]`.
 pub fn child_index(path: &str, index: usize) -> String {
-    format!("{path}[{index}]")
+    let mut out = String::with_capacity(path.len() + 8);
+    out.push_str(path);
+    push_index(&mut out, index);
+    out
 }

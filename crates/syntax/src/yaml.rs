@@ -66,10 +66,17 @@ enum Frame {
         anchor: usize,
         entries: Vec<Entry>,
         key: Option<(String, Pos)>,
+        /// The keys of `entries`, for maps too long to scan for a duplicate (see
+        /// [`KEYS_SCANNED_MAX`]); empty until then.
         keys: HashSet<String>,
         size: usize,
     },
 }
+
+/// Most entries a map is scanned through for a duplicate key. Nearly every map is this short,
+/// and a scan costs less than hashing and copying each key; a longer map (thousands of labels)
+/// keeps a set of its keys, so that a duplicate check stays constant-time.
+const KEYS_SCANNED_MAX: usize = 16;
 
 struct Builder<'o> {
     options: &'o YamlOptions,
@@ -129,27 +136,41 @@ struct Lines {
     /// How many characters the text has: saphyr's markers can point past the end (after a
     /// directive at the end of the file), and such a position is the end of the file.
     end: usize,
+    /// The line (index into `starts`) of the last position asked for: events come in file
+    /// order, so the next one is nearly always on that line or a few after it.
+    last: std::cell::Cell<usize>,
 }
 
 impl Lines {
     fn of(text: &str) -> Lines {
         let mut starts = vec![0];
-        let mut end = 0;
-        for (i, c) in text.chars().enumerate() {
-            end = i + 1;
-            if c == '\n' {
-                starts.push(i + 1);
+        // Characters are counted by their first byte: decoding each one would cost more than
+        // building the tree of a file of plain ASCII.
+        let mut chars = 0;
+        for b in text.bytes() {
+            if !is_utf8_continuation(b) {
+                chars += 1;
+            }
+            if b == b'\n' {
+                starts.push(chars);
             }
         }
-        Lines { starts, end }
+        Lines { starts, end: chars, last: std::cell::Cell::new(0) }
     }
 
     /// The line and column of the character at index `at` (or of the end of the text).
     fn pos(&self, at: usize) -> Pos {
         let at = at.min(self.end);
-        let line = self.starts.partition_point(|&start| start <= at);
-        let start = self.starts[line.saturating_sub(1)];
-        Pos::new(line, at - start + 1)
+        let on_line = |line: usize| {
+            self.starts[line] <= at && self.starts.get(line + 1).is_none_or(|&next| at < next)
+        };
+        let last = self.last.get();
+        // A few lines forward are walked; further, or backward, is a binary search.
+        let line = (last..self.starts.len().min(last + 4))
+            .find(|&line| on_line(line))
+            .unwrap_or_else(|| self.starts.partition_point(|&start| start <= at).saturating_sub(1));
+        self.last.set(line);
+        Pos::new(line + 1, at - self.starts[line] + 1)
     }
 }
 
@@ -175,6 +196,13 @@ fn nearest_tab(text: &str, marker: Marker) -> usize {
 /// line ends, DEL, C1 controls other than NEL, U+FFFE and U+FFFF), with its character index.
 /// saphyr calls these "unprintable" at wherever its scanner is; this names them at their place.
 fn first_unprintable(text: &str) -> Option<(usize, char)> {
+    // The bytes of ASCII text are its characters, checked without decoding (the usual file).
+    if text.is_ascii() {
+        let at = text
+            .bytes()
+            .position(|b| (b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r')) || b == 0x7F)?;
+        return Some((at, char::from(text.as_bytes()[at])));
+    }
     text.chars().enumerate().find(|(_, c)| {
         let c = *c as u32;
         (c < 0x20 && !matches!(c, 0x09 | 0x0A | 0x0D))
@@ -182,6 +210,11 @@ fn first_unprintable(text: &str) -> Option<(usize, char)> {
             || c == 0xFFFE
             || c == 0xFFFF
     })
+}
+
+/// A byte that continues a UTF-8 character rather than starting one.
+fn is_utf8_continuation(b: u8) -> bool {
+    b & 0xC0 == 0x80
 }
 
 fn unprintable_message(c: char) -> String {
@@ -361,7 +394,9 @@ impl Builder<'_> {
             ));
         }
         let duplicate = match self.stack.last() {
-            Some(Frame::Map { keys, entries, .. }) if keys.contains(&key) => {
+            Some(Frame::Map { keys, entries, .. })
+                if entries.len() <= KEYS_SCANNED_MAX || keys.contains(&key) =>
+            {
                 entries.iter().find(|e| e.key == key).map(|e| e.key_pos.line())
             }
             _ => None,
@@ -373,8 +408,13 @@ impl Builder<'_> {
             }
             return Err(self.error(pos, message));
         }
-        if let Some(Frame::Map { key: slot, keys, .. }) = self.stack.last_mut() {
-            keys.insert(key.clone());
+        if let Some(Frame::Map { key: slot, keys, entries, .. }) = self.stack.last_mut() {
+            if entries.len() >= KEYS_SCANNED_MAX {
+                if keys.is_empty() {
+                    keys.extend(entries.iter().map(|e| e.key.clone()));
+                }
+                keys.insert(key.clone());
+            }
             *slot = Some((key, pos));
         }
         Ok(())
@@ -539,6 +579,60 @@ mod tests {
         assert_eq!(entries[0].value.pos, Pos::new(1, 4));
         assert_eq!(entries[1].value, entries[0].value);
         assert_eq!(entries[2].key_pos, Pos::new(4, 1));
+    }
+
+    /// Line and column of every character counted the slow, obvious way.
+    fn naive_pos(text: &str, at: usize) -> Pos {
+        let before: Vec<char> = text.chars().take(at).collect();
+        let line = before.iter().filter(|c| **c == '\n').count() + 1;
+        let column = before.iter().rev().take_while(|c| **c != '\n').count() + 1;
+        Pos::new(line, column)
+    }
+
+    #[test]
+    fn positions_count_characters_in_any_order_of_asking() {
+        let text = "a: é\r\nbé: \"日本\"\n\n  - 🦀x\nlast";
+        let lines = Lines::of(text);
+        let count = text.chars().count();
+        // In file order (as events come), backwards, and jumping about.
+        let forward: Vec<usize> = (0..=count).collect();
+        let backward: Vec<usize> = (0..=count).rev().collect();
+        let jumps: Vec<usize> = (0..=count).map(|i| (i * 7) % (count + 1)).collect();
+        for at in forward.into_iter().chain(backward).chain(jumps) {
+            assert_eq!(lines.pos(at), naive_pos(text, at), "character {at}");
+        }
+        // Past the end (saphyr's marker after a final directive) is the end.
+        assert_eq!(lines.pos(count + 5), naive_pos(text, count));
+    }
+
+    #[test]
+    fn control_characters_are_found_in_ascii_and_other_text() {
+        assert_eq!(first_unprintable("a: 1\n\tb: \u{7}"), Some((9, '\u{7}')));
+        assert_eq!(first_unprintable("é: \u{7f}"), Some((3, '\u{7f}')));
+        assert_eq!(first_unprintable("é: \u{85}\u{9f}"), Some((4, '\u{9f}')));
+        assert_eq!(first_unprintable("a: \r\n\tb\n"), None);
+    }
+
+    #[test]
+    fn duplicate_keys_are_found_in_long_maps() {
+        // Past the maps scanned key by key, the keys are kept in a set.
+        let mut text: String = (1..=40).map(|i| format!("k{i}: {i}\n")).collect();
+        text.push_str("k3: again\n");
+        let e = parse(&text).unwrap_err();
+        assert_eq!(
+            (e.pos, e.message.as_str()),
+            (Pos::new(41, 1), "duplicate key `k3` (first written on line 3); keep one")
+        );
+        let mut text: String = (1..=40).map(|i| format!("k{i}: {i}\n")).collect();
+        text.push_str("k40: again\n");
+        let e = parse(&text).unwrap_err();
+        assert_eq!(
+            (e.pos, e.message.as_str()),
+            (Pos::new(41, 1), "duplicate key `k40` (first written on line 40); keep one")
+        );
+        let text: String = (1..=40).map(|i| format!("k{i}: {i}\n")).collect();
+        let root = parse(&text).unwrap();
+        assert_eq!(root.entries().map(<[Entry]>::len), Some(40));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! unique per kind, references that resolve, listener addresses that do not collide, and the
 //! service a deployment group deploys against its target groups and listeners.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
 use super::{
@@ -71,11 +71,14 @@ pub(super) fn cross_check(cx: &mut Cx<'_>, meta: &Meta) {
     let mut configs: Vec<&str> = model::PREDEFINED_CONFIGS.iter().map(|(n, _)| *n).collect();
     configs.extend(meta.configs.iter().map(|(n, _)| n.as_str()));
 
+    // Every rule's forward is looked up: a list scan would cost rules × target groups, a
+    // million comparisons at ALB's quotas.
+    let declared_target_groups: HashSet<&str> = target_groups.iter().copied().collect();
     for lb in &meta.load_balancers {
         for l in &lb.listeners {
             let rule_actions = l.rules.iter().filter_map(|r| r.action.as_ref());
             for (tg, loc) in l.action.iter().chain(rule_actions).flat_map(|a| &a.forward) {
-                if !target_groups.contains(&tg.as_str()) {
+                if !declared_target_groups.contains(tg.as_str()) {
                     unknown(cx, loc, "target group", tg, &target_groups, "target_groups");
                 }
             }
@@ -84,7 +87,7 @@ pub(super) fn cross_check(cx: &mut Cx<'_>, meta: &Meta) {
     check_target_groups_per_load_balancer(cx, meta);
     for s in &meta.services {
         if let Some((tg, loc)) = &s.target_group
-            && !target_groups.contains(&tg.as_str())
+            && !declared_target_groups.contains(tg.as_str())
         {
             unknown(cx, loc, "target group", tg, &target_groups, "target_groups");
         }
@@ -460,12 +463,11 @@ fn check_target_groups_per_load_balancer(cx: &mut Cx<'_>, meta: &Meta) {
                 references.extend(pair);
             }
         }
-        let mut seen: Vec<&str> = Vec::new();
+        let mut seen: HashSet<&str> = HashSet::new();
         for (name, loc) in references {
-            if seen.contains(&name.as_str()) {
+            if !seen.insert(name) {
                 continue;
             }
-            seen.push(name);
             if seen.len() > MAX {
                 cx.error(
                     loc.pos,

@@ -700,21 +700,23 @@ pub(super) fn target_group(
         let mut out: Vec<SocketAddr> = Vec::new();
         let mut ok = true;
         for (i, item) in items.iter().enumerate() {
-            let path = child_index(&t.path, i);
-            let Some(s) = cx.str(item, &path) else {
+            // The path is for messages only: built when there is one, as a target group may
+            // list thousands of good targets.
+            let path = || child_index(&t.path, i);
+            let Some(s) = item.as_str().or_else(|| cx.str(item, &path())) else {
                 ok = false;
                 continue;
             };
             match s.trim().parse::<SocketAddr>() {
                 Ok(addr) if out.contains(&addr) => {
-                    cx.error(item.pos, &path, format!("target {addr} is listed twice"));
+                    cx.error(item.pos, &path(), format!("target {addr} is listed twice"));
                     ok = false;
                 }
                 Ok(addr) => out.push(addr),
                 Err(_) => {
                     cx.error(
                         item.pos,
-                        &path,
+                        &path(),
                         format!(
                             "{} is not an address with a port; write it like 127.0.0.1:9000",
                             quote(s)

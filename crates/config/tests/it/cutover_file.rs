@@ -750,3 +750,21 @@ deployment_groups:
     let both_swarm = FILE.replace("  - name: shop\n", "  - name: shop\n    runtime: swarm\n");
     assert!(parse_cutover_file("cutover.yaml", &both_swarm).is_ok());
 }
+
+#[test]
+fn apply_sends_the_task_definition_files_of_a_valid_file_only() {
+    let is_taskdef = |path: &str| path == "taskdef.json";
+    let sent = |text: &str| config::task_definition_files("cutover.yaml", text, is_taskdef);
+    assert_eq!(sent(QUICKSTART), vec!["taskdef.json".to_string()]);
+    // Not a file where apply runs: the server reports it at its field.
+    assert!(config::task_definition_files("cutover.yaml", QUICKSTART, |_| false).is_empty());
+    // A file with an error elsewhere sends none, as before: the server reports the error.
+    assert!(sent(&quickstart_with("port: 8081", "port: 80810")).is_empty());
+    assert!(sent(&quickstart_with("services:", "services: [\n")).is_empty());
+    // A family name that happens to be a file is sent too, as `apply` always did.
+    let by_family = quickstart_with("task_definition: taskdef.json", "task_definition: web");
+    assert_eq!(
+        config::task_definition_files("cutover.yaml", &by_family, |p| p == "web"),
+        vec!["web".to_string()]
+    );
+}
