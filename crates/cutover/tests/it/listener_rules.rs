@@ -285,7 +285,19 @@ fn hooks_of_a_group_on_host_rules_get_the_host_names_that_reach_its_rules() {
     );
     std::fs::write(cluster.path("cutover.yaml"), by_host).unwrap();
     cluster.cli_ok(&["apply", "-f", "cutover.yaml"]);
-    assert_eq!(request(cluster.test, "other.example.com").unwrap(), (404, String::new()));
+    // `apply` returns once the change is stored; the data plane serves it a moment later.
+    let last = std::cell::RefCell::new(None);
+    wait_for_or(
+        "the test listener to answer another host with its 404",
+        Duration::from_secs(30),
+        || {
+            let answer = request(cluster.test, "other.example.com").ok();
+            let served = answer == Some((404, String::new()));
+            *last.borrow_mut() = answer;
+            served.then_some(())
+        },
+        || format!("{:?}", last.borrow()),
+    );
 
     deploy(&cluster, "web/web-prod", true);
     assert_eq!(
