@@ -34,7 +34,7 @@ const TARGETS_PER_GROUP: usize = 10;
 /// (what, path, conditional, requests per round)
 const POLLS: [(&str, &str, bool, usize); 3] = [
     ("GET /v1/health, whole (anchor)", "/v1/health", false, 20),
-    ("GET /v1/health, If-None-Match", "/v1/health", true, 2_000),
+    ("GET /v1/health, If-None-Match", "/v1/health", true, 500),
     ("GET /v1/metrics?per_target=false", "/v1/metrics?per_target=false", false, 100),
 ];
 
