@@ -72,15 +72,18 @@ impl HealthChanges {
         self.health.load(Ordering::SeqCst)
     }
 
+    /// On the request path, twice a request. Release, read with Acquire: a reader that sees
+    /// this bump sees the in-flight count written before it, which is all the tag relies on (a
+    /// count read before the targets' is never ahead of them). No total order is needed.
     #[inline]
     fn in_flight_moved(&self, shard: usize) {
-        self.in_flight[shard].fetch_add(1, Ordering::SeqCst);
+        self.in_flight[shard].fetch_add(1, Ordering::Release);
     }
 
     /// How many requests in flight started or ended. Every shard only grows, so the sum moves
     /// whenever one does.
     pub fn in_flight_count(&self) -> u64 {
-        self.in_flight.iter().map(|s| s.load(Ordering::SeqCst)).fold(0, u64::wrapping_add)
+        self.in_flight.iter().map(|s| s.load(Ordering::Acquire)).fold(0, u64::wrapping_add)
     }
 }
 
@@ -245,7 +248,9 @@ impl TargetRt {
     pub fn record(&self, outcome: Outcome, hc: &HealthCheck) -> bool {
         let mut d = lock(&self.detail);
         let before = self.health.load(Ordering::Relaxed);
-        let reported_before = (d.reason, d.description.clone());
+        // Whether the reason or description changed: a target that keeps failing the same way
+        // says the same, and its report holds.
+        let mut detail_changed = false;
         let mut next = before;
         if before == H_UNAVAILABLE {
             // Checks were just enabled again: start over.
@@ -266,6 +271,7 @@ impl TargetRt {
                 };
                 if promote || next == H_HEALTHY {
                     next = H_HEALTHY;
+                    detail_changed = d.reason.is_some() || d.description.is_some();
                     d.reason = None;
                     d.description = None;
                 }
@@ -286,14 +292,15 @@ impl TargetRt {
                 };
                 if next == H_UNHEALTHY || d.failures >= hc.unhealthy_threshold {
                     next = H_UNHEALTHY;
+                    detail_changed = d.reason != Some(reason)
+                        || d.description.as_deref() != Some(description.as_str());
                     d.reason = Some(reason);
                     d.description = Some(description);
                 }
             }
         }
         self.health.store(next, Ordering::Relaxed);
-        // A target that keeps failing the same way says the same: its report holds.
-        if before != next || reported_before != (d.reason, d.description.clone()) {
+        if before != next || detail_changed {
             self.changes.health_changed();
         }
         routable_code(before) != routable_code(next)
