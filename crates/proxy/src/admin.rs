@@ -5,9 +5,9 @@
 //! requests that carry it.
 
 use std::convert::Infallible;
-use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -24,7 +24,7 @@ use tokio::sync::watch;
 
 use crate::metrics::{self as m};
 use crate::state::{self, Shared};
-use crate::target::{hash_target_health, lock};
+use crate::target::{HealthChanges, lock};
 
 /// Largest route table accepted.
 const MAX_TABLE_BYTES: usize = 16 * 1024 * 1024;
@@ -38,6 +38,7 @@ pub fn spawn(
     token: Option<Arc<str>>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let tags = Arc::new(HealthTags::new());
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -47,11 +48,13 @@ pub fn spawn(
                         continue;
                     };
                     let shared = shared.clone();
+                    let tags = tags.clone();
                     let token = token.clone();
                     let mut stop = stop.clone();
                     tokio::spawn(async move {
                         let svc = service_fn(move |req| {
                             let shared = shared.clone();
+                            let tags = tags.clone();
                             let token = token.clone();
                             async move {
                                 if !authorized(token.as_deref(), &req) {
@@ -60,7 +63,7 @@ pub fn spawn(
                                         "this admin API needs `Authorization: Bearer <token>`",
                                     ));
                                 }
-                                Ok::<_, Infallible>(handle(&shared, req).await)
+                                Ok::<_, Infallible>(handle(&shared, &tags, req).await)
                             }
                         });
                         let conn = hyper::server::conn::http1::Builder::new()
@@ -110,7 +113,11 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response<Full<Bytes>
     json(status, &AdminError { error: message.into() })
 }
 
-async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(
+    shared: &Arc<Shared>,
+    tags: &HealthTags,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     match (req.method().clone(), path.as_str()) {
         (Method::PUT, "/v1/routes") => match read_table(req).await {
@@ -133,7 +140,7 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Full<B
             let c = shared.table.load();
             json(StatusCode::OK, &ServedRoutes { version: c.table.version, table: c.table.clone() })
         }
-        (Method::GET, "/v1/health") => health(shared, req.headers()),
+        (Method::GET, "/v1/health") => health(shared, tags, req.headers()),
         (Method::GET, "/v1/metrics") => match per_target(req.uri().query()) {
             Ok(per_target) => json(StatusCode::OK, &snapshot(shared, per_target)),
             Err(unknown) => error(StatusCode::BAD_REQUEST, unknown),
@@ -180,10 +187,15 @@ async fn read_table(req: Request<Incoming>) -> Result<RouteTable, Response<Full<
 
 /// `GET /v1/health`, with an ETag of what it says: a poller that sends the tag it last saw in
 /// `If-None-Match` is answered `304 Not Modified` without a body while nothing changed (RFC 9110
-/// 13.1.2), so polling 10,000 targets costs a pass over them, not a report of them. The tag of a
-/// full answer is that of its body, never of a moment before or after it.
-fn health(shared: &Shared, headers: &http::HeaderMap) -> Response<Full<Bytes>> {
-    let current = health_etag_now(shared);
+/// 13.1.2). While no target moves and no request starts or ends, telling so is a few atomic loads
+/// (see [`HealthChanges`]), whatever the number of targets; after requests moved, a pass of
+/// atomic loads over the targets' in-flight counts. A 304 always means the very body last sent:
+/// the tag never stays while the report changes.
+fn health(shared: &Shared, tags: &HealthTags, headers: &http::HeaderMap) -> Response<Full<Bytes>> {
+    // Read before the report is built: what changes after this moves the counts, so a tag made
+    // of them is never that of a report holding less than they say.
+    let counts = ChangeCounts::of(&shared.health_changes);
+    let current = tags.tag(shared.version(), counts.health, tags.in_flight_now(shared, counts));
     let seen = headers
         .get_all(header::IF_NONE_MATCH)
         .iter()
@@ -196,7 +208,10 @@ fn health(shared: &Shared, headers: &http::HeaderMap) -> Response<Full<Bytes>> {
         (r, current)
     } else {
         let report = health_report(shared);
-        (json(StatusCode::OK, &report), health_etag(&report))
+        let in_flight =
+            fold_in_flight(report.target_groups.values().flatten().map(|t| t.in_flight));
+        let tag = tags.tag(report.version, counts.health, in_flight);
+        (json(StatusCode::OK, &report), tag)
     };
     if let Ok(tag) = header::HeaderValue::from_str(&tag) {
         r.headers_mut().insert(header::ETAG, tag);
@@ -204,32 +219,87 @@ fn health(shared: &Shared, headers: &http::HeaderMap) -> Response<Full<Bytes>> {
     r
 }
 
-/// The ETag of a health report: a hash of what it says, quoted.
-pub fn health_etag(report: &HealthReport) -> String {
-    let mut h = std::hash::DefaultHasher::new();
-    report.version.hash(&mut h);
-    for (name, targets) in &report.target_groups {
-        (name, targets.len()).hash(&mut h);
-        for t in targets {
-            let (reason, description) = (t.reason.as_deref(), t.description.as_deref());
-            hash_target_health(&mut h, t.addr, t.state, reason, description, t.in_flight);
-        }
-    }
-    format!("\"{:016x}\"", h.finish())
+/// [`HealthChanges`]' counts at one moment.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct ChangeCounts {
+    health: u64,
+    in_flight: u64,
 }
 
-/// [`health_etag`] of the report [`health_report`] would build now, without building it.
-fn health_etag_now(shared: &Shared) -> String {
-    let mut h = std::hash::DefaultHasher::new();
-    shared.version().hash(&mut h);
-    for (name, group) in lock(&shared.groups).iter() {
-        let targets = group.all_targets();
-        (&**name, targets.len()).hash(&mut h);
-        for t in &targets {
-            t.hash_report(&mut h);
-        }
+impl ChangeCounts {
+    fn of(changes: &HealthChanges) -> Self {
+        ChangeCounts { health: changes.health_count(), in_flight: changes.in_flight_count() }
     }
-    format!("\"{:016x}\"", h.finish())
+}
+
+/// The health report's ETags of one data plane process.
+struct HealthTags {
+    /// Random per process: a restarted data plane starts its counts over, and must not answer
+    /// 304 to a tag its predecessor gave for other targets' states.
+    seed: std::hash::RandomState,
+    /// The in-flight fold of the last pass over the targets, and the counts it was made at:
+    /// while they hold, no request started or ended and no target came or went since.
+    last_pass: Mutex<Option<(ChangeCounts, u64)>>,
+}
+
+impl HealthTags {
+    fn new() -> Self {
+        HealthTags { seed: std::hash::RandomState::new(), last_pass: Mutex::new(None) }
+    }
+
+    /// The tag of a report of table `version`, made after `health` changes, whose requests in
+    /// flight fold to `in_flight` ([`fold_in_flight`]).
+    fn tag(&self, version: u64, health: u64, in_flight: u64) -> String {
+        format!("\"{:016x}\"", self.seed.hash_one((version, health, in_flight)))
+    }
+
+    /// [`fold_in_flight`] of the targets now, by a pass over them only if a request started or
+    /// ended or a target came or went since the last pass (`counts` were read before).
+    fn in_flight_now(&self, shared: &Shared, counts: ChangeCounts) -> u64 {
+        if let Some((at, fold)) = *lock(&self.last_pass)
+            && at == counts
+        {
+            return fold;
+        }
+        let mut fold = InFlightFold::default();
+        for group in lock(&shared.groups).values() {
+            // The report's order: registered targets, then draining ones.
+            group.registered.load().iter().for_each(|t| fold.add(t.in_flight.total()));
+            lock(&group.draining).iter().for_each(|t| fold.add(t.in_flight.total()));
+        }
+        let fold = fold.finish();
+        *lock(&self.last_pass) = Some((counts, fold));
+        fold
+    }
+}
+
+/// A hash of every target's requests in flight, in the report's order (groups by name, then
+/// each group's targets): the part of the health report that changes without its targets
+/// changing. Targets with none are left out, which says as much while the targets are the same.
+fn fold_in_flight(in_flight: impl IntoIterator<Item = u64>) -> u64 {
+    let mut fold = InFlightFold::default();
+    in_flight.into_iter().for_each(|n| fold.add(n));
+    fold.finish()
+}
+
+/// [`fold_in_flight`] one target at a time.
+#[derive(Default)]
+struct InFlightFold {
+    hasher: std::hash::DefaultHasher,
+    at: usize,
+}
+
+impl InFlightFold {
+    fn add(&mut self, in_flight: u64) {
+        if in_flight > 0 {
+            (self.at, in_flight).hash(&mut self.hasher);
+        }
+        self.at += 1;
+    }
+
+    fn finish(&self) -> u64 {
+        self.hasher.finish()
+    }
 }
 
 /// `GET /v1/metrics?per_target=false` leaves each target's own figures out: the control plane
@@ -337,4 +407,18 @@ pub fn snapshot(shared: &Shared, per_target: bool) -> MetricsSnapshot {
         );
     }
     snap
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_in_flight_fold_tells_which_target_has_how_many_requests() {
+        let fold = |counts: &[u64]| fold_in_flight(counts.iter().copied());
+        assert_eq!(fold(&[0, 2, 0]), fold(&[0, 2, 0]));
+        assert_ne!(fold(&[0, 2, 0]), fold(&[0, 1, 0]), "a request ended");
+        assert_ne!(fold(&[1, 0, 0]), fold(&[0, 1, 0]), "a request moved to another target");
+        assert_ne!(fold(&[0, 0, 0]), fold(&[0, 0, 1]), "a request started");
+    }
 }

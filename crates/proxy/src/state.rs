@@ -23,7 +23,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::limits::Limits;
 use crate::listener::{self, ListenerShared};
 use crate::metrics::Sequence;
-use crate::target::{GroupCfg, GroupRt, TargetRt, lock};
+use crate::target::{GroupCfg, GroupRt, HealthChanges, TargetRt, lock};
 use crate::workers::Workers;
 use crate::{health, tls};
 
@@ -40,6 +40,8 @@ const MAX_FIXED_BODY: usize = 64 * 1024;
 pub struct Shared {
     pub table: ArcSwap<Compiled>,
     pub groups: Mutex<BTreeMap<String, Arc<GroupRt>>>,
+    /// What moves the health report of `groups` (the admin API's ETag).
+    pub health_changes: Arc<HealthChanges>,
     pub listeners: Mutex<HashMap<SocketAddr, Arc<ListenerShared>>>,
     next_slot: AtomicUsize,
     apply_lock: tokio::sync::Mutex<()>,
@@ -271,6 +273,7 @@ impl Shared {
                 slots: Vec::new(),
             }),
             groups: Mutex::new(BTreeMap::new()),
+            health_changes: Arc::default(),
             listeners: Mutex::new(HashMap::new()),
             next_slot: AtomicUsize::new(0),
             apply_lock: tokio::sync::Mutex::new(()),
@@ -418,6 +421,7 @@ fn commit(
         groups.retain(|name, g| {
             table.target_groups.contains_key(name) || !lock(&g.draining).is_empty()
         });
+        shared.health_changes.health_changed();
     }
 
     let mut new_listeners = Vec::new();
@@ -561,6 +565,7 @@ fn set_targets(shared: &Arc<Shared>, group: &Arc<GroupRt>, tg: &TargetGroup) {
             let t = Arc::new(TargetRt::new(
                 target.addr,
                 group.counters.clone(),
+                shared.health_changes.clone(),
                 enabled,
                 shared.workers.count(),
             ));
@@ -571,7 +576,7 @@ fn set_targets(shared: &Arc<Shared>, group: &Arc<GroupRt>, tg: &TargetGroup) {
     }
     for t in old.iter() {
         if !tg.targets.iter().any(|x| x.addr == t.addr) {
-            t.draining.store(true, Ordering::SeqCst);
+            t.start_draining();
             draining.push(t.clone());
             spawn_drain(shared.clone(), group.clone(), t.clone());
         }
@@ -622,6 +627,7 @@ fn release(shared: &Shared, group: &Arc<GroupRt>, target: &Arc<TargetRt>) {
     if empty && !in_table {
         groups.remove(&*group.name);
     }
+    shared.health_changes.health_changed();
 }
 
 /// The rules in priority order, compiled. [`validate`] has refused a table with a rule that does

@@ -3,7 +3,6 @@
 //! These objects outlive route-table versions: a new table that keeps a target keeps the same
 //! `TargetRt`, so health state and counters carry over and re-applying a table changes nothing.
 
-use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -40,21 +39,52 @@ const H_UNAVAILABLE: u8 = 3;
 const DRAINING_DETAIL: (&str, &str) =
     ("Target.DeregistrationInProgress", "Target deregistration is in progress");
 
-/// One target's line of the health report, fed to `h`: one definition for a live target
-/// ([`TargetRt::hash_report`]) and for a report already built, so that both hash alike.
-pub fn hash_target_health(
-    h: &mut impl Hasher,
-    addr: SocketAddr,
-    state: TargetState,
-    reason: Option<&str>,
-    description: Option<&str>,
-    in_flight: u64,
-) {
-    addr.hash(h);
-    std::mem::discriminant(&state).hash(h);
-    reason.hash(h);
-    description.hash(h);
-    in_flight.hash(h);
+/// What moves the health report (`GET /v1/health`), counted so that telling whether it moved is a
+/// few atomic loads instead of a pass over every target: the admin API's ETag is made of these
+/// counts (see `admin::health`). Each count is bumped *after* the change it counts is written, so
+/// a count read before a report is built never claims a change the report does not hold.
+pub struct HealthChanges {
+    /// Bumped after a target's state, reason or description changed, and after a route table
+    /// or a released target changed which targets the groups have.
+    health: AtomicU64,
+    /// Bumped after a request in flight to any target started or ended, per thread shard (as
+    /// [`InFlightCount`]), so that the request path writes no cache line another worker does.
+    in_flight: Box<[CachePadded<AtomicU64>]>,
+}
+
+impl Default for HealthChanges {
+    fn default() -> Self {
+        HealthChanges {
+            health: AtomicU64::new(0),
+            in_flight: (0..metrics::SHARDS).map(|_| CachePadded::default()).collect(),
+        }
+    }
+}
+
+impl HealthChanges {
+    /// A target's health or a group's targets changed (just now, written before this call).
+    pub fn health_changed(&self) {
+        self.health.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// How many times health or membership changed.
+    pub fn health_count(&self) -> u64 {
+        self.health.load(Ordering::SeqCst)
+    }
+
+    /// On the request path, twice a request. Release, read with Acquire: a reader that sees
+    /// this bump sees the in-flight count written before it, which is all the tag relies on (a
+    /// count read before the targets' is never ahead of them). No total order is needed.
+    #[inline]
+    fn in_flight_moved(&self, shard: usize) {
+        self.in_flight[shard].fetch_add(1, Ordering::Release);
+    }
+
+    /// How many requests in flight started or ended. Every shard only grows, so the sum moves
+    /// whenever one does.
+    pub fn in_flight_count(&self) -> u64 {
+        self.in_flight.iter().map(|s| s.load(Ordering::Acquire)).fold(0, u64::wrapping_add)
+    }
 }
 
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -114,12 +144,15 @@ pub struct TargetRt {
     /// Woken when a draining target's last request or tunnel ends.
     pub idle: Notify,
     tasks: Mutex<Tasks>,
+    /// Told of every change to what [`report`](Self::report) says.
+    changes: Arc<HealthChanges>,
 }
 
 impl TargetRt {
     pub fn new(
         addr: SocketAddr,
         group_counters: Arc<Counters>,
+        changes: Arc<HealthChanges>,
         checks_enabled: bool,
         workers: usize,
     ) -> Self {
@@ -149,6 +182,7 @@ impl TargetRt {
             pools: (0..workers.max(1)).map(|_| CachePadded(Mutex::new(Vec::new()))).collect(),
             idle: Notify::new(),
             tasks: Mutex::new(Tasks::default()),
+            changes,
         }
     }
 
@@ -210,30 +244,13 @@ impl TargetRt {
         }
     }
 
-    /// Feeds what [`report`](Self::report) would say into `h` without building it: the admin
-    /// API's health ETag is a pass over the targets, not a report of them.
-    pub fn hash_report(&self, h: &mut impl Hasher) {
-        let state = self.state();
-        let in_flight = self.in_flight.total();
-        if state == TargetState::Draining {
-            let (reason, description) = DRAINING_DETAIL;
-            return hash_target_health(
-                h,
-                self.addr,
-                state,
-                Some(reason),
-                Some(description),
-                in_flight,
-            );
-        }
-        let d = lock(&self.detail);
-        hash_target_health(h, self.addr, state, d.reason, d.description.as_deref(), in_flight);
-    }
-
     /// Applies one health-check result with ALB's thresholds; true if routability changed.
     pub fn record(&self, outcome: Outcome, hc: &HealthCheck) -> bool {
         let mut d = lock(&self.detail);
         let before = self.health.load(Ordering::Relaxed);
+        // Whether the reason or description changed: a target that keeps failing the same way
+        // says the same, and its report holds.
+        let mut detail_changed = false;
         let mut next = before;
         if before == H_UNAVAILABLE {
             // Checks were just enabled again: start over.
@@ -254,6 +271,7 @@ impl TargetRt {
                 };
                 if promote || next == H_HEALTHY {
                     next = H_HEALTHY;
+                    detail_changed = d.reason.is_some() || d.description.is_some();
                     d.reason = None;
                     d.description = None;
                 }
@@ -274,12 +292,17 @@ impl TargetRt {
                 };
                 if next == H_UNHEALTHY || d.failures >= hc.unhealthy_threshold {
                     next = H_UNHEALTHY;
+                    detail_changed = d.reason != Some(reason)
+                        || d.description.as_deref() != Some(description.as_str());
                     d.reason = Some(reason);
                     d.description = Some(description);
                 }
             }
         }
         self.health.store(next, Ordering::Relaxed);
+        if before != next || detail_changed {
+            self.changes.health_changed();
+        }
         routable_code(before) != routable_code(next)
     }
 
@@ -287,7 +310,12 @@ impl TargetRt {
     pub fn disable_checks(&self) -> bool {
         let mut d = lock(&self.detail);
         let before = self.health.swap(H_UNAVAILABLE, Ordering::Relaxed);
-        *d = disabled_detail();
+        // The checker calls this every second while checks stay off: only the first one says
+        // something new.
+        if before != H_UNAVAILABLE {
+            *d = disabled_detail();
+            self.changes.health_changed();
+        }
         routable_code(before) != routable_code(H_UNAVAILABLE)
     }
 
@@ -334,6 +362,13 @@ impl TargetRt {
             h.abort();
         }
         self.draining.store(false, Ordering::SeqCst);
+        self.changes.health_changed();
+    }
+
+    /// Deregistered: reported as draining until released.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        self.changes.health_changed();
     }
 
     /// Open connections to this target (pooled or in use).
@@ -380,6 +415,7 @@ impl TargetRt {
     #[inline]
     fn end_request(&self, shard: usize) {
         self.in_flight.shards[shard].fetch_sub(1, Ordering::SeqCst);
+        self.changes.in_flight_moved(shard);
         // Every count and this load are sequentially consistent: of requests ending at once on
         // different workers, the last one to decrement sees the total at zero.
         if self.draining.load(Ordering::SeqCst) && self.in_flight.total() == 0 {
@@ -450,6 +486,7 @@ impl InFlight {
     pub fn new(target: Arc<TargetRt>) -> Self {
         let shard = metrics::shard_index();
         target.in_flight.shards[shard].fetch_add(1, Ordering::SeqCst);
+        target.changes.in_flight_moved(shard);
         InFlight { target, shard }
     }
 }
@@ -596,7 +633,7 @@ mod tests {
         let targets = (0..n)
             .map(|i| {
                 let addr = SocketAddr::from(([127, 0, 0, 1], 8000 + i as u16));
-                Arc::new(TargetRt::new(addr, g.counters.clone(), false, 1))
+                Arc::new(TargetRt::new(addr, g.counters.clone(), Arc::default(), false, 1))
             })
             .collect();
         g.registered.store(Arc::new(targets));

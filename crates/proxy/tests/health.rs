@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::*;
-use routes::TargetState;
+use routes::{HealthCheck, TargetState};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -244,6 +244,184 @@ async fn the_health_report_is_not_modified_while_its_etag_holds_and_sent_whole_o
     );
     assert_ne!(third, second);
     lb.shutdown().await;
+}
+
+/// Conditional GETs with `seen` until the report is sent whole: its tag and what it says.
+async fn next_report(lb: &Lb, seen: &str, what: &str) -> (String, routes::HealthReport) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, etag, body) = health_since(lb, Some(seen)).await;
+        if status == 200 {
+            return (etag, serde_json::from_str(&body).unwrap());
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}: still {status} after {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Conditional GETs until one is answered 304, while every report sent meanwhile says what
+/// `report` says (a change finishing as a report is built moves the tag once more); the tag
+/// that holds.
+async fn settled(lb: &Lb, mut seen: String, report: &routes::HealthReport) -> String {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, etag, body) = health_since(lb, Some(&seen)).await;
+        if status == 304 {
+            assert_eq!(etag, seen);
+            return seen;
+        }
+        assert_eq!(serde_json::from_str::<routes::HealthReport>(&body).unwrap(), *report);
+        assert!(tokio::time::Instant::now() < deadline, "still {status} {etag} after {WAIT:?}");
+        seen = etag;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_etag_holds_while_targets_keep_failing_alike_and_checks_stay_off() {
+    let lb = Lb::start(None).await;
+    let (failing, healthy) = (Backend::start("failing").await, Backend::start("healthy").await);
+    failing.health_status.store(503, Ordering::SeqCst);
+    let off = HealthCheck { enabled: false, ..hc(50) };
+    lb.apply(&table(
+        1,
+        vec![],
+        vec![
+            ("checked", group(&[failing.addr, healthy.addr], hc(50), 0)),
+            ("unchecked", group(&[healthy.addr], off, 0)),
+        ],
+    ))
+    .await;
+    lb.wait_state("checked", failing.addr, TargetState::Unhealthy, WAIT).await;
+    lb.wait_state("checked", healthy.addr, TargetState::Healthy, WAIT).await;
+    lb.wait_state("unchecked", healthy.addr, TargetState::Unavailable, WAIT).await;
+
+    let (status, tag, _) = health_since(&lb, None).await;
+    assert_eq!(status, 200);
+    // Every check fails with the same code, passes, or (checks off) is skipped at the same
+    // interval: nothing the report says moves, so neither does its tag.
+    let checks = failing.health_checks.load(Ordering::SeqCst);
+    wait_until("four more failing checks", WAIT, || async {
+        failing.health_checks.load(Ordering::SeqCst) >= checks + 4
+    })
+    .await;
+    assert_eq!(health_since(&lb, Some(&tag)).await, (304, tag.clone(), String::new()));
+    lb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_added_draining_or_released_changes_the_health_etag() {
+    let lb = Lb::start(None).await;
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let port = free_addr();
+    let make = |version, targets: &[std::net::SocketAddr]| {
+        let off = HealthCheck { enabled: false, ..hc(50) };
+        table(
+            version,
+            vec![("web", listener(port, forward(&[("g", 1)])))],
+            vec![("g", group(targets, off, 2_000))],
+        )
+    };
+    let in_group = |report: &routes::HealthReport| -> Vec<_> {
+        report.target_groups["g"].iter().map(|t| (t.addr, t.state, t.in_flight)).collect()
+    };
+    lb.apply(&make(1, &[a.addr])).await;
+    let (_, first, _) = health_since(&lb, None).await;
+
+    lb.apply(&make(2, &[a.addr, b.addr])).await;
+    let (second, report) = next_report(&lb, &first, "a target added").await;
+    let unavailable = TargetState::Unavailable;
+    assert_eq!(in_group(&report), [(a.addr, unavailable, 0), (b.addr, unavailable, 0)]);
+
+    // `a` deregistered while idle is released at once; `b` carries a WebSocket, which keeps it
+    // draining (without a request in flight) until the deregistration delay ends.
+    lb.apply(&make(3, &[b.addr])).await;
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{port}/ws")).await.unwrap();
+    let mut third = second;
+    loop {
+        // The upgrade's request leaves the count a moment after the handshake is answered.
+        let (tag, report) = next_report(&lb, &third, "a released").await;
+        third = tag;
+        if in_group(&report) == [(b.addr, unavailable, 0)] {
+            break;
+        }
+    }
+
+    // `b` deregistered drains, then is released: the report changes twice under one table
+    // version, and no request starts or ends meanwhile.
+    lb.apply(&make(4, &[a.addr])).await;
+    let (draining, report) = next_report(&lb, &third, "b draining").await;
+    let draining_b = (b.addr, TargetState::Draining, 0);
+    assert_eq!(in_group(&report), [(a.addr, unavailable, 0), draining_b]);
+    let (released, report) = next_report(&lb, &draining, "b released").await;
+    assert_eq!((report.version, in_group(&report)), (4, vec![(a.addr, unavailable, 0)]));
+    drop(ws);
+    settled(&lb, released, &report).await;
+    lb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_flight_changes_the_health_etag_when_it_starts_and_when_it_ends() {
+    let lb = Lb::start(None).await;
+    let b = Backend::start("b").await;
+    let port = free_addr();
+    let off = HealthCheck { enabled: false, ..hc(50) };
+    lb.apply(&table(
+        1,
+        vec![("web", listener(port, forward(&[("g", 1)])))],
+        vec![("g", group(&[b.addr], off, 0))],
+    ))
+    .await;
+    let (status, idle, _) = health_since(&lb, None).await;
+    assert_eq!(status, 200);
+
+    let slow = tokio::spawn({
+        let http = lb.http.clone();
+        async move { get(&http, &format!("http://{port}/slow?ms=1500")).await }
+    });
+    let (busy, report) = next_report(&lb, &idle, "a request started").await;
+    assert_eq!(report.target_groups["g"][0].in_flight, 1);
+    assert_eq!(health_since(&lb, Some(&busy)).await.0, 304, "still the one request");
+
+    assert_eq!(slow.await.unwrap().0, 200);
+    let (done, report) = next_report(&lb, &busy, "the request ended").await;
+    assert_eq!(report.target_groups["g"][0].in_flight, 0);
+    // A request that came and went leaves the same report, and so the same tag: the one seen
+    // before it is not modified again once the request has ended (its count drops a moment
+    // after its answer arrives).
+    assert_eq!(get(&lb.http, &format!("http://{port}/")).await.0, 200);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, etag, body) = health_since(&lb, Some(&done)).await;
+        if status == 304 {
+            assert_eq!(etag, done);
+            break;
+        }
+        let report: routes::HealthReport = serde_json::from_str(&body).unwrap();
+        assert!(report.target_groups["g"][0].in_flight <= 1, "{report:?}");
+        assert!(tokio::time::Instant::now() < deadline, "still {status} {etag} after {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    lb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_data_plane_does_not_take_its_predecessor_s_health_etag() {
+    let b = Backend::start("b").await;
+    let off = HealthCheck { enabled: false, ..hc(50) };
+    let same = table(1, vec![], vec![("g", group(&[b.addr], off, 0))]);
+    let (before, after) = (Lb::start(None).await, Lb::start(None).await);
+    before.apply(&same).await;
+    after.apply(&same).await;
+    let (_, tag, _) = health_since(&before, None).await;
+    assert_eq!(health_since(&before, Some(&tag)).await.0, 304);
+    // The same table and states, yet another process, whose counts started over: it cannot
+    // know the report it is asked about, so it sends its own.
+    let (status, other, _) = health_since(&after, Some(&tag)).await;
+    assert_eq!(status, 200);
+    assert_ne!(other, tag);
+    before.shutdown().await;
+    after.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
