@@ -454,7 +454,8 @@ impl SeriesConfig {
     /// The start of the oldest bucket that can still be retained at `latest`.
     fn horizon(&self, latest: Timestamp) -> Timestamp {
         let res = self.resolution.millis();
-        let cutoff = latest.as_millis().saturating_sub(self.retention.as_millis() as u64);
+        // Whole seconds (`SeriesConfig::new`): no 128-bit division on every sample.
+        let cutoff = latest.as_millis().saturating_sub(self.retention.as_secs() * 1000);
         // A bucket is kept while its end is later than the cutoff.
         Timestamp::from_millis(cutoff / res * res)
     }

@@ -148,14 +148,16 @@ struct Case {
 fn measure(
     case: &Case,
     samples: u64,
-    mut record: impl FnMut(&MetricsSnapshot, &MetricsSnapshot),
+    mut record: impl FnMut(MetricsSnapshot, &MetricsSnapshot),
 ) -> Duration {
     let mut previous = snapshot(case.groups, 0, case.requests);
     let mut times = Vec::new();
     for sample in 1..=2 * samples {
         let current = snapshot(case.groups, sample, case.requests);
+        // The monitor takes the snapshot it is given, as from the data plane's client.
+        let given = current.clone();
         let started = Instant::now();
-        record(&current, &previous);
+        record(given, &previous);
         if sample > samples {
             times.push(started.elapsed());
         }
@@ -168,14 +170,15 @@ fn measure(
 fn anchor(case: &Case, samples: u64) -> Duration {
     let config = Monitor::new().store().config();
     let mut store = PreviousStore { config, series: BTreeMap::new() };
-    measure(case, samples, |current, previous| record_by_id(&mut store, current, previous))
+    measure(case, samples, |current, previous| record_by_id(&mut store, &current, previous))
 }
 
 fn monitor(case: &Case, samples: u64) -> Duration {
     let mut monitor = Monitor::new();
     monitor.record_snapshot(snapshot(case.groups, 0, case.requests), Timestamp(T0));
     measure(case, samples, |current, _| {
-        monitor.record_snapshot(current.clone(), Timestamp(current.taken_at_unix_ms));
+        let now = Timestamp(current.taken_at_unix_ms);
+        monitor.record_snapshot(current, now);
     })
 }
 
