@@ -56,6 +56,10 @@
 //! with the evaluation's reason; keep [`Evaluation::data`] with the deployment to show which
 //! datapoints decided. Size the store so its retention covers every alarm's lookback
 //! ([`AlarmSpec::check_store`] tells when it does not).
+//! A reader that records the same series many times a second (thousands of target groups, 4
+//! samples a second) keeps each one's [`SeriesHandle`] ([`MetricStore::handle`]) and records with
+//! [`MetricStore::record_n_into`], which finds the series without its id; once the store forgot
+//! the series ([`RecordError::Forgotten`]) it records by the id again.
 
 pub mod alarm;
 pub mod counter;
@@ -82,5 +86,5 @@ pub use metric::{
 };
 pub use series::{
     MetricSeries, MetricStore, PeriodError, PeriodStats, RecordError, SeriesConfig,
-    SeriesConfigError,
+    SeriesConfigError, SeriesHandle,
 };

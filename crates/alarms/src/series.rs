@@ -450,6 +450,15 @@ impl SeriesConfig {
     pub fn retention(&self) -> Duration {
         self.retention
     }
+
+    /// The start of the oldest bucket that can still be retained at `latest`.
+    fn horizon(&self, latest: Timestamp) -> Timestamp {
+        let res = self.resolution.millis();
+        // Whole seconds (`SeriesConfig::new`): no 128-bit division on every sample.
+        let cutoff = latest.as_millis().saturating_sub(self.retention.as_secs() * 1000);
+        // A bucket is kept while its end is later than the cutoff.
+        Timestamp::from_millis(cutoff / res * res)
+    }
 }
 
 /// A sample that was not recorded.
@@ -468,6 +477,8 @@ pub enum RecordError {
     TooManySeries,
     #[error("invalid metric: {0}")]
     InvalidMetric(#[from] MetricIdError),
+    #[error("the series this handle named was forgotten; record by the metric's id")]
+    Forgotten,
 }
 
 /// A query with a period the series cannot produce.
@@ -559,12 +570,8 @@ impl MetricSeries {
         }
     }
 
-    /// The start of the oldest bucket that can still be retained at `latest`.
     fn horizon(&self, latest: Timestamp) -> Timestamp {
-        let res = self.config.resolution.millis();
-        let cutoff = latest.as_millis().saturating_sub(self.config.retention.as_millis() as u64);
-        // A bucket is kept while its end is later than the cutoff.
-        Timestamp::from_millis(cutoff / res * res)
+        self.config.horizon(latest)
     }
 
     /// The statistics of every period of length `period` that starts in `[from, to)` (`from`
@@ -607,11 +614,44 @@ impl MetricSeries {
 }
 
 /// All the series of one control plane, by metric id, with one configuration.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+///
+/// A series can also be named by a [`SeriesHandle`], which [`MetricStore::record_n_into`] records
+/// into without looking its id up: what a caller that records the same metrics many times a second
+/// (the control plane's samples of the data plane) keeps.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(from = "StoreWire", into = "StoreWire")]
 pub struct MetricStore {
     config: SeriesConfig,
-    series: BTreeMap<MetricId, MetricSeries>,
+    /// Where each series is in `slots`.
+    index: BTreeMap<MetricId, u32>,
+    slots: Vec<Slot>,
+    /// Slots whose series was forgotten, to be reused.
+    free: Vec<u32>,
+    /// How many series were forgotten.
+    forgotten: u64,
+    /// The latest time the store was pruned at. Every series' own latest time has the same
+    /// horizon as this one or a later one (a new series is pruned at it when created), so
+    /// pruning again at a time of the same horizon would forget nothing and refuse no sample that
+    /// is not refused anyway.
+    pruned_at: Timestamp,
+}
+
+/// One place for a series. Its generation counts the series it has held, so that a handle to a
+/// forgotten series never reaches the one that took its place.
+#[derive(Clone, Debug)]
+struct Slot {
+    generation: u32,
+    series: Option<MetricSeries>,
+}
+
+/// A series of a [`MetricStore`], as [`MetricStore::handle`] names it. It stays valid while the
+/// series exists: once the series is forgotten (pruned empty, or removed), recording through the
+/// handle fails with [`RecordError::Forgotten`], even if a series of the same id was created
+/// since.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SeriesHandle {
+    slot: u32,
+    generation: u32,
 }
 
 /// JSON maps need string keys; the series carry their ids.
@@ -623,22 +663,33 @@ struct StoreWire {
 
 impl From<StoreWire> for MetricStore {
     fn from(wire: StoreWire) -> MetricStore {
-        let series = wire
-            .series
-            .into_iter()
-            .take(SERIES_MAX)
-            .map(|mut s| {
-                s.config = wire.config;
-                (s.id.clone(), s)
-            })
-            .collect();
-        MetricStore { config: wire.config, series }
+        let mut store = MetricStore::new(wire.config);
+        for mut series in wire.series.into_iter().take(SERIES_MAX) {
+            series.config = wire.config;
+            store.remove(&series.id);
+            store.insert(series);
+        }
+        store
     }
 }
 
 impl From<MetricStore> for StoreWire {
-    fn from(store: MetricStore) -> StoreWire {
-        StoreWire { config: store.config, series: store.series.into_values().collect() }
+    fn from(mut store: MetricStore) -> StoreWire {
+        let series = store
+            .index
+            .values()
+            .filter_map(|&slot| store.slots[slot as usize].series.take())
+            .collect();
+        StoreWire { config: store.config, series }
+    }
+}
+
+impl PartialEq for MetricStore {
+    /// The same configuration and the same series: where they are kept does not matter.
+    fn eq(&self, other: &MetricStore) -> bool {
+        self.config == other.config
+            && self.index.len() == other.index.len()
+            && self.all_series().eq(other.all_series())
     }
 }
 
@@ -650,7 +701,14 @@ impl Default for MetricStore {
 
 impl MetricStore {
     pub fn new(config: SeriesConfig) -> MetricStore {
-        MetricStore { config, series: BTreeMap::new() }
+        MetricStore {
+            config,
+            index: BTreeMap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            forgotten: 0,
+            pruned_at: Timestamp::ZERO,
+        }
     }
 
     pub fn config(&self) -> SeriesConfig {
@@ -669,38 +727,128 @@ impl MetricStore {
         value: f64,
         count: u64,
     ) -> Result<(), RecordError> {
-        if let Some(series) = self.series.get_mut(id) {
+        if let Some(&slot) = self.index.get(id) {
+            let series = self.slots[slot as usize]
+                .series
+                .as_mut()
+                .expect("invariant: an indexed slot holds its series");
             return series.record_n(at, value, count);
         }
         id.validate().map_err(RecordError::InvalidMetric)?;
-        if self.series.len() >= SERIES_MAX {
+        if self.index.len() >= SERIES_MAX {
             return Err(RecordError::TooManySeries);
         }
         let mut series = MetricSeries::new(id.clone(), self.config);
+        // As though it had been there when the store was last pruned (see `pruned_at`).
+        series.prune(self.pruned_at);
         series.record_n(at, value, count)?;
-        self.series.insert(id.clone(), series);
+        // No sample (a zero count) makes no series.
+        if !series.is_empty() {
+            self.insert(series);
+        }
         Ok(())
     }
 
+    /// The handle of the series of `id`, if the store holds one.
+    pub fn handle(&self, id: &MetricId) -> Option<SeriesHandle> {
+        let &slot = self.index.get(id)?;
+        Some(SeriesHandle { slot, generation: self.slots[slot as usize].generation })
+    }
+
+    /// [`MetricStore::record_n`] into the series `handle` names, found without its id.
+    pub fn record_n_into(
+        &mut self,
+        handle: SeriesHandle,
+        at: Timestamp,
+        value: f64,
+        count: u64,
+    ) -> Result<(), RecordError> {
+        let series = self
+            .slots
+            .get_mut(handle.slot as usize)
+            .filter(|slot| slot.generation == handle.generation)
+            .and_then(|slot| slot.series.as_mut())
+            .ok_or(RecordError::Forgotten)?;
+        series.record_n(at, value, count)
+    }
+
     pub fn series(&self, id: &MetricId) -> Option<&MetricSeries> {
-        self.series.get(id)
+        let &slot = self.index.get(id)?;
+        self.slots[slot as usize].series.as_ref()
     }
 
     pub fn ids(&self) -> impl Iterator<Item = &MetricId> {
-        self.series.keys()
+        self.index.keys()
     }
 
-    /// Prunes every series and forgets those left empty.
+    /// Series held.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// How many series this store has forgotten (pruned empty or removed): only a series
+    /// forgotten makes room for a new one once the store holds [`SERIES_MAX`], so a caller that
+    /// was refused a series needs to try again only once this count changed.
+    pub fn forgotten(&self) -> u64 {
+        self.forgotten
+    }
+
+    /// Every series, by id.
+    fn all_series(&self) -> impl Iterator<Item = &MetricSeries> {
+        self.index.values().filter_map(|&slot| self.slots[slot as usize].series.as_ref())
+    }
+
+    /// Prunes every series and forgets those left empty. Only a new horizon (the start of the
+    /// oldest bucket a series may keep) can forget a bucket, so a time of the horizon the store
+    /// was last pruned at costs nothing: called at every sample, the store walks its series once
+    /// a resolution.
     pub fn prune(&mut self, now: Timestamp) {
-        self.series.retain(|_, s| {
-            s.prune(now);
-            !s.is_empty()
-        });
+        let before = self.pruned_at;
+        self.pruned_at = before.max(now);
+        if self.config.horizon(self.pruned_at) == self.config.horizon(before) {
+            return;
+        }
+        let pruned_at = self.pruned_at;
+        let mut emptied = Vec::new();
+        for slot in &mut self.slots {
+            let Some(series) = slot.series.as_mut() else { continue };
+            series.prune(pruned_at);
+            if series.is_empty() {
+                emptied.push(series.id.clone());
+            }
+        }
+        for id in emptied {
+            self.remove(&id);
+        }
     }
 
     /// Forgets one series (e.g. when its target group is deleted).
     pub fn remove(&mut self, id: &MetricId) -> Option<MetricSeries> {
-        self.series.remove(id)
+        let slot = self.index.remove(id)?;
+        let place = &mut self.slots[slot as usize];
+        place.generation = place.generation.wrapping_add(1);
+        self.free.push(slot);
+        self.forgotten += 1;
+        place.series.take()
+    }
+
+    fn insert(&mut self, series: MetricSeries) {
+        let id = series.id.clone();
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot as usize].series = Some(series);
+                slot
+            }
+            None => {
+                self.slots.push(Slot { generation: 0, series: Some(series) });
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.index.insert(id, slot);
     }
 }
 

@@ -93,6 +93,87 @@ pub struct MetricFilterDoc {
 /// last moments reach the metric store within the sampling interval and the settling time.
 const TALLY_AFTER_END_SECS: u64 = 5;
 
+/// A metric a sample of the data plane records for each target group (ALB's, and cutover's own
+/// of shadow traffic): its place among the group's [`GroupSeries`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sampled {
+    HealthyHostCount,
+    UnHealthyHostCount,
+    RetryCount,
+    RetryBudgetExhaustedCount,
+    RequestCount,
+    Target2xx,
+    Target3xx,
+    Target4xx,
+    Target5xx,
+    Elb502,
+    Elb503,
+    Elb504,
+    Elb5xx,
+    TargetConnectionErrorCount,
+    TargetResponseTime,
+    MirroredRequestCount,
+    MirroredTarget2xx,
+    MirroredTarget3xx,
+    MirroredTarget4xx,
+    MirroredTarget5xx,
+    MirroredElb5xx,
+    MirroredMismatchCount,
+    MirroredDroppedCount,
+    MirroredTargetResponseTime,
+}
+
+impl Sampled {
+    const COUNT: usize = Sampled::MirroredTargetResponseTime as usize + 1;
+
+    fn name(self) -> &'static str {
+        match self {
+            Sampled::HealthyHostCount => "HealthyHostCount",
+            Sampled::UnHealthyHostCount => "UnHealthyHostCount",
+            Sampled::RetryCount => "RetryCount",
+            Sampled::RetryBudgetExhaustedCount => "RetryBudgetExhaustedCount",
+            Sampled::RequestCount => "RequestCount",
+            Sampled::Target2xx => "HTTPCode_Target_2XX_Count",
+            Sampled::Target3xx => "HTTPCode_Target_3XX_Count",
+            Sampled::Target4xx => "HTTPCode_Target_4XX_Count",
+            Sampled::Target5xx => "HTTPCode_Target_5XX_Count",
+            Sampled::Elb502 => "HTTPCode_ELB_502_Count",
+            Sampled::Elb503 => "HTTPCode_ELB_503_Count",
+            Sampled::Elb504 => "HTTPCode_ELB_504_Count",
+            Sampled::Elb5xx => "HTTPCode_ELB_5XX_Count",
+            Sampled::TargetConnectionErrorCount => "TargetConnectionErrorCount",
+            Sampled::TargetResponseTime => "TargetResponseTime",
+            Sampled::MirroredRequestCount => "MirroredRequestCount",
+            Sampled::MirroredTarget2xx => "MirroredTarget_2XX_Count",
+            Sampled::MirroredTarget3xx => "MirroredTarget_3XX_Count",
+            Sampled::MirroredTarget4xx => "MirroredTarget_4XX_Count",
+            Sampled::MirroredTarget5xx => "MirroredTarget_5XX_Count",
+            Sampled::MirroredElb5xx => "MirroredELB_5XX_Count",
+            Sampled::MirroredMismatchCount => "MirroredMismatchCount",
+            Sampled::MirroredDroppedCount => "MirroredDroppedCount",
+            Sampled::MirroredTargetResponseTime => "MirroredTargetResponseTime",
+        }
+    }
+}
+
+/// What the monitor knows of one sampled series of a target group in its store.
+#[derive(Clone, Copy, Debug, Default)]
+enum Known {
+    /// Not looked up yet (or forgotten by the store since).
+    #[default]
+    Unknown,
+    Series(alarms::SeriesHandle),
+    /// The store was full: refused again until it has forgotten a series (this many so far).
+    Refused {
+        forgotten: u64,
+    },
+}
+
+/// The series of one target group's sampled metrics, by [`Sampled`]: a sample records 22 or
+/// more metrics for each of up to thousands of groups, 4 times a second, and finds each series
+/// here without building its id and looking it up among every other.
+type GroupSeries = [Known; Sampled::COUNT];
+
 /// A deployment whose shadow traffic is tallied, second by second.
 struct Tallying {
     blue_target_group: String,
@@ -125,6 +206,8 @@ pub struct Watching {
 
 pub struct Monitor {
     store: MetricStore,
+    /// The sampled series of each target group of the latest snapshot.
+    sampled: HashMap<String, GroupSeries>,
     last: Option<MetricsSnapshot>,
     next_poll: Timestamp,
     filters: Vec<(MetricFilterDoc, MetricFilter)>,
@@ -170,6 +253,7 @@ impl Monitor {
         .expect("invariant: 1 s resolution with 3 h retention is valid");
         Monitor {
             store: MetricStore::new(config),
+            sampled: HashMap::new(),
             last: None,
             next_poll: Timestamp::ZERO,
             filters: Vec::new(),
@@ -228,17 +312,17 @@ impl Monitor {
         let previous = self.last.take();
         for (name, tg) in &snapshot.target_groups {
             // Gauges are values of the moment: recorded at every snapshot, a baseline too.
-            self.record("HealthyHostCount", name, at, tg.healthy_host_count as f64);
-            self.record("UnHealthyHostCount", name, at, tg.unhealthy_host_count as f64);
+            self.record(Sampled::HealthyHostCount, name, at, tg.healthy_host_count as f64);
+            self.record(Sampled::UnHealthyHostCount, name, at, tg.unhealthy_host_count as f64);
             if continuity == Continuity::Baseline {
                 continue;
             }
             let before = previous.as_ref().and_then(|p| p.target_groups.get(name));
             // Retry on blue's own counts, on the group whose failures were retried.
             for (metric, now, then) in [
-                ("RetryCount", tg.retries, before.map(|b| b.retries)),
+                (Sampled::RetryCount, tg.retries, before.map(|b| b.retries)),
                 (
-                    "RetryBudgetExhaustedCount",
+                    Sampled::RetryBudgetExhaustedCount,
                     tg.retry_budget_exhausted,
                     before.map(|b| b.retry_budget_exhausted),
                 ),
@@ -253,7 +337,7 @@ impl Monitor {
             if tg.response_time_fine.is_empty() {
                 // A data plane of an older cutover (adopted, still serving): coarse buckets only.
                 self.record_response_times(
-                    "TargetResponseTime",
+                    Sampled::TargetResponseTime,
                     name,
                     &tg.counters.response_time,
                     before.map(|b| &b.response_time),
@@ -264,7 +348,7 @@ impl Monitor {
                 let before = previous.as_ref().and_then(|p| p.target_groups.get(name));
                 let before = before.map(|b| b.response_time_fine.as_slice());
                 self.record_fine_response_times(
-                    "TargetResponseTime",
+                    Sampled::TargetResponseTime,
                     name,
                     &tg.response_time_fine,
                     before,
@@ -272,6 +356,11 @@ impl Monitor {
                     at,
                 );
             }
+        }
+        // The groups that went: their series stay in the store (alarms may still read them)
+        // until they age out.
+        if self.sampled.len() > snapshot.target_groups.len() {
+            self.sampled.retain(|name, _| snapshot.target_groups.contains_key(name));
         }
         self.last = Some(snapshot);
         self.store.prune(now);
@@ -287,16 +376,16 @@ impl Monitor {
         at: Timestamp,
     ) {
         type Counter = fn(&RequestCounters) -> u64;
-        const COUNTS: [(&str, Counter); 9] = [
-            ("RequestCount", |c| c.requests),
-            ("HTTPCode_Target_2XX_Count", |c| c.target_2xx),
-            ("HTTPCode_Target_3XX_Count", |c| c.target_3xx),
-            ("HTTPCode_Target_4XX_Count", |c| c.target_4xx),
-            ("HTTPCode_Target_5XX_Count", |c| c.target_5xx),
-            ("HTTPCode_ELB_502_Count", |c| c.elb_502),
-            ("HTTPCode_ELB_503_Count", |c| c.elb_503),
-            ("HTTPCode_ELB_504_Count", |c| c.elb_504),
-            ("TargetConnectionErrorCount", |c| c.target_connection_errors),
+        const COUNTS: [(Sampled, Counter); 9] = [
+            (Sampled::RequestCount, |c| c.requests),
+            (Sampled::Target2xx, |c| c.target_2xx),
+            (Sampled::Target3xx, |c| c.target_3xx),
+            (Sampled::Target4xx, |c| c.target_4xx),
+            (Sampled::Target5xx, |c| c.target_5xx),
+            (Sampled::Elb502, |c| c.elb_502),
+            (Sampled::Elb503, |c| c.elb_503),
+            (Sampled::Elb504, |c| c.elb_504),
+            (Sampled::TargetConnectionErrorCount, |c| c.target_connection_errors),
         ];
         let mut elb_5xx = 0;
         for (metric, value) in COUNTS {
@@ -304,12 +393,12 @@ impl Monitor {
             else {
                 continue;
             };
-            if metric.starts_with("HTTPCode_ELB_5") {
+            if matches!(metric, Sampled::Elb502 | Sampled::Elb503 | Sampled::Elb504) {
                 elb_5xx += increase;
             }
             self.record(metric, target_group, at, increase as f64);
         }
-        self.record("HTTPCode_ELB_5XX_Count", target_group, at, elb_5xx as f64);
+        self.record(Sampled::Elb5xx, target_group, at, elb_5xx as f64);
     }
 
     /// A shadow phase's copies to one target group (cutover's own metrics): how many, how they
@@ -324,15 +413,15 @@ impl Monitor {
         at: Timestamp,
     ) {
         type Counter = fn(&routes::MirroredMetrics) -> u64;
-        const COUNTS: [(&str, Counter); 8] = [
-            ("MirroredRequestCount", |m| m.counters.requests),
-            ("MirroredTarget_2XX_Count", |m| m.counters.target_2xx),
-            ("MirroredTarget_3XX_Count", |m| m.counters.target_3xx),
-            ("MirroredTarget_4XX_Count", |m| m.counters.target_4xx),
-            ("MirroredTarget_5XX_Count", |m| m.counters.target_5xx),
-            ("MirroredELB_5XX_Count", |m| m.server_errors() - m.counters.target_5xx),
-            ("MirroredMismatchCount", |m| m.mismatches),
-            ("MirroredDroppedCount", |m| m.dropped),
+        const COUNTS: [(Sampled, Counter); 8] = [
+            (Sampled::MirroredRequestCount, |m| m.counters.requests),
+            (Sampled::MirroredTarget2xx, |m| m.counters.target_2xx),
+            (Sampled::MirroredTarget3xx, |m| m.counters.target_3xx),
+            (Sampled::MirroredTarget4xx, |m| m.counters.target_4xx),
+            (Sampled::MirroredTarget5xx, |m| m.counters.target_5xx),
+            (Sampled::MirroredElb5xx, |m| m.server_errors() - m.counters.target_5xx),
+            (Sampled::MirroredMismatchCount, |m| m.mismatches),
+            (Sampled::MirroredDroppedCount, |m| m.dropped),
         ];
         for (metric, value) in COUNTS {
             if let Some(increase) =
@@ -344,7 +433,7 @@ impl Monitor {
         if mirrored.response_time_fine.is_empty() {
             // A data plane of an older cutover: coarse buckets only.
             self.record_response_times(
-                "MirroredTargetResponseTime",
+                Sampled::MirroredTargetResponseTime,
                 target_group,
                 &mirrored.counters.response_time,
                 before.map(|b| &b.counters.response_time),
@@ -353,7 +442,7 @@ impl Monitor {
             );
         } else {
             self.record_fine_response_times(
-                "MirroredTargetResponseTime",
+                Sampled::MirroredTargetResponseTime,
                 target_group,
                 &mirrored.response_time_fine,
                 before.map(|b| b.response_time_fine.as_slice()),
@@ -367,7 +456,7 @@ impl Monitor {
     /// (seconds).
     fn record_response_times(
         &mut self,
-        metric: &str,
+        metric: Sampled,
         target_group: &str,
         hist: &routes::Histogram,
         prev_hist: Option<&routes::Histogram>,
@@ -377,7 +466,6 @@ impl Monitor {
         let increase = |now: u64, then: Option<u64>| {
             counter::increase(continuity, then, now).unwrap_or_default()
         };
-        let id = MetricId::new(metric).with("target_group", target_group);
         let mut below = 0u64;
         for (i, bound_us) in routes::RESPONSE_TIME_BUCKETS_US.iter().enumerate() {
             let cumulative = increase(
@@ -387,7 +475,7 @@ impl Monitor {
             let in_bucket = cumulative.saturating_sub(below);
             below = below.max(cumulative);
             if in_bucket > 0 {
-                let _ = self.store.record_n(&id, at, *bound_us as f64 / 1e6, in_bucket);
+                self.record_n(metric, target_group, at, *bound_us as f64 / 1e6, in_bucket);
             }
         }
         let total = increase(hist.count, prev_hist.map(|p| p.count));
@@ -395,7 +483,7 @@ impl Monitor {
         if overflow > 0 {
             let largest =
                 *routes::RESPONSE_TIME_BUCKETS_US.last().unwrap_or(&10_000_000) as f64 / 1e6;
-            let _ = self.store.record_n(&id, at, largest, overflow);
+            self.record_n(metric, target_group, at, largest, overflow);
         }
     }
 
@@ -404,14 +492,13 @@ impl Monitor {
     /// are within 12.5 % and the canary judge can rank two versions' answers against each other.
     fn record_fine_response_times(
         &mut self,
-        metric: &str,
+        metric: Sampled,
         target_group: &str,
         buckets: &[(u32, u64)],
         before: Option<&[(u32, u64)]>,
         continuity: Continuity,
         at: Timestamp,
     ) {
-        let id = MetricId::new(metric).with("target_group", target_group);
         for &(index, answers) in buckets {
             // A bucket the previous snapshot did not list had counted nothing then.
             let then =
@@ -419,15 +506,45 @@ impl Monitor {
             let Some(increase) = counter::increase(continuity, then, answers) else { continue };
             if increase > 0 {
                 let us = routes::latency::latency_bucket_max_us(index as usize);
-                let _ = self.store.record_n(&id, at, us as f64 / 1e6, increase);
+                self.record_n(metric, target_group, at, us as f64 / 1e6, increase);
             }
         }
     }
 
-    fn record(&mut self, metric: &str, target_group: &str, at: Timestamp, value: f64) {
-        let id = MetricId::new(metric).with("target_group", target_group);
+    fn record(&mut self, metric: Sampled, target_group: &str, at: Timestamp, value: f64) {
+        self.record_n(metric, target_group, at, value, 1);
+    }
+
+    /// `count` samples of `metric{target_group}`, through the series' handle once it has one.
+    fn record_n(
+        &mut self,
+        metric: Sampled,
+        target_group: &str,
+        at: Timestamp,
+        value: f64,
+        count: u64,
+    ) {
+        let group = match self.sampled.get_mut(target_group) {
+            Some(group) => group,
+            None => self.sampled.entry(target_group.to_string()).or_default(),
+        };
+        let known = &mut group[metric as usize];
         // A sample refused for age (the clock jumped) only loses that sample.
-        let _ = self.store.record(&id, at, value);
+        match *known {
+            Known::Series(handle) => match self.store.record_n_into(handle, at, value, count) {
+                Err(alarms::RecordError::Forgotten) => {}
+                _ => return,
+            },
+            Known::Refused { forgotten } if forgotten == self.store.forgotten() => return,
+            Known::Unknown | Known::Refused { .. } => {}
+        }
+        let id = MetricId::new(metric.name()).with("target_group", target_group);
+        *known = match self.store.record_n(&id, at, value, count) {
+            Err(alarms::RecordError::TooManySeries) => {
+                Known::Refused { forgotten: self.store.forgotten() }
+            }
+            _ => self.store.handle(&id).map_or(Known::Unknown, Known::Series),
+        };
     }
 
     /// Reads new task-log lines through the declared filters, then evaluates every alarm that is
@@ -840,6 +957,66 @@ mod tests {
         let errors = MetricId::new("HTTPCode_Target_5XX_Count").with("target_group", "web-blue");
         assert_eq!(sum(&monitor, &requests, at(2000)), 7.0, "only what was served since the start");
         assert_eq!(sum(&monitor, &errors, at(2000)), 0.0, "the 20 old 5xx are not new");
+    }
+
+    /// A snapshot at `taken` of the groups `names`, each having served `requests`.
+    fn groups_snapshot(taken: Timestamp, names: &[String], requests: u64) -> MetricsSnapshot {
+        let mut group = TargetGroupMetrics::default();
+        group.counters.requests = requests;
+        group.healthy_host_count = 2;
+        MetricsSnapshot {
+            started_at_unix_ms: T0 - 3_600_000,
+            taken_at_unix_ms: taken.as_millis(),
+            target_groups: names.iter().map(|name| (name.clone(), group.clone())).collect(),
+            ..MetricsSnapshot::default()
+        }
+    }
+
+    #[test]
+    fn a_group_that_left_the_snapshots_and_came_back_goes_on_in_its_series() {
+        let mut monitor = Monitor::new();
+        let (web, api) = ("web-blue".to_string(), "api-blue".to_string());
+        let both = [web.clone(), api.clone()];
+        monitor.record_snapshot(groups_snapshot(at(0), &both, 10), at(0));
+        monitor.record_snapshot(groups_snapshot(at(250), &both, 13), at(250));
+        // `web-blue` leaves the table (its handles are dropped) and comes back, counting anew.
+        monitor.record_snapshot(groups_snapshot(at(500), std::slice::from_ref(&api), 15), at(500));
+        monitor.record_snapshot(groups_snapshot(at(750), &both, 4), at(750));
+        let requests = |group: &str| MetricId::new("RequestCount").with("target_group", group);
+        assert_eq!(sum(&monitor, &requests("web-blue"), at(2000)), 3.0 + 4.0);
+        // (Both groups read 4 at the last snapshot: `api-blue`'s counter went down, a reset.)
+        assert_eq!(sum(&monitor, &requests("api-blue"), at(2000)), 3.0 + 2.0 + 4.0);
+        let series = monitor.store().series(&requests("web-blue")).unwrap();
+        let count = series.datapoints(Period::ONE_SECOND, Statistic::SampleCount, at(0), at(1000));
+        assert_eq!(
+            count.unwrap()[0].value,
+            2.0,
+            "a 0 sample is a sample: one per snapshot with the group"
+        );
+    }
+
+    #[test]
+    fn a_group_refused_by_a_full_store_is_recorded_once_a_series_is_forgotten() {
+        let mut monitor = Monitor::new();
+        // A group records 2 gauges at every snapshot and 20 counts from the second on: the
+        // store fills up within the last group's counts, before its `RequestCount`.
+        let groups = alarms::series::SERIES_MAX / 22 + 1;
+        let names: Vec<String> = (0..groups).map(|i| format!("tg-{i:04}")).collect();
+        let last = names.last().unwrap().clone();
+        monitor.record_snapshot(groups_snapshot(at(0), &names, 0), at(0));
+        monitor.record_snapshot(groups_snapshot(at(250), &names, 1), at(250));
+        let requests = MetricId::new("RequestCount").with("target_group", last.as_str());
+        assert_eq!(monitor.store().len(), alarms::series::SERIES_MAX);
+        assert!(monitor.store().series(&requests).is_none(), "the store is full");
+        // Only the last group is left; after the gap its snapshot is a baseline, then the other
+        // groups' series age out and make room.
+        let later = at(250 + RETENTION.as_millis() as u64 + 2_000);
+        let only_last = std::slice::from_ref(&last);
+        monitor.record_snapshot(groups_snapshot(later, only_last, 1), later);
+        assert!(monitor.store().len() < alarms::series::SERIES_MAX);
+        let next = Timestamp(later.as_millis() + 250);
+        monitor.record_snapshot(groups_snapshot(next, only_last, 6), next);
+        assert_eq!(sum(&monitor, &requests, Timestamp(next.as_millis() + 1000)), 5.0);
     }
 
     fn app_errors_world<'a>(

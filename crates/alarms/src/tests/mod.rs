@@ -6,6 +6,7 @@ mod counter;
 mod filter;
 mod judge;
 mod series;
+mod store;
 
 use model::Timestamp;
 
