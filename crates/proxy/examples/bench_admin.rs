@@ -21,7 +21,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use routes::{HealthCheck, RouteTable, Target, TargetGroup};
+use routes::RouteTable;
 
 #[path = "common/bench.rs"]
 #[allow(dead_code)] // shared by the benchmarks: this one drives the admin API only
@@ -29,7 +29,6 @@ mod bench;
 use bench::*;
 
 const GROUPS: usize = 1_000;
-const TARGETS_PER_GROUP: usize = 10;
 
 /// (what, path, conditional, requests per round)
 const POLLS: [(&str, &str, bool, usize); 3] = [
@@ -176,23 +175,6 @@ fn get(s: &mut TcpStream, path: &str, seen: Option<&str>) -> anyhow::Result<(u16
 
 fn table() -> RouteTable {
     let mut t = RouteTable { version: 1, ..RouteTable::default() };
-    for g in 0..GROUPS {
-        let targets = (0..TARGETS_PER_GROUP)
-            .map(|i| {
-                let n = g * TARGETS_PER_GROUP + i;
-                let ip = std::net::Ipv4Addr::new(127, 88, (n / 250) as u8, (n % 250) as u8 + 1);
-                Target { addr: SocketAddr::new(ip.into(), 9) }
-            })
-            .collect();
-        t.target_groups.insert(
-            format!("group{g}"),
-            TargetGroup {
-                health_check: HealthCheck::default(),
-                deregistration_delay_ms: 0,
-                algorithm: Default::default(),
-                targets,
-            },
-        );
-    }
+    t.target_groups.extend(static_target_groups("group", GROUPS, true));
     t
 }

@@ -24,6 +24,7 @@ use routes::{
 };
 
 #[path = "common/bench.rs"]
+#[allow(dead_code)] // shared by the benchmarks: this one holds no static fleet
 mod bench;
 use bench::*;
 

@@ -36,9 +36,6 @@ use bench::*;
 /// (rules, target groups besides the one served): today's single default action, rules before
 /// it, and many load balancers in one table.
 const CONFIGS: [(usize, usize); 5] = [(0, 0), (1, 0), (10, 0), (100, 0), (100, 1000)];
-/// Targets of each extra target group.
-const TARGETS_PER_GROUP: usize = 10;
-
 struct Opts {
     lb: String,
     seconds: u64,
@@ -198,24 +195,7 @@ fn table(
     checked: bool,
 ) -> RouteTable {
     let mut t = RouteTable { version, ..RouteTable::default() };
-    for g in 0..groups {
-        let targets = (0..TARGETS_PER_GROUP)
-            .map(|i| {
-                let n = g * TARGETS_PER_GROUP + i;
-                let ip = std::net::Ipv4Addr::new(127, 88, (n / 250) as u8, (n % 250) as u8 + 1);
-                Target { addr: SocketAddr::new(ip.into(), 9) }
-            })
-            .collect();
-        t.target_groups.insert(
-            format!("more{g}"),
-            TargetGroup {
-                health_check: HealthCheck { enabled: checked, ..HealthCheck::default() },
-                deregistration_delay_ms: 0,
-                algorithm: Default::default(),
-                targets,
-            },
-        );
-    }
+    t.target_groups.extend(static_target_groups("more", groups, checked));
     t.target_groups.insert(
         "g".into(),
         TargetGroup {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use routes::RouteTable;
+use routes::{HealthCheck, RouteTable, Target, TargetGroup};
 
 pub fn request(s: &mut TcpStream) -> anyhow::Result<()> {
     s.write_all(
@@ -154,4 +154,33 @@ pub fn load(
 pub fn median<T: Copy>(mut runs: Vec<T>, throughput: impl Fn(&T) -> f64) -> T {
     runs.sort_by(|a, b| throughput(a).total_cmp(&throughput(b)));
     runs[runs.len() / 2]
+}
+
+/// Targets in a group of the benchmarks' static fleet: ten per group, like `bench-scale`'s.
+pub const TARGETS_PER_GROUP: usize = 10;
+
+/// `groups` target groups named `{prefix}{n}` of [`TARGETS_PER_GROUP`] loopback targets each
+/// that nothing listens on (127.88.x.y:9, distinct across groups), health-checked at ALB's
+/// defaults when `checked`: what a fleet held but not reached costs.
+pub fn static_target_groups(
+    prefix: &str,
+    groups: usize,
+    checked: bool,
+) -> impl Iterator<Item = (String, TargetGroup)> {
+    (0..groups).map(move |g| {
+        let targets = (0..TARGETS_PER_GROUP)
+            .map(|i| {
+                let n = g * TARGETS_PER_GROUP + i;
+                let ip = std::net::Ipv4Addr::new(127, 88, (n / 250) as u8, (n % 250) as u8 + 1);
+                Target { addr: SocketAddr::new(ip.into(), 9) }
+            })
+            .collect();
+        let group = TargetGroup {
+            health_check: HealthCheck { enabled: checked, ..HealthCheck::default() },
+            deregistration_delay_ms: 0,
+            algorithm: Default::default(),
+            targets,
+        };
+        (format!("{prefix}{g}"), group)
+    })
 }
