@@ -328,9 +328,12 @@ pub(crate) struct Guard {
 
 impl Guard {
     fn stop(&mut self) {
+        // The address this `cutover up` recorded in its data directory, never a CUTOVER_API
+        // the shell that ran the benchmark may still export.
         let _ = Command::new(&self.cutover)
             .arg("down")
             .env("CUTOVER_DATA_DIR", &self.data)
+            .env_remove("CUTOVER_API")
             .stdout(Stdio::null())
             .status();
         let _ = self.child.wait();

@@ -267,6 +267,19 @@ fn start_fleet(
 /// One control plane per data directory: two would fight over the same tasks and routes. The
 /// lock is released by the OS when the process dies, even by `kill -9`.
 fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    try_lock_data_dir(data_dir)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "another `cutover up` is already running for {}; stop it first (`cutover down`) or \
+             use another --data-dir",
+            data_dir.display()
+        )
+    })
+}
+
+/// The data directory's lock, or `None` while a `cutover up` holds it: whoever holds it owns the
+/// directory's tasks and load balancer. `cutover down` takes it before stopping what a control
+/// plane that died left behind, so that it never stops a running one's (nor races one starting).
+pub fn try_lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<Option<std::fs::File>> {
     let lock_path = data_dir.join("control.lock");
     let lock = std::fs::OpenOptions::new()
         .create(true)
@@ -274,14 +287,7 @@ fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
         .write(true)
         .open(&lock_path)
         .with_context(|| format!("opening {}", lock_path.display()))?;
-    if lock.try_lock().is_err() {
-        anyhow::bail!(
-            "another `cutover up` is already running for {}; stop it first (`cutover down`) or \
-             use another --data-dir",
-            data_dir.display()
-        );
-    }
-    Ok(lock)
+    Ok(lock.try_lock().is_ok().then_some(lock))
 }
 
 type Runtimes = BTreeMap<String, Arc<dyn runtime::Runtime>>;

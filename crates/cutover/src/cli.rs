@@ -1100,14 +1100,19 @@ fn down(client: &Client, data_dir: &Path) -> anyhow::Result<ExitCode> {
             }
             bail!("cutover did not stop within 120s")
         }
-        // Only when nothing answers is the control plane gone (killed): then stop what it left
-        // behind directly. Any answer, a refused token included, comes from a running control
+        // Only when nothing answers and no `cutover up` holds the data directory is the control
+        // plane gone (killed): then stop what it left behind directly. Any answer, a refused token included, comes from a running control
         // plane that owns the tasks and the load balancer: touch nothing.
         Err(err) if err.is_unreachable() => {
-            println!("the control plane is not running ({err:#}); stopping what it left behind");
-            // The runtimes below create their state under the data directory: as private as
-            // `cutover up` keeps it, whatever the shell's umask.
+            // The lock file and the runtimes' state below are created under the data directory:
+            // as private as `cutover up` keeps it, whatever the shell's umask.
             control::data_dir::private_by_default();
+            // Nothing answers where we asked; the data directory says whether its control plane
+            // is gone or was only looked for at the wrong address (a stale CUTOVER_API).
+            let Some(_lock) = control::try_lock_data_dir(data_dir)? else {
+                bail!("{}", running_elsewhere(data_dir, &err));
+            };
+            println!("the control plane is not running ({err:#}); stopping what it left behind");
             let stopped = tokio::runtime::Runtime::new()?.block_on(stop_orphaned_tasks(data_dir));
             println!("{stopped} task(s) stopped");
             if let Some(record) = control::lb::read_record(data_dir) {
@@ -1118,6 +1123,26 @@ fn down(client: &Client, data_dir: &Path) -> anyhow::Result<ExitCode> {
         }
         Err(err) => bail!("{err}; nothing was stopped"),
     }
+}
+
+/// Why `cutover down` stopped nothing: the data directory's `cutover up` runs, but not where it
+/// was asked to stop.
+fn running_elsewhere(data_dir: &Path, err: &impl std::fmt::Display) -> String {
+    let recorded = std::fs::read_to_string(control::api_record_path(data_dir))
+        .ok()
+        .and_then(|text| serde_json::from_str::<control::ApiRecord>(&text).ok());
+    let (at, retry) = match recorded {
+        Some(record) => (
+            format!(" (pid {}, API {})", record.pid, record.url),
+            format!("`cutover down --api {}`", record.url),
+        ),
+        None => (String::new(), "`cutover down --api URL` with its address".to_string()),
+    };
+    format!(
+        "{err:#}; but a `cutover up` is running for {}{at}, so nothing was stopped: run {retry}, \
+         or unset CUTOVER_API to use the address it recorded",
+        data_dir.display()
+    )
 }
 
 /// The preview that needs no control plane: from `file` when given, else of a predefined

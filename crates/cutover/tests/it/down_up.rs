@@ -45,3 +45,25 @@ fn up_after_down_runs_the_services_again_and_the_next_down_ends() {
         (cluster.app_processes() == 0).then_some(())
     });
 }
+
+/// A `cutover down` sent to the wrong address (a stale `CUTOVER_API` in the shell) used to take
+/// the running control plane for dead and stop its load balancer and tasks; the data directory's
+/// lock says it runs, so nothing is stopped and the error names where it answers.
+#[test]
+fn down_at_an_address_nothing_answers_stops_nothing_of_a_running_control_plane() {
+    let cluster = Cluster::start(Options::default());
+    cluster.apply_and_wait_for_v1();
+    let nowhere = format!("http://127.0.0.1:{}", free_port());
+
+    let down = cluster.cli(&["down", "--api", &nowhere]);
+    let stderr = String::from_utf8_lossy(&down.stderr);
+    assert!(!down.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("nothing was stopped")
+            && stderr.contains(&format!("cutover down --api {}", cluster.api_url())),
+        "{stderr}"
+    );
+    assert_eq!(get(cluster.prod, "/").unwrap().1, "v1", "production still served");
+    assert_eq!(cluster.app_processes(), 2, "the tasks still run");
+    assert_eq!(healthy_targets(&cluster), 2);
+}
