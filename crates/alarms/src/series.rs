@@ -28,7 +28,17 @@
 //! bucket takes at most about 2 KiB while exact (128 values with counts) and 4 KiB as a histogram
 //! (2 × 256 bins), so the worst case of the default configuration (1 s for 3 h, like CloudWatch's
 //! high-resolution metrics) is about 43 MiB per series, reached only by samples of both signs
-//! spread over many decades every second; counters and histogram-fed latencies take about 1 MiB.
+//! spread over many decades every second; counters and histogram-fed latencies whose samples
+//! change every second take about 1 MiB.
+//!
+//! Neighbouring buckets with bit-for-bit identical samples are kept once, as a run (first index,
+//! length, samples): an idle second (the same number of zero counts, the same gauge reading) costs
+//! nothing more than the run it extends, so a series idle for its whole retention is one run, a
+//! few hundred bytes with its id, however long the retention. Queries merge a run's share of a
+//! period as that many buckets would be merged one by one (sums added as often, counts
+//! multiplied), so every answer is the one of keeping each bucket. A sample into the newest
+//! second splits that second off its run when it differs, and pruning trims a run's front.
+//!
 //! A [`MetricStore`] holds at most [`SERIES_MAX`] series. The window follows the latest
 //! time seen, so a sample stamped far in the future (a clock jump) ages everything before it out.
 
@@ -683,6 +693,22 @@ impl MetricSeries {
         // -0.0 and 0.0 are one value.
         let value = if value == 0.0 { 0.0 } else { value };
         let index = self.config.resolution.index_of(at);
+        // Nearly every sample goes to the newest second: found at the last run, with nothing after
+        // it to join.
+        if let Some(mut last) = self.runs.last_entry() {
+            let (start, run) = (*last.key(), last.get_mut());
+            if index >= start + run.len {
+                self.runs.insert(index, Run { len: 1, agg: Aggregate::new(value, count) });
+                self.buckets += 1;
+                self.join_previous(index);
+                return Ok(());
+            }
+            if index == start && run.len == 1 {
+                run.agg.add(value, count);
+                self.join_previous(index);
+                return Ok(());
+            }
+        }
         match self.run_at(index) {
             Some(start) => {
                 self.split_off(start, index);
@@ -724,18 +750,25 @@ impl MetricSeries {
         }
     }
 
+    /// Joins the run starting at `start` to the run before it if that one ends where it starts
+    /// and holds identical samples; returns where the joined run starts.
+    fn join_previous(&mut self, start: u64) -> u64 {
+        let mut runs = self.runs.range(..=start);
+        let (Some((_, mine)), Some((&before, run))) = (runs.next_back(), runs.next_back()) else {
+            return start;
+        };
+        if before + run.len != start || !run.agg.is_identical(&mine.agg) {
+            return start;
+        }
+        let len = self.runs.remove(&start).expect("invariant: present").len;
+        self.runs.get_mut(&before).expect("invariant: present").len += len;
+        before
+    }
+
     /// Joins the run starting at `start` with its neighbours where they touch it and hold
     /// identical samples.
     fn coalesce_around(&mut self, start: u64) {
-        let mut start = start;
-        if let Some((&before, run)) = self.runs.range(..start).next_back() {
-            let mine = &self.runs[&start];
-            if before + run.len == start && run.agg.is_identical(&mine.agg) {
-                let len = self.runs.remove(&start).expect("invariant: present").len;
-                self.runs.get_mut(&before).expect("invariant: present").len += len;
-                start = before;
-            }
-        }
+        let start = self.join_previous(start);
         let run = &self.runs[&start];
         let next = start + run.len;
         if self.runs.get(&next).is_some_and(|after| after.agg.is_identical(&run.agg)) {
