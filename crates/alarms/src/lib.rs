@@ -86,5 +86,5 @@ pub use metric::{
 };
 pub use series::{
     MetricSeries, MetricStore, PeriodError, PeriodStats, RecordError, SeriesConfig,
-    SeriesConfigError, SeriesHandle,
+    SeriesConfigError, SeriesHandle, SeriesWireError,
 };

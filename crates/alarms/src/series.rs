@@ -28,7 +28,17 @@
 //! bucket takes at most about 2 KiB while exact (128 values with counts) and 4 KiB as a histogram
 //! (2 × 256 bins), so the worst case of the default configuration (1 s for 3 h, like CloudWatch's
 //! high-resolution metrics) is about 43 MiB per series, reached only by samples of both signs
-//! spread over many decades every second; counters and histogram-fed latencies take about 1 MiB.
+//! spread over many decades every second; counters and histogram-fed latencies whose samples
+//! change every second take about 1 MiB.
+//!
+//! Neighbouring buckets with bit-for-bit identical samples are kept once, as a run (first index,
+//! length, samples): an idle second (the same number of zero counts, the same gauge reading) costs
+//! nothing more than the run it extends, so a series idle for its whole retention is one run, a
+//! few hundred bytes with its id, however long the retention. Queries merge a run's share of a
+//! period as that many buckets would be merged one by one (sums added as often, counts
+//! multiplied), so every answer is the one of keeping each bucket. A sample into the newest
+//! second splits that second off its run when it differs, and pruning trims a run's front.
+//!
 //! A [`MetricStore`] holds at most [`SERIES_MAX`] series. The window follows the latest
 //! time seen, so a sample stamped far in the future (a clock jump) ages everything before it out.
 
@@ -107,10 +117,12 @@ impl Bins {
         self.counts[at as usize] += n;
     }
 
-    fn merge(&mut self, other: &Bins) {
+    /// Adds `other`'s counts `times` over: the same bins as merging it `times` times, since where
+    /// a count lands depends on the keys seen, not on the counts.
+    fn merge(&mut self, other: &Bins, times: u64) {
         for (i, &c) in other.counts.iter().enumerate() {
             if c > 0 {
-                self.add(other.offset + i as i32, c);
+                self.add(other.offset + i as i32, c.saturating_mul(times));
             }
         }
     }
@@ -193,24 +205,26 @@ impl Values {
         }
     }
 
-    fn merge(&mut self, other: &Values) {
+    /// Adds `other`'s values `times` over, as merging it `times` times would: whether and where
+    /// the distribution turns into a histogram depends on the distinct values, not their counts.
+    fn merge(&mut self, other: &Values, times: u64) {
         match (&mut *self, other) {
             (Values::Exact(_), Values::Exact(theirs)) => {
                 for &(v, n) in theirs {
-                    self.add(v, n);
+                    self.add(v, n.saturating_mul(times));
                 }
             }
             (Values::Sketch(mine), Values::Exact(theirs)) => {
                 for &(v, n) in theirs {
-                    mine.add(v, n);
+                    mine.add(v, n.saturating_mul(times));
                 }
             }
             (_, Values::Sketch(theirs)) => {
                 self.make_sketch();
                 if let Values::Sketch(mine) = self {
-                    mine.negative.merge(&theirs.negative);
-                    mine.zero += theirs.zero;
-                    mine.positive.merge(&theirs.positive);
+                    mine.negative.merge(&theirs.negative, times);
+                    mine.zero = mine.zero.saturating_add(theirs.zero.saturating_mul(times));
+                    mine.positive.merge(&theirs.positive, times);
                 }
             }
         }
@@ -235,7 +249,7 @@ impl Values {
 
 /// The samples of one bucket or period.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct Aggregate {
+pub(crate) struct Aggregate {
     count: u64,
     sum: f64,
     min: f64,
@@ -244,7 +258,7 @@ struct Aggregate {
 }
 
 impl Aggregate {
-    fn new(value: f64, n: u64) -> Aggregate {
+    pub(crate) fn new(value: f64, n: u64) -> Aggregate {
         Aggregate {
             count: n,
             sum: value * n as f64,
@@ -254,7 +268,7 @@ impl Aggregate {
         }
     }
 
-    fn add(&mut self, value: f64, n: u64) {
+    pub(crate) fn add(&mut self, value: f64, n: u64) {
         self.count = self.count.saturating_add(n);
         self.sum += value * n as f64;
         self.min = self.min.min(value);
@@ -262,12 +276,43 @@ impl Aggregate {
         self.values.add(value, n);
     }
 
-    fn merge(&mut self, other: &Aggregate) {
-        self.count = self.count.saturating_add(other.count);
-        self.sum += other.sum;
+    /// Merges `other` `times` over, with exactly the result of merging it `times` times one after
+    /// the other (what a run of identical buckets stands for).
+    pub(crate) fn merge(&mut self, other: &Aggregate, times: u64) {
+        self.count = self.count.saturating_add(other.count.saturating_mul(times));
+        if other.sum == 0.0 {
+            // Adding a zero again never changes the sum (x + 0 is x once x is not -0.0).
+            if times > 0 {
+                self.sum += other.sum;
+            }
+        } else {
+            // Floating-point addition is not multiplication: add as often as the buckets were.
+            for _ in 0..times {
+                self.sum += other.sum;
+            }
+        }
         self.min = self.min.min(other.min);
         self.max = self.max.max(other.max);
-        self.values.merge(&other.values);
+        self.values.merge(&other.values, times);
+    }
+
+    /// Bit for bit the same samples: what lets two neighbouring buckets be kept as one run.
+    fn is_identical(&self, other: &Aggregate) -> bool {
+        let same_bits = |a: f64, b: f64| a.to_bits() == b.to_bits();
+        let same_values = match (&self.values, &other.values) {
+            (Values::Exact(a), Values::Exact(b)) => {
+                a.len() == b.len()
+                    && a.iter().zip(b).all(|(x, y)| same_bits(x.0, y.0) && x.1 == y.1)
+            }
+            // Histograms hold integers only.
+            (Values::Sketch(a), Values::Sketch(b)) => a == b,
+            _ => false,
+        };
+        self.count == other.count
+            && same_bits(self.sum, other.sum)
+            && same_bits(self.min, other.min)
+            && same_bits(self.max, other.max)
+            && same_values
     }
 }
 
@@ -277,6 +322,14 @@ pub struct PeriodStats {
     pub start: Timestamp,
     pub period: Period,
     agg: Aggregate,
+}
+
+impl PeriodStats {
+    /// For the in-crate reference of one bucket per resolution.
+    #[cfg(test)]
+    pub(crate) fn from_aggregate(start: Timestamp, period: Period, agg: Aggregate) -> PeriodStats {
+        PeriodStats { start, period, agg }
+    }
 }
 
 impl PeriodStats {
@@ -493,19 +546,107 @@ pub struct PeriodError {
 }
 
 /// The samples of one metric, bucketed by `resolution` and bounded by `retention`.
+///
+/// Neighbouring buckets with identical samples (an idle second: the same count of zeros, or the
+/// same gauge reading) are kept once, as a run, so an idle series takes a few runs instead of one
+/// bucket per second. Every answer is the one of keeping each bucket on its own.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "SeriesWire", into = "SeriesWire")]
 pub struct MetricSeries {
     id: MetricId,
     config: SeriesConfig,
-    /// By bucket index (`time / resolution`).
-    buckets: BTreeMap<u64, Aggregate>,
+    /// By the bucket index (`time / resolution`) of each run's first bucket. Runs never overlap,
+    /// and two neighbouring runs hold different samples once a record is done.
+    runs: BTreeMap<u64, Run>,
+    /// Buckets the runs cover.
+    buckets: u64,
     /// The latest time this series was given.
     latest: Timestamp,
 }
 
+/// `len` neighbouring buckets that each hold the samples `agg`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Run {
+    len: u64,
+    agg: Aggregate,
+}
+
+/// A series as stored: `buckets` is the form of the versions that kept one bucket per index (a
+/// store they saved still loads); runs are written as `runs`.
+#[derive(Serialize, Deserialize)]
+struct SeriesWire {
+    id: MetricId,
+    config: SeriesConfig,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    buckets: BTreeMap<u64, Aggregate>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    runs: Vec<RunWire>,
+    latest: Timestamp,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RunWire {
+    start: u64,
+    len: u64,
+    agg: Aggregate,
+}
+
+/// A stored series whose runs cannot be a series' buckets.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "series {id}: the run of {len} buckets from index {start} is empty or overlaps another; \
+     store series as this version writes them"
+)]
+pub struct SeriesWireError {
+    id: String,
+    start: u64,
+    len: u64,
+}
+
+impl TryFrom<SeriesWire> for MetricSeries {
+    type Error = SeriesWireError;
+    fn try_from(wire: SeriesWire) -> Result<MetricSeries, SeriesWireError> {
+        let mut series = MetricSeries::new(wire.id, wire.config);
+        series.latest = wire.latest;
+        let runs = wire.buckets.into_iter().map(|(start, agg)| RunWire { start, len: 1, agg });
+        for run in runs.chain(wire.runs) {
+            let overlaps = series.run_at(run.start).is_some()
+                || series.runs.range(run.start..).next().is_some_and(|(&next, _)| {
+                    run.start.checked_add(run.len).is_none_or(|end| next < end)
+                });
+            if run.len == 0 || overlaps {
+                let id = series.id.to_string();
+                return Err(SeriesWireError { id, start: run.start, len: run.len });
+            }
+            series.buckets += run.len;
+            series.runs.insert(run.start, Run { len: run.len, agg: run.agg });
+            // Old stores hold one bucket per index: join the identical ones.
+            series.coalesce_around(run.start);
+        }
+        Ok(series)
+    }
+}
+
+impl From<MetricSeries> for SeriesWire {
+    fn from(series: MetricSeries) -> SeriesWire {
+        let runs = series
+            .runs
+            .into_iter()
+            .map(|(start, run)| RunWire { start, len: run.len, agg: run.agg })
+            .collect();
+        SeriesWire {
+            id: series.id,
+            config: series.config,
+            buckets: BTreeMap::new(),
+            runs,
+            latest: series.latest,
+        }
+    }
+}
+
 impl MetricSeries {
     pub fn new(id: MetricId, config: SeriesConfig) -> MetricSeries {
-        MetricSeries { id, config, buckets: BTreeMap::new(), latest: Timestamp::ZERO }
+        MetricSeries { id, config, runs: BTreeMap::new(), buckets: 0, latest: Timestamp::ZERO }
     }
 
     pub fn id(&self) -> &MetricId {
@@ -516,13 +657,18 @@ impl MetricSeries {
         self.config
     }
 
-    /// Buckets retained.
+    /// Buckets retained (with samples).
     pub fn len(&self) -> usize {
-        self.buckets.len()
+        self.buckets as usize
     }
 
     pub fn is_empty(&self) -> bool {
-        self.buckets.is_empty()
+        self.runs.is_empty()
+    }
+
+    /// Runs of identical buckets kept: what the series' memory grows with.
+    pub fn runs(&self) -> usize {
+        self.runs.len()
     }
 
     /// One sample at `at`: a gauge reading, a latency, or a per-interval count.
@@ -547,13 +693,88 @@ impl MetricSeries {
         // -0.0 and 0.0 are one value.
         let value = if value == 0.0 { 0.0 } else { value };
         let index = self.config.resolution.index_of(at);
-        match self.buckets.get_mut(&index) {
-            Some(agg) => agg.add(value, count),
-            None => {
-                self.buckets.insert(index, Aggregate::new(value, count));
+        // Nearly every sample goes to the newest second: found at the last run, with nothing after
+        // it to join.
+        if let Some(mut last) = self.runs.last_entry() {
+            let (start, run) = (*last.key(), last.get_mut());
+            if index >= start + run.len {
+                self.runs.insert(index, Run { len: 1, agg: Aggregate::new(value, count) });
+                self.buckets += 1;
+                self.join_previous(index);
+                return Ok(());
+            }
+            if index == start && run.len == 1 {
+                run.agg.add(value, count);
+                self.join_previous(index);
+                return Ok(());
             }
         }
+        match self.run_at(index) {
+            Some(start) => {
+                self.split_off(start, index);
+                let run = self.runs.get_mut(&index).expect("invariant: split off above");
+                run.agg.add(value, count);
+            }
+            None => {
+                self.runs.insert(index, Run { len: 1, agg: Aggregate::new(value, count) });
+                self.buckets += 1;
+            }
+        }
+        self.coalesce_around(index);
         Ok(())
+    }
+
+    /// The start of the run that covers bucket `index`, if one does.
+    fn run_at(&self, index: u64) -> Option<u64> {
+        let (&start, run) = self.runs.range(..=index).next_back()?;
+        (index - start < run.len).then_some(start)
+    }
+
+    /// Makes bucket `index` of the run starting at `start` a run of its own.
+    fn split_off(&mut self, start: u64, index: u64) {
+        let run = self.runs.get_mut(&start).expect("invariant: the run covering index");
+        if run.len == 1 {
+            return;
+        }
+        let (len, agg) = (run.len, run.agg.clone());
+        let before = index - start;
+        let after = len - before - 1;
+        if before > 0 {
+            run.len = before;
+        } else {
+            self.runs.remove(&start);
+        }
+        self.runs.insert(index, Run { len: 1, agg: agg.clone() });
+        if after > 0 {
+            self.runs.insert(index + 1, Run { len: after, agg });
+        }
+    }
+
+    /// Joins the run starting at `start` to the run before it if that one ends where it starts
+    /// and holds identical samples; returns where the joined run starts.
+    fn join_previous(&mut self, start: u64) -> u64 {
+        let mut runs = self.runs.range(..=start);
+        let (Some((_, mine)), Some((&before, run))) = (runs.next_back(), runs.next_back()) else {
+            return start;
+        };
+        if before + run.len != start || !run.agg.is_identical(&mine.agg) {
+            return start;
+        }
+        let len = self.runs.remove(&start).expect("invariant: present").len;
+        self.runs.get_mut(&before).expect("invariant: present").len += len;
+        before
+    }
+
+    /// Joins the run starting at `start` with its neighbours where they touch it and hold
+    /// identical samples.
+    fn coalesce_around(&mut self, start: u64) {
+        let start = self.join_previous(start);
+        let run = &self.runs[&start];
+        let next = start + run.len;
+        if self.runs.get(&next).is_some_and(|after| after.agg.is_identical(&run.agg)) {
+            let len = self.runs.remove(&next).expect("invariant: present").len;
+            self.runs.get_mut(&start).expect("invariant: present").len += len;
+        }
     }
 
     /// Forgets the buckets that ended at or before `now − retention`. Recording prunes too; call
@@ -562,11 +783,20 @@ impl MetricSeries {
         self.latest = self.latest.max(now);
         let horizon = self.horizon(self.latest);
         let first_kept = self.config.resolution.index_of(horizon);
-        while let Some(entry) = self.buckets.first_entry() {
-            if *entry.key() >= first_kept {
+        while let Some(entry) = self.runs.first_entry() {
+            let start = *entry.key();
+            if start >= first_kept {
                 break;
             }
-            entry.remove();
+            let run = entry.remove();
+            let end = start + run.len;
+            if end > first_kept {
+                // The run's front aged out; its newer buckets stay.
+                self.buckets -= first_kept - start;
+                self.runs.insert(first_kept, Run { len: end - first_kept, agg: run.agg });
+                break;
+            }
+            self.buckets -= run.len;
         }
     }
 
@@ -590,12 +820,33 @@ impl MetricSeries {
         let per = u64::from(period.secs() / res.secs());
         let first = period.index_of(from) * per;
         let end = to.as_millis().div_ceil(period.millis()) * per;
+        if first >= end {
+            return Ok(Vec::new());
+        }
+        // The run covering `first` starts before it.
+        let earlier = self.run_at(first).filter(|&start| start < first);
+        let runs = earlier.into_iter().chain(self.runs.range(first..end).map(|(&start, _)| start));
         let mut out: Vec<PeriodStats> = Vec::new();
-        for (&index, agg) in self.buckets.range(first..end) {
-            let start = period.start_of(index / per);
-            match out.last_mut() {
-                Some(last) if last.start == start => last.agg.merge(agg),
-                _ => out.push(PeriodStats { start, period, agg: agg.clone() }),
+        for start in runs {
+            let run = &self.runs[&start];
+            let (mut index, run_end) = (start.max(first), (start + run.len).min(end));
+            // Each period the run overlaps merges its share of the run's buckets at once.
+            while index < run_end {
+                let period_index = index / per;
+                let share_end = ((period_index + 1) * per).min(run_end);
+                let times = share_end - index;
+                let start = period.start_of(period_index);
+                match out.last_mut() {
+                    Some(last) if last.start == start => last.agg.merge(&run.agg, times),
+                    _ => {
+                        let mut agg = run.agg.clone();
+                        if times > 1 {
+                            agg.merge(&run.agg, times - 1);
+                        }
+                        out.push(PeriodStats { start, period, agg });
+                    }
+                }
+                index = share_end;
             }
         }
         Ok(out)

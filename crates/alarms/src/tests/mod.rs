@@ -5,6 +5,7 @@ mod alarm;
 mod counter;
 mod filter;
 mod judge;
+mod runs;
 mod series;
 mod store;
 
