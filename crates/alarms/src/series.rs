@@ -61,8 +61,12 @@ pub const SKETCH_BINS_MAX: usize = 256;
 pub const SKETCH_RELATIVE_ERROR: f64 = 0.02;
 /// Most buckets one series may retain (`retention / resolution`).
 pub const BUCKETS_MAX: u64 = 100_000;
-/// Most series in a [`MetricStore`].
-pub const SERIES_MAX: usize = 10_000;
+/// Most series in a [`MetricStore`]: every series of 1,000 target groups (ten load balancers at
+/// ALB's quota of 100 each; the control plane records 22 per group) with room for as many again
+/// from metric filters. An idle series is one run, a few hundred bytes to a few KiB; a series
+/// whose samples change every second keeps its seconds (about 2.6 MB after 3 hours), so memory
+/// follows how many series are busy, not how many are held.
+pub const SERIES_MAX: usize = 30_000;
 
 /// `γ = (1 + α) / (1 − α)`: bin `k` holds the values in `(γ^(k−1), γ^k]`.
 fn ln_gamma() -> f64 {

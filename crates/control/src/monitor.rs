@@ -999,8 +999,8 @@ mod tests {
     fn a_group_refused_by_a_full_store_is_recorded_once_a_series_is_forgotten() {
         let mut monitor = Monitor::new();
         // A group records 2 gauges at every snapshot and 20 counts from the second on: the
-        // store fills up within the last group's counts, before its `RequestCount`.
-        let groups = alarms::series::SERIES_MAX / 22 + 1;
+        // store fills up before the last group's counts, whatever the cap.
+        let groups = (alarms::series::SERIES_MAX + 20).div_ceil(22);
         let names: Vec<String> = (0..groups).map(|i| format!("tg-{i:04}")).collect();
         let last = names.last().unwrap().clone();
         monitor.record_snapshot(groups_snapshot(at(0), &names, 0), at(0));
@@ -1017,6 +1017,27 @@ mod tests {
         let next = Timestamp(later.as_millis() + 250);
         monitor.record_snapshot(groups_snapshot(next, only_last, 6), next);
         assert_eq!(sum(&monitor, &requests, Timestamp(next.as_millis() + 1000)), 5.0);
+    }
+
+    /// At 10,000 targets (the `bench-scale` size) a snapshot holds 1,000 target groups; with a
+    /// store of 10,000 series the groups after the first 450 by name had no metrics at all, and
+    /// their alarms no data.
+    #[test]
+    fn a_snapshot_of_a_thousand_target_groups_records_every_group_s_series() {
+        let mut monitor = Monitor::new();
+        let names: Vec<String> = (0..1_000).map(|i| format!("lb{}-tg-{i:04}", i / 100)).collect();
+        monitor.record_snapshot(groups_snapshot(at(0), &names, 0), at(0));
+        monitor.record_snapshot(groups_snapshot(at(250), &names, 3), at(250));
+        let missing: Vec<&String> = names
+            .iter()
+            .filter(|name| {
+                let requests = MetricId::new("RequestCount").with("target_group", name.as_str());
+                monitor.store().series(&requests).is_none()
+            })
+            .collect();
+        assert_eq!(missing.len(), 0, "groups without a RequestCount series: {missing:?}");
+        let last = MetricId::new("RequestCount").with("target_group", names[999].as_str());
+        assert_eq!(sum(&monitor, &last, at(1000)), 3.0);
     }
 
     fn app_errors_world<'a>(
