@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use model::Timestamp;
 
-use super::at;
+use super::{Rng, at};
 use crate::series::{Aggregate, EXACT_DISTINCT_VALUES_MAX};
 use crate::{MetricId, MetricSeries, Percentile, Period, PeriodStats, RecordError, SeriesConfig};
 
@@ -73,18 +73,6 @@ impl PerBucket {
         out.into_iter()
             .map(|(start, agg)| PeriodStats::from_aggregate(start, period, agg))
             .collect()
-    }
-}
-
-/// xorshift64: the same sequence at every run.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
     }
 }
 

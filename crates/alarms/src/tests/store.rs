@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::at;
+use super::{Rng, at};
 use crate::{MetricId, MetricSeries, MetricStore, Period, RecordError, SeriesConfig};
 
 /// The store as it was: series by id, each created by its first sample, every series pruned at
@@ -33,18 +33,6 @@ impl Reference {
             s.prune(now);
             !s.is_empty()
         });
-    }
-}
-
-/// xorshift64: the same sequence at every run.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
     }
 }
 
